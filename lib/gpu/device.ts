@@ -1,0 +1,132 @@
+/**
+ * Device acquisition: one {@link Gpu} per process, with the adapter's own limits requested
+ * (requestDevice otherwise hands out small defaults: 128 MiB bindings, 16 KiB workgroup
+ * memory) and `shader-f16` / `timestamp-query` enabled when the adapter offers them.
+ * @module
+ */
+import { PipelineCache } from "./pipelines.ts";
+import { BufferPool } from "./pool.ts";
+import { Stream } from "./stream.ts";
+
+/** Raised when WebGPU is missing or no adapter can be found; the message says how to fix it. */
+export class GpuUnavailableError extends Error {
+  override name = "GpuUnavailableError";
+}
+
+/** Limits copied from the adapter into the device request (the numeric WebGPU limits). */
+const LIMIT_NAMES = [
+  "maxBufferSize",
+  "maxStorageBufferBindingSize",
+  "maxUniformBufferBindingSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxUniformBuffersPerShaderStage",
+  "maxBindGroups",
+  "maxBindingsPerBindGroup",
+] as const;
+
+/** An opened WebGPU device with the runtime services every kernel uses. */
+export class Gpu {
+  /** True when f16 storage and arithmetic (`enable f16;`) are available. */
+  readonly f16: boolean;
+  /** True when GPU timestamps can be taken (for benchmarks). */
+  readonly timestamps: boolean;
+  /** Compiled pipelines, keyed by WGSL source and entry point. */
+  readonly pipelines: PipelineCache;
+  /** Reusable storage buffers. */
+  readonly pool: BufferPool;
+  /** The one command stream of this device: all work is encoded here and submitted on flush. */
+  readonly stream: Stream;
+  /** Number of queue submits so far. */
+  submits = 0;
+  #errors: Error[] = [];
+
+  constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    /** A one-line description of the adapter, for logs and benchmark tables. */
+    readonly description: string,
+  ) {
+    this.f16 = device.features.has("shader-f16");
+    this.timestamps = device.features.has("timestamp-query");
+    this.pipelines = new PipelineCache(this);
+    this.pool = new BufferPool(device);
+    this.stream = new Stream(this);
+    device.addEventListener("uncapturederror", (e) => {
+      this.#errors.push(new Error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`));
+    });
+  }
+
+  /** The device's limits (the adapter's, as requested). */
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** Record an asynchronous error (a failed compile, a validation error) to raise at {@link check}. */
+  report(error: Error): void {
+    this.#errors.push(error);
+  }
+
+  /** Throw the first error recorded since the last check, if any. Awaits pending compiles. */
+  async check(): Promise<void> {
+    await this.pipelines.settled();
+    const error = this.#errors.shift();
+    this.#errors.length = 0;
+    if (error) throw error;
+  }
+
+  /** Submit the stream's work and wait until the GPU has finished it (≈11 ms in Deno: not per step). */
+  async sync(): Promise<void> {
+    this.stream.flush(true);
+    await this.device.queue.onSubmittedWorkDone();
+    await this.check();
+  }
+}
+
+let shared: Promise<Gpu> | undefined;
+
+/**
+ * The process-wide {@link Gpu}, opened on first use.
+ * @throws {GpuUnavailableError} when WebGPU or an adapter is missing.
+ */
+export function getGpu(): Promise<Gpu> {
+  shared ??= openGpu().catch((e) => {
+    shared = undefined;
+    throw e;
+  });
+  return shared;
+}
+
+/** Open a new device on the best adapter (high-performance preference). */
+export async function openGpu(): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+    throw new GpuUnavailableError(
+      "WebGPU is not available in this runtime: run hartley with Deno 2 (`deno run -A ...`).",
+    );
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new GpuUnavailableError(
+      "no WebGPU adapter found. On a machine without a GPU install a software Vulkan driver " +
+        "(Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`); on a GPU server install the " +
+        "Vulkan loader (`libvulkan1`) and the vendor's Vulkan driver.",
+    );
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const name of LIMIT_NAMES) {
+    const value = (adapter.limits as unknown as Record<string, number>)[name];
+    if (typeof value === "number") requiredLimits[name] = value;
+  }
+  const requiredFeatures = (["shader-f16", "timestamp-query"] as GPUFeatureName[])
+    .filter((f) => adapter.features.has(f));
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  const info = adapter.info;
+  const description = [info.vendor, info.architecture, info.device, info.description]
+    .filter((s) => s && String(s).length > 0).join(" ") || "unknown adapter";
+  return new Gpu(adapter, device, description);
+}

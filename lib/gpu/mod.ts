@@ -1,0 +1,10 @@
+/**
+ * The WebGPU runtime: device, pipeline cache, buffer pool, command stream, timers.
+ * @module
+ */
+export { getGpu, Gpu, GpuUnavailableError, openGpu } from "./device.ts";
+export { type Kernel, KernelCompileError, PipelineCache } from "./pipelines.ts";
+export { BufferPool, type PoolStats, sizeClass, STORAGE_USAGE } from "./pool.ts";
+export { type Binding, type Groups, Stream } from "./stream.ts";
+export { GpuTimer } from "./timing.ts";
+export { grid, readF32, readI32, readU32, upload } from "./buffers.ts";

@@ -1,0 +1,96 @@
+/**
+ * Compute pipelines, compiled once per (WGSL source, entry point). Compilation is synchronous
+ * for the caller; a compile error is reported asynchronously, with the kernel's name and the
+ * offending WGSL lines, at the next {@link Gpu.check} (every readback checks).
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+
+/** A WGSL compute kernel: a name for errors and profiles, its source, and an entry point. */
+export interface Kernel {
+  /** A short name, e.g. `fht.stage_r8`; shows up in errors. */
+  readonly name: string;
+  /** The complete WGSL module. */
+  readonly code: string;
+  /** The entry point; `main` when omitted. */
+  readonly entryPoint?: string;
+}
+
+/** Raised for a kernel that does not compile; names the kernel and quotes its WGSL lines. */
+export class KernelCompileError extends Error {
+  override name = "KernelCompileError";
+}
+
+/** Format compile messages with the source lines they point at. */
+export function formatCompileMessages(
+  kernel: Kernel,
+  messages: readonly { type: string; lineNum: number; message: string }[],
+): string {
+  const lines = kernel.code.split("\n");
+  const parts = messages.filter((m) => m.type === "error").map((m) => {
+    const text = m.message.trim().split("\n")[0];
+    const src = m.lineNum > 0 ? `\n    ${m.lineNum} | ${lines[m.lineNum - 1]?.trim() ?? ""}` : "";
+    return `  line ${m.lineNum}: ${text}${src}`;
+  });
+  return `kernel '${kernel.name}' failed to compile:\n${parts.join("\n")}`;
+}
+
+/** Pipeline cache of one device. */
+export class PipelineCache {
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #pending = new Set<Promise<void>>();
+  #ids = new WeakMap<GPUComputePipeline, number>();
+
+  constructor(private readonly gpu: Gpu) {}
+
+  /** Number of distinct pipelines compiled so far. */
+  get size(): number {
+    return this.#pipelines.size;
+  }
+
+  /** A small integer identifying a pipeline (for bind-group cache keys). */
+  id(pipeline: GPUComputePipeline): number {
+    return this.#ids.get(pipeline)!;
+  }
+
+  /** The pipeline for `kernel`, compiled on first use. */
+  get(kernel: Kernel): GPUComputePipeline {
+    const entryPoint = kernel.entryPoint ?? "main";
+    const key = `${entryPoint}\u0000${kernel.code}`;
+    let pipeline = this.#pipelines.get(key);
+    if (pipeline) return pipeline;
+    const { device } = this.gpu;
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ code: kernel.code, label: kernel.name });
+    pipeline = device.createComputePipeline({
+      label: kernel.name,
+      layout: "auto",
+      compute: { module, entryPoint },
+    });
+    const done = device.popErrorScope().then(async (error) => {
+      if (!error) return;
+      const info = await module.getCompilationInfo();
+      const msg = info.messages.some((m) => m.type === "error")
+        ? formatCompileMessages(kernel, info.messages)
+        : `kernel '${kernel.name}' failed to build: ${error.message.trim()}`;
+      this.gpu.report(new KernelCompileError(msg));
+    });
+    this.#pending.add(done);
+    done.finally(() => this.#pending.delete(done));
+    this.#ids.set(pipeline, this.#pipelines.size);
+    this.#pipelines.set(key, pipeline);
+    return pipeline;
+  }
+
+  /** Compile `kernel` now and throw {@link KernelCompileError} if it does not compile. */
+  async compile(kernel: Kernel): Promise<GPUComputePipeline> {
+    const pipeline = this.get(kernel);
+    await this.gpu.check();
+    return pipeline;
+  }
+
+  /** Resolves when every compile started so far has reported. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#pending]);
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * The command stream: every dispatch, copy, small upload and readback of a step is encoded
+ * into one command encoder (one compute pass while only dispatches follow each other) and
+ * submitted once by {@link Stream.flush}. Kernel parameters and small uploads go through
+ * CPU-side arenas that are written to the GPU with one `writeBuffer` per chunk just before the
+ * submit, so they land in encoder order. Bind groups are cached: a training step that
+ * repeats the same dispatches with the same buffers creates none after its first run.
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+import type { Kernel } from "./pipelines.ts";
+
+/** A buffer, or a window of one, bound to a kernel's storage binding. */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** Workgroup counts; x alone or x, y, z. */
+export type Groups = number | readonly [number, number?, number?];
+
+const ARENA_CHUNK = 1 << 20;
+/** Uploads larger than this get their own staging buffer instead of the arena. */
+const ARENA_MAX_UPLOAD = 1 << 18;
+const ARENA_USAGE = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+let nextBufferId = 1;
+const bufferIds = new WeakMap<GPUBuffer, number>();
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, id = nextBufferId++);
+  return id;
+}
+
+/** The arena's chunks: CPU bytes mirrored into a GPU buffer at each flush. */
+class Arena {
+  chunks: { gpu: GPUBuffer; cpu: Uint8Array<ArrayBuffer>; used: number }[] = [];
+  #current = 0;
+
+  constructor(private readonly device: GPUDevice) {}
+
+  /** Reserve `bytes` at `align`; returns the chunk and offset to fill. */
+  alloc(bytes: number, align: number): { gpu: GPUBuffer; cpu: Uint8Array<ArrayBuffer>; offset: number } {
+    for (;;) {
+      let chunk = this.chunks[this.#current];
+      if (!chunk) {
+        const size = Math.max(ARENA_CHUNK, bytes);
+        chunk = {
+          gpu: this.device.createBuffer({ size, usage: ARENA_USAGE, label: "arena" }),
+          cpu: new Uint8Array(size),
+          used: 0,
+        };
+        this.chunks.push(chunk);
+      }
+      const offset = Math.ceil(chunk.used / align) * align;
+      if (offset + bytes <= chunk.cpu.length) {
+        chunk.used = offset + bytes;
+        return { gpu: chunk.gpu, cpu: chunk.cpu, offset };
+      }
+      this.#current++;
+    }
+  }
+
+  /** Write the used part of every chunk to the GPU (queued before the coming submit). */
+  upload(queue: GPUQueue): void {
+    for (const c of this.chunks) {
+      if (c.used > 0) queue.writeBuffer(c.gpu, 0, c.cpu, 0, Math.ceil(c.used / 4) * 4);
+      c.used = 0;
+    }
+    this.#current = 0;
+  }
+}
+
+/** One device's command stream. Obtain it as `gpu.stream`. */
+export class Stream {
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #params: Arena;
+  #uploads: Arena;
+  #bindGroups = new Map<string, GPUBindGroup>();
+  #staging: GPUBuffer[] = [];
+  #afterSubmit: ((done: Promise<void>) => void)[] = [];
+  #dispatches = 0;
+  #uniformAlign: number;
+
+  constructor(private readonly gpu: Gpu) {
+    this.#params = new Arena(gpu.device);
+    this.#uploads = new Arena(gpu.device);
+    this.#uniformAlign = gpu.limits.minUniformBufferOffsetAlignment;
+  }
+
+  /** Dispatches encoded since the stream was created (for profiles and tests). */
+  get dispatches(): number {
+    return this.#dispatches;
+  }
+
+  /** Bind groups created so far (a repeated step should add none). */
+  get bindGroupsCreated(): number {
+    return this.#bindGroups.size;
+  }
+
+  #enc(): GPUCommandEncoder {
+    return this.#encoder ??= this.gpu.device.createCommandEncoder();
+  }
+
+  #endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
+  }
+
+  /**
+   * Encode one dispatch. Storage buffers bind at 0..k-1 in group 0 in the order given; when
+   * `params` is given, it binds as a uniform at binding k.
+   */
+  dispatch(kernel: Kernel, buffers: readonly Binding[], groups: Groups, params?: ArrayBufferView): void {
+    const pipeline = this.gpu.pipelines.get(kernel);
+    const entries: GPUBindGroupEntry[] = [];
+    let key = `${this.gpu.pipelines.id(pipeline)}`;
+    for (const [i, b] of buffers.entries()) {
+      const r = b instanceof GPUBuffer ? { buffer: b } : b;
+      entries.push({ binding: i, resource: r });
+      key += `|${bufferId(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
+    }
+    if (params) {
+      const size = Math.ceil(params.byteLength / 16) * 16;
+      const slot = this.#params.alloc(size, this.#uniformAlign);
+      slot.cpu.set(new Uint8Array(params.buffer, params.byteOffset, params.byteLength), slot.offset);
+      entries.push({ binding: buffers.length, resource: { buffer: slot.gpu, offset: slot.offset, size } });
+      key += `|u${bufferId(slot.gpu)}:${slot.offset}:${size}`;
+    }
+    let group = this.#bindGroups.get(key);
+    if (!group) {
+      if (this.#bindGroups.size > 20000) this.#bindGroups.clear();
+      group = this.gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.#bindGroups.set(key, group);
+    }
+    const [x, y = 1, z = 1] = typeof groups === "number" ? [groups] : groups;
+    if (x === 0 || y === 0 || z === 0) return;
+    this.#pass ??= this.#enc().beginComputePass();
+    this.#pass.setPipeline(pipeline);
+    this.#pass.setBindGroup(0, group);
+    this.#pass.dispatchWorkgroups(x, y, z);
+    this.#dispatches++;
+  }
+
+  /** Copy `size` bytes between buffers, in stream order. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.#endPass();
+    this.#enc().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+  }
+
+  /** Zero `size` bytes of `buffer` (all of it by default), in stream order. */
+  clear(buffer: GPUBuffer, offset = 0, size?: number): void {
+    this.#endPass();
+    this.#enc().clearBuffer(buffer, offset, size);
+  }
+
+  /** Write `data` into `buffer` at `offset`, in stream order (safe for buffers in use). */
+  write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 !== 0) throw new Error("stream.write: byte length must be a multiple of 4");
+    if (bytes.byteLength === 0) return;
+    if (bytes.byteLength > ARENA_MAX_UPLOAD) {
+      const staging = this.gpu.device.createBuffer({
+        size: bytes.byteLength,
+        usage: GPUBufferUsage.COPY_SRC,
+        mappedAtCreation: true,
+      });
+      new Uint8Array(staging.getMappedRange()).set(bytes);
+      staging.unmap();
+      this.copy(staging, 0, buffer, offset, bytes.byteLength);
+      this.#afterSubmit.push((done) => done.then(() => staging.destroy()));
+      return;
+    }
+    const slot = this.#uploads.alloc(bytes.byteLength, 4);
+    slot.cpu.set(bytes, slot.offset);
+    this.copy(slot.gpu, slot.offset, buffer, offset, bytes.byteLength);
+  }
+
+  /**
+   * Queue a readback of `size` bytes of `buffer`; the promise resolves after a later
+   * {@link flush} once the GPU is done. Does not submit by itself, so a training loop can
+   * read its loss every K steps without stalling.
+   */
+  readLater(buffer: GPUBuffer, size = buffer.size, offset = 0): Promise<ArrayBuffer> {
+    const bytes = Math.ceil(size / 4) * 4;
+    const i = this.#staging.findIndex((b) => b.size >= bytes && b.size <= 4 * bytes + 256);
+    const staging = i >= 0 ? this.#staging.splice(i, 1)[0] : this.gpu.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "readback",
+    });
+    this.copy(buffer, offset, staging, 0, bytes);
+    return new Promise((resolve, reject) => {
+      this.#afterSubmit.push(async () => {
+        try {
+          await staging.mapAsync(GPUMapMode.READ, 0, bytes);
+          const out = staging.getMappedRange(0, bytes).slice(0, size);
+          staging.unmap();
+          this.#staging.push(staging);
+          await this.gpu.check();
+          resolve(out);
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }
+
+  /** Submit and read `size` bytes of `buffer` (one round trip, ≈11 ms in Deno). */
+  read(buffer: GPUBuffer, size = buffer.size, offset = 0): Promise<ArrayBuffer> {
+    const p = this.readLater(buffer, size, offset);
+    this.flush();
+    return p;
+  }
+
+  /** Write a GPU timestamp into `querySet[index]` at this point of the stream. */
+  timestamp(querySet: GPUQuerySet, index: number): void {
+    this.#endPass();
+    this.#enc().beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: index } })
+      .end();
+  }
+
+  /** Resolve `count` timestamps of `querySet` into `dst` (a QUERY_RESOLVE buffer). */
+  resolveTimestamps(querySet: GPUQuerySet, count: number, dst: GPUBuffer): void {
+    this.#endPass();
+    this.#enc().resolveQuerySet(querySet, 0, count, dst, 0);
+  }
+
+  /** Submit everything encoded so far (when nothing was, only if `always`). */
+  flush(always = false): void {
+    this.#endPass();
+    const callbacks = this.#afterSubmit;
+    if (!this.#encoder && callbacks.length === 0 && !always) return;
+    const { device, pool } = this.gpu;
+    this.#params.upload(device.queue);
+    this.#uploads.upload(device.queue);
+    device.queue.submit([this.#enc().finish()]);
+    this.#encoder = null;
+    this.#afterSubmit = [];
+    const serial = pool.nextSubmit++;
+    this.gpu.submits++;
+    const done = device.queue.onSubmittedWorkDone().then(() => pool.completed(serial));
+    for (const cb of callbacks) cb(done);
+  }
+}

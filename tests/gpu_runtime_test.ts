@@ -1,0 +1,94 @@
+import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { getGpu, GpuTimer, KernelCompileError, readF32, upload } from "../lib/gpu/mod.ts";
+import { sizeClass } from "../lib/gpu/pool.ts";
+
+const scale = {
+  name: "test.scale",
+  code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { n: u32, s: f32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x < p.n) { y[g.x] = x[g.x] * p.s; }
+}`,
+};
+
+function params(n: number, s: number): Uint32Array {
+  const b = new Uint32Array(2);
+  b[0] = n;
+  new Float32Array(b.buffer)[1] = s;
+  return b;
+}
+
+Deno.test("device requests the adapter's limits", async () => {
+  const gpu = await getGpu();
+  assertEquals(gpu.limits.maxStorageBufferBindingSize, gpu.adapter.limits.maxStorageBufferBindingSize);
+  assertEquals(gpu.limits.maxComputeWorkgroupStorageSize, gpu.adapter.limits.maxComputeWorkgroupStorageSize);
+  assertEquals(gpu.f16, gpu.adapter.features.has("shader-f16"));
+});
+
+Deno.test("dispatches with params in one submit, bind groups reused", async () => {
+  const gpu = await getGpu();
+  const n = 1001;
+  const x = upload(gpu, Float32Array.from({ length: n }, (_, i) => i));
+  const y = gpu.pool.acquire(n * 4);
+  const submits = gpu.submits;
+  gpu.stream.dispatch(scale, [x, y], Math.ceil(n / 64), params(n, 2));
+  gpu.stream.dispatch(scale, [y, y.size > 0 ? gpu.pool.acquire(n * 4) : y], Math.ceil(n / 64), params(n, 3));
+  const out = await readF32(gpu, y, n);
+  assertEquals(gpu.submits, submits + 1);
+  for (let i = 0; i < n; i++) assertEquals(out[i], 2 * i);
+  const before = gpu.stream.bindGroupsCreated;
+  gpu.stream.dispatch(scale, [x, y], Math.ceil(n / 64), params(n, 5));
+  const again = await readF32(gpu, y, n);
+  assertEquals(again[7], 35);
+  assertEquals(gpu.stream.bindGroupsCreated, before, "same buffers and param slot: no new bind group");
+});
+
+Deno.test("stream.write lands in stream order", async () => {
+  const gpu = await getGpu();
+  const a = upload(gpu, new Float32Array([1, 2, 3, 4]));
+  const b = gpu.pool.acquire(16);
+  gpu.stream.dispatch(scale, [a, b], 1, params(4, 10));
+  gpu.stream.write(a, new Float32Array([5, 6, 7, 8])); // after the dispatch has read a
+  const c = gpu.pool.acquire(16);
+  gpu.stream.dispatch(scale, [a, c], 1, params(4, 1));
+  assertEquals([...await readF32(gpu, b, 4)], [10, 20, 30, 40]);
+  assertEquals([...await readF32(gpu, c, 4)], [5, 6, 7, 8]);
+});
+
+Deno.test("pool reuses a buffer only after its submit completed", async () => {
+  const gpu = await getGpu();
+  const a = gpu.pool.acquire(4096);
+  gpu.pool.release(a);
+  const b = gpu.pool.acquire(4096);
+  assert(a !== b, "not reused before the submit completed");
+  gpu.pool.release(b);
+  await gpu.sync();
+  const c = gpu.pool.acquire(4096);
+  assert(c === a || c === b, "reused after completion");
+  gpu.pool.release(c);
+  assertEquals(sizeClass(1), 16);
+  assertEquals(sizeClass(1000), 1024);
+  assertEquals(sizeClass(70000), 73728);
+});
+
+Deno.test("a kernel that does not compile names itself and its line", async () => {
+  const gpu = await getGpu();
+  const bad = { name: "test.bad", code: "@compute @workgroup_size(1) fn main() {\n  let x: f32 = 1u;\n}" };
+  const err = await assertRejects(() => gpu.pipelines.compile(bad), KernelCompileError);
+  assert(err.message.includes("test.bad") && err.message.includes("line 2"), err.message);
+});
+
+Deno.test("timer measures intervals", async () => {
+  const gpu = await getGpu();
+  const t = new GpuTimer(gpu);
+  const x = upload(gpu, new Float32Array(1 << 16));
+  const y = gpu.pool.acquire(1 << 18);
+  await t.mark();
+  for (let i = 0; i < 4; i++) gpu.stream.dispatch(scale, [x, y], 1024, params(1 << 16, 1));
+  await t.mark();
+  const [ms] = await t.read();
+  assert(ms > 0 && ms < 10000, `interval ${ms}`);
+});
