@@ -1,0 +1,63 @@
+/**
+ * The hartley command line. Run `deno run -A cli.ts --help`.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import denoJson from "./deno.json" with { type: "json" };
+import { infoCommand } from "./lib/cli/info.ts";
+
+interface Command {
+  summary: string;
+  run: (args: string[]) => Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  info: { summary: "show the WebGPU adapter, its features and limits", run: infoCommand },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return [
+    `hartley ${denoJson.version} — SSH (sparse spectrum adaptation via the discrete Hartley transform) on WebGPU`,
+    "",
+    "usage: deno run -A cli.ts <command> [options]",
+    "",
+    "commands:",
+    ...lines,
+    "",
+    "Run `deno run -A cli.ts <command> --help` for a command's options.",
+  ].join("\n");
+}
+
+/** Run the CLI with `argv` (without the program name); resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    options: { help: { type: "boolean", short: "h" }, version: { type: "boolean" } },
+    allowPositionals: true,
+    strict: false,
+  });
+  const name = positionals[0];
+  if (values.version) {
+    console.log(denoJson.version);
+    return 0;
+  }
+  if (!name || (values.help && !COMMANDS[name])) {
+    console.log(usage());
+    return name ? 0 : values.help ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`hartley: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(argv.slice(argv.indexOf(name) + 1));
+  } catch (e) {
+    console.error(`hartley ${name}: ${e instanceof Error ? e.message : e}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

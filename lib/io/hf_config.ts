@@ -1,0 +1,463 @@
+/**
+ * A Hugging Face `config.json` → a typed model configuration for the families this project
+ * runs: `gpt2`, `bert`, `roberta`, `llama`, `vit`. Fields that transformers fills with a
+ * default when absent get the same default here (e.g. GPT-2's inner size 4·n_embd, Llama's
+ * kv heads = heads and head_dim = hidden/heads); the sizes that shape the weights are required.
+ * Every error names the file and the field.
+ * @module
+ */
+import { join } from "node:path";
+
+/** The model families this project supports (config.json `model_type`). */
+export const SUPPORTED_MODEL_TYPES = ["gpt2", "bert", "roberta", "llama", "vit"] as const;
+
+/** A supported `model_type`. */
+export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
+
+/**
+ * Feed-forward activation: "gelu" (exact, erf), "gelu_tanh" (the tanh approximation, which
+ * transformers calls gelu_new, gelu_pytorch_tanh or gelu_fast), "relu", "silu" (= swish).
+ */
+export type Activation = "gelu" | "gelu_tanh" | "relu" | "silu";
+
+/** How a classification head's loss is computed (transformers' `problem_type`). */
+export type ProblemType = "regression" | "single_label_classification" | "multi_label_classification";
+
+/** Fields every family has. */
+export interface CommonConfig {
+  /** The config.json this came from. */
+  path: string;
+  modelType: ModelType;
+  /** e.g. ["GPT2LMHeadModel"], ["RobertaForSequenceClassification"] (empty when absent). */
+  architectures: string[];
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  /** Size of one attention head. */
+  headDim: number;
+  /** Feed-forward inner size. */
+  intermediateSize: number;
+  activation: Activation;
+  /** Classification labels by id (id2label; "LABEL_i" when absent, 2 by default as transformers). */
+  labels: string[];
+  problemType: ProblemType | null;
+  /** Whether the output projection shares the input embedding matrix. */
+  tieWordEmbeddings: boolean;
+  /** Weight dtype recorded at save time ("float32", "float16", "bfloat16"), if any. */
+  dtype: string | null;
+  padTokenId: number | null;
+  bosTokenId: number | null;
+  /** End-of-sequence ids (a config may list several). */
+  eosTokenIds: number[];
+  /** The parsed JSON, for fields not mapped here. */
+  raw: Readonly<Record<string, unknown>>;
+}
+
+/** GPT-2: learned absolute positions, pre-LayerNorm, Conv1D weights stored (in, out). */
+export interface Gpt2Config extends CommonConfig {
+  modelType: "gpt2";
+  vocabSize: number;
+  maxPositions: number;
+  layerNormEps: number;
+  /** Scale attention scores by 1/√headDim (transformers' scale_attn_weights). */
+  scaleAttnWeights: boolean;
+  /** Additionally scale layer i's scores by 1/(i+1). */
+  scaleAttnByInverseLayerIdx: boolean;
+}
+
+/** BERT and RoBERTa: post-LayerNorm encoder with token-type embeddings. */
+export interface BertConfig extends CommonConfig {
+  modelType: "bert" | "roberta";
+  vocabSize: number;
+  /** Rows of the position-embedding table. */
+  maxPositions: number;
+  typeVocabSize: number;
+  layerNormEps: number;
+  /**
+   * Position id of the first token: 0 for BERT; padTokenId + 1 for RoBERTa, whose position ids
+   * count non-pad tokens from there and give pad tokens position padTokenId.
+   */
+  positionOffset: number;
+}
+
+/** Rotary position embedding parameters (only unscaled RoPE is supported). */
+export interface RopeConfig {
+  type: "default";
+  theta: number;
+}
+
+/** Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. */
+export interface LlamaConfig extends CommonConfig {
+  modelType: "llama";
+  vocabSize: number;
+  maxPositions: number;
+  /** Key/value heads (grouped-query attention); divides numHeads. */
+  numKvHeads: number;
+  rmsNormEps: number;
+  rope: RopeConfig;
+  attentionBias: boolean;
+  mlpBias: boolean;
+}
+
+/** ViT: patch embedding + [CLS] token + pre-LayerNorm encoder. */
+export interface VitConfig extends CommonConfig {
+  modelType: "vit";
+  imageSize: number;
+  patchSize: number;
+  numChannels: number;
+  /** Patches per image: ⌊imageSize / patchSize⌋². */
+  numPatches: number;
+  layerNormEps: number;
+  qkvBias: boolean;
+}
+
+/** A parsed config of any supported family (discriminated by `modelType`). */
+export type HfConfig = Gpt2Config | BertConfig | LlamaConfig | VitConfig;
+
+/** A config.json that is malformed, unsupported or missing a field. */
+export class HfConfigError extends Error {
+  override name = "HfConfigError";
+}
+
+/** Read and parse `path` (a config.json, or a model folder holding one). */
+export async function loadHfConfig(path: string): Promise<HfConfig> {
+  const file = (await Deno.stat(path)).isDirectory ? join(path, "config.json") : path;
+  const text = await Deno.readTextFile(file);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new HfConfigError(`${file}: invalid JSON (${(e as Error).message})`);
+  }
+  return parseHfConfig(json, file);
+}
+
+/** Parse config.json content; `path` is used in error messages and kept in the result. */
+export function parseHfConfig(json: unknown, path: string): HfConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new HfConfigError(`${path}: expected a JSON object`);
+  }
+  const f = new Fields(json as Record<string, unknown>, path);
+  const modelType = f.raw.model_type;
+  const supported = SUPPORTED_MODEL_TYPES.join(", ");
+  if (modelType === undefined) throw new HfConfigError(`${path}: no "model_type" (supported: ${supported})`);
+  switch (modelType) {
+    case "gpt2":
+      return gpt2(f);
+    case "bert":
+    case "roberta":
+      return bert(f, modelType as "bert" | "roberta");
+    case "llama":
+      return llama(f);
+    case "vit":
+      return vit(f);
+    default:
+      throw new HfConfigError(
+        `${path}: model_type ${JSON.stringify(modelType)} is not supported (supported: ${supported})`,
+      );
+  }
+}
+
+function gpt2(f: Fields): Gpt2Config {
+  const hiddenSize = f.int("n_embd"), numHeads = f.int("n_head");
+  return {
+    ...common(f, "gpt2", { tie: true, pad: null, bos: 50256, eos: 50256 }),
+    modelType: "gpt2",
+    vocabSize: f.int("vocab_size"),
+    maxPositions: f.int("n_positions"),
+    hiddenSize,
+    numLayers: f.int("n_layer"),
+    numHeads,
+    headDim: f.divide(hiddenSize, numHeads, "n_embd", "n_head"),
+    intermediateSize: f.int("n_inner", 4 * hiddenSize),
+    activation: f.activation("activation_function", "gelu_new"),
+    layerNormEps: f.positive("layer_norm_epsilon", 1e-5),
+    scaleAttnWeights: f.bool("scale_attn_weights", true),
+    scaleAttnByInverseLayerIdx: f.bool("scale_attn_by_inverse_layer_idx", false),
+  };
+}
+
+function bert(f: Fields, modelType: "bert" | "roberta"): BertConfig {
+  const hiddenSize = f.int("hidden_size"), numHeads = f.int("num_attention_heads");
+  const base = common(
+    f,
+    modelType,
+    modelType === "bert"
+      ? { tie: true, pad: 0, bos: null, eos: null }
+      : { tie: true, pad: 1, bos: 0, eos: 2 },
+  );
+  const positions = f.str("position_embedding_type", "absolute");
+  if (positions !== "absolute") {
+    throw new HfConfigError(
+      `${f.path}: position_embedding_type "${positions}" is not supported (only "absolute")`,
+    );
+  }
+  if (modelType === "roberta" && base.padTokenId === null) {
+    throw new HfConfigError(`${f.path}: RoBERTa needs "pad_token_id" (its position ids start after it)`);
+  }
+  return {
+    ...base,
+    modelType,
+    vocabSize: f.int("vocab_size"),
+    maxPositions: f.int("max_position_embeddings"),
+    hiddenSize,
+    numLayers: f.int("num_hidden_layers"),
+    numHeads,
+    headDim: f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads"),
+    intermediateSize: f.int("intermediate_size"),
+    activation: f.activation("hidden_act", "gelu"),
+    typeVocabSize: f.int("type_vocab_size", 2, 0),
+    layerNormEps: f.positive("layer_norm_eps", 1e-12),
+    positionOffset: modelType === "roberta" ? base.padTokenId! + 1 : 0,
+  };
+}
+
+function llama(f: Fields): LlamaConfig {
+  const hiddenSize = f.int("hidden_size"), numHeads = f.int("num_attention_heads");
+  const numKvHeads = f.int("num_key_value_heads", numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw new HfConfigError(
+      `${f.path}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`,
+    );
+  }
+  const headDim = f.has("head_dim")
+    ? f.int("head_dim")
+    : f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads");
+  return {
+    ...common(f, "llama", { tie: false, pad: null, bos: 1, eos: 2 }),
+    modelType: "llama",
+    vocabSize: f.int("vocab_size"),
+    maxPositions: f.int("max_position_embeddings"),
+    hiddenSize,
+    numLayers: f.int("num_hidden_layers"),
+    numHeads,
+    numKvHeads,
+    headDim,
+    intermediateSize: f.int("intermediate_size"),
+    activation: f.activation("hidden_act", "silu"),
+    rmsNormEps: f.positive("rms_norm_eps", 1e-6),
+    rope: rope(f),
+    attentionBias: f.bool("attention_bias", false),
+    mlpBias: f.bool("mlp_bias", false),
+  };
+}
+
+/** RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`. */
+function rope(f: Fields): RopeConfig {
+  const params = f.raw.rope_parameters ?? f.raw.rope_scaling ?? null;
+  const key = f.raw.rope_parameters != null ? "rope_parameters" : "rope_scaling";
+  if (params !== null && (typeof params !== "object" || Array.isArray(params))) {
+    throw new HfConfigError(`${f.path}: "${key}" must be an object, got ${JSON.stringify(params)}`);
+  }
+  const p = (params ?? {}) as Record<string, unknown>;
+  const type = p.rope_type ?? p.type ?? "default";
+  if (type !== "default") {
+    throw new HfConfigError(
+      `${f.path}: ${key} asks for RoPE scaling type ${JSON.stringify(type)}, which is not supported ` +
+        `(only unscaled RoPE, rope_type "default")`,
+    );
+  }
+  const theta = p.rope_theta ?? f.raw.rope_theta ?? 10000;
+  if (typeof theta !== "number" || !(theta > 0)) {
+    throw new HfConfigError(`${f.path}: rope_theta must be a positive number, got ${JSON.stringify(theta)}`);
+  }
+  return { type: "default", theta };
+}
+
+function vit(f: Fields): VitConfig {
+  const hiddenSize = f.int("hidden_size"), numHeads = f.int("num_attention_heads");
+  const imageSize = f.int("image_size"), patchSize = f.int("patch_size");
+  if (patchSize > imageSize) {
+    throw new HfConfigError(`${f.path}: patch_size (${patchSize}) is larger than image_size (${imageSize})`);
+  }
+  return {
+    ...common(f, "vit", { tie: true, pad: null, bos: null, eos: null }),
+    modelType: "vit",
+    hiddenSize,
+    numLayers: f.int("num_hidden_layers"),
+    numHeads,
+    headDim: f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads"),
+    intermediateSize: f.int("intermediate_size"),
+    activation: f.activation("hidden_act", "gelu"),
+    imageSize,
+    patchSize,
+    numChannels: f.int("num_channels", 3),
+    numPatches: Math.floor(imageSize / patchSize) ** 2,
+    layerNormEps: f.positive("layer_norm_eps", 1e-12),
+    qkvBias: f.bool("qkv_bias", true),
+  };
+}
+
+/** Family defaults of the PretrainedConfig-level fields. */
+interface Defaults {
+  tie: boolean;
+  pad: number | null;
+  bos: number | null;
+  eos: number | null;
+}
+
+/** The common fields each family fills itself (sizes and activation). */
+type Shape = "hiddenSize" | "numLayers" | "numHeads" | "headDim" | "intermediateSize" | "activation";
+
+/** The common fields read the same way for every family. */
+function common(f: Fields, modelType: ModelType, d: Defaults): Omit<CommonConfig, Shape> {
+  const eos = f.raw.eos_token_id === undefined ? d.eos : f.raw.eos_token_id;
+  let eosTokenIds: number[];
+  if (Array.isArray(eos)) eosTokenIds = eos.map((id, i) => f.checkId(`eos_token_id[${i}]`, id));
+  else eosTokenIds = eos === null ? [] : [f.checkId("eos_token_id", eos)];
+  return {
+    path: f.path,
+    modelType,
+    architectures: f.strings("architectures"),
+    labels: labels(f),
+    problemType: problemType(f),
+    tieWordEmbeddings: f.bool("tie_word_embeddings", d.tie),
+    dtype: f.raw.dtype != null
+      ? f.str("dtype", "")
+      : f.raw.torch_dtype != null
+      ? f.str("torch_dtype", "")
+      : null,
+    padTokenId: f.tokenId("pad_token_id", d.pad),
+    bosTokenId: f.tokenId("bos_token_id", d.bos),
+    eosTokenIds,
+    raw: f.raw,
+  };
+}
+
+/** Labels from id2label (ids 0..n−1), else num_labels generic names, else transformers' 2. */
+function labels(f: Fields): string[] {
+  const map = f.raw.id2label;
+  if (map != null) {
+    if (typeof map !== "object" || Array.isArray(map)) {
+      throw new HfConfigError(`${f.path}: "id2label" must be an object {"0": "name", ...}`);
+    }
+    const entries = Object.entries(map as Record<string, unknown>);
+    const out: string[] = new Array(entries.length);
+    for (const [k, v] of entries) {
+      const id = Number(k);
+      if (
+        !Number.isInteger(id) || id < 0 || id >= entries.length || out[id] !== undefined ||
+        typeof v !== "string"
+      ) {
+        throw new HfConfigError(
+          `${f.path}: "id2label" must map each id 0..${entries.length - 1} once to a name, got "${k}": ${
+            JSON.stringify(v)
+          }`,
+        );
+      }
+      out[id] = v;
+    }
+    return out;
+  }
+  const n = f.int("num_labels", 2);
+  return Array.from({ length: n }, (_, i) => `LABEL_${i}`);
+}
+
+function problemType(f: Fields): ProblemType | null {
+  const p = f.raw.problem_type;
+  if (p == null) return null;
+  const ok: ProblemType[] = ["regression", "single_label_classification", "multi_label_classification"];
+  if (!ok.includes(p as ProblemType)) {
+    throw new HfConfigError(`${f.path}: problem_type ${JSON.stringify(p)} is not one of ${ok.join(", ")}`);
+  }
+  return p as ProblemType;
+}
+
+const ACTIVATIONS: Record<string, Activation> = {
+  gelu: "gelu",
+  gelu_new: "gelu_tanh",
+  gelu_pytorch_tanh: "gelu_tanh",
+  gelu_fast: "gelu_tanh",
+  relu: "relu",
+  silu: "silu",
+  swish: "silu",
+};
+
+/** Typed access to config fields with errors naming the file and the field. */
+class Fields {
+  constructor(readonly raw: Record<string, unknown>, readonly path: string) {}
+
+  has(key: string): boolean {
+    return this.raw[key] != null;
+  }
+
+  /** An integer ≥ min; absent or null takes `def`, and is an error without one. */
+  int(key: string, def?: number, min = 1): number {
+    const v = this.raw[key];
+    if (v == null) {
+      if (def === undefined) throw new HfConfigError(`${this.path}: missing required field "${key}"`);
+      return def;
+    }
+    if (!Number.isSafeInteger(v) || (v as number) < min) {
+      throw new HfConfigError(`${this.path}: "${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
+    }
+    return v as number;
+  }
+
+  positive(key: string, def: number): number {
+    const v = this.raw[key] ?? def;
+    if (typeof v !== "number" || !(v > 0)) {
+      throw new HfConfigError(`${this.path}: "${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+
+  bool(key: string, def: boolean): boolean {
+    const v = this.raw[key] ?? def;
+    if (typeof v !== "boolean") {
+      throw new HfConfigError(`${this.path}: "${key}" must be true or false, got ${v}`);
+    }
+    return v;
+  }
+
+  str(key: string, def: string): string {
+    const v = this.raw[key] ?? def;
+    if (typeof v !== "string") throw new HfConfigError(`${this.path}: "${key}" must be a string, got ${v}`);
+    return v;
+  }
+
+  strings(key: string): string[] {
+    const v = this.raw[key] ?? [];
+    if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) {
+      throw new HfConfigError(`${this.path}: "${key}" must be a list of strings, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+
+  /** A token id field: null stays null, absent takes the family default. */
+  tokenId(key: string, def: number | null): number | null {
+    const v = this.raw[key];
+    if (v === undefined) return def;
+    return v === null ? null : this.checkId(key, v);
+  }
+
+  checkId(key: string, v: unknown): number {
+    if (!Number.isSafeInteger(v) || (v as number) < 0) {
+      throw new HfConfigError(
+        `${this.path}: "${key}" must be a token id (integer ≥ 0), got ${JSON.stringify(v)}`,
+      );
+    }
+    return v as number;
+  }
+
+  activation(key: string, def: string): Activation {
+    const name = this.str(key, def);
+    const act = ACTIVATIONS[name];
+    if (!act) {
+      throw new HfConfigError(
+        `${this.path}: "${key}" ${JSON.stringify(name)} is not supported (supported: ${
+          Object.keys(ACTIVATIONS).join(", ")
+        })`,
+      );
+    }
+    return act;
+  }
+
+  /** a / b, which must divide exactly (e.g. hidden size over heads). */
+  divide(a: number, b: number, aKey: string, bKey: string): number {
+    if (a % b !== 0) {
+      throw new HfConfigError(`${this.path}: ${aKey} (${a}) is not a multiple of ${bKey} (${b})`);
+    }
+    return a / b;
+  }
+}

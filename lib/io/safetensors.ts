@@ -1,0 +1,489 @@
+/**
+ * safetensors files: reading (header first, then each tensor's bytes on demand, so a large
+ * checkpoint is never held twice), sharded checkpoints (`model.safetensors.index.json`), and
+ * atomic writing in the layout of the reference `safetensors` library (so a file it wrote,
+ * re-written from its parsed tensors, comes out byte for byte the same).
+ *
+ * Format: 8-byte little-endian header length N, N bytes of JSON (`{name: {dtype, shape,
+ * data_offsets: [begin, end]}}` with offsets relative to the data start, and an optional
+ * `__metadata__` string map), then the data. Every error names the file, and the tensor
+ * where one is at fault.
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { withAtomicFile, writeAll } from "./atomic.ts";
+import { type Dtype, DTYPES, fromFloat, isDtype, toFloat32, type TypedArray } from "./dtype.ts";
+
+/** A malformed or inconsistent safetensors file, index or tensor. */
+export class SafetensorsError extends Error {
+  override name = "SafetensorsError";
+}
+
+/** Dtype and shape of one stored tensor. */
+export interface TensorInfo {
+  dtype: Dtype;
+  shape: number[];
+  /** Bytes of data: product of the shape times the dtype size. */
+  byteLength: number;
+}
+
+/** Read access to named tensors, from one file or from the shards of a checkpoint. */
+export interface TensorSource {
+  /** Where the tensors come from (the file, or a sharded checkpoint's index). */
+  readonly path: string;
+  /** Tensor names: a file's in data order, a sharded checkpoint's in index order. */
+  readonly names: readonly string[];
+  /** The `__metadata__` string map (a sharded checkpoint's index `metadata`, stringified). */
+  readonly metadata: Readonly<Record<string, string>>;
+  has(name: string): boolean;
+  /** Dtype and shape of `name`; throws naming the source when it is absent. */
+  info(name: string): TensorInfo;
+  /** The tensor in its own dtype (F16/BF16 as raw bits in a Uint16Array, I64 as BigInt64Array). */
+  read(name: string): Promise<TypedArray>;
+  /** The tensor's values as float32 (f16/bf16 exact, f64 rounded, integers converted). */
+  readF32(name: string): Promise<Float32Array>;
+}
+
+/** The largest header accepted (as the reference library: 100 MB). */
+const MAX_HEADER = 100_000_000;
+
+/** Dtypes the format defines that this project does not handle (named in errors). */
+const KNOWN_UNSUPPORTED = [
+  "U16",
+  "U32",
+  "U64",
+  "F8_E5M2",
+  "F8_E4M3",
+  "F8_E8M0",
+  "F4",
+  "F6_E2M3",
+  "F6_E3M2",
+  "C64",
+];
+
+interface Entry extends TensorInfo {
+  name: string;
+  begin: number;
+  end: number;
+}
+
+/** One safetensors file, header parsed and validated; tensor data is read on demand. */
+export class SafetensorsFile implements TensorSource {
+  readonly names: readonly string[];
+
+  private constructor(
+    readonly path: string,
+    readonly metadata: Readonly<Record<string, string>>,
+    /** Byte offset of the data region in the file (8 + header length). */
+    readonly dataStart: number,
+    private readonly entries: Map<string, Entry>,
+  ) {
+    this.names = [...entries.values()].sort((a, b) => a.begin - b.begin || a.end - b.end).map((e) => e.name);
+  }
+
+  /** Open `path`: read and validate the header (no tensor data is read). */
+  static async open(path: string): Promise<SafetensorsFile> {
+    const file = await Deno.open(path, { read: true });
+    try {
+      const size = (await file.stat()).size;
+      if (size < 8) fail(path, `${size} bytes is too short for a safetensors file (no 8-byte header length)`);
+      const n = Number(
+        new DataView((await readExactly(file, 8, path, "the header length")).buffer).getBigUint64(0, true),
+      );
+      if (n > MAX_HEADER) fail(path, `header length ${n} is larger than the ${MAX_HEADER}-byte limit`);
+      if (8 + n > size) {
+        fail(
+          path,
+          `header length ${n} runs past the end of the file (${size} bytes): truncated or not safetensors`,
+        );
+      }
+      const header = parseHeader(path, await readExactly(file, n, path, "the header"));
+      const dataStart = 8 + n;
+      const entries = checkEntries(path, header.entries, size - dataStart);
+      return new SafetensorsFile(path, header.metadata, dataStart, entries);
+    } finally {
+      file.close();
+    }
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const e = this.entry(name);
+    return { dtype: e.dtype, shape: [...e.shape], byteLength: e.byteLength };
+  }
+
+  async read(name: string): Promise<TypedArray> {
+    const e = this.entry(name);
+    const file = await Deno.open(this.path, { read: true });
+    try {
+      await file.seek(this.dataStart + e.begin, Deno.SeekMode.Start);
+      const bytes = await readExactly(file, e.byteLength, this.path, `tensor "${name}"`);
+      return new DTYPES[e.dtype].array(bytes.buffer as ArrayBuffer, 0, e.byteLength / DTYPES[e.dtype].size);
+    } finally {
+      file.close();
+    }
+  }
+
+  async readF32(name: string): Promise<Float32Array> {
+    return toFloat32(this.entry(name).dtype, await this.read(name));
+  }
+
+  private entry(name: string): Entry {
+    const e = this.entries.get(name);
+    if (!e) throw new SafetensorsError(`${this.path}: no tensor "${name}" ${listSome(this.names)}`);
+    return e;
+  }
+}
+
+/** Open one safetensors file (header only; see {@link SafetensorsFile}). */
+export function openSafetensors(path: string): Promise<SafetensorsFile> {
+  return SafetensorsFile.open(path);
+}
+
+/** The tensors of a sharded checkpoint, found through its `*.safetensors.index.json`. */
+export class ShardedCheckpoint implements TensorSource {
+  readonly names: readonly string[];
+
+  private constructor(
+    /** The index file. */
+    readonly path: string,
+    readonly metadata: Readonly<Record<string, string>>,
+    private readonly shardOf: Map<string, SafetensorsFile>,
+  ) {
+    this.names = [...shardOf.keys()];
+  }
+
+  /** Read the index at `indexPath`, open every shard it names and check each tensor is there. */
+  static async open(indexPath: string): Promise<ShardedCheckpoint> {
+    let index: unknown;
+    try {
+      index = JSON.parse(await Deno.readTextFile(indexPath));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw e;
+      fail(indexPath, `invalid JSON: ${(e as Error).message}`);
+    }
+    const weightMap = isObject(index) ? index.weight_map : undefined;
+    if (!isObject(weightMap)) fail(indexPath, `no "weight_map" object mapping tensor names to shard files`);
+    const shards = new Map<string, SafetensorsFile>();
+    const shardOf = new Map<string, SafetensorsFile>();
+    for (const [name, file] of Object.entries(weightMap)) {
+      if (typeof file !== "string" || file === "" || file.includes("/") || file.includes("\\")) {
+        fail(
+          indexPath,
+          `tensor "${name}" maps to ${JSON.stringify(file)}, expected a file name in the same folder`,
+        );
+      }
+      let shard = shards.get(file);
+      if (!shard) {
+        const shardPath = join(dirname(indexPath), file);
+        try {
+          shard = await SafetensorsFile.open(shardPath);
+        } catch (e) {
+          if (e instanceof Deno.errors.NotFound) {
+            fail(indexPath, `shard "${file}" (of tensor "${name}") not found`);
+          }
+          throw e;
+        }
+        shards.set(file, shard);
+      }
+      if (!shard.has(name)) {
+        fail(indexPath, `tensor "${name}" is mapped to shard "${file}", which does not contain it`);
+      }
+      shardOf.set(name, shard);
+    }
+    const meta = isObject(index) && isObject(index.metadata) ? index.metadata : {};
+    const metadata = Object.fromEntries(
+      Object.entries(meta).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
+    );
+    return new ShardedCheckpoint(indexPath, metadata, shardOf);
+  }
+
+  has(name: string): boolean {
+    return this.shardOf.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    return this.shard(name).info(name);
+  }
+
+  read(name: string): Promise<TypedArray> {
+    return this.shard(name).read(name);
+  }
+
+  readF32(name: string): Promise<Float32Array> {
+    return this.shard(name).readF32(name);
+  }
+
+  /** The shard file holding `name`. */
+  fileOf(name: string): string {
+    return this.shard(name).path;
+  }
+
+  private shard(name: string): SafetensorsFile {
+    const s = this.shardOf.get(name);
+    if (!s) throw new SafetensorsError(`${this.path}: no tensor "${name}" ${listSome(this.names)}`);
+    return s;
+  }
+}
+
+/**
+ * Open a checkpoint: a `.safetensors` file, a `.safetensors.index.json`, or a folder holding
+ * `<base>.safetensors.index.json` (sharded, preferred) or `<base>.safetensors`.
+ * @param base file stem looked for in a folder: "model", or e.g. "adapter_model".
+ */
+export async function openCheckpoint(path: string, base = "model"): Promise<TensorSource> {
+  const stat = await Deno.stat(path);
+  if (stat.isFile) {
+    return path.endsWith(".index.json") ? ShardedCheckpoint.open(path) : SafetensorsFile.open(path);
+  }
+  const index = join(path, `${base}.safetensors.index.json`), single = join(path, `${base}.safetensors`);
+  if (await exists(index)) return ShardedCheckpoint.open(index);
+  if (await exists(single)) return SafetensorsFile.open(single);
+  throw new SafetensorsError(
+    `${path}: neither ${base}.safetensors nor ${base}.safetensors.index.json is there`,
+  );
+}
+
+/** A tensor to write. */
+export interface TensorData {
+  dtype: Dtype;
+  shape: readonly number[];
+  /**
+   * The values: a typed array of exactly the dtype's bytes (F16/BF16 as raw bits in a
+   * Uint16Array), or, for F64/F32/F16/BF16, a Float32Array/Float64Array that is converted
+   * (rounding to nearest even).
+   */
+  data: TypedArray;
+}
+
+/**
+ * Write `tensors` to `path` atomically, laid out as the reference library does: tensors
+ * ordered by dtype (widest alignment first) then by name, `__metadata__` first (keys sorted)
+ * when given, header padded with spaces to a multiple of 8 bytes.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: Readonly<Record<string, TensorData>>,
+  metadata?: Readonly<Record<string, string>>,
+): Promise<void> {
+  const items = Object.entries(tensors).map(([name, t]) => ({ name, ...checkTensor(path, name, t) }));
+  items.sort((a, b) => DTYPE_ORDER[b.dtype] - DTYPE_ORDER[a.dtype] || compareCodePoints(a.name, b.name));
+  const header: Record<string, unknown> = {};
+  if (metadata) {
+    const keys = Object.keys(metadata).sort(compareCodePoints);
+    for (const k of keys) {
+      if (typeof metadata[k] !== "string") {
+        fail(path, `metadata "${k}" must be a string, got ${typeof metadata[k]}`);
+      }
+    }
+    header.__metadata__ = Object.fromEntries(keys.map((k) => [k, metadata[k]]));
+  }
+  let offset = 0;
+  for (const it of items) {
+    if (it.name === "__metadata__") fail(path, `"__metadata__" cannot name a tensor`);
+    header[it.name] = {
+      dtype: it.dtype,
+      shape: it.shape,
+      data_offsets: [offset, offset + it.bytes.byteLength],
+    };
+    offset += it.bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  let jsonBytes = new TextEncoder().encode(json);
+  if (jsonBytes.length % 8 !== 0) {
+    json += " ".repeat(8 - (jsonBytes.length % 8));
+    jsonBytes = new TextEncoder().encode(json);
+  }
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(jsonBytes.length), true);
+  await withAtomicFile(path, async (file) => {
+    await writeAll(file, len);
+    await writeAll(file, jsonBytes);
+    for (const it of items) await writeAll(file, it.bytes);
+  });
+}
+
+/** Rank of each dtype in the reference library's ordering (ascending alignment). */
+const DTYPE_ORDER: Record<Dtype, number> = {
+  BOOL: 0,
+  U8: 1,
+  I8: 2,
+  I16: 5,
+  F16: 7,
+  BF16: 8,
+  I32: 9,
+  F32: 11,
+  F64: 12,
+  I64: 13,
+};
+
+/** Order strings by Unicode code point, i.e. by their UTF-8 bytes (as Rust's `str` order). */
+function compareCodePoints(a: string, b: string): number {
+  const ia = a[Symbol.iterator](), ib = b[Symbol.iterator]();
+  for (;;) {
+    const x = ia.next(), y = ib.next();
+    if (x.done || y.done) return (x.done ? 0 : 1) - (y.done ? 0 : 1);
+    const d = x.value.codePointAt(0)! - y.value.codePointAt(0)!;
+    if (d !== 0) return d;
+  }
+}
+
+function checkTensor(
+  path: string,
+  name: string,
+  t: TensorData,
+): { dtype: Dtype; shape: number[]; bytes: Uint8Array } {
+  if (!isDtype(t.dtype)) {
+    fail(path, `tensor "${name}": unknown dtype ${JSON.stringify(t.dtype)} ${SUPPORTED}`);
+  }
+  const shape = checkShape(path, name, t.shape);
+  const count = shape.reduce((a, b) => a * b, 1);
+  let data = t.data;
+  if ((data instanceof Float32Array || data instanceof Float64Array) && isFloat(t.dtype)) {
+    data = fromFloat(t.dtype, data);
+  }
+  const want = count * DTYPES[t.dtype].size;
+  if (data.byteLength !== want) {
+    fail(
+      path,
+      `tensor "${name}": shape [${shape}] of ${t.dtype} needs ${want} bytes, ` +
+        `the data has ${data.byteLength} (${data.constructor.name} of length ${data.length})`,
+    );
+  }
+  return { dtype: t.dtype, shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+function isFloat(d: Dtype): d is "F64" | "F32" | "F16" | "BF16" {
+  return d === "F64" || d === "F32" || d === "F16" || d === "BF16";
+}
+
+const SUPPORTED = `(supported: ${Object.keys(DTYPES).join(", ")})`;
+
+function parseHeader(
+  path: string,
+  bytes: Uint8Array,
+): { metadata: Record<string, string>; entries: Entry[] } {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    fail(path, "header is not valid UTF-8");
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    fail(path, `header is not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObject(json)) fail(path, "header is not a JSON object");
+  let metadata: Record<string, string> = {};
+  const entries: Entry[] = [];
+  for (const [name, v] of Object.entries(json)) {
+    if (name === "__metadata__") {
+      if (!isObject(v) || Object.values(v).some((x) => typeof x !== "string")) {
+        fail(path, `"__metadata__" must map names to strings, got ${JSON.stringify(v).slice(0, 200)}`);
+      }
+      metadata = v as Record<string, string>;
+      continue;
+    }
+    if (!isObject(v)) fail(path, `tensor "${name}": entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = v;
+    if (!isDtype(dtype)) {
+      const what = typeof dtype === "string" && KNOWN_UNSUPPORTED.includes(dtype) ? "unsupported" : "unknown";
+      fail(path, `tensor "${name}": ${what} dtype ${JSON.stringify(dtype)} ${SUPPORTED}`);
+    }
+    const dims = checkShape(path, name, shape);
+    if (
+      !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((x) =>
+        Number.isSafeInteger(x) && x >= 0
+      ) ||
+      offsets[1] < offsets[0]
+    ) {
+      fail(
+        path,
+        `tensor "${name}": data_offsets ${JSON.stringify(offsets)} must be [begin, end] with 0 ≤ begin ≤ end`,
+      );
+    }
+    const byteLength = dims.reduce((a, b) => a * b, 1) * DTYPES[dtype].size;
+    const [begin, end] = offsets as number[];
+    if (end - begin !== byteLength) {
+      fail(
+        path,
+        `tensor "${name}": shape [${dims}] of ${dtype} needs ${byteLength} bytes ` +
+          `but data_offsets [${begin}, ${end}] span ${end - begin}`,
+      );
+    }
+    entries.push({ name, dtype, shape: dims, byteLength, begin, end });
+  }
+  return { metadata, entries };
+}
+
+function checkShape(path: string, name: string, shape: unknown): number[] {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    fail(path, `tensor "${name}": shape ${JSON.stringify(shape)} must be a list of non-negative integers`);
+  }
+  const n = shape.reduce((a: number, b: number) => a * b, 1);
+  if (!Number.isSafeInteger(n * 8)) fail(path, `tensor "${name}": shape [${shape}] is too large`);
+  return [...shape];
+}
+
+/** Check offsets against the data size and each other; the entries by name. */
+function checkEntries(path: string, entries: Entry[], dataSize: number): Map<string, Entry> {
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let prev: Entry | undefined;
+  for (const e of sorted) {
+    if (e.end > dataSize) {
+      fail(
+        path,
+        `tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] run past the end of the data ` +
+          `(${dataSize} bytes): file truncated?`,
+      );
+    }
+    if (e.byteLength === 0) continue;
+    if (prev && e.begin < prev.end) {
+      fail(
+        path,
+        `tensors "${prev.name}" [${prev.begin}, ${prev.end}] and "${e.name}" [${e.begin}, ${e.end}] overlap`,
+      );
+    }
+    prev = e;
+  }
+  return new Map(entries.map((e) => [e.name, e]));
+}
+
+async function readExactly(file: Deno.FsFile, n: number, path: string, what: string): Promise<Uint8Array> {
+  const buf = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const k = await file.read(buf.subarray(got));
+    if (k === null) fail(path, `end of file while reading ${what} (${got} of ${n} bytes): file truncated?`);
+    got += k;
+  }
+  return buf;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function listSome(names: readonly string[]): string {
+  if (names.length === 0) return "(it holds no tensors)";
+  const shown = names.slice(0, 5).map((n) => `"${n}"`).join(", ");
+  return `(${names.length} tensors: ${shown}${names.length > 5 ? ", …" : ""})`;
+}
+
+function fail(path: string, msg: string): never {
+  throw new SafetensorsError(`${path}: ${msg}`);
+}

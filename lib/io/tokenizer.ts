@@ -1,0 +1,332 @@
+/**
+ * Hugging Face `tokenizer.json` tokenizers (byte-level BPE, WordPiece, Unigram, …) through the
+ * pinned npm package `@huggingface/tokenizers`, behind a small API: encode, batch encode with
+ * padding/truncation into Int32Arrays, decode, special-token ids, and a check that a
+ * tokenizer's ids fit a model's embedding table.
+ *
+ * The package lacks one normalizer that SentencePiece-converted tokenizers use, `Nmt`; it is
+ * rewritten into two equivalent regex replacements before loading (see {@link adaptForTokenizersJs}).
+ * Decoding follows the Python `tokenizers` library: special tokens skipped by default and no
+ * extra "clean up tokenization spaces" pass unless tokenizer_config.json asks for one.
+ * @module
+ */
+// The package is pinned in deno.json's import map; this module is its only user.
+import { Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
+import { dirname, join } from "node:path";
+import type { HfConfig } from "./hf_config.ts";
+
+/** Ids of the special tokens a model or a batch needs (null when the tokenizer has none). */
+export interface SpecialTokens {
+  pad: number | null;
+  bos: number | null;
+  eos: number | null;
+  cls: number | null;
+  sep: number | null;
+  unk: number | null;
+  mask: number | null;
+}
+
+/** Options of {@link Tokenizer.encodeBatch}. */
+export interface BatchOptions {
+  /** Longest sequence allowed (special tokens included); required for padding "max_length". */
+  maxLength?: number;
+  /** Pad every row to the longest row (default) or to maxLength. Padding goes on the right. */
+  padding?: "longest" | "max_length";
+  /**
+   * Cut sequences longer than maxLength, keeping the special tokens the post-processor adds
+   * (e.g. RoBERTa's `</s>`), as the Python library does. Without it, a sequence over maxLength
+   * is an error. Default false.
+   */
+  truncation?: boolean;
+  /** Add the post-processor's special tokens (default true). */
+  addSpecialTokens?: boolean;
+}
+
+/** A padded batch, row-major [rows, length]. */
+export interface Batch {
+  ids: Int32Array;
+  /** 1 for real tokens, 0 for padding. */
+  attentionMask: Int32Array;
+  shape: [number, number];
+}
+
+/** A tokenizer.json or tokenizer/model mismatch the package cannot handle. */
+export class TokenizerError extends Error {
+  override name = "TokenizerError";
+}
+
+/** A loaded tokenizer (see the module doc). */
+export class Tokenizer {
+  /** One more than the largest id the tokenizer can produce (vocabulary plus added tokens). */
+  readonly vocabSize: number;
+  readonly special: Readonly<SpecialTokens>;
+  /** Id used for padding in batches: pad, else eos, else 0 (masked out either way). */
+  readonly padId: number;
+  /** Whether decode applies transformers' "clean up tokenization spaces" (tokenizer_config.json). */
+  private readonly cleanUp: boolean;
+
+  /** Use {@link loadTokenizer}. */
+
+  constructor(
+    /** The tokenizer.json this came from. */
+    readonly path: string,
+    private readonly tok: JsTokenizer,
+    json: Record<string, unknown>,
+    tokenizerConfig: Record<string, unknown>,
+    modelConfig?: HfConfig,
+  ) {
+    let max = -1;
+    for (const id of tok.get_vocab(true).values()) max = Math.max(max, id);
+    this.vocabSize = max + 1;
+    this.special = resolveSpecial(tok, json, tokenizerConfig, modelConfig);
+    this.padId = this.special.pad ?? this.special.eos ?? 0;
+    this.cleanUp = tokenizerConfig.clean_up_tokenization_spaces === true;
+  }
+
+  /** Token ids of `text`, with the post-processor's special tokens unless told otherwise. */
+  encode(text: string, { addSpecialTokens = true } = {}): number[] {
+    return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  /** Token strings of `text` (as the Python library's `Encoding.tokens`). */
+  tokens(text: string, { addSpecialTokens = true } = {}): string[] {
+    return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).tokens;
+  }
+
+  /** Encode `texts` into one right-padded [rows, length] batch (see {@link BatchOptions}). */
+  encodeBatch(texts: readonly string[], opts: BatchOptions = {}): Batch {
+    const { maxLength, padding = "longest", truncation = false, addSpecialTokens = true } = opts;
+    if (maxLength !== undefined && !(Number.isInteger(maxLength) && maxLength >= 1)) {
+      throw new RangeError(`encodeBatch: maxLength must be an integer ≥ 1, got ${maxLength}`);
+    }
+    if (padding === "max_length" && maxLength === undefined) {
+      throw new RangeError(`encodeBatch: padding "max_length" needs maxLength`);
+    }
+    const rows = texts.map((text, i) => {
+      const ids = this.encode(text, { addSpecialTokens });
+      if (maxLength === undefined || ids.length <= maxLength) return ids;
+      if (!truncation) {
+        throw new RangeError(
+          `encodeBatch: text ${i} has ${ids.length} tokens, more than maxLength ${maxLength} (pass truncation: true)`,
+        );
+      }
+      return this.truncate(text, ids, maxLength, addSpecialTokens);
+    });
+    const length = padding === "max_length" ? maxLength! : Math.max(0, ...rows.map((r) => r.length));
+    const ids = new Int32Array(rows.length * length).fill(this.padId);
+    const attentionMask = new Int32Array(rows.length * length);
+    rows.forEach((r, i) => {
+      ids.set(r, i * length);
+      attentionMask.fill(1, i * length, i * length + r.length);
+    });
+    return { ids, attentionMask, shape: [rows.length, length] };
+  }
+
+  /**
+   * `ids` (of `text`) cut to maxLength: the text's own tokens are cut at the end and the
+   * special tokens the post-processor put before and after them are kept.
+   */
+  private truncate(text: string, ids: number[], maxLength: number, addSpecialTokens: boolean): number[] {
+    const plain = addSpecialTokens ? this.encode(text, { addSpecialTokens: false }) : ids;
+    const added = ids.length - plain.length;
+    const keep = maxLength - added;
+    if (keep < 0) {
+      throw new RangeError(
+        `encodeBatch: maxLength ${maxLength} leaves no room for the ${added} special tokens`,
+      );
+    }
+    for (let p = 0; p <= added; p++) {
+      if (plain.every((id, j) => ids[p + j] === id)) {
+        return [...ids.slice(0, p), ...plain.slice(0, keep), ...ids.slice(p + plain.length)];
+      }
+    }
+    throw new TokenizerError(`${this.path}: cannot truncate: the post-processor changes the text's tokens`);
+  }
+
+  /** Text of `ids`; special tokens are skipped unless skipSpecialTokens is false. */
+  decode(ids: ArrayLike<number>, { skipSpecialTokens = true } = {}): string {
+    if (ids.length === 0) return "";
+    for (const id of Array.from(ids)) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new RangeError(`${this.path}: cannot decode id ${id} (ids are 0..${this.vocabSize - 1})`);
+      }
+    }
+    return this.tok.decode(Array.from(ids), {
+      skip_special_tokens: skipSpecialTokens,
+      clean_up_tokenization_spaces: this.cleanUp,
+    });
+  }
+
+  /** Id of a token string, or undefined. */
+  tokenToId(token: string): number | undefined {
+    return this.tok.token_to_id(token);
+  }
+
+  /** Token string of an id, or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.tok.id_to_token(id);
+  }
+}
+
+/** tokenizer.json model types handled (the package guesses at others, so they are refused). */
+const MODEL_TYPES = ["BPE", "WordPiece", "Unigram"];
+
+/**
+ * Load a tokenizer: `path` is a tokenizer.json or a folder holding one. A
+ * tokenizer_config.json beside it is read for special tokens when present; `modelConfig`
+ * (the model's config.json) fills special-token ids the tokenizer files do not name.
+ */
+export async function loadTokenizer(path: string, modelConfig?: HfConfig): Promise<Tokenizer> {
+  const file = (await Deno.stat(path)).isDirectory ? join(path, "tokenizer.json") : path;
+  const json = await readJson(file);
+  const configPath = join(dirname(file), "tokenizer_config.json");
+  let tokenizerConfig: Record<string, unknown> = {};
+  try {
+    tokenizerConfig = await readJson(configPath);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const modelType = (json.model as { type?: unknown } | undefined)?.type;
+  if (!MODEL_TYPES.includes(modelType as string)) {
+    throw new TokenizerError(
+      `${file}: model type ${JSON.stringify(modelType)} is not supported (supported: ${
+        MODEL_TYPES.join(", ")
+      })`,
+    );
+  }
+  let tok: JsTokenizer;
+  try {
+    tok = new JsTokenizer(adaptForTokenizersJs(json), tokenizerConfig);
+  } catch (e) {
+    throw new TokenizerError(`${file}: cannot load: ${(e as Error).message}`);
+  }
+  return new Tokenizer(file, tok, json, tokenizerConfig, modelConfig);
+}
+
+/**
+ * Throw unless every id the tokenizer can produce (and each special id) is below the model's
+ * vocab_size, naming both files.
+ */
+export function checkTokenizerFits(tokenizer: Tokenizer, config: HfConfig): void {
+  if (!("vocabSize" in config)) {
+    throw new TokenizerError(
+      `${config.path}: a ${config.modelType} model takes no token ids (${tokenizer.path})`,
+    );
+  }
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new TokenizerError(
+      `tokenizer ${tokenizer.path} produces ids up to ${
+        tokenizer.vocabSize - 1
+      }, but model config ${config.path} ` +
+        `has vocab_size ${config.vocabSize}`,
+    );
+  }
+  for (const [role, id] of Object.entries(tokenizer.special)) {
+    if (id !== null && id >= config.vocabSize) {
+      throw new TokenizerError(
+        `tokenizer ${tokenizer.path}: ${role} id ${id} is outside model config ${config.path} (vocab_size ${config.vocabSize})`,
+      );
+    }
+  }
+}
+
+/**
+ * A copy of tokenizer.json content with components the npm package lacks replaced by
+ * equivalents it has. `Nmt` (SentencePiece's nmt_nfkc preamble) drops the control characters
+ * U+0001–0008, 000B, 000E–001F, 007F, 008F, 009F and maps U+0009, 000A, 000C, 000D, 1680,
+ * 200B–200F, 2028, 2029, 2581, FEFF, FFFD to a space: two regex Replace normalizers.
+ */
+export function adaptForTokenizersJs(json: Record<string, unknown>): Record<string, unknown> {
+  const nmt = {
+    type: "Sequence",
+    normalizers: [
+      {
+        type: "Replace",
+        pattern: { Regex: "[\\x{1}-\\x{8}\\x{B}\\x{E}-\\x{1F}\\x{7F}\\x{8F}\\x{9F}]" },
+        content: "",
+      },
+      {
+        type: "Replace",
+        pattern: {
+          Regex:
+            "[\\x{9}\\x{A}\\x{C}\\x{D}\\x{1680}\\x{200B}-\\x{200F}\\x{2028}\\x{2029}\\x{2581}\\x{FEFF}\\x{FFFD}]",
+        },
+        content: " ",
+      },
+    ],
+  };
+  const fix = (n: unknown): unknown => {
+    if (typeof n !== "object" || n === null) return n;
+    const o = n as Record<string, unknown>;
+    if (o.type === "Nmt") return nmt;
+    if (o.type === "Sequence" && Array.isArray(o.normalizers)) {
+      return { ...o, normalizers: o.normalizers.map(fix) };
+    }
+    return o;
+  };
+  return { ...json, normalizer: fix(json.normalizer ?? null) };
+}
+
+/** Conventional spellings of each special token, most common first. */
+const CONVENTIONAL: Record<keyof SpecialTokens, string[]> = {
+  pad: ["[PAD]", "<pad>", "<|pad|>", "<|padding|>"],
+  bos: ["<s>", "<|begin_of_text|>", "<|startoftext|>", "<|endoftext|>", "<bos>"],
+  eos: ["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>"],
+  cls: ["[CLS]", "<s>", "<cls>"],
+  sep: ["[SEP]", "</s>", "<sep>"],
+  unk: ["[UNK]", "<unk>", "<|unk|>"],
+  mask: ["[MASK]", "<mask>"],
+};
+
+/**
+ * Special-token ids, each from the first source that names it: tokenizer_config.json
+ * (`pad_token`, …), the post-processor (cls/sep), the model's unknown token, the model
+ * config's pad/bos/eos ids, then conventional spellings present in the vocabulary.
+ */
+function resolveSpecial(
+  tok: JsTokenizer,
+  json: Record<string, unknown>,
+  tokenizerConfig: Record<string, unknown>,
+  modelConfig?: HfConfig,
+): SpecialTokens {
+  const idOf = (t: unknown): number | null => {
+    const s = typeof t === "object" && t !== null ? (t as { content?: unknown }).content : t;
+    return typeof s === "string" ? tok.token_to_id(s) ?? null : null;
+  };
+  const post = (json.post_processor ?? {}) as Record<string, unknown>;
+  const fromPost = (key: "cls" | "sep"): number | null => {
+    const v = post[key];
+    return Array.isArray(v) && typeof v[1] === "number" ? v[1] : null;
+  };
+  const model = (json.model ?? {}) as Record<string, unknown>;
+  const unk = typeof model.unk_id === "number" ? model.unk_id : idOf(model.unk_token);
+  const fromModel: Partial<Record<keyof SpecialTokens, number | null>> = {
+    pad: modelConfig?.padTokenId ?? null,
+    bos: modelConfig?.bosTokenId ?? null,
+    eos: modelConfig?.eosTokenIds[0] ?? null,
+  };
+  const out = {} as SpecialTokens;
+  for (const role of Object.keys(CONVENTIONAL) as (keyof SpecialTokens)[]) {
+    out[role] = idOf(tokenizerConfig[`${role}_token`]) ??
+      (role === "cls" || role === "sep" ? fromPost(role) : null) ??
+      (role === "unk" ? unk : null) ??
+      fromModel[role] ??
+      CONVENTIONAL[role].map(idOf).find((id) => id !== null) ??
+      null;
+  }
+  return out;
+}
+
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  const text = await Deno.readTextFile(path);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new TokenizerError(`${path}: invalid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new TokenizerError(`${path}: expected a JSON object`);
+  }
+  return json as Record<string, unknown>;
+}

@@ -1,0 +1,298 @@
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import {
+  type BertConfig,
+  type Gpt2Config,
+  HfConfigError,
+  type LlamaConfig,
+  loadHfConfig,
+  parseHfConfig,
+  type VitConfig,
+} from "../lib/io/hf_config.ts";
+import { openCheckpoint } from "../lib/io/safetensors.ts";
+
+const MODELS = new URL("./fixtures/models/", import.meta.url).pathname;
+
+async function fixtureJson(family: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(`${MODELS}${family}/config.json`));
+}
+
+/** Parse a fixture config with some fields changed (undefined deletes a field). */
+async function variant(family: string, changes: Record<string, unknown>) {
+  const json = await fixtureJson(family);
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === undefined) delete json[k];
+    else json[k] = v;
+  }
+  return parseHfConfig(json, `/x/${family}/config.json`);
+}
+
+Deno.test("gpt2 fixture config", async () => {
+  const c = await loadHfConfig(`${MODELS}gpt2`) as Gpt2Config;
+  assertEquals(c.path, `${MODELS}gpt2/config.json`);
+  assertEquals(c.modelType, "gpt2");
+  assertEquals(c.architectures, ["GPT2LMHeadModel"]);
+  assertEquals([c.vocabSize, c.maxPositions, c.hiddenSize, c.numLayers, c.numHeads, c.headDim], [
+    512,
+    64,
+    64,
+    2,
+    4,
+    16,
+  ]);
+  assertEquals(c.intermediateSize, 256, "n_inner null → 4·n_embd");
+  assertEquals(c.activation, "gelu_tanh");
+  assertEquals(c.layerNormEps, 1e-5);
+  assertEquals([c.tieWordEmbeddings, c.scaleAttnWeights, c.scaleAttnByInverseLayerIdx], [true, true, false]);
+  assertEquals([c.padTokenId, c.bosTokenId, c.eosTokenIds], [null, 0, [0]]);
+  assertEquals(c.dtype, "float32");
+});
+
+Deno.test("bert and roberta fixture configs", async () => {
+  const b = await loadHfConfig(`${MODELS}bert/config.json`) as BertConfig;
+  assertEquals(b.modelType, "bert");
+  assertEquals([b.vocabSize, b.maxPositions, b.hiddenSize, b.numLayers, b.numHeads, b.intermediateSize], [
+    512,
+    64,
+    64,
+    2,
+    4,
+    128,
+  ]);
+  assertEquals([b.typeVocabSize, b.layerNormEps, b.positionOffset, b.padTokenId], [2, 1e-12, 0, 0]);
+  assertEquals(b.activation, "gelu");
+  assertEquals(b.labels, ["LABEL_0", "LABEL_1"], "no id2label: transformers' 2 labels");
+  const r = await loadHfConfig(`${MODELS}roberta`) as BertConfig;
+  assertEquals(r.modelType, "roberta");
+  assertEquals([r.typeVocabSize, r.maxPositions, r.padTokenId, r.positionOffset], [1, 80, 1, 2]);
+  assertEquals([r.bosTokenId, r.eosTokenIds], [0, [2]]);
+  assertEquals(r.labels, ["LABEL_0", "LABEL_1", "LABEL_2"]);
+  assertEquals(r.problemType, null);
+});
+
+Deno.test("llama fixture config", async () => {
+  const c = await loadHfConfig(`${MODELS}llama`) as LlamaConfig;
+  assertEquals([c.vocabSize, c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim], [
+    512,
+    64,
+    2,
+    4,
+    2,
+    16,
+  ]);
+  assertEquals([c.intermediateSize, c.maxPositions, c.rmsNormEps], [176, 128, 1e-6]);
+  assertEquals(c.activation, "silu");
+  assertEquals(c.rope, { type: "default", theta: 10000 });
+  assertEquals([c.tieWordEmbeddings, c.attentionBias, c.mlpBias], [false, false, false]);
+  assertEquals([c.padTokenId, c.bosTokenId, c.eosTokenIds], [0, 1, [2]]);
+});
+
+Deno.test("vit fixture config", async () => {
+  const c = await loadHfConfig(`${MODELS}vit`) as VitConfig;
+  assertEquals([c.imageSize, c.patchSize, c.numChannels, c.numPatches], [32, 8, 3, 16]);
+  assertEquals([c.hiddenSize, c.numLayers, c.numHeads, c.intermediateSize, c.layerNormEps], [
+    64,
+    2,
+    4,
+    128,
+    1e-12,
+  ]);
+  assertEquals(c.labels.length, 5);
+  assertEquals(c.labels[4], "LABEL_4");
+  assert(c.qkvBias, "qkv_bias");
+});
+
+Deno.test("configs agree with the checkpoints' tensor shapes", async () => {
+  const shape = async (family: string, name: string) =>
+    (await openCheckpoint(`${MODELS}${family}`)).info(name).shape;
+  const g = await loadHfConfig(`${MODELS}gpt2`) as Gpt2Config;
+  assertEquals(await shape("gpt2", "transformer.wte.weight"), [g.vocabSize, g.hiddenSize]);
+  assertEquals(await shape("gpt2", "transformer.wpe.weight"), [g.maxPositions, g.hiddenSize]);
+  assertEquals(await shape("gpt2", "transformer.h.1.mlp.c_fc.weight"), [g.hiddenSize, g.intermediateSize]);
+  const b = await loadHfConfig(`${MODELS}bert`) as BertConfig;
+  assertEquals(await shape("bert", "classifier.weight"), [b.labels.length, b.hiddenSize]);
+  assertEquals(await shape("bert", "bert.embeddings.token_type_embeddings.weight"), [
+    b.typeVocabSize,
+    b.hiddenSize,
+  ]);
+  const r = await loadHfConfig(`${MODELS}roberta`) as BertConfig;
+  assertEquals(await shape("roberta", "roberta.embeddings.position_embeddings.weight"), [
+    r.maxPositions,
+    r.hiddenSize,
+  ]);
+  assertEquals(await shape("roberta", "classifier.out_proj.weight"), [r.labels.length, r.hiddenSize]);
+  const l = await loadHfConfig(`${MODELS}llama`) as LlamaConfig;
+  assertEquals(await shape("llama", "model.layers.0.self_attn.k_proj.weight"), [
+    l.numKvHeads * l.headDim,
+    l.hiddenSize,
+  ]);
+  assertEquals(await shape("llama", "model.layers.0.mlp.gate_proj.weight"), [
+    l.intermediateSize,
+    l.hiddenSize,
+  ]);
+  assertEquals(await shape("llama", "lm_head.weight"), [l.vocabSize, l.hiddenSize], "untied head");
+  const v = await loadHfConfig(`${MODELS}vit`) as VitConfig;
+  assertEquals(await shape("vit", "vit.embeddings.patch_embeddings.projection.weight"), [
+    v.hiddenSize,
+    v.numChannels,
+    v.patchSize,
+    v.patchSize,
+  ]);
+  assertEquals(await shape("vit", "vit.embeddings.position_embeddings"), [1, v.numPatches + 1, v.hiddenSize]);
+  assertEquals(await shape("vit", "classifier.weight"), [v.labels.length, v.hiddenSize]);
+});
+
+Deno.test("transformers' defaults fill absent fields", async () => {
+  const g = await variant("gpt2", {
+    n_inner: undefined,
+    layer_norm_epsilon: undefined,
+    activation_function: undefined,
+    tie_word_embeddings: undefined,
+    bos_token_id: undefined,
+    eos_token_id: undefined,
+  }) as Gpt2Config;
+  assertEquals([g.intermediateSize, g.layerNormEps, g.activation, g.tieWordEmbeddings], [
+    256,
+    1e-5,
+    "gelu_tanh",
+    true,
+  ]);
+  assertEquals([g.bosTokenId, g.eosTokenIds], [50256, [50256]]);
+  const l = await variant("llama", {
+    num_key_value_heads: undefined,
+    head_dim: undefined,
+    rope_parameters: undefined,
+    rms_norm_eps: undefined,
+    hidden_act: undefined,
+    tie_word_embeddings: undefined,
+  }) as LlamaConfig;
+  assertEquals([l.numKvHeads, l.headDim, l.rmsNormEps, l.activation, l.tieWordEmbeddings], [
+    4,
+    16,
+    1e-6,
+    "silu",
+    false,
+  ]);
+  assertEquals(l.rope, { type: "default", theta: 10000 });
+  const legacy = await variant("llama", {
+    rope_parameters: undefined,
+    rope_theta: 500000,
+    rope_scaling: null,
+  });
+  assertEquals((legacy as LlamaConfig).rope.theta, 500000, "transformers 4 rope_theta");
+  const explicitHead = await variant("llama", { head_dim: 32 }) as LlamaConfig;
+  assertEquals(explicitHead.headDim, 32, "head_dim may differ from hidden/heads");
+  const r = await variant("roberta", {
+    pad_token_id: undefined,
+    type_vocab_size: undefined,
+    layer_norm_eps: undefined,
+  }) as BertConfig;
+  assertEquals([r.padTokenId, r.positionOffset, r.typeVocabSize, r.layerNormEps], [1, 2, 2, 1e-12]);
+  const v = await variant("vit", {
+    num_channels: undefined,
+    qkv_bias: undefined,
+    id2label: undefined,
+    num_labels: 7,
+  });
+  assertEquals([(v as VitConfig).numChannels, (v as VitConfig).qkvBias, v.labels.length], [3, true, 7]);
+  const eosList = await variant("llama", { eos_token_id: [2, 5] });
+  assertEquals(eosList.eosTokenIds, [2, 5]);
+  const act = await variant("bert", {
+    hidden_act: "gelu_pytorch_tanh",
+    problem_type: "multi_label_classification",
+  });
+  assertEquals([act.activation, act.problemType], ["gelu_tanh", "multi_label_classification"]);
+  const swish = await variant("llama", { hidden_act: "swish" });
+  assertEquals(swish.activation, "silu");
+});
+
+Deno.test("unknown or missing model_type: error names the file and the supported types", () => {
+  let e = assertThrows(
+    () => parseHfConfig({ model_type: "t5" }, "/m/config.json"),
+    '/m/config.json: model_type "t5"',
+  );
+  assert(e instanceof HfConfigError);
+  for (const t of ["gpt2", "bert", "roberta", "llama", "vit"]) assert(e.message.includes(t), e.message);
+  e = assertThrows(
+    () => parseHfConfig({ hidden_size: 3 }, "/m/config.json"),
+    `/m/config.json: no "model_type"`,
+  );
+  assert(e.message.includes("llama"), e.message);
+  assertThrows(() => parseHfConfig([1], "/m/config.json"), "/m/config.json: expected a JSON object");
+});
+
+Deno.test("missing or malformed fields: errors name the field and the file", async () => {
+  const cases: [string, Record<string, unknown>, string][] = [
+    ["gpt2", { n_embd: undefined }, `/x/gpt2/config.json: missing required field "n_embd"`],
+    ["gpt2", { vocab_size: undefined }, `/x/gpt2/config.json: missing required field "vocab_size"`],
+    ["bert", { intermediate_size: null }, `/x/bert/config.json: missing required field "intermediate_size"`],
+    [
+      "llama",
+      { num_hidden_layers: "2" },
+      `/x/llama/config.json: "num_hidden_layers" must be an integer ≥ 1, got "2"`,
+    ],
+    ["vit", { patch_size: undefined }, `/x/vit/config.json: missing required field "patch_size"`],
+    ["vit", { patch_size: 64 }, `/x/vit/config.json: patch_size (64) is larger than image_size (32)`],
+    ["bert", { num_attention_heads: 5 }, "hidden_size (64) is not a multiple of num_attention_heads (5)"],
+    [
+      "llama",
+      { num_key_value_heads: 3 },
+      "num_attention_heads (4) must be a multiple of num_key_value_heads (3)",
+    ],
+    ["bert", { layer_norm_eps: -1 }, `"layer_norm_eps" must be a positive number`],
+    [
+      "gpt2",
+      { activation_function: "mish" },
+      `/x/gpt2/config.json: "activation_function" "mish" is not supported`,
+    ],
+    ["llama", { tie_word_embeddings: "yes" }, `"tie_word_embeddings" must be true or false`],
+    ["roberta", { pad_token_id: -1 }, `"pad_token_id" must be a token id`],
+    ["roberta", { pad_token_id: null }, `/x/roberta/config.json: RoBERTa needs "pad_token_id"`],
+    ["llama", { eos_token_id: [2, "x"] }, `"eos_token_id[1]" must be a token id`],
+    [
+      "roberta",
+      { id2label: { "0": "a", "2": "b" } },
+      `/x/roberta/config.json: "id2label" must map each id 0..1`,
+    ],
+    ["bert", { problem_type: "ranking" }, `/x/bert/config.json: problem_type "ranking" is not one of`],
+    [
+      "bert",
+      { position_embedding_type: "relative_key" },
+      `position_embedding_type "relative_key" is not supported`,
+    ],
+    ["gpt2", { architectures: "GPT2LMHeadModel" }, `"architectures" must be a list of strings`],
+  ];
+  for (const [family, changes, message] of cases) {
+    await assertRejects(() => variant(family, changes), HfConfigError, message);
+  }
+});
+
+Deno.test("RoPE scaling is refused clearly", async () => {
+  await assertRejects(
+    () =>
+      variant("llama", {
+        rope_parameters: { rope_type: "llama3", rope_theta: 500000, factor: 8 },
+      }),
+    HfConfigError,
+    `/x/llama/config.json: rope_parameters asks for RoPE scaling type "llama3", which is not supported`,
+  );
+  await assertRejects(
+    () => variant("llama", { rope_parameters: undefined, rope_scaling: { type: "linear", factor: 2 } }),
+    HfConfigError,
+    `rope_scaling asks for RoPE scaling type "linear"`,
+  );
+  await assertRejects(
+    () => variant("llama", { rope_parameters: { rope_type: "default", rope_theta: -1 } }),
+    HfConfigError,
+    "rope_theta must be a positive number",
+  );
+});
+
+Deno.test("an invalid config.json file names the file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_cfg_" });
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, `{"model_type": "gpt2",`);
+    await assertRejects(() => loadHfConfig(dir), HfConfigError, `${dir}/config.json: invalid JSON`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
