@@ -1,0 +1,67 @@
+/**
+ * `deno task bench`: the numbers that matter, in one run on one device.
+ * - FHT throughput (GB/s, f32 and f16 storage),
+ * - one SSH layer's forward + backward over the frozen layer's, spectral op vs dense ΔW,
+ * - matmul GFLOP/s,
+ * ratios last. Software adapters (llvmpipe/lavapipe) get scaled-down shapes unless `--full`;
+ * a GPU gets SPEC §1.6's shapes unless `--small`. Absolute times only mean something on a GPU.
+ *
+ *     deno task bench [--full | --small] [--reps=N]
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { timeFht } from "../lib/spectral/fht.ts";
+import { benchLayer, LAYER_SHAPES_GPU, LAYER_SHAPES_SMALL, type LayerTiming } from "./layer.ts";
+import { benchMatmul, formatMatmulRows, LARGE_SHAPES, SMALL_SHAPES } from "./matmul.ts";
+import { table } from "./stats.ts";
+
+const { values } = parseArgs({
+  options: { full: { type: "boolean" }, small: { type: "boolean" }, reps: { type: "string" } },
+});
+const gpu = await getGpu();
+const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
+const full = values.full || (!software && !values.small);
+const reps = values.reps ? Number(values.reps) : full ? 20 : 3;
+console.log(
+  `hartley bench on ${gpu.description}; ${full ? "full" : "small"} shapes; ` +
+    `${gpu.timestamps ? "GPU timestamps" : "wall clock"}; ${new Date().toISOString().slice(0, 10)}`,
+);
+
+// FHT: bytes moved = read + write of rows×n values.
+const fhtShapes: [number, number][] = full
+  ? [[4096, 4096], [4096, 14336], [4096, 11008]]
+  : [[256, 1024], [64, 3584], [64, 2752]];
+const fhtRows: string[][] = [];
+for (const [rows, n] of fhtShapes) {
+  for (const f16 of gpu.f16 ? [false, true] : [false]) {
+    const ms = await timeFht(gpu, rows, n, reps, { f16 });
+    const gb = (2 * rows * n * (f16 ? 2 : 4)) / (ms * 1e6);
+    fhtRows.push([`${rows}×${n}`, f16 ? "f16" : "f32", ms.toFixed(3), gb.toFixed(1)]);
+  }
+}
+console.log("\nbatched 1-D FHT along rows\n" + table(["rows×n", "storage", "ms", "GB/s"], fhtRows));
+
+const layers: LayerTiming[] = [];
+for (const shape of full ? LAYER_SHAPES_GPU : LAYER_SHAPES_SMALL) {
+  layers.push(await benchLayer(gpu, shape, "dht", reps));
+}
+
+const mm = await benchMatmul(gpu, full ? LARGE_SHAPES : SMALL_SHAPES, { reps });
+console.log("\nmatmul\n" + formatMatmulRows(mm));
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+console.log(`\npeak pooled GPU memory: ${mib(gpu.pool.stats().peak)} MiB`);
+
+console.log("\none layer fwd+bwd (x needs grad, W frozen), time over the frozen layer's");
+console.log(table(
+  ["layer M×N", "tokens", "n", "frozen ms", "SSH spectral", "SSH dense ΔW"],
+  layers.map(({ shape: s, frozen, spectral, dense }) => [
+    `${s.m}×${s.n}`,
+    `${s.tokens}`,
+    `${s.coefs}`,
+    frozen.toFixed(3),
+    `${(spectral / frozen).toFixed(2)}×`,
+    `${(dense / frozen).toFixed(2)}×`,
+  ]),
+));

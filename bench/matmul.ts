@@ -1,0 +1,231 @@
+/**
+ * Matmul throughput: times {@link encodeMatmul} with GPU timestamps (wall clock around a sync
+ * where the adapter has none) per shape, tile variant and B precision, and spot-checks the
+ * result against float64 dot products.
+ *
+ *     deno run -A bench/matmul.ts                  # small shapes (software adapters)
+ *     deno run -A bench/matmul.ts --large          # 4096³ and transformer shapes
+ *     deno run -A bench/matmul.ts --large --tiles=auto,large,128x128x16_8x8_2 --reps=20
+ *     deno run -A bench/matmul.ts --shapes=4096x768x768NT,768x768x4096TN --no-f16
+ * @module
+ */
+import { getGpu, type Gpu, GpuTimer, readF32, upload } from "../lib/gpu/mod.ts";
+import {
+  encodeMatmul,
+  MATMUL_TILES,
+  type MatmulTile,
+  type MatmulTileName,
+  planMatmul,
+} from "../lib/linalg/matmul.ts";
+import { parseTileName, tileName } from "../kernels/matmul.ts";
+
+/** One product to time: C (m, n) = op(A) op(B) with inner size k. */
+export interface MatmulBenchShape {
+  m: number;
+  n: number;
+  k: number;
+  transA?: boolean;
+  transB?: boolean;
+  /** What the shape is (shown in the table). */
+  label?: string;
+}
+
+/** A variant to time: the default choice (`auto`), a preset, or a custom tile. */
+export type MatmulBenchVariant = "auto" | MatmulTileName | MatmulTile;
+
+/** Options of {@link benchMatmul}. */
+export interface MatmulBenchOptions {
+  /** Variants timed for every shape (default `["auto"]`). */
+  variants?: MatmulBenchVariant[];
+  /** Timed repetitions per row (default 10; the median is reported). */
+  reps?: number;
+  /** Also time B stored as f16 when the device has f16 (default true). */
+  f16?: boolean;
+}
+
+/** One timed row. */
+export interface MatmulBenchRow {
+  shape: string;
+  label: string;
+  /** `f32` or `f16B`. */
+  b: string;
+  /** Tile chosen or forced, with `/sK` for a K split. */
+  variant: string;
+  /** Median milliseconds per product. */
+  ms: number;
+  gflops: number;
+  /** Largest relative error of 32 sampled entries against float64 dot products. */
+  maxRelErr: number;
+}
+
+/** 4096³ and the products of a transformer layer (nn.Linear is `x Wᵀ`: transB). */
+export const LARGE_SHAPES: MatmulBenchShape[] = [
+  { m: 4096, n: 4096, k: 4096, label: "square" },
+  { m: 4096, n: 768, k: 768, transB: true, label: "q/v proj, 32×128 tokens" },
+  { m: 4096, n: 3072, k: 768, transB: true, label: "MLP up" },
+  { m: 4096, n: 768, k: 3072, transB: true, label: "MLP down" },
+  { m: 4096, n: 768, k: 768, label: "dX = dY·W" },
+  { m: 768, n: 768, k: 4096, transA: true, label: "dW = dYᵀ·X" },
+  { m: 2048, n: 4096, k: 4096, transB: true, label: "LLaMA q proj" },
+  { m: 2048, n: 11008, k: 4096, transB: true, label: "LLaMA MLP up" },
+  { m: 8, n: 4096, k: 4096, transB: true, label: "decode, 8 rows" },
+];
+
+/** Shapes a software adapter gets through in seconds. */
+export const SMALL_SHAPES: MatmulBenchShape[] = [
+  { m: 256, n: 256, k: 256, label: "square" },
+  { m: 512, n: 192, k: 192, transB: true, label: "linear" },
+  { m: 192, n: 192, k: 512, transA: true, label: "weight grad" },
+  { m: 8, n: 512, k: 512, transB: true, label: "decode, 8 rows" },
+  { m: 512, n: 512, k: 8, label: "rank-8 up-projection" },
+];
+
+/** Deterministic values in [-1, 1) (fast enough for 45M-element operands). */
+function filler(count: number, seed: number): Float32Array {
+  const out = new Float32Array(count);
+  let s = seed >>> 0;
+  for (let i = 0; i < count; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Largest relative error of sampled entries of C against float64 dot products. */
+function spotCheck(shape: MatmulBenchShape, a: Float32Array, b: ArrayLike<number>, c: Float32Array): number {
+  const { m, n, k } = shape;
+  let worst = 0;
+  for (let s = 0; s < 32; s++) {
+    const i = Math.floor((s * 7919) % m), j = Math.floor((s * 104729 + 13) % n);
+    let dot = 0, mag = 0;
+    for (let l = 0; l < k; l++) {
+      const av = shape.transA ? a[l * m + i] : a[i * k + l];
+      const bv = shape.transB ? b[j * k + l] : b[l * n + j];
+      dot += av * bv;
+      mag += Math.abs(av * bv);
+    }
+    worst = Math.max(worst, Math.abs(c[i * n + j] - dot) / Math.max(mag, 1e-30));
+  }
+  return worst;
+}
+
+/**
+ * Time {@link encodeMatmul} on `shapes` (default {@link SMALL_SHAPES}) for each variant and B
+ * precision. Variants that do not fit the device (workgroup memory, invocations) are skipped.
+ */
+export async function benchMatmul(
+  gpu: Gpu,
+  shapes: MatmulBenchShape[] = SMALL_SHAPES,
+  opts: MatmulBenchOptions = {},
+): Promise<MatmulBenchRow[]> {
+  const variants = opts.variants ?? ["auto"];
+  const reps = opts.reps ?? 10;
+  const precisions = gpu.f16 && opts.f16 !== false ? [false, true] : [false];
+  const timer = new GpuTimer(gpu, reps + 1);
+  const rows: MatmulBenchRow[] = [];
+  for (const shape of shapes) {
+    const { m, n, k } = shape;
+    const ah = filler(m * k, 1), bh = filler(k * n, 2);
+    const bHalf = precisions.includes(true) ? Float16Array.from(bh) : undefined;
+    const a = upload(gpu, ah);
+    const c = gpu.pool.acquire(m * n * 4);
+    for (const f16B of precisions) {
+      const b = upload(gpu, f16B ? bHalf! : bh);
+      for (const variant of variants) {
+        const options = {
+          transA: shape.transA,
+          transB: shape.transB,
+          f16B,
+          tile: variant === "auto" ? undefined : variant,
+        };
+        try {
+          encodeMatmul(gpu, a, b, c, m, n, k, options); // warm-up: compiles the pipelines
+        } catch (e) {
+          console.warn(`skipped ${JSON.stringify(variant)}: ${(e as Error).message}`);
+          continue;
+        }
+        await gpu.sync();
+        await timer.mark();
+        for (let r = 0; r < reps; r++) {
+          encodeMatmul(gpu, a, b, c, m, n, k, options);
+          await timer.mark();
+        }
+        const ms = median(await timer.read());
+        const out = await readF32(gpu, c, m * n);
+        const plan = planMatmul(gpu, m, n, k, options);
+        const name = typeof variant === "object" ? tileName(variant) : plan.tileName;
+        rows.push({
+          shape: `${m}×${n}×${k} ${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}`,
+          label: shape.label ?? "",
+          b: f16B ? "f16B" : "f32",
+          variant: `${variant === "auto" ? "auto:" : ""}${name}${plan.splits > 1 ? `/s${plan.splits}` : ""}`,
+          ms,
+          gflops: (2 * m * n * k) / (ms * 1e6),
+          maxRelErr: spotCheck(shape, ah, f16B ? bHalf! : bh, out),
+        });
+      }
+      gpu.pool.release(b);
+    }
+    gpu.pool.release(a);
+    gpu.pool.release(c);
+  }
+  return rows;
+}
+
+/** The rows as an aligned text table. */
+export function formatMatmulRows(rows: MatmulBenchRow[]): string {
+  const header = ["shape", "what", "B", "variant", "ms", "GFLOP/s", "max rel err"];
+  const cells = rows.map((r) => [
+    r.shape,
+    r.label,
+    r.b,
+    r.variant,
+    r.ms.toFixed(3),
+    r.gflops.toFixed(1),
+    r.maxRelErr.toExponential(1),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  return [header, ...cells].map((row) => row.map((c, i) => c.padEnd(widths[i])).join("  ")).join("\n");
+}
+
+/** `MxNxK` with an optional `NN`/`NT`/`TN`/`TT` suffix, e.g. `4096x768x768NT`. */
+function parseShape(text: string): MatmulBenchShape {
+  const f = /^(\d+)x(\d+)x(\d+)([NT]{2})?$/.exec(text);
+  if (!f) throw new Error(`--shapes: '${text}' is not MxNxK[NN|NT|TN|TT]`);
+  return {
+    m: Number(f[1]),
+    n: Number(f[2]),
+    k: Number(f[3]),
+    transA: f[4]?.[0] === "T",
+    transB: f[4]?.[1] === "T",
+  };
+}
+
+/** A preset name, `auto`, or a tile written as `tileName` prints it (`128x128x16_8x8_2`). */
+function parseVariant(text: string): MatmulBenchVariant {
+  if (text === "auto" || Object.hasOwn(MATMUL_TILES, text)) return text as MatmulBenchVariant;
+  const tile = parseTileName(text);
+  if (!tile) {
+    throw new Error(`--tiles: '${text}' is neither a preset (${Object.keys(MATMUL_TILES)}) nor a valid tile`);
+  }
+  return tile;
+}
+
+if (import.meta.main) {
+  const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+  const gpu = await getGpu();
+  console.log(`matmul on ${gpu.description} (${gpu.timestamps ? "GPU timestamps" : "wall clock"})`);
+  const shapes = arg("shapes")?.split(",").map(parseShape) ??
+    (Deno.args.includes("--large") ? LARGE_SHAPES : SMALL_SHAPES);
+  const rows = await benchMatmul(gpu, shapes, {
+    variants: arg("tiles")?.split(",").map(parseVariant),
+    reps: arg("reps") ? Number(arg("reps")) : undefined,
+    f16: !Deno.args.includes("--no-f16"),
+  });
+  console.log(formatMatmulRows(rows));
+}

@@ -1,0 +1,200 @@
+/**
+ * Elementwise kernels: unary maps with two scalar parameters, broadcasting binary maps,
+ * in-place accumulation, fill, and seeded dropout. Expressions are WGSL over `va` (and `vb`),
+ * with the math helpers of {@link MATH} in scope.
+ * @module
+ */
+import type { Kernel } from "../lib/gpu/mod.ts";
+import { BUILTINS, linearId, stridedFields, stridedOffsets } from "./indexing.ts";
+
+/**
+ * Precise f32 helpers. erf: Taylor series below |x| = 0.5 (relative error < 1e-7), Abramowitz
+ * & Stegun 7.1.26 above (absolute error ≤ 1.5e-7). tanh: odd Taylor polynomial below 0.125,
+ * exp form above (the builtin tanh overflows to NaN for large |x| on some backends).
+ */
+export const MATH = `
+fn erf_(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 0.5) {
+    let z = x * x;
+    return x * 1.1283791670955126 * (1.0 + z * (-0.3333333333333333 + z * (0.1 + z * (-0.023809523809523808
+      + z * (0.004629629629629629 + z * -0.0007575757575757576)))));
+  }
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  let y = 1.0 - poly * exp(-a * a);
+  return select(-y, y, x >= 0.0);
+}
+fn tanh_(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 0.125) {
+    let z = x * x;
+    return x * (1.0 + z * (-0.3333333333333333 + z * (0.13333333333333333 + z * -0.05396825396825397)));
+  }
+  let e = exp(-2.0 * a);
+  let t = (1.0 - e) / (1.0 + e);
+  return select(-t, t, x >= 0.0);
+}
+fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+fn gelu_(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }
+fn gelu_grad_(x: f32) -> f32 {
+  return 0.5 * (1.0 + erf_(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
+}
+fn gelu_tanh_(x: f32) -> f32 {
+  return 0.5 * x * (1.0 + tanh_(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+fn gelu_tanh_grad_(x: f32) -> f32 {
+  let th = tanh_(0.7978845608028654 * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * 0.7978845608028654 * (1.0 + 0.134145 * x * x);
+}
+fn silu_grad_(x: f32) -> f32 { let s = sigmoid_(x); return s * (1.0 + x * (1.0 - s)); }
+`;
+
+/** Unary maps `y = f(va)`; `p.s`, `p.t` are the op's scalar parameters. */
+export const UNARY = {
+  affine: "va * p.s + p.t",
+  exp: "exp(va)",
+  log: "log(va)",
+  relu: "max(va, 0.0)",
+  sigmoid: "sigmoid_(va)",
+  tanh: "tanh_(va)",
+  silu: "va * sigmoid_(va)",
+  gelu: "gelu_(va)",
+  gelu_tanh: "gelu_tanh_(va)",
+} as const;
+/** A unary map's name. */
+export type UnaryOp = keyof typeof UNARY;
+
+/** Binary maps `y = f(va, vb)` (broadcasting), including the activations' gradient rules. */
+export const BINARY = {
+  add: "va + vb",
+  sub: "va - vb",
+  mul: "va * vb",
+  div: "va / vb",
+  // (input or output, upstream gradient) -> input gradient
+  relu_grad: "select(0.0, vb, va > 0.0)",
+  sigmoid_grad: "vb * va * (1.0 - va)",
+  tanh_grad: "vb * (1.0 - va * va)",
+  silu_grad: "vb * silu_grad_(va)",
+  gelu_grad: "vb * gelu_grad_(va)",
+  gelu_tanh_grad: "vb * gelu_tanh_grad_(va)",
+} as const;
+/** A binary map's name. */
+export type BinaryOp = keyof typeof BINARY;
+
+const unaryCache = new Map<UnaryOp, Kernel>();
+/** `y[i] = f(x[i])` over `p.n` elements; uniform `{ n, s, t }`. */
+export function unaryKernel(op: UnaryOp): Kernel {
+  let k = unaryCache.get(op);
+  if (!k) {
+    k = {
+      name: `elementwise.${op}`,
+      code: `${MATH}
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { n: u32, s: f32, t: f32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  let va = x[i];
+  y[i] = ${UNARY[op]};
+}`,
+    };
+    unaryCache.set(op, k);
+  }
+  return k;
+}
+
+const binaryCache = new Map<string, Kernel>();
+/**
+ * `y[i] = f(a[oa], b[ob])` over a collapsed broadcast iteration of rank `rank`; uniform
+ * `{ n, d0.., a0.., b0.. }` where `a*`, `b*` are the operands' strides (0 on broadcast dims).
+ */
+export function binaryKernel(op: BinaryOp, rank: number): Kernel {
+  const key = `${op}:${rank}`;
+  let k = binaryCache.get(key);
+  if (!k) {
+    k = {
+      name: `elementwise.${op}`,
+      code: `${MATH}
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+struct P { n: u32, ${stridedFields(rank, ["a", "b"])} }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  ${stridedOffsets("i", rank, ["a", "b"])}
+  let va = a[o_a];
+  let vb = b[o_b];
+  y[i] = ${BINARY[op]};
+}`,
+    };
+    binaryCache.set(key, k);
+  }
+  return k;
+}
+
+/** In place `y[i] += p.s * x[i]` over `p.n` elements; uniform `{ n, s }`. */
+export const axpyKernel: Kernel = {
+  name: "elementwise.axpy",
+  code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { n: u32, s: f32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i < p.n) { y[i] = y[i] + p.s * x[i]; }
+}`,
+};
+
+/** `y[i] = p.s` over `p.n` elements; uniform `{ n, s }`. */
+export const fillKernel: Kernel = {
+  name: "elementwise.fill",
+  code: `
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+struct P { n: u32, s: f32 }
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i < p.n) { y[i] = p.s; }
+}`,
+};
+
+/** The PCG hash (O'Neill) in WGSL; {@link pcgHash} is its CPU twin. */
+export const PCG = `
+fn pcg_(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}`;
+
+/** CPU twin of the WGSL `pcg_` hash (u32 in, u32 out). */
+export function pcgHash(v: number): number {
+  const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
+  return ((w >>> 22) ^ w) >>> 0;
+}
+
+/**
+ * Seeded dropout `y[i] = keep(i) ? x[i] * p.scale : 0` with `keep(i)` ⇔
+ * `pcg(pcg(i) + p.key) >= p.threshold`; the same kernel applies the mask to gradients.
+ * Uniform `{ n, key, threshold, scale }`.
+ */
+export const dropoutKernel: Kernel = {
+  name: "elementwise.dropout",
+  code: `${PCG}
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { n: u32, key: u32, threshold: u32, scale: f32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  let keep = pcg_(pcg_(i) + p.key) >= p.threshold;
+  y[i] = select(0.0, x[i] * p.scale, keep);
+}`,
+};

@@ -1,0 +1,70 @@
+/**
+ * Embedding lookup and its deterministic gradient. The gradient is a scatter-add, which
+ * WGSL cannot do with f32 atomics; instead the ids are grouped on the CPU (they come from the
+ * data loader) into a CSR list — each distinct id with the ascending positions holding it —
+ * and one workgroup per distinct id sums its rows in position order.
+ * @module
+ */
+import type { Kernel } from "../lib/gpu/mod.ts";
+import { BUILTINS, GROUP_ID, linearId } from "./indexing.ts";
+
+/** Invocations per distinct-id workgroup of the gradient. */
+export const EMBEDDING_WG = 64;
+
+const gathers = new Map<boolean, Kernel>();
+
+/**
+ * `y[t·d + j] = w[ids[t]·d + j]` (0 for an id outside [0, vocab)). Bindings ids (i32), w (f32
+ * or f16), y; uniform `{ n, d, vocab }` with n = tokens·d.
+ */
+export function embeddingKernel(f16: boolean): Kernel {
+  let k = gathers.get(f16);
+  if (!k) {
+    k = {
+      name: `embedding.gather${f16 ? "_f16" : ""}`,
+      code: `${f16 ? "enable f16;" : ""}
+@group(0) @binding(0) var<storage, read> ids: array<i32>;
+@group(0) @binding(1) var<storage, read> w: array<${f16 ? "f16" : "f32"}>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+struct P { n: u32, d: u32, vocab: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  let id = ids[i / p.d];
+  var v = 0.0;
+  if (id >= 0 && u32(id) < p.vocab) { v = f32(w[u32(id) * p.d + i % p.d]); }
+  y[i] = v;
+}`,
+    };
+    gathers.set(f16, k);
+  }
+  return k;
+}
+
+/**
+ * `dw[rows[u]·d + j] = Σ_{q ∈ [offsets[u], offsets[u+1])} g[positions[q]·d + j]`, one
+ * workgroup per distinct id u. `csr` (u32) holds rows (U), offsets (U+1), positions (N) back
+ * to back. Bindings csr, g, dw; uniform `{ u, d, offsetsAt, positionsAt }`.
+ */
+export const embeddingBackwardKernel: Kernel = {
+  name: "embedding.backward",
+  code: `
+@group(0) @binding(0) var<storage, read> csr: array<u32>;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dw: array<f32>;
+struct P { u: u32, d: u32, offsetsAt: u32, positionsAt: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${EMBEDDING_WG}) fn main(${BUILTINS}) {
+  let u = ${GROUP_ID};
+  if (u >= p.u) { return; }
+  let row = csr[u];
+  let lo = csr[p.offsetsAt + u];
+  let hi = csr[p.offsetsAt + u + 1u];
+  for (var j = lid; j < p.d; j = j + ${EMBEDDING_WG}u) {
+    var acc = 0.0;
+    for (var q = lo; q < hi; q = q + 1u) { acc = acc + g[csr[p.positionsAt + q] * p.d + j]; }
+    dw[row * p.d + j] = acc;
+  }
+}`,
+};

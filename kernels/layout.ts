@@ -1,0 +1,41 @@
+/**
+ * Strided copies: one kernel serves permute, slice, slice-backward, concat, broadcast-to
+ * and dtype casts. Element `i` of the (collapsed) iteration reads `src[soff + Σ c·s]` and
+ * writes `dst[doff + Σ c·t]`.
+ * @module
+ */
+import type { Kernel } from "../lib/gpu/mod.ts";
+import { BUILTINS, linearId, stridedFields, stridedOffsets } from "./indexing.ts";
+
+/** Element storage types of copies: raw 32-bit words (f32, i32), f32 values, f16 values. */
+export type CopyType = "u32" | "f32" | "f16";
+
+const cache = new Map<string, Kernel>();
+
+/**
+ * A strided copy of rank `rank` from `array<src>` to `array<dst>` (converting when the types
+ * differ; f16 needs `enable f16`). Uniform `{ n, soff, doff, d0.., s0.., t0.. }`.
+ */
+export function copyKernel(rank: number, src: CopyType, dst: CopyType): Kernel {
+  const key = `${rank}:${src}:${dst}`;
+  let k = cache.get(key);
+  if (k) return k;
+  const value = src === dst ? "v" : `${dst}(v)`;
+  k = {
+    name: `layout.copy_${src}_${dst}`,
+    code: `${src === "f16" || dst === "f16" ? "enable f16;" : ""}
+@group(0) @binding(0) var<storage, read> x: array<${src}>;
+@group(0) @binding(1) var<storage, read_write> y: array<${dst}>;
+struct P { n: u32, soff: u32, doff: u32, ${stridedFields(rank, ["s", "t"])} }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  ${stridedOffsets("i", rank, ["s", "t"])}
+  let v = x[p.soff + o_s];
+  y[p.doff + o_t] = ${value};
+}`,
+  };
+  cache.set(key, k);
+  return k;
+}

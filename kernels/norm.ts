@@ -1,0 +1,132 @@
+/**
+ * LayerNorm and RMSNorm over the last dimension: forward (one workgroup per row, two-pass
+ * mean/variance, saving mean and 1/σ per row), the input gradient (one workgroup per row),
+ * and the weight/bias gradients as deterministic per-chunk column sums (no atomics).
+ * `rms` variants skip the mean (RMSNorm: x·rsqrt(mean(x²)+eps)·w).
+ * @module
+ */
+import type { Kernel } from "../lib/gpu/mod.ts";
+import { BUILTINS, GROUP_ID, linearId, workgroupReduce } from "./indexing.ts";
+
+/** Invocations per row workgroup. */
+export const NORM_WG = 128;
+
+const cache = new Map<string, Kernel>();
+function cached(key: string, make: () => Kernel): Kernel {
+  let k = cache.get(key);
+  if (!k) cache.set(key, k = make());
+  return k;
+}
+
+/**
+ * Forward: bindings x, w, [b,] y, stats (2 per row: mean, rstd); uniform `{ rows, d, eps }`.
+ * One workgroup of {@link NORM_WG} per row.
+ */
+export function normForwardKernel(rms: boolean, bias: boolean): Kernel {
+  return cached(`fwd:${rms}:${bias}`, () => {
+    let b = 0;
+    const binds = [
+      `@group(0) @binding(${b++}) var<storage, read> x: array<f32>;`,
+      `@group(0) @binding(${b++}) var<storage, read> w: array<f32>;`,
+      bias ? `@group(0) @binding(${b++}) var<storage, read> bb: array<f32>;` : "",
+      `@group(0) @binding(${b++}) var<storage, read_write> y: array<f32>;`,
+      `@group(0) @binding(${b++}) var<storage, read_write> stats: array<f32>;`,
+      `struct P { rows: u32, d: u32, eps: f32 }`,
+      `@group(0) @binding(${b++}) var<uniform> p: P;`,
+    ];
+    const meanCode = rms ? "let mean = 0.0;" : `var s = 0.0;
+  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) { s = s + x[base + j]; }
+  let mean = wg_sum(s, lid) / f32(p.d);`;
+    return {
+      name: `norm.${rms ? "rms" : "layer"}_forward`,
+      code: `${workgroupReduce(NORM_WG)}
+${binds.join("\n")}
+@compute @workgroup_size(${NORM_WG}) fn main(${BUILTINS}) {
+  let row = ${GROUP_ID};
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  ${meanCode}
+  var v = 0.0;
+  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) { let t = x[base + j] - mean; v = v + t * t; }
+  let rstd = inverseSqrt(wg_sum(v, lid) / f32(p.d) + p.eps);
+  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) {
+    y[base + j] = (x[base + j] - mean) * rstd * w[j]${bias ? " + bb[j]" : ""};
+  }
+  if (lid == 0u) { stats[2u * row] = mean; stats[2u * row + 1u] = rstd; }
+}`,
+    };
+  });
+}
+
+/**
+ * Input gradient: bindings x, w, stats, g, dx; uniform `{ rows, d }`. With x̂ = (x−μ)·r and
+ * ĝ = g·w: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (LayerNorm), r·(ĝ − x̂·mean(ĝ·x̂)) (RMSNorm).
+ */
+export function normBackwardKernel(rms: boolean): Kernel {
+  return cached(`bwd:${rms}`, () => ({
+    name: `norm.${rms ? "rms" : "layer"}_backward`,
+    code: `${workgroupReduce(NORM_WG)}
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
+@group(0) @binding(3) var<storage, read> g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+struct P { rows: u32, d: u32 }
+@group(0) @binding(5) var<uniform> p: P;
+@compute @workgroup_size(${NORM_WG}) fn main(${BUILTINS}) {
+  let row = ${GROUP_ID};
+  if (row >= p.rows) { return; }
+  let base = row * p.d;
+  let mean = stats[2u * row];
+  let rstd = stats[2u * row + 1u];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) {
+    let gw = g[base + j] * w[j];
+    sg = sg + gw;
+    sgx = sgx + gw * (x[base + j] - mean) * rstd;
+  }
+  let inv = 1.0 / f32(p.d);
+  let a = ${rms ? "0.0" : "wg_sum(sg, lid) * inv"};
+  let c = wg_sum(sgx, lid) * inv;
+  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) {
+    let xh = (x[base + j] - mean) * rstd;
+    dx[base + j] = rstd * (g[base + j] * w[j] - a - xh * c);
+  }
+}`,
+  }));
+}
+
+/**
+ * Weight (and bias) gradient partial sums: invocation (chunk c, column j) sums rows
+ * r ≡ c (mod chunks): `dw[c·d + j] = Σ g·x̂`, `db[c·d + j] = Σ g`. Bindings x, stats, g, dw
+ * [, db]; uniform `{ rows, d, chunks }`.
+ */
+export function normParamGradKernel(bias: boolean): Kernel {
+  return cached(`param:${bias}`, () => ({
+    name: "norm.param_grad",
+    code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+${bias ? "@group(0) @binding(4) var<storage, read_write> db: array<f32>;" : ""}
+struct P { rows: u32, d: u32, chunks: u32 }
+@group(0) @binding(${bias ? 5 : 4}) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId("t")}
+  if (t >= p.d * p.chunks) { return; }
+  let j = t % p.d;
+  let c = t / p.d;
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var r = c; r < p.rows; r = r + p.chunks) {
+    let gv = g[r * p.d + j];
+    sw = sw + gv * (x[r * p.d + j] - stats[2u * r]) * stats[2u * r + 1u];
+    sb = sb + gv;
+  }
+  dw[c * p.d + j] = sw;
+  ${bias ? "db[c * p.d + j] = sb;" : ""}
+}`,
+  }));
+}

@@ -1,0 +1,54 @@
+/**
+ * Deterministic sum reductions. The input is seen as a set of kept dimensions (one output
+ * each) and reduced dimensions (summed), both collapsed. Each invocation sums one
+ * interleaved chunk (`r = c, c + chunks, ...`) of one output, in a fixed order; a second
+ * pass sums the chunks. No atomics, so results are bitwise reproducible.
+ * @module
+ */
+import type { Kernel } from "../lib/gpu/mod.ts";
+import { BUILTINS, linearId, stridedOffsets } from "./indexing.ts";
+
+const cache = new Map<string, Kernel>();
+
+/**
+ * Partial sums `y[c * nOut + o] = scale · Σ_{r ≡ c (mod chunks)} x[koff(o) + roff(r)]`.
+ * `keptRank`/`redRank`: ranks of the collapsed kept and reduced iterations; `chunkFastest`:
+ * adjacent invocations take adjacent chunks (best when the reduced dim is contiguous).
+ * Uniform `{ nOut, nRed, chunks, scale, d0.., k0.. (kept sizes, strides), d.., r.. (reduced) }`.
+ */
+export function reduceKernel(keptRank: number, redRank: number, chunkFastest: boolean): Kernel {
+  const key = `${keptRank}:${redRank}:${chunkFastest}`;
+  let k = cache.get(key);
+  if (k) return k;
+  const fields = ["nOut: u32", "nRed: u32", "chunks: u32", "scale: f32"];
+  for (let i = 0; i < keptRank; i++) fields.push(`kd${i}: u32`);
+  for (let i = 0; i < keptRank; i++) fields.push(`kk${i}: u32`);
+  for (let i = 0; i < redRank; i++) fields.push(`rd${i}: u32`);
+  for (let i = 0; i < redRank; i++) fields.push(`rr${i}: u32`);
+  const kept = stridedOffsets("o", keptRank, ["kk"], "kd");
+  const red = stridedOffsets("r", redRank, ["rr"], "rd");
+  const [o, c] = chunkFastest ? ["t / p.chunks", "t % p.chunks"] : ["t % p.nOut", "t / p.nOut"];
+  k = {
+    name: "reduce.sum",
+    code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { ${fields.join(", ")} }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId("t")}
+  if (t >= p.nOut * p.chunks) { return; }
+  let o = ${o};
+  let c = ${c};
+  ${kept}
+  var acc = 0.0;
+  for (var r = c; r < p.nRed; r = r + p.chunks) {
+    ${red}
+    acc = acc + x[o_kk + o_rr];
+  }
+  y[c * p.nOut + o] = acc * p.scale;
+}`,
+  };
+  cache.set(key, k);
+  return k;
+}

@@ -1,0 +1,169 @@
+/**
+ * WGSL for the sparse spectral adapter (SPEC §1.6): products of a token batch with the
+ * effective sparse spectrum S̃ (by rows or by columns), the coefficient gradient (a reduction
+ * over tokens in two passes), scatter / gather of coefficients at flat positions, and y += x.
+ *
+ * The index structures live in one u32 "plan" buffer built on the CPU (lib/spectral/sparse.ts):
+ * CSR sections `ptr[rows + 1]` (entry ranges) then the entries, weights as `bitcast<u32>(w)`:
+ * `(col, coefficient, w)` by rows and `(row, coefficient, w)` by columns; the entry list
+ * `(u, v)` in row-major order; `(entry, w)` by coefficients; the flat positions. Sections are
+ * located by offsets passed as parameters.
+ * @module
+ */
+import type { Kernel } from "../lib/gpu/pipelines.ts";
+
+/** Threads per workgroup of the element-wise sparse kernels. */
+export const SPARSE_THREADS = 256;
+
+const linearId = `let id = gid.x + gid.y * nwg.x * ${SPARSE_THREADS}u;`;
+const ids = `@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u`;
+
+/**
+ * `out[t·rows + r] = Σ_{e ∈ row r} w_e · c[k_e] · inp[t·in_width + index_e]` for t < tokens,
+ * r < rows: ẑ = S̃ x̂ by rows (forward) or S̃ᵀ δ̂ by columns (backward), one thread per output.
+ * Bindings: plan (u32), c (f32 coefficients), inp, out, params {tokens, rows, in_width, ptr, ent}.
+ */
+export const productKernel: Kernel = {
+  name: "sparse.product",
+  code: `
+@group(0) @binding(0) var<storage, read> plan: array<u32>;
+@group(0) @binding(1) var<storage, read> c: array<f32>;
+@group(0) @binding(2) var<storage, read> inp: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+struct P { tokens: u32, rows: u32, in_width: u32, ptr: u32, ent: u32 }
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id >= p.tokens * p.rows) { return; }
+  let t = id / p.rows;
+  let r = id % p.rows;
+  let row = t * p.in_width;
+  let end = plan[p.ptr + r + 1u];
+  var acc = 0.0;
+  for (var e = plan[p.ptr + r]; e < end; e++) {
+    let b = p.ent + 3u * e;
+    acc += bitcast<f32>(plan[b + 2u]) * c[plan[b + 1u]] * inp[row + plan[b]];
+  }
+  out[id] = acc;
+}`,
+};
+
+/**
+ * Gradient, pass 1: `partial[chunk·E + e] = Σ_{t ∈ chunk} a[t·m + u_e] · b[t·n + v_e]` for each
+ * entry e of S̃ (list of (u, v) pairs at `list`) and each chunk of `chunk_len` tokens. Threads
+ * of a workgroup take neighbouring entries of one chunk, so a token's rows of δ̂ and x̂ are
+ * read from cache by the whole workgroup. Bindings: plan, a (δ̂, tokens×m), b (x̂, tokens×n),
+ * partial, params {tokens, m, n, list, entries, chunk_len, chunks}.
+ */
+export const gradPartialKernel: Kernel = {
+  name: "sparse.grad_partial",
+  code: `
+@group(0) @binding(0) var<storage, read> plan: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+struct P { tokens: u32, m: u32, n: u32, list: u32, entries: u32, chunk_len: u32, chunks: u32 }
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id >= p.entries * p.chunks) { return; }
+  let e = id % p.entries;
+  let t0 = (id / p.entries) * p.chunk_len;
+  let t1 = min(t0 + p.chunk_len, p.tokens);
+  let u = plan[p.list + 2u * e];
+  let v = plan[p.list + 2u * e + 1u];
+  var acc = 0.0;
+  for (var t = t0; t < t1; t++) { acc += a[t * p.m + u] * b[t * p.n + v]; }
+  partial[id] = acc;
+}`,
+};
+
+/**
+ * Gradient, pass 2, one thread per coefficient k: `dc[k] = (accumulate ? dc[k] : 0) + scale ·
+ * Σ_{(e, w) of k} w · Σ_chunk partial[chunk·E + e]`, from the coefficient CSR at `ptr`
+ * (entries (e, bitcast<u32>(w))). Bindings: plan, partial, dc,
+ * params {count, ptr, ent, entries, chunks, scale (f32), accumulate}.
+ */
+export const gradReduceKernel: Kernel = {
+  name: "sparse.grad_reduce",
+  code: `
+@group(0) @binding(0) var<storage, read> plan: array<u32>;
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dc: array<f32>;
+struct P { count: u32, ptr: u32, ent: u32, entries: u32, chunks: u32, scale: f32, accumulate: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id >= p.count) { return; }
+  let end = plan[p.ptr + id + 1u];
+  var acc = 0.0;
+  for (var i = plan[p.ptr + id]; i < end; i++) {
+    let e = plan[p.ent + 2u * i];
+    var s = 0.0;
+    for (var c = 0u; c < p.chunks; c++) { s += partial[c * p.entries + e]; }
+    acc += bitcast<f32>(plan[p.ent + 2u * i + 1u]) * s;
+  }
+  var g = p.scale * acc;
+  if (p.accumulate == 1u) { g += dc[id]; }
+  dc[id] = g;
+}`,
+};
+
+/**
+ * `dst[plan[flat + k]] = c[k]` for k < count (distinct positions; the rest of dst is left as is).
+ * Bindings: plan, c, dst, params {count, flat}.
+ */
+export const scatterKernel: Kernel = {
+  name: "sparse.scatter",
+  code: `
+@group(0) @binding(0) var<storage, read> plan: array<u32>;
+@group(0) @binding(1) var<storage, read> c: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+struct P { count: u32, flat: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id < p.count) { dst[plan[p.flat + id]] = c[id]; }
+}`,
+};
+
+/**
+ * `dst[k] = (accumulate ? dst[k] : 0) + scale · src[plan[flat + k]]` for k < count.
+ * Bindings: plan, src, dst, params {count, flat, scale (f32), accumulate}.
+ */
+export const gatherKernel: Kernel = {
+  name: "sparse.gather",
+  code: `
+@group(0) @binding(0) var<storage, read> plan: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+struct P { count: u32, flat: u32, scale: f32, accumulate: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id >= p.count) { return; }
+  var g = p.scale * src[plan[p.flat + id]];
+  if (p.accumulate == 1u) { g += dst[id]; }
+  dst[id] = g;
+}`,
+};
+
+/** `y[i] += x[i]` for i < len. Bindings: x, y, params {len}. */
+export const addKernel: Kernel = {
+  name: "sparse.add",
+  code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { len: u32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id < p.len) { y[id] += x[id]; }
+}`,
+};

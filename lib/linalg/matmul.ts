@@ -1,0 +1,289 @@
+/**
+ * Encoding of f32 matrix products `C = alpha·op(A)·op(B) (+ bias) (+ C)` on the stream:
+ * picks a tile variant for the shape, optionally splits K over more workgroups, validates
+ * shapes and buffer sizes, and dispatches the kernels of `kernels/matmul.ts`.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { grid } from "../gpu/buffers.ts";
+import {
+  matmulKernel,
+  matmulReduceKernel,
+  type MatmulTile,
+  type MatmulVariant,
+  tileName,
+  tileProblem,
+  tileSharedBytes,
+  tileThreads,
+} from "../../kernels/matmul.ts";
+
+export type { MatmulTile } from "../../kernels/matmul.ts";
+
+/**
+ * The preset tiles. `large` for big products; `tall` (half the columns) and then `medium`
+ * when `large` would leave the GPU short of workgroups, `medium` also when a side is ≤ 64;
+ * `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32` for few columns
+ * (x·Aᵀ with a rank-r A); `large16` is a deeper K step (single-buffered so it fits 32 KiB)
+ * kept for tuning.
+ */
+export const MATMUL_TILES = {
+  large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
+  large16: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 1 },
+  tall: { bm: 128, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2 },
+  medium: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, buffers: 2 },
+  m8: { bm: 8, bn: 128, bk: 16, tm: 1, tn: 4, buffers: 2 },
+  m32: { bm: 32, bn: 128, bk: 16, tm: 2, tn: 8, buffers: 2 },
+  n8: { bm: 128, bn: 8, bk: 16, tm: 4, tn: 1, buffers: 2 },
+  n32: { bm: 128, bn: 32, bk: 16, tm: 8, tn: 2, buffers: 2 },
+} as const satisfies Record<string, MatmulTile>;
+
+/** Name of a preset tile. */
+export type MatmulTileName = keyof typeof MATMUL_TILES;
+
+/** Options of {@link encodeMatmul}. */
+export interface MatmulOptions {
+  /** A stored as (k, m) instead of (m, k). */
+  transA?: boolean;
+  /** B stored as (n, k) instead of (k, n) — the nn.Linear case `y = x Wᵀ`. */
+  transB?: boolean;
+  /** A, B, C each hold `batch` matrices back to back (B only one when `broadcastB`). */
+  batch?: number;
+  /** Use the same B for every batch entry. */
+  broadcastB?: boolean;
+  /** f32 [n], added to every row of C. */
+  bias?: GPUBuffer;
+  /** C += result instead of C = result. */
+  accumulate?: boolean;
+  /** Scale of the product: C = alpha·A·B (+ bias) (+ C). Default 1. */
+  alpha?: number;
+  /** B stored as f16 (frozen weights), computed in f32; needs `gpu.f16`. */
+  f16B?: boolean;
+  /** Tile override (a preset name or a custom tile), for tuning and tests. */
+  tile?: MatmulTileName | MatmulTile;
+  /** Number of K chunks computed by separate workgroups and summed by a second pass (1 = none). */
+  splitK?: number;
+}
+
+/** What {@link encodeMatmul} will dispatch for a shape. */
+export interface MatmulPlan {
+  /** Preset name, or `custom`. */
+  tileName: MatmulTileName | "custom";
+  tile: MatmulTile;
+  /** K chunks (1 = no split-K pass). */
+  splits: number;
+  /** K elements per chunk (a multiple of the tile's bk). */
+  kChunk: number;
+}
+
+/** Workgroups that keep a large GPU busy (two per SM on a 132-SM H100). */
+const GPU_TARGET_GROUPS = 264;
+/** A software adapter (lavapipe) runs a few workgroups at a time: favour big register tiles. */
+const CPU_TARGET_GROUPS = 4;
+/** The least K per split-K chunk worth a workgroup. */
+const MIN_CHUNK = 256;
+const MAX_SPLITS = 32;
+/** Largest split-K scratch buffer allocated. */
+const MAX_SCRATCH_BYTES = 256 << 20;
+
+function tiles(m: number, n: number, t: MatmulTile): number {
+  return Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
+}
+
+/**
+ * How many workgroups a product should be cut into to fill `gpu`: the matmul heuristics'
+ * notion of the device's width (software adapters get a small one).
+ */
+export function targetGroups(gpu: Gpu): number {
+  return /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.description)
+    ? CPU_TARGET_GROUPS
+    : GPU_TARGET_GROUPS;
+}
+
+/** The preset a shape gets by default on a device that wants `target` workgroups. */
+export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_GROUPS): MatmulTileName {
+  if (m <= 8 && n >= m) return "m8";
+  if (n <= 8) return "n8";
+  if (m <= 32) return "m32";
+  if (n <= 32) return "n32";
+  if (m <= 64 || n <= 64) return "medium";
+  if (tiles(m, n, MATMUL_TILES.large) * batch >= target) return "large";
+  return tiles(m, n, MATMUL_TILES.tall) * batch >= target ? "tall" : "medium";
+}
+
+/** The tile and K split {@link encodeMatmul} uses for a shape and options. */
+export function planMatmul(gpu: Gpu, m: number, n: number, k: number, opts: MatmulOptions = {}): MatmulPlan {
+  const batch = opts.batch ?? 1;
+  const target = targetGroups(gpu);
+  let name: MatmulTileName | "custom";
+  let tile: MatmulTile;
+  if (opts.tile === undefined) {
+    name = chooseTile(m, n, batch, target);
+    tile = MATMUL_TILES[name];
+  } else if (typeof opts.tile === "string") {
+    if (!Object.hasOwn(MATMUL_TILES, opts.tile)) {
+      throw new Error(
+        `encodeMatmul: unknown tile '${opts.tile}' (presets: ${Object.keys(MATMUL_TILES).join(", ")})`,
+      );
+    }
+    name = opts.tile;
+    tile = MATMUL_TILES[name];
+  } else {
+    const problem = tileProblem(opts.tile);
+    if (problem) throw new Error(`encodeMatmul: bad tile ${JSON.stringify(opts.tile)}: ${problem}`);
+    name = "custom";
+    tile = opts.tile;
+  }
+  let splits: number;
+  if (opts.splitK !== undefined) {
+    if (!Number.isInteger(opts.splitK) || opts.splitK < 1) {
+      throw new Error(`encodeMatmul: splitK must be a positive integer, got ${opts.splitK}`);
+    }
+    splits = opts.splitK;
+  } else {
+    const groups = tiles(m, n, tile) * batch;
+    splits = 1;
+    if (groups < target && k >= 2 * MIN_CHUNK) {
+      const scratchCap = Math.floor(MAX_SCRATCH_BYTES / (batch * m * n * 4));
+      splits = Math.max(
+        1,
+        Math.min(Math.ceil(target / groups), Math.floor(k / MIN_CHUNK), MAX_SPLITS, scratchCap),
+      );
+    }
+  }
+  const kChunk = Math.ceil(Math.ceil(k / splits) / tile.bk) * tile.bk;
+  return { tileName: name, tile, splits: Math.ceil(k / kChunk), kChunk };
+}
+
+function positiveInt(name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 1) {
+    throw new Error(`encodeMatmul: ${name} must be a positive integer, got ${v}`);
+  }
+}
+
+/** The binding of the first `bytes` (rounded up to 4) of `buffer`, after checking its size. */
+function window(buffer: GPUBuffer, bytes: number, what: string): { buffer: GPUBuffer; size: number } {
+  const size = Math.ceil(bytes / 4) * 4;
+  if (buffer.size < size) {
+    const name = buffer.label ? ` '${buffer.label}'` : "";
+    throw new Error(`encodeMatmul: ${what} needs ${size} bytes but its buffer${name} has ${buffer.size}`);
+  }
+  return { buffer, size };
+}
+
+/**
+ * Encode `C = alpha·op(A)·op(B) (+ bias) (+ C)` with C (m, n) row-major f32 (per batch entry).
+ * A is (m, k) or, with `transA`, (k, m); B is (k, n) or, with `transB`, (n, k); all row-major.
+ * Nothing is submitted. Throws, naming the operand and the expected size, on non-positive
+ * sizes, buffers too small for the shape, C sharing a buffer with an input, or `f16B` on a
+ * device without f16.
+ */
+export function encodeMatmul(
+  gpu: Gpu,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  c: GPUBuffer,
+  m: number,
+  n: number,
+  k: number,
+  opts: MatmulOptions = {},
+): void {
+  const batch = opts.batch ?? 1;
+  positiveInt("m", m);
+  positiveInt("n", n);
+  positiveInt("k", k);
+  positiveInt("batch", batch);
+  const transA = opts.transA ?? false, transB = opts.transB ?? false, f16B = opts.f16B ?? false;
+  if (f16B && !gpu.f16) {
+    throw new Error(
+      "encodeMatmul: f16B needs the 'shader-f16' feature, which this device lacks; store B as f32",
+    );
+  }
+  if (c === a || c === b || c === opts.bias) {
+    throw new Error("encodeMatmul: C must not share a buffer with A, B or bias");
+  }
+  const bBatches = opts.broadcastB ? 1 : batch;
+  const shapeA = transA ? `${k}×${m}` : `${m}×${k}`;
+  const shapeB = transB ? `${n}×${k}` : `${k}×${n}`;
+  const A = window(a, batch * m * k * 4, `A (${batch} × ${shapeA} f32)`);
+  const B = window(
+    b,
+    bBatches * k * n * (f16B ? 2 : 4),
+    `B (${bBatches} × ${shapeB} ${f16B ? "f16" : "f32"})`,
+  );
+  const C = window(c, batch * m * n * 4, `C (${batch} × ${m}×${n} f32)`);
+  const bias = opts.bias ? window(opts.bias, n * 4, `bias (${n} f32)`) : undefined;
+
+  const plan = planMatmul(gpu, m, n, k, opts);
+  const { tile, splits, kChunk } = plan;
+  const limits = gpu.limits;
+  const threads = tileThreads(tile);
+  const shared = tileSharedBytes(tile, transA, transB);
+  if (threads > limits.maxComputeInvocationsPerWorkgroup || shared > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `encodeMatmul: tile ${tileName(tile)} needs ${threads} invocations and ${shared} bytes of workgroup ` +
+        `memory; this device allows ${limits.maxComputeInvocationsPerWorkgroup} and ` +
+        `${limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  const z = batch * splits;
+  if (z > limits.maxComputeWorkgroupsPerDimension) {
+    throw new Error(
+      `encodeMatmul: batch × splitK = ${batch} × ${splits} exceeds ${limits.maxComputeWorkgroupsPerDimension}`,
+    );
+  }
+  const alpha = opts.alpha ?? 1;
+  const accumulate = opts.accumulate ?? false;
+  const partial = splits > 1;
+  const variant: MatmulVariant = {
+    tile,
+    transA,
+    transB,
+    vecA: (transA ? m : k) % 4 === 0,
+    vecB: (transB ? k : n) % 4 === 0,
+    vecC: n % 4 === 0 && Math.min(4, tile.tn) === 4,
+    f16B,
+    bias: !!bias && !partial,
+    accumulate: accumulate && !partial,
+    partial,
+  };
+  const tilesM = Math.ceil(m / tile.bm), tilesN = Math.ceil(n / tile.bn);
+  const params = new Uint32Array([
+    m,
+    n,
+    k,
+    tilesN,
+    tilesM,
+    tilesM * tilesN,
+    splits,
+    kChunk,
+    m * k,
+    opts.broadcastB ? 0 : k * n,
+    m * n,
+    0,
+  ]);
+  new Float32Array(params.buffer)[11] = alpha;
+  const [gx, gy] = grid(gpu, tilesM * tilesN);
+  const kernel = matmulKernel(variant);
+  if (!partial) {
+    const bindings = bias ? [A, B, C, bias] : [A, B, C];
+    gpu.stream.dispatch(kernel, bindings, [gx, gy, z], params);
+    return;
+  }
+  const scratchBytes = z * m * n * 4;
+  const scratch = gpu.pool.acquire(scratchBytes, undefined, "matmul.splitK");
+  gpu.stream.dispatch(kernel, [A, B, { buffer: scratch, size: scratchBytes }], [gx, gy, z], params);
+  const vec = n % 4 === 0;
+  const unit = vec ? 4 : 1;
+  const total = (batch * m * n) / unit;
+  const reduceParams = new Uint32Array([total, (m * n) / unit, n / unit, splits, 0, 0, 0, 0]);
+  new Float32Array(reduceParams.buffer)[4] = alpha;
+  const reduce = matmulReduceKernel(vec, !!bias, accumulate);
+  const inputs = [{ buffer: scratch, size: scratchBytes }, C];
+  gpu.stream.dispatch(
+    reduce,
+    bias ? [...inputs, bias] : inputs,
+    grid(gpu, Math.ceil(total / 256)),
+    reduceParams,
+  );
+  gpu.pool.release(scratch);
+}

@@ -1,0 +1,377 @@
+/**
+ * The parameter shapes of a model, from its typed config (lib/io/hf_config.ts), without
+ * reading any weights: every linear layer (the layers an adapter can target) with its
+ * (out, in) features and storage order, and every other parameter (embeddings, norms, heads),
+ * so that the whole model's parameter count is known.
+ *
+ * Module paths are the checkpoint key prefixes that transformers' `save_pretrained` writes for
+ * the model class named by `architectures[0]` (or an explicit architecture): e.g.
+ * `transformer.h.0.attn.c_attn` (GPT2LMHeadModel), `roberta.encoder.layer.0.attention.self.query`,
+ * `model.layers.0.self_attn.q_proj`, `vit.encoder.layer.0.attention.attention.query`. The bare
+ * backbones (`GPT2Model`, `BertModel`, …) have no prefix. These are also the module names PEFT
+ * sees, except for ViT, whose modules transformers 5 renames internally while saving the
+ * classic keys.
+ * @module
+ */
+import type { BertConfig, Gpt2Config, HfConfig, LlamaConfig, ModelType, VitConfig } from "../io/hf_config.ts";
+import type { TensorSource } from "../io/safetensors.ts";
+
+/** How a linear layer's weight is stored: (out, in) as torch's Linear, or (in, out) as GPT-2's Conv1D. */
+export type WeightStorage = "out_in" | "in_out";
+
+/** One linear layer (torch Linear or GPT-2 Conv1D). */
+export interface LinearShape {
+  /** The module path = the checkpoint key prefix of `<path>.weight`. */
+  path: string;
+  outFeatures: number;
+  inFeatures: number;
+  storage: WeightStorage;
+  /** Whether the layer has a `<path>.bias`. */
+  bias: boolean;
+  /**
+   * Set when the weight is another parameter's tensor (a tied output layer): the key of that
+   * parameter. Such a weight has no key of its own in the checkpoint.
+   */
+  tiedTo?: string;
+}
+
+/** One parameter tensor. */
+export interface ParamShape {
+  /** Checkpoint key, e.g. "roberta.embeddings.word_embeddings.weight". */
+  key: string;
+  shape: number[];
+  /** Set when this parameter is another one's tensor (not stored, not counted twice). */
+  tiedTo?: string;
+}
+
+/** Every parameter of a model, and its linear layers. */
+export interface ModelShapes {
+  modelType: ModelType;
+  /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
+  architecture: string;
+  /** Prefix of the backbone's keys: "transformer.", "bert.", "roberta.", "model.", "vit.", or "". */
+  basePrefix: string;
+  /** All linear layers in module order (backbone first, then the head). */
+  linears: LinearShape[];
+  /** All parameters in module order, linear weights and biases included. */
+  params: ParamShape[];
+  /**
+   * Module paths of the task head on top of the backbone (e.g. ["classifier"], ["lm_head"],
+   * ["score"]); empty for a bare backbone.
+   */
+  head: string[];
+  /**
+   * The language-model output layer (what transformers' get_output_embeddings returns), which
+   * PEFT's "all-linear" leaves out; null for other models.
+   */
+  outputLayer: string | null;
+}
+
+/** An architecture that is not supported, or a checkpoint that does not match the shapes. */
+export class ShapeError extends Error {
+  override name = "ShapeError";
+}
+
+/** Options of {@link modelShapes}. */
+export interface ShapeOptions {
+  /**
+   * The transformers class to describe (default: the config's `architectures[0]`, else the bare
+   * backbone). E.g. "RobertaForSequenceClassification" for GLUE from a RobertaForMaskedLM checkpoint.
+   */
+  architecture?: string;
+  /** Labels of a classification head (default: the config's labels). */
+  numLabels?: number;
+}
+
+/** The architectures each family supports. */
+export const SUPPORTED_ARCHITECTURES: Readonly<Record<ModelType, readonly string[]>> = {
+  gpt2: ["GPT2LMHeadModel", "GPT2ForSequenceClassification", "GPT2Model"],
+  bert: ["BertForSequenceClassification", "BertForMaskedLM", "BertModel"],
+  roberta: ["RobertaForSequenceClassification", "RobertaForMaskedLM", "RobertaModel"],
+  llama: ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel"],
+  vit: ["ViTForImageClassification", "ViTModel"],
+};
+
+/** The shapes of every parameter of `config`'s model (see {@link ShapeOptions}). */
+export function modelShapes(config: HfConfig, opts: ShapeOptions = {}): ModelShapes {
+  const supported = SUPPORTED_ARCHITECTURES[config.modelType];
+  const architecture = opts.architecture ?? config.architectures[0] ?? supported[supported.length - 1];
+  if (!supported.includes(architecture)) {
+    throw new ShapeError(
+      `${config.path}: architecture "${architecture}" is not supported for model_type "${config.modelType}" ` +
+        `(supported: ${supported.join(", ")})`,
+    );
+  }
+  const numLabels = opts.numLabels ?? config.labels.length;
+  if (!Number.isInteger(numLabels) || numLabels < 1) {
+    throw new ShapeError(`numLabels must be an integer ≥ 1, got ${numLabels}`);
+  }
+  const b = new Builder(config.modelType, architecture);
+  switch (config.modelType) {
+    case "gpt2":
+      gpt2(b, config, numLabels);
+      break;
+    case "bert":
+    case "roberta":
+      bert(b, config, numLabels);
+      break;
+    case "llama":
+      llama(b, config, numLabels);
+      break;
+    case "vit":
+      vit(b, config, numLabels);
+      break;
+  }
+  return b.done();
+}
+
+/** Number of elements of a shape. */
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Parameters of the model, each tensor once (tied parameters are not counted again). */
+export function totalParams(shapes: ModelShapes): number {
+  return shapes.params.reduce((s, p) => s + (p.tiedTo ? 0 : numel(p.shape)), 0);
+}
+
+/** The parameters inside module `path` (the module itself and everything below it). */
+export function paramsUnder(shapes: ModelShapes, path: string): ParamShape[] {
+  return shapes.params.filter((p) => p.key.startsWith(path + "."));
+}
+
+/** What {@link checkCheckpoint} found besides the expected tensors. */
+export interface CheckpointMatch {
+  /** The prefix the checkpoint's backbone keys carry: `shapes.basePrefix`, or "" for a bare-backbone checkpoint. */
+  prefix: string;
+  /** Head parameters the checkpoint lacks (a new head, trained from scratch). */
+  missingHead: string[];
+  /** Checkpoint tensors that are not parameters of `shapes` (e.g. another head's). */
+  unexpected: string[];
+}
+
+/**
+ * Check that `source` (a checkpoint) holds every stored backbone parameter of `shapes` with
+ * the right shape, and every head parameter it has with the right shape. A checkpoint saved
+ * from the bare backbone (keys without `basePrefix`, as the original GPT-2 weights) is accepted.
+ * @throws ShapeError listing the first missing and misshapen tensors.
+ */
+export function checkCheckpoint(shapes: ModelShapes, source: TensorSource): CheckpointMatch {
+  const stored = shapes.params.filter((p) => !p.tiedTo);
+  const pre = shapes.basePrefix;
+  const bare = pre !== "" && !stored.some((p) => source.has(p.key)) &&
+    stored.some((p) => p.key.startsWith(pre) && source.has(p.key.slice(pre.length)));
+  const keyOf = (k: string) => bare && k.startsWith(pre) ? k.slice(pre.length) : k;
+  const problems: string[] = [], missingHead: string[] = [];
+  const expected = new Set<string>();
+  for (const p of stored) {
+    const key = keyOf(p.key);
+    expected.add(key);
+    if (!source.has(key)) {
+      if (shapes.head.some((h) => p.key.startsWith(h + "."))) missingHead.push(key);
+      else problems.push(`missing ${key} [${p.shape}]`);
+      continue;
+    }
+    const got = source.info(key).shape;
+    if (got.join() !== p.shape.join()) problems.push(`${key} is [${got}], expected [${p.shape}]`);
+  }
+  if (problems.length > 0) {
+    const more = problems.length > 8 ? ` … (${problems.length - 8} more)` : "";
+    throw new ShapeError(
+      `${source.path} does not match ${shapes.architecture}: ${problems.slice(0, 8).join("; ")}${more}`,
+    );
+  }
+  return { prefix: bare ? "" : pre, missingHead, unexpected: source.names.filter((n) => !expected.has(n)) };
+}
+
+/** Collects parameters and linears in module order. */
+class Builder {
+  readonly linears: LinearShape[] = [];
+  readonly params: ParamShape[] = [];
+  readonly head: string[] = [];
+  basePrefix = "";
+  outputLayer: string | null = null;
+
+  constructor(readonly modelType: ModelType, readonly architecture: string) {}
+
+  param(key: string, shape: number[], tiedTo?: string): void {
+    this.params.push(tiedTo ? { key, shape, tiedTo } : { key, shape });
+  }
+
+  /** A torch Linear(in, out): weight (out, in). */
+  linear(path: string, inF: number, outF: number, bias = true, tiedTo?: string): void {
+    this.linears.push({
+      path,
+      outFeatures: outF,
+      inFeatures: inF,
+      storage: "out_in",
+      bias,
+      ...(tiedTo ? { tiedTo } : {}),
+    });
+    this.param(`${path}.weight`, [outF, inF], tiedTo);
+    if (bias) this.param(`${path}.bias`, [outF]);
+  }
+
+  /** GPT-2's Conv1D(out, in): weight stored (in, out), always a bias. */
+  conv1d(path: string, inF: number, outF: number): void {
+    this.linears.push({ path, outFeatures: outF, inFeatures: inF, storage: "in_out", bias: true });
+    this.param(`${path}.weight`, [inF, outF]);
+    this.param(`${path}.bias`, [outF]);
+  }
+
+  layerNorm(path: string, size: number, bias = true): void {
+    this.param(`${path}.weight`, [size]);
+    if (bias) this.param(`${path}.bias`, [size]);
+  }
+
+  done(): ModelShapes {
+    return {
+      modelType: this.modelType,
+      architecture: this.architecture,
+      basePrefix: this.basePrefix,
+      linears: this.linears,
+      params: this.params,
+      head: this.head,
+      outputLayer: this.outputLayer,
+    };
+  }
+}
+
+function gpt2(b: Builder, c: Gpt2Config, numLabels: number): void {
+  const bare = b.architecture === "GPT2Model";
+  const p = bare ? "" : "transformer.";
+  b.basePrefix = p;
+  const h = c.hiddenSize;
+  b.param(`${p}wte.weight`, [c.vocabSize, h]);
+  b.param(`${p}wpe.weight`, [c.maxPositions, h]);
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}h.${i}`;
+    b.layerNorm(`${l}.ln_1`, h);
+    b.conv1d(`${l}.attn.c_attn`, h, 3 * h);
+    b.conv1d(`${l}.attn.c_proj`, h, h);
+    b.layerNorm(`${l}.ln_2`, h);
+    b.conv1d(`${l}.mlp.c_fc`, h, c.intermediateSize);
+    b.conv1d(`${l}.mlp.c_proj`, c.intermediateSize, h);
+  }
+  b.layerNorm(`${p}ln_f`, h);
+  if (b.architecture === "GPT2LMHeadModel") {
+    b.linear("lm_head", h, c.vocabSize, false, c.tieWordEmbeddings ? `${p}wte.weight` : undefined);
+    b.head.push("lm_head");
+    b.outputLayer = "lm_head";
+  } else if (b.architecture === "GPT2ForSequenceClassification") {
+    b.linear("score", h, numLabels, false);
+    b.head.push("score");
+  }
+}
+
+function bert(b: Builder, c: BertConfig, numLabels: number): void {
+  const arch = b.architecture;
+  const bare = arch.endsWith("Model");
+  const p = bare ? "" : c.modelType === "bert" ? "bert." : "roberta.";
+  b.basePrefix = p;
+  const h = c.hiddenSize;
+  const words = `${p}embeddings.word_embeddings.weight`;
+  b.param(words, [c.vocabSize, h]);
+  b.param(`${p}embeddings.position_embeddings.weight`, [c.maxPositions, h]);
+  b.param(`${p}embeddings.token_type_embeddings.weight`, [c.typeVocabSize, h]);
+  b.layerNorm(`${p}embeddings.LayerNorm`, h);
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}encoder.layer.${i}`;
+    b.linear(`${l}.attention.self.query`, h, h);
+    b.linear(`${l}.attention.self.key`, h, h);
+    b.linear(`${l}.attention.self.value`, h, h);
+    b.linear(`${l}.attention.output.dense`, h, h);
+    b.layerNorm(`${l}.attention.output.LayerNorm`, h);
+    b.linear(`${l}.intermediate.dense`, h, c.intermediateSize);
+    b.linear(`${l}.output.dense`, c.intermediateSize, h);
+    b.layerNorm(`${l}.output.LayerNorm`, h);
+  }
+  // The pooler exists in the bare model and in BERT's classifier; RoBERTa's classifier and
+  // the masked-LM models are built without it.
+  if (bare || arch === "BertForSequenceClassification") b.linear(`${p}pooler.dense`, h, h);
+  switch (arch) {
+    case "BertForSequenceClassification":
+      b.linear("classifier", h, numLabels);
+      b.head.push("classifier");
+      break;
+    case "RobertaForSequenceClassification":
+      b.linear("classifier.dense", h, h);
+      b.linear("classifier.out_proj", h, numLabels);
+      b.head.push("classifier");
+      break;
+    case "BertForMaskedLM":
+      b.linear("cls.predictions.transform.dense", h, h);
+      b.layerNorm("cls.predictions.transform.LayerNorm", h);
+      b.linear("cls.predictions.decoder", h, c.vocabSize, false, c.tieWordEmbeddings ? words : undefined);
+      b.param("cls.predictions.bias", [c.vocabSize]);
+      b.head.push("cls");
+      b.outputLayer = "cls.predictions.decoder";
+      break;
+    case "RobertaForMaskedLM":
+      b.linear("lm_head.dense", h, h);
+      b.layerNorm("lm_head.layer_norm", h);
+      b.linear("lm_head.decoder", h, c.vocabSize, false, c.tieWordEmbeddings ? words : undefined);
+      b.param("lm_head.bias", [c.vocabSize]);
+      b.head.push("lm_head");
+      b.outputLayer = "lm_head.decoder";
+      break;
+  }
+}
+
+function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
+  const bare = b.architecture === "LlamaModel";
+  const p = bare ? "" : "model.";
+  b.basePrefix = p;
+  const h = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  b.param(`${p}embed_tokens.weight`, [c.vocabSize, h]);
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}layers.${i}`;
+    b.layerNorm(`${l}.input_layernorm`, h, false);
+    b.linear(`${l}.self_attn.q_proj`, h, q, c.attentionBias);
+    b.linear(`${l}.self_attn.k_proj`, h, kv, c.attentionBias);
+    b.linear(`${l}.self_attn.v_proj`, h, kv, c.attentionBias);
+    b.linear(`${l}.self_attn.o_proj`, q, h, c.attentionBias);
+    b.layerNorm(`${l}.post_attention_layernorm`, h, false);
+    b.linear(`${l}.mlp.gate_proj`, h, c.intermediateSize, c.mlpBias);
+    b.linear(`${l}.mlp.up_proj`, h, c.intermediateSize, c.mlpBias);
+    b.linear(`${l}.mlp.down_proj`, c.intermediateSize, h, c.mlpBias);
+  }
+  b.layerNorm(`${p}norm`, h, false);
+  if (b.architecture === "LlamaForCausalLM") {
+    b.linear("lm_head", h, c.vocabSize, false, c.tieWordEmbeddings ? `${p}embed_tokens.weight` : undefined);
+    b.head.push("lm_head");
+    b.outputLayer = "lm_head";
+  } else if (b.architecture === "LlamaForSequenceClassification") {
+    b.linear("score", h, numLabels, false);
+    b.head.push("score");
+  }
+}
+
+function vit(b: Builder, c: VitConfig, numLabels: number): void {
+  const bare = b.architecture === "ViTModel";
+  const p = bare ? "" : "vit.";
+  b.basePrefix = p;
+  const h = c.hiddenSize;
+  b.param(`${p}embeddings.cls_token`, [1, 1, h]);
+  b.param(`${p}embeddings.position_embeddings`, [1, c.numPatches + 1, h]);
+  // The patch embedding is a Conv2d (not a linear layer an adapter targets).
+  b.param(`${p}embeddings.patch_embeddings.projection.weight`, [h, c.numChannels, c.patchSize, c.patchSize]);
+  b.param(`${p}embeddings.patch_embeddings.projection.bias`, [h]);
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}encoder.layer.${i}`;
+    b.linear(`${l}.attention.attention.query`, h, h, c.qkvBias);
+    b.linear(`${l}.attention.attention.key`, h, h, c.qkvBias);
+    b.linear(`${l}.attention.attention.value`, h, h, c.qkvBias);
+    b.linear(`${l}.attention.output.dense`, h, h);
+    b.linear(`${l}.intermediate.dense`, h, c.intermediateSize);
+    b.linear(`${l}.output.dense`, c.intermediateSize, h);
+    b.layerNorm(`${l}.layernorm_before`, h);
+    b.layerNorm(`${l}.layernorm_after`, h);
+  }
+  b.layerNorm(`${p}layernorm`, h);
+  if (bare) b.linear(`${p}pooler.dense`, h, h);
+  else {
+    b.linear("classifier", h, numLabels);
+    b.head.push("classifier");
+  }
+}

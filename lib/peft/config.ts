@@ -1,0 +1,604 @@
+/**
+ * Adapter configurations — SSH, LoRA and FourierFT — parsed from and written to PEFT's
+ * `adapter_config.json` with PEFT's snake_case field names (`peft_type` "SSH", "LORA",
+ * "FOURIERFT"). In TypeScript the fields are camelCase (`energy_ratio` ↔ `energyRatio`).
+ *
+ * Validation errors name the source, the field, the value and what was expected. Fields that
+ * change what the adapter computes but are not implemented here (DoRA, rank/alpha patterns,
+ * LoRA biases, …) are rejected when set, rather than silently ignored; PEFT's bookkeeping
+ * fields of LoRA and FourierFT configs (`auto_mapping`, `peft_version`, …) are kept in
+ * `extra` and written back unchanged. An SSH config is this project's own: an unknown field
+ * there is an error (most likely a typo).
+ * @module
+ */
+import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
+
+/** The adapter types supported, as PEFT's `peft_type` spells them. */
+export const SUPPORTED_PEFT_TYPES = ["SSH", "LORA", "FOURIERFT"] as const;
+
+/** A supported `peft_type`. */
+export type PeftType = typeof SUPPORTED_PEFT_TYPES[number];
+
+/** PEFT's task types (`task_type`). */
+export const TASK_TYPES = [
+  "SEQ_CLS",
+  "SEQ_2_SEQ_LM",
+  "CAUSAL_LM",
+  "TOKEN_CLS",
+  "QUESTION_ANS",
+  "FEATURE_EXTRACTION",
+] as const;
+
+/** A PEFT `task_type`. */
+export type TaskType = typeof TASK_TYPES[number];
+
+/**
+ * Which linear layers to adapt, as PEFT allows: a list of names (a module matches when its
+ * path equals a name or ends with "." + name), or one string that is a regular expression
+ * matched against the whole module path, or the shorthand "all-linear" (see lib/peft/targets.ts).
+ */
+export type TargetModules = string[] | string;
+
+/** How SSH chooses each layer's positions (SPEC §1.4). */
+export type Selection = "layer" | "global";
+
+/** How SSH initialises the coefficients. */
+export type Init = "normal" | "zeros";
+
+/** Fields shared by every adapter type. */
+export interface CommonAdapterConfig {
+  /** Layers to adapt; null takes the model family's default (lib/peft/targets.ts). */
+  targetModules: TargetModules | null;
+  /** Layers never adapted, matched as `targetModules` (PEFT's `exclude_modules`). */
+  excludeModules: TargetModules | null;
+  /** Only adapt layers with these indices (PEFT's `layers_to_transform`); null: all. */
+  layersToTransform: number[] | null;
+  /** Names of the layer list that `layersToTransform` counts in (e.g. "layers", "h"); null: any. */
+  layersPattern: string[] | null;
+  /**
+   * Modules trained in full and saved with the adapter (e.g. a classifier head). PEFT matches
+   * them by plain suffix of the module path; with task type SEQ_CLS, PEFT adds "classifier"
+   * and "score" (see lib/peft/targets.ts).
+   */
+  modulesToSave: string[] | null;
+  baseModelNameOrPath: string | null;
+  taskType: TaskType | null;
+  /** PEFT's `inference_mode` (true in saved adapters). */
+  inferenceMode: boolean;
+  /** PEFT's `revision` of the base model. */
+  revision: string | null;
+  /**
+   * Fields kept as read and written back unchanged: PEFT bookkeeping (`auto_mapping`,
+   * `peft_version`, …) and PEFT options left unset.
+   */
+  extra: Record<string, unknown>;
+}
+
+/**
+ * SSH: per adapted M×N layer, n coefficients at chosen positions of a sparse spectrum S, and
+ * ΔW = (α/(M·N))·T(S) (SPEC §1.3).
+ */
+export interface SSHConfig extends CommonAdapterConfig {
+  peftType: "SSH";
+  /** Coefficients per layer (`n`), an integer ≥ 1; default 750. */
+  n: number;
+  /** δ ∈ [0, 1] (`energy_ratio`): round(δ·n) positions by energy, the rest at random; default 0.7. */
+  energyRatio: number;
+  /** The scaling α (`alpha`), finite; default 150. */
+  alpha: number;
+  /** The spectral transform (`transform`); default "dht". */
+  transform: Transform;
+  /**
+   * `selection`: "layer" (default) gives every target layer n positions; "global" ranks one
+   * budget of n·L positions across the L target layers (each layer's energy normalised by its
+   * total energy), so a layer may get more or fewer than n.
+   */
+  selection: Selection;
+  /** `init`: coefficients ~ N(0, 1) ("normal", default) or zero ("zeros"). */
+  init: Init;
+  /** Seed of the position sampling and the init (`seed`), an integer 0 ≤ seed < 2^53; default 0. */
+  seed: number;
+}
+
+/** LoRA (PEFT `LORA`): ΔW = (lora_alpha / r)·B·A, or lora_alpha/√r with `useRslora`. */
+export interface LoraConfig extends CommonAdapterConfig {
+  peftType: "LORA";
+  /** Rank (`r`), an integer ≥ 1; PEFT's default 8. */
+  r: number;
+  /** `lora_alpha`, finite; PEFT's default 8. */
+  loraAlpha: number;
+  /** `lora_dropout` ∈ [0, 1); default 0. */
+  loraDropout: number;
+  /** `fan_in_fan_out`: the base layer stores (in, out), as GPT-2's Conv1D. */
+  fanInFanOut: boolean;
+  /** `bias`: only "none" is supported. */
+  bias: "none";
+  /** `use_rslora`: scale by lora_alpha/√r instead of lora_alpha/r. */
+  useRslora: boolean;
+  /** `init_lora_weights` (true, false, or a PEFT init name); only matters for a new adapter. */
+  initLoraWeights: boolean | string;
+}
+
+/** FourierFT (PEFT `FOURIERFT`): ΔW = scaling·Re(ifft2(S)) with n_frequency coefficients. */
+export interface FourierFTConfig extends CommonAdapterConfig {
+  peftType: "FOURIERFT";
+  /** `n_frequency`, an integer ≥ 1; PEFT's default 1000. */
+  nFrequency: number;
+  /** `scaling`, finite; PEFT's default 150. */
+  scaling: number;
+  /** `random_loc_seed`: PEFT draws the positions with torch's RNG from it (not reproduced here). */
+  randomLocSeed: number;
+  /** `fan_in_fan_out`: the base layer stores (in, out), as GPT-2's Conv1D. */
+  fanInFanOut: boolean;
+  /** `init_weights`: PEFT's init (true: zeros, false: normal); only matters for a new adapter. */
+  initWeights: boolean;
+  /** `bias`: only "none" is supported. */
+  bias: "none";
+}
+
+/** Any supported adapter configuration (discriminated by `peftType`). */
+export type AdapterConfig = SSHConfig | LoraConfig | FourierFTConfig;
+
+/** An adapter_config.json (or options) that is malformed, unsupported or out of range. */
+export class AdapterConfigError extends Error {
+  override name = "AdapterConfigError";
+}
+
+/** Options of {@link sshConfig}, {@link loraConfig} and {@link fourierftConfig}: any field may be left out. */
+export type ConfigOptions<C extends AdapterConfig> = Partial<Omit<C, "peftType">>;
+
+/** Defaults of an SSH config (SPEC §1.4). */
+export const SSH_DEFAULTS = {
+  n: 750,
+  energyRatio: 0.7,
+  alpha: 150,
+  transform: "dht" as Transform,
+  selection: "layer" as Selection,
+  init: "normal" as Init,
+  seed: 0,
+};
+
+/** A validated SSH config: the defaults (SPEC §1.4) with `opts` applied. */
+export function sshConfig(opts: ConfigOptions<SSHConfig> = {}): SSHConfig {
+  return parseAdapterConfig(
+    adapterConfigToJson({ ...commonDefaults(), ...SSH_DEFAULTS, ...opts, peftType: "SSH" }),
+    "SSH options",
+  ) as SSHConfig;
+}
+
+/** A validated LoRA config: PEFT's defaults (r 8, lora_alpha 8) with `opts` applied. */
+export function loraConfig(opts: ConfigOptions<LoraConfig> = {}): LoraConfig {
+  const defaults = {
+    r: 8,
+    loraAlpha: 8,
+    loraDropout: 0,
+    fanInFanOut: false,
+    bias: "none" as const,
+    useRslora: false,
+    initLoraWeights: true,
+  };
+  return parseAdapterConfig(
+    adapterConfigToJson({ ...commonDefaults(), ...defaults, ...opts, peftType: "LORA" }),
+    "LoRA options",
+  ) as LoraConfig;
+}
+
+/** A validated FourierFT config: PEFT's defaults (n_frequency 1000, scaling 150) with `opts` applied. */
+export function fourierftConfig(opts: ConfigOptions<FourierFTConfig> = {}): FourierFTConfig {
+  const defaults = {
+    nFrequency: 1000,
+    scaling: 150,
+    randomLocSeed: 777,
+    fanInFanOut: false,
+    initWeights: false,
+    bias: "none" as const,
+  };
+  return parseAdapterConfig(
+    adapterConfigToJson({ ...commonDefaults(), ...defaults, ...opts, peftType: "FOURIERFT" }),
+    "FourierFT options",
+  ) as FourierFTConfig;
+}
+
+function commonDefaults(): CommonAdapterConfig {
+  return {
+    targetModules: null,
+    excludeModules: null,
+    layersToTransform: null,
+    layersPattern: null,
+    modulesToSave: null,
+    baseModelNameOrPath: null,
+    taskType: null,
+    inferenceMode: false,
+    revision: null,
+    extra: {},
+  };
+}
+
+/** Read and parse `path` (an adapter_config.json, or an adapter folder holding one). */
+export async function loadAdapterConfig(path: string): Promise<AdapterConfig> {
+  const file = (await Deno.stat(path)).isDirectory ? `${path.replace(/\/+$/, "")}/adapter_config.json` : path;
+  let json: unknown;
+  try {
+    json = JSON.parse(await Deno.readTextFile(file));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw e;
+    throw new AdapterConfigError(`${file}: invalid JSON (${(e as Error).message})`);
+  }
+  return parseAdapterConfig(json, file);
+}
+
+/** Field names every adapter type reads (PEFT's spelling). */
+const COMMON_FIELDS = [
+  "peft_type",
+  "target_modules",
+  "exclude_modules",
+  "layers_to_transform",
+  "layers_pattern",
+  "modules_to_save",
+  "base_model_name_or_path",
+  "task_type",
+  "inference_mode",
+  "revision",
+];
+
+/** PEFT bookkeeping that an SSH config may carry (kept in `extra`). */
+const SSH_INERT = ["auto_mapping", "peft_version"];
+
+const SSH_FIELDS = ["n", "energy_ratio", "alpha", "transform", "selection", "init", "seed"];
+const LORA_FIELDS = [
+  "r",
+  "lora_alpha",
+  "lora_dropout",
+  "fan_in_fan_out",
+  "bias",
+  "use_rslora",
+  "init_lora_weights",
+];
+const FOURIERFT_FIELDS = [
+  "n_frequency",
+  "scaling",
+  "random_loc_seed",
+  "fan_in_fan_out",
+  "init_weights",
+  "bias",
+];
+
+/** LoRA options that change the computation and are not implemented: must be unset (null/false/empty). */
+const LORA_UNSUPPORTED = [
+  "use_dora",
+  "rank_pattern",
+  "alpha_pattern",
+  "lora_bias",
+  "layer_replication",
+  "target_parameters",
+  "trainable_token_indices",
+  "alora_invocation_tokens",
+  "use_qalora",
+  "use_bdlora",
+  "arrow_config",
+  "kasa_config",
+  "monteclora_config",
+  "velora_config",
+];
+
+/** FourierFT options that change the computation and are not implemented. */
+const FOURIERFT_UNSUPPORTED = ["n_frequency_pattern"];
+
+/**
+ * Parse adapter_config.json content. `source` names the file (or options) in errors.
+ * @throws AdapterConfigError naming the field, the value and what was expected.
+ */
+export function parseAdapterConfig(json: unknown, source = "adapter_config.json"): AdapterConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new AdapterConfigError(`${source}: expected a JSON object, got ${show(json)}`);
+  }
+  const f = new Fields(json as Record<string, unknown>, source);
+  const supported = SUPPORTED_PEFT_TYPES.join(", ");
+  const type = f.raw.peft_type;
+  if (type === undefined) throw new AdapterConfigError(`${source}: no "peft_type" (supported: ${supported})`);
+  if (!SUPPORTED_PEFT_TYPES.includes(type as PeftType)) {
+    throw new AdapterConfigError(
+      `${source}: peft_type ${show(type)} is not supported (supported: ${supported})`,
+    );
+  }
+  const common = {
+    targetModules: f.targets("target_modules"),
+    excludeModules: f.targets("exclude_modules"),
+    layersToTransform: f.layers(),
+    layersPattern: f.layersPattern(),
+    modulesToSave: f.names("modules_to_save"),
+    baseModelNameOrPath: f.optString("base_model_name_or_path"),
+    taskType: f.taskType(),
+    inferenceMode: f.bool("inference_mode", false),
+    revision: f.optString("revision"),
+  };
+  switch (type as PeftType) {
+    case "SSH": {
+      const unknown = Object.keys(f.raw).filter((k) =>
+        !COMMON_FIELDS.includes(k) && !SSH_FIELDS.includes(k) && !SSH_INERT.includes(k)
+      );
+      if (unknown.length > 0) {
+        throw new AdapterConfigError(
+          `${source}: unknown field${unknown.length > 1 ? "s" : ""} ${
+            unknown.map(show).join(", ")
+          } in an SSH ` +
+            `config (known: ${[...SSH_FIELDS, ...COMMON_FIELDS].join(", ")})`,
+        );
+      }
+      return {
+        peftType: "SSH",
+        ...common,
+        n: f.int("n", SSH_DEFAULTS.n, 1),
+        energyRatio: f.ratio("energy_ratio", SSH_DEFAULTS.energyRatio),
+        alpha: f.finite("alpha", SSH_DEFAULTS.alpha),
+        transform: f.oneOf("transform", SSH_DEFAULTS.transform, TRANSFORMS),
+        selection: f.oneOf("selection", SSH_DEFAULTS.selection, ["layer", "global"] as const),
+        init: f.oneOf("init", SSH_DEFAULTS.init, ["normal", "zeros"] as const),
+        seed: f.int("seed", SSH_DEFAULTS.seed, 0),
+        extra: f.extra([...COMMON_FIELDS, ...SSH_FIELDS]),
+      };
+    }
+    case "LORA": {
+      f.unsupported(LORA_UNSUPPORTED, "LoRA");
+      const loraDropout = f.finite("lora_dropout", 0);
+      if (loraDropout < 0 || loraDropout >= 1) {
+        throw new AdapterConfigError(`${source}: "lora_dropout" must be in [0, 1), got ${loraDropout}`);
+      }
+      const init = f.raw.init_lora_weights ?? true;
+      if (typeof init !== "boolean" && typeof init !== "string") {
+        throw new AdapterConfigError(
+          `${source}: "init_lora_weights" must be true, false or an init name, got ${show(init)}`,
+        );
+      }
+      return {
+        peftType: "LORA",
+        ...common,
+        r: f.int("r", 8, 1),
+        loraAlpha: f.finite("lora_alpha", 8),
+        loraDropout,
+        fanInFanOut: f.bool("fan_in_fan_out", false),
+        bias: f.bias(),
+        useRslora: f.bool("use_rslora", false),
+        initLoraWeights: init,
+        extra: f.extra([...COMMON_FIELDS, ...LORA_FIELDS]),
+      };
+    }
+    case "FOURIERFT": {
+      f.unsupported(FOURIERFT_UNSUPPORTED, "FourierFT");
+      return {
+        peftType: "FOURIERFT",
+        ...common,
+        nFrequency: f.int("n_frequency", 1000, 1),
+        scaling: f.finite("scaling", 150),
+        randomLocSeed: f.int("random_loc_seed", 777, 0),
+        fanInFanOut: f.bool("fan_in_fan_out", false),
+        initWeights: f.bool("init_weights", false),
+        bias: f.bias(),
+        extra: f.extra([...COMMON_FIELDS, ...FOURIERFT_FIELDS]),
+      };
+    }
+  }
+}
+
+/**
+ * The adapter_config.json object of `config`, with PEFT's field names and keys sorted (as
+ * PEFT writes them). Fields in `extra` are written back as they were read.
+ */
+export function adapterConfigToJson(config: AdapterConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    ...config.extra,
+    peft_type: config.peftType,
+    target_modules: copy(config.targetModules),
+    exclude_modules: copy(config.excludeModules),
+    layers_to_transform: copy(config.layersToTransform),
+    layers_pattern: copy(config.layersPattern),
+    modules_to_save: copy(config.modulesToSave),
+    base_model_name_or_path: config.baseModelNameOrPath,
+    task_type: config.taskType,
+    inference_mode: config.inferenceMode,
+    revision: config.revision,
+  };
+  switch (config.peftType) {
+    case "SSH":
+      Object.assign(out, {
+        n: config.n,
+        energy_ratio: config.energyRatio,
+        alpha: config.alpha,
+        transform: config.transform,
+        selection: config.selection,
+        init: config.init,
+        seed: config.seed,
+      });
+      break;
+    case "LORA":
+      Object.assign(out, {
+        r: config.r,
+        lora_alpha: config.loraAlpha,
+        lora_dropout: config.loraDropout,
+        fan_in_fan_out: config.fanInFanOut,
+        bias: config.bias,
+        use_rslora: config.useRslora,
+        init_lora_weights: config.initLoraWeights,
+        use_dora: false,
+        rank_pattern: {},
+        alpha_pattern: {},
+      });
+      break;
+    case "FOURIERFT":
+      Object.assign(out, {
+        n_frequency: config.nFrequency,
+        scaling: config.scaling,
+        random_loc_seed: config.randomLocSeed,
+        fan_in_fan_out: config.fanInFanOut,
+        init_weights: config.initWeights,
+        bias: config.bias,
+        n_frequency_pattern: {},
+      });
+      break;
+  }
+  return Object.fromEntries(Object.keys(out).sort().map((k) => [k, out[k]]));
+}
+
+/** The adapter_config.json text of `config` (2-space indent, sorted keys, final newline). */
+export function adapterConfigToText(config: AdapterConfig): string {
+  return JSON.stringify(adapterConfigToJson(config), null, 2) + "\n";
+}
+
+/**
+ * The scaling that multiplies an adapter's update: SSH α, LoRA lora_alpha/r (or /√r with
+ * rsLoRA), FourierFT scaling.
+ */
+export function adapterScaling(config: AdapterConfig): number {
+  switch (config.peftType) {
+    case "SSH":
+      return config.alpha;
+    case "LORA":
+      return config.loraAlpha / (config.useRslora ? Math.sqrt(config.r) : config.r);
+    case "FOURIERFT":
+      return config.scaling;
+  }
+}
+
+function copy<T>(v: T): T {
+  return Array.isArray(v) ? [...v] as T : v;
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 120 ? s.slice(0, 117) + "..." : s;
+}
+
+/** Typed access to config fields; every error names the source and the field. */
+class Fields {
+  constructor(readonly raw: Record<string, unknown>, readonly source: string) {}
+
+  private fail(key: string, expected: string): never {
+    throw new AdapterConfigError(`${this.source}: "${key}" must be ${expected}, got ${show(this.raw[key])}`);
+  }
+
+  int(key: string, def: number, min: number): number {
+    const v = this.raw[key] ?? def;
+    if (!Number.isSafeInteger(v) || (v as number) < min) {
+      this.fail(key, min === 0 ? "an integer ≥ 0 (below 2^53)" : `an integer ≥ ${min}`);
+    }
+    return v as number;
+  }
+
+  finite(key: string, def: number): number {
+    const v = this.raw[key] ?? def;
+    if (typeof v !== "number" || !Number.isFinite(v)) this.fail(key, "a finite number");
+    return v;
+  }
+
+  ratio(key: string, def: number): number {
+    const v = this.raw[key] ?? def;
+    if (typeof v !== "number" || !(v >= 0 && v <= 1)) this.fail(key, "a number in [0, 1]");
+    return v;
+  }
+
+  bool(key: string, def: boolean): boolean {
+    const v = this.raw[key] ?? def;
+    if (typeof v !== "boolean") this.fail(key, "true or false");
+    return v;
+  }
+
+  oneOf<T extends string>(key: string, def: T, allowed: readonly T[]): T {
+    const v = this.raw[key] ?? def;
+    if (!allowed.includes(v as T)) this.fail(key, `one of ${allowed.map((a) => `"${a}"`).join(", ")}`);
+    return v as T;
+  }
+
+  optString(key: string): string | null {
+    const v = this.raw[key] ?? null;
+    if (v !== null && typeof v !== "string") this.fail(key, "a string or null");
+    return v;
+  }
+
+  /** A list of non-empty names, or null. */
+  names(key: string): string[] | null {
+    const v = this.raw[key] ?? null;
+    if (v === null) return null;
+    if (!Array.isArray(v) || !v.every((s) => typeof s === "string" && s !== "")) {
+      this.fail(key, "a list of module names or null");
+    }
+    return [...v];
+  }
+
+  /** Target modules: null, a list of names, or a regular expression (checked to compile). */
+  targets(key: string): TargetModules | null {
+    const v = this.raw[key] ?? null;
+    if (v === null) return null;
+    if (typeof v === "string") {
+      if (v === "") this.fail(key, "a list of module names, a regular expression, or null");
+      try {
+        new RegExp(v);
+      } catch (e) {
+        throw new AdapterConfigError(
+          `${this.source}: "${key}" ${show(v)} is not a valid regular expression (${(e as Error).message})`,
+        );
+      }
+      return v;
+    }
+    const list = this.names(key)!;
+    if (list.length === 0) this.fail(key, "a non-empty list of module names, a regular expression, or null");
+    return list;
+  }
+
+  layers(): number[] | null {
+    const key = "layers_to_transform";
+    const v = this.raw[key] ?? null;
+    if (v === null) return null;
+    const list = Array.isArray(v) ? v : [v];
+    if (!list.every((x) => Number.isSafeInteger(x) && x >= 0)) {
+      this.fail(key, "a layer index or a list of layer indices (integers ≥ 0), or null");
+    }
+    return list.length === 0 ? null : list as number[];
+  }
+
+  layersPattern(): string[] | null {
+    const key = "layers_pattern";
+    const v = this.raw[key] ?? null;
+    if (v === null) return null;
+    const list = Array.isArray(v) ? v : [v];
+    if (!list.every((x) => typeof x === "string")) this.fail(key, "a name, a list of names, or null");
+    const names = (list as string[]).filter((s) => s !== "");
+    return names.length === 0 ? null : names;
+  }
+
+  taskType(): TaskType | null {
+    const v = this.raw.task_type ?? null;
+    if (v !== null && !TASK_TYPES.includes(v as TaskType)) {
+      this.fail("task_type", `null or one of ${TASK_TYPES.join(", ")}`);
+    }
+    return v as TaskType | null;
+  }
+
+  bias(): "none" {
+    const v = this.raw.bias ?? "none";
+    if (v !== "none") {
+      throw new AdapterConfigError(
+        `${this.source}: "bias" ${show(v)} is not supported (only "none": bias terms are not trained)`,
+      );
+    }
+    return "none";
+  }
+
+  /** Each of `keys` must be absent or empty (null, false, [], {}). */
+  unsupported(keys: string[], method: string): void {
+    for (const key of keys) {
+      const v = this.raw[key];
+      const empty = v == null || v === false || (Array.isArray(v) && v.length === 0) ||
+        (typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 0);
+      if (!empty) {
+        throw new AdapterConfigError(
+          `${this.source}: ${method} option "${key}" = ${show(v)} is not supported (it must be unset)`,
+        );
+      }
+    }
+  }
+
+  /** The fields not in `known`, kept as read. */
+  extra(known: string[]): Record<string, unknown> {
+    return Object.fromEntries(Object.entries(this.raw).filter(([k]) => !known.includes(k)));
+  }
+}

@@ -1,0 +1,681 @@
+/**
+ * Adapter directories in PEFT's layout (SPEC §2): `adapter_config.json` and
+ * `adapter_model.safetensors`, whose keys are `base_model.model.<module>.<tensor>`:
+ * - SSH: `ssh_spectrum` (F32 [n]) and `ssh_indices` (I32 [n, 2], (row, col) in the layer's
+ *   (out, in) orientation);
+ * - LoRA: `lora_A.weight` ([r, in]) and `lora_B.weight` ([out, r]), whatever the storage of
+ *   the base layer (as PEFT saves them);
+ * - FourierFT: `fourierft_spectrum` ([n_frequency]). PEFT does not save FourierFT positions
+ *   (it redraws them with torch's RNG), so they travel in a side file,
+ *   `fourierft_indices.safetensors`, with `base_model.model.<module>.fourierft_indices`
+ *   (I32 [2, n]: rows, then columns — the layout of PEFT's own `indices` buffer);
+ *   `<module>.indices` keys (as in the reference fixtures) are accepted too.
+ * - modules_to_save: each parameter of a saved module under its model key, e.g.
+ *   `base_model.model.classifier.out_proj.weight` (PEFT strips its `modules_to_save.<name>`).
+ * For SSH and FourierFT the weights file records each layer's (out, in) size in its
+ * `__metadata__` (`hartley.layer_shapes`), so an adapter made for another model is told apart
+ * exactly; PEFT ignores the entry.
+ *
+ * A save writes every file into a fresh folder beside the target and renames it into place:
+ * a crash leaves either the old adapter or the new one (a crash between the two renames
+ * leaves the old one beside the target, as `.<name>.<id>.old`). Files of an existing target
+ * that are not adapter files (e.g. a README.md) are moved into the new folder.
+ * @module
+ */
+import { basename, dirname, join } from "node:path";
+import { writeFileAtomic } from "../io/atomic.ts";
+import type { Dtype, TypedArray } from "../io/dtype.ts";
+import {
+  openSafetensors,
+  type SafetensorsFile,
+  type TensorData,
+  writeSafetensors,
+} from "../io/safetensors.ts";
+import { type ModelShapes, numel } from "../models/shapes.ts";
+import {
+  type AdapterConfig,
+  adapterConfigToText,
+  type FourierFTConfig,
+  loadAdapterConfig,
+  type LoraConfig,
+  type PeftType,
+  type SSHConfig,
+} from "./config.ts";
+import { resolveModulesToSave, resolveTargets, SEQ_CLS_HEAD_NAMES } from "./targets.ts";
+
+/** The config file of an adapter directory. */
+export const ADAPTER_CONFIG_FILE = "adapter_config.json";
+/** The weights file of an adapter directory. */
+export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
+/** The side file with FourierFT positions. */
+export const FOURIERFT_INDICES_FILE = "fourierft_indices.safetensors";
+/** The prefix PEFT puts before every module path. */
+export const PEFT_KEY_PREFIX = "base_model.model.";
+
+const LAYER_SHAPES_KEY = "hartley.layer_shapes";
+/** Files a save owns: replaced or dropped, never carried over from the old directory. */
+const ADAPTER_FILES = [
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  FOURIERFT_INDICES_FILE,
+  "adapter_model.bin",
+];
+const FLOAT_DTYPES: Dtype[] = ["F32", "F16", "BF16", "F64"];
+
+/** One SSH layer: n coefficients at distinct positions of the (out × in) spectrum. */
+export interface SSHModule {
+  outFeatures: number;
+  inFeatures: number;
+  /** The coefficients [n]. */
+  spectrum: Float32Array;
+  /** [n, 2] row-major (row, col) pairs in (out, in) orientation. */
+  indices: Int32Array;
+}
+
+/** One FourierFT layer; as SSH, but PEFT files may come without positions. */
+export interface FourierFTModule {
+  outFeatures: number;
+  inFeatures: number;
+  /** The coefficients [n_frequency]. */
+  spectrum: Float32Array;
+  /** [n, 2] row-major (row, col) pairs in (out, in) orientation; null when not supplied. */
+  indices: Int32Array | null;
+}
+
+/** One LoRA layer: ΔW = scaling·B·A. */
+export interface LoraModule {
+  outFeatures: number;
+  inFeatures: number;
+  r: number;
+  /** lora_A [r, in], row-major. */
+  a: Float32Array;
+  /** lora_B [out, r], row-major. */
+  b: Float32Array;
+}
+
+/** One parameter of a module trained in full (modules_to_save), as float32 values. */
+export interface SavedTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+/** What every adapter holds: its config, per-module weights, and the modules_to_save tensors. */
+export interface AdapterBase<C extends AdapterConfig, M> {
+  config: C;
+  /** Per adapted module path (e.g. "roberta.encoder.layer.0.attention.self.query"). */
+  modules: Map<string, M>;
+  /** modules_to_save parameters by model key (e.g. "classifier.out_proj.weight"). */
+  saved: Map<string, SavedTensor>;
+}
+
+/** An SSH adapter in memory. */
+export type SSHAdapter = AdapterBase<SSHConfig, SSHModule>;
+/** A LoRA adapter in memory. */
+export type LoraAdapter = AdapterBase<LoraConfig, LoraModule>;
+/** A FourierFT adapter in memory. */
+export type FourierFTAdapter = AdapterBase<FourierFTConfig, FourierFTModule>;
+/** Any adapter (discriminated by `config.peftType`). */
+export type Adapter = SSHAdapter | LoraAdapter | FourierFTAdapter;
+
+/** An adapter directory or adapter that is malformed, or does not fit its base model. */
+export class AdapterFileError extends Error {
+  override name = "AdapterFileError";
+}
+
+/** Options of {@link loadAdapter}. */
+export interface LoadOptions {
+  /**
+   * The base model's shapes: every module must be a linear layer of it with the same size,
+   * selected by the config's target_modules, and the modules_to_save tensors must match.
+   * Needed for a FourierFT file written by PEFT (which does not record layer sizes).
+   */
+  shapes?: ModelShapes;
+  /**
+   * A safetensors file with FourierFT positions (default: the directory's
+   * `fourierft_indices.safetensors` when present).
+   */
+  fourierftIndices?: string;
+  /** Load a FourierFT adapter without positions (indices null) instead of failing. */
+  allowMissingIndices?: boolean;
+}
+
+/**
+ * Load and validate an adapter directory.
+ * @throws AdapterFileError / AdapterConfigError naming the file, module and tensor at fault.
+ */
+export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<Adapter> {
+  const configPath = join(dir, ADAPTER_CONFIG_FILE);
+  if (!(await exists(configPath))) {
+    throw new AdapterFileError(`${dir}: not an adapter directory (no ${ADAPTER_CONFIG_FILE})`);
+  }
+  const config = await loadAdapterConfig(configPath);
+  const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
+  if (!(await exists(weightsPath))) {
+    const pickle = await exists(join(dir, "adapter_model.bin"));
+    throw new AdapterFileError(
+      `${dir}: no ${ADAPTER_WEIGHTS_FILE}${
+        pickle ? " (adapter_model.bin, a PyTorch pickle, is not read: save the adapter with safetensors)" : ""
+      }`,
+    );
+  }
+  const file = await openSafetensors(weightsPath);
+  const groups = groupKeys(file, config);
+  const layerShapes = readLayerShapes(file);
+  const sizeOf: SizeOf = (module) => {
+    const recorded = layerShapes?.[module];
+    if (recorded) return recorded;
+    const base = opts.shapes?.linears.find((l) => l.path === module);
+    if (base) return [base.outFeatures, base.inFeatures];
+    if (opts.shapes) throw new AdapterFileError(`${dir}: ${notALinear(module, opts.shapes)}`);
+    throw new AdapterFileError(
+      `${weightsPath}: the layer size of "${module}" is not recorded; pass the base model's shapes`,
+    );
+  };
+  const saved = new Map<string, SavedTensor>();
+  for (const key of groups.saved) {
+    const full = PEFT_KEY_PREFIX + key;
+    saved.set(key, { shape: file.info(full).shape, data: await readFloat(file, full) });
+  }
+  let adapter: Adapter;
+  switch (config.peftType) {
+    case "SSH":
+      adapter = { config, modules: await readSshModules(file, groups.modules, sizeOf), saved };
+      break;
+    case "LORA":
+      adapter = { config, modules: await readLoraModules(file, groups.modules), saved };
+      break;
+    case "FOURIERFT": {
+      const indicesPath = opts.fourierftIndices ??
+        (await exists(join(dir, FOURIERFT_INDICES_FILE)) ? join(dir, FOURIERFT_INDICES_FILE) : null);
+      const side = indicesPath === null ? null : await openSafetensors(indicesPath);
+      const modules = await readFourierftModules(file, groups.modules, sizeOf, side);
+      const missing = [...modules].find(([, m]) => m.indices === null)?.[0];
+      if (missing !== undefined && !opts.allowMissingIndices) {
+        throw new AdapterFileError(
+          `${dir}: no positions for FourierFT module "${missing}"${side ? ` in ${side.path}` : ""}: PEFT ` +
+            `redraws them from random_loc_seed with torch's RNG, which is not reproduced here; pass them ` +
+            `in a side file (${FOURIERFT_INDICES_FILE}, or LoadOptions.fourierftIndices)`,
+        );
+      }
+      adapter = { config, modules, saved };
+      break;
+    }
+  }
+  checkAdapter(adapter, dir, opts.shapes);
+  return adapter;
+}
+
+type SizeOf = (module: string) => [number, number];
+
+async function readSshModules(
+  file: SafetensorsFile,
+  groups: Map<string, Set<string>>,
+  sizeOf: SizeOf,
+): Promise<Map<string, SSHModule>> {
+  const modules = new Map<string, SSHModule>();
+  for (const [m, present] of groups) {
+    const spectrum = await readSpectrum(file, m, present, "ssh_spectrum");
+    const key = need(file, m, present, "ssh_indices");
+    const shape = file.info(key).shape;
+    if (shape.length !== 2 || shape[1] !== 2 || shape[0] !== spectrum.length) {
+      throw new AdapterFileError(
+        `${file.path}: "${key}" is [${shape}], expected [${spectrum.length}, 2] (one (row, col) per coefficient)`,
+      );
+    }
+    const [outFeatures, inFeatures] = sizeOf(m);
+    modules.set(m, { outFeatures, inFeatures, spectrum, indices: await readIndices(file, key) });
+  }
+  return modules;
+}
+
+async function readLoraModules(
+  file: SafetensorsFile,
+  groups: Map<string, Set<string>>,
+): Promise<Map<string, LoraModule>> {
+  const modules = new Map<string, LoraModule>();
+  for (const [m, present] of groups) {
+    const aKey = need(file, m, present, "lora_A.weight"), bKey = need(file, m, present, "lora_B.weight");
+    const sa = file.info(aKey).shape, sb = file.info(bKey).shape;
+    if (sa.length !== 2 || sb.length !== 2 || sa[0] !== sb[1]) {
+      throw new AdapterFileError(
+        `${file.path}: module "${m}": lora_A.weight [${sa}] and lora_B.weight [${sb}] must be [r, in] and [out, r]`,
+      );
+    }
+    const a = await readFloat(file, aKey), b = await readFloat(file, bKey);
+    modules.set(m, { outFeatures: sb[0], inFeatures: sa[1], r: sa[0], a, b });
+  }
+  return modules;
+}
+
+async function readFourierftModules(
+  file: SafetensorsFile,
+  groups: Map<string, Set<string>>,
+  sizeOf: SizeOf,
+  side: SafetensorsFile | null,
+): Promise<Map<string, FourierFTModule>> {
+  const modules = new Map<string, FourierFTModule>();
+  for (const [m, present] of groups) {
+    const spectrum = await readSpectrum(file, m, present, "fourierft_spectrum");
+    const indices = side === null ? null : await readFourierftIndices(side, m, spectrum.length);
+    const [outFeatures, inFeatures] = sizeOf(m);
+    modules.set(m, { outFeatures, inFeatures, spectrum, indices });
+  }
+  return modules;
+}
+
+/** Options of {@link saveAdapter}. */
+export interface SaveOptions {
+  /** Check the adapter against the base model's shapes first (as {@link LoadOptions.shapes}). */
+  shapes?: ModelShapes;
+}
+
+/**
+ * Validate `adapter` and write it to the directory `dir` (created, or replaced as a whole; see
+ * the module doc).
+ */
+export async function saveAdapter(dir: string, adapter: Adapter, opts: SaveOptions = {}): Promise<void> {
+  checkAdapter(adapter, dir, opts.shapes);
+  const tensors: Record<string, TensorData> = {};
+  const side: Record<string, TensorData> = {};
+  const layerShapes: Record<string, [number, number]> = {};
+  for (const [m, mod] of adapter.modules) {
+    const k = PEFT_KEY_PREFIX + m;
+    switch (adapter.config.peftType) {
+      case "SSH": {
+        const s = mod as SSHModule;
+        tensors[`${k}.ssh_spectrum`] = { dtype: "F32", shape: [s.spectrum.length], data: s.spectrum };
+        tensors[`${k}.ssh_indices`] = { dtype: "I32", shape: [s.spectrum.length, 2], data: s.indices };
+        layerShapes[m] = [s.outFeatures, s.inFeatures];
+        break;
+      }
+      case "LORA": {
+        const l = mod as LoraModule;
+        tensors[`${k}.lora_A.weight`] = { dtype: "F32", shape: [l.r, l.inFeatures], data: l.a };
+        tensors[`${k}.lora_B.weight`] = { dtype: "F32", shape: [l.outFeatures, l.r], data: l.b };
+        break;
+      }
+      case "FOURIERFT": {
+        const f = mod as FourierFTModule;
+        tensors[`${k}.fourierft_spectrum`] = { dtype: "F32", shape: [f.spectrum.length], data: f.spectrum };
+        if (f.indices) {
+          side[`${k}.fourierft_indices`] = {
+            dtype: "I32",
+            shape: [2, f.spectrum.length],
+            data: rowsThenCols(f.indices),
+          };
+        }
+        layerShapes[m] = [f.outFeatures, f.inFeatures];
+        break;
+      }
+    }
+  }
+  const withIndices = Object.keys(side).length;
+  if (withIndices !== 0 && withIndices !== adapter.modules.size) {
+    throw new AdapterFileError(`${dir}: FourierFT positions must be given for every module or for none`);
+  }
+  for (const [key, t] of adapter.saved) {
+    tensors[PEFT_KEY_PREFIX + key] = { dtype: "F32", shape: t.shape, data: t.data };
+  }
+  const metadata: Record<string, string> = { format: "pt" };
+  if (Object.keys(layerShapes).length > 0) metadata[LAYER_SHAPES_KEY] = JSON.stringify(layerShapes);
+  await writeDirectoryAtomic(dir, async (tmp) => {
+    await writeSafetensors(join(tmp, ADAPTER_WEIGHTS_FILE), tensors, metadata);
+    if (withIndices > 0) await writeSafetensors(join(tmp, FOURIERFT_INDICES_FILE), side, { format: "pt" });
+    await writeFileAtomic(join(tmp, ADAPTER_CONFIG_FILE), adapterConfigToText(adapter.config));
+  });
+}
+
+/**
+ * Check an adapter's internal consistency (sizes, counts, index ranges, distinct positions,
+ * modules_to_save names) and, with `shapes`, that it fits that base model: every module is a
+ * linear layer of the same size selected by target_modules, every selected layer has weights,
+ * and the modules_to_save tensors are exactly the saved modules' parameters.
+ * @param source names the adapter in errors.
+ * @throws AdapterFileError
+ */
+export function checkAdapter(adapter: Adapter, source: string, shapes?: ModelShapes): void {
+  const fail = (msg: string): never => {
+    throw new AdapterFileError(`${source}: ${msg}`);
+  };
+  const { config, modules } = adapter;
+  if (modules.size === 0) fail("the adapter has no modules");
+  let total = 0;
+  for (const [m, mod] of modules) {
+    const { outFeatures: out, inFeatures: inF } = mod;
+    if (!Number.isSafeInteger(out) || !Number.isSafeInteger(inF) || out < 1 || inF < 1) {
+      fail(`module "${m}": layer size ${out}×${inF} must be positive integers (out×in)`);
+    }
+    switch (config.peftType) {
+      case "SSH": {
+        const s = mod as SSHModule;
+        const n = s.spectrum.length;
+        if (s.indices.length !== 2 * n) {
+          fail(`module "${m}": ${n} coefficients but ${s.indices.length / 2} positions`);
+        }
+        if (config.selection === "layer" && n !== config.n) {
+          fail(`module "${m}" has ${n} coefficients, expected n = ${config.n} (selection "layer")`);
+        }
+        checkPositions(s.indices, out, inF, `${source}: module "${m}"`);
+        total += n;
+        break;
+      }
+      case "FOURIERFT": {
+        const f = mod as FourierFTModule;
+        const n = f.spectrum.length;
+        if (n !== config.nFrequency) {
+          fail(`module "${m}" has ${n} coefficients, expected n_frequency = ${config.nFrequency}`);
+        }
+        if (f.indices) {
+          if (f.indices.length !== 2 * n) {
+            fail(`module "${m}": ${n} coefficients but ${f.indices.length / 2} positions`);
+          }
+          checkPositions(f.indices, out, inF, `${source}: module "${m}"`);
+        }
+        break;
+      }
+      case "LORA": {
+        const l = mod as LoraModule;
+        if (l.r !== config.r) fail(`module "${m}" has rank ${l.r}, expected r = ${config.r}`);
+        if (l.a.length !== l.r * inF) {
+          fail(`module "${m}": lora_A holds ${l.a.length} values, expected [${l.r}, ${inF}]`);
+        }
+        if (l.b.length !== out * l.r) {
+          fail(`module "${m}": lora_B holds ${l.b.length} values, expected [${out}, ${l.r}]`);
+        }
+        break;
+      }
+    }
+  }
+  if (config.peftType === "SSH" && config.selection === "global" && total !== config.n * modules.size) {
+    fail(`${total} coefficients in all, expected n·L = ${config.n}·${modules.size} (selection "global")`);
+  }
+  for (const [key, t] of adapter.saved) {
+    if (t.data.length !== numel(t.shape)) {
+      fail(`saved tensor "${key}" [${t.shape}] holds ${t.data.length} values`);
+    }
+  }
+  if (shapes) checkAgainstModel(adapter, shapes, fail);
+  else checkSavedNames(adapter, fail);
+}
+
+function checkAgainstModel(adapter: Adapter, shapes: ModelShapes, fail: (msg: string) => never): void {
+  const arch = shapes.architecture;
+  const linears = new Map(shapes.linears.map((l) => [l.path, l]));
+  for (const [m, mod] of adapter.modules) {
+    const base = linears.get(m);
+    if (!base) fail(notALinear(m, shapes));
+    if (base.outFeatures !== mod.outFeatures || base.inFeatures !== mod.inFeatures) {
+      fail(
+        `module "${m}": the adapter was made for a ${mod.outFeatures}×${mod.inFeatures} layer (out×in), ` +
+          `the base model's (${arch}) is ${base.outFeatures}×${base.inFeatures}`,
+      );
+    }
+  }
+  const selected = resolveTargets(shapes, adapter.config).map((l) => l.path);
+  const targets = JSON.stringify(adapter.config.targetModules);
+  for (const m of adapter.modules.keys()) {
+    if (!selected.includes(m)) {
+      fail(`module "${m}" has weights but target_modules ${targets} does not select it`);
+    }
+  }
+  for (const m of selected) {
+    if (!adapter.modules.has(m)) {
+      fail(`no weights for module "${m}", which target_modules ${targets} selects`);
+    }
+  }
+  const expected = new Map(
+    resolveModulesToSave(shapes, adapter.config).flatMap((s) =>
+      s.params.map((p) => [p.key, p.shape] as const)
+    ),
+  );
+  for (const [key, t] of adapter.saved) {
+    const want = expected.get(key);
+    if (!want) fail(`saved tensor "${key}" is not a parameter of a module to save in ${arch}`);
+    if (want.join() !== t.shape.join()) fail(`saved tensor "${key}" is [${t.shape}], ${arch} has [${want}]`);
+  }
+  for (const key of expected.keys()) {
+    if (!adapter.saved.has(key)) fail(`no saved tensor for "${key}" (a parameter of a module to save)`);
+  }
+}
+
+function notALinear(module: string, shapes: ModelShapes): string {
+  const leaf = module.slice(module.lastIndexOf(".") + 1);
+  const alike = shapes.linears.filter((l) => l.path.endsWith("." + leaf)).slice(0, 3).map((l) => l.path);
+  return `module "${module}" is not a linear layer of ${shapes.architecture}${
+    alike.length > 0 ? ` (its "${leaf}" layers are e.g. ${alike.join(", ")})` : ""
+  }: an adapter made for another model?`;
+}
+
+/** Without a model: every saved tensor must lie under a module that modules_to_save names. */
+function checkSavedNames(adapter: Adapter, fail: (msg: string) => never): void {
+  const names = [...(adapter.config.modulesToSave ?? [])];
+  if (adapter.config.taskType === "SEQ_CLS") names.push(...SEQ_CLS_HEAD_NAMES);
+  for (const key of adapter.saved.keys()) {
+    const parts = key.split(".");
+    const under = parts.some((_, i) => i > 0 && names.some((n) => parts.slice(0, i).join(".").endsWith(n)));
+    if (!under) {
+      fail(`saved tensor "${key}" is not under any module of modules_to_save ${JSON.stringify(names)}`);
+    }
+  }
+}
+
+/** [n, 2] positions: in range, distinct. */
+function checkPositions(indices: Int32Array, out: number, inF: number, where: string): void {
+  const seen = new Set<number>();
+  for (let k = 0; k < indices.length / 2; k++) {
+    const u = indices[2 * k], v = indices[2 * k + 1];
+    if (u < 0 || u >= out || v < 0 || v >= inF) {
+      throw new AdapterFileError(
+        `${where}: position ${k} = (${u}, ${v}) is outside the ${out}×${inF} layer (out×in)`,
+      );
+    }
+    const flat = u * inF + v;
+    if (seen.has(flat)) throw new AdapterFileError(`${where}: position ${k} = (${u}, ${v}) appears twice`);
+    seen.add(flat);
+  }
+}
+
+/** Per-method tensor suffixes, to name a tensor of the wrong method. */
+const SUFFIXES: Record<PeftType, string[]> = {
+  SSH: ["ssh_spectrum", "ssh_indices"],
+  LORA: ["lora_A.weight", "lora_B.weight"],
+  FOURIERFT: ["fourierft_spectrum"],
+};
+
+const METHOD_NAMES: Record<PeftType, string> = { SSH: "an SSH", LORA: "a LoRA", FOURIERFT: "a FourierFT" };
+
+/** The adapter's keys sorted into modules (with their tensor suffixes) and saved parameters. */
+function groupKeys(file: SafetensorsFile, config: AdapterConfig) {
+  const modules = new Map<string, Set<string>>();
+  const saved: string[] = [];
+  const own = SUFFIXES[config.peftType];
+  for (const key of file.names) {
+    if (!key.startsWith(PEFT_KEY_PREFIX)) {
+      throw new AdapterFileError(`${file.path}: tensor "${key}" does not start with "${PEFT_KEY_PREFIX}"`);
+    }
+    const rest = key.slice(PEFT_KEY_PREFIX.length);
+    const suffix = own.find((s) => rest.endsWith("." + s));
+    if (suffix) {
+      const m = rest.slice(0, -suffix.length - 1);
+      if (!modules.has(m)) modules.set(m, new Set());
+      modules.get(m)!.add(suffix);
+      continue;
+    }
+    for (const [type, list] of Object.entries(SUFFIXES)) {
+      if (list.some((s) => rest.endsWith("." + s))) {
+        throw new AdapterFileError(
+          `${file.path}: tensor "${key}" is ${METHOD_NAMES[type as PeftType]} tensor in ` +
+            `${METHOD_NAMES[config.peftType]} adapter`,
+        );
+      }
+    }
+    saved.push(rest);
+  }
+  return { modules, saved };
+}
+
+function need(file: SafetensorsFile, module: string, present: Set<string>, suffix: string): string {
+  if (!present.has(suffix)) {
+    throw new AdapterFileError(`${file.path}: module "${module}" has no ${suffix} tensor`);
+  }
+  return `${PEFT_KEY_PREFIX}${module}.${suffix}`;
+}
+
+async function readSpectrum(
+  file: SafetensorsFile,
+  module: string,
+  present: Set<string>,
+  suffix: string,
+): Promise<Float32Array> {
+  const key = need(file, module, present, suffix);
+  const shape = file.info(key).shape;
+  if (shape.length !== 1) {
+    throw new AdapterFileError(`${file.path}: "${key}" is [${shape}], expected a vector [n]`);
+  }
+  return await readFloat(file, key);
+}
+
+async function readFloat(file: SafetensorsFile, key: string): Promise<Float32Array> {
+  const dtype = file.info(key).dtype;
+  if (!FLOAT_DTYPES.includes(dtype)) {
+    throw new AdapterFileError(
+      `${file.path}: "${key}" is ${dtype}, expected a float dtype (${FLOAT_DTYPES.join(", ")})`,
+    );
+  }
+  return await file.readF32(key);
+}
+
+/** An integer tensor (I32, or I64 within int32 range) as Int32Array. */
+async function readIndices(file: SafetensorsFile, key: string): Promise<Int32Array> {
+  const dtype = file.info(key).dtype;
+  const data: TypedArray = await file.read(key);
+  if (dtype === "I32") return data as Int32Array;
+  if (dtype === "I64") {
+    const src = data as BigInt64Array, out = new Int32Array(src.length);
+    for (let i = 0; i < src.length; i++) {
+      if (src[i] < -2147483648n || src[i] > 2147483647n) {
+        throw new AdapterFileError(`${file.path}: "${key}" holds ${src[i]}, outside the int32 range`);
+      }
+      out[i] = Number(src[i]);
+    }
+    return out;
+  }
+  throw new AdapterFileError(`${file.path}: "${key}" is ${dtype}, expected I32 (or I64)`);
+}
+
+/** FourierFT positions of `module` from a side file ([2, n] rows then cols) as [n, 2] pairs, or null. */
+async function readFourierftIndices(
+  side: SafetensorsFile,
+  module: string,
+  n: number,
+): Promise<Int32Array | null> {
+  const key = [`${PEFT_KEY_PREFIX}${module}.fourierft_indices`, `${PEFT_KEY_PREFIX}${module}.indices`]
+    .find((k) => side.has(k));
+  if (!key) return null;
+  const shape = side.info(key).shape;
+  if (shape.length !== 2 || shape[0] !== 2 || shape[1] !== n) {
+    throw new AdapterFileError(
+      `${side.path}: "${key}" is [${shape}], expected [2, ${n}] (rows, then columns)`,
+    );
+  }
+  const flat = await readIndices(side, key);
+  const pairs = new Int32Array(2 * n);
+  for (let k = 0; k < n; k++) {
+    pairs[2 * k] = flat[k];
+    pairs[2 * k + 1] = flat[n + k];
+  }
+  return pairs;
+}
+
+/** [n, 2] pairs → [2, n] (rows, then columns). */
+function rowsThenCols(pairs: Int32Array): Int32Array {
+  const n = pairs.length / 2, out = new Int32Array(2 * n);
+  for (let k = 0; k < n; k++) {
+    out[k] = pairs[2 * k];
+    out[n + k] = pairs[2 * k + 1];
+  }
+  return out;
+}
+
+/** The `hartley.layer_shapes` metadata: module → [out, in], or null when absent. */
+function readLayerShapes(file: SafetensorsFile): Record<string, [number, number]> | null {
+  const text = file.metadata[LAYER_SHAPES_KEY];
+  if (text === undefined) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  const ok = typeof json === "object" && json !== null && !Array.isArray(json) &&
+    Object.values(json).every((v) =>
+      Array.isArray(v) && v.length === 2 && v.every((x) => Number.isSafeInteger(x) && x >= 1)
+    );
+  if (!ok) {
+    throw new AdapterFileError(
+      `${file.path}: metadata "${LAYER_SHAPES_KEY}" must map module paths to [out, in], got ${
+        text.slice(0, 200)
+      }`,
+    );
+  }
+  return json as Record<string, [number, number]>;
+}
+
+/**
+ * Write a directory as a whole: `fill` writes into a fresh folder beside `dir`, which is then
+ * renamed into place (an existing `dir` is moved aside first and removed after, its non-adapter
+ * entries moved into the new folder).
+ */
+async function writeDirectoryAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const parent = dirname(dir), name = basename(dir);
+  await Deno.mkdir(parent, { recursive: true });
+  const id = crypto.randomUUID().slice(0, 8);
+  const tmp = join(parent, `.${name}.${id}.tmp`);
+  await Deno.mkdir(tmp);
+  try {
+    await fill(tmp);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  let old: string | null = null;
+  try {
+    const stat = await Deno.stat(dir).catch((e) => {
+      if (e instanceof Deno.errors.NotFound) return null;
+      throw e;
+    });
+    if (stat && !stat.isDirectory) throw new AdapterFileError(`${dir} exists and is not a directory`);
+    if (stat) {
+      old = join(parent, `.${name}.${id}.old`);
+      await Deno.rename(dir, old);
+    }
+    try {
+      await Deno.rename(tmp, dir);
+    } catch (e) {
+      if (old) await Deno.rename(old, dir);
+      old = null;
+      throw e;
+    }
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  if (old) {
+    for await (const entry of Deno.readDir(old)) {
+      if (!ADAPTER_FILES.includes(entry.name)) {
+        await Deno.rename(join(old, entry.name), join(dir, entry.name));
+      }
+    }
+    await Deno.remove(old, { recursive: true });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * Which layers an adapter adapts and which modules it trains in full, with PEFT's matching
+ * rules applied to a model's shapes (lib/models/shapes.ts):
+ * - `target_modules` as a list of names: a module matches when its path equals a name or
+ *   ends with "." + name; as one string: a regular expression that must match the whole path;
+ *   "all-linear": every linear layer except the language-model output layer.
+ * - `exclude_modules`: the same rules; matching layers are never adapted.
+ * - `layers_to_transform` (list targets only): the layer index is the number after the last
+ *   `.<name>.` component (`.<layers_pattern>.` when given) followed by a dot.
+ * - `modules_to_save`: a module matches when its path ends with the name (a plain suffix, as
+ *   PEFT does); with task type SEQ_CLS, PEFT adds "classifier" and "score". Layers inside a
+ *   module to save are never adapted.
+ * Only linear layers are adapted; a target name that matches no linear layer is an error.
+ * @module
+ */
+import type { ModelType } from "../io/hf_config.ts";
+import { type LinearShape, type ModelShapes, type ParamShape, paramsUnder } from "../models/shapes.ts";
+import type { CommonAdapterConfig, TargetModules } from "./config.ts";
+
+/** PEFT's default targets per model family. */
+export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[]>> = {
+  gpt2: ["c_attn"],
+  bert: ["query", "value"],
+  roberta: ["query", "value"],
+  llama: ["q_proj", "v_proj"],
+  vit: ["query", "value"],
+};
+
+/** PEFT's shorthand for every linear layer but the output layer (case-insensitive). */
+export const ALL_LINEAR = "all-linear";
+
+/** Head names PEFT adds to modules_to_save for task type SEQ_CLS. */
+export const SEQ_CLS_HEAD_NAMES: readonly string[] = ["classifier", "score"];
+
+/** A target or module name that matches nothing in the model. */
+export class TargetError extends Error {
+  override name = "TargetError";
+}
+
+/** The config fields that choose targets and modules to save. */
+export type TargetSpec = Pick<
+  CommonAdapterConfig,
+  "targetModules" | "excludeModules" | "layersToTransform" | "layersPattern" | "modulesToSave" | "taskType"
+>;
+
+/** A module trained in full and saved with the adapter, with its parameters. */
+export interface SavedModule {
+  path: string;
+  params: ParamShape[];
+}
+
+/** Whether module `path` matches `names` under PEFT's target rule (list: equal or "." + name suffix; string: full regex). */
+export function matchesModules(path: string, names: TargetModules): boolean {
+  if (typeof names === "string") return fullMatch(names, path);
+  return names.some((n) => path === n || path.endsWith("." + n));
+}
+
+/**
+ * The linear layers `spec` adapts in `shapes`' model, in module order.
+ * @throws TargetError when a target name (or the regular expression) matches no linear layer,
+ *   or when exclusions leave nothing to adapt; the message lists the model's layer names.
+ */
+export function resolveTargets(shapes: ModelShapes, spec: TargetSpec): LinearShape[] {
+  const targets = spec.targetModules ?? [...DEFAULT_TARGET_MODULES[shapes.modelType]];
+  const allLinear = typeof targets === "string" && targets.toLowerCase() === ALL_LINEAR;
+  if (!allLinear) checkEveryTargetMatches(shapes, targets);
+  const saved = modulesToSaveNames(spec).names;
+  const layerRe = spec.layersToTransform === null ? null : layerIndexPattern(spec.layersPattern);
+  const chosen = shapes.linears.filter((l) => {
+    if (spec.excludeModules !== null && matchesModules(l.path, spec.excludeModules)) return false;
+    if (saved.some((m) => insideModule(l.path, m))) return false;
+    if (allLinear) return l.path !== shapes.outputLayer;
+    if (!matchesModules(l.path, targets)) return false;
+    if (layerRe === null || typeof targets === "string") return true;
+    const m = layerRe.exec(l.path);
+    return m !== null && spec.layersToTransform!.includes(Number(m[1]));
+  });
+  if (chosen.length === 0) {
+    throw new TargetError(
+      `target_modules ${JSON.stringify(targets)} leave no layer of ${shapes.architecture} to adapt after ` +
+        `exclude_modules ${JSON.stringify(spec.excludeModules)}, modules_to_save ${JSON.stringify(saved)} ` +
+        `and layers_to_transform ${JSON.stringify(spec.layersToTransform)}`,
+    );
+  }
+  return chosen;
+}
+
+/**
+ * The modules `spec` trains in full (outermost matches only), each with its parameters.
+ * @throws TargetError when a name given in modules_to_save matches no module (the heads PEFT
+ *   adds for SEQ_CLS may be absent).
+ */
+export function resolveModulesToSave(shapes: ModelShapes, spec: TargetSpec): SavedModule[] {
+  const { names, optional } = modulesToSaveNames(spec);
+  const paths = modulePaths(shapes);
+  const matched = new Set<string>();
+  for (const name of names) {
+    const hits = paths.filter((p) => p.endsWith(name));
+    if (hits.length === 0 && !optional.has(name)) {
+      throw new TargetError(
+        `modules_to_save "${name}" matches no module of ${shapes.architecture} (its head: ${
+          shapes.head.length > 0 ? shapes.head.join(", ") : "none"
+        }; top-level modules: ${[...new Set(paths.map((p) => p.split(".")[0]))].join(", ")})`,
+      );
+    }
+    for (const h of hits) matched.add(h);
+  }
+  return [...matched]
+    .filter((p) => ![...matched].some((q) => q !== p && p.startsWith(q + ".")))
+    .map((path) => ({ path, params: paramsUnder(shapes, path) }));
+}
+
+/** The modules_to_save names in effect: the config's, plus PEFT's SEQ_CLS heads (optional ones). */
+function modulesToSaveNames(spec: TargetSpec): { names: string[]; optional: Set<string> } {
+  const names = [...(spec.modulesToSave ?? [])];
+  const optional = new Set<string>();
+  if (spec.taskType === "SEQ_CLS") {
+    for (const h of SEQ_CLS_HEAD_NAMES) {
+      if (!names.includes(h)) {
+        names.push(h);
+        optional.add(h);
+      }
+    }
+  }
+  return { names, optional };
+}
+
+/** Every module path of the model (leaf and container modules), in first-seen order. */
+export function modulePaths(shapes: ModelShapes): string[] {
+  const seen = new Set<string>();
+  for (const p of shapes.params) {
+    const parts = p.key.split(".");
+    for (let i = 1; i < parts.length; i++) seen.add(parts.slice(0, i).join("."));
+  }
+  return [...seen];
+}
+
+/** The distinct last names of the model's linear layers (e.g. query, key, value, dense). */
+export function linearNames(shapes: ModelShapes): string[] {
+  return [...new Set(shapes.linears.map((l) => l.path.slice(l.path.lastIndexOf(".") + 1)))];
+}
+
+function checkEveryTargetMatches(shapes: ModelShapes, targets: TargetModules): void {
+  const names = typeof targets === "string" ? [targets] : targets;
+  for (const name of names) {
+    const one = typeof targets === "string" ? name : [name];
+    if (shapes.linears.some((l) => matchesModules(l.path, one))) continue;
+    const what = typeof targets === "string"
+      ? `target_modules regular expression ${JSON.stringify(name)}`
+      : `target module "${name}"`;
+    const others = modulePaths(shapes).filter((p) => matchesModules(p, one));
+    const notLinear = others.length > 0
+      ? `; it names ${others.length} module${others.length > 1 ? "s" : ""} that ${
+        others.length > 1 ? "are" : "is"
+      } not a linear layer (e.g. ${others[0]}), and adapters only adapt linear layers`
+      : "";
+    throw new TargetError(
+      `${what} matches no linear layer of ${shapes.architecture}${notLinear}; its linear layers are named ` +
+        `${linearNames(shapes).join(", ")} (e.g. ${shapes.linears[0].path})`,
+    );
+  }
+}
+
+/** PEFT's `(^|.*\.)name($|\..*)`: `name` is a run of whole components of `path`. */
+function insideModule(path: string, name: string): boolean {
+  return `.${path}.`.includes(`.${name}.`);
+}
+
+/** The regular expression that finds a layer index in a module path (PEFT's rule). */
+function layerIndexPattern(patterns: string[] | null): RegExp {
+  const names = patterns === null ? "[^.]*" : `(?:${patterns.join("|")})`;
+  return new RegExp(`^.*\\.${names}\\.(\\d+)\\.`);
+}
+
+function fullMatch(pattern: string, s: string): boolean {
+  return new RegExp(`^(?:${pattern})$`).test(s);
+}

@@ -1,0 +1,256 @@
+/**
+ * The spectral adapter op (SPEC §1.6): apply ΔW = (α/(M·N))·T(S) to a batch of tokens without
+ * ever building ΔW, through `ΔW x = (α/MN)·C_M S̃ C_N x` (S̃: lib/spectral/sparse.ts):
+ * - forward: x̂ = FHT_N(x); ẑ = S̃ x̂ (by rows); y += (α/MN)·FHT_M(ẑ);
+ * - backward: δ̂ = FHT_M(δ); ∂L/∂c_k += (α/MN)·Σ_{entries of k} w·Σ_t δ̂[t,u]·x̂[t,v];
+ *   dx += (α/MN)·FHT_N(S̃ᵀ δ̂) (by columns);
+ * - materialize: ΔW = (α/MN)·T(S) (scatter + one 2-D transform), for merging.
+ * Everything is encoded into `gpu.stream` (no readback, no submit); scratch comes from the pool
+ * and repeated calls with the same buffers reuse their bind groups.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { encodeFht } from "./fht.ts";
+import { basisReference, encodeAdd, SparseSpectrum } from "./sparse.ts";
+import { encodeTransform2d, type Transform } from "./transforms.ts";
+
+/** Shape and hyper-parameters of one adapted linear layer. */
+export interface SpectralAdapterConfig {
+  /** out_features M (rows of W). */
+  m: number;
+  /** in_features N (columns of W). */
+  nIn: number;
+  /** [n, 2] (row, col) positions in the (out, in) orientation, distinct. */
+  positions: Int32Array;
+  /** The spectral transform; `dht` by default. */
+  transform?: Transform;
+  /** The scaling α; ΔW = (α/(M·N))·T(S). */
+  alpha: number;
+}
+
+/** What forward keeps for backward: x̂ = FHT_N(x) of its T tokens (a pooled T×N buffer). */
+export class SpectralSaved {
+  #released = false;
+  constructor(private readonly gpu: Gpu, readonly xHat: GPUBuffer, readonly tokens: number) {}
+
+  /** True once the buffer went back to the pool (backward does this). */
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Give x̂ back to the pool (when no backward will follow). */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.gpu.pool.release(this.xHat);
+  }
+}
+
+/**
+ * One adapted layer's spectral op. Activations are row-major f32 GPU buffers: x is T×N,
+ * y and δ = ∂L/∂y are T×M; the coefficients are an n-vector of f32 on the GPU.
+ */
+export class SpectralAdapterOp {
+  readonly m: number;
+  readonly nIn: number;
+  /** Number of coefficients n. */
+  readonly count: number;
+  readonly transform: Transform;
+  readonly alpha: number;
+  /** α/(M·N). */
+  readonly scale: number;
+  /** The uploaded positions and S̃ index structures. */
+  readonly spectrum: SparseSpectrum;
+
+  constructor(private readonly gpu: Gpu, config: SpectralAdapterConfig) {
+    const { m, nIn, positions, transform = "dht", alpha } = config;
+    if (!Number.isFinite(alpha)) throw new RangeError(`alpha must be a finite number, got ${alpha}`);
+    this.spectrum = new SparseSpectrum(gpu, positions, m, nIn, transform);
+    this.m = m;
+    this.nIn = nIn;
+    this.count = this.spectrum.count;
+    this.transform = transform;
+    this.alpha = alpha;
+    this.scale = alpha / (m * nIn);
+  }
+
+  /** Release the index buffer. */
+  dispose(): void {
+    this.spectrum.dispose();
+  }
+
+  /**
+   * y[t, :] (+)= ΔW x[t, :] for t < tokens. Adds to y unless `accumulate` is false (then
+   * overwrites it). Returns x̂ for {@link backward} (null when `save` is false).
+   */
+  forward(
+    x: GPUBuffer,
+    coef: GPUBuffer,
+    y: GPUBuffer,
+    tokens: number,
+    opts: { accumulate?: boolean; save?: boolean } = {},
+  ): SpectralSaved | null {
+    const { gpu, m, nIn } = this;
+    this.#live();
+    this.#checkTokens(tokens);
+    need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
+    need(y, tokens * m, `y (tokens×out_features = ${tokens}×${m})`);
+    need(coef, this.count, `coef (n = ${this.count})`);
+    const xHat = gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
+    encodeFht(gpu, x, xHat, tokens, nIn);
+    const z = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.z");
+    this.spectrum.encodeProduct("rows", coef, xHat, z, tokens);
+    this.#fhtInto(z, y, tokens, m, opts.accumulate ?? true);
+    gpu.pool.release(z);
+    if (opts.save === false) {
+      gpu.pool.release(xHat);
+      return null;
+    }
+    return new SpectralSaved(gpu, xHat, tokens);
+  }
+
+  /**
+   * Given δ = ∂L/∂y (T×M) of the forward that returned `saved`: ∂L/∂c (+)= into `dcoef`
+   * (adds unless `accumulateGrad` is false, so micro-batches sum up), and, when `dx` is given,
+   * dx (+)= ΔWᵀ δ (adds unless `accumulateDx` is false). Releases `saved`.
+   */
+  backward(
+    saved: SpectralSaved,
+    dy: GPUBuffer,
+    coef: GPUBuffer,
+    dx: GPUBuffer | null,
+    dcoef: GPUBuffer,
+    opts: { accumulateDx?: boolean; accumulateGrad?: boolean } = {},
+  ): void {
+    const { gpu, m, nIn } = this;
+    this.#live();
+    if (saved.released) throw new Error("backward: the saved forward state was already released");
+    const tokens = saved.tokens;
+    need(dy, tokens * m, `dy (tokens×out_features = ${tokens}×${m})`);
+    need(coef, this.count, `coef (n = ${this.count})`);
+    need(dcoef, this.count, `dcoef (n = ${this.count})`);
+    if (dx) need(dx, tokens * nIn, `dx (tokens×in_features = ${tokens}×${nIn})`);
+    const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
+    encodeFht(gpu, dy, dHat, tokens, m);
+    this.spectrum.encodeGrad(dHat, saved.xHat, dcoef, tokens, this.scale, opts.accumulateGrad ?? true);
+    if (dx) {
+      const w = gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.w");
+      this.spectrum.encodeProduct("cols", coef, dHat, w, tokens);
+      this.#fhtInto(w, dx, tokens, nIn, opts.accumulateDx ?? true);
+      gpu.pool.release(w);
+    }
+    gpu.pool.release(dHat);
+    saved.release();
+  }
+
+  /**
+   * ΔW = (α/MN)·T(S) into `dst`: M×N row-major, or its transpose N×M with `transposed`
+   * (GPT-2's Conv1D storage). Adds to `dst` with `accumulate` (merging into a weight).
+   */
+  materialize(
+    coef: GPUBuffer,
+    dst: GPUBuffer,
+    opts: { accumulate?: boolean; transposed?: boolean } = {},
+  ): void {
+    const { gpu, m, nIn } = this;
+    this.#live();
+    need(coef, this.count, `coef (n = ${this.count})`);
+    need(dst, m * nIn, `dst (M×N = ${m}×${nIn})`);
+    const s = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.spectrum");
+    this.spectrum.encodeScatter(coef, s, opts.transposed);
+    const [rows, cols] = opts.transposed ? [nIn, m] : [m, nIn];
+    // T_{N×M}(Sᵀ) = T_{M×N}(S)ᵀ for all three transforms.
+    if (opts.accumulate) {
+      const d = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.delta_w");
+      encodeTransform2d(gpu, this.transform, s, d, rows, cols, { scale: this.scale });
+      encodeAdd(gpu, d, dst, m * nIn);
+      gpu.pool.release(d);
+    } else {
+      encodeTransform2d(gpu, this.transform, s, dst, rows, cols, { scale: this.scale });
+    }
+    gpu.pool.release(s);
+  }
+
+  /**
+   * The dense route of the coefficient gradient: from G = ∂L/∂ΔW (M×N), ∂L/∂c_k (+)=
+   * (α/MN)·T(G)[u_k, v_k] into `dcoef` (adds unless `accumulate` is false).
+   */
+  denseGradient(g: GPUBuffer, dcoef: GPUBuffer, opts: { accumulate?: boolean } = {}): void {
+    const { gpu, m, nIn } = this;
+    this.#live();
+    need(g, m * nIn, `g (M×N = ${m}×${nIn})`);
+    need(dcoef, this.count, `dcoef (n = ${this.count})`);
+    const t = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.t_g");
+    encodeTransform2d(gpu, this.transform, g, t, m, nIn);
+    this.spectrum.encodeGather(t, dcoef, this.scale, opts.accumulate ?? true);
+    gpu.pool.release(t);
+  }
+
+  /** dst (+)= scale·FHT(src) over `rows` rows of length `n`; src is scratch and may be overwritten. */
+  #fhtInto(src: GPUBuffer, dst: GPUBuffer, rows: number, n: number, accumulate: boolean): void {
+    if (accumulate) {
+      encodeFht(this.gpu, src, src, rows, n, { scale: this.scale });
+      encodeAdd(this.gpu, src, dst, rows * n);
+    } else {
+      encodeFht(this.gpu, src, dst, rows, n, { scale: this.scale });
+    }
+  }
+
+  #live(): void {
+    if (this.spectrum.disposed) throw new Error("SpectralAdapterOp used after dispose()");
+  }
+
+  #checkTokens(tokens: number): void {
+    if (!Number.isInteger(tokens) || tokens < 1) {
+      throw new RangeError(`tokens must be a positive integer, got ${tokens}`);
+    }
+  }
+}
+
+function need(buffer: GPUBuffer, floats: number, what: string): void {
+  if (buffer.size < floats * 4) {
+    throw new RangeError(`${what}: buffer holds ${buffer.size / 4} f32, need ${floats}`);
+  }
+}
+
+/** Float64 reference: ΔW = (α/MN)·T(S) (M×N row-major) straight from the definitions. */
+export function deltaWReference(
+  positions: Int32Array,
+  coef: ArrayLike<number>,
+  m: number,
+  n: number,
+  transform: Transform,
+  alpha: number,
+): Float64Array {
+  const out = new Float64Array(m * n);
+  const s = alpha / (m * n);
+  for (let k = 0; k < positions.length / 2; k++) {
+    const u = positions[2 * k], v = positions[2 * k + 1];
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) out[i * n + j] += s * coef[k] * basisReference(transform, m, n, u, v, i, j);
+    }
+  }
+  return out;
+}
+
+/** Float64 reference: ∂L/∂c_k = (α/MN)·⟨G, T(e_k)⟩ for G = ∂L/∂ΔW (M×N row-major). */
+export function coefGradReference(
+  positions: Int32Array,
+  g: ArrayLike<number>,
+  m: number,
+  n: number,
+  transform: Transform,
+  alpha: number,
+): Float64Array {
+  const count = positions.length / 2;
+  const out = new Float64Array(count);
+  for (let k = 0; k < count; k++) {
+    const u = positions[2 * k], v = positions[2 * k + 1];
+    let acc = 0;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) acc += g[i * n + j] * basisReference(transform, m, n, u, v, i, j);
+    }
+    out[k] = (alpha / (m * n)) * acc;
+  }
+  return out;
+}

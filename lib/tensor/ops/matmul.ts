@@ -1,0 +1,128 @@
+/**
+ * Matrix products and their gradient rules. `C = α·op(A)·op(B)` over leading batch
+ * dimensions; a 2-D B is shared by every batch entry (folded into the rows when A is not
+ * transposed). Backward uses the transposed-operand options of `encodeMatmul`, so no
+ * explicit transposes are materialised except for a transposed A against a shared B.
+ * @module
+ */
+import { encodeMatmul, type MatmulOptions } from "../../linalg/matmul.ts";
+import { record } from "../autograd.ts";
+import { fmt, numel, sameShape } from "../shape.ts";
+import { Tensor } from "../tensor.ts";
+import { transpose } from "./layout.ts";
+import { sumTo } from "./reduce.ts";
+import { expectDtype } from "./util.ts";
+
+/** Options of {@link matmul}. */
+export interface MatmulOpOptions {
+  /** A's last two dimensions are (k, m). */
+  transA?: boolean;
+  /** B's last two dimensions are (n, k) (the nn.Linear weight layout). */
+  transB?: boolean;
+  /** Scale of the product (attention's 1/√d). */
+  alpha?: number;
+}
+
+/** A fresh `shape` tensor holding `α·op(x)·op(y)` (zeros when k = 0). */
+function product(
+  x: Tensor,
+  y: Tensor,
+  shape: readonly number[],
+  m: number,
+  n: number,
+  k: number,
+  o: MatmulOptions,
+) {
+  const out = Tensor.empty(x.gpu, shape);
+  if (numel(shape) === 0) return out;
+  if (k === 0) x.gpu.stream.clear(out.buffer, 0, numel(shape) * 4);
+  else encodeMatmul(x.gpu, x.buffer, y.buffer, out.buffer, m, n, k, { ...o, f16B: y.dtype === "f16" });
+  return out;
+}
+
+/**
+ * `α · op(a) · op(b)`: a is [...batch, m, k] (or [..., k, m] with transA), b is [k, n] (or
+ * [n, k] with transB) shared by every batch entry, or [...batch, k, n] with the same batch
+ * dimensions. b may be f16 (frozen). Result [...batch, m, n].
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOpOptions = {}): Tensor {
+  return product3("matmul", a, b, null, opts);
+}
+
+/**
+ * `x · Wᵀ + bias` with W [out, in] (nn.Linear), or `x · W + bias` with W [in, out] when
+ * `weightLayout` is `"in_out"` (GPT-2's Conv1D). x is [..., in]; the bias is fused.
+ */
+export function linear(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  opts: { weightLayout?: "out_in" | "in_out" } = {},
+): Tensor {
+  if (weight.shape.length !== 2) throw new Error(`linear: weight must be 2-D, got ${weight.describe()}`);
+  return product3("linear", x, weight, bias ?? null, {
+    transB: (opts.weightLayout ?? "out_in") === "out_in",
+  });
+}
+
+function product3(op: string, a: Tensor, b: Tensor, bias: Tensor | null, opts: MatmulOpOptions): Tensor {
+  expectDtype(op, "f32", a, ...(bias ? [bias] : []));
+  if (b.dtype === "i32") throw new Error(`${op}: B must be f32 or f16, got ${b.describe()}`);
+  const tA = opts.transA ?? false, tB = opts.transB ?? false, alpha = opts.alpha ?? 1;
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new Error(
+      `${op}: operands must have at least 2 dimensions, got ${a.describe()} and ${b.describe()}`,
+    );
+  }
+  const ra = a.shape.length, rb = b.shape.length;
+  const [m, k] = tA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
+  const [kb, n] = tB ? [b.shape[rb - 1], b.shape[rb - 2]] : [b.shape[rb - 2], b.shape[rb - 1]];
+  const batchDims = a.shape.slice(0, -2);
+  const shared = rb === 2;
+  if (k !== kb || (!shared && !sameShape(batchDims, b.shape.slice(0, -2)))) {
+    throw new Error(
+      `${op}: shapes ${fmt(a.shape)}${tA ? "ᵀ" : ""} and ${fmt(b.shape)}${tB ? "ᵀ" : ""} do not multiply ` +
+        `(inner sizes ${k} and ${kb}${shared ? "" : ", batch dimensions must match"})`,
+    );
+  }
+  if (bias && !sameShape(bias.shape, [n])) throw new Error(`${op}: bias ${bias.describe()} should be [${n}]`);
+  const batch = numel(batchDims);
+  const outShape = [...batchDims, m, n];
+  // a shared B against an untransposed A: fold the batch into the rows
+  const fold = shared && !tA;
+  const [M, B] = fold ? [m * batch, 1] : [m, batch];
+  const base: MatmulOptions = { batch: B, broadcastB: shared && B > 1 };
+  const out = product(a, b, outShape, M, n, k, {
+    ...base,
+    transA: tA,
+    transB: tB,
+    alpha,
+    bias: bias?.buffer,
+  });
+  const aShape = a.shape, bShape = b.shape;
+  return record(op, out, bias ? [a, b, bias] : [a, b], [a, b], (g, [va, vb], need) => {
+    let ga: Tensor | null = null, gb: Tensor | null = null;
+    if (need[0]) {
+      if (!tA) ga = product(g, vb, aShape, M, k, n, { ...base, transB: !tB, alpha });
+      else if (!shared && vb.dtype === "f32") {
+        // dA (k×m) = α op(B)·dCᵀ
+        ga = product(vb, g, aShape, k, m, n, { batch: B, transA: tB, transB: true, alpha });
+      } else {
+        // B shared or f16 can only be the right operand: dAᵀ (m×k) = α dC·op(B)ᵀ, then transpose
+        const t = product(g, vb, [...batchDims, m, k], m, k, n, { ...base, transB: !tB, alpha });
+        ga = transpose(t, -1, -2);
+      }
+    }
+    if (need[1]) {
+      const perBatch = shared && B > 1;
+      const shape = perBatch ? [...batchDims, ...bShape] : bShape;
+      const o = { batch: B, alpha };
+      gb = tB
+        ? product(g, va, shape, n, k, M, { ...o, transA: true, transB: tA }) // dB (n×k) = α dCᵀ·op(A)
+        : product(va, g, shape, k, n, M, { ...o, transA: !tA }); // dB (k×n) = α op(A)ᵀ·dC
+      if (perBatch) gb = sumTo(gb, bShape);
+    }
+    const gbias = need[2] ? sumTo(g, [n]) : null;
+    return [ga, gb, gbias];
+  });
+}

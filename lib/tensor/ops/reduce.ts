@@ -1,0 +1,149 @@
+/**
+ * Reductions and their duals: sum/mean over axes, `sumTo` (sum a broadcast result back to
+ * an operand's shape) and `broadcastTo` (each is the other's gradient).
+ * @module
+ */
+import { reduceKernel } from "../../../kernels/reduce.ts";
+import { record } from "../autograd.ts";
+import {
+  broadcastShapes,
+  broadcastStrides,
+  collapse,
+  contiguousStrides,
+  fmt,
+  normAxis,
+  sameShape,
+} from "../shape.ts";
+import { Tensor } from "../tensor.ts";
+import { stridedCopy } from "./copy.ts";
+import { expectDtype, f, launch, u32s } from "./util.ts";
+
+/** Invocations a reduction aims for before splitting the reduced range into chunks. */
+const TARGET_THREADS = 16384;
+/** Smallest number of elements one invocation sums. */
+const MIN_CHUNK = 32;
+
+/**
+ * `scale · Σ` over the dimensions flagged in `reduced`, as a tensor of shape `outShape`
+ * (whose element count is the product of the kept dimensions). No gradient link.
+ */
+export function reduceRaw(
+  x: Tensor,
+  reduced: readonly boolean[],
+  scale: number,
+  outShape: readonly number[],
+): Tensor {
+  const strides = contiguousStrides(x.shape);
+  const pick = (want: boolean) => {
+    const dims = x.shape.filter((_, i) => reduced[i] === want);
+    return collapse(dims, [strides.filter((_, i) => reduced[i] === want)]);
+  };
+  const kept = pick(false), red = pick(true);
+  const nOut = kept.shape.reduce((a, b) => a * b, 1);
+  const nRed = red.shape.reduce((a, b) => a * b, 1);
+  const gpu = x.gpu;
+  if (x.size === 0) return Tensor.zeros(gpu, outShape);
+  const chunks = nRed <= 2 * MIN_CHUNK
+    ? 1
+    : Math.max(1, Math.min(Math.floor(TARGET_THREADS / nOut), Math.ceil(nRed / MIN_CHUNK)));
+  const chunkFastest = red.strides[0][red.strides[0].length - 1] === 1;
+  const kernel = reduceKernel(kept.shape.length, red.shape.length, chunkFastest);
+  const out = Tensor.empty(gpu, chunks === 1 ? outShape : [chunks, nOut]);
+  const params = u32s(
+    nOut,
+    nRed,
+    chunks,
+    f(chunks === 1 ? scale : 1),
+    ...kept.shape,
+    ...kept.strides[0],
+    ...red.shape,
+    ...red.strides[0],
+  );
+  launch(gpu, kernel, [x.buffer, out.buffer], nOut * chunks, params);
+  if (chunks === 1) return out;
+  const total = reduceRaw(out, [true, false], scale, outShape);
+  out.dispose();
+  return total;
+}
+
+/** Which axes a `sum`/`mean` reduces, and the result's shape. */
+function axesPlan(x: Tensor, axes: number | readonly number[] | undefined, keepDims: boolean, op: string) {
+  const rank = x.shape.length;
+  const list = axes === undefined ? x.shape.map((_, i) => i) : typeof axes === "number" ? [axes] : axes;
+  const reduced = new Array<boolean>(rank).fill(false);
+  for (const a of list) reduced[normAxis(a, rank, op)] = true;
+  const kept = x.shape.map((d, i) => (reduced[i] ? 1 : d));
+  const shape = keepDims ? kept : x.shape.filter((_, i) => !reduced[i]);
+  const count = x.shape.reduce((acc, d, i) => (reduced[i] ? acc * d : acc), 1);
+  return { reduced, kept, shape, count };
+}
+
+/** Sum over `axes` (all when omitted); reduced axes are dropped unless `keepDims`. */
+export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  expectDtype("sum", "f32", x);
+  const plan = axesPlan(x, axes, keepDims, "sum");
+  const xs = x.shape;
+  return record(
+    "sum",
+    reduceRaw(x, plan.reduced, 1, plan.shape),
+    [x],
+    [],
+    (g) => [expand(g, plan.kept, xs, 1)],
+  );
+}
+
+/** Mean over `axes` (all when omitted). */
+export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  expectDtype("mean", "f32", x);
+  const plan = axesPlan(x, axes, keepDims, "mean");
+  const xs = x.shape;
+  const inv = plan.count > 0 ? 1 / plan.count : 0;
+  return record(
+    "mean",
+    reduceRaw(x, plan.reduced, inv, plan.shape),
+    [x],
+    [],
+    (g) => [expand(g, plan.kept, xs, inv)],
+  );
+}
+
+/** The gradient of a reduction: `g` (viewed with kept size-1 dims) broadcast back, times `scale`. */
+function expand(g: Tensor, kept: readonly number[], shape: readonly number[], scale: number): Tensor {
+  const gk = g.view(kept);
+  const b = broadcastTo(gk, shape);
+  if (b !== gk) gk.dispose();
+  if (scale === 1) return b;
+  const out = reduceRaw(b, shape.map(() => false), scale, shape);
+  b.dispose();
+  return out;
+}
+
+/**
+ * Sum `x` down to `shape`, which must broadcast to `x.shape` (the gradient of a broadcast).
+ * Returns `x` itself when the shapes already match.
+ */
+export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(x.shape, shape)) return x;
+  expectDtype("sumTo", "f32", x);
+  const target = broadcastShapes(shape, x.shape, "sumTo");
+  if (!sameShape(target, x.shape)) {
+    throw new Error(`sumTo: ${fmt(shape)} does not broadcast to ${fmt(x.shape)}`);
+  }
+  const off = x.shape.length - shape.length;
+  const reduced = x.shape.map((d, i) => i < off || (shape[i - off] === 1 && d !== 1));
+  const xs = x.shape;
+  return record("sumTo", reduceRaw(x, reduced, 1, shape), [x], [], (g) => [broadcastTo(g, xs)]);
+}
+
+/** Repeat `x` along its size-1 (or missing leading) dimensions to `shape`. */
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(x.shape, shape)) return x;
+  const target = broadcastShapes(x.shape, shape, "broadcastTo");
+  if (!sameShape(target, shape)) {
+    throw new Error(`broadcastTo: ${x.describe()} does not broadcast to ${fmt(shape)}`);
+  }
+  const out = Tensor.empty(x.gpu, shape, x.dtype);
+  stridedCopy(x, out, shape, broadcastStrides(x.shape, shape), contiguousStrides(shape));
+  const xs = x.shape;
+  return record("broadcastTo", out, [x], [], (g) => [sumTo(g, xs)]);
+}

@@ -1,0 +1,60 @@
+/**
+ * Softmax over the last dimension, plain or with attention masks, and its gradient rule.
+ * @module
+ */
+import { softmaxBackwardKernel, softmaxKernel } from "../../../kernels/softmax.ts";
+import { grid } from "../../gpu/mod.ts";
+import { record } from "../autograd.ts";
+import { fmt } from "../shape.ts";
+import { Tensor } from "../tensor.ts";
+import { expectDtype, f, u32s } from "./util.ts";
+
+/** Masking of {@link maskedSoftmax}, for scores laid out [batch, ..., T, S]. */
+export interface SoftmaxMask {
+  /** Hide keys after the query (bottom-right aligned when S > T). */
+  causal?: boolean;
+  /** i32 [batch, S]: 0 hides a key (padding), anything else keeps it. */
+  padding?: Tensor | null;
+  /** Query positions per batch entry's block of rows (T); default: the second-to-last dimension. */
+  queries?: number;
+}
+
+/** `softmax(x)` over the last dimension. */
+export function softmax(x: Tensor): Tensor {
+  return maskedSoftmax(x, 1, {});
+}
+
+/**
+ * `softmax(scale · x)` over the last dimension with masked keys set to probability 0 (a row
+ * with every key masked is all zeros). Rows of the same batch entry are consecutive.
+ */
+export function maskedSoftmax(x: Tensor, scale: number, mask: SoftmaxMask): Tensor {
+  expectDtype("softmax", "f32", x);
+  const gpu = x.gpu;
+  if (x.shape.length === 0) throw new Error("softmax: needs at least one dimension");
+  const s = x.shape[x.shape.length - 1];
+  const rows = s === 0 ? 0 : x.size / s;
+  const t = mask.queries ?? (x.shape.length >= 2 ? x.shape[x.shape.length - 2] : 1);
+  let rowsPerBatch = rows;
+  const pad = mask.padding ?? null;
+  if (pad) {
+    expectDtype("softmax mask", "i32", pad);
+    if (pad.shape.length !== 2 || pad.shape[1] !== s || rows % pad.shape[0] !== 0) {
+      throw new Error(
+        `softmax: padding mask ${pad.describe()} does not fit scores ${fmt(x.shape)}: expected [batch, ${s}]`,
+      );
+    }
+    rowsPerBatch = rows / pad.shape[0];
+  }
+  if (mask.causal && s < t) throw new Error(`softmax: causal mask needs keys ≥ queries, got ${s} < ${t}`);
+  const y = Tensor.empty(gpu, x.shape);
+  const bufs = pad ? [x.buffer, pad.buffer, y.buffer] : [x.buffer, y.buffer];
+  const params = u32s(rows, s, Math.max(1, t), s - t, Math.max(1, rowsPerBatch), f(scale));
+  if (rows > 0) gpu.stream.dispatch(softmaxKernel(!!mask.causal, !!pad), bufs, grid(gpu, rows), params);
+  return record("softmax", y, [x], [y], (g, [vy]) => {
+    const gx = Tensor.empty(gpu, vy.shape);
+    const bind = [vy.buffer, g.buffer, gx.buffer];
+    if (rows > 0) gpu.stream.dispatch(softmaxBackwardKernel, bind, grid(gpu, rows), u32s(rows, s, f(scale)));
+    return [gx];
+  });
+}

@@ -1,0 +1,12 @@
+/**
+ * The CPU twin of the dropout mask.
+ * @module
+ */
+import { pcgHash } from "../../../kernels/elementwise.ts";
+import { type DropoutKey, dropoutMaskKey, dropoutThreshold } from "../ops/dropout.ts";
+
+/** 1 where element i is kept, 0 where dropped, for `n` elements. */
+export function dropoutMask(n: number, p: number, key: DropoutKey): Uint8Array {
+  const k = dropoutMaskKey(key), threshold = dropoutThreshold(p);
+  return Uint8Array.from({ length: n }, (_, i) => (pcgHash((pcgHash(i) + k) >>> 0) >= threshold ? 1 : 0));
+}

@@ -1,0 +1,233 @@
+/**
+ * The Tensor: a shape, a dtype and pooled GPU storage, plus what autograd needs (a gradient,
+ * the node that produced it). Tensors are always contiguous row-major. Storage is reference
+ * counted so that views (reshape), and activations saved for backward, outlive the handle
+ * that created them; it returns to the pool when the last reference goes.
+ * @module
+ */
+import { fillKernel } from "../../kernels/elementwise.ts";
+import type { Gpu } from "../gpu/mod.ts";
+import { type GradNode, releaseGraph, runBackward } from "./autograd.ts";
+import { f, launch, u32s } from "./ops/util.ts";
+import { track } from "./scope.ts";
+import { checkShape, fmt, numel, type Shape } from "./shape.ts";
+
+/** Element types: f32 (everything trainable), f16 (frozen weight storage), i32 (ids, labels). */
+export type DType = "f32" | "f16" | "i32";
+
+const BYTES: Record<DType, number> = { f32: 4, f16: 2, i32: 4 };
+
+/** A pooled buffer shared by the tensors that view it. */
+class Storage {
+  refs = 1;
+  constructor(readonly gpu: Gpu, public buffer: GPUBuffer) {}
+  release(): void {
+    if (--this.refs === 0) this.gpu.pool.release(this.buffer);
+  }
+}
+
+/** Options of {@link Tensor.from} and {@link Tensor.zeros}. */
+export interface TensorOptions {
+  /** Element type; default f32 (i32 for an Int32Array). f16 falls back to f32 without `gpu.f16`. */
+  dtype?: DType;
+  /** Mark the new (leaf) tensor as a parameter whose gradient backward() computes. */
+  requiresGrad?: boolean;
+  /** Buffer label for WebGPU error messages. */
+  label?: string;
+}
+
+/** A GPU tensor. Create with {@link Tensor.from} / {@link Tensor.zeros}; ops live in `mod.ts`. */
+export class Tensor {
+  /** Dimensions, outermost first. */
+  readonly shape: Shape;
+  /** Number of elements. */
+  readonly size: number;
+  /** The gradient accumulated by backward() (leaves only); free it with `zeroGrad`/dispose. */
+  grad: Tensor | null = null;
+  /** The autograd node that produced this tensor; null for leaves. @internal */
+  node: GradNode | null = null;
+  /** Number of live autograd nodes that take this tensor as an input. @internal */
+  consumers = 0;
+  /** Excluded from {@link tidy} cleanup. */
+  kept = false;
+  /** The CPU copy of an i32 tensor made from host data (embedding and loss use it). */
+  host: Int32Array | undefined;
+  #storage: Storage | null;
+  #requiresGrad = false;
+
+  private constructor(readonly gpu: Gpu, storage: Storage, shape: Shape, readonly dtype: DType) {
+    this.#storage = storage;
+    this.shape = [...shape];
+    this.size = numel(shape);
+    track(this);
+  }
+
+  /** An uninitialised tensor (contents undefined until an op writes it). */
+  static empty(gpu: Gpu, shape: Shape, dtype: DType = "f32", label?: string): Tensor {
+    checkShape(shape, "Tensor.empty");
+    const bytes = Math.max(4, Math.ceil((numel(shape) * BYTES[dtype]) / 4) * 4);
+    return new Tensor(gpu, new Storage(gpu, gpu.pool.acquire(bytes, undefined, label)), shape, dtype);
+  }
+
+  /**
+   * A tensor holding `data` (row-major, `numel(shape)` values), written in stream order.
+   * f16 is used only when the device has `shader-f16`; otherwise the tensor is f32.
+   */
+  static from(gpu: Gpu, data: ArrayLike<number>, shape: Shape, opts: TensorOptions = {}): Tensor {
+    checkShape(shape, "Tensor.from");
+    const n = numel(shape);
+    if (data.length !== n) {
+      throw new Error(`Tensor.from: ${data.length} values given for shape ${fmt(shape)} (${n} expected)`);
+    }
+    let dtype: DType = opts.dtype ?? (data instanceof Int32Array ? "i32" : "f32");
+    if (dtype === "f16" && !gpu.f16) dtype = "f32";
+    const t = Tensor.empty(gpu, shape, dtype, opts.label);
+    const typed = dtype === "i32"
+      ? Int32Array.from(data)
+      : dtype === "f16"
+      ? Float16Array.from(data)
+      : data instanceof Float32Array
+      ? data
+      : Float32Array.from(data);
+    if (dtype === "i32") t.host = typed as Int32Array;
+    if (n > 0) gpu.stream.write(t.buffer, padTo4(typed));
+    if (opts.requiresGrad) t.requiresGrad = true;
+    return t;
+  }
+
+  /** A tensor of zeros. */
+  static zeros(gpu: Gpu, shape: Shape, opts: TensorOptions = {}): Tensor {
+    const t = Tensor.empty(gpu, shape, opts.dtype ?? "f32", opts.label);
+    gpu.stream.clear(t.buffer, 0, Math.ceil((t.size * BYTES[t.dtype]) / 4) * 4);
+    if (opts.requiresGrad) t.requiresGrad = true;
+    return t;
+  }
+
+  /** An f32 tensor with every element `value`. */
+  static full(gpu: Gpu, shape: Shape, value: number, opts: TensorOptions = {}): Tensor {
+    const t = Tensor.empty(gpu, shape, "f32", opts.label);
+    launch(gpu, fillKernel, [t.buffer], t.size, u32s(t.size, f(value)));
+    if (opts.requiresGrad) t.requiresGrad = true;
+    return t;
+  }
+
+  /** The GPU buffer (pooled, possibly larger than the data). Throws once disposed. */
+  get buffer(): GPUBuffer {
+    if (!this.#storage) throw new Error(`tensor ${this.describe()} was used after dispose()`);
+    return this.#storage.buffer;
+  }
+
+  /** True once dispose() ran. */
+  get disposed(): boolean {
+    return this.#storage === null;
+  }
+
+  /** True when no other tensor handle or saved activation shares this storage. */
+  get exclusive(): boolean {
+    return this.#storage?.refs === 1;
+  }
+
+  /** True for tensors not produced by a recorded op (parameters, inputs). */
+  get isLeaf(): boolean {
+    return this.node === null;
+  }
+
+  /** Whether gradients flow to (leaf) or through (op result) this tensor. */
+  get requiresGrad(): boolean {
+    return this.#requiresGrad;
+  }
+
+  /** Mark a leaf as trainable (f32 only). */
+  set requiresGrad(v: boolean) {
+    if (v && this.dtype !== "f32") {
+      throw new Error(
+        `tensor ${this.describe()}: only f32 tensors can require gradients (f16/i32 are frozen)`,
+      );
+    }
+    if (!this.isLeaf && !v) {
+      throw new Error(`tensor ${this.describe()}: requiresGrad of an op result is fixed`);
+    }
+    this.#requiresGrad = v;
+  }
+
+  /** `f32 [2, 3]`, for messages. */
+  describe(): string {
+    return `${this.dtype} ${fmt(this.shape)}`;
+  }
+
+  /** A new handle on the same storage with another shape of the same size (no gradient link). */
+  view(shape: Shape): Tensor {
+    checkShape(shape, "view");
+    if (numel(shape) !== this.size) {
+      throw new Error(`view: cannot view ${this.describe()} as ${fmt(shape)} (${numel(shape)} elements)`);
+    }
+    const s = this.#storage;
+    if (!s) throw new Error(`tensor ${this.describe()} was used after dispose()`);
+    s.refs++;
+    return new Tensor(this.gpu, s, shape, this.dtype);
+  }
+
+  /** The same values without a gradient link (shares storage). */
+  detach(): Tensor {
+    return this.view(this.shape);
+  }
+
+  /** Give the storage back (once no view or saved activation shares it) and the gradient. */
+  dispose(): void {
+    const s = this.#storage;
+    if (!s) return;
+    this.#storage = null;
+    s.release();
+    this.grad?.dispose();
+    this.grad = null;
+    releaseGraph(this);
+  }
+
+  /**
+   * Encode the backward pass from this tensor: gradients accumulate into the `.grad` of every
+   * leaf that requires them. `grad` defaults to 1 for a single-element tensor. The graph's
+   * saved activations are released afterwards unless `retainGraph`.
+   */
+  backward(grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+    runBackward(this, grad, opts.retainGraph ?? false);
+  }
+
+  /** The values (f32 and f16 as Float32Array, i32 converted). Submits and waits. */
+  async toArray(): Promise<Float32Array> {
+    const p = this.readLater();
+    this.gpu.stream.flush();
+    return await p;
+  }
+
+  /** An i32 tensor's values. Submits and waits. */
+  async toInt32Array(): Promise<Int32Array> {
+    if (this.dtype !== "i32") throw new Error(`toInt32Array: tensor is ${this.describe()}, not i32`);
+    return new Int32Array(await this.gpu.stream.read(this.buffer, this.size * 4));
+  }
+
+  /** The single value of a one-element tensor. Submits and waits. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item: tensor ${this.describe()} has ${this.size} elements, not 1`);
+    return (await this.toArray())[0];
+  }
+
+  /**
+   * Queue a readback without submitting: resolves after a later flush completes (read a
+   * training loss every K steps this way). The tensor may be disposed right after the call.
+   */
+  async readLater(): Promise<Float32Array> {
+    const bytes = Math.ceil((this.size * BYTES[this.dtype]) / 4) * 4;
+    const raw = this.gpu.stream.readLater(this.buffer, Math.max(4, bytes));
+    const data = await raw;
+    if (this.dtype === "f16") return Float32Array.from(new Float16Array(data, 0, this.size));
+    if (this.dtype === "i32") return Float32Array.from(new Int32Array(data, 0, this.size));
+    return new Float32Array(data, 0, this.size);
+  }
+}
+
+function padTo4(data: Float32Array | Int32Array | Float16Array): ArrayBufferView {
+  if (data.byteLength % 4 === 0) return data;
+  const out = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
+  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return out;
+}

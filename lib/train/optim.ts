@@ -1,0 +1,192 @@
+/**
+ * Fused AdamW on the GPU with parameter groups and gradient clipping by global norm, all
+ * encoded into the stream without readbacks. Step-dependent scalars (each parameter's
+ * learning rate, weight-decay factor and bias corrections) go to the GPU through one small
+ * storage buffer written with `gpu.stream.write` per step, so pipelines never change.
+ * @module
+ */
+import { adamwKernel, clipScaleKernel, NORM_SUM_WG, sumSquaresKernel } from "../../kernels/adamw.ts";
+import { type Gpu, grid } from "../gpu/mod.ts";
+import { keep } from "../tensor/scope.ts";
+import { Tensor } from "../tensor/tensor.ts";
+
+/** A set of parameters sharing a learning rate and weight decay. */
+export interface ParamGroup {
+  params: readonly Tensor[];
+  /** Base learning rate of the group; default the optimiser's. */
+  lr?: number;
+  /** Decoupled weight decay of the group; default the optimiser's. */
+  weightDecay?: number;
+}
+
+/** Hyper-parameters of {@link AdamW} (PyTorch's defaults, except weight decay 0). */
+export interface AdamWOptions {
+  /** Base learning rate (before the schedule factor passed to step()). */
+  lr: number;
+  betas?: readonly [number, number];
+  eps?: number;
+  weightDecay?: number;
+  /** Clip gradients to this global L2 norm before the update (off when absent). */
+  maxGradNorm?: number;
+}
+
+interface Slot {
+  param: Tensor;
+  group: number;
+  m: Tensor;
+  v: Tensor;
+  /** Updates applied to this parameter (PyTorch's per-parameter `step`). */
+  steps: number;
+}
+
+/** Most partial sums one parameter contributes to the global norm. */
+const MAX_NORM_GROUPS = 256;
+
+/**
+ * AdamW with decoupled weight decay and bias correction (PyTorch's `torch.optim.AdamW`).
+ *
+ * ```ts
+ * const opt = new AdamW(gpu, [{ params: weights, weightDecay: 0.01 }, { params: biases, weightDecay: 0 }],
+ *   { lr: 3e-4, maxGradNorm: 1 });
+ * loss.backward();
+ * opt.step(lrFactor(step, { warmupSteps: 100, totalSteps: 1000 }));
+ * opt.zeroGrad();
+ * ```
+ */
+export class AdamW {
+  readonly groups: { lr: number; weightDecay: number }[];
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly maxGradNorm: number | undefined;
+  #slots: Slot[] = [];
+  #hyper: Tensor;
+  #norm: Tensor;
+  #hyperData: Float32Array;
+
+  constructor(readonly gpu: Gpu, params: readonly Tensor[] | readonly ParamGroup[], opts: AdamWOptions) {
+    const groups: readonly ParamGroup[] = params.length > 0 && params[0] instanceof Tensor
+      ? [{ params: params as readonly Tensor[] }]
+      : params as readonly ParamGroup[];
+    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.maxGradNorm = opts.maxGradNorm;
+    if (this.maxGradNorm !== undefined && !(this.maxGradNorm > 0)) {
+      throw new Error(`AdamW: maxGradNorm must be positive, got ${this.maxGradNorm}`);
+    }
+    this.groups = groups.map((g) => ({
+      lr: g.lr ?? opts.lr,
+      weightDecay: g.weightDecay ?? opts.weightDecay ?? 0,
+    }));
+    const seen = new Set<Tensor>();
+    groups.forEach((g, gi) => {
+      for (const p of g.params) {
+        if (!p.requiresGrad || p.dtype !== "f32" || !p.isLeaf) {
+          throw new Error(`AdamW: parameter ${p.describe()} must be an f32 leaf with requiresGrad`);
+        }
+        if (seen.has(p)) throw new Error(`AdamW: parameter ${p.describe()} appears twice`);
+        seen.add(p);
+        const m = keep(Tensor.zeros(gpu, p.shape)), v = keep(Tensor.zeros(gpu, p.shape));
+        this.#slots.push({ param: p, group: gi, m, v, steps: 0 });
+      }
+    });
+    this.#hyperData = new Float32Array(Math.max(1, this.#slots.length) * 3);
+    this.#hyper = keep(Tensor.zeros(gpu, [this.#hyperData.length]));
+    this.#norm = keep(Tensor.from(gpu, [0, 1], [2]));
+  }
+
+  /** The parameters, in update order. */
+  get params(): Tensor[] {
+    return this.#slots.map((s) => s.param);
+  }
+
+  /**
+   * [global gradient norm, clip scale] of the last step() with clipping (read it with
+   * `readLater()` for logs); [0, 1] before.
+   */
+  get gradNorm(): Tensor {
+    return this.#norm;
+  }
+
+  /**
+   * Encode one update of every parameter that has a gradient, with learning rate
+   * `group.lr · lrFactor` (the schedule's factor). Parameters without a gradient are skipped,
+   * as in PyTorch. Nothing is submitted or read back.
+   */
+  step(lrFactor = 1): void {
+    const live = this.#slots.map((s, i) => ({ s, i })).filter(({ s }) => s.param.grad);
+    if (live.length === 0) return;
+    for (const { s, i } of live) {
+      s.steps++;
+      const { lr: base, weightDecay } = this.groups[s.group];
+      const lr = base * lrFactor;
+      this.#hyperData[3 * i] = 1 - lr * weightDecay;
+      this.#hyperData[3 * i + 1] = lr / (1 - this.beta1 ** s.steps);
+      this.#hyperData[3 * i + 2] = 1 / Math.sqrt(1 - this.beta2 ** s.steps);
+    }
+    const gpu = this.gpu;
+    gpu.stream.write(this.#hyper.buffer, this.#hyperData);
+    if (this.maxGradNorm !== undefined) this.#encodeClip(live.map(({ s }) => s.param.grad!));
+    const params = new Uint32Array(5);
+    const pf = new Float32Array(params.buffer);
+    for (const { s, i } of live) {
+      params[0] = s.param.size;
+      params[1] = i;
+      pf[2] = this.beta1;
+      pf[3] = this.beta2;
+      pf[4] = this.eps;
+      const bufs = [
+        s.param.buffer,
+        s.param.grad!.buffer,
+        s.m.buffer,
+        s.v.buffer,
+        this.#hyper.buffer,
+        this.#norm.buffer,
+      ];
+      gpu.stream.dispatch(adamwKernel, bufs, grid(gpu, Math.ceil(s.param.size / 256)), params);
+    }
+  }
+
+  /** Global norm of `grads` into the norm buffer: partial sums per parameter, then one total. */
+  #encodeClip(grads: Tensor[]): void {
+    const gpu = this.gpu;
+    const counts = grads.map((g) =>
+      Math.max(1, Math.min(MAX_NORM_GROUPS, Math.ceil(g.size / (NORM_SUM_WG * 8))))
+    );
+    const total = counts.reduce((a, b) => a + b, 0);
+    const partials = Tensor.empty(gpu, [total]);
+    let at = 0;
+    grads.forEach((g, j) => {
+      gpu.stream.dispatch(
+        sumSquaresKernel,
+        [g.buffer, partials.buffer],
+        counts[j],
+        Uint32Array.of(g.size, at, counts[j]),
+      );
+      at += counts[j];
+    });
+    const p = new Uint32Array(2);
+    p[0] = total;
+    new Float32Array(p.buffer)[1] = this.maxGradNorm!;
+    gpu.stream.dispatch(clipScaleKernel, [partials.buffer, this.#norm.buffer], 1, p);
+    partials.dispose();
+  }
+
+  /** Free every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`). */
+  zeroGrad(): void {
+    for (const s of this.#slots) {
+      s.param.grad?.dispose();
+      s.param.grad = null;
+    }
+  }
+
+  /** Free the optimiser state (moments and buffers); the parameters stay. */
+  dispose(): void {
+    for (const s of this.#slots) {
+      s.m.dispose();
+      s.v.dispose();
+    }
+    this.#hyper.dispose();
+    this.#norm.dispose();
+  }
+}

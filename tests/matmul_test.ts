@@ -1,0 +1,209 @@
+import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
+import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";
+import {
+  chooseTile,
+  encodeMatmul,
+  MATMUL_TILES,
+  type MatmulOptions,
+  type MatmulTileName,
+  planMatmul,
+} from "../lib/linalg/matmul.ts";
+import { matmulReference } from "../lib/linalg/reference.ts";
+import { parseTileName, tileName } from "../kernels/matmul.ts";
+
+/** Seeded uniform [-1, 1) generator (mulberry32). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
+  };
+}
+
+const rand = rng(20261126);
+const randomF32 = (n: number) => Float32Array.from({ length: n }, rand);
+
+/**
+ * f32 tolerance for k-long dot products: rounding errors of a sum grow like √k·2⁻²⁴ at worst
+ * for random signs, so 1e-5 holds up to k = 256 with a wide margin and is scaled by √(k/256) above.
+ */
+function tolerance(k: number): number {
+  return 1e-5 * Math.max(1, Math.sqrt(k / 256));
+}
+
+/** Options of {@link check}: the matmul options with a flag for a random bias. */
+type CheckOptions = Omit<MatmulOptions, "bias"> & { bias?: boolean };
+
+/** Run one product on the GPU and compare it with the float64 reference. */
+async function check(gpu: Gpu, m: number, n: number, k: number, opts: CheckOptions = {}): Promise<void> {
+  const batch = opts.batch ?? 1;
+  const ah = randomF32(batch * m * k);
+  const bh = randomF32((opts.broadcastB ? 1 : batch) * k * n);
+  const biasH = opts.bias ? randomF32(n) : undefined;
+  const c0 = opts.accumulate ? randomF32(batch * m * n) : undefined;
+  const a = upload(gpu, ah), b = upload(gpu, bh);
+  const c = c0 ? upload(gpu, c0) : gpu.pool.acquire(batch * m * n * 4);
+  const bias = biasH ? upload(gpu, biasH) : undefined;
+  encodeMatmul(gpu, a, b, c, m, n, k, { ...opts, bias });
+  const out = await readF32(gpu, c, batch * m * n);
+  const ref = matmulReference(ah, bh, m, n, k, { ...opts, bias: biasH, accumulate: c0 });
+  const { tile, splits } = planMatmul(gpu, m, n, k, { ...opts, bias });
+  const label = `${m}×${n}×${k} ${JSON.stringify({ ...opts, tile })} splits ${splits}`;
+  assertClose(out, ref, tolerance(k), label);
+  for (const buf of [a, b, c, ...(bias ? [bias] : [])]) gpu.pool.release(buf);
+}
+
+const TRANSPOSES = [
+  { transA: false, transB: false },
+  { transA: false, transB: true },
+  { transA: true, transB: false },
+  { transA: true, transB: true },
+];
+
+Deno.test("matmul: awkward shapes, every transpose combination", async () => {
+  const gpu = await getGpu();
+  const sizes = [1, 3, 7, 17, 64, 65, 130];
+  const pick = () => sizes[Math.floor((rand() + 1) / 2 * sizes.length)];
+  for (let i = 0; i < 16; i++) await check(gpu, pick(), pick(), pick(), TRANSPOSES[i % 4]);
+  for (const t of TRANSPOSES) {
+    await check(gpu, 1, 1, 1, t);
+    await check(gpu, 257, 129, 200, t);
+  }
+});
+
+Deno.test("matmul: every preset tile, vec4 and scalar paths", async () => {
+  const gpu = await getGpu();
+  // Alternate the scalar and vec4 paths over the presets (each path is generated per operand,
+  // not per tile) to keep the number of pipelines lavapipe compiles down; `large` gets both.
+  for (const [i, tile] of (Object.keys(MATMUL_TILES) as MatmulTileName[]).entries()) {
+    if (i % 2 === 0) await check(gpu, 69, 67, 33, { tile, transB: true }); // nothing a multiple of 4
+    if (i % 2 === 1 || tile === "large") await check(gpu, 68, 72, 40, { tile, transA: true }); // all are
+  }
+  await check(gpu, 37, 41, 23, { tile: { bm: 16, bn: 16, bk: 4, tm: 2, tn: 1, buffers: 1, group: 2 } });
+});
+
+Deno.test("matmul: batched, broadcast B, bias, accumulate, alpha", async () => {
+  const gpu = await getGpu();
+  await check(gpu, 17, 20, 12, { batch: 3 });
+  await check(gpu, 65, 36, 24, { batch: 2, broadcastB: true, transB: true });
+  await check(gpu, 130, 68, 64, { bias: true, accumulate: true, alpha: -0.5 });
+  await check(gpu, 7, 13, 5, { bias: true, accumulate: true, alpha: 3, transA: true, batch: 2 });
+  await check(gpu, 3, 130, 17, { bias: true, transB: true });
+});
+
+Deno.test("matmul: split-K with every epilogue", async () => {
+  const gpu = await getGpu();
+  await check(gpu, 20, 36, 300, { splitK: 3, bias: true, accumulate: true, alpha: 0.25, batch: 2 });
+  await check(gpu, 9, 13, 100, { splitK: 4, transA: true, transB: true });
+  await check(gpu, 65, 64, 129, { splitK: 2, tile: "large", broadcastB: true, batch: 2, accumulate: true });
+});
+
+Deno.test("matmul: f16 B (frozen weights) computed in f32", async () => {
+  const gpu = await getGpu();
+  if (!gpu.f16) return;
+  const shapes = [[69, 67, 33, true], [68, 72, 40, true], [5, 130, 17, false], [5, 128, 17, false]] as const;
+  for (const [m, n, k, transB] of shapes) {
+    const ah = randomF32(m * k), bh = randomF32(k * n);
+    const bHalf = Float16Array.from(bh);
+    const a = upload(gpu, ah), b = upload(gpu, bHalf), c = gpu.pool.acquire(m * n * 4);
+    encodeMatmul(gpu, a, b, c, m, n, k, { transB, f16B: true });
+    const out = await readF32(gpu, c, m * n);
+    // Against B as stored (rounded to f16), the arithmetic is f32: the f32 tolerance holds.
+    assertClose(out, matmulReference(ah, bHalf, m, n, k, { transB }), tolerance(k), `f16B ${m}×${n}×${k}`);
+    // Against the f32 B, each weight carries a relative rounding error ≤ 2⁻¹¹ (≈ 2⁻¹¹/√3 RMS):
+    // rel-L2 ≈ 3e-4, so 1e-3 bounds it.
+    const e = relL2(out, matmulReference(ah, bh, m, n, k, { transB }));
+    assert(e < 1e-3 && e > 1e-6, `f16 rounding error ${e} not at the f16 level`);
+    for (const buf of [a, b, c]) gpu.pool.release(buf);
+  }
+});
+
+Deno.test("matmul: tile choice and split-K heuristics", async () => {
+  const gpu = await getGpu();
+  assertEquals(chooseTile(4096, 4096), "large");
+  assertEquals(chooseTile(4096, 768), "tall"); // 192 large tiles would leave an H100 short
+  assertEquals(chooseTile(1024, 768), "medium");
+  assertEquals(chooseTile(8, 4096), "m8");
+  assertEquals(chooseTile(4096, 8), "n8");
+  assertEquals(chooseTile(24, 3072), "m32");
+  assertEquals(chooseTile(4096, 30), "n32");
+  const h100 = { description: "NVIDIA H100" } as Gpu;
+  const plan = planMatmul(h100, 768, 768, 4096);
+  assert(
+    plan.splits > 1 && plan.kChunk % plan.tile.bk === 0,
+    `weight-gradient shape splits K: ${JSON.stringify(plan)}`,
+  );
+  assertEquals(planMatmul(h100, 4096, 4096, 4096).splits, 1);
+  assertEquals(planMatmul(gpu, 33, 33, 5, { splitK: 1 }).splits, 1);
+  const forced = planMatmul(gpu, 33, 33, 100, { splitK: 3 });
+  assertEquals([forced.splits, forced.kChunk], [3, 48]);
+  for (const tile of Object.values(MATMUL_TILES)) assertEquals(parseTileName(tileName(tile)), tile);
+  assertEquals(parseTileName("64x64x16_4x4_1g4"), {
+    bm: 64,
+    bn: 64,
+    bk: 16,
+    tm: 4,
+    tn: 4,
+    buffers: 1,
+    group: 4,
+  });
+  assertEquals(parseTileName("64x64x16_3x4_1"), null);
+});
+
+Deno.test("matmul: bad input gives errors naming the operand and sizes", async () => {
+  const gpu = await getGpu();
+  const small = gpu.pool.acquire(64); // 16 f32
+  const big = gpu.pool.acquire(4096);
+  const c = gpu.pool.acquire(4096);
+  assertThrows(() => encodeMatmul(gpu, small, big, c, 5, 4, 4), "A (1 × 5×4 f32) needs 80 bytes");
+  assertThrows(
+    () => encodeMatmul(gpu, small, big, c, 5, 4, 4, { transA: true }),
+    "A (1 × 4×5 f32) needs 80 bytes",
+  );
+  assertThrows(() => encodeMatmul(gpu, big, small, c, 4, 5, 4), "B (1 × 4×5 f32) needs 80 bytes");
+  assertThrows(
+    () => encodeMatmul(gpu, big, small, c, 4, 5, 4, { transB: true, batch: 2 }),
+    "B (2 × 5×4 f32) needs 160 bytes",
+  );
+  assertThrows(() => encodeMatmul(gpu, big, big, small, 3, 7, 2), "C (1 × 3×7 f32) needs 84 bytes");
+  assertThrows(
+    () => encodeMatmul(gpu, big, big, c, 3, 17, 2, { bias: small }),
+    "bias (17 f32) needs 68 bytes",
+  );
+  assertThrows(() => encodeMatmul(gpu, big, big, small, 0, 2, 2), "m must be a positive integer, got 0");
+  assertThrows(() => encodeMatmul(gpu, big, big, small, 2, -3, 2), "n must be a positive integer, got -3");
+  assertThrows(() => encodeMatmul(gpu, big, big, small, 2, 2, 1.5), "k must be a positive integer, got 1.5");
+  assertThrows(
+    () => encodeMatmul(gpu, big, big, small, 2, 2, 2, { batch: 0 }),
+    "batch must be a positive integer",
+  );
+  assertThrows(() => encodeMatmul(gpu, big, big, big, 2, 2, 2), "C must not share a buffer");
+  const noF16 = Object.create(gpu, { f16: { value: false } }) as Gpu;
+  assertThrows(
+    () => encodeMatmul(noF16, big, big, small, 2, 2, 2, { f16B: true }),
+    "f16B needs the 'shader-f16'",
+  );
+  assertThrows(
+    () => encodeMatmul(gpu, big, big, c, 2, 2, 2, { tile: "toString" as MatmulTileName }),
+    "unknown tile 'toString'",
+  );
+  assertThrows(
+    () =>
+      encodeMatmul(gpu, big, big, c, 2, 2, 2, {
+        tile: { bm: 256, bn: 256, bk: 32, tm: 4, tn: 4, buffers: 2 },
+      }),
+    "invocations and",
+  );
+  assertThrows(
+    () =>
+      encodeMatmul(gpu, big, big, c, 2, 2, 2, { tile: { bm: 6, bn: 8, bk: 4, tm: 2, tn: 2, buffers: 2 } }),
+    "must be multiples of 4",
+  );
+  assertThrows(
+    () => encodeMatmul(gpu, big, big, c, 2, 2, 2, { splitK: 0 }),
+    "splitK must be a positive integer",
+  );
+  for (const buf of [small, big, c]) gpu.pool.release(buf);
+});

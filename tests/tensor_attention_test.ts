@@ -1,0 +1,159 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import * as T from "../lib/tensor/mod.ts";
+import { arr } from "../lib/tensor/reference/array.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  type AttnDims,
+  ropeForward,
+  softmaxRows,
+  softmaxRowsBackward,
+} from "../lib/tensor/reference/attention.ts";
+import { numericGrad } from "../lib/tensor/reference/gradcheck.ts";
+import { assert, assertClose, assertThrows } from "./assert.ts";
+import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
+
+const TOL = 1e-5;
+
+Deno.test("softmax over the last dimension: forward and backward", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(40);
+  for (const shape of [[1], [5, 1], [3, 7], [2, 3, 129], [4, 300]]) {
+    const x = randArr(rng, shape, 3);
+    const s = shape[shape.length - 1];
+    const tx = leaf(gpu, x);
+    const y = T.softmax(tx);
+    const ref = softmaxRows(x.data, s, 1);
+    await expectClose(y, arr(ref, shape), TOL, `softmax ${shape}`);
+    const g = randArr(rng, shape);
+    y.backward(leaf(gpu, g, false));
+    await expectClose(
+      tx.grad,
+      arr(softmaxRowsBackward(ref, g.data, s, 1), shape),
+      TOL,
+      `softmax grad ${shape}`,
+    );
+  }
+  const big = await T.softmax(T.Tensor.from(gpu, [1000, 0, -1000], [3])).toArray();
+  assertClose(big, [1, 0, 0], 1e-7, "softmax is shift-stable");
+});
+
+Deno.test("softmax reference gradient agrees with finite differences", () => {
+  const rng = new Rng(41);
+  const x = rng.normals(12), g = rng.normals(12);
+  const keep = (r: number, j: number) => j <= r + 1;
+  const y = softmaxRows(x, 4, 0.7, keep);
+  assertClose(
+    softmaxRowsBackward(y, g, 4, 0.7),
+    numericGrad((v) => softmaxRows(v, 4, 0.7, keep), x.slice(), g),
+    1e-7,
+  );
+});
+
+const CASES: Partial<AttnDims>[] = [
+  { b: 1, h: 1, hkv: 1, t: 1, s: 1, d: 1, dv: 1 },
+  { b: 2, h: 3, hkv: 3, t: 5, s: 5, d: 4, dv: 4 },
+  { b: 2, h: 3, hkv: 3, t: 5, s: 5, d: 4, dv: 4, causal: true },
+  {
+    b: 2,
+    h: 4,
+    hkv: 2,
+    t: 6,
+    s: 6,
+    d: 3,
+    dv: 5,
+    causal: true,
+    mask: Int32Array.from([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
+  },
+  { b: 2, h: 4, hkv: 1, t: 3, s: 7, d: 8, dv: 2, causal: true },
+  {
+    b: 3,
+    h: 2,
+    hkv: 2,
+    t: 4,
+    s: 4,
+    d: 5,
+    dv: 5,
+    mask: Int32Array.from([1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0]),
+  },
+];
+
+Deno.test("attention (causal, padding, grouped-query): forward and gradients of q, k, v", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(42);
+  for (const c of CASES) {
+    const a: AttnDims = { causal: false, mask: null, scale: 1 / Math.sqrt(c.d!), ...c } as AttnDims;
+    const q = randArr(rng, [a.b, a.h, a.t, a.d]), k = randArr(rng, [a.b, a.hkv, a.s, a.d]);
+    const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]);
+    const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
+    const mask = a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null;
+    const y = T.attention(tq, tk, tv, { causal: a.causal, mask });
+    const label = JSON.stringify(c);
+    await expectClose(y, arr(attentionForward(a, q.data, k.data, v.data), [a.b, a.h, a.t, a.dv]), TOL, label);
+    const g = randArr(rng, [a.b, a.h, a.t, a.dv]);
+    y.backward(leaf(gpu, g, false));
+    const ref = attentionBackward(a, q.data, k.data, v.data, g.data);
+    await expectClose(tq.grad, arr(ref.dq, q.shape), TOL, `dq ${label}`);
+    await expectClose(tk.grad, arr(ref.dk, k.shape), TOL, `dk ${label}`);
+    await expectClose(tv.grad, arr(ref.dv, v.shape), TOL, `dv ${label}`);
+  }
+});
+
+Deno.test("attention reference gradients agree with finite differences", () => {
+  const rng = new Rng(43);
+  const a: AttnDims = { b: 2, h: 4, hkv: 2, t: 3, s: 4, d: 3, dv: 2, causal: true, mask: null, scale: 0.6 };
+  a.mask = Int32Array.from([1, 1, 0, 1, 0, 1, 1, 1]);
+  const q = rng.normals(2 * 4 * 3 * 3), k = rng.normals(2 * 2 * 4 * 3), v = rng.normals(2 * 2 * 4 * 2);
+  const g = rng.normals(2 * 4 * 3 * 2);
+  const ref = attentionBackward(a, q, k, v, g);
+  assertClose(ref.dq, numericGrad((x) => attentionForward(a, x, k, v), q.slice(), g), 1e-7, "dq");
+  assertClose(ref.dk, numericGrad((x) => attentionForward(a, q, x, v), k.slice(), g), 1e-7, "dk");
+  assertClose(ref.dv, numericGrad((x) => attentionForward(a, q, k, x), v.slice(), g), 1e-7, "dv");
+});
+
+Deno.test("rope: HF rotate_half tables and rotation, both layouts, partial rotary dim", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(44);
+  const tables = T.ropeTables(gpu, { rotaryDim: 8, theta: 10000, length: 9 });
+  const cos = await tables.cos.toArray(), sin = await tables.sin.toArray();
+  for (let p = 0; p < 9; p++) {
+    for (let i = 0; i < 4; i++) {
+      const angle = p / 10000 ** ((2 * i) / 8);
+      assert(
+        Math.abs(cos[p * 4 + i] - Math.cos(angle)) < 1e-6 &&
+          Math.abs(sin[p * 4 + i] - Math.sin(angle)) < 1e-6,
+      );
+    }
+  }
+  assert(T.ropeTables(gpu, { rotaryDim: 8, theta: 10000, length: 9 }) === tables, "tables are cached");
+  for (const [shape, layout, rd] of [[[2, 3, 7, 8], "bhtd", 8], [[2, 7, 3, 10], "bthd", 8]] as const) {
+    const tab = T.ropeTables(gpu, { rotaryDim: rd, theta: 500, length: 7 });
+    const [c, s] = [await tab.cos.toArray(), await tab.sin.toArray()];
+    const x = randArr(rng, [...shape]);
+    const tx = leaf(gpu, x);
+    const y = T.rope(tx, tab, layout);
+    await expectClose(
+      y,
+      arr(ropeForward(x.data, shape, c, s, rd, layout), [...shape]),
+      TOL,
+      `rope ${layout}`,
+    );
+    const g = randArr(rng, [...shape]);
+    y.backward(leaf(gpu, g, false));
+    const ref = numericGrad((v) => ropeForward(v, shape, c, s, rd, layout), x.data.slice(), g.data);
+    assertClose(
+      ropeForward(g.data, shape, c, s, rd, layout, -1),
+      ref,
+      1e-8,
+      "inverse rotation is the gradient",
+    );
+    await expectClose(tx.grad, arr(ref, [...shape]), TOL, `rope grad ${layout}`);
+  }
+  assertThrows(() => T.rope(leaf(gpu, randArr(rng, [1, 1, 10, 8])), tables), "do not cover");
+  const q = leaf(gpu, randArr(rng, [2, 2, 3, 4]));
+  assertThrows(
+    () => T.attention(q, q, q, { mask: T.Tensor.from(gpu, new Int32Array(3), [1, 3]) }),
+    "should be [2, 3]",
+  );
+  assertThrows(() => T.attention(q, leaf(gpu, randArr(rng, [2, 3, 3, 4])), q), "multiple of Hkv");
+});

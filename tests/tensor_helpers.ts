@@ -1,0 +1,30 @@
+/**
+ * Shared pieces of the tensor tests: f32-exact random inputs, GPU tensors from float64
+ * reference arrays, and comparisons against the references.
+ * @module
+ */
+import { assertClose, assertEquals } from "./assert.ts";
+import type { Gpu } from "../lib/gpu/mod.ts";
+import { type Arr, arr } from "../lib/tensor/reference/array.ts";
+import { Rng } from "../lib/tensor/reference/random.ts";
+import { Tensor } from "../lib/tensor/mod.ts";
+
+/** Normal random values rounded to f32 (so the float64 reference sees the GPU's inputs). */
+export function randArr(rng: Rng, shape: readonly number[], std = 1): Arr {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return arr(Float32Array.from(rng.normals(n, std)), shape);
+}
+
+/** A leaf tensor holding `a` (requiring a gradient unless `grad` is false). */
+export function leaf(gpu: Gpu, a: Arr, grad = true): Tensor {
+  return Tensor.from(gpu, Float32Array.from(a.data), a.shape, { requiresGrad: grad });
+}
+
+/** Assert `t` has `ref`'s shape and values within rel-L2 `tol`. */
+export async function expectClose(t: Tensor | null, ref: Arr, tol: number, what: string): Promise<void> {
+  if (!t) throw new Error(`${what}: no tensor (missing gradient?)`);
+  assertEquals(t.shape, ref.shape, `${what} shape`);
+  assertClose(await t.toArray(), ref.data, tol, what);
+}
+
+export { Rng };

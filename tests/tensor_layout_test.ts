@@ -1,0 +1,133 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import * as T from "../lib/tensor/mod.ts";
+import { broadcast, concat, permute, slice, sumAxes, sumTo, zeros } from "../lib/tensor/reference/array.ts";
+import { assertEquals, assertThrows } from "./assert.ts";
+import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
+
+const TOL = 1e-6;
+
+Deno.test("sum and mean over axes, forward and backward", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(10);
+  const cases: [number[], number[] | undefined][] = [
+    [[1], undefined],
+    [[3001], undefined], // chunked two-pass reduction
+    [[7, 5], [1]],
+    [[7, 5], [0]],
+    [[2, 3, 5, 7], [1, 3]],
+    [[2, 3, 5, 7], [0, 2]],
+    [[300, 130], [0]],
+    [[3, 1, 4], [1]],
+  ];
+  for (const [shape, axes] of cases) {
+    const x = randArr(rng, shape);
+    const all = axes ?? shape.map((_, i) => i);
+    const count = all.reduce((a, i) => a * shape[i], 1);
+    for (const op of ["sum", "mean"] as const) {
+      const tx = leaf(gpu, x);
+      const y = op === "sum" ? T.sum(tx, axes) : T.mean(tx, axes);
+      const ref = sumAxes(x, all);
+      if (op === "mean") ref.data = ref.data.map((v) => v / count);
+      await expectClose(y, ref, TOL, `${op} ${shape} over ${all}`);
+      const g = randArr(rng, ref.shape);
+      y.backward(leaf(gpu, g, false));
+      const gk = { shape: shape.map((d, i) => (all.includes(i) ? 1 : d)), data: g.data };
+      const gx = broadcast(gk, zeros(shape), (a) => (op === "mean" ? a / count : a));
+      await expectClose(tx.grad, gx, TOL, `${op} grad ${shape}`);
+    }
+  }
+  const k = T.sum(T.Tensor.from(gpu, [1, 2, 3, 4, 5, 6], [2, 3]), -1, true);
+  assertEquals(k.shape, [2, 1]);
+  assertEquals([...await k.toArray()], [6, 15]);
+});
+
+Deno.test("sumTo and broadcastTo are each other's gradient", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(11);
+  const x = randArr(rng, [4, 1, 6]);
+  const tx = leaf(gpu, x);
+  const y = T.broadcastTo(tx, [3, 4, 5, 6]);
+  await expectClose(y, broadcast(x, zeros([3, 4, 5, 6]), (a) => a), TOL, "broadcastTo");
+  const g = randArr(rng, [3, 4, 5, 6]);
+  y.backward(leaf(gpu, g, false));
+  await expectClose(tx.grad, sumTo(g, [4, 1, 6]), TOL, "broadcastTo grad");
+  assertThrows(() => T.broadcastTo(tx, [4, 2, 5]), "broadcast");
+});
+
+Deno.test("permute, transpose, reshape", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(12);
+  for (
+    const [shape, dims] of [
+      [[5, 3], [1, 0]],
+      [[2, 3, 5, 7], [0, 2, 1, 3]],
+      [[2, 3, 5, 7], [3, 1, 0, 2]],
+      [[2, 1, 3, 1, 2, 5], [0, 2, 4, 1, 3, 5]],
+    ] as [number[], number[]][]
+  ) {
+    const x = randArr(rng, shape);
+    const tx = leaf(gpu, x);
+    const y = T.permute(tx, dims);
+    const ref = permute(x, dims);
+    await expectClose(y, ref, 0, `permute ${shape} by ${dims}`);
+    const g = randArr(rng, ref.shape);
+    y.backward(leaf(gpu, g, false));
+    const inv = dims.map((_, i) => dims.indexOf(i));
+    await expectClose(tx.grad, permute(g, inv), 0, `permute grad ${shape}`);
+  }
+  const x = randArr(rng, [6, 4]);
+  const tx = leaf(gpu, x);
+  const r = T.reshape(T.transpose(tx, 0, 1), [2, -1, 3]);
+  assertEquals(r.shape, [2, 4, 3]);
+  await expectClose(r, { shape: [2, 4, 3], data: permute(x, [1, 0]).data }, 0, "transpose+reshape");
+  T.sum(T.mul(r, r)).backward();
+  await expectClose(tx.grad, { shape: [6, 4], data: x.data.map((v) => 2 * v) }, TOL, "reshape grad");
+  assertThrows(() => T.reshape(tx, [5, -1]), "cannot reshape");
+  assertThrows(() => T.permute(tx, [0, 0]), "not a permutation");
+});
+
+Deno.test("slice, concat, split", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(13);
+  const x = randArr(rng, [3, 11, 5]);
+  const tx = leaf(gpu, x);
+  const s = T.slice(tx, 1, 2, -3);
+  await expectClose(s, slice(x, 1, 2, 8), 0, "slice");
+  const g = randArr(rng, [3, 6, 5]);
+  s.backward(leaf(gpu, g, false));
+  const gx = concat([zeros([3, 2, 5]), g, zeros([3, 3, 5])], 1);
+  await expectClose(tx.grad, gx, 0, "slice grad");
+
+  const a = randArr(rng, [2, 3, 4]), b = randArr(rng, [2, 1, 4]), c = randArr(rng, [2, 5, 4]);
+  const [ta, tb, tc] = [a, b, c].map((v) => leaf(gpu, v));
+  const y = T.concat([ta, tb, tc], 1);
+  await expectClose(y, concat([a, b, c], 1), 0, "concat");
+  const gy = randArr(rng, [2, 9, 4]);
+  y.backward(leaf(gpu, gy, false));
+  await expectClose(ta.grad, slice(gy, 1, 0, 3), 0, "concat grad a");
+  await expectClose(tb.grad, slice(gy, 1, 3, 4), 0, "concat grad b");
+  await expectClose(tc.grad, slice(gy, 1, 4, 9), 0, "concat grad c");
+
+  const w = randArr(rng, [4, 9]);
+  const tw = leaf(gpu, w);
+  const parts = T.split(tw, [2, 3, 4], -1);
+  await expectClose(parts[2], slice(w, 1, 5, 9), 0, "split");
+  T.sum(T.add(T.sum(parts[0]), T.scale(T.sum(parts[2]), 3))).backward();
+  const want = zeros([4, 9]);
+  for (let r = 0; r < 4; r++) for (let j = 0; j < 9; j++) want.data[r * 9 + j] = j < 2 ? 1 : j < 5 ? 0 : 3;
+  await expectClose(tw.grad, want, 0, "split grad");
+  assertThrows(() => T.split(tw, [2, 2], 1), "add up to");
+});
+
+Deno.test("cast to f16 and back (when the device has shader-f16)", async () => {
+  const gpu = await getGpu();
+  const x = T.Tensor.from(gpu, [1, 2.5, -3.25, 65504, 1e-3], [5]);
+  if (!gpu.f16) return;
+  const h = T.cast(x, "f16");
+  assertEquals(h.dtype, "f16");
+  const back = await T.cast(h, "f32").toArray();
+  assertEquals([...back.slice(0, 4)], [1, 2.5, -3.25, 65504]);
+  assertEquals([...await h.toArray()].length, 5);
+  const direct = T.Tensor.from(gpu, [0.5, 1.5, 7], [3], { dtype: "f16" });
+  assertEquals([...await direct.toArray()], [0.5, 1.5, 7]);
+});
