@@ -88,6 +88,27 @@ export class Tokenizer {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /**
+   * Token ids of a text pair (e.g. BERT's `[CLS] a [SEP] b [SEP]`) and their token type ids
+   * (0 for the first text and its special tokens, 1 for the second, as the post-processor
+   * assigns them; without a post-processor the texts are concatenated, types 0 then 1).
+   * An empty `pair` is encoded as no pair (the npm package's behaviour).
+   */
+  encodePair(
+    text: string,
+    pair: string,
+    { addSpecialTokens = true } = {},
+  ): { ids: number[]; typeIds: number[] } {
+    const e = this.tok.encode(text, {
+      text_pair: pair,
+      add_special_tokens: addSpecialTokens,
+      return_token_type_ids: true,
+    });
+    if (e.token_type_ids) return { ids: e.ids, typeIds: e.token_type_ids };
+    const first = this.encode(text, { addSpecialTokens: false }).length;
+    return { ids: e.ids, typeIds: e.ids.map((_, i) => (i < first ? 0 : 1)) };
+  }
+
   /** Token strings of `text` (as the Python library's `Encoding.tokens`). */
   tokens(text: string, { addSpecialTokens = true } = {}): string[] {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).tokens;

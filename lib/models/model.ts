@@ -1,0 +1,58 @@
+/**
+ * What every model family provides, so adapters, the trainer and the tools need not know the
+ * family: the typed config, the named parameters (checkpoint keys), the linear layers by path,
+ * and a forward pass from a batch to logits.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import type { HfConfig } from "../io/hf_config.ts";
+import type { Linear } from "../nn/linear.ts";
+import type { Tensor } from "../tensor/mod.ts";
+
+/** The task head a model was built with. */
+export type ModelTask = "causal-lm" | "seq-cls" | "image-cls" | "base";
+
+/** Model inputs; which fields are needed depends on the family. */
+export interface Batch {
+  /** Token ids [batch, seq] (i32, uploaded from the CPU: the embedding backward groups them there). */
+  inputIds?: Tensor;
+  /** The same ids on the CPU (row-major [batch, seq]). */
+  inputIdsHost?: Int32Array;
+  /** 1 for real tokens, 0 for padding [batch, seq] (CPU copy; masks are built from it). */
+  attentionMask?: Int32Array;
+  /** BERT's token type ids [batch, seq] (CPU). */
+  tokenTypeIds?: Int32Array;
+  /** ViT pixels [batch, channels, height, width] (f32). */
+  pixelValues?: Tensor;
+  /** [batch, seq] (causal LM, −100 = ignore) or [batch] (classification). */
+  labels?: Tensor;
+}
+
+/** What a forward pass returns. */
+export interface ModelOutput {
+  /** [batch, seq, vocab] for causal LM; [batch, labels] for classification. */
+  logits: Tensor;
+  /** The last hidden state [batch, seq, hidden] (after the final norm where the family has one). */
+  hidden: Tensor;
+  /** The family's loss when `labels` were given (HF's definition: shifted next-token mean, or mean CE). */
+  loss?: Tensor;
+}
+
+/** A loaded transformer. */
+export interface Model {
+  readonly gpu: Gpu;
+  /** `gpt2`, `bert`, `roberta`, `llama` or `vit`. */
+  readonly family: string;
+  readonly task: ModelTask;
+  readonly config: HfConfig;
+  /** Every parameter by its checkpoint key, in checkpoint storage layout. */
+  readonly parameters: Map<string, Tensor>;
+  /** Every linear layer by path (checkpoint key prefix), adapters attach here. */
+  readonly linears: Map<string, Linear>;
+  /** Train mode enables dropout; eval mode (the default after loading) disables it. */
+  train(on: boolean): void;
+  /** One forward pass (recorded on the tape when gradients are on). */
+  forward(batch: Batch): ModelOutput;
+  /** Release every GPU buffer of the model. */
+  dispose(): void;
+}

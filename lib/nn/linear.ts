@@ -1,0 +1,55 @@
+/**
+ * A linear layer of a loaded model, with a slot for one adapter. The weight keeps the
+ * checkpoint's storage orientation (GPT-2's Conv1D stores (in, out)); `outFeatures` and
+ * `inFeatures` are always the logical (out, in) sizes that adapters and SPEC §1.1 use.
+ * @module
+ */
+import { add, linear, type Tensor } from "../tensor/mod.ts";
+
+/** A parameter-efficient update attached to a {@link Linear} (SSH, LoRA, FourierFT). */
+export interface LinearAdapter {
+  /** Method name, e.g. `ssh`. */
+  readonly kind: string;
+  /** The update's contribution `ΔW x` for input x [..., in] → [..., out] (recorded on the tape). */
+  delta(x: Tensor): Tensor;
+  /** The adapter's trainable tensors. */
+  parameters(): Tensor[];
+}
+
+/** Storage orientation of a weight: nn.Linear (out, in) or Conv1D (in, out). */
+export type WeightLayout = "out_in" | "in_out";
+
+/** A linear layer `y = x Wᵀ + b (+ adapter.delta(x))`. */
+export class Linear {
+  /** The attached adapter; null for a plain layer or while merged. */
+  adapter: LinearAdapter | null = null;
+
+  constructor(
+    /** The checkpoint key prefix, e.g. `transformer.h.0.attn.c_attn`. */
+    readonly path: string,
+    public weight: Tensor,
+    public bias: Tensor | null,
+    readonly layout: WeightLayout = "out_in",
+  ) {
+    if (weight.shape.length !== 2) throw new Error(`${path}.weight: expected 2-D, got ${weight.describe()}`);
+    if (bias && bias.shape[0] !== this.outFeatures) {
+      throw new Error(`${path}.bias: expected [${this.outFeatures}], got ${bias.describe()}`);
+    }
+  }
+
+  /** out_features M. */
+  get outFeatures(): number {
+    return this.layout === "out_in" ? this.weight.shape[0] : this.weight.shape[1];
+  }
+
+  /** in_features N. */
+  get inFeatures(): number {
+    return this.layout === "out_in" ? this.weight.shape[1] : this.weight.shape[0];
+  }
+
+  /** x [..., in] → [..., out]. */
+  forward(x: Tensor): Tensor {
+    const y = linear(x, this.weight, this.bias, { weightLayout: this.layout });
+    return this.adapter ? add(y, this.adapter.delta(x)) : y;
+  }
+}
