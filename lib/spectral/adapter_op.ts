@@ -61,6 +61,7 @@ export class SpectralAdapterOp {
   readonly scale: number;
   /** The uploaded positions and S̃ index structures. */
   readonly spectrum: SparseSpectrum;
+  #issued = new WeakSet<SpectralSaved>();
 
   constructor(private readonly gpu: Gpu, config: SpectralAdapterConfig) {
     const { m, nIn, positions, transform = "dht", alpha } = config;
@@ -82,6 +83,8 @@ export class SpectralAdapterOp {
   /**
    * y[t, :] (+)= ΔW x[t, :] for t < tokens. Adds to y unless `accumulate` is false (then
    * overwrites it). Returns x̂ for {@link backward} (null when `save` is false).
+   * Fastest in a layer: overwrite y here, then let the frozen matmul add x Wᵀ (+ b) to it
+   * (its own accumulate), which saves the add pass; likewise for dx in backward.
    */
   forward(
     x: GPUBuffer,
@@ -106,7 +109,9 @@ export class SpectralAdapterOp {
       gpu.pool.release(xHat);
       return null;
     }
-    return new SpectralSaved(gpu, xHat, tokens);
+    const saved = new SpectralSaved(gpu, xHat, tokens);
+    this.#issued.add(saved);
+    return saved;
   }
 
   /**
@@ -124,6 +129,7 @@ export class SpectralAdapterOp {
   ): void {
     const { gpu, m, nIn } = this;
     this.#live();
+    if (!this.#issued.has(saved)) throw new Error("backward: the saved state comes from another adapter op");
     if (saved.released) throw new Error("backward: the saved forward state was already released");
     const tokens = saved.tokens;
     need(dy, tokens * m, `dy (tokens×out_features = ${tokens}×${m})`);

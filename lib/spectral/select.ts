@@ -26,7 +26,7 @@ const MAX_U32 = 4294967295;
 export interface SelectOptions {
   /** Number of positions (coefficients), an integer 1 ≤ n ≤ M·N. */
   n: number;
-  /** δ ∈ [0, 1]: round(δ·n) positions by energy (halves round up), the rest at random. */
+  /** δ ∈ [0, 1]: round(δ·n) positions by energy (halves to even, as Python rounds), the rest at random. */
   energyRatio: number;
   /** The adapter's transform; the energy is T(W₀)² with the same transform. */
   transform: Transform;
@@ -60,7 +60,7 @@ export async function selectPositions(
   if (!(energyRatio >= 0 && energyRatio <= 1)) {
     throw new RangeError(`selectPositions: energyRatio must be in [0, 1], got ${energyRatio}`);
   }
-  const nEnergy = Math.round(energyRatio * n);
+  const nEnergy = roundHalfEven(energyRatio * n);
   let top: Uint32Array = new Uint32Array(0);
   if (nEnergy > 0) {
     const energy = encodeEnergy(gpu, transform, weight, m, nIn, { transposed: opts.transposed });
@@ -263,4 +263,10 @@ function checkShape(m: number, nIn: number, weight: GPUBuffer, what: string): vo
   if (weight.size < m * nIn * 4) {
     throw new RangeError(`${what} buffer holds ${weight.size / 4} f32, need M·N = ${m}×${nIn} = ${m * nIn}`);
   }
+}
+
+/** Round to the nearest integer, halves to even (Python's `round`, which the reference code uses). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }

@@ -1,0 +1,254 @@
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { getGpu, readF32, upload } from "../lib/gpu/mod.ts";
+import type { Gpu } from "../lib/gpu/device.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { Prng } from "../lib/spectral/prng.ts";
+import { coefGradReference, deltaWReference, SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
+import type { Transform } from "../lib/spectral/transforms.ts";
+
+const TRANSFORMS: Transform[] = ["dht", "dht2d", "dft"];
+const SHAPES: [number, number][] = [[7, 12], [20, 43], [1, 5], [6, 10]];
+const TOL = 1e-5;
+
+/** `count` distinct positions, always including (0, 0), (M−1, N−1) and (1, 1) (mirror cases). */
+function testPositions(m: number, n: number, count: number, seed: number): Int32Array {
+  const p = new Prng(seed);
+  const flats = new Set<number>([0, (m - 1) * n + (n - 1), (1 % m) * n + (1 % n)]);
+  while (flats.size < Math.min(count, m * n)) flats.add(p.below(m * n));
+  return Int32Array.from([...flats].slice(0, count).flatMap((f) => [Math.floor(f / n), f % n]));
+}
+
+/** a (r×k) · bᵀ where b is (c×k): out r×c, float64. */
+function matmulT(a: ArrayLike<number>, b: ArrayLike<number>, r: number, k: number, c: number): Float64Array {
+  const out = new Float64Array(r * c);
+  for (let i = 0; i < r; i++) {
+    for (let j = 0; j < c; j++) {
+      let s = 0;
+      for (let t = 0; t < k; t++) s += a[i * k + t] * b[j * k + t];
+      out[i * c + j] = s;
+    }
+  }
+  return out;
+}
+
+function transpose(a: ArrayLike<number>, r: number, c: number): Float64Array {
+  return Float64Array.from({ length: r * c }, (_, i) => a[(i % r) * c + Math.floor(i / r)]);
+}
+
+/** The layer's float64 reference: y = x ΔWᵀ, dx = δ ΔW, ∂L/∂c from G = δᵀ x. */
+function reference(
+  positions: Int32Array,
+  coef: ArrayLike<number>,
+  m: number,
+  n: number,
+  transform: Transform,
+  alpha: number,
+  x: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  tokens: number,
+) {
+  const dw = deltaWReference(positions, coef, m, n, transform, alpha);
+  const y = matmulT(x, dw, tokens, n, m);
+  const dx = matmulT(dy, transpose(dw, m, n), tokens, m, n);
+  const g = matmulT(transpose(dy, tokens, m), transpose(x, tokens, n), m, tokens, n);
+  return { dw, y, dx, g, dc: coefGradReference(positions, g, m, n, transform, alpha) };
+}
+
+Deno.test("forward, backward and materialize match the dense float64 reference", async () => {
+  const gpu = await getGpu();
+  for (const [m, n] of SHAPES) {
+    for (const transform of TRANSFORMS) {
+      for (const tokens of [1, 13]) {
+        const p = new Prng(m * 7919 + n * 31 + tokens);
+        const positions = testPositions(m, n, Math.min(12, m * n), m + n);
+        const count = positions.length / 2;
+        const alpha = 20;
+        const coef = p.normals(count), x = p.normals(tokens * n), dy = p.normals(tokens * m);
+        const want = reference(positions, coef, m, n, transform, alpha, x, dy, tokens);
+        const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
+        const c = upload(gpu, coef), xb = upload(gpu, x), dyb = upload(gpu, dy);
+        const y = gpu.pool.acquire(tokens * m * 4), dx = gpu.pool.acquire(tokens * n * 4);
+        const dc = gpu.pool.acquire(count * 4), dw = gpu.pool.acquire(m * n * 4);
+        const saved = op.forward(xb, c, y, tokens, { accumulate: false })!;
+        op.backward(saved, dyb, c, dx, dc, { accumulateDx: false, accumulateGrad: false });
+        op.materialize(c, dw);
+        const what = `${transform} ${m}×${n} T=${tokens}`;
+        assertClose(await readF32(gpu, y, tokens * m), want.y, TOL, `y ${what}`);
+        assertClose(await readF32(gpu, dx, tokens * n), want.dx, TOL, `dx ${what}`);
+        assertClose(await readF32(gpu, dc, count), want.dc, TOL, `dc ${what}`);
+        assertClose(await readF32(gpu, dw, m * n), want.dw, TOL, `ΔW ${what}`);
+        op.materialize(c, dw, { transposed: true });
+        assertClose(await readF32(gpu, dw, m * n), transpose(want.dw, m, n), TOL, `ΔWᵀ ${what}`);
+        const g = upload(gpu, Float32Array.from(want.g));
+        op.denseGradient(g, dc, { accumulate: false });
+        assertClose(await readF32(gpu, dc, count), want.dc, TOL, `dense dc ${what}`);
+        for (const b of [c, xb, dyb, y, dx, dc, dw, g]) gpu.pool.release(b);
+        op.dispose();
+      }
+    }
+  }
+});
+
+Deno.test("forward, backward and materialize accumulate into their outputs", async () => {
+  const gpu = await getGpu();
+  const m = 9, n = 14, tokens = 5, alpha = 150;
+  for (const transform of TRANSFORMS) {
+    const p = new Prng(99);
+    const positions = testPositions(m, n, 10, 4);
+    const coef = p.normals(10), x = p.normals(tokens * n), dy = p.normals(tokens * m);
+    const y0 = p.normals(tokens * m), dx0 = p.normals(tokens * n), dc0 = p.normals(10), w0 = p.normals(m * n);
+    const want = reference(positions, coef, m, n, transform, alpha, x, dy, tokens);
+    const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
+    const c = upload(gpu, coef), y = upload(gpu, y0), dx = upload(gpu, dx0), dc = upload(gpu, dc0);
+    const w = upload(gpu, w0);
+    op.backward(op.forward(upload(gpu, x), c, y, tokens)!, upload(gpu, dy), c, dx, dc);
+    op.materialize(c, w, { accumulate: true });
+    const diff = (got: Float32Array, base: Float32Array) => Float64Array.from(got, (v, i) => v - base[i]);
+    assertClose(diff(await readF32(gpu, y, tokens * m), y0), want.y, TOL, `y ${transform}`);
+    assertClose(diff(await readF32(gpu, dx, tokens * n), dx0), want.dx, TOL, `dx ${transform}`);
+    assertClose(diff(await readF32(gpu, dc, 10), dc0), want.dc, TOL, `dc ${transform}`);
+    assertClose(diff(await readF32(gpu, w, m * n), w0), want.dw, TOL, `W + ΔW ${transform}`);
+    op.dispose();
+  }
+});
+
+Deno.test("coefficient and input gradients agree with finite differences of the float64 layer", async () => {
+  const gpu = await getGpu();
+  const m = 11, n = 8, tokens = 3, alpha = 30, h = 1e-4;
+  for (const transform of TRANSFORMS) {
+    const p = new Prng(5);
+    const positions = testPositions(m, n, 9, 8);
+    const coef = p.normals(9), x = p.normals(tokens * n), r = p.normals(tokens * m);
+    // L(c, x) = Σ r ⊙ (x ΔW(c)ᵀ), so ∂L/∂y = r.
+    const loss = (c: ArrayLike<number>, xs: ArrayLike<number>) => {
+      const y = matmulT(xs, deltaWReference(positions, c, m, n, transform, alpha), tokens, n, m);
+      return y.reduce((s, v, i) => s + v * r[i], 0);
+    };
+    const fdCoef = Array.from(coef, (_, k) => {
+      const plus = Float64Array.from(coef), minus = Float64Array.from(coef);
+      plus[k] += h;
+      minus[k] -= h;
+      return (loss(plus, x) - loss(minus, x)) / (2 * h);
+    });
+    const fdX = Array.from(x, (_, i) => {
+      const plus = Float64Array.from(x), minus = Float64Array.from(x);
+      plus[i] += h;
+      minus[i] -= h;
+      return (loss(coef, plus) - loss(coef, minus)) / (2 * h);
+    });
+    const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
+    const c = upload(gpu, coef), y = gpu.pool.acquire(tokens * m * 4);
+    const dx = gpu.pool.acquire(tokens * n * 4), dc = gpu.pool.acquire(9 * 4);
+    const saved = op.forward(upload(gpu, x), c, y, tokens, { accumulate: false })!;
+    op.backward(saved, upload(gpu, r), c, dx, dc, { accumulateDx: false, accumulateGrad: false });
+    assertClose(await readF32(gpu, dc, 9), fdCoef, TOL, `∂L/∂c ${transform}`);
+    assertClose(await readF32(gpu, dx, tokens * n), fdX, TOL, `∂L/∂x ${transform}`);
+    op.dispose();
+  }
+});
+
+Deno.test("materialize equals the PyTorch fixture ΔW of every llama and gpt2 target", async () => {
+  const gpu = await getGpu();
+  for (const family of ["llama", "gpt2"]) {
+    const dir = new URL(`./fixtures/models/${family}/`, import.meta.url);
+    const ref = await openSafetensors(new URL("reference.safetensors", dir).pathname);
+    const { targets, alpha } = JSON.parse(await Deno.readTextFile(new URL("reference.json", dir)));
+    for (const target of targets as string[]) {
+      const positions = await ref.read(`ssh.${target}.indices`) as Int32Array;
+      const c = upload(gpu, await ref.readF32(`ssh.${target}.coef`));
+      for (const transform of TRANSFORMS) {
+        const name = `${transform}.${target}.delta_w`;
+        if (!ref.has(name)) continue;
+        const [m, n] = ref.info(name).shape;
+        const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
+        const dw = gpu.pool.acquire(m * n * 4);
+        op.materialize(c, dw);
+        assertClose(await readF32(gpu, dw, m * n), await ref.readF32(name), TOL, `${family} ${name}`);
+        gpu.pool.release(dw);
+        op.dispose();
+      }
+      gpu.pool.release(c);
+    }
+  }
+});
+
+Deno.test("bad inputs raise errors that say what was expected", async () => {
+  const gpu = await getGpu();
+  const m = 4, n = 6;
+  const positions = new Int32Array([0, 1, 2, 3]);
+  assertThrows(
+    () => new SpectralAdapterOp(gpu, { m, nIn: n, positions: new Int32Array([0, 1, 0, 1]), alpha: 1 }),
+    "twice",
+  );
+  assertThrows(
+    () => new SpectralAdapterOp(gpu, { m, nIn: n, positions: new Int32Array([4, 1]), alpha: 1 }),
+    "outside",
+  );
+  assertThrows(
+    () => new SpectralAdapterOp(gpu, { m, nIn: n, positions: new Int32Array([1]), alpha: 1 }),
+    "pairs",
+  );
+  assertThrows(() => new SpectralAdapterOp(gpu, { m, nIn: n, positions, alpha: NaN }), "alpha");
+  assertThrows(
+    () => new SpectralAdapterOp(gpu, { m, nIn: n, positions, alpha: 1, transform: "fft" as Transform }),
+    "unknown transform",
+  );
+  const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, alpha: 1 });
+  const big = gpu.pool.acquire(4096), small = gpu.pool.acquire(16);
+  assertThrows(() => op.forward(small, big, big, 3), "x (tokens×in_features = 3×6)");
+  assertThrows(() => op.forward(big, big, small, 3), "y (tokens×out_features");
+  assertThrows(() => op.forward(big, big, big, 0), "tokens");
+  assertThrows(() => op.forward(big, big, big, 1.5), "tokens");
+  const tiny = gpu.device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+  assertThrows(() => op.forward(big, tiny, big, 1), "coef (n = 2)");
+  const saved = op.forward(big, big, big, 3)!;
+  assertThrows(() => op.backward(saved, small, big, null, big), "dy");
+  assertThrows(() => op.backward(saved, big, big, small, big), "dx");
+  assertThrows(() => op.backward(saved, big, big, null, tiny), "dcoef");
+  const other = new SpectralAdapterOp(gpu, { m, nIn: n, positions, alpha: 1 });
+  assertThrows(() => other.backward(saved, big, big, null, big), "another adapter op");
+  other.dispose();
+  op.backward(saved, big, big, null, big);
+  assertThrows(() => op.backward(saved, big, big, null, big), "already released");
+  assertEquals(op.forward(big, big, big, 3, { save: false }), null);
+  assertThrows(() => op.materialize(big, small), "dst (M×N = 4×6)");
+  assertThrows(() => op.denseGradient(small, big), "g (M×N");
+  await gpu.sync();
+  op.dispose();
+  assertThrows(() => op.forward(big, big, big, 1), "after dispose");
+});
+
+/** Encode one training step of the op (forward, backward) on fixed buffers. */
+function step(gpu: Gpu, op: SpectralAdapterOp, bufs: Record<string, GPUBuffer>, tokens: number): void {
+  const saved = op.forward(bufs.x, bufs.c, bufs.y, tokens)!;
+  op.backward(saved, bufs.dy, bufs.c, bufs.dx, bufs.dc);
+  gpu.stream.flush();
+}
+
+Deno.test("repeated steps reuse pooled scratch and bind groups", async () => {
+  const gpu = await getGpu();
+  const m = 24, n = 40, tokens = 16;
+  const positions = testPositions(m, n, 15, 1);
+  const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform: "dht2d", alpha: 10 });
+  const p = new Prng(2);
+  const bufs = {
+    x: upload(gpu, p.normals(tokens * n)),
+    dy: upload(gpu, p.normals(tokens * m)),
+    c: upload(gpu, p.normals(15)),
+    y: gpu.pool.acquire(tokens * m * 4),
+    dx: gpu.pool.acquire(tokens * n * 4),
+    dc: gpu.pool.acquire(15 * 4),
+  };
+  for (let i = 0; i < 3; i++) {
+    step(gpu, op, bufs, tokens);
+    await gpu.sync();
+  }
+  const allocated = gpu.pool.stats().allocated, groups = gpu.stream.bindGroupsCreated;
+  for (let i = 0; i < 3; i++) {
+    step(gpu, op, bufs, tokens);
+    await gpu.sync();
+  }
+  assertEquals(gpu.pool.stats().allocated, allocated, "no new buffers");
+  assert(gpu.stream.bindGroupsCreated === groups, `bind groups ${groups} → ${gpu.stream.bindGroupsCreated}`);
+  op.dispose();
+});
