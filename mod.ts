@@ -3,10 +3,20 @@
  * Hartley Transform) on WebGPU.
  *
  * ```ts
- * import { getGpu } from "@hartley/hartley";
+ * import { getGpu, SpectralAdapterOp, selectPositions } from "@hartley/hartley";
  * const gpu = await getGpu();
  * console.log(gpu.description);
  * ```
  * @module
  */
 export * from "./lib/gpu/mod.ts";
+export { encodeFht, type FhtOptions, type FhtPlan, planFht } from "./lib/spectral/fht.ts";
+export { encodeTransform2d, type Transform } from "./lib/spectral/transforms.ts";
+export { encodeEnergy, selectPositions, type SelectOptions, topkEnergy } from "./lib/spectral/select.ts";
+export { type SpectralAdapterConfig, SpectralAdapterOp, SpectralSaved } from "./lib/spectral/adapter_op.ts";
+export { Prng } from "./lib/spectral/prng.ts";
+export { encodeMatmul, type MatmulOptions } from "./lib/linalg/matmul.ts";
+export * as tensor from "./lib/tensor/mod.ts";
+export { openCheckpoint, openSafetensors, writeSafetensors } from "./lib/io/safetensors.ts";
+export { loadHfConfig } from "./lib/io/hf_config.ts";
+export { loadTokenizer, Tokenizer } from "./lib/io/tokenizer.ts";
