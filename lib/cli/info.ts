@@ -10,10 +10,16 @@ export async function infoCommand(_args: string[]): Promise<number> {
   const l = gpu.limits;
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   console.log(`adapter:   ${gpu.description}`);
-  console.log(`features:  shader-f16 ${gpu.f16 ? "yes" : "no"}, timestamp-query ${gpu.timestamps ? "yes" : "no"}`);
-  console.log(`buffers:   max ${mib(l.maxBufferSize)}, storage binding ${mib(l.maxStorageBufferBindingSize)}`);
   console.log(
-    `workgroup: ${l.maxComputeWorkgroupStorageSize / 1024} KiB shared, ${l.maxComputeInvocationsPerWorkgroup} invocations`,
+    `features:  shader-f16 ${gpu.f16 ? "yes" : "no"}, timestamp-query ${gpu.timestamps ? "yes" : "no"}`,
+  );
+  console.log(
+    `buffers:   max ${mib(l.maxBufferSize)}, storage binding ${mib(l.maxStorageBufferBindingSize)}`,
+  );
+  console.log(
+    `workgroup: ${
+      l.maxComputeWorkgroupStorageSize / 1024
+    } KiB shared, ${l.maxComputeInvocationsPerWorkgroup} invocations`,
   );
   return 0;
 }

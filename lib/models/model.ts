@@ -24,15 +24,27 @@ export interface Batch {
   tokenTypeIds?: Int32Array;
   /** ViT pixels [batch, channels, height, width] (f32). */
   pixelValues?: Tensor;
-  /** [batch, seq] (causal LM, −100 = ignore) or [batch] (classification). */
+  /**
+   * [batch, seq] (causal LM, −100 = ignore) or [batch] (classification). Causal LM labels
+   * follow HF: a copy of the input ids, shifted inside the loss (position t predicts label
+   * t + 1), unless {@link nextTokenLabels}.
+   */
   labels?: Tensor;
+  /**
+   * Causal LM labels already hold each position's next token (as CausalLmDataset/collate make
+   * them): the loss is taken at every position, without HF's shift.
+   */
+  nextTokenLabels?: boolean;
 }
 
 /** What a forward pass returns. */
 export interface ModelOutput {
   /** [batch, seq, vocab] for causal LM; [batch, labels] for classification. */
   logits: Tensor;
-  /** The last hidden state [batch, seq, hidden] (after the final norm where the family has one). */
+  /**
+   * HF's last `hidden_states` entry [batch, seq, hidden]: after the final norm for GPT-2 and
+   * LLaMA (ln_f, norm), before it for ViT (whose classifier reads the normed copy).
+   */
   hidden: Tensor;
   /** The family's loss when `labels` were given (HF's definition: shifted next-token mean, or mean CE). */
   loss?: Tensor;

@@ -4,7 +4,9 @@
  * `inFeatures` are always the logical (out, in) sizes that adapters and SPEC §1.1 use.
  * @module
  */
+import type { LinearShape } from "../models/shapes.ts";
 import { add, linear, type Tensor } from "../tensor/mod.ts";
+import { param } from "./norm.ts";
 
 /** A parameter-efficient update attached to a {@link Linear} (SSH, LoRA, FourierFT). */
 export interface LinearAdapter {
@@ -35,6 +37,16 @@ export class Linear {
     if (bias && bias.shape[0] !== this.outFeatures) {
       throw new Error(`${path}.bias: expected [${this.outFeatures}], got ${bias.describe()}`);
     }
+  }
+
+  /**
+   * The layer `shape` (from `modelShapes`) over loaded parameters: `<path>.weight` (or the
+   * tensor it is tied to) and `<path>.bias` when the layer has one.
+   */
+  static from(params: ReadonlyMap<string, Tensor>, shape: LinearShape): Linear {
+    const weight = param(params, shape.tiedTo ?? `${shape.path}.weight`);
+    const bias = shape.bias ? param(params, `${shape.path}.bias`) : null;
+    return new Linear(shape.path, weight, bias, shape.storage);
   }
 
   /** out_features M. */

@@ -1,0 +1,95 @@
+/**
+ * What every family's model shares: the {@link Model} bookkeeping (parameters, linear layers,
+ * train/eval mode, dispose), seeded dropout that is a no-op in eval mode, and reading the
+ * token inputs of a batch.
+ * @module
+ */
+import type { Gpu } from "../gpu/mod.ts";
+import type { HfConfig } from "../io/hf_config.ts";
+import { Linear } from "../nn/linear.ts";
+import { dropout, type Tensor } from "../tensor/mod.ts";
+import type { Batch, Model, ModelOutput, ModelTask } from "./model.ts";
+import type { BuildContext } from "./registry.ts";
+
+/** A family's model: subclasses build their layers in the constructor and implement forward. */
+export abstract class BaseModel implements Model {
+  readonly gpu: Gpu;
+  readonly task: ModelTask;
+  readonly parameters: Map<string, Tensor>;
+  readonly linears: Map<string, Linear>;
+  /** Seed of the dropout masks (train mode). */
+  dropoutSeed = 0;
+  #training = false;
+  #step = 0;
+
+  constructor(readonly family: string, readonly config: HfConfig, ctx: BuildContext) {
+    this.gpu = ctx.gpu;
+    this.task = ctx.task;
+    this.parameters = ctx.weights.params;
+    this.linears = new Map(ctx.shapes.linears.map((s) => [s.path, Linear.from(this.parameters, s)]));
+  }
+
+  /** True in train mode. */
+  get training(): boolean {
+    return this.#training;
+  }
+
+  train(on: boolean): void {
+    this.#training = on;
+  }
+
+  abstract forward(batch: Batch): ModelOutput;
+
+  dispose(): void {
+    for (const t of this.parameters.values()) t.dispose();
+    this.parameters.clear();
+    this.linears.clear();
+  }
+
+  /** The linear layer at `path` (a key of `linears`). */
+  protected linear(path: string): Linear {
+    const l = this.linears.get(path);
+    if (!l) throw new Error(`${this.family}: no linear layer "${path}" in the model's shapes`);
+    return l;
+  }
+
+  /** Count a forward pass (call once at its start): dropout masks differ between passes. */
+  protected nextStep(): void {
+    if (this.#training) this.#step++;
+  }
+
+  /** Dropout with probability `p` at call site `site` in train mode; `x` itself in eval mode. */
+  protected dropout(x: Tensor, p: number, site: number): Tensor {
+    if (!this.#training || p === 0) return x;
+    return dropout(x, p, { seed: this.dropoutSeed, step: this.#step, site });
+  }
+
+  /** {@link dropout} at `site` as a function, or null where it is the identity (eval mode, p = 0). */
+  protected dropoutFn(p: number, site: number): ((x: Tensor) => Tensor) | null {
+    return this.#training && p > 0 ? (x) => this.dropout(x, p, site) : null;
+  }
+}
+
+/** The token inputs of a batch: ids [b, t] (i32 tensor), their host copy, and the sizes. */
+export function tokenInputs(
+  batch: Batch,
+  family: string,
+  maxPositions?: number,
+): { ids: Tensor; host: Int32Array | undefined; b: number; t: number } {
+  const ids = batch.inputIds;
+  if (!ids) throw new Error(`${family}: the batch has no inputIds`);
+  if (ids.dtype !== "i32" || ids.shape.length !== 2 || ids.shape[1] === 0) {
+    throw new Error(`${family}: inputIds must be i32 [batch, seq] with seq ≥ 1, got ${ids.describe()}`);
+  }
+  const [b, t] = ids.shape;
+  if (maxPositions !== undefined && t > maxPositions) {
+    throw new Error(`${family}: ${t} tokens per row is more than the model's ${maxPositions} positions`);
+  }
+  return { ids, host: batch.inputIdsHost ?? ids.host, b, t };
+}
+
+/** A number from the raw config.json (dropout probabilities), or `fallback`. */
+export function rawNumber(config: HfConfig, field: string, fallback: number): number {
+  const v = config.raw[field];
+  return typeof v === "number" ? v : fallback;
+}

@@ -1,0 +1,16 @@
+/**
+ * The built-in model families, registered with loadModel's registry on import. A new family
+ * module adds its `registerFamily` line here (see the contract at the top of load.ts).
+ * @module
+ */
+import { bertFamily, robertaFamily } from "./bert.ts";
+import { gpt2Family } from "./gpt2.ts";
+import { llamaFamily } from "./llama.ts";
+import { registerFamily } from "./registry.ts";
+import { vitFamily } from "./vit.ts";
+
+registerFamily("bert", bertFamily);
+registerFamily("gpt2", gpt2Family);
+registerFamily("llama", llamaFamily);
+registerFamily("roberta", robertaFamily);
+registerFamily("vit", vitFamily);

@@ -1,0 +1,105 @@
+/**
+ * GPT-2 (GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Model): learned absolute
+ * positions, pre-LayerNorm blocks of causal self-attention and a GELU MLP, Conv1D weights
+ * stored (in, out), a final LayerNorm, and the LM head tied to the token embedding.
+ * Dropout (train mode) follows embd_pdrop, attn_pdrop and resid_pdrop.
+ * @module
+ */
+import type { Gpt2Config } from "../io/hf_config.ts";
+import { activate } from "../nn/activation.ts";
+import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
+import { Embedding } from "../nn/embedding.ts";
+import type { Linear } from "../nn/linear.ts";
+import { LayerNorm } from "../nn/norm.ts";
+import { add, split, Tensor, tidy } from "../tensor/mod.ts";
+import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
+import { decoderHead } from "./decoder_head.ts";
+import type { Batch, ModelOutput } from "./model.ts";
+import type { BuildContext, Family } from "./registry.ts";
+
+/** One transformer block's layers. */
+interface Block {
+  ln1: LayerNorm;
+  attn: Linear;
+  attnProj: Linear;
+  ln2: LayerNorm;
+  fc: Linear;
+  fcProj: Linear;
+}
+
+/** A loaded GPT-2. */
+export class Gpt2Model extends BaseModel {
+  declare readonly config: Gpt2Config;
+  readonly wte: Embedding;
+  readonly wpe: Embedding;
+  readonly blocks: Block[] = [];
+  readonly lnF: LayerNorm;
+  /** lm_head (causal-lm, tied to wte) or score (seq-cls); null for the bare model. */
+  readonly head: Linear | null;
+
+  constructor(ctx: BuildContext) {
+    super("gpt2", ctx.config, ctx);
+    const c = this.config, p = ctx.shapes.basePrefix, params = this.parameters, eps = c.layerNormEps;
+    this.wte = Embedding.from(params, `${p}wte.weight`);
+    this.wpe = Embedding.from(params, `${p}wpe.weight`);
+    for (let i = 0; i < c.numLayers; i++) {
+      const l = `${p}h.${i}`;
+      this.blocks.push({
+        ln1: LayerNorm.from(params, `${l}.ln_1`, eps),
+        attn: this.linear(`${l}.attn.c_attn`),
+        attnProj: this.linear(`${l}.attn.c_proj`),
+        ln2: LayerNorm.from(params, `${l}.ln_2`, eps),
+        fc: this.linear(`${l}.mlp.c_fc`),
+        fcProj: this.linear(`${l}.mlp.c_proj`),
+      });
+    }
+    this.lnF = LayerNorm.from(params, `${p}ln_f`, eps);
+    const head = ctx.task === "causal-lm" ? "lm_head" : ctx.task === "seq-cls" ? "score" : null;
+    this.head = head ? this.linear(head) : null;
+  }
+
+  forward(batch: Batch): ModelOutput {
+    const c = this.config;
+    const { ids, host, b, t } = tokenInputs(batch, "gpt2", c.maxPositions);
+    this.nextStep();
+    const h = c.hiddenSize, d = c.headDim;
+    const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
+    const positions = Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => i), [t]);
+    const embdDrop = rawNumber(c, "embd_pdrop", 0.1), residDrop = rawNumber(c, "resid_pdrop", 0.1);
+    const attnDrop = rawNumber(c, "attn_pdrop", 0.1);
+    let x = this.dropout(add(this.wte.forward(ids), this.wpe.forward(positions)), embdDrop, 0);
+    this.blocks.forEach((blk, i) => {
+      const prev = x;
+      x = tidy(() => {
+        const [q, k, v] = split(blk.attn.forward(blk.ln1.forward(prev)), [h, h, h], 2);
+        let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
+        if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
+        const probsDropout = this.dropoutFn(attnDrop, 3 * i + 1);
+        const a = multiHeadAttention(q, k, v, {
+          numHeads: c.numHeads,
+          headDim: d,
+          causal: true,
+          mask,
+          scale,
+          probsDropout,
+        });
+        const y = add(prev, this.dropout(blk.attnProj.forward(a), residDrop, 3 * i + 2));
+        const m = blk.fcProj.forward(activate(blk.fc.forward(blk.ln2.forward(y)), c.activation));
+        return add(y, this.dropout(m, residDrop, 3 * i + 3));
+      });
+      prev.dispose(); // the block's input is no longer needed (saved activations hold their own views)
+    });
+    const hidden = this.lnF.forward(x);
+    return decoderHead(this.task, c, this.head, hidden, batch, host);
+  }
+}
+
+/** The gpt2 family for loadModel's registry. */
+export const gpt2Family: Family = {
+  architectures: {
+    "causal-lm": "GPT2LMHeadModel",
+    "seq-cls": "GPT2ForSequenceClassification",
+    base: "GPT2Model",
+  },
+  build: (ctx) => new Gpt2Model(ctx),
+};

@@ -1,0 +1,111 @@
+/**
+ * LLaMA (LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel): RMSNorm, rotary
+ * position embeddings (theta from the config, HF's rotate_half convention), grouped-query
+ * attention, a SwiGLU MLP (`down(act(gate(x)) · up(x))`), biases only where the config's
+ * attention_bias / mlp_bias ask for them, and an untied lm_head unless tie_word_embeddings.
+ * Dropout (train mode) follows attention_dropout (on the attention probabilities).
+ * @module
+ */
+import type { LlamaConfig } from "../io/hf_config.ts";
+import { activate } from "../nn/activation.ts";
+import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
+import { Embedding } from "../nn/embedding.ts";
+import type { Linear } from "../nn/linear.ts";
+import { RmsNorm } from "../nn/norm.ts";
+import { add, mul, ropeTables, tidy } from "../tensor/mod.ts";
+import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
+import { decoderHead } from "./decoder_head.ts";
+import type { Batch, ModelOutput } from "./model.ts";
+import type { BuildContext, Family } from "./registry.ts";
+
+/** One decoder layer's layers. */
+interface Layer {
+  inputNorm: RmsNorm;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  o: Linear;
+  postNorm: RmsNorm;
+  gate: Linear;
+  up: Linear;
+  down: Linear;
+}
+
+/** A loaded LLaMA. */
+export class LlamaModel extends BaseModel {
+  declare readonly config: LlamaConfig;
+  readonly embed: Embedding;
+  readonly layers: Layer[] = [];
+  readonly norm: RmsNorm;
+  /** lm_head (causal-lm) or score (seq-cls); null for the bare model. */
+  readonly head: Linear | null;
+
+  constructor(ctx: BuildContext) {
+    super("llama", ctx.config, ctx);
+    const c = this.config, p = ctx.shapes.basePrefix, params = this.parameters, eps = c.rmsNormEps;
+    this.embed = Embedding.from(params, `${p}embed_tokens.weight`, c.padTokenId ?? undefined);
+    for (let i = 0; i < c.numLayers; i++) {
+      const l = `${p}layers.${i}`;
+      this.layers.push({
+        inputNorm: RmsNorm.from(params, `${l}.input_layernorm`, eps),
+        q: this.linear(`${l}.self_attn.q_proj`),
+        k: this.linear(`${l}.self_attn.k_proj`),
+        v: this.linear(`${l}.self_attn.v_proj`),
+        o: this.linear(`${l}.self_attn.o_proj`),
+        postNorm: RmsNorm.from(params, `${l}.post_attention_layernorm`, eps),
+        gate: this.linear(`${l}.mlp.gate_proj`),
+        up: this.linear(`${l}.mlp.up_proj`),
+        down: this.linear(`${l}.mlp.down_proj`),
+      });
+    }
+    this.norm = RmsNorm.from(params, `${p}norm`, eps);
+    const head = ctx.task === "causal-lm" ? "lm_head" : ctx.task === "seq-cls" ? "score" : null;
+    this.head = head ? this.linear(head) : null;
+  }
+
+  forward(batch: Batch): ModelOutput {
+    const c = this.config;
+    const { ids, host, b, t } = tokenInputs(batch, "llama", c.maxPositions);
+    this.nextStep();
+    const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
+    // tables for a power-of-two number of positions, so few lengths are cached per device
+    const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(t))), Math.max(t, c.maxPositions));
+    const rope = ropeTables(this.gpu, { rotaryDim: c.headDim, theta: c.rope.theta, length });
+    const attnOpts = {
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      causal: true,
+      mask,
+      rope,
+    };
+    const attnDrop = rawNumber(c, "attention_dropout", 0);
+    let x = this.embed.forward(ids);
+    this.layers.forEach((layer, i) => {
+      const prev = x;
+      x = tidy(() => {
+        const a = layer.inputNorm.forward(prev);
+        const probsDropout = this.dropoutFn(attnDrop, i);
+        const qkv = [layer.q.forward(a), layer.k.forward(a), layer.v.forward(a)] as const;
+        const att = multiHeadAttention(...qkv, { ...attnOpts, probsDropout });
+        const y = add(prev, layer.o.forward(att));
+        const m = layer.postNorm.forward(y);
+        const gated = mul(activate(layer.gate.forward(m), c.activation), layer.up.forward(m));
+        return add(y, layer.down.forward(gated));
+      });
+      prev.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
+    });
+    const hidden = this.norm.forward(x);
+    return decoderHead(this.task, c, this.head, hidden, batch, host);
+  }
+}
+
+/** The llama family for loadModel's registry. */
+export const llamaFamily: Family = {
+  architectures: {
+    "causal-lm": "LlamaForCausalLM",
+    "seq-cls": "LlamaForSequenceClassification",
+    base: "LlamaModel",
+  },
+  build: (ctx) => new LlamaModel(ctx),
+};

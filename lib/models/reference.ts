@@ -1,0 +1,216 @@
+/**
+ * Float64 CPU references of the decoder families (GPT-2, LLaMA), written straight from the
+ * transformers definitions with the tensor references (lib/tensor/reference/), to check the
+ * GPU models on inputs the PyTorch fixtures do not cover (padding, other checkpoints, the
+ * pretrained gpt2-brown). Slow: small inputs only.
+ * @module
+ */
+import type { Gpt2Config, LlamaConfig } from "../io/hf_config.ts";
+import type { TensorSource } from "../io/safetensors.ts";
+import { ACTIVATIONS } from "../tensor/reference/activations.ts";
+import { attentionForward, ropeForward } from "../tensor/reference/attention.ts";
+import { normForward } from "../tensor/reference/norm.ts";
+import type { ModelShapes } from "./shapes.ts";
+
+/** Parameters by key (as in `shapes`), float64; tied keys resolved to their tensor. */
+export type ReferenceWeights = Map<string, Float64Array>;
+
+/** What a reference forward returns: [b, t, hidden] and [b, t, vocab], row-major. */
+export interface ReferenceOutput {
+  hidden: Float64Array;
+  logits: Float64Array;
+}
+
+/** Read every parameter of `shapes` from `source` as float64 (checkpoint keys as in `shapes`). */
+export async function referenceWeights(source: TensorSource, shapes: ModelShapes): Promise<ReferenceWeights> {
+  const w: ReferenceWeights = new Map();
+  for (const p of shapes.params) if (!p.tiedTo) w.set(p.key, Float64Array.from(await source.readF32(p.key)));
+  for (const p of shapes.params) if (p.tiedTo) w.set(p.key, w.get(p.tiedTo)!);
+  return w;
+}
+
+/** GPT-2 with the LM head: ids [b, t] (row-major), optional attention mask [b, t]. */
+export function gpt2Reference(
+  c: Gpt2Config,
+  w: ReferenceWeights,
+  ids: Int32Array,
+  b: number,
+  t: number,
+  mask: Int32Array | null = null,
+): ReferenceOutput {
+  const h = c.hiddenSize, p = "transformer.", get = getter(w);
+  const wte = get(`${p}wte.weight`), wpe = get(`${p}wpe.weight`);
+  let x = new Float64Array(b * t * h);
+  for (let r = 0; r < b * t; r++) {
+    for (let j = 0; j < h; j++) x[r * h + j] = wte[ids[r] * h + j] + wpe[(r % t) * h + j];
+  }
+  const ln = (y: Float64Array, key: string) =>
+    normForward(
+      { shape: [b * t, h], data: y },
+      get(`${key}.weight`),
+      get(`${key}.bias`),
+      c.layerNormEps,
+      false,
+    ).data;
+  const conv = (y: Float64Array, key: string, inF: number, outF: number) =>
+    dense(y, get(`${key}.weight`), get(`${key}.bias`), inF, outF, "in_out");
+  const baseScale = c.scaleAttnWeights ? 1 / Math.sqrt(c.headDim) : 1;
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}h.${i}`;
+    const scale = c.scaleAttnByInverseLayerIdx ? baseScale / (i + 1) : baseScale;
+    const qkv = conv(ln(x, `${l}.ln_1`), `${l}.attn.c_attn`, h, 3 * h);
+    const part = (k: number) => pick(qkv, b * t, 3 * h, k * h, h);
+    const heads = { b, t, h: c.numHeads, hkv: c.numHeads, d: c.headDim, mask, scale };
+    const a = selfAttention(part(0), part(1), part(2), heads);
+    x = addInto(x, conv(a, `${l}.attn.c_proj`, h, h));
+    const act = ACTIVATIONS[c.activation].f;
+    const m = conv(ln(x, `${l}.ln_2`), `${l}.mlp.c_fc`, h, c.intermediateSize).map(act);
+    x = addInto(x, conv(m, `${l}.mlp.c_proj`, c.intermediateSize, h));
+  }
+  const hidden = ln(x, `${p}ln_f`);
+  return { hidden, logits: dense(hidden, get("lm_head.weight"), null, h, c.vocabSize, "out_in") };
+}
+
+/** LLaMA with the LM head: ids [b, t] (row-major), optional attention mask [b, t]. */
+export function llamaReference(
+  c: LlamaConfig,
+  w: ReferenceWeights,
+  ids: Int32Array,
+  b: number,
+  t: number,
+  mask: Int32Array | null = null,
+): ReferenceOutput {
+  const h = c.hiddenSize, d = c.headDim, p = "model.", get = getter(w);
+  const emb = get(`${p}embed_tokens.weight`);
+  let x = new Float64Array(b * t * h);
+  for (let r = 0; r < b * t; r++) x.set(emb.subarray(ids[r] * h, (ids[r] + 1) * h), r * h);
+  const rms = (y: Float64Array, key: string) =>
+    normForward({ shape: [b * t, h], data: y }, get(`${key}.weight`), null, c.rmsNormEps, true).data;
+  const lin = (y: Float64Array, key: string, inF: number, outF: number) =>
+    dense(y, get(`${key}.weight`), w.get(`${key}.bias`) ?? null, inF, outF, "out_in");
+  const half = d / 2, cos = new Float64Array(t * half), sin = new Float64Array(t * half);
+  for (let pos = 0; pos < t; pos++) {
+    for (let i = 0; i < half; i++) {
+      const angle = pos / c.rope.theta ** ((2 * i) / d);
+      cos[pos * half + i] = Math.cos(angle);
+      sin[pos * half + i] = Math.sin(angle);
+    }
+  }
+  const rotate = (y: Float64Array, heads: number) => ropeForward(y, [b, t, heads, d], cos, sin, d, "bthd");
+  const act = ACTIVATIONS[c.activation].f;
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}layers.${i}`, a = rms(x, `${l}.input_layernorm`);
+    const q = rotate(lin(a, `${l}.self_attn.q_proj`, h, c.numHeads * d), c.numHeads);
+    const k = rotate(lin(a, `${l}.self_attn.k_proj`, h, c.numKvHeads * d), c.numKvHeads);
+    const v = lin(a, `${l}.self_attn.v_proj`, h, c.numKvHeads * d);
+    const heads = { b, t, h: c.numHeads, hkv: c.numKvHeads, d, mask, scale: 1 / Math.sqrt(d) };
+    x = addInto(x, lin(selfAttention(q, k, v, heads), `${l}.self_attn.o_proj`, c.numHeads * d, h));
+    const m = rms(x, `${l}.post_attention_layernorm`);
+    const gate = lin(m, `${l}.mlp.gate_proj`, h, c.intermediateSize).map(act);
+    const up = lin(m, `${l}.mlp.up_proj`, h, c.intermediateSize);
+    x = addInto(x, lin(gate.map((g, j) => g * up[j]), `${l}.mlp.down_proj`, c.intermediateSize, h));
+  }
+  const hidden = rms(x, `${p}norm`);
+  return { hidden, logits: dense(hidden, get("lm_head.weight"), null, h, c.vocabSize, "out_in") };
+}
+
+/** Mean next-token cross-entropy of each row of logits [b, t, v] against `labels` (−100 ignored). */
+export function rowLosses(
+  logits: Float64Array,
+  labels: Int32Array,
+  b: number,
+  t: number,
+  v: number,
+): number[] {
+  return Array.from({ length: b }, (_, r) => {
+    let total = 0, count = 0;
+    for (let i = 0; i < t; i++) {
+      const y = labels[r * t + i];
+      if (y === -100) continue;
+      const row = logits.subarray((r * t + i) * v, (r * t + i + 1) * v);
+      const mx = row.reduce((a, z) => Math.max(a, z), -Infinity);
+      total += mx + Math.log(row.reduce((a, z) => a + Math.exp(z - mx), 0)) - row[y];
+      count++;
+    }
+    return count > 0 ? total / count : 0;
+  });
+}
+
+function getter(w: ReferenceWeights): (key: string) => Float64Array {
+  return (key) => {
+    const v = w.get(key);
+    if (!v) throw new Error(`reference: no parameter "${key}"`);
+    return v;
+  };
+}
+
+/** y [rows, outF] = x [rows, inF] · W (+ bias), W stored (out, in) or (in, out). */
+function dense(
+  x: Float64Array,
+  wt: Float64Array,
+  bias: Float64Array | null,
+  inF: number,
+  outF: number,
+  layout: "out_in" | "in_out",
+): Float64Array {
+  const rows = x.length / inF, y = new Float64Array(rows * outF);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outF; o++) {
+      let acc = bias ? bias[o] : 0;
+      if (layout === "out_in") { for (let i = 0; i < inF; i++) acc += x[r * inF + i] * wt[o * inF + i]; }
+      else for (let i = 0; i < inF; i++) acc += x[r * inF + i] * wt[i * outF + o];
+      y[r * outF + o] = acc;
+    }
+  }
+  return y;
+}
+
+/** Columns [from, from + n) of x [rows, width]. */
+function pick(x: Float64Array, rows: number, width: number, from: number, n: number): Float64Array {
+  const y = new Float64Array(rows * n);
+  for (let r = 0; r < rows; r++) y.set(x.subarray(r * width + from, r * width + from + n), r * n);
+  return y;
+}
+
+function addInto<A extends Float64Array>(x: A, y: Float64Array): A {
+  for (let i = 0; i < x.length; i++) x[i] += y[i];
+  return x;
+}
+
+/** Causal self-attention over q [b, t, h·d], k/v [b, t, hkv·d] → [b, t, h·d]. */
+function selfAttention(
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  a: { b: number; t: number; h: number; hkv: number; d: number; mask: Int32Array | null; scale: number },
+): Float64Array {
+  const toHeads = (x: Float64Array, n: number) => transpose12(x, a.b, a.t, n, a.d);
+  const dims = {
+    b: a.b,
+    h: a.h,
+    hkv: a.hkv,
+    t: a.t,
+    s: a.t,
+    d: a.d,
+    dv: a.d,
+    causal: true,
+    mask: a.mask,
+    scale: a.scale,
+  };
+  const out = attentionForward(dims, toHeads(q, a.h), toHeads(k, a.hkv), toHeads(v, a.hkv));
+  return transpose12(out, a.b, a.h, a.t, a.d);
+}
+
+/** [n0, n1, n2, n3] → [n0, n2, n1, n3]. */
+function transpose12(x: Float64Array, n0: number, n1: number, n2: number, n3: number): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let i = 0; i < n0; i++) {
+    for (let j = 0; j < n1; j++) {
+      for (let k = 0; k < n2; k++) {
+        const src = ((i * n1 + j) * n2 + k) * n3, dst = ((i * n2 + k) * n1 + j) * n3;
+        y.set(x.subarray(src, src + n3), dst);
+      }
+    }
+  }
+  return y;
+}

@@ -1,0 +1,159 @@
+/**
+ * Read a checkpoint's parameters into GPU tensors: every stored parameter that
+ * {@link modelShapes} lists is shape-checked against the checkpoint, its dtype checked
+ * (F32, F16 or BF16), and uploaded as f32, or as f16 storage for frozen matrices when asked.
+ * Head parameters the checkpoint lacks (a new classifier) are initialised as transformers
+ * does (normal(0, initializer_range) weights, zero biases, unit norm weights) from a seeded
+ * PRNG. Every error names the checkpoint file and the tensor.
+ * @module
+ */
+import type { Gpu } from "../gpu/mod.ts";
+import type { Dtype } from "../io/dtype.ts";
+import { toFloat32 } from "../io/dtype.ts";
+import { SafetensorsError, type TensorSource } from "../io/safetensors.ts";
+import { checkCheckpoint, type ModelShapes, type ParamShape } from "../models/shapes.ts";
+import { Prng } from "../spectral/prng.ts";
+import { keep, Tensor } from "../tensor/mod.ts";
+
+/** Storage of frozen weights: f32, or f16 (halves memory; needs `gpu.f16`). */
+export type WeightDtype = "f32" | "f16";
+
+/** Options of {@link loadWeights}. */
+export interface LoadWeightsOptions {
+  /**
+   * Storage of the frozen 2-D matrices (linear weights and embedding tables, except those of a
+   * classification head, which is trained): "f32" (default) or "f16". Everything else (norms,
+   * biases, heads) is always f32.
+   */
+  dtype?: WeightDtype;
+  /** Seed of the initialisation of head parameters the checkpoint lacks (default 0). */
+  seed?: number;
+  /** Standard deviation of that initialisation (default 0.02; loadModel passes `initializer_range`). */
+  initStd?: number;
+}
+
+/** What {@link loadWeights} read. */
+export interface LoadedWeights {
+  /** Every stored (non-tied) parameter by its key in `shapes` (with the architecture's prefix). */
+  params: Map<string, Tensor>;
+  /** The checkpoint the weights came from. */
+  source: TensorSource;
+  /**
+   * Prefix the checkpoint's backbone keys carry: `shapes.basePrefix`, or "" for a checkpoint
+   * saved from the bare backbone. Use {@link checkpointKey} to map a parameter key back.
+   */
+  prefix: string;
+  /** Head parameters the checkpoint lacks; they were initialised (see the module doc). */
+  initialised: string[];
+  /** Checkpoint tensors that are no parameter of `shapes` (e.g. another head's); not loaded. */
+  unexpected: string[];
+}
+
+const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16"];
+const F16_MAX = 65504;
+/** Bytes of uploads encoded before loadWeights submits them. */
+const FLUSH_BYTES = 256 * 2 ** 20;
+
+/**
+ * Read every stored parameter of `shapes` from `source` onto the GPU (kept: no `tidy` scope
+ * frees them; shapes are checked before anything is read). Tied parameters (e.g. GPT-2's
+ * `lm_head.weight`) are not in the result: they are the tensor of the key in their `tiedTo`.
+ * @throws ShapeError when a backbone tensor is missing or misshapen; SafetensorsError when a
+ *   tensor has a non-float dtype, or an f16 value overflows.
+ */
+export async function loadWeights(
+  gpu: Gpu,
+  source: TensorSource,
+  shapes: ModelShapes,
+  opts: LoadWeightsOptions = {},
+): Promise<LoadedWeights> {
+  const dtype = opts.dtype ?? "f32";
+  if (dtype === "f16" && !gpu.f16) {
+    throw new Error(`loadWeights: dtype "f16" needs a device with shader-f16 (${gpu.description} has none)`);
+  }
+  const match = checkCheckpoint(shapes, source);
+  const keyOf = (k: string) => checkpointKey(k, shapes.basePrefix, match.prefix);
+  const missing = new Set(match.missingHead);
+  const trainedHeads = shapes.head.filter((h) => h !== shapes.outputLayer);
+  const inHead = (key: string) => trainedHeads.some((h) => key.startsWith(h + "."));
+  const rng = new Prng(opts.seed ?? 0);
+  const params = new Map<string, Tensor>();
+  const initialised: string[] = [];
+  let pending = 0;
+  try {
+    for (const p of shapes.params) {
+      if (p.tiedTo) continue;
+      const key = keyOf(p.key);
+      const storage = dtype === "f16" && p.shape.length === 2 && !inHead(p.key) ? "f16" : "f32";
+      if (missing.has(key)) {
+        params.set(p.key, keep(Tensor.from(gpu, initValues(p, rng, opts.initStd ?? 0.02), p.shape)));
+        initialised.push(p.key);
+        continue;
+      }
+      const t = keep(await readParam(gpu, source, key, p, storage));
+      params.set(p.key, t);
+      // submit the uploads now and then, so that their staging copies do not pile up
+      pending += t.size * (t.dtype === "f16" ? 2 : 4);
+      if (pending >= FLUSH_BYTES) {
+        gpu.stream.flush();
+        pending = 0;
+      }
+    }
+  } catch (e) {
+    for (const t of params.values()) t.dispose();
+    throw e;
+  }
+  return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected };
+}
+
+/**
+ * The checkpoint key of parameter `key` (a key of `shapes`, with `basePrefix`) in a checkpoint
+ * whose backbone keys carry `prefix` (`LoadedWeights.prefix`).
+ */
+export function checkpointKey(key: string, basePrefix: string, prefix: string): string {
+  return prefix === basePrefix || !key.startsWith(basePrefix) ? key : prefix + key.slice(basePrefix.length);
+}
+
+/** One tensor of the checkpoint, dtype-checked, as an f32 or f16 tensor of shape `p.shape`. */
+async function readParam(
+  gpu: Gpu,
+  source: TensorSource,
+  key: string,
+  p: ParamShape,
+  storage: WeightDtype,
+): Promise<Tensor> {
+  const info = source.info(key);
+  if (!FLOAT_DTYPES.includes(info.dtype)) {
+    throw new SafetensorsError(
+      `${source.path}: tensor "${key}" has dtype ${info.dtype}, expected a float weight (${
+        FLOAT_DTYPES.join(", ")
+      })`,
+    );
+  }
+  const raw = await source.read(key);
+  if (storage === "f16") {
+    const values = info.dtype === "F16"
+      ? new Float16Array(raw.buffer, raw.byteOffset, raw.length)
+      : toFloat32(info.dtype, raw);
+    const bad = values.findIndex((v) => !(Math.abs(v) <= F16_MAX));
+    if (bad >= 0) {
+      throw new SafetensorsError(
+        `${source.path}: tensor "${key}" holds ${values[bad]} at ${bad}, which f16 cannot store; ` +
+          `load with dtype "f32"`,
+      );
+    }
+    return Tensor.from(gpu, values, p.shape, { dtype: "f16", label: key });
+  }
+  return Tensor.from(gpu, toFloat32(info.dtype, raw), p.shape, { label: key });
+}
+
+/** transformers' initialisation of a new head parameter: by kind, from `rng`. */
+function initValues(p: ParamShape, rng: Prng, std: number): Float32Array {
+  const n = p.shape.reduce((a, b) => a * b, 1);
+  const isNorm = /(layer_?norm|LayerNorm|norm)\.weight$/i.test(p.key);
+  if (p.key.endsWith(".bias")) return new Float32Array(n);
+  if (isNorm) return new Float32Array(n).fill(1);
+  const out = rng.normals(n);
+  for (let i = 0; i < n; i++) out[i] *= std;
+  return out;
+}

@@ -1,0 +1,63 @@
+/**
+ * The losses of the task heads, as transformers defines them: causal LM (mean next-token
+ * cross-entropy, −100 ignored) and sequence/image classification (by `problem_type`).
+ * @module
+ */
+import type { ProblemType } from "../io/hf_config.ts";
+import { concat, crossEntropy, mean, mul, reshape, slice, sub, Tensor } from "../tensor/mod.ts";
+
+/**
+ * Mean cross-entropy of logits [B, T, V] against labels [B, T] (i32, −100 ignored). With
+ * `shift` (HF's convention: labels are a copy of the input ids), position t predicts label
+ * t + 1 and the last position predicts nothing; without it, each position's label is already
+ * its next token (as {@link CausalLmDataset} makes them).
+ */
+export function causalLmLoss(logits: Tensor, labels: Tensor, shift: boolean): Tensor {
+  const [b, t] = logits.shape;
+  if (labels.dtype !== "i32" || labels.shape.length !== 2 || labels.shape[0] !== b || labels.shape[1] !== t) {
+    throw new Error(`causal LM labels must be i32 [${b}, ${t}] like the input ids, got ${labels.describe()}`);
+  }
+  return crossEntropy(logits, shift ? shiftLeft(labels) : labels);
+}
+
+/** labels[:, 1:] followed by a column of −100 (no gradient: labels are integers). */
+function shiftLeft(labels: Tensor): Tensor {
+  const [b, t] = labels.shape;
+  if (labels.host) {
+    const out = new Int32Array(b * t).fill(-100);
+    for (let i = 0; i < b; i++) out.set(labels.host.subarray(i * t + 1, (i + 1) * t), i * t);
+    return Tensor.from(labels.gpu, out, [b, t]);
+  }
+  const pad = Tensor.from(labels.gpu, new Int32Array(b).fill(-100), [b, 1]);
+  return concat([slice(labels, 1, 1), pad], 1);
+}
+
+/**
+ * The loss of a classification head over logits [B, L]: mean cross-entropy against i32 class
+ * ids [B] (single-label), or mean squared error against f32 targets [B] or [B, L]
+ * (regression, what transformers picks when `problem_type` is unset and L = 1).
+ */
+export function classificationLoss(logits: Tensor, labels: Tensor, problemType: ProblemType | null): Tensor {
+  const [b, l] = logits.shape;
+  const type = problemType ?? (l === 1 ? "regression" : "single_label_classification");
+  if (type === "regression") {
+    if (labels.dtype !== "f32" || labels.size !== b * l) {
+      throw new Error(
+        `regression labels must be f32 [${b}]${l > 1 ? ` or [${b}, ${l}]` : ""}, got ${labels.describe()}`,
+      );
+    }
+    const diff = sub(logits, reshape(labels, [b, l]));
+    return mean(mul(diff, diff));
+  }
+  if (type === "multi_label_classification") {
+    throw new Error(
+      `problem_type "multi_label_classification" is not supported (single-label or regression)`,
+    );
+  }
+  if (labels.dtype !== "i32" || labels.shape.length !== 1 || labels.shape[0] !== b) {
+    throw new Error(
+      `classification labels must be i32 [${b}] (one class id per row), got ${labels.describe()}`,
+    );
+  }
+  return crossEntropy(logits, labels);
+}

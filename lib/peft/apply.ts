@@ -1,0 +1,370 @@
+/**
+ * Adapters on a loaded model: attach a new adapter from a config (SSH, LoRA or FourierFT), or
+ * a saved one (an adapter directory in PEFT's layout, or an {@link Adapter} in memory), then
+ * train, save, merge and unmerge it through the {@link PeftModel} handle.
+ *
+ * ```ts
+ * const model = await loadModel(gpu, "models/roberta-base", { task: "seq-cls", numLabels: 2 });
+ * const peft = await attachAdapter(model, sshConfig({ n: 750, alpha: 150, taskType: "SEQ_CLS" }));
+ * const opt = new AdamW(gpu, [
+ *   { params: peft.adapterParameters(), lr: 0.05 },
+ *   { params: peft.savedParameters(), lr: 1e-3 },
+ * ], { lr: 0.05 });
+ * peft.train(true);
+ * const loss = tidy(() => peft.model.forward(batch).loss!);
+ * loss.backward(); opt.step(1); opt.zeroGrad();
+ * await peft.save("out/adapter");              // adapter_config.json + adapter_model.safetensors
+ * await peft.saveMerged("out/merged");         // a Hugging Face model directory
+ * ```
+ *
+ * Attaching freezes every parameter of the model (requiresGrad false) except those of the
+ * modules_to_save, which become trainable in place (they must be f32: heads always are). A
+ * saved adapter's modules_to_save values are written into the model's parameters.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import type { Model } from "../models/model.ts";
+import type { LinearShape } from "../models/shapes.ts";
+import type { Linear } from "../nn/linear.ts";
+import type { Tensor } from "../tensor/mod.ts";
+import type { AdapterConfig } from "./config.ts";
+import {
+  type Adapter,
+  checkAdapter,
+  type FourierFTModule,
+  loadAdapter,
+  type LoraModule,
+  saveAdapter,
+  type SavedTensor,
+  type SSHModule,
+} from "./files.ts";
+import { fourierftLayer, initFourierftModule } from "./fourierft.ts";
+import type { PeftLayer } from "./layer.ts";
+import { type DropoutState, initLoraModule, loraLayer } from "./lora.ts";
+import { encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
+import { shapesOfModel } from "./model_shapes.ts";
+import { createSshLayers, sshLayer } from "./ssh.ts";
+import { DEFAULT_TARGET_MODULES, resolveModulesToSave, resolveTargets } from "./targets.ts";
+
+/** Options of {@link attachAdapter}, {@link applyAdapter} and {@link loadAdapterInto}. */
+export interface AttachOptions {
+  /** Seed of a new LoRA adapter's initialisation (default 0); SSH and FourierFT use their config's. */
+  seed?: number;
+  /** Seed of LoRA's dropout masks (default 0). */
+  dropoutSeed?: number;
+}
+
+/** Options of {@link loadAdapterInto}. */
+export interface LoadIntoOptions extends AttachOptions {
+  /** A safetensors file with FourierFT positions (default: the adapter's side file). */
+  fourierftIndices?: string;
+}
+
+/** A model with an adapter attached to its target layers. */
+export class PeftModel {
+  #merged = false;
+  #detached = false;
+
+  constructor(
+    readonly model: Model,
+    readonly config: AdapterConfig,
+    /** The adapter of each adapted layer, by linear path. */
+    readonly layers: Map<string, PeftLayer>,
+    /**
+     * Target layers without an adapter: SSH selection "global" gave them no position. They are
+     * saved as modules with zero coefficients. Path → [out, in].
+     */
+    readonly emptyLayers: Map<string, [number, number]>,
+    /** The modules_to_save parameters (trainable), by model key. */
+    readonly saved: Map<string, Tensor>,
+    readonly dropoutState: DropoutState,
+  ) {}
+
+  get gpu(): Gpu {
+    return this.model.gpu;
+  }
+
+  /** True while ΔW is merged into the weights (the layers then run without their adapters). */
+  get merged(): boolean {
+    return this.#merged;
+  }
+
+  /** Train mode (dropout on, in the model and in LoRA) or eval mode. */
+  train(on: boolean): void {
+    this.model.train(on);
+    this.dropoutState.training = on;
+  }
+
+  /** The adapters' trainable tensors (coefficients, or LoRA's A and B). */
+  adapterParameters(): Tensor[] {
+    return [...this.layers.values()].flatMap((l) => l.parameters());
+  }
+
+  /** The trainable parameters of the modules_to_save (e.g. a classifier head). */
+  savedParameters(): Tensor[] {
+    return [...this.saved.values()];
+  }
+
+  /** Every trainable tensor: the adapters' and the modules_to_save's. */
+  parameters(): Tensor[] {
+    return [...this.adapterParameters(), ...this.savedParameters()];
+  }
+
+  /** Number of trainable values. */
+  trainableCount(): number {
+    return this.parameters().reduce((s, t) => s + t.size, 0);
+  }
+
+  /** The adapter's current weights in memory (reads back; not inside a training step). */
+  async toAdapter(): Promise<Adapter> {
+    this.#live();
+    const modules = new Map<string, SSHModule | FourierFTModule | LoraModule>();
+    for (const path of this.#targetOrder()) {
+      const layer = this.layers.get(path);
+      if (layer) {
+        modules.set(path, await layer.toModule());
+      } else {
+        const [outFeatures, inFeatures] = this.emptyLayers.get(path)!;
+        modules.set(path, {
+          outFeatures,
+          inFeatures,
+          spectrum: new Float32Array(0),
+          indices: new Int32Array(0),
+        });
+      }
+    }
+    const saved = new Map<string, SavedTensor>();
+    for (const [key, t] of this.saved) {
+      saved.set(key, { shape: [...t.shape], data: Float32Array.from(await t.toArray()) });
+    }
+    return { config: this.config, modules, saved } as Adapter;
+  }
+
+  /**
+   * Save the adapter in PEFT's layout into the directory `dir` (replaced as a whole); as PEFT,
+   * the saved config says `inference_mode: true`.
+   */
+  async save(dir: string): Promise<void> {
+    const adapter = await this.toAdapter();
+    adapter.config = { ...adapter.config, inferenceMode: true };
+    await saveAdapter(dir, adapter, { shapes: shapesOfModel(this.model) });
+  }
+
+  /** Add every layer's ΔW into its weight; the layers then run without their adapters. */
+  merge(): void {
+    this.#live();
+    if (this.#merged) return;
+    for (const [path, layer] of this.layers) {
+      const lin = this.#linear(path);
+      encodeMerge(lin, layer, 1);
+      lin.adapter = null;
+    }
+    this.#merged = true;
+  }
+
+  /** Subtract every layer's ΔW from its weight again and re-attach the adapters. */
+  unmerge(): void {
+    this.#live();
+    if (!this.#merged) return;
+    for (const [path, layer] of this.layers) {
+      const lin = this.#linear(path);
+      encodeMerge(lin, layer, -1);
+      lin.adapter = layer;
+    }
+    this.#merged = false;
+  }
+
+  /**
+   * Write the merged model as a Hugging Face directory (lib/peft/merge.ts): the source
+   * checkpoint with W + ΔW in each adapted weight and the trained modules_to_save.
+   */
+  async saveMerged(dir: string, opts: WriteMergedOptions = {}): Promise<void> {
+    this.#live();
+    await writeMergedModel({ model: this.model, layers: this.layers, saved: this.saved }, dir, opts);
+  }
+
+  /**
+   * Remove the adapters from the model and release them. With `keepMerged`, merged weights
+   * stay merged (PEFT's merge_and_unload); otherwise they are unmerged first (PEFT's unload).
+   */
+  detach(opts: { keepMerged?: boolean } = {}): void {
+    if (this.#detached) return;
+    if (this.#merged && !opts.keepMerged) this.unmerge();
+    for (const [path, layer] of this.layers) {
+      const lin = this.model.linears.get(path);
+      if (lin && lin.adapter === layer) lin.adapter = null;
+      layer.dispose();
+    }
+    this.#detached = true;
+  }
+
+  #targetOrder(): string[] {
+    const all = new Set([...this.layers.keys(), ...this.emptyLayers.keys()]);
+    return [...this.model.linears.keys()].filter((p) => all.has(p));
+  }
+
+  #linear(path: string): Linear {
+    const lin = this.model.linears.get(path);
+    if (!lin) throw new Error(`the model has no linear layer "${path}" any more`);
+    return lin;
+  }
+
+  #live(): void {
+    if (this.#detached) throw new Error("the adapter was detached from its model");
+  }
+}
+
+/**
+ * Attach a new adapter of `config` to `model`: SSH positions from the frozen weights and
+ * coefficients initialised per the config; LoRA and FourierFT initialised as PEFT does
+ * (lib/peft/lora.ts, lib/peft/fourierft.ts).
+ * @throws TargetError / Error naming what does not fit (no such module, tied weight, n > M·N, …).
+ */
+export async function attachAdapter(
+  model: Model,
+  config: AdapterConfig,
+  opts: AttachOptions = {},
+): Promise<PeftModel> {
+  const { targets, saved } = prepare(model, config);
+  const linears = targets.map((t) => model.linears.get(t.path)!);
+  const dropoutState: DropoutState = { training: false, seed: opts.dropoutSeed ?? 0 };
+  const layers = new Map<string, PeftLayer>(), empty = new Map<string, [number, number]>();
+  try {
+    switch (config.peftType) {
+      case "SSH": {
+        for (const [path, layer] of await createSshLayers(model.gpu, linears, config)) {
+          if (layer) layers.set(path, layer);
+          else empty.set(path, [model.linears.get(path)!.outFeatures, model.linears.get(path)!.inFeatures]);
+        }
+        break;
+      }
+      case "LORA":
+        linears.forEach((lin, i) => {
+          const module = initLoraModule(config, lin.outFeatures, lin.inFeatures, opts.seed ?? 0, i);
+          layers.set(lin.path, loraLayer(model.gpu, lin, module, config, { dropoutState, site: i }));
+        });
+        break;
+      case "FOURIERFT":
+        linears.forEach((lin, i) => {
+          layers.set(lin.path, fourierftLayer(model.gpu, lin, initFourierftModule(config, lin, i), config));
+        });
+        break;
+    }
+  } catch (e) {
+    for (const l of layers.values()) l.dispose();
+    throw e;
+  }
+  return finish(model, config, layers, empty, saved, dropoutState);
+}
+
+/**
+ * Attach a saved adapter (in memory) to `model`; its modules_to_save values are written into
+ * the model's parameters.
+ * @throws AdapterFileError when the adapter does not fit the model (module missing, shape mismatch).
+ */
+export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions = {}): PeftModel {
+  const { config } = adapter;
+  checkAdapter(adapter, "adapter", shapesOfModel(model));
+  const { targets, saved } = prepare(model, config);
+  const dropoutState: DropoutState = { training: false, seed: opts.dropoutSeed ?? 0 };
+  const layers = new Map<string, PeftLayer>(), empty = new Map<string, [number, number]>();
+  try {
+    targets.forEach((t, i) => {
+      const lin = model.linears.get(t.path)!;
+      const module = adapter.modules.get(t.path)!;
+      switch (config.peftType) {
+        case "SSH": {
+          const m = module as SSHModule;
+          if (m.spectrum.length === 0) empty.set(t.path, [m.outFeatures, m.inFeatures]);
+          else layers.set(t.path, sshLayer(model.gpu, lin, m, config));
+          break;
+        }
+        case "LORA":
+          layers.set(
+            t.path,
+            loraLayer(model.gpu, lin, module as LoraModule, config, { dropoutState, site: i }),
+          );
+          break;
+        case "FOURIERFT":
+          layers.set(t.path, fourierftLayer(model.gpu, lin, module as FourierFTModule, config));
+          break;
+      }
+    });
+  } catch (e) {
+    for (const l of layers.values()) l.dispose();
+    throw e;
+  }
+  for (const [key, t] of adapter.saved) {
+    const p = saved.get(key)!;
+    model.gpu.stream.write(p.buffer, t.data);
+  }
+  return finish(model, config, layers, empty, saved, dropoutState);
+}
+
+/**
+ * Load the adapter directory `dir` (PEFT layout) onto `model` (see {@link applyAdapter}).
+ * FourierFT positions come from `fourierftIndices`, else the directory's side file.
+ */
+export async function loadAdapterInto(
+  model: Model,
+  dir: string,
+  opts: LoadIntoOptions = {},
+): Promise<PeftModel> {
+  const adapter = await loadAdapter(dir, {
+    shapes: shapesOfModel(model),
+    fourierftIndices: opts.fourierftIndices,
+  });
+  return applyAdapter(model, adapter, opts);
+}
+
+/** The target layers and the modules_to_save parameters, checked; the model frozen accordingly. */
+function prepare(
+  model: Model,
+  config: AdapterConfig,
+): { targets: LinearShape[]; saved: Map<string, Tensor> } {
+  const shapes = shapesOfModel(model);
+  const targets = resolveTargets(shapes, config);
+  for (const t of targets) {
+    const lin = model.linears.get(t.path);
+    if (!lin) throw new Error(`target "${t.path}" is not a linear layer of the loaded model`);
+    if (t.tiedTo) {
+      throw new Error(
+        `target "${t.path}" shares its weight with "${t.tiedTo}": adapting (and merging into) it would change both`,
+      );
+    }
+    if (lin.adapter) {
+      throw new Error(`"${t.path}" already has a ${lin.adapter.kind} adapter (detach it first)`);
+    }
+  }
+  const keys = resolveModulesToSave(shapes, config).flatMap((m) => m.params.map((p) => p.key));
+  const saved = new Map<string, Tensor>();
+  for (const key of keys) {
+    const p = model.parameters.get(key);
+    if (!p) continue; // a tied parameter: trained through the tensor it is tied to
+    if (p.dtype !== "f32") {
+      throw new Error(
+        `modules_to_save parameter "${key}" is stored as ${p.dtype} (frozen storage): load the model with ` +
+          `dtype "f32" to train it`,
+      );
+    }
+    saved.set(key, p);
+  }
+  return { targets, saved };
+}
+
+/** Freeze everything but the saved modules, attach the layers, and wrap up. */
+function finish(
+  model: Model,
+  config: AdapterConfig,
+  layers: Map<string, PeftLayer>,
+  empty: Map<string, [number, number]>,
+  saved: Map<string, Tensor>,
+  dropoutState: DropoutState,
+): PeftModel {
+  const trained = new Set(saved.values());
+  for (const p of model.parameters.values()) {
+    if (p.dtype === "f32") p.requiresGrad = trained.has(p);
+  }
+  for (const [path, layer] of layers) model.linears.get(path)!.adapter = layer;
+  return new PeftModel(model, config, layers, empty, saved, dropoutState);
+}

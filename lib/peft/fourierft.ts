@@ -1,0 +1,126 @@
+/**
+ * FourierFT (PEFT `FOURIERFT`, Gao et al. 2024) as a spectral layer. PEFT's `get_delta_weight`
+ * scatters the n_frequency coefficients into a dense (out × in) spectrum S at its positions
+ * and returns `ifft2(S, norm).real · scaling`; with the default norm "backward" that is
+ * `(scaling/(M·N)) · Σ S[u,v]·cos(2π(ui/M + vj/N))` — exactly this project's `dft` transform
+ * with α = scaling (SPEC §1.2, §1.3). PEFT's `ifft2_norm` "ortho" multiplies by √(M·N) and
+ * "forward" by M·N, i.e. α = scaling·√(M·N) or scaling·M·N. The layer runs on the spectral op
+ * like SSH (no dense ΔW per step, where PEFT rebuilds one every forward).
+ *
+ * Positions: PEFT draws them with torch's RNG from `random_loc_seed` and does not save them;
+ * adapters made by PEFT need them from a side file (lib/peft/files.ts). A new adapter made
+ * here draws n_frequency distinct positions uniformly with {@link sampleRemainder}
+ * (`random_loc_seed + ℓ` for layer ℓ in model order), and saves them in the side file.
+ * Coefficients start at zero (`init_weights` true) or N(0, 1) (false, PEFT's default), drawn
+ * as `new Prng(random_loc_seed + ℓ + 2^31).normals(n)` (a stream apart from the positions').
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import type { Linear } from "../nn/linear.ts";
+import { Prng } from "../spectral/prng.ts";
+import { sampleRemainder } from "../spectral/select.ts";
+import type { FourierFTConfig } from "./config.ts";
+import type { FourierFTModule } from "./files.ts";
+import { SpectralLayer } from "./spectral_layer.ts";
+import { derivedSeed } from "./ssh.ts";
+
+/** PEFT's `ifft2_norm` values. */
+export type Ifft2Norm = "backward" | "ortho" | "forward";
+
+/** The `ifft2_norm` of a config (kept in `extra`; PEFT's default "backward"). */
+export function ifft2Norm(config: FourierFTConfig): Ifft2Norm {
+  const v = config.extra.ifft2_norm ?? "backward";
+  if (v !== "backward" && v !== "ortho" && v !== "forward") {
+    throw new Error(
+      `FourierFT "ifft2_norm" must be "backward", "ortho" or "forward", got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+/** The α of the spectral op for PEFT's scaling and norm on an M×N layer (see the module doc). */
+export function fourierftAlpha(scaling: number, m: number, n: number, norm: Ifft2Norm = "backward"): number {
+  return norm === "backward" ? scaling : norm === "ortho" ? scaling * Math.sqrt(m * n) : scaling * m * n;
+}
+
+/**
+ * A new FourierFT module for layer ℓ = `index`: `config.nFrequency` distinct uniform positions
+ * and the init of `init_weights` (see the module doc).
+ * @throws RangeError when n_frequency ≥ M·N (PEFT's limit).
+ */
+export function initFourierftModule(
+  config: FourierFTConfig,
+  lin: Linear,
+  index: number,
+): FourierFTModule {
+  const m = lin.outFeatures, n = lin.inFeatures, count = config.nFrequency;
+  if (count >= m * n) {
+    throw new RangeError(
+      `${lin.path}: n_frequency = ${count} must be less than M·N = ${m}·${n} = ${m * n} (PEFT's limit)`,
+    );
+  }
+  const flats = sampleRemainder([], m * n, count, derivedSeed(config.randomLocSeed, index));
+  const indices = Int32Array.from(Array.from(flats).flatMap((f) => [Math.floor(f / n), f % n]));
+  const spectrum = config.initWeights
+    ? new Float32Array(count)
+    : new Prng(derivedSeed(config.randomLocSeed, index + 2 ** 31)).normals(count);
+  return { outFeatures: m, inFeatures: n, spectrum, indices };
+}
+
+/**
+ * The FourierFT layer of a module on `linear` (sizes checked; positions required).
+ * @throws Error naming the layer for a size mismatch or missing positions.
+ */
+export function fourierftLayer(
+  gpu: Gpu,
+  lin: Linear,
+  module: FourierFTModule,
+  config: FourierFTConfig,
+): SpectralLayer {
+  const m = lin.outFeatures, n = lin.inFeatures;
+  if (module.outFeatures !== m || module.inFeatures !== n) {
+    throw new Error(
+      `${lin.path}: the FourierFT module was made for a ${module.outFeatures}×${module.inFeatures} layer ` +
+        `(out×in), this layer is ${m}×${n}`,
+    );
+  }
+  if (!module.indices) {
+    throw new Error(
+      `${lin.path}: the FourierFT module has no positions (PEFT does not save them: give them in a side file)`,
+    );
+  }
+  return new SpectralLayer(gpu, "fourierft", {
+    outFeatures: m,
+    inFeatures: n,
+    positions: module.indices,
+    transform: "dft",
+    alpha: fourierftAlpha(config.scaling, m, n, ifft2Norm(config)),
+    coef: module.spectrum,
+    path: lin.path,
+  });
+}
+
+/**
+ * Float64 reference of PEFT's `get_delta_weight`: `Re(ifft2(S, norm))·scaling` (M×N), by the
+ * definition of the inverse DFT (O(n·M·N)).
+ */
+export function fourierftDeltaReference(
+  module: FourierFTModule,
+  scaling: number,
+  norm: Ifft2Norm = "backward",
+): Float64Array {
+  const { outFeatures: m, inFeatures: n, spectrum, indices } = module;
+  if (!indices) throw new Error("fourierftDeltaReference: the module has no positions");
+  const f = norm === "backward" ? 1 / (m * n) : norm === "ortho" ? 1 / Math.sqrt(m * n) : 1;
+  const out = new Float64Array(m * n);
+  for (let k = 0; k < spectrum.length; k++) {
+    const u = indices[2 * k], v = indices[2 * k + 1];
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        const t = 2 * Math.PI * (((u * i) % m) / m + ((v * j) % n) / n);
+        out[i * n + j] += scaling * f * spectrum[k] * Math.cos(t);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,256 @@
+/**
+ * Merging adapters into the frozen weights, and writing a merged Hugging Face model directory.
+ *
+ * - {@link encodeMerge} adds ΔW (or subtracts it, to unmerge) into a layer's weight on the GPU,
+ *   in the weight's storage orientation (GPT-2's Conv1D gets ΔWᵀ) and dtype (an f16 weight is
+ *   updated in f32 and rounded once). Unmerging subtracts the same ΔW, so merge then unmerge
+ *   gives the weight back to float rounding (exactly, where w + ΔW − ΔW rounds back to w).
+ * - {@link writeMergedModel} writes a copy of the source checkpoint with every adapted weight
+ *   replaced by W + ΔW, computed in float64 from the stored values and rounded once to the
+ *   stored dtype (F32, F16, BF16 or F64), and the modules_to_save parameters replaced by their
+ *   trained values (new keys, such as a fresh classifier, are added in the checkpoint's most
+ *   common float dtype). Every other tensor is copied bit for bit; key names, shapes, sharding
+ *   (the index and shard file names) and `__metadata__` are kept. The directory's other files
+ *   (config.json, tokenizer files, …) are copied, weights in other formats (.bin, .pt, …) are
+ *   not. The new directory is written beside the target and renamed into place.
+ * @module
+ */
+import { basename, dirname, join, resolve } from "node:path";
+import type { Gpu } from "../gpu/device.ts";
+import { grid, readF32 } from "../gpu/buffers.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import type { Dtype, TypedArray } from "../io/dtype.ts";
+import {
+  openCheckpoint,
+  openSafetensors,
+  ShardedCheckpoint,
+  type TensorData,
+  type TensorSource,
+  writeSafetensors,
+} from "../io/safetensors.ts";
+import type { Model } from "../models/model.ts";
+import { checkCheckpoint } from "../models/shapes.ts";
+import { checkpointKey } from "../nn/load.ts";
+import type { Linear } from "../nn/linear.ts";
+import type { Tensor } from "../tensor/mod.ts";
+import { addScaledKernel } from "../../kernels/peft.ts";
+import { WG } from "../../kernels/indexing.ts";
+import type { PeftLayer } from "./layer.ts";
+import { shapesOfModel } from "./model_shapes.ts";
+
+/** A layer's weight ± ΔW on the GPU (encoded; see the module doc). */
+export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): void {
+  const w = lin.weight;
+  if (layer.outFeatures !== lin.outFeatures || layer.inFeatures !== lin.inFeatures) {
+    throw new Error(
+      `${lin.path}: the ${layer.kind} adapter is for a ${layer.outFeatures}×${layer.inFeatures} layer (out×in), ` +
+        `the layer is ${lin.outFeatures}×${lin.inFeatures}`,
+    );
+  }
+  if (w.dtype !== "f32" && w.dtype !== "f16") {
+    throw new Error(`${lin.path}: cannot merge into a ${w.describe()} weight`);
+  }
+  const gpu = w.gpu, count = w.size;
+  const delta = gpu.pool.acquire(count * 4, undefined, "peft.merge_delta");
+  layer.encodeDeltaWeight(delta, { transposed: lin.layout === "in_out" });
+  const params = new Uint32Array([count, 0]);
+  new Float32Array(params.buffer)[1] = sign;
+  gpu.stream.dispatch(addScaledKernel(w.dtype), [delta, w.buffer], grid(gpu, Math.ceil(count / WG)), params);
+  gpu.pool.release(delta);
+}
+
+/** ΔW of `layer` (M×N, or N×M with `transposed`) as f32 values (reads back). */
+export async function readDeltaWeight(gpu: Gpu, layer: PeftLayer, transposed = false): Promise<Float32Array> {
+  const count = layer.outFeatures * layer.inFeatures;
+  const buf = gpu.pool.acquire(count * 4, undefined, "peft.delta_read");
+  try {
+    layer.encodeDeltaWeight(buf, { transposed });
+    return await readF32(gpu, buf, count);
+  } finally {
+    gpu.pool.release(buf);
+  }
+}
+
+/** What {@link writeMergedModel} merges. */
+export interface MergeSource {
+  model: Model;
+  /** The adapter layers by linear path. */
+  layers: ReadonlyMap<string, PeftLayer>;
+  /** Trained parameters (modules_to_save) by model key. */
+  saved: ReadonlyMap<string, Tensor>;
+}
+
+/** Options of {@link writeMergedModel}. */
+export interface WriteMergedOptions {
+  /** The model directory the weights came from (default: the folder of the model's config.json). */
+  sourceDir?: string;
+  /** Replace an existing `dir` (default false: an existing directory is an error). */
+  overwrite?: boolean;
+}
+
+const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|onnx|gguf)$|\.index\.json$/;
+
+/**
+ * Write the merged model into the new directory `dir` (see the module doc). The model's own
+ * weights are not changed (this works whether or not the adapters are merged on the GPU).
+ * @throws Error when `dir` exists (without `overwrite`), is the source directory, or the source
+ *   checkpoint lacks an adapted weight.
+ */
+export async function writeMergedModel(
+  src: MergeSource,
+  dir: string,
+  opts: WriteMergedOptions = {},
+): Promise<void> {
+  const { model } = src;
+  const sourceDir = opts.sourceDir ?? dirname(model.config.path);
+  if (resolve(sourceDir) === resolve(dir)) {
+    throw new Error(`${dir}: the merged model cannot replace its own source directory`);
+  }
+  const existing = await Deno.stat(dir).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  if (existing && !opts.overwrite) throw new Error(`${dir} already exists (pass overwrite to replace it)`);
+  if (existing && !existing.isDirectory) throw new Error(`${dir} exists and is not a directory`);
+  const source = await openCheckpoint(sourceDir);
+  const replaced = await mergedTensors(src, source);
+  await writeDirectory(dir, async (tmp) => {
+    await writeCheckpoint(source, replaced, tmp);
+    for await (const e of Deno.readDir(sourceDir)) {
+      if (e.isFile && !WEIGHT_FILE.test(e.name)) {
+        await Deno.copyFile(join(sourceDir, e.name), join(tmp, e.name));
+      }
+    }
+  });
+}
+
+/** The tensors that change, by checkpoint key, in their stored (or chosen) dtype. */
+async function mergedTensors(src: MergeSource, source: TensorSource): Promise<Map<string, TensorData>> {
+  const { model } = src;
+  const shapes = shapesOfModel(model);
+  const match = checkCheckpoint(shapes, source);
+  const keyOf = (k: string) => checkpointKey(k, shapes.basePrefix, match.prefix);
+  const out = new Map<string, TensorData>();
+  for (const [path, layer] of src.layers) {
+    const lin = model.linears.get(path);
+    if (!lin) throw new Error(`merge: the model has no linear layer "${path}"`);
+    const key = keyOf(`${path}.weight`);
+    if (!source.has(key)) {
+      throw new Error(
+        `${source.path}: no tensor "${key}" to merge the adapter of "${path}" into (a tied weight?)`,
+      );
+    }
+    const info = source.info(key);
+    const stored = info.dtype === "F64" ? await source.read(key) as Float64Array : await source.readF32(key);
+    const delta = await readDeltaWeight(model.gpu, layer, lin.layout === "in_out");
+    if (stored.length !== delta.length) {
+      throw new Error(
+        `${source.path}: "${key}" is [${info.shape}], the adapter's ΔW has ${delta.length} values`,
+      );
+    }
+    const sum = new Float64Array(stored.length);
+    for (let i = 0; i < sum.length; i++) sum[i] = stored[i] + delta[i];
+    out.set(key, { dtype: floatDtype(info.dtype, key), shape: info.shape, data: sum });
+  }
+  const common = commonFloatDtype(source);
+  for (const [k, t] of src.saved) {
+    const key = keyOf(k);
+    const values = Float32Array.from(await t.toArray());
+    const dtype = source.has(key) ? floatDtype(source.info(key).dtype, key) : common;
+    out.set(key, { dtype, shape: [...t.shape], data: values });
+  }
+  return out;
+}
+
+function floatDtype(d: Dtype, key: string): "F32" | "F16" | "BF16" | "F64" {
+  if (d === "F32" || d === "F16" || d === "BF16" || d === "F64") return d;
+  throw new Error(`merge: "${key}" is stored as ${d}, not a float dtype`);
+}
+
+/** The float dtype most tensors of `source` have (F32 when it has none). */
+function commonFloatDtype(source: TensorSource): "F32" | "F16" | "BF16" | "F64" {
+  const counts = new Map<string, number>();
+  for (const n of source.names) {
+    const d = source.info(n).dtype;
+    if (d === "F32" || d === "F16" || d === "BF16" || d === "F64") counts.set(d, (counts.get(d) ?? 0) + 1);
+  }
+  const best = [...counts].sort((a, b) => b[1] - a[1])[0];
+  return (best?.[0] ?? "F32") as "F32" | "F16" | "BF16" | "F64";
+}
+
+/** Write `source` with `replaced` tensors into the folder `dir`, in the same files (and index). */
+async function writeCheckpoint(
+  source: TensorSource,
+  replaced: Map<string, TensorData>,
+  dir: string,
+): Promise<void> {
+  const files = new Map<string, string[]>();
+  const sharded = source instanceof ShardedCheckpoint;
+  for (const name of source.names) {
+    const file = sharded ? basename(source.fileOf(name)) : basename(source.path);
+    if (!files.has(file)) files.set(file, []);
+    files.get(file)!.push(name);
+  }
+  const added = [...replaced.keys()].filter((k) => !source.has(k));
+  const lastFile = [...files.keys()].pop()!;
+  files.get(lastFile)!.push(...added);
+  for (const [file, names] of files) {
+    const tensors: Record<string, TensorData> = {};
+    for (const name of names) {
+      const r = replaced.get(name);
+      if (r) {
+        tensors[name] = r;
+      } else {
+        const info = source.info(name);
+        tensors[name] = { dtype: info.dtype, shape: info.shape, data: await source.read(name) as TypedArray };
+      }
+    }
+    const meta = sharded
+      ? (await openSafetensors(join(dirname(source.path), file))).metadata
+      : source.metadata;
+    await writeSafetensors(join(dir, file), tensors, Object.keys(meta).length > 0 ? meta : undefined);
+  }
+  if (sharded) {
+    const index = JSON.parse(await Deno.readTextFile(source.path));
+    for (const k of added) index.weight_map[k] = lastFile;
+    if (added.length > 0 && index.metadata && typeof index.metadata.total_size === "number") {
+      for (const k of added) {
+        const t = replaced.get(k)!;
+        index.metadata.total_size += t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+      }
+    }
+    await writeFileAtomic(join(dir, basename(source.path)), JSON.stringify(index, null, 2) + "\n");
+  }
+}
+
+const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
+
+/**
+ * Create the directory `dir` as a whole: `fill` writes into a fresh folder beside it, which is
+ * renamed into place (an existing `dir` is moved aside first, then removed).
+ */
+async function writeDirectory(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const parent = dirname(resolve(dir)), name = basename(resolve(dir));
+  await Deno.mkdir(parent, { recursive: true });
+  const id = crypto.randomUUID().slice(0, 8);
+  const tmp = join(parent, `.${name}.${id}.tmp`);
+  await Deno.mkdir(tmp);
+  try {
+    await fill(tmp);
+    let old: string | null = null;
+    if (await Deno.stat(dir).then(() => true, () => false)) {
+      old = join(parent, `.${name}.${id}.old`);
+      await Deno.rename(dir, old);
+    }
+    try {
+      await Deno.rename(tmp, dir);
+    } catch (e) {
+      if (old) await Deno.rename(old, dir);
+      throw e;
+    }
+    if (old) await Deno.remove(old, { recursive: true });
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * A spectral adapter on one linear layer — SSH, or FourierFT (transform `dft`): n trainable
+ * coefficients at fixed positions and ΔW = (α/(M·N))·T(S) (SPEC §1.3), applied to activations
+ * through {@link SpectralAdapterOp} without ever building ΔW during training (SPEC §1.6).
+ *
+ * `delta(x)` records one node on the tape whose gradient rule calls the op's backward for
+ * ∂L/∂x and ∂L/∂c. The op keeps x̂ = FHT(x) between forward and backward in a pooled buffer
+ * outside the tensor system: backward hands it back; a graph released without a backward
+ * leaves it until this layer's next forward (or dispose), which returns it to the pool.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import type { GradNode } from "../tensor/autograd.ts";
+import { isGradEnabled, keep, record, Tensor } from "../tensor/mod.ts";
+import { SpectralAdapterOp, type SpectralSaved } from "../spectral/adapter_op.ts";
+import type { Transform } from "../spectral/transforms.ts";
+import type { FourierFTModule, SSHModule } from "./files.ts";
+import type { DeltaWeightOptions, PeftLayer } from "./layer.ts";
+
+/** Options of a {@link SpectralLayer}. */
+export interface SpectralLayerOptions {
+  /** out_features M. */
+  outFeatures: number;
+  /** in_features N. */
+  inFeatures: number;
+  /** [n, 2] (row, col) positions in the (out, in) orientation, distinct. */
+  positions: Int32Array;
+  transform: Transform;
+  /** ΔW = (α/(M·N))·T(S). */
+  alpha: number;
+  /** Initial coefficients [n] (default zeros). */
+  coef?: Float32Array;
+  /** Checkpoint path of the layer, for messages. */
+  path?: string;
+}
+
+/** One adapted layer's spectral adapter (kind `ssh` or `fourierft`). */
+export class SpectralLayer implements PeftLayer {
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+  /** [n, 2] (row, col) positions, (out, in) orientation. */
+  readonly positions: Int32Array;
+  readonly op: SpectralAdapterOp;
+  /** The trainable coefficients [n] (f32, requires a gradient). */
+  readonly coef: Tensor;
+  readonly path: string;
+  #pending: { node: GradNode; saved: SpectralSaved }[] = [];
+  #disposed = false;
+
+  constructor(readonly gpu: Gpu, readonly kind: "ssh" | "fourierft", opts: SpectralLayerOptions) {
+    const { outFeatures: m, inFeatures: n, positions } = opts;
+    this.path = opts.path ?? "layer";
+    this.op = new SpectralAdapterOp(gpu, {
+      m,
+      nIn: n,
+      positions,
+      transform: opts.transform,
+      alpha: opts.alpha,
+    });
+    this.outFeatures = m;
+    this.inFeatures = n;
+    this.positions = positions;
+    const count = this.op.count;
+    if (opts.coef && opts.coef.length !== count) {
+      this.op.dispose();
+      throw new RangeError(`${this.path}: ${opts.coef.length} coefficients given for ${count} positions`);
+    }
+    this.coef = keep(Tensor.from(gpu, opts.coef ?? new Float32Array(count), [count], { requiresGrad: true }));
+  }
+
+  /** Number of coefficients n. */
+  get count(): number {
+    return this.op.count;
+  }
+
+  /** The transform of ΔW. */
+  get transform(): Transform {
+    return this.op.transform;
+  }
+
+  /** The scaling α of ΔW = (α/(M·N))·T(S). */
+  get alpha(): number {
+    return this.op.alpha;
+  }
+
+  /** ΔW x for x [..., in] → [..., out], recorded on the tape (gradients to x and the coefficients). */
+  delta(x: Tensor): Tensor {
+    this.#live();
+    this.#sweep();
+    const { gpu, op } = this;
+    const n = this.inFeatures;
+    if (x.dtype !== "f32" || x.shape.length < 1 || x.shape[x.shape.length - 1] !== n) {
+      throw new Error(`${this.path}: adapter input must be f32 [..., ${n}], got ${x.describe()}`);
+    }
+    const outShape = [...x.shape.slice(0, -1), this.outFeatures];
+    const tokens = x.size / n;
+    if (tokens === 0) return Tensor.zeros(gpu, outShape);
+    const coef = this.coef;
+    const out = Tensor.empty(gpu, outShape);
+    const track = isGradEnabled() && (x.requiresGrad || coef.requiresGrad);
+    const saved = op.forward(x.buffer, coef.buffer, out.buffer, tokens, { accumulate: false, save: track });
+    if (!saved) return out;
+    let first: SpectralSaved | null = saved;
+    record(`${this.kind}.delta`, out, [x, coef], [x, coef], (g, [xs, cs], need) => {
+      // A second backward over a retained graph recomputes x̂ (the first one released it).
+      let st = first;
+      first = null;
+      if (!st || st.released) {
+        const scratch = Tensor.empty(gpu, outShape);
+        st = op.forward(xs.buffer, cs.buffer, scratch.buffer, tokens, { accumulate: false })!;
+      }
+      const dcoef = Tensor.empty(gpu, [this.count]);
+      const dx = need[0] ? Tensor.empty(gpu, xs.shape) : null;
+      op.backward(st, g.buffer, cs.buffer, dx?.buffer ?? null, dcoef.buffer, {
+        accumulateDx: false,
+        accumulateGrad: false,
+      });
+      return [dx, need[1] ? dcoef : null];
+    });
+    if (out.node) this.#pending.push({ node: out.node, saved });
+    return out;
+  }
+
+  /** The trainable tensors: the coefficients. */
+  parameters(): Tensor[] {
+    return [this.coef];
+  }
+
+  /** ΔW = (α/(M·N))·T(S) (f32) into `dst`, M×N, or its transpose N×M with `transposed`. */
+  encodeDeltaWeight(dst: GPUBuffer, opts: DeltaWeightOptions = {}): void {
+    this.#live();
+    this.op.materialize(this.coef.buffer, dst, opts);
+  }
+
+  /** The current coefficients (reads back). */
+  async coefficients(): Promise<Float32Array> {
+    return Float32Array.from(await this.coef.toArray());
+  }
+
+  /** Overwrite the coefficients (stream order). */
+  setCoefficients(values: Float32Array): void {
+    if (values.length !== this.count) {
+      throw new RangeError(`${this.path}: ${values.length} coefficients given, the layer has ${this.count}`);
+    }
+    this.gpu.stream.write(this.coef.buffer, values);
+  }
+
+  async toModule(): Promise<SSHModule | FourierFTModule> {
+    return {
+      outFeatures: this.outFeatures,
+      inFeatures: this.inFeatures,
+      spectrum: await this.coefficients(),
+      indices: Int32Array.from(this.positions),
+    };
+  }
+
+  /** No dropout in spectral adapters: nothing changes. */
+  train(_on: boolean): void {}
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const p of this.#pending) p.saved.release();
+    this.#pending = [];
+    this.op.dispose();
+    this.coef.dispose();
+  }
+
+  /** Give back x̂ of graphs that were released without a backward. */
+  #sweep(): void {
+    this.#pending = this.#pending.filter(({ node, saved }) => {
+      if (saved.released) return false;
+      if (!node.freed) return true;
+      saved.release();
+      return false;
+    });
+  }
+
+  #live(): void {
+    if (this.#disposed) throw new Error(`${this.path}: the ${this.kind} adapter was disposed`);
+  }
+}

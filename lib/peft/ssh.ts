@@ -1,0 +1,288 @@
+/**
+ * SSH (SPEC §1): choosing each target layer's positions from its frozen weight on the GPU,
+ * initialising the coefficients, and building the {@link SpectralLayer}s.
+ *
+ * Seeds, exactly (ℓ = the layer's index among the targets, in model order; arithmetic mod 2^53):
+ * - selection `layer`: layer ℓ's remainder positions are drawn with seed `seed + 2ℓ`
+ *   ({@link selectPositions}), its `normal` init is `new Prng(seed + 2ℓ + 1).normals(n)`;
+ * - selection `global`: the remainder is one draw with `seed` over all layers (below); the
+ *   init of layer ℓ is `new Prng(seed + 2ℓ + 1).normals(n_ℓ)` as above.
+ *
+ * Selection `global` (one budget B = n·L for the L targets):
+ * 1. each layer's energy E_ℓ = T(W_ℓ)² is normalised by its total, e_ℓ = E_ℓ / ΣE_ℓ (a layer
+ *    with zero total energy has e_ℓ = 0); the total is summed in f32 blocks on the GPU and in
+ *    float64 across blocks, the division is done in float64 on the f32 energies;
+ * 2. the round(δ·B) (halves to even) largest e_ℓ over all layers are taken, ties to the
+ *    smaller layer index, then to the smaller flat index u·N + v;
+ * 3. the other B − round(δ·B) positions are drawn uniformly without replacement from all
+ *    remaining positions with {@link sampleRemainder} (`seed`), over the concatenated index
+ *    space (layer 0's M·N flat indices, then layer 1's, …; at most 2^32 positions in all).
+ * A layer thus gets n_ℓ ≥ 0 positions with Σ n_ℓ = B: the energy ones in rank order, then the
+ * random ones in ascending flat order. A layer that gets none keeps no adapter (its module is
+ * saved with zero coefficients).
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { grid, readF32, upload } from "../gpu/buffers.ts";
+import type { Linear } from "../nn/linear.ts";
+import { cast, noGrad } from "../tensor/mod.ts";
+import { Prng } from "../spectral/prng.ts";
+import {
+  encodeEnergy,
+  roundHalfEven,
+  sampleRemainder,
+  selectPositions,
+  topkEnergy,
+} from "../spectral/select.ts";
+import type { Transform } from "../spectral/transforms.ts";
+import { BLOCK_SUM_SPAN, blockSumKernel, gatherValuesKernel } from "../../kernels/peft.ts";
+import { WG } from "../../kernels/indexing.ts";
+import type { Init, SSHConfig } from "./config.ts";
+import type { SSHModule } from "./files.ts";
+import { SpectralLayer } from "./spectral_layer.ts";
+
+const TWO_53 = 9007199254740992;
+const TWO_32 = 4294967296;
+
+/** The position options of SSH. */
+export interface SshSelectOptions {
+  /** Positions per layer (`layer`) or the per-layer budget (`global`). */
+  n: number;
+  /** δ: the share of positions chosen by energy. */
+  energyRatio: number;
+  transform: Transform;
+  seed: number;
+}
+
+/** A seed derived from the config's: `(seed + k) mod 2^53`. */
+export function derivedSeed(seed: number, k: number): number {
+  return seed >= TWO_53 - k ? seed - (TWO_53 - k) : seed + k;
+}
+
+/**
+ * Run `fn` on the frozen weight of `linear` as an f32 GPU buffer in storage order (an f16
+ * weight is converted into a temporary copy).
+ */
+export async function withF32Weight<T>(linear: Linear, fn: (w: GPUBuffer) => Promise<T>): Promise<T> {
+  const w = linear.weight;
+  if (w.dtype === "f32") return await fn(w.buffer);
+  const copy = noGrad(() => cast(w, "f32"));
+  try {
+    return await fn(copy.buffer);
+  } finally {
+    copy.dispose();
+  }
+}
+
+/** Throws unless 1 ≤ n ≤ M·N, naming the layer. */
+function checkCount(linear: Linear, n: number): void {
+  const total = linear.outFeatures * linear.inFeatures;
+  if (!Number.isInteger(n) || n < 1 || n > total) {
+    throw new RangeError(
+      `${linear.path}: n = ${n} positions do not fit its ${linear.outFeatures}×${linear.inFeatures} ` +
+        `spectrum (out×in; n must be an integer in [1, M·N = ${total}])`,
+    );
+  }
+}
+
+/**
+ * Selection `layer` on one layer: the n positions ([n, 2], (out, in)) from its frozen weight
+ * ({@link selectPositions} with the given seed).
+ */
+export async function selectLayerPositions(
+  gpu: Gpu,
+  linear: Linear,
+  opts: SshSelectOptions,
+): Promise<Int32Array> {
+  checkCount(linear, opts.n);
+  return await withF32Weight(linear, (w) =>
+    selectPositions(gpu, w, linear.outFeatures, linear.inFeatures, {
+      ...opts,
+      transposed: linear.layout === "in_out",
+    }));
+}
+
+/** A layer's candidates for the global ranking: its top-k flat indices and normalised energies. */
+async function layerCandidates(
+  gpu: Gpu,
+  linear: Linear,
+  transform: Transform,
+  k: number,
+): Promise<{ flat: Uint32Array; energy: Float64Array }> {
+  const m = linear.outFeatures, n = linear.inFeatures, size = m * n;
+  return await withF32Weight(linear, async (w) => {
+    const energy = encodeEnergy(gpu, transform, w, m, n, { transposed: linear.layout === "in_out" });
+    try {
+      const total = await sumF32(gpu, energy, size);
+      const flat = await topkEnergy(gpu, energy, size, Math.min(k, size));
+      const values = await gatherF32(gpu, energy, flat);
+      return { flat, energy: Float64Array.from(values, (v) => (total > 0 ? v / total : 0)) };
+    } finally {
+      gpu.pool.release(energy);
+    }
+  });
+}
+
+/**
+ * Selection `global` over `linears` (see the module doc): the positions of each layer
+ * ([n_ℓ, 2], (out, in)), with Σ n_ℓ = n·L.
+ */
+export async function selectGlobalPositions(
+  gpu: Gpu,
+  linears: readonly Linear[],
+  opts: SshSelectOptions,
+): Promise<Int32Array[]> {
+  const { n, energyRatio, transform, seed } = opts;
+  const sizes = linears.map((l) => l.outFeatures * l.inFeatures);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const budget = n * linears.length;
+  if (!Number.isInteger(n) || n < 1 || budget > total) {
+    throw new RangeError(
+      `selection "global": n·L = ${n}·${linears.length} positions do not fit the ${total} positions of the ` +
+        `${linears.length} target layers (n must be an integer ≥ 1 with n·L ≤ Σ M·N)`,
+    );
+  }
+  if (total > TWO_32) {
+    throw new RangeError(
+      `selection "global": the target layers hold ${total} positions in all, more than the 2^32 the ` +
+        `remainder draw supports; use selection "layer"`,
+    );
+  }
+  if (!(energyRatio >= 0 && energyRatio <= 1)) {
+    throw new RangeError(`energy_ratio must be in [0, 1], got ${energyRatio}`);
+  }
+  const nEnergy = roundHalfEven(energyRatio * budget);
+  const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  const ranked: { layer: number; flat: number; e: number }[] = [];
+  if (nEnergy > 0) {
+    for (let l = 0; l < linears.length; l++) {
+      const c = await layerCandidates(gpu, linears[l], transform, nEnergy);
+      c.flat.forEach((flat, i) => ranked.push({ layer: l, flat, e: c.energy[i] }));
+    }
+    ranked.sort((a, b) => b.e - a.e || a.layer - b.layer || a.flat - b.flat);
+    ranked.length = nEnergy;
+  }
+  const rest = sampleRemainder(ranked.map((r) => offsets[r.layer] + r.flat), total, budget - nEnergy, seed);
+  const perLayer: number[][] = linears.map(() => []);
+  for (const r of ranked) perLayer[r.layer].push(r.flat);
+  let l = 0;
+  for (const g of rest) {
+    while (g >= offsets[l] + sizes[l]) l++;
+    perLayer[l].push(g - offsets[l]);
+  }
+  return perLayer.map((flats, i) => {
+    const nIn = linears[i].inFeatures;
+    return Int32Array.from(flats.flatMap((f) => [Math.floor(f / nIn), f % nIn]));
+  });
+}
+
+/** Initial coefficients: zeros, or `new Prng(seed).normals(count)` (standard normal). */
+export function initCoefficients(init: Init, count: number, seed: number): Float32Array {
+  return init === "zeros" ? new Float32Array(count) : new Prng(seed).normals(count);
+}
+
+/**
+ * New SSH layers on `linears` (the config's targets, in model order) per `config`: positions
+ * from the frozen weights, coefficients initialised (see the module doc for the seeds). A
+ * layer that selection `global` gives no position maps to null.
+ */
+export async function createSshLayers(
+  gpu: Gpu,
+  linears: readonly Linear[],
+  config: SSHConfig,
+): Promise<Map<string, SpectralLayer | null>> {
+  const opts = {
+    n: config.n,
+    energyRatio: config.energyRatio,
+    transform: config.transform,
+    seed: config.seed,
+  };
+  let positions: Int32Array[];
+  if (config.selection === "global") {
+    positions = await selectGlobalPositions(gpu, linears, opts);
+  } else {
+    positions = [];
+    for (let l = 0; l < linears.length; l++) {
+      checkCount(linears[l], config.n);
+      positions.push(
+        await selectLayerPositions(gpu, linears[l], { ...opts, seed: derivedSeed(config.seed, 2 * l) }),
+      );
+    }
+  }
+  const out = new Map<string, SpectralLayer | null>();
+  try {
+    linears.forEach((linear, l) => {
+      const count = positions[l].length / 2;
+      out.set(
+        linear.path,
+        count === 0 ? null : sshLayer(gpu, linear, {
+          outFeatures: linear.outFeatures,
+          inFeatures: linear.inFeatures,
+          indices: positions[l],
+          spectrum: initCoefficients(config.init, count, derivedSeed(config.seed, 2 * l + 1)),
+        }, config),
+      );
+    });
+  } catch (e) {
+    for (const layer of out.values()) layer?.dispose();
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * The SSH layer of a saved module on `linear` (its size must match), with α and the transform
+ * of `config`.
+ * @throws Error naming the layer when the module was made for another shape.
+ */
+export function sshLayer(gpu: Gpu, linear: Linear, module: SSHModule, config: SSHConfig): SpectralLayer {
+  if (module.outFeatures !== linear.outFeatures || module.inFeatures !== linear.inFeatures) {
+    throw new Error(
+      `${linear.path}: the SSH module was made for a ${module.outFeatures}×${module.inFeatures} layer ` +
+        `(out×in), this layer is ${linear.outFeatures}×${linear.inFeatures}`,
+    );
+  }
+  return new SpectralLayer(gpu, "ssh", {
+    outFeatures: linear.outFeatures,
+    inFeatures: linear.inFeatures,
+    positions: module.indices,
+    transform: config.transform,
+    alpha: config.alpha,
+    coef: module.spectrum,
+    path: linear.path,
+  });
+}
+
+/** Σ of `size` f32 values: f32 block sums on the GPU, float64 across blocks. */
+export async function sumF32(gpu: Gpu, buffer: GPUBuffer, size: number): Promise<number> {
+  const blocks = Math.ceil(size / BLOCK_SUM_SPAN);
+  const partial = gpu.pool.acquire(blocks * 4, undefined, "peft.partial");
+  try {
+    gpu.stream.dispatch(blockSumKernel, [buffer, partial], grid(gpu, blocks), new Uint32Array([size]));
+    const p = await readF32(gpu, partial, blocks);
+    let s = 0;
+    for (const v of p) s += v;
+    return s;
+  } finally {
+    gpu.pool.release(partial);
+  }
+}
+
+/** The f32 values of `buffer` at `indices` (reads back). */
+async function gatherF32(gpu: Gpu, buffer: GPUBuffer, indices: Uint32Array): Promise<Float32Array> {
+  if (indices.length === 0) return new Float32Array(0);
+  const idx = upload(gpu, indices, "peft.gather_idx");
+  const out = gpu.pool.acquire(indices.length * 4, undefined, "peft.gather_out");
+  try {
+    gpu.stream.dispatch(
+      gatherValuesKernel,
+      [buffer, idx, out],
+      grid(gpu, Math.ceil(indices.length / WG)),
+      new Uint32Array([indices.length]),
+    );
+    return await readF32(gpu, out, indices.length);
+  } finally {
+    gpu.pool.release(idx);
+    gpu.pool.release(out);
+  }
+}

@@ -1,0 +1,130 @@
+import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { FIXTURES, loadableFamilies, Prng, randomLinear, randomPositions } from "./peft_helpers.ts";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { loadModel } from "../lib/models/load.ts";
+import { referenceBatch } from "../lib/models/parity.ts";
+import { attachAdapter, loadAdapterInto } from "../lib/peft/apply.ts";
+import { fourierftConfig } from "../lib/peft/config.ts";
+import { AdapterFileError, type FourierFTAdapter, loadAdapter } from "../lib/peft/files.ts";
+import {
+  fourierftAlpha,
+  fourierftDeltaReference,
+  fourierftLayer,
+  ifft2Norm,
+  initFourierftModule,
+} from "../lib/peft/fourierft.ts";
+import { readDeltaWeight } from "../lib/peft/merge.ts";
+import { noGrad, tidy } from "../lib/tensor/mod.ts";
+import { peftAdapterParity, rowPasses } from "../tools/adapter_parity.ts";
+
+Deno.test("FourierFT ΔW is PEFT's Re(ifft2(S))·scaling for every ifft2_norm, on awkward shapes", async () => {
+  const gpu = await getGpu();
+  for (const [m, n] of [[7, 12], [1, 5], [10, 3]]) {
+    for (const norm of ["backward", "ortho", "forward"] as const) {
+      const p = new Prng(m * n);
+      const { lin } = randomLinear(gpu, p, m, n);
+      const count = Math.min(6, m * n - 1);
+      const module = {
+        outFeatures: m,
+        inFeatures: n,
+        spectrum: p.normals(count),
+        indices: randomPositions(p, m, n, count),
+      };
+      const config = fourierftConfig({ nFrequency: count, scaling: 20, extra: { ifft2_norm: norm } });
+      assertEquals(ifft2Norm(config), norm);
+      const layer = fourierftLayer(gpu, lin, module, config);
+      assertEquals(layer.transform, "dft");
+      assertEquals(layer.alpha, fourierftAlpha(20, m, n, norm));
+      assertClose(
+        await readDeltaWeight(gpu, layer),
+        fourierftDeltaReference(module, 20, norm),
+        1e-5,
+        `${m}×${n} ${norm}`,
+      );
+      layer.dispose();
+      lin.weight.dispose();
+    }
+  }
+  assertThrows(() => ifft2Norm(fourierftConfig({ extra: { ifft2_norm: "none" } })), "ifft2_norm");
+});
+
+for (const family of ["gpt2", "llama", "roberta"].filter((f) => loadableFamilies().includes(f))) {
+  Deno.test(`FourierFT: PEFT's ${family} adapter reproduces PEFT's delta weights and logits`, async () => {
+    const gpu = await getGpu();
+    const adir = `${FIXTURES}adapters/${family}-fourierft`;
+    const rows = await peftAdapterParity(gpu, adir, `${FIXTURES}models/${family}`);
+    assert(
+      rows.some((r) => r.output === "delta_w") && rows.some((r) => r.output === "logits"),
+      "rows compared",
+    );
+    for (const row of rows) assert(rowPasses(row, 1e-4), `${row.output} ${row.module}: rel-L2 ${row.relL2}`);
+  });
+}
+
+Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and reloads them", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/gpt2`;
+  const model = await loadModel(gpu, dir);
+  await assertRejects(
+    () => loadAdapterInto(model, `${FIXTURES}adapters/gpt2-fourierft`),
+    AdapterFileError,
+    "side file",
+  );
+  const config = fourierftConfig({
+    nFrequency: 30,
+    scaling: 50,
+    fanInFanOut: true,
+    targetModules: ["c_attn"],
+  });
+  const peft = await attachAdapter(model, config);
+  const adapter = await peft.toAdapter() as FourierFTAdapter;
+  for (const mod of adapter.modules.values()) {
+    assertEquals(mod.indices!.length, 60);
+    assert(mod.spectrum.some((v) => v !== 0), "init_weights false: N(0, 1) coefficients");
+  }
+  const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+  const logits = await noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+  const tmp = await Deno.makeTempDir();
+  try {
+    await peft.save(tmp);
+    await Deno.stat(`${tmp}/fourierft_indices.safetensors`);
+    const loaded = await loadAdapter(tmp) as FourierFTAdapter;
+    for (const [k, mod] of adapter.modules) {
+      assertEquals(Array.from(loaded.modules.get(k)!.indices!), Array.from(mod.indices!));
+    }
+    const fresh = await loadModel(gpu, dir);
+    await loadAdapterInto(fresh, tmp);
+    const again = await noGrad(() => tidy(() => fresh.forward(batch).logits)).toArray();
+    assertEquals(Array.from(again), Array.from(logits), "reloaded logits, bit for bit");
+    fresh.dispose();
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+  peft.detach();
+  model.dispose();
+});
+
+Deno.test("FourierFT: n_frequency must stay below M·N; positions are distinct and seeded", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(6);
+  const { lin } = randomLinear(gpu, p, 4, 5, "out_in", { path: "tiny" });
+  assertThrows(
+    () => initFourierftModule(fourierftConfig({ nFrequency: 20 }), lin, 0),
+    "tiny: n_frequency = 20",
+  );
+  const config = fourierftConfig({ nFrequency: 19, initWeights: true });
+  const a = initFourierftModule(config, lin, 0), b = initFourierftModule(config, lin, 0);
+  assertEquals(Array.from(a.indices!), Array.from(b.indices!));
+  assertEquals(
+    new Set(Array.from({ length: 19 }, (_, k) => a.indices![2 * k] * 5 + a.indices![2 * k + 1])).size,
+    19,
+  );
+  assert(a.spectrum.every((v) => v === 0), "init_weights true: zeros");
+  assert(
+    Array.from(initFourierftModule(config, lin, 1).indices!).join() !== Array.from(a.indices!).join(),
+    "layers draw different positions",
+  );
+  lin.weight.dispose();
+});

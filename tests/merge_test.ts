@@ -1,0 +1,298 @@
+import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
+import { FIXTURES, loadableFamilies, Prng, randomLinear, randomPositions } from "./peft_helpers.ts";
+import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
+import { f32ToBf16, f32ToF16, toFloat32 } from "../lib/io/dtype.ts";
+import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { loadModel } from "../lib/models/load.ts";
+import type { Model } from "../lib/models/model.ts";
+import { referenceBatch } from "../lib/models/parity.ts";
+import type { Linear } from "../lib/nn/linear.ts";
+import { attachAdapter, type PeftModel } from "../lib/peft/apply.ts";
+import { loraConfig, sshConfig } from "../lib/peft/config.ts";
+import type { PeftLayer } from "../lib/peft/layer.ts";
+import { LoraLayer } from "../lib/peft/lora.ts";
+import { encodeMerge, readDeltaWeight } from "../lib/peft/merge.ts";
+import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { AdamW } from "../lib/train/optim.ts";
+
+/** The layer's output for x without gradients. */
+async function outputOf(gpu: Gpu, lin: Linear, x: Float32Array, tokens: number): Promise<Float32Array> {
+  const xt = Tensor.from(gpu, x, [tokens, lin.inFeatures]);
+  const y = noGrad(() => tidy(() => lin.forward(xt)));
+  const out = Float32Array.from(await y.toArray());
+  xt.dispose();
+  y.dispose();
+  return out;
+}
+
+Deno.test("merge and unmerge on f32 and f16 weights, both storages, for SSH, FourierFT and LoRA", async () => {
+  const gpu = await getGpu();
+  for (const f16 of [false, true]) {
+    for (const layout of ["out_in", "in_out"] as const) {
+      for (const kind of ["ssh", "fourierft", "lora"] as const) {
+        const p = new Prng(kind.length * 10 + (f16 ? 1 : 0));
+        const m = 9, n = 14, tokens = 3;
+        const { lin } = randomLinear(gpu, p, m, n, layout, { f16 });
+        const layer: PeftLayer = kind === "lora"
+          ? new LoraLayer(gpu, {
+            module: { outFeatures: m, inFeatures: n, r: 3, a: p.normals(3 * n), b: p.normals(3 * m) },
+            scaling: 0.1,
+          })
+          : new SpectralLayer(gpu, kind, {
+            outFeatures: m,
+            inFeatures: n,
+            positions: randomPositions(p, m, n, 8),
+            transform: kind === "ssh" ? "dht" : "dft",
+            alpha: 30,
+            coef: p.normals(8),
+          });
+        lin.adapter = layer;
+        const x = p.normals(tokens * n);
+        const withAdapter = await outputOf(gpu, lin, x, tokens);
+        const before = Float32Array.from(await lin.weight.toArray());
+        encodeMerge(lin, layer, 1);
+        lin.adapter = null;
+        const merged = await outputOf(gpu, lin, x, tokens);
+        const what = `${kind} ${layout} ${f16 ? "f16" : "f32"}`;
+        assertClose(merged, withAdapter, f16 ? 2e-3 : 1e-6, `merged output ${what}`);
+        // the merged weight is W + ΔW in storage orientation, rounded once to the dtype
+        const dw = await readDeltaWeight(gpu, layer, layout === "in_out");
+        const want = before.map((w, i) => w + dw[i]);
+        const rounded = f16 ? Float32Array.from(Float16Array.from(want)) : Float32Array.from(want);
+        const got = await lin.weight.toArray();
+        const off = rounded.filter((v, i) =>
+          Math.abs(v - got[i]) > (f16 ? 1e-3 * Math.abs(v) + 1e-7 : 0)
+        ).length;
+        assertEquals(off, 0, `merged weight ${what}: entries off`);
+        encodeMerge(lin, layer, -1);
+        lin.adapter = layer;
+        assertClose(await lin.weight.toArray(), before, f16 ? 1e-3 : 1e-6, `unmerged weight ${what}`);
+        layer.dispose();
+        lin.weight.dispose();
+      }
+    }
+  }
+});
+
+/** gpt2 with SSH (random coefficients) on c_attn and c_proj. */
+async function sshOnGpt2(gpu: Gpu, dir: string): Promise<{ model: Model; peft: PeftModel }> {
+  const model = await loadModel(gpu, dir);
+  const peft = await attachAdapter(
+    model,
+    sshConfig({ n: 30, alpha: 40, targetModules: ["c_attn", "c_proj"] }),
+  );
+  return { model, peft };
+}
+
+Deno.test("PeftModel.merge / unmerge keep the outputs and restore the weights (f32 and f16 storage)", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/gpt2`;
+  const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+  for (const dtype of gpu.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
+    const model = await loadModel(gpu, dir, { dtype });
+    const peft = await attachAdapter(
+      model,
+      sshConfig({ n: 30, alpha: 40, targetModules: ["c_attn", "c_proj"] }),
+    );
+    const logits = () => noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+    const a = await logits();
+    const lin = model.linears.get("transformer.h.0.attn.c_attn")!;
+    assertEquals(lin.weight.dtype, dtype);
+    const w0 = await lin.weight.toArray();
+    peft.merge();
+    assert(
+      peft.merged && [...model.linears.values()].every((l) => l.adapter === null),
+      "merged: adapters off",
+    );
+    assertClose(await logits(), a, dtype === "f16" ? 1e-3 : 1e-5, `${dtype} merged logits`);
+    peft.unmerge();
+    assertClose(await lin.weight.toArray(), w0, dtype === "f16" ? 1e-3 : 1e-6, `${dtype} unmerged weight`);
+    assertClose(await logits(), a, dtype === "f16" ? 1e-3 : 1e-6, `${dtype} unmerged logits`);
+    peft.detach();
+    model.dispose();
+  }
+});
+
+/** A copy of the fixture model directory with its weights converted and/or sharded. */
+async function convertedCopy(
+  src: string,
+  opts: { dtype?: "F16" | "BF16"; shards?: number },
+): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  for (const f of ["config.json", "tokenizer.json"]) await Deno.copyFile(`${src}/${f}`, `${dir}/${f}`);
+  const file = await openSafetensors(`${src}/model.safetensors`);
+  const tensors: [string, TensorData][] = [];
+  for (const name of file.names) {
+    const info = file.info(name);
+    let data = await file.read(name);
+    let dtype = info.dtype;
+    if (opts.dtype && info.dtype === "F32") {
+      const v = toFloat32("F32", data);
+      data = opts.dtype === "F16" ? f32ToF16(v) : f32ToBf16(v);
+      dtype = opts.dtype;
+    }
+    tensors.push([name, { dtype, shape: info.shape, data }]);
+  }
+  const shards = opts.shards ?? 1;
+  if (shards === 1) {
+    await writeSafetensors(`${dir}/model.safetensors`, Object.fromEntries(tensors), { format: "pt" });
+    return dir;
+  }
+  const weightMap: Record<string, string> = {};
+  const per = Math.ceil(tensors.length / shards);
+  for (let s = 0; s < shards; s++) {
+    const name = `model-0000${s + 1}-of-0000${shards}.safetensors`;
+    const part = tensors.slice(s * per, (s + 1) * per);
+    for (const [k] of part) weightMap[k] = name;
+    await writeSafetensors(`${dir}/${name}`, Object.fromEntries(part), { format: "pt" });
+  }
+  const index = { metadata: { total_size: 0 }, weight_map: weightMap };
+  await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify(index));
+  return dir;
+}
+
+Deno.test("saveMerged writes a Hugging Face directory: same keys, dtypes and files; W + ΔW merged", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  const src = `${FIXTURES}models/gpt2`;
+  const { model, peft } = await sshOnGpt2(gpu, src);
+  const batch = await referenceBatch(gpu, await openSafetensors(`${src}/reference.safetensors`));
+  const logits = await noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+  const out = `${await Deno.makeTempDir()}/merged`;
+  try {
+    await peft.saveMerged(out);
+    const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    assertEquals(names, [
+      "config.json",
+      "generation_config.json",
+      "model.safetensors",
+      "reference.json",
+      "tokenizer.json",
+    ]);
+    assertEquals(
+      await Deno.readTextFile(`${out}/config.json`),
+      await Deno.readTextFile(`${src}/config.json`),
+    );
+    const a = await openSafetensors(`${src}/model.safetensors`),
+      b = await openSafetensors(`${out}/model.safetensors`);
+    assertEquals([...b.names].sort(), [...a.names].sort());
+    assertEquals(b.metadata, a.metadata);
+    for (const name of a.names) {
+      assertEquals(b.info(name), a.info(name), name);
+      const layer = peft.layers.get(name.replace(/\.weight$/, ""));
+      const va = await a.readF32(name), vb = await b.readF32(name);
+      if (!layer || !name.endsWith(".weight")) {
+        assertEquals(Array.from(vb), Array.from(va), `${name} copied bit for bit`);
+      } else {
+        const dw = await readDeltaWeight(gpu, layer, true);
+        assertEquals(
+          Array.from(vb),
+          Array.from(Float32Array.from(va, (v, i) => v + dw[i])),
+          `${name} = W + ΔWᵀ`,
+        );
+      }
+    }
+    const merged = await loadModel(gpu, out);
+    const again = await noGrad(() => tidy(() => merged.forward(batch).logits)).toArray();
+    assertClose(again, logits, 1e-5, "merged model logits");
+    merged.dispose();
+    await assertRejects(() => peft.saveMerged(out), Error, "already exists");
+    await peft.saveMerged(out, { overwrite: true });
+    await assertRejects(() => peft.saveMerged(src), Error, "its own source");
+  } finally {
+    await Deno.remove(out.slice(0, -"/merged".length), { recursive: true });
+  }
+  peft.detach();
+  model.dispose();
+});
+
+Deno.test("saveMerged keeps F16 / BF16 storage and the sharding of the source", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  for (const opts of [{ dtype: "F16" as const }, { dtype: "BF16" as const, shards: 2 }]) {
+    const src = await convertedCopy(`${FIXTURES}models/gpt2`, opts);
+    const model = await loadModel(gpu, src);
+    const peft = await attachAdapter(
+      model,
+      loraConfig({ r: 2, loraAlpha: 16, initLoraWeights: false, fanInFanOut: true }),
+    );
+    const out = `${src}-merged`;
+    try {
+      await peft.saveMerged(out);
+      const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+      const srcFiles = [...Deno.readDirSync(src)].map((e) => e.name).sort();
+      assertEquals(files, srcFiles, `${opts.dtype}: files`);
+      const sharded = (opts.shards ?? 1) > 1;
+      if (sharded) {
+        assertEquals(
+          JSON.parse(await Deno.readTextFile(`${out}/model.safetensors.index.json`)),
+          JSON.parse(await Deno.readTextFile(`${src}/model.safetensors.index.json`)),
+        );
+      }
+      const weightFiles = files.filter((f) => f.endsWith(".safetensors"));
+      for (const f of weightFiles) {
+        const a = await openSafetensors(`${src}/${f}`), b = await openSafetensors(`${out}/${f}`);
+        for (const name of a.names) {
+          assertEquals(b.info(name), a.info(name), `${f} ${name}`);
+          const layer = peft.layers.get(name.replace(/\.weight$/, ""));
+          if (layer && name.endsWith(".weight")) {
+            const va = await a.readF32(name), dw = await readDeltaWeight(gpu, layer, true);
+            const sum = Float64Array.from(va, (v, i) => v + dw[i]);
+            const want = toFloat32(opts.dtype, opts.dtype === "F16" ? f32ToF16(sum) : f32ToBf16(sum));
+            assertEquals(
+              Array.from(await b.readF32(name)),
+              Array.from(want),
+              `${name} rounded once to ${opts.dtype}`,
+            );
+          }
+        }
+      }
+      const merged = await loadModel(gpu, out);
+      assertEquals([...merged.parameters.keys()].sort(), [...model.parameters.keys()].sort());
+      merged.dispose();
+    } finally {
+      peft.detach();
+      model.dispose();
+      await Deno.remove(src, { recursive: true });
+      await Deno.remove(out, { recursive: true }).catch(() => {});
+    }
+  }
+});
+
+Deno.test("saveMerged writes the trained modules_to_save (a classification head)", async () => {
+  if (!loadableFamilies().includes("roberta")) return;
+  const gpu = await getGpu();
+  const src = `${FIXTURES}models/roberta`;
+  const model = await loadModel(gpu, src);
+  const peft = await attachAdapter(model, sshConfig({ n: 10, taskType: "SEQ_CLS" }));
+  assert(peft.saved.size > 0, "the classifier is trained");
+  const batch = await referenceBatch(gpu, await openSafetensors(`${src}/reference.safetensors`));
+  const opt = new AdamW(gpu, peft.parameters(), { lr: 0.05 });
+  const loss = tidy(() => model.forward(batch).loss!);
+  loss.backward();
+  opt.step(1);
+  loss.dispose();
+  const logits = await noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+  const out = `${await Deno.makeTempDir()}/merged`;
+  try {
+    await peft.saveMerged(out);
+    const b = await openSafetensors(`${out}/model.safetensors`);
+    for (const [key, t] of peft.saved) {
+      assertEquals(Array.from(await b.readF32(key)), Array.from(await t.toArray()), `${key} trained values`);
+    }
+    const merged = await loadModel(gpu, out);
+    assertClose(
+      await noGrad(() => tidy(() => merged.forward(batch).logits)).toArray(),
+      logits,
+      1e-5,
+      "logits",
+    );
+    merged.dispose();
+  } finally {
+    await Deno.remove(out.slice(0, -"/merged".length), { recursive: true });
+  }
+  peft.detach();
+  model.dispose();
+});

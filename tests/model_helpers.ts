@@ -1,0 +1,109 @@
+/**
+ * Shared pieces of the model tests: fixture paths, batches, forward passes read back, the
+ * float64 references, and temporary model directories with a modified config or checkpoint.
+ * @module
+ */
+import { join } from "node:path";
+import type { Gpu } from "../lib/gpu/mod.ts";
+import { loadHfConfig } from "../lib/io/hf_config.ts";
+import { openCheckpoint } from "../lib/io/safetensors.ts";
+import type { Batch, Model } from "../lib/models/model.ts";
+import {
+  gpt2Reference,
+  llamaReference,
+  type ReferenceOutput,
+  referenceWeights,
+} from "../lib/models/reference.ts";
+import { modelShapes } from "../lib/models/shapes.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import type { Gpt2Config, LlamaConfig } from "../lib/io/hf_config.ts";
+
+/** tests/fixtures/models/<name>. */
+export function fixtureModel(name: string): string {
+  return new URL(`./fixtures/models/${name}`, import.meta.url).pathname;
+}
+
+/** A batch of ids [b, t] with an attention mask and optional labels. */
+export function tokenBatch(
+  gpu: Gpu,
+  ids: Int32Array,
+  b: number,
+  t: number,
+  opts: { mask?: Int32Array; labels?: Int32Array; nextTokenLabels?: boolean } = {},
+): Batch {
+  return {
+    inputIds: Tensor.from(gpu, ids, [b, t]),
+    inputIdsHost: ids,
+    attentionMask: opts.mask,
+    labels: opts.labels ? Tensor.from(gpu, opts.labels, opts.labels.length === b ? [b] : [b, t]) : undefined,
+    nextTokenLabels: opts.nextTokenLabels,
+  };
+}
+
+/** Run `model` on `batch` in eval mode without gradients; the outputs' values. */
+export async function evalForward(
+  model: Model,
+  batch: Batch,
+): Promise<{ logits: Float32Array; hidden: Float32Array; loss: number | null }> {
+  const out = noGrad(() => tidy(() => model.forward(batch)));
+  const [logits, hidden, loss] = await Promise.all([
+    out.logits.toArray(),
+    out.hidden.toArray(),
+    out.loss?.item(),
+  ]);
+  out.logits.dispose();
+  out.hidden.dispose();
+  out.loss?.dispose();
+  return { logits, hidden, loss: loss ?? null };
+}
+
+/** The float64 reference of the causal-LM checkpoint in `dir` on ids [b, t] with `mask`. */
+export async function referenceForward(
+  dir: string,
+  ids: Int32Array,
+  b: number,
+  t: number,
+  mask: Int32Array | null,
+): Promise<ReferenceOutput> {
+  const config = await loadHfConfig(dir);
+  const weights = await referenceWeights(await openCheckpoint(dir), modelShapes(config));
+  return config.modelType === "gpt2"
+    ? gpt2Reference(config as Gpt2Config, weights, ids, b, t, mask)
+    : llamaReference(config as LlamaConfig, weights, ids, b, t, mask);
+}
+
+/** Random ids in [0, vocab) from a small LCG (seeded). */
+export function randomIds(n: number, vocab: number, seed: number): Int32Array {
+  let s = seed >>> 0;
+  return Int32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s % vocab;
+  });
+}
+
+/** Values of `x` [rows, width] at the rows where `keep` is non-zero. */
+export function keptRows(x: ArrayLike<number>, keep: Int32Array, width: number): Float64Array {
+  const out: number[] = [];
+  keep.forEach((k, r) => {
+    if (k !== 0) { for (let j = 0; j < width; j++) out.push(x[r * width + j]); }
+  });
+  return Float64Array.from(out);
+}
+
+/**
+ * A temporary copy of model directory `dir` (config.json and model.safetensors, tokenizer.json
+ * when present), with config.json fields overridden by `config`. Remove it with Deno.remove.
+ */
+export async function tempModelDir(dir: string, config: Record<string, unknown> = {}): Promise<string> {
+  const tmp = await Deno.makeTempDir({ prefix: "hartley-model-" });
+  const json = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+  await Deno.writeTextFile(join(tmp, "config.json"), JSON.stringify({ ...json, ...config }));
+  for (const f of ["model.safetensors", "tokenizer.json"]) {
+    try {
+      await Deno.copyFile(join(dir, f), join(tmp, f));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  return tmp;
+}

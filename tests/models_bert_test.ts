@@ -1,0 +1,190 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import { loadModel } from "../lib/models/load.ts";
+import type { BertOutput } from "../lib/models/bert.ts";
+import { encoderAttention } from "../lib/models/encoder.ts";
+import { Prng } from "../lib/spectral/prng.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import {
+  directionalCheck,
+  editedModel,
+  expectParity,
+  expectSshReferences,
+  expectUsefulGrad,
+  fixtureBatch,
+  loadError,
+  release,
+  trainStep,
+} from "./encoder_test_helpers.ts";
+
+const DIR = "tests/fixtures/models/bert";
+const QUERY = "bert.encoder.layer.0.attention.self.query";
+
+Deno.test("bert: BertForSequenceClassification matches PyTorch (logits, loss, last hidden state)", async () => {
+  await expectParity(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("bert: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
+  await expectSshReferences(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("bert: hidden states at right-padded positions match PyTorch too", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch, ref } = await fixtureBatch(gpu, DIR);
+  const hidden = noGrad(() => tidy(() => model.forward(batch).hidden));
+  const ours = await hidden.toArray(), expected = await ref.readF32("hidden_last");
+  const [b, t, h] = hidden.shape, mask = batch.attentionMask!;
+  const pick = (x: Float32Array) =>
+    Array.from({ length: b * t }, (_, p) => p).filter((p) => mask[p] === 0).flatMap((p) =>
+      Array.from(x.subarray(p * h, (p + 1) * h))
+    );
+  assert(pick(expected).length > 0, "the fixture has no padded positions");
+  assertClose(pick(ours), pick(expected), 1e-4, "padded positions");
+  hidden.dispose();
+  release(model, batch);
+});
+
+Deno.test("bert: f16 weight storage stays close to PyTorch", async () => {
+  const gpu = await getGpu();
+  if (!gpu.f16) return;
+  await expectParity(gpu, DIR, 5e-3, "f16");
+});
+
+Deno.test("bert: train-mode backward gives finite gradients on the classifier and a plain Linear", async () => {
+  const gpu = await getGpu();
+  const trainable = ["classifier.weight", "classifier.bias", `${QUERY}.weight`, `${QUERY}.bias`];
+  const { model, batch, evalLoss, trainLoss } = await trainStep(gpu, DIR, trainable);
+  assert(Number.isFinite(trainLoss) && trainLoss !== evalLoss, `dropout changes the loss: ${trainLoss}`);
+  assertEquals(model.linears.get(QUERY)!.adapter, null);
+  for (const key of trainable) await expectUsefulGrad(model.parameters.get(key)!, key);
+  assertEquals(model.parameters.get("bert.embeddings.word_embeddings.weight")!.grad, null);
+  // back in eval mode, dropout is off again
+  model.train(false);
+  const loss = noGrad(() => tidy(() => model.forward(batch).loss!));
+  assertClose([await loss.item()], [0.6915551424026489], 1e-5, "eval loss");
+  loss.dispose();
+  release(model, batch);
+});
+
+Deno.test("bert: the bare BertModel gives the encoder output and the pooler's", async () => {
+  const gpu = await getGpu();
+  const dir = await editedModel(DIR, (tensors) => {
+    for (const name of Object.keys(tensors)) {
+      if (name.startsWith("bert.")) tensors[name.slice(5)] = tensors[name];
+      delete tensors[name];
+    }
+  }, (json) => json.architectures = ["BertModel"]);
+  try {
+    const model = await loadModel(gpu, dir);
+    assertEquals(model.task, "base");
+    const { batch, ref } = await fixtureBatch(gpu, DIR);
+    batch.labels = undefined;
+    const out = noGrad(() => tidy(() => model.forward(batch))) as BertOutput;
+    assert(out.logits === out.hidden && out.loss === undefined && out.pooled, "base outputs");
+    const hidden = await out.hidden.toArray();
+    assertClose(hidden, await ref.readF32("hidden_last"), 1e-4, "hidden");
+    // pooler_output = tanh(dense(hidden[:, 0]))
+    const w = await model.parameters.get("pooler.dense.weight")!.toArray();
+    const bias = await model.parameters.get("pooler.dense.bias")!.toArray();
+    const [b, t, h] = out.hidden.shape;
+    const expected = Array.from({ length: b * h }, (_, k) => {
+      const [row, o] = [Math.floor(k / h), k % h];
+      let s = bias[o];
+      for (let i = 0; i < h; i++) s += w[o * h + i] * hidden[row * t * h + i];
+      return Math.tanh(s);
+    });
+    assertEquals(out.pooled.shape, [b, h]);
+    assertClose(await out.pooled.toArray(), expected, 1e-5, "pooled");
+    for (const x of [out.hidden, out.pooled]) x.dispose();
+    release(model, batch);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bert: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
+  const gpu = await getGpu();
+  const missing = "bert.encoder.layer.1.attention.self.key.weight";
+  const reshaped = "bert.encoder.layer.0.intermediate.dense.weight";
+  const dirs = [
+    await editedModel(DIR, (t) => delete t[missing]),
+    await editedModel(DIR, (t) => t[reshaped] = { ...t[reshaped], shape: [64, 128] }),
+  ];
+  try {
+    const [a, b] = [await loadError(gpu, dirs[0]), await loadError(gpu, dirs[1])];
+    assert(a.includes(`missing ${missing}`), a);
+    assert(b.includes(`${reshaped} is [64,128], expected [128,64]`), b);
+  } finally {
+    for (const d of dirs) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("bert: wrong inputs are rejected with what was expected", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch } = await fixtureBatch(gpu, DIR);
+  const run = (b: typeof batch) => noGrad(() => tidy(() => model.forward(b)));
+  assertThrows(() => run({ ...batch, inputIds: undefined }), "no inputIds");
+  assertThrows(
+    () => run({ ...batch, tokenTypeIds: new Int32Array(5) }),
+    "tokenTypeIds has 5 values, expected 2×16",
+  );
+  assertThrows(
+    () => run({ ...batch, tokenTypeIds: new Int32Array(32).fill(2) }),
+    /token_type_embeddings\.weight: .*id 2 .* outside \[0, 2\)/,
+  );
+  assertThrows(() => run({ ...batch, attentionMask: new Int32Array(3) }), "attention_mask has 3 values");
+  const long = Tensor.from(gpu, new Int32Array(65).fill(5), [1, 65]);
+  assertThrows(() => run({ inputIds: long }), "65 tokens per row is more than the model's 64 positions");
+  const labels = Tensor.from(gpu, new Int32Array([0, 1, 1]), [3]);
+  assertThrows(() => run({ ...batch, labels }), "classification labels must be i32 [2]");
+  await assertRejects(
+    () => loadModel(gpu, DIR, { task: "causal-lm" }),
+    Error,
+    'task "causal-lm" is not supported',
+  );
+  for (const t of [long, labels]) t.dispose();
+  release(model, batch);
+});
+
+Deno.test("bert: the query weight's gradient agrees with a finite difference of the loss", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch } = await fixtureBatch(gpu, DIR);
+  for (const key of [`${QUERY}.weight`, "bert.embeddings.LayerNorm.weight"]) {
+    const { analytic, numeric } = await directionalCheck(gpu, model, batch, key);
+    assertClose([numeric], [analytic], 5e-3, key);
+  }
+  release(model, batch);
+});
+
+Deno.test("encoder attention: the train-mode path (probabilities exposed for dropout) equals the fused one", async () => {
+  const gpu = await getGpu();
+  const rng = new Prng(11);
+  const [b, t, heads, d] = [3, 7, 3, 5];
+  const qkv = [0, 1, 2].map(() =>
+    Tensor.from(gpu, rng.normals(b * t * heads * d), [b, t, heads * d], { requiresGrad: true })
+  );
+  // rows with 0, 2 and 4 padded keys
+  const mask = Tensor.from(
+    gpu,
+    Int32Array.from({ length: b * t }, (_, i) => (i % t < t - 2 * Math.floor(i / t) ? 1 : 0)),
+    [b, t],
+  );
+  const upstream = Tensor.from(gpu, rng.normals(b * t * heads * d), [b, t, heads * d]);
+  const run = async (probsDropout: ((p: Tensor) => Tensor) | null) => {
+    const out = encoderAttention(qkv[0], qkv[1], qkv[2], { numHeads: heads, headDim: d, mask, probsDropout });
+    out.backward(upstream);
+    const values = [await out.toArray(), ...await Promise.all(qkv.map((x) => x.grad!.toArray()))];
+    out.dispose();
+    for (const x of qkv) {
+      x.grad!.dispose();
+      x.grad = null;
+    }
+    return values;
+  };
+  const fused = await run(null), composed = await run((p) => p);
+  ["output", "dq", "dk", "dv"].forEach((what, i) => assertClose(composed[i], fused[i], 1e-6, what));
+  for (const x of [...qkv, mask, upstream]) x.dispose();
+});

@@ -1,0 +1,165 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import { robertaPositionIds } from "../lib/models/bert.ts";
+import { loadModel } from "../lib/models/load.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import {
+  directionalCheck,
+  editedModel,
+  expectParity,
+  expectSshReferences,
+  expectUsefulGrad,
+  fixtureBatch,
+  loadError,
+  release,
+  trainStep,
+} from "./encoder_test_helpers.ts";
+
+const DIR = "tests/fixtures/models/roberta";
+const VALUE = "roberta.encoder.layer.1.attention.self.value";
+const HEAD = [
+  "classifier.dense.weight",
+  "classifier.dense.bias",
+  "classifier.out_proj.weight",
+  "classifier.out_proj.bias",
+];
+
+Deno.test("roberta: position ids start after padding_idx and skip pad tokens", () => {
+  // pad = 1: real tokens count 2, 3, …; pads (anywhere) take 1
+  assertEquals(Array.from(robertaPositionIds(Int32Array.from([0, 9, 4, 1, 1]), 1, 5, 1, 10)), [
+    2,
+    3,
+    4,
+    1,
+    1,
+  ]);
+  assertEquals(Array.from(robertaPositionIds(Int32Array.from([1, 5, 1, 7, 8, 1]), 2, 3, 1, 10)), [
+    1,
+    2,
+    1,
+    2,
+    3,
+    1,
+  ]);
+  assertEquals(Array.from(robertaPositionIds(Int32Array.from([3, 3]), 1, 2, 0, 3)), [1, 2]);
+  // 8 real tokens need position 9 of a 9-row table
+  assertThrows(
+    () => robertaPositionIds(new Int32Array(8).fill(4), 1, 8, 1, 9),
+    "row 0 has 8 non-pad tokens, needing position id 9; the model has 9 positions (at most 7 tokens per row)",
+  );
+});
+
+Deno.test("roberta: RobertaForSequenceClassification matches PyTorch (logits, loss, last hidden state)", async () => {
+  await expectParity(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("roberta: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
+  await expectSshReferences(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("roberta: hidden states at right-padded positions match PyTorch too", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch, ref } = await fixtureBatch(gpu, DIR);
+  const hidden = noGrad(() => tidy(() => model.forward(batch).hidden));
+  const ours = await hidden.toArray(), expected = await ref.readF32("hidden_last");
+  const [b, t, h] = hidden.shape, mask = batch.attentionMask!;
+  const padded = Array.from({ length: b * t }, (_, p) => p).filter((p) => mask[p] === 0);
+  assert(padded.length > 0, "the fixture has no padded positions");
+  const pick = (x: Float32Array) => padded.flatMap((p) => Array.from(x.subarray(p * h, (p + 1) * h)));
+  assertClose(pick(ours), pick(expected), 1e-4, "padded positions");
+  hidden.dispose();
+  release(model, batch);
+});
+
+Deno.test("roberta: f16 weight storage stays close to PyTorch", async () => {
+  const gpu = await getGpu();
+  if (!gpu.f16) return;
+  await expectParity(gpu, DIR, 5e-3, "f16");
+});
+
+Deno.test("roberta: train-mode backward gives finite gradients on the head and a plain Linear", async () => {
+  const gpu = await getGpu();
+  const positions = "roberta.embeddings.position_embeddings.weight";
+  const words = "roberta.embeddings.word_embeddings.weight";
+  const trainable = [...HEAD, `${VALUE}.weight`, positions, words];
+  const { model, batch, evalLoss, trainLoss } = await trainStep(gpu, DIR, trainable);
+  assert(Number.isFinite(trainLoss) && trainLoss !== evalLoss, `dropout changes the loss: ${trainLoss}`);
+  assertEquals(model.linears.get(VALUE)!.adapter, null);
+  for (const key of trainable) await expectUsefulGrad(model.parameters.get(key)!, key);
+  // padding_idx (1) rows get no gradient, as nn.Embedding(padding_idx=1)
+  for (const key of [positions, words]) {
+    const g = await model.parameters.get(key)!.grad!.toArray();
+    assert(g.subarray(64, 128).every((v) => v === 0), `${key}: the padding row has a gradient`);
+  }
+  assertEquals(model.parameters.get("roberta.embeddings.LayerNorm.weight")!.grad, null);
+  release(model, batch);
+});
+
+Deno.test("roberta: gradients agree with a finite difference of the loss", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch } = await fixtureBatch(gpu, DIR);
+  for (const key of [`${VALUE}.weight`, "roberta.embeddings.position_embeddings.weight"]) {
+    const { analytic, numeric } = await directionalCheck(gpu, model, batch, key);
+    assertClose([numeric], [analytic], 5e-3, key);
+  }
+  release(model, batch);
+});
+
+Deno.test("roberta: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
+  const gpu = await getGpu();
+  const missing = "roberta.embeddings.position_embeddings.weight";
+  const reshaped = "roberta.encoder.layer.1.output.LayerNorm.bias";
+  const dirs = [
+    await editedModel(DIR, (t) => delete t[missing]),
+    await editedModel(DIR, (t) => t[reshaped] = { ...t[reshaped], shape: [8, 8] }),
+  ];
+  try {
+    const [a, b] = [await loadError(gpu, dirs[0]), await loadError(gpu, dirs[1])];
+    assert(a.includes(`missing ${missing} [80,64]`), a);
+    assert(b.includes(`${reshaped} is [8,8], expected [64]`), b);
+  } finally {
+    for (const d of dirs) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("roberta: a checkpoint without the classification head gets a new one", async () => {
+  const gpu = await getGpu();
+  const dir = await editedModel(DIR, (t) => {
+    for (const name of Object.keys(t)) if (name.startsWith("classifier.")) delete t[name];
+  });
+  try {
+    const model = await loadModel(gpu, dir, { numLabels: 4 });
+    const { batch, ref } = await fixtureBatch(gpu, DIR);
+    const out = noGrad(() => tidy(() => model.forward(batch)));
+    assertEquals(out.logits.shape, [2, 4]);
+    assert(Number.isFinite(await out.loss!.item()), "loss");
+    assertClose(await out.hidden.toArray(), await ref.readF32("hidden_last"), 1e-4, "backbone unchanged");
+    for (const t of [out.logits, out.loss!, out.hidden]) t.dispose();
+    release(model, batch);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("roberta: wrong inputs are rejected with what was expected", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch } = await fixtureBatch(gpu, DIR);
+  const run = (b: typeof batch) => noGrad(() => tidy(() => model.forward(b)));
+  // 80 positions, padding_idx 1: at most 78 real tokens per row
+  const ids = Tensor.from(gpu, new Int32Array(79).fill(5), [1, 79]);
+  assertThrows(() => run({ inputIds: ids }), "row 0 has 79 non-pad tokens, needing position id 80");
+  // type_vocab_size is 1: only token type 0
+  assertThrows(
+    () => run({ ...batch, tokenTypeIds: new Int32Array(32).fill(1) }),
+    /token_type_embeddings.*id 1/,
+  );
+  const big = Tensor.from(gpu, new Int32Array(32).fill(512), [2, 16]);
+  assertThrows(() => run({ ...batch, inputIds: big, inputIdsHost: big.host }), /word_embeddings.*id 512/);
+  const labels = Tensor.from(gpu, new Int32Array([0, 3]), [2]);
+  assertThrows(() => run({ ...batch, labels }), "target 3 at 1 is outside [0, 3)");
+  for (const t of [ids, big, labels]) t.dispose();
+  release(model, batch);
+});

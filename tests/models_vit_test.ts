@@ -1,0 +1,178 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import { loadModel } from "../lib/models/load.ts";
+import type { VitOutput } from "../lib/models/vit.ts";
+import { Prng } from "../lib/spectral/prng.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
+import {
+  directionalCheck,
+  editedModel,
+  expectParity,
+  expectSshReferences,
+  expectUsefulGrad,
+  fixtureBatch,
+  loadError,
+  release,
+  trainStep,
+} from "./encoder_test_helpers.ts";
+
+const DIR = "tests/fixtures/models/vit";
+const QUERY = "vit.encoder.layer.0.attention.attention.query";
+const EMBED = ["vit.embeddings.cls_token", "vit.embeddings.position_embeddings"];
+const PATCH = "vit.embeddings.patch_embeddings.projection";
+
+Deno.test("vit: ViTForImageClassification matches PyTorch (logits, loss, last hidden state)", async () => {
+  await expectParity(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("vit: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
+  await expectSshReferences(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("vit: f16 weight storage stays close to PyTorch", async () => {
+  const gpu = await getGpu();
+  if (!gpu.f16) return;
+  await expectParity(gpu, DIR, 5e-3, "f16");
+});
+
+Deno.test("vit: the classifier reads [CLS] of the final LayerNorm's output (lastHiddenState)", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch, ref } = await fixtureBatch(gpu, DIR);
+  const out = noGrad(() => tidy(() => model.forward(batch))) as VitOutput;
+  const last = await out.lastHiddenState.toArray();
+  const w = await model.parameters.get("classifier.weight")!.toArray();
+  const bias = await model.parameters.get("classifier.bias")!.toArray();
+  const [b, t, h] = out.lastHiddenState.shape, labels = bias.length;
+  const logits = Array.from({ length: b * labels }, (_, k) => {
+    const [row, o] = [Math.floor(k / labels), k % labels];
+    let s = bias[o];
+    for (let i = 0; i < h; i++) s += w[o * h + i] * last[row * t * h + i];
+    return s;
+  });
+  assertClose(logits, await ref.readF32("logits"), 1e-4, "logits from lastHiddenState");
+  // hidden is the encoder output before that LayerNorm (the fixture's hidden_last)
+  assert(relL2(await out.hidden.toArray(), last) > 0.5, "hidden and lastHiddenState differ");
+  for (const x of [out.logits, out.hidden, out.lastHiddenState, out.loss!]) x.dispose();
+  release(model, batch);
+});
+
+Deno.test("vit: backward gives finite gradients on the classifier, a plain Linear and the embeddings", async () => {
+  const gpu = await getGpu();
+  const trainable = ["classifier.weight", "classifier.bias", `${QUERY}.weight`, ...EMBED, `${PATCH}.weight`];
+  const { model, batch, evalLoss, trainLoss } = await trainStep(gpu, DIR, trainable);
+  // the fixture's config has no dropout: train mode computes the same loss
+  assertClose([trainLoss], [evalLoss], 1e-6, "train-mode loss");
+  assertEquals(model.linears.get(QUERY)!.adapter, null);
+  for (const key of trainable) await expectUsefulGrad(model.parameters.get(key)!, key);
+  assertEquals(model.parameters.get(`${PATCH}.bias`)!.grad, null);
+  release(model, batch);
+});
+
+Deno.test("vit: with dropout in the config, train mode drops and backward stays finite", async () => {
+  const gpu = await getGpu();
+  const dir = await editedModel(DIR, () => {}, (json) => {
+    json.hidden_dropout_prob = 0.1;
+    json.attention_probs_dropout_prob = 0.1;
+  });
+  try {
+    const trainable = ["classifier.weight", `${QUERY}.weight`, `${QUERY}.bias`];
+    const { model, batch, evalLoss, trainLoss } = await trainStep(gpu, dir, trainable);
+    assertClose([evalLoss], [1.3980200290679932], 1e-5, "eval loss (no dropout)");
+    assert(Number.isFinite(trainLoss) && trainLoss !== evalLoss, `dropout changes the loss: ${trainLoss}`);
+    for (const key of trainable) await expectUsefulGrad(model.parameters.get(key)!, key);
+    release(model, batch);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("vit: gradients agree with a finite difference of the loss", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch } = await fixtureBatch(gpu, DIR);
+  for (const key of [`${QUERY}.weight`, `${PATCH}.weight`, ...EMBED]) {
+    const { analytic, numeric } = await directionalCheck(gpu, model, batch, key);
+    assertClose([numeric], [analytic], 5e-3, key);
+  }
+  release(model, batch);
+});
+
+Deno.test("vit: the bare ViTModel gives the encoder output, last_hidden_state and the pooler's", async () => {
+  const gpu = await getGpu();
+  const rng = new Prng(3);
+  const dir = await editedModel(DIR, (t) => {
+    for (const name of Object.keys(t)) {
+      if (name.startsWith("vit.")) t[name.slice(4)] = t[name];
+      delete t[name];
+    }
+    t["pooler.dense.weight"] = {
+      dtype: "F32",
+      shape: [64, 64],
+      data: rng.normals(64 * 64).map((v) => v * 0.02),
+    };
+    t["pooler.dense.bias"] = { dtype: "F32", shape: [64], data: new Float32Array(64) };
+  }, (json) => json.architectures = ["ViTModel"]);
+  try {
+    const model = await loadModel(gpu, dir);
+    const cls = await loadModel(gpu, DIR);
+    assertEquals(model.task, "base");
+    const { batch, ref } = await fixtureBatch(gpu, DIR);
+    batch.labels = undefined;
+    const out = noGrad(() => tidy(() => model.forward(batch))) as VitOutput;
+    const full = noGrad(() => tidy(() => cls.forward(batch))) as VitOutput;
+    assert(out.logits === out.lastHiddenState && out.loss === undefined && out.pooled, "base outputs");
+    assertClose(await out.hidden.toArray(), await ref.readF32("hidden_last"), 1e-4, "hidden");
+    assertClose(await out.lastHiddenState.toArray(), await full.lastHiddenState.toArray(), 1e-6, "last");
+    assertEquals(out.pooled.shape, [2, 64]);
+    assert((await out.pooled.toArray()).every((v) => Math.abs(v) < 1), "pooled is a tanh");
+    for (const o of [out, full]) for (const x of Object.values(o)) if (x instanceof Tensor) x.dispose();
+    release(model, batch);
+    cls.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("vit: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
+  const gpu = await getGpu();
+  const missing = "vit.embeddings.cls_token";
+  const reshaped = "vit.embeddings.position_embeddings";
+  const conv = `${PATCH}.weight`;
+  const dirs = [
+    await editedModel(DIR, (t) => delete t[missing]),
+    await editedModel(DIR, (t) => t[reshaped] = { ...t[reshaped], shape: [1, 16, 68] }),
+    await editedModel(DIR, (t) => t[conv] = { ...t[conv], shape: [64, 12, 4, 4] }),
+  ];
+  try {
+    const [a, b, c] = [
+      await loadError(gpu, dirs[0]),
+      await loadError(gpu, dirs[1]),
+      await loadError(gpu, dirs[2]),
+    ];
+    assert(a.includes(`missing ${missing} [1,1,64]`), a);
+    assert(b.includes(`${reshaped} is [1,16,68], expected [1,17,64]`), b);
+    assert(c.includes(`${conv} is [64,12,4,4], expected [64,3,8,8]`), c);
+  } finally {
+    for (const d of dirs) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("vit: wrong inputs are rejected with what was expected", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, DIR);
+  const { batch } = await fixtureBatch(gpu, DIR);
+  const run = (b: typeof batch) => noGrad(() => tidy(() => model.forward(b)));
+  const want = "expected f32 [batch, 3, 32, 32]";
+  assertThrows(() => run({ labels: batch.labels }), `no pixelValues (${want})`);
+  const small = Tensor.zeros(gpu, [2, 3, 16, 16]), gray = Tensor.zeros(gpu, [2, 1, 32, 32]);
+  assertThrows(
+    () => run({ pixelValues: small }),
+    "pixelValues must be f32 [batch, 3, 32, 32], got f32 [2, 3, 16, 16]",
+  );
+  assertThrows(() => run({ pixelValues: gray }), "got f32 [2, 1, 32, 32]");
+  const labels = Tensor.from(gpu, new Int32Array([5, 0]), [2]);
+  assertThrows(() => run({ ...batch, labels }), "target 5 at 0 is outside [0, 5)");
+  for (const t of [small, gray, labels]) t.dispose();
+  release(model, batch);
+});
