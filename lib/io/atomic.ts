@@ -5,7 +5,7 @@
  * temporary file.
  * @module
  */
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 
 /**
  * Run `write` on a fresh temporary file beside `path`, then rename it to `path`.
@@ -41,4 +41,62 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.length) done += await file.write(bytes.subarray(done));
+}
+
+/** Options of {@link writeDirAtomic}. */
+export interface WriteDirOptions {
+  /**
+   * Entries of an existing `dir` to carry over into the new one (e.g. a README beside an
+   * adapter); everything else of the old directory is dropped. None by default.
+   */
+  keep?: (name: string) => boolean;
+}
+
+/**
+ * Write a directory as a whole: `fill` writes into a fresh folder beside `dir`, which is then
+ * renamed into place. An existing `dir` is moved aside first and removed after (entries that
+ * `keep` accepts are moved into the new folder). A failure in `fill` leaves `dir` untouched;
+ * a crash between the two renames leaves the old directory beside the target as
+ * `.<name>.<id>.old`, never half a directory.
+ */
+export async function writeDirAtomic(
+  dir: string,
+  fill: (tmp: string) => Promise<void>,
+  opts: WriteDirOptions = {},
+): Promise<void> {
+  const parent = dirname(resolve(dir)), name = basename(resolve(dir));
+  await Deno.mkdir(parent, { recursive: true });
+  const id = crypto.randomUUID().slice(0, 8);
+  const tmp = join(parent, `.${name}.${id}.tmp`);
+  await Deno.mkdir(tmp);
+  let old: string | null = null;
+  try {
+    await fill(tmp);
+    const stat = await Deno.stat(dir).catch((e) => {
+      if (e instanceof Deno.errors.NotFound) return null;
+      throw e;
+    });
+    if (stat && !stat.isDirectory) throw new Error(`${dir} exists and is not a directory`);
+    if (stat) {
+      old = join(parent, `.${name}.${id}.old`);
+      await Deno.rename(dir, old);
+    }
+    try {
+      await Deno.rename(tmp, dir);
+    } catch (e) {
+      if (old) await Deno.rename(old, dir);
+      old = null;
+      throw e;
+    }
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  if (!old) return;
+  if (opts.keep) {
+    for await (const entry of Deno.readDir(old)) {
+      if (opts.keep(entry.name)) await Deno.rename(join(old, entry.name), join(dir, entry.name));
+    }
+  }
+  await Deno.remove(old, { recursive: true });
 }

@@ -44,7 +44,7 @@ import { type DropoutState, initLoraModule, loraLayer } from "./lora.ts";
 import { encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
 import { shapesOfModel } from "./model_shapes.ts";
 import { createSshLayers, sshLayer } from "./ssh.ts";
-import { DEFAULT_TARGET_MODULES, resolveModulesToSave, resolveTargets } from "./targets.ts";
+import { resolveModulesToSave, resolveTargets } from "./targets.ts";
 
 /** Options of {@link attachAdapter}, {@link applyAdapter} and {@link loadAdapterInto}. */
 export interface AttachOptions {

@@ -22,8 +22,8 @@
  * that are not adapter files (e.g. a README.md) are moved into the new folder.
  * @module
  */
-import { basename, dirname, join } from "node:path";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { join } from "node:path";
+import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import type { Dtype, TypedArray } from "../io/dtype.ts";
 import {
   openSafetensors,
@@ -275,6 +275,9 @@ export interface SaveOptions {
  */
 export async function saveAdapter(dir: string, adapter: Adapter, opts: SaveOptions = {}): Promise<void> {
   checkAdapter(adapter, dir, opts.shapes);
+  if ((await Deno.stat(dir).catch(() => null))?.isFile) {
+    throw new AdapterFileError(`${dir} exists and is not a directory`);
+  }
   const tensors: Record<string, TensorData> = {};
   const side: Record<string, TensorData> = {};
   const layerShapes: Record<string, [number, number]> = {};
@@ -318,11 +321,11 @@ export async function saveAdapter(dir: string, adapter: Adapter, opts: SaveOptio
   }
   const metadata: Record<string, string> = { format: "pt" };
   if (Object.keys(layerShapes).length > 0) metadata[LAYER_SHAPES_KEY] = JSON.stringify(layerShapes);
-  await writeDirectoryAtomic(dir, async (tmp) => {
+  await writeDirAtomic(dir, async (tmp) => {
     await writeSafetensors(join(tmp, ADAPTER_WEIGHTS_FILE), tensors, metadata);
     if (withIndices > 0) await writeSafetensors(join(tmp, FOURIERFT_INDICES_FILE), side, { format: "pt" });
     await writeFileAtomic(join(tmp, ADAPTER_CONFIG_FILE), adapterConfigToText(adapter.config));
-  });
+  }, { keep: (name) => !ADAPTER_FILES.includes(name) });
 }
 
 /**
@@ -619,55 +622,6 @@ function readLayerShapes(file: SafetensorsFile): Record<string, [number, number]
     );
   }
   return json as Record<string, [number, number]>;
-}
-
-/**
- * Write a directory as a whole: `fill` writes into a fresh folder beside `dir`, which is then
- * renamed into place (an existing `dir` is moved aside first and removed after, its non-adapter
- * entries moved into the new folder).
- */
-async function writeDirectoryAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const parent = dirname(dir), name = basename(dir);
-  await Deno.mkdir(parent, { recursive: true });
-  const id = crypto.randomUUID().slice(0, 8);
-  const tmp = join(parent, `.${name}.${id}.tmp`);
-  await Deno.mkdir(tmp);
-  try {
-    await fill(tmp);
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
-  let old: string | null = null;
-  try {
-    const stat = await Deno.stat(dir).catch((e) => {
-      if (e instanceof Deno.errors.NotFound) return null;
-      throw e;
-    });
-    if (stat && !stat.isDirectory) throw new AdapterFileError(`${dir} exists and is not a directory`);
-    if (stat) {
-      old = join(parent, `.${name}.${id}.old`);
-      await Deno.rename(dir, old);
-    }
-    try {
-      await Deno.rename(tmp, dir);
-    } catch (e) {
-      if (old) await Deno.rename(old, dir);
-      old = null;
-      throw e;
-    }
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
-  if (old) {
-    for await (const entry of Deno.readDir(old)) {
-      if (!ADAPTER_FILES.includes(entry.name)) {
-        await Deno.rename(join(old, entry.name), join(dir, entry.name));
-      }
-    }
-    await Deno.remove(old, { recursive: true });
-  }
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -18,7 +18,7 @@
 import { basename, dirname, join, resolve } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { grid, readF32 } from "../gpu/buffers.ts";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import type { Dtype, TypedArray } from "../io/dtype.ts";
 import {
   openCheckpoint,
@@ -114,7 +114,7 @@ export async function writeMergedModel(
   if (existing && !existing.isDirectory) throw new Error(`${dir} exists and is not a directory`);
   const source = await openCheckpoint(sourceDir);
   const replaced = await mergedTensors(src, source);
-  await writeDirectory(dir, async (tmp) => {
+  await writeDirAtomic(dir, async (tmp) => {
     await writeCheckpoint(source, replaced, tmp);
     for await (const e of Deno.readDir(sourceDir)) {
       if (e.isFile && !WEIGHT_FILE.test(e.name)) {
@@ -224,33 +224,3 @@ async function writeCheckpoint(
 }
 
 const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
-
-/**
- * Create the directory `dir` as a whole: `fill` writes into a fresh folder beside it, which is
- * renamed into place (an existing `dir` is moved aside first, then removed).
- */
-async function writeDirectory(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const parent = dirname(resolve(dir)), name = basename(resolve(dir));
-  await Deno.mkdir(parent, { recursive: true });
-  const id = crypto.randomUUID().slice(0, 8);
-  const tmp = join(parent, `.${name}.${id}.tmp`);
-  await Deno.mkdir(tmp);
-  try {
-    await fill(tmp);
-    let old: string | null = null;
-    if (await Deno.stat(dir).then(() => true, () => false)) {
-      old = join(parent, `.${name}.${id}.old`);
-      await Deno.rename(dir, old);
-    }
-    try {
-      await Deno.rename(tmp, dir);
-    } catch (e) {
-      if (old) await Deno.rename(old, dir);
-      throw e;
-    }
-    if (old) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
-}
