@@ -38,6 +38,8 @@ export function formatCompileMessages(
 /** Pipeline cache of one device. */
 export class PipelineCache {
   #pipelines = new Map<string, GPUComputePipeline>();
+  /** Fast path for memoised kernel objects: no rehash of the WGSL source per dispatch. */
+  #byKernel = new WeakMap<Kernel, GPUComputePipeline>();
   #pending = new Set<Promise<void>>();
   #ids = new WeakMap<GPUComputePipeline, number>();
 
@@ -55,10 +57,15 @@ export class PipelineCache {
 
   /** The pipeline for `kernel`, compiled on first use. */
   get(kernel: Kernel): GPUComputePipeline {
+    const known = this.#byKernel.get(kernel);
+    if (known) return known;
     const entryPoint = kernel.entryPoint ?? "main";
     const key = `${entryPoint}\u0000${kernel.code}`;
     let pipeline = this.#pipelines.get(key);
-    if (pipeline) return pipeline;
+    if (pipeline) {
+      this.#byKernel.set(kernel, pipeline);
+      return pipeline;
+    }
     const { device } = this.gpu;
     device.pushErrorScope("validation");
     const module = device.createShaderModule({ code: kernel.code, label: kernel.name });
@@ -79,6 +86,7 @@ export class PipelineCache {
     done.finally(() => this.#pending.delete(done));
     this.#ids.set(pipeline, this.#pipelines.size);
     this.#pipelines.set(key, pipeline);
+    this.#byKernel.set(kernel, pipeline);
     return pipeline;
   }
 
