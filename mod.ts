@@ -12,7 +12,7 @@
 export * from "./lib/gpu/mod.ts";
 export { encodeFht, type FhtOptions, type FhtPlan, planFht } from "./lib/spectral/fht.ts";
 export { encodeTransform2d, type Transform } from "./lib/spectral/transforms.ts";
-export { encodeEnergy, selectPositions, type SelectOptions, topkEnergy } from "./lib/spectral/select.ts";
+export { encodeEnergy, type SelectOptions, selectPositions, topkEnergy } from "./lib/spectral/select.ts";
 export { type SpectralAdapterConfig, SpectralAdapterOp, SpectralSaved } from "./lib/spectral/adapter_op.ts";
 export { Prng } from "./lib/spectral/prng.ts";
 export { encodeMatmul, type MatmulOptions } from "./lib/linalg/matmul.ts";
