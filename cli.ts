@@ -4,7 +4,12 @@
  */
 import { parseArgs } from "node:util";
 import denoJson from "./deno.json" with { type: "json" };
+import { evalCommand } from "./lib/cli/eval.ts";
 import { infoCommand } from "./lib/cli/info.ts";
+import { inspectCommand } from "./lib/cli/inspect.ts";
+import { mergeCommand } from "./lib/cli/merge.ts";
+import { pretrainCommand } from "./lib/cli/pretrain.ts";
+import { trainCommand } from "./lib/cli/train.ts";
 
 interface Command {
   summary: string;
@@ -13,6 +18,20 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   info: { summary: "show the WebGPU adapter, its features and limits", run: infoCommand },
+  train: {
+    summary: "fine-tune a model (SSH, LoRA, FourierFT, full); no options: the demo",
+    run: trainCommand,
+  },
+  eval: { summary: "evaluate a model (and adapter): loss, perplexity, accuracy", run: evalCommand },
+  merge: {
+    summary: "merge an adapter into its base model, write a Hugging Face directory",
+    run: mergeCommand,
+  },
+  inspect: {
+    summary: "model/adapter summary; SVG of a layer's Hartley energy or a loss curve",
+    run: inspectCommand,
+  },
+  pretrain: { summary: "train a model from random init as a causal LM on a text file", run: pretrainCommand },
 };
 
 function usage(): string {

@@ -20,7 +20,11 @@ export abstract class BaseModel implements Model {
   /** Seed of the dropout masks (train mode). */
   dropoutSeed = 0;
   #training = false;
-  #step = 0;
+  /**
+   * Train-mode forward passes so far: with {@link dropoutSeed} it keys the dropout masks. A
+   * resumed training run sets it to the optimiser step, so masks match an uninterrupted run.
+   */
+  dropoutStep = 0;
 
   constructor(readonly family: string, readonly config: HfConfig, ctx: BuildContext) {
     this.gpu = ctx.gpu;
@@ -55,13 +59,13 @@ export abstract class BaseModel implements Model {
 
   /** Count a forward pass (call once at its start): dropout masks differ between passes. */
   protected nextStep(): void {
-    if (this.#training) this.#step++;
+    if (this.#training) this.dropoutStep++;
   }
 
   /** Dropout with probability `p` at call site `site` in train mode; `x` itself in eval mode. */
   protected dropout(x: Tensor, p: number, site: number): Tensor {
     if (!this.#training || p === 0) return x;
-    return dropout(x, p, { seed: this.dropoutSeed, step: this.#step, site });
+    return dropout(x, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
   }
 
   /** {@link dropout} at `site` as a function, or null where it is the identity (eval mode, p = 0). */

@@ -172,6 +172,43 @@ export class AdamW {
     partials.dispose();
   }
 
+  /**
+   * The per-parameter state in update order (moments and step counts), read back for a
+   * checkpoint. Submits and waits: call it between steps, never inside one.
+   */
+  async exportState(): Promise<{ m: Float32Array[]; v: Float32Array[]; steps: number[] }> {
+    const m: Float32Array[] = [], v: Float32Array[] = [];
+    for (const s of this.#slots) {
+      m.push(new Float32Array(await s.m.toArray()));
+      v.push(new Float32Array(await s.v.toArray()));
+    }
+    return { m, v, steps: this.#slots.map((s) => s.steps) };
+  }
+
+  /** Restore state saved by {@link exportState} (same parameters, same order and sizes). */
+  importState(state: { m: ArrayLike<number>[]; v: ArrayLike<number>[]; steps: number[] }): void {
+    const n = this.#slots.length;
+    if (state.m.length !== n || state.v.length !== n || state.steps.length !== n) {
+      throw new Error(
+        `AdamW: the saved state has ${state.m.length} parameters, this optimiser ${n} (another model or method?)`,
+      );
+    }
+    this.#slots.forEach((s, i) => {
+      if (state.m[i].length !== s.param.size || state.v[i].length !== s.param.size) {
+        throw new Error(
+          `AdamW: saved moments of parameter ${i} have ${state.m[i].length} values, the parameter ` +
+            `${s.param.describe()} has ${s.param.size}`,
+        );
+      }
+      if (!(Number.isSafeInteger(state.steps[i]) && state.steps[i] >= 0)) {
+        throw new Error(`AdamW: saved step count ${state.steps[i]} of parameter ${i} is not an integer ≥ 0`);
+      }
+      this.gpu.stream.write(s.m.buffer, Float32Array.from(state.m[i]));
+      this.gpu.stream.write(s.v.buffer, Float32Array.from(state.v[i]));
+      s.steps = state.steps[i];
+    });
+  }
+
   /** Free every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`). */
   zeroGrad(): void {
     for (const s of this.#slots) {

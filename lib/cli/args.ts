@@ -1,0 +1,222 @@
+/**
+ * Flag parsing shared by the commands: each command declares its flags once (type, default,
+ * allowed values, range, help line) and gets typed values and a `--help` text from that one
+ * table. Parsing uses `node:util`'s parseArgs in strict mode, so an unknown flag or a missing
+ * value is an error; numbers, integers, choices and ranges are checked here with messages
+ * that name the flag, the value and what was expected.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { explainDeviceError } from "./errors.ts";
+
+/** A flag's value type: text, a finite number, an integer, an on/off switch. */
+export type FlagType = "string" | "number" | "integer" | "boolean";
+
+/** One flag of a command. */
+export interface FlagSpec {
+  type: FlagType;
+  /** One line for `--help`. */
+  help: string;
+  /** Value when the flag is absent (booleans default to false). */
+  default?: string | number | boolean;
+  /** The allowed values of a string flag. */
+  choices?: readonly string[];
+  /** Smallest allowed value of a number (inclusive). */
+  min?: number;
+  /** Largest allowed value of a number (inclusive). */
+  max?: number;
+  /** Name of the value in `--help`, e.g. DIR (default from the type). */
+  arg?: string;
+  /** One-letter alias. */
+  short?: string;
+}
+
+/** A command's flag table. */
+export type FlagTable = Readonly<Record<string, FlagSpec>>;
+
+type ValueOf<F extends FlagSpec> = F["type"] extends "boolean" ? boolean
+  : F["type"] extends "string" ? string
+  : number;
+
+/** Parsed values: a flag with a default (or a boolean) is always set, others may be undefined. */
+export type FlagValues<T extends FlagTable> = {
+  [K in keyof T]: T[K] extends { default: unknown } ? ValueOf<T[K]>
+    : T[K]["type"] extends "boolean" ? boolean
+    : ValueOf<T[K]> | undefined;
+};
+
+/** A command line that does not fit the command's flags; the CLI exits with status 2. */
+export class ArgsError extends Error {
+  override name = "ArgsError";
+}
+
+/** A command's description for parsing and `--help`. */
+export interface CommandSpec<T extends FlagTable> {
+  /** e.g. `train`. */
+  name: string;
+  /** One line under the usage. */
+  summary: string;
+  /** Usage after `cli.ts <name>`, e.g. `[options]` or `MODEL_DIR [options]`. */
+  usage?: string;
+  /** Paragraphs after the options (examples, notes). */
+  notes?: string;
+  flags: T;
+  /** Positional arguments allowed (default 0). */
+  positionals?: number;
+}
+
+/** The outcome of {@link parseCommand}: help requested, or values. */
+export type Parsed<T extends FlagTable> =
+  | { help: true }
+  | { help: false; values: FlagValues<T>; positionals: string[]; given: Set<string> };
+
+/**
+ * Parse `argv` (the arguments after the command name) against `spec`.
+ * @throws ArgsError naming the flag and what was wrong.
+ */
+export function parseCommand<T extends FlagTable>(spec: CommandSpec<T>, argv: string[]): Parsed<T> {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [name, f] of Object.entries(spec.flags)) {
+    options[name] = { type: f.type === "boolean" ? "boolean" : "string" };
+    if (f.short) options[name].short = f.short;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new ArgsError(cleanParseError((e as Error).message, spec));
+  }
+  if (parsed.values.help) return { help: true };
+  const max = spec.positionals ?? 0;
+  if (parsed.positionals.length > max) {
+    const extra = parsed.positionals.slice(max).map((p) => `'${p}'`).join(" ");
+    throw new ArgsError(
+      `unexpected argument${parsed.positionals.length - max > 1 ? "s" : ""} ${extra}` +
+        (max === 0 ? " (this command takes only --flags)" : ` (at most ${max} expected)`),
+    );
+  }
+  const values: Record<string, unknown> = {};
+  const given = new Set<string>();
+  for (const [name, f] of Object.entries(spec.flags)) {
+    const raw = (parsed.values as Record<string, string | boolean | undefined>)[name];
+    if (raw === undefined) {
+      values[name] = f.type === "boolean" ? (f.default ?? false) : f.default;
+      continue;
+    }
+    given.add(name);
+    values[name] = convert(name, f, raw);
+  }
+  return { help: false, values: values as FlagValues<T>, positionals: parsed.positionals, given };
+}
+
+function convert(name: string, f: FlagSpec, raw: string | boolean): string | number | boolean {
+  if (f.type === "boolean") return raw as boolean;
+  const text = String(raw);
+  if (f.type === "string") {
+    if (f.choices && !f.choices.includes(text)) {
+      throw new ArgsError(`--${name} '${text}' is not one of ${f.choices.join(", ")}`);
+    }
+    if (text === "") throw new ArgsError(`--${name} needs a value`);
+    return text;
+  }
+  const n = Number(text);
+  if (text.trim() === "" || !Number.isFinite(n)) {
+    throw new ArgsError(`--${name} '${text}' is not a number`);
+  }
+  if (f.type === "integer" && !Number.isSafeInteger(n)) {
+    throw new ArgsError(`--${name} '${text}' is not an integer`);
+  }
+  if (f.min !== undefined && n < f.min) {
+    throw new ArgsError(`--${name} ${text} is below the minimum ${f.min}`);
+  }
+  if (f.max !== undefined && n > f.max) {
+    throw new ArgsError(`--${name} ${text} is above the maximum ${f.max}`);
+  }
+  return n;
+}
+
+/** parseArgs' messages, shortened and pointed at `--help`. */
+function cleanParseError(message: string, spec: CommandSpec<FlagTable>): string {
+  const unknown = message.match(/Unknown option '([^']+)'/);
+  if (unknown) {
+    const flag = unknown[1].replace(/^-+/, "");
+    const near = Object.keys(spec.flags).filter((k) => k.startsWith(flag.slice(0, 3)) || flag.startsWith(k));
+    return `unknown option '${unknown[1]}'` + (near.length ? ` (did you mean --${near[0]}?)` : "");
+  }
+  const missing = message.match(/Option '([^']+)' argument missing/);
+  if (missing) return `option ${missing[1].split(",").pop()!.trim()} needs a value`;
+  const ambiguous = message.match(/Option '([^']+)' argument is ambiguous/);
+  if (ambiguous) {
+    const flag = ambiguous[1].split(",").pop()!.trim();
+    return `option ${flag}: a value starting with '-' must be written ${flag}=VALUE`;
+  }
+  return message.split("\n")[0];
+}
+
+/** The `--help` text of a command. */
+export function helpText<T extends FlagTable>(spec: CommandSpec<T>): string {
+  const rows = Object.entries(spec.flags).map(([name, f]) => {
+    const arg = f.type === "boolean" ? "" : ` ${f.arg ?? (f.type === "string" ? "TEXT" : "N")}`;
+    const left = `${f.short ? `-${f.short}, ` : ""}--${name}${arg}`;
+    let right = f.help;
+    if (f.choices) right += ` (${f.choices.join(" | ")})`;
+    if (f.default !== undefined && f.type !== "boolean") right += ` [default ${f.default}]`;
+    return [left, right];
+  });
+  rows.push(["-h, --help", "show this help"]);
+  const width = Math.min(30, Math.max(...rows.map(([l]) => l.length)));
+  const lines = rows.map(([l, r]) =>
+    l.length > width ? `  ${l}\n  ${" ".repeat(width)}  ${r}` : `  ${l.padEnd(width)}  ${r}`
+  );
+  return [
+    `usage: deno run -A cli.ts ${spec.name} ${spec.usage ?? "[options]"}`,
+    "",
+    spec.summary,
+    "",
+    "options:",
+    ...lines,
+    ...(spec.notes ? ["", spec.notes] : []),
+  ].join("\n");
+}
+
+/**
+ * Run a command body with its parsed flags: prints `--help`, turns an {@link ArgsError} into a
+ * message with a pointer to `--help` and exit status 2.
+ */
+export async function withArgs<T extends FlagTable>(
+  spec: CommandSpec<T>,
+  argv: string[],
+  body: (values: FlagValues<T>, positionals: string[], given: Set<string>) => Promise<number>,
+): Promise<number> {
+  let parsed: Parsed<T>;
+  try {
+    parsed = parseCommand(spec, argv);
+  } catch (e) {
+    if (!(e instanceof ArgsError)) throw e;
+    console.error(
+      `hartley ${spec.name}: ${e.message}\nRun \`deno run -A cli.ts ${spec.name} --help\` for the options.`,
+    );
+    return 2;
+  }
+  if (parsed.help) {
+    console.log(helpText(spec));
+    return 0;
+  }
+  try {
+    return await body(parsed.values, parsed.positionals, parsed.given);
+  } catch (e) {
+    if (!(e instanceof ArgsError)) throw explainDeviceError(e);
+    console.error(
+      `hartley ${spec.name}: ${e.message}\nRun \`deno run -A cli.ts ${spec.name} --help\` for the options.`,
+    );
+    return 2;
+  }
+}
+
+/** A comma-separated list flag as its non-empty items (undefined stays undefined). */
+export function listOf(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+}

@@ -1,0 +1,91 @@
+/**
+ * `hartley eval`: loss, perplexity (causal LM) or accuracy (classification) of a model
+ * directory, with an optional adapter, on a data file or a built-in held-out split.
+ * @module
+ */
+import { getGpu } from "../gpu/mod.ts";
+import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
+import { describeEval } from "../train/trainer.ts";
+import { type CommandSpec, withArgs } from "./args.ts";
+import { loadForUse } from "./load.ts";
+import { explainDeviceError } from "./errors.ts";
+import { defaultData, loadSplits } from "./setup.ts";
+
+const FLAGS = {
+  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
+  adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
+  data: {
+    type: "string",
+    arg: "PATH",
+    help: "data file (evaluated whole), or spamassassin / brown (their held-out split) [default: by task]",
+  },
+  task: {
+    type: "string",
+    choices: TASKS,
+    help: "task [default: adapter's task_type, else the model's head]",
+  },
+  "seq-len": { type: "integer", default: 128, min: 2, help: "tokens per example / window" },
+  "batch-size": { type: "integer", default: 16, min: 1, help: "examples per forward pass" },
+  "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
+  dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
+  "text-field": { type: "string", help: "field holding the text" },
+  "label-field": { type: "string", help: "field holding the label" },
+  json: { type: "boolean", help: "print the result as one JSON object" },
+} as const;
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "eval",
+  summary: "Evaluate a model (and adapter): loss, perplexity or accuracy.",
+  flags: FLAGS,
+  notes:
+    "example:\n  deno run -A cli.ts eval --model models/default --adapter runs/demo/ssh/adapter --data spamassassin --seq-len 64",
+};
+
+/** `hartley eval`. */
+export function evalCommand(args: string[]): Promise<number> {
+  return withArgs(SPEC, args, async (v) => {
+    const gpu = await getGpu();
+    const loaded = await loadForUse(gpu, {
+      model: v.model,
+      adapter: v.adapter,
+      task: v.task as TaskName | undefined,
+      dtype: v.dtype as "f32" | "f16",
+    });
+    const { model, task } = loaded;
+    try {
+      const data = v.data ?? defaultData(task);
+      const builtin = data === "spamassassin" || data === "brown";
+      const splits = await loadSplits(
+        {
+          task,
+          data,
+          evalData: builtin ? undefined : data,
+          evalFraction: 0,
+          seqLen: v["seq-len"],
+          batchSize: v["batch-size"],
+          seed: 0,
+          maxEval: v["max-eval"],
+          textField: v["text-field"],
+          labelField: v["label-field"],
+        },
+        loaded.config,
+        loaded.tokenizer,
+        v.model,
+        loaded.numLabels,
+      );
+      if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
+      let result;
+      try {
+        result = await evaluate(model, inOrder(splits.eval), task);
+      } catch (e) {
+        throw explainDeviceError(e);
+      }
+      if (v.json) console.log(JSON.stringify({ task, data, ...result }));
+      else console.log(`${task} on ${builtin ? `${data} (held-out split)` : data}: ${describeEval(result)}`);
+      return 0;
+    } finally {
+      loaded.peft?.detach();
+      model.dispose();
+    }
+  });
+}

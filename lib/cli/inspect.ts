@@ -1,0 +1,207 @@
+/**
+ * `hartley inspect`: a model and adapter summary; with `--layer`, an SVG heatmap of a
+ * layer's Hartley energy T(W)² (log scale, block maxima for big layers) with SSH's chosen
+ * positions outlined (the adapter's, or those SSH would choose with --n / --energy-ratio),
+ * like the paper's Figure 3; with `--log`, an SVG loss curve of a run log.
+ * @module
+ */
+import { getGpu } from "../gpu/mod.ts";
+import { readF32 } from "../gpu/buffers.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { loadAdapter } from "../peft/files.ts";
+import { shapesOfModel } from "../peft/model_shapes.ts";
+import { selectLayerPositions, withF32Weight } from "../peft/ssh.ts";
+import { encodeEnergy } from "../spectral/select.ts";
+import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
+import { readRunLog } from "../train/log.ts";
+import { type TaskName, TASKS } from "../train/tasks.ts";
+import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
+import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
+import { loadForUse } from "./load.ts";
+
+const FLAGS = {
+  model: { type: "string", arg: "DIR", help: "model directory to summarise" },
+  adapter: { type: "string", arg: "DIR", help: "adapter directory to summarise (and mark on the heatmap)" },
+  task: { type: "string", choices: TASKS, help: "task head to build [default: from the adapter or config]" },
+  layer: {
+    type: "string",
+    arg: "PATH",
+    help: "write the energy heatmap of this linear layer (a path or its unique suffix)",
+  },
+  transform: {
+    type: "string",
+    choices: TRANSFORMS,
+    help: "transform of the energy [default: the adapter's, else dht]",
+  },
+  n: { type: "integer", default: 750, min: 1, help: "positions to mark when there is no adapter" },
+  "energy-ratio": {
+    type: "number",
+    default: 0.7,
+    min: 0,
+    max: 1,
+    help: "share of marked positions by energy",
+  },
+  seed: { type: "integer", default: 0, min: 0, help: "seed of the random share of positions" },
+  "max-cells": {
+    type: "integer",
+    default: 192,
+    min: 8,
+    help: "heatmap cells per side (bigger layers are reduced)",
+  },
+  log: { type: "string", arg: "FILE", help: "run log (log.jsonl) to plot as a loss curve" },
+  svg: { type: "string", arg: "FILE", help: "where to write the SVG [default: energy.svg / loss.svg]" },
+} as const;
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "inspect",
+  summary: "Summarise a model and adapter; plot a layer's Hartley energy or a run's loss curve as SVG.",
+  flags: FLAGS,
+  notes: [
+    "examples:",
+    "  deno run -A cli.ts inspect --model models/default --adapter runs/demo/ssh/adapter",
+    "  deno run -A cli.ts inspect --model models/default --layer h.0.attn.c_attn --svg energy.svg",
+    "  deno run -A cli.ts inspect --log runs/demo/ssh/log.jsonl --svg loss.svg",
+  ].join("\n"),
+};
+
+/** `hartley inspect`. */
+export function inspectCommand(args: string[]): Promise<number> {
+  return withArgs(SPEC, args, async (v) => {
+    if (!v.model && !v.log) {
+      throw new ArgsError(`give --model DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`);
+    }
+    if (v.layer && !v.model) throw new ArgsError(`--layer needs --model`);
+    if (v.log) {
+      const path = v.svg && !v.layer ? v.svg : "loss.svg";
+      await writeFileAtomic(path, await lossCurve(v.log));
+      console.log(`wrote ${path} (loss curve of ${v.log})`);
+    }
+    if (!v.model) return 0;
+    const gpu = await getGpu();
+    const loaded = await loadForUse(gpu, {
+      model: v.model,
+      adapter: v.adapter,
+      task: v.task as TaskName | undefined,
+    });
+    const { model, config, peft } = loaded;
+    try {
+      const shapes = shapesOfModel(model);
+      const total = shapes.params.filter((p) => !p.tiedTo).reduce(
+        (s, p) => s + p.shape.reduce((a, b) => a * b, 1),
+        0,
+      );
+      console.log(`model     ${v.model}: ${config.modelType} ${shapes.architecture} (${loaded.task})`);
+      console.log(
+        `size      ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads, ` +
+          `${total.toLocaleString("en-US")} parameters, ${shapes.linears.length} linear layers`,
+      );
+      const names = [...new Set(shapes.linears.map((l) => l.path.replace(/\.\d+\./, ".N.")))];
+      console.log(`linears   ${names.join(", ")}`);
+      if (peft && loaded.adapterConfig) {
+        const a = loaded.adapterConfig;
+        const detail = a.peftType === "SSH"
+          ? `n ${a.n}, alpha ${a.alpha}, energy ratio ${a.energyRatio}, transform ${a.transform}, selection ${a.selection}`
+          : a.peftType === "LORA"
+          ? `r ${a.r}, lora_alpha ${a.loraAlpha}`
+          : `n_frequency ${a.nFrequency}, scaling ${a.scaling}`;
+        console.log(`adapter   ${v.adapter}: ${a.peftType} (${detail})`);
+        console.log(
+          `          ${peft.layers.size} adapted layers, ${
+            peft.adapterParameters().reduce((s, t) => s + t.size, 0)
+          } ` +
+            `adapter values + ${peft.savedParameters().reduce((s, t) => s + t.size, 0)} head values ` +
+            `(${(100 * peft.trainableCount() / total).toFixed(3)}% of the model)`,
+        );
+        for (const [path, layer] of peft.layers) {
+          console.log(
+            `          ${path}: ${layer.outFeatures}×${layer.inFeatures}, ${
+              layer.parameters().reduce((s, t) => s + t.size, 0)
+            } values`,
+          );
+        }
+      }
+      if (!v.layer) return 0;
+      const paths = [...model.linears.keys()];
+      const hits = paths.filter((p) => p === v.layer || p.endsWith("." + v.layer));
+      if (hits.length !== 1) {
+        throw new ArgsError(
+          `--layer ${v.layer} ${
+            hits.length === 0 ? "matches no linear layer" : `matches ${hits.length} layers`
+          }; ` +
+            `layers: ${paths.slice(0, 12).join(", ")}${paths.length > 12 ? ", ..." : ""}`,
+        );
+      }
+      const lin = model.linears.get(hits[0])!;
+      const ssh = loaded.adapterConfig?.peftType === "SSH" ? loaded.adapterConfig : null;
+      const transform = (v.transform ?? ssh?.transform ?? "dht") as Transform;
+      const m = lin.outFeatures, nIn = lin.inFeatures;
+      const energy = await withF32Weight(lin, async (w) => {
+        const buf = encodeEnergy(gpu, transform, w, m, nIn, { transposed: lin.layout === "in_out" });
+        try {
+          return await readF32(gpu, buf, m * nIn);
+        } finally {
+          gpu.pool.release(buf);
+        }
+      });
+      let positions: Int32Array;
+      let marksLabel: string;
+      if (v.adapter && peft?.layers.has(lin.path) && loaded.adapterConfig?.peftType !== "LORA") {
+        const adapter = await loadAdapter(v.adapter, { shapes, allowMissingIndices: true });
+        const mod = adapter.modules.get(lin.path) as { indices: Int32Array | null } | undefined;
+        positions = mod?.indices ?? new Int32Array(0);
+        marksLabel = `adapter positions (${positions.length / 2})`;
+      } else {
+        positions = await selectLayerPositions(gpu, lin, {
+          n: Math.min(v.n, m * nIn),
+          energyRatio: v["energy-ratio"],
+          transform,
+          seed: v.seed,
+        });
+        marksLabel = `SSH n=${positions.length / 2}, δ=${v["energy-ratio"]}`;
+      }
+      const marks: [number, number][] = [];
+      for (let i = 0; i < positions.length; i += 2) marks.push([positions[i], positions[i + 1]]);
+      const svg = heatmapSvg(energy, m, nIn, {
+        title: `${lin.path}: ${transform} energy T(W)², log scale (${m}×${nIn}, out×in)`,
+        xLabel: "in (column v)",
+        yLabel: "out (row u)",
+        marks,
+        marksLabel,
+        maxCells: v["max-cells"],
+      });
+      const path = v.svg ?? "energy.svg";
+      await writeFileAtomic(path, svg);
+      console.log(`wrote ${path} (${lin.path} ${m}×${nIn}, ${marks.length} positions marked)`);
+      return 0;
+    } finally {
+      peft?.detach();
+      model.dispose();
+    }
+  });
+}
+
+/** The SVG of a run log's training loss (per logged interval) and eval loss. */
+export async function lossCurve(logPath: string): Promise<string> {
+  let records;
+  try {
+    records = await readRunLog(logPath);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new ArgsError(`--log ${logPath}: file not found`);
+    throw e;
+  }
+  const num = (x: unknown) => (typeof x === "number" ? x : Number(x));
+  const train = records.filter((r) => r.type === "train").map((r) =>
+    [r.step, num(r.loss)] as [number, number]
+  );
+  const evals = records.filter((r) => r.type === "eval").map((r) =>
+    [r.step, num(r.loss)] as [number, number]
+  );
+  if (train.length === 0 && evals.length === 0) {
+    throw new Error(`${logPath}: no train or eval records to plot`);
+  }
+  const series: Series[] = [{ name: "train loss", points: train }];
+  if (evals.length > 0) series.push({ name: "eval loss", points: evals, dots: true });
+  const start = records.find((r) => r.type === "start");
+  const title = start ? `${start.method} on ${start.data} (${start.task})` : logPath;
+  return linePlotSvg(series, { title, xLabel: "optimiser step", yLabel: "loss" });
+}

@@ -1,0 +1,92 @@
+/**
+ * Loading a model directory with an optional adapter for `eval`, `merge` and `inspect`: the
+ * task comes from the flag, else the adapter's task_type, else the model's config; a
+ * classification head gets the label count of the adapter's saved head, else of the config.
+ * @module
+ */
+import { join } from "node:path";
+import type { Gpu } from "../gpu/mod.ts";
+import type { HfConfig } from "../io/hf_config.ts";
+import { openSafetensors } from "../io/safetensors.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import { loadModel, loadModelTokenizer } from "../models/load.ts";
+import type { Model } from "../models/model.ts";
+import { type AdapterConfig, loadAdapterConfig } from "../peft/config.ts";
+import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
+import { ADAPTER_WEIGHTS_FILE, PEFT_KEY_PREFIX } from "../peft/files.ts";
+import type { TaskName } from "../train/tasks.ts";
+import { ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
+
+/** What {@link loadForUse} loaded. */
+export interface Loaded {
+  model: Model;
+  peft: PeftModel | null;
+  config: HfConfig;
+  adapterConfig: AdapterConfig | null;
+  task: TaskName;
+  tokenizer: Tokenizer | null;
+  /** Label count of the classification head. */
+  numLabels?: number;
+}
+
+/** Options of {@link loadForUse}. */
+export interface LoadForUseOptions {
+  model: string;
+  adapter?: string;
+  task?: TaskName;
+  dtype?: "f32" | "f16";
+  /** Label count when neither the adapter nor the config says (e.g. from the data). */
+  numLabels?: number;
+}
+
+/** Load a model (and adapter) for evaluation, merging or inspection. */
+export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded> {
+  const config = await readModelConfig(o.model);
+  const adapterConfig = o.adapter ? await loadAdapterConfigOf(o.adapter) : null;
+  const task = o.task ?? taskOfAdapter(adapterConfig, config) ?? taskOfConfig(config) ?? "causal-lm";
+  const numLabels = task === "causal-lm"
+    ? undefined
+    : (o.adapter ? await headLabelsOf(o.adapter) : undefined) ??
+      (taskOfConfig(config) === task ? config.labels.length : o.numLabels);
+  const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
+  const model = await loadModel(gpu, o.model, { task, numLabels, dtype: o.dtype });
+  ensurePadToken(model.config, task, tokenizer);
+  try {
+    const peft = o.adapter ? await loadAdapterInto(model, o.adapter) : null;
+    return { model, peft, config, adapterConfig, task, tokenizer, numLabels };
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+async function loadAdapterConfigOf(dir: string): Promise<AdapterConfig> {
+  try {
+    return await loadAdapterConfig(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`${dir}: not an adapter directory (no adapter_config.json)`);
+    }
+    throw e;
+  }
+}
+
+/** The task an adapter was trained for, from its task_type / modules_to_save. */
+export function taskOfAdapter(a: AdapterConfig | null, config: HfConfig): TaskName | null {
+  if (!a) return null;
+  if (a.taskType === "SEQ_CLS") return config.modelType === "vit" ? "image-cls" : "seq-cls";
+  if (a.taskType === "CAUSAL_LM") return "causal-lm";
+  if (config.modelType === "vit" && a.modulesToSave?.includes("classifier")) return "image-cls";
+  return null;
+}
+
+/** Rows of the classifier weight saved with an adapter (its label count), if any. */
+export async function headLabelsOf(dir: string): Promise<number | undefined> {
+  const file = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
+  const heads = [/\.?score\.weight$/, /classifier\.out_proj\.weight$/, /classifier\.weight$/];
+  for (const re of heads) {
+    const key = file.names.find((k) => k.startsWith(PEFT_KEY_PREFIX) && re.test(k));
+    if (key) return file.info(key).shape[0];
+  }
+  return undefined;
+}

@@ -1,0 +1,53 @@
+/**
+ * `hartley merge`: a base model and an adapter → a Hugging Face model directory with
+ * W + ΔW in every adapted weight and the trained head, loadable by transformers and by
+ * `eval` without the adapter.
+ * @module
+ */
+import { getGpu } from "../gpu/mod.ts";
+import { type TaskName, TASKS } from "../train/tasks.ts";
+import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
+import { loadForUse } from "./load.ts";
+import { describeHead } from "./setup.ts";
+
+const FLAGS = {
+  model: { type: "string", default: "models/default", arg: "DIR", help: "the base model directory" },
+  adapter: { type: "string", arg: "DIR", help: "the adapter directory (required)" },
+  out: { type: "string", arg: "DIR", help: "the merged model directory to write (required)" },
+  task: { type: "string", choices: TASKS, help: "task [default: the adapter's task_type]" },
+  overwrite: { type: "boolean", help: "replace an existing --out" },
+} as const;
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "merge",
+  summary: "Merge an adapter into its base model and write a Hugging Face model directory.",
+  flags: FLAGS,
+  notes:
+    "example:\n  deno run -A cli.ts merge --model models/default --adapter runs/demo/ssh/adapter --out runs/merged",
+};
+
+/** `hartley merge`. */
+export function mergeCommand(args: string[]): Promise<number> {
+  return withArgs(SPEC, args, async (v) => {
+    if (!v.adapter) throw new ArgsError(`--adapter DIR is required`);
+    if (!v.out) throw new ArgsError(`--out DIR is required`);
+    const gpu = await getGpu();
+    const loaded = await loadForUse(gpu, {
+      model: v.model,
+      adapter: v.adapter,
+      task: v.task as TaskName | undefined,
+    });
+    try {
+      await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
+      const names = loaded.numLabels !== undefined && loaded.config.labels.length === loaded.numLabels
+        ? loaded.config.labels
+        : undefined;
+      await describeHead(v.out, loaded.task, names, loaded.numLabels, loaded.tokenizer?.padId);
+      console.log(`merged ${v.adapter} into ${v.model}: wrote ${v.out} (${loaded.task})`);
+      return 0;
+    } finally {
+      loaded.peft?.detach();
+      loaded.model.dispose();
+    }
+  });
+}

@@ -1,0 +1,205 @@
+/**
+ * The fine-tuning methods of `train`, on a loaded model: `ssh`, `lora`, `fourierft` (a PEFT
+ * adapter on the target layers plus the task head, saved as an adapter directory), `full`
+ * (every parameter) and `head` (the frozen model with only the task head trained, a linear
+ * probe; the baseline of the demo). Each gives the trainer its named parameter groups
+ * (coefficients at `--lr`, the head at `--head-lr`) and writes its weights into checkpoints and
+ * the run's output.
+ * @module
+ */
+import { join } from "node:path";
+import type { Model } from "../models/model.ts";
+import { type AdapterConfig, fourierftConfig, loraConfig, sshConfig, type TaskType } from "../peft/config.ts";
+import { attachAdapter, loadAdapterInto, type PeftModel } from "../peft/apply.ts";
+import { writeMergedModel } from "../peft/merge.ts";
+import { shapesOfModel } from "../peft/model_shapes.ts";
+import type { Init, Selection } from "../peft/config.ts";
+import type { Transform } from "../spectral/transforms.ts";
+import type { Tensor } from "../tensor/mod.ts";
+import type { NamedParam, ParamGroupSpec } from "../train/trainer.ts";
+import type { TaskName } from "../train/tasks.ts";
+import { describeHead } from "./setup.ts";
+
+/** The methods `train` offers. */
+export const METHODS = ["ssh", "lora", "fourierft", "full", "head"] as const;
+
+/** A fine-tuning method. */
+export type Method = typeof METHODS[number];
+
+/** The default coefficient learning rate of each method (SPEC §1.4 for SSH and FourierFT). */
+export const DEFAULT_LR: Record<Method, number> = {
+  ssh: 0.05,
+  fourierft: 0.05,
+  lora: 5e-4,
+  full: 5e-5,
+  head: 1e-3,
+};
+
+/** Method settings from the command line. */
+export interface MethodOptions {
+  method: Method;
+  task: TaskName;
+  /** SSH / FourierFT coefficients per layer (FourierFT's n_frequency). */
+  n: number;
+  energyRatio: number;
+  /** SSH α; FourierFT scaling. */
+  alpha: number;
+  transform: Transform;
+  selection: Selection;
+  init: Init;
+  r: number;
+  loraAlpha: number;
+  loraDropout: number;
+  targetModules?: string[] | string;
+  seed: number;
+  lr: number;
+  headLr: number;
+  weightDecay: number;
+  /** The base model directory (merged outputs copy its files). */
+  modelDir: string;
+  labelNames?: string[];
+  numLabels?: number;
+  padId?: number;
+}
+
+/** A method attached to a model. */
+export interface PreparedMethod {
+  /** The adapter handle (ssh, lora, fourierft). */
+  peft: PeftModel | null;
+  groups: ParamGroupSpec[];
+  /** Trainable values. */
+  trainable: number;
+  /** Write the trained weights into a checkpoint folder (`adapter/` or `model/`). */
+  writeWeights(dir: string): Promise<void>;
+  /** Write the run's result into `outDir` (`adapter/` or `model/`); returns its path. */
+  saveFinal(outDir: string): Promise<string>;
+  /** The adapter config (adapter methods). */
+  adapterConfig: AdapterConfig | null;
+}
+
+const TASK_TYPES: Record<TaskName, TaskType | null> = {
+  "causal-lm": "CAUSAL_LM",
+  "seq-cls": "SEQ_CLS",
+  "image-cls": null,
+};
+
+/** The adapter config of an adapter method (null for full / head). */
+export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterConfig | null {
+  const common = {
+    targetModules: o.targetModules ?? null,
+    taskType: TASK_TYPES[o.task],
+    // PEFT adds the SEQ_CLS heads itself; an image classifier's head is named explicitly
+    modulesToSave: o.task === "image-cls" ? ["classifier"] : null,
+    baseModelNameOrPath: baseModel,
+  };
+  switch (o.method) {
+    case "ssh":
+      return sshConfig({
+        ...common,
+        n: o.n,
+        energyRatio: o.energyRatio,
+        alpha: o.alpha,
+        transform: o.transform,
+        selection: o.selection,
+        init: o.init,
+        seed: o.seed,
+      });
+    case "lora":
+      return loraConfig({ ...common, r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
+    case "fourierft":
+      return fourierftConfig({ ...common, nFrequency: o.n, scaling: o.alpha, randomLocSeed: o.seed });
+    default:
+      return null;
+  }
+}
+
+/**
+ * Attach the method to `model`. With `resumeDir` (a checkpoint folder) the trained weights come
+ * from there: the adapter for adapter methods (full / head models are loaded from the
+ * checkpoint's `model/` by the caller).
+ */
+export async function prepareMethod(
+  model: Model,
+  o: MethodOptions,
+  resumeDir?: string,
+): Promise<PreparedMethod> {
+  const config = adapterConfigOf(o, o.modelDir);
+  const writeModel = async (dir: string, params: ReadonlyMap<string, Tensor>) => {
+    await writeMergedModel({ model, layers: new Map(), saved: params }, dir, {
+      sourceDir: o.modelDir,
+      overwrite: true,
+    });
+    await describeHead(dir, o.task, o.labelNames, o.numLabels, o.padId);
+  };
+  if (config) {
+    const peft = resumeDir
+      ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
+      : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
+    const adapter: NamedParam[] = [];
+    for (const [path, layer] of peft.layers) {
+      layer.parameters().forEach((t, i) => adapter.push({ name: `${path}.${layer.kind}.${i}`, tensor: t }));
+    }
+    const head = [...peft.saved].map(([name, tensor]) => ({ name, tensor }));
+    return {
+      peft,
+      groups: [
+        { name: "adapter", params: adapter, lr: o.lr, weightDecay: o.weightDecay },
+        { name: "head", params: head, lr: o.headLr, weightDecay: o.weightDecay },
+      ].filter((g) => g.params.length > 0),
+      trainable: peft.trainableCount(),
+      writeWeights: (dir) => peft.save(join(dir, "adapter")),
+      saveFinal: async (outDir) => {
+        const dir = join(outDir, "adapter");
+        await peft.save(dir);
+        return dir;
+      },
+      adapterConfig: config,
+    };
+  }
+  const shapes = shapesOfModel(model);
+  const heads = shapes.head.filter((h) => h !== shapes.outputLayer);
+  const isHead = (key: string) => heads.some((h) => key === h || key.startsWith(h + "."));
+  const chosen = new Map<string, Tensor>();
+  for (const [key, t] of model.parameters) {
+    const train = o.method === "full" ? true : isHead(key);
+    if (train && t.dtype !== "f32") {
+      throw new Error(`parameter "${key}" is stored as ${t.dtype}: method ${o.method} needs --dtype f32`);
+    }
+    if (t.dtype === "f32") t.requiresGrad = train;
+    if (train) chosen.set(key, t);
+  }
+  if (chosen.size === 0) {
+    throw new Error(`method ${o.method}: the model (${shapes.architecture}) has no task head to train`);
+  }
+  const named = [...chosen].map(([name, tensor]) => ({ name, tensor }));
+  const groups: ParamGroupSpec[] = o.method === "head"
+    ? [{ name: "head", params: named, lr: o.headLr, weightDecay: o.weightDecay }]
+    : [
+      // no weight decay on biases and norms (as transformers' Trainer); the head at --head-lr
+      {
+        name: "weights",
+        params: named.filter((p) => !isHead(p.name) && p.tensor.shape.length >= 2),
+        lr: o.lr,
+        weightDecay: o.weightDecay,
+      },
+      {
+        name: "other",
+        params: named.filter((p) => !isHead(p.name) && p.tensor.shape.length < 2),
+        lr: o.lr,
+        weightDecay: 0,
+      },
+      { name: "head", params: named.filter((p) => isHead(p.name)), lr: o.headLr, weightDecay: o.weightDecay },
+    ].filter((g) => g.params.length > 0);
+  return {
+    peft: null,
+    groups,
+    trainable: named.reduce((s, p) => s + p.tensor.size, 0),
+    writeWeights: (dir) => writeModel(join(dir, "model"), chosen),
+    saveFinal: async (outDir) => {
+      const dir = join(outDir, "model");
+      await writeModel(dir, chosen);
+      return dir;
+    },
+    adapterConfig: null,
+  };
+}

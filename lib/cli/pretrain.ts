@@ -1,0 +1,260 @@
+/**
+ * `hartley pretrain`: train a model of a family's architecture from random initialisation as
+ * a causal language model on a text file (or the packaged Brown corpus). It writes the
+ * initial model into `<out>/init/` (config.json from the size flags or `--config`, weights
+ * from lib/train/init.ts, the tokenizer) and runs `train --method full --task causal-lm` on
+ * it, so progress, the run log, checkpoints, Ctrl-C and `--resume` work as for fine-tuning.
+ * `--export DIR` copies the final model there with a `pretraining.json` record of the recipe
+ * and its held-out loss and perplexity (how models/default was made).
+ * @module
+ */
+import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { readRunLog } from "../train/log.ts";
+import { writeRandomModel } from "../train/init.ts";
+import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
+import { trainCommand } from "./train.ts";
+
+const FLAGS = {
+  family: { type: "string", choices: ["gpt2", "llama"], default: "gpt2", help: "architecture family" },
+  config: { type: "string", arg: "FILE", help: "a config.json to start from (overrides the size flags)" },
+  layers: { type: "integer", default: 2, min: 1, help: "transformer blocks" },
+  hidden: { type: "integer", default: 64, min: 8, help: "hidden size" },
+  heads: { type: "integer", default: 4, min: 1, help: "attention heads (divides --hidden)" },
+  intermediate: { type: "integer", min: 1, help: "MLP inner size [default: 4 × hidden]" },
+  positions: { type: "integer", default: 128, min: 2, help: "context length the model supports" },
+  dropout: { type: "number", default: 0, min: 0, max: 0.9, help: "dropout of embeddings and residuals" },
+  tokenizer: {
+    type: "string",
+    default: "tests/fixtures/tokenizers/bytelevel_bpe.json",
+    arg: "FILE",
+    help: "tokenizer.json (its size sets vocab_size)",
+  },
+  data: {
+    type: "string",
+    default: "brown",
+    arg: "PATH",
+    help: "plain text file, or brown (the Brown corpus)",
+  },
+  "eval-fraction": { type: "number", default: 0.05, min: 0, max: 0.9, help: "tail of the tokens held out" },
+  "seq-len": { type: "integer", default: 64, min: 2, help: "tokens per training window" },
+  "batch-size": { type: "integer", default: 16, min: 1, help: "windows per step" },
+  epochs: { type: "number", default: 1, min: 0.001, help: "passes over the training text" },
+  steps: { type: "integer", min: 1, help: "optimiser steps (overrides --epochs)" },
+  lr: { type: "number", default: 3e-3, min: 0, help: "peak learning rate" },
+  schedule: { type: "string", choices: ["linear", "cosine", "constant"], default: "cosine", help: "decay" },
+  "warmup-ratio": { type: "number", default: 0.03, min: 0, max: 1, help: "share of steps of warmup" },
+  "weight-decay": { type: "number", default: 0.01, min: 0, help: "decoupled weight decay of matrices" },
+  "max-grad-norm": { type: "number", default: 1, min: 0, help: "gradient clipping (0: off)" },
+  "max-train": { type: "integer", min: 1, help: "train on only this many windows" },
+  "max-eval": { type: "integer", min: 1, help: "evaluate on only this many windows" },
+  "eval-every": { type: "integer", default: 0, min: 0, help: "steps between evaluations (0: at the end)" },
+  "log-every": { type: "integer", default: 20, min: 1, help: "steps between log lines" },
+  "save-every": { type: "integer", default: 200, min: 0, help: "steps between checkpoints" },
+  seed: { type: "integer", default: 0, min: 0, help: "seed of the initialisation and data order" },
+  out: {
+    type: "string",
+    default: "runs/pretrain",
+    arg: "DIR",
+    help: "run directory (init/, model/, log, checkpoint)",
+  },
+  export: { type: "string", arg: "DIR", help: "copy the final model here, with pretraining.json" },
+  resume: { type: "boolean", help: "continue the run in --out" },
+  overwrite: { type: "boolean", help: "start over in an --out that holds a run" },
+  quiet: { type: "boolean", short: "q", help: "no progress bar" },
+} as const;
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "pretrain",
+  summary: "Train a model from random initialisation as a causal LM on a text file (full training).",
+  flags: FLAGS,
+  notes: [
+    "The embedded default model is made with `deno task pretrain-default`:",
+    "  " + "deno run -A cli.ts pretrain --layers 2 --hidden 64 --heads 4 --positions 128 --data brown " +
+    "--out runs/pretrain-default --export models/default",
+  ].join("\n"),
+};
+
+/** `hartley pretrain`. */
+export function pretrainCommand(args: string[]): Promise<number> {
+  return withArgs(SPEC, args, async (v) => {
+    if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
+    const initDir = join(v.out, "init");
+    if (!v.resume) {
+      if (!v.overwrite && await exists(join(v.out, "log.jsonl"))) {
+        throw new ArgsError(`${v.out} already holds a run: pass --resume, --overwrite, or another --out`);
+      }
+      const tokenizer = JSON.parse(await readText(v.tokenizer, "tokenizer"));
+      const vocab = vocabSize(tokenizer, v.tokenizer);
+      const eos = (tokenizer.added_tokens as { id: number; special?: boolean }[] | undefined)
+        ?.find((t) => t.special)?.id ?? 0;
+      const json = v.config ? JSON.parse(await readText(v.config, "config")) : familyConfig(v.family, {
+        layers: v.layers,
+        hidden: v.hidden,
+        heads: v.heads,
+        intermediate: v.intermediate ?? 4 * v.hidden,
+        positions: v.positions,
+        vocab,
+        dropout: v.dropout,
+        eos,
+      });
+      await Deno.remove(initDir, { recursive: true }).catch(() => {});
+      await writeRandomModel(initDir, json, v.tokenizer, v.seed);
+    }
+    const pass = (name: string, value: unknown) => value === undefined ? [] : [`--${name}`, String(value)];
+    const trainArgs = [
+      ...pass("model", initDir),
+      ...pass("data", v.data),
+      ...pass("task", "causal-lm"),
+      ...pass("method", "full"),
+      ...pass("eval-fraction", v["eval-fraction"]),
+      ...pass("seq-len", v["seq-len"]),
+      ...pass("batch-size", v["batch-size"]),
+      ...pass("epochs", v.epochs),
+      ...pass("steps", v.steps),
+      ...pass("lr", v.lr),
+      ...pass("schedule", v.schedule),
+      ...pass("warmup-ratio", v["warmup-ratio"]),
+      ...pass("weight-decay", v["weight-decay"]),
+      ...pass("max-grad-norm", v["max-grad-norm"]),
+      ...pass("max-train", v["max-train"]),
+      ...pass("max-eval", v["max-eval"]),
+      ...pass("eval-every", v["eval-every"]),
+      ...pass("log-every", v["log-every"]),
+      ...pass("save-every", v["save-every"]),
+      ...pass("seed", v.seed),
+      ...pass("out", v.out),
+      ...(v.resume ? ["--resume"] : []),
+      ...(v.overwrite ? ["--overwrite"] : []),
+      ...(v.quiet ? ["--quiet"] : []),
+    ];
+    const code = await trainCommand(trainArgs);
+    if (code !== 0 || !v.export) return code;
+    await exportModel(join(v.out, "model"), v.export, v.out, args);
+    console.error(`exported ${v.export}`);
+    return 0;
+  });
+}
+
+interface Sizes {
+  layers: number;
+  hidden: number;
+  heads: number;
+  intermediate: number;
+  positions: number;
+  vocab: number;
+  dropout: number;
+  eos: number;
+}
+
+/** A config.json for a fresh model of `family`. */
+export function familyConfig(family: string, s: Sizes): Record<string, unknown> {
+  if (family === "gpt2") {
+    return {
+      architectures: ["GPT2LMHeadModel"],
+      model_type: "gpt2",
+      activation_function: "gelu_new",
+      n_layer: s.layers,
+      n_embd: s.hidden,
+      n_head: s.heads,
+      n_inner: s.intermediate,
+      n_positions: s.positions,
+      vocab_size: s.vocab,
+      attn_pdrop: s.dropout,
+      embd_pdrop: s.dropout,
+      resid_pdrop: s.dropout,
+      layer_norm_epsilon: 1e-5,
+      initializer_range: 0.02,
+      scale_attn_weights: true,
+      tie_word_embeddings: true,
+      bos_token_id: s.eos,
+      eos_token_id: s.eos,
+      pad_token_id: s.eos,
+      dtype: "float32",
+    };
+  }
+  return {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.heads,
+    max_position_embeddings: s.positions,
+    vocab_size: s.vocab,
+    hidden_act: "silu",
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    initializer_range: 0.02,
+    tie_word_embeddings: false,
+    attention_bias: false,
+    mlp_bias: false,
+    bos_token_id: s.eos,
+    eos_token_id: s.eos,
+    pad_token_id: s.eos,
+    dtype: "float32",
+  };
+}
+
+function vocabSize(tokenizer: Record<string, unknown>, path: string): number {
+  const model = tokenizer.model as { vocab?: Record<string, number> | [string, number][] } | undefined;
+  const ids: number[] = [];
+  if (Array.isArray(model?.vocab)) ids.push(model.vocab.length - 1);
+  else if (model?.vocab) ids.push(...Object.values(model.vocab));
+  for (const t of (tokenizer.added_tokens as { id: number }[] | undefined) ?? []) ids.push(t.id);
+  if (ids.length === 0) throw new ArgsError(`${path}: no vocabulary found in the tokenizer`);
+  return Math.max(...ids) + 1;
+}
+
+/** Copy the final model to `dest` and record the run in pretraining.json. */
+async function exportModel(modelDir: string, dest: string, runDir: string, argv: string[]): Promise<void> {
+  await Deno.mkdir(dest, { recursive: true });
+  for await (const e of Deno.readDir(modelDir)) {
+    if (e.isFile) await Deno.copyFile(join(modelDir, e.name), join(dest, e.name));
+  }
+  const records = await readRunLog(join(runDir, "log.jsonl"));
+  const start = records.find((r) => r.type === "start");
+  const evals = records.filter((r) => r.type === "eval");
+  const end = records.filter((r) => r.type === "end").pop();
+  const trains = records.filter((r) => r.type === "train");
+  const last = evals[evals.length - 1];
+  const record = {
+    // the recipe: how the run was started (without --resume / --overwrite)
+    command: `deno run -A cli.ts pretrain ${
+      argv.filter((a) => a !== "--resume" && a !== "--overwrite").join(" ")
+    }`,
+    data: start?.data,
+    seq_len: start?.seqLen,
+    batch_size: start?.batchSize,
+    steps: end?.step,
+    tokens: trains[trains.length - 1]?.tokens,
+    train_seconds: trains[trains.length - 1]?.elapsed_s,
+    held_out: last
+      ? { loss: last.loss, perplexity: last.perplexity, windows: last.examples, tokens: last.targets }
+      : null,
+    held_out_split:
+      "the last eval-fraction of the token stream, in non-overlapping windows of seq-len + 1 tokens",
+    loss_curve: trains.map((r) => [r.step, r.loss]),
+    run_dir: runDir,
+  };
+  await writeFileAtomic(join(dest, "pretraining.json"), JSON.stringify(record, null, 1) + "\n");
+}
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new ArgsError(`--${what} ${path}: file not found`);
+    throw e;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

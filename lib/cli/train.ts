@@ -1,0 +1,468 @@
+/**
+ * `hartley train`: fine-tune a model directory with SSH (or LoRA, FourierFT, full fine-tuning,
+ * or the head alone) on labelled text, plain text or images; with a progress bar, a JSONL run
+ * log, atomic checkpoints, exact `--resume`, and a checkpoint on Ctrl-C. With no options it
+ * runs the demo: the embedded model (models/default) on SpamAssassin, the frozen model with
+ * only its head trained against SSH + head for the same budget.
+ * @module
+ */
+import { join, resolve } from "node:path";
+import { getGpu, type Gpu } from "../gpu/mod.ts";
+import { loadModel, loadModelTokenizer } from "../models/load.ts";
+import type { Model } from "../models/model.ts";
+import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
+import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
+import { findCheckpoint, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
+import { RunLog } from "../train/log.ts";
+import { Progress } from "../train/progress.ts";
+import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
+import { describeEval, train, type TrainResult } from "../train/trainer.ts";
+import { explainDeviceError } from "./errors.ts";
+import { ArgsError, type CommandSpec, type FlagValues, listOf, withArgs } from "./args.ts";
+import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
+import {
+  chooseTask,
+  defaultData,
+  ensurePadToken,
+  loadSplits,
+  readModelConfig,
+  taskOfConfig,
+} from "./setup.ts";
+
+/** Where the embedded default model lives. */
+export const DEFAULT_MODEL = "models/default";
+
+const FLAGS = {
+  model: {
+    type: "string",
+    default: DEFAULT_MODEL,
+    arg: "DIR",
+    help: "Hugging Face model directory to fine-tune",
+  },
+  data: {
+    type: "string",
+    arg: "PATH",
+    help: "training data: .jsonl/.csv/.tsv with text+label, .txt for causal LM, .jsonl pixel arrays for " +
+      "images, or a built-in set: spamassassin, brown [default: by task]",
+  },
+  "eval-data": {
+    type: "string",
+    arg: "PATH",
+    help: "separate eval file (default: hold out --eval-fraction)",
+  },
+  "eval-fraction": {
+    type: "number",
+    default: 0.1,
+    min: 0,
+    max: 0.9,
+    help: "share of --data held out for eval",
+  },
+  task: { type: "string", choices: TASKS, help: "task [default: from the data and the model]" },
+  method: { type: "string", choices: METHODS, default: "ssh", help: "fine-tuning method" },
+  n: { type: "integer", default: 750, min: 1, help: "SSH/FourierFT coefficients per layer" },
+  "energy-ratio": {
+    type: "number",
+    default: 0.7,
+    min: 0,
+    max: 1,
+    help: "SSH share of positions chosen by energy",
+  },
+  alpha: { type: "number", default: 150, help: "SSH alpha (FourierFT scaling)" },
+  transform: { type: "string", choices: TRANSFORMS, default: "dht", help: "SSH spectral transform" },
+  selection: {
+    type: "string",
+    choices: ["layer", "global"],
+    default: "layer",
+    help: "SSH position budget scope",
+  },
+  init: { type: "string", choices: ["normal", "zeros"], default: "normal", help: "SSH coefficient init" },
+  "target-modules": {
+    type: "string",
+    arg: "LIST",
+    help: "layers to adapt: comma-separated names, a regex, or all-linear [default: per family]",
+  },
+  r: { type: "integer", default: 8, min: 1, help: "LoRA rank" },
+  "lora-alpha": { type: "number", default: 16, help: "LoRA alpha" },
+  "lora-dropout": { type: "number", default: 0, min: 0, max: 0.99, help: "LoRA dropout" },
+  epochs: { type: "number", default: 3, min: 0.001, help: "passes over the training data" },
+  steps: { type: "integer", min: 1, help: "optimiser steps (overrides --epochs)" },
+  "batch-size": { type: "integer", default: 16, min: 1, help: "examples per step" },
+  "seq-len": { type: "integer", default: 128, min: 2, help: "tokens per example (longer rows are cut)" },
+  lr: {
+    type: "number",
+    min: 0,
+    help:
+      "learning rate of the adapter (or of all weights for full) [default: ssh/fourierft 0.05, lora 5e-4, full 5e-5]",
+  },
+  "head-lr": { type: "number", default: 1e-3, min: 0, help: "learning rate of the task head" },
+  schedule: {
+    type: "string",
+    choices: ["linear", "cosine", "constant"],
+    default: "linear",
+    help: "decay after warmup",
+  },
+  "warmup-ratio": { type: "number", default: 0.06, min: 0, max: 1, help: "share of steps of linear warmup" },
+  "weight-decay": { type: "number", default: 0, min: 0, help: "decoupled weight decay" },
+  "max-grad-norm": {
+    type: "number",
+    default: 1,
+    min: 0,
+    help: "clip gradients to this global norm (0: off)",
+  },
+  "eval-every": {
+    type: "integer",
+    default: 0,
+    min: 0,
+    help: "steps between evaluations (0: at the end only)",
+  },
+  "log-every": { type: "integer", default: 10, min: 1, help: "steps between loss readbacks / log lines" },
+  "save-every": {
+    type: "integer",
+    default: 200,
+    min: 0,
+    help: "steps between checkpoints (0: at the end only)",
+  },
+  seed: { type: "integer", default: 0, min: 0, help: "seed of data order, dropout, positions and init" },
+  out: {
+    type: "string",
+    default: "runs/train",
+    arg: "DIR",
+    help: "output directory (adapter/ or model/, log.jsonl, checkpoint/)",
+  },
+  resume: { type: "boolean", help: "continue the run in --out from its checkpoint" },
+  "stop-at": {
+    type: "integer",
+    min: 1,
+    help: "stop after this step with a checkpoint, as Ctrl-C does (continue later with --resume)",
+  },
+  overwrite: { type: "boolean", help: "start over in an --out that already holds a run" },
+  dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
+  "max-train": {
+    type: "integer",
+    min: 1,
+    help: "use only this many training examples (windows for causal LM)",
+  },
+  "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
+  "text-field": { type: "string", help: "field holding the text (default: text, sentence, ...)" },
+  "label-field": { type: "string", help: "field holding the label (default: label)" },
+  demo: {
+    type: "boolean",
+    help: "also train the head alone for the same budget and compare held-out accuracy",
+  },
+  quiet: { type: "boolean", short: "q", help: "no progress bar" },
+} as const;
+
+/** The options the demo runs with (measured to finish in under 5 minutes on 2 CPU cores). */
+export const DEMO_ARGS: readonly string[] = [
+  "--demo",
+  "--model",
+  DEFAULT_MODEL,
+  "--data",
+  "spamassassin",
+  "--max-train",
+  "2500",
+  "--epochs",
+  "1",
+  "--batch-size",
+  "16",
+  "--seq-len",
+  "24",
+  "--target-modules",
+  "all-linear",
+  "--n",
+  "500",
+  "--alpha",
+  "50",
+  "--init",
+  "zeros",
+  "--lr",
+  "0.3",
+  "--head-lr",
+  "0.002",
+  "--out",
+  "runs/demo",
+  "--overwrite",
+];
+
+function demoArgsText(): string {
+  return DEMO_ARGS.filter((a) => a !== "--demo" && a !== "--overwrite").join(" ");
+}
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "train",
+  summary: "Fine-tune a model with SSH (or LoRA, FourierFT, full, head only). With no options: the demo.",
+  flags: FLAGS,
+  notes: [
+    "With no options at all, runs the demo: the embedded model in models/default, SSH on SpamAssassin",
+    `(${demoArgsText()}),`,
+    "and prints `demo: held-out accuracy X -> Y` (X: head only, Y: SSH + head, same steps).",
+    "",
+    "examples:",
+    "  deno run -A cli.ts train --model models/default --data spamassassin --n 200 --alpha 300 --out runs/spam",
+    "  deno run -A cli.ts train --resume --out runs/spam",
+    "  deno run -A cli.ts train --model m --data notes.txt --task causal-lm --method lora --r 8",
+  ].join("\n"),
+};
+
+type Values = FlagValues<typeof FLAGS>;
+
+/** `hartley train`. */
+export function trainCommand(args: string[]): Promise<number> {
+  if (args.length === 0) {
+    console.error(`no options: running the demo (train ${DEMO_ARGS.join(" ")})`);
+    args = [...DEMO_ARGS];
+  }
+  return withArgs(SPEC, args, async (v) => {
+    const gpu = await getGpu();
+    if (!v.demo) return (await runTraining(gpu, v)).code;
+    if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
+    const base = v.out;
+    const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") });
+    if (head.code !== 0) return head.code;
+    const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) });
+    if (tuned.code !== 0) return tuned.code;
+    const x = head.accuracy, y = tuned.accuracy;
+    if (x === undefined || y === undefined) {
+      throw new Error(`the demo needs a classification task with eval data`);
+    }
+    console.log(`demo: held-out accuracy ${x.toFixed(4)} -> ${y.toFixed(4)}`);
+    return 0;
+  });
+}
+
+/** One training run; resolves to the exit code and the final held-out accuracy, if any. */
+async function runTraining(gpu: Gpu, v: Values): Promise<{ code: number; accuracy?: number }> {
+  const method = v.method as Method;
+  const outDir = v.out;
+  await checkOutDir(outDir, v.resume, v.overwrite);
+  const config = await readModelConfig(v.model);
+  const data = v.data ?? defaultData(chooseTask(v.task, "", config));
+  const task = chooseTask(v.task, data, config);
+  if (task === "causal-lm" && method === "head") {
+    throw new ArgsError(
+      `--method head trains a classification head; a causal LM has none (use ssh, lora, fourierft or full)`,
+    );
+  }
+  if (
+    v["eval-fraction"] === 0 && !v["eval-data"] && data !== "spamassassin" && data !== "brown" &&
+    v["eval-every"]
+  ) {
+    throw new ArgsError(`--eval-every needs eval data: --eval-data FILE or --eval-fraction above 0`);
+  }
+  const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
+  const existingHead = taskOfConfig(config) === task && task !== "causal-lm"
+    ? config.labels.length
+    : undefined;
+  const splits = await loadSplits(
+    {
+      task,
+      data,
+      evalData: v["eval-data"],
+      evalFraction: v["eval-fraction"],
+      seqLen: v["seq-len"],
+      batchSize: v["batch-size"],
+      seed: v.seed,
+      maxTrain: v["max-train"],
+      maxEval: v["max-eval"],
+      textField: v["text-field"],
+      labelField: v["label-field"],
+    },
+    config,
+    tokenizer,
+    v.model,
+    existingHead,
+  );
+  const totalSteps = v.steps ?? Math.max(1, Math.round(v.epochs * splits.train.stepsPerEpoch));
+  const lr = v.lr ?? DEFAULT_LR[method];
+  const methodOptions = {
+    method,
+    task,
+    n: v.n,
+    energyRatio: v["energy-ratio"],
+    alpha: v.alpha,
+    transform: v.transform as Transform,
+    selection: v.selection as Selection,
+    init: v.init as Init,
+    r: v.r,
+    loraAlpha: v["lora-alpha"],
+    loraDropout: v["lora-dropout"],
+    targetModules: targetModulesOf(v["target-modules"]),
+    seed: v.seed,
+    lr,
+    headLr: v["head-lr"],
+    weightDecay: v["weight-decay"],
+    modelDir: v.model,
+    labelNames: splits.labelNames,
+    numLabels: splits.numLabels,
+    padId: tokenizer?.padId,
+  };
+  const adapterConfig = adapterConfigOf(methodOptions, v.model);
+  const fingerprint: Record<string, unknown> = {
+    model: resolve(v.model),
+    task,
+    method,
+    adapter: adapterConfig ? adapterConfigToJson(adapterConfig) : null,
+    data: data === "spamassassin" || data === "brown" ? data : resolve(data),
+    evalData: v["eval-data"] ? resolve(v["eval-data"]) : null,
+    evalFraction: v["eval-fraction"],
+    seqLen: v["seq-len"],
+    batchSize: v["batch-size"],
+    lr,
+    headLr: v["head-lr"],
+    schedule: v.schedule,
+    warmupRatio: v["warmup-ratio"],
+    weightDecay: v["weight-decay"],
+    maxGradNorm: v["max-grad-norm"],
+    seed: v.seed,
+    dtype: v.dtype,
+    maxTrain: v["max-train"] ?? null,
+    totalSteps,
+  };
+  const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
+  if (ckpt) {
+    const changes = fingerprintChanges(ckpt.state.fingerprint, fingerprint);
+    if (changes.length > 0) {
+      throw new ArgsError(
+        `--resume: the run in ${outDir} was started with other settings; resume with the same options ` +
+          `(differences: ${changes.join("; ")})`,
+      );
+    }
+  }
+  const modelDir = ckpt && (method === "full" || method === "head") ? join(ckpt.dir, "model") : v.model;
+  let model: Model | null = null;
+  let runLog = null as RunLog | null;
+  let stopRequested = false;
+  const onSigint = () => {
+    if (stopRequested) {
+      console.error("\nsecond Ctrl-C: exiting without a new checkpoint (the last one is kept)");
+      Deno.exit(130);
+    }
+    stopRequested = true;
+    console.error("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
+  };
+  Deno.addSignalListener("SIGINT", onSigint);
+  try {
+    model = await loadModel(gpu, modelDir, {
+      task,
+      numLabels: task === "causal-lm" ? undefined : splits.numLabels,
+      dtype: method === "full" ? "f32" : v.dtype as "f32" | "f16",
+      seed: v.seed,
+    });
+    ensurePadToken(model.config, task, tokenizer);
+    const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
+    const warmupSteps = Math.round(v["warmup-ratio"] * totalSteps);
+    const header = [
+      `model ${v.model} (${config.modelType}, ${task})${ckpt ? `, resuming at step ${ckpt.state.step}` : ""}`,
+      `data  ${splits.summary}`,
+      `method ${method}: ${prepared.trainable} trainable values; ${totalSteps} steps of ${
+        v["batch-size"]
+      }, ` +
+      `lr ${lr}, head lr ${v["head-lr"]}, ${v.schedule} schedule, warmup ${warmupSteps}`,
+    ];
+    if (!v.quiet) { for (const line of header) console.error(line); }
+    const log = runLog = await RunLog.open(join(outDir, "log.jsonl"), { resumeAt: ckpt?.state.step });
+    if (!ckpt) {
+      await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
+    } else await log.write({ type: "resume", step: ckpt.state.step });
+    const progress = new Progress(totalSteps, {
+      label: method,
+      unit: task === "image-cls" ? "img" : "tok",
+      silent: v.quiet,
+      startStep: ckpt?.state.step ?? 0,
+    });
+    const evalSource = splits.eval;
+    const evaluateFn = evalSource ? () => evaluate(model!, inOrder(evalSource), task) : undefined;
+    let result: TrainResult;
+    try {
+      result = await train({
+        model,
+        task,
+        data: splits.train,
+        groups: prepared.groups,
+        totalSteps,
+        warmupSteps,
+        decay: v.schedule as "linear" | "cosine" | "constant",
+        maxGradNorm: v["max-grad-norm"] > 0 ? v["max-grad-norm"] : undefined,
+        seed: v.seed,
+        logEvery: v["log-every"],
+        evalEvery: v["eval-every"],
+        evaluate: evaluateFn,
+        outDir,
+        saveEvery: v["save-every"],
+        writeWeights: prepared.writeWeights,
+        fingerprint,
+        resumeFrom: ckpt,
+        log,
+        progress,
+        setTraining: prepared.peft ? (on) => prepared.peft!.train(on) : undefined,
+        shouldStop: (done) => stopRequested || done === v["stop-at"],
+      });
+    } catch (e) {
+      throw explainDeviceError(e);
+    }
+    if (result.status === "stopped") {
+      await log.write({ type: "end", step: result.steps, status: "stopped" });
+      console.error(
+        `stopped at step ${result.steps}; checkpoint in ${
+          join(outDir, "checkpoint")
+        }. Continue with --resume.`,
+      );
+      return { code: 130 };
+    }
+    const saved = await prepared.saveFinal(outDir);
+    const last = result.evals[result.evals.length - 1];
+    await log.write({
+      type: "end",
+      step: result.steps,
+      status: "done",
+      seconds: result.seconds,
+      output: saved,
+    });
+    if (!v.quiet) {
+      console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} tokens this session)`);
+      if (last) console.error(`held-out: ${describeEval(last)}`);
+    }
+    return { code: 0, accuracy: last?.accuracy };
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSigint);
+    runLog?.close();
+    model?.dispose();
+  }
+}
+
+function targetModulesOf(flag: string | undefined): string[] | string | undefined {
+  if (flag === undefined) return undefined;
+  if (flag === "all-linear" || /[\\^$*+?()[\]{}|]/.test(flag)) return flag;
+  return listOf(flag);
+}
+
+/** Refuse to mix a new run into an output directory that holds another one. */
+async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
+  if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
+  if (resume) {
+    if (!(await findCheckpoint(outDir))) {
+      throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
+    }
+    return;
+  }
+  const held = (await findCheckpoint(outDir)) !== null || (await exists(join(outDir, "log.jsonl")));
+  if (held && !overwrite) {
+    throw new ArgsError(
+      `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
+    );
+  }
+  if (held) {
+    for (const name of ["checkpoint", "adapter", "model", "log.jsonl"]) {
+      await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * Training checkpoints: everything a run needs to continue exactly where it stopped, in one
+ * directory `<out>/checkpoint/`:
+ * - the trained weights (`adapter/`, a PEFT adapter directory, or `model/` for full
+ *   fine-tuning), written by the caller's `writeWeights`;
+ * - `optimizer.safetensors`: AdamW's first and second moments of every trained parameter
+ *   (`m.<i>`, `v.<i>`, F32, in update order) with the parameter names and step counts in the
+ *   metadata;
+ * - `trainer_state.json`: optimiser steps done, the data position of the next batch, the seed
+ *   and step that key the data order and dropout (the only random state of a run), the run's
+ *   settings fingerprint, elapsed time.
+ *
+ * A save writes a fresh folder beside the target and swaps it in with renames, so a crash
+ * leaves the previous checkpoint or the new one, never a mix; a crash between the two renames
+ * leaves the previous one as `.checkpoint.<id>.old`, which {@link loadCheckpoint} picks up.
+ * @module
+ */
+import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { openSafetensors, type TensorData, writeSafetensors } from "../io/safetensors.ts";
+import type { Position } from "./data.ts";
+
+/** The checkpoint folder's name inside a run's output directory. */
+export const CHECKPOINT_DIR = "checkpoint";
+const STATE_FILE = "trainer_state.json";
+const OPTIMIZER_FILE = "optimizer.safetensors";
+const FORMAT = "hartley-checkpoint-1";
+
+/** What a run needs to continue (besides weights and optimiser moments). */
+export interface TrainerState {
+  /** Optimiser steps done. */
+  step: number;
+  /** The run's total optimiser steps. */
+  totalSteps: number;
+  /** Where the next batch comes from. */
+  position: Position;
+  /**
+   * The run's random state: data order is a pure function of (seed, epoch) and dropout masks
+   * of (seed, step), so the seed and the step restore both exactly.
+   */
+  rng: { seed: number; step: number };
+  /** Settings that must match to resume (model, data, method, hyper-parameters). */
+  fingerprint: Record<string, unknown>;
+  /** Seconds of training so far (all sessions). */
+  elapsed: number;
+  /** Tokens (or images) trained on so far. */
+  tokens: number;
+}
+
+/** Optimiser state as {@link AdamW.exportState} gives it, with the parameter names. */
+export interface OptimizerState {
+  names: string[];
+  m: Float32Array[];
+  v: Float32Array[];
+  steps: number[];
+}
+
+/** A checkpoint read back. */
+export interface LoadedCheckpoint {
+  /** The folder it was read from. */
+  dir: string;
+  state: TrainerState;
+  optimizer: OptimizerState;
+}
+
+/** A missing, partial or inconsistent checkpoint, or one that does not fit the run. */
+export class CheckpointError extends Error {
+  override name = "CheckpointError";
+}
+
+/**
+ * Write the checkpoint of a run into `<outDir>/checkpoint/` atomically. `writeWeights` writes
+ * the trained weights into the fresh folder it is given.
+ */
+export async function saveCheckpoint(
+  outDir: string,
+  state: TrainerState,
+  optimizer: OptimizerState,
+  writeWeights: (dir: string) => Promise<void>,
+): Promise<void> {
+  await Deno.mkdir(outDir, { recursive: true });
+  const id = crypto.randomUUID().slice(0, 8);
+  const tmp = join(outDir, `.${CHECKPOINT_DIR}.${id}.tmp`);
+  await Deno.mkdir(tmp);
+  try {
+    await writeWeights(tmp);
+    const tensors: Record<string, TensorData> = {};
+    optimizer.m.forEach((m, i) => {
+      tensors[`m.${i}`] = { dtype: "F32", shape: [m.length], data: m };
+      tensors[`v.${i}`] = { dtype: "F32", shape: [optimizer.v[i].length], data: optimizer.v[i] };
+    });
+    await writeSafetensors(join(tmp, OPTIMIZER_FILE), tensors, {
+      format: FORMAT,
+      names: JSON.stringify(optimizer.names),
+      steps: JSON.stringify(optimizer.steps),
+    });
+    await writeFileAtomic(
+      join(tmp, STATE_FILE),
+      JSON.stringify({ format: FORMAT, ...state }, null, 2) + "\n",
+    );
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  const target = join(outDir, CHECKPOINT_DIR);
+  const old = join(outDir, `.${CHECKPOINT_DIR}.${id}.old`);
+  const hadOld = await exists(target);
+  if (hadOld) await Deno.rename(target, old);
+  try {
+    await Deno.rename(tmp, target);
+  } catch (e) {
+    if (hadOld) await Deno.rename(old, target).catch(() => {});
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  if (hadOld) await Deno.remove(old, { recursive: true });
+}
+
+/** The checkpoint folder of `outDir`: `checkpoint/`, or a previous one left by a crash mid-swap; null if none. */
+export async function findCheckpoint(outDir: string): Promise<string | null> {
+  const target = join(outDir, CHECKPOINT_DIR);
+  if (await exists(join(target, STATE_FILE))) return target;
+  try {
+    for await (const e of Deno.readDir(outDir)) {
+      if (e.isDirectory && e.name.startsWith(`.${CHECKPOINT_DIR}.`) && e.name.endsWith(".old")) {
+        const dir = join(outDir, e.name);
+        if (await exists(join(dir, STATE_FILE))) return dir;
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return null;
+}
+
+/** Read the checkpoint of `outDir` (see {@link findCheckpoint}). */
+export async function loadCheckpoint(outDir: string): Promise<LoadedCheckpoint> {
+  const dir = await findCheckpoint(outDir);
+  if (!dir) {
+    throw new CheckpointError(`${outDir}: no checkpoint to resume from (no ${CHECKPOINT_DIR}/${STATE_FILE})`);
+  }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
+  } catch (e) {
+    throw new CheckpointError(`${join(dir, STATE_FILE)}: unreadable (${(e as Error).message})`);
+  }
+  if (raw.format !== FORMAT) {
+    throw new CheckpointError(
+      `${join(dir, STATE_FILE)}: format ${JSON.stringify(raw.format)}, expected "${FORMAT}"`,
+    );
+  }
+  const state = raw as unknown as TrainerState;
+  const ok = Number.isSafeInteger(state.step) && Number.isSafeInteger(state.totalSteps) &&
+    Number.isSafeInteger(state.position?.epoch) && Number.isSafeInteger(state.position?.step) &&
+    typeof state.fingerprint === "object" && Number.isSafeInteger(state.rng?.seed);
+  if (!ok) throw new CheckpointError(`${join(dir, STATE_FILE)}: missing or malformed fields`);
+  const file = await openSafetensors(join(dir, OPTIMIZER_FILE));
+  let names: string[], steps: number[];
+  try {
+    names = JSON.parse(file.metadata.names);
+    steps = JSON.parse(file.metadata.steps);
+  } catch {
+    throw new CheckpointError(`${file.path}: the metadata lacks the parameter names and step counts`);
+  }
+  if (!Array.isArray(names) || !Array.isArray(steps) || names.length !== steps.length) {
+    throw new CheckpointError(
+      `${file.path}: ${names?.length} parameter names but ${steps?.length} step counts`,
+    );
+  }
+  const m: Float32Array[] = [], v: Float32Array[] = [];
+  for (let i = 0; i < names.length; i++) {
+    m.push(await file.readF32(`m.${i}`));
+    v.push(await file.readF32(`v.${i}`));
+  }
+  return { dir, state, optimizer: { names, m, v, steps } };
+}
+
+/**
+ * The settings in which `saved` and `current` differ (as "key: saved → current"), ignoring
+ * keys listed in `free` (e.g. the total steps, which a resumed run may extend).
+ */
+export function fingerprintChanges(
+  saved: Record<string, unknown>,
+  current: Record<string, unknown>,
+  free: readonly string[] = [],
+): string[] {
+  const keys = new Set([...Object.keys(saved), ...Object.keys(current)]);
+  const out: string[] = [];
+  for (const k of keys) {
+    if (free.includes(k)) continue;
+    const a = JSON.stringify(saved[k]), b = JSON.stringify(current[k]);
+    if (a !== b) out.push(`${k}: ${a ?? "unset"} → ${b ?? "unset"}`);
+  }
+  return out;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

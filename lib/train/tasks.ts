@@ -1,0 +1,230 @@
+/**
+ * What the trainer and the evaluator need per task: CPU batches (token rows or images) turned
+ * into model inputs, the training loss of a batch, and evaluation over a whole split (mean
+ * loss; perplexity for causal LM; accuracy for classification).
+ * @module
+ */
+import type { Batch, Model } from "../models/model.ts";
+import { noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
+import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
+
+/** The tasks the trainer runs. */
+export type TaskName = "causal-lm" | "seq-cls" | "image-cls";
+
+/** The tasks, for flag checking. */
+export const TASKS: readonly TaskName[] = ["causal-lm", "seq-cls", "image-cls"];
+
+/** A batch of preprocessed images [b, c, h, w] and their class ids. */
+export interface ImageBatch {
+  pixels: Float32Array;
+  shape: [number, number, number, number];
+  labels: Int32Array;
+  rows: Int32Array;
+}
+
+/** A CPU batch of either kind. */
+export type HostBatch = TrainBatch | ImageBatch;
+
+/** Where the trainer's batches come from: any position of any epoch, reproducibly. */
+export interface BatchSource {
+  /** Examples (rows) in the split. */
+  readonly size: number;
+  readonly stepsPerEpoch: number;
+  positionAt(globalStep: number): Position;
+  batch(position: Position): HostBatch;
+}
+
+/** Preprocessed images (each c·h·w floats, channels first) with class ids. */
+export interface ImageExample {
+  pixels: Float32Array;
+  label: number;
+}
+
+/** Batches of images in the seeded epoch order of {@link BatchIterator}. */
+export class ImageBatches implements BatchSource {
+  readonly stepsPerEpoch: number;
+  readonly #order: BatchIterator;
+
+  constructor(
+    readonly examples: readonly ImageExample[],
+    readonly imageShape: [number, number, number],
+    readonly batchSize: number,
+    opts: { seed?: number; shuffle?: boolean } = {},
+  ) {
+    // BatchIterator only orders row indices here; its dataset's rows are never read.
+    const rows = { size: examples.length, padId: 0, row: () => ({ ids: [], label: 0 }) };
+    this.#order = new BatchIterator(rows, { batchSize, seed: opts.seed, shuffle: opts.shuffle });
+    this.stepsPerEpoch = this.#order.stepsPerEpoch;
+  }
+
+  get size(): number {
+    return this.examples.length;
+  }
+
+  positionAt(globalStep: number): Position {
+    return this.#order.positionAt(globalStep);
+  }
+
+  batch({ epoch, step }: Position): ImageBatch {
+    const order = this.#order.order(epoch);
+    const rows = order.subarray(step * this.batchSize, (step + 1) * this.batchSize);
+    const [c, h, w] = this.imageShape, n = c * h * w;
+    const pixels = new Float32Array(rows.length * n);
+    const labels = new Int32Array(rows.length);
+    rows.forEach((r, i) => {
+      pixels.set(this.examples[r].pixels, i * n);
+      labels[i] = this.examples[r].label;
+    });
+    return { pixels, shape: [rows.length, c, h, w], labels, rows: Int32Array.from(rows) };
+  }
+}
+
+/** True for an image batch. */
+export function isImageBatch(b: HostBatch): b is ImageBatch {
+  return "pixels" in b;
+}
+
+/** Rows (examples) in a batch. */
+export function batchRows(b: HostBatch): number {
+  return b.shape[0];
+}
+
+/** Tokens in a batch (real tokens, padding excluded); images count one each. */
+export function batchTokens(b: HostBatch): number {
+  if (isImageBatch(b)) return b.shape[0];
+  let n = 0;
+  for (const m of b.attentionMask) n += m;
+  return n;
+}
+
+/** Model inputs of a CPU batch, labels included (tensors live in the caller's tidy scope). */
+export function toModelBatch(model: Model, b: HostBatch, task: TaskName): Batch {
+  const gpu = model.gpu;
+  if (isImageBatch(b)) {
+    if (task !== "image-cls") throw new Error(`an image batch cannot train task ${task}`);
+    return { pixelValues: T.from(gpu, b.pixels, b.shape), labels: T.from(gpu, b.labels, [b.shape[0]]) };
+  }
+  if (task === "image-cls") throw new Error(`task image-cls needs image data, got token rows`);
+  const [rows, len] = b.shape;
+  const batch: Batch = {
+    inputIds: T.from(gpu, b.ids, [rows, len]),
+    inputIdsHost: b.ids,
+    attentionMask: b.attentionMask,
+    labels: task === "causal-lm" ? T.from(gpu, b.labels, [rows, len]) : T.from(gpu, b.labels, [rows]),
+  };
+  if (task === "causal-lm") batch.nextTokenLabels = true;
+  if (b.tokenTypeIds) batch.tokenTypeIds = b.tokenTypeIds;
+  return batch;
+}
+
+/** The training loss of `b` (a scalar tensor on the tape when gradients are on). */
+export function batchLoss(model: Model, b: HostBatch, task: TaskName): Tensor {
+  const out = model.forward(toModelBatch(model, b, task));
+  if (!out.loss) throw new Error(`${model.family}: the forward pass returned no loss for task ${task}`);
+  return out.loss;
+}
+
+/** Targets that count in a batch's loss: predicted tokens (causal LM) or rows. */
+export function lossCount(b: HostBatch, task: TaskName): number {
+  if (task !== "causal-lm" || isImageBatch(b)) return b.shape[0];
+  let n = 0;
+  for (const l of b.labels) if (l !== -100) n++;
+  return n;
+}
+
+/** What an evaluation measured. */
+export interface EvalResult {
+  /** Mean loss per target (token or example). */
+  loss: number;
+  /** exp(loss), causal LM only. */
+  perplexity?: number;
+  /** Share of examples classified right, classification only. */
+  accuracy?: number;
+  /** Examples evaluated. */
+  examples: number;
+  /** Targets the loss averages over. */
+  targets: number;
+}
+
+/**
+ * Evaluate `model` (in eval mode, no gradients) on `batches`: losses and logits are queued
+ * for readback per batch and collected every few batches, so the GPU never waits per batch.
+ */
+export async function evaluate(
+  model: Model,
+  batches: Iterable<HostBatch>,
+  task: TaskName,
+  onBatch?: (done: number) => void,
+): Promise<EvalResult> {
+  const wasTraining = (model as { training?: boolean }).training ?? false;
+  model.train(false);
+  let lossSum = 0, targets = 0, correct = 0, examples = 0, done = 0;
+  let pending: Promise<void>[] = [];
+  try {
+    for (const b of batches) {
+      const n = lossCount(b, task), rows = b.shape[0];
+      const labels = isImageBatch(b) || task !== "causal-lm" ? b.labels : null;
+      const reads = tidy(() =>
+        noGrad(() => {
+          const out = model.forward(toModelBatch(model, b, task));
+          if (!out.loss) {
+            throw new Error(`${model.family}: the forward pass returned no loss for task ${task}`);
+          }
+          return { loss: out.loss.readLater(), logits: labels ? out.logits.readLater() : null };
+        })
+      );
+      model.gpu.stream.flush();
+      pending.push((async () => {
+        const loss = (await reads.loss)[0];
+        if (n > 0) lossSum += loss * n;
+        targets += n;
+        examples += rows;
+        // await first: `correct += await …` would read `correct` before the await and lose updates
+        const logits = labels && reads.logits ? await reads.logits : null;
+        if (labels && logits) correct += countCorrect(logits, labels);
+      })());
+      done++;
+      if (pending.length >= 8) {
+        await Promise.all(pending);
+        pending = [];
+        onBatch?.(done);
+      }
+    }
+    await Promise.all(pending);
+    onBatch?.(done);
+  } finally {
+    model.train(wasTraining);
+  }
+  const loss = targets > 0 ? lossSum / targets : NaN;
+  const result: EvalResult = { loss, examples, targets };
+  if (task === "causal-lm") result.perplexity = Math.exp(loss);
+  else result.accuracy = examples > 0 ? correct / examples : NaN;
+  return result;
+}
+
+/** Rows of `logits` ([rows, classes] row-major) whose argmax is the label. */
+export function countCorrect(logits: Float32Array, labels: Int32Array): number {
+  const rows = labels.length, classes = logits.length / rows;
+  let correct = 0;
+  for (let i = 0; i < rows; i++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[i * classes + c] > logits[i * classes + best]) best = c;
+    if (best === labels[i]) correct++;
+  }
+  return correct;
+}
+
+/** Every batch of one pass over a split, in order (for evaluation). */
+export function* inOrder(source: BatchSource): Generator<HostBatch> {
+  for (let step = 0; step < source.stepsPerEpoch; step++) yield source.batch({ epoch: 0, step });
+}
+
+/** A BatchIterator as a {@link BatchSource}. */
+export function tokenSource(it: BatchIterator): BatchSource {
+  return {
+    size: it.dataset.size,
+    stepsPerEpoch: it.stepsPerEpoch,
+    positionAt: (s) => it.positionAt(s),
+    batch: (p) => it.batch(p),
+  };
+}

@@ -1,0 +1,310 @@
+/**
+ * The training loop: AdamW over named parameter groups (e.g. the adapter's coefficients and
+ * the classifier head, each with its own learning rate), a warmup + decay schedule, gradient
+ * clipping, periodic evaluation, atomic checkpoints, and exact resumption.
+ *
+ * Each step is encoded into the stream and submitted without waiting. The loss is summed on
+ * the GPU and read back through `readLater` once every `logEvery` steps (the read of one
+ * interval is awaited when the next is queued, which also bounds how far the CPU runs ahead).
+ * A non-finite loss stops the run with {@link TrainingDivergedError} before any checkpoint
+ * is written over the last good one.
+ *
+ * Exactness of a resumed run: the batch of global step s is a pure function of (seed, s), the
+ * dropout masks of (seed, s), the learning rate of s; the optimiser moments and step counts,
+ * and the trained weights, are restored from the checkpoint bit for bit. So a run stopped at
+ * step K and resumed to N logs the same losses as a run of N steps.
+ * @module
+ */
+import type { Model } from "../models/model.ts";
+import { add, keep, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
+import {
+  type LoadedCheckpoint,
+  type OptimizerState,
+  saveCheckpoint,
+  type TrainerState,
+} from "./checkpoint.ts";
+import type { RunLog } from "./log.ts";
+import { AdamW } from "./optim.ts";
+import type { Progress } from "./progress.ts";
+import { lrFactor, type ScheduleOptions } from "./schedule.ts";
+import { batchLoss, type BatchSource, batchTokens, type EvalResult, type TaskName } from "./tasks.ts";
+
+/** A trainable tensor and the name it is saved under. */
+export interface NamedParam {
+  name: string;
+  tensor: Tensor;
+}
+
+/** Parameters sharing a learning rate and weight decay (e.g. "adapter", "head"). */
+export interface ParamGroupSpec {
+  name: string;
+  params: NamedParam[];
+  lr: number;
+  weightDecay: number;
+}
+
+/** Options of {@link train}. */
+export interface TrainOptions {
+  model: Model;
+  task: TaskName;
+  data: BatchSource;
+  groups: ParamGroupSpec[];
+  /** Optimiser steps of the whole run. */
+  totalSteps: number;
+  /** Linear warmup steps. */
+  warmupSteps: number;
+  /** Decay after warmup (default linear). */
+  decay?: ScheduleOptions["decay"];
+  /** Clip gradients to this global norm (off when undefined). */
+  maxGradNorm?: number;
+  /** Keys data order and dropout. */
+  seed: number;
+  /** Steps between loss readbacks / log lines (default 10). */
+  logEvery?: number;
+  /** Steps between evaluations (0 or undefined: only at the end when `evaluate` is given). */
+  evalEvery?: number;
+  evaluate?: () => Promise<EvalResult>;
+  /** Where checkpoints go (none when undefined). */
+  outDir?: string;
+  /** Steps between checkpoints (0 or undefined: only at the end and when stopped). */
+  saveEvery?: number;
+  /** Write the trained weights into a checkpoint folder. */
+  writeWeights?: (dir: string) => Promise<void>;
+  /** Settings a resumed run must share (stored in the checkpoint). */
+  fingerprint?: Record<string, unknown>;
+  /** Continue from this checkpoint (its weights must already be in the model). */
+  resumeFrom?: LoadedCheckpoint;
+  log?: RunLog;
+  progress?: Progress;
+  /**
+   * Switch train mode (dropout) on or off; default `model.train`. Pass the adapter's
+   * (`PeftModel.train`) so that adapter dropout follows too.
+   */
+  setTraining?: (on: boolean) => void;
+  /** Asked after every step; true stops the run (a checkpoint is saved first). */
+  shouldStop?: (stepsDone: number) => boolean;
+}
+
+/** How a run ended. */
+export interface TrainResult {
+  /** Optimiser steps done (all sessions). */
+  steps: number;
+  status: "done" | "stopped";
+  /** Mean training loss of each logged interval, by the step that ends it. */
+  losses: { step: number; loss: number }[];
+  evals: ({ step: number } & EvalResult)[];
+  /** Seconds of this session's training (evaluation included). */
+  seconds: number;
+  /** Tokens (or images) trained on in this session. */
+  tokens: number;
+}
+
+/** The loss became NaN or infinite: training stopped, the last checkpoint was kept. */
+export class TrainingDivergedError extends Error {
+  override name = "TrainingDivergedError";
+}
+
+/** Model fields the trainer sets when the model has them (BaseModel's dropout key). */
+interface DropoutKeyed {
+  dropoutSeed?: number;
+  dropoutStep?: number;
+}
+
+/** Run (or continue) a training run; see the module doc. */
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const { model, task, data, totalSteps } = opts;
+  const gpu = model.gpu;
+  const logEvery = Math.max(1, opts.logEvery ?? 10);
+  const names = opts.groups.flatMap((g) => g.params.map((p) => p.name));
+  if (names.length === 0) throw new Error(`train: nothing to train (no parameters in any group)`);
+  for (const g of opts.groups) for (const p of g.params) p.tensor.requiresGrad = true;
+  const opt = new AdamW(
+    gpu,
+    opts.groups.filter((g) => g.params.length > 0).map((g) => ({
+      params: g.params.map((p) => p.tensor),
+      lr: g.lr,
+      weightDecay: g.weightDecay,
+    })),
+    { lr: opts.groups[0].lr, maxGradNorm: opts.maxGradNorm },
+  );
+  const schedule: ScheduleOptions = {
+    warmupSteps: opts.warmupSteps,
+    totalSteps,
+    decay: opts.decay ?? "linear",
+  };
+  let step = 0, elapsedBefore = 0, tokensBefore = 0;
+  if (opts.resumeFrom) {
+    const { state, optimizer } = opts.resumeFrom;
+    if (optimizer.names.join("\n") !== names.join("\n")) {
+      throw new Error(
+        `${opts.resumeFrom.dir}: the checkpoint trained other parameters (${optimizer.names.length} saved, ` +
+          `${names.length} now; first difference at "${firstDifference(optimizer.names, names)}")`,
+      );
+    }
+    opt.importState(optimizer);
+    step = state.step;
+    elapsedBefore = state.elapsed;
+    tokensBefore = state.tokens;
+  }
+  const setTraining = opts.setTraining ?? ((on: boolean) => model.train(on));
+  const keyed = model as unknown as DropoutKeyed;
+  if ("dropoutSeed" in keyed) keyed.dropoutSeed = opts.seed;
+
+  const result: TrainResult = { steps: step, status: "done", losses: [], evals: [], seconds: 0, tokens: 0 };
+  const started = performance.now();
+  let acc = keep(T.zeros(gpu, []));
+  let accSteps = 0;
+  let pending = null as Promise<void> | null;
+
+  /** Queue a readback of the interval's summed loss, then await the previous one. */
+  const queueRead = async (endStep: number) => {
+    const count = accSteps;
+    const tokens = tokensBefore + result.tokens;
+    const elapsed = round3(elapsedBefore + (performance.now() - started) / 1000);
+    const lr = opts.groups.map((g) => g.lr * lrFactor(endStep - 1, schedule));
+    const lossRead = acc.readLater();
+    const normRead = opts.maxGradNorm !== undefined ? opt.gradNorm.readLater() : null;
+    acc.dispose();
+    acc = keep(T.zeros(gpu, []));
+    accSteps = 0;
+    gpu.stream.flush();
+    const previous = pending;
+    pending = (async () => {
+      const loss = (await lossRead)[0] / count;
+      const gradNorm = normRead ? (await normRead)[0] : undefined;
+      if (!Number.isFinite(loss)) {
+        throw new TrainingDivergedError(
+          `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
+            `Lower the learning rate (--lr, --head-lr), set --max-grad-norm, or check the data` +
+            (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
+        );
+      }
+      result.losses.push({ step: endStep, loss });
+      opts.progress?.update(endStep, { loss });
+      const rec: Record<string, unknown> = { type: "train", step: endStep, loss };
+      opts.groups.forEach((g, i) => rec[`lr_${g.name}`] = lr[i]);
+      if (gradNorm !== undefined) rec.grad_norm = gradNorm;
+      rec.tokens = tokens;
+      rec.elapsed_s = elapsed;
+      await opts.log?.write(rec as { type: string; step: number });
+    })();
+    if (previous) await previous;
+  };
+
+  /** Wait for every queued loss read (throws on a non-finite loss). */
+  const drain = async () => {
+    if (accSteps > 0) await queueRead(step);
+    const p = pending;
+    pending = null;
+    if (p) await p;
+  };
+
+  const runEval = async () => {
+    if (!opts.evaluate) return;
+    setTraining(false);
+    const r = await opts.evaluate();
+    result.evals.push({ step, ...r });
+    await opts.log?.write({ type: "eval", step, ...r });
+    opts.progress?.log(`eval @ ${step}: ${describeEval(r)}`);
+  };
+
+  const checkpoint = async () => {
+    if (!opts.outDir || !opts.writeWeights) return;
+    await drain();
+    const exported = await opt.exportState();
+    const bad = exported.m.findIndex((m, i) => !allFinite(m) || !allFinite(exported.v[i]));
+    if (bad >= 0) {
+      throw new TrainingDivergedError(
+        `the optimiser state of "${names[bad]}" holds NaN or infinity at step ${step}; training stopped ` +
+          `and the last good checkpoint in ${opts.outDir} is kept. Lower the learning rate or set --max-grad-norm`,
+      );
+    }
+    const state: TrainerState = {
+      step,
+      totalSteps,
+      position: data.positionAt(step),
+      rng: { seed: opts.seed, step },
+      fingerprint: opts.fingerprint ?? {},
+      elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
+      tokens: tokensBefore + result.tokens,
+    };
+    const optimizer: OptimizerState = { names, ...exported };
+    await saveCheckpoint(opts.outDir, state, optimizer, opts.writeWeights);
+    await opts.log?.write({ type: "checkpoint", step });
+  };
+
+  try {
+    opts.progress?.update(step, {});
+    while (step < totalSteps) {
+      const batch = data.batch(data.positionAt(step));
+      const factor = lrFactor(step, schedule);
+      if ("dropoutStep" in keyed) keyed.dropoutStep = step;
+      setTraining(true);
+      tidy(() => {
+        const loss = batchLoss(model, batch, task);
+        loss.backward();
+        opt.step(factor);
+        opt.zeroGrad();
+        const next = keep(noGrad(() => add(acc, loss)));
+        acc.dispose();
+        acc = next;
+      });
+      gpu.stream.flush();
+      step++;
+      accSteps++;
+      result.steps = step;
+      result.tokens += batchTokens(batch);
+      opts.progress?.update(step, { tokens: result.tokens });
+      if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
+      const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
+      if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps && !stop) {
+        await drain();
+        await runEval();
+      }
+      if (stop) {
+        result.status = "stopped";
+        break;
+      }
+      if (opts.saveEvery && step % opts.saveEvery === 0 && step < totalSteps) await checkpoint();
+    }
+    await drain();
+    setTraining(false);
+    if (result.status === "done") await runEval();
+    await checkpoint();
+  } catch (e) {
+    // a step that failed half-way leaves gradients behind; an unread interval is discarded
+    pending?.catch(() => {});
+    throw e;
+  } finally {
+    setTraining(false);
+    opt.zeroGrad();
+    opt.dispose();
+    acc.dispose();
+    opts.progress?.done();
+    result.seconds = (performance.now() - started) / 1000;
+  }
+  return result;
+}
+
+/** `loss 0.3312, accuracy 0.9123` or `loss 2.91, perplexity 18.4`. */
+export function describeEval(r: EvalResult): string {
+  const parts = [`loss ${r.loss.toFixed(4)}`];
+  if (r.perplexity !== undefined) parts.push(`perplexity ${r.perplexity.toFixed(2)}`);
+  if (r.accuracy !== undefined) parts.push(`accuracy ${r.accuracy.toFixed(4)}`);
+  parts.push(`(${r.examples} examples)`);
+  return parts.join(", ");
+}
+
+function allFinite(a: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
+}
+
+function firstDifference(a: string[], b: string[]): string {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] ?? b[i];
+  return "";
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}

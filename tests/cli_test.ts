@@ -1,0 +1,225 @@
+import { ArgsError, helpText, parseCommand } from "../lib/cli/args.ts";
+import { explainDeviceError } from "../lib/cli/errors.ts";
+import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
+import { readRunLog } from "../lib/train/log.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { GPT2, runCli, tinyRun, writeToyData } from "./train_helpers.ts";
+
+const SPEC = {
+  name: "demo",
+  summary: "a test command",
+  flags: {
+    lr: { type: "number", default: 0.1, min: 0, help: "learning rate" },
+    steps: { type: "integer", min: 1, help: "steps" },
+    mode: { type: "string", choices: ["a", "b"], default: "a", help: "mode" },
+    quiet: { type: "boolean", help: "quiet" },
+  },
+} as const;
+
+Deno.test("args: typed values, defaults, and errors that name the flag", () => {
+  const ok = parseCommand(SPEC, ["--lr", "0.5", "--steps=3", "--quiet"]);
+  assert(!ok.help);
+  if (!ok.help) {
+    assertEquals(ok.values, { lr: 0.5, steps: 3, mode: "a", quiet: true });
+    assertEquals([...ok.given].sort(), ["lr", "quiet", "steps"]);
+  }
+  assertEquals(parseCommand(SPEC, ["-h"]).help, true);
+  assertThrows(() => parseCommand(SPEC, ["--lr", "fast"]), "--lr 'fast' is not a number");
+  assertThrows(() => parseCommand(SPEC, ["--lr=-1"]), "below the minimum 0");
+  assertThrows(() => parseCommand(SPEC, ["--lr", "-1"]), "must be written --lr=VALUE");
+  assertThrows(() => parseCommand(SPEC, ["--steps", "2.5"]), "--steps '2.5' is not an integer");
+  assertThrows(() => parseCommand(SPEC, ["--mode", "c"]), "--mode 'c' is not one of a, b");
+  assertThrows(() => parseCommand(SPEC, ["--lrr", "1"]), "unknown option '--lrr' (did you mean --lr?)");
+  assertThrows(() => parseCommand(SPEC, ["--steps"]), "needs a value");
+  assertThrows(() => parseCommand(SPEC, ["extra"]), "unexpected argument 'extra'");
+  const e = assertThrows(() => parseCommand(SPEC, ["--nope"]));
+  assert(e instanceof ArgsError);
+  const help = helpText(SPEC);
+  assert(help.includes("--lr N") && help.includes("[default 0.1]") && help.includes("(a | b)"), help);
+});
+
+Deno.test("cli: bad flags exit 2 with a pointer to --help; --help exits 0", async () => {
+  const bad = await runCli(["train", "--bogus"]);
+  assertEquals(bad.code, 2);
+  assert(bad.err.includes("unknown option '--bogus'") && bad.err.includes("train --help"), bad.err);
+  const method = await runCli(["train", "--method", "magic"]);
+  assertEquals(method.code, 2);
+  assert(method.err.includes("--method 'magic' is not one of ssh, lora, fourierft, full, head"), method.err);
+  const both = await runCli(["train", "--resume", "--overwrite", "--out", "/nonexistent/run"]);
+  assertEquals(both.code, 2);
+  for (const cmd of ["train", "eval", "merge", "inspect", "pretrain"]) {
+    const help = await runCli([cmd, "--help"]);
+    assertEquals(help.code, 0, `${cmd} --help`);
+    assert(help.out.startsWith(`usage: deno run -A cli.ts ${cmd}`), help.out);
+  }
+  assert((await runCli(["train", "--help"])).out.includes("--energy-ratio"));
+  assertEquals((await runCli(["nope"])).code, 2);
+  const merge = await runCli(["merge", "--model", GPT2]);
+  assertEquals(merge.code, 2);
+  assert(merge.err.includes("--adapter DIR is required"), merge.err);
+});
+
+Deno.test("cli: bad data files fail with the file, the line and what was wrong; nothing is written", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
+  try {
+    const missing = await runCli(tinyRun(`${dir}/none.jsonl`, `${dir}/run`, ["--steps", "1"]));
+    assertEquals(missing.code, 1);
+    assert(missing.err.includes(`${dir}/none.jsonl: file not found`), missing.err);
+    const broken = await runCli(
+      tinyRun("tests/fixtures/data/bad_json.jsonl", `${dir}/run`, ["--steps", "1"]),
+    );
+    assertEquals(broken.code, 1);
+    assert(broken.err.includes("bad_json.jsonl:3: malformed JSON"), broken.err);
+    const noModel = await runCli(["train", "--model", `${dir}/nomodel`, "--out", `${dir}/run`]);
+    assertEquals(noModel.code, 1);
+    assert(noModel.err.includes("not a model directory"), noModel.err);
+    assert(!(await findCheckpoint(`${dir}/run`)), "no checkpoint written");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: labels that do not fit the head, and an adapter made for another model", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
+  try {
+    // a sequence classifier with a 2-label head (the head is initialised: the checkpoint has none)
+    const model = `${dir}/cls2`;
+    await Deno.mkdir(model);
+    for (const f of ["model.safetensors", "tokenizer.json"]) {
+      await Deno.copyFile(`${GPT2}/${f}`, `${model}/${f}`);
+    }
+    const config = JSON.parse(await Deno.readTextFile(`${GPT2}/config.json`));
+    config.architectures = ["GPT2ForSequenceClassification"];
+    config.id2label = { "0": "fruit", "1": "hard" };
+    await Deno.writeTextFile(`${model}/config.json`, JSON.stringify(config));
+    const three = await writeToyData(dir, 12, 1, ["fruit", "hard", "cloud"]);
+    const r = await runCli([
+      "train",
+      "--model",
+      model,
+      "--data",
+      three,
+      "--steps",
+      "1",
+      "--out",
+      `${dir}/run`,
+      "--quiet",
+    ]);
+    assertEquals(r.code, 1);
+    assert(r.err.includes(`label "cloud" is not one of the labels ["fruit","hard"]`), r.err);
+    const ints = `${dir}/ints.jsonl`;
+    await Deno.writeTextFile(ints, '{"text": "apple", "label": 0}\n{"text": "rock", "label": 2}\n');
+    const r2 = await runCli([
+      "train",
+      "--model",
+      model,
+      "--data",
+      ints,
+      "--steps",
+      "1",
+      "--out",
+      `${dir}/run`,
+      "--quiet",
+    ]);
+    assertEquals(r2.code, 1);
+    assert(r2.err.includes("does not fit the head's 2 labels"), r2.err);
+
+    const data = await writeToyData(dir, 8);
+    const other = await runCli([
+      "eval",
+      "--model",
+      "tests/fixtures/models/llama",
+      "--adapter",
+      "tests/fixtures/adapters/gpt2-lora",
+      "--data",
+      data,
+      "--task",
+      "seq-cls",
+    ]);
+    assertEquals(other.code, 1);
+    assert(/transformer\.h\.0\.attn\.c_attn/.test(other.err), other.err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: a NaN loss stops training with a message and keeps the last good checkpoint", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
+  try {
+    const data = await writeToyData(dir, 24);
+    const r = await runCli(tinyRun(data, `${dir}/run`, [
+      "--steps",
+      "6",
+      "--lr",
+      "1e38",
+      "--head-lr",
+      "1e38",
+      "--max-grad-norm",
+      "0",
+      "--log-every",
+      "1",
+      "--save-every",
+      "1",
+    ]));
+    assertEquals(r.code, 1);
+    assert(/loss became (NaN|Infinity|-Infinity)|holds NaN or infinity/.test(r.err), r.err);
+    assert(r.err.includes("last good checkpoint"), r.err);
+    const ckpt = await loadCheckpoint(`${dir}/run`);
+    assert(ckpt.state.step >= 1 && ckpt.state.step < 6, `checkpoint at step ${ckpt.state.step}`);
+    const logged = (await readRunLog(`${dir}/run/log.jsonl`)).filter((x) => x.type === "checkpoint");
+    assertEquals(logged[logged.length - 1].step, ckpt.state.step);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("device errors become advice: out of memory names the flags to lower", () => {
+  const e = explainDeviceError(new Error("Not enough memory left")) as Error;
+  assert(e.message.includes("--batch-size") && e.message.includes("--seq-len"), e.message);
+  const lost = explainDeviceError(new Error("GPU device was lost")) as Error;
+  assert(lost.message.includes("--resume"), lost.message);
+  const other = new Error("something else");
+  assertEquals(explainDeviceError(other), other);
+});
+
+Deno.test("inspect: model summary, energy heatmap with positions, and a loss curve", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
+  try {
+    const svg = `${dir}/energy.svg`;
+    const r = await runCli([
+      "inspect",
+      "--model",
+      GPT2,
+      "--layer",
+      "h.1.attn.c_attn",
+      "--n",
+      "40",
+      "--svg",
+      svg,
+    ]);
+    assertEquals(r.code, 0, r.err);
+    assert(r.out.includes("2 layers, hidden 64"), r.out);
+    const text = await Deno.readTextFile(svg);
+    assert(text.includes("transformer.h.1.attn.c_attn: dht energy"), text.slice(0, 300));
+    assert((text.match(/stroke="#e8002a"/g) ?? []).length >= 2, "positions marked");
+    const log = `${dir}/log.jsonl`;
+    await Deno.writeTextFile(
+      log,
+      [
+        '{"type":"start","step":0,"method":"ssh","data":"x","task":"seq-cls"}',
+        '{"type":"train","step":10,"loss":0.7}',
+        '{"type":"train","step":20,"loss":0.5}',
+        '{"type":"eval","step":20,"loss":0.55}',
+      ]
+        .join("\n") + "\n",
+    );
+    const c = await runCli(["inspect", "--log", log, "--svg", `${dir}/loss.svg`]);
+    assertEquals(c.code, 0, c.err);
+    assert((await Deno.readTextFile(`${dir}/loss.svg`)).includes(">eval loss</text>"));
+    const bad = await runCli(["inspect", "--model", GPT2, "--layer", "nope"]);
+    assertEquals(bad.code, 2);
+    assert(bad.err.includes("matches no linear layer"), bad.err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

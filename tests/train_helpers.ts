@@ -1,0 +1,77 @@
+/**
+ * Shared by the CLI/trainer tests: a tiny labelled data set written to a temp folder, and
+ * running the CLI in-process with its console output captured.
+ */
+import { main } from "../cli.ts";
+import { Prng } from "../lib/spectral/prng.ts";
+
+/** The tiny GPT-2 fixture (2 layers, 64 wide, 512-entry byte-level BPE, dropout 0.1). */
+export const GPT2 = "tests/fixtures/models/gpt2";
+
+/** Write `rows` two-class examples (fruit words vs metal words) as JSONL; returns the path. */
+export async function writeToyData(
+  dir: string,
+  rows = 40,
+  seed = 1,
+  labels = ["fruit", "hard"],
+): Promise<string> {
+  const words = [
+    ["apple", "berry", "cherry", "grape", "lemon", "melon"],
+    ["stone", "rock", "metal", "iron", "steel", "brick"],
+    ["cloud", "rain", "storm", "wind", "snow", "fog"],
+  ];
+  const rng = new Prng(seed);
+  const lines: string[] = [];
+  for (let i = 0; i < rows; i++) {
+    const k = i % labels.length;
+    const text = Array.from({ length: 5 }, () => words[k][rng.below(words[k].length)]).join(" ");
+    lines.push(JSON.stringify({ text, label: labels[k] }));
+  }
+  const path = `${dir}/toy_${rows}_${labels.length}.jsonl`;
+  await Deno.writeTextFile(path, lines.join("\n") + "\n");
+  return path;
+}
+
+/** Run `cli.ts` with `args` in this process; the exit code and what it printed. */
+export async function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [], err: string[] = [];
+  const log = console.log, error = console.error;
+  console.log = (...a: unknown[]) => void out.push(a.join(" "));
+  console.error = (...a: unknown[]) => void err.push(a.join(" "));
+  try {
+    const code = await main(args);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+/** The common options of a tiny SSH run on the toy data. */
+export function tinyRun(data: string, out: string, extra: string[] = []): string[] {
+  return [
+    "train",
+    "--model",
+    GPT2,
+    "--data",
+    data,
+    "--seq-len",
+    "12",
+    "--batch-size",
+    "8",
+    "--n",
+    "24",
+    "--alpha",
+    "20",
+    "--lr",
+    "0.1",
+    "--head-lr",
+    "0.01",
+    "--eval-fraction",
+    "0.2",
+    "--out",
+    out,
+    "--quiet",
+    ...extra,
+  ];
+}

@@ -1,0 +1,203 @@
+import { loadForUse } from "../lib/cli/load.ts";
+import { loadSplits } from "../lib/cli/setup.ts";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { noGrad, tidy } from "../lib/tensor/mod.ts";
+import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
+import { readRunLog, RunLog } from "../lib/train/log.ts";
+import { formatDuration, Progress } from "../lib/train/progress.ts";
+import { toModelBatch } from "../lib/train/tasks.ts";
+import { downsampleMax, heatmapSvg, linePlotSvg, ticks } from "../lib/viz/svg.ts";
+import { assert, assertClose, assertEquals } from "./assert.ts";
+import { GPT2, runCli, tinyRun, writeToyData } from "./train_helpers.ts";
+
+/** Logits of `dir` (+ adapter) on the first rows of `data`. */
+async function logitsOf(model: string, adapter: string | undefined, data: string): Promise<Float32Array> {
+  const gpu = await getGpu();
+  const l = await loadForUse(gpu, { model, adapter });
+  try {
+    const spec = { task: l.task, data, evalData: data, evalFraction: 0, seqLen: 12, batchSize: 8, seed: 0 };
+    const splits = await loadSplits(spec, l.config, l.tokenizer, model, l.numLabels);
+    const batch = splits.eval!.batch({ epoch: 0, step: 0 });
+    const read = tidy(() =>
+      noGrad(() => ({ logits: l.model.forward(toModelBatch(l.model, batch, l.task)).logits.readLater() }))
+    );
+    gpu.stream.flush();
+    return await read.logits;
+  } finally {
+    l.peft?.detach();
+    l.model.dispose();
+  }
+}
+
+for (const method of ["ssh", "lora"]) {
+  Deno.test(`train → merge → eval round trip (${method}): the merged model reproduces the adapter model`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "hartley_roundtrip_" });
+    try {
+      const data = await writeToyData(dir, 32);
+      const run = await runCli(
+        tinyRun(data, `${dir}/run`, [
+          "--method",
+          method,
+          "--steps",
+          "4",
+          "--lr",
+          method === "lora" ? "0.01" : "0.1",
+        ]),
+      );
+      assertEquals(run.code, 0, run.err);
+      const log = await readRunLog(`${dir}/run/log.jsonl`);
+      assertEquals(log.map((r) => r.type), ["start", "train", "eval", "checkpoint", "end"]);
+      const merged = await runCli([
+        "merge",
+        "--model",
+        GPT2,
+        "--adapter",
+        `${dir}/run/adapter`,
+        "--out",
+        `${dir}/merged`,
+      ]);
+      assertEquals(merged.code, 0, merged.err);
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
+      assertEquals(config.architectures, ["GPT2ForSequenceClassification"]);
+      const a = await logitsOf(GPT2, `${dir}/run/adapter`, data);
+      const b = await logitsOf(`${dir}/merged`, undefined, data);
+      assertClose(b, a, 1e-4, "merged vs adapter logits");
+      const evalA = await runCli([
+        "eval",
+        "--model",
+        GPT2,
+        "--adapter",
+        `${dir}/run/adapter`,
+        "--data",
+        data,
+        "--seq-len",
+        "12",
+        "--json",
+      ]);
+      const evalB = await runCli([
+        "eval",
+        "--model",
+        `${dir}/merged`,
+        "--data",
+        data,
+        "--seq-len",
+        "12",
+        "--json",
+      ]);
+      assertEquals(evalA.code, 0, evalA.err);
+      assertEquals(evalB.code, 0, evalB.err);
+      const ra = JSON.parse(evalA.out), rb = JSON.parse(evalB.out);
+      assertEquals(rb.accuracy, ra.accuracy);
+      assert(Math.abs(rb.loss - ra.loss) < 1e-4, `eval loss ${rb.loss} vs ${ra.loss}`);
+      // merging again over an existing directory is refused (nothing written is lost)
+      const again = await runCli([
+        "merge",
+        "--model",
+        GPT2,
+        "--adapter",
+        `${dir}/run/adapter`,
+        "--out",
+        `${dir}/merged`,
+      ]);
+      assertEquals(again.code, 1);
+      assert(again.err.includes("already exists"), again.err);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("--method head trains only the classifier and writes a model directory that eval loads", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_head_" });
+  try {
+    const data = await writeToyData(dir, 24);
+    const run = await runCli(tinyRun(data, `${dir}/run`, ["--method", "head", "--steps", "3"]));
+    assertEquals(run.code, 0, run.err);
+    const start = (await readRunLog(`${dir}/run/log.jsonl`))[0];
+    assertEquals(start.trainable, 2 * 64); // score.weight [2, 64], no bias
+    const ev = await runCli([
+      "eval",
+      "--model",
+      `${dir}/run/model`,
+      "--data",
+      data,
+      "--seq-len",
+      "12",
+      "--json",
+    ]);
+    assertEquals(ev.code, 0, ev.err);
+    assert(JSON.parse(ev.out).accuracy >= 0, ev.out);
+    assert(await findCheckpoint(`${dir}/run`), "checkpoint kept for --resume");
+    const ckpt = await loadCheckpoint(`${dir}/run`);
+    assertEquals(ckpt.state.step, 3);
+    assertEquals(ckpt.optimizer.names, ["score.weight"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("run log: a resumed run drops what was logged after its checkpoint", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_log_" });
+  try {
+    const path = `${dir}/log.jsonl`;
+    const log = await RunLog.open(path);
+    for (let s = 0; s <= 5; s++) {
+      await log.write({ type: "train", step: s, loss: s === 5 ? NaN : 1 / (s + 1) });
+    }
+    log.close();
+    const all = await readRunLog(path);
+    assertEquals(all.length, 6);
+    assertEquals(all[5].loss, "NaN");
+    await Deno.writeTextFile(path, '{"type":"train","step":6,"lo', { append: true }); // cut mid-write
+    assertEquals((await readRunLog(path)).length, 6);
+    const resumed = await RunLog.open(path, { resumeAt: 3 });
+    await resumed.write({ type: "resume", step: 3 });
+    resumed.close();
+    assertEquals((await readRunLog(path)).map((r) => r.step), [0, 1, 2, 3, 3]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("progress: plain lines every interval with loss, tokens/s and ETA; a bar on a terminal", () => {
+  let t = 0;
+  const written: string[] = [];
+  const sink = (tty: boolean) => ({
+    writeSync: (b: Uint8Array) => (written.push(new TextDecoder().decode(b)), b.length),
+    isTerminal: () => tty,
+  });
+  const p = new Progress(100, { sink: sink(false), now: () => t, plainInterval: 10, label: "ssh" });
+  p.update(0);
+  t = 5000;
+  p.update(10, { tokens: 5000 }); // within the interval: nothing
+  t = 10000;
+  p.update(20, { loss: 0.5, tokens: 10000 });
+  assertEquals(written.length, 2);
+  assertEquals(written[1], "ssh  20/100   20%  loss 0.5000  1000 tok/s  ETA 40s\n");
+  t = 50000;
+  p.update(100, { loss: 0.25, tokens: 50000 });
+  p.done();
+  assertEquals(written.length, 3, "the last step is drawn once");
+  assert(written[2].includes("done in 50s"), written[2]);
+  written.length = 0;
+  const bar = new Progress(4, { sink: sink(true), now: () => t });
+  bar.update(2);
+  assert(written[0].startsWith("\r\x1b[2K[############------------]"), JSON.stringify(written[0]));
+  assertEquals(formatDuration(3725), "1h02m");
+  assertEquals(formatDuration(65), "1m05s");
+});
+
+Deno.test("svg: heatmap downsampling, marks and a loss curve", () => {
+  const rows = 300, cols = 7;
+  const v = Float64Array.from({ length: rows * cols }, (_, i) => i);
+  const ds = downsampleMax(v, rows, cols, 100);
+  assertEquals([ds.rows, ds.cols, ...ds.by], [100, 7, 3, 1]);
+  assertEquals(ds.data[0], 2 * cols); // max of rows 0..2 in column 0
+  const svg = heatmapSvg(v, rows, cols, { maxCells: 100, marks: [[0, 0], [299, 6]], title: "T(W)² <x>" });
+  assert(svg.startsWith("<svg") && svg.trim().endsWith("</svg>"));
+  assertEquals((svg.match(/stroke="#e8002a"/g) ?? []).length, 3); // two marks + the legend swatch
+  assert(svg.includes("T(W)² &lt;x&gt;"));
+  const plot = linePlotSvg([{ name: "train", points: [[1, 2], [2, 1.5], [3, 1.2]] }], { title: "loss" });
+  assert(plot.includes('<path d="M') && plot.includes(">train</text>"));
+  assertEquals(ticks(0, 1, 5), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+});
