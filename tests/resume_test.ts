@@ -12,7 +12,8 @@ Deno.test("a run stopped at step K and resumed to N logs the same losses and sav
     const stopped = await runCli(tinyRun(data, `${dir}/parts`, [...opts, "--stop-at", "3"]));
     assertEquals(stopped.code, 130, stopped.err);
     assert(stopped.err.includes("--resume"), stopped.err);
-    const resumed = await runCli(tinyRun(data, `${dir}/parts`, [...opts, "--resume"]));
+    // `--resume --out DIR` alone continues with the options the run was started with
+    const resumed = await runCli(["train", "--resume", "--out", `${dir}/parts`, "--quiet"]);
     assertEquals(resumed.code, 0, resumed.err);
 
     const losses = async (run: string) =>

@@ -207,14 +207,16 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 type Values = FlagValues<typeof FLAGS>;
 
 /** `hartley train`. */
-export function trainCommand(args: string[]): Promise<number> {
+export async function trainCommand(args: string[]): Promise<number> {
   if (args.length === 0) {
     console.error(`no options: running the demo (train ${DEMO_ARGS.join(" ")})`);
     args = [...DEMO_ARGS];
   }
+  const started = args;
+  args = await withSavedArgs(args);
   return withArgs(SPEC, args, async (v) => {
     const gpu = await getGpu();
-    if (!v.demo) return (await runTraining(gpu, v)).code;
+    if (!v.demo) return (await runTraining(gpu, v, v.resume ? undefined : started)).code;
     if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
     const base = v.out;
     const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") });
@@ -231,7 +233,46 @@ export function trainCommand(args: string[]): Promise<number> {
 }
 
 /** One training run; resolves to the exit code and the final held-out accuracy, if any. */
-async function runTraining(gpu: Gpu, v: Values): Promise<{ code: number; accuracy?: number }> {
+/**
+ * With `--resume`, the options the run was started with (from its checkpoint) go first, so
+ * `train --resume --out DIR` alone continues it; options given now come after and win.
+ */
+async function withSavedArgs(args: string[]): Promise<string[]> {
+  if (!args.includes("--resume")) return args;
+  const i = args.findIndex((a) => a === "--out" || a.startsWith("--out="));
+  const out = i < 0 ? FLAGS.out.default : args[i].startsWith("--out=") ? args[i].slice(6) : args[i + 1];
+  if (!out) return args;
+  const ckpt = await findCheckpoint(out).catch(() => null);
+  if (!ckpt) return args;
+  let saved: unknown;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(join(ckpt, "trainer_state.json"))).args;
+  } catch {
+    return args;
+  }
+  return Array.isArray(saved) && saved.every((a) => typeof a === "string") ? [...saved, ...args] : args;
+}
+
+/** The options that define a run, without those that only steer one session. */
+function runArgs(args: string[]): string[] {
+  const once = new Set(["--resume", "--overwrite", "--stop-at", "--quiet", "-q"]);
+  const out: string[] = [];
+  for (let k = 0; k < args.length; k++) {
+    const name = args[k].split("=")[0];
+    if (once.has(name)) {
+      if (name === "--stop-at" && !args[k].includes("=")) k++;
+      continue;
+    }
+    out.push(args[k]);
+  }
+  return out;
+}
+
+async function runTraining(
+  gpu: Gpu,
+  v: Values,
+  started?: string[],
+): Promise<{ code: number; accuracy?: number }> {
   const method = v.method as Method;
   const outDir = v.out;
   await checkOutDir(outDir, v.resume, v.overwrite);
@@ -391,6 +432,7 @@ async function runTraining(gpu: Gpu, v: Values): Promise<{ code: number; accurac
         saveEvery: v["save-every"],
         writeWeights: prepared.writeWeights,
         fingerprint,
+        args: started ? runArgs(started) : undefined,
         resumeFrom: ckpt,
         log,
         progress,

@@ -45,6 +45,8 @@ export interface TrainerState {
   elapsed: number;
   /** Tokens (or images) trained on so far. */
   tokens: number;
+  /** The command-line options the run was started with (so `--resume` alone can continue it). */
+  args?: string[];
 }
 
 /** Optimiser state as {@link AdamW.exportState} gives it, with the parameter names. */

@@ -72,6 +72,8 @@ export interface TrainOptions {
   writeWeights?: (dir: string) => Promise<void>;
   /** Settings a resumed run must share (stored in the checkpoint). */
   fingerprint?: Record<string, unknown>;
+  /** The options that started the run, stored in checkpoints (see TrainerState.args). */
+  args?: string[];
   /** Continue from this checkpoint (its weights must already be in the model). */
   resumeFrom?: LoadedCheckpoint;
   log?: RunLog;
@@ -225,6 +227,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       position: data.positionAt(step),
       rng: { seed: opts.seed, step },
       fingerprint: opts.fingerprint ?? {},
+      args: opts.args ?? opts.resumeFrom?.state.args,
       elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
       tokens: tokensBefore + result.tokens,
     };
