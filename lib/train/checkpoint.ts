@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { openSafetensors, type TensorData, writeSafetensors } from "../io/safetensors.ts";
 import type { Position } from "./data.ts";
 
@@ -80,11 +80,8 @@ export async function saveCheckpoint(
   optimizer: OptimizerState,
   writeWeights: (dir: string) => Promise<void>,
 ): Promise<void> {
-  await Deno.mkdir(outDir, { recursive: true });
-  const id = crypto.randomUUID().slice(0, 8);
-  const tmp = join(outDir, `.${CHECKPOINT_DIR}.${id}.tmp`);
-  await Deno.mkdir(tmp);
-  try {
+  // writeDirAtomic leaves a crash mid-swap as `.checkpoint.<id>.old`, which findCheckpoint reads.
+  await writeDirAtomic(join(outDir, CHECKPOINT_DIR), async (tmp) => {
     await writeWeights(tmp);
     const tensors: Record<string, TensorData> = {};
     optimizer.m.forEach((m, i) => {
@@ -100,22 +97,7 @@ export async function saveCheckpoint(
       join(tmp, STATE_FILE),
       JSON.stringify({ format: FORMAT, ...state }, null, 2) + "\n",
     );
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
-  const target = join(outDir, CHECKPOINT_DIR);
-  const old = join(outDir, `.${CHECKPOINT_DIR}.${id}.old`);
-  const hadOld = await exists(target);
-  if (hadOld) await Deno.rename(target, old);
-  try {
-    await Deno.rename(tmp, target);
-  } catch (e) {
-    if (hadOld) await Deno.rename(old, target).catch(() => {});
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
-  if (hadOld) await Deno.remove(old, { recursive: true });
+  });
 }
 
 /** The checkpoint folder of `outDir`: `checkpoint/`, or a previous one left by a crash mid-swap; null if none. */
