@@ -4,10 +4,10 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import {
   type AdapterParityRow,
   formatAdapterParity,
-  main,
   rowPasses,
   sshFixtureParity,
 } from "../tools/adapter_parity.ts";
+import { main } from "../tools/parity.ts";
 
 const TOL = 1e-4;
 

@@ -1,8 +1,6 @@
 /**
- * Adapter parity against the reference fixtures (made with PyTorch and PEFT in float64):
- *
- *   deno run -A tools/adapter_parity.ts MODEL_DIR [--tol 1e-4]
- *   deno run -A tools/adapter_parity.ts ADAPTER_DIR BASE_MODEL_DIR [--tol 1e-4]
+ * Adapter parity against the reference fixtures (made with PyTorch and PEFT in float64), run
+ * through `deno task parity MODEL_DIR` or `deno task parity ADAPTER_DIR BASE_MODEL_DIR`:
  *
  * MODEL_DIR (a model with `reference.json` and `reference.safetensors`, tests/fixtures/models/*):
  * for each transform K of dht, dht2d, dft, the SSH adapter of SPEC §1.3 with the stored
@@ -14,11 +12,10 @@
  * ADAPTER_DIR BASE_MODEL_DIR (an adapter written by PEFT, tests/fixtures/adapters/*): the
  * logits of the base model with the adapter loaded, and for FourierFT each module's ΔW (PEFT
  * does not save FourierFT positions: they come from the adapter's reference.safetensors).
- * Prints a table; exits 1 when a value is above the tolerance or a position differs.
+ * {@link reportAdapterParity} prints a table and says whether everything is within tolerance.
  * @module
  */
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
 import { openSafetensors, type SafetensorsFile } from "../lib/io/safetensors.ts";
 import { loadModel } from "../lib/models/load.ts";
@@ -276,41 +273,3 @@ export async function reportAdapterParity(dirs: [string] | [string, string], tol
   console.log(bad === 0 ? `all ${rows.length} checks pass` : `${bad} of ${rows.length} checks fail`);
   return bad === 0;
 }
-
-const USAGE = `usage: deno run -A tools/adapter_parity.ts MODEL_DIR [--tol 1e-4]
-       deno run -A tools/adapter_parity.ts ADAPTER_DIR BASE_MODEL_DIR [--tol 1e-4]
-
-MODEL_DIR: a model directory with reference.json and reference.safetensors (SSH references
-for the transforms dht, dht2d, dft). ADAPTER_DIR BASE_MODEL_DIR: an adapter made by PEFT with
-a reference.safetensors (logits, and FourierFT positions and delta weights).
-
-  --tol X     largest rel-L2 error accepted (default 1e-4)
-  -h, --help  this help`;
-
-/** Entry point; returns the process exit code. */
-export async function main(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { tol: { type: "string", default: "1e-4" }, help: { type: "boolean", short: "h" } },
-    });
-  } catch (e) {
-    console.error(`${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const tol = Number(values.tol);
-  if (positionals.length < 1 || positionals.length > 2 || !(tol > 0)) {
-    console.error(!(tol > 0) ? `bad --tol '${values.tol}'` : `expected 1 or 2 directories\n\n${USAGE}`);
-    return 2;
-  }
-  return await reportAdapterParity(positionals as [string] | [string, string], tol) ? 0 : 1;
-}
-
-if (import.meta.main) Deno.exit(await main(Deno.args));
