@@ -174,15 +174,13 @@ export class AdamW {
 
   /**
    * The per-parameter state in update order (moments and step counts), read back for a
-   * checkpoint. Submits and waits: call it between steps, never inside one.
+   * checkpoint. One submit and one wait for all of it: call it between steps, never inside one.
    */
   async exportState(): Promise<{ m: Float32Array[]; v: Float32Array[]; steps: number[] }> {
-    const m: Float32Array[] = [], v: Float32Array[] = [];
-    for (const s of this.#slots) {
-      m.push(new Float32Array(await s.m.toArray()));
-      v.push(new Float32Array(await s.v.toArray()));
-    }
-    return { m, v, steps: this.#slots.map((s) => s.steps) };
+    const m = this.#slots.map((s) => s.m.readLater());
+    const v = this.#slots.map((s) => s.v.readLater());
+    this.gpu.stream.flush();
+    return { m: await Promise.all(m), v: await Promise.all(v), steps: this.#slots.map((s) => s.steps) };
   }
 
   /** Restore state saved by {@link exportState} (same parameters, same order and sizes). */
