@@ -1,16 +1,59 @@
 #!/bin/bash
-# One device call: hartley's benchmarks and PyTorch's anchors on the same GPU, side by side.
-# On the CPU machine, once: `bash ../shared/device/prepare.sh` (fills .device/); then a device
-# run with carry [".device"] and the command `bash bench/gpu.sh`. Logs go to $OUT when set.
+# One device call: hartley's benchmarks and PyTorch's on the same GPU, side by side, ratios last.
+# On the CPU machine, once: `bash bench/gpu_prepare.sh` (fills .device/); then a device run
+# with carry [".device"] and the command `bash .device/gpu-env.sh bash bench/gpu.sh`.
+# Each part has a time limit so one slow part cannot eat the call; logs go to $OUT when set.
+# `bash bench/gpu.sh quick` runs only the training steps and their PyTorch anchors.
 set -uo pipefail
+# GPU tests: all but those that read the npm datasets (not carried to the device machine)
+tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer)_test.ts$')
+if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-echo "== hartley (deno task bench --full)"
-bash .device/gpu-env.sh deno task bench --full 2>&1 | tee "$out/hartley_bench.txt"
-echo "== PyTorch per-layer anchors (layer_bench.py)"
-python3 .device/layer_bench.py 2>&1 | tee "$out/torch_layer.txt"
-echo "== side by side: one layer fwd+bwd over the frozen layer's"
-# hartley rows: "768×768  4096  750  <frozen ms>  1.05×  1.90×"; torch rows: "layer 768x768 T=4096 n=750: ..."
-awk '/^[0-9]+×[0-9]+ +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+× +[0-9.]+×/ { split($1, s, "×"); key = s[1] "x" s[2] " T=" $2; ours[key] = $5 " spectral, " $6 " dense (frozen " $4 " ms)" }
-     /^layer / { key = $2 " " $3; sub(/:$/, "", key); sub(/n=[0-9]+:?/, "", key); gsub(/ +$/, "", key); torch[key] = $0; sub(/.*overhead vs frozen: /, "", torch[key]) }
-     END { for (k in ours) printf "%-18s hartley SSH %s | PyTorch %s\n", k, ours[k], torch[k] }' \
-  "$out/hartley_bench.txt" "$out/torch_layer.txt"
+mode=${1:-all}
+# offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
+export DENO_DIR=$PWD/.device/deno_dir
+run="deno run -A --no-lock --cached-only"
+budget=${BUDGET:-480} # seconds for all parts; a part gets at most what is left
+part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
+  local name=$1 limit=$2; shift 2
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt 20 ]; then echo "== $name: skipped (budget spent)"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+  local rc=$?
+  cat "$out/$name.txt"
+  echo "-- $name: exit $rc, $((SECONDS - t0)) s"
+}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
+part steps 150 $run bench/step.ts --profile
+part torch_steps 120 python3 bench/torch_steps.py
+if [ "$mode" = all ]; then
+  part bench 120 $run bench/main.ts --full
+  part torch_layer 45 python3 .device/layer_bench.py
+  part matmul_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
+    --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x768NT \
+    --tiles=auto,large,large16,tall,128x128x16_8x8_2,64x128x16_4x8_2,128x128x8_8x8_2g4,128x256x8_8x16_2
+  part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh,lora
+  part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
+fi
+echo
+echo "== side by side"
+if [ -f "$out/torch_layer.txt" ]; then
+  echo "one layer fwd+bwd over the frozen layer's (hartley SSH spectral | PyTorch)"
+  # hartley: "768×768  4096  750  <frozen ms>  1.05×  1.90×"; PyTorch: "layer 768x768 T=4096 n=750: ..."
+  awk '/^[0-9]+×[0-9]+ +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+× +[0-9.]+×/ { split($1, s, "×"); key = s[1] "x" s[2] " T=" $2; ours[key] = $5 " (frozen " $4 " ms)" }
+       /^layer / { key = $2 " " $3; t = $0; sub(/.*overhead vs frozen: /, "", t); torch[key] = t }
+       END { for (k in ours) printf "  %-18s hartley %s | PyTorch %s\n", k, ours[k], torch[k] }' \
+    "$out/bench.txt" "$out/torch_layer.txt"
+fi
+echo "training step, ms (f32 weights; hartley steady-state wall clock | PyTorch CUDA events)"
+# hartley rows: "roberta-base  ssh  7290  43.10  41.00 ..."; PyTorch: "torch-step roberta-base ssh 52.31 1.23"
+awk 'FNR == 1 { file++ }
+     file == 1 && $1 ~ /^(roberta|llama)/ && $3 ~ /^[0-9]+$/ { ours[$1 " " $2] = $4; order[++n] = $1 " " $2 }
+     file == 2 && $1 == "torch-step" { torch[$2 " " $3] = $4; if ($3 == "lora") lora[$2] = $4 }
+     END { for (i = 1; i <= n; i++) { k = order[i]; split(k, p, " ");
+             t = torch[k]; r = t ? sprintf("%.2f×", ours[k] / t) : "—"; l = lora[p[1]] ? sprintf("%.2f×", ours[k] / lora[p[1]]) : "—";
+             printf "  %-26s hartley %8.2f | PyTorch %8s | ours/theirs %s | ours/PyTorch LoRA %s\n", k, ours[k], t ? t : "—", r, l } }' \
+  "$out/steps.txt" "$out/torch_steps.txt"

@@ -7,4 +7,5 @@ export { type Kernel, KernelCompileError, PipelineCache } from "./pipelines.ts";
 export { BufferPool, type PoolStats, sizeClass, STORAGE_USAGE } from "./pool.ts";
 export { type Binding, type Groups, Stream } from "./stream.ts";
 export { GpuTimer } from "./timing.ts";
+export { KernelProfiler, type KernelTime } from "./profile.ts";
 export { grid, readF32, readI32, readU32, upload } from "./buffers.ts";

@@ -108,6 +108,11 @@ export class BufferPool {
     this.#freeBytes = 0;
   }
 
+  /** Start a new peak measurement from what is allocated now. */
+  resetPeak(): void {
+    this.#peak = this.#allocated;
+  }
+
   /** Current byte counts. */
   stats(): PoolStats {
     let inUse = 0;

@@ -9,6 +9,7 @@
  */
 import type { Gpu } from "./device.ts";
 import type { Kernel } from "./pipelines.ts";
+import { KernelProfiler, type KernelTime } from "./profile.ts";
 
 /** A buffer, or a window of one, bound to a kernel's storage binding. */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
@@ -79,6 +80,7 @@ export class Stream {
   #afterSubmit: ((done: Promise<void>) => void)[] = [];
   #dispatches = 0;
   #uniformAlign: number;
+  #profiler: KernelProfiler | null = null;
 
   constructor(private readonly gpu: Gpu) {
     this.#params = new Arena(gpu.device);
@@ -133,11 +135,35 @@ export class Stream {
     }
     const [x, y = 1, z = 1] = typeof groups === "number" ? [groups] : groups;
     if (x === 0 || y === 0 || z === 0) return;
+    if (this.#profiler) {
+      this.#endPass();
+      if (this.#profiler.full) this.#profiler.drain();
+      this.#pass = this.#enc().beginComputePass({ timestampWrites: this.#profiler.next(kernel.name) });
+    }
     this.#pass ??= this.#enc().beginComputePass();
     this.#pass.setPipeline(pipeline);
     this.#pass.setBindGroup(0, group);
     this.#pass.dispatchWorkgroups(x, y, z);
     this.#dispatches++;
+    if (this.#profiler) this.#endPass();
+  }
+
+  /** Time every following dispatch on the GPU clock, by kernel name (see lib/gpu/profile.ts). */
+  startProfile(): void {
+    if (this.#profiler) throw new Error("stream.startProfile: a profile is already running");
+    this.#profiler = new KernelProfiler(this.gpu);
+  }
+
+  /** End the profile: submit, wait, and return each kernel's total time, slowest first. */
+  async stopProfile(): Promise<KernelTime[]> {
+    const profiler = this.#profiler;
+    if (!profiler) throw new Error("stream.stopProfile: no profile is running");
+    this.#profiler = null;
+    profiler.drain();
+    this.flush();
+    const totals = await profiler.totals();
+    profiler.dispose();
+    return totals;
   }
 
   /** Copy `size` bytes between buffers, in stream order. */

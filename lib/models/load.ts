@@ -21,7 +21,7 @@
 import { dirname, join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type HfConfig, loadHfConfig } from "../io/hf_config.ts";
-import { openCheckpoint } from "../io/safetensors.ts";
+import { openCheckpoint, type TensorSource } from "../io/safetensors.ts";
 import { checkTokenizerFits, loadTokenizer, type Tokenizer } from "../io/tokenizer.ts";
 import { loadWeights, type WeightDtype } from "../nn/load.ts";
 import "./families.ts";
@@ -41,6 +41,11 @@ export interface LoadModelOptions {
   dtype?: WeightDtype;
   /** Seed of a new (missing) head's initialisation (default 0). */
   seed?: number;
+  /**
+   * Read the weights from this source instead of the directory's checkpoint (e.g.
+   * bench/models.ts for benchmarks at a model's shape without its weights).
+   */
+  source?: TensorSource;
 }
 
 /**
@@ -66,7 +71,7 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
     );
   }
   const shapes = modelShapes(config, { architecture, numLabels: opts.numLabels });
-  const source = await openCheckpoint(dir);
+  const source = opts.source ?? await openCheckpoint(dir);
   const dtype = opts.dtype ?? "f32";
   const initStd = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
   const weights = await loadWeights(gpu, source, shapes, { dtype, seed: opts.seed, initStd });

@@ -1,0 +1,177 @@
+/**
+ * Models at real shapes without their weights, for step benchmarks: a config.json written to
+ * a temporary folder and a lazy source of random weights (uniform with the init's standard
+ * deviation: cheap to make, and the values do not change the time of a step). The shapes are
+ * those of ../shared/device/torch_anchor.py and anchor2.py, plus small ones for software
+ * adapters.
+ * @module
+ */
+import { join } from "node:path";
+import type { Gpu } from "../lib/gpu/mod.ts";
+import type { Dtype, TypedArray } from "../lib/io/dtype.ts";
+import { parseHfConfig } from "../lib/io/hf_config.ts";
+import type { TensorInfo, TensorSource } from "../lib/io/safetensors.ts";
+import { loadModel } from "../lib/models/load.ts";
+import type { Model } from "../lib/models/model.ts";
+import { modelShapes } from "../lib/models/shapes.ts";
+import type { WeightDtype } from "../lib/nn/load.ts";
+import type { TaskName } from "../lib/train/tasks.ts";
+
+/** A benchmark model: its config, task, batch shape and adapter targets. */
+export interface BenchModel {
+  name: string;
+  config: Record<string, unknown>;
+  task: TaskName;
+  batch: number;
+  seq: number;
+  targets: string[];
+  /** SSH coefficients per layer (FourierFT gets `fourierftN`). */
+  sshN: number;
+  fourierftN: number;
+}
+
+const roberta = (hidden: number, layers: number, heads: number, vocab: number) => ({
+  architectures: ["RobertaForSequenceClassification"],
+  model_type: "roberta",
+  vocab_size: vocab,
+  hidden_size: hidden,
+  num_hidden_layers: layers,
+  num_attention_heads: heads,
+  intermediate_size: 4 * hidden,
+  max_position_embeddings: 514,
+  type_vocab_size: 1,
+  pad_token_id: 1,
+  bos_token_id: 0,
+  eos_token_id: 2,
+  layer_norm_eps: 1e-5,
+  hidden_act: "gelu",
+  initializer_range: 0.02,
+  id2label: { 0: "LABEL_0", 1: "LABEL_1" },
+  label2id: { LABEL_0: 0, LABEL_1: 1 },
+});
+
+const llama = (hidden: number, mlp: number, heads: number, vocab: number) => ({
+  architectures: ["LlamaForCausalLM"],
+  model_type: "llama",
+  vocab_size: vocab,
+  hidden_size: hidden,
+  intermediate_size: mlp,
+  num_hidden_layers: 1,
+  num_attention_heads: heads,
+  num_key_value_heads: heads,
+  max_position_embeddings: 1024,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  hidden_act: "silu",
+  tie_word_embeddings: false,
+  initializer_range: 0.02,
+});
+
+/** The models `bench/step.ts` knows, by name. */
+export const BENCH_MODELS: Record<string, BenchModel> = {
+  // RoBERTa-base, batch 32 × 128, adapters on query and value (torch_anchor.py)
+  "roberta-base": {
+    name: "roberta-base",
+    config: roberta(768, 12, 12, 50265),
+    task: "seq-cls",
+    batch: 32,
+    seq: 128,
+    targets: ["query", "value"],
+    sshN: 750,
+    fourierftN: 1000,
+  },
+  // one LLaMA-7B decoder layer, batch 4 × 512, adapters on q_proj and v_proj (anchor2.py)
+  "llama7b-layer": {
+    name: "llama7b-layer",
+    config: llama(4096, 11008, 32, 32000),
+    task: "causal-lm",
+    batch: 4,
+    seq: 512,
+    targets: ["q_proj", "v_proj"],
+    sshN: 1000,
+    fourierftN: 1000,
+  },
+  // software-adapter stand-ins of the two
+  "roberta-small": {
+    name: "roberta-small",
+    config: roberta(64, 2, 4, 1000),
+    task: "seq-cls",
+    batch: 4,
+    seq: 32,
+    targets: ["query", "value"],
+    sshN: 750,
+    fourierftN: 1000,
+  },
+  "llama-small": {
+    name: "llama-small",
+    config: llama(128, 344, 4, 1000),
+    task: "causal-lm",
+    batch: 2,
+    seq: 32,
+    targets: ["q_proj", "v_proj"],
+    sshN: 1000,
+    fourierftN: 1000,
+  },
+};
+
+/** Random weights of every parameter of a config's architecture, made when read. */
+class RandomSource implements TensorSource {
+  readonly path = "random weights";
+  readonly metadata = {};
+  readonly names: string[];
+  #params: Map<string, { shape: number[]; std: number; fill?: number }>;
+
+  constructor(config: Record<string, unknown>, private readonly seed: number) {
+    const parsed = parseHfConfig(config, "config.json");
+    const std = typeof config.initializer_range === "number" ? config.initializer_range : 0.02;
+    this.#params = new Map();
+    for (const p of modelShapes(parsed, { architecture: parsed.architectures[0] }).params) {
+      if (p.tiedTo) continue;
+      const norm = /norm\.weight$/i.test(p.key) || /LayerNorm\.weight$/.test(p.key);
+      const fill = p.key.endsWith(".bias") ? 0 : norm ? 1 : undefined;
+      this.#params.set(p.key, { shape: p.shape, std, fill });
+    }
+    this.names = [...this.#params.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.#params.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const p = this.#params.get(name);
+    if (!p) throw new Error(`random weights: no tensor "${name}"`);
+    return { dtype: "F32" as Dtype, shape: p.shape, byteLength: 4 * p.shape.reduce((a, b) => a * b, 1) };
+  }
+
+  read(name: string): Promise<TypedArray> {
+    return this.readF32(name);
+  }
+
+  readF32(name: string): Promise<Float32Array> {
+    const p = this.#params.get(name)!;
+    const out = new Float32Array(p.shape.reduce((a, b) => a * b, 1));
+    if (p.fill !== undefined) return Promise.resolve(out.fill(p.fill));
+    // xorshift32 → uniform(-√3σ, √3σ): the init's variance at a fraction of a normal's cost
+    let s = (this.seed * 0x9e3779b1 + this.names.indexOf(name) * 0x85ebca6b) | 1;
+    const a = Math.sqrt(3) * p.std / 2 ** 31;
+    for (let i = 0; i < out.length; i++) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      out[i] = s * a;
+    }
+    return Promise.resolve(out);
+  }
+}
+
+/** Load `m` with random weights (f32, or f16 storage of the frozen matrices). */
+export async function loadBenchModel(gpu: Gpu, m: BenchModel, dtype: WeightDtype = "f32"): Promise<Model> {
+  const dir = await Deno.makeTempDir({ prefix: `hartley-bench-${m.name}-` });
+  try {
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(m.config));
+    return await loadModel(gpu, dir, { task: m.task, dtype, source: new RandomSource(m.config, 1) });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

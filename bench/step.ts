@@ -1,0 +1,261 @@
+/**
+ * A full training step (forward, backward, AdamW) at the shapes of PyTorch's anchors
+ * (../shared/device/torch_anchor.py, anchor2.py): RoBERTa-base with batch 32 × 128 and adapters
+ * on query/value, and one LLaMA-7B decoder layer with batch 4 × 512 and adapters on
+ * q_proj/v_proj; per method, through the same code as `train` (prepareMethod, AdamW).
+ *
+ * Reported per step: wall-clock milliseconds in steady state (steps submitted back to back, one
+ * sync at the end: what a training run sees), GPU milliseconds between timestamps, the CPU time
+ * to encode a step, dispatches, and the peak of pooled GPU memory. `--profile` adds each
+ * kernel's share of one step's GPU time.
+ *
+ *     deno run -A bench/step.ts                                   # GPU: roberta-base, llama7b-layer
+ *     deno run -A bench/step.ts --models=roberta-small --methods=ssh,lora --profile
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { getGpu, type Gpu, GpuTimer, type KernelTime } from "../lib/gpu/mod.ts";
+import type { Model } from "../lib/models/model.ts";
+import type { WeightDtype } from "../lib/nn/load.ts";
+import { attachAdapter, type PeftModel } from "../lib/peft/apply.ts";
+import { fourierftConfig, loraConfig, sshConfig } from "../lib/peft/config.ts";
+import { Prng } from "../lib/spectral/prng.ts";
+import { keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { add } from "../lib/tensor/mod.ts";
+import type { TrainBatch } from "../lib/train/data.ts";
+import { AdamW } from "../lib/train/optim.ts";
+import { batchLoss } from "../lib/train/tasks.ts";
+import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
+import { median, table } from "./stats.ts";
+
+/** The methods timed: the three adapters and full fine-tuning. */
+export type Method = "ssh" | "lora" | "fourierft" | "full";
+
+/** Learning rates as `train` defaults them (lib/cli/method.ts); the head's is 1e-3. */
+const LR: Record<Method, number> = { ssh: 0.05, lora: 5e-4, fourierft: 0.05, full: 5e-5 };
+
+/**
+ * Attach `method` to `model` as `train` would (adapter on the targets plus the task head, or
+ * every parameter); returns the adapter and the parameter groups. Only the timing matters
+ * here, so SSH starts from zero coefficients and LoRA has no dropout.
+ */
+async function attach(model: Model, m: BenchModel, method: Method) {
+  const common = {
+    targetModules: m.targets,
+    taskType: m.task === "seq-cls" ? "SEQ_CLS" as const : "CAUSAL_LM" as const,
+  };
+  if (method === "full") {
+    const params = [...model.parameters.values()].filter((t) => t.dtype === "f32");
+    return { peft: null, groups: [{ params, lr: LR.full, weightDecay: 0 }] };
+  }
+  const config = method === "ssh"
+    ? sshConfig({ ...common, n: m.sshN, alpha: 300, init: "zeros" })
+    : method === "lora"
+    ? loraConfig({ ...common, r: 8, loraAlpha: 16 })
+    : fourierftConfig({ ...common, nFrequency: m.fourierftN, scaling: 150 });
+  const peft: PeftModel = await attachAdapter(model, config);
+  return {
+    peft,
+    groups: [
+      { params: peft.adapterParameters(), lr: LR[method], weightDecay: 0 },
+      { params: peft.savedParameters(), lr: 1e-3, weightDecay: 0 },
+    ].filter((g) => g.params.length > 0),
+  };
+}
+
+/** One method's step timing at one model. */
+export interface StepTiming {
+  model: string;
+  method: Method;
+  trainable: number;
+  /** Steady-state wall-clock ms per step. */
+  wallMs: number;
+  /** Median GPU ms per step (timestamps), or NaN without timestamp-query. */
+  gpuMs: number;
+  /** CPU ms to encode one step. */
+  encodeMs: number;
+  dispatches: number;
+  /** Peak pooled GPU memory while this method ran, bytes. */
+  peak: number;
+  /** Mean loss of the timed steps (a finite number says the step computed something sane). */
+  loss: number;
+  /** Per-kernel GPU time of one step (with `profile`). */
+  kernels?: KernelTime[];
+}
+
+/** A random batch of `m`'s shape (every token real; labels of the task). */
+function randomBatch(m: BenchModel, vocab: number): TrainBatch {
+  const rng = new Prng(7);
+  const n = m.batch * m.seq;
+  const ids = Int32Array.from({ length: n }, () => 3 + rng.below(vocab - 3));
+  const labels = m.task === "seq-cls"
+    ? Int32Array.from({ length: m.batch }, () => rng.below(2))
+    : Int32Array.from(ids);
+  return {
+    ids,
+    attentionMask: new Int32Array(n).fill(1),
+    labels,
+    shape: [m.batch, m.seq],
+    rows: Int32Array.from({ length: m.batch }, (_, i) => i),
+  };
+}
+
+/** Time `method` on `m`: `steps` timed steps after two warm-up steps. */
+export async function benchStep(
+  gpu: Gpu,
+  m: BenchModel,
+  method: Method,
+  opts: { steps?: number; dtype?: WeightDtype; profile?: boolean } = {},
+): Promise<StepTiming> {
+  const steps = opts.steps ?? 10;
+  gpu.pool.trim();
+  gpu.pool.resetPeak();
+  const model = await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
+  const prepared = await attach(model, m, method);
+  for (const g of prepared.groups) for (const p of g.params) p.requiresGrad = true;
+  const opt = new AdamW(gpu, prepared.groups, { lr: LR[method] });
+  const batch = randomBatch(m, m.config.vocab_size as number);
+  let lossSum = keep(Tensor.zeros(gpu, []));
+  const step = () => {
+    tidy(() => {
+      model.train(true);
+      const loss = batchLoss(model, batch, m.task);
+      loss.backward();
+      opt.step(1);
+      opt.zeroGrad();
+      const next = keep(noGrad(() => add(lossSum, loss)));
+      lossSum.dispose();
+      lossSum = next;
+    });
+    gpu.stream.flush();
+  };
+  try {
+    step();
+    step();
+    await gpu.sync();
+    const d0 = gpu.stream.dispatches;
+    const encode: number[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) {
+      const e = performance.now();
+      step();
+      encode.push(performance.now() - e);
+    }
+    await gpu.sync();
+    const wallMs = (performance.now() - t0) / steps;
+    const dispatches = (gpu.stream.dispatches - d0) / steps;
+    let gpuMs = NaN;
+    if (gpu.timestamps) {
+      const timer = new GpuTimer(gpu, steps + 1);
+      await timer.mark();
+      for (let i = 0; i < steps; i++) {
+        step();
+        await timer.mark();
+      }
+      gpuMs = median(await timer.read());
+    }
+    let kernels: KernelTime[] | undefined;
+    if (opts.profile && gpu.timestamps) {
+      gpu.stream.startProfile();
+      step();
+      kernels = await gpu.stream.stopProfile();
+    }
+    const timed = gpu.timestamps ? 2 * steps + 2 + (kernels ? 1 : 0) : steps + 2;
+    const loss = (await lossSum.item()) / timed;
+    return {
+      model: m.name,
+      method,
+      trainable: prepared.groups.reduce((s, g) => s + g.params.reduce((a, p) => a + p.size, 0), 0),
+      wallMs,
+      gpuMs,
+      encodeMs: median(encode),
+      dispatches,
+      peak: gpu.pool.stats().peak,
+      loss,
+      kernels,
+    };
+  } finally {
+    lossSum.dispose();
+    opt.dispose();
+    prepared.peft?.detach();
+    model.dispose();
+    await gpu.sync();
+  }
+}
+
+/** The step table, one row per (model, method). */
+export function formatSteps(rows: StepTiming[]): string {
+  return table(
+    ["model", "method", "trainable", "wall ms", "GPU ms", "encode ms", "dispatches", "peak GiB", "loss"],
+    rows.map((r) => [
+      r.model,
+      r.method,
+      `${r.trainable}`,
+      r.wallMs.toFixed(2),
+      Number.isNaN(r.gpuMs) ? "—" : r.gpuMs.toFixed(2),
+      r.encodeMs.toFixed(2),
+      `${Math.round(r.dispatches)}`,
+      (r.peak / 2 ** 30).toFixed(2),
+      r.loss.toFixed(4),
+    ]),
+  );
+}
+
+/** A profile as a table: the `top` slowest kernels and their share. */
+export function formatProfile(kernels: KernelTime[], top = 15): string {
+  const total = kernels.reduce((s, k) => s + k.ms, 0);
+  const rows = kernels.slice(0, top).map((k) => [
+    k.name,
+    `${k.count}`,
+    k.ms.toFixed(3),
+    `${(100 * k.ms / total).toFixed(1)}%`,
+  ]);
+  rows.push(["(all kernels)", `${kernels.reduce((s, k) => s + k.count, 0)}`, total.toFixed(3), "100%"]);
+  return table(["kernel", "dispatches", "GPU ms", "share"], rows);
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    options: {
+      models: { type: "string" },
+      methods: { type: "string" },
+      steps: { type: "string" },
+      dtype: { type: "string" },
+      profile: { type: "boolean" },
+    },
+  });
+  const gpu = await getGpu();
+  const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
+  const names = (values.models ?? (software ? "roberta-small,llama-small" : "roberta-base,llama7b-layer"))
+    .split(",");
+  const methods = (values.methods ?? "ssh,lora,fourierft,full").split(",") as Method[];
+  const dtype = (values.dtype ?? "f32") as WeightDtype;
+  console.log(`hartley training steps on ${gpu.description}; weights ${dtype}; ${new Date().toISOString()}`);
+  const rows: StepTiming[] = [];
+  for (const name of names) {
+    const m = BENCH_MODELS[name];
+    if (!m) {
+      throw new Error(`--models: unknown model "${name}" (known: ${Object.keys(BENCH_MODELS).join(", ")})`);
+    }
+    for (const method of methods) {
+      // full fine-tuning of a 7B layer's 32000-word embedding is not what the anchor measures
+      if (method === "full" && m.task === "causal-lm") continue;
+      let r: StepTiming;
+      try {
+        r = await benchStep(gpu, m, method, {
+          steps: Number(values.steps ?? (software ? 2 : 10)),
+          dtype,
+          profile: values.profile,
+        });
+      } catch (e) {
+        // one failing method must not hide the others' numbers
+        console.error(`${m.name} ${method}: FAILED: ${e instanceof Error ? e.stack : e}`);
+        continue;
+      }
+      rows.push(r);
+      console.log(`${m.name} ${method}: ${r.wallMs.toFixed(2)} ms/step (GPU ${r.gpuMs.toFixed(2)} ms)`);
+      if (r.kernels) console.log(formatProfile(r.kernels));
+    }
+  }
+  console.log("\ntraining step\n" + formatSteps(rows));
+}
