@@ -3,19 +3,21 @@
 # On the CPU machine, once: `bash bench/gpu_prepare.sh` (fills .device/); then a device run
 # with carry [".device"] and the command `bash .device/gpu-env.sh bash bench/gpu.sh`.
 # Each part has a time limit so one slow part cannot eat the call; logs go to $OUT when set.
-# `bash bench/gpu.sh quick` runs only the training steps and their PyTorch anchors.
+# Arguments name the parts to run (default: all of them), e.g. `bash bench/gpu.sh steps torch_steps`.
 set -uo pipefail
-# GPU tests: all but those that read the npm datasets (not carried to the device machine)
-tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer)_test.ts$')
+# GPU tests: all but those that read the npm datasets (not carried to the device machine) or
+# start a deno of their own (which would look for the lockfile's packages)
+tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-mode=${1:-all}
+parts=" ${*:-steps torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
 export DENO_DIR=$PWD/.device/deno_dir
 run="deno run -A --no-lock --cached-only"
 budget=${BUDGET:-480} # seconds for all parts; a part gets at most what is left
 part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
   local name=$1 limit=$2; shift 2
+  [[ $parts == *" $name "* ]] || return 0
   local left=$((budget - SECONDS))
   if [ "$left" -lt 20 ]; then echo "== $name: skipped (budget spent)"; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -29,15 +31,13 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
 part steps 150 $run bench/step.ts --profile
 part torch_steps 120 python3 bench/torch_steps.py
-if [ "$mode" = all ]; then
-  part bench 120 $run bench/main.ts --full
-  part torch_layer 45 python3 .device/layer_bench.py
-  part matmul_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
-    --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x768NT \
-    --tiles=auto,large,large16,tall,128x128x16_8x8_2,64x128x16_4x8_2,128x128x8_8x8_2g4,128x256x8_8x16_2
-  part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh,lora
-  part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
-fi
+part bench 120 $run bench/main.ts --full
+part torch_layer 45 python3 .device/layer_bench.py
+part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
+  --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
+  --tiles=auto,large,tall,128x64x16_8x8_2,64x128x8_8x8_2,64x64x8_8x8_2,64x64x16_8x8_2,256x64x8_8x8_2,128x64x8_8x4_2,128x64x8_4x8_2,128x64x8_8x8_2g16
+part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh
+part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
 echo
 echo "== side by side"
 if [ -f "$out/torch_layer.txt" ]; then
@@ -48,6 +48,7 @@ if [ -f "$out/torch_layer.txt" ]; then
        END { for (k in ours) printf "  %-18s hartley %s | PyTorch %s\n", k, ours[k], torch[k] }' \
     "$out/bench.txt" "$out/torch_layer.txt"
 fi
+[ -f "$out/steps.txt" ] && [ -f "$out/torch_steps.txt" ] || exit 0
 echo "training step, ms (f32 weights; hartley steady-state wall clock | PyTorch CUDA events)"
 # hartley rows: "roberta-base  ssh  7290  43.10  41.00 ..."; PyTorch: "torch-step roberta-base ssh 52.31 1.23"
 awk 'FNR == 1 { file++ }

@@ -10,7 +10,7 @@ import { encodeMatmul } from "../lib/linalg/matmul.ts";
 import { SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import type { Transform } from "../lib/spectral/transforms.ts";
-import { timeEncode } from "./stats.ts";
+import { timeEncodeEach, uniformValues } from "./stats.ts";
 
 /** A layer shape: W is m×n (out, in), `tokens` rows of x, `coefs` spectral coefficients. */
 export interface LayerShape {
@@ -58,10 +58,6 @@ function randomPositions(rng: Prng, m: number, n: number, count: number): Int32A
   return out;
 }
 
-function randoms(rng: Prng, count: number, scale: number): Float32Array {
-  return Float32Array.from({ length: count }, () => rng.normal() * scale);
-}
-
 /** Time the three variants at `shape` with `transform` (dht by default). */
 export async function benchLayer(
   gpu: Gpu,
@@ -71,10 +67,10 @@ export async function benchLayer(
 ): Promise<LayerTiming> {
   const { m, n, tokens: t, coefs } = shape;
   const rng = new Prng(1);
-  const w = upload(gpu, randoms(rng, m * n, 0.02));
-  const x = upload(gpu, randoms(rng, t * n, 1));
-  const dy = upload(gpu, randoms(rng, t * m, 1));
-  const coef = upload(gpu, randoms(rng, Math.min(coefs, m * n), 1));
+  const w = upload(gpu, uniformValues(m * n, 0.02, 1));
+  const x = upload(gpu, uniformValues(t * n, 1, 2));
+  const dy = upload(gpu, uniformValues(t * m, 1, 3));
+  const coef = upload(gpu, uniformValues(Math.min(coefs, m * n), 1, 4));
   const y = gpu.pool.acquire(t * m * 4), dx = gpu.pool.acquire(t * n * 4);
   const dcoef = gpu.pool.acquire(coefs * 4);
   const wSum = gpu.pool.acquire(m * n * 4), g = gpu.pool.acquire(m * n * 4);
@@ -103,12 +99,8 @@ export async function benchLayer(
     encodeMatmul(gpu, dy, x, g, m, n, t, { transA: true });
     op.denseGradient(g, dcoef, { accumulate: false });
   };
-  const timing = {
-    shape,
-    frozen: await timeEncode(gpu, frozen, reps),
-    spectral: await timeEncode(gpu, spectral, reps),
-    dense: await timeEncode(gpu, dense, reps),
-  };
+  const [frozenMs, spectralMs, denseMs] = await timeEncodeEach(gpu, [frozen, spectral, dense], reps);
+  const timing = { shape, frozen: frozenMs, spectral: spectralMs, dense: denseMs };
   op.dispose();
   for (const b of [w, x, dy, coef, y, dx, dcoef, wSum, g]) gpu.pool.release(b);
   return timing;

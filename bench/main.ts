@@ -11,10 +11,10 @@
  */
 import { parseArgs } from "node:util";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { timeFht } from "../lib/spectral/fht.ts";
+import { encodeFht } from "../lib/spectral/fht.ts";
 import { benchLayer, LAYER_SHAPES_GPU, LAYER_SHAPES_SMALL, type LayerTiming } from "./layer.ts";
 import { benchMatmul, formatMatmulRows, LARGE_SHAPES, SMALL_SHAPES } from "./matmul.ts";
-import { table } from "./stats.ts";
+import { table, timeEncode } from "./stats.ts";
 
 const { values } = parseArgs({
   options: { full: { type: "boolean" }, small: { type: "boolean" }, reps: { type: "string" } },
@@ -35,7 +35,12 @@ const fhtShapes: [number, number][] = full
 const fhtRows: string[][] = [];
 for (const [rows, n] of fhtShapes) {
   for (const f16 of gpu.f16 ? [false, true] : [false]) {
-    const ms = await timeFht(gpu, rows, n, reps, { f16 });
+    const bytes = rows * n * (f16 ? 2 : 4);
+    const src = gpu.pool.acquire(bytes), dst = gpu.pool.acquire(bytes);
+    gpu.stream.clear(src);
+    const ms = await timeEncode(gpu, () => encodeFht(gpu, src, dst, rows, n, { f16 }), reps);
+    gpu.pool.release(src);
+    gpu.pool.release(dst);
     const gb = (2 * rows * n * (f16 ? 2 : 4)) / (ms * 1e6);
     fhtRows.push([`${rows}×${n}`, f16 ? "f16" : "f32", ms.toFixed(3), gb.toFixed(1)]);
   }

@@ -18,6 +18,7 @@ import {
   planMatmul,
 } from "../lib/linalg/matmul.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
+import { median, warmUp } from "./stats.ts";
 
 /** One product to time: C (m, n) = op(A) op(B) with inner size k. */
 export interface MatmulBenchShape {
@@ -91,11 +92,6 @@ function filler(count: number, seed: number): Float32Array {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 /** Largest relative error of sampled entries of C against float64 dot products. */
 function spotCheck(shape: MatmulBenchShape, a: Float32Array, b: ArrayLike<number>, c: Float32Array): number {
   const { m, n, k } = shape;
@@ -149,7 +145,7 @@ export async function benchMatmul(
           console.warn(`skipped ${JSON.stringify(variant)}: ${(e as Error).message}`);
           continue;
         }
-        await gpu.sync();
+        await warmUp(gpu, () => encodeMatmul(gpu, a, b, c, m, n, k, options));
         await timer.mark();
         for (let r = 0; r < reps; r++) {
           encodeMatmul(gpu, a, b, c, m, n, k, options);

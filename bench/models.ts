@@ -16,6 +16,7 @@ import type { Model } from "../lib/models/model.ts";
 import { modelShapes } from "../lib/models/shapes.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";
 import type { TaskName } from "../lib/train/tasks.ts";
+import { uniformValues } from "./stats.ts";
 
 /** A benchmark model: its config, task, batch shape and adapter targets. */
 export interface BenchModel {
@@ -150,17 +151,9 @@ class RandomSource implements TensorSource {
 
   readF32(name: string): Promise<Float32Array> {
     const p = this.#params.get(name)!;
-    const out = new Float32Array(p.shape.reduce((a, b) => a * b, 1));
-    if (p.fill !== undefined) return Promise.resolve(out.fill(p.fill));
-    // xorshift32 → uniform(-√3σ, √3σ): the init's variance at a fraction of a normal's cost
-    let s = (this.seed * 0x9e3779b1 + this.names.indexOf(name) * 0x85ebca6b) | 1;
-    const a = Math.sqrt(3) * p.std / 2 ** 31;
-    for (let i = 0; i < out.length; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      out[i] = s * a;
-    }
+    const count = p.shape.reduce((a, b) => a * b, 1);
+    if (p.fill !== undefined) return Promise.resolve(new Float32Array(count).fill(p.fill));
+    const out = uniformValues(count, p.std, this.seed * 7919 + this.names.indexOf(name));
     return Promise.resolve(out);
   }
 }

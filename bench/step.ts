@@ -26,7 +26,7 @@ import type { TrainBatch } from "../lib/train/data.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
-import { median, table } from "./stats.ts";
+import { median, table, warmUp } from "./stats.ts";
 
 /** The methods timed: the three adapters and full fine-tuning. */
 export type Method = "ssh" | "lora" | "fourierft" | "full";
@@ -116,7 +116,9 @@ export async function benchStep(
   const opt = new AdamW(gpu, prepared.groups, { lr: LR[method] });
   const batch = randomBatch(m, m.config.vocab_size as number);
   let lossSum = keep(Tensor.zeros(gpu, []));
+  let stepsRun = 0;
   const step = () => {
+    stepsRun++;
     tidy(() => {
       model.train(true);
       const loss = batchLoss(model, batch, m.task);
@@ -130,9 +132,7 @@ export async function benchStep(
     gpu.stream.flush();
   };
   try {
-    step();
-    step();
-    await gpu.sync();
+    await warmUp(gpu, step);
     const d0 = gpu.stream.dispatches;
     const encode: number[] = [];
     const t0 = performance.now();
@@ -160,8 +160,7 @@ export async function benchStep(
       step();
       kernels = await gpu.stream.stopProfile();
     }
-    const timed = gpu.timestamps ? 2 * steps + 2 + (kernels ? 1 : 0) : steps + 2;
-    const loss = (await lossSum.item()) / timed;
+    const loss = (await lossSum.item()) / stepsRun;
     return {
       model: m.name,
       method,

@@ -58,20 +58,39 @@ Deno.test("stream.write lands in stream order", async () => {
   assertEquals([...await readF32(gpu, c, 4)], [5, 6, 7, 8]);
 });
 
-Deno.test("pool reuses a buffer only after its submit completed", async () => {
+Deno.test("pool reuse is stream-ordered: a released buffer serves later work of the same submit", async () => {
   const gpu = await getGpu();
-  const a = gpu.pool.acquire(4096);
+  const a = upload(gpu, new Float32Array([1, 2, 3, 4]));
+  const b = gpu.pool.acquire(16);
+  gpu.stream.dispatch(scale, [a, b], 1, params(4, 10)); // reads a
   gpu.pool.release(a);
-  const b = gpu.pool.acquire(4096);
-  assert(a !== b, "not reused before the submit completed");
-  gpu.pool.release(b);
-  await gpu.sync();
-  const c = gpu.pool.acquire(4096);
-  assert(c === a || c === b, "reused after completion");
-  gpu.pool.release(c);
+  const c = gpu.pool.acquire(16);
+  assert(c === a, "reused at once");
+  gpu.stream.write(c, new Float32Array([5, 6, 7, 8])); // lands after the dispatch read a
+  const d = gpu.pool.acquire(16);
+  gpu.stream.dispatch(scale, [c, d], 1, params(4, 1));
+  assertEquals([...await readF32(gpu, b, 4)], [10, 20, 30, 40]);
+  assertEquals([...await readF32(gpu, d, 4)], [5, 6, 7, 8]);
+  for (const x of [b, c, d]) gpu.pool.release(x);
   assertEquals(sizeClass(1), 16);
   assertEquals(sizeClass(1000), 1024);
   assertEquals(sizeClass(70000), 73728);
+});
+
+Deno.test("pool.trim destroys a free buffer only once its last submit completed", async () => {
+  const gpu = await getGpu();
+  await gpu.sync();
+  gpu.pool.trim(); // start with no free buffers
+  const size = 3 * 2 ** 20 + 4;
+  const x = gpu.pool.acquire(size);
+  gpu.stream.clear(x);
+  gpu.pool.release(x);
+  const before = gpu.pool.stats().allocated;
+  gpu.pool.trim(); // x's clear is not even submitted: x must survive
+  assertEquals(gpu.pool.stats().allocated, before);
+  await gpu.sync(); // the clear ran on a live buffer (a destroyed one is a validation error)
+  gpu.pool.trim();
+  assertEquals(gpu.pool.stats().allocated, before - sizeClass(size));
 });
 
 Deno.test("a kernel that does not compile names itself and its line", async () => {

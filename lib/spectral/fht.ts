@@ -19,7 +19,6 @@ import type { Gpu } from "../gpu/device.ts";
 import { grid, upload } from "../gpu/buffers.ts";
 import type { Kernel } from "../gpu/pipelines.ts";
 import type { Binding } from "../gpu/stream.ts";
-import { GpuTimer } from "../gpu/timing.ts";
 import {
   chooseRadices,
   halfWords,
@@ -438,30 +437,4 @@ function encodeFourStep(
   }
   gpu.pool.release(s1);
   if (s2) gpu.pool.release(s2);
-}
-
-/**
- * Milliseconds per `encodeFht` of `rows × n` (f32 or f16 storage), averaged over `reps`
- * after one warm-up, timed with GPU timestamps where available (for benchmarks).
- */
-export async function timeFht(
-  gpu: Gpu,
-  rows: number,
-  n: number,
-  reps = 10,
-  opts: FhtOptions = {},
-): Promise<number> {
-  const bytes = Math.max(4, rows * n * (opts.f16 ? 2 : 4));
-  const src = gpu.pool.acquire(bytes), dst = gpu.pool.acquire(bytes);
-  gpu.stream.clear(src);
-  encodeFht(gpu, src, dst, rows, n, opts);
-  await gpu.sync();
-  const timer = new GpuTimer(gpu, 2);
-  await timer.mark();
-  for (let i = 0; i < reps; i++) encodeFht(gpu, src, dst, rows, n, opts);
-  await timer.mark();
-  const [ms] = await timer.read();
-  gpu.pool.release(src);
-  gpu.pool.release(dst);
-  return ms / reps;
 }
