@@ -29,7 +29,7 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
   echo "-- $name: exit $rc, $((SECONDS - t0)) s"
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
-part steps 150 $run bench/step.ts --profile
+part steps 300 $run bench/step.ts --profile
 part torch_steps 120 python3 bench/torch_steps.py
 part bench 120 $run bench/main.ts --full
 part torch_layer 45 python3 .device/layer_bench.py

@@ -20,13 +20,15 @@ import {
 export type { MatmulTile } from "../../kernels/matmul.ts";
 
 /**
- * The preset tiles. `large` for big products; `tall` (half the columns) and then `medium`
- * when `large` would leave the GPU short of workgroups, `medium` also when a side is ≤ 64;
- * `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32` for few columns
- * (x·Aᵀ with a rank-r A); `large16` is a deeper K step (single-buffered so it fits 32 KiB)
- * kept for tuning.
+ * The preset tiles. `wide` (64×128, 128 invocations) for products with enough tiles to fill
+ * the GPU, `medium` otherwise and when a side is ≤ 64; `m8`/`m32` for few rows (decoding, LoRA
+ * rank on the left), `n8`/`n32` for few columns (x·Aᵀ with a rank-r A). `large` (128×128),
+ * `tall` (128×64) and `large16` (a deeper K step, single-buffered so it fits 32 KiB) are kept
+ * for tuning: on an H100 they ran 1–5% behind `wide` (bench/RESULTS.md).
  */
 export const MATMUL_TILES = {
+  // the default for large products: fastest of 11 tiles on an H100 (bench/RESULTS.md, 2026-11-27)
+  wide: { bm: 64, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
   large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
   large16: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 1 },
   tall: { bm: 128, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2 },
@@ -106,8 +108,7 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
   if (m <= 32) return "m32";
   if (n <= 32) return "n32";
   if (m <= 64 || n <= 64) return "medium";
-  if (tiles(m, n, MATMUL_TILES.large) * batch >= target) return "large";
-  return tiles(m, n, MATMUL_TILES.tall) * batch >= target ? "tall" : "medium";
+  return tiles(m, n, MATMUL_TILES.wide) * batch >= target ? "wide" : "medium";
 }
 
 /** The tile and K split {@link encodeMatmul} uses for a shape and options. */
