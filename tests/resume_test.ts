@@ -2,36 +2,40 @@ import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { runCli, tinyRun, writeToyData } from "./train_helpers.ts";
 
-Deno.test("a run stopped at step K and resumed to N logs the same losses and saves the same adapter", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_resume_" });
-  try {
-    const data = await writeToyData(dir, 40);
-    const opts = ["--steps", "6", "--log-every", "1", "--save-every", "0", "--seed", "3"];
-    const full = await runCli(tinyRun(data, `${dir}/full`, opts));
-    assertEquals(full.code, 0, full.err);
-    const stopped = await runCli(tinyRun(data, `${dir}/parts`, [...opts, "--stop-at", "3"]));
-    assertEquals(stopped.code, 130, stopped.err);
-    assert(stopped.err.includes("--resume"), stopped.err);
-    // `--resume --out DIR` alone continues with the options the run was started with
-    const resumed = await runCli(["train", "--resume", "--out", `${dir}/parts`, "--quiet"]);
-    assertEquals(resumed.code, 0, resumed.err);
+// LoRA with dropout: its masks are keyed by the model step, which a resumed run restores
+for (const method of [[], ["--method", "lora", "--lora-dropout", "0.3", "--lr", "0.01"]]) {
+  const name = method.length ? "LoRA with dropout" : "SSH";
+  Deno.test(`${name}: a run stopped at step K and resumed to N logs the same losses and saves the same adapter`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "hartley_resume_" });
+    try {
+      const data = await writeToyData(dir, 40);
+      const opts = ["--steps", "6", "--log-every", "1", "--save-every", "0", "--seed", "3", ...method];
+      const full = await runCli(tinyRun(data, `${dir}/full`, opts));
+      assertEquals(full.code, 0, full.err);
+      const stopped = await runCli(tinyRun(data, `${dir}/parts`, [...opts, "--stop-at", "3"]));
+      assertEquals(stopped.code, 130, stopped.err);
+      assert(stopped.err.includes("--resume"), stopped.err);
+      // `--resume --out DIR` alone continues with the options the run was started with
+      const resumed = await runCli(["train", "--resume", "--out", `${dir}/parts`, "--quiet"]);
+      assertEquals(resumed.code, 0, resumed.err);
 
-    const losses = async (run: string) =>
-      (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "train").map((
-        r,
-      ) => [r.step, r.loss]);
-    const a = await losses("full"), b = await losses("parts");
-    assertEquals(a.length, 6);
-    assertEquals(b, a, "losses of the resumed run");
-    const evalOf = async (run: string) =>
-      (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "eval").map((r) => r.loss);
-    assertEquals(await evalOf("parts"), await evalOf("full"), "held-out loss");
-    const weights = (run: string) => Deno.readFile(`${dir}/${run}/adapter/adapter_model.safetensors`);
-    assertEquals(Array.from(await weights("parts")), Array.from(await weights("full")), "adapter bytes");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+      const losses = async (run: string) =>
+        (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "train").map((
+          r,
+        ) => [r.step, r.loss]);
+      const a = await losses("full"), b = await losses("parts");
+      assertEquals(a.length, 6);
+      assertEquals(b, a, "losses of the resumed run");
+      const evalOf = async (run: string) =>
+        (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "eval").map((r) => r.loss);
+      assertEquals(await evalOf("parts"), await evalOf("full"), "held-out loss");
+      const weights = (run: string) => Deno.readFile(`${dir}/${run}/adapter/adapter_model.safetensors`);
+      assertEquals(Array.from(await weights("parts")), Array.from(await weights("full")), "adapter bytes");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("--resume refuses other settings and a directory without a checkpoint", async () => {
   const dir = await Deno.makeTempDir({ prefix: "hartley_resume_" });

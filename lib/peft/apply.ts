@@ -60,6 +60,16 @@ export interface LoadIntoOptions extends AttachOptions {
   fourierftIndices?: string;
 }
 
+/** LoRA's dropout state, keyed by the model's step (BaseModel.dropoutStep) where it has one. */
+function modelDropoutState(model: Model, opts: AttachOptions): DropoutState {
+  const stepped = model as Partial<{ dropoutStep: number }>;
+  return {
+    training: false,
+    seed: opts.dropoutSeed ?? 0,
+    step: () => stepped.dropoutStep ?? 0,
+  };
+}
+
 /** A model with an adapter attached to its target layers. */
 export class PeftModel {
   #merged = false;
@@ -227,7 +237,7 @@ export async function attachAdapter(
 ): Promise<PeftModel> {
   const { targets, saved } = prepare(model, config);
   const linears = targets.map((t) => model.linears.get(t.path)!);
-  const dropoutState: DropoutState = { training: false, seed: opts.dropoutSeed ?? 0 };
+  const dropoutState = modelDropoutState(model, opts);
   const layers = new Map<string, PeftLayer>(), empty = new Map<string, [number, number]>();
   try {
     switch (config.peftType) {
@@ -266,7 +276,7 @@ export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions
   const { config } = adapter;
   checkAdapter(adapter, "adapter", shapesOfModel(model));
   const { targets, saved } = prepare(model, config);
-  const dropoutState: DropoutState = { training: false, seed: opts.dropoutSeed ?? 0 };
+  const dropoutState = modelDropoutState(model, opts);
   const layers = new Map<string, PeftLayer>(), empty = new Map<string, [number, number]>();
   try {
     targets.forEach((t, i) => {

@@ -11,7 +11,9 @@
  * `seed + 2ℓ` and B with `seed + 2ℓ + 1`.
  *
  * Dropout (`lora_dropout`, train mode only) masks the adapter's input with the seeded mask of
- * (dropout seed, the layer's count of train-mode forwards, site 0x4c000000 + ℓ).
+ * (dropout seed, the model's step, site 0x4c000000 + 0x10000·c + ℓ), c counting the layer's
+ * calls within that step. Keyed by the step (which the trainer sets, and restores on
+ * `--resume`), the masks of a resumed run are those of an uninterrupted one.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -30,6 +32,8 @@ export interface DropoutState {
   training: boolean;
   /** The run's dropout seed. */
   seed: number;
+  /** The model's step (its train-mode forward count); masks are keyed by it. Default: 0. */
+  step?: () => number;
 }
 
 /** Options of a {@link LoraLayer}. */
@@ -62,8 +66,9 @@ export class LoraLayer implements PeftLayer {
   readonly dropoutState: DropoutState;
   readonly site: number;
   readonly path: string;
-  /** Forward passes in train mode so far: each draws a fresh dropout mask. */
+  /** Calls in train mode within the current step, and that step: each call draws a fresh mask. */
   #calls = 0;
+  #step = -1;
 
   constructor(readonly gpu: Gpu, opts: LoraLayerOptions) {
     const { module } = opts;
@@ -99,7 +104,9 @@ export class LoraLayer implements PeftLayer {
     const s = this.dropoutState;
     let input = flat;
     if (s.training && this.dropout > 0) {
-      const key: DropoutKey = { seed: s.seed, step: this.#calls++, site: 0x4c000000 + this.site };
+      const step = s.step?.() ?? 0;
+      if (step !== this.#step) [this.#step, this.#calls] = [step, 0];
+      const key: DropoutKey = { seed: s.seed, step, site: 0x4c000000 + 0x10000 * this.#calls++ + this.site };
       input = dropout(flat, this.dropout, key);
     }
     const h = linear(input, this.a);
