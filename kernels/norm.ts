@@ -8,9 +8,6 @@
 import type { Kernel } from "../lib/gpu/mod.ts";
 import { BUILTINS, GROUP_ID, linearId, workgroupReduce } from "./indexing.ts";
 
-/** Invocations per row workgroup. */
-export const NORM_WG = 128;
-
 const cache = new Map<string, Kernel>();
 function cached(key: string, make: () => Kernel): Kernel {
   let k = cache.get(key);
@@ -20,10 +17,10 @@ function cached(key: string, make: () => Kernel): Kernel {
 
 /**
  * Forward: bindings x, w, [b,] y, stats (2 per row: mean, rstd); uniform `{ rows, d, eps }`.
- * One workgroup of {@link NORM_WG} per row.
+ * One workgroup of `wg` invocations per row (see `rowWorkgroupSize`).
  */
-export function normForwardKernel(rms: boolean, bias: boolean): Kernel {
-  return cached(`fwd:${rms}:${bias}`, () => {
+export function normForwardKernel(rms: boolean, bias: boolean, wg = 128): Kernel {
+  return cached(`fwd:${rms}:${bias}:${wg}`, () => {
     let b = 0;
     const binds = [
       `@group(0) @binding(${b++}) var<storage, read> x: array<f32>;`,
@@ -35,21 +32,21 @@ export function normForwardKernel(rms: boolean, bias: boolean): Kernel {
       `@group(0) @binding(${b++}) var<uniform> p: P;`,
     ];
     const meanCode = rms ? "let mean = 0.0;" : `var s = 0.0;
-  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) { s = s + x[base + j]; }
+  for (var j = lid; j < p.d; j = j + ${wg}u) { s = s + x[base + j]; }
   let mean = wg_sum(s, lid) / f32(p.d);`;
     return {
       name: `norm.${rms ? "rms" : "layer"}_forward`,
-      code: `${workgroupReduce(NORM_WG)}
+      code: `${workgroupReduce(wg)}
 ${binds.join("\n")}
-@compute @workgroup_size(${NORM_WG}) fn main(${BUILTINS}) {
+@compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
   let base = row * p.d;
   ${meanCode}
   var v = 0.0;
-  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) { let t = x[base + j] - mean; v = v + t * t; }
+  for (var j = lid; j < p.d; j = j + ${wg}u) { let t = x[base + j] - mean; v = v + t * t; }
   let rstd = inverseSqrt(wg_sum(v, lid) / f32(p.d) + p.eps);
-  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) {
+  for (var j = lid; j < p.d; j = j + ${wg}u) {
     y[base + j] = (x[base + j] - mean) * rstd * w[j]${bias ? " + bb[j]" : ""};
   }
   if (lid == 0u) { stats[2u * row] = mean; stats[2u * row + 1u] = rstd; }
@@ -62,10 +59,10 @@ ${binds.join("\n")}
  * Input gradient: bindings x, w, stats, g, dx; uniform `{ rows, d }`. With x̂ = (x−μ)·r and
  * ĝ = g·w: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (LayerNorm), r·(ĝ − x̂·mean(ĝ·x̂)) (RMSNorm).
  */
-export function normBackwardKernel(rms: boolean): Kernel {
-  return cached(`bwd:${rms}`, () => ({
+export function normBackwardKernel(rms: boolean, wg = 128): Kernel {
+  return cached(`bwd:${rms}:${wg}`, () => ({
     name: `norm.${rms ? "rms" : "layer"}_backward`,
-    code: `${workgroupReduce(NORM_WG)}
+    code: `${workgroupReduce(wg)}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
@@ -73,7 +70,7 @@ export function normBackwardKernel(rms: boolean): Kernel {
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 struct P { rows: u32, d: u32 }
 @group(0) @binding(5) var<uniform> p: P;
-@compute @workgroup_size(${NORM_WG}) fn main(${BUILTINS}) {
+@compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
   let base = row * p.d;
@@ -81,7 +78,7 @@ struct P { rows: u32, d: u32 }
   let rstd = stats[2u * row + 1u];
   var sg = 0.0;
   var sgx = 0.0;
-  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) {
+  for (var j = lid; j < p.d; j = j + ${wg}u) {
     let gw = g[base + j] * w[j];
     sg = sg + gw;
     sgx = sgx + gw * (x[base + j] - mean) * rstd;
@@ -89,7 +86,7 @@ struct P { rows: u32, d: u32 }
   let inv = 1.0 / f32(p.d);
   let a = ${rms ? "0.0" : "wg_sum(sg, lid) * inv"};
   let c = wg_sum(sgx, lid) * inv;
-  for (var j = lid; j < p.d; j = j + ${NORM_WG}u) {
+  for (var j = lid; j < p.d; j = j + ${wg}u) {
     let xh = (x[base + j] - mean) * rstd;
     dx[base + j] = rstd * (g[base + j] * w[j] - a - xh * c);
   }

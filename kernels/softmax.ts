@@ -8,47 +8,44 @@
 import type { Kernel } from "../lib/gpu/mod.ts";
 import { BUILTINS, GROUP_ID, workgroupReduce } from "./indexing.ts";
 
-/** Invocations per row workgroup. */
-export const SOFTMAX_WG = 128;
-
 const cache = new Map<string, Kernel>();
 
 /**
- * `y = softmax(scale·x)` per row with masking. Bindings x, [mask (i32),] y; uniform
- * `{ rows, s, t, off, rowsPerBatch, scale }`.
+ * `y = softmax(scale·x)` per row with masking, `wg` invocations per row. Bindings x, [mask
+ * (i32),] y; uniform `{ rows, s, t, off, rowsPerBatch, scale }`.
  */
-export function softmaxKernel(causal: boolean, masked: boolean): Kernel {
-  const key = `fwd:${causal}:${masked}`;
+export function softmaxKernel(causal: boolean, masked: boolean, wg = 128): Kernel {
+  const key = `fwd:${causal}:${masked}:${wg}`;
   let k = cache.get(key);
   if (k) return k;
   const conds = [causal ? "j <= qi + p.off" : "", masked ? "mask[bi * p.s + j] != 0" : ""].filter((c) => c);
   const allowed = conds.length ? conds.join(" && ") : "true";
   k = {
     name: `softmax.forward${causal ? "_causal" : ""}${masked ? "_masked" : ""}`,
-    code: `${workgroupReduce(SOFTMAX_WG)}
+    code: `${workgroupReduce(wg)}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 ${masked ? "@group(0) @binding(1) var<storage, read> mask: array<i32>;" : ""}
 @group(0) @binding(${masked ? 2 : 1}) var<storage, read_write> y: array<f32>;
 struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32 }
 @group(0) @binding(${masked ? 3 : 2}) var<uniform> p: P;
-@compute @workgroup_size(${SOFTMAX_WG}) fn main(${BUILTINS}) {
+@compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
   let base = row * p.s;
   let qi = row % p.t;
   let bi = row / p.rowsPerBatch;
   var mx = -3.0e38;
-  for (var j = lid; j < p.s; j = j + ${SOFTMAX_WG}u) {
+  for (var j = lid; j < p.s; j = j + ${wg}u) {
     if (${allowed}) { mx = max(mx, x[base + j] * p.scale); }
   }
   mx = wg_max(mx, lid);
   var sum = 0.0;
-  for (var j = lid; j < p.s; j = j + ${SOFTMAX_WG}u) {
+  for (var j = lid; j < p.s; j = j + ${wg}u) {
     if (${allowed}) { sum = sum + exp(x[base + j] * p.scale - mx); }
   }
   sum = wg_sum(sum, lid);
   let inv = select(0.0, 1.0 / sum, sum > 0.0);
-  for (var j = lid; j < p.s; j = j + ${SOFTMAX_WG}u) {
+  for (var j = lid; j < p.s; j = j + ${wg}u) {
     var v = 0.0;
     if (${allowed}) { v = exp(x[base + j] * p.scale - mx) * inv; }
     y[base + j] = v;
@@ -59,24 +56,31 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32 }
   return k;
 }
 
-/** `dx = scale · y · (dy − Σ y·dy)` per row. Bindings y, dy, dx; uniform `{ rows, s, scale }`. */
-export const softmaxBackwardKernel: Kernel = {
-  name: "softmax.backward",
-  code: `${workgroupReduce(SOFTMAX_WG)}
+/** `dx = scale · y · (dy − Σ y·dy)` per row, `wg` invocations per row. Bindings y, dy, dx; uniform `{ rows, s, scale }`. */
+export function softmaxBackwardKernel(wg = 128): Kernel {
+  const key = `bwd:${wg}`;
+  let k = cache.get(key);
+  if (k) return k;
+  k = {
+    name: "softmax.backward",
+    code: `${workgroupReduce(wg)}
 @group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
 struct P { rows: u32, s: u32, scale: f32 }
 @group(0) @binding(3) var<uniform> p: P;
-@compute @workgroup_size(${SOFTMAX_WG}) fn main(${BUILTINS}) {
+@compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
   let base = row * p.s;
   var dot = 0.0;
-  for (var j = lid; j < p.s; j = j + ${SOFTMAX_WG}u) { dot = dot + y[base + j] * dy[base + j]; }
+  for (var j = lid; j < p.s; j = j + ${wg}u) { dot = dot + y[base + j] * dy[base + j]; }
   dot = wg_sum(dot, lid);
-  for (var j = lid; j < p.s; j = j + ${SOFTMAX_WG}u) {
+  for (var j = lid; j < p.s; j = j + ${wg}u) {
     dx[base + j] = p.scale * y[base + j] * (dy[base + j] - dot);
   }
 }`,
-};
+  };
+  cache.set(key, k);
+  return k;
+}

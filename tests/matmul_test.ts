@@ -128,6 +128,7 @@ Deno.test("matmul: tile choice and split-K heuristics", async () => {
   assertEquals(chooseTile(8, 4096), "m8");
   assertEquals(chooseTile(4096, 8), "n8");
   assertEquals(chooseTile(24, 3072), "m32");
+  assertEquals(chooseTile(24, 24, 64), "small"); // attention over 24 tokens
   assertEquals(chooseTile(4096, 30), "n32");
   const h100 = { description: "NVIDIA H100" } as Gpu;
   const plan = planMatmul(h100, 768, 768, 4096);

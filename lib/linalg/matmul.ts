@@ -21,8 +21,10 @@ export type { MatmulTile } from "../../kernels/matmul.ts";
 
 /**
  * The preset tiles. `wide` (64×128, 128 invocations) for products with enough tiles to fill
- * the GPU, `medium` otherwise and when a side is ≤ 64; `m8`/`m32` for few rows (decoding, LoRA
- * rank on the left), `n8`/`n32` for few columns (x·Aᵀ with a rank-r A). `large` (128×128),
+ * the GPU, `medium` otherwise and when a side is ≤ 64; `small` (32×32, 64 invocations) when
+ * both sides are ≤ 32 (attention over short sequences: 3–7× faster than `m32` there on
+ * lavapipe); `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32` for few
+ * columns (x·Aᵀ with a rank-r A). `large` (128×128),
  * `tall` (128×64) and `large16` (a deeper K step, single-buffered so it fits 32 KiB) are kept
  * for tuning: on an H100 they ran 1–5% behind `wide` (bench/RESULTS.md).
  */
@@ -33,6 +35,7 @@ export const MATMUL_TILES = {
   large16: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 1 },
   tall: { bm: 128, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2 },
   medium: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, buffers: 2 },
+  small: { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4, buffers: 2 },
   m8: { bm: 8, bn: 128, bk: 16, tm: 1, tn: 4, buffers: 2 },
   m32: { bm: 32, bn: 128, bk: 16, tm: 2, tn: 8, buffers: 2 },
   n8: { bm: 128, bn: 8, bk: 16, tm: 4, tn: 1, buffers: 2 },
@@ -103,6 +106,7 @@ export function targetGroups(gpu: Gpu): number {
 
 /** The preset a shape gets by default on a device that wants `target` workgroups. */
 export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_GROUPS): MatmulTileName {
+  if (m <= 32 && n <= 32) return "small";
   if (m <= 8 && n >= m) return "m8";
   if (n <= 8) return "n8";
   if (m <= 32) return "m32";

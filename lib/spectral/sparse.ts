@@ -17,6 +17,7 @@ import {
   gatherKernel,
   gradPartialKernel,
   gradReduceKernel,
+  PRODUCT_TOKENS,
   productKernel,
   scatterKernel,
   SPARSE_THREADS,
@@ -237,7 +238,8 @@ export class SparseSpectrum {
     const rows = byRows ? this.m : this.n, inWidth = byRows ? this.n : this.m;
     const ptr = byRows ? this.#offsets.rows : this.#offsets.cols;
     const params = new Uint32Array([tokens, rows, inWidth, ptr, ptr + rows + 1]);
-    const groups = grid(this.gpu, Math.ceil((tokens * rows) / SPARSE_THREADS));
+    const blocks = Math.ceil(tokens / PRODUCT_TOKENS);
+    const groups = grid(this.gpu, Math.ceil((blocks * rows) / SPARSE_THREADS));
     this.gpu.stream.dispatch(productKernel, [this.plan, coef, inp, out], groups, params);
   }
 

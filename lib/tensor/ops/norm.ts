@@ -3,6 +3,7 @@
  * their gradient rules for the input, the weight and the bias.
  * @module
  */
+import { rowWorkgroupSize } from "../../../kernels/indexing.ts";
 import { normBackwardKernel, normForwardKernel, normParamGradKernel } from "../../../kernels/norm.ts";
 import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
@@ -38,13 +39,18 @@ function norm(op: string, rms: boolean, x: Tensor, w: Tensor, b: Tensor | null, 
   const stats = Tensor.empty(gpu, [rows, 2]);
   const bufs = [x.buffer, w.buffer, ...(b ? [b.buffer] : []), y.buffer, stats.buffer];
   if (rows > 0) {
-    gpu.stream.dispatch(normForwardKernel(rms, !!b), bufs, grid(gpu, rows), u32s(rows, d, f(eps)));
+    gpu.stream.dispatch(
+      normForwardKernel(rms, !!b, rowWorkgroupSize(d)),
+      bufs,
+      grid(gpu, rows),
+      u32s(rows, d, f(eps)),
+    );
   }
   const out = record(op, y, b ? [x, w, b] : [x, w], [x, w, stats], (g, [vx, vw, vs], need) => {
     let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
     if (need[0]) {
       gx = Tensor.empty(gpu, vx.shape);
-      const k = normBackwardKernel(rms);
+      const k = normBackwardKernel(rms, rowWorkgroupSize(d));
       gpu.stream.dispatch(
         k,
         [vx.buffer, vw.buffer, vs.buffer, g.buffer, gx.buffer],

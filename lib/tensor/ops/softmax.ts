@@ -2,6 +2,7 @@
  * Softmax over the last dimension, plain or with attention masks, and its gradient rule.
  * @module
  */
+import { rowWorkgroupSize } from "../../../kernels/indexing.ts";
 import { softmaxBackwardKernel, softmaxKernel } from "../../../kernels/softmax.ts";
 import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
@@ -50,11 +51,14 @@ export function maskedSoftmax(x: Tensor, scale: number, mask: SoftmaxMask): Tens
   const y = Tensor.empty(gpu, x.shape);
   const bufs = pad ? [x.buffer, pad.buffer, y.buffer] : [x.buffer, y.buffer];
   const params = u32s(rows, s, Math.max(1, t), s - t, Math.max(1, rowsPerBatch), f(scale));
-  if (rows > 0) gpu.stream.dispatch(softmaxKernel(!!mask.causal, !!pad), bufs, grid(gpu, rows), params);
+  const wg = rowWorkgroupSize(s);
+  if (rows > 0) gpu.stream.dispatch(softmaxKernel(!!mask.causal, !!pad, wg), bufs, grid(gpu, rows), params);
   return record("softmax", y, [x], [y], (g, [vy]) => {
     const gx = Tensor.empty(gpu, vy.shape);
     const bind = [vy.buffer, g.buffer, gx.buffer];
-    if (rows > 0) gpu.stream.dispatch(softmaxBackwardKernel, bind, grid(gpu, rows), u32s(rows, s, f(scale)));
+    if (rows > 0) {
+      gpu.stream.dispatch(softmaxBackwardKernel(wg), bind, grid(gpu, rows), u32s(rows, s, f(scale)));
+    }
     return [gx];
   });
 }
