@@ -125,6 +125,7 @@ Deno.test("matmul: tile choice and split-K heuristics", async () => {
   assertEquals(chooseTile(4096, 4096), "wide");
   assertEquals(chooseTile(4096, 768), "wide"); // 384 tiles of 64×128 fill an H100
   assertEquals(chooseTile(1024, 768), "medium");
+  assertEquals(chooseTile(384, 64, 1, 4), "medium8"); // on a software adapter
   assertEquals(chooseTile(8, 4096), "m8");
   assertEquals(chooseTile(4096, 8), "n8");
   assertEquals(chooseTile(24, 3072), "m32");
