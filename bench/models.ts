@@ -15,6 +15,7 @@ import { loadModel } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { modelShapes } from "../lib/models/shapes.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";
+import { robertaConfigJson } from "../lib/peft/param_count.ts";
 import type { TaskName } from "../lib/train/tasks.ts";
 import { uniformValues } from "./stats.ts";
 
@@ -32,20 +33,8 @@ export interface BenchModel {
 }
 
 const roberta = (hidden: number, layers: number, heads: number, vocab: number) => ({
+  ...robertaConfigJson(hidden, layers, heads, 4 * hidden, vocab),
   architectures: ["RobertaForSequenceClassification"],
-  model_type: "roberta",
-  vocab_size: vocab,
-  hidden_size: hidden,
-  num_hidden_layers: layers,
-  num_attention_heads: heads,
-  intermediate_size: 4 * hidden,
-  max_position_embeddings: 514,
-  type_vocab_size: 1,
-  pad_token_id: 1,
-  bos_token_id: 0,
-  eos_token_id: 2,
-  layer_norm_eps: 1e-5,
-  hidden_act: "gelu",
   initializer_range: 0.02,
   id2label: { 0: "LABEL_0", 1: "LABEL_1" },
   label2id: { LABEL_0: 0, LABEL_1: 1 },

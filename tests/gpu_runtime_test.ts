@@ -111,3 +111,21 @@ Deno.test("timer measures intervals", async () => {
   const [ms] = await t.read();
   assert(ms > 0 && ms < 10000, `interval ${ms}`);
 });
+
+Deno.test("kernel profile: time and count per kernel name, results unchanged", async () => {
+  const gpu = await getGpu();
+  if (!gpu.timestamps) return; // the profile needs timestamp-query
+  const other = { ...scale, name: "test.scale_again", code: scale.code + "\n" };
+  const n = 1 << 12;
+  const x = upload(gpu, Float32Array.from({ length: n }, (_, i) => i));
+  const y = gpu.pool.acquire(n * 4), z = gpu.pool.acquire(n * 4);
+  gpu.stream.startProfile(4); // room for two dispatches: the reads are queued in three parts
+  for (let i = 0; i < 3; i++) gpu.stream.dispatch(scale, [x, y], n / 64, params(n, 2));
+  gpu.stream.dispatch(other, [y, z], n / 64, params(n, 3));
+  const kernels = await gpu.stream.stopProfile();
+  assertEquals(kernels.map((k) => [k.name, k.count]).sort(), [["test.scale", 3], ["test.scale_again", 1]]);
+  for (const k of kernels) assert(k.ms >= 0 && k.ms < 10000, `${k.name}: ${k.ms} ms`);
+  assertEquals((await readF32(gpu, z, n))[5], 30, "profiled dispatches compute as usual");
+  await assertRejects(() => gpu.stream.stopProfile(), Error);
+  for (const b of [x, y, z]) gpu.pool.release(b);
+});

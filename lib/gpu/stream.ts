@@ -148,10 +148,13 @@ export class Stream {
     if (this.#profiler) this.#endPass();
   }
 
-  /** Time every following dispatch on the GPU clock, by kernel name (see lib/gpu/profile.ts). */
-  startProfile(): void {
+  /**
+   * Time every following dispatch on the GPU clock, by kernel name (see lib/gpu/profile.ts).
+   * `capacity` timestamps are taken before their read is queued (two per dispatch).
+   */
+  startProfile(capacity = 4096): void {
     if (this.#profiler) throw new Error("stream.startProfile: a profile is already running");
-    this.#profiler = new KernelProfiler(this.gpu);
+    this.#profiler = new KernelProfiler(this.gpu, capacity);
   }
 
   /** End the profile: submit, wait, and return each kernel's total time, slowest first. */

@@ -73,12 +73,18 @@ export interface PaperModel {
   classifierHead: boolean;
 }
 
-/** RoBERTa's config.json fields (roberta-base/large on the Hugging Face hub). */
-function roberta(hidden: number, layers: number, heads: number, intermediate: number) {
+/** RoBERTa's config.json fields (roberta-base/large on the Hugging Face hub; other vocabularies for tests). */
+export function robertaConfigJson(
+  hidden: number,
+  layers: number,
+  heads: number,
+  intermediate: number,
+  vocab = 50265,
+) {
   return {
     model_type: "roberta",
     architectures: ["RobertaForMaskedLM"],
-    vocab_size: 50265,
+    vocab_size: vocab,
     hidden_size: hidden,
     num_hidden_layers: layers,
     num_attention_heads: heads,
@@ -126,7 +132,7 @@ export function paperModels(): PaperModel[] {
   return [
     {
       name: "RoBERTa-base",
-      config: parseHfConfig(roberta(768, 12, 12, 3072), "roberta-base (published sizes)"),
+      config: parseHfConfig(robertaConfigJson(768, 12, 12, 3072), "roberta-base (published sizes)"),
       architecture: cls,
       targets: ["query", "value"],
       sshN: 750,
@@ -134,7 +140,7 @@ export function paperModels(): PaperModel[] {
     },
     {
       name: "RoBERTa-large",
-      config: parseHfConfig(roberta(1024, 24, 16, 4096), "roberta-large (published sizes)"),
+      config: parseHfConfig(robertaConfigJson(1024, 24, 16, 4096), "roberta-large (published sizes)"),
       architecture: cls,
       targets: ["query", "value"],
       sshN: 750,
