@@ -7,6 +7,7 @@ Deno.test("no adapter: the error says how to get one", async () => {
   Object.defineProperty(gpu, "requestAdapter", { value: () => Promise.resolve(null), configurable: true });
   try {
     await assertRejects(() => openGpu(), GpuUnavailableError, "mesa-vulkan-drivers");
+    await assertRejects(() => openGpu(), GpuUnavailableError, "libglvnd0"); // NVIDIA's driver needs it
   } finally {
     Object.defineProperty(gpu, "requestAdapter", { value: original, configurable: true });
   }

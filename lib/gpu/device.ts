@@ -114,7 +114,9 @@ export async function openGpu(): Promise<Gpu> {
     throw new GpuUnavailableError(
       "no WebGPU adapter found. On a machine without a GPU install a software Vulkan driver " +
         "(Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`); on a GPU server install the " +
-        "Vulkan loader (`libvulkan1`) and the vendor's Vulkan driver.",
+        "Vulkan loader (`libvulkan1`) and the vendor's Vulkan driver (NVIDIA's also needs " +
+        "libglvnd: `apt-get install libglvnd0 libglx0`). `VK_LOADER_DEBUG=error` shows why a " +
+        "driver was skipped.",
     );
   }
   const requiredLimits: Record<string, number> = {};
