@@ -26,7 +26,8 @@ export interface BenchModel {
   task: TaskName;
   batch: number;
   seq: number;
-  targets: string[];
+  /** Adapter targets (a list, or PEFT's "all-linear"). */
+  targets: string[] | string;
   /** SSH coefficients per layer (FourierFT gets `fourierftN`). */
   sshN: number;
   fourierftN: number;
@@ -80,6 +81,31 @@ export const BENCH_MODELS: Record<string, BenchModel> = {
     targets: ["q_proj", "v_proj"],
     sshN: 1000,
     fourierftN: 1000,
+  },
+  // the demo's step (`deno task demo`): models/default's shape, SSH n=500 on every linear layer
+  "demo": {
+    name: "demo",
+    config: {
+      architectures: ["GPT2ForSequenceClassification"],
+      model_type: "gpt2",
+      activation_function: "gelu_new",
+      n_layer: 2,
+      n_embd: 64,
+      n_head: 4,
+      n_inner: 256,
+      n_positions: 128,
+      vocab_size: 512,
+      pad_token_id: 0,
+      initializer_range: 0.02,
+      id2label: { 0: "ham", 1: "spam" },
+      label2id: { ham: 0, spam: 1 },
+    },
+    task: "seq-cls",
+    batch: 16,
+    seq: 32,
+    targets: "all-linear",
+    sshN: 500,
+    fourierftN: 500,
   },
   // software-adapter stand-ins of the two
   "roberta-small": {
