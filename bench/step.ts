@@ -79,6 +79,9 @@ export interface StepTiming {
   peak: number;
   /** Mean loss of the timed steps (a finite number says the step computed something sane). */
   loss: number;
+  /** Seconds to load the model and attach the method, and to compile and warm up the step. */
+  setupS: number;
+  warmS: number;
   /** Per-kernel GPU time of one step (with `profile`). */
   kernels?: KernelTime[];
 }
@@ -110,6 +113,7 @@ export async function benchStep(
   const steps = opts.steps ?? 10;
   gpu.pool.trim();
   gpu.pool.resetPeak();
+  const loadStart = performance.now();
   const model = await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
   const prepared = await attach(model, m, method);
   for (const g of prepared.groups) for (const p of g.params) p.requiresGrad = true;
@@ -132,7 +136,10 @@ export async function benchStep(
     gpu.stream.flush();
   };
   try {
+    await gpu.sync();
+    const warmStart = performance.now();
     await warmUp(gpu, step);
+    const warmEnd = performance.now();
     const d0 = gpu.stream.dispatches;
     const encode: number[] = [];
     const t0 = performance.now();
@@ -166,6 +173,8 @@ export async function benchStep(
       method,
       trainable: prepared.groups.reduce((s, g) => s + g.params.reduce((a, p) => a + p.size, 0), 0),
       wallMs,
+      setupS: (warmStart - loadStart) / 1000,
+      warmS: (warmEnd - warmStart) / 1000,
       gpuMs,
       encodeMs: median(encode),
       dispatches,
@@ -252,7 +261,10 @@ if (import.meta.main) {
         continue;
       }
       rows.push(r);
-      console.log(`${m.name} ${method}: ${r.wallMs.toFixed(2)} ms/step (GPU ${r.gpuMs.toFixed(2)} ms)`);
+      console.log(
+        `${m.name} ${method}: ${r.wallMs.toFixed(2)} ms/step (GPU ${r.gpuMs.toFixed(2)} ms); ` +
+          `load and attach ${r.setupS.toFixed(1)} s, compile and warm-up ${r.warmS.toFixed(1)} s`,
+      );
       if (r.kernels) console.log(formatProfile(r.kernels));
     }
   }
