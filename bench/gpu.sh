@@ -31,7 +31,7 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
 part steps 300 $run bench/step.ts --profile
 part torch_steps 120 python3 bench/torch_steps.py
-part bench 120 $run bench/main.ts --full
+part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \

@@ -3,10 +3,12 @@
  * - FHT throughput (GB/s, f32 and f16 storage),
  * - one SSH layer's forward + backward over the frozen layer's, spectral op vs dense ΔW,
  * - matmul GFLOP/s,
+ * - a whole SSH training step at the RoBERTa-base and LLaMA-7B-layer shapes (bench/step.ts;
+ *   `--no-steps` leaves it out, `deno task bench-step` has every method and a profile),
  * ratios last. Software adapters (llvmpipe/lavapipe) get scaled-down shapes unless `--full`;
  * a GPU gets SPEC §1.6's shapes unless `--small`. Absolute times only mean something on a GPU.
  *
- *     deno task bench [--full | --small] [--reps=N]
+ *     deno task bench [--full | --small] [--reps=N] [--no-steps]
  * @module
  */
 import { parseArgs } from "node:util";
@@ -14,10 +16,17 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { encodeFht } from "../lib/spectral/fht.ts";
 import { benchLayer, LAYER_SHAPES_GPU, LAYER_SHAPES_SMALL, type LayerTiming } from "./layer.ts";
 import { benchMatmul, formatMatmulRows, LARGE_SHAPES, SMALL_SHAPES } from "./matmul.ts";
+import { BENCH_MODELS } from "./models.ts";
 import { table, timeEncode } from "./stats.ts";
+import { benchStep, formatSteps, type StepTiming } from "./step.ts";
 
 const { values } = parseArgs({
-  options: { full: { type: "boolean" }, small: { type: "boolean" }, reps: { type: "string" } },
+  options: {
+    full: { type: "boolean" },
+    small: { type: "boolean" },
+    reps: { type: "string" },
+    "no-steps": { type: "boolean" },
+  },
 });
 const gpu = await getGpu();
 const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
@@ -56,7 +65,17 @@ const mm = await benchMatmul(gpu, full ? LARGE_SHAPES : SMALL_SHAPES, { reps });
 console.log("\nmatmul\n" + formatMatmulRows(mm));
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
-console.log(`\npeak pooled GPU memory: ${mib(gpu.pool.stats().peak)} MiB`);
+console.log(`\npeak pooled GPU memory of the tables above: ${mib(gpu.pool.stats().peak)} MiB`);
+
+if (!values["no-steps"]) {
+  const steps: StepTiming[] = [];
+  for (const name of full ? ["roberta-base", "llama7b-layer"] : ["roberta-small", "llama-small"]) {
+    steps.push(await benchStep(gpu, BENCH_MODELS[name], "ssh", { steps: full ? 10 : 2 }));
+  }
+  console.log(
+    "\ntraining step (forward, backward, AdamW), SSH on the attention projections\n" + formatSteps(steps),
+  );
+}
 
 console.log("\none layer fwd+bwd (x needs grad, W frozen), time over the frozen layer's");
 console.log(table(
