@@ -45,6 +45,25 @@ Deno.test("embedding: lookup, deterministic scatter-add gradient with repeated i
   assertThrows(() => T.embedding(tw, T.Tensor.from(gpu, Int32Array.from([11]), [1])), "outside [0, 11)");
 });
 
+Deno.test("embedding gradient: an id seen more than MAX_RUN times is summed in runs, then per id", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(51);
+  const [vocab, d] = [5, 3];
+  // id 4 in 150 rows (three runs of ≤ 64), id 1 in 66 (two), id 2 once, padding id 0 skipped
+  const ids = Int32Array.from({ length: 220 }, (_, i) => i < 150 ? 4 : i < 216 ? 1 : i === 216 ? 2 : 0);
+  const w = randArr(rng, [vocab, d]);
+  const tw = leaf(gpu, w);
+  const y = T.embedding(tw, T.Tensor.from(gpu, ids, [220]), { paddingIdx: 0 });
+  const g = randArr(rng, [220, d]);
+  y.backward(leaf(gpu, g, false));
+  await expectClose(tw.grad, arr(embeddingBackward(vocab, d, ids, g.data, 0), [vocab, d]), 1e-6, "runs");
+  const split = T.splitRuns(T.groupIds(Int32Array.from([7, 7, 7, 3])), 2)!;
+  // runs: 0 → positions [3], 1 → [0, 1], 2 → [2]; ids 3 and 7 own runs [0, 1) and [1, 3)
+  assertEquals([split.runCount, ...split.runs], [3, 0, 1, 2, 0, 1, 3, 4, 3, 0, 1, 2]);
+  assertEquals([...split.perId], [3, 7, 0, 1, 3, 0, 1, 2]);
+  assertEquals(T.splitRuns(T.groupIds(Int32Array.from([1, 2, 1]))), null, "short runs: one pass");
+});
+
 Deno.test("cross-entropy with ignore index: mean over counted targets, sum, gradients", async () => {
   const gpu = await getGpu();
   const rng = new Rng(51);

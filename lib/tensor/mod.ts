@@ -46,7 +46,7 @@ export { linear, matmul, type MatmulOpOptions } from "./ops/matmul.ts";
 export { layerNorm, rmsNorm } from "./ops/norm.ts";
 export { maskedSoftmax, softmax, type SoftmaxMask } from "./ops/softmax.ts";
 export { attention, type AttentionOptions, rope, type RopeTables, ropeTables } from "./ops/attention.ts";
-export { embedding, groupIds } from "./ops/embedding.ts";
+export { embedding, groupIds, splitRuns } from "./ops/embedding.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
 export { dropout, type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./ops/dropout.ts";
 export { patchEmbed } from "./ops/conv.ts";

@@ -1,5 +1,9 @@
 /**
- * Embedding lookup with a deterministic scatter-add gradient (see kernels/embedding.ts).
+ * Embedding lookup with a deterministic scatter-add gradient (see kernels/embedding.ts). One
+ * workgroup sums the gradient rows of one id; an id seen more than {@link MAX_RUN} times (a
+ * token-type or position table: one id in every row of the batch) is split into runs summed
+ * by separate workgroups, then the runs are summed per id by the same kernel. One workgroup
+ * alone over 4096 rows was 11 ms of a RoBERTa-base full fine-tuning step on the H100.
  * @module
  */
 import { embeddingBackwardKernel, embeddingKernel } from "../../../kernels/embedding.ts";
@@ -24,6 +28,38 @@ export function groupIds(ids: Int32Array, skip?: number): { csr: Uint32Array; di
   });
   offsets.push(order.length);
   return { csr: Uint32Array.from([...rows, ...offsets, ...order]), distinct: rows.length };
+}
+
+/** The most occurrences of one id that one workgroup sums. */
+export const MAX_RUN = 64;
+
+/**
+ * `groupIds`'s grouping with each id's positions cut into runs of at most `maxRun`: `runs` is
+ * a CSR whose "rows" are the run indices (positions as in `groupIds`), `perId` one whose rows
+ * are the distinct ids and whose positions are their run indices. Null when no id has more
+ * than `maxRun` positions (then `groupIds`'s table serves alone).
+ */
+export function splitRuns(
+  grouped: { csr: Uint32Array; distinct: number },
+  maxRun = MAX_RUN,
+): { runs: Uint32Array; runCount: number; perId: Uint32Array } | null {
+  const { csr, distinct: u } = grouped;
+  const offsets = csr.subarray(u, 2 * u + 1);
+  const order = csr.subarray(2 * u + 1);
+  const runStarts: number[] = [], idRuns: number[] = [0];
+  for (let i = 0; i < u; i++) {
+    for (let q = offsets[i]; q < offsets[i + 1]; q += maxRun) runStarts.push(q);
+    idRuns.push(runStarts.length);
+  }
+  const runCount = runStarts.length;
+  if (runCount === u) return null;
+  runStarts.push(order.length);
+  const index = Array.from({ length: runCount }, (_, r) => r);
+  return {
+    runs: Uint32Array.from([...index, ...runStarts, ...order]),
+    runCount,
+    perId: Uint32Array.from([...csr.subarray(0, u), ...idRuns, ...index]),
+  };
 }
 
 /**
@@ -54,17 +90,27 @@ export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: numb
   launch(gpu, kernel, [ids.buffer, weight.buffer, out.buffer], out.size, u32s(out.size, d, vocab));
   const host = ids.host;
   return record("embedding", out, [weight], [], (g) => {
-    const { csr, distinct } = groupIds(host!, opts.paddingIdx);
+    const grouped = groupIds(host!, opts.paddingIdx);
     const gw = Tensor.zeros(gpu, [vocab, d]);
-    const table = Tensor.from(gpu, new Int32Array(csr.buffer), [csr.length]);
-    const params = u32s(distinct, d, distinct, 2 * distinct + 1);
-    if (distinct > 0 && d > 0) {
+    if (grouped.distinct === 0 || d === 0) return [gw];
+    // out[rows[u]] = Σ src[positions of u]: one workgroup per u
+    const sumRows = (csr: Uint32Array, count: number, src: Tensor, dst: Tensor) => {
+      const table = Tensor.from(gpu, new Int32Array(csr.buffer), [csr.length]);
+      const params = u32s(count, d, count, 2 * count + 1);
       gpu.stream.dispatch(
         embeddingBackwardKernel,
-        [table.buffer, g.buffer, gw.buffer],
-        grid(gpu, distinct),
+        [table.buffer, src.buffer, dst.buffer],
+        grid(gpu, count),
         params,
       );
+    };
+    const split = splitRuns(grouped);
+    if (!split) {
+      sumRows(grouped.csr, grouped.distinct, g, gw);
+    } else {
+      const partial = Tensor.empty(gpu, [split.runCount, d]);
+      sumRows(split.runs, split.runCount, g, partial);
+      sumRows(split.perId, grouped.distinct, partial, gw);
     }
     return [gw];
   });
