@@ -35,7 +35,7 @@ part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
-  --tiles=auto,large,tall,64x128x16_8x8_2,64x128x8_8x8_1,64x128x8_8x8_2g4,64x128x8_8x8_2g16,64x256x8_8x16_2,32x128x8_4x8_2
+  --tiles=auto,large,tall,64x128x16_8x8_2,64x128x8_8x8_1,64x128x8_8x8_2g4,64x128x8_8x8_2g16,64x256x8_8x16_2,128x128x8_16x8_2,32x128x8_4x8_2
 part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh
 part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
 echo
