@@ -241,11 +241,13 @@ if (import.meta.main) {
   console.log(`hartley training steps on ${gpu.description}; weights ${dtype}; ${new Date().toISOString()}`);
   const rows: StepTiming[] = [];
   for (const name of names) {
-    const m = BENCH_MODELS[name];
-    if (!m) {
+    if (!BENCH_MODELS[name]) {
       throw new Error(`--models: unknown model "${name}" (known: ${Object.keys(BENCH_MODELS).join(", ")})`);
     }
-    for (const method of methods) {
+  }
+  // method by method, so that a run cut short still has every model's SSH row
+  for (const method of methods) {
+    for (const m of names.map((n) => BENCH_MODELS[n])) {
       // full fine-tuning of a 7B layer's 32000-word embedding is not what the anchor measures
       if (method === "full" && m.task === "causal-lm") continue;
       let r: StepTiming;
