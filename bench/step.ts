@@ -2,15 +2,17 @@
  * A full training step (forward, backward, AdamW) at the shapes of PyTorch's anchors
  * (../shared/device/torch_anchor.py, anchor2.py): RoBERTa-base with batch 32 × 128 and adapters
  * on query/value, and one LLaMA-7B decoder layer with batch 4 × 512 and adapters on
- * q_proj/v_proj; per method, through the same code as `train` (prepareMethod, AdamW).
+ * q_proj/v_proj (and the demo's model); per method, through the library code `train` runs
+ * (attachAdapter, batchLoss, AdamW). It does not import the CLI, whose dataset packages are
+ * not carried to an offline GPU machine.
  *
  * Reported per step: wall-clock milliseconds in steady state (steps submitted back to back, one
  * sync at the end: what a training run sees), GPU milliseconds between timestamps, the CPU time
  * to encode a step, dispatches, and the peak of pooled GPU memory. `--profile` adds each
  * kernel's share of one step's GPU time.
  *
- *     deno run -A bench/step.ts                                   # GPU: roberta-base, llama7b-layer
- *     deno run -A bench/step.ts --models=roberta-small --methods=ssh,lora --profile
+ *     deno task bench-step                             # GPU: roberta-base, llama7b-layer
+ *     deno task bench-step --models=demo --methods=ssh --profile
  * @module
  */
 import { parseArgs } from "node:util";
@@ -20,8 +22,7 @@ import type { WeightDtype } from "../lib/nn/load.ts";
 import { attachAdapter, type PeftModel } from "../lib/peft/apply.ts";
 import { fourierftConfig, loraConfig, sshConfig } from "../lib/peft/config.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { add } from "../lib/tensor/mod.ts";
+import { add, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import type { TrainBatch } from "../lib/train/data.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
