@@ -2,8 +2,8 @@
  * Models at real shapes without their weights, for step benchmarks: a config.json written to
  * a temporary folder and a lazy source of random weights (uniform with the init's standard
  * deviation: cheap to make, and the values do not change the time of a step). The shapes are
- * those of ../shared/device/torch_anchor.py and anchor2.py, plus small ones for software
- * adapters.
+ * those of ../shared/device/torch_anchor.py and anchor2.py, the demo's, and small stand-ins for
+ * software adapters.
  * @module
  */
 import { join } from "node:path";
