@@ -1,4 +1,5 @@
 import { ArgsError, helpText, parseCommand } from "../lib/cli/args.ts";
+import { DEMO_ARGS } from "../lib/cli/train.ts";
 import { explainDeviceError } from "../lib/cli/errors.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";
@@ -219,6 +220,25 @@ Deno.test("inspect: model summary, energy heatmap with positions, and a loss cur
     const bad = await runCli(["inspect", "--model", GPT2, "--layer", "nope"]);
     assertEquals(bad.code, 2);
     assert(bad.err.includes("matches no linear layer"), bad.err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("demo: the head alone, then SSH, on SpamAssassin; the last line compares them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_demo_" });
+  try {
+    // the demo's own options, cut down to a few steps (later options win)
+    const small = ["--max-train", "32", "--max-eval", "24", "--seq-len", "8", "--out", dir, "--quiet"];
+    const run = await runCli(["train", ...DEMO_ARGS, ...small]);
+    assertEquals(run.code, 0, run.err);
+    const last = run.out.trim().split("\n").at(-1)!;
+    assert(/^demo: held-out accuracy \d\.\d{4} -> \d\.\d{4}$/.test(last), last);
+    for (const sub of ["head-only", "ssh"]) {
+      const evals = (await readRunLog(`${dir}/${sub}/log.jsonl`)).filter((r) => r.type === "eval");
+      assertEquals(evals.at(-1)?.examples, 24, `${sub} evaluated the held-out e-mails`);
+    }
+    await Deno.stat(`${dir}/ssh/adapter/adapter_config.json`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
