@@ -1,7 +1,8 @@
 /**
  * Models at real shapes without their weights, for step benchmarks: a config.json written to
- * a temporary folder and a lazy source of random weights (uniform with the init's standard
- * deviation: cheap to make, and the values do not change the time of a step). The shapes are
+ * a temporary folder and a lazy source of random weights (transformers' init rule, with uniform
+ * values of the init's standard deviation instead of normals: cheap to make at 7B shapes, and
+ * the values do not change the time of a step). The shapes are
  * those of ../shared/device/torch_anchor.py and anchor2.py, the demo's, and small stand-ins for
  * software adapters.
  * @module
@@ -14,7 +15,9 @@ import type { TensorInfo, TensorSource } from "../lib/io/safetensors.ts";
 import { loadModel } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { modelShapes } from "../lib/models/shapes.ts";
+import { type InitKind, initKind } from "../lib/nn/init.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";
+import { initStd } from "../lib/train/init.ts";
 import { robertaConfigJson } from "../lib/peft/param_count.ts";
 import type { TaskName } from "../lib/train/tasks.ts";
 import { uniformValues } from "./stats.ts";
@@ -135,17 +138,19 @@ class RandomSource implements TensorSource {
   readonly path = "random weights";
   readonly metadata = {};
   readonly names: string[];
-  #params: Map<string, { shape: number[]; std: number; fill?: number }>;
+  #params = new Map<string, { shape: number[]; kind: InitKind; std: number; index: number }>();
 
   constructor(config: Record<string, unknown>, private readonly seed: number) {
     const parsed = parseHfConfig(config, "config.json");
-    const std = typeof config.initializer_range === "number" ? config.initializer_range : 0.02;
-    this.#params = new Map();
     for (const p of modelShapes(parsed, { architecture: parsed.architectures[0] }).params) {
       if (p.tiedTo) continue;
-      const norm = /norm\.weight$/i.test(p.key) || /LayerNorm\.weight$/.test(p.key);
-      const fill = p.key.endsWith(".bias") ? 0 : norm ? 1 : undefined;
-      this.#params.set(p.key, { shape: p.shape, std, fill });
+      const entry = {
+        shape: p.shape,
+        kind: initKind(p.key),
+        std: initStd(p.key, parsed),
+        index: this.#params.size,
+      };
+      this.#params.set(p.key, entry);
     }
     this.names = [...this.#params.keys()];
   }
@@ -167,9 +172,8 @@ class RandomSource implements TensorSource {
   readF32(name: string): Promise<Float32Array> {
     const p = this.#params.get(name)!;
     const count = p.shape.reduce((a, b) => a * b, 1);
-    if (p.fill !== undefined) return Promise.resolve(new Float32Array(count).fill(p.fill));
-    const out = uniformValues(count, p.std, this.seed * 7919 + this.names.indexOf(name));
-    return Promise.resolve(out);
+    if (p.kind !== "random") return Promise.resolve(new Float32Array(count).fill(p.kind === "ones" ? 1 : 0));
+    return Promise.resolve(uniformValues(count, p.std, this.seed * 7919 + p.index));
   }
 }
 

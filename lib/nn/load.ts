@@ -13,6 +13,7 @@ import { toFloat32 } from "../io/dtype.ts";
 import { SafetensorsError, type TensorSource } from "../io/safetensors.ts";
 import { checkCheckpoint, type ModelShapes, type ParamShape } from "../models/shapes.ts";
 import { Prng } from "../spectral/prng.ts";
+import { initKind } from "./init.ts";
 import { keep, Tensor } from "../tensor/mod.ts";
 
 /** Storage of frozen weights: f32, or f16 (halves memory; needs `gpu.f16`). */
@@ -150,9 +151,8 @@ async function readParam(
 /** transformers' initialisation of a new head parameter: by kind, from `rng`. */
 function initValues(p: ParamShape, rng: Prng, std: number): Float32Array {
   const n = p.shape.reduce((a, b) => a * b, 1);
-  const isNorm = /(layer_?norm|LayerNorm|norm)\.weight$/i.test(p.key);
-  if (p.key.endsWith(".bias")) return new Float32Array(n);
-  if (isNorm) return new Float32Array(n).fill(1);
+  const kind = initKind(p.key);
+  if (kind !== "random") return new Float32Array(n).fill(kind === "ones" ? 1 : 0);
   const out = rng.normals(n);
   for (let i = 0; i < n; i++) out[i] *= std;
   return out;

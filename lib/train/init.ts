@@ -15,19 +15,23 @@ import { writeFileAtomic } from "../io/atomic.ts";
 import { type HfConfig, parseHfConfig } from "../io/hf_config.ts";
 import { type TensorData, writeSafetensors } from "../io/safetensors.ts";
 import { modelShapes, type ParamShape } from "../models/shapes.ts";
+import { initKind } from "../nn/init.ts";
 import { Prng } from "../spectral/prng.ts";
+
+/** The standard deviation of a randomly initialised parameter (see the module doc). */
+export function initStd(key: string, config: HfConfig): number {
+  const range = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
+  return config.modelType === "gpt2" && /\.c_proj\.weight$/.test(key)
+    ? range / Math.sqrt(2 * config.numLayers)
+    : range;
+}
 
 /** Initial values of one parameter (see the module doc). */
 export function initParam(p: ParamShape, config: HfConfig, rng: Prng): Float32Array {
   const n = p.shape.reduce((a, b) => a * b, 1);
-  if (p.key.endsWith(".bias")) return new Float32Array(n);
-  if (/(^|\.)(ln_\w+|layer_?norm|LayerNorm|norm|\w+_layernorm)\.weight$/i.test(p.key)) {
-    return new Float32Array(n).fill(1);
-  }
-  const range = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
-  const std = config.modelType === "gpt2" && /\.c_proj\.weight$/.test(p.key)
-    ? range / Math.sqrt(2 * config.numLayers)
-    : range;
+  const kind = initKind(p.key);
+  if (kind !== "random") return new Float32Array(n).fill(kind === "ones" ? 1 : 0);
+  const std = initStd(p.key, config);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = rng.normal() * std;
   return out;
