@@ -3,8 +3,7 @@
  * (../shared/device/torch_anchor.py, anchor2.py): RoBERTa-base with batch 32 × 128 and adapters
  * on query/value, and one LLaMA-7B decoder layer with batch 4 × 512 and adapters on
  * q_proj/v_proj (and the demo's model); per method, through the library code `train` runs
- * (attachAdapter, batchLoss, AdamW). It does not import the CLI, whose dataset packages are
- * not carried to an offline GPU machine.
+ * (prepareMethod, batchLoss, AdamW).
  *
  * Reported per step: wall-clock milliseconds in steady state (steps submitted back to back, one
  * sync at the end: what a training run sees), GPU milliseconds between timestamps, the CPU time
@@ -19,8 +18,7 @@ import { parseArgs } from "node:util";
 import { getGpu, type Gpu, GpuTimer, type KernelTime } from "../lib/gpu/mod.ts";
 import type { Model } from "../lib/models/model.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";
-import { attachAdapter, type PeftModel } from "../lib/peft/apply.ts";
-import { fourierftConfig, loraConfig, sshConfig } from "../lib/peft/config.ts";
+import { DEFAULT_LR, type Method, type PreparedMethod, prepareMethod } from "../lib/cli/method.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { add, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import type { TrainBatch } from "../lib/train/data.ts";
@@ -30,44 +28,39 @@ import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
 
 /** The methods timed: the three adapters and full fine-tuning. */
-export type Method = "ssh" | "lora" | "fourierft" | "full";
-
-/** Learning rates as `train` defaults them (lib/cli/method.ts); the head's is 1e-3. */
-const LR: Record<Method, number> = { ssh: 0.05, lora: 5e-4, fourierft: 0.05, full: 5e-5 };
+export type StepMethod = Exclude<Method, "head">;
 
 /**
- * Attach `method` to `model` as `train` would (adapter on the targets plus the task head, or
- * every parameter); returns the adapter and the parameter groups. Only the timing matters
- * here, so SSH starts from zero coefficients and LoRA has no dropout.
+ * Attach `method` to `model` exactly as `train` does (lib/cli/method.ts), with its default
+ * learning rates. Only the timing matters here, so SSH starts from zero coefficients and LoRA
+ * has no dropout; α is the anchors' (SSH 300, FourierFT scaling 150).
  */
-async function attach(model: Model, m: BenchModel, method: Method) {
-  const common = {
+function attach(model: Model, m: BenchModel, method: StepMethod): Promise<PreparedMethod> {
+  return prepareMethod(model, {
+    method,
+    task: m.task,
+    n: method === "fourierft" ? m.fourierftN : m.sshN,
+    energyRatio: 0.7,
+    alpha: method === "fourierft" ? 150 : 300,
+    transform: "dht",
+    selection: "layer",
+    init: "zeros",
+    r: 8,
+    loraAlpha: 16,
+    loraDropout: 0,
     targetModules: m.targets,
-    taskType: m.task === "seq-cls" ? "SEQ_CLS" as const : "CAUSAL_LM" as const,
-  };
-  if (method === "full") {
-    const params = [...model.parameters.values()].filter((t) => t.dtype === "f32");
-    return { peft: null, groups: [{ params, lr: LR.full, weightDecay: 0 }] };
-  }
-  const config = method === "ssh"
-    ? sshConfig({ ...common, n: m.sshN, alpha: 300, init: "zeros" })
-    : method === "lora"
-    ? loraConfig({ ...common, r: 8, loraAlpha: 16 })
-    : fourierftConfig({ ...common, nFrequency: m.fourierftN, scaling: 150 });
-  const peft: PeftModel = await attachAdapter(model, config);
-  return {
-    peft,
-    groups: [
-      { params: peft.adapterParameters(), lr: LR[method], weightDecay: 0 },
-      { params: peft.savedParameters(), lr: 1e-3, weightDecay: 0 },
-    ].filter((g) => g.params.length > 0),
-  };
+    seed: 0,
+    lr: DEFAULT_LR[method],
+    headLr: 1e-3,
+    weightDecay: 0,
+    modelDir: "",
+  });
 }
 
 /** One method's step timing at one model. */
 export interface StepTiming {
   model: string;
-  method: Method;
+  method: StepMethod;
   trainable: number;
   /** Steady-state wall-clock ms per step. */
   wallMs: number;
@@ -108,7 +101,7 @@ function randomBatch(m: BenchModel, vocab: number): TrainBatch {
 export async function benchStep(
   gpu: Gpu,
   m: BenchModel,
-  method: Method,
+  method: StepMethod,
   opts: { steps?: number; dtype?: WeightDtype; profile?: boolean } = {},
 ): Promise<StepTiming> {
   const steps = opts.steps ?? 10;
@@ -117,8 +110,16 @@ export async function benchStep(
   const loadStart = performance.now();
   const model = await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
   const prepared = await attach(model, m, method);
-  for (const g of prepared.groups) for (const p of g.params) p.requiresGrad = true;
-  const opt = new AdamW(gpu, prepared.groups, { lr: LR[method] });
+  for (const g of prepared.groups) for (const p of g.params) p.tensor.requiresGrad = true;
+  const opt = new AdamW(
+    gpu,
+    prepared.groups.map((g) => ({
+      params: g.params.map((p) => p.tensor),
+      lr: g.lr,
+      weightDecay: g.weightDecay,
+    })),
+    { lr: DEFAULT_LR[method] },
+  );
   const batch = randomBatch(m, m.config.vocab_size as number);
   let lossSum = keep(Tensor.zeros(gpu, []));
   let stepsRun = 0;
@@ -172,7 +173,7 @@ export async function benchStep(
     return {
       model: m.name,
       method,
-      trainable: prepared.groups.reduce((s, g) => s + g.params.reduce((a, p) => a + p.size, 0), 0),
+      trainable: prepared.trainable,
       wallMs,
       setupS: (warmStart - loadStart) / 1000,
       warmS: (warmEnd - warmStart) / 1000,
@@ -237,7 +238,7 @@ if (import.meta.main) {
   const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
   const names = (values.models ?? (software ? "roberta-small,llama-small" : "roberta-base,llama7b-layer"))
     .split(",");
-  const methods = (values.methods ?? "ssh,lora,fourierft,full").split(",") as Method[];
+  const methods = (values.methods ?? "ssh,lora,fourierft,full").split(",") as StepMethod[];
   const dtype = (values.dtype ?? "f32") as WeightDtype;
   console.log(`hartley training steps on ${gpu.description}; weights ${dtype}; ${new Date().toISOString()}`);
   const rows: StepTiming[] = [];

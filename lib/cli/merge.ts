@@ -8,7 +8,7 @@ import { getGpu } from "../gpu/mod.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
-import { describeHead } from "./setup.ts";
+import { describeHead } from "./head_config.ts";
 
 const FLAGS = {
   model: { type: "string", default: "models/default", arg: "DIR", help: "the base model directory" },

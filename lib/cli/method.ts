@@ -18,7 +18,7 @@ import type { Transform } from "../spectral/transforms.ts";
 import type { Tensor } from "../tensor/mod.ts";
 import type { NamedParam, ParamGroupSpec } from "../train/trainer.ts";
 import type { TaskName } from "../train/tasks.ts";
-import { describeHead } from "./setup.ts";
+import { describeHead } from "./head_config.ts";
 
 /** The methods `train` offers. */
 export const METHODS = ["ssh", "lora", "fourierft", "full", "head"] as const;

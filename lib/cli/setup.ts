@@ -10,7 +10,6 @@ import { join } from "node:path";
 import { type HfConfig, loadHfConfig, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig, preprocessImage } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { writeFileAtomic } from "../io/atomic.ts";
 import {
   BatchIterator,
   CausalLmDataset,
@@ -370,45 +369,6 @@ async function imageSplits(
     summary: `${spec.data}: ${train.length} training images` +
       (evalSet ? `, ${evalSet.length} eval images` : ""),
   };
-}
-
-/** The transformers class of each task per family (for config.json of written models). */
-const ARCHITECTURES: Record<string, Partial<Record<TaskName, string>>> = {
-  gpt2: { "causal-lm": "GPT2LMHeadModel", "seq-cls": "GPT2ForSequenceClassification" },
-  llama: { "causal-lm": "LlamaForCausalLM", "seq-cls": "LlamaForSequenceClassification" },
-  bert: { "seq-cls": "BertForSequenceClassification" },
-  roberta: { "seq-cls": "RobertaForSequenceClassification" },
-  vit: { "image-cls": "ViTForImageClassification" },
-};
-
-/**
- * Make a written model directory's config.json describe its head: `architectures` for the
- * task and, for classification, `id2label`/`label2id` (so the directory loads with the
- * right head); GPT-2/LLaMA classifiers also get a `pad_token_id` when they had none.
- */
-export async function describeHead(
-  dir: string,
-  task: TaskName,
-  labelNames: string[] | undefined,
-  numLabels: number | undefined,
-  padId?: number,
-): Promise<void> {
-  const path = join(dir, "config.json");
-  const json = JSON.parse(await Deno.readTextFile(path));
-  const arch = ARCHITECTURES[json.model_type]?.[task];
-  if (arch) json.architectures = [arch];
-  if (task !== "causal-lm" && numLabels !== undefined) {
-    const names = Array.from({ length: numLabels }, (_, i) => labelNames?.[i] ?? `LABEL_${i}`);
-    json.id2label = Object.fromEntries(names.map((n, i) => [String(i), n]));
-    json.label2id = Object.fromEntries(names.map((n, i) => [n, i]));
-    if (
-      json.pad_token_id == null && padId !== undefined &&
-      (json.model_type === "gpt2" || json.model_type === "llama")
-    ) {
-      json.pad_token_id = padId;
-    }
-  }
-  await writeFileAtomic(path, JSON.stringify(json, null, 2) + "\n");
 }
 
 /**
