@@ -18,7 +18,7 @@ import {
   planMatmul,
 } from "../lib/linalg/matmul.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
-import { median, warmUp } from "./stats.ts";
+import { median, uniformValues, warmUp } from "./stats.ts";
 
 /** One product to time: C (m, n) = op(A) op(B) with inner size k. */
 export interface MatmulBenchShape {
@@ -81,17 +81,6 @@ export const SMALL_SHAPES: MatmulBenchShape[] = [
   { m: 512, n: 512, k: 8, label: "rank-8 up-projection" },
 ];
 
-/** Deterministic values in [-1, 1) (fast enough for 45M-element operands). */
-function filler(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
 /** Largest relative error of sampled entries of C against float64 dot products. */
 function spotCheck(shape: MatmulBenchShape, a: Float32Array, b: ArrayLike<number>, c: Float32Array): number {
   const { m, n, k } = shape;
@@ -126,7 +115,8 @@ export async function benchMatmul(
   const rows: MatmulBenchRow[] = [];
   for (const shape of shapes) {
     const { m, n, k } = shape;
-    const ah = filler(m * k, 1), bh = filler(k * n, 2);
+    // uniform in [-1, 1): standard deviation 1/√3
+    const ah = uniformValues(m * k, 1 / Math.sqrt(3), 1), bh = uniformValues(k * n, 1 / Math.sqrt(3), 2);
     const bHalf = precisions.includes(true) ? Float16Array.from(bh) : undefined;
     const a = upload(gpu, ah);
     const c = gpu.pool.acquire(m * n * 4);
