@@ -60,19 +60,20 @@ const F32 = new Float32Array(1);
 const U32 = new Uint32Array(F32.buffer);
 
 /**
- * A workgroup-wide sum and max over `wg` invocations (a power of two) through shared memory.
- * Call from uniform control flow only; every invocation gets the result.
- */
-/**
  * Invocations of a one-workgroup-per-row kernel for rows of `length`: 32 for short rows (64 or
  * fewer), else 128. A 128-wide group over a 24-element row idles most of its invocations and
  * pays seven barrier levels per reduction: on lavapipe that made softmax and LayerNorm over
- * short rows 3–4× slower than the same work on 32 invocations.
+ * short rows several times slower than the same work on 32 invocations (see
+ * `deno task bench-step --models=demo --profile`).
  */
 export function rowWorkgroupSize(length: number): 32 | 128 {
   return length <= 64 ? 32 : 128;
 }
 
+/**
+ * A workgroup-wide sum and max over `wg` invocations (a power of two) through shared memory.
+ * Call from uniform control flow only; every invocation gets the result.
+ */
 export function workgroupReduce(wg: number): string {
   return `
 var<workgroup> red_: array<f32, ${wg}>;

@@ -27,7 +27,7 @@ const tokenIds = Array.from({ length: PRODUCT_TOKENS }, (_, k) => k);
  * `out[t·rows + r] = Σ_{e ∈ row r} w_e · c[k_e] · inp[t·in_width + index_e]` for t < tokens,
  * r < rows: ẑ = S̃ x̂ by rows (forward) or S̃ᵀ δ̂ by columns (backward). One invocation per
  * output row r and block of {@link PRODUCT_TOKENS} tokens, so each entry's (index, coefficient,
- * weight) is read once per block, not once per token (2× faster on lavapipe). Accumulators are
+ * weight) is read once per block, not once per token. Accumulators are
  * named, not an array (SPEC §3). Bindings: plan (u32), c (f32 coefficients), inp, out, params
  * {tokens, rows, in_width, ptr, ent}.
  */

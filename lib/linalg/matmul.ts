@@ -21,13 +21,13 @@ export type { MatmulTile } from "../../kernels/matmul.ts";
 
 /**
  * The preset tiles. `wide` (64×128, 128 invocations) for products with enough tiles to fill
- * the GPU, `medium` otherwise and when a side is ≤ 64 (`medium8`, with 8×8 register tiles, on
- * software adapters: up to 1.9× faster there); `small` (32×32, 64 invocations) when
- * both sides are ≤ 32 (attention over short sequences: 3–7× faster than `m32` there on
- * lavapipe); `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32` for few
- * columns (x·Aᵀ with a rank-r A). `large` (128×128),
- * `tall` (128×64) and `large16` (a deeper K step, single-buffered so it fits 32 KiB) are kept
- * for tuning: on an H100 they ran 1–5% behind `wide` (bench/RESULTS.md).
+ * the GPU; `medium` otherwise and when a side is ≤ 64 (`medium8`, with 8×8 register tiles, on
+ * software adapters: up to 1.9× faster there); `small` (32×32, 64 invocations) when both
+ * sides are ≤ 32 (attention over short sequences, where `m32` computed 128 columns for ≤ 32);
+ * `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32` for few columns
+ * (x·Aᵀ with a rank-r A). `large` (128×128), `tall` (128×64) and `large16` (a deeper K step,
+ * single-buffered so it fits 32 KiB) are kept for tuning: on an H100 they ran 1–5% behind
+ * `wide` (bench/RESULTS.md).
  */
 export const MATMUL_TILES = {
   // the default for large products: fastest of 11 tiles on an H100 (bench/RESULTS.md, 2026-11-27)
