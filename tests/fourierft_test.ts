@@ -1,3 +1,4 @@
+import { reloadedLogits } from "./model_helpers.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { FIXTURES, loadableFamilies, Prng, randomLinear, randomPositions } from "./peft_helpers.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
@@ -94,11 +95,8 @@ Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and r
     for (const [k, mod] of adapter.modules) {
       assertEquals(Array.from(loaded.modules.get(k)!.indices!), Array.from(mod.indices!));
     }
-    const fresh = await loadModel(gpu, dir);
-    await loadAdapterInto(fresh, tmp);
-    const again = await noGrad(() => tidy(() => fresh.forward(batch).logits)).toArray();
+    const again = await reloadedLogits(gpu, dir, tmp, batch);
     assertEquals(Array.from(again), Array.from(logits), "reloaded logits, bit for bit");
-    fresh.dispose();
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }

@@ -1,3 +1,4 @@
+import { reloadedLogits } from "./model_helpers.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { denseReference, FIXTURES, loadableFamilies, Prng, randomLinear, runLayer } from "./peft_helpers.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
@@ -132,11 +133,8 @@ for (const family of ["gpt2", "llama", "roberta"].filter((f) => loadableFamilies
       }
       assertEquals(saved.config.targetModules, original.config.targetModules);
       assertEquals(saved.config.fanInFanOut, original.config.fanInFanOut);
-      const fresh = await loadModel(gpu, `${FIXTURES}models/${family}`);
-      await loadAdapterInto(fresh, tmp);
-      const again = await noGrad(() => tidy(() => fresh.forward(batch).logits)).toArray();
+      const again = await reloadedLogits(gpu, `${FIXTURES}models/${family}`, tmp, batch);
       assertEquals(Array.from(again), Array.from(logits), "reloaded logits, bit for bit");
-      fresh.dispose();
     } finally {
       await Deno.remove(tmp, { recursive: true });
     }

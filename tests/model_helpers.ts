@@ -14,7 +14,9 @@ import {
   type ReferenceOutput,
   referenceWeights,
 } from "../lib/models/reference.ts";
+import { loadModel } from "../lib/models/load.ts";
 import { modelShapes } from "../lib/models/shapes.ts";
+import { loadAdapterInto } from "../lib/peft/apply.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import type { Gpt2Config, LlamaConfig } from "../lib/io/hf_config.ts";
 
@@ -106,4 +108,20 @@ export async function tempModelDir(dir: string, config: Record<string, unknown> 
     }
   }
   return tmp;
+}
+
+/** The logits of `batch` from a fresh copy of the model in `modelDir` with the adapter saved in `adapterDir`. */
+export async function reloadedLogits(
+  gpu: Gpu,
+  modelDir: string,
+  adapterDir: string,
+  batch: Batch,
+): Promise<Float32Array> {
+  const fresh = await loadModel(gpu, modelDir);
+  try {
+    await loadAdapterInto(fresh, adapterDir);
+    return await noGrad(() => tidy(() => fresh.forward(batch).logits)).toArray();
+  } finally {
+    fresh.dispose();
+  }
 }

@@ -1,3 +1,4 @@
+import { reloadedLogits } from "./model_helpers.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
   denseReference,
@@ -254,11 +255,8 @@ for (const family of ["gpt2", "llama"].filter((f) => loadableFamilies().includes
       await peft.save(tmp);
       const saved = await loadAdapter(tmp);
       assertEquals(saved.config.peftType, "SSH");
-      const fresh = await loadModel(gpu, dir);
-      await loadAdapterInto(fresh, tmp);
-      const again = await noGrad(() => tidy(() => fresh.forward(batch).logits)).toArray();
+      const again = await reloadedLogits(gpu, dir, tmp, batch);
       assertEquals(Array.from(again), Array.from(logits), "reloaded logits, bit for bit");
-      fresh.dispose();
       // an adapter made for another model
       if (family === "gpt2" && loadableFamilies().includes("llama")) {
         const other = await loadModel(gpu, `${FIXTURES}models/llama`);
