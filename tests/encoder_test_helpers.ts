@@ -144,6 +144,17 @@ export async function directionalCheck(
   return { analytic: norm, numeric };
 }
 
+/** {@link directionalCheck} of each of `keys` on the fixture model in `dir` (relative tolerance 5e-3). */
+export async function expectGradientsMatchDifferences(gpu: Gpu, dir: string, keys: string[]): Promise<void> {
+  const model = await loadModel(gpu, dir);
+  const { batch } = await fixtureBatch(gpu, dir);
+  for (const key of keys) {
+    const { analytic, numeric } = await directionalCheck(gpu, model, batch, key);
+    assertClose([numeric], [analytic], 5e-3, key);
+  }
+  release(model, batch);
+}
+
 /**
  * The fixture's SSH references of `dir` (SPEC §1.3, α from reference.json, on every target):
  * for each transform, attach a {@link SpectralLayer} with the stored positions and
