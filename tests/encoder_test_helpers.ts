@@ -144,6 +144,21 @@ export async function directionalCheck(
   return { analytic: norm, numeric };
 }
 
+/** The last hidden state at the padded positions of the fixture batch of `dir` matches PyTorch's. */
+export async function expectPaddedHiddenParity(gpu: Gpu, dir: string): Promise<void> {
+  const model = await loadModel(gpu, dir);
+  const { batch, ref } = await fixtureBatch(gpu, dir);
+  const hidden = noGrad(() => tidy(() => model.forward(batch).hidden));
+  const ours = await hidden.toArray(), expected = await ref.readF32("hidden_last");
+  const [b, t, h] = hidden.shape, mask = batch.attentionMask!;
+  const padded = Array.from({ length: b * t }, (_, p) => p).filter((p) => mask[p] === 0);
+  assert(padded.length > 0, "the fixture has no padded positions");
+  const pick = (x: Float32Array) => padded.flatMap((p) => Array.from(x.subarray(p * h, (p + 1) * h)));
+  assertClose(pick(ours), pick(expected), 1e-4, "padded positions");
+  hidden.dispose();
+  release(model, batch);
+}
+
 /** {@link directionalCheck} of each of `keys` on the fixture model in `dir` (relative tolerance 5e-3). */
 export async function expectGradientsMatchDifferences(gpu: Gpu, dir: string, keys: string[]): Promise<void> {
   const model = await loadModel(gpu, dir);

@@ -8,6 +8,7 @@ import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "
 import {
   editedModel,
   expectGradientsMatchDifferences,
+  expectPaddedHiddenParity,
   expectParity,
   expectSshReferences,
   expectUsefulGrad,
@@ -29,20 +30,7 @@ Deno.test("bert: with SSH on every target (dht, dht2d, dft), logits, loss and âˆ
 });
 
 Deno.test("bert: hidden states at right-padded positions match PyTorch too", async () => {
-  const gpu = await getGpu();
-  const model = await loadModel(gpu, DIR);
-  const { batch, ref } = await fixtureBatch(gpu, DIR);
-  const hidden = noGrad(() => tidy(() => model.forward(batch).hidden));
-  const ours = await hidden.toArray(), expected = await ref.readF32("hidden_last");
-  const [b, t, h] = hidden.shape, mask = batch.attentionMask!;
-  const pick = (x: Float32Array) =>
-    Array.from({ length: b * t }, (_, p) => p).filter((p) => mask[p] === 0).flatMap((p) =>
-      Array.from(x.subarray(p * h, (p + 1) * h))
-    );
-  assert(pick(expected).length > 0, "the fixture has no padded positions");
-  assertClose(pick(ours), pick(expected), 1e-4, "padded positions");
-  hidden.dispose();
-  release(model, batch);
+  await expectPaddedHiddenParity(await getGpu(), DIR);
 });
 
 Deno.test("bert: f16 weight storage stays close to PyTorch", async () => {

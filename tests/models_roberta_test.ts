@@ -6,6 +6,7 @@ import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import {
   editedModel,
   expectGradientsMatchDifferences,
+  expectPaddedHiddenParity,
   expectParity,
   expectSshReferences,
   expectUsefulGrad,
@@ -58,18 +59,7 @@ Deno.test("roberta: with SSH on every target (dht, dht2d, dft), logits, loss and
 });
 
 Deno.test("roberta: hidden states at right-padded positions match PyTorch too", async () => {
-  const gpu = await getGpu();
-  const model = await loadModel(gpu, DIR);
-  const { batch, ref } = await fixtureBatch(gpu, DIR);
-  const hidden = noGrad(() => tidy(() => model.forward(batch).hidden));
-  const ours = await hidden.toArray(), expected = await ref.readF32("hidden_last");
-  const [b, t, h] = hidden.shape, mask = batch.attentionMask!;
-  const padded = Array.from({ length: b * t }, (_, p) => p).filter((p) => mask[p] === 0);
-  assert(padded.length > 0, "the fixture has no padded positions");
-  const pick = (x: Float32Array) => padded.flatMap((p) => Array.from(x.subarray(p * h, (p + 1) * h)));
-  assertClose(pick(ours), pick(expected), 1e-4, "padded positions");
-  hidden.dispose();
-  release(model, batch);
+  await expectPaddedHiddenParity(await getGpu(), DIR);
 });
 
 Deno.test("roberta: f16 weight storage stays close to PyTorch", async () => {
