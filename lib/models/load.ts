@@ -42,8 +42,8 @@ export interface LoadModelOptions {
   /** Seed of a new (missing) head's initialisation (default 0). */
   seed?: number;
   /**
-   * Read the weights from this source instead of the directory's checkpoint (e.g.
-   * bench/models.ts for benchmarks at a model's shape without its weights).
+   * Read the weights from this source instead of the directory's checkpoint (e.g. random
+   * weights generated on demand, to benchmark a model's shape without downloading it).
    */
   source?: TensorSource;
 }
