@@ -2,7 +2,7 @@
  * How transformers' `_init_weights` starts a parameter, by its key: every bias at 0, every norm
  * weight (LayerNorm, RMSNorm, GPT-2's `ln_*`) at 1, everything else random with the model's
  * `initializer_range`. One rule for new heads (lib/nn/load.ts), models made from scratch
- * (lib/train/init.ts) and benchmark weights (bench/models.ts).
+ * (lib/train/init.ts) and benchmark weights.
  * @module
  */
 
