@@ -10,7 +10,9 @@ set -uo pipefail
 tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-steps torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+parts=" ${*:-dispatch steps torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+# STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
+step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
 export DENO_DIR=$PWD/.device/deno_dir
 run="deno run -A --no-lock --cached-only"
@@ -29,13 +31,14 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
   echo "-- $name: exit $rc, $((SECONDS - t0)) s"
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
-part steps 300 $run bench/step.ts --profile
+part dispatch 30 $run bench/dispatch.ts
+part steps 300 $run bench/step.ts $step_args
 part torch_steps 120 python3 bench/torch_steps.py
 part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
-  --tiles=auto,large,tall,64x128x16_8x8_2,64x128x8_8x8_1,64x128x8_8x8_2g4,64x128x8_8x8_2g16,64x256x8_8x16_2,128x128x8_16x8_2,32x128x8_4x8_2
+  --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4
 part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh
 part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
 echo

@@ -6,8 +6,9 @@
  * (prepareMethod, batchLoss, AdamW).
  *
  * Reported per step: wall-clock milliseconds in steady state (steps submitted back to back, one
- * sync at the end: what a training run sees), GPU milliseconds between timestamps, the CPU time
- * to encode a step, dispatches, and the peak of pooled GPU memory. `--profile` adds each
+ * sync at the end: what a training run sees), GPU milliseconds between timestamps with steps
+ * back to back in one submit (the GPU's own time), the CPU time to record a step and to submit
+ * it (wall ≈ GPU ms says the GPU is the bound; wall ≈ record + submit, the CPU), dispatches, and the peak of pooled GPU memory. `--profile` adds each
  * kernel's share of one step's GPU time.
  *
  *     deno task bench-step                             # GPU: roberta-base, llama7b-layer
@@ -64,10 +65,12 @@ export interface StepTiming {
   trainable: number;
   /** Steady-state wall-clock ms per step. */
   wallMs: number;
-  /** Median GPU ms per step (timestamps), or NaN without timestamp-query. */
+  /** Median GPU ms per step (timestamps, steps back to back in one submit), or NaN without timestamp-query. */
   gpuMs: number;
-  /** CPU ms to encode one step. */
-  encodeMs: number;
+  /** CPU ms to record one step's commands (ops, autograd, optimiser). */
+  recordMs: number;
+  /** CPU ms of the step's submit (finishing the command buffer; on a software adapter, running it). */
+  submitMs: number;
   dispatches: number;
   /** Peak pooled GPU memory while this method ran, bytes. */
   peak: number;
@@ -97,18 +100,33 @@ function randomBatch(m: BenchModel, vocab: number): TrainBatch {
   };
 }
 
-/** Time `method` on `m`: `steps` timed steps after two warm-up steps. */
+/** Options of {@link benchStep}. */
+export interface BenchStepOptions {
+  /** Timed steps (default 10). */
+  steps?: number;
+  /** Storage of the frozen weights when the model is loaded here (full fine-tuning: always f32). */
+  dtype?: WeightDtype;
+  /** Add a per-kernel profile of one step. */
+  profile?: boolean;
+  /** A model of `m` loaded by the caller, left loaded (not for `full`, which trains every weight). */
+  model?: Model;
+}
+
+/** Time `method` on `m`: `steps` timed steps after a warm-up. */
 export async function benchStep(
   gpu: Gpu,
   m: BenchModel,
   method: StepMethod,
-  opts: { steps?: number; dtype?: WeightDtype; profile?: boolean } = {},
+  opts: BenchStepOptions = {},
 ): Promise<StepTiming> {
   const steps = opts.steps ?? 10;
+  if (opts.model && method === "full") {
+    throw new Error("benchStep: full fine-tuning needs a model of its own");
+  }
   gpu.pool.trim();
   gpu.pool.resetPeak();
   const loadStart = performance.now();
-  const model = await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
+  const model = opts.model ?? await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
   const prepared = await attach(model, m, method);
   for (const g of prepared.groups) for (const p of g.params) p.tensor.requiresGrad = true;
   const opt = new AdamW(
@@ -123,8 +141,11 @@ export async function benchStep(
   const batch = randomBatch(m, m.config.vocab_size as number);
   let lossSum = keep(Tensor.zeros(gpu, []));
   let stepsRun = 0;
-  const step = () => {
+  // `record` collects the CPU time to record a step's commands and `submit` that of its submit
+  // (on a software adapter the submit runs the work); `submit: false` leaves it unsubmitted
+  const step = (record?: number[], submit?: number[] | false) => {
     stepsRun++;
+    const r0 = performance.now();
     tidy(() => {
       model.train(true);
       const loss = batchLoss(model, batch, m.task);
@@ -135,30 +156,32 @@ export async function benchStep(
       lossSum.dispose();
       lossSum = next;
     });
+    const r1 = performance.now();
+    record?.push(r1 - r0);
+    if (submit === false) return;
     gpu.stream.flush();
+    submit?.push(performance.now() - r1);
   };
   try {
     await gpu.sync();
     const warmStart = performance.now();
-    await warmUp(gpu, step);
+    await warmUp(gpu, () => step());
     const warmEnd = performance.now();
     const d0 = gpu.stream.dispatches;
-    const encode: number[] = [];
+    const record: number[] = [];
+    const submit: number[] = [];
     const t0 = performance.now();
-    for (let i = 0; i < steps; i++) {
-      const e = performance.now();
-      step();
-      encode.push(performance.now() - e);
-    }
+    for (let i = 0; i < steps; i++) step(record, submit);
     await gpu.sync();
     const wallMs = (performance.now() - t0) / steps;
     const dispatches = (gpu.stream.dispatches - d0) / steps;
     let gpuMs = NaN;
     if (gpu.timestamps) {
+      // all steps in one submit, so that the GPU never waits for the CPU between them
       const timer = new GpuTimer(gpu, steps + 1);
       await timer.mark();
       for (let i = 0; i < steps; i++) {
-        step();
+        step(undefined, false);
         await timer.mark();
       }
       gpuMs = median(await timer.read());
@@ -178,7 +201,8 @@ export async function benchStep(
       setupS: (warmStart - loadStart) / 1000,
       warmS: (warmEnd - warmStart) / 1000,
       gpuMs,
-      encodeMs: median(encode),
+      recordMs: median(record),
+      submitMs: median(submit),
       dispatches,
       peak: gpu.pool.stats().peak,
       loss,
@@ -188,7 +212,7 @@ export async function benchStep(
     lossSum.dispose();
     opt.dispose();
     prepared.peft?.detach();
-    model.dispose();
+    if (!opts.model) model.dispose();
     await gpu.sync();
   }
 }
@@ -196,14 +220,26 @@ export async function benchStep(
 /** The step table, one row per (model, method). */
 export function formatSteps(rows: StepTiming[]): string {
   return table(
-    ["model", "method", "trainable", "wall ms", "GPU ms", "encode ms", "dispatches", "peak GiB", "loss"],
+    [
+      "model",
+      "method",
+      "trainable",
+      "wall ms",
+      "GPU ms",
+      "record ms",
+      "submit ms",
+      "dispatches",
+      "peak GiB",
+      "loss",
+    ],
     rows.map((r) => [
       r.model,
       r.method,
       `${r.trainable}`,
       r.wallMs.toFixed(2),
       Number.isNaN(r.gpuMs) ? "—" : r.gpuMs.toFixed(2),
-      r.encodeMs.toFixed(2),
+      r.recordMs.toFixed(2),
+      r.submitMs.toFixed(2),
       `${Math.round(r.dispatches)}`,
       (r.peak / 2 ** 30).toFixed(2),
       r.loss.toFixed(4),
@@ -238,7 +274,9 @@ if (import.meta.main) {
   const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
   const names = (values.models ?? (software ? "roberta-small,llama-small" : "roberta-base,llama7b-layer"))
     .split(",");
-  const methods = (values.methods ?? "ssh,lora,fourierft,full").split(",") as StepMethod[];
+  // full fine-tuning last: it changes the weights that the others share
+  const methods = (values.methods ?? "ssh,lora,fourierft,full").split(",")
+    .sort((a, b) => Number(a === "full") - Number(b === "full")) as StepMethod[];
   const dtype = (values.dtype ?? "f32") as WeightDtype;
   console.log(`hartley training steps on ${gpu.description}; weights ${dtype}; ${new Date().toISOString()}`);
   const rows: StepTiming[] = [];
@@ -247,29 +285,41 @@ if (import.meta.main) {
       throw new Error(`--models: unknown model "${name}" (known: ${Object.keys(BENCH_MODELS).join(", ")})`);
     }
   }
-  // method by method, so that a run cut short still has every model's SSH row
-  for (const method of methods) {
-    for (const m of names.map((n) => BENCH_MODELS[n])) {
-      // full fine-tuning of a 7B layer's 32000-word embedding is not what the anchor measures
-      if (method === "full" && m.task === "causal-lm") continue;
-      let r: StepTiming;
-      try {
-        r = await benchStep(gpu, m, method, {
-          steps: Number(values.steps ?? (software ? 2 : 10)),
-          dtype,
-          profile: values.profile,
-        });
-      } catch (e) {
-        // one failing method must not hide the others' numbers
-        console.error(`${m.name} ${method}: FAILED: ${e instanceof Error ? e.stack : e}`);
-        continue;
+  // model by model, loaded once for the methods that keep its weights frozen
+  for (const m of names.map((n) => BENCH_MODELS[n])) {
+    let shared: Model | undefined;
+    try {
+      for (const method of methods) {
+        // full fine-tuning of a 7B layer's 32000-word embedding is not what the anchor measures
+        if (method === "full" && m.task === "causal-lm") continue;
+        let r: StepTiming;
+        try {
+          if (!shared && method !== "full") {
+            const t0 = performance.now();
+            shared = await loadBenchModel(gpu, m, dtype);
+            console.log(`${m.name}: loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+          }
+          r = await benchStep(gpu, m, method, {
+            steps: Number(values.steps ?? (software ? 2 : 10)),
+            dtype,
+            profile: values.profile,
+            model: method === "full" ? undefined : shared,
+          });
+        } catch (e) {
+          // one failing method must not hide the others' numbers
+          console.error(`${m.name} ${method}: FAILED: ${e instanceof Error ? e.stack : e}`);
+          continue;
+        }
+        rows.push(r);
+        console.log(
+          `${m.name} ${method}: ${r.wallMs.toFixed(2)} ms/step (GPU ${r.gpuMs.toFixed(2)} ms); ` +
+            `${method === "full" ? "load and attach" : "attach"} ${r.setupS.toFixed(1)} s, ` +
+            `compile and warm-up ${r.warmS.toFixed(1)} s`,
+        );
+        if (r.kernels) console.log(formatProfile(r.kernels));
       }
-      rows.push(r);
-      console.log(
-        `${m.name} ${method}: ${r.wallMs.toFixed(2)} ms/step (GPU ${r.gpuMs.toFixed(2)} ms); ` +
-          `load and attach ${r.setupS.toFixed(1)} s, compile and warm-up ${r.warmS.toFixed(1)} s`,
-      );
-      if (r.kernels) console.log(formatProfile(r.kernels));
+    } finally {
+      shared?.dispose();
     }
   }
   console.log("\ntraining step\n" + formatSteps(rows));

@@ -77,7 +77,7 @@ Deno.test("pool reuse is stream-ordered: a released buffer serves later work of 
   assertEquals(sizeClass(70000), 73728);
 });
 
-Deno.test("pool.trim destroys a free buffer only once its last submit completed", async () => {
+Deno.test("pool.trim destroys a free buffer only once its last use is submitted", async () => {
   const gpu = await getGpu();
   await gpu.sync();
   gpu.pool.trim(); // start with no free buffers
@@ -88,9 +88,26 @@ Deno.test("pool.trim destroys a free buffer only once its last submit completed"
   const before = gpu.pool.stats().allocated;
   gpu.pool.trim(); // x's clear is not even submitted: x must survive
   assertEquals(gpu.pool.stats().allocated, before);
-  await gpu.sync(); // the clear ran on a live buffer (a destroyed one is a validation error)
-  gpu.pool.trim();
+  gpu.stream.flush();
+  gpu.pool.trim(); // submitted, maybe still running: WebGPU keeps it alive until done
   assertEquals(gpu.pool.stats().allocated, before - sizeClass(size));
+  await gpu.sync(); // the clear ran on a live buffer (a destroyed one is a validation error)
+});
+
+Deno.test("a large write lands in stream order: after the work encoded before it", async () => {
+  const gpu = await getGpu();
+  const n = 300_007; // over the arena's upload size: written by queue.writeBuffer
+  const first = Float32Array.from({ length: n }, (_, i) => Math.sin(i));
+  const second = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+  const x = upload(gpu, first);
+  const y = gpu.pool.acquire(n * 4), z = gpu.pool.acquire(n * 4);
+  gpu.stream.dispatch(scale, [x, y], Math.ceil(n / 64), params(n, 2)); // encoded, not submitted
+  gpu.stream.write(x, second);
+  gpu.stream.dispatch(scale, [x, z], Math.ceil(n / 64), params(n, 3));
+  const [ys, zs] = [await readF32(gpu, y, n), await readF32(gpu, z, n)];
+  assertEquals(ys.findIndex((v, i) => v !== 2 * first[i]), -1, "the first dispatch saw the old contents");
+  assertEquals(zs.findIndex((v, i) => v !== Math.fround(3 * second[i])), -1, "the second saw the new");
+  for (const b of [x, y, z]) gpu.pool.release(b);
 });
 
 Deno.test("a kernel that does not compile names itself and its line", async () => {

@@ -4,9 +4,11 @@
  * buffer goes through the one command stream (dispatches, `stream.write` copies), and WebGPU
  * runs the commands of a queue in order, so the new owner's writes land after the old owner's
  * reads. (Reusing only after the submit completed made a step's memory the sum of all its
- * temporaries, times the steps the CPU ran ahead: 80 GB for a RoBERTa-base step.) Only
- * destroying a buffer waits for its last submit to complete ({@link BufferPool.trim}).
- * Never write a pooled buffer with `queue.writeBuffer`: it would jump the stream.
+ * temporaries, times the steps the CPU ran ahead: 80 GB for a RoBERTa-base step.) Destroying
+ * a buffer ({@link BufferPool.trim}) waits only until its last use is submitted: WebGPU keeps a
+ * destroyed buffer alive for work already submitted. Never write a pooled buffer with
+ * `queue.writeBuffer` directly: it would jump the work encoded but not yet submitted (`stream.write`
+ * submits that first).
  * @module
  */
 
@@ -20,7 +22,7 @@ export interface PoolStats {
   allocated: number;
   /** Bytes handed out and not yet released. */
   inUse: number;
-  /** Bytes free for reuse whose last submit has not completed yet (not destroyable). */
+  /** Bytes free for reuse whose last use is not submitted yet (not destroyable). */
   pending: number;
   /** Bytes free for reuse (pending included). */
   free: number;
@@ -43,8 +45,8 @@ export function sizeClass(bytes: number): number {
 /** A pool of buffers keyed by (usage, size class). */
 export class BufferPool {
   #free = new Map<string, GPUBuffer[]>();
-  /** Free buffers whose last use may still be in flight: buffer → serial of that submit. */
-  #inFlight = new Map<GPUBuffer, number>();
+  /** Free buffers whose last use may not be submitted yet: buffer → serial of that submit. */
+  #unsubmitted = new Map<GPUBuffer, number>();
   #owned = new Set<GPUBuffer>();
   #inUse = new Set<GPUBuffer>();
   #allocated = 0;
@@ -62,7 +64,7 @@ export class BufferPool {
     const buffer = this.#free.get(key)?.pop();
     if (buffer) {
       this.#freeBytes -= size;
-      this.#inFlight.delete(buffer);
+      this.#unsubmitted.delete(buffer);
       this.#inUse.add(buffer);
       return buffer;
     }
@@ -84,20 +86,20 @@ export class BufferPool {
     free.push(buffer);
     this.#free.set(key, free);
     this.#freeBytes += buffer.size;
-    this.#inFlight.set(buffer, this.nextSubmit);
+    this.#unsubmitted.set(buffer, this.nextSubmit);
   }
 
-  /** Called by the stream when submit `serial` (and every earlier one) has completed. */
-  completed(serial: number): void {
-    for (const [b, s] of this.#inFlight) if (s <= serial) this.#inFlight.delete(b);
+  /** Called by the stream once submit `serial` (and every earlier one) is submitted. */
+  submitted(serial: number): void {
+    for (const [b, s] of this.#unsubmitted) if (s <= serial) this.#unsubmitted.delete(b);
   }
 
-  /** Destroy every free buffer whose work has completed (e.g. after a phase whose shapes will not recur). */
+  /** Destroy every free buffer whose work is submitted (e.g. after a phase whose shapes will not recur). */
   trim(): void {
     for (const [key, list] of this.#free) {
-      const keep = list.filter((b) => this.#inFlight.has(b));
+      const keep = list.filter((b) => this.#unsubmitted.has(b));
       for (const b of list) {
-        if (this.#inFlight.has(b)) continue;
+        if (this.#unsubmitted.has(b)) continue;
         this.#owned.delete(b);
         this.#allocated -= b.size;
         this.#freeBytes -= b.size;
@@ -120,7 +122,7 @@ export class BufferPool {
     return {
       allocated: this.#allocated,
       inUse,
-      pending: [...this.#inFlight.keys()].reduce((n, b) => n + b.size, 0),
+      pending: [...this.#unsubmitted.keys()].reduce((n, b) => n + b.size, 0),
       free: this.#freeBytes,
       peak: this.#peak,
     };

@@ -18,7 +18,7 @@ export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: n
 export type Groups = number | readonly [number, number?, number?];
 
 const ARENA_CHUNK = 1 << 20;
-/** Uploads larger than this get their own staging buffer instead of the arena. */
+/** Uploads larger than this go straight to `queue.writeBuffer` instead of the arena. */
 const ARENA_MAX_UPLOAD = 1 << 18;
 const ARENA_USAGE = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
@@ -77,7 +77,7 @@ export class Stream {
   #uploads: Arena;
   #bindGroups = new Map<string, GPUBindGroup>();
   #staging: GPUBuffer[] = [];
-  #afterSubmit: ((done: Promise<void>) => void)[] = [];
+  #afterSubmit: (() => void)[] = [];
   #dispatches = 0;
   #uniformAlign: number;
   #profiler: KernelProfiler | null = null;
@@ -187,15 +187,12 @@ export class Stream {
     if (bytes.byteLength % 4 !== 0) throw new Error("stream.write: byte length must be a multiple of 4");
     if (bytes.byteLength === 0) return;
     if (bytes.byteLength > ARENA_MAX_UPLOAD) {
-      const staging = this.gpu.device.createBuffer({
-        size: bytes.byteLength,
-        usage: GPUBufferUsage.COPY_SRC,
-        mappedAtCreation: true,
-      });
-      new Uint8Array(staging.getMappedRange()).set(bytes);
-      staging.unmap();
-      this.copy(staging, 0, buffer, offset, bytes.byteLength);
-      this.#afterSubmit.push((done) => done.then(() => staging.destroy()));
+      // writeBuffer lands before the next submit, so submit what is encoded first. It copies
+      // once into the runtime's staging memory: a mapped staging buffer of our own was 3×
+      // slower on lavapipe (Deno copies a whole mapped range on getMappedRange) and made
+      // loading a LLaMA-7B layer's 1.9 GB take 89 s on the H100
+      this.flush();
+      this.gpu.device.queue.writeBuffer(buffer, offset, bytes as Uint8Array<ArrayBuffer>);
       return;
     }
     const slot = this.#uploads.alloc(bytes.byteLength, 4);
@@ -253,7 +250,13 @@ export class Stream {
     this.#enc().resolveQuerySet(querySet, 0, count, dst, 0);
   }
 
-  /** Submit everything encoded so far (when nothing was, only if `always`). */
+  /**
+   * Submit everything encoded so far (when nothing was, only if `always`). Nothing here waits
+   * for the GPU: in Deno, `queue.onSubmittedWorkDone()` blocks the calling thread until the
+   * GPU is idle, so asking it after every submit made each step wait for its own work and the
+   * CPU could not record the next step meanwhile (H100, RoBERTa-base SSH step: 42.6 ms to
+   * record plus 65.8 ms in the submit; bench/RESULTS.md).
+   */
   flush(always = false): void {
     this.#endPass();
     const callbacks = this.#afterSubmit;
@@ -264,9 +267,8 @@ export class Stream {
     device.queue.submit([this.#enc().finish()]);
     this.#encoder = null;
     this.#afterSubmit = [];
-    const serial = pool.nextSubmit++;
+    pool.submitted(pool.nextSubmit++);
     this.gpu.submits++;
-    const done = device.queue.onSubmittedWorkDone().then(() => pool.completed(serial));
-    for (const cb of callbacks) cb(done);
+    for (const cb of callbacks) cb();
   }
 }

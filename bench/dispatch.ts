@@ -1,0 +1,48 @@
+/**
+ * What one dispatch costs beyond its kernel: GPU time per dispatch of a chain of `count`
+ * element-wise adds, each reading the previous one's output (the dependent case, as in a
+ * training step) and each reading the same inputs (independent), for a tiny and a
+ * transformer-sized tensor. The tiny dependent case is the per-dispatch floor that fusing
+ * kernels saves; the CPU column is what recording one dispatch costs in JS and the runtime.
+ *
+ *     deno run -A bench/dispatch.ts [--count=400]
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { add, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { table, timeEncode } from "./stats.ts";
+
+const { values } = parseArgs({ options: { count: { type: "string" } } });
+const count = Number(values.count ?? 400);
+const gpu = await getGpu();
+console.log(`dispatch cost on ${gpu.description}; ${count} adds per timing; ${new Date().toISOString()}`);
+const rows: string[][] = [];
+for (const elements of [1024, 4096 * 768]) {
+  const a = Tensor.zeros(gpu, [elements]);
+  const b = Tensor.zeros(gpu, [elements]);
+  for (const dependent of [true, false]) {
+    let cpuMs = 0;
+    const encode = () => {
+      const t0 = performance.now();
+      noGrad(() =>
+        tidy(() => {
+          let x = a;
+          for (let i = 0; i < count; i++) x = add(dependent ? x : a, b);
+        })
+      );
+      cpuMs = performance.now() - t0;
+      gpu.stream.flush();
+    };
+    const ms = await timeEncode(gpu, encode, 5);
+    rows.push([
+      `${elements}`,
+      dependent ? "dependent" : "independent",
+      `${(1000 * ms / count).toFixed(2)}`,
+      `${(1000 * cpuMs / count).toFixed(2)}`,
+    ]);
+  }
+  a.dispose();
+  b.dispose();
+}
+console.log(table(["elements", "chain", "GPU µs per dispatch", "CPU µs per dispatch"], rows));
