@@ -76,10 +76,10 @@ Deno.test("matmul: awkward shapes, every transpose combination", async () => {
 Deno.test("matmul: every preset tile, vec4 and scalar paths", async () => {
   const gpu = await getGpu();
   // Alternate the scalar and vec4 paths over the presets (each path is generated per operand,
-  // not per tile) to keep the number of pipelines lavapipe compiles down; `wide` gets both.
+  // not per tile) to keep the number of pipelines lavapipe compiles down; `big` and `wide` get both.
   for (const [i, tile] of (Object.keys(MATMUL_TILES) as MatmulTileName[]).entries()) {
-    if (i % 2 === 0) await check(gpu, 69, 67, 33, { tile, transB: true }); // nothing a multiple of 4
-    if (i % 2 === 1 || tile === "wide") await check(gpu, 68, 72, 40, { tile, transA: true }); // all are
+    if (i % 2 === 0 || tile === "wide") await check(gpu, 69, 67, 33, { tile, transB: true }); // nothing a multiple of 4
+    if (i % 2 === 1 || tile === "big") await check(gpu, 68, 72, 40, { tile, transA: true }); // all are
   }
   await check(gpu, 37, 41, 23, { tile: { bm: 16, bn: 16, bk: 4, tm: 2, tn: 1, buffers: 1, group: 2 } });
 });
@@ -122,8 +122,10 @@ Deno.test("matmul: f16 B (frozen weights) computed in f32", async () => {
 
 Deno.test("matmul: tile choice and split-K heuristics", async () => {
   const gpu = await getGpu();
-  assertEquals(chooseTile(4096, 4096), "wide");
-  assertEquals(chooseTile(4096, 768), "wide"); // 384 tiles of 64×128 fill an H100
+  assertEquals(chooseTile(4096, 4096), "big");
+  assertEquals(chooseTile(4096, 3072), "big"); // 768 tiles of 128×128
+  assertEquals(chooseTile(4096, 4096, 1, 4), "wide"); // a software adapter
+  assertEquals(chooseTile(4096, 768), "wide"); // 384 tiles of 64×128 fill an H100, 192 of 128×128 do not
   assertEquals(chooseTile(1024, 768), "medium");
   assertEquals(chooseTile(384, 64, 1, 4), "medium8"); // on a software adapter
   assertEquals(chooseTile(8, 4096), "m8");

@@ -20,8 +20,9 @@ import {
 export type { MatmulTile } from "../../kernels/matmul.ts";
 
 /**
- * The preset tiles. `wide` (64×128, 128 invocations) for products with enough tiles to fill
- * the GPU; `medium` otherwise and when a side is ≤ 64 (`medium8`, with 8×8 register tiles, on
+ * The preset tiles. `big` (128×128, 8×16 per invocation) for products of at least 1.5 waves of
+ * its tiles on a GPU, `wide` (64×128, 128 invocations) for those with enough of its smaller
+ * tiles to fill the GPU; `medium` otherwise and when a side is ≤ 64 (`medium8`, with 8×8 register tiles, on
  * software adapters: up to 1.9× faster there); `small` (32×32, 64 invocations) when both
  * sides are ≤ 32 (attention over short sequences, where `m32` computed 128 columns for ≤ 32);
  * `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32` for few columns
@@ -30,7 +31,9 @@ export type { MatmulTile } from "../../kernels/matmul.ts";
  * `wide` (bench/RESULTS.md).
  */
 export const MATMUL_TILES = {
-  // the default for large products: fastest of 11 tiles on an H100 (bench/RESULTS.md, 2026-11-27)
+  // 35.3 TFLOP/s at 4096³ on an H100, against 32.2 for `wide` (bench/RESULTS.md, 2026-11-27)
+  big: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 16, buffers: 2 },
+  // fastest of 11 tiles on an H100 at 4096³ before `big`; keeps 4096×768 outputs in 3 waves
   wide: { bm: 64, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
   large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
   large16: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 1 },
@@ -116,6 +119,9 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
   // a software adapter runs few invocations at once: 8×8 register tiles beat 4×4 there
   const medium = target <= CPU_TARGET_GROUPS ? "medium8" : "medium";
   if (m <= 64 || n <= 64) return medium;
+  // 8×16 register tiles read the fewest shared-memory bytes per FMA, but fill a GPU in fewer,
+  // bigger workgroups: worth it from 1.5 waves (a 4096×768 output, 192 of them, is not)
+  if (target > CPU_TARGET_GROUPS && tiles(m, n, MATMUL_TILES.big) * batch >= 1.5 * target) return "big";
   return tiles(m, n, MATMUL_TILES.wide) * batch >= target ? "wide" : medium;
 }
 
