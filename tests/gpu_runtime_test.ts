@@ -77,6 +77,18 @@ Deno.test("pool reuse is stream-ordered: a released buffer serves later work of 
   assertEquals(sizeClass(70000), 73728);
 });
 
+Deno.test("pool hands out the oldest free buffer of a size first, whatever the release order", async () => {
+  const gpu = await getGpu();
+  await gpu.sync();
+  gpu.pool.trim(); // no free buffers of any size
+  const size = 12_345 * 4;
+  const [x, y, z] = [0, 1, 2].map(() => gpu.pool.acquire(size));
+  for (const b of [z, x, y]) gpu.pool.release(b);
+  const again = [0, 1, 2].map(() => gpu.pool.acquire(size));
+  assert(again[0] === x && again[1] === y && again[2] === z, "oldest first");
+  for (const b of again) gpu.pool.release(b);
+});
+
 Deno.test("pool.trim destroys a free buffer only once its last use is submitted", async () => {
   const gpu = await getGpu();
   await gpu.sync();

@@ -100,11 +100,11 @@ Deno.test("a tiny pre-norm decoder block (embeddings, RoPE, GQA causal attention
   assert(losses[losses.length - 1] < 0.2 * losses[0], `evaluation losses ${losses}`);
 });
 
-Deno.test("GPU memory stays flat over 1000 training steps (flush per step, loss read every 50)", async () => {
+Deno.test("GPU memory and bind groups stay flat over 1000 training steps (flush per step, loss read every 50)", async () => {
   const gpu = await getGpu();
   const model = mlp(gpu, 72);
   const opt = new AdamW(gpu, model.params, { lr: 0.01, maxGradNorm: 1 });
-  const allocated: number[] = [], inUse: number[] = [];
+  const allocated: number[] = [], inUse: number[] = [], bindGroups: number[] = [];
   let pending: Promise<Float32Array> | null = null;
   let last = Infinity;
   for (let step = 1; step <= 1000; step++) {
@@ -121,10 +121,13 @@ Deno.test("GPU memory stays flat over 1000 training steps (flush per step, loss 
       pending = null;
       allocated.push(gpu.pool.stats().allocated);
       inUse.push(gpu.pool.stats().inUse);
+      bindGroups.push(gpu.stream.bindGroupsCreated);
     }
   }
   assert(Number.isFinite(last) && last < 0.5, `final loss ${last}`);
   assert(allocated.slice(2).every((a) => a === allocated[1]), `allocated bytes drift: ${allocated}`);
   assert(inUse.every((u) => u === inUse[0]), `in-use bytes drift: ${inUse}`);
   assertEquals(inUse[0] < allocated[1], true);
+  // the pool hands a repeated step the same buffers, so its bind groups come from the cache
+  assert(bindGroups.slice(2).every((b) => b === bindGroups[1]), `bind groups created: ${bindGroups}`);
 });

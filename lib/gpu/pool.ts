@@ -47,7 +47,9 @@ export class BufferPool {
   #free = new Map<string, GPUBuffer[]>();
   /** Free buffers whose last use may not be submitted yet: buffer → serial of that submit. */
   #unsubmitted = new Map<GPUBuffer, number>();
-  #owned = new Set<GPUBuffer>();
+  /** Every live buffer the pool created → its creation serial. */
+  #owned = new Map<GPUBuffer, number>();
+  #created = 0;
   #inUse = new Set<GPUBuffer>();
   #allocated = 0;
   #peak = 0;
@@ -69,21 +71,35 @@ export class BufferPool {
       return buffer;
     }
     const created = this.device.createBuffer({ size, usage, label });
-    this.#owned.add(created);
+    this.#owned.set(created, this.#created++);
     this.#inUse.add(created);
     this.#allocated += size;
     this.#peak = Math.max(this.#peak, this.#allocated);
     return created;
   }
 
-  /** Give a buffer back; work encoded from now on may reuse it (see the module doc). */
+  /**
+   * Give a buffer back; work encoded from now on may reuse it (see the module doc). A free list
+   * hands out its oldest buffer first, so that a step that repeats the same acquires and
+   * releases gets the same buffers each time, and the stream's bind groups for them are reused
+   * (handing out the last one released permuted them from step to step, and a RoBERTa step
+   * created a new bind group for most of its dispatches).
+   */
   release(buffer: GPUBuffer): void {
     if (!this.#inUse.delete(buffer)) {
       throw new Error(`buffer '${buffer.label}' released twice or not from this pool`);
     }
     const key = `${buffer.usage}:${buffer.size}`;
     const free = this.#free.get(key) ?? [];
-    free.push(buffer);
+    // kept newest first: pop() takes the oldest
+    const serial = this.#owned.get(buffer)!;
+    let lo = 0, hi = free.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#owned.get(free[mid])! > serial) lo = mid + 1;
+      else hi = mid;
+    }
+    free.splice(lo, 0, buffer);
     this.#free.set(key, free);
     this.#freeBytes += buffer.size;
     this.#unsubmitted.set(buffer, this.nextSubmit);
