@@ -10,7 +10,7 @@ set -uo pipefail
 tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch steps torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+parts=" ${*:-dispatch wide_tiles big_tiles steps steps_tuned torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -32,7 +32,25 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
 part dispatch 30 $run bench/dispatch.ts
+# tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
+# and the LLaMA shapes
+wide_variants=auto,64x128x8_8x16_2,32x128x8_4x8_2,64x64x8_8x8_2,64x128x16_8x8_2,64x128x8_4x16_2,32x256x8_4x16_2
+part wide_tiles 90 $run bench/matmul.ts --large --no-f16 --reps=10 \
+  --shapes=4096x768x768NT,4096x768x768NN,4096x768x3072NT,4096x768x3072NN --tiles=$wide_variants
+part big_tiles 40 $run bench/matmul.ts --large --no-f16 --reps=10 \
+  --shapes=4096x4096x4096NN,4096x4096x4096NT,2048x4096x4096NT,2048x11008x4096NT,2048x4096x11008NN --tiles=auto,wide
+# the wide_tiles variant with the least step time: each shape weighted by its count per layer
+# (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
+best_wide=""
+if [ -f "$out/wide_tiles.txt" ]; then
+  best_wide=$(awk '$1 ~ /^4096×768×/ && $3 == "f32" { w = ($1 == "4096×768×768") ? 4 : 1; v = $4; sub(/\/s[0-9]+$/, "", v); t[v] += w * $5; n[v]++ }
+    END { for (v in t) if (n[v] == 4 && (best == "" || t[v] < t[best])) best = v; print best }' "$out/wide_tiles.txt")
+  echo "== best wide tile: ${best_wide:-none}"
+fi
 part steps 300 $run bench/step.ts $step_args
+if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then
+  part steps_tuned 60 $run bench/step.ts --models=roberta-base --methods=ssh,lora --wide-tile="$best_wide"
+fi
 part torch_steps 120 python3 bench/torch_steps.py
 part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py

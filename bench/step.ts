@@ -13,6 +13,7 @@
  *
  *     deno task bench-step                             # GPU: roberta-base, llama7b-layer
  *     deno task bench-step --models=demo --methods=ssh --profile
+ *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
  * @module
  */
 import { parseArgs } from "node:util";
@@ -25,6 +26,8 @@ import { add, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import type { TrainBatch } from "../lib/train/data.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
+import { MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
+import { parseTileName } from "../kernels/matmul.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
 
@@ -268,8 +271,17 @@ if (import.meta.main) {
       steps: { type: "string" },
       dtype: { type: "string" },
       profile: { type: "boolean" },
+      "wide-tile": { type: "string" },
     },
   });
+  if (values["wide-tile"]) {
+    // tuning: the `wide` preset (the 768-wide products of RoBERTa-base) replaced for this run
+    const tile = parseTileName(values["wide-tile"]);
+    if (!tile) {
+      throw new Error(`--wide-tile: "${values["wide-tile"]}" is not a tile name like 64x128x8_8x8_2`);
+    }
+    (MATMUL_TILES as Record<string, MatmulTile>).wide = tile;
+  }
   const gpu = await getGpu();
   const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
   const names = (values.models ?? (software ? "roberta-small,llama-small" : "roberta-base,llama7b-layer"))
