@@ -1,8 +1,10 @@
 /**
  * One adapted linear layer's forward + backward (x needs its gradient, W is frozen), as in
  * ../shared/device/layer_bench.py: the frozen layer alone, + SSH through the spectral op
- * (SPEC §1.6, no ΔW), and + SSH through a dense ΔW (materialise ΔW = α/MN·T(S) every step,
- * y = x(W+ΔW)ᵀ, G = δᵀx, ∂c = α/MN·T(G) at the positions — what the PyTorch version does).
+ * (SPEC §1.6, no ΔW), + SSH through a dense ΔW (materialise ΔW = α/MN·T(S) every step,
+ * y = x(W+ΔW)ᵀ, G = δᵀx, ∂c = α/MN·T(G) at the positions — what the PyTorch version does),
+ * and + SSH folded (W + ΔW in the layer's products, ∂c from FHT(x) and FHT(δ): the route
+ * lib/peft/spectral_layer.ts takes for layers small against the tokens).
  * @module
  */
 import { type Gpu, upload } from "../lib/gpu/mod.ts";
@@ -42,6 +44,7 @@ export interface LayerTiming {
   frozen: number;
   spectral: number;
   dense: number;
+  folded: number;
 }
 
 function randomPositions(rng: Prng, m: number, n: number, count: number): Int32Array {
@@ -58,7 +61,7 @@ function randomPositions(rng: Prng, m: number, n: number, count: number): Int32A
   return out;
 }
 
-/** Time the three variants at `shape` with `transform` (dht by default). */
+/** Time the four variants at `shape` with `transform` (dht by default). */
 export async function benchLayer(
   gpu: Gpu,
   shape: LayerShape,
@@ -99,8 +102,19 @@ export async function benchLayer(
     encodeMatmul(gpu, dy, x, g, m, n, t, { transA: true });
     op.denseGradient(g, dcoef, { accumulate: false });
   };
-  const [frozenMs, spectralMs, denseMs] = await timeEncodeEach(gpu, [frozen, spectral, dense], reps);
-  const timing = { shape, frozen: frozenMs, spectral: spectralMs, dense: denseMs };
+  const folded = () => {
+    gpu.stream.copy(w, 0, wSum, 0, m * n * 4);
+    op.materialize(coef, wSum, { accumulate: true });
+    encodeMatmul(gpu, x, wSum, y, t, m, n, { transB: true });
+    encodeMatmul(gpu, dy, wSum, dx, t, n, m);
+    op.coefGradient(x, dy, t, dcoef, { accumulate: false });
+  };
+  const [frozenMs, spectralMs, denseMs, foldedMs] = await timeEncodeEach(
+    gpu,
+    [frozen, spectral, dense, folded],
+    reps,
+  );
+  const timing = { shape, frozen: frozenMs, spectral: spectralMs, dense: denseMs, folded: foldedMs };
   op.dispose();
   for (const b of [w, x, dy, coef, y, dx, dcoef, wSum, g]) gpu.pool.release(b);
   return timing;

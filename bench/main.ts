@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: the numbers that matter, in one run on one device.
  * - FHT throughput (GB/s, f32 and f16 storage),
- * - one SSH layer's forward + backward over the frozen layer's, spectral op vs dense ΔW,
+ * - one SSH layer's forward + backward over the frozen layer's: spectral op, dense ΔW, folded,
  * - matmul GFLOP/s,
  * - a whole SSH training step at the RoBERTa-base and LLaMA-7B-layer shapes (bench/step.ts;
  *   `--no-steps` leaves it out, `deno task bench-step` has every method and a profile),
@@ -79,13 +79,14 @@ if (!values["no-steps"]) {
 
 console.log("\none layer fwd+bwd (x needs grad, W frozen), time over the frozen layer's");
 console.log(table(
-  ["layer M×N", "tokens", "n", "frozen ms", "SSH spectral", "SSH dense ΔW"],
-  layers.map(({ shape: s, frozen, spectral, dense }) => [
+  ["layer M×N", "tokens", "n", "frozen ms", "SSH spectral", "SSH dense ΔW", "SSH folded"],
+  layers.map(({ shape: s, frozen, spectral, dense, folded }) => [
     `${s.m}×${s.n}`,
     `${s.tokens}`,
     `${s.coefs}`,
     frozen.toFixed(3),
     `${(spectral / frozen).toFixed(2)}×`,
     `${(dense / frozen).toFixed(2)}×`,
+    `${(folded / frozen).toFixed(2)}×`,
   ]),
 ));

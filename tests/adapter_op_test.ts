@@ -54,7 +54,7 @@ function reference(
   return { dw, y, dx, g, dc: coefGradReference(positions, g, m, n, transform, alpha) };
 }
 
-Deno.test("forward, backward and materialize match the dense float64 reference", async () => {
+Deno.test("forward, backward, coefGradient and materialize match the dense float64 reference", async () => {
   const gpu = await getGpu();
   for (const [m, n] of SHAPES) {
     for (const transform of TRANSFORMS) {
@@ -82,6 +82,8 @@ Deno.test("forward, backward and materialize match the dense float64 reference",
         const g = upload(gpu, Float32Array.from(want.g));
         op.denseGradient(g, dc, { accumulate: false });
         assertClose(await readF32(gpu, dc, count), want.dc, TOL, `dense dc ${what}`);
+        op.coefGradient(xb, dyb, tokens, dc, { accumulate: false });
+        assertClose(await readF32(gpu, dc, count), want.dc, TOL, `dc from x and δ ${what}`);
         for (const b of [c, xb, dyb, y, dx, dc, dw, g]) gpu.pool.release(b);
         op.dispose();
       }

@@ -25,6 +25,7 @@ import {
   sumF32,
 } from "../lib/peft/ssh.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
+import type { Linear } from "../lib/nn/linear.ts";
 import { coefGradReference, deltaWReference } from "../lib/spectral/adapter_op.ts";
 import {
   energyReference,
@@ -40,47 +41,82 @@ import { AdamW } from "../lib/train/optim.ts";
 const TRANSFORMS: Transform[] = ["dht", "dht2d", "dft"];
 const TOL = 1e-5;
 
-Deno.test("SSH layer: forward, dx and coefficient gradients match the dense float64 layer", async () => {
+Deno.test("SSH layer: forward, dx and coefficient gradients match the dense float64 layer, on both routes", async () => {
   const gpu = await getGpu();
-  const shapes: [number, number, "out_in" | "in_out"][] = [[7, 12, "out_in"], [13, 5, "in_out"], [
-    1,
-    9,
-    "out_in",
-  ]];
-  for (const [m, n, layout] of shapes) {
+  const shapes: [number, number, "out_in" | "in_out", boolean][] = [
+    [7, 12, "out_in", false],
+    [13, 5, "in_out", false],
+    [1, 9, "out_in", false],
+    [6, 10, "out_in", true], // an f16 weight: folded into an f32 copy
+  ];
+  const routes = new Set<string>();
+  for (const [m, n, layout, f16] of shapes) {
     for (const transform of TRANSFORMS) {
-      const p = new Prng(m * 100 + n);
-      const { lin, w, b } = randomLinear(gpu, p, m, n, layout);
-      const positions = randomPositions(p, m, n, Math.min(6, m * n));
-      const coef = p.normals(positions.length / 2);
-      const layer = new SpectralLayer(gpu, "ssh", {
-        outFeatures: m,
-        inFeatures: n,
-        positions,
-        transform,
-        alpha: 17,
-        coef,
-      });
-      lin.adapter = layer;
-      const tokens = 5;
-      const x = p.normals(tokens * n), r = p.normals(tokens * m);
-      const got = await runLayer(gpu, lin, x, r, tokens);
-      const dw = deltaWReference(positions, coef, m, n, transform, 17);
-      const want = denseReference(w, dw, b, x, r, tokens, m, n);
-      const what = `${transform} ${m}×${n} ${layout}`;
-      assertClose(got.y, want.y, TOL, `y ${what}`);
-      assertClose(got.dx, want.dx, TOL, `dx ${what}`);
-      const dc = coefGradReference(positions, want.g, m, n, transform, 17);
-      assertClose(await layer.coef.grad!.toArray(), dc, TOL, `dcoef ${what}`);
-      assert(
-        lin.weight.grad === null && lin.weight.requiresGrad === false,
-        "the frozen weight gets no gradient",
-      );
-      layer.dispose();
-      lin.weight.dispose();
-      lin.bias!.dispose();
+      // 5 tokens take the spectral route for most shapes, 61 fold ΔW into the weight
+      for (const tokens of [5, 61]) {
+        const p = new Prng(m * 100 + n + tokens);
+        const { lin, w, b } = randomLinear(gpu, p, m, n, layout, { f16 });
+        const positions = randomPositions(p, m, n, Math.min(6, m * n));
+        const coef = p.normals(positions.length / 2);
+        const layer = new SpectralLayer(gpu, "ssh", {
+          outFeatures: m,
+          inFeatures: n,
+          positions,
+          transform,
+          alpha: 17,
+          coef,
+        });
+        lin.adapter = layer;
+        const route = layer.route(lin, tokens);
+        routes.add(route);
+        const x = p.normals(tokens * n), r = p.normals(tokens * m);
+        const got = await runLayer(gpu, lin, x, r, tokens);
+        const dw = deltaWReference(positions, coef, m, n, transform, 17);
+        const want = denseReference(w, dw, b, x, r, tokens, m, n);
+        const what = `${transform} ${m}×${n} ${layout}${f16 ? " f16" : ""} T=${tokens} (${route})`;
+        assertClose(got.y, want.y, TOL, `y ${what}`);
+        assertClose(got.dx, want.dx, TOL, `dx ${what}`);
+        const dc = coefGradReference(positions, want.g, m, n, transform, 17);
+        assertClose(await layer.coef.grad!.toArray(), dc, TOL, `dcoef ${what}`);
+        assert(
+          lin.weight.grad === null && lin.weight.requiresGrad === false,
+          "the frozen weight gets no gradient",
+        );
+        layer.dispose();
+        lin.weight.dispose();
+        lin.bias!.dispose();
+      }
     }
   }
+  assertEquals([...routes].sort(), ["fold", "spectral"], "both routes were taken");
+});
+
+Deno.test("SSH layer route: fold only small frozen layers against many tokens", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(5);
+  const { lin } = randomLinear(gpu, p, 768, 768);
+  const layer = new SpectralLayer(gpu, "ssh", {
+    outFeatures: 768,
+    inFeatures: 768,
+    positions: randomPositions(p, 768, 768, 10),
+    transform: "dht",
+    alpha: 300,
+  });
+  assertEquals(layer.route(lin, 4096), "fold"); // RoBERTa-base, batch 32 × 128
+  assertEquals(layer.route(lin, 256), "spectral"); // 768² > 0.5 · 256 · 1536
+  lin.weight.requiresGrad = true;
+  assertEquals(layer.route(lin, 4096), "spectral", "a trained weight is never folded");
+  lin.weight.requiresGrad = false;
+  const big = { weight: { requiresGrad: false }, bias: null } as unknown as Linear;
+  const wide = new SpectralLayer(gpu, "ssh", {
+    outFeatures: 4096,
+    inFeatures: 4096,
+    positions: randomPositions(p, 4096, 4096, 10),
+    transform: "dht",
+    alpha: 300,
+  });
+  assertEquals(wide.route(big, 1 << 20), "spectral", "a 4096² weight copy is too large to fold");
+  for (const x of [layer, wide, lin.weight, lin.bias!]) x.dispose();
 });
 
 Deno.test("SSH layer: a retained graph backpropagates twice; dropped graphs give x̂ back", async () => {

@@ -16,6 +16,12 @@ export interface LinearAdapter {
   delta(x: Tensor): Tensor;
   /** The adapter's trainable tensors. */
   parameters(): Tensor[];
+  /**
+   * The whole layer's output for x, recorded on the tape, when the adapter has a cheaper
+   * route than `x Wᵀ + b + delta(x)` for this input (SSH folds ΔW into a copy of a small W);
+   * null to take that sum.
+   */
+  apply?(layer: Linear, x: Tensor): Tensor | null;
 }
 
 /** Storage orientation of a weight: nn.Linear (out, in) or Conv1D (in, out). */
@@ -61,6 +67,8 @@ export class Linear {
 
   /** x [..., in] → [..., out]. */
   forward(x: Tensor): Tensor {
+    const adapted = this.adapter?.apply?.(this, x);
+    if (adapted) return adapted;
     const y = linear(x, this.weight, this.bias, { weightLayout: this.layout });
     return this.adapter ? add(y, this.adapter.delta(x)) : y;
   }

@@ -1,7 +1,11 @@
 /**
  * A spectral adapter on one linear layer — SSH, or FourierFT (transform `dft`): n trainable
- * coefficients at fixed positions and ΔW = (α/(M·N))·T(S) (SPEC §1.3), applied to activations
- * through {@link SpectralAdapterOp} without ever building ΔW during training (SPEC §1.6).
+ * coefficients at fixed positions and ΔW = (α/(M·N))·T(S) (SPEC §1.3). Two routes:
+ * - spectral: ΔW applied to activations through {@link SpectralAdapterOp} without ever
+ *   building it (SPEC §1.6), four FHTs of the tokens per step;
+ * - folded, for a layer small against the tokens of a step ({@link SpectralLayer.route}):
+ *   W + ΔW built once (a 2-D transform of M·N) and used in the layer's one product, forward and
+ *   backward; the coefficient gradient still comes from FHT(x) and FHT(δ).
  *
  * `delta(x)` records one node on the tape whose gradient rule calls the op's backward for
  * ∂L/∂x and ∂L/∂c. The op keeps x̂ = FHT(x) between forward and backward in a pooled buffer
@@ -11,7 +15,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { GradNode } from "../tensor/autograd.ts";
-import { isGradEnabled, keep, record, Tensor } from "../tensor/mod.ts";
+import { cast, isGradEnabled, keep, linear, matmul, noGrad, record, Tensor } from "../tensor/mod.ts";
+import type { Linear } from "../nn/linear.ts";
 import { SpectralAdapterOp, type SpectralSaved } from "../spectral/adapter_op.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import type { FourierFTModule, SSHModule } from "./files.ts";
@@ -33,6 +38,14 @@ export interface SpectralLayerOptions {
   /** Checkpoint path of the layer, for messages. */
   path?: string;
 }
+
+/** Largest M·N folded into a copy of the weight (16 MiB of f32); larger layers stay spectral. */
+const FOLD_MAX_ELEMENTS = 1 << 22;
+/**
+ * Fold when M·N ≤ FOLD_RATIO · tokens · (M + N): building W + ΔW costs a few passes over M·N
+ * floats, and saves two FHTs of the tokens, the sparse product and two sums over tokens × M or N.
+ */
+const FOLD_RATIO = 0.5;
 
 /** One adapted layer's spectral adapter (kind `ssh` or `fourierft`). */
 export class SpectralLayer implements PeftLayer {
@@ -119,6 +132,50 @@ export class SpectralLayer implements PeftLayer {
     });
     if (out.node) this.#pending.push({ node: out.node, saved });
     return out;
+  }
+
+  /**
+   * The route this adapter takes on `layer` for `tokens` tokens: `fold` when the layer is small
+   * against the tokens (see the module doc) and its weight and bias are frozen, else `spectral`.
+   */
+  route(layer: Linear, tokens: number): "fold" | "spectral" {
+    const m = this.outFeatures, n = this.inFeatures;
+    const frozen = !layer.weight.requiresGrad && !layer.bias?.requiresGrad;
+    return frozen && m * n <= FOLD_MAX_ELEMENTS && m * n <= FOLD_RATIO * tokens * (m + n)
+      ? "fold"
+      : "spectral";
+  }
+
+  /** The layer's output through W + ΔW, when {@link route} says `fold`; else null. */
+  apply(layer: Linear, x: Tensor): Tensor | null {
+    this.#live();
+    const n = this.inFeatures;
+    if (x.dtype !== "f32" || x.shape.length < 1 || x.shape[x.shape.length - 1] !== n) return null;
+    const tokens = x.size / n;
+    if (this.route(layer, tokens) !== "fold") return null;
+    const { gpu, op, coef } = this;
+    const layout = layer.layout;
+    const w = noGrad(() => {
+      if (layer.weight.dtype !== "f32") return cast(layer.weight, "f32");
+      const copy = Tensor.empty(gpu, layer.weight.shape);
+      gpu.stream.copy(layer.weight.buffer, 0, copy.buffer, 0, layer.weight.size * 4);
+      return copy;
+    });
+    op.materialize(coef.buffer, w.buffer, { accumulate: true, transposed: layout === "in_out" });
+    const y = noGrad(() => linear(x, w, layer.bias, { weightLayout: layout }));
+    if (isGradEnabled() && (x.requiresGrad || coef.requiresGrad)) {
+      record(`${this.kind}.folded_linear`, y, [x, coef], [x, w], (g, [xs, ws], need) => {
+        const dx = need[0] ? matmul(g, ws, { transB: layout === "in_out" }) : null;
+        let dcoef: Tensor | null = null;
+        if (need[1]) {
+          dcoef = Tensor.empty(gpu, [this.count]);
+          op.coefGradient(xs.buffer, g.buffer, tokens, dcoef.buffer, { accumulate: false });
+        }
+        return [dx, dcoef];
+      });
+    }
+    w.dispose(); // the tape keeps its own reference for backward
+    return y;
   }
 
   /** The trainable tensors: the coefficients. */

@@ -4,7 +4,8 @@
  * - forward: x̂ = FHT_N(x); ẑ = S̃ x̂ (by rows); y += (α/MN)·FHT_M(ẑ);
  * - backward: δ̂ = FHT_M(δ); ∂L/∂c_k += (α/MN)·Σ_{entries of k} w·Σ_t δ̂[t,u]·x̂[t,v];
  *   dx += (α/MN)·FHT_N(S̃ᵀ δ̂) (by columns);
- * - materialize: ΔW = (α/MN)·T(S) (scatter + one 2-D transform), for merging.
+ * - materialize: ΔW = (α/MN)·T(S) (scatter + one 2-D transform), for merging;
+ * - coefGradient: ∂L/∂c from x and δ alone, for a layer that folded ΔW into its weight.
  * Everything is encoded into `gpu.stream` (no readback, no submit); scratch comes from the pool
  * and repeated calls with the same buffers reuse their bind groups.
  * @module
@@ -147,6 +148,33 @@ export class SpectralAdapterOp {
     }
     gpu.pool.release(dHat);
     saved.release();
+  }
+
+  /**
+   * ∂L/∂c (+)= into `dcoef` from x (T×N) and δ = ∂L/∂y (T×M) (adds unless `accumulate` is
+   * false): the coefficient gradient of {@link backward} without a saved forward, for a layer
+   * that applied ΔW folded into its weight.
+   */
+  coefGradient(
+    x: GPUBuffer,
+    dy: GPUBuffer,
+    tokens: number,
+    dcoef: GPUBuffer,
+    opts: { accumulate?: boolean } = {},
+  ): void {
+    const { gpu, m, nIn } = this;
+    this.#live();
+    this.#checkTokens(tokens);
+    need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
+    need(dy, tokens * m, `dy (tokens×out_features = ${tokens}×${m})`);
+    need(dcoef, this.count, `dcoef (n = ${this.count})`);
+    const xHat = gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
+    const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
+    encodeFht(gpu, x, xHat, tokens, nIn);
+    encodeFht(gpu, dy, dHat, tokens, m);
+    this.spectrum.encodeGrad(dHat, xHat, dcoef, tokens, this.scale, opts.accumulate ?? true);
+    gpu.pool.release(xHat);
+    gpu.pool.release(dHat);
   }
 
   /**
