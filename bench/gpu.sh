@@ -34,7 +34,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/de
 part dispatch 30 $run bench/dispatch.ts
 # tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
 # and the LLaMA shapes
-wide_variants=auto,64x128x8_8x16_2,32x128x8_4x8_2,64x64x8_8x8_2,64x128x16_8x8_2,64x128x8_4x16_2,32x256x8_4x16_2
+wide_variants=auto,64x128x8_4x16_2,96x128x8_8x16_2,128x96x8_16x8_2,128x96x8_8x12_2,96x128x8_8x8_2,128x96x8_8x8_2
 part wide_tiles 90 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x768x768NT,4096x768x768NN,4096x768x3072NT,4096x768x3072NN --tiles=$wide_variants
 part big_tiles 40 $run bench/matmul.ts --large --no-f16 --reps=10 \
