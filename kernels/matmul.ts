@@ -189,21 +189,37 @@ class OperandCode {
 
   /** Prefetch registers (declared once). */
   registers(): string[] {
-    const t = this.v === 4 ? "vec4<f32>" : "f32";
-    return Array.from({ length: this.perThread }, (_, i) => `var ${this.o.x}p${i}: ${t};`);
+    return Array.from({ length: this.perThread }, (_, i) => `var ${this.o.x}p${i}: ${this.#regType()};`);
+  }
+
+  /** A prefetch register's type: the stored element (f16 operands convert at the shared store). */
+  #regType(): string {
+    const scalar = this.o.f16 ? "f16" : "f32";
+    return this.v === 4 ? `vec4<${scalar}>` : scalar;
+  }
+
+  /** A scalar of a prefetch register as f32. */
+  #f32(value: string): string {
+    return this.o.f16 ? `f32(${value})` : value;
+  }
+
+  /** A vec4 prefetch register as vec4<f32>. */
+  #vec4f32(value: string): string {
+    return this.o.f16 ? `vec4<f32>(${value})` : value;
   }
 
   /** Global → registers for the K step starting at `k0`; zero outside the matrix or chunk. */
   load(k0: string): string[] {
-    const { x, kContiguous, outer, f16 } = this.o;
+    const { x, kContiguous, outer } = this.o;
     const lines: string[] = [];
-    const zero = this.v === 4 ? "vec4<f32>()" : "0.0";
-    const conv = this.v === 4 ? "vec4<f32>" : "f32";
+    // f16 stays f16 until the shared store: converting here would make the load's latency
+    // visible at once instead of behind the next K step's products
+    const zero = `${this.#regType()}()`;
     for (let i = 0; i < this.perThread; i++) {
       const idx = kContiguous ? `${x}g${i} + ${k0}` : `${x}g${i} + ${k0} * ${outer}`;
       const read = `${x}[${this.v === 4 ? `(${idx}) / 4u` : idx}]`;
       lines.push(
-        `if (${x}ok${i} && ${k0} + ${x}dk${i} < kEnd) { ${x}p${i} = ${f16 ? `${conv}(${read})` : read}; } ` +
+        `if (${x}ok${i} && ${k0} + ${x}dk${i} < kEnd) { ${x}p${i} = ${read}; } ` +
           `else { ${x}p${i} = ${zero}; }`,
       );
     }
@@ -227,14 +243,14 @@ class OperandCode {
         // chunk runs along k: one scalar store per k row (transposed)
         for (let j = 0; j < this.v; j++) {
           const f = `${buf} + (${x}c${i} + ${j}u) * ${this.stride}u + ${x}r${i}`;
-          body.push(at(f, comp(`${x}p${i}`, this.v, j), false));
+          body.push(at(f, this.#f32(comp(`${x}p${i}`, this.v, j)), false));
         }
       } else {
         const f = `${buf} + ${x}r${i} * ${this.stride}u + ${x}c${i}`;
-        if (this.v === 4 && this.sharedVec) body.push(at(f, `${x}p${i}`, true));
+        if (this.v === 4 && this.sharedVec) body.push(at(f, this.#vec4f32(`${x}p${i}`), true));
         else {
           for (let j = 0; j < this.v; j++) {
-            body.push(at(`${f} + ${j}u`, comp(`${x}p${i}`, this.v, j), false));
+            body.push(at(`${f} + ${j}u`, this.#f32(comp(`${x}p${i}`, this.v, j)), false));
           }
         }
       }
