@@ -9,7 +9,7 @@ import {
   randomPositions,
   runLayer,
 } from "./peft_helpers.ts";
-import { getGpu, upload } from "../lib/gpu/mod.ts";
+import { getGpu, type Gpu, upload } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { referenceBatch } from "../lib/models/parity.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
@@ -91,30 +91,29 @@ Deno.test("SSH layer: forward, dx and coefficient gradients match the dense floa
   assertEquals([...routes].sort(), ["fold", "spectral"], "both routes were taken");
 });
 
+/** An SSH layer of m×n with `count` random positions (dht, α 300), for tests that only route or time. */
+function plainSshLayer(gpu: Gpu, p: Prng, m: number, n: number, count: number): SpectralLayer {
+  return new SpectralLayer(gpu, "ssh", {
+    outFeatures: m,
+    inFeatures: n,
+    positions: randomPositions(p, m, n, count),
+    transform: "dht",
+    alpha: 300,
+  });
+}
+
 Deno.test("SSH layer route: fold only small frozen layers against many tokens", async () => {
   const gpu = await getGpu();
   const p = new Prng(5);
   const { lin } = randomLinear(gpu, p, 768, 768);
-  const layer = new SpectralLayer(gpu, "ssh", {
-    outFeatures: 768,
-    inFeatures: 768,
-    positions: randomPositions(p, 768, 768, 10),
-    transform: "dht",
-    alpha: 300,
-  });
+  const layer = plainSshLayer(gpu, p, 768, 768, 10);
   assertEquals(layer.route(lin, 4096), "fold"); // RoBERTa-base, batch 32 × 128
   assertEquals(layer.route(lin, 256), "spectral"); // 768² > 0.5 · 256 · 1536
   lin.weight.requiresGrad = true;
   assertEquals(layer.route(lin, 4096), "spectral", "a trained weight is never folded");
   lin.weight.requiresGrad = false;
   const big = { weight: { requiresGrad: false }, bias: null } as unknown as Linear;
-  const wide = new SpectralLayer(gpu, "ssh", {
-    outFeatures: 4096,
-    inFeatures: 4096,
-    positions: randomPositions(p, 4096, 4096, 10),
-    transform: "dht",
-    alpha: 300,
-  });
+  const wide = plainSshLayer(gpu, p, 4096, 4096, 10);
   assertEquals(wide.route(big, 1 << 20), "spectral", "a 4096² weight copy is too large to fold");
   for (const x of [layer, wide, lin.weight, lin.bias!]) x.dispose();
 });
