@@ -7,8 +7,11 @@
 import type { Kernel } from "../lib/gpu/mod.ts";
 import { BUILTINS, linearId, stridedFields, stridedOffsets } from "./indexing.ts";
 
-/** Element storage types of copies: raw 32-bit words (f32, i32), f32 values, f16 values. */
-export type CopyType = "u32" | "f32" | "f16";
+/**
+ * Element storage types of copies: raw 32-bit words (f32, i32), four of them at once (a copy
+ * whose rows are contiguous on both sides, in units of 16 bytes), f32 values, f16 values.
+ */
+export type CopyType = "u32" | "vec4<u32>" | "f32" | "f16";
 
 const cache = new Map<string, Kernel>();
 
@@ -22,7 +25,7 @@ export function copyKernel(rank: number, src: CopyType, dst: CopyType): Kernel {
   if (k) return k;
   const value = src === dst ? "v" : `${dst}(v)`;
   k = {
-    name: `layout.copy_${src}_${dst}`,
+    name: `layout.copy_${src.replace("vec4<u32>", "u32x4")}_${dst.replace("vec4<u32>", "u32x4")}`,
     code: `${src === "f16" || dst === "f16" ? "enable f16;" : ""}
 @group(0) @binding(0) var<storage, read> x: array<${src}>;
 @group(0) @binding(1) var<storage, read_write> y: array<${dst}>;

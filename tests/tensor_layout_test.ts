@@ -63,6 +63,8 @@ Deno.test("permute, transpose, reshape", async () => {
       [[5, 3], [1, 0]],
       [[2, 3, 5, 7], [0, 2, 1, 3]],
       [[2, 3, 5, 7], [3, 1, 0, 2]],
+      [[2, 3, 5, 8], [0, 2, 1, 3]], // attention's head split: rows of 8 copied as 16-byte words
+      [[2, 6, 4], [1, 0, 2]],
       [[2, 1, 3, 1, 2, 5], [0, 2, 4, 1, 3, 5]],
     ] as [number[], number[]][]
   ) {
@@ -108,6 +110,10 @@ Deno.test("slice, concat, split", async () => {
   await expectClose(ta.grad, slice(gy, 1, 0, 3), 0, "concat grad a");
   await expectClose(tb.grad, slice(gy, 1, 3, 4), 0, "concat grad b");
   await expectClose(tc.grad, slice(gy, 1, 4, 9), 0, "concat grad c");
+
+  // rows of 4 floats, but starting 1 float in: not whole 16-byte words
+  const u = randArr(rng, [3, 2, 8]);
+  await expectClose(T.slice(leaf(gpu, u, false), 2, 1, 5), slice(u, 2, 1, 5), 0, "slice at an odd offset");
 
   const w = randArr(rng, [4, 9]);
   const tw = leaf(gpu, w);
