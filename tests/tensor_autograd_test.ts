@@ -95,4 +95,8 @@ Deno.test("noGrad records nothing; gradients accumulate; shared inputs sum; reta
   const frozen = T.Tensor.from(gpu, [3, 4], [2]);
   T.sum(T.mul(x, frozen)).backward();
   assertEquals(frozen.grad, null, "no gradient for tensors that do not require one");
+  // four elements: the vec4 forms of mul and of the gradient sums (axpy)
+  const x4 = T.Tensor.from(gpu, [1, -2, 3, 0.5], [4], { requiresGrad: true });
+  for (let i = 0; i < 2; i++) T.sum(T.mul(x4, x4)).backward();
+  assertEquals([...await x4.grad!.toArray()], [4, -8, 12, 2], "vec4 accumulation");
 });

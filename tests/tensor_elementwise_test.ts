@@ -17,6 +17,7 @@ Deno.test("broadcasting add/sub/mul/div: forward and gradients summed to each sh
     [[2, 1, 5], [3, 1]],
     [[1], [4, 3]],
     [[2, 3, 1, 7], [3, 5, 1]],
+    [[4, 6], [4, 6]], // same shapes, a multiple of 4: the vec4 form
   ];
   const ops = {
     add: { f: (a: number, b: number) => a + b, da: () => 1, db: () => 1, gpu: T.add },
@@ -67,10 +68,15 @@ Deno.test("activations match float64 forward and derivative; references pass fin
     gelu: (x) => T.gelu(x),
     gelu_tanh: (x) => T.gelu(x, "tanh"),
   };
-  for (const [name, op] of Object.entries(ops)) {
+  // an awkward size, and a multiple of 4 (the vec4 form)
+  for (
+    const [name, op, shape] of Object.entries(ops).flatMap(([n, o]) =>
+      [[3, 37], [4, 9]].map((s) => [n, o, s] as const)
+    )
+  ) {
     const ref = ACTIVATIONS[name];
-    // awkward size; wide range including the branch points of the approximations
-    let x = map(randArr(rng, [3, 37]), (v) => v * 3);
+    // wide range including the branch points of the approximations
+    let x = map(randArr(rng, shape), (v) => v * 3);
     x.data.set([0.49, -0.51, 0.124, -9, 12, 1e-3]);
     if (name === "log") x = map(x, (v) => Math.abs(v) + 0.1);
     if (name === "exp") x = map(x, (v) => Math.min(v, 5));

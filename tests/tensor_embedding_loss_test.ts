@@ -1,4 +1,4 @@
-import { getGpu } from "../lib/gpu/mod.ts";
+import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
 import * as T from "../lib/tensor/mod.ts";
 import { arr } from "../lib/tensor/reference/array.ts";
 import { patchEmbedForward } from "../lib/tensor/reference/conv.ts";
@@ -106,7 +106,11 @@ Deno.test("cross-entropy reference gradient agrees with finite differences", () 
 
 Deno.test("dropout: mask matches the CPU twin, reproducible per (seed, step), rate ≈ p, same mask backward", async () => {
   const gpu = await getGpu();
-  const n = 5003, p = 0.3;
+  for (const n of [5003, 5004]) await checkDropout(gpu, n); // scalar and vec4 forms
+});
+
+async function checkDropout(gpu: Gpu, n: number): Promise<void> {
+  const p = 0.3;
   const ones = T.Tensor.full(gpu, [n], 1, { requiresGrad: true });
   const y = T.dropout(ones, p, { seed: 7, step: 12, site: 3 });
   const got = await y.toArray();
@@ -122,7 +126,7 @@ Deno.test("dropout: mask matches the CPU twin, reproducible per (seed, step), ra
   const g = await ones.grad!.toArray();
   g.forEach((v, i) => assert(Math.abs(v - (mask[i] ? 2 / (1 - p) : 0)) < 1e-5, `grad ${i}`));
   assert(T.dropout(ones, 0, { seed: 1, step: 1 }) === ones, "p = 0 is the identity");
-});
+}
 
 Deno.test("patch embedding (conv2d, stride = kernel): forward and gradients", async () => {
   const gpu = await getGpu();

@@ -197,7 +197,8 @@ function sum(a: Tensor, b: Tensor): Tensor {
     gpu.stream.copy(a.buffer, 0, out.buffer, 0, a.size * 4);
     a.dispose();
   }
-  launch(gpu, axpyKernel, [b.buffer, out.buffer], out.size, u32s(out.size, f(1)));
+  const n = out.size % 4 === 0 ? out.size / 4 : out.size;
+  launch(gpu, axpyKernel(n !== out.size), [b.buffer, out.buffer], n, u32s(n, f(1)));
   b.dispose();
   return out;
 }

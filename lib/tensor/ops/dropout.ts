@@ -34,10 +34,12 @@ export function dropout(x: Tensor, p: number, key: DropoutKey): Tensor {
   expectDtype("dropout", "f32", x);
   if (!(p >= 0 && p <= 1)) throw new Error(`dropout: probability ${p} is outside [0, 1]`);
   if (p === 0) return x;
-  const params = u32s(x.size, dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)));
+  const x4 = x.size % 4 === 0;
+  const n = x4 ? x.size / 4 : x.size;
+  const params = u32s(n, dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)));
   const apply = (src: Tensor) => {
     const out = Tensor.empty(src.gpu, src.shape);
-    launch(src.gpu, dropoutKernel, [src.buffer, out.buffer], src.size, params);
+    launch(src.gpu, dropoutKernel(x4), [src.buffer, out.buffer], n, params);
     return out;
   };
   return record("dropout", apply(x), [x], [], (g) => [apply(g)]);

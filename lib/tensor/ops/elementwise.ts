@@ -6,6 +6,7 @@
 import {
   BINARY,
   binaryKernel,
+  binaryKernelX4,
   type BinaryOp,
   UNARY,
   unaryKernel,
@@ -24,8 +25,13 @@ export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape, op);
   const out = Tensor.empty(a.gpu, shape);
   const plan = collapse(shape, [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)]);
+  const bufs = [a.buffer, b.buffer, out.buffer];
+  if (plan.shape.length === 1 && plan.strides.every((st) => st[0] === 1) && out.size % 4 === 0) {
+    launch(a.gpu, binaryKernelX4(op), bufs, out.size / 4, u32s(out.size / 4));
+    return out;
+  }
   const params = u32s(out.size, ...plan.shape, ...plan.strides[0], ...plan.strides[1]);
-  launch(a.gpu, binaryKernel(op, plan.shape.length), [a.buffer, b.buffer, out.buffer], out.size, params);
+  launch(a.gpu, binaryKernel(op, plan.shape.length), bufs, out.size, params);
   return out;
 }
 
@@ -34,7 +40,8 @@ function unaryRaw(op: UnaryOp, x: Tensor, s = 0, t = 0): Tensor {
   if (!(op in UNARY)) throw new Error(`elementwise: unknown unary op '${op}'`);
   expectDtype(op, "f32", x);
   const out = Tensor.empty(x.gpu, x.shape);
-  launch(x.gpu, unaryKernel(op), [x.buffer, out.buffer], x.size, u32s(x.size, f(s), f(t)));
+  const n = x.size % 4 === 0 ? x.size / 4 : x.size;
+  launch(x.gpu, unaryKernel(op, n !== x.size), [x.buffer, out.buffer], n, u32s(n, f(s), f(t)));
   return out;
 }
 
