@@ -266,3 +266,35 @@ struct P { n: u32, key: u32, threshold: u32, scale: f32 }
 }
 const DROPOUT: Kernel = { name: "elementwise.dropout", code: dropoutCode(false) };
 const DROPOUT_X4: Kernel = { name: "elementwise.dropout_x4", code: dropoutCode(true) };
+
+/**
+ * A residual connection around dropout, `y[e] = r[e] + (keep(e) ? x[e] * p.scale : 0)` with the
+ * mask of {@link dropoutKernel}: one pass instead of dropout, then add. Bindings x, r, y;
+ * the same uniform.
+ */
+export function dropoutAddKernel(x4: boolean): Kernel {
+  return x4 ? DROPOUT_ADD_X4 : DROPOUT_ADD;
+}
+
+function dropoutAddCode(x4: boolean): string {
+  const t = x4 ? "vec4<f32>" : "f32";
+  const keep = (e: string) => `pcg_(pcg_(${e}) + p.key) >= p.threshold`;
+  const body = x4
+    ? `let x4 = x[i];\n  var d: vec4<f32>;\n  ` +
+      XYZW.map((c, j) => `d.${c} = select(0.0, x4.${c} * p.scale, ${keep(`4u * i + ${j}u`)});`).join("\n  ") +
+      `\n  y[i] = r[i] + d;`
+    : `y[i] = r[i] + select(0.0, x[i] * p.scale, ${keep("i")});`;
+  return `${PCG}
+@group(0) @binding(0) var<storage, read> x: array<${t}>;
+@group(0) @binding(1) var<storage, read> r: array<${t}>;
+@group(0) @binding(2) var<storage, read_write> y: array<${t}>;
+struct P { n: u32, key: u32, threshold: u32, scale: f32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  ${body}
+}`;
+}
+const DROPOUT_ADD: Kernel = { name: "elementwise.dropout_add", code: dropoutAddCode(false) };
+const DROPOUT_ADD_X4: Kernel = { name: "elementwise.dropout_add_x4", code: dropoutAddCode(true) };

@@ -128,6 +128,42 @@ async function checkDropout(gpu: Gpu, n: number): Promise<void> {
   assert(T.dropout(ones, 0, { seed: 1, step: 1 }) === ones, "p = 0 is the identity");
 }
 
+Deno.test("dropoutAdd: residual + dropout(x) in one pass, the same mask, gradients to both", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(31);
+  const key = { seed: 7, step: 12, site: 5 }, p = 0.25;
+  for (const n of [1001, 1004]) { // scalar and vec4 forms
+    const x = randArr(rng, [n]), r = randArr(rng, [n]), g = randArr(rng, [n]);
+    const [tx, tr] = [x, r].map((a) => leaf(gpu, a));
+    const y = T.dropoutAdd(tx, tr, p, key);
+    const mask = dropoutMask(n, p, key);
+    const scale = 1 / (1 - p);
+    await expectClose(
+      y,
+      arr(r.data.map((v, i) => v + (mask[i] ? x.data[i] * scale : 0)), [n]),
+      1e-6,
+      `forward ${n}`,
+    );
+    const unfused = await T.add(T.dropout(tx, p, key), tr).toArray();
+    assertEquals([...await y.toArray()], [...unfused], "bitwise the unfused composition");
+    y.backward(leaf(gpu, g, false));
+    await expectClose(
+      tx.grad,
+      arr(g.data.map((v, i) => (mask[i] ? v * scale : 0)), [n]),
+      1e-6,
+      `grad x ${n}`,
+    );
+    await expectClose(tr.grad, g, 0, `grad residual ${n}`);
+  }
+  const [a, b] = [randArr(rng, [6]), randArr(rng, [6])].map((v) => leaf(gpu, v, false));
+  assertEquals(
+    [...await T.dropoutAdd(a, b, 0, key).toArray()],
+    [...await T.add(a, b).toArray()],
+    "p = 0 adds",
+  );
+  assertThrows(() => T.dropoutAdd(a, leaf(gpu, randArr(rng, [5]), false), p, key), "one shape");
+});
+
 Deno.test("patch embedding (conv2d, stride = kernel): forward and gradients", async () => {
   const gpu = await getGpu();
   const rng = new Rng(53);

@@ -7,7 +7,7 @@
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { Linear } from "../nn/linear.ts";
-import { dropout, type Tensor } from "../tensor/mod.ts";
+import { add, dropout, dropoutAdd, type Tensor } from "../tensor/mod.ts";
 import type { Batch, Model, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext } from "./registry.ts";
 
@@ -66,6 +66,12 @@ export abstract class BaseModel implements Model {
   protected dropout(x: Tensor, p: number, site: number): Tensor {
     if (!this.#training || p === 0) return x;
     return dropout(x, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
+  }
+
+  /** `residual + this.dropout(x, p, site)`, in one pass in train mode. */
+  protected dropoutAdd(x: Tensor, residual: Tensor, p: number, site: number): Tensor {
+    if (!this.#training || p === 0) return add(x, residual);
+    return dropoutAdd(x, residual, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
   }
 
   /** {@link dropout} at `site` as a function, or null where it is the identity (eval mode, p = 0). */

@@ -145,9 +145,9 @@ export class BertModel extends BaseModel {
           : null;
         const [q, k, v] = [layer.query, layer.key, layer.value].map((l) => l.forward(prev));
         const a = encoderAttention(q, k, v, { numHeads: c.numHeads, headDim: c.headDim, mask, probsDropout });
-        const y = layer.attnNorm.forward(add(this.dropout(layer.attnOut.forward(a), drop, site + 1), prev));
+        const y = layer.attnNorm.forward(this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1));
         const m = layer.out.forward(activate(layer.inter.forward(y), c.activation));
-        return layer.outNorm.forward(add(this.dropout(m, drop, site + 2), y));
+        return layer.outNorm.forward(this.dropoutAdd(m, y, drop, site + 2));
       });
       prev.dispose(); // saved activations hold their own views
     });

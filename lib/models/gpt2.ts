@@ -83,9 +83,9 @@ export class Gpt2Model extends BaseModel {
           scale,
           probsDropout,
         });
-        const y = add(prev, this.dropout(blk.attnProj.forward(a), residDrop, 3 * i + 2));
+        const y = this.dropoutAdd(blk.attnProj.forward(a), prev, residDrop, 3 * i + 2);
         const m = blk.fcProj.forward(activate(blk.fc.forward(blk.ln2.forward(y)), c.activation));
-        return add(y, this.dropout(m, residDrop, 3 * i + 3));
+        return this.dropoutAdd(m, y, residDrop, 3 * i + 3);
       });
       prev.dispose(); // the block's input is no longer needed (saved activations hold their own views)
     });

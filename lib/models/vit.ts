@@ -117,9 +117,9 @@ export class VitModel extends BaseModel {
           mask: null,
           probsDropout,
         });
-        const y = add(this.dropout(layer.attnOut.forward(a), drop, site + 1), prev);
+        const y = this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1);
         const m = layer.out.forward(activate(layer.inter.forward(layer.normAfter.forward(y)), c.activation));
-        return add(this.dropout(m, drop, site + 2), y);
+        return this.dropoutAdd(m, y, drop, site + 2);
       });
       prev.dispose(); // saved activations hold their own views
     });

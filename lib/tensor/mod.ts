@@ -48,5 +48,5 @@ export { maskedSoftmax, softmax, type SoftmaxMask } from "./ops/softmax.ts";
 export { attention, type AttentionOptions, rope, type RopeTables, ropeTables } from "./ops/attention.ts";
 export { embedding, groupIds, splitRuns } from "./ops/embedding.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
-export { dropout, type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./ops/dropout.ts";
+export { dropout, dropoutAdd, type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./ops/dropout.ts";
 export { patchEmbed } from "./ops/conv.ts";

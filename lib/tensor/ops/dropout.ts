@@ -3,9 +3,11 @@
  * reproducible and the backward pass regenerates it instead of storing it.
  * @module
  */
-import { dropoutKernel, pcgHash } from "../../../kernels/elementwise.ts";
+import { dropoutAddKernel, dropoutKernel, pcgHash } from "../../../kernels/elementwise.ts";
 import { record } from "../autograd.ts";
+import { fmt, sameShape } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
+import { add } from "./elementwise.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 
 /** Where a dropout mask comes from: the run's seed, the training step, and the call site. */
@@ -32,15 +34,51 @@ export function dropoutThreshold(p: number): number {
  */
 export function dropout(x: Tensor, p: number, key: DropoutKey): Tensor {
   expectDtype("dropout", "f32", x);
-  if (!(p >= 0 && p <= 1)) throw new Error(`dropout: probability ${p} is outside [0, 1]`);
+  checkProbability("dropout", p);
   if (p === 0) return x;
-  const x4 = x.size % 4 === 0;
-  const n = x4 ? x.size / 4 : x.size;
-  const params = u32s(n, dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)));
+  const { x4, n, params } = launchPlan(x, p, key);
   const apply = (src: Tensor) => {
     const out = Tensor.empty(src.gpu, src.shape);
     launch(src.gpu, dropoutKernel(x4), [src.buffer, out.buffer], n, params);
     return out;
   };
   return record("dropout", apply(x), [x], [], (g) => [apply(g)]);
+}
+
+/**
+ * `residual + dropout(x, p, key)` in one pass, with the mask {@link dropout} would draw (so
+ * the same result); `add(x, residual)` when p = 0.
+ */
+export function dropoutAdd(x: Tensor, residual: Tensor, p: number, key: DropoutKey): Tensor {
+  expectDtype("dropoutAdd", "f32", x, residual);
+  checkProbability("dropoutAdd", p);
+  if (!sameShape(x.shape, residual.shape)) {
+    throw new Error(
+      `dropoutAdd: x ${fmt(x.shape)} and the residual ${fmt(residual.shape)} must have one shape`,
+    );
+  }
+  if (p === 0) return add(x, residual);
+  const { x4, n, params } = launchPlan(x, p, key);
+  const out = Tensor.empty(x.gpu, x.shape);
+  launch(x.gpu, dropoutAddKernel(x4), [x.buffer, residual.buffer, out.buffer], n, params);
+  return record("dropoutAdd", out, [x, residual], [], (g, _, need) => {
+    let gx: Tensor | null = null;
+    if (need[0]) {
+      gx = Tensor.empty(g.gpu, g.shape);
+      launch(g.gpu, dropoutKernel(x4), [g.buffer, gx.buffer], n, params);
+    }
+    return [gx, need[1] ? g : null];
+  });
+}
+
+function checkProbability(op: string, p: number): void {
+  if (!(p >= 0 && p <= 1)) throw new Error(`${op}: probability ${p} is outside [0, 1]`);
+}
+
+/** Invocations (vec4 when the size allows) and uniform of a dropout kernel over x. */
+function launchPlan(x: Tensor, p: number, key: DropoutKey) {
+  const x4 = x.size % 4 === 0;
+  const n = x4 ? x.size / 4 : x.size;
+  const params = u32s(n, dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)));
+  return { x4, n, params };
 }
