@@ -10,7 +10,7 @@ set -uo pipefail
 tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch wide_tiles big_tiles steps steps_tuned torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles steps steps_tuned torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -32,6 +32,7 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
 part dispatch 30 $run bench/dispatch.ts
+part rows 30 $run bench/rows.ts
 # tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
 # and the LLaMA shapes
 wide_variants=auto,64x128x8_4x16_2,96x128x8_8x16_2,128x96x8_16x8_2,128x96x8_8x12_2,96x128x8_8x8_2,128x96x8_8x8_2
