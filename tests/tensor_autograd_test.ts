@@ -1,6 +1,7 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import * as T from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { leaf, randArr, Rng } from "./tensor_helpers.ts";
 
 Deno.test("a 1000-block residual chain: value and gradient match float64, no recursion limit", async () => {
   const gpu = await getGpu();
@@ -99,4 +100,45 @@ Deno.test("noGrad records nothing; gradients accumulate; shared inputs sum; reta
   const x4 = T.Tensor.from(gpu, [1, -2, 3, 0.5], [4], { requiresGrad: true });
   for (let i = 0; i < 2; i++) T.sum(T.mul(x4, x4)).backward();
   assertEquals([...await x4.grad!.toArray()], [4, -8, 12, 2], "vec4 accumulation");
+});
+
+Deno.test("a matmul's input gradient adds into what its input gathered already (no separate sum)", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(77);
+  const [rows, n, m] = [5, 6, 3];
+  const x = randArr(rng, [rows, n]);
+  const ws = [randArr(rng, [m, n]), randArr(rng, [m, n]), randArr(rng, [m, n])];
+  const r = randArr(rng, [rows, m]);
+  const tx = leaf(gpu, x);
+  const tws = ws.map((w) => leaf(gpu, w, false));
+  const names: string[] = [];
+  const stream = gpu.stream;
+  const dispatch = stream.dispatch.bind(stream);
+  stream.dispatch = (kernel, ...rest) => {
+    names.push(kernel.name);
+    dispatch(kernel, ...rest);
+  };
+  try {
+    // h feeds three products: the first gradient to arrive is a fresh tensor, the next two add into it
+    const h = T.tanh(tx);
+    const loss = T.sum(
+      T.mul(T.add(T.add(T.linear(h, tws[0]), T.linear(h, tws[1])), T.linear(h, tws[2])), leaf(gpu, r, false)),
+    );
+    names.length = 0;
+    loss.backward();
+    assertEquals(names.filter((k) => k.startsWith("elementwise.axpy")).length, 0, `kernels: ${names}`);
+  } finally {
+    stream.dispatch = dispatch;
+  }
+  // dL/dx = (1 − tanh²(x)) ⊙ (r·(W1 + W2 + W3))
+  const want = new Float64Array(rows * n);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let o = 0; o < m; o++) s += r.data[i * m + o] * ws.reduce((a, w) => a + w.data[o * n + j], 0);
+      const t = Math.tanh(x.data[i * n + j]);
+      want[i * n + j] = (1 - t * t) * s;
+    }
+  }
+  assertClose(await tx.grad!.toArray(), want, 1e-5, "x gradient");
 });

@@ -15,7 +15,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { GradNode } from "../tensor/autograd.ts";
-import { cast, isGradEnabled, keep, linear, matmul, noGrad, record, Tensor } from "../tensor/mod.ts";
+import { cast, isGradEnabled, keep, linear, noGrad, record, Tensor } from "../tensor/mod.ts";
+import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import type { Linear } from "../nn/linear.ts";
 import { SpectralAdapterOp, type SpectralSaved } from "../spectral/adapter_op.ts";
 import type { Transform } from "../spectral/transforms.ts";
@@ -164,8 +165,8 @@ export class SpectralLayer implements PeftLayer {
     op.materialize(coef.buffer, w.buffer, { accumulate: true, transposed: layout === "in_out" });
     const y = noGrad(() => linear(x, w, layer.bias, { weightLayout: layout }));
     if (isGradEnabled() && (x.requiresGrad || coef.requiresGrad)) {
-      record(`${this.kind}.folded_linear`, y, [x, coef], [x, w], (g, [xs, ws], need) => {
-        const dx = need[0] ? matmul(g, ws, { transB: layout === "in_out" }) : null;
+      record(`${this.kind}.folded_linear`, y, [x, coef], [x, w], (g, [xs, ws], need, acc) => {
+        const dx = need[0] ? linearInputGradient(g, ws, layout, acc[0]) : null;
         let dcoef: Tensor | null = null;
         if (need[1]) {
           dcoef = Tensor.empty(gpu, [this.count]);

@@ -15,11 +15,15 @@ import { Tensor } from "./tensor.ts";
  * A gradient rule: given the upstream gradient `g` (the shape of the op's result), the saved
  * tensors, and which inputs need a gradient, return one gradient per input (null where not
  * needed). Rules are written with the same tensor ops, run under noGrad, and may return `g`.
+ * `acc[j]`, when given, is the gradient input j has gathered so far from its other consumers,
+ * not shared with any other tensor: a rule may add its part into it in place (a matmul's
+ * accumulating epilogue) and return `acc[j]` itself, which saves the separate sum.
  */
 export type GradRule = (
   g: Tensor,
   saved: readonly Tensor[],
   need: readonly boolean[],
+  acc: readonly (Tensor | null)[],
 ) => readonly (Tensor | null)[];
 
 /** How a tensor was computed: the op, its inputs, what backward needs, and the rule. */
@@ -149,8 +153,12 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
       if (g) {
         grads.delete(t);
         const need = node.inputs.map((x) => x.requiresGrad);
+        const acc = node.inputs.map((x, j) => {
+          const prev = need[j] && !x.isLeaf ? grads.get(x) : undefined;
+          return prev && prev.exclusive && node.inputs.indexOf(x) === j ? prev : null;
+        });
         const rule = node.rule!;
-        const gs = tidy(() => rule(g, node.saved, need));
+        const gs = tidy(() => rule(g, node.saved, need, acc));
         // one handle per needed gradient (a rule may return g, or one tensor for two inputs)
         const taken = new Set<Tensor>([g]);
         const handles = node.inputs.map((_, j) => {
@@ -163,7 +171,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
         for (const gx of gs) if (gx && !taken.has(gx)) gx.dispose();
         node.inputs.forEach((x, j) => {
           const gx = handles[j];
-          if (!gx) return;
+          if (!gx || gx === acc[j]) return; // none, or already added into x's gradient
           if (!sameShape(gx.shape, x.shape)) {
             throw new Error(
               `backward: rule of '${node.op}' gave a gradient ${fmt(gx.shape)} for input ${j} of shape ` +

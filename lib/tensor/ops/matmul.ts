@@ -23,7 +23,10 @@ export interface MatmulOpOptions {
   alpha?: number;
 }
 
-/** A fresh `shape` tensor holding `α·op(x)·op(y)` (zeros when k = 0). */
+/**
+ * A fresh `shape` tensor holding `α·op(x)·op(y)` (zeros when k = 0), or, given `into` (an
+ * f32 tensor of that shape), `into += α·op(x)·op(y)` in place, returning `into`.
+ */
 function product(
   x: Tensor,
   y: Tensor,
@@ -32,11 +35,19 @@ function product(
   n: number,
   k: number,
   o: MatmulOptions,
+  into: Tensor | null = null,
 ) {
-  const out = Tensor.empty(x.gpu, shape);
-  if (numel(shape) === 0) return out;
+  const fits = into !== null && into.dtype === "f32" && sameShape(into.shape, shape);
+  const out = fits ? into : Tensor.empty(x.gpu, shape);
+  if (numel(shape) === 0 || (fits && k === 0)) return out;
   if (k === 0) x.gpu.stream.clear(out.buffer, 0, numel(shape) * 4);
-  else encodeMatmul(x.gpu, x.buffer, y.buffer, out.buffer, m, n, k, { ...o, f16B: y.dtype === "f16" });
+  else {
+    encodeMatmul(x.gpu, x.buffer, y.buffer, out.buffer, m, n, k, {
+      ...o,
+      f16B: y.dtype === "f16",
+      accumulate: fits,
+    });
+  }
   return out;
 }
 
@@ -63,6 +74,34 @@ export function linear(
   return product3("linear", x, weight, bias ?? null, {
     transB: (opts.weightLayout ?? "out_in") === "out_in",
   });
+}
+
+/**
+ * ∂L/∂x of `linear(x, weight)` for the upstream gradient g [..., out]: g·W, or g·Wᵀ for an
+ * `in_out` weight. Given `into` (a rule's `acc`, see `GradRule`), adds into it in place and
+ * returns it. No gradient link: for gradient rules.
+ */
+export function linearInputGradient(
+  g: Tensor,
+  weight: Tensor,
+  layout: "out_in" | "in_out",
+  into: Tensor | null = null,
+): Tensor {
+  const [outF, inF] = layout === "out_in" ? weight.shape : [weight.shape[1], weight.shape[0]];
+  if (g.shape[g.shape.length - 1] !== outF) {
+    throw new Error(`linearInputGradient: gradient ${g.describe()} does not fit weight ${weight.describe()}`);
+  }
+  const rows = g.size / outF;
+  return product(
+    g,
+    weight,
+    [...g.shape.slice(0, -1), inF],
+    rows,
+    inF,
+    outF,
+    { transB: layout === "in_out" },
+    into,
+  );
 }
 
 function product3(op: string, a: Tensor, b: Tensor, bias: Tensor | null, opts: MatmulOpOptions): Tensor {
@@ -100,10 +139,11 @@ function product3(op: string, a: Tensor, b: Tensor, bias: Tensor | null, opts: M
     bias: bias?.buffer,
   });
   const aShape = a.shape, bShape = b.shape;
-  return record(op, out, bias ? [a, b, bias] : [a, b], [a, b], (g, [va, vb], need) => {
+  return record(op, out, bias ? [a, b, bias] : [a, b], [a, b], (g, [va, vb], need, acc) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (need[0]) {
-      if (!tA) ga = product(g, vb, aShape, M, k, n, { ...base, transB: !tB, alpha });
+      // the usual case (an input gradient dX = dY·W) adds into what x has gathered already
+      if (!tA) ga = product(g, vb, aShape, M, k, n, { ...base, transB: !tB, alpha }, acc[0]);
       else if (!shared && vb.dtype === "f32") {
         // dA (k×m) = α op(B)·dCᵀ
         ga = product(vb, g, aShape, k, m, n, { batch: B, transA: tB, transB: true, alpha });
