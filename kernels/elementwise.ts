@@ -243,30 +243,6 @@ export function dropoutKernel(x4: boolean): Kernel {
   return x4 ? DROPOUT_X4 : DROPOUT;
 }
 
-function dropoutCode(x4: boolean): string {
-  const t = x4 ? "vec4<f32>" : "f32";
-  const body = x4
-    ? `let x4 = x[i];\n  var r: vec4<f32>;\n  ` +
-      XYZW.map((c, j) =>
-        `r.${c} = select(0.0, x4.${c} * p.scale, pcg_(pcg_(4u * i + ${j}u) + p.key) >= p.threshold);`
-      )
-        .join("\n  ") +
-      `\n  y[i] = r;`
-    : `let keep = pcg_(pcg_(i) + p.key) >= p.threshold;\n  y[i] = select(0.0, x[i] * p.scale, keep);`;
-  return `${PCG}
-@group(0) @binding(0) var<storage, read> x: array<${t}>;
-@group(0) @binding(1) var<storage, read_write> y: array<${t}>;
-struct P { n: u32, key: u32, threshold: u32, scale: f32 }
-@group(0) @binding(2) var<uniform> p: P;
-@compute @workgroup_size(256) fn main(${BUILTINS}) {
-  ${linearId()}
-  if (i >= p.n) { return; }
-  ${body}
-}`;
-}
-const DROPOUT: Kernel = { name: "elementwise.dropout", code: dropoutCode(false) };
-const DROPOUT_X4: Kernel = { name: "elementwise.dropout_x4", code: dropoutCode(true) };
-
 /**
  * A residual connection around dropout, `y[e] = r[e] + (keep(e) ? x[e] * p.scale : 0)` with the
  * mask of {@link dropoutKernel}: one pass instead of dropout, then add. Bindings x, r, y;
@@ -276,25 +252,30 @@ export function dropoutAddKernel(x4: boolean): Kernel {
   return x4 ? DROPOUT_ADD_X4 : DROPOUT_ADD;
 }
 
-function dropoutAddCode(x4: boolean): string {
+function dropoutCode(x4: boolean, residual: boolean): string {
   const t = x4 ? "vec4<f32>" : "f32";
-  const keep = (e: string) => `pcg_(pcg_(${e}) + p.key) >= p.threshold`;
-  const body = x4
+  const kept = (v: string, e: string) =>
+    `select(0.0, ${v} * p.scale, pcg_(pcg_(${e}) + p.key) >= p.threshold)`;
+  const dropped = x4
     ? `let x4 = x[i];\n  var d: vec4<f32>;\n  ` +
-      XYZW.map((c, j) => `d.${c} = select(0.0, x4.${c} * p.scale, ${keep(`4u * i + ${j}u`)});`).join("\n  ") +
-      `\n  y[i] = r[i] + d;`
-    : `y[i] = r[i] + select(0.0, x[i] * p.scale, ${keep("i")});`;
+      XYZW.map((c, j) => `d.${c} = ${kept(`x4.${c}`, `4u * i + ${j}u`)};`).join("\n  ")
+    : `let d = ${kept("x[i]", "i")};`;
+  const binds = residual
+    ? [`var<storage, read> x: array<${t}>`, `var<storage, read> r: array<${t}>`]
+    : [`var<storage, read> x: array<${t}>`];
+  binds.push(`var<storage, read_write> y: array<${t}>`);
   return `${PCG}
-@group(0) @binding(0) var<storage, read> x: array<${t}>;
-@group(0) @binding(1) var<storage, read> r: array<${t}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${t}>;
+${binds.map((v, b) => `@group(0) @binding(${b}) ${v};`).join("\n")}
 struct P { n: u32, key: u32, threshold: u32, scale: f32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(${binds.length}) var<uniform> p: P;
 @compute @workgroup_size(256) fn main(${BUILTINS}) {
   ${linearId()}
   if (i >= p.n) { return; }
-  ${body}
+  ${dropped}
+  y[i] = ${residual ? "r[i] + d" : "d"};
 }`;
 }
-const DROPOUT_ADD: Kernel = { name: "elementwise.dropout_add", code: dropoutAddCode(false) };
-const DROPOUT_ADD_X4: Kernel = { name: "elementwise.dropout_add_x4", code: dropoutAddCode(true) };
+const DROPOUT: Kernel = { name: "elementwise.dropout", code: dropoutCode(false, false) };
+const DROPOUT_X4: Kernel = { name: "elementwise.dropout_x4", code: dropoutCode(true, false) };
+const DROPOUT_ADD: Kernel = { name: "elementwise.dropout_add", code: dropoutCode(false, true) };
+const DROPOUT_ADD_X4: Kernel = { name: "elementwise.dropout_add_x4", code: dropoutCode(true, true) };
