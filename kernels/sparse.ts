@@ -11,6 +11,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
+import { BUILTINS, GROUP_ID, workgroupReduce } from "./indexing.ts";
 
 /** Threads per workgroup of the element-wise sparse kernels. */
 export const SPARSE_THREADS = 256;
@@ -96,35 +97,43 @@ fn main(${ids}) {
 }`,
 };
 
+/** Invocations per coefficient in the gradient's second pass. */
+export const GRAD_REDUCE_THREADS = 32;
+
 /**
- * Gradient, pass 2, one thread per coefficient k: `dc[k] = (accumulate ? dc[k] : 0) + scale ·
+ * Gradient, pass 2, one workgroup per coefficient k: `dc[k] = (accumulate ? dc[k] : 0) + scale ·
  * Σ_{(e, w) of k} w · Σ_chunk partial[chunk·E + e]`, from the coefficient CSR at `ptr`
- * (entries (e, bitcast<u32>(w))). Bindings: plan, partial, dc,
+ * (entries (e, bitcast<u32>(w))); the invocations split the chunks, then sum in workgroup
+ * memory. (One invocation per coefficient summed ≈ 180 values in a row: 42 µs a layer on an
+ * H100, as long as pass 1.) Dispatch `grid(gpu, count)`. Bindings: plan, partial, dc,
  * params {count, ptr, ent, entries, chunks, scale (f32), accumulate}.
  */
 export const gradReduceKernel: Kernel = {
   name: "sparse.grad_reduce",
-  code: `
+  code: `${workgroupReduce(GRAD_REDUCE_THREADS)}
 @group(0) @binding(0) var<storage, read> plan: array<u32>;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dc: array<f32>;
 struct P { count: u32, ptr: u32, ent: u32, entries: u32, chunks: u32, scale: f32, accumulate: u32 }
 @group(0) @binding(3) var<uniform> p: P;
-@compute @workgroup_size(${SPARSE_THREADS})
-fn main(${ids}) {
-  ${linearId}
-  if (id >= p.count) { return; }
-  let end = plan[p.ptr + id + 1u];
+@compute @workgroup_size(${GRAD_REDUCE_THREADS})
+fn main(${BUILTINS}) {
+  let k = ${GROUP_ID};
+  if (k >= p.count) { return; }
+  let end = plan[p.ptr + k + 1u];
   var acc = 0.0;
-  for (var i = plan[p.ptr + id]; i < end; i++) {
+  for (var i = plan[p.ptr + k]; i < end; i++) {
     let e = plan[p.ent + 2u * i];
     var s = 0.0;
-    for (var c = 0u; c < p.chunks; c++) { s += partial[c * p.entries + e]; }
+    for (var c = lid; c < p.chunks; c += ${GRAD_REDUCE_THREADS}u) { s += partial[c * p.entries + e]; }
     acc += bitcast<f32>(plan[p.ent + 2u * i + 1u]) * s;
   }
-  var g = p.scale * acc;
-  if (p.accumulate == 1u) { g += dc[id]; }
-  dc[id] = g;
+  let total = wg_sum(acc, lid);
+  if (lid == 0u) {
+    var g = p.scale * total;
+    if (p.accumulate == 1u) { g += dc[k]; }
+    dc[k] = g;
+  }
 }`,
 };
 

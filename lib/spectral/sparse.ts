@@ -276,8 +276,7 @@ export class SparseSpectrum {
       accumulate ? 1 : 0,
     ]);
     new Float32Array(p2.buffer)[5] = scale;
-    const groups2 = grid(gpu, Math.ceil(this.count / SPARSE_THREADS));
-    gpu.stream.dispatch(gradReduceKernel, [this.plan, partial, dc], groups2, p2);
+    gpu.stream.dispatch(gradReduceKernel, [this.plan, partial, dc], grid(gpu, this.count), p2);
     gpu.pool.release(partial);
   }
 
