@@ -22,13 +22,14 @@ export type { MatmulTile } from "../../kernels/matmul.ts";
 /**
  * The preset tiles. On a GPU: `big` (128×128, 8×16 per invocation) for products of at least 1.5
  * waves of its tiles, `wide` (64×128, 4×16 per invocation) for those with enough of its smaller
- * tiles to fill the GPU, `medium` otherwise and when a side is ≤ 64. Software adapters get 8×8
- * register tiles instead (`wide8`, `medium8`: up to 1.9× faster there). `small` (32×32, 64
- * invocations) when both sides are ≤ 32 (attention over short sequences, where `m32` computed
- * 128 columns for ≤ 32); `m8`/`m32` for few rows (decoding, LoRA rank on the left), `n8`/`n32`
- * for few columns (x·Aᵀ with a rank-r A). `large` (128×128, 8×8), `tall` (128×64) and `large16`
- * (a deeper K step, single-buffered so it fits 32 KiB) are kept for tuning: on an H100 they ran
- * behind `big` and `wide` (bench/RESULTS.md).
+ * tiles to fill the GPU, `medium` otherwise and when a side is ≤ 64. Software adapters get `cpu`
+ * (64×64 with 16×16 per invocation: 1.5–1.8× faster there than 8×8 register tiles, which were up
+ * to 1.9× faster than 4×4). Both: `small` (32×32, 64 invocations) when both sides are ≤ 32
+ * (attention over short sequences, where `m32` computed 128 columns for ≤ 32); `m8`/`m32` for
+ * few rows (decoding, LoRA rank on the left), `n8`/`n32` for few columns (x·Aᵀ with a rank-r A).
+ * `large` (128×128, 8×8), `tall` (128×64) and `large16` (a deeper K step, single-buffered so it
+ * fits 32 KiB) are kept for tuning: on an H100 they ran behind `big` and `wide`
+ * (bench/RESULTS.md).
  */
 export const MATMUL_TILES = {
   // 35.3 TFLOP/s at 4096³ on an H100, against 32.2 for `wide` (bench/RESULTS.md, 2026-11-27)
@@ -36,13 +37,12 @@ export const MATMUL_TILES = {
   // 64×128 with 4×16 per invocation: at the 768-wide products of a RoBERTa-base step, 1–2% ahead
   // of 8×8 and of 96- and 128-row tiles (bench/RESULTS.md, 2026-11-27)
   wide: { bm: 64, bn: 128, bk: 8, tm: 4, tn: 16, buffers: 2 },
-  // the same block with 8×8 per invocation: 15–35% faster than `wide` on lavapipe
-  wide8: { bm: 64, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
+  // software adapters (lavapipe): 16 invocations with 16×16 each, single-buffered
+  cpu: { bm: 64, bn: 64, bk: 8, tm: 16, tn: 16, buffers: 1 },
   large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
   large16: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 1 },
   tall: { bm: 128, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2 },
   medium: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, buffers: 2 },
-  medium8: { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8, buffers: 2 },
   small: { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4, buffers: 2 },
   m8: { bm: 8, bn: 128, bk: 16, tm: 1, tn: 4, buffers: 2 },
   m32: { bm: 32, bn: 128, bk: 16, tm: 2, tn: 8, buffers: 2 },
@@ -119,15 +119,13 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
   if (n <= 8) return "n8";
   if (m <= 32) return "m32";
   if (n <= 32) return "n32";
-  // a software adapter runs few invocations at once: 8×8 register tiles beat 4×4 and 4×16 there
-  const software = target <= CPU_TARGET_GROUPS;
-  const medium = software ? "medium8" : "medium";
-  if (m <= 64 || n <= 64) return medium;
+  // a software adapter runs few invocations at once: the bigger the register tile, the better
+  if (target <= CPU_TARGET_GROUPS) return "cpu";
+  if (m <= 64 || n <= 64) return "medium";
   // 8×16 register tiles read the fewest shared-memory bytes per FMA, but fill a GPU in fewer,
   // bigger workgroups: worth it from 1.5 waves (a 4096×768 output, 192 of them, is not)
-  if (!software && tiles(m, n, MATMUL_TILES.big) * batch >= 1.5 * target) return "big";
-  if (tiles(m, n, MATMUL_TILES.wide) * batch < target) return medium;
-  return software ? "wide8" : "wide";
+  if (tiles(m, n, MATMUL_TILES.big) * batch >= 1.5 * target) return "big";
+  return tiles(m, n, MATMUL_TILES.wide) * batch >= target ? "wide" : "medium";
 }
 
 /** The tile and K split {@link encodeMatmul} uses for a shape and options. */
