@@ -29,6 +29,11 @@ async function logitsOf(model: string, adapter: string | undefined, data: string
   }
 }
 
+/** `hartley eval ... --json` of a model (and adapter) on `data` at 12 tokens. */
+function evalJson(data: string, model: string[]) {
+  return runCli(["eval", ...model, "--data", data, "--seq-len", "12", "--json"]);
+}
+
 for (const method of ["ssh", "lora"]) {
   Deno.test(`train → merge → eval round trip (${method}): the merged model reproduces the adapter model`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "hartley_roundtrip_" });
@@ -47,7 +52,7 @@ for (const method of ["ssh", "lora"]) {
       assertEquals(run.code, 0, run.err);
       const log = await readRunLog(`${dir}/run/log.jsonl`);
       assertEquals(log.map((r) => r.type), ["start", "train", "eval", "checkpoint", "end"]);
-      const merged = await runCli([
+      const mergeArgs = [
         "merge",
         "--model",
         GPT2,
@@ -55,50 +60,23 @@ for (const method of ["ssh", "lora"]) {
         `${dir}/run/adapter`,
         "--out",
         `${dir}/merged`,
-      ]);
+      ];
+      const merged = await runCli(mergeArgs);
       assertEquals(merged.code, 0, merged.err);
       const config = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
       assertEquals(config.architectures, ["GPT2ForSequenceClassification"]);
       const a = await logitsOf(GPT2, `${dir}/run/adapter`, data);
       const b = await logitsOf(`${dir}/merged`, undefined, data);
       assertClose(b, a, 1e-4, "merged vs adapter logits");
-      const evalA = await runCli([
-        "eval",
-        "--model",
-        GPT2,
-        "--adapter",
-        `${dir}/run/adapter`,
-        "--data",
-        data,
-        "--seq-len",
-        "12",
-        "--json",
-      ]);
-      const evalB = await runCli([
-        "eval",
-        "--model",
-        `${dir}/merged`,
-        "--data",
-        data,
-        "--seq-len",
-        "12",
-        "--json",
-      ]);
+      const evalA = await evalJson(data, ["--model", GPT2, "--adapter", `${dir}/run/adapter`]);
+      const evalB = await evalJson(data, ["--model", `${dir}/merged`]);
       assertEquals(evalA.code, 0, evalA.err);
       assertEquals(evalB.code, 0, evalB.err);
       const ra = JSON.parse(evalA.out), rb = JSON.parse(evalB.out);
       assertEquals(rb.accuracy, ra.accuracy);
       assert(Math.abs(rb.loss - ra.loss) < 1e-4, `eval loss ${rb.loss} vs ${ra.loss}`);
       // merging again over an existing directory is refused (nothing written is lost)
-      const again = await runCli([
-        "merge",
-        "--model",
-        GPT2,
-        "--adapter",
-        `${dir}/run/adapter`,
-        "--out",
-        `${dir}/merged`,
-      ]);
+      const again = await runCli(mergeArgs);
       assertEquals(again.code, 1);
       assert(again.err.includes("already exists"), again.err);
     } finally {
@@ -115,16 +93,7 @@ Deno.test("--method head trains only the classifier and writes a model directory
     assertEquals(run.code, 0, run.err);
     const start = (await readRunLog(`${dir}/run/log.jsonl`))[0];
     assertEquals(start.trainable, 2 * 64); // score.weight [2, 64], no bias
-    const ev = await runCli([
-      "eval",
-      "--model",
-      `${dir}/run/model`,
-      "--data",
-      data,
-      "--seq-len",
-      "12",
-      "--json",
-    ]);
+    const ev = await evalJson(data, ["--model", `${dir}/run/model`]);
     assertEquals(ev.code, 0, ev.err);
     assert(JSON.parse(ev.out).accuracy >= 0, ev.out);
     assert(await findCheckpoint(`${dir}/run`), "checkpoint kept for --resume");
