@@ -14,6 +14,7 @@ import { readRunLog } from "../train/log.ts";
 import { writeRandomModel } from "../train/init.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { trainCommand } from "./train.ts";
+import { pathExists } from "../io/paths.ts";
 
 const FLAGS = {
   family: { type: "string", choices: ["gpt2", "llama"], default: "gpt2", help: "architecture family" },
@@ -81,7 +82,7 @@ export function pretrainCommand(args: string[]): Promise<number> {
     if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
     const initDir = join(v.out, "init");
     if (!v.resume) {
-      if (!v.overwrite && await exists(join(v.out, "log.jsonl"))) {
+      if (!v.overwrite && await pathExists(join(v.out, "log.jsonl"))) {
         throw new ArgsError(`${v.out} already holds a run: pass --resume, --overwrite, or another --out`);
       }
       const tokenizer = JSON.parse(await readText(v.tokenizer, "tokenizer"));
@@ -247,14 +248,5 @@ async function readText(path: string, what: string): Promise<string> {
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new ArgsError(`--${what} ${path}: file not found`);
     throw e;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

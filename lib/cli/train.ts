@@ -28,6 +28,7 @@ import {
   readModelConfig,
   taskOfConfig,
 } from "./setup.ts";
+import { pathExists } from "../io/paths.ts";
 
 /** Where the embedded default model lives. */
 export const DEFAULT_MODEL = "models/default";
@@ -487,7 +488,7 @@ async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean):
     }
     return;
   }
-  const held = (await findCheckpoint(outDir)) !== null || (await exists(join(outDir, "log.jsonl")));
+  const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "log.jsonl")));
   if (held && !overwrite) {
     throw new ArgsError(
       `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
@@ -497,14 +498,5 @@ async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean):
     for (const name of ["checkpoint", "adapter", "model", "log.jsonl"]) {
       await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
     }
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

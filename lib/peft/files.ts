@@ -42,6 +42,7 @@ import {
   type SSHConfig,
 } from "./config.ts";
 import { resolveModulesToSave, resolveTargets, SEQ_CLS_HEAD_NAMES } from "./targets.ts";
+import { pathExists } from "../io/paths.ts";
 
 /** The config file of an adapter directory. */
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -145,13 +146,13 @@ export interface LoadOptions {
  */
 export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<Adapter> {
   const configPath = join(dir, ADAPTER_CONFIG_FILE);
-  if (!(await exists(configPath))) {
+  if (!(await pathExists(configPath))) {
     throw new AdapterFileError(`${dir}: not an adapter directory (no ${ADAPTER_CONFIG_FILE})`);
   }
   const config = await loadAdapterConfig(configPath);
   const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
-  if (!(await exists(weightsPath))) {
-    const pickle = await exists(join(dir, "adapter_model.bin"));
+  if (!(await pathExists(weightsPath))) {
+    const pickle = await pathExists(join(dir, "adapter_model.bin"));
     throw new AdapterFileError(
       `${dir}: no ${ADAPTER_WEIGHTS_FILE}${
         pickle ? " (adapter_model.bin, a PyTorch pickle, is not read: save the adapter with safetensors)" : ""
@@ -186,7 +187,7 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
       break;
     case "FOURIERFT": {
       const indicesPath = opts.fourierftIndices ??
-        (await exists(join(dir, FOURIERFT_INDICES_FILE)) ? join(dir, FOURIERFT_INDICES_FILE) : null);
+        (await pathExists(join(dir, FOURIERFT_INDICES_FILE)) ? join(dir, FOURIERFT_INDICES_FILE) : null);
       const side = indicesPath === null ? null : await openSafetensors(indicesPath);
       const modules = await readFourierftModules(file, groups.modules, sizeOf, side);
       const missing = [...modules].find(([, m]) => m.indices === null)?.[0];
@@ -622,14 +623,4 @@ function readLayerShapes(file: SafetensorsFile): Record<string, [number, number]
     );
   }
   return json as Record<string, [number, number]>;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { openSafetensors, type TensorData, writeSafetensors } from "../io/safetensors.ts";
 import type { Position } from "./data.ts";
+import { pathExists } from "../io/paths.ts";
 
 /** The checkpoint folder's name inside a run's output directory. */
 export const CHECKPOINT_DIR = "checkpoint";
@@ -103,12 +104,12 @@ export async function saveCheckpoint(
 /** The checkpoint folder of `outDir`: `checkpoint/`, or a previous one left by a crash mid-swap; null if none. */
 export async function findCheckpoint(outDir: string): Promise<string | null> {
   const target = join(outDir, CHECKPOINT_DIR);
-  if (await exists(join(target, STATE_FILE))) return target;
+  if (await pathExists(join(target, STATE_FILE))) return target;
   try {
     for await (const e of Deno.readDir(outDir)) {
       if (e.isDirectory && e.name.startsWith(`.${CHECKPOINT_DIR}.`) && e.name.endsWith(".old")) {
         const dir = join(outDir, e.name);
-        if (await exists(join(dir, STATE_FILE))) return dir;
+        if (await pathExists(join(dir, STATE_FILE))) return dir;
       }
     }
   } catch (e) {
@@ -177,14 +178,4 @@ export function fingerprintChanges(
     if (a !== b) out.push(`${k}: ${a ?? "unset"} → ${b ?? "unset"}`);
   }
   return out;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
