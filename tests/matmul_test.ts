@@ -97,7 +97,7 @@ Deno.test("matmul: split-K with every epilogue", async () => {
   const gpu = await getGpu();
   await check(gpu, 20, 36, 300, { splitK: 3, bias: true, accumulate: true, alpha: 0.25, batch: 2 });
   await check(gpu, 9, 13, 100, { splitK: 4, transA: true, transB: true });
-  await check(gpu, 65, 64, 129, { splitK: 2, tile: "large", broadcastB: true, batch: 2, accumulate: true });
+  await check(gpu, 65, 64, 129, { splitK: 2, tile: "big", broadcastB: true, batch: 2, accumulate: true });
 });
 
 Deno.test("matmul: f16 B (frozen weights) computed in f32", async () => {

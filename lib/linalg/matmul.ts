@@ -27,9 +27,9 @@ export type { MatmulTile } from "../../kernels/matmul.ts";
  * to 1.9× faster than 4×4). Both: `small` (32×32, 64 invocations) when both sides are ≤ 32
  * (attention over short sequences, where `m32` computed 128 columns for ≤ 32); `m8`/`m32` for
  * few rows (decoding, LoRA rank on the left), `n8`/`n32` for few columns (x·Aᵀ with a rank-r A).
- * `large` (128×128, 8×8), `tall` (128×64) and `large16` (a deeper K step, single-buffered so it
- * fits 32 KiB) are kept for tuning: on an H100 they ran behind `big` and `wide`
- * (bench/RESULTS.md).
+ * Other tiles, for tuning, are passed as a {@link MatmulTile} (`parseTileName` in kernels/matmul.ts
+ * reads names like `128x128x8_8x8_2`, as `bench/matmul.ts --tiles` does); the ones tried on an
+ * H100 are in bench/RESULTS.md.
  */
 export const MATMUL_TILES = {
   // 35.3 TFLOP/s at 4096³ on an H100, against 32.2 for `wide` (bench/RESULTS.md, 2026-11-27)
@@ -39,9 +39,6 @@ export const MATMUL_TILES = {
   wide: { bm: 64, bn: 128, bk: 8, tm: 4, tn: 16, buffers: 2 },
   // software adapters (lavapipe): 16 invocations with 16×16 each, single-buffered
   cpu: { bm: 64, bn: 64, bk: 8, tm: 16, tn: 16, buffers: 1 },
-  large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, buffers: 2 },
-  large16: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, buffers: 1 },
-  tall: { bm: 128, bn: 64, bk: 8, tm: 8, tn: 8, buffers: 2 },
   medium: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, buffers: 2 },
   small: { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4, buffers: 2 },
   m8: { bm: 8, bn: 128, bk: 16, tm: 1, tn: 4, buffers: 2 },
