@@ -18,8 +18,12 @@ export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: n
 export type Groups = number | readonly [number, number?, number?];
 
 const ARENA_CHUNK = 1 << 20;
-/** Uploads larger than this go straight to `queue.writeBuffer` instead of the arena. */
-const ARENA_MAX_UPLOAD = 1 << 18;
+/**
+ * Uploads larger than this go straight to `queue.writeBuffer`, which submits the work encoded
+ * before them. Batches (token ids, masks) stay below it and so never submit inside a step;
+ * weights at load time go above it.
+ */
+const ARENA_MAX_UPLOAD = 1 << 22;
 const ARENA_USAGE = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 let nextBufferId = 1;
@@ -188,9 +192,9 @@ export class Stream {
     if (bytes.byteLength === 0) return;
     if (bytes.byteLength > ARENA_MAX_UPLOAD) {
       // writeBuffer lands before the next submit, so submit what is encoded first. It copies
-      // once into the runtime's staging memory: a mapped staging buffer of our own was 3×
-      // slower on lavapipe (Deno copies a whole mapped range on getMappedRange) and made
-      // loading a LLaMA-7B layer's 1.9 GB take 89 s on the H100
+      // once into the runtime's staging memory: a mapped staging buffer of our own was several
+      // times slower (`deno run -A bench/runtime.ts`) and made loading a LLaMA-7B layer's
+      // 1.9 GB take 89 s on the H100
       this.flush();
       this.gpu.device.queue.writeBuffer(buffer, offset, bytes as Uint8Array<ArrayBuffer>);
       return;
@@ -253,9 +257,9 @@ export class Stream {
   /**
    * Submit everything encoded so far (when nothing was, only if `always`). Nothing here waits
    * for the GPU: in Deno, `queue.onSubmittedWorkDone()` blocks the calling thread until the
-   * GPU is idle, so asking it after every submit made each step wait for its own work and the
-   * CPU could not record the next step meanwhile (H100, RoBERTa-base SSH step: 42.6 ms to
-   * record plus 65.8 ms in the submit; bench/RESULTS.md).
+   * GPU is idle (`deno run -A bench/runtime.ts`), so asking it after every submit made each step
+   * wait for its own work and the CPU could not record the next step meanwhile (H100,
+   * RoBERTa-base SSH step: 42.6 ms to record plus 65.8 ms in the submit; bench/RESULTS.md).
    */
   flush(always = false): void {
     this.#endPass();
