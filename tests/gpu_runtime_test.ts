@@ -108,7 +108,7 @@ Deno.test("pool.trim destroys a free buffer only once its last use is submitted"
 
 Deno.test("a large write lands in stream order: after the work encoded before it", async () => {
   const gpu = await getGpu();
-  const n = 300_007; // over the arena's upload size: written by queue.writeBuffer
+  const n = 1_100_003; // over the arena's upload size (4 MiB): written by queue.writeBuffer
   const first = Float32Array.from({ length: n }, (_, i) => Math.sin(i));
   const second = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
   const x = upload(gpu, first);
