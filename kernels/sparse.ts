@@ -98,7 +98,7 @@ fn main(${ids}) {
 };
 
 /** Invocations per coefficient in the gradient's second pass. */
-export const GRAD_REDUCE_THREADS = 32;
+const GRAD_REDUCE_THREADS = 32;
 
 /**
  * Gradient, pass 2, one workgroup per coefficient k: `dc[k] = (accumulate ? dc[k] : 0) + scale ·
