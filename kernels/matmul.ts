@@ -121,6 +121,8 @@ interface Operand {
   readonly groups: number;
   /** WGSL of the global extent along m or n. */
   readonly outer: string;
+  /** WGSL of the global row stride (elements between stored rows). */
+  readonly ld: string;
   /** WGSL of the invocation's index along m (ty) or n (tx). */
   readonly lane: string;
 }
@@ -161,7 +163,7 @@ class OperandCode {
 
   /** Per-invocation constants: for each load unit, its (k, outer) offsets and global base. */
   setup(origin: string, base: string): string[] {
-    const { x, kContiguous, outer } = this.o;
+    const { x, kContiguous, outer, ld } = this.o;
     const { v, units, threads } = this;
     const lines: string[] = [];
     // Units are v-wide chunks along the contiguous dimension, numbered row by row.
@@ -175,12 +177,12 @@ class OperandCode {
       if (kContiguous) {
         // rows are m (or n), chunks run along k
         lines.push(`let ${x}ok${i} = ${origin} + ${x}r${i} < ${outer}${inUnits};`);
-        lines.push(`let ${x}g${i} = ${base} + (${origin} + ${x}r${i}) * p.k + ${x}c${i};`);
+        lines.push(`let ${x}g${i} = ${base} + (${origin} + ${x}r${i}) * ${ld} + ${x}c${i};`);
         lines.push(`let ${x}dk${i} = ${x}c${i};`);
       } else {
         // rows are k, chunks run along m (or n)
         lines.push(`let ${x}ok${i} = ${origin} + ${x}c${i} < ${outer}${inUnits};`);
-        lines.push(`let ${x}g${i} = ${base} + ${x}r${i} * ${outer} + ${origin} + ${x}c${i};`);
+        lines.push(`let ${x}g${i} = ${base} + ${x}r${i} * ${ld} + ${origin} + ${x}c${i};`);
         lines.push(`let ${x}dk${i} = ${x}r${i};`);
       }
     }
@@ -210,13 +212,13 @@ class OperandCode {
 
   /** Global → registers for the K step starting at `k0`; zero outside the matrix or chunk. */
   load(k0: string): string[] {
-    const { x, kContiguous, outer } = this.o;
+    const { x, kContiguous, ld } = this.o;
     const lines: string[] = [];
     // f16 stays f16 until the shared store: converting here would make the load's latency
     // visible at once instead of behind the next K step's products
     const zero = `${this.#regType()}()`;
     for (let i = 0; i < this.perThread; i++) {
-      const idx = kContiguous ? `${x}g${i} + ${k0}` : `${x}g${i} + ${k0} * ${outer}`;
+      const idx = kContiguous ? `${x}g${i} + ${k0}` : `${x}g${i} + ${k0} * ${ld}`;
       const read = `${x}[${this.v === 4 ? `(${idx}) / 4u` : idx}]`;
       lines.push(
         `if (${x}ok${i} && ${k0} + ${x}dk${i} < kEnd) { ${x}p${i} = ${read}; } ` +
@@ -303,11 +305,20 @@ export function parseTileName(name: string): MatmulTile | null {
   return tileProblem(tile) ? null : tile;
 }
 
-/** The uniform block shared by the main kernel and the host code (12 words). */
+/**
+ * The uniform block shared by the main kernel and the host code (28 words). Batch entry z is
+ * (outer, head) = (z / heads, z % heads); operand X's matrix starts at element
+ * `offX + outer·strideX + ⌊head / groupX⌋·headX` and its stored rows are `ldX` apart, so
+ * attention can read and write heads in place ([B, T, H, D]) and share K/V heads.
+ */
 export const MATMUL_PARAMS = `struct Params {
   m: u32, n: u32, k: u32, tilesN: u32,
   tilesM: u32, tilesMN: u32, splits: u32, kChunk: u32,
-  strideA: u32, strideB: u32, strideC: u32, alpha: f32,
+  lda: u32, ldb: u32, ldc: u32, alpha: f32,
+  heads: u32, pad0: u32, pad1: u32, pad2: u32,
+  offA: u32, strideA: u32, headA: u32, groupA: u32,
+  offB: u32, strideB: u32, headB: u32, groupB: u32,
+  offC: u32, strideC: u32, headC: u32, groupC: u32,
 }`;
 
 /**
@@ -346,6 +357,7 @@ function generate(v: MatmulVariant): string {
       w: wa,
       groups: ga,
       outer: "p.m",
+      ld: "p.lda",
       lane: "ty",
     },
     bk,
@@ -362,6 +374,7 @@ function generate(v: MatmulVariant): string {
       w: wb,
       groups: gb,
       outer: "p.n",
+      ld: "p.ldb",
       lane: "tx",
     },
     bk,
@@ -402,7 +415,11 @@ function generate(v: MatmulVariant): string {
     for (let h = 0; h < gb; h++) {
       const col = `n0 + tx * ${wb}u + ${h * (bn / gb)}u`;
       if (vecC) {
-        const lines = [`let col = ${col};`, `if (col < p.n) {`, `  let ci = (cBase + row * p.n + col) / 4u;`];
+        const lines = [
+          `let col = ${col};`,
+          `if (col < p.n) {`,
+          `  let ci = (cBase + row * p.ldc + col) / 4u;`,
+        ];
         let val = v.partial ? `c${i}_${h}` : `c${i}_${h} * p.alpha`;
         if (bias) val += ` + bias[col / 4u]`;
         if (accumulate) val += ` + c[ci]`;
@@ -415,7 +432,7 @@ function generate(v: MatmulVariant): string {
           if (bias) val += ` + bias[col]`;
           if (accumulate) val += ` + c[ci]`;
           epilogue.push(
-            `    { let col = ${col} + ${j}u; if (col < p.n) { let ci = cBase + row * p.n + col; c[ci] = ${val}; } }`,
+            `    { let col = ${col} + ${j}u; if (col < p.n) { let ci = cBase + row * p.ldc + col; c[ci] = ${val}; } }`,
           );
         }
       }
@@ -489,9 +506,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let kBegin = (wid.z % p.splits) * p.kChunk;
   let kEnd = min(p.k, kBegin + p.kChunk);
   let nt = (kEnd - kBegin + ${bk - 1}u) / ${bk}u;
-  let aBase = batch * p.strideA;
-  let bBase = batch * p.strideB;
-  let cBase = wid.z * p.strideC;
+  let outer = batch / p.heads;
+  let head = batch % p.heads;
+  let aBase = p.offA + outer * p.strideA + (head / p.groupA) * p.headA;
+  let bBase = p.offB + outer * p.strideB + (head / p.groupB) * p.headB;
+  let cBase = ${v.partial ? "wid.z * p.strideC" : "p.offC + outer * p.strideC + (head / p.groupC) * p.headC"};
   let tx = lid % ${nx}u;
   let ty = lid / ${nx}u;
 ${[...A.setup("m0", "aBase"), ...B.setup("n0", "bBase")].map((l) => `  ${l}`).join("\n")}

@@ -8,7 +8,7 @@ import {
   type MatmulTileName,
   planMatmul,
 } from "../lib/linalg/matmul.ts";
-import { matmulReference } from "../lib/linalg/reference.ts";
+import { matmulReference, matmulReferenceInto } from "../lib/linalg/reference.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
 
 /** Seeded uniform [-1, 1) generator (mulberry32). */
@@ -98,6 +98,103 @@ Deno.test("matmul: split-K with every epilogue", async () => {
   await check(gpu, 20, 36, 300, { splitK: 3, bias: true, accumulate: true, alpha: 0.25, batch: 2 });
   await check(gpu, 9, 13, 100, { splitK: 4, transA: true, transB: true });
   await check(gpu, 65, 64, 129, { splitK: 2, tile: "big", broadcastB: true, batch: 2, accumulate: true });
+});
+
+/**
+ * One product over strided operands (buffers of `sizes` elements, C filled with random values
+ * first) against the float64 reference, comparing the whole C buffer: elements outside C's
+ * matrices must come back untouched.
+ */
+async function checkStrided(
+  gpu: Gpu,
+  m: number,
+  n: number,
+  k: number,
+  sizes: { a: number; b: number; c: number },
+  opts: CheckOptions,
+): Promise<void> {
+  const ah = randomF32(sizes.a), bh = randomF32(sizes.b), ch = randomF32(sizes.c);
+  const bStored = opts.f16B ? Float16Array.from(bh) : bh;
+  const a = upload(gpu, ah), b = upload(gpu, bStored), c = upload(gpu, ch);
+  const biasH = opts.bias ? randomF32(n) : undefined;
+  const bias = biasH ? upload(gpu, biasH) : undefined;
+  encodeMatmul(gpu, a, b, c, m, n, k, { ...opts, bias });
+  const out = await readF32(gpu, c, sizes.c);
+  const ref = matmulReferenceInto(ah, bStored, Float64Array.from(ch), m, n, k, { ...opts, bias: biasH });
+  assertClose(out, ref, tolerance(k), `${m}×${n}×${k} ${JSON.stringify(opts)}`);
+  for (const buf of [a, b, c, ...(bias ? [bias] : [])]) gpu.pool.release(buf);
+}
+
+Deno.test("matmul: strided heads (attention in place), grouped B, offsets, every tile", async () => {
+  const gpu = await getGpu();
+  // [B, T, H, D] queries against [B, S, Hkv, D] keys: scores [B·H, T, S] packed
+  for (const [bt, t, s, h, hkv, d] of [[2, 13, 11, 6, 2, 20], [1, 1, 5, 3, 3, 7], [3, 33, 40, 4, 1, 16]]) {
+    const q = { ld: h * d, batchStride: t * h * d, headStride: d };
+    const kv = { ld: hkv * d, batchStride: s * hkv * d, headStride: d, headGroup: h / hkv };
+    const sizes = { a: bt * t * h * d, b: bt * s * hkv * d, c: bt * h * t * s };
+    for (const tile of ["small", "medium", "cpu", "wide", "big", "m8", "n8"] as const) {
+      await checkStrided(gpu, t, s, d, sizes, {
+        batch: bt * h,
+        heads: h,
+        transB: true,
+        alpha: 0.5,
+        layoutA: q,
+        layoutB: kv,
+        tile,
+      });
+    }
+    // probabilities [B·H, T, S] times values [B, S, Hkv, D] into [B, T, H, D] in place
+    await checkStrided(gpu, t, d, s, { a: sizes.c, b: sizes.b, c: sizes.a }, {
+      batch: bt * h,
+      heads: h,
+      layoutB: kv,
+      layoutC: q,
+    });
+    // the key gradient of the last query head of each key head: dSᵀ·Q added into [B, S, Hkv, D]
+    await checkStrided(gpu, s, d, t, { a: sizes.c, b: sizes.a, c: sizes.b }, {
+      batch: bt * hkv,
+      heads: hkv,
+      transA: true,
+      accumulate: true,
+      layoutA: { offset: (h / hkv - 1) * t * s, batchStride: h * t * s, headStride: (h / hkv) * t * s },
+      layoutB: { ...q, offset: (h / hkv - 1) * d, headStride: (h / hkv) * d },
+      layoutC: { ld: hkv * d, batchStride: s * hkv * d, headStride: d },
+    });
+  }
+  // q, k, v packed in one [B, T, 3·H·D] tensor (GPT-2's c_attn), with a bias and f16 B
+  const [bt, t, h, d] = [2, 9, 2, 8];
+  const packed = { ld: 3 * h * d, batchStride: t * 3 * h * d, headStride: d };
+  for (const f16B of gpu.f16 ? [false, true] : [false]) {
+    await checkStrided(gpu, t, t, d, { a: bt * t * 3 * h * d, b: bt * t * 3 * h * d, c: bt * h * t * t }, {
+      batch: bt * h,
+      heads: h,
+      transB: true,
+      bias: true,
+      f16B,
+      layoutA: packed,
+      layoutB: { ...packed, offset: h * d },
+    });
+  }
+  // an odd row stride and offset take the scalar paths
+  await checkStrided(gpu, 5, 6, 7, { a: 3 * 5 * 9 + 3, b: 7 * 6, c: 3 * 5 * 11 + 1 }, {
+    batch: 3,
+    broadcastB: true,
+    layoutA: { ld: 9, offset: 3, batchStride: 45 },
+    layoutC: { ld: 11, offset: 1, batchStride: 55 },
+  });
+});
+
+Deno.test("matmul: strided layouts are checked against the buffers", async () => {
+  const gpu = await getGpu();
+  const a = gpu.pool.acquire(4 * 100), b = gpu.pool.acquire(4 * 100), c = gpu.pool.acquire(4 * 100);
+  const run = (opts: MatmulOptions) => () => encodeMatmul(gpu, a, b, c, 4, 4, 4, opts);
+  assertThrows(run({ layoutA: { ld: 3 } }), "A's ld (3) is below its stored row length 4");
+  assertThrows(run({ layoutB: { offset: 400 } }), "B (1 × 4×4 f32) needs 1664 bytes");
+  assertThrows(run({ batch: 4, heads: 3 }), "batch (4) must be a multiple of heads (3)");
+  assertThrows(run({ batch: 2, heads: 2, layoutC: { headGroup: 2 } }), "headGroup must be 1");
+  assertThrows(run({ layoutC: { ld: 8 }, splitK: 2 }), "cannot be split along K");
+  assertThrows(run({ layoutA: { headStride: -1 } }), "A's headStride must be an integer ≥ 0");
+  for (const buf of [a, b, c]) gpu.pool.release(buf);
 });
 
 Deno.test("matmul: f16 B (frozen weights) computed in f32", async () => {

@@ -1,6 +1,6 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import * as T from "../lib/tensor/mod.ts";
-import { arr } from "../lib/tensor/reference/array.ts";
+import { arr, permute } from "../lib/tensor/reference/array.ts";
 import {
   attentionBackward,
   attentionForward,
@@ -99,10 +99,44 @@ Deno.test("attention (causal, padding, grouped-query): forward and gradients of 
   }
 });
 
+Deno.test("attention on [B, T, H, D] heads in place, with dropout-like factors on the probabilities", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(44);
+  const swap = [0, 2, 1, 3];
+  for (const c of CASES) {
+    const a: AttnDims = { causal: false, mask: null, scale: 0.7, ...c } as AttnDims;
+    // every probability scaled by 0, 1 or 2.5 (a dropout mask with p = 0.6 has factors 0 and 2.5)
+    const factor = Float64Array.from({ length: a.b * a.h * a.t * a.s }, () => [0, 1, 2.5][rng.int(3)]);
+    const q = randArr(rng, [a.b, a.h, a.t, a.d]), k = randArr(rng, [a.b, a.hkv, a.s, a.d]);
+    const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]);
+    const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, permute(x, swap)));
+    const mask = a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null;
+    const f = T.Tensor.from(gpu, Float32Array.from(factor), [a.b, a.h, a.t, a.s]);
+    const y = T.attention(tq, tk, tv, {
+      causal: a.causal,
+      mask,
+      scale: a.scale,
+      layout: "bthd",
+      probsDropout: (p) => T.mul(p, f),
+    });
+    const ref = { ...a, probsFactor: factor };
+    const label = JSON.stringify(c);
+    const out = arr(attentionForward(ref, q.data, k.data, v.data), [a.b, a.h, a.t, a.dv]);
+    await expectClose(y, permute(out, swap), TOL, label);
+    const g = randArr(rng, [a.b, a.t, a.h, a.dv]);
+    y.backward(leaf(gpu, g, false));
+    const grads = attentionBackward(ref, q.data, k.data, v.data, permute(g, swap).data);
+    await expectClose(tq.grad, permute(arr(grads.dq, q.shape), swap), TOL, `dq ${label}`);
+    await expectClose(tk.grad, permute(arr(grads.dk, k.shape), swap), TOL, `dk ${label}`);
+    await expectClose(tv.grad, permute(arr(grads.dv, v.shape), swap), TOL, `dv ${label}`);
+  }
+});
+
 Deno.test("attention reference gradients agree with finite differences", () => {
   const rng = new Rng(43);
   const a: AttnDims = { b: 2, h: 4, hkv: 2, t: 3, s: 4, d: 3, dv: 2, causal: true, mask: null, scale: 0.6 };
   a.mask = Int32Array.from([1, 1, 0, 1, 0, 1, 1, 1]);
+  a.probsFactor = Float64Array.from({ length: 2 * 4 * 3 * 4 }, (_, i) => [1, 0, 2.5][i % 3]);
   const q = rng.normals(2 * 4 * 3 * 3), k = rng.normals(2 * 2 * 4 * 3), v = rng.normals(2 * 2 * 4 * 2);
   const g = rng.normals(2 * 4 * 3 * 2);
   const ref = attentionBackward(a, q, k, v, g);

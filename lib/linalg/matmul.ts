@@ -72,6 +72,46 @@ export interface MatmulOptions {
   tile?: MatmulTileName | MatmulTile;
   /** Number of K chunks computed by separate workgroups and summed by a second pass (1 = none). */
   splitK?: number;
+  /**
+   * The batch is `batch / heads` outer entries of `heads` heads each (default 1), for
+   * {@link MatrixLayout}'s `headStride` and `headGroup`.
+   */
+  heads?: number;
+  /** Where A's matrices lie in its buffer (default: packed back to back). */
+  layoutA?: MatrixLayout;
+  /** Where B's matrices lie (default: packed, or one shared with `broadcastB`). */
+  layoutB?: MatrixLayout;
+  /** Where C's matrices lie (default: packed). A strided C is never split along K. */
+  layoutC?: MatrixLayout;
+}
+
+/**
+ * Placement of one operand's matrices in its buffer, in elements: matrix z = (outer, head) =
+ * (z / heads, z % heads) starts at `offset + outer·batchStride + ⌊head / headGroup⌋·headStride`
+ * and its stored rows (as stored: (k, m) for a transposed A) are `ld` apart. Attention uses it
+ * to read and write heads in place in [B, T, H, D] tensors, and to share a K/V head among
+ * `headGroup` query heads.
+ */
+export interface MatrixLayout {
+  /** Elements between stored rows; default the stored row length. */
+  ld?: number;
+  /** Element offset of the first matrix; default 0. */
+  offset?: number;
+  /** Elements between outer batch entries; default `heads` packed matrices (0 for a broadcast B). */
+  batchStride?: number;
+  /** Elements between heads of one outer entry; default one packed matrix (0 for a broadcast B). */
+  headStride?: number;
+  /** Consecutive heads that share one matrix; default 1. */
+  headGroup?: number;
+}
+
+/** A {@link MatrixLayout} with its defaults filled in. */
+interface Placement {
+  ld: number;
+  offset: number;
+  batchStride: number;
+  headStride: number;
+  headGroup: number;
 }
 
 /** What {@link encodeMatmul} will dispatch for a shape. */
@@ -175,6 +215,49 @@ function positiveInt(name: string, v: number): void {
   }
 }
 
+/**
+ * `layout` with its defaults (matrices of `packed` elements back to back) for matrices of
+ * `rows` stored rows of `cols`, after checking that every field is a non-negative integer and
+ * that rows do not overlap.
+ */
+function place(
+  what: string,
+  layout: MatrixLayout | undefined,
+  rows: number,
+  cols: number,
+  packed: number,
+  heads: number,
+): Placement {
+  const p: Placement = {
+    ld: layout?.ld ?? cols,
+    offset: layout?.offset ?? 0,
+    batchStride: layout?.batchStride ?? heads * packed,
+    headStride: layout?.headStride ?? packed,
+    headGroup: layout?.headGroup ?? 1,
+  };
+  for (const [key, value] of Object.entries(p)) {
+    const least = key === "headGroup" ? 1 : 0;
+    if (!Number.isInteger(value) || value < least) {
+      throw new Error(`encodeMatmul: ${what}'s ${key} must be an integer ≥ ${least}, got ${value}`);
+    }
+  }
+  if (rows > 1 && p.ld < cols) {
+    throw new Error(`encodeMatmul: ${what}'s ld (${p.ld}) is below its stored row length ${cols}`);
+  }
+  return p;
+}
+
+/** Elements from the buffer's start to one past the last element a placement reaches. */
+function extent(p: Placement, outer: number, heads: number, rows: number, cols: number): number {
+  return p.offset + (outer - 1) * p.batchStride + Math.floor((heads - 1) / p.headGroup) * p.headStride +
+    (rows - 1) * p.ld + cols;
+}
+
+/** Every element offset of a placement is a multiple of 4 (vec4 access). */
+function aligned4(p: Placement): boolean {
+  return p.ld % 4 === 0 && p.offset % 4 === 0 && p.batchStride % 4 === 0 && p.headStride % 4 === 0;
+}
+
 /** The binding of the first `bytes` (rounded up to 4) of `buffer`, after checking its size. */
 function window(buffer: GPUBuffer, bytes: number, what: string): { buffer: GPUBuffer; size: number } {
   const size = Math.ceil(bytes / 4) * 4;
@@ -216,19 +299,36 @@ export function encodeMatmul(
   if (c === a || c === b || c === opts.bias) {
     throw new Error("encodeMatmul: C must not share a buffer with A, B or bias");
   }
-  const bBatches = opts.broadcastB ? 1 : batch;
-  const shapeA = transA ? `${k}×${m}` : `${m}×${k}`;
-  const shapeB = transB ? `${n}×${k}` : `${k}×${n}`;
-  const A = window(a, batch * m * k * 4, `A (${batch} × ${shapeA} f32)`);
+  const heads = opts.heads ?? 1;
+  positiveInt("heads", heads);
+  if (batch % heads !== 0) {
+    throw new Error(`encodeMatmul: batch (${batch}) must be a multiple of heads (${heads})`);
+  }
+  const outer = batch / heads;
+  const [rowsA, colsA] = transA ? [k, m] : [m, k];
+  const [rowsB, colsB] = transB ? [n, k] : [k, n];
+  const la = place("A", opts.layoutA, rowsA, colsA, m * k, heads);
+  const lb = place("B", opts.layoutB, rowsB, colsB, opts.broadcastB ? 0 : k * n, heads);
+  const lc = place("C", opts.layoutC, m, n, m * n, heads);
+  const custom = opts.layoutC !== undefined;
+  const shapeA = `${rowsA}×${colsA}`;
+  const shapeB = `${rowsB}×${colsB}`;
+  const A = window(a, extent(la, outer, heads, rowsA, colsA) * 4, `A (${batch} × ${shapeA} f32)`);
   const B = window(
     b,
-    bBatches * k * n * (f16B ? 2 : 4),
-    `B (${bBatches} × ${shapeB} ${f16B ? "f16" : "f32"})`,
+    extent(lb, outer, heads, rowsB, colsB) * (f16B ? 2 : 4),
+    `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${f16B ? "f16" : "f32"})`,
   );
-  const C = window(c, batch * m * n * 4, `C (${batch} × ${m}×${n} f32)`);
+  const C = window(c, extent(lc, outer, heads, m, n) * 4, `C (${batch} × ${m}×${n} f32)`);
   const bias = opts.bias ? window(opts.bias, n * 4, `bias (${n} f32)`) : undefined;
+  if (lc.headGroup > 1) {
+    throw new Error("encodeMatmul: C's heads cannot share a matrix (layoutC.headGroup must be 1)");
+  }
+  if (custom && (opts.splitK ?? 1) > 1) {
+    throw new Error("encodeMatmul: a strided C (layoutC) cannot be split along K");
+  }
 
-  const plan = planMatmul(gpu, m, n, k, opts);
+  const plan = planMatmul(gpu, m, n, k, custom ? { ...opts, splitK: 1 } : opts);
   const { tile, splits, kChunk } = plan;
   const limits = gpu.limits;
   const threads = tileThreads(tile);
@@ -253,15 +353,17 @@ export function encodeMatmul(
     tile,
     transA,
     transB,
-    vecA: (transA ? m : k) % 4 === 0,
-    vecB: (transB ? k : n) % 4 === 0,
-    vecC: n % 4 === 0 && Math.min(4, tile.tn) === 4,
+    vecA: colsA % 4 === 0 && aligned4(la),
+    vecB: colsB % 4 === 0 && aligned4(lb),
+    vecC: n % 4 === 0 && aligned4(lc) && Math.min(4, tile.tn) === 4,
     f16B,
     bias: !!bias && !partial,
     accumulate: accumulate && !partial,
     partial,
   };
   const tilesM = Math.ceil(m / tile.bm), tilesN = Math.ceil(n / tile.bn);
+  // split-K partials are packed: slice z of the scratch buffer holds entry z / splits, chunk z % splits
+  const pc = partial ? { ...lc, ld: n, offset: 0, batchStride: m * n } : lc;
   const params = new Uint32Array([
     m,
     n,
@@ -271,10 +373,15 @@ export function encodeMatmul(
     tilesM * tilesN,
     splits,
     kChunk,
-    m * k,
-    opts.broadcastB ? 0 : k * n,
-    m * n,
+    la.ld,
+    lb.ld,
+    pc.ld,
     0,
+    heads,
+    0,
+    0,
+    0,
+    ...[la, lb, pc].flatMap((l) => [l.offset, l.batchStride, l.headStride, l.headGroup]),
   ]);
   new Float32Array(params.buffer)[11] = alpha;
   const [gx, gy] = grid(gpu, tilesM * tilesN);

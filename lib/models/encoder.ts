@@ -5,7 +5,7 @@
  * @module
  */
 import { multiHeadAttention } from "../nn/attention.ts";
-import { maskedSoftmax, matmul, permute, reshape, slice, type Tensor } from "../tensor/mod.ts";
+import { reshape, slice, type Tensor } from "../tensor/mod.ts";
 
 /** Options of {@link encoderAttention}. */
 export interface EncoderAttentionOptions {
@@ -13,10 +13,7 @@ export interface EncoderAttentionOptions {
   headDim: number;
   /** i32 [B, T]: 0 hides a padding key (lib/nn/attention.ts `paddingMask`). */
   mask: Tensor | null;
-  /**
-   * Dropout on the attention probabilities [B·H, T, T] (train mode); null computes attention
-   * in one fused op, as in eval mode.
-   */
+  /** Dropout on the attention probabilities [B, H, T, T] (train mode); null in eval mode. */
   probsDropout: ((probs: Tensor) => Tensor) | null;
 }
 
@@ -26,15 +23,8 @@ export interface EncoderAttentionOptions {
  * position, as in transformers, so hidden states at padded positions match too.
  */
 export function encoderAttention(q: Tensor, k: Tensor, v: Tensor, opts: EncoderAttentionOptions): Tensor {
-  const { numHeads: h, headDim: d, mask } = opts;
-  if (!opts.probsDropout) return multiHeadAttention(q, k, v, { numHeads: h, headDim: d, mask });
-  const [b, t] = q.shape;
-  const heads = (x: Tensor) => reshape(permute(reshape(x, [b, t, h, d]), [0, 2, 1, 3]), [b * h, t, d]);
-  const scores = matmul(heads(q), heads(k), { transB: true, alpha: 1 / Math.sqrt(d) });
-  // Rows of one batch entry are consecutive (b-major), as the padding mask expects.
-  const probs = opts.probsDropout(maskedSoftmax(scores, 1, { padding: mask, queries: t }));
-  const out = reshape(matmul(probs, heads(v)), [b, h, t, d]);
-  return reshape(permute(out, [0, 2, 1, 3]), [b, t, h * d]);
+  const { numHeads, headDim, mask, probsDropout } = opts;
+  return multiHeadAttention(q, k, v, { numHeads, headDim, mask, probsDropout });
 }
 
 /** hidden [B, T, H] → [B, H]: each row's first position (gradients flow back). */

@@ -45,7 +45,14 @@ export { cast, concat, permute, reshape, slice, split, transpose } from "./ops/l
 export { linear, matmul, type MatmulOpOptions } from "./ops/matmul.ts";
 export { layerNorm, rmsNorm } from "./ops/norm.ts";
 export { maskedSoftmax, softmax, type SoftmaxMask } from "./ops/softmax.ts";
-export { attention, type AttentionOptions, rope, type RopeTables, ropeTables } from "./ops/attention.ts";
+export {
+  attention,
+  type AttentionOptions,
+  type HeadLayout,
+  rope,
+  type RopeTables,
+  ropeTables,
+} from "./ops/attention.ts";
 export { embedding, groupIds, splitRuns } from "./ops/embedding.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
 export { dropout, dropoutAdd, type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./ops/dropout.ts";

@@ -17,6 +17,8 @@ export interface AttnDims {
   /** [B, S], 0 hides a key. */
   mask: Int32Array | null;
   scale: number;
+  /** [B, H, T, S] factors applied to the probabilities before the product with v (dropout). */
+  probsFactor?: Float64Array;
 }
 
 /** Whether query i of batch entry bi may see key j. */
@@ -58,7 +60,7 @@ export function softmaxRowsBackward(
   return dx;
 }
 
-/** Attention probabilities [B, H, T, S]. */
+/** Attention probabilities [B, H, T, S] (before `probsFactor`). */
 function probs(a: AttnDims, q: Float64Array, k: Float64Array): Float64Array {
   const p = new Float64Array(a.b * a.h * a.t * a.s);
   const g = a.h / a.hkv;
@@ -87,7 +89,7 @@ export function attentionForward(
   k: Float64Array,
   v: Float64Array,
 ): Float64Array {
-  const p = probs(a, q, k);
+  const p = probs(a, q, k).map((x, i) => x * (a.probsFactor?.[i] ?? 1));
   const out = new Float64Array(a.b * a.h * a.t * a.dv);
   const g = a.h / a.hkv;
   for (let bi = 0; bi < a.b; bi++) {
@@ -114,6 +116,7 @@ export function attentionBackward(
   dO: Float64Array,
 ): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const p = probs(a, q, k);
+  const factor = (i: number) => a.probsFactor?.[i] ?? 1;
   const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
   const g = a.h / a.hkv;
   for (let bi = 0; bi < a.b; bi++) {
@@ -128,9 +131,9 @@ export function attentionBackward(
           let acc = 0;
           for (let e = 0; e < a.dv; e++) {
             acc += dO[oo + i * a.dv + e] * v[vo + j * a.dv + e];
-            dv[vo + j * a.dv + e] += p[po + i * a.s + j] * dO[oo + i * a.dv + e];
+            dv[vo + j * a.dv + e] += factor(po + i * a.s + j) * p[po + i * a.s + j] * dO[oo + i * a.dv + e];
           }
-          dp[i * a.s + j] = acc;
+          dp[i * a.s + j] = factor(po + i * a.s + j) * acc;
         }
       }
       const ds = softmaxRowsBackward(p.subarray(po, po + a.t * a.s), dp, a.s, a.scale);
