@@ -34,23 +34,28 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/de
 part dispatch 30 $run bench/dispatch.ts
 part rows 30 $run bench/rows.ts
 # tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
-# and the LLaMA shapes
-wide_variants=auto,64x128x8_4x16_2,96x128x8_8x16_2,128x96x8_16x8_2,128x96x8_8x12_2,96x128x8_8x8_2,128x96x8_8x8_2
+# and the LLaMA shapes. `/s1` forbids the K split that the planner adds below 264 workgroups: 128×96
+# makes 256 of them at 4096×768 (one wave), 128×192 makes 128 (one per SM).
+wide_variants=auto,128x96x8_8x12_2/s1,128x96x16_8x12_2/s1,128x192x8_8x16_2/s1,64x192x8_4x16_2/s1,128x128x8_8x16_2/s1,128x96x8_8x12_2
 part wide_tiles 90 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x768x768NT,4096x768x768NN,4096x768x3072NT,4096x768x3072NN --tiles=$wide_variants
 part big_tiles 40 $run bench/matmul.ts --large --no-f16 --reps=10 \
-  --shapes=4096x4096x4096NN,4096x4096x4096NT,2048x4096x4096NT,2048x11008x4096NT,2048x4096x11008NN --tiles=auto,wide
+  --shapes=4096x4096x4096NN,4096x4096x4096NT,2048x4096x4096NT,2048x11008x4096NT,2048x4096x11008NN \
+  --tiles=auto,128x128x16_8x16_2,128x256x8_8x16_2,wide
 # the wide_tiles variant with the least step time: each shape weighted by its count per layer
 # (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
+# (a variant forced to /s1 is tried in the step with --fill=0.5, which splits K only below half a wave)
 best_wide=""
 if [ -f "$out/wide_tiles.txt" ]; then
-  best_wide=$(awk '$1 ~ /^4096×768×/ && $3 == "f32" { w = ($1 == "4096×768×768") ? 4 : 1; v = $4; sub(/\/s[0-9]+$/, "", v); t[v] += w * $5; n[v]++ }
+  best_wide=$(awk '$1 ~ /^4096×768×/ && $3 == "f32" { w = ($1 == "4096×768×768") ? 4 : 1; v = $4; if (v !~ /\/s1$/) sub(/\/s[0-9]+$/, "", v); t[v] += w * $5; n[v]++ }
     END { for (v in t) if (n[v] == 4 && (best == "" || t[v] < t[best])) best = v; print best }' "$out/wide_tiles.txt")
   echo "== best wide tile: ${best_wide:-none}"
 fi
 part steps 300 $run bench/step.ts $step_args
 if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then
-  part steps_tuned 60 $run bench/step.ts --models=roberta-base --methods=ssh,lora --wide-tile="$best_wide"
+  tuned="--wide-tile=${best_wide%/s1}"
+  [ "$best_wide" != "${best_wide%/s1}" ] && tuned="$tuned --fill=0.5"
+  part steps_tuned 60 $run bench/step.ts --models=roberta-base --methods=ssh,lora $tuned
 fi
 part torch_steps 120 python3 bench/torch_steps.py
 part bench 120 $run bench/main.ts --full --no-steps

@@ -5,7 +5,8 @@
  *
  *     deno run -A bench/matmul.ts                  # small shapes (software adapters)
  *     deno run -A bench/matmul.ts --large          # 4096³ and transformer shapes
- *     deno run -A bench/matmul.ts --large --tiles=auto,large,128x128x16_8x8_2 --reps=20
+ *     deno run -A bench/matmul.ts --large --tiles=auto,big,128x128x16_8x8_2 --reps=20
+ *     deno run -A bench/matmul.ts --large --tiles=128x96x8_8x12_2/s1   # no K split
  *     deno run -A bench/matmul.ts --shapes=4096x768x768NT,768x768x4096TN --no-f16
  * @module
  */
@@ -31,8 +32,12 @@ export interface MatmulBenchShape {
   label?: string;
 }
 
-/** A variant to time: the default choice (`auto`), a preset, or a custom tile. */
-export type MatmulBenchVariant = "auto" | MatmulTileName | MatmulTile;
+/** A variant to time: the default choice (`auto`), a preset, or a custom tile; and a K split. */
+export interface MatmulBenchVariant {
+  tile: "auto" | MatmulTileName | MatmulTile;
+  /** Forced K split (1 = none); default the planner's. */
+  splitK?: number;
+}
 
 /** Options of {@link benchMatmul}. */
 export interface MatmulBenchOptions {
@@ -108,7 +113,7 @@ export async function benchMatmul(
   shapes: MatmulBenchShape[] = SMALL_SHAPES,
   opts: MatmulBenchOptions = {},
 ): Promise<MatmulBenchRow[]> {
-  const variants = opts.variants ?? ["auto"];
+  const variants = opts.variants ?? [{ tile: "auto" }];
   const reps = opts.reps ?? 10;
   const precisions = gpu.f16 && opts.f16 !== false ? [false, true] : [false];
   const timer = new GpuTimer(gpu, reps + 1);
@@ -127,7 +132,8 @@ export async function benchMatmul(
           transA: shape.transA,
           transB: shape.transB,
           f16B,
-          tile: variant === "auto" ? undefined : variant,
+          tile: variant.tile === "auto" ? undefined : variant.tile,
+          splitK: variant.splitK,
         };
         try {
           encodeMatmul(gpu, a, b, c, m, n, k, options); // warm-up: compiles the pipelines
@@ -144,12 +150,14 @@ export async function benchMatmul(
         const ms = median(await timer.read());
         const out = await readF32(gpu, c, m * n);
         const plan = planMatmul(gpu, m, n, k, options);
-        const name = typeof variant === "object" ? tileName(variant) : plan.tileName;
+        const name = typeof variant.tile === "object" ? tileName(variant.tile) : plan.tileName;
         rows.push({
           shape: `${m}×${n}×${k} ${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}`,
           label: shape.label ?? "",
           b: f16B ? "f16B" : "f32",
-          variant: `${variant === "auto" ? "auto:" : ""}${name}${plan.splits > 1 ? `/s${plan.splits}` : ""}`,
+          variant: `${variant.tile === "auto" ? "auto:" : ""}${name}${
+            plan.splits > 1 || variant.splitK ? `/s${plan.splits}` : ""
+          }`,
           ms,
           gflops: (2 * m * n * k) / (ms * 1e6),
           maxRelErr: spotCheck(shape, ah, f16B ? bHalf! : bh, out),
@@ -192,14 +200,22 @@ function parseShape(text: string): MatmulBenchShape {
   };
 }
 
-/** A preset name, `auto`, or a tile written as `tileName` prints it (`128x128x16_8x8_2`). */
+/**
+ * A preset name, `auto`, or a tile written as `tileName` prints it (`128x128x16_8x8_2`), with
+ * an optional forced K split: `/s1` (none), `/s2`, ….
+ */
 function parseVariant(text: string): MatmulBenchVariant {
-  if (text === "auto" || Object.hasOwn(MATMUL_TILES, text)) return text as MatmulBenchVariant;
-  const tile = parseTileName(text);
-  if (!tile) {
-    throw new Error(`--tiles: '${text}' is neither a preset (${Object.keys(MATMUL_TILES)}) nor a valid tile`);
+  const [name, split] = text.split("/");
+  const splitK = split === undefined ? undefined : Number(/^s(\d+)$/.exec(split)?.[1] ?? NaN);
+  if (splitK !== undefined && !(splitK >= 1)) {
+    throw new Error(`--tiles: '${text}': the split is written /s1, /s2, …`);
   }
-  return tile;
+  if (name === "auto" || Object.hasOwn(MATMUL_TILES, name)) return { tile: name as MatmulTileName, splitK };
+  const tile = parseTileName(name);
+  if (!tile) {
+    throw new Error(`--tiles: '${name}' is neither a preset (${Object.keys(MATMUL_TILES)}) nor a valid tile`);
+  }
+  return { tile, splitK };
 }
 
 if (import.meta.main) {

@@ -14,6 +14,7 @@
  *     deno task bench-step                             # GPU: roberta-base, llama7b-layer
  *     deno task bench-step --models=demo --methods=ssh --profile
  *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
+ *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  * @module
  */
 import { parseArgs } from "node:util";
@@ -26,7 +27,7 @@ import { add, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import type { TrainBatch } from "../lib/train/data.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
-import { MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
+import { MATMUL_HEURISTICS, MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
 import { parseTileName } from "../kernels/matmul.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
@@ -272,8 +273,17 @@ if (import.meta.main) {
       dtype: { type: "string" },
       profile: { type: "boolean" },
       "wide-tile": { type: "string" },
+      fill: { type: "string" },
     },
   });
+  if (values.fill) {
+    // tuning: how full a GPU counts as filled before a product gets a smaller tile or a K split
+    const fill = Number(values.fill);
+    if (!(fill > 0 && fill <= 1)) {
+      throw new Error(`--fill: expected a fraction in (0, 1], got "${values.fill}"`);
+    }
+    MATMUL_HEURISTICS.fill = fill;
+  }
   if (values["wide-tile"]) {
     // tuning: the `wide` preset (the 768-wide products of RoBERTa-base) replaced for this run
     const tile = parseTileName(values["wide-tile"]);

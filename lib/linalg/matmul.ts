@@ -127,6 +127,20 @@ export interface MatmulPlan {
 
 /** Workgroups that keep a large GPU busy (two per SM on a 132-SM H100). */
 const GPU_TARGET_GROUPS = 264;
+
+/**
+ * Constants of the tile choice and K split, exported so benchmarks can tune them
+ * (`bench/step.ts --fill`); the defaults are what bench/RESULTS.md supports.
+ */
+export const MATMUL_HEURISTICS = {
+  /**
+   * The fraction of the device's target workgroups that counts as filling it: a product with
+   * fewer workgroups of `wide` gets `medium`, and one with fewer of its tile splits K.
+   */
+  fill: 1,
+  /** `big` from this many waves (target workgroups) of its tiles. */
+  bigWaves: 1.5,
+};
 /** A software adapter (lavapipe) runs a few workgroups at a time: favour big register tiles. */
 const CPU_TARGET_GROUPS = 4;
 /** The least K per split-K chunk worth a workgroup. */
@@ -161,8 +175,8 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
   if (m <= 64 || n <= 64) return "medium";
   // 8×16 register tiles read the fewest shared-memory bytes per FMA, but fill a GPU in fewer,
   // bigger workgroups: worth it from 1.5 waves (a 4096×768 output, 192 of them, is not)
-  if (tiles(m, n, MATMUL_TILES.big) * batch >= 1.5 * target) return "big";
-  return tiles(m, n, MATMUL_TILES.wide) * batch >= target ? "wide" : "medium";
+  if (tiles(m, n, MATMUL_TILES.big) * batch >= MATMUL_HEURISTICS.bigWaves * target) return "big";
+  return tiles(m, n, MATMUL_TILES.wide) * batch >= MATMUL_HEURISTICS.fill * target ? "wide" : "medium";
 }
 
 /** The tile and K split {@link encodeMatmul} uses for a shape and options. */
@@ -197,7 +211,7 @@ export function planMatmul(gpu: Gpu, m: number, n: number, k: number, opts: Matm
   } else {
     const groups = tiles(m, n, tile) * batch;
     splits = 1;
-    if (groups < target && k >= 2 * MIN_CHUNK) {
+    if (groups < MATMUL_HEURISTICS.fill * target && k >= 2 * MIN_CHUNK) {
       const scratchCap = Math.floor(MAX_SCRATCH_BYTES / (batch * m * n * 4));
       splits = Math.max(
         1,
