@@ -178,17 +178,17 @@ fn main(${ids}) {
 }`,
 };
 
-/** `y[i] += x[i]` for i < len. Bindings: x, y, params {len}. */
+/** `y[at + i] += x[i]` for i < len. Bindings: x, y, params {len, at}. */
 export const addKernel: Kernel = {
   name: "sparse.add",
   code: `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct P { len: u32 }
+struct P { len: u32, at: u32 }
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(${SPARSE_THREADS})
 fn main(${ids}) {
   ${linearId}
-  if (id < p.len) { y[id] += x[id]; }
+  if (id < p.len) { y[p.at + id] += x[id]; }
 }`,
 };

@@ -1,9 +1,12 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
 import type { BertOutput } from "../lib/models/bert.ts";
-import { encoderAttention } from "../lib/models/encoder.ts";
+import { encoderSelfAttention } from "../lib/models/encoder.ts";
+import { fusedProjection } from "../lib/nn/fused_linear.ts";
+import { Linear } from "../lib/nn/linear.ts";
+import { LoraLayer } from "../lib/peft/lora.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { mul, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
   editedModel,
@@ -143,32 +146,58 @@ Deno.test("bert: the query weight's gradient agrees with a finite difference of 
   ]);
 });
 
-Deno.test("encoder attention: the train-mode path (probabilities exposed for dropout) equals the fused one", async () => {
+Deno.test("encoder self-attention: the fused q/k/v product equals the separate layers", async () => {
   const gpu = await getGpu();
   const rng = new Prng(11);
   const [b, t, heads, d] = [3, 7, 3, 5];
-  const qkv = [0, 1, 2].map(() =>
-    Tensor.from(gpu, rng.normals(b * t * heads * d), [b, t, heads * d], { requiresGrad: true })
+  const width = heads * d;
+  const layers = ["query", "key", "value"].map((name) =>
+    new Linear(
+      name,
+      Tensor.from(gpu, rng.normals(width * width), [width, width]),
+      Tensor.from(gpu, rng.normals(width), [width]),
+    )
   );
+  const x = Tensor.from(gpu, rng.normals(b * t * width), [b, t, width], { requiresGrad: true });
   // rows with 0, 2 and 4 padded keys
   const mask = Tensor.from(
     gpu,
     Int32Array.from({ length: b * t }, (_, i) => (i % t < t - 2 * Math.floor(i / t) ? 1 : 0)),
     [b, t],
   );
-  const upstream = Tensor.from(gpu, rng.normals(b * t * heads * d), [b, t, heads * d]);
-  const run = async (probsDropout: ((p: Tensor) => Tensor) | null) => {
-    const out = encoderAttention(qkv[0], qkv[1], qkv[2], { numHeads: heads, headDim: d, mask, probsDropout });
+  const factor = Tensor.from(gpu, Float32Array.from({ length: b * heads * t * t }, (_, i) => i % 3), [
+    b,
+    heads,
+    t,
+    t,
+  ]);
+  const upstream = Tensor.from(gpu, rng.normals(b * t * width), [b, t, width]);
+  const run = async () => {
+    const out = encoderSelfAttention(layers[0], layers[1], layers[2], x, {
+      numHeads: heads,
+      headDim: d,
+      mask,
+      probsDropout: (p) => mul(p, factor),
+    });
     out.backward(upstream);
-    const values = [await out.toArray(), ...await Promise.all(qkv.map((x) => x.grad!.toArray()))];
+    const values = [await out.toArray(), await x.grad!.toArray()];
     out.dispose();
-    for (const x of qkv) {
-      x.grad!.dispose();
-      x.grad = null;
-    }
+    x.grad!.dispose();
+    x.grad = null;
     return values;
   };
-  const fused = await run(null), composed = await run((p) => p);
-  ["output", "dq", "dk", "dv"].forEach((what, i) => assertClose(composed[i], fused[i], 1e-6, what));
-  for (const x of [...qkv, mask, upstream]) x.dispose();
+  assert(fusedProjection(layers, x) !== null, "the three layers fuse");
+  const fused = await run();
+  // a LoRA with B = 0 changes nothing but does not fold: the layers run one by one
+  const module = {
+    outFeatures: width,
+    inFeatures: width,
+    r: 2,
+    a: new Float32Array(2 * width).fill(1),
+    b: new Float32Array(2 * width),
+  };
+  layers[1].adapter = new LoraLayer(gpu, { module, scaling: 1 });
+  assert(fusedProjection(layers, x) === null, "LoRA keeps them apart");
+  const separate = await run();
+  ["output", "dx"].forEach((what, i) => assertClose(separate[i], fused[i], 1e-6, what));
 });

@@ -132,6 +132,71 @@ Deno.test("attention on [B, T, H, D] heads in place, with dropout-like factors o
   }
 });
 
+Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tensor; its gradient adds to others'", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(45);
+  const swap = [0, 2, 1, 3];
+  const gqa = { b: 2, h: 4, hkv: 2, t: 6, s: 6, d: 3, dv: 3, causal: true, mask: CASES[2].mask };
+  for (const c of [...CASES.filter((c) => c.t === c.s && c.d === c.dv), gqa]) {
+    const a: AttnDims = { causal: false, mask: null, scale: 0.4, ...c } as AttnDims;
+    const { b, h, hkv, t, d } = a;
+    const q = randArr(rng, [b, h, t, d]), k = randArr(rng, [b, hkv, t, d]), v = randArr(rng, [b, hkv, t, d]);
+    // [B, T, H·D | Hkv·D | Hkv·D]
+    const pack = (parts: Float64Array[]) => {
+      const out = new Float64Array(b * t * (h + 2 * hkv) * d);
+      const widths = [h * d, hkv * d, hkv * d];
+      for (let row = 0; row < b * t; row++) {
+        let at = row * (h + 2 * hkv) * d;
+        parts.forEach((p, i) => {
+          out.set(p.subarray(row * widths[i], (row + 1) * widths[i]), at);
+          at += widths[i];
+        });
+      }
+      return out;
+    };
+    const bthd = (x: typeof q) => permute(x, swap).data;
+    const width = (h + 2 * hkv) * d;
+    const qkv = leaf(gpu, arr(pack([bthd(q), bthd(k), bthd(v)]), [b, t, width]));
+    const factor = Float64Array.from({ length: b * h * t * t }, () => [0, 1, 2.5][rng.int(3)]);
+    const f = T.Tensor.from(gpu, Float32Array.from(factor), [b, h, t, t]);
+    const mask = a.mask ? T.Tensor.from(gpu, a.mask, [b, t]) : null;
+    const y = T.packedAttention(qkv, {
+      heads: h,
+      kvHeads: hkv,
+      headDim: d,
+      causal: a.causal,
+      mask,
+      scale: a.scale,
+      probsDropout: (p) => T.mul(p, f),
+    });
+    const ref = { ...a, probsFactor: factor };
+    const label = JSON.stringify(c);
+    await expectClose(
+      y,
+      permute(arr(attentionForward(ref, q.data, k.data, v.data), [b, h, t, d]), swap),
+      TOL,
+      label,
+    );
+    // loss Σ y·G + Σ qkv·C: qkv's gradient is attention's plus C (another consumer of qkv)
+    const g = randArr(rng, [b, t, h, d]), other = randArr(rng, [b, t, width]);
+    const loss = T.add(
+      T.sum(T.mul(y, leaf(gpu, g, false))),
+      T.sum(T.mul(qkv, leaf(gpu, other, false))),
+    );
+    loss.backward();
+    const grads = attentionBackward(ref, q.data, k.data, v.data, permute(g, swap).data);
+    const part = (x: Float64Array, shape: number[]) => bthd(arr(x, shape));
+    const expected = pack([part(grads.dq, q.shape), part(grads.dk, k.shape), part(grads.dv, v.shape)])
+      .map((x, i) => x + other.data[i]);
+    await expectClose(qkv.grad, arr(expected, [b, t, width]), TOL, `dqkv ${label}`);
+  }
+  const qkv = leaf(gpu, randArr(rng, [2, 3, 20]));
+  assertThrows(
+    () => T.packedAttention(qkv, { heads: 2, headDim: 4 }),
+    "expected [B, T, (H + 2·Hkv)·D] = [B, T, 24]",
+  );
+});
+
 Deno.test("attention reference gradients agree with finite differences", () => {
   const rng = new Rng(43);
   const a: AttnDims = { b: 2, h: 4, hkv: 2, t: 3, s: 4, d: 3, dv: 2, causal: true, mask: null, scale: 0.6 };

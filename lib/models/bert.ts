@@ -18,7 +18,7 @@ import { classificationLoss } from "../nn/loss.ts";
 import { LayerNorm } from "../nn/norm.ts";
 import { add, tanh, Tensor, tidy } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
-import { encoderAttention, firstToken } from "./encoder.ts";
+import { encoderSelfAttention, firstToken } from "./encoder.ts";
 import type { Batch, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
@@ -143,8 +143,12 @@ export class BertModel extends BaseModel {
         const probsDropout = this.training && attnDrop > 0
           ? (probs: Tensor) => this.dropout(probs, attnDrop, site)
           : null;
-        const [q, k, v] = [layer.query, layer.key, layer.value].map((l) => l.forward(prev));
-        const a = encoderAttention(q, k, v, { numHeads: c.numHeads, headDim: c.headDim, mask, probsDropout });
+        const a = encoderSelfAttention(layer.query, layer.key, layer.value, prev, {
+          numHeads: c.numHeads,
+          headDim: c.headDim,
+          mask,
+          probsDropout,
+        });
         const y = layer.attnNorm.forward(this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1));
         const m = layer.out.forward(activate(layer.inter.forward(y), c.activation));
         return layer.outNorm.forward(this.dropoutAdd(m, y, drop, site + 2));

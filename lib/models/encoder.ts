@@ -4,10 +4,12 @@
  * the first-token ([CLS] / <s>) vector of a sequence.
  * @module
  */
-import { multiHeadAttention } from "../nn/attention.ts";
+import { multiHeadAttention, packedMultiHeadAttention } from "../nn/attention.ts";
+import { fusedProjection } from "../nn/fused_linear.ts";
+import type { Linear } from "../nn/linear.ts";
 import { reshape, slice, type Tensor } from "../tensor/mod.ts";
 
-/** Options of {@link encoderAttention}. */
+/** Options of {@link encoderSelfAttention}. */
 export interface EncoderAttentionOptions {
   numHeads: number;
   headDim: number;
@@ -18,12 +20,23 @@ export interface EncoderAttentionOptions {
 }
 
 /**
- * `softmax(q·kᵀ/√D + mask)·v` per head over q, k, v [B, T, H·D] → [B, T, H·D] (heads
- * concatenated), no causal mask. Padded queries attend to the real keys like any other
- * position, as in transformers, so hidden states at padded positions match too.
+ * Self-attention of x [B, T, H·D] through the query, key and value layers: `softmax(q·kᵀ/√D +
+ * mask)·v` per head → [B, T, H·D] (heads concatenated), no causal mask. The three projections
+ * run as one product when they allow it (`fusedProjection`), read in place by the attention.
+ * Padded queries attend to the real keys like any other position, as in transformers, so
+ * hidden states at padded positions match too.
  */
-export function encoderAttention(q: Tensor, k: Tensor, v: Tensor, opts: EncoderAttentionOptions): Tensor {
+export function encoderSelfAttention(
+  query: Linear,
+  key: Linear,
+  value: Linear,
+  x: Tensor,
+  opts: EncoderAttentionOptions,
+): Tensor {
   const { numHeads, headDim, mask, probsDropout } = opts;
+  const qkv = fusedProjection([query, key, value], x);
+  if (qkv) return packedMultiHeadAttention(qkv, { numHeads, headDim, mask, probsDropout });
+  const [q, k, v] = [query, key, value].map((l) => l.forward(x));
   return multiHeadAttention(q, k, v, { numHeads, headDim, mask, probsDropout });
 }
 

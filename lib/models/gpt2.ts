@@ -7,11 +7,11 @@
  */
 import type { Gpt2Config } from "../io/hf_config.ts";
 import { activate } from "../nn/activation.ts";
-import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
+import { packedMultiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { LayerNorm } from "../nn/norm.ts";
-import { add, split, Tensor, tidy } from "../tensor/mod.ts";
+import { add, Tensor, tidy } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { decoderHead } from "./decoder_head.ts";
 import type { Batch, ModelOutput } from "./model.ts";
@@ -62,7 +62,7 @@ export class Gpt2Model extends BaseModel {
     const c = this.config;
     const { ids, host, b, t } = tokenInputs(batch, "gpt2", c.maxPositions);
     this.nextStep();
-    const h = c.hiddenSize, d = c.headDim;
+    const d = c.headDim;
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const positions = Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => i), [t]);
     const embdDrop = rawNumber(c, "embd_pdrop", 0.1), residDrop = rawNumber(c, "resid_pdrop", 0.1);
@@ -71,11 +71,11 @@ export class Gpt2Model extends BaseModel {
     this.blocks.forEach((blk, i) => {
       const prev = x;
       x = tidy(() => {
-        const [q, k, v] = split(blk.attn.forward(blk.ln1.forward(prev)), [h, h, h], 2);
+        const qkv = blk.attn.forward(blk.ln1.forward(prev));
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
         const probsDropout = this.dropoutFn(attnDrop, 3 * i + 1);
-        const a = multiHeadAttention(q, k, v, {
+        const a = packedMultiHeadAttention(qkv, {
           numHeads: c.numHeads,
           headDim: d,
           causal: true,

@@ -19,7 +19,7 @@ import { classificationLoss } from "../nn/loss.ts";
 import { LayerNorm, param } from "../nn/norm.ts";
 import { add, broadcastTo, concat, patchEmbed, tanh, type Tensor, tidy } from "../tensor/mod.ts";
 import { BaseModel, rawNumber } from "./base.ts";
-import { encoderAttention, firstToken } from "./encoder.ts";
+import { encoderSelfAttention, firstToken } from "./encoder.ts";
 import type { Batch, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
@@ -110,8 +110,7 @@ export class VitModel extends BaseModel {
           ? (probs: Tensor) => this.dropout(probs, attnDrop, site)
           : null;
         const n = layer.normBefore.forward(prev);
-        const [q, k, v] = [layer.query, layer.key, layer.value].map((l) => l.forward(n));
-        const a = encoderAttention(q, k, v, {
+        const a = encoderSelfAttention(layer.query, layer.key, layer.value, n, {
           numHeads: c.numHeads,
           headDim: c.headDim,
           mask: null,

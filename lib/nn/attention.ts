@@ -6,7 +6,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/mod.ts";
-import { attention, reshape, rope, type RopeTables, Tensor } from "../tensor/mod.ts";
+import { attention, packedAttention, reshape, rope, type RopeTables, Tensor } from "../tensor/mod.ts";
 
 /** Options of {@link multiHeadAttention}. */
 export interface MultiHeadOptions {
@@ -48,6 +48,17 @@ export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, opts: MultiH
   const { causal, mask, scale, probsDropout } = opts;
   const out = attention(q4, k4, v4, { causal, mask, scale, layout: "bthd", probsDropout });
   return reshape(out, [b, t, h * d]);
+}
+
+/**
+ * {@link multiHeadAttention} over q, k and v packed in one [B, T, (H + 2·Hkv)·D] tensor (GPT-2's
+ * c_attn output), read in place: no split. Rotary embeddings need separate q and k.
+ */
+export function packedMultiHeadAttention(qkv: Tensor, opts: Omit<MultiHeadOptions, "rope">): Tensor {
+  const [b, t] = qkv.shape;
+  const { numHeads: heads, numKvHeads: kvHeads, headDim, causal, mask, scale, probsDropout } = opts;
+  const out = packedAttention(qkv, { heads, kvHeads, headDim, causal, mask, scale, probsDropout });
+  return reshape(out, [b, t, heads * headDim]);
 }
 
 /**

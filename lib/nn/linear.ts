@@ -22,6 +22,25 @@ export interface LinearAdapter {
    * null to take that sum.
    */
   apply?(layer: Linear, x: Tensor): Tensor | null;
+  /**
+   * When the adapter folds ΔW into the weight for `tokens` tokens (SSH and FourierFT on small
+   * layers): add ΔW into `dst` (f32, holding the layer's weight W in its storage layout from
+   * element `at`) and say how to train through it; else null, leaving `dst` as it was. This
+   * lets the layer share one product with others (`fusedProjection`).
+   */
+  fold?(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null;
+}
+
+/** How an adapter folded into a weight (see {@link LinearAdapter.fold}) is trained. */
+export interface FoldedUpdate {
+  /** The adapter's trainable tensor. */
+  param: Tensor;
+  /**
+   * ∂L/∂param from the layer's input x [tokens, in] and its output gradient dy [tokens, out].
+   * Adapters of one x share work through `shared` (SSH's transform of x), which lives as long
+   * as the gradient rule that calls them.
+   */
+  gradient(x: Tensor, dy: Tensor, shared: Map<string, Tensor>): Tensor;
 }
 
 /** Storage orientation of a weight: nn.Linear (out, in) or Conv1D (in, out). */

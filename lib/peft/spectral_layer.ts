@@ -17,7 +17,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { GradNode } from "../tensor/autograd.ts";
 import { cast, isGradEnabled, keep, linear, noGrad, record, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
-import type { Linear } from "../nn/linear.ts";
+import type { FoldedUpdate, Linear } from "../nn/linear.ts";
 import { SpectralAdapterOp, type SpectralSaved } from "../spectral/adapter_op.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import type { FourierFTModule, SSHModule } from "./files.ts";
@@ -149,34 +149,59 @@ export class SpectralLayer implements PeftLayer {
 
   /** The layer's output through W + ΔW, when {@link route} says `fold`; else null. */
   apply(layer: Linear, x: Tensor): Tensor | null {
-    this.#live();
-    const n = this.inFeatures;
-    if (x.dtype !== "f32" || x.shape.length < 1 || x.shape[x.shape.length - 1] !== n) return null;
-    const tokens = x.size / n;
-    if (this.route(layer, tokens) !== "fold") return null;
-    const { gpu, op, coef } = this;
-    const layout = layer.layout;
+    const tokens = this.#tokens(x);
+    if (tokens === null || this.route(layer, tokens) !== "fold") return null;
+    const { gpu } = this;
     const w = noGrad(() => {
       if (layer.weight.dtype !== "f32") return cast(layer.weight, "f32");
       const copy = Tensor.empty(gpu, layer.weight.shape);
       gpu.stream.copy(layer.weight.buffer, 0, copy.buffer, 0, layer.weight.size * 4);
       return copy;
     });
-    op.materialize(coef.buffer, w.buffer, { accumulate: true, transposed: layout === "in_out" });
+    const folded = this.fold(layer, tokens, w, 0)!;
+    const layout = layer.layout;
     const y = noGrad(() => linear(x, w, layer.bias, { weightLayout: layout }));
-    if (isGradEnabled() && (x.requiresGrad || coef.requiresGrad)) {
-      record(`${this.kind}.folded_linear`, y, [x, coef], [x, w], (g, [xs, ws], need, acc) => {
-        const dx = need[0] ? linearInputGradient(g, ws, layout, acc[0]) : null;
-        let dcoef: Tensor | null = null;
-        if (need[1]) {
-          dcoef = Tensor.empty(gpu, [this.count]);
-          op.coefGradient(xs.buffer, g.buffer, tokens, dcoef.buffer, { accumulate: false });
-        }
-        return [dx, dcoef];
-      });
-    }
+    record(`${this.kind}.folded_linear`, y, [x, folded.param], [x, w], (g, [xs, ws], need, acc) => {
+      const dx = need[0] ? linearInputGradient(g, ws, layout, acc[0]) : null;
+      return [dx, need[1] ? folded.gradient(xs, g, new Map()) : null];
+    });
     w.dispose(); // the tape keeps its own reference for backward
     return y;
+  }
+
+  /**
+   * ΔW added into `dst` (holding W from element `at`, in the layer's storage layout) when
+   * {@link route} says `fold` for `tokens` tokens, with the coefficient gradient from the
+   * layer's input and output gradient; else null.
+   */
+  fold(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null {
+    this.#live();
+    if (this.route(layer, tokens) !== "fold") return null;
+    const { gpu, op, coef } = this;
+    const transposed = layer.layout === "in_out";
+    op.materialize(coef.buffer, dst.buffer, { accumulate: true, transposed, at });
+    const n = this.inFeatures;
+    const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>) => {
+      const rows = x.size / n;
+      // x̂ = FHT(x) is the same for every spectral adapter of width n on this input
+      const key = `fht:${n}`;
+      let xHat = shared.get(key);
+      if (!xHat) {
+        xHat = Tensor.empty(gpu, [rows, n]);
+        op.transformInput(x.buffer, xHat.buffer, rows);
+        shared.set(key, xHat);
+      }
+      const dcoef = Tensor.empty(gpu, [this.count]);
+      op.coefGradient(x.buffer, dy.buffer, rows, dcoef.buffer, { accumulate: false, xHat: xHat.buffer });
+      return dcoef;
+    };
+    return { param: coef, gradient };
+  }
+
+  /** Tokens of an f32 input [..., in], or null for any other input. */
+  #tokens(x: Tensor): number | null {
+    const n = this.inFeatures;
+    return x.dtype === "f32" && x.shape.length >= 1 && x.shape[x.shape.length - 1] === n ? x.size / n : null;
   }
 
   /** The trainable tensors: the coefficients. */

@@ -153,43 +153,59 @@ export class SpectralAdapterOp {
   /**
    * ∂L/∂c (+)= into `dcoef` from x (T×N) and δ = ∂L/∂y (T×M) (adds unless `accumulate` is
    * false): the coefficient gradient of {@link backward} without a saved forward, for a layer
-   * that applied ΔW folded into its weight.
+   * that applied ΔW folded into its weight. `xHat`, when given, is x's transform
+   * ({@link transformInput}), shared with other adapters of x; x itself is not read then.
    */
   coefGradient(
     x: GPUBuffer,
     dy: GPUBuffer,
     tokens: number,
     dcoef: GPUBuffer,
-    opts: { accumulate?: boolean } = {},
+    opts: { accumulate?: boolean; xHat?: GPUBuffer } = {},
   ): void {
     const { gpu, m, nIn } = this;
     this.#live();
     this.#checkTokens(tokens);
-    need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
+    need(opts.xHat ?? x, tokens * nIn, `${opts.xHat ? "x̂" : "x"} (tokens×in_features = ${tokens}×${nIn})`);
     need(dy, tokens * m, `dy (tokens×out_features = ${tokens}×${m})`);
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
-    const xHat = gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
+    const xHat = opts.xHat ?? gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
     const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
-    encodeFht(gpu, x, xHat, tokens, nIn);
+    if (!opts.xHat) this.transformInput(x, xHat, tokens);
     encodeFht(gpu, dy, dHat, tokens, m);
     this.spectrum.encodeGrad(dHat, xHat, dcoef, tokens, this.scale, opts.accumulate ?? true);
-    gpu.pool.release(xHat);
+    if (!opts.xHat) gpu.pool.release(xHat);
     gpu.pool.release(dHat);
   }
 
   /**
+   * x̂ = FHT_N(x) of `tokens` rows into `out`: what {@link coefGradient} takes as `xHat`, the
+   * same for every adapter of width N on one input.
+   */
+  transformInput(x: GPUBuffer, out: GPUBuffer, tokens: number): void {
+    this.#live();
+    this.#checkTokens(tokens);
+    need(x, tokens * this.nIn, `x (tokens×in_features = ${tokens}×${this.nIn})`);
+    need(out, tokens * this.nIn, `x̂ (tokens×in_features = ${tokens}×${this.nIn})`);
+    encodeFht(this.gpu, x, out, tokens, this.nIn);
+  }
+
+  /**
    * ΔW = (α/MN)·T(S) into `dst`: M×N row-major, or its transpose N×M with `transposed`
-   * (GPT-2's Conv1D storage). Adds to `dst` with `accumulate` (merging into a weight).
+   * (GPT-2's Conv1D storage). Adds to `dst` with `accumulate` (merging into a weight), from
+   * element `at` of `dst` (a weight stacked with others').
    */
   materialize(
     coef: GPUBuffer,
     dst: GPUBuffer,
-    opts: { accumulate?: boolean; transposed?: boolean } = {},
+    opts: { accumulate?: boolean; transposed?: boolean; at?: number } = {},
   ): void {
     const { gpu, m, nIn } = this;
     this.#live();
+    const at = opts.at ?? 0;
+    if (at !== 0 && !opts.accumulate) throw new Error("materialize: an offset `at` needs `accumulate`");
     need(coef, this.count, `coef (n = ${this.count})`);
-    need(dst, m * nIn, `dst (M×N = ${m}×${nIn})`);
+    need(dst, at + m * nIn, `dst (M×N = ${m}×${nIn}${at ? ` from element ${at}` : ""})`);
     const s = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.spectrum");
     this.spectrum.encodeScatter(coef, s, opts.transposed);
     const [rows, cols] = opts.transposed ? [nIn, m] : [m, nIn];
@@ -197,7 +213,7 @@ export class SpectralAdapterOp {
     if (opts.accumulate) {
       const d = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.delta_w");
       encodeTransform2d(gpu, this.transform, s, d, rows, cols, { scale: this.scale });
-      encodeAdd(gpu, d, dst, m * nIn);
+      encodeAdd(gpu, d, dst, m * nIn, at);
       gpu.pool.release(d);
     } else {
       encodeTransform2d(gpu, this.transform, s, dst, rows, cols, { scale: this.scale });

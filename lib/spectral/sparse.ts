@@ -307,8 +307,8 @@ export class SparseSpectrum {
   }
 }
 
-/** Encode `y[i] += x[i]` for i < len. */
-export function encodeAdd(gpu: Gpu, x: GPUBuffer, y: GPUBuffer, len: number): void {
+/** Encode `y[at + i] += x[i]` for i < len. */
+export function encodeAdd(gpu: Gpu, x: GPUBuffer, y: GPUBuffer, len: number, at = 0): void {
   const groups = grid(gpu, Math.ceil(len / SPARSE_THREADS));
-  gpu.stream.dispatch(addKernel, [x, y], groups, new Uint32Array([len]));
+  gpu.stream.dispatch(addKernel, [x, y], groups, new Uint32Array([len, at]));
 }

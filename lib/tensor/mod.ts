@@ -49,6 +49,8 @@ export {
   attention,
   type AttentionOptions,
   type HeadLayout,
+  packedAttention,
+  type PackedAttentionOptions,
   rope,
   type RopeTables,
   ropeTables,

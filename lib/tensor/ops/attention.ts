@@ -54,12 +54,84 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   expectDtype("attention", "f32", q, k, v);
   const layout = opts.layout ?? "bhtd";
   const dims = attentionDims(q, k, v, layout);
+  const { b, h, hkv, t, s, d, dv } = dims;
+  const heads = (x: Tensor, n: number, len: number, dim: number): Heads => ({
+    x,
+    at: placement(layout, n, len, dim),
+    whole: true,
+  });
+  return scaledDotProduct(heads(q, h, t, d), heads(k, hkv, s, d), heads(v, hkv, s, dv), dims, layout, opts);
+}
+
+/** Options of {@link packedAttention}: the head counts besides {@link AttentionOptions}. */
+export interface PackedAttentionOptions extends Omit<AttentionOptions, "layout"> {
+  /** Query heads H. */
+  heads: number;
+  /** Key/value heads (divides H); default H. */
+  kvHeads?: number;
+  /** Size D of one head. */
+  headDim: number;
+}
+
+/**
+ * Self-attention over q, k and v packed in one [B, T, (H + 2·Hkv)·D] tensor (q's heads, then
+ * k's, then v's, as GPT-2's c_attn or a fused QKV projection gives them), read in place.
+ * Returns [B, T, H, D].
+ */
+export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tensor {
+  expectDtype("packedAttention", "f32", qkv);
+  const { heads: h, headDim: d } = opts;
+  const hkv = opts.kvHeads ?? h;
+  const width = (h + 2 * hkv) * d;
+  const [b, t, w] = qkv.shape;
+  const ok = qkv.shape.length === 3 && w === width && hkv > 0 && h % hkv === 0 && b > 0 && t > 0 && d > 0;
+  if (!ok) {
+    throw new Error(
+      `packedAttention: expected [B, T, (H + 2·Hkv)·D] = [B, T, ${width}] with H (${h}) a multiple of Hkv ` +
+        `(${hkv}), got ${qkv.describe()}`,
+    );
+  }
+  const part = (first: number, n: number): Heads => ({
+    x: qkv,
+    at: { ld: w, offset: first * d, batchStride: t * w, headStride: d, headGroup: 1 },
+    whole: false,
+  });
+  const dims = { b, h, hkv, t, s: t, d, dv: d };
+  return scaledDotProduct(part(0, h), part(h, hkv), part(h + hkv, hkv), dims, "bthd", opts);
+}
+
+/** Sizes of one attention call. */
+interface Dims {
+  b: number;
+  h: number;
+  hkv: number;
+  t: number;
+  s: number;
+  d: number;
+  dv: number;
+}
+
+/** Heads of q, k or v: the tensor, where they lie in it, and whether they are all of it. */
+interface Heads {
+  x: Tensor;
+  at: Required<MatrixLayout>;
+  whole: boolean;
+}
+
+function scaledDotProduct(
+  q: Heads,
+  k: Heads,
+  v: Heads,
+  dims: Dims,
+  layout: HeadLayout,
+  opts: Omit<AttentionOptions, "layout">,
+): Tensor {
   const mask = opts.mask ?? null;
   if (mask && (mask.shape.length !== 2 || mask.shape[0] !== dims.b || mask.shape[1] !== dims.s)) {
     throw new Error(`attention: mask ${mask.describe()} should be [${dims.b}, ${dims.s}] (batch, keys)`);
   }
   return tidy(() => {
-    const scores = headScores(q, k, dims, layout, opts.scale ?? 1 / Math.sqrt(dims.d));
+    const scores = headScores(q, k, dims, opts.scale ?? 1 / Math.sqrt(dims.d));
     // [B, H, T, S]: the rows of one batch entry are consecutive, as the padding mask expects
     const probs = maskedSoftmax(scores, 1, { causal: opts.causal, padding: mask, queries: dims.t });
     return headValues(opts.probsDropout ? opts.probsDropout(probs) : probs, v, dims, layout);
@@ -97,35 +169,55 @@ function groupMember(p: Required<MatrixLayout>, group: number, j: number): Matri
   return { ...p, offset: p.offset + j * p.headStride, headStride: group * p.headStride };
 }
 
+/**
+ * The tensors a gradient rule writes for its inputs (q, k and v may share one) and whether
+ * its products add into them: `acc` when given, else a new tensor, zeroed when the heads are
+ * only part of it (packed q, k, v).
+ */
+function gradTargets(
+  inputs: readonly Tensor[],
+  need: readonly boolean[],
+  acc: readonly (Tensor | null)[],
+  whole: boolean,
+): { grads: (Tensor | null)[]; adds: boolean[] } {
+  return {
+    grads: inputs.map((x, j) =>
+      need[j] ? acc[j] ?? (whole ? Tensor.empty(x.gpu, x.shape) : Tensor.zeros(x.gpu, x.shape)) : null
+    ),
+    adds: inputs.map((_, j) => acc[j] !== null || !whole),
+  };
+}
+
 /** `scale·q·kᵀ` per head → [B, H, T, S], and its gradient rule. */
-function headScores(q: Tensor, k: Tensor, dims: Dims, layout: HeadLayout, scale: number): Tensor {
-  const { b, h, hkv, t, s, d } = dims, group = h / hkv, gpu = q.gpu;
-  const lq = placement(layout, h, t, d), lk = placement(layout, hkv, s, d);
-  const lkShared = { ...lk, headGroup: group };
+function headScores(q: Heads, k: Heads, dims: Dims, scale: number): Tensor {
+  const { b, h, hkv, t, s, d } = dims, group = h / hkv, gpu = q.x.gpu;
+  const lk = { ...k.at, headGroup: group };
   const ls = placement("bhtd", h, t, s);
   const out = Tensor.empty(gpu, [b, h, t, s]);
   const perHead = { batch: b * h, heads: h, alpha: scale };
-  encodeMatmul(gpu, q.buffer, k.buffer, out.buffer, t, s, d, {
+  encodeMatmul(gpu, q.x.buffer, k.x.buffer, out.buffer, t, s, d, {
     ...perHead,
     transB: true,
-    layoutA: lq,
-    layoutB: lkShared,
+    layoutA: q.at,
+    layoutB: lk,
   });
-  return record("attention.scores", out, [q, k], [q, k], (g, [vq, vk], need, acc) => {
-    let gq: Tensor | null = null, gk: Tensor | null = null;
-    if (need[0]) {
-      // dQ = scale·dS·K, into the heads of q's layout
-      gq = acc[0] ?? Tensor.empty(gpu, vq.shape);
+  const inputs = q.x === k.x ? [q.x] : [q.x, k.x];
+  const kAt = inputs.length - 1;
+  return record("attention.scores", out, inputs, inputs, (g, saved, need, acc) => {
+    const [vq, vk] = [saved[0], saved[kAt]];
+    const to = gradTargets(inputs, need, acc, q.whole && k.whole);
+    const gq = to.grads[0], gk = to.grads[kAt];
+    if (gq) {
+      // dQ = scale·dS·K, into q's heads
       encodeMatmul(gpu, g.buffer, vk.buffer, gq.buffer, t, d, s, {
         ...perHead,
-        layoutB: lkShared,
-        layoutC: lq,
-        accumulate: acc[0] !== null,
+        layoutB: lk,
+        layoutC: q.at,
+        accumulate: to.adds[0],
       });
     }
-    if (need[1]) {
+    if (gk) {
       // dK = scale·Σ_j dS_jᵀ·Q_j over the query heads j of each key head
-      gk = acc[1] ?? Tensor.empty(gpu, vk.shape);
       for (let j = 0; j < group; j++) {
         encodeMatmul(gpu, g.buffer, vq.buffer, gk.buffer, s, d, t, {
           batch: b * hkv,
@@ -133,58 +225,57 @@ function headScores(q: Tensor, k: Tensor, dims: Dims, layout: HeadLayout, scale:
           alpha: scale,
           transA: true,
           layoutA: groupMember(ls, group, j),
-          layoutB: groupMember(lq, group, j),
-          layoutC: lk,
-          accumulate: j > 0 || acc[1] !== null,
+          layoutB: groupMember(q.at, group, j),
+          layoutC: k.at,
+          accumulate: j > 0 || to.adds[kAt],
         });
       }
     }
-    return [gq, gk];
+    return to.grads;
   });
 }
 
-/** `p·v` per head (p [B, H, T, S]) → the heads of `layout`, and its gradient rule. */
-function headValues(p: Tensor, v: Tensor, dims: Dims, layout: HeadLayout): Tensor {
+/** `p·v` per head (p [B, H, T, S]) → [B, H, T, Dv] or [B, T, H, Dv], and its gradient rule. */
+function headValues(p: Tensor, v: Heads, dims: Dims, layout: HeadLayout): Tensor {
   const { b, h, hkv, t, s, dv } = dims, group = h / hkv, gpu = p.gpu;
-  const lv = placement(layout, hkv, s, dv), lo = placement(layout, h, t, dv);
-  const lvShared = { ...lv, headGroup: group };
+  const lo = placement(layout, h, t, dv);
+  const lv = { ...v.at, headGroup: group };
   const lp = placement("bhtd", h, t, s);
   const out = Tensor.empty(gpu, layout === "bhtd" ? [b, h, t, dv] : [b, t, h, dv]);
   const perHead = { batch: b * h, heads: h };
-  encodeMatmul(gpu, p.buffer, v.buffer, out.buffer, t, dv, s, {
+  encodeMatmul(gpu, p.buffer, v.x.buffer, out.buffer, t, dv, s, {
     ...perHead,
-    layoutB: lvShared,
+    layoutB: lv,
     layoutC: lo,
   });
-  return record("attention.values", out, [p, v], [p, v], (g, [vp, vv], need, acc) => {
-    let gp: Tensor | null = null, gv: Tensor | null = null;
-    if (need[0]) {
+  return record("attention.values", out, [p, v.x], [p, v.x], (g, [vp, vv], need, acc) => {
+    const gp = need[0] ? gradTargets([vp], [true], [acc[0]], true) : null;
+    const gv = need[1] ? gradTargets([vv], [true], [acc[1]], v.whole) : null;
+    if (gp) {
       // dP = dO·Vᵀ
-      gp = acc[0] ?? Tensor.empty(gpu, vp.shape);
-      encodeMatmul(gpu, g.buffer, vv.buffer, gp.buffer, t, s, dv, {
+      encodeMatmul(gpu, g.buffer, vv.buffer, gp.grads[0]!.buffer, t, s, dv, {
         ...perHead,
         transB: true,
         layoutA: lo,
-        layoutB: lvShared,
-        accumulate: acc[0] !== null,
+        layoutB: lv,
+        accumulate: gp.adds[0],
       });
     }
-    if (need[1]) {
+    if (gv) {
       // dV = Σ_j P_jᵀ·dO_j over the query heads j of each value head
-      gv = acc[1] ?? Tensor.empty(gpu, vv.shape);
       for (let j = 0; j < group; j++) {
-        encodeMatmul(gpu, vp.buffer, g.buffer, gv.buffer, s, dv, t, {
+        encodeMatmul(gpu, vp.buffer, g.buffer, gv.grads[0]!.buffer, s, dv, t, {
           batch: b * hkv,
           heads: hkv,
           transA: true,
           layoutA: groupMember(lp, group, j),
           layoutB: groupMember(lo, group, j),
-          layoutC: lv,
-          accumulate: j > 0 || acc[1] !== null,
+          layoutC: v.at,
+          accumulate: j > 0 || gv.adds[0],
         });
       }
     }
-    return [gp, gv];
+    return [gp?.grads[0] ?? null, gv?.grads[0] ?? null];
   });
 }
 

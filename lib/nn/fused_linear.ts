@@ -1,0 +1,90 @@
+/**
+ * Several linear layers of one input as one product (attention's query, key and value): their
+ * weights, with any adapter's ΔW folded in, stacked into one [ΣM, N] weight. On a GPU a
+ * 4096×2304 output fills the device with large tiles where three 4096×768 ones cannot, and
+ * backward's input gradient is one product over K = ΣM instead of three accumulating ones.
+ * @module
+ */
+import { linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
+import { stridedCopy } from "../tensor/ops/copy.ts";
+import { linearInputGradient } from "../tensor/ops/matmul.ts";
+import type { FoldedUpdate, Linear } from "./linear.ts";
+
+/**
+ * Largest weight (M·N) fused: a layer at least this large makes a product that fills a GPU on its
+ * own (RoBERTa-base's 768×768 is fused, LLaMA-7B's 4096×4096 is not).
+ */
+const FUSE_MAX_ELEMENTS = 1 << 22;
+
+/**
+ * `x` through every layer of `layers`, their outputs concatenated along the last dimension
+ * ([..., M₁ + M₂ + …]), as one product, or null when they cannot share one: each must be an
+ * nn.Linear (out, in) of `x`'s width with a frozen weight and bias of at most
+ * {@link FUSE_MAX_ELEMENTS}, and no adapter or one that folds into its weight for this many
+ * tokens (SSH, FourierFT). Gradients reach x and the adapters as through the separate layers.
+ */
+export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | null {
+  const n = x.shape[x.shape.length - 1];
+  if (layers.length < 2 || x.dtype !== "f32" || x.shape.length < 2 || x.size === 0) return null;
+  const fits = layers.every((l) =>
+    l.layout === "out_in" && l.inFeatures === n && !l.weight.requiresGrad && !l.bias?.requiresGrad &&
+    l.weight.size <= FUSE_MAX_ELEMENTS && (!l.adapter || l.adapter.fold)
+  );
+  if (!fits) return null;
+  const tokens = x.size / n, gpu = x.gpu;
+  const sizes = layers.map((l) => l.outFeatures);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  // f16 weights stay f16 unless an adapter folds ΔW into them (in f32)
+  const f16 = layers.every((l) => !l.adapter && l.weight.dtype === "f16");
+  const weight = Tensor.empty(gpu, [total, n], f16 ? "f16" : "f32");
+  const updates: (FoldedUpdate | null)[] = [];
+  let row = 0;
+  for (const l of layers) {
+    copyInto(l.weight, weight, row * n);
+    const update = l.adapter?.fold?.(l, tokens, weight, row * n) ?? null;
+    if (l.adapter && !update) {
+      weight.dispose();
+      return null;
+    }
+    updates.push(update);
+    row += l.outFeatures;
+  }
+  let bias: Tensor | null = null;
+  if (layers.some((l) => l.bias)) {
+    bias = Tensor.empty(gpu, [total]);
+    row = 0;
+    for (const l of layers) {
+      if (l.bias) copyInto(l.bias, bias, row);
+      else gpu.stream.clear(bias.buffer, row * 4, l.outFeatures * 4);
+      row += l.outFeatures;
+    }
+  }
+  const y = noGrad(() => linear(x, weight, bias));
+  const params = updates.flatMap((u) => u ? [u.param] : []);
+  record("fused_linear", y, [x, ...params], [x, weight], (g, [xs, w], need, acc) => {
+    const dx = need[0] ? linearInputGradient(g, w, "out_in", acc[0]) : null;
+    const g2 = reshape(g, [tokens, total]), x2 = reshape(xs, [tokens, n]);
+    const shared = new Map<string, Tensor>();
+    const grads: (Tensor | null)[] = [dx];
+    let at = 0, p = 0;
+    updates.forEach((u, i) => {
+      if (u) grads.push(need[++p] ? u.gradient(x2, slice(g2, 1, at, at + sizes[i]), shared) : null);
+      at += sizes[i];
+    });
+    return grads;
+  });
+  weight.dispose(); // the tape keeps its own reference
+  bias?.dispose();
+  return y;
+}
+
+/** All of `src` into `dst` from element `at` (f16 converted to f32 on the way). */
+function copyInto(src: Tensor, dst: Tensor, at: number): void {
+  const bytes = src.dtype === "f16" ? 2 : 4;
+  // a buffer copy moves whole 4-byte words
+  if (src.dtype === dst.dtype && (at * bytes) % 4 === 0 && (src.size * bytes) % 4 === 0) {
+    src.gpu.stream.copy(src.buffer, 0, dst.buffer, at * bytes, src.size * bytes);
+  } else {
+    stridedCopy(src, dst, [src.size], [1], [1], 0, at);
+  }
+}
