@@ -39,9 +39,9 @@ part rows 30 $run bench/rows.ts
 wide_variants=auto,128x96x8_8x12_2/s1,128x96x16_8x12_2/s1,128x192x8_8x16_2/s1,64x192x8_4x16_2/s1,128x128x8_8x16_2/s1,128x96x8_8x12_2
 part wide_tiles 90 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x768x768NT,4096x768x768NN,4096x768x3072NT,4096x768x3072NN --tiles=$wide_variants
-part big_tiles 40 $run bench/matmul.ts --large --no-f16 --reps=10 \
+part big_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,2048x4096x4096NT,2048x11008x4096NT,2048x4096x11008NN \
-  --tiles=auto,128x128x16_8x16_2,128x256x8_8x16_2,wide
+  --tiles=auto,128x128x16_8x16_2,128x256x8_8x16_2,128x128x8_8x16_2g16,128x128x8_8x16_2g4,wide
 # the wide_tiles variant with the least step time: each shape weighted by its count per layer
 # (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
 # (a variant forced to /s1 is tried in the step with --fill=0.5, which splits K only below half a wave)
