@@ -54,7 +54,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   expectDtype("attention", "f32", q, k, v);
   const layout = opts.layout ?? "bhtd";
   const dims = attentionDims(q, k, v, layout);
-  const { b, h, hkv, t, s, d, dv } = dims;
+  const { h, hkv, t, s, d, dv } = dims;
   const heads = (x: Tensor, n: number, len: number, dim: number): Heads => ({
     x,
     at: placement(layout, n, len, dim),
@@ -91,13 +91,13 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
         `(${hkv}), got ${qkv.describe()}`,
     );
   }
-  const part = (first: number, n: number): Heads => ({
+  const part = (first: number): Heads => ({
     x: qkv,
     at: { ld: w, offset: first * d, batchStride: t * w, headStride: d, headGroup: 1 },
     whole: false,
   });
   const dims = { b, h, hkv, t, s: t, d, dv: d };
-  return scaledDotProduct(part(0, h), part(h, hkv), part(h + hkv, hkv), dims, "bthd", opts);
+  return scaledDotProduct(part(0), part(h), part(h + hkv), dims, "bthd", opts);
 }
 
 /** Sizes of one attention call. */
