@@ -15,6 +15,7 @@ import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
 import { maskedSoftmax } from "./softmax.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
+import type { AttnDims } from "../reference/attention.ts";
 
 /** Where the heads of attention's tensors lie: `bhtd` [B, H, T, D] or `bthd` [B, T, H, D]. */
 export type HeadLayout = "bhtd" | "bthd";
@@ -31,17 +32,6 @@ export interface AttentionOptions {
   layout?: HeadLayout;
   /** Applied to the probabilities [B, H, T, S] before the product with v (train-mode dropout). */
   probsDropout?: ((probs: Tensor) => Tensor) | null;
-}
-
-/** Sizes of one attention call. */
-interface Dims {
-  b: number;
-  h: number;
-  hkv: number;
-  t: number;
-  s: number;
-  d: number;
-  dv: number;
 }
 
 /**
@@ -101,15 +91,7 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
 }
 
 /** Sizes of one attention call. */
-interface Dims {
-  b: number;
-  h: number;
-  hkv: number;
-  t: number;
-  s: number;
-  d: number;
-  dv: number;
-}
+type Dims = Pick<AttnDims, "b" | "h" | "hkv" | "t" | "s" | "d" | "dv">;
 
 /** Heads of q, k or v: the tensor, where they lie in it, and whether they are all of it. */
 interface Heads {
