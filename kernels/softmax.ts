@@ -6,28 +6,33 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
+import { PCG } from "./elementwise.ts";
 import { BUILTINS, GROUP_ID, workgroupReduce } from "./indexing.ts";
 
 const cache = new Map<string, Kernel>();
 
 /**
  * `y = softmax(scale·x)` per row with masking, `wg` invocations per row. Bindings x, [mask
- * (i32),] y; uniform `{ rows, s, t, off, rowsPerBatch, scale }`.
+ * (i32),] y, [yd,]; uniform `{ rows, s, t, off, rowsPerBatch, scale, key, threshold, dscale }`.
+ * With `dropout`, yd gets y after dropout (the mask of `dropoutKernel` for flat element index e:
+ * kept ⇔ pcg(pcg(e) + key) ≥ threshold, scaled by dscale), so both come from one pass.
  */
-export function softmaxKernel(causal: boolean, masked: boolean, wg = 128): Kernel {
-  const key = `fwd:${causal}:${masked}:${wg}`;
+export function softmaxKernel(causal: boolean, masked: boolean, wg = 128, dropout = false): Kernel {
+  const key = `fwd:${causal}:${masked}:${wg}:${dropout}`;
   let k = cache.get(key);
   if (k) return k;
   const conds = [causal ? "j <= qi + p.off" : "", masked ? "mask[bi * p.s + j] != 0" : ""].filter((c) => c);
   const allowed = conds.length ? conds.join(" && ") : "true";
+  const binds = ["var<storage, read> x: array<f32>"];
+  if (masked) binds.push("var<storage, read> mask: array<i32>");
+  binds.push("var<storage, read_write> y: array<f32>");
+  if (dropout) binds.push("var<storage, read_write> yd: array<f32>");
   k = {
-    name: `softmax.forward${causal ? "_causal" : ""}${masked ? "_masked" : ""}`,
-    code: `${workgroupReduce(wg)}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-${masked ? "@group(0) @binding(1) var<storage, read> mask: array<i32>;" : ""}
-@group(0) @binding(${masked ? 2 : 1}) var<storage, read_write> y: array<f32>;
-struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32 }
-@group(0) @binding(${masked ? 3 : 2}) var<uniform> p: P;
+    name: `softmax.forward${causal ? "_causal" : ""}${masked ? "_masked" : ""}${dropout ? "_dropout" : ""}`,
+    code: `${workgroupReduce(wg)}${dropout ? PCG : ""}
+${binds.map((b, i) => `@group(0) @binding(${i}) ${b};`).join("\n")}
+struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, key: u32, threshold: u32, dscale: f32 }
+@group(0) @binding(${binds.length}) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
@@ -48,7 +53,9 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32 }
   for (var j = lid; j < p.s; j = j + ${wg}u) {
     var v = 0.0;
     if (${allowed}) { v = exp(x[base + j] * p.scale - mx) * inv; }
-    y[base + j] = v;
+    y[base + j] = v;${
+      dropout ? "\n    yd[base + j] = select(0.0, v * p.dscale, pcg_(pcg_(base + j) + p.key) >= p.threshold);" : ""
+    }
   }
 }`,
   };
@@ -56,28 +63,34 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32 }
   return k;
 }
 
-/** `dx = scale · y · (dy − Σ y·dy)` per row, `wg` invocations per row. Bindings y, dy, dx; uniform `{ rows, s, scale }`. */
-export function softmaxBackwardKernel(wg = 128): Kernel {
-  const key = `bwd:${wg}`;
+/**
+ * `dx = scale · y · (g − Σ y·g)` per row, `wg` invocations per row, with g = dy, or with
+ * `dropout` g = dy through the forward's dropout mask (the gradient of yd). Bindings y, dy, dx;
+ * uniform `{ rows, s, scale, key, threshold, dscale }`.
+ */
+export function softmaxBackwardKernel(wg = 128, dropout = false): Kernel {
+  const key = `bwd:${wg}:${dropout}`;
   let k = cache.get(key);
   if (k) return k;
+  const g = (e: string) =>
+    dropout ? `select(0.0, dy[${e}] * p.dscale, pcg_(pcg_(${e}) + p.key) >= p.threshold)` : `dy[${e}]`;
   k = {
-    name: "softmax.backward",
-    code: `${workgroupReduce(wg)}
+    name: `softmax.backward${dropout ? "_dropout" : ""}`,
+    code: `${workgroupReduce(wg)}${dropout ? PCG : ""}
 @group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-struct P { rows: u32, s: u32, scale: f32 }
+struct P { rows: u32, s: u32, scale: f32, key: u32, threshold: u32, dscale: f32 }
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
   let base = row * p.s;
   var dot = 0.0;
-  for (var j = lid; j < p.s; j = j + ${wg}u) { dot = dot + y[base + j] * dy[base + j]; }
+  for (var j = lid; j < p.s; j = j + ${wg}u) { dot = dot + y[base + j] * ${g("base + j")}; }
   dot = wg_sum(dot, lid);
   for (var j = lid; j < p.s; j = j + ${wg}u) {
-    dx[base + j] = p.scale * y[base + j] * (dy[base + j] - dot);
+    dx[base + j] = p.scale * y[base + j] * (${g("base + j")} - dot);
   }
 }`,
   };

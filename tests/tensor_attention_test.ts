@@ -10,10 +10,16 @@ import {
   softmaxRowsBackward,
 } from "../lib/tensor/reference/attention.ts";
 import { numericGrad } from "../lib/tensor/reference/gradcheck.ts";
-import { assert, assertClose, assertThrows } from "./assert.ts";
+import { dropoutMask } from "../lib/tensor/reference/dropout.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
 
 const TOL = 1e-5;
+
+/** Per-element factors of dropout(·, p, key) over n elements: 1/(1 − p) where kept, 0 where dropped. */
+function dropoutFactors(n: number, p: number, key: T.DropoutKey): Float64Array {
+  return Float64Array.from(dropoutMask(n, p, key), (keep) => keep && p < 1 ? 1 / (1 - p) : 0);
+}
 
 Deno.test("softmax over the last dimension: forward and backward", async () => {
   const gpu = await getGpu();
@@ -36,6 +42,33 @@ Deno.test("softmax over the last dimension: forward and backward", async () => {
   }
   const big = await T.softmax(T.Tensor.from(gpu, [1000, 0, -1000], [3])).toArray();
   assertClose(big, [1, 0, 0], 1e-7, "softmax is shift-stable");
+});
+
+Deno.test("softmax with dropout in the same pass: dropout's masks, and the gradient through both", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(47);
+  for (const [shape, p] of [[[3, 7], 0.3], [[2, 5, 129], 0.5], [[4, 300], 0.1], [[2, 4], 1]] as const) {
+    const x = randArr(rng, shape, 3);
+    const s = shape[shape.length - 1];
+    const key = { seed: 5, step: 2, site: 9 };
+    const tx = leaf(gpu, x);
+    const y = T.maskedSoftmax(tx, 0.8, {}, { p, key });
+    const factor = dropoutFactors(x.data.length, p, key);
+    const probs = softmaxRows(x.data, s, 0.8);
+    await expectClose(y, arr(probs.map((v, i) => v * factor[i]), shape), TOL, `softmax+dropout ${shape}`);
+    // bitwise what dropout(softmax(x)) gives
+    const composed = T.dropout(T.maskedSoftmax(tx, 0.8, {}), p, key);
+    assertEquals(Array.from(await y.toArray()), Array.from(await composed.toArray()), "same as composed");
+    const g = randArr(rng, shape);
+    y.backward(leaf(gpu, g, false));
+    const gThroughMask = g.data.map((v, i) => v * factor[i]);
+    await expectClose(
+      tx.grad,
+      arr(softmaxRowsBackward(probs, gThroughMask, s, 0.8), shape),
+      TOL,
+      `grad ${shape}`,
+    );
+  }
 });
 
 Deno.test("softmax reference gradient agrees with finite differences", () => {
@@ -99,25 +132,24 @@ Deno.test("attention (causal, padding, grouped-query): forward and gradients of 
   }
 });
 
-Deno.test("attention on [B, T, H, D] heads in place, with dropout-like factors on the probabilities", async () => {
+Deno.test("attention on [B, T, H, D] heads in place, with dropout on the probabilities", async () => {
   const gpu = await getGpu();
   const rng = new Rng(44);
   const swap = [0, 2, 1, 3];
   for (const c of CASES) {
     const a: AttnDims = { causal: false, mask: null, scale: 0.7, ...c } as AttnDims;
-    // every probability scaled by 0, 1 or 2.5 (a dropout mask with p = 0.6 has factors 0 and 2.5)
-    const factor = Float64Array.from({ length: a.b * a.h * a.t * a.s }, () => [0, 1, 2.5][rng.int(3)]);
+    const key = { seed: 1, step: rng.int(100), site: 3 };
+    const factor = dropoutFactors(a.b * a.h * a.t * a.s, 0.6, key);
     const q = randArr(rng, [a.b, a.h, a.t, a.d]), k = randArr(rng, [a.b, a.hkv, a.s, a.d]);
     const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]);
     const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, permute(x, swap)));
     const mask = a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null;
-    const f = T.Tensor.from(gpu, Float32Array.from(factor), [a.b, a.h, a.t, a.s]);
     const y = T.attention(tq, tk, tv, {
       causal: a.causal,
       mask,
       scale: a.scale,
       layout: "bthd",
-      probsDropout: (p) => T.mul(p, f),
+      probsDropout: { p: 0.6, key },
     });
     const ref = { ...a, probsFactor: factor };
     const label = JSON.stringify(c);
@@ -157,8 +189,8 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
     const bthd = (x: typeof q) => permute(x, swap).data;
     const width = (h + 2 * hkv) * d;
     const qkv = leaf(gpu, arr(pack([bthd(q), bthd(k), bthd(v)]), [b, t, width]));
-    const factor = Float64Array.from({ length: b * h * t * t }, () => [0, 1, 2.5][rng.int(3)]);
-    const f = T.Tensor.from(gpu, Float32Array.from(factor), [b, h, t, t]);
+    const key = { seed: 2, step: rng.int(100), site: 4 };
+    const factor = dropoutFactors(b * h * t * t, 0.25, key);
     const mask = a.mask ? T.Tensor.from(gpu, a.mask, [b, t]) : null;
     const y = T.packedAttention(qkv, {
       heads: h,
@@ -167,7 +199,7 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
       causal: a.causal,
       mask,
       scale: a.scale,
-      probsDropout: (p) => T.mul(p, f),
+      probsDropout: { p: 0.25, key },
     });
     const ref = { ...a, probsFactor: factor };
     const label = JSON.stringify(c);

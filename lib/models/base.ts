@@ -7,7 +7,7 @@
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { Linear } from "../nn/linear.ts";
-import { add, dropout, dropoutAdd, type Tensor } from "../tensor/mod.ts";
+import { add, dropout, dropoutAdd, type SoftmaxDropout, type Tensor } from "../tensor/mod.ts";
 import type { Batch, Model, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext } from "./registry.ts";
 
@@ -74,9 +74,11 @@ export abstract class BaseModel implements Model {
     return dropoutAdd(x, residual, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
   }
 
-  /** {@link dropout} at `site` as a function, or null where it is the identity (eval mode, p = 0). */
-  protected dropoutFn(p: number, site: number): ((x: Tensor) => Tensor) | null {
-    return this.#training && p > 0 ? (x) => this.dropout(x, p, site) : null;
+  /** {@link dropout} at `site` for an op to apply itself, or null where it is the identity (eval mode, p = 0). */
+  protected dropoutSpec(p: number, site: number): SoftmaxDropout | null {
+    return this.#training && p > 0
+      ? { p, key: { seed: this.dropoutSeed, step: this.dropoutStep, site } }
+      : null;
   }
 }
 

@@ -140,9 +140,7 @@ export class BertModel extends BaseModel {
     this.layers.forEach((layer, i) => {
       const prev = x, site = 3 * i + 1;
       x = tidy(() => {
-        const probsDropout = this.training && attnDrop > 0
-          ? (probs: Tensor) => this.dropout(probs, attnDrop, site)
-          : null;
+        const probsDropout = this.dropoutSpec(attnDrop, site);
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, prev, {
           numHeads: c.numHeads,
           headDim: c.headDim,

@@ -74,7 +74,7 @@ export class Gpt2Model extends BaseModel {
         const qkv = blk.attn.forward(blk.ln1.forward(prev));
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
-        const probsDropout = this.dropoutFn(attnDrop, 3 * i + 1);
+        const probsDropout = this.dropoutSpec(attnDrop, 3 * i + 1);
         const a = packedMultiHeadAttention(qkv, {
           numHeads: c.numHeads,
           headDim: d,

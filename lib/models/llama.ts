@@ -85,7 +85,7 @@ export class LlamaModel extends BaseModel {
       const prev = x;
       x = tidy(() => {
         const a = layer.inputNorm.forward(prev);
-        const probsDropout = this.dropoutFn(attnDrop, i);
+        const probsDropout = this.dropoutSpec(attnDrop, i);
         const qkv = [layer.q.forward(a), layer.k.forward(a), layer.v.forward(a)] as const;
         const att = multiHeadAttention(...qkv, { ...attnOpts, probsDropout });
         const y = add(prev, layer.o.forward(att));

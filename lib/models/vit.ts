@@ -106,9 +106,7 @@ export class VitModel extends BaseModel {
     this.layers.forEach((layer, i) => {
       const prev = x, site = 3 * i + 1;
       x = tidy(() => {
-        const probsDropout = this.training && attnDrop > 0
-          ? (probs: Tensor) => this.dropout(probs, attnDrop, site)
-          : null;
+        const probsDropout = this.dropoutSpec(attnDrop, site);
         const n = layer.normBefore.forward(prev);
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, n, {
           numHeads: c.numHeads,

@@ -6,7 +6,15 @@
  * @module
  */
 import type { Gpu } from "../gpu/mod.ts";
-import { attention, packedAttention, reshape, rope, type RopeTables, Tensor } from "../tensor/mod.ts";
+import {
+  attention,
+  packedAttention,
+  reshape,
+  rope,
+  type RopeTables,
+  type SoftmaxDropout,
+  Tensor,
+} from "../tensor/mod.ts";
 
 /** Options of {@link multiHeadAttention}. */
 export interface MultiHeadOptions {
@@ -28,7 +36,7 @@ export interface MultiHeadOptions {
    * Dropout on the attention probabilities [B, H, T, T] (train mode: GPT-2's attn_pdrop,
    * LLaMA's attention_dropout, BERT's attention_probs_dropout_prob).
    */
-  probsDropout?: ((probs: Tensor) => Tensor) | null;
+  probsDropout?: SoftmaxDropout | null;
 }
 
 /**

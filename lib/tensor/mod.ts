@@ -44,7 +44,7 @@ export { broadcastTo, mean, sum, sumTo } from "./ops/reduce.ts";
 export { cast, concat, permute, reshape, slice, split, transpose } from "./ops/layout.ts";
 export { linear, matmul, type MatmulOpOptions } from "./ops/matmul.ts";
 export { layerNorm, rmsNorm } from "./ops/norm.ts";
-export { maskedSoftmax, softmax, type SoftmaxMask } from "./ops/softmax.ts";
+export { maskedSoftmax, softmax, type SoftmaxDropout, type SoftmaxMask } from "./ops/softmax.ts";
 export {
   attention,
   type AttentionOptions,

@@ -13,7 +13,7 @@ import { record } from "../autograd.ts";
 import { keep, tidy } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { maskedSoftmax } from "./softmax.ts";
+import { maskedSoftmax, type SoftmaxDropout } from "./softmax.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 import type { AttnDims } from "../reference/attention.ts";
 
@@ -30,8 +30,11 @@ export interface AttentionOptions {
   scale?: number;
   /** Layout of q, k, v and the result; default `bhtd`. */
   layout?: HeadLayout;
-  /** Applied to the probabilities [B, H, T, S] before the product with v (train-mode dropout). */
-  probsDropout?: ((probs: Tensor) => Tensor) | null;
+  /**
+   * Dropout on the probabilities [B, H, T, S] before the product with v (train mode), with the
+   * masks `dropout(probs, p, key)` would draw; applied in the softmax's own pass.
+   */
+  probsDropout?: SoftmaxDropout | null;
 }
 
 /**
@@ -108,15 +111,15 @@ function scaledDotProduct(
   layout: HeadLayout,
   opts: Omit<AttentionOptions, "layout">,
 ): Tensor {
-  const mask = opts.mask ?? null;
-  if (mask && (mask.shape.length !== 2 || mask.shape[0] !== dims.b || mask.shape[1] !== dims.s)) {
-    throw new Error(`attention: mask ${mask.describe()} should be [${dims.b}, ${dims.s}] (batch, keys)`);
+  const padding = opts.mask ?? null;
+  if (padding && (padding.shape.length !== 2 || padding.shape[0] !== dims.b || padding.shape[1] !== dims.s)) {
+    throw new Error(`attention: mask ${padding.describe()} should be [${dims.b}, ${dims.s}] (batch, keys)`);
   }
   return tidy(() => {
     const scores = headScores(q, k, dims, opts.scale ?? 1 / Math.sqrt(dims.d));
     // [B, H, T, S]: the rows of one batch entry are consecutive, as the padding mask expects
-    const probs = maskedSoftmax(scores, 1, { causal: opts.causal, padding: mask, queries: dims.t });
-    return headValues(opts.probsDropout ? opts.probsDropout(probs) : probs, v, dims, layout);
+    const masks = { causal: opts.causal, padding, queries: dims.t };
+    return headValues(maskedSoftmax(scores, 1, masks, opts.probsDropout ?? null), v, dims, layout);
   });
 }
 

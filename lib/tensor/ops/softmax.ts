@@ -8,6 +8,7 @@ import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
+import { type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./dropout.ts";
 import { expectDtype, f, u32s } from "./util.ts";
 
 /** Masking of {@link maskedSoftmax}, for scores laid out [batch, ..., T, S]. */
@@ -25,11 +26,24 @@ export function softmax(x: Tensor): Tensor {
   return maskedSoftmax(x, 1, {});
 }
 
+/** Dropout applied by {@link maskedSoftmax} to its result: probability p, masks from key. */
+export interface SoftmaxDropout {
+  p: number;
+  key: DropoutKey;
+}
+
 /**
  * `softmax(scale · x)` over the last dimension with masked keys set to probability 0 (a row
- * with every key masked is all zeros). Rows of the same batch entry are consecutive.
+ * with every key masked is all zeros). Rows of the same batch entry are consecutive. With
+ * `dropout`, returns `dropout(softmax(…), p, key)` from the same pass, with the masks
+ * `dropout` draws (attention's dropout on the probabilities).
  */
-export function maskedSoftmax(x: Tensor, scale: number, mask: SoftmaxMask): Tensor {
+export function maskedSoftmax(
+  x: Tensor,
+  scale: number,
+  mask: SoftmaxMask,
+  dropout: SoftmaxDropout | null = null,
+): Tensor {
   expectDtype("softmax", "f32", x);
   const gpu = x.gpu;
   if (x.shape.length === 0) throw new Error("softmax: needs at least one dimension");
@@ -48,16 +62,26 @@ export function maskedSoftmax(x: Tensor, scale: number, mask: SoftmaxMask): Tens
     rowsPerBatch = rows / pad.shape[0];
   }
   if (mask.causal && s < t) throw new Error(`softmax: causal mask needs keys ≥ queries, got ${s} < ${t}`);
+  const drop = dropout && dropout.p > 0 ? dropout : null;
+  if (drop && !(drop.p <= 1)) throw new Error(`softmax: dropout probability ${drop.p} is outside [0, 1]`);
+  // key, threshold and scale of the dropout masks (zeros without dropout)
+  const dropWords = drop
+    ? [dropoutMaskKey(drop.key), dropoutThreshold(drop.p), f(drop.p === 1 ? 0 : 1 / (1 - drop.p))]
+    : [0, 0, 0];
   const y = Tensor.empty(gpu, x.shape);
-  const bufs = pad ? [x.buffer, pad.buffer, y.buffer] : [x.buffer, y.buffer];
-  const params = u32s(rows, s, Math.max(1, t), s - t, Math.max(1, rowsPerBatch), f(scale));
+  const yd = drop ? Tensor.empty(gpu, x.shape) : y;
+  const bufs = [x.buffer, ...(pad ? [pad.buffer] : []), y.buffer, ...(drop ? [yd.buffer] : [])];
+  const params = u32s(rows, s, Math.max(1, t), s - t, Math.max(1, rowsPerBatch), f(scale), ...dropWords);
   const wg = rowWorkgroupSize(s);
-  if (rows > 0) gpu.stream.dispatch(softmaxKernel(!!mask.causal, !!pad, wg), bufs, grid(gpu, rows), params);
-  return record("softmax", y, [x], [y], (g, [vy]) => {
+  if (rows > 0) {
+    gpu.stream.dispatch(softmaxKernel(!!mask.causal, !!pad, wg, !!drop), bufs, grid(gpu, rows), params);
+  }
+  return record(drop ? "softmax_dropout" : "softmax", yd, [x], [y], (g, [vy]) => {
     const gx = Tensor.empty(gpu, vy.shape);
     const bind = [vy.buffer, g.buffer, gx.buffer];
     if (rows > 0) {
-      gpu.stream.dispatch(softmaxBackwardKernel(wg), bind, grid(gpu, rows), u32s(rows, s, f(scale)));
+      const kernel = softmaxBackwardKernel(wg, !!drop);
+      gpu.stream.dispatch(kernel, bind, grid(gpu, rows), u32s(rows, s, f(scale), ...dropWords));
     }
     return [gx];
   });
