@@ -54,7 +54,9 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, k
     var v = 0.0;
     if (${allowed}) { v = exp(x[base + j] * p.scale - mx) * inv; }
     y[base + j] = v;${
-      dropout ? "\n    yd[base + j] = select(0.0, v * p.dscale, pcg_(pcg_(base + j) + p.key) >= p.threshold);" : ""
+      dropout
+        ? "\n    yd[base + j] = select(0.0, v * p.dscale, pcg_(pcg_(base + j) + p.key) >= p.threshold);"
+        : ""
     }
   }
 }`,
