@@ -15,6 +15,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
+import { MATH } from "./elementwise.ts";
 
 /** The blocking of one matmul kernel. */
 export interface MatmulTile {
@@ -55,7 +56,28 @@ export interface MatmulVariant {
   readonly accumulate: boolean;
   /** Split-K partial: write the raw sums of this K chunk to slice `z` of a scratch buffer. */
   readonly partial: boolean;
+  /**
+   * An activation in the epilogue (never with `partial` or `accumulate`), with a pre-activation
+   * buffer bound after the bias: `forward` stores the result there and act(result) in C;
+   * `backward` reads it and stores result·act′(pre) in C.
+   */
+  readonly activation?: { readonly kind: EpilogueActivation; readonly backward: boolean };
 }
+
+/** Activations a matmul epilogue applies (hf_config's `Activation`). */
+export type EpilogueActivation = "gelu" | "gelu_tanh" | "relu" | "silu";
+
+/** WGSL `act_(x)` and `act_back_(v, x)` = v·act′(x) for an epilogue activation (MATH in scope). */
+const ACTIVATION_CODE: Record<EpilogueActivation, string> = {
+  gelu: "fn act_(x: f32) -> f32 { return gelu_(x); }\n" +
+    "fn act_back_(v: f32, x: f32) -> f32 { return v * gelu_grad_(x); }",
+  gelu_tanh: "fn act_(x: f32) -> f32 { return gelu_tanh_(x); }\n" +
+    "fn act_back_(v: f32, x: f32) -> f32 { return v * gelu_tanh_grad_(x); }",
+  relu: "fn act_(x: f32) -> f32 { return max(x, 0.0); }\n" +
+    "fn act_back_(v: f32, x: f32) -> f32 { return select(0.0, v, x > 0.0); }",
+  silu: "fn act_(x: f32) -> f32 { return x * sigmoid_(x); }\n" +
+    "fn act_back_(v: f32, x: f32) -> f32 { return v * silu_grad_(x); }",
+};
 
 /** Invocations per workgroup of a tile. */
 export function tileThreads(t: MatmulTile): number {
@@ -331,7 +353,8 @@ export function matmulKernel(v: MatmulVariant): Kernel {
   if (problem) throw new Error(`matmul tile ${JSON.stringify(t)}: ${problem}`);
   const name = `matmul.${tileName(t)}_${v.transA ? "T" : "N"}${v.transB ? "T" : "N"}` +
     `${v.vecA ? "4" : "1"}${v.vecB ? "4" : "1"}${v.vecC ? "4" : "1"}` +
-    `${v.f16B ? "_h" : ""}${v.partial ? "_part" : `${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}`}`;
+    `${v.f16B ? "_h" : ""}${v.partial ? "_part" : `${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}`}` +
+    `${v.activation ? `_${v.activation.kind}${v.activation.backward ? "_back" : ""}` : ""}`;
   let kernel = kernels.get(name);
   if (!kernel) {
     kernel = { name, code: generate(v) };
@@ -383,6 +406,8 @@ function generate(v: MatmulVariant): string {
   );
   const bias = v.bias && !v.partial;
   const accumulate = v.accumulate && !v.partial;
+  const act = v.partial ? undefined : v.activation;
+  if (act && accumulate) throw new Error("matmul: an epilogue activation cannot accumulate into C");
   const vecC = v.vecC && wb === 4;
   const cElem = vecC ? "vec4<f32>" : "f32";
 
@@ -407,7 +432,16 @@ function generate(v: MatmulVariant): string {
     return lines.map((l) => `      ${l}`).join("\n");
   };
 
-  // Epilogue: alpha, bias, accumulate, bounds-checked stores.
+  // Epilogue: alpha, bias, accumulate or the activation, bounds-checked stores.
+  const vec4Of = (f: (c: string) => string) => `vec4<f32>(${XYZW.map((c) => f(c)).join(", ")})`;
+  const store = (ci: string, val: string, vec: boolean): string => {
+    if (!act) return `c[${ci}] = ${val};`;
+    if (act.backward) {
+      const g = vec ? vec4Of((k) => `act_back_(v.${k}, x.${k})`) : "act_back_(v, x)";
+      return `let v = ${val}; let x = pre[${ci}]; c[${ci}] = ${g};`;
+    }
+    return `let v = ${val}; pre[${ci}] = v; c[${ci}] = ${vec ? vec4Of((k) => `act_(v.${k})`) : "act_(v)"};`;
+  };
   const epilogue: string[] = [];
   for (let i = 0; i < tm; i++) {
     const rowOff = Math.floor(i / wa) * (bm / ga) + (i % wa);
@@ -423,7 +457,7 @@ function generate(v: MatmulVariant): string {
         let val = v.partial ? `c${i}_${h}` : `c${i}_${h} * p.alpha`;
         if (bias) val += ` + bias[col / 4u]`;
         if (accumulate) val += ` + c[ci]`;
-        lines.push(`  c[ci] = ${val};`, `}`);
+        lines.push(`  ${store("ci", val, true)}`, `}`);
         epilogue.push(`    { ${lines.join(" ")} }`);
       } else {
         for (let j = 0; j < wb; j++) {
@@ -432,7 +466,9 @@ function generate(v: MatmulVariant): string {
           if (bias) val += ` + bias[col]`;
           if (accumulate) val += ` + c[ci]`;
           epilogue.push(
-            `    { let col = ${col} + ${j}u; if (col < p.n) { let ci = cBase + row * p.ldc + col; c[ci] = ${val}; } }`,
+            `    { let col = ${col} + ${j}u; if (col < p.n) { let ci = cBase + row * p.ldc + col; ${
+              store("ci", val, false)
+            } } }`,
           );
         }
       }
@@ -482,12 +518,18 @@ ${[...A.store("0u"), ...B.store("0u")].map((l) => `      ${l}`).join("\n")}
     workgroupBarrier();
   }`;
 
-  return `${v.f16B ? "enable f16;\n" : ""}${MATMUL_PARAMS}
+  const extra = [
+    ...(bias ? [`var<storage, read> bias: array<${cElem}>`] : []),
+    ...(act ? [`var<storage, ${act.backward ? "read" : "read_write"}> pre: array<${cElem}>`] : []),
+  ];
+  return `${v.f16B ? "enable f16;\n" : ""}${MATMUL_PARAMS}${
+    act ? `${MATH}\n${ACTIVATION_CODE[act.kind]}` : ""
+  }
 ${A.declarations(0)}
 ${B.declarations(1)}
 @group(0) @binding(2) var<storage, read_write> c: array<${cElem}>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${cElem}>;\n` : ""}@group(0) @binding(${
-    bias ? 4 : 3
+${extra.map((e, i) => `@group(0) @binding(${3 + i}) ${e};\n`).join("")}@group(0) @binding(${
+    3 + extra.length
   }) var<uniform> p: Params;
 
 @compute @workgroup_size(${threads})

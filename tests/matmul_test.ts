@@ -10,6 +10,7 @@ import {
 } from "../lib/linalg/matmul.ts";
 import { matmulReference, matmulReferenceInto } from "../lib/linalg/reference.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
+import { ACTIVATIONS } from "../lib/tensor/reference/activations.ts";
 
 /** Seeded uniform [-1, 1) generator (mulberry32). */
 function rng(seed: number): () => number {
@@ -182,6 +183,50 @@ Deno.test("matmul: strided heads (attention in place), grouped B, offsets, every
     layoutA: { ld: 9, offset: 3, batchStride: 45 },
     layoutC: { ld: 11, offset: 1, batchStride: 55 },
   });
+});
+
+Deno.test("matmul: activation epilogues (forward keeps the pre-activation, backward multiplies by act′)", async () => {
+  const gpu = await getGpu();
+  const kinds = ["gelu", "gelu_tanh", "relu", "silu"] as const;
+  // vec4 and scalar C, a K that would be split (never with an activation), f16 B
+  const cases = [
+    { m: 37, n: 44, k: 29, transB: true, tile: undefined, f16B: false },
+    { m: 9, n: 13, k: 600, transB: false, tile: undefined, f16B: false },
+    { m: 130, n: 72, k: 40, transB: true, tile: "medium", f16B: true },
+  ] as const;
+  for (const kind of kinds) {
+    const { f, df } = ACTIVATIONS[kind];
+    for (const c of cases) {
+      if (c.f16B && !gpu.f16) continue;
+      const { m, n, k } = c;
+      const ah = randomF32(m * k), bh = randomF32(k * n), biasH = randomF32(n);
+      const bStored = c.f16B ? Float16Array.from(bh) : bh;
+      const a = upload(gpu, ah), b = upload(gpu, bStored), bias = upload(gpu, biasH);
+      const out = gpu.pool.acquire(m * n * 4), pre = gpu.pool.acquire(m * n * 4);
+      const common = { transB: c.transB, f16B: c.f16B, tile: c.tile };
+      encodeMatmul(gpu, a, b, out, m, n, k, { ...common, bias, activation: { kind, pre } });
+      const preRef = matmulReference(ah, bStored, m, n, k, { transB: c.transB, bias: biasH });
+      const label = `${kind} ${m}×${n}×${k}${c.f16B ? " f16B" : ""}`;
+      const tol = tolerance(k) * 4;
+      assertClose(await readF32(gpu, pre, m * n), preRef, tolerance(k), `pre ${label}`);
+      assertClose(await readF32(gpu, out, m * n), preRef.map(f), tol, `act ${label}`);
+      // backward: (A·B)·act′(pre) against the pre-activation just computed
+      const preGot = await readF32(gpu, pre, m * n);
+      encodeMatmul(gpu, a, b, out, m, n, k, { ...common, activation: { kind, pre, backward: true } });
+      const prod = matmulReference(ah, bStored, m, n, k, { transB: c.transB });
+      assertClose(
+        await readF32(gpu, out, m * n),
+        prod.map((v, i) => v * df(preGot[i])),
+        tol,
+        `back ${label}`,
+      );
+      for (const buf of [a, b, bias, out, pre]) gpu.pool.release(buf);
+    }
+  }
+  const buf = gpu.pool.acquire(4 * 64);
+  const run = (opts: MatmulOptions) => () => encodeMatmul(gpu, buf, buf, gpu.pool.acquire(64), 4, 4, 4, opts);
+  assertThrows(run({ activation: { kind: "gelu", pre: buf }, accumulate: true }), "no accumulate");
+  gpu.pool.release(buf);
 });
 
 Deno.test("matmul: strided layouts are checked against the buffers", async () => {

@@ -7,6 +7,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { grid } from "../gpu/buffers.ts";
 import {
+  type EpilogueActivation,
   matmulKernel,
   matmulReduceKernel,
   type MatmulTile,
@@ -17,7 +18,7 @@ import {
   tileThreads,
 } from "../../kernels/matmul.ts";
 
-export type { MatmulTile } from "../../kernels/matmul.ts";
+export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
 
 /**
  * The preset tiles. On a GPU: `big` (128×128, 8×16 per invocation) for products of at least 1.5
@@ -83,6 +84,13 @@ export interface MatmulOptions {
   layoutB?: MatrixLayout;
   /** Where C's matrices lie (default: packed). A strided C is never split along K. */
   layoutC?: MatrixLayout;
+  /**
+   * An activation in the epilogue, with `pre` (f32, C's size) holding the pre-activation:
+   * forward, C = act(result) and `pre` receives the result; `backward`, C = result·act′(pre)
+   * (the gradient through the activation, brought back by this product). Never split along K;
+   * not with `accumulate` or `layoutC`.
+   */
+  activation?: { kind: EpilogueActivation; pre: GPUBuffer; backward?: boolean };
 }
 
 /**
@@ -341,8 +349,18 @@ export function encodeMatmul(
   if (custom && (opts.splitK ?? 1) > 1) {
     throw new Error("encodeMatmul: a strided C (layoutC) cannot be split along K");
   }
+  const act = opts.activation;
+  if (act && (custom || opts.accumulate || (opts.splitK ?? 1) > 1)) {
+    throw new Error("encodeMatmul: an epilogue activation needs a packed C, no accumulate and no K split");
+  }
+  if (act && (act.pre === c || act.pre === a || act.pre === b)) {
+    throw new Error("encodeMatmul: the pre-activation buffer must not be A, B or C");
+  }
+  const pre = act
+    ? window(act.pre, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
+    : undefined;
 
-  const plan = planMatmul(gpu, m, n, k, custom ? { ...opts, splitK: 1 } : opts);
+  const plan = planMatmul(gpu, m, n, k, custom || act ? { ...opts, splitK: 1 } : opts);
   const { tile, splits, kChunk } = plan;
   const limits = gpu.limits;
   const threads = tileThreads(tile);
@@ -374,6 +392,7 @@ export function encodeMatmul(
     bias: !!bias && !partial,
     accumulate: accumulate && !partial,
     partial,
+    ...(act ? { activation: { kind: act.kind, backward: act.backward ?? false } } : {}),
   };
   const tilesM = Math.ceil(m / tile.bm), tilesN = Math.ceil(n / tile.bn);
   // split-K partials are packed: slice z of the scratch buffer holds entry z / splits, chunk z % splits
@@ -401,7 +420,7 @@ export function encodeMatmul(
   const [gx, gy] = grid(gpu, tilesM * tilesN);
   const kernel = matmulKernel(variant);
   if (!partial) {
-    const bindings = bias ? [A, B, C, bias] : [A, B, C];
+    const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : [])];
     gpu.stream.dispatch(kernel, bindings, [gx, gy, z], params);
     return;
   }

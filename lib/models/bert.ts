@@ -10,7 +10,7 @@
  * @module
  */
 import type { BertConfig } from "../io/hf_config.ts";
-import { activate } from "../nn/activation.ts";
+import { feedForward } from "../nn/feed_forward.ts";
 import { paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
@@ -148,7 +148,7 @@ export class BertModel extends BaseModel {
           probsDropout,
         });
         const y = layer.attnNorm.forward(this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1));
-        const m = layer.out.forward(activate(layer.inter.forward(y), c.activation));
+        const m = feedForward(layer.inter, layer.out, c.activation, y);
         return layer.outNorm.forward(this.dropoutAdd(m, y, drop, site + 2));
       });
       prev.dispose(); // saved activations hold their own views

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Gpt2Config } from "../io/hf_config.ts";
-import { activate } from "../nn/activation.ts";
+import { feedForward } from "../nn/feed_forward.ts";
 import { packedMultiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
@@ -84,7 +84,7 @@ export class Gpt2Model extends BaseModel {
           probsDropout,
         });
         const y = this.dropoutAdd(blk.attnProj.forward(a), prev, residDrop, 3 * i + 2);
-        const m = blk.fcProj.forward(activate(blk.fc.forward(blk.ln2.forward(y)), c.activation));
+        const m = feedForward(blk.fc, blk.fcProj, c.activation, blk.ln2.forward(y));
         return this.dropoutAdd(m, y, residDrop, 3 * i + 3);
       });
       prev.dispose(); // the block's input is no longer needed (saved activations hold their own views)

@@ -13,7 +13,7 @@
  * @module
  */
 import type { VitConfig } from "../io/hf_config.ts";
-import { activate } from "../nn/activation.ts";
+import { feedForward } from "../nn/feed_forward.ts";
 import type { Linear } from "../nn/linear.ts";
 import { classificationLoss } from "../nn/loss.ts";
 import { LayerNorm, param } from "../nn/norm.ts";
@@ -115,7 +115,7 @@ export class VitModel extends BaseModel {
           probsDropout,
         });
         const y = this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1);
-        const m = layer.out.forward(activate(layer.inter.forward(layer.normAfter.forward(y)), c.activation));
+        const m = feedForward(layer.inter, layer.out, c.activation, layer.normAfter.forward(y));
         return this.dropoutAdd(m, y, drop, site + 2);
       });
       prev.dispose(); // saved activations hold their own views

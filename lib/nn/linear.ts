@@ -5,7 +5,7 @@
  * @module
  */
 import type { LinearShape } from "../models/shapes.ts";
-import { add, linear, type Tensor } from "../tensor/mod.ts";
+import { add, cast, linear, noGrad, Tensor } from "../tensor/mod.ts";
 import { param } from "./norm.ts";
 
 /** A parameter-efficient update attached to a {@link Linear} (SSH, LoRA, FourierFT). */
@@ -82,6 +82,17 @@ export class Linear {
   /** in_features N. */
   get inFeatures(): number {
     return this.layout === "out_in" ? this.weight.shape[1] : this.weight.shape[0];
+  }
+
+  /** A new f32 tensor holding the weight (an f16 one converted), with no gradient link: what an adapter folds ΔW into. */
+  weightCopy(): Tensor {
+    const w = this.weight;
+    return noGrad(() => {
+      if (w.dtype !== "f32") return cast(w, "f32");
+      const copy = Tensor.empty(w.gpu, w.shape);
+      w.gpu.stream.copy(w.buffer, 0, copy.buffer, 0, w.size * 4);
+      return copy;
+    });
   }
 
   /** x [..., in] → [..., out]. */

@@ -15,7 +15,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { GradNode } from "../tensor/autograd.ts";
-import { cast, isGradEnabled, keep, linear, noGrad, record, Tensor } from "../tensor/mod.ts";
+import { isGradEnabled, keep, linear, noGrad, record, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import type { FoldedUpdate, Linear } from "../nn/linear.ts";
 import { SpectralAdapterOp, type SpectralSaved } from "../spectral/adapter_op.ts";
@@ -151,13 +151,7 @@ export class SpectralLayer implements PeftLayer {
   apply(layer: Linear, x: Tensor): Tensor | null {
     const tokens = this.#tokens(x);
     if (tokens === null || this.route(layer, tokens) !== "fold") return null;
-    const { gpu } = this;
-    const w = noGrad(() => {
-      if (layer.weight.dtype !== "f32") return cast(layer.weight, "f32");
-      const copy = Tensor.empty(gpu, layer.weight.shape);
-      gpu.stream.copy(layer.weight.buffer, 0, copy.buffer, 0, layer.weight.size * 4);
-      return copy;
-    });
+    const w = layer.weightCopy();
     const folded = this.fold(layer, tokens, w, 0)!;
     const layout = layer.layout;
     const y = noGrad(() => linear(x, w, layer.bias, { weightLayout: layout }));
