@@ -6,6 +6,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
+import { PCG } from "./elementwise.ts";
 import { BUILTINS, GROUP_ID, linearId, workgroupReduce } from "./indexing.ts";
 
 const cache = new Map<string, Kernel>();
@@ -16,27 +17,38 @@ function cached(key: string, make: () => Kernel): Kernel {
 }
 
 /**
- * Forward: bindings x, w, [b,] y, stats (2 per row: mean, rstd); uniform `{ rows, d, eps }`.
- * One workgroup of `wg` invocations per row (see `rowWorkgroupSize`).
+ * Forward: bindings x, [r, s,] w, [b,] y, stats (2 per row: mean, rstd); uniform
+ * `{ rows, d, eps, key, threshold, dscale }`. One workgroup of `wg` invocations per row (see
+ * `rowWorkgroupSize`). With `residual`, the normalised row is s = r + dropout(x) (the mask of
+ * `dropoutKernel` for flat index e; threshold 0 and dscale 1 keep x as it is), stored in s for
+ * backward: a residual connection and the LayerNorm after it in one pass.
  */
-export function normForwardKernel(rms: boolean, bias: boolean, wg = 128): Kernel {
-  return cached(`fwd:${rms}:${bias}:${wg}`, () => {
-    let b = 0;
-    const binds = [
-      `@group(0) @binding(${b++}) var<storage, read> x: array<f32>;`,
-      `@group(0) @binding(${b++}) var<storage, read> w: array<f32>;`,
-      bias ? `@group(0) @binding(${b++}) var<storage, read> bb: array<f32>;` : "",
-      `@group(0) @binding(${b++}) var<storage, read_write> y: array<f32>;`,
-      `@group(0) @binding(${b++}) var<storage, read_write> stats: array<f32>;`,
-      `struct P { rows: u32, d: u32, eps: f32 }`,
-      `@group(0) @binding(${b++}) var<uniform> p: P;`,
-    ];
-    const meanCode = rms ? "let mean = 0.0;" : `var s = 0.0;
-  for (var j = lid; j < p.d; j = j + ${wg}u) { s = s + x[base + j]; }
-  let mean = wg_sum(s, lid) / f32(p.d);`;
+export function normForwardKernel(rms: boolean, bias: boolean, wg = 128, residual = false): Kernel {
+  return cached(`fwd:${rms}:${bias}:${wg}:${residual}`, () => {
+    const names = ["x", ...(residual ? ["r", "s"] : []), "w", ...(bias ? ["bb"] : []), "y", "stats"];
+    const writes = new Set(["s", "y", "stats"]);
+    const binds = names.map((n, i) =>
+      `@group(0) @binding(${i}) var<storage, ${writes.has(n) ? "read_write" : "read"}> ${n}: array<f32>;`
+    );
+    binds.push(
+      `struct P { rows: u32, d: u32, eps: f32, key: u32, threshold: u32, dscale: f32 }`,
+      `@group(0) @binding(${names.length}) var<uniform> p: P;`,
+    );
+    // the row's values: x itself, or s = r + dropout(x) written on the first pass
+    const src = residual ? "s" : "x";
+    const first = residual
+      ? `let e = base + j;
+    let v = r[e] + select(0.0, x[e] * p.dscale, pcg_(pcg_(e) + p.key) >= p.threshold);
+    s[e] = v;`
+      : `let v = x[base + j];`;
+    const meanCode = rms
+      ? `${residual ? `for (var j = lid; j < p.d; j = j + ${wg}u) { ${first} }\n  ` : ""}let mean = 0.0;`
+      : `var sum = 0.0;
+  for (var j = lid; j < p.d; j = j + ${wg}u) { ${first} sum = sum + v; }
+  let mean = wg_sum(sum, lid) / f32(p.d);`;
     return {
-      name: `norm.${rms ? "rms" : "layer"}_forward`,
-      code: `${workgroupReduce(wg)}
+      name: `norm.${rms ? "rms" : "layer"}_forward${residual ? "_residual" : ""}`,
+      code: `${workgroupReduce(wg)}${residual ? PCG : ""}
 ${binds.join("\n")}
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
@@ -44,10 +56,11 @@ ${binds.join("\n")}
   let base = row * p.d;
   ${meanCode}
   var v = 0.0;
-  for (var j = lid; j < p.d; j = j + ${wg}u) { let t = x[base + j] - mean; v = v + t * t; }
+  // each invocation reads back only the elements it wrote
+  for (var j = lid; j < p.d; j = j + ${wg}u) { let t = ${src}[base + j] - mean; v = v + t * t; }
   let rstd = inverseSqrt(wg_sum(v, lid) / f32(p.d) + p.eps);
   for (var j = lid; j < p.d; j = j + ${wg}u) {
-    y[base + j] = (x[base + j] - mean) * rstd * w[j]${bias ? " + bb[j]" : ""};
+    y[base + j] = (${src}[base + j] - mean) * rstd * w[j]${bias ? " + bb[j]" : ""};
   }
   if (lid == 0u) { stats[2u * row] = mean; stats[2u * row + 1u] = rstd; }
 }`,
@@ -56,20 +69,26 @@ ${binds.join("\n")}
 }
 
 /**
- * Input gradient: bindings x, w, stats, g, dx; uniform `{ rows, d }`. With x̂ = (x−μ)·r and
- * ĝ = g·w: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (LayerNorm), r·(ĝ − x̂·mean(ĝ·x̂)) (RMSNorm).
+ * Input gradient: bindings x, w, stats, g, dx, [dxd]; uniform `{ rows, d, key, threshold,
+ * dscale }`. With x̂ = (x−μ)·r and ĝ = g·w: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (LayerNorm),
+ * r·(ĝ − x̂·mean(ĝ·x̂)) (RMSNorm). With `residual`, dxd gets dx through the forward's dropout
+ * mask (the gradient of the branch that was dropped out; dx is the residual's).
  */
-export function normBackwardKernel(rms: boolean, wg = 128): Kernel {
-  return cached(`bwd:${rms}:${wg}`, () => ({
-    name: `norm.${rms ? "rms" : "layer"}_backward`,
-    code: `${workgroupReduce(wg)}
+export function normBackwardKernel(rms: boolean, wg = 128, residual = false): Kernel {
+  return cached(`bwd:${rms}:${wg}:${residual}`, () => ({
+    name: `norm.${rms ? "rms" : "layer"}_backward${residual ? "_residual" : ""}`,
+    code: `${workgroupReduce(wg)}${residual ? PCG : ""}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-struct P { rows: u32, d: u32 }
-@group(0) @binding(5) var<uniform> p: P;
+${
+      residual
+        ? "@group(0) @binding(5) var<storage, read_write> dxd: array<f32>;\n"
+        : ""
+    }struct P { rows: u32, d: u32, key: u32, threshold: u32, dscale: f32 }
+@group(0) @binding(${residual ? 6 : 5}) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
@@ -88,7 +107,12 @@ struct P { rows: u32, d: u32 }
   let c = wg_sum(sgx, lid) * inv;
   for (var j = lid; j < p.d; j = j + ${wg}u) {
     let xh = (x[base + j] - mean) * rstd;
-    dx[base + j] = rstd * (g[base + j] * w[j] - a - xh * c);
+    let d = rstd * (g[base + j] * w[j] - a - xh * c);
+    dx[base + j] = d;${
+      residual
+        ? "\n    dxd[base + j] = select(0.0, d * p.dscale, pcg_(pcg_(base + j) + p.key) >= p.threshold);"
+        : ""
+    }
   }
 }`,
   }));

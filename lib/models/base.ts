@@ -7,7 +7,8 @@
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { Linear } from "../nn/linear.ts";
-import { add, dropout, dropoutAdd, type SoftmaxDropout, type Tensor } from "../tensor/mod.ts";
+import type { LayerNorm } from "../nn/norm.ts";
+import { add, dropout, dropoutAdd, type DropoutSpec, type Tensor } from "../tensor/mod.ts";
 import type { Batch, Model, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext } from "./registry.ts";
 
@@ -74,8 +75,13 @@ export abstract class BaseModel implements Model {
     return dropoutAdd(x, residual, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
   }
 
+  /** `norm(residual + this.dropout(x, p, site))` in one pass (a post-LN residual connection). */
+  protected residualNorm(norm: LayerNorm, x: Tensor, residual: Tensor, p: number, site: number): Tensor {
+    return norm.forwardResidual(x, residual, this.dropoutSpec(p, site));
+  }
+
   /** {@link dropout} at `site` for an op to apply itself, or null where it is the identity (eval mode, p = 0). */
-  protected dropoutSpec(p: number, site: number): SoftmaxDropout | null {
+  protected dropoutSpec(p: number, site: number): DropoutSpec | null {
     return this.#training && p > 0
       ? { p, key: { seed: this.dropoutSeed, step: this.dropoutStep, site } }
       : null;

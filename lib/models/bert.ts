@@ -147,9 +147,9 @@ export class BertModel extends BaseModel {
           mask,
           probsDropout,
         });
-        const y = layer.attnNorm.forward(this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1));
+        const y = this.residualNorm(layer.attnNorm, layer.attnOut.forward(a), prev, drop, site + 1);
         const m = feedForward(layer.inter, layer.out, c.activation, y);
-        return layer.outNorm.forward(this.dropoutAdd(m, y, drop, site + 2));
+        return this.residualNorm(layer.outNorm, m, y, drop, site + 2);
       });
       prev.dispose(); // saved activations hold their own views
     });

@@ -7,7 +7,7 @@
 import { multiHeadAttention, packedMultiHeadAttention } from "../nn/attention.ts";
 import { fusedProjection } from "../nn/fused_linear.ts";
 import type { Linear } from "../nn/linear.ts";
-import { reshape, slice, type SoftmaxDropout, type Tensor } from "../tensor/mod.ts";
+import { type DropoutSpec, reshape, slice, type Tensor } from "../tensor/mod.ts";
 
 /** Options of {@link encoderSelfAttention}. */
 export interface EncoderAttentionOptions {
@@ -16,7 +16,7 @@ export interface EncoderAttentionOptions {
   /** i32 [B, T]: 0 hides a padding key (lib/nn/attention.ts `paddingMask`). */
   mask: Tensor | null;
   /** Dropout on the attention probabilities [B, H, T, T] (train mode); null in eval mode. */
-  probsDropout: SoftmaxDropout | null;
+  probsDropout: DropoutSpec | null;
 }
 
 /**

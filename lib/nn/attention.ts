@@ -8,11 +8,11 @@
 import type { Gpu } from "../gpu/mod.ts";
 import {
   attention,
+  type DropoutSpec,
   packedAttention,
   reshape,
   rope,
   type RopeTables,
-  type SoftmaxDropout,
   Tensor,
 } from "../tensor/mod.ts";
 
@@ -36,7 +36,7 @@ export interface MultiHeadOptions {
    * Dropout on the attention probabilities [B, H, T, T] (train mode: GPT-2's attn_pdrop,
    * LLaMA's attention_dropout, BERT's attention_probs_dropout_prob).
    */
-  probsDropout?: SoftmaxDropout | null;
+  probsDropout?: DropoutSpec | null;
 }
 
 /**

@@ -3,7 +3,7 @@
  * (LLaMA), holding their checkpoint tensors.
  * @module
  */
-import { layerNorm, rmsNorm, type Tensor } from "../tensor/mod.ts";
+import { type DropoutSpec, layerNorm, residualLayerNorm, rmsNorm, type Tensor } from "../tensor/mod.ts";
 
 /** `LayerNorm(x)·weight + bias` over the last dimension (torch's nn.LayerNorm). */
 export class LayerNorm {
@@ -28,6 +28,11 @@ export class LayerNorm {
   /** x [..., d] → [..., d]. */
   forward(x: Tensor): Tensor {
     return layerNorm(x, this.weight, this.bias, this.eps);
+  }
+
+  /** `forward(residual + dropout(x))` in one pass (a post-LN residual connection); no dropout when null. */
+  forwardResidual(x: Tensor, residual: Tensor, dropout: DropoutSpec | null): Tensor {
+    return residualLayerNorm(x, residual, this.weight, this.bias, this.eps, dropout);
   }
 }
 

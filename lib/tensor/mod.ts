@@ -43,8 +43,8 @@ export {
 export { broadcastTo, mean, sum, sumTo } from "./ops/reduce.ts";
 export { cast, concat, permute, reshape, slice, split, transpose } from "./ops/layout.ts";
 export { linear, matmul, type MatmulOpOptions } from "./ops/matmul.ts";
-export { layerNorm, rmsNorm } from "./ops/norm.ts";
-export { maskedSoftmax, softmax, type SoftmaxDropout, type SoftmaxMask } from "./ops/softmax.ts";
+export { layerNorm, residualLayerNorm, rmsNorm } from "./ops/norm.ts";
+export { maskedSoftmax, softmax, type SoftmaxMask } from "./ops/softmax.ts";
 export {
   attention,
   type AttentionOptions,
@@ -57,5 +57,12 @@ export {
 } from "./ops/attention.ts";
 export { embedding, groupIds, splitRuns } from "./ops/embedding.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
-export { dropout, dropoutAdd, type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./ops/dropout.ts";
+export {
+  dropout,
+  dropoutAdd,
+  type DropoutKey,
+  dropoutMaskKey,
+  type DropoutSpec,
+  dropoutThreshold,
+} from "./ops/dropout.ts";
 export { patchEmbed } from "./ops/conv.ts";

@@ -13,7 +13,8 @@ import { record } from "../autograd.ts";
 import { keep, tidy } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { maskedSoftmax, type SoftmaxDropout } from "./softmax.ts";
+import type { DropoutSpec } from "./dropout.ts";
+import { maskedSoftmax } from "./softmax.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 import type { AttnDims } from "../reference/attention.ts";
 
@@ -34,7 +35,7 @@ export interface AttentionOptions {
    * Dropout on the probabilities [B, H, T, S] before the product with v (train mode), with the
    * masks `dropout(probs, p, key)` would draw; applied in the softmax's own pass.
    */
-  probsDropout?: SoftmaxDropout | null;
+  probsDropout?: DropoutSpec | null;
 }
 
 /**

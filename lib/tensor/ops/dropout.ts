@@ -18,6 +18,12 @@ export interface DropoutKey {
   site?: number;
 }
 
+/** A dropout for an op to apply in its own pass (softmax, a residual LayerNorm): probability p, masks from key. */
+export interface DropoutSpec {
+  p: number;
+  key: DropoutKey;
+}
+
 /** The u32 key of a mask (shared by the kernel and the CPU reference). */
 export function dropoutMaskKey(key: DropoutKey): number {
   return pcgHash((key.seed >>> 0) ^ pcgHash((key.step >>> 0) ^ pcgHash((key.site ?? 0) >>> 0)));

@@ -8,7 +8,7 @@ import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { type DropoutKey, dropoutMaskKey, dropoutThreshold } from "./dropout.ts";
+import { dropoutMaskKey, type DropoutSpec, dropoutThreshold } from "./dropout.ts";
 import { expectDtype, f, u32s } from "./util.ts";
 
 /** Masking of {@link maskedSoftmax}, for scores laid out [batch, ..., T, S]. */
@@ -26,12 +26,6 @@ export function softmax(x: Tensor): Tensor {
   return maskedSoftmax(x, 1, {});
 }
 
-/** Dropout applied by {@link maskedSoftmax} to its result: probability p, masks from key. */
-export interface SoftmaxDropout {
-  p: number;
-  key: DropoutKey;
-}
-
 /**
  * `softmax(scale · x)` over the last dimension with masked keys set to probability 0 (a row
  * with every key masked is all zeros). Rows of the same batch entry are consecutive. With
@@ -42,7 +36,7 @@ export function maskedSoftmax(
   x: Tensor,
   scale: number,
   mask: SoftmaxMask,
-  dropout: SoftmaxDropout | null = null,
+  dropout: DropoutSpec | null = null,
 ): Tensor {
   expectDtype("softmax", "f32", x);
   const gpu = x.gpu;
