@@ -67,6 +67,37 @@ ${
 };
 
 /**
+ * `out[j·rows + r] = Σ_{e ∈ row r} w_e · c[k_e] · cas[(j·col_e) mod n]` for j < n, r < rows,
+ * with cas[t] = cos(2πt/n) + sin(2πt/n): (S̃·C_n)ᵀ straight from S̃'s rows, the first half of
+ * ΔW's separable transform without a dense S̃. One invocation per output element (j·col_e < 2³²
+ * needs n < 65536). Bindings: plan, c, cas (f32, n), out, params {rows, n, ptr, ent}.
+ */
+export const casRowsKernel: Kernel = {
+  name: "sparse.cas_rows",
+  code: `
+@group(0) @binding(0) var<storage, read> plan: array<u32>;
+@group(0) @binding(1) var<storage, read> c: array<f32>;
+@group(0) @binding(2) var<storage, read> cas: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+struct P { rows: u32, n: u32, ptr: u32, ent: u32 }
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(${SPARSE_THREADS})
+fn main(${ids}) {
+  ${linearId}
+  if (id >= p.rows * p.n) { return; }
+  let j = id / p.rows;
+  let r = id % p.rows;
+  var acc = 0.0;
+  let end = plan[p.ptr + r + 1u];
+  for (var e = plan[p.ptr + r]; e < end; e++) {
+    let b = p.ent + 3u * e;
+    acc += bitcast<f32>(plan[b + 2u]) * c[plan[b + 1u]] * cas[(j * plan[b]) % p.n];
+  }
+  out[id] = acc;
+}`,
+};
+
+/**
  * Gradient, pass 1: `partial[chunk·E + e] = Σ_{t ∈ chunk} a[t·m + u_e] · b[t·n + v_e]` for each
  * entry e of S̃ (list of (u, v) pairs at `list`) and each chunk of `chunk_len` tokens. Threads
  * of a workgroup take neighbouring entries of one chunk, so a token's rows of δ̂ and x̂ are

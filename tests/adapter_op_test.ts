@@ -114,6 +114,33 @@ Deno.test("forward, backward and materialize accumulate into their outputs", asy
   }
 });
 
+Deno.test("materialize adds ΔW or ΔWᵀ at an offset; a layer 65536 or more wide takes the dense route", async () => {
+  const gpu = await getGpu();
+  for (const [m, n] of [[9, 14], [2, 65537]]) {
+    for (const transform of TRANSFORMS) {
+      const p = new Prng(m + n);
+      const positions = testPositions(m, n, 6, 3);
+      const coef = p.normals(6);
+      const dw = deltaWReference(positions, coef, m, n, transform, 40);
+      const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha: 40 });
+      const c = upload(gpu, coef);
+      for (const transposed of [false, true]) {
+        const at = 5, base = p.normals(at + m * n + 3);
+        const w = upload(gpu, base);
+        op.materialize(c, w, { accumulate: true, transposed, at });
+        const got = await readF32(gpu, w, base.length);
+        const want = Float64Array.from(base);
+        const delta = transposed ? transpose(dw, m, n) : dw;
+        delta.forEach((v, i) => want[at + i] += v);
+        assertClose(got, want, TOL, `${transform} ${m}×${n}${transposed ? " transposed" : ""} at ${at}`);
+        gpu.pool.release(w);
+      }
+      gpu.pool.release(c);
+      op.dispose();
+    }
+  }
+});
+
 Deno.test("coefficient and input gradients agree with finite differences of the float64 layer", async () => {
   const gpu = await getGpu();
   const m = 11, n = 8, tokens = 3, alpha = 30, h = 1e-4;

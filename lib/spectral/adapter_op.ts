@@ -13,7 +13,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { encodeFht } from "./fht.ts";
 import { basisReference, encodeAdd, SparseSpectrum } from "./sparse.ts";
-import { encodeTransform2d, type Transform } from "./transforms.ts";
+import { encodeTransform2d, encodeTranspose, type Transform } from "./transforms.ts";
 
 /** Shape and hyper-parameters of one adapted linear layer. */
 export interface SpectralAdapterConfig {
@@ -206,6 +206,18 @@ export class SpectralAdapterOp {
     if (at !== 0 && !opts.accumulate) throw new Error("materialize: an offset `at` needs `accumulate`");
     need(coef, this.count, `coef (n = ${this.count})`);
     need(dst, at + m * nIn, `dst (M×N = ${m}×${nIn}${at ? ` from element ${at}` : ""})`);
+    if (nIn < 65536) {
+      // ΔWᵀ = C_N S̃ᵀ C_M (all three transforms are C_M S̃ C_N): S̃'s rows against C_N, then
+      // one FHT of its N rows of length M, stored transposed unless ΔWᵀ is what is asked for
+      const t = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.delta_w_t");
+      this.spectrum.encodeCasRows(coef, t);
+      encodeFht(gpu, t, t, nIn, m, { scale: this.scale });
+      if (!opts.transposed) encodeTranspose(gpu, t, dst, nIn, m, { at, accumulate: opts.accumulate });
+      else if (opts.accumulate) encodeAdd(gpu, t, dst, m * nIn, at);
+      else gpu.stream.copy(t, 0, dst, 0, m * nIn * 4);
+      gpu.pool.release(t);
+      return;
+    }
     const s = gpu.pool.acquire(m * nIn * 4, undefined, "adapter.spectrum");
     this.spectrum.encodeScatter(coef, s, opts.transposed);
     const [rows, cols] = opts.transposed ? [nIn, m] : [m, nIn];

@@ -14,6 +14,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { grid, upload } from "../gpu/buffers.ts";
 import {
   addKernel,
+  casRowsKernel,
   gatherKernel,
   gradPartialKernel,
   gradReduceKernel,
@@ -154,6 +155,24 @@ function csr<T>(
   return out;
 }
 
+const casTables = new WeakMap<Gpu, Map<number, GPUBuffer>>();
+
+/** cas(2πt/n) = cos + sin for t < n, in float64 rounded to f32, uploaded once per device and n. */
+function casTable(gpu: Gpu, n: number): GPUBuffer {
+  let perGpu = casTables.get(gpu);
+  if (!perGpu) casTables.set(gpu, perGpu = new Map());
+  let table = perGpu.get(n);
+  if (!table) {
+    const values = Float32Array.from(
+      { length: n },
+      (_, t) => Math.cos((2 * Math.PI * t) / n) + Math.sin((2 * Math.PI * t) / n),
+    );
+    table = upload(gpu, values, `sparse.cas_${n}`);
+    perGpu.set(n, table);
+  }
+  return table;
+}
+
 /** Threads the first gradient pass aims at (entries × token chunks). */
 const GRAD_TARGET_THREADS = 131072;
 /** Shortest token chunk of the first gradient pass. */
@@ -241,6 +260,20 @@ export class SparseSpectrum {
     const blocks = Math.ceil(tokens / PRODUCT_TOKENS);
     const groups = grid(this.gpu, Math.ceil((blocks * rows) / SPARSE_THREADS));
     this.gpu.stream.dispatch(productKernel, [this.plan, coef, inp, out], groups, params);
+  }
+
+  /**
+   * `out` (N×M) = (S̃·C_N)ᵀ: out[j, r] = Σ_{e ∈ row r} w_e·c[k_e]·cas(2π·j·col_e/N), the first
+   * half of ΔW = C_M S̃ C_N from S̃'s rows (one dispatch, no dense S̃). Needs N < 65536.
+   */
+  encodeCasRows(coef: GPUBuffer, out: GPUBuffer): void {
+    this.#live();
+    const { m, n } = this;
+    if (n >= 65536) throw new RangeError(`encodeCasRows: N = ${n} must be below 65536`);
+    const ptr = this.#offsets.rows;
+    const params = new Uint32Array([m, n, ptr, ptr + m + 1]);
+    const groups = grid(this.gpu, Math.ceil((m * n) / SPARSE_THREADS));
+    this.gpu.stream.dispatch(casRowsKernel, [this.plan, coef, casTable(this.gpu, n), out], groups, params);
   }
 
   /**

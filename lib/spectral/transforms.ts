@@ -26,10 +26,20 @@ export interface Transform2dOptions {
 
 const FIXUPS = { dht2d: fixup2dKernel("dht2d"), dft: fixup2dKernel("dft") };
 
-/** Encode `dst = transpose(src)` for a row-major `rows × cols` f32 matrix. */
-export function encodeTranspose(gpu: Gpu, src: GPUBuffer, dst: GPUBuffer, rows: number, cols: number): void {
-  const p = new Uint32Array([rows, cols]);
-  gpu.stream.dispatch(transposeKernel, [src, dst], [
+/**
+ * Encode `dst = transpose(src)` for a row-major `rows × cols` f32 matrix, written from element
+ * `at` of dst, or added there with `accumulate`.
+ */
+export function encodeTranspose(
+  gpu: Gpu,
+  src: GPUBuffer,
+  dst: GPUBuffer,
+  rows: number,
+  cols: number,
+  opts: { at?: number; accumulate?: boolean } = {},
+): void {
+  const p = new Uint32Array([rows, cols, opts.at ?? 0, 0]);
+  gpu.stream.dispatch(transposeKernel(opts.accumulate ?? false), [src, dst], [
     Math.ceil(cols / TRANSPOSE_TILE),
     Math.ceil(rows / TRANSPOSE_TILE),
   ], p);
