@@ -17,15 +17,19 @@ const cache = new Map<string, Kernel>();
 
 /**
  * A strided copy of rank `rank` from `array<src>` to `array<dst>` (converting when the types
- * differ; f16 needs `enable f16`). Uniform `{ n, soff, doff, d0.., s0.., t0.. }`.
+ * differ; f16 needs `enable f16`), or with `accumulate` an add into dst (f32 to f32). Uniform
+ * `{ n, soff, doff, d0.., s0.., t0.. }`.
  */
-export function copyKernel(rank: number, src: CopyType, dst: CopyType): Kernel {
-  const key = `${rank}:${src}:${dst}`;
+export function copyKernel(rank: number, src: CopyType, dst: CopyType, accumulate = false): Kernel {
+  if (accumulate && (src !== "f32" || dst !== "f32")) throw new Error("copyKernel: only f32 adds into dst");
+  const key = `${rank}:${src}:${dst}:${accumulate}`;
   let k = cache.get(key);
   if (k) return k;
   const value = src === dst ? "v" : `${dst}(v)`;
   k = {
-    name: `layout.copy_${src.replace("vec4<u32>", "u32x4")}_${dst.replace("vec4<u32>", "u32x4")}`,
+    name: `layout.${accumulate ? "add" : "copy"}_${src.replace("vec4<u32>", "u32x4")}_${
+      dst.replace("vec4<u32>", "u32x4")
+    }`,
     code: `${src === "f16" || dst === "f16" ? "enable f16;" : ""}
 @group(0) @binding(0) var<storage, read> x: array<${src}>;
 @group(0) @binding(1) var<storage, read_write> y: array<${dst}>;
@@ -36,7 +40,7 @@ struct P { n: u32, soff: u32, doff: u32, ${stridedFields(rank, ["s", "t"])} }
   if (i >= p.n) { return; }
   ${stridedOffsets("i", rank, ["s", "t"])}
   let v = x[p.soff + o_s];
-  y[p.doff + o_t] = ${value};
+  y[p.doff + o_t] = ${accumulate ? "y[p.doff + o_t] + " : ""}${value};
 }`,
   };
   cache.set(key, k);

@@ -6,7 +6,7 @@ import { Linear } from "../lib/nn/linear.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
 import { LoraLayer } from "../lib/peft/lora.ts";
 import { coefGradReference, deltaWReference } from "../lib/spectral/adapter_op.ts";
-import { mul, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { concat, mul, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
 
 const TOL = 1e-5;
 
@@ -114,9 +114,6 @@ Deno.test("fusedProjection declines layers it cannot fuse", async () => {
   a.weight.requiresGrad = true;
   assert(fusedProjection([a, b], x) === null, "a trained weight");
   a.weight.requiresGrad = false;
-  const module = { outFeatures: 3, inFeatures: 6, r: 2, a: new Float32Array(12), b: new Float32Array(6) };
-  b.adapter = new LoraLayer(gpu, { module, scaling: 2 });
-  assert(fusedProjection([a, b], x) === null, "LoRA does not fold");
   b.adapter = new SpectralLayer(gpu, "ssh", {
     outFeatures: 3,
     inFeatures: 6,
@@ -124,10 +121,57 @@ Deno.test("fusedProjection declines layers it cannot fuse", async () => {
     transform: "dht",
     alpha: 1,
   });
-  // 2 tokens: 3·6 > 0.5·2·(3 + 6), the adapter stays spectral
-  assert(fusedProjection([a, b], x) === null, "an adapter on the spectral route");
   assert(fusedProjection([a, randomLinear(gpu, p, 3, 5).lin], x) === null, "another input width");
-  b.adapter = null;
+  // 2 tokens: 3·6 > 0.5·2·(3 + 6), the SSH adapter stays spectral and adds its delta
   const y = fusedProjection([a, b], x);
-  assertEquals(y?.shape, [2, 8], "without the adapter they fuse");
+  assertEquals(y?.shape, [2, 8], "with an adapter on the spectral route they fuse");
+});
+
+Deno.test("fusedProjection: adapters that do not fold (LoRA, spectral-route SSH) add their delta into their columns", async () => {
+  const gpu = await getGpu();
+  const [tokens, n] = [3, 10];
+  const p = new Prng(9);
+  const layers = [6, 4, 6].map((m) => randomLinear(gpu, p, m, n).lin);
+  const module = {
+    outFeatures: 6,
+    inFeatures: n,
+    r: 2,
+    a: Float32Array.from(p.normals(2 * n)),
+    b: Float32Array.from(p.normals(12)),
+  };
+  const lora = new LoraLayer(gpu, { module, scaling: 1.5 });
+  layers[0].adapter = lora;
+  const ssh = new SpectralLayer(gpu, "ssh", {
+    outFeatures: 6,
+    inFeatures: n,
+    positions: randomPositions(p, 6, n, 5),
+    transform: "dht",
+    alpha: 3,
+    coef: p.normals(5),
+  });
+  layers[2].adapter = ssh;
+  assertEquals(ssh.route(layers[2], tokens), "spectral");
+  const x = p.normals(tokens * n), r = p.normals(tokens * 16);
+  const run = async (fused: boolean) => {
+    const xt = Tensor.from(gpu, x, [tokens, n], { requiresGrad: true });
+    const rt = Tensor.from(gpu, r, [tokens, 16]);
+    const y = tidy(() => {
+      if (fused) return fusedProjection(layers, xt)!;
+      return concat(layers.map((l) => l.forward(xt)), 1);
+    });
+    sum(mul(y, rt)).backward();
+    const params = [lora.a, lora.b, ssh.coef];
+    const out = [
+      await y.toArray(),
+      await xt.grad!.toArray(),
+      ...await Promise.all(params.map((t) => t.grad!.toArray())),
+    ];
+    for (const t of params) {
+      t.grad!.dispose();
+      t.grad = null;
+    }
+    return out;
+  };
+  const fused = await run(true), separate = await run(false);
+  ["y", "dx", "dA", "dB", "dcoef"].forEach((what, i) => assertClose(fused[i], separate[i], 1e-6, what));
 });

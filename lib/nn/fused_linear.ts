@@ -20,33 +20,29 @@ const FUSE_MAX_ELEMENTS = 1 << 22;
  * `x` through every layer of `layers`, their outputs concatenated along the last dimension
  * ([..., M₁ + M₂ + …]), as one product, or null when they cannot share one: each must be an
  * nn.Linear (out, in) of `x`'s width with a frozen weight and bias of at most
- * {@link FUSE_MAX_ELEMENTS}, and no adapter or one that folds into its weight for this many
- * tokens (SSH, FourierFT). Gradients reach x and the adapters as through the separate layers.
+ * {@link FUSE_MAX_ELEMENTS}. An adapter that folds into its weight for this many tokens (SSH,
+ * FourierFT) is folded into the stacked weight; any other (LoRA) adds its `delta(x)` into its
+ * layer's columns. Gradients reach x and the adapters as through the separate layers.
  */
 export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | null {
   const n = x.shape[x.shape.length - 1];
   if (layers.length < 2 || x.dtype !== "f32" || x.shape.length < 2 || x.size === 0) return null;
   const fits = layers.every((l) =>
     l.layout === "out_in" && l.inFeatures === n && !l.weight.requiresGrad && !l.bias?.requiresGrad &&
-    l.weight.size <= FUSE_MAX_ELEMENTS && (!l.adapter || l.adapter.fold)
+    l.weight.size <= FUSE_MAX_ELEMENTS
   );
   if (!fits) return null;
   const tokens = x.size / n, gpu = x.gpu;
   const sizes = layers.map((l) => l.outFeatures);
   const total = sizes.reduce((a, b) => a + b, 0);
-  // f16 weights stay f16 unless an adapter folds ΔW into them (in f32)
-  const f16 = layers.every((l) => !l.adapter && l.weight.dtype === "f16");
+  // f16 weights stay f16 unless an adapter may fold ΔW into them (in f32)
+  const f16 = layers.every((l) => !l.adapter?.fold && l.weight.dtype === "f16");
   const weight = Tensor.empty(gpu, [total, n], f16 ? "f16" : "f32");
-  const updates: (FoldedUpdate | null)[] = [];
+  const folds: (FoldedUpdate | null)[] = [];
   let row = 0;
   for (const l of layers) {
     copyInto(l.weight, weight, row * n);
-    const update = l.adapter?.fold?.(l, tokens, weight, row * n) ?? null;
-    if (l.adapter && !update) {
-      weight.dispose();
-      return null;
-    }
-    updates.push(update);
+    folds.push(l.adapter?.fold?.(l, tokens, weight, row * n) ?? null);
     row += l.outFeatures;
   }
   let bias: Tensor | null = null;
@@ -60,17 +56,32 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     }
   }
   const y = noGrad(() => linear(x, weight, bias));
-  const params = updates.flatMap((u) => u ? [u.param] : []);
-  record("fused_linear", y, [x, ...params], [x, weight], (g, [xs, w], need, acc) => {
+  // adapters that did not fold add ΔW·x into their columns
+  const deltas: { at: number; d: Tensor }[] = [];
+  let at = 0;
+  layers.forEach((l, i) => {
+    if (l.adapter && !folds[i]) {
+      const d = l.adapter.delta(x);
+      stridedCopy(d, y, [tokens, sizes[i]], [sizes[i], 1], [total, 1], 0, at, true);
+      deltas.push({ at, d });
+    }
+    at += sizes[i];
+  });
+  const params = folds.flatMap((u) => u ? [u.param] : []);
+  const inputs = [x, ...params, ...deltas.map((e) => e.d)];
+  record("fused_linear", y, inputs, [x, weight], (g, [xs, w], need, acc) => {
     const dx = need[0] ? linearInputGradient(g, w, "out_in", acc[0]) : null;
     const g2 = reshape(g, [tokens, total]), x2 = reshape(xs, [tokens, n]);
     const shared = new Map<string, Tensor>();
     const grads: (Tensor | null)[] = [dx];
     let at = 0, p = 0;
-    updates.forEach((u, i) => {
+    folds.forEach((u, i) => {
       if (u) grads.push(need[++p] ? u.gradient(x2, slice(g2, 1, at, at + sizes[i]), shared) : null);
       at += sizes[i];
     });
+    for (const { at, d } of deltas) {
+      grads.push(need[++p] ? reshape(slice(g2, 1, at, at + d.shape[d.shape.length - 1]), d.shape) : null);
+    }
     return grads;
   });
   weight.dispose(); // the tape keeps its own reference

@@ -15,7 +15,8 @@ function copyType(dtype: DType, converting: boolean): CopyType {
 
 /**
  * For every index `c` of `shape`: `dst[dstOffset + c·dstStrides] = src[srcOffset + c·srcStrides]`
- * (element offsets), converting between f32 and f16 when the dtypes differ.
+ * (element offsets), converting between f32 and f16 when the dtypes differ; with `accumulate`
+ * (f32 tensors), `+=`.
  */
 export function stridedCopy(
   src: Tensor,
@@ -25,11 +26,14 @@ export function stridedCopy(
   dstStrides: readonly number[],
   srcOffset = 0,
   dstOffset = 0,
+  accumulate = false,
 ): void {
   let plan = collapse(shape, [srcStrides, dstStrides]);
   if (shape.some((d) => d === 0)) return;
   const converting = src.dtype !== dst.dtype;
-  let [from, to] = [copyType(src.dtype, converting), copyType(dst.dtype, converting)];
+  let [from, to] = accumulate
+    ? ["f32", "f32"] as CopyType[]
+    : [copyType(src.dtype, converting), copyType(dst.dtype, converting)];
   const offsets = [srcOffset, dstOffset];
   if (from === "u32" && to === "u32" && byFour(plan.shape, plan.strides, offsets)) {
     // whole 16-byte words: a quarter of the invocations and of their index arithmetic (the
@@ -44,7 +48,7 @@ export function stridedCopy(
     from = to = "vec4<u32>";
   }
   const n = plan.shape.reduce((a, b) => a * b, 1);
-  const kernel = copyKernel(plan.shape.length, from, to);
+  const kernel = copyKernel(plan.shape.length, from, to, accumulate);
   const params = u32s(n, offsets[0], offsets[1], ...plan.shape, ...plan.strides[0], ...plan.strides[1]);
   launch(src.gpu, kernel, [src.buffer, dst.buffer], n, params);
 }
