@@ -58,10 +58,14 @@ export interface MatmulVariant {
   readonly partial: boolean;
   /**
    * An activation in the epilogue (never with `partial` or `accumulate`), with a pre-activation
-   * buffer bound after the bias: `forward` stores the result there and act(result) in C;
-   * `backward` reads it and stores result·act′(pre) in C.
+   * buffer bound after the bias: forward stores act(result) in C and, with `keepPre`, the
+   * result in the buffer; `backward` reads it and stores result·act′(pre) in C.
    */
-  readonly activation?: { readonly kind: EpilogueActivation; readonly backward: boolean };
+  readonly activation?: {
+    readonly kind: EpilogueActivation;
+    readonly backward: boolean;
+    readonly keepPre?: boolean;
+  };
 }
 
 /** Activations a matmul epilogue applies (hf_config's `Activation`). */
@@ -354,7 +358,11 @@ export function matmulKernel(v: MatmulVariant): Kernel {
   const name = `matmul.${tileName(t)}_${v.transA ? "T" : "N"}${v.transB ? "T" : "N"}` +
     `${v.vecA ? "4" : "1"}${v.vecB ? "4" : "1"}${v.vecC ? "4" : "1"}` +
     `${v.f16B ? "_h" : ""}${v.partial ? "_part" : `${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}`}` +
-    `${v.activation ? `_${v.activation.kind}${v.activation.backward ? "_back" : ""}` : ""}`;
+    `${
+      v.activation
+        ? `_${v.activation.kind}${v.activation.backward ? "_back" : v.activation.keepPre ? "_pre" : ""}`
+        : ""
+    }`;
   let kernel = kernels.get(name);
   if (!kernel) {
     kernel = { name, code: generate(v) };
@@ -440,7 +448,8 @@ function generate(v: MatmulVariant): string {
       const g = vec ? vec4Of((k) => `act_back_(v.${k}, x.${k})`) : "act_back_(v, x)";
       return `let v = ${val}; let x = pre[${ci}]; c[${ci}] = ${g};`;
     }
-    return `let v = ${val}; pre[${ci}] = v; c[${ci}] = ${vec ? vec4Of((k) => `act_(v.${k})`) : "act_(v)"};`;
+    const keep = act.keepPre ? `pre[${ci}] = v; ` : "";
+    return `let v = ${val}; ${keep}c[${ci}] = ${vec ? vec4Of((k) => `act_(v.${k})`) : "act_(v)"};`;
   };
   const epilogue: string[] = [];
   for (let i = 0; i < tm; i++) {
@@ -520,7 +529,9 @@ ${[...A.store("0u"), ...B.store("0u")].map((l) => `      ${l}`).join("\n")}
 
   const extra = [
     ...(bias ? [`var<storage, read> bias: array<${cElem}>`] : []),
-    ...(act ? [`var<storage, ${act.backward ? "read" : "read_write"}> pre: array<${cElem}>`] : []),
+    ...(act?.backward || act?.keepPre
+      ? [`var<storage, ${act.backward ? "read" : "read_write"}> pre: array<${cElem}>`]
+      : []),
   ];
   return `${v.f16B ? "enable f16;\n" : ""}${MATMUL_PARAMS}${
     act ? `${MATH}\n${ACTIVATION_CODE[act.kind]}` : ""

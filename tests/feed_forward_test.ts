@@ -6,7 +6,7 @@ import { activate } from "../lib/nn/activation.ts";
 import { feedForward } from "../lib/nn/feed_forward.ts";
 import type { Linear, WeightLayout } from "../lib/nn/linear.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
-import { mul, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { mul, noGrad, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
 
 /** y, ∂L/∂x and the adapters' coefficient gradients for L = Σ r ⊙ y, y from `run`. */
 async function gradients(
@@ -72,6 +72,17 @@ Deno.test("feedForward: the fused block equals the layers one by one, for every 
       }
     }
   }
+});
+
+Deno.test("feedForward without gradients (inference) keeps no pre-activation and gives the same values", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(8);
+  const up = randomLinear(gpu, p, 9, 5).lin, down = randomLinear(gpu, p, 3, 9).lin;
+  const x = Tensor.from(gpu, p.normals(20), [4, 5], { requiresGrad: true });
+  const trained = await feedForward(up, down, "gelu_tanh", x).toArray();
+  const y = noGrad(() => feedForward(up, down, "gelu_tanh", x));
+  assertEquals(y.node, null, "nothing recorded");
+  assertEquals(Array.from(await y.toArray()), Array.from(trained));
 });
 
 Deno.test("feedForward: trained weights take the layers one by one", async () => {

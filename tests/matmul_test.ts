@@ -210,6 +210,9 @@ Deno.test("matmul: activation epilogues (forward keeps the pre-activation, backw
       const tol = tolerance(k) * 4;
       assertClose(await readF32(gpu, pre, m * n), preRef, tolerance(k), `pre ${label}`);
       assertClose(await readF32(gpu, out, m * n), preRef.map(f), tol, `act ${label}`);
+      // without a pre-activation buffer (inference) only C is written
+      encodeMatmul(gpu, a, b, out, m, n, k, { ...common, bias, activation: { kind } });
+      assertClose(await readF32(gpu, out, m * n), preRef.map(f), tol, `act, no pre ${label}`);
       // backward: (A·B)·act′(pre) against the pre-activation just computed
       const preGot = await readF32(gpu, pre, m * n);
       encodeMatmul(gpu, a, b, out, m, n, k, { ...common, activation: { kind, pre, backward: true } });
@@ -226,6 +229,7 @@ Deno.test("matmul: activation epilogues (forward keeps the pre-activation, backw
   const buf = gpu.pool.acquire(4 * 64);
   const run = (opts: MatmulOptions) => () => encodeMatmul(gpu, buf, buf, gpu.pool.acquire(64), 4, 4, 4, opts);
   assertThrows(run({ activation: { kind: "gelu", pre: buf }, accumulate: true }), "no accumulate");
+  assertThrows(run({ activation: { kind: "gelu", backward: true } }), "needs `pre`");
   gpu.pool.release(buf);
 });
 

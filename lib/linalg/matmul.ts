@@ -85,12 +85,12 @@ export interface MatmulOptions {
   /** Where C's matrices lie (default: packed). A strided C is never split along K. */
   layoutC?: MatrixLayout;
   /**
-   * An activation in the epilogue, with `pre` (f32, C's size) holding the pre-activation:
-   * forward, C = act(result) and `pre` receives the result; `backward`, C = result·act′(pre)
-   * (the gradient through the activation, brought back by this product). Never split along K;
-   * not with `accumulate` or `layoutC`.
+   * An activation in the epilogue, with `pre` (f32, C's size) for the pre-activation:
+   * forward, C = act(result) and `pre`, when given, receives the result; `backward`, C =
+   * result·act′(pre) (the gradient through the activation, brought back by this product).
+   * Never split along K; not with `accumulate` or `layoutC`.
    */
-  activation?: { kind: EpilogueActivation; pre: GPUBuffer; backward?: boolean };
+  activation?: { kind: EpilogueActivation; pre?: GPUBuffer; backward?: boolean };
 }
 
 /**
@@ -353,11 +353,13 @@ export function encodeMatmul(
   if (act && (custom || opts.accumulate || (opts.splitK ?? 1) > 1)) {
     throw new Error("encodeMatmul: an epilogue activation needs a packed C, no accumulate and no K split");
   }
-  if (act && (act.pre === c || act.pre === a || act.pre === b)) {
+  if (act?.backward && !act.pre) throw new Error("encodeMatmul: a backward activation needs `pre`");
+  if (act?.pre && (act.pre === c || act.pre === a || act.pre === b)) {
     throw new Error("encodeMatmul: the pre-activation buffer must not be A, B or C");
   }
-  const pre = act
-    ? window(act.pre, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
+  const preBuffer = act?.pre;
+  const pre = preBuffer
+    ? window(preBuffer, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
     : undefined;
 
   const plan = planMatmul(gpu, m, n, k, custom || act ? { ...opts, splitK: 1 } : opts);
@@ -392,7 +394,11 @@ export function encodeMatmul(
     bias: !!bias && !partial,
     accumulate: accumulate && !partial,
     partial,
-    ...(act ? { activation: { kind: act.kind, backward: act.backward ?? false } } : {}),
+    ...(act
+      ? {
+        activation: { kind: act.kind, backward: act.backward ?? false, keepPre: !act.backward && !!act.pre },
+      }
+      : {}),
   };
   const tilesM = Math.ceil(m / tile.bm), tilesN = Math.ceil(n / tile.bn);
   // split-K partials are packed: slice z of the scratch buffer holds entry z / splits, chunk z % splits

@@ -7,7 +7,7 @@
  */
 import type { Activation } from "../io/hf_config.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
-import { cast, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
+import { cast, isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { activate } from "./activation.ts";
 import type { FoldedUpdate, Linear } from "./linear.ts";
@@ -48,42 +48,47 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
     }
   }
   const [w1, w2] = weights;
+  const params = folds.flatMap((u) => u ? [u.param] : []);
+  // the pre-activation is kept only for a backward pass
+  const track = isGradEnabled() && [x, ...params].some((t) => t.requiresGrad);
   const hiddenShape = [...x.shape.slice(0, -1), hidden];
-  const pre = Tensor.empty(gpu, hiddenShape), post = Tensor.empty(gpu, hiddenShape);
+  const post = Tensor.empty(gpu, hiddenShape);
+  const pre = track ? Tensor.empty(gpu, hiddenShape) : null;
   encodeMatmul(gpu, x.buffer, w1.buffer, post.buffer, tokens, hidden, n, {
     transB: up.layout === "out_in",
     f16B: w1.dtype === "f16",
     bias: up.bias ? noGrad(() => cast(up.bias!, "f32")).buffer : undefined,
-    activation: { kind: act, pre: pre.buffer },
+    activation: { kind: act, pre: pre?.buffer },
   });
   const y = noGrad(() => linear(post, w2, down.bias, { weightLayout: down.layout }));
-  const params = folds.flatMap((u) => u ? [u.param] : []);
-  record(
-    "feed_forward",
-    y,
-    [x, ...params],
-    [x, pre, post, w1, w2],
-    (g, [xs, ps, hs, w1s, w2s], need, acc) => {
-      // ∂L/∂pre = (g·W2)·act′(pre), in the product's epilogue
-      const gPre = Tensor.empty(gpu, ps.shape);
-      encodeMatmul(gpu, g.buffer, w2s.buffer, gPre.buffer, tokens, hidden, out, {
-        transB: down.layout === "in_out",
-        f16B: w2s.dtype === "f16",
-        activation: { kind: act, pre: ps.buffer, backward: true },
-      });
-      const grads: (Tensor | null)[] = [need[0] ? linearInputGradient(gPre, w1s, up.layout, acc[0]) : null];
-      // the adapters' gradients: up's from (x, ∂L/∂pre), down's from (act(pre), g)
-      const rows = (t: Tensor) => reshape(t, [tokens, t.shape[t.shape.length - 1]]);
-      const pairs = [[xs, gPre], [hs, g]] as const;
-      let p = 0;
-      folds.forEach((u, i) => {
-        if (u) grads.push(need[++p] ? u.gradient(rows(pairs[i][0]), rows(pairs[i][1]), new Map()) : null);
-      });
-      return grads;
-    },
-  );
+  if (pre) {
+    record(
+      "feed_forward",
+      y,
+      [x, ...params],
+      [x, pre, post, w1, w2],
+      (g, [xs, ps, hs, w1s, w2s], need, acc) => {
+        // ∂L/∂pre = (g·W2)·act′(pre), in the product's epilogue
+        const gPre = Tensor.empty(gpu, ps.shape);
+        encodeMatmul(gpu, g.buffer, w2s.buffer, gPre.buffer, tokens, hidden, out, {
+          transB: down.layout === "in_out",
+          f16B: w2s.dtype === "f16",
+          activation: { kind: act, pre: ps.buffer, backward: true },
+        });
+        const grads: (Tensor | null)[] = [need[0] ? linearInputGradient(gPre, w1s, up.layout, acc[0]) : null];
+        // the adapters' gradients: up's from (x, ∂L/∂pre), down's from (act(pre), g)
+        const rows = (t: Tensor) => reshape(t, [tokens, t.shape[t.shape.length - 1]]);
+        const pairs = [[xs, gPre], [hs, g]] as const;
+        let p = 0;
+        folds.forEach((u, i) => {
+          if (u) grads.push(need[++p] ? u.gradient(rows(pairs[i][0]), rows(pairs[i][1]), new Map()) : null);
+        });
+        return grads;
+      },
+    );
+  }
   for (const [i, w] of weights.entries()) if (folds[i]) w.dispose(); // the tape keeps its own
-  pre.dispose();
+  pre?.dispose();
   post.dispose();
   return y;
 }
