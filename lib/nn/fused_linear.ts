@@ -56,7 +56,7 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     }
   }
   const y = noGrad(() => linear(x, weight, bias));
-  // adapters that did not fold add ΔW·x into their columns
+  // adapters that did not fold add their x·ΔWᵀ into their columns
   const deltas: { at: number; d: Tensor }[] = [];
   let at = 0;
   layers.forEach((l, i) => {
