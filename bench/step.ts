@@ -252,7 +252,7 @@ export function formatSteps(rows: StepTiming[]): string {
 }
 
 /** A profile as a table: the `top` slowest kernels and their share. */
-export function formatProfile(kernels: KernelTime[], top = 15): string {
+export function formatProfile(kernels: KernelTime[], top = 30): string {
   const total = kernels.reduce((s, k) => s + k.ms, 0);
   const rows = kernels.slice(0, top).map((k) => [
     k.name,
