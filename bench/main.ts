@@ -29,7 +29,7 @@ const { values } = parseArgs({
   },
 });
 const gpu = await getGpu();
-const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
+const software = gpu.software;
 const full = values.full || (!software && !values.small);
 const reps = values.reps ? Number(values.reps) : full ? 20 : 3;
 console.log(

@@ -15,6 +15,7 @@
  *     deno task bench-step --models=demo --methods=ssh --profile
  *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
+ *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
  * @module
  */
 import { parseArgs } from "node:util";
@@ -29,6 +30,7 @@ import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
 import { MATMUL_HEURISTICS, MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
 import { parseTileName } from "../kernels/matmul.ts";
+import { SPARSE_GRAD_PASS } from "../lib/spectral/sparse.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
 
@@ -274,8 +276,17 @@ if (import.meta.main) {
       profile: { type: "boolean" },
       "wide-tile": { type: "string" },
       fill: { type: "string" },
+      "grad-pass": { type: "string" },
     },
   });
+  const gradPass = values["grad-pass"];
+  if (gradPass) {
+    // tuning: the SSH coefficient gradient's first pass (see SPARSE_GRAD_PASS)
+    if (gradPass !== "staged" && gradPass !== "unstaged" && gradPass !== "auto") {
+      throw new Error(`--grad-pass: expected staged, unstaged or auto, got "${gradPass}"`);
+    }
+    SPARSE_GRAD_PASS.mode = gradPass;
+  }
   if (values.fill) {
     // tuning: how full a GPU counts as filled before a product gets a smaller tile or a K split
     const fill = Number(values.fill);
@@ -293,7 +304,7 @@ if (import.meta.main) {
     (MATMUL_TILES as Record<string, MatmulTile>).wide = tile;
   }
   const gpu = await getGpu();
-  const software = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
+  const software = gpu.software;
   const names = (values.models ?? (software ? "roberta-small,llama-small" : "roberta-base,llama7b-layer"))
     .split(",");
   // full fine-tuning last: it changes the weights that the others share

@@ -36,6 +36,11 @@ export class Gpu {
   readonly f16: boolean;
   /** True when GPU timestamps can be taken (for benchmarks). */
   readonly timestamps: boolean;
+  /**
+   * True for a CPU implementation (lavapipe, SwiftShader): a few invocations run at a time, so
+   * kernels pick large per-invocation work over parallelism and workgroup memory.
+   */
+  readonly software: boolean;
   /** Compiled pipelines, keyed by WGSL source and entry point. */
   readonly pipelines: PipelineCache;
   /** Reusable storage buffers. */
@@ -54,6 +59,7 @@ export class Gpu {
   ) {
     this.f16 = device.features.has("shader-f16");
     this.timestamps = device.features.has("timestamp-query");
+    this.software = /llvmpipe|lavapipe|swiftshader|software/i.test(description);
     this.pipelines = new PipelineCache(this);
     this.pool = new BufferPool(device);
     this.stream = new Stream(this);

@@ -166,9 +166,7 @@ function tiles(m: number, n: number, t: MatmulTile): number {
  * notion of the device's width (software adapters get a small one).
  */
 export function targetGroups(gpu: Gpu): number {
-  return /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.description)
-    ? CPU_TARGET_GROUPS
-    : GPU_TARGET_GROUPS;
+  return gpu.software ? CPU_TARGET_GROUPS : GPU_TARGET_GROUPS;
 }
 
 /** The preset a shape gets by default on a device that wants `target` workgroups. */
