@@ -11,9 +11,10 @@
  *   FFT of length L = n1·n2 through global scratch (lines longer than workgroup memory).
  * - {@link bluesteinUnpackKernel}: the chirp and the unpack after a four-step Bluestein FFT.
  *
- * Every kernel takes the uniform `Params { pairs, rows, hscale, pair0 }`: row pairs in this
- * dispatch, rows of the whole batch, ½·scale, and the first pair of the dispatch (four-step
- * kernels walk a batch in chunks so their scratch stays bounded).
+ * Every kernel takes the uniform `Params { pairs, rows, hscale, pair0, in_ld, in_off }`: row
+ * pairs in this dispatch, rows of the whole batch, ½·scale, the first pair of the dispatch
+ * (four-step kernels walk a batch in chunks so their scratch stays bounded), and where the
+ * input rows lie (`in_ld` apart from element `in_off`; packed: n and 0).
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
@@ -46,7 +47,8 @@ export interface FhtStorage {
   readonly f16: boolean;
 }
 
-const PARAMS = `struct Params { pairs: u32, rows: u32, hscale: f32, pair0: u32 }`;
+const PARAMS =
+  `struct Params { pairs: u32, rows: u32, hscale: f32, pair0: u32, in_ld: u32, in_off: u32, pad0: u32, pad1: u32 }`;
 
 function elem(f16: boolean): string {
   return f16 ? "f16" : "f32";
@@ -77,11 +79,15 @@ function chirpPost(v: string, idx: string): string {
   return `cmul(vec2f(${v}.x, -${v}.y), chirp[${idx}])`;
 }
 
-/** Load of the complex pair value at natural index `i` of row pair `ra/2` (zero past `n`). */
+/**
+ * Load of the complex pair value at natural index `i` of row pair `ra/2` (zero past `n`); input
+ * rows are `P.in_ld` apart from `P.in_off`.
+ */
 function pairLoad(src: string, n: number, guardN: boolean, chirp: boolean): string {
   return `  if (ra >= P.rows${guardN ? ` || i >= ${n}u` : ""}) { return vec2f(0.0); }
-  var z = vec2f(f32(${src}[ra * ${n}u + i]), 0.0);
-  if (ra + 1u < P.rows) { z.y = f32(${src}[ra * ${n}u + ${n}u + i]); }
+  let at = P.in_off + ra * P.in_ld + i;
+  var z = vec2f(f32(${src}[at]), 0.0);
+  if (ra + 1u < P.rows) { z.y = f32(${src}[at + P.in_ld]); }
   return ${chirp ? "cmul(z, chirp[i])" : "z"};`;
 }
 

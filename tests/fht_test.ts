@@ -77,6 +77,32 @@ Deno.test("FHT scale, and FHT(FHT(x)) = n·x", async () => {
   }
 });
 
+Deno.test("FHT of strided input rows (columns of a wider matrix) on every plan kind", async () => {
+  const gpu = await getGpu();
+  // shared, Bluestein in one workgroup, four-step, Bluestein over four-step
+  for (const [n, rows] of [[20, 7], [97, 3], [14336, 2], [4099, 3]]) {
+    const ld = 3 * n + 1, offset = n + 2; // the second block of n of each row, odd stride
+    const wide = random(offset + rows * ld, 5 + n);
+    const x = Float32Array.from(
+      { length: rows * n },
+      (_, i) => wide[offset + Math.floor(i / n) * ld + (i % n)],
+    );
+    const src = upload(gpu, wide), dst = gpu.pool.acquire(rows * n * 4);
+    encodeFht(gpu, src, dst, rows, n, { input: { ld, offset } });
+    assertClose(await readF32(gpu, dst, rows * n), dhtRowsRef(x, rows, n), TOL, `strided n=${n}`);
+    gpu.pool.release(src);
+    gpu.pool.release(dst);
+  }
+  const buf = gpu.pool.acquire(64);
+  assertThrows(() => encodeFht(gpu, buf, buf, 1, 4, { input: { ld: 8 } }), "cannot be transformed in place");
+  assertThrows(() => encodeFht(gpu, buf, gpu.pool.acquire(64), 1, 4, { input: { ld: 3 } }), "ld ≥ n = 4");
+  assertThrows(
+    () => encodeFht(gpu, buf, gpu.pool.acquire(64), 3, 4, { input: { ld: 8, offset: 1 } }),
+    "need 84",
+  );
+  gpu.pool.release(buf);
+});
+
 Deno.test("FHT in place (src = dst) on every plan kind", async () => {
   const gpu = await getGpu();
   for (const [n, rows] of [[20, 7], [97, 3], [14336, 1], [4099, 1]]) {

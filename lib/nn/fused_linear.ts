@@ -76,7 +76,7 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     const grads: (Tensor | null)[] = [dx];
     let at = 0, p = 0;
     folds.forEach((u, i) => {
-      if (u) grads.push(need[++p] ? u.gradient(x2, slice(g2, 1, at, at + sizes[i]), shared) : null);
+      if (u) grads.push(need[++p] ? u.gradient(x2, g2, shared, at) : null);
       at += sizes[i];
     });
     for (const { at, d } of deltas) {

@@ -36,11 +36,12 @@ export interface FoldedUpdate {
   /** The adapter's trainable tensor. */
   param: Tensor;
   /**
-   * ∂L/∂param from the layer's input x [tokens, in] and its output gradient dy [tokens, out].
-   * Adapters of one x share work through `shared` (SSH's transform of x), which lives as long
-   * as the gradient rule that calls them.
+   * ∂L/∂param from the layer's input x [tokens, in] and its output gradient: dy [tokens, out],
+   * or with `at`, the columns [at, at + out) of a wider dy (the layer's part of a stacked
+   * gradient, read in place). Adapters of one x share work through `shared` (SSH's transform
+   * of x), which lives as long as the gradient rule that calls them.
    */
-  gradient(x: Tensor, dy: Tensor, shared: Map<string, Tensor>): Tensor;
+  gradient(x: Tensor, dy: Tensor, shared: Map<string, Tensor>, at?: number): Tensor;
 }
 
 /** Storage orientation of a weight: nn.Linear (out, in) or Conv1D (in, out). */

@@ -175,7 +175,8 @@ export class SpectralLayer implements PeftLayer {
     const transposed = layer.layout === "in_out";
     op.materialize(coef.buffer, dst.buffer, { accumulate: true, transposed, at });
     const n = this.inFeatures;
-    const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>) => {
+    const m = this.outFeatures;
+    const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>, at = 0) => {
       const rows = x.size / n;
       // x̂ = FHT(x) is the same for every spectral adapter of width n on this input
       const key = `fht:${n}`;
@@ -186,7 +187,13 @@ export class SpectralLayer implements PeftLayer {
         shared.set(key, xHat);
       }
       const dcoef = Tensor.empty(gpu, [this.count]);
-      op.coefGradient(x.buffer, dy.buffer, rows, dcoef.buffer, { accumulate: false, xHat: xHat.buffer });
+      const width = dy.shape[dy.shape.length - 1];
+      const dyRows = width === m && at === 0 ? undefined : { ld: width, offset: at };
+      op.coefGradient(x.buffer, dy.buffer, rows, dcoef.buffer, {
+        accumulate: false,
+        xHat: xHat.buffer,
+        dyRows,
+      });
       return dcoef;
     };
     return { param: coef, gradient };

@@ -155,24 +155,28 @@ export class SpectralAdapterOp {
    * false): the coefficient gradient of {@link backward} without a saved forward, for a layer
    * that applied ΔW folded into its weight. `xHat`, when given, is x's transform
    * ({@link transformInput}), shared with other adapters of x; x itself is not read then.
+   * `dyRows` places δ's rows `ld` apart from element `offset` (the layer's columns of a stacked
+   * output gradient, read in place).
    */
   coefGradient(
     x: GPUBuffer,
     dy: GPUBuffer,
     tokens: number,
     dcoef: GPUBuffer,
-    opts: { accumulate?: boolean; xHat?: GPUBuffer } = {},
+    opts: { accumulate?: boolean; xHat?: GPUBuffer; dyRows?: { ld: number; offset: number } } = {},
   ): void {
     const { gpu, m, nIn } = this;
     this.#live();
     this.#checkTokens(tokens);
     need(opts.xHat ?? x, tokens * nIn, `${opts.xHat ? "x̂" : "x"} (tokens×in_features = ${tokens}×${nIn})`);
-    need(dy, tokens * m, `dy (tokens×out_features = ${tokens}×${m})`);
+    const rowsOf = opts.dyRows;
+    const dyEnd = rowsOf ? rowsOf.offset + (tokens - 1) * rowsOf.ld + m : tokens * m;
+    need(dy, dyEnd, `dy (tokens×out_features = ${tokens}×${m}${rowsOf ? `, rows ${rowsOf.ld} apart` : ""})`);
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
     const xHat = opts.xHat ?? gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
     const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
     if (!opts.xHat) this.transformInput(x, xHat, tokens);
-    encodeFht(gpu, dy, dHat, tokens, m);
+    encodeFht(gpu, dy, dHat, tokens, m, rowsOf ? { input: rowsOf } : {});
     this.spectrum.encodeGrad(dHat, xHat, dcoef, tokens, this.scale, opts.accumulate ?? true);
     if (!opts.xHat) gpu.pool.release(xHat);
     gpu.pool.release(dHat);

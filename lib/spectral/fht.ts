@@ -44,6 +44,12 @@ export interface FhtOptions {
   scale?: number;
   /** src and dst hold f16 (array<f16>); arithmetic stays f32. Needs `gpu.f16`. */
   f16?: boolean;
+  /**
+   * Where src's rows lie: row r starts at element `offset + r·ld` (default: packed, `ld` = n).
+   * The columns of a wider matrix (one layer's part of a stacked gradient) need no copy. Not
+   * with src = dst.
+   */
+  input?: { ld: number; offset?: number };
 }
 
 /** How a length is transformed on one device (see the module doc). */
@@ -311,12 +317,16 @@ function kernel<K extends Kernel>(plan: AnyPlan, key: string, make: () => K): K 
   return k as K;
 }
 
-function params(pairs: number, rows: number, hscale: number, pair0: number): Uint32Array {
-  const p = new Uint32Array(4);
-  p[0] = pairs;
-  p[1] = rows;
+function params(
+  pairs: number,
+  rows: number,
+  hscale: number,
+  pair0: number,
+  ld: number,
+  off: number,
+): Uint32Array {
+  const p = new Uint32Array([pairs, rows, 0, pair0, ld, off, 0, 0]);
   new Float32Array(p.buffer)[2] = hscale;
-  p[3] = pair0;
   return p;
 }
 
@@ -342,26 +352,33 @@ export function encodeFht(
   if (f16 && !gpu.f16) {
     throw new Error("FHT with f16 storage needs the 'shader-f16' feature, which this device lacks");
   }
-  const bytes = rows * n * (f16 ? 2 : 4);
-  for (const [name, b] of [["src", src], ["dst", dst]] as const) {
-    if (b.size < bytes) {
+  const unit = f16 ? 2 : 4;
+  const ld = opts.input?.ld ?? n, offset = opts.input?.offset ?? 0;
+  if (!Number.isInteger(ld) || ld < n || !Number.isInteger(offset) || offset < 0) {
+    throw new Error(`FHT input rows ${ld} apart from element ${offset}: need integers, ld ≥ n = ${n}`);
+  }
+  if (opts.input && src === dst) throw new Error("FHT: strided input rows cannot be transformed in place");
+  const bytes = rows * n * unit;
+  const srcBytes = rows === 0 ? 0 : (offset + (rows - 1) * ld + n) * unit;
+  for (const [name, b, need] of [["src", src, srcBytes], ["dst", dst, bytes]] as const) {
+    if (b.size < need) {
       throw new Error(
-        `FHT ${name} buffer holds ${b.size} bytes, but ${rows} rows × ${n} ${
-          f16 ? "f16" : "f32"
-        } need ${bytes}`,
+        `FHT ${name} buffer holds ${b.size} bytes, but ${rows} rows × ${n} ${f16 ? "f16" : "f32"}${
+          name === "src" && opts.input ? ` (${ld} apart from element ${offset})` : ""
+        } need ${need}`,
       );
     }
   }
-  if (bytes > gpu.limits.maxStorageBufferBindingSize) {
+  if (Math.max(bytes, srcBytes) > gpu.limits.maxStorageBufferBindingSize) {
     throw new Error(
-      `FHT of ${rows} × ${n} (${bytes} bytes) exceeds the device's storage binding limit ` +
-        `${gpu.limits.maxStorageBufferBindingSize}: split the batch`,
+      `FHT of ${rows} × ${n} (${Math.max(bytes, srcBytes)} bytes) exceeds the device's storage binding ` +
+        `limit ${gpu.limits.maxStorageBufferBindingSize}: split the batch`,
     );
   }
   if (rows === 0) return;
   // Bind exactly the rows (a pooled buffer may be larger than the binding limit).
   const size = Math.ceil(bytes / 4) * 4;
-  const [s, d] = [{ buffer: src, size }, { buffer: dst, size }];
+  const [s, d] = [{ buffer: src, size: Math.ceil(srcBytes / 4) * 4 }, { buffer: dst, size }];
   const plan = getPlan(gpu, n);
   const hscale = 0.5 * (opts.scale ?? 1);
   const pairs = Math.ceil(rows / 2);
@@ -383,11 +400,11 @@ export function encodeFht(
       k,
       bufs,
       grid(gpu, Math.ceil(pairs / sp.layout.lines)),
-      params(pairs, rows, hscale, 0),
+      params(pairs, rows, hscale, 0, ld, offset),
     );
     return;
   }
-  encodeFourStep(gpu, plan as FourStepPlan & AnyPlan, s, d, rows, f16, hscale);
+  encodeFourStep(gpu, plan as FourStepPlan & AnyPlan, s, d, rows, f16, hscale, ld, offset);
 }
 
 function encodeFourStep(
@@ -398,6 +415,8 @@ function encodeFourStep(
   rows: number,
   f16: boolean,
   hscale: number,
+  ld: number,
+  offset: number,
 ): void {
   const { n, fft: L, cols, rows: rowCfg } = plan;
   const bluestein = plan.kind === "bluestein-four-step";
@@ -414,7 +433,7 @@ function encodeFourStep(
   const colGroups = Math.ceil(cols.n2 / cols.layout.lines);
   for (let pair0 = 0; pair0 < pairs; pair0 += chunk) {
     const cp = Math.min(chunk, pairs - pair0);
-    const prm = params(cp, rows, hscale, pair0);
+    const prm = params(cp, rows, hscale, pair0, ld, offset);
     const first = bluestein ? [src, s1, plan.tw, plan.chirp!] : [src, s1, plan.tw];
     gpu.stream.dispatch(colsA, first, grid(gpu, cp * colGroups), prm);
     if (!s2) {
