@@ -10,6 +10,7 @@ import { Stream } from "./stream.ts";
 
 /** Raised when WebGPU is missing or no adapter can be found; the message says how to fix it. */
 export class GpuUnavailableError extends Error {
+  /** The error's name, "GpuUnavailableError". */
   override name = "GpuUnavailableError";
 }
 
@@ -51,6 +52,7 @@ export class Gpu {
   submits = 0;
   #errors: Error[] = [];
 
+  /** Wrap `device`, opened on `adapter`; use {@link getGpu} or {@link openGpu} rather than this. */
   constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,

@@ -18,6 +18,7 @@ export interface Kernel {
 
 /** Raised for a kernel that does not compile; names the kernel and quotes its WGSL lines. */
 export class KernelCompileError extends Error {
+  /** The error's name, "KernelCompileError". */
   override name = "KernelCompileError";
 }
 
@@ -43,6 +44,7 @@ export class PipelineCache {
   #pending = new Set<Promise<void>>();
   #ids = new WeakMap<GPUComputePipeline, number>();
 
+  /** An empty cache for `gpu`'s device (each {@link Gpu} makes its own). */
   constructor(private readonly gpu: Gpu) {}
 
   /** Number of distinct pipelines compiled so far. */

@@ -57,6 +57,7 @@ export class BufferPool {
   /** Serial of the submit that buffers released now will be part of. */
   nextSubmit = 0;
 
+  /** An empty pool allocating from `device` (each Gpu makes its own, `gpu.pool`). */
   constructor(private readonly device: GPUDevice) {}
 
   /** A buffer of at least `bytes` bytes (contents undefined). */

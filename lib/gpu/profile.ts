@@ -13,6 +13,7 @@ import type { Gpu } from "./device.ts";
 
 /** The GPU time of one kernel name over a profile. */
 export interface KernelTime {
+  /** The kernel's name (`Kernel.name`). */
   name: string;
   /** Dispatches of this kernel. */
   count: number;
@@ -28,6 +29,7 @@ export class KernelProfiler {
   #reads: Promise<void>[] = [];
   #totals = new Map<string, KernelTime>();
 
+  /** A profiler on `gpu` (which needs timestamp-query) with `capacity` timestamps, two per dispatch. */
   constructor(private readonly gpu: Gpu, readonly capacity = 4096) {
     if (!gpu.timestamps) throw new Error(`KernelProfiler: ${gpu.description} has no timestamp-query`);
     this.#querySet = gpu.device.createQuerySet({ type: "timestamp", count: capacity });
@@ -74,6 +76,7 @@ export class KernelProfiler {
     return [...this.#totals.values()].sort((a, b) => b.ms - a.ms);
   }
 
+  /** Destroy the query set and the resolve buffer. */
   dispose(): void {
     this.#querySet.destroy();
     this.#resolve.destroy();

@@ -86,6 +86,7 @@ export class Stream {
   #uniformAlign: number;
   #profiler: KernelProfiler | null = null;
 
+  /** The stream of `gpu` (each {@link Gpu} makes its own). */
   constructor(private readonly gpu: Gpu) {
     this.#params = new Arena(gpu.device);
     this.#uploads = new Arena(gpu.device);

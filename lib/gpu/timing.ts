@@ -13,6 +13,7 @@ export class GpuTimer {
   #count = 0;
   #wall: number[] = [];
 
+  /** A timer on `gpu`'s stream holding up to `capacity` marks between reads. */
   constructor(private readonly gpu: Gpu, readonly capacity = 64) {
     this.#querySet = gpu.timestamps
       ? gpu.device.createQuerySet({ type: "timestamp", count: capacity })

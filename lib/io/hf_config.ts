@@ -27,25 +27,33 @@ export type ProblemType = "regression" | "single_label_classification" | "multi_
 export interface CommonConfig {
   /** The config.json this came from. */
   path: string;
+  /** The family (config.json `model_type`). */
   modelType: ModelType;
   /** e.g. ["GPT2LMHeadModel"], ["RobertaForSequenceClassification"] (empty when absent). */
   architectures: string[];
+  /** Width of the residual stream (embedding size). */
   hiddenSize: number;
+  /** Number of transformer blocks. */
   numLayers: number;
+  /** Attention heads per layer. */
   numHeads: number;
   /** Size of one attention head. */
   headDim: number;
   /** Feed-forward inner size. */
   intermediateSize: number;
+  /** Feed-forward activation. */
   activation: Activation;
   /** Classification labels by id (id2label; "LABEL_i" when absent, 2 by default as transformers). */
   labels: string[];
+  /** How a classification head's loss is computed (null when the config does not say). */
   problemType: ProblemType | null;
   /** Whether the output projection shares the input embedding matrix. */
   tieWordEmbeddings: boolean;
   /** Weight dtype recorded at save time ("float32", "float16", "bfloat16"), if any. */
   dtype: string | null;
+  /** Padding token id, if any. */
   padTokenId: number | null;
+  /** Beginning-of-sequence token id, if any. */
   bosTokenId: number | null;
   /** End-of-sequence ids (a config may list several). */
   eosTokenIds: number[];
@@ -55,9 +63,13 @@ export interface CommonConfig {
 
 /** GPT-2: learned absolute positions, pre-LayerNorm, Conv1D weights stored (in, out). */
 export interface Gpt2Config extends CommonConfig {
+  /** Always "gpt2". */
   modelType: "gpt2";
+  /** Rows of the token-embedding table. */
   vocabSize: number;
+  /** Rows of the position-embedding table (n_positions). */
   maxPositions: number;
+  /** LayerNorm epsilon. */
   layerNormEps: number;
   /** Scale attention scores by 1/√headDim (transformers' scale_attn_weights). */
   scaleAttnWeights: boolean;
@@ -67,11 +79,15 @@ export interface Gpt2Config extends CommonConfig {
 
 /** BERT and RoBERTa: post-LayerNorm encoder with token-type embeddings. */
 export interface BertConfig extends CommonConfig {
+  /** "bert" or "roberta". */
   modelType: "bert" | "roberta";
+  /** Rows of the token-embedding table. */
   vocabSize: number;
   /** Rows of the position-embedding table. */
   maxPositions: number;
+  /** Rows of the token-type (segment) embedding table. */
   typeVocabSize: number;
+  /** LayerNorm epsilon. */
   layerNormEps: number;
   /**
    * Position id of the first token: 0 for BERT; padTokenId + 1 for RoBERTa, whose position ids
@@ -82,32 +98,47 @@ export interface BertConfig extends CommonConfig {
 
 /** Rotary position embedding parameters (only unscaled RoPE is supported). */
 export interface RopeConfig {
+  /** RoPE variant; only "default" (unscaled). */
   type: "default";
+  /** Base of the rotary frequencies (rope_theta). */
   theta: number;
 }
 
 /** Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. */
 export interface LlamaConfig extends CommonConfig {
+  /** Always "llama". */
   modelType: "llama";
+  /** Rows of the token-embedding table. */
   vocabSize: number;
+  /** Longest sequence the model was configured for (max_position_embeddings). */
   maxPositions: number;
   /** Key/value heads (grouped-query attention); divides numHeads. */
   numKvHeads: number;
+  /** RMSNorm epsilon. */
   rmsNormEps: number;
+  /** Rotary position embedding parameters. */
   rope: RopeConfig;
+  /** Whether the q/k/v/o projections have biases. */
   attentionBias: boolean;
+  /** Whether the gate/up/down projections have biases. */
   mlpBias: boolean;
 }
 
 /** ViT: patch embedding + [CLS] token + pre-LayerNorm encoder. */
 export interface VitConfig extends CommonConfig {
+  /** Always "vit". */
   modelType: "vit";
+  /** Input image height and width, in pixels. */
   imageSize: number;
+  /** Patch height and width, in pixels. */
   patchSize: number;
+  /** Input image channels (3 for RGB). */
   numChannels: number;
   /** Patches per image: ⌊imageSize / patchSize⌋². */
   numPatches: number;
+  /** LayerNorm epsilon. */
   layerNormEps: number;
+  /** Whether the query/key/value projections have biases. */
   qkvBias: boolean;
 }
 

@@ -21,7 +21,9 @@ export class SafetensorsError extends Error {
 
 /** Dtype and shape of one stored tensor. */
 export interface TensorInfo {
+  /** Element type. */
   dtype: Dtype;
+  /** Dimensions, outermost first. */
   shape: number[];
   /** Bytes of data: product of the shape times the dtype size. */
   byteLength: number;
@@ -35,6 +37,7 @@ export interface TensorSource {
   readonly names: readonly string[];
   /** The `__metadata__` string map (a sharded checkpoint's index `metadata`, stringified). */
   readonly metadata: Readonly<Record<string, string>>;
+  /** Whether a tensor named `name` is there. */
   has(name: string): boolean;
   /** Dtype and shape of `name`; throws naming the source when it is absent. */
   info(name: string): TensorInfo;
@@ -111,12 +114,12 @@ export class SafetensorsFile implements TensorSource {
   }
 
   info(name: string): TensorInfo {
-    const e = this.entry(name);
+    const e = this.#entry(name);
     return { dtype: e.dtype, shape: [...e.shape], byteLength: e.byteLength };
   }
 
   async read(name: string): Promise<TypedArray> {
-    const e = this.entry(name);
+    const e = this.#entry(name);
     const file = await Deno.open(this.path, { read: true });
     try {
       await file.seek(this.dataStart + e.begin, Deno.SeekMode.Start);
@@ -128,10 +131,10 @@ export class SafetensorsFile implements TensorSource {
   }
 
   async readF32(name: string): Promise<Float32Array> {
-    return toFloat32(this.entry(name).dtype, await this.read(name));
+    return toFloat32(this.#entry(name).dtype, await this.read(name));
   }
 
-  private entry(name: string): Entry {
+  #entry(name: string): Entry {
     const e = this.entries.get(name);
     if (!e) throw new SafetensorsError(`${this.path}: no tensor "${name}" ${listSome(this.names)}`);
     return e;
@@ -249,7 +252,9 @@ export async function openCheckpoint(path: string, base = "model"): Promise<Tens
 
 /** A tensor to write. */
 export interface TensorData {
+  /** Element type to store. */
   dtype: Dtype;
+  /** Dimensions, outermost first; their product is the element count. */
   shape: readonly number[];
   /**
    * The values: a typed array of exactly the dtype's bytes (F16/BF16 as raw bits in a

@@ -17,12 +17,19 @@ import type { HfConfig } from "./hf_config.ts";
 
 /** Ids of the special tokens a model or a batch needs (null when the tokenizer has none). */
 export interface SpecialTokens {
+  /** Padding token, e.g. `[PAD]`, `<pad>`. */
   pad: number | null;
+  /** Beginning-of-sequence token, e.g. `<s>`. */
   bos: number | null;
+  /** End-of-sequence token, e.g. `</s>`, `<|endoftext|>`. */
   eos: number | null;
+  /** Classification token that starts a sequence, e.g. `[CLS]`. */
   cls: number | null;
+  /** Separator token between and after sequences, e.g. `[SEP]`. */
   sep: number | null;
+  /** Token for text outside the vocabulary, e.g. `[UNK]`. */
   unk: number | null;
+  /** Mask token for masked language modelling, e.g. `[MASK]`. */
   mask: number | null;
 }
 
@@ -44,9 +51,11 @@ export interface BatchOptions {
 
 /** A padded batch, row-major [rows, length]. */
 export interface Batch {
+  /** Token ids; padding positions hold the tokenizer's padId. */
   ids: Int32Array;
   /** 1 for real tokens, 0 for padding. */
   attentionMask: Int32Array;
+  /** [rows, length]. */
   shape: [number, number];
 }
 
@@ -59,6 +68,7 @@ export class TokenizerError extends Error {
 export class Tokenizer {
   /** One more than the largest id the tokenizer can produce (vocabulary plus added tokens). */
   readonly vocabSize: number;
+  /** Ids of the special tokens, from the tokenizer files, the model config or conventional names. */
   readonly special: Readonly<SpecialTokens>;
   /** Id used for padding in batches: pad, else eos, else 0 (masked out either way). */
   readonly padId: number;
@@ -66,7 +76,6 @@ export class Tokenizer {
   private readonly cleanUp: boolean;
 
   /** Use {@link loadTokenizer}. */
-
   constructor(
     /** The tokenizer.json this came from. */
     readonly path: string,

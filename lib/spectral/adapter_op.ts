@@ -32,6 +32,7 @@ export interface SpectralAdapterConfig {
 /** What forward keeps for backward: x̂ = FHT_N(x) of its T tokens (a pooled T×N buffer). */
 export class SpectralSaved {
   #released = false;
+  /** Made by {@link SpectralAdapterOp.forward}: `xHat` is the T×N x̂ buffer and `tokens` is T. */
   constructor(private readonly gpu: Gpu, readonly xHat: GPUBuffer, readonly tokens: number) {}
 
   /** True once the buffer went back to the pool (backward does this). */
@@ -52,11 +53,15 @@ export class SpectralSaved {
  * y and δ = ∂L/∂y are T×M; the coefficients are an n-vector of f32 on the GPU.
  */
 export class SpectralAdapterOp {
+  /** out_features M (rows of W). */
   readonly m: number;
+  /** in_features N (columns of W). */
   readonly nIn: number;
   /** Number of coefficients n. */
   readonly count: number;
+  /** The spectral transform T. */
   readonly transform: Transform;
+  /** The scaling α. */
   readonly alpha: number;
   /** α/(M·N). */
   readonly scale: number;
@@ -64,6 +69,7 @@ export class SpectralAdapterOp {
   readonly spectrum: SparseSpectrum;
   #issued = new WeakSet<SpectralSaved>();
 
+  /** Check `config` and upload its positions' index structures to `gpu` (RangeError when invalid). */
   constructor(private readonly gpu: Gpu, config: SpectralAdapterConfig) {
     const { m, nIn, positions, transform = "dht", alpha } = config;
     if (!Number.isFinite(alpha)) throw new RangeError(`alpha must be a finite number, got ${alpha}`);

@@ -54,7 +54,9 @@ export interface FhtOptions {
 
 /** How a length is transformed on one device (see the module doc). */
 export interface FhtPlan {
+  /** Transform length. */
   readonly n: number;
+  /** Strategy: one workgroup per line, four-step, or Bluestein's chirp-z over either. */
   readonly kind: "shared" | "four-step" | "bluestein-shared" | "bluestein-four-step";
   /** Complex FFT length: n, or Bluestein's L. */
   readonly fft: number;

@@ -38,7 +38,10 @@ export class Prng {
   #s3: number;
   #spare: number | null = null;
 
-  /** @param seed an integer, 0 ≤ seed < 2^53. */
+  /**
+   * Seed the state through splitmix32 (step 1 of the module doc).
+   * @param seed an integer, 0 ≤ seed < 2^53.
+   */
   constructor(seed: number) {
     if (!Number.isSafeInteger(seed) || seed < 0) {
       throw new RangeError(`Prng seed must be an integer in [0, 2^53), got ${seed}`);

@@ -30,9 +30,13 @@ import type { Transform } from "./transforms.ts";
 
 /** One entry of S̃: `weight · c[coef]` at (row, col). */
 export interface SparseEntry {
+  /** Row u of S̃, in [0, M). */
   row: number;
+  /** Column v of S̃, in [0, N). */
   col: number;
+  /** Index k of the coefficient c_k, in [0, n). */
   coef: number;
+  /** Signed weight of c_k here: 1 for dht, ±½ for dht2d/dft, summed where entries coincide. */
   weight: number;
 }
 
@@ -205,8 +209,10 @@ export class SparseSpectrum {
   #disposed = false;
 
   /**
+   * Build S̃'s index structures for `transform` and upload them to `gpu` (one u32 buffer).
    * @param positions [n, 2] (row, col) pairs, distinct, inside the M×N spectrum.
-   * @param m rows M (out_features); @param n columns N (in_features).
+   * @param m rows M (out_features).
+   * @param n columns N (in_features).
    */
   constructor(
     private readonly gpu: Gpu,
