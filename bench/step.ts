@@ -16,6 +16,7 @@
  *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
+ *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn   # what fusions are worth (lib/nn/fusions.ts)
  * @module
  */
 import { parseArgs } from "node:util";
@@ -31,6 +32,7 @@ import { batchLoss } from "../lib/train/tasks.ts";
 import { MATMUL_HEURISTICS, MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
 import { parseTileName } from "../kernels/matmul.ts";
 import { SPARSE_GRAD_PASS } from "../lib/spectral/sparse.ts";
+import { FUSIONS } from "../lib/nn/fusions.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
 
@@ -277,8 +279,16 @@ if (import.meta.main) {
       "wide-tile": { type: "string" },
       fill: { type: "string" },
       "grad-pass": { type: "string" },
+      "no-fuse": { type: "string" },
     },
   });
+  for (const name of values["no-fuse"]?.split(",") ?? []) {
+    // ablation: one fused path off (see lib/nn/fusions.ts)
+    if (!Object.hasOwn(FUSIONS, name)) {
+      throw new Error(`--no-fuse: unknown fusion "${name}" (known: ${Object.keys(FUSIONS).join(", ")})`);
+    }
+    FUSIONS[name as keyof typeof FUSIONS] = false;
+  }
   const gradPass = values["grad-pass"];
   if (gradPass) {
     // tuning: the SSH coefficient gradient's first pass (see SPARSE_GRAD_PASS)

@@ -2,6 +2,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { robertaPositionIds } from "../lib/models/bert.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { FUSIONS } from "../lib/nn/fusions.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import {
   editedModel,
@@ -148,4 +149,23 @@ Deno.test("roberta: wrong inputs are rejected with what was expected", async () 
   assertThrows(() => run({ ...batch, labels }), "target 3 at 1 is outside [0, 3)");
   for (const t of [ids, big, labels]) t.dispose();
   release(model, batch);
+});
+
+Deno.test("roberta: with the fusions off (one by one layers, separate norms) a train step gives the same loss and gradients", async () => {
+  const gpu = await getGpu();
+  const run = async () => {
+    const { model, batch, trainLoss } = await trainStep(gpu, DIR, HEAD);
+    const grads = await Promise.all(HEAD.map((k) => model.parameters.get(k)!.grad!.toArray()));
+    release(model, batch);
+    return { trainLoss, grads };
+  };
+  const fused = await run();
+  Object.assign(FUSIONS, { qkv: false, ffn: false, norm: false });
+  try {
+    const separate = await run();
+    assertClose([fused.trainLoss], [separate.trainLoss], 1e-6, "train-mode loss");
+    HEAD.forEach((k, i) => assertClose(fused.grads[i], separate.grads[i], 1e-5, k));
+  } finally {
+    Object.assign(FUSIONS, { qkv: true, ffn: true, norm: true });
+  }
 });

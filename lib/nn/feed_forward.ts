@@ -10,6 +10,7 @@ import { encodeMatmul } from "../linalg/matmul.ts";
 import { cast, isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { activate } from "./activation.ts";
+import { FUSIONS } from "./fusions.ts";
 import type { FoldedUpdate, Linear } from "./linear.ts";
 
 /**
@@ -26,7 +27,8 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
   const hidden = up.outFeatures, out = down.outFeatures;
   const frozen = (l: Linear) =>
     !l.weight.requiresGrad && !l.bias?.requiresGrad && (!l.adapter || l.adapter.fold);
-  if (x.dtype !== "f32" || x.size === 0 || up.inFeatures !== n || down.inFeatures !== hidden) return null;
+  if (!FUSIONS.ffn || x.dtype !== "f32" || x.size === 0) return null;
+  if (up.inFeatures !== n || down.inFeatures !== hidden) return null;
   if (!frozen(up) || !frozen(down)) return null;
   const tokens = x.size / n, gpu = x.gpu;
   // an adapted layer's weight is a copy with ΔW folded in

@@ -8,6 +8,7 @@
 import { linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { stridedCopy } from "../tensor/ops/copy.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
+import { FUSIONS } from "./fusions.ts";
 import type { FoldedUpdate, Linear } from "./linear.ts";
 
 /**
@@ -20,13 +21,15 @@ const FUSE_MAX_ELEMENTS = 1 << 22;
  * `x` through every layer of `layers`, their outputs concatenated along the last dimension
  * ([..., M₁ + M₂ + …]), as one product, or null when they cannot share one: each must be an
  * nn.Linear (out, in) of `x`'s width with a frozen weight and bias of at most
- * {@link FUSE_MAX_ELEMENTS}. An adapter that folds into its weight for this many tokens (SSH,
+ * {@link FUSE_MAX_ELEMENTS} (and `FUSIONS.qkv` on). An adapter that folds into its weight for this many tokens (SSH,
  * FourierFT) is folded into the stacked weight; any other (LoRA) adds its `delta(x)` into its
  * layer's columns. Gradients reach x and the adapters as through the separate layers.
  */
 export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | null {
   const n = x.shape[x.shape.length - 1];
-  if (layers.length < 2 || x.dtype !== "f32" || x.shape.length < 2 || x.size === 0) return null;
+  if (!FUSIONS.qkv || layers.length < 2 || x.dtype !== "f32" || x.shape.length < 2 || x.size === 0) {
+    return null;
+  }
   const fits = layers.every((l) =>
     l.layout === "out_in" && l.inFeatures === n && !l.weight.requiresGrad && !l.bias?.requiresGrad &&
     l.weight.size <= FUSE_MAX_ELEMENTS

@@ -3,7 +3,16 @@
  * (LLaMA), holding their checkpoint tensors.
  * @module
  */
-import { type DropoutSpec, layerNorm, residualLayerNorm, rmsNorm, type Tensor } from "../tensor/mod.ts";
+import {
+  add,
+  dropoutAdd,
+  type DropoutSpec,
+  layerNorm,
+  residualLayerNorm,
+  rmsNorm,
+  type Tensor,
+} from "../tensor/mod.ts";
+import { FUSIONS } from "./fusions.ts";
 
 /** `LayerNorm(x)·weight + bias` over the last dimension (torch's nn.LayerNorm). */
 export class LayerNorm {
@@ -32,7 +41,9 @@ export class LayerNorm {
 
   /** `forward(residual + dropout(x))` in one pass (a post-LN residual connection); no dropout when null. */
   forwardResidual(x: Tensor, residual: Tensor, dropout: DropoutSpec | null): Tensor {
-    return residualLayerNorm(x, residual, this.weight, this.bias, this.eps, dropout);
+    if (FUSIONS.norm) return residualLayerNorm(x, residual, this.weight, this.bias, this.eps, dropout);
+    const sum = dropout ? dropoutAdd(x, residual, dropout.p, dropout.key) : add(x, residual);
+    return this.forward(sum);
   }
 }
 

@@ -104,6 +104,7 @@ interface Heads {
   whole: boolean;
 }
 
+/** Attention over heads placed anywhere: the scores, the masked softmax (with dropout), the values. */
 function scaledDotProduct(
   q: Heads,
   k: Heads,

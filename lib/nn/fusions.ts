@@ -1,0 +1,16 @@
+/**
+ * Switches for the fused paths the layers take, all on by default. Benchmarks turn them off one
+ * at a time to measure what each is worth (`bench/step.ts --no-fuse=qkv,ffn,norm`); the
+ * results are the same either way (tested).
+ * @module
+ */
+
+/** Which fusions are on. */
+export const FUSIONS = {
+  /** Query, key and value as one product (`fusedProjection`). */
+  qkv: true,
+  /** The feed-forward activation in the matmul epilogues (`feedForward`). */
+  ffn: true,
+  /** A post-LN residual connection inside the LayerNorm (`LayerNorm.forwardResidual`). */
+  norm: true,
+};
