@@ -85,6 +85,40 @@ Deno.test("feedForward without gradients (inference) keeps no pre-activation and
   assertEquals(Array.from(await y.toArray()), Array.from(trained));
 });
 
+Deno.test("feedForward: an adapter on the spectral route (few tokens) takes the layers one by one", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(9);
+  const up = randomLinear(gpu, p, 12, 10).lin, down = randomLinear(gpu, p, 30, 12).lin;
+  const [upSsh, downSsh] = [up, down].map((l) => attachSsh(gpu, p, l));
+  // 12 tokens: up folds (12·10 ≤ ½·12·22), down does not (30·12 > ½·12·42)
+  assertEquals(upSsh.route(up, 12), "fold");
+  assertEquals(downSsh.route(down, 12), "spectral");
+  const x = p.normals(12 * 10), r = p.normals(12 * 30);
+  const shape = { tokens: 12, n: 10, out: 30 };
+  const coefs = [upSsh.coef, downSsh.coef];
+  const viaFeedForward = await gradients(
+    gpu,
+    (xt) => {
+      const y = feedForward(up, down, "silu", xt);
+      assert(y.node?.op !== "feed_forward", "not fused");
+      return y;
+    },
+    x,
+    r,
+    shape,
+    coefs,
+  );
+  const oneByOne = await gradients(
+    gpu,
+    (xt) => down.forward(activate(up.forward(xt), "silu")),
+    x,
+    r,
+    shape,
+    coefs,
+  );
+  viaFeedForward.forEach((v, i) => assertClose(v, oneByOne[i], 1e-6, `output ${i}`));
+});
+
 Deno.test("feedForward: trained weights take the layers one by one", async () => {
   const gpu = await getGpu();
   const p = new Prng(7);
