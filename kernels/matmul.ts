@@ -12,6 +12,11 @@
  * (`sA[k][m]`, `sB[k][n]`); an operand whose global layout is k-contiguous is transposed on
  * its way in, and its shared rows get 4 floats of padding so those scalar stores spread
  * over the banks.
+ *
+ * Operands are addressed through {@link MATMUL_PARAMS} (row strides, offsets, batch and head
+ * strides), so one kernel serves packed matrices and attention's heads in place; the epilogue
+ * applies alpha, the bias, accumulation or an activation (forward, or its derivative times the
+ * result going backward) as it stores.
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";

@@ -1,7 +1,9 @@
 /**
- * Encoding of f32 matrix products `C = alpha·op(A)·op(B) (+ bias) (+ C)` on the stream:
- * picks a tile variant for the shape, optionally splits K over more workgroups, validates
- * shapes and buffer sizes, and dispatches the kernels of `kernels/matmul.ts`.
+ * Encoding of f32 matrix products `C = alpha·op(A)·op(B) (+ bias) (+ C)` on the stream, with
+ * operands placed anywhere in their buffers (row strides, offsets, heads sharing a matrix) and
+ * an optional activation epilogue: picks a tile variant for the shape, optionally splits K over
+ * more workgroups, validates shapes and buffer sizes, and dispatches the kernels of
+ * `kernels/matmul.ts`.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
