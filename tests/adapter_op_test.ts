@@ -277,6 +277,7 @@ Deno.test("bad inputs raise errors that say what was expected", async () => {
   assertThrows(() => op.backward(saved, big, big, null, big), "already released");
   assertEquals(op.forward(big, big, big, 3, { save: false }), null);
   assertThrows(() => op.materialize(big, small), "dst (M×N = 4×6)");
+  assertThrows(() => op.materialize(big, big, { at: 4 }), "an offset `at` needs `accumulate`");
   assertThrows(() => op.denseGradient(small, big), "g (M×N");
   await gpu.sync();
   op.dispose();
