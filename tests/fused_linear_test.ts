@@ -127,7 +127,7 @@ Deno.test("fusedProjection declines layers it cannot fuse", async () => {
   assertEquals(y?.shape, [2, 8], "with an adapter on the spectral route they fuse");
 });
 
-Deno.test("fusedProjection: adapters that do not fold (LoRA, spectral-route SSH) add their delta into their columns", async () => {
+Deno.test("fusedProjection: adapters that do not fold (LoRA with dropout, spectral-route SSH) add into their columns", async () => {
   const gpu = await getGpu();
   const [tokens, n] = [3, 10];
   const p = new Prng(9);
@@ -139,8 +139,17 @@ Deno.test("fusedProjection: adapters that do not fold (LoRA, spectral-route SSH)
     a: Float32Array.from(p.normals(2 * n)),
     b: Float32Array.from(p.normals(12)),
   };
-  const lora = new LoraLayer(gpu, { module, scaling: 1.5 });
-  layers[0].adapter = lora;
+  // train-mode LoRA dropout; a fresh layer per run draws the same masks (same step, first call)
+  const newLora = () => {
+    const lora = new LoraLayer(gpu, {
+      module,
+      scaling: 1.5,
+      dropout: 0.25,
+      dropoutState: { training: true, seed: 5, step: () => 1 },
+    });
+    layers[0].adapter = lora;
+    return lora;
+  };
   const ssh = new SpectralLayer(gpu, "ssh", {
     outFeatures: 6,
     inFeatures: n,
@@ -153,6 +162,7 @@ Deno.test("fusedProjection: adapters that do not fold (LoRA, spectral-route SSH)
   assertEquals(ssh.route(layers[2], tokens), "spectral");
   const x = p.normals(tokens * n), r = p.normals(tokens * 16);
   const run = async (fused: boolean) => {
+    const lora = newLora();
     const xt = Tensor.from(gpu, x, [tokens, n], { requiresGrad: true });
     const rt = Tensor.from(gpu, r, [tokens, 16]);
     const y = tidy(() => {

@@ -6,6 +6,7 @@
  * @module
  */
 import { linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
+import { encodeMatmul } from "../linalg/matmul.ts";
 import { stridedCopy } from "../tensor/ops/copy.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { FUSIONS } from "./fusions.ts";
@@ -22,8 +23,9 @@ const FUSE_MAX_ELEMENTS = 1 << 22;
  * ([..., M₁ + M₂ + …]), as one product, or null when they cannot share one: each must be an
  * nn.Linear (out, in) of `x`'s width with a frozen weight and bias of at most
  * {@link FUSE_MAX_ELEMENTS} (and `FUSIONS.qkv` on). An adapter that folds into its weight for this many tokens (SSH,
- * FourierFT) is folded into the stacked weight; any other (LoRA) adds its `delta(x)` into its
- * layer's columns. Gradients reach x and the adapters as through the separate layers.
+ * FourierFT) is folded into the stacked weight; a low-rank one (LoRA) accumulates its product
+ * into its layer's columns, and any other adds its `delta(x)` there. Gradients reach x and the
+ * adapters as through the separate layers.
  */
 export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | null {
   const n = x.shape[x.shape.length - 1];
@@ -59,20 +61,36 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     }
   }
   const y = noGrad(() => linear(x, weight, bias));
-  // adapters that did not fold add their x·ΔWᵀ into their columns
+  // adapters that did not fold add their x·ΔWᵀ into their columns: a low-rank one (LoRA) as
+  // the product s·h·Bᵀ accumulated there, any other as its delta(x)
+  const lowRanks: { at: number; m: number; h: Tensor; b: Tensor; scale: number }[] = [];
   const deltas: { at: number; d: Tensor }[] = [];
   let at = 0;
   layers.forEach((l, i) => {
+    const m = sizes[i];
     if (l.adapter && !folds[i]) {
-      const d = l.adapter.delta(x);
-      stridedCopy(d, y, [tokens, sizes[i]], [sizes[i], 1], [total, 1], 0, at, true);
-      deltas.push({ at, d });
+      const lr = l.adapter.lowRank?.(x);
+      if (lr) {
+        const r = lr.b.shape[1];
+        encodeMatmul(gpu, lr.h.buffer, lr.b.buffer, y.buffer, tokens, m, r, {
+          transB: true,
+          alpha: lr.scale,
+          accumulate: true,
+          layoutC: { ld: total, offset: at },
+        });
+        lowRanks.push({ at, m, ...lr });
+      } else {
+        const d = l.adapter.delta(x);
+        stridedCopy(d, y, [tokens, m], [m, 1], [total, 1], 0, at, true);
+        deltas.push({ at, d });
+      }
     }
-    at += sizes[i];
+    at += m;
   });
   const params = folds.flatMap((u) => u ? [u.param] : []);
-  const inputs = [x, ...params, ...deltas.map((e) => e.d)];
-  record("fused_linear", y, inputs, [x, weight], (g, [xs, w], need, acc) => {
+  const inputs = [x, ...params, ...lowRanks.flatMap((e) => [e.h, e.b]), ...deltas.map((e) => e.d)];
+  const saved = [x, weight, ...lowRanks.flatMap((e) => [e.h, e.b])];
+  record("fused_linear", y, inputs, saved, (g, [xs, w, ...factors], need, acc) => {
     const dx = need[0] ? linearInputGradient(g, w, "out_in", acc[0]) : null;
     const g2 = reshape(g, [tokens, total]), x2 = reshape(xs, [tokens, n]);
     const shared = new Map<string, Tensor>();
@@ -82,6 +100,26 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
       if (u) grads.push(need[++p] ? u.gradient(x2, g2, shared, at) : null);
       at += sizes[i];
     });
+    for (const [j, { at, m, scale }] of lowRanks.entries()) {
+      // the layer's columns of g read in place: ∂h = s·g·B, ∂B = s·gᵀ·h
+      const [h, b] = [factors[2 * j], factors[2 * j + 1]];
+      const cols = { ld: total, offset: at };
+      const r = b.shape[1];
+      let gh: Tensor | null = null, gb: Tensor | null = null;
+      if (need[++p]) {
+        gh = Tensor.empty(gpu, h.shape);
+        encodeMatmul(gpu, g.buffer, b.buffer, gh.buffer, tokens, r, m, { alpha: scale, layoutA: cols });
+      }
+      if (need[++p]) {
+        gb = Tensor.empty(gpu, b.shape);
+        encodeMatmul(gpu, g.buffer, h.buffer, gb.buffer, m, r, tokens, {
+          transA: true,
+          alpha: scale,
+          layoutA: cols,
+        });
+      }
+      grads.push(gh, gb);
+    }
     for (const { at, d } of deltas) {
       grads.push(need[++p] ? reshape(slice(g2, 1, at, at + d.shape[d.shape.length - 1]), d.shape) : null);
     }

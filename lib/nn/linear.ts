@@ -29,6 +29,12 @@ export interface LinearAdapter {
    * lets the layer share one product with others (`fusedProjection`).
    */
   fold?(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null;
+  /**
+   * A low-rank update, `delta(x) = scale·h·Bᵀ` with h [..., r] recorded on the tape (after any
+   * dropout on x) and B [out, r] (LoRA): a shared product (`fusedProjection`) then adds it into
+   * its output's columns itself.
+   */
+  lowRank?(x: Tensor): { h: Tensor; b: Tensor; scale: number };
 }
 
 /** How an adapter folded into a weight (see {@link LinearAdapter.fold}) is trained. */

@@ -96,6 +96,13 @@ export class LoraLayer implements PeftLayer {
 
   /** scaling · B A dropout(x) for x [..., in] → [..., out] (recorded on the tape). */
   delta(x: Tensor): Tensor {
+    const { h, b, scale } = this.lowRank(x);
+    const y = matmul(h, b, { transB: true, alpha: scale });
+    return x.shape.length === 1 ? reshape(y, [this.outFeatures]) : y;
+  }
+
+  /** h = dropout(x)·Aᵀ [tokens, r] (recorded on the tape), B and the scaling: delta(x) = scaling·h·Bᵀ. */
+  lowRank(x: Tensor): { h: Tensor; b: Tensor; scale: number } {
     const n = this.inFeatures;
     if (x.dtype !== "f32" || x.shape.length < 1 || x.shape[x.shape.length - 1] !== n) {
       throw new Error(`${this.path}: adapter input must be f32 [..., ${n}], got ${x.describe()}`);
@@ -109,9 +116,7 @@ export class LoraLayer implements PeftLayer {
       const key: DropoutKey = { seed: s.seed, step, site: 0x4c000000 + 0x10000 * this.#calls++ + this.site };
       input = dropout(flat, this.dropout, key);
     }
-    const h = linear(input, this.a);
-    const y = matmul(h, this.b, { transB: true, alpha: this.scaling });
-    return x.shape.length === 1 ? reshape(y, [this.outFeatures]) : y;
+    return { h: linear(input, this.a), b: this.b, scale: this.scaling };
   }
 
   parameters(): Tensor[] {
