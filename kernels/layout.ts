@@ -1,7 +1,7 @@
 /**
  * Strided copies: one kernel serves permute, slice, slice-backward, concat, broadcast-to
- * and dtype casts. Element `i` of the (collapsed) iteration reads `src[soff + Σ c·s]` and
- * writes `dst[doff + Σ c·t]`.
+ * and dtype casts, or adds into dst. Element `i` of the (collapsed) iteration reads
+ * `src[soff + Σ c·s]` and writes (or adds to) `dst[doff + Σ c·t]`.
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";

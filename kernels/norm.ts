@@ -2,7 +2,8 @@
  * LayerNorm and RMSNorm over the last dimension: forward (one workgroup per row, two-pass
  * mean/variance, saving mean and 1/σ per row), the input gradient (one workgroup per row),
  * and the weight/bias gradients as deterministic per-chunk column sums (no atomics).
- * `rms` variants skip the mean (RMSNorm: x·rsqrt(mean(x²)+eps)·w).
+ * `rms` variants skip the mean (RMSNorm: x·rsqrt(mean(x²)+eps)·w). `residual` variants normalise
+ * residual + dropout(x) and return both inputs' gradients (a post-LN residual connection).
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";

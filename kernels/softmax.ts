@@ -2,7 +2,9 @@
  * Row softmax over the last dimension with optional attention masking, and its gradient.
  * Row r of a [..., T, S] score tensor is query position `r % T` of batch entry
  * `r / rowsPerBatch`; key j is allowed when `j ≤ i + off` (causal, bottom-right aligned) and
- * `mask[b·S + j] ≠ 0` (padding). Fully masked rows give zeros. One workgroup per row.
+ * `mask[b·S + j] ≠ 0` (padding). Fully masked rows give zeros. One workgroup per row. Variants
+ * apply attention's dropout in the same pass (forward: the probabilities and their dropped copy;
+ * backward: the mask on the incoming gradient).
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";

@@ -1,7 +1,9 @@
 /**
  * WGSL for the sparse spectral adapter (SPEC §1.6): products of a token batch with the
  * effective sparse spectrum S̃ (by rows or by columns), the coefficient gradient (a reduction
- * over tokens in two passes), scatter / gather of coefficients at flat positions, and y += x.
+ * over tokens in two passes, the first staged through workgroup memory for narrow layers),
+ * (S̃·C_N)ᵀ from S̃'s rows (the first half of building ΔW), scatter / gather of coefficients at
+ * flat positions, and y += x.
  *
  * The index structures live in one u32 "plan" buffer built on the CPU (lib/spectral/sparse.ts):
  * CSR sections `ptr[rows + 1]` (entry ranges) then the entries, weights as `bitcast<u32>(w)`:

@@ -4,7 +4,8 @@
  * - forward: x̂ = FHT_N(x); ẑ = S̃ x̂ (by rows); y += (α/MN)·FHT_M(ẑ);
  * - backward: δ̂ = FHT_M(δ); ∂L/∂c_k += (α/MN)·Σ_{entries of k} w·Σ_t δ̂[t,u]·x̂[t,v];
  *   dx += (α/MN)·FHT_N(S̃ᵀ δ̂) (by columns);
- * - materialize: ΔW = (α/MN)·T(S) (scatter + one 2-D transform), for merging;
+ * - materialize: ΔW = (α/MN)·C_M S̃ C_N from S̃'s rows against a cas table, one FHT and a
+ *   transpose that adds into a weight (folding and merging);
  * - coefGradient: ∂L/∂c from x and δ alone, for a layer that folded ΔW into its weight.
  * Everything is encoded into `gpu.stream` (no readback, no submit); scratch comes from the pool
  * and repeated calls with the same buffers reuse their bind groups.
