@@ -1,6 +1,7 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import * as T from "../lib/tensor/mod.ts";
 import { broadcast, concat, permute, slice, sumAxes, sumTo, zeros } from "../lib/tensor/reference/array.ts";
+import { copyAll, stridedCopy } from "../lib/tensor/ops/copy.ts";
 import { assertEquals, assertThrows } from "./assert.ts";
 import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
 
@@ -137,4 +138,26 @@ Deno.test("cast to f16 and back (when the device has shader-f16)", async () => {
   assertEquals([...await h.toArray()].length, 5);
   const direct = T.Tensor.from(gpu, [0.5, 1.5, 7], [3], { dtype: "f16" });
   assertEquals([...await direct.toArray()], [0.5, 1.5, 7]);
+});
+
+Deno.test("strided add into a wider tensor, and copyAll at an offset (f32, and f16 into f32)", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(16);
+  // add a [5, 3] block into columns [2, 5) of a [5, 7] tensor
+  const src = randArr(rng, [5, 3]), dst = randArr(rng, [5, 7]);
+  const d = T.Tensor.from(gpu, Float32Array.from(dst.data), [5, 7]);
+  stridedCopy(T.Tensor.from(gpu, Float32Array.from(src.data), [5, 3]), d, [5, 3], [3, 1], [7, 1], 0, 2, true);
+  const want = Float64Array.from(dst.data);
+  src.data.forEach((v, i) => want[Math.floor(i / 3) * 7 + 2 + (i % 3)] += v);
+  await expectClose(d, { shape: [5, 7], data: want }, TOL, "strided add");
+  // 7 values from element 3 (odd: not whole 4-byte words in f16), f32 and f16 sources
+  for (const dtype of gpu.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
+    const values = Float32Array.from(randArr(rng, [7]).data);
+    const stored = dtype === "f16" ? Float32Array.from(Float16Array.from(values)) : values;
+    const out = T.Tensor.zeros(gpu, [12]);
+    copyAll(T.Tensor.from(gpu, values, [7], { dtype }), out, 3);
+    const expected = new Float64Array(12);
+    expected.set(stored, 3);
+    await expectClose(out, { shape: [12], data: expected }, 0, `copyAll ${dtype}`);
+  }
 });

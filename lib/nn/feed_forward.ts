@@ -7,7 +7,7 @@
  */
 import type { Activation } from "../io/hf_config.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
-import { cast, isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
+import { isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { activate } from "./activation.ts";
 import { FUSIONS } from "./fusions.ts";
@@ -59,7 +59,7 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
   encodeMatmul(gpu, x.buffer, w1.buffer, post.buffer, tokens, hidden, n, {
     transB: up.layout === "out_in",
     f16B: w1.dtype === "f16",
-    bias: up.bias ? noGrad(() => cast(up.bias!, "f32")).buffer : undefined,
+    bias: up.bias?.buffer,
     activation: { kind: act, pre: pre?.buffer },
   });
   const y = noGrad(() => linear(post, w2, down.bias, { weightLayout: down.layout }));

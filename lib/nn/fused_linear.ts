@@ -7,7 +7,7 @@
  */
 import { linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
-import { stridedCopy } from "../tensor/ops/copy.ts";
+import { copyAll, stridedCopy } from "../tensor/ops/copy.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { FUSIONS } from "./fusions.ts";
 import type { FoldedUpdate, Linear } from "./linear.ts";
@@ -46,7 +46,7 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   const folds: (FoldedUpdate | null)[] = [];
   let row = 0;
   for (const l of layers) {
-    copyInto(l.weight, weight, row * n);
+    copyAll(l.weight, weight, row * n);
     folds.push(l.adapter?.fold?.(l, tokens, weight, row * n) ?? null);
     row += l.outFeatures;
   }
@@ -55,7 +55,7 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     bias = Tensor.empty(gpu, [total]);
     row = 0;
     for (const l of layers) {
-      if (l.bias) copyInto(l.bias, bias, row);
+      if (l.bias) copyAll(l.bias, bias, row);
       else gpu.stream.clear(bias.buffer, row * 4, l.outFeatures * 4);
       row += l.outFeatures;
     }
@@ -128,15 +128,4 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   weight.dispose(); // the tape keeps its own reference
   bias?.dispose();
   return y;
-}
-
-/** All of `src` into `dst` from element `at` (f16 converted to f32 on the way). */
-function copyInto(src: Tensor, dst: Tensor, at: number): void {
-  const bytes = src.dtype === "f16" ? 2 : 4;
-  // a buffer copy moves whole 4-byte words
-  if (src.dtype === dst.dtype && (at * bytes) % 4 === 0 && (src.size * bytes) % 4 === 0) {
-    src.gpu.stream.copy(src.buffer, 0, dst.buffer, at * bytes, src.size * bytes);
-  } else {
-    stridedCopy(src, dst, [src.size], [1], [1], 0, at);
-  }
 }

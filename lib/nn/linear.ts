@@ -5,7 +5,8 @@
  * @module
  */
 import type { LinearShape } from "../models/shapes.ts";
-import { add, cast, linear, noGrad, Tensor } from "../tensor/mod.ts";
+import { add, linear, Tensor } from "../tensor/mod.ts";
+import { copyAll } from "../tensor/ops/copy.ts";
 import { param } from "./norm.ts";
 
 /** A parameter-efficient update attached to a {@link Linear} (SSH, LoRA, FourierFT). */
@@ -93,13 +94,9 @@ export class Linear {
 
   /** A new f32 tensor holding the weight (an f16 one converted), with no gradient link: what an adapter folds ΔW into. */
   weightCopy(): Tensor {
-    const w = this.weight;
-    return noGrad(() => {
-      if (w.dtype !== "f32") return cast(w, "f32");
-      const copy = Tensor.empty(w.gpu, w.shape);
-      w.gpu.stream.copy(w.buffer, 0, copy.buffer, 0, w.size * 4);
-      return copy;
-    });
+    const copy = Tensor.empty(this.weight.gpu, this.weight.shape);
+    copyAll(this.weight, copy);
+    return copy;
   }
 
   /** x [..., in] → [..., out]. */

@@ -63,3 +63,17 @@ function byFour(
   return shape[last] % 4 === 0 && offsets.every((o) => o % 4 === 0) &&
     strides.every((st) => st[last] === 1 && st.every((v, i) => i === last || v % 4 === 0));
 }
+
+/**
+ * All of `src` into `dst` from element `at` (f16 converted to f32 on the way): a buffer copy
+ * when the bytes allow one, else a strided copy. No autograd.
+ */
+export function copyAll(src: Tensor, dst: Tensor, at = 0): void {
+  const bytes = src.dtype === "f16" ? 2 : 4;
+  // a buffer copy moves whole 4-byte words
+  if (src.dtype === dst.dtype && (at * bytes) % 4 === 0 && (src.size * bytes) % 4 === 0) {
+    src.gpu.stream.copy(src.buffer, 0, dst.buffer, at * bytes, src.size * bytes);
+  } else {
+    stridedCopy(src, dst, [src.size], [1], [1], 0, at);
+  }
+}
