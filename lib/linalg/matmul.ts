@@ -294,8 +294,10 @@ function window(buffer: GPUBuffer, bytes: number, what: string): { buffer: GPUBu
  * Encode `C = alpha·op(A)·op(B) (+ bias) (+ C)` with C (m, n) row-major f32 (per batch entry).
  * A is (m, k) or, with `transA`, (k, m); B is (k, n) or, with `transB`, (n, k); all row-major.
  * Nothing is submitted. Throws, naming the operand and the expected size, on non-positive
- * sizes, buffers too small for the shape, C sharing a buffer with an input, or `f16B` on a
- * device without f16.
+ * sizes, buffers too small for the shape and placement, a placement with negative fields or
+ * overlapping rows, C sharing a buffer with an input (or its heads a matrix), a strided C with a
+ * K split, an activation with a strided C, a K split or `accumulate` (or backward without `pre`),
+ * or `f16B` on a device without f16.
  */
 export function encodeMatmul(
   gpu: Gpu,
