@@ -17,6 +17,7 @@
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn   # what fusions are worth (lib/nn/fusions.ts)
+ *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  * @module
  */
 import { parseArgs } from "node:util";
@@ -25,7 +26,7 @@ import type { Model } from "../lib/models/model.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";
 import { DEFAULT_LR, type Method, type PreparedMethod, prepareMethod } from "../lib/cli/method.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { add, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { add, ATTENTION_PATH, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import type { TrainBatch } from "../lib/train/data.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
@@ -280,8 +281,17 @@ if (import.meta.main) {
       fill: { type: "string" },
       "grad-pass": { type: "string" },
       "no-fuse": { type: "string" },
+      attention: { type: "string" },
     },
   });
+  const attention = values.attention;
+  if (attention) {
+    // the attention path for every call (see ATTENTION_PATH)
+    if (attention !== "auto" && attention !== "fused" && attention !== "materialized") {
+      throw new Error(`--attention: expected auto, fused or materialized, got "${attention}"`);
+    }
+    ATTENTION_PATH.path = attention;
+  }
   for (const name of values["no-fuse"]?.split(",") ?? []) {
     // ablation: one fused path off (see lib/nn/fusions.ts)
     if (!Object.hasOwn(FUSIONS, name)) {

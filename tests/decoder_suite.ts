@@ -9,7 +9,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { modelParity } from "../lib/models/parity.ts";
 import { crossEntropyForward } from "../lib/tensor/reference/loss.ts";
-import { Tensor, tidy } from "../lib/tensor/mod.ts";
+import { ATTENTION_PATH, type AttentionPath, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { main as parityMain } from "../tools/parity.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import {
@@ -85,6 +85,39 @@ export function decoderSuite(s: DecoderSuite): void {
       1e-5,
       "hidden",
     );
+  });
+
+  Deno.test(`${s.name}: fused attention gives the materialised path's logits and backbone gradient, padded rows too`, async () => {
+    const gpu = await getGpu();
+    const [b, t] = [3, 11];
+    const ids = randomIds(b * t, vocab, 6);
+    const mask = new Int32Array(b * t).fill(1);
+    mask.fill(0, 8, 11).fill(0, 11, 15);
+    const model = await loadModel(gpu, dir);
+    const p = model.parameters.get(s.gradParam)!;
+    p.requiresGrad = true;
+    const run = async (path: AttentionPath) => {
+      ATTENTION_PATH.path = path;
+      try {
+        const out = tidy(() => model.forward(tokenBatch(gpu, ids, b, t, { mask, labels: ids })));
+        out.loss!.backward();
+        const result = {
+          logits: keptRows(await out.logits.toArray(), mask, vocab),
+          grad: await p.grad!.toArray(),
+        };
+        for (const x of [out.logits, out.loss!, out.hidden]) x.dispose();
+        p.grad!.dispose();
+        p.grad = null;
+        return result;
+      } finally {
+        ATTENTION_PATH.path = "auto";
+      }
+    };
+    const fused = await run("fused"), materialized = await run("materialized");
+    model.dispose();
+    assertClose(fused.logits, materialized.logits, 1e-5, "logits");
+    assertClose(fused.grad, materialized.grad, 1e-4, `∂loss/∂${s.gradParam}`);
+    assert(fused.grad.some((v) => v !== 0), "zero gradient");
   });
 
   Deno.test(`${s.name}: HF's shifted LM loss equals the loss on next-token labels`, async () => {

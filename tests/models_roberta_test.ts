@@ -3,6 +3,7 @@ import { robertaPositionIds } from "../lib/models/bert.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { FUSIONS } from "../lib/nn/fusions.ts";
+import { ATTENTION_PATH } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import {
   editedModel,
@@ -57,6 +58,15 @@ Deno.test("roberta: RobertaForSequenceClassification matches PyTorch (logits, lo
 
 Deno.test("roberta: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
   await expectSshReferences(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("roberta: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
+  ATTENTION_PATH.path = "fused";
+  try {
+    await expectSshReferences(await getGpu(), DIR, 1e-4);
+  } finally {
+    ATTENTION_PATH.path = "auto";
+  }
 });
 
 Deno.test("roberta: hidden states at right-padded positions match PyTorch too", async () => {

@@ -111,17 +111,20 @@ const CASES: Partial<AttnDims>[] = [
   },
 ];
 
+/** Both paths of every attention call: the fused kernels and the materialised probabilities. */
+const PATHS = ["materialized", "fused"] as const;
+
 Deno.test("attention (causal, padding, grouped-query): forward and gradients of q, k, v", async () => {
   const gpu = await getGpu();
   const rng = new Rng(42);
-  for (const c of CASES) {
+  for (const [c, path] of PATHS.flatMap((path) => CASES.map((c) => [c, path] as const))) {
     const a: AttnDims = { causal: false, mask: null, scale: 1 / Math.sqrt(c.d!), ...c } as AttnDims;
     const q = randArr(rng, [a.b, a.h, a.t, a.d]), k = randArr(rng, [a.b, a.hkv, a.s, a.d]);
     const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]);
     const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
     const mask = a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null;
-    const y = T.attention(tq, tk, tv, { causal: a.causal, mask });
-    const label = JSON.stringify(c);
+    const y = T.attention(tq, tk, tv, { causal: a.causal, mask, path });
+    const label = `${path} ${JSON.stringify(c)}`;
     await expectClose(y, arr(attentionForward(a, q.data, k.data, v.data), [a.b, a.h, a.t, a.dv]), TOL, label);
     const g = randArr(rng, [a.b, a.h, a.t, a.dv]);
     y.backward(leaf(gpu, g, false));
@@ -136,7 +139,7 @@ Deno.test("attention on [B, T, H, D] heads in place, with dropout on the probabi
   const gpu = await getGpu();
   const rng = new Rng(44);
   const swap = [0, 2, 1, 3];
-  for (const c of CASES) {
+  for (const [c, path] of PATHS.flatMap((path) => CASES.map((c) => [c, path] as const))) {
     const a: AttnDims = { causal: false, mask: null, scale: 0.7, ...c } as AttnDims;
     const key = { seed: 1, step: rng.int(100), site: 3 };
     const factor = dropoutFactors(a.b * a.h * a.t * a.s, 0.6, key);
@@ -150,9 +153,10 @@ Deno.test("attention on [B, T, H, D] heads in place, with dropout on the probabi
       scale: a.scale,
       layout: "bthd",
       probsDropout: { p: 0.6, key },
+      path,
     });
     const ref = { ...a, probsFactor: factor };
-    const label = JSON.stringify(c);
+    const label = `${path} ${JSON.stringify(c)}`;
     const out = arr(attentionForward(ref, q.data, k.data, v.data), [a.b, a.h, a.t, a.dv]);
     await expectClose(y, permute(out, swap), TOL, label);
     const g = randArr(rng, [a.b, a.t, a.h, a.dv]);
@@ -169,7 +173,8 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
   const rng = new Rng(45);
   const swap = [0, 2, 1, 3];
   const gqa = { b: 2, h: 4, hkv: 2, t: 6, s: 6, d: 3, dv: 3, causal: true, mask: CASES[2].mask };
-  for (const c of [...CASES.filter((c) => c.t === c.s && c.d === c.dv), gqa]) {
+  const cases = [...CASES.filter((c) => c.t === c.s && c.d === c.dv), gqa];
+  for (const [c, path] of PATHS.flatMap((path) => cases.map((c) => [c, path] as const))) {
     const a: AttnDims = { causal: false, mask: null, scale: 0.4, ...c } as AttnDims;
     const { b, h, hkv, t, d } = a;
     const q = randArr(rng, [b, h, t, d]), k = randArr(rng, [b, hkv, t, d]), v = randArr(rng, [b, hkv, t, d]);
@@ -200,9 +205,10 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
       mask,
       scale: a.scale,
       probsDropout: { p: 0.25, key },
+      path,
     });
     const ref = { ...a, probsFactor: factor };
-    const label = JSON.stringify(c);
+    const label = `${path} ${JSON.stringify(c)}`;
     await expectClose(
       y,
       permute(arr(attentionForward(ref, q.data, k.data, v.data), [b, h, t, d]), swap),
@@ -227,6 +233,97 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
     () => T.packedAttention(qkv, { heads: 2, headDim: 4 }),
     "expected [B, T, (H + 2·Hkv)·D] = [B, T, 24]",
   );
+});
+
+Deno.test("attention across tiles: awkward head sizes, more keys than queries, D = 128, both paths", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(46);
+  const mask = (b: number, s: number) =>
+    Int32Array.from({ length: b * s }, (_, i) => (i * 7) % 11 === 3 ? 0 : 1);
+  const cases: Partial<AttnDims>[] = [
+    // 70 queries over 83 keys: two query blocks, two key tiles, 9 and 5 vec4s a head row
+    { b: 2, h: 6, hkv: 2, t: 70, s: 83, d: 33, dv: 17, causal: true, mask: mask(2, 83) },
+    // 28-key tiles (D = 128 fills the workgroup memory), a prime number of queries
+    { b: 1, h: 2, hkv: 2, t: 37, s: 61, d: 128, dv: 128, mask: mask(1, 61) },
+    { b: 1, h: 3, hkv: 1, t: 130, s: 130, d: 64, dv: 64, causal: true },
+  ];
+  for (const [c, path] of PATHS.flatMap((path) => cases.map((c) => [c, path] as const))) {
+    const a: AttnDims = { causal: false, mask: null, scale: 0.3, ...c } as AttnDims;
+    const key = { seed: 3, step: 1, site: 2 };
+    const ref = { ...a, probsFactor: dropoutFactors(a.b * a.h * a.t * a.s, 0.2, key) };
+    const q = randArr(rng, [a.b, a.h, a.t, a.d]), k = randArr(rng, [a.b, a.hkv, a.s, a.d]);
+    const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]);
+    const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
+    const y = T.attention(tq, tk, tv, {
+      causal: a.causal,
+      mask: a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null,
+      scale: a.scale,
+      probsDropout: { p: 0.2, key },
+      path,
+    });
+    const label = `${path} ${a.t}×${a.s} d=${a.d}`;
+    await expectClose(
+      y,
+      arr(attentionForward(ref, q.data, k.data, v.data), [a.b, a.h, a.t, a.dv]),
+      TOL,
+      label,
+    );
+    const g = randArr(rng, [a.b, a.h, a.t, a.dv]);
+    y.backward(leaf(gpu, g, false));
+    const grads = attentionBackward(ref, q.data, k.data, v.data, g.data);
+    await expectClose(tq.grad, arr(grads.dq, q.shape), TOL, `dq ${label}`);
+    await expectClose(tk.grad, arr(grads.dk, k.shape), TOL, `dk ${label}`);
+    await expectClose(tv.grad, arr(grads.dv, v.shape), TOL, `dv ${label}`);
+  }
+});
+
+Deno.test("attention(x, x, x): one tensor as query, key and value gathers all three gradients", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(48);
+  const a: AttnDims = { b: 2, h: 2, hkv: 2, t: 5, s: 5, d: 4, dv: 4, causal: true, mask: null, scale: 0.5 };
+  const x = randArr(rng, [2, 2, 5, 4]), g = randArr(rng, [2, 2, 5, 4]);
+  const grads = attentionBackward(a, x.data, x.data, x.data, g.data);
+  const expected = grads.dq.map((v, i) => v + grads.dk[i] + grads.dv[i]);
+  for (const path of PATHS) {
+    const tx = leaf(gpu, x);
+    const y = T.attention(tx, tx, tx, { causal: true, scale: 0.5, path });
+    await expectClose(y, arr(attentionForward(a, x.data, x.data, x.data), x.shape), TOL, path);
+    y.backward(leaf(gpu, g, false));
+    await expectClose(tx.grad, arr(expected, x.shape), TOL, `${path}: dq + dk + dv`);
+  }
+});
+
+Deno.test("fused attention never stores the probabilities; auto fuses from ATTENTION_PATH's size", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(49);
+  const [b, h, t, d] = [1, 2, 512, 8];
+  const peak = async (path: T.AttentionPath) => {
+    gpu.stream.flush();
+    gpu.pool.trim();
+    gpu.pool.resetPeak();
+    const base = gpu.pool.stats().allocated;
+    const [q, k, v] = [0, 1, 2].map(() => leaf(gpu, randArr(rng, [b, h, t, d])));
+    const y = T.attention(q, k, v, { causal: true, path });
+    y.backward(leaf(gpu, randArr(rng, y.shape), false));
+    await q.grad!.toArray();
+    return gpu.pool.stats().peak - base;
+  };
+  const probs = b * h * t * t * 4;
+  const fused = await peak("fused"), materialized = await peak("materialized");
+  assert(
+    materialized >= 2 * probs,
+    `materialized peak ${materialized} should hold the ${probs}-byte probabilities`,
+  );
+  assert(fused < probs / 4, `fused peak ${fused} should be far below the ${probs}-byte probabilities`);
+  const dims = { b, h, hkv: h, t, s: t, d, dv: d };
+  assert(!T.useFusedAttention(dims), "2 MiB of probabilities stay materialised");
+  const saved = T.ATTENTION_PATH.fuseFromBytes;
+  try {
+    T.ATTENTION_PATH.fuseFromBytes = probs;
+    assert(T.useFusedAttention(dims), "auto fuses from fuseFromBytes");
+  } finally {
+    T.ATTENTION_PATH.fuseFromBytes = saved;
+  }
 });
 
 Deno.test("attention reference gradients agree with finite differences", () => {

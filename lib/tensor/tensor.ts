@@ -42,7 +42,7 @@ export class Tensor {
   readonly shape: Shape;
   /** Number of elements. */
   readonly size: number;
-  /** The gradient accumulated by backward() (leaves only); free it with `zeroGrad`/dispose. */
+  /** The gradient accumulated by backward() (leaves only); an optimiser's `zeroGrad()` frees it. */
   grad: Tensor | null = null;
   /** The autograd node that produced this tensor; null for leaves. @internal */
   node: GradNode | null = null;

@@ -13,6 +13,7 @@ import { record } from "../autograd.ts";
 import { keep, tidy } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
+import { type AttentionPath, fusedScaledDotProduct, useFusedAttention } from "./attention_fused.ts";
 import type { DropoutSpec } from "./dropout.ts";
 import { maskedSoftmax } from "./softmax.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
@@ -36,6 +37,12 @@ export interface AttentionOptions {
    * masks `dropout(probs, p, key)` would draw; applied in the softmax's own pass.
    */
   probsDropout?: DropoutSpec | null;
+  /**
+   * `fused` never stores the [B, H, T, S] probabilities (memory ∝ B·H·T); `materialized`
+   * runs two batched products around a softmax; `auto` (default, {@link ATTENTION_PATH})
+   * fuses when the probabilities would be large.
+   */
+  path?: AttentionPath;
 }
 
 /**
@@ -95,16 +102,22 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
 }
 
 /** Sizes of one attention call. */
-type Dims = Pick<AttnDims, "b" | "h" | "hkv" | "t" | "s" | "d" | "dv">;
+export type AttentionDims = Pick<AttnDims, "b" | "h" | "hkv" | "t" | "s" | "d" | "dv">;
+type Dims = AttentionDims;
 
 /** Heads of q, k or v: the tensor, where they lie in it, and whether they are all of it. */
-interface Heads {
+export interface AttentionHeads {
   x: Tensor;
   at: Required<MatrixLayout>;
   whole: boolean;
 }
 
-/** Attention over heads placed anywhere: the scores, the masked softmax (with dropout), the values. */
+type Heads = AttentionHeads;
+
+/**
+ * Attention over heads placed anywhere: fused, or the scores, the masked softmax (with
+ * dropout) and the values.
+ */
 function scaledDotProduct(
   q: Heads,
   k: Heads,
@@ -116,6 +129,20 @@ function scaledDotProduct(
   const padding = opts.mask ?? null;
   if (padding && (padding.shape.length !== 2 || padding.shape[0] !== dims.b || padding.shape[1] !== dims.s)) {
     throw new Error(`attention: mask ${padding.describe()} should be [${dims.b}, ${dims.s}] (batch, keys)`);
+  }
+  if (padding) expectDtype("attention mask", "i32", padding);
+  if (opts.causal && dims.s < dims.t) {
+    throw new Error(
+      `attention: a causal mask needs keys ≥ queries, got ${dims.s} keys for ${dims.t} queries`,
+    );
+  }
+  if (useFusedAttention(dims, opts.path)) {
+    const { b, h, t, dv } = dims;
+    const at = placement(layout, h, t, dv);
+    return fusedScaledDotProduct(q, k, v, dims, {
+      shape: layout === "bhtd" ? [b, h, t, dv] : [b, t, h, dv],
+      at,
+    }, opts);
   }
   return tidy(() => {
     const scores = headScores(q, k, dims, opts.scale ?? 1 / Math.sqrt(dims.d));
@@ -214,7 +241,8 @@ function headScores(q: Heads, k: Heads, dims: Dims, scale: number): Tensor {
           layoutA: groupMember(ls, group, j),
           layoutB: groupMember(q.at, group, j),
           layoutC: k.at,
-          accumulate: j > 0 || to.adds[kAt],
+          // q's gradient is k's when q is k
+          accumulate: j > 0 || to.adds[kAt] || (kAt === 0 && gq !== null),
         });
       }
     }

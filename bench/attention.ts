@@ -1,0 +1,99 @@
+/**
+ * Attention forward + backward (q, k, v need their gradients), fused against materialised
+ * probabilities, side by side: GPU milliseconds (median, the paths taking turns) and the peak
+ * memory one call adds. The data behind `ATTENTION_PATH.fuseFromBytes`
+ * (lib/tensor/ops/attention_fused.ts).
+ *
+ *     deno run -A bench/attention.ts [--reps=10]
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
+import * as T from "../lib/tensor/mod.ts";
+import { table, timeEncodeEach, uniformValues } from "./stats.ts";
+
+/** One attention call's sizes (q [B, T, H, D] as the projections give them). */
+interface Case {
+  what: string;
+  b: number;
+  h: number;
+  hkv: number;
+  t: number;
+  d: number;
+  causal: boolean;
+  dropout: number;
+}
+
+const GPU_CASES: Case[] = [
+  { what: "roberta-base train", b: 32, h: 12, hkv: 12, t: 128, d: 64, causal: false, dropout: 0.1 },
+  { what: "gpt2 1024 tokens", b: 8, h: 12, hkv: 12, t: 1024, d: 64, causal: true, dropout: 0.1 },
+  { what: "llama layer bench", b: 4, h: 32, hkv: 32, t: 512, d: 128, causal: true, dropout: 0 },
+  { what: "llama 4096 tokens", b: 1, h: 32, hkv: 8, t: 4096, d: 128, causal: true, dropout: 0 },
+];
+
+const SMALL_CASES: Case[] = [
+  { what: "demo train", b: 16, h: 2, hkv: 2, t: 32, d: 32, causal: false, dropout: 0.1 },
+  { what: "encoder 128 tokens", b: 4, h: 4, hkv: 4, t: 128, d: 32, causal: false, dropout: 0.1 },
+  { what: "decoder 512 tokens", b: 1, h: 4, hkv: 2, t: 512, d: 64, causal: true, dropout: 0 },
+];
+
+const { values } = parseArgs({ options: { reps: { type: "string" } } });
+const reps = Number(values.reps ?? 10);
+const gpu = await getGpu();
+console.log(`attention fwd+bwd, fused vs materialised, on ${gpu.description}; ${new Date().toISOString()}`);
+
+/** Leaves q, k, v in [B, T, H, D] and the output's gradient. */
+function operands(gpu: Gpu, c: Case) {
+  const leaf = (heads: number, seed: number) => {
+    const x = T.Tensor.from(gpu, uniformValues(c.b * c.t * heads * c.d, 1, seed), [c.b, c.t, heads, c.d]);
+    x.requiresGrad = true;
+    return T.keep(x);
+  };
+  const g = T.keep(T.Tensor.from(gpu, uniformValues(c.b * c.t * c.h * c.d, 1, 4), [c.b, c.t, c.h, c.d]));
+  return { q: leaf(c.h, 1), k: leaf(c.hkv, 2), v: leaf(c.hkv, 3), g };
+}
+
+const rows: string[][] = [];
+for (const c of gpu.software ? SMALL_CASES : GPU_CASES) {
+  const { q, k, v, g } = operands(gpu, c);
+  const step = (path: T.AttentionPath) => () =>
+    T.tidy(() => {
+      const y = T.attention(q, k, v, {
+        layout: "bthd",
+        causal: c.causal,
+        probsDropout: c.dropout > 0 ? { p: c.dropout, key: { seed: 1, step: 1 } } : null,
+        path,
+      });
+      y.backward(g);
+      for (const x of [q, k, v]) {
+        x.grad?.dispose();
+        x.grad = null;
+      }
+    });
+  const peak = async (path: T.AttentionPath) => {
+    await gpu.sync();
+    gpu.pool.trim();
+    gpu.pool.resetPeak();
+    const base = gpu.pool.stats().allocated;
+    step(path)();
+    await gpu.sync();
+    return gpu.pool.stats().peak - base;
+  };
+  const memory = [await peak("materialized"), await peak("fused")];
+  const [mat, fused] = await timeEncodeEach(gpu, [step("materialized"), step("fused")], reps);
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  rows.push([
+    c.what,
+    `${c.b}×${c.h}/${c.hkv}×${c.t}×${c.d}${c.causal ? " causal" : ""}${c.dropout ? " drop" : ""}`,
+    mat.toFixed(3),
+    fused.toFixed(3),
+    `${(fused / mat).toFixed(2)}×`,
+    mib(memory[0]),
+    mib(memory[1]),
+  ]);
+  for (const x of [q, k, v, g]) x.dispose();
+}
+console.log(table(
+  ["case", "B×H/Hkv×T×D", "materialised ms", "fused ms", "fused / mat.", "mat. peak MiB", "fused peak MiB"],
+  rows,
+));

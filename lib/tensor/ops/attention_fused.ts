@@ -1,0 +1,176 @@
+/**
+ * Fused attention (kernels/attention.ts): the output and one log-sum-exp per query forward,
+ * dQ, dK and dV recomputed from them backward, so no [B, H, T, S] tensor is ever stored. Its
+ * memory grows with B·H·T instead of B·H·T·S, which is what lets long sequences train. The
+ * same results as the materialised path (scores, masked softmax with dropout, values; tested
+ * against both and float64).
+ * @module
+ */
+import {
+  ATTENTION_UNIFORM,
+  fusedAttentionForwardKernel,
+  fusedAttentionGradKVKernel,
+  fusedAttentionGradQKernel,
+  type FusedAttentionShape,
+} from "../../../kernels/attention.ts";
+import { grid } from "../../gpu/mod.ts";
+import { record } from "../autograd.ts";
+import { Tensor } from "../tensor.ts";
+import type { AttentionDims, AttentionHeads, AttentionOptions } from "./attention.ts";
+import { dropoutMaskKey, dropoutThreshold } from "./dropout.ts";
+import { f, u32s } from "./util.ts";
+
+/** Which attention path a call takes: `auto` fuses when the probabilities would be large. */
+export type AttentionPath = "auto" | "fused" | "materialized";
+
+/**
+ * The default path of {@link attention}-family calls and the size from which `auto` fuses:
+ * the bytes of one call's [B, H, T, S] probabilities (256 MiB: a LLaMA-7B layer at batch 1
+ * and 1400 tokens). Below it the materialised path's batched products are expected to be
+ * faster; until a GPU has measured both (`bench/attention.ts`), that is a guess.
+ */
+export const ATTENTION_PATH: { path: AttentionPath; fuseFromBytes: number } = {
+  path: "auto",
+  fuseFromBytes: 256 * 2 ** 20,
+};
+
+/** Whether a call of these sizes takes the fused path. */
+export function useFusedAttention(dims: AttentionDims, path: AttentionPath = ATTENTION_PATH.path): boolean {
+  if (path !== "auto") return path === "fused";
+  return dims.b * dims.h * dims.t * dims.s * 4 >= ATTENTION_PATH.fuseFromBytes;
+}
+
+/** The kernels' fixed sizes for one call: rows per workgroup, and the staged tile that fits. */
+function kernelShape(
+  dims: AttentionDims,
+  opts: { causal: boolean; masked: boolean; dropout: boolean },
+  sharedBytes: number,
+): FusedAttentionShape {
+  const { t, s, d, dv } = dims;
+  const rows = Math.min(64, Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(t, s)))));
+  // a staged row: its q/k and v/dO vec4s, plus the log-sum-exp, Δ and mask words
+  const rowBytes = (Math.ceil(d / 4) + Math.ceil(dv / 4)) * 16 + 12;
+  const fit = Math.floor(Math.min(sharedBytes, 32768) / rowBytes / 4) * 4;
+  if (fit < 4) {
+    throw new Error(
+      `attention: head sizes ${d} and ${dv} are too large for the fused kernels' workgroup memory`,
+    );
+  }
+  return { d, dv, rows, tile: Math.min(64, fit), ...opts };
+}
+
+/**
+ * Attention over heads placed anywhere, fused. The caller has checked the sizes, the mask's
+ * shape, and that causal masking has keys ≥ queries.
+ */
+export function fusedScaledDotProduct(
+  q: AttentionHeads,
+  k: AttentionHeads,
+  v: AttentionHeads,
+  dims: AttentionDims,
+  out: { shape: number[]; at: AttentionHeads["at"] },
+  opts: Omit<AttentionOptions, "layout">,
+): Tensor {
+  const { b, h, hkv, t, s } = dims, gpu = q.x.gpu;
+  const padding = opts.mask ?? null;
+  const drop = opts.probsDropout && opts.probsDropout.p > 0 ? opts.probsDropout : null;
+  if (drop && !(drop.p <= 1)) throw new Error(`attention: dropout probability ${drop.p} is outside [0, 1]`);
+  const shape = kernelShape(
+    dims,
+    { causal: !!opts.causal, masked: !!padding, dropout: !!drop },
+    gpu.limits.maxComputeWorkgroupStorageSize,
+  );
+  const scale = opts.scale ?? 1 / Math.sqrt(dims.d);
+  const uniform = (blocks: number, acc: boolean) => {
+    const words: Record<(typeof ATTENTION_UNIFORM)[number], number> = {
+      b,
+      h,
+      t,
+      s,
+      group: h / hkv,
+      off: s - t,
+      blocks,
+      scale: f(scale),
+      key: drop ? dropoutMaskKey(drop.key) : 0,
+      threshold: drop ? dropoutThreshold(drop.p) : 0,
+      dscale: f(drop && drop.p < 1 ? 1 / (1 - drop.p) : 0),
+      acc: acc ? 1 : 0,
+      qoff: q.at.offset,
+      qbs: q.at.batchStride,
+      qhs: q.at.headStride,
+      qld: q.at.ld,
+      koff: k.at.offset,
+      kbs: k.at.batchStride,
+      khs: k.at.headStride,
+      kld: k.at.ld,
+      voff: v.at.offset,
+      vbs: v.at.batchStride,
+      vhs: v.at.headStride,
+      vld: v.at.ld,
+      ooff: out.at.offset,
+      obs: out.at.batchStride,
+      ohs: out.at.headStride,
+      old: out.at.ld,
+    };
+    return u32s(...ATTENTION_UNIFORM.map((n) => words[n]));
+  };
+  const mask = padding ? [padding.buffer] : [];
+  const queryBlocks = Math.ceil(t / shape.rows), keyBlocks = Math.ceil(s / shape.rows);
+  const y = Tensor.empty(gpu, out.shape);
+  // log-sum-exp per query row, then (written backward) Δ per query row
+  const stats = Tensor.empty(gpu, [2, b * h * t]);
+  gpu.stream.dispatch(
+    fusedAttentionForwardKernel(shape),
+    [q.x.buffer, k.x.buffer, v.x.buffer, ...mask, y.buffer, stats.buffer],
+    grid(gpu, b * h * queryBlocks),
+    uniform(queryBlocks, false),
+  );
+  const inputs = [...new Set([q.x, k.x, v.x])];
+  const at = (x: Tensor) => inputs.indexOf(x);
+  return record("attention.fused", y, inputs, [...inputs, y, stats], (g, saved, need, acc) => {
+    const [vq, vk, vv] = [q, k, v].map((p) => saved[at(p.x)]);
+    const [vy, vstats] = saved.slice(inputs.length);
+    const whole = q.whole && k.whole && v.whole;
+    const grads = inputs.map((x, j) =>
+      need[j] ? acc[j] ?? (whole ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
+    );
+    // a target adds what is there when it came gathered, was zeroed, or a pass wrote it already
+    const written = inputs.map((_, j) => acc[j] !== null || !whole);
+    const target = (p: AttentionHeads) => {
+      const j = at(p.x), dst = grads[j];
+      const add = written[j];
+      if (dst) written[j] = true;
+      return { dst, add };
+    };
+    const tq = target(q), tk = target(k), tv = target(v);
+    const heads = [vq.buffer, vk.buffer, vv.buffer, ...mask];
+    // the dQ pass also writes Δ, which the dK pass reads
+    const dq = tq.dst ?? (tk.dst ? Tensor.empty(gpu, q.x.shape) : null);
+    if (dq) {
+      gpu.stream.dispatch(
+        fusedAttentionGradQKernel(shape),
+        [...heads, vy.buffer, g.buffer, vstats.buffer, dq.buffer],
+        grid(gpu, b * h * queryBlocks),
+        uniform(queryBlocks, tq.add),
+      );
+    }
+    if (tk.dst) {
+      gpu.stream.dispatch(
+        fusedAttentionGradKVKernel("k", shape),
+        [...heads, g.buffer, vstats.buffer, tk.dst.buffer],
+        grid(gpu, b * hkv * keyBlocks),
+        uniform(keyBlocks, tk.add),
+      );
+    }
+    if (tv.dst) {
+      gpu.stream.dispatch(
+        fusedAttentionGradKVKernel("v", shape),
+        [vq.buffer, vk.buffer, ...mask, g.buffer, vstats.buffer, tv.dst.buffer],
+        grid(gpu, b * hkv * keyBlocks),
+        uniform(keyBlocks, tv.add),
+      );
+    }
+    if (dq && !tq.dst) dq.dispose();
+    return grads;
+  });
+}
