@@ -1,7 +1,7 @@
 import { loadForUse } from "../lib/cli/load.ts";
 import { loadSplits } from "../lib/cli/setup.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { noGrad, tidy } from "../lib/tensor/mod.ts";
+import { ATTENTION_PATH, noGrad, tidy } from "../lib/tensor/mod.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog, RunLog } from "../lib/train/log.ts";
 import { formatDuration, Progress } from "../lib/train/progress.ts";
@@ -75,6 +75,14 @@ for (const method of ["ssh", "lora"]) {
       const ra = JSON.parse(evalA.out), rb = JSON.parse(evalB.out);
       assertEquals(rb.accuracy, ra.accuracy);
       assert(Math.abs(rb.loss - ra.loss) < 1e-4, `eval loss ${rb.loss} vs ${ra.loss}`);
+      // the fused attention path gives the same evaluation
+      const fused = await evalJson(data, ["--model", `${dir}/merged`, "--attention", "fused"]);
+      assertEquals(fused.code, 0, fused.err);
+      assert(
+        Math.abs(JSON.parse(fused.out).loss - rb.loss) < 1e-5,
+        `fused eval loss ${fused.out} vs ${rb.loss}`,
+      );
+      assertEquals(ATTENTION_PATH.path, "auto", "eval restores the attention path");
       // merging again over an existing directory is refused (nothing written is lost)
       const again = await runCli(mergeArgs);
       assertEquals(again.code, 1);

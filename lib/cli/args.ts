@@ -45,6 +45,15 @@ export type FlagValues<T extends FlagTable> = {
     : ValueOf<T[K]> | undefined;
 };
 
+/** `--attention`, shared by the commands that run a model: the attention path (`ATTENTION_PATH`). */
+export const ATTENTION_FLAG = {
+  type: "string",
+  choices: ["auto", "fused", "materialized"],
+  default: "auto",
+  help: "attention path: fused never stores the [batch, heads, T, T] probabilities (long sequences); " +
+    "auto fuses when they would pass 256 MiB",
+} as const satisfies FlagSpec;
+
 /** A command line that does not fit the command's flags; the CLI exits with status 2. */
 export class ArgsError extends Error {
   override name = "ArgsError";

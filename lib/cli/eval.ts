@@ -3,10 +3,11 @@
  * directory, with an optional adapter, on a data file or a built-in held-out split.
  * @module
  */
+import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
-import { type CommandSpec, withArgs } from "./args.ts";
+import { ATTENTION_FLAG, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits } from "./setup.ts";
@@ -28,6 +29,7 @@ const FLAGS = {
   "batch-size": { type: "integer", default: 16, min: 1, help: "examples per forward pass" },
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
   dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
+  attention: ATTENTION_FLAG,
   "text-field": { type: "string", help: "field holding the text" },
   "label-field": { type: "string", help: "field holding the label" },
   json: { type: "boolean", help: "print the result as one JSON object" },
@@ -43,49 +45,52 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 /** `hartley eval`. */
 export function evalCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, async (v) => {
-    const gpu = await getGpu();
-    const loaded = await loadForUse(gpu, {
-      model: v.model,
-      adapter: v.adapter,
-      task: v.task as TaskName | undefined,
-      dtype: v.dtype as "f32" | "f16",
-    });
-    const { model, task } = loaded;
-    try {
-      const data = v.data ?? defaultData(task);
-      const builtin = data === "spamassassin" || data === "brown";
-      const splits = await loadSplits(
-        {
-          task,
-          data,
-          evalData: builtin ? undefined : data,
-          evalFraction: 0,
-          seqLen: v["seq-len"],
-          batchSize: v["batch-size"],
-          seed: 0,
-          maxEval: v["max-eval"],
-          textField: v["text-field"],
-          labelField: v["label-field"],
-        },
-        loaded.config,
-        loaded.tokenizer,
-        v.model,
-        loaded.numLabels,
-      );
-      if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
-      let result;
+  return withArgs(SPEC, args, (v) =>
+    withAttentionPath(v.attention as AttentionPath, async () => {
+      const gpu = await getGpu();
+      const loaded = await loadForUse(gpu, {
+        model: v.model,
+        adapter: v.adapter,
+        task: v.task as TaskName | undefined,
+        dtype: v.dtype as "f32" | "f16",
+      });
+      const { model, task } = loaded;
       try {
-        result = await evaluate(model, inOrder(splits.eval), task);
-      } catch (e) {
-        throw explainDeviceError(e);
+        const data = v.data ?? defaultData(task);
+        const builtin = data === "spamassassin" || data === "brown";
+        const splits = await loadSplits(
+          {
+            task,
+            data,
+            evalData: builtin ? undefined : data,
+            evalFraction: 0,
+            seqLen: v["seq-len"],
+            batchSize: v["batch-size"],
+            seed: 0,
+            maxEval: v["max-eval"],
+            textField: v["text-field"],
+            labelField: v["label-field"],
+          },
+          loaded.config,
+          loaded.tokenizer,
+          v.model,
+          loaded.numLabels,
+        );
+        if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
+        let result;
+        try {
+          result = await evaluate(model, inOrder(splits.eval), task);
+        } catch (e) {
+          throw explainDeviceError(e);
+        }
+        if (v.json) console.log(JSON.stringify({ task, data, ...result }));
+        else {console.log(
+            `${task} on ${builtin ? `${data} (held-out split)` : data}: ${describeEval(result)}`,
+          );}
+        return 0;
+      } finally {
+        loaded.peft?.detach();
+        model.dispose();
       }
-      if (v.json) console.log(JSON.stringify({ task, data, ...result }));
-      else console.log(`${task} on ${builtin ? `${data} (held-out split)` : data}: ${describeEval(result)}`);
-      return 0;
-    } finally {
-      loaded.peft?.detach();
-      model.dispose();
-    }
-  });
+    }));
 }

@@ -6,6 +6,7 @@
  * only its head trained against SSH + head for the same budget.
  * @module
  */
+import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { join, resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
@@ -18,7 +19,7 @@ import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
 import { describeEval, train, type TrainResult } from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
-import { ArgsError, type CommandSpec, type FlagValues, listOf, withArgs } from "./args.ts";
+import { ArgsError, ATTENTION_FLAG, type CommandSpec, type FlagValues, listOf, withArgs } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
 import {
   chooseTask,
@@ -138,6 +139,7 @@ const FLAGS = {
   },
   overwrite: { type: "boolean", help: "start over in an --out that already holds a run" },
   dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
+  attention: ATTENTION_FLAG,
   "max-train": {
     type: "integer",
     min: 1,
@@ -215,22 +217,23 @@ export async function trainCommand(args: string[]): Promise<number> {
   }
   const started = args;
   args = await withSavedArgs(args);
-  return withArgs(SPEC, args, async (v) => {
-    const gpu = await getGpu();
-    if (!v.demo) return (await runTraining(gpu, v, v.resume ? undefined : started)).code;
-    if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
-    const base = v.out;
-    const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") });
-    if (head.code !== 0) return head.code;
-    const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) });
-    if (tuned.code !== 0) return tuned.code;
-    const x = head.accuracy, y = tuned.accuracy;
-    if (x === undefined || y === undefined) {
-      throw new Error(`the demo needs a classification task with eval data`);
-    }
-    console.log(`demo: held-out accuracy ${x.toFixed(4)} -> ${y.toFixed(4)}`);
-    return 0;
-  });
+  return withArgs(SPEC, args, (v) =>
+    withAttentionPath(v.attention as AttentionPath, async () => {
+      const gpu = await getGpu();
+      if (!v.demo) return (await runTraining(gpu, v, v.resume ? undefined : started)).code;
+      if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
+      const base = v.out;
+      const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") });
+      if (head.code !== 0) return head.code;
+      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) });
+      if (tuned.code !== 0) return tuned.code;
+      const x = head.accuracy, y = tuned.accuracy;
+      if (x === undefined || y === undefined) {
+        throw new Error(`the demo needs a classification task with eval data`);
+      }
+      console.log(`demo: held-out accuracy ${x.toFixed(4)} -> ${y.toFixed(4)}`);
+      return 0;
+    }));
 }
 
 /** One training run; resolves to the exit code and the final held-out accuracy, if any. */

@@ -55,7 +55,12 @@ export {
   type RopeTables,
   ropeTables,
 } from "./ops/attention.ts";
-export { ATTENTION_PATH, type AttentionPath, useFusedAttention } from "./ops/attention_fused.ts";
+export {
+  ATTENTION_PATH,
+  type AttentionPath,
+  useFusedAttention,
+  withAttentionPath,
+} from "./ops/attention_fused.ts";
 export { embedding, groupIds, splitRuns } from "./ops/embedding.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
 export {

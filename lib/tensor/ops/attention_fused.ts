@@ -34,6 +34,17 @@ export const ATTENTION_PATH: { path: AttentionPath; fuseFromBytes: number } = {
   fuseFromBytes: 256 * 2 ** 20,
 };
 
+/** Run `fn` with {@link ATTENTION_PATH}'s path set to `path`, restoring it after. */
+export async function withAttentionPath<T>(path: AttentionPath, fn: () => Promise<T>): Promise<T> {
+  const before = ATTENTION_PATH.path;
+  ATTENTION_PATH.path = path;
+  try {
+    return await fn();
+  } finally {
+    ATTENTION_PATH.path = before;
+  }
+}
+
 /** Whether a call of these sizes takes the fused path. */
 export function useFusedAttention(dims: AttentionDims, path: AttentionPath = ATTENTION_PATH.path): boolean {
   if (path !== "auto") return path === "fused";
