@@ -163,33 +163,82 @@ function inputs(shape: FusedAttentionShape, withV = true): string[] {
 }
 
 /**
+ * A kernel with one query row per invocation that walks the keys (and values) in staged tiles:
+ * `setup` runs first (q's row is at `qb`, the output's at `ob`, both clamped to a real row),
+ * `step` once per tile for its keys j0 + jj (jj < tile; `ks`, `vs` and, masked, `ms` hold them),
+ * `finish` last. Dispatch B·H·⌈T/rows⌉ workgroups (`blocks` = ⌈T/rows⌉).
+ */
+function queryRowKernel(
+  shape: FusedAttentionShape,
+  binds: string[],
+  setup: string,
+  step: string,
+  finish: string,
+) {
+  const { d, dv, rows: R, tile: BC, causal, masked } = shape;
+  const shared = [
+    `ks: array<vec4f, ${BC * n4(d)}>`,
+    `vs: array<vec4f, ${BC * n4(dv)}>`,
+    ...(masked ? [`ms: array<u32, ${BC}>`] : []),
+  ];
+  return `${header(binds, shape, shared)}
+@compute @workgroup_size(${R}) fn main(${BUILTINS}) {
+  let blk = ${GROUP_ID};
+  if (blk >= p.b * p.h * p.blocks) { return; }
+  let bh = blk / p.blocks;
+  let i0 = (blk % p.blocks) * ${R}u;
+  let bi = bh / p.h; let hi = bh % p.h; let kh = hi / p.group;
+  let i = i0 + lid;
+  let row = min(i, p.t - 1u);
+  let rowE = bh * p.t + i;
+  let qb = p.qoff + bi * p.qbs + hi * p.qhs + row * p.qld;
+  let ob = p.ooff + bi * p.obs + hi * p.ohs + row * p.old;
+  let kb = p.koff + bi * p.kbs + kh * p.khs;
+  let vb = p.voff + bi * p.vbs + kh * p.vhs;
+  ${setup}
+  // causal: the tile's last query sees keys up to its position + off
+  let jEnd = ${causal ? `min(p.s, min(i0 + ${R}u, p.t) + p.off)` : "p.s"};
+  for (var j0 = 0u; j0 < jEnd; j0 += ${BC}u) {
+    workgroupBarrier();
+    ${stageRows("ks", "k", "k", "kb", "j0", "p.s", BC, d, R)}
+    ${stageRows("vs", "v", "v", "vb", "j0", "p.s", BC, dv, R)}
+    ${
+    masked
+      ? `for (var x = lid; x < ${BC}u; x += ${R}u) {
+      ms[x] = select(0u, 1u, j0 + x < p.s && mask[bi * p.s + min(j0 + x, p.s - 1u)] != 0);
+    }`
+      : ""
+  }
+    workgroupBarrier();
+    ${step}
+  }
+  ${finish}
+}`;
+}
+
+/**
  * Forward: one query row per invocation; writes the output at o's placement and the row's
  * log-sum-exp of the scaled, masked scores to `stats[(b·H + h)·T + i]` (0 for a row with
  * every key masked, whose output is zeros). Bindings q, k, v, [mask], out, stats.
- * Dispatch B·H·⌈T/rows⌉ workgroups (`blocks` = ⌈T/rows⌉).
  */
 export function fusedAttentionForwardKernel(shape: FusedAttentionShape): Kernel {
   return cached("forward", shape, () => {
-    const { d, dv, rows: R, tile: BC, causal, masked, dropout } = shape;
+    const { d, dv, tile: BC, causal, masked, dropout } = shape;
     const binds = [
       ...inputs(shape),
       "var<storage, read_write> out: array<f32>",
       "var<storage, read_write> stats: array<f32>",
     ];
-    const shared = [
-      `ks: array<vec4f, ${BC * n4(d)}>`,
-      `vs: array<vec4f, ${BC * n4(dv)}>`,
-      ...(masked ? [`ms: array<u32, ${BC}>`] : []),
-    ];
-    const chunk = range(4).map((u) => {
+    // four keys at a time: their scores, whether each is allowed
+    const scores = range(4).map((u) => {
       const conds = [
         `j + ${u}u < p.s`,
         causal ? `j + ${u}u <= i + p.off` : "",
         masked ? `ms[jj + ${u}u] != 0u` : "",
       ];
       return `let s${u} = (${dotShared("q", "ks", `(jj + ${u}u)`, d)}) * p.scale;
-        let a${u} = ${conds.filter((c) => c).join(" && ")};`;
-    }).join("\n        ");
+      let a${u} = ${conds.filter((c) => c).join(" && ")};`;
+    }).join("\n      ");
     // the sum takes every allowed probability, the values only those dropout keeps
     const weights = range(4).map((u) =>
       `let w${u} = select(0.0, exp(s${u} - m), a${u});
@@ -198,39 +247,14 @@ export function fusedAttentionForwardKernel(shape: FusedAttentionShape): Kernel 
     ).join("\n      ");
     const accumulate = range(n4(dv)).map((c) =>
       `o${c} += ${range(4).map((u) => `pw${u} * vs[(jj + ${u}u) * ${n4(dv)}u + ${c}u]`).join(" + ")};`
-    ).join("\n        ");
-    return `${header(binds, shape, shared)}
-@compute @workgroup_size(${R}) fn main(${BUILTINS}) {
-  let blk = ${GROUP_ID};
-  if (blk >= p.b * p.h * p.blocks) { return; }
-  let bh = blk / p.blocks;
-  let i0 = (blk % p.blocks) * ${R}u;
-  let bi = bh / p.h; let hi = bh % p.h; let kh = hi / p.group;
-  let i = i0 + lid;
-  let qb = p.qoff + bi * p.qbs + hi * p.qhs + min(i, p.t - 1u) * p.qld;
-  ${loadRow("q", "q", "qb", d)}
+    ).join("\n      ");
+    const setup = `${loadRow("q", "q", "qb", d)}
   ${zeros("o", dv)}
   var m = -3.0e38;
-  var l = 0.0;
-  let rowE = bh * p.t + i;
-  let kb = p.koff + bi * p.kbs + kh * p.khs;
-  let vb = p.voff + bi * p.vbs + kh * p.vhs;
-  let jEnd = ${causal ? "min(p.s, min(i0 + " + R + "u, p.t) + p.off)" : "p.s"};
-  for (var j0 = 0u; j0 < jEnd; j0 += ${BC}u) {
-    workgroupBarrier();
-    ${stageRows("ks", "k", "k", "kb", "j0", "p.s", BC, d, R)}
-    ${stageRows("vs", "v", "v", "vb", "j0", "p.s", BC, dv, R)}
-    ${
-      masked
-        ? `for (var x = lid; x < ${BC}u; x += ${R}u) {
-      ms[x] = select(0u, 1u, j0 + x < p.s && mask[bi * p.s + min(j0 + x, p.s - 1u)] != 0);
-    }`
-        : ""
-    }
-    workgroupBarrier();
-    for (var jj = 0u; jj < ${BC}u; jj += 4u) {
+  var l = 0.0;`;
+    const step = `for (var jj = 0u; jj < ${BC}u; jj += 4u) {
       let j = j0 + jj;
-      ${chunk}
+      ${scores}
       let mc = max(max(select(-3.0e38, s0, a0), select(-3.0e38, s1, a1)),
                    max(select(-3.0e38, s2, a2), select(-3.0e38, s3, a3)));
       if (mc > m) {
@@ -241,15 +265,13 @@ export function fusedAttentionForwardKernel(shape: FusedAttentionShape): Kernel 
       }
       ${weights}
       ${accumulate}
-    }
-  }
-  if (i < p.t) {
+    }`;
+    const finish = `if (i < p.t) {
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    let ob = p.ooff + bi * p.obs + hi * p.ohs + i * p.old;
     ${storeRow("o", "out", "ob", dv, "inv", false)}
     stats[rowE] = select(0.0, m + log(l), l > 0.0);
-  }
-}`;
+  }`;
+    return queryRowKernel(shape, binds, setup, step, finish);
   });
 }
 
@@ -260,7 +282,7 @@ export function fusedAttentionForwardKernel(shape: FusedAttentionShape): Kernel 
  */
 export function fusedAttentionGradQKernel(shape: FusedAttentionShape): Kernel {
   return cached("grad_q", shape, () => {
-    const { d, dv, rows: R, tile: BC, causal, masked, dropout } = shape;
+    const { d, dv, tile: BC, causal, masked, dropout } = shape;
     const binds = [
       ...inputs(shape),
       "var<storage, read> out: array<f32>",
@@ -268,59 +290,26 @@ export function fusedAttentionGradQKernel(shape: FusedAttentionShape): Kernel {
       "var<storage, read_write> stats: array<f32>",
       "var<storage, read_write> dq: array<f32>",
     ];
-    const shared = [
-      `ks: array<vec4f, ${BC * n4(d)}>`,
-      `vs: array<vec4f, ${BC * n4(dv)}>`,
-      ...(masked ? [`ms: array<u32, ${BC}>`] : []),
-    ];
     const conds = ["j < p.s", causal ? "j <= i + p.off" : "", masked ? "ms[jj] != 0u" : ""].filter((c) => c);
-    return `${header(binds, shape, shared)}
-@compute @workgroup_size(${R}) fn main(${BUILTINS}) {
-  let blk = ${GROUP_ID};
-  if (blk >= p.b * p.h * p.blocks) { return; }
-  let bh = blk / p.blocks;
-  let i0 = (blk % p.blocks) * ${R}u;
-  let bi = bh / p.h; let hi = bh % p.h; let kh = hi / p.group;
-  let i = i0 + lid;
-  let row = min(i, p.t - 1u);
-  let qb = p.qoff + bi * p.qbs + hi * p.qhs + row * p.qld;
-  let ob = p.ooff + bi * p.obs + hi * p.ohs + row * p.old;
-  ${loadRow("q", "q", "qb", d)}
+    const setup = `${loadRow("q", "q", "qb", d)}
   ${loadRow("g", "dout", "ob", dv)}
   ${loadRow("y", "out", "ob", dv)}
   let delta = ${range(n4(dv)).map((c) => `dot(g${c}, y${c})`).join(" + ")};
-  let rowE = bh * p.t + i;
   let lse = stats[bh * p.t + row];
   if (i < p.t) { stats[p.b * p.h * p.t + rowE] = delta; }
-  ${zeros("dq", d)}
-  let kb = p.koff + bi * p.kbs + kh * p.khs;
-  let vb = p.voff + bi * p.vbs + kh * p.vhs;
-  let jEnd = ${causal ? "min(p.s, min(i0 + " + R + "u, p.t) + p.off)" : "p.s"};
-  for (var j0 = 0u; j0 < jEnd; j0 += ${BC}u) {
-    workgroupBarrier();
-    ${stageRows("ks", "k", "k", "kb", "j0", "p.s", BC, d, R)}
-    ${stageRows("vs", "v", "v", "vb", "j0", "p.s", BC, dv, R)}
-    ${
-      masked
-        ? `for (var x = lid; x < ${BC}u; x += ${R}u) {
-      ms[x] = select(0u, 1u, j0 + x < p.s && mask[bi * p.s + min(j0 + x, p.s - 1u)] != 0);
-    }`
-        : ""
-    }
-    workgroupBarrier();
-    for (var jj = 0u; jj < ${BC}u; jj++) {
+  ${zeros("dq", d)}`;
+    const step = `for (var jj = 0u; jj < ${BC}u; jj++) {
       let j = j0 + jj;
       let pr = select(0.0, exp((${dotShared("q", "ks", "jj", d)}) * p.scale - lse), ${conds.join(" && ")});
       var dp = ${dotShared("g", "vs", "jj", dv)};
       ${dropout ? "dp *= keep_(rowE * p.s + j);" : ""}
       let ds = pr * (dp - delta);
       ${axpyShared("dq", "ds", "ks", "jj", d)}
-    }
-  }
-  if (i < p.t) {
+    }`;
+    const finish = `if (i < p.t) {
     ${storeRow("dq", "dq", "qb", d, "p.scale")}
-  }
-}`;
+  }`;
+    return queryRowKernel(shape, binds, setup, step, finish);
   });
 }
 
