@@ -10,7 +10,7 @@ set -uo pipefail
 tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles steps steps_tuned steps_unstaged fusions attention torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps steps_tuned steps_unstaged fusions attention torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -46,6 +46,11 @@ part big_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
 # makes 576 workgroups there (2.2 waves of 264), `wide` 1152; which one the tail favours is unmeasured
 part qkv_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x2304x768NT,4096x768x2304NN --tiles=auto,wide,big,128x96x8_8x12_2/s1,128x192x8_8x16_2/s1
+# attention's per-head products at RoBERTa-base (384 heads of 128 tokens, D = 64): scores and dP (NT),
+# P·V and dQ (NN), dK and dV (TN); session 3 measured 3.3 ms of them per step (≈ 17 TFLOP/s)
+part attn_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
+  --shapes=128x128x64NTb384,128x64x128NNb384,128x64x128TNb384 \
+  --tiles=auto,wide,medium,big,128x64x8_8x8_2,64x64x8_4x8_2,64x64x16_4x4_2
 # the wide_tiles variant with the least step time: each shape weighted by its count per layer
 # (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
 # (a variant forced to /s1 is tried in the step with --fill=0.5, which splits K only below half a wave)

@@ -8,6 +8,7 @@
  *     deno run -A bench/matmul.ts --large --tiles=auto,big,128x128x16_8x8_2 --reps=20
  *     deno run -A bench/matmul.ts --large --tiles=128x96x8_8x12_2/s1   # no K split
  *     deno run -A bench/matmul.ts --shapes=4096x768x768NT,768x768x4096TN --no-f16
+ *     deno run -A bench/matmul.ts --shapes=128x128x64NTb384 --no-f16   # 384 heads in one call
  * @module
  */
 import { getGpu, type Gpu, GpuTimer, readF32, upload } from "../lib/gpu/mod.ts";
@@ -28,6 +29,8 @@ export interface MatmulBenchShape {
   k: number;
   transA?: boolean;
   transB?: boolean;
+  /** Products of this shape in one call, stored back to back (attention's heads); default 1. */
+  batch?: number;
   /** What the shape is (shown in the table). */
   label?: string;
 }
@@ -120,11 +123,13 @@ export async function benchMatmul(
   const rows: MatmulBenchRow[] = [];
   for (const shape of shapes) {
     const { m, n, k } = shape;
+    const batch = shape.batch ?? 1;
     // uniform in [-1, 1): standard deviation 1/√3
-    const ah = uniformValues(m * k, 1 / Math.sqrt(3), 1), bh = uniformValues(k * n, 1 / Math.sqrt(3), 2);
+    const ah = uniformValues(batch * m * k, 1 / Math.sqrt(3), 1);
+    const bh = uniformValues(batch * k * n, 1 / Math.sqrt(3), 2);
     const bHalf = precisions.includes(true) ? Float16Array.from(bh) : undefined;
     const a = upload(gpu, ah);
-    const c = gpu.pool.acquire(m * n * 4);
+    const c = gpu.pool.acquire(batch * m * n * 4);
     for (const f16B of precisions) {
       const b = upload(gpu, f16B ? bHalf! : bh);
       for (const variant of variants) {
@@ -134,6 +139,7 @@ export async function benchMatmul(
           f16B,
           tile: variant.tile === "auto" ? undefined : variant.tile,
           splitK: variant.splitK,
+          batch,
         };
         try {
           encodeMatmul(gpu, a, b, c, m, n, k, options); // warm-up: compiles the pipelines
@@ -148,18 +154,20 @@ export async function benchMatmul(
           await timer.mark();
         }
         const ms = median(await timer.read());
-        const out = await readF32(gpu, c, m * n);
+        const out = await readF32(gpu, c, m * n); // the first product of the batch
         const plan = planMatmul(gpu, m, n, k, options);
         const name = typeof variant.tile === "object" ? tileName(variant.tile) : plan.tileName;
         rows.push({
-          shape: `${m}×${n}×${k} ${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}`,
+          shape: `${m}×${n}×${k} ${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}${
+            batch > 1 ? ` ×${batch}` : ""
+          }`,
           label: shape.label ?? "",
           b: f16B ? "f16B" : "f32",
           variant: `${variant.tile === "auto" ? "auto:" : ""}${name}${
             plan.splits > 1 || variant.splitK ? `/s${plan.splits}` : ""
           }`,
           ms,
-          gflops: (2 * m * n * k) / (ms * 1e6),
+          gflops: (2 * batch * m * n * k) / (ms * 1e6),
           maxRelErr: spotCheck(shape, ah, f16B ? bHalf! : bh, out),
         });
       }
@@ -187,16 +195,20 @@ export function formatMatmulRows(rows: MatmulBenchRow[]): string {
   return [header, ...cells].map((row) => row.map((c, i) => c.padEnd(widths[i])).join("  ")).join("\n");
 }
 
-/** `MxNxK` with an optional `NN`/`NT`/`TN`/`TT` suffix, e.g. `4096x768x768NT`. */
+/**
+ * `MxNxK` with an optional `NN`/`NT`/`TN`/`TT` suffix and a batch `bB`, e.g. `4096x768x768NT`
+ * or `128x128x64NTb384`.
+ */
 function parseShape(text: string): MatmulBenchShape {
-  const f = /^(\d+)x(\d+)x(\d+)([NT]{2})?$/.exec(text);
-  if (!f) throw new Error(`--shapes: '${text}' is not MxNxK[NN|NT|TN|TT]`);
+  const f = /^(\d+)x(\d+)x(\d+)([NT]{2})?(?:b(\d+))?$/.exec(text);
+  if (!f) throw new Error(`--shapes: '${text}' is not MxNxK[NN|NT|TN|TT][bBATCH]`);
   return {
     m: Number(f[1]),
     n: Number(f[2]),
     k: Number(f[3]),
     transA: f[4]?.[0] === "T",
     transB: f[4]?.[1] === "T",
+    batch: f[5] ? Number(f[5]) : undefined,
   };
 }
 
