@@ -277,6 +277,28 @@ Deno.test("attention across tiles: awkward head sizes, more keys than queries, D
   }
 });
 
+Deno.test("attention: the padding mask may be freed (and its buffer reused) before backward", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(50);
+  const a: AttnDims = { b: 2, h: 2, hkv: 1, t: 9, s: 9, d: 4, dv: 4, causal: false, mask: null, scale: 0.5 };
+  a.mask = Int32Array.from({ length: 18 }, (_, i) => i % 4 === 1 ? 0 : 1);
+  const q = randArr(rng, [2, 2, 9, 4]), k = randArr(rng, [2, 1, 9, 4]), v = randArr(rng, [2, 1, 9, 4]);
+  const g = randArr(rng, [2, 2, 9, 4]);
+  const grads = attentionBackward(a, q.data, k.data, v.data, g.data);
+  for (const path of PATHS) {
+    const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
+    const mask = T.Tensor.from(gpu, a.mask, [2, 9]);
+    const y = T.attention(tq, tk, tv, { mask, scale: 0.5, path });
+    mask.dispose();
+    // the pool hands the mask's buffer out again: all zeros would hide every key
+    const reuse = T.Tensor.from(gpu, new Int32Array(18), [2, 9]);
+    y.backward(leaf(gpu, g, false));
+    reuse.dispose();
+    await expectClose(tk.grad, arr(grads.dk, k.shape), TOL, `${path} dk`);
+    await expectClose(tq.grad, arr(grads.dq, q.shape), TOL, `${path} dq`);
+  }
+});
+
 Deno.test("attention(x, x, x): one tensor as query, key and value gathers all three gradients", async () => {
   const gpu = await getGpu();
   const rng = new Rng(48);

@@ -138,9 +138,12 @@ export function fusedScaledDotProduct(
   );
   const inputs = [...new Set([q.x, k.x, v.x])];
   const at = (x: Tensor) => inputs.indexOf(x);
-  return record("attention.fused", y, inputs, [...inputs, y, stats], (g, saved, need, acc) => {
+  // the mask is saved too: the caller may free its tensor before backward runs
+  const save = [...inputs, y, stats, ...(padding ? [padding] : [])];
+  return record("attention.fused", y, inputs, save, (g, saved, need, acc) => {
     const [vq, vk, vv] = [q, k, v].map((p) => saved[at(p.x)]);
-    const [vy, vstats] = saved.slice(inputs.length);
+    const [vy, vstats, vmask] = saved.slice(inputs.length);
+    const mask = vmask ? [vmask.buffer] : [];
     const whole = q.whole && k.whole && v.whole;
     const grads = inputs.map((x, j) =>
       need[j] ? acc[j] ?? (whole ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
