@@ -18,6 +18,7 @@
  *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn   # what fusions are worth (lib/nn/fusions.ts)
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
+ *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
  * @module
  */
 import { parseArgs } from "node:util";
@@ -119,6 +120,8 @@ export interface BenchStepOptions {
   profile?: boolean;
   /** A model of `m` loaded by the caller, left loaded (not for `full`, which trains every weight). */
   model?: Model;
+  /** Recompute each layer in backward (`Model.gradientCheckpointing`). */
+  checkpointing?: boolean;
 }
 
 /** Time `method` on `m`: `steps` timed steps after a warm-up. */
@@ -136,6 +139,7 @@ export async function benchStep(
   gpu.pool.resetPeak();
   const loadStart = performance.now();
   const model = opts.model ?? await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
+  model.gradientCheckpointing = opts.checkpointing ?? false;
   const prepared = await attach(model, m, method);
   for (const g of prepared.groups) for (const p of g.params) p.tensor.requiresGrad = true;
   const opt = new AdamW(
@@ -238,7 +242,7 @@ export function formatSteps(rows: StepTiming[]): string {
       "record ms",
       "submit ms",
       "dispatches",
-      "peak GiB",
+      "peak MiB",
       "loss",
     ],
     rows.map((r) => [
@@ -250,7 +254,7 @@ export function formatSteps(rows: StepTiming[]): string {
       r.recordMs.toFixed(2),
       r.submitMs.toFixed(2),
       `${Math.round(r.dispatches)}`,
-      (r.peak / 2 ** 30).toFixed(2),
+      (r.peak / 2 ** 20).toFixed(1),
       r.loss.toFixed(4),
     ]),
   );
@@ -282,6 +286,7 @@ if (import.meta.main) {
       "grad-pass": { type: "string" },
       "no-fuse": { type: "string" },
       attention: { type: "string" },
+      checkpointing: { type: "boolean" },
     },
   });
   const attention = values.attention;
@@ -357,6 +362,7 @@ if (import.meta.main) {
             dtype,
             profile: values.profile,
             model: method === "full" ? undefined : shared,
+            checkpointing: values.checkpointing,
           });
         } catch (e) {
           // one failing method must not hide the others' numbers

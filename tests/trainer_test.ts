@@ -93,6 +93,29 @@ for (const method of ["ssh", "lora"]) {
   });
 }
 
+Deno.test("--gradient-checkpointing trains to the same losses and adapter", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_ckpt_" });
+  try {
+    const data = await writeToyData(dir, 32);
+    const run = async (out: string, extra: string[]) => {
+      const r = await runCli(tinyRun(data, `${dir}/${out}`, ["--steps", "4", "--log-every", "1", ...extra]));
+      assertEquals(r.code, 0, r.err);
+      const log = await readRunLog(`${dir}/${out}/log.jsonl`);
+      return log.filter((x) => x.type === "train").map((x) => x.loss as number);
+    };
+    const plain = await run("plain", []), ckpt = await run("ckpt", ["--gradient-checkpointing"]);
+    assertEquals(plain.length, 4);
+    assertClose(ckpt, plain, 1e-6, "train losses");
+    const logits = [
+      await logitsOf(GPT2, `${dir}/plain/adapter`, data),
+      await logitsOf(GPT2, `${dir}/ckpt/adapter`, data),
+    ];
+    assertClose(logits[1], logits[0], 1e-5, "logits of the trained adapters");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("--method head trains only the classifier and writes a model directory that eval loads", async () => {
   const dir = await Deno.makeTempDir({ prefix: "hartley_head_" });
   try {

@@ -140,6 +140,11 @@ const FLAGS = {
   overwrite: { type: "boolean", help: "start over in an --out that already holds a run" },
   dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
   attention: ATTENTION_FLAG,
+  "gradient-checkpointing": {
+    type: "boolean",
+    help:
+      "recompute each layer in backward instead of keeping its activations: less memory, one more forward",
+  },
   "max-train": {
     type: "integer",
     min: 1,
@@ -393,6 +398,7 @@ async function runTraining(
       dtype: method === "full" ? "f32" : v.dtype as "f32" | "f16",
       seed: v.seed,
     });
+    model.gradientCheckpointing = v["gradient-checkpointing"];
     ensurePadToken(model.config, task, tokenizer);
     const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
     const warmupSteps = Math.round(v["warmup-ratio"] * totalSteps);

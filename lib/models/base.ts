@@ -8,7 +8,16 @@ import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { Linear } from "../nn/linear.ts";
 import type { LayerNorm } from "../nn/norm.ts";
-import { add, dropout, dropoutAdd, type DropoutSpec, type Tensor } from "../tensor/mod.ts";
+import {
+  add,
+  checkpoint,
+  dropout,
+  dropoutAdd,
+  type DropoutSpec,
+  isGradEnabled,
+  type Tensor,
+  tidy,
+} from "../tensor/mod.ts";
 import type { Batch, Model, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext } from "./registry.ts";
 
@@ -26,6 +35,11 @@ export abstract class BaseModel implements Model {
    * resumed training run sets it to the optimiser step, so masks match an uninterrupted run.
    */
   dropoutStep = 0;
+  /**
+   * Keep only each layer's input during forward and recompute the layer in backward (less
+   * memory: one layer's activations at a time, for one more forward pass of compute).
+   */
+  gradientCheckpointing = false;
 
   constructor(readonly family: string, readonly config: HfConfig, ctx: BuildContext) {
     this.gpu = ctx.gpu;
@@ -61,6 +75,26 @@ export abstract class BaseModel implements Model {
   /** Count a forward pass (call once at its start): dropout masks differ between passes. */
   protected nextStep(): void {
     if (this.#training) this.dropoutStep++;
+  }
+
+  /**
+   * One layer, `fn(x, mask)`: in a tidy scope, or through {@link checkpoint} when
+   * {@link gradientCheckpointing} is on and gradients are recorded. The rerun in backward sees
+   * the dropout step and mode of the forward pass, so it draws the same masks.
+   */
+  protected runLayer(x: Tensor, mask: Tensor | null, fn: (x: Tensor, mask: Tensor | null) => Tensor): Tensor {
+    if (!this.gradientCheckpointing || !isGradEnabled()) return tidy(() => fn(x, mask));
+    const step = this.dropoutStep, training = this.#training;
+    const replay = (h: Tensor, m?: Tensor) => {
+      const now = [this.dropoutStep, this.#training] as const;
+      [this.dropoutStep, this.#training] = [step, training];
+      try {
+        return fn(h, m ?? null);
+      } finally {
+        [this.dropoutStep, this.#training] = now;
+      }
+    };
+    return mask ? checkpoint(replay, x, mask) : checkpoint(replay, x);
   }
 
   /** Dropout with probability `p` at call site `site` in train mode; `x` itself in eval mode. */

@@ -138,8 +138,8 @@ export class BertModel extends BaseModel {
       return this.dropout(this.embNorm.forward(e), drop, 0);
     });
     this.layers.forEach((layer, i) => {
-      const prev = x, site = 3 * i + 1;
-      x = tidy(() => {
+      const input = x, site = 3 * i + 1;
+      x = this.runLayer(input, mask, (prev, mask) => {
         const probsDropout = this.dropoutSpec(attnDrop, site);
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, prev, {
           numHeads: c.numHeads,
@@ -151,7 +151,7 @@ export class BertModel extends BaseModel {
         const m = feedForward(layer.inter, layer.out, c.activation, y);
         return this.residualNorm(layer.outNorm, m, y, drop, site + 2);
       });
-      prev.dispose(); // saved activations hold their own views
+      input.dispose(); // saved activations hold their own views
     });
     const hidden = x;
     if (this.task === "base") {

@@ -11,7 +11,7 @@ import { packedMultiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { LayerNorm } from "../nn/norm.ts";
-import { add, Tensor, tidy } from "../tensor/mod.ts";
+import { add, Tensor } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { decoderHead } from "./decoder_head.ts";
 import type { Batch, ModelOutput } from "./model.ts";
@@ -69,8 +69,8 @@ export class Gpt2Model extends BaseModel {
     const attnDrop = rawNumber(c, "attn_pdrop", 0.1);
     let x = this.dropout(add(this.wte.forward(ids), this.wpe.forward(positions)), embdDrop, 0);
     this.blocks.forEach((blk, i) => {
-      const prev = x;
-      x = tidy(() => {
+      const input = x;
+      x = this.runLayer(input, mask, (prev, mask) => {
         const qkv = blk.attn.forward(blk.ln1.forward(prev));
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
@@ -87,7 +87,7 @@ export class Gpt2Model extends BaseModel {
         const m = feedForward(blk.fc, blk.fcProj, c.activation, blk.ln2.forward(y));
         return this.dropoutAdd(m, y, residDrop, 3 * i + 3);
       });
-      prev.dispose(); // the block's input is no longer needed (saved activations hold their own views)
+      input.dispose(); // the block's input is no longer needed (saved activations hold their own views)
     });
     const hidden = this.lnF.forward(x);
     return decoderHead(this.task, c, this.head, hidden, batch, host);

@@ -12,7 +12,7 @@ import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { RmsNorm } from "../nn/norm.ts";
-import { add, mul, ropeTables, tidy } from "../tensor/mod.ts";
+import { add, mul, ropeTables } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { decoderHead } from "./decoder_head.ts";
 import type { Batch, ModelOutput } from "./model.ts";
@@ -82,18 +82,18 @@ export class LlamaModel extends BaseModel {
     const attnDrop = rawNumber(c, "attention_dropout", 0);
     let x = this.embed.forward(ids);
     this.layers.forEach((layer, i) => {
-      const prev = x;
-      x = tidy(() => {
+      const input = x;
+      x = this.runLayer(input, mask, (prev, mask) => {
         const a = layer.inputNorm.forward(prev);
         const probsDropout = this.dropoutSpec(attnDrop, i);
         const qkv = [layer.q.forward(a), layer.k.forward(a), layer.v.forward(a)] as const;
-        const att = multiHeadAttention(...qkv, { ...attnOpts, probsDropout });
+        const att = multiHeadAttention(...qkv, { ...attnOpts, mask, probsDropout });
         const y = add(prev, layer.o.forward(att));
         const m = layer.postNorm.forward(y);
         const gated = mul(activate(layer.gate.forward(m), c.activation), layer.up.forward(m));
         return add(y, layer.down.forward(gated));
       });
-      prev.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
+      input.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
     });
     const hidden = this.norm.forward(x);
     return decoderHead(this.task, c, this.head, hidden, batch, host);

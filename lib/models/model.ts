@@ -63,6 +63,11 @@ export interface Model {
   readonly linears: Map<string, Linear>;
   /** Train mode enables dropout; eval mode (the default after loading) disables it. */
   train(on: boolean): void;
+  /**
+   * Recompute each layer in backward instead of keeping its activations (default off): memory
+   * for one layer's activations instead of all of them, for one more forward pass.
+   */
+  gradientCheckpointing: boolean;
   /** One forward pass (recorded on the tape when gradients are on). */
   forward(batch: Batch): ModelOutput;
   /** Release every GPU buffer of the model. */

@@ -104,8 +104,8 @@ export class VitModel extends BaseModel {
       return this.dropout(add(tokens, this.positionEmbeddings), drop, 0);
     });
     this.layers.forEach((layer, i) => {
-      const prev = x, site = 3 * i + 1;
-      x = tidy(() => {
+      const input = x, site = 3 * i + 1;
+      x = this.runLayer(input, null, (prev) => {
         const probsDropout = this.dropoutSpec(attnDrop, site);
         const n = layer.normBefore.forward(prev);
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, n, {
@@ -118,7 +118,7 @@ export class VitModel extends BaseModel {
         const m = feedForward(layer.inter, layer.out, c.activation, layer.normAfter.forward(y));
         return this.dropoutAdd(m, y, drop, site + 2);
       });
-      prev.dispose(); // saved activations hold their own views
+      input.dispose(); // saved activations hold their own views
     });
     const hidden = x, last = this.norm.forward(x);
     if (!this.classifier) {

@@ -19,7 +19,16 @@
 import type { Gpu } from "../gpu/device.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
 import type { Linear } from "../nn/linear.ts";
-import { dropout, type DropoutKey, keep, linear, matmul, reshape, Tensor } from "../tensor/mod.ts";
+import {
+  currentReplay,
+  dropout,
+  type DropoutKey,
+  keep,
+  linear,
+  matmul,
+  reshape,
+  Tensor,
+} from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
 import type { LoraConfig } from "./config.ts";
 import type { LoraModule } from "./files.ts";
@@ -69,6 +78,9 @@ export class LoraLayer implements PeftLayer {
   /** Calls in train mode within the current step, and that step: each call draws a fresh mask. */
   #calls = 0;
   #step = -1;
+  /** The checkpoint rerun being counted, and its calls so far. */
+  #replay = -1;
+  #replayCalls = 0;
 
   constructor(readonly gpu: Gpu, opts: LoraLayerOptions) {
     const { module } = opts;
@@ -112,11 +124,28 @@ export class LoraLayer implements PeftLayer {
     let input = flat;
     if (s.training && this.dropout > 0) {
       const step = s.step?.() ?? 0;
-      if (step !== this.#step) [this.#step, this.#calls] = [step, 0];
-      const key: DropoutKey = { seed: s.seed, step, site: 0x4c000000 + 0x10000 * this.#calls++ + this.site };
+      const key: DropoutKey = {
+        seed: s.seed,
+        step,
+        site: 0x4c000000 + 0x10000 * this.#call(step) + this.site,
+      };
       input = dropout(flat, this.dropout, key);
     }
     return { h: linear(input, this.a), b: this.b, scale: this.scaling };
+  }
+
+  /**
+   * This call's index within `step`. A gradient checkpoint's rerun of a layer counts from 0
+   * again, as the layer's first run in the step did (each layer runs once per forward pass).
+   */
+  #call(step: number): number {
+    const replay = currentReplay();
+    if (replay !== null) {
+      if (replay !== this.#replay) [this.#replay, this.#replayCalls] = [replay, 0];
+      return this.#replayCalls++;
+    }
+    if (step !== this.#step) [this.#step, this.#calls] = [step, 0];
+    return this.#calls++;
   }
 
   parameters(): Tensor[] {

@@ -55,6 +55,17 @@ export function noGrad<T>(fn: () => T): T {
   return result;
 }
 
+/** Run `fn` (synchronously) recording gradients, even inside {@link noGrad} (a checkpoint's recompute). */
+export function withGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
 /** False inside {@link noGrad}. */
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -65,8 +76,16 @@ export function isGradEnabled(): boolean {
  * input requires one. `save` lists the tensors the rule reads (inputs or `out` itself); they
  * are kept alive until the node is released, and passed to the rule in that order.
  */
-export function record(op: string, out: Tensor, inputs: Tensor[], save: Tensor[], rule: GradRule): Tensor {
-  if (!gradEnabled || !inputs.some((x) => x.requiresGrad)) return out;
+export function record(
+  op: string,
+  out: Tensor,
+  inputs: Tensor[],
+  save: Tensor[],
+  rule: GradRule,
+  /** Record even when no input requires a gradient (the rule reaches parameters of its own). */
+  always = false,
+): Tensor {
+  if (!gradEnabled || !(always || inputs.some((x) => x.requiresGrad))) return out;
   for (const x of inputs) x.consumers++;
   out.node = new GradNode(op, inputs, save.map((s) => keep(s.view(s.shape))), rule);
   out.requiresGrad = true;

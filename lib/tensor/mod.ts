@@ -22,6 +22,7 @@
 export { type DType, Tensor, type TensorOptions } from "./tensor.ts";
 export { type GradRule, isGradEnabled, noGrad, record } from "./autograd.ts";
 export { keep, tidy } from "./scope.ts";
+export { checkpoint, currentReplay } from "./checkpoint.ts";
 export { type Shape } from "./shape.ts";
 export {
   add,

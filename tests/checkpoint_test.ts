@@ -1,0 +1,85 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { loadModel } from "../lib/models/load.ts";
+import { referenceBatch } from "../lib/models/parity.ts";
+import { attachAdapter } from "../lib/peft/apply.ts";
+import { loraConfig, sshConfig } from "../lib/peft/config.ts";
+import * as T from "../lib/tensor/mod.ts";
+import { assert, assertClose, assertEquals } from "./assert.ts";
+import { FIXTURES } from "./peft_helpers.ts";
+import { leaf, randArr, Rng } from "./tensor_helpers.ts";
+
+Deno.test("checkpoint: the same output and gradients; parameters inside get theirs; extras outlive the caller's", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(60);
+  const x = randArr(rng, [5, 7]),
+    w = randArr(rng, [6, 7]),
+    m = randArr(rng, [5, 6]),
+    g = randArr(rng, [5, 6]);
+  const f = (h: T.Tensor, weight: T.Tensor, scale: T.Tensor) => T.mul(T.tanh(T.linear(h, weight)), scale);
+  const run = async (mode: "plain" | "checkpoint", xNeedsGrad: boolean) => {
+    const [tx, tw] = [leaf(gpu, x, xNeedsGrad), leaf(gpu, w)];
+    const tm = leaf(gpu, m, false);
+    const y = mode === "plain" ? f(tx, tw, tm) : T.checkpoint((h, s) => f(h, tw, s), tx, tm);
+    const out = await y.toArray();
+    tm.dispose();
+    // the pool hands the freed buffer out again, overwritten
+    const reuse = T.Tensor.from(gpu, new Float32Array(30).fill(7), [5, 6]);
+    y.backward(leaf(gpu, g, false));
+    reuse.dispose();
+    const result = { out, gw: await tw.grad!.toArray(), gx: tx.grad ? await tx.grad.toArray() : null };
+    for (const t of [tx, tw, y]) t.dispose();
+    return result;
+  };
+  for (const xNeedsGrad of [true, false]) {
+    const plain = await run("plain", xNeedsGrad), ckpt = await run("checkpoint", xNeedsGrad);
+    assertEquals(Array.from(ckpt.out), Array.from(plain.out), "output");
+    assertEquals(Array.from(ckpt.gw), Array.from(plain.gw), "the parameter's gradient");
+    if (xNeedsGrad) assertClose(ckpt.gx!, plain.gx!, 1e-7, "the input's gradient");
+    else assertEquals(ckpt.gx, null);
+  }
+  const tx = leaf(gpu, x), tw = leaf(gpu, w, false), tm = leaf(gpu, m, false);
+  const y = T.noGrad(() => T.checkpoint((h, s) => f(h, tw, s), tx, tm));
+  assert(!y.requiresGrad, "under noGrad: no tape");
+  for (const t of [tx, tw, tm, y]) t.dispose();
+});
+
+const FAMILIES = ["gpt2", "llama", "bert", "roberta", "vit"];
+
+for (const [family, method] of FAMILIES.flatMap((f) => [[f, "lora"], [f, "ssh"]] as const)) {
+  Deno.test(`${family}: gradient checkpointing gives the same train-mode loss and ${method} gradients, in less memory`, async () => {
+    const gpu = await getGpu();
+    const dir = `${FIXTURES}models/${family}`;
+    const run = async (checkpointing: boolean) => {
+      const model = await loadModel(gpu, dir);
+      const config = method === "lora"
+        ? loraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.2, initLoraWeights: false })
+        : sshConfig({ n: 40, init: "normal" });
+      const peft = await attachAdapter(model, config, { seed: 3 });
+      peft.train(true);
+      model.gradientCheckpointing = checkpointing;
+      const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+      await gpu.sync();
+      gpu.pool.trim();
+      gpu.pool.resetPeak();
+      const base = gpu.pool.stats().allocated;
+      const loss = T.tidy(() => model.forward(batch).loss!);
+      // another train-mode forward before backward (its dropout step is the next one): the
+      // rerun must still draw the first pass's masks
+      T.noGrad(() => T.tidy(() => model.forward(batch)));
+      loss.backward();
+      const value = await loss.item();
+      const peak = gpu.pool.stats().peak - base;
+      const grads = await Promise.all(peft.parameters().map((p) => p.grad!.toArray()));
+      loss.dispose();
+      peft.detach();
+      model.dispose();
+      return { value, peak, grads };
+    };
+    const plain = await run(false), ckpt = await run(true);
+    assertEquals(ckpt.value, plain.value, "loss");
+    plain.grads.forEach((g, i) => assertClose(ckpt.grads[i], g, 1e-6, `gradient ${i}`));
+    assert(plain.grads.some((g) => g.some((v) => v !== 0)), "zero gradients");
+    assert(ckpt.peak < plain.peak, `peak ${ckpt.peak} bytes with checkpointing, ${plain.peak} without`);
+  });
+}
