@@ -10,7 +10,7 @@ set -uo pipefail
 tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps steps_tuned steps_unstaged fusions attention checkpointing torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -72,6 +72,7 @@ part steps_unstaged 60 $run bench/step.ts --models=roberta-base --methods=ssh --
 part fusions 90 bash -c "for f in qkv ffn norm; do echo \"-- no-fuse=\$f\"; $run bench/step.ts --models=roberta-base --methods=ssh --no-fuse=\$f; done"
 # fused attention against materialised probabilities (ms and peak memory): where `auto` should fuse
 part attention 60 $run bench/attention.ts
+part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods=ssh --attention=fused
 # gradient checkpointing: peak memory and step time against `steps`
 part checkpointing 45 $run bench/step.ts --models=roberta-base --methods=ssh --checkpointing
 part torch_steps 120 python3 bench/torch_steps.py

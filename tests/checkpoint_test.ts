@@ -83,3 +83,24 @@ for (const [family, method] of FAMILIES.flatMap((f) => [[f, "lora"], [f, "ssh"]]
     assert(ckpt.peak < plain.peak, `peak ${ckpt.peak} bytes with checkpointing, ${plain.peak} without`);
   });
 }
+
+Deno.test("gpt2: gradient checkpointing with every weight trained (full fine-tuning): the same gradients", async () => {
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/gpt2`;
+  const run = async (checkpointing: boolean) => {
+    const model = await loadModel(gpu, dir);
+    model.train(true);
+    model.gradientCheckpointing = checkpointing;
+    const params = [...model.parameters.values()];
+    for (const p of params) p.requiresGrad = true;
+    const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+    const loss = T.tidy(() => model.forward(batch).loss!);
+    loss.backward();
+    const grads = await Promise.all(params.map((p) => p.grad!.toArray()));
+    loss.dispose();
+    model.dispose();
+    return grads;
+  };
+  const plain = await run(false), ckpt = await run(true);
+  plain.forEach((g, i) => assertClose(ckpt[i], g, 1e-6, `gradient of parameter ${i}`));
+});
