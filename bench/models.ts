@@ -131,6 +131,22 @@ export const BENCH_MODELS: Record<string, BenchModel> = {
     sshN: 1000,
     fourierftN: 1000,
   },
+  // long sequences on a small decoder (4 layers, grouped-query heads): what the memory features save
+  "llama-long": {
+    name: "llama-long",
+    config: {
+      ...llama(128, 344, 8, 1000),
+      num_hidden_layers: 4,
+      num_key_value_heads: 2,
+      max_position_embeddings: 2048,
+    },
+    task: "causal-lm",
+    batch: 1,
+    seq: 2048,
+    targets: ["q_proj", "v_proj"],
+    sshN: 1000,
+    fourierftN: 1000,
+  },
 };
 
 /** Random weights of every parameter of a config's architecture, made when read. */
