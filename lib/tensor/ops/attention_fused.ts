@@ -26,8 +26,9 @@ export type AttentionPath = "auto" | "fused" | "materialized";
 /**
  * The default path of {@link attention}-family calls and the size from which `auto` fuses:
  * the bytes of one call's [B, H, T, S] probabilities (256 MiB: a LLaMA-7B layer at batch 1
- * and 1400 tokens). Below it the materialised path's batched products are expected to be
- * faster; until a GPU has measured both (`bench/attention.ts`), that is a guess.
+ * and ≈ 1450 tokens). Below it the materialised path's batched products are expected to be
+ * faster; on lavapipe they are at 128–512 tokens, and slower at 2048 (bench/RESULTS.md). A
+ * GPU's crossover is unmeasured (`bench/attention.ts`).
  */
 export const ATTENTION_PATH: { path: AttentionPath; fuseFromBytes: number } = {
   path: "auto",
