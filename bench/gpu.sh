@@ -50,7 +50,7 @@ part qkv_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
 # P·V and dQ (NN), dK and dV (TN); session 3 measured 3.3 ms of them per step (≈ 17 TFLOP/s)
 part attn_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=128x128x64NTb384,128x64x128NNb384,128x64x128TNb384 \
-  --tiles=auto,wide,medium,big,128x64x8_8x8_2,64x64x8_4x8_2,64x64x16_4x4_2
+  --tiles=auto,wide,medium,big,128x64x8_8x8_2,64x64x8_4x8_2,64x64x8_4x4_2
 # the wide_tiles variant with the least step time: each shape weighted by its count per layer
 # (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
 # (a variant forced to /s1 is tried in the step with --fill=0.5, which splits K only below half a wave)
