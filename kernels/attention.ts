@@ -75,10 +75,10 @@ const n4 = (n: number) => Math.ceil(n / 4);
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** `var <name>c = vec4f(...)` for c < ⌈n/4⌉: `n` floats of `buf` from `base`, zeros past n. */
-function loadRow(name: string, buf: string, base: string, n: number, scale = ""): string {
+function loadRow(name: string, buf: string, base: string, n: number): string {
   return range(n4(n)).map((c) => {
     const parts = range(4).map((u) => 4 * c + u < n ? `${buf}[${base} + ${4 * c + u}u]` : "0.0");
-    return `var ${name}${c} = vec4f(${parts.join(", ")})${scale};`;
+    return `var ${name}${c} = vec4f(${parts.join(", ")});`;
   }).join("\n  ");
 }
 
