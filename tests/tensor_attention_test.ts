@@ -99,6 +99,8 @@ const CASES: Partial<AttnDims>[] = [
     mask: Int32Array.from([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
   },
   { b: 2, h: 4, hkv: 1, t: 3, s: 7, d: 8, dv: 2, causal: true },
+  // more queries than keys (cross-attention), a masked key
+  { b: 2, h: 2, hkv: 1, t: 9, s: 4, d: 5, dv: 3, mask: Int32Array.from([1, 1, 0, 1, 1, 1, 1, 1]) },
   {
     b: 3,
     h: 2,
