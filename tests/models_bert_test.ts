@@ -5,7 +5,7 @@ import { encoderSelfAttention } from "../lib/models/encoder.ts";
 import { fusedProjection } from "../lib/nn/fused_linear.ts";
 import { Linear } from "../lib/nn/linear.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
   editedModel,
@@ -29,6 +29,11 @@ Deno.test("bert: BertForSequenceClassification matches PyTorch (logits, loss, la
 
 Deno.test("bert: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
   await expectSshReferences(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("bert: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
+  const gpu = await getGpu();
+  await withAttentionPath("fused", () => expectSshReferences(gpu, DIR, 1e-4));
 });
 
 Deno.test("bert: hidden states at right-padded positions match PyTorch too", async () => {

@@ -3,7 +3,7 @@ import { robertaPositionIds } from "../lib/models/bert.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { FUSIONS } from "../lib/nn/fusions.ts";
-import { ATTENTION_PATH } from "../lib/tensor/mod.ts";
+import { withAttentionPath } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import {
   editedModel,
@@ -61,12 +61,8 @@ Deno.test("roberta: with SSH on every target (dht, dht2d, dft), logits, loss and
 });
 
 Deno.test("roberta: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
-  ATTENTION_PATH.path = "fused";
-  try {
-    await expectSshReferences(await getGpu(), DIR, 1e-4);
-  } finally {
-    ATTENTION_PATH.path = "auto";
-  }
+  const gpu = await getGpu();
+  await withAttentionPath("fused", () => expectSshReferences(gpu, DIR, 1e-4));
 });
 
 Deno.test("roberta: hidden states at right-padded positions match PyTorch too", async () => {

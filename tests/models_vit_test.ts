@@ -2,7 +2,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
 import type { VitOutput } from "../lib/models/vit.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
 import {
   editedModel,
@@ -27,6 +27,11 @@ Deno.test("vit: ViTForImageClassification matches PyTorch (logits, loss, last hi
 
 Deno.test("vit: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
   await expectSshReferences(await getGpu(), DIR, 1e-4);
+});
+
+Deno.test("vit: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
+  const gpu = await getGpu();
+  await withAttentionPath("fused", () => expectSshReferences(gpu, DIR, 1e-4));
 });
 
 Deno.test("vit: f16 weight storage stays close to PyTorch", async () => {
