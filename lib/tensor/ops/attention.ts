@@ -56,7 +56,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const layout = opts.layout ?? "bhtd";
   const dims = attentionDims(q, k, v, layout);
   const { h, hkv, t, s, d, dv } = dims;
-  const heads = (x: Tensor, n: number, len: number, dim: number): Heads => ({
+  const heads = (x: Tensor, n: number, len: number, dim: number): AttentionHeads => ({
     x,
     at: placement(layout, n, len, dim),
     whole: true,
@@ -92,7 +92,7 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
         `(${hkv}), got ${qkv.describe()}`,
     );
   }
-  const part = (first: number): Heads => ({
+  const part = (first: number): AttentionHeads => ({
     x: qkv,
     at: { ld: w, offset: first * d, batchStride: t * w, headStride: d, headGroup: 1 },
     whole: false,
@@ -103,7 +103,6 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
 
 /** Sizes of one attention call. */
 export type AttentionDims = Pick<AttnDims, "b" | "h" | "hkv" | "t" | "s" | "d" | "dv">;
-type Dims = AttentionDims;
 
 /** Heads of q, k or v: the tensor, where they lie in it, and whether they are all of it. */
 export interface AttentionHeads {
@@ -112,17 +111,15 @@ export interface AttentionHeads {
   whole: boolean;
 }
 
-type Heads = AttentionHeads;
-
 /**
  * Attention over heads placed anywhere: fused, or the scores, the masked softmax (with
  * dropout) and the values.
  */
 function scaledDotProduct(
-  q: Heads,
-  k: Heads,
-  v: Heads,
-  dims: Dims,
+  q: AttentionHeads,
+  k: AttentionHeads,
+  v: AttentionHeads,
+  dims: AttentionDims,
   layout: HeadLayout,
   opts: Omit<AttentionOptions, "layout">,
 ): Tensor {
@@ -152,7 +149,7 @@ function scaledDotProduct(
   });
 }
 
-function attentionDims(q: Tensor, k: Tensor, v: Tensor, layout: HeadLayout): Dims {
+function attentionDims(q: Tensor, k: Tensor, v: Tensor, layout: HeadLayout): AttentionDims {
   const split = (x: Tensor) => layout === "bhtd" ? x.shape : [x.shape[0], x.shape[2], x.shape[1], x.shape[3]];
   const [b, h, t, d] = split(q), [bk, hkv, s, dk] = split(k), [bv, hv, sv, dv] = split(v);
   const rank4 = q.shape.length === 4 && k.shape.length === 4 && v.shape.length === 4;
@@ -203,7 +200,7 @@ function gradTargets(
 }
 
 /** `scale·q·kᵀ` per head → [B, H, T, S], and its gradient rule. */
-function headScores(q: Heads, k: Heads, dims: Dims, scale: number): Tensor {
+function headScores(q: AttentionHeads, k: AttentionHeads, dims: AttentionDims, scale: number): Tensor {
   const { b, h, hkv, t, s, d } = dims, group = h / hkv, gpu = q.x.gpu;
   const lk = { ...k.at, headGroup: group };
   const ls = placement("bhtd", h, t, s);
@@ -251,7 +248,7 @@ function headScores(q: Heads, k: Heads, dims: Dims, scale: number): Tensor {
 }
 
 /** `p·v` per head (p [B, H, T, S]) → [B, H, T, Dv] or [B, T, H, Dv], and its gradient rule. */
-function headValues(p: Tensor, v: Heads, dims: Dims, layout: HeadLayout): Tensor {
+function headValues(p: Tensor, v: AttentionHeads, dims: AttentionDims, layout: HeadLayout): Tensor {
   const { b, h, hkv, t, s, dv } = dims, group = h / hkv, gpu = p.gpu;
   const lo = placement(layout, h, t, dv);
   const lv = { ...v.at, headGroup: group };
