@@ -45,6 +45,14 @@ export type FlagValues<T extends FlagTable> = {
     : ValueOf<T[K]> | undefined;
 };
 
+/** `--dtype`, shared by the commands that load a model: how its frozen weights are stored. */
+export const DTYPE_FLAG = {
+  type: "string",
+  choices: ["f32", "f16"],
+  default: "f32",
+  help: "storage of the frozen weights",
+} as const satisfies FlagSpec;
+
 /** `--attention`, shared by the commands that run a model: the attention path (`ATTENTION_PATH`). */
 export const ATTENTION_FLAG = {
   type: "string",

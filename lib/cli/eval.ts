@@ -7,7 +7,7 @@ import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
-import { ATTENTION_FLAG, type CommandSpec, withArgs } from "./args.ts";
+import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits } from "./setup.ts";
@@ -28,7 +28,7 @@ const FLAGS = {
   "seq-len": { type: "integer", default: 128, min: 2, help: "tokens per example / window" },
   "batch-size": { type: "integer", default: 16, min: 1, help: "examples per forward pass" },
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
-  dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
+  dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
   "text-field": { type: "string", help: "field holding the text" },
   "label-field": { type: "string", help: "field holding the label" },

@@ -19,7 +19,15 @@ import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
 import { describeEval, train, type TrainResult } from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
-import { ArgsError, ATTENTION_FLAG, type CommandSpec, type FlagValues, listOf, withArgs } from "./args.ts";
+import {
+  ArgsError,
+  ATTENTION_FLAG,
+  type CommandSpec,
+  DTYPE_FLAG,
+  type FlagValues,
+  listOf,
+  withArgs,
+} from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
 import {
   chooseTask,
@@ -138,7 +146,7 @@ const FLAGS = {
     help: "stop after this step with a checkpoint, as Ctrl-C does (continue later with --resume)",
   },
   overwrite: { type: "boolean", help: "start over in an --out that already holds a run" },
-  dtype: { type: "string", choices: ["f32", "f16"], default: "f32", help: "storage of the frozen weights" },
+  dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
   "gradient-checkpointing": {
     type: "boolean",
