@@ -15,7 +15,7 @@ if ! ls .device/libglvnd0_*.deb >/dev/null 2>&1; then
   (cd .device && apt-get $o download libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 >/dev/null 2>&1)
 fi
 rm -rf .device/deno_dir
-DENO_DIR=.device/deno_dir deno cache bench/main.ts bench/step.ts bench/matmul.ts $(bash bench/gpu.sh --list-tests)
+DENO_DIR=.device/deno_dir deno cache bench/main.ts bench/step.ts bench/matmul.ts bench/attention.ts $(bash bench/gpu.sh --list-tests)
 # deno cache installs every package of the lockfile; keep the tokenizer only (gpu.sh runs --no-lock)
 find .device/deno_dir/npm/registry.npmjs.org -mindepth 1 -maxdepth 1 ! -name @huggingface -exec rm -rf {} +
 du -sh .device
