@@ -62,6 +62,12 @@ export const ATTENTION_FLAG = {
     "auto fuses when they would pass 256 MiB",
 } as const satisfies FlagSpec;
 
+/** `--gradient-checkpointing`, shared by the commands that train. */
+export const CHECKPOINTING_FLAG = {
+  type: "boolean",
+  help: "recompute each layer in backward instead of keeping its activations: less memory, one more forward",
+} as const satisfies FlagSpec;
+
 /** A command line that does not fit the command's flags; the CLI exits with status 2. */
 export class ArgsError extends Error {
   override name = "ArgsError";

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { readRunLog } from "../train/log.ts";
 import { writeRandomModel } from "../train/init.ts";
-import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
+import { ArgsError, ATTENTION_FLAG, CHECKPOINTING_FLAG, type CommandSpec, withArgs } from "./args.ts";
 import { trainCommand } from "./train.ts";
 import { pathExists } from "../io/paths.ts";
 
@@ -53,6 +53,8 @@ const FLAGS = {
   "log-every": { type: "integer", default: 20, min: 1, help: "steps between log lines" },
   "save-every": { type: "integer", default: 200, min: 0, help: "steps between checkpoints" },
   seed: { type: "integer", default: 0, min: 0, help: "seed of the initialisation and data order" },
+  attention: ATTENTION_FLAG,
+  "gradient-checkpointing": CHECKPOINTING_FLAG,
   out: {
     type: "string",
     default: "runs/pretrain",
@@ -124,6 +126,8 @@ export function pretrainCommand(args: string[]): Promise<number> {
       ...pass("log-every", v["log-every"]),
       ...pass("save-every", v["save-every"]),
       ...pass("seed", v.seed),
+      ...pass("attention", v.attention),
+      ...(v["gradient-checkpointing"] ? ["--gradient-checkpointing"] : []),
       ...pass("out", v.out),
       ...(v.resume ? ["--resume"] : []),
       ...(v.overwrite ? ["--overwrite"] : []),

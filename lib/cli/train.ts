@@ -22,6 +22,7 @@ import { explainDeviceError } from "./errors.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
+  CHECKPOINTING_FLAG,
   type CommandSpec,
   DTYPE_FLAG,
   type FlagValues,
@@ -148,11 +149,7 @@ const FLAGS = {
   overwrite: { type: "boolean", help: "start over in an --out that already holds a run" },
   dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
-  "gradient-checkpointing": {
-    type: "boolean",
-    help:
-      "recompute each layer in backward instead of keeping its activations: less memory, one more forward",
-  },
+  "gradient-checkpointing": CHECKPOINTING_FLAG,
   "max-train": {
     type: "integer",
     min: 1,
