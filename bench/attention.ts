@@ -1,7 +1,7 @@
 /**
- * Attention forward + backward (q, k, v need their gradients), fused against materialised
- * probabilities, side by side: GPU milliseconds (median, the paths taking turns) and the peak
- * memory one call adds. The data behind `ATTENTION_PATH.fuseFromBytes`
+ * Attention forward alone and forward + backward (q, k, v need their gradients), fused against
+ * materialised probabilities, side by side: GPU milliseconds (median, the paths taking turns)
+ * and the peak memory one training call adds. The data behind `ATTENTION_PATH.fuseFromBytes`
  * (lib/tensor/ops/attention_fused.ts).
  *
  *     deno run -A bench/attention.ts [--reps=10]
@@ -56,15 +56,18 @@ function operands(gpu: Gpu, c: Case) {
 const rows: string[][] = [];
 for (const c of gpu.software ? SMALL_CASES : GPU_CASES) {
   const { q, k, v, g } = operands(gpu, c);
+  const run = (path: T.AttentionPath) =>
+    T.attention(q, k, v, {
+      layout: "bthd",
+      causal: c.causal,
+      probsDropout: c.dropout > 0 ? { p: c.dropout, key: { seed: 1, step: 1 } } : null,
+      path,
+    });
+  // forward alone (evaluation: no tape), and forward + backward (training)
+  const forward = (path: T.AttentionPath) => () => T.noGrad(() => T.tidy(() => void run(path)));
   const step = (path: T.AttentionPath) => () =>
     T.tidy(() => {
-      const y = T.attention(q, k, v, {
-        layout: "bthd",
-        causal: c.causal,
-        probsDropout: c.dropout > 0 ? { p: c.dropout, key: { seed: 1, step: 1 } } : null,
-        path,
-      });
-      y.backward(g);
+      run(path).backward(g);
       for (const x of [q, k, v]) {
         x.grad?.dispose();
         x.grad = null;
@@ -80,11 +83,18 @@ for (const c of gpu.software ? SMALL_CASES : GPU_CASES) {
     return gpu.pool.stats().peak - base;
   };
   const memory = [await peak("materialized"), await peak("fused")];
-  const [mat, fused] = await timeEncodeEach(gpu, [step("materialized"), step("fused")], reps);
+  const [fwdMat, fwdFused, mat, fused] = await timeEncodeEach(
+    gpu,
+    [forward("materialized"), forward("fused"), step("materialized"), step("fused")],
+    reps,
+  );
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
   rows.push([
     c.what,
     `${c.b}×${c.h}/${c.hkv}×${c.t}×${c.d}${c.causal ? " causal" : ""}${c.dropout ? " drop" : ""}`,
+    fwdMat.toFixed(3),
+    fwdFused.toFixed(3),
+    `${(fwdFused / fwdMat).toFixed(2)}×`,
     mat.toFixed(3),
     fused.toFixed(3),
     `${(fused / mat).toFixed(2)}×`,
@@ -94,6 +104,17 @@ for (const c of gpu.software ? SMALL_CASES : GPU_CASES) {
   for (const x of [q, k, v, g]) x.dispose();
 }
 console.log(table(
-  ["case", "B×H/Hkv×T×D", "materialised ms", "fused ms", "fused / mat.", "mat. peak MiB", "fused peak MiB"],
+  [
+    "case",
+    "B×H/Hkv×T×D",
+    "fwd mat. ms",
+    "fwd fused ms",
+    "fused / mat.",
+    "fwd+bwd mat. ms",
+    "fwd+bwd fused ms",
+    "fused / mat.",
+    "mat. peak MiB",
+    "fused peak MiB",
+  ],
   rows,
 ));
