@@ -12,8 +12,9 @@
  *
  * Dropout (`lora_dropout`, train mode only) masks the adapter's input with the seeded mask of
  * (dropout seed, the model's step, site 0x4c000000 + 0x10000·c + ℓ), c counting the layer's
- * calls within that step. Keyed by the step (which the trainer sets, and restores on
- * `--resume`), the masks of a resumed run are those of an uninterrupted one.
+ * calls within that step (a gradient checkpoint's rerun counts afresh, so it draws the masks
+ * of the first run). Keyed by the step (which the trainer sets, and restores on `--resume`),
+ * the masks of a resumed run are those of an uninterrupted one.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
