@@ -48,6 +48,8 @@ export const ATTENTION_UNIFORM = [
   "threshold",
   "dscale",
   "acc",
+  "splits",
+  "chunk",
   ...["q", "k", "v", "o"].flatMap((x) => [`${x}off`, `${x}bs`, `${x}hs`, `${x}ld`]),
 ] as const;
 
@@ -316,14 +318,18 @@ export function fusedAttentionGradQKernel(shape: FusedAttentionShape): Kernel {
 /**
  * dK or dV: one key row per invocation, summing over the query heads that share its key/value
  * head and over their queries (staged in tiles): dVⱼ = Σᵢ P̃ᵢⱼ·dOᵢ with P̃ the dropped
- * probabilities, or dKⱼ = scale·Σᵢ Pᵢⱼ(dPᵢⱼ − Δᵢ)·qᵢ. Writes at k's or v's placement (adding
- * when `acc`). Bindings q, k, [v (dK only)], [mask], dout, stats, grad. Dispatch B·Hkv·⌈S/rows⌉
- * workgroups (`blocks` = ⌈S/rows⌉); `h` in the uniform is the query heads H.
+ * probabilities, or dKⱼ = scale·Σᵢ Pᵢⱼ(dPᵢⱼ − Δᵢ)·qᵢ. Bindings q, k, [v (dK only)], [mask],
+ * dout, stats, grad. Dispatch B·Hkv·⌈S/rows⌉·splits workgroups (`blocks` = ⌈S/rows⌉; `h` in the
+ * uniform is the query heads H). With `splits` = 1 each writes its rows at k's or v's placement
+ * (adding when `acc`); with more, workgroup part p sums queries [p·chunk, (p+1)·chunk) only and
+ * writes that partial sum to `grad[p][b][kv head][key][·]` for {@link fusedAttentionReduceKernel}
+ * (more workgroups when the batch and the key/value heads are few, as at long sequences).
  */
 export function fusedAttentionGradKVKernel(which: "k" | "v", shape: FusedAttentionShape): Kernel {
   return cached(`grad_${which}`, shape, () => {
     const { d, dv, rows: R, tile: BC, causal, masked, dropout } = shape;
     const forK = which === "k";
+    const n = forK ? d : dv;
     const binds = [
       ...inputs(shape, forK),
       "var<storage, read> dout: array<f32>",
@@ -336,7 +342,7 @@ export function fusedAttentionGradKVKernel(which: "k" | "v", shape: FusedAttenti
       `ls: array<f32, ${BC}>`,
       ...(forK ? [`ds: array<f32, ${BC}>`] : []),
     ];
-    const conds = ["live", "i < p.t", causal ? "j <= i + p.off" : ""].filter((c) => c);
+    const conds = ["live", "i < iEnd", causal ? "j <= i + p.off" : ""].filter((c) => c);
     const keep = dropout ? "f *= keep_((bh * p.t + i) * p.s + j);" : "";
     const body = forK
       ? `var f = ${dotShared("vr", "gs", "ii", dv)};
@@ -346,13 +352,16 @@ export function fusedAttentionGradKVKernel(which: "k" | "v", shape: FusedAttenti
       : `var f = pr;
         ${keep}
         ${axpyShared("acc", "f", "gs", "ii", dv)}`;
+    const factor = forK ? "p.scale" : "1.0";
     return `${header(binds, shape, shared)}
 @compute @workgroup_size(${R}) fn main(${BUILTINS}) {
   let blk = ${GROUP_ID};
   let hkv = p.h / p.group;
-  if (blk >= p.b * hkv * p.blocks) { return; }
-  let bk = blk / p.blocks;
-  let j0 = (blk % p.blocks) * ${R}u;
+  let perHead = p.blocks * p.splits;
+  if (blk >= p.b * hkv * perHead) { return; }
+  let bk = blk / perHead;
+  let j0 = ((blk % perHead) / p.splits) * ${R}u;
+  let part = blk % p.splits;
   let bi = bk / hkv; let kh = bk % hkv;
   let j = j0 + lid;
   let key = min(j, p.s - 1u);
@@ -361,17 +370,19 @@ export function fusedAttentionGradKVKernel(which: "k" | "v", shape: FusedAttenti
   ${loadRow("kr", "k", "kb", d)}
   let vb = p.voff + bi * p.vbs + kh * p.vhs + key * p.vld;
   ${forK ? loadRow("vr", "v", "vb", dv) : ""}
-  ${zeros("acc", forK ? d : dv)}
-  let iStart = ${causal ? "select(0u, j0 - p.off, j0 > p.off)" : "0u"};
+  ${zeros("acc", n)}
+  // this part's queries; causal: none before the first key's position − off
+  let iEnd = min(p.t, (part + 1u) * p.chunk);
+  let iStart = max(part * p.chunk, ${causal ? "select(0u, j0 - p.off, j0 > p.off)" : "0u"});
   for (var hg = 0u; hg < p.group; hg++) {
     let hi = kh * p.group + hg;
     let bh = bi * p.h + hi;
     let qb = p.qoff + bi * p.qbs + hi * p.qhs;
     let ob = p.ooff + bi * p.obs + hi * p.ohs;
-    for (var i0 = iStart; i0 < p.t; i0 += ${BC}u) {
+    for (var i0 = iStart; i0 < iEnd; i0 += ${BC}u) {
       workgroupBarrier();
-      ${stageRows("qs", "q", "q", "qb", "i0", "p.t", BC, d, R)}
-      ${stageRows("gs", "dout", "o", "ob", "i0", "p.t", BC, dv, R)}
+      ${stageRows("qs", "q", "q", "qb", "i0", "iEnd", BC, d, R)}
+      ${stageRows("gs", "dout", "o", "ob", "i0", "iEnd", BC, dv, R)}
       for (var x = lid; x < ${BC}u; x += ${R}u) {
         let r = bh * p.t + min(i0 + x, p.t - 1u);
         ls[x] = stats[r];
@@ -388,8 +399,46 @@ export function fusedAttentionGradKVKernel(which: "k" | "v", shape: FusedAttenti
     }
   }
   if (j < p.s) {
-    ${storeRow("acc", "grad", forK ? "kb" : "vb", forK ? d : dv, forK ? "p.scale" : "1.0")}
+    if (p.splits == 1u) {
+      ${storeRow("acc", "grad", forK ? "kb" : "vb", n, factor)}
+    } else {
+      let at = (((part * p.b + bi) * hkv + kh) * p.s + j) * ${n}u;
+      ${storeRow("acc", "grad", "at", n, factor, false)}
+    }
   }
 }`;
   });
+}
+
+/**
+ * The partial sums of a split dK or dV pass (`splits` of them, [splits, B, Hkv, S, n]) added
+ * up into k's or v's placement (adding to what is there when `acc`). Bindings partials, grad;
+ * one invocation per element, 256 a workgroup.
+ */
+export function fusedAttentionReduceKernel(which: "k" | "v", n: number): Kernel {
+  const key = `reduce_${which}:${n}`;
+  let k = cache.get(key);
+  if (!k) {
+    k = {
+      name: `attention.fused_reduce_${which}`,
+      code: `@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(1) var<storage, read_write> grad: array<f32>;
+${UNIFORM}
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  let idx = ${GROUP_ID} * 256u + lid;
+  let hkv = p.h / p.group;
+  let total = p.b * hkv * p.s * ${n}u;
+  if (idx >= total) { return; }
+  var sum = 0.0;
+  for (var part = 0u; part < p.splits; part++) { sum += partials[part * total + idx]; }
+  let e = idx % ${n}u; let row = idx / ${n}u;
+  let j = row % p.s; let bk = row / p.s;
+  let at = p.${which}off + (bk / hkv) * p.${which}bs + (bk % hkv) * p.${which}hs + j * p.${which}ld + e;
+  grad[at] = select(0.0, grad[at], p.acc != 0u) + sum;
+}`,
+    };
+    cache.set(key, k);
+  }
+  return k;
 }

@@ -301,6 +301,61 @@ Deno.test("attention: the padding mask may be freed (and its buffer reused) befo
   }
 });
 
+Deno.test("fused attention: dK and dV split over query chunks (long sequences, few heads) give the same gradients", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(51);
+  const cases: Partial<AttnDims>[] = [
+    { b: 1, h: 4, hkv: 2, t: 70, s: 83, d: 12, dv: 8, causal: true },
+    {
+      b: 2,
+      h: 2,
+      hkv: 1,
+      t: 37,
+      s: 61,
+      d: 128,
+      dv: 128,
+      mask: Int32Array.from({ length: 122 }, (_, i) => i % 9 ? 1 : 0),
+    },
+  ];
+  const saved = T.ATTENTION_PATH.kvSplits;
+  try {
+    for (const c of cases) {
+      const a: AttnDims = { causal: false, mask: null, scale: 0.4, ...c } as AttnDims;
+      const key = { seed: 4, step: 2, site: 1 };
+      const ref = { ...a, probsFactor: dropoutFactors(a.b * a.h * a.t * a.s, 0.3, key) };
+      const q = randArr(rng, [a.b, a.h, a.t, a.d]), k = randArr(rng, [a.b, a.hkv, a.s, a.d]);
+      const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]), g = randArr(rng, [a.b, a.h, a.t, a.dv]);
+      const grads = attentionBackward(ref, q.data, k.data, v.data, g.data);
+      for (const splits of [2, 3]) {
+        T.ATTENTION_PATH.kvSplits = splits;
+        const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
+        // k's gradient arrives gathered from another consumer: the split sums add to it
+        const other = randArr(rng, k.shape);
+        const y = T.attention(tq, tk, tv, {
+          causal: a.causal,
+          mask: a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null,
+          scale: a.scale,
+          probsDropout: { p: 0.3, key },
+          path: "fused",
+        });
+        const loss = T.add(T.sum(T.mul(y, leaf(gpu, g, false))), T.sum(T.mul(tk, leaf(gpu, other, false))));
+        loss.backward();
+        const label = `${splits} parts, ${a.t}×${a.s} d=${a.d}`;
+        await expectClose(tv.grad, arr(grads.dv, v.shape), TOL, `dv ${label}`);
+        await expectClose(
+          tk.grad,
+          arr(grads.dk.map((x, i) => x + other.data[i]), k.shape),
+          TOL,
+          `dk ${label}`,
+        );
+        await expectClose(tq.grad, arr(grads.dq, q.shape), TOL, `dq ${label}`);
+      }
+    }
+  } finally {
+    T.ATTENTION_PATH.kvSplits = saved;
+  }
+});
+
 Deno.test("attention(x, x, x): one tensor as query, key and value gathers all three gradients", async () => {
   const gpu = await getGpu();
   const rng = new Rng(48);

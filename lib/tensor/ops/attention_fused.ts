@@ -11,6 +11,7 @@ import {
   fusedAttentionForwardKernel,
   fusedAttentionGradKVKernel,
   fusedAttentionGradQKernel,
+  fusedAttentionReduceKernel,
   type FusedAttentionShape,
 } from "../../../kernels/attention.ts";
 import { grid } from "../../gpu/mod.ts";
@@ -30,9 +31,11 @@ export type AttentionPath = "auto" | "fused" | "materialized";
  * faster; on lavapipe they are at 128–512 tokens, and slower at 2048 (bench/RESULTS.md). A
  * GPU's crossover is unmeasured (`bench/attention.ts`).
  */
-export const ATTENTION_PATH: { path: AttentionPath; fuseFromBytes: number } = {
+export const ATTENTION_PATH: { path: AttentionPath; fuseFromBytes: number; kvSplits: number } = {
   path: "auto",
   fuseFromBytes: 256 * 2 ** 20,
+  /** Query parts of the fused dK and dV passes; 0 chooses (tests and tuning force it). */
+  kvSplits: 0,
 };
 
 /** Run `fn` with {@link ATTENTION_PATH}'s path set to `path`, restoring it after. */
@@ -50,6 +53,30 @@ export async function withAttentionPath<T>(path: AttentionPath, fn: () => Promis
 export function useFusedAttention(dims: AttentionDims, path: AttentionPath = ATTENTION_PATH.path): boolean {
   if (path !== "auto") return path === "fused";
   return dims.b * dims.h * dims.t * dims.s * 4 >= ATTENTION_PATH.fuseFromBytes;
+}
+
+/** Workgroups the dK and dV passes aim for on a GPU: with few keys × key/value heads, the queries split. */
+const KV_TARGET_GROUPS = 1024;
+
+/**
+ * How the dK and dV passes cut the T queries: `splits` parts of `chunk` (a multiple of the
+ * staged tile) when `groups` workgroups (B·Hkv·⌈S/rows⌉) would leave a GPU mostly idle, as a
+ * long sequence with batch 1 does; one part on software adapters. `ATTENTION_PATH.kvSplits`
+ * forces the count.
+ */
+function querySplit(
+  software: boolean,
+  groups: number,
+  t: number,
+  tile: number,
+): { splits: number; chunk: number } {
+  const wanted = ATTENTION_PATH.kvSplits > 0
+    ? ATTENTION_PATH.kvSplits
+    : software
+    ? 1
+    : Math.min(Math.ceil(KV_TARGET_GROUPS / groups), Math.ceil(t / (4 * tile)));
+  const chunk = Math.ceil(Math.ceil(t / Math.max(1, wanted)) / tile) * tile;
+  return { splits: Math.ceil(t / chunk), chunk };
 }
 
 /** The kernels' fixed sizes for one call: rows per workgroup, and the staged tile that fits. */
@@ -93,7 +120,7 @@ export function fusedScaledDotProduct(
     gpu.limits.maxComputeWorkgroupStorageSize,
   );
   const scale = opts.scale ?? 1 / Math.sqrt(dims.d);
-  const uniform = (blocks: number, acc: boolean) => {
+  const uniform = (blocks: number, acc: boolean, parts = { splits: 1, chunk: t }) => {
     const words: Record<(typeof ATTENTION_UNIFORM)[number], number> = {
       b,
       h,
@@ -107,6 +134,8 @@ export function fusedScaledDotProduct(
       threshold: drop ? dropoutThreshold(drop.p) : 0,
       dscale: f(drop && drop.p < 1 ? 1 / (1 - drop.p) : 0),
       acc: acc ? 1 : 0,
+      splits: parts.splits,
+      chunk: parts.chunk,
       qoff: q.at.offset,
       qbs: q.at.batchStride,
       qhs: q.at.headStride,
@@ -128,6 +157,7 @@ export function fusedScaledDotProduct(
   };
   const mask = padding ? [padding.buffer] : [];
   const queryBlocks = Math.ceil(t / shape.rows), keyBlocks = Math.ceil(s / shape.rows);
+  const split = querySplit(gpu.software, b * hkv * keyBlocks, t, shape.tile);
   const y = Tensor.empty(gpu, out.shape);
   // log-sum-exp per query row, then (written backward) Δ per query row
   const stats = Tensor.empty(gpu, [2, b * h * t]);
@@ -169,22 +199,27 @@ export function fusedScaledDotProduct(
         uniform(queryBlocks, tq.add),
       );
     }
-    if (tk.dst) {
+    // dK and dV: straight into their gradients, or as partial sums over query chunks added up after
+    const keyRows = (which: "k" | "v", binds: GPUBuffer[], to: { dst: Tensor; add: boolean }) => {
+      const n = which === "k" ? dims.d : dims.dv;
+      const partials = split.splits > 1 ? Tensor.empty(gpu, [split.splits, b, hkv, s, n]) : null;
       gpu.stream.dispatch(
-        fusedAttentionGradKVKernel("k", shape),
-        [...heads, g.buffer, vstats.buffer, tk.dst.buffer],
-        grid(gpu, b * hkv * keyBlocks),
-        uniform(keyBlocks, tk.add),
+        fusedAttentionGradKVKernel(which, shape),
+        [...binds, g.buffer, vstats.buffer, (partials ?? to.dst).buffer],
+        grid(gpu, b * hkv * keyBlocks * split.splits),
+        uniform(keyBlocks, to.add, split),
       );
-    }
-    if (tv.dst) {
+      if (!partials) return;
       gpu.stream.dispatch(
-        fusedAttentionGradKVKernel("v", shape),
-        [vq.buffer, vk.buffer, ...mask, g.buffer, vstats.buffer, tv.dst.buffer],
-        grid(gpu, b * hkv * keyBlocks),
-        uniform(keyBlocks, tv.add),
+        fusedAttentionReduceKernel(which, n),
+        [partials.buffer, to.dst.buffer],
+        grid(gpu, Math.ceil((b * hkv * s * n) / 256)),
+        uniform(keyBlocks, to.add, split),
       );
-    }
+      partials.dispose();
+    };
+    if (tk.dst) keyRows("k", heads, { dst: tk.dst, add: tk.add });
+    if (tv.dst) keyRows("v", [vq.buffer, vk.buffer, ...mask], { dst: tv.dst, add: tv.add });
     if (dq && !tq.dst) dq.dispose();
     return grads;
   });
