@@ -56,7 +56,7 @@ export function useFusedAttention(dims: AttentionDims, path: AttentionPath = ATT
 }
 
 /** Workgroups the dK and dV passes aim for on a GPU: with few keys × key/value heads, the queries split. */
-const KV_TARGET_GROUPS = 1024;
+const KV_TARGET_GROUPS = 2048;
 
 /**
  * How the dK and dV passes cut the T queries: `splits` parts of `chunk` (a multiple of the
