@@ -176,7 +176,17 @@ Deno.test("cli: a NaN loss stops training with a message and keeps the last good
 
 Deno.test("device errors become advice: out of memory names the flags to lower", () => {
   const e = explainDeviceError(new Error("Not enough memory left")) as Error;
-  assert(e.message.includes("--batch-size") && e.message.includes("--seq-len"), e.message);
+  for (
+    const flag of [
+      "--gradient-checkpointing",
+      "--attention fused",
+      "--batch-size",
+      "--seq-len",
+      "--dtype f16",
+    ]
+  ) {
+    assert(e.message.includes(flag), `${flag} in: ${e.message}`);
+  }
   const lost = explainDeviceError(new Error("GPU device was lost")) as Error;
   assert(lost.message.includes("--resume"), lost.message);
   const other = new Error("something else");

@@ -15,8 +15,10 @@ export function explainDeviceError(e: unknown): unknown {
       .test(msg)
   ) {
     return new Error(
-      `the GPU ran out of memory (${e instanceof Error ? e.message : e}). Lower --batch-size or --seq-len, ` +
-        `use --dtype f16 for the frozen weights, or pick a smaller model; checkpoints already written are kept`,
+      `the GPU ran out of memory (${e instanceof Error ? e.message : e}). Add --gradient-checkpointing ` +
+        `(keep one layer's activations) and --attention fused (no [T, T] probabilities), lower --batch-size ` +
+        `or --seq-len, use --dtype f16 for the frozen weights, or pick a smaller model; checkpoints already ` +
+        `written are kept`,
     );
   }
   if (/device (was )?lost|GPUDeviceLostInfo/i.test(msg)) {
