@@ -174,7 +174,7 @@ Deno.test("cli: a NaN loss stops training with a message and keeps the last good
   }
 });
 
-Deno.test("device errors become advice: out of memory names the flags to lower", () => {
+Deno.test("device errors become advice: out of memory names the command's flags to change, once", () => {
   const e = explainDeviceError(new Error("Not enough memory left")) as Error;
   for (
     const flag of [
@@ -187,6 +187,19 @@ Deno.test("device errors become advice: out of memory names the flags to lower",
   ) {
     assert(e.message.includes(flag), `${flag} in: ${e.message}`);
   }
+  // eval has no --gradient-checkpointing; advice passed on again is not wrapped twice
+  const forEval = explainDeviceError(new Error("Not enough memory left"), [
+    "attention",
+    "batch-size",
+    "seq-len",
+  ]);
+  const again = explainDeviceError(forEval, ["gradient-checkpointing"]) as Error;
+  assertEquals(again, forEval);
+  assert(
+    !again.message.includes("--gradient-checkpointing") && again.message.includes("--attention"),
+    again.message,
+  );
+  assertEquals(again.message.match(/ran out of memory/g)?.length, 1, again.message);
   const lost = explainDeviceError(new Error("GPU device was lost")) as Error;
   assert(lost.message.includes("--resume"), lost.message);
   const other = new Error("something else");

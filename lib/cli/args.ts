@@ -230,7 +230,7 @@ export async function withArgs<T extends FlagTable>(
   try {
     return await body(parsed.values, parsed.positionals, parsed.given);
   } catch (e) {
-    if (!(e instanceof ArgsError)) throw explainDeviceError(e);
+    if (!(e instanceof ArgsError)) throw explainDeviceError(e, Object.keys(spec.flags));
     console.error(
       `hartley ${spec.name}: ${e.message}\nRun \`deno run -A cli.ts ${spec.name} --help\` for the options.`,
     );

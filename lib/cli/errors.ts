@@ -1,31 +1,46 @@
 /**
  * Device errors as advice: WebGPU reports an allocation failure or a lost device in terms of
- * buffers and adapters; the CLI says which flags to lower and that checkpoints are kept.
+ * buffers and adapters; the CLI says which flags to change and that checkpoints are kept.
  * @module
  */
 
+/** A device error turned into advice (not wrapped again on its way out). */
+export class DeviceAdvice extends Error {
+  override name = "DeviceAdvice";
+}
+
+/** What lowers memory, by the flag that does it, in the order it is suggested. */
+const MEMORY_ADVICE: [flag: string, advice: string][] = [
+  ["gradient-checkpointing", "add --gradient-checkpointing (keep one layer's activations)"],
+  ["attention", "add --attention fused (no [T, T] probabilities)"],
+  ["batch-size", "lower --batch-size"],
+  ["seq-len", "lower --seq-len"],
+  ["dtype", "use --dtype f16 for the frozen weights"],
+];
+
 /**
- * A device error (out of memory, lost device) as advice; other errors unchanged. WebGPU
- * reports allocation failures as OperationError/GPUOutOfMemoryError or in a validation message.
+ * A device error (out of memory, lost device) as {@link DeviceAdvice}; other errors unchanged.
+ * WebGPU reports allocation failures as OperationError/GPUOutOfMemoryError or in a validation
+ * message. `flags` are the command's own (advice names only those; default: all).
  */
-export function explainDeviceError(e: unknown): unknown {
+export function explainDeviceError(e: unknown, flags?: readonly string[]): unknown {
+  if (e instanceof DeviceAdvice) return e;
   const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  const detail = e instanceof Error ? e.message : String(e);
   if (
     /out of memory|OutOfMemory|allocation failed|Not enough memory|exceeds the max(imum)? (buffer|binding)/i
       .test(msg)
   ) {
-    return new Error(
-      `the GPU ran out of memory (${e instanceof Error ? e.message : e}). Add --gradient-checkpointing ` +
-        `(keep one layer's activations) and --attention fused (no [T, T] probabilities), lower --batch-size ` +
-        `or --seq-len, use --dtype f16 for the frozen weights, or pick a smaller model; checkpoints already ` +
-        `written are kept`,
+    const advice = MEMORY_ADVICE.filter(([flag]) => !flags || flags.includes(flag)).map(([, a]) => a);
+    const list = [...advice, "or pick a smaller model"].join(", ");
+    return new DeviceAdvice(
+      `the GPU ran out of memory (${detail}). ${list[0].toUpperCase()}${list.slice(1)}; ` +
+        `checkpoints already written are kept`,
     );
   }
   if (/device (was )?lost|GPUDeviceLostInfo/i.test(msg)) {
-    return new Error(
-      `the GPU device was lost (${
-        e instanceof Error ? e.message : e
-      }); checkpoints already written are kept. ` +
+    return new DeviceAdvice(
+      `the GPU device was lost (${detail}); checkpoints already written are kept. ` +
         `Resume with --resume; if it recurs, lower --batch-size or --seq-len`,
     );
   }

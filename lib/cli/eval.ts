@@ -81,7 +81,7 @@ export function evalCommand(args: string[]): Promise<number> {
         try {
           result = await evaluate(model, inOrder(splits.eval), task);
         } catch (e) {
-          throw explainDeviceError(e);
+          throw explainDeviceError(e, Object.keys(FLAGS));
         }
         if (v.json) console.log(JSON.stringify({ task, data, ...result }));
         else {console.log(

@@ -455,7 +455,7 @@ async function runTraining(
         shouldStop: (done) => stopRequested || done === v["stop-at"],
       });
     } catch (e) {
-      throw explainDeviceError(e);
+      throw explainDeviceError(e, Object.keys(FLAGS));
     }
     if (result.status === "stopped") {
       await log.write({ type: "end", step: result.steps, status: "stopped" });
