@@ -9,7 +9,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { modelParity } from "../lib/models/parity.ts";
 import { crossEntropyForward } from "../lib/tensor/reference/loss.ts";
-import { ATTENTION_PATH, type AttentionPath, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { type AttentionPath, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
 import { main as parityMain } from "../tools/parity.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import {
@@ -96,9 +96,8 @@ export function decoderSuite(s: DecoderSuite): void {
     const model = await loadModel(gpu, dir);
     const p = model.parameters.get(s.gradParam)!;
     p.requiresGrad = true;
-    const run = async (path: AttentionPath) => {
-      ATTENTION_PATH.path = path;
-      try {
+    const run = (path: AttentionPath) =>
+      withAttentionPath(path, async () => {
         const out = tidy(() => model.forward(tokenBatch(gpu, ids, b, t, { mask, labels: ids })));
         out.loss!.backward();
         const result = {
@@ -109,10 +108,7 @@ export function decoderSuite(s: DecoderSuite): void {
         p.grad!.dispose();
         p.grad = null;
         return result;
-      } finally {
-        ATTENTION_PATH.path = "auto";
-      }
-    };
+      });
     const fused = await run("fused"), materialized = await run("materialized");
     model.dispose();
     assertClose(fused.logits, materialized.logits, 1e-5, "logits");

@@ -3,8 +3,8 @@
  * directory, with an optional adapter, on a data file or a built-in held-out split.
  * @module
  */
-import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { getGpu } from "../gpu/mod.ts";
+import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
 import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
@@ -83,10 +83,12 @@ export function evalCommand(args: string[]): Promise<number> {
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
         }
-        if (v.json) console.log(JSON.stringify({ task, data, ...result }));
-        else {console.log(
-            `${task} on ${builtin ? `${data} (held-out split)` : data}: ${describeEval(result)}`,
-          );}
+        const source = builtin ? `${data} (held-out split)` : data;
+        console.log(
+          v.json
+            ? JSON.stringify({ task, data, ...result })
+            : `${task} on ${source}: ${describeEval(result)}`,
+        );
         return 0;
       } finally {
         loaded.peft?.detach();

@@ -6,9 +6,9 @@
  * only its head trained against SSH + head for the same budget.
  * @module
  */
-import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { join, resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
+import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";

@@ -94,7 +94,7 @@ export abstract class BaseModel implements Model {
         [this.dropoutStep, this.#training] = now;
       }
     };
-    return mask ? checkpoint(replay, x, mask) : checkpoint(replay, x);
+    return checkpoint(replay, x, ...(mask ? [mask] : []));
   }
 
   /** Dropout with probability `p` at call site `site` in train mode; `x` itself in eval mode. */

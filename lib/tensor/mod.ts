@@ -59,6 +59,7 @@ export {
 export {
   ATTENTION_PATH,
   type AttentionPath,
+  type AttentionPathSettings,
   useFusedAttention,
   withAttentionPath,
 } from "./ops/attention_fused.ts";

@@ -24,17 +24,26 @@ import { f, u32s } from "./util.ts";
 /** Which attention path a call takes: `auto` fuses when the probabilities would be large. */
 export type AttentionPath = "auto" | "fused" | "materialized";
 
-/**
- * The default path of {@link attention}-family calls and the size from which `auto` fuses:
- * the bytes of one call's [B, H, T, S] probabilities (256 MiB: a LLaMA-7B layer at batch 1
- * and ≈ 1450 tokens). Below it the materialised path's batched products are expected to be
- * faster; on lavapipe they are at 128–512 tokens, and slower at 2048 (bench/RESULTS.md). A
- * GPU's crossover is unmeasured (`bench/attention.ts`).
- */
-export const ATTENTION_PATH: { path: AttentionPath; fuseFromBytes: number; kvSplits: number } = {
+/** The settings of {@link ATTENTION_PATH}. */
+export interface AttentionPathSettings {
+  /** The path of calls that name none. */
+  path: AttentionPath;
+  /**
+   * Bytes of one call's [B, H, T, S] probabilities from which `auto` fuses (256 MiB: a
+   * LLaMA-7B layer at batch 1 and ≈ 1450 tokens). Below it the materialised path's batched
+   * products are expected to be faster; on lavapipe they are at 128–512 tokens and head size
+   * 64, and slower at head size 16 (bench/RESULTS.md). A GPU's crossover is unmeasured
+   * (`bench/attention.ts`).
+   */
+  fuseFromBytes: number;
+  /** Query parts of the fused dK and dV passes; 0 chooses (tests and tuning force it). */
+  kvSplits: number;
+}
+
+/** The attention path of calls that name none, and when `auto` fuses. */
+export const ATTENTION_PATH: AttentionPathSettings = {
   path: "auto",
   fuseFromBytes: 256 * 2 ** 20,
-  /** Query parts of the fused dK and dV passes; 0 chooses (tests and tuning force it). */
   kvSplits: 0,
 };
 
