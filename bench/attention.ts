@@ -4,7 +4,7 @@
  * and the peak memory one training call adds. The data behind `ATTENTION_PATH.fuseFromBytes`
  * (lib/tensor/ops/attention_fused.ts).
  *
- *     deno run -A bench/attention.ts [--reps=10]
+ *     deno run -A bench/attention.ts [--reps=10] [--long]   # --long: 1024–2048 tokens at batch 1
  * @module
  */
 import { parseArgs } from "node:util";
@@ -37,7 +37,14 @@ const SMALL_CASES: Case[] = [
   { what: "decoder 512 tokens", b: 1, h: 4, hkv: 2, t: 512, d: 64, causal: true, dropout: 0 },
 ];
 
-const { values } = parseArgs({ options: { reps: { type: "string" } } });
+/** Long causal sequences at batch 1 for software adapters (minutes on lavapipe): where the paths cross. */
+const LONG_CASES: Case[] = [
+  { what: "decoder 1024, D = 16", b: 1, h: 8, hkv: 2, t: 1024, d: 16, causal: true, dropout: 0 },
+  { what: "decoder 2048, D = 16", b: 1, h: 8, hkv: 2, t: 2048, d: 16, causal: true, dropout: 0 },
+  { what: "decoder 1024, D = 64", b: 1, h: 4, hkv: 2, t: 1024, d: 64, causal: true, dropout: 0 },
+];
+
+const { values } = parseArgs({ options: { reps: { type: "string" }, long: { type: "boolean" } } });
 const reps = Number(values.reps ?? 10);
 const gpu = await getGpu();
 console.log(`attention fwd+bwd, fused vs materialised, on ${gpu.description}; ${new Date().toISOString()}`);
@@ -54,7 +61,7 @@ function operands(gpu: Gpu, c: Case) {
 }
 
 const rows: string[][] = [];
-for (const c of gpu.software ? SMALL_CASES : GPU_CASES) {
+for (const c of values.long ? LONG_CASES : gpu.software ? SMALL_CASES : GPU_CASES) {
   const { q, k, v, g } = operands(gpu, c);
   const run = (path: T.AttentionPath) =>
     T.attention(q, k, v, {
