@@ -10,12 +10,12 @@
  * Every kernel takes the same uniform (see {@link ATTENTION_UNIFORM}): sizes, the score scale,
  * the dropout key, and where each operand's heads lie (offset, batch and head strides, row
  * stride) so that q, k and v may be views of one packed projection. Dropout keeps element
- * e = ((b·H + h)·T + i)·S + j of the probabilities when pcg(pcg(e) + key) ≥ threshold, the
+ * e = ((b·H + h)·T + i)·S + j of the probabilities when `kept_(e)` (`DROPOUT_MASK`), the
  * mask `dropout` draws over [B, H, T, S].
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { PCG } from "./elementwise.ts";
+import { DROPOUT_MASK } from "./elementwise.ts";
 import { BUILTINS, GROUP_ID } from "./indexing.ts";
 
 /** Sizes and options fixed in a fused attention kernel's code. */
@@ -47,6 +47,8 @@ export const ATTENTION_UNIFORM = [
   "key",
   "threshold",
   "dscale",
+  "run",
+  "stride",
   "acc",
   "splits",
   "chunk",
@@ -146,13 +148,13 @@ function stageRows(
 function header(binds: string[], shape: FusedAttentionShape, shared: string[]): string {
   return `${binds.map((b, i) => `@group(0) @binding(${i}) ${b};`).join("\n")}
 ${UNIFORM}
-@group(0) @binding(${binds.length}) var<uniform> p: P;${shape.dropout ? PCG + KEEP : ""}
+@group(0) @binding(${binds.length}) var<uniform> p: P;${shape.dropout ? DROPOUT_MASK + KEEP : ""}
 ${shared.map((s) => `var<workgroup> ${s};`).join("\n")}`;
 }
 
 /** `keep_(e)`: the dropout factor of probability element e, dscale where kept, 0 where dropped. */
 const KEEP = `
-fn keep_(e: u32) -> f32 { return select(0.0, p.dscale, pcg_(pcg_(e) + p.key) >= p.threshold); }`;
+fn keep_(e: u32) -> f32 { return select(0.0, p.dscale, kept_(e)); }`;
 
 /** Bindings q, k, v (read), and the padding mask when masked. */
 function inputs(shape: FusedAttentionShape, withV = true): string[] {

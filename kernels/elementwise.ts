@@ -218,12 +218,22 @@ struct P { n: u32, s: f32 }
 }`,
 };
 
-/** The PCG hash (O'Neill) in WGSL; {@link pcgHash} is its CPU twin. */
-export const PCG = `
+/**
+ * The dropout mask in WGSL: `kept_(e)` ⇔ pcg(pcg(f) + p.key) ≥ p.threshold, with the PCG hash
+ * (O'Neill; {@link pcgHash} is its CPU twin) and f the element's index in the whole tensor:
+ * e itself, or ⌊e / p.run⌋·p.stride + e mod p.run when the kernel holds only some rows of it
+ * (`DropoutKey.rows`; run = stride = 1 otherwise). The kernel's uniform `p` has those fields.
+ */
+export const DROPOUT_MASK = `
 fn pcg_(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
   let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
   return (w >> 22u) ^ w;
+}
+fn kept_(e: u32) -> bool {
+  var f = e;
+  if (p.run != p.stride) { f = (e / p.run) * p.stride + e % p.run; }
+  return pcg_(pcg_(f) + p.key) >= p.threshold;
 }`;
 
 /** CPU twin of the WGSL `pcg_` hash (u32 in, u32 out). */
@@ -236,8 +246,8 @@ export function pcgHash(v: number): number {
 /**
  * Seeded dropout `y[e] = keep(e) ? x[e] * p.scale : 0` with `keep(e)` ⇔
  * `pcg(pcg(e) + p.key) >= p.threshold` for element index e (with `x4`, invocation i takes
- * elements 4i..4i+3: the same mask); the same kernel applies the mask to gradients.
- * Uniform `{ n, key, threshold, scale }`, n in elements (`x4`: vec4s).
+ * elements 4i..4i+3: the same mask; see {@link DROPOUT_MASK}); the same kernel applies the mask
+ * to gradients. Uniform `{ n, key, threshold, scale, run, stride }`, n in elements (`x4`: vec4s).
  */
 export function dropoutKernel(x4: boolean): Kernel {
   return x4 ? DROPOUT_X4 : DROPOUT;
@@ -254,8 +264,7 @@ export function dropoutAddKernel(x4: boolean): Kernel {
 
 function dropoutCode(x4: boolean, residual: boolean): string {
   const t = x4 ? "vec4<f32>" : "f32";
-  const kept = (v: string, e: string) =>
-    `select(0.0, ${v} * p.scale, pcg_(pcg_(${e}) + p.key) >= p.threshold)`;
+  const kept = (v: string, e: string) => `select(0.0, ${v} * p.scale, kept_(${e}))`;
   const dropped = x4
     ? `let x4 = x[i];\n  var d: vec4<f32>;\n  ` +
       XYZW.map((c, j) => `d.${c} = ${kept(`x4.${c}`, `4u * i + ${j}u`)};`).join("\n  ")
@@ -264,9 +273,9 @@ function dropoutCode(x4: boolean, residual: boolean): string {
     ? [`var<storage, read> x: array<${t}>`, `var<storage, read> r: array<${t}>`]
     : [`var<storage, read> x: array<${t}>`];
   binds.push(`var<storage, read_write> y: array<${t}>`);
-  return `${PCG}
+  return `${DROPOUT_MASK}
 ${binds.map((v, b) => `@group(0) @binding(${b}) ${v};`).join("\n")}
-struct P { n: u32, key: u32, threshold: u32, scale: f32 }
+struct P { n: u32, key: u32, threshold: u32, scale: f32, run: u32, stride: u32 }
 @group(0) @binding(${binds.length}) var<uniform> p: P;
 @compute @workgroup_size(256) fn main(${BUILTINS}) {
   ${linearId()}

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { PCG } from "./elementwise.ts";
+import { DROPOUT_MASK } from "./elementwise.ts";
 import { BUILTINS, GROUP_ID, linearId, workgroupReduce } from "./indexing.ts";
 
 const cache = new Map<string, Kernel>();
@@ -19,7 +19,7 @@ function cached(key: string, make: () => Kernel): Kernel {
 
 /**
  * Forward: bindings x, [r, s,] w, [b,] y, stats (2 per row: mean, rstd); uniform
- * `{ rows, d, eps, key, threshold, dscale }`. One workgroup of `wg` invocations per row (see
+ * `{ rows, d, eps, key, threshold, dscale, run, stride }`. One workgroup of `wg` invocations per row (see
  * `rowWorkgroupSize`). With `residual`, the normalised row is s = r + dropout(x) (the mask of
  * `dropoutKernel` for flat index e; threshold 0 and dscale 1 keep x as it is), stored in s for
  * backward: a residual connection and the LayerNorm after it in one pass.
@@ -32,14 +32,14 @@ export function normForwardKernel(rms: boolean, bias: boolean, wg = 128, residua
       `@group(0) @binding(${i}) var<storage, ${writes.has(n) ? "read_write" : "read"}> ${n}: array<f32>;`
     );
     binds.push(
-      `struct P { rows: u32, d: u32, eps: f32, key: u32, threshold: u32, dscale: f32 }`,
+      `struct P { rows: u32, d: u32, eps: f32, key: u32, threshold: u32, dscale: f32, run: u32, stride: u32 }`,
       `@group(0) @binding(${names.length}) var<uniform> p: P;`,
     );
     // the row's values: x itself, or s = r + dropout(x) written on the first pass
     const src = residual ? "s" : "x";
     const first = residual
       ? `let e = base + j;
-    let v = r[e] + select(0.0, x[e] * p.dscale, pcg_(pcg_(e) + p.key) >= p.threshold);
+    let v = r[e] + select(0.0, x[e] * p.dscale, kept_(e));
     s[e] = v;`
       : `let v = x[base + j];`;
     const meanCode = rms
@@ -49,7 +49,7 @@ export function normForwardKernel(rms: boolean, bias: boolean, wg = 128, residua
   let mean = wg_sum(sum, lid) / f32(p.d);`;
     return {
       name: `norm.${rms ? "rms" : "layer"}_forward${residual ? "_residual" : ""}`,
-      code: `${workgroupReduce(wg)}${residual ? PCG : ""}
+      code: `${workgroupReduce(wg)}${residual ? DROPOUT_MASK : ""}
 ${binds.join("\n")}
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
@@ -71,14 +71,14 @@ ${binds.join("\n")}
 
 /**
  * Input gradient: bindings x, w, stats, g, dx, [dxd]; uniform `{ rows, d, key, threshold,
- * dscale }`. With x̂ = (x−μ)·r and ĝ = g·w: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (LayerNorm),
+ * dscale, run, stride }`. With x̂ = (x−μ)·r and ĝ = g·w: dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (LayerNorm),
  * r·(ĝ − x̂·mean(ĝ·x̂)) (RMSNorm). With `residual`, dxd gets dx through the forward's dropout
  * mask (the gradient of the branch that was dropped out; dx is the residual's).
  */
 export function normBackwardKernel(rms: boolean, wg = 128, residual = false): Kernel {
   return cached(`bwd:${rms}:${wg}:${residual}`, () => ({
     name: `norm.${rms ? "rms" : "layer"}_backward${residual ? "_residual" : ""}`,
-    code: `${workgroupReduce(wg)}${residual ? PCG : ""}
+    code: `${workgroupReduce(wg)}${residual ? DROPOUT_MASK : ""}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
@@ -88,7 +88,7 @@ ${
       residual
         ? "@group(0) @binding(5) var<storage, read_write> dxd: array<f32>;\n"
         : ""
-    }struct P { rows: u32, d: u32, key: u32, threshold: u32, dscale: f32 }
+    }struct P { rows: u32, d: u32, key: u32, threshold: u32, dscale: f32, run: u32, stride: u32 }
 @group(0) @binding(${residual ? 6 : 5}) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
@@ -109,11 +109,7 @@ ${
   for (var j = lid; j < p.d; j = j + ${wg}u) {
     let xh = (x[base + j] - mean) * rstd;
     let d = rstd * (g[base + j] * w[j] - a - xh * c);
-    dx[base + j] = d;${
-      residual
-        ? "\n    dxd[base + j] = select(0.0, d * p.dscale, pcg_(pcg_(base + j) + p.key) >= p.threshold);"
-        : ""
-    }
+    dx[base + j] = d;${residual ? "\n    dxd[base + j] = select(0.0, d * p.dscale, kept_(base + j));" : ""}
   }
 }`,
   }));

@@ -8,16 +8,17 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { PCG } from "./elementwise.ts";
+import { DROPOUT_MASK } from "./elementwise.ts";
 import { BUILTINS, GROUP_ID, workgroupReduce } from "./indexing.ts";
 
 const cache = new Map<string, Kernel>();
 
 /**
  * `y = softmax(scale·x)` per row with masking, `wg` invocations per row. Bindings x, [mask
- * (i32),] y, [yd,]; uniform `{ rows, s, t, off, rowsPerBatch, scale, key, threshold, dscale }`.
+ * (i32),] y, [yd,]; uniform `{ rows, s, t, off, rowsPerBatch, scale, key, threshold, dscale,
+ * run, stride }`.
  * With `dropout`, yd gets y after dropout (the mask of `dropoutKernel` for flat element index e:
- * kept ⇔ pcg(pcg(e) + key) ≥ threshold, scaled by dscale), so both come from one pass.
+ * `DROPOUT_MASK`, scaled by dscale), so both come from one pass.
  */
 export function softmaxKernel(causal: boolean, masked: boolean, wg = 128, dropout = false): Kernel {
   const key = `fwd:${causal}:${masked}:${wg}:${dropout}`;
@@ -31,9 +32,9 @@ export function softmaxKernel(causal: boolean, masked: boolean, wg = 128, dropou
   if (dropout) binds.push("var<storage, read_write> yd: array<f32>");
   k = {
     name: `softmax.forward${causal ? "_causal" : ""}${masked ? "_masked" : ""}${dropout ? "_dropout" : ""}`,
-    code: `${workgroupReduce(wg)}${dropout ? PCG : ""}
+    code: `${workgroupReduce(wg)}${dropout ? DROPOUT_MASK : ""}
 ${binds.map((b, i) => `@group(0) @binding(${i}) ${b};`).join("\n")}
-struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, key: u32, threshold: u32, dscale: f32 }
+struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, key: u32, threshold: u32, dscale: f32, run: u32, stride: u32 }
 @group(0) @binding(${binds.length}) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
@@ -55,11 +56,7 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, k
   for (var j = lid; j < p.s; j = j + ${wg}u) {
     var v = 0.0;
     if (${allowed}) { v = exp(x[base + j] * p.scale - mx) * inv; }
-    y[base + j] = v;${
-      dropout
-        ? "\n    yd[base + j] = select(0.0, v * p.dscale, pcg_(pcg_(base + j) + p.key) >= p.threshold);"
-        : ""
-    }
+    y[base + j] = v;${dropout ? "\n    yd[base + j] = select(0.0, v * p.dscale, kept_(base + j));" : ""}
   }
 }`,
   };
@@ -70,21 +67,20 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, k
 /**
  * `dx = scale · y · (g − Σ y·g)` per row, `wg` invocations per row, with g = dy, or with
  * `dropout` g = dy through the forward's dropout mask (the gradient of yd). Bindings y, dy, dx;
- * uniform `{ rows, s, scale, key, threshold, dscale }`.
+ * uniform `{ rows, s, scale, key, threshold, dscale, run, stride }`.
  */
 export function softmaxBackwardKernel(wg = 128, dropout = false): Kernel {
   const key = `bwd:${wg}:${dropout}`;
   let k = cache.get(key);
   if (k) return k;
-  const g = (e: string) =>
-    dropout ? `select(0.0, dy[${e}] * p.dscale, pcg_(pcg_(${e}) + p.key) >= p.threshold)` : `dy[${e}]`;
+  const g = (e: string) => dropout ? `select(0.0, dy[${e}] * p.dscale, kept_(${e}))` : `dy[${e}]`;
   k = {
     name: `softmax.backward${dropout ? "_dropout" : ""}`,
-    code: `${workgroupReduce(wg)}${dropout ? PCG : ""}
+    code: `${workgroupReduce(wg)}${dropout ? DROPOUT_MASK : ""}
 @group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-struct P { rows: u32, s: u32, scale: f32, key: u32, threshold: u32, dscale: f32 }
+struct P { rows: u32, s: u32, scale: f32, key: u32, threshold: u32, dscale: f32, run: u32, stride: u32 }
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};

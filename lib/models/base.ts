@@ -13,12 +13,13 @@ import {
   checkpoint,
   dropout,
   dropoutAdd,
+  type DropoutRows,
   type DropoutSpec,
   isGradEnabled,
   type Tensor,
   tidy,
 } from "../tensor/mod.ts";
-import type { Batch, Model, ModelOutput, ModelTask } from "./model.ts";
+import type { Batch, ForwardOptions, Model, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext } from "./registry.ts";
 
 /** A family's model: subclasses build their layers in the constructor and implement forward. */
@@ -57,7 +58,7 @@ export abstract class BaseModel implements Model {
     this.#training = on;
   }
 
-  abstract forward(batch: Batch): ModelOutput;
+  abstract forward(batch: Batch, options?: ForwardOptions): ModelOutput;
 
   dispose(): void {
     for (const t of this.parameters.values()) t.dispose();
@@ -103,21 +104,31 @@ export abstract class BaseModel implements Model {
     return dropout(x, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
   }
 
-  /** `residual + this.dropout(x, p, site)`, in one pass in train mode. */
-  protected dropoutAdd(x: Tensor, residual: Tensor, p: number, site: number): Tensor {
-    if (!this.#training || p === 0) return add(x, residual);
-    return dropoutAdd(x, residual, p, { seed: this.dropoutSeed, step: this.dropoutStep, site });
+  /** `residual + this.dropout(x, p, site)`, in one pass in train mode (`rows`: see {@link dropoutSpec}). */
+  protected dropoutAdd(x: Tensor, residual: Tensor, p: number, site: number, rows?: DropoutRows): Tensor {
+    const spec = this.dropoutSpec(p, site, rows);
+    return spec ? dropoutAdd(x, residual, p, spec.key) : add(x, residual);
   }
 
   /** `norm(residual + this.dropout(x, p, site))` in one pass (a post-LN residual connection). */
-  protected residualNorm(norm: LayerNorm, x: Tensor, residual: Tensor, p: number, site: number): Tensor {
-    return norm.forwardResidual(x, residual, this.dropoutSpec(p, site));
+  protected residualNorm(
+    norm: LayerNorm,
+    x: Tensor,
+    residual: Tensor,
+    p: number,
+    site: number,
+    rows?: DropoutRows,
+  ): Tensor {
+    return norm.forwardResidual(x, residual, this.dropoutSpec(p, site, rows));
   }
 
-  /** {@link dropout} at `site` for an op to apply itself, or null where it is the identity (eval mode, p = 0). */
-  protected dropoutSpec(p: number, site: number): DropoutSpec | null {
+  /**
+   * {@link dropout} at `site` for an op to apply itself, or null where it is the identity (eval
+   * mode, p = 0). `rows`: the op holds only those rows of the site's tensor (`DropoutKey.rows`).
+   */
+  protected dropoutSpec(p: number, site: number, rows?: DropoutRows): DropoutSpec | null {
     return this.#training && p > 0
-      ? { p, key: { seed: this.dropoutSeed, step: this.dropoutStep, site } }
+      ? { p, key: { seed: this.dropoutSeed, step: this.dropoutStep, site, ...(rows ? { rows } : {}) } }
       : null;
   }
 }

@@ -11,6 +11,7 @@
  */
 import type { BertConfig } from "../io/hf_config.ts";
 import { feedForward } from "../nn/feed_forward.ts";
+import { FUSIONS } from "../nn/fusions.ts";
 import { paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
@@ -18,8 +19,8 @@ import { classificationLoss } from "../nn/loss.ts";
 import { LayerNorm } from "../nn/norm.ts";
 import { add, tanh, Tensor, tidy } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
-import { encoderSelfAttention, firstToken } from "./encoder.ts";
-import type { Batch, ModelOutput } from "./model.ts";
+import { encoderSelfAttention, firstPosition, firstToken } from "./encoder.ts";
+import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
 /** One encoder layer's layers. */
@@ -124,7 +125,7 @@ export class BertModel extends BaseModel {
     else throw new Error(`${c.modelType}: task "${ctx.task}" is not supported (seq-cls or base)`);
   }
 
-  forward(batch: Batch): BertOutput {
+  forward(batch: Batch, options: ForwardOptions = {}): BertOutput {
     const c = this.config;
     const roberta = c.modelType === "roberta";
     const { ids, host, b, t } = tokenInputs(batch, c.modelType, roberta ? undefined : c.maxPositions);
@@ -137,19 +138,24 @@ export class BertModel extends BaseModel {
       const e = add(words, this.positions.forward(this.positionIds(host, b, t)));
       return this.dropout(this.embNorm.forward(e), drop, 0);
     });
+    // the classifiers read [CLS] / <s> alone: the last layer need not compute the other positions
+    const lastAtFirst = !!options.headOnly && this.task === "seq-cls" && FUSIONS.head;
     this.layers.forEach((layer, i) => {
       const input = x, site = 3 * i + 1;
+      const first = lastAtFirst && i === this.layers.length - 1;
       x = this.runLayer(input, mask, (prev, mask) => {
-        const probsDropout = this.dropoutSpec(attnDrop, site);
+        const at = first ? firstPosition(prev) : null;
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, prev, {
           numHeads: c.numHeads,
           headDim: c.headDim,
           mask,
-          probsDropout,
+          probsDropout: this.dropoutSpec(attnDrop, site, at?.probRows),
+          at,
         });
-        const y = this.residualNorm(layer.attnNorm, layer.attnOut.forward(a), prev, drop, site + 1);
+        const attended = layer.attnOut.forward(a);
+        const y = this.residualNorm(layer.attnNorm, attended, at?.x0 ?? prev, drop, site + 1, at?.hiddenRows);
         const m = feedForward(layer.inter, layer.out, c.activation, y);
-        return this.residualNorm(layer.outNorm, m, y, drop, site + 2);
+        return this.residualNorm(layer.outNorm, m, y, drop, site + 2, at?.hiddenRows);
       });
       input.dispose(); // saved activations hold their own views
     });

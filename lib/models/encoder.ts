@@ -1,13 +1,21 @@
 /**
  * Pieces the encoder families (BERT, RoBERTa, ViT) share: bidirectional multi-head
- * self-attention with HF's attention-probability dropout (applied in train mode only), and
- * the first-token ([CLS] / <s>) vector of a sequence.
+ * self-attention with HF's attention-probability dropout (applied in train mode only), the
+ * first-token ([CLS] / <s>) vector of a sequence, and what a last layer computed at that
+ * token alone needs (its heads read nothing else).
  * @module
  */
 import { multiHeadAttention, packedMultiHeadAttention } from "../nn/attention.ts";
 import { fusedProjection } from "../nn/fused_linear.ts";
 import type { Linear } from "../nn/linear.ts";
-import { type DropoutSpec, reshape, slice, type Tensor } from "../tensor/mod.ts";
+import {
+  type DropoutRows,
+  type DropoutSpec,
+  kvPackedAttention,
+  reshape,
+  slice,
+  type Tensor,
+} from "../tensor/mod.ts";
 
 /** Options of {@link encoderSelfAttention}. */
 export interface EncoderAttentionOptions {
@@ -17,6 +25,11 @@ export interface EncoderAttentionOptions {
   mask: Tensor | null;
   /** Dropout on the attention probabilities [B, H, T, T] (train mode); null in eval mode. */
   probsDropout: DropoutSpec | null;
+  /**
+   * Compute the output at the first position alone (queries from there, keys and values from
+   * all of x) → [B, 1, H·D]; `probsDropout` then needs its `probRows`.
+   */
+  at?: FirstPosition | null;
 }
 
 /**
@@ -33,7 +46,21 @@ export function encoderSelfAttention(
   x: Tensor,
   opts: EncoderAttentionOptions,
 ): Tensor {
-  const { numHeads, headDim, mask, probsDropout } = opts;
+  const { numHeads, headDim, mask, probsDropout, at } = opts;
+  if (at) {
+    const q = query.forward(at.x0, at.hiddenRows);
+    const kv = fusedProjection([key, value], x);
+    if (!kv) {
+      return multiHeadAttention(q, key.forward(x), value.forward(x), {
+        numHeads,
+        headDim,
+        mask,
+        probsDropout,
+      });
+    }
+    const heads = kvPackedAttention(q, kv, { heads: numHeads, headDim, mask, probsDropout });
+    return reshape(heads, [x.shape[0], 1, numHeads * headDim]);
+  }
   const qkv = fusedProjection([query, key, value], x);
   if (qkv) return packedMultiHeadAttention(qkv, { numHeads, headDim, mask, probsDropout });
   const [q, k, v] = [query, key, value].map((l) => l.forward(x));
@@ -44,4 +71,28 @@ export function encoderSelfAttention(
 export function firstToken(hidden: Tensor): Tensor {
   const [b, , h] = hidden.shape;
   return reshape(slice(hidden, 1, 0, 1), [b, h]);
+}
+
+/**
+ * A layer computed at the first position of each sequence alone (a last layer whose head reads
+ * only [CLS]): its input there, and the dropout remaps (`DropoutKey.rows`) that give its
+ * hidden rows [B, 1, H] and attention probability rows [B, heads, 1, T] the masks of the whole
+ * layer's [B, T, H] and [B, heads, T, T], so it drops, and computes, what the whole layer does
+ * at that position.
+ */
+export interface FirstPosition {
+  /** The layer input's first rows [B, 1, H]. */
+  x0: Tensor;
+  hiddenRows: DropoutRows;
+  probRows: DropoutRows;
+}
+
+/** {@link FirstPosition} of a layer input x [B, T, H]. */
+export function firstPosition(x: Tensor): FirstPosition {
+  const [, t, h] = x.shape;
+  return {
+    x0: slice(x, 1, 0, 1),
+    hiddenRows: { run: h, stride: t * h },
+    probRows: { run: t, stride: t * t },
+  };
 }

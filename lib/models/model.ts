@@ -43,11 +43,24 @@ export interface ModelOutput {
   logits: Tensor;
   /**
    * HF's last `hidden_states` entry [batch, seq, hidden]: after the final norm for GPT-2 and
-   * LLaMA (ln_f, norm), before it for ViT (whose classifier reads the normed copy).
+   * LLaMA (ln_f, norm), before it for ViT (whose classifier reads the normed copy). With
+   * `headOnly`, possibly only the positions the head reads ({@link ForwardOptions}).
    */
   hidden: Tensor;
   /** The family's loss when `labels` were given (HF's definition: shifted next-token mean, or mean CE). */
   loss?: Tensor;
+}
+
+/** Options of {@link Model.forward}. */
+export interface ForwardOptions {
+  /**
+   * Only the logits and the loss are wanted. A family whose head reads one position per
+   * sequence (the [CLS] / <s> classifiers of BERT, RoBERTa and ViT) then computes its last
+   * layer at that position alone: the same logits, loss and gradients, with the same dropout
+   * masks, for about 1/layers less work. `hidden` then holds that position only
+   * ([batch, 1, hidden]). Default false.
+   */
+  headOnly?: boolean;
 }
 
 /** A loaded transformer. */
@@ -69,7 +82,7 @@ export interface Model {
    */
   gradientCheckpointing: boolean;
   /** One forward pass (recorded on the tape when gradients are on). */
-  forward(batch: Batch): ModelOutput;
+  forward(batch: Batch, options?: ForwardOptions): ModelOutput;
   /** Release every GPU buffer of the model. */
   dispose(): void;
 }

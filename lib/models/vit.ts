@@ -14,13 +14,14 @@
  */
 import type { VitConfig } from "../io/hf_config.ts";
 import { feedForward } from "../nn/feed_forward.ts";
+import { FUSIONS } from "../nn/fusions.ts";
 import type { Linear } from "../nn/linear.ts";
 import { classificationLoss } from "../nn/loss.ts";
 import { LayerNorm, param } from "../nn/norm.ts";
 import { add, broadcastTo, concat, patchEmbed, tanh, type Tensor, tidy } from "../tensor/mod.ts";
 import { BaseModel, rawNumber } from "./base.ts";
-import { encoderSelfAttention, firstToken } from "./encoder.ts";
-import type { Batch, ModelOutput } from "./model.ts";
+import { encoderSelfAttention, firstPosition, firstToken } from "./encoder.ts";
+import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
 /** One encoder layer's layers. */
@@ -91,7 +92,7 @@ export class VitModel extends BaseModel {
     else throw new Error(`vit: task "${ctx.task}" is not supported (image-cls or base)`);
   }
 
-  forward(batch: Batch): VitOutput {
+  forward(batch: Batch, options: ForwardOptions = {}): VitOutput {
     const c = this.config;
     const pixels = this.pixels(batch);
     this.nextStep();
@@ -103,20 +104,25 @@ export class VitModel extends BaseModel {
       const tokens = concat([broadcastTo(this.clsToken, [b, 1, h]), patches], 1);
       return this.dropout(add(tokens, this.positionEmbeddings), drop, 0);
     });
+    // the classifier reads [CLS] alone: the last layer need not compute the other positions
+    const lastAtFirst = !!options.headOnly && this.classifier !== null && FUSIONS.head;
     this.layers.forEach((layer, i) => {
       const input = x, site = 3 * i + 1;
+      const first = lastAtFirst && i === this.layers.length - 1;
       x = this.runLayer(input, null, (prev) => {
-        const probsDropout = this.dropoutSpec(attnDrop, site);
         const n = layer.normBefore.forward(prev);
+        const at = first ? firstPosition(n) : null;
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, n, {
           numHeads: c.numHeads,
           headDim: c.headDim,
           mask: null,
-          probsDropout,
+          probsDropout: this.dropoutSpec(attnDrop, site, at?.probRows),
+          at,
         });
-        const y = this.dropoutAdd(layer.attnOut.forward(a), prev, drop, site + 1);
+        const residual = first ? firstPosition(prev).x0 : prev;
+        const y = this.dropoutAdd(layer.attnOut.forward(a), residual, drop, site + 1, at?.hiddenRows);
         const m = feedForward(layer.inter, layer.out, c.activation, layer.normAfter.forward(y));
-        return this.dropoutAdd(m, y, drop, site + 2);
+        return this.dropoutAdd(m, y, drop, site + 2, at?.hiddenRows);
       });
       input.dispose(); // saved activations hold their own views
     });

@@ -40,16 +40,17 @@ export interface MultiHeadOptions {
 }
 
 /**
- * `softmax(q·kᵀ·scale + masks)·v` per head: q [B, T, H·D], k and v [B, T, Hkv·D] →
- * [B, T, H·D] (heads concatenated, ready for the output projection). The heads are read and
- * written in place ([B, T, H, D] views), never permuted.
+ * `softmax(q·kᵀ·scale + masks)·v` per head: q [B, T, H·D], k and v [B, S, Hkv·D] →
+ * [B, T, H·D] (heads concatenated, ready for the output projection; S = T for
+ * self-attention). The heads are read and written in place ([B, T, H, D] views), never
+ * permuted.
  */
 export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, opts: MultiHeadOptions): Tensor {
   const { numHeads: h, headDim: d } = opts;
   const hkv = opts.numKvHeads ?? h;
   const [b, t] = q.shape;
   const heads = (x: Tensor, n: number, rotate: boolean) => {
-    const x4 = reshape(x, [b, t, n, d]);
+    const x4 = reshape(x, [b, x.shape[1], n, d]);
     return rotate && opts.rope ? rope(x4, opts.rope, "bthd") : x4;
   };
   const [q4, k4, v4] = [heads(q, h, true), heads(k, hkv, true), heads(v, hkv, false)];

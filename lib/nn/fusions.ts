@@ -1,6 +1,6 @@
 /**
  * Switches for the fused paths the layers take, all on by default. Benchmarks turn them off one
- * at a time to measure what each is worth (`bench/step.ts --no-fuse=qkv,ffn,norm`); the
+ * at a time to measure what each is worth (`bench/step.ts --no-fuse=qkv,ffn,norm,head`); the
  * results are the same either way (tested).
  * @module
  */
@@ -13,4 +13,9 @@ export const FUSIONS = {
   ffn: true,
   /** A post-LN residual connection inside the LayerNorm (`LayerNorm.forwardResidual`). */
   norm: true,
+  /**
+   * With `ForwardOptions.headOnly`, a [CLS] classifier's last layer at that position alone
+   * (`firstPosition`, lib/models/encoder.ts).
+   */
+  head: true,
 };

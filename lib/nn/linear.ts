@@ -5,7 +5,7 @@
  * @module
  */
 import type { LinearShape } from "../models/shapes.ts";
-import { add, linear, Tensor } from "../tensor/mod.ts";
+import { add, type DropoutRows, linear, Tensor } from "../tensor/mod.ts";
 import { copyAll } from "../tensor/ops/copy.ts";
 import { param } from "./norm.ts";
 
@@ -13,8 +13,12 @@ import { param } from "./norm.ts";
 export interface LinearAdapter {
   /** Method name, e.g. `ssh`. */
   readonly kind: string;
-  /** The update's contribution `ΔW x` for input x [..., in] → [..., out] (recorded on the tape). */
-  delta(x: Tensor): Tensor;
+  /**
+   * The update's contribution `ΔW x` for input x [..., in] → [..., out] (recorded on the tape).
+   * `rows`: x holds only these rows of the layer's usual input (`DropoutKey.rows`), and an
+   * adapter with dropout on x draws that input's masks there.
+   */
+  delta(x: Tensor, rows?: DropoutRows): Tensor;
   /** The adapter's trainable tensors. */
   parameters(): Tensor[];
   /**
@@ -22,7 +26,7 @@ export interface LinearAdapter {
    * route than `x Wᵀ + b + delta(x)` for this input (SSH folds ΔW into a copy of a small W);
    * null to take that sum.
    */
-  apply?(layer: Linear, x: Tensor): Tensor | null;
+  apply?(layer: Linear, x: Tensor, rows?: DropoutRows): Tensor | null;
   /**
    * When the adapter folds ΔW into the weight for `tokens` tokens (SSH and FourierFT on small
    * layers): add ΔW into `dst` (f32, holding the layer's weight W in its storage layout from
@@ -35,7 +39,7 @@ export interface LinearAdapter {
    * dropout on x) and B [out, r] (LoRA): a shared product (`fusedProjection`) then adds it into
    * its output's columns itself.
    */
-  lowRank?(x: Tensor): { h: Tensor; b: Tensor; scale: number };
+  lowRank?(x: Tensor, rows?: DropoutRows): { h: Tensor; b: Tensor; scale: number };
 }
 
 /** How an adapter folded into a weight (see {@link LinearAdapter.fold}) is trained. */
@@ -99,11 +103,11 @@ export class Linear {
     return copy;
   }
 
-  /** x [..., in] → [..., out]. */
-  forward(x: Tensor): Tensor {
-    const adapted = this.adapter?.apply?.(this, x);
+  /** x [..., in] → [..., out] (`rows`: see {@link LinearAdapter.delta}). */
+  forward(x: Tensor, rows?: DropoutRows): Tensor {
+    const adapted = this.adapter?.apply?.(this, x, rows);
     if (adapted) return adapted;
     const y = linear(x, this.weight, this.bias, { weightLayout: this.layout });
-    return this.adapter ? add(y, this.adapter.delta(x)) : y;
+    return this.adapter ? add(y, this.adapter.delta(x, rows)) : y;
   }
 }

@@ -24,6 +24,7 @@ import {
   currentReplay,
   dropout,
   type DropoutKey,
+  type DropoutRows,
   keep,
   linear,
   matmul,
@@ -108,14 +109,14 @@ export class LoraLayer implements PeftLayer {
   }
 
   /** scaling · B A dropout(x) for x [..., in] → [..., out] (recorded on the tape). */
-  delta(x: Tensor): Tensor {
-    const { h, b, scale } = this.lowRank(x);
+  delta(x: Tensor, rows?: DropoutRows): Tensor {
+    const { h, b, scale } = this.lowRank(x, rows);
     const y = matmul(h, b, { transB: true, alpha: scale });
     return x.shape.length === 1 ? reshape(y, [this.outFeatures]) : y;
   }
 
   /** h = dropout(x)·Aᵀ [tokens, r] (recorded on the tape), B and the scaling: delta(x) = scaling·h·Bᵀ. */
-  lowRank(x: Tensor): { h: Tensor; b: Tensor; scale: number } {
+  lowRank(x: Tensor, rows?: DropoutRows): { h: Tensor; b: Tensor; scale: number } {
     const n = this.inFeatures;
     if (x.dtype !== "f32" || x.shape.length < 1 || x.shape[x.shape.length - 1] !== n) {
       throw new Error(`${this.path}: adapter input must be f32 [..., ${n}], got ${x.describe()}`);
@@ -129,6 +130,7 @@ export class LoraLayer implements PeftLayer {
         seed: s.seed,
         step,
         site: 0x4c000000 + 0x10000 * this.#call(step) + this.site,
+        ...(rows ? { rows } : {}),
       };
       input = dropout(flat, this.dropout, key);
     }

@@ -50,6 +50,7 @@ export {
   attention,
   type AttentionOptions,
   type HeadLayout,
+  kvPackedAttention,
   packedAttention,
   type PackedAttentionOptions,
   rope,
@@ -70,6 +71,7 @@ export {
   dropoutAdd,
   type DropoutKey,
   dropoutMaskKey,
+  type DropoutRows,
   type DropoutSpec,
   dropoutThreshold,
 } from "./ops/dropout.ts";

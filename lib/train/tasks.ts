@@ -119,7 +119,7 @@ export function toModelBatch(model: Model, b: HostBatch, task: TaskName): Batch 
 
 /** The training loss of `b` (a scalar tensor on the tape when gradients are on). */
 export function batchLoss(model: Model, b: HostBatch, task: TaskName): Tensor {
-  const out = model.forward(toModelBatch(model, b, task));
+  const out = model.forward(toModelBatch(model, b, task), { headOnly: true });
   if (!out.loss) throw new Error(`${model.family}: the forward pass returned no loss for task ${task}`);
   return out.loss;
 }
@@ -166,7 +166,7 @@ export async function evaluate(
       const labels = isImageBatch(b) || task !== "causal-lm" ? b.labels : null;
       const reads = tidy(() =>
         noGrad(() => {
-          const out = model.forward(toModelBatch(model, b, task));
+          const out = model.forward(toModelBatch(model, b, task), { headOnly: true });
           if (!out.loss) {
             throw new Error(`${model.family}: the forward pass returned no loss for task ${task}`);
           }

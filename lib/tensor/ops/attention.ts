@@ -101,6 +101,36 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
   return scaledDotProduct(part(0), part(h), part(h + hkv), dims, "bthd", opts);
 }
 
+/**
+ * Attention of queries q [B, T, H·D] over keys and values packed in one [B, S, 2·Hkv·D] tensor
+ * (k's heads, then v's, as a fused key/value projection gives them), read in place: a layer
+ * computed at a few positions alone takes its queries there and keys and values everywhere.
+ * Returns [B, T, H, D].
+ */
+export function kvPackedAttention(q: Tensor, kv: Tensor, opts: PackedAttentionOptions): Tensor {
+  expectDtype("kvPackedAttention", "f32", q, kv);
+  const { heads: h, headDim: d } = opts;
+  const hkv = opts.kvHeads ?? h;
+  const [b, t, wq] = q.shape, [bk, s, w] = kv.shape;
+  const ok = q.shape.length === 3 && kv.shape.length === 3 && wq === h * d && w === 2 * hkv * d &&
+    b === bk && hkv > 0 && h % hkv === 0 && [b, t, s, d].every((n) => n > 0);
+  if (!ok) {
+    throw new Error(
+      `kvPackedAttention: expected q [B, T, H·D] = [B, T, ${h * d}] and kv [B, S, 2·Hkv·D] = ` +
+        `[B, S, ${
+          2 * hkv * d
+        }] with H (${h}) a multiple of Hkv (${hkv}), got q ${q.describe()}, kv ${kv.describe()}`,
+    );
+  }
+  const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
+  const part = (first: number): AttentionHeads => ({
+    x: kv,
+    at: { ld: w, offset: first * d, batchStride: s * w, headStride: d, headGroup: 1 },
+    whole: false,
+  });
+  return scaledDotProduct(query, part(0), part(hkv), { b, h, hkv, t, s, d, dv: d }, "bthd", opts);
+}
+
 /** Sizes of one attention call. */
 export type AttentionDims = Pick<AttnDims, "b" | "h" | "hkv" | "t" | "s" | "d" | "dv">;
 

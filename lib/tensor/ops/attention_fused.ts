@@ -18,7 +18,7 @@ import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import { Tensor } from "../tensor.ts";
 import type { AttentionDims, AttentionHeads, AttentionOptions } from "./attention.ts";
-import { dropoutMaskKey, dropoutThreshold } from "./dropout.ts";
+import { dropoutWords } from "./dropout.ts";
 import { f, u32s } from "./util.ts";
 
 /** Which attention path a call takes: `auto` fuses when the probabilities would be large. */
@@ -129,6 +129,7 @@ export function fusedScaledDotProduct(
     gpu.limits.maxComputeWorkgroupStorageSize,
   );
   const scale = opts.scale ?? 1 / Math.sqrt(dims.d);
+  const dropWords = dropoutWords(drop);
   const uniform = (blocks: number, acc: boolean, parts = { splits: 1, chunk: t }) => {
     const words: Record<(typeof ATTENTION_UNIFORM)[number], number> = {
       b,
@@ -139,9 +140,11 @@ export function fusedScaledDotProduct(
       off: s - t,
       blocks,
       scale: f(scale),
-      key: drop ? dropoutMaskKey(drop.key) : 0,
-      threshold: drop ? dropoutThreshold(drop.p) : 0,
-      dscale: f(drop && drop.p < 1 ? 1 / (1 - drop.p) : 0),
+      key: dropWords[0],
+      threshold: dropWords[1],
+      dscale: dropWords[2],
+      run: dropWords[3],
+      stride: dropWords[4],
       acc: acc ? 1 : 0,
       splits: parts.splits,
       chunk: parts.chunk,

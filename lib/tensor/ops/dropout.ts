@@ -16,6 +16,19 @@ export interface DropoutKey {
   step: number;
   /** Distinguishes dropout layers within one step (e.g. layer index · 4 + which). */
   site?: number;
+  /**
+   * The tensor holds only some rows of the one whose masks to draw: runs of `run` elements,
+   * `stride` apart there (a layer computed at the first position of each sequence alone). Its
+   * element e takes the mask of element ⌊e / run⌋·stride + e mod run, so it drops what the
+   * whole computation would.
+   */
+  rows?: DropoutRows;
+}
+
+/** Runs of `run` elements, `stride` apart: which elements of a tensor another one holds (`DropoutKey.rows`). */
+export interface DropoutRows {
+  run: number;
+  stride: number;
 }
 
 /** A dropout for an op to apply in its own pass (softmax, a residual LayerNorm): probability p, masks from key. */
@@ -27,6 +40,21 @@ export interface DropoutSpec {
 /** The u32 key of a mask (shared by the kernel and the CPU reference). */
 export function dropoutMaskKey(key: DropoutKey): number {
   return pcgHash((key.seed >>> 0) ^ pcgHash((key.step >>> 0) ^ pcgHash((key.site ?? 0) >>> 0)));
+}
+
+/**
+ * The uniform words of a dropout that a kernel applies (`DROPOUT_MASK`): key, threshold,
+ * the scale of kept elements (f32 bits), run and stride. Without one, every element is kept
+ * as it is.
+ */
+export function dropoutWords(drop: DropoutSpec | null): number[] {
+  if (!drop) return [0, 0, f(1), 1, 1];
+  const { p, key } = drop;
+  const { run, stride } = key.rows ?? { run: 1, stride: 1 };
+  if (!(Number.isInteger(run) && Number.isInteger(stride) && run >= 1 && stride >= run)) {
+    throw new Error(`dropout: rows {run: ${run}, stride: ${stride}} need integers with 1 ≤ run ≤ stride`);
+  }
+  return [dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)), run, stride];
 }
 
 /** The u32 threshold below which a hash drops its element: round(p · 2³²). */
@@ -85,6 +113,6 @@ function checkProbability(op: string, p: number): void {
 function launchPlan(x: Tensor, p: number, key: DropoutKey) {
   const x4 = x.size % 4 === 0;
   const n = x4 ? x.size / 4 : x.size;
-  const params = u32s(n, dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)));
+  const params = u32s(n, ...dropoutWords({ p, key }));
   return { x4, n, params };
 }

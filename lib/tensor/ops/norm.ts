@@ -10,7 +10,7 @@ import { record } from "../autograd.ts";
 import { sameShape } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
 import { reduceRaw } from "./reduce.ts";
-import { type DropoutKey, dropoutMaskKey, type DropoutSpec, dropoutThreshold } from "./dropout.ts";
+import { type DropoutKey, type DropoutSpec, dropoutWords } from "./dropout.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 
 /** `(x − mean) / sqrt(var + eps) · weight + bias` over the last dimension (biased variance). */
@@ -76,12 +76,10 @@ function norm(
   const gpu = x.gpu;
   const rows = x.size / d;
   const wg = rowWorkgroupSize(d);
-  // key, threshold and scale of the dropout on x: all kept, scale 1, without dropout
+  // the dropout on x: all kept, scale 1, without one
   const key = res && res.p > 0 ? res.key : null;
   const dropping = key !== null;
-  const drop = key
-    ? [dropoutMaskKey(key), dropoutThreshold(res!.p), f(res!.p === 1 ? 0 : 1 / (1 - res!.p))]
-    : [0, 0, f(1)];
+  const drop = dropoutWords(key ? { p: res!.p, key } : null);
   const y = Tensor.empty(gpu, x.shape);
   const stats = Tensor.empty(gpu, [rows, 2]);
   // the normalised rows: x, or s = residual + dropout(x), which the forward pass writes

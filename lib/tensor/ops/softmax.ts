@@ -8,7 +8,7 @@ import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { dropoutMaskKey, type DropoutSpec, dropoutThreshold } from "./dropout.ts";
+import { type DropoutSpec, dropoutWords } from "./dropout.ts";
 import { expectDtype, f, u32s } from "./util.ts";
 
 /** Masking of {@link maskedSoftmax}, for scores laid out [batch, ..., T, S]. */
@@ -58,10 +58,7 @@ export function maskedSoftmax(
   if (mask.causal && s < t) throw new Error(`softmax: causal mask needs keys ≥ queries, got ${s} < ${t}`);
   const drop = dropout && dropout.p > 0 ? dropout : null;
   if (drop && !(drop.p <= 1)) throw new Error(`softmax: dropout probability ${drop.p} is outside [0, 1]`);
-  // key, threshold and scale of the dropout masks (zeros without dropout)
-  const dropWords = drop
-    ? [dropoutMaskKey(drop.key), dropoutThreshold(drop.p), f(drop.p === 1 ? 0 : 1 / (1 - drop.p))]
-    : [0, 0, 0];
+  const dropWords = dropoutWords(drop);
   const y = Tensor.empty(gpu, x.shape);
   const yd = drop ? Tensor.empty(gpu, x.shape) : y;
   const bufs = [x.buffer, ...(pad ? [pad.buffer] : []), y.buffer, ...(drop ? [yd.buffer] : [])];
