@@ -69,7 +69,7 @@ fi
 # the SSH coefficient gradient's first pass unstaged (the default on GPUs stages it): A/B against `steps`
 part steps_unstaged 60 $run bench/step.ts --models=roberta-base --methods=ssh --grad-pass=unstaged --profile
 # each fusion off in turn (lib/nn/fusions.ts), against `steps`: what each is worth on this GPU
-part fusions 90 bash -c "for f in qkv ffn norm; do echo \"-- no-fuse=\$f\"; $run bench/step.ts --models=roberta-base --methods=ssh --no-fuse=\$f; done"
+part fusions 110 bash -c "for f in qkv ffn norm head; do echo \"-- no-fuse=\$f\"; $run bench/step.ts --models=roberta-base --methods=ssh --no-fuse=\$f; done"
 # fused attention against materialised probabilities (ms and peak memory): where `auto` should fuse
 part attention 60 $run bench/attention.ts
 part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods=ssh --attention=fused

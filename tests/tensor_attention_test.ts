@@ -464,3 +464,53 @@ Deno.test("rope: HF rotate_half tables and rotation, both layouts, partial rotar
   );
   assertThrows(() => T.attention(q, leaf(gpu, randArr(rng, [2, 3, 3, 4])), q), "multiple of Hkv");
 });
+
+Deno.test("kvPackedAttention: queries over packed keys and values read in place, as attention over separate ones", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(44);
+  for (const path of ["materialized", "fused"] as const) {
+    for (const [b, h, hkv, t, s, d] of [[2, 4, 2, 1, 7, 5], [1, 3, 3, 3, 5, 8]]) {
+      const q = randArr(rng, [b, t, h * d]),
+        k = randArr(rng, [b, s, hkv * d]),
+        v = randArr(rng, [b, s, hkv * d]);
+      const kvData = new Float64Array(b * s * 2 * hkv * d);
+      for (let row = 0; row < b * s; row++) {
+        kvData.set(k.data.subarray(row * hkv * d, (row + 1) * hkv * d), row * 2 * hkv * d);
+        kvData.set(v.data.subarray(row * hkv * d, (row + 1) * hkv * d), (row * 2 + 1) * hkv * d);
+      }
+      const maskData = Int32Array.from({ length: b * s }, (_, i) => i % s === s - 1 ? 0 : 1);
+      const mask = T.Tensor.from(gpu, maskData, [b, s]);
+      const drop = { p: 0.3, key: { seed: 1, step: 2, site: 3, rows: { run: s, stride: 4 * s } } };
+      const g = randArr(rng, [b, t, h, d]);
+      const opts = { mask, probsDropout: drop, path };
+      // reference: attention over separate k and v
+      const [tq, tk, tv] = [leaf(gpu, q), leaf(gpu, k), leaf(gpu, v)];
+      const heads = (x: T.Tensor, n: number) => T.reshape(x, [b, x.shape[1], n, d]);
+      const want = T.attention(heads(tq, h), heads(tk, hkv), heads(tv, hkv), { ...opts, layout: "bthd" });
+      T.sum(T.mul(want, leaf(gpu, g, false))).backward();
+      // packed
+      const [pq, kv] = [leaf(gpu, q), leaf(gpu, arr(kvData, [b, s, 2 * hkv * d]))];
+      const got = T.kvPackedAttention(pq, kv, { heads: h, kvHeads: hkv, headDim: d, ...opts });
+      T.sum(T.mul(got, leaf(gpu, g, false))).backward();
+      const label = `${path} ${[b, h, hkv, t, s, d]}`;
+      assertClose(await got.toArray(), await want.toArray(), 1e-6, `${label}: output`);
+      assertClose(await pq.grad!.toArray(), await tq.grad!.toArray(), 1e-5, `${label}: dq`);
+      const [dk, dv, dkv] = [await tk.grad!.toArray(), await tv.grad!.toArray(), await kv.grad!.toArray()];
+      const split = (first: number) =>
+        Float32Array.from({ length: b * s * hkv * d }, (_, i) => {
+          const row = Math.floor(i / (hkv * d));
+          return dkv[(row * 2 + first) * hkv * d + (i % (hkv * d))];
+        });
+      assertClose(split(0), dk, 1e-5, `${label}: dk`);
+      assertClose(split(1), dv, 1e-5, `${label}: dv`);
+    }
+  }
+  assertThrows(
+    () =>
+      T.kvPackedAttention(leaf(gpu, randArr(rng, [1, 1, 8])), leaf(gpu, randArr(rng, [1, 3, 10])), {
+        heads: 2,
+        headDim: 4,
+      }),
+    "kv [B, S, 2·Hkv·D] = [B, S, 16]",
+  );
+});
