@@ -13,28 +13,48 @@ import { dropoutMask } from "../lib/tensor/reference/dropout.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
 import { leaf, randArr, Rng } from "./tensor_helpers.ts";
+import { arr } from "../lib/tensor/reference/array.ts";
 
-Deno.test("dropout rows: a few rows of a tensor draw the whole tensor's masks there (GPU and reference)", async () => {
+Deno.test("dropout rows: one position per sequence draws the whole tensor's masks there (GPU and reference)", async () => {
   const gpu = await getGpu();
-  const [b, t, h] = [3, 7, 13]; // odd sizes: runs that are not vec4-aligned
+  const [b, t, h] = [3, 7, 13]; // odd sizes: rows that are not vec4-aligned
   const rng = new Rng(81);
-  const x = randArr(rng, [b, t, h]), r = randArr(rng, [b, t, h]);
-  const key = { seed: 5, step: 2, site: 9 }, rows = { run: h, stride: t * h };
-  const firstRows = (a: Float32Array | Uint8Array) =>
-    Array.from({ length: b }, (_, i) => Array.from(a.subarray(i * t * h, i * t * h + h))).flat();
-  assertEquals(
-    Array.from(dropoutMask(b * h, 0.4, { ...key, rows })),
-    firstRows(dropoutMask(b * t * h, 0.4, key)),
-  );
+  const x = randArr(rng, [b, t, h]), r = randArr(rng, [b, t, h]), g = randArr(rng, [b, 1, h]);
+  const key = { seed: 5, step: 2, site: 9 };
   const whole = T.dropoutAdd(leaf(gpu, x, false), leaf(gpu, r, false), 0.4, key);
-  const x0 = T.slice(leaf(gpu, x, false), 1, 0, 1), r0 = T.slice(leaf(gpu, r, false), 1, 0, 1);
-  const part = T.dropoutAdd(x0, r0, 0.4, { ...key, rows });
-  assertEquals(Array.from(await part.toArray()), firstRows(await whole.toArray()));
-  const alone = T.dropout(x0, 0.4, { ...key, rows });
-  const keep = dropoutMask(b * h, 0.4, { ...key, rows });
-  const x0v = await x0.toArray();
-  assertClose(await alone.toArray(), x0v.map((v, i) => keep[i] ? v / 0.6 : 0), 1e-6, "dropout");
-  assertThrows(() => T.dropout(x0, 0.4, { ...key, rows: { run: 5, stride: 4 } }), "1 ≤ run ≤ stride");
+  const wholeMask = dropoutMask(b * t * h, 0.4, key);
+  const wholeOut = await whole.toArray();
+  // the kernels' own index map (first positions), and factors drawn on the CPU (any positions)
+  for (const at of [undefined, Int32Array.of(4, 0, 6)]) {
+    const rows = { batch: b, length: t, ...(at ? { at } : {}) };
+    const pick = <A extends Float32Array | Float64Array | Uint8Array>(a: A) =>
+      Array.from({ length: b }, (_, i) => {
+        const p = (i * t + (at?.[i] ?? 0)) * h;
+        return Array.from(a.subarray(p, p + h));
+      }).flat();
+    const label = at ? "positions" : "first positions";
+    assertEquals(
+      Array.from(dropoutMask(b * h, 0.4, { ...key, rows })),
+      pick(wholeMask),
+      `${label}: reference`,
+    );
+    const x0 = leaf(gpu, arr(Float64Array.from(pick(x.data)), [b, 1, h]));
+    const r0 = leaf(gpu, arr(Float64Array.from(pick(r.data)), [b, 1, h]), false);
+    const part = T.dropoutAdd(x0, r0, 0.4, { ...key, rows });
+    assertEquals(Array.from(await part.toArray()), pick(wholeOut), `${label}: dropoutAdd`);
+    part.backward(leaf(gpu, g, false));
+    const keep = dropoutMask(b * h, 0.4, { ...key, rows });
+    assertClose(
+      await x0.grad!.toArray(),
+      g.data.map((v, i) => keep[i] ? v / 0.6 : 0),
+      1e-6,
+      `${label}: gradient`,
+    );
+  }
+  assertThrows(
+    () => T.dropout(leaf(gpu, randArr(rng, [2, 5])), 0.4, { ...key, rows: { batch: 3, length: 4 } }),
+    "does not hold one row for each of 3 sequences",
+  );
 });
 
 /** The fixture model `family`, with dropout on every site (ViT's fixture has none). */
@@ -49,7 +69,7 @@ async function fixtureDir(family: string): Promise<string> {
   return dir;
 }
 
-type Method = "ssh" | "lora" | "full";
+type Method = "ssh" | "lora" | "lora-all" | "full";
 
 /** Train-mode logits, loss and trained gradients of one forward and backward pass. */
 async function trainPass(dir: string, method: Method, headOnly: boolean, checkpointing = false) {
@@ -62,8 +82,10 @@ async function trainPass(dir: string, method: Method, headOnly: boolean, checkpo
     params = [...model.parameters.values()];
     for (const p of params) p.requiresGrad = true;
   } else {
-    const config = method === "lora"
-      ? loraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.2, initLoraWeights: false })
+    // LoRA with dropout on every layer of the pruned one too: its masks follow the rows
+    const everywhere = method === "lora-all" ? { targetModules: ["query", "key", "value", "dense"] } : {};
+    const config = method.startsWith("lora")
+      ? loraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.2, initLoraWeights: false, ...everywhere })
       : sshConfig({ n: 40, init: "normal" });
     const peft = await attachAdapter(model, config, { seed: 3 });
     peft.train(true);
@@ -88,6 +110,7 @@ async function trainPass(dir: string, method: Method, headOnly: boolean, checkpo
 const CASES: [string, Method][] = [
   ["bert", "ssh"],
   ["roberta", "lora"],
+  ["bert", "lora-all"],
   ["roberta", "full"],
   ["vit", "ssh"],
   ["vit", "full"],

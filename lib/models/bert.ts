@@ -149,13 +149,13 @@ export class BertModel extends BaseModel {
           numHeads: c.numHeads,
           headDim: c.headDim,
           mask,
-          probsDropout: this.dropoutSpec(attnDrop, site, at?.probRows),
+          probsDropout: this.dropoutSpec(attnDrop, site, at?.rows),
           at,
         });
-        const attended = layer.attnOut.forward(a);
-        const y = this.residualNorm(layer.attnNorm, attended, at?.x0 ?? prev, drop, site + 1, at?.hiddenRows);
-        const m = feedForward(layer.inter, layer.out, c.activation, y);
-        return this.residualNorm(layer.outNorm, m, y, drop, site + 2, at?.hiddenRows);
+        const attended = layer.attnOut.forward(a, at?.rows);
+        const y = this.residualNorm(layer.attnNorm, attended, at?.x0 ?? prev, drop, site + 1, at?.rows);
+        const m = feedForward(layer.inter, layer.out, c.activation, y, at?.rows);
+        return this.residualNorm(layer.outNorm, m, y, drop, site + 2, at?.rows);
       });
       input.dispose(); // saved activations hold their own views
     });

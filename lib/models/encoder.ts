@@ -27,7 +27,7 @@ export interface EncoderAttentionOptions {
   probsDropout: DropoutSpec | null;
   /**
    * Compute the output at the first position alone (queries from there, keys and values from
-   * all of x) → [B, 1, H·D]; `probsDropout` then needs its `probRows`.
+   * all of x) → [B, 1, H·D]; `probsDropout` then needs its `rows`.
    */
   at?: FirstPosition | null;
 }
@@ -48,7 +48,7 @@ export function encoderSelfAttention(
 ): Tensor {
   const { numHeads, headDim, mask, probsDropout, at } = opts;
   if (at) {
-    const q = query.forward(at.x0, at.hiddenRows);
+    const q = query.forward(at.x0, at.rows);
     const kv = fusedProjection([key, value], x);
     if (!kv) {
       return multiHeadAttention(q, key.forward(x), value.forward(x), {
@@ -75,24 +75,17 @@ export function firstToken(hidden: Tensor): Tensor {
 
 /**
  * A layer computed at the first position of each sequence alone (a last layer whose head reads
- * only [CLS]): its input there, and the dropout remaps (`DropoutKey.rows`) that give its
- * hidden rows [B, 1, H] and attention probability rows [B, heads, 1, T] the masks of the whole
- * layer's [B, T, H] and [B, heads, T, T], so it drops, and computes, what the whole layer does
- * at that position.
+ * only [CLS]): its input there, and the rows its dropouts draw (`DropoutKey.rows`), so that it
+ * drops, and computes, what the whole layer does at that position.
  */
 export interface FirstPosition {
   /** The layer input's first rows [B, 1, H]. */
   x0: Tensor;
-  hiddenRows: DropoutRows;
-  probRows: DropoutRows;
+  rows: DropoutRows;
 }
 
 /** {@link FirstPosition} of a layer input x [B, T, H]. */
 export function firstPosition(x: Tensor): FirstPosition {
-  const [, t, h] = x.shape;
-  return {
-    x0: slice(x, 1, 0, 1),
-    hiddenRows: { run: h, stride: t * h },
-    probRows: { run: t, stride: t * t },
-  };
+  const [b, t] = x.shape;
+  return { x0: slice(x, 1, 0, 1), rows: { batch: b, length: t } };
 }

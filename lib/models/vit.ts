@@ -116,13 +116,13 @@ export class VitModel extends BaseModel {
           numHeads: c.numHeads,
           headDim: c.headDim,
           mask: null,
-          probsDropout: this.dropoutSpec(attnDrop, site, at?.probRows),
+          probsDropout: this.dropoutSpec(attnDrop, site, at?.rows),
           at,
         });
         const residual = first ? firstPosition(prev).x0 : prev;
-        const y = this.dropoutAdd(layer.attnOut.forward(a), residual, drop, site + 1, at?.hiddenRows);
-        const m = feedForward(layer.inter, layer.out, c.activation, layer.normAfter.forward(y));
-        return this.dropoutAdd(m, y, drop, site + 2, at?.hiddenRows);
+        const y = this.dropoutAdd(layer.attnOut.forward(a, at?.rows), residual, drop, site + 1, at?.rows);
+        const m = feedForward(layer.inter, layer.out, c.activation, layer.normAfter.forward(y), at?.rows);
+        return this.dropoutAdd(m, y, drop, site + 2, at?.rows);
       });
       input.dispose(); // saved activations hold their own views
     });

@@ -7,7 +7,7 @@
  */
 import type { Activation } from "../io/hf_config.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
-import { isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
+import { type DropoutRows, isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { activate } from "./activation.ts";
 import { FUSIONS } from "./fusions.ts";
@@ -17,9 +17,16 @@ import type { FoldedUpdate, Linear } from "./linear.ts";
  * `down(act(up(x)))` for x [..., in]: fused (see the module doc) when both layers have frozen
  * weights and biases and no adapter or one that folds into its weight for this many tokens
  * (SSH, FourierFT); else the layers and the activation one by one. The same values either way.
+ * `rows`: x holds only these positions of the block's usual input ({@link Linear.forward}).
  */
-export function feedForward(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor {
-  return fused(up, down, act, x) ?? down.forward(activate(up.forward(x), act));
+export function feedForward(
+  up: Linear,
+  down: Linear,
+  act: Activation,
+  x: Tensor,
+  rows?: DropoutRows,
+): Tensor {
+  return fused(up, down, act, x) ?? down.forward(activate(up.forward(x, rows), act), rows);
 }
 
 function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | null {

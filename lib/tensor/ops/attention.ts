@@ -14,7 +14,7 @@ import { keep, tidy } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
 import { type AttentionPath, fusedScaledDotProduct, useFusedAttention } from "./attention_fused.ts";
-import type { DropoutSpec } from "./dropout.ts";
+import { type DropoutSpec, needsFactors } from "./dropout.ts";
 import { maskedSoftmax } from "./softmax.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 import type { AttnDims } from "../reference/attention.ts";
@@ -163,7 +163,8 @@ function scaledDotProduct(
       `attention: a causal mask needs keys ≥ queries, got ${dims.s} keys for ${dims.t} queries`,
     );
   }
-  if (useFusedAttention(dims, opts.path)) {
+  // dropout at given positions goes through factors on the probabilities: materialised
+  if (useFusedAttention(dims, opts.path) && !needsFactors(opts.probsDropout ?? null)) {
     const { b, h, t, dv } = dims;
     const at = placement(layout, h, t, dv);
     return fusedScaledDotProduct(q, k, v, dims, {

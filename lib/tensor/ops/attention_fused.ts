@@ -129,7 +129,7 @@ export function fusedScaledDotProduct(
     gpu.limits.maxComputeWorkgroupStorageSize,
   );
   const scale = opts.scale ?? 1 / Math.sqrt(dims.d);
-  const dropWords = dropoutWords(drop);
+  const dropWords = dropoutWords(drop, s);
   const uniform = (blocks: number, acc: boolean, parts = { splits: 1, chunk: t }) => {
     const words: Record<(typeof ATTENTION_UNIFORM)[number], number> = {
       b,

@@ -7,7 +7,8 @@ import { dropoutAddKernel, dropoutKernel, pcgHash } from "../../../kernels/eleme
 import { record } from "../autograd.ts";
 import { fmt, sameShape } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { add } from "./elementwise.ts";
+import type { Gpu } from "../../gpu/mod.ts";
+import { add, mul } from "./elementwise.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 
 /** Where a dropout mask comes from: the run's seed, the training step, and the call site. */
@@ -17,18 +18,24 @@ export interface DropoutKey {
   /** Distinguishes dropout layers within one step (e.g. layer index · 4 + which). */
   site?: number;
   /**
-   * The tensor holds only some rows of the one whose masks to draw: runs of `run` elements,
-   * `stride` apart there (a layer computed at the first position of each sequence alone). Its
-   * element e takes the mask of element ⌊e / run⌋·stride + e mod run, so it drops what the
-   * whole computation would.
+   * The tensor holds one position of each sequence of the site's tensor, not all of them (a
+   * last layer computed only where its head reads): it drops what the whole tensor drops there.
    */
   rows?: DropoutRows;
 }
 
-/** Runs of `run` elements, `stride` apart: which elements of a tensor another one holds (`DropoutKey.rows`). */
+/**
+ * One position of each of `batch` sequences of `length`: position `at[b]` of sequence b (0 for
+ * every sequence when absent). A tensor holding them has, per sequence, `group` rows of `unit`
+ * elements (a token's features: 1 row; one query's attention probabilities: a row per head);
+ * its element e in row r takes the mask of element (r·length + at[⌊r / group⌋])·unit + e mod
+ * unit of the whole tensor. Kernels map the index themselves when `at` is absent; with `at`, the
+ * ops multiply by factors drawn on the CPU ({@link dropoutFactors}).
+ */
 export interface DropoutRows {
-  run: number;
-  stride: number;
+  batch: number;
+  length: number;
+  at?: Int32Array;
 }
 
 /** A dropout for an op to apply in its own pass (softmax, a residual LayerNorm): probability p, masks from key. */
@@ -44,17 +51,76 @@ export function dropoutMaskKey(key: DropoutKey): number {
 
 /**
  * The uniform words of a dropout that a kernel applies (`DROPOUT_MASK`): key, threshold,
- * the scale of kept elements (f32 bits), run and stride. Without one, every element is kept
- * as it is.
+ * the scale of kept elements (f32 bits), and run and stride: `unit` and length·unit for a
+ * tensor holding rows of `unit` elements ({@link DropoutRows}), 1 and 1 otherwise. Without a
+ * dropout, every element is kept as it is.
  */
-export function dropoutWords(drop: DropoutSpec | null): number[] {
+export function dropoutWords(drop: DropoutSpec | null, unit = 1): number[] {
   if (!drop) return [0, 0, f(1), 1, 1];
   const { p, key } = drop;
-  const { run, stride } = key.rows ?? { run: 1, stride: 1 };
-  if (!(Number.isInteger(run) && Number.isInteger(stride) && run >= 1 && stride >= run)) {
-    throw new Error(`dropout: rows {run: ${run}, stride: ${stride}} need integers with 1 ≤ run ≤ stride`);
+  if (key.rows?.at) throw new Error("dropout: rows at positions are applied through dropoutFactors");
+  const [run, stride] = key.rows ? [unit, key.rows.length * unit] : [1, 1];
+  return [dropoutMaskKey(key), dropoutThreshold(p), keptScale(p), run, stride];
+}
+
+/** Whether a dropout must be applied as factors drawn on the CPU (rows at given positions). */
+export function needsFactors(drop: DropoutSpec | null): boolean {
+  return !!drop?.key.rows?.at;
+}
+
+/**
+ * `index(e)`: the element of the whole tensor whose mask element e of a tensor holding `rows`
+ * takes, for rows of `unit` elements, `group` of them per sequence ({@link DropoutRows}).
+ */
+export function wholeIndex(rows: DropoutRows, unit: number, group: number): (e: number) => number {
+  const { batch, length, at } = rows;
+  if (!(Number.isInteger(unit) && Number.isInteger(group) && unit >= 1 && group >= 1)) {
+    throw new Error(`dropout: rows need a whole number of ${unit}-element rows, ${group} per sequence`);
   }
-  return [dropoutMaskKey(key), dropoutThreshold(p), f(p === 1 ? 0 : 1 / (1 - p)), run, stride];
+  if (at && at.length !== batch) {
+    throw new Error(`dropout: rows at ${at.length} positions for ${batch} sequences`);
+  }
+  return (e) => {
+    const r = Math.floor(e / unit);
+    return (r * length + (at ? at[Math.floor(r / group)] : 0)) * unit + (e % unit);
+  };
+}
+
+/**
+ * The dropout's factors as a tensor of `shape`: 1/(1−p) where kept, 0 where dropped, with the
+ * masks of {@link wholeIndex} (rows of `unit` elements, `group` per sequence) when the key has
+ * rows. Multiplying by them is the kernels' dropout, bit for bit.
+ */
+export function dropoutFactors(
+  gpu: Gpu,
+  shape: readonly number[],
+  drop: DropoutSpec,
+  unit: number,
+  group: number,
+): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const { p, key } = drop;
+  const k = dropoutMaskKey(key),
+    threshold = dropoutThreshold(p),
+    scale = p === 1 ? 0 : Math.fround(1 / (1 - p));
+  const index = key.rows ? wholeIndex(key.rows, unit, group) : (e: number) => e;
+  const out = new Float32Array(n);
+  for (let e = 0; e < n; e++) out[e] = pcgHash((pcgHash(index(e) >>> 0) + k) >>> 0) >= threshold ? scale : 0;
+  return Tensor.from(gpu, out, [...shape]);
+}
+
+/** The scale of kept elements as f32 bits (0 when p = 1). */
+function keptScale(p: number): number {
+  return f(p === 1 ? 0 : 1 / (1 - p));
+}
+
+/** Rows of one token's features per sequence: the unit of an elementwise dropout over x. */
+function tokenUnit(x: Tensor, key: DropoutKey): number {
+  const batch = key.rows?.batch ?? 1;
+  if (x.size % batch !== 0) {
+    throw new Error(`dropout: ${x.describe()} does not hold one row for each of ${batch} sequences`);
+  }
+  return x.size / batch;
 }
 
 /** The u32 threshold below which a hash drops its element: round(p · 2³²). */
@@ -70,6 +136,7 @@ export function dropout(x: Tensor, p: number, key: DropoutKey): Tensor {
   expectDtype("dropout", "f32", x);
   checkProbability("dropout", p);
   if (p === 0) return x;
+  if (key.rows?.at) return mul(x, dropoutFactors(x.gpu, x.shape, { p, key }, tokenUnit(x, key), 1));
   const { x4, n, params } = launchPlan(x, p, key);
   const apply = (src: Tensor) => {
     const out = Tensor.empty(src.gpu, src.shape);
@@ -92,6 +159,7 @@ export function dropoutAdd(x: Tensor, residual: Tensor, p: number, key: DropoutK
     );
   }
   if (p === 0) return add(x, residual);
+  if (key.rows?.at) return add(dropout(x, p, key), residual);
   const { x4, n, params } = launchPlan(x, p, key);
   const out = Tensor.empty(x.gpu, x.shape);
   launch(x.gpu, dropoutAddKernel(x4), [x.buffer, residual.buffer, out.buffer], n, params);
@@ -113,6 +181,6 @@ function checkProbability(op: string, p: number): void {
 function launchPlan(x: Tensor, p: number, key: DropoutKey) {
   const x4 = x.size % 4 === 0;
   const n = x4 ? x.size / 4 : x.size;
-  const params = u32s(n, ...dropoutWords({ p, key }));
+  const params = u32s(n, ...dropoutWords({ p, key }, tokenUnit(x, key)));
   return { x4, n, params };
 }

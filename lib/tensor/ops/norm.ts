@@ -10,7 +10,7 @@ import { record } from "../autograd.ts";
 import { sameShape } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
 import { reduceRaw } from "./reduce.ts";
-import { type DropoutKey, type DropoutSpec, dropoutWords } from "./dropout.ts";
+import { dropoutAdd, type DropoutKey, type DropoutSpec, dropoutWords, needsFactors } from "./dropout.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 
 /** `(x − mean) / sqrt(var + eps) · weight + bias` over the last dimension (biased variance). */
@@ -39,6 +39,10 @@ export function residualLayerNorm(
   }
   const p = dropout?.p ?? 0;
   if (!(p >= 0 && p <= 1)) throw new Error(`residualLayerNorm: dropout probability ${p} is outside [0, 1]`);
+  // rows at given positions drop through factors: the two ops, the same values
+  if (p > 0 && needsFactors(dropout)) {
+    return layerNorm(dropoutAdd(x, residual, p, dropout!.key), weight, bias, eps);
+  }
   return norm("residualLayerNorm", false, x, weight, bias, eps, { residual, p, key: dropout?.key ?? null });
 }
 
@@ -79,7 +83,7 @@ function norm(
   // the dropout on x: all kept, scale 1, without one
   const key = res && res.p > 0 ? res.key : null;
   const dropping = key !== null;
-  const drop = dropoutWords(key ? { p: res!.p, key } : null);
+  const drop = dropoutWords(key ? { p: res!.p, key } : null, key?.rows ? x.size / key.rows.batch : 1);
   const y = Tensor.empty(gpu, x.shape);
   const stats = Tensor.empty(gpu, [rows, 2]);
   // the normalised rows: x, or s = residual + dropout(x), which the forward pass writes

@@ -8,7 +8,8 @@ import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { type DropoutSpec, dropoutWords } from "./dropout.ts";
+import { dropoutFactors, type DropoutSpec, dropoutWords, needsFactors } from "./dropout.ts";
+import { mul } from "./elementwise.ts";
 import { expectDtype, f, u32s } from "./util.ts";
 
 /** Masking of {@link maskedSoftmax}, for scores laid out [batch, ..., T, S]. */
@@ -58,7 +59,12 @@ export function maskedSoftmax(
   if (mask.causal && s < t) throw new Error(`softmax: causal mask needs keys ≥ queries, got ${s} < ${t}`);
   const drop = dropout && dropout.p > 0 ? dropout : null;
   if (drop && !(drop.p <= 1)) throw new Error(`softmax: dropout probability ${drop.p} is outside [0, 1]`);
-  const dropWords = dropoutWords(drop);
+  // rows at given positions (one query per sequence) drop through factors
+  if (drop && needsFactors(drop)) {
+    const perSequence = rows / drop.key.rows!.batch;
+    return mul(maskedSoftmax(x, scale, mask), dropoutFactors(gpu, x.shape, drop, s, perSequence));
+  }
+  const dropWords = dropoutWords(drop, s);
   const y = Tensor.empty(gpu, x.shape);
   const yd = drop ? Tensor.empty(gpu, x.shape) : y;
   const bufs = [x.buffer, ...(pad ? [pad.buffer] : []), y.buffer, ...(drop ? [yd.buffer] : [])];
