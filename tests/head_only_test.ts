@@ -13,6 +13,10 @@ import { dropoutMask } from "../lib/tensor/reference/dropout.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
 import { leaf, randArr, Rng } from "./tensor_helpers.ts";
+import { randomIds, tempModelDir, tokenBatch } from "./model_helpers.ts";
+import type { Gpu } from "../lib/gpu/mod.ts";
+import type { Batch } from "../lib/models/model.ts";
+import type { LoadModelOptions } from "../lib/models/load.ts";
 import { arr } from "../lib/tensor/reference/array.ts";
 
 Deno.test("dropout rows: one position per sequence draws the whole tensor's masks there (GPU and reference)", async () => {
@@ -71,19 +75,31 @@ async function fixtureDir(family: string): Promise<string> {
 
 type Method = "ssh" | "lora" | "lora-all" | "full";
 
+/** LoRA on every linear layer of a block (its dropout then runs inside the pruned layer too). */
+const ALL_LINEARS: Record<string, string[]> = {
+  bert: ["query", "key", "value", "dense"],
+  gpt2: ["c_attn", "c_proj", "c_fc"],
+  llama: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+};
+
 /** Train-mode logits, loss and trained gradients of one forward and backward pass. */
-async function trainPass(dir: string, method: Method, headOnly: boolean, checkpointing = false) {
+async function trainPass(
+  dir: string,
+  family: string,
+  method: Method,
+  headOnly: boolean,
+  opts: { checkpointing?: boolean; batch?: (gpu: Gpu) => Batch; load?: LoadModelOptions } = {},
+) {
   const gpu = await getGpu();
-  const model = await loadModel(gpu, dir);
-  model.gradientCheckpointing = checkpointing;
+  const model = await loadModel(gpu, dir, opts.load);
+  model.gradientCheckpointing = opts.checkpointing ?? false;
   let params: T.Tensor[], detach = () => {};
   if (method === "full") {
     model.train(true);
     params = [...model.parameters.values()];
     for (const p of params) p.requiresGrad = true;
   } else {
-    // LoRA with dropout on every layer of the pruned one too: its masks follow the rows
-    const everywhere = method === "lora-all" ? { targetModules: ["query", "key", "value", "dense"] } : {};
+    const everywhere = method === "lora-all" ? { targetModules: ALL_LINEARS[family] } : {};
     const config = method.startsWith("lora")
       ? loraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.2, initLoraWeights: false, ...everywhere })
       : sshConfig({ n: 40, init: "normal" });
@@ -92,7 +108,9 @@ async function trainPass(dir: string, method: Method, headOnly: boolean, checkpo
     params = peft.parameters();
     detach = () => peft.detach();
   }
-  const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+  const batch = opts.batch
+    ? opts.batch(gpu)
+    : await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
   const out = model.forward(batch, { headOnly });
   out.loss!.backward();
   const result = {
@@ -107,6 +125,26 @@ async function trainPass(dir: string, method: Method, headOnly: boolean, checkpo
   return result;
 }
 
+type Pass = Awaited<ReturnType<typeof trainPass>>;
+
+/** The pruned pass gave the whole pass's logits, loss and gradients. */
+function assertSame(head: Pass, whole: Pass, label: string): void {
+  assert(
+    whole.hiddenRows > 1 && head.hiddenRows === 1,
+    `hidden rows ${whole.hiddenRows}, ${head.hiddenRows}`,
+  );
+  assertClose(head.logits, whole.logits, 1e-5, `${label}: logits`);
+  assertClose([head.loss], [whole.loss], 1e-5, `${label}: loss`);
+  assert(whole.grads.some((g) => g.some((v) => v !== 0)), "zero gradients");
+  // relative to at least 1e-3 of the largest gradient: the key bias's is rounding noise
+  const norm = (a: ArrayLike<number>) => Math.hypot(...Array.from(a));
+  const floor = 1e-3 * Math.max(...whole.grads.map(norm));
+  whole.grads.forEach((g, i) => {
+    const err = norm(g.map((v, j) => v - head.grads[i][j])) / Math.max(norm(g), floor);
+    assert(err <= 1e-5, `${label}: gradient ${i} differs by ${err.toExponential(3)}`);
+  });
+}
+
 const CASES: [string, Method][] = [
   ["bert", "ssh"],
   ["roberta", "lora"],
@@ -117,36 +155,60 @@ const CASES: [string, Method][] = [
 ];
 
 for (const [family, method] of CASES) {
-  const checkpointing = method === "lora" ? " (and gradient checkpointing)" : "";
-  Deno.test(`${family}: headOnly${checkpointing} computes the last layer at [CLS] alone, with the same train-mode loss and ${method} gradients`, async () => {
+  const checkpointing = method === "lora";
+  const also = checkpointing ? " (and gradient checkpointing)" : "";
+  Deno.test(`${family}: headOnly${also} computes the last layer at [CLS] alone, with the same train-mode loss and ${method} gradients`, async () => {
     const dir = await fixtureDir(family);
     try {
       const paths = family === "bert" ? ["materialized", "fused"] as const : ["materialized"] as const;
       for (const path of paths) {
         await withAttentionPath(path, async () => {
-          const whole = await trainPass(dir, method, false);
-          const head = await trainPass(dir, method, true, method === "lora");
-          assert(
-            whole.hiddenRows > 1 && head.hiddenRows === 1,
-            `hidden rows ${whole.hiddenRows}, ${head.hiddenRows}`,
-          );
-          assertClose(head.logits, whole.logits, 1e-5, `${path}: logits`);
-          assertClose([head.loss], [whole.loss], 1e-5, `${path}: loss`);
-          assert(whole.grads.some((g) => g.some((v) => v !== 0)), "zero gradients");
-          // relative to at least 1e-3 of the largest gradient: the key bias's is rounding noise
-          const norm = (a: ArrayLike<number>) => Math.hypot(...Array.from(a));
-          const floor = 1e-3 * Math.max(...whole.grads.map(norm));
-          whole.grads.forEach((g, i) => {
-            const err = norm(g.map((v, j) => v - head.grads[i][j])) / Math.max(norm(g), floor);
-            assert(err <= 1e-5, `${path}: gradient ${i} differs by ${err.toExponential(3)}`);
-          });
+          const whole = await trainPass(dir, family, method, false);
+          assertSame(await trainPass(dir, family, method, true, { checkpointing }), whole, path);
         });
       }
       FUSIONS.head = false;
       try {
-        assertEquals((await trainPass(dir, method, true)).hiddenRows > 1, true, "FUSIONS.head off");
+        assert((await trainPass(dir, family, method, true)).hiddenRows > 1, "FUSIONS.head off");
       } finally {
         FUSIONS.head = true;
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+const DECODER_CASES: [string, Method][] = [
+  ["gpt2", "ssh"],
+  ["gpt2", "lora-all"],
+  ["gpt2", "full"],
+  ["llama", "lora-all"],
+  ["llama", "ssh"],
+];
+
+for (const [family, method] of DECODER_CASES) {
+  Deno.test(`${family}: headOnly computes a classifier's last layer at each row's last token alone, with the same train-mode loss and ${method} gradients`, async () => {
+    // dropout everywhere (LLaMA's fixture has none), a pad token, rows padded right and left
+    const extra = family === "llama" ? { attention_dropout: 0.3 } : { resid_pdrop: 0.2, attn_pdrop: 0.3 };
+    const dir = await tempModelDir(`${FIXTURES}models/${family}`, { pad_token_id: 0, ...extra });
+    const [b, t] = [3, 10];
+    const ids = Int32Array.from(randomIds(b * t, 50, 7), (v) => v + 1);
+    ids.fill(0, 17, 20); // row 1: right padding
+    ids.fill(0, 20, 22); // row 2: left padding
+    const mask = Int32Array.from(ids, (v) => (v === 0 ? 0 : 1));
+    const batch = (gpu: Gpu) => tokenBatch(gpu, ids, b, t, { mask, labels: Int32Array.of(1, 0, 2) });
+    const opts = { batch, load: { task: "seq-cls" as const, numLabels: 3, seed: 4 } };
+    try {
+      for (const path of ["materialized", "fused"] as const) {
+        await withAttentionPath(path, async () => {
+          const whole = await trainPass(dir, family, method, false, opts);
+          assertSame(
+            await trainPass(dir, family, method, true, { ...opts, checkpointing: true }),
+            whole,
+            path,
+          );
+        });
       }
     } finally {
       await Deno.remove(dir, { recursive: true });

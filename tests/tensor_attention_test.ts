@@ -480,7 +480,7 @@ Deno.test("kvPackedAttention: queries over packed keys and values read in place,
       }
       const maskData = Int32Array.from({ length: b * s }, (_, i) => i % s === s - 1 ? 0 : 1);
       const mask = T.Tensor.from(gpu, maskData, [b, s]);
-      const drop = { p: 0.3, key: { seed: 1, step: 2, site: 3, rows: { run: s, stride: 4 * s } } };
+      const drop = { p: 0.3, key: { seed: 1, step: 2, site: 3, rows: { batch: b, length: 4 } } };
       const g = randArr(rng, [b, t, h, d]);
       const opts = { mask, probsDropout: drop, path };
       // reference: attention over separate k and v
@@ -511,6 +511,6 @@ Deno.test("kvPackedAttention: queries over packed keys and values read in place,
         heads: 2,
         headDim: 4,
       }),
-    "kv [B, S, 2·Hkv·D] = [B, S, 16]",
+    "kv [B, S, (0 + 2·Hkv)·D] = [B, S, 16]",
   );
 });

@@ -1,20 +1,68 @@
 /**
  * The heads of the decoder families (GPT-2, LLaMA) on the final hidden state: the language
  * model head with HF's shifted next-token loss, the sequence classifier pooled at each row's
- * last non-pad token (GPT2ForSequenceClassification / LlamaForSequenceClassification), or none.
+ * last non-pad token (GPT2ForSequenceClassification / LlamaForSequenceClassification), or none;
+ * and what a classifier's last layer computed at those positions alone needs.
  * @module
  */
 import type { HfConfig } from "../io/hf_config.ts";
+import type { Gpu } from "../gpu/mod.ts";
+import { FUSIONS } from "../nn/fusions.ts";
 import type { Linear } from "../nn/linear.ts";
 import { causalLmLoss, classificationLoss } from "../nn/loss.ts";
 import { gatherPositions, lastTokenPositions } from "../nn/pool.ts";
-import type { Tensor } from "../tensor/mod.ts";
-import type { Batch, ModelOutput, ModelTask } from "./model.ts";
+import { type DropoutRows, reshape, Tensor } from "../tensor/mod.ts";
+import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
+
+/**
+ * A classifier's last layer computed at the pooled positions alone (each row's last non-pad
+ * token; the head reads nothing else): the query there sees the keys up to it that are not
+ * padding, which is what the causal and padding masks leave it in the whole layer.
+ */
+export interface PooledPositions {
+  /** Row b's pooled position. */
+  at: Int32Array;
+  /** i32 [B, T]: 1 where row b's query sees key j (j ≤ at[b] and not padding). */
+  keyMask: Tensor;
+  /** What the layer's dropouts draw (`DropoutKey.rows`): the whole layer's masks there. */
+  rows: DropoutRows;
+}
+
+/**
+ * {@link PooledPositions} for a forward pass that wants only the head's output (`headOnly`) of
+ * a sequence classifier; null when the last layer must run whole.
+ */
+export function pooledPositions(
+  gpu: Gpu,
+  task: ModelTask,
+  config: HfConfig,
+  options: ForwardOptions,
+  batch: Batch,
+  host: Int32Array | undefined,
+  b: number,
+  t: number,
+): PooledPositions | null {
+  if (!options.headOnly || task !== "seq-cls" || !FUSIONS.head || !host) return null;
+  const at = lastTokenPositions(host, b, t, config.padTokenId);
+  const padding = batch.attentionMask;
+  const mask = Int32Array.from({ length: b * t }, (_, i) => {
+    const row = Math.floor(i / t), j = i % t;
+    return j <= at[row] && (!padding || padding[i] !== 0) ? 1 : 0;
+  });
+  return { at, keyMask: Tensor.from(gpu, mask, [b, t]), rows: { batch: b, length: t, at } };
+}
+
+/** x [B, T, W] → [B, 1, W]: each row at its pooled position (gradients flow back). */
+export function atPooled(x: Tensor, pooled: PooledPositions): Tensor {
+  const [b, , w] = x.shape;
+  return reshape(gatherPositions(x, pooled.at), [b, 1, w]);
+}
 
 /**
  * Logits (and the loss when the batch has labels) of `task` over `hidden` [b, t, h]. `head`
  * is lm_head (causal-lm) or score (seq-cls); `host` the input ids on the CPU (seq-cls pooling).
- * For task "base" the logits are the hidden state itself.
+ * For task "base" the logits are the hidden state itself. With `pooled`, hidden [b, 1, h] holds
+ * the pooled positions already.
  */
 export function decoderHead(
   task: ModelTask,
@@ -23,6 +71,7 @@ export function decoderHead(
   hidden: Tensor,
   batch: Batch,
   host: Int32Array | undefined,
+  pooled: PooledPositions | null = null,
 ): ModelOutput {
   const [b, t] = hidden.shape;
   if (task === "causal-lm") {
@@ -32,8 +81,10 @@ export function decoderHead(
   }
   if (task === "seq-cls") {
     if (!host) throw new Error(`${config.modelType}: sequence classification needs the input ids on the CPU`);
-    const pooled = gatherPositions(hidden, lastTokenPositions(host, b, t, config.padTokenId));
-    const logits = head!.forward(pooled);
+    const vectors = pooled
+      ? reshape(hidden, [b, hidden.shape[2]])
+      : gatherPositions(hidden, lastTokenPositions(host, b, t, config.padTokenId));
+    const logits = head!.forward(vectors);
     const loss = batch.labels ? classificationLoss(logits, batch.labels, config.problemType) : undefined;
     return { logits, hidden, loss };
   }

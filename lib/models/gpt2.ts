@@ -11,10 +11,10 @@ import { packedMultiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { LayerNorm } from "../nn/norm.ts";
-import { add, Tensor } from "../tensor/mod.ts";
+import { add, kvPackedAttention, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
-import { decoderHead } from "./decoder_head.ts";
-import type { Batch, ModelOutput } from "./model.ts";
+import { atPooled, decoderHead, pooledPositions } from "./decoder_head.ts";
+import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
 /** One transformer block's layers. */
@@ -58,9 +58,11 @@ export class Gpt2Model extends BaseModel {
     this.head = head ? this.linear(head) : null;
   }
 
-  forward(batch: Batch): ModelOutput {
+  forward(batch: Batch, options: ForwardOptions = {}): ModelOutput {
     const c = this.config;
     const { ids, host, b, t } = tokenInputs(batch, "gpt2", c.maxPositions);
+    // a classifier reads each row's last token alone: the last block need not compute the others
+    const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t);
     this.nextStep();
     const d = c.headDim;
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
@@ -70,27 +72,40 @@ export class Gpt2Model extends BaseModel {
     let x = this.dropout(add(this.wte.forward(ids), this.wpe.forward(positions)), embdDrop, 0);
     this.blocks.forEach((blk, i) => {
       const input = x;
+      const at = pooled && i === this.blocks.length - 1 ? pooled : null;
       x = this.runLayer(input, mask, (prev, mask) => {
         const qkv = blk.attn.forward(blk.ln1.forward(prev));
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
-        const probsDropout = this.dropoutSpec(attnDrop, 3 * i + 1);
-        const a = packedMultiHeadAttention(qkv, {
-          numHeads: c.numHeads,
-          headDim: d,
-          causal: true,
-          mask,
-          scale,
-          probsDropout,
-        });
-        const y = this.dropoutAdd(blk.attnProj.forward(a), prev, residDrop, 3 * i + 2);
-        const m = feedForward(blk.fc, blk.fcProj, c.activation, blk.ln2.forward(y));
-        return this.dropoutAdd(m, y, residDrop, 3 * i + 3);
+        const probsDropout = this.dropoutSpec(attnDrop, 3 * i + 1, at?.rows);
+        const opts = { numHeads: c.numHeads, headDim: d, scale, probsDropout };
+        // at the pooled positions: their queries over every key and value of c_attn's output
+        const a = at
+          ? reshape(
+            kvPackedAttention(slice(atPooled(qkv, at), 2, 0, c.hiddenSize), qkv, {
+              ...opts,
+              heads: c.numHeads,
+              keysAt: c.numHeads,
+              mask: at.keyMask,
+            }),
+            [b, 1, c.hiddenSize],
+          )
+          : packedMultiHeadAttention(qkv, { ...opts, causal: true, mask });
+        const residual = at ? atPooled(prev, at) : prev;
+        const y = this.dropoutAdd(
+          blk.attnProj.forward(a, at?.rows),
+          residual,
+          residDrop,
+          3 * i + 2,
+          at?.rows,
+        );
+        const m = feedForward(blk.fc, blk.fcProj, c.activation, blk.ln2.forward(y), at?.rows);
+        return this.dropoutAdd(m, y, residDrop, 3 * i + 3, at?.rows);
       });
       input.dispose(); // the block's input is no longer needed (saved activations hold their own views)
     });
     const hidden = this.lnF.forward(x);
-    return decoderHead(this.task, c, this.head, hidden, batch, host);
+    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled);
   }
 }
 

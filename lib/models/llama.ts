@@ -12,10 +12,21 @@ import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { RmsNorm } from "../nn/norm.ts";
-import { add, mul, ropeTables } from "../tensor/mod.ts";
+import {
+  add,
+  attention,
+  type DropoutSpec,
+  embedding,
+  mul,
+  reshape,
+  rope,
+  type RopeTables,
+  ropeTables,
+  Tensor,
+} from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
-import { decoderHead } from "./decoder_head.ts";
-import type { Batch, ModelOutput } from "./model.ts";
+import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
+import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
 /** One decoder layer's layers. */
@@ -63,9 +74,11 @@ export class LlamaModel extends BaseModel {
     this.head = head ? this.linear(head) : null;
   }
 
-  forward(batch: Batch): ModelOutput {
+  forward(batch: Batch, options: ForwardOptions = {}): ModelOutput {
     const c = this.config;
     const { ids, host, b, t } = tokenInputs(batch, "llama", c.maxPositions);
+    // a classifier reads each row's last token alone: the last layer need not compute the others
+    const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t);
     this.nextStep();
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     // tables for a power-of-two number of positions, so few lengths are cached per device
@@ -83,20 +96,55 @@ export class LlamaModel extends BaseModel {
     let x = this.embed.forward(ids);
     this.layers.forEach((layer, i) => {
       const input = x;
+      const at = pooled && i === this.layers.length - 1 ? pooled : null;
       x = this.runLayer(input, mask, (prev, mask) => {
         const a = layer.inputNorm.forward(prev);
-        const probsDropout = this.dropoutSpec(attnDrop, i);
-        const qkv = [layer.q.forward(a), layer.k.forward(a), layer.v.forward(a)] as const;
-        const att = multiHeadAttention(...qkv, { ...attnOpts, mask, probsDropout });
-        const y = add(prev, layer.o.forward(att));
+        const probsDropout = this.dropoutSpec(attnDrop, i, at?.rows);
+        const att = at ? this.pooledAttention(layer, a, at, rope, probsDropout) : multiHeadAttention(
+          layer.q.forward(a),
+          layer.k.forward(a),
+          layer.v.forward(a),
+          { ...attnOpts, mask, probsDropout },
+        );
+        const y = add(at ? atPooled(prev, at) : prev, layer.o.forward(att, at?.rows));
         const m = layer.postNorm.forward(y);
-        const gated = mul(activate(layer.gate.forward(m), c.activation), layer.up.forward(m));
-        return add(y, layer.down.forward(gated));
+        const gated = mul(
+          activate(layer.gate.forward(m, at?.rows), c.activation),
+          layer.up.forward(m, at?.rows),
+        );
+        return add(y, layer.down.forward(gated, at?.rows));
       });
       input.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
     });
     const hidden = this.norm.forward(x);
-    return decoderHead(this.task, c, this.head, hidden, batch, host);
+    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled);
+  }
+
+  /**
+   * Attention at the pooled positions alone: their queries, rotated to their own positions, over
+   * every key and value of `a` [B, T, H] → [B, 1, heads·D].
+   */
+  private pooledAttention(
+    layer: Layer,
+    a: Tensor,
+    at: PooledPositions,
+    tables: RopeTables,
+    probsDropout: DropoutSpec | null,
+  ): Tensor {
+    const c = this.config, [b, t] = a.shape, d = c.headDim;
+    const q = layer.q.forward(atPooled(a, at), at.rows);
+    // one query per row, each at its own position: rotated as a sequence of B positions
+    const positions = Tensor.from(this.gpu, at.at, [b]);
+    const rows = {
+      cos: embedding(tables.cos, positions),
+      sin: embedding(tables.sin, positions),
+      rotaryDim: tables.rotaryDim,
+    };
+    const q4 = reshape(rope(reshape(q, [1, b, c.numHeads, d]), rows, "bthd"), [b, 1, c.numHeads, d]);
+    const k4 = rope(reshape(layer.k.forward(a), [b, t, c.numKvHeads, d]), tables, "bthd");
+    const v4 = reshape(layer.v.forward(a), [b, t, c.numKvHeads, d]);
+    const out = attention(q4, k4, v4, { layout: "bthd", mask: at.keyMask, probsDropout });
+    return reshape(out, [b, 1, c.numHeads * d]);
   }
 }
 

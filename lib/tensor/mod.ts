@@ -51,6 +51,7 @@ export {
   type AttentionOptions,
   type HeadLayout,
   kvPackedAttention,
+  type KvPackedAttentionOptions,
   packedAttention,
   type PackedAttentionOptions,
   rope,

@@ -101,25 +101,30 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
   return scaledDotProduct(part(0), part(h), part(h + hkv), dims, "bthd", opts);
 }
 
+/** Options of {@link kvPackedAttention}. */
+export interface KvPackedAttentionOptions extends PackedAttentionOptions {
+  /** Heads before k's in each row of kv (H for a packed q/k/v like GPT-2's c_attn); default 0. */
+  keysAt?: number;
+}
+
 /**
- * Attention of queries q [B, T, H·D] over keys and values packed in one [B, S, 2·Hkv·D] tensor
- * (k's heads, then v's, as a fused key/value projection gives them), read in place: a layer
- * computed at a few positions alone takes its queries there and keys and values everywhere.
- * Returns [B, T, H, D].
+ * Attention of queries q [B, T, H·D] over keys and values packed in one [B, S, (A + 2·Hkv)·D]
+ * tensor (A = `keysAt` heads of something else, then k's heads, then v's, as a fused projection
+ * gives them), read in place: a layer computed at a few positions alone takes its queries there
+ * and keys and values everywhere. Returns [B, T, H, D].
  */
-export function kvPackedAttention(q: Tensor, kv: Tensor, opts: PackedAttentionOptions): Tensor {
+export function kvPackedAttention(q: Tensor, kv: Tensor, opts: KvPackedAttentionOptions): Tensor {
   expectDtype("kvPackedAttention", "f32", q, kv);
   const { heads: h, headDim: d } = opts;
-  const hkv = opts.kvHeads ?? h;
+  const hkv = opts.kvHeads ?? h, skip = opts.keysAt ?? 0;
   const [b, t, wq] = q.shape, [bk, s, w] = kv.shape;
-  const ok = q.shape.length === 3 && kv.shape.length === 3 && wq === h * d && w === 2 * hkv * d &&
-    b === bk && hkv > 0 && h % hkv === 0 && [b, t, s, d].every((n) => n > 0);
+  const width = (skip + 2 * hkv) * d;
+  const ok = q.shape.length === 3 && kv.shape.length === 3 && wq === h * d && w === width && b === bk &&
+    hkv > 0 && h % hkv === 0 && [b, t, s, d].every((n) => n > 0);
   if (!ok) {
     throw new Error(
-      `kvPackedAttention: expected q [B, T, H·D] = [B, T, ${h * d}] and kv [B, S, 2·Hkv·D] = ` +
-        `[B, S, ${
-          2 * hkv * d
-        }] with H (${h}) a multiple of Hkv (${hkv}), got q ${q.describe()}, kv ${kv.describe()}`,
+      `kvPackedAttention: expected q [B, T, H·D] = [B, T, ${h * d}] and kv [B, S, (${skip} + 2·Hkv)·D] = ` +
+        `[B, S, ${width}] with H (${h}) a multiple of Hkv (${hkv}); got q ${q.describe()}, kv ${kv.describe()}`,
     );
   }
   const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
@@ -128,7 +133,7 @@ export function kvPackedAttention(q: Tensor, kv: Tensor, opts: PackedAttentionOp
     at: { ld: w, offset: first * d, batchStride: s * w, headStride: d, headGroup: 1 },
     whole: false,
   });
-  return scaledDotProduct(query, part(0), part(hkv), { b, h, hkv, t, s, d, dv: d }, "bthd", opts);
+  return scaledDotProduct(query, part(skip), part(skip + hkv), { b, h, hkv, t, s, d, dv: d }, "bthd", opts);
 }
 
 /** Sizes of one attention call. */
@@ -392,17 +397,18 @@ export function rope(x: Tensor, tables: RopeTables, layout: "bhtd" | "bthd" = "b
         `head dim ${d} in ${x.describe()} (${layout})`,
     );
   }
-  const apply = (src: Tensor, sign: number) => {
+  const apply = (src: Tensor, sign: number, cos: Tensor, sin: Tensor) => {
     const out = Tensor.empty(src.gpu, src.shape);
     const params = u32s(src.size, d, tables.rotaryDim, t, posDiv, f(sign));
-    launch(
-      src.gpu,
-      ropeKernel,
-      [src.buffer, tables.cos.buffer, tables.sin.buffer, out.buffer],
-      src.size,
-      params,
-    );
+    launch(src.gpu, ropeKernel, [src.buffer, cos.buffer, sin.buffer, out.buffer], src.size, params);
     return out;
   };
-  return record("rope", apply(x, 1), [x], [], (g) => [apply(g, -1)]);
+  // the tables are saved: they may be a caller's own (gathered rows), freed before backward
+  return record(
+    "rope",
+    apply(x, 1, tables.cos, tables.sin),
+    [x],
+    [tables.cos, tables.sin],
+    (g, [cos, sin]) => [apply(g, -1, cos, sin)],
+  );
 }
