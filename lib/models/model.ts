@@ -54,11 +54,11 @@ export interface ModelOutput {
 /** Options of {@link Model.forward}. */
 export interface ForwardOptions {
   /**
-   * Only the logits and the loss are wanted. A family whose head reads one position per
-   * sequence (the [CLS] / <s> classifiers of BERT, RoBERTa and ViT) then computes its last
-   * layer at that position alone: the same logits, loss and gradients, with the same dropout
-   * masks, for about 1/layers less work. `hidden` then holds that position only
-   * ([batch, 1, hidden]). Default false.
+   * Only the logits and the loss are wanted. A sequence classifier, whose head reads one
+   * position per row ([CLS] / <s> for BERT, RoBERTa and ViT; the last non-pad token for GPT-2 and
+   * LLaMA), then computes its last layer at that position alone: the same logits, loss and
+   * gradients, with the same dropout masks, for about 1/layers less work. `hidden` then holds
+   * that position only ([batch, 1, hidden]). Default false.
    */
   headOnly?: boolean;
 }

@@ -14,8 +14,9 @@ export const FUSIONS = {
   /** A post-LN residual connection inside the LayerNorm (`LayerNorm.forwardResidual`). */
   norm: true,
   /**
-   * With `ForwardOptions.headOnly`, a [CLS] classifier's last layer at that position alone
-   * (`firstPosition`, lib/models/encoder.ts).
+   * With `ForwardOptions.headOnly`, a sequence classifier's last layer at the one position per
+   * row its head reads (`firstPosition` in lib/models/encoder.ts, `pooledPositions` in
+   * lib/models/decoder_head.ts).
    */
   head: true,
 };
