@@ -16,7 +16,7 @@
  *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
- *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn   # what fusions are worth (lib/nn/fusions.ts)
+ *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn,head   # what fusions are worth (lib/nn/fusions.ts)
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
  * @module
