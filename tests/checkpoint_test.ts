@@ -104,3 +104,27 @@ Deno.test("gpt2: gradient checkpointing with every weight trained (full fine-tun
   const plain = await run(false), ckpt = await run(true);
   plain.forEach((g, i) => assertClose(ckpt[i], g, 1e-6, `gradient of parameter ${i}`));
 });
+
+Deno.test("roberta: training the head alone, gradient checkpointing recomputes nothing in backward", async () => {
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/roberta`;
+  const run = async (checkpointing: boolean) => {
+    const model = await loadModel(gpu, dir);
+    model.train(true);
+    model.gradientCheckpointing = checkpointing;
+    const head = [...model.parameters].filter(([k]) => k.startsWith("classifier.")).map(([, t]) => t);
+    for (const p of head) p.requiresGrad = true;
+    const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+    const loss = T.tidy(() => model.forward(batch).loss!);
+    const before = gpu.stream.dispatches;
+    loss.backward();
+    const backward = gpu.stream.dispatches - before;
+    const grads = await Promise.all(head.map((p) => p.grad!.toArray()));
+    loss.dispose();
+    model.dispose();
+    return { backward, grads };
+  };
+  const plain = await run(false), ckpt = await run(true);
+  assertEquals(ckpt.backward, plain.backward, "backward dispatches");
+  plain.grads.forEach((g, i) => assertEquals(Array.from(ckpt.grads[i]), Array.from(g), `gradient ${i}`));
+});

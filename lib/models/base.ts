@@ -7,7 +7,7 @@
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { Linear } from "../nn/linear.ts";
-import type { LayerNorm } from "../nn/norm.ts";
+import type { LayerNorm, RmsNorm } from "../nn/norm.ts";
 import {
   add,
   checkpoint,
@@ -81,10 +81,18 @@ export abstract class BaseModel implements Model {
   /**
    * One layer, `fn(x, mask)`: in a tidy scope, or through {@link checkpoint} when
    * {@link gradientCheckpointing} is on and gradients are recorded. The rerun in backward sees
-   * the dropout step and mode of the forward pass, so it draws the same masks.
+   * the dropout step and mode of the forward pass, so it draws the same masks. `parts` are the
+   * layer's linear layers and norms: when neither x nor any of them trains, the layer records
+   * nothing to recompute (training the head alone).
    */
-  protected runLayer(x: Tensor, mask: Tensor | null, fn: (x: Tensor, mask: Tensor | null) => Tensor): Tensor {
-    if (!this.gradientCheckpointing || !isGradEnabled()) return tidy(() => fn(x, mask));
+  protected runLayer(
+    x: Tensor,
+    mask: Tensor | null,
+    parts: readonly (Linear | LayerNorm | RmsNorm)[],
+    fn: (x: Tensor, mask: Tensor | null) => Tensor,
+  ): Tensor {
+    const recompute = this.gradientCheckpointing && isGradEnabled() && (x.requiresGrad || parts.some(trains));
+    if (!recompute) return tidy(() => fn(x, mask));
     const step = this.dropoutStep, training = this.#training;
     const replay = (h: Tensor, m?: Tensor) => {
       const now = [this.dropoutStep, this.#training] as const;
@@ -131,6 +139,13 @@ export abstract class BaseModel implements Model {
       ? { p, key: { seed: this.dropoutSeed, step: this.dropoutStep, site, ...(rows ? { rows } : {}) } }
       : null;
   }
+}
+
+/** Whether a layer's part has a tensor that trains (its weight, bias or adapter). */
+function trains(part: Linear | LayerNorm | RmsNorm): boolean {
+  const own = [part.weight, ...("bias" in part && part.bias ? [part.bias] : [])];
+  const adapter = part instanceof Linear ? part.adapter?.parameters() ?? [] : [];
+  return [...own, ...adapter].some((t) => t.requiresGrad);
 }
 
 /** The token inputs of a batch: ids [b, t] (i32 tensor), their host copy, and the sizes. */

@@ -143,7 +143,7 @@ export class BertModel extends BaseModel {
     this.layers.forEach((layer, i) => {
       const input = x, site = 3 * i + 1;
       const first = lastAtFirst && i === this.layers.length - 1;
-      x = this.runLayer(input, mask, (prev, mask) => {
+      x = this.runLayer(input, mask, Object.values(layer), (prev, mask) => {
         const at = first ? firstPosition(prev) : null;
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, prev, {
           numHeads: c.numHeads,

@@ -73,7 +73,7 @@ export class Gpt2Model extends BaseModel {
     this.blocks.forEach((blk, i) => {
       const input = x;
       const at = pooled && i === this.blocks.length - 1 ? pooled : null;
-      x = this.runLayer(input, mask, (prev, mask) => {
+      x = this.runLayer(input, mask, Object.values(blk), (prev, mask) => {
         const qkv = blk.attn.forward(blk.ln1.forward(prev));
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;

@@ -97,7 +97,7 @@ export class LlamaModel extends BaseModel {
     this.layers.forEach((layer, i) => {
       const input = x;
       const at = pooled && i === this.layers.length - 1 ? pooled : null;
-      x = this.runLayer(input, mask, (prev, mask) => {
+      x = this.runLayer(input, mask, Object.values(layer), (prev, mask) => {
         const a = layer.inputNorm.forward(prev);
         const probsDropout = this.dropoutSpec(attnDrop, i, at?.rows);
         const att = at ? this.pooledAttention(layer, a, at, rope, probsDropout) : multiHeadAttention(

@@ -109,7 +109,7 @@ export class VitModel extends BaseModel {
     this.layers.forEach((layer, i) => {
       const input = x, site = 3 * i + 1;
       const first = lastAtFirst && i === this.layers.length - 1;
-      x = this.runLayer(input, null, (prev) => {
+      x = this.runLayer(input, null, Object.values(layer), (prev) => {
         const n = layer.normBefore.forward(prev);
         const at = first ? firstPosition(n) : null;
         const a = encoderSelfAttention(layer.query, layer.key, layer.value, n, {
