@@ -36,16 +36,18 @@ part rows 30 $run bench/rows.ts
 # tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
 # and the LLaMA shapes. `/s1` forbids the K split that the planner adds below 264 workgroups: 128×96
 # makes 256 of them at 4096×768 (one wave), 128×192 makes 128 (one per SM).
-wide_variants=auto,128x96x8_8x12_2/s1,128x96x16_8x12_2/s1,128x192x8_8x16_2/s1,64x192x8_4x16_2/s1,128x128x8_8x16_2/s1,128x96x8_8x12_2
+# 64x128x8_4x8_2 has 256 invocations (twice the warps of `wide`, half the accumulators each)
+wide_variants=auto,128x96x8_8x12_2/s1,128x96x16_8x12_2/s1,128x192x8_8x16_2/s1,64x192x8_4x16_2/s1,128x128x8_8x16_2/s1,128x96x8_8x12_2,64x128x8_4x8_2
 part wide_tiles 90 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x768x768NT,4096x768x768NN,4096x768x3072NT,4096x768x3072NN --tiles=$wide_variants
+# 128x128x8_8x8_2 is the classic 256-invocation SGEMM blocking (8×8 accumulators each), never measured here
 part big_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,2048x4096x4096NT,2048x11008x4096NT,2048x4096x11008NN \
-  --tiles=auto,128x128x16_8x16_2,128x256x8_8x16_2,128x128x8_8x16_2g16,128x128x8_8x16_2g4,wide
+  --tiles=auto,128x128x16_8x16_2,128x256x8_8x16_2,128x128x8_8x16_2g16,128x128x8_8x16_2g4,wide,128x128x8_8x8_2,128x128x16_8x8_2
 # the fused q/k/v product of a RoBERTa-base layer (4096×2304×768 forward, 4096×768×2304 for dX): `big`
 # makes 576 workgroups there (2.2 waves of 264), `wide` 1152; which one the tail favours is unmeasured
 part qkv_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
-  --shapes=4096x2304x768NT,4096x768x2304NN --tiles=auto,wide,big,128x96x8_8x12_2/s1,128x192x8_8x16_2/s1
+  --shapes=4096x2304x768NT,4096x768x2304NN --tiles=auto,wide,big,128x96x8_8x12_2/s1,128x192x8_8x16_2/s1,128x128x8_8x8_2
 # attention's per-head products at RoBERTa-base (384 heads of 128 tokens, D = 64): scores and dP (NT),
 # P·V and dQ (NN), dK and dV (TN); session 3 measured 3.3 ms of them per step (≈ 17 TFLOP/s)
 part attn_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
