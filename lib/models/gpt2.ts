@@ -11,9 +11,9 @@ import { packedMultiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { LayerNorm } from "../nn/norm.ts";
-import { add, kvPackedAttention, reshape, slice, Tensor } from "../tensor/mod.ts";
+import { add, type DropoutSpec, kvPackedAttention, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
-import { atPooled, decoderHead, pooledPositions } from "./decoder_head.ts";
+import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
@@ -78,19 +78,14 @@ export class Gpt2Model extends BaseModel {
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
         const probsDropout = this.dropoutSpec(attnDrop, 3 * i + 1, at?.rows);
-        const opts = { numHeads: c.numHeads, headDim: d, scale, probsDropout };
-        // at the pooled positions: their queries over every key and value of c_attn's output
-        const a = at
-          ? reshape(
-            kvPackedAttention(slice(atPooled(qkv, at), 2, 0, c.hiddenSize), qkv, {
-              ...opts,
-              heads: c.numHeads,
-              keysAt: c.numHeads,
-              mask: at.keyMask,
-            }),
-            [b, 1, c.hiddenSize],
-          )
-          : packedMultiHeadAttention(qkv, { ...opts, causal: true, mask });
+        const a = at ? this.pooledAttention(qkv, at, scale, probsDropout) : packedMultiHeadAttention(qkv, {
+          numHeads: c.numHeads,
+          headDim: d,
+          causal: true,
+          mask,
+          scale,
+          probsDropout,
+        });
         const residual = at ? atPooled(prev, at) : prev;
         const y = this.dropoutAdd(
           blk.attnProj.forward(a, at?.rows),
@@ -106,6 +101,29 @@ export class Gpt2Model extends BaseModel {
     });
     const hidden = this.lnF.forward(x);
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled);
+  }
+
+  /**
+   * Attention at the pooled positions alone: their queries over every key and value of c_attn's
+   * output qkv [B, T, 3·H] → [B, 1, H].
+   */
+  private pooledAttention(
+    qkv: Tensor,
+    at: PooledPositions,
+    scale: number,
+    probsDropout: DropoutSpec | null,
+  ): Tensor {
+    const c = this.config, [b] = qkv.shape;
+    const q = slice(atPooled(qkv, at), 2, 0, c.hiddenSize);
+    const opts = {
+      heads: c.numHeads,
+      headDim: c.headDim,
+      keysAt: c.numHeads,
+      mask: at.keyMask,
+      scale,
+      probsDropout,
+    };
+    return reshape(kvPackedAttention(q, qkv, opts), [b, 1, c.hiddenSize]);
   }
 }
 
