@@ -99,14 +99,23 @@ export function dropoutFactors(
   group: number,
 ): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
-  const { p, key } = drop;
-  const k = dropoutMaskKey(key),
-    threshold = dropoutThreshold(p),
-    scale = p === 1 ? 0 : Math.fround(1 / (1 - p));
-  const index = key.rows ? wholeIndex(key.rows, unit, group) : (e: number) => e;
-  const out = new Float32Array(n);
-  for (let e = 0; e < n; e++) out[e] = pcgHash((pcgHash(index(e) >>> 0) + k) >>> 0) >= threshold ? scale : 0;
-  return Tensor.from(gpu, out, [...shape]);
+  const scale = drop.p === 1 ? 0 : Math.fround(1 / (1 - drop.p));
+  const keep = dropoutMask(n, drop.p, drop.key, unit, group);
+  return Tensor.from(gpu, Float32Array.from(keep, (k) => k * scale), [...shape]);
+}
+
+/**
+ * The dropout mask on the CPU, the kernels' twin: 1 where element i of `n` is kept, 0 where
+ * dropped. With `key.rows`, the elements are rows of `unit` elements (default: one row per
+ * sequence), `group` per sequence ({@link wholeIndex}).
+ */
+export function dropoutMask(n: number, p: number, key: DropoutKey, unit?: number, group = 1): Uint8Array {
+  const k = dropoutMaskKey(key), threshold = dropoutThreshold(p);
+  const index = key.rows ? wholeIndex(key.rows, unit ?? n / key.rows.batch, group) : (i: number) => i;
+  return Uint8Array.from(
+    { length: n },
+    (_, i) => (pcgHash((pcgHash(index(i)) + k) >>> 0) >= threshold ? 1 : 0),
+  );
 }
 
 /** The scale of kept elements as f32 bits (0 when p = 1). */
