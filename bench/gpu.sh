@@ -10,7 +10,7 @@ set -uo pipefail
 tests=$(ls tests/*_test.ts | grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing torch_steps bench torch_layer matmul_tiles steps_f16 tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -63,6 +63,8 @@ if [ -f "$out/wide_tiles.txt" ]; then
   echo "== best wide tile: ${best_wide:-none}"
 fi
 part steps 300 $run bench/step.ts $step_args
+# PyTorch's steps right after ours, so a call that runs out of budget still compares them
+part torch_steps 120 python3 bench/torch_steps.py
 if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then
   tuned="--wide-tile=${best_wide%/s1}"
   [ "$best_wide" != "${best_wide%/s1}" ] && tuned="$tuned --fill=0.5"
@@ -77,7 +79,6 @@ part attention 60 $run bench/attention.ts
 part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods=ssh --attention=fused
 # gradient checkpointing: peak memory and step time against `steps`
 part checkpointing 45 $run bench/step.ts --models=roberta-base --methods=ssh --checkpointing
-part torch_steps 120 python3 bench/torch_steps.py
 part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
