@@ -218,18 +218,21 @@ struct P { n: u32, s: f32 }
 }`,
 };
 
-/**
- * The dropout mask in WGSL: `kept_(e)` ⇔ pcg(pcg(f) + p.key) ≥ p.threshold, with the PCG hash
- * (O'Neill; {@link pcgHash} is its CPU twin) and f the element's index in the whole tensor:
- * e itself, or ⌊e / p.run⌋·p.stride + e mod p.run when the kernel holds only some rows of it
- * (`DropoutKey.rows`; run = stride = 1 otherwise). The kernel's uniform `p` has those fields.
- */
-export const DROPOUT_MASK = `
+/** The PCG hash (O'Neill) in WGSL; {@link pcgHash} is its CPU twin. */
+const PCG = `
 fn pcg_(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
   let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
   return (w >> 22u) ^ w;
-}
+}`;
+
+/**
+ * The dropout mask in WGSL: `kept_(e)` ⇔ pcg(pcg(f) + p.key) ≥ p.threshold, with f the
+ * element's index in the whole tensor: e itself, or ⌊e / p.run⌋·p.stride + e mod p.run when
+ * the kernel holds only some rows of it (`DropoutKey.rows`; run = stride = 1 otherwise). The
+ * kernel's uniform `p` has those fields.
+ */
+export const DROPOUT_MASK = `${PCG}
 fn kept_(e: u32) -> bool {
   var f = e;
   if (p.run != p.stride) { f = (e / p.run) * p.stride + e % p.run; }
@@ -284,6 +287,29 @@ struct P { n: u32, key: u32, threshold: u32, scale: f32, run: u32, stride: u32 }
   y[i] = ${residual ? "r[i] + d" : "d"};
 }`;
 }
+/**
+ * A dropout's factors `y[e]` = scale where kept, 0 where dropped, for a tensor holding one
+ * position of each sequence (`DropoutRows` with positions): element e of row r = ⌊e / unit⌋
+ * takes the mask of element (r·length + at[⌊r / group⌋])·unit + e mod unit of the whole
+ * tensor. Bindings at (i32, one position per sequence), y; uniform `{ n, key, threshold,
+ * scale, unit, length, group }`.
+ */
+export const DROPOUT_FACTORS: Kernel = {
+  name: "elementwise.dropout_factors",
+  code: `${PCG}
+@group(0) @binding(0) var<storage, read> at: array<i32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { n: u32, key: u32, threshold: u32, scale: f32, unit: u32, length: u32, group: u32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  let r = i / p.unit;
+  let f = (r * p.length + u32(at[r / p.group])) * p.unit + i % p.unit;
+  y[i] = select(0.0, p.scale, pcg_(pcg_(f) + p.key) >= p.threshold);
+}`,
+};
+
 const DROPOUT: Kernel = { name: "elementwise.dropout", code: dropoutCode(false, false) };
 const DROPOUT_X4: Kernel = { name: "elementwise.dropout_x4", code: dropoutCode(true, false) };
 const DROPOUT_ADD: Kernel = { name: "elementwise.dropout_add", code: dropoutCode(false, true) };

@@ -61,6 +61,25 @@ Deno.test("dropout rows: one position per sequence draws the whole tensor's mask
   );
 });
 
+Deno.test("dropoutFactors: the masks at given positions, drawn on the GPU, against the CPU twin", async () => {
+  const gpu = await getGpu();
+  // 5 sequences of 7 positions; 3 rows of 13 per sequence (e.g. heads of one query's probabilities)
+  const rows = { batch: 5, length: 7, at: Int32Array.of(6, 0, 3, 1, 5) };
+  for (const p of [0.1, 0.5, 1]) {
+    const drop = { p, key: { seed: 8, step: 3, site: 2, rows } };
+    const factors = await T.dropoutFactors(gpu, [5, 3, 13], drop, 13, 3).toArray();
+    const scale = p === 1 ? 0 : Math.fround(1 / (1 - p));
+    const keep = dropoutMask(195, p, drop.key, 13, 3);
+    assertEquals(Array.from(factors), Array.from(keep, (k) => k * scale), `p = ${p}`);
+  }
+  const drop = { p: 0.5, key: { seed: 8, step: 3, rows } };
+  assertThrows(
+    () => T.dropoutFactors(gpu, [5, 3, 12], drop, 13, 3),
+    "180 elements are not 5 sequences of 3 rows of 13",
+  );
+  assertThrows(() => T.dropoutFactors(gpu, [5, 13], { p: 0.5, key: { seed: 8, step: 3 } }, 13, 1), "no rows");
+});
+
 /** The fixture model `family`, with dropout on every site (ViT's fixture has none). */
 async function fixtureDir(family: string): Promise<string> {
   const from = `${FIXTURES}models/${family}`;

@@ -70,6 +70,7 @@ export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
 export {
   dropout,
   dropoutAdd,
+  dropoutFactors,
   type DropoutKey,
   dropoutMaskKey,
   type DropoutRows,

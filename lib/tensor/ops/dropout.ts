@@ -3,7 +3,7 @@
  * reproducible and the backward pass regenerates it instead of storing it.
  * @module
  */
-import { dropoutAddKernel, dropoutKernel, pcgHash } from "../../../kernels/elementwise.ts";
+import { DROPOUT_FACTORS, dropoutAddKernel, dropoutKernel, pcgHash } from "../../../kernels/elementwise.ts";
 import { record } from "../autograd.ts";
 import { fmt, sameShape } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
@@ -73,23 +73,30 @@ export function needsFactors(drop: DropoutSpec | null): boolean {
  * takes, for rows of `unit` elements, `group` of them per sequence ({@link DropoutRows}).
  */
 export function wholeIndex(rows: DropoutRows, unit: number, group: number): (e: number) => number {
-  const { batch, length, at } = rows;
-  if (!(Number.isInteger(unit) && Number.isInteger(group) && unit >= 1 && group >= 1)) {
-    throw new Error(`dropout: rows need a whole number of ${unit}-element rows, ${group} per sequence`);
-  }
-  if (at && at.length !== batch) {
-    throw new Error(`dropout: rows at ${at.length} positions for ${batch} sequences`);
-  }
+  checkRows(rows, unit, group);
+  const { length, at } = rows;
   return (e) => {
     const r = Math.floor(e / unit);
     return (r * length + (at ? at[Math.floor(r / group)] : 0)) * unit + (e % unit);
   };
 }
 
+/** Throws unless `rows` can hold rows of `unit` elements, `group` per sequence. */
+function checkRows(rows: DropoutRows, unit: number, group: number): void {
+  const { batch, at } = rows;
+  if (!(Number.isInteger(unit) && Number.isInteger(group) && unit >= 1 && group >= 1)) {
+    throw new Error(`dropout: rows need a whole number of ${unit}-element rows, ${group} per sequence`);
+  }
+  if (at && at.length !== batch) {
+    throw new Error(`dropout: rows at ${at.length} positions for ${batch} sequences`);
+  }
+}
+
 /**
- * The dropout's factors as a tensor of `shape`: 1/(1−p) where kept, 0 where dropped, with the
- * masks of {@link wholeIndex} (rows of `unit` elements, `group` per sequence) when the key has
- * rows. Multiplying by them is the kernels' dropout, bit for bit.
+ * The factors of a dropout at given positions (`key.rows.at`) as a tensor of `shape`: 1/(1−p)
+ * where kept, 0 where dropped, with the masks of {@link wholeIndex} for rows of `unit`
+ * elements, `group` per sequence. Drawn on the GPU from the positions alone; multiplying by
+ * them is the kernels' dropout, bit for bit.
  */
 export function dropoutFactors(
   gpu: Gpu,
@@ -98,24 +105,22 @@ export function dropoutFactors(
   unit: number,
   group: number,
 ): Tensor {
+  const rows = drop.key.rows;
+  if (!rows?.at) throw new Error("dropoutFactors: the dropout's key has no rows at given positions");
+  checkRows(rows, unit, group);
   const n = shape.reduce((a, b) => a * b, 1);
-  const scale = drop.p === 1 ? 0 : Math.fround(1 / (1 - drop.p));
-  const keep = dropoutMask(n, drop.p, drop.key, unit, group);
-  return Tensor.from(gpu, Float32Array.from(keep, (k) => k * scale), [...shape]);
-}
-
-/**
- * The dropout mask on the CPU, the kernels' twin: 1 where element i of `n` is kept, 0 where
- * dropped. With `key.rows`, the elements are rows of `unit` elements (default: one row per
- * sequence), `group` per sequence ({@link wholeIndex}).
- */
-export function dropoutMask(n: number, p: number, key: DropoutKey, unit?: number, group = 1): Uint8Array {
-  const k = dropoutMaskKey(key), threshold = dropoutThreshold(p);
-  const index = key.rows ? wholeIndex(key.rows, unit ?? n / key.rows.batch, group) : (i: number) => i;
-  return Uint8Array.from(
-    { length: n },
-    (_, i) => (pcgHash((pcgHash(index(i)) + k) >>> 0) >= threshold ? 1 : 0),
-  );
+  if (n !== rows.batch * group * unit) {
+    throw new Error(
+      `dropoutFactors: ${n} elements are not ${rows.batch} sequences of ${group} rows of ${unit}`,
+    );
+  }
+  const at = Tensor.from(gpu, rows.at, [rows.batch]);
+  const out = Tensor.empty(gpu, [...shape]);
+  const { p, key } = drop;
+  const params = u32s(n, dropoutMaskKey(key), dropoutThreshold(p), keptScale(p), unit, rows.length, group);
+  launch(gpu, DROPOUT_FACTORS, [at.buffer, out.buffer], n, params);
+  at.dispose();
+  return out;
 }
 
 /** The scale of kept elements as f32 bits (0 when p = 1). */
