@@ -84,47 +84,38 @@ for (const [family, method] of FAMILIES.flatMap((f) => [[f, "lora"], [f, "ssh"]]
   });
 }
 
-Deno.test("gpt2: gradient checkpointing with every weight trained (full fine-tuning): the same gradients", async () => {
+/**
+ * One train-mode forward and backward of the fixture `family` with the parameters `trained`
+ * picks: their gradients, and the dispatches backward took.
+ */
+async function trainedPass(family: string, checkpointing: boolean, trained: (key: string) => boolean) {
   const gpu = await getGpu();
-  const dir = `${FIXTURES}models/gpt2`;
-  const run = async (checkpointing: boolean) => {
-    const model = await loadModel(gpu, dir);
-    model.train(true);
-    model.gradientCheckpointing = checkpointing;
-    const params = [...model.parameters.values()];
-    for (const p of params) p.requiresGrad = true;
-    const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
-    const loss = T.tidy(() => model.forward(batch).loss!);
-    loss.backward();
-    const grads = await Promise.all(params.map((p) => p.grad!.toArray()));
-    loss.dispose();
-    model.dispose();
-    return grads;
-  };
-  const plain = await run(false), ckpt = await run(true);
-  plain.forEach((g, i) => assertClose(ckpt[i], g, 1e-6, `gradient of parameter ${i}`));
+  const dir = `${FIXTURES}models/${family}`;
+  const model = await loadModel(gpu, dir);
+  model.train(true);
+  model.gradientCheckpointing = checkpointing;
+  const params = [...model.parameters].filter(([k]) => trained(k)).map(([, t]) => t);
+  for (const p of params) p.requiresGrad = true;
+  const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+  const loss = T.tidy(() => model.forward(batch).loss!);
+  const before = gpu.stream.dispatches;
+  loss.backward();
+  const backward = gpu.stream.dispatches - before;
+  const grads = await Promise.all(params.map((p) => p.grad!.toArray()));
+  loss.dispose();
+  model.dispose();
+  return { backward, grads };
+}
+
+Deno.test("gpt2: gradient checkpointing with every weight trained (full fine-tuning): the same gradients", async () => {
+  const plain = await trainedPass("gpt2", false, () => true),
+    ckpt = await trainedPass("gpt2", true, () => true);
+  plain.grads.forEach((g, i) => assertClose(ckpt.grads[i], g, 1e-6, `gradient of parameter ${i}`));
 });
 
 Deno.test("roberta: training the head alone, gradient checkpointing recomputes nothing in backward", async () => {
-  const gpu = await getGpu();
-  const dir = `${FIXTURES}models/roberta`;
-  const run = async (checkpointing: boolean) => {
-    const model = await loadModel(gpu, dir);
-    model.train(true);
-    model.gradientCheckpointing = checkpointing;
-    const head = [...model.parameters].filter(([k]) => k.startsWith("classifier.")).map(([, t]) => t);
-    for (const p of head) p.requiresGrad = true;
-    const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
-    const loss = T.tidy(() => model.forward(batch).loss!);
-    const before = gpu.stream.dispatches;
-    loss.backward();
-    const backward = gpu.stream.dispatches - before;
-    const grads = await Promise.all(head.map((p) => p.grad!.toArray()));
-    loss.dispose();
-    model.dispose();
-    return { backward, grads };
-  };
-  const plain = await run(false), ckpt = await run(true);
+  const head = (key: string) => key.startsWith("classifier.");
+  const plain = await trainedPass("roberta", false, head), ckpt = await trainedPass("roberta", true, head);
   assertEquals(ckpt.backward, plain.backward, "backward dispatches");
   plain.grads.forEach((g, i) => assertEquals(Array.from(ckpt.grads[i]), Array.from(g), `gradient ${i}`));
 });
