@@ -27,6 +27,23 @@ export {
 } from "./lib/linalg/matmul.ts";
 export * as tensor from "./lib/tensor/mod.ts";
 export {
+  type DropoutKey,
+  type DropoutRows,
+  type DType,
+  type Shape,
+  Tensor,
+  type TensorOptions,
+} from "./lib/tensor/mod.ts";
+export { type GradNode, type GradRule } from "./lib/tensor/autograd.ts";
+export {
+  type LinearShape,
+  type ModelShapes,
+  type ParamShape,
+  type WeightStorage,
+} from "./lib/models/shapes.ts";
+export { type FoldedUpdate, Linear, type LinearAdapter, type WeightLayout } from "./lib/nn/linear.ts";
+export { type WeightDtype } from "./lib/nn/load.ts";
+export {
   openCheckpoint,
   openSafetensors,
   SafetensorsFile,
@@ -57,3 +74,116 @@ export {
   type SpecialTokens,
   Tokenizer,
 } from "./lib/io/tokenizer.ts";
+export {
+  loadModel,
+  type LoadModelOptions,
+  loadModelTokenizer,
+  registeredFamilies,
+} from "./lib/models/load.ts";
+export {
+  type Batch as ModelBatch,
+  type ForwardOptions,
+  type Model,
+  type ModelOutput,
+  type ModelTask,
+} from "./lib/models/model.ts";
+export {
+  type AdapterConfig,
+  AdapterConfigError,
+  type CommonAdapterConfig,
+  type ConfigOptions,
+  type FourierFTConfig,
+  fourierftConfig,
+  type Init,
+  type LoraConfig,
+  loraConfig,
+  type PeftType,
+  type Selection,
+  type SSHConfig,
+  sshConfig,
+  SUPPORTED_PEFT_TYPES,
+  type TargetModules,
+  TASK_TYPES,
+  type TaskType,
+} from "./lib/peft/config.ts";
+export {
+  applyAdapter,
+  attachAdapter,
+  type AttachOptions,
+  loadAdapterInto,
+  type LoadIntoOptions,
+  PeftModel,
+} from "./lib/peft/apply.ts";
+export { type DeltaWeightOptions, type PeftLayer } from "./lib/peft/layer.ts";
+export { type DropoutState } from "./lib/peft/lora.ts";
+export {
+  type Adapter,
+  type AdapterBase,
+  AdapterFileError,
+  type FourierFTAdapter,
+  type FourierFTModule,
+  loadAdapter,
+  type LoadOptions as LoadAdapterOptions,
+  type LoraAdapter,
+  type LoraModule,
+  saveAdapter,
+  type SavedTensor,
+  type SaveOptions as SaveAdapterOptions,
+  type SSHAdapter,
+  type SSHModule,
+} from "./lib/peft/files.ts";
+export { type WriteMergedOptions } from "./lib/peft/merge.ts";
+export {
+  BatchIterator,
+  type BatchIteratorOptions,
+  CausalLmDataset,
+  type CausalLmOptions,
+  type ClassificationData,
+  ClassificationDataset,
+  type ClassificationDatasetOptions,
+  DataError,
+  type Dataset,
+  type Example,
+  IGNORE_INDEX,
+  type Position,
+  readClassificationFile,
+  type ReadOptions,
+  type Row,
+  type TrainBatch,
+} from "./lib/train/data.ts";
+export {
+  type BatchSource,
+  type EvalResult,
+  evaluate,
+  type HostBatch,
+  type ImageBatch,
+  ImageBatches,
+  type ImageExample,
+  inOrder,
+  type TaskName,
+} from "./lib/train/tasks.ts";
+export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
+export {
+  type NamedParam,
+  type ParamGroupSpec,
+  train,
+  TrainingDivergedError,
+  type TrainOptions,
+  type TrainResult,
+} from "./lib/train/trainer.ts";
+export { AdamW, type AdamWOptions, type ParamGroup } from "./lib/train/optim.ts";
+export {
+  CheckpointError,
+  loadCheckpoint,
+  type LoadedCheckpoint,
+  type OptimizerState,
+  type TrainerState,
+} from "./lib/train/checkpoint.ts";
+export { type LogRecord, RunLog } from "./lib/train/log.ts";
+export {
+  Progress,
+  type ProgressOptions,
+  type ProgressSink,
+  type ProgressStats,
+} from "./lib/train/progress.ts";
+export { type ScheduleOptions } from "./lib/train/schedule.ts";

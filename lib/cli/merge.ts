@@ -8,7 +8,6 @@ import { getGpu } from "../gpu/mod.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
-import { describeHead } from "./head_config.ts";
 
 const FLAGS = {
   model: { type: "string", default: "models/default", arg: "DIR", help: "the base model directory" },
@@ -39,10 +38,6 @@ export function mergeCommand(args: string[]): Promise<number> {
     });
     try {
       await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
-      const names = loaded.numLabels !== undefined && loaded.config.labels.length === loaded.numLabels
-        ? loaded.config.labels
-        : undefined;
-      await describeHead(v.out, loaded.task, names, loaded.numLabels, loaded.tokenizer?.padId);
       console.log(`merged ${v.adapter} into ${v.model}: wrote ${v.out} (${loaded.task})`);
       return 0;
     } finally {

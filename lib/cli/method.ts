@@ -16,9 +16,9 @@ import { shapesOfModel } from "../peft/model_shapes.ts";
 import type { Init, Selection } from "../peft/config.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import type { Tensor } from "../tensor/mod.ts";
-import type { NamedParam, ParamGroupSpec } from "../train/trainer.ts";
+import { adapterGroups } from "../train/groups.ts";
+import type { ParamGroupSpec } from "../train/trainer.ts";
 import type { TaskName } from "../train/tasks.ts";
-import { describeHead } from "./head_config.ts";
 
 /** The methods `train` offers. */
 export const METHODS = ["ssh", "lora", "fourierft", "full", "head"] as const;
@@ -58,8 +58,6 @@ export interface MethodOptions {
   /** The base model directory (merged outputs copy its files). */
   modelDir: string;
   labelNames?: string[];
-  numLabels?: number;
-  padId?: number;
 }
 
 /** A method attached to a model. */
@@ -128,24 +126,16 @@ export async function prepareMethod(
     await writeMergedModel({ model, layers: new Map(), saved: params }, dir, {
       sourceDir: o.modelDir,
       overwrite: true,
+      labelNames: o.labelNames,
     });
-    await describeHead(dir, o.task, o.labelNames, o.numLabels, o.padId);
   };
   if (config) {
     const peft = resumeDir
       ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
       : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
-    const adapter: NamedParam[] = [];
-    for (const [path, layer] of peft.layers) {
-      layer.parameters().forEach((t, i) => adapter.push({ name: `${path}.${layer.kind}.${i}`, tensor: t }));
-    }
-    const head = [...peft.saved].map(([name, tensor]) => ({ name, tensor }));
     return {
       peft,
-      groups: [
-        { name: "adapter", params: adapter, lr: o.lr, weightDecay: o.weightDecay },
-        { name: "head", params: head, lr: o.headLr, weightDecay: o.weightDecay },
-      ].filter((g) => g.params.length > 0),
+      groups: adapterGroups(peft, { lr: o.lr, headLr: o.headLr, weightDecay: o.weightDecay }),
       trainable: peft.trainableCount(),
       writeWeights: (dir) => peft.save(join(dir, "adapter")),
       saveFinal: async (outDir) => {

@@ -22,13 +22,7 @@ import {
 } from "../train/data.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
-import {
-  type BatchSource,
-  ImageBatches,
-  type ImageExample,
-  type TaskName,
-  tokenSource,
-} from "../train/tasks.ts";
+import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
 
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
 export const BUILTIN_DATA = ["spamassassin", "brown"] as const;
@@ -192,8 +186,8 @@ async function classificationSplits(
     ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
     : null;
   return {
-    train: tokenSource(trainIt),
-    eval: evalIt ? tokenSource(evalIt) : null,
+    train: trainIt,
+    eval: evalIt,
     numLabels,
     labelNames,
     summary,
@@ -233,25 +227,15 @@ async function causalSplits(spec: DataSpec, tokenizer: Tokenizer): Promise<Split
   const evalSet = heldOut && heldOut.length > seqLen
     ? new CausalLmDataset(heldOut, seqLen, tokenizer.padId, { stride: seqLen + 1, source: "held-out text" })
     : null;
-  const trainIt = new BatchIterator(trainSet, { batchSize: spec.batchSize, seed: spec.seed });
   let evalSource: BatchSource | null = null;
   if (evalSet) {
-    const it = new BatchIterator(evalSet, { batchSize: spec.batchSize, shuffle: false });
-    evalSource = tokenSource(it);
+    evalSource = new BatchIterator(evalSet, { batchSize: spec.batchSize, shuffle: false });
     if (spec.maxEval !== undefined) evalSource = limitRows(evalSource, spec.maxEval, spec.batchSize);
   }
-  let trainSource = tokenSource(trainIt);
-  if (spec.maxTrain !== undefined && spec.maxTrain < trainSet.size) {
-    trainSource = tokenSource(
-      new BatchIterator(
-        new CausalLmDataset(train.subarray(0, spec.maxTrain * seqLen + 1), seqLen, tokenizer.padId),
-        {
-          batchSize: spec.batchSize,
-          seed: spec.seed,
-        },
-      ),
-    );
-  }
+  const trainRows = spec.maxTrain !== undefined && spec.maxTrain < trainSet.size
+    ? new CausalLmDataset(train.subarray(0, spec.maxTrain * seqLen + 1), seqLen, tokenizer.padId)
+    : trainSet;
+  const trainSource = new BatchIterator(trainRows, { batchSize: spec.batchSize, seed: spec.seed });
   return { train: trainSource, eval: evalSource, summary };
 }
 

@@ -348,8 +348,6 @@ async function runTraining(
     weightDecay: v["weight-decay"],
     modelDir: v.model,
     labelNames: splits.labelNames,
-    numLabels: splits.numLabels,
-    padId: tokenizer?.padId,
   };
   const adapterConfig = adapterConfigOf(methodOptions, v.model);
   const fingerprint: Record<string, unknown> = {

@@ -65,10 +65,13 @@ export interface ForwardOptions {
 
 /** A loaded transformer. */
 export interface Model {
+  /** The device holding the model's tensors. */
   readonly gpu: Gpu;
   /** `gpt2`, `bert`, `roberta`, `llama` or `vit`. */
   readonly family: string;
+  /** The task head the model was built with. */
   readonly task: ModelTask;
+  /** The checkpoint's parsed config.json. */
   readonly config: HfConfig;
   /** Every parameter by its checkpoint key, in checkpoint storage layout. */
   readonly parameters: Map<string, Tensor>;

@@ -23,8 +23,11 @@ export type WeightStorage = "out_in" | "in_out";
 export interface LinearShape {
   /** The module path = the checkpoint key prefix of `<path>.weight`. */
   path: string;
+  /** Output features M (the logical size, whatever the storage). */
   outFeatures: number;
+  /** Input features N (the logical size, whatever the storage). */
   inFeatures: number;
+  /** How the weight is stored: "out_in" (torch Linear) or "in_out" (GPT-2 Conv1D). */
   storage: WeightStorage;
   /** Whether the layer has a `<path>.bias`. */
   bias: boolean;
@@ -39,6 +42,7 @@ export interface LinearShape {
 export interface ParamShape {
   /** Checkpoint key, e.g. "roberta.embeddings.word_embeddings.weight". */
   key: string;
+  /** The tensor's shape as stored in the checkpoint. */
   shape: number[];
   /** Set when this parameter is another one's tensor (not stored, not counted twice). */
   tiedTo?: string;
@@ -46,6 +50,7 @@ export interface ParamShape {
 
 /** Every parameter of a model, and its linear layers. */
 export interface ModelShapes {
+  /** The config's `model_type`: "gpt2", "bert", "roberta", "llama" or "vit". */
   modelType: ModelType;
   /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
   architecture: string;

@@ -63,6 +63,10 @@ export class Linear {
   /** The attached adapter; null for a plain layer or while merged. */
   adapter: LinearAdapter | null = null;
 
+  /**
+   * A layer over `weight` (2-D, stored as `layout`) and an optional `bias` [out], with no adapter.
+   * Throws when the weight is not 2-D or the bias does not match the output features.
+   */
   constructor(
     /** The checkpoint key prefix, e.g. `transformer.h.0.attn.c_attn`. */
     readonly path: string,

@@ -75,6 +75,10 @@ export class PeftModel {
   #merged = false;
   #detached = false;
 
+  /**
+   * The handle over `model` and its adapter layers. It attaches nothing: use {@link attachAdapter},
+   * {@link applyAdapter} or {@link loadAdapterInto}, which attach the layers and build it.
+   */
   constructor(
     readonly model: Model,
     readonly config: AdapterConfig,
@@ -90,6 +94,7 @@ export class PeftModel {
     readonly dropoutState: DropoutState,
   ) {}
 
+  /** The model's device. */
   get gpu(): Gpu {
     return this.model.gpu;
   }

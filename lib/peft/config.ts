@@ -61,7 +61,9 @@ export interface CommonAdapterConfig {
    * and "score" (see lib/peft/targets.ts).
    */
   modulesToSave: string[] | null;
+  /** PEFT's `base_model_name_or_path`: the model the adapter was made for; null when unset. */
   baseModelNameOrPath: string | null;
+  /** PEFT's `task_type` (SEQ_CLS adds the classifier heads to modules_to_save); null when unset. */
   taskType: TaskType | null;
   /** PEFT's `inference_mode` (true in saved adapters). */
   inferenceMode: boolean;
@@ -79,6 +81,7 @@ export interface CommonAdapterConfig {
  * ΔW = (α/(M·N))·T(S) (SPEC §1.3).
  */
 export interface SSHConfig extends CommonAdapterConfig {
+  /** `peft_type`: always "SSH". */
   peftType: "SSH";
   /** Coefficients per layer (`n`), an integer ≥ 1; default 750. */
   n: number;
@@ -102,6 +105,7 @@ export interface SSHConfig extends CommonAdapterConfig {
 
 /** LoRA (PEFT `LORA`): ΔW = (lora_alpha / r)·B·A, or lora_alpha/√r with `useRslora`. */
 export interface LoraConfig extends CommonAdapterConfig {
+  /** `peft_type`: always "LORA". */
   peftType: "LORA";
   /** Rank (`r`), an integer ≥ 1; PEFT's default 8. */
   r: number;
@@ -121,6 +125,7 @@ export interface LoraConfig extends CommonAdapterConfig {
 
 /** FourierFT (PEFT `FOURIERFT`): ΔW = scaling·Re(ifft2(S)) with n_frequency coefficients. */
 export interface FourierFTConfig extends CommonAdapterConfig {
+  /** `peft_type`: always "FOURIERFT". */
   peftType: "FOURIERFT";
   /** `n_frequency`, an integer ≥ 1; PEFT's default 1000. */
   nFrequency: number;
@@ -141,6 +146,7 @@ export type AdapterConfig = SSHConfig | LoraConfig | FourierFTConfig;
 
 /** An adapter_config.json (or options) that is malformed, unsupported or out of range. */
 export class AdapterConfigError extends Error {
+  /** Always "AdapterConfigError". */
   override name = "AdapterConfigError";
 }
 

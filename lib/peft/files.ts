@@ -65,7 +65,9 @@ const FLOAT_DTYPES: Dtype[] = ["F32", "F16", "BF16", "F64"];
 
 /** One SSH layer: n coefficients at distinct positions of the (out × in) spectrum. */
 export interface SSHModule {
+  /** Output features M of the layer (rows of the spectrum). */
   outFeatures: number;
+  /** Input features N of the layer (columns of the spectrum). */
   inFeatures: number;
   /** The coefficients [n]. */
   spectrum: Float32Array;
@@ -75,7 +77,9 @@ export interface SSHModule {
 
 /** One FourierFT layer; as SSH, but PEFT files may come without positions. */
 export interface FourierFTModule {
+  /** Output features M of the layer (rows of the spectrum). */
   outFeatures: number;
+  /** Input features N of the layer (columns of the spectrum). */
   inFeatures: number;
   /** The coefficients [n_frequency]. */
   spectrum: Float32Array;
@@ -85,8 +89,11 @@ export interface FourierFTModule {
 
 /** One LoRA layer: ΔW = scaling·B·A. */
 export interface LoraModule {
+  /** Output features M of the layer (rows of lora_B). */
   outFeatures: number;
+  /** Input features N of the layer (columns of lora_A). */
   inFeatures: number;
+  /** The rank r (rows of lora_A, columns of lora_B). */
   r: number;
   /** lora_A [r, in], row-major. */
   a: Float32Array;
@@ -96,12 +103,15 @@ export interface LoraModule {
 
 /** One parameter of a module trained in full (modules_to_save), as float32 values. */
 export interface SavedTensor {
+  /** The parameter's shape in the model. */
   shape: number[];
+  /** Its values, row-major. */
   data: Float32Array;
 }
 
 /** What every adapter holds: its config, per-module weights, and the modules_to_save tensors. */
 export interface AdapterBase<C extends AdapterConfig, M> {
+  /** The adapter's configuration (its adapter_config.json). */
   config: C;
   /** Per adapted module path (e.g. "roberta.encoder.layer.0.attention.self.query"). */
   modules: Map<string, M>;
@@ -120,6 +130,7 @@ export type Adapter = SSHAdapter | LoraAdapter | FourierFTAdapter;
 
 /** An adapter directory or adapter that is malformed, or does not fit its base model. */
 export class AdapterFileError extends Error {
+  /** Always "AdapterFileError". */
   override name = "AdapterFileError";
 }
 

@@ -29,6 +29,8 @@ import {
   writeSafetensors,
 } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
+import "../models/families.ts";
+import { getFamily } from "../models/registry.ts";
 import { checkCheckpoint } from "../models/shapes.ts";
 import { checkpointKey } from "../nn/load.ts";
 import type { Linear } from "../nn/linear.ts";
@@ -36,7 +38,7 @@ import type { Tensor } from "../tensor/mod.ts";
 import { addScaledKernel } from "../../kernels/peft.ts";
 import { WG } from "../../kernels/indexing.ts";
 import type { PeftLayer } from "./layer.ts";
-import { shapesOfModel } from "./model_shapes.ts";
+import { classifierLabels, shapesOfModel } from "./model_shapes.ts";
 
 /** A layer's weight ± ΔW on the GPU (encoded; see the module doc). */
 export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): void {
@@ -86,6 +88,11 @@ export interface WriteMergedOptions {
   sourceDir?: string;
   /** Replace an existing `dir` (default false: an existing directory is an error). */
   overwrite?: boolean;
+  /**
+   * Names of a classification head's labels, written as config.json's id2label (default: the
+   * model config's labels when their count matches the head, else LABEL_0, LABEL_1, …).
+   */
+  labelNames?: readonly string[];
 }
 
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|onnx|gguf)$|\.index\.json$/;
@@ -121,7 +128,39 @@ export async function writeMergedModel(
         await Deno.copyFile(join(sourceDir, e.name), join(tmp, e.name));
       }
     }
+    await describeHead(model, join(tmp, "config.json"), opts.labelNames);
   });
+}
+
+/**
+ * Make the written config.json name the model's head, so that transformers and loadModel
+ * rebuild it: `architectures` for the model's task and, for a classifier, `id2label` /
+ * `label2id` of the head's label count and the `pad_token_id` the model pools with (a GPT-2 or
+ * LLaMA classifier made from a causal LM's directory has none in its source config).
+ */
+async function describeHead(model: Model, path: string, labelNames?: readonly string[]): Promise<void> {
+  const text = await Deno.readTextFile(path);
+  const json = JSON.parse(text);
+  const described = { ...json };
+  const arch = getFamily(model.config.modelType)?.architectures[model.task];
+  if (arch) described.architectures = [arch];
+  const count = classifierLabels(model);
+  if (count !== undefined) {
+    const known = labelNames?.length === count
+      ? labelNames
+      : model.config.labels.length === count
+      ? model.config.labels
+      : undefined;
+    const names = Array.from({ length: count }, (_, i) => known?.[i] ?? `LABEL_${i}`);
+    described.id2label = Object.fromEntries(names.map((n, i) => [String(i), n]));
+    described.label2id = Object.fromEntries(names.map((n, i) => [n, i]));
+    if (json.pad_token_id == null && model.config.padTokenId !== null) {
+      described.pad_token_id = model.config.padTokenId;
+    }
+  }
+  // the source's bytes stay when they already describe the head
+  const same = Object.keys(described).every((k) => JSON.stringify(described[k]) === JSON.stringify(json[k]));
+  if (!same) await Deno.writeTextFile(path, JSON.stringify(described, null, 2) + "\n");
 }
 
 /** The tensors that change, by checkpoint key, in their stored (or chosen) dtype. */

@@ -6,22 +6,36 @@
  */
 import type { Model } from "../models/model.ts";
 import { getFamily } from "../models/registry.ts";
-import { type ModelShapes, modelShapes } from "../models/shapes.ts";
+import { type LinearShape, type ModelShapes, modelShapes } from "../models/shapes.ts";
 
 /** The shapes of `model` (its own `shapes` when the model carries them). */
 export function shapesOfModel(model: Model): ModelShapes {
   const own = (model as { shapes?: ModelShapes }).shapes;
   if (own) return own;
   const architecture = getFamily(model.config.modelType)?.architectures[model.task];
-  let shapes = modelShapes(model.config, { architecture });
+  const shapes = modelShapes(model.config, { architecture });
   // a classification head built with another label count than the config's
-  const head = shapes.linears.filter((l) =>
-    l.path !== shapes.outputLayer && shapes.head.some((h) => l.path === h || l.path.startsWith(h + "."))
+  const last = classifierShape(shapes);
+  const built = last && model.linears.get(last.path)?.outFeatures;
+  return last && built !== undefined && built !== last.outFeatures
+    ? modelShapes(model.config, { architecture, numLabels: built })
+    : shapes;
+}
+
+/**
+ * The label count of `model`'s classification head as built (the out features of the head's
+ * last linear layer), or undefined for a model without one (a causal LM, a bare backbone).
+ */
+export function classifierLabels(model: Model): number | undefined {
+  if (model.task !== "seq-cls" && model.task !== "image-cls") return undefined;
+  const last = classifierShape(shapesOfModel(model));
+  return last && model.linears.get(last.path)?.outFeatures;
+}
+
+/** The last linear layer of the task head, other than a language model's output layer. */
+function classifierShape(s: ModelShapes): LinearShape | undefined {
+  const head = s.linears.filter((l) =>
+    l.path !== s.outputLayer && s.head.some((h) => l.path === h || l.path.startsWith(h + "."))
   );
-  const last = head[head.length - 1];
-  const built = last ? model.linears.get(last.path) : undefined;
-  if (last && built && built.outFeatures !== last.outFeatures) {
-    shapes = modelShapes(model.config, { architecture, numLabels: built.outFeatures });
-  }
-  return shapes;
+  return head[head.length - 1];
 }

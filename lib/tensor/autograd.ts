@@ -28,7 +28,9 @@ export type GradRule = (
 
 /** How a tensor was computed: the op, its inputs, what backward needs, and the rule. */
 export class GradNode {
+  /** True once the node's saved tensors and rule are released; a backward through it then throws. */
   freed = false;
+  /** The node of op `op` over `inputs`, keeping `saved` for `rule` (use {@link record} rather than this). */
   constructor(
     readonly op: string,
     public inputs: Tensor[],

@@ -52,9 +52,13 @@ export interface TrainerState {
 
 /** Optimiser state as {@link AdamW.exportState} gives it, with the parameter names. */
 export interface OptimizerState {
+  /** The trained parameters' names, in update order. */
   names: string[];
+  /** AdamW's first moment of each parameter. */
   m: Float32Array[];
+  /** AdamW's second moment of each parameter. */
   v: Float32Array[];
+  /** Updates applied to each parameter (for bias correction). */
   steps: number[];
 }
 
@@ -62,12 +66,15 @@ export interface OptimizerState {
 export interface LoadedCheckpoint {
   /** The folder it was read from. */
   dir: string;
+  /** The trainer state (`trainer_state.json`). */
   state: TrainerState;
+  /** The optimiser moments and step counts (`optimizer.safetensors`). */
   optimizer: OptimizerState;
 }
 
 /** A missing, partial or inconsistent checkpoint, or one that does not fit the run. */
 export class CheckpointError extends Error {
+  /** Always "CheckpointError". */
   override name = "CheckpointError";
 }
 

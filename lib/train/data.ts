@@ -18,20 +18,25 @@ import { CsvError, parseCsv } from "./csv.ts";
 
 /** A data file that cannot be used: missing, malformed, a missing field, a bad label, no examples. */
 export class DataError extends Error {
+  /** Always "DataError". */
   override name = "DataError";
 }
 
 /** One classification example: a text (or a pair of texts) and its label id. */
 export interface Example {
+  /** The text (the first text of a pair). */
   text: string;
   /** The second text of a pair task (GLUE's sentence2, hypothesis, …). */
   pair?: string;
+  /** The class id. */
   label: number;
 }
 
 /** Labelled examples read from a file by {@link readClassificationFile}. */
 export interface ClassificationData {
+  /** The file read. */
   path: string;
+  /** The examples, in file order. */
   examples: Example[];
   /**
    * Names of the label ids: the `labels` option when given, else the file's string labels in
@@ -40,6 +45,7 @@ export interface ClassificationData {
   labelNames: string[] | null;
   /** The field(s) read as text: [text] or, for a pair task, [first, second]. */
   textFields: string[];
+  /** The field read as the label. */
   labelField: string;
 }
 
@@ -302,6 +308,7 @@ export async function readTextFile(path: string): Promise<string> {
 
 /** One dataset row before batching. */
 export interface Row {
+  /** Token ids, special tokens included. */
   ids: ArrayLike<number>;
   /** Token type ids (pair tasks), same length as ids. */
   typeIds?: ArrayLike<number>;
@@ -311,14 +318,16 @@ export interface Row {
 
 /** What {@link BatchIterator} draws rows from. */
 export interface Dataset {
+  /** Rows in the dataset. */
   readonly size: number;
   /** Token id written into padding (masked out). */
   readonly padId: number;
+  /** Row `index` (0-based); an index outside the dataset is a RangeError. */
   row(index: number): Row;
 }
 
 /** Label id that losses ignore (PyTorch's ignore_index). */
-export const IGNORE_INDEX = -100;
+export const IGNORE_INDEX: number = -100;
 
 /** Options of {@link ClassificationDataset}. */
 export interface ClassificationDatasetOptions {
@@ -339,11 +348,17 @@ export interface ClassificationDatasetOptions {
  * encoded with the tokenizer's pair template and carry token type ids.
  */
 export class ClassificationDataset implements Dataset {
+  /** The tokenizer's padding id. */
   readonly padId: number;
+  /** Longest row in tokens, special tokens included. */
   readonly maxLength: number;
   private readonly truncation: boolean;
   private readonly cache: (Row | undefined)[];
 
+  /**
+   * A dataset of `examples` tokenized with `tokenizer`. A bad maxLength is a RangeError; no
+   * examples, or a label that does not fit `numLabels`, is a DataError.
+   */
   constructor(
     readonly examples: readonly Example[],
     private readonly tokenizer: Tokenizer,
@@ -360,15 +375,18 @@ export class ClassificationDataset implements Dataset {
     this.cache = new Array(examples.length);
   }
 
+  /** Examples in the dataset. */
   get size(): number {
     return this.examples.length;
   }
 
+  /** Row `index`, tokenized (and truncated) on first use; a longer row without truncation is a DataError. */
   row(index: number): Row {
     checkIndex(index, this.size);
     return this.cache[index] ??= this.encode(index);
   }
 
+  /** Tokenize example `index` into a row, truncated to maxLength when allowed. */
   private encode(index: number): Row {
     const { text, pair, label } = this.examples[index];
     const tok = this.tokenizer;
@@ -480,9 +498,15 @@ export interface CausalLmOptions {
  * next token).
  */
 export class CausalLmDataset implements Dataset {
+  /** Windows in the dataset. */
   readonly size: number;
+  /** Tokens between window starts. */
   readonly stride: number;
 
+  /**
+   * Windows of `seqLen` input tokens over `tokens`, padded with `padId`. A bad seqLen or
+   * stride is a RangeError; too few tokens for one window is a DataError.
+   */
   constructor(
     readonly tokens: Int32Array,
     readonly seqLen: number,
@@ -524,6 +548,7 @@ export class CausalLmDataset implements Dataset {
     return new CausalLmDataset(ids, seqLen, tokenizer.padId, { source: path, ...opts });
   }
 
+  /** Window `index`: its input ids and next-token labels. */
   row(index: number): Row {
     checkIndex(index, this.size);
     const s = index * this.stride, n = this.tokens.length;
@@ -536,6 +561,7 @@ export class CausalLmDataset implements Dataset {
 
 /** A padded batch, row-major [batch, seq]. */
 export interface TrainBatch {
+  /** [batch, seq] token ids, the pad id at padding. */
   ids: Int32Array;
   /** 1 for real tokens, 0 for padding. */
   attentionMask: Int32Array;
@@ -543,6 +569,7 @@ export interface TrainBatch {
   labels: Int32Array;
   /** [batch, seq] token type ids, present when the rows have them (pair tasks); 0 at padding. */
   tokenTypeIds?: Int32Array;
+  /** [batch, seq]: rows and tokens per row. */
   shape: [number, number];
   /** The dataset index of each row. */
   rows: Int32Array;
@@ -588,12 +615,15 @@ export function collate(dataset: Dataset, indices: ArrayLike<number>, padTo?: nu
 
 /** Where a run is: the batch `step` (0-based) of `epoch` (0-based) is the next to train on. */
 export interface Position {
+  /** The epoch, 0-based. */
   epoch: number;
+  /** The batch within the epoch, 0-based. */
   step: number;
 }
 
 /** Options of {@link BatchIterator}. */
 export interface BatchIteratorOptions {
+  /** Rows per batch. */
   batchSize: number;
   /** Shuffling seed, an integer in [0, 2^32) (default 0). */
   seed?: number;
@@ -625,15 +655,24 @@ function fmix32(x: number): number {
  * i = n−1 down to 1, swap i with `below(i + 1)`. Batch k of an epoch holds order[k·B, (k+1)·B).
  */
 export class BatchIterator {
+  /** Rows per batch. */
   readonly batchSize: number;
+  /** Shuffling seed. */
   readonly seed: number;
+  /** Whether each epoch is shuffled. */
   readonly shuffle: boolean;
+  /** Whether the last, smaller batch of each epoch is dropped. */
   readonly dropLast: boolean;
+  /** Tokens every batch is padded to; undefined pads to the longest row in the batch. */
   readonly padTo: number | undefined;
   /** Batches per epoch. */
   readonly stepsPerEpoch: number;
   private cached: { epoch: number; order: Int32Array } | null = null;
 
+  /**
+   * Batches of `dataset` (see {@link BatchIteratorOptions}). A bad batch size or seed is a
+   * RangeError; no batch at all (dropLast with fewer rows than batchSize) is a DataError.
+   */
   constructor(readonly dataset: Dataset, opts: BatchIteratorOptions) {
     const { batchSize, seed = 0, shuffle = true, dropLast = false, padTo } = opts;
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) {
@@ -654,6 +693,11 @@ export class BatchIterator {
     this.dropLast = dropLast;
     this.padTo = padTo;
     this.stepsPerEpoch = steps;
+  }
+
+  /** Rows in the dataset. */
+  get size(): number {
+    return this.dataset.size;
   }
 
   /** The row order of `epoch` (a permutation of 0..size−1). */

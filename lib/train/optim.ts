@@ -12,6 +12,7 @@ import { Tensor } from "../tensor/tensor.ts";
 
 /** A set of parameters sharing a learning rate and weight decay. */
 export interface ParamGroup {
+  /** The group's tensors: f32 leaves with requiresGrad, each in one group only. */
   params: readonly Tensor[];
   /** Base learning rate of the group; default the optimiser's. */
   lr?: number;
@@ -23,8 +24,11 @@ export interface ParamGroup {
 export interface AdamWOptions {
   /** Base learning rate (before the schedule factor passed to step()). */
   lr: number;
+  /** Decay rates (β1, β2) of the first and second moment averages; default [0.9, 0.999]. */
   betas?: readonly [number, number];
+  /** ε added to the denominator √v̂ for numerical stability; default 1e-8. */
   eps?: number;
+  /** Decoupled weight decay of groups that set none; default 0. */
   weightDecay?: number;
   /** Clip gradients to this global L2 norm before the update (off when absent). */
   maxGradNorm?: number;
@@ -54,16 +58,26 @@ const MAX_NORM_GROUPS = 256;
  * ```
  */
 export class AdamW {
+  /** Base learning rate and weight decay of each group, in the order given (defaults filled in). */
   readonly groups: { lr: number; weightDecay: number }[];
+  /** β1: decay rate of the first moment average. */
   readonly beta1: number;
+  /** β2: decay rate of the second moment average. */
   readonly beta2: number;
+  /** ε added to the denominator. */
   readonly eps: number;
+  /** Global L2 norm gradients are clipped to; undefined when clipping is off. */
   readonly maxGradNorm: number | undefined;
   #slots: Slot[] = [];
   #hyper: Tensor;
   #norm: Tensor;
   #hyperData: Float32Array;
 
+  /**
+   * An optimiser over `params` (a plain tensor list is one group) with zeroed moments. Throws when
+   * a parameter is not an f32 leaf with requiresGrad or appears twice, or when `maxGradNorm` is not
+   * positive.
+   */
   constructor(readonly gpu: Gpu, params: readonly Tensor[] | readonly ParamGroup[], opts: AdamWOptions) {
     const groups: readonly ParamGroup[] = params.length > 0 && params[0] instanceof Tensor
       ? [{ params: params as readonly Tensor[] }]

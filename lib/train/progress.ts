@@ -8,7 +8,9 @@
 
 /** Where the display writes: stderr by default. */
 export interface ProgressSink {
+  /** Write some of `p`; returns the number of bytes written. */
   writeSync(p: Uint8Array): number;
+  /** Whether the sink is a terminal (then the display draws a bar). */
   isTerminal(): boolean;
 }
 
@@ -55,6 +57,7 @@ export function formatDuration(seconds: number): string {
 
 /** A progress bar (terminal) or periodic progress lines (anything else). */
 export class Progress {
+  /** Whether this display draws a redrawn bar (true) or plain lines (false). */
   readonly tty: boolean;
   #sink: ProgressSink;
   #label: string;
@@ -71,6 +74,7 @@ export class Progress {
   #enc = new TextEncoder();
   #drawnStep = -1;
 
+  /** A display for a run of `total` optimiser steps; the clock starts now. */
   constructor(readonly total: number, opts: ProgressOptions = {}) {
     this.#sink = opts.sink ?? Deno.stderr;
     this.tty = opts.tty ?? this.#sink.isTerminal();

@@ -16,9 +16,13 @@ export const TASKS: readonly TaskName[] = ["causal-lm", "seq-cls", "image-cls"];
 
 /** A batch of preprocessed images [b, c, h, w] and their class ids. */
 export interface ImageBatch {
+  /** The images' floats, row-major [b, c, h, w]. */
   pixels: Float32Array;
+  /** [b, c, h, w]: images, channels, height, width. */
   shape: [number, number, number, number];
+  /** [b] class ids. */
   labels: Int32Array;
+  /** The example index of each image. */
   rows: Int32Array;
 }
 
@@ -29,22 +33,33 @@ export type HostBatch = TrainBatch | ImageBatch;
 export interface BatchSource {
   /** Examples (rows) in the split. */
   readonly size: number;
+  /** Batches per epoch. */
   readonly stepsPerEpoch: number;
+  /** The position of the `globalStep`-th batch counted from the start (0-based). */
   positionAt(globalStep: number): Position;
+  /** The batch at `position`. */
   batch(position: Position): HostBatch;
 }
 
 /** Preprocessed images (each c·h·w floats, channels first) with class ids. */
 export interface ImageExample {
+  /** c·h·w floats, channels first. */
   pixels: Float32Array;
+  /** The class id. */
   label: number;
 }
 
 /** Batches of images in the seeded epoch order of {@link BatchIterator}. */
 export class ImageBatches implements BatchSource {
+  /** Batches per epoch (the last one may be smaller). */
   readonly stepsPerEpoch: number;
   readonly #order: BatchIterator;
 
+  /**
+   * Batches of `batchSize` images of shape `imageShape` [c, h, w], shuffled per epoch with
+   * `seed` (default 0) unless `shuffle` is false. A bad batch size or seed is a RangeError; no
+   * examples is a DataError.
+   */
   constructor(
     readonly examples: readonly ImageExample[],
     readonly imageShape: [number, number, number],
@@ -61,10 +76,12 @@ export class ImageBatches implements BatchSource {
     return this.examples.length;
   }
 
+  /** The position of the `globalStep`-th batch counted from the start (0-based). */
   positionAt(globalStep: number): Position {
     return this.#order.positionAt(globalStep);
   }
 
+  /** The batch at `position`. */
   batch({ epoch, step }: Position): ImageBatch {
     const order = this.#order.order(epoch);
     const rows = order.subarray(step * this.batchSize, (step + 1) * this.batchSize);
@@ -217,14 +234,4 @@ export function countCorrect(logits: Float32Array, labels: Int32Array): number {
 /** Every batch of one pass over a split, in order (for evaluation). */
 export function* inOrder(source: BatchSource): Generator<HostBatch> {
   for (let step = 0; step < source.stepsPerEpoch; step++) yield source.batch({ epoch: 0, step });
-}
-
-/** A BatchIterator as a {@link BatchSource}. */
-export function tokenSource(it: BatchIterator): BatchSource {
-  return {
-    size: it.dataset.size,
-    stepsPerEpoch: it.stepsPerEpoch,
-    positionAt: (s) => it.positionAt(s),
-    batch: (p) => it.batch(p),
-  };
 }

@@ -31,23 +31,36 @@ import { batchLoss, type BatchSource, batchTokens, type EvalResult, type TaskNam
 
 /** A trainable tensor and the name it is saved under. */
 export interface NamedParam {
+  /**
+   * Name in checkpoints, e.g. `<layer path>.<kind>.<index>` or a head's model key; a resumed
+   * run must train the same names.
+   */
   name: string;
+  /** The tensor; {@link train} sets its requiresGrad. */
   tensor: Tensor;
 }
 
 /** Parameters sharing a learning rate and weight decay (e.g. "adapter", "head"). */
 export interface ParamGroupSpec {
+  /** Group name, used in log records (`lr_<name>`). */
   name: string;
+  /** The group's tensors, in update order. */
   params: NamedParam[];
+  /** Peak learning rate, scaled each step by the warmup and decay schedule. */
   lr: number;
+  /** Decoupled (AdamW) weight decay. */
   weightDecay: number;
 }
 
 /** Options of {@link train}. */
 export interface TrainOptions {
+  /** The model to train (with its adapter attached, if any). */
   model: Model;
+  /** How a batch's loss is taken: "causal-lm", "seq-cls" or "image-cls". */
   task: TaskName;
+  /** Training batches: step s trains on `data.batch(data.positionAt(s))`. */
   data: BatchSource;
+  /** The trained tensors in named groups, each with its learning rate; at least one tensor in all. */
   groups: ParamGroupSpec[];
   /** Optimiser steps of the whole run. */
   totalSteps: number;
@@ -63,6 +76,7 @@ export interface TrainOptions {
   logEvery?: number;
   /** Steps between evaluations (0 or undefined: only at the end when `evaluate` is given). */
   evalEvery?: number;
+  /** Evaluation, run in eval mode every `evalEvery` steps and at the end of a finished run. */
   evaluate?: () => Promise<EvalResult>;
   /** Where checkpoints go (none when undefined). */
   outDir?: string;
@@ -76,7 +90,9 @@ export interface TrainOptions {
   args?: string[];
   /** Continue from this checkpoint (its weights must already be in the model). */
   resumeFrom?: LoadedCheckpoint;
+  /** JSONL log that receives train, eval and checkpoint records. */
   log?: RunLog;
+  /** Progress display, updated after every step. */
   progress?: Progress;
   /**
    * Switch train mode (dropout) on or off; default `model.train`. Pass the adapter's
@@ -91,9 +107,11 @@ export interface TrainOptions {
 export interface TrainResult {
   /** Optimiser steps done (all sessions). */
   steps: number;
+  /** "done" when every step ran, "stopped" when `shouldStop` ended the run early. */
   status: "done" | "stopped";
   /** Mean training loss of each logged interval, by the step that ends it. */
   losses: { step: number; loss: number }[];
+  /** Each evaluation's result, with the step it ran after. */
   evals: ({ step: number } & EvalResult)[];
   /** Seconds of this session's training (evaluation included). */
   seconds: number;
@@ -103,6 +121,7 @@ export interface TrainResult {
 
 /** The loss became NaN or infinite: training stopped, the last checkpoint was kept. */
 export class TrainingDivergedError extends Error {
+  /** Always "TrainingDivergedError". */
   override name = "TrainingDivergedError";
 }
 

@@ -13,7 +13,9 @@ import { expectDtype, f, launch, u32s } from "./util.ts";
 
 /** Where a dropout mask comes from: the run's seed, the training step, and the call site. */
 export interface DropoutKey {
+  /** Seed of the run's dropout masks (a model's `dropoutSeed`). */
   seed: number;
+  /** Training step the masks belong to (a model's `dropoutStep`): each step draws new masks. */
   step: number;
   /** Distinguishes dropout layers within one step (e.g. layer index · 4 + which). */
   site?: number;
@@ -33,8 +35,11 @@ export interface DropoutKey {
  * ops multiply by factors drawn from the positions ({@link dropoutFactors}).
  */
 export interface DropoutRows {
+  /** Sequences in the batch. */
   batch: number;
+  /** Positions per sequence in the whole tensor. */
   length: number;
+  /** The position held of each sequence [batch]; position 0 of every sequence when absent. */
   at?: Int32Array;
 }
 
