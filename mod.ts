@@ -1,12 +1,26 @@
 /**
  * hartley — fine-tune transformers with SSH (Sparse Spectrum Adaptation via the Discrete
- * Hartley Transform) on WebGPU.
+ * Hartley Transform) on WebGPU: load a Hugging Face model directory, attach SSH (or LoRA,
+ * FourierFT), train, and write a PEFT-layout adapter or a merged model directory.
  *
  * ```ts
- * import { getGpu, SpectralAdapterOp, selectPositions } from "@hartley/hartley";
+ * import { adapterGroups, attachAdapter, getGpu, loadModel, sshConfig, train } from "@hartley/hartley";
  * const gpu = await getGpu();
- * console.log(gpu.description);
+ * const model = await loadModel(gpu, "models/roberta-base", { task: "seq-cls", numLabels: 2 });
+ * const config = sshConfig({ n: 750, targetModules: ["query", "value"], taskType: "SEQ_CLS" }); // + the head
+ * const peft = await attachAdapter(model, config);
+ * await train({
+ *   model, task: "seq-cls", data: batches, totalSteps: 1000, warmupSteps: 60, seed: 0,
+ *   groups: adapterGroups(peft, { lr: 0.05, headLr: 1e-3 }),
+ *   setTraining: (on) => peft.train(on),
+ * });
+ * await peft.save("out/adapter");
  * ```
+ *
+ * `batches` is a {@link BatchIterator} over a {@link ClassificationDataset}; examples/finetune.ts
+ * is the whole program. The lower layers are exported too: the WebGPU runtime, the spectral
+ * kernels ({@link SpectralAdapterOp}, {@link selectPositions}), the `tensor` ops and the
+ * safetensors, config and tokenizer readers.
  * @module
  */
 export * from "./lib/gpu/mod.ts";

@@ -10,3 +10,44 @@ Deno.test("examples/spectral_layer.ts runs and prints a gradient", async () => {
   assert(out.success, new TextDecoder().decode(out.stderr));
   assert(/∂L\/∂c\[0\.\.3\] = -?\d/.test(text), text);
 });
+
+Deno.test("examples/finetune.ts trains SSH from TypeScript, and its merged model needs no adapter", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../examples/finetune.ts", import.meta.url).pathname,
+        "models/default",
+        out,
+      ],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(run.stdout);
+    assert(run.success, new TextDecoder().decode(run.stderr));
+    const m = text.match(/merged \(held-out accuracy ([\d.]+)\)\n.*held-out accuracy ([\d.]+) -> ([\d.]+)/);
+    assert(m, text);
+    const [merged, before, after] = m.slice(1).map(Number);
+    assert(after >= before + 0.2, `SSH should learn the toy task: ${before} -> ${after}`);
+    assert(merged === after, `the merged model's accuracy ${merged} should be the adapter model's ${after}`);
+    const config = JSON.parse(await Deno.readTextFile(`${out}/merged/config.json`));
+    assert(config.architectures[0] === "GPT2ForSequenceClassification", JSON.stringify(config.architectures));
+    assert(config.id2label[1] === "food", JSON.stringify(config.id2label));
+    assert((await Deno.stat(`${out}/adapter/adapter_model.safetensors`)).isFile);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("the README's TypeScript examples are the example files", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1].trim());
+  for (const name of ["finetune.ts", "spectral_layer.ts"]) {
+    const file = await Deno.readTextFile(new URL(`../examples/${name}`, import.meta.url));
+    const body = file.slice(file.indexOf("import")).replaceAll('"../mod.ts"', '"./mod.ts"').trim();
+    assert(blocks.includes(body), `README.md should show examples/${name} from its imports on, as it is`);
+  }
+});
