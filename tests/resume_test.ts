@@ -3,8 +3,13 @@ import { assert, assertEquals } from "./assert.ts";
 import { runCli, tinyRun, writeToyData } from "./train_helpers.ts";
 
 // LoRA with dropout: its masks are keyed by the model step, which a resumed run restores
-for (const method of [[], ["--method", "lora", "--lora-dropout", "0.3", "--lr", "0.01"]]) {
-  const name = method.length ? "LoRA with dropout" : "SSH";
+const LORA = ["--method", "lora", "--lora-dropout", "0.3", "--lr", "0.01"];
+const CASES: [string, string[]][] = [
+  ["SSH", []],
+  ["LoRA with dropout", LORA],
+  ["LoRA with dropout, 2 batches a step", [...LORA, "--grad-accum", "2"]],
+];
+for (const [name, method] of CASES) {
   Deno.test(`${name}: a run stopped at step K and resumed to N logs the same losses and saves the same adapter`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "hartley_resume_" });
     try {

@@ -97,7 +97,13 @@ const FLAGS = {
   "lora-dropout": { type: "number", default: 0, min: 0, max: 0.99, help: "LoRA dropout" },
   epochs: { type: "number", default: 3, min: 0.001, help: "passes over the training data" },
   steps: { type: "integer", min: 1, help: "optimiser steps (overrides --epochs)" },
-  "batch-size": { type: "integer", default: 16, min: 1, help: "examples per step" },
+  "batch-size": { type: "integer", default: 16, min: 1, help: "examples per batch" },
+  "grad-accum": {
+    type: "integer",
+    default: 1,
+    min: 1,
+    help: "batches whose gradients add up to one optimiser step (effective batch: batch-size × this)",
+  },
   "seq-len": { type: "integer", default: 128, min: 2, help: "tokens per example (longer rows are cut)" },
   lr: {
     type: "number",
@@ -327,7 +333,9 @@ async function runTraining(
     v.model,
     existingHead,
   );
-  const totalSteps = v.steps ?? Math.max(1, Math.round(v.epochs * splits.train.stepsPerEpoch));
+  const accumulate = v["grad-accum"];
+  const totalSteps = v.steps ??
+    Math.max(1, Math.round(v.epochs * splits.train.stepsPerEpoch / accumulate));
   const lr = v.lr ?? DEFAULT_LR[method];
   const methodOptions = {
     method,
@@ -360,6 +368,7 @@ async function runTraining(
     evalFraction: v["eval-fraction"],
     seqLen: v["seq-len"],
     batchSize: v["batch-size"],
+    ...(accumulate > 1 ? { gradAccum: accumulate } : {}),
     lr,
     headLr: v["head-lr"],
     schedule: v.schedule,
@@ -408,9 +417,8 @@ async function runTraining(
     const header = [
       `model ${v.model} (${config.modelType}, ${task})${ckpt ? `, resuming at step ${ckpt.state.step}` : ""}`,
       `data  ${splits.summary}`,
-      `method ${method}: ${prepared.trainable} trainable values; ${totalSteps} steps of ${
-        v["batch-size"]
-      }, ` +
+      `method ${method}: ${prepared.trainable} trainable values; ${totalSteps} steps of ${v["batch-size"]}` +
+      `${accumulate > 1 ? ` × ${accumulate} batches` : ""}, ` +
       `lr ${lr}, head lr ${v["head-lr"]}, ${v.schedule} schedule, warmup ${warmupSteps}`,
     ];
     if (!v.quiet) { for (const line of header) console.error(line); }
@@ -434,6 +442,7 @@ async function runTraining(
         data: splits.train,
         groups: prepared.groups,
         totalSteps,
+        accumulate,
         warmupSteps,
         decay: v.schedule as "linear" | "cosine" | "constant",
         maxGradNorm: v["max-grad-norm"] > 0 ? v["max-grad-norm"] : undefined,

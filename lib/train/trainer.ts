@@ -9,14 +9,15 @@
  * A non-finite loss stops the run with {@link TrainingDivergedError} before any checkpoint
  * is written over the last good one.
  *
- * Exactness of a resumed run: the batch of global step s is a pure function of (seed, s), the
- * dropout masks of (seed, s), the learning rate of s; the optimiser moments and step counts,
+ * Exactness of a resumed run: the batches of global step s are a pure function of (seed, s), the
+ * dropout masks of (seed, s) (and the batch's place in the step, with `accumulate`), the
+ * learning rate of s; the optimiser moments and step counts,
  * and the trained weights, are restored from the checkpoint bit for bit. So a run stopped at
  * step K and resumed to N logs the same losses as a run of N steps.
  * @module
  */
 import type { Model } from "../models/model.ts";
-import { add, keep, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
+import { add, keep, noGrad, scale, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import {
   type LoadedCheckpoint,
   type OptimizerState,
@@ -27,7 +28,14 @@ import type { RunLog } from "./log.ts";
 import { AdamW } from "./optim.ts";
 import type { Progress } from "./progress.ts";
 import { lrFactor, type ScheduleOptions } from "./schedule.ts";
-import { batchLoss, type BatchSource, batchTokens, type EvalResult, type TaskName } from "./tasks.ts";
+import {
+  batchLoss,
+  type BatchSource,
+  batchTokens,
+  type EvalResult,
+  lossCount,
+  type TaskName,
+} from "./tasks.ts";
 
 /** A trainable tensor and the name it is saved under. */
 export interface NamedParam {
@@ -64,6 +72,13 @@ export interface TrainOptions {
   groups: ParamGroupSpec[];
   /** Optimiser steps of the whole run. */
   totalSteps: number;
+  /**
+   * Batches whose gradients are added up for each optimiser step (default 1): the effective
+   * batch is this many of `data`'s batches. Each batch's loss counts by its share of the
+   * step's targets (examples, or tokens for a causal LM), so a step equals one step on the
+   * concatenated batch. Step s trains on batches s·k … s·k + k − 1 of `data`.
+   */
+  accumulate?: number;
   /** Linear warmup steps. */
   warmupSteps: number;
   /** Decay after warmup (default linear). */
@@ -134,6 +149,10 @@ interface DropoutKeyed {
 /** Run (or continue) a training run; see the module doc. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { model, task, data, totalSteps } = opts;
+  const micro = opts.accumulate ?? 1;
+  if (!(Number.isInteger(micro) && micro >= 1)) {
+    throw new RangeError(`train: accumulate must be an integer ≥ 1, got ${micro}`);
+  }
   const gpu = model.gpu;
   const logEvery = Math.max(1, opts.logEvery ?? 10);
   const names = opts.groups.flatMap((g) => g.params.map((p) => p.name));
@@ -243,7 +262,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const state: TrainerState = {
       step,
       totalSteps,
-      position: data.positionAt(step),
+      position: data.positionAt(step * micro),
       rng: { seed: opts.seed, step },
       fingerprint: opts.fingerprint ?? {},
       args: opts.args ?? opts.resumeFrom?.state.args,
@@ -258,24 +277,30 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   try {
     opts.progress?.update(step, {});
     while (step < totalSteps) {
-      const batch = data.batch(data.positionAt(step));
+      const batches = Array.from({ length: micro }, (_, j) => data.batch(data.positionAt(step * micro + j)));
+      const counts = batches.map((b) => lossCount(b, task));
+      const targets = counts.reduce((a, b) => a + b, 0);
       const factor = lrFactor(step, schedule);
-      if ("dropoutStep" in keyed) keyed.dropoutStep = step;
       setTraining(true);
-      tidy(() => {
-        const loss = batchLoss(model, batch, task);
-        loss.backward();
-        opt.step(factor);
-        opt.zeroGrad();
-        const next = keep(noGrad(() => add(acc, loss)));
-        acc.dispose();
-        acc = next;
+      batches.forEach((batch, j) => {
+        // dropout masks are keyed by the batch's index, so each batch of a step gets its own
+        if ("dropoutStep" in keyed) keyed.dropoutStep = step * micro + j;
+        tidy(() => {
+          const full = batchLoss(model, batch, task);
+          const loss = micro === 1 ? full : scale(full, targets > 0 ? counts[j] / targets : 1 / micro);
+          loss.backward();
+          const next = keep(noGrad(() => add(acc, loss)));
+          acc.dispose();
+          acc = next;
+        });
       });
+      opt.step(factor);
+      opt.zeroGrad();
       gpu.stream.flush();
       step++;
       accSteps++;
       result.steps = step;
-      result.tokens += batchTokens(batch);
+      for (const b of batches) result.tokens += batchTokens(b);
       opts.progress?.update(step, { tokens: result.tokens });
       if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
       const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);

@@ -1,0 +1,84 @@
+import {
+  adapterGroups,
+  attachAdapter,
+  BatchIterator,
+  CausalLmDataset,
+  ClassificationDataset,
+  type Dataset,
+  getGpu,
+  loadModel,
+  loadModelTokenizer,
+  Prng,
+  sshConfig,
+  type TaskName,
+  type Tokenizer,
+  train,
+} from "../mod.ts";
+import { assertClose, assertEquals } from "./assert.ts";
+import { GPT2 } from "./train_helpers.ts";
+
+/**
+ * Train a new SSH adapter (and head) on the GPT-2 fixture: each step's loss and the trained
+ * values. Dropout stays off (train mode is never switched on), so that runs which batch the same
+ * rows differently compute the same thing.
+ */
+async function trainRun(
+  task: TaskName,
+  rows: (tokenizer: Tokenizer) => Dataset,
+  batchSize: number,
+  accumulate: number,
+  steps: number,
+): Promise<{ losses: number[]; trained: number[] }> {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, GPT2, { task, numLabels: task === "seq-cls" ? 2 : undefined });
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    model.config.padTokenId ??= tokenizer.padId;
+    const peft = await attachAdapter(
+      model,
+      sshConfig({ n: 24, alpha: 20, taskType: task === "seq-cls" ? "SEQ_CLS" : "CAUSAL_LM" }),
+    );
+    const result = await train({
+      model,
+      task,
+      data: new BatchIterator(rows(tokenizer), { batchSize, shuffle: false }),
+      groups: adapterGroups(peft, { lr: 0.1, headLr: 0.01 }),
+      totalSteps: steps,
+      accumulate,
+      warmupSteps: 0,
+      seed: 0,
+      logEvery: 1,
+      setTraining: () => {},
+    });
+    const trained = (await Promise.all(peft.parameters().map((t) => t.toArray()))).flatMap((a) => [...a]);
+    return { losses: result.losses.map((l) => l.loss), trained };
+  } finally {
+    model.dispose();
+  }
+}
+
+Deno.test("accumulate: 2 batches of 4 per step train as batches of 8", async () => {
+  const rng = new Prng(5);
+  const words = [["apple", "berry", "lemon", "melon"], ["stone", "iron", "steel", "brick"]];
+  const examples = Array.from({ length: 24 }, (_, i) => ({
+    text: Array.from({ length: 2 + rng.below(5) }, () => words[i % 2][rng.below(4)]).join(" "),
+    label: i % 2,
+  }));
+  const rows = (tok: Tokenizer) => new ClassificationDataset(examples, tok, { maxLength: 16, numLabels: 2 });
+  const whole = await trainRun("seq-cls", rows, 8, 1, 3);
+  const accumulated = await trainRun("seq-cls", rows, 4, 2, 3);
+  assertEquals(accumulated.losses.length, 3);
+  assertClose(accumulated.losses, whole.losses, 1e-5, "losses");
+  assertClose(accumulated.trained, whole.trained, 1e-5, "coefficients and head after 3 steps");
+});
+
+Deno.test("accumulate: batches count by their targets (a causal LM window cut short)", async () => {
+  // 13 tokens make a full window of 8 targets and a padded one of 4
+  const rng = new Prng(9);
+  const tokens = Int32Array.from({ length: 13 }, () => 3 + rng.below(400));
+  const rows = (tok: Tokenizer) => new CausalLmDataset(tokens, 8, tok.padId, { partial: "pad" });
+  const whole = await trainRun("causal-lm", rows, 2, 1, 2);
+  const accumulated = await trainRun("causal-lm", rows, 1, 2, 2);
+  assertClose(accumulated.losses, whole.losses, 1e-5, "losses");
+  assertClose(accumulated.trained, whole.trained, 1e-5, "coefficients after 2 steps");
+});
