@@ -14,7 +14,7 @@ import {
   type Tokenizer,
   train,
 } from "../mod.ts";
-import { assertClose, assertEquals } from "./assert.ts";
+import { assert, assertClose, assertEquals } from "./assert.ts";
 import { GPT2 } from "./train_helpers.ts";
 
 /**
@@ -28,7 +28,7 @@ async function trainRun(
   batchSize: number,
   accumulate: number,
   steps: number,
-): Promise<{ losses: number[]; trained: number[] }> {
+): Promise<{ losses: number[]; trained: number[]; peak: number }> {
   const gpu = await getGpu();
   const model = await loadModel(gpu, GPT2, { task, numLabels: task === "seq-cls" ? 2 : undefined });
   try {
@@ -38,6 +38,10 @@ async function trainRun(
       model,
       sshConfig({ n: 24, alpha: 20, taskType: task === "seq-cls" ? "SEQ_CLS" : "CAUSAL_LM" }),
     );
+    await gpu.sync();
+    gpu.pool.trim();
+    gpu.pool.resetPeak();
+    const base = gpu.pool.stats().allocated;
     const result = await train({
       model,
       task,
@@ -50,8 +54,9 @@ async function trainRun(
       logEvery: 1,
       setTraining: () => {},
     });
+    const peak = gpu.pool.stats().peak - base;
     const trained = (await Promise.all(peft.parameters().map((t) => t.toArray()))).flatMap((a) => [...a]);
-    return { losses: result.losses.map((l) => l.loss), trained };
+    return { losses: result.losses.map((l) => l.loss), trained, peak };
   } finally {
     model.dispose();
   }
@@ -70,6 +75,8 @@ Deno.test("accumulate: 2 batches of 4 per step train as batches of 8", async () 
   assertEquals(accumulated.losses.length, 3);
   assertClose(accumulated.losses, whole.losses, 1e-5, "losses");
   assertClose(accumulated.trained, whole.trained, 1e-5, "coefficients and head after 3 steps");
+  // one batch of 4 is live at a time
+  assert(accumulated.peak < whole.peak, `peak ${accumulated.peak} B should be below ${whole.peak} B`);
 });
 
 Deno.test("accumulate: batches count by their targets (a causal LM window cut short)", async () => {
