@@ -119,9 +119,11 @@ async function trainPass(
     for (const p of params) p.requiresGrad = true;
   } else {
     const everywhere = method === "lora-all" ? { targetModules: ALL_LINEARS[family] } : {};
+    // a decoder's classification head is new to its causal-LM checkpoint: it trains with the adapter
+    const common = { ...everywhere, taskType: model.initialised.length > 0 ? "SEQ_CLS" as const : null };
     const config = method.startsWith("lora")
-      ? loraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.2, initLoraWeights: false, ...everywhere })
-      : sshConfig({ n: 40, init: "normal" });
+      ? loraConfig({ r: 2, loraAlpha: 4, loraDropout: 0.2, initLoraWeights: false, ...common })
+      : sshConfig({ n: 40, init: "normal", ...common });
     const peft = await attachAdapter(model, config, { seed: 3 });
     peft.train(true);
     params = peft.parameters();

@@ -261,6 +261,27 @@ Deno.test("SSH layers: n > M·N and mismatched modules are clear errors", async 
   lin.weight.dispose();
 });
 
+Deno.test("attachAdapter refuses to leave a head new to the checkpoint frozen", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  // the GPT-2 fixture is a causal LM: its seq-cls head ("score") is initialised at load
+  const model = await loadModel(gpu, `${FIXTURES}models/gpt2`, { task: "seq-cls", numLabels: 2 });
+  try {
+    assertEquals(model.initialised, ["score.weight"]);
+    await assertRejects(
+      () => attachAdapter(model, sshConfig({ n: 8 })),
+      Error,
+      `"score.weight" is new (initialised by loadModel: the checkpoint has no seq-cls head), but the ` +
+        `adapter config does not train it`,
+    );
+    const peft = await attachAdapter(model, sshConfig({ n: 8, taskType: "SEQ_CLS" }));
+    assertEquals([...peft.saved.keys()], ["score.weight"]);
+    peft.detach();
+  } finally {
+    model.dispose();
+  }
+});
+
 for (const family of ["gpt2", "llama"].filter((f) => loadableFamilies().includes(f))) {
   Deno.test(`SSH on ${family}: train step, save, reload into a fresh model gives the same logits`, async () => {
     const gpu = await getGpu();

@@ -28,6 +28,7 @@ export abstract class BaseModel implements Model {
   readonly task: ModelTask;
   readonly parameters: Map<string, Tensor>;
   readonly linears: Map<string, Linear>;
+  readonly initialised: readonly string[];
   /** Seed of the dropout masks (train mode). */
   dropoutSeed = 0;
   #training = false;
@@ -46,6 +47,7 @@ export abstract class BaseModel implements Model {
     this.gpu = ctx.gpu;
     this.task = ctx.task;
     this.parameters = ctx.weights.params;
+    this.initialised = ctx.weights.initialised;
     this.linears = new Map(ctx.shapes.linears.map((s) => [s.path, Linear.from(this.parameters, s)]));
   }
 

@@ -77,6 +77,11 @@ export interface Model {
   readonly parameters: Map<string, Tensor>;
   /** Every linear layer by path (checkpoint key prefix), adapters attach here. */
   readonly linears: Map<string, Linear>;
+  /**
+   * Keys of the parameters the checkpoint lacked, which loadModel initialised (a task head new
+   * to this checkpoint, e.g. a classifier on a language model); empty when it had them all.
+   */
+  readonly initialised: readonly string[];
   /** Train mode enables dropout; eval mode (the default after loading) disables it. */
   train(on: boolean): void;
   /**

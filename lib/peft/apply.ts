@@ -233,7 +233,8 @@ export class PeftModel {
  * Attach a new adapter of `config` to `model`: SSH positions from the frozen weights and
  * coefficients initialised per the config; LoRA and FourierFT initialised as PEFT does
  * (lib/peft/lora.ts, lib/peft/fourierft.ts).
- * @throws TargetError / Error naming what does not fit (no such module, tied weight, n > M·N, …).
+ * @throws TargetError / Error naming what does not fit (no such module, tied weight, n > M·N, …),
+ *   or a head new to the checkpoint that the config leaves frozen (no SEQ_CLS task type).
  */
 export async function attachAdapter(
   model: Model,
@@ -241,6 +242,14 @@ export async function attachAdapter(
   opts: AttachOptions = {},
 ): Promise<PeftModel> {
   const { targets, saved } = prepare(model, config);
+  const untrained = model.initialised.filter((key) => model.parameters.has(key) && !saved.has(key));
+  if (untrained.length > 0) {
+    throw new Error(
+      `"${untrained[0]}" is new (initialised by loadModel: the checkpoint has no ${model.task} head), ` +
+        `but the adapter config does not train it: set taskType "SEQ_CLS" (PEFT then trains the head) ` +
+        `or list the head in modulesToSave`,
+    );
+  }
   const linears = targets.map((t) => model.linears.get(t.path)!);
   const dropoutState = modelDropoutState(model, opts);
   const layers = new Map<string, PeftLayer>(), empty = new Map<string, [number, number]>();
