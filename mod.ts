@@ -156,6 +156,7 @@ export {
   ClassificationDataset,
   type ClassificationDatasetOptions,
   DataError,
+  type DataFormat,
   type Dataset,
   type Example,
   IGNORE_INDEX,

@@ -190,7 +190,7 @@ Deno.test("data files: every error names the file, the line and what was wrong",
       [
         "nofield.csv",
         "nofield.csv:2: no text field: expected one of text, sentence1 + sentence2, question1 + question2, " +
-        "premise + hypothesis, question + sentence, sentence (or pass textField); the fields are body, label",
+        "premise + hypothesis, question + sentence, sentence (or name it: --text-field, or textField); the fields are body, label",
       ],
     ];
     for (const [name, match] of errors) {
@@ -667,4 +667,59 @@ Deno.test({
     const first = ours.findIndex((b, i) => b !== ref[i]);
     assertEquals(first, -1, "first differing byte");
   },
+});
+
+Deno.test("Parquet (a datasets split): every codec, two row groups, ClassLabel names name the ids", async () => {
+  const texts = ["a fine day", "won a prize, click here", "lunch at noon?", "cheap pills now"];
+  for (const codec of ["snappy", "zstd", "gzip", "brotli"]) {
+    const d = await readClassificationFile(file(`spam_${codec}.parquet`));
+    assertEquals(d.examples.length, 8, codec);
+    assertEquals(d.examples.slice(0, 4).map((e) => e.text), texts, codec);
+    assertEquals(d.examples[7], { text: "free money ☺", label: 1 }, codec);
+    assertEquals(d.labelNames, ["ham", "spam"], codec);
+    assertEquals(d.textFields, ["text"]);
+  }
+  // names given by the caller win over the file's
+  const given = await readClassificationFile(file("spam_snappy.parquet"), { labels: ["h", "s", "other"] });
+  assertEquals(given.labelNames, ["h", "s", "other"]);
+  await assertRejects(
+    () => readClassificationFile(file("spam_snappy.parquet"), { numLabels: 1 }),
+    DataError,
+    "spam_snappy.parquet:2: label 1 (id 1) does not fit the head's 1 labels",
+  );
+});
+
+Deno.test("Parquet: pairs with string labels, a null text named by its row, and files that are not Parquet", async () => {
+  const pairs = file("pairs.parquet");
+  await assertRejects(
+    () => readClassificationFile(pairs),
+    DataError,
+    'pairs.parquet:2: field "hypothesis" must be a string, got null',
+  );
+  await assertRejects(
+    () => readClassificationFile(file("ints.jsonl"), { format: "parquet" }),
+    DataError,
+    "ints.jsonl: cannot read as Parquet",
+  );
+  await assertRejects(
+    () => readClassificationFile(file("absent.parquet")),
+    DataError,
+    "absent.parquet: file not found",
+  );
+  // the premise alone as the text: string labels get ids in first-seen order
+  const first = await readClassificationFile(pairs, { textField: "premise", labelField: "label" });
+  assertEquals(first.examples.map((e) => [e.text, e.label]), [["a", 0], ["b", 1], ["c", 0]]);
+  assertEquals(first.labelNames, ["yes", "no"]);
+});
+
+Deno.test("readTextFile: a Parquet text column, rows joined by blank lines; a missing column is named", async () => {
+  const text = await readTextFile(file("spam_zstd.parquet"));
+  assert(text.startsWith("a fine day\n\nwon a prize, click here\n\n"), text);
+  assert(text.endsWith("free money ☺"), text);
+  await assertRejects(
+    () => readTextFile(file("pairs.parquet")),
+    DataError,
+    'pairs.parquet: no column "text" (name the text column: --text-field, or textField); the columns are premise, hypothesis, label',
+  );
+  assertEquals(await readTextFile(file("pairs.parquet"), { textField: "premise" }), "a\n\nb\n\nc");
 });

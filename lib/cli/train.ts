@@ -53,8 +53,8 @@ const FLAGS = {
   data: {
     type: "string",
     arg: "PATH",
-    help: "training data: .jsonl/.csv/.tsv with text+label, .txt for causal LM, .jsonl pixel arrays for " +
-      "images, or a built-in set: spamassassin, brown [default: by task]",
+    help: "training data: .jsonl/.csv/.tsv/.parquet with text+label, .txt (or a .parquet text column) " +
+      "for causal LM, .jsonl pixel arrays for images, or a built-in set: spamassassin, brown [default: by task]",
   },
   "eval-data": {
     type: "string",
@@ -297,8 +297,8 @@ async function runTraining(
   const outDir = v.out;
   await checkOutDir(outDir, v.resume, v.overwrite);
   const config = await readModelConfig(v.model);
-  const data = v.data ?? defaultData(chooseTask(v.task, "", config));
-  const task = chooseTask(v.task, data, config);
+  const data = v.data ?? defaultData(await chooseTask(v.task, "", config));
+  const task = await chooseTask(v.task, data, config, v["label-field"]);
   if (task === "causal-lm" && method === "head") {
     throw new ArgsError(
       `--method head trains a classification head; a causal LM has none (use ssh, lora, fourierft or full)`,

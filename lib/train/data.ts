@@ -1,6 +1,6 @@
 /**
- * Training data: labelled text files (JSONL, CSV, TSV) for sequence classification, plain text
- * for causal language modelling, and a seeded, resumable, epoch-aware batch iterator over either.
+ * Training data: labelled text files (JSONL, CSV, TSV, Parquet) for sequence classification,
+ * plain text (or a Parquet text column) for causal language modelling, and a seeded, resumable, epoch-aware batch iterator over either.
  *
  * ```ts
  * const data = await readClassificationFile("train.csv", { labels: config.labels });
@@ -12,6 +12,7 @@
  * Every error names the file, the line (1-based) and what was wrong.
  * @module
  */
+import { ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { Prng } from "../spectral/prng.ts";
 import { CsvError, parseCsv } from "./csv.ts";
@@ -49,10 +50,13 @@ export interface ClassificationData {
   labelField: string;
 }
 
+/** A labelled data file's format. */
+export type DataFormat = "jsonl" | "csv" | "tsv" | "parquet";
+
 /** Options of {@link readClassificationFile}. */
 export interface ReadOptions {
-  /** File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv). */
-  format?: "jsonl" | "csv" | "tsv";
+  /** File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv, .parquet). */
+  format?: DataFormat;
   /** Field holding the text. Default: the first of {@link TEXT_FIELDS} the first record has. */
   textField?: string;
   /** Field holding the second text of a pair task (only with textField). */
@@ -89,20 +93,37 @@ interface SourceRecord {
 }
 
 /**
- * Read a labelled JSONL (one JSON object per line; empty lines skipped) or CSV/TSV file (RFC
- * 4180, a header line naming the fields) into examples with label ids (see {@link ReadOptions}).
- * A leading byte-order mark is ignored.
+ * Read a labelled JSONL (one JSON object per line; empty lines skipped), CSV/TSV (RFC 4180, a
+ * header line naming the fields) or Parquet file (a `datasets` split: its ClassLabel names name
+ * the label ids unless `labels` is given) into examples with label ids (see {@link ReadOptions}).
+ * A leading byte-order mark is ignored. Errors name the file and the line (the row, for Parquet).
  */
 export async function readClassificationFile(
   path: string,
   opts: ReadOptions = {},
 ): Promise<ClassificationData> {
   const format = opts.format ?? formatOf(path);
+  if (format === "parquet") {
+    const table = await parquetTable(path);
+    const names = table.classLabels.get(opts.labelField ?? "label");
+    const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
+    if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
+    return examplesFrom(records, path, { ...opts, labels: opts.labels ?? names });
+  }
   const text = await readFile(path);
   const records = format === "jsonl"
     ? jsonlRecords(text, path)
     : csvRecords(text, path, format === "tsv" ? "\t" : ",");
   return examplesFrom(records, path, opts);
+}
+
+/** A Parquet file's table; what cannot be read is a DataError. */
+async function parquetTable(path: string): Promise<ParquetTable> {
+  try {
+    return await readParquet(path);
+  } catch (e) {
+    throw e instanceof ParquetError ? new DataError(e.message) : e;
+  }
 }
 
 /** The text of a file, without a leading byte-order mark; a missing file is a DataError. */
@@ -120,11 +141,13 @@ async function readFile(path: string): Promise<string> {
   return text.startsWith("\ufeff") ? text.slice(1) : text;
 }
 
-function formatOf(path: string): "jsonl" | "csv" | "tsv" {
+function formatOf(path: string): DataFormat {
   const ext = path.toLowerCase().match(/\.([a-z]+)$/)?.[1];
   if (ext === "jsonl" || ext === "ndjson" || ext === "json") return "jsonl";
-  if (ext === "csv" || ext === "tsv") return ext;
-  throw new DataError(`${path}: unknown data format (expected a .jsonl, .csv or .tsv file, or pass format)`);
+  if (ext === "csv" || ext === "tsv" || ext === "parquet") return ext;
+  throw new DataError(
+    `${path}: unknown data format (expected a .jsonl, .csv, .tsv or .parquet file, or pass format)`,
+  );
 }
 
 function jsonlRecords(text: string, path: string): SourceRecord[] {
@@ -193,7 +216,9 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
       throw new DataError(
         `${path}:${first.line}: no text field: expected one of ${
           TEXT_FIELDS.map((f) => f.join(" + ")).join(", ")
-        } (or pass textField); the fields are ${Object.keys(first.fields).join(", ") || "none"}`,
+        } (or name it: --text-field, or textField); the fields are ${
+          Object.keys(first.fields).join(", ") || "none"
+        }`,
       );
     }
     textFields = [...found];
@@ -208,7 +233,16 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
       }
       return v;
     });
-    if (!(labelField in fields)) throw new DataError(`${path}:${line}: missing field "${labelField}"`);
+    if (!(labelField in fields)) {
+      throw new DataError(
+        `${path}:${line}: missing field "${labelField}"` +
+          (opts.labelField === undefined
+            ? ` (or name the label field: --label-field, or labelField); the fields are ${
+              Object.keys(fields).join(", ")
+            }`
+            : ""),
+      );
+    }
     const example: Example = { text: texts[0], label: labels.id(fields[labelField], line) };
     if (texts.length > 1) example.pair = texts[1];
     return example;
@@ -297,12 +331,34 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
 }
 
 /**
- * The text of a plain-text file for causal language modelling (a leading byte-order mark
- * removed); a missing or empty file is a DataError.
+ * The text of a file for causal language modelling: a plain-text file (a leading byte-order
+ * mark removed), or the `textField` column (default "text") of a Parquet file, its rows joined
+ * by blank lines. A missing or empty file is a DataError.
  */
-export async function readTextFile(path: string): Promise<string> {
+export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
+  if (/\.parquet$/i.test(path)) return parquetText(path, opts.textField ?? "text");
   const text = await readFile(path);
   if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
+  return text;
+}
+
+async function parquetText(path: string, field: string): Promise<string> {
+  const table = await parquetTable(path);
+  if (!table.columns.includes(field)) {
+    throw new DataError(
+      `${path}: no column "${field}" (name the text column: --text-field, or textField); the columns are ` +
+        table.columns.join(", "),
+    );
+  }
+  const texts = table.rows.map((row, i) => {
+    const v = row[field];
+    if (typeof v !== "string") {
+      throw new DataError(`${path}:${i + 1}: column "${field}" must be a string, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  });
+  const text = texts.join("\n\n");
+  if (text.length === 0) throw new DataError(`${path}: no text (column "${field}" is empty)`);
   return text;
 }
 

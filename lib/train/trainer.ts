@@ -338,8 +338,7 @@ export function describeEval(r: EvalResult): string {
   const parts = [`loss ${r.loss.toFixed(4)}`];
   if (r.perplexity !== undefined) parts.push(`perplexity ${r.perplexity.toFixed(2)}`);
   if (r.accuracy !== undefined) parts.push(`accuracy ${r.accuracy.toFixed(4)}`);
-  parts.push(`(${r.examples} examples)`);
-  return parts.join(", ");
+  return `${parts.join(", ")} (${r.examples} examples)`;
 }
 
 function allFinite(a: Float32Array): boolean {

@@ -1,0 +1,98 @@
+/**
+ * Parquet tables (the files Hugging Face `datasets` writes for a split, e.g.
+ * `train-00000-of-00001.parquet`), read whole into rows of plain values through the pinned npm
+ * package `hyparquet` (pure JavaScript; this module is the only one that imports it). Snappy is
+ * built in; GZIP, Brotli and Zstandard pages are inflated with `node:zlib`. The `huggingface`
+ * schema metadata, when present, gives the names of ClassLabel columns.
+ * @module
+ */
+import { asyncBufferFromFile, type Compressors, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
+import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from "node:zlib";
+
+/** A Parquet file's rows and what its metadata says about them. */
+export interface ParquetTable {
+  /** Every row, as column name → value (strings, numbers, booleans, null; INT64 as numbers). */
+  rows: Record<string, unknown>[];
+  /** Column names in schema order. */
+  columns: string[];
+  /** Names of the ids of each ClassLabel column (from `datasets`' features metadata). */
+  classLabels: Map<string, string[]>;
+}
+
+/** A Parquet file that cannot be read (not Parquet, an unsupported codec, a value out of range). */
+export class ParquetError extends Error {
+  /** Always "ParquetError". */
+  override name = "ParquetError";
+}
+
+const COMPRESSORS: Compressors = {
+  GZIP: (input) => new Uint8Array(gunzipSync(input)),
+  BROTLI: (input) => new Uint8Array(brotliDecompressSync(input)),
+  ZSTD: (input) => new Uint8Array(zstdDecompressSync(input)),
+};
+
+/** The column names of the Parquet file at `path`, from its footer alone. */
+export async function parquetColumns(path: string): Promise<string[]> {
+  try {
+    const metadata = await parquetMetadataAsync(await asyncBufferFromFile(path));
+    return leafColumns(metadata.schema);
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") throw new ParquetError(`${path}: file not found`);
+    throw new ParquetError(`${path}: cannot read as Parquet: ${(e as Error).message}`);
+  }
+}
+
+/** Read the Parquet file at `path` (see {@link ParquetTable}). */
+export async function readParquet(path: string): Promise<ParquetTable> {
+  let table: { rows: Record<string, unknown>[]; columns: string[]; meta: string | undefined };
+  try {
+    const file = await asyncBufferFromFile(path);
+    const metadata = await parquetMetadataAsync(file);
+    const rows = await parquetReadObjects({ file, metadata, compressors: COMPRESSORS });
+    const columns = leafColumns(metadata.schema);
+    const meta = metadata.key_value_metadata?.find((kv) => kv.key === "huggingface")?.value;
+    table = { rows, columns, meta };
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") throw new ParquetError(`${path}: file not found`);
+    throw new ParquetError(`${path}: cannot read as Parquet: ${(e as Error).message}`);
+  }
+  const rows = table.rows.map((row, i) => {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(row)) out[k] = plain(v, () => `${path}: row ${i + 1}, column "${k}"`);
+    return out;
+  });
+  return { rows, columns: table.columns, classLabels: classLabels(table.meta) };
+}
+
+/** Top-level columns of a schema (its first element is the root). */
+function leafColumns(schema: { name: string; num_children?: number }[]): string[] {
+  return schema.slice(1).filter((e) => !e.num_children).map((e) => e.name);
+}
+
+/** A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly. */
+function plain(v: unknown, where: () => string): unknown {
+  if (typeof v !== "bigint") return v;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new ParquetError(`${where()}: ${v} does not fit a safe integer`);
+  return n;
+}
+
+/** ClassLabel names by column, from `datasets`' {"info": {"features": …}} schema metadata. */
+function classLabels(json: string | undefined): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  if (!json) return out;
+  let features: unknown;
+  try {
+    features = JSON.parse(json)?.info?.features;
+  } catch {
+    return out; // metadata of another writer: no names
+  }
+  if (typeof features !== "object" || features === null) return out;
+  for (const [name, f] of Object.entries(features as Record<string, unknown>)) {
+    const names = (f as { _type?: unknown; names?: unknown })?.names;
+    if ((f as { _type?: unknown })?._type === "ClassLabel" && Array.isArray(names)) {
+      out.set(name, names.map(String));
+    }
+  }
+  return out;
+}
