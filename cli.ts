@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import denoJson from "./deno.json" with { type: "json" };
 import { evalCommand } from "./lib/cli/eval.ts";
+import { predictCommand } from "./lib/cli/predict.ts";
 import { infoCommand } from "./lib/cli/info.ts";
 import { inspectCommand } from "./lib/cli/inspect.ts";
 import { mergeCommand } from "./lib/cli/merge.ts";
@@ -23,6 +24,10 @@ const COMMANDS: Record<string, Command> = {
     run: trainCommand,
   },
   eval: { summary: "evaluate a model (and adapter): loss, perplexity, accuracy", run: evalCommand },
+  predict: {
+    summary: "label texts with a classifier, or continue prompts with a causal LM",
+    run: predictCommand,
+  },
   merge: {
     summary: "merge an adapter into its base model, write a Hugging Face directory",
     run: mergeCommand,

@@ -163,6 +163,7 @@ export {
   type Position,
   readClassificationFile,
   type ReadOptions,
+  readTexts,
   type Row,
   type TrainBatch,
 } from "./lib/train/data.ts";
@@ -178,6 +179,15 @@ export {
   type TaskName,
 } from "./lib/train/tasks.ts";
 export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
+export {
+  classify,
+  type ClassifyOptions,
+  generate,
+  type GenerateOptions,
+  type Generation,
+  type Prediction,
+  type TextInput,
+} from "./lib/train/predict.ts";
 export {
   type NamedParam,
   type ParamGroupSpec,

@@ -18,6 +18,7 @@ import {
   IGNORE_INDEX,
   readClassificationFile,
   readTextFile,
+  readTexts,
   type TrainBatch,
 } from "../lib/train/data.ts";
 import { splitByFraction, splitIndices, splitTokens, trainEvalSplit } from "../lib/train/split.ts";
@@ -722,4 +723,26 @@ Deno.test("readTextFile: a Parquet text column, rows joined by blank lines; a mi
     'pairs.parquet: no column "text" (name the text column: --text-field, or textField); the columns are premise, hypothesis, label',
   );
   assertEquals(await readTextFile(file("pairs.parquet"), { textField: "premise" }), "a\n\nb\n\nc");
+});
+
+Deno.test("readTexts: texts without labels from .txt lines, JSONL/CSV fields and Parquet columns", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/prompts.txt`, "first line\r\n\n  \nsecond line\n");
+    assertEquals(await readTexts(`${dir}/prompts.txt`), [{ text: "first line" }, { text: "second line" }]);
+    await Deno.writeTextFile(`${dir}/unlabelled.jsonl`, '{"text": "a"}\n{"text": "b", "label": 9}\n');
+    assertEquals(await readTexts(`${dir}/unlabelled.jsonl`), [{ text: "a" }, { text: "b" }]);
+    await Deno.writeTextFile(`${dir}/empty.txt`, "\n\n");
+    await assertRejects(() => readTexts(`${dir}/empty.txt`), DataError, "empty.txt: no texts");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const pairs = await readTexts(file("pairs.csv"));
+  assert(pairs.every((p) => typeof p.text === "string" && typeof p.pair === "string"), JSON.stringify(pairs));
+  assertEquals((await readTexts(file("spam_brotli.parquet")))[7], { text: "free money ☺" });
+  await assertRejects(
+    () => readTexts(file("pairs.parquet")),
+    DataError,
+    'pairs.parquet:2: field "hypothesis" must be a string, got null',
+  );
 });

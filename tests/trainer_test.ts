@@ -161,6 +161,69 @@ Deno.test("train on a Parquet split: its ClassLabel names label the written mode
   }
 });
 
+Deno.test("predict labels a data file as eval scores it; one --text in plain words; argument errors", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hartley_predict_" });
+  try {
+    const data = await writeToyData(dir, 24);
+    const run = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4"]));
+    assertEquals(run.code, 0, run.err);
+    const adapter = ["--model", GPT2, "--adapter", `${dir}/run/adapter`];
+    const ev = await evalJson(data, adapter);
+    assertEquals(ev.code, 0, ev.err);
+    const out = `${dir}/predictions.jsonl`;
+    const p = await runCli([
+      "predict",
+      ...adapter,
+      "--data",
+      data,
+      "--seq-len",
+      "12",
+      "--out",
+      out,
+      "--labels",
+      "fruit,hard",
+    ]);
+    assertEquals(p.code, 0, p.err);
+    const rows = (await Deno.readTextFile(out)).trim().split("\n").map((l) => JSON.parse(l));
+    const labels = (await Deno.readTextFile(data)).trim().split("\n").map((l) => JSON.parse(l).label);
+    assertEquals(rows.length, 24);
+    assertEquals(rows.map((r) => r.label === "fruit" ? 0 : 1), rows.map((r) => r.id));
+    const accuracy = rows.filter((r, i) => r.label === labels[i]).length / rows.length;
+    assertClose([accuracy], [JSON.parse(ev.out).accuracy], 1e-9, "predict's accuracy against eval's");
+    const one = await runCli([
+      "predict",
+      ...adapter,
+      "--text",
+      "apple berry melon",
+      "--labels",
+      "fruit,hard",
+    ]);
+    assertEquals(one.code, 0, one.err);
+    assert(/^(fruit|hard) \(0\.\d+\)$/.test(one.out), one.out);
+    const lm = await runCli([
+      "predict",
+      "--model",
+      GPT2,
+      "--text",
+      "apple berry",
+      "--max-new-tokens",
+      "5",
+      "--json",
+    ]);
+    assertEquals(lm.code, 0, lm.err);
+    const g = JSON.parse(lm.out);
+    assertEquals([g.prompt, g.tokens <= 5, g.output], ["apple berry", true, "apple berry" + g.completion]);
+    const both = await runCli(["predict", "--model", GPT2, "--text", "a", "--data", data]);
+    assertEquals(both.code, 2);
+    assert(both.err.startsWith("hartley predict: give either --text TEXT or --data FILE"), both.err);
+    const wrong = await runCli(["predict", ...adapter, "--text", "a", "--labels", "x,y,z"]);
+    assertEquals(wrong.code, 2, wrong.err);
+    assert(wrong.err.includes("--labels names 3 classes, but the model's head has 2"), wrong.err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("run log: a resumed run drops what was logged after its checkpoint", async () => {
   const dir = await Deno.makeTempDir({ prefix: "hartley_log_" });
   try {

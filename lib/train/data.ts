@@ -204,35 +204,10 @@ function csvRecords(text: string, path: string, delimiter: string): SourceRecord
 /** Records → examples: pick the text field(s), map labels to ids, check them against num_labels. */
 function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions): ClassificationData {
   const labelField = opts.labelField ?? "label";
-  const first = records[0];
-  let textFields: string[];
-  if (opts.textField !== undefined) {
-    textFields = opts.pairField === undefined ? [opts.textField] : [opts.textField, opts.pairField];
-  } else if (opts.pairField !== undefined) {
-    throw new DataError(`${path}: pairField "${opts.pairField}" needs textField as well`);
-  } else {
-    const found = TEXT_FIELDS.find((names) => names.every((n) => n in first.fields));
-    if (!found) {
-      throw new DataError(
-        `${path}:${first.line}: no text field: expected one of ${
-          TEXT_FIELDS.map((f) => f.join(" + ")).join(", ")
-        } (or name it: --text-field, or textField); the fields are ${
-          Object.keys(first.fields).join(", ") || "none"
-        }`,
-      );
-    }
-    textFields = [...found];
-  }
+  const textFields = textFieldsOf(records[0], path, opts);
   const labels = new LabelMap(path, opts);
   const examples = records.map(({ line, fields }) => {
-    const texts = textFields.map((name) => {
-      if (!(name in fields)) throw new DataError(`${path}:${line}: missing field "${name}"`);
-      const v = fields[name];
-      if (typeof v !== "string") {
-        throw new DataError(`${path}:${line}: field "${name}" must be a string, got ${JSON.stringify(v)}`);
-      }
-      return v;
-    });
+    const texts = textsOf(fields, textFields, path, line);
     if (!(labelField in fields)) {
       throw new DataError(
         `${path}:${line}: missing field "${labelField}"` +
@@ -248,6 +223,73 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
     return example;
   });
   return { path, examples, labelNames: labels.names(), textFields, labelField };
+}
+
+/** The text field(s) to read: the options', else the first of {@link TEXT_FIELDS} the record has. */
+function textFieldsOf(first: SourceRecord, path: string, opts: ReadOptions): string[] {
+  if (opts.textField !== undefined) {
+    return opts.pairField === undefined ? [opts.textField] : [opts.textField, opts.pairField];
+  }
+  if (opts.pairField !== undefined) {
+    throw new DataError(`${path}: pairField "${opts.pairField}" needs textField as well`);
+  }
+  const found = TEXT_FIELDS.find((names) => names.every((n) => n in first.fields));
+  if (!found) {
+    throw new DataError(
+      `${path}:${first.line}: no text field: expected one of ${
+        TEXT_FIELDS.map((f) => f.join(" + ")).join(", ")
+      } (or name it: --text-field, or textField); the fields are ${
+        Object.keys(first.fields).join(", ") || "none"
+      }`,
+    );
+  }
+  return [...found];
+}
+
+/** The strings of `names` in one record. */
+function textsOf(fields: Record<string, unknown>, names: string[], path: string, line: number): string[] {
+  return names.map((name) => {
+    if (!(name in fields)) throw new DataError(`${path}:${line}: missing field "${name}"`);
+    const v = fields[name];
+    if (typeof v !== "string") {
+      throw new DataError(`${path}:${line}: field "${name}" must be a string, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  });
+}
+
+/**
+ * The texts (or pairs) of a data file, without labels (a label field is ignored): a .txt file
+ * gives one text per non-empty line; JSONL, CSV/TSV and Parquet files their text field(s), found
+ * as {@link readClassificationFile} finds them.
+ */
+export async function readTexts(
+  path: string,
+  opts: Pick<ReadOptions, "format" | "textField" | "pairField"> = {},
+): Promise<{ text: string; pair?: string }[]> {
+  let records: SourceRecord[];
+  if (opts.format === undefined && /\.txt$/i.test(path)) {
+    const text = await readFile(path);
+    records = text.split("\n").map((l, i) => ({ line: i + 1, fields: { text: l.replace(/\r$/, "") } }))
+      .filter((r) => (r.fields.text as string).trim() !== "");
+    if (records.length === 0) throw new DataError(`${path}: no texts (the file is empty)`);
+  } else {
+    const format = opts.format ?? formatOf(path);
+    if (format === "parquet") {
+      records = (await parquetTable(path)).rows.map((fields, i) => ({ line: i + 1, fields }));
+      if (records.length === 0) throw new DataError(`${path}: no texts (the table has no rows)`);
+    } else {
+      const text = await readFile(path);
+      records = format === "jsonl"
+        ? jsonlRecords(text, path)
+        : csvRecords(text, path, format === "tsv" ? "\t" : ",");
+    }
+  }
+  const fields = textFieldsOf(records[0], path, opts);
+  return records.map(({ line, fields: f }) => {
+    const [text, pair] = textsOf(f, fields, path, line);
+    return pair === undefined ? { text } : { text, pair };
+  });
 }
 
 /** Label values → ids (see {@link ReadOptions.labels}), checked against the head's num_labels. */

@@ -1,0 +1,161 @@
+/**
+ * `hartley predict`: use a model directory (with an optional adapter). A sequence classifier
+ * labels texts; a causal LM continues prompts. One `--text`, or every text of a `--data` file
+ * (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels ignored). One text is
+ * answered in plain words; several, or `--json`, as one JSON object per line (to `--out` when
+ * given, written atomically).
+ * @module
+ */
+import { getGpu } from "../gpu/mod.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import type { Model } from "../models/model.ts";
+import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
+import { readTexts } from "../train/data.ts";
+import { classify, generate } from "../train/predict.ts";
+import { ArgsError, ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, listOf, withArgs } from "./args.ts";
+import { explainDeviceError } from "./errors.ts";
+import { loadForUse } from "./load.ts";
+
+const FLAGS = {
+  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
+  adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
+  task: {
+    type: "string",
+    choices: ["seq-cls", "causal-lm"],
+    help: "classify or generate [default: adapter's task_type, else the model's head]",
+  },
+  text: { type: "string", arg: "TEXT", help: "one text to classify, or one prompt to continue" },
+  data: {
+    type: "string",
+    arg: "PATH",
+    help: "a file of texts or prompts (.txt one per line, .jsonl/.csv/.parquet)",
+  },
+  "text-field": { type: "string", help: "field holding the text (default: text, sentence, ...)" },
+  labels: {
+    type: "string",
+    arg: "LIST",
+    help: "names of the class ids, comma-separated [default: config.json's]",
+  },
+  "seq-len": { type: "integer", default: 512, min: 2, help: "tokens per text at most (longer ones are cut)" },
+  "batch-size": { type: "integer", default: 16, min: 1, help: "texts per forward pass" },
+  "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
+  temperature: { type: "number", default: 0, min: 0, help: "sampling temperature (0: greedy)" },
+  "top-k": { type: "integer", default: 0, min: 0, help: "sample among the k most probable tokens (0: all)" },
+  seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+  json: { type: "boolean", help: "one JSON object per text, even for one --text" },
+  out: { type: "string", arg: "FILE", help: "write the JSON lines here instead of the terminal" },
+  dtype: DTYPE_FLAG,
+  attention: ATTENTION_FLAG,
+} as const;
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "predict",
+  summary: "Label texts with a classifier, or continue prompts with a causal LM.",
+  flags: FLAGS,
+  notes: [
+    "examples:",
+    '  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --labels ham,spam --text "Win a free cruise now"',
+    '  deno run -A cli.ts predict --model models/default --task causal-lm --text "The jury said" --max-new-tokens 20',
+  ].join("\n"),
+};
+
+/** `hartley predict`. */
+export function predictCommand(args: string[]): Promise<number> {
+  return withArgs(SPEC, args, (v) =>
+    withAttentionPath(v.attention as AttentionPath, async () => {
+      if ((v.text === undefined) === (v.data === undefined)) {
+        throw new ArgsError(`give either --text TEXT or --data FILE`);
+      }
+      const inputs = v.text !== undefined
+        ? [{ text: v.text }]
+        : await readTexts(v.data!, { textField: v["text-field"] });
+      const gpu = await getGpu();
+      const loaded = await loadForUse(gpu, {
+        model: v.model,
+        adapter: v.adapter,
+        task: v.task as "seq-cls" | "causal-lm" | undefined,
+        dtype: v.dtype as "f32" | "f16",
+      });
+      const { model, task, tokenizer } = loaded;
+      try {
+        if (!tokenizer) throw new ArgsError(`predict reads texts; ${v.model} is an image model`);
+        if (task !== "seq-cls" && task !== "causal-lm") {
+          throw new ArgsError(`predict works on text classifiers and causal LMs, not on ${task} models`);
+        }
+        let records: Record<string, unknown>[];
+        try {
+          records = task === "seq-cls"
+            ? await labelTexts(model, tokenizer, inputs, v)
+            : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), v);
+        } catch (e) {
+          throw explainDeviceError(e, Object.keys(FLAGS));
+        }
+        const lines = records.map((r) => JSON.stringify(r)).join("\n") + "\n";
+        if (v.out) {
+          await writeFileAtomic(v.out, lines);
+          console.error(`wrote ${records.length} predictions to ${v.out}`);
+        } else if (v.text !== undefined && !v.json) {
+          console.log(
+            task === "seq-cls" ? `${records[0].label} (${records[0].probability})` : records[0].output,
+          );
+        } else {
+          console.log(lines.trimEnd());
+        }
+        return 0;
+      } finally {
+        loaded.peft?.detach();
+        model.dispose();
+      }
+    }));
+}
+
+type Values = { labels?: string; "seq-len": number; "batch-size": number };
+
+async function labelTexts(
+  model: Model,
+  tokenizer: Tokenizer,
+  inputs: { text: string; pair?: string }[],
+  v: Values,
+): Promise<Record<string, unknown>[]> {
+  const predictions = await classify(model, tokenizer, inputs, {
+    maxLength: Math.min(v["seq-len"], "maxPositions" in model.config ? model.config.maxPositions : Infinity),
+    batchSize: v["batch-size"],
+  });
+  const classes = predictions[0]?.probabilities.length ?? 0;
+  const names = listOf(v.labels) ?? model.config.labels;
+  if (v.labels !== undefined && names.length !== classes) {
+    throw new ArgsError(`--labels names ${names.length} classes, but the model's head has ${classes}`);
+  }
+  const nameOf = (id: number) => names.length === classes ? names[id] : `LABEL_${id}`;
+  return predictions.map((p, i) => ({
+    ...inputs[i],
+    label: nameOf(p.id),
+    id: p.id,
+    probability: round(p.probabilities[p.id]),
+    probabilities: Object.fromEntries(p.probabilities.map((q, id) => [nameOf(id), round(q)])),
+  }));
+}
+
+async function continuePrompts(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompts: string[],
+  v: { "max-new-tokens": number; temperature: number; "top-k": number; seed: number },
+): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
+  for (const prompt of prompts) {
+    const g = await generate(model, tokenizer, prompt, {
+      maxNewTokens: v["max-new-tokens"],
+      temperature: v.temperature,
+      topK: v["top-k"],
+      seed: v.seed,
+    });
+    out.push({ prompt, completion: g.text, output: prompt + g.text, tokens: g.newTokens, stop: g.stop });
+  }
+  return out;
+}
+
+function round(p: number): number {
+  return Math.round(p * 1e4) / 1e4;
+}

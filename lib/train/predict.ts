@@ -1,0 +1,223 @@
+/**
+ * Using a trained model: class probabilities for texts (a sequence classifier, with or without
+ * its adapter), and text generation from a prompt (a causal LM), greedy or sampled.
+ *
+ * ```ts
+ * const [p] = await classify(model, tokenizer, [{ text: "cheap pills now" }]);
+ * console.log(p.id, p.probabilities);
+ * const { text } = await generate(model, tokenizer, "Once upon a time", { maxNewTokens: 20 });
+ * ```
+ * @module
+ */
+import type { Tokenizer } from "../io/tokenizer.ts";
+import type { Batch, Model } from "../models/model.ts";
+import { Prng } from "../spectral/prng.ts";
+import { noGrad, reshape, slice, softmax, Tensor, tidy } from "../tensor/mod.ts";
+import { BatchIterator, ClassificationDataset, type TrainBatch } from "./data.ts";
+
+/** A text to classify: one text, or a pair (GLUE-style tasks). */
+export interface TextInput {
+  /** The text (the first of a pair). */
+  text: string;
+  /** The second text of a pair task. */
+  pair?: string;
+}
+
+/** Options of {@link classify}. */
+export interface ClassifyOptions {
+  /** Longest row in tokens; longer texts are cut (default: the model's positions, at most 512). */
+  maxLength?: number;
+  /** Texts per forward pass (default 16). */
+  batchSize?: number;
+}
+
+/** One text's prediction. */
+export interface Prediction {
+  /** The most probable class id. */
+  id: number;
+  /** Softmax probability of each class id. */
+  probabilities: number[];
+}
+
+/**
+ * Class probabilities of `inputs` under `model` (a sequence classifier, in eval mode: no
+ * dropout, no gradients), in input order. The batches are queued together and read back once.
+ */
+export async function classify(
+  model: Model,
+  tokenizer: Tokenizer,
+  inputs: readonly TextInput[],
+  opts: ClassifyOptions = {},
+): Promise<Prediction[]> {
+  if (model.task !== "seq-cls") {
+    throw new Error(`classify: the model has a ${model.task} head, not a sequence classifier`);
+  }
+  if (inputs.length === 0) return [];
+  const positions = "maxPositions" in model.config ? model.config.maxPositions : 512;
+  const maxLength = opts.maxLength ?? Math.min(positions, 512);
+  const examples = inputs.map((x) => ({ ...x, label: 0 }));
+  const batches = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength }), {
+    batchSize: opts.batchSize ?? 16,
+    shuffle: false,
+  });
+  const wasTraining = (model as { training?: boolean }).training ?? false;
+  model.train(false);
+  const reads: { rows: number; probs: Promise<Float32Array> }[] = [];
+  try {
+    for (let step = 0; step < batches.stepsPerEpoch; step++) {
+      const b = batches.batch({ epoch: 0, step });
+      const { probs } = tidy(() =>
+        noGrad(() => ({
+          probs: softmax(model.forward(inputsOf(model, b), { headOnly: true }).logits).readLater(),
+        }))
+      );
+      reads.push({ rows: b.shape[0], probs });
+    }
+    model.gpu.stream.flush();
+    const out: Prediction[] = [];
+    for (const { rows, probs } of reads) {
+      const p = await probs, classes = p.length / rows;
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
+        out.push({ id: row.indexOf(Math.max(...row)), probabilities: row });
+      }
+    }
+    return out;
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
+/** The model inputs of a batch of token rows, without labels. */
+function inputsOf(model: Model, b: TrainBatch): Batch {
+  const [rows, len] = b.shape;
+  const batch: Batch = {
+    inputIds: Tensor.from(model.gpu, b.ids, [rows, len]),
+    inputIdsHost: b.ids,
+    attentionMask: b.attentionMask,
+  };
+  if (b.tokenTypeIds) batch.tokenTypeIds = b.tokenTypeIds;
+  return batch;
+}
+
+/** Options of {@link generate}. */
+export interface GenerateOptions {
+  /** Tokens to add at most (default 32). */
+  maxNewTokens?: number;
+  /** Sampling temperature; 0 (the default) takes the most probable token each time (greedy). */
+  temperature?: number;
+  /** Sample among the k most probable tokens only (default 0: all of them). */
+  topK?: number;
+  /** Seed of the sampling (default 0). */
+  seed?: number;
+  /** Stop at the model's end-of-sequence token (default true). */
+  stopAtEos?: boolean;
+}
+
+/** What {@link generate} produced. */
+export interface Generation {
+  /** The prompt's token ids followed by the new ones. */
+  ids: number[];
+  /** How many of `ids` are new. */
+  newTokens: number;
+  /** The new tokens, decoded (special tokens skipped). */
+  text: string;
+  /** Why it stopped: the token budget, the end-of-sequence token, or the model's last position. */
+  stop: "length" | "eos" | "positions";
+}
+
+/**
+ * Continue `prompt` (a text, or token ids) with `model` (a causal LM, in eval mode), one token per forward pass over
+ * the whole sequence so far (no key/value cache: fine for short generations and small models).
+ * Greedy with temperature 0, else sampled from softmax(logits / temperature), optionally among
+ * the top k, with a seeded generator (the same seed gives the same text).
+ */
+export async function generate(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompt: string | readonly number[],
+  opts: GenerateOptions = {},
+): Promise<Generation> {
+  if (model.task !== "causal-lm") {
+    throw new Error(`generate: the model has a ${model.task} head, not a causal language model head`);
+  }
+  const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
+  if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
+    throw new RangeError(`generate: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
+  }
+  if (!(temperature >= 0)) throw new RangeError(`generate: temperature must be ≥ 0, got ${temperature}`);
+  if (!(Number.isInteger(topK) && topK >= 0)) {
+    throw new RangeError(`generate: topK must be an integer ≥ 0, got ${topK}`);
+  }
+  const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
+  if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
+  const positions = "maxPositions" in model.config ? model.config.maxPositions : Infinity;
+  if (ids.length > positions) {
+    throw new Error(
+      `generate: the prompt has ${ids.length} tokens, more than the model's ${positions} positions`,
+    );
+  }
+  const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
+  const rng = new Prng(opts.seed ?? 0);
+  const wasTraining = (model as { training?: boolean }).training ?? false;
+  model.train(false);
+  const start = ids.length;
+  let stop: Generation["stop"] = "length";
+  try {
+    while (ids.length - start < maxNew) {
+      if (ids.length >= positions) {
+        stop = "positions";
+        break;
+      }
+      const logits = await nextTokenLogits(model, ids);
+      const next = temperature === 0 ? argmax(logits) : sample(logits, temperature, topK, rng);
+      ids.push(next);
+      if (eos.has(next)) {
+        stop = "eos";
+        break;
+      }
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return { ids, newTokens: ids.length - start, text: tokenizer.decode(ids.slice(start)), stop };
+}
+
+/** The logits of the token after `ids` (one forward pass; only the last row is read back). */
+function nextTokenLogits(model: Model, ids: readonly number[]): Promise<Float32Array> {
+  const host = Int32Array.from(ids);
+  const n = host.length;
+  const { logits } = tidy(() =>
+    noGrad(() => {
+      const batch: Batch = {
+        inputIds: Tensor.from(model.gpu, host, [1, n]),
+        inputIdsHost: host,
+        attentionMask: new Int32Array(n).fill(1),
+      };
+      const all = model.forward(batch).logits; // [1, n, vocab]
+      return { logits: reshape(slice(all, 1, n - 1, n), [all.shape[2]]).readLater() };
+    })
+  );
+  model.gpu.stream.flush();
+  return logits;
+}
+
+function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/** A token drawn from softmax(logits / temperature), among the top k when k > 0. */
+function sample(logits: Float32Array, temperature: number, topK: number, rng: Prng): number {
+  let order = Array.from(logits.keys());
+  if (topK > 0 && topK < order.length) order = order.sort((a, b) => logits[b] - logits[a]).slice(0, topK);
+  const max = Math.max(...order.map((i) => logits[i]));
+  const weights = order.map((i) => Math.exp((logits[i] - max) / temperature));
+  let u = rng.uniform() * weights.reduce((a, b) => a + b, 0);
+  for (let j = 0; j < order.length; j++) {
+    u -= weights[j];
+    if (u < 0) return order[j];
+  }
+  return order[order.length - 1];
+}

@@ -1,0 +1,107 @@
+import { getGpu } from "../lib/gpu/mod.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { classify, generate } from "../lib/train/predict.ts";
+import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
+import { FIXTURES } from "./peft_helpers.ts";
+
+const GPT2 = `${FIXTURES}models/gpt2`;
+
+Deno.test("generate: greedy starts with PyTorch's most probable next token, and stops as asked", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, GPT2);
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    const ref = await openSafetensors(`${GPT2}/reference.safetensors`);
+    const ids = await ref.read("input.input_ids") as Int32Array;
+    const logits = await ref.readF32("logits"); // [2, 16, 512] from transformers
+    for (const row of [0, 1]) {
+      const prompt = Array.from(ids.subarray(row * 16, (row + 1) * 16));
+      const last = logits.subarray((row * 16 + 15) * 512, (row * 16 + 16) * 512);
+      const expected = last.indexOf(Math.max(...last));
+      const g = await generate(model, tokenizer, prompt, { maxNewTokens: 3, stopAtEos: false });
+      assertEquals(g.ids.slice(0, 16), prompt);
+      assertEquals(g.ids[16], expected, `row ${row}: first greedy token`);
+      assertEquals([g.newTokens, g.stop], [3, "length"]);
+      assertEquals(g.text, tokenizer.decode(g.ids.slice(16)));
+      // top-1 sampling is greedy at any temperature
+      const top1 = await generate(model, tokenizer, prompt, {
+        maxNewTokens: 3,
+        temperature: 2,
+        topK: 1,
+        stopAtEos: false,
+      });
+      assertEquals(top1.ids, g.ids);
+    }
+    const prompt = Array.from(ids.subarray(0, 16));
+    const a = await generate(model, tokenizer, prompt, {
+      maxNewTokens: 8,
+      temperature: 1,
+      seed: 7,
+      stopAtEos: false,
+    });
+    const b = await generate(model, tokenizer, prompt, {
+      maxNewTokens: 8,
+      temperature: 1,
+      seed: 7,
+      stopAtEos: false,
+    });
+    assertEquals(a.ids, b.ids, "the same seed samples the same tokens");
+    // the fixture has 64 positions
+    const long = await generate(model, tokenizer, prompt, { maxNewTokens: 60, stopAtEos: false });
+    assertEquals([long.ids.length, long.stop], [64, "positions"]);
+    // an end-of-sequence token stops it (here: whatever greedy picks first)
+    const eos = model.config.eosTokenIds;
+    model.config.eosTokenIds = [a.ids[16]];
+    const stopped = await generate(model, tokenizer, prompt, { maxNewTokens: 8, temperature: 1, seed: 7 });
+    model.config.eosTokenIds = eos;
+    assertEquals([stopped.newTokens, stopped.stop], [1, "eos"]);
+    await assertRejects(() => generate(model, tokenizer, [], {}), Error, "the prompt has no tokens");
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("classify: the forward pass's softmax for each text, in input order, whatever the batch size", async () => {
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/roberta`;
+  const model = await loadModel(gpu, dir);
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    const texts = [
+      "a short one",
+      "a much longer text than the others in this small list",
+      "mid length here",
+      "x",
+    ]
+      .map((text) => ({ text }));
+    const one = await classify(model, tokenizer, texts, { batchSize: 1 });
+    const three = await classify(model, tokenizer, texts, { batchSize: 3 });
+    assertEquals(one.length, 4);
+    for (let i = 0; i < 4; i++) {
+      assertClose(three[i].probabilities, one[i].probabilities, 1e-5, `text ${i}`);
+      assertEquals(three[i].id, one[i].id);
+      assertClose([one[i].probabilities.reduce((a, b) => a + b, 0)], [1], 1e-6);
+      // the same text alone through the model
+      const ids = Int32Array.from(tokenizer.encode(texts[i].text));
+      const { p } = tidy(() =>
+        noGrad(() => ({
+          p: softmax(
+            model.forward({
+              inputIds: Tensor.from(gpu, ids, [1, ids.length]),
+              inputIdsHost: ids,
+              attentionMask: new Int32Array(ids.length).fill(1),
+            }).logits,
+          ).readLater(),
+        }))
+      );
+      gpu.stream.flush();
+      assertClose(one[i].probabilities, Array.from(await p), 1e-5, `text ${i} alone`);
+    }
+    assertEquals(one[0].probabilities.length, model.config.labels.length);
+    assert((await classify(model, tokenizer, [])).length === 0);
+  } finally {
+    model.dispose();
+  }
+});
