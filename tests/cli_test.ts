@@ -4,7 +4,7 @@ import { explainDeviceError } from "../lib/cli/errors.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
-import { GPT2, runCli, tinyRun, writeToyData } from "./train_helpers.ts";
+import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 const SPEC = {
   name: "demo",
@@ -61,8 +61,7 @@ Deno.test("cli: bad flags exit 2 with a pointer to --help; --help exits 0", asyn
 });
 
 Deno.test("cli: bad data files fail with the file, the line and what was wrong; nothing is written", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
-  try {
+  await withTempDir("hartley_cli_", async (dir) => {
     const missing = await runCli(tinyRun(`${dir}/none.jsonl`, `${dir}/run`, ["--steps", "1"]));
     assertEquals(missing.code, 1);
     assert(missing.err.includes(`${dir}/none.jsonl: file not found`), missing.err);
@@ -75,14 +74,11 @@ Deno.test("cli: bad data files fail with the file, the line and what was wrong; 
     assertEquals(noModel.code, 1);
     assert(noModel.err.includes("not a model directory"), noModel.err);
     assert(!(await findCheckpoint(`${dir}/run`)), "no checkpoint written");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("cli: labels that do not fit the head, and an adapter made for another model", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
-  try {
+  await withTempDir("hartley_cli_", async (dir) => {
     // a sequence classifier with a 2-label head (the head is initialised: the checkpoint has none)
     const model = `${dir}/cls2`;
     await Deno.mkdir(model);
@@ -139,14 +135,11 @@ Deno.test("cli: labels that do not fit the head, and an adapter made for another
     ]);
     assertEquals(other.code, 1);
     assert(/transformer\.h\.0\.attn\.c_attn/.test(other.err), other.err);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("cli: a NaN loss stops training with a message and keeps the last good checkpoint", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
-  try {
+  await withTempDir("hartley_cli_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const r = await runCli(tinyRun(data, `${dir}/run`, [
       "--steps",
@@ -169,9 +162,7 @@ Deno.test("cli: a NaN loss stops training with a message and keeps the last good
     assert(ckpt.state.step >= 1 && ckpt.state.step < 6, `checkpoint at step ${ckpt.state.step}`);
     const logged = (await readRunLog(`${dir}/run/log.jsonl`)).filter((x) => x.type === "checkpoint");
     assertEquals(logged[logged.length - 1].step, ckpt.state.step);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("device errors become advice: out of memory names the command's flags to change, once", () => {
@@ -207,8 +198,7 @@ Deno.test("device errors become advice: out of memory names the command's flags 
 });
 
 Deno.test("inspect: model summary, energy heatmap with positions, and a loss curve", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_cli_" });
-  try {
+  await withTempDir("hartley_cli_", async (dir) => {
     const svg = `${dir}/energy.svg`;
     const r = await runCli([
       "inspect",
@@ -243,14 +233,11 @@ Deno.test("inspect: model summary, energy heatmap with positions, and a loss cur
     const bad = await runCli(["inspect", "--model", GPT2, "--layer", "nope"]);
     assertEquals(bad.code, 2);
     assert(bad.err.includes("matches no linear layer"), bad.err);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("demo: the head alone, then SSH, on SpamAssassin; the last line compares them", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_demo_" });
-  try {
+  await withTempDir("hartley_demo_", async (dir) => {
     // the demo's own options, cut down to a few steps (later options win)
     const small = ["--max-train", "32", "--max-eval", "24", "--seq-len", "8", "--out", dir, "--quiet"];
     const run = await runCli(["train", ...DEMO_ARGS, ...small]);
@@ -262,7 +249,5 @@ Deno.test("demo: the head alone, then SSH, on SpamAssassin; the last line compar
       assertEquals(evals.at(-1)?.examples, 24, `${sub} evaluated the held-out e-mails`);
     }
     await Deno.stat(`${dir}/ssh/adapter/adapter_config.json`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -1,6 +1,6 @@
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { runCli, tinyRun, writeToyData } from "./train_helpers.ts";
+import { runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 // LoRA with dropout: its masks are keyed by the model step, which a resumed run restores
 const LORA = ["--method", "lora", "--lora-dropout", "0.3", "--lr", "0.01"];
@@ -11,8 +11,7 @@ const CASES: [string, string[]][] = [
 ];
 for (const [name, method] of CASES) {
   Deno.test(`${name}: a run stopped at step K and resumed to N logs the same losses and saves the same adapter`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "hartley_resume_" });
-    try {
+    await withTempDir("hartley_resume_", async (dir) => {
       const data = await writeToyData(dir, 40);
       const opts = ["--steps", "6", "--log-every", "1", "--save-every", "0", "--seed", "3", ...method];
       const full = await runCli(tinyRun(data, `${dir}/full`, opts));
@@ -36,15 +35,12 @@ for (const [name, method] of CASES) {
       assertEquals(await evalOf("parts"), await evalOf("full"), "held-out loss");
       const weights = (run: string) => Deno.readFile(`${dir}/${run}/adapter/adapter_model.safetensors`);
       assertEquals(Array.from(await weights("parts")), Array.from(await weights("full")), "adapter bytes");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   });
 }
 
 Deno.test("--resume refuses other settings and a directory without a checkpoint", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_resume_" });
-  try {
+  await withTempDir("hartley_resume_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const none = await runCli(tinyRun(data, `${dir}/empty`, ["--steps", "2", "--resume"]));
     assertEquals(none.code, 2);
@@ -57,7 +53,5 @@ Deno.test("--resume refuses other settings and a directory without a checkpoint"
     const again = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4"]));
     assertEquals(again.code, 2);
     assert(again.err.includes("already holds a run"), again.err);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -8,7 +8,7 @@ import { formatDuration, Progress } from "../lib/train/progress.ts";
 import { toModelBatch } from "../lib/train/tasks.ts";
 import { downsampleMax, heatmapSvg, linePlotSvg, ticks } from "../lib/viz/svg.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
-import { GPT2, runCli, tinyRun, writeToyData } from "./train_helpers.ts";
+import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 /** Logits of `dir` (+ adapter) on the first rows of `data`. */
 async function logitsOf(model: string, adapter: string | undefined, data: string): Promise<Float32Array> {
@@ -36,8 +36,7 @@ function evalJson(data: string, model: string[]) {
 
 for (const method of ["ssh", "lora"]) {
   Deno.test(`train → merge → eval round trip (${method}): the merged model reproduces the adapter model`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "hartley_roundtrip_" });
-    try {
+    await withTempDir("hartley_roundtrip_", async (dir) => {
       const data = await writeToyData(dir, 32);
       const run = await runCli(
         tinyRun(data, `${dir}/run`, [
@@ -87,15 +86,12 @@ for (const method of ["ssh", "lora"]) {
       const again = await runCli(mergeArgs);
       assertEquals(again.code, 1);
       assert(again.err.includes("already exists"), again.err);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   });
 }
 
 Deno.test("--gradient-checkpointing trains to the same losses and adapter", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_ckpt_" });
-  try {
+  await withTempDir("hartley_ckpt_", async (dir) => {
     const data = await writeToyData(dir, 32);
     const run = async (out: string, extra: string[]) => {
       const r = await runCli(tinyRun(data, `${dir}/${out}`, ["--steps", "4", "--log-every", "1", ...extra]));
@@ -111,14 +107,11 @@ Deno.test("--gradient-checkpointing trains to the same losses and adapter", asyn
       await logitsOf(GPT2, `${dir}/ckpt/adapter`, data),
     ];
     assertClose(logits[1], logits[0], 1e-5, "logits of the trained adapters");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("--method head trains only the classifier and writes a model directory that eval loads", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_head_" });
-  try {
+  await withTempDir("hartley_head_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const run = await runCli(tinyRun(data, `${dir}/run`, ["--method", "head", "--steps", "3"]));
     assertEquals(run.code, 0, run.err);
@@ -131,14 +124,11 @@ Deno.test("--method head trains only the classifier and writes a model directory
     const ckpt = await loadCheckpoint(`${dir}/run`);
     assertEquals(ckpt.state.step, 3);
     assertEquals(ckpt.optimizer.names, ["score.weight"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("train on a Parquet split: its ClassLabel names label the written model", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_parquet_" });
-  try {
+  await withTempDir("hartley_parquet_", async (dir) => {
     const data = new URL("./fixtures/data/spam_gzip.parquet", import.meta.url).pathname;
     const run = await runCli(
       tinyRun(data, `${dir}/run`, [
@@ -156,14 +146,11 @@ Deno.test("train on a Parquet split: its ClassLabel names label the written mode
     const config = JSON.parse(await Deno.readTextFile(`${dir}/run/model/config.json`));
     assertEquals(config.id2label, { "0": "ham", "1": "spam" });
     assertEquals(config.architectures, ["GPT2ForSequenceClassification"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("predict labels a data file as eval scores it; one --text in plain words; argument errors", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_predict_" });
-  try {
+  await withTempDir("hartley_predict_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const run = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4"]));
     assertEquals(run.code, 0, run.err);
@@ -219,14 +206,11 @@ Deno.test("predict labels a data file as eval scores it; one --text in plain wor
     const wrong = await runCli(["predict", ...adapter, "--text", "a", "--labels", "x,y,z"]);
     assertEquals(wrong.code, 2, wrong.err);
     assert(wrong.err.includes("--labels names 3 classes, but the model's head has 2"), wrong.err);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("run log: a resumed run drops what was logged after its checkpoint", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_log_" });
-  try {
+  await withTempDir("hartley_log_", async (dir) => {
     const path = `${dir}/log.jsonl`;
     const log = await RunLog.open(path);
     for (let s = 0; s <= 5; s++) {
@@ -242,9 +226,7 @@ Deno.test("run log: a resumed run drops what was logged after its checkpoint", a
     await resumed.write({ type: "resume", step: 3 });
     resumed.close();
     assertEquals((await readRunLog(path)).map((r) => r.step), [0, 1, 2, 3, 3]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("progress: plain lines every interval with loss, tokens/s and ETA; a bar on a terminal", () => {
