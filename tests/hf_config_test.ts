@@ -6,6 +6,7 @@ import {
   type LlamaConfig,
   loadHfConfig,
   parseHfConfig,
+  type RopeConfig,
   type VitConfig,
 } from "../lib/io/hf_config.ts";
 import { openCheckpoint } from "../lib/io/safetensors.ts";
@@ -266,19 +267,50 @@ Deno.test("missing or malformed fields: errors name the field and the file", asy
   }
 });
 
-Deno.test("RoPE scaling is refused clearly", async () => {
+Deno.test("RoPE scaling: linear and llama3 parsed, with what they need; other types refused clearly", async () => {
+  const llama3 = {
+    rope_type: "llama3",
+    rope_theta: 500000,
+    factor: 8,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+  };
+  const parsed = await variant("llama", { max_position_embeddings: 131072, rope_parameters: llama3 });
+  assertEquals((parsed as LlamaConfig).rope, {
+    type: "llama3",
+    theta: 500000,
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositions: 131072, // absent: max_position_embeddings, as transformers
+  });
+  const given = await variant("llama", {
+    rope_parameters: { ...llama3, original_max_position_embeddings: 8192 },
+  });
+  assertEquals(
+    (given as LlamaConfig).rope,
+    { ...(parsed as LlamaConfig).rope, originalMaxPositions: 8192 } as RopeConfig,
+  );
+  const linear = await variant("llama", {
+    rope_parameters: undefined,
+    rope_theta: 10000,
+    rope_scaling: { type: "linear", factor: 2 },
+  });
+  assertEquals((linear as LlamaConfig).rope, { type: "linear", theta: 10000, factor: 2 });
   await assertRejects(
-    () =>
-      variant("llama", {
-        rope_parameters: { rope_type: "llama3", rope_theta: 500000, factor: 8 },
-      }),
+    () => variant("llama", { rope_parameters: { rope_type: "llama3", rope_theta: 500000, factor: 8 } }),
     HfConfigError,
-    `/x/llama/config.json: rope_parameters asks for RoPE scaling type "llama3", which is not supported`,
+    `/x/llama/config.json: rope_parameters of type "llama3" needs "low_freq_factor", a positive number; got null`,
   );
   await assertRejects(
-    () => variant("llama", { rope_parameters: undefined, rope_scaling: { type: "linear", factor: 2 } }),
+    () => variant("llama", { rope_parameters: { ...llama3, high_freq_factor: 1 } }),
     HfConfigError,
-    `rope_scaling asks for RoPE scaling type "linear"`,
+    "high_freq_factor (1) must be larger than low_freq_factor (1)",
+  );
+  await assertRejects(
+    () => variant("llama", { rope_parameters: undefined, rope_scaling: { type: "yarn", factor: 2 } }),
+    HfConfigError,
+    `rope_scaling asks for RoPE scaling type "yarn", which is not supported (supported: "default", "linear", "llama3")`,
   );
   await assertRejects(
     () => variant("llama", { rope_parameters: { rope_type: "default", rope_theta: -1 } }),

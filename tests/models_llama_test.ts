@@ -1,5 +1,6 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
+import { ropeInverseFrequencies, ropeInverseFrequencies64 } from "../lib/nn/rope.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import { decoderSuite } from "./decoder_suite.ts";
 import {
@@ -31,14 +32,22 @@ Deno.test("llama: grouped-query shapes, no biases, an untied lm_head", async () 
   model.dispose();
 });
 
-Deno.test("llama: rope theta and tied embeddings follow the config (float64 reference)", async () => {
+// head dim 16, θ 10000: with 64 pretraining positions, llama3 keeps pair 0, blends pairs 1–2, divides 3–7
+const LLAMA3 = { rope_type: "llama3", rope_theta: 10000, factor: 8, low_freq_factor: 1, high_freq_factor: 4 };
+
+Deno.test("llama: rope theta, linear and llama3 scaling, tied embeddings follow the config (float64 reference)", async () => {
   const gpu = await getGpu();
   const [b, t] = [2, 12];
   const ids = randomIds(b * t, 512, 17);
   const configs = [
     { rope_parameters: { rope_theta: 500, rope_type: "default" } },
+    { rope_parameters: undefined, rope_theta: 10000, rope_scaling: { type: "linear", factor: 4 } },
+    { rope_parameters: { ...LLAMA3, original_max_position_embeddings: 64 } },
     { tie_word_embeddings: true },
   ];
+  const base = await loadModel(gpu, dir);
+  const unscaled = await evalForward(base, tokenBatch(gpu, ids, b, t));
+  base.dispose();
   for (const cfg of configs) {
     const tmp = await tempModelDir(dir, cfg);
     try {
@@ -51,6 +60,12 @@ Deno.test("llama: rope theta and tied embeddings follow the config (float64 refe
         1e-5,
         JSON.stringify(cfg),
       );
+      if ("rope_scaling" in cfg || cfg.rope_parameters?.rope_type === "llama3") {
+        // rel-L2 from the unscaled logits (1.9e-3 for llama3): far above the 1e-5 the reference allows
+        const d2 = ours.logits.reduce((s, v, i) => s + (v - unscaled.logits[i]) ** 2, 0);
+        const rel = Math.sqrt(d2 / unscaled.logits.reduce((s, v) => s + v * v, 0));
+        assert(rel > 5e-4, `${JSON.stringify(cfg)} changes the logits (rel-L2 ${rel})`);
+      }
     } finally {
       await Deno.remove(tmp, { recursive: true });
     }
@@ -70,4 +85,34 @@ Deno.test("llama: attention_bias asks for biases the checkpoint lacks: an error 
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+});
+
+Deno.test("llama3 RoPE at Llama 3.1's settings: short wavelengths kept, long ones divided by 8, a blend between", () => {
+  const rope = {
+    type: "llama3" as const,
+    theta: 500000,
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositions: 8192,
+  };
+  const ours = ropeInverseFrequencies(rope, 128), exact = ropeInverseFrequencies64(rope, 128);
+  const plain = ropeInverseFrequencies({ type: "default", theta: 500000 }, 128);
+  assertEquals(ours.length, 64);
+  assertClose(ours, exact, 1e-6, "float32 against float64");
+  const wavelen = plain.map((v) => 2 * Math.PI / v);
+  let kept = 0, divided = 0, blended = 0;
+  ours.forEach((v, i) => {
+    if (wavelen[i] < 2048) {
+      assertEquals(v, plain[i], `pair ${i} kept`);
+      kept++;
+    } else if (wavelen[i] > 8192) {
+      assertEquals(v, Math.fround(plain[i] / 8), `pair ${i} divided`);
+      divided++;
+    } else {
+      assert(plain[i] / 8 < v && v < plain[i], `pair ${i} between`);
+      blended++;
+    }
+  });
+  assert(kept > 0 && divided > 0 && blended > 0, `${kept} kept, ${blended} blended, ${divided} divided`);
 });

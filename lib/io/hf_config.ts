@@ -96,13 +96,39 @@ export interface BertConfig extends CommonConfig {
   positionOffset: number;
 }
 
-/** Rotary position embedding parameters (only unscaled RoPE is supported). */
-export interface RopeConfig {
-  /** RoPE variant; only "default" (unscaled). */
-  type: "default";
-  /** Base of the rotary frequencies (rope_theta). */
-  theta: number;
-}
+/**
+ * Rotary position embedding parameters: unscaled RoPE, or the scalings that change only the
+ * inverse frequencies (transformers' "linear" and "llama3"; see lib/nn/rope.ts).
+ */
+export type RopeConfig =
+  | {
+    /** Unscaled RoPE. */
+    type: "default";
+    /** Base of the rotary frequencies (rope_theta). */
+    theta: number;
+  }
+  | {
+    /** Every inverse frequency divided by `factor` (positions interpolated). */
+    type: "linear";
+    /** Base of the rotary frequencies (rope_theta). */
+    theta: number;
+    /** The scaling factor (> 0). */
+    factor: number;
+  }
+  | {
+    /** Llama 3.1's scaling: long wavelengths divided by `factor`, short ones kept, a smooth blend between. */
+    type: "llama3";
+    /** Base of the rotary frequencies (rope_theta). */
+    theta: number;
+    /** Divisor of the long-wavelength frequencies (8 for Llama 3.1). */
+    factor: number;
+    /** Wavelengths above original_max_position_embeddings / this are divided by `factor` (1). */
+    lowFreqFactor: number;
+    /** Wavelengths below original_max_position_embeddings / this are kept (4). */
+    highFreqFactor: number;
+    /** The context length of pretraining (8192 for Llama 3.1). */
+    originalMaxPositions: number;
+  };
 
 /** Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. */
 export interface LlamaConfig extends CommonConfig {
@@ -282,17 +308,51 @@ function rope(f: Fields): RopeConfig {
   }
   const p = (params ?? {}) as Record<string, unknown>;
   const type = p.rope_type ?? p.type ?? "default";
-  if (type !== "default") {
-    throw new HfConfigError(
-      `${f.path}: ${key} asks for RoPE scaling type ${JSON.stringify(type)}, which is not supported ` +
-        `(only unscaled RoPE, rope_type "default")`,
-    );
-  }
   const theta = p.rope_theta ?? f.raw.rope_theta ?? 10000;
   if (typeof theta !== "number" || !(theta > 0)) {
     throw new HfConfigError(`${f.path}: rope_theta must be a positive number, got ${JSON.stringify(theta)}`);
   }
-  return { type: "default", theta };
+  const positive = (name: string, fallback?: unknown) => {
+    const v = p[name] ?? fallback;
+    if (typeof v !== "number" || !(v > 0)) {
+      throw new HfConfigError(
+        `${f.path}: ${key} of type ${JSON.stringify(type)} needs "${name}", a positive number; got ${
+          JSON.stringify(v ?? null)
+        }`,
+      );
+    }
+    return v;
+  };
+  switch (type) {
+    case "default":
+      return { type: "default", theta };
+    case "linear":
+      return { type: "linear", theta, factor: positive("factor") };
+    case "llama3": {
+      const low = positive("low_freq_factor"), high = positive("high_freq_factor");
+      if (!(high > low)) {
+        throw new HfConfigError(
+          `${f.path}: ${key}: high_freq_factor (${high}) must be larger than low_freq_factor (${low})`,
+        );
+      }
+      return {
+        type: "llama3",
+        theta,
+        factor: positive("factor"),
+        lowFreqFactor: low,
+        highFreqFactor: high,
+        originalMaxPositions: positive(
+          "original_max_position_embeddings",
+          f.raw.original_max_position_embeddings ?? f.raw.max_position_embeddings,
+        ),
+      };
+    }
+    default:
+      throw new HfConfigError(
+        `${f.path}: ${key} asks for RoPE scaling type ${JSON.stringify(type)}, which is not supported ` +
+          `(supported: "default", "linear", "llama3")`,
+      );
+  }
 }
 
 function vit(f: Fields): VitConfig {

@@ -12,6 +12,7 @@ import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { RmsNorm } from "../nn/norm.ts";
+import { ropeInverseFrequencies } from "../nn/rope.ts";
 import {
   add,
   attention,
@@ -83,7 +84,12 @@ export class LlamaModel extends BaseModel {
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     // tables for a power-of-two number of positions, so few lengths are cached per device
     const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(t))), Math.max(t, c.maxPositions));
-    const rope = ropeTables(this.gpu, { rotaryDim: c.headDim, theta: c.rope.theta, length });
+    const rope = ropeTables(this.gpu, {
+      rotaryDim: c.headDim,
+      theta: c.rope.theta,
+      length,
+      invFreq: c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.headDim),
+    });
     const attnOpts = {
       numHeads: c.numHeads,
       numKvHeads: c.numKvHeads,

@@ -7,6 +7,7 @@
  */
 import type { Gpt2Config, LlamaConfig } from "../io/hf_config.ts";
 import type { TensorSource } from "../io/safetensors.ts";
+import { ropeInverseFrequencies64 } from "../nn/rope.ts";
 import { ACTIVATIONS } from "../tensor/reference/activations.ts";
 import { attentionForward, ropeForward } from "../tensor/reference/attention.ts";
 import { normForward } from "../tensor/reference/norm.ts";
@@ -89,9 +90,10 @@ export function llamaReference(
   const lin = (y: Float64Array, key: string, inF: number, outF: number) =>
     dense(y, get(`${key}.weight`), w.get(`${key}.bias`) ?? null, inF, outF, "out_in");
   const half = d / 2, cos = new Float64Array(t * half), sin = new Float64Array(t * half);
+  const inv = ropeInverseFrequencies64(c.rope, d);
   for (let pos = 0; pos < t; pos++) {
     for (let i = 0; i < half; i++) {
-      const angle = pos / c.rope.theta ** ((2 * i) / d);
+      const angle = pos * inv[i];
       cos[pos * half + i] = Math.cos(angle);
       sin[pos * half + i] = Math.sin(angle);
     }

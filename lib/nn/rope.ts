@@ -1,0 +1,57 @@
+/**
+ * The inverse frequencies of rotary position embeddings, as transformers computes them for
+ * each `rope_type` we support (modeling_rope_utils.py): "default" 1/θ^(2i/d); "linear" the same
+ * divided by the factor; "llama3" (Llama 3.1 and later) the long wavelengths (above
+ * original_max_position_embeddings / low_freq_factor) divided by the factor, the short ones
+ * (below original_max_position_embeddings / high_freq_factor) kept, and a linear blend between.
+ * Every step is rounded to float32 as torch's float32 tensors round it;
+ * {@link ropeInverseFrequencies64} is the float64 reference of the same formulas.
+ * @module
+ */
+import type { RopeConfig } from "../io/hf_config.ts";
+
+const f = Math.fround;
+
+/** Inverse frequencies of the `dim / 2` rotary pairs, in float32 arithmetic as transformers'. */
+export function ropeInverseFrequencies(rope: RopeConfig, dim: number): number[] {
+  const base = Array.from({ length: dim / 2 }, (_, i) => f(1 / f(rope.theta ** f((2 * i) / dim))));
+  switch (rope.type) {
+    case "default":
+      return base;
+    case "linear":
+      return base.map((v) => f(v / rope.factor));
+    case "llama3": {
+      const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: old } = rope;
+      const lowWavelen = old / low, highWavelen = old / high;
+      // torch divides a number by a tensor as reciprocal(tensor) · number
+      return base.map((inv) => {
+        const wavelen = f(f(1 / inv) * f(2 * Math.PI));
+        const scaled = wavelen > lowWavelen ? f(inv / factor) : inv;
+        if (wavelen < highWavelen || wavelen > lowWavelen) return scaled;
+        const smooth = f(f(f(f(1 / wavelen) * old) - low) / (high - low));
+        return f(f(f(f(1 - smooth) * scaled) / factor) + f(smooth * scaled));
+      });
+    }
+  }
+}
+
+/** The same inverse frequencies in float64 (the CPU reference of the models). */
+export function ropeInverseFrequencies64(rope: RopeConfig, dim: number): number[] {
+  const base = Array.from({ length: dim / 2 }, (_, i) => 1 / rope.theta ** ((2 * i) / dim));
+  switch (rope.type) {
+    case "default":
+      return base;
+    case "linear":
+      return base.map((v) => v / rope.factor);
+    case "llama3": {
+      const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: old } = rope;
+      return base.map((inv) => {
+        const wavelen = 2 * Math.PI / inv;
+        if (wavelen < old / high) return inv;
+        if (wavelen > old / low) return inv / factor;
+        const smooth = (old / wavelen - low) / (high - low);
+        return (1 - smooth) * inv / factor + smooth * inv;
+      });
+    }
+  }
+}
