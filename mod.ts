@@ -189,6 +189,8 @@ export {
   type TextInput,
 } from "./lib/train/predict.ts";
 export {
+  BEST_DIR,
+  type BestOptions,
   type NamedParam,
   type ParamGroupSpec,
   train,
@@ -198,6 +200,7 @@ export {
 } from "./lib/train/trainer.ts";
 export { AdamW, type AdamWOptions, type ParamGroup } from "./lib/train/optim.ts";
 export {
+  type BestState,
   CheckpointError,
   loadCheckpoint,
   type LoadedCheckpoint,

@@ -17,7 +17,7 @@ import { findCheckpoint, fingerprintChanges, loadCheckpoint } from "../train/che
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
-import { describeEval, train, type TrainResult } from "../train/trainer.ts";
+import { BEST_DIR, describeEval, train, type TrainResult } from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
 import {
   ArgsError,
@@ -131,6 +131,21 @@ const FLAGS = {
     default: 0,
     min: 0,
     help: "steps between evaluations (0: at the end only)",
+  },
+  "save-best": {
+    type: "boolean",
+    help: "keep the weights of the best evaluation in OUT/best (with --eval-every)",
+  },
+  "early-stop": {
+    type: "integer",
+    min: 1,
+    arg: "N",
+    help: "stop after N evaluations in a row that are not better (with --eval-every)",
+  },
+  "best-metric": {
+    type: "string",
+    choices: ["accuracy", "loss"],
+    help: "what --save-best and --early-stop compare [default: accuracy, loss for causal LM]",
   },
   "log-every": { type: "integer", default: 10, min: 1, help: "steps between loss readbacks / log lines" },
   "save-every": {
@@ -306,9 +321,17 @@ async function runTraining(
   }
   if (
     v["eval-fraction"] === 0 && !v["eval-data"] && data !== "spamassassin" && data !== "brown" &&
-    v["eval-every"]
+    (v["eval-every"] || v["save-best"] || v["early-stop"])
   ) {
-    throw new ArgsError(`--eval-every needs eval data: --eval-data FILE or --eval-fraction above 0`);
+    throw new ArgsError(
+      `--eval-every, --save-best and --early-stop need eval data: --eval-data FILE or --eval-fraction above 0`,
+    );
+  }
+  if (v["early-stop"] && !v["eval-every"]) {
+    throw new ArgsError(`--early-stop counts evaluations: give --eval-every STEPS too`);
+  }
+  if (v["best-metric"] === "accuracy" && task === "causal-lm") {
+    throw new ArgsError(`--best-metric accuracy: a causal LM has no accuracy (use loss)`);
   }
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
   const existingHead = taskOfConfig(config) === task && task !== "causal-lm"
@@ -369,6 +392,7 @@ async function runTraining(
     seqLen: v["seq-len"],
     batchSize: v["batch-size"],
     ...(accumulate > 1 ? { gradAccum: accumulate } : {}),
+    ...(v["early-stop"] ? { earlyStop: v["early-stop"], bestMetric: v["best-metric"] ?? null } : {}),
     lr,
     headLr: v["head-lr"],
     schedule: v.schedule,
@@ -460,6 +484,13 @@ async function runTraining(
         progress,
         setTraining: prepared.peft ? (on) => prepared.peft!.train(on) : undefined,
         shouldStop: (done) => stopRequested || done === v["stop-at"],
+        best: v["save-best"] || v["early-stop"]
+          ? {
+            metric: v["best-metric"] as "accuracy" | "loss" | undefined,
+            save: v["save-best"],
+            patience: v["early-stop"],
+          }
+          : undefined,
       });
     } catch (e) {
       throw explainDeviceError(e, Object.keys(FLAGS));
@@ -478,13 +509,21 @@ async function runTraining(
     await log.write({
       type: "end",
       step: result.steps,
-      status: "done",
+      status: result.status,
       seconds: result.seconds,
       output: saved,
     });
     if (!v.quiet) {
+      if (result.status === "early") console.error(`stopped early at step ${result.steps} of ${totalSteps}`);
       console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} tokens this session)`);
       if (last) console.error(`held-out: ${describeEval(last)}`);
+      const b = result.best;
+      if (b) {
+        console.error(
+          `best held-out ${b.metric} ${b.value.toFixed(4)} at step ${b.step}` +
+            (v["save-best"] ? ` (weights in ${join(outDir, BEST_DIR)})` : ""),
+        );
+      }
     }
     return { code: 0, accuracy: last?.accuracy };
   } finally {
@@ -516,7 +555,7 @@ async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean):
     );
   }
   if (held) {
-    for (const name of ["checkpoint", "adapter", "model", "log.jsonl"]) {
+    for (const name of ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"]) {
       await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
     }
   }

@@ -48,6 +48,20 @@ export interface TrainerState {
   tokens: number;
   /** The command-line options the run was started with (so `--resume` alone can continue it). */
   args?: string[];
+  /** The best evaluation so far, when the run tracks one. */
+  best?: BestState;
+}
+
+/** The best evaluation of a run so far (see the trainer's `best` option). */
+export interface BestState {
+  /** The step it ran after. */
+  step: number;
+  /** What was compared: accuracy (higher is better) or loss (lower is better). */
+  metric: "accuracy" | "loss";
+  /** Its value. */
+  value: number;
+  /** Evaluations since then that were not better. */
+  since: number;
 }
 
 /** Optimiser state as {@link AdamW.exportState} gives it, with the parameter names. */

@@ -16,9 +16,11 @@
  * step K and resumed to N logs the same losses as a run of N steps.
  * @module
  */
+import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { add, keep, noGrad, scale, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import {
+  type BestState,
   type LoadedCheckpoint,
   type OptimizerState,
   saveCheckpoint,
@@ -116,6 +118,21 @@ export interface TrainOptions {
   setTraining?: (on: boolean) => void;
   /** Asked after every step; true stops the run (a checkpoint is saved first). */
   shouldStop?: (stepsDone: number) => boolean;
+  /** Track the best evaluation: keep its weights, stop when evaluations stop improving. */
+  best?: BestOptions;
+}
+
+/** What {@link TrainOptions.best} does with the evaluations. */
+export interface BestOptions {
+  /**
+   * What "better" means: a higher accuracy, or a lower loss (default: accuracy when the
+   * evaluation reports one, else loss).
+   */
+  metric?: "accuracy" | "loss";
+  /** Write the weights of each better evaluation into `<outDir>/best` (through `writeWeights`). */
+  save?: boolean;
+  /** Stop after this many evaluations in a row that are not better (early stopping; default never). */
+  patience?: number;
 }
 
 /** How a run ended. */
@@ -123,11 +140,13 @@ export interface TrainResult {
   /** Optimiser steps done (all sessions). */
   steps: number;
   /** "done" when every step ran, "stopped" when `shouldStop` ended the run early. */
-  status: "done" | "stopped";
+  status: "done" | "stopped" | "early";
   /** Mean training loss of each logged interval, by the step that ends it. */
   losses: { step: number; loss: number }[];
   /** Each evaluation's result, with the step it ran after. */
   evals: ({ step: number } & EvalResult)[];
+  /** The best evaluation so far (all sessions), when {@link TrainOptions.best} is set. */
+  best?: BestState;
   /** Seconds of this session's training (evaluation included). */
   seconds: number;
   /** Tokens (or images) trained on in this session. */
@@ -139,6 +158,9 @@ export class TrainingDivergedError extends Error {
   /** Always "TrainingDivergedError". */
   override name = "TrainingDivergedError";
 }
+
+/** The folder under the run's output that holds the best evaluation's weights. */
+export const BEST_DIR = "best";
 
 /** Model fields the trainer sets when the model has them (BaseModel's dropout key). */
 interface DropoutKeyed {
@@ -173,6 +195,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     decay: opts.decay ?? "linear",
   };
   let step = 0, elapsedBefore = 0, tokensBefore = 0;
+  let best: BestState | undefined;
   if (opts.resumeFrom) {
     const { state, optimizer } = opts.resumeFrom;
     if (optimizer.names.join("\n") !== names.join("\n")) {
@@ -183,6 +206,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     opt.importState(optimizer);
     step = state.step;
+    best = state.best;
     elapsedBefore = state.elapsed;
     tokensBefore = state.tokens;
   }
@@ -191,6 +215,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if ("dropoutSeed" in keyed) keyed.dropoutSeed = opts.seed;
 
   const result: TrainResult = { steps: step, status: "done", losses: [], evals: [], seconds: 0, tokens: 0 };
+  if (best) result.best = best;
   const started = performance.now();
   let acc = keep(T.zeros(gpu, []));
   let accSteps = 0;
@@ -246,6 +271,36 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     result.evals.push({ step, ...r });
     await opts.log?.write({ type: "eval", step, ...r });
     opts.progress?.log(`eval @ ${step}: ${describeEval(r)}`);
+    if (opts.best) await track(r);
+  };
+
+  /** Compare an evaluation with the best so far: keep it if better, else count towards patience. */
+  const track = async (r: EvalResult) => {
+    const metric = opts.best!.metric ?? (r.accuracy !== undefined ? "accuracy" : "loss");
+    const value = metric === "accuracy" ? r.accuracy : r.loss;
+    if (value === undefined || Number.isNaN(value)) {
+      throw new Error(`train: the evaluation reports no ${metric} to find the best one by`);
+    }
+    const better = !best || (metric === "accuracy" ? value > best.value : value < best.value);
+    if (better) {
+      best = { step, metric, value, since: 0 };
+      if (opts.best!.save && opts.outDir && opts.writeWeights) {
+        await opts.writeWeights(join(opts.outDir, BEST_DIR));
+      }
+      await opts.log?.write({ type: "best", step, metric, value });
+    } else {
+      best = { ...best!, since: best!.since + 1 };
+      const patience = opts.best!.patience;
+      if (patience !== undefined && best.since >= patience && result.status === "done") {
+        result.status = "early";
+        opts.progress?.log(
+          `stopping early at step ${step}: no better ${metric} in ${patience} evaluations (best ${
+            best.value.toFixed(4)
+          } at step ${best.step})`,
+        );
+      }
+    }
+    result.best = best;
   };
 
   const checkpoint = async () => {
@@ -266,6 +321,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       rng: { seed: opts.seed, step },
       fingerprint: opts.fingerprint ?? {},
       args: opts.args ?? opts.resumeFrom?.state.args,
+      ...(best ? { best } : {}),
       elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
       tokens: tokensBefore + result.tokens,
     };
@@ -304,9 +360,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       opts.progress?.update(step, { tokens: result.tokens });
       if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
       const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
-      if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps && !stop) {
+      // evaluated even when stopping here, so that a resumed run has every evaluation
+      if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps) {
         await drain();
         await runEval();
+        if (result.status === "early") break;
       }
       if (stop) {
         result.status = "stopped";

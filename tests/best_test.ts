@@ -1,0 +1,120 @@
+import {
+  adapterGroups,
+  attachAdapter,
+  BatchIterator,
+  ClassificationDataset,
+  type EvalResult,
+  getGpu,
+  loadCheckpoint,
+  loadModel,
+  loadModelTokenizer,
+  sshConfig,
+  train,
+  type TrainResult,
+} from "../mod.ts";
+import { assert, assertEquals } from "./assert.ts";
+import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
+
+/**
+ * Train the GPT-2 fixture for up to 6 steps, evaluating after each with `score(step)` standing in
+ * for the held-out accuracy (or loss); `stopAt` ends the session there with a checkpoint, `resume`
+ * continues from it.
+ */
+async function scripted(
+  out: string,
+  score: (step: number) => number,
+  opts: { metric?: "accuracy" | "loss"; patience?: number; stopAt?: number; resume?: boolean } = {},
+): Promise<{ result: TrainResult; saves: string[] }> {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, GPT2, { task: "seq-cls", numLabels: 2 });
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    model.config.padTokenId ??= tokenizer.padId;
+    const peft = await attachAdapter(model, sshConfig({ n: 8, taskType: "SEQ_CLS" }));
+    const examples = Array.from({ length: 16 }, (_, i) => ({ text: `row ${i}`, label: i % 2 }));
+    const data = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength: 8 }), {
+      batchSize: 4,
+    });
+    const resumeFrom = opts.resume ? await loadCheckpoint(out) : undefined;
+    let step = resumeFrom?.state.step ?? 0;
+    const saves: string[] = [];
+    const result = await train({
+      model,
+      task: "seq-cls",
+      data,
+      groups: adapterGroups(peft, { lr: 0.01, headLr: 0.01 }),
+      totalSteps: 6,
+      warmupSteps: 0,
+      seed: 0,
+      evalEvery: 1,
+      evaluate: () => {
+        step++;
+        const v = score(step);
+        const r: EvalResult = opts.metric === "loss"
+          ? { loss: v, examples: 16, targets: 16 }
+          : { loss: 1, accuracy: v, examples: 16, targets: 16 };
+        return Promise.resolve(r);
+      },
+      outDir: out,
+      writeWeights: async (dir) => {
+        saves.push(`${dir.slice(out.length + 1)}@${step}`);
+        await peft.save(`${dir}/adapter`);
+      },
+      resumeFrom,
+      shouldStop: (done) => done === opts.stopAt,
+      best: { metric: opts.metric, save: true, patience: opts.patience },
+    });
+    return { result, saves };
+  } finally {
+    model.dispose();
+  }
+}
+
+const ACCURACY = [0, 0.5, 0.7, 0.6, 0.7, 0.9, 0.95]; // by step; 0.7 again at step 4 is not better
+
+Deno.test("best: keeps each better evaluation's weights and stops after `patience` that are not better", async () => {
+  await withTempDir("hartley_best_", async (out) => {
+    const { result, saves } = await scripted(out, (s) => ACCURACY[s], { patience: 2 });
+    assertEquals(result.status, "early");
+    assertEquals(result.steps, 4);
+    assertEquals(result.best, { step: 2, metric: "accuracy", value: 0.7, since: 2 });
+    assertEquals(saves.filter((s) => s.startsWith("best")), ["best@1", "best@2"]);
+    assert((await Deno.stat(`${out}/best/adapter/adapter_model.safetensors`)).isFile);
+    // the checkpoint written at the end knows the best evaluation
+    assertEquals((await loadCheckpoint(out)).state.best, result.best);
+  });
+});
+
+Deno.test("best: by loss, lower is better; without patience the run goes on", async () => {
+  await withTempDir("hartley_best_loss_", async (out) => {
+    const loss = [0, 2, 1.5, 1.6, 1.4, 1.45, 1.45];
+    const { result } = await scripted(out, (s) => loss[s], { metric: "loss" });
+    assertEquals(result.status, "done");
+    assertEquals(result.steps, 6);
+    assertEquals(result.best, { step: 4, metric: "loss", value: 1.4, since: 2 });
+  });
+});
+
+Deno.test("best: a resumed run stops early at the same step as an uninterrupted one", async () => {
+  await withTempDir("hartley_best_resume_", async (out) => {
+    const first = await scripted(out, (s) => ACCURACY[s], { patience: 2, stopAt: 3 });
+    assertEquals([first.result.status, first.result.best?.since], ["stopped", 1]);
+    const rest = await scripted(out, (s) => ACCURACY[s], { patience: 2, resume: true });
+    assertEquals([rest.result.status, rest.result.steps], ["early", 4]);
+    assertEquals(rest.result.best, { step: 2, metric: "accuracy", value: 0.7, since: 2 });
+  });
+});
+
+Deno.test("--save-best writes OUT/best/adapter; --early-stop needs --eval-every", async () => {
+  await withTempDir("hartley_best_cli_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    const run = await runCli(
+      tinyRun(data, `${dir}/run`, ["--steps", "3", "--eval-every", "1", "--save-best"]),
+    );
+    assertEquals(run.code, 0, run.err);
+    assert((await Deno.stat(`${dir}/run/best/adapter/adapter_config.json`)).isFile);
+    const noEvery = await runCli(tinyRun(data, `${dir}/run2`, ["--steps", "3", "--early-stop", "2"]));
+    assertEquals(noEvery.code, 2);
+    assert(noEvery.err.includes("--early-stop counts evaluations: give --eval-every STEPS too"), noEvery.err);
+  });
+});
