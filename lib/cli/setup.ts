@@ -1,14 +1,13 @@
 /**
- * What `train`, `eval` and `pretrain` share: choosing the task, reading the data of a task into
- * batch sources (labelled JSONL/CSV/TSV files or the packaged SpamAssassin corpus for
- * classification; plain text or the packaged Brown corpus for causal LM; JSONL pixel arrays
- * for images), updating a written model directory's config.json for its head, and turning
- * device errors into advice.
+ * What `train`, `eval` and `pretrain` share: choosing the task, and reading the data of a task
+ * into batch sources (labelled JSONL/CSV/TSV/Parquet files or the packaged SpamAssassin corpus
+ * for classification; plain text, a Parquet text column or the packaged Brown corpus for causal
+ * LM; image folders, Parquet splits or JSONL pixel arrays for images).
  * @module
  */
 import { join } from "node:path";
 import { type HfConfig, loadHfConfig, type VitConfig } from "../io/hf_config.ts";
-import { loadImageProcessorConfig, preprocessImage } from "../io/image.ts";
+import { loadImageProcessorConfig } from "../io/image.ts";
 import { parquetColumns, ParquetError } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import {
@@ -23,6 +22,7 @@ import {
 } from "../train/data.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
+import { readImageData } from "../train/image_data.ts";
 import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
 
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
@@ -64,7 +64,10 @@ export async function chooseTask(
 export function defaultData(task: TaskName): string {
   if (task === "causal-lm") return "brown";
   if (task === "seq-cls") return "spamassassin";
-  throw new DataError(`task image-cls has no built-in data set: pass --data FILE.jsonl (pixel arrays)`);
+  throw new DataError(
+    `task image-cls has no built-in data set: pass --data DIR (a folder per class of PNG/JPEG files), ` +
+      `a .parquet split or a .jsonl file of pixel arrays`,
+  );
 }
 
 /** How to read the data. */
@@ -264,12 +267,7 @@ function limitRows(source: BatchSource, rows: number, batchSize: number): BatchS
   };
 }
 
-/**
- * Images for ViT: a JSONL file, one object per line with a `label` and either `pixel_values`
- * (3·S·S floats, already preprocessed, channels first) or `image` (H·W·3 RGB values 0–255,
- * row-major) with `width` and `height`, preprocessed as the model's image processor does.
- * Image files (PNG, JPEG) are not decoded yet.
- */
+/** Images for ViT (lib/train/image_data.ts): a folder of class folders, a Parquet split or JSONL. */
 async function imageSplits(
   spec: DataSpec,
   config: VitConfig,
@@ -278,67 +276,10 @@ async function imageSplits(
 ): Promise<Splits> {
   const processor = await loadImageProcessorConfig(modelDir, config);
   const shape: [number, number, number] = [3, processor.height, processor.width];
-  const read = async (path: string): Promise<{ examples: ImageExample[]; names: string[] | null }> => {
-    if (!/\.(jsonl|ndjson)$/i.test(path)) {
-      throw new DataError(
-        `${path}: decoding image files is not supported yet; give a JSONL file of pixel arrays ` +
-          `({"pixel_values": [...] } or {"image": [...], "width": W, "height": H}, with a "label")`,
-      );
-    }
-    const text = await readTextFile(path);
-    const names = new Map<string, number>();
-    const examples: ImageExample[] = [];
-    text.split("\n").forEach((line, i) => {
-      if (line.trim() === "") return;
-      let o: Record<string, unknown>;
-      try {
-        o = JSON.parse(line);
-      } catch (e) {
-        throw new DataError(`${path}:${i + 1}: malformed JSON (${(e as Error).message})`);
-      }
-      const label = typeof o.label === "number"
-        ? o.label
-        : typeof o.label === "string"
-        ? (names.get(o.label) ?? (names.set(o.label, names.size), names.size - 1))
-        : NaN;
-      if (!(Number.isInteger(label) && label >= 0)) {
-        throw new DataError(
-          `${path}:${i + 1}: "label" must be a class id or a name, got ${JSON.stringify(o.label)}`,
-        );
-      }
-      let pixels: Float32Array;
-      if (Array.isArray(o.pixel_values)) {
-        pixels = Float32Array.from(o.pixel_values.flat(3) as number[]);
-        if (pixels.length !== shape[0] * shape[1] * shape[2]) {
-          throw new DataError(
-            `${path}:${i + 1}: "pixel_values" has ${pixels.length} values, the model takes 3×${shape[1]}×${
-              shape[2]
-            }`,
-          );
-        }
-      } else if (Array.isArray(o.image) && Number.isInteger(o.width) && Number.isInteger(o.height)) {
-        const data = Float32Array.from(o.image.flat(2) as number[]);
-        const [w, h] = [o.width as number, o.height as number];
-        if (data.length !== w * h * 3) {
-          throw new DataError(`${path}:${i + 1}: "image" has ${data.length} values, expected ${w}×${h}×3`);
-        }
-        pixels = preprocessImage({ width: w, height: h, data }, processor);
-      } else {
-        throw new DataError(
-          `${path}:${i + 1}: expected "pixel_values", or "image" with "width" and "height"`,
-        );
-      }
-      if (!pixels.every(Number.isFinite)) {
-        throw new DataError(`${path}:${i + 1}: the pixels hold NaN or infinity`);
-      }
-      examples.push({ pixels, label });
-    });
-    if (examples.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
-    return { examples, names: names.size > 0 ? [...names.keys()] : null };
-  };
-  const file = await read(spec.data);
+  const file = await readImageData(spec.data, processor);
+  const names = file.labelNames ?? undefined;
   let train = file.examples, evalSet: ImageExample[] | null = null;
-  if (spec.evalData) evalSet = (await read(spec.evalData)).examples;
+  if (spec.evalData) evalSet = (await readImageData(spec.evalData, processor, { labels: names })).examples;
   else if (spec.evalFraction > 0) {
     const s = splitByFraction(train, {
       fraction: spec.evalFraction,
@@ -351,7 +292,7 @@ async function imageSplits(
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
   const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
-  const numLabels = headLabels ?? Math.max(file.names?.length ?? 0, maxLabel + 1, 2);
+  const numLabels = headLabels ?? Math.max(names?.length ?? 0, maxLabel + 1, 2);
   const bad = [...train, ...(evalSet ?? [])].find((e) => e.label >= numLabels);
   if (bad) {
     throw new DataError(
@@ -364,7 +305,7 @@ async function imageSplits(
     train: new ImageBatches(train, shape, spec.batchSize, { seed: spec.seed }),
     eval: evalSet ? new ImageBatches(evalSet, shape, spec.batchSize, { shuffle: false }) : null,
     numLabels,
-    labelNames: file.names ?? undefined,
+    labelNames: names,
     summary: `${spec.data}: ${train.length} training images` +
       (evalSet ? `, ${evalSet.length} eval images` : ""),
   };

@@ -54,7 +54,8 @@ const FLAGS = {
     type: "string",
     arg: "PATH",
     help: "training data: .jsonl/.csv/.tsv/.parquet with text+label, .txt (or a .parquet text column) " +
-      "for causal LM, .jsonl pixel arrays for images, or a built-in set: spamassassin, brown [default: by task]",
+      "for causal LM, a folder of class folders (PNG/JPEG) or .parquet/.jsonl for images, or a built-in set: " +
+      "spamassassin, brown [default: by task]",
   },
   "eval-data": {
     type: "string",

@@ -6,14 +6,21 @@
  * schema metadata, when present, gives the names of ClassLabel columns.
  * @module
  */
-import { asyncBufferFromFile, type Compressors, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
+import {
+  asyncBufferFromFile,
+  type Compressors,
+  type FileMetaData,
+  parquetMetadataAsync,
+  parquetReadObjects,
+  parquetSchema,
+} from "hyparquet";
 import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from "node:zlib";
 
 /** A Parquet file's rows and what its metadata says about them. */
 export interface ParquetTable {
   /** Every row, as column name → value (strings, numbers, booleans, null; INT64 as numbers). */
   rows: Record<string, unknown>[];
-  /** Column names in schema order. */
+  /** Top-level column names in schema order. */
   columns: string[];
   /** Names of the ids of each ClassLabel column (from `datasets`' features metadata). */
   classLabels: Map<string, string[]>;
@@ -35,7 +42,7 @@ const COMPRESSORS: Compressors = {
 export async function parquetColumns(path: string): Promise<string[]> {
   try {
     const metadata = await parquetMetadataAsync(await asyncBufferFromFile(path));
-    return leafColumns(metadata.schema);
+    return topColumns(metadata);
   } catch (e) {
     if ((e as { code?: string }).code === "ENOENT") throw new ParquetError(`${path}: file not found`);
     throw new ParquetError(`${path}: cannot read as Parquet: ${(e as Error).message}`);
@@ -48,8 +55,9 @@ export async function readParquet(path: string): Promise<ParquetTable> {
   try {
     const file = await asyncBufferFromFile(path);
     const metadata = await parquetMetadataAsync(file);
-    const rows = await parquetReadObjects({ file, metadata, compressors: COMPRESSORS });
-    const columns = leafColumns(metadata.schema);
+    // utf8 false: only columns annotated as strings are decoded to text, binary stays bytes
+    const rows = await parquetReadObjects({ file, metadata, compressors: COMPRESSORS, utf8: false });
+    const columns = topColumns(metadata);
     const meta = metadata.key_value_metadata?.find((kv) => kv.key === "huggingface")?.value;
     table = { rows, columns, meta };
   } catch (e) {
@@ -64,9 +72,9 @@ export async function readParquet(path: string): Promise<ParquetTable> {
   return { rows, columns: table.columns, classLabels: classLabels(table.meta) };
 }
 
-/** Top-level columns of a schema (its first element is the root). */
-function leafColumns(schema: { name: string; num_children?: number }[]): string[] {
-  return schema.slice(1).filter((e) => !e.num_children).map((e) => e.name);
+/** The top-level column names (a struct column counts once, by its own name). */
+function topColumns(metadata: FileMetaData): string[] {
+  return parquetSchema(metadata).children.map((c) => c.element.name);
 }
 
 /** A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly. */

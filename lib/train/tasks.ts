@@ -43,8 +43,8 @@ export interface BatchSource {
 
 /** Preprocessed images (each c·h·w floats, channels first) with class ids. */
 export interface ImageExample {
-  /** c·h·w floats, channels first. */
-  pixels: Float32Array;
+  /** c·h·w floats, channels first; or a function that makes them when a batch needs them. */
+  pixels: Float32Array | (() => Float32Array);
   /** The class id. */
   label: number;
 }
@@ -89,7 +89,8 @@ export class ImageBatches implements BatchSource {
     const pixels = new Float32Array(rows.length * n);
     const labels = new Int32Array(rows.length);
     rows.forEach((r, i) => {
-      pixels.set(this.examples[r].pixels, i * n);
+      const p = this.examples[r].pixels;
+      pixels.set(typeof p === "function" ? p() : p, i * n);
       labels[i] = this.examples[r].label;
     });
     return { pixels, shape: [rows.length, c, h, w], labels, rows: Int32Array.from(rows) };

@@ -1,0 +1,213 @@
+/**
+ * Labelled images for ViT classifiers, preprocessed as the model's image processor does
+ * (lib/io/image.ts), from:
+ * - an ImageFolder directory: one subdirectory per class (class ids in sorted name order, as
+ *   torchvision's ImageFolder and `datasets`' imagefolder number them), PNG and JPEG files at
+ *   any depth below it, other files ignored;
+ * - a Parquet split as `datasets` stores images: an `image` column of {bytes, path} structs and a
+ *   `label` column (its ClassLabel names name the ids);
+ * - a JSONL file, one object per line with a `label` and either `pixel_values` (3·S·S floats,
+ *   already preprocessed) or `image` (H·W·3 RGB values 0–255, row-major) with `width` and `height`.
+ * Files are decoded and resized once, when read; each batch then rescales and normalises its
+ * images from the resized 8-bit pixels (3·S·S bytes an image in memory).
+ * @module
+ */
+import { join, relative } from "node:path";
+import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
+import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
+import { ParquetError, readParquet } from "../io/parquet.ts";
+import { DataError, readTextFile } from "./data.ts";
+import type { ImageExample } from "./tasks.ts";
+
+/** Images read by {@link readImageData}. */
+export interface ImageData {
+  /** The examples, in file (or sorted path) order. */
+  examples: ImageExample[];
+  /** Names of the class ids (folder names, ClassLabel names or string labels); null when unnamed. */
+  labelNames: string[] | null;
+}
+
+/** Options of {@link readImageData}. */
+export interface ImageDataOptions {
+  /**
+   * Class names by id, e.g. the training split's: a folder or string label is looked up here
+   * (an unknown one is an error) instead of being numbered by itself.
+   */
+  labels?: readonly string[];
+}
+
+/** Read the labelled images at `path` (a directory, .parquet or .jsonl; see the module doc). */
+export async function readImageData(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: ImageDataOptions = {},
+): Promise<ImageData> {
+  const stat = await Deno.stat(path).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: not found`);
+    throw e;
+  });
+  try {
+    if (stat.isDirectory) return await folderImages(path, processor, opts);
+    if (/\.parquet$/i.test(path)) return await parquetImages(path, processor, opts);
+    if (/\.(jsonl|ndjson)$/i.test(path)) return await jsonlImages(path, processor, opts);
+  } catch (e) {
+    if (e instanceof ImageFileError || e instanceof ParquetError) throw new DataError(e.message);
+    throw e;
+  }
+  throw new DataError(
+    `${path}: image data must be a folder of class folders (PNG/JPEG files), a .parquet split with ` +
+      `image and label columns, or a .jsonl file of pixel arrays`,
+  );
+}
+
+/** An example whose pixels are made from the resized 8-bit image when a batch needs them. */
+function fromImage(image: RgbImage, processor: ImageProcessorConfig, label: number): ImageExample {
+  const stored = processor.doResize ? resizeBilinear(image, processor.width, processor.height) : image;
+  return { pixels: () => preprocessImage(stored, processor), label };
+}
+
+/** Label ids by name: the known names' ids, else numbered in first-seen order. */
+class LabelIds {
+  readonly #ids: Map<string, number>;
+
+  constructor(private readonly known: readonly string[] | undefined, private readonly source: string) {
+    this.#ids = new Map((known ?? []).map((n, i) => [n, i]));
+  }
+
+  id(name: string, at: string): number {
+    const id = this.#ids.get(name);
+    if (id !== undefined) return id;
+    if (this.known) {
+      throw new DataError(
+        `${at}: label ${JSON.stringify(name)} is not one of ${this.source}'s ${JSON.stringify(this.known)}`,
+      );
+    }
+    this.#ids.set(name, this.#ids.size);
+    return this.#ids.size - 1;
+  }
+
+  /** The names in id order. */
+  names(): string[] {
+    return [...this.#ids.keys()];
+  }
+}
+
+async function folderImages(
+  dir: string,
+  processor: ImageProcessorConfig,
+  opts: ImageDataOptions,
+): Promise<ImageData> {
+  const classes: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (e.isDirectory) classes.push(e.name);
+  classes.sort();
+  if (classes.length === 0) {
+    throw new DataError(`${dir}: no class folders (an image folder holds one folder of images per class)`);
+  }
+  const ids = new LabelIds(opts.labels ?? classes, opts.labels ? "the training data" : dir);
+  const examples: ImageExample[] = [];
+  for (const cls of classes) {
+    const files = (await imageFiles(join(dir, cls))).sort();
+    if (files.length === 0) throw new DataError(`${join(dir, cls)}: no PNG or JPEG files`);
+    const label = ids.id(cls, join(dir, cls));
+    for (const file of files) {
+      const image = await decodeImage(await Deno.readFile(file), relative(Deno.cwd(), file) || file);
+      examples.push(fromImage(image, processor, label));
+    }
+  }
+  return { examples, labelNames: opts.labels ? [...opts.labels] : classes };
+}
+
+/** Image files at any depth below `dir`. */
+async function imageFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const path = join(dir, e.name);
+    if (e.isDirectory) out.push(...await imageFiles(path));
+    else if (e.isFile && IMAGE_FILE.test(e.name)) out.push(path);
+  }
+  return out;
+}
+
+async function parquetImages(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: ImageDataOptions,
+): Promise<ImageData> {
+  const table = await readParquet(path);
+  for (const column of ["image", "label"]) {
+    if (!table.columns.some((c) => c === column || c.startsWith(`${column}.`))) {
+      throw new DataError(`${path}: no "${column}" column (the columns are ${table.columns.join(", ")})`);
+    }
+  }
+  const names = opts.labels ?? table.classLabels.get("label");
+  const ids = new LabelIds(names, opts.labels ? "the training data" : path);
+  const examples: ImageExample[] = [];
+  for (const [i, row] of table.rows.entries()) {
+    const at = `${path}: row ${i + 1}`;
+    const bytes = (row.image as { bytes?: unknown } | null)?.bytes;
+    if (!(bytes instanceof Uint8Array)) {
+      throw new DataError(`${at}: "image" holds no encoded image bytes (expected {bytes, path})`);
+    }
+    const label = row.label;
+    const id = typeof label === "number" ? label : typeof label === "string" ? ids.id(label, at) : NaN;
+    if (!(Number.isInteger(id) && id >= 0)) {
+      throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(label)}`);
+    }
+    examples.push(fromImage(await decodeImage(bytes, at), processor, id));
+  }
+  if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
+  return { examples, labelNames: names ? [...names] : null };
+}
+
+async function jsonlImages(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: ImageDataOptions,
+): Promise<ImageData> {
+  const shape = [3, processor.height, processor.width];
+  const text = await readTextFile(path);
+  const ids = new LabelIds(opts.labels, "the training data");
+  let named = false;
+  const examples: ImageExample[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    const at = `${path}:${i + 1}`;
+    let o: Record<string, unknown>;
+    try {
+      o = JSON.parse(line);
+    } catch (e) {
+      throw new DataError(`${at}: malformed JSON (${(e as Error).message})`);
+    }
+    named ||= typeof o.label === "string";
+    const label = typeof o.label === "number"
+      ? o.label
+      : typeof o.label === "string"
+      ? ids.id(o.label, at)
+      : NaN;
+    if (!(Number.isInteger(label) && label >= 0)) {
+      throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(o.label)}`);
+    }
+    let pixels: Float32Array;
+    if (Array.isArray(o.pixel_values)) {
+      pixels = Float32Array.from(o.pixel_values.flat(3) as number[]);
+      if (pixels.length !== shape[0] * shape[1] * shape[2]) {
+        throw new DataError(
+          `${at}: "pixel_values" has ${pixels.length} values, the model takes 3×${shape[1]}×${shape[2]}`,
+        );
+      }
+    } else if (Array.isArray(o.image) && Number.isInteger(o.width) && Number.isInteger(o.height)) {
+      const data = Float32Array.from(o.image.flat(2) as number[]);
+      const [w, h] = [o.width as number, o.height as number];
+      if (data.length !== w * h * 3) {
+        throw new DataError(`${at}: "image" has ${data.length} values, expected ${w}×${h}×3`);
+      }
+      pixels = preprocessImage({ width: w, height: h, data }, processor);
+    } else {
+      throw new DataError(`${at}: expected "pixel_values", or "image" with "width" and "height"`);
+    }
+    if (!pixels.every(Number.isFinite)) throw new DataError(`${at}: the pixels hold NaN or infinity`);
+    examples.push({ pixels, label });
+  });
+  if (examples.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
+  return { examples, labelNames: opts.labels ? [...opts.labels] : named ? ids.names() : null };
+}

@@ -1,0 +1,132 @@
+import { parseHfConfig, type VitConfig } from "../lib/io/hf_config.ts";
+import { parseImageProcessorConfig, preprocessImage } from "../lib/io/image.ts";
+import { decodeImage, ImageFileError, readImageFile } from "../lib/io/image_files.ts";
+import { DataError } from "../lib/train/data.ts";
+import { readImageData } from "../lib/train/image_data.ts";
+import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
+import { runCli, withTempDir } from "./train_helpers.ts";
+
+const IMAGES = new URL("./fixtures/images/", import.meta.url).pathname;
+const VIT = new URL("./fixtures/models/vit/", import.meta.url).pathname;
+const vit = parseHfConfig(JSON.parse(await Deno.readTextFile(`${VIT}config.json`)), "vit") as VitConfig;
+const processor = parseImageProcessorConfig(null, vit, "defaults"); // resize to 32×32, mean 0.5, std 0.5
+const pixelsOf = (p: Float32Array | (() => Float32Array)) => typeof p === "function" ? p() : p;
+
+Deno.test("decodeImage: PNG (every mode, interlaced) and JPEG (4:4:4, 4:2:0, gray) decode as Pillow does", async () => {
+  const { pillow, images } = JSON.parse(await Deno.readTextFile(`${IMAGES}decoded.json`));
+  assertEquals(pillow, "12.3.0");
+  const names = Object.keys(images);
+  assertEquals(names.length, 11);
+  for (const name of names) {
+    const want = images[name];
+    const got = await readImageFile(`${IMAGES}files/${name}`);
+    assertEquals([got.width, got.height], [want.width, want.height], name);
+    assertEquals(Array.from(got.data), want.rgb, `${name} (Pillow mode ${want.mode})`);
+  }
+});
+
+Deno.test("decodeImage: other formats and broken files are clear errors naming the file", async () => {
+  await assertRejects(
+    () => decodeImage(new TextEncoder().encode("GIF89a..."), "a.gif"),
+    ImageFileError,
+    "a.gif: not a PNG or JPEG file",
+  );
+  const png = await Deno.readFile(`${IMAGES}files/rgb.png`);
+  await assertRejects(
+    () => decodeImage(png.subarray(0, 60), "cut.png"),
+    ImageFileError,
+    "cut.png: cannot decode the PNG",
+  );
+  const jpg = await Deno.readFile(`${IMAGES}files/rgb.jpg`);
+  await assertRejects(
+    () => decodeImage(jpg.subarray(0, 30), "cut.jpg"),
+    ImageFileError,
+    "cut.jpg: cannot decode the JPEG",
+  );
+  await assertRejects(
+    () => readImageFile(`${IMAGES}absent.png`),
+    ImageFileError,
+    "absent.png: file not found",
+  );
+});
+
+Deno.test("readImageData: an image folder (classes in sorted order, other files ignored)", async () => {
+  const data = await readImageData(`${IMAGES}folder`, processor);
+  assertEquals(data.labelNames, ["cat", "dog"]);
+  assertEquals(data.examples.map((e) => e.label), [0, 0, 0, 1, 1, 1]);
+  const first = pixelsOf(data.examples[0].pixels);
+  assertEquals(first.length, 3 * 32 * 32);
+  const direct = preprocessImage(await readImageFile(`${IMAGES}folder/cat/cat0.png`), processor);
+  assertEquals(Array.from(first), Array.from(direct), "decoded, resized once, normalised per batch");
+  // red-ish cats, blue-ish dogs: the red channel's mean tells them apart
+  const red = (e: { pixels: Float32Array | (() => Float32Array) }) =>
+    pixelsOf(e.pixels).subarray(0, 1024).reduce((a, b) => a + b) / 1024;
+  assert(
+    red(data.examples[1]) > 0.2 && red(data.examples[4]) < -0.2,
+    `${red(data.examples[1])}, ${red(data.examples[4])}`,
+  );
+  await assertRejects(
+    () => readImageData(`${IMAGES}folder`, processor, { labels: ["cat"] }),
+    DataError,
+    `label "dog" is not one of the training data's ["cat"]`,
+  );
+  await withTempDir("hartley_imgdir_", async (dir) => {
+    await Deno.mkdir(`${dir}/empty`);
+    await assertRejects(() => readImageData(dir, processor), DataError, `${dir}/empty: no PNG or JPEG files`);
+  });
+});
+
+Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel names) and JSONL pixel arrays", async () => {
+  const data = await readImageData(`${IMAGES}images.parquet`, processor);
+  assertEquals(data.labelNames, ["cat", "dog"]);
+  assertEquals(data.examples.map((e) => e.label), [0, 0, 1, 1]);
+  // constant images stay constant through the resize: (200 / 255 − 0.5) / 0.5 in the red plane of a cat
+  const cat = pixelsOf(data.examples[0].pixels);
+  assertClose(Array.from(cat.subarray(0, 1024)), new Array(1024).fill((200 / 255 - 0.5) / 0.5), 1e-6);
+  await withTempDir("hartley_imgjsonl_", async (dir) => {
+    const image = Array.from({ length: 4 * 4 * 3 }, (_, i) => i * 5);
+    await Deno.writeTextFile(
+      `${dir}/px.jsonl`,
+      JSON.stringify({ image, width: 4, height: 4, label: "b" }) + "\n" +
+        JSON.stringify({ image, width: 4, height: 4, label: "a" }) + "\n",
+    );
+    const px = await readImageData(`${dir}/px.jsonl`, processor);
+    assertEquals([px.labelNames, px.examples.map((e) => e.label)], [["b", "a"], [0, 1]]);
+    await Deno.writeTextFile(`${dir}/x.bmp`, "");
+    await assertRejects(
+      () => readImageData(`${dir}/x.bmp`, processor),
+      DataError,
+      "must be a folder of class folders",
+    );
+  });
+});
+
+Deno.test("train a ViT on an image folder, evaluating on its held-out images", async () => {
+  await withTempDir("hartley_vit_", async (dir) => {
+    const run = await runCli([
+      "train",
+      "--model",
+      VIT,
+      "--data",
+      `${IMAGES}folder`,
+      "--method",
+      "head",
+      "--steps",
+      "2",
+      "--batch-size",
+      "2",
+      "--eval-fraction",
+      "0.34",
+      "--out",
+      `${dir}/run`,
+      "--quiet",
+    ]);
+    assertEquals(run.code, 0, run.err);
+    const log = (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    const ev = log.find((r) => r.type === "eval");
+    assertEquals([ev.step, ev.examples], [2, 2]); // a third of each class held out, stratified
+    assert(ev.accuracy >= 0 && ev.accuracy <= 1, JSON.stringify(ev));
+  });
+});
