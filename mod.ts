@@ -180,7 +180,22 @@ export {
 } from "./lib/train/tasks.ts";
 export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
 export {
+  type ImageData,
+  type ImageDataOptions,
+  readImageData,
+  readImages,
+  type SourcedImage,
+} from "./lib/train/image_data.ts";
+export { decodeImage, ImageFileError, readImageFile } from "./lib/io/image_files.ts";
+export {
+  type ImageProcessorConfig,
+  loadImageProcessorConfig,
+  preprocessImage,
+  type RgbImage,
+} from "./lib/io/image.ts";
+export {
   classify,
+  classifyImages,
   type ClassifyOptions,
   generate,
   type GenerateOptions,

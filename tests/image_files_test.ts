@@ -101,7 +101,7 @@ Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel na
   });
 });
 
-Deno.test("train a ViT on an image folder, evaluating on its held-out images", async () => {
+Deno.test("train a ViT on an image folder; predict labels its images as eval scores them", async () => {
   await withTempDir("hartley_vit_", async (dir) => {
     const run = await runCli([
       "train",
@@ -128,5 +128,24 @@ Deno.test("train a ViT on an image folder, evaluating on its held-out images", a
     const ev = log.find((r) => r.type === "eval");
     assertEquals([ev.step, ev.examples], [2, 2]); // a third of each class held out, stratified
     assert(ev.accuracy >= 0 && ev.accuracy <= 1, JSON.stringify(ev));
+    const model = ["--model", `${dir}/run/model`];
+    const all = await runCli(["eval", ...model, "--data", `${IMAGES}folder`, "--json"]);
+    assertEquals(all.code, 0, all.err);
+    const out = `${dir}/predictions.jsonl`;
+    const p = await runCli(["predict", ...model, "--data", `${IMAGES}folder`, "--out", out]);
+    assertEquals(p.code, 0, p.err);
+    const rows = (await Deno.readTextFile(out)).trim().split("\n").map((l) => JSON.parse(l));
+    assertEquals(rows.map((r) => r.file.split("/").slice(-2).join("/")), [
+      "cat/cat0.png",
+      "cat/cat1.jpg",
+      "cat/cat2.png",
+      "dog/dog0.png",
+      "dog/dog1.jpg",
+      "dog/dog2.png",
+    ]);
+    const right = rows.filter((r, i) => r.id === (i < 3 ? 0 : 1)).length;
+    assertClose([right / 6], [JSON.parse(all.out).accuracy], 1e-9, "predict's accuracy against eval's");
+    const one = await runCli(["predict", ...model, "--data", `${IMAGES}folder/dog/dog1.jpg`]);
+    assertEquals([one.code, one.out], [0, `${rows[4].label} (${rows[4].probability})`]);
   });
 });

@@ -1,18 +1,22 @@
 /**
  * `hartley predict`: use a model directory (with an optional adapter). A sequence classifier
- * labels texts; a causal LM continues prompts. One `--text`, or every text of a `--data` file
- * (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels ignored). One text is
- * answered in plain words; several, or `--json`, as one JSON object per line (to `--out` when
- * given, written atomically).
+ * labels texts, a ViT classifier images; a causal LM continues prompts. One `--text`, or every
+ * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
+ * ignored); for images, `--data` is a PNG/JPEG file, a folder of them or a Parquet split. One
+ * input is answered in plain words; several, or `--json`, as one JSON object per line (to `--out`
+ * when given, written atomically).
  * @module
  */
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import type { VitConfig } from "../io/hf_config.ts";
+import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts } from "../train/data.ts";
-import { classify, generate } from "../train/predict.ts";
+import { readImages } from "../train/image_data.ts";
+import { classify, classifyImages, generate, type Prediction } from "../train/predict.ts";
 import { ArgsError, ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, listOf, withArgs } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { loadForUse } from "./load.ts";
@@ -65,11 +69,8 @@ export function predictCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, (v) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       if ((v.text === undefined) === (v.data === undefined)) {
-        throw new ArgsError(`give either --text TEXT or --data FILE`);
+        throw new ArgsError(`give either --text TEXT or --data PATH`);
       }
-      const inputs = v.text !== undefined
-        ? [{ text: v.text }]
-        : await readTexts(v.data!, { textField: v["text-field"] });
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
         model: v.model,
@@ -79,15 +80,34 @@ export function predictCommand(args: string[]): Promise<number> {
       });
       const { model, task, tokenizer } = loaded;
       try {
-        if (!tokenizer) throw new ArgsError(`predict reads texts; ${v.model} is an image model`);
-        if (task !== "seq-cls" && task !== "causal-lm") {
-          throw new ArgsError(`predict works on text classifiers and causal LMs, not on ${task} models`);
+        if (task === "image-cls" && v.data === undefined) {
+          throw new ArgsError(
+            `${v.model} classifies images: give --data IMAGE, a folder of images or a .parquet`,
+          );
         }
         let records: Record<string, unknown>[];
         try {
-          records = task === "seq-cls"
-            ? await labelTexts(model, tokenizer, inputs, v)
-            : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), v);
+          if (task === "image-cls") {
+            const processor = await loadImageProcessorConfig(v.model, model.config as VitConfig);
+            const images = await readImages(v.data!, processor);
+            const predictions = await classifyImages(model, images.map((x) => x.pixels), {
+              batchSize: v["batch-size"],
+            });
+            records = labelled(model, predictions, images.map((x) => ({ file: x.source })), v.labels);
+          } else {
+            if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+            const inputs = v.text !== undefined
+              ? [{ text: v.text }]
+              : await readTexts(v.data!, { textField: v["text-field"] });
+            records = task === "seq-cls"
+              ? labelled(
+                model,
+                await classify(model, tokenizer, inputs, classifyOptions(model, v)),
+                inputs,
+                v.labels,
+              )
+              : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), v);
+          }
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
         }
@@ -95,9 +115,9 @@ export function predictCommand(args: string[]): Promise<number> {
         if (v.out) {
           await writeFileAtomic(v.out, lines);
           console.error(`wrote ${records.length} predictions to ${v.out}`);
-        } else if (v.text !== undefined && !v.json) {
+        } else if ((v.text !== undefined || records.length === 1) && !v.json) {
           console.log(
-            task === "seq-cls" ? `${records[0].label} (${records[0].probability})` : records[0].output,
+            task === "causal-lm" ? records[0].output : `${records[0].label} (${records[0].probability})`,
           );
         } else {
           console.log(lines.trimEnd());
@@ -110,21 +130,21 @@ export function predictCommand(args: string[]): Promise<number> {
     }));
 }
 
-type Values = { labels?: string; "seq-len": number; "batch-size": number };
+function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": number }) {
+  const positions = "maxPositions" in model.config ? model.config.maxPositions : Infinity;
+  return { maxLength: Math.min(v["seq-len"], positions), batchSize: v["batch-size"] };
+}
 
-async function labelTexts(
+/** One record per prediction: what was classified, the label's name and id, the probabilities. */
+function labelled(
   model: Model,
-  tokenizer: Tokenizer,
-  inputs: { text: string; pair?: string }[],
-  v: Values,
-): Promise<Record<string, unknown>[]> {
-  const predictions = await classify(model, tokenizer, inputs, {
-    maxLength: Math.min(v["seq-len"], "maxPositions" in model.config ? model.config.maxPositions : Infinity),
-    batchSize: v["batch-size"],
-  });
+  predictions: Prediction[],
+  inputs: Record<string, unknown>[],
+  labels: string | undefined,
+): Record<string, unknown>[] {
   const classes = predictions[0]?.probabilities.length ?? 0;
-  const names = listOf(v.labels) ?? model.config.labels;
-  if (v.labels !== undefined && names.length !== classes) {
+  const names = listOf(labels) ?? model.config.labels;
+  if (labels !== undefined && names.length !== classes) {
     throw new ArgsError(`--labels names ${names.length} classes, but the model's head has ${classes}`);
   }
   const nameOf = (id: number) => names.length === classes ? names[id] : `LABEL_${id}`;

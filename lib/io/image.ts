@@ -14,7 +14,9 @@ import type { VitConfig } from "./hf_config.ts";
 
 /** Interleaved RGB pixels, row-major: data[(y · width + x) · 3 + c]. */
 export interface RgbImage {
+  /** Pixels per row. */
   width: number;
+  /** Rows. */
   height: number;
   /** 8-bit values 0..255, or floats on the same 0..255 scale. */
   data: Uint8Array | Uint8ClampedArray | Float32Array;
@@ -22,15 +24,21 @@ export interface RgbImage {
 
 /** The preprocessing steps and constants. */
 export interface ImageProcessorConfig {
-  /** Output size when resizing. */
+  /** Output height when resizing. */
   height: number;
+  /** Output width when resizing. */
   width: number;
+  /** Resize to width × height (do_resize). */
   doResize: boolean;
+  /** Multiply by rescaleFactor (do_rescale). */
   doRescale: boolean;
+  /** The rescale factor, 1/255 by default (rescale_factor). */
   rescaleFactor: number;
+  /** Subtract imageMean and divide by imageStd (do_normalize). */
   doNormalize: boolean;
-  /** Per channel (R, G, B). */
+  /** Mean subtracted per channel (R, G, B), after rescaling (image_mean). */
   imageMean: [number, number, number];
+  /** Divisor per channel (R, G, B), after the mean (image_std). */
   imageStd: [number, number, number];
 }
 

@@ -60,6 +60,47 @@ export async function readImageData(
   );
 }
 
+/** One unlabelled image, preprocessed, and where it came from. */
+export interface SourcedImage {
+  /** The file, or the Parquet file and row. */
+  source: string;
+  /** [3, height, width] floats. */
+  pixels: Float32Array;
+}
+
+/**
+ * Unlabelled images, preprocessed: a PNG or JPEG file, every such file below a directory (in
+ * sorted path order), or the `image` column of a Parquet split.
+ */
+export async function readImages(path: string, processor: ImageProcessorConfig): Promise<SourcedImage[]> {
+  const stat = await Deno.stat(path).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: not found`);
+    throw e;
+  });
+  const out: SourcedImage[] = [];
+  const add = async (bytes: Uint8Array, source: string) =>
+    out.push({ source, pixels: preprocessImage(await decodeImage(bytes, source), processor) });
+  try {
+    if (stat.isDirectory) {
+      for (const file of (await imageFiles(path)).sort()) await add(await Deno.readFile(file), file);
+      if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
+    } else if (/\.parquet$/i.test(path)) {
+      const table = await readParquet(path);
+      for (const [i, row] of table.rows.entries()) {
+        const bytes = (row.image as { bytes?: unknown } | null)?.bytes;
+        if (!(bytes instanceof Uint8Array)) throw new DataError(`${path}: row ${i + 1}: no "image" bytes`);
+        await add(bytes, `${path}: row ${i + 1}`);
+      }
+    } else {
+      await add(await Deno.readFile(path), path);
+    }
+  } catch (e) {
+    if (e instanceof ImageFileError || e instanceof ParquetError) throw new DataError(e.message);
+    throw e;
+  }
+  return out;
+}
+
 /** An example whose pixels are made from the resized 8-bit image when a batch needs them. */
 function fromImage(image: RgbImage, processor: ImageProcessorConfig, label: number): ImageExample {
   const stored = processor.doResize ? resizeBilinear(image, processor.width, processor.height) : image;

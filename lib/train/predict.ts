@@ -1,6 +1,7 @@
 /**
  * Using a trained model: class probabilities for texts (a sequence classifier, with or without
- * its adapter), and text generation from a prompt (a causal LM), greedy or sampled.
+ * its adapter) or images (a ViT classifier), and text generation from a prompt (a causal LM),
+ * greedy or sampled.
  *
  * ```ts
  * const [p] = await classify(model, tokenizer, [{ text: "cheap pills now" }]);
@@ -60,18 +61,60 @@ export async function classify(
     batchSize: opts.batchSize ?? 16,
     shuffle: false,
   });
+  const steps = Array.from({ length: batches.stepsPerEpoch }, (_, step) => batches.batch({ epoch: 0, step }));
+  return await probabilities(
+    model,
+    steps.map((b) => ({ rows: b.shape[0], inputs: () => inputsOf(model, b) })),
+  );
+}
+
+/**
+ * Class probabilities of preprocessed images (`[3, height, width]` floats each, as
+ * lib/io/image.ts makes them) under `model` (an image classifier, in eval mode), in input order.
+ */
+export async function classifyImages(
+  model: Model,
+  images: readonly Float32Array[],
+  opts: { batchSize?: number } = {},
+): Promise<Prediction[]> {
+  if (model.task !== "image-cls") {
+    throw new Error(`classifyImages: the model has a ${model.task} head, not an image classifier`);
+  }
+  const size = "imageSize" in model.config ? model.config.imageSize : 0;
+  const per = 3 * size * size;
+  const bad = images.findIndex((p) => p.length !== per);
+  if (bad >= 0) {
+    throw new Error(
+      `classifyImages: image ${bad} has ${images[bad].length} values, the model takes 3×${size}×${size}`,
+    );
+  }
+  const batchSize = opts.batchSize ?? 16, batches = [];
+  for (let i = 0; i < images.length; i += batchSize) {
+    const part = images.slice(i, i + batchSize);
+    const pixels = new Float32Array(part.length * per);
+    part.forEach((p, j) => pixels.set(p, j * per));
+    batches.push({
+      rows: part.length,
+      inputs: (): Batch => ({ pixelValues: Tensor.from(model.gpu, pixels, [part.length, 3, size, size]) }),
+    });
+  }
+  return await probabilities(model, batches);
+}
+
+/** Softmax of the logits of each batch, read back together after one submit. */
+async function probabilities(
+  model: Model,
+  batches: readonly { rows: number; inputs: () => Batch }[],
+): Promise<Prediction[]> {
   const wasTraining = (model as { training?: boolean }).training ?? false;
   model.train(false);
   const reads: { rows: number; probs: Promise<Float32Array> }[] = [];
   try {
-    for (let step = 0; step < batches.stepsPerEpoch; step++) {
-      const b = batches.batch({ epoch: 0, step });
+    for (const b of batches) {
       const { probs } = tidy(() =>
-        noGrad(() => ({
-          probs: softmax(model.forward(inputsOf(model, b), { headOnly: true }).logits).readLater(),
-        }))
+        noGrad(() => ({ probs: softmax(model.forward(b.inputs(), { headOnly: true }).logits).readLater() }))
       );
-      reads.push({ rows: b.shape[0], probs });
+      reads.push({ rows: b.rows, probs });
     }
     model.gpu.stream.flush();
     const out: Prediction[] = [];
