@@ -103,23 +103,16 @@ Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel na
 
 Deno.test("train a ViT on an image folder; predict labels its images as eval scores them", async () => {
   await withTempDir("hartley_vit_", async (dir) => {
+    const options = "--method head --steps 2 --batch-size 2 --eval-fraction 0.34 --quiet".split(" ");
     const run = await runCli([
       "train",
       "--model",
       VIT,
       "--data",
       `${IMAGES}folder`,
-      "--method",
-      "head",
-      "--steps",
-      "2",
-      "--batch-size",
-      "2",
-      "--eval-fraction",
-      "0.34",
       "--out",
       `${dir}/run`,
-      "--quiet",
+      ...options,
     ]);
     assertEquals(run.code, 0, run.err);
     const log = (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n").map((l) =>

@@ -130,18 +130,8 @@ Deno.test("--method head trains only the classifier and writes a model directory
 Deno.test("train on a Parquet split: its ClassLabel names label the written model", async () => {
   await withTempDir("hartley_parquet_", async (dir) => {
     const data = new URL("./fixtures/data/spam_gzip.parquet", import.meta.url).pathname;
-    const run = await runCli(
-      tinyRun(data, `${dir}/run`, [
-        "--method",
-        "head",
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--eval-fraction",
-        "0.25",
-      ]),
-    );
+    const options = "--method head --steps 2 --batch-size 2 --eval-fraction 0.25".split(" ");
+    const run = await runCli(tinyRun(data, `${dir}/run`, options));
     assertEquals(run.code, 0, run.err);
     const config = JSON.parse(await Deno.readTextFile(`${dir}/run/model/config.json`));
     assertEquals(config.id2label, { "0": "ham", "1": "spam" });
