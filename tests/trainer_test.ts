@@ -192,7 +192,7 @@ Deno.test("predict labels a data file as eval scores it; one --text in plain wor
     assertEquals([g.prompt, g.tokens <= 5, g.output], ["apple berry", true, "apple berry" + g.completion]);
     const both = await runCli(["predict", "--model", GPT2, "--text", "a", "--data", data]);
     assertEquals(both.code, 2);
-    assert(both.err.startsWith("hartley predict: give either --text TEXT or --data FILE"), both.err);
+    assert(both.err.startsWith("hartley predict: give either --text TEXT or --data PATH"), both.err);
     const wrong = await runCli(["predict", ...adapter, "--text", "a", "--labels", "x,y,z"]);
     assertEquals(wrong.code, 2, wrong.err);
     assert(wrong.err.includes("--labels names 3 classes, but the model's head has 2"), wrong.err);
