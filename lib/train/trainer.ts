@@ -68,7 +68,7 @@ export interface TrainOptions {
   model: Model;
   /** How a batch's loss is taken: "causal-lm", "seq-cls" or "image-cls". */
   task: TaskName;
-  /** Training batches: step s trains on `data.batch(data.positionAt(s))`. */
+  /** Training batches: step s trains on `data.batch(data.positionAt(s))` (see `accumulate`). */
   data: BatchSource;
   /** The trained tensors in named groups, each with its learning rate; at least one tensor in all. */
   groups: ParamGroupSpec[];
@@ -139,7 +139,10 @@ export interface BestOptions {
 export interface TrainResult {
   /** Optimiser steps done (all sessions). */
   steps: number;
-  /** "done" when every step ran, "stopped" when `shouldStop` ended the run early. */
+  /**
+   * "done" when every step ran, "stopped" when `shouldStop` ended the session (a checkpoint
+   * continues it), "early" when `best.patience` evaluations in a row were not better.
+   */
   status: "done" | "stopped" | "early";
   /** Mean training loss of each logged interval, by the step that ends it. */
   losses: { step: number; loss: number }[];
