@@ -251,3 +251,17 @@ Deno.test("demo: the head alone, then SSH, on SpamAssassin; the last line compar
     await Deno.stat(`${dir}/ssh/adapter/adapter_config.json`);
   });
 });
+
+Deno.test("eval reads a pair task's fields named by --text-field and --pair-field", async () => {
+  await withTempDir("hartley_pairs_", async (dir) => {
+    const csv = "claim,evidence,label\nthe sky is blue,a clear day,1\nfish fly,fish swim,0\n";
+    await Deno.writeTextFile(`${dir}/pairs.csv`, csv);
+    const base = ["eval", "--model", "tests/fixtures/models/bert", "--data", `${dir}/pairs.csv`, "--json"];
+    const ok = await runCli([...base, "--text-field", "claim", "--pair-field", "evidence"]);
+    assertEquals(ok.code, 0, ok.err);
+    assertEquals(JSON.parse(ok.out).examples, 2);
+    const half = await runCli([...base, "--pair-field", "evidence"]);
+    assertEquals(half.code, 1);
+    assert(half.err.includes('the pair field "evidence" needs the text field named too'), half.err);
+  });
+});

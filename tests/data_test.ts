@@ -161,7 +161,7 @@ Deno.test("data files: every error names the file, the line and what was wrong",
     ["ragged.csv", {}, "ragged.csv:5: 3 fields, but the header has 2 (text, label)"],
     ["unclosed.csv", {}, "unclosed.csv:3: a quoted field is never closed"],
     ["tiny.txt", {}, "tiny.txt: unknown data format"],
-    ["names.jsonl", { pairField: "x" }, 'pairField "x" needs textField'],
+    ["names.jsonl", { pairField: "x" }, 'the pair field "x" needs the text field named too (--text-field'],
   ];
   for (const [name, opts, match] of cases) {
     const e = await assertRejects(() => readClassificationFile(file(name), opts), DataError, match);

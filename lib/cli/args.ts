@@ -62,6 +62,16 @@ export const ATTENTION_FLAG = {
     "auto fuses when they would pass 256 MiB",
 } as const satisfies FlagSpec;
 
+/** `--text-field`, `--pair-field` and `--label-field`, shared by the commands that read labelled text. */
+export const FIELD_FLAGS = {
+  "text-field": { type: "string", help: "field holding the text (default: text, sentence, ...)" },
+  "pair-field": {
+    type: "string",
+    help: "field holding a pair task's second text, with --text-field (default: found with the first)",
+  },
+  "label-field": { type: "string", help: "field holding the label (default: label)" },
+} as const satisfies Record<string, FlagSpec>;
+
 /** `--gradient-checkpointing`, shared by the commands that train. */
 export const CHECKPOINTING_FLAG = {
   type: "boolean",

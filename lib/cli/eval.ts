@@ -7,7 +7,7 @@ import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
-import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
+import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, FIELD_FLAGS, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits } from "./setup.ts";
@@ -30,8 +30,7 @@ const FLAGS = {
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
   dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
-  "text-field": { type: "string", help: "field holding the text" },
-  "label-field": { type: "string", help: "field holding the label" },
+  ...FIELD_FLAGS,
   json: { type: "boolean", help: "print the result as one JSON object" },
 } as const;
 
@@ -69,6 +68,7 @@ export function evalCommand(args: string[]): Promise<number> {
             seed: 0,
             maxEval: v["max-eval"],
             textField: v["text-field"],
+            pairField: v["pair-field"],
             labelField: v["label-field"],
           },
           loaded.config,

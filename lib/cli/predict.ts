@@ -17,7 +17,15 @@ import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts } from "../train/data.ts";
 import { readImages } from "../train/image_data.ts";
 import { classify, classifyImages, generate, type Prediction } from "../train/predict.ts";
-import { ArgsError, ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, listOf, withArgs } from "./args.ts";
+import {
+  ArgsError,
+  ATTENTION_FLAG,
+  type CommandSpec,
+  DTYPE_FLAG,
+  FIELD_FLAGS,
+  listOf,
+  withArgs,
+} from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { loadForUse } from "./load.ts";
 
@@ -35,7 +43,8 @@ const FLAGS = {
     arg: "PATH",
     help: "a file of texts or prompts (.txt one per line, .jsonl/.csv/.parquet)",
   },
-  "text-field": { type: "string", help: "field holding the text (default: text, sentence, ...)" },
+  "text-field": FIELD_FLAGS["text-field"],
+  "pair-field": FIELD_FLAGS["pair-field"],
   labels: {
     type: "string",
     arg: "LIST",
@@ -98,7 +107,7 @@ export function predictCommand(args: string[]): Promise<number> {
             if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
             const inputs = v.text !== undefined
               ? [{ text: v.text }]
-              : await readTexts(v.data!, { textField: v["text-field"] });
+              : await readTexts(v.data!, { textField: v["text-field"], pairField: v["pair-field"] });
             records = task === "seq-cls"
               ? labelled(
                 model,

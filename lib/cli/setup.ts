@@ -84,6 +84,8 @@ export interface DataSpec {
   maxTrain?: number;
   maxEval?: number;
   textField?: string;
+  /** Field of a pair task's second text (with textField). */
+  pairField?: string;
   labelField?: string;
 }
 
@@ -163,7 +165,13 @@ async function classificationSplits(
     // first-seen order, as they did when the head was trained
     const named = config.labels.some((l, i) => l !== `LABEL_${i}`);
     const labels = headLabels !== undefined && named ? config.labels.slice(0, headLabels) : undefined;
-    const opts = { textField: spec.textField, labelField: spec.labelField, labels, numLabels: headLabels };
+    const opts = {
+      textField: spec.textField,
+      pairField: spec.pairField,
+      labelField: spec.labelField,
+      labels,
+      numLabels: headLabels,
+    };
     const file = await readClassificationFile(spec.data, opts);
     labelNames = file.labelNames ?? undefined;
     if (spec.evalData) {

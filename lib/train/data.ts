@@ -231,7 +231,9 @@ function textFieldsOf(first: SourceRecord, path: string, opts: ReadOptions): str
     return opts.pairField === undefined ? [opts.textField] : [opts.textField, opts.pairField];
   }
   if (opts.pairField !== undefined) {
-    throw new DataError(`${path}: pairField "${opts.pairField}" needs textField as well`);
+    throw new DataError(
+      `${path}: the pair field "${opts.pairField}" needs the text field named too (--text-field, or textField)`,
+    );
   }
   const found = TEXT_FIELDS.find((names) => names.every((n) => n in first.fields));
   if (!found) {
