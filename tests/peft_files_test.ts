@@ -238,11 +238,15 @@ Deno.test("SSH adapters round-trip with modules_to_save, in PEFT's key layout", 
     assertEquals(file.names.length, 4 * 2 + 4);
     const json = JSON.parse(await Deno.readTextFile(`${dir}/ssh/adapter_config.json`));
     assertEquals([json.peft_type, json.n, json.alpha, json.task_type], ["SSH", 24, 20, "SEQ_CLS"]);
-    assertEquals(
-      (await Deno.readDir(dir)[Symbol.asyncIterator]().next()).value.name,
-      "ssh",
-      "no temporary left",
-    );
+    assertEquals((await loadAdapter(`${dir}/ssh`)).labels, undefined);
+    // the head's class names travel in the weights file's metadata
+    await saveAdapter(`${dir}/named`, { ...adapter, labels: ["neg", "neutral", "pos"] }, { shapes });
+    assertEquals((await loadAdapter(`${dir}/named`)).labels, ["neg", "neutral", "pos"]);
+    const named = await openSafetensors(`${dir}/named/adapter_model.safetensors`);
+    assertEquals(named.metadata["hartley.labels"], '["neg","neutral","pos"]');
+    const left = [];
+    for await (const e of Deno.readDir(dir)) left.push(e.name);
+    assertEquals(left.sort(), ["named", "ssh"], "no temporary left");
 
     // "global" selection: per-layer counts vary, the total is n·L.
     const global = await sshAdapter("roberta", shapes, sshConfig({ n: 24, selection: "global" }));

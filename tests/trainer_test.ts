@@ -64,6 +64,11 @@ for (const method of ["ssh", "lora"]) {
       assertEquals(merged.code, 0, merged.err);
       const config = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
       assertEquals(config.architectures, ["GPT2ForSequenceClassification"]);
+      assertEquals(
+        config.id2label,
+        { "0": "fruit", "1": "hard" },
+        "the data's class names, kept by the adapter",
+      );
       const a = await logitsOf(GPT2, `${dir}/run/adapter`, data);
       const b = await logitsOf(`${dir}/merged`, undefined, data);
       assertClose(b, a, 1e-4, "merged vs adapter logits");
@@ -167,14 +172,8 @@ Deno.test("predict labels a data file as eval scores it; one --text in plain wor
     assertEquals(rows.map((r) => r.label === "fruit" ? 0 : 1), rows.map((r) => r.id));
     const accuracy = rows.filter((r, i) => r.label === labels[i]).length / rows.length;
     assertClose([accuracy], [JSON.parse(ev.out).accuracy], 1e-9, "predict's accuracy against eval's");
-    const one = await runCli([
-      "predict",
-      ...adapter,
-      "--text",
-      "apple berry melon",
-      "--labels",
-      "fruit,hard",
-    ]);
+    // the adapter knows the class names of its training data: no --labels needed
+    const one = await runCli(["predict", ...adapter, "--text", "apple berry melon"]);
     assertEquals(one.code, 0, one.err);
     assert(/^(fruit|hard) \(0\.\d+\)$/.test(one.out), one.out);
     const lm = await runCli([

@@ -133,6 +133,7 @@ export async function prepareMethod(
     const peft = resumeDir
       ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
       : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
+    peft.labelNames ??= o.labelNames;
     return {
       peft,
       groups: adapterGroups(peft, { lr: o.lr, headLr: o.headLr, weightDecay: o.weightDecay }),

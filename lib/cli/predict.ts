@@ -13,6 +13,7 @@ import type { VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
+import type { PeftModel } from "../peft/apply.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts } from "../train/data.ts";
 import { readImages } from "../train/image_data.ts";
@@ -68,7 +69,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
   flags: FLAGS,
   notes: [
     "examples:",
-    '  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --labels ham,spam --text "Win a free cruise now"',
+    '  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --text "Win a free cruise now"',
     '  deno run -A cli.ts predict --model models/default --task causal-lm --text "The jury said" --max-new-tokens 20',
   ].join("\n"),
 };
@@ -102,7 +103,7 @@ export function predictCommand(args: string[]): Promise<number> {
             const predictions = await classifyImages(model, images.map((x) => x.pixels), {
               batchSize: v["batch-size"],
             });
-            records = labelled(model, predictions, images.map((x) => ({ file: x.source })), v.labels);
+            records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
           } else {
             if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
             const inputs = v.text !== undefined
@@ -110,7 +111,7 @@ export function predictCommand(args: string[]): Promise<number> {
               : await readTexts(v.data!, { textField: v["text-field"], pairField: v["pair-field"] });
             records = task === "seq-cls"
               ? labelled(
-                model,
+                loaded,
                 await classify(model, tokenizer, inputs, classifyOptions(model, v)),
                 inputs,
                 v.labels,
@@ -146,13 +147,13 @@ function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": num
 
 /** One record per prediction: what was classified, the label's name and id, the probabilities. */
 function labelled(
-  model: Model,
+  { model, peft }: { model: Model; peft: PeftModel | null },
   predictions: Prediction[],
   inputs: Record<string, unknown>[],
   labels: string | undefined,
 ): Record<string, unknown>[] {
   const classes = predictions[0]?.probabilities.length ?? 0;
-  const names = listOf(labels) ?? model.config.labels;
+  const names = listOf(labels) ?? peft?.labelNames ?? model.config.labels;
   if (labels !== undefined && names.length !== classes) {
     throw new ArgsError(`--labels names ${names.length} classes, but the model's head has ${classes}`);
   }

@@ -74,6 +74,11 @@ function modelDropoutState(model: Model, opts: AttachOptions): DropoutState {
 export class PeftModel {
   #merged = false;
   #detached = false;
+  /**
+   * Names of the classification head's ids, when known: saved with the adapter, read back from
+   * a saved one, and written into a merged model's config.json.
+   */
+  labelNames: string[] | undefined;
 
   /**
    * The handle over `model` and its adapter layers. It attaches nothing: use {@link attachAdapter},
@@ -152,7 +157,9 @@ export class PeftModel {
     for (const [key, t] of this.saved) {
       saved.set(key, { shape: [...t.shape], data: Float32Array.from(await t.toArray()) });
     }
-    return { config: this.config, modules, saved } as Adapter;
+    const adapter = { config: this.config, modules, saved } as Adapter;
+    if (this.labelNames) adapter.labels = [...this.labelNames];
+    return adapter;
   }
 
   /**
@@ -195,7 +202,10 @@ export class PeftModel {
    */
   async saveMerged(dir: string, opts: WriteMergedOptions = {}): Promise<void> {
     this.#live();
-    await writeMergedModel({ model: this.model, layers: this.layers, saved: this.saved }, dir, opts);
+    await writeMergedModel({ model: this.model, layers: this.layers, saved: this.saved }, dir, {
+      ...opts,
+      labelNames: opts.labelNames ?? this.labelNames,
+    });
   }
 
   /**
@@ -322,7 +332,9 @@ export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions
     const p = saved.get(key)!;
     model.gpu.stream.write(p.buffer, t.data);
   }
-  return finish(model, config, layers, empty, saved, dropoutState);
+  const peft = finish(model, config, layers, empty, saved, dropoutState);
+  peft.labelNames = adapter.labels;
+  return peft;
 }
 
 /**

@@ -14,7 +14,9 @@
  *   `base_model.model.classifier.out_proj.weight` (PEFT strips its `modules_to_save.<name>`).
  * For SSH and FourierFT the weights file records each layer's (out, in) size in its
  * `__metadata__` (`hartley.layer_shapes`), so an adapter made for another model is told apart
- * exactly; PEFT ignores the entry.
+ * exactly; PEFT ignores the entry. The names of a classification head's ids, when the adapter
+ * knows them, are kept there too (`hartley.labels`, a JSON array), so a merge or a prediction
+ * can name the classes.
  *
  * A save writes every file into a fresh folder beside the target and renames it into place:
  * a crash leaves either the old adapter or the new one (a crash between the two renames
@@ -54,6 +56,7 @@ export const FOURIERFT_INDICES_FILE = "fourierft_indices.safetensors";
 export const PEFT_KEY_PREFIX = "base_model.model.";
 
 const LAYER_SHAPES_KEY = "hartley.layer_shapes";
+const LABELS_KEY = "hartley.labels";
 /** Files a save owns: replaced or dropped, never carried over from the old directory. */
 const ADAPTER_FILES = [
   ADAPTER_CONFIG_FILE,
@@ -117,6 +120,8 @@ export interface AdapterBase<C extends AdapterConfig, M> {
   modules: Map<string, M>;
   /** modules_to_save parameters by model key (e.g. "classifier.out_proj.weight"). */
   saved: Map<string, SavedTensor>;
+  /** Names of the classification head's ids, when known (from the training data). */
+  labels?: string[];
 }
 
 /** An SSH adapter in memory. */
@@ -213,8 +218,26 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
       break;
     }
   }
+  const labels = readLabels(file);
+  if (labels) adapter.labels = labels;
   checkAdapter(adapter, dir, opts.shapes);
   return adapter;
+}
+
+/** The `hartley.labels` metadata: class names by id, or null when absent. */
+function readLabels(file: SafetensorsFile): string[] | null {
+  const text = file.metadata[LABELS_KEY];
+  if (text === undefined) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  if (!Array.isArray(json) || !json.every((n) => typeof n === "string")) {
+    throw new AdapterFileError(`${file.path}: metadata "${LABELS_KEY}" must be a JSON array of class names`);
+  }
+  return json;
 }
 
 type SizeOf = (module: string) => [number, number];
@@ -333,6 +356,7 @@ export async function saveAdapter(dir: string, adapter: Adapter, opts: SaveOptio
   }
   const metadata: Record<string, string> = { format: "pt" };
   if (Object.keys(layerShapes).length > 0) metadata[LAYER_SHAPES_KEY] = JSON.stringify(layerShapes);
+  if (adapter.labels) metadata[LABELS_KEY] = JSON.stringify(adapter.labels);
   await writeDirAtomic(dir, async (tmp) => {
     await writeSafetensors(join(tmp, ADAPTER_WEIGHTS_FILE), tensors, metadata);
     if (withIndices > 0) await writeSafetensors(join(tmp, FOURIERFT_INDICES_FILE), side, { format: "pt" });
