@@ -10,17 +10,19 @@ import { parseCsv } from "../lib/train/csv.ts";
 import {
   BatchIterator,
   CausalLmDataset,
-  checkLabels,
   ClassificationDataset,
   collate,
+  IGNORE_INDEX,
+  type TrainBatch,
+} from "../lib/train/data.ts";
+import {
+  checkLabels,
   DataError,
   type Example,
-  IGNORE_INDEX,
   readClassificationFile,
   readTextFile,
   readTexts,
-  type TrainBatch,
-} from "../lib/train/data.ts";
+} from "../lib/train/readers.ts";
 import { splitByFraction, splitIndices, splitTokens, trainEvalSplit } from "../lib/train/split.ts";
 import { emailToText } from "../lib/train/email.ts";
 import {

@@ -15,7 +15,7 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
 import type { PeftModel } from "../peft/apply.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
-import { readTexts } from "../train/data.ts";
+import { readTexts } from "../train/readers.ts";
 import { readImages } from "../train/image_data.ts";
 import { classify, classifyImages, generate, type Prediction } from "../train/predict.ts";
 import {

@@ -10,16 +10,14 @@ import { type HfConfig, loadHfConfig, type VitConfig } from "../io/hf_config.ts"
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { parquetColumns, ParquetError } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
+import { BatchIterator, CausalLmDataset, ClassificationDataset } from "../train/data.ts";
 import {
-  BatchIterator,
-  CausalLmDataset,
   checkLabels,
-  ClassificationDataset,
   DataError,
   type Example,
   readClassificationFile,
   readTextFile,
-} from "../train/data.ts";
+} from "../train/readers.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
 import { readImageData } from "../train/image_data.ts";

@@ -16,7 +16,7 @@ import { join, relative } from "node:path";
 import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
 import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
 import { ParquetError, readParquet } from "../io/parquet.ts";
-import { DataError, readTextFile } from "./data.ts";
+import { DataError, readTextFile } from "./readers.ts";
 import type { ImageExample } from "./tasks.ts";
 
 /** Images read by {@link readImageData}. */

@@ -1,0 +1,403 @@
+/**
+ * Reading data files: labelled text for classification (JSONL, CSV/TSV with a header, or a
+ * `datasets` Parquet split, whose ClassLabel names name the ids), unlabelled texts (the same
+ * formats, or a .txt file of lines), and the text of a file for causal language modelling.
+ * Every error names the file, the line (the row, for Parquet) and what was wrong.
+ *
+ * ```ts
+ * const data = await readClassificationFile("train.csv", { labels: config.labels });
+ * data.examples[0]; // { text: "…", label: 1 }
+ * ```
+ * @module
+ */
+import { ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
+import { CsvError, parseCsv } from "./csv.ts";
+
+/** A data file that cannot be used: missing, malformed, a missing field, a bad label, no examples. */
+export class DataError extends Error {
+  /** Always "DataError". */
+  override name = "DataError";
+}
+
+/** One classification example: a text (or a pair of texts) and its label id. */
+export interface Example {
+  /** The text (the first text of a pair). */
+  text: string;
+  /** The second text of a pair task (GLUE's sentence2, hypothesis, …). */
+  pair?: string;
+  /** The class id. */
+  label: number;
+}
+
+/** Labelled examples read from a file by {@link readClassificationFile}. */
+export interface ClassificationData {
+  /** The file read. */
+  path: string;
+  /** The examples, in file order. */
+  examples: Example[];
+  /**
+   * Names of the label ids: the `labels` option when given, else the file's string labels in
+   * first-seen order; null when the file has integer labels only and no names were given.
+   */
+  labelNames: string[] | null;
+  /** The field(s) read as text: [text] or, for a pair task, [first, second]. */
+  textFields: string[];
+  /** The field read as the label. */
+  labelField: string;
+}
+
+/** A labelled data file's format. */
+export type DataFormat = "jsonl" | "csv" | "tsv" | "parquet";
+
+/** Options of {@link readClassificationFile}. */
+export interface ReadOptions {
+  /** File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv, .parquet). */
+  format?: DataFormat;
+  /** Field holding the text. Default: the first of {@link TEXT_FIELDS} the first record has. */
+  textField?: string;
+  /** Field holding the second text of a pair task (only with textField). */
+  pairField?: string;
+  /** Field holding the label (default "label"). */
+  labelField?: string;
+  /**
+   * Label names by id, e.g. a model config's id2label (`HfConfig.labels`): a string label is
+   * looked up here (label2id). Without it, string labels get ids in first-seen order.
+   * Integer labels (JSON numbers, or strings of digits that are not a name) are ids as they are.
+   */
+  labels?: readonly string[];
+  /** The classification head's num_labels: every label id must be below it (default labels.length). */
+  numLabels?: number;
+}
+
+/**
+ * Text fields tried in order when no textField is given: a single text, or a GLUE-style pair.
+ * The first entry whose fields all appear in the first record is used.
+ */
+export const TEXT_FIELDS: readonly (readonly string[])[] = [
+  ["text"],
+  ["sentence1", "sentence2"],
+  ["question1", "question2"],
+  ["premise", "hypothesis"],
+  ["question", "sentence"],
+  ["sentence"],
+];
+
+/** One record of a data file: its fields and the line it starts on. */
+interface SourceRecord {
+  line: number;
+  fields: Record<string, unknown>;
+}
+
+/**
+ * Read a labelled JSONL (one JSON object per line; empty lines skipped), CSV/TSV (RFC 4180, a
+ * header line naming the fields) or Parquet file (a `datasets` split: its ClassLabel names name
+ * the label ids unless `labels` is given) into examples with label ids (see {@link ReadOptions}).
+ * A leading byte-order mark is ignored. Errors name the file and the line (the row, for Parquet).
+ */
+export async function readClassificationFile(
+  path: string,
+  opts: ReadOptions = {},
+): Promise<ClassificationData> {
+  const format = opts.format ?? formatOf(path);
+  if (format === "parquet") {
+    const table = await parquetTable(path);
+    const names = table.classLabels.get(opts.labelField ?? "label");
+    const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
+    if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
+    return examplesFrom(records, path, { ...opts, labels: opts.labels ?? names });
+  }
+  const text = await readFile(path);
+  const records = format === "jsonl"
+    ? jsonlRecords(text, path)
+    : csvRecords(text, path, format === "tsv" ? "\t" : ",");
+  return examplesFrom(records, path, opts);
+}
+
+/** A Parquet file's table; what cannot be read is a DataError. */
+async function parquetTable(path: string): Promise<ParquetTable> {
+  try {
+    return await readParquet(path);
+  } catch (e) {
+    throw e instanceof ParquetError ? new DataError(e.message) : e;
+  }
+}
+
+/** The text of a file, without a leading byte-order mark; a missing file is a DataError. */
+async function readFile(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: file not found`);
+    if (e instanceof Deno.errors.IsADirectory) {
+      throw new DataError(`${path}: is a directory, not a data file`);
+    }
+    throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  return text.startsWith("\ufeff") ? text.slice(1) : text;
+}
+
+function formatOf(path: string): DataFormat {
+  const ext = path.toLowerCase().match(/\.([a-z]+)$/)?.[1];
+  if (ext === "jsonl" || ext === "ndjson" || ext === "json") return "jsonl";
+  if (ext === "csv" || ext === "tsv" || ext === "parquet") return ext;
+  throw new DataError(
+    `${path}: unknown data format (expected a .jsonl, .csv, .tsv or .parquet file, or pass format)`,
+  );
+}
+
+function jsonlRecords(text: string, path: string): SourceRecord[] {
+  const records: SourceRecord[] = [];
+  text.split("\n").forEach((raw, i) => {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.trim() === "") return;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (e) {
+      throw new DataError(`${path}:${i + 1}: malformed JSON (${(e as Error).message})`);
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      const kind = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+      throw new DataError(`${path}:${i + 1}: expected a JSON object, got ${kind}`);
+    }
+    records.push({ line: i + 1, fields: value as Record<string, unknown> });
+  });
+  if (records.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
+  return records;
+}
+
+function csvRecords(text: string, path: string, delimiter: string): SourceRecord[] {
+  let rows;
+  try {
+    rows = parseCsv(text, path, delimiter);
+  } catch (e) {
+    if (e instanceof CsvError) throw new DataError(e.message);
+    throw e;
+  }
+  if (rows.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
+  const header = rows[0].fields;
+  const seen = new Set<string>();
+  for (const name of header) {
+    if (seen.has(name)) {
+      throw new DataError(`${path}:${rows[0].line}: the header names field "${name}" twice`);
+    }
+    seen.add(name);
+  }
+  if (rows.length === 1) throw new DataError(`${path}: no examples (only a header line)`);
+  return rows.slice(1).map(({ line, fields }) => {
+    if (fields.length !== header.length) {
+      throw new DataError(
+        `${path}:${line}: ${fields.length} fields, but the header has ${header.length} (${
+          header.join(", ")
+        })`,
+      );
+    }
+    return { line, fields: Object.fromEntries(header.map((name, k) => [name, fields[k]])) };
+  });
+}
+
+/** Records → examples: pick the text field(s), map labels to ids, check them against num_labels. */
+function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions): ClassificationData {
+  const labelField = opts.labelField ?? "label";
+  const textFields = textFieldsOf(records[0], path, opts);
+  const labels = new LabelMap(path, opts);
+  const examples = records.map(({ line, fields }) => {
+    const texts = textsOf(fields, textFields, path, line);
+    if (!(labelField in fields)) {
+      throw new DataError(
+        `${path}:${line}: missing field "${labelField}"` +
+          (opts.labelField === undefined
+            ? ` (or name the label field: --label-field, or labelField); the fields are ${
+              Object.keys(fields).join(", ")
+            }`
+            : ""),
+      );
+    }
+    const example: Example = { text: texts[0], label: labels.id(fields[labelField], line) };
+    if (texts.length > 1) example.pair = texts[1];
+    return example;
+  });
+  return { path, examples, labelNames: labels.names(), textFields, labelField };
+}
+
+/** The text field(s) to read: the options', else the first of {@link TEXT_FIELDS} the record has. */
+function textFieldsOf(first: SourceRecord, path: string, opts: ReadOptions): string[] {
+  if (opts.textField !== undefined) {
+    return opts.pairField === undefined ? [opts.textField] : [opts.textField, opts.pairField];
+  }
+  if (opts.pairField !== undefined) {
+    throw new DataError(
+      `${path}: the pair field "${opts.pairField}" needs the text field named too (--text-field, or textField)`,
+    );
+  }
+  const found = TEXT_FIELDS.find((names) => names.every((n) => n in first.fields));
+  if (!found) {
+    throw new DataError(
+      `${path}:${first.line}: no text field: expected one of ${
+        TEXT_FIELDS.map((f) => f.join(" + ")).join(", ")
+      } (or name it: --text-field, or textField); the fields are ${
+        Object.keys(first.fields).join(", ") || "none"
+      }`,
+    );
+  }
+  return [...found];
+}
+
+/** The strings of `names` in one record. */
+function textsOf(fields: Record<string, unknown>, names: string[], path: string, line: number): string[] {
+  return names.map((name) => {
+    if (!(name in fields)) throw new DataError(`${path}:${line}: missing field "${name}"`);
+    const v = fields[name];
+    if (typeof v !== "string") {
+      throw new DataError(`${path}:${line}: field "${name}" must be a string, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  });
+}
+
+/**
+ * The texts (or pairs) of a data file, without labels (a label field is ignored): a .txt file
+ * gives one text per non-empty line; JSONL, CSV/TSV and Parquet files their text field(s), found
+ * as {@link readClassificationFile} finds them.
+ */
+export async function readTexts(
+  path: string,
+  opts: Pick<ReadOptions, "format" | "textField" | "pairField"> = {},
+): Promise<{ text: string; pair?: string }[]> {
+  let records: SourceRecord[];
+  if (opts.format === undefined && /\.txt$/i.test(path)) {
+    const text = await readFile(path);
+    records = text.split("\n").map((l, i) => ({ line: i + 1, fields: { text: l.replace(/\r$/, "") } }))
+      .filter((r) => (r.fields.text as string).trim() !== "");
+    if (records.length === 0) throw new DataError(`${path}: no texts (the file is empty)`);
+  } else {
+    const format = opts.format ?? formatOf(path);
+    if (format === "parquet") {
+      records = (await parquetTable(path)).rows.map((fields, i) => ({ line: i + 1, fields }));
+      if (records.length === 0) throw new DataError(`${path}: no texts (the table has no rows)`);
+    } else {
+      const text = await readFile(path);
+      records = format === "jsonl"
+        ? jsonlRecords(text, path)
+        : csvRecords(text, path, format === "tsv" ? "\t" : ",");
+    }
+  }
+  const fields = textFieldsOf(records[0], path, opts);
+  return records.map(({ line, fields: f }) => {
+    const [text, pair] = textsOf(f, fields, path, line);
+    return pair === undefined ? { text } : { text, pair };
+  });
+}
+
+/** Label values → ids (see {@link ReadOptions.labels}), checked against the head's num_labels. */
+class LabelMap {
+  private readonly given: Map<string, number> | null;
+  private readonly seen = new Map<string, number>();
+  private sawInteger = false;
+  private readonly limit: number | null;
+
+  constructor(private readonly path: string, opts: ReadOptions) {
+    this.given = opts.labels ? new Map(opts.labels.map((name, id) => [name, id])) : null;
+    if (opts.numLabels !== undefined && !(Number.isInteger(opts.numLabels) && opts.numLabels >= 1)) {
+      throw new RangeError(`numLabels must be an integer ≥ 1, got ${opts.numLabels}`);
+    }
+    this.limit = opts.numLabels ?? opts.labels?.length ?? null;
+  }
+
+  id(value: unknown, line: number): number {
+    const where = `${this.path}:${line}`;
+    let id: number;
+    if (typeof value === "number") {
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new DataError(`${where}: label ${value} is not a class id (an integer ≥ 0)`);
+      }
+      id = value;
+      this.sawInteger = true;
+    } else if (typeof value === "string") {
+      const named = this.given?.get(value);
+      if (named !== undefined) {
+        id = named;
+      } else if (/^\d+$/.test(value.trim())) {
+        id = Number(value.trim());
+        this.sawInteger = true;
+      } else if (this.given) {
+        throw new DataError(
+          `${where}: label ${JSON.stringify(value)} is not one of the labels ${
+            JSON.stringify([...this.given.keys()])
+          }`,
+        );
+      } else {
+        id = this.seen.get(value) ?? this.seen.size;
+        this.seen.set(value, id);
+      }
+    } else {
+      throw new DataError(`${where}: label ${JSON.stringify(value)} is neither an integer nor a string`);
+    }
+    if (this.sawInteger && this.seen.size > 0) {
+      throw new DataError(
+        `${where}: the labels mix integer ids and names (${JSON.stringify(value)}); pass the label names ` +
+          `(labels option) so that names map to ids`,
+      );
+    }
+    if (this.limit !== null && id >= this.limit) {
+      throw new DataError(
+        `${where}: label ${JSON.stringify(value)} (id ${id}) does not fit the head's ${this.limit} labels ` +
+          `(ids 0..${this.limit - 1})`,
+      );
+    }
+    return id;
+  }
+
+  names(): string[] | null {
+    if (this.given) return [...this.given.keys()];
+    return this.seen.size > 0 ? [...this.seen.keys()] : null;
+  }
+}
+
+/**
+ * Throw unless every example's label is an id below `numLabels` (examples made in code, e.g.
+ * from a packaged dataset, never went through a file's checks). `source` names them.
+ */
+export function checkLabels(examples: readonly Example[], numLabels: number, source: string): void {
+  examples.forEach((ex, i) => {
+    if (!(Number.isInteger(ex.label) && ex.label >= 0 && ex.label < numLabels)) {
+      throw new DataError(
+        `${source}: example ${i} has label ${ex.label}, which does not fit the head's ${numLabels} labels ` +
+          `(ids 0..${numLabels - 1})`,
+      );
+    }
+  });
+}
+
+/**
+ * The text of a file for causal language modelling: a plain-text file (a leading byte-order
+ * mark removed), or the `textField` column (default "text") of a Parquet file, its rows joined
+ * by blank lines. A missing or empty file is a DataError.
+ */
+export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
+  if (/\.parquet$/i.test(path)) return parquetText(path, opts.textField ?? "text");
+  const text = await readFile(path);
+  if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
+  return text;
+}
+
+async function parquetText(path: string, field: string): Promise<string> {
+  const table = await parquetTable(path);
+  if (!table.columns.includes(field)) {
+    throw new DataError(
+      `${path}: no column "${field}" (name the text column: --text-field, or textField); the columns are ` +
+        table.columns.join(", "),
+    );
+  }
+  const texts = table.rows.map((row, i) => {
+    const v = row[field];
+    if (typeof v !== "string") {
+      throw new DataError(`${path}:${i + 1}: column "${field}" must be a string, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  });
+  const text = texts.join("\n\n");
+  if (text.length === 0) throw new DataError(`${path}: no text (column "${field}" is empty)`);
+  return text;
+}
