@@ -224,22 +224,6 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
   return adapter;
 }
 
-/** The `hartley.labels` metadata: class names by id, or null when absent. */
-function readLabels(file: SafetensorsFile): string[] | null {
-  const text = file.metadata[LABELS_KEY];
-  if (text === undefined) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = null;
-  }
-  if (!Array.isArray(json) || !json.every((n) => typeof n === "string")) {
-    throw new AdapterFileError(`${file.path}: metadata "${LABELS_KEY}" must be a JSON array of class names`);
-  }
-  return json;
-}
-
 type SizeOf = (module: string) => [number, number];
 
 async function readSshModules(
@@ -636,16 +620,31 @@ function rowsThenCols(pairs: Int32Array): Int32Array {
   return out;
 }
 
+/** A JSON `__metadata__` entry: undefined when absent, null when it is not JSON. */
+function jsonMetadata(file: SafetensorsFile, key: string): unknown {
+  const text = file.metadata[key];
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The `hartley.labels` metadata: class names by id, or null when absent. */
+function readLabels(file: SafetensorsFile): string[] | null {
+  const json = jsonMetadata(file, LABELS_KEY);
+  if (json === undefined) return null;
+  if (!Array.isArray(json) || !json.every((n) => typeof n === "string")) {
+    throw new AdapterFileError(`${file.path}: metadata "${LABELS_KEY}" must be a JSON array of class names`);
+  }
+  return json;
+}
+
 /** The `hartley.layer_shapes` metadata: module → [out, in], or null when absent. */
 function readLayerShapes(file: SafetensorsFile): Record<string, [number, number]> | null {
-  const text = file.metadata[LAYER_SHAPES_KEY];
-  if (text === undefined) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = null;
-  }
+  const json = jsonMetadata(file, LAYER_SHAPES_KEY);
+  if (json === undefined) return null;
   const ok = typeof json === "object" && json !== null && !Array.isArray(json) &&
     Object.values(json).every((v) =>
       Array.isArray(v) && v.length === 2 && v.every((x) => Number.isSafeInteger(x) && x >= 1)
@@ -653,7 +652,7 @@ function readLayerShapes(file: SafetensorsFile): Record<string, [number, number]
   if (!ok) {
     throw new AdapterFileError(
       `${file.path}: metadata "${LAYER_SHAPES_KEY}" must map module paths to [out, in], got ${
-        text.slice(0, 200)
+        String(file.metadata[LAYER_SHAPES_KEY]).slice(0, 200)
       }`,
     );
   }
