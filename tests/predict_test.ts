@@ -48,6 +48,17 @@ Deno.test("generate: greedy starts with PyTorch's most probable next token, and 
       stopAtEos: false,
     });
     assertEquals(a.ids, b.ids, "the same seed samples the same tokens");
+    // streamed pieces add up to the text
+    const pieces: string[] = [];
+    const streamed = await generate(model, tokenizer, prompt, {
+      maxNewTokens: 8,
+      temperature: 1,
+      seed: 7,
+      stopAtEos: false,
+      onText: (t) => pieces.push(t),
+    });
+    assertEquals(pieces.join(""), streamed.text);
+    assert(pieces.length > 1, `${pieces.length} pieces`);
     // the fixture has 64 positions
     const long = await generate(model, tokenizer, prompt, { maxNewTokens: 60, stopAtEos: false });
     assertEquals([long.ids.length, long.stop], [64, "positions"]);

@@ -95,6 +95,8 @@ export function predictCommand(args: string[]): Promise<number> {
             `${v.model} classifies images: give --data IMAGE, a folder of images or a .parquet`,
           );
         }
+        // one prompt for the terminal: written as it is generated
+        const streaming = task === "causal-lm" && v.text !== undefined && !v.json && !v.out;
         let records: Record<string, unknown>[];
         try {
           if (task === "image-cls") {
@@ -116,7 +118,7 @@ export function predictCommand(args: string[]): Promise<number> {
                 inputs,
                 v.labels,
               )
-              : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), v);
+              : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), v, streaming);
           }
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
@@ -125,10 +127,9 @@ export function predictCommand(args: string[]): Promise<number> {
         if (v.out) {
           await writeFileAtomic(v.out, lines);
           console.error(`wrote ${records.length} predictions to ${v.out}`);
-        } else if ((v.text !== undefined || records.length === 1) && !v.json) {
-          console.log(
-            task === "causal-lm" ? records[0].output : `${records[0].label} (${records[0].probability})`,
-          );
+        } else if (!v.json && (v.text !== undefined || records.length === 1)) {
+          if (task !== "causal-lm") console.log(`${records[0].label} (${records[0].probability})`);
+          else if (!streaming) console.log(records[0].output); // a streamed one is written already
         } else {
           console.log(lines.trimEnd());
         }
@@ -167,20 +168,27 @@ function labelled(
   }));
 }
 
+/** Continue each prompt; with `stream`, the prompt and its continuation are written as it grows. */
 async function continuePrompts(
   model: Model,
   tokenizer: Tokenizer,
   prompts: string[],
   v: { "max-new-tokens": number; temperature: number; "top-k": number; seed: number },
+  stream = false,
 ): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
+  const enc = new TextEncoder();
+  const write = (text: string) => Deno.stdout.writeSync(enc.encode(text));
   for (const prompt of prompts) {
+    if (stream) write(prompt);
     const g = await generate(model, tokenizer, prompt, {
       maxNewTokens: v["max-new-tokens"],
       temperature: v.temperature,
       topK: v["top-k"],
       seed: v.seed,
+      onText: stream ? write : undefined,
     });
+    if (stream) write("\n");
     out.push({ prompt, completion: g.text, output: prompt + g.text, tokens: g.newTokens, stop: g.stop });
   }
   return out;

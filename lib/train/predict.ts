@@ -155,6 +155,11 @@ export interface GenerateOptions {
   seed?: number;
   /** Stop at the model's end-of-sequence token (default true). */
   stopAtEos?: boolean;
+  /**
+   * Called as the text grows, with the new part of the decoded continuation (a character split
+   * over several byte tokens is held back until it is whole): for printing while it generates.
+   */
+  onText?: (text: string) => void;
 }
 
 /** What {@link generate} produced. */
@@ -206,6 +211,7 @@ export async function generate(
   model.train(false);
   const start = ids.length;
   let stop: Generation["stop"] = "length";
+  let emitted = 0; // characters of the continuation handed to onText
   try {
     while (ids.length - start < maxNew) {
       if (ids.length >= positions) {
@@ -219,11 +225,20 @@ export async function generate(
         stop = "eos";
         break;
       }
+      if (opts.onText) {
+        const text = tokenizer.decode(ids.slice(start));
+        if (!text.endsWith("\uFFFD") && text.length > emitted) {
+          opts.onText(text.slice(emitted));
+          emitted = text.length;
+        }
+      }
     }
   } finally {
     model.train(wasTraining);
   }
-  return { ids, newTokens: ids.length - start, text: tokenizer.decode(ids.slice(start)), stop };
+  const text = tokenizer.decode(ids.slice(start));
+  if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
+  return { ids, newTokens: ids.length - start, text, stop };
 }
 
 /** The logits of the token after `ids` (one forward pass; only the last row is read back). */
