@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { loadingProgress } from "../lib/cli/load.ts";
 import { loadModel, loadModelTokenizer, registeredFamilies } from "../lib/models/load.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import {
@@ -181,4 +182,33 @@ Deno.test("loadModel: a task the family lacks, or an architecture naming none, i
   );
   const arch = await errorIn((tmp) => loadModel(gpu, tmp), { architectures: ["GPT2DoubleHeadsModel"] });
   expectIncludes(arch, "GPT2DoubleHeadsModel");
+});
+
+Deno.test("loadModel reports the checkpoint's bytes as it reads them; the CLI shows large ones", async () => {
+  const gpu = await getGpu();
+  const calls: [number, number][] = [];
+  const model = await loadModel(gpu, gpt2, { onProgress: (done, total) => calls.push([done, total]) });
+  model.dispose();
+  const file = await openSafetensors(join(gpt2, "model.safetensors"));
+  const stored = file.names.reduce((sum, n) => sum + file.info(n).byteLength, 0);
+  assert(calls.length > 10, `${calls.length} calls`);
+  assert(
+    calls.every(([d, t], i) => t === stored && d > (calls[i - 1]?.[0] ?? 0)),
+    JSON.stringify(calls.slice(0, 3)),
+  );
+  assertEquals(calls[calls.length - 1][0], stored);
+
+  const lines: string[] = [];
+  const sink = {
+    writeSync: (b: Uint8Array) => (lines.push(new TextDecoder().decode(b)), b.length),
+    isTerminal: () => false,
+  };
+  const small = loadingProgress(false, sink)!;
+  small(1, 2 ** 20);
+  small(2 ** 20, 2 ** 20);
+  assertEquals(lines, [], "a small checkpoint loads without a display");
+  const big = loadingProgress(false, sink)!;
+  for (let mib = 64; mib <= 512; mib += 64) big(mib * 2 ** 20, 512 * 2 ** 20);
+  assert(/^loading MiB 512\/512  100%  \d+ MiB\/s  done in/.test(lines[lines.length - 1]), lines.join("|"));
+  assertEquals(loadingProgress(true), undefined);
 });

@@ -14,6 +14,7 @@ import type { Model } from "../models/model.ts";
 import { type AdapterConfig, loadAdapterConfig } from "../peft/config.ts";
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { ADAPTER_WEIGHTS_FILE, PEFT_KEY_PREFIX } from "../peft/files.ts";
+import { Progress, type ProgressSink } from "../train/progress.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
 
@@ -39,6 +40,35 @@ export interface LoadForUseOptions {
   numLabels?: number;
 }
 
+/** Checkpoints at least this large show a loading progress display. */
+const SHOW_LOADING_BYTES = 256 * 2 ** 20;
+const MIB = 2 ** 20;
+
+/**
+ * A loadModel `onProgress` that shows the checkpoint's loading on stderr (a bar on a terminal,
+ * a line every few seconds otherwise), for checkpoints over 256 MiB (smaller ones load in
+ * moments); nothing when `quiet`.
+ */
+export function loadingProgress(
+  quiet = false,
+  sink?: ProgressSink,
+): ((done: number, total: number) => void) | undefined {
+  if (quiet) return undefined;
+  let progress: Progress | null = null;
+  return (done, total) => {
+    if (total < SHOW_LOADING_BYTES) return;
+    progress ??= new Progress(Math.ceil(total / MIB), {
+      label: "loading MiB",
+      unit: "MiB",
+      plainInterval: 5,
+      sink,
+    });
+    const mib = Math.floor(done / MIB);
+    progress.update(done === total ? progress.total : mib, { tokens: mib });
+    if (done === total) progress.done();
+  };
+}
+
 /** Load a model (and adapter) for evaluation, merging or inspection. */
 export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded> {
   const config = await readModelConfig(o.model);
@@ -49,7 +79,12 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
     : (o.adapter ? await headLabelsOf(o.adapter) : undefined) ??
       (taskOfConfig(config) === task ? config.labels.length : o.numLabels);
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
-  const model = await loadModel(gpu, o.model, { task, numLabels, dtype: o.dtype });
+  const model = await loadModel(gpu, o.model, {
+    task,
+    numLabels,
+    dtype: o.dtype,
+    onProgress: loadingProgress(),
+  });
   ensurePadToken(model.config, task, tokenizer);
   try {
     const peft = o.adapter ? await loadAdapterInto(model, o.adapter) : null;

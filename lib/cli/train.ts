@@ -31,6 +31,7 @@ import {
   withArgs,
 } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
+import { loadingProgress } from "./load.ts";
 import {
   chooseTask,
   defaultData,
@@ -435,6 +436,7 @@ async function runTraining(
       numLabels: task === "causal-lm" ? undefined : splits.numLabels,
       dtype: method === "full" ? "f32" : v.dtype as "f32" | "f16",
       seed: v.seed,
+      onProgress: loadingProgress(v.quiet),
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
     ensurePadToken(model.config, task, tokenizer);

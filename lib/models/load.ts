@@ -41,6 +41,8 @@ export interface LoadModelOptions {
   dtype?: WeightDtype;
   /** Seed of a new (missing) head's initialisation (default 0). */
   seed?: number;
+  /** Told the bytes of the checkpoint read so far, and in all (e.g. for a progress bar). */
+  onProgress?: (done: number, total: number) => void;
   /**
    * Read the weights from this source instead of the directory's checkpoint (e.g. random
    * weights generated on demand, to benchmark a model's shape without downloading it).
@@ -74,7 +76,12 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
   const source = opts.source ?? await openCheckpoint(dir);
   const dtype = opts.dtype ?? "f32";
   const initStd = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
-  const weights = await loadWeights(gpu, source, shapes, { dtype, seed: opts.seed, initStd });
+  const weights = await loadWeights(gpu, source, shapes, {
+    dtype,
+    seed: opts.seed,
+    initStd,
+    onProgress: opts.onProgress,
+  });
   try {
     return family.build({ gpu, dir, config, task, shapes, weights, dtype });
   } catch (e) {

@@ -31,6 +31,8 @@ export interface LoadWeightsOptions {
   seed?: number;
   /** Standard deviation of that initialisation (default 0.02; loadModel passes `initializer_range`). */
   initStd?: number;
+  /** Told the bytes of checkpoint tensors read so far, and in all, after each tensor. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** What {@link loadWeights} read. */
@@ -80,7 +82,9 @@ export async function loadWeights(
   const rng = new Prng(opts.seed ?? 0);
   const params = new Map<string, Tensor>();
   const initialised: string[] = [];
-  let pending = 0;
+  let pending = 0, done = 0;
+  const stored = shapes.params.filter((p) => !p.tiedTo && !missing.has(keyOf(p.key)));
+  const total = stored.reduce((sum, p) => sum + source.info(keyOf(p.key)).byteLength, 0);
   try {
     for (const p of shapes.params) {
       if (p.tiedTo) continue;
@@ -93,6 +97,8 @@ export async function loadWeights(
       }
       const t = keep(await readParam(gpu, source, key, p, storage));
       params.set(p.key, t);
+      done += source.info(key).byteLength;
+      opts.onProgress?.(done, total);
       // submit the uploads now and then, so that their staging copies do not pile up
       pending += t.size * (t.dtype === "f16" ? 2 : 4);
       if (pending >= FLUSH_BYTES) {
