@@ -219,6 +219,7 @@ export {
 } from "./lib/train/trainer.ts";
 export { AdamW, type AdamWOptions, type ParamGroup } from "./lib/train/optim.ts";
 export {
+  type BestMetric,
   type BestState,
   CheckpointError,
   loadCheckpoint,

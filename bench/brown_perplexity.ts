@@ -63,7 +63,7 @@ if (values.reference) {
   for (const row of rows) {
     const b = collate(data.dataset, [row]);
     const out = gpt2Reference(model.config as Gpt2Config, weights, b.ids, 1, b.shape[1]);
-    total += rowLosses(out.logits, b.labels, 1, b.shape[1], 512)[0];
+    total += rowLosses(out.logits, b.labels as Int32Array, 1, b.shape[1], 512)[0]; // token ids
   }
   const loss = total / rows.length;
   console.log(

@@ -5,6 +5,7 @@
  * datasets (SpamAssassin counts and balance, Brown text against the shared fixture).
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { withTempDir } from "./train_helpers.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { parseCsv } from "../lib/train/csv.ts";
 import {
@@ -747,4 +748,24 @@ Deno.test("readTexts: texts without labels from .txt lines, JSONL/CSV fields and
     DataError,
     'pairs.parquet:2: field "hypothesis" must be a string, got null',
   );
+});
+
+Deno.test("readClassificationFile with regression: real-valued labels from numbers or numeric strings", async () => {
+  await withTempDir("hartley_regression_data_", async (dir) => {
+    await Deno.writeTextFile(`${dir}/sts.csv`, "sentence1,sentence2,label\na,b,3.8\nc,d,0\n");
+    const d = await readClassificationFile(`${dir}/sts.csv`, { regression: true });
+    assertEquals(d.examples.map((e) => e.label), [3.8, 0]);
+    assertEquals(d.labelNames, null);
+    await Deno.writeTextFile(`${dir}/bad.jsonl`, '{"text": "a", "label": "high"}\n');
+    await assertRejects(
+      () => readClassificationFile(`${dir}/bad.jsonl`, { regression: true }),
+      DataError,
+      'bad.jsonl:1: the regression label "high" is not a finite number',
+    );
+    // batches carry the values as floats
+    const tok = await tokenizer("bytelevel_bpe");
+    const ds = new ClassificationDataset(d.examples, tok, { maxLength: 16, regression: true });
+    assertEquals(Array.from(collate(ds, [0, 1]).labels), [Math.fround(3.8), 0]);
+    assert(collate(ds, [0]).labels instanceof Float32Array);
+  });
 });

@@ -1,5 +1,6 @@
 import { loadForUse } from "../lib/cli/load.ts";
 import { loadSplits } from "../lib/cli/setup.ts";
+import { Prng } from "../lib/spectral/prng.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { ATTENTION_PATH, noGrad, tidy } from "../lib/tensor/mod.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
@@ -152,6 +153,9 @@ Deno.test("predict labels a data file as eval scores it; one --text in plain wor
     const adapter = ["--model", GPT2, "--adapter", `${dir}/run/adapter`];
     const ev = await evalJson(data, adapter);
     assertEquals(ev.code, 0, ev.err);
+    // two classes: GLUE's MCC and F1 beside the accuracy
+    const scores = JSON.parse(ev.out);
+    assert(typeof scores.mcc === "number" && typeof scores.f1 === "number", ev.out);
     const out = `${dir}/predictions.jsonl`;
     const p = await runCli([
       "predict",
@@ -259,4 +263,46 @@ Deno.test("svg: heatmap downsampling, marks and a loss curve", () => {
   const plot = linePlotSvg([{ name: "train", points: [[1, 2], [2, 1.5], [3, 1.2]] }], { title: "loss" });
   assert(plot.includes('<path d="M') && plot.includes(">train</text>"));
   assertEquals(ticks(0, 1, 5), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+});
+
+Deno.test("regression (STS-B style): float labels, one output, Pearson and Spearman; merge and predict keep it", async () => {
+  await withTempDir("hartley_regression_", async (dir) => {
+    const rng = new Prng(4);
+    const words = ["apple", "berry", "stone", "iron", "cloud", "rain"];
+    const rows = Array.from({ length: 32 }, () => {
+      const a = words[rng.below(6)], b = words[rng.below(6)];
+      return `${a} ${b},${a === b ? 5 : (rng.below(40) / 10).toFixed(1)}`;
+    });
+    await Deno.writeTextFile(`${dir}/sts.csv`, "text,score\n" + rows.join("\n") + "\n");
+    const opts = "--regression --label-field score --steps 3 --eval-every 3 --eval-fraction 0.25".split(" ");
+    const run = await runCli(tinyRun(`${dir}/sts.csv`, `${dir}/run`, opts));
+    assertEquals(run.code, 0, run.err);
+    const ev = (await readRunLog(`${dir}/run/log.jsonl`)).find((r) => r.type === "eval")!;
+    assert(typeof ev.pearson === "number" && typeof ev.spearman === "number", JSON.stringify(ev));
+    assertEquals(ev.accuracy, undefined);
+    const adapter = ["--model", GPT2, "--adapter", `${dir}/run/adapter`];
+    // eval sees the one-output head and scores it as regression without being told
+    const again = await runCli([
+      "eval",
+      ...adapter,
+      "--data",
+      `${dir}/sts.csv`,
+      "--label-field",
+      "score",
+      "--json",
+    ]);
+    assertEquals(again.code, 0, again.err);
+    assert(typeof JSON.parse(again.out).pearson === "number", again.out);
+    const merged = await runCli(["merge", ...adapter, "--out", `${dir}/merged`]);
+    assertEquals(merged.code, 0, merged.err);
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
+    assertEquals([config.problem_type, Object.keys(config.id2label).length], ["regression", 1]);
+    const p = await runCli(["predict", "--model", `${dir}/merged`, "--text", "apple apple"]);
+    assertEquals(p.code, 0, p.err);
+    assert(Number.isFinite(Number(p.out)), p.out);
+    const bad = await runCli(
+      tinyRun(`${dir}/sts.csv`, `${dir}/run2`, ["--label-field", "score", "--steps", "1"]),
+    );
+    assertEquals(bad.code, 1, "without --regression the scores are no class ids");
+  });
 });

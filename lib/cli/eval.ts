@@ -31,6 +31,7 @@ const FLAGS = {
   dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
   ...FIELD_FLAGS,
+  regression: { type: "boolean", help: "the labels are real values (default: when the head has one output)" },
   json: { type: "boolean", help: "print the result as one JSON object" },
 } as const;
 
@@ -70,6 +71,8 @@ export function evalCommand(args: string[]): Promise<number> {
             textField: v["text-field"],
             pairField: v["pair-field"],
             labelField: v["label-field"],
+            regression: task === "seq-cls" &&
+              (v.regression || loaded.numLabels === 1 || loaded.config.problemType === "regression"),
           },
           loaded.config,
           loaded.tokenizer,

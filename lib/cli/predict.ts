@@ -128,8 +128,10 @@ export function predictCommand(args: string[]): Promise<number> {
           await writeFileAtomic(v.out, lines);
           console.error(`wrote ${records.length} predictions to ${v.out}`);
         } else if (!v.json && (v.text !== undefined || records.length === 1)) {
-          if (task !== "causal-lm") console.log(`${records[0].label} (${records[0].probability})`);
-          else if (!streaming) console.log(records[0].output); // a streamed one is written already
+          const r = records[0];
+          if (task !== "causal-lm") {
+            console.log("value" in r ? String(r.value) : `${r.label} (${r.probability})`);
+          } else if (!streaming) console.log(records[0].output); // a streamed one is written already
         } else {
           console.log(lines.trimEnd());
         }
@@ -159,13 +161,15 @@ function labelled(
     throw new ArgsError(`--labels names ${names.length} classes, but the model's head has ${classes}`);
   }
   const nameOf = (id: number) => names.length === classes ? names[id] : `LABEL_${id}`;
-  return predictions.map((p, i) => ({
-    ...inputs[i],
-    label: nameOf(p.id),
-    id: p.id,
-    probability: round(p.probabilities[p.id]),
-    probabilities: Object.fromEntries(p.probabilities.map((q, id) => [nameOf(id), round(q)])),
-  }));
+  return predictions.map((p, i) =>
+    p.value !== undefined ? { ...inputs[i], value: p.value } : ({
+      ...inputs[i],
+      label: nameOf(p.id),
+      id: p.id,
+      probability: round(p.probabilities[p.id]),
+      probabilities: Object.fromEntries(p.probabilities.map((q, id) => [nameOf(id), round(q)])),
+    })
+  );
 }
 
 /** Continue each prompt; with `stream`, the prompt and its continuation are written as it grows. */

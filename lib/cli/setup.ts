@@ -84,6 +84,8 @@ export interface DataSpec {
   textField?: string;
   /** Field of a pair task's second text (with textField). */
   pairField?: string;
+  /** Real-valued labels: a one-output head trained with mean squared error. */
+  regression?: boolean;
   labelField?: string;
 }
 
@@ -140,7 +142,11 @@ async function classificationSplits(
 ): Promise<Splits> {
   let train: Example[], evalSet: Example[] | null, labelNames: string[] | undefined;
   let summary: string;
+  const regression = spec.regression ?? false;
+  // held-out rows keep the class balance; regression targets are split at random
+  const stratify = regression ? undefined : (e: Example) => e.label;
   if (spec.data === "spamassassin") {
+    if (regression) throw new DataError(`--regression: SpamAssassin's labels are classes`);
     if (spec.evalData) {
       throw new DataError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
     }
@@ -168,7 +174,8 @@ async function classificationSplits(
       pairField: spec.pairField,
       labelField: spec.labelField,
       labels,
-      numLabels: headLabels,
+      numLabels: regression ? undefined : headLabels,
+      regression,
     };
     const file = await readClassificationFile(spec.data, opts);
     labelNames = file.labelNames ?? undefined;
@@ -180,11 +187,7 @@ async function classificationSplits(
       train = file.examples;
       evalSet = ev.examples;
     } else if (spec.evalFraction > 0) {
-      const s = splitByFraction(file.examples, {
-        fraction: spec.evalFraction,
-        seed: spec.seed,
-        stratify: (e) => e.label,
-      });
+      const s = splitByFraction(file.examples, { fraction: spec.evalFraction, seed: spec.seed, stratify });
       train = s.train;
       evalSet = s.heldOut;
       if (train.length === 0) {
@@ -199,12 +202,20 @@ async function classificationSplits(
     summary = `${spec.data}: ${train.length} training rows` +
       (evalSet ? `, ${evalSet.length} eval rows${spec.evalData ? ` (${spec.evalData})` : ""}` : "");
   }
-  const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
-  const numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxLabel + 1, 2);
-  checkLabels(train, numLabels, spec.data);
-  if (evalSet) checkLabels(evalSet, numLabels, spec.evalData ?? spec.data);
+  let numLabels = 1;
+  if (regression) {
+    if (headLabels !== undefined && headLabels !== 1) {
+      throw new DataError(`--regression needs a one-output head, the model's has ${headLabels} labels`);
+    }
+  } else {
+    const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
+    numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxLabel + 1, 2);
+    checkLabels(train, numLabels, spec.data);
+    if (evalSet) checkLabels(evalSet, numLabels, spec.evalData ?? spec.data);
+  }
   const maxLength = Math.min(spec.seqLen, maxPositions(config));
-  const dataset = (xs: Example[]) => new ClassificationDataset(xs, tokenizer, { maxLength, numLabels });
+  const dataset = (xs: Example[]) =>
+    new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression });
   const trainIt = new BatchIterator(dataset(train), { batchSize: spec.batchSize, seed: spec.seed });
   const evalIt = evalSet && evalSet.length > 0
     ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })

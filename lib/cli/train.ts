@@ -13,7 +13,7 @@ import { loadModel, loadModelTokenizer } from "../models/load.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
-import { findCheckpoint, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
+import { type BestMetric, findCheckpoint, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
@@ -147,8 +147,9 @@ const FLAGS = {
   },
   "best-metric": {
     type: "string",
-    choices: ["accuracy", "loss"],
-    help: "what --save-best and --early-stop compare [default: accuracy, loss for causal LM]",
+    choices: ["accuracy", "loss", "mcc", "f1", "pearson", "spearman"],
+    help:
+      "what --save-best and --early-stop compare [default: accuracy; pearson for regression; loss for causal LM]",
   },
   "log-every": { type: "integer", default: 10, min: 1, help: "steps between loss readbacks / log lines" },
   "save-every": {
@@ -181,6 +182,10 @@ const FLAGS = {
   },
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
   ...FIELD_FLAGS,
+  regression: {
+    type: "boolean",
+    help: "the labels are real values (e.g. STS-B): one output trained with mean squared error",
+  },
   demo: {
     type: "boolean",
     help: "also train the head alone for the same budget and compare held-out accuracy",
@@ -332,13 +337,16 @@ async function runTraining(
   if (v["early-stop"] && !v["eval-every"]) {
     throw new ArgsError(`--early-stop counts evaluations: give --eval-every STEPS too`);
   }
-  if (v["best-metric"] === "accuracy" && task === "causal-lm") {
-    throw new ArgsError(`--best-metric accuracy: a causal LM has no accuracy (use loss)`);
+  if (v["best-metric"] && v["best-metric"] !== "loss" && task === "causal-lm") {
+    throw new ArgsError(`--best-metric ${v["best-metric"]}: a causal LM is scored by its loss (use loss)`);
   }
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
   const existingHead = taskOfConfig(config) === task && task !== "causal-lm"
     ? config.labels.length
     : undefined;
+  // real-valued labels: asked for, or the model's head is a regression head already
+  const regression = task === "seq-cls" &&
+    (v.regression || config.problemType === "regression" || existingHead === 1);
   const splits = await loadSplits(
     {
       task,
@@ -353,6 +361,7 @@ async function runTraining(
       textField: v["text-field"],
       pairField: v["pair-field"],
       labelField: v["label-field"],
+      regression,
     },
     config,
     tokenizer,
@@ -395,6 +404,7 @@ async function runTraining(
     seqLen: v["seq-len"],
     batchSize: v["batch-size"],
     ...(accumulate > 1 ? { gradAccum: accumulate } : {}),
+    ...(regression ? { regression } : {}),
     ...(v["early-stop"] ? { earlyStop: v["early-stop"], bestMetric: v["best-metric"] ?? null } : {}),
     lr,
     headLr: v["head-lr"],
@@ -439,6 +449,7 @@ async function runTraining(
       onProgress: loadingProgress(v.quiet),
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
+    if (regression) model.config.problemType = "regression";
     ensurePadToken(model.config, task, tokenizer);
     const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
     const warmupSteps = Math.round(v["warmup-ratio"] * totalSteps);
@@ -490,7 +501,7 @@ async function runTraining(
         shouldStop: (done) => stopRequested || done === v["stop-at"],
         best: v["save-best"] || v["early-stop"]
           ? {
-            metric: v["best-metric"] as "accuracy" | "loss" | undefined,
+            metric: v["best-metric"] as BestMetric | undefined,
             save: v["save-best"],
             patience: v["early-stop"],
           }

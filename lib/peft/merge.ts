@@ -157,6 +157,9 @@ async function describeHead(model: Model, path: string, labelNames?: readonly st
     if (json.pad_token_id == null && model.config.padTokenId !== null) {
       described.pad_token_id = model.config.padTokenId;
     }
+    // one output is a regression head (transformers infers it too; said outright here)
+    const problem = model.config.problemType ?? (count === 1 ? "regression" : null);
+    if (problem) described.problem_type = problem;
   }
   // the source's bytes stay when they already describe the head
   const same = Object.keys(described).every((k) => JSON.stringify(described[k]) === JSON.stringify(json[k]));

@@ -52,12 +52,15 @@ export interface TrainerState {
   best?: BestState;
 }
 
+/** An evaluation metric that picks the best evaluation. */
+export type BestMetric = "loss" | "accuracy" | "mcc" | "f1" | "pearson" | "spearman";
+
 /** The best evaluation of a run so far (see the trainer's `best` option). */
 export interface BestState {
   /** The step it ran after. */
   step: number;
-  /** What was compared: accuracy (higher is better) or loss (lower is better). */
-  metric: "accuracy" | "loss";
+  /** What was compared (loss: lower is better; the others: higher). */
+  metric: BestMetric;
   /** Its value. */
   value: number;
   /** Evaluations since then that were not better. */

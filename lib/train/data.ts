@@ -31,6 +31,8 @@ export interface Dataset {
   readonly size: number;
   /** Token id written into padding (masked out). */
   readonly padId: number;
+  /** Row labels are real values (regression): batches carry them as floats. */
+  readonly regression?: boolean;
   /** Row `index` (0-based); an index outside the dataset is a RangeError. */
   row(index: number): Row;
 }
@@ -50,6 +52,8 @@ export interface ClassificationDatasetOptions {
   truncation?: boolean;
   /** The head's num_labels: labels are checked against it when given. */
   numLabels?: number;
+  /** The labels are real values (regression): batches carry them as floats, unchecked. */
+  regression?: boolean;
 }
 
 /**
@@ -61,6 +65,8 @@ export class ClassificationDataset implements Dataset {
   readonly padId: number;
   /** Longest row in tokens, special tokens included. */
   readonly maxLength: number;
+  /** The labels are real values (regression). */
+  readonly regression: boolean;
   private readonly truncation: boolean;
   private readonly cache: (Row | undefined)[];
 
@@ -77,7 +83,10 @@ export class ClassificationDataset implements Dataset {
       throw new RangeError(`ClassificationDataset: maxLength must be an integer ≥ 1, got ${opts.maxLength}`);
     }
     if (examples.length === 0) throw new DataError(`ClassificationDataset: no examples`);
-    if (opts.numLabels !== undefined) checkLabels(examples, opts.numLabels, "ClassificationDataset");
+    this.regression = opts.regression ?? false;
+    if (opts.numLabels !== undefined && !this.regression) {
+      checkLabels(examples, opts.numLabels, "ClassificationDataset");
+    }
     this.padId = tokenizer.padId;
     this.maxLength = opts.maxLength;
     this.truncation = opts.truncation ?? true;
@@ -274,8 +283,11 @@ export interface TrainBatch {
   ids: Int32Array;
   /** 1 for real tokens, 0 for padding. */
   attentionMask: Int32Array;
-  /** Classification: [batch] class ids. Causal LM: [batch, seq] next-token ids, −100 at padding. */
-  labels: Int32Array;
+  /**
+   * Classification: [batch] class ids (regression: real values, as floats). Causal LM:
+   * [batch, seq] next-token ids, −100 at padding.
+   */
+  labels: Int32Array | Float32Array;
   /** [batch, seq] token type ids, present when the rows have them (pair tasks); 0 at padding. */
   tokenTypeIds?: Int32Array;
   /** [batch, seq]: rows and tokens per row. */
@@ -302,7 +314,11 @@ export function collate(dataset: Dataset, indices: ArrayLike<number>, padTo?: nu
   const ids = new Int32Array(b * len).fill(dataset.padId);
   const attentionMask = new Int32Array(b * len);
   const perToken = typeof rows[0].label !== "number";
-  const labels = perToken ? new Int32Array(b * len).fill(IGNORE_INDEX) : new Int32Array(b);
+  const labels = perToken
+    ? new Int32Array(b * len).fill(IGNORE_INDEX)
+    : dataset.regression
+    ? new Float32Array(b)
+    : new Int32Array(b);
   const withTypes = rows.some((r) => r.typeIds !== undefined);
   const tokenTypeIds = withTypes ? new Int32Array(b * len) : undefined;
   rows.forEach((r, i) => {

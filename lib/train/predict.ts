@@ -13,7 +13,7 @@
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Batch, Model } from "../models/model.ts";
 import { Prng } from "../spectral/prng.ts";
-import { noGrad, reshape, slice, softmax, Tensor, tidy } from "../tensor/mod.ts";
+import { noGrad, reshape, slice, Tensor, tidy } from "../tensor/mod.ts";
 import { BatchIterator, ClassificationDataset, type TrainBatch } from "./data.ts";
 
 /** A text to classify: one text, or a pair (GLUE-style tasks). */
@@ -32,12 +32,14 @@ export interface ClassifyOptions {
   batchSize?: number;
 }
 
-/** One text's prediction. */
+/** One input's prediction. */
 export interface Prediction {
-  /** The most probable class id. */
+  /** The most probable class id (0 for a regression head). */
   id: number;
-  /** Softmax probability of each class id. */
+  /** Softmax probability of each class id ([1] for a regression head). */
   probabilities: number[];
+  /** The output of a regression head (one output: problem_type "regression"). */
+  value?: number;
 }
 
 /**
@@ -101,28 +103,37 @@ export async function classifyImages(
   return await probabilities(model, batches);
 }
 
-/** Softmax of the logits of each batch, read back together after one submit. */
+/**
+ * Class probabilities (softmax, in float64) of each batch's logits, read back together after one
+ * submit; a one-output head's value as it is.
+ */
 async function probabilities(
   model: Model,
   batches: readonly { rows: number; inputs: () => Batch }[],
 ): Promise<Prediction[]> {
   const wasTraining = (model as { training?: boolean }).training ?? false;
   model.train(false);
-  const reads: { rows: number; probs: Promise<Float32Array> }[] = [];
+  const reads: { rows: number; logits: Promise<Float32Array> }[] = [];
   try {
     for (const b of batches) {
-      const { probs } = tidy(() =>
-        noGrad(() => ({ probs: softmax(model.forward(b.inputs(), { headOnly: true }).logits).readLater() }))
+      const { logits } = tidy(() =>
+        noGrad(() => ({ logits: model.forward(b.inputs(), { headOnly: true }).logits.readLater() }))
       );
-      reads.push({ rows: b.rows, probs });
+      reads.push({ rows: b.rows, logits });
     }
     model.gpu.stream.flush();
     const out: Prediction[] = [];
-    for (const { rows, probs } of reads) {
-      const p = await probs, classes = p.length / rows;
+    for (const { rows, logits } of reads) {
+      const l = await logits, classes = l.length / rows;
       for (let r = 0; r < rows; r++) {
-        const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
-        out.push({ id: row.indexOf(Math.max(...row)), probabilities: row });
+        const row = Array.from(l.subarray(r * classes, (r + 1) * classes));
+        if (classes === 1) {
+          out.push({ id: 0, probabilities: [1], value: row[0] });
+          continue;
+        }
+        const max = Math.max(...row), e = row.map((v) => Math.exp(v - max));
+        const sum = e.reduce((a, b) => a + b, 0);
+        out.push({ id: row.indexOf(max), probabilities: e.map((v) => v / sum) });
       }
     }
     return out;

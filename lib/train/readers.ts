@@ -25,7 +25,7 @@ export interface Example {
   text: string;
   /** The second text of a pair task (GLUE's sentence2, hypothesis, …). */
   pair?: string;
-  /** The class id. */
+  /** The class id (a real value for regression). */
   label: number;
 }
 
@@ -67,6 +67,11 @@ export interface ReadOptions {
   labels?: readonly string[];
   /** The classification head's num_labels: every label id must be below it (default labels.length). */
   numLabels?: number;
+  /**
+   * The labels are real values (regression, e.g. STS-B's similarity scores): numbers, or strings
+   * of numbers, kept as they are; `labels` and `numLabels` do not apply.
+   */
+  regression?: boolean;
 }
 
 /**
@@ -214,11 +219,23 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
             : ""),
       );
     }
-    const example: Example = { text: texts[0], label: labels.id(fields[labelField], line) };
+    const label = opts.regression
+      ? targetValue(fields[labelField], `${path}:${line}`)
+      : labels.id(fields[labelField], line);
+    const example: Example = { text: texts[0], label };
     if (texts.length > 1) example.pair = texts[1];
     return example;
   });
-  return { path, examples, labelNames: labels.names(), textFields, labelField };
+  return { path, examples, labelNames: opts.regression ? null : labels.names(), textFields, labelField };
+}
+
+/** A regression target: a finite number, or a string holding one. */
+function targetValue(value: unknown, where: string): number {
+  const v = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw new DataError(`${where}: the regression label ${JSON.stringify(value)} is not a finite number`);
+  }
+  return v;
 }
 
 /** The text field(s) to read: the options', else the first of {@link TEXT_FIELDS} the record has. */

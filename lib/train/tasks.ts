@@ -7,6 +7,7 @@
 import type { Batch, Model } from "../models/model.ts";
 import { noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
+import { f1, matthews, pearson, spearman } from "./metrics.ts";
 
 /** The tasks the trainer runs. */
 export type TaskName = "causal-lm" | "seq-cls" | "image-cls";
@@ -158,6 +159,14 @@ export interface EvalResult {
   perplexity?: number;
   /** Share of examples classified right, classification only. */
   accuracy?: number;
+  /** Matthews correlation of the predicted and true classes (CoLA's metric), classification only. */
+  mcc?: number;
+  /** F1 of class 1 (MRPC's and QQP's metric), two-class classification only. */
+  f1?: number;
+  /** Pearson correlation of predictions and targets (STS-B's metric), regression only. */
+  pearson?: number;
+  /** Spearman correlation of predictions and targets, regression only. */
+  spearman?: number;
   /** Examples evaluated. */
   examples: number;
   /** Targets the loss averages over. */
@@ -176,7 +185,8 @@ export async function evaluate(
 ): Promise<EvalResult> {
   const wasTraining = (model as { training?: boolean }).training ?? false;
   model.train(false);
-  let lossSum = 0, targets = 0, correct = 0, examples = 0, done = 0;
+  let lossSum = 0, targets = 0, examples = 0, done = 0;
+  const scored: { logits: Float32Array; labels: Int32Array | Float32Array }[] = [];
   let pending: Promise<void>[] = [];
   try {
     for (const b of batches) {
@@ -197,9 +207,7 @@ export async function evaluate(
         if (n > 0) lossSum += loss * n;
         targets += n;
         examples += rows;
-        // await first: `correct += await …` would read `correct` before the await and lose updates
-        const logits = labels && reads.logits ? await reads.logits : null;
-        if (labels && logits) correct += countCorrect(logits, labels);
+        if (labels && reads.logits) scored.push({ logits: await reads.logits, labels });
       })());
       done++;
       if (pending.length >= 8) {
@@ -216,20 +224,36 @@ export async function evaluate(
   const loss = targets > 0 ? lossSum / targets : NaN;
   const result: EvalResult = { loss, examples, targets };
   if (task === "causal-lm") result.perplexity = Math.exp(loss);
-  else result.accuracy = examples > 0 ? correct / examples : NaN;
+  else Object.assign(result, predictionMetrics(scored));
   return result;
 }
 
-/** Rows of `logits` ([rows, classes] row-major) whose argmax is the label. */
-export function countCorrect(logits: Float32Array, labels: Int32Array): number {
-  const rows = labels.length, classes = logits.length / rows;
-  let correct = 0;
-  for (let i = 0; i < rows; i++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (logits[i * classes + c] > logits[i * classes + best]) best = c;
-    if (best === labels[i]) correct++;
+/**
+ * Accuracy, MCC and (two classes) F1 of the argmax of each row of logits; for a regression head
+ * (one output, float targets) the Pearson and Spearman correlations of outputs and targets.
+ */
+function predictionMetrics(
+  scored: readonly { logits: Float32Array; labels: Int32Array | Float32Array }[],
+): Partial<EvalResult> {
+  const truth = scored.flatMap((s) => Array.from(s.labels));
+  if (truth.length === 0) return { accuracy: NaN };
+  if (scored[0].labels instanceof Float32Array) {
+    const out = scored.flatMap((s) => Array.from(s.logits));
+    return truth.length < 2 ? {} : { pearson: pearson(out, truth), spearman: spearman(out, truth) };
   }
-  return correct;
+  const classes = scored[0].logits.length / scored[0].labels.length;
+  const pred = scored.flatMap(({ logits, labels }) =>
+    Array.from(labels, (_, i) => {
+      const row = logits.subarray(i * classes, (i + 1) * classes);
+      return row.indexOf(Math.max(...row));
+    })
+  );
+  const right = pred.filter((p, i) => p === truth[i]).length;
+  return {
+    accuracy: right / truth.length,
+    mcc: matthews(pred, truth),
+    ...(classes === 2 ? { f1: f1(pred, truth) } : {}),
+  };
 }
 
 /** Every batch of one pass over a split, in order (for evaluation). */

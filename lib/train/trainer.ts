@@ -20,6 +20,7 @@ import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { add, keep, noGrad, scale, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import {
+  type BestMetric,
   type BestState,
   type LoadedCheckpoint,
   type OptimizerState,
@@ -125,10 +126,10 @@ export interface TrainOptions {
 /** What {@link TrainOptions.best} does with the evaluations. */
 export interface BestOptions {
   /**
-   * What "better" means: a higher accuracy, or a lower loss (default: accuracy when the
-   * evaluation reports one, else loss).
+   * What "better" means: a lower loss, or a higher accuracy, MCC, F1, Pearson or Spearman
+   * correlation (default: accuracy when the evaluation reports one, else Pearson, else loss).
    */
-  metric?: "accuracy" | "loss";
+  metric?: BestMetric;
   /** Write the weights of each better evaluation into `<outDir>/best` (through `writeWeights`). */
   save?: boolean;
   /** Stop after this many evaluations in a row that are not better (early stopping; default never). */
@@ -279,12 +280,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   /** Compare an evaluation with the best so far: keep it if better, else count towards patience. */
   const track = async (r: EvalResult) => {
-    const metric = opts.best!.metric ?? (r.accuracy !== undefined ? "accuracy" : "loss");
-    const value = metric === "accuracy" ? r.accuracy : r.loss;
+    const metric = opts.best!.metric ??
+      (r.accuracy !== undefined ? "accuracy" : r.pearson !== undefined ? "pearson" : "loss");
+    const value = r[metric];
     if (value === undefined || Number.isNaN(value)) {
       throw new Error(`train: the evaluation reports no ${metric} to find the best one by`);
     }
-    const better = !best || (metric === "accuracy" ? value > best.value : value < best.value);
+    const better = !best || (metric === "loss" ? value < best.value : value > best.value);
     if (better) {
       best = { step, metric, value, since: 0 };
       if (opts.best!.save && opts.outDir && opts.writeWeights) {
@@ -399,6 +401,10 @@ export function describeEval(r: EvalResult): string {
   const parts = [`loss ${r.loss.toFixed(4)}`];
   if (r.perplexity !== undefined) parts.push(`perplexity ${r.perplexity.toFixed(2)}`);
   if (r.accuracy !== undefined) parts.push(`accuracy ${r.accuracy.toFixed(4)}`);
+  if (r.mcc !== undefined) parts.push(`mcc ${r.mcc.toFixed(4)}`);
+  if (r.f1 !== undefined) parts.push(`f1 ${r.f1.toFixed(4)}`);
+  if (r.pearson !== undefined) parts.push(`pearson ${r.pearson.toFixed(4)}`);
+  if (r.spearman !== undefined) parts.push(`spearman ${r.spearman.toFixed(4)}`);
   return `${parts.join(", ")} (${r.examples} examples)`;
 }
 

@@ -1,0 +1,19 @@
+import { f1, matthews, pearson, spearman } from "../lib/train/metrics.ts";
+import { assertClose, assertEquals, assertThrows } from "./assert.ts";
+
+const reference = JSON.parse(
+  await Deno.readTextFile(new URL("./fixtures/metrics/metrics.json", import.meta.url)),
+);
+
+Deno.test("metrics: MCC and F1 as scikit-learn, Pearson and Spearman (with ties) as SciPy", () => {
+  for (const c of reference.classification) {
+    assertClose([matthews(c.pred, c.truth)], [c.mcc], 1e-12, `mcc of ${c.pred.length}`);
+    if (c.f1 !== undefined) assertClose([f1(c.pred, c.truth)], [c.f1], 1e-12, `f1 of ${c.pred.length}`);
+  }
+  for (const r of reference.regression) {
+    assertClose([pearson(r.x, r.y)], [r.pearson], 1e-12, `pearson of ${r.x.length}`);
+    assertClose([spearman(r.x, r.y)], [r.spearman], 1e-12, `spearman of ${r.x.length}`);
+  }
+  assertEquals(f1([0, 0], [0, 0]), 0);
+  assertThrows(() => pearson([1], [1, 2]), "need two equal, non-empty lists");
+});
