@@ -183,6 +183,7 @@ export {
   type TaskName,
 } from "./lib/train/tasks.ts";
 export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
+export { f1, matthews, pearson, spearman } from "./lib/train/metrics.ts";
 export {
   type ImageData,
   type ImageDataOptions,
