@@ -13,7 +13,7 @@ import { loadModel, loadModelTokenizer } from "../models/load.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
-import { type BestMetric, findCheckpoint, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
+import { type BestMetric, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
@@ -32,6 +32,7 @@ import {
 } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
 import { loadingProgress } from "./load.ts";
+import { checkOutDir, runArgs, withSavedArgs } from "./run_dir.ts";
 import {
   chooseTask,
   defaultData,
@@ -40,7 +41,6 @@ import {
   readModelConfig,
   taskOfConfig,
 } from "./setup.ts";
-import { pathExists } from "../io/paths.ts";
 
 /** Where the embedded default model lives. */
 export const DEFAULT_MODEL = "models/default";
@@ -254,7 +254,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     args = [...DEMO_ARGS];
   }
   const started = args;
-  args = await withSavedArgs(args);
+  args = await withSavedArgs(args, FLAGS.out.default);
   return withArgs(SPEC, args, (v) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       const gpu = await getGpu();
@@ -275,41 +275,6 @@ export async function trainCommand(args: string[]): Promise<number> {
 }
 
 /** One training run; resolves to the exit code and the final held-out accuracy, if any. */
-/**
- * With `--resume`, the options the run was started with (from its checkpoint) go first, so
- * `train --resume --out DIR` alone continues it; options given now come after and win.
- */
-async function withSavedArgs(args: string[]): Promise<string[]> {
-  if (!args.includes("--resume")) return args;
-  const i = args.findIndex((a) => a === "--out" || a.startsWith("--out="));
-  const out = i < 0 ? FLAGS.out.default : args[i].startsWith("--out=") ? args[i].slice(6) : args[i + 1];
-  if (!out) return args;
-  const ckpt = await findCheckpoint(out).catch(() => null);
-  if (!ckpt) return args;
-  let saved: unknown;
-  try {
-    saved = JSON.parse(await Deno.readTextFile(join(ckpt, "trainer_state.json"))).args;
-  } catch {
-    return args;
-  }
-  return Array.isArray(saved) && saved.every((a) => typeof a === "string") ? [...saved, ...args] : args;
-}
-
-/** The options that define a run, without those that only steer one session. */
-function runArgs(args: string[]): string[] {
-  const once = new Set(["--resume", "--overwrite", "--stop-at", "--quiet", "-q"]);
-  const out: string[] = [];
-  for (let k = 0; k < args.length; k++) {
-    const name = args[k].split("=")[0];
-    if (once.has(name)) {
-      if (name === "--stop-at" && !args[k].includes("=")) k++;
-      continue;
-    }
-    out.push(args[k]);
-  }
-  return out;
-}
-
 async function runTraining(
   gpu: Gpu,
   v: Values,
@@ -552,26 +517,4 @@ function targetModulesOf(flag: string | undefined): string[] | string | undefine
   if (flag === undefined) return undefined;
   if (flag === "all-linear" || /[\\^$*+?()[\]{}|]/.test(flag)) return flag;
   return listOf(flag);
-}
-
-/** Refuse to mix a new run into an output directory that holds another one. */
-async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
-  if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
-  if (resume) {
-    if (!(await findCheckpoint(outDir))) {
-      throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
-    }
-    return;
-  }
-  const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "log.jsonl")));
-  if (held && !overwrite) {
-    throw new ArgsError(
-      `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
-    );
-  }
-  if (held) {
-    for (const name of ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"]) {
-      await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
-    }
-  }
 }

@@ -1,0 +1,68 @@
+/**
+ * A training run's output directory across sessions: the options a resumed run was started
+ * with, the options that define a run (stored in its checkpoints), and refusing to mix a new run
+ * into a directory that holds another one.
+ * @module
+ */
+import { join } from "node:path";
+import { pathExists } from "../io/paths.ts";
+import { findCheckpoint } from "../train/checkpoint.ts";
+import { BEST_DIR } from "../train/trainer.ts";
+import { ArgsError } from "./args.ts";
+
+/**
+ * With `--resume`, the options the run was started with (from its checkpoint) go first, so
+ * `train --resume --out DIR` alone continues it; options given now come after and win.
+ */
+export async function withSavedArgs(args: string[], defaultOut: string): Promise<string[]> {
+  if (!args.includes("--resume")) return args;
+  const i = args.findIndex((a) => a === "--out" || a.startsWith("--out="));
+  const out = i < 0 ? defaultOut : args[i].startsWith("--out=") ? args[i].slice(6) : args[i + 1];
+  if (!out) return args;
+  const ckpt = await findCheckpoint(out).catch(() => null);
+  if (!ckpt) return args;
+  let saved: unknown;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(join(ckpt, "trainer_state.json"))).args;
+  } catch {
+    return args;
+  }
+  return Array.isArray(saved) && saved.every((a) => typeof a === "string") ? [...saved, ...args] : args;
+}
+
+/** The options that define a run, without those that only steer one session. */
+export function runArgs(args: string[]): string[] {
+  const once = new Set(["--resume", "--overwrite", "--stop-at", "--quiet", "-q"]);
+  const out: string[] = [];
+  for (let k = 0; k < args.length; k++) {
+    const name = args[k].split("=")[0];
+    if (once.has(name)) {
+      if (name === "--stop-at" && !args[k].includes("=")) k++;
+      continue;
+    }
+    out.push(args[k]);
+  }
+  return out;
+}
+
+/** Refuse to mix a new run into an output directory that holds another one. */
+export async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
+  if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
+  if (resume) {
+    if (!(await findCheckpoint(outDir))) {
+      throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
+    }
+    return;
+  }
+  const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "log.jsonl")));
+  if (held && !overwrite) {
+    throw new ArgsError(
+      `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
+    );
+  }
+  if (held) {
+    for (const name of ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"]) {
+      await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
+    }
+  }
+}
