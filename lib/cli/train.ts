@@ -163,7 +163,7 @@ const FLAGS = {
     type: "string",
     default: "runs/train",
     arg: "DIR",
-    help: "output directory (adapter/ or model/, log.jsonl, checkpoint/)",
+    help: "output directory (adapter/ or model/, log.jsonl, checkpoint/, best/)",
   },
   resume: { type: "boolean", help: "continue the run in --out from its checkpoint" },
   "stop-at": {
