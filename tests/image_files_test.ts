@@ -71,6 +71,7 @@ Deno.test("readImageData: an image folder (classes in sorted order, other files 
     `label "dog" is not one of the training data's ["cat"]`,
   );
   await withTempDir("hartley_imgdir_", async (dir) => {
+    await Deno.mkdir(`${dir}/.ipynb_checkpoints`); // hidden: no class
     await Deno.mkdir(`${dir}/empty`);
     await assertRejects(() => readImageData(dir, processor), DataError, `${dir}/empty: no PNG or JPEG files`);
   });

@@ -139,7 +139,8 @@ async function folderImages(
   opts: ImageDataOptions,
 ): Promise<ImageData> {
   const classes: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (e.isDirectory) classes.push(e.name);
+  // hidden folders (.git, .ipynb_checkpoints, …) are no classes
+  for await (const e of Deno.readDir(dir)) if (e.isDirectory && !e.name.startsWith(".")) classes.push(e.name);
   classes.sort();
   if (classes.length === 0) {
     throw new DataError(`${dir}: no class folders (an image folder holds one folder of images per class)`);
@@ -163,6 +164,7 @@ async function imageFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   for await (const e of Deno.readDir(dir)) {
     const path = join(dir, e.name);
+    if (e.name.startsWith(".")) continue;
     if (e.isDirectory) out.push(...await imageFiles(path));
     else if (e.isFile && IMAGE_FILE.test(e.name)) out.push(path);
   }
