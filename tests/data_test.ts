@@ -26,6 +26,7 @@ import {
 } from "../lib/train/readers.ts";
 import { splitByFraction, splitIndices, splitTokens, trainEvalSplit } from "../lib/train/split.ts";
 import { emailToText } from "../lib/train/email.ts";
+import { matthews } from "../lib/train/metrics.ts";
 import {
   BROWN_CHARS,
   detokenizeBrown,
@@ -768,4 +769,12 @@ Deno.test("readClassificationFile with regression: real-valued labels from numbe
     assertEquals(Array.from(collate(ds, [0, 1]).labels), [Math.fround(3.8), 0]);
     assert(collate(ds, [0]).labels instanceof Float32Array);
   });
+});
+
+Deno.test("splits and metrics take GLUE-size inputs (400,000 rows: no argument spreads)", () => {
+  const items = Array.from({ length: 400_000 }, (_, i) => ({ label: i % 2 }));
+  const s = splitByFraction(items, { fraction: 0.1, seed: 0, stratify: (e) => e.label });
+  assertEquals([s.train.length, s.heldOut.length], [360_000, 40_000]);
+  const pred = items.map((e) => e.label), truth = items.map((e, i) => i % 4 === 0 ? 1 - e.label : e.label);
+  assert(Math.abs(matthews(pred, truth) - 0.5) < 1e-9, String(matthews(pred, truth)));
 });

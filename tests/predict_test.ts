@@ -74,6 +74,19 @@ Deno.test("generate: greedy starts with PyTorch's most probable next token, and 
   }
 });
 
+Deno.test("generate: the continuation keeps its leading space with a SentencePiece tokenizer (LLaMA)", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, `${FIXTURES}models/llama`);
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    const g = await generate(model, tokenizer, "The jury said", { maxNewTokens: 4, stopAtEos: false });
+    assertEquals("The jury said" + g.text, tokenizer.decode(g.ids));
+    assert(g.text.startsWith(" "), JSON.stringify(g.text));
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("classify: the forward pass's softmax for each text, in input order, whatever the batch size", async () => {
   const gpu = await getGpu();
   const dir = `${FIXTURES}models/roberta`;

@@ -206,10 +206,10 @@ function vocabSize(tokenizer: Record<string, unknown>, path: string): number {
   const model = tokenizer.model as { vocab?: Record<string, number> | [string, number][] } | undefined;
   const ids: number[] = [];
   if (Array.isArray(model?.vocab)) ids.push(model.vocab.length - 1);
-  else if (model?.vocab) ids.push(...Object.values(model.vocab));
+  else if (model?.vocab) { for (const id of Object.values(model.vocab)) ids.push(id); }
   for (const t of (tokenizer.added_tokens as { id: number }[] | undefined) ?? []) ids.push(t.id);
   if (ids.length === 0) throw new ArgsError(`${path}: no vocabulary found in the tokenizer`);
-  return Math.max(...ids) + 1;
+  return ids.reduce((m, id) => Math.max(m, id), 0) + 1;
 }
 
 /** Copy the final model to `dest` and record the run in pretraining.json. */

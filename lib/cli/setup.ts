@@ -208,7 +208,7 @@ async function classificationSplits(
       throw new DataError(`--regression needs a one-output head, the model's has ${headLabels} labels`);
     }
   } else {
-    const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
+    const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, e.label), 0);
     numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxLabel + 1, 2);
     checkLabels(train, numLabels, spec.data);
     if (evalSet) checkLabels(evalSet, numLabels, spec.evalData ?? spec.data);
@@ -308,7 +308,8 @@ async function imageSplits(
   }
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
-  const maxLabel = Math.max(...train.map((e) => e.label), ...(evalSet ?? []).map((e) => e.label));
+  // a loop, not a spread: GLUE's largest splits pass the engine's argument limit
+  const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, e.label), 0);
   const numLabels = headLabels ?? Math.max(names?.length ?? 0, maxLabel + 1, 2);
   const bad = [...train, ...(evalSet ?? [])].find((e) => e.label >= numLabels);
   if (bad) {

@@ -165,7 +165,7 @@ async function imageFiles(dir: string): Promise<string[]> {
   for await (const e of Deno.readDir(dir)) {
     const path = join(dir, e.name);
     if (e.name.startsWith(".")) continue;
-    if (e.isDirectory) out.push(...await imageFiles(path));
+    if (e.isDirectory) { for (const f of await imageFiles(path)) out.push(f); }
     else if (e.isFile && IMAGE_FILE.test(e.name)) out.push(path);
   }
   return out;

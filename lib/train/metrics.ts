@@ -8,7 +8,8 @@
 /** Matthews correlation of predicted and true class ids (any number of classes; 0 when undefined). */
 export function matthews(pred: ArrayLike<number>, truth: ArrayLike<number>): number {
   checkPaired(pred, truth);
-  const classes = Math.max(0, ...Array.from(pred), ...Array.from(truth)) + 1;
+  let classes = 1;
+  for (let i = 0; i < pred.length; i++) classes = Math.max(classes, pred[i] + 1, truth[i] + 1);
   const t = new Float64Array(classes), p = new Float64Array(classes);
   let correct = 0;
   const n = pred.length;

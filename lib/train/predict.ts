@@ -179,7 +179,7 @@ export interface Generation {
   ids: number[];
   /** How many of `ids` are new. */
   newTokens: number;
-  /** The new tokens, decoded (special tokens skipped). */
+  /** What the new tokens add to the decoded prompt (special tokens skipped). */
   text: string;
   /** Why it stopped: the token budget, the end-of-sequence token, or the model's last position. */
   stop: "length" | "eos" | "positions";
@@ -237,7 +237,7 @@ export async function generate(
         break;
       }
       if (opts.onText) {
-        const text = tokenizer.decode(ids.slice(start));
+        const text = continuation(tokenizer, ids, start);
         if (!text.endsWith("\uFFFD") && text.length > emitted) {
           opts.onText(text.slice(emitted));
           emitted = text.length;
@@ -247,9 +247,19 @@ export async function generate(
   } finally {
     model.train(wasTraining);
   }
-  const text = tokenizer.decode(ids.slice(start));
+  const text = continuation(tokenizer, ids, start);
   if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
   return { ids, newTokens: ids.length - start, text, stop };
+}
+
+/**
+ * The text the tokens from `start` add to the prompt: the whole sequence decoded, less the
+ * decoded prompt. (Decoding the new tokens alone loses the space a SentencePiece tokenizer, as
+ * LLaMA's, writes as part of a word's first piece.)
+ */
+function continuation(tokenizer: Tokenizer, ids: readonly number[], start: number): string {
+  const all = tokenizer.decode(ids), prompt = tokenizer.decode(ids.slice(0, start));
+  return all.startsWith(prompt) ? all.slice(prompt.length) : tokenizer.decode(ids.slice(start));
 }
 
 /** The logits of the token after `ids` (one forward pass; only the last row is read back). */
@@ -281,7 +291,7 @@ function argmax(v: Float32Array): number {
 function sample(logits: Float32Array, temperature: number, topK: number, rng: Prng): number {
   let order = Array.from(logits.keys());
   if (topK > 0 && topK < order.length) order = order.sort((a, b) => logits[b] - logits[a]).slice(0, topK);
-  const max = Math.max(...order.map((i) => logits[i]));
+  const max = order.reduce((m, i) => Math.max(m, logits[i]), -Infinity);
   const weights = order.map((i) => Math.exp((logits[i] - max) / temperature));
   let u = rng.uniform() * weights.reduce((a, b) => a + b, 0);
   for (let j = 0; j < order.length; j++) {

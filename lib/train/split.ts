@@ -68,8 +68,8 @@ export function splitIndices(n: number, { fraction, seed = 0, strata }: SplitOpt
       const j = prng.below(i + 1);
       [g[i], g[j]] = [g[j], g[i]];
     }
-    heldOut.push(...g.slice(0, quota[k]));
-    train.push(...g.slice(quota[k]));
+    // loops, not spreads: a stratum of a large split passes the engine's argument limit
+    for (let i = 0; i < g.length; i++) (i < quota[k] ? heldOut : train).push(g[i]);
   });
   const ascending = (a: number, b: number) => a - b;
   return { train: train.sort(ascending), heldOut: heldOut.sort(ascending) };

@@ -210,9 +210,10 @@ export function linePlotSvg(series: readonly Series[], opts: LinePlotOptions = {
     Number.isFinite(x) && Number.isFinite(ty(y))
   );
   const xs = all.map((p) => p[0]), ys = all.map((p) => ty(p[1]));
-  const x0 = xs.length ? Math.min(...xs) : 0;
-  let x1 = xs.length ? Math.max(...xs) : 1;
-  let y0 = ys.length ? Math.min(...ys) : 0, y1 = ys.length ? Math.max(...ys) : 1;
+  const x0 = xs.length ? xs.reduce((a, b) => Math.min(a, b)) : 0;
+  let x1 = xs.length ? xs.reduce((a, b) => Math.max(a, b)) : 1;
+  let y0 = ys.length ? ys.reduce((a, b) => Math.min(a, b)) : 0;
+  let y1 = ys.length ? ys.reduce((a, b) => Math.max(a, b)) : 1;
   if (x1 === x0) x1 = x0 + 1;
   if (y1 === y0) [y0, y1] = [y0 - 0.5, y1 + 0.5];
   const pad = (y1 - y0) * 0.05;
