@@ -265,3 +265,10 @@ Deno.test("eval reads a pair task's fields named by --text-field and --pair-fiel
     assert(half.err.includes('the pair field "evidence" needs the text field named too'), half.err);
   });
 });
+
+Deno.test("predict (loading as eval and merge do) refuses a head the checkpoint lacks and no adapter restores", async () => {
+  const gpt2 = "tests/fixtures/models/gpt2"; // a causal LM: its seq-cls head would be random
+  const p = await runCli(["predict", "--model", gpt2, "--task", "seq-cls", "--text", "hello"]);
+  assertEquals(p.code, 2);
+  assert(p.err.includes(`has no seq-cls head ("score.weight" is not in its checkpoint)`), p.err);
+});

@@ -49,6 +49,7 @@ export function evalCommand(args: string[]): Promise<number> {
     withAttentionPath(v.attention as AttentionPath, async () => {
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
+        needHead: true,
         model: v.model,
         adapter: v.adapter,
         task: v.task as TaskName | undefined,

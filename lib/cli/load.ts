@@ -16,6 +16,7 @@ import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { ADAPTER_WEIGHTS_FILE, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import { Progress, type ProgressSink } from "../train/progress.ts";
 import type { TaskName } from "../train/tasks.ts";
+import { ArgsError } from "./args.ts";
 import { ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
 
 /** What {@link loadForUse} loaded. */
@@ -38,6 +39,11 @@ export interface LoadForUseOptions {
   dtype?: "f32" | "f16";
   /** Label count when neither the adapter nor the config says (e.g. from the data). */
   numLabels?: number;
+  /**
+   * Refuse a task head that neither the checkpoint nor the adapter holds (loadModel would
+   * initialise it at random): evaluating, merging or predicting with it means nothing.
+   */
+  needHead?: boolean;
 }
 
 /** Checkpoints at least this large show a loading progress display. */
@@ -88,6 +94,14 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
   ensurePadToken(model.config, task, tokenizer);
   try {
     const peft = o.adapter ? await loadAdapterInto(model, o.adapter) : null;
+    const random = model.initialised.find((key) => !peft?.saved.has(key));
+    if (o.needHead && random) {
+      throw new ArgsError(
+        `${o.model} has no ${task} head ("${random}" is not in its checkpoint)` +
+          (o.adapter ? ` and the adapter ${o.adapter} does not hold one` : "") +
+          `: it would be random; give an adapter or a model trained for ${task}, or another --task`,
+      );
+    }
     return { model, peft, config, adapterConfig, task, tokenizer, numLabels };
   } catch (e) {
     model.dispose();

@@ -32,6 +32,7 @@ export function mergeCommand(args: string[]): Promise<number> {
     if (!v.out) throw new ArgsError(`--out DIR is required`);
     const gpu = await getGpu();
     const loaded = await loadForUse(gpu, {
+      needHead: true,
       model: v.model,
       adapter: v.adapter,
       task: v.task as TaskName | undefined,

@@ -83,6 +83,7 @@ export function predictCommand(args: string[]): Promise<number> {
       }
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
+        needHead: true,
         model: v.model,
         adapter: v.adapter,
         task: v.task as "seq-cls" | "causal-lm" | undefined,
