@@ -118,3 +118,17 @@ Deno.test("--save-best writes OUT/best/adapter; --early-stop needs --eval-every"
     assert(noEvery.err.includes("--early-stop counts evaluations: give --eval-every STEPS too"), noEvery.err);
   });
 });
+
+Deno.test("best: patience reached at the last evaluation is no early stop; an early-stopped run stays over", async () => {
+  await withTempDir("hartley_best_end_", async (out) => {
+    const { result } = await scripted(out, (s) => s === 1 ? 0.9 : 0.5, { patience: 5 });
+    assertEquals([result.status, result.steps, result.best?.since], ["done", 6, 5]);
+  });
+  await withTempDir("hartley_best_over_", async (out) => {
+    const first = await scripted(out, (s) => ACCURACY[s], { patience: 2 });
+    assertEquals([first.result.status, first.result.steps], ["early", 4]);
+    assertEquals((await loadCheckpoint(out)).state.stoppedEarly, true);
+    const again = await scripted(out, (s) => ACCURACY[s], { patience: 2, resume: true });
+    assertEquals([again.result.status, again.result.steps, again.saves], ["early", 4, []]);
+  });
+});

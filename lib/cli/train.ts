@@ -302,13 +302,16 @@ async function runTraining(
   if (v["early-stop"] && !v["eval-every"]) {
     throw new ArgsError(`--early-stop counts evaluations: give --eval-every STEPS too`);
   }
-  if (v["best-metric"] && v["best-metric"] !== "loss" && task === "causal-lm") {
-    throw new ArgsError(`--best-metric ${v["best-metric"]}: a causal LM is scored by its loss (use loss)`);
+  if (v["best-metric"] && !v["save-best"] && !v["early-stop"]) {
+    throw new ArgsError(`--best-metric chooses what --save-best and --early-stop compare: give one of them`);
   }
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
   const existingHead = taskOfConfig(config) === task && task !== "causal-lm"
     ? config.labels.length
     : undefined;
+  if (v.regression && task !== "seq-cls") {
+    throw new ArgsError(`--regression trains a sequence classifier's head (the task here is ${task})`);
+  }
   // real-valued labels: asked for, or the model's head is a regression head already
   const regression = task === "seq-cls" &&
     (v.regression || config.problemType === "regression" || existingHead === 1);
@@ -333,6 +336,20 @@ async function runTraining(
     v.model,
     existingHead,
   );
+  const metric = v["best-metric"];
+  const scored = task === "causal-lm"
+    ? ["loss"]
+    : regression
+    ? ["loss", "pearson", "spearman"]
+    : ["loss", "accuracy", "mcc", ...(splits.numLabels === 2 ? ["f1"] : [])];
+  if (metric && !scored.includes(metric)) {
+    throw new ArgsError(
+      `--best-metric ${metric}: this run's evaluations report ${scored.join(", ")} ` +
+        `(${
+          task === "causal-lm" ? "a causal LM" : regression ? "regression" : `${splits.numLabels} classes`
+        })`,
+    );
+  }
   const accumulate = v["grad-accum"];
   const totalSteps = v.steps ??
     Math.max(1, Math.round(v.epochs * splits.train.stepsPerEpoch / accumulate));
@@ -370,7 +387,8 @@ async function runTraining(
     batchSize: v["batch-size"],
     ...(accumulate > 1 ? { gradAccum: accumulate } : {}),
     ...(regression ? { regression } : {}),
-    ...(v["early-stop"] ? { earlyStop: v["early-stop"], bestMetric: v["best-metric"] ?? null } : {}),
+    ...(v["early-stop"] ? { earlyStop: v["early-stop"] } : {}),
+    ...(v["early-stop"] || v["save-best"] ? { bestMetric: v["best-metric"] ?? null } : {}),
     lr,
     headLr: v["head-lr"],
     schedule: v.schedule,
@@ -383,6 +401,14 @@ async function runTraining(
     totalSteps,
   };
   const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
+  if (ckpt?.state.stoppedEarly) {
+    const b = ckpt.state.best;
+    throw new ArgsError(
+      `--resume: the run in ${outDir} stopped early at step ${ckpt.state.step}` +
+        (b ? ` (best ${b.metric} ${b.value.toFixed(4)} at step ${b.step})` : "") +
+        `; it is over: start a new one with --overwrite or another --out`,
+    );
+  }
   if (ckpt) {
     const changes = fingerprintChanges(ckpt.state.fingerprint, fingerprint);
     if (changes.length > 0) {

@@ -50,6 +50,8 @@ export interface TrainerState {
   args?: string[];
   /** The best evaluation so far, when the run tracks one. */
   best?: BestState;
+  /** The run stopped early (`best.patience`): it is over, resuming it trains no further. */
+  stoppedEarly?: true;
 }
 
 /** An evaluation metric that picks the best evaluation. */

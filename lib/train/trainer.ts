@@ -220,6 +220,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const result: TrainResult = { steps: step, status: "done", losses: [], evals: [], seconds: 0, tokens: 0 };
   if (best) result.best = best;
+  // a run that stopped early is over: resuming it trains, evaluates and writes nothing more
+  const over = opts.resumeFrom?.state.stoppedEarly === true;
+  if (over) result.status = "early";
   const started = performance.now();
   let acc = keep(T.zeros(gpu, []));
   let accSteps = 0;
@@ -284,9 +287,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       (r.accuracy !== undefined ? "accuracy" : r.pearson !== undefined ? "pearson" : "loss");
     const value = r[metric];
     if (value === undefined || Number.isNaN(value)) {
-      throw new Error(`train: the evaluation reports no ${metric} to find the best one by`);
+      const reported = Object.keys(r).filter((k) => k !== "examples" && k !== "targets").join(", ");
+      throw new Error(
+        `train: the evaluation reports no ${metric} to find the best one by (it reports ${reported})`,
+      );
     }
-    const better = !best || (metric === "loss" ? value < best.value : value > best.value);
+    // a resumed run that compares another metric starts its best afresh
+    const better = !best || best.metric !== metric ||
+      (metric === "loss" ? value < best.value : value > best.value);
     if (better) {
       best = { step, metric, value, since: 0 };
       if (opts.best!.save && opts.outDir && opts.writeWeights) {
@@ -296,7 +304,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     } else {
       best = { ...best!, since: best!.since + 1 };
       const patience = opts.best!.patience;
-      if (patience !== undefined && best.since >= patience && result.status === "done") {
+      if (patience !== undefined && best.since >= patience && result.status === "done" && step < totalSteps) {
         result.status = "early";
         opts.progress?.log(
           `stopping early at step ${step}: no better ${metric} in ${patience} evaluations (best ${
@@ -327,6 +335,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       fingerprint: opts.fingerprint ?? {},
       args: opts.args ?? opts.resumeFrom?.state.args,
       ...(best ? { best } : {}),
+      ...(result.status === "early" ? { stoppedEarly: true } : {}),
       elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
       tokens: tokensBefore + result.tokens,
     };
@@ -336,8 +345,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   };
 
   try {
+    if (over) return result;
     opts.progress?.update(step, {});
-    while (step < totalSteps) {
+    const ended = () => result.status !== "done"; // a function: the evaluations may end the run
+    while (step < totalSteps && !ended()) {
       const batches = Array.from({ length: micro }, (_, j) => data.batch(data.positionAt(step * micro + j)));
       const counts = batches.map((b) => lossCount(b, task));
       const targets = counts.reduce((a, b) => a + b, 0);
@@ -369,7 +380,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps) {
         await drain();
         await runEval();
-        if (result.status === "early") break;
+        if (ended()) break;
       }
       if (stop) {
         result.status = "stopped";
