@@ -70,6 +70,12 @@ Deno.test("readImageData: an image folder (classes in sorted order, other files 
     DataError,
     `label "dog" is not one of the training data's ["cat"]`,
   );
+  // resizing off: a wrongly sized image is refused when read, naming its file
+  await assertRejects(
+    () => readImageData(`${IMAGES}folder`, { ...processor, doResize: false }),
+    DataError,
+    "cat0.png: the image is 16×16; the model takes 32×32 and its preprocessor_config.json turns resizing off",
+  );
   await withTempDir("hartley_imgdir_", async (dir) => {
     await Deno.mkdir(`${dir}/.ipynb_checkpoints`); // hidden: no class
     await Deno.mkdir(`${dir}/empty`);

@@ -42,17 +42,18 @@ const FLAGS = {
   data: {
     type: "string",
     arg: "PATH",
-    help: "a file of texts or prompts (.txt one per line, .jsonl/.csv/.parquet)",
+    help: "texts or prompts (.txt one per line, .jsonl/.csv/.tsv/.parquet), or for an image classifier a " +
+      "PNG/JPEG file, a folder of them or a .parquet split",
   },
   "text-field": FIELD_FLAGS["text-field"],
   "pair-field": FIELD_FLAGS["pair-field"],
   labels: {
     type: "string",
     arg: "LIST",
-    help: "names of the class ids, comma-separated [default: config.json's]",
+    help: "names of the class ids, comma-separated [default: the adapter's, else config.json's]",
   },
   "seq-len": { type: "integer", default: 512, min: 2, help: "tokens per text at most (longer ones are cut)" },
-  "batch-size": { type: "integer", default: 16, min: 1, help: "texts per forward pass" },
+  "batch-size": { type: "integer", default: 16, min: 1, help: "inputs per forward pass" },
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
   temperature: { type: "number", default: 0, min: 0, help: "sampling temperature (0: greedy)" },
   "top-k": { type: "integer", default: 0, min: 0, help: "sample among the k most probable tokens (0: all)" },
@@ -65,7 +66,7 @@ const FLAGS = {
 
 const SPEC: CommandSpec<typeof FLAGS> = {
   name: "predict",
-  summary: "Label texts with a classifier, or continue prompts with a causal LM.",
+  summary: "Label texts or images with a classifier, or continue prompts with a causal LM.",
   flags: FLAGS,
   notes: [
     "examples:",
@@ -183,7 +184,10 @@ async function continuePrompts(
 ): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
   const enc = new TextEncoder();
-  const write = (text: string) => Deno.stdout.writeSync(enc.encode(text));
+  const write = (text: string) => {
+    const bytes = enc.encode(text);
+    for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
+  };
   for (const prompt of prompts) {
     if (stream) write(prompt);
     const g = await generate(model, tokenizer, prompt, {

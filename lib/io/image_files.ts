@@ -1,7 +1,9 @@
 /**
  * PNG and JPEG files decoded to 8-bit RGB, as Pillow's `Image.open(f).convert("RGB")` (what
  * transformers' image processors start from) gives them: alpha dropped, gray and bilevel
- * replicated over the three channels, palettes looked up, 16-bit samples cut to their high byte.
+ * replicated over the three channels, palettes looked up. 16-bit samples are cut to their high
+ * byte, as Pillow reads 16-bit RGB (none of the test files is 16-bit; Pillow opens 16-bit gray as
+ * 32-bit integers, which it may convert otherwise).
  * Through the pinned npm packages `fast-png` (JavaScript) and `@jsquash/jpeg` (MozJPEG compiled
  * to WebAssembly: the libjpeg-turbo lineage Pillow links, with its inverse DCT and interpolated
  * chroma); this module is the only one that imports them. Both decode the test files exactly as

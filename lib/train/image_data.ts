@@ -64,8 +64,8 @@ export async function readImageData(
 export interface SourcedImage {
   /** The file, or the Parquet file and row. */
   source: string;
-  /** [3, height, width] floats. */
-  pixels: Float32Array;
+  /** Makes the [3, height, width] floats (from the image resized once, kept as 8-bit). */
+  pixels: () => Float32Array;
 }
 
 /**
@@ -79,7 +79,7 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
   });
   const out: SourcedImage[] = [];
   const add = async (bytes: Uint8Array, source: string) =>
-    out.push({ source, pixels: preprocessImage(await decodeImage(bytes, source), processor) });
+    out.push({ source, pixels: pixelsOf(await decodeImage(bytes, source), processor, source) });
   try {
     if (stat.isDirectory) {
       for (const file of (await imageFiles(path)).sort()) await add(await Deno.readFile(file), file);
@@ -101,10 +101,19 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
   return out;
 }
 
-/** An example whose pixels are made from the resized 8-bit image when a batch needs them. */
-function fromImage(image: RgbImage, processor: ImageProcessorConfig, label: number): ImageExample {
+/**
+ * The image resized once (8-bit, as Pillow), and a function that rescales and normalises it when
+ * a batch needs the floats. Without resizing, a wrongly sized image is refused here, by name.
+ */
+function pixelsOf(image: RgbImage, processor: ImageProcessorConfig, source: string): () => Float32Array {
+  if (!processor.doResize && (image.width !== processor.width || image.height !== processor.height)) {
+    throw new DataError(
+      `${source}: the image is ${image.width}×${image.height}; the model takes ${processor.width}×${processor.height} ` +
+        `and its preprocessor_config.json turns resizing off`,
+    );
+  }
   const stored = processor.doResize ? resizeBilinear(image, processor.width, processor.height) : image;
-  return { pixels: () => preprocessImage(stored, processor), label };
+  return () => preprocessImage(stored, processor);
 }
 
 /** Label ids by name: the known names' ids, else numbered in first-seen order. */
@@ -153,7 +162,7 @@ async function folderImages(
     const label = ids.id(cls, join(dir, cls));
     for (const file of files) {
       const image = await decodeImage(await Deno.readFile(file), relative(Deno.cwd(), file) || file);
-      examples.push(fromImage(image, processor, label));
+      examples.push({ pixels: pixelsOf(image, processor, file), label });
     }
   }
   return { examples, labelNames: opts.labels ? [...opts.labels] : classes };
@@ -196,7 +205,7 @@ async function parquetImages(
     if (!(Number.isInteger(id) && id >= 0)) {
       throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(label)}`);
     }
-    examples.push(fromImage(await decodeImage(bytes, at), processor, id));
+    examples.push({ pixels: pixelsOf(await decodeImage(bytes, at), processor, at), label: id });
   }
   if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
   return { examples, labelNames: names ? [...names] : null };

@@ -72,11 +72,12 @@ export async function classify(
 
 /**
  * Class probabilities of preprocessed images (`[3, height, width]` floats each, as
- * lib/io/image.ts makes them) under `model` (an image classifier, in eval mode), in input order.
+ * lib/io/image.ts makes them, or functions that make them when their batch runs) under `model`
+ * (an image classifier, in eval mode), in input order.
  */
 export async function classifyImages(
   model: Model,
-  images: readonly Float32Array[],
+  images: readonly (Float32Array | (() => Float32Array))[],
   opts: { batchSize?: number } = {},
 ): Promise<Prediction[]> {
   if (model.task !== "image-cls") {
@@ -84,20 +85,27 @@ export async function classifyImages(
   }
   const size = "imageSize" in model.config ? model.config.imageSize : 0;
   const per = 3 * size * size;
-  const bad = images.findIndex((p) => p.length !== per);
-  if (bad >= 0) {
-    throw new Error(
-      `classifyImages: image ${bad} has ${images[bad].length} values, the model takes 3×${size}×${size}`,
-    );
-  }
   const batchSize = opts.batchSize ?? 16, batches = [];
   for (let i = 0; i < images.length; i += batchSize) {
-    const part = images.slice(i, i + batchSize);
-    const pixels = new Float32Array(part.length * per);
-    part.forEach((p, j) => pixels.set(p, j * per));
+    const first = i, part = images.slice(i, i + batchSize);
     batches.push({
       rows: part.length,
-      inputs: (): Batch => ({ pixelValues: Tensor.from(model.gpu, pixels, [part.length, 3, size, size]) }),
+      // pixels made when the batch runs: a large set is never held as floats all at once
+      inputs: (): Batch => {
+        const pixels = new Float32Array(part.length * per);
+        part.forEach((p, j) => {
+          const values = typeof p === "function" ? p() : p;
+          if (values.length !== per) {
+            throw new Error(
+              `classifyImages: image ${
+                first + j
+              } has ${values.length} values, the model takes 3×${size}×${size}`,
+            );
+          }
+          pixels.set(values, j * per);
+        });
+        return { pixelValues: Tensor.from(model.gpu, pixels, [part.length, 3, size, size]) };
+      },
     });
   }
   return await probabilities(model, batches);
@@ -113,16 +121,11 @@ async function probabilities(
 ): Promise<Prediction[]> {
   const wasTraining = (model as { training?: boolean }).training ?? false;
   model.train(false);
-  const reads: { rows: number; logits: Promise<Float32Array> }[] = [];
-  try {
-    for (const b of batches) {
-      const { logits } = tidy(() =>
-        noGrad(() => ({ logits: model.forward(b.inputs(), { headOnly: true }).logits.readLater() }))
-      );
-      reads.push({ rows: b.rows, logits });
-    }
-    model.gpu.stream.flush();
-    const out: Prediction[] = [];
+  const out: Prediction[] = [];
+  // each batch is submitted as it is encoded; reads are awaited 8 batches at a time, which bounds
+  // the staging memory and how far the CPU runs ahead, as evaluate does
+  let reads: { rows: number; logits: Promise<Float32Array> }[] = [];
+  const collect = async () => {
     for (const { rows, logits } of reads) {
       const l = await logits, classes = l.length / rows;
       for (let r = 0; r < rows; r++) {
@@ -131,11 +134,23 @@ async function probabilities(
           out.push({ id: 0, probabilities: [1], value: row[0] });
           continue;
         }
-        const max = Math.max(...row), e = row.map((v) => Math.exp(v - max));
+        const max = Math.max(...row), e = row.map((v) => Math.exp(v - max)); // a row: the classes
         const sum = e.reduce((a, b) => a + b, 0);
         out.push({ id: row.indexOf(max), probabilities: e.map((v) => v / sum) });
       }
     }
+    reads = [];
+  };
+  try {
+    for (const b of batches) {
+      const { logits } = tidy(() =>
+        noGrad(() => ({ logits: model.forward(b.inputs(), { headOnly: true }).logits.readLater() }))
+      );
+      model.gpu.stream.flush();
+      reads.push({ rows: b.rows, logits });
+      if (reads.length >= 8) await collect();
+    }
+    await collect();
     return out;
   } finally {
     model.train(wasTraining);
