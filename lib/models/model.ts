@@ -84,6 +84,8 @@ export interface Model {
   readonly initialised: readonly string[];
   /** Train mode enables dropout; eval mode (the default after loading) disables it. */
   train(on: boolean): void;
+  /** True in train mode. */
+  readonly training: boolean;
   /**
    * Recompute each layer in backward instead of keeping its activations (default off): memory
    * for one layer's activations instead of all of them, for one more forward pass.

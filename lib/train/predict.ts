@@ -14,7 +14,8 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Batch, Model } from "../models/model.ts";
 import { Prng } from "../spectral/prng.ts";
 import { noGrad, reshape, slice, Tensor, tidy } from "../tensor/mod.ts";
-import { BatchIterator, ClassificationDataset, type TrainBatch } from "./data.ts";
+import { BatchIterator, ClassificationDataset } from "./data.ts";
+import { toModelBatch } from "./tasks.ts";
 
 /** A text to classify: one text, or a pair (GLUE-style tasks). */
 export interface TextInput {
@@ -66,7 +67,7 @@ export async function classify(
   const steps = Array.from({ length: batches.stepsPerEpoch }, (_, step) => batches.batch({ epoch: 0, step }));
   return await probabilities(
     model,
-    steps.map((b) => ({ rows: b.shape[0], inputs: () => inputsOf(model, b) })),
+    steps.map((b) => ({ rows: b.shape[0], inputs: () => toModelBatch(model, b, "seq-cls", false) })),
   );
 }
 
@@ -119,7 +120,7 @@ async function probabilities(
   model: Model,
   batches: readonly { rows: number; inputs: () => Batch }[],
 ): Promise<Prediction[]> {
-  const wasTraining = (model as { training?: boolean }).training ?? false;
+  const wasTraining = model.training;
   model.train(false);
   const out: Prediction[] = [];
   // each batch is submitted as it is encoded; reads are awaited 8 batches at a time, which bounds
@@ -155,18 +156,6 @@ async function probabilities(
   } finally {
     model.train(wasTraining);
   }
-}
-
-/** The model inputs of a batch of token rows, without labels. */
-function inputsOf(model: Model, b: TrainBatch): Batch {
-  const [rows, len] = b.shape;
-  const batch: Batch = {
-    inputIds: Tensor.from(model.gpu, b.ids, [rows, len]),
-    inputIdsHost: b.ids,
-    attentionMask: b.attentionMask,
-  };
-  if (b.tokenTypeIds) batch.tokenTypeIds = b.tokenTypeIds;
-  return batch;
 }
 
 /** Options of {@link generate}. */
@@ -233,7 +222,7 @@ export async function generate(
   }
   const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
   const rng = new Prng(opts.seed ?? 0);
-  const wasTraining = (model as { training?: boolean }).training ?? false;
+  const wasTraining = model.training;
   model.train(false);
   const start = ids.length;
   let stop: Generation["stop"] = "length";

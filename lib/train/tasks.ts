@@ -116,12 +116,16 @@ export function batchTokens(b: HostBatch): number {
   return n;
 }
 
-/** Model inputs of a CPU batch, labels included (tensors live in the caller's tidy scope). */
-export function toModelBatch(model: Model, b: HostBatch, task: TaskName): Batch {
+/**
+ * Model inputs of a CPU batch, labels included unless `withLabels` is false (prediction);
+ * tensors live in the caller's tidy scope.
+ */
+export function toModelBatch(model: Model, b: HostBatch, task: TaskName, withLabels = true): Batch {
   const gpu = model.gpu;
   if (isImageBatch(b)) {
     if (task !== "image-cls") throw new Error(`an image batch cannot train task ${task}`);
-    return { pixelValues: T.from(gpu, b.pixels, b.shape), labels: T.from(gpu, b.labels, [b.shape[0]]) };
+    const pixelValues = T.from(gpu, b.pixels, b.shape);
+    return withLabels ? { pixelValues, labels: T.from(gpu, b.labels, [b.shape[0]]) } : { pixelValues };
   }
   if (task === "image-cls") throw new Error(`task image-cls needs image data, got token rows`);
   const [rows, len] = b.shape;
@@ -129,9 +133,11 @@ export function toModelBatch(model: Model, b: HostBatch, task: TaskName): Batch 
     inputIds: T.from(gpu, b.ids, [rows, len]),
     inputIdsHost: b.ids,
     attentionMask: b.attentionMask,
-    labels: task === "causal-lm" ? T.from(gpu, b.labels, [rows, len]) : T.from(gpu, b.labels, [rows]),
   };
-  if (task === "causal-lm") batch.nextTokenLabels = true;
+  if (withLabels) {
+    batch.labels = task === "causal-lm" ? T.from(gpu, b.labels, [rows, len]) : T.from(gpu, b.labels, [rows]);
+    if (task === "causal-lm") batch.nextTokenLabels = true;
+  }
   if (b.tokenTypeIds) batch.tokenTypeIds = b.tokenTypeIds;
   return batch;
 }
@@ -183,7 +189,7 @@ export async function evaluate(
   task: TaskName,
   onBatch?: (done: number) => void,
 ): Promise<EvalResult> {
-  const wasTraining = (model as { training?: boolean }).training ?? false;
+  const wasTraining = model.training;
   model.train(false);
   let lossSum = 0, targets = 0, examples = 0, done = 0;
   const scored: { logits: Float32Array; labels: Int32Array | Float32Array }[] = [];
