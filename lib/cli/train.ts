@@ -31,7 +31,7 @@ import {
   withArgs,
 } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
-import { loadingProgress } from "./load.ts";
+import { loadingProgress } from "./loading.ts";
 import { checkOutDir, runArgs, withSavedArgs } from "./run_dir.ts";
 import {
   chooseTask,
