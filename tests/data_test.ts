@@ -776,5 +776,6 @@ Deno.test("splits and metrics take GLUE-size inputs (400,000 rows: no argument s
   const s = splitByFraction(items, { fraction: 0.1, seed: 0, stratify: (e) => e.label });
   assertEquals([s.train.length, s.heldOut.length], [360_000, 40_000]);
   const pred = items.map((e) => e.label), truth = items.map((e, i) => i % 4 === 0 ? 1 - e.label : e.label);
-  assert(Math.abs(matthews(pred, truth) - 0.5) < 1e-9, String(matthews(pred, truth)));
+  // TP 200,000, FN 100,000, TN 100,000, FP 0: MCC = 2e10 / √(2e5·3e5·1e5·2e5) = 1/√3
+  assert(Math.abs(matthews(pred, truth) - 1 / Math.sqrt(3)) < 1e-9, String(matthews(pred, truth)));
 });
