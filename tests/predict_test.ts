@@ -129,3 +129,30 @@ Deno.test("classify: the forward pass's softmax for each text, in input order, w
     model.dispose();
   }
 });
+
+Deno.test("lastLogits: a causal LM's logits at the last position alone equal the full pass's last row", async () => {
+  const gpu = await getGpu();
+  for (const family of ["gpt2", "llama"]) {
+    const model = await loadModel(gpu, `${FIXTURES}models/${family}`);
+    try {
+      const ids = Int32Array.from({ length: 11 }, (_, i) => (i * 37 + 5) % 500);
+      const batch = () => ({
+        inputIds: Tensor.from(gpu, ids, [1, 11]),
+        inputIdsHost: ids,
+        attentionMask: new Int32Array(11).fill(1),
+      });
+      const { full, last, shape } = tidy(() =>
+        noGrad(() => {
+          const a = model.forward(batch()).logits, b = model.forward(batch(), { lastLogits: true }).logits;
+          return { full: a.readLater(), last: b.readLater(), shape: b.shape };
+        })
+      );
+      gpu.stream.flush();
+      const vocab = shape[2];
+      assertEquals(shape, [1, 1, vocab], family);
+      assertClose(Array.from(await last), Array.from((await full).subarray(10 * vocab)), 1e-6, family);
+    } finally {
+      model.dispose();
+    }
+  }
+});

@@ -11,7 +11,7 @@ import { FUSIONS } from "../nn/fusions.ts";
 import type { Linear } from "../nn/linear.ts";
 import { causalLmLoss, classificationLoss } from "../nn/loss.ts";
 import { gatherPositions, lastTokenPositions } from "../nn/pool.ts";
-import { type DropoutRows, reshape, Tensor } from "../tensor/mod.ts";
+import { type DropoutRows, reshape, slice, Tensor } from "../tensor/mod.ts";
 import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
 
 /**
@@ -62,7 +62,8 @@ export function atPooled(x: Tensor, pooled: PooledPositions): Tensor {
  * Logits (and the loss when the batch has labels) of `task` over `hidden` [b, t, h]. `head`
  * is lm_head (causal-lm) or score (seq-cls); `host` the input ids on the CPU (seq-cls pooling).
  * For task "base" the logits are the hidden state itself. With `pooled`, hidden [b, 1, h] holds
- * the pooled positions already.
+ * the pooled positions already. With `lastLogits`, a causal LM's logits at the last position
+ * only, and no loss.
  */
 export function decoderHead(
   task: ModelTask,
@@ -72,8 +73,12 @@ export function decoderHead(
   batch: Batch,
   host: Int32Array | undefined,
   pooled: PooledPositions | null = null,
+  lastLogits = false,
 ): ModelOutput {
   const [b, t] = hidden.shape;
+  if (task === "causal-lm" && lastLogits) {
+    return { logits: head!.forward(slice(hidden, 1, t - 1, t)), hidden };
+  }
   if (task === "causal-lm") {
     const logits = head!.forward(hidden);
     const loss = batch.labels ? causalLmLoss(logits, batch.labels, !batch.nextTokenLabels) : undefined;

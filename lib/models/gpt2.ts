@@ -100,7 +100,7 @@ export class Gpt2Model extends BaseModel {
       input.dispose(); // the block's input is no longer needed (saved activations hold their own views)
     });
     const hidden = this.lnF.forward(x);
-    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled);
+    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
   }
 
   /**

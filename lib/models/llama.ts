@@ -123,7 +123,7 @@ export class LlamaModel extends BaseModel {
       input.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
     });
     const hidden = this.norm.forward(x);
-    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled);
+    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
   }
 
   /**

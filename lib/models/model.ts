@@ -61,6 +61,12 @@ export interface ForwardOptions {
    * that position only ([batch, 1, hidden]). Default false.
    */
   headOnly?: boolean;
+  /**
+   * A causal LM computes its logits at the last position of each row only ([batch, 1, vocab]),
+   * as generation needs, and no loss: the language-model head over the whole sequence would be
+   * [batch, seq, vocab] floats (512 MB for 1,000 tokens of LLaMA 3's vocabulary). Default false.
+   */
+  lastLogits?: boolean;
 }
 
 /** A loaded transformer. */

@@ -13,7 +13,7 @@
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Batch, Model } from "../models/model.ts";
 import { Prng } from "../spectral/prng.ts";
-import { noGrad, reshape, slice, Tensor, tidy } from "../tensor/mod.ts";
+import { noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
 import { BatchIterator, ClassificationDataset } from "./data.ts";
 import { toModelBatch } from "./tasks.ts";
 
@@ -266,7 +266,7 @@ function continuation(tokenizer: Tokenizer, ids: readonly number[], start: numbe
   return all.startsWith(prompt) ? all.slice(prompt.length) : tokenizer.decode(ids.slice(start));
 }
 
-/** The logits of the token after `ids` (one forward pass; only the last row is read back). */
+/** The logits of the token after `ids` (one forward pass; the head runs on the last position alone). */
 function nextTokenLogits(model: Model, ids: readonly number[]): Promise<Float32Array> {
   const host = Int32Array.from(ids);
   const n = host.length;
@@ -277,8 +277,8 @@ function nextTokenLogits(model: Model, ids: readonly number[]): Promise<Float32A
         inputIdsHost: host,
         attentionMask: new Int32Array(n).fill(1),
       };
-      const all = model.forward(batch).logits; // [1, n, vocab]
-      return { logits: reshape(slice(all, 1, n - 1, n), [all.shape[2]]).readLater() };
+      const last = model.forward(batch, { lastLogits: true }).logits; // [1, 1, vocab]
+      return { logits: reshape(last, [last.shape[2]]).readLater() };
     })
   );
   model.gpu.stream.flush();
