@@ -2,7 +2,7 @@ import { parseHfConfig, type VitConfig } from "../lib/io/hf_config.ts";
 import { parseImageProcessorConfig, preprocessImage } from "../lib/io/image.ts";
 import { decodeImage, ImageFileError, readImageFile } from "../lib/io/image_files.ts";
 import { DataError } from "../lib/train/readers.ts";
-import { readImageData } from "../lib/train/image_data.ts";
+import { readImageData, readImages } from "../lib/train/image_data.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { runCli, withTempDir } from "./train_helpers.ts";
 
@@ -99,6 +99,10 @@ Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel na
     );
     const px = await readImageData(`${dir}/px.jsonl`, processor);
     assertEquals([px.labelNames, px.examples.map((e) => e.label)], [["b", "a"], [0, 1]]);
+    // unlabelled, for predict: the same pixels
+    const unlabelled = await readImages(`${dir}/px.jsonl`, processor);
+    assertEquals(unlabelled.map((x) => x.source.split("/").pop()), ["px.jsonl:1", "px.jsonl:2"]);
+    assertEquals(Array.from(unlabelled[0].pixels()), Array.from(pixelsOf(px.examples[0].pixels)));
     await Deno.writeTextFile(`${dir}/x.bmp`, "");
     await assertRejects(
       () => readImageData(`${dir}/x.bmp`, processor),

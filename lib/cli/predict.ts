@@ -43,7 +43,7 @@ const FLAGS = {
     type: "string",
     arg: "PATH",
     help: "texts or prompts (.txt one per line, .jsonl/.csv/.tsv/.parquet), or for an image classifier a " +
-      "PNG/JPEG file, a folder of them or a .parquet split",
+      "PNG/JPEG file, a folder of them, a .parquet split or a .jsonl file of pixel arrays",
   },
   "text-field": FIELD_FLAGS["text-field"],
   "pair-field": FIELD_FLAGS["pair-field"],

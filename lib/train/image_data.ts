@@ -70,7 +70,7 @@ export interface SourcedImage {
 
 /**
  * Unlabelled images, preprocessed: a PNG or JPEG file, every such file below a directory (in
- * sorted path order), or the `image` column of a Parquet split.
+ * sorted path order), the `image` column of a Parquet split, or a JSONL file of pixel arrays.
  */
 export async function readImages(path: string, processor: ImageProcessorConfig): Promise<SourcedImage[]> {
   const stat = await Deno.stat(path).catch((e) => {
@@ -84,6 +84,13 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
     if (stat.isDirectory) {
       for (const file of (await imageFiles(path)).sort()) await add(await Deno.readFile(file), file);
       if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
+    } else if (/\.(jsonl|ndjson)$/i.test(path)) {
+      for (const { at, pixels } of await jsonlPixels(path, processor)) {
+        out.push({
+          source: at,
+          pixels: () => pixels,
+        });
+      }
     } else if (/\.parquet$/i.test(path)) {
       const table = await readParquet(path);
       for (const [i, row] of table.rows.entries()) {
@@ -211,16 +218,18 @@ async function parquetImages(
   return { examples, labelNames: names ? [...names] : null };
 }
 
-async function jsonlImages(
-  path: string,
-  processor: ImageProcessorConfig,
-  opts: ImageDataOptions,
-): Promise<ImageData> {
+/** One line of a JSONL image file: its place, its pixels and its raw label. */
+interface PixelLine {
+  at: string;
+  pixels: Float32Array;
+  label: unknown;
+}
+
+/** The lines of a JSONL file of pixel arrays (`pixel_values`, or `image` with `width` and `height`). */
+async function jsonlPixels(path: string, processor: ImageProcessorConfig): Promise<PixelLine[]> {
   const shape = [3, processor.height, processor.width];
   const text = await readTextFile(path);
-  const ids = new LabelIds(opts.labels, "the training data");
-  let named = false;
-  const examples: ImageExample[] = [];
+  const out: PixelLine[] = [];
   text.split("\n").forEach((line, i) => {
     if (line.trim() === "") return;
     const at = `${path}:${i + 1}`;
@@ -229,15 +238,6 @@ async function jsonlImages(
       o = JSON.parse(line);
     } catch (e) {
       throw new DataError(`${at}: malformed JSON (${(e as Error).message})`);
-    }
-    named ||= typeof o.label === "string";
-    const label = typeof o.label === "number"
-      ? o.label
-      : typeof o.label === "string"
-      ? ids.id(o.label, at)
-      : NaN;
-    if (!(Number.isInteger(label) && label >= 0)) {
-      throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(o.label)}`);
     }
     let pixels: Float32Array;
     if (Array.isArray(o.pixel_values)) {
@@ -258,8 +258,26 @@ async function jsonlImages(
       throw new DataError(`${at}: expected "pixel_values", or "image" with "width" and "height"`);
     }
     if (!pixels.every(Number.isFinite)) throw new DataError(`${at}: the pixels hold NaN or infinity`);
-    examples.push({ pixels, label });
+    out.push({ at, pixels, label: o.label });
   });
-  if (examples.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
+  if (out.length === 0) throw new DataError(`${path}: no images (the file is empty)`);
+  return out;
+}
+
+async function jsonlImages(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: ImageDataOptions,
+): Promise<ImageData> {
+  const ids = new LabelIds(opts.labels, "the training data");
+  let named = false;
+  const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, label: raw }) => {
+    named ||= typeof raw === "string";
+    const label = typeof raw === "number" ? raw : typeof raw === "string" ? ids.id(raw, at) : NaN;
+    if (!(Number.isInteger(label) && label >= 0)) {
+      throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(raw)}`);
+    }
+    return { pixels, label };
+  });
   return { examples, labelNames: opts.labels ? [...opts.labels] : named ? ids.names() : null };
 }
