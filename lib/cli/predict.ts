@@ -29,6 +29,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { loadForUse } from "./load.ts";
+import { maxPositions } from "./setup.ts";
 
 const FLAGS = {
   model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
@@ -94,7 +95,7 @@ export function predictCommand(args: string[]): Promise<number> {
       try {
         if (task === "image-cls" && v.data === undefined) {
           throw new ArgsError(
-            `${v.model} classifies images: give --data IMAGE, a folder of images or a .parquet`,
+            `${v.model} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
           );
         }
         // one prompt for the terminal: written as it is generated
@@ -146,8 +147,7 @@ export function predictCommand(args: string[]): Promise<number> {
 }
 
 function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": number }) {
-  const positions = "maxPositions" in model.config ? model.config.maxPositions : Infinity;
-  return { maxLength: Math.min(v["seq-len"], positions), batchSize: v["batch-size"] };
+  return { maxLength: Math.min(v["seq-len"], maxPositions(model.config)), batchSize: v["batch-size"] };
 }
 
 /** One record per prediction: what was classified, the label's name and id, the probabilities. */

@@ -229,7 +229,8 @@ async function classificationSplits(
   };
 }
 
-function maxPositions(config: HfConfig): number {
+/** The longest sequence a model's positions allow (no limit for a ViT's patches). */
+export function maxPositions(config: HfConfig): number {
   return "maxPositions" in config ? config.maxPositions : Infinity;
 }
 

@@ -45,7 +45,8 @@ export interface Prediction {
 
 /**
  * Class probabilities of `inputs` under `model` (a sequence classifier, in eval mode: no
- * dropout, no gradients), in input order. The batches are queued together and read back once.
+ * dropout, no gradients), in input order; a regression head's value. Each batch is tokenized
+ * and submitted in turn, and read back a few batches later.
  */
 export async function classify(
   model: Model,
@@ -64,11 +65,12 @@ export async function classify(
     batchSize: opts.batchSize ?? 16,
     shuffle: false,
   });
-  const steps = Array.from({ length: batches.stepsPerEpoch }, (_, step) => batches.batch({ epoch: 0, step }));
-  return await probabilities(
-    model,
-    steps.map((b) => ({ rows: b.shape[0], inputs: () => toModelBatch(model, b, "seq-cls", false) })),
-  );
+  const size = batches.batchSize;
+  const steps = Array.from({ length: batches.stepsPerEpoch }, (_, step) => ({
+    rows: Math.min(size, inputs.length - step * size),
+    inputs: () => toModelBatch(model, batches.batch({ epoch: 0, step }), "seq-cls", false),
+  }));
+  return await probabilities(model, steps);
 }
 
 /**
@@ -113,8 +115,8 @@ export async function classifyImages(
 }
 
 /**
- * Class probabilities (softmax, in float64) of each batch's logits, read back together after one
- * submit; a one-output head's value as it is.
+ * Class probabilities (softmax, in float64) of each batch's logits, or a one-output head's value
+ * as it is. Each batch is submitted when encoded; reads are awaited 8 batches at a time.
  */
 async function probabilities(
   model: Model,
