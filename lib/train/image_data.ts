@@ -42,18 +42,10 @@ export async function readImageData(
   processor: ImageProcessorConfig,
   opts: ImageDataOptions = {},
 ): Promise<ImageData> {
-  const stat = await Deno.stat(path).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: not found`);
-    throw e;
-  });
-  try {
-    if (stat.isDirectory) return await folderImages(path, processor, opts);
-    if (/\.parquet$/i.test(path)) return await parquetImages(path, processor, opts);
-    if (/\.(jsonl|ndjson)$/i.test(path)) return await jsonlImages(path, processor, opts);
-  } catch (e) {
-    if (e instanceof ImageFileError || e instanceof ParquetError) throw new DataError(e.message);
-    throw e;
-  }
+  const stat = await statOf(path);
+  if (stat.isDirectory) return await asDataError(() => folderImages(path, processor, opts));
+  if (/\.parquet$/i.test(path)) return await asDataError(() => parquetImages(path, processor, opts));
+  if (/\.(jsonl|ndjson)$/i.test(path)) return await jsonlImages(path, processor, opts);
   throw new DataError(
     `${path}: image data must be a folder of class folders (PNG/JPEG files), a .parquet split with ` +
       `image and label columns, or a .jsonl file of pixel arrays`,
@@ -73,14 +65,11 @@ export interface SourcedImage {
  * sorted path order), the `image` column of a Parquet split, or a JSONL file of pixel arrays.
  */
 export async function readImages(path: string, processor: ImageProcessorConfig): Promise<SourcedImage[]> {
-  const stat = await Deno.stat(path).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: not found`);
-    throw e;
-  });
+  const stat = await statOf(path);
   const out: SourcedImage[] = [];
   const add = async (bytes: Uint8Array, source: string) =>
     out.push({ source, pixels: pixelsOf(await decodeImage(bytes, source), processor, source) });
-  try {
+  await asDataError(async () => {
     if (stat.isDirectory) {
       for (const file of (await imageFiles(path)).sort()) await add(await Deno.readFile(file), file);
       if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
@@ -94,18 +83,52 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
     } else if (/\.parquet$/i.test(path)) {
       const table = await readParquet(path);
       for (const [i, row] of table.rows.entries()) {
-        const bytes = (row.image as { bytes?: unknown } | null)?.bytes;
-        if (!(bytes instanceof Uint8Array)) throw new DataError(`${path}: row ${i + 1}: no "image" bytes`);
-        await add(bytes, `${path}: row ${i + 1}`);
+        const at = `${path}: row ${i + 1}`;
+        await add(imageBytes(row, at), at);
       }
     } else {
       await add(await Deno.readFile(path), path);
     }
+  });
+  return out;
+}
+
+/** The file's or folder's stat; a missing one is a DataError. */
+async function statOf(path: string): Promise<Deno.FileInfo> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: not found`);
+    throw e;
+  }
+}
+
+/** `read()`, with the decoders' and the Parquet reader's errors as DataErrors. */
+async function asDataError<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
   } catch (e) {
     if (e instanceof ImageFileError || e instanceof ParquetError) throw new DataError(e.message);
     throw e;
   }
-  return out;
+}
+
+/** The encoded image of a `datasets` Parquet row: its `image` column's {bytes, path} struct. */
+function imageBytes(row: Record<string, unknown>, at: string): Uint8Array {
+  const bytes = (row.image as { bytes?: unknown } | null)?.bytes;
+  if (!(bytes instanceof Uint8Array)) {
+    throw new DataError(`${at}: "image" holds no encoded image bytes (expected {bytes, path})`);
+  }
+  return bytes;
+}
+
+/** A raw label as a class id: an integer ≥ 0 as it is, a name through `ids`. */
+function labelId(raw: unknown, ids: LabelIds, at: string): number {
+  const id = typeof raw === "number" ? raw : typeof raw === "string" ? ids.id(raw, at) : NaN;
+  if (!(Number.isInteger(id) && id >= 0)) {
+    throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(raw)}`);
+  }
+  return id;
 }
 
 /**
@@ -194,7 +217,7 @@ async function parquetImages(
 ): Promise<ImageData> {
   const table = await readParquet(path);
   for (const column of ["image", "label"]) {
-    if (!table.columns.some((c) => c === column || c.startsWith(`${column}.`))) {
+    if (!table.columns.includes(column)) {
       throw new DataError(`${path}: no "${column}" column (the columns are ${table.columns.join(", ")})`);
     }
   }
@@ -203,16 +226,8 @@ async function parquetImages(
   const examples: ImageExample[] = [];
   for (const [i, row] of table.rows.entries()) {
     const at = `${path}: row ${i + 1}`;
-    const bytes = (row.image as { bytes?: unknown } | null)?.bytes;
-    if (!(bytes instanceof Uint8Array)) {
-      throw new DataError(`${at}: "image" holds no encoded image bytes (expected {bytes, path})`);
-    }
-    const label = row.label;
-    const id = typeof label === "number" ? label : typeof label === "string" ? ids.id(label, at) : NaN;
-    if (!(Number.isInteger(id) && id >= 0)) {
-      throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(label)}`);
-    }
-    examples.push({ pixels: pixelsOf(await decodeImage(bytes, at), processor, at), label: id });
+    const label = labelId(row.label, ids, at);
+    examples.push({ pixels: pixelsOf(await decodeImage(imageBytes(row, at), at), processor, at), label });
   }
   if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
   return { examples, labelNames: names ? [...names] : null };
@@ -273,11 +288,7 @@ async function jsonlImages(
   let named = false;
   const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, label: raw }) => {
     named ||= typeof raw === "string";
-    const label = typeof raw === "number" ? raw : typeof raw === "string" ? ids.id(raw, at) : NaN;
-    if (!(Number.isInteger(label) && label >= 0)) {
-      throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(raw)}`);
-    }
-    return { pixels, label };
+    return { pixels, label: labelId(raw, ids, at) };
   });
   return { examples, labelNames: opts.labels ? [...opts.labels] : named ? ids.names() : null };
 }
