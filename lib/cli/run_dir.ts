@@ -1,12 +1,12 @@
 /**
  * A training run's output directory across sessions: the options a resumed run was started
  * with, the options that define a run (stored in its checkpoints), and refusing to mix a new run
- * into a directory that holds another one.
+ * into a directory that holds another one, or to resume a run that is over.
  * @module
  */
 import { join } from "node:path";
 import { pathExists } from "../io/paths.ts";
-import { findCheckpoint } from "../train/checkpoint.ts";
+import { findCheckpoint, loadCheckpoint } from "../train/checkpoint.ts";
 import { BEST_DIR } from "../train/trainer.ts";
 import { ArgsError } from "./args.ts";
 
@@ -51,6 +51,15 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
   if (resume) {
     if (!(await findCheckpoint(outDir))) {
       throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
+    }
+    const { state } = await loadCheckpoint(outDir);
+    if (state.stoppedEarly) {
+      const b = state.best;
+      throw new ArgsError(
+        `--resume: the run in ${outDir} stopped early at step ${state.step}` +
+          (b ? ` (best ${b.metric} ${b.value.toFixed(4)} at step ${b.step})` : "") +
+          `; it is over: start a new one with --overwrite or another --out`,
+      );
     }
     return;
   }

@@ -401,14 +401,6 @@ async function runTraining(
     totalSteps,
   };
   const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
-  if (ckpt?.state.stoppedEarly) {
-    const b = ckpt.state.best;
-    throw new ArgsError(
-      `--resume: the run in ${outDir} stopped early at step ${ckpt.state.step}` +
-        (b ? ` (best ${b.metric} ${b.value.toFixed(4)} at step ${b.step})` : "") +
-        `; it is over: start a new one with --overwrite or another --out`,
-    );
-  }
   if (ckpt) {
     const changes = fingerprintChanges(ckpt.state.fingerprint, fingerprint);
     if (changes.length > 0) {
