@@ -62,8 +62,8 @@ export interface ForwardOptions {
    */
   headOnly?: boolean;
   /**
-   * A causal LM computes its logits at the last position of each row only ([batch, 1, vocab]),
-   * as generation needs, and no loss: the language-model head over the whole sequence would be
+   * A causal LM computes its logits at the batch's last position only ([batch, 1, vocab]: the
+   * next token of rows without right padding), as generation needs, and no loss: the language-model head over the whole sequence would be
    * [batch, seq, vocab] floats (512 MB for 1,000 tokens of LLaMA 3's vocabulary). Default false.
    */
   lastLogits?: boolean;
