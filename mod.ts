@@ -101,6 +101,8 @@ export {
   type ModelOutput,
   type ModelTask,
 } from "./lib/models/model.ts";
+export { KvCache, type KvCacheShape, type KvColumns } from "./lib/models/kv_cache.ts";
+export type { PrefixAttentionOptions } from "./lib/tensor/mod.ts";
 export {
   type AdapterConfig,
   AdapterConfigError,

@@ -127,6 +127,7 @@ export class BertModel extends BaseModel {
 
   forward(batch: Batch, options: ForwardOptions = {}): BertOutput {
     const c = this.config;
+    if (options.cache) throw new Error(`${c.modelType}: a key/value cache is for causal language models`);
     const roberta = c.modelType === "roberta";
     const { ids, host, b, t } = tokenInputs(batch, c.modelType, roberta ? undefined : c.maxPositions);
     this.nextStep();

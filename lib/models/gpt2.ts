@@ -14,6 +14,7 @@ import { LayerNorm } from "../nn/norm.ts";
 import { add, type DropoutSpec, kvPackedAttention, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
+import { beginCached, KvCache } from "./kv_cache.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
@@ -66,7 +67,9 @@ export class Gpt2Model extends BaseModel {
     this.nextStep();
     const d = c.headDim;
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
-    const positions = Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => i), [t]);
+    const cache = options.cache;
+    const past = cache ? beginCached(cache, "gpt2", this.task, mask, b, t) : 0;
+    const positions = Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => past + i), [t]);
     const embdDrop = rawNumber(c, "embd_pdrop", 0.1), residDrop = rawNumber(c, "resid_pdrop", 0.1);
     const attnDrop = rawNumber(c, "attn_pdrop", 0.1);
     let x = this.dropout(add(this.wte.forward(ids), this.wpe.forward(positions)), embdDrop, 0);
@@ -78,14 +81,18 @@ export class Gpt2Model extends BaseModel {
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
         const probsDropout = this.dropoutSpec(attnDrop, 3 * i + 1, at?.rows);
-        const a = at ? this.pooledAttention(qkv, at, scale, probsDropout) : packedMultiHeadAttention(qkv, {
-          numHeads: c.numHeads,
-          headDim: d,
-          causal: true,
-          mask,
-          scale,
-          probsDropout,
-        });
+        const a = at
+          ? this.pooledAttention(qkv, at, scale, probsDropout)
+          : cache
+          ? this.cachedAttention(cache, i, qkv, scale)
+          : packedMultiHeadAttention(qkv, {
+            numHeads: c.numHeads,
+            headDim: d,
+            causal: true,
+            mask,
+            scale,
+            probsDropout,
+          });
         const residual = at ? atPooled(prev, at) : prev;
         const y = this.dropoutAdd(
           blk.attnProj.forward(a, at?.rows),
@@ -99,8 +106,32 @@ export class Gpt2Model extends BaseModel {
       });
       input.dispose(); // the block's input is no longer needed (saved activations hold their own views)
     });
+    cache?.commit();
     const hidden = this.lnF.forward(x);
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
+  }
+
+  /** A key/value cache for generation ({@link ForwardOptions.cache}). */
+  newCache(): KvCache {
+    const c = this.config;
+    const shape = {
+      layers: c.numLayers,
+      kvHeads: c.numHeads,
+      headDim: c.headDim,
+      maxPositions: c.maxPositions,
+    };
+    return new KvCache(this.gpu, shape);
+  }
+
+  /**
+   * The new positions' queries (c_attn's output qkv [B, T, 3·H]) over the cached keys and values
+   * of block `i` and their own → [B, T, H].
+   */
+  private cachedAttention(cache: KvCache, i: number, qkv: Tensor, scale: number): Tensor {
+    const c = this.config, [b, t] = qkv.shape, hs = c.hiddenSize;
+    const q = reshape(slice(qkv, 2, 0, hs), [b, t, c.numHeads, c.headDim]);
+    const out = cache.attend(i, q, { x: qkv, at: hs }, { x: qkv, at: 2 * hs }, { causal: true, scale });
+    return reshape(out, [b, t, hs]);
   }
 
   /**

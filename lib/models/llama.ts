@@ -27,6 +27,7 @@ import {
 } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
+import { beginCached, KvCache } from "./kv_cache.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
@@ -82,14 +83,18 @@ export class LlamaModel extends BaseModel {
     const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t);
     this.nextStep();
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
+    const cache = options.cache;
+    const past = cache ? beginCached(cache, "llama", this.task, mask, b, t) : 0, end = past + t;
     // tables for a power-of-two number of positions, so few lengths are cached per device
-    const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(t))), Math.max(t, c.maxPositions));
+    const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(end))), Math.max(end, c.maxPositions));
     const rope = ropeTables(this.gpu, {
       rotaryDim: c.headDim,
       theta: c.rope.theta,
       length,
       invFreq: c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.headDim),
     });
+    // the rotations of the new positions, when they follow cached ones
+    const newRows = past > 0 ? ropeAt(rope, Int32Array.from({ length: t }, (_, i) => past + i)) : rope;
     const attnOpts = {
       numHeads: c.numHeads,
       numKvHeads: c.numKvHeads,
@@ -106,12 +111,16 @@ export class LlamaModel extends BaseModel {
       x = this.runLayer(input, mask, Object.values(layer), (prev, mask) => {
         const a = layer.inputNorm.forward(prev);
         const probsDropout = this.dropoutSpec(attnDrop, i, at?.rows);
-        const att = at ? this.pooledAttention(layer, a, at, rope, probsDropout) : multiHeadAttention(
-          layer.q.forward(a),
-          layer.k.forward(a),
-          layer.v.forward(a),
-          { ...attnOpts, mask, probsDropout },
-        );
+        const att = at
+          ? this.pooledAttention(layer, a, at, rope, probsDropout)
+          : cache
+          ? this.cachedAttention(cache, i, layer, a, newRows)
+          : multiHeadAttention(
+            layer.q.forward(a),
+            layer.k.forward(a),
+            layer.v.forward(a),
+            { ...attnOpts, mask, probsDropout },
+          );
         const y = add(at ? atPooled(prev, at) : prev, layer.o.forward(att, at?.rows));
         const m = layer.postNorm.forward(y);
         const gated = mul(
@@ -122,8 +131,33 @@ export class LlamaModel extends BaseModel {
       });
       input.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
     });
+    cache?.commit();
     const hidden = this.norm.forward(x);
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
+  }
+
+  /** A key/value cache for generation ({@link ForwardOptions.cache}). */
+  newCache(): KvCache {
+    const c = this.config;
+    const shape = {
+      layers: c.numLayers,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      maxPositions: c.maxPositions,
+    };
+    return new KvCache(this.gpu, shape);
+  }
+
+  /**
+   * The new positions' queries over layer `i`'s cached keys and values and their own, each
+   * rotated by `rows` (the new positions' tables): a [B, T, H] → [B, T, heads·D].
+   */
+  private cachedAttention(cache: KvCache, i: number, layer: Layer, a: Tensor, rows: RopeTables): Tensor {
+    const c = this.config, [b, t] = a.shape, d = c.headDim;
+    const q4 = rope(reshape(layer.q.forward(a), [b, t, c.numHeads, d]), rows, "bthd");
+    const k4 = rope(reshape(layer.k.forward(a), [b, t, c.numKvHeads, d]), rows, "bthd");
+    const keys = { x: reshape(k4, [b, t, c.numKvHeads * d]) }, values = { x: layer.v.forward(a) };
+    return reshape(cache.attend(i, q4, keys, values, { causal: true }), [b, t, c.numHeads * d]);
   }
 
   /**
@@ -140,18 +174,19 @@ export class LlamaModel extends BaseModel {
     const c = this.config, [b, t] = a.shape, d = c.headDim;
     const q = layer.q.forward(atPooled(a, at), at.rows);
     // one query per row, each at its own position: rotated as a sequence of B positions
-    const positions = Tensor.from(this.gpu, at.at, [b]);
-    const rows = {
-      cos: embedding(tables.cos, positions),
-      sin: embedding(tables.sin, positions),
-      rotaryDim: tables.rotaryDim,
-    };
+    const rows = ropeAt(tables, at.at);
     const q4 = reshape(rope(reshape(q, [1, b, c.numHeads, d]), rows, "bthd"), [b, 1, c.numHeads, d]);
     const k4 = rope(reshape(layer.k.forward(a), [b, t, c.numKvHeads, d]), tables, "bthd");
     const v4 = reshape(layer.v.forward(a), [b, t, c.numKvHeads, d]);
     const out = attention(q4, k4, v4, { layout: "bthd", mask: at.keyMask, probsDropout });
     return reshape(out, [b, 1, c.numHeads * d]);
   }
+}
+
+/** The rows of `tables` at `positions`: rotations for positions that do not start at 0. */
+function ropeAt(tables: RopeTables, positions: Int32Array): RopeTables {
+  const at = Tensor.from(tables.cos.gpu, positions, [positions.length]);
+  return { cos: embedding(tables.cos, at), sin: embedding(tables.sin, at), rotaryDim: tables.rotaryDim };
 }
 
 /** The llama family for loadModel's registry. */

@@ -8,6 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import type { Linear } from "../nn/linear.ts";
 import type { Tensor } from "../tensor/mod.ts";
+import type { KvCache } from "./kv_cache.ts";
 
 /** The task head a model was built with. */
 export type ModelTask = "causal-lm" | "seq-cls" | "image-cls" | "base";
@@ -67,6 +68,11 @@ export interface ForwardOptions {
    * [batch, seq, vocab] floats (512 MB for 1,000 tokens of LLaMA 3's vocabulary). Default false.
    */
   lastLogits?: boolean;
+  /**
+   * A causal LM's key/value cache ({@link Model.newCache}): the batch holds only the tokens after
+   * the cached ones, its rows unpadded; their keys and values join the cache. Inference only.
+   */
+  cache?: KvCache;
 }
 
 /** A loaded transformer. */
@@ -97,6 +103,11 @@ export interface Model {
    * for one layer's activations instead of all of them, for one more forward pass.
    */
   gradientCheckpointing: boolean;
+  /**
+   * A key/value cache for {@link ForwardOptions.cache}, empty; the caller disposes it. Causal LMs
+   * (GPT-2, LLaMA) only.
+   */
+  newCache?(): KvCache;
   /** One forward pass (recorded on the tape when gradients are on). */
   forward(batch: Batch, options?: ForwardOptions): ModelOutput;
   /** Release every GPU buffer of the model. */

@@ -94,6 +94,7 @@ export class VitModel extends BaseModel {
 
   forward(batch: Batch, options: ForwardOptions = {}): VitOutput {
     const c = this.config;
+    if (options.cache) throw new Error("vit: a key/value cache is for causal language models");
     const pixels = this.pixels(batch);
     this.nextStep();
     const drop = rawNumber(c, "hidden_dropout_prob", 0);

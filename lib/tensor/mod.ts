@@ -54,6 +54,8 @@ export {
   type KvPackedAttentionOptions,
   packedAttention,
   type PackedAttentionOptions,
+  prefixAttention,
+  type PrefixAttentionOptions,
   rope,
   type RopeTables,
   ropeTables,

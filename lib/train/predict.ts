@@ -12,6 +12,7 @@
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Batch, Model } from "../models/model.ts";
+import type { KvCache } from "../models/kv_cache.ts";
 import { Prng } from "../spectral/prng.ts";
 import { noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
 import { BatchIterator, ClassificationDataset } from "./data.ts";
@@ -224,6 +225,8 @@ export async function generate(
   }
   const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
   const rng = new Prng(opts.seed ?? 0);
+  const cache = model.newCache?.();
+  if (!cache) throw new Error(`generate: the ${model.family} model keeps no key/value cache`);
   const wasTraining = model.training;
   model.train(false);
   const start = ids.length;
@@ -235,7 +238,7 @@ export async function generate(
         stop = "positions";
         break;
       }
-      const logits = await nextTokenLogits(model, ids);
+      const logits = await nextTokenLogits(model, ids, cache);
       const next = temperature === 0 ? argmax(logits) : sample(logits, temperature, topK, rng);
       ids.push(next);
       if (eos.has(next)) {
@@ -252,6 +255,7 @@ export async function generate(
     }
   } finally {
     model.train(wasTraining);
+    cache.dispose();
   }
   const text = continuation(tokenizer, ids, start);
   if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
@@ -268,9 +272,12 @@ function continuation(tokenizer: Tokenizer, ids: readonly number[], start: numbe
   return all.startsWith(prompt) ? all.slice(prompt.length) : tokenizer.decode(ids.slice(start));
 }
 
-/** The logits of the token after `ids` (one forward pass; the head runs on the last position alone). */
-function nextTokenLogits(model: Model, ids: readonly number[]): Promise<Float32Array> {
-  const host = Int32Array.from(ids);
+/**
+ * The logits of the token after `ids`: one forward pass over the ids the cache lacks (the whole
+ * prompt first, then one token at a time), the head on the last position alone.
+ */
+function nextTokenLogits(model: Model, ids: readonly number[], cache: KvCache): Promise<Float32Array> {
+  const host = Int32Array.from(ids.slice(cache.length));
   const n = host.length;
   const { logits } = tidy(() =>
     noGrad(() => {
@@ -279,7 +286,7 @@ function nextTokenLogits(model: Model, ids: readonly number[]): Promise<Float32A
         inputIdsHost: host,
         attentionMask: new Int32Array(n).fill(1),
       };
-      const last = model.forward(batch, { lastLogits: true }).logits; // [1, 1, vocab]
+      const last = model.forward(batch, { lastLogits: true, cache }).logits; // [1, 1, vocab]
       return { logits: reshape(last, [last.shape[2]]).readLater() };
     })
   );

@@ -136,6 +136,43 @@ export function kvPackedAttention(q: Tensor, kv: Tensor, opts: KvPackedAttention
   return scaledDotProduct(query, part(skip), part(skip + hkv), { b, h, hkv, t, s, d, dv: d }, "bthd", opts);
 }
 
+/** Options of {@link prefixAttention}. */
+export interface PrefixAttentionOptions {
+  /** Each query sees only keys at or before its position, the last query at the last key. */
+  causal?: boolean;
+  /** Score scale; default 1/√D. */
+  scale?: number;
+}
+
+/**
+ * Attention of queries q [B, T, H, D] over the first `length` positions of keys and values
+ * k, v [B, C, Hkv, D] (C ≥ `length`: a key/value cache that has room to grow), read in place.
+ * A causal mask aligns the last query with the last key. Returns [B, T, H, D]. For inference:
+ * no padding mask and no dropout.
+ */
+export function prefixAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  length: number,
+  opts: PrefixAttentionOptions = {},
+): Tensor {
+  expectDtype("prefixAttention", "f32", q, k, v);
+  const [b, t, h, d] = q.shape, [bk, cap, hkv, dk] = k.shape;
+  const ok = q.shape.length === 4 && k.shape.length === 4 && fmt(k.shape) === fmt(v.shape) && b === bk &&
+    d === dk && hkv > 0 && h % hkv === 0 && Number.isInteger(length) && length >= 1 && length <= cap &&
+    [b, t, d].every((n) => n > 0);
+  if (!ok) {
+    throw new Error(
+      `prefixAttention: expected q [B, T, H, D], k and v [B, C, Hkv, D] with H a multiple of Hkv and ` +
+        `1 ≤ length ≤ C; got q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}, length ${length}`,
+    );
+  }
+  const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
+  const stored = (x: Tensor): AttentionHeads => ({ x, at: placement("bthd", hkv, cap, d), whole: false });
+  return scaledDotProduct(query, stored(k), stored(v), { b, h, hkv, t, s: length, d, dv: d }, "bthd", opts);
+}
+
 /** Sizes of one attention call. */
 export type AttentionDims = Pick<AttnDims, "b" | "h" | "hkv" | "t" | "s" | "d" | "dv">;
 

@@ -1,0 +1,170 @@
+/**
+ * The keys and values a causal LM has computed for the positions it has seen, kept on the GPU
+ * between forward passes: generation then runs each new token through the layers alone, in
+ * time proportional to the sequence, instead of running the whole sequence again.
+ * @module
+ */
+import type { Gpu } from "../gpu/mod.ts";
+import { stridedCopy } from "../tensor/ops/copy.ts";
+import { keep, prefixAttention, type PrefixAttentionOptions, Tensor } from "../tensor/mod.ts";
+
+/** The sizes of a model's cache. */
+export interface KvCacheShape {
+  /** Decoder layers. */
+  layers: number;
+  /** Key/value heads per layer. */
+  kvHeads: number;
+  /** Size of one head. */
+  headDim: number;
+  /** The model's positions: the cache never grows past them. */
+  maxPositions: number;
+}
+
+/** Columns `[at, at + kvHeads·headDim)` of a [B, T, W] tensor: one layer's new keys or values. */
+export interface KvColumns {
+  /** The tensor [B, T, W]. */
+  x: Tensor;
+  /** First column; default 0. */
+  at?: number;
+}
+
+/**
+ * One sequence batch's keys and values, layer by layer, stored [B, C, kvHeads, headDim] with
+ * room C that doubles as the sequence grows. A forward pass given the cache
+ * ({@link ForwardOptions.cache}) takes only the new tokens: it calls {@link begin}, then per
+ * layer {@link attend}, then {@link commit}. Not differentiable: for inference.
+ */
+export class KvCache {
+  /** The device holding the cache. */
+  readonly gpu: Gpu;
+  /** The sizes it was made for. */
+  readonly shape: KvCacheShape;
+  #keys: Tensor[] = [];
+  #values: Tensor[] = [];
+  #batch = 0;
+  #capacity = 0;
+  #length = 0;
+  #pending = 0;
+  #disposed = false;
+
+  /** An empty cache; it allocates when its first forward pass begins. */
+  constructor(gpu: Gpu, shape: KvCacheShape) {
+    const ok = [shape.layers, shape.kvHeads, shape.headDim, shape.maxPositions].every((n) =>
+      Number.isInteger(n) && n > 0
+    );
+    if (!ok) throw new Error(`KvCache: every size must be a positive integer, got ${JSON.stringify(shape)}`);
+    this.gpu = gpu;
+    this.shape = shape;
+  }
+
+  /** Positions cached so far. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /**
+   * Start a forward pass over `t` new positions of `b` rows: make room for them and return
+   * the first new position.
+   */
+  begin(b: number, t: number): number {
+    if (this.#disposed) throw new Error("KvCache: used after dispose()");
+    if (this.#pending) throw new Error("KvCache: begin() called twice without commit()");
+    if (this.#length > 0 && b !== this.#batch) {
+      throw new Error(`KvCache: the cache holds ${this.#batch} rows, the batch has ${b}`);
+    }
+    const need = this.#length + t, max = this.shape.maxPositions;
+    if (need > max) {
+      throw new Error(
+        `KvCache: ${t} new tokens after ${this.#length} cached ones pass the model's ${max} positions`,
+      );
+    }
+    if (b !== this.#batch || need > this.#capacity) {
+      this.#grow(b, Math.min(max, Math.max(64, 2 ** Math.ceil(Math.log2(need)))));
+    }
+    this.#pending = t;
+    return this.#length;
+  }
+
+  /**
+   * Store layer `layer`'s keys and values of the new positions (each [B, T, ·] with the
+   * kvHeads·headDim columns from `at`) and attend from q [B, T, H, headDim] over every cached
+   * position, the new ones included. Returns [B, T, H, headDim].
+   */
+  attend(
+    layer: number,
+    q: Tensor,
+    keys: KvColumns,
+    values: KvColumns,
+    opts: PrefixAttentionOptions = {},
+  ): Tensor {
+    if (!this.#pending) throw new Error("KvCache: attend() outside begin() … commit()");
+    if (!(Number.isInteger(layer) && layer >= 0 && layer < this.shape.layers)) {
+      throw new Error(`KvCache: layer ${layer} is outside 0..${this.shape.layers - 1}`);
+    }
+    this.#store(keys, this.#keys[layer], "keys");
+    this.#store(values, this.#values[layer], "values");
+    return prefixAttention(q, this.#keys[layer], this.#values[layer], this.#length + this.#pending, opts);
+  }
+
+  /** End the forward pass: its positions become part of the cache. */
+  commit(): void {
+    this.#length += this.#pending;
+    this.#pending = 0;
+  }
+
+  /** Release the cache's GPU buffers. */
+  dispose(): void {
+    for (const t of [...this.#keys, ...this.#values]) t.dispose();
+    this.#keys = this.#values = [];
+    this.#disposed = true;
+  }
+
+  #store(src: KvColumns, dst: Tensor, what: string): void {
+    const { kvHeads, headDim } = this.shape, w = kvHeads * headDim, at = src.at ?? 0;
+    const [b, t, width] = src.x.shape;
+    if (src.x.shape.length !== 3 || b !== this.#batch || t !== this.#pending || at < 0 || at + w > width) {
+      throw new Error(
+        `KvCache: new ${what} should be ${w} columns from ${at} of [${this.#batch}, ${this.#pending}, W], ` +
+          `got ${src.x.describe()}`,
+      );
+    }
+    const cap = this.#capacity;
+    stridedCopy(src.x, dst, [b, t, w], [t * width, width, 1], [cap * w, w, 1], at, this.#length * w);
+  }
+
+  /** Room for `capacity` positions of `b` rows, keeping what is cached. */
+  #grow(b: number, capacity: number): void {
+    const w = this.shape.kvHeads * this.shape.headDim, old = this.#capacity, n = this.#length;
+    const move = (from: Tensor | undefined) => {
+      const to = keep(Tensor.empty(this.gpu, [b, capacity, this.shape.kvHeads, this.shape.headDim]));
+      if (from) {
+        if (n > 0) stridedCopy(from, to, [b, n, w], [old * w, w, 1], [capacity * w, w, 1]);
+        from.dispose();
+      }
+      return to;
+    };
+    this.#keys = Array.from({ length: this.shape.layers }, (_, i) => move(this.#keys[i]));
+    this.#values = Array.from({ length: this.shape.layers }, (_, i) => move(this.#values[i]));
+    this.#batch = b;
+    this.#capacity = capacity;
+  }
+}
+
+/**
+ * Start a family's forward pass with `cache` ({@link KvCache.begin}), refusing what a cache
+ * cannot hold: padded rows (the padding mask is not kept) and a classifier's pooled positions.
+ */
+export function beginCached(
+  cache: KvCache,
+  family: string,
+  task: string,
+  padding: Tensor | null,
+  b: number,
+  t: number,
+): number {
+  if (task === "seq-cls") throw new Error(`${family}: a key/value cache is for generation, not a classifier`);
+  if (padding) {
+    throw new Error(`${family}: a key/value cache takes rows without padding (attention_mask all 1)`);
+  }
+  return cache.begin(b, t);
+}

@@ -1,0 +1,161 @@
+/**
+ * The key/value cache: a causal LM fed a sequence in pieces, the earlier pieces' keys and values
+ * cached, gives the logits of one pass over the whole sequence, with adapters attached, on both
+ * attention paths and across the cache's growth; generation with it picks the tokens that full
+ * passes pick; what a cache cannot hold is refused.
+ */
+import { getGpu } from "../lib/gpu/mod.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import type { Batch, ForwardOptions, Model } from "../lib/models/model.ts";
+import { loadAdapterInto } from "../lib/peft/apply.ts";
+import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
+import { generate } from "../lib/train/predict.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { randomIds } from "./model_helpers.ts";
+
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+
+function batchOf(model: Model, ids: Int32Array, b: number, t: number) {
+  return {
+    inputIds: Tensor.from(model.gpu, ids, [b, t]),
+    inputIdsHost: ids,
+    attentionMask: new Int32Array(b * t).fill(1),
+  };
+}
+
+/** Columns `[from, to)` of each row of ids [b, t]. */
+function columns(ids: Int32Array, b: number, t: number, from: number, to: number): Int32Array {
+  return Int32Array.from(
+    { length: b * (to - from) },
+    (_, i) => ids[Math.floor(i / (to - from)) * t + from + (i % (to - from))],
+  );
+}
+
+/** The logits of one forward pass (read back after the stream's next flush). */
+function logitsOf(model: Model, batch: Batch, options: ForwardOptions = {}): Promise<Float32Array> {
+  return tidy(() => noGrad(() => ({ v: model.forward(batch, options).logits.readLater() }))).v;
+}
+
+/** Logits [b, t, vocab] of one pass, and of passes over `pieces` with a cache, joined per row. */
+async function fullAndPieces(model: Model, ids: Int32Array, b: number, pieces: number[]) {
+  const t = pieces.reduce((a, n) => a + n, 0);
+  const full = logitsOf(model, batchOf(model, ids, b, t));
+  model.gpu.stream.flush();
+  const cache = model.newCache!();
+  const parts: Promise<Float32Array>[] = [];
+  try {
+    let at = 0;
+    for (const n of pieces) {
+      const piece = columns(ids, b, t, at, at + n);
+      parts.push(
+        logitsOf(model, batchOf(model, piece, b, n), { cache }),
+      );
+      at += n;
+      assertEquals(cache.length, at);
+    }
+    model.gpu.stream.flush();
+    const got = await Promise.all(parts), full_ = await full, vocab = full_.length / (b * t);
+    // reorder the pieces' rows to the full pass's [b, t, vocab]
+    const joined = new Float32Array(full_.length);
+    at = 0;
+    pieces.forEach((n, p) => {
+      for (let r = 0; r < b; r++) {
+        joined.set(got[p].subarray(r * n * vocab, (r + 1) * n * vocab), (r * t + at) * vocab);
+      }
+      at += n;
+    });
+    return { full: full_, joined };
+  } finally {
+    cache.dispose();
+  }
+}
+
+for (const family of ["gpt2", "llama"]) {
+  Deno.test(`kv cache (${family}): pieces after cached ones give the whole pass's logits, with LoRA`, async () => {
+    const gpu = await getGpu();
+    const model = await loadModel(gpu, `${FIXTURES}models/${family}`);
+    try {
+      await loadAdapterInto(model, `${FIXTURES}adapters/${family}-lora`);
+      // llama: 100 of 128 positions, so the cache grows from 64 with 8 positions in it
+      const pieces = family === "gpt2" ? [5, 1, 1, 20, 37] : [7, 1, 60, 1, 31];
+      const b = 2, t = pieces.reduce((a, n) => a + n, 0);
+      const ids = randomIds(b * t, 512, 11);
+      for (const path of ["materialized", "fused"] as const) {
+        const { full, joined } = await withAttentionPath(path, () => fullAndPieces(model, ids, b, pieces));
+        assertClose(joined, full, 2e-5, `${family} ${path}`);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+Deno.test("kv cache: generate picks the tokens full passes pick (greedy, 20 tokens)", async () => {
+  const gpu = await getGpu();
+  for (const family of ["gpt2", "llama"]) {
+    const dir = `${FIXTURES}models/${family}`;
+    const model = await loadModel(gpu, dir), tokenizer = await loadModelTokenizer(model.config);
+    try {
+      const prompt = [3, 141, 59, 26, 5];
+      const g = await generate(model, tokenizer, prompt, { maxNewTokens: 20, stopAtEos: false });
+      const ids = [...prompt];
+      while (ids.length < prompt.length + 20) {
+        const host = Int32Array.from(ids);
+        const logits = logitsOf(model, batchOf(model, host, 1, host.length), { lastLogits: true });
+        model.gpu.stream.flush();
+        const v = await logits;
+        ids.push(v.indexOf(Math.max(...v)));
+      }
+      assertEquals(g.ids, ids, family);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("kv cache: padded rows, classifiers, encoders, other batch sizes and too many tokens are refused", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, `${FIXTURES}models/gpt2`);
+  const cache = model.newCache!();
+  try {
+    const run = (ids: Int32Array, b: number, t: number, mask?: Int32Array) =>
+      tidy(() =>
+        noGrad(() => {
+          const batch = { ...batchOf(model, ids, b, t), ...(mask ? { attentionMask: mask } : {}) };
+          model.forward(batch, { cache, lastLogits: true });
+        })
+      );
+    assertThrows(() => run(randomIds(4, 512, 1), 1, 4, Int32Array.of(1, 1, 1, 0)), "without padding");
+    run(randomIds(60, 512, 2), 1, 60);
+    assertThrows(() => run(randomIds(2, 512, 3), 2, 1), "holds 1 rows, the batch has 2");
+    assertThrows(
+      () => run(randomIds(5, 512, 4), 1, 5),
+      "5 new tokens after 60 cached ones pass the model's 64 positions",
+    );
+    run(randomIds(4, 512, 5), 1, 4);
+    assertEquals(cache.length, 64);
+  } finally {
+    cache.dispose();
+    model.dispose();
+  }
+  const encoder = await loadModel(gpu, `${FIXTURES}models/bert`);
+  try {
+    assert(encoder.newCache === undefined);
+    const borrowed = new (await import("../lib/models/kv_cache.ts")).KvCache(gpu, {
+      layers: 1,
+      kvHeads: 1,
+      headDim: 4,
+      maxPositions: 8,
+    });
+    assertThrows(
+      () =>
+        tidy(() =>
+          noGrad(() => encoder.forward(batchOf(encoder, randomIds(3, 100, 6), 1, 3), { cache: borrowed }))
+        ),
+      "a key/value cache is for causal language models",
+    );
+    borrowed.dispose();
+  } finally {
+    encoder.dispose();
+  }
+});
