@@ -74,6 +74,7 @@ export {
   type Gpt2Config,
   type HfConfig,
   type LlamaConfig,
+  type LlamaModelType,
   loadHfConfig,
   type ModelType,
   type ProblemType,

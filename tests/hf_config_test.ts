@@ -83,8 +83,52 @@ Deno.test("llama fixture config", async () => {
   assertEquals([c.intermediateSize, c.maxPositions, c.rmsNormEps], [176, 128, 1e-6]);
   assertEquals(c.activation, "silu");
   assertEquals(c.rope, { type: "default", theta: 10000 });
-  assertEquals([c.tieWordEmbeddings, c.attentionBias, c.mlpBias], [false, false, false]);
+  assertEquals([c.tieWordEmbeddings, c.qkvBias, c.outputBias, c.mlpBias], [false, false, false, false]);
   assertEquals([c.padTokenId, c.bosTokenId, c.eosTokenIds], [0, 1, [2]]);
+  assertEquals(c.slidingWindow, null);
+});
+
+Deno.test("mistral and qwen2 configs: their biases, defaults and attention windows as transformers derives them", async () => {
+  const llama = JSON.parse(await Deno.readTextFile(`${MODELS}llama/config.json`));
+  const parse = (fields: Record<string, unknown>) => {
+    const json: Record<string, unknown> = { ...llama, ...fields };
+    for (const [k, v] of Object.entries(fields)) if (v === undefined) delete json[k];
+    return parseHfConfig(json, "config.json") as LlamaConfig;
+  };
+  const bias = (c: LlamaConfig) => [c.qkvBias, c.outputBias, c.mlpBias];
+  // llama's attention_bias covers o_proj too; the variants ignore it and mlp_bias
+  assertEquals(bias(parse({ attention_bias: true, mlp_bias: true })), [true, true, true]);
+  assertEquals(bias(parse({ model_type: "qwen2", attention_bias: true, mlp_bias: true })), [
+    true,
+    false,
+    false,
+  ]);
+  assertEquals(bias(parse({ model_type: "mistral", attention_bias: true })), [false, false, false]);
+  // Mistral slides unless sliding_window is null, 4096 keys when the field is absent
+  assertEquals(parse({ model_type: "mistral", sliding_window: 32 }).slidingWindow, 32);
+  assertEquals(parse({ model_type: "mistral", sliding_window: null }).slidingWindow, null);
+  assertEquals(parse({ model_type: "mistral", sliding_window: undefined }).slidingWindow, 4096);
+  // Qwen2 only with use_sliding_window, and only if some layer slides
+  const qwen = (f: Record<string, unknown>) =>
+    parse({ model_type: "qwen2", sliding_window: 32, ...f }).slidingWindow;
+  assertEquals(qwen({}), null);
+  assertEquals(qwen({ use_sliding_window: true }), null, "max_window_layers 28 ≥ 2 layers");
+  assertEquals(qwen({ use_sliding_window: true, max_window_layers: 1 }), 32);
+  assertEquals(qwen({ use_sliding_window: true, layer_types: ["full_attention", "full_attention"] }), null);
+  assertEquals(qwen({ use_sliding_window: true, layer_types: ["full_attention", "sliding_attention"] }), 32);
+  // defaults of the variants' config classes
+  const bare = parse({
+    model_type: "qwen2",
+    max_position_embeddings: undefined,
+    bos_token_id: undefined,
+    eos_token_id: undefined,
+  });
+  assertEquals([bare.maxPositions, bare.bosTokenId, bare.eosTokenIds], [32768, null, []]);
+  assertEquals(parse({ model_type: "mistral", max_position_embeddings: undefined }).maxPositions, 131072);
+  assertThrows(
+    () => parse({ model_type: "mistral", sliding_window: 0 }),
+    '"sliding_window" must be an integer ≥ 1',
+  );
 });
 
 Deno.test("vit fixture config", async () => {

@@ -1,6 +1,6 @@
 /**
  * A Hugging Face `config.json` → a typed model configuration for the families this project
- * runs: `gpt2`, `bert`, `roberta`, `llama`, `vit`. Fields that transformers fills with a
+ * runs: `gpt2`, `bert`, `roberta`, `llama` (and its variants `mistral` and `qwen2`), `vit`. Fields that transformers fills with a
  * default when absent get the same default here (e.g. GPT-2's inner size 4·n_embd, Llama's
  * kv heads = heads and head_dim = hidden/heads); the sizes that shape the weights are required.
  * Every error names the file and the field.
@@ -9,7 +9,7 @@
 import { join } from "node:path";
 
 /** The model families this project supports (config.json `model_type`). */
-export const SUPPORTED_MODEL_TYPES = ["gpt2", "bert", "roberta", "llama", "vit"] as const;
+export const SUPPORTED_MODEL_TYPES = ["gpt2", "bert", "roberta", "llama", "mistral", "qwen2", "vit"] as const;
 
 /** A supported `model_type`. */
 export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
@@ -130,10 +130,16 @@ export type RopeConfig =
     originalMaxPositions: number;
   };
 
-/** Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. */
+/** The model types built as LLaMA: the same layers, with the differences in {@link LlamaConfig}. */
+export type LlamaModelType = "llama" | "mistral" | "qwen2";
+
+/**
+ * Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. Mistral and Qwen2 are the same model
+ * but for their biases (Qwen2's on q/k/v alone) and their sliding-window attention.
+ */
 export interface LlamaConfig extends CommonConfig {
-  /** Always "llama". */
-  modelType: "llama";
+  /** "llama", "mistral" or "qwen2". */
+  modelType: LlamaModelType;
   /** Rows of the token-embedding table. */
   vocabSize: number;
   /** Longest sequence the model was configured for (max_position_embeddings). */
@@ -144,8 +150,15 @@ export interface LlamaConfig extends CommonConfig {
   rmsNormEps: number;
   /** Rotary position embedding parameters. */
   rope: RopeConfig;
-  /** Whether the q/k/v/o projections have biases. */
-  attentionBias: boolean;
+  /** Whether the q/k/v projections have biases (Llama's attention_bias; always for Qwen2). */
+  qkvBias: boolean;
+  /** Whether the o projection has a bias (Llama's attention_bias; never for Mistral and Qwen2). */
+  outputBias: boolean;
+  /**
+   * Keys a query sees at most in the sliding-window layers (Mistral's sliding_window; Qwen2's when
+   * use_sliding_window and some layer is one), or null when every layer attends to all keys.
+   */
+  slidingWindow: number | null;
   /** Whether the gate/up/down projections have biases. */
   mlpBias: boolean;
 }
@@ -205,7 +218,9 @@ export function parseHfConfig(json: unknown, path: string): HfConfig {
     case "roberta":
       return bert(f, modelType as "bert" | "roberta");
     case "llama":
-      return llama(f);
+    case "mistral":
+    case "qwen2":
+      return llama(f, modelType as LlamaModelType);
     case "vit":
       return vit(f);
     default:
@@ -269,7 +284,14 @@ function bert(f: Fields, modelType: "bert" | "roberta"): BertConfig {
   };
 }
 
-function llama(f: Fields): LlamaConfig {
+/** transformers' defaults where the variants differ (their config classes). */
+const LLAMA_DEFAULTS: Record<LlamaModelType, Defaults & { positions?: number }> = {
+  llama: { tie: false, pad: null, bos: 1, eos: 2 },
+  mistral: { tie: false, pad: null, bos: 1, eos: 2, positions: 4096 * 32 },
+  qwen2: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
+};
+
+function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
   const hiddenSize = f.int("hidden_size"), numHeads = f.int("num_attention_heads");
   const numKvHeads = f.int("num_key_value_heads", numHeads);
   if (numHeads % numKvHeads !== 0) {
@@ -280,11 +302,13 @@ function llama(f: Fields): LlamaConfig {
   const headDim = f.has("head_dim")
     ? f.int("head_dim")
     : f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads");
+  const defaults = LLAMA_DEFAULTS[modelType];
+  const attentionBias = modelType === "llama" && f.bool("attention_bias", false);
   return {
-    ...common(f, "llama", { tie: false, pad: null, bos: 1, eos: 2 }),
-    modelType: "llama",
+    ...common(f, modelType, defaults),
+    modelType,
     vocabSize: f.int("vocab_size"),
-    maxPositions: f.int("max_position_embeddings"),
+    maxPositions: f.int("max_position_embeddings", defaults.positions),
     hiddenSize,
     numLayers: f.int("num_hidden_layers"),
     numHeads,
@@ -294,9 +318,30 @@ function llama(f: Fields): LlamaConfig {
     activation: f.activation("hidden_act", "silu"),
     rmsNormEps: f.positive("rms_norm_eps", 1e-6),
     rope: rope(f),
-    attentionBias: f.bool("attention_bias", false),
-    mlpBias: f.bool("mlp_bias", false),
+    qkvBias: modelType === "qwen2" || attentionBias,
+    outputBias: attentionBias,
+    mlpBias: modelType === "llama" && f.bool("mlp_bias", false),
+    slidingWindow: slidingWindow(f, modelType),
   };
+}
+
+/**
+ * The attention window of a Mistral or Qwen2 config, as their config classes derive it: Mistral
+ * slides in every layer unless sliding_window is null (4096 when absent); Qwen2 only with
+ * use_sliding_window, in the layers its layer_types (or those from max_window_layers on) name.
+ */
+function slidingWindow(f: Fields, modelType: LlamaModelType): number | null {
+  if (modelType === "llama") return null;
+  const has = f.raw.sliding_window !== undefined;
+  const window = has && f.raw.sliding_window === null ? null : f.int("sliding_window", 4096);
+  if (modelType === "mistral" || window === null) return window;
+  if (!f.bool("use_sliding_window", false)) return null;
+  const types = f.raw.layer_types;
+  if (types !== undefined && types !== null) {
+    if (!Array.isArray(types)) throw new HfConfigError(`${f.path}: "layer_types" must be a list of strings`);
+    return types.includes("sliding_attention") ? window : null;
+  }
+  return f.int("max_window_layers", 28, 0) < f.int("num_hidden_layers") ? window : null;
 }
 
 /** RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`. */

@@ -11,6 +11,8 @@ import { vitFamily } from "./vit.ts";
 
 registerFamily("bert", bertFamily);
 registerFamily("gpt2", gpt2Family);
-registerFamily("llama", llamaFamily);
+registerFamily("llama", llamaFamily("llama"));
+registerFamily("mistral", llamaFamily("mistral"));
+registerFamily("qwen2", llamaFamily("qwen2"));
 registerFamily("roberta", robertaFamily);
 registerFamily("vit", vitFamily);

@@ -4,9 +4,13 @@
  * attention, a SwiGLU MLP (`down(act(gate(x)) · up(x))`), biases only where the config's
  * attention_bias / mlp_bias ask for them, and an untied lm_head unless tie_word_embeddings.
  * Dropout (train mode) follows attention_dropout (on the attention probabilities).
+ *
+ * Mistral and Qwen2 (their ForCausalLM, ForSequenceClassification and Model classes) are built
+ * here too: Qwen2 has biases on q/k/v, and both may slide their attention over a window of
+ * keys, which is not implemented: sequences longer than the window are refused.
  * @module
  */
-import type { LlamaConfig } from "../io/hf_config.ts";
+import type { LlamaConfig, LlamaModelType } from "../io/hf_config.ts";
 import { activate } from "../nn/activation.ts";
 import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
@@ -30,6 +34,7 @@ import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./
 import { beginCached, KvCache } from "./kv_cache.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
+import { SUPPORTED_ARCHITECTURES } from "./shapes.ts";
 
 /** One decoder layer's layers. */
 interface Layer {
@@ -54,7 +59,7 @@ export class LlamaModel extends BaseModel {
   readonly head: Linear | null;
 
   constructor(ctx: BuildContext) {
-    super("llama", ctx.config, ctx);
+    super(ctx.config.modelType, ctx.config, ctx);
     const c = this.config, p = ctx.shapes.basePrefix, params = this.parameters, eps = c.rmsNormEps;
     this.embed = Embedding.from(params, `${p}embed_tokens.weight`, c.padTokenId ?? undefined);
     for (let i = 0; i < c.numLayers; i++) {
@@ -78,13 +83,20 @@ export class LlamaModel extends BaseModel {
 
   forward(batch: Batch, options: ForwardOptions = {}): ModelOutput {
     const c = this.config;
-    const { ids, host, b, t } = tokenInputs(batch, "llama", c.maxPositions);
+    const { ids, host, b, t } = tokenInputs(batch, c.modelType, c.maxPositions);
     // a classifier reads each row's last token alone: the last layer need not compute the others
     const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t);
     this.nextStep();
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const cache = options.cache;
-    const past = cache ? beginCached(cache, "llama", this.task, mask, b, t) : 0, end = past + t;
+    const end = (cache?.length ?? 0) + t;
+    if (c.slidingWindow !== null && end > c.slidingWindow) {
+      throw new Error(
+        `${c.modelType}: ${end} positions are more than the attention window (sliding_window ${c.slidingWindow}); ` +
+          `sliding-window attention is not implemented, so each sequence must fit in the window`,
+      );
+    }
+    const past = cache ? beginCached(cache, c.modelType, this.task, mask, b, t) : 0;
     // tables for a power-of-two number of positions, so few lengths are cached per device
     const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(end))), Math.max(end, c.maxPositions));
     const rope = ropeTables(this.gpu, {
@@ -189,12 +201,11 @@ function ropeAt(tables: RopeTables, positions: Int32Array): RopeTables {
   return { cos: embedding(tables.cos, at), sin: embedding(tables.sin, at), rotaryDim: tables.rotaryDim };
 }
 
-/** The llama family for loadModel's registry. */
-export const llamaFamily: Family = {
-  architectures: {
-    "causal-lm": "LlamaForCausalLM",
-    "seq-cls": "LlamaForSequenceClassification",
-    base: "LlamaModel",
-  },
-  build: (ctx) => new LlamaModel(ctx),
-};
+/** The family of a model type built as LLaMA (llama, mistral, qwen2) for loadModel's registry. */
+export function llamaFamily(modelType: LlamaModelType): Family {
+  const [causalLm, seqCls, base] = SUPPORTED_ARCHITECTURES[modelType];
+  return {
+    architectures: { "causal-lm": causalLm, "seq-cls": seqCls, base },
+    build: (ctx) => new LlamaModel(ctx),
+  };
+}

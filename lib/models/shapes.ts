@@ -50,7 +50,7 @@ export interface ParamShape {
 
 /** Every parameter of a model, and its linear layers. */
 export interface ModelShapes {
-  /** The config's `model_type`: "gpt2", "bert", "roberta", "llama" or "vit". */
+  /** The config's `model_type` ("gpt2", "bert", "roberta", "llama", "mistral", "qwen2" or "vit"). */
   modelType: ModelType;
   /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
   architecture: string;
@@ -94,6 +94,8 @@ export const SUPPORTED_ARCHITECTURES: Readonly<Record<ModelType, readonly string
   bert: ["BertForSequenceClassification", "BertForMaskedLM", "BertModel"],
   roberta: ["RobertaForSequenceClassification", "RobertaForMaskedLM", "RobertaModel"],
   llama: ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel"],
+  mistral: ["MistralForCausalLM", "MistralForSequenceClassification", "MistralModel"],
+  qwen2: ["Qwen2ForCausalLM", "Qwen2ForSequenceClassification", "Qwen2Model"],
   vit: ["ViTForImageClassification", "ViTModel"],
 };
 
@@ -121,6 +123,8 @@ export function modelShapes(config: HfConfig, opts: ShapeOptions = {}): ModelSha
       bert(b, config, numLabels);
       break;
     case "llama":
+    case "mistral":
+    case "qwen2":
       llama(b, config, numLabels);
       break;
     case "vit":
@@ -324,7 +328,8 @@ function bert(b: Builder, c: BertConfig, numLabels: number): void {
 }
 
 function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
-  const bare = b.architecture === "LlamaModel";
+  const [causalLm, seqCls, backbone] = SUPPORTED_ARCHITECTURES[c.modelType];
+  const bare = b.architecture === backbone;
   const p = bare ? "" : "model.";
   b.basePrefix = p;
   const h = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
@@ -332,21 +337,21 @@ function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
   for (let i = 0; i < c.numLayers; i++) {
     const l = `${p}layers.${i}`;
     b.layerNorm(`${l}.input_layernorm`, h, false);
-    b.linear(`${l}.self_attn.q_proj`, h, q, c.attentionBias);
-    b.linear(`${l}.self_attn.k_proj`, h, kv, c.attentionBias);
-    b.linear(`${l}.self_attn.v_proj`, h, kv, c.attentionBias);
-    b.linear(`${l}.self_attn.o_proj`, q, h, c.attentionBias);
+    b.linear(`${l}.self_attn.q_proj`, h, q, c.qkvBias);
+    b.linear(`${l}.self_attn.k_proj`, h, kv, c.qkvBias);
+    b.linear(`${l}.self_attn.v_proj`, h, kv, c.qkvBias);
+    b.linear(`${l}.self_attn.o_proj`, q, h, c.outputBias);
     b.layerNorm(`${l}.post_attention_layernorm`, h, false);
     b.linear(`${l}.mlp.gate_proj`, h, c.intermediateSize, c.mlpBias);
     b.linear(`${l}.mlp.up_proj`, h, c.intermediateSize, c.mlpBias);
     b.linear(`${l}.mlp.down_proj`, c.intermediateSize, h, c.mlpBias);
   }
   b.layerNorm(`${p}norm`, h, false);
-  if (b.architecture === "LlamaForCausalLM") {
+  if (b.architecture === causalLm) {
     b.linear("lm_head", h, c.vocabSize, false, c.tieWordEmbeddings ? `${p}embed_tokens.weight` : undefined);
     b.head.push("lm_head");
     b.outputLayer = "lm_head";
-  } else if (b.architecture === "LlamaForSequenceClassification") {
+  } else if (b.architecture === seqCls) {
     b.linear("score", h, numLabels, false);
     b.head.push("score");
   }

@@ -23,6 +23,8 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[
   bert: ["query", "value"],
   roberta: ["query", "value"],
   llama: ["q_proj", "v_proj"],
+  mistral: ["q_proj", "v_proj"],
+  qwen2: ["q_proj", "v_proj"],
   vit: ["query", "value"],
 };
 

@@ -1,0 +1,175 @@
+/**
+ * Mistral and Qwen2, built as LLaMA: the llama fixture relabelled as either gives transformers'
+ * llama outputs; Qwen2's q/k/v biases match the float64 reference (and through the key/value
+ * cache); a sequence longer than Mistral's attention window is refused; PEFT's default targets.
+ */
+import { join } from "node:path";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { loadModel } from "../lib/models/load.ts";
+import { modelParity } from "../lib/models/parity.ts";
+import { attachAdapter } from "../lib/peft/apply.ts";
+import { loraConfig } from "../lib/peft/config.ts";
+import { noGrad, tidy } from "../lib/tensor/mod.ts";
+import { assert, assertClose, assertEquals, relL2 } from "./assert.ts";
+import {
+  evalForward,
+  fixtureModel,
+  randomIds,
+  referenceForward,
+  tempModelDir,
+  tokenBatch,
+} from "./model_helpers.ts";
+
+const LLAMA = fixtureModel("llama");
+const CLASS = { mistral: "Mistral", qwen2: "Qwen2" };
+
+/**
+ * The llama fixture as `modelType` (config fields overridden, its reference outputs beside it),
+ * with `extra` tensors added to the checkpoint. Remove it with Deno.remove.
+ */
+async function variantDir(
+  modelType: "mistral" | "qwen2",
+  config: Record<string, unknown> = {},
+  extra: Record<string, TensorData> = {},
+): Promise<string> {
+  const dir = await tempModelDir(LLAMA, {
+    model_type: modelType,
+    architectures: [`${CLASS[modelType]}ForCausalLM`],
+    ...config,
+  });
+  await Deno.copyFile(join(LLAMA, "reference.safetensors"), join(dir, "reference.safetensors"));
+  if (Object.keys(extra).length) {
+    const file = await openSafetensors(join(dir, "model.safetensors"));
+    const tensors: Record<string, TensorData> = { ...extra };
+    for (const name of file.names) {
+      const { dtype, shape } = file.info(name);
+      tensors[name] = { dtype, shape, data: await file.read(name) } as TensorData;
+    }
+    await writeSafetensors(join(dir, "model.safetensors"), tensors);
+  }
+  return dir;
+}
+
+/** q/k/v biases for the fixture's 2 layers (q 64 wide, k and v 32), zero or seeded-random. */
+function qkvBiases(random: boolean): Record<string, TensorData> {
+  const out: Record<string, TensorData> = {};
+  let seed = 5;
+  for (let l = 0; l < 2; l++) {
+    for (const [name, n] of [["q_proj", 64], ["k_proj", 32], ["v_proj", 32]] as const) {
+      const data = Float32Array.from({ length: n }, () => {
+        seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+        return random ? (seed / 2 ** 32 - 0.5) * 2 : 0;
+      });
+      out[`model.layers.${l}.self_attn.${name}.bias`] = { dtype: "F32", shape: [n], data };
+    }
+  }
+  return out;
+}
+
+Deno.test("mistral and qwen2 (zero q/k/v biases) made of the llama fixture give transformers' llama outputs", async () => {
+  const gpu = await getGpu();
+  const cases = [
+    ["mistral", { sliding_window: null }, {}],
+    ["mistral", { sliding_window: 16 }, {}], // the fixture's rows are 16 tokens: the window covers them
+    ["qwen2", {}, qkvBiases(false)],
+  ] as const;
+  for (const [type, config, extra] of cases) {
+    const dir = await variantDir(type, config, extra);
+    try {
+      const r = await modelParity(gpu, dir);
+      assertEquals([r.family, r.rows.length], [type, 3]);
+      for (const row of r.rows) assert(row.relL2 <= 1e-4, `${type} ${row.output}: rel-L2 ${row.relL2}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
+Deno.test("qwen2: q/k/v biases (none on o_proj) match the float64 reference, with and without the key/value cache", async () => {
+  const gpu = await getGpu();
+  const dir = await variantDir("qwen2", {}, qkvBiases(true));
+  try {
+    const model = await loadModel(gpu, dir);
+    assertEquals(model.linears.get("model.layers.1.self_attn.o_proj")!.bias, null);
+    assertEquals(model.linears.get("model.layers.1.self_attn.k_proj")!.bias?.shape, [32]);
+    const [b, t] = [2, 12];
+    const ids = randomIds(b * t, 512, 23);
+    const ours = await evalForward(model, tokenBatch(gpu, ids, b, t));
+    const ref = await referenceForward(dir, ids, b, t, null);
+    assertClose(ours.logits, ref.logits, 1e-5, "logits");
+    const plain = await referenceForward(LLAMA, ids, b, t, null);
+    assert(relL2(ref.logits, plain.logits) > 1e-2, "the biases change the logits");
+    // the last 4 tokens after the first 8 cached
+    const cache = model.newCache!();
+    const piece = (from: number, to: number) =>
+      Int32Array.from(
+        { length: b * (to - from) },
+        (_, i) => ids[Math.floor(i / (to - from)) * t + from + (i % (to - from))],
+      );
+    const run = (x: Int32Array, n: number) =>
+      tidy(() => noGrad(() => ({ v: model.forward(tokenBatch(gpu, x, b, n), { cache }).logits.readLater() })))
+        .v;
+    run(piece(0, 8), 8);
+    const last = run(piece(8, 12), 4);
+    gpu.stream.flush();
+    const got = await last, vocab = 512;
+    const expected = [0, 1].flatMap((r) =>
+      Array.from(ours.logits.subarray((r * t + 8) * vocab, (r * t + 12) * vocab))
+    );
+    assertClose(got, expected, 2e-5, "cached");
+    cache.dispose();
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("mistral: a sequence longer than sliding_window is refused, naming the field; so is generating past it", async () => {
+  const gpu = await getGpu();
+  const dir = await variantDir("mistral", { sliding_window: 8 });
+  try {
+    const model = await loadModel(gpu, dir);
+    const ids = randomIds(12, 512, 3);
+    let message = "";
+    try {
+      await evalForward(model, tokenBatch(gpu, ids, 1, 12));
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert(message.includes("12 positions") && message.includes("sliding_window 8"), message);
+    const cache = model.newCache!();
+    tidy(() => noGrad(() => model.forward(tokenBatch(gpu, ids.subarray(0, 8), 1, 8), { cache })));
+    message = "";
+    try {
+      tidy(() => noGrad(() => model.forward(tokenBatch(gpu, ids.subarray(8, 9), 1, 1), { cache })));
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert(message.includes("9 positions") && message.includes("sliding_window 8"), message);
+    cache.dispose();
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("mistral and qwen2: PEFT's default targets q_proj and v_proj", async () => {
+  const gpu = await getGpu();
+  for (const type of ["mistral", "qwen2"] as const) {
+    const dir = await variantDir(type, { sliding_window: null }, type === "qwen2" ? qkvBiases(false) : {});
+    try {
+      const model = await loadModel(gpu, dir);
+      const peft = await attachAdapter(model, loraConfig({ r: 2 }));
+      assertEquals([...peft.layers.keys()].sort(), [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.1.self_attn.v_proj",
+      ]);
+      model.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
