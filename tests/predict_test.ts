@@ -1,4 +1,5 @@
 import { getGpu } from "../lib/gpu/mod.ts";
+import { maxTokens } from "../lib/io/hf_config.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
@@ -125,6 +126,23 @@ Deno.test("classify: the forward pass's softmax for each text, in input order, w
     }
     assertEquals(one[0].probabilities.length, model.config.labels.length);
     assert((await classify(model, tokenizer, [])).length === 0);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("classify: by default a text is cut to the tokens RoBERTa's positions allow (80 − 2)", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, `${FIXTURES}models/roberta`);
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    const text = Array.from({ length: 120 }, (_, i) => ["the", "jury", "said", "it", "was"][i % 5]).join(" ");
+    assert(tokenizer.encode(text).length > 80);
+    assertEquals(maxTokens(model.config), 78);
+    const [auto] = await classify(model, tokenizer, [{ text }]);
+    const [cut] = await classify(model, tokenizer, [{ text }], { maxLength: 78 });
+    assertClose(auto.probabilities, cut.probabilities, 1e-6);
+    await assertRejects(() => classify(model, tokenizer, [{ text }], { maxLength: 79 }), Error, "position");
   } finally {
     model.dispose();
   }

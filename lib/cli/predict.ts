@@ -9,7 +9,7 @@
  */
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import type { VitConfig } from "../io/hf_config.ts";
+import { maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
@@ -29,7 +29,6 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { loadForUse } from "./load.ts";
-import { maxPositions } from "./setup.ts";
 
 const FLAGS = {
   model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
@@ -147,7 +146,7 @@ export function predictCommand(args: string[]): Promise<number> {
 }
 
 function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": number }) {
-  return { maxLength: Math.min(v["seq-len"], maxPositions(model.config)), batchSize: v["batch-size"] };
+  return { maxLength: Math.min(v["seq-len"], maxTokens(model.config)), batchSize: v["batch-size"] };
 }
 
 /** One record per prediction: what was classified, the label's name and id, the probabilities. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { type HfConfig, loadHfConfig, type VitConfig } from "../io/hf_config.ts";
+import { type HfConfig, loadHfConfig, maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { parquetColumns, ParquetError } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
@@ -213,7 +213,7 @@ async function classificationSplits(
     checkLabels(train, numLabels, spec.data);
     if (evalSet) checkLabels(evalSet, numLabels, spec.evalData ?? spec.data);
   }
-  const maxLength = Math.min(spec.seqLen, maxPositions(config));
+  const maxLength = Math.min(spec.seqLen, maxTokens(config));
   const dataset = (xs: Example[]) =>
     new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression });
   const trainIt = new BatchIterator(dataset(train), { batchSize: spec.batchSize, seed: spec.seed });
@@ -227,11 +227,6 @@ async function classificationSplits(
     labelNames,
     summary,
   };
-}
-
-/** The longest sequence a model's positions allow (no limit for a ViT's patches). */
-export function maxPositions(config: HfConfig): number {
-  return "maxPositions" in config ? config.maxPositions : Infinity;
 }
 
 async function causalSplits(spec: DataSpec, tokenizer: Tokenizer): Promise<Splits> {

@@ -184,6 +184,15 @@ export interface VitConfig extends CommonConfig {
 /** A parsed config of any supported family (discriminated by `modelType`). */
 export type HfConfig = Gpt2Config | BertConfig | LlamaConfig | VitConfig;
 
+/**
+ * The longest token sequence a model's positions allow: max_position_embeddings, less the ids
+ * RoBERTa's positions skip (514 → 512 tokens); Infinity for a ViT, whose inputs are patches.
+ */
+export function maxTokens(config: HfConfig): number {
+  if (!("maxPositions" in config)) return Infinity;
+  return config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0);
+}
+
 /** A config.json that is malformed, unsupported or missing a field. */
 export class HfConfigError extends Error {
   override name = "HfConfigError";

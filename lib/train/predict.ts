@@ -11,6 +11,7 @@
  * @module
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
+import { maxTokens } from "../io/hf_config.ts";
 import type { Batch, Model } from "../models/model.ts";
 import type { KvCache } from "../models/kv_cache.ts";
 import { Prng } from "../spectral/prng.ts";
@@ -59,8 +60,7 @@ export async function classify(
     throw new Error(`classify: the model has a ${model.task} head, not a sequence classifier`);
   }
   if (inputs.length === 0) return [];
-  const positions = "maxPositions" in model.config ? model.config.maxPositions : 512;
-  const maxLength = opts.maxLength ?? Math.min(positions, 512);
+  const maxLength = opts.maxLength ?? Math.min(maxTokens(model.config), 512);
   const examples = inputs.map((x) => ({ ...x, label: 0 }));
   const batches = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength }), {
     batchSize: opts.batchSize ?? 16,
@@ -217,7 +217,7 @@ export async function generate(
   }
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
-  const positions = "maxPositions" in model.config ? model.config.maxPositions : Infinity;
+  const positions = maxTokens(model.config);
   if (ids.length > positions) {
     throw new Error(
       `generate: the prompt has ${ids.length} tokens, more than the model's ${positions} positions`,
