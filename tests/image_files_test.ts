@@ -99,6 +99,26 @@ Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel na
     );
     const px = await readImageData(`${dir}/px.jsonl`, processor);
     assertEquals([px.labelNames, px.examples.map((e) => e.label)], [["b", "a"], [0, 1]]);
+    // labels go through the text readers' rules: known names, ids below the head's size, no mixing
+    await Deno.writeTextFile(
+      `${dir}/ids.jsonl`,
+      JSON.stringify({ image, width: 4, height: 4, label: 2 }) + "\n",
+    );
+    await assertRejects(
+      () => readImageData(`${dir}/ids.jsonl`, processor, { labels: ["a", "b"] }),
+      DataError,
+      "ids.jsonl:1: label 2 (id 2) does not fit the head's 2 labels",
+    );
+    await Deno.writeTextFile(
+      `${dir}/mixed.jsonl`,
+      JSON.stringify({ image, width: 4, height: 4, label: 0 }) + "\n" +
+        JSON.stringify({ image, width: 4, height: 4, label: "a" }) + "\n",
+    );
+    await assertRejects(
+      () => readImageData(`${dir}/mixed.jsonl`, processor),
+      DataError,
+      "mix integer ids and names",
+    );
     // unlabelled, for predict: the same pixels
     const unlabelled = await readImages(`${dir}/px.jsonl`, processor);
     assertEquals(unlabelled.map((x) => x.source.split("/").pop()), ["px.jsonl:1", "px.jsonl:2"]);

@@ -16,7 +16,7 @@ import { join, relative } from "node:path";
 import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
 import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
 import { ParquetError, readParquet } from "../io/parquet.ts";
-import { DataError, readTextFile } from "./readers.ts";
+import { DataError, LabelMap, readTextFile } from "./readers.ts";
 import type { ImageExample } from "./tasks.ts";
 
 /** Images read by {@link readImageData}. */
@@ -122,15 +122,6 @@ function imageBytes(row: Record<string, unknown>, at: string): Uint8Array {
   return bytes;
 }
 
-/** A raw label as a class id: an integer ≥ 0 as it is, a name through `ids`. */
-function labelId(raw: unknown, ids: LabelIds, at: string): number {
-  const id = typeof raw === "number" ? raw : typeof raw === "string" ? ids.id(raw, at) : NaN;
-  if (!(Number.isInteger(id) && id >= 0)) {
-    throw new DataError(`${at}: "label" must be a class id or a name, got ${JSON.stringify(raw)}`);
-  }
-  return id;
-}
-
 /**
  * The image resized once (8-bit, as Pillow), and a function that rescales and normalises it when
  * a batch needs the floats. Without resizing, a wrongly sized image is refused here, by name.
@@ -146,32 +137,6 @@ function pixelsOf(image: RgbImage, processor: ImageProcessorConfig, source: stri
   return () => preprocessImage(stored, processor);
 }
 
-/** Label ids by name: the known names' ids, else numbered in first-seen order. */
-class LabelIds {
-  readonly #ids: Map<string, number>;
-
-  constructor(private readonly known: readonly string[] | undefined, private readonly source: string) {
-    this.#ids = new Map((known ?? []).map((n, i) => [n, i]));
-  }
-
-  id(name: string, at: string): number {
-    const id = this.#ids.get(name);
-    if (id !== undefined) return id;
-    if (this.known) {
-      throw new DataError(
-        `${at}: label ${JSON.stringify(name)} is not one of ${this.source}'s ${JSON.stringify(this.known)}`,
-      );
-    }
-    this.#ids.set(name, this.#ids.size);
-    return this.#ids.size - 1;
-  }
-
-  /** The names in id order. */
-  names(): string[] {
-    return [...this.#ids.keys()];
-  }
-}
-
 async function folderImages(
   dir: string,
   processor: ImageProcessorConfig,
@@ -184,7 +149,10 @@ async function folderImages(
   if (classes.length === 0) {
     throw new DataError(`${dir}: no class folders (an image folder holds one folder of images per class)`);
   }
-  const ids = new LabelIds(opts.labels ?? classes, opts.labels ? "the training data" : dir);
+  const ids = new LabelMap(
+    { labels: opts.labels ?? classes },
+    opts.labels ? "the training data's" : `${dir}'s`,
+  );
   const examples: ImageExample[] = [];
   for (const cls of classes) {
     const files = (await imageFiles(join(dir, cls))).sort();
@@ -222,11 +190,11 @@ async function parquetImages(
     }
   }
   const names = opts.labels ?? table.classLabels.get("label");
-  const ids = new LabelIds(names, opts.labels ? "the training data" : path);
+  const ids = new LabelMap({ labels: names }, opts.labels ? "the training data's" : `${path}'s`);
   const examples: ImageExample[] = [];
   for (const [i, row] of table.rows.entries()) {
     const at = `${path}: row ${i + 1}`;
-    const label = labelId(row.label, ids, at);
+    const label = ids.id(row.label, at);
     examples.push({ pixels: pixelsOf(await decodeImage(imageBytes(row, at), at), processor, at), label });
   }
   if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
@@ -284,11 +252,10 @@ async function jsonlImages(
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
 ): Promise<ImageData> {
-  const ids = new LabelIds(opts.labels, "the training data");
-  let named = false;
-  const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, label: raw }) => {
-    named ||= typeof raw === "string";
-    return { pixels, label: labelId(raw, ids, at) };
-  });
-  return { examples, labelNames: opts.labels ? [...opts.labels] : named ? ids.names() : null };
+  const ids = new LabelMap({ labels: opts.labels }, "the training data's");
+  const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, label }) => ({
+    pixels,
+    label: ids.id(label, at),
+  }));
+  return { examples, labelNames: ids.names() };
 }

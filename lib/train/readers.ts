@@ -206,7 +206,7 @@ function csvRecords(text: string, path: string, delimiter: string): SourceRecord
 function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions): ClassificationData {
   const labelField = opts.labelField ?? "label";
   const textFields = textFieldsOf(records[0], path, opts);
-  const labels = new LabelMap(path, opts);
+  const labels = new LabelMap(opts);
   const examples = records.map(({ line, fields }) => {
     const texts = textsOf(fields, textFields, path, line);
     if (!(labelField in fields)) {
@@ -221,7 +221,7 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
     }
     const label = opts.regression
       ? targetValue(fields[labelField], `${path}:${line}`)
-      : labels.id(fields[labelField], line);
+      : labels.id(fields[labelField], `${path}:${line}`);
     const example: Example = { text: texts[0], label };
     if (texts.length > 1) example.pair = texts[1];
     return example;
@@ -307,14 +307,19 @@ export async function readTexts(
   });
 }
 
-/** Label values → ids (see {@link ReadOptions.labels}), checked against the head's num_labels. */
-class LabelMap {
+/**
+ * Class labels as data files hold them → class ids: names looked up among the known ones (see
+ * {@link ReadOptions.labels}) or numbered in first-seen order, integer ids (numbers, or strings of
+ * digits that name no class) kept as they are, and each id checked against the head's num_labels.
+ */
+export class LabelMap {
   private readonly given: Map<string, number> | null;
   private readonly seen = new Map<string, number>();
   private sawInteger = false;
   private readonly limit: number | null;
 
-  constructor(private readonly path: string, opts: ReadOptions) {
+  /** `whose` names the known labels in errors, e.g. "the training data's". */
+  constructor(opts: Pick<ReadOptions, "labels" | "numLabels">, private readonly whose = "the labels") {
     this.given = opts.labels ? new Map(opts.labels.map((name, id) => [name, id])) : null;
     if (opts.numLabels !== undefined && !(Number.isInteger(opts.numLabels) && opts.numLabels >= 1)) {
       throw new RangeError(`numLabels must be an integer ≥ 1, got ${opts.numLabels}`);
@@ -322,8 +327,8 @@ class LabelMap {
     this.limit = opts.numLabels ?? opts.labels?.length ?? null;
   }
 
-  id(value: unknown, line: number): number {
-    const where = `${this.path}:${line}`;
+  /** The id of label `value`, found at `where` (a file and line, for errors). */
+  id(value: unknown, where: string): number {
     let id: number;
     if (typeof value === "number") {
       if (!Number.isSafeInteger(value) || value < 0) {
@@ -340,7 +345,7 @@ class LabelMap {
         this.sawInteger = true;
       } else if (this.given) {
         throw new DataError(
-          `${where}: label ${JSON.stringify(value)} is not one of the labels ${
+          `${where}: label ${JSON.stringify(value)} is not one of ${this.whose} ${
             JSON.stringify([...this.given.keys()])
           }`,
         );
@@ -366,6 +371,7 @@ class LabelMap {
     return id;
   }
 
+  /** The class names by id: the known ones, or those seen; null when the labels were ids. */
   names(): string[] | null {
     if (this.given) return [...this.given.keys()];
     return this.seen.size > 0 ? [...this.seen.keys()] : null;
