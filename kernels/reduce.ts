@@ -6,7 +6,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { BUILTINS, linearId, stridedOffsets } from "./indexing.ts";
+import { BUILTINS, GROUP_ID, linearId, stridedOffsets } from "./indexing.ts";
 
 const cache = new Map<string, Kernel>();
 
@@ -52,3 +52,50 @@ struct P { ${fields.join(", ")} }
   cache.set(key, k);
   return k;
 }
+
+/** Invocations per row of {@link argmaxKernel}. */
+export const ARGMAX_WG = 256;
+
+/**
+ * `y[r] = the first j of the largest x[r·n + j]` (finite values), one workgroup per row: each
+ * invocation scans a strided part of the row, then a tree over workgroup memory keeps the larger
+ * value, the smaller index on ties. Bindings x (f32), y (i32); uniform `{ rows, n }`.
+ */
+export const argmaxKernel: Kernel = {
+  name: "reduce.argmax",
+  code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<i32>;
+struct P { rows: u32, n: u32 }
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> bestV: array<f32, ${ARGMAX_WG}>;
+var<workgroup> bestI: array<u32, ${ARGMAX_WG}>;
+const NONE = 0xffffffffu;
+@compute @workgroup_size(${ARGMAX_WG}) fn main(${BUILTINS}) {
+  let row = ${GROUP_ID};
+  if (row >= p.rows) { return; }
+  let base = row * p.n;
+  var v = -3.4e38;
+  var i = NONE;
+  for (var j = lid; j < p.n; j = j + ${ARGMAX_WG}u) {
+    let xj = x[base + j];
+    if (i == NONE || xj > v) { v = xj; i = j; }
+  }
+  bestV[lid] = v;
+  bestI[lid] = i;
+  workgroupBarrier();
+  for (var s = ${ARGMAX_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      let ov = bestV[lid + s];
+      let oi = bestI[lid + s];
+      let mine = bestI[lid];
+      if (oi != NONE && (mine == NONE || ov > bestV[lid] || (ov == bestV[lid] && oi < mine))) {
+        bestV[lid] = ov;
+        bestI[lid] = oi;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { y[row] = i32(bestI[0]); }
+}`,
+};

@@ -1,6 +1,15 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import * as T from "../lib/tensor/mod.ts";
-import { broadcast, concat, permute, slice, sumAxes, sumTo, zeros } from "../lib/tensor/reference/array.ts";
+import {
+  argmaxRows,
+  broadcast,
+  concat,
+  permute,
+  slice,
+  sumAxes,
+  sumTo,
+  zeros,
+} from "../lib/tensor/reference/array.ts";
 import { copyAll, stridedCopy } from "../lib/tensor/ops/copy.ts";
 import { assertEquals, assertThrows } from "./assert.ts";
 import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
@@ -160,4 +169,23 @@ Deno.test("strided add into a wider tensor, and copyAll at an offset (f32, and f
     expected.set(stored, 3);
     await expectClose(out, { shape: [12], data: expected }, 0, `copyAll ${dtype}`);
   }
+});
+
+Deno.test("argmax: each row's first largest value, at awkward sizes and with ties", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(41);
+  for (const shape of [[1], [7], [3, 1], [2, 257], [5, 1000], [2, 3, 513], [1, 151937]]) {
+    const a = randArr(rng, shape);
+    const got = Array.from(
+      await T.tidy(() => T.argmax(T.Tensor.from(gpu, Float32Array.from(a.data), shape))).toArray(),
+    );
+    assertEquals(got, argmaxRows(a), `[${shape}]`);
+  }
+  // ties: the first index wins, wherever the invocations that saw them lie in the workgroup's tree
+  const n = 1031, row = new Float32Array(n).fill(-1);
+  for (const j of [900, 3, 517, 256]) row[j] = 2;
+  const tied = Float32Array.from([...row, ...row.map((v, j) => (j === 1030 ? 5 : v))]);
+  const got = await T.tidy(() => T.argmax(T.Tensor.from(gpu, tied, [2, n]))).toArray();
+  assertEquals(Array.from(got), [3, 1030]);
+  assertThrows(() => T.argmax(T.Tensor.from(gpu, new Float32Array(0), [2, 0])), "n ≥ 1");
 });

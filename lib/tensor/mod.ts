@@ -41,7 +41,7 @@ export {
   sub,
   tanh,
 } from "./ops/elementwise.ts";
-export { broadcastTo, mean, sum, sumTo } from "./ops/reduce.ts";
+export { argmax, broadcastTo, mean, sum, sumTo } from "./ops/reduce.ts";
 export { cast, concat, permute, reshape, slice, split, transpose } from "./ops/layout.ts";
 export { linear, matmul, type MatmulOpOptions } from "./ops/matmul.ts";
 export { layerNorm, residualLayerNorm, rmsNorm } from "./ops/norm.ts";

@@ -3,7 +3,8 @@
  * an operand's shape) and `broadcastTo` (each is the other's gradient).
  * @module
  */
-import { reduceKernel } from "../../../kernels/reduce.ts";
+import { argmaxKernel, reduceKernel } from "../../../kernels/reduce.ts";
+import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import {
   broadcastShapes,
@@ -151,4 +152,21 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   stridedCopy(x, out, shape, broadcastStrides(x.shape, shape), contiguousStrides(shape));
   const xs = x.shape;
   return record("broadcastTo", out, [x], [], (g) => [sumTo(g, xs)]);
+}
+
+/**
+ * The index of the largest value of each row of x [..., n] (finite f32 values), the first on
+ * ties, as i32 [...]: greedy decoding's next token without reading the logits back. Not
+ * differentiable.
+ */
+export function argmax(x: Tensor): Tensor {
+  expectDtype("argmax", "f32", x);
+  const n = x.shape[x.shape.length - 1];
+  if (!(x.shape.length >= 1 && n >= 1)) {
+    throw new Error(`argmax: expected [..., n] with n ≥ 1, got ${x.describe()}`);
+  }
+  const rows = x.size / n;
+  const out = Tensor.empty(x.gpu, x.shape.slice(0, -1), "i32");
+  if (rows > 0) x.gpu.stream.dispatch(argmaxKernel, [x.buffer, out.buffer], grid(x.gpu, rows), u32s(rows, n));
+  return out;
 }

@@ -124,3 +124,14 @@ export function concat(parts: readonly Arr[], axis: number): Arr {
   }
   return out;
 }
+
+/** The first index of the largest value of each row of a [..., n] (rows of finite values). */
+export function argmaxRows(a: Arr): number[] {
+  const n = a.shape[a.shape.length - 1], out: number[] = [];
+  for (let r = 0; r * n < a.data.length; r++) {
+    let best = 0;
+    for (let j = 1; j < n; j++) if (a.data[r * n + j] > a.data[r * n + best]) best = j;
+    out.push(best);
+  }
+  return out;
+}
