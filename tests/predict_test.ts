@@ -3,7 +3,8 @@ import { maxTokens } from "../lib/io/hf_config.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { classify, generate } from "../lib/train/predict.ts";
+import { classify, generate, sampleToken } from "../lib/train/predict.ts";
+import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
 
@@ -146,6 +147,28 @@ Deno.test("classify: by default a text is cut to the tokens RoBERTa's positions 
   } finally {
     model.dispose();
   }
+});
+
+Deno.test("sampleToken: the top-k and top-p sets transformers keeps, drawn in proportion", () => {
+  // probabilities 0.3, 0.05, 0.5, 0.15 at ids 0..3: by rank ids 2, 0, 3, 1
+  const logits = Float32Array.from([0.3, 0.05, 0.5, 0.15].map(Math.log));
+  const draws = (temperature: number, topK: number, topP: number) => {
+    const rng = new Prng(9), counts = [0, 0, 0, 0];
+    for (let i = 0; i < 4000; i++) counts[sampleToken(logits, temperature, topK, topP, rng)]++;
+    return counts.map((c) => c / 4000);
+  };
+  const near = (got: number[], want: number[], what: string) =>
+    got.forEach((g, i) => assert(Math.abs(g - want[i]) < 0.03, `${what}: ${got} against ${want}`));
+  near(draws(1, 0, 1), [0.3, 0.05, 0.5, 0.15], "all");
+  // top-p keeps a token while the tokens before it hold less than p: 0.75 → ids 2, 0; 0.81 → and 3; 0.45 → 2
+  near(draws(1, 0, 0.75), [0.3 / 0.8, 0, 0.5 / 0.8, 0], "top-p 0.75");
+  near(draws(1, 0, 0.81), [0.3 / 0.95, 0, 0.5 / 0.95, 0.15 / 0.95], "top-p 0.81");
+  assertEquals(draws(1, 0, 0.45), [0, 0, 1, 0]);
+  near(draws(1, 2, 1), [0.3 / 0.8, 0, 0.5 / 0.8, 0], "top-k 2");
+  assertEquals(draws(1, 3, 0.6), draws(1, 0, 0.6), "top-p after top-k");
+  // temperature 2: p^(1/2), renormalised
+  const sqrt = [0.3, 0.05, 0.5, 0.15].map(Math.sqrt), total = sqrt.reduce((a, b) => a + b);
+  near(draws(2, 0, 1), sqrt.map((v) => v / total), "temperature 2");
 });
 
 Deno.test("lastLogits: a causal LM's logits at the last position alone equal the full pass's last row", async () => {

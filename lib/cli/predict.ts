@@ -57,6 +57,13 @@ const FLAGS = {
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
   temperature: { type: "number", default: 0, min: 0, help: "sampling temperature (0: greedy)" },
   "top-k": { type: "integer", default: 0, min: 0, help: "sample among the k most probable tokens (0: all)" },
+  "top-p": {
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 1,
+    help: "sample among the most probable tokens that hold this share of the probability (1: all)",
+  },
   seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
   json: { type: "boolean", help: "one JSON object per text, even for one --text" },
   out: { type: "string", arg: "FILE", help: "write the JSON lines here instead of the terminal" },
@@ -178,7 +185,7 @@ async function continuePrompts(
   model: Model,
   tokenizer: Tokenizer,
   prompts: string[],
-  v: { "max-new-tokens": number; temperature: number; "top-k": number; seed: number },
+  v: { "max-new-tokens": number; temperature: number; "top-k": number; "top-p": number; seed: number },
   stream = false,
 ): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
@@ -193,6 +200,7 @@ async function continuePrompts(
       maxNewTokens: v["max-new-tokens"],
       temperature: v.temperature,
       topK: v["top-k"],
+      topP: v["top-p"],
       seed: v.seed,
       onText: stream ? write : undefined,
     });

@@ -185,12 +185,14 @@ export interface VitConfig extends CommonConfig {
 export type HfConfig = Gpt2Config | BertConfig | LlamaConfig | VitConfig;
 
 /**
- * The longest token sequence a model's positions allow: max_position_embeddings, less the ids
- * RoBERTa's positions skip (514 → 512 tokens); Infinity for a ViT, whose inputs are patches.
+ * The longest token sequence a model takes: max_position_embeddings, less the ids RoBERTa's
+ * positions skip (514 → 512 tokens), and at most a Mistral or Qwen2 attention window (attention
+ * beyond it is not implemented); Infinity for a ViT, whose inputs are patches.
  */
 export function maxTokens(config: HfConfig): number {
   if (!("maxPositions" in config)) return Infinity;
-  return config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0);
+  const window = "slidingWindow" in config && config.slidingWindow !== null ? config.slidingWindow : Infinity;
+  return Math.min(window, config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0));
 }
 
 /** A config.json that is malformed, unsupported or missing a field. */

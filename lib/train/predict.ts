@@ -15,7 +15,8 @@ import { maxTokens } from "../io/hf_config.ts";
 import type { Batch, Model } from "../models/model.ts";
 import type { KvCache } from "../models/kv_cache.ts";
 import { Prng } from "../spectral/prng.ts";
-import { noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
+import { argmax, noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
+import { copyAll } from "../tensor/ops/copy.ts";
 import { BatchIterator, ClassificationDataset } from "./data.ts";
 import { toModelBatch } from "./tasks.ts";
 
@@ -169,6 +170,11 @@ export interface GenerateOptions {
   temperature?: number;
   /** Sample among the k most probable tokens only (default 0: all of them). */
   topK?: number;
+  /**
+   * Nucleus sampling: among the most probable tokens whose probabilities (after `topK`) add up to
+   * `topP`, the token that crosses it included (default 1: all of them).
+   */
+  topP?: number;
   /** Seed of the sampling (default 0). */
   seed?: number;
   /** Stop at the model's end-of-sequence token (default true). */
@@ -193,10 +199,11 @@ export interface Generation {
 }
 
 /**
- * Continue `prompt` (a text, or token ids) with `model` (a causal LM, in eval mode), one token per forward pass over
- * the whole sequence so far (no key/value cache: fine for short generations and small models).
- * Greedy with temperature 0, else sampled from softmax(logits / temperature), optionally among
- * the top k, with a seeded generator (the same seed gives the same text).
+ * Continue `prompt` (a text, or token ids) with `model` (a causal LM, in eval mode). A key/value
+ * cache keeps every position's keys and values, so each new token runs through the layers alone.
+ * Greedy with temperature 0 (the tokens picked on the GPU, {@link GREEDY_TOKENS_PER_READ} per
+ * readback), else sampled from softmax(logits / temperature), optionally among the top k and
+ * the top p, with a seeded generator (the same seed gives the same text).
  */
 export async function generate(
   model: Model,
@@ -208,6 +215,7 @@ export async function generate(
     throw new Error(`generate: the model has a ${model.task} head, not a causal language model head`);
   }
   const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
+  const topP = opts.topP ?? 1;
   if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
     throw new RangeError(`generate: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
   }
@@ -215,6 +223,7 @@ export async function generate(
   if (!(Number.isInteger(topK) && topK >= 0)) {
     throw new RangeError(`generate: topK must be an integer ≥ 0, got ${topK}`);
   }
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`generate: topP must be in (0, 1], got ${topP}`);
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
   const positions = maxTokens(model.config);
@@ -233,19 +242,23 @@ export async function generate(
   let stop: Generation["stop"] = "length";
   let emitted = 0; // characters of the continuation handed to onText
   try {
-    while (ids.length - start < maxNew) {
+    while (ids.length - start < maxNew && stop === "length") {
       if (ids.length >= positions) {
         stop = "positions";
         break;
       }
-      const logits = await nextTokenLogits(model, ids, cache);
-      const next = temperature === 0 ? argmax(logits) : sample(logits, temperature, topK, rng);
-      ids.push(next);
-      if (eos.has(next)) {
-        stop = "eos";
-        break;
+      const room = Math.min(maxNew - (ids.length - start), positions - ids.length);
+      const picked = temperature === 0
+        ? await greedyTokens(model, ids, cache, Math.min(GREEDY_TOKENS_PER_READ, room))
+        : [sampleToken(await nextTokenLogits(model, ids, cache), temperature, topK, topP, rng)];
+      for (const next of picked) {
+        ids.push(next);
+        if (eos.has(next)) {
+          stop = "eos";
+          break;
+        }
       }
-      if (opts.onText) {
+      if (opts.onText && stop === "length") {
         const text = continuation(tokenizer, ids, start);
         if (!text.endsWith("\uFFFD") && text.length > emitted) {
           opts.onText(text.slice(emitted));
@@ -273,6 +286,41 @@ function continuation(tokenizer: Tokenizer, ids: readonly number[], start: numbe
 }
 
 /**
+ * Greedy tokens decided on the GPU between readbacks: each readback costs about 11 ms in Deno,
+ * more than a small model's step, so this many forward passes run with each picked token fed to
+ * the next, and their tokens come back together (those after an end-of-sequence token unused).
+ */
+export const GREEDY_TOKENS_PER_READ = 16;
+
+/**
+ * The next `k` greedy tokens after `ids`: the ids the cache lacks, then each picked token, through
+ * the model, each token's argmax taken on the GPU; one readback.
+ */
+async function greedyTokens(
+  model: Model,
+  ids: readonly number[],
+  cache: KvCache,
+  k: number,
+): Promise<number[]> {
+  const host = Int32Array.from(ids.slice(cache.length));
+  const { tokens } = tidy(() =>
+    noGrad(() => {
+      const picked = Tensor.empty(model.gpu, [k], "i32");
+      let batch: Batch = { inputIds: Tensor.from(model.gpu, host, [1, host.length]), inputIdsHost: host };
+      for (let j = 0; j < k; j++) {
+        const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [1, 1, vocab]
+        const next = argmax(reshape(logits, [1, logits.shape[2]]));
+        copyAll(next, picked, j);
+        batch = { inputIds: reshape(next, [1, 1]) };
+      }
+      return { tokens: picked.readLater() };
+    })
+  );
+  model.gpu.stream.flush();
+  return Array.from(await tokens);
+}
+
+/**
  * The logits of the token after `ids`: one forward pass over the ids the cache lacks (the whole
  * prompt first, then one token at a time), the head on the last position alone.
  */
@@ -294,18 +342,30 @@ function nextTokenLogits(model: Model, ids: readonly number[], cache: KvCache): 
   return logits;
 }
 
-function argmax(v: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
-}
-
-/** A token drawn from softmax(logits / temperature), among the top k when k > 0. */
-function sample(logits: Float32Array, temperature: number, topK: number, rng: Prng): number {
+/**
+ * A token drawn from softmax(logits / temperature): among the top k when k > 0, then among the
+ * most probable tokens whose probabilities reach `topP` (as transformers' top-k and top-p warpers).
+ */
+export function sampleToken(
+  logits: Float32Array,
+  temperature: number,
+  topK: number,
+  topP: number,
+  rng: Prng,
+): number {
   let order = Array.from(logits.keys());
-  if (topK > 0 && topK < order.length) order = order.sort((a, b) => logits[b] - logits[a]).slice(0, topK);
+  const cut = topK > 0 && topK < order.length;
+  if (cut || topP < 1) order.sort((a, b) => logits[b] - logits[a] || a - b);
+  if (cut) order = order.slice(0, topK);
   const max = order.reduce((m, i) => Math.max(m, logits[i]), -Infinity);
-  const weights = order.map((i) => Math.exp((logits[i] - max) / temperature));
+  let weights = order.map((i) => Math.exp((logits[i] - max) / temperature));
+  if (topP < 1) {
+    // keep each token while the tokens before it hold less than topP of the mass
+    const mass = topP * weights.reduce((a, b) => a + b, 0);
+    let keep = 0, before = 0;
+    while (keep < order.length && before < mass) before += weights[keep++];
+    [order, weights] = [order.slice(0, keep), weights.slice(0, keep)];
+  }
   let u = rng.uniform() * weights.reduce((a, b) => a + b, 0);
   for (let j = 0; j < order.length; j++) {
     u -= weights[j];
