@@ -175,6 +175,26 @@ export {
   TEXT_FIELDS,
 } from "./lib/train/readers.ts";
 export {
+  type ChatInstruction,
+  type Instruction,
+  InstructionDataset,
+  instructionDataset,
+  type InstructionDatasetOptions,
+  type InstructionTokens,
+  isInstructionRecord,
+  type LossOn,
+  readInstructions,
+  type TextInstruction,
+  tokenizeInstruction,
+} from "./lib/train/instruct.ts";
+export {
+  type ChatMessage,
+  type ChatTemplate,
+  chatTemplate,
+  ChatTemplateError,
+  loadChatTemplate,
+} from "./lib/io/chat_template.ts";
+export {
   type BatchSource,
   type EvalResult,
   evaluate,

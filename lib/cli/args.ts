@@ -72,6 +72,15 @@ export const FIELD_FLAGS = {
   "label-field": { type: "string", help: "field holding the label (default: label)" },
 } as const satisfies Record<string, FlagSpec>;
 
+/** `--loss-on`, shared by train and eval: which tokens of instruction data count. */
+export const LOSS_ON_FLAG = {
+  type: "string",
+  choices: ["completion", "all"],
+  default: "completion",
+  help:
+    "prompt/completion or conversation data: the loss on the completions (assistant turns) alone, or on every token",
+} as const satisfies FlagSpec;
+
 /** `--gradient-checkpointing`, shared by the commands that train. */
 export const CHECKPOINTING_FLAG = {
   type: "boolean",

@@ -3,11 +3,12 @@
  * directory, with an optional adapter, on a data file or a built-in held-out split.
  * @module
  */
+import type { LossOn } from "../train/instruct.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
-import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, FIELD_FLAGS, withArgs } from "./args.ts";
+import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, FIELD_FLAGS, LOSS_ON_FLAG, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits } from "./setup.ts";
@@ -31,6 +32,7 @@ const FLAGS = {
   dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
   ...FIELD_FLAGS,
+  "loss-on": LOSS_ON_FLAG,
   regression: { type: "boolean", help: "the labels are real values (default: when the head has one output)" },
   json: { type: "boolean", help: "print the result as one JSON object" },
 } as const;
@@ -71,6 +73,7 @@ export function evalCommand(args: string[]): Promise<number> {
             maxEval: v["max-eval"],
             textField: v["text-field"],
             pairField: v["pair-field"],
+            lossOn: v["loss-on"] as LossOn,
             labelField: v["label-field"],
             regression: task === "seq-cls" &&
               (v.regression || loaded.numLabels === 1 || loaded.config.problemType === "regression"),

@@ -1,13 +1,15 @@
 /**
  * What `train`, `eval` and `pretrain` share: choosing the task, and reading the data of a task
  * into batch sources (labelled JSONL/CSV/TSV/Parquet files or the packaged SpamAssassin corpus
- * for classification; plain text, a Parquet text column or the packaged Brown corpus for causal
- * LM; image folders, Parquet splits or JSONL pixel arrays for images).
+ * for classification; for causal LM plain text, a text field of records or the packaged Brown
+ * corpus, or instructions: prompt/completion records or conversations; image folders, Parquet
+ * splits or JSONL pixel arrays for images).
  * @module
  */
 import { join } from "node:path";
 import { type HfConfig, loadHfConfig, maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
+import { loadChatTemplate } from "../io/chat_template.ts";
 import { parquetColumns, ParquetError } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { BatchIterator, CausalLmDataset, ClassificationDataset } from "../train/data.ts";
@@ -16,8 +18,11 @@ import {
   DataError,
   type Example,
   readClassificationFile,
+  readRecords,
   readTextFile,
 } from "../train/readers.ts";
+import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
+import { getFamily } from "../models/registry.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
 import { readImageData } from "../train/image_data.ts";
@@ -36,8 +41,9 @@ export function taskOfConfig(config: HfConfig): TaskName | null {
 }
 
 /**
- * The task to train: the flag, else from the data (text → causal LM; labelled rows → sequence
- * classification; a Parquet file by whether it has the label column), else the model's head.
+ * The task to train: the flag, else from the data (text → causal LM; records with the label
+ * field → sequence classification; records without it → causal LM for a model that can be one,
+ * e.g. prompt/completion or conversation records), else the model's head.
  */
 export async function chooseTask(
   flag: string | undefined,
@@ -48,14 +54,26 @@ export async function chooseTask(
   if (flag) return flag as TaskName;
   if (config.modelType === "vit") return "image-cls";
   if (data === "brown" || /\.txt$/i.test(data)) return "causal-lm";
-  if (data === "spamassassin" || /\.(jsonl|ndjson|json|csv|tsv)$/i.test(data)) return "seq-cls";
-  if (/\.parquet$/i.test(data)) {
-    const columns = await parquetColumns(data).catch((e) => {
-      throw e instanceof ParquetError ? new DataError(e.message) : e;
-    });
-    return columns.includes(labelField) ? "seq-cls" : "causal-lm";
+  if (data === "spamassassin") return "seq-cls";
+  const fields = await recordFields(data);
+  if (fields) {
+    if (fields.includes(labelField)) return "seq-cls";
+    // a classifier's data without labels: the reader names the missing field
+    const decoder = getFamily(config.modelType)?.architectures["causal-lm"] !== undefined;
+    return decoder && taskOfConfig(config) !== "seq-cls" ? "causal-lm" : "seq-cls";
   }
   return taskOfConfig(config) ?? "seq-cls";
+}
+
+/** The field names of a record file's first record (a Parquet file's columns); null for other files. */
+async function recordFields(data: string): Promise<string[] | null> {
+  if (/\.parquet$/i.test(data)) {
+    return await parquetColumns(data).catch((e) => {
+      throw e instanceof ParquetError ? new DataError(e.message) : e;
+    });
+  }
+  if (!/\.(jsonl|ndjson|json|csv|tsv)$/i.test(data)) return null;
+  return Object.keys((await readRecords(data))[0].fields);
 }
 
 /** The default data set of a task. */
@@ -87,6 +105,8 @@ export interface DataSpec {
   /** Real-valued labels: a one-output head trained with mean squared error. */
   regression?: boolean;
   labelField?: string;
+  /** Instruction data: learn the completions alone (default), or every token. */
+  lossOn?: LossOn;
 }
 
 /** Train and eval batches of a run, and what the head needs. */
@@ -116,7 +136,7 @@ export async function loadSplits(
     case "seq-cls":
       return await classificationSplits(spec, config, need(tokenizer, spec.task), headLabels);
     case "causal-lm":
-      return await causalSplits(spec, need(tokenizer, spec.task));
+      return await causalSplits(spec, need(tokenizer, spec.task), config, modelDir);
     case "image-cls":
       if (config.modelType !== "vit") {
         throw new DataError(`task image-cls needs a ViT model, ${config.path} is ${config.modelType}`);
@@ -229,7 +249,16 @@ async function classificationSplits(
   };
 }
 
-async function causalSplits(spec: DataSpec, tokenizer: Tokenizer): Promise<Splits> {
+async function causalSplits(
+  spec: DataSpec,
+  tokenizer: Tokenizer,
+  config: HfConfig,
+  modelDir: string,
+): Promise<Splits> {
+  const fields = spec.data === "brown" ? null : await recordFields(spec.data);
+  if (fields && isInstructionRecord(fields)) {
+    return await instructionSplits(spec, tokenizer, config, modelDir);
+  }
   const seqLen = spec.seqLen;
   const encode = (text: string) => Int32Array.from(tokenizer.encode(text));
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
@@ -268,6 +297,45 @@ async function causalSplits(spec: DataSpec, tokenizer: Tokenizer): Promise<Split
     : trainSet;
   const trainSource = new BatchIterator(trainRows, { batchSize: spec.batchSize, seed: spec.seed });
   return { train: trainSource, eval: evalSource, summary };
+}
+
+/**
+ * Prompt/completion records or conversations (lib/train/instruct.ts): one row each, the loss on
+ * the completions unless `lossOn` is "all"; conversations through the model's chat template.
+ */
+async function instructionSplits(
+  spec: DataSpec,
+  tokenizer: Tokenizer,
+  config: HfConfig,
+  modelDir: string,
+): Promise<Splits> {
+  const template = await loadChatTemplate(modelDir);
+  let train = await readInstructions(spec.data);
+  let evalSet = spec.evalData ? await readInstructions(spec.evalData) : null;
+  if (!evalSet && spec.evalFraction > 0) {
+    ({ train, heldOut: evalSet } = splitByFraction(train, { fraction: spec.evalFraction, seed: spec.seed }));
+    if (train.length === 0) {
+      throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training rows`);
+    }
+  }
+  train = subset(train, spec.maxTrain);
+  if (evalSet) evalSet = subset(evalSet, spec.maxEval);
+  const lossOn = spec.lossOn ?? "completion";
+  const opts = { seqLen: Math.min(spec.seqLen, maxTokens(config)), template, lossOn };
+  const made = instructionDataset(train, tokenizer, { ...opts, source: spec.data });
+  const held = evalSet && evalSet.length > 0
+    ? instructionDataset(evalSet, tokenizer, { ...opts, source: spec.evalData ?? `${spec.data} (held out)` })
+    : null;
+  const dropped = (n: number) =>
+    n ? ` (${n} left out: no completion token within ${opts.seqLen} tokens)` : "";
+  const summary = `${spec.data}: ${made.dataset.size} instructions${dropped(made.dropped)}` +
+    (held ? `, ${held.dataset.size} eval${dropped(held.dropped)}` : "") +
+    `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}`;
+  return {
+    train: new BatchIterator(made.dataset, { batchSize: spec.batchSize, seed: spec.seed }),
+    eval: held ? new BatchIterator(held.dataset, { batchSize: spec.batchSize, shuffle: false }) : null,
+    summary,
+  };
 }
 
 /** The first `rows` rows of an in-order source. */

@@ -6,6 +6,7 @@
  * only its head trained against SSH + head for the same budget.
  * @module
  */
+import type { LossOn } from "../train/instruct.ts";
 import { join, resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
@@ -28,6 +29,7 @@ import {
   FIELD_FLAGS,
   type FlagValues,
   listOf,
+  LOSS_ON_FLAG,
   withArgs,
 } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
@@ -182,6 +184,7 @@ const FLAGS = {
   },
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
   ...FIELD_FLAGS,
+  "loss-on": LOSS_ON_FLAG,
   regression: {
     type: "boolean",
     help: "the labels are real values (e.g. STS-B): one output trained with mean squared error",
@@ -328,6 +331,7 @@ async function runTraining(
       maxEval: v["max-eval"],
       textField: v["text-field"],
       pairField: v["pair-field"],
+      lossOn: v["loss-on"] as LossOn,
       labelField: v["label-field"],
       regression,
     },

@@ -88,8 +88,11 @@ export const TEXT_FIELDS: readonly (readonly string[])[] = [
 ];
 
 /** One record of a data file: its fields and the line it starts on. */
-interface SourceRecord {
+/** One record of a data file: its line (its row, for Parquet) and its fields. */
+export interface SourceRecord {
+  /** 1-based line of a JSONL/CSV file, or row of a Parquet table. */
   line: number;
+  /** The record's fields by name. */
   fields: Record<string, unknown>;
 }
 
@@ -289,22 +292,28 @@ export async function readTexts(
       .filter((r) => (r.fields.text as string).trim() !== "");
     if (records.length === 0) throw new DataError(`${path}: no texts (the file is empty)`);
   } else {
-    const format = opts.format ?? formatOf(path);
-    if (format === "parquet") {
-      records = (await parquetTable(path)).rows.map((fields, i) => ({ line: i + 1, fields }));
-      if (records.length === 0) throw new DataError(`${path}: no texts (the table has no rows)`);
-    } else {
-      const text = await readFile(path);
-      records = format === "jsonl"
-        ? jsonlRecords(text, path)
-        : csvRecords(text, path, format === "tsv" ? "\t" : ",");
-    }
+    records = await readRecords(path, opts.format);
   }
   const fields = textFieldsOf(records[0], path, opts);
   return records.map(({ line, fields: f }) => {
     const [text, pair] = textsOf(f, fields, path, line);
     return pair === undefined ? { text } : { text, pair };
   });
+}
+
+/**
+ * The records of a JSONL, CSV/TSV or Parquet file (format from the extension unless given); a file
+ * without any is a DataError.
+ */
+export async function readRecords(path: string, format?: DataFormat): Promise<SourceRecord[]> {
+  const f = format ?? formatOf(path);
+  if (f === "parquet") {
+    const records = (await parquetTable(path)).rows.map((fields, i) => ({ line: i + 1, fields }));
+    if (records.length === 0) throw new DataError(`${path}: no records (the table has no rows)`);
+    return records;
+  }
+  const text = await readFile(path);
+  return f === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, f === "tsv" ? "\t" : ",");
 }
 
 /**
@@ -394,33 +403,32 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
 }
 
 /**
- * The text of a file for causal language modelling: a plain-text file (a leading byte-order
- * mark removed), or the `textField` column (default "text") of a Parquet file, its rows joined
- * by blank lines. A missing or empty file is a DataError.
+ * The text to train a causal LM on: a .txt (or any other) file as it is, or the text field of
+ * every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), joined by blank
+ * lines.
  */
 export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
-  if (/\.parquet$/i.test(path)) return parquetText(path, opts.textField ?? "text");
-  const text = await readFile(path);
-  if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
-  return text;
-}
-
-async function parquetText(path: string, field: string): Promise<string> {
-  const table = await parquetTable(path);
-  if (!table.columns.includes(field)) {
+  if (!/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path)) {
+    const text = await readFile(path);
+    if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
+    return text;
+  }
+  const field = opts.textField ?? "text", records = await readRecords(path);
+  const noun = /\.parquet$/i.test(path) ? "column" : "field";
+  if (!(field in records[0].fields)) {
     throw new DataError(
-      `${path}: no column "${field}" (name the text column: --text-field, or textField); the columns are ` +
-        table.columns.join(", "),
+      `${path}: no ${noun} "${field}" (name the text ${noun}: --text-field, or textField); the ${noun}s are ` +
+        Object.keys(records[0].fields).join(", "),
     );
   }
-  const texts = table.rows.map((row, i) => {
-    const v = row[field];
+  const texts = records.map(({ line, fields }) => {
+    const v = fields[field];
     if (typeof v !== "string") {
-      throw new DataError(`${path}:${i + 1}: column "${field}" must be a string, got ${JSON.stringify(v)}`);
+      throw new DataError(`${path}:${line}: ${noun} "${field}" must be a string, got ${JSON.stringify(v)}`);
     }
     return v;
   });
   const text = texts.join("\n\n");
-  if (text.length === 0) throw new DataError(`${path}: no text (column "${field}" is empty)`);
+  if (text.length === 0) throw new DataError(`${path}: no text (${noun} "${field}" is empty)`);
   return text;
 }

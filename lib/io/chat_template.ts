@@ -1,0 +1,113 @@
+/**
+ * A model's chat template: the Jinja template that `transformers`' `apply_chat_template` renders a
+ * conversation with, read from tokenizer_config.json (`chat_template`, a string or a list of named
+ * templates, "default" taken) or from chat_template.jinja beside it, and rendered with the pinned
+ * npm package `@huggingface/jinja` (Hugging Face's JavaScript port of the Jinja subset templates use).
+ * @module
+ */
+import { join } from "node:path";
+import { Template } from "@huggingface/jinja";
+
+/** One turn of a conversation. */
+export interface ChatMessage {
+  /** "system", "user", "assistant", … */
+  role: string;
+  /** The turn's text. */
+  content: string;
+}
+
+/** A chat template, ready to render. */
+export interface ChatTemplate {
+  /** Where it was read from, for errors. */
+  readonly source: string;
+  /**
+   * The conversation as text, as `apply_chat_template(messages, tokenize=False,
+   * add_generation_prompt=...)`: with `addGenerationPrompt`, ending with the header of an
+   * assistant turn to be generated.
+   */
+  render(messages: readonly ChatMessage[], addGenerationPrompt?: boolean): string;
+}
+
+/** A chat template that is missing, malformed or fails to render. */
+export class ChatTemplateError extends Error {
+  override name = "ChatTemplateError";
+}
+
+/** The chat template of the model directory `dir`, or null when it has none. */
+export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null> {
+  const configPath = join(dir, "tokenizer_config.json");
+  let config: Record<string, unknown> = {};
+  try {
+    config = JSON.parse(await Deno.readTextFile(configPath));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new ChatTemplateError(`${configPath}: cannot read: ${(e as Error).message}`);
+    }
+  }
+  const jinjaPath = join(dir, "chat_template.jinja");
+  let source = configPath, text = templateText(config.chat_template, configPath);
+  if (text === null) {
+    try {
+      text = await Deno.readTextFile(jinjaPath);
+      source = jinjaPath;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return null;
+      throw e;
+    }
+  }
+  return chatTemplate(text, source, {
+    bos_token: tokenText(config.bos_token),
+    eos_token: tokenText(config.eos_token),
+    pad_token: tokenText(config.pad_token),
+    unk_token: tokenText(config.unk_token),
+  });
+}
+
+/**
+ * A chat template from its Jinja `text`; `tokens` are the special tokens' texts the template may
+ * use (bos_token, eos_token, …). A syntax error is a ChatTemplateError naming `source`.
+ */
+export function chatTemplate(
+  text: string,
+  source: string,
+  tokens: Record<string, string> = {},
+): ChatTemplate {
+  let template: Template;
+  try {
+    template = new Template(text);
+  } catch (e) {
+    throw new ChatTemplateError(`${source}: the chat template does not parse: ${(e as Error).message}`);
+  }
+  return {
+    source,
+    render(messages, addGenerationPrompt = false) {
+      try {
+        return template.render({
+          ...tokens,
+          messages: messages.map((m) => ({ ...m })),
+          add_generation_prompt: addGenerationPrompt,
+        });
+      } catch (e) {
+        throw new ChatTemplateError(`${source}: the chat template failed: ${(e as Error).message}`);
+      }
+    },
+  };
+}
+
+/** tokenizer_config.json's `chat_template`: a string, or the "default" one of a named list. */
+function templateText(value: unknown, path: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) {
+    const named = value.find((t) => t?.name === "default") ?? value[0];
+    if (typeof named?.template === "string") return named.template;
+  }
+  throw new ChatTemplateError(`${path}: "chat_template" must be a string or a list of {name, template}`);
+}
+
+/** A special token's text: a string, or an AddedToken object's `content`. */
+function tokenText(value: unknown): string {
+  if (typeof value === "string") return value;
+  const content = (value as { content?: unknown } | null)?.content;
+  return typeof content === "string" ? content : "";
+}

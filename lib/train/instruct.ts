@@ -1,0 +1,233 @@
+/**
+ * Supervised fine-tuning data for a causal LM, in TRL's dataset formats: a `prompt` and the
+ * `completion` to learn (texts, or lists of messages), or a conversation (`messages`, a list of
+ * `{role, content}`) rendered with the model's chat template. The loss is taken on the completion
+ * (a conversation's assistant turns) alone, as TRL's completion-only loss, unless `lossOn: "all"`.
+ *
+ * ```ts
+ * const examples = await readInstructions("sft.jsonl");
+ * const { dataset } = instructionDataset(examples, tokenizer, { seqLen: 512, template });
+ * ```
+ * @module
+ */
+import type { ChatMessage, ChatTemplate } from "../io/chat_template.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import { type Dataset, IGNORE_INDEX, type Row } from "./data.ts";
+import { DataError, readRecords, type SourceRecord } from "./readers.ts";
+
+/** A prompt and the text that should follow it. */
+export interface TextInstruction {
+  prompt: string;
+  completion: string;
+}
+
+/**
+ * A conversation: the assistant turns from `completionFrom` on are learnt (0 for a `messages`
+ * row: every assistant turn; the prompt's length for a conversational prompt/completion row).
+ */
+export interface ChatInstruction {
+  messages: ChatMessage[];
+  completionFrom: number;
+}
+
+/** One supervised example. */
+export type Instruction = TextInstruction | ChatInstruction;
+
+/** Which tokens the loss is taken on: the completions (assistant turns) alone, or all. */
+export type LossOn = "completion" | "all";
+
+/** Whether records with these fields are instructions: a `messages` list, or `prompt` and `completion`. */
+export function isInstructionRecord(fieldNames: readonly string[]): boolean {
+  return fieldNames.includes("messages") ||
+    (fieldNames.includes("prompt") && fieldNames.includes("completion"));
+}
+
+/** The instruction format of a record's fields, or null when it is none. */
+function instructionFormat(fields: Record<string, unknown>): "text" | "chat" | null {
+  if (Array.isArray(fields.messages)) return "chat";
+  if ("prompt" in fields && "completion" in fields) {
+    return Array.isArray(fields.prompt) || Array.isArray(fields.completion) ? "chat" : "text";
+  }
+  return null;
+}
+
+/**
+ * The instructions of a JSONL, CSV/TSV or Parquet file whose records have `prompt` and
+ * `completion` fields or a `messages` list. Errors name the file and the line.
+ */
+export async function readInstructions(path: string): Promise<Instruction[]> {
+  const records = await readRecords(path);
+  const format = instructionFormat(records[0].fields);
+  if (!format) {
+    throw new DataError(
+      `${path}:${
+        records[0].line
+      }: expected "prompt" and "completion" fields or a "messages" list; the fields are ` +
+        Object.keys(records[0].fields).join(", "),
+    );
+  }
+  return records.map((r) => instructionOf(r, path));
+}
+
+function instructionOf({ line, fields }: SourceRecord, path: string): Instruction {
+  const at = `${path}:${line}`;
+  if (Array.isArray(fields.messages)) {
+    return { messages: messagesOf(fields.messages, at, "messages"), completionFrom: 0 };
+  }
+  const { prompt, completion } = fields;
+  if (typeof prompt === "string" && typeof completion === "string") return { prompt, completion };
+  if (Array.isArray(prompt) && Array.isArray(completion)) {
+    const first = messagesOf(prompt, at, "prompt");
+    return {
+      messages: [...first, ...messagesOf(completion, at, "completion")],
+      completionFrom: first.length,
+    };
+  }
+  throw new DataError(
+    `${at}: expected "prompt" and "completion" both texts or both lists of messages, or a "messages" list`,
+  );
+}
+
+function messagesOf(value: unknown[], at: string, field: string): ChatMessage[] {
+  if (value.length === 0) throw new DataError(`${at}: "${field}" has no messages`);
+  return value.map((m, i) => {
+    const { role, content } = (m ?? {}) as Record<string, unknown>;
+    if (typeof role !== "string" || typeof content !== "string") {
+      throw new DataError(
+        `${at}: ${field}[${i}] must be {"role": text, "content": text}, got ${JSON.stringify(m)}`,
+      );
+    }
+    return { role, content };
+  });
+}
+
+/** An example's tokens and which of them are targets of the loss. */
+export interface InstructionTokens {
+  ids: Int32Array;
+  /** 1 where the token is learnt. */
+  trained: Uint8Array;
+}
+
+/**
+ * Tokenize one instruction. A text one as TRL does: `prompt + completion` with the tokenizer's
+ * special tokens, the end-of-sequence token appended, the completion's tokens being those after
+ * the prompt's own. A conversation through `template`, its text tokenized without adding special
+ * tokens (the template writes them), each learnt assistant turn's tokens found by rendering the
+ * conversation up to the turn (with the generation prompt, so the turn's header is not learnt) and
+ * through it. `where` names the example in errors.
+ */
+export function tokenizeInstruction(
+  example: Instruction,
+  tokenizer: Tokenizer,
+  opts: { template?: ChatTemplate | null; lossOn?: LossOn; where?: string } = {},
+): InstructionTokens {
+  const lossOn = opts.lossOn ?? "completion", where = opts.where ?? "instruction";
+  if ("prompt" in example) {
+    const prompt = tokenizer.encode(example.prompt);
+    const ids = tokenizer.encode(example.prompt + example.completion);
+    const eos = tokenizer.special.eos;
+    if (eos !== null && ids[ids.length - 1] !== eos) ids.push(eos);
+    const trained = new Uint8Array(ids.length).fill(
+      1,
+      lossOn === "all" ? 0 : Math.min(prompt.length, ids.length),
+    );
+    return { ids: Int32Array.from(ids), trained };
+  }
+  const template = opts.template;
+  if (!template) {
+    throw new DataError(
+      `${where}: a conversation needs the model's chat template (tokenizer_config.json "chat_template", or ` +
+        `chat_template.jinja), and the model directory has none`,
+    );
+  }
+  const encode = (messages: ChatMessage[], generation: boolean) =>
+    tokenizer.encode(template.render(messages, generation), { addSpecialTokens: false });
+  const ids = encode(example.messages, false);
+  const trained = new Uint8Array(ids.length);
+  if (lossOn === "all") trained.fill(1);
+  else {
+    example.messages.forEach((m, i) => {
+      if (m.role !== "assistant" || i < example.completionFrom) return;
+      const before = encode(example.messages.slice(0, i), true);
+      const through = encode(example.messages.slice(0, i + 1), false);
+      if (!startsWith(ids, before) || !startsWith(ids, through) || through.length < before.length) {
+        throw new DataError(
+          `${where}: the chat template (${template.source}) does not render the conversation turn by turn ` +
+            `(its text up to message ${i} is not a prefix of the whole), so the assistant's tokens cannot be ` +
+            `found; train on every token instead (--loss-on all)`,
+        );
+      }
+      trained.fill(1, before.length, through.length);
+    });
+  }
+  return { ids: Int32Array.from(ids), trained };
+}
+
+function startsWith(ids: readonly number[], prefix: readonly number[]): boolean {
+  return prefix.length <= ids.length && prefix.every((v, i) => ids[i] === v);
+}
+
+/** Options of {@link instructionDataset}. */
+export interface InstructionDatasetOptions {
+  /** Tokens per row at most: longer examples keep their first seqLen tokens. */
+  seqLen: number;
+  /** The model's chat template (conversations need it). */
+  template?: ChatTemplate | null;
+  /** Default "completion". */
+  lossOn?: LossOn;
+  /** Names the examples in errors (e.g. the file). */
+  source?: string;
+}
+
+/**
+ * Rows of next-token targets on the learnt tokens of `examples`. Examples with no learnt token
+ * within seqLen (a prompt that fills it) are left out and counted in `dropped`.
+ */
+export function instructionDataset(
+  examples: readonly Instruction[],
+  tokenizer: Tokenizer,
+  opts: InstructionDatasetOptions,
+): { dataset: InstructionDataset; dropped: number } {
+  if (!(Number.isInteger(opts.seqLen) && opts.seqLen >= 2)) {
+    throw new RangeError(`instructionDataset: seqLen must be an integer ≥ 2, got ${opts.seqLen}`);
+  }
+  const rows: Row[] = [];
+  examples.forEach((ex, i) => {
+    const where = `${opts.source ?? "instructions"}: example ${i + 1}`;
+    const { ids, trained } = tokenizeInstruction(ex, tokenizer, { ...opts, where });
+    const kept = ids.subarray(0, opts.seqLen);
+    // position t predicts token t + 1, when that token is learnt
+    const label = new Int32Array(kept.length).fill(IGNORE_INDEX);
+    let targets = 0;
+    for (let t = 0; t + 1 < kept.length; t++) {
+      if (trained[t + 1]) [label[t], targets] = [kept[t + 1], targets + 1];
+    }
+    if (targets > 0) rows.push({ ids: kept, label });
+  });
+  if (rows.length === 0) {
+    throw new DataError(
+      `${opts.source ?? "instructions"}: no example has a completion token within ${opts.seqLen} tokens ` +
+        `(a longer --seq-len, or shorter prompts)`,
+    );
+  }
+  return { dataset: new InstructionDataset(rows, tokenizer.padId), dropped: examples.length - rows.length };
+}
+
+/** Tokenized instructions, one row each, padded on the right when batched. */
+export class InstructionDataset implements Dataset {
+  /** Rows in the dataset. */
+  readonly size: number;
+
+  /** A dataset of `rows` (token ids and next-token labels); `padId` fills padding. */
+  constructor(private readonly rows: readonly Row[], readonly padId: number) {
+    this.size = rows.length;
+  }
+
+  /** Row `index`: its ids and next-token labels (−100 where nothing is learnt). */
+  row(index: number): Row {
+    if (!(Number.isInteger(index) && index >= 0 && index < this.size)) {
+      throw new RangeError(`row ${index} is outside the dataset (rows 0..${this.size - 1})`);
+    }
+    return this.rows[index];
+  }
+}

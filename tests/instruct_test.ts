@@ -1,0 +1,237 @@
+/**
+ * Instruction data: TRL's prompt/completion and conversation records read and tokenized, the
+ * loss on the completions (the assistant turns, their headers excluded) alone; chat templates
+ * read from a model directory; and a causal LM fine-tuned on such a file from the CLI.
+ */
+import { join } from "node:path";
+import { chatTemplate, ChatTemplateError, loadChatTemplate } from "../lib/io/chat_template.ts";
+import { loadHfConfig } from "../lib/io/hf_config.ts";
+import { loadModelTokenizer } from "../lib/models/load.ts";
+import {
+  type Instruction,
+  instructionDataset,
+  readInstructions,
+  tokenizeInstruction,
+} from "../lib/train/instruct.ts";
+import { DataError } from "../lib/train/readers.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { fixtureModel, tempModelDir } from "./model_helpers.ts";
+import { runCli } from "./train_helpers.ts";
+
+const CHATML =
+  "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
+  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+async function tokenizerOf(name: string) {
+  return await loadModelTokenizer(await loadHfConfig(fixtureModel(name)));
+}
+
+/** The text of the learnt tokens (special tokens kept). */
+function learnt(tok: Awaited<ReturnType<typeof tokenizerOf>>, ids: Int32Array, trained: Uint8Array): string {
+  return tok.decode(Array.from(ids).filter((_, i) => trained[i]), { skipSpecialTokens: false });
+}
+
+async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "hartley-instruct-" });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("readInstructions: prompt/completion texts, conversations, conversational prompt/completion; errors name the line", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "sft.jsonl");
+    const rows = [
+      { prompt: "Q: sky? A:", completion: " blue" },
+      { messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "hello" }] },
+      { prompt: [{ role: "user", content: "2+2?" }], completion: [{ role: "assistant", content: "4" }] },
+    ];
+    await Deno.writeTextFile(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+    assertEquals(await readInstructions(file), [
+      { prompt: "Q: sky? A:", completion: " blue" },
+      { messages: rows[1].messages, completionFrom: 0 },
+      {
+        messages: [{ role: "user", content: "2+2?" }, { role: "assistant", content: "4" }],
+        completionFrom: 1,
+      },
+    ]);
+    await Deno.writeTextFile(file, '{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n');
+    await assertRejects(() => readInstructions(file), DataError, "sft.jsonl:2: expected");
+    await Deno.writeTextFile(file, '{"messages": [{"role": "user"}]}\n');
+    await assertRejects(
+      () => readInstructions(file),
+      DataError,
+      'sft.jsonl:1: messages[0] must be {"role": text',
+    );
+    await Deno.writeTextFile(file, '{"text": "plain"}\n');
+    await assertRejects(() => readInstructions(file), DataError, "the fields are text");
+  });
+});
+
+Deno.test("tokenizeInstruction: prompt + completion + EOS, the completion's tokens learnt (GPT-2 and LLaMA tokenizers)", async () => {
+  for (const name of ["gpt2", "llama"]) {
+    const tok = await tokenizerOf(name);
+    const ex = { prompt: "The jury said", completion: " that the city was fine" };
+    const { ids, trained } = tokenizeInstruction(ex, tok);
+    const whole = tok.encode(ex.prompt + ex.completion), prompt = tok.encode(ex.prompt);
+    assertEquals(Array.from(ids), [...whole, tok.special.eos!], name);
+    assertEquals(
+      Array.from(trained),
+      [...prompt.map(() => 0), ...whole.slice(prompt.length).map(() => 1), 1],
+      name,
+    );
+    assertEquals(tok.decode(Array.from(ids).filter((_, i) => trained[i])).trim(), ex.completion.trim(), name);
+    const all = tokenizeInstruction(ex, tok, { lossOn: "all" });
+    assert(all.trained.every((v) => v === 1), name);
+  }
+});
+
+Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through the chat template, headers not", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const template = chatTemplate(CHATML, "test");
+  const messages = [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Sky colour?" },
+    { role: "assistant", content: "Blue." },
+    { role: "user", content: "Grass?" },
+    { role: "assistant", content: "Green." },
+  ];
+  const chat: Instruction = { messages, completionFrom: 0 };
+  const { ids, trained } = tokenizeInstruction(chat, tok, { template });
+  assertEquals(Array.from(ids), tok.encode(template.render(messages), { addSpecialTokens: false }));
+  assertEquals(learnt(tok, ids, trained), "Blue.<|im_end|>\nGreen.<|im_end|>\n");
+  // a conversational prompt/completion: the prompt's assistant turn is context, not learnt
+  const { ids: ids2, trained: t2 } = tokenizeInstruction({ messages, completionFrom: 3 }, tok, { template });
+  assertEquals(learnt(tok, ids2, t2), "Green.<|im_end|>\n");
+  assertThrows(
+    () => tokenizeInstruction(chat, tok, { where: "sft.jsonl: example 4" }),
+    "sft.jsonl: example 4: a conversation needs the model's chat template",
+  );
+  // a template that writes something after the last turn only: the turns cannot be found
+  const closing = chatTemplate(
+    "{% for m in messages %}{{ m.content }}|{% endfor %}{{ messages | length }}",
+    "closing",
+  );
+  assertThrows(() => tokenizeInstruction(chat, tok, { template: closing }), "--loss-on all");
+  assert(tokenizeInstruction(chat, tok, { template: closing, lossOn: "all" }).trained.every((v) => v === 1));
+});
+
+Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to seqLen, prompts that fill it left out", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const examples = [
+    { prompt: "The jury", completion: " said" },
+    { prompt: "The jury said that the city of Atlanta was", completion: " fine" },
+  ];
+  const prompt0 = tok.encode("The jury").length, long = tok.encode(examples[1].prompt).length;
+  const { dataset, dropped } = instructionDataset(examples, tok, { seqLen: long - 1 });
+  assertEquals([dataset.size, dropped], [1, 1]);
+  const row = dataset.row(0), ids = Array.from(row.ids);
+  const expected = ids.map((_, t) => (t + 1 < ids.length && t + 1 >= prompt0 ? ids[t + 1] : -100));
+  assertEquals(Array.from(row.label as Int32Array), expected);
+  assertEquals(ids[ids.length - 1], tok.special.eos);
+  assertThrows(
+    () => instructionDataset([examples[1]], tok, { seqLen: 4, source: "sft.jsonl" }),
+    "sft.jsonl: no example has a completion token within 4 tokens",
+  );
+});
+
+Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named list) or chat_template.jinja, with its special tokens", async () => {
+  await withDir(async (dir) => {
+    assertEquals(await loadChatTemplate(dir), null);
+    const uses = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
+    await Deno.writeTextFile(join(dir, "chat_template.jinja"), uses);
+    await Deno.writeTextFile(
+      join(dir, "tokenizer_config.json"),
+      JSON.stringify({ bos_token: { content: "<s>" }, eos_token: "</s>" }),
+    );
+    const m = [{ role: "user", content: "hi" }];
+    assertEquals((await loadChatTemplate(dir))!.render(m), "<s>hi</s>");
+    await Deno.writeTextFile(
+      join(dir, "tokenizer_config.json"),
+      JSON.stringify({
+        eos_token: "E",
+        chat_template: [{ name: "tool_use", template: "T" }, { name: "default", template: uses }],
+      }),
+    );
+    assertEquals((await loadChatTemplate(dir))!.render(m), "hiE");
+    await Deno.writeTextFile(
+      join(dir, "tokenizer_config.json"),
+      JSON.stringify({ chat_template: "{% if %}" }),
+    );
+    await assertRejects(
+      () => loadChatTemplate(dir),
+      ChatTemplateError,
+      "tokenizer_config.json: the chat template does not parse",
+    );
+    const refusing = chatTemplate("{{ raise_exception('roles must alternate') }}", "t");
+    assertThrows(() => refusing.render(m), "roles must alternate");
+  });
+});
+
+Deno.test("train a causal LM on prompt/completion and conversation files: the task, the loss on completions, eval", async () => {
+  await withDir(async (dir) => {
+    const model = await tempModelDir(fixtureModel("gpt2-brown"));
+    try {
+      await Deno.writeTextFile(
+        join(model, "tokenizer_config.json"),
+        JSON.stringify({ chat_template: CHATML }),
+      );
+      const colours = ["red", "blue", "green", "white"];
+      const texts = Array.from(
+        { length: 16 },
+        (_, i) => ({ prompt: `Colour ${i % 4}:`, completion: ` ${colours[i % 4]}` }),
+      );
+      const chats = texts.map((t) => ({
+        messages: [{ role: "user", content: t.prompt }, { role: "assistant", content: t.completion.trim() }],
+      }));
+      for (const [name, rows] of [["sft.jsonl", texts], ["chat.jsonl", chats]] as const) {
+        const data = join(dir, name);
+        await Deno.writeTextFile(data, rows.map((r) => JSON.stringify(r)).join("\n"));
+        const args = [
+          "--model",
+          model,
+          "--data",
+          data,
+          "--batch-size",
+          "8",
+          "--seq-len",
+          "96",
+        ];
+        const before = await runCli(["eval", ...args]);
+        assertEquals(before.code, 0, before.err);
+        const r = await runCli([
+          "train",
+          ...args,
+          "--eval-data",
+          data,
+          "--method",
+          "lora",
+          "--lr",
+          "3e-2",
+          "--steps",
+          "16",
+          "--out",
+          join(dir, `run-${name}`),
+        ]);
+        assertEquals(r.code, 0, r.err);
+        assert(
+          r.err.includes("16 instructions") && r.err.includes("the loss on the completions alone"),
+          r.err,
+        );
+        const after = await runCli([
+          "eval",
+          "--adapter",
+          join(dir, `run-${name}`, "adapter"),
+          ...args,
+        ]);
+        assertEquals(after.code, 0, after.err);
+        const loss = (out: string) => Number(out.match(/loss ([\d.]+)/)![1]);
+        assert(loss(after.out) < loss(before.out) - 0.5, `${name}: ${before.out} → ${after.out}`);
+      }
+    } finally {
+      await Deno.remove(model, { recursive: true });
+    }
+  });
+});
