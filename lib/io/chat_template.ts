@@ -30,6 +30,7 @@ export interface ChatTemplate {
 
 /** A chat template that is missing, malformed or fails to render. */
 export class ChatTemplateError extends Error {
+  /** "ChatTemplateError". */
   override name = "ChatTemplateError";
 }
 

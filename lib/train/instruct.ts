@@ -17,7 +17,9 @@ import { DataError, readRecords, type SourceRecord } from "./readers.ts";
 
 /** A prompt and the text that should follow it. */
 export interface TextInstruction {
+  /** The text the model is given. */
   prompt: string;
+  /** The text it should continue with (learnt). */
   completion: string;
 }
 
@@ -26,7 +28,9 @@ export interface TextInstruction {
  * row: every assistant turn; the prompt's length for a conversational prompt/completion row).
  */
 export interface ChatInstruction {
+  /** The conversation. */
   messages: ChatMessage[];
+  /** The first message whose assistant turns are learnt. */
   completionFrom: number;
 }
 
@@ -103,6 +107,7 @@ function messagesOf(value: unknown[], at: string, field: string): ChatMessage[] 
 
 /** An example's tokens and which of them are targets of the loss. */
 export interface InstructionTokens {
+  /** The token ids. */
   ids: Int32Array;
   /** 1 where the token is learnt. */
   trained: Uint8Array;
