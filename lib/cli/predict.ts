@@ -9,7 +9,8 @@
  */
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { maxTokens, type VitConfig } from "../io/hf_config.ts";
+import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
+import { generationEosIds, maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
@@ -65,6 +66,11 @@ const FLAGS = {
     help: "sample among the most probable tokens that hold this share of the probability (1: all)",
   },
   seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+  chat: {
+    type: "boolean",
+    help:
+      "each prompt is a user's message: rendered with the model's chat template, the assistant's answer generated",
+  },
   json: { type: "boolean", help: "one JSON object per text, even for one --text" },
   out: { type: "string", arg: "FILE", help: "write the JSON lines here instead of the terminal" },
   dtype: DTYPE_FLAG,
@@ -127,7 +133,10 @@ export function predictCommand(args: string[]): Promise<number> {
                 inputs,
                 v.labels,
               )
-              : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), v, streaming);
+              : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), {
+                ...v,
+                ...await promptSettings(v.model, model, tokenizer, v.chat),
+              }, streaming);
           }
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
@@ -180,12 +189,46 @@ function labelled(
   );
 }
 
+/** The generation flags of predict. */
+interface GenerationFlags {
+  "max-new-tokens": number;
+  temperature: number;
+  "top-k": number;
+  "top-p": number;
+  seed: number;
+}
+
+/** How prompts become token ids, and which tokens end the text. */
+interface PromptSettings {
+  /** With --chat: the template that wraps each prompt as a user's message. */
+  template: ChatTemplate | null;
+  /** config.json's end-of-sequence ids, generation_config.json's and the tokenizer's. */
+  eosTokenIds: number[];
+}
+
+async function promptSettings(
+  dir: string,
+  model: Model,
+  tokenizer: Tokenizer,
+  chat: boolean | undefined,
+): Promise<PromptSettings> {
+  const template = chat ? await loadChatTemplate(dir) : null;
+  if (chat && !template) {
+    throw new ArgsError(
+      `--chat needs the model's chat template; ${dir} has no tokenizer_config.json "chat_template"`,
+    );
+  }
+  const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
+  const eos = new Set([...model.config.eosTokenIds, ...await generationEosIds(dir), ...special]);
+  return { template, eosTokenIds: [...eos] };
+}
+
 /** Continue each prompt; with `stream`, the prompt and its continuation are written as it grows. */
 async function continuePrompts(
   model: Model,
   tokenizer: Tokenizer,
   prompts: string[],
-  v: { "max-new-tokens": number; temperature: number; "top-k": number; "top-p": number; seed: number },
+  v: GenerationFlags & PromptSettings,
   stream = false,
 ): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
@@ -195,8 +238,14 @@ async function continuePrompts(
     for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
   };
   for (const prompt of prompts) {
-    if (stream) write(prompt);
-    const g = await generate(model, tokenizer, prompt, {
+    if (stream && !v.template) write(prompt); // a chat answer is not a continuation of the prompt
+    const ids = v.template
+      ? tokenizer.encode(v.template.render([{ role: "user", content: prompt }], true), {
+        addSpecialTokens: false,
+      })
+      : prompt;
+    const g = await generate(model, tokenizer, ids, {
+      eosTokenIds: v.eosTokenIds,
       maxNewTokens: v["max-new-tokens"],
       temperature: v.temperature,
       topK: v["top-k"],
@@ -205,7 +254,8 @@ async function continuePrompts(
       onText: stream ? write : undefined,
     });
     if (stream) write("\n");
-    out.push({ prompt, completion: g.text, output: prompt + g.text, tokens: g.newTokens, stop: g.stop });
+    const output = v.template ? g.text : prompt + g.text;
+    out.push({ prompt, completion: g.text, output, tokens: g.newTokens, stop: g.stop });
   }
   return out;
 }

@@ -195,6 +195,30 @@ export function maxTokens(config: HfConfig): number {
   return Math.min(window, config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0));
 }
 
+/**
+ * The end-of-sequence ids of a model directory's generation_config.json (`eos_token_id`: one id
+ * or a list), [] when it has none: chat models end a turn with ids config.json may not list
+ * (Llama 3's <|eot_id|>).
+ */
+export async function generationEosIds(dir: string): Promise<number[]> {
+  const path = join(dir, "generation_config.json");
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw new HfConfigError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  const eos = json?.eos_token_id ?? [];
+  const ids = Array.isArray(eos) ? eos : [eos];
+  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
+    throw new HfConfigError(
+      `${path}: "eos_token_id" must be a token id or a list of them, got ${JSON.stringify(eos)}`,
+    );
+  }
+  return ids;
+}
+
 /** A config.json that is malformed, unsupported or missing a field. */
 export class HfConfigError extends Error {
   override name = "HfConfigError";

@@ -177,8 +177,10 @@ export interface GenerateOptions {
   topP?: number;
   /** Seed of the sampling (default 0). */
   seed?: number;
-  /** Stop at the model's end-of-sequence token (default true). */
+  /** Stop at an end-of-sequence token (default true). */
   stopAtEos?: boolean;
+  /** The tokens that end the text (default: config.json's eos_token_id). */
+  eosTokenIds?: readonly number[];
   /**
    * Called as the text grows, with the new part of the decoded continuation (a character split
    * over several byte tokens is held back until it is whole): for printing while it generates.
@@ -232,7 +234,7 @@ export async function generate(
       `generate: the prompt has ${ids.length} tokens, more than the model's ${positions} positions`,
     );
   }
-  const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
+  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
   const rng = new Prng(opts.seed ?? 0);
   const cache = model.newCache?.();
   if (!cache) throw new Error(`generate: the ${model.family} model keeps no key/value cache`);
