@@ -6,7 +6,9 @@
 import { join } from "node:path";
 import { chatTemplate, ChatTemplateError, loadChatTemplate } from "../lib/io/chat_template.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
-import { loadModelTokenizer } from "../lib/models/load.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { generate } from "../lib/train/predict.ts";
 import {
   type Instruction,
   instructionDataset,
@@ -234,4 +236,45 @@ Deno.test("train a causal LM on prompt/completion and conversation files: the ta
       await Deno.remove(model, { recursive: true });
     }
   });
+});
+
+Deno.test("predict --chat: a prompt as a user's message in the chat template; generation_config.json's end tokens stop it", async () => {
+  const dir = await tempModelDir(fixtureModel("gpt2"));
+  try {
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify({ chat_template: CHATML }));
+    const gpu = await getGpu();
+    const model = await loadModel(gpu, dir);
+    const tokenizer = await loadModelTokenizer(model.config);
+    const rendered = "<|im_start|>user\nThe jury said<|im_end|>\n<|im_start|>assistant\n";
+    const ids = tokenizer.encode(rendered, { addSpecialTokens: false });
+    const g = await generate(model, tokenizer, ids, { maxNewTokens: 3, stopAtEos: false });
+    model.dispose();
+    const args = [
+      "predict",
+      "--model",
+      dir,
+      "--text",
+      "The jury said",
+      "--chat",
+      "--json",
+      "--max-new-tokens",
+      "3",
+    ];
+    const plain = await runCli(args);
+    assertEquals(plain.code, 0, plain.err);
+    const answer = JSON.parse(plain.out);
+    assertEquals([answer.completion, answer.output, answer.tokens], [g.text, g.text, 3]);
+    await Deno.writeTextFile(
+      `${dir}/generation_config.json`,
+      JSON.stringify({ eos_token_id: [7, g.ids[ids.length]] }),
+    );
+    const stopped = JSON.parse((await runCli(args)).out);
+    assertEquals([stopped.tokens, stopped.stop], [1, "eos"]);
+    await Deno.remove(`${dir}/tokenizer_config.json`);
+    const none = await runCli(args);
+    assertEquals(none.code, 2);
+    assert(none.err.includes("--chat needs the model's chat template"), none.err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

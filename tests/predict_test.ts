@@ -7,8 +7,6 @@ import { classify, generate, sampleToken } from "../lib/train/predict.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
-import { tempModelDir } from "./model_helpers.ts";
-import { runCli } from "./train_helpers.ts";
 
 const GPT2 = `${FIXTURES}models/gpt2`;
 
@@ -197,49 +195,5 @@ Deno.test("lastLogits: a causal LM's logits at the last position alone equal the
     } finally {
       model.dispose();
     }
-  }
-});
-
-Deno.test("predict --chat: a prompt as a user's message in the chat template; generation_config.json's end tokens stop it", async () => {
-  const dir = await tempModelDir(GPT2);
-  try {
-    const chatml =
-      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
-      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify({ chat_template: chatml }));
-    const gpu = await getGpu();
-    const model = await loadModel(gpu, dir);
-    const tokenizer = await loadModelTokenizer(model.config);
-    const rendered = "<|im_start|>user\nThe jury said<|im_end|>\n<|im_start|>assistant\n";
-    const ids = tokenizer.encode(rendered, { addSpecialTokens: false });
-    const g = await generate(model, tokenizer, ids, { maxNewTokens: 3, stopAtEos: false });
-    model.dispose();
-    const args = [
-      "predict",
-      "--model",
-      dir,
-      "--text",
-      "The jury said",
-      "--chat",
-      "--json",
-      "--max-new-tokens",
-      "3",
-    ];
-    const plain = await runCli(args);
-    assertEquals(plain.code, 0, plain.err);
-    const answer = JSON.parse(plain.out);
-    assertEquals([answer.completion, answer.output, answer.tokens], [g.text, g.text, 3]);
-    await Deno.writeTextFile(
-      `${dir}/generation_config.json`,
-      JSON.stringify({ eos_token_id: [7, g.ids[ids.length]] }),
-    );
-    const stopped = JSON.parse((await runCli(args)).out);
-    assertEquals([stopped.tokens, stopped.stop], [1, "eos"]);
-    await Deno.remove(`${dir}/tokenizer_config.json`);
-    const none = await runCli(args);
-    assertEquals(none.code, 2);
-    assert(none.err.includes("--chat needs the model's chat template"), none.err);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
   }
 });
