@@ -19,6 +19,7 @@ import { DataError } from "../lib/train/readers.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
+import { chooseTask } from "../lib/cli/setup.ts";
 
 const CHATML =
   "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
@@ -277,4 +278,29 @@ Deno.test("predict --chat: a prompt as a user's message in the chat template; ge
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("chooseTask: records with labels classify; without them a causal LM learns them (a classifier's data names the missing label)", async () => {
+  const gpt2 = await loadHfConfig(fixtureModel("gpt2")),
+    roberta = await loadHfConfig(fixtureModel("roberta"));
+  const llamaCls = {
+    ...await loadHfConfig(fixtureModel("llama")),
+    architectures: ["LlamaForSequenceClassification"],
+  };
+  await withDir(async (dir) => {
+    const write = async (name: string, row: Record<string, unknown>) => {
+      await Deno.writeTextFile(join(dir, name), JSON.stringify(row) + "\n");
+      return join(dir, name);
+    };
+    const labelled = await write("l.jsonl", { text: "a", label: 1 });
+    const sft = await write("s.jsonl", { prompt: "a", completion: "b" });
+    const texts = await write("t.jsonl", { text: "a" });
+    assertEquals(await chooseTask(undefined, labelled, gpt2), "seq-cls");
+    assertEquals(await chooseTask(undefined, sft, gpt2), "causal-lm");
+    assertEquals(await chooseTask(undefined, texts, gpt2), "causal-lm");
+    assertEquals(await chooseTask(undefined, texts, roberta), "seq-cls");
+    assertEquals(await chooseTask(undefined, texts, llamaCls), "seq-cls");
+    assertEquals(await chooseTask(undefined, join(dir, "x.txt"), roberta), "causal-lm");
+    assertEquals(await chooseTask("seq-cls", sft, gpt2), "seq-cls");
+  });
 });
