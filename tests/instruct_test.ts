@@ -128,8 +128,10 @@ Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to s
     { prompt: "The jury said that the city of Atlanta was", completion: " fine" },
   ];
   const prompt0 = tok.encode("The jury").length, long = tok.encode(examples[1].prompt).length;
-  const { dataset, dropped } = instructionDataset(examples, tok, { seqLen: long - 1 });
-  assertEquals([dataset.size, dropped], [1, 1]);
+  const { dataset, dropped, truncated } = instructionDataset(examples, tok, { seqLen: long - 1 });
+  assertEquals([dataset.size, dropped, truncated], [1, 1, 0]);
+  const cut = instructionDataset([examples[0]], tok, { seqLen: prompt0 + 1 });
+  assertEquals([cut.dataset.size, cut.truncated, cut.dataset.row(0).ids.length], [1, 1, prompt0 + 1]);
   const row = dataset.row(0), ids = Array.from(row.ids);
   const expected = ids.map((_, t) => (t + 1 < ids.length && t + 1 >= prompt0 ? ids[t + 1] : -100));
   assertEquals(Array.from(row.label as Int32Array), expected);

@@ -326,10 +326,15 @@ async function instructionSplits(
   const held = evalSet && evalSet.length > 0
     ? instructionDataset(evalSet, tokenizer, { ...opts, source: spec.evalData ?? `${spec.data} (held out)` })
     : null;
-  const dropped = (n: number) =>
-    n ? ` (${n} left out: no completion token within ${opts.seqLen} tokens)` : "";
-  const summary = `${spec.data}: ${made.dataset.size} instructions${dropped(made.dropped)}` +
-    (held ? `, ${held.dataset.size} eval${dropped(held.dropped)}` : "") +
+  const cut = (d: { dropped: number; truncated: number }) => {
+    const notes = [
+      d.truncated ? `${d.truncated} cut to ${opts.seqLen} tokens` : "",
+      d.dropped ? `${d.dropped} left out: no completion token within them` : "",
+    ].filter((n) => n);
+    return notes.length ? ` (${notes.join(", ")})` : "";
+  };
+  const summary = `${spec.data}: ${made.dataset.size} instructions${cut(made)}` +
+    (held ? `, ${held.dataset.size} eval${cut(held)}` : "") +
     `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}`;
   return {
     train: new BatchIterator(made.dataset, { batchSize: spec.batchSize, seed: spec.seed }),

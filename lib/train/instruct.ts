@@ -185,18 +185,20 @@ export interface InstructionDatasetOptions {
 }
 
 /**
- * Rows of next-token targets on the learnt tokens of `examples`. Examples with no learnt token
- * within seqLen (a prompt that fills it) are left out and counted in `dropped`.
+ * Rows of next-token targets on the learnt tokens of `examples`. Examples longer than seqLen are
+ * cut (the rows kept so counted in `truncated`); those with no learnt token within it (a prompt that
+ * fills it) are left out and counted in `dropped`.
  */
 export function instructionDataset(
   examples: readonly Instruction[],
   tokenizer: Tokenizer,
   opts: InstructionDatasetOptions,
-): { dataset: InstructionDataset; dropped: number } {
+): { dataset: InstructionDataset; dropped: number; truncated: number } {
   if (!(Number.isInteger(opts.seqLen) && opts.seqLen >= 2)) {
     throw new RangeError(`instructionDataset: seqLen must be an integer ≥ 2, got ${opts.seqLen}`);
   }
   const rows: Row[] = [];
+  let truncated = 0;
   examples.forEach((ex, i) => {
     const where = `${opts.source ?? "instructions"}: example ${i + 1}`;
     const { ids, trained } = tokenizeInstruction(ex, tokenizer, { ...opts, where });
@@ -207,7 +209,9 @@ export function instructionDataset(
     for (let t = 0; t + 1 < kept.length; t++) {
       if (trained[t + 1]) [label[t], targets] = [kept[t + 1], targets + 1];
     }
-    if (targets > 0) rows.push({ ids: kept, label });
+    if (targets === 0) return;
+    rows.push({ ids: kept, label });
+    if (kept.length < ids.length) truncated++;
   });
   if (rows.length === 0) {
     throw new DataError(
@@ -215,7 +219,8 @@ export function instructionDataset(
         `(a longer --seq-len, or shorter prompts)`,
     );
   }
-  return { dataset: new InstructionDataset(rows, tokenizer.padId), dropped: examples.length - rows.length };
+  const dropped = examples.length - rows.length;
+  return { dataset: new InstructionDataset(rows, tokenizer.padId), dropped, truncated };
 }
 
 /** Tokenized instructions, one row each, padded on the right when batched. */
