@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import denoJson from "./deno.json" with { type: "json" };
 import { evalCommand } from "./lib/cli/eval.ts";
 import { predictCommand } from "./lib/cli/predict.ts";
+import { chatCommand } from "./lib/cli/chat.ts";
 import { infoCommand } from "./lib/cli/info.ts";
 import { inspectCommand } from "./lib/cli/inspect.ts";
 import { mergeCommand } from "./lib/cli/merge.ts";
@@ -27,6 +28,10 @@ const COMMANDS: Record<string, Command> = {
   predict: {
     summary: "label texts with a classifier, or continue prompts with a causal LM",
     run: predictCommand,
+  },
+  chat: {
+    summary: "talk with a chat model (and adapter) through its chat template",
+    run: (args) => chatCommand(args),
   },
   merge: {
     summary: "merge an adapter into its base model, write a Hugging Face directory",

@@ -228,9 +228,13 @@ export {
   generate,
   type GenerateOptions,
   type Generation,
+  GREEDY_TOKENS_PER_READ,
+  keepSharedPrefix,
   type Prediction,
+  sampleToken,
   type TextInput,
 } from "./lib/train/predict.ts";
+export { Chat, type ChatOptions } from "./lib/train/chat.ts";
 export {
   BEST_DIR,
   type BestOptions,

@@ -276,7 +276,7 @@ Deno.test("predict --chat: a prompt as a user's message in the chat template; ge
     await Deno.remove(`${dir}/tokenizer_config.json`);
     const none = await runCli(args);
     assertEquals(none.code, 2);
-    assert(none.err.includes("--chat needs the model's chat template"), none.err);
+    assert(none.err.includes("has no chat template (tokenizer_config.json"), none.err);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

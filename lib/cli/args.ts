@@ -72,6 +72,21 @@ export const FIELD_FLAGS = {
   "label-field": { type: "string", help: "field holding the label (default: label)" },
 } as const satisfies Record<string, FlagSpec>;
 
+/** How predict and chat generate text. */
+export const GENERATION_FLAGS = {
+  "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
+  temperature: { type: "number", default: 0, min: 0, help: "sampling temperature (0: greedy)" },
+  "top-k": { type: "integer", default: 0, min: 0, help: "sample among the k most probable tokens (0: all)" },
+  "top-p": {
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 1,
+    help: "sample among the most probable tokens that hold this share of the probability (1: all)",
+  },
+  seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+} as const satisfies Record<string, FlagSpec>;
+
 /** `--loss-on`, shared by train and eval: which tokens of instruction data count. */
 export const LOSS_ON_FLAG = {
   type: "string",

@@ -6,7 +6,8 @@
  */
 import { join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
-import type { HfConfig } from "../io/hf_config.ts";
+import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
+import { generationEosIds, type HfConfig } from "../io/hf_config.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
@@ -109,4 +110,24 @@ export async function headLabelsOf(dir: string): Promise<number | undefined> {
     if (key) return file.info(key).shape[0];
   }
   return undefined;
+}
+
+/** The chat template of the model directory `dir`; an ArgsError when it has none. */
+export async function chatTemplateOf(dir: string): Promise<ChatTemplate> {
+  const template = await loadChatTemplate(dir);
+  if (!template) {
+    throw new ArgsError(
+      `${dir} has no chat template (tokenizer_config.json "chat_template", or chat_template.jinja)`,
+    );
+  }
+  return template;
+}
+
+/**
+ * The ids that end generated text: config.json's end-of-sequence ids, generation_config.json's
+ * (chat models end a turn with one of these) and the tokenizer's.
+ */
+export async function endTokenIds(dir: string, model: Model, tokenizer: Tokenizer): Promise<number[]> {
+  const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
+  return [...new Set([...model.config.eosTokenIds, ...await generationEosIds(dir), ...special])];
 }

@@ -9,8 +9,8 @@
  */
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
-import { generationEosIds, maxTokens, type VitConfig } from "../io/hf_config.ts";
+import type { ChatTemplate } from "../io/chat_template.ts";
+import { maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
@@ -25,11 +25,12 @@ import {
   type CommandSpec,
   DTYPE_FLAG,
   FIELD_FLAGS,
+  GENERATION_FLAGS,
   listOf,
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { loadForUse } from "./load.ts";
+import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
 
 const FLAGS = {
   model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
@@ -55,17 +56,7 @@ const FLAGS = {
   },
   "seq-len": { type: "integer", default: 512, min: 2, help: "tokens per text at most (longer ones are cut)" },
   "batch-size": { type: "integer", default: 16, min: 1, help: "inputs per forward pass" },
-  "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
-  temperature: { type: "number", default: 0, min: 0, help: "sampling temperature (0: greedy)" },
-  "top-k": { type: "integer", default: 0, min: 0, help: "sample among the k most probable tokens (0: all)" },
-  "top-p": {
-    type: "number",
-    default: 1,
-    min: 0,
-    max: 1,
-    help: "sample among the most probable tokens that hold this share of the probability (1: all)",
-  },
-  seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+  ...GENERATION_FLAGS,
   chat: {
     type: "boolean",
     help:
@@ -212,15 +203,8 @@ async function promptSettings(
   tokenizer: Tokenizer,
   chat: boolean | undefined,
 ): Promise<PromptSettings> {
-  const template = chat ? await loadChatTemplate(dir) : null;
-  if (chat && !template) {
-    throw new ArgsError(
-      `--chat needs the model's chat template; ${dir} has no tokenizer_config.json "chat_template"`,
-    );
-  }
-  const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
-  const eos = new Set([...model.config.eosTokenIds, ...await generationEosIds(dir), ...special]);
-  return { template, eosTokenIds: [...eos] };
+  const template = chat ? await chatTemplateOf(dir) : null;
+  return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer) };
 }
 
 /** Continue each prompt; with `stream`, the prompt and its continuation are written as it grows. */

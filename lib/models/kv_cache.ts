@@ -112,6 +112,18 @@ export class KvCache {
     this.#pending = 0;
   }
 
+  /**
+   * Forget the positions from `length` on (a conversation's next turn keeps the tokens it shares
+   * with the last one): the next forward pass writes from there.
+   */
+  truncate(length: number): void {
+    if (this.#pending) throw new Error("KvCache: truncate() inside a forward pass");
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.#length)) {
+      throw new RangeError(`KvCache: truncate(${length}) is outside 0..${this.#length}`);
+    }
+    this.#length = length;
+  }
+
   /** Release the cache's GPU buffers. */
   dispose(): void {
     for (const t of [...this.#keys, ...this.#values]) t.dispose();

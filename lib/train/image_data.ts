@@ -16,7 +16,7 @@ import { join, relative } from "node:path";
 import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
 import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
 import { ParquetError, readParquet } from "../io/parquet.ts";
-import { DataError, LabelMap, readTextFile } from "./readers.ts";
+import { DataError, LabelMap, readRecords } from "./readers.ts";
 import type { ImageExample } from "./tasks.ts";
 
 /** Images read by {@link readImageData}. */
@@ -211,17 +211,8 @@ interface PixelLine {
 /** The lines of a JSONL file of pixel arrays (`pixel_values`, or `image` with `width` and `height`). */
 async function jsonlPixels(path: string, processor: ImageProcessorConfig): Promise<PixelLine[]> {
   const shape = [3, processor.height, processor.width];
-  const text = await readTextFile(path);
-  const out: PixelLine[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (line.trim() === "") return;
-    const at = `${path}:${i + 1}`;
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(line);
-    } catch (e) {
-      throw new DataError(`${at}: malformed JSON (${(e as Error).message})`);
-    }
+  return (await readRecords(path, "jsonl")).map(({ line, fields: o }) => {
+    const at = `${path}:${line}`;
     let pixels: Float32Array;
     if (Array.isArray(o.pixel_values)) {
       pixels = Float32Array.from(o.pixel_values.flat(3) as number[]);
@@ -241,10 +232,8 @@ async function jsonlPixels(path: string, processor: ImageProcessorConfig): Promi
       throw new DataError(`${at}: expected "pixel_values", or "image" with "width" and "height"`);
     }
     if (!pixels.every(Number.isFinite)) throw new DataError(`${at}: the pixels hold NaN or infinity`);
-    out.push({ at, pixels, label: o.label });
+    return { at, pixels, label: o.label };
   });
-  if (out.length === 0) throw new DataError(`${path}: no images (the file is empty)`);
-  return out;
 }
 
 async function jsonlImages(

@@ -182,6 +182,13 @@ export interface GenerateOptions {
   /** The tokens that end the text (default: config.json's eos_token_id). */
   eosTokenIds?: readonly number[];
   /**
+   * A cache to continue (from {@link Model.newCache}), kept for the next call: it must hold the
+   * keys and values of the prompt's first `cache.length` tokens, as after an earlier call on a
+   * sequence the prompt extends ({@link KvCache.truncate} to what they share). Default: a new
+   * cache, disposed at the end.
+   */
+  cache?: KvCache;
+  /**
    * Called as the text grows, with the new part of the decoded continuation (a character split
    * over several byte tokens is held back until it is whole): for printing while it generates.
    */
@@ -198,6 +205,20 @@ export interface Generation {
   text: string;
   /** Why it stopped: the token budget, the end-of-sequence token, or the model's last position. */
   stop: "length" | "eos" | "positions";
+  /** The first `cached` of `ids` are in the cache (what {@link keepSharedPrefix} needs). */
+  cached: number;
+}
+
+/**
+ * Make `cache`, which holds the keys and values of `cachedIds`, a cache for `ids`: cut it to the
+ * tokens they share, leaving at least one token of `ids` to run (a conversation's next turn
+ * re-renders the earlier turns, which then cost nothing).
+ */
+export function keepSharedPrefix(cache: KvCache, cachedIds: readonly number[], ids: readonly number[]): void {
+  let shared = 0;
+  const most = Math.min(cache.length, cachedIds.length, ids.length - 1);
+  while (shared < most && cachedIds[shared] === ids[shared]) shared++;
+  cache.truncate(shared);
 }
 
 /**
@@ -236,8 +257,13 @@ export async function generate(
   }
   const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
   const rng = new Prng(opts.seed ?? 0);
-  const cache = model.newCache?.();
+  const cache = opts.cache ?? model.newCache?.();
   if (!cache) throw new Error(`generate: the ${model.family} model keeps no key/value cache`);
+  if (cache.length >= ids.length) {
+    throw new Error(
+      `generate: the cache holds ${cache.length} positions, the prompt only ${ids.length} tokens`,
+    );
+  }
   const wasTraining = model.training;
   model.train(false);
   const start = ids.length;
@@ -270,11 +296,11 @@ export async function generate(
     }
   } finally {
     model.train(wasTraining);
-    cache.dispose();
+    if (!opts.cache) cache.dispose();
   }
   const text = continuation(tokenizer, ids, start);
   if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
-  return { ids, newTokens: ids.length - start, text, stop };
+  return { ids, newTokens: ids.length - start, text, stop, cached: Math.min(cache.length, ids.length) };
 }
 
 /**

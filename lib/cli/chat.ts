@@ -1,0 +1,137 @@
+/**
+ * `hartley chat`: talk with a chat model (with an optional adapter). Each line read is a user's
+ * message; the assistant's answer is written as it is generated. `/reset` starts over, `/exit`
+ * (or the end of the input) ends. The conversation goes through the model's chat template, and
+ * the key/value cache is kept across turns.
+ * @module
+ */
+import { getGpu } from "../gpu/mod.ts";
+import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
+import { Chat } from "../train/chat.ts";
+import {
+  ArgsError,
+  ATTENTION_FLAG,
+  type CommandSpec,
+  DTYPE_FLAG,
+  GENERATION_FLAGS,
+  withArgs,
+} from "./args.ts";
+import { explainDeviceError } from "./errors.ts";
+import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
+
+const FLAGS = {
+  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
+  adapter: { type: "string", arg: "DIR", help: "PEFT adapter directory to apply" },
+  system: { type: "string", arg: "TEXT", help: "a system message that opens the conversation" },
+  ...GENERATION_FLAGS,
+  "max-new-tokens": { ...GENERATION_FLAGS["max-new-tokens"], default: 256 },
+  dtype: DTYPE_FLAG,
+  attention: ATTENTION_FLAG,
+} as const;
+
+const SPEC: CommandSpec<typeof FLAGS> = {
+  name: "chat",
+  summary: "Talk with a chat model: each line is a user's message, the answer is written as it is generated.",
+  flags: FLAGS,
+  notes: [
+    "/reset starts the conversation over; /exit or the end of the input ends it.",
+    "",
+    "example:",
+    "  deno run -A cli.ts chat --model ~/models/Qwen2.5-0.5B-Instruct --adapter runs/sft/adapter",
+  ].join("\n"),
+};
+
+/** Where the conversation is read from and written to (a terminal, or a test's strings). */
+export interface ChatIo {
+  /** The user's side, one message per line. */
+  input: ReadableStream<Uint8Array>;
+  /** Writes the assistant's side. */
+  write: (text: string) => void;
+  /** Show a prompt before each message (when the input is a terminal). */
+  prompt: boolean;
+}
+
+/** `hartley chat`. */
+export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<number> {
+  return withArgs(SPEC, args, (v) =>
+    withAttentionPath(v.attention as AttentionPath, async () => {
+      const gpu = await getGpu();
+      const template = await chatTemplateOf(v.model);
+      const loaded = await loadForUse(gpu, {
+        needHead: true,
+        model: v.model,
+        adapter: v.adapter,
+        task: "causal-lm",
+        dtype: v.dtype as "f32" | "f16",
+      });
+      const { model, tokenizer } = loaded;
+      if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+      const chat = new Chat(model, tokenizer, template, {
+        system: v.system,
+        maxNewTokens: v["max-new-tokens"],
+        temperature: v.temperature,
+        topK: v["top-k"],
+        topP: v["top-p"],
+        seed: v.seed,
+        eosTokenIds: await endTokenIds(v.model, model, tokenizer),
+      });
+      try {
+        if (io.prompt) {
+          console.error(`chat with ${v.model}${v.adapter ? ` + ${v.adapter}` : ""}: /reset, /exit`);
+        }
+        const ask = () => io.prompt && Deno.stderr.writeSync(new TextEncoder().encode("> "));
+        for await (const line of lines(io.input, ask)) {
+          const text = line.trim();
+          if (text === "") continue;
+          if (text === "/exit") break;
+          if (text === "/reset") {
+            chat.reset();
+            continue;
+          }
+          try {
+            await chat.say(text, io.write);
+            io.write("\n");
+          } catch (e) {
+            const err = explainDeviceError(e, Object.keys(FLAGS));
+            if (err !== e || e instanceof ArgsError) throw err; // out of memory: advice, and the end
+            // a turn that cannot be answered (e.g. the conversation outgrew the model) ends nothing
+            console.error(`error: ${(err as Error).message}${io.prompt ? " (/reset starts over)" : ""}`);
+            if (!io.prompt) return 1;
+          }
+        }
+        return 0;
+      } finally {
+        chat.dispose();
+        model.dispose();
+      }
+    }));
+}
+
+/** The lines of `input` (decoded as UTF-8), calling `ask` before each. */
+async function* lines(input: ReadableStream<Uint8Array>, ask: () => void): AsyncGenerator<string> {
+  let rest = "";
+  ask();
+  for await (const chunk of input.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      yield rest.slice(0, nl).replace(/\r$/, "");
+      rest = rest.slice(nl + 1);
+      ask();
+    }
+  }
+  if (rest !== "") yield rest;
+}
+
+/** Standard input and output; a prompt when the input is a terminal. */
+function terminal(): ChatIo {
+  const enc = new TextEncoder();
+  return {
+    input: Deno.stdin.readable,
+    write: (text) => {
+      const bytes = enc.encode(text);
+      for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
+    },
+    prompt: Deno.stdin.isTerminal(),
+  };
+}

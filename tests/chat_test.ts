@@ -1,0 +1,107 @@
+/**
+ * Conversations: each answer of a {@link Chat} equals a fresh generation on the rendered
+ * conversation (the cache kept across turns holds what they share, and no more); `hartley chat`
+ * reads messages line by line, with /reset and /exit.
+ */
+import { chatTemplate } from "../lib/io/chat_template.ts";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import { Chat } from "../lib/train/chat.ts";
+import { generate, keepSharedPrefix } from "../lib/train/predict.ts";
+import { chatCommand } from "../lib/cli/chat.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { assertEquals, assertThrows } from "./assert.ts";
+import { fixtureModel, tempModelDir } from "./model_helpers.ts";
+
+// short role marks: the tiny byte-level vocabulary spells ChatML's markers out letter by letter
+const TEMPLATE = "{% for m in messages %}{{ m.role[0] }}: {{ m.content }}\n{% endfor %}" +
+  "{% if add_generation_prompt %}a:{% endif %}";
+
+Deno.test("Chat: each turn's answer is a fresh generation's on the rendered conversation, sampled or greedy", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, fixtureModel("gpt2-brown"));
+  const tokenizer = await loadModelTokenizer(model.config);
+  const template = chatTemplate(TEMPLATE, "test");
+  try {
+    for (const sampling of [{}, { temperature: 0.8, topK: 20, seed: 3 }]) {
+      const options = { system: "Be brief.", maxNewTokens: 12, stopAtEos: false, ...sampling };
+      const chat = new Chat(model, tokenizer, template, options);
+      try {
+        for (const [turn, text] of ["The jury said", "And the city?", "Why?"].entries()) {
+          const ids = tokenizer.encode(
+            template.render([...chat.messages, { role: "user", content: text }], true),
+            {
+              addSpecialTokens: false,
+            },
+          );
+          const fresh = await generate(model, tokenizer, ids, {
+            ...options,
+            seed: (options.seed ?? 0) + turn,
+          });
+          const g = await chat.say(text);
+          assertEquals(g.ids, fresh.ids, `turn ${turn}`);
+          assertEquals(chat.messages.at(-1), { role: "assistant", content: fresh.text });
+        }
+        assertEquals(chat.messages.length, 7);
+        chat.reset();
+        assertEquals(chat.messages, [{ role: "system", content: "Be brief." }]);
+      } finally {
+        chat.dispose();
+      }
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("keepSharedPrefix: the cache keeps the tokens both sequences start with, and at least one to run", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, fixtureModel("gpt2"));
+  const cache = model.newCache!();
+  try {
+    const cached = [5, 6, 7, 8, 9];
+    tidy(() =>
+      noGrad(() => {
+        const host = Int32Array.from(cached);
+        model.forward({ inputIds: Tensor.from(gpu, host, [1, 5]), inputIdsHost: host }, { cache });
+      })
+    );
+    keepSharedPrefix(cache, cached, [5, 6, 7, 1, 2]);
+    assertEquals(cache.length, 3);
+    keepSharedPrefix(cache, cached, [5, 6, 7]);
+    assertEquals(cache.length, 2, "one token left to run");
+    keepSharedPrefix(cache, cached, [1]);
+    assertEquals(cache.length, 0);
+    assertThrows(() => cache.truncate(1), "outside 0..0");
+  } finally {
+    cache.dispose();
+    model.dispose();
+  }
+});
+
+Deno.test("hartley chat: one answer per line, /reset starts over, /exit ends; no template is an error", async () => {
+  const dir = await tempModelDir(fixtureModel("gpt2-brown"));
+  try {
+    const args = ["--model", dir, "--max-new-tokens", "6"];
+    const talk = async (input: string) => {
+      const out: string[] = [];
+      const io = {
+        input: ReadableStream.from([new TextEncoder().encode(input)]),
+        write: (t: string) => void out.push(t),
+        prompt: false,
+      };
+      const code = await chatCommand(args, io);
+      return { code, lines: out.join("").split("\n").slice(0, -1) };
+    };
+    assertEquals((await talk("hello\n")).code, 2, "no chat template");
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify({ chat_template: TEMPLATE }));
+    const r = await talk("The jury said\n\nand?\n/reset\nThe jury said\n/exit\nnever answered\n");
+    assertEquals(r.code, 0);
+    assertEquals(r.lines.length, 3);
+    assertEquals(r.lines[2], r.lines[0], "after /reset the same first answer");
+    const once = await talk("The jury said");
+    assertEquals(once.lines, [r.lines[0]], "the last line needs no newline");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
