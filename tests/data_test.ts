@@ -779,3 +779,47 @@ Deno.test("splits and metrics take GLUE-size inputs (400,000 rows: no argument s
   // TP 200,000, FN 100,000, TN 100,000, FP 0: MCC = 2e10 / √(2e5·3e5·1e5·2e5) = 1/√3
   assert(Math.abs(matthews(pred, truth) - 1 / Math.sqrt(3)) < 1e-9, String(matthews(pred, truth)));
 });
+
+Deno.test("BatchIterator groupByLength: permutations of similar-length batches, longest first, reproducible, less padding", () => {
+  // 530 rows of lengths 1..97 in a scrambled order: 10 full groups of 50 batches of 1 row would be
+  // too easy, so batches of 4 (2.65 groups, a last batch of 2)
+  const lengths = Array.from({ length: 530 }, (_, i) => 1 + ((i * 37) % 97));
+  const dataset = {
+    size: lengths.length,
+    padId: 0,
+    row: (i: number) => ({ ids: new Int32Array(lengths[i]), label: 0 }),
+  };
+  const grouped = new BatchIterator(dataset, { batchSize: 4, seed: 7, groupByLength: true });
+  const plain = new BatchIterator(dataset, { batchSize: 4, seed: 7 });
+  const padded = (it: BatchIterator, epoch: number) => {
+    let total = 0;
+    for (let step = 0; step < it.stepsPerEpoch; step++) total += it.batch({ epoch, step }).ids.length;
+    return total;
+  };
+  for (const epoch of [0, 1]) {
+    const order = Array.from(grouped.order(epoch));
+    assertEquals(
+      [...order].sort((a, b) => a - b),
+      lengths.map((_, i) => i),
+      `epoch ${epoch} is a permutation`,
+    );
+    const first = grouped.batch({ epoch, step: 0 });
+    assertEquals(first.shape[1], 97, "the longest row comes first");
+    const last = grouped.batch({ epoch, step: grouped.stepsPerEpoch - 1 });
+    assertEquals(last.shape[0], 2, "the smaller batch stays last");
+    // within a batch the lengths are close: sorted groups of 200 rows over lengths 1..97
+    for (let step = 0; step < grouped.stepsPerEpoch; step++) {
+      const rows = Array.from(grouped.batch({ epoch, step }).rows, (r) => lengths[r]);
+      assert(Math.max(...rows) - Math.min(...rows) <= 8, `batch ${step}: ${rows}`);
+    }
+    const [g, p] = [padded(grouped, epoch), padded(plain, epoch)];
+    const real = lengths.reduce((a, b) => a + b);
+    assert(g < 1.05 * real && p > 1.3 * real, `padded tokens: grouped ${g}, plain ${p}, real ${real}`);
+  }
+  assert(grouped.order(0).join() !== grouped.order(1).join(), "epochs differ");
+  const again = new BatchIterator(dataset, { batchSize: 4, seed: 7, groupByLength: true });
+  assertEquals(Array.from(again.order(1)), Array.from(grouped.order(1)), "a pure function of (seed, epoch)");
+  const dropped = new BatchIterator(dataset, { batchSize: 4, seed: 7, groupByLength: true, dropLast: true });
+  assertEquals(dropped.stepsPerEpoch, 132);
+  assertEquals(dropped.batch({ epoch: 0, step: 131 }).shape[0], 4);
+});

@@ -107,6 +107,8 @@ export interface DataSpec {
   labelField?: string;
   /** Instruction data: learn the completions alone (default), or every token. */
   lossOn?: LossOn;
+  /** Training batches of rows of similar length (less padding). */
+  groupByLength?: boolean;
 }
 
 /** Train and eval batches of a run, and what the head needs. */
@@ -236,7 +238,11 @@ async function classificationSplits(
   const maxLength = Math.min(spec.seqLen, maxTokens(config));
   const dataset = (xs: Example[]) =>
     new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression });
-  const trainIt = new BatchIterator(dataset(train), { batchSize: spec.batchSize, seed: spec.seed });
+  const trainIt = new BatchIterator(dataset(train), {
+    batchSize: spec.batchSize,
+    seed: spec.seed,
+    groupByLength: spec.groupByLength,
+  });
   const evalIt = evalSet && evalSet.length > 0
     ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
     : null;
@@ -337,7 +343,11 @@ async function instructionSplits(
     (held ? `, ${held.dataset.size} eval${cut(held)}` : "") +
     `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}`;
   return {
-    train: new BatchIterator(made.dataset, { batchSize: spec.batchSize, seed: spec.seed }),
+    train: new BatchIterator(made.dataset, {
+      batchSize: spec.batchSize,
+      seed: spec.seed,
+      groupByLength: spec.groupByLength,
+    }),
     eval: held ? new BatchIterator(held.dataset, { batchSize: spec.batchSize, shuffle: false }) : null,
     summary,
   };

@@ -185,6 +185,10 @@ const FLAGS = {
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
   ...FIELD_FLAGS,
   "loss-on": LOSS_ON_FLAG,
+  "group-by-length": {
+    type: "boolean",
+    help: "batch rows of similar length together (less padding; texts of varied lengths train faster)",
+  },
   regression: {
     type: "boolean",
     help: "the labels are real values (e.g. STS-B): one output trained with mean squared error",
@@ -332,6 +336,7 @@ async function runTraining(
       textField: v["text-field"],
       pairField: v["pair-field"],
       lossOn: v["loss-on"] as LossOn,
+      groupByLength: v["group-by-length"],
       labelField: v["label-field"],
       regression,
     },

@@ -358,7 +358,18 @@ export interface BatchIteratorOptions {
   dropLast?: boolean;
   /** Pad every batch to this many tokens instead of the longest row in it. */
   padTo?: number;
+  /**
+   * Batch rows of similar length together, for less padding (transformers' group_by_length):
+   * each shuffled epoch is cut into groups of {@link LENGTH_GROUP_BATCHES} batches, each group
+   * sorted by length (longest first) and cut into batches, and the batches shuffled (when
+   * `shuffle`), the longest one first so that a run too large for memory fails at once. Default
+   * false.
+   */
+  groupByLength?: boolean;
 }
+
+/** Batches per group that {@link BatchIteratorOptions.groupByLength} sorts by length (as transformers' 50). */
+export const LENGTH_GROUP_BATCHES = 50;
 
 const TWO_32 = 4294967296;
 
@@ -390,16 +401,19 @@ export class BatchIterator {
   readonly dropLast: boolean;
   /** Tokens every batch is padded to; undefined pads to the longest row in the batch. */
   readonly padTo: number | undefined;
+  /** Whether batches hold rows of similar length. */
+  readonly groupByLength: boolean;
   /** Batches per epoch. */
   readonly stepsPerEpoch: number;
   private cached: { epoch: number; order: Int32Array } | null = null;
+  private lengths: Int32Array | null = null;
 
   /**
    * Batches of `dataset` (see {@link BatchIteratorOptions}). A bad batch size or seed is a
    * RangeError; no batch at all (dropLast with fewer rows than batchSize) is a DataError.
    */
   constructor(readonly dataset: Dataset, opts: BatchIteratorOptions) {
-    const { batchSize, seed = 0, shuffle = true, dropLast = false, padTo } = opts;
+    const { batchSize, seed = 0, shuffle = true, dropLast = false, padTo, groupByLength = false } = opts;
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) {
       throw new RangeError(`BatchIterator: batchSize must be an integer ≥ 1, got ${batchSize}`);
     }
@@ -417,6 +431,7 @@ export class BatchIterator {
     this.shuffle = shuffle;
     this.dropLast = dropLast;
     this.padTo = padTo;
+    this.groupByLength = groupByLength;
     this.stepsPerEpoch = steps;
   }
 
@@ -443,8 +458,34 @@ export class BatchIterator {
         order[j] = t;
       }
     }
-    this.cached = { epoch, order };
-    return order;
+    const grouped = this.groupByLength ? this.byLength(order, epoch) : order;
+    this.cached = { epoch, order: grouped };
+    return grouped;
+  }
+
+  /** `order` regrouped into batches of similar length ({@link BatchIteratorOptions.groupByLength}). */
+  private byLength(order: Int32Array, epoch: number): Int32Array {
+    this.lengths ??= Int32Array.from({ length: this.dataset.size }, (_, i) => this.dataset.row(i).ids.length);
+    const lengths = this.lengths, b = this.batchSize, group = b * LENGTH_GROUP_BATCHES;
+    const batches: number[][] = [];
+    for (let g = 0; g < order.length; g += group) {
+      const rows = Array.from(order.subarray(g, g + group)).sort((x, y) => lengths[y] - lengths[x] || x - y);
+      for (let k = 0; k < rows.length; k += b) batches.push(rows.slice(k, k + b));
+    }
+    // a last, smaller batch stays last (dropLast drops it); the others are shuffled, the longest first
+    const full = batches.length - (order.length % b === 0 ? 0 : 1);
+    if (this.shuffle) {
+      const prng = new Prng((this.seed ^ fmix32(epoch) ^ 0x9e3779b9) >>> 0);
+      for (let i = full - 1; i >= 1; i--) {
+        const j = prng.below(i + 1);
+        [batches[i], batches[j]] = [batches[j], batches[i]];
+      }
+    }
+    const longest = (rows: number[]) => Math.max(...rows.map((r) => lengths[r]));
+    let first = 0;
+    for (let i = 1; i < full; i++) if (longest(batches[i]) > longest(batches[first])) first = i;
+    [batches[0], batches[first]] = [batches[first], batches[0]];
+    return Int32Array.from(batches.flat());
   }
 
   /** The batch at `position`. */
