@@ -42,10 +42,37 @@ Deno.test("examples/finetune.ts trains SSH from TypeScript, and its merged model
   }
 });
 
+Deno.test("examples/instruct.ts instruction-tunes the embedded model: the completions learnt, the answers right", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../examples/instruct.ts", import.meta.url).pathname,
+        "models/default",
+        out,
+      ],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(run.stdout);
+    assert(run.success, new TextDecoder().decode(run.stderr));
+    const m = text.match(/completion loss ([\d.]+) -> ([\d.]+); (\d)\/8 answers right/);
+    assert(m, text);
+    const [before, after, right] = m.slice(1).map(Number);
+    assert(after < before - 2 && right >= 6, text);
+    assert((await Deno.stat(`${out}/adapter/adapter_model.safetensors`)).isFile);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
 Deno.test("the README's TypeScript examples are the example files", async () => {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1].trim());
-  for (const name of ["finetune.ts", "spectral_layer.ts"]) {
+  for (const name of ["finetune.ts", "instruct.ts", "spectral_layer.ts"]) {
     const file = await Deno.readTextFile(new URL(`../examples/${name}`, import.meta.url));
     const body = file.slice(file.indexOf("import")).replaceAll('"../mod.ts"', '"./mod.ts"').trim();
     assert(blocks.includes(body), `README.md should show examples/${name} from its imports on, as it is`);
