@@ -52,6 +52,7 @@ export const ATTENTION_UNIFORM = [
   "acc",
   "splits",
   "chunk",
+  "window",
   ...["q", "k", "v", "o"].flatMap((x) => [`${x}off`, `${x}bs`, `${x}hs`, `${x}ld`]),
 ] as const;
 
@@ -73,6 +74,13 @@ function cached(kind: string, shape: FusedAttentionShape, make: () => string): K
   }
   return k;
 }
+
+/**
+ * Whether query i sees key `j` under the causal mask: at or before its position (the last query
+ * aligned with the last key), and within `p.window` keys of it (sliding-window attention; all of
+ * them when the window is 2³² − 1).
+ */
+const sees = (j: string) => `(${j}) <= i + p.off && i + p.off - (${j}) < p.window`;
 
 const C = ["x", "y", "z", "w"];
 const n4 = (n: number) => Math.ceil(n / 4);
@@ -237,7 +245,7 @@ export function fusedAttentionForwardKernel(shape: FusedAttentionShape): Kernel 
     const scores = range(4).map((u) => {
       const conds = [
         `j + ${u}u < p.s`,
-        causal ? `j + ${u}u <= i + p.off` : "",
+        causal ? sees(`j + ${u}u`) : "",
         masked ? `ms[jj + ${u}u] != 0u` : "",
       ];
       return `let s${u} = (${dotShared("q", "ks", `(jj + ${u}u)`, d)}) * p.scale;
@@ -294,7 +302,7 @@ export function fusedAttentionGradQKernel(shape: FusedAttentionShape): Kernel {
       "var<storage, read_write> stats: array<f32>",
       "var<storage, read_write> dq: array<f32>",
     ];
-    const conds = ["j < p.s", causal ? "j <= i + p.off" : "", masked ? "ms[jj] != 0u" : ""].filter((c) => c);
+    const conds = ["j < p.s", causal ? sees("j") : "", masked ? "ms[jj] != 0u" : ""].filter((c) => c);
     const setup = `${loadRow("q", "q", "qb", d)}
   ${loadRow("g", "dout", "ob", dv)}
   ${loadRow("y", "out", "ob", dv)}
@@ -344,7 +352,7 @@ export function fusedAttentionGradKVKernel(which: "k" | "v", shape: FusedAttenti
       `ls: array<f32, ${BC}>`,
       ...(forK ? [`ds: array<f32, ${BC}>`] : []),
     ];
-    const conds = ["live", "i < iEnd", causal ? "j <= i + p.off" : ""].filter((c) => c);
+    const conds = ["live", "i < iEnd", causal ? sees("j") : ""].filter((c) => c);
     const keep = dropout ? "f *= keep_((bh * p.t + i) * p.s + j);" : "";
     const body = forK
       ? `var f = ${dotShared("vr", "gs", "ii", dv)};

@@ -2,7 +2,7 @@
  * Row softmax over the last dimension with optional attention masking, and its gradient.
  * Row r of a [..., T, S] score tensor is query position `r % T` of batch entry
  * `r / rowsPerBatch`; key j is allowed when `j ≤ i + off` (causal, bottom-right aligned) and
- * `mask[b·S + j] ≠ 0` (padding). Fully masked rows give zeros. One workgroup per row. Variants
+ * `i + off − j < window` (sliding-window attention; 2³² − 1: none), and `mask[b·S + j] ≠ 0` (padding). Fully masked rows give zeros. One workgroup per row. Variants
  * apply attention's dropout in the same pass (forward: the probabilities and their dropped copy;
  * backward: the mask on the incoming gradient).
  * @module
@@ -16,7 +16,7 @@ const cache = new Map<string, Kernel>();
 /**
  * `y = softmax(scale·x)` per row with masking, `wg` invocations per row. Bindings x, [mask
  * (i32),] y, [yd,]; uniform `{ rows, s, t, off, rowsPerBatch, scale, key, threshold, dscale,
- * run, stride }`.
+ * run, stride, window }`.
  * With `dropout`, yd gets y after dropout (the mask of `dropoutKernel` for flat element index e:
  * `DROPOUT_MASK`, scaled by dscale), so both come from one pass.
  */
@@ -24,7 +24,10 @@ export function softmaxKernel(causal: boolean, masked: boolean, wg = 128, dropou
   const key = `fwd:${causal}:${masked}:${wg}:${dropout}`;
   let k = cache.get(key);
   if (k) return k;
-  const conds = [causal ? "j <= qi + p.off" : "", masked ? "mask[bi * p.s + j] != 0" : ""].filter((c) => c);
+  const conds = [
+    causal ? "j <= qi + p.off && qi + p.off - j < p.window" : "",
+    masked ? "mask[bi * p.s + j] != 0" : "",
+  ].filter((c) => c);
   const allowed = conds.length ? conds.join(" && ") : "true";
   const binds = ["var<storage, read> x: array<f32>"];
   if (masked) binds.push("var<storage, read> mask: array<i32>");
@@ -34,7 +37,7 @@ export function softmaxKernel(causal: boolean, masked: boolean, wg = 128, dropou
     name: `softmax.forward${causal ? "_causal" : ""}${masked ? "_masked" : ""}${dropout ? "_dropout" : ""}`,
     code: `${workgroupReduce(wg)}${dropout ? DROPOUT_MASK : ""}
 ${binds.map((b, i) => `@group(0) @binding(${i}) ${b};`).join("\n")}
-struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, key: u32, threshold: u32, dscale: f32, run: u32, stride: u32 }
+struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, key: u32, threshold: u32, dscale: f32, run: u32, stride: u32, window: u32 }
 @group(0) @binding(${binds.length}) var<uniform> p: P;
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};

@@ -99,6 +99,21 @@ const CASES: Partial<AttnDims>[] = [
     mask: Int32Array.from([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
   },
   { b: 2, h: 4, hkv: 1, t: 3, s: 7, d: 8, dv: 2, causal: true },
+  // sliding windows: 2 keys (with padding), 4 keys past more keys than queries, the query alone
+  {
+    b: 2,
+    h: 4,
+    hkv: 2,
+    t: 6,
+    s: 6,
+    d: 3,
+    dv: 5,
+    causal: true,
+    window: 2,
+    mask: Int32Array.from([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]),
+  },
+  { b: 1, h: 2, hkv: 1, t: 3, s: 7, d: 8, dv: 2, causal: true, window: 4 },
+  { b: 1, h: 1, hkv: 1, t: 5, s: 5, d: 3, dv: 3, causal: true, window: 1 },
   // more queries than keys (cross-attention), a masked key
   { b: 2, h: 2, hkv: 1, t: 9, s: 4, d: 5, dv: 3, mask: Int32Array.from([1, 1, 0, 1, 1, 1, 1, 1]) },
   {
@@ -125,7 +140,7 @@ Deno.test("attention (causal, padding, grouped-query): forward and gradients of 
     const v = randArr(rng, [a.b, a.hkv, a.s, a.dv]);
     const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
     const mask = a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null;
-    const y = T.attention(tq, tk, tv, { causal: a.causal, mask, path });
+    const y = T.attention(tq, tk, tv, { causal: a.causal, window: a.window, mask, path });
     const label = `${path} ${JSON.stringify(c)}`;
     await expectClose(y, arr(attentionForward(a, q.data, k.data, v.data), [a.b, a.h, a.t, a.dv]), TOL, label);
     const g = randArr(rng, [a.b, a.h, a.t, a.dv]);
@@ -151,6 +166,7 @@ Deno.test("attention on [B, T, H, D] heads in place, with dropout on the probabi
     const mask = a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null;
     const y = T.attention(tq, tk, tv, {
       causal: a.causal,
+      window: a.window,
       mask,
       scale: a.scale,
       layout: "bthd",
@@ -204,6 +220,7 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
       kvHeads: hkv,
       headDim: d,
       causal: a.causal,
+      window: a.window,
       mask,
       scale: a.scale,
       probsDropout: { p: 0.25, key },
@@ -248,6 +265,9 @@ Deno.test("attention across tiles: awkward head sizes, more keys than queries, D
     // 28-key tiles (D = 128 fills the workgroup memory), a prime number of queries
     { b: 1, h: 2, hkv: 2, t: 37, s: 61, d: 128, dv: 128, mask: mask(1, 61) },
     { b: 1, h: 3, hkv: 1, t: 130, s: 130, d: 64, dv: 64, causal: true },
+    // windows across key tiles and query blocks
+    { b: 1, h: 3, hkv: 1, t: 130, s: 130, d: 64, dv: 64, causal: true, window: 37 },
+    { b: 2, h: 2, hkv: 2, t: 70, s: 83, d: 9, dv: 9, causal: true, window: 20, mask: mask(2, 83) },
   ];
   for (const [c, path] of PATHS.flatMap((path) => cases.map((c) => [c, path] as const))) {
     const a: AttnDims = { causal: false, mask: null, scale: 0.3, ...c } as AttnDims;
@@ -258,6 +278,7 @@ Deno.test("attention across tiles: awkward head sizes, more keys than queries, D
     const [tq, tk, tv] = [q, k, v].map((x) => leaf(gpu, x));
     const y = T.attention(tq, tk, tv, {
       causal: a.causal,
+      window: a.window,
       mask: a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null,
       scale: a.scale,
       probsDropout: { p: 0.2, key },
@@ -333,6 +354,7 @@ Deno.test("fused attention: dK and dV split over query chunks (long sequences, f
         const other = randArr(rng, k.shape);
         const y = T.attention(tq, tk, tv, {
           causal: a.causal,
+          window: a.window,
           mask: a.mask ? T.Tensor.from(gpu, a.mask, [a.b, a.s]) : null,
           scale: a.scale,
           probsDropout: { p: 0.3, key },

@@ -26,6 +26,8 @@ export type HeadLayout = "bhtd" | "bthd";
 export interface AttentionOptions {
   /** Each query sees only keys at or before its position (decoders). */
   causal?: boolean;
+  /** With `causal`: a query sees at most this many keys, its own and those before (sliding window). */
+  window?: number;
   /** i32 [B, S] attention mask: 0 hides a (padding) key. */
   mask?: Tensor | null;
   /** Score scale; default 1/√D. */
@@ -140,6 +142,8 @@ export function kvPackedAttention(q: Tensor, kv: Tensor, opts: KvPackedAttention
 export interface PrefixAttentionOptions {
   /** Each query sees only keys at or before its position, the last query at the last key. */
   causal?: boolean;
+  /** With `causal`: a query sees at most this many keys, its own and those before (sliding window). */
+  window?: number;
   /** Score scale; default 1/√D. */
   scale?: number;
 }
@@ -200,6 +204,7 @@ function scaledDotProduct(
     throw new Error(`attention: mask ${padding.describe()} should be [${dims.b}, ${dims.s}] (batch, keys)`);
   }
   if (padding) expectDtype("attention mask", "i32", padding);
+  if (opts.window !== undefined && !opts.causal) throw new Error("attention: a window needs the causal mask");
   if (opts.causal && dims.s < dims.t) {
     throw new Error(
       `attention: a causal mask needs keys ≥ queries, got ${dims.s} keys for ${dims.t} queries`,
@@ -217,7 +222,7 @@ function scaledDotProduct(
   return tidy(() => {
     const scores = headScores(q, k, dims, opts.scale ?? 1 / Math.sqrt(dims.d));
     // [B, H, T, S]: the rows of one batch entry are consecutive, as the padding mask expects
-    const masks = { causal: opts.causal, padding, queries: dims.t };
+    const masks = { causal: opts.causal, padding, queries: dims.t, window: opts.window };
     return headValues(maskedSoftmax(scores, 1, masks, opts.probsDropout ?? null), v, dims, layout);
   });
 }

@@ -19,6 +19,7 @@ import { record } from "../autograd.ts";
 import { Tensor } from "../tensor.ts";
 import type { AttentionDims, AttentionHeads, AttentionOptions } from "./attention.ts";
 import { dropoutWords } from "./dropout.ts";
+import { windowWord } from "./softmax.ts";
 import { f, u32s } from "./util.ts";
 
 /** Which attention path a call takes: `auto` fuses when the probabilities would be large. */
@@ -148,6 +149,7 @@ export function fusedScaledDotProduct(
       acc: acc ? 1 : 0,
       splits: parts.splits,
       chunk: parts.chunk,
+      window: windowWord(opts.window),
       qoff: q.at.offset,
       qbs: q.at.batchStride,
       qhs: q.at.headStride,

@@ -20,6 +20,20 @@ export interface SoftmaxMask {
   padding?: Tensor | null;
   /** Query positions per batch entry's block of rows (T); default: the second-to-last dimension. */
   queries?: number;
+  /** With `causal`: a query sees at most this many keys, its own and those before (sliding window). */
+  window?: number;
+}
+
+/** The uniform value of no attention window (every earlier key is seen). */
+export const NO_WINDOW = 0xffffffff;
+
+/** The window of a causal mask as the kernels' uniform: a positive integer, or {@link NO_WINDOW}. */
+export function windowWord(window: number | undefined): number {
+  if (window === undefined) return NO_WINDOW;
+  if (!(Number.isInteger(window) && window >= 1)) {
+    throw new RangeError(`attention: window must be an integer ≥ 1, got ${window}`);
+  }
+  return Math.min(window, NO_WINDOW);
 }
 
 /** `softmax(x)` over the last dimension. */
@@ -68,7 +82,16 @@ export function maskedSoftmax(
   const y = Tensor.empty(gpu, x.shape);
   const yd = drop ? Tensor.empty(gpu, x.shape) : y;
   const bufs = [x.buffer, ...(pad ? [pad.buffer] : []), y.buffer, ...(drop ? [yd.buffer] : [])];
-  const params = u32s(rows, s, Math.max(1, t), s - t, Math.max(1, rowsPerBatch), f(scale), ...dropWords);
+  const params = u32s(
+    rows,
+    s,
+    Math.max(1, t),
+    s - t,
+    Math.max(1, rowsPerBatch),
+    f(scale),
+    ...dropWords,
+    windowWord(mask.window),
+  );
   const wg = rowWorkgroupSize(s);
   if (rows > 0) {
     gpu.stream.dispatch(softmaxKernel(!!mask.causal, !!pad, wg, !!drop), bufs, grid(gpu, rows), params);

@@ -14,6 +14,8 @@ export interface AttnDims {
   d: number;
   dv: number;
   causal: boolean;
+  /** With causal: keys a query sees at most (sliding window). */
+  window?: number;
   /** [B, S], 0 hides a key. */
   mask: Int32Array | null;
   scale: number;
@@ -23,7 +25,8 @@ export interface AttnDims {
 
 /** Whether query i of batch entry bi may see key j. */
 function allowed(a: AttnDims, bi: number, i: number, j: number): boolean {
-  return (!a.causal || j <= i + a.s - a.t) && (!a.mask || a.mask[bi * a.s + j] !== 0);
+  const at = i + a.s - a.t; // the query's position among the keys
+  return (!a.causal || (j <= at && at - j < (a.window ?? Infinity))) && (!a.mask || a.mask[bi * a.s + j] !== 0);
 }
 
 /** Softmax of `scale·x` over each row of `s` with `keep(row, j)` masking; masked → 0. */
