@@ -105,17 +105,27 @@ Deno.test("mistral and qwen2 configs: their biases, defaults and attention windo
   ]);
   assertEquals(bias(parse({ model_type: "mistral", attention_bias: true })), [false, false, false]);
   // Mistral slides unless sliding_window is null, 4096 keys when the field is absent
-  assertEquals(parse({ model_type: "mistral", sliding_window: 32 }).slidingWindow, 32);
+  const m = parse({ model_type: "mistral", sliding_window: 32 });
+  assertEquals([m.slidingWindow, m.slidingLayers], [32, [0, 1]]);
   assertEquals(parse({ model_type: "mistral", sliding_window: null }).slidingWindow, null);
   assertEquals(parse({ model_type: "mistral", sliding_window: undefined }).slidingWindow, 4096);
   // Qwen2 only with use_sliding_window, and only if some layer slides
   const qwen = (f: Record<string, unknown>) =>
-    parse({ model_type: "qwen2", sliding_window: 32, ...f }).slidingWindow;
-  assertEquals(qwen({}), null);
-  assertEquals(qwen({ use_sliding_window: true }), null, "max_window_layers 28 ≥ 2 layers");
-  assertEquals(qwen({ use_sliding_window: true, max_window_layers: 1 }), 32);
-  assertEquals(qwen({ use_sliding_window: true, layer_types: ["full_attention", "full_attention"] }), null);
-  assertEquals(qwen({ use_sliding_window: true, layer_types: ["full_attention", "sliding_attention"] }), 32);
+    (({ slidingWindow, slidingLayers }) => [slidingWindow, slidingLayers])(
+      parse({ model_type: "qwen2", sliding_window: 32, ...f }),
+    );
+  assertEquals(qwen({}), [null, []]);
+  assertEquals(qwen({ use_sliding_window: true }), [null, []], "max_window_layers 28 ≥ 2 layers");
+  assertEquals(qwen({ use_sliding_window: true, max_window_layers: 1 }), [32, [1]]);
+  assertEquals(qwen({ use_sliding_window: true, layer_types: ["full_attention", "full_attention"] }), [
+    null,
+    [],
+  ]);
+  assertEquals(qwen({ use_sliding_window: true, layer_types: ["sliding_attention", "full_attention"] }), [
+    32,
+    [0],
+  ]);
+  assertThrows(() => qwen({ use_sliding_window: true, layer_types: ["full_attention"] }), "the 2 layers");
   // defaults of the variants' config classes
   const bare = parse({
     model_type: "qwen2",

@@ -1,7 +1,7 @@
 /**
  * Mistral and Qwen2, built as LLaMA: the llama fixture relabelled as either gives transformers'
- * llama outputs; Qwen2's q/k/v biases match the float64 reference (and through the key/value
- * cache); a sequence longer than Mistral's attention window is refused; PEFT's default targets.
+ * llama outputs; Qwen2's q/k/v biases and both models' sliding windows match the float64 reference
+ * (and through the key/value cache); PEFT's default targets.
  */
 import { join } from "node:path";
 import { getGpu } from "../lib/gpu/mod.ts";
@@ -10,11 +10,12 @@ import { loadModel } from "../lib/models/load.ts";
 import { modelParity } from "../lib/models/parity.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";
 import { loraConfig } from "../lib/peft/config.ts";
-import { noGrad, tidy } from "../lib/tensor/mod.ts";
+import { noGrad, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, relL2 } from "./assert.ts";
 import {
   evalForward,
   fixtureModel,
+  keptRows,
   randomIds,
   referenceForward,
   tempModelDir,
@@ -125,32 +126,47 @@ Deno.test("qwen2: q/k/v biases (none on o_proj) match the float64 reference, wit
   }
 });
 
-Deno.test("mistral: a sequence longer than sliding_window is refused, naming the field; so is generating past it", async () => {
+Deno.test("sliding windows: Mistral's in every layer, Qwen2's in some, match the float64 reference on both paths, cached too", async () => {
   const gpu = await getGpu();
-  const dir = await variantDir("mistral", { sliding_window: 8 });
-  try {
-    const model = await loadModel(gpu, dir);
-    const ids = randomIds(12, 512, 3);
-    let message = "";
+  const [b, t] = [2, 12];
+  const ids = randomIds(b * t, 512, 31);
+  const mask = Int32Array.from({ length: b * t }, (_, i) => (i === 0 || i === 1 ? 0 : 1)); // row 0 left-padded
+  const plain = await referenceForward(LLAMA, ids, b, t, mask);
+  const cases = [
+    ["mistral", { sliding_window: 5 }, {}],
+    ["qwen2", { sliding_window: 3, use_sliding_window: true, max_window_layers: 1 }, qkvBiases(true)],
+  ] as const;
+  for (const [type, config, extra] of cases) {
+    const dir = await variantDir(type, config, extra);
     try {
-      await evalForward(model, tokenBatch(gpu, ids, 1, 12));
-    } catch (e) {
-      message = (e as Error).message;
+      const model = await loadModel(gpu, dir);
+      const ref = await referenceForward(dir, ids, b, t, mask);
+      const real = (x: ArrayLike<number>) => keptRows(x, mask, 512);
+      for (const path of ["materialized", "fused"] as const) {
+        const ours = await withAttentionPath(
+          path,
+          () => evalForward(model, tokenBatch(gpu, ids, b, t, { mask })),
+        );
+        assertClose(real(ours.logits), real(ref.logits), 1e-5, `${type} ${path}`);
+      }
+      if (type === "mistral") assert(relL2(ref.logits, plain.logits) > 1e-2, "the window changes the logits");
+      // generation past the window: the last 4 tokens after 8 cached, unpadded rows
+      const cache = model.newCache!();
+      const row = ids.subarray(t, 2 * t); // row 1 has no padding
+      const run = (x: Int32Array) =>
+        tidy(() =>
+          noGrad(() => ({ v: model.forward(tokenBatch(gpu, x, 1, x.length), { cache }).logits.readLater() }))
+        ).v;
+      run(row.subarray(0, 8));
+      const lastFour = run(row.subarray(8));
+      gpu.stream.flush();
+      const whole = await evalForward(model, tokenBatch(gpu, row, 1, t));
+      assertClose(await lastFour, whole.logits.subarray(8 * 512), 2e-5, `${type} cached`);
+      cache.dispose();
+      model.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    assert(message.includes("12 positions") && message.includes("sliding_window 8"), message);
-    const cache = model.newCache!();
-    tidy(() => noGrad(() => model.forward(tokenBatch(gpu, ids.subarray(0, 8), 1, 8), { cache })));
-    message = "";
-    try {
-      tidy(() => noGrad(() => model.forward(tokenBatch(gpu, ids.subarray(8, 9), 1, 1), { cache })));
-    } catch (e) {
-      message = (e as Error).message;
-    }
-    assert(message.includes("9 positions") && message.includes("sliding_window 8"), message);
-    cache.dispose();
-    model.dispose();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -171,5 +187,30 @@ Deno.test("mistral and qwen2: PEFT's default targets q_proj and v_proj", async (
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  }
+});
+
+Deno.test("sliding window: a classifier's last layer computed at the pooled token alone sees the same keys", async () => {
+  const gpu = await getGpu();
+  const dir = await variantDir("mistral", { sliding_window: 4 });
+  try {
+    const model = await loadModel(gpu, dir, { task: "seq-cls", numLabels: 3 });
+    model.config.padTokenId = 0;
+    const [b, t] = [2, 10];
+    const ids = randomIds(b * t, 500, 8).map((v) => v + 3);
+    ids.fill(0, 16); // row 1 right-padded: its last token at position 5
+    const mask = ids.map((v) => (v === 0 ? 0 : 1));
+    const logits = (headOnly: boolean) =>
+      tidy(() =>
+        noGrad(() => ({
+          v: model.forward(tokenBatch(gpu, ids, b, t, { mask }), { headOnly }).logits.readLater(),
+        }))
+      ).v;
+    const [whole, pooled] = [logits(false), logits(true)];
+    gpu.stream.flush();
+    assertClose(await pooled, await whole, 1e-5, "headOnly");
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

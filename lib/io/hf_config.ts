@@ -159,6 +159,8 @@ export interface LlamaConfig extends CommonConfig {
    * use_sliding_window and some layer is one), or null when every layer attends to all keys.
    */
   slidingWindow: number | null;
+  /** The layers that slide (every layer for Mistral; Qwen2's from layer_types or max_window_layers). */
+  slidingLayers: number[];
   /** Whether the gate/up/down projections have biases. */
   mlpBias: boolean;
 }
@@ -186,13 +188,11 @@ export type HfConfig = Gpt2Config | BertConfig | LlamaConfig | VitConfig;
 
 /**
  * The longest token sequence a model takes: max_position_embeddings, less the ids RoBERTa's
- * positions skip (514 → 512 tokens), and at most a Mistral or Qwen2 attention window (attention
- * beyond it is not implemented); Infinity for a ViT, whose inputs are patches.
+ * positions skip (514 → 512 tokens); Infinity for a ViT, whose inputs are patches.
  */
 export function maxTokens(config: HfConfig): number {
   if (!("maxPositions" in config)) return Infinity;
-  const window = "slidingWindow" in config && config.slidingWindow !== null ? config.slidingWindow : Infinity;
-  return Math.min(window, config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0));
+  return config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0);
 }
 
 /**
@@ -356,27 +356,41 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     qkvBias: modelType === "qwen2" || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === "llama" && f.bool("mlp_bias", false),
-    slidingWindow: slidingWindow(f, modelType),
+    ...slidingWindow(f, modelType),
   };
 }
 
 /**
- * The attention window of a Mistral or Qwen2 config, as their config classes derive it: Mistral
- * slides in every layer unless sliding_window is null (4096 when absent); Qwen2 only with
- * use_sliding_window, in the layers its layer_types (or those from max_window_layers on) name.
+ * The attention window of a Mistral or Qwen2 config and the layers it applies to, as their config
+ * classes derive them: Mistral slides in every layer unless sliding_window is null (4096 when
+ * absent); Qwen2 only with use_sliding_window, in the layers its layer_types (or those from
+ * max_window_layers on) name.
  */
-function slidingWindow(f: Fields, modelType: LlamaModelType): number | null {
-  if (modelType === "llama") return null;
+function slidingWindow(
+  f: Fields,
+  modelType: LlamaModelType,
+): { slidingWindow: number | null; slidingLayers: number[] } {
+  const none = { slidingWindow: null, slidingLayers: [] };
+  if (modelType === "llama") return none;
   const has = f.raw.sliding_window !== undefined;
   const window = has && f.raw.sliding_window === null ? null : f.int("sliding_window", 4096);
-  if (modelType === "mistral" || window === null) return window;
-  if (!f.bool("use_sliding_window", false)) return null;
+  const layers = f.int("num_hidden_layers");
+  const all = Array.from({ length: layers }, (_, i) => i);
+  if (window === null) return none;
+  if (modelType === "mistral") return { slidingWindow: window, slidingLayers: all };
+  if (!f.bool("use_sliding_window", false)) return none;
   const types = f.raw.layer_types;
+  let sliding: number[];
   if (types !== undefined && types !== null) {
-    if (!Array.isArray(types)) throw new HfConfigError(`${f.path}: "layer_types" must be a list of strings`);
-    return types.includes("sliding_attention") ? window : null;
+    if (!Array.isArray(types) || types.length !== layers) {
+      throw new HfConfigError(`${f.path}: "layer_types" must list the ${layers} layers' attention types`);
+    }
+    sliding = all.filter((i) => types[i] === "sliding_attention");
+  } else {
+    const first = f.int("max_window_layers", 28, 0);
+    sliding = all.filter((i) => i >= first);
   }
-  return f.int("max_window_layers", 28, 0) < f.int("num_hidden_layers") ? window : null;
+  return sliding.length ? { slidingWindow: window, slidingLayers: sliding } : none;
 }
 
 /** RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`. */

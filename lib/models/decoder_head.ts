@@ -30,7 +30,8 @@ export interface PooledPositions {
 
 /**
  * {@link PooledPositions} for a forward pass that wants only the head's output (`headOnly`) of
- * a sequence classifier; null when the last layer must run whole.
+ * a sequence classifier; null when the last layer must run whole. `window`: the keys the last
+ * layer's queries see at most (a sliding window).
  */
 export function pooledPositions(
   gpu: Gpu,
@@ -41,13 +42,14 @@ export function pooledPositions(
   host: Int32Array | undefined,
   b: number,
   t: number,
+  window = Infinity,
 ): PooledPositions | null {
   if (!options.headOnly || task !== "seq-cls" || !FUSIONS.head || !host) return null;
   const at = lastTokenPositions(host, b, t, config.padTokenId);
   const padding = batch.attentionMask;
   const mask = Int32Array.from({ length: b * t }, (_, i) => {
     const row = Math.floor(i / t), j = i % t;
-    return j <= at[row] && (!padding || padding[i] !== 0) ? 1 : 0;
+    return j <= at[row] && at[row] - j < window && (!padding || padding[i] !== 0) ? 1 : 0;
   });
   return { at, keyMask: Tensor.from(gpu, mask, [b, t]), rows: { batch: b, length: t, at } };
 }

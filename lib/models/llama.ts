@@ -7,7 +7,7 @@
  *
  * Mistral and Qwen2 (their ForCausalLM, ForSequenceClassification and Model classes) are built
  * here too: Qwen2 has biases on q/k/v, and both may slide their attention over a window of
- * keys, which is not implemented: sequences longer than the window are refused.
+ * keys (every layer of Mistral, some of Qwen2's), as transformers' sliding-window mask does.
  * @module
  */
 import type { LlamaConfig, LlamaModelType } from "../io/hf_config.ts";
@@ -85,17 +85,12 @@ export class LlamaModel extends BaseModel {
     const c = this.config;
     const { ids, host, b, t } = tokenInputs(batch, c.modelType, c.maxPositions);
     // a classifier reads each row's last token alone: the last layer need not compute the others
-    const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t);
+    const last = c.numLayers - 1;
+    const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t, this.windowOf(last));
     this.nextStep();
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const cache = options.cache;
     const end = (cache?.length ?? 0) + t;
-    if (c.slidingWindow !== null && end > c.slidingWindow) {
-      throw new Error(
-        `${c.modelType}: ${end} positions are more than the attention window (sliding_window ${c.slidingWindow}); ` +
-          `sliding-window attention is not implemented, so each sequence must fit in the window`,
-      );
-    }
     const past = cache ? beginCached(cache, c.modelType, this.task, mask, b, t) : 0;
     // tables for a power-of-two number of positions, so few lengths are cached per device
     const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(end))), Math.max(end, c.maxPositions));
@@ -119,19 +114,20 @@ export class LlamaModel extends BaseModel {
     let x = this.embed.forward(ids);
     this.layers.forEach((layer, i) => {
       const input = x;
-      const at = pooled && i === this.layers.length - 1 ? pooled : null;
+      const at = pooled && i === last ? pooled : null;
+      const window = this.windowOf(i);
       x = this.runLayer(input, mask, Object.values(layer), (prev, mask) => {
         const a = layer.inputNorm.forward(prev);
         const probsDropout = this.dropoutSpec(attnDrop, i, at?.rows);
         const att = at
           ? this.pooledAttention(layer, a, at, rope, probsDropout)
           : cache
-          ? this.cachedAttention(cache, i, layer, a, newRows)
+          ? this.cachedAttention(cache, i, layer, a, newRows, window)
           : multiHeadAttention(
             layer.q.forward(a),
             layer.k.forward(a),
             layer.v.forward(a),
-            { ...attnOpts, mask, probsDropout },
+            { ...attnOpts, mask, probsDropout, window },
           );
         const y = add(at ? atPooled(prev, at) : prev, layer.o.forward(att, at?.rows));
         const m = layer.postNorm.forward(y);
@@ -146,6 +142,12 @@ export class LlamaModel extends BaseModel {
     cache?.commit();
     const hidden = this.norm.forward(x);
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
+  }
+
+  /** The keys a query of layer `i` sees at most (Mistral's and Qwen2's sliding windows), if limited. */
+  private windowOf(i: number): number | undefined {
+    const c = this.config;
+    return c.slidingWindow !== null && c.slidingLayers.includes(i) ? c.slidingWindow : undefined;
   }
 
   /** A key/value cache for generation ({@link ForwardOptions.cache}). */
@@ -164,12 +166,19 @@ export class LlamaModel extends BaseModel {
    * The new positions' queries over layer `i`'s cached keys and values and their own, each
    * rotated by `rows` (the new positions' tables): a [B, T, H] → [B, T, heads·D].
    */
-  private cachedAttention(cache: KvCache, i: number, layer: Layer, a: Tensor, rows: RopeTables): Tensor {
+  private cachedAttention(
+    cache: KvCache,
+    i: number,
+    layer: Layer,
+    a: Tensor,
+    rows: RopeTables,
+    window?: number,
+  ): Tensor {
     const c = this.config, [b, t] = a.shape, d = c.headDim;
     const q4 = rope(reshape(layer.q.forward(a), [b, t, c.numHeads, d]), rows, "bthd");
     const k4 = rope(reshape(layer.k.forward(a), [b, t, c.numKvHeads, d]), rows, "bthd");
     const keys = { x: reshape(k4, [b, t, c.numKvHeads * d]) }, values = { x: layer.v.forward(a) };
-    return reshape(cache.attend(i, q4, keys, values, { causal: true }), [b, t, c.numHeads * d]);
+    return reshape(cache.attend(i, q4, keys, values, { causal: true, window }), [b, t, c.numHeads * d]);
   }
 
   /**

@@ -105,7 +105,8 @@ export function llamaReference(
     const q = rotate(lin(a, `${l}.self_attn.q_proj`, h, c.numHeads * d), c.numHeads);
     const k = rotate(lin(a, `${l}.self_attn.k_proj`, h, c.numKvHeads * d), c.numKvHeads);
     const v = lin(a, `${l}.self_attn.v_proj`, h, c.numKvHeads * d);
-    const heads = { b, t, h: c.numHeads, hkv: c.numKvHeads, d, mask, scale: 1 / Math.sqrt(d) };
+    const window = c.slidingWindow !== null && c.slidingLayers.includes(i) ? c.slidingWindow : undefined;
+    const heads = { b, t, h: c.numHeads, hkv: c.numKvHeads, d, mask, scale: 1 / Math.sqrt(d), window };
     x = addInto(x, lin(selfAttention(q, k, v, heads), `${l}.self_attn.o_proj`, c.numHeads * d, h));
     const m = rms(x, `${l}.post_attention_layernorm`);
     const gate = lin(m, `${l}.mlp.gate_proj`, h, c.intermediateSize).map(act);
@@ -184,7 +185,16 @@ function selfAttention(
   q: Float64Array,
   k: Float64Array,
   v: Float64Array,
-  a: { b: number; t: number; h: number; hkv: number; d: number; mask: Int32Array | null; scale: number },
+  a: {
+    b: number;
+    t: number;
+    h: number;
+    hkv: number;
+    d: number;
+    mask: Int32Array | null;
+    scale: number;
+    window?: number;
+  },
 ): Float64Array {
   const toHeads = (x: Float64Array, n: number) => transpose12(x, a.b, a.t, n, a.d);
   const dims = {
@@ -196,6 +206,7 @@ function selfAttention(
     d: a.d,
     dv: a.d,
     causal: true,
+    window: a.window,
     mask: a.mask,
     scale: a.scale,
   };

@@ -26,6 +26,8 @@ export interface MultiHeadOptions {
   headDim: number;
   /** Decoder (causal) attention. */
   causal?: boolean;
+  /** With `causal`: a query sees at most this many keys, its own and those before (sliding window). */
+  window?: number;
   /** i32 [B, T]: 0 hides a padding key (see {@link paddingMask}). */
   mask?: Tensor | null;
   /** Score scale; default 1/√D. */
@@ -54,8 +56,8 @@ export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, opts: MultiH
     return rotate && opts.rope ? rope(x4, opts.rope, "bthd") : x4;
   };
   const [q4, k4, v4] = [heads(q, h, true), heads(k, hkv, true), heads(v, hkv, false)];
-  const { causal, mask, scale, probsDropout } = opts;
-  const out = attention(q4, k4, v4, { causal, mask, scale, layout: "bthd", probsDropout });
+  const { causal, window, mask, scale, probsDropout } = opts;
+  const out = attention(q4, k4, v4, { causal, window, mask, scale, layout: "bthd", probsDropout });
   return reshape(out, [b, t, h * d]);
 }
 

@@ -26,7 +26,8 @@ export interface AttnDims {
 /** Whether query i of batch entry bi may see key j. */
 function allowed(a: AttnDims, bi: number, i: number, j: number): boolean {
   const at = i + a.s - a.t; // the query's position among the keys
-  return (!a.causal || (j <= at && at - j < (a.window ?? Infinity))) && (!a.mask || a.mask[bi * a.s + j] !== 0);
+  return (!a.causal || (j <= at && at - j < (a.window ?? Infinity))) &&
+    (!a.mask || a.mask[bi * a.s + j] !== 0);
 }
 
 /** Softmax of `scale·x` over each row of `s` with `keep(row, j)` masking; masked → 0. */
