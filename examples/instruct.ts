@@ -32,10 +32,7 @@ const pairs = [
   ["big", "small"],
   ["day", "night"],
   ["yes", "no"],
-  [
-    "fast",
-    "slow",
-  ],
+  ["fast", "slow"],
   ["open", "closed"],
   ["light", "dark"],
 ];
