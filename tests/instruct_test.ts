@@ -73,6 +73,26 @@ Deno.test("readInstructions: prompt/completion texts, conversations, conversatio
   });
 });
 
+Deno.test("readInstructions: Parquet splits as TRL's datasets hold them (a messages column of structs, prompt/completion)", async () => {
+  const data = new URL("./fixtures/data/", import.meta.url).pathname;
+  const chats = await readInstructions(`${data}chat.parquet`);
+  assertEquals(chats.length, 2);
+  assertEquals(chats[1], {
+    messages: [
+      { role: "system", content: "Be brief." },
+      { role: "user", content: "Grass?" },
+      { role: "assistant", content: "Green." },
+      { role: "user", content: "Snow?" },
+      { role: "assistant", content: "White." },
+    ],
+    completionFrom: 0,
+  });
+  assertEquals(await readInstructions(`${data}prompt_completion.parquet`), [
+    { prompt: "The opposite of hot is", completion: " cold" },
+    { prompt: "2 + 2 =", completion: " 4" },
+  ]);
+});
+
 Deno.test("tokenizeInstruction: prompt + completion + EOS, the completion's tokens learnt (GPT-2 and LLaMA tokenizers)", async () => {
   for (const name of ["gpt2", "llama"]) {
     const tok = await tokenizerOf(name);
