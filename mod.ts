@@ -225,15 +225,17 @@ export {
   classify,
   classifyImages,
   type ClassifyOptions,
+  type Prediction,
+  type TextInput,
+} from "./lib/train/predict.ts";
+export {
   generate,
   type GenerateOptions,
   type Generation,
   GREEDY_TOKENS_PER_READ,
   keepSharedPrefix,
-  type Prediction,
   sampleToken,
-  type TextInput,
-} from "./lib/train/predict.ts";
+} from "./lib/train/generate.ts";
 export { Chat, type ChatOptions } from "./lib/train/chat.ts";
 export {
   BEST_DIR,

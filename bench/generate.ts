@@ -13,7 +13,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { generate } from "../lib/train/predict.ts";
+import { generate } from "../lib/train/generate.ts";
 import { median, table } from "./stats.ts";
 
 const { values: v } = parseArgs({

@@ -7,7 +7,7 @@ import { chatTemplate } from "../lib/io/chat_template.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { Chat } from "../lib/train/chat.ts";
-import { generate, keepSharedPrefix } from "../lib/train/predict.ts";
+import { generate, keepSharedPrefix } from "../lib/train/generate.ts";
 import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assertEquals, assertThrows } from "./assert.ts";

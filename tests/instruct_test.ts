@@ -8,7 +8,7 @@ import { chatTemplate, ChatTemplateError, loadChatTemplate } from "../lib/io/cha
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { generate } from "../lib/train/predict.ts";
+import { generate } from "../lib/train/generate.ts";
 import {
   type Instruction,
   instructionDataset,

@@ -18,7 +18,8 @@ import type { PeftModel } from "../peft/apply.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts } from "../train/readers.ts";
 import { readImages } from "../train/image_data.ts";
-import { classify, classifyImages, generate, type Prediction } from "../train/predict.ts";
+import { generate } from "../train/generate.ts";
+import { classify, classifyImages, type Prediction } from "../train/predict.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,

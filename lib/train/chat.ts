@@ -15,7 +15,7 @@ import type { ChatMessage, ChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { KvCache } from "../models/kv_cache.ts";
 import type { Model } from "../models/model.ts";
-import { generate, type GenerateOptions, type Generation, keepSharedPrefix } from "./predict.ts";
+import { generate, type GenerateOptions, type Generation, keepSharedPrefix } from "./generate.ts";
 
 /** Options of a {@link Chat}: a system message, and how each answer is generated. */
 export interface ChatOptions extends Omit<GenerateOptions, "cache" | "onText"> {

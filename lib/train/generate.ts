@@ -1,0 +1,258 @@
+/**
+ * Text generation with a causal LM: a prompt continued greedily or by sampling (temperature,
+ * top-k, top-p), with a key/value cache so that each new token runs through the layers alone,
+ * greedy tokens picked on the GPU between readbacks, and a cache that a conversation can keep
+ * from turn to turn.
+ *
+ * ```ts
+ * const { text } = await generate(model, tokenizer, "Once upon a time", { maxNewTokens: 20 });
+ * ```
+ * @module
+ */
+import { maxTokens } from "../io/hf_config.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import type { KvCache } from "../models/kv_cache.ts";
+import type { Batch, Model } from "../models/model.ts";
+import { Prng } from "../spectral/prng.ts";
+import { argmax, noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
+import { copyAll } from "../tensor/ops/copy.ts";
+
+/** Options of {@link generate}. */
+export interface GenerateOptions {
+  /** Tokens to add at most (default 32). */
+  maxNewTokens?: number;
+  /** Sampling temperature; 0 (the default) takes the most probable token each time (greedy). */
+  temperature?: number;
+  /** Sample among the k most probable tokens only (default 0: all of them). */
+  topK?: number;
+  /**
+   * Nucleus sampling: among the most probable tokens whose probabilities (after `topK`) add up to
+   * `topP`, the token that crosses it included (default 1: all of them).
+   */
+  topP?: number;
+  /** Seed of the sampling (default 0). */
+  seed?: number;
+  /** Stop at an end-of-sequence token (default true). */
+  stopAtEos?: boolean;
+  /** The tokens that end the text (default: config.json's eos_token_id). */
+  eosTokenIds?: readonly number[];
+  /**
+   * A cache to continue (from {@link Model.newCache}), kept for the next call: it must hold the
+   * keys and values of the prompt's first `cache.length` tokens, as after an earlier call on a
+   * sequence the prompt extends ({@link KvCache.truncate} to what they share). Default: a new
+   * cache, disposed at the end.
+   */
+  cache?: KvCache;
+  /**
+   * Called as the text grows, with the new part of the decoded continuation (a character split
+   * over several byte tokens is held back until it is whole): for printing while it generates.
+   */
+  onText?: (text: string) => void;
+}
+
+/** What {@link generate} produced. */
+export interface Generation {
+  /** The prompt's token ids followed by the new ones. */
+  ids: number[];
+  /** How many of `ids` are new. */
+  newTokens: number;
+  /** What the new tokens add to the decoded prompt (special tokens skipped). */
+  text: string;
+  /** Why it stopped: the token budget, the end-of-sequence token, or the model's last position. */
+  stop: "length" | "eos" | "positions";
+  /** The first `cached` of `ids` are in the cache (what {@link keepSharedPrefix} needs). */
+  cached: number;
+}
+
+/**
+ * Make `cache`, which holds the keys and values of `cachedIds`, a cache for `ids`: cut it to the
+ * tokens they share, leaving at least one token of `ids` to run (a conversation's next turn
+ * re-renders the earlier turns, which then cost nothing).
+ */
+export function keepSharedPrefix(cache: KvCache, cachedIds: readonly number[], ids: readonly number[]): void {
+  let shared = 0;
+  const most = Math.min(cache.length, cachedIds.length, ids.length - 1);
+  while (shared < most && cachedIds[shared] === ids[shared]) shared++;
+  cache.truncate(shared);
+}
+
+/**
+ * Continue `prompt` (a text, or token ids) with `model` (a causal LM, in eval mode). A key/value
+ * cache keeps every position's keys and values, so each new token runs through the layers alone.
+ * Greedy with temperature 0 (the tokens picked on the GPU, {@link GREEDY_TOKENS_PER_READ} per
+ * readback), else sampled from softmax(logits / temperature), optionally among the top k and
+ * the top p, with a seeded generator (the same seed gives the same text).
+ */
+export async function generate(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompt: string | readonly number[],
+  opts: GenerateOptions = {},
+): Promise<Generation> {
+  if (model.task !== "causal-lm") {
+    throw new Error(`generate: the model has a ${model.task} head, not a causal language model head`);
+  }
+  const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
+  const topP = opts.topP ?? 1;
+  if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
+    throw new RangeError(`generate: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
+  }
+  if (!(temperature >= 0)) throw new RangeError(`generate: temperature must be ≥ 0, got ${temperature}`);
+  if (!(Number.isInteger(topK) && topK >= 0)) {
+    throw new RangeError(`generate: topK must be an integer ≥ 0, got ${topK}`);
+  }
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`generate: topP must be in (0, 1], got ${topP}`);
+  const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
+  if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
+  const positions = maxTokens(model.config);
+  if (ids.length > positions) {
+    throw new Error(
+      `generate: the prompt has ${ids.length} tokens, more than the model's ${positions} positions`,
+    );
+  }
+  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
+  const rng = new Prng(opts.seed ?? 0);
+  const cache = opts.cache ?? model.newCache?.();
+  if (!cache) throw new Error(`generate: the ${model.family} model keeps no key/value cache`);
+  if (cache.length >= ids.length) {
+    throw new Error(
+      `generate: the cache holds ${cache.length} positions, the prompt only ${ids.length} tokens`,
+    );
+  }
+  const wasTraining = model.training;
+  model.train(false);
+  const start = ids.length;
+  let stop: Generation["stop"] = "length";
+  let emitted = 0; // characters of the continuation handed to onText
+  try {
+    while (ids.length - start < maxNew && stop === "length") {
+      if (ids.length >= positions) {
+        stop = "positions";
+        break;
+      }
+      const room = Math.min(maxNew - (ids.length - start), positions - ids.length);
+      const picked = temperature === 0
+        ? await greedyTokens(model, ids, cache, Math.min(GREEDY_TOKENS_PER_READ, room))
+        : [sampleToken(await nextTokenLogits(model, ids, cache), temperature, topK, topP, rng)];
+      for (const next of picked) {
+        ids.push(next);
+        if (eos.has(next)) {
+          stop = "eos";
+          break;
+        }
+      }
+      if (opts.onText && stop === "length") {
+        const text = continuation(tokenizer, ids, start);
+        if (!text.endsWith("\uFFFD") && text.length > emitted) {
+          opts.onText(text.slice(emitted));
+          emitted = text.length;
+        }
+      }
+    }
+  } finally {
+    model.train(wasTraining);
+    if (!opts.cache) cache.dispose();
+  }
+  const text = continuation(tokenizer, ids, start);
+  if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
+  return { ids, newTokens: ids.length - start, text, stop, cached: Math.min(cache.length, ids.length) };
+}
+
+/**
+ * The text the tokens from `start` add to the prompt: the whole sequence decoded, less the
+ * decoded prompt. (Decoding the new tokens alone loses the space a SentencePiece tokenizer, as
+ * LLaMA's, writes as part of a word's first piece.)
+ */
+function continuation(tokenizer: Tokenizer, ids: readonly number[], start: number): string {
+  const all = tokenizer.decode(ids), prompt = tokenizer.decode(ids.slice(0, start));
+  return all.startsWith(prompt) ? all.slice(prompt.length) : tokenizer.decode(ids.slice(start));
+}
+
+/**
+ * Greedy tokens decided on the GPU between readbacks: each readback costs about 11 ms in Deno,
+ * more than a small model's step, so this many forward passes run with each picked token fed to
+ * the next, and their tokens come back together (those after an end-of-sequence token unused).
+ */
+export const GREEDY_TOKENS_PER_READ = 16;
+
+/**
+ * The next `k` greedy tokens after `ids`: the ids the cache lacks, then each picked token, through
+ * the model, each token's argmax taken on the GPU; one readback.
+ */
+async function greedyTokens(
+  model: Model,
+  ids: readonly number[],
+  cache: KvCache,
+  k: number,
+): Promise<number[]> {
+  const host = Int32Array.from(ids.slice(cache.length));
+  const { tokens } = tidy(() =>
+    noGrad(() => {
+      const picked = Tensor.empty(model.gpu, [k], "i32");
+      let batch: Batch = { inputIds: Tensor.from(model.gpu, host, [1, host.length]), inputIdsHost: host };
+      for (let j = 0; j < k; j++) {
+        const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [1, 1, vocab]
+        const next = argmax(reshape(logits, [1, logits.shape[2]]));
+        copyAll(next, picked, j);
+        batch = { inputIds: reshape(next, [1, 1]) };
+      }
+      return { tokens: picked.readLater() };
+    })
+  );
+  model.gpu.stream.flush();
+  return Array.from(await tokens);
+}
+
+/**
+ * The logits of the token after `ids`: one forward pass over the ids the cache lacks (the whole
+ * prompt first, then one token at a time), the head on the last position alone.
+ */
+function nextTokenLogits(model: Model, ids: readonly number[], cache: KvCache): Promise<Float32Array> {
+  const host = Int32Array.from(ids.slice(cache.length));
+  const n = host.length;
+  const { logits } = tidy(() =>
+    noGrad(() => {
+      const batch: Batch = {
+        inputIds: Tensor.from(model.gpu, host, [1, n]),
+        inputIdsHost: host,
+        attentionMask: new Int32Array(n).fill(1),
+      };
+      const last = model.forward(batch, { lastLogits: true, cache }).logits; // [1, 1, vocab]
+      return { logits: reshape(last, [last.shape[2]]).readLater() };
+    })
+  );
+  model.gpu.stream.flush();
+  return logits;
+}
+
+/**
+ * A token drawn from softmax(logits / temperature): among the top k when k > 0, then among the
+ * most probable tokens whose probabilities reach `topP` (as transformers' top-k and top-p warpers).
+ */
+export function sampleToken(
+  logits: Float32Array,
+  temperature: number,
+  topK: number,
+  topP: number,
+  rng: Prng,
+): number {
+  let order = Array.from(logits.keys());
+  const cut = topK > 0 && topK < order.length;
+  if (cut || topP < 1) order.sort((a, b) => logits[b] - logits[a] || a - b);
+  if (cut) order = order.slice(0, topK);
+  const max = order.reduce((m, i) => Math.max(m, logits[i]), -Infinity);
+  let weights = order.map((i) => Math.exp((logits[i] - max) / temperature));
+  if (topP < 1) {
+    // keep each token while the tokens before it hold less than topP of the mass
+    const mass = topP * weights.reduce((a, b) => a + b, 0);
+    let keep = 0, before = 0;
+    while (keep < order.length && before < mass) before += weights[keep++];
+    [order, weights] = [order.slice(0, keep), weights.slice(0, keep)];
+  }
+  let u = rng.uniform() * weights.reduce((a, b) => a + b, 0);
+  for (let j = 0; j < order.length; j++) {
+    u -= weights[j];
+    if (u < 0) return order[j];
+  }
+  return order[order.length - 1];
+}
