@@ -1,5 +1,17 @@
 import { assert } from "./assert.ts";
 
+/** Run examples/`name` on the embedded model, writing to `out`; its standard output (it must succeed). */
+async function runExample(name: string, out: string): Promise<string> {
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`../examples/${name}`, import.meta.url).pathname, "models/default", out],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(run.success, new TextDecoder().decode(run.stderr));
+  return new TextDecoder().decode(run.stdout);
+}
+
 Deno.test("examples/spectral_layer.ts runs and prints a gradient", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("../examples/spectral_layer.ts", import.meta.url).pathname],
@@ -14,20 +26,7 @@ Deno.test("examples/spectral_layer.ts runs and prints a gradient", async () => {
 Deno.test("examples/finetune.ts trains SSH from TypeScript, and its merged model needs no adapter", async () => {
   const out = await Deno.makeTempDir();
   try {
-    const run = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("../examples/finetune.ts", import.meta.url).pathname,
-        "models/default",
-        out,
-      ],
-      cwd: new URL("..", import.meta.url).pathname,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(run.stdout);
-    assert(run.success, new TextDecoder().decode(run.stderr));
+    const text = await runExample("finetune.ts", out);
     const m = text.match(/merged \(held-out accuracy ([\d.]+)\)\n.*held-out accuracy ([\d.]+) -> ([\d.]+)/);
     assert(m, text);
     const [merged, before, after] = m.slice(1).map(Number);
@@ -45,20 +44,7 @@ Deno.test("examples/finetune.ts trains SSH from TypeScript, and its merged model
 Deno.test("examples/instruct.ts instruction-tunes the embedded model: the completions learnt, the answers right", async () => {
   const out = await Deno.makeTempDir();
   try {
-    const run = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("../examples/instruct.ts", import.meta.url).pathname,
-        "models/default",
-        out,
-      ],
-      cwd: new URL("..", import.meta.url).pathname,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(run.stdout);
-    assert(run.success, new TextDecoder().decode(run.stderr));
+    const text = await runExample("instruct.ts", out);
     const m = text.match(/completion loss ([\d.]+) -> ([\d.]+); (\d)\/8 answers right/);
     assert(m, text);
     const [before, after, right] = m.slice(1).map(Number);

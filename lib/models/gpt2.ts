@@ -113,14 +113,7 @@ export class Gpt2Model extends BaseModel {
 
   /** A key/value cache for generation ({@link ForwardOptions.cache}). */
   newCache(): KvCache {
-    const c = this.config;
-    const shape = {
-      layers: c.numLayers,
-      kvHeads: c.numHeads,
-      headDim: c.headDim,
-      maxPositions: c.maxPositions,
-    };
-    return new KvCache(this.gpu, shape);
+    return KvCache.for(this.gpu, this.config);
   }
 
   /**

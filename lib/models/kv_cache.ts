@@ -47,6 +47,21 @@ export class KvCache {
   #pending = 0;
   #disposed = false;
 
+  /** An empty cache for a decoder `config` (heads per layer; grouped-query key/value heads when it has them). */
+  static for(
+    gpu: Gpu,
+    config: {
+      numLayers: number;
+      numHeads: number;
+      numKvHeads?: number;
+      headDim: number;
+      maxPositions: number;
+    },
+  ): KvCache {
+    const { numLayers: layers, numHeads, numKvHeads, headDim, maxPositions } = config;
+    return new KvCache(gpu, { layers, kvHeads: numKvHeads ?? numHeads, headDim, maxPositions });
+  }
+
   /** An empty cache; it allocates when its first forward pass begins. */
   constructor(gpu: Gpu, shape: KvCacheShape) {
     const ok = [shape.layers, shape.kvHeads, shape.headDim, shape.maxPositions].every((n) =>

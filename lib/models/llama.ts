@@ -152,14 +152,7 @@ export class LlamaModel extends BaseModel {
 
   /** A key/value cache for generation ({@link ForwardOptions.cache}). */
   newCache(): KvCache {
-    const c = this.config;
-    const shape = {
-      layers: c.numLayers,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      maxPositions: c.maxPositions,
-    };
-    return new KvCache(this.gpu, shape);
+    return KvCache.for(this.gpu, this.config);
   }
 
   /**
