@@ -326,3 +326,50 @@ Deno.test("chooseTask: records with labels classify; without them a causal LM le
     assertEquals(await chooseTask("seq-cls", sft, gpt2), "seq-cls");
   });
 });
+
+Deno.test("predict --data on instructions: each answer beside the expected one, and the exact-match rate", async () => {
+  await withDir(async (dir) => {
+    const model = await tempModelDir(fixtureModel("gpt2-brown"));
+    try {
+      await Deno.writeTextFile(
+        join(model, "tokenizer_config.json"),
+        JSON.stringify({ chat_template: CHATML }),
+      );
+      const gpu = await getGpu();
+      const m = await loadModel(gpu, model);
+      const tokenizer = await loadModelTokenizer(m.config);
+      const greedy = async (ids: number[] | string) =>
+        (await generate(m, tokenizer, ids, { maxNewTokens: 4 })).text;
+      const right = await greedy("The jury said");
+      const conversation = [{ role: "user", content: "Where?" }];
+      const chatIds = tokenizer.encode(chatTemplate(CHATML, "t").render(conversation, true), {
+        addSpecialTokens: false,
+      });
+      const chatAnswer = await greedy(chatIds);
+      m.dispose();
+      const data = join(dir, "test.jsonl");
+      const rows = [
+        { prompt: "The jury said", completion: ` ${right.trim()} ` },
+        { prompt: "The city", completion: " surely not this" },
+        {
+          messages: [...conversation, { role: "assistant", content: chatAnswer }, {
+            role: "user",
+            content: "?",
+          }],
+        },
+      ];
+      await Deno.writeTextFile(data, rows.map((r) => JSON.stringify(r)).join("\n"));
+      const r = await runCli(["predict", "--model", model, "--data", data, "--max-new-tokens", "4"]);
+      assertEquals(r.code, 0, r.err);
+      const answers = r.out.split("\n").map((l) => JSON.parse(l));
+      assertEquals(answers.map((a) => [a.completion, a.match]), [[right, true], [
+        answers[1].completion,
+        false,
+      ], [chatAnswer, true]]);
+      assertEquals(answers[2].prompt, conversation);
+      assert(r.err.includes("exact match: 2/3 (0.6667)"), r.err);
+    } finally {
+      await Deno.remove(model, { recursive: true });
+    }
+  });
+});

@@ -9,14 +9,15 @@
  */
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import type { ChatTemplate } from "../io/chat_template.ts";
+import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
 import { maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
 import type { PeftModel } from "../peft/apply.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
-import { readTexts } from "../train/readers.ts";
+import { readRecords, readTexts } from "../train/readers.ts";
+import { instructionQuery, isInstructionRecord, readInstructions } from "../train/instruct.ts";
 import { readImages } from "../train/image_data.ts";
 import { generate } from "../train/generate.ts";
 import { classify, classifyImages, type Prediction } from "../train/predict.ts";
@@ -113,6 +114,13 @@ export function predictCommand(args: string[]): Promise<number> {
               batchSize: v["batch-size"],
             });
             records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
+          } else if (task === "causal-lm" && v.data !== undefined && await holdsInstructions(v.data)) {
+            if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+            records = await answerInstructions(model, tokenizer, v.data, {
+              ...v,
+              ...await promptSettings(v.model, model, tokenizer, false),
+              template: await loadChatTemplate(v.model),
+            });
           } else {
             if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
             const inputs = v.text !== undefined
@@ -242,6 +250,48 @@ async function continuePrompts(
     const output = v.template ? g.text : prompt + g.text;
     out.push({ prompt, completion: g.text, output, tokens: g.newTokens, stop: g.stop });
   }
+  return out;
+}
+
+/** Whether `path` is a record file of prompt/completion pairs or conversations. */
+async function holdsInstructions(path: string): Promise<boolean> {
+  if (!/\.(jsonl|ndjson|json|csv|tsv|parquet)$/i.test(path)) return false;
+  return isInstructionRecord(Object.keys((await readRecords(path))[0].fields));
+}
+
+/**
+ * Generate the answer to each instruction of `path` (the completion's prompt, or a conversation up
+ * to its first learnt assistant turn) and set it beside the expected one; the exact-match rate
+ * (whitespace trimmed) goes to standard error.
+ */
+async function answerInstructions(
+  model: Model,
+  tokenizer: Tokenizer,
+  path: string,
+  v: GenerationFlags & PromptSettings,
+): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
+  let matches = 0;
+  for (const [i, example] of (await readInstructions(path)).entries()) {
+    const { prompt, ids, expected } = instructionQuery(
+      example,
+      tokenizer,
+      v.template,
+      `${path}: example ${i + 1}`,
+    );
+    const g = await generate(model, tokenizer, ids, {
+      eosTokenIds: v.eosTokenIds,
+      maxNewTokens: v["max-new-tokens"],
+      temperature: v.temperature,
+      topK: v["top-k"],
+      topP: v["top-p"],
+      seed: v.seed,
+    });
+    const match = g.text.trim() === expected.trim();
+    if (match) matches++;
+    out.push({ prompt, expected, completion: g.text, match, tokens: g.newTokens, stop: g.stop });
+  }
+  console.error(`exact match: ${matches}/${out.length} (${(matches / out.length).toFixed(4)})`);
   return out;
 }
 

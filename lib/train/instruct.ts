@@ -172,6 +172,42 @@ function startsWith(ids: readonly number[], prefix: readonly number[]): boolean 
   return prefix.length <= ids.length && prefix.every((v, i) => ids[i] === v);
 }
 
+/** What a model is asked for an instruction, and what it should answer. */
+export interface InstructionQuery {
+  /** The prompt: a text, or the conversation before the answer. */
+  prompt: string | ChatMessage[];
+  /** The prompt's tokens. */
+  ids: number[];
+  /** The expected answer: the completion, or the first learnt assistant turn. */
+  expected: string;
+}
+
+/**
+ * The question of `example` for generation: a text prompt with the tokenizer's special tokens (as
+ * in training), or a conversation up to its first learnt assistant turn rendered with the
+ * generation prompt; and that turn's content (or the completion) as the expected answer.
+ */
+export function instructionQuery(
+  example: Instruction,
+  tokenizer: Tokenizer,
+  template?: ChatTemplate | null,
+  where = "instruction",
+): InstructionQuery {
+  if ("prompt" in example) {
+    return { prompt: example.prompt, ids: tokenizer.encode(example.prompt), expected: example.completion };
+  }
+  const turn = example.messages.findIndex((m, i) => i >= example.completionFrom && m.role === "assistant");
+  if (turn < 0) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
+  if (!template) {
+    throw new DataError(
+      `${where}: a conversation needs the model's chat template, and the model directory has none`,
+    );
+  }
+  const prompt = example.messages.slice(0, turn);
+  const ids = tokenizer.encode(template.render(prompt, true), { addSpecialTokens: false });
+  return { prompt, ids, expected: example.messages[turn].content };
+}
+
 /** Options of {@link instructionDataset}. */
 export interface InstructionDatasetOptions {
   /** Tokens per row at most: longer examples keep their first seqLen tokens. */
