@@ -180,6 +180,8 @@ export {
   InstructionDataset,
   instructionDataset,
   type InstructionDatasetOptions,
+  type InstructionQuery,
+  instructionQuery,
   type InstructionTokens,
   isInstructionRecord,
   type LossOn,
