@@ -373,3 +373,32 @@ Deno.test("predict --data on instructions: each answer beside the expected one, 
     }
   });
 });
+
+Deno.test("inspect: a decoder's attention (sliding window included), chat template and end tokens", async () => {
+  const dir = await tempModelDir(fixtureModel("llama"), {
+    model_type: "mistral",
+    architectures: ["MistralForCausalLM"],
+    sliding_window: 8,
+  });
+  try {
+    await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify({ chat_template: CHATML }));
+    await Deno.writeTextFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [2, 5] }));
+    const r = await runCli(["inspect", "--model", dir]);
+    assertEquals(r.code, 0, r.err);
+    assert(
+      r.out.includes(
+        "attention 4 heads of 16, 2 key/value heads, RoPE default θ 10000, 128 positions, " +
+          "a sliding window of 8 keys in every layer",
+      ),
+      r.out,
+    );
+    assert(
+      r.out.includes(
+        `chat      template from ${join(dir, "tokenizer_config.json")}; text ends at 2 "</s>", 5 `,
+      ),
+      r.out,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -17,7 +17,10 @@ import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
-import { loadForUse } from "./load.ts";
+import { endTokenIds, loadForUse } from "./load.ts";
+import { loadChatTemplate } from "../io/chat_template.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import type { Model } from "../models/model.ts";
 
 const FLAGS = {
   model: { type: "string", arg: "DIR", help: "model directory to summarise" },
@@ -97,6 +100,7 @@ export function inspectCommand(args: string[]): Promise<number> {
       );
       const names = [...new Set(shapes.linears.map((l) => l.path.replace(/\.\d+\./, ".N.")))];
       console.log(`linears   ${names.join(", ")}`);
+      for (const line of await decoderLines(v.model, model, loaded.tokenizer)) console.log(line);
       if (peft && loaded.adapterConfig) {
         const a = loaded.adapterConfig;
         const detail = a.peftType === "SSH"
@@ -204,4 +208,37 @@ export async function lossCurve(logPath: string): Promise<string> {
   const start = records.find((r) => r.type === "start");
   const title = start ? `${start.method} on ${start.data} (${start.task})` : logPath;
   return linePlotSvg(series, { title, xLabel: "optimiser step", yLabel: "loss" });
+}
+
+/**
+ * What a decoder's generation depends on: its attention (heads, key/value heads, RoPE, sliding
+ * window), its positions, its chat template and the tokens that end its text.
+ */
+async function decoderLines(dir: string, model: Model, tokenizer: Tokenizer | null): Promise<string[]> {
+  const c = model.config;
+  if (!model.newCache || !tokenizer || !("maxPositions" in c)) return []; // decoders keep a cache
+  const parts = [`${c.numHeads} heads of ${c.headDim}`, `${c.maxPositions} positions`];
+  if ("numKvHeads" in c) {
+    parts.splice(1, 0, `${c.numKvHeads} key/value heads`, `RoPE ${c.rope.type} θ ${c.rope.theta}`);
+    if (c.slidingWindow !== null) {
+      const all = c.slidingLayers.length === c.numLayers;
+      parts.push(
+        `a sliding window of ${c.slidingWindow} keys in ${
+          all ? "every layer" : `layers ${c.slidingLayers.join(", ")}`
+        }`,
+      );
+    }
+  }
+  const template = await loadChatTemplate(dir);
+  const ends = await endTokenIds(dir, model, tokenizer);
+  return [
+    `attention ${parts.join(", ")}`,
+    `chat      ${template ? `template from ${template.source}` : "no chat template"}; ` +
+    `text ends at ${
+      ends.length
+        ? ends.map((id) => `${id} ${JSON.stringify(tokenizer.decode([id], { skipSpecialTokens: false }))}`)
+          .join(", ")
+        : "no token"
+    }`,
+  ];
 }
