@@ -11,7 +11,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 generate tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 steps_sft generate tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -86,6 +86,8 @@ part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
   --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4
 part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh
+# instruction tuning at Qwen2.5-0.5B's vocabulary: the LM head at the learnt positions, against the whole head
+part steps_sft 90 bash -c "$run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora; $run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora --no-fuse=head"
 # greedy generation: full passes, the key/value cache with a readback per token, and 16 tokens per readback
 part generate 45 $run bench/generate.ts --prompt-tokens 64 --new-tokens 48 --reps 2
 part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests

@@ -34,6 +34,8 @@ export interface BenchModel {
   /** SSH coefficients per layer (FourierFT gets `fourierftN`). */
   sshN: number;
   fourierftN: number;
+  /** Causal LM: the share of each row's last tokens that are learnt (instruction data); default all. */
+  learnt?: number;
 }
 
 const roberta = (hidden: number, layers: number, heads: number, vocab: number) => ({
@@ -146,6 +148,31 @@ export const BENCH_MODELS: Record<string, BenchModel> = {
     targets: ["q_proj", "v_proj"],
     sshN: 1000,
     fourierftN: 1000,
+  },
+  // instruction tuning with a large vocabulary: 12.5% of each row learnt (a completion after its
+  // prompt), where the LM head at the targets alone (`--no-fuse=head` turns it off) saves the most
+  "sft-small": {
+    name: "sft-small",
+    config: llama(128, 344, 4, 16384),
+    task: "causal-lm",
+    batch: 4,
+    seq: 128,
+    targets: ["q_proj", "v_proj"],
+    sshN: 1000,
+    fourierftN: 1000,
+    learnt: 0.125,
+  },
+  // Qwen2.5-0.5B's widths and vocabulary (one layer), batch 8 × 512, 12.5% learnt
+  "qwen-sft-layer": {
+    name: "qwen-sft-layer",
+    config: { ...llama(896, 4864, 14, 151936), num_key_value_heads: 2, tie_word_embeddings: true },
+    task: "causal-lm",
+    batch: 8,
+    seq: 512,
+    targets: ["q_proj", "v_proj"],
+    sshN: 1000,
+    fourierftN: 1000,
+    learnt: 0.125,
   },
 };
 

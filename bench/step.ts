@@ -98,9 +98,10 @@ function randomBatch(m: BenchModel, vocab: number): TrainBatch {
   const rng = new Prng(7);
   const n = m.batch * m.seq;
   const ids = Int32Array.from({ length: n }, () => 3 + rng.below(vocab - 3));
+  const from = Math.round(m.seq * (1 - (m.learnt ?? 1))); // the first learnt position of a row
   const labels = m.task === "seq-cls"
     ? Int32Array.from({ length: m.batch }, () => rng.below(2))
-    : Int32Array.from(ids);
+    : Int32Array.from(ids, (id, i) => (i % m.seq >= from ? id : -100));
   return {
     ids,
     attentionMask: new Int32Array(n).fill(1),

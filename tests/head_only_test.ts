@@ -250,3 +250,47 @@ for (const [family, method] of DECODER_CASES) {
     }
   });
 }
+
+for (const family of ["gpt2", "llama"]) {
+  Deno.test(`${family}: headOnly takes a causal LM's head at the targets alone, with the same loss and LoRA gradients`, async () => {
+    const gpu = await getGpu();
+    const model = await loadModel(gpu, `${FIXTURES}models/${family}`);
+    try {
+      const peft = await attachAdapter(
+        model,
+        loraConfig({ r: 2, targetModules: "all-linear", initLoraWeights: false }),
+        {
+          seed: 4,
+        },
+      );
+      const [b, t] = [2, 9];
+      const ids = randomIds(b * t, 500, 12);
+      // instruction-like: row 0 learns its last 3 tokens, row 1 its last 5 but one; HF's shifted labels too
+      const next = Int32Array.from({ length: b * t }, (_, i) => {
+        const [r, j] = [Math.floor(i / t), i % t];
+        return (r === 0 && j >= 5 && j < 8) || (r === 1 && j >= 3 && j < 8 && j !== 6) ? ids[i + 1] : -100;
+      });
+      const hf = Int32Array.from({ length: b * t }, (_, i) => (i % t === 0 ? -100 : next[i - 1]));
+      for (const [labels, nextTokenLabels] of [[next, true], [hf, false]] as const) {
+        const run = async (headOnly: boolean) => {
+          const params = peft.parameters();
+          const loss = model.forward(tokenBatch(gpu, ids, b, t, { labels, nextTokenLabels }), { headOnly })
+            .loss!;
+          loss.backward();
+          const out = {
+            loss: await loss.item(),
+            grads: await Promise.all(params.map((p) => p.grad!.toArray())),
+          };
+          for (const p of params) [p.grad?.dispose(), p.grad = null];
+          return out;
+        };
+        const [whole, targets] = [await run(false), await run(true)];
+        assertClose([targets.loss], [whole.loss], 1e-6, `${family} loss`);
+        targets.grads.forEach((g, i) => assertClose(g, whole.grads[i], 1e-5, `${family} gradient ${i}`));
+      }
+      peft.detach();
+    } finally {
+      model.dispose();
+    }
+  });
+}

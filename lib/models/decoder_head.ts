@@ -11,7 +11,7 @@ import { FUSIONS } from "../nn/fusions.ts";
 import type { Linear } from "../nn/linear.ts";
 import { causalLmLoss, classificationLoss } from "../nn/loss.ts";
 import { gatherPositions, lastTokenPositions } from "../nn/pool.ts";
-import { type DropoutRows, reshape, slice, Tensor } from "../tensor/mod.ts";
+import { crossEntropy, type DropoutRows, embedding, reshape, slice, Tensor } from "../tensor/mod.ts";
 import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
 
 /**
@@ -65,7 +65,8 @@ export function atPooled(x: Tensor, pooled: PooledPositions): Tensor {
  * is lm_head (causal-lm) or score (seq-cls); `host` the input ids on the CPU (seq-cls pooling).
  * For task "base" the logits are the hidden state itself. With `pooled`, hidden [b, 1, h] holds
  * the pooled positions already. With `lastLogits`, a causal LM's logits at the last position
- * only, and no loss.
+ * only, and no loss; with `headOnly` and labels, a causal LM's logits at the positions that have a
+ * target alone ([targets, vocab]: instruction data learns a few completion tokens after long prompts).
  */
 export function decoderHead(
   task: ModelTask,
@@ -75,11 +76,18 @@ export function decoderHead(
   batch: Batch,
   host: Int32Array | undefined,
   pooled: PooledPositions | null = null,
-  lastLogits = false,
+  options: ForwardOptions = {},
 ): ModelOutput {
   const [b, t] = hidden.shape;
-  if (task === "causal-lm" && lastLogits) {
+  if (task === "causal-lm" && options.lastLogits) {
     return { logits: head!.forward(slice(hidden, 1, t - 1, t)), hidden };
+  }
+  const targets = task === "causal-lm" && options.headOnly && FUSIONS.head ? targetRows(batch) : null;
+  if (targets) {
+    // only the loss is wanted: the LM head at the positions that predict something
+    const rows = embedding(reshape(hidden, [b * t, hidden.shape[2]]), targets.rows);
+    const logits = head!.forward(rows); // [targets, vocab]
+    return { logits, hidden, loss: crossEntropy(logits, targets.labels) };
   }
   if (task === "causal-lm") {
     const logits = head!.forward(hidden);
@@ -96,4 +104,26 @@ export function decoderHead(
     return { logits, hidden, loss };
   }
   return { logits: hidden, hidden };
+}
+
+/**
+ * The positions of a causal LM batch that predict a token (flat indices into [B·T]) and their
+ * targets, from the labels' CPU copy (HF's labels shifted by one); null when the labels are on the
+ * GPU alone or nothing is predicted.
+ */
+function targetRows(batch: Batch): { rows: Tensor; labels: Tensor } | null {
+  const labels = batch.labels;
+  if (!labels?.host || labels.shape.length !== 2) return null;
+  const [b, t] = labels.shape, host = labels.host;
+  const rows: number[] = [], targets: number[] = [];
+  for (let i = 0; i < b * t; i++) {
+    const next = batch.nextTokenLabels ? host[i] : i % t === t - 1 ? -100 : host[i + 1];
+    if (next !== -100) [rows.push(i), targets.push(next)];
+  }
+  if (rows.length === 0) return null;
+  const gpu = labels.gpu, n = rows.length;
+  return {
+    rows: Tensor.from(gpu, Int32Array.from(rows), [n]),
+    labels: Tensor.from(gpu, Int32Array.from(targets), [n]),
+  };
 }

@@ -108,7 +108,7 @@ export class Gpt2Model extends BaseModel {
     });
     cache?.commit();
     const hidden = this.lnF.forward(x);
-    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
+    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options);
   }
 
   /** A key/value cache for generation ({@link ForwardOptions.cache}). */

@@ -141,7 +141,7 @@ export class LlamaModel extends BaseModel {
     });
     cache?.commit();
     const hidden = this.norm.forward(x);
-    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options.lastLogits);
+    return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options);
   }
 
   /** The keys a query of layer `i` sees at most (Mistral's and Qwen2's sliding windows), if limited. */

@@ -16,7 +16,8 @@ export const FUSIONS = {
   /**
    * With `ForwardOptions.headOnly`, a sequence classifier's last layer at the one position per
    * row its head reads (`firstPosition` in lib/models/encoder.ts, `pooledPositions` in
-   * lib/models/decoder_head.ts).
+   * lib/models/decoder_head.ts), and a causal LM's head at the positions that have a target
+   * (`targetRows` in lib/models/decoder_head.ts).
    */
   head: true,
 };
