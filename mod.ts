@@ -232,6 +232,8 @@ export {
 } from "./lib/train/predict.ts";
 export {
   generate,
+  generateBatch,
+  type GenerateBatchOptions,
   type GenerateOptions,
   type Generation,
   GREEDY_TOKENS_PER_READ,

@@ -3,7 +3,8 @@
  * forward pass per new token (what `generate` did before its key/value cache); the cache with the
  * logits read back for each token (top-k 1 sampling, picked on the CPU); and `generate`'s greedy
  * path, the cache with the tokens picked on the GPU and read back 16 at a time. Wall milliseconds
- * per generated token, readbacks included, the three taking turns.
+ * per generated token, readbacks included, the three taking turns. Then 8 prompts of different
+ * lengths one after another against `generateBatch` (one left-padded batch): ms per token of all.
  *
  *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3]
  * @module
@@ -13,7 +14,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { generate } from "../lib/train/generate.ts";
+import { generate, generateBatch } from "../lib/train/generate.ts";
 import { median, table } from "./stats.ts";
 
 const { values: v } = parseArgs({
@@ -73,6 +74,23 @@ for (let r = 0; r <= reps; r++) { // the first round warms the pipelines up
     if (r > 0) ms[name].push((performance.now() - t0) / newTokens);
   }
 }
+// several prompts: one after another, or as one batch
+const prompts = Array.from({ length: 8 }, (_, r) => prompt.slice(0, promptTokens - 4 * r));
+const several = { sequential: [] as number[], batched: [] as number[] };
+const sameRows = new Set<string>();
+for (let r = 0; r <= reps; r++) {
+  let t0 = performance.now();
+  const one = [];
+  for (const p of prompts) {
+    one.push((await generate(model, tokenizer, p, { maxNewTokens: newTokens, stopAtEos: false })).ids.join());
+  }
+  const a = (performance.now() - t0) / (newTokens * prompts.length);
+  t0 = performance.now();
+  const all = await generateBatch(model, tokenizer, prompts, { maxNewTokens: newTokens, stopAtEos: false });
+  const b = (performance.now() - t0) / (newTokens * prompts.length);
+  sameRows.add(one.join("|")).add(all.map((g) => g.ids.join()).join("|"));
+  if (r > 0) [several.sequential.push(a), several.batched.push(b)];
+}
 model.dispose();
 const full = median(ms.full);
 const row = (
@@ -86,3 +104,9 @@ console.log(table(["greedy generation", "ms/token", "vs full passes"], [
   row("cache, 16 tokens per readback", ms.gpu),
 ]));
 console.log(tokens.size === 1 ? "the same tokens" : "DIFFERENT TOKENS");
+const seq = median(several.sequential);
+console.log(table(["8 prompts of 36–64 tokens", "ms/token", "vs one by one"], [
+  ["one after another", seq.toFixed(2), "1.00×"],
+  ["generateBatch", median(several.batched).toFixed(2), `${(median(several.batched) / seq).toFixed(2)}×`],
+]));
+console.log(sameRows.size === 1 ? "the same tokens" : "DIFFERENT TOKENS");

@@ -113,7 +113,7 @@ Deno.test("kv cache: generate picks the tokens full passes pick (greedy, 20 toke
   }
 });
 
-Deno.test("kv cache: padded rows, classifiers, encoders, other batch sizes and too many tokens are refused", async () => {
+Deno.test("kv cache: classifiers, encoders, other batch sizes and too many tokens are refused", async () => {
   const gpu = await getGpu();
   const model = await loadModel(gpu, `${FIXTURES}models/gpt2`);
   const cache = model.newCache!();
@@ -125,7 +125,6 @@ Deno.test("kv cache: padded rows, classifiers, encoders, other batch sizes and t
           model.forward(batch, { cache, lastLogits: true });
         })
       );
-    assertThrows(() => run(randomIds(4, 512, 1), 1, 4, Int32Array.of(1, 1, 1, 0)), "without padding");
     run(randomIds(60, 512, 2), 1, 60);
     assertThrows(() => run(randomIds(2, 512, 3), 2, 1), "holds 1 rows, the batch has 2");
     assertThrows(
@@ -159,3 +158,54 @@ Deno.test("kv cache: padded rows, classifiers, encoders, other batch sizes and t
     encoder.dispose();
   }
 });
+
+for (const family of ["gpt2", "llama"]) {
+  Deno.test(`kv cache (${family}): left-padded prompts of a batch, then new tokens, give each row's own logits`, async () => {
+    const gpu = await getGpu();
+    const model = await loadModel(gpu, `${FIXTURES}models/${family}`);
+    try {
+      await loadAdapterInto(model, `${FIXTURES}adapters/${family}-lora`);
+      // rows of 5 and 8 prompt tokens, the short one left-padded (pad id 0, masked), then 3 tokens each
+      const prompts = [randomIds(5, 512, 21), randomIds(8, 512, 22)],
+        more = [randomIds(3, 512, 23), randomIds(3, 512, 24)];
+      const padded = Int32Array.from([0, 0, 0, ...prompts[0], ...prompts[1]]);
+      const mask = Int32Array.from([0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+      const cache = model.newCache!();
+      const steps: Promise<Float32Array>[] = [];
+      try {
+        steps.push(
+          logitsOf(model, { ...batchOf(model, padded, 2, 8), attentionMask: mask }, {
+            cache,
+            lastLogits: true,
+          }),
+        );
+        for (let j = 0; j < 3; j++) {
+          const next = Int32Array.of(more[0][j], more[1][j]);
+          steps.push(logitsOf(model, batchOf(model, next, 2, 1), { cache, lastLogits: true }));
+        }
+        model.gpu.stream.flush();
+        const got = await Promise.all(steps);
+        for (const r of [0, 1]) {
+          // the row alone, unpadded: one full pass over its prompt and new tokens
+          const alone = Int32Array.from([...prompts[r], ...more[r]]), n = alone.length;
+          const full = logitsOf(model, batchOf(model, alone, 1, n));
+          model.gpu.stream.flush();
+          const want = await full, v = want.length / n;
+          got.forEach((step, j) => {
+            const at = prompts[r].length - 1 + j; // the position whose next token this step predicts
+            assertClose(
+              step.subarray(r * v, (r + 1) * v),
+              want.subarray(at * v, (at + 1) * v),
+              2e-5,
+              `${family} row ${r} step ${j}`,
+            );
+          });
+        }
+      } finally {
+        cache.dispose();
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}

@@ -4,7 +4,7 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { classify } from "../lib/train/predict.ts";
-import { generate, sampleToken } from "../lib/train/generate.ts";
+import { generate, generateBatch, sampleToken } from "../lib/train/generate.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
@@ -193,6 +193,40 @@ Deno.test("lastLogits: a causal LM's logits at the last position alone equal the
       const vocab = shape[2];
       assertEquals(shape, [1, 1, vocab], family);
       assertClose(Array.from(await last), Array.from((await full).subarray(10 * vocab)), 1e-6, family);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("generateBatch: left-padded prompts give each prompt's own greedy tokens, end tokens per row; sampling of one row as generate", async () => {
+  const gpu = await getGpu();
+  for (const family of ["gpt2", "llama"]) {
+    const model = await loadModel(gpu, `${FIXTURES}models/${family}`);
+    try {
+      const tokenizer = await loadModelTokenizer(model.config);
+      const prompts = [[5, 17, 230], [44, 9, 120, 301, 77, 18, 260], [402]];
+      const alone = await Promise.all(
+        prompts.map((p) => generate(model, tokenizer, p, { maxNewTokens: 20, stopAtEos: false })),
+      );
+      // row 1 ends at its 4th new token
+      const end = alone[1].ids[prompts[1].length + 3];
+      const batch = await generateBatch(model, tokenizer, prompts, { maxNewTokens: 20, eosTokenIds: [end] });
+      batch.forEach((g, r) => {
+        const own = alone[r].ids, stopAt = own.indexOf(end, prompts[r].length);
+        const want = stopAt >= 0 ? own.slice(0, stopAt + 1) : own;
+        assertEquals(g.ids, want, `${family} row ${r}`);
+        assertEquals(g.stop, stopAt >= 0 ? "eos" : "length", `${family} row ${r}`);
+        assertEquals(
+          g.text,
+          tokenizer.decode(want).slice(tokenizer.decode(prompts[r]).length),
+          `${family} row ${r} text`,
+        );
+      });
+      const sampled = { maxNewTokens: 12, temperature: 0.9, topK: 50, seed: 4, stopAtEos: false };
+      const [one] = await generateBatch(model, tokenizer, [prompts[1]], sampled);
+      assertEquals(one.ids, (await generate(model, tokenizer, prompts[1], sampled)).ids, `${family} sampled`);
+      assertEquals(await generateBatch(model, tokenizer, []), []);
     } finally {
       model.dispose();
     }

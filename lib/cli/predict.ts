@@ -19,7 +19,7 @@ import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readRecords, readTexts } from "../train/readers.ts";
 import { instructionQuery, isInstructionRecord, readInstructions } from "../train/instruct.ts";
 import { readImages } from "../train/image_data.ts";
-import { generate } from "../train/generate.ts";
+import { generate, generateBatch, type GenerateBatchOptions, type Generation } from "../train/generate.ts";
 import { classify, classifyImages, type Prediction } from "../train/predict.ts";
 import {
   ArgsError,
@@ -191,6 +191,7 @@ function labelled(
 
 /** The generation flags of predict. */
 interface GenerationFlags {
+  "batch-size": number;
   "max-new-tokens": number;
   temperature: number;
   "top-k": number;
@@ -216,7 +217,10 @@ async function promptSettings(
   return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer) };
 }
 
-/** Continue each prompt; with `stream`, the prompt and its continuation are written as it grows. */
+/**
+ * Continue each prompt: one streamed to the terminal as it grows, or several in batches of
+ * `--batch-size` ({@link generateBatch}).
+ */
 async function continuePrompts(
   model: Model,
   tokenizer: Tokenizer,
@@ -224,33 +228,66 @@ async function continuePrompts(
   v: GenerationFlags & PromptSettings,
   stream = false,
 ): Promise<Record<string, unknown>[]> {
-  const out: Record<string, unknown>[] = [];
+  const ids = prompts.map((prompt) =>
+    v.template
+      ? tokenizer.encode(v.template.render([{ role: "user", content: prompt }], true), {
+        addSpecialTokens: false,
+      })
+      : tokenizer.encode(prompt)
+  );
+  const generations = stream
+    ? [await streamed(model, tokenizer, prompts[0], ids[0], v)]
+    : await inBatches(model, tokenizer, ids, v);
+  return generations.map((g, i) => {
+    const output = v.template ? g.text : prompts[i] + g.text; // a chat answer does not continue the prompt
+    return { prompt: prompts[i], completion: g.text, output, tokens: g.newTokens, stop: g.stop };
+  });
+}
+
+/** One prompt's continuation, written to the terminal as it grows (after the prompt, but for a chat). */
+async function streamed(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompt: string,
+  ids: number[],
+  v: GenerationFlags & PromptSettings,
+): Promise<Generation> {
   const enc = new TextEncoder();
   const write = (text: string) => {
     const bytes = enc.encode(text);
     for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
   };
-  for (const prompt of prompts) {
-    if (stream && !v.template) write(prompt); // a chat answer is not a continuation of the prompt
-    const ids = v.template
-      ? tokenizer.encode(v.template.render([{ role: "user", content: prompt }], true), {
-        addSpecialTokens: false,
-      })
-      : prompt;
-    const g = await generate(model, tokenizer, ids, {
-      eosTokenIds: v.eosTokenIds,
-      maxNewTokens: v["max-new-tokens"],
-      temperature: v.temperature,
-      topK: v["top-k"],
-      topP: v["top-p"],
-      seed: v.seed,
-      onText: stream ? write : undefined,
-    });
-    if (stream) write("\n");
-    const output = v.template ? g.text : prompt + g.text;
-    out.push({ prompt, completion: g.text, output, tokens: g.newTokens, stop: g.stop });
+  if (!v.template) write(prompt);
+  const g = await generate(model, tokenizer, ids, { ...generationOptions(v), onText: write });
+  write("\n");
+  return g;
+}
+
+/** The generations of every prompt, `--batch-size` prompts per batch. */
+async function inBatches(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompts: number[][],
+  v: GenerationFlags & PromptSettings,
+): Promise<Generation[]> {
+  const out: Generation[] = [];
+  for (let i = 0; i < prompts.length; i += v["batch-size"]) {
+    out.push(
+      ...await generateBatch(model, tokenizer, prompts.slice(i, i + v["batch-size"]), generationOptions(v)),
+    );
   }
   return out;
+}
+
+function generationOptions(v: GenerationFlags & PromptSettings): GenerateBatchOptions {
+  return {
+    eosTokenIds: v.eosTokenIds,
+    maxNewTokens: v["max-new-tokens"],
+    temperature: v.temperature,
+    topK: v["top-k"],
+    topP: v["top-p"],
+    seed: v.seed,
+  };
 }
 
 /** Whether `path` is a record file of prompt/completion pairs or conversations. */
@@ -270,27 +307,17 @@ async function answerInstructions(
   path: string,
   v: GenerationFlags & PromptSettings,
 ): Promise<Record<string, unknown>[]> {
-  const out: Record<string, unknown>[] = [];
+  const queries = (await readInstructions(path)).map((example, i) =>
+    instructionQuery(example, tokenizer, v.template, `${path}: example ${i + 1}`)
+  );
+  const generations = await inBatches(model, tokenizer, queries.map((q) => q.ids), v);
   let matches = 0;
-  for (const [i, example] of (await readInstructions(path)).entries()) {
-    const { prompt, ids, expected } = instructionQuery(
-      example,
-      tokenizer,
-      v.template,
-      `${path}: example ${i + 1}`,
-    );
-    const g = await generate(model, tokenizer, ids, {
-      eosTokenIds: v.eosTokenIds,
-      maxNewTokens: v["max-new-tokens"],
-      temperature: v.temperature,
-      topK: v["top-k"],
-      topP: v["top-p"],
-      seed: v.seed,
-    });
+  const out = generations.map((g, i) => {
+    const { prompt, expected } = queries[i];
     const match = g.text.trim() === expected.trim();
     if (match) matches++;
-    out.push({ prompt, expected, completion: g.text, match, tokens: g.newTokens, stop: g.stop });
-  }
+    return { prompt, expected, completion: g.text, match, tokens: g.newTokens, stop: g.stop };
+  });
   console.error(`exact match: ${matches}/${out.length} (${(matches / out.length).toFixed(4)})`);
   return out;
 }

@@ -68,8 +68,11 @@ export class Gpt2Model extends BaseModel {
     const d = c.headDim;
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const cache = options.cache;
-    const past = cache ? beginCached(cache, "gpt2", this.task, mask, b, t) : 0;
-    const positions = Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => past + i), [t]);
+    if (cache) beginCached(cache, "gpt2", this.task, batch.attentionMask, b, t);
+    // generation: each row's own positions (a left-padded prompt's start at its first real token)
+    const positions = cache
+      ? Tensor.from(this.gpu, cache.positions, [b, t])
+      : Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => i), [t]);
     const embdDrop = rawNumber(c, "embd_pdrop", 0.1), residDrop = rawNumber(c, "resid_pdrop", 0.1);
     const attnDrop = rawNumber(c, "attn_pdrop", 0.1);
     let x = this.dropout(add(this.wte.forward(ids), this.wpe.forward(positions)), embdDrop, 0);

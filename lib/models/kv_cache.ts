@@ -46,6 +46,12 @@ export class KvCache {
   #length = 0;
   #pending = 0;
   #disposed = false;
+  /** 1 for a real key, 0 for padding, [batch × capacity] on the CPU. */
+  #keys01 = new Int32Array(0);
+  /** Each row's real tokens so far. */
+  #real = new Int32Array(0);
+  #positions = new Int32Array(0);
+  #passMask: Tensor | null = null;
 
   /** An empty cache for a decoder `config` (heads per layer; grouped-query key/value heads when it has them). */
   static for(
@@ -78,14 +84,18 @@ export class KvCache {
   }
 
   /**
-   * Start a forward pass over `t` new positions of `b` rows: make room for them and return
-   * the first new position.
+   * Start a forward pass over `t` new positions of `b` rows, whose `attentionMask` [b·t] (1 real,
+   * 0 padding; default all real) joins the cached keys': make room for them and return the first
+   * new position.
    */
-  begin(b: number, t: number): number {
+  begin(b: number, t: number, attentionMask?: Int32Array): number {
     if (this.#disposed) throw new Error("KvCache: used after dispose()");
     if (this.#pending) throw new Error("KvCache: begin() called twice without commit()");
     if (this.#length > 0 && b !== this.#batch) {
       throw new Error(`KvCache: the cache holds ${this.#batch} rows, the batch has ${b}`);
+    }
+    if (attentionMask && attentionMask.length !== b * t) {
+      throw new Error(`KvCache: attention_mask has ${attentionMask.length} values, expected ${b}×${t}`);
     }
     const need = this.#length + t, max = this.shape.maxPositions;
     if (need > max) {
@@ -96,8 +106,24 @@ export class KvCache {
     if (b !== this.#batch || need > this.#capacity) {
       this.#grow(b, Math.min(max, Math.max(64, 2 ** Math.ceil(Math.log2(need)))));
     }
+    // HF's generation positions: a row's real tokens before each (cumsum − 1), 1 at padding
+    const cap = this.#capacity;
+    this.#positions = new Int32Array(b * t);
+    for (let r = 0; r < b; r++) {
+      for (let j = 0; j < t; j++) {
+        const real = attentionMask ? attentionMask[r * t + j] !== 0 : true;
+        this.#keys01[r * cap + this.#length + j] = real ? 1 : 0;
+        this.#positions[r * t + j] = real ? this.#real[r]++ : 1;
+      }
+    }
     this.#pending = t;
+    this.#passMask = this.#keyMask(need);
     return this.#length;
+  }
+
+  /** Position ids [b·t] of the pass's new tokens (HF's in generation: 0, 1, … over each row's real tokens). */
+  get positions(): Int32Array {
+    return this.#positions;
   }
 
   /**
@@ -118,13 +144,18 @@ export class KvCache {
     }
     this.#store(keys, this.#keys[layer], "keys");
     this.#store(values, this.#values[layer], "values");
-    return prefixAttention(q, this.#keys[layer], this.#values[layer], this.#length + this.#pending, opts);
+    const length = this.#length + this.#pending;
+    return prefixAttention(q, this.#keys[layer], this.#values[layer], length, {
+      ...opts,
+      mask: this.#passMask,
+    });
   }
 
   /** End the forward pass: its positions become part of the cache. */
   commit(): void {
     this.#length += this.#pending;
     this.#pending = 0;
+    this.#passMask = null;
   }
 
   /**
@@ -137,6 +168,12 @@ export class KvCache {
       throw new RangeError(`KvCache: truncate(${length}) is outside 0..${this.#length}`);
     }
     this.#length = length;
+    const cap = this.#capacity;
+    for (let r = 0; r < this.#batch; r++) {
+      let real = 0;
+      for (let j = 0; j < length; j++) real += this.#keys01[r * cap + j];
+      this.#real[r] = real;
+    }
   }
 
   /** Release the cache's GPU buffers. */
@@ -159,9 +196,21 @@ export class KvCache {
     stridedCopy(src.x, dst, [b, t, w], [t * width, width, 1], [cap * w, w, 1], at, this.#length * w);
   }
 
+  /** The keys' mask [B, length] on the GPU (0 at padding), or null when every key is real. */
+  #keyMask(length: number): Tensor | null {
+    const b = this.#batch, cap = this.#capacity, mask = new Int32Array(b * length);
+    for (let r = 0; r < b; r++) mask.set(this.#keys01.subarray(r * cap, r * cap + length), r * length);
+    return mask.every((m) => m === 1) ? null : Tensor.from(this.gpu, mask, [b, length]);
+  }
+
   /** Room for `capacity` positions of `b` rows, keeping what is cached. */
   #grow(b: number, capacity: number): void {
     const w = this.shape.kvHeads * this.shape.headDim, old = this.#capacity, n = this.#length;
+    const keys01 = new Int32Array(b * capacity);
+    if (b === this.#batch) {
+      for (let r = 0; r < b; r++) keys01.set(this.#keys01.subarray(r * old, r * old + n), r * capacity);
+    } else this.#real = new Int32Array(b);
+    this.#keys01 = keys01;
     const move = (from: Tensor | undefined) => {
       const to = keep(Tensor.empty(this.gpu, [b, capacity, this.shape.kvHeads, this.shape.headDim]));
       if (from) {
@@ -178,20 +227,18 @@ export class KvCache {
 }
 
 /**
- * Start a family's forward pass with `cache` ({@link KvCache.begin}), refusing what a cache
- * cannot hold: padded rows (the padding mask is not kept) and a classifier's pooled positions.
+ * Start a family's forward pass with `cache` ({@link KvCache.begin}): the batch's new tokens and
+ * their attention mask (left-padded prompts of a batch); a classifier's pooled positions are
+ * refused.
  */
 export function beginCached(
   cache: KvCache,
   family: string,
   task: string,
-  padding: Tensor | null,
+  attentionMask: Int32Array | undefined,
   b: number,
   t: number,
 ): number {
   if (task === "seq-cls") throw new Error(`${family}: a key/value cache is for generation, not a classifier`);
-  if (padding) {
-    throw new Error(`${family}: a key/value cache takes rows without padding (attention_mask all 1)`);
-  }
-  return cache.begin(b, t);
+  return cache.begin(b, t, attentionMask);
 }

@@ -91,7 +91,7 @@ export class LlamaModel extends BaseModel {
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const cache = options.cache;
     const end = (cache?.length ?? 0) + t;
-    const past = cache ? beginCached(cache, c.modelType, this.task, mask, b, t) : 0;
+    if (cache) beginCached(cache, c.modelType, this.task, batch.attentionMask, b, t);
     // tables for a power-of-two number of positions, so few lengths are cached per device
     const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(end))), Math.max(end, c.maxPositions));
     const rope = ropeTables(this.gpu, {
@@ -100,8 +100,8 @@ export class LlamaModel extends BaseModel {
       length,
       invFreq: c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.headDim),
     });
-    // the rotations of the new positions, when they follow cached ones
-    const newRows = past > 0 ? ropeAt(rope, Int32Array.from({ length: t }, (_, i) => past + i)) : rope;
+    // generation: the rotations of each row's new positions (b·t rows)
+    const newRows = cache ? ropeAt(rope, cache.positions) : rope;
     const attnOpts = {
       numHeads: c.numHeads,
       numKvHeads: c.numKvHeads,
@@ -157,7 +157,7 @@ export class LlamaModel extends BaseModel {
 
   /**
    * The new positions' queries over layer `i`'s cached keys and values and their own, each
-   * rotated by `rows` (the new positions' tables): a [B, T, H] → [B, T, heads·D].
+   * rotated by `rows` (the tables of the b·t new tokens' positions): a [B, T, H] → [B, T, heads·D].
    */
   private cachedAttention(
     cache: KvCache,
@@ -168,8 +168,11 @@ export class LlamaModel extends BaseModel {
     window?: number,
   ): Tensor {
     const c = this.config, [b, t] = a.shape, d = c.headDim;
-    const q4 = rope(reshape(layer.q.forward(a), [b, t, c.numHeads, d]), rows, "bthd");
-    const k4 = rope(reshape(layer.k.forward(a), [b, t, c.numKvHeads, d]), rows, "bthd");
+    // rows holds b·t positions: rotate the b·t tokens as one sequence
+    const rotate = (x: Tensor, heads: number) =>
+      reshape(rope(reshape(x, [1, b * t, heads, d]), rows, "bthd"), [b, t, heads, d]);
+    const q4 = rotate(layer.q.forward(a), c.numHeads);
+    const k4 = rotate(layer.k.forward(a), c.numKvHeads);
     const keys = { x: reshape(k4, [b, t, c.numKvHeads * d]) }, values = { x: layer.v.forward(a) };
     return reshape(cache.attend(i, q4, keys, values, { causal: true, window }), [b, t, c.numHeads * d]);
   }

@@ -92,16 +92,7 @@ export async function generate(
   if (model.task !== "causal-lm") {
     throw new Error(`generate: the model has a ${model.task} head, not a causal language model head`);
   }
-  const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
-  const topP = opts.topP ?? 1;
-  if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
-    throw new RangeError(`generate: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
-  }
-  if (!(temperature >= 0)) throw new RangeError(`generate: temperature must be ≥ 0, got ${temperature}`);
-  if (!(Number.isInteger(topK) && topK >= 0)) {
-    throw new RangeError(`generate: topK must be an integer ≥ 0, got ${topK}`);
-  }
-  if (!(topP > 0 && topP <= 1)) throw new RangeError(`generate: topP must be in (0, 1], got ${topP}`);
+  const { maxNew, temperature, topK, topP } = samplingOf(opts, "generate");
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
   const positions = maxTokens(model.config);
@@ -131,9 +122,13 @@ export async function generate(
         break;
       }
       const room = Math.min(maxNew - (ids.length - start), positions - ids.length);
+      const next = Int32Array.from(ids.slice(cache.length));
+      const first = { ids: next, b: 1, t: next.length };
       const picked = temperature === 0
-        ? await greedyTokens(model, ids, cache, Math.min(GREEDY_TOKENS_PER_READ, room))
-        : [sampleToken(await nextTokenLogits(model, ids, cache), temperature, topK, topP, rng)];
+        ? (await greedyTokens(model, first, cache, Math.min(GREEDY_TOKENS_PER_READ, room))).map((row) =>
+          row[0]
+        )
+        : [sampleToken(await nextTokenLogits(model, first, cache), temperature, topK, topP, rng)];
       for (const next of picked) {
         ids.push(next);
         if (eos.has(next)) {
@@ -158,6 +153,113 @@ export async function generate(
   return { ids, newTokens: ids.length - start, text, stop, cached: Math.min(cache.length, ids.length) };
 }
 
+/** Options of {@link generateBatch}: {@link GenerateOptions} without streaming or a kept cache. */
+export type GenerateBatchOptions = Omit<GenerateOptions, "onText" | "cache">;
+
+/**
+ * Continue several prompts at once: left-padded into one batch (positions counted from each row's
+ * first real token, the padding masked, as transformers' generate does), one forward pass per new
+ * token for them all. Each row stops at its own end-of-sequence token; the batch runs until every
+ * row has stopped or the budget is spent. The same tokens as {@link generate} on each prompt alone
+ * when greedy; sampling draws the rows' tokens in row order from one seeded generator.
+ */
+export async function generateBatch(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompts: readonly (string | readonly number[])[],
+  opts: GenerateBatchOptions = {},
+): Promise<Generation[]> {
+  if (model.task !== "causal-lm") {
+    throw new Error(`generateBatch: the model has a ${model.task} head, not a causal language model head`);
+  }
+  const { maxNew, temperature, topK, topP } = samplingOf(opts, "generateBatch");
+  if (prompts.length === 0) return [];
+  const rows = prompts.map((p) => (typeof p === "string" ? tokenizer.encode(p) : [...p]));
+  const positions = maxTokens(model.config), b = rows.length;
+  const longest = Math.max(...rows.map((r) => r.length));
+  rows.forEach((r, i) => {
+    if (r.length === 0) throw new Error(`generateBatch: prompt ${i} has no tokens`);
+  });
+  if (longest > positions) {
+    throw new Error(
+      `generateBatch: a prompt has ${longest} tokens, more than the model's ${positions} positions`,
+    );
+  }
+  const ids = new Int32Array(b * longest).fill(tokenizer.padId), mask = new Int32Array(b * longest);
+  rows.forEach((r, i) => {
+    ids.set(r, (i + 1) * longest - r.length);
+    mask.fill(1, (i + 1) * longest - r.length, (i + 1) * longest);
+  });
+  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
+  const rng = new Prng(opts.seed ?? 0);
+  const cache = model.newCache?.();
+  if (!cache) throw new Error(`generateBatch: the ${model.family} model keeps no key/value cache`);
+  const starts = rows.map((r) => r.length);
+  const stops: Generation["stop"][] = rows.map(() => "length");
+  const running = new Set(rows.keys());
+  const wasTraining = model.training;
+  model.train(false);
+  try {
+    let first: Step = { ids, b, t: longest, mask }, length = longest;
+    for (let made = 0; made < maxNew && running.size > 0;) {
+      if (length >= positions) {
+        for (const r of running) stops[r] = "positions";
+        break;
+      }
+      const k = Math.min(GREEDY_TOKENS_PER_READ, maxNew - made, positions - length);
+      let picked: Int32Array[];
+      if (temperature === 0) picked = await greedyTokens(model, first, cache, k);
+      else {
+        const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
+        const draw = (r: number) =>
+          sampleToken(logits.subarray(r * v, (r + 1) * v), temperature, topK, topP, rng);
+        picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
+      }
+      for (const step of picked) {
+        for (const r of [...running]) {
+          rows[r].push(step[r]);
+          if (eos.has(step[r])) {
+            stops[r] = "eos";
+            running.delete(r);
+          }
+        }
+      }
+      made += picked.length;
+      length += picked.length;
+      // every row's last token runs next (a stopped row's too: its answer is complete)
+      first = { ids: Int32Array.from(picked[picked.length - 1]), b, t: 1 };
+    }
+  } finally {
+    model.train(wasTraining);
+    cache.dispose();
+  }
+  return rows.map((r, i) => ({
+    ids: r,
+    newTokens: r.length - starts[i],
+    text: continuation(tokenizer, r, starts[i]),
+    stop: stops[i],
+    cached: 0,
+  }));
+}
+
+/** The generation settings of `opts`, checked; errors name `fn`. */
+function samplingOf(
+  opts: GenerateBatchOptions,
+  fn: string,
+): { maxNew: number; temperature: number; topK: number; topP: number } {
+  const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
+  const topP = opts.topP ?? 1;
+  if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
+    throw new RangeError(`${fn}: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
+  }
+  if (!(temperature >= 0)) throw new RangeError(`${fn}: temperature must be ≥ 0, got ${temperature}`);
+  if (!(Number.isInteger(topK) && topK >= 0)) {
+    throw new RangeError(`${fn}: topK must be an integer ≥ 0, got ${topK}`);
+  }
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`${fn}: topP must be in (0, 1], got ${topP}`);
+  return { maxNew, temperature, topK, topP };
+}
+
 /**
  * The text the tokens from `start` add to the prompt: the whole sequence decoded, less the
  * decoded prompt. (Decoding the new tokens alone loses the space a SentencePiece tokenizer, as
@@ -175,50 +277,56 @@ function continuation(tokenizer: Tokenizer, ids: readonly number[], start: numbe
  */
 export const GREEDY_TOKENS_PER_READ = 16;
 
+/** The tokens of a forward pass: `b` rows of `t` ids, left-padded where `mask` has 0. */
+interface Step {
+  ids: Int32Array;
+  b: number;
+  t: number;
+  mask?: Int32Array;
+}
+
+/** The model inputs of `step` (in the caller's tidy scope). */
+function stepBatch(model: Model, step: Step): Batch {
+  return {
+    inputIds: Tensor.from(model.gpu, step.ids, [step.b, step.t]),
+    inputIdsHost: step.ids,
+    attentionMask: step.mask,
+  };
+}
+
 /**
- * The next `k` greedy tokens after `ids`: the ids the cache lacks, then each picked token, through
- * the model, each token's argmax taken on the GPU; one readback.
+ * The next `k` greedy tokens of each row: `first` through the model, then each row's picked
+ * token, each argmax taken on the GPU; one readback. Returns k arrays of b tokens.
  */
-async function greedyTokens(
-  model: Model,
-  ids: readonly number[],
-  cache: KvCache,
-  k: number,
-): Promise<number[]> {
-  const host = Int32Array.from(ids.slice(cache.length));
+async function greedyTokens(model: Model, first: Step, cache: KvCache, k: number): Promise<Int32Array[]> {
+  const b = first.b;
   const { tokens } = tidy(() =>
     noGrad(() => {
-      const picked = Tensor.empty(model.gpu, [k], "i32");
-      let batch: Batch = { inputIds: Tensor.from(model.gpu, host, [1, host.length]), inputIdsHost: host };
+      const picked = Tensor.empty(model.gpu, [k, b], "i32");
+      let batch = stepBatch(model, first);
       for (let j = 0; j < k; j++) {
-        const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [1, 1, vocab]
-        const next = argmax(reshape(logits, [1, logits.shape[2]]));
-        copyAll(next, picked, j);
-        batch = { inputIds: reshape(next, [1, 1]) };
+        const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [b, 1, vocab]
+        const next = argmax(reshape(logits, [b, logits.shape[2]]));
+        copyAll(next, picked, j * b);
+        batch = { inputIds: reshape(next, [b, 1]) };
       }
       return { tokens: picked.readLater() };
     })
   );
   model.gpu.stream.flush();
-  return Array.from(await tokens);
+  const flat = Int32Array.from(await tokens);
+  return Array.from({ length: k }, (_, j) => flat.subarray(j * b, (j + 1) * b));
 }
 
 /**
- * The logits of the token after `ids`: one forward pass over the ids the cache lacks (the whole
- * prompt first, then one token at a time), the head on the last position alone.
+ * The logits [b × vocab] of the token after each row: `first` (the ids the cache lacks) through
+ * the model, the head on the last position alone.
  */
-function nextTokenLogits(model: Model, ids: readonly number[], cache: KvCache): Promise<Float32Array> {
-  const host = Int32Array.from(ids.slice(cache.length));
-  const n = host.length;
+function nextTokenLogits(model: Model, first: Step, cache: KvCache): Promise<Float32Array> {
   const { logits } = tidy(() =>
     noGrad(() => {
-      const batch: Batch = {
-        inputIds: Tensor.from(model.gpu, host, [1, n]),
-        inputIdsHost: host,
-        attentionMask: new Int32Array(n).fill(1),
-      };
-      const last = model.forward(batch, { lastLogits: true, cache }).logits; // [1, 1, vocab]
-      return { logits: reshape(last, [last.shape[2]]).readLater() };
+      const last = model.forward(stepBatch(model, first), { lastLogits: true, cache }).logits; // [b, 1, vocab]
+      return { logits: last.readLater() };
     })
   );
   model.gpu.stream.flush();

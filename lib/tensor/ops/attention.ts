@@ -146,13 +146,15 @@ export interface PrefixAttentionOptions {
   window?: number;
   /** Score scale; default 1/√D. */
   scale?: number;
+  /** i32 [B, length]: 0 hides a (padding) key. */
+  mask?: Tensor | null;
 }
 
 /**
  * Attention of queries q [B, T, H, D] over the first `length` positions of keys and values
  * k, v [B, C, Hkv, D] (C ≥ `length`: a key/value cache that has room to grow), read in place.
  * A causal mask aligns the last query with the last key. Returns [B, T, H, D]. For inference:
- * no padding mask and no dropout.
+ * no dropout.
  */
 export function prefixAttention(
   q: Tensor,
