@@ -57,8 +57,10 @@ const FLAGS = {
   data: {
     type: "string",
     arg: "PATH",
-    help: "training data: .jsonl/.csv/.tsv/.parquet with text+label, .txt (or a .parquet text column) " +
-      "for causal LM, a folder of class folders (PNG/JPEG) or .parquet/.jsonl for images, or a built-in set: " +
+    help:
+      "training data: .jsonl/.csv/.tsv/.parquet with text+label, .txt (or records' text without labels) " +
+      "for causal LM, records with prompt+completion or messages (instruction tuning), " +
+      "a folder of class folders (PNG/JPEG) or .parquet/.jsonl for images, or a built-in set: " +
       "spamassassin, brown [default: by task]",
   },
   "eval-data": {
@@ -249,6 +251,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
     "  deno run -A cli.ts train --model models/default --data spamassassin --n 200 --alpha 300 --out runs/spam",
     "  deno run -A cli.ts train --resume --out runs/spam",
     "  deno run -A cli.ts train --model m --data notes.txt --task causal-lm --method lora --r 8",
+    "  deno run -A cli.ts train --model ~/models/Qwen2.5-0.5B-Instruct --data sft.jsonl --seq-len 512 --group-by-length",
   ].join("\n"),
 };
 
