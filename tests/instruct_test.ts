@@ -141,6 +141,20 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
   assert(tokenizeInstruction(chat, tok, { template: closing, lossOn: "all" }).trained.every((v) => v === 1));
 });
 
+Deno.test("tokenizeInstruction: a SentencePiece word that joins the newline before it is learnt whole (LLaMA's tokenizer)", async () => {
+  const tok = await tokenizerOf("llama");
+  const template = chatTemplate(CHATML, "test");
+  const messages = [{ role: "user", content: "say no" }, { role: "assistant", content: "no" }];
+  const { ids, trained } = tokenizeInstruction({ messages, completionFrom: 0 }, tok, { template });
+  // the prompt alone ends with a token for the newline, which the whole text joins to "no"
+  const before = tok.encode(template.render(messages.slice(0, 1), true), { addSpecialTokens: false });
+  assert(before.at(-1) !== ids[before.length - 1], "the boundary token differs");
+  const first = trained.indexOf(1);
+  assertEquals(first, before.length - 1);
+  assertEquals(tok.decode([ids[first]]).trim(), "no");
+  assert(!learnt(tok, ids, trained).includes("assistant"), learnt(tok, ids, trained));
+});
+
 Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to seqLen, prompts that fill it left out", async () => {
   const tok = await tokenizerOf("gpt2");
   const examples = [
@@ -401,4 +415,78 @@ Deno.test("inspect: a decoder's attention (sliding window included), chat templa
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a Qwen2 model end to end: train on conversations, merge, chat with the merged model", async () => {
+  await withDir(async (dir) => {
+    // the llama fixture as Qwen2 (q/k/v biases added), with a chat template
+    const model = await tempModelDir(fixtureModel("llama"), {
+      model_type: "qwen2",
+      architectures: ["Qwen2ForCausalLM"],
+    });
+    try {
+      const { openSafetensors, writeSafetensors } = await import("../lib/io/safetensors.ts");
+      const file = await openSafetensors(join(model, "model.safetensors"));
+      const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+      for (const name of file.names) {
+        tensors[name] = { dtype: "F32", shape: [...file.info(name).shape], data: await file.readF32(name) };
+      }
+      for (let l = 0; l < 2; l++) {
+        for (const [p, n] of [["q_proj", 64], ["k_proj", 32], ["v_proj", 32]] as const) {
+          tensors[`model.layers.${l}.self_attn.${p}.bias`] = {
+            dtype: "F32",
+            shape: [n],
+            data: new Float32Array(n).fill(0.01),
+          };
+        }
+      }
+      await writeSafetensors(join(model, "model.safetensors"), tensors);
+      await Deno.writeTextFile(
+        join(model, "tokenizer_config.json"),
+        JSON.stringify({ chat_template: CHATML }),
+      );
+      const data = join(dir, "chat.jsonl");
+      const rows = Array.from({ length: 8 }, (_, i) => ({
+        messages: [{ role: "user", content: `say ${i % 2 ? "yes" : "no"}` }, {
+          role: "assistant",
+          content: i % 2 ? "yes" : "no",
+        }],
+      }));
+      await Deno.writeTextFile(data, rows.map((r) => JSON.stringify(r)).join("\n"));
+      const run = join(dir, "run"), merged = join(dir, "merged");
+      const common = ["--model", model, "--data", data, "--seq-len", "96", "--batch-size", "4"];
+      const t = await runCli([
+        "train",
+        ...common,
+        "--steps",
+        "3",
+        "--method",
+        "ssh",
+        "--n",
+        "50",
+        "--out",
+        run,
+        "--quiet",
+      ]);
+      assertEquals(t.code, 0, t.err);
+      const m = await runCli(["merge", "--model", model, "--adapter", join(run, "adapter"), "--out", merged]);
+      assertEquals(m.code, 0, m.err);
+      const config = JSON.parse(await Deno.readTextFile(join(merged, "config.json")));
+      assertEquals([config.model_type, config.architectures], ["qwen2", ["Qwen2ForCausalLM"]]);
+      const args = ["--text", "say yes", "--chat", "--json", "--max-new-tokens", "3"];
+      const viaAdapter = await runCli([
+        "predict",
+        "--model",
+        model,
+        "--adapter",
+        join(run, "adapter"),
+        ...args,
+      ]);
+      const viaMerged = await runCli(["predict", "--model", merged, ...args]);
+      assertEquals(viaMerged.code, 0, viaMerged.err);
+      assertEquals(JSON.parse(viaMerged.out).completion, JSON.parse(viaAdapter.out).completion);
+    } finally {
+      await Deno.remove(model, { recursive: true });
+    }
+  });
 });

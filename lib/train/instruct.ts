@@ -119,7 +119,9 @@ export interface InstructionTokens {
  * the prompt's own. A conversation through `template`, its text tokenized without adding special
  * tokens (the template writes them), each learnt assistant turn's tokens found by rendering the
  * conversation up to the turn (with the generation prompt, so the turn's header is not learnt) and
- * through it. `where` names the example in errors.
+ * through it: the tokens of the whole text from where the first rendering's end to where the second's
+ * do (a token across a boundary, as a SentencePiece word that joins the newline before it, is learnt).
+ * `where` names the example in errors.
  */
 export function tokenizeInstruction(
   example: Instruction,
@@ -145,31 +147,45 @@ export function tokenizeInstruction(
         `chat_template.jinja), and the model directory has none`,
     );
   }
-  const encode = (messages: ChatMessage[], generation: boolean) =>
-    tokenizer.encode(template.render(messages, generation), { addSpecialTokens: false });
-  const ids = encode(example.messages, false);
+  const render = (messages: ChatMessage[], generation: boolean) => template.render(messages, generation);
+  const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
+  const text = render(example.messages, false), ids = encode(text);
   const trained = new Uint8Array(ids.length);
   if (lossOn === "all") trained.fill(1);
   else {
+    const broken = (i: number) =>
+      new DataError(
+        `${where}: the chat template (${template.source}) does not render the conversation turn by turn ` +
+          `(its text up to message ${i} is not the start of the whole), so the assistant's tokens cannot be ` +
+          `found; train on every token instead (--loss-on all)`,
+      );
     example.messages.forEach((m, i) => {
       if (m.role !== "assistant" || i < example.completionFrom) return;
-      const before = encode(example.messages.slice(0, i), true);
-      const through = encode(example.messages.slice(0, i + 1), false);
-      if (!startsWith(ids, before) || !startsWith(ids, through) || through.length < before.length) {
-        throw new DataError(
-          `${where}: the chat template (${template.source}) does not render the conversation turn by turn ` +
-            `(its text up to message ${i} is not a prefix of the whole), so the assistant's tokens cannot be ` +
-            `found; train on every token instead (--loss-on all)`,
-        );
+      const before = render(example.messages.slice(0, i), true);
+      const through = render(example.messages.slice(0, i + 1), false);
+      if (!text.startsWith(before) || !text.startsWith(through) || through.length < before.length) {
+        throw broken(i);
       }
-      trained.fill(1, before.length, through.length);
+      const start = boundary(encode(before), ids, false), end = boundary(encode(through), ids, true);
+      if (start === null || end === null) throw broken(i);
+      trained.fill(1, start, end);
     });
   }
   return { ids: Int32Array.from(ids), trained };
 }
 
-function startsWith(ids: readonly number[], prefix: readonly number[]): boolean {
-  return prefix.length <= ids.length && prefix.every((v, i) => ids[i] === v);
+/**
+ * Where the tokens of a text's start (`prefix`, tokenized alone) end among the whole text's `ids`:
+ * their count when they begin `ids`; when only the last one or two differ (a token of the whole
+ * spans the boundary, as a SentencePiece word joins the space before it), the first differing
+ * token, counted in with `inclusive`; null when they differ earlier.
+ */
+function boundary(prefix: readonly number[], ids: readonly number[], inclusive: boolean): number | null {
+  let same = 0;
+  while (same < prefix.length && same < ids.length && prefix[same] === ids[same]) same++;
+  if (same === prefix.length) return same;
+  if (same < prefix.length - 2) return null;
+  return Math.min(ids.length, inclusive ? same + 1 : same);
 }
 
 /** What a model is asked for an instruction, and what it should answer. */
