@@ -1,4 +1,4 @@
-import { ArgsError, helpText, parseCommand } from "../lib/cli/args.ts";
+import { ArgsError, helpText, parseCommand, stopTexts } from "../lib/cli/args.ts";
 import { DEMO_ARGS } from "../lib/cli/train.ts";
 import { explainDeviceError } from "../lib/cli/errors.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
@@ -271,4 +271,11 @@ Deno.test("predict (loading as eval and merge do) refuses a head the checkpoint 
   const p = await runCli(["predict", "--model", gpt2, "--task", "seq-cls", "--text", "hello"]);
   assertEquals(p.code, 2);
   assert(p.err.includes(`has no seq-cls head ("score.weight" is not in its checkpoint)`), p.err);
+});
+
+Deno.test("--stop: \\n and \\t stand for a newline and a tab", () => {
+  assertEquals(stopTexts(undefined), []);
+  assertEquals(stopTexts(""), []);
+  assertEquals(stopTexts("\\n\\n"), ["\n\n"]);
+  assertEquals(stopTexts("a\\tb\\\\n"), ["a\tb\\n"]);
 });

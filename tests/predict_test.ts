@@ -232,3 +232,43 @@ Deno.test("generateBatch: left-padded prompts give each prompt's own greedy toke
     }
   }
 });
+
+Deno.test("stop texts: the text cut before the first one reached, streamed without it, per row in a batch", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, `${FIXTURES}models/gpt2-brown`);
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    const prompts = ["The jury said that", "It was a"];
+    const free = await generateBatch(model, tokenizer, prompts, { maxNewTokens: 24, stopAtEos: false });
+    // a stop text from the middle of each row's free continuation
+    const stops = free.map((g) => g.text.slice(9, 12));
+    for (const [r, g] of free.entries()) {
+      const cut = g.text.slice(0, g.text.indexOf(stops[r]));
+      const pieces: string[] = [];
+      const one = await generate(model, tokenizer, prompts[r], {
+        maxNewTokens: 24,
+        stopAtEos: false,
+        stopTexts: [stops[r], "never printed"],
+        onText: (t) => void pieces.push(t),
+      });
+      assertEquals([one.text, one.stop], [cut, "stop"], `row ${r}`);
+      assertEquals(pieces.join(""), cut, `row ${r} streamed`);
+      assertEquals(one.ids, g.ids.slice(0, one.ids.length), `row ${r} ids`);
+      assert(
+        tokenizer.decode(one.ids).includes(stops[r]) &&
+          !tokenizer.decode(one.ids.slice(0, -1)).includes(stops[r]),
+      );
+    }
+    const both = await generateBatch(model, tokenizer, prompts, {
+      maxNewTokens: 24,
+      stopAtEos: false,
+      stopTexts: stops,
+    });
+    both.forEach((g, r) => {
+      const firstStop = Math.min(...stops.map((s) => free[r].text.indexOf(s)).filter((i) => i >= 0));
+      assertEquals([g.text, g.stop], [free[r].text.slice(0, firstStop), "stop"], `batch row ${r}`);
+    });
+  } finally {
+    model.dispose();
+  }
+});

@@ -85,7 +85,18 @@ export const GENERATION_FLAGS = {
     help: "sample among the most probable tokens that hold this share of the probability (1: all)",
   },
   seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+  stop: {
+    type: "string",
+    arg: "TEXT",
+    help: "end the text where it reaches TEXT, left out (\\n and \\t stand for a newline and a tab)",
+  },
 } as const satisfies Record<string, FlagSpec>;
+
+/** `--stop`'s text: `\n` and `\t` as a newline and a tab, `\\` as a backslash. */
+export function stopTexts(flag: string | undefined): string[] {
+  if (flag === undefined || flag === "") return [];
+  return [flag.replace(/\\(n|t|\\)/g, (_, c) => (c === "n" ? "\n" : c === "t" ? "\t" : "\\"))];
+}
 
 /** `--loss-on`, shared by train and eval: which tokens of instruction data count. */
 export const LOSS_ON_FLAG = {

@@ -14,6 +14,7 @@ import {
   type CommandSpec,
   DTYPE_FLAG,
   GENERATION_FLAGS,
+  stopTexts,
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -73,6 +74,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         topK: v["top-k"],
         topP: v["top-p"],
         seed: v.seed,
+        stopTexts: stopTexts(v.stop),
         eosTokenIds: await endTokenIds(v.model, model, tokenizer),
       });
       try {

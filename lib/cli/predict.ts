@@ -29,6 +29,7 @@ import {
   FIELD_FLAGS,
   GENERATION_FLAGS,
   listOf,
+  stopTexts,
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -191,6 +192,7 @@ function labelled(
 
 /** The generation flags of predict. */
 interface GenerationFlags {
+  stop?: string;
   "batch-size": number;
   "max-new-tokens": number;
   temperature: number;
@@ -287,6 +289,7 @@ function generationOptions(v: GenerationFlags & PromptSettings): GenerateBatchOp
     topK: v["top-k"],
     topP: v["top-p"],
     seed: v.seed,
+    stopTexts: stopTexts(v.stop),
   };
 }
 

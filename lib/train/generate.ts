@@ -34,6 +34,11 @@ export interface GenerateOptions {
   seed?: number;
   /** Stop at an end-of-sequence token (default true). */
   stopAtEos?: boolean;
+  /**
+   * Texts that end the generation when the continuation reaches one: the text is cut before it
+   * (the ids keep the token that completed it), e.g. `["\n\n"]` for one paragraph.
+   */
+  stopTexts?: readonly string[];
   /** The tokens that end the text (default: config.json's eos_token_id). */
   eosTokenIds?: readonly number[];
   /**
@@ -58,8 +63,11 @@ export interface Generation {
   newTokens: number;
   /** What the new tokens add to the decoded prompt (special tokens skipped). */
   text: string;
-  /** Why it stopped: the token budget, the end-of-sequence token, or the model's last position. */
-  stop: "length" | "eos" | "positions";
+  /**
+   * Why it stopped: the token budget, an end-of-sequence token, a stop text, or the model's last
+   * position.
+   */
+  stop: "length" | "eos" | "stop" | "positions";
   /** The first `cached` of `ids` are in the cache (what {@link keepSharedPrefix} needs). */
   cached: number;
 }
@@ -102,6 +110,7 @@ export async function generate(
     );
   }
   const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
+  const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
   const rng = new Prng(opts.seed ?? 0);
   const cache = opts.cache ?? model.newCache?.();
   if (!cache) throw new Error(`generate: the ${model.family} model keeps no key/value cache`);
@@ -129,18 +138,14 @@ export async function generate(
           row[0]
         )
         : [sampleToken(await nextTokenLogits(model, first, cache), temperature, topK, topP, rng)];
-      for (const next of picked) {
-        ids.push(next);
-        if (eos.has(next)) {
-          stop = "eos";
-          break;
-        }
-      }
+      stop = extend(ids, start, picked, eos, stopTexts, tokenizer) ?? "length";
       if (opts.onText && stop === "length") {
+        // hold back a character split over tokens, and what may be the start of a stop text
         const text = continuation(tokenizer, ids, start);
-        if (!text.endsWith("\uFFFD") && text.length > emitted) {
-          opts.onText(text.slice(emitted));
-          emitted = text.length;
+        const shown = text.length - heldBack(text, stopTexts);
+        if (!text.endsWith("\uFFFD") && shown > emitted) {
+          opts.onText(text.slice(emitted, shown));
+          emitted = shown;
         }
       }
     }
@@ -148,7 +153,7 @@ export async function generate(
     model.train(wasTraining);
     if (!opts.cache) cache.dispose();
   }
-  const text = continuation(tokenizer, ids, start);
+  const text = cutAtStop(continuation(tokenizer, ids, start), stopTexts);
   if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
   return { ids, newTokens: ids.length - start, text, stop, cached: Math.min(cache.length, ids.length) };
 }
@@ -191,6 +196,7 @@ export async function generateBatch(
     mask.fill(1, (i + 1) * longest - r.length, (i + 1) * longest);
   });
   const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
+  const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
   const rng = new Prng(opts.seed ?? 0);
   const cache = model.newCache?.();
   if (!cache) throw new Error(`generateBatch: the ${model.family} model keeps no key/value cache`);
@@ -215,13 +221,11 @@ export async function generateBatch(
           sampleToken(logits.subarray(r * v, (r + 1) * v), temperature, topK, topP, rng);
         picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
       }
-      for (const step of picked) {
-        for (const r of [...running]) {
-          rows[r].push(step[r]);
-          if (eos.has(step[r])) {
-            stops[r] = "eos";
-            running.delete(r);
-          }
+      for (const r of [...running]) {
+        const ended = extend(rows[r], starts[r], picked.map((step) => step[r]), eos, stopTexts, tokenizer);
+        if (ended) {
+          stops[r] = ended;
+          running.delete(r);
         }
       }
       made += picked.length;
@@ -236,7 +240,7 @@ export async function generateBatch(
   return rows.map((r, i) => ({
     ids: r,
     newTokens: r.length - starts[i],
-    text: continuation(tokenizer, r, starts[i]),
+    text: cutAtStop(continuation(tokenizer, r, starts[i]), stopTexts),
     stop: stops[i],
     cached: 0,
   }));
@@ -258,6 +262,49 @@ function samplingOf(
   }
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`${fn}: topP must be in (0, 1], got ${topP}`);
   return { maxNew, temperature, topK, topP };
+}
+
+/**
+ * Add `tokens` to `ids` one at a time until one ends the text: an end-of-sequence id, or a
+ * continuation (the text from `start`) that reaches a stop text. Returns why, or null.
+ */
+function extend(
+  ids: number[],
+  start: number,
+  tokens: ArrayLike<number>,
+  eos: ReadonlySet<number>,
+  stopTexts: readonly string[],
+  tokenizer: Tokenizer,
+): "eos" | "stop" | null {
+  for (let i = 0; i < tokens.length; i++) {
+    ids.push(tokens[i]);
+    if (eos.has(tokens[i])) return "eos";
+    if (stopTexts.length > 0) {
+      const text = continuation(tokenizer, ids, start);
+      if (stopTexts.some((s) => text.includes(s))) return "stop";
+    }
+  }
+  return null;
+}
+
+/** `text` cut before the first stop text in it. */
+function cutAtStop(text: string, stopTexts: readonly string[]): string {
+  const at = Math.min(...stopTexts.map((s) => text.indexOf(s)).filter((i) => i >= 0));
+  return Number.isFinite(at) ? text.slice(0, at) : text;
+}
+
+/** How many characters at the end of `text` could start a stop text (not shown yet). */
+function heldBack(text: string, stopTexts: readonly string[]): number {
+  let most = 0;
+  for (const s of stopTexts) {
+    for (let n = Math.min(s.length - 1, text.length); n > most; n--) {
+      if (text.endsWith(s.slice(0, n))) {
+        most = n;
+        break;
+      }
+    }
+  }
+  return most;
 }
 
 /**
