@@ -34,6 +34,13 @@ function learnt(tok: Awaited<ReturnType<typeof tokenizerOf>>, ids: Int32Array, t
   return tok.decode(Array.from(ids).filter((_, i) => trained[i]), { skipSpecialTokens: false });
 }
 
+/** A temporary copy of fixture model `name` with the ChatML template in its tokenizer_config.json. */
+async function chatModelDir(name: string): Promise<string> {
+  const dir = await tempModelDir(fixtureModel(name));
+  await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify({ chat_template: CHATML }));
+  return dir;
+}
+
 async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await Deno.makeTempDir({ prefix: "hartley-instruct-" });
   try {
@@ -211,12 +218,8 @@ Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named lis
 
 Deno.test("train a causal LM on prompt/completion and conversation files: the task, the loss on completions, eval", async () => {
   await withDir(async (dir) => {
-    const model = await tempModelDir(fixtureModel("gpt2-brown"));
+    const model = await chatModelDir("gpt2-brown");
     try {
-      await Deno.writeTextFile(
-        join(model, "tokenizer_config.json"),
-        JSON.stringify({ chat_template: CHATML }),
-      );
       const colours = ["red", "blue", "green", "white"];
       const texts = Array.from(
         { length: 16 },
@@ -276,9 +279,8 @@ Deno.test("train a causal LM on prompt/completion and conversation files: the ta
 });
 
 Deno.test("predict --chat: a prompt as a user's message in the chat template; generation_config.json's end tokens stop it", async () => {
-  const dir = await tempModelDir(fixtureModel("gpt2"));
+  const dir = await chatModelDir("gpt2");
   try {
-    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify({ chat_template: CHATML }));
     const gpu = await getGpu();
     const model = await loadModel(gpu, dir);
     const tokenizer = await loadModelTokenizer(model.config);
@@ -343,12 +345,8 @@ Deno.test("chooseTask: records with labels classify; without them a causal LM le
 
 Deno.test("predict --data on instructions: each answer beside the expected one, and the exact-match rate", async () => {
   await withDir(async (dir) => {
-    const model = await tempModelDir(fixtureModel("gpt2-brown"));
+    const model = await chatModelDir("gpt2-brown");
     try {
-      await Deno.writeTextFile(
-        join(model, "tokenizer_config.json"),
-        JSON.stringify({ chat_template: CHATML }),
-      );
       const gpu = await getGpu();
       const m = await loadModel(gpu, model);
       const tokenizer = await loadModelTokenizer(m.config);
