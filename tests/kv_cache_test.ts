@@ -209,3 +209,23 @@ for (const family of ["gpt2", "llama"]) {
     }
   });
 }
+
+Deno.test("kv cache: a pass that fails before commit is dropped; the next one starts where the cache ends", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, `${FIXTURES}models/gpt2`);
+  const cache = model.newCache!();
+  try {
+    const ids = randomIds(6, 512, 3);
+    const whole = logitsOf(model, batchOf(model, ids, 1, 6), { lastLogits: true });
+    const first = logitsOf(model, batchOf(model, ids.subarray(0, 4), 1, 4), { cache });
+    cache.begin(1, 9); // a pass that never commits
+    const last = logitsOf(model, batchOf(model, ids.subarray(4), 1, 2), { cache, lastLogits: true });
+    model.gpu.stream.flush();
+    await first;
+    assertEquals(cache.length, 6);
+    assertClose(await last, await whole, 2e-5);
+  } finally {
+    cache.dispose();
+    model.dispose();
+  }
+});

@@ -90,7 +90,7 @@ export class KvCache {
    */
   begin(b: number, t: number, attentionMask?: Int32Array): number {
     if (this.#disposed) throw new Error("KvCache: used after dispose()");
-    if (this.#pending) throw new Error("KvCache: begin() called twice without commit()");
+    if (this.#pending) this.truncate(this.#length); // a pass that failed before commit() is dropped
     if (this.#length > 0 && b !== this.#batch) {
       throw new Error(`KvCache: the cache holds ${this.#batch} rows, the batch has ${b}`);
     }
@@ -160,14 +160,16 @@ export class KvCache {
 
   /**
    * Forget the positions from `length` on (a conversation's next turn keeps the tokens it shares
-   * with the last one): the next forward pass writes from there.
+   * with the last one): the next forward pass writes from there. A pass begun and not committed
+   * (an error inside it) is dropped too.
    */
   truncate(length: number): void {
-    if (this.#pending) throw new Error("KvCache: truncate() inside a forward pass");
     if (!(Number.isInteger(length) && length >= 0 && length <= this.#length)) {
       throw new RangeError(`KvCache: truncate(${length}) is outside 0..${this.#length}`);
     }
     this.#length = length;
+    this.#pending = 0; // a pass that failed before commit() is dropped
+    this.#passMask = null;
     const cap = this.#capacity;
     for (let r = 0; r < this.#batch; r++) {
       let real = 0;
