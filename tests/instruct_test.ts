@@ -279,7 +279,7 @@ Deno.test("train a causal LM on prompt/completion and conversation files: the ta
 });
 
 Deno.test("predict --chat: a prompt as a user's message in the chat template; generation_config.json's end tokens stop it", async () => {
-  const dir = await chatModelDir("gpt2");
+  const dir = await chatModelDir("gpt2-brown");
   try {
     const gpu = await getGpu();
     const model = await loadModel(gpu, dir);
@@ -309,6 +309,18 @@ Deno.test("predict --chat: a prompt as a user's message in the chat template; ge
     );
     const stopped = JSON.parse((await runCli(args)).out);
     assertEquals([stopped.tokens, stopped.stop], [1, "eos"]);
+    // a system message first
+    const system = [{ role: "system", content: "Be brief." }, { role: "user", content: "The jury said" }];
+    const m2 = await loadModel(gpu, dir);
+    const sysIds = tokenizer.encode(chatTemplate(CHATML, "t").render(system, true), {
+      addSpecialTokens: false,
+    });
+    const withSystem = await generate(m2, tokenizer, sysIds, { maxNewTokens: 3, stopAtEos: false });
+    m2.dispose();
+    await Deno.remove(`${dir}/generation_config.json`);
+    const sys = await runCli([...args, "--system", "Be brief."]);
+    assertEquals(JSON.parse(sys.out).completion, withSystem.text, sys.err);
+    assertEquals((await runCli(args.filter((a) => a !== "--chat").concat("--system", "x"))).code, 2);
     await Deno.remove(`${dir}/tokenizer_config.json`);
     const none = await runCli(args);
     assertEquals(none.code, 2);

@@ -65,6 +65,7 @@ const FLAGS = {
     help:
       "each prompt is a user's message: rendered with the model's chat template, the assistant's answer generated",
   },
+  system: { type: "string", arg: "TEXT", help: "with --chat: a system message before each prompt" },
   json: { type: "boolean", help: "one JSON object per text, even for one --text" },
   out: { type: "string", arg: "FILE", help: "write the JSON lines here instead of the terminal" },
   dtype: DTYPE_FLAG,
@@ -89,6 +90,7 @@ export function predictCommand(args: string[]): Promise<number> {
       if ((v.text === undefined) === (v.data === undefined)) {
         throw new ArgsError(`give either --text TEXT or --data PATH`);
       }
+      if (v.system !== undefined && !v.chat) throw new ArgsError(`--system goes with --chat`);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
         needHead: true,
@@ -193,6 +195,7 @@ function labelled(
 /** The generation flags of predict. */
 interface GenerationFlags {
   stop?: string;
+  system?: string;
   "batch-size": number;
   "max-new-tokens": number;
   temperature: number;
@@ -230,9 +233,10 @@ async function continuePrompts(
   v: GenerationFlags & PromptSettings,
   stream = false,
 ): Promise<Record<string, unknown>[]> {
+  const system = v.system === undefined ? [] : [{ role: "system", content: v.system }];
   const ids = prompts.map((prompt) =>
     v.template
-      ? tokenizer.encode(v.template.render([{ role: "user", content: prompt }], true), {
+      ? tokenizer.encode(v.template.render([...system, { role: "user", content: prompt }], true), {
         addSpecialTokens: false,
       })
       : tokenizer.encode(prompt)
