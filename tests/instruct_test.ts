@@ -500,3 +500,31 @@ Deno.test("a Qwen2 model end to end: train on conversations, merge, chat with th
     }
   });
 });
+
+Deno.test("a chat template's special tokens (added tokens of tokenizer.json) encode to their ids, and decode away", async () => {
+  await withDir(async (dir) => {
+    const json = JSON.parse(
+      await Deno.readTextFile(new URL("./fixtures/tokenizers/bytelevel_bpe.json", import.meta.url)),
+    );
+    const added = (content: string, id: number) => ({
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+    json.added_tokens.push(added("<|im_start|>", 512), added("<|im_end|>", 513));
+    json.model.vocab["<|im_start|>"] = 512;
+    json.model.vocab["<|im_end|>"] = 513;
+    await Deno.writeTextFile(join(dir, "tokenizer.json"), JSON.stringify(json));
+    const { loadTokenizer } = await import("../lib/io/tokenizer.ts");
+    const tok = await loadTokenizer(join(dir, "tokenizer.json"));
+    const text = chatTemplate(CHATML, "t").render([{ role: "user", content: "hi" }], true);
+    const ids = tok.encode(text, { addSpecialTokens: false });
+    assertEquals(ids.filter((id) => id >= 512), [512, 513, 512]);
+    assertEquals(ids[0], 512);
+    assertEquals(tok.decode(ids), "user\nhi\nassistant\n");
+  });
+});
