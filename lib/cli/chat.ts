@@ -91,8 +91,13 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
             continue;
           }
           try {
-            await chat.say(text, io.write);
+            const t0 = performance.now();
+            const g = await chat.say(text, io.write);
             io.write("\n");
+            const rate = g.newTokens / ((performance.now() - t0) / 1000);
+            if (io.prompt) {
+              console.error(`(${g.newTokens} tokens, ${rate.toFixed(1)} tokens/s, stop: ${g.stop})`);
+            }
           } catch (e) {
             const err = explainDeviceError(e, Object.keys(FLAGS));
             if (err !== e || e instanceof ArgsError) throw err; // out of memory: advice, and the end
