@@ -106,10 +106,13 @@ export function decoderHead(
   return { logits: hidden, hidden };
 }
 
+/** The share of a batch's positions below which the LM head runs at the targets alone. */
+const TARGET_SHARE = 0.75;
+
 /**
  * The positions of a causal LM batch that predict a token (flat indices into [B·T]) and their
  * targets, from the labels' CPU copy (HF's labels shifted by one); null when the labels are on the
- * GPU alone or nothing is predicted.
+ * GPU alone, nothing is predicted, or most positions are (language-model windows).
  */
 function targetRows(batch: Batch): { rows: Tensor; labels: Tensor } | null {
   const labels = batch.labels;
@@ -120,7 +123,8 @@ function targetRows(batch: Batch): { rows: Tensor; labels: Tensor } | null {
     const next = batch.nextTokenLabels ? host[i] : i % t === t - 1 ? -100 : host[i + 1];
     if (next !== -100) [rows.push(i), targets.push(next)];
   }
-  if (rows.length === 0) return null;
+  // most positions predicting (language-model windows): gathering them would cost more than it saves
+  if (rows.length === 0 || rows.length > TARGET_SHARE * b * t) return null;
   const gpu = labels.gpu, n = rows.length;
   return {
     rows: Tensor.from(gpu, Int32Array.from(rows), [n]),

@@ -59,8 +59,9 @@ export interface ForwardOptions {
    * position per row ([CLS] / <s> for BERT, RoBERTa and ViT; the last non-pad token for GPT-2 and
    * LLaMA), then computes its last layer at that position alone: the same logits, loss and
    * gradients, with the same dropout masks, for about 1/layers less work. `hidden` then holds
-   * that position only ([batch, 1, hidden]). A causal LM given labels computes its LM head at the
-   * positions that have a target alone: the same loss and gradients, `logits` [targets, vocab].
+   * that position only ([batch, 1, hidden]). A causal LM given labels on at most three quarters of
+   * the positions (instruction data) computes its LM head at those alone: the same loss and
+   * gradients, `logits` [targets, vocab].
    * Default false.
    */
   headOnly?: boolean;
