@@ -72,6 +72,12 @@ export const FIELD_FLAGS = {
   "label-field": { type: "string", help: "field holding the label (default: label)" },
 } as const satisfies Record<string, FlagSpec>;
 
+/** The model (and adapter) that predict and chat use. */
+export const MODEL_FLAGS = {
+  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
+  adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
+} as const satisfies Record<string, FlagSpec>;
+
 /** How predict and chat generate text. */
 export const GENERATION_FLAGS = {
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },

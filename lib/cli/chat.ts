@@ -14,6 +14,7 @@ import {
   type CommandSpec,
   DTYPE_FLAG,
   GENERATION_FLAGS,
+  MODEL_FLAGS,
   stopTexts,
   withArgs,
 } from "./args.ts";
@@ -21,8 +22,7 @@ import { explainDeviceError } from "./errors.ts";
 import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
 
 const FLAGS = {
-  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
-  adapter: { type: "string", arg: "DIR", help: "PEFT adapter directory to apply" },
+  ...MODEL_FLAGS,
   system: { type: "string", arg: "TEXT", help: "a system message that opens the conversation" },
   ...GENERATION_FLAGS,
   "max-new-tokens": { ...GENERATION_FLAGS["max-new-tokens"], default: 256 },

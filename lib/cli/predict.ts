@@ -29,6 +29,7 @@ import {
   FIELD_FLAGS,
   GENERATION_FLAGS,
   listOf,
+  MODEL_FLAGS,
   stopTexts,
   withArgs,
 } from "./args.ts";
@@ -36,8 +37,7 @@ import { explainDeviceError } from "./errors.ts";
 import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
 
 const FLAGS = {
-  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
-  adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
+  ...MODEL_FLAGS,
   task: {
     type: "string",
     choices: ["seq-cls", "causal-lm"],
