@@ -171,6 +171,10 @@ Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to s
   const prompt0 = tok.encode("The jury").length, long = tok.encode(examples[1].prompt).length;
   const { dataset, dropped, truncated } = instructionDataset(examples, tok, { seqLen: long - 1 });
   assertEquals([dataset.size, dropped, truncated], [1, 1, 0]);
+  const calls: number[][] = [];
+  const many = Array.from({ length: 600 }, () => examples[0]);
+  instructionDataset(many, tok, { seqLen: 32, onProgress: (done, total) => void calls.push([done, total]) });
+  assertEquals(calls, [[256, 600], [512, 600], [600, 600]]);
   const cut = instructionDataset([examples[0]], tok, { seqLen: prompt0 + 1 });
   assertEquals([cut.dataset.size, cut.truncated, cut.dataset.row(0).ids.length], [1, 1, prompt0 + 1]);
   const row = dataset.row(0), ids = Array.from(row.ids);

@@ -23,6 +23,7 @@ import {
 } from "../train/readers.ts";
 import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
 import { getFamily } from "../models/registry.ts";
+import { Progress } from "../train/progress.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
 import { readImageData } from "../train/image_data.ts";
@@ -109,6 +110,8 @@ export interface DataSpec {
   lossOn?: LossOn;
   /** Training batches of rows of similar length (less padding). */
   groupByLength?: boolean;
+  /** No progress display (tokenizing many instructions shows one). */
+  quiet?: boolean;
 }
 
 /** Train and eval batches of a run, and what the head needs. */
@@ -328,7 +331,11 @@ async function instructionSplits(
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
   const lossOn = spec.lossOn ?? "completion";
   const opts = { seqLen: Math.min(spec.seqLen, maxTokens(config)), template, lossOn };
-  const made = instructionDataset(train, tokenizer, { ...opts, source: spec.data });
+  const made = instructionDataset(train, tokenizer, {
+    ...opts,
+    source: spec.data,
+    onProgress: spec.quiet ? undefined : tokenizingProgress(),
+  });
   const held = evalSet && evalSet.length > 0
     ? instructionDataset(evalSet, tokenizer, { ...opts, source: spec.evalData ?? `${spec.data} (held out)` })
     : null;
@@ -350,6 +357,17 @@ async function instructionSplits(
     }),
     eval: held ? new BatchIterator(held.dataset, { batchSize: spec.batchSize, shuffle: false }) : null,
     summary,
+  };
+}
+
+/** Many instructions take a while to tokenize (≈ 1 ms each): a progress display from 2,000 on. */
+function tokenizingProgress(): (done: number, total: number) => void {
+  let progress: Progress | null = null;
+  return (done, total) => {
+    if (total < 2000) return;
+    progress ??= new Progress(total, { label: "tokenizing", unit: "examples", plainInterval: 5 });
+    progress.update(done);
+    if (done === total) progress.done();
   };
 }
 

@@ -340,6 +340,7 @@ async function runTraining(
       pairField: v["pair-field"],
       lossOn: v["loss-on"] as LossOn,
       groupByLength: v["group-by-length"],
+      quiet: v.quiet,
       labelField: v["label-field"],
       regression,
     },

@@ -234,6 +234,8 @@ export interface InstructionDatasetOptions {
   lossOn?: LossOn;
   /** Names the examples in errors (e.g. the file). */
   source?: string;
+  /** Called as the examples are tokenized (every 256, and at the end). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /**
@@ -261,6 +263,7 @@ export function instructionDataset(
     for (let t = 0; t + 1 < kept.length; t++) {
       if (trained[t + 1]) [label[t], targets] = [kept[t + 1], targets + 1];
     }
+    if ((i + 1) % 256 === 0 || i + 1 === examples.length) opts.onProgress?.(i + 1, examples.length);
     if (targets === 0) return;
     rows.push({ ids: kept, label });
     if (kept.length < ids.length) truncated++;
