@@ -97,10 +97,7 @@ export async function generate(
   prompt: string | readonly number[],
   opts: GenerateOptions = {},
 ): Promise<Generation> {
-  if (model.task !== "causal-lm") {
-    throw new Error(`generate: the model has a ${model.task} head, not a causal language model head`);
-  }
-  const { maxNew, temperature, topK, topP } = samplingOf(opts, "generate");
+  const d = decodingOf(model, opts, "generate");
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
   const positions = maxTokens(model.config);
@@ -109,51 +106,32 @@ export async function generate(
       `generate: the prompt has ${ids.length} tokens, more than the model's ${positions} positions`,
     );
   }
-  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
-  const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
-  const rng = new Prng(opts.seed ?? 0);
-  const cache = opts.cache ?? model.newCache?.();
-  if (!cache) throw new Error(`generate: the ${model.family} model keeps no key/value cache`);
+  const cache = opts.cache ?? newCache(model, "generate");
   if (cache.length >= ids.length) {
     throw new Error(
       `generate: the cache holds ${cache.length} positions, the prompt only ${ids.length} tokens`,
     );
   }
-  const wasTraining = model.training;
-  model.train(false);
   const start = ids.length;
-  let stop: Generation["stop"] = "length";
   let emitted = 0; // characters of the continuation handed to onText
-  try {
-    while (ids.length - start < maxNew && stop === "length") {
-      if (ids.length >= positions) {
-        stop = "positions";
-        break;
-      }
-      const room = Math.min(maxNew - (ids.length - start), positions - ids.length);
-      const next = Int32Array.from(ids.slice(cache.length));
-      const first = { ids: next, b: 1, t: next.length };
-      const picked = temperature === 0
-        ? (await greedyTokens(model, first, cache, Math.min(GREEDY_TOKENS_PER_READ, room))).map((row) =>
-          row[0]
-        )
-        : [sampleToken(await nextTokenLogits(model, first, cache), temperature, topK, topP, rng)];
-      stop = extend(ids, start, picked, eos, stopTexts, tokenizer) ?? "length";
-      if (opts.onText && stop === "length") {
-        // hold back a character split over tokens, and what may be the start of a stop text
-        const text = continuation(tokenizer, ids, start);
-        const shown = text.length - heldBack(text, stopTexts);
-        if (!text.endsWith("\uFFFD") && shown > emitted) {
-          opts.onText(text.slice(emitted, shown));
-          emitted = shown;
-        }
-      }
+  const onChunk = opts.onText && ((running: ReadonlySet<number>) => {
+    if (!running.has(0)) return; // what is left is written once the text is cut
+    // hold back a character split over tokens, and what may be the start of a stop text
+    const text = continuation(tokenizer, ids, start);
+    const shown = text.length - heldBack(text, d.stopTexts);
+    if (!text.endsWith("\uFFFD") && shown > emitted) {
+      opts.onText!(text.slice(emitted, shown));
+      emitted = shown;
     }
+  });
+  const next = Int32Array.from(ids.slice(cache.length));
+  let stop: Generation["stop"];
+  try {
+    [stop] = await decode(model, tokenizer, [ids], { ids: next, b: 1, t: next.length }, cache, d, onChunk);
   } finally {
-    model.train(wasTraining);
     if (!opts.cache) cache.dispose();
   }
-  const text = cutAtStop(continuation(tokenizer, ids, start), stopTexts);
+  const text = cutAtStop(continuation(tokenizer, ids, start), d.stopTexts);
   if (opts.onText && text.length > emitted) opts.onText(text.slice(emitted));
   return { ids, newTokens: ids.length - start, text, stop, cached: Math.min(cache.length, ids.length) };
 }
@@ -174,10 +152,7 @@ export async function generateBatch(
   prompts: readonly (string | readonly number[])[],
   opts: GenerateBatchOptions = {},
 ): Promise<Generation[]> {
-  if (model.task !== "causal-lm") {
-    throw new Error(`generateBatch: the model has a ${model.task} head, not a causal language model head`);
-  }
-  const { maxNew, temperature, topK, topP } = samplingOf(opts, "generateBatch");
+  const d = decodingOf(model, opts, "generateBatch");
   if (prompts.length === 0) return [];
   const rows = prompts.map((p) => (typeof p === "string" ? tokenizer.encode(p) : [...p]));
   const positions = maxTokens(model.config), b = rows.length;
@@ -195,62 +170,39 @@ export async function generateBatch(
     ids.set(r, (i + 1) * longest - r.length);
     mask.fill(1, (i + 1) * longest - r.length, (i + 1) * longest);
   });
-  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
-  const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
-  const rng = new Prng(opts.seed ?? 0);
-  const cache = model.newCache?.();
-  if (!cache) throw new Error(`generateBatch: the ${model.family} model keeps no key/value cache`);
   const starts = rows.map((r) => r.length);
-  const stops: Generation["stop"][] = rows.map(() => "length");
-  const running = new Set(rows.keys());
-  const wasTraining = model.training;
-  model.train(false);
+  const cache = newCache(model, "generateBatch");
+  let stops: Generation["stop"][];
   try {
-    let first: Step = { ids, b, t: longest, mask }, length = longest;
-    for (let made = 0; made < maxNew && running.size > 0;) {
-      if (length >= positions) {
-        for (const r of running) stops[r] = "positions";
-        break;
-      }
-      const k = Math.min(GREEDY_TOKENS_PER_READ, maxNew - made, positions - length);
-      let picked: Int32Array[];
-      if (temperature === 0) picked = await greedyTokens(model, first, cache, k);
-      else {
-        const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
-        const draw = (r: number) =>
-          sampleToken(logits.subarray(r * v, (r + 1) * v), temperature, topK, topP, rng);
-        picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
-      }
-      for (const r of [...running]) {
-        const ended = extend(rows[r], starts[r], picked.map((step) => step[r]), eos, stopTexts, tokenizer);
-        if (ended) {
-          stops[r] = ended;
-          running.delete(r);
-        }
-      }
-      made += picked.length;
-      length += picked.length;
-      // every row's last token runs next (a stopped row's too: its answer is complete)
-      first = { ids: Int32Array.from(picked[picked.length - 1]), b, t: 1 };
-    }
+    stops = await decode(model, tokenizer, rows, { ids, b, t: longest, mask }, cache, d);
   } finally {
-    model.train(wasTraining);
     cache.dispose();
   }
   return rows.map((r, i) => ({
     ids: r,
     newTokens: r.length - starts[i],
-    text: cutAtStop(continuation(tokenizer, r, starts[i]), stopTexts),
+    text: cutAtStop(continuation(tokenizer, r, starts[i]), d.stopTexts),
     stop: stops[i],
     cached: 0,
   }));
 }
 
-/** The generation settings of `opts`, checked; errors name `fn`. */
-function samplingOf(
-  opts: GenerateBatchOptions,
-  fn: string,
-): { maxNew: number; temperature: number; topK: number; topP: number } {
+/** The checked settings of a generation. */
+interface Decoding {
+  maxNew: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  eos: ReadonlySet<number>;
+  stopTexts: readonly string[];
+  rng: Prng;
+}
+
+/** The settings of `opts` for `model`, checked; errors name `fn`. */
+function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decoding {
+  if (model.task !== "causal-lm") {
+    throw new Error(`${fn}: the model has a ${model.task} head, not a causal language model head`);
+  }
   const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
   const topP = opts.topP ?? 1;
   if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
@@ -261,7 +213,71 @@ function samplingOf(
     throw new RangeError(`${fn}: topK must be an integer ≥ 0, got ${topK}`);
   }
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`${fn}: topP must be in (0, 1], got ${topP}`);
-  return { maxNew, temperature, topK, topP };
+  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
+  const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
+  return { maxNew, temperature, topK, topP, eos, stopTexts, rng: new Prng(opts.seed ?? 0) };
+}
+
+function newCache(model: Model, fn: string): KvCache {
+  const cache = model.newCache?.();
+  if (!cache) throw new Error(`${fn}: the ${model.family} model keeps no key/value cache`);
+  return cache;
+}
+
+/**
+ * Extend each of `rows` (a prompt's ids, the new tokens appended) until it stops or the budget is
+ * spent: `first` (the ids the cache lacks) through the model, then each row's last token, greedy
+ * tokens {@link GREEDY_TOKENS_PER_READ} per readback, sampled ones one at a time. `onChunk` sees
+ * which rows still run after each readback. Returns why each row stopped.
+ */
+async function decode(
+  model: Model,
+  tokenizer: Tokenizer,
+  rows: number[][],
+  first: Step,
+  cache: KvCache,
+  d: Decoding,
+  onChunk?: (running: ReadonlySet<number>) => void,
+): Promise<Generation["stop"][]> {
+  const b = rows.length, positions = maxTokens(model.config), starts = rows.map((r) => r.length);
+  const stops: Generation["stop"][] = rows.map(() => "length");
+  const running = new Set(rows.keys());
+  const wasTraining = model.training;
+  model.train(false);
+  try {
+    // `length`: the positions the cache will hold once `first` has run (the next token's position)
+    for (let made = 0, length = cache.length + first.t; made < d.maxNew && running.size > 0;) {
+      if (length >= positions) {
+        for (const r of running) stops[r] = "positions";
+        break;
+      }
+      const k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
+      let picked: Int32Array[];
+      if (d.temperature === 0) picked = await greedyTokens(model, first, cache, k);
+      else {
+        const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
+        const draw = (r: number) =>
+          sampleToken(logits.subarray(r * v, (r + 1) * v), d.temperature, d.topK, d.topP, d.rng);
+        picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
+      }
+      for (const r of [...running]) {
+        const tokens = picked.map((step) => step[r]);
+        const ended = extend(rows[r], starts[r], tokens, d.eos, d.stopTexts, tokenizer);
+        if (ended) {
+          stops[r] = ended;
+          running.delete(r);
+        }
+      }
+      onChunk?.(running);
+      made += picked.length;
+      length += picked.length;
+      // every row's last token runs next (a stopped row's too: its text is complete)
+      first = { ids: Int32Array.from(picked[picked.length - 1]), b, t: 1 };
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return stops;
 }
 
 /**
