@@ -66,8 +66,9 @@ export class Gpt2Model extends BaseModel {
     const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t);
     this.nextStep();
     const d = c.headDim;
-    const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const cache = options.cache;
+    // with a cache, the padding of the keys (cached ones included) is the cache's to mask
+    const mask = cache ? null : paddingMask(this.gpu, batch.attentionMask, b, t);
     if (cache) beginCached(cache, "gpt2", this.task, batch.attentionMask, b, t);
     // generation: each row's own positions (a left-padded prompt's start at its first real token)
     const positions = cache

@@ -88,8 +88,9 @@ export class LlamaModel extends BaseModel {
     const last = c.numLayers - 1;
     const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t, this.windowOf(last));
     this.nextStep();
-    const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     const cache = options.cache;
+    // with a cache, the padding of the keys (cached ones included) is the cache's to mask
+    const mask = cache ? null : paddingMask(this.gpu, batch.attentionMask, b, t);
     const end = (cache?.length ?? 0) + t;
     if (cache) beginCached(cache, c.modelType, this.task, batch.attentionMask, b, t);
     // tables for a power-of-two number of positions, so few lengths are cached per device
