@@ -5,6 +5,8 @@
  * path, the cache with the tokens picked on the GPU and read back 16 at a time. Wall milliseconds
  * per generated token, readbacks included, the three taking turns. Then 8 prompts of different
  * lengths one after another against `generateBatch` (one left-padded batch): ms per token of all.
+ * Last, where one cached token's time goes: its dispatches, the CPU's recording of them, the
+ * submit, the wait for its logits, and a bare 4-byte readback.
  *
  *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3]
  * @module
@@ -14,6 +16,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { maxTokens } from "../lib/io/hf_config.ts";
 import { generate, generateBatch } from "../lib/train/generate.ts";
 import { median, table } from "./stats.ts";
 
@@ -91,6 +94,43 @@ for (let r = 0; r <= reps; r++) {
   sameRows.add(one.join("|")).add(all.map((g) => g.ids.join()).join("|"));
   if (r > 0) [several.sequential.push(a), several.batched.push(b)];
 }
+// one cached token at a time: where its time goes
+const cache = model.newCache!();
+const pass = (ids: number[]) => {
+  const host = Int32Array.from(ids);
+  const batch = { inputIds: Tensor.from(gpu, host, [1, host.length]), inputIdsHost: host };
+  return tidy(() =>
+    noGrad(() => ({ v: model.forward(batch, { lastLogits: true, cache }).logits.readLater() }))
+  ).v;
+};
+const prefill = pass(prompt);
+gpu.stream.flush();
+await prefill;
+const split = { record: [] as number[], submit: [] as number[], wait: [] as number[] };
+const d0 = gpu.stream.dispatches, steps = Math.min(newTokens, maxTokens(model.config) - promptTokens);
+for (let i = 0; i < steps; i++) {
+  let t0 = performance.now();
+  const p = pass([prompt[i % prompt.length]]);
+  split.record.push(performance.now() - t0);
+  t0 = performance.now();
+  gpu.stream.flush();
+  split.submit.push(performance.now() - t0);
+  t0 = performance.now();
+  await p;
+  split.wait.push(performance.now() - t0);
+}
+const dispatches = (gpu.stream.dispatches - d0) / steps;
+cache.dispose();
+const bare: number[] = [];
+for (let i = 0; i < 10; i++) {
+  const x = Tensor.from(gpu, new Float32Array(1), [1]);
+  const t0 = performance.now();
+  const p = x.readLater();
+  gpu.stream.flush();
+  await p;
+  bare.push(performance.now() - t0);
+  x.dispose();
+}
 model.dispose();
 const full = median(ms.full);
 const row = (
@@ -110,3 +150,13 @@ console.log(table(["8 prompts of 36–64 tokens", "ms/token", "vs one by one"], 
   ["generateBatch", median(several.batched).toFixed(2), `${(median(several.batched) / seq).toFixed(2)}×`],
 ]));
 console.log(sameRows.size === 1 ? "the same tokens" : "DIFFERENT TOKENS");
+console.log(
+  table(["one cached token", "dispatches", "record ms", "submit ms", "wait ms", "bare readback ms"], [[
+    "",
+    dispatches.toFixed(0),
+    median(split.record).toFixed(2),
+    median(split.submit).toFixed(2),
+    median(split.wait).toFixed(2),
+    median(bare).toFixed(2),
+  ]]),
+);

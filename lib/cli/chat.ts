@@ -20,6 +20,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
+import { writeStdout } from "./output.ts";
 
 const FLAGS = {
   ...MODEL_FLAGS,
@@ -132,13 +133,5 @@ async function* lines(input: ReadableStream<Uint8Array>, ask: () => void): Async
 
 /** Standard input and output; a prompt when the input is a terminal. */
 function terminal(): ChatIo {
-  const enc = new TextEncoder();
-  return {
-    input: Deno.stdin.readable,
-    write: (text) => {
-      const bytes = enc.encode(text);
-      for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
-    },
-    prompt: Deno.stdin.isTerminal(),
-  };
+  return { input: Deno.stdin.readable, write: writeStdout, prompt: Deno.stdin.isTerminal() };
 }

@@ -35,6 +35,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
+import { writeStdout } from "./output.ts";
 
 const FLAGS = {
   ...MODEL_FLAGS,
@@ -258,14 +259,9 @@ async function streamed(
   ids: number[],
   v: GenerationFlags & PromptSettings,
 ): Promise<Generation> {
-  const enc = new TextEncoder();
-  const write = (text: string) => {
-    const bytes = enc.encode(text);
-    for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
-  };
-  if (!v.template) write(prompt);
-  const g = await generate(model, tokenizer, ids, { ...generationOptions(v), onText: write });
-  write("\n");
+  if (!v.template) writeStdout(prompt);
+  const g = await generate(model, tokenizer, ids, { ...generationOptions(v), onText: writeStdout });
+  writeStdout("\n");
   return g;
 }
 

@@ -360,7 +360,7 @@ async function instructionSplits(
   };
 }
 
-/** Many instructions take a while to tokenize (≈ 1 ms each): a progress display from 2,000 on. */
+/** Many instructions take a while to tokenize: a progress display from 2,000 on. */
 function tokenizingProgress(): (done: number, total: number) => void {
   let progress: Progress | null = null;
   return (done, total) => {
