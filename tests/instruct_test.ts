@@ -15,7 +15,7 @@ import {
   readInstructions,
   tokenizeInstruction,
 } from "../lib/train/instruct.ts";
-import { DataError } from "../lib/train/readers.ts";
+import { DataError, recordFieldNames } from "../lib/train/readers.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
@@ -332,6 +332,33 @@ Deno.test("predict --chat: a prompt as a user's message in the chat template; ge
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("recordFieldNames: a file's first record's fields, reading a JSONL file's first line alone", async () => {
+  await withDir(async (dir) => {
+    const big = join(dir, "big.jsonl");
+    // a BOM and a blank line first; then a line too bad to parse, which must not be read
+    await Deno.writeTextFile(
+      big,
+      "\ufeff\n" + JSON.stringify({ prompt: "a", completion: "b" }) + "\n{not json\n",
+    );
+    assertEquals(await recordFieldNames(big), ["prompt", "completion"]);
+    assertEquals(await recordFieldNames(new URL("./fixtures/data/chat.parquet", import.meta.url).pathname), [
+      "messages",
+    ]);
+    assertEquals(await recordFieldNames(join(dir, "x.txt")), null);
+    await assertRejects(
+      () => recordFieldNames(join(dir, "missing.jsonl")),
+      DataError,
+      "missing.jsonl: file not found",
+    );
+    await Deno.writeTextFile(join(dir, "bad.jsonl"), "[1]\n");
+    await assertRejects(
+      () => recordFieldNames(join(dir, "bad.jsonl")),
+      DataError,
+      "bad.jsonl:1: expected a JSON object",
+    );
+  });
 });
 
 Deno.test("chooseTask: records with labels classify; without them a causal LM learns them (a classifier's data names the missing label)", async () => {

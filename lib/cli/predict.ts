@@ -16,7 +16,7 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
 import type { PeftModel } from "../peft/apply.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
-import { readRecords, readTexts } from "../train/readers.ts";
+import { readTexts, recordFieldNames } from "../train/readers.ts";
 import { instructionQuery, isInstructionRecord, readInstructions } from "../train/instruct.ts";
 import { readImages } from "../train/image_data.ts";
 import { generate, generateBatch, type GenerateBatchOptions, type Generation } from "../train/generate.ts";
@@ -295,8 +295,8 @@ function generationOptions(v: GenerationFlags & PromptSettings): GenerateBatchOp
 
 /** Whether `path` is a record file of prompt/completion pairs or conversations. */
 async function holdsInstructions(path: string): Promise<boolean> {
-  if (!/\.(jsonl|ndjson|json|csv|tsv|parquet)$/i.test(path)) return false;
-  return isInstructionRecord(Object.keys((await readRecords(path))[0].fields));
+  const fields = await recordFieldNames(path);
+  return fields !== null && isInstructionRecord(fields);
 }
 
 /**

@@ -10,7 +10,6 @@ import { join } from "node:path";
 import { type HfConfig, loadHfConfig, maxTokens, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
-import { parquetColumns, ParquetError } from "../io/parquet.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { BatchIterator, CausalLmDataset, ClassificationDataset } from "../train/data.ts";
 import {
@@ -18,8 +17,8 @@ import {
   DataError,
   type Example,
   readClassificationFile,
-  readRecords,
   readTextFile,
+  recordFieldNames,
 } from "../train/readers.ts";
 import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
 import { getFamily } from "../models/registry.ts";
@@ -56,7 +55,7 @@ export async function chooseTask(
   if (config.modelType === "vit") return "image-cls";
   if (data === "brown" || /\.txt$/i.test(data)) return "causal-lm";
   if (data === "spamassassin") return "seq-cls";
-  const fields = await recordFields(data);
+  const fields = await recordFieldNames(data);
   if (fields) {
     if (fields.includes(labelField)) return "seq-cls";
     // a classifier's data without labels: the reader names the missing field
@@ -64,17 +63,6 @@ export async function chooseTask(
     return decoder && taskOfConfig(config) !== "seq-cls" ? "causal-lm" : "seq-cls";
   }
   return taskOfConfig(config) ?? "seq-cls";
-}
-
-/** The field names of a record file's first record (a Parquet file's columns); null for other files. */
-async function recordFields(data: string): Promise<string[] | null> {
-  if (/\.parquet$/i.test(data)) {
-    return await parquetColumns(data).catch((e) => {
-      throw e instanceof ParquetError ? new DataError(e.message) : e;
-    });
-  }
-  if (!/\.(jsonl|ndjson|json|csv|tsv)$/i.test(data)) return null;
-  return Object.keys((await readRecords(data))[0].fields);
 }
 
 /** The default data set of a task. */
@@ -264,7 +252,7 @@ async function causalSplits(
   config: HfConfig,
   modelDir: string,
 ): Promise<Splits> {
-  const fields = spec.data === "brown" ? null : await recordFields(spec.data);
+  const fields = spec.data === "brown" ? null : await recordFieldNames(spec.data);
   if (fields && isInstructionRecord(fields)) {
     return await instructionSplits(spec, tokenizer, config, modelDir);
   }

@@ -46,23 +46,13 @@ export function isInstructionRecord(fieldNames: readonly string[]): boolean {
     (fieldNames.includes("prompt") && fieldNames.includes("completion"));
 }
 
-/** The instruction format of a record's fields, or null when it is none. */
-function instructionFormat(fields: Record<string, unknown>): "text" | "chat" | null {
-  if (Array.isArray(fields.messages)) return "chat";
-  if ("prompt" in fields && "completion" in fields) {
-    return Array.isArray(fields.prompt) || Array.isArray(fields.completion) ? "chat" : "text";
-  }
-  return null;
-}
-
 /**
  * The instructions of a JSONL, CSV/TSV or Parquet file whose records have `prompt` and
  * `completion` fields or a `messages` list. Errors name the file and the line.
  */
 export async function readInstructions(path: string): Promise<Instruction[]> {
   const records = await readRecords(path);
-  const format = instructionFormat(records[0].fields);
-  if (!format) {
+  if (!isInstructionRecord(Object.keys(records[0].fields))) {
     throw new DataError(
       `${path}:${
         records[0].line

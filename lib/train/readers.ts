@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
+import { parquetColumns, ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
 import { CsvError, parseCsv } from "./csv.ts";
 
 /** A data file that cannot be used: missing, malformed, a missing field, a bad label, no examples. */
@@ -314,6 +314,44 @@ export async function readRecords(path: string, format?: DataFormat): Promise<So
   }
   const text = await readFile(path);
   return f === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, f === "tsv" ? "\t" : ",");
+}
+
+/**
+ * The field names of a record file's first record, without reading the whole file where its format
+ * allows: a Parquet file's columns, the first JSONL object's keys, a CSV/TSV header; null for a file
+ * of another kind.
+ */
+export async function recordFieldNames(path: string): Promise<string[] | null> {
+  if (/\.parquet$/i.test(path)) {
+    try {
+      return await parquetColumns(path);
+    } catch (e) {
+      throw e instanceof ParquetError ? new DataError(e.message) : e;
+    }
+  }
+  if (/\.(csv|tsv)$/i.test(path)) return Object.keys((await readRecords(path))[0].fields);
+  if (!/\.(jsonl|ndjson|json)$/i.test(path)) return null;
+  return Object.keys(jsonlRecords(await firstLines(path), path)[0].fields);
+}
+
+/** A text file's start, through its first line that is not blank (a BOM removed). */
+async function firstLines(path: string): Promise<string> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: file not found`);
+    throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  let text = "";
+  for await (const chunk of file.readable.pipeThrough(new TextDecoderStream())) {
+    text += chunk;
+    const lines = text.split("\n");
+    if (lines.slice(0, -1).some((l) => l.trim() !== "")) break; // the stream is cancelled, the file closed
+  }
+  text = text.startsWith("\ufeff") ? text.slice(1) : text;
+  const lines = text.split("\n"), first = lines.findIndex((l) => l.trim() !== "");
+  return first < 0 ? text : lines.slice(0, first + 1).join("\n");
 }
 
 /**
