@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
   type BertConfig,
+  generationEosIds,
   type Gpt2Config,
   HfConfigError,
   type LlamaConfig,
@@ -378,6 +379,27 @@ Deno.test("an invalid config.json file names the file", async () => {
   try {
     await Deno.writeTextFile(`${dir}/config.json`, `{"model_type": "gpt2",`);
     await assertRejects(() => loadHfConfig(dir), HfConfigError, `${dir}/config.json: invalid JSON`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("generationEosIds: generation_config.json's end ids (one or a list), none without the file, a bad one named", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    assertEquals(await generationEosIds(dir), []);
+    await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: 7 }));
+    assertEquals(await generationEosIds(dir), [7]);
+    await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: [2, 9] }));
+    assertEquals(await generationEosIds(dir), [2, 9]);
+    await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: ["x"] }));
+    await assertRejects(
+      () => generationEosIds(dir),
+      HfConfigError,
+      'generation_config.json: "eos_token_id" must be',
+    );
+    await Deno.writeTextFile(`${dir}/generation_config.json`, "{");
+    await assertRejects(() => generationEosIds(dir), HfConfigError, "generation_config.json: cannot read");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
