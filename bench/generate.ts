@@ -5,8 +5,9 @@
  * path, the cache with the tokens picked on the GPU and read back 16 at a time. Wall milliseconds
  * per generated token, readbacks included, the three taking turns. Then 8 prompts of different
  * lengths one after another against `generateBatch` (one left-padded batch): ms per token of all.
- * Last, where one cached token's time goes: its dispatches, the CPU's recording of them, the
- * submit, the wait for its logits, and a bare 4-byte readback.
+ * Then where one cached token's time goes: its dispatches, the CPU's recording of them, the
+ * submit, the wait for its logits, and a bare 4-byte readback. Last, the CPU's time to sample one
+ * token from 151,936 logits (Qwen2's vocabulary, spread as N(0, 3²)) with top-p, top-k or neither.
  *
  *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3]
  * @module
@@ -17,7 +18,8 @@ import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { maxTokens } from "../lib/io/hf_config.ts";
-import { generate, generateBatch } from "../lib/train/generate.ts";
+import { generate, generateBatch, sampleToken } from "../lib/train/generate.ts";
+import { Prng } from "../lib/spectral/prng.ts";
 import { median, table } from "./stats.ts";
 
 const { values: v } = parseArgs({
@@ -160,3 +162,15 @@ console.log(
     median(bare).toFixed(2),
   ]]),
 );
+const sampleRng = new Prng(1);
+const gauss = () =>
+  Math.sqrt(-2 * Math.log(1 - sampleRng.uniform())) * Math.cos(2 * Math.PI * sampleRng.uniform());
+const wide = Float32Array.from({ length: 151936 }, () => 3 * gauss());
+const sampling =
+  ([["top-p 0.9", 0, 0.9], ["top-k 50", 50, 1], ["top-k 50, top-p 0.9", 50, 0.9], ["neither", 0, 1]] as const)
+    .map(([what, k, p]) => {
+      const t0 = performance.now();
+      for (let i = 0; i < 20; i++) sampleToken(wide, 0.7, k, p, sampleRng);
+      return [what, ((performance.now() - t0) / 20).toFixed(1)];
+    });
+console.log(table(["sampling 151,936 logits", "ms/token"], sampling));

@@ -407,23 +407,50 @@ export function sampleToken(
   topP: number,
   rng: Prng,
 ): number {
-  let order = Array.from(logits.keys());
-  const cut = topK > 0 && topK < order.length;
-  if (cut || topP < 1) order.sort((a, b) => logits[b] - logits[a] || a - b);
+  const v = logits.length;
+  let max = -Infinity;
+  for (let i = 0; i < v; i++) if (logits[i] > max) max = logits[i];
+  const w = new Float64Array(v);
+  let total = 0;
+  for (let i = 0; i < v; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
+  const cut = topK > 0 && topK < v;
+  if (!cut && topP >= 1) return draw(rng.uniform() * total, w);
+  // the candidates, most probable first: the heaviest tokens sorted, not the whole vocabulary
+  const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
+  let order = heaviest(w, cut ? (n) => n >= topK : (_, held) => held >= topP * total).sort(byLogit);
   if (cut) order = order.slice(0, topK);
-  const max = order.reduce((m, i) => Math.max(m, logits[i]), -Infinity);
-  let weights = order.map((i) => Math.exp((logits[i] - max) / temperature));
   if (topP < 1) {
-    // keep each token while the tokens before it hold less than topP of the mass
-    const mass = topP * weights.reduce((a, b) => a + b, 0);
+    // keep each token while the tokens before it hold less than topP of the mass (of the top k)
+    const mass = topP * (cut ? order.reduce((s, i) => s + w[i], 0) : total);
     let keep = 0, before = 0;
-    while (keep < order.length && before < mass) before += weights[keep++];
-    [order, weights] = [order.slice(0, keep), weights.slice(0, keep)];
+    while (keep < order.length && before < mass) before += w[order[keep++]];
+    order = order.slice(0, keep);
   }
-  let u = rng.uniform() * weights.reduce((a, b) => a + b, 0);
-  for (let j = 0; j < order.length; j++) {
+  const weights = Float64Array.from(order, (i) => w[i]);
+  return order[draw(rng.uniform() * weights.reduce((a, b) => a + b, 0), weights)];
+}
+
+/** The index where the running sum of `weights` passes `u` (the last one if it never does). */
+function draw(u: number, weights: Float64Array): number {
+  for (let j = 0; j < weights.length; j++) {
     u -= weights[j];
-    if (u < 0) return order[j];
+    if (u < 0) return j;
   }
-  return order[order.length - 1];
+  return weights.length - 1;
+}
+
+/**
+ * The tokens whose weight reaches a threshold, lowered until they are `enough` (by their count and
+ * the weight they hold): every token a top-k or top-p cut keeps is among them, since a lighter one
+ * comes after all of them, and there are far fewer of them than the vocabulary to sort.
+ */
+function heaviest(w: Float64Array, enough: (count: number, held: number) => boolean): number[] {
+  for (let threshold = 1 / 64;; threshold /= 64) {
+    const picked: number[] = [];
+    let held = 0;
+    for (let i = 0; i < w.length; i++) {
+      if (w[i] >= threshold) [picked.push(i), held += w[i]];
+    }
+    if (enough(picked.length, held) || picked.length === w.length) return picked;
+  }
 }
