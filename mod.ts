@@ -56,7 +56,8 @@ export {
   type WeightStorage,
 } from "./lib/models/shapes.ts";
 export { type FoldedUpdate, Linear, type LinearAdapter, type WeightLayout } from "./lib/nn/linear.ts";
-export { type WeightDtype } from "./lib/nn/load.ts";
+export { WEIGHT_DTYPES, type WeightDtype } from "./lib/nn/load.ts";
+export { formatBytes, storageSummary } from "./lib/models/storage.ts";
 export {
   openCheckpoint,
   openSafetensors,

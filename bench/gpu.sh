@@ -8,10 +8,10 @@ set -uo pipefail
 # GPU tests: all but those that load the CLI or the npm datasets (not carried to the device
 # machine) or start a deno of their own (which would look for the lockfile's packages)
 tests=$(ls tests/*_test.ts |
-  grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat)_test.ts$')
+  grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 steps_sft generate tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant steps_sft generate tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -86,6 +86,10 @@ part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
   --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4
 part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh
+# B stored as q8 and q4 codes (turned into f32 at the shared store) against f32 and f16, then the steps
+part quant 60 $run bench/matmul.ts --large --quant --reps=10 \
+  --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x768NT,2048x11008x4096NT,8x4096x4096NT
+part steps_quant 120 bash -c "$run bench/step.ts --dtype=q8 --methods=ssh; $run bench/step.ts --dtype=q4 --methods=ssh"
 # instruction tuning at Qwen2.5-0.5B's vocabulary: the LM head at the learnt positions, against the whole head
 part steps_sft 90 bash -c "$run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora; $run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora --no-fuse=head"
 # greedy generation: full passes, the key/value cache with a readback per token, and 16 tokens per readback

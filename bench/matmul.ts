@@ -9,12 +9,15 @@
  *     deno run -A bench/matmul.ts --large --tiles=128x96x8_8x12_2/s1   # no K split
  *     deno run -A bench/matmul.ts --shapes=4096x768x768NT,768x768x4096TN --no-f16
  *     deno run -A bench/matmul.ts --shapes=128x128x64NTb384 --no-f16   # 384 heads in one call
+ *     deno run -A bench/matmul.ts --large --quant    # B also as q8 and q4 codes
  * @module
  */
 import { getGpu, type Gpu, GpuTimer, readF32, upload } from "../lib/gpu/mod.ts";
+import { type QuantKind, Tensor } from "../lib/tensor/mod.ts";
 import {
   encodeMatmul,
   MATMUL_TILES,
+  type MatmulOptions,
   type MatmulTile,
   type MatmulTileName,
   planMatmul,
@@ -50,13 +53,45 @@ export interface MatmulBenchOptions {
   reps?: number;
   /** Also time B stored as f16 when the device has f16 (default true). */
   f16?: boolean;
+  /** Also time B stored as q8 and q4 codes (default false). */
+  quant?: boolean;
+}
+
+/** How B is stored: f32, f16, or quantized codes. */
+type Precision = "f32" | "f16B" | QuantKind;
+
+/** B stored as `precision`: its buffer, the matmul options that read it, and the values it holds. */
+async function storeB(
+  gpu: Gpu,
+  values: Float32Array,
+  shape: MatmulBenchShape,
+  precision: Precision,
+): Promise<{ buffer: GPUBuffer; options: MatmulOptions; values: ArrayLike<number>; release(): void }> {
+  if (precision === "f32" || precision === "f16B") {
+    const stored = precision === "f16B" ? Float16Array.from(values) : values;
+    const buffer = upload(gpu, stored);
+    return {
+      buffer,
+      options: { f16B: precision === "f16B" },
+      values: stored,
+      release: () => gpu.pool.release(buffer),
+    };
+  }
+  const rows = (shape.batch ?? 1) * (shape.transB ? shape.n : shape.k);
+  const t = Tensor.from(gpu, values, [rows, values.length / rows], { dtype: precision });
+  return {
+    buffer: t.buffer,
+    options: { quantB: { kind: precision, scales: t.scales } },
+    values: await t.toArray(),
+    release: () => t.dispose(),
+  };
 }
 
 /** One timed row. */
 export interface MatmulBenchRow {
   shape: string;
   label: string;
-  /** `f32` or `f16B`. */
+  /** `f32`, `f16B`, `q8` or `q4`. */
   b: string;
   /** Tile chosen or forced, with `/sK` for a K split. */
   variant: string;
@@ -118,7 +153,11 @@ export async function benchMatmul(
 ): Promise<MatmulBenchRow[]> {
   const variants = opts.variants ?? [{ tile: "auto" }];
   const reps = opts.reps ?? 10;
-  const precisions = gpu.f16 && opts.f16 !== false ? [false, true] : [false];
+  const precisions: Precision[] = [
+    "f32",
+    ...(gpu.f16 && opts.f16 !== false ? ["f16B" as const] : []),
+    ...(opts.quant ? ["q8" as const, "q4" as const] : []),
+  ];
   const timer = new GpuTimer(gpu, reps + 1);
   const rows: MatmulBenchRow[] = [];
   for (const shape of shapes) {
@@ -127,16 +166,16 @@ export async function benchMatmul(
     // uniform in [-1, 1): standard deviation 1/√3
     const ah = uniformValues(batch * m * k, 1 / Math.sqrt(3), 1);
     const bh = uniformValues(batch * k * n, 1 / Math.sqrt(3), 2);
-    const bHalf = precisions.includes(true) ? Float16Array.from(bh) : undefined;
     const a = upload(gpu, ah);
     const c = gpu.pool.acquire(batch * m * n * 4);
-    for (const f16B of precisions) {
-      const b = upload(gpu, f16B ? bHalf! : bh);
+    for (const precision of precisions) {
+      const stored = await storeB(gpu, bh, shape, precision);
+      const b = stored.buffer;
       for (const variant of variants) {
         const options = {
           transA: shape.transA,
           transB: shape.transB,
-          f16B,
+          ...stored.options,
           tile: variant.tile === "auto" ? undefined : variant.tile,
           splitK: variant.splitK,
           batch,
@@ -162,16 +201,16 @@ export async function benchMatmul(
             batch > 1 ? ` ×${batch}` : ""
           }`,
           label: shape.label ?? "",
-          b: f16B ? "f16B" : "f32",
+          b: precision,
           variant: `${variant.tile === "auto" ? "auto:" : ""}${name}${
             plan.splits > 1 || variant.splitK ? `/s${plan.splits}` : ""
           }`,
           ms,
           gflops: (2 * batch * m * n * k) / (ms * 1e6),
-          maxRelErr: spotCheck(shape, ah, f16B ? bHalf! : bh, out),
+          maxRelErr: spotCheck(shape, ah, stored.values, out),
         });
       }
-      gpu.pool.release(b);
+      stored.release();
     }
     gpu.pool.release(a);
     gpu.pool.release(c);
@@ -240,6 +279,7 @@ if (import.meta.main) {
     variants: arg("tiles")?.split(",").map(parseVariant),
     reps: arg("reps") ? Number(arg("reps")) : undefined,
     f16: !Deno.args.includes("--no-f16"),
+    quant: Deno.args.includes("--quant"),
   });
   console.log(formatMatmulRows(rows));
 }

@@ -20,7 +20,9 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
+import type { QuantKind } from "../lib/tensor/reference/quant.ts";
 import { MATH } from "./elementwise.ts";
+import { unpackFour } from "./quant.ts";
 
 /** The blocking of one matmul kernel. */
 export interface MatmulTile {
@@ -55,6 +57,11 @@ export interface MatmulVariant {
   readonly vecC: boolean;
   /** B stored as f16 (computed in f32). */
   readonly f16B: boolean;
+  /**
+   * B stored quantized (codes, and group scales bound after the epilogue's buffers), turned
+   * into f32 at the shared store; needs `vecB`.
+   */
+  readonly quantB?: QuantKind;
   /** Add a bias row (binding 3). Ignored for `partial`. */
   readonly bias: boolean;
   /** C += result. Ignored for `partial`. */
@@ -146,6 +153,8 @@ interface Operand {
   /** Global loads are vec4. */
   readonly vec: boolean;
   readonly f16: boolean;
+  /** Quantized storage (vec4 loads only). */
+  readonly quant?: QuantKind;
   /** Register read width from shared memory (4 → the shared array holds vec4). */
   readonly w: number;
   /** Register groups per invocation (tm/w or tn/w). */
@@ -172,6 +181,7 @@ class OperandCode {
     this.v = o.vec ? 4 : 1;
     this.units = (o.tile * bk) / this.v;
     this.perThread = Math.ceil(this.units / threads);
+    if (o.quant && !o.vec) throw new Error(`matmul: a ${o.quant} operand must be read as vec4`);
   }
 
   get sharedName(): string {
@@ -184,9 +194,9 @@ class OperandCode {
   }
 
   declarations(binding: number): string {
-    const { x, f16 } = this.o;
+    const { x, f16, quant } = this.o;
     const scalar = f16 ? "f16" : "f32";
-    const elem = this.o.vec ? `vec4<${scalar}>` : scalar;
+    const elem = quant ? "u32" : this.o.vec ? `vec4<${scalar}>` : scalar;
     const shared = this.sharedVec ? "vec4<f32>" : "f32";
     return `@group(0) @binding(${binding}) var<storage, read> ${x}: array<${elem}>;\n` +
       `var<workgroup> ${this.sharedName}: array<${shared}, ${this.bufferElems * this.buffers}>;`;
@@ -220,13 +230,28 @@ class OperandCode {
     return lines;
   }
 
-  /** Prefetch registers (declared once). */
-  registers(): string[] {
-    return Array.from({ length: this.perThread }, (_, i) => `var ${this.o.x}p${i}: ${this.#regType()};`);
+  /** A quantized operand's scales (`${x}s`), or nothing. */
+  scaleDeclaration(binding: number): string {
+    return this.o.quant
+      ? `@group(0) @binding(${binding}) var<storage, read> ${this.o.x}s: array<f32>;\n`
+      : "";
   }
 
-  /** A prefetch register's type: the stored element (f16 operands convert at the shared store). */
+  /** Prefetch registers (declared once): the stored unit, and a quantized unit's scale. */
+  registers(): string[] {
+    const x = this.o.x;
+    return Array.from(
+      { length: this.perThread },
+      (_, i) => `var ${x}p${i}: ${this.#regType()};${this.o.quant ? ` var ${x}q${i}: f32;` : ""}`,
+    );
+  }
+
+  /**
+   * A prefetch register's type: the stored element (f16 and quantized operands convert at the
+   * shared store; a quantized unit keeps its four codes in the low bits of a u32).
+   */
   #regType(): string {
+    if (this.o.quant) return "u32";
     const scalar = this.o.f16 ? "f16" : "f32";
     return this.v === 4 ? `vec4<${scalar}>` : scalar;
   }
@@ -236,9 +261,22 @@ class OperandCode {
     return this.o.f16 ? `f32(${value})` : value;
   }
 
-  /** A vec4 prefetch register as vec4<f32>. */
-  #vec4f32(value: string): string {
-    return this.o.f16 ? `vec4<f32>(${value})` : value;
+  /** Prefetch register i (a vec4 unit) as vec4<f32>. */
+  #vec4f32(i: number): string {
+    const { x, f16, quant } = this.o;
+    if (quant) return unpackFour(quant, `${x}p${i}`, `${x}q${i}`);
+    return f16 ? `vec4<f32>(${x}p${i})` : `${x}p${i}`;
+  }
+
+  /** Global → prefetch register i from element `idx`. */
+  #read(i: number, idx: string): string {
+    const { x, quant } = this.o;
+    if (quant === "q8") return `${x}p${i} = ${x}[(${idx}) / 4u]; ${x}q${i} = ${x}s[(${idx}) / 32u];`;
+    if (quant === "q4") {
+      // a unit is half a word: shift its 16 bits down
+      return `${x}p${i} = ${x}[(${idx}) / 8u] >> (((${idx}) / 4u) % 2u * 16u); ${x}q${i} = ${x}s[(${idx}) / 32u];`;
+    }
+    return `${x}p${i} = ${x}[${this.v === 4 ? `(${idx}) / 4u` : idx}];`;
   }
 
   /** Global → registers for the K step starting at `k0`; zero outside the matrix or chunk. */
@@ -247,13 +285,11 @@ class OperandCode {
     const lines: string[] = [];
     // f16 stays f16 until the shared store: converting here would make the load's latency
     // visible at once instead of behind the next K step's products
-    const zero = `${this.#regType()}()`;
+    const zero = (i: number) => `${x}p${i} = ${this.#regType()}();${this.o.quant ? ` ${x}q${i} = 0.0;` : ""}`;
     for (let i = 0; i < this.perThread; i++) {
       const idx = kContiguous ? `${x}g${i} + ${k0}` : `${x}g${i} + ${k0} * ${ld}`;
-      const read = `${x}[${this.v === 4 ? `(${idx}) / 4u` : idx}]`;
       lines.push(
-        `if (${x}ok${i} && ${k0} + ${x}dk${i} < kEnd) { ${x}p${i} = ${read}; } ` +
-          `else { ${x}p${i} = ${zero}; }`,
+        `if (${x}ok${i} && ${k0} + ${x}dk${i} < kEnd) { ${this.#read(i, idx)} } else { ${zero(i)} }`,
       );
     }
     return lines;
@@ -272,19 +308,22 @@ class OperandCode {
     for (let i = 0; i < this.perThread; i++) {
       const guard = (i + 1) * this.threads > this.units ? `if (${x}u${i} < ${this.units}u) ` : "";
       const body: string[] = [];
+      // a quantized unit is unpacked once, then stored like an f32 one
+      if (this.o.quant) body.push(`let ${x}d${i} = ${this.#vec4f32(i)};`);
+      const component = (j: number) =>
+        this.o.quant ? comp(`${x}d${i}`, 4, j) : this.#f32(comp(`${x}p${i}`, this.v, j));
       if (kContiguous) {
         // chunk runs along k: one scalar store per k row (transposed)
         for (let j = 0; j < this.v; j++) {
           const f = `${buf} + (${x}c${i} + ${j}u) * ${this.stride}u + ${x}r${i}`;
-          body.push(at(f, this.#f32(comp(`${x}p${i}`, this.v, j)), false));
+          body.push(at(f, component(j), false));
         }
       } else {
         const f = `${buf} + ${x}r${i} * ${this.stride}u + ${x}c${i}`;
-        if (this.v === 4 && this.sharedVec) body.push(at(f, this.#vec4f32(`${x}p${i}`), true));
-        else {
-          for (let j = 0; j < this.v; j++) {
-            body.push(at(`${f} + ${j}u`, this.#f32(comp(`${x}p${i}`, this.v, j)), false));
-          }
+        if (this.v === 4 && this.sharedVec) {
+          body.push(at(f, this.o.quant ? `${x}d${i}` : this.#vec4f32(i), true));
+        } else {
+          for (let j = 0; j < this.v; j++) body.push(at(`${f} + ${j}u`, component(j), false));
         }
       }
       lines.push(`${guard}{ ${body.join(" ")} }`);
@@ -353,8 +392,8 @@ export const MATMUL_PARAMS = `struct Params {
 }`;
 
 /**
- * The main matmul kernel of a variant. Bindings: 0 A, 1 B, 2 C, [3 bias], then the uniform
- * {@link MATMUL_PARAMS}. Dispatch: x·y (linear, see `grid`) ≥ tilesM·tilesN, z = batch·splits.
+ * The main matmul kernel of a variant. Bindings: 0 A, 1 B, 2 C, [bias], [pre-activation],
+ * [B's scales], then the uniform {@link MATMUL_PARAMS}. Dispatch: x·y (linear, see `grid`) ≥ tilesM·tilesN, z = batch·splits.
  */
 export function matmulKernel(v: MatmulVariant): Kernel {
   const t = v.tile;
@@ -362,7 +401,9 @@ export function matmulKernel(v: MatmulVariant): Kernel {
   if (problem) throw new Error(`matmul tile ${JSON.stringify(t)}: ${problem}`);
   const name = `matmul.${tileName(t)}_${v.transA ? "T" : "N"}${v.transB ? "T" : "N"}` +
     `${v.vecA ? "4" : "1"}${v.vecB ? "4" : "1"}${v.vecC ? "4" : "1"}` +
-    `${v.f16B ? "_h" : ""}${v.partial ? "_part" : `${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}`}` +
+    `${v.f16B ? "_h" : ""}${v.quantB ? `_${v.quantB}` : ""}${
+      v.partial ? "_part" : `${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}`
+    }` +
     `${
       v.activation
         ? `_${v.activation.kind}${v.activation.backward ? "_back" : v.activation.keepPre ? "_pre" : ""}`
@@ -407,6 +448,7 @@ function generate(v: MatmulVariant): string {
       kContiguous: v.transB,
       vec: v.vecB,
       f16: v.f16B,
+      quant: v.quantB,
       w: wb,
       groups: gb,
       outer: "p.n",
@@ -544,9 +586,9 @@ ${[...A.store("0u"), ...B.store("0u")].map((l) => `      ${l}`).join("\n")}
 ${A.declarations(0)}
 ${B.declarations(1)}
 @group(0) @binding(2) var<storage, read_write> c: array<${cElem}>;
-${extra.map((e, i) => `@group(0) @binding(${3 + i}) ${e};\n`).join("")}@group(0) @binding(${
-    3 + extra.length
-  }) var<uniform> p: Params;
+${extra.map((e, i) => `@group(0) @binding(${3 + i}) ${e};\n`).join("")}${
+    B.scaleDeclaration(3 + extra.length)
+  }@group(0) @binding(${3 + extra.length + (v.quantB ? 1 : 0)}) var<uniform> p: Params;
 
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,

@@ -48,9 +48,9 @@ export type FlagValues<T extends FlagTable> = {
 /** `--dtype`, shared by the commands that load a model: how its frozen weights are stored. */
 export const DTYPE_FLAG = {
   type: "string",
-  choices: ["f32", "f16"],
+  choices: ["f32", "f16", "q8", "q4"],
   default: "f32",
-  help: "storage of the frozen weights",
+  help: "storage of the frozen weights: f32, f16, or the linear layers' quantized to 8 or 4 bits (q8, q4)",
 } as const satisfies FlagSpec;
 
 /** `--attention`, shared by the commands that run a model: the attention path (`ATTENTION_PATH`). */

@@ -5,6 +5,7 @@
  * the key/value cache is kept across turns.
  * @module
  */
+import type { WeightDtype } from "../nn/load.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { Chat } from "../train/chat.ts";
@@ -64,7 +65,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         model: v.model,
         adapter: v.adapter,
         task: "causal-lm",
-        dtype: v.dtype as "f32" | "f16",
+        dtype: v.dtype as WeightDtype,
       });
       const { model, tokenizer } = loaded;
       if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);

@@ -15,7 +15,7 @@ const MEMORY_ADVICE: [flag: string, advice: string][] = [
   ["attention", "add --attention fused (no [T, T] probabilities)"],
   ["batch-size", "lower --batch-size"],
   ["seq-len", "lower --seq-len"],
-  ["dtype", "use --dtype f16 for the frozen weights"],
+  ["dtype", "use --dtype f16, q8 or q4 for the frozen weights"],
 ];
 
 /**

@@ -3,6 +3,7 @@
  * directory, with an optional adapter, on a data file or a built-in held-out split.
  * @module
  */
+import type { WeightDtype } from "../nn/load.ts";
 import type { LossOn } from "../train/instruct.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
@@ -55,7 +56,7 @@ export function evalCommand(args: string[]): Promise<number> {
         model: v.model,
         adapter: v.adapter,
         task: v.task as TaskName | undefined,
-        dtype: v.dtype as "f32" | "f16",
+        dtype: v.dtype as WeightDtype,
       });
       const { model, task } = loaded;
       try {

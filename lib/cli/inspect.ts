@@ -16,7 +16,9 @@ import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
-import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
+import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
+import { storageSummary } from "../models/storage.ts";
+import type { WeightDtype } from "../nn/load.ts";
 import { endTokenIds, loadForUse } from "./load.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
@@ -26,6 +28,7 @@ const FLAGS = {
   model: { type: "string", arg: "DIR", help: "model directory to summarise" },
   adapter: { type: "string", arg: "DIR", help: "adapter directory to summarise (and mark on the heatmap)" },
   task: { type: "string", choices: TASKS, help: "task head to build [default: from the adapter or config]" },
+  dtype: DTYPE_FLAG,
   layer: {
     type: "string",
     arg: "PATH",
@@ -85,6 +88,7 @@ export function inspectCommand(args: string[]): Promise<number> {
       model: v.model,
       adapter: v.adapter,
       task: v.task as TaskName | undefined,
+      dtype: v.dtype as WeightDtype,
     });
     const { model, config, peft } = loaded;
     try {
@@ -98,6 +102,7 @@ export function inspectCommand(args: string[]): Promise<number> {
         `size      ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads, ` +
           `${total.toLocaleString("en-US")} parameters, ${shapes.linears.length} linear layers`,
       );
+      console.log(`storage   ${storageSummary(model)}`);
       const names = [...new Set(shapes.linears.map((l) => l.path.replace(/\.\d+\./, ".N.")))];
       console.log(`linears   ${names.join(", ")}`);
       for (const line of await decoderLines(v.model, model, loaded.tokenizer)) console.log(line);

@@ -4,6 +4,7 @@
  * classification head gets the label count of the adapter's saved head, else of the config.
  * @module
  */
+import type { WeightDtype } from "../nn/load.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
@@ -37,7 +38,7 @@ export interface LoadForUseOptions {
   model: string;
   adapter?: string;
   task?: TaskName;
-  dtype?: "f32" | "f16";
+  dtype?: WeightDtype;
   /** Label count when neither the adapter nor the config says (e.g. from the data). */
   numLabels?: number;
   /**

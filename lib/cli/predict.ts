@@ -7,6 +7,7 @@
  * when given, written atomically).
  * @module
  */
+import type { WeightDtype } from "../nn/load.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
@@ -98,7 +99,7 @@ export function predictCommand(args: string[]): Promise<number> {
         model: v.model,
         adapter: v.adapter,
         task: v.task as "seq-cls" | "causal-lm" | undefined,
-        dtype: v.dtype as "f32" | "f16",
+        dtype: v.dtype as WeightDtype,
       });
       const { model, task, tokenizer } = loaded;
       try {

@@ -6,6 +6,8 @@
  * only its head trained against SSH + head for the same budget.
  * @module
  */
+import { storageSummary } from "../models/storage.ts";
+import type { WeightDtype } from "../nn/load.ts";
 import type { LossOn } from "../train/instruct.ts";
 import { join, resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
@@ -440,7 +442,7 @@ async function runTraining(
     model = await loadModel(gpu, modelDir, {
       task,
       numLabels: task === "causal-lm" ? undefined : splits.numLabels,
-      dtype: method === "full" ? "f32" : v.dtype as "f32" | "f16",
+      dtype: method === "full" ? "f32" : v.dtype as WeightDtype,
       seed: v.seed,
       onProgress: loadingProgress(v.quiet),
     });
@@ -451,6 +453,7 @@ async function runTraining(
     const warmupSteps = Math.round(v["warmup-ratio"] * totalSteps);
     const header = [
       `model ${v.model} (${config.modelType}, ${task})${ckpt ? `, resuming at step ${ckpt.state.step}` : ""}`,
+      `storage ${storageSummary(model)}`,
       `data  ${splits.summary}`,
       `method ${method}: ${prepared.trainable} trainable values; ${totalSteps} steps of ${v["batch-size"]}` +
       `${accumulate > 1 ? ` × ${accumulate} batches` : ""}, ` +

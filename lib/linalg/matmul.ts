@@ -19,6 +19,8 @@ import {
   tileSharedBytes,
   tileThreads,
 } from "../../kernels/matmul.ts";
+import { groupWords } from "../../kernels/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../tensor/reference/quant.ts";
 
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
 
@@ -71,6 +73,11 @@ export interface MatmulOptions {
   alpha?: number;
   /** B stored as f16 (frozen weights), computed in f32; needs `gpu.f16`. */
   f16B?: boolean;
+  /**
+   * B stored quantized (frozen weights; lib/tensor/reference/quant.ts): `b` holds the codes and
+   * `scales` the group scales, and B's stored rows and placement must allow vec4 reads.
+   */
+  quantB?: { kind: QuantKind; scales: GPUBuffer };
   /** Tile override (a preset name or a custom tile), for tuning and tests. */
   tile?: MatmulTileName | MatmulTile;
   /** Number of K chunks computed by separate workgroups and summed by a second pass (1 = none). */
@@ -297,7 +304,7 @@ function window(buffer: GPUBuffer, bytes: number, what: string): { buffer: GPUBu
  * sizes, buffers too small for the shape and placement, a placement with negative fields or
  * overlapping rows, C sharing a buffer with an input (or its heads a matrix), a strided C with a
  * K split, an activation with a strided C, a K split or `accumulate` (or backward without `pre`),
- * or `f16B` on a device without f16.
+ * `f16B` on a device without f16, or a quantized B whose rows or placement are not multiples of 4.
  */
 export function encodeMatmul(
   gpu: Gpu,
@@ -315,6 +322,8 @@ export function encodeMatmul(
   positiveInt("k", k);
   positiveInt("batch", batch);
   const transA = opts.transA ?? false, transB = opts.transB ?? false, f16B = opts.f16B ?? false;
+  const quant = opts.quantB;
+  if (quant && f16B) throw new Error("encodeMatmul: B is either f16 or quantized, not both");
   if (f16B && !gpu.f16) {
     throw new Error(
       "encodeMatmul: f16B needs the 'shader-f16' feature, which this device lacks; store B as f32",
@@ -338,11 +347,18 @@ export function encodeMatmul(
   const shapeA = `${rowsA}×${colsA}`;
   const shapeB = `${rowsB}×${colsB}`;
   const A = window(a, extent(la, outer, heads, rowsA, colsA) * 4, `A (${batch} × ${shapeA} f32)`);
-  const B = window(
-    b,
-    extent(lb, outer, heads, rowsB, colsB) * (f16B ? 2 : 4),
-    `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${f16B ? "f16" : "f32"})`,
-  );
+  const extentB = extent(lb, outer, heads, rowsB, colsB);
+  const typeB = quant?.kind ?? (f16B ? "f16" : "f32");
+  const whatB = `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${typeB})`;
+  const groupsB = Math.ceil(extentB / QUANT_GROUP);
+  const B = window(b, quant ? groupsB * groupWords(quant.kind) * 4 : extentB * (f16B ? 2 : 4), whatB);
+  const scalesB = quant ? window(quant.scales, groupsB * 4, `${whatB}'s scales`) : undefined;
+  if (quant && !(colsB % 4 === 0 && aligned4(lb))) {
+    throw new Error(
+      `encodeMatmul: a ${quant.kind} B is read 4 values at a time: its stored rows (${colsB}) and its ` +
+        `placement must be multiples of 4`,
+    );
+  }
   const C = window(c, extent(lc, outer, heads, m, n) * 4, `C (${batch} × ${m}×${n} f32)`);
   const bias = opts.bias ? window(opts.bias, n * 4, `bias (${n} f32)`) : undefined;
   if (lc.headGroup > 1) {
@@ -393,6 +409,7 @@ export function encodeMatmul(
     vecB: colsB % 4 === 0 && aligned4(lb),
     vecC: n % 4 === 0 && aligned4(lc) && Math.min(4, tile.tn) === 4,
     f16B,
+    ...(quant ? { quantB: quant.kind } : {}),
     bias: !!bias && !partial,
     accumulate: accumulate && !partial,
     partial,
@@ -428,13 +445,14 @@ export function encodeMatmul(
   const [gx, gy] = grid(gpu, tilesM * tilesN);
   const kernel = matmulKernel(variant);
   if (!partial) {
-    const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : [])];
+    const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : []), ...(scalesB ? [scalesB] : [])];
     gpu.stream.dispatch(kernel, bindings, [gx, gy, z], params);
     return;
   }
   const scratchBytes = z * m * n * 4;
   const scratch = gpu.pool.acquire(scratchBytes, undefined, "matmul.splitK");
-  gpu.stream.dispatch(kernel, [A, B, { buffer: scratch, size: scratchBytes }], [gx, gy, z], params);
+  const partialBindings = [A, B, { buffer: scratch, size: scratchBytes }, ...(scalesB ? [scalesB] : [])];
+  gpu.stream.dispatch(kernel, partialBindings, [gx, gy, z], params);
   const vec = n % 4 === 0;
   const unit = vec ? 4 : 1;
   const total = (batch * m * n) / unit;

@@ -8,7 +8,7 @@
 import type { Activation } from "../io/hf_config.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
 import { type DropoutRows, isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
-import { linearInputGradient } from "../tensor/ops/matmul.ts";
+import { linearInputGradient, operandB } from "../tensor/ops/matmul.ts";
 import { activate } from "./activation.ts";
 import { FUSIONS } from "./fusions.ts";
 import type { FoldedUpdate, Linear } from "./linear.ts";
@@ -65,7 +65,7 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
   const pre = track ? Tensor.empty(gpu, hiddenShape) : null;
   encodeMatmul(gpu, x.buffer, w1.buffer, post.buffer, tokens, hidden, n, {
     transB: up.layout === "out_in",
-    f16B: w1.dtype === "f16",
+    ...operandB(w1),
     bias: up.bias?.buffer,
     activation: { kind: act, pre: pre?.buffer },
   });
@@ -81,7 +81,7 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
         const gPre = Tensor.empty(gpu, ps.shape);
         encodeMatmul(gpu, g.buffer, w2s.buffer, gPre.buffer, tokens, hidden, out, {
           transB: down.layout === "in_out",
-          f16B: w2s.dtype === "f16",
+          ...operandB(w2s),
           activation: { kind: act, pre: ps.buffer, backward: true },
         });
         const grads: (Tensor | null)[] = [need[0] ? linearInputGradient(gPre, w1s, up.layout, acc[0]) : null];

@@ -1,7 +1,8 @@
 /**
  * Read a checkpoint's parameters into GPU tensors: every stored parameter that
  * {@link modelShapes} lists is shape-checked against the checkpoint, its dtype checked
- * (F32, F16 or BF16), and uploaded as f32, or as f16 storage for frozen matrices when asked.
+ * (F32, F16 or BF16), and uploaded as f32, or when asked as f16 storage of the frozen matrices,
+ * or with the frozen linear weights quantized (q8, q4) on the GPU.
  * Head parameters the checkpoint lacks (a new classifier) are initialised as transformers
  * does (normal(0, initializer_range) weights, zero biases, unit norm weights) from a seeded
  * PRNG. Every error names the checkpoint file and the tensor.
@@ -14,17 +15,26 @@ import { SafetensorsError, type TensorSource } from "../io/safetensors.ts";
 import { checkCheckpoint, type ModelShapes, type ParamShape } from "../models/shapes.ts";
 import { Prng } from "../spectral/prng.ts";
 import { initKind } from "./init.ts";
-import { keep, Tensor } from "../tensor/mod.ts";
+import { keep, QUANT_GROUP, quantize, type QuantKind, Tensor } from "../tensor/mod.ts";
 
-/** Storage of frozen weights: f32, or f16 (halves memory; needs `gpu.f16`). */
-export type WeightDtype = "f32" | "f16";
+/**
+ * Storage of frozen weights: f32, f16 (halves memory; needs `gpu.f16`), or the linear layers'
+ * weights quantized as q8 (int8 codes, ≈ 0.28× f32) or q4 (4-bit codes, ≈ 0.16×), each group of
+ * 32 values with an f32 scale (lib/tensor/reference/quant.ts).
+ */
+export type WeightDtype = "f32" | "f16" | QuantKind;
+
+/** The storage dtypes of frozen weights, for flags and messages. */
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ["f32", "f16", "q8", "q4"];
 
 /** Options of {@link loadWeights}. */
 export interface LoadWeightsOptions {
   /**
    * Storage of the frozen 2-D matrices (linear weights and embedding tables, except those of a
-   * classification head, which is trained): "f32" (default) or "f16". Everything else (norms,
-   * biases, heads) is always f32.
+   * classification head, which is trained): "f32" (default) or "f16". With "q8" or "q4" the
+   * linear layers' weights are quantized (not the LM output layer, nor a weight whose stored rows
+   * are not a multiple of 32 long) and the other matrices are f16 where the device has
+   * shader-f16. Everything else (norms, biases, heads) is always f32.
    */
   dtype?: WeightDtype;
   /** Seed of the initialisation of head parameters the checkpoint lacks (default 0). */
@@ -50,6 +60,8 @@ export interface LoadedWeights {
   initialised: string[];
   /** Checkpoint tensors that are no parameter of `shapes` (e.g. another head's); not loaded. */
   unexpected: string[];
+  /** With a quantized dtype: the keys of the weights that were quantized. */
+  quantized: string[];
 }
 
 const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16"];
@@ -71,14 +83,27 @@ export async function loadWeights(
   opts: LoadWeightsOptions = {},
 ): Promise<LoadedWeights> {
   const dtype = opts.dtype ?? "f32";
+  if (!WEIGHT_DTYPES.includes(dtype)) {
+    throw new Error(`loadWeights: dtype "${dtype}" is none of ${WEIGHT_DTYPES.join(", ")}`);
+  }
   if (dtype === "f16" && !gpu.f16) {
     throw new Error(`loadWeights: dtype "f16" needs a device with shader-f16 (${gpu.description} has none)`);
   }
+  const quantizing = dtype === "q8" || dtype === "q4";
+  const matrices = dtype === "f16" || (quantizing && gpu.f16) ? "f16" : "f32";
   const match = checkCheckpoint(shapes, source);
   const keyOf = (k: string) => checkpointKey(k, shapes.basePrefix, match.prefix);
   const missing = new Set(match.missingHead);
   const trainedHeads = shapes.head.filter((h) => h !== shapes.outputLayer);
   const inHead = (key: string) => trainedHeads.some((h) => key.startsWith(h + "."));
+  const quantizable = new Set(
+    quantizing
+      ? shapes.linears.filter((l) => !l.tiedTo && l.path !== shapes.outputLayer).map((l) =>
+        `${l.path}.weight`
+      )
+      : [],
+  );
+  const quantized: string[] = [];
   const rng = new Prng(opts.seed ?? 0);
   const params = new Map<string, Tensor>();
   const initialised: string[] = [];
@@ -89,7 +114,9 @@ export async function loadWeights(
     for (const p of shapes.params) {
       if (p.tiedTo) continue;
       const key = keyOf(p.key);
-      const storage = dtype === "f16" && p.shape.length === 2 && !inHead(p.key) ? "f16" : "f32";
+      const matrix = p.shape.length === 2 && !inHead(p.key);
+      const toQuantize = quantizable.has(p.key) && matrix && p.shape[1] % QUANT_GROUP === 0;
+      const storage = toQuantize ? dtype : matrix ? matrices : "f32";
       if (missing.has(key)) {
         params.set(p.key, keep(Tensor.from(gpu, initValues(p, rng, opts.initStd ?? 0.02), p.shape)));
         initialised.push(p.key);
@@ -97,10 +124,11 @@ export async function loadWeights(
       }
       const t = keep(await readParam(gpu, source, key, p, storage));
       params.set(p.key, t);
+      if (toQuantize) quantized.push(p.key);
       done += source.info(key).byteLength;
       opts.onProgress?.(done, total);
       // submit the uploads now and then, so that their staging copies do not pile up
-      pending += t.size * (t.dtype === "f16" ? 2 : 4);
+      pending += source.info(key).byteLength;
       if (pending >= FLUSH_BYTES) {
         gpu.stream.flush();
         pending = 0;
@@ -110,7 +138,7 @@ export async function loadWeights(
     for (const t of params.values()) t.dispose();
     throw e;
   }
-  return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected };
+  return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected, quantized };
 }
 
 /**
@@ -121,7 +149,7 @@ export function checkpointKey(key: string, basePrefix: string, prefix: string): 
   return prefix === basePrefix || !key.startsWith(basePrefix) ? key : prefix + key.slice(basePrefix.length);
 }
 
-/** One tensor of the checkpoint, dtype-checked, as an f32 or f16 tensor of shape `p.shape`. */
+/** One tensor of the checkpoint, dtype-checked, as a tensor of shape `p.shape` stored as `storage`. */
 async function readParam(
   gpu: Gpu,
   source: TensorSource,
@@ -151,7 +179,11 @@ async function readParam(
     }
     return Tensor.from(gpu, values, p.shape, { dtype: "f16", label: key });
   }
-  return Tensor.from(gpu, toFloat32(info.dtype, raw), p.shape, { label: key });
+  const values = Tensor.from(gpu, toFloat32(info.dtype, raw), p.shape, { label: key });
+  if (storage === "f32") return values;
+  const q = quantize(values, storage, key);
+  values.dispose();
+  return q;
 }
 
 /** transformers' initialisation of a new head parameter: by kind, from `rng`. */

@@ -50,7 +50,10 @@ export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): vo
     );
   }
   if (w.dtype !== "f32" && w.dtype !== "f16") {
-    throw new Error(`${lin.path}: cannot merge into a ${w.describe()} weight`);
+    throw new Error(
+      `${lin.path}: cannot merge into a ${w.describe()} weight (quantized codes cannot hold W + ΔW); ` +
+        `load the model as f32 or f16 to merge, or write a merged model from its checkpoint (saveMerged, hartley merge)`,
+    );
   }
   const gpu = w.gpu, count = w.size;
   const delta = gpu.pool.acquire(count * 4, undefined, "peft.merge_delta");

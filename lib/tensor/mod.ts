@@ -19,7 +19,9 @@
  * New op families attach their gradient rule with {@link record}.
  * @module
  */
-export { type DType, Tensor, type TensorOptions } from "./tensor.ts";
+export { type DType, isQuantized, Tensor, type TensorOptions } from "./tensor.ts";
+export { dequantizeInto, quantize } from "./ops/quant.ts";
+export { QUANT_GROUP, type QuantKind } from "./reference/quant.ts";
 export { type GradRule, isGradEnabled, noGrad, record } from "./autograd.ts";
 export { keep, tidy } from "./scope.ts";
 export { checkpoint, currentReplay } from "./checkpoint.ts";

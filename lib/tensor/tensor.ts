@@ -6,29 +6,52 @@
  * @module
  */
 import { fillKernel } from "../../kernels/elementwise.ts";
+import { groupWords } from "../../kernels/quant.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { type GradNode, releaseGraph, runBackward } from "./autograd.ts";
+import { quantize } from "./ops/quant.ts";
 import { f, launch, u32s } from "./ops/util.ts";
 import { track } from "./scope.ts";
+import { dequantizeReference, QUANT_GROUP, type QuantKind, unpackCodes } from "./reference/quant.ts";
 import { checkShape, fmt, numel, type Shape } from "./shape.ts";
 
-/** Element types: f32 (everything trainable), f16 (frozen weight storage), i32 (ids, labels). */
-export type DType = "f32" | "f16" | "i32";
+/**
+ * Element types: f32 (everything trainable), f16 (frozen weight storage), i32 (ids, labels),
+ * q8 and q4 (frozen weights quantized in groups of 32 with an f32 scale each; the format is in
+ * lib/tensor/reference/quant.ts).
+ */
+export type DType = "f32" | "f16" | "i32" | QuantKind;
 
-const BYTES: Record<DType, number> = { f32: 4, f16: 2, i32: 4 };
+/** Whether a dtype is quantized storage (codes plus group scales). */
+export function isQuantized(dtype: DType): dtype is QuantKind {
+  return dtype === "q8" || dtype === "q4";
+}
 
-/** A pooled buffer shared by the tensors that view it. */
+const BYTES: Record<"f32" | "f16" | "i32", number> = { f32: 4, f16: 2, i32: 4 };
+
+/** Bytes of the main buffer of `n` elements of `dtype` (whole words; whole groups when quantized). */
+function dataBytes(dtype: DType, n: number): number {
+  if (isQuantized(dtype)) return Math.ceil(n / QUANT_GROUP) * groupWords(dtype) * 4;
+  return Math.ceil((n * BYTES[dtype]) / 4) * 4;
+}
+
+/** A pooled buffer shared by the tensors that view it (and a quantized tensor's scales). */
 class Storage {
   refs = 1;
-  constructor(readonly gpu: Gpu, public buffer: GPUBuffer) {}
+  constructor(readonly gpu: Gpu, public buffer: GPUBuffer, readonly scales: GPUBuffer | null = null) {}
   release(): void {
-    if (--this.refs === 0) this.gpu.pool.release(this.buffer);
+    if (--this.refs > 0) return;
+    this.gpu.pool.release(this.buffer);
+    if (this.scales) this.gpu.pool.release(this.scales);
   }
 }
 
 /** Options of {@link Tensor.from} and {@link Tensor.zeros}. */
 export interface TensorOptions {
-  /** Element type; default f32 (i32 for an Int32Array). f16 falls back to f32 without `gpu.f16`. */
+  /**
+   * Element type; default f32 (i32 for an Int32Array). f16 falls back to f32 without
+   * `gpu.f16`; q8 and q4 quantize the values on the GPU.
+   */
   dtype?: DType;
   /** Mark the new (leaf) tensor as a parameter whose gradient backward() computes. */
   requiresGrad?: boolean;
@@ -65,8 +88,12 @@ export class Tensor {
   /** An uninitialised tensor (contents undefined until an op writes it). */
   static empty(gpu: Gpu, shape: Shape, dtype: DType = "f32", label?: string): Tensor {
     checkShape(shape, "Tensor.empty");
-    const bytes = Math.max(4, Math.ceil((numel(shape) * BYTES[dtype]) / 4) * 4);
-    return new Tensor(gpu, new Storage(gpu, gpu.pool.acquire(bytes, undefined, label)), shape, dtype);
+    const n = numel(shape);
+    const buffer = gpu.pool.acquire(Math.max(4, dataBytes(dtype, n)), undefined, label);
+    const scales = isQuantized(dtype)
+      ? gpu.pool.acquire(Math.max(4, Math.ceil(n / QUANT_GROUP) * 4), undefined, label && `${label}.scales`)
+      : null;
+    return new Tensor(gpu, new Storage(gpu, buffer, scales), shape, dtype);
   }
 
   /**
@@ -81,6 +108,13 @@ export class Tensor {
     }
     let dtype: DType = opts.dtype ?? (data instanceof Int32Array ? "i32" : "f32");
     if (dtype === "f16" && !gpu.f16) dtype = "f32";
+    if (isQuantized(dtype)) {
+      const values = Tensor.from(gpu, data, shape, { label: opts.label });
+      const q = quantize(values, dtype, opts.label);
+      values.dispose();
+      if (opts.requiresGrad) q.requiresGrad = true;
+      return q;
+    }
     const t = Tensor.empty(gpu, shape, dtype, opts.label);
     const typed = dtype === "i32"
       ? Int32Array.from(data)
@@ -98,7 +132,8 @@ export class Tensor {
   /** A tensor of zeros. */
   static zeros(gpu: Gpu, shape: Shape, opts: TensorOptions = {}): Tensor {
     const t = Tensor.empty(gpu, shape, opts.dtype ?? "f32", opts.label);
-    gpu.stream.clear(t.buffer, 0, Math.ceil((t.size * BYTES[t.dtype]) / 4) * 4);
+    gpu.stream.clear(t.buffer, 0, dataBytes(t.dtype, t.size));
+    if (isQuantized(t.dtype)) gpu.stream.clear(t.scales, 0, Math.ceil(t.size / QUANT_GROUP) * 4);
     if (opts.requiresGrad) t.requiresGrad = true;
     return t;
   }
@@ -115,6 +150,23 @@ export class Tensor {
   get buffer(): GPUBuffer {
     if (!this.#storage) throw new Error(`tensor ${this.describe()} was used after dispose()`);
     return this.#storage.buffer;
+  }
+
+  /** Bytes of the values (a quantized tensor's codes and scales), not counting the pool's rounding. */
+  get bytes(): number {
+    const scales = isQuantized(this.dtype) ? Math.ceil(this.size / QUANT_GROUP) * 4 : 0;
+    return dataBytes(this.dtype, this.size) + scales;
+  }
+
+  /** A quantized tensor's group scales (f32, one per {@link QUANT_GROUP} elements). */
+  get scales(): GPUBuffer {
+    const scales = this.#storage?.scales;
+    if (!scales) {
+      throw new Error(
+        `tensor ${this.describe()} ${this.disposed ? "was used after dispose()" : "has no scales"}`,
+      );
+    }
+    return scales;
   }
 
   /** True once dispose() ran. */
@@ -141,7 +193,7 @@ export class Tensor {
   set requiresGrad(v: boolean) {
     if (v && this.dtype !== "f32") {
       throw new Error(
-        `tensor ${this.describe()}: only f32 tensors can require gradients (f16/i32 are frozen)`,
+        `tensor ${this.describe()}: only f32 tensors can require gradients (f16, i32, q8 and q4 are frozen)`,
       );
     }
     if (!this.isLeaf && !v) {
@@ -192,7 +244,7 @@ export class Tensor {
     runBackward(this, grad, opts.retainGraph ?? false);
   }
 
-  /** The values (f32 and f16 as Float32Array, i32 converted). Submits and waits. */
+  /** The values (f32, f16 and quantized as Float32Array, i32 converted). Submits and waits. */
   async toArray(): Promise<Float32Array> {
     const p = this.readLater();
     this.gpu.stream.flush();
@@ -216,8 +268,18 @@ export class Tensor {
    * training loss every K steps this way). The tensor may be disposed right after the call.
    */
   async readLater(): Promise<Float32Array> {
-    const bytes = Math.ceil((this.size * BYTES[this.dtype]) / 4) * 4;
-    const raw = this.gpu.stream.readLater(this.buffer, Math.max(4, bytes));
+    const dtype = this.dtype;
+    const raw = this.gpu.stream.readLater(this.buffer, Math.max(4, dataBytes(dtype, this.size)));
+    if (isQuantized(dtype)) {
+      const size = this.size;
+      const scales = this.gpu.stream.readLater(this.scales, Math.max(4, Math.ceil(size / QUANT_GROUP) * 4));
+      const codes = unpackCodes(new Uint32Array(await raw), size, dtype);
+      const values = dequantizeReference({
+        codes,
+        scales: Float64Array.from(new Float32Array(await scales)),
+      });
+      return Float32Array.from(values);
+    }
     const data = await raw;
     if (this.dtype === "f16") return Float32Array.from(new Float16Array(data, 0, this.size));
     if (this.dtype === "i32") return Float32Array.from(new Int32Array(data, 0, this.size));

@@ -5,10 +5,12 @@
  */
 import { copyKernel, type CopyType } from "../../../kernels/layout.ts";
 import { collapse } from "../shape.ts";
-import type { DType, Tensor } from "../tensor.ts";
+import { type DType, isQuantized, type Tensor } from "../tensor.ts";
+import { dequantizeInto } from "./quant.ts";
 import { launch, u32s } from "./util.ts";
 
 function copyType(dtype: DType, converting: boolean): CopyType {
+  if (isQuantized(dtype)) throw new Error(`a strided copy cannot read or write ${dtype} tensors`);
   if (dtype === "f16") return "f16";
   return converting ? "f32" : "u32";
 }
@@ -65,10 +67,11 @@ function byFour(
 }
 
 /**
- * All of `src` into `dst` from element `at` (f16 converted to f32 on the way): a buffer copy
- * when the bytes allow one, else a strided copy. No autograd.
+ * All of `src` into `dst` from element `at` (f16 and quantized values converted to f32 on the
+ * way): a buffer copy when the bytes allow one, else a strided copy. No autograd.
  */
 export function copyAll(src: Tensor, dst: Tensor, at = 0): void {
+  if (isQuantized(src.dtype)) return dequantizeInto(src, dst, at);
   const bytes = src.dtype === "f16" ? 2 : 4;
   // a buffer copy moves whole 4-byte words
   if (src.dtype === dst.dtype && (at * bytes) % 4 === 0 && (src.size * bytes) % 4 === 0) {

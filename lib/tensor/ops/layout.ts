@@ -5,8 +5,9 @@
  */
 import { record } from "../autograd.ts";
 import { contiguousStrides, fmt, normAxis, numel } from "../shape.ts";
-import { type DType, Tensor } from "../tensor.ts";
+import { type DType, isQuantized, Tensor } from "../tensor.ts";
 import { stridedCopy } from "./copy.ts";
+import { dequantizeInto } from "./quant.ts";
 
 /** The same data with another shape (one dimension may be -1); shares storage. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -115,7 +116,7 @@ export function split(x: Tensor, sizes: readonly number[], axis: number): Tensor
 
 /**
  * Convert between f32 and f16 (the f16 copy of a frozen weight, or an f16 tensor's values in
- * f32). Not differentiable. Returns `x` itself when it already has `dtype`.
+ * f32), or a quantized tensor's values to f32 or f16. Not differentiable. Returns `x` itself when it already has `dtype`.
  */
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
@@ -123,6 +124,15 @@ export function cast(x: Tensor, dtype: DType): Tensor {
     throw new Error(`cast: ${x.describe()} to ${dtype} is not supported`);
   }
   if (dtype === "f16" && !x.gpu.f16) throw new Error("cast: this device has no shader-f16");
+  if (isQuantized(dtype)) throw new Error(`cast: use quantize() to store ${x.describe()} as ${dtype}`);
+  if (isQuantized(x.dtype)) {
+    const values = Tensor.empty(x.gpu, x.shape);
+    dequantizeInto(x, values);
+    if (dtype === "f32") return values;
+    const out = cast(values, dtype);
+    values.dispose();
+    return out;
+  }
   const out = Tensor.empty(x.gpu, x.shape, dtype);
   stridedCopy(x, out, x.shape, contiguousStrides(x.shape), contiguousStrides(x.shape));
   return out;

@@ -8,7 +8,7 @@
 import { encodeMatmul, type MatmulOptions } from "../../linalg/matmul.ts";
 import { record } from "../autograd.ts";
 import { fmt, numel, sameShape } from "../shape.ts";
-import { Tensor } from "../tensor.ts";
+import { isQuantized, Tensor } from "../tensor.ts";
 import { transpose } from "./layout.ts";
 import { sumTo } from "./reduce.ts";
 import { expectDtype } from "./util.ts";
@@ -21,6 +21,12 @@ export interface MatmulOpOptions {
   transB?: boolean;
   /** Scale of the product (attention's 1/√d). */
   alpha?: number;
+}
+
+/** How a matmul reads `b` as its B operand: f32, f16, or quantized codes with their scales. */
+export function operandB(b: Tensor): Pick<MatmulOptions, "f16B" | "quantB"> {
+  if (b.dtype === "f16") return { f16B: true };
+  return isQuantized(b.dtype) ? { quantB: { kind: b.dtype, scales: b.scales } } : {};
 }
 
 /**
@@ -44,7 +50,7 @@ function product(
   else {
     encodeMatmul(x.gpu, x.buffer, y.buffer, out.buffer, m, n, k, {
       ...o,
-      f16B: y.dtype === "f16",
+      ...operandB(y),
       accumulate: fits,
     });
   }
@@ -54,7 +60,7 @@ function product(
 /**
  * `α · op(a) · op(b)`: a is [...batch, m, k] (or [..., k, m] with transA), b is [k, n] (or
  * [n, k] with transB) shared by every batch entry, or [...batch, k, n] with the same batch
- * dimensions. b may be f16 (frozen). Result [...batch, m, n].
+ * dimensions. b may be f16 or quantized (frozen). Result [...batch, m, n].
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOpOptions = {}): Tensor {
   return product3("matmul", a, b, null, opts);
@@ -106,7 +112,7 @@ export function linearInputGradient(
 
 function product3(op: string, a: Tensor, b: Tensor, bias: Tensor | null, opts: MatmulOpOptions): Tensor {
   expectDtype(op, "f32", a, ...(bias ? [bias] : []));
-  if (b.dtype === "i32") throw new Error(`${op}: B must be f32 or f16, got ${b.describe()}`);
+  if (b.dtype === "i32") throw new Error(`${op}: B must be f32, f16 or quantized, got ${b.describe()}`);
   const tA = opts.transA ?? false, tB = opts.transB ?? false, alpha = opts.alpha ?? 1;
   if (a.shape.length < 2 || b.shape.length < 2) {
     throw new Error(
@@ -148,7 +154,7 @@ function product3(op: string, a: Tensor, b: Tensor, bias: Tensor | null, opts: M
         // dA (k×m) = α op(B)·dCᵀ
         ga = product(vb, g, aShape, k, m, n, { batch: B, transA: tB, transB: true, alpha });
       } else {
-        // B shared or f16 can only be the right operand: dAᵀ (m×k) = α dC·op(B)ᵀ, then transpose
+        // B shared, f16 or quantized can only be the right operand: dAᵀ (m×k) = α dC·op(B)ᵀ, then transpose
         const t = product(g, vb, [...batchDims, m, k], m, k, n, { ...base, transB: !tB, alpha });
         ga = transpose(t, -1, -2);
       }

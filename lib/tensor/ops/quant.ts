@@ -1,0 +1,36 @@
+/**
+ * Quantized storage of frozen weights (dtypes q8 and q4): quantizing an f32 tensor and turning
+ * one back into f32 values. No autograd: quantized tensors never train.
+ * @module
+ */
+import { dequantizeKernel, groupWords, QUANTIZE_WG, quantizeKernel } from "../../../kernels/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
+import { isQuantized, Tensor } from "../tensor.ts";
+import { expectDtype, launch, u32s } from "./util.ts";
+
+/** x (f32) stored as `kind`: codes and one scale per 32 values (lib/tensor/reference/quant.ts). */
+export function quantize(x: Tensor, kind: QuantKind, label?: string): Tensor {
+  expectDtype("quantize", "f32", x);
+  const q = Tensor.empty(x.gpu, x.shape, kind, label);
+  launch(
+    x.gpu,
+    quantizeKernel(kind),
+    [x.buffer, q.buffer, q.scales],
+    Math.ceil(x.size / QUANT_GROUP),
+    u32s(x.size),
+    QUANTIZE_WG,
+  );
+  return q;
+}
+
+/** The values of quantized `src` written into f32 `dst` from element `at`. */
+export function dequantizeInto(src: Tensor, dst: Tensor, at = 0): void {
+  const kind = src.dtype;
+  if (!isQuantized(kind)) throw new Error(`dequantize: expected a q8 or q4 tensor, got ${src.describe()}`);
+  expectDtype("dequantize", "f32", dst);
+  if (at < 0 || at + src.size > dst.size) {
+    throw new Error(`dequantize: ${src.describe()} does not fit ${dst.describe()} from element ${at}`);
+  }
+  const words = Math.ceil(src.size / QUANT_GROUP) * groupWords(kind);
+  launch(src.gpu, dequantizeKernel(kind), [src.buffer, src.scales, dst.buffer], words, u32s(src.size, at));
+}

@@ -1,0 +1,80 @@
+/**
+ * Float64 reference of the quantized storage of frozen weights (`q8`, `q4`): the values in
+ * row-major order fall into groups of {@link QUANT_GROUP}; a group keeps one scale
+ * d = max|x| / L and codes c = round(x / d) in [−L, L] (L = 127 for q8, 7 for q4), and stands
+ * for the values c·d. Codes are packed little-endian into 32-bit words: q8 four two's-complement
+ * bytes a word, q4 eight nibbles holding c + 8.
+ * @module
+ */
+
+/** Quantized storage kinds. */
+export type QuantKind = "q8" | "q4";
+
+/** Values per scale. */
+export const QUANT_GROUP = 32;
+
+/** The largest code magnitude L of a kind. */
+export const QUANT_LEVELS: Record<QuantKind, number> = { q8: 127, q4: 7 };
+
+/** Bits per code. */
+export const QUANT_BITS: Record<QuantKind, number> = { q8: 8, q4: 4 };
+
+/** Codes and scales of values quantized as `kind`. */
+export interface QuantizedValues {
+  /** One signed code per value. */
+  codes: Int8Array;
+  /** One scale per group (the last group may be partial). */
+  scales: Float64Array;
+}
+
+/** Quantize `x` (see the module doc). Half-way codes round away from zero. */
+export function quantizeReference(x: ArrayLike<number>, kind: QuantKind): QuantizedValues {
+  const levels = QUANT_LEVELS[kind];
+  const groups = Math.ceil(x.length / QUANT_GROUP);
+  const codes = new Int8Array(x.length), scales = new Float64Array(groups);
+  for (let g = 0; g < groups; g++) {
+    const end = Math.min(x.length, (g + 1) * QUANT_GROUP);
+    let max = 0;
+    for (let i = g * QUANT_GROUP; i < end; i++) max = Math.max(max, Math.abs(x[i]));
+    const d = max / levels;
+    scales[g] = d;
+    if (d === 0) continue;
+    for (let i = g * QUANT_GROUP; i < end; i++) {
+      const c = Math.sign(x[i]) * Math.round(Math.abs(x[i]) / d);
+      codes[i] = Math.max(-levels, Math.min(levels, c));
+    }
+  }
+  return { codes, scales };
+}
+
+/** The values codes and scales stand for. */
+export function dequantizeReference(q: QuantizedValues): Float64Array {
+  return Float64Array.from(q.codes, (c, i) => c * q.scales[Math.floor(i / QUANT_GROUP)]);
+}
+
+/** 32-bit words holding `codes`, as the GPU stores them (whole groups; padding codes are 0). */
+export function packCodes(codes: Int8Array, kind: QuantKind): Uint32Array {
+  const bits = QUANT_BITS[kind], per = 32 / bits;
+  const words = new Uint32Array((Math.ceil(codes.length / QUANT_GROUP) * QUANT_GROUP) / per);
+  const offset = kind === "q4" ? 8 : 0, mask = (1 << bits) - 1;
+  for (let w = 0; w < words.length; w++) {
+    let word = 0;
+    for (let j = 0; j < per; j++) {
+      const c = codes[w * per + j] ?? 0;
+      word |= ((c + offset) & mask) << (j * bits);
+    }
+    words[w] = word >>> 0;
+  }
+  return words;
+}
+
+/** The first `count` codes of packed words (the inverse of {@link packCodes}). */
+export function unpackCodes(words: Uint32Array, count: number, kind: QuantKind): Int8Array {
+  const bits = QUANT_BITS[kind], per = 32 / bits;
+  const codes = new Int8Array(count);
+  for (let i = 0; i < count; i++) {
+    const field = (words[Math.floor(i / per)] >>> ((i % per) * bits)) & ((1 << bits) - 1);
+    codes[i] = kind === "q4" ? field - 8 : (field << 24) >> 24;
+  }
+  return codes;
+}

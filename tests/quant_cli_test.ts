@@ -1,0 +1,64 @@
+// The CLI on a quantized base (--dtype q4): SSH trains on it, and eval, predict and inspect load it.
+import { join } from "node:path";
+import { assert, assertEquals } from "./assert.ts";
+import { fixtureModel } from "./model_helpers.ts";
+import { runCli, withTempDir } from "./train_helpers.ts";
+
+Deno.test("cli --dtype q4: SSH trains on 4-bit frozen weights; eval, predict and inspect load them", async () => {
+  await withTempDir("hartley_quant_", async (dir) => {
+    const colours = ["red", "blue", "green", "white"];
+    const data = join(dir, "sft.jsonl");
+    const rows = Array.from(
+      { length: 16 },
+      (_, i) => ({ prompt: `Colour ${i % 4}:`, completion: ` ${colours[i % 4]}` }),
+    );
+    await Deno.writeTextFile(data, rows.map((r) => JSON.stringify(r)).join("\n"));
+    const model = fixtureModel("gpt2-brown");
+    const args = ["--model", model, "--data", data, "--batch-size", "8", "--seq-len", "96", "--dtype", "q4"];
+    const loss = (out: string) => Number(out.match(/loss ([\d.]+)/)![1]);
+    const before = await runCli(["eval", ...args]);
+    assertEquals(before.code, 0, before.err);
+    const run = join(dir, "run");
+    const r = await runCli([
+      "train",
+      ...args,
+      "--method",
+      "ssh",
+      "--lr",
+      "0.1",
+      "--steps",
+      "8",
+      "--out",
+      run,
+    ]);
+    assertEquals(r.code, 0, r.err);
+    // every block's linear weight is quantized; the LM head is GPT-2's (f16 or f32) embedding table
+    assert(
+      /storage linear weights 16 q4, 1 f(16|32); parameters [\d.]+ KiB \([\d.]+ MiB as f32\)/.test(r.err),
+      r.err,
+    );
+    const after = await runCli(["eval", ...args, "--adapter", join(run, "adapter")]);
+    assertEquals(after.code, 0, after.err);
+    assert(loss(after.out) < loss(before.out) - 2, `${before.out} → ${after.out}`);
+    const p = await runCli([
+      "predict",
+      "--model",
+      model,
+      "--adapter",
+      join(run, "adapter"),
+      "--dtype",
+      "q4",
+      "--text",
+      "Colour 1:",
+      "--max-new-tokens",
+      "2",
+      "--json",
+    ]);
+    assertEquals(p.code, 0, p.err);
+    const answer = JSON.parse(p.out);
+    assert(answer.tokens === 2 || answer.stop === "eos", p.out);
+    const i = await runCli(["inspect", "--model", model, "--dtype", "q8"]);
+    assertEquals(i.code, 0, i.err);
+    assert(i.out.includes("storage   linear weights 16 q8"), i.out);
+  });
+});
