@@ -5,7 +5,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { QUANT_BITS, QUANT_GROUP, QUANT_LEVELS, type QuantKind } from "../lib/tensor/reference/quant.ts";
+import { QUANT_BITS, QUANT_CODES, QUANT_GROUP, type QuantKind } from "../lib/tensor/reference/quant.ts";
 import { BUILTINS, GROUP_ID, linearId, WG } from "./indexing.ts";
 
 /** Invocations per workgroup of {@link quantizeKernel} (one group of values each). */
@@ -39,7 +39,7 @@ export function quantizeKernel(kind: QuantKind): Kernel {
   const name = `quant.quantize_${kind}`;
   let k = cache.get(name);
   if (k) return k;
-  const bits = QUANT_BITS[kind], per = 32 / bits, levels = QUANT_LEVELS[kind];
+  const bits = QUANT_BITS[kind], per = 32 / bits, { low, high, top } = QUANT_CODES[kind];
   const offset = kind === "q4" ? 8 : 0;
   k = {
     name,
@@ -53,18 +53,18 @@ struct P { n: u32 }
   let first = g * ${QUANT_GROUP}u;
   if (first >= p.n) { return; }
   let end = min(first + ${QUANT_GROUP}u, p.n);
-  var big = 0.0;
-  for (var i = first; i < end; i = i + 1u) { big = max(big, abs(x[i])); }
-  let d = big / ${levels}.0;
+  var m = 0.0;
+  for (var i = first; i < end; i = i + 1u) { if (abs(x[i]) > abs(m)) { m = x[i]; } }
+  let d = m / ${top}.0;
   s[g] = d;
   for (var w = 0u; w < ${per === 4 ? 8 : 4}u; w = w + 1u) {
     var word = 0u;
     for (var j = 0u; j < ${per}u; j = j + 1u) {
       let i = first + w * ${per}u + j;
       var c = 0.0;
-      if (i < end && d > 0.0) {
-        let v = x[i];
-        c = clamp(sign(v) * floor(abs(v) / d + 0.5), -${levels}.0, ${levels}.0);
+      if (i < end && d != 0.0) {
+        let q = x[i] / d;
+        c = clamp(sign(q) * floor(abs(q) + 0.5), ${low}.0, ${high}.0);
       }
       word = word | ((bitcast<u32>(i32(c) + ${offset}) & ${(1 << bits) - 1}u) << (j * ${bits}u));
     }

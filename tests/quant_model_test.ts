@@ -16,8 +16,8 @@ import { FIXTURES } from "./peft_helpers.ts";
 
 /**
  * What each kind may cost the fixtures' logits against f32 weights (rel-L2, eval mode). Their
- * random normal weights put a group's largest value near 2σ, so one step is ≈ 2σ/L and the
- * rounding error ≈ 0.5% of a weight for q8, 9% for q4; the fixtures measured 0.6–1.1% and 11–15%.
+ * random normal weights put a group's largest value near 2σ, so one step is ≈ 2σ/127 (q8) or
+ * 2σ/8 (q4) and the rounding error ≈ 0.5% or 8% of a weight; the fixtures measured 0.4–1.1% and 7–14%.
  */
 const LOGIT_ERROR: Record<QuantKind, number> = { q8: 0.02, q4: 0.2 };
 

@@ -7,8 +7,8 @@ import { copyAll } from "../lib/tensor/ops/copy.ts";
 import {
   dequantizeReference,
   packCodes,
+  QUANT_CODES,
   QUANT_GROUP,
-  QUANT_LEVELS,
   quantizeReference,
   unpackCodes,
 } from "../lib/tensor/reference/quant.ts";
@@ -39,11 +39,24 @@ Deno.test("quant: the reference packs and unpacks codes, and bounds the error by
     const back = dequantizeReference(q);
     x.forEach((v, i) => {
       const d = q.scales[Math.floor(i / QUANT_GROUP)];
-      assert(Math.abs(v - back[i]) <= d / 2 + 1e-12, `${kind} value ${i}: ${v} → ${back[i]} (step ${d})`);
-      assert(Math.abs(q.codes[i]) <= QUANT_LEVELS[kind], `${kind} code ${i} out of range`);
+      const { low, high } = QUANT_CODES[kind];
+      assert(
+        // half a step, or a whole one where q4's codes stop at 7 (a value of −m's size)
+        Math.abs(v - back[i]) <= Math.abs(d) * (q.codes[i] === high ? 1 : 0.5) + 1e-12,
+        `${kind} value ${i}: ${v} → ${back[i]} (step ${d})`,
+      );
+      assert(q.codes[i] >= low && q.codes[i] <= high, `${kind} code ${i} out of range`);
     });
-    // the largest magnitude of each group is stored exactly, at the top code
-    assertEquals(Math.max(...Array.from(q.codes.subarray(0, 32), Math.abs)), QUANT_LEVELS[kind]);
+    // each group's value of largest magnitude is stored exactly, at the top code
+    for (let g = 0; g < q.scales.length; g++) {
+      const group = Array.from(x.subarray(g * QUANT_GROUP, (g + 1) * QUANT_GROUP));
+      const at = group.reduce((best, v, i) => (Math.abs(v) > Math.abs(group[best]) ? i : best), 0);
+      assertEquals(
+        q.codes[g * QUANT_GROUP + at],
+        group[at] === 0 ? 0 : QUANT_CODES[kind].top,
+        `${kind} group ${g}`,
+      );
+    }
   }
 });
 

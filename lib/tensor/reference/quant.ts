@@ -1,9 +1,11 @@
 /**
  * Float64 reference of the quantized storage of frozen weights (`q8`, `q4`): the values in
- * row-major order fall into groups of {@link QUANT_GROUP}; a group keeps one scale
- * d = max|x| / L and codes c = round(x / d) in [−L, L] (L = 127 for q8, 7 for q4), and stands
- * for the values c·d. Codes are packed little-endian into 32-bit words: q8 four two's-complement
- * bytes a word, q4 eight nibbles holding c + 8.
+ * row-major order fall into groups of {@link QUANT_GROUP}; a group keeps one scale d = m / top,
+ * m its value of largest magnitude (the first one), and codes c = round(x / d) clamped to the
+ * kind's range, and stands for the values c·d. q8 codes lie in [−127, 127] with top 127; q4 codes
+ * in [−8, 7] with top −8, so m lands on −8 and all 16 codes are used (as llama.cpp's Q4_0).
+ * Codes are packed little-endian into 32-bit words: q8 four two's-complement bytes a word, q4
+ * eight nibbles holding c + 8.
  * @module
  */
 
@@ -13,8 +15,11 @@ export type QuantKind = "q8" | "q4";
 /** Values per scale. */
 export const QUANT_GROUP = 32;
 
-/** The largest code magnitude L of a kind. */
-export const QUANT_LEVELS: Record<QuantKind, number> = { q8: 127, q4: 7 };
+/** A kind's codes [low, high] and the code `top` that a group's largest value gets. */
+export const QUANT_CODES: Record<QuantKind, { low: number; high: number; top: number }> = {
+  q8: { low: -127, high: 127, top: 127 },
+  q4: { low: -8, high: 7, top: -8 },
+};
 
 /** Bits per code. */
 export const QUANT_BITS: Record<QuantKind, number> = { q8: 8, q4: 4 };
@@ -29,19 +34,19 @@ export interface QuantizedValues {
 
 /** Quantize `x` (see the module doc). Half-way codes round away from zero. */
 export function quantizeReference(x: ArrayLike<number>, kind: QuantKind): QuantizedValues {
-  const levels = QUANT_LEVELS[kind];
+  const { low, high, top } = QUANT_CODES[kind];
   const groups = Math.ceil(x.length / QUANT_GROUP);
   const codes = new Int8Array(x.length), scales = new Float64Array(groups);
   for (let g = 0; g < groups; g++) {
     const end = Math.min(x.length, (g + 1) * QUANT_GROUP);
-    let max = 0;
-    for (let i = g * QUANT_GROUP; i < end; i++) max = Math.max(max, Math.abs(x[i]));
-    const d = max / levels;
+    let m = 0;
+    for (let i = g * QUANT_GROUP; i < end; i++) if (Math.abs(x[i]) > Math.abs(m)) m = x[i];
+    const d = m / top;
     scales[g] = d;
     if (d === 0) continue;
     for (let i = g * QUANT_GROUP; i < end; i++) {
-      const c = Math.sign(x[i]) * Math.round(Math.abs(x[i]) / d);
-      codes[i] = Math.max(-levels, Math.min(levels, c));
+      const q = x[i] / d;
+      codes[i] = Math.max(low, Math.min(high, Math.sign(q) * Math.floor(Math.abs(q) + 0.5)));
     }
   }
   return { codes, scales };
