@@ -48,6 +48,8 @@ for (const [family, method] of [["gpt2", "ssh"], ["llama", "lora"], ["bert", "ss
       const gpu = await getGpu();
       const dir = `${FIXTURES}models/${family}`;
       const quantized = await loadModel(gpu, dir, { dtype: kind });
+      // the f32 copies the weights were quantized from are not kept in the pool
+      assertEquals(gpu.pool.stats().free, 0, "pooled bytes left free after loading");
       const plain = await loadModel(gpu, dir);
       try {
         // every linear weight but the LM output layer, where its stored rows are whole groups

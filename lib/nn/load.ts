@@ -138,6 +138,11 @@ export async function loadWeights(
     for (const t of params.values()) t.dispose();
     throw e;
   }
+  if (quantizing) {
+    // the pool holds the f32 copies the weights were quantized from: give them back to the device
+    gpu.stream.flush();
+    gpu.pool.trim();
+  }
   return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected, quantized };
 }
 
