@@ -44,6 +44,7 @@ export {
   type DropoutKey,
   type DropoutRows,
   type DType,
+  type QuantKind,
   type Shape,
   Tensor,
   type TensorOptions,
