@@ -10,7 +10,9 @@ import { Chat } from "../lib/train/chat.ts";
 import { generate, keepSharedPrefix } from "../lib/train/generate.ts";
 import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { endTokenIds, samplingOf } from "../lib/cli/load.ts";
+import { runCli } from "./train_helpers.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 
 // short role marks: the tiny byte-level vocabulary spells ChatML's markers out letter by letter
@@ -101,6 +103,83 @@ Deno.test("hartley chat: one answer per line, /reset starts over, /exit ends; no
     assertEquals(r.lines[2], r.lines[0], "after /reset the same first answer");
     const once = await talk("The jury said");
     assertEquals(once.lines, [r.lines[0]], "the last line needs no newline");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("samplingOf: the flags, else generation_config.json's settings as transformers reads them, else greedy", async () => {
+  const dir = await Deno.makeTempDir();
+  const write = (json: unknown) => Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify(json));
+  try {
+    assertEquals(await samplingOf(dir, {}), {
+      temperature: 0,
+      topK: 0,
+      topP: 1,
+      repetitionPenalty: 1,
+      note: null,
+    });
+    await write({ do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20, repetition_penalty: 1.05 });
+    const qwen = await samplingOf(dir, {});
+    assertEquals([qwen.temperature, qwen.topK, qwen.topP, qwen.repetitionPenalty], [0.7, 20, 0.8, 1.05]);
+    assert(
+      qwen.note!.endsWith(
+        "generation_config.json: temperature 0.7, top-k 20, top-p 0.8, repetition penalty 1.05 " +
+          "(the flags override it; --temperature 0 is greedy)",
+      ),
+      qwen.note!,
+    );
+    const flags = await samplingOf(dir, { temperature: 0, "top-k": 3, "repetition-penalty": 1 });
+    assertEquals([flags.temperature, flags.topK, flags.topP, flags.repetitionPenalty], [0, 3, 0.8, 1]);
+    // sampling without settings takes transformers' defaults: temperature 1, top-k 50
+    await write({ do_sample: true });
+    const defaults = await samplingOf(dir, {});
+    assertEquals([defaults.temperature, defaults.topK, defaults.topP], [1, 50, 1]);
+    assert(defaults.note!.includes(": temperature 1, top-k 50 ("), defaults.note!);
+    // without do_sample, greedy: a temperature is ignored, a repetition penalty is not
+    await write({ temperature: 0.6, repetition_penalty: 1.2 });
+    const greedy = await samplingOf(dir, {});
+    assertEquals([greedy.temperature, greedy.topK, greedy.repetitionPenalty], [0, 0, 1.2]);
+    assert(greedy.note!.endsWith(": repetition penalty 1.2 (the flags override it)"), greedy.note!);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("predict takes generation_config.json's sampling settings, says so, and samples as generate does", async () => {
+  const gpu = await getGpu();
+  const dir = await tempModelDir(fixtureModel("gpt2-brown"));
+  try {
+    await Deno.writeTextFile(
+      `${dir}/generation_config.json`,
+      JSON.stringify({ do_sample: true, temperature: 0.8, top_k: 20, repetition_penalty: 1.3 }),
+    );
+    const r = await runCli([
+      "predict",
+      "--model",
+      dir,
+      "--text",
+      "The jury",
+      "--max-new-tokens",
+      "6",
+      "--json",
+    ]);
+    assertEquals(r.code, 0, r.err);
+    assert(
+      r.err.includes("generation_config.json: temperature 0.8, top-k 20, repetition penalty 1.3"),
+      r.err,
+    );
+    const model = await loadModel(gpu, dir);
+    const tokenizer = await loadModelTokenizer(model.config);
+    const g = await generate(model, tokenizer, "The jury", {
+      maxNewTokens: 6,
+      temperature: 0.8,
+      topK: 20,
+      repetitionPenalty: 1.3,
+      eosTokenIds: await endTokenIds(dir, model, tokenizer),
+    });
+    model.dispose();
+    assertEquals(JSON.parse(r.out).completion, g.text);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

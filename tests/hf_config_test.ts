@@ -1,10 +1,10 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
   type BertConfig,
-  generationEosIds,
   type Gpt2Config,
   HfConfigError,
   type LlamaConfig,
+  loadGenerationConfig,
   loadHfConfig,
   parseHfConfig,
   type RopeConfig,
@@ -384,22 +384,55 @@ Deno.test("an invalid config.json file names the file", async () => {
   }
 });
 
-Deno.test("generationEosIds: generation_config.json's end ids (one or a list), none without the file, a bad one named", async () => {
+Deno.test("loadGenerationConfig: end ids (one or a list) and sampling settings; none without the file; bad fields named", async () => {
   const dir = await Deno.makeTempDir();
+  const write = (json: unknown) => Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify(json));
   try {
-    assertEquals(await generationEosIds(dir), []);
-    await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: 7 }));
-    assertEquals(await generationEosIds(dir), [7]);
-    await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: [2, 9] }));
-    assertEquals(await generationEosIds(dir), [2, 9]);
-    await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: ["x"] }));
+    assertEquals(await loadGenerationConfig(dir), { eosTokenIds: [], doSample: false });
+    await write({ eos_token_id: 7 });
+    assertEquals(await loadGenerationConfig(dir), { eosTokenIds: [7], doSample: false });
+    // Qwen2.5-Instruct's
+    await write({
+      bos_token_id: 151643,
+      do_sample: true,
+      eos_token_id: [151645, 151643],
+      pad_token_id: 151643,
+      repetition_penalty: 1.05,
+      temperature: 0.7,
+      top_p: 0.8,
+      top_k: 20,
+    });
+    assertEquals(await loadGenerationConfig(dir), {
+      eosTokenIds: [151645, 151643],
+      doSample: true,
+      temperature: 0.7,
+      topK: 20,
+      topP: 0.8,
+      repetitionPenalty: 1.05,
+    });
+    await write({ eos_token_id: ["x"] });
     await assertRejects(
-      () => generationEosIds(dir),
+      () => loadGenerationConfig(dir),
       HfConfigError,
       'generation_config.json: "eos_token_id" must be',
     );
+    for (
+      const [key, value, what] of [["top_p", 0, "in (0, 1]"], ["top_k", 2.5, "an integer"], [
+        "repetition_penalty",
+        "1.1",
+        "> 0",
+      ]]
+    ) {
+      await write({ [key]: value });
+      await assertRejects(() => loadGenerationConfig(dir), HfConfigError, `"${key}" must be`);
+      await assertRejects(() => loadGenerationConfig(dir), HfConfigError, what as string);
+    }
     await Deno.writeTextFile(`${dir}/generation_config.json`, "{");
-    await assertRejects(() => generationEosIds(dir), HfConfigError, "generation_config.json: cannot read");
+    await assertRejects(
+      () => loadGenerationConfig(dir),
+      HfConfigError,
+      "generation_config.json: cannot read",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

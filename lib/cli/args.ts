@@ -81,14 +81,29 @@ export const MODEL_FLAGS = {
 /** How predict and chat generate text. */
 export const GENERATION_FLAGS = {
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
-  temperature: { type: "number", default: 0, min: 0, help: "sampling temperature (0: greedy)" },
-  "top-k": { type: "integer", default: 0, min: 0, help: "sample among the k most probable tokens (0: all)" },
+  // the sampling flags default to generation_config.json's settings (`samplingOf` in load.ts)
+  temperature: {
+    type: "number",
+    min: 0,
+    help: "sampling temperature, 0 for greedy [default: generation_config.json's when it samples, else 0]",
+  },
+  "top-k": {
+    type: "integer",
+    min: 0,
+    help: "sample among the k most probable tokens, 0 for all [default: generation_config.json's, else 0]",
+  },
   "top-p": {
     type: "number",
-    default: 1,
     min: 0,
     max: 1,
-    help: "sample among the most probable tokens that hold this share of the probability (1: all)",
+    help: "sample among the most probable tokens that hold this share of the probability " +
+      "[default: generation_config.json's, else 1: all]",
+  },
+  "repetition-penalty": {
+    type: "number",
+    min: 0,
+    help: "divide the positive logits of tokens already in the text by this, multiply the negative ones " +
+      "[default: generation_config.json's, else 1: none]",
   },
   seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
   stop: {

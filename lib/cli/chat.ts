@@ -20,7 +20,7 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
+import { chatTemplateOf, endTokenIds, loadForUse, samplingOf } from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -69,12 +69,15 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
       });
       const { model, tokenizer } = loaded;
       if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+      const sampling = await samplingOf(v.model, v);
+      if (sampling.note) console.error(sampling.note);
       const chat = new Chat(model, tokenizer, template, {
         system: v.system,
         maxNewTokens: v["max-new-tokens"],
-        temperature: v.temperature,
-        topK: v["top-k"],
-        topP: v["top-p"],
+        temperature: sampling.temperature,
+        topK: sampling.topK,
+        topP: sampling.topP,
+        repetitionPenalty: sampling.repetitionPenalty,
         seed: v.seed,
         stopTexts: stopTexts(v.stop),
         eosTokenIds: await endTokenIds(v.model, model, tokenizer),

@@ -8,7 +8,7 @@ import type { WeightDtype } from "../nn/load.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
-import { generationEosIds, type HfConfig } from "../io/hf_config.ts";
+import { type HfConfig, loadGenerationConfig } from "../io/hf_config.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
@@ -130,5 +130,57 @@ export async function chatTemplateOf(dir: string): Promise<ChatTemplate> {
  */
 export async function endTokenIds(dir: string, model: Model, tokenizer: Tokenizer): Promise<number[]> {
   const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
-  return [...new Set([...model.config.eosTokenIds, ...await generationEosIds(dir), ...special])];
+  const generation = (await loadGenerationConfig(dir)).eosTokenIds;
+  return [...new Set([...model.config.eosTokenIds, ...generation, ...special])];
+}
+
+/** The sampling flags of predict and chat (undefined: not given). */
+export interface SamplingFlags {
+  temperature?: number;
+  "top-k"?: number;
+  "top-p"?: number;
+  "repetition-penalty"?: number;
+}
+
+/** How predict and chat pick tokens, and where it came from. */
+export interface Sampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  repetitionPenalty: number;
+  /** A line naming what generation_config.json set (flags not given), or null when it set nothing. */
+  note: string | null;
+}
+
+/**
+ * The flags, else what `dir`'s generation_config.json says, as transformers' generate reads it:
+ * with `do_sample` its temperature, top_k and top_p (1, 50 and 1 where it is silent), without it
+ * greedy decoding; its repetition_penalty either way. Else greedy, no penalty.
+ */
+export async function samplingOf(dir: string, flags: SamplingFlags): Promise<Sampling> {
+  const g = await loadGenerationConfig(dir);
+  const fromConfig: string[] = [];
+  const pick = (flag: number | undefined, config: number | undefined, label: string, none: number) => {
+    if (flag !== undefined) return flag;
+    if (config === undefined) return none;
+    if (config !== none) fromConfig.push(`${label} ${config}`);
+    return config;
+  };
+  const sampled = (
+    value: number | undefined,
+    fallback: number,
+  ) => (g.doSample ? value ?? fallback : undefined);
+  const sampling = {
+    temperature: pick(flags.temperature, sampled(g.temperature, 1), "temperature", 0),
+    topK: pick(flags["top-k"], sampled(g.topK, 50), "top-k", 0),
+    topP: pick(flags["top-p"], sampled(g.topP, 1), "top-p", 1),
+    repetitionPenalty: pick(flags["repetition-penalty"], g.repetitionPenalty, "repetition penalty", 1),
+  };
+  const note = fromConfig.length === 0
+    ? null
+    : `${join(dir, "generation_config.json")}: ${fromConfig.join(", ")}` +
+      ` (the flags override it${
+        fromConfig[0].startsWith("temperature") ? "; --temperature 0 is greedy" : ""
+      })`;
+  return { ...sampling, note };
 }

@@ -35,7 +35,14 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { chatTemplateOf, endTokenIds, loadForUse } from "./load.ts";
+import {
+  chatTemplateOf,
+  endTokenIds,
+  loadForUse,
+  type Sampling,
+  type SamplingFlags,
+  samplingOf,
+} from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -123,7 +130,7 @@ export function predictCommand(args: string[]): Promise<number> {
             if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
             records = await answerInstructions(model, tokenizer, v.data, {
               ...v,
-              ...await promptSettings(v.model, model, tokenizer, false),
+              ...await promptSettings(v.model, model, tokenizer, false, v),
               template: await loadChatTemplate(v.model),
             });
           } else {
@@ -140,7 +147,7 @@ export function predictCommand(args: string[]): Promise<number> {
               )
               : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), {
                 ...v,
-                ...await promptSettings(v.model, model, tokenizer, v.chat),
+                ...await promptSettings(v.model, model, tokenizer, v.chat, v),
               }, streaming);
           }
         } catch (e) {
@@ -200,9 +207,6 @@ interface GenerationFlags {
   system?: string;
   "batch-size": number;
   "max-new-tokens": number;
-  temperature: number;
-  "top-k": number;
-  "top-p": number;
   seed: number;
 }
 
@@ -212,6 +216,8 @@ interface PromptSettings {
   template: ChatTemplate | null;
   /** config.json's end-of-sequence ids, generation_config.json's and the tokenizer's. */
   eosTokenIds: number[];
+  /** The sampling flags, else generation_config.json's settings. */
+  sampling: Sampling;
 }
 
 async function promptSettings(
@@ -219,9 +225,12 @@ async function promptSettings(
   model: Model,
   tokenizer: Tokenizer,
   chat: boolean | undefined,
+  flags: SamplingFlags,
 ): Promise<PromptSettings> {
   const template = chat ? await chatTemplateOf(dir) : null;
-  return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer) };
+  const sampling = await samplingOf(dir, flags);
+  if (sampling.note) console.error(sampling.note);
+  return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer), sampling };
 }
 
 /**
@@ -286,9 +295,10 @@ function generationOptions(v: GenerationFlags & PromptSettings): GenerateBatchOp
   return {
     eosTokenIds: v.eosTokenIds,
     maxNewTokens: v["max-new-tokens"],
-    temperature: v.temperature,
-    topK: v["top-k"],
-    topP: v["top-p"],
+    temperature: v.sampling.temperature,
+    topK: v.sampling.topK,
+    topP: v.sampling.topP,
+    repetitionPenalty: v.sampling.repetitionPenalty,
     seed: v.seed,
     stopTexts: stopTexts(v.stop),
   };

@@ -1,6 +1,6 @@
 /**
  * Text generation with a causal LM: a prompt continued greedily or by sampling (temperature,
- * top-k, top-p), with a key/value cache so that each new token runs through the layers alone,
+ * top-k, top-p), optionally with a repetition penalty, with a key/value cache so that each new token runs through the layers alone,
  * greedy tokens picked on the GPU between readbacks, and a cache that a conversation can keep
  * from turn to turn.
  *
@@ -16,6 +16,7 @@ import type { Batch, Model } from "../models/model.ts";
 import { Prng } from "../spectral/prng.ts";
 import { argmax, noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
 import { copyAll } from "../tensor/ops/copy.ts";
+import { markSeen, repetitionPenalty } from "../tensor/ops/penalty.ts";
 
 /** Options of {@link generate}. */
 export interface GenerateOptions {
@@ -30,6 +31,12 @@ export interface GenerateOptions {
    * `topP`, the token that crosses it included (default 1: all of them).
    */
   topP?: number;
+  /**
+   * transformers' repetition penalty (default 1: none): before the token is picked, the logit of
+   * each token already in the text (the prompt's included) is divided by it when positive and
+   * multiplied by it otherwise. Greedy decoding applies it on the GPU.
+   */
+  repetitionPenalty?: number;
   /** Seed of the sampling (default 0). */
   seed?: number;
   /** Stop at an end-of-sequence token (default true). */
@@ -193,6 +200,7 @@ interface Decoding {
   temperature: number;
   topK: number;
   topP: number;
+  repetitionPenalty: number;
   eos: ReadonlySet<number>;
   stopTexts: readonly string[];
   rng: Prng;
@@ -204,7 +212,7 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
     throw new Error(`${fn}: the model has a ${model.task} head, not a causal language model head`);
   }
   const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
-  const topP = opts.topP ?? 1;
+  const topP = opts.topP ?? 1, repetitionPenalty = opts.repetitionPenalty ?? 1;
   if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
     throw new RangeError(`${fn}: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
   }
@@ -213,9 +221,21 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
     throw new RangeError(`${fn}: topK must be an integer ≥ 0, got ${topK}`);
   }
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`${fn}: topP must be in (0, 1], got ${topP}`);
+  if (!(repetitionPenalty > 0)) {
+    throw new RangeError(`${fn}: repetitionPenalty must be > 0, got ${repetitionPenalty}`);
+  }
   const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
   const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
-  return { maxNew, temperature, topK, topP, eos, stopTexts, rng: new Prng(opts.seed ?? 0) };
+  return {
+    maxNew,
+    temperature,
+    topK,
+    topP,
+    repetitionPenalty,
+    eos,
+    stopTexts,
+    rng: new Prng(opts.seed ?? 0),
+  };
 }
 
 function newCache(model: Model, fn: string): KvCache {
@@ -252,12 +272,17 @@ async function decode(
         break;
       }
       const k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
+      const penalty = d.repetitionPenalty;
       let picked: Int32Array[];
-      if (d.temperature === 0) picked = await greedyTokens(model, first, cache, k);
-      else {
+      if (d.temperature === 0) {
+        picked = await greedyTokens(model, first, cache, k, penalty === 1 ? null : { penalty, rows });
+      } else {
         const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
-        const draw = (r: number) =>
-          sampleToken(logits.subarray(r * v, (r + 1) * v), d.temperature, d.topK, d.topP, d.rng);
+        const draw = (r: number) => {
+          const row = logits.subarray(r * v, (r + 1) * v);
+          if (penalty !== 1) applyRepetitionPenalty(row, rows[r], penalty);
+          return sampleToken(row, d.temperature, d.topK, d.topP, d.rng);
+        };
         picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
       }
       for (const r of [...running]) {
@@ -359,17 +384,30 @@ function stepBatch(model: Model, step: Step): Batch {
 
 /**
  * The next `k` greedy tokens of each row: `first` through the model, then each row's picked
- * token, each argmax taken on the GPU; one readback. Returns k arrays of b tokens.
+ * token, each argmax taken on the GPU (after the repetition penalty over the tokens of `rows`
+ * and those picked since, when given); one readback. Returns k arrays of b tokens.
  */
-async function greedyTokens(model: Model, first: Step, cache: KvCache, k: number): Promise<Int32Array[]> {
+async function greedyTokens(
+  model: Model,
+  first: Step,
+  cache: KvCache,
+  k: number,
+  repetition: { penalty: number; rows: readonly (readonly number[])[] } | null,
+): Promise<Int32Array[]> {
   const b = first.b;
   const { tokens } = tidy(() =>
     noGrad(() => {
       const picked = Tensor.empty(model.gpu, [k, b], "i32");
-      let batch = stepBatch(model, first);
+      let batch = stepBatch(model, first), seen: Tensor | null = null;
       for (let j = 0; j < k; j++) {
         const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [b, 1, vocab]
-        const next = argmax(reshape(logits, [b, logits.shape[2]]));
+        let scores = reshape(logits, [b, logits.shape[2]]);
+        if (repetition) {
+          seen ??= seenFlags(model, repetition.rows, logits.shape[2]);
+          scores = repetitionPenalty(scores, seen, repetition.penalty);
+        }
+        const next = argmax(scores);
+        if (seen && j + 1 < k) markSeen(seen, next);
         copyAll(next, picked, j * b);
         batch = { inputIds: reshape(next, [b, 1]) };
       }
@@ -379,6 +417,27 @@ async function greedyTokens(model: Model, first: Step, cache: KvCache, k: number
   model.gpu.stream.flush();
   const flat = Int32Array.from(await tokens);
   return Array.from({ length: k }, (_, j) => flat.subarray(j * b, (j + 1) * b));
+}
+
+/** Flags [rows, vocab] (i32) of the tokens each row holds. */
+function seenFlags(model: Model, rows: readonly (readonly number[])[], vocab: number): Tensor {
+  const flags = new Int32Array(rows.length * vocab);
+  rows.forEach((row, r) => {
+    for (const id of row) if (id >= 0 && id < vocab) flags[r * vocab + id] = 1;
+  });
+  return Tensor.from(model.gpu, flags, [rows.length, vocab]);
+}
+
+/**
+ * transformers' repetition penalty on one row's logits, in place: each token of `ids` (once,
+ * however often it occurs) has its logit divided by `penalty` when positive, multiplied otherwise.
+ */
+export function applyRepetitionPenalty(logits: Float32Array, ids: readonly number[], penalty: number): void {
+  for (const id of new Set(ids)) {
+    if (id < 0 || id >= logits.length) continue;
+    const l = logits[id];
+    logits[id] = l < 0 ? l * penalty : l / penalty;
+  }
 }
 
 /**
