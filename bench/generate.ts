@@ -9,11 +9,14 @@
  * submit, the wait for its logits, and a bare 4-byte readback. Last, the CPU's time to sample one
  * token from 151,936 logits (Qwen2's vocabulary, spread as N(0, 3²)) with top-p, top-k or neither.
  *
- *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3]
+ *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3] [--no-gemv]
+ *
+ * `--no-gemv` runs the few-row products on the `m8` tile instead of the GEMV kernel.
  * @module
  */
 import { parseArgs } from "node:util";
 import { getGpu } from "../lib/gpu/mod.ts";
+import { MATMUL_HEURISTICS } from "../lib/linalg/matmul.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
@@ -31,8 +34,10 @@ const { values: v } = parseArgs({
     "prompt-tokens": { type: "string", default: "64" },
     "new-tokens": { type: "string", default: "64" },
     reps: { type: "string", default: "3" },
+    "no-gemv": { type: "boolean", default: false },
   },
 });
+if (v["no-gemv"]) MATMUL_HEURISTICS.gemvRows = 0;
 const promptTokens = Number(v["prompt-tokens"]), newTokens = Number(v["new-tokens"]), reps = Number(v.reps);
 
 /** Greedy continuation by full passes over the whole sequence (no cache). */

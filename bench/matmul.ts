@@ -10,17 +10,20 @@
  *     deno run -A bench/matmul.ts --shapes=4096x768x768NT,768x768x4096TN --no-f16
  *     deno run -A bench/matmul.ts --shapes=128x128x64NTb384 --no-f16   # 384 heads in one call
  *     deno run -A bench/matmul.ts --large --quant    # B also as q8 and q4 codes
+ *     deno run -A bench/matmul.ts --large --no-gemv  # few-row products on the m8 tile, not the GEMV
  * @module
  */
 import { getGpu, type Gpu, GpuTimer, readF32, upload } from "../lib/gpu/mod.ts";
 import { type QuantKind, Tensor } from "../lib/tensor/mod.ts";
 import {
   encodeMatmul,
+  MATMUL_HEURISTICS,
   MATMUL_TILES,
   type MatmulOptions,
   type MatmulTile,
   type MatmulTileName,
   planMatmul,
+  usesGemv,
 } from "../lib/linalg/matmul.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
 import { median, uniformValues, warmUp } from "./stats.ts";
@@ -195,7 +198,12 @@ export async function benchMatmul(
         const ms = median(await timer.read());
         const out = await readF32(gpu, c, m * n); // the first product of the batch
         const plan = planMatmul(gpu, m, n, k, options);
-        const name = typeof variant.tile === "object" ? tileName(variant.tile) : plan.tileName;
+        const gemv = usesGemv(m, n, k, options);
+        const name = gemv
+          ? "gemv"
+          : typeof variant.tile === "object"
+          ? tileName(variant.tile)
+          : plan.tileName;
         rows.push({
           shape: `${m}×${n}×${k} ${shape.transA ? "T" : "N"}${shape.transB ? "T" : "N"}${
             batch > 1 ? ` ×${batch}` : ""
@@ -203,7 +211,7 @@ export async function benchMatmul(
           label: shape.label ?? "",
           b: precision,
           variant: `${variant.tile === "auto" ? "auto:" : ""}${name}${
-            plan.splits > 1 || variant.splitK ? `/s${plan.splits}` : ""
+            !gemv && (plan.splits > 1 || variant.splitK) ? `/s${plan.splits}` : ""
           }`,
           ms,
           gflops: (2 * batch * m * n * k) / (ms * 1e6),
@@ -272,6 +280,7 @@ function parseVariant(text: string): MatmulBenchVariant {
 if (import.meta.main) {
   const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
   const gpu = await getGpu();
+  if (Deno.args.includes("--no-gemv")) MATMUL_HEURISTICS.gemvRows = 0;
   console.log(`matmul on ${gpu.description} (${gpu.timestamps ? "GPU timestamps" : "wall clock"})`);
   const shapes = arg("shapes")?.split(",").map(parseShape) ??
     (Deno.args.includes("--large") ? LARGE_SHAPES : SMALL_SHAPES);

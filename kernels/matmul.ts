@@ -84,7 +84,7 @@ export interface MatmulVariant {
 export type EpilogueActivation = "gelu" | "gelu_tanh" | "relu" | "silu";
 
 /** WGSL `act_(x)` and `act_back_(v, x)` = v·act′(x) for an epilogue activation (MATH in scope). */
-const ACTIVATION_CODE: Record<EpilogueActivation, string> = {
+export const ACTIVATION_CODE: Record<EpilogueActivation, string> = {
   gelu: "fn act_(x: f32) -> f32 { return gelu_(x); }\n" +
     "fn act_back_(v: f32, x: f32) -> f32 { return v * gelu_grad_(x); }",
   gelu_tanh: "fn act_(x: f32) -> f32 { return gelu_tanh_(x); }\n" +

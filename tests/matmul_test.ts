@@ -7,7 +7,9 @@ import {
   type MatmulOptions,
   type MatmulTileName,
   planMatmul,
+  usesGemv,
 } from "../lib/linalg/matmul.ts";
+import { Tensor } from "../lib/tensor/mod.ts";
 import { matmulReference, matmulReferenceInto } from "../lib/linalg/reference.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
 import { ACTIVATIONS } from "../lib/tensor/reference/activations.ts";
@@ -356,4 +358,60 @@ Deno.test("matmul: bad input gives errors naming the operand and sizes", async (
     "splitK must be a positive integer",
   );
   for (const buf of [small, big, c]) gpu.pool.release(buf);
+});
+
+Deno.test("matmul: a few rows against a transposed B run as a GEMV, for every B storage and epilogue", async () => {
+  const gpu = await getGpu();
+  const kinds = ["f32", ...(gpu.f16 ? ["f16"] : []), "q8", "q4"] as const;
+  for (const kind of kinds) {
+    // codes are read a group (q4) or half of one (q8) at a time: their rows are whole groups
+    const whole = kind === "q8" || kind === "q4" ? 32 : 4;
+    for (const [m, n, k0] of [[1, 1, 8], [3, 9, 40], [8, 300, 1000], [5, 37, 4104]]) {
+      const k = Math.ceil(k0 / whole) * whole;
+      const ah = randomF32(m * k), bh = randomF32(n * k), biasH = randomF32(n), c0 = randomF32(m * n);
+      const quantized = kind === "q8" || kind === "q4" ? Tensor.from(gpu, bh, [n, k], { dtype: kind }) : null;
+      const bValues = quantized ? await quantized.toArray() : kind === "f16" ? Float16Array.from(bh) : bh;
+      const b = quantized?.buffer ?? upload(gpu, kind === "f16" ? Float16Array.from(bh) : bh);
+      const stored = quantized
+        ? { quantB: { kind: quantized.dtype as "q8" | "q4", scales: quantized.scales } }
+        : { f16B: kind === "f16" };
+      const a = upload(gpu, ah), bias = upload(gpu, biasH);
+      const label = `${kind} ${m}×${n}×${k}`;
+      assert(usesGemv(m, n, k, { transB: true, ...stored }), `${label} runs as a GEMV`);
+      // alpha and a bias; accumulating into C; a forward activation keeping the pre-activation
+      const c = upload(gpu, c0), pre = gpu.pool.acquire(m * n * 4);
+      encodeMatmul(gpu, a, b, c, m, n, k, { transB: true, alpha: 0.5, bias, ...stored });
+      const ref = matmulReference(ah, bValues, m, n, k, { transB: true, alpha: 0.5, bias: biasH });
+      assertClose(await readF32(gpu, c, m * n), ref, tolerance(k), `${label} alpha, bias`);
+      gpu.stream.write(c, c0);
+      encodeMatmul(gpu, a, b, c, m, n, k, { transB: true, accumulate: true, ...stored });
+      const acc = matmulReference(ah, bValues, m, n, k, { transB: true, accumulate: c0 });
+      assertClose(await readF32(gpu, c, m * n), acc, tolerance(k), `${label} accumulate`);
+      encodeMatmul(gpu, a, b, c, m, n, k, {
+        transB: true,
+        bias,
+        activation: { kind: "silu", pre },
+        ...stored,
+      });
+      const preRef = matmulReference(ah, bValues, m, n, k, { transB: true, bias: biasH });
+      assertClose(await readF32(gpu, pre, m * n), preRef, tolerance(k), `${label} pre-activation`);
+      assertClose(
+        await readF32(gpu, c, m * n),
+        preRef.map(ACTIVATIONS.silu.f),
+        tolerance(k) * 4,
+        `${label} silu`,
+      );
+      for (const buf of [a, bias, c, pre, ...(quantized ? [] : [b])]) gpu.pool.release(buf);
+      quantized?.dispose();
+    }
+  }
+  // more rows, B not transposed, a backward activation, or a tuning override take the tiles
+  assert(!usesGemv(9, 4, 4, { transB: true }), "9 rows");
+  assert(!usesGemv(2, 4, 4, {}), "B not transposed");
+  assert(!usesGemv(2, 4, 6, { transB: true }), "k not a multiple of 4");
+  assert(
+    !usesGemv(2, 4, 48, { transB: true, quantB: { kind: "q4", scales: gpu.pool.acquire(4) } }),
+    "q4 steps of 32",
+  );
+  assert(!usesGemv(2, 4, 4, { transB: true, tile: "m8" }), "a tile asked for");
 });

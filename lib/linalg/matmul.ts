@@ -20,6 +20,7 @@ import {
   tileThreads,
 } from "../../kernels/matmul.ts";
 import { groupWords } from "../../kernels/quant.ts";
+import { GEMV_COLUMNS, GEMV_MAX_ROWS, gemvKernel, gemvStep } from "../../kernels/gemv.ts";
 import { QUANT_GROUP, type QuantKind } from "../tensor/reference/quant.ts";
 
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
@@ -157,7 +158,24 @@ export const MATMUL_HEURISTICS = {
   fill: 1,
   /** `big` from this many waves (target workgroups) of its tiles. */
   bigWaves: 1.5,
+  /**
+   * Products of at most this many rows against a transposed, packed B (decoding's x·Wᵀ) run as a
+   * GEMV (kernels/gemv.ts) rather than a tile; 0 never.
+   */
+  gemvRows: GEMV_MAX_ROWS,
 };
+
+/**
+ * Whether {@link encodeMatmul} runs a product as a GEMV: few rows, B transposed and packed, one
+ * matrix, no tuning override, no backward activation, and k a multiple of the kernel's step.
+ */
+export function usesGemv(m: number, n: number, k: number, opts: MatmulOptions = {}): boolean {
+  const typeB = opts.quantB?.kind ?? (opts.f16B ? "f16" : "f32");
+  return m <= Math.min(MATMUL_HEURISTICS.gemvRows, GEMV_MAX_ROWS) && n >= 1 && (opts.transB ?? false) &&
+    !opts.transA && (opts.batch ?? 1) === 1 && (opts.heads ?? 1) === 1 && opts.tile === undefined &&
+    opts.splitK === undefined && !opts.layoutA && !opts.layoutB && !opts.layoutC &&
+    !opts.activation?.backward && k % gemvStep(typeB) === 0;
+}
 /** A software adapter (lavapipe) runs a few workgroups at a time: favour big register tiles. */
 const CPU_TARGET_GROUPS = 4;
 /** The least K per split-K chunk worth a workgroup. */
@@ -380,6 +398,22 @@ export function encodeMatmul(
     ? window(preBuffer, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
     : undefined;
 
+  const alpha = opts.alpha ?? 1;
+  const accumulate = opts.accumulate ?? false;
+  if (usesGemv(m, n, k, opts)) {
+    const kernel = gemvKernel({
+      rows: m,
+      b: quant?.kind ?? (f16B ? "f16" : "f32"),
+      bias: !!bias,
+      accumulate,
+      ...(act ? { activation: { kind: act.kind, keepPre: !!pre } } : {}),
+    });
+    const params = new Uint32Array([n, k, 0, 0]);
+    new Float32Array(params.buffer)[2] = alpha;
+    const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : []), ...(scalesB ? [scalesB] : [])];
+    gpu.stream.dispatch(kernel, bindings, grid(gpu, Math.ceil(n / GEMV_COLUMNS)), params);
+    return;
+  }
   const plan = planMatmul(gpu, m, n, k, custom || act ? { ...opts, splitK: 1 } : opts);
   const { tile, splits, kChunk } = plan;
   const limits = gpu.limits;
@@ -398,8 +432,6 @@ export function encodeMatmul(
       `encodeMatmul: batch × splitK = ${batch} × ${splits} exceeds ${limits.maxComputeWorkgroupsPerDimension}`,
     );
   }
-  const alpha = opts.alpha ?? 1;
-  const accumulate = opts.accumulate ?? false;
   const partial = splits > 1;
   const variant: MatmulVariant = {
     tile,
