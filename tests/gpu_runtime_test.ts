@@ -46,6 +46,34 @@ Deno.test("dispatches with params in one submit, bind groups reused", async () =
   assertEquals(gpu.stream.bindGroupsCreated, before, "same buffers and param slot: no new bind group");
 });
 
+Deno.test("dispatches of one kernel on the same buffers share a bind group: the params' offset is dynamic", async () => {
+  const gpu = await getGpu();
+  const n = 300;
+  const x = upload(gpu, Float32Array.from({ length: n }, (_, i) => i));
+  const ys = [gpu.pool.acquire(n * 4), gpu.pool.acquire(n * 4)];
+  gpu.stream.dispatch(scale, [x, ys[0]], Math.ceil(n / 64), params(n, 1));
+  const before = gpu.stream.bindGroupsCreated;
+  // twenty dispatches in one submit, each with its own parameters (its own arena offset)
+  for (let s = 1; s <= 20; s++) gpu.stream.dispatch(scale, [x, ys[s % 2]], Math.ceil(n / 64), params(n, s));
+  const [even, odd] = [await readF32(gpu, ys[0], n), await readF32(gpu, ys[1], n)];
+  assertEquals([even[7], odd[7]], [7 * 20, 7 * 19], "each dispatch read its own parameters");
+  assertEquals(gpu.stream.bindGroupsCreated - before, 1, "one new bind group (the second output buffer)");
+  // a kernel laid out otherwise (no uniform) still runs, with WebGPU's own layout
+  const copy = {
+    name: "test.copy",
+    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) { if (g.x < 300u) { y[g.x] = x[g.x]; } }`,
+  };
+  assert(!gpu.pipelines.layout(gpu.pipelines.get(copy)).dynamicUniform, "no uniform: auto layout");
+  assert(
+    gpu.pipelines.layout(gpu.pipelines.get(scale)).dynamicUniform,
+    "storage then a uniform: explicit layout",
+  );
+  gpu.stream.dispatch(copy, [x, ys[0]], Math.ceil(n / 64));
+  assertEquals((await readF32(gpu, ys[0], n))[299], 299);
+});
+
 Deno.test("stream.write lands in stream order", async () => {
   const gpu = await getGpu();
   const a = upload(gpu, new Float32Array([1, 2, 3, 4]));

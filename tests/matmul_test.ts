@@ -377,16 +377,18 @@ Deno.test("matmul: a few rows against a transposed B run as a GEMV, for every B 
         : { f16B: kind === "f16" };
       const a = upload(gpu, ah), bias = upload(gpu, biasH);
       const label = `${kind} ${m}×${n}×${k}`;
+      // a one-entry C has no other entries to average its rounding over
+      const tol = tolerance(k) * (m * n === 1 ? 10 : 1);
       assert(usesGemv(m, n, k, { transB: true, ...stored }), `${label} runs as a GEMV`);
       // alpha and a bias; accumulating into C; a forward activation keeping the pre-activation
       const c = upload(gpu, c0), pre = gpu.pool.acquire(m * n * 4);
       encodeMatmul(gpu, a, b, c, m, n, k, { transB: true, alpha: 0.5, bias, ...stored });
       const ref = matmulReference(ah, bValues, m, n, k, { transB: true, alpha: 0.5, bias: biasH });
-      assertClose(await readF32(gpu, c, m * n), ref, tolerance(k), `${label} alpha, bias`);
+      assertClose(await readF32(gpu, c, m * n), ref, tol, `${label} alpha, bias`);
       gpu.stream.write(c, c0);
       encodeMatmul(gpu, a, b, c, m, n, k, { transB: true, accumulate: true, ...stored });
       const acc = matmulReference(ah, bValues, m, n, k, { transB: true, accumulate: c0 });
-      assertClose(await readF32(gpu, c, m * n), acc, tolerance(k), `${label} accumulate`);
+      assertClose(await readF32(gpu, c, m * n), acc, tol, `${label} accumulate`);
       encodeMatmul(gpu, a, b, c, m, n, k, {
         transB: true,
         bias,
@@ -394,11 +396,11 @@ Deno.test("matmul: a few rows against a transposed B run as a GEMV, for every B 
         ...stored,
       });
       const preRef = matmulReference(ah, bValues, m, n, k, { transB: true, bias: biasH });
-      assertClose(await readF32(gpu, pre, m * n), preRef, tolerance(k), `${label} pre-activation`);
+      assertClose(await readF32(gpu, pre, m * n), preRef, tol, `${label} pre-activation`);
       assertClose(
         await readF32(gpu, c, m * n),
         preRef.map(ACTIVATIONS.silu.f),
-        tolerance(k) * 4,
+        tol * 4,
         `${label} silu`,
       );
       for (const buf of [a, bias, c, pre, ...(quantized ? [] : [b])]) gpu.pool.release(buf);

@@ -118,6 +118,7 @@ export class Stream {
    */
   dispatch(kernel: Kernel, buffers: readonly Binding[], groups: Groups, params?: ArrayBufferView): void {
     const pipeline = this.gpu.pipelines.get(kernel);
+    const layout = this.gpu.pipelines.layout(pipeline);
     const entries: GPUBindGroupEntry[] = [];
     let key = `${this.gpu.pipelines.id(pipeline)}`;
     for (const [i, b] of buffers.entries()) {
@@ -125,17 +126,21 @@ export class Stream {
       entries.push({ binding: i, resource: r });
       key += `|${bufferId(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
     }
+    // with a dynamic uniform, the bind group holds the arena chunk and each dispatch its offset
+    let offsets: number[] | undefined;
     if (params) {
       const size = Math.ceil(params.byteLength / 16) * 16;
       const slot = this.#params.alloc(size, this.#uniformAlign);
       slot.cpu.set(new Uint8Array(params.buffer, params.byteOffset, params.byteLength), slot.offset);
-      entries.push({ binding: buffers.length, resource: { buffer: slot.gpu, offset: slot.offset, size } });
-      key += `|u${bufferId(slot.gpu)}:${slot.offset}:${size}`;
+      const at = layout.dynamicUniform ? 0 : slot.offset;
+      if (layout.dynamicUniform) offsets = [slot.offset];
+      entries.push({ binding: buffers.length, resource: { buffer: slot.gpu, offset: at, size } });
+      key += `|u${bufferId(slot.gpu)}:${at}:${size}`;
     }
     let group = this.#bindGroups.get(key);
     if (!group) {
       if (this.#bindGroups.size > 20000) this.#bindGroups.clear();
-      group = this.gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      group = this.gpu.device.createBindGroup({ layout: layout.group, entries });
       this.#bindGroups.set(key, group);
     }
     const [x, y = 1, z = 1] = typeof groups === "number" ? [groups] : groups;
@@ -147,7 +152,8 @@ export class Stream {
     }
     this.#pass ??= this.#enc().beginComputePass();
     this.#pass.setPipeline(pipeline);
-    this.#pass.setBindGroup(0, group);
+    if (offsets) this.#pass.setBindGroup(0, group, offsets);
+    else this.#pass.setBindGroup(0, group);
     this.#pass.dispatchWorkgroups(x, y, z);
     this.#dispatches++;
     if (this.#profiler) this.#endPass();
