@@ -18,6 +18,21 @@ Deno.test("cli --dtype q4: SSH trains on 4-bit frozen weights; eval, predict and
     const loss = (out: string) => Number(out.match(/loss ([\d.]+)/)![1]);
     const before = await runCli(["eval", ...args]);
     assertEquals(before.code, 0, before.err);
+    const full = await runCli([
+      "train",
+      ...args,
+      "--method",
+      "full",
+      "--steps",
+      "1",
+      "--out",
+      join(dir, "full"),
+    ]);
+    assertEquals(full.code, 2, full.err);
+    assert(
+      full.err.includes("--method full trains every weight, in f32: --dtype q4 stores frozen weights"),
+      full.err,
+    );
     const run = join(dir, "run");
     const r = await runCli([
       "train",

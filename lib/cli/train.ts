@@ -298,6 +298,11 @@ async function runTraining(
   const config = await readModelConfig(v.model);
   const data = v.data ?? defaultData(await chooseTask(v.task, "", config));
   const task = await chooseTask(v.task, data, config, v["label-field"]);
+  if (method === "full" && v.dtype !== "f32") {
+    throw new ArgsError(
+      `--method full trains every weight, in f32: --dtype ${v.dtype} stores frozen weights (use it with ssh, lora, fourierft or head)`,
+    );
+  }
   if (task === "causal-lm" && method === "head") {
     throw new ArgsError(
       `--method head trains a classification head; a causal LM has none (use ssh, lora, fourierft or full)`,
@@ -442,7 +447,7 @@ async function runTraining(
     model = await loadModel(gpu, modelDir, {
       task,
       numLabels: task === "causal-lm" ? undefined : splits.numLabels,
-      dtype: method === "full" ? "f32" : v.dtype as WeightDtype,
+      dtype: v.dtype as WeightDtype,
       seed: v.seed,
       onProgress: loadingProgress(v.quiet),
     });
