@@ -60,8 +60,6 @@ export interface LoadedWeights {
   initialised: string[];
   /** Checkpoint tensors that are no parameter of `shapes` (e.g. another head's); not loaded. */
   unexpected: string[];
-  /** With a quantized dtype: the keys of the weights that were quantized. */
-  quantized: string[];
 }
 
 const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16"];
@@ -103,7 +101,6 @@ export async function loadWeights(
       )
       : [],
   );
-  const quantized: string[] = [];
   const rng = new Prng(opts.seed ?? 0);
   const params = new Map<string, Tensor>();
   const initialised: string[] = [];
@@ -115,8 +112,8 @@ export async function loadWeights(
       if (p.tiedTo) continue;
       const key = keyOf(p.key);
       const matrix = p.shape.length === 2 && !inHead(p.key);
-      const toQuantize = quantizable.has(p.key) && matrix && p.shape[1] % QUANT_GROUP === 0;
-      const storage = toQuantize ? dtype : matrix ? matrices : "f32";
+      const quantized = quantizable.has(p.key) && matrix && p.shape[1] % QUANT_GROUP === 0;
+      const storage = quantized ? dtype : matrix ? matrices : "f32";
       if (missing.has(key)) {
         params.set(p.key, keep(Tensor.from(gpu, initValues(p, rng, opts.initStd ?? 0.02), p.shape)));
         initialised.push(p.key);
@@ -124,7 +121,6 @@ export async function loadWeights(
       }
       const t = keep(await readParam(gpu, source, key, p, storage));
       params.set(p.key, t);
-      if (toQuantize) quantized.push(p.key);
       done += source.info(key).byteLength;
       opts.onProgress?.(done, total);
       // submit the uploads now and then, so that their staging copies do not pile up
@@ -143,7 +139,7 @@ export async function loadWeights(
     gpu.stream.flush();
     gpu.pool.trim();
   }
-  return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected, quantized };
+  return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected };
 }
 
 /**

@@ -35,6 +35,11 @@ function dataBytes(dtype: DType, n: number): number {
   return Math.ceil((n * BYTES[dtype]) / 4) * 4;
 }
 
+/** Bytes of a quantized tensor's scales, one f32 per group (0 for other dtypes). */
+function scaleBytes(dtype: DType, n: number): number {
+  return isQuantized(dtype) ? Math.ceil(n / QUANT_GROUP) * 4 : 0;
+}
+
 /** A pooled buffer shared by the tensors that view it (and a quantized tensor's scales). */
 class Storage {
   refs = 1;
@@ -91,7 +96,7 @@ export class Tensor {
     const n = numel(shape);
     const buffer = gpu.pool.acquire(Math.max(4, dataBytes(dtype, n)), undefined, label);
     const scales = isQuantized(dtype)
-      ? gpu.pool.acquire(Math.max(4, Math.ceil(n / QUANT_GROUP) * 4), undefined, label && `${label}.scales`)
+      ? gpu.pool.acquire(Math.max(4, scaleBytes(dtype, n)), undefined, label && `${label}.scales`)
       : null;
     return new Tensor(gpu, new Storage(gpu, buffer, scales), shape, dtype);
   }
@@ -133,7 +138,7 @@ export class Tensor {
   static zeros(gpu: Gpu, shape: Shape, opts: TensorOptions = {}): Tensor {
     const t = Tensor.empty(gpu, shape, opts.dtype ?? "f32", opts.label);
     gpu.stream.clear(t.buffer, 0, dataBytes(t.dtype, t.size));
-    if (isQuantized(t.dtype)) gpu.stream.clear(t.scales, 0, Math.ceil(t.size / QUANT_GROUP) * 4);
+    if (isQuantized(t.dtype)) gpu.stream.clear(t.scales, 0, scaleBytes(t.dtype, t.size));
     if (opts.requiresGrad) t.requiresGrad = true;
     return t;
   }
@@ -154,8 +159,7 @@ export class Tensor {
 
   /** Bytes of the values (a quantized tensor's codes and scales), not counting the pool's rounding. */
   get bytes(): number {
-    const scales = isQuantized(this.dtype) ? Math.ceil(this.size / QUANT_GROUP) * 4 : 0;
-    return dataBytes(this.dtype, this.size) + scales;
+    return dataBytes(this.dtype, this.size) + scaleBytes(this.dtype, this.size);
   }
 
   /** A quantized tensor's group scales (f32, one per {@link QUANT_GROUP} elements). */
@@ -272,7 +276,7 @@ export class Tensor {
     const raw = this.gpu.stream.readLater(this.buffer, Math.max(4, dataBytes(dtype, this.size)));
     if (isQuantized(dtype)) {
       const size = this.size;
-      const scales = this.gpu.stream.readLater(this.scales, Math.max(4, Math.ceil(size / QUANT_GROUP) * 4));
+      const scales = this.gpu.stream.readLater(this.scales, Math.max(4, scaleBytes(dtype, size)));
       const codes = unpackCodes(new Uint32Array(await raw), size, dtype);
       const values = dequantizeReference({
         codes,
