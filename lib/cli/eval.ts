@@ -1,5 +1,5 @@
 /**
- * `hartley eval`: loss, perplexity (causal LM) or accuracy (classification) of a model
+ * `hartley eval`: loss, perplexity and token accuracy (causal LM) or accuracy (classification) of a model
  * directory, with an optional adapter, on a data file or a built-in held-out split.
  * @module
  */

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Batch, Model } from "../models/model.ts";
-import { noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
+import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
 import { f1, matthews, pearson, spearman } from "./metrics.ts";
 
@@ -163,6 +163,11 @@ export interface EvalResult {
   loss: number;
   /** exp(loss), causal LM only. */
   perplexity?: number;
+  /**
+   * Share of the targets that are the model's most probable next token (TRL's
+   * mean_token_accuracy, over all targets), causal LM only.
+   */
+  tokenAccuracy?: number;
   /** Share of examples classified right, classification only. */
   accuracy?: number;
   /** Matthews correlation of the predicted and true classes (CoLA's metric), classification only. */
@@ -191,20 +196,26 @@ export async function evaluate(
 ): Promise<EvalResult> {
   const wasTraining = model.training;
   model.train(false);
-  let lossSum = 0, targets = 0, examples = 0, done = 0;
+  let lossSum = 0, targets = 0, examples = 0, done = 0, rightTokens = 0;
   const scored: { logits: Float32Array; labels: Int32Array | Float32Array }[] = [];
   let pending: Promise<void>[] = [];
   try {
     for (const b of batches) {
       const n = lossCount(b, task), rows = b.shape[0];
       const labels = isImageBatch(b) || task !== "causal-lm" ? b.labels : null;
+      const nextTokens = !isImageBatch(b) && task === "causal-lm" ? b.labels as Int32Array : null;
       const reads = tidy(() =>
         noGrad(() => {
           const out = model.forward(toModelBatch(model, b, task), { headOnly: true });
           if (!out.loss) {
             throw new Error(`${model.family}: the forward pass returned no loss for task ${task}`);
           }
-          return { loss: out.loss.readLater(), logits: labels ? out.logits.readLater() : null };
+          return {
+            loss: out.loss.readLater(),
+            logits: labels ? out.logits.readLater() : null,
+            // the most probable token of each row of logits: [B, T], or [targets] at the targets alone
+            picks: nextTokens ? argmax(out.logits).readLater() : null,
+          };
         })
       );
       model.gpu.stream.flush();
@@ -214,6 +225,7 @@ export async function evaluate(
         targets += n;
         examples += rows;
         if (labels && reads.logits) scored.push({ logits: await reads.logits, labels });
+        if (nextTokens && reads.picks) rightTokens += rightTokenCount(await reads.picks, nextTokens);
       })());
       done++;
       if (pending.length >= 8) {
@@ -229,9 +241,29 @@ export async function evaluate(
   }
   const loss = targets > 0 ? lossSum / targets : NaN;
   const result: EvalResult = { loss, examples, targets };
-  if (task === "causal-lm") result.perplexity = Math.exp(loss);
-  else Object.assign(result, predictionMetrics(scored));
+  if (task === "causal-lm") {
+    result.perplexity = Math.exp(loss);
+    if (targets > 0) result.tokenAccuracy = rightTokens / targets;
+  } else Object.assign(result, predictionMetrics(scored));
   return result;
+}
+
+/**
+ * How many next-token targets (`labels` [B·T], -100 where nothing is learnt) the picked tokens
+ * hit: `picks` holds one token per position, or one per target in order (the LM head at the
+ * targets alone).
+ */
+function rightTokenCount(picks: Float32Array, labels: Int32Array): number {
+  let right = 0, j = 0;
+  const perPosition = picks.length === labels.length;
+  for (let i = 0; i < labels.length; i++) {
+    if (labels[i] === -100) continue;
+    if ((perPosition ? picks[i] : picks[j++]) === labels[i]) right++;
+  }
+  if (!perPosition && j !== picks.length) {
+    throw new Error(`evaluate: ${picks.length} picked tokens for ${j} targets`);
+  }
+  return right;
 }
 
 /**

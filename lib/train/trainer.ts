@@ -411,6 +411,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 export function describeEval(r: EvalResult): string {
   const parts = [`loss ${r.loss.toFixed(4)}`];
   if (r.perplexity !== undefined) parts.push(`perplexity ${r.perplexity.toFixed(2)}`);
+  if (r.tokenAccuracy !== undefined) parts.push(`token accuracy ${r.tokenAccuracy.toFixed(4)}`);
   if (r.accuracy !== undefined) parts.push(`accuracy ${r.accuracy.toFixed(4)}`);
   if (r.mcc !== undefined) parts.push(`mcc ${r.mcc.toFixed(4)}`);
   if (r.f1 !== undefined) parts.push(`f1 ${r.f1.toFixed(4)}`);
