@@ -104,7 +104,7 @@ export {
   type ModelOutput,
   type ModelTask,
 } from "./lib/models/model.ts";
-export { KvCache, type KvCacheShape, type KvColumns } from "./lib/models/kv_cache.ts";
+export { KvCache, type KvCacheDtype, type KvCacheShape, type KvColumns } from "./lib/models/kv_cache.ts";
 export type { PrefixAttentionOptions } from "./lib/tensor/mod.ts";
 export {
   type AdapterConfig,

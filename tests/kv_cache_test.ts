@@ -10,7 +10,8 @@ import type { Batch, ForwardOptions, Model } from "../lib/models/model.ts";
 import { loadAdapterInto } from "../lib/peft/apply.ts";
 import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
 import { generate } from "../lib/train/generate.ts";
-import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
+import type { KvCacheDtype } from "../lib/models/kv_cache.ts";
 import { randomIds } from "./model_helpers.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
@@ -37,11 +38,18 @@ function logitsOf(model: Model, batch: Batch, options: ForwardOptions = {}): Pro
 }
 
 /** Logits [b, t, vocab] of one pass, and of passes over `pieces` with a cache, joined per row. */
-async function fullAndPieces(model: Model, ids: Int32Array, b: number, pieces: number[]) {
+async function fullAndPieces(
+  model: Model,
+  ids: Int32Array,
+  b: number,
+  pieces: number[],
+  dtype: KvCacheDtype = "f32",
+) {
   const t = pieces.reduce((a, n) => a + n, 0);
   const full = logitsOf(model, batchOf(model, ids, b, t));
   model.gpu.stream.flush();
-  const cache = model.newCache!();
+  const cache = model.newCache!(dtype);
+  assertEquals(cache.shape.dtype, dtype);
   const parts: Promise<Float32Array>[] = [];
   try {
     let at = 0;
@@ -89,6 +97,37 @@ for (const family of ["gpt2", "llama"]) {
     }
   });
 }
+
+Deno.test("kv cache, f16: pieces after cached ones give the whole pass's logits within f16's rounding of keys and values", async () => {
+  const gpu = await getGpu();
+  if (!gpu.f16) return;
+  for (const family of ["gpt2", "llama"]) {
+    const model = await loadModel(gpu, `${FIXTURES}models/${family}`);
+    try {
+      // gpt2's fixture has 64 positions, llama's 128: the cache grows past 64 in the second
+      const pieces = family === "gpt2" ? [5, 1, 1, 20, 37] : [7, 1, 60, 1, 31], b = 2;
+      const ids = randomIds(b * pieces.reduce((a, n) => a + n, 0), 512, 12);
+      for (const path of ["materialized", "fused"] as const) {
+        const { full, joined } = await withAttentionPath(
+          path,
+          () => fullAndPieces(model, ids, b, pieces, "f16"),
+        );
+        // each key and value rounded to f16 once (2⁻¹¹ relative): 4e-5 (gpt2) and 1e-4 (llama) measured
+        const err = relL2(joined, full);
+        assert(err > 1e-6 && err < 5e-4, `${family} ${path}: rel-L2 ${err}`);
+      }
+      const tokenizer = await loadModelTokenizer(model.config);
+      const g = await generate(model, tokenizer, [3, 141, 59], {
+        maxNewTokens: 20,
+        stopAtEos: false,
+        cacheDtype: "f16",
+      });
+      assertEquals(g.newTokens, 20);
+    } finally {
+      model.dispose();
+    }
+  }
+});
 
 Deno.test("kv cache: generate picks the tokens full passes pick (greedy, 20 tokens)", async () => {
   const gpu = await getGpu();

@@ -106,6 +106,12 @@ export const GENERATION_FLAGS = {
       "[default: generation_config.json's, else 1: none]",
   },
   seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+  "kv-cache": {
+    type: "string",
+    choices: ["auto", "f32", "f16"],
+    default: "auto",
+    help: "storage of the key/value cache; auto: f16 when --dtype is not f32 and the device has shader-f16",
+  },
   stop: {
     type: "string",
     arg: "TEXT",

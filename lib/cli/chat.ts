@@ -20,7 +20,7 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { chatTemplateOf, endTokenIds, loadForUse, samplingOf } from "./load.ts";
+import { cacheDtypeOf, chatTemplateOf, endTokenIds, loadForUse, samplingOf } from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -79,6 +79,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         topP: sampling.topP,
         repetitionPenalty: sampling.repetitionPenalty,
         seed: v.seed,
+        cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
         stopTexts: stopTexts(v.stop),
         eosTokenIds: await endTokenIds(v.model, model, tokenizer),
       });

@@ -5,6 +5,7 @@
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
+import type { KvCacheDtype } from "../models/kv_cache.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
@@ -132,6 +133,11 @@ export async function endTokenIds(dir: string, model: Model, tokenizer: Tokenize
   const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
   const generation = (await loadGenerationConfig(dir)).eosTokenIds;
   return [...new Set([...model.config.eosTokenIds, ...generation, ...special])];
+}
+
+/** `--kv-cache` as a cache dtype: `auto` is f16 when the frozen weights are not f32 (see the flag). */
+export function cacheDtypeOf(flag: string, weights: WeightDtype): KvCacheDtype {
+  return flag === "auto" ? (weights === "f32" ? "f32" : "f16") : flag as KvCacheDtype;
 }
 
 /** The sampling flags of predict and chat (undefined: not given). */

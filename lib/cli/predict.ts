@@ -36,6 +36,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import {
+  cacheDtypeOf,
   chatTemplateOf,
   endTokenIds,
   loadForUse,
@@ -208,6 +209,8 @@ interface GenerationFlags {
   "batch-size": number;
   "max-new-tokens": number;
   seed: number;
+  "kv-cache": string;
+  dtype: string;
 }
 
 /** How prompts become token ids, and which tokens end the text. */
@@ -300,6 +303,7 @@ function generationOptions(v: GenerationFlags & PromptSettings): GenerateBatchOp
     topP: v.sampling.topP,
     repetitionPenalty: v.sampling.repetitionPenalty,
     seed: v.seed,
+    cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
     stopTexts: stopTexts(v.stop),
   };
 }

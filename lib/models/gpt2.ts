@@ -14,7 +14,7 @@ import { LayerNorm } from "../nn/norm.ts";
 import { add, type DropoutSpec, kvPackedAttention, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
-import { beginCached, KvCache } from "./kv_cache.ts";
+import { beginCached, KvCache, type KvCacheDtype } from "./kv_cache.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
@@ -115,9 +115,9 @@ export class Gpt2Model extends BaseModel {
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options);
   }
 
-  /** A key/value cache for generation ({@link ForwardOptions.cache}). */
-  newCache(): KvCache {
-    return KvCache.for(this.gpu, this.config);
+  /** A key/value cache for generation ({@link ForwardOptions.cache}), stored as `dtype` (default f32). */
+  newCache(dtype?: KvCacheDtype): KvCache {
+    return KvCache.for(this.gpu, this.config, dtype);
   }
 
   /**

@@ -18,7 +18,15 @@ export interface KvCacheShape {
   headDim: number;
   /** The model's positions: the cache never grows past them. */
   maxPositions: number;
+  /**
+   * Storage of the keys and values: f32 (default) or f16 (half the memory, on a device with
+   * shader-f16; each key and value rounded to f16 once, the attention computed in f32).
+   */
+  dtype?: KvCacheDtype;
 }
+
+/** Storage of a {@link KvCache}'s keys and values. */
+export type KvCacheDtype = "f32" | "f16";
 
 /** Columns `[at, at + kvHeads·headDim)` of a [B, T, W] tensor: one layer's new keys or values. */
 export interface KvColumns {
@@ -53,7 +61,10 @@ export class KvCache {
   #positions = new Int32Array(0);
   #passMask: Tensor | null = null;
 
-  /** An empty cache for a decoder `config` (heads per layer; grouped-query key/value heads when it has them). */
+  /**
+   * An empty cache for a decoder `config` (heads per layer; grouped-query key/value heads when it
+   * has them), stored as `dtype` (f16 falls back to f32 without shader-f16).
+   */
   static for(
     gpu: Gpu,
     config: {
@@ -63,9 +74,16 @@ export class KvCache {
       headDim: number;
       maxPositions: number;
     },
+    dtype: KvCacheDtype = "f32",
   ): KvCache {
     const { numLayers: layers, numHeads, numKvHeads, headDim, maxPositions } = config;
-    return new KvCache(gpu, { layers, kvHeads: numKvHeads ?? numHeads, headDim, maxPositions });
+    return new KvCache(gpu, {
+      layers,
+      kvHeads: numKvHeads ?? numHeads,
+      headDim,
+      maxPositions,
+      dtype: dtype === "f16" && gpu.f16 ? "f16" : "f32",
+    });
   }
 
   /** An empty cache; it allocates when its first forward pass begins. */
@@ -74,6 +92,9 @@ export class KvCache {
       Number.isInteger(n) && n > 0
     );
     if (!ok) throw new Error(`KvCache: every size must be a positive integer, got ${JSON.stringify(shape)}`);
+    if (shape.dtype === "f16" && !gpu.f16) {
+      throw new Error(`KvCache: f16 storage needs a device with shader-f16`);
+    }
     this.gpu = gpu;
     this.shape = shape;
   }
@@ -214,7 +235,8 @@ export class KvCache {
     } else this.#real = new Int32Array(b);
     this.#keys01 = keys01;
     const move = (from: Tensor | undefined) => {
-      const to = keep(Tensor.empty(this.gpu, [b, capacity, this.shape.kvHeads, this.shape.headDim]));
+      const shape = [b, capacity, this.shape.kvHeads, this.shape.headDim];
+      const to = keep(Tensor.empty(this.gpu, shape, this.shape.dtype ?? "f32"));
       if (from) {
         if (n > 0) stridedCopy(from, to, [b, n, w], [old * w, w, 1], [capacity * w, w, 1]);
         from.dispose();

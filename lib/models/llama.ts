@@ -31,7 +31,7 @@ import {
 } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
-import { beginCached, KvCache } from "./kv_cache.ts";
+import { beginCached, KvCache, type KvCacheDtype } from "./kv_cache.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 import { SUPPORTED_ARCHITECTURES } from "./shapes.ts";
@@ -151,9 +151,9 @@ export class LlamaModel extends BaseModel {
     return c.slidingWindow !== null && c.slidingLayers.includes(i) ? c.slidingWindow : undefined;
   }
 
-  /** A key/value cache for generation ({@link ForwardOptions.cache}). */
-  newCache(): KvCache {
-    return KvCache.for(this.gpu, this.config);
+  /** A key/value cache for generation ({@link ForwardOptions.cache}), stored as `dtype` (default f32). */
+  newCache(dtype?: KvCacheDtype): KvCache {
+    return KvCache.for(this.gpu, this.config, dtype);
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import type { Linear } from "../nn/linear.ts";
 import type { Tensor } from "../tensor/mod.ts";
-import type { KvCache } from "./kv_cache.ts";
+import type { KvCache, KvCacheDtype } from "./kv_cache.ts";
 
 /** The task head a model was built with. */
 export type ModelTask = "causal-lm" | "seq-cls" | "image-cls" | "base";
@@ -107,10 +107,10 @@ export interface Model {
    */
   gradientCheckpointing: boolean;
   /**
-   * A key/value cache for {@link ForwardOptions.cache}, empty; the caller disposes it. Causal LMs
-   * (GPT-2, LLaMA) only.
+   * A key/value cache for {@link ForwardOptions.cache}, empty, its keys and values stored as
+   * `dtype` (default f32); the caller disposes it. Causal LMs (GPT-2, LLaMA) only.
    */
-  newCache?(): KvCache;
+  newCache?(dtype?: KvCacheDtype): KvCache;
   /** One forward pass (recorded on the tape when gradients are on). */
   forward(batch: Batch, options?: ForwardOptions): ModelOutput;
   /** Release every GPU buffer of the model. */

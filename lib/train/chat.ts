@@ -38,7 +38,7 @@ export class Chat {
     readonly template: ChatTemplate,
     readonly options: ChatOptions = {},
   ) {
-    const cache = model.newCache?.();
+    const cache = model.newCache?.(options.cacheDtype);
     if (!cache) throw new Error(`chat: the ${model.family} model is not a causal language model`);
     this.#cache = cache;
     this.reset();

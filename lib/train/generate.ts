@@ -11,7 +11,7 @@
  */
 import { maxTokens } from "../io/hf_config.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import type { KvCache } from "../models/kv_cache.ts";
+import type { KvCache, KvCacheDtype } from "../models/kv_cache.ts";
 import type { Batch, Model } from "../models/model.ts";
 import { Prng } from "../spectral/prng.ts";
 import { argmax, noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
@@ -55,6 +55,8 @@ export interface GenerateOptions {
    * cache, disposed at the end.
    */
   cache?: KvCache;
+  /** Storage of a new cache's keys and values (default f32; f16 halves them, rounding each once). */
+  cacheDtype?: KvCacheDtype;
   /**
    * Called as the text grows, with the new part of the decoded continuation (a character split
    * over several byte tokens is held back until it is whole): for printing while it generates.
@@ -113,7 +115,7 @@ export async function generate(
       `generate: the prompt has ${ids.length} tokens, more than the model's ${positions} positions`,
     );
   }
-  const cache = opts.cache ?? newCache(model, "generate");
+  const cache = opts.cache ?? newCache(model, "generate", opts.cacheDtype);
   if (cache.length >= ids.length) {
     throw new Error(
       `generate: the cache holds ${cache.length} positions, the prompt only ${ids.length} tokens`,
@@ -178,7 +180,7 @@ export async function generateBatch(
     mask.fill(1, (i + 1) * longest - r.length, (i + 1) * longest);
   });
   const starts = rows.map((r) => r.length);
-  const cache = newCache(model, "generateBatch");
+  const cache = newCache(model, "generateBatch", opts.cacheDtype);
   let stops: Generation["stop"][];
   try {
     stops = await decode(model, tokenizer, rows, { ids, b, t: longest, mask }, cache, d);
@@ -238,8 +240,8 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
   };
 }
 
-function newCache(model: Model, fn: string): KvCache {
-  const cache = model.newCache?.();
+function newCache(model: Model, fn: string, dtype?: KvCacheDtype): KvCache {
+  const cache = model.newCache?.(dtype);
   if (!cache) throw new Error(`${fn}: the ${model.family} model keeps no key/value cache`);
   return cache;
 }

@@ -15,6 +15,8 @@ import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
 import { type AttentionPath, fusedScaledDotProduct, useFusedAttention } from "./attention_fused.ts";
 import { type DropoutSpec, needsFactors } from "./dropout.ts";
+import { cast } from "./layout.ts";
+import { operandB } from "./matmul.ts";
 import { maskedSoftmax } from "./softmax.ts";
 import { expectDtype, f, launch, u32s } from "./util.ts";
 import type { AttnDims } from "../reference/attention.ts";
@@ -154,7 +156,8 @@ export interface PrefixAttentionOptions {
  * Attention of queries q [B, T, H, D] over the first `length` positions of keys and values
  * k, v [B, C, Hkv, D] (C ≥ `length`: a key/value cache that has room to grow), read in place.
  * A causal mask aligns the last query with the last key. Returns [B, T, H, D]. For inference:
- * no dropout.
+ * no dropout. k and v may be stored as f16 (a half-size cache): the materialised path reads them
+ * as they are, the fused one from f32 copies.
  */
 export function prefixAttention(
   q: Tensor,
@@ -163,7 +166,8 @@ export function prefixAttention(
   length: number,
   opts: PrefixAttentionOptions = {},
 ): Tensor {
-  expectDtype("prefixAttention", "f32", q, k, v);
+  expectDtype("prefixAttention", "f32", q);
+  expectDtype("prefixAttention", k.dtype === "f16" ? "f16" : "f32", k, v);
   const [b, t, h, d] = q.shape, [bk, cap, hkv, dk] = k.shape;
   const ok = q.shape.length === 4 && k.shape.length === 4 && fmt(k.shape) === fmt(v.shape) && b === bk &&
     d === dk && hkv > 0 && h % hkv === 0 && Number.isInteger(length) && length >= 1 && length <= cap &&
@@ -175,8 +179,15 @@ export function prefixAttention(
     );
   }
   const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
-  const stored = (x: Tensor): AttentionHeads => ({ x, at: placement("bthd", hkv, cap, d), whole: false });
-  return scaledDotProduct(query, stored(k), stored(v), { b, h, hkv, t, s: length, d, dv: d }, "bthd", opts);
+  const dims = { b, h, hkv, t, s: length, d, dv: d };
+  // the fused kernels read f32 keys and values
+  const widen = (x: Tensor) => (x.dtype === "f16" && useFusedAttention(dims) ? cast(x, "f32") : x);
+  const stored = (x: Tensor): AttentionHeads => ({
+    x: widen(x),
+    at: placement("bthd", hkv, cap, d),
+    whole: false,
+  });
+  return scaledDotProduct(query, stored(k), stored(v), dims, "bthd", opts);
 }
 
 /** Sizes of one attention call. */
@@ -288,6 +299,7 @@ function headScores(q: AttentionHeads, k: AttentionHeads, dims: AttentionDims, s
   const perHead = { batch: b * h, heads: h, alpha: scale };
   encodeMatmul(gpu, q.x.buffer, k.x.buffer, out.buffer, t, s, d, {
     ...perHead,
+    ...operandB(k.x),
     transB: true,
     layoutA: q.at,
     layoutB: lk,
@@ -302,6 +314,7 @@ function headScores(q: AttentionHeads, k: AttentionHeads, dims: AttentionDims, s
       // dQ = scale·dS·K, into q's heads
       encodeMatmul(gpu, g.buffer, vk.buffer, gq.buffer, t, d, s, {
         ...perHead,
+        ...operandB(vk),
         layoutB: lk,
         layoutC: q.at,
         accumulate: to.adds[0],
@@ -337,6 +350,7 @@ function headValues(p: Tensor, v: AttentionHeads, dims: AttentionDims, layout: H
   const perHead = { batch: b * h, heads: h };
   encodeMatmul(gpu, p.buffer, v.x.buffer, out.buffer, t, dv, s, {
     ...perHead,
+    ...operandB(v.x),
     layoutB: lv,
     layoutC: lo,
   });
@@ -347,6 +361,7 @@ function headValues(p: Tensor, v: AttentionHeads, dims: AttentionDims, layout: H
       // dP = dO·Vᵀ
       encodeMatmul(gpu, g.buffer, vv.buffer, gp.grads[0]!.buffer, t, s, dv, {
         ...perHead,
+        ...operandB(vv),
         transB: true,
         layoutA: lo,
         layoutB: lv,
