@@ -11,7 +11,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv steps_sft generate tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -93,6 +93,8 @@ part steps_quant 120 bash -c "$run bench/step.ts --dtype=q8 --methods=ssh; $run 
 # decoding's products (1 or 8 rows against a LLaMA-7B weight, and its LM head): the GEMV, then the m8 tile
 gemv_shapes=1x4096x4096NT,8x4096x4096NT,1x11008x4096NT,1x4096x11008NT,1x32000x4096NT
 part gemv 60 bash -c "$run bench/matmul.ts --quant --reps=20 --shapes=$gemv_shapes; $run bench/matmul.ts --quant --reps=20 --no-gemv --shapes=$gemv_shapes"
+# greedy decoding through one LLaMA-7B layer and its LM head: weight storage, f16 cache, GEMV or m8 tile
+part decode 120 $run bench/decode.ts --model llama7b-layer --dtypes f16,q8,q4 --tokens 48 --reps 2
 # instruction tuning at Qwen2.5-0.5B's vocabulary: the LM head at the learnt positions, against the whole head
 part steps_sft 90 bash -c "$run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora; $run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora --no-fuse=head"
 # greedy generation: full passes, the key/value cache with a readback per token, and 16 tokens per readback
