@@ -306,3 +306,75 @@ Deno.test("regression (STS-B style): float labels, one output, Pearson and Spear
     assertEquals(bad.code, 1, "without --regression the scores are no class ids");
   });
 });
+
+Deno.test("multi-label (label lists): the head learns each label apart; eval, merge and predict keep it", async () => {
+  await withTempDir("hartley_multilabel_", async (dir) => {
+    // a label per word kind in the text: fruit, hard, weather; a text holds one to three kinds
+    const kinds = {
+      fruit: ["apple", "berry", "lemon"],
+      hard: ["stone", "iron", "brick"],
+      weather: ["rain", "snow", "fog"],
+    };
+    const rng = new Prng(6);
+    const names = Object.keys(kinds) as (keyof typeof kinds)[];
+    const rows = Array.from({ length: 48 }, () => {
+      const present = names.filter(() => rng.below(2) === 1);
+      const labels = present.length > 0 ? present : [names[rng.below(3)]];
+      const text = labels.flatMap((k) => [kinds[k][rng.below(3)], kinds[k][rng.below(3)]]).join(" ");
+      return JSON.stringify({ text, labels });
+    });
+    await Deno.writeTextFile(`${dir}/tags.jsonl`, rows.join("\n") + "\n");
+    const data = ["--label-field", "labels", "--eval-every", "12", "--eval-fraction", "0.25"];
+    const run = await runCli(
+      tinyRun(`${dir}/tags.jsonl`, `${dir}/run`, [...data, "--steps", "24", "--lr", "0.05"]),
+    );
+    assertEquals(run.code, 0, run.err);
+    const evals = (await readRunLog(`${dir}/run/log.jsonl`)).filter((r) => r.type === "eval");
+    const last = evals[evals.length - 1];
+    assert(
+      typeof last.f1 === "number" && typeof last.f1Macro === "number" && typeof last.accuracy === "number",
+      JSON.stringify(last),
+    );
+    assertEquals(last.mcc, undefined);
+    // the adapter remembers the head's problem type: eval scores label sets without being told
+    const adapter = ["--model", GPT2, "--adapter", `${dir}/run/adapter`];
+    const again = await runCli([
+      "eval",
+      ...adapter,
+      "--data",
+      `${dir}/tags.jsonl`,
+      "--label-field",
+      "labels",
+      "--json",
+    ]);
+    assertEquals(again.code, 0, again.err);
+    const scores = JSON.parse(again.out);
+    assert(scores.f1 > 0.5, again.out);
+    const merged = await runCli(["merge", ...adapter, "--out", `${dir}/merged`]);
+    assertEquals(merged.code, 0, merged.err);
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
+    // the labels are named in the order the data first shows them
+    assertEquals([config.problem_type, Object.values(config.id2label).sort()], [
+      "multi_label_classification",
+      names,
+    ]);
+    for (const model of [`${dir}/merged`, GPT2]) {
+      const extra = model === GPT2 ? ["--adapter", `${dir}/run/adapter`] : [];
+      const p = await runCli(["predict", "--model", model, ...extra, "--text", "apple rain", "--json"]);
+      assertEquals(p.code, 0, p.err);
+      const record = JSON.parse(p.out);
+      assert(Array.isArray(record.labels) && Object.keys(record.probabilities).length === 3, p.out);
+      assertEquals(
+        record.labels,
+        Object.keys(record.probabilities).filter((k) => record.probabilities[k] > 0.5),
+      );
+    }
+    // a single label where the first example has a list is named
+    await Deno.writeTextFile(`${dir}/mixed.jsonl`, `${rows[0]}\n{"text": "apple", "labels": "fruit"}\n`);
+    const mixed = await runCli(
+      tinyRun(`${dir}/mixed.jsonl`, `${dir}/run2`, ["--label-field", "labels", "--steps", "1"]),
+    );
+    assertEquals(mixed.code, 1);
+    assert(mixed.err.includes(`mixed.jsonl:2: the label "fruit" is not a list`), mixed.err);
+  });
+});

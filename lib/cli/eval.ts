@@ -85,6 +85,8 @@ export function evalCommand(args: string[]): Promise<number> {
           loaded.numLabels,
         );
         if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
+        // label lists: each label scored apart (the head was trained so, whatever config.json says)
+        if (splits.multiLabel) model.config.problemType = "multi_label_classification";
         let result;
         try {
           result = await evaluate(model, inOrder(splits.eval), task);

@@ -161,7 +161,13 @@ export function predictCommand(args: string[]): Promise<number> {
         } else if (!v.json && (v.text !== undefined || records.length === 1)) {
           const r = records[0];
           if (task !== "causal-lm") {
-            console.log("value" in r ? String(r.value) : `${r.label} (${r.probability})`);
+            console.log(
+              "value" in r
+                ? String(r.value)
+                : "labels" in r
+                ? (r.labels as string[]).join(", ") || "(no label)"
+                : `${r.label} (${r.probability})`,
+            );
           } else if (!streaming) console.log(records[0].output); // a streamed one is written already
         } else {
           console.log(lines.trimEnd());
@@ -191,14 +197,20 @@ function labelled(
     throw new ArgsError(`--labels names ${names.length} classes, but the model's head has ${classes}`);
   }
   const nameOf = (id: number) => names.length === classes ? names[id] : `LABEL_${id}`;
+  const probabilities = (p: Prediction) =>
+    Object.fromEntries(p.probabilities.map((q, id) => [nameOf(id), round(q)]));
   return predictions.map((p, i) =>
-    p.value !== undefined ? { ...inputs[i], value: p.value } : ({
-      ...inputs[i],
-      label: nameOf(p.id),
-      id: p.id,
-      probability: round(p.probabilities[p.id]),
-      probabilities: Object.fromEntries(p.probabilities.map((q, id) => [nameOf(id), round(q)])),
-    })
+    p.value !== undefined
+      ? { ...inputs[i], value: p.value }
+      : p.labels
+      ? { ...inputs[i], labels: p.labels.map(nameOf), ids: p.labels, probabilities: probabilities(p) }
+      : {
+        ...inputs[i],
+        label: nameOf(p.id),
+        id: p.id,
+        probability: round(p.probabilities[p.id]),
+        probabilities: probabilities(p),
+      }
   );
 }
 

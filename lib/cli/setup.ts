@@ -13,6 +13,7 @@ import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { BatchIterator, CausalLmDataset, ClassificationDataset } from "../train/data.ts";
 import {
+  checkLabelLists,
   checkLabels,
   DataError,
   type Example,
@@ -110,6 +111,8 @@ export interface Splits {
   numLabels?: number;
   /** Classification: label names by id, when known. */
   labelNames?: string[];
+  /** Classification: the data's labels are lists (multi-label: the head learns each label apart). */
+  multiLabel?: boolean;
   /** One line saying what was read. */
   summary: string;
 }
@@ -154,7 +157,7 @@ async function classificationSplits(
   headLabels?: number,
 ): Promise<Splits> {
   let train: Example[], evalSet: Example[] | null, labelNames: string[] | undefined;
-  let summary: string;
+  let summary: string, multiLabel = false;
   const regression = spec.regression ?? false;
   // held-out rows keep the class balance; regression targets are split at random
   const stratify = regression ? undefined : (e: Example) => e.label;
@@ -192,11 +195,18 @@ async function classificationSplits(
     };
     const file = await readClassificationFile(spec.data, opts);
     labelNames = file.labelNames ?? undefined;
+    multiLabel = file.multiLabel;
     if (spec.evalData) {
       const ev = await readClassificationFile(spec.evalData, {
         ...opts,
         labels: labels ?? file.labelNames ?? undefined,
       });
+      if (ev.multiLabel !== multiLabel) {
+        throw new DataError(
+          `${spec.evalData}: its labels are ${ev.multiLabel ? "lists" : "single labels"}, ` +
+            `${spec.data}'s ${multiLabel ? "lists" : "single labels"}`,
+        );
+      }
       train = file.examples;
       evalSet = ev.examples;
     } else if (spec.evalFraction > 0) {
@@ -221,14 +231,16 @@ async function classificationSplits(
       throw new DataError(`--regression needs a one-output head, the model's has ${headLabels} labels`);
     }
   } else {
-    const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, e.label), 0);
+    const ids = (e: Example) => e.labels ?? [e.label];
+    const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, ...ids(e)), 0);
     numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxLabel + 1, 2);
-    checkLabels(train, numLabels, spec.data);
-    if (evalSet) checkLabels(evalSet, numLabels, spec.evalData ?? spec.data);
+    const check = multiLabel ? checkLabelLists : checkLabels;
+    check(train, numLabels, spec.data);
+    if (evalSet) check(evalSet, numLabels, spec.evalData ?? spec.data);
   }
   const maxLength = Math.min(spec.seqLen, maxTokens(config));
   const dataset = (xs: Example[]) =>
-    new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression });
+    new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression, multiLabel });
   const trainIt = new BatchIterator(dataset(train), {
     batchSize: spec.batchSize,
     seed: spec.seed,
@@ -242,7 +254,8 @@ async function classificationSplits(
     eval: evalIt,
     numLabels,
     labelNames,
-    summary,
+    ...(multiLabel ? { multiLabel } : {}),
+    summary: multiLabel ? `${summary}; multi-label` : summary,
   };
 }
 

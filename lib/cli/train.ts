@@ -361,12 +361,18 @@ async function runTraining(
     ? ["loss"]
     : regression
     ? ["loss", "pearson", "spearman"]
+    : splits.multiLabel
+    ? ["loss", "accuracy", "f1"]
     : ["loss", "accuracy", "mcc", ...(splits.numLabels === 2 ? ["f1"] : [])];
   if (metric && !scored.includes(metric)) {
     throw new ArgsError(
       `--best-metric ${metric}: this run's evaluations report ${scored.join(", ")} ` +
         `(${
-          task === "causal-lm" ? "a causal LM" : regression ? "regression" : `${splits.numLabels} classes`
+          task === "causal-lm"
+            ? "a causal LM"
+            : regression
+            ? "regression"
+            : `${splits.numLabels} ${splits.multiLabel ? "labels, multi-label" : "classes"}`
         })`,
     );
   }
@@ -453,6 +459,13 @@ async function runTraining(
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
     if (regression) model.config.problemType = "regression";
+    if (splits.multiLabel) model.config.problemType = "multi_label_classification";
+    else if (model.config.problemType === "multi_label_classification") {
+      throw new ArgsError(
+        `${v.model} has a multi-label head (problem_type "multi_label_classification"): ` +
+          `give each example a list of labels (JSONL or Parquet)`,
+      );
+    }
     ensurePadToken(model.config, task, tokenizer);
     const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
     const warmupSteps = Math.round(v["warmup-ratio"] * totalSteps);

@@ -23,6 +23,13 @@ export type Activation = "gelu" | "gelu_tanh" | "relu" | "silu";
 /** How a classification head's loss is computed (transformers' `problem_type`). */
 export type ProblemType = "regression" | "single_label_classification" | "multi_label_classification";
 
+/** Every {@link ProblemType}. */
+export const PROBLEM_TYPES: readonly ProblemType[] = [
+  "regression",
+  "single_label_classification",
+  "multi_label_classification",
+];
+
 /** Fields every family has. */
 export interface CommonConfig {
   /** The config.json this came from. */
@@ -573,9 +580,10 @@ function labels(f: Fields): string[] {
 function problemType(f: Fields): ProblemType | null {
   const p = f.raw.problem_type;
   if (p == null) return null;
-  const ok: ProblemType[] = ["regression", "single_label_classification", "multi_label_classification"];
-  if (!ok.includes(p as ProblemType)) {
-    throw new HfConfigError(`${f.path}: problem_type ${JSON.stringify(p)} is not one of ${ok.join(", ")}`);
+  if (!PROBLEM_TYPES.includes(p as ProblemType)) {
+    throw new HfConfigError(
+      `${f.path}: problem_type ${JSON.stringify(p)} is not one of ${PROBLEM_TYPES.join(", ")}`,
+    );
   }
   return p as ProblemType;
 }

@@ -77,15 +77,19 @@ function topColumns(metadata: FileMetaData): string[] {
   return parquetSchema(metadata).children.map((c) => c.element.name);
 }
 
-/** A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly. */
+/** A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly (in lists too). */
 function plain(v: unknown, where: () => string): unknown {
+  if (Array.isArray(v)) return v.map((x) => plain(x, where));
   if (typeof v !== "bigint") return v;
   const n = Number(v);
   if (!Number.isSafeInteger(n)) throw new ParquetError(`${where()}: ${v} does not fit a safe integer`);
   return n;
 }
 
-/** ClassLabel names by column, from `datasets`' {"info": {"features": …}} schema metadata. */
+/**
+ * ClassLabel names by column, from `datasets`' {"info": {"features": …}} schema metadata: a
+ * ClassLabel column's, or a list column's whose items are ClassLabels (multi-label data).
+ */
 function classLabels(json: string | undefined): Map<string, string[]> {
   const out = new Map<string, string[]>();
   if (!json) return out;
@@ -96,11 +100,16 @@ function classLabels(json: string | undefined): Map<string, string[]> {
     return out; // metadata of another writer: no names
   }
   if (typeof features !== "object" || features === null) return out;
-  for (const [name, f] of Object.entries(features as Record<string, unknown>)) {
-    const names = (f as { _type?: unknown; names?: unknown })?.names;
-    if ((f as { _type?: unknown })?._type === "ClassLabel" && Array.isArray(names)) {
-      out.set(name, names.map(String));
-    }
+  type Feature = { _type?: unknown; names?: unknown; feature?: unknown } | Feature[] | null;
+  for (const [name, f] of Object.entries(features as Record<string, Feature>)) {
+    // Sequence(ClassLabel) / List(ClassLabel), or the older [ClassLabel]
+    const items = Array.isArray(f)
+      ? f[0]
+      : f?._type === "Sequence" || f?._type === "List"
+      ? f.feature as Feature
+      : f;
+    const label = items as { _type?: unknown; names?: unknown } | null;
+    if (label?._type === "ClassLabel" && Array.isArray(label.names)) out.set(name, label.names.map(String));
   }
   return out;
 }

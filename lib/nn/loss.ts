@@ -4,7 +4,22 @@
  * @module
  */
 import type { ProblemType } from "../io/hf_config.ts";
-import { concat, crossEntropy, mean, mul, reshape, slice, sub, Tensor } from "../tensor/mod.ts";
+import {
+  add,
+  affine,
+  concat,
+  crossEntropy,
+  exp,
+  log,
+  mean,
+  mul,
+  neg,
+  relu,
+  reshape,
+  slice,
+  sub,
+  Tensor,
+} from "../tensor/mod.ts";
 
 /**
  * Mean cross-entropy of logits [B, T, V] against labels [B, T] (i32, −100 ignored). With
@@ -34,8 +49,9 @@ function shiftLeft(labels: Tensor): Tensor {
 
 /**
  * The loss of a classification head over logits [B, L]: mean cross-entropy against i32 class
- * ids [B] (single-label), or mean squared error against f32 targets [B] or [B, L]
- * (regression, what transformers picks when `problem_type` is unset and L = 1).
+ * ids [B] (single-label), mean squared error against f32 targets [B] or [B, L] (regression,
+ * what transformers picks when `problem_type` is unset and L = 1), or mean binary
+ * cross-entropy against f32 multi-hot targets [B, L] (multi-label).
  */
 export function classificationLoss(logits: Tensor, labels: Tensor, problemType: ProblemType | null): Tensor {
   const [b, l] = logits.shape;
@@ -50,9 +66,12 @@ export function classificationLoss(logits: Tensor, labels: Tensor, problemType: 
     return mean(mul(diff, diff));
   }
   if (type === "multi_label_classification") {
-    throw new Error(
-      `problem_type "multi_label_classification" is not supported (single-label or regression)`,
-    );
+    if (labels.dtype !== "f32" || labels.size !== b * l) {
+      throw new Error(
+        `multi-label targets must be f32 [${b}, ${l}] (0 or 1 per label), got ${labels.describe()}`,
+      );
+    }
+    return bceWithLogits(logits, reshape(labels, [b, l]));
   }
   if (labels.dtype !== "i32" || labels.shape.length !== 1 || labels.shape[0] !== b) {
     throw new Error(
@@ -60,4 +79,14 @@ export function classificationLoss(logits: Tensor, labels: Tensor, problemType: 
     );
   }
   return crossEntropy(logits, labels);
+}
+
+/**
+ * torch's BCEWithLogitsLoss: the mean of max(x, 0) − x·y + log(1 + e^−|x|), which never
+ * exponentiates a large positive value (its gradient is (σ(x) − y) / n).
+ */
+export function bceWithLogits(x: Tensor, y: Tensor): Tensor {
+  const magnitude = add(relu(x), relu(neg(x)));
+  const soft = log(affine(exp(neg(magnitude)), 1, 1));
+  return mean(add(sub(relu(x), mul(x, y)), soft));
 }

@@ -159,6 +159,8 @@ export class PeftModel {
     }
     const adapter = { config: this.config, modules, saved } as Adapter;
     if (this.labelNames) adapter.labels = [...this.labelNames];
+    const problem = this.model.config.problemType;
+    if (problem === "multi_label_classification" || problem === "regression") adapter.problemType = problem;
     return adapter;
   }
 
@@ -334,6 +336,7 @@ export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions
   }
   const peft = finish(model, config, layers, empty, saved, dropoutState);
   peft.labelNames = adapter.labels;
+  if (adapter.problemType) model.config.problemType = adapter.problemType;
   return peft;
 }
 

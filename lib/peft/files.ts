@@ -25,6 +25,7 @@
  * @module
  */
 import { join } from "node:path";
+import { PROBLEM_TYPES, type ProblemType } from "../io/hf_config.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import type { Dtype, TypedArray } from "../io/dtype.ts";
 import {
@@ -57,6 +58,7 @@ export const PEFT_KEY_PREFIX = "base_model.model.";
 
 const LAYER_SHAPES_KEY = "hartley.layer_shapes";
 const LABELS_KEY = "hartley.labels";
+const PROBLEM_KEY = "hartley.problem_type";
 /** Files a save owns: replaced or dropped, never carried over from the old directory. */
 const ADAPTER_FILES = [
   ADAPTER_CONFIG_FILE,
@@ -122,6 +124,11 @@ export interface AdapterBase<C extends AdapterConfig, M> {
   saved: Map<string, SavedTensor>;
   /** Names of the classification head's ids, when known (from the training data). */
   labels?: string[];
+  /**
+   * How the head was trained when config.json cannot say (a multi-label or regression head on a
+   * base model): transformers' problem_type.
+   */
+  problemType?: ProblemType;
 }
 
 /** An SSH adapter in memory. */
@@ -220,6 +227,17 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
   }
   const labels = readLabels(file);
   if (labels) adapter.labels = labels;
+  const problem = file.metadata[PROBLEM_KEY];
+  if (problem !== undefined) {
+    if (!PROBLEM_TYPES.includes(problem as ProblemType)) {
+      throw new AdapterFileError(
+        `${file.path}: metadata "${PROBLEM_KEY}" is ${JSON.stringify(problem)}, not one of ${
+          PROBLEM_TYPES.join(", ")
+        }`,
+      );
+    }
+    adapter.problemType = problem as ProblemType;
+  }
   checkAdapter(adapter, dir, opts.shapes);
   return adapter;
 }
@@ -341,6 +359,7 @@ export async function saveAdapter(dir: string, adapter: Adapter, opts: SaveOptio
   const metadata: Record<string, string> = { format: "pt" };
   if (Object.keys(layerShapes).length > 0) metadata[LAYER_SHAPES_KEY] = JSON.stringify(layerShapes);
   if (adapter.labels) metadata[LABELS_KEY] = JSON.stringify(adapter.labels);
+  if (adapter.problemType) metadata[PROBLEM_KEY] = adapter.problemType;
   await writeDirAtomic(dir, async (tmp) => {
     await writeSafetensors(join(tmp, ADAPTER_WEIGHTS_FILE), tensors, metadata);
     if (withIndices > 0) await writeSafetensors(join(tmp, FOURIERFT_INDICES_FILE), side, { format: "pt" });

@@ -13,7 +13,7 @@
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { Prng } from "../spectral/prng.ts";
-import { checkLabels, DataError, type Example, readTextFile } from "./readers.ts";
+import { checkLabelLists, checkLabels, DataError, type Example, readTextFile } from "./readers.ts";
 
 /** One dataset row before batching. */
 export interface Row {
@@ -21,7 +21,10 @@ export interface Row {
   ids: ArrayLike<number>;
   /** Token type ids (pair tasks), same length as ids. */
   typeIds?: ArrayLike<number>;
-  /** A class id (classification) or one target id per position, −100 where none (causal LM). */
+  /**
+   * A class id (classification), one 0/1 entry per label (multi-label classification), or one
+   * target id per position, −100 where none (causal LM).
+   */
   label: number | ArrayLike<number>;
 }
 
@@ -33,6 +36,8 @@ export interface Dataset {
   readonly padId: number;
   /** Row labels are real values (regression): batches carry them as floats. */
   readonly regression?: boolean;
+  /** Multi-label classification: the label count; rows carry 0/1 per label, batches as floats. */
+  readonly multiLabels?: number;
   /** Row `index` (0-based); an index outside the dataset is a RangeError. */
   row(index: number): Row;
 }
@@ -54,6 +59,11 @@ export interface ClassificationDatasetOptions {
   numLabels?: number;
   /** The labels are real values (regression): batches carry them as floats, unchecked. */
   regression?: boolean;
+  /**
+   * Multi-label classification: each example's `labels` (ids below `numLabels`, which must be
+   * given) become a 0/1 row of numLabels floats.
+   */
+  multiLabel?: boolean;
 }
 
 /**
@@ -67,6 +77,8 @@ export class ClassificationDataset implements Dataset {
   readonly maxLength: number;
   /** The labels are real values (regression). */
   readonly regression: boolean;
+  /** Multi-label classification: the label count (see {@link ClassificationDatasetOptions.multiLabel}). */
+  readonly multiLabels?: number;
   private readonly truncation: boolean;
   private readonly cache: (Row | undefined)[];
 
@@ -84,7 +96,13 @@ export class ClassificationDataset implements Dataset {
     }
     if (examples.length === 0) throw new DataError(`ClassificationDataset: no examples`);
     this.regression = opts.regression ?? false;
-    if (opts.numLabels !== undefined && !this.regression) {
+    if (opts.multiLabel) {
+      if (opts.numLabels === undefined) {
+        throw new RangeError(`ClassificationDataset: multiLabel needs numLabels`);
+      }
+      this.multiLabels = opts.numLabels;
+      checkLabelLists(examples, opts.numLabels, "ClassificationDataset");
+    } else if (opts.numLabels !== undefined && !this.regression) {
       checkLabels(examples, opts.numLabels, "ClassificationDataset");
     }
     this.padId = tokenizer.padId;
@@ -106,7 +124,8 @@ export class ClassificationDataset implements Dataset {
 
   /** Tokenize example `index` into a row, truncated to maxLength when allowed. */
   private encode(index: number): Row {
-    const { text, pair, label } = this.examples[index];
+    const { text, pair, label: id, labels } = this.examples[index];
+    const label = this.multiLabels === undefined ? id : multiHot(labels!, this.multiLabels);
     const tok = this.tokenizer;
     const full = pair === undefined
       ? { ids: tok.encode(text), typeIds: undefined }
@@ -313,8 +332,11 @@ export function collate(dataset: Dataset, indices: ArrayLike<number>, padTo?: nu
   const b = rows.length, len = padTo ?? longest;
   const ids = new Int32Array(b * len).fill(dataset.padId);
   const attentionMask = new Int32Array(b * len);
-  const perToken = typeof rows[0].label !== "number";
-  const labels = perToken
+  const multi = dataset.multiLabels;
+  const perToken = multi === undefined && typeof rows[0].label !== "number";
+  const labels = multi !== undefined
+    ? new Float32Array(b * multi)
+    : perToken
     ? new Int32Array(b * len).fill(IGNORE_INDEX)
     : dataset.regression
     ? new Float32Array(b)
@@ -325,7 +347,8 @@ export function collate(dataset: Dataset, indices: ArrayLike<number>, padTo?: nu
     ids.set(r.ids, i * len);
     attentionMask.fill(1, i * len, i * len + r.ids.length);
     if (r.typeIds) tokenTypeIds!.set(r.typeIds, i * len);
-    if (typeof r.label === "number") {
+    if (multi !== undefined) labels.set(r.label as ArrayLike<number>, i * multi);
+    else if (typeof r.label === "number") {
       if (perToken) throw new TypeError(`collate: rows mix class labels and per-token labels`);
       labels[i] = r.label;
     } else {
@@ -528,4 +551,11 @@ export class BatchIterator {
       yield { ...pos, batch: this.batch(pos) };
     }
   }
+}
+
+/** A 0/1 row of `count` floats with a 1 at each of `ids`. */
+function multiHot(ids: readonly number[], count: number): Float32Array {
+  const row = new Float32Array(count);
+  for (const id of ids) row[id] = 1;
+  return row;
 }

@@ -85,3 +85,32 @@ function checkPaired(a: ArrayLike<number>, b: ArrayLike<number>): void {
     throw new RangeError(`metrics: need two equal, non-empty lists, got ${a.length} and ${b.length} values`);
   }
 }
+
+/**
+ * Multi-label scores of predicted and true 0/1 entries, row-major [examples, labels]: the share
+ * of examples with every label right (sklearn's accuracy_score on label sets), micro F1 over
+ * every entry, and macro F1 (the mean over labels, 0 for a label never true nor predicted).
+ */
+export function multiLabelScores(
+  pred: ArrayLike<number>,
+  truth: ArrayLike<number>,
+  labels: number,
+): { accuracy: number; f1: number; f1Macro: number } {
+  checkPaired(pred, truth);
+  const rows = pred.length / labels;
+  if (!(Number.isInteger(labels) && labels >= 1 && Number.isInteger(rows))) {
+    throw new RangeError(`multiLabelScores: ${pred.length} entries are not rows of ${labels} labels`);
+  }
+  let exact = 0;
+  for (let r = 0; r < rows; r++) {
+    let same = true;
+    for (let j = 0; j < labels; j++) same &&= pred[r * labels + j] === truth[r * labels + j];
+    if (same) exact++;
+  }
+  let macro = 0;
+  for (let j = 0; j < labels; j++) {
+    const column = (a: ArrayLike<number>) => Array.from({ length: rows }, (_, r) => a[r * labels + j]);
+    macro += f1(column(pred), column(truth));
+  }
+  return { accuracy: rows > 0 ? exact / rows : NaN, f1: f1(pred, truth), f1Macro: macro / labels };
+}

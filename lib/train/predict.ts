@@ -35,8 +35,13 @@ export interface ClassifyOptions {
 export interface Prediction {
   /** The most probable class id (0 for a regression head). */
   id: number;
-  /** Softmax probability of each class id ([1] for a regression head). */
+  /**
+   * Softmax probability of each class id ([1] for a regression head); a multi-label head's
+   * sigmoid of each label's logit.
+   */
   probabilities: number[];
+  /** A multi-label head's predicted labels: the ids whose probability is above 0.5. */
+  labels?: number[];
   /** The output of a regression head (one output: problem_type "regression"). */
   value?: number;
 }
@@ -125,11 +130,22 @@ async function probabilities(
   // each batch is submitted as it is encoded; reads are awaited 8 batches at a time, which bounds
   // the staging memory and how far the CPU runs ahead, as evaluate does
   let reads: { rows: number; logits: Promise<Float32Array> }[] = [];
+  const multiLabel = model.config.problemType === "multi_label_classification";
   const collect = async () => {
     for (const { rows, logits } of reads) {
       const l = await logits, classes = l.length / rows;
       for (let r = 0; r < rows; r++) {
         const row = Array.from(l.subarray(r * classes, (r + 1) * classes));
+        if (multiLabel) {
+          // each label on its own: σ(logit), predicted above 0.5
+          const p = row.map((x) => 1 / (1 + Math.exp(-x)));
+          out.push({
+            id: row.indexOf(Math.max(...row)),
+            probabilities: p,
+            labels: p.flatMap((q, id) => q > 0.5 ? [id] : []),
+          });
+          continue;
+        }
         if (classes === 1) {
           out.push({ id: 0, probabilities: [1], value: row[0] });
           continue;

@@ -25,8 +25,10 @@ export interface Example {
   text: string;
   /** The second text of a pair task (GLUE's sentence2, hypothesis, …). */
   pair?: string;
-  /** The class id (a real value for regression). */
+  /** The class id (a real value for regression; −1 for a multi-label example). */
   label: number;
+  /** A multi-label example's class ids (any number of them, each once). */
+  labels?: number[];
 }
 
 /** Labelled examples read from a file by {@link readClassificationFile}. */
@@ -44,6 +46,8 @@ export interface ClassificationData {
   textFields: string[];
   /** The field read as the label. */
   labelField: string;
+  /** The label field holds lists of labels (multi-label classification); each example has `labels`. */
+  multiLabel: boolean;
 }
 
 /** A labelled data file's format. */
@@ -210,6 +214,8 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
   const labelField = opts.labelField ?? "label";
   const textFields = textFieldsOf(records[0], path, opts);
   const labels = new LabelMap(opts);
+  // a list of labels in the first record's label field: multi-label data
+  const multiLabel = !opts.regression && Array.isArray(records[0].fields[labelField]);
   const examples = records.map(({ line, fields }) => {
     const texts = textsOf(fields, textFields, path, line);
     if (!(labelField in fields)) {
@@ -222,14 +228,25 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
             : ""),
       );
     }
-    const label = opts.regression
-      ? targetValue(fields[labelField], `${path}:${line}`)
-      : labels.id(fields[labelField], `${path}:${line}`);
-    const example: Example = { text: texts[0], label };
+    const value = fields[labelField], where = `${path}:${line}`;
+    if (Array.isArray(value) !== multiLabel) {
+      throw new DataError(
+        `${where}: the label ${JSON.stringify(value)} is ${multiLabel ? "not a list" : "a list"}, ` +
+          `but the first example's is ${multiLabel ? "a list (multi-label data)" : "one label"}`,
+      );
+    }
+    const example: Example = multiLabel
+      ? {
+        text: texts[0],
+        label: -1,
+        labels: [...new Set((value as unknown[]).map((v) => labels.id(v, where)))],
+      }
+      : { text: texts[0], label: opts.regression ? targetValue(value, where) : labels.id(value, where) };
     if (texts.length > 1) example.pair = texts[1];
     return example;
   });
-  return { path, examples, labelNames: opts.regression ? null : labels.names(), textFields, labelField };
+  const labelNames = opts.regression ? null : labels.names();
+  return { path, examples, labelNames, textFields, labelField, multiLabel };
 }
 
 /** A regression target: a finite number, or a string holding one. */
@@ -423,6 +440,24 @@ export class LabelMap {
     if (this.given) return [...this.given.keys()];
     return this.seen.size > 0 ? [...this.seen.keys()] : null;
   }
+}
+
+/**
+ * Throw unless every example has a list of label ids below `numLabels` (multi-label data made in
+ * code, too). `source` names them.
+ */
+export function checkLabelLists(examples: readonly Example[], numLabels: number, source: string): void {
+  examples.forEach((ex, i) => {
+    const bad = ex.labels?.find((id) => !(Number.isInteger(id) && id >= 0 && id < numLabels));
+    if (!ex.labels || bad !== undefined) {
+      throw new DataError(
+        `${source}: example ${i} ${
+          ex.labels ? `has label ${bad}, which does not fit` : "has no label list for"
+        } ` +
+          `the head's ${numLabels} labels (ids 0..${numLabels - 1})`,
+      );
+    }
+  });
 }
 
 /**

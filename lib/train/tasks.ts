@@ -7,7 +7,7 @@
 import type { Batch, Model } from "../models/model.ts";
 import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
-import { f1, matthews, pearson, spearman } from "./metrics.ts";
+import { f1, matthews, multiLabelScores, pearson, spearman } from "./metrics.ts";
 
 /** The tasks the trainer runs. */
 export type TaskName = "causal-lm" | "seq-cls" | "image-cls";
@@ -135,7 +135,10 @@ export function toModelBatch(model: Model, b: HostBatch, task: TaskName, withLab
     attentionMask: b.attentionMask,
   };
   if (withLabels) {
-    batch.labels = task === "causal-lm" ? T.from(gpu, b.labels, [rows, len]) : T.from(gpu, b.labels, [rows]);
+    // a classifier's labels: one per row, or one 0/1 per label and row (multi-label)
+    const perRow = b.labels.length / rows;
+    const shape = task === "causal-lm" ? [rows, len] : perRow === 1 ? [rows] : [rows, perRow];
+    batch.labels = T.from(gpu, b.labels, shape);
     if (task === "causal-lm") batch.nextTokenLabels = true;
   }
   if (b.tokenTypeIds) batch.tokenTypeIds = b.tokenTypeIds;
@@ -168,12 +171,20 @@ export interface EvalResult {
    * mean_token_accuracy, over all targets), causal LM only.
    */
   tokenAccuracy?: number;
-  /** Share of examples classified right, classification only. */
+  /**
+   * Share of examples classified right, classification only; multi-label: with every label
+   * right (a label is predicted where its logit is above 0, σ > 0.5).
+   */
   accuracy?: number;
   /** Matthews correlation of the predicted and true classes (CoLA's metric), classification only. */
   mcc?: number;
-  /** F1 of class 1 (MRPC's and QQP's metric), two-class classification only. */
+  /**
+   * F1 of class 1 (MRPC's and QQP's metric), two-class classification; for multi-label
+   * classification the micro F1 over every (example, label).
+   */
   f1?: number;
+  /** Multi-label classification: the mean of the labels' F1 (macro). */
+  f1Macro?: number;
   /** Pearson correlation of predictions and targets (STS-B's metric), regression only. */
   pearson?: number;
   /** Spearman correlation of predictions and targets, regression only. */
@@ -197,7 +208,7 @@ export async function evaluate(
   const wasTraining = model.training;
   model.train(false);
   let lossSum = 0, targets = 0, examples = 0, done = 0, rightTokens = 0;
-  const scored: { logits: Float32Array; labels: Int32Array | Float32Array }[] = [];
+  const scored: { logits: Float32Array; labels: Int32Array | Float32Array; rows: number }[] = [];
   let pending: Promise<void>[] = [];
   try {
     for (const b of batches) {
@@ -224,7 +235,7 @@ export async function evaluate(
         if (n > 0) lossSum += loss * n;
         targets += n;
         examples += rows;
-        if (labels && reads.logits) scored.push({ logits: await reads.logits, labels });
+        if (labels && reads.logits) scored.push({ logits: await reads.logits, labels, rows });
         if (nextTokens && reads.picks) rightTokens += rightTokenCount(await reads.picks, nextTokens);
       })());
       done++;
@@ -244,6 +255,10 @@ export async function evaluate(
   if (task === "causal-lm") {
     result.perplexity = Math.exp(loss);
     if (targets > 0) result.tokenAccuracy = rightTokens / targets;
+  } else if (model.config.problemType === "multi_label_classification") {
+    const pred = scored.flatMap((s) => Array.from(s.logits, (x) => (x > 0 ? 1 : 0)));
+    const truth = scored.flatMap((s) => Array.from(s.labels));
+    Object.assign(result, multiLabelScores(pred, truth, scored[0]?.logits.length / scored[0]?.rows));
   } else Object.assign(result, predictionMetrics(scored));
   return result;
 }

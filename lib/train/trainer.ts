@@ -415,6 +415,7 @@ export function describeEval(r: EvalResult): string {
   if (r.accuracy !== undefined) parts.push(`accuracy ${r.accuracy.toFixed(4)}`);
   if (r.mcc !== undefined) parts.push(`mcc ${r.mcc.toFixed(4)}`);
   if (r.f1 !== undefined) parts.push(`f1 ${r.f1.toFixed(4)}`);
+  if (r.f1Macro !== undefined) parts.push(`f1 macro ${r.f1Macro.toFixed(4)}`);
   if (r.pearson !== undefined) parts.push(`pearson ${r.pearson.toFixed(4)}`);
   if (r.spearman !== undefined) parts.push(`spearman ${r.spearman.toFixed(4)}`);
   return `${parts.join(", ")} (${r.examples} examples)`;

@@ -44,3 +44,17 @@ export function crossEntropyBackward(
   });
   return dx;
 }
+
+/**
+ * Mean binary cross-entropy of logits `x` against targets `y` in [0, 1] (torch's
+ * BCEWithLogitsLoss, the multi-label loss), and its gradient `(σ(x) − y) / n`.
+ */
+export function bceWithLogits(x: Float64Array, y: Float64Array): { loss: number; grad: Float64Array } {
+  let total = 0;
+  const grad = new Float64Array(x.length);
+  x.forEach((v, i) => {
+    total += Math.max(v, 0) - v * y[i] + Math.log1p(Math.exp(-Math.abs(v)));
+    grad[i] = (1 / (1 + Math.exp(-v)) - y[i]) / x.length;
+  });
+  return { loss: total / x.length, grad };
+}
