@@ -87,3 +87,18 @@ Deno.test("label lists: names or ids, each once, become 0/1 rows of the head's l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("label lists from Parquet: a Sequence(ClassLabel) column's ids (INT64) and names, as go_emotions holds them", async () => {
+  const data = await readClassificationFile(
+    new URL("./fixtures/data/tags.parquet", import.meta.url).pathname,
+    {
+      labelField: "labels",
+    },
+  );
+  assertEquals(data.multiLabel, true);
+  assertEquals(data.labelNames, ["color", "fruit", "weather"]);
+  assertEquals(data.examples.map((e) => [e.text, e.labels]), [["red apple", [0, 1]], ["calm", []], [
+    "rainy pear",
+    [2, 1],
+  ]]);
+});
