@@ -41,7 +41,7 @@ console.log(
 
 /** Wall and recording ms per token of `tokens` greedy tokens after the prompt, 16 per readback. */
 async function decode(model: Model, cacheDtype: KvCacheDtype): Promise<{ wall: number; record: number }> {
-  const vocab = model.config.vocabSize;
+  const vocab = "vocabSize" in model.config ? model.config.vocabSize : 1;
   const prompt = Int32Array.from({ length: promptTokens }, (_, i) => (i * 37 + 11) % vocab);
   const cache = model.newCache!(cacheDtype);
   try {
