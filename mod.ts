@@ -73,12 +73,15 @@ export {
   type Activation,
   type BertConfig,
   type CommonConfig,
+  type GenerationConfig,
   type Gpt2Config,
   type HfConfig,
   type LlamaConfig,
   type LlamaModelType,
+  loadGenerationConfig,
   loadHfConfig,
   type ModelType,
+  PROBLEM_TYPES,
   type ProblemType,
   type RopeConfig,
   SUPPORTED_MODEL_TYPES,
@@ -210,7 +213,7 @@ export {
   type TaskName,
 } from "./lib/train/tasks.ts";
 export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
-export { f1, matthews, pearson, spearman } from "./lib/train/metrics.ts";
+export { f1, matthews, multiLabelScores, pearson, spearman } from "./lib/train/metrics.ts";
 export {
   type ImageData,
   type ImageDataOptions,
@@ -233,6 +236,7 @@ export {
   type TextInput,
 } from "./lib/train/predict.ts";
 export {
+  applyRepetitionPenalty,
   generate,
   generateBatch,
   type GenerateBatchOptions,
