@@ -6,6 +6,9 @@
  * each of {@link GEMV_COLUMNS} output columns per workgroup has {@link GEMV_LANES} invocations that
  * stream its row of B with 16-byte loads (4 f32 or f16 values, 16 q8 or 32 q4 codes of one group),
  * keep one sum per row of A in named registers, and add their partial sums through workgroup memory.
+ * With B stored (k, n) instead (GPT-2's Conv1D weights), each of {@link GEMV_NN_QUADS} invocations
+ * of a workgroup reads four neighbouring columns of a row of B (16 bytes, or a word of codes) for
+ * one of {@link GEMV_NN_SLICES} slices of k, so a workgroup streams whole row segments of B.
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
@@ -21,6 +24,11 @@ export const GEMV_LANES = 32;
 /** The most rows of A a GEMV kernel takes (one register each). */
 export const GEMV_MAX_ROWS = 8;
 
+/** Column quads (4 columns each) of a workgroup of the (k, n)-stored kernel. */
+export const GEMV_NN_QUADS = 16;
+/** Slices of k of a workgroup of the (k, n)-stored kernel. */
+export const GEMV_NN_SLICES = 16;
+
 /** How B is stored. */
 export type GemvB = "f32" | "f16" | QuantKind;
 
@@ -29,6 +37,8 @@ export interface GemvVariant {
   /** Rows of A and C (1 to {@link GEMV_MAX_ROWS}). */
   readonly rows: number;
   readonly b: GemvB;
+  /** B stored (n, k), the nn.Linear weight; else (k, n), n a multiple of 4. */
+  readonly transB: boolean;
   /** Add a bias row (bound after C). */
   readonly bias: boolean;
   /** C += result. */
@@ -45,36 +55,33 @@ export function gemvStep(b: GemvB): number {
 const kernels = new Map<string, Kernel>();
 
 /**
- * The kernel of a variant. Bindings: 0 A (vec4 f32), 1 B, 2 C, [bias], [pre-activation],
- * [B's scales], then the uniform `{ n, k, alpha }`. Dispatch ⌈n / GEMV_COLUMNS⌉ workgroups
- * (linear grid) of {@link GEMV_COLUMNS}·{@link GEMV_LANES} invocations; k must be a multiple of
- * {@link gemvStep}.
+ * The kernel of a variant. Bindings: 0 A (f32), 1 B, 2 C, [bias], [pre-activation], [B's
+ * scales], then the uniform `{ n, k, alpha }`. Dispatch {@link gemvGroups} workgroups (linear
+ * grid) of 256 invocations. B transposed: k must be a multiple of {@link gemvStep}; else n a
+ * multiple of 4.
  */
 export function gemvKernel(v: GemvVariant): Kernel {
   if (!(Number.isInteger(v.rows) && v.rows >= 1 && v.rows <= GEMV_MAX_ROWS)) {
     throw new Error(`gemv: rows must be 1 to ${GEMV_MAX_ROWS}, got ${v.rows}`);
   }
   if (v.activation && v.accumulate) throw new Error("gemv: an activation cannot accumulate into C");
-  const name = `gemv.r${v.rows}_${v.b}${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}${
-    v.activation ? `_${v.activation.kind}${v.activation.keepPre ? "_pre" : ""}` : ""
-  }`;
+  const name = `gemv.r${v.rows}_${v.transB ? "nt" : "nn"}_${v.b}${v.bias ? "_bias" : ""}${
+    v.accumulate ? "_acc" : ""
+  }${v.activation ? `_${v.activation.kind}${v.activation.keepPre ? "_pre" : ""}` : ""}`;
   let kernel = kernels.get(name);
   if (!kernel) {
-    kernel = { name, code: generate(v) };
+    kernel = { name, code: v.transB ? generate(v) : generateNn(v) };
     kernels.set(name, kernel);
   }
   return kernel;
 }
 
+/** The (n, k)-stored kernel (see the module doc). */
 function generate(v: GemvVariant): string {
   const rows = Array.from({ length: v.rows }, (_, i) => i);
   const quant = v.b === "q8" || v.b === "q4" ? v.b : null;
   const bElem = quant ? "vec4<u32>" : v.b === "f16" ? "vec4<f16>" : "vec4<f32>";
-  const extra = [
-    ...(v.bias ? ["var<storage, read> bias: array<f32>"] : []),
-    ...(v.activation?.keepPre ? ["var<storage, read_write> pre: array<f32>"] : []),
-    ...(quant ? ["var<storage, read> bs: array<f32>"] : []),
-  ];
+  const { extra, store } = epilogue(v);
   // the B values of step u (vec4 unit index of the row-major B) as vec4<f32>, and the FMAs
   const fma = (bv: string, unit: string) =>
     rows.map((i) => `acc${i} = acc${i} + dot(a[${i}u * k4 + ${unit}], ${bv});`);
@@ -92,9 +99,6 @@ function generate(v: GemvVariant): string {
     });
   } else body = [`let bv = ${v.b === "f16" ? "vec4<f32>(b[at])" : "b[at]"};`, ...fma("bv", "u")];
   const act = v.activation;
-  const store = act
-    ? `${act.keepPre ? "pre[ci] = r; " : ""}c[ci] = act_(r);`
-    : `c[ci] = r${v.accumulate ? " + c[ci]" : ""};`;
   const unitsPerStep = gemvStep(v.b) / 4;
   return `${v.b === "f16" ? "enable f16;\n" : ""}${
     act ? `${MATH}\n${ACTIVATION_CODE[act.kind]}\n` : ""
@@ -134,7 +138,89 @@ ${rows.map((i) => `  red[(${i}u * ${GEMV_COLUMNS}u + col) * ${GEMV_LANES}u + lan
       for (var l = 0u; l < ${GEMV_LANES}u; l = l + 1u) { sum = sum + red[base + l]; }
       let ci = row * p.n + nn;
       let r = sum * p.alpha${v.bias ? " + bias[nn]" : ""};
-      ${store}
+      ${store("ci", "r")}
+    }
+  }
+}
+`;
+}
+
+/** Workgroups of a variant's dispatch for n output columns. */
+export function gemvGroups(transB: boolean, n: number): number {
+  return Math.ceil(n / (transB ? GEMV_COLUMNS : 4 * GEMV_NN_QUADS));
+}
+
+/** The epilogue's bindings after C, and its store of `r` at `ci`. */
+function epilogue(v: GemvVariant): { extra: string[]; store: (ci: string, r: string) => string } {
+  const act = v.activation;
+  const extra = [
+    ...(v.bias ? ["var<storage, read> bias: array<f32>"] : []),
+    ...(act?.keepPre ? ["var<storage, read_write> pre: array<f32>"] : []),
+    ...(v.b === "q8" || v.b === "q4" ? ["var<storage, read> bs: array<f32>"] : []),
+  ];
+  const store = (ci: string, r: string) =>
+    act
+      ? `${act.keepPre ? `pre[${ci}] = ${r}; ` : ""}c[${ci}] = act_(${r});`
+      : `c[${ci}] = ${r}${v.accumulate ? ` + c[${ci}]` : ""};`;
+  return { extra, store };
+}
+
+/** The (k, n)-stored kernel (see the module doc). */
+function generateNn(v: GemvVariant): string {
+  const rows = Array.from({ length: v.rows }, (_, i) => i);
+  const Q = GEMV_NN_QUADS, S = GEMV_NN_SLICES;
+  const { extra, store } = epilogue(v);
+  // B[kk, col..col+3] as vec4<f32>, from element e = kk·n + col (a multiple of 4)
+  const load = v.b === "q8"
+    ? unpackFour("q8", "b[e / 4u]", "bs[e / 32u]")
+    : v.b === "q4"
+    ? unpackFour("q4", "(b[e / 8u] >> ((e / 4u) % 2u * 16u))", "bs[e / 32u]")
+    : v.b === "f16"
+    ? "vec4<f32>(b[e / 4u])"
+    : "b[e / 4u]";
+  const bElem = v.b === "q8" || v.b === "q4" ? "u32" : v.b === "f16" ? "vec4<f16>" : "vec4<f32>";
+  const XYZW = ["x", "y", "z", "w"];
+  const stores = XYZW.map((c, j) =>
+    `if (cc + ${j}u < p.n) { let ci = row * p.n + cc + ${j}u; let r = sum.${c} * p.alpha${
+      v.bias ? ` + bias[cc + ${j}u]` : ""
+    }; ${store("ci", "r")} }`
+  );
+  return `${v.b === "f16" ? "enable f16;\n" : ""}${
+    v.activation ? `${MATH}\n${ACTIVATION_CODE[v.activation.kind]}\n` : ""
+  }struct P { n: u32, k: u32, alpha: f32 }
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<${bElem}>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+${extra.map((e, i) => `@group(0) @binding(${3 + i}) ${e};\n`).join("")}@group(0) @binding(${
+    3 + extra.length
+  }) var<uniform> p: P;
+var<workgroup> red: array<vec4<f32>, ${v.rows * S * Q}>;
+
+@compute @workgroup_size(${Q * S})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let first = (wid.x + wid.y * nwg.x) * ${4 * Q}u;
+  let quad = lid % ${Q}u;
+  let slice = lid / ${Q}u;
+  let col = first + quad * 4u;
+${rows.map((i) => `  var acc${i} = vec4<f32>();`).join("\n")}
+  if (col < p.n) {
+    for (var kk = slice; kk < p.k; kk = kk + ${S}u) {
+      let e = kk * p.n + col;
+      let bv = ${load};
+${rows.map((i) => `      acc${i} = fma(vec4<f32>(a[${i}u * p.k + kk]), bv, acc${i});`).join("\n")}
+    }
+  }
+${rows.map((i) => `  red[(${i}u * ${S}u + slice) * ${Q}u + quad] = acc${i};`).join("\n")}
+  workgroupBarrier();
+  if (lid < ${v.rows * Q}u) {
+    let row = lid / ${Q}u;
+    let q = lid % ${Q}u;
+    let cc = first + q * 4u;
+    if (cc < p.n) {
+      var sum = vec4<f32>();
+      for (var s = 0u; s < ${S}u; s = s + 1u) { sum = sum + red[(row * ${S}u + s) * ${Q}u + q]; }
+      ${stores.join("\n      ")}
     }
   }
 }

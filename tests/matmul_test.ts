@@ -360,56 +360,56 @@ Deno.test("matmul: bad input gives errors naming the operand and sizes", async (
   for (const buf of [small, big, c]) gpu.pool.release(buf);
 });
 
-Deno.test("matmul: a few rows against a transposed B run as a GEMV, for every B storage and epilogue", async () => {
+Deno.test("matmul: a few rows against a packed B run as a GEMV, for both layouts of B, every storage and epilogue", async () => {
   const gpu = await getGpu();
   const kinds = ["f32", ...(gpu.f16 ? ["f16"] : []), "q8", "q4"] as const;
-  for (const kind of kinds) {
-    // codes are read a group (q4) or half of one (q8) at a time: their rows are whole groups
-    const whole = kind === "q8" || kind === "q4" ? 32 : 4;
-    for (const [m, n, k0] of [[1, 1, 8], [3, 9, 40], [8, 300, 1000], [5, 37, 4104]]) {
-      const k = Math.ceil(k0 / whole) * whole;
-      const ah = randomF32(m * k), bh = randomF32(n * k), biasH = randomF32(n), c0 = randomF32(m * n);
-      const quantized = kind === "q8" || kind === "q4" ? Tensor.from(gpu, bh, [n, k], { dtype: kind }) : null;
-      const bValues = quantized ? await quantized.toArray() : kind === "f16" ? Float16Array.from(bh) : bh;
-      const b = quantized?.buffer ?? upload(gpu, kind === "f16" ? Float16Array.from(bh) : bh);
-      const stored = quantized
-        ? { quantB: { kind: quantized.dtype as "q8" | "q4", scales: quantized.scales } }
-        : { f16B: kind === "f16" };
-      const a = upload(gpu, ah), bias = upload(gpu, biasH);
-      const label = `${kind} ${m}×${n}×${k}`;
-      // a one-entry C has no other entries to average its rounding over
-      const tol = tolerance(k) * (m * n === 1 ? 10 : 1);
-      assert(usesGemv(m, n, k, { transB: true, ...stored }), `${label} runs as a GEMV`);
-      // alpha and a bias; accumulating into C; a forward activation keeping the pre-activation
-      const c = upload(gpu, c0), pre = gpu.pool.acquire(m * n * 4);
-      encodeMatmul(gpu, a, b, c, m, n, k, { transB: true, alpha: 0.5, bias, ...stored });
-      const ref = matmulReference(ah, bValues, m, n, k, { transB: true, alpha: 0.5, bias: biasH });
-      assertClose(await readF32(gpu, c, m * n), ref, tol, `${label} alpha, bias`);
-      gpu.stream.write(c, c0);
-      encodeMatmul(gpu, a, b, c, m, n, k, { transB: true, accumulate: true, ...stored });
-      const acc = matmulReference(ah, bValues, m, n, k, { transB: true, accumulate: c0 });
-      assertClose(await readF32(gpu, c, m * n), acc, tol, `${label} accumulate`);
-      encodeMatmul(gpu, a, b, c, m, n, k, {
-        transB: true,
-        bias,
-        activation: { kind: "silu", pre },
-        ...stored,
-      });
-      const preRef = matmulReference(ah, bValues, m, n, k, { transB: true, bias: biasH });
-      assertClose(await readF32(gpu, pre, m * n), preRef, tol, `${label} pre-activation`);
-      assertClose(
-        await readF32(gpu, c, m * n),
-        preRef.map(ACTIVATIONS.silu.f),
-        tol * 4,
-        `${label} silu`,
-      );
-      for (const buf of [a, bias, c, pre, ...(quantized ? [] : [b])]) gpu.pool.release(buf);
-      quantized?.dispose();
+  for (const transB of [true, false]) {
+    for (const kind of kinds) {
+      // a transposed B's codes are read a group (q4) or half of one (q8) at a time: its rows are
+      // whole groups; a (k, n) B is read 4 columns at a time
+      const whole = transB && (kind === "q8" || kind === "q4") ? 32 : 4;
+      const shapes = transB
+        ? [[1, 1, 8], [3, 9, 40], [8, 300, 1000], [5, 37, 4104]]
+        : [[1, 4, 7], [3, 12, 40], [8, 300, 1001], [5, 36, 97]];
+      for (const [m, n, k0] of shapes) {
+        const k = transB ? Math.ceil(k0 / whole) * whole : k0;
+        const ah = randomF32(m * k), bh = randomF32(n * k), biasH = randomF32(n), c0 = randomF32(m * n);
+        const stored = transB ? [n, k] : [k, n];
+        const quantized = kind === "q8" || kind === "q4"
+          ? Tensor.from(gpu, bh, stored, { dtype: kind })
+          : null;
+        const bValues = quantized ? await quantized.toArray() : kind === "f16" ? Float16Array.from(bh) : bh;
+        const b = quantized?.buffer ?? upload(gpu, kind === "f16" ? Float16Array.from(bh) : bh);
+        const storage = quantized
+          ? { quantB: { kind: quantized.dtype as "q8" | "q4", scales: quantized.scales } }
+          : { f16B: kind === "f16" };
+        const a = upload(gpu, ah), bias = upload(gpu, biasH);
+        const label = `${kind} ${m}×${n}×${k} ${transB ? "NT" : "NN"}`;
+        // a one-entry C has no other entries to average its rounding over
+        const tol = tolerance(k) * (m * n === 1 ? 10 : 1);
+        const o = { transB, ...storage };
+        assert(usesGemv(m, n, k, o), `${label} runs as a GEMV`);
+        // alpha and a bias; accumulating into C; a forward activation keeping the pre-activation
+        const c = upload(gpu, c0), pre = gpu.pool.acquire(m * n * 4);
+        encodeMatmul(gpu, a, b, c, m, n, k, { ...o, alpha: 0.5, bias });
+        const ref = matmulReference(ah, bValues, m, n, k, { transB, alpha: 0.5, bias: biasH });
+        assertClose(await readF32(gpu, c, m * n), ref, tol, `${label} alpha, bias`);
+        gpu.stream.write(c, c0);
+        encodeMatmul(gpu, a, b, c, m, n, k, { ...o, accumulate: true });
+        const acc = matmulReference(ah, bValues, m, n, k, { transB, accumulate: c0 });
+        assertClose(await readF32(gpu, c, m * n), acc, tol, `${label} accumulate`);
+        encodeMatmul(gpu, a, b, c, m, n, k, { ...o, bias, activation: { kind: "silu", pre } });
+        const preRef = matmulReference(ah, bValues, m, n, k, { transB, bias: biasH });
+        assertClose(await readF32(gpu, pre, m * n), preRef, tol, `${label} pre-activation`);
+        assertClose(await readF32(gpu, c, m * n), preRef.map(ACTIVATIONS.silu.f), tol * 4, `${label} silu`);
+        for (const buf of [a, bias, c, pre, ...(quantized ? [] : [b])]) gpu.pool.release(buf);
+        quantized?.dispose();
+      }
     }
   }
-  // more rows, B not transposed, a backward activation, or a tuning override take the tiles
+  // more rows, rows of B the loads do not fit, a backward activation, or a tuning override take the tiles
   assert(!usesGemv(9, 4, 4, { transB: true }), "9 rows");
-  assert(!usesGemv(2, 4, 4, {}), "B not transposed");
+  assert(!usesGemv(2, 6, 4, {}), "a (k, n) B with n not a multiple of 4");
   assert(!usesGemv(2, 4, 6, { transB: true }), "k not a multiple of 4");
   assert(
     !usesGemv(2, 4, 48, { transB: true, quantB: { kind: "q4", scales: gpu.pool.acquire(4) } }),

@@ -20,7 +20,7 @@ import {
   tileThreads,
 } from "../../kernels/matmul.ts";
 import { groupWords } from "../../kernels/quant.ts";
-import { GEMV_COLUMNS, GEMV_MAX_ROWS, gemvKernel, gemvStep } from "../../kernels/gemv.ts";
+import { GEMV_MAX_ROWS, gemvGroups, gemvKernel, gemvStep } from "../../kernels/gemv.ts";
 import { QUANT_GROUP, type QuantKind } from "../tensor/reference/quant.ts";
 
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
@@ -159,22 +159,24 @@ export const MATMUL_HEURISTICS = {
   /** `big` from this many waves (target workgroups) of its tiles. */
   bigWaves: 1.5,
   /**
-   * Products of at most this many rows against a transposed, packed B (decoding's x·Wᵀ) run as a
-   * GEMV (kernels/gemv.ts) rather than a tile; 0 never.
+   * Products of at most this many rows against a packed B (decoding's x·Wᵀ, or x·W for GPT-2's
+   * Conv1D weights) run as a GEMV (kernels/gemv.ts) rather than a tile; 0 never.
    */
   gemvRows: GEMV_MAX_ROWS,
 };
 
 /**
- * Whether {@link encodeMatmul} runs a product as a GEMV: few rows, B transposed and packed, one
- * matrix, no tuning override, no backward activation, and k a multiple of the kernel's step.
+ * Whether {@link encodeMatmul} runs a product as a GEMV: few rows, B packed, one matrix, no
+ * tuning override, no backward activation, and B's rows fit the kernel's loads (k a multiple of
+ * its step when B is transposed, n a multiple of 4 when not).
  */
 export function usesGemv(m: number, n: number, k: number, opts: MatmulOptions = {}): boolean {
   const typeB = opts.quantB?.kind ?? (opts.f16B ? "f16" : "f32");
-  return m <= Math.min(MATMUL_HEURISTICS.gemvRows, GEMV_MAX_ROWS) && n >= 1 && (opts.transB ?? false) &&
+  const rowsFit = opts.transB ? k % gemvStep(typeB) === 0 : n % 4 === 0;
+  return m <= Math.min(MATMUL_HEURISTICS.gemvRows, GEMV_MAX_ROWS) && n >= 1 && rowsFit &&
     !opts.transA && (opts.batch ?? 1) === 1 && (opts.heads ?? 1) === 1 && opts.tile === undefined &&
     opts.splitK === undefined && !opts.layoutA && !opts.layoutB && !opts.layoutC &&
-    !opts.activation?.backward && k % gemvStep(typeB) === 0;
+    !opts.activation?.backward;
 }
 /** A software adapter (lavapipe) runs a few workgroups at a time: favour big register tiles. */
 const CPU_TARGET_GROUPS = 4;
@@ -404,6 +406,7 @@ export function encodeMatmul(
     const kernel = gemvKernel({
       rows: m,
       b: quant?.kind ?? (f16B ? "f16" : "f32"),
+      transB,
       bias: !!bias,
       accumulate,
       ...(act ? { activation: { kind: act.kind, keepPre: !!pre } } : {}),
@@ -411,7 +414,7 @@ export function encodeMatmul(
     const params = new Uint32Array([n, k, 0, 0]);
     new Float32Array(params.buffer)[2] = alpha;
     const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : []), ...(scalesB ? [scalesB] : [])];
-    gpu.stream.dispatch(kernel, bindings, grid(gpu, Math.ceil(n / GEMV_COLUMNS)), params);
+    gpu.stream.dispatch(kernel, bindings, grid(gpu, gemvGroups(transB, n)), params);
     return;
   }
   const plan = planMatmul(gpu, m, n, k, custom || act ? { ...opts, splitK: 1 } : opts);
