@@ -256,9 +256,7 @@ export async function evaluate(
     result.perplexity = Math.exp(loss);
     if (targets > 0) result.tokenAccuracy = rightTokens / targets;
   } else if (model.config.problemType === "multi_label_classification") {
-    const pred = scored.flatMap((s) => Array.from(s.logits, (x) => (x > 0 ? 1 : 0)));
-    const truth = scored.flatMap((s) => Array.from(s.labels));
-    Object.assign(result, multiLabelScores(pred, truth, scored[0]?.logits.length / scored[0]?.rows));
+    Object.assign(result, multiLabelMetrics(scored));
   } else Object.assign(result, predictionMetrics(scored));
   return result;
 }
@@ -279,6 +277,16 @@ function rightTokenCount(picks: Float32Array, labels: Int32Array): number {
     throw new Error(`evaluate: ${picks.length} picked tokens for ${j} targets`);
   }
   return right;
+}
+
+/** A multi-label head's scores: each label predicted where its logit is above 0 (σ > 0.5). */
+function multiLabelMetrics(
+  scored: readonly { logits: Float32Array; labels: Int32Array | Float32Array; rows: number }[],
+): Partial<EvalResult> {
+  if (scored.length === 0) return { accuracy: NaN };
+  const pred = scored.flatMap((s) => Array.from(s.logits, (x) => (x > 0 ? 1 : 0)));
+  const truth = scored.flatMap((s) => Array.from(s.labels));
+  return multiLabelScores(pred, truth, scored[0].logits.length / scored[0].rows);
 }
 
 /**
