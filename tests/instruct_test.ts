@@ -453,6 +453,13 @@ Deno.test("inspect: a decoder's attention (sliding window included), chat templa
       ),
       r.out,
     );
+    // 2 layers × keys and values × 2 heads × 16 values a token
+    assert(
+      r.out.includes(
+        "kv cache  256 bytes a token as f16, 512 bytes as f32 (32.0 KiB as f16 at 128 positions)",
+      ),
+      r.out,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -17,7 +17,7 @@ import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
 import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
-import { storageSummary } from "../models/storage.ts";
+import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
 import { endTokenIds, loadForUse } from "./load.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
@@ -236,8 +236,12 @@ async function decoderLines(dir: string, model: Model, tokenizer: Tokenizer | nu
   }
   const template = await loadChatTemplate(dir);
   const ends = await endTokenIds(dir, model, tokenizer);
+  // a generated token's keys and values in every layer
+  const perToken = c.numLayers * 2 * ("numKvHeads" in c ? c.numKvHeads : c.numHeads) * c.headDim;
   return [
     `attention ${parts.join(", ")}`,
+    `kv cache  ${formatBytes(perToken * 2)} a token as f16, ${formatBytes(perToken * 4)} as f32 ` +
+    `(${formatBytes(perToken * 2 * c.maxPositions)} as f16 at ${c.maxPositions} positions)`,
     `chat      ${template ? `template from ${template.source}` : "no chat template"}; ` +
     `text ends at ${
       ends.length
