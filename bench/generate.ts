@@ -6,7 +6,7 @@
  * per generated token, readbacks included, the three taking turns. Then 8 prompts of different
  * lengths one after another against `generateBatch` (one left-padded batch): ms per token of all.
  * Then where one cached token's time goes: its dispatches, the CPU's recording of them, the
- * submit, the wait for its logits, and a bare 4-byte readback. Last, the CPU's time to sample one
+ * submit, the wait for its logits, and a bare 4-byte readback. Then the CPU's time to sample one
  * token from 151,936 logits (Qwen2's vocabulary, spread as N(0, 3²)) with top-p, top-k or neither.
  *
  *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3] [--no-gemv]
@@ -69,9 +69,9 @@ const vocab = "vocabSize" in model.config ? model.config.vocabSize : 1;
 const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 37 + 11) % vocab);
 const runs = {
   full: (n: number) => uncached(model, prompt, n),
+  // sampled on the CPU (no top-k) at a temperature that leaves the most probable token alone: a readback per token
   perToken: async (n: number) =>
-    (await generate(model, tokenizer, prompt, { maxNewTokens: n, temperature: 1, topK: 1, stopAtEos: false }))
-      .ids,
+    (await generate(model, tokenizer, prompt, { maxNewTokens: n, temperature: 1e-6, stopAtEos: false })).ids,
   gpu: async (n: number) =>
     (await generate(model, tokenizer, prompt, { maxNewTokens: n, stopAtEos: false })).ids,
 };
@@ -138,6 +138,17 @@ for (let i = 0; i < 10; i++) {
   bare.push(performance.now() - t0);
   x.dispose();
 }
+// sampled generation: with a top-k the GPU draws, 16 tokens per readback; without, the CPU, a readback each
+const sampled = { gpu: [] as number[], cpu: [] as number[] };
+for (let r = 0; r <= reps; r++) {
+  for (const [where, topK] of [["gpu", 50], ["cpu", 0]] as const) {
+    const t0 = performance.now();
+    const opts = { maxNewTokens: newTokens, stopAtEos: false, temperature: 0.8, topK, topP: 0.95, seed: r };
+    await generate(model, tokenizer, prompt, opts);
+    if (r > 0) sampled[where].push((performance.now() - t0) / newTokens);
+  }
+}
+
 model.dispose();
 const full = median(ms.full);
 const row = (
@@ -179,3 +190,7 @@ const sampling =
       return [what, ((performance.now() - t0) / 20).toFixed(1)];
     });
 console.log(table(["sampling 151,936 logits", "ms/token"], sampling));
+console.log(table(["sampled, temperature 0.8, top-p 0.95", "ms/token"], [
+  ["top-k 50: drawn on the GPU, 16 per readback", median(sampled.gpu).toFixed(2)],
+  ["no top-k: drawn on the CPU, a readback each", median(sampled.cpu).toFixed(2)],
+]));

@@ -219,7 +219,7 @@ struct P { n: u32, s: f32 }
 };
 
 /** The PCG hash (O'Neill) in WGSL; {@link pcgHash} is its CPU twin. */
-const PCG = `
+export const PCG = `
 fn pcg_(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
   let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;

@@ -45,7 +45,7 @@ Deno.test("repetition penalty: the kernels against float64 (a row's seen tokens,
   assertEquals(Array.from(row), [1, -4, 0.5, 2]);
 });
 
-Deno.test("repetition penalty: greedy on the GPU, top-1 sampling on the CPU and batches pick the same tokens", async () => {
+Deno.test("repetition penalty: greedy, top-1 sampling on the GPU, a near-zero temperature on the CPU and batches pick the same tokens", async () => {
   const gpu = await getGpu();
   const model = await loadModel(gpu, fixtureModel("gpt2-brown"));
   const tokenizer = await loadModelTokenizer(model.config);
@@ -55,8 +55,11 @@ Deno.test("repetition penalty: greedy on the GPU, top-1 sampling on the CPU and 
     for (const prompt of prompts) {
       const plain = await generate(model, tokenizer, prompt, { maxNewTokens: 24, stopAtEos: false });
       const gpuPath = await generate(model, tokenizer, prompt, common);
-      const cpuPath = await generate(model, tokenizer, prompt, { ...common, temperature: 1, topK: 1 });
-      assertEquals(gpuPath.ids, cpuPath.ids, prompt);
+      // no top-k: sampled on the CPU, where only the most probable token has any weight left
+      const cpuPath = await generate(model, tokenizer, prompt, { ...common, temperature: 1e-6 });
+      const sampledOnGpu = await generate(model, tokenizer, prompt, { ...common, temperature: 1, topK: 1 });
+      assertEquals(gpuPath.ids, cpuPath.ids, `${prompt}: CPU`);
+      assertEquals(gpuPath.ids, sampledOnGpu.ids, `${prompt}: GPU sampler`);
       assert(gpuPath.text !== plain.text, `the penalty changed nothing: ${plain.text}`);
       // the penalised text repeats fewer of its tokens
       const repeats = (ids: number[]) => ids.length - new Set(ids).size;

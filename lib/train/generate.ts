@@ -17,6 +17,7 @@ import { Prng } from "../spectral/prng.ts";
 import { argmax, noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
 import { copyAll } from "../tensor/ops/copy.ts";
 import { markSeen, repetitionPenalty } from "../tensor/ops/penalty.ts";
+import { type GpuSampling, samplesOnGpu, sampleTokens } from "../tensor/ops/sample.ts";
 
 /** Options of {@link generate}. */
 export interface GenerateOptions {
@@ -96,9 +97,11 @@ export function keepSharedPrefix(cache: KvCache, cachedIds: readonly number[], i
 /**
  * Continue `prompt` (a text, or token ids) with `model` (a causal LM, in eval mode). A key/value
  * cache keeps every position's keys and values, so each new token runs through the layers alone.
- * Greedy with temperature 0 (the tokens picked on the GPU, {@link GREEDY_TOKENS_PER_READ} per
- * readback), else sampled from softmax(logits / temperature), optionally among the top k and
- * the top p, with a seeded generator (the same seed gives the same text).
+ * Greedy with temperature 0, else sampled from softmax(logits / temperature), optionally among
+ * the top k and the top p, seeded (the same seed gives the same text). Greedy tokens, and
+ * sampled ones with a top-k of 1 to 64 (`SAMPLE_MAX_K`; on a software adapter with a small
+ * vocabulary only, `samplesOnGpu`), are picked on the GPU,
+ * {@link GREEDY_TOKENS_PER_READ} per readback; other sampled ones on the CPU, a readback each.
  */
 export async function generate(
   model: Model,
@@ -153,7 +156,8 @@ export type GenerateBatchOptions = Omit<GenerateOptions, "onText" | "cache">;
  * first real token, the padding masked, as transformers' generate does), one forward pass per new
  * token for them all. Each row stops at its own end-of-sequence token; the batch runs until every
  * row has stopped or the budget is spent. The same tokens as {@link generate} on each prompt alone
- * when greedy; sampling draws the rows' tokens in row order from one seeded generator.
+ * when greedy; sampled rows draw from seeded streams of their own (on the GPU) or in row order
+ * from one seeded generator (on the CPU).
  */
 export async function generateBatch(
   model: Model,
@@ -206,6 +210,8 @@ interface Decoding {
   eos: ReadonlySet<number>;
   stopTexts: readonly string[];
   rng: Prng;
+  /** The seed of the GPU's draws (see {@link sampleTokens}). */
+  seed: number;
 }
 
 /** The settings of `opts` for `model`, checked; errors name `fn`. */
@@ -237,6 +243,7 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
     eos,
     stopTexts,
     rng: new Prng(opts.seed ?? 0),
+    seed: opts.seed ?? 0,
   };
 }
 
@@ -248,8 +255,9 @@ function newCache(model: Model, fn: string, dtype?: KvCacheDtype): KvCache {
 
 /**
  * Extend each of `rows` (a prompt's ids, the new tokens appended) until it stops or the budget is
- * spent: `first` (the ids the cache lacks) through the model, then each row's last token, greedy
- * tokens {@link GREEDY_TOKENS_PER_READ} per readback, sampled ones one at a time. `onChunk` sees
+ * spent: `first` (the ids the cache lacks) through the model, then each row's last token, tokens
+ * picked on the GPU {@link GREEDY_TOKENS_PER_READ} per readback, those sampled on the CPU one at a
+ * time. `onChunk` sees
  * which rows still run after each readback. Returns why each row stopped.
  */
 async function decode(
@@ -276,8 +284,11 @@ async function decode(
       const k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
       const penalty = d.repetitionPenalty;
       let picked: Int32Array[];
-      if (d.temperature === 0) {
-        picked = await greedyTokens(model, first, cache, k, penalty === 1 ? null : { penalty, rows });
+      const vocab = "vocabSize" in model.config ? model.config.vocabSize : 0;
+      if (d.temperature === 0 || samplesOnGpu(model.gpu, d, vocab)) {
+        const { temperature, topK, topP, seed } = d;
+        const sampling = temperature === 0 ? null : { temperature, topK, topP, seed, step: made };
+        picked = await gpuTokens(model, first, cache, k, penalty === 1 ? null : { penalty, rows }, sampling);
       } else {
         const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
         const draw = (r: number) => {
@@ -385,16 +396,18 @@ function stepBatch(model: Model, step: Step): Batch {
 }
 
 /**
- * The next `k` greedy tokens of each row: `first` through the model, then each row's picked
- * token, each argmax taken on the GPU (after the repetition penalty over the tokens of `rows`
- * and those picked since, when given); one readback. Returns k arrays of b tokens.
+ * The next `k` tokens of each row, picked on the GPU: `first` through the model, then each row's
+ * picked token; the most probable token, or with `sampling` one drawn as {@link sampleTokens}
+ * does (its draws counted from `sampling.step`); after the repetition penalty over the tokens of
+ * `rows` and those picked since, when given. One readback. Returns k arrays of b tokens.
  */
-async function greedyTokens(
+async function gpuTokens(
   model: Model,
   first: Step,
   cache: KvCache,
   k: number,
   repetition: { penalty: number; rows: readonly (readonly number[])[] } | null,
+  sampling: GpuSampling | null,
 ): Promise<Int32Array[]> {
   const b = first.b;
   const { tokens } = tidy(() =>
@@ -408,7 +421,11 @@ async function greedyTokens(
           seen ??= seenFlags(model, repetition.rows, logits.shape[2]);
           scores = repetitionPenalty(scores, seen, repetition.penalty);
         }
-        const next = argmax(scores);
+        let next: Tensor;
+        if (sampling) {
+          next = Tensor.empty(model.gpu, [b], "i32");
+          sampleTokens(scores, { ...sampling, step: sampling.step + j }, next);
+        } else next = argmax(scores);
         if (seen && j + 1 < k) markSeen(seen, next);
         copyAll(next, picked, j * b);
         batch = { inputIds: reshape(next, [b, 1]) };

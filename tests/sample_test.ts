@@ -1,0 +1,78 @@
+// Drawing tokens on the GPU: the kept tokens and their frequencies are those of sampleToken's
+// top-k, top-p and temperature (computed here in float64), and the draws are seeded.
+import { getGpu } from "../lib/gpu/mod.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import { generate, generateBatch } from "../lib/train/generate.ts";
+import { fixtureModel } from "./model_helpers.ts";
+import { Tensor } from "../lib/tensor/mod.ts";
+import { sampleTokens } from "../lib/tensor/ops/sample.ts";
+import { assert, assertEquals } from "./assert.ts";
+import { Rng } from "./tensor_helpers.ts";
+
+/** sampleToken's distribution in float64: the candidates by (logit desc, id asc), cut to k, then to top-p. */
+function expected(logits: Float32Array, temperature: number, k: number, topP: number): Map<number, number> {
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
+  const w = order.map((i) => Math.exp((logits[i] - logits[order[0]]) / temperature));
+  const mass = topP * w.reduce((a, b) => a + b, 0);
+  let keep = 0, before = 0;
+  while (keep < order.length && (topP >= 1 || before < mass)) before += w[keep++];
+  const held = w.slice(0, keep).reduce((a, b) => a + b, 0);
+  return new Map(order.slice(0, keep).map((id, j) => [id, w[j] / held]));
+}
+
+Deno.test("sampleTokens: the tokens and frequencies of sampleToken's cuts, a seeded draw per row and step", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(23);
+  const vocab = 41, rows = 1500;
+  const logits = Float32Array.from(rng.normals(vocab, 2));
+  logits[7] = logits[3]; // a tie: the smaller id comes first
+  const batch = new Float32Array(rows * vocab);
+  for (let r = 0; r < rows; r++) batch.set(logits, r * vocab);
+  const x = Tensor.from(gpu, batch, [rows, vocab]);
+  for (
+    const [temperature, topK, topP] of [[1, 5, 1], [0.7, 20, 0.8], [1.3, 64, 0.5], [1, 1, 1], [2, 41, 0.95]]
+  ) {
+    const out = Tensor.empty(gpu, [rows], "i32");
+    sampleTokens(x, { temperature, topK, topP, seed: 9, step: 3 }, out);
+    const picks = await out.toInt32Array();
+    const want = expected(logits, temperature, topK, topP);
+    const counts = new Map<number, number>();
+    for (const id of picks) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const label = `T ${temperature}, top-k ${topK}, top-p ${topP}`;
+    for (const id of counts.keys()) assert(want.has(id), `${label}: drew ${id}, which the cuts leave out`);
+    for (const [id, p] of want) {
+      const freq = (counts.get(id) ?? 0) / rows;
+      assert(
+        Math.abs(freq - p) <= 4 * Math.sqrt((p * (1 - p)) / rows) + 2 / rows,
+        `${label}: token ${id} drawn ${freq}, p ${p}`,
+      );
+    }
+    // the same seed and step draw the same tokens; another step others
+    const again = Tensor.empty(gpu, [rows], "i32"), later = Tensor.empty(gpu, [rows], "i32");
+    sampleTokens(x, { temperature, topK, topP, seed: 9, step: 3 }, again);
+    sampleTokens(x, { temperature, topK, topP, seed: 9, step: 4 }, later);
+    assertEquals(Array.from(await again.toInt32Array()), Array.from(picks), `${label}: seeded`);
+    if (want.size > 1) {
+      assert(Array.from(await later.toInt32Array()).some((id, r) => id !== picks[r]), `${label}: step`);
+    }
+  }
+});
+
+Deno.test("generate: sampling with a top-k draws on the GPU, 16 tokens a readback, seeded; batches too", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, fixtureModel("gpt2-brown"));
+  const tokenizer = await loadModelTokenizer(model.config);
+  try {
+    const opts = { maxNewTokens: 40, stopAtEos: false, temperature: 0.9, topK: 20, topP: 0.95, seed: 5 };
+    const reads = gpu.submits;
+    const a = await generate(model, tokenizer, "The jury said", opts);
+    assert(gpu.submits - reads <= 6, `${gpu.submits - reads} submits for 40 tokens`);
+    assertEquals((await generate(model, tokenizer, "The jury said", opts)).ids, a.ids, "the same seed");
+    const b = await generate(model, tokenizer, "The jury said", { ...opts, seed: 6 });
+    assert(b.ids.join() !== a.ids.join(), "another seed");
+    const batch = await generateBatch(model, tokenizer, ["The jury said", "It was"], opts);
+    assertEquals(batch.map((g) => g.newTokens), [40, 40]);
+  } finally {
+    model.dispose();
+  }
+});
