@@ -43,10 +43,19 @@ Deno.test("cli --dtype q4: SSH trains on 4-bit frozen weights; eval, predict and
       "0.1",
       "--steps",
       "8",
+      "--eval-every",
+      "4",
+      "--save-best",
+      "--best-metric",
+      "token-accuracy",
       "--out",
       run,
     ]);
     assertEquals(r.code, 0, r.err);
+    // the best evaluation by token accuracy is kept
+    assert((await Deno.stat(join(run, "best", "adapter"))).isDirectory, r.err);
+    assert(/held-out: loss [\d.]+, perplexity [\d.]+, token accuracy [\d.]+/.test(r.err), r.err);
+    assert(/best held-out token accuracy [\d.]+ at step [48]/.test(r.err), r.err);
     // every block's linear weight is quantized; the LM head is GPT-2's (f16 or f32) embedding table
     assert(
       /storage linear weights 16 q4, 1 f(16|32); parameters [\d.]+ KiB \([\d.]+ MiB as f32\)/.test(r.err),

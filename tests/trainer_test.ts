@@ -369,6 +369,31 @@ Deno.test("multi-label (label lists): the head learns each label apart; eval, me
         Object.keys(record.probabilities).filter((k) => record.probabilities[k] > 0.5),
       );
     }
+    // the best evaluation by macro F1 is kept; MCC is not reported for label sets
+    const best = await runCli(
+      tinyRun(`${dir}/tags.jsonl`, `${dir}/best`, [
+        ...data,
+        "--steps",
+        "12",
+        "--save-best",
+        "--best-metric",
+        "f1-macro",
+      ]),
+    );
+    assertEquals(best.code, 0, best.err);
+    assert((await Deno.stat(`${dir}/best/best/adapter`)).isDirectory, "best/adapter");
+    const mcc = await runCli(
+      tinyRun(`${dir}/tags.jsonl`, `${dir}/mcc`, [
+        ...data,
+        "--steps",
+        "1",
+        "--save-best",
+        "--best-metric",
+        "mcc",
+      ]),
+    );
+    assertEquals(mcc.code, 2, mcc.err);
+    assert(mcc.err.includes("report loss, accuracy, f1, f1-macro (3 labels, multi-label)"), mcc.err);
     // a single label where the first example has a list is named
     await Deno.writeTextFile(`${dir}/mixed.jsonl`, `${rows[0]}\n{"text": "apple", "labels": "fruit"}\n`);
     const mixed = await runCli(

@@ -153,7 +153,7 @@ const FLAGS = {
   },
   "best-metric": {
     type: "string",
-    choices: ["accuracy", "loss", "mcc", "f1", "pearson", "spearman"],
+    choices: ["accuracy", "loss", "mcc", "f1", "f1-macro", "pearson", "spearman", "token-accuracy"],
     help:
       "what --save-best and --early-stop compare [default: accuracy; pearson for regression; loss for causal LM]",
   },
@@ -356,17 +356,18 @@ async function runTraining(
     v.model,
     existingHead,
   );
-  const metric = v["best-metric"];
+  const metric = v["best-metric"] && metricKey(v["best-metric"]);
+  // the evaluation fields a run reports, by flag name
   const scored = task === "causal-lm"
-    ? ["loss"]
+    ? ["loss", "token-accuracy"]
     : regression
     ? ["loss", "pearson", "spearman"]
     : splits.multiLabel
-    ? ["loss", "accuracy", "f1"]
+    ? ["loss", "accuracy", "f1", "f1-macro"]
     : ["loss", "accuracy", "mcc", ...(splits.numLabels === 2 ? ["f1"] : [])];
-  if (metric && !scored.includes(metric)) {
+  if (v["best-metric"] && !scored.includes(v["best-metric"])) {
     throw new ArgsError(
-      `--best-metric ${metric}: this run's evaluations report ${scored.join(", ")} ` +
+      `--best-metric ${v["best-metric"]}: this run's evaluations report ${scored.join(", ")} ` +
         `(${
           task === "causal-lm"
             ? "a causal LM"
@@ -414,7 +415,7 @@ async function runTraining(
     ...(accumulate > 1 ? { gradAccum: accumulate } : {}),
     ...(regression ? { regression } : {}),
     ...(v["early-stop"] ? { earlyStop: v["early-stop"] } : {}),
-    ...(v["early-stop"] || v["save-best"] ? { bestMetric: v["best-metric"] ?? null } : {}),
+    ...(v["early-stop"] || v["save-best"] ? { bestMetric: metric ?? null } : {}),
     lr,
     headLr: v["head-lr"],
     schedule: v.schedule,
@@ -518,7 +519,7 @@ async function runTraining(
         shouldStop: (done) => stopRequested || done === v["stop-at"],
         best: v["save-best"] || v["early-stop"]
           ? {
-            metric: v["best-metric"] as BestMetric | undefined,
+            metric: metric as BestMetric | undefined,
             save: v["save-best"],
             patience: v["early-stop"],
           }
@@ -552,7 +553,8 @@ async function runTraining(
       const b = result.best;
       if (b) {
         console.error(
-          `best held-out ${b.metric} ${b.value.toFixed(4)} at step ${b.step}` +
+          `best held-out ${b.metric.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`)} ${b.value.toFixed(4)} ` +
+            `at step ${b.step}` +
             (v["save-best"] ? ` (weights in ${join(outDir, BEST_DIR)})` : ""),
         );
       }
@@ -569,4 +571,9 @@ function targetModulesOf(flag: string | undefined): string[] | string | undefine
   if (flag === undefined) return undefined;
   if (flag === "all-linear" || /[\\^$*+?()[\]{}|]/.test(flag)) return flag;
   return listOf(flag);
+}
+
+/** `--best-metric`'s name of an evaluation's field: `f1-macro` → `f1Macro`, `token-accuracy` → `tokenAccuracy`. */
+function metricKey(flag: string): string {
+  return flag.replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
 }

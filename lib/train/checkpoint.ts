@@ -55,7 +55,15 @@ export interface TrainerState {
 }
 
 /** An evaluation metric that picks the best evaluation. */
-export type BestMetric = "loss" | "accuracy" | "mcc" | "f1" | "pearson" | "spearman";
+export type BestMetric =
+  | "loss"
+  | "accuracy"
+  | "mcc"
+  | "f1"
+  | "f1Macro"
+  | "pearson"
+  | "spearman"
+  | "tokenAccuracy";
 
 /** The best evaluation of a run so far (see the trainer's `best` option). */
 export interface BestState {
