@@ -1,6 +1,6 @@
 /**
- * WGSL for products with a few rows against a transposed B, `C (m × n) = alpha·A·Bᵀ (+ bias)
- * (+ C)` with B stored (n, k): what decoding runs, one token (or a few prompts) through each
+ * WGSL for products with a few rows, `C (m × n) = alpha·A·Bᵀ (+ bias) (+ C)` with B stored (n, k),
+ * or `alpha·A·B` with B stored (k, n): what decoding runs, one token (or a few prompts) through each
  * weight. Such a product reads all of B once and does m FMAs per weight, so it is bound by the
  * memory's bandwidth. The tiled kernel stages B in workgroup memory for reuse it cannot get; here
  * each of {@link GEMV_COLUMNS} output columns per workgroup has {@link GEMV_LANES} invocations that
@@ -179,11 +179,11 @@ function generateNn(v: GemvVariant): string {
     ? "vec4<f32>(b[e / 4u])"
     : "b[e / 4u]";
   const bElem = v.b === "q8" || v.b === "q4" ? "u32" : v.b === "f16" ? "vec4<f16>" : "vec4<f32>";
-  const XYZW = ["x", "y", "z", "w"];
-  const stores = XYZW.map((c, j) =>
-    `if (cc + ${j}u < p.n) { let ci = row * p.n + cc + ${j}u; let r = sum.${c} * p.alpha${
-      v.bias ? ` + bias[cc + ${j}u]` : ""
-    }; ${store("ci", "r")} }`
+  // n is a multiple of 4: a quad's four columns are all in C or all past it
+  const stores = ["x", "y", "z", "w"].map((c, j) =>
+    `{ let ci = row * p.n + cc + ${j}u; let r = sum.${c} * p.alpha${v.bias ? ` + bias[cc + ${j}u]` : ""}; ${
+      store("ci", "r")
+    } }`
   );
   return `${v.b === "f16" ? "enable f16;\n" : ""}${
     v.activation ? `${MATH}\n${ACTIVATION_CODE[v.activation.kind]}\n` : ""

@@ -15,9 +15,6 @@ import { BUILTINS, GROUP_ID } from "./indexing.ts";
 export const SAMPLE_MAX_K = 64;
 const WG = 256;
 
-/** The uniform in [0, 1) of (seed, step, row): the CPU twin of the kernel's draw, for tests. */
-export const SAMPLE_UNIFORM = "f32(pcg_(pcg_(pcg_(p.seed) + p.step) + row) >> 8u) / 16777216.0";
-
 /**
  * Bindings: 0 logits (f32, rows × vocab), 1 picked (i32, written at `p.at + row`); uniform
  * `{ rows, vocab, k, topP, invTemp, seed, step, at }` with 1 ≤ k ≤ min(vocab, SAMPLE_MAX_K).
@@ -83,7 +80,8 @@ fn before_(v: f32, i: u32, w: f32, j: u32) -> bool { return v > w || (v == w && 
     held = held + exp((topV[keep] - topV[0]) * p.invTemp);
     keep = keep + 1u;
   }
-  var u = ${SAMPLE_UNIFORM} * held;
+  // a uniform number in [0, 1) hashed from (seed, step, row), times the kept mass
+  var u = f32(pcg_(pcg_(pcg_(p.seed) + p.step) + row) >> 8u) / 16777216.0 * held;
   var chosen = keep - 1u;
   for (var n = 0u; n < keep; n = n + 1u) {
     u = u - exp((topV[n] - topV[0]) * p.invTemp);

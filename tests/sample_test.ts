@@ -2,22 +2,18 @@
 // top-k, top-p and temperature (computed here in float64), and the draws are seeded.
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { generate, generateBatch } from "../lib/train/generate.ts";
+import { generate, generateBatch, samplingCandidates } from "../lib/train/generate.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { sampleTokens } from "../lib/tensor/ops/sample.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { Rng } from "./tensor_helpers.ts";
 
-/** sampleToken's distribution in float64: the candidates by (logit desc, id asc), cut to k, then to top-p. */
+/** sampleToken's distribution in float64: its candidates, and their weights normalised. */
 function expected(logits: Float32Array, temperature: number, k: number, topP: number): Map<number, number> {
-  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
-  const w = order.map((i) => Math.exp((logits[i] - logits[order[0]]) / temperature));
-  const mass = topP * w.reduce((a, b) => a + b, 0);
-  let keep = 0, before = 0;
-  while (keep < order.length && (topP >= 1 || before < mass)) before += w[keep++];
-  const held = w.slice(0, keep).reduce((a, b) => a + b, 0);
-  return new Map(order.slice(0, keep).map((id, j) => [id, w[j] / held]));
+  const { ids, weights } = samplingCandidates(logits, temperature, k, topP);
+  const held = weights.reduce((a, b) => a + b, 0);
+  return new Map(ids.map((id, j) => [id, weights[j] / held]));
 }
 
 Deno.test("sampleTokens: the tokens and frequencies of sampleToken's cuts, a seeded draw per row and step", async () => {

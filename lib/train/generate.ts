@@ -476,7 +476,8 @@ function nextTokenLogits(model: Model, first: Step, cache: KvCache): Promise<Flo
 
 /**
  * A token drawn from softmax(logits / temperature): among the top k when k > 0, then among the
- * most probable tokens whose probabilities reach `topP` (as transformers' top-k and top-p warpers).
+ * most probable tokens whose probabilities reach `topP` (as transformers' top-k and top-p warpers;
+ * the candidates are {@link samplingCandidates}).
  */
 export function sampleToken(
   logits: Float32Array,
@@ -485,14 +486,27 @@ export function sampleToken(
   topP: number,
   rng: Prng,
 ): number {
-  const v = logits.length;
-  let max = -Infinity;
-  for (let i = 0; i < v; i++) if (logits[i] > max) max = logits[i];
-  const w = new Float64Array(v);
-  let total = 0;
-  for (let i = 0; i < v; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
-  const cut = topK > 0 && topK < v;
-  if (!cut && topP >= 1) return draw(rng.uniform() * total, w);
+  if (!(topK > 0 && topK < logits.length) && topP >= 1) {
+    const { w, total } = weightsOf(logits, temperature);
+    return draw(rng.uniform() * total, w);
+  }
+  const { ids, weights } = samplingCandidates(logits, temperature, topK, topP);
+  return ids[draw(rng.uniform() * weights.reduce((a, b) => a + b, 0), weights)];
+}
+
+/**
+ * The tokens a top-k (k > 0) and top-p cut keeps, most probable first (ties: the smaller id
+ * first), with their weights exp((logit − max) / temperature) in float64: what
+ * {@link sampleToken} draws from, and what the GPU's draws (`sampleTokens`) are tested against.
+ */
+export function samplingCandidates(
+  logits: Float32Array,
+  temperature: number,
+  topK: number,
+  topP: number,
+): { ids: number[]; weights: Float64Array } {
+  const { w, total } = weightsOf(logits, temperature);
+  const cut = topK > 0 && topK < logits.length;
   // the candidates, most probable first: the heaviest tokens sorted, not the whole vocabulary
   const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
   let order = heaviest(w, cut ? (n) => n >= topK : (_, held) => held >= topP * total).sort(byLogit);
@@ -504,8 +518,17 @@ export function sampleToken(
     while (keep < order.length && before < mass) before += w[order[keep++]];
     order = order.slice(0, keep);
   }
-  const weights = Float64Array.from(order, (i) => w[i]);
-  return order[draw(rng.uniform() * weights.reduce((a, b) => a + b, 0), weights)];
+  return { ids: order, weights: Float64Array.from(order, (i) => w[i]) };
+}
+
+/** exp((logit − max) / temperature) of each token, and their sum. */
+function weightsOf(logits: Float32Array, temperature: number): { w: Float64Array; total: number } {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  const w = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
+  return { w, total };
 }
 
 /** The index where the running sum of `weights` passes `u` (the last one if it never does). */
