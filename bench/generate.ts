@@ -7,7 +7,8 @@
  * lengths one after another against `generateBatch` (one left-padded batch): ms per token of all.
  * Then where one cached token's time goes: its dispatches, the CPU's recording of them, the
  * submit, the wait for its logits, and a bare 4-byte readback. Then the CPU's time to sample one
- * token from 151,936 logits (Qwen2's vocabulary, spread as N(0, 3²)) with top-p, top-k or neither.
+ * token from 151,936 logits (Qwen2's vocabulary, spread as N(0, 3²)) with top-p, top-k or neither,
+ * and the GPU's draw over them; last, sampled generation with the GPU's draws and the CPU's.
  *
  *     deno run -A bench/generate.ts [--model DIR] [--prompt-tokens 64] [--new-tokens 64] [--reps 3] [--no-gemv]
  *
@@ -22,6 +23,7 @@ import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { maxTokens } from "../lib/io/hf_config.ts";
 import { generate, generateBatch, sampleToken } from "../lib/train/generate.ts";
+import { sampleTokens } from "../lib/tensor/ops/sample.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { median, table } from "./stats.ts";
 
@@ -182,13 +184,27 @@ const sampleRng = new Prng(1);
 const gauss = () =>
   Math.sqrt(-2 * Math.log(1 - sampleRng.uniform())) * Math.cos(2 * Math.PI * sampleRng.uniform());
 const wide = Float32Array.from({ length: 151936 }, () => 3 * gauss());
-const sampling =
+const sampling: string[][] =
   ([["top-p 0.9", 0, 0.9], ["top-k 50", 50, 1], ["top-k 50, top-p 0.9", 50, 0.9], ["neither", 0, 1]] as const)
     .map(([what, k, p]) => {
       const t0 = performance.now();
       for (let i = 0; i < 20; i++) sampleToken(wide, 0.7, k, p, sampleRng);
       return [what, ((performance.now() - t0) / 20).toFixed(1)];
     });
+// the GPU's draw over the same logits (one workgroup a row; 5 draws per submit, their mean)
+const onGpu = Tensor.from(gpu, wide, [1, wide.length]), picked = Tensor.empty(gpu, [5], "i32");
+for (const k of [20, 50]) {
+  const draws = async () => {
+    for (let step = 0; step < 5; step++) {
+      sampleTokens(onGpu, { temperature: 0.7, topK: k, topP: 0.9, seed: 1, step }, picked, step);
+    }
+    await picked.toInt32Array();
+  };
+  await draws(); // compiles
+  const t0 = performance.now();
+  await draws();
+  sampling.push([`top-k ${k}, top-p 0.9 on the GPU`, ((performance.now() - t0) / 5).toFixed(1)]);
+}
 console.log(table(["sampling 151,936 logits", "ms/token"], sampling));
 console.log(table(["sampled, temperature 0.8, top-p 0.95", "ms/token"], [
   ["top-k 50: drawn on the GPU, 16 per readback", median(sampled.gpu).toFixed(2)],
