@@ -2,7 +2,7 @@
  * The repetition penalty of generation (transformers' RepetitionPenaltyLogitsProcessor): the
  * logit of a token already in a row's text is divided by the penalty when positive and
  * multiplied by it otherwise. A row's tokens are kept as flags over the vocabulary, so a token
- * seen twice is penalised once, and the greedy path marks each picked token on the GPU.
+ * seen twice is penalised once, and decoding marks each token it picks on the GPU.
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";

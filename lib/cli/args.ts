@@ -7,6 +7,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { WEIGHT_DTYPES } from "../nn/load.ts";
 import { explainDeviceError } from "./errors.ts";
 
 /** A flag's value type: text, a finite number, an integer, an on/off switch. */
@@ -48,7 +49,7 @@ export type FlagValues<T extends FlagTable> = {
 /** `--dtype`, shared by the commands that load a model: how its frozen weights are stored. */
 export const DTYPE_FLAG = {
   type: "string",
-  choices: ["f32", "f16", "q8", "q4"],
+  choices: WEIGHT_DTYPES,
   default: "f32",
   help: "storage of the frozen weights: f32, f16, or the linear layers' quantized to 8 or 4 bits (q8, q4)",
 } as const satisfies FlagSpec;

@@ -35,7 +35,7 @@ export interface GenerateOptions {
   /**
    * transformers' repetition penalty (default 1: none): before the token is picked, the logit of
    * each token already in the text (the prompt's included) is divided by it when positive and
-   * multiplied by it otherwise. Greedy decoding applies it on the GPU.
+   * multiplied by it otherwise; on the GPU where the tokens are picked there.
    */
   repetitionPenalty?: number;
   /** Seed of the sampling (default 0). */
