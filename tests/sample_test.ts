@@ -6,7 +6,7 @@ import { generate, generateBatch, samplingCandidates } from "../lib/train/genera
 import { fixtureModel } from "./model_helpers.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { sampleTokens } from "../lib/tensor/ops/sample.ts";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { Rng } from "./tensor_helpers.ts";
 
 /** sampleToken's distribution in float64: its candidates, and their weights normalised. */
@@ -52,6 +52,16 @@ Deno.test("sampleTokens: the tokens and frequencies of sampleToken's cuts, a see
       assert(Array.from(await later.toInt32Array()).some((id, r) => id !== picks[r]), `${label}: step`);
     }
   }
+  // settings it does not take are named (a temperature of 0 is greedy; a top-k above 64 samples on the CPU)
+  const out = Tensor.empty(gpu, [rows], "i32");
+  assertThrows(
+    () => sampleTokens(x, { temperature: 0, topK: 5, topP: 1, seed: 0, step: 0 }, out),
+    "temperature 0 > 0",
+  );
+  assertThrows(
+    () => sampleTokens(x, { temperature: 1, topK: 65, topP: 1, seed: 0, step: 0 }, out),
+    "top-k 65 in 1..64",
+  );
 });
 
 Deno.test("generate: sampling with a top-k draws on the GPU, 16 tokens a readback, seeded; batches too", async () => {
