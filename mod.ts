@@ -195,6 +195,34 @@ export {
   tokenizeInstruction,
 } from "./lib/train/instruct.ts";
 export {
+  checkTags,
+  isConllFile,
+  isTaggedRecord,
+  readTaggedFile,
+  TAG_FIELDS,
+  type TaggedData,
+  type TaggedExample,
+  type TaggedReadOptions,
+  TokenClassificationDataset,
+  type TokenClassificationOptions,
+  WORD_FIELDS,
+} from "./lib/train/token_data.ts";
+export {
+  entities,
+  type Entity,
+  type EntityScores,
+  entityScores,
+  isEntityTagSet,
+} from "./lib/train/entities.ts";
+export {
+  namedEntities,
+  type NamedEntity,
+  splitWords,
+  type TaggedWords,
+  type TagOptions,
+  tagWords,
+} from "./lib/train/tag.ts";
+export {
   type ChatMessage,
   type ChatTemplate,
   chatTemplate,

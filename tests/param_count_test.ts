@@ -93,9 +93,18 @@ Deno.test("shapes: fixture architectures, storage and tying", async () => {
   const wrong = assertThrows(() => modelShapes(robertaConfig, { architecture: "GPT2LMHeadModel" }));
   assert(wrong instanceof ShapeError);
   assertThrows(
-    () => modelShapes(robertaConfig, { architecture: "RobertaForTokenClassification" }),
-    'architecture "RobertaForTokenClassification" is not supported for model_type "roberta" (supported: ',
+    () => modelShapes(robertaConfig, { architecture: "RobertaForQuestionAnswering" }),
+    'architecture "RobertaForQuestionAnswering" is not supported for model_type "roberta" (supported: ',
   );
+  // Another task's head of the same name (BertForSequenceClassification's classifier) is not read
+  // as a token classifier's: that head starts new.
+  const bertConfig = await loadHfConfig(`${MODELS}bert`);
+  const tagger = modelShapes(bertConfig, { architecture: "BertForTokenClassification", numLabels: 5 });
+  const bertCkpt = await openCheckpoint(`${MODELS}bert`);
+  assertThrows(() => checkCheckpoint(tagger, bertCkpt), "classifier.weight is [2,64], expected [5,64]");
+  const fresh = checkCheckpoint(tagger, bertCkpt, bertConfig.architectures[0]);
+  assertEquals(fresh.missingHead, ["classifier.weight", "classifier.bias"]);
+  assertEquals(tagger.linears.some((l) => l.path.endsWith("pooler.dense")), false, "no pooler");
 });
 
 Deno.test("target matching follows PEFT's rule", () => {

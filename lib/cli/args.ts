@@ -65,12 +65,19 @@ export const ATTENTION_FLAG = {
 
 /** `--text-field`, `--pair-field` and `--label-field`, shared by the commands that read labelled text. */
 export const FIELD_FLAGS = {
-  "text-field": { type: "string", help: "field holding the text (default: text, sentence, ...)" },
+  "text-field": {
+    type: "string",
+    help: "field holding the text (default: text, sentence, ...; tokens or words for token classification)",
+  },
   "pair-field": {
     type: "string",
     help: "field holding a pair task's second text, with --text-field (default: found with the first)",
   },
-  "label-field": { type: "string", help: "field holding the label (default: label)" },
+  "label-field": {
+    type: "string",
+    help:
+      "field holding the label (default: label; ner_tags, tags, labels or pos_tags for token classification)",
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 /** The model (and adapter) that predict and chat use. */

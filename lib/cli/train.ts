@@ -60,7 +60,8 @@ const FLAGS = {
     type: "string",
     arg: "PATH",
     help:
-      "training data: .jsonl/.csv/.tsv/.parquet with text+label, .txt (or records' text without labels) " +
+      "training data: .jsonl/.csv/.tsv/.parquet with text+label, tokens+ner_tags records or a .conll file " +
+      "(token classification), .txt (or records' text without labels) " +
       "for causal LM, records with prompt+completion or messages (instruction tuning), " +
       "a folder of class folders (PNG/JPEG) or .parquet/.jsonl for images, or a built-in set: " +
       "spamassassin, brown [default: by task]",
@@ -153,9 +154,20 @@ const FLAGS = {
   },
   "best-metric": {
     type: "string",
-    choices: ["accuracy", "loss", "mcc", "f1", "f1-macro", "pearson", "spearman", "token-accuracy"],
+    choices: [
+      "accuracy",
+      "loss",
+      "mcc",
+      "f1",
+      "f1-macro",
+      "precision",
+      "recall",
+      "pearson",
+      "spearman",
+      "token-accuracy",
+    ],
     help:
-      "what --save-best and --early-stop compare [default: accuracy; pearson for regression; loss for causal LM]",
+      "what --save-best and --early-stop compare [default: accuracy; f1 for entity tags; pearson for regression; loss for causal LM]",
   },
   "log-every": { type: "integer", default: 10, min: 1, help: "steps between loss readbacks / log lines" },
   "save-every": {
@@ -360,6 +372,8 @@ async function runTraining(
   // the evaluation fields a run reports, by flag name
   const scored = task === "causal-lm"
     ? ["loss", "token-accuracy"]
+    : task === "token-cls"
+    ? ["loss", "accuracy", "f1", "precision", "recall"]
     : regression
     ? ["loss", "pearson", "spearman"]
     : splits.multiLabel
@@ -371,6 +385,8 @@ async function runTraining(
         `(${
           task === "causal-lm"
             ? "a causal LM"
+            : task === "token-cls"
+            ? "token classification; f1, precision and recall with entity tags (B-, I-, …)"
             : regression
             ? "regression"
             : `${splits.numLabels} ${splits.multiLabel ? "labels, multi-label" : "classes"}`
@@ -459,6 +475,9 @@ async function runTraining(
       onProgress: loadingProgress(v.quiet),
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
+    // a token classifier's evaluations read entities from the tag names
+    const names = splits.labelNames;
+    if (task === "token-cls" && names && names.length === splits.numLabels) model.config.labels = [...names];
     if (regression) model.config.problemType = "regression";
     if (splits.multiLabel) model.config.problemType = "multi_label_classification";
     else if (model.config.problemType === "multi_label_classification") {

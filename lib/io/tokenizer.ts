@@ -74,6 +74,8 @@ export class Tokenizer {
   readonly padId: number;
   /** Whether decode applies transformers' "clean up tokenization spaces" (tokenizer_config.json). */
   private readonly cleanUp: boolean;
+  /** A byte-level pre-tokenizer (GPT-2, RoBERTa, LLaMA 3, Qwen2): words need their leading space. */
+  private readonly byteLevel: boolean;
 
   /** Use {@link loadTokenizer}. */
   constructor(
@@ -90,6 +92,7 @@ export class Tokenizer {
     this.special = resolveSpecial(tok, json, tokenizerConfig, modelConfig);
     this.padId = this.special.pad ?? this.special.eos ?? 0;
     this.cleanUp = tokenizerConfig.clean_up_tokenization_spaces === true;
+    this.byteLevel = JSON.stringify(json.pre_tokenizer ?? null).includes('"type":"ByteLevel"');
   }
 
   /** Token ids of `text`, with the post-processor's special tokens unless told otherwise. */
@@ -116,6 +119,47 @@ export class Tokenizer {
     if (e.token_type_ids) return { ids: e.ids, typeIds: e.token_type_ids };
     const first = this.encode(text, { addSpecialTokens: false }).length;
     return { ids: e.ids, typeIds: e.ids.map((_, i) => (i < first ? 0 : 1)) };
+  }
+
+  /**
+   * Token ids of a text already split into words (transformers' `is_split_into_words`), with
+   * the post-processor's special tokens around them unless told otherwise, and the word each
+   * token came from (null for special tokens). Each word is encoded alone; a byte-level
+   * tokenizer encodes it after a space, as transformers does with `add_prefix_space=True`
+   * (which its byte-level tokenizers need for pre-split words), so a word has the tokens it has
+   * inside running text. A word that encodes to nothing has no tokens.
+   */
+  encodeWords(
+    words: readonly string[],
+    { addSpecialTokens = true } = {},
+  ): { ids: number[]; wordIds: (number | null)[] } {
+    const ids: number[] = [], wordIds: (number | null)[] = [];
+    words.forEach((word, w) => {
+      for (const id of this.encode(this.byteLevel ? ` ${word}` : word, { addSpecialTokens: false })) {
+        ids.push(id);
+        wordIds.push(w);
+      }
+    });
+    if (!addSpecialTokens) return { ids, wordIds };
+    const [before, after] = this.specialAround();
+    return {
+      ids: [...before, ...ids, ...after],
+      wordIds: [...before.map(() => null), ...wordIds, ...after.map(() => null)],
+    };
+  }
+
+  /**
+   * The special tokens the post-processor puts before and after one text (e.g. `[CLS]` and
+   * `[SEP]`), found by encoding a probe word with and without them.
+   */
+  specialAround(): [number[], number[]] {
+    const full = this.encode("a"), plain = this.encode("a", { addSpecialTokens: false });
+    for (let at = 0; at + plain.length <= full.length; at++) {
+      if (plain.every((id, k) => full[at + k] === id)) {
+        return [full.slice(0, at), full.slice(at + plain.length)];
+      }
+    }
+    throw new TokenizerError(`${this.path}: the post-processor changes a text's own tokens`);
   }
 
   /** Token strings of `text` (as the Python library's `Encoding.tokens`). */

@@ -1,12 +1,13 @@
 /**
  * What every family's model shares: the {@link Model} bookkeeping (parameters, linear layers,
- * train/eval mode, dispose), seeded dropout that is a no-op in eval mode, and reading the
- * token inputs of a batch.
+ * train/eval mode, dispose), seeded dropout that is a no-op in eval mode, the token classifiers'
+ * head, and reading the token inputs of a batch.
  * @module
  */
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { Linear } from "../nn/linear.ts";
+import { tokenClassificationLoss } from "../nn/loss.ts";
 import type { LayerNorm, RmsNorm } from "../nn/norm.ts";
 import {
   add,
@@ -133,6 +134,15 @@ export abstract class BaseModel implements Model {
   }
 
   /**
+   * A token classifier's logits at every position, `head(dropout(hidden))` with probability `p`
+   * at `site` (transformers' *ForTokenClassification), and their loss when the batch has labels.
+   */
+  protected tokenClassify(head: Linear, hidden: Tensor, batch: Batch, p: number, site: number): ModelOutput {
+    const logits = head.forward(this.dropout(hidden, p, site));
+    return { logits, hidden, loss: batch.labels ? tokenClassificationLoss(logits, batch.labels) : undefined };
+  }
+
+  /**
    * {@link dropout} at `site` for an op to apply itself, or null where it is the identity (eval
    * mode, p = 0). `rows`: the op holds only those rows of the site's tensor (`DropoutKey.rows`).
    */
@@ -166,6 +176,14 @@ export function tokenInputs(
     throw new Error(`${family}: ${t} tokens per row is more than the model's ${maxPositions} positions`);
   }
   return { ids, host: batch.inputIdsHost ?? ids.host, b, t };
+}
+
+/**
+ * The dropout before a decoder's token classifier: classifier_dropout, else hidden_dropout, else
+ * 0.1 (GPT2ForTokenClassification, LlamaForTokenClassification).
+ */
+export function decoderClassifierDropout(config: HfConfig): number {
+  return rawNumber(config, "classifier_dropout", rawNumber(config, "hidden_dropout", 0.1));
 }
 
 /** A number from the raw config.json (dropout probabilities), or `fallback`. */

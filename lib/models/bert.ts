@@ -1,10 +1,11 @@
 /**
- * BERT and RoBERTa (BertModel / BertForSequenceClassification, RobertaModel /
- * RobertaForSequenceClassification): word + position + token-type embeddings, LayerNorm and
+ * BERT and RoBERTa (BertModel / BertForSequenceClassification / BertForTokenClassification,
+ * and RoBERTa's three): word + position + token-type embeddings, LayerNorm and
  * dropout; post-LayerNorm encoder layers of bidirectional self-attention (key padding mask
  * from attention_mask) and a feed-forward block with the config's activation. BERT's
  * classifier reads the pooler (dense + tanh on [CLS]); RoBERTa's head is dense → tanh →
- * out_proj on <s>, without a pooler. RoBERTa numbers positions from padding_idx + 1 and gives
+ * out_proj on <s>, without a pooler; the token classifiers read every position through dropout and
+ * `classifier`, without a pooler. RoBERTa numbers positions from padding_idx + 1 and gives
  * pad tokens position padding_idx ({@link robertaPositionIds}). Dropout (train mode) follows
  * hidden_dropout_prob, attention_probs_dropout_prob and classifier_dropout.
  * @module
@@ -87,7 +88,10 @@ export class BertModel extends BaseModel {
   readonly layers: Layer[] = [];
   /** `pooler.dense` (bare models and BERT's classifier); null for RoBERTa's classifier. */
   readonly pooler: Linear | null;
-  /** The head's linear layers in order: [classifier] (BERT) or [dense, out_proj] (RoBERTa). */
+  /**
+   * The head's linear layers in order: [classifier] (BERT, and both token classifiers) or
+   * [dense, out_proj] (RoBERTa's sequence classifier).
+   */
   readonly head: Linear[];
 
   constructor(ctx: BuildContext) {
@@ -121,8 +125,9 @@ export class BertModel extends BaseModel {
       this.head = roberta
         ? [this.linear("classifier.dense"), this.linear("classifier.out_proj")]
         : [this.linear("classifier")];
-    } else if (ctx.task === "base") this.head = [];
-    else throw new Error(`${c.modelType}: task "${ctx.task}" is not supported (seq-cls or base)`);
+    } else if (ctx.task === "token-cls") this.head = [this.linear("classifier")];
+    else if (ctx.task === "base") this.head = [];
+    else throw new Error(`${c.modelType}: task "${ctx.task}" is not supported (seq-cls, token-cls or base)`);
   }
 
   forward(batch: Batch, options: ForwardOptions = {}): BertOutput {
@@ -164,7 +169,9 @@ export class BertModel extends BaseModel {
     if (this.task === "base") {
       return { logits: hidden, hidden, ...(this.pooler ? { pooled: this.pool(hidden) } : {}) };
     }
-    const logits = this.classify(hidden, rawNumber(c, "classifier_dropout", drop), 3 * c.numLayers + 1);
+    const p = rawNumber(c, "classifier_dropout", drop), site = 3 * c.numLayers + 1;
+    if (this.task === "token-cls") return this.tokenClassify(this.head[0], hidden, batch, p, site);
+    const logits = this.classify(hidden, p, site);
     const loss = batch.labels ? classificationLoss(logits, batch.labels, c.problemType) : undefined;
     return { logits, hidden, loss };
   }
@@ -211,12 +218,20 @@ export class BertModel extends BaseModel {
 
 /** The bert family for loadModel's registry. */
 export const bertFamily: Family = {
-  architectures: { "seq-cls": "BertForSequenceClassification", base: "BertModel" },
+  architectures: {
+    "seq-cls": "BertForSequenceClassification",
+    "token-cls": "BertForTokenClassification",
+    base: "BertModel",
+  },
   build: (ctx) => new BertModel(ctx),
 };
 
 /** The roberta family for loadModel's registry. */
 export const robertaFamily: Family = {
-  architectures: { "seq-cls": "RobertaForSequenceClassification", base: "RobertaModel" },
+  architectures: {
+    "seq-cls": "RobertaForSequenceClassification",
+    "token-cls": "RobertaForTokenClassification",
+    base: "RobertaModel",
+  },
   build: (ctx) => new BertModel(ctx),
 };

@@ -1,5 +1,5 @@
 /**
- * GPT-2 (GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Model): learned absolute
+ * GPT-2 (GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2ForTokenClassification, GPT2Model): learned absolute
  * positions, pre-LayerNorm blocks of causal self-attention and a GELU MLP, Conv1D weights
  * stored (in, out), a final LayerNorm, and the LM head tied to the token embedding.
  * Dropout (train mode) follows embd_pdrop, attn_pdrop and resid_pdrop.
@@ -12,10 +12,10 @@ import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { LayerNorm } from "../nn/norm.ts";
 import { add, type DropoutSpec, kvPackedAttention, reshape, slice, Tensor } from "../tensor/mod.ts";
-import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
+import { BaseModel, decoderClassifierDropout, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
 import { beginCached, KvCache, type KvCacheDtype } from "./kv_cache.ts";
-import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
+import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 
 /** One transformer block's layers. */
@@ -28,6 +28,13 @@ interface Block {
   fcProj: Linear;
 }
 
+/** The head's module by task. */
+const HEADS: Partial<Record<ModelTask, string>> = {
+  "causal-lm": "lm_head",
+  "seq-cls": "score",
+  "token-cls": "classifier",
+};
+
 /** A loaded GPT-2. */
 export class Gpt2Model extends BaseModel {
   declare readonly config: Gpt2Config;
@@ -35,7 +42,7 @@ export class Gpt2Model extends BaseModel {
   readonly wpe: Embedding;
   readonly blocks: Block[] = [];
   readonly lnF: LayerNorm;
-  /** lm_head (causal-lm, tied to wte) or score (seq-cls); null for the bare model. */
+  /** lm_head (causal-lm, tied to wte), score (seq-cls) or classifier (token-cls); null for the bare model. */
   readonly head: Linear | null;
 
   constructor(ctx: BuildContext) {
@@ -55,7 +62,7 @@ export class Gpt2Model extends BaseModel {
       });
     }
     this.lnF = LayerNorm.from(params, `${p}ln_f`, eps);
-    const head = ctx.task === "causal-lm" ? "lm_head" : ctx.task === "seq-cls" ? "score" : null;
+    const head = HEADS[ctx.task];
     this.head = head ? this.linear(head) : null;
   }
 
@@ -112,6 +119,9 @@ export class Gpt2Model extends BaseModel {
     });
     cache?.commit();
     const hidden = this.lnF.forward(x);
+    if (this.task === "token-cls") {
+      return this.tokenClassify(this.head!, hidden, batch, decoderClassifierDropout(c), 3 * c.numLayers + 1);
+    }
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options);
   }
 
@@ -160,6 +170,7 @@ export const gpt2Family: Family = {
   architectures: {
     "causal-lm": "GPT2LMHeadModel",
     "seq-cls": "GPT2ForSequenceClassification",
+    "token-cls": "GPT2ForTokenClassification",
     base: "GPT2Model",
   },
   build: (ctx) => new Gpt2Model(ctx),

@@ -263,6 +263,8 @@ export function beginCached(
   b: number,
   t: number,
 ): number {
-  if (task === "seq-cls") throw new Error(`${family}: a key/value cache is for generation, not a classifier`);
+  if (task === "seq-cls" || task === "token-cls") {
+    throw new Error(`${family}: a key/value cache is for generation, not a classifier`);
+  }
   return cache.begin(b, t, attentionMask);
 }

@@ -1,11 +1,14 @@
 /**
- * LLaMA (LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel): RMSNorm, rotary
+ * LLaMA (LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification,
+ * LlamaModel): RMSNorm, rotary
  * position embeddings (theta from the config, HF's rotate_half convention), grouped-query
  * attention, a SwiGLU MLP (`down(act(gate(x)) · up(x))`), biases only where the config's
  * attention_bias / mlp_bias ask for them, and an untied lm_head unless tie_word_embeddings.
- * Dropout (train mode) follows attention_dropout (on the attention probabilities).
+ * Dropout (train mode) follows attention_dropout (on the attention probabilities) and, before a
+ * token classifier's `score`, classifier_dropout.
  *
- * Mistral and Qwen2 (their ForCausalLM, ForSequenceClassification and Model classes) are built
+ * Mistral and Qwen2 (their ForCausalLM, ForSequenceClassification, ForTokenClassification and
+ * Model classes) are built
  * here too: Qwen2 has biases on q/k/v, and both may slide their attention over a window of
  * keys (every layer of Mistral, some of Qwen2's), as transformers' sliding-window mask does.
  * @module
@@ -29,10 +32,10 @@ import {
   ropeTables,
   Tensor,
 } from "../tensor/mod.ts";
-import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
+import { BaseModel, decoderClassifierDropout, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
 import { beginCached, KvCache, type KvCacheDtype } from "./kv_cache.ts";
-import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
+import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 import { SUPPORTED_ARCHITECTURES } from "./shapes.ts";
 
@@ -49,13 +52,20 @@ interface Layer {
   down: Linear;
 }
 
+/** The head's module by task. */
+const HEADS: Partial<Record<ModelTask, string>> = {
+  "causal-lm": "lm_head",
+  "seq-cls": "score",
+  "token-cls": "score",
+};
+
 /** A loaded LLaMA. */
 export class LlamaModel extends BaseModel {
   declare readonly config: LlamaConfig;
   readonly embed: Embedding;
   readonly layers: Layer[] = [];
   readonly norm: RmsNorm;
-  /** lm_head (causal-lm) or score (seq-cls); null for the bare model. */
+  /** lm_head (causal-lm) or score (seq-cls, token-cls); null for the bare model. */
   readonly head: Linear | null;
 
   constructor(ctx: BuildContext) {
@@ -77,7 +87,7 @@ export class LlamaModel extends BaseModel {
       });
     }
     this.norm = RmsNorm.from(params, `${p}norm`, eps);
-    const head = ctx.task === "causal-lm" ? "lm_head" : ctx.task === "seq-cls" ? "score" : null;
+    const head = HEADS[ctx.task];
     this.head = head ? this.linear(head) : null;
   }
 
@@ -142,6 +152,9 @@ export class LlamaModel extends BaseModel {
     });
     cache?.commit();
     const hidden = this.norm.forward(x);
+    if (this.task === "token-cls") {
+      return this.tokenClassify(this.head!, hidden, batch, decoderClassifierDropout(c), 3 * c.numLayers + 1);
+    }
     return decoderHead(this.task, c, this.head, hidden, batch, host, pooled, options);
   }
 
@@ -209,9 +222,9 @@ function ropeAt(tables: RopeTables, positions: Int32Array): RopeTables {
 
 /** The family of a model type built as LLaMA (llama, mistral, qwen2) for loadModel's registry. */
 export function llamaFamily(modelType: LlamaModelType): Family {
-  const [causalLm, seqCls, base] = SUPPORTED_ARCHITECTURES[modelType];
+  const [causalLm, seqCls, tokenCls, base] = SUPPORTED_ARCHITECTURES[modelType];
   return {
-    architectures: { "causal-lm": causalLm, "seq-cls": seqCls, base },
+    architectures: { "causal-lm": causalLm, "seq-cls": seqCls, "token-cls": tokenCls, base },
     build: (ctx) => new LlamaModel(ctx),
   };
 }

@@ -78,6 +78,7 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
   const initStd = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
   const weights = await loadWeights(gpu, source, shapes, {
     dtype,
+    sourceArchitecture: config.architectures[0],
     seed: opts.seed,
     initStd,
     onProgress: opts.onProgress,

@@ -11,7 +11,7 @@ import type { Tensor } from "../tensor/mod.ts";
 import type { KvCache, KvCacheDtype } from "./kv_cache.ts";
 
 /** The task head a model was built with. */
-export type ModelTask = "causal-lm" | "seq-cls" | "image-cls" | "base";
+export type ModelTask = "causal-lm" | "seq-cls" | "token-cls" | "image-cls" | "base";
 
 /** Model inputs; which fields are needed depends on the family. */
 export interface Batch {
@@ -26,7 +26,8 @@ export interface Batch {
   /** ViT pixels [batch, channels, height, width] (f32). */
   pixelValues?: Tensor;
   /**
-   * [batch, seq] (causal LM, −100 = ignore) or [batch] (classification). Causal LM labels
+   * [batch, seq] (causal LM and token classification, −100 = ignore) or [batch]
+   * (classification). Causal LM labels
    * follow HF: a copy of the input ids, shifted inside the loss (position t predicts label
    * t + 1), unless {@link nextTokenLabels}.
    */
@@ -40,7 +41,10 @@ export interface Batch {
 
 /** What a forward pass returns. */
 export interface ModelOutput {
-  /** [batch, seq, vocab] for causal LM; [batch, labels] for classification. */
+  /**
+   * [batch, seq, vocab] for causal LM; [batch, labels] for classification; [batch, seq, labels]
+   * for token classification.
+   */
   logits: Tensor;
   /**
    * HF's last `hidden_states` entry [batch, seq, hidden]: after the final norm for GPT-2 and

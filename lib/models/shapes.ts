@@ -88,14 +88,24 @@ export interface ShapeOptions {
   numLabels?: number;
 }
 
-/** The architectures each family supports. */
+/** The architectures each family supports, the bare backbone last. */
 export const SUPPORTED_ARCHITECTURES: Readonly<Record<ModelType, readonly string[]>> = {
-  gpt2: ["GPT2LMHeadModel", "GPT2ForSequenceClassification", "GPT2Model"],
-  bert: ["BertForSequenceClassification", "BertForMaskedLM", "BertModel"],
-  roberta: ["RobertaForSequenceClassification", "RobertaForMaskedLM", "RobertaModel"],
-  llama: ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel"],
-  mistral: ["MistralForCausalLM", "MistralForSequenceClassification", "MistralModel"],
-  qwen2: ["Qwen2ForCausalLM", "Qwen2ForSequenceClassification", "Qwen2Model"],
+  gpt2: ["GPT2LMHeadModel", "GPT2ForSequenceClassification", "GPT2ForTokenClassification", "GPT2Model"],
+  bert: ["BertForSequenceClassification", "BertForTokenClassification", "BertForMaskedLM", "BertModel"],
+  roberta: [
+    "RobertaForSequenceClassification",
+    "RobertaForTokenClassification",
+    "RobertaForMaskedLM",
+    "RobertaModel",
+  ],
+  llama: ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification", "LlamaModel"],
+  mistral: [
+    "MistralForCausalLM",
+    "MistralForSequenceClassification",
+    "MistralForTokenClassification",
+    "MistralModel",
+  ],
+  qwen2: ["Qwen2ForCausalLM", "Qwen2ForSequenceClassification", "Qwen2ForTokenClassification", "Qwen2Model"],
   vit: ["ViTForImageClassification", "ViTModel"],
 };
 
@@ -163,9 +173,17 @@ export interface CheckpointMatch {
  * Check that `source` (a checkpoint) holds every stored backbone parameter of `shapes` with
  * the right shape, and every head parameter it has with the right shape. A checkpoint saved
  * from the bare backbone (keys without `basePrefix`, as the original GPT-2 weights) is accepted.
+ * A checkpoint of another architecture (`sourceArchitecture`, its config's `architectures[0]`)
+ * holds another task's head: tensors of the same names (e.g. BertForSequenceClassification's
+ * `classifier` for BertForTokenClassification) are not this head's, which starts new.
  * @throws ShapeError listing the first missing and misshapen tensors.
  */
-export function checkCheckpoint(shapes: ModelShapes, source: TensorSource): CheckpointMatch {
+export function checkCheckpoint(
+  shapes: ModelShapes,
+  source: TensorSource,
+  sourceArchitecture?: string,
+): CheckpointMatch {
+  const otherHead = sourceArchitecture !== undefined && sourceArchitecture !== shapes.architecture;
   const stored = shapes.params.filter((p) => !p.tiedTo);
   const pre = shapes.basePrefix;
   const bare = pre !== "" && !stored.some((p) => source.has(p.key)) &&
@@ -176,8 +194,9 @@ export function checkCheckpoint(shapes: ModelShapes, source: TensorSource): Chec
   for (const p of stored) {
     const key = keyOf(p.key);
     expected.add(key);
-    if (!source.has(key)) {
-      if (shapes.head.some((h) => p.key.startsWith(h + "."))) missingHead.push(key);
+    const inHead = shapes.head.some((h) => p.key.startsWith(h + "."));
+    if (!source.has(key) || (inHead && otherHead)) {
+      if (inHead) missingHead.push(key);
       else problems.push(`missing ${key} [${p.shape}]`);
       continue;
     }
@@ -270,6 +289,9 @@ function gpt2(b: Builder, c: Gpt2Config, numLabels: number): void {
   } else if (b.architecture === "GPT2ForSequenceClassification") {
     b.linear("score", h, numLabels, false);
     b.head.push("score");
+  } else if (b.architecture === "GPT2ForTokenClassification") {
+    b.linear("classifier", h, numLabels);
+    b.head.push("classifier");
   }
 }
 
@@ -295,8 +317,8 @@ function bert(b: Builder, c: BertConfig, numLabels: number): void {
     b.linear(`${l}.output.dense`, c.intermediateSize, h);
     b.layerNorm(`${l}.output.LayerNorm`, h);
   }
-  // The pooler exists in the bare model and in BERT's classifier; RoBERTa's classifier and
-  // the masked-LM models are built without it.
+  // The pooler exists in the bare model and in BERT's sequence classifier; RoBERTa's classifier,
+  // the token classifiers and the masked-LM models are built without it.
   if (bare || arch === "BertForSequenceClassification") b.linear(`${p}pooler.dense`, h, h);
   switch (arch) {
     case "BertForSequenceClassification":
@@ -306,6 +328,11 @@ function bert(b: Builder, c: BertConfig, numLabels: number): void {
     case "RobertaForSequenceClassification":
       b.linear("classifier.dense", h, h);
       b.linear("classifier.out_proj", h, numLabels);
+      b.head.push("classifier");
+      break;
+    case "BertForTokenClassification":
+    case "RobertaForTokenClassification":
+      b.linear("classifier", h, numLabels);
       b.head.push("classifier");
       break;
     case "BertForMaskedLM":
@@ -328,7 +355,7 @@ function bert(b: Builder, c: BertConfig, numLabels: number): void {
 }
 
 function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
-  const [causalLm, seqCls, backbone] = SUPPORTED_ARCHITECTURES[c.modelType];
+  const [causalLm, seqCls, tokenCls, backbone] = SUPPORTED_ARCHITECTURES[c.modelType];
   const bare = b.architecture === backbone;
   const p = bare ? "" : "model.";
   b.basePrefix = p;
@@ -353,6 +380,9 @@ function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
     b.outputLayer = "lm_head";
   } else if (b.architecture === seqCls) {
     b.linear("score", h, numLabels, false);
+    b.head.push("score");
+  } else if (b.architecture === tokenCls) {
+    b.linear("score", h, numLabels);
     b.head.push("score");
   }
 }

@@ -43,6 +43,11 @@ export interface LoadWeightsOptions {
   initStd?: number;
   /** Told the bytes of checkpoint tensors read so far, and in all, after each tensor. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * The checkpoint's architecture (its config's `architectures[0]`): when it is not `shapes`'
+   * one, the head is initialised, not read (see `checkCheckpoint`).
+   */
+  sourceArchitecture?: string;
 }
 
 /** What {@link loadWeights} read. */
@@ -89,7 +94,7 @@ export async function loadWeights(
   }
   const quantizing = dtype === "q8" || dtype === "q4";
   const matrices = dtype === "f16" || (quantizing && gpu.f16) ? "f16" : "f32";
-  const match = checkCheckpoint(shapes, source);
+  const match = checkCheckpoint(shapes, source, opts.sourceArchitecture);
   const keyOf = (k: string) => checkpointKey(k, shapes.basePrefix, match.prefix);
   const missing = new Set(match.missingHead);
   const trainedHeads = shapes.head.filter((h) => h !== shapes.outputLayer);

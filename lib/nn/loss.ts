@@ -1,6 +1,7 @@
 /**
  * The losses of the task heads, as transformers defines them: causal LM (mean next-token
- * cross-entropy, −100 ignored) and sequence/image classification (by `problem_type`).
+ * cross-entropy, −100 ignored), sequence/image classification (by `problem_type`) and token
+ * classification.
  * @module
  */
 import type { ProblemType } from "../io/hf_config.ts";
@@ -76,6 +77,21 @@ export function classificationLoss(logits: Tensor, labels: Tensor, problemType: 
   if (labels.dtype !== "i32" || labels.shape.length !== 1 || labels.shape[0] !== b) {
     throw new Error(
       `classification labels must be i32 [${b}] (one class id per row), got ${labels.describe()}`,
+    );
+  }
+  return crossEntropy(logits, labels);
+}
+
+/**
+ * The loss of a token classifier (transformers' *ForTokenClassification): mean cross-entropy of
+ * logits [B, T, L] against i32 tag ids [B, T], positions labelled −100 (special tokens, padding,
+ * a word's later pieces) ignored.
+ */
+export function tokenClassificationLoss(logits: Tensor, labels: Tensor): Tensor {
+  const [b, t] = logits.shape;
+  if (labels.dtype !== "i32" || labels.shape.length !== 2 || labels.shape[0] !== b || labels.shape[1] !== t) {
+    throw new Error(
+      `token classification labels must be i32 [${b}, ${t}] (a tag id or −100 per token), got ${labels.describe()}`,
     );
   }
   return crossEntropy(logits, labels);

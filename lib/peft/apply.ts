@@ -246,7 +246,7 @@ export class PeftModel {
  * coefficients initialised per the config; LoRA and FourierFT initialised as PEFT does
  * (lib/peft/lora.ts, lib/peft/fourierft.ts).
  * @throws TargetError / Error naming what does not fit (no such module, tied weight, n > M·N, …),
- *   or a head new to the checkpoint that the config leaves frozen (no SEQ_CLS task type).
+ *   or a head new to the checkpoint that the config leaves frozen (no SEQ_CLS or TOKEN_CLS task type).
  */
 export async function attachAdapter(
   model: Model,
@@ -258,7 +258,9 @@ export async function attachAdapter(
   if (untrained.length > 0) {
     throw new Error(
       `"${untrained[0]}" is new (initialised by loadModel: the checkpoint has no ${model.task} head), ` +
-        `but the adapter config does not train it: set taskType "SEQ_CLS" (PEFT then trains the head) ` +
+        `but the adapter config does not train it: set taskType "${
+          model.task === "token-cls" ? "TOKEN_CLS" : "SEQ_CLS"
+        }" (PEFT then trains the head) ` +
         `or list the head in modulesToSave`,
     );
   }

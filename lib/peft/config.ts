@@ -57,13 +57,13 @@ export interface CommonAdapterConfig {
   layersPattern: string[] | null;
   /**
    * Modules trained in full and saved with the adapter (e.g. a classifier head). PEFT matches
-   * them by plain suffix of the module path; with task type SEQ_CLS, PEFT adds "classifier"
+   * them by plain suffix of the module path; with task type SEQ_CLS or TOKEN_CLS, PEFT adds "classifier"
    * and "score" (see lib/peft/targets.ts).
    */
   modulesToSave: string[] | null;
   /** PEFT's `base_model_name_or_path`: the model the adapter was made for; null when unset. */
   baseModelNameOrPath: string | null;
-  /** PEFT's `task_type` (SEQ_CLS adds the classifier heads to modules_to_save); null when unset. */
+  /** PEFT's `task_type` (SEQ_CLS and TOKEN_CLS add the classifier heads to modules_to_save); null when unset. */
   taskType: TaskType | null;
   /** PEFT's `inference_mode` (true in saved adapters). */
   inferenceMode: boolean;

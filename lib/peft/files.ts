@@ -44,7 +44,12 @@ import {
   type PeftType,
   type SSHConfig,
 } from "./config.ts";
-import { resolveModulesToSave, resolveTargets, SEQ_CLS_HEAD_NAMES } from "./targets.ts";
+import {
+  addsClassifierHeads,
+  CLASSIFIER_HEAD_NAMES,
+  resolveModulesToSave,
+  resolveTargets,
+} from "./targets.ts";
 import { pathExists } from "../io/paths.ts";
 
 /** The config file of an adapter directory. */
@@ -491,7 +496,7 @@ function notALinear(module: string, shapes: ModelShapes): string {
 /** Without a model: every saved tensor must lie under a module that modules_to_save names. */
 function checkSavedNames(adapter: Adapter, fail: (msg: string) => never): void {
   const names = [...(adapter.config.modulesToSave ?? [])];
-  if (adapter.config.taskType === "SEQ_CLS") names.push(...SEQ_CLS_HEAD_NAMES);
+  if (addsClassifierHeads(adapter.config.taskType)) names.push(...CLASSIFIER_HEAD_NAMES);
   for (const key of adapter.saved.keys()) {
     const parts = key.split(".");
     const under = parts.some((_, i) => i > 0 && names.some((n) => parts.slice(0, i).join(".").endsWith(n)));

@@ -173,7 +173,7 @@ async function describeHead(model: Model, path: string, labelNames?: readonly st
 async function mergedTensors(src: MergeSource, source: TensorSource): Promise<Map<string, TensorData>> {
   const { model } = src;
   const shapes = shapesOfModel(model);
-  const match = checkCheckpoint(shapes, source);
+  const match = checkCheckpoint(shapes, source, model.config.architectures[0]);
   const keyOf = (k: string) => checkpointKey(k, shapes.basePrefix, match.prefix);
   const out = new Map<string, TensorData>();
   for (const [path, layer] of src.layers) {

@@ -27,7 +27,7 @@ export function shapesOfModel(model: Model): ModelShapes {
  * last linear layer), or undefined for a model without one (a causal LM, a bare backbone).
  */
 export function classifierLabels(model: Model): number | undefined {
-  if (model.task !== "seq-cls" && model.task !== "image-cls") return undefined;
+  if (model.task !== "seq-cls" && model.task !== "token-cls" && model.task !== "image-cls") return undefined;
   const last = classifierShape(shapesOfModel(model));
   return last && model.linears.get(last.path)?.outFeatures;
 }

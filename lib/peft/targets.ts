@@ -8,7 +8,7 @@
  * - `layers_to_transform` (list targets only): the layer index is the number after the last
  *   `.<name>.` component (`.<layers_pattern>.` when given) followed by a dot.
  * - `modules_to_save`: a module matches when its path ends with the name (a plain suffix, as
- *   PEFT does); with task type SEQ_CLS, PEFT adds "classifier" and "score". Layers inside a
+ *   PEFT does); with task type SEQ_CLS or TOKEN_CLS, PEFT adds "classifier" and "score". Layers inside a
  *   module to save are never adapted.
  * Only linear layers are adapted; a target name that matches no linear layer is an error.
  * @module
@@ -31,8 +31,13 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[
 /** PEFT's shorthand for every linear layer but the output layer (case-insensitive). */
 export const ALL_LINEAR = "all-linear";
 
-/** Head names PEFT adds to modules_to_save for task type SEQ_CLS. */
-export const SEQ_CLS_HEAD_NAMES: readonly string[] = ["classifier", "score"];
+/** Head names PEFT adds to modules_to_save for task types SEQ_CLS and TOKEN_CLS. */
+export const CLASSIFIER_HEAD_NAMES: readonly string[] = ["classifier", "score"];
+
+/** The task types whose heads PEFT adds to modules_to_save itself. */
+export function addsClassifierHeads(taskType: string | null | undefined): boolean {
+  return taskType === "SEQ_CLS" || taskType === "TOKEN_CLS";
+}
 
 /** A target or module name that matches nothing in the model. */
 export class TargetError extends Error {
@@ -90,7 +95,7 @@ export function resolveTargets(shapes: ModelShapes, spec: TargetSpec): LinearSha
 /**
  * The modules `spec` trains in full (outermost matches only), each with its parameters.
  * @throws TargetError when a name given in modules_to_save matches no module (the heads PEFT
- *   adds for SEQ_CLS may be absent).
+ *   adds for SEQ_CLS and TOKEN_CLS may be absent).
  */
 export function resolveModulesToSave(shapes: ModelShapes, spec: TargetSpec): SavedModule[] {
   const { names, optional } = modulesToSaveNames(spec);
@@ -112,12 +117,12 @@ export function resolveModulesToSave(shapes: ModelShapes, spec: TargetSpec): Sav
     .map((path) => ({ path, params: paramsUnder(shapes, path) }));
 }
 
-/** The modules_to_save names in effect: the config's, plus PEFT's SEQ_CLS heads (optional ones). */
+/** The modules_to_save names in effect: the config's, plus PEFT's classifier heads (optional ones). */
 function modulesToSaveNames(spec: TargetSpec): { names: string[]; optional: Set<string> } {
   const names = [...(spec.modulesToSave ?? [])];
   const optional = new Set<string>();
-  if (spec.taskType === "SEQ_CLS") {
-    for (const h of SEQ_CLS_HEAD_NAMES) {
+  if (addsClassifierHeads(spec.taskType)) {
+    for (const h of CLASSIFIER_HEAD_NAMES) {
       if (!names.includes(h)) {
         names.push(h);
         optional.add(h);

@@ -61,6 +61,8 @@ export type BestMetric =
   | "mcc"
   | "f1"
   | "f1Macro"
+  | "precision"
+  | "recall"
   | "pearson"
   | "spearman"
   | "tokenAccuracy";

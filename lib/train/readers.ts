@@ -118,7 +118,7 @@ export async function readClassificationFile(
     if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
     return examplesFrom(records, path, { ...opts, labels: opts.labels ?? names });
   }
-  const text = await readFile(path);
+  const text = await readDataText(path);
   const records = format === "jsonl"
     ? jsonlRecords(text, path)
     : csvRecords(text, path, format === "tsv" ? "\t" : ",");
@@ -135,7 +135,7 @@ async function parquetTable(path: string): Promise<ParquetTable> {
 }
 
 /** The text of a file, without a leading byte-order mark; a missing file is a DataError. */
-async function readFile(path: string): Promise<string> {
+export async function readDataText(path: string): Promise<string> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -304,7 +304,7 @@ export async function readTexts(
 ): Promise<{ text: string; pair?: string }[]> {
   let records: SourceRecord[];
   if (opts.format === undefined && /\.txt$/i.test(path)) {
-    const text = await readFile(path);
+    const text = await readDataText(path);
     records = text.split("\n").map((l, i) => ({ line: i + 1, fields: { text: l.replace(/\r$/, "") } }))
       .filter((r) => (r.fields.text as string).trim() !== "");
     if (records.length === 0) throw new DataError(`${path}: no texts (the file is empty)`);
@@ -323,14 +323,27 @@ export async function readTexts(
  * without any is a DataError.
  */
 export async function readRecords(path: string, format?: DataFormat): Promise<SourceRecord[]> {
+  return (await readRecordTable(path, format)).records;
+}
+
+/**
+ * {@link readRecords}, with the ClassLabel names a Parquet split's schema gives its columns (a
+ * list column's names are those of its items); no names for other formats.
+ */
+export async function readRecordTable(
+  path: string,
+  format?: DataFormat,
+): Promise<{ records: SourceRecord[]; classLabels: Map<string, string[]> }> {
   const f = format ?? formatOf(path);
   if (f === "parquet") {
-    const records = (await parquetTable(path)).rows.map((fields, i) => ({ line: i + 1, fields }));
+    const table = await parquetTable(path);
+    const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
     if (records.length === 0) throw new DataError(`${path}: no records (the table has no rows)`);
-    return records;
+    return { records, classLabels: table.classLabels };
   }
-  const text = await readFile(path);
-  return f === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, f === "tsv" ? "\t" : ",");
+  const text = await readDataText(path);
+  const records = f === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, f === "tsv" ? "\t" : ",");
+  return { records, classLabels: new Map() };
 }
 
 /**
@@ -482,7 +495,7 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
  */
 export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
   if (!/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path)) {
-    const text = await readFile(path);
+    const text = await readDataText(path);
     if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
     return text;
   }

@@ -1,19 +1,21 @@
 /**
  * What the trainer and the evaluator need per task: CPU batches (token rows or images) turned
  * into model inputs, the training loss of a batch, and evaluation over a whole split (mean
- * loss; perplexity for causal LM; accuracy for classification).
+ * loss; perplexity for causal LM; accuracy for classification; entity F1 for token
+ * classification).
  * @module
  */
 import type { Batch, Model } from "../models/model.ts";
 import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
+import { entityScores, isEntityTagSet } from "./entities.ts";
 import { f1, matthews, multiLabelScores, pearson, spearman } from "./metrics.ts";
 
 /** The tasks the trainer runs. */
-export type TaskName = "causal-lm" | "seq-cls" | "image-cls";
+export type TaskName = "causal-lm" | "seq-cls" | "token-cls" | "image-cls";
 
 /** The tasks, for flag checking. */
-export const TASKS: readonly TaskName[] = ["causal-lm", "seq-cls", "image-cls"];
+export const TASKS: readonly TaskName[] = ["causal-lm", "seq-cls", "token-cls", "image-cls"];
 
 /** A batch of preprocessed images [b, c, h, w] and their class ids. */
 export interface ImageBatch {
@@ -137,7 +139,11 @@ export function toModelBatch(model: Model, b: HostBatch, task: TaskName, withLab
   if (withLabels) {
     // a classifier's labels: one per row, or one 0/1 per label and row (multi-label)
     const perRow = b.labels.length / rows;
-    const shape = task === "causal-lm" ? [rows, len] : perRow === 1 ? [rows] : [rows, perRow];
+    const shape = task === "causal-lm" || task === "token-cls"
+      ? [rows, len]
+      : perRow === 1
+      ? [rows]
+      : [rows, perRow];
     batch.labels = T.from(gpu, b.labels, shape);
     if (task === "causal-lm") batch.nextTokenLabels = true;
   }
@@ -152,9 +158,9 @@ export function batchLoss(model: Model, b: HostBatch, task: TaskName): Tensor {
   return out.loss;
 }
 
-/** Targets that count in a batch's loss: predicted tokens (causal LM) or rows. */
+/** Targets that count in a batch's loss: predicted or tagged tokens (causal LM, token classification) or rows. */
 export function lossCount(b: HostBatch, task: TaskName): number {
-  if (task !== "causal-lm" || isImageBatch(b)) return b.shape[0];
+  if ((task !== "causal-lm" && task !== "token-cls") || isImageBatch(b)) return b.shape[0];
   let n = 0;
   for (const l of b.labels) if (l !== -100) n++;
   return n;
@@ -164,6 +170,13 @@ export function lossCount(b: HostBatch, task: TaskName): number {
 export interface EvalResult {
   /** Mean loss per target (token or example). */
   loss: number;
+  /**
+   * Token classification with entity tags (IOB2, IOBES, …): entities found with the right type
+   * and span over entities predicted (seqeval's micro precision).
+   */
+  precision?: number;
+  /** Token classification with entity tags: entities found over true entities (seqeval's recall). */
+  recall?: number;
   /** exp(loss), causal LM only. */
   perplexity?: number;
   /**
@@ -173,14 +186,16 @@ export interface EvalResult {
   tokenAccuracy?: number;
   /**
    * Share of examples classified right, classification only; multi-label: with every label
-   * right (a label is predicted where its logit is above 0, σ > 0.5).
+   * right (a label is predicted where its logit is above 0, σ > 0.5); token classification: share
+   * of the tagged words (their first tokens) tagged right.
    */
   accuracy?: number;
   /** Matthews correlation of the predicted and true classes (CoLA's metric), classification only. */
   mcc?: number;
   /**
    * F1 of class 1 (MRPC's and QQP's metric), two-class classification; for multi-label
-   * classification the micro F1 over every (example, label).
+   * classification the micro F1 over every (example, label); for token classification with
+   * entity tags seqeval's entity F1.
    */
   f1?: number;
   /** Multi-label classification: the mean of the labels' F1 (macro). */
@@ -209,12 +224,14 @@ export async function evaluate(
   model.train(false);
   let lossSum = 0, targets = 0, examples = 0, done = 0, rightTokens = 0;
   const scored: { logits: Float32Array; labels: Int32Array | Float32Array; rows: number }[] = [];
+  const tagged: { pred: number[]; truth: number[] }[] = [];
   let pending: Promise<void>[] = [];
   try {
     for (const b of batches) {
       const n = lossCount(b, task), rows = b.shape[0];
-      const labels = isImageBatch(b) || task !== "causal-lm" ? b.labels : null;
-      const nextTokens = !isImageBatch(b) && task === "causal-lm" ? b.labels as Int32Array : null;
+      const perToken = !isImageBatch(b) && (task === "causal-lm" || task === "token-cls");
+      const labels = perToken ? null : b.labels;
+      const tokenLabels = perToken ? b.labels as Int32Array : null;
       const reads = tidy(() =>
         noGrad(() => {
           const out = model.forward(toModelBatch(model, b, task), { headOnly: true });
@@ -224,8 +241,8 @@ export async function evaluate(
           return {
             loss: out.loss.readLater(),
             logits: labels ? out.logits.readLater() : null,
-            // the most probable token of each row of logits: [B, T], or [targets] at the targets alone
-            picks: nextTokens ? argmax(out.logits).readLater() : null,
+            // the most probable token (tag) of each row of logits: [B, T], or [targets] at the targets alone
+            picks: tokenLabels ? argmax(out.logits).readLater() : null,
           };
         })
       );
@@ -236,7 +253,9 @@ export async function evaluate(
         targets += n;
         examples += rows;
         if (labels && reads.logits) scored.push({ logits: await reads.logits, labels, rows });
-        if (nextTokens && reads.picks) rightTokens += rightTokenCount(await reads.picks, nextTokens);
+        if (task === "token-cls" && tokenLabels && reads.picks) {
+          tagged.push(...taggedRows(await reads.picks, tokenLabels, rows));
+        } else if (tokenLabels && reads.picks) rightTokens += rightTokenCount(await reads.picks, tokenLabels);
       })());
       done++;
       if (pending.length >= 8) {
@@ -255,6 +274,8 @@ export async function evaluate(
   if (task === "causal-lm") {
     result.perplexity = Math.exp(loss);
     if (targets > 0) result.tokenAccuracy = rightTokens / targets;
+  } else if (task === "token-cls") {
+    Object.assign(result, tagMetrics(tagged, model.config.labels));
   } else if (model.config.problemType === "multi_label_classification") {
     Object.assign(result, multiLabelMetrics(scored));
   } else Object.assign(result, predictionMetrics(scored));
@@ -277,6 +298,43 @@ function rightTokenCount(picks: Float32Array, labels: Int32Array): number {
     throw new Error(`evaluate: ${picks.length} picked tokens for ${j} targets`);
   }
   return right;
+}
+
+/** Each row's picked and true tag ids at its tagged positions (labels −100 elsewhere). */
+function taggedRows(
+  picks: Float32Array,
+  labels: Int32Array,
+  rows: number,
+): { pred: number[]; truth: number[] }[] {
+  const len = labels.length / rows;
+  return Array.from({ length: rows }, (_, r) => {
+    const pred: number[] = [], truth: number[] = [];
+    for (let i = r * len; i < (r + 1) * len; i++) {
+      if (labels[i] === -100) continue;
+      pred.push(picks[i]);
+      truth.push(labels[i]);
+    }
+    return { pred, truth };
+  });
+}
+
+/**
+ * A token classifier's scores: the share of tags right, and where the tag names are entity tags
+ * (IOB2, IOBES, …) seqeval's entity precision, recall and F1.
+ */
+function tagMetrics(
+  tagged: readonly { pred: number[]; truth: number[] }[],
+  names: readonly string[],
+): Partial<EvalResult> {
+  let right = 0, all = 0;
+  for (const { pred, truth } of tagged) {
+    all += truth.length;
+    right += pred.filter((p, i) => p === truth[i]).length;
+  }
+  if (!isEntityTagSet(names)) return { accuracy: all === 0 ? NaN : right / all };
+  const named = (ids: number[]) => ids.map((id) => names[id] ?? "O");
+  const s = entityScores(tagged.map((t) => named(t.pred)), tagged.map((t) => named(t.truth)));
+  return { accuracy: s.accuracy, precision: s.precision, recall: s.recall, f1: s.f1 };
 }
 
 /** A multi-label head's scores: each label predicted where its logit is above 0 (σ > 0.5). */

@@ -126,8 +126,9 @@ export interface TrainOptions {
 /** What {@link TrainOptions.best} does with the evaluations. */
 export interface BestOptions {
   /**
-   * What "better" means: a lower loss, or a higher accuracy, MCC, F1, Pearson or Spearman
-   * correlation (default: accuracy when the evaluation reports one, else Pearson, else loss).
+   * What "better" means: a lower loss, or a higher accuracy, MCC, F1, precision, recall, Pearson
+   * or Spearman correlation (default: entity F1 for a token classifier with entity tags, else
+   * accuracy when the evaluation reports one, else Pearson, else loss).
    */
   metric?: BestMetric;
   /** Write the weights of each better evaluation into `<outDir>/best` (through `writeWeights`). */
@@ -283,8 +284,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   /** Compare an evaluation with the best so far: keep it if better, else count towards patience. */
   const track = async (r: EvalResult) => {
-    const metric = opts.best!.metric ??
-      (r.accuracy !== undefined ? "accuracy" : r.pearson !== undefined ? "pearson" : "loss");
+    const metric = opts.best!.metric ?? defaultMetric(r);
     const value = r[metric];
     if (value === undefined || Number.isNaN(value)) {
       const reported = Object.keys(r).filter((k) => k !== "examples" && k !== "targets").join(", ");
@@ -407,6 +407,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return result;
 }
 
+/**
+ * What a run's best evaluation is by default: the entity F1 of a token classifier with entity tags,
+ * else accuracy when reported, else Pearson correlation (regression), else the loss.
+ */
+function defaultMetric(r: EvalResult): BestMetric {
+  return r.precision !== undefined
+    ? "f1"
+    : r.accuracy !== undefined
+    ? "accuracy"
+    : r.pearson !== undefined
+    ? "pearson"
+    : "loss";
+}
+
 /** `loss 0.3312, accuracy 0.9123` or `loss 2.91, perplexity 18.4`. */
 export function describeEval(r: EvalResult): string {
   const parts = [`loss ${r.loss.toFixed(4)}`];
@@ -416,6 +430,8 @@ export function describeEval(r: EvalResult): string {
   if (r.mcc !== undefined) parts.push(`mcc ${r.mcc.toFixed(4)}`);
   if (r.f1 !== undefined) parts.push(`f1 ${r.f1.toFixed(4)}`);
   if (r.f1Macro !== undefined) parts.push(`f1 macro ${r.f1Macro.toFixed(4)}`);
+  if (r.precision !== undefined) parts.push(`precision ${r.precision.toFixed(4)}`);
+  if (r.recall !== undefined) parts.push(`recall ${r.recall.toFixed(4)}`);
   if (r.pearson !== undefined) parts.push(`pearson ${r.pearson.toFixed(4)}`);
   if (r.spearman !== undefined) parts.push(`spearman ${r.spearman.toFixed(4)}`);
   return `${parts.join(", ")} (${r.examples} examples)`;

@@ -1,0 +1,95 @@
+/**
+ * Entity-level scores of tagged sequences, as `seqeval` computes them in its default mode (what
+ * transformers' run_ner reports): entities are read from IOB1, IOB2, IOE or IOBES tags with
+ * conlleval's chunk rules, and precision, recall and F1 count the entities found with the right
+ * type and span, over every sequence at once (micro).
+ * @module
+ */
+
+/** One entity: its type and its first and last word (inclusive). */
+export interface Entity {
+  /** The type after the prefix, e.g. "PER" of "B-PER" ("_" when the tag has none). */
+  type: string;
+  /** Index of its first word. */
+  start: number;
+  /** Index of its last word. */
+  end: number;
+}
+
+/** A tag's prefix letter and type, as seqeval splits "B-PER" into "B" and "PER". */
+function split(tag: string): [string, string] {
+  const rest = tag.slice(1), hyphen = rest.indexOf("-");
+  return [tag[0] ?? "O", (hyphen < 0 ? rest : rest.slice(hyphen + 1)) || "_"];
+}
+
+/** The entities of one tag sequence (conlleval's rules: a type change or O ends a chunk). */
+export function entities(tags: readonly string[]): Entity[] {
+  const out: Entity[] = [];
+  let prevTag = "O", prevType = "", begin = 0;
+  const ends = (p: string, t: string, pType: string, type: string) =>
+    p === "E" || p === "S" ||
+    ((p === "B" || p === "I") && (t === "B" || t === "S" || t === "O")) ||
+    (p !== "O" && p !== "." && pType !== type);
+  const starts = (p: string, t: string, pType: string, type: string) =>
+    t === "B" || t === "S" ||
+    ((p === "E" || p === "S" || p === "O") && (t === "I" || t === "E")) ||
+    (t !== "O" && t !== "." && pType !== type);
+  for (let i = 0; i <= tags.length; i++) {
+    const [tag, type] = i < tags.length ? split(tags[i]) : ["O", "_"];
+    if (ends(prevTag, tag, prevType, type)) out.push({ type: prevType, start: begin, end: i - 1 });
+    if (starts(prevTag, tag, prevType, type)) begin = i;
+    prevTag = tag;
+    prevType = type;
+  }
+  return out;
+}
+
+/** What {@link entityScores} measures. */
+export interface EntityScores {
+  /** Entities predicted with the right type and span, over entities predicted (0 when none). */
+  precision: number;
+  /** Entities predicted with the right type and span, over true entities (0 when none). */
+  recall: number;
+  /** The harmonic mean of precision and recall (0 when both are 0). */
+  f1: number;
+  /** Tags predicted right, over all tags. */
+  accuracy: number;
+}
+
+/**
+ * seqeval's precision, recall, F1 (micro over entities) and accuracy (over tags) of `pred`
+ * against `truth`: one tag sequence per example, each pair the same length.
+ */
+export function entityScores(pred: readonly string[][], truth: readonly string[][]): EntityScores {
+  if (pred.length !== truth.length) {
+    throw new RangeError(`entityScores: ${pred.length} predicted sequences for ${truth.length} true ones`);
+  }
+  let found = 0, real = 0, right = 0, tags = 0, rightTags = 0;
+  pred.forEach((p, i) => {
+    const t = truth[i];
+    if (p.length !== t.length) {
+      throw new RangeError(
+        `entityScores: sequence ${i} has ${p.length} predicted tags for ${t.length} true ones`,
+      );
+    }
+    tags += t.length;
+    for (let k = 0; k < t.length; k++) if (p[k] === t[k]) rightTags++;
+    const key = (e: Entity) => `${e.type}\u0000${e.start}\u0000${e.end}`;
+    const truthKeys = new Set(entities(t).map(key));
+    const predicted = entities(p);
+    found += predicted.length;
+    real += truthKeys.size;
+    for (const e of predicted) if (truthKeys.has(key(e))) right++;
+  });
+  const precision = found === 0 ? 0 : right / found, recall = real === 0 ? 0 : right / real;
+  const f1 = precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall);
+  return { precision, recall, f1, accuracy: tags === 0 ? NaN : rightTags / tags };
+}
+
+/**
+ * True when `names` are tags seqeval reads as entities: "O", or a prefix B, I, E or S, a
+ * hyphen and a type ("B-PER"). Other tag sets (e.g. part-of-speech tags) have no entities.
+ */
+export function isEntityTagSet(names: readonly string[]): boolean {
+  return names.length > 0 && names.every((n) => n === "O" || /^[BIES]-./s.test(n));
+}

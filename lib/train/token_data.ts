@@ -1,0 +1,244 @@
+/**
+ * Token classification data (named entities, part-of-speech tags): sentences split into words,
+ * one tag per word, read from JSONL or a `datasets` Parquet split (`tokens` and `ner_tags`, as
+ * conll2003 and wnut_17 hold them, the ClassLabel names naming the ids) or a CoNLL file (a word
+ * and its tag per line, a blank line between sentences); and their rows, tokenized as
+ * transformers' run_ner does: each word's first token learns the word's tag, its other tokens
+ * and the special tokens are ignored (−100).
+ *
+ * ```ts
+ * const data = await readTaggedFile("train.jsonl");
+ * const dataset = new TokenClassificationDataset(data.examples, tokenizer, { maxLength: 128 });
+ * ```
+ * @module
+ */
+import type { Tokenizer } from "../io/tokenizer.ts";
+import type { Dataset, Row } from "./data.ts";
+import { IGNORE_INDEX } from "./data.ts";
+import { DataError, LabelMap, readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
+
+/** One tagged sentence: its words and each word's tag id. */
+export interface TaggedExample {
+  /** The words, as the data splits them. */
+  words: string[];
+  /** Each word's tag id. */
+  tags: number[];
+}
+
+/** Tagged sentences read by {@link readTaggedFile}. */
+export interface TaggedData {
+  /** The file read. */
+  path: string;
+  /** The sentences, in file order. */
+  examples: TaggedExample[];
+  /**
+   * Tag names by id: the `labels` option when given, a Parquet split's ClassLabel names, or the
+   * file's string tags in first-seen order; null when the file has integer tags only.
+   */
+  labelNames: string[] | null;
+  /** The field read as the words ("" for a CoNLL file). */
+  wordField: string;
+  /** The field read as the tags ("" for a CoNLL file). */
+  tagField: string;
+}
+
+/** Options of {@link readTaggedFile}. */
+export interface TaggedReadOptions {
+  /** Field holding each sentence's words (default: the first of {@link WORD_FIELDS} present). */
+  wordField?: string;
+  /** Field holding each word's tag (default: the first of {@link TAG_FIELDS} present). */
+  tagField?: string;
+  /** Tag names by id (a model's id2label): string tags are looked up here. */
+  labels?: readonly string[];
+  /** The head's num_labels: every tag id must be below it (default labels.length). */
+  numLabels?: number;
+}
+
+/** Word-list fields tried in order when no wordField is given. */
+export const WORD_FIELDS: readonly string[] = ["tokens", "words"];
+
+/** Tag-list fields tried in order when no tagField is given. */
+export const TAG_FIELDS: readonly string[] = ["ner_tags", "tags", "labels", "pos_tags"];
+
+/** CoNLL files: a word per line with its tag last, blank lines between sentences. */
+const CONLL = /\.(conll|conllu|bio|iob|iob2)$/i;
+
+/** True when `fields` (a record file's field names) hold a sentence's words and their tags. */
+export function isTaggedRecord(fields: readonly string[], tagField?: string): boolean {
+  return WORD_FIELDS.some((f) => fields.includes(f)) &&
+    (tagField ? fields.includes(tagField) : TAG_FIELDS.some((f) => fields.includes(f)));
+}
+
+/** True for a file read as CoNLL columns (.conll, .bio, .iob, .iob2). */
+export function isConllFile(path: string): boolean {
+  return CONLL.test(path);
+}
+
+/**
+ * Read tagged sentences: JSONL or Parquet records with a list of words and a list of tags (names,
+ * or ids named by the split's ClassLabel feature), or a CoNLL file. Errors name the file, the line
+ * (the row, for Parquet) and what was wrong.
+ */
+export async function readTaggedFile(path: string, opts: TaggedReadOptions = {}): Promise<TaggedData> {
+  if (isConllFile(path)) return conllExamples(path, await readDataText(path), opts);
+  const { records, classLabels } = await readRecordTable(path);
+  const first = Object.keys(records[0].fields);
+  const pick = (given: string | undefined, tried: readonly string[], what: string, flag: string) => {
+    const field = given ?? tried.find((f) => first.includes(f));
+    if (field === undefined || !first.includes(field)) {
+      throw new DataError(
+        `${path}: no ${what} field ${given ? `"${given}"` : `(tried ${tried.join(", ")})`}; name it with ` +
+          `${flag}. The fields are ${first.join(", ")}`,
+      );
+    }
+    return field;
+  };
+  const wordField = pick(opts.wordField, WORD_FIELDS, "word list", "--text-field");
+  const tagField = pick(opts.tagField, TAG_FIELDS, "tag list", "--label-field");
+  const labels = new LabelMap({
+    labels: opts.labels ?? classLabels.get(tagField),
+    numLabels: opts.numLabels,
+  });
+  const examples = records.map((r) => taggedRecord(r, wordField, tagField, labels, path));
+  return { path, examples, labelNames: labels.names(), wordField, tagField };
+}
+
+function taggedRecord(
+  { line, fields }: SourceRecord,
+  wordField: string,
+  tagField: string,
+  labels: LabelMap,
+  path: string,
+): TaggedExample {
+  const where = `${path}:${line}`, words = fields[wordField], tags = fields[tagField];
+  if (!Array.isArray(words) || words.some((w) => typeof w !== "string")) {
+    throw new DataError(`${where}: field "${wordField}" must be a list of words (strings)`);
+  }
+  if (!Array.isArray(tags)) throw new DataError(`${where}: field "${tagField}" must be a list of tags`);
+  if (tags.length !== words.length) {
+    throw new DataError(`${where}: ${words.length} words but ${tags.length} tags in "${tagField}"`);
+  }
+  return {
+    words: words as string[],
+    tags: tags.map((t) => labels.id(typeof t === "bigint" ? Number(t) : t, where)),
+  };
+}
+
+/** CoNLL columns: the first is the word, the last its tag; `-DOCSTART-` lines are skipped. */
+function conllExamples(path: string, text: string, opts: TaggedReadOptions): TaggedData {
+  const labels = new LabelMap(opts);
+  const examples: TaggedExample[] = [];
+  let words: string[] = [], tags: number[] = [];
+  const end = () => {
+    if (words.length > 0) examples.push({ words, tags });
+    words = [];
+    tags = [];
+  };
+  text.split("\n").forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === "") return end();
+    if (line.startsWith("-DOCSTART-") || line.startsWith("#")) return;
+    const columns = line.split(/\s+/);
+    if (columns.length < 2) {
+      throw new DataError(`${path}:${i + 1}: expected a word and its tag, got ${JSON.stringify(line)}`);
+    }
+    words.push(columns[0]);
+    tags.push(labels.id(columns[columns.length - 1], `${path}:${i + 1}`));
+  });
+  end();
+  if (examples.length === 0) throw new DataError(`${path}: no sentences (no word and tag lines)`);
+  return { path, examples, labelNames: labels.names(), wordField: "", tagField: "" };
+}
+
+/** Options of {@link TokenClassificationDataset}. */
+export interface TokenClassificationOptions {
+  /** Longest row in tokens, special tokens included; longer sentences lose their last words. */
+  maxLength: number;
+  /** The head's num_labels: tags are checked against it when given. */
+  numLabels?: number;
+}
+
+/**
+ * Tagged sentences tokenized on first use (each once, then cached): the words' tokens between the
+ * tokenizer's special tokens, each word's tag on its first token and −100 on every other token.
+ */
+export class TokenClassificationDataset implements Dataset {
+  /** The tokenizer's padding id. */
+  readonly padId: number;
+  private readonly cache: (Row | undefined)[];
+  private readonly around: [number[], number[]];
+
+  /** A bad maxLength (no room beside the special tokens) is a RangeError; no examples or a bad tag a DataError. */
+  constructor(
+    readonly examples: readonly TaggedExample[],
+    private readonly tokenizer: Tokenizer,
+    private readonly opts: TokenClassificationOptions,
+  ) {
+    this.around = tokenizer.specialAround();
+    const special = this.around[0].length + this.around[1].length;
+    if (!(Number.isInteger(opts.maxLength) && opts.maxLength > special)) {
+      throw new RangeError(
+        `TokenClassificationDataset: maxLength must be an integer above the ${special} special tokens, got ${opts.maxLength}`,
+      );
+    }
+    if (examples.length === 0) throw new DataError(`TokenClassificationDataset: no examples`);
+    if (opts.numLabels !== undefined) checkTags(examples, opts.numLabels, "TokenClassificationDataset");
+    this.padId = tokenizer.padId;
+    this.cache = new Array(examples.length);
+  }
+
+  /** Sentences in the dataset. */
+  get size(): number {
+    return this.examples.length;
+  }
+
+  /** Row `index`: token ids and one label per token (the tag at each word's first token, else −100). */
+  row(index: number): Row {
+    if (!(Number.isInteger(index) && index >= 0 && index < this.size)) {
+      throw new RangeError(`row ${index} is outside the dataset (${this.size} rows)`);
+    }
+    return this.cache[index] ??= this.encode(index);
+  }
+
+  /**
+   * Where each word of row `index` starts: the position of its first token in the row, or −1 for
+   * a word that has no token or was cut off by maxLength.
+   */
+  wordStarts(index: number): number[] {
+    return this.tokenize(index).starts;
+  }
+
+  /** Row `index`'s ids and labels: each word's tag at its first token, −100 elsewhere. */
+  private encode(index: number): Row {
+    const { ids, starts } = this.tokenize(index), { tags } = this.examples[index];
+    const label = new Int32Array(ids.length).fill(IGNORE_INDEX);
+    starts.forEach((at, w) => {
+      if (at >= 0) label[at] = tags[w];
+    });
+    return { ids: Int32Array.from(ids), label };
+  }
+
+  /** Row `index`'s token ids, special tokens included, and each word's first position (−1: none). */
+  private tokenize(index: number): { ids: number[]; starts: number[] } {
+    const { words } = this.examples[index];
+    const { ids, wordIds } = this.tokenizer.encodeWords(words, { addSpecialTokens: false });
+    const [before, after] = this.around;
+    const kept = Math.min(ids.length, this.opts.maxLength - before.length - after.length);
+    const starts = new Array<number>(words.length).fill(-1);
+    for (let k = kept - 1; k >= 0; k--) starts[wordIds[k]!] = before.length + k;
+    return { ids: [...before, ...ids.slice(0, kept), ...after], starts };
+  }
+}
+
+/** Throw unless every tag id is below `numLabels` (the head's labels). */
+export function checkTags(examples: readonly TaggedExample[], numLabels: number, source: string): void {
+  examples.forEach((ex, i) => {
+    const bad = ex.tags.find((t) => !(Number.isInteger(t) && t >= 0 && t < numLabels));
+    if (bad !== undefined) {
+      throw new DataError(
+        `${source}: sentence ${i} has tag ${bad}, which does not fit the head's ${numLabels} labels ` +
+          `(ids 0..${numLabels - 1})`,
+      );
+    }
+  });
+}
