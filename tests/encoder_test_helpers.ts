@@ -11,6 +11,7 @@ import { loadModel } from "../lib/models/load.ts";
 import type { Batch, Model } from "../lib/models/model.ts";
 import { modelParity, referenceBatch } from "../lib/models/parity.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
+import { Prng } from "../lib/spectral/prng.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, relL2 } from "./assert.ts";
 
@@ -222,4 +223,72 @@ export async function expectSshReferences(gpu: Gpu, dir: string, tol: number): P
     release(model, batch);
   }
   return worst;
+}
+
+/**
+ * The BERT fixture as a DistilBertForSequenceClassification directory: its layers renamed, token
+ * type 0's row folded into the position table (so it computes BERT's hidden states), a random head
+ * of 3 labels. Remove it with `Deno.remove(path, { recursive: true })`.
+ */
+export function asDistilBert(): Promise<string> {
+  return editedModel(
+    "tests/fixtures/models/bert",
+    (tensors) => {
+      const renamed: Record<string, TensorData> = {};
+      for (const [key, t] of Object.entries(tensors)) {
+        if (!key.startsWith("bert.") || key.includes("pooler") || key.includes("token_type")) continue;
+        const name = key.replace(/^bert\.encoder\./, "distilbert.transformer.").replace(
+          /^bert\./,
+          "distilbert.",
+        )
+          .replace(".attention.self.query", ".attention.q_lin").replace(
+            ".attention.self.key",
+            ".attention.k_lin",
+          )
+          .replace(".attention.self.value", ".attention.v_lin").replace(
+            ".attention.output.dense",
+            ".attention.out_lin",
+          )
+          .replace(".attention.output.LayerNorm", ".sa_layer_norm").replace(
+            ".intermediate.dense",
+            ".ffn.lin1",
+          )
+          .replace(".output.dense", ".ffn.lin2").replace(".output.LayerNorm", ".output_layer_norm");
+        renamed[name] = t;
+      }
+      // BERT adds token type 0's row to every position: DistilBERT's positions hold the sum
+      const types = tensors["bert.embeddings.token_type_embeddings.weight"].data as Float32Array;
+      const pos = renamed["distilbert.embeddings.position_embeddings.weight"];
+      const width = pos.shape[1];
+      pos.data = Float32Array.from(pos.data as Float32Array, (v, i) => v + types[i % width]);
+      const rng = new Prng(5);
+      const normal = (n: number) => Float32Array.from({ length: n }, () => rng.normal() * 0.2);
+      renamed["pre_classifier.weight"] = { dtype: "F32", shape: [width, width], data: normal(width * width) };
+      renamed["pre_classifier.bias"] = { dtype: "F32", shape: [width], data: normal(width) };
+      renamed["classifier.weight"] = { dtype: "F32", shape: [3, width], data: normal(3 * width) };
+      renamed["classifier.bias"] = { dtype: "F32", shape: [3], data: normal(3) };
+      for (const key of Object.keys(tensors)) delete tensors[key];
+      Object.assign(tensors, renamed);
+    },
+    (json) => {
+      const bert = { ...json };
+      for (const key of Object.keys(json)) delete json[key];
+      Object.assign(json, {
+        architectures: ["DistilBertForSequenceClassification"],
+        model_type: "distilbert",
+        activation: bert.hidden_act,
+        dim: bert.hidden_size,
+        n_layers: bert.num_hidden_layers,
+        n_heads: bert.num_attention_heads,
+        hidden_dim: bert.intermediate_size,
+        max_position_embeddings: bert.max_position_embeddings,
+        vocab_size: bert.vocab_size,
+        pad_token_id: 0,
+        dropout: 0.1,
+        attention_dropout: 0.1,
+        seq_classif_dropout: 0.2,
+        id2label: { 0: "a", 1: "b", 2: "c" },
+      });
+    },
+  );
 }

@@ -57,6 +57,11 @@ export interface MethodOptions {
   weightDecay: number;
   /** The base model directory (merged outputs copy its files). */
   modelDir: string;
+  /**
+   * Parts of the task head that PEFT's task type does not train by itself (e.g. DistilBERT's
+   * pre_classifier; see `unsavedHeadModules`): the adapter's modules_to_save.
+   */
+  headModules?: string[];
   labelNames?: string[];
 }
 
@@ -87,8 +92,9 @@ export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterCon
   const common = {
     targetModules: o.targetModules ?? null,
     taskType: TASK_TYPES[o.task],
-    // PEFT adds the SEQ_CLS and TOKEN_CLS heads itself; an image classifier's head is named explicitly
-    modulesToSave: o.task === "image-cls" ? ["classifier"] : null,
+    // PEFT adds the SEQ_CLS and TOKEN_CLS heads itself (but for parts such as DistilBERT's
+    // pre_classifier); an image classifier's head is named explicitly
+    modulesToSave: o.task === "image-cls" ? ["classifier"] : o.headModules?.length ? o.headModules : null,
     baseModelNameOrPath: baseModel,
   };
   switch (o.method) {

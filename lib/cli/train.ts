@@ -13,6 +13,9 @@ import { join, resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
+import { getFamily } from "../models/registry.ts";
+import { modelShapes } from "../models/shapes.ts";
+import { unsavedHeadModules } from "../peft/targets.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
@@ -335,6 +338,7 @@ async function runTraining(
     throw new ArgsError(`--best-metric chooses what --save-best and --early-stop compare: give one of them`);
   }
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
+  const architecture = getFamily(config.modelType)?.architectures[task];
   const existingHead = taskOfConfig(config) === task && task !== "causal-lm"
     ? config.labels.length
     : undefined;
@@ -415,6 +419,7 @@ async function runTraining(
     headLr: v["head-lr"],
     weightDecay: v["weight-decay"],
     modelDir: v.model,
+    headModules: architecture ? unsavedHeadModules(modelShapes(config, { architecture })) : [],
     labelNames: splits.labelNames,
   };
   const adapterConfig = adapterConfigOf(methodOptions, v.model);

@@ -1,6 +1,6 @@
 /**
  * A Hugging Face `config.json` → a typed model configuration for the families this project
- * runs: `gpt2`, `bert`, `roberta`, `llama` (and its variants `mistral` and `qwen2`), `vit`. Fields that transformers fills with a
+ * runs: `gpt2`, `bert`, `roberta`, `distilbert`, `llama` (and its variants `mistral` and `qwen2`), `vit`. Fields that transformers fills with a
  * default when absent get the same default here (e.g. GPT-2's inner size 4·n_embd, Llama's
  * kv heads = heads and head_dim = hidden/heads); the sizes that shape the weights are required.
  * Every error names the file and the field.
@@ -9,7 +9,16 @@
 import { join } from "node:path";
 
 /** The model families this project supports (config.json `model_type`). */
-export const SUPPORTED_MODEL_TYPES = ["gpt2", "bert", "roberta", "llama", "mistral", "qwen2", "vit"] as const;
+export const SUPPORTED_MODEL_TYPES = [
+  "gpt2",
+  "bert",
+  "roberta",
+  "distilbert",
+  "llama",
+  "mistral",
+  "qwen2",
+  "vit",
+] as const;
 
 /** A supported `model_type`. */
 export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
@@ -84,15 +93,18 @@ export interface Gpt2Config extends CommonConfig {
   scaleAttnByInverseLayerIdx: boolean;
 }
 
-/** BERT and RoBERTa: post-LayerNorm encoder with token-type embeddings. */
+/**
+ * BERT, RoBERTa and DistilBERT: post-LayerNorm encoders (DistilBERT's without token-type
+ * embeddings; its config names its sizes dim, n_layers, n_heads, hidden_dim).
+ */
 export interface BertConfig extends CommonConfig {
-  /** "bert" or "roberta". */
-  modelType: "bert" | "roberta";
+  /** "bert", "roberta" or "distilbert". */
+  modelType: "bert" | "roberta" | "distilbert";
   /** Rows of the token-embedding table. */
   vocabSize: number;
   /** Rows of the position-embedding table. */
   maxPositions: number;
-  /** Rows of the token-type (segment) embedding table. */
+  /** Rows of the token-type (segment) embedding table (0: none, as DistilBERT). */
   typeVocabSize: number;
   /** LayerNorm epsilon. */
   layerNormEps: number;
@@ -291,6 +303,8 @@ export function parseHfConfig(json: unknown, path: string): HfConfig {
     case "bert":
     case "roberta":
       return bert(f, modelType as "bert" | "roberta");
+    case "distilbert":
+      return distilbert(f);
     case "llama":
     case "mistral":
     case "qwen2":
@@ -355,6 +369,26 @@ function bert(f: Fields, modelType: "bert" | "roberta"): BertConfig {
     typeVocabSize: f.int("type_vocab_size", 2, 0),
     layerNormEps: f.positive("layer_norm_eps", 1e-12),
     positionOffset: modelType === "roberta" ? base.padTokenId! + 1 : 0,
+  };
+}
+
+/** DistilBERT: BERT's layers under other names, without token types (LayerNorm eps fixed at 1e-12). */
+function distilbert(f: Fields): BertConfig {
+  const hiddenSize = f.int("dim", 768), numHeads = f.int("n_heads", 12);
+  return {
+    ...common(f, "distilbert", { tie: true, pad: 0, bos: null, eos: null }),
+    modelType: "distilbert",
+    vocabSize: f.int("vocab_size"),
+    maxPositions: f.int("max_position_embeddings", 512),
+    hiddenSize,
+    numLayers: f.int("n_layers", 6),
+    numHeads,
+    headDim: f.divide(hiddenSize, numHeads, "dim", "n_heads"),
+    intermediateSize: f.int("hidden_dim", 3072),
+    activation: f.activation("activation", "gelu"),
+    typeVocabSize: 0,
+    layerNormEps: 1e-12,
+    positionOffset: 0,
   };
 }
 

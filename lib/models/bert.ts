@@ -1,13 +1,15 @@
 /**
- * BERT and RoBERTa (BertModel / BertForSequenceClassification / BertForTokenClassification,
- * and RoBERTa's three): word + position + token-type embeddings, LayerNorm and
- * dropout; post-LayerNorm encoder layers of bidirectional self-attention (key padding mask
- * from attention_mask) and a feed-forward block with the config's activation. BERT's
- * classifier reads the pooler (dense + tanh on [CLS]); RoBERTa's head is dense → tanh →
- * out_proj on <s>, without a pooler; the token classifiers read every position through dropout and
- * `classifier`, without a pooler. RoBERTa numbers positions from padding_idx + 1 and gives
- * pad tokens position padding_idx ({@link robertaPositionIds}). Dropout (train mode) follows
- * hidden_dropout_prob, attention_probs_dropout_prob and classifier_dropout.
+ * BERT, RoBERTa and DistilBERT (their Model, ForSequenceClassification and
+ * ForTokenClassification classes): word + position (+ token-type, but for DistilBERT)
+ * embeddings, LayerNorm and dropout; post-LayerNorm encoder layers of bidirectional
+ * self-attention (key padding mask from attention_mask) and a feed-forward block with the
+ * config's activation. BERT's classifier reads the pooler (dense + tanh on [CLS]); RoBERTa's
+ * head is dense → tanh → out_proj on <s>, without a pooler; DistilBERT's is pre_classifier →
+ * ReLU → classifier on [CLS]; the token classifiers read every position through dropout and
+ * `classifier`. RoBERTa numbers positions from padding_idx + 1 and gives pad tokens position
+ * padding_idx ({@link robertaPositionIds}). Dropout (train mode) follows hidden_dropout_prob,
+ * attention_probs_dropout_prob and classifier_dropout (DistilBERT: dropout, attention_dropout
+ * and seq_classif_dropout, with no dropout after the attention's output projection).
  * @module
  */
 import type { BertConfig } from "../io/hf_config.ts";
@@ -18,7 +20,7 @@ import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { classificationLoss } from "../nn/loss.ts";
 import { LayerNorm } from "../nn/norm.ts";
-import { add, tanh, Tensor, tidy } from "../tensor/mod.ts";
+import { add, relu, tanh, Tensor, tidy } from "../tensor/mod.ts";
 import { BaseModel, rawNumber, tokenInputs } from "./base.ts";
 import { encoderSelfAttention, firstPosition, firstToken } from "./encoder.ts";
 import type { Batch, ForwardOptions, ModelOutput } from "./model.ts";
@@ -83,7 +85,8 @@ export class BertModel extends BaseModel {
   declare readonly config: BertConfig;
   readonly words: Embedding;
   readonly positions: Embedding;
-  readonly tokenTypes: Embedding;
+  /** Token-type embeddings; null for DistilBERT, which has none. */
+  readonly tokenTypes: Embedding | null;
   readonly embNorm: LayerNorm;
   readonly layers: Layer[] = [];
   /** `pooler.dense` (bare models and BERT's classifier); null for RoBERTa's classifier. */
@@ -105,25 +108,29 @@ export class BertModel extends BaseModel {
       `${p}embeddings.position_embeddings.weight`,
       roberta ? pad : undefined,
     );
-    this.tokenTypes = Embedding.from(params, `${p}embeddings.token_type_embeddings.weight`);
+    this.tokenTypes = c.typeVocabSize > 0
+      ? Embedding.from(params, `${p}embeddings.token_type_embeddings.weight`)
+      : null;
     this.embNorm = LayerNorm.from(params, `${p}embeddings.LayerNorm`, eps);
     for (let i = 0; i < c.numLayers; i++) {
-      const l = `${p}encoder.layer.${i}`;
+      const paths = layerPaths(c.modelType, p, i);
       this.layers.push({
-        query: this.linear(`${l}.attention.self.query`),
-        key: this.linear(`${l}.attention.self.key`),
-        value: this.linear(`${l}.attention.self.value`),
-        attnOut: this.linear(`${l}.attention.output.dense`),
-        attnNorm: LayerNorm.from(params, `${l}.attention.output.LayerNorm`, eps),
-        inter: this.linear(`${l}.intermediate.dense`),
-        out: this.linear(`${l}.output.dense`),
-        outNorm: LayerNorm.from(params, `${l}.output.LayerNorm`, eps),
+        query: this.linear(paths.query),
+        key: this.linear(paths.key),
+        value: this.linear(paths.value),
+        attnOut: this.linear(paths.attnOut),
+        attnNorm: LayerNorm.from(params, paths.attnNorm, eps),
+        inter: this.linear(paths.inter),
+        out: this.linear(paths.out),
+        outNorm: LayerNorm.from(params, paths.outNorm, eps),
       });
     }
     this.pooler = this.linears.has(`${p}pooler.dense`) ? this.linear(`${p}pooler.dense`) : null;
     if (ctx.task === "seq-cls") {
       this.head = roberta
         ? [this.linear("classifier.dense"), this.linear("classifier.out_proj")]
+        : c.modelType === "distilbert"
+        ? [this.linear("pre_classifier"), this.linear("classifier")]
         : [this.linear("classifier")];
     } else if (ctx.task === "token-cls") this.head = [this.linear("classifier")];
     else if (ctx.task === "base") this.head = [];
@@ -136,11 +143,17 @@ export class BertModel extends BaseModel {
     const roberta = c.modelType === "roberta";
     const { ids, host, b, t } = tokenInputs(batch, c.modelType, roberta ? undefined : c.maxPositions);
     this.nextStep();
-    const drop = rawNumber(c, "hidden_dropout_prob", 0.1);
-    const attnDrop = rawNumber(c, "attention_probs_dropout_prob", 0.1);
+    const distil = c.modelType === "distilbert";
+    const drop = rawNumber(c, distil ? "dropout" : "hidden_dropout_prob", 0.1);
+    const attnDrop = rawNumber(c, distil ? "attention_dropout" : "attention_probs_dropout_prob", 0.1);
+    // DistilBERT has no dropout after the attention's output projection
+    const attnOutDrop = distil ? 0 : drop;
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     let x = tidy(() => {
-      const words = add(this.words.forward(ids), this.tokenTypes.forward(this.tokenTypeIds(batch, b, t)));
+      const types = this.tokenTypes;
+      const words = types
+        ? add(this.words.forward(ids), types.forward(this.tokenTypeIds(batch, b, t)))
+        : this.words.forward(ids);
       const e = add(words, this.positions.forward(this.positionIds(host, b, t)));
       return this.dropout(this.embNorm.forward(e), drop, 0);
     });
@@ -159,7 +172,14 @@ export class BertModel extends BaseModel {
           at,
         });
         const attended = layer.attnOut.forward(a, at?.rows);
-        const y = this.residualNorm(layer.attnNorm, attended, at?.x0 ?? prev, drop, site + 1, at?.rows);
+        const y = this.residualNorm(
+          layer.attnNorm,
+          attended,
+          at?.x0 ?? prev,
+          attnOutDrop,
+          site + 1,
+          at?.rows,
+        );
         const m = feedForward(layer.inter, layer.out, c.activation, y, at?.rows);
         return this.residualNorm(layer.outNorm, m, y, drop, site + 2, at?.rows);
       });
@@ -169,9 +189,10 @@ export class BertModel extends BaseModel {
     if (this.task === "base") {
       return { logits: hidden, hidden, ...(this.pooler ? { pooled: this.pool(hidden) } : {}) };
     }
-    const p = rawNumber(c, "classifier_dropout", drop), site = 3 * c.numLayers + 1;
+    // DistilBERT's token classifier drops with `dropout`, its sequence classifier with seq_classif_dropout
+    const p = distil ? drop : rawNumber(c, "classifier_dropout", drop), site = 3 * c.numLayers + 1;
     if (this.task === "token-cls") return this.tokenClassify(this.head[0], hidden, batch, p, site);
-    const logits = this.classify(hidden, p, site);
+    const logits = this.classify(hidden, distil ? rawNumber(c, "seq_classif_dropout", 0.2) : p, site);
     const loss = batch.labels ? classificationLoss(logits, batch.labels, c.problemType) : undefined;
     return { logits, hidden, loss };
   }
@@ -189,13 +210,17 @@ export class BertModel extends BaseModel {
       const x = tanh(dense.forward(this.dropout(firstToken(hidden), p, site)));
       return outProj.forward(this.dropout(x, p, site + 1));
     }
+    if (this.config.modelType === "distilbert") {
+      const [pre, classifier] = this.head;
+      return classifier.forward(this.dropout(relu(pre.forward(firstToken(hidden))), p, site));
+    }
     return this.head[0].forward(this.dropout(this.pool(hidden), p, site));
   }
 
-  /** Position ids: 0..t−1 (BERT, shared by the rows) or RoBERTa's [b, t] ids from the tokens. */
+  /** Position ids: 0..t−1 (BERT, DistilBERT; shared by the rows) or RoBERTa's [b, t] ids from the tokens. */
   private positionIds(host: Int32Array | undefined, b: number, t: number): Tensor {
     const c = this.config;
-    if (c.modelType === "bert") {
+    if (c.modelType !== "roberta") {
       return Tensor.from(this.gpu, Int32Array.from({ length: t }, (_, i) => i), [t]);
     }
     if (!host) {
@@ -216,6 +241,34 @@ export class BertModel extends BaseModel {
   }
 }
 
+/** The checkpoint paths of encoder layer `i`'s parts (`p`: the backbone's prefix). */
+function layerPaths(modelType: string, p: string, i: number): Record<keyof Layer, string> {
+  if (modelType === "distilbert") {
+    const l = `${p}transformer.layer.${i}`;
+    return {
+      query: `${l}.attention.q_lin`,
+      key: `${l}.attention.k_lin`,
+      value: `${l}.attention.v_lin`,
+      attnOut: `${l}.attention.out_lin`,
+      attnNorm: `${l}.sa_layer_norm`,
+      inter: `${l}.ffn.lin1`,
+      out: `${l}.ffn.lin2`,
+      outNorm: `${l}.output_layer_norm`,
+    };
+  }
+  const l = `${p}encoder.layer.${i}`;
+  return {
+    query: `${l}.attention.self.query`,
+    key: `${l}.attention.self.key`,
+    value: `${l}.attention.self.value`,
+    attnOut: `${l}.attention.output.dense`,
+    attnNorm: `${l}.attention.output.LayerNorm`,
+    inter: `${l}.intermediate.dense`,
+    out: `${l}.output.dense`,
+    outNorm: `${l}.output.LayerNorm`,
+  };
+}
+
 /** The bert family for loadModel's registry. */
 export const bertFamily: Family = {
   architectures: {
@@ -232,6 +285,16 @@ export const robertaFamily: Family = {
     "seq-cls": "RobertaForSequenceClassification",
     "token-cls": "RobertaForTokenClassification",
     base: "RobertaModel",
+  },
+  build: (ctx) => new BertModel(ctx),
+};
+
+/** The distilbert family for loadModel's registry. */
+export const distilbertFamily: Family = {
+  architectures: {
+    "seq-cls": "DistilBertForSequenceClassification",
+    "token-cls": "DistilBertForTokenClassification",
+    base: "DistilBertModel",
   },
   build: (ctx) => new BertModel(ctx),
 };

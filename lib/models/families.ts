@@ -3,13 +3,14 @@
  * module adds its `registerFamily` line here (see the contract at the top of load.ts).
  * @module
  */
-import { bertFamily, robertaFamily } from "./bert.ts";
+import { bertFamily, distilbertFamily, robertaFamily } from "./bert.ts";
 import { gpt2Family } from "./gpt2.ts";
 import { llamaFamily } from "./llama.ts";
 import { registerFamily } from "./registry.ts";
 import { vitFamily } from "./vit.ts";
 
 registerFamily("bert", bertFamily);
+registerFamily("distilbert", distilbertFamily);
 registerFamily("gpt2", gpt2Family);
 registerFamily("llama", llamaFamily("llama"));
 registerFamily("mistral", llamaFamily("mistral"));

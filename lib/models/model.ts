@@ -86,7 +86,7 @@ export interface ForwardOptions {
 export interface Model {
   /** The device holding the model's tensors. */
   readonly gpu: Gpu;
-  /** The config's `model_type`: `gpt2`, `bert`, `roberta`, `llama`, `mistral`, `qwen2` or `vit`. */
+  /** The config's `model_type`: `gpt2`, `bert`, `roberta`, `distilbert`, `llama`, `mistral`, `qwen2` or `vit`. */
   readonly family: string;
   /** The task head the model was built with. */
   readonly task: ModelTask;

@@ -50,7 +50,7 @@ export interface ParamShape {
 
 /** Every parameter of a model, and its linear layers. */
 export interface ModelShapes {
-  /** The config's `model_type` ("gpt2", "bert", "roberta", "llama", "mistral", "qwen2" or "vit"). */
+  /** The config's `model_type` ("gpt2", "bert", "roberta", "distilbert", "llama", "mistral", "qwen2" or "vit"). */
   modelType: ModelType;
   /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
   architecture: string;
@@ -98,6 +98,12 @@ export const SUPPORTED_ARCHITECTURES: Readonly<Record<ModelType, readonly string
     "RobertaForMaskedLM",
     "RobertaModel",
   ],
+  distilbert: [
+    "DistilBertForSequenceClassification",
+    "DistilBertForTokenClassification",
+    "DistilBertForMaskedLM",
+    "DistilBertModel",
+  ],
   llama: ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification", "LlamaModel"],
   mistral: [
     "MistralForCausalLM",
@@ -131,6 +137,9 @@ export function modelShapes(config: HfConfig, opts: ShapeOptions = {}): ModelSha
     case "bert":
     case "roberta":
       bert(b, config, numLabels);
+      break;
+    case "distilbert":
+      distilbert(b, config, numLabels);
       break;
     case "llama":
     case "mistral":
@@ -350,6 +359,44 @@ function bert(b: Builder, c: BertConfig, numLabels: number): void {
       b.param("lm_head.bias", [c.vocabSize]);
       b.head.push("lm_head");
       b.outputLayer = "lm_head.decoder";
+      break;
+  }
+}
+
+/** DistilBERT: BERT's layers under its own names, no token types and no pooler. */
+function distilbert(b: Builder, c: BertConfig, numLabels: number): void {
+  const bare = b.architecture === "DistilBertModel";
+  const p = bare ? "" : "distilbert.";
+  b.basePrefix = p;
+  const h = c.hiddenSize;
+  const words = `${p}embeddings.word_embeddings.weight`;
+  b.param(words, [c.vocabSize, h]);
+  b.param(`${p}embeddings.position_embeddings.weight`, [c.maxPositions, h]);
+  b.layerNorm(`${p}embeddings.LayerNorm`, h);
+  for (let i = 0; i < c.numLayers; i++) {
+    const l = `${p}transformer.layer.${i}`;
+    for (const name of ["q_lin", "k_lin", "v_lin", "out_lin"]) b.linear(`${l}.attention.${name}`, h, h);
+    b.layerNorm(`${l}.sa_layer_norm`, h);
+    b.linear(`${l}.ffn.lin1`, h, c.intermediateSize);
+    b.linear(`${l}.ffn.lin2`, c.intermediateSize, h);
+    b.layerNorm(`${l}.output_layer_norm`, h);
+  }
+  switch (b.architecture) {
+    case "DistilBertForSequenceClassification":
+      b.linear("pre_classifier", h, h);
+      b.linear("classifier", h, numLabels);
+      b.head.push("pre_classifier", "classifier");
+      break;
+    case "DistilBertForTokenClassification":
+      b.linear("classifier", h, numLabels);
+      b.head.push("classifier");
+      break;
+    case "DistilBertForMaskedLM":
+      b.linear("vocab_transform", h, h);
+      b.layerNorm("vocab_layer_norm", h);
+      b.linear("vocab_projector", h, c.vocabSize, true, c.tieWordEmbeddings ? words : undefined);
+      b.head.push("vocab_transform", "vocab_layer_norm", "vocab_projector");
+      b.outputLayer = "vocab_projector";
       break;
   }
 }

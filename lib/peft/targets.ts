@@ -22,6 +22,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[
   gpt2: ["c_attn"],
   bert: ["query", "value"],
   roberta: ["query", "value"],
+  distilbert: ["q_lin", "v_lin"],
   llama: ["q_proj", "v_proj"],
   mistral: ["q_proj", "v_proj"],
   qwen2: ["q_proj", "v_proj"],
@@ -33,6 +34,14 @@ export const ALL_LINEAR = "all-linear";
 
 /** Head names PEFT adds to modules_to_save for task types SEQ_CLS and TOKEN_CLS. */
 export const CLASSIFIER_HEAD_NAMES: readonly string[] = ["classifier", "score"];
+
+/**
+ * The parts of a classification head that PEFT's SEQ_CLS and TOKEN_CLS do not save by themselves
+ * (e.g. DistilBERT's pre_classifier): an adapter trains them only when modules_to_save names them.
+ */
+export function unsavedHeadModules(shapes: ModelShapes): string[] {
+  return shapes.head.filter((h) => h !== shapes.outputLayer && !CLASSIFIER_HEAD_NAMES.includes(h));
+}
 
 /** The task types whose heads PEFT adds to modules_to_save itself. */
 export function addsClassifierHeads(taskType: string | null | undefined): boolean {
