@@ -415,20 +415,26 @@ async function gpuTokens(
       const picked = Tensor.empty(model.gpu, [k, b], "i32");
       let batch = stepBatch(model, first), seen: Tensor | null = null;
       for (let j = 0; j < k; j++) {
-        const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [b, 1, vocab]
-        let scores = reshape(logits, [b, logits.shape[2]]);
-        if (repetition) {
-          seen ??= seenFlags(model, repetition.rows, logits.shape[2]);
-          scores = repetitionPenalty(scores, seen, repetition.penalty);
-        }
-        let next: Tensor;
-        if (sampling) {
-          next = Tensor.empty(model.gpu, [b], "i32");
-          sampleTokens(scores, { ...sampling, step: sampling.step + j }, next);
-        } else next = argmax(scores);
-        if (seen && j + 1 < k) markSeen(seen, next);
-        copyAll(next, picked, j * b);
-        batch = { inputIds: reshape(next, [b, 1]) };
+        // each token's intermediates are freed once it is encoded: the next token's passes get the
+        // same buffers (the pool reuses them in stream order), and so the same bind groups
+        const out = tidy(() => {
+          const logits = model.forward(batch, { lastLogits: true, cache }).logits; // [b, 1, vocab]
+          let scores = reshape(logits, [b, logits.shape[2]]);
+          if (repetition) {
+            seen ??= seenFlags(model, repetition.rows, logits.shape[2]);
+            scores = repetitionPenalty(scores, seen, repetition.penalty);
+          }
+          let next: Tensor;
+          if (sampling) {
+            next = Tensor.empty(model.gpu, [b], "i32");
+            sampleTokens(scores, { ...sampling, step: sampling.step + j }, next);
+          } else next = argmax(scores);
+          return { next, seen };
+        });
+        seen = out.seen;
+        if (seen && j + 1 < k) markSeen(seen, out.next);
+        copyAll(out.next, picked, j * b);
+        batch = { inputIds: reshape(out.next, [b, 1]) };
       }
       return { tokens: picked.readLater() };
     })
