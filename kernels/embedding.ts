@@ -6,6 +6,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
+import { QUANT_GROUP, type QuantKind } from "../lib/tensor/reference/quant.ts";
 import { BUILTINS, GROUP_ID, linearId } from "./indexing.ts";
 
 /** Invocations per distinct-id workgroup of the gradient. */
@@ -38,6 +39,46 @@ struct P { n: u32, d: u32, vocab: u32 }
 }`,
     };
     gathers.set(f16, k);
+  }
+  return k;
+}
+
+const quantGathers = new Map<QuantKind, Kernel>();
+
+/**
+ * {@link embeddingKernel} over a table stored as `kind` (lib/tensor/reference/quant.ts): value
+ * e = id·d + j is code e of the packed words times the scale of group e / 32. Bindings ids (i32),
+ * codes (u32), scales (f32), y; uniform `{ n, d, vocab }`.
+ */
+export function quantEmbeddingKernel(kind: QuantKind): Kernel {
+  let k = quantGathers.get(kind);
+  if (!k) {
+    // q8: a two's-complement byte; q4: a nibble holding the code + 8
+    const code = kind === "q8"
+      ? `f32(bitcast<i32>(q[e / 4u] << (24u - 8u * (e % 4u))) >> 24u)`
+      : `f32((q[e / 8u] >> (4u * (e % 8u))) & 15u) - 8.0`;
+    k = {
+      name: `embedding.gather_${kind}`,
+      code: `
+@group(0) @binding(0) var<storage, read> ids: array<i32>;
+@group(0) @binding(1) var<storage, read> q: array<u32>;
+@group(0) @binding(2) var<storage, read> s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+struct P { n: u32, d: u32, vocab: u32 }
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.n) { return; }
+  let id = ids[i / p.d];
+  var v = 0.0;
+  if (id >= 0 && u32(id) < p.vocab) {
+    let e = u32(id) * p.d + i % p.d;
+    v = (${code}) * s[e / ${QUANT_GROUP}u];
+  }
+  y[i] = v;
+}`,
+    };
+    quantGathers.set(kind, k);
   }
   return k;
 }

@@ -56,9 +56,9 @@ Deno.test("cli --dtype q4: SSH trains on 4-bit frozen weights; eval, predict and
     assert((await Deno.stat(join(run, "best", "adapter"))).isDirectory, r.err);
     assert(/held-out: loss [\d.]+, perplexity [\d.]+, token accuracy [\d.]+/.test(r.err), r.err);
     assert(/best held-out token accuracy [\d.]+ at step [48]/.test(r.err), r.err);
-    // every block's linear weight is quantized; the LM head is GPT-2's (f16 or f32) embedding table
+    // every block's linear weight is quantized; the LM head is GPT-2's embedding table, as q8
     assert(
-      /storage linear weights 16 q4, 1 f(16|32); parameters [\d.]+ KiB \([\d.]+ MiB as f32\)/.test(r.err),
+      /storage linear weights 16 q4, 1 q8; parameters [\d.]+ KiB \([\d.]+ MiB as f32\)/.test(r.err),
       r.err,
     );
     const after = await runCli(["eval", ...args, "--adapter", join(run, "adapter")]);
@@ -83,6 +83,6 @@ Deno.test("cli --dtype q4: SSH trains on 4-bit frozen weights; eval, predict and
     assert(answer.tokens === 2 || answer.stop === "eos", p.out);
     const i = await runCli(["inspect", "--model", model, "--dtype", "q8"]);
     assertEquals(i.code, 0, i.err);
-    assert(i.out.includes("storage   linear weights 16 q8"), i.out);
+    assert(i.out.includes("storage   linear weights 17 q8;"), i.out);
   });
 });

@@ -2,7 +2,7 @@ import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { getGpu, readF32, upload } from "../lib/gpu/mod.ts";
 import { encodeMatmul, type MatmulTileName, planMatmul } from "../lib/linalg/matmul.ts";
 import { matmulReference } from "../lib/linalg/reference.ts";
-import { cast, linear, quantize, type QuantKind, Tensor } from "../lib/tensor/mod.ts";
+import { cast, embedding, linear, quantize, type QuantKind, Tensor } from "../lib/tensor/mod.ts";
 import { copyAll } from "../lib/tensor/ops/copy.ts";
 import {
   dequantizeReference,
@@ -112,6 +112,32 @@ Deno.test("quant: dequantizing on the GPU (cast, copyAll at an offset) gives the
       h.dispose();
     }
     for (const u of [t, f, dst]) u.dispose();
+  }
+});
+
+Deno.test("quant: an embedding table stored quantized gives its rows' stored values, as float64 does", async () => {
+  const gpu = await getGpu();
+  for (const kind of KINDS) {
+    for (const [vocab, d] of [[37, 96], [11, 40], [1, 32], [5, 7]]) {
+      const x = weights(vocab * d);
+      const table = Tensor.from(gpu, x, [vocab, d], { dtype: kind });
+      const ids = Int32Array.from({ length: 13 }, (_, i) => (i * 7 + 3) % vocab);
+      const rows = embedding(table, Tensor.from(gpu, ids, [13]));
+      const want = dequantizeReference(quantizeReference(x, kind));
+      const expected = Float64Array.from(
+        { length: 13 * d },
+        (_, i) => want[ids[Math.floor(i / d)] * d + (i % d)],
+      );
+      assertClose(await rows.toArray(), expected, 1e-6, `${kind} ${vocab}×${d} rows`);
+      const stored = await table.toArray();
+      const picked = Array.from({ length: 13 * d }, (_, i) => stored[ids[Math.floor(i / d)] * d + (i % d)]);
+      assertEquals(
+        Array.from(await rows.toArray()),
+        picked,
+        `${kind} ${vocab}×${d}: the stored values exactly`,
+      );
+      for (const t of [table, rows]) t.dispose();
+    }
   }
 });
 

@@ -51,7 +51,9 @@ export const DTYPE_FLAG = {
   type: "string",
   choices: WEIGHT_DTYPES,
   default: "f32",
-  help: "storage of the frozen weights: f32, f16, or the linear layers' quantized to 8 or 4 bits (q8, q4)",
+  help:
+    "storage of the frozen weights: f32, f16, or the blocks' linear layers quantized to 8 or 4 bits (q8, q4; " +
+    "the embedding tables and LM output layer then q8)",
 } as const satisfies FlagSpec;
 
 /** `--attention`, shared by the commands that run a model: the attention path (`ATTENTION_PATH`). */

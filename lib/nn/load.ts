@@ -32,9 +32,9 @@ export interface LoadWeightsOptions {
   /**
    * Storage of the frozen 2-D matrices (linear weights and embedding tables, except those of a
    * classification head, which is trained): "f32" (default) or "f16". With "q8" or "q4" the
-   * linear layers' weights are quantized (not the LM output layer, nor a weight whose stored rows
-   * are not a multiple of 32 long) and the other matrices are f16 where the device has
-   * shader-f16. Everything else (norms, biases, heads) is always f32.
+   * blocks' linear weights are quantized as that kind and the embedding tables and LM output
+   * layer as q8; a matrix whose stored rows are not a multiple of 32 long is f16 where the device
+   * has shader-f16 (else f32). Everything else (norms, biases, heads) is always f32.
    */
   dtype?: WeightDtype;
   /** Seed of the initialisation of head parameters the checkpoint lacks (default 0). */
@@ -99,12 +99,10 @@ export async function loadWeights(
   const missing = new Set(match.missingHead);
   const trainedHeads = shapes.head.filter((h) => h !== shapes.outputLayer);
   const inHead = (key: string) => trainedHeads.some((h) => key.startsWith(h + "."));
-  const quantizable = new Set(
-    quantizing
-      ? shapes.linears.filter((l) => !l.tiedTo && l.path !== shapes.outputLayer).map((l) =>
-        `${l.path}.weight`
-      )
-      : [],
+  // the blocks' linear weights take the asked kind; the other frozen matrices (embedding tables,
+  // the LM output layer), which 4-bit codes would cost too much accuracy, q8, as llama.cpp keeps them finer
+  const blockLinears = new Set(
+    shapes.linears.filter((l) => !l.tiedTo && l.path !== shapes.outputLayer).map((l) => `${l.path}.weight`),
   );
   const rng = new Prng(opts.seed ?? 0);
   const params = new Map<string, Tensor>();
@@ -117,8 +115,13 @@ export async function loadWeights(
       if (p.tiedTo) continue;
       const key = keyOf(p.key);
       const matrix = p.shape.length === 2 && !inHead(p.key);
-      const quantized = quantizable.has(p.key) && matrix && p.shape[1] % QUANT_GROUP === 0;
-      const storage = quantized ? dtype : matrix ? matrices : "f32";
+      const storage: WeightDtype = !matrix
+        ? "f32"
+        : !quantizing || p.shape[1] % QUANT_GROUP !== 0
+        ? matrices
+        : blockLinears.has(p.key)
+        ? dtype
+        : "q8";
       if (missing.has(key)) {
         params.set(p.key, keep(Tensor.from(gpu, initValues(p, rng, opts.initStd ?? 0.02), p.shape)));
         initialised.push(p.key);

@@ -6,10 +6,15 @@
  * alone over 4096 rows was 11 ms of a RoBERTa-base full fine-tuning step on the H100.
  * @module
  */
-import { embeddingBackwardKernel, embeddingKernel } from "../../../kernels/embedding.ts";
+import {
+  embeddingBackwardKernel,
+  embeddingKernel,
+  quantEmbeddingKernel,
+} from "../../../kernels/embedding.ts";
 import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
-import { Tensor } from "../tensor.ts";
+import type { QuantKind } from "../reference/quant.ts";
+import { isQuantized, Tensor } from "../tensor.ts";
 import { launch, u32s } from "./util.ts";
 
 /**
@@ -63,14 +68,15 @@ export function splitRuns(
 }
 
 /**
- * Rows of `weight` [V, D] (f32, or frozen f16) picked by the i32 `ids` [...]: result
+ * Rows of `weight` [V, D] (f32, or frozen f16, q8 or q4) picked by the i32 `ids` [...]: result
  * [..., D]. The weight gradient needs the ids' host copy (a tensor made with Tensor.from);
  * `paddingIdx` rows get no gradient (nn.Embedding's padding_idx).
  */
 export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: number } = {}): Tensor {
   if (weight.shape.length !== 2 || weight.dtype === "i32") {
-    throw new Error(`embedding: weight must be a 2-D f32/f16 table [V, D], got ${weight.describe()}`);
+    throw new Error(`embedding: weight must be a 2-D f32/f16/q8/q4 table [V, D], got ${weight.describe()}`);
   }
+  const quantized = isQuantized(weight.dtype); // frozen: such tensors never require gradients
   if (ids.dtype !== "i32") throw new Error(`embedding: ids must be i32, got ${ids.describe()}`);
   const [vocab, d] = weight.shape;
   if (ids.host) {
@@ -86,8 +92,19 @@ export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: numb
   }
   const gpu = weight.gpu;
   const out = Tensor.empty(gpu, [...ids.shape, d]);
-  const kernel = embeddingKernel(weight.dtype === "f16");
-  launch(gpu, kernel, [ids.buffer, weight.buffer, out.buffer], out.size, u32s(out.size, d, vocab));
+  if (quantized) {
+    const kernel = quantEmbeddingKernel(weight.dtype as QuantKind);
+    launch(
+      gpu,
+      kernel,
+      [ids.buffer, weight.buffer, weight.scales, out.buffer],
+      out.size,
+      u32s(out.size, d, vocab),
+    );
+  } else {
+    const kernel = embeddingKernel(weight.dtype === "f16");
+    launch(gpu, kernel, [ids.buffer, weight.buffer, out.buffer], out.size, u32s(out.size, d, vocab));
+  }
   const host = ids.host;
   return record("embedding", out, [weight], [], (g) => {
     const grouped = groupIds(host!, opts.paddingIdx);
