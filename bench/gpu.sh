@@ -11,7 +11,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -99,6 +99,7 @@ part decode 120 $run bench/decode.ts --model llama7b-layer --dtypes f16,q8,q4 --
 part steps_sft 90 bash -c "$run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora; $run bench/step.ts --models=qwen-sft-layer --methods=ssh,lora --no-fuse=head"
 # greedy generation: full passes, the key/value cache with a readback per token, and 16 tokens per readback
 part generate 45 $run bench/generate.ts --prompt-tokens 64 --new-tokens 48 --reps 2
+part bind_groups 30 $run bench/bind_groups.ts
 part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
 echo
 echo "== side by side"

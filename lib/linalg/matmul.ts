@@ -307,14 +307,23 @@ function aligned4(p: Placement): boolean {
   return p.ld % 4 === 0 && p.offset % 4 === 0 && p.batchStride % 4 === 0 && p.headStride % 4 === 0;
 }
 
-/** The binding of the first `bytes` (rounded up to 4) of `buffer`, after checking its size. */
-function window(buffer: GPUBuffer, bytes: number, what: string): { buffer: GPUBuffer; size: number } {
+/**
+ * The binding of `buffer` for an operand that reads or writes its first `bytes` (rounded up to 4),
+ * after checking its size: the whole buffer where one binding may hold it, so that products over
+ * a growing extent (decoding's keys and values) keep their bind group; else the first `bytes`.
+ */
+function window(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  bytes: number,
+  what: string,
+): { buffer: GPUBuffer; size?: number } {
   const size = Math.ceil(bytes / 4) * 4;
   if (buffer.size < size) {
     const name = buffer.label ? ` '${buffer.label}'` : "";
     throw new Error(`encodeMatmul: ${what} needs ${size} bytes but its buffer${name} has ${buffer.size}`);
   }
-  return { buffer, size };
+  return buffer.size <= gpu.limits.maxStorageBufferBindingSize ? { buffer } : { buffer, size };
 }
 
 /**
@@ -366,21 +375,21 @@ export function encodeMatmul(
   const custom = opts.layoutC !== undefined;
   const shapeA = `${rowsA}×${colsA}`;
   const shapeB = `${rowsB}×${colsB}`;
-  const A = window(a, extent(la, outer, heads, rowsA, colsA) * 4, `A (${batch} × ${shapeA} f32)`);
+  const A = window(gpu, a, extent(la, outer, heads, rowsA, colsA) * 4, `A (${batch} × ${shapeA} f32)`);
   const extentB = extent(lb, outer, heads, rowsB, colsB);
   const typeB = quant?.kind ?? (f16B ? "f16" : "f32");
   const whatB = `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${typeB})`;
   const groupsB = Math.ceil(extentB / QUANT_GROUP);
-  const B = window(b, quant ? groupsB * groupWords(quant.kind) * 4 : extentB * (f16B ? 2 : 4), whatB);
-  const scalesB = quant ? window(quant.scales, groupsB * 4, `${whatB}'s scales`) : undefined;
+  const B = window(gpu, b, quant ? groupsB * groupWords(quant.kind) * 4 : extentB * (f16B ? 2 : 4), whatB);
+  const scalesB = quant ? window(gpu, quant.scales, groupsB * 4, `${whatB}'s scales`) : undefined;
   if (quant && !(colsB % 4 === 0 && aligned4(lb))) {
     throw new Error(
       `encodeMatmul: a ${quant.kind} B is read 4 values at a time: its stored rows (${colsB}) and its ` +
         `placement must be multiples of 4`,
     );
   }
-  const C = window(c, extent(lc, outer, heads, m, n) * 4, `C (${batch} × ${m}×${n} f32)`);
-  const bias = opts.bias ? window(opts.bias, n * 4, `bias (${n} f32)`) : undefined;
+  const C = window(gpu, c, extent(lc, outer, heads, m, n) * 4, `C (${batch} × ${m}×${n} f32)`);
+  const bias = opts.bias ? window(gpu, opts.bias, n * 4, `bias (${n} f32)`) : undefined;
   if (lc.headGroup > 1) {
     throw new Error("encodeMatmul: C's heads cannot share a matrix (layoutC.headGroup must be 1)");
   }
@@ -397,7 +406,7 @@ export function encodeMatmul(
   }
   const preBuffer = act?.pre;
   const pre = preBuffer
-    ? window(preBuffer, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
+    ? window(gpu, preBuffer, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
     : undefined;
 
   const alpha = opts.alpha ?? 1;
