@@ -89,7 +89,7 @@ Deno.test("llama fixture config", async () => {
   assertEquals(c.slidingWindow, null);
 });
 
-Deno.test("mistral and qwen2 configs: their biases, defaults and attention windows as transformers derives them", async () => {
+Deno.test("mistral, qwen2 and qwen3 configs: their biases, defaults and attention windows as transformers derives them", async () => {
   const llama = JSON.parse(await Deno.readTextFile(`${MODELS}llama/config.json`));
   const parse = (fields: Record<string, unknown>) => {
     const json: Record<string, unknown> = { ...llama, ...fields };
@@ -105,6 +105,14 @@ Deno.test("mistral and qwen2 configs: their biases, defaults and attention windo
     false,
   ]);
   assertEquals(bias(parse({ model_type: "mistral", attention_bias: true })), [false, false, false]);
+  // Qwen3's attention_bias covers q/k/v and o_proj, as Llama's; its heads are normed, the others' not
+  assertEquals(bias(parse({ model_type: "qwen3", attention_bias: true, mlp_bias: true })), [
+    true,
+    true,
+    false,
+  ]);
+  assertEquals(bias(parse({ model_type: "qwen3" })), [false, false, false]);
+  assertEquals([parse({ model_type: "qwen3" }).qkNorm, parse({ model_type: "qwen2" }).qkNorm], [true, false]);
   // Mistral slides unless sliding_window is null, 4096 keys when the field is absent
   const m = parse({ model_type: "mistral", sliding_window: 32 });
   assertEquals([m.slidingWindow, m.slidingLayers], [32, [0, 1]]);

@@ -1,7 +1,8 @@
 /**
- * Mistral and Qwen2, built as LLaMA: the llama fixture relabelled as either gives transformers'
- * llama outputs; Qwen2's q/k/v biases and both models' sliding windows match the float64 reference
- * (and through the key/value cache); PEFT's default targets.
+ * Mistral, Qwen2 and Qwen3, built as LLaMA: the llama fixture relabelled as either gives
+ * transformers' llama outputs; Qwen2's q/k/v biases, Qwen3's query and key head norms and the
+ * sliding windows match the float64 reference (and through the key/value cache); PEFT's default
+ * targets.
  */
 import { join } from "node:path";
 import { getGpu } from "../lib/gpu/mod.ts";
@@ -12,6 +13,7 @@ import { attachAdapter } from "../lib/peft/apply.ts";
 import { loraConfig } from "../lib/peft/config.ts";
 import { noGrad, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, relL2 } from "./assert.ts";
+import { directionalCheck } from "./encoder_test_helpers.ts";
 import {
   evalForward,
   fixtureModel,
@@ -23,14 +25,14 @@ import {
 } from "./model_helpers.ts";
 
 const LLAMA = fixtureModel("llama");
-const CLASS = { mistral: "Mistral", qwen2: "Qwen2" };
+const CLASS = { mistral: "Mistral", qwen2: "Qwen2", qwen3: "Qwen3" };
 
 /**
  * The llama fixture as `modelType` (config fields overridden, its reference outputs beside it),
  * with `extra` tensors added to the checkpoint. Remove it with Deno.remove.
  */
 async function variantDir(
-  modelType: "mistral" | "qwen2",
+  modelType: "mistral" | "qwen2" | "qwen3",
   config: Record<string, unknown> = {},
   extra: Record<string, TensorData> = {},
 ): Promise<string> {
@@ -170,10 +172,11 @@ Deno.test("sliding windows: Mistral's in every layer, Qwen2's in some, match the
   }
 });
 
-Deno.test("mistral and qwen2: PEFT's default targets q_proj and v_proj", async () => {
+Deno.test("mistral, qwen2 and qwen3: PEFT's default targets q_proj and v_proj", async () => {
   const gpu = await getGpu();
-  for (const type of ["mistral", "qwen2"] as const) {
-    const dir = await variantDir(type, { sliding_window: null }, type === "qwen2" ? qkvBiases(false) : {});
+  for (const type of ["mistral", "qwen2", "qwen3"] as const) {
+    const extra = type === "qwen2" ? qkvBiases(false) : type === "qwen3" ? headNorms() : {};
+    const dir = await variantDir(type, { sliding_window: null }, extra);
     try {
       const model = await loadModel(gpu, dir);
       const peft = await attachAdapter(model, loraConfig({ r: 2 }));
@@ -210,6 +213,75 @@ Deno.test("sliding window: a classifier's last layer computed at the pooled toke
     gpu.stream.flush();
     assertClose(await pooled, await whole, 1e-5, "headOnly");
     model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Qwen3's q_norm and k_norm weights for the fixture's 2 layers (heads of 16), seeded around 1. */
+function headNorms(): Record<string, TensorData> {
+  const out: Record<string, TensorData> = {};
+  let seed = 11;
+  for (let l = 0; l < 2; l++) {
+    for (const name of ["q_norm", "k_norm"]) {
+      const data = Float32Array.from({ length: 16 }, () => {
+        seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+        return 1 + (seed / 2 ** 32 - 0.5);
+      });
+      out[`model.layers.${l}.self_attn.${name}.weight`] = { dtype: "F32", shape: [16], data };
+    }
+  }
+  return out;
+}
+
+Deno.test("qwen3: query and key heads through their RMSNorm before RoPE match the float64 reference, cached and pooled too", async () => {
+  const gpu = await getGpu();
+  const dir = await variantDir("qwen3", { head_dim: 16 }, headNorms());
+  try {
+    const model = await loadModel(gpu, dir);
+    assertEquals(model.linears.get("model.layers.1.self_attn.q_proj")!.bias, null);
+    const [b, t] = [2, 12];
+    const ids = randomIds(b * t, 512, 29);
+    const mask = Int32Array.from({ length: b * t }, (_, i) => (i >= t + 9 ? 0 : 1)); // row 1 right-padded
+    const ours = await evalForward(model, tokenBatch(gpu, ids, b, t, { mask }));
+    const ref = await referenceForward(dir, ids, b, t, mask);
+    assertClose(keptRows(ours.logits, mask, 512), keptRows(ref.logits, mask, 512), 1e-5, "logits");
+    const plain = await referenceForward(LLAMA, ids, b, t, mask);
+    assert(relL2(ref.logits, plain.logits) > 1e-2, "the head norms change the logits");
+    // the last 4 tokens of row 0 after its first 8 through the key/value cache
+    const cache = model.newCache!();
+    const run = (x: Int32Array, n: number) =>
+      tidy(() => noGrad(() => ({ v: model.forward(tokenBatch(gpu, x, 1, n), { cache }).logits.readLater() })))
+        .v;
+    run(ids.subarray(0, 8), 8);
+    const last = run(ids.subarray(8, 12), 4);
+    gpu.stream.flush();
+    assertClose(await last, ours.logits.subarray(8 * 512, 12 * 512), 2e-5, "cached");
+    cache.dispose();
+    // the gradient through the norms, against a central difference
+    const labelled = tokenBatch(gpu, ids, b, t, { mask, labels: ids });
+    const { analytic, numeric } = await directionalCheck(
+      gpu,
+      model,
+      labelled,
+      "model.layers.0.self_attn.k_norm.weight",
+    );
+    assert(Math.abs(analytic - numeric) <= 5e-3 * analytic, `∂loss/∂k_norm: ${analytic} vs ${numeric}`);
+    model.dispose();
+    // a classifier's last layer at the pooled tokens alone: its queries normed there too
+    const classifier = await loadModel(gpu, dir, { task: "seq-cls", numLabels: 3 });
+    classifier.config.padTokenId = 0;
+    const padded = ids.map((v, i) => (mask[i] ? v + 1 : 0));
+    const logits = (headOnly: boolean) =>
+      tidy(() =>
+        noGrad(() => ({
+          v: classifier.forward(tokenBatch(gpu, padded, b, t, { mask }), { headOnly }).logits.readLater(),
+        }))
+      ).v;
+    const [whole, pooled] = [logits(false), logits(true)];
+    gpu.stream.flush();
+    assertClose(await pooled, await whole, 1e-5, "headOnly");
+    classifier.dispose();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,6 +1,7 @@
 /**
  * A Hugging Face `config.json` → a typed model configuration for the families this project
- * runs: `gpt2`, `bert`, `roberta`, `distilbert`, `llama` (and its variants `mistral` and `qwen2`), `vit`. Fields that transformers fills with a
+ * runs: `gpt2`, `bert`, `roberta`, `distilbert`, `llama` (and its variants `mistral`, `qwen2` and
+ * `qwen3`), `vit`. Fields that transformers fills with a
  * default when absent get the same default here (e.g. GPT-2's inner size 4·n_embd, Llama's
  * kv heads = heads and head_dim = hidden/heads); the sizes that shape the weights are required.
  * Every error names the file and the field.
@@ -17,6 +18,7 @@ export const SUPPORTED_MODEL_TYPES = [
   "llama",
   "mistral",
   "qwen2",
+  "qwen3",
   "vit",
 ] as const;
 
@@ -150,14 +152,15 @@ export type RopeConfig =
   };
 
 /** The model types built as LLaMA: the same layers, with the differences in {@link LlamaConfig}. */
-export type LlamaModelType = "llama" | "mistral" | "qwen2";
+export type LlamaModelType = "llama" | "mistral" | "qwen2" | "qwen3";
 
 /**
- * Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. Mistral and Qwen2 are the same model
- * but for their biases (Qwen2's on q/k/v alone) and their sliding-window attention.
+ * Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. Mistral, Qwen2 and Qwen3 are the same
+ * model but for their biases (Qwen2's on q/k/v alone), their sliding-window attention and Qwen3's
+ * RMSNorm of each query and key head.
  */
 export interface LlamaConfig extends CommonConfig {
-  /** "llama", "mistral" or "qwen2". */
+  /** "llama", "mistral", "qwen2" or "qwen3". */
   modelType: LlamaModelType;
   /** Rows of the token-embedding table. */
   vocabSize: number;
@@ -182,6 +185,8 @@ export interface LlamaConfig extends CommonConfig {
   slidingLayers: number[];
   /** Whether the gate/up/down projections have biases. */
   mlpBias: boolean;
+  /** Each query and key head goes through an RMSNorm over headDim before RoPE (Qwen3's q_norm, k_norm). */
+  qkNorm: boolean;
 }
 
 /** ViT: patch embedding + [CLS] token + pre-LayerNorm encoder. */
@@ -308,6 +313,7 @@ export function parseHfConfig(json: unknown, path: string): HfConfig {
     case "llama":
     case "mistral":
     case "qwen2":
+    case "qwen3":
       return llama(f, modelType as LlamaModelType);
     case "vit":
       return vit(f);
@@ -397,6 +403,7 @@ const LLAMA_DEFAULTS: Record<LlamaModelType, Defaults & { positions?: number }> 
   llama: { tie: false, pad: null, bos: 1, eos: 2 },
   mistral: { tie: false, pad: null, bos: 1, eos: 2, positions: 4096 * 32 },
   qwen2: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
+  qwen3: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
 };
 
 function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
@@ -411,7 +418,7 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     ? f.int("head_dim")
     : f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads");
   const defaults = LLAMA_DEFAULTS[modelType];
-  const attentionBias = modelType === "llama" && f.bool("attention_bias", false);
+  const attentionBias = (modelType === "llama" || modelType === "qwen3") && f.bool("attention_bias", false);
   return {
     ...common(f, modelType, defaults),
     modelType,
@@ -429,15 +436,16 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     qkvBias: modelType === "qwen2" || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === "llama" && f.bool("mlp_bias", false),
+    qkNorm: modelType === "qwen3",
     ...slidingWindow(f, modelType),
   };
 }
 
 /**
- * The attention window of a Mistral or Qwen2 config and the layers it applies to, as their config
- * classes derive them: Mistral slides in every layer unless sliding_window is null (4096 when
- * absent); Qwen2 only with use_sliding_window, in the layers its layer_types (or those from
- * max_window_layers on) name.
+ * The attention window of a Mistral, Qwen2 or Qwen3 config and the layers it applies to, as their
+ * config classes derive them: Mistral slides in every layer unless sliding_window is null (4096
+ * when absent); Qwen2 and Qwen3 only with use_sliding_window, in the layers its layer_types (or
+ * those from max_window_layers on) name.
  */
 function slidingWindow(
   f: Fields,

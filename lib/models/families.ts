@@ -15,5 +15,6 @@ registerFamily("gpt2", gpt2Family);
 registerFamily("llama", llamaFamily("llama"));
 registerFamily("mistral", llamaFamily("mistral"));
 registerFamily("qwen2", llamaFamily("qwen2"));
+registerFamily("qwen3", llamaFamily("qwen3"));
 registerFamily("roberta", robertaFamily);
 registerFamily("vit", vitFamily);

@@ -1,16 +1,16 @@
 /**
  * LLaMA (LlamaForCausalLM, LlamaForSequenceClassification, LlamaForTokenClassification,
- * LlamaModel): RMSNorm, rotary
- * position embeddings (theta from the config, HF's rotate_half convention), grouped-query
- * attention, a SwiGLU MLP (`down(act(gate(x)) · up(x))`), biases only where the config's
- * attention_bias / mlp_bias ask for them, and an untied lm_head unless tie_word_embeddings.
- * Dropout (train mode) follows attention_dropout (on the attention probabilities) and, before a
- * token classifier's `score`, classifier_dropout.
+ * LlamaModel): RMSNorm, rotary position embeddings (theta from the config, HF's rotate_half
+ * convention), grouped-query attention, a SwiGLU MLP (`down(act(gate(x)) · up(x))`), biases only
+ * where the config's attention_bias / mlp_bias ask for them, and an untied lm_head unless
+ * tie_word_embeddings. Dropout (train mode) follows attention_dropout (on the attention
+ * probabilities) and, before a token classifier's `score`, classifier_dropout.
  *
- * Mistral and Qwen2 (their ForCausalLM, ForSequenceClassification, ForTokenClassification and
- * Model classes) are built
- * here too: Qwen2 has biases on q/k/v, and both may slide their attention over a window of
- * keys (every layer of Mistral, some of Qwen2's), as transformers' sliding-window mask does.
+ * Mistral, Qwen2 and Qwen3 (their ForCausalLM, ForSequenceClassification, ForTokenClassification
+ * and Model classes) are built here too: Qwen2 has biases on q/k/v, Qwen3 an RMSNorm over each
+ * query and key head before RoPE (q_norm, k_norm), and they may slide their attention over a
+ * window of keys (every layer of Mistral, some of Qwen2's), as transformers' sliding-window mask
+ * does.
  * @module
  */
 import type { LlamaConfig, LlamaModelType } from "../io/hf_config.ts";
@@ -47,6 +47,9 @@ interface Layer {
   v: Linear;
   o: Linear;
   postNorm: RmsNorm;
+  /** Qwen3's RMSNorm of each query head (q_norm) and key head (k_norm); absent elsewhere. */
+  qNorm?: RmsNorm;
+  kNorm?: RmsNorm;
   gate: Linear;
   up: Linear;
   down: Linear;
@@ -84,6 +87,12 @@ export class LlamaModel extends BaseModel {
         gate: this.linear(`${l}.mlp.gate_proj`),
         up: this.linear(`${l}.mlp.up_proj`),
         down: this.linear(`${l}.mlp.down_proj`),
+        ...(c.qkNorm
+          ? {
+            qNorm: RmsNorm.from(params, `${l}.self_attn.q_norm`, eps),
+            kNorm: RmsNorm.from(params, `${l}.self_attn.k_norm`, eps),
+          }
+          : {}),
       });
     }
     this.norm = RmsNorm.from(params, `${p}norm`, eps);
@@ -135,8 +144,8 @@ export class LlamaModel extends BaseModel {
           : cache
           ? this.cachedAttention(cache, i, layer, a, newRows, window)
           : multiHeadAttention(
-            layer.q.forward(a),
-            layer.k.forward(a),
+            headNorm(layer.qNorm, layer.q.forward(a), c.headDim),
+            headNorm(layer.kNorm, layer.k.forward(a), c.headDim),
             layer.v.forward(a),
             { ...attnOpts, mask, probsDropout, window },
           );
@@ -185,8 +194,8 @@ export class LlamaModel extends BaseModel {
     // rows holds b·t positions: rotate the b·t tokens as one sequence
     const rotate = (x: Tensor, heads: number) =>
       reshape(rope(reshape(x, [1, b * t, heads, d]), rows, "bthd"), [b, t, heads, d]);
-    const q4 = rotate(layer.q.forward(a), c.numHeads);
-    const k4 = rotate(layer.k.forward(a), c.numKvHeads);
+    const q4 = rotate(headNorm(layer.qNorm, layer.q.forward(a), d), c.numHeads);
+    const k4 = rotate(headNorm(layer.kNorm, layer.k.forward(a), d), c.numKvHeads);
     const keys = { x: reshape(k4, [b, t, c.numKvHeads * d]) }, values = { x: layer.v.forward(a) };
     return reshape(cache.attend(i, q4, keys, values, { causal: true, window }), [b, t, c.numHeads * d]);
   }
@@ -203,15 +212,26 @@ export class LlamaModel extends BaseModel {
     probsDropout: DropoutSpec | null,
   ): Tensor {
     const c = this.config, [b, t] = a.shape, d = c.headDim;
-    const q = layer.q.forward(atPooled(a, at), at.rows);
+    const q = headNorm(layer.qNorm, layer.q.forward(atPooled(a, at), at.rows), d);
     // one query per row, each at its own position: rotated as a sequence of B positions
     const rows = ropeAt(tables, at.at);
     const q4 = reshape(rope(reshape(q, [1, b, c.numHeads, d]), rows, "bthd"), [b, 1, c.numHeads, d]);
-    const k4 = rope(reshape(layer.k.forward(a), [b, t, c.numKvHeads, d]), tables, "bthd");
+    const k4 = rope(
+      reshape(headNorm(layer.kNorm, layer.k.forward(a), d), [b, t, c.numKvHeads, d]),
+      tables,
+      "bthd",
+    );
     const v4 = reshape(layer.v.forward(a), [b, t, c.numKvHeads, d]);
     const out = attention(q4, k4, v4, { layout: "bthd", mask: at.keyMask, probsDropout });
     return reshape(out, [b, 1, c.numHeads * d]);
   }
+}
+
+/** x [B, T, heads·d] with each head through `norm` (an RMSNorm over d), or x itself without one. */
+function headNorm(norm: RmsNorm | undefined, x: Tensor, d: number): Tensor {
+  if (!norm) return x;
+  const [b, t, width] = x.shape;
+  return reshape(norm.forward(reshape(x, [b, t, width / d, d])), [b, t, width]);
 }
 
 /** The rows of `tables` at `positions`: rotations for positions that do not start at 0. */

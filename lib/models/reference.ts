@@ -99,11 +99,30 @@ export function llamaReference(
     }
   }
   const rotate = (y: Float64Array, heads: number) => ropeForward(y, [b, t, heads, d], cos, sin, d, "bthd");
+  // Qwen3: each query and key head through its RMSNorm (q_norm, k_norm), then RoPE
+  const headNorm = (y: Float64Array, heads: number, key: string) =>
+    c.qkNorm
+      ? normForward({ shape: [b * t * heads, d], data: y }, get(key), null, c.rmsNormEps, true).data
+      : y;
   const act = ACTIVATIONS[c.activation].f;
   for (let i = 0; i < c.numLayers; i++) {
     const l = `${p}layers.${i}`, a = rms(x, `${l}.input_layernorm`);
-    const q = rotate(lin(a, `${l}.self_attn.q_proj`, h, c.numHeads * d), c.numHeads);
-    const k = rotate(lin(a, `${l}.self_attn.k_proj`, h, c.numKvHeads * d), c.numKvHeads);
+    const q = rotate(
+      headNorm(
+        lin(a, `${l}.self_attn.q_proj`, h, c.numHeads * d),
+        c.numHeads,
+        `${l}.self_attn.q_norm.weight`,
+      ),
+      c.numHeads,
+    );
+    const k = rotate(
+      headNorm(
+        lin(a, `${l}.self_attn.k_proj`, h, c.numKvHeads * d),
+        c.numKvHeads,
+        `${l}.self_attn.k_norm.weight`,
+      ),
+      c.numKvHeads,
+    );
     const v = lin(a, `${l}.self_attn.v_proj`, h, c.numKvHeads * d);
     const window = c.slidingWindow !== null && c.slidingLayers.includes(i) ? c.slidingWindow : undefined;
     const heads = { b, t, h: c.numHeads, hkv: c.numKvHeads, d, mask, scale: 1 / Math.sqrt(d), window };

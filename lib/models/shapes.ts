@@ -50,7 +50,7 @@ export interface ParamShape {
 
 /** Every parameter of a model, and its linear layers. */
 export interface ModelShapes {
-  /** The config's `model_type` ("gpt2", "bert", "roberta", "distilbert", "llama", "mistral", "qwen2" or "vit"). */
+  /** The config's `model_type` ("gpt2", "bert", "roberta", "distilbert", "llama", "mistral", "qwen2", "qwen3" or "vit"). */
   modelType: ModelType;
   /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
   architecture: string;
@@ -112,6 +112,7 @@ export const SUPPORTED_ARCHITECTURES: Readonly<Record<ModelType, readonly string
     "MistralModel",
   ],
   qwen2: ["Qwen2ForCausalLM", "Qwen2ForSequenceClassification", "Qwen2ForTokenClassification", "Qwen2Model"],
+  qwen3: ["Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification", "Qwen3Model"],
   vit: ["ViTForImageClassification", "ViTModel"],
 };
 
@@ -144,6 +145,7 @@ export function modelShapes(config: HfConfig, opts: ShapeOptions = {}): ModelSha
     case "llama":
     case "mistral":
     case "qwen2":
+    case "qwen3":
       llama(b, config, numLabels);
       break;
     case "vit":
@@ -415,6 +417,10 @@ function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
     b.linear(`${l}.self_attn.k_proj`, h, kv, c.qkvBias);
     b.linear(`${l}.self_attn.v_proj`, h, kv, c.qkvBias);
     b.linear(`${l}.self_attn.o_proj`, q, h, c.outputBias);
+    if (c.qkNorm) {
+      b.layerNorm(`${l}.self_attn.q_norm`, c.headDim, false);
+      b.layerNorm(`${l}.self_attn.k_norm`, c.headDim, false);
+    }
     b.layerNorm(`${l}.post_attention_layernorm`, h, false);
     b.linear(`${l}.mlp.gate_proj`, h, c.intermediateSize, c.mlpBias);
     b.linear(`${l}.mlp.up_proj`, h, c.intermediateSize, c.mlpBias);
