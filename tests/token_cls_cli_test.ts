@@ -158,5 +158,17 @@ Deno.test("CLI: CoNLL files train a token classifier by themselves; a model with
     ]);
     assertEquals(bare.code, 2);
     assert(bare.err.includes("has no token-cls head"), bare.err);
+    const vit = await runCli([
+      "train",
+      "--model",
+      fixtureModel("vit"),
+      "--task",
+      "token-cls",
+      "--data",
+      `${dir}/train.conll`,
+      "--out",
+      `${dir}/vit`,
+    ]);
+    assert(vit.code !== 0 && vit.err.includes("is a ViT, which takes images (task image-cls)"), vit.err);
   });
 });

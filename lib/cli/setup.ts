@@ -148,11 +148,11 @@ export async function loadSplits(
 ): Promise<Splits> {
   switch (spec.task) {
     case "seq-cls":
-      return await classificationSplits(spec, config, need(tokenizer, spec.task), headLabels);
+      return await classificationSplits(spec, config, need(tokenizer, spec.task, config), headLabels);
     case "token-cls":
-      return await taggedSplits(spec, config, need(tokenizer, spec.task), headLabels);
+      return await taggedSplits(spec, config, need(tokenizer, spec.task, config), headLabels);
     case "causal-lm":
-      return await causalSplits(spec, need(tokenizer, spec.task), config, modelDir);
+      return await causalSplits(spec, need(tokenizer, spec.task, config), config, modelDir);
     case "image-cls":
       if (config.modelType !== "vit") {
         throw new DataError(`task image-cls needs a ViT model, ${config.path} is ${config.modelType}`);
@@ -161,7 +161,12 @@ export async function loadSplits(
   }
 }
 
-function need(tokenizer: Tokenizer | null, task: string): Tokenizer {
+function need(tokenizer: Tokenizer | null, task: string, config: HfConfig): Tokenizer {
+  if (config.modelType === "vit") {
+    throw new DataError(
+      `task ${task} needs a text model; ${config.path} is a ViT, which takes images (task image-cls)`,
+    );
+  }
   if (!tokenizer) throw new DataError(`task ${task} needs a tokenizer.json in the model directory`);
   return tokenizer;
 }
