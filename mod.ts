@@ -213,6 +213,7 @@ export {
   type EntityScores,
   entityScores,
   isEntityTagSet,
+  type TypeScores,
 } from "./lib/train/entities.ts";
 export {
   namedEntities,

@@ -98,6 +98,9 @@ Deno.test("CLI: train a token classifier with SSH, then eval, merge and predict;
     assertEquals(a.task, "token-cls");
     assertClose([a.loss, a.f1, a.accuracy], [b.loss, b.f1, b.accuracy], 1e-4, "adapter and merged model");
     assertClose([a.f1], [Number(held![3])], 1e-3, "eval as the run's last evaluation");
+    assertEquals(Object.keys(a.entities), ["LOC", "ORG", "PER"]);
+    const plain = await runCli(["eval", "--model", `${dir}/merged`, "--data", `${dir}/dev.jsonl`]);
+    assert(/\nentity +precision +recall +f1 +support\nLOC /.test(plain.out), plain.out);
 
     const one = await runCli([
       "predict",

@@ -33,6 +33,11 @@ Deno.test("entityScores: seqeval's micro precision, recall, F1 and tag accuracy"
   const pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]];
   const s = entityScores(pred, truth);
   assertClose([s.precision, s.recall, s.f1, s.accuracy], [0.5, 0.5, 0.5, 0.8], 1e-12, "README example");
+  // its classification_report: MISC 0 0 0 (1 true), PER 1 1 1 (1 true)
+  assertEquals(s.byType, {
+    MISC: { precision: 0, recall: 0, f1: 0, support: 1 },
+    PER: { precision: 1, recall: 1, f1: 1, support: 1 },
+  });
   // 3 found, 2 right, 4 true: p 2/3, r 1/2, f1 4/7
   const t = entityScores([["B-A", "O", "B-B", "I-B", "B-C"]], [["B-A", "B-X", "B-B", "I-B", "I-D"]]);
   assertClose([t.precision, t.recall, t.f1, t.accuracy], [2 / 3, 1 / 2, 4 / 7, 3 / 5], 1e-12, "counts");

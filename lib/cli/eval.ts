@@ -1,6 +1,7 @@
 /**
- * `hartley eval`: loss, perplexity and token accuracy (causal LM) or accuracy (classification) of a model
- * directory, with an optional adapter, on a data file or a built-in held-out split.
+ * `hartley eval`: loss, perplexity and token accuracy (causal LM), accuracy (classification) or
+ * entity scores by type (token classification) of a model directory, with an optional adapter, on
+ * a data file or a built-in held-out split.
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
@@ -9,6 +10,8 @@ import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
+import type { TypeScores } from "../train/entities.ts";
+import { textTable } from "./output.ts";
 import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, FIELD_FLAGS, LOSS_ON_FLAG, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -99,10 +102,23 @@ export function evalCommand(args: string[]): Promise<number> {
             ? JSON.stringify({ task, data, ...result })
             : `${task} on ${source}: ${describeEval(result)}`,
         );
+        if (!v.json && result.entities) console.log(entityTable(result.entities));
         return 0;
       } finally {
         loaded.peft?.detach();
         model.dispose();
       }
     }));
+}
+
+/** seqeval's report by entity type: precision, recall, F1 and the true entities of each type. */
+function entityTable(byType: Record<string, TypeScores>): string {
+  const rows = Object.entries(byType).map(([type, s]) => [
+    type,
+    s.precision.toFixed(4),
+    s.recall.toFixed(4),
+    s.f1.toFixed(4),
+    String(s.support),
+  ]);
+  return textTable(["entity", "precision", "recall", "f1", "support"], rows);
 }

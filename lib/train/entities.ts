@@ -44,6 +44,18 @@ export function entities(tags: readonly string[]): Entity[] {
   return out;
 }
 
+/** One entity type's scores (seqeval's classification_report row). */
+export interface TypeScores {
+  /** Entities of the type predicted right, over those predicted. */
+  precision: number;
+  /** Entities of the type predicted right, over the true ones. */
+  recall: number;
+  /** Their harmonic mean. */
+  f1: number;
+  /** True entities of the type. */
+  support: number;
+}
+
 /** What {@link entityScores} measures. */
 export interface EntityScores {
   /** Entities predicted with the right type and span, over entities predicted (0 when none). */
@@ -54,6 +66,8 @@ export interface EntityScores {
   f1: number;
   /** Tags predicted right, over all tags. */
   accuracy: number;
+  /** The same by entity type, types in alphabetical order (true or predicted ones). */
+  byType: Record<string, TypeScores>;
 }
 
 /**
@@ -65,6 +79,12 @@ export function entityScores(pred: readonly string[][], truth: readonly string[]
     throw new RangeError(`entityScores: ${pred.length} predicted sequences for ${truth.length} true ones`);
   }
   let found = 0, real = 0, right = 0, tags = 0, rightTags = 0;
+  const counts = new Map<string, { found: number; real: number; right: number }>();
+  const count = (type: string) => {
+    let c = counts.get(type);
+    if (!c) counts.set(type, c = { found: 0, real: 0, right: 0 });
+    return c;
+  };
   pred.forEach((p, i) => {
     const t = truth[i];
     if (p.length !== t.length) {
@@ -75,15 +95,35 @@ export function entityScores(pred: readonly string[][], truth: readonly string[]
     tags += t.length;
     for (let k = 0; k < t.length; k++) if (p[k] === t[k]) rightTags++;
     const key = (e: Entity) => `${e.type}\u0000${e.start}\u0000${e.end}`;
-    const truthKeys = new Set(entities(t).map(key));
+    const trueOnes = entities(t), truthKeys = new Set(trueOnes.map(key));
     const predicted = entities(p);
     found += predicted.length;
     real += truthKeys.size;
-    for (const e of predicted) if (truthKeys.has(key(e))) right++;
+    for (const e of trueOnes) count(e.type).real++;
+    for (const e of predicted) {
+      count(e.type).found++;
+      if (truthKeys.has(key(e))) {
+        right++;
+        count(e.type).right++;
+      }
+    }
   });
+  const byType: Record<string, TypeScores> = {};
+  for (const type of [...counts.keys()].sort()) {
+    const c = counts.get(type)!;
+    byType[type] = { ...prf(c.right, c.found, c.real), support: c.real };
+  }
+  return { ...prf(right, found, real), accuracy: tags === 0 ? NaN : rightTags / tags, byType };
+}
+
+/** Precision, recall and F1 of `right` hits among `found` predictions of `real` true ones (0 when undefined). */
+function prf(right: number, found: number, real: number): { precision: number; recall: number; f1: number } {
   const precision = found === 0 ? 0 : right / found, recall = real === 0 ? 0 : right / real;
-  const f1 = precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall);
-  return { precision, recall, f1, accuracy: tags === 0 ? NaN : rightTags / tags };
+  return {
+    precision,
+    recall,
+    f1: precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall),
+  };
 }
 
 /**

@@ -8,7 +8,7 @@
 import type { Batch, Model } from "../models/model.ts";
 import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
-import { entityScores, isEntityTagSet } from "./entities.ts";
+import { entityScores, isEntityTagSet, type TypeScores } from "./entities.ts";
 import { f1, matthews, multiLabelScores, pearson, spearman } from "./metrics.ts";
 
 /** The tasks the trainer runs. */
@@ -177,6 +177,8 @@ export interface EvalResult {
   precision?: number;
   /** Token classification with entity tags: entities found over true entities (seqeval's recall). */
   recall?: number;
+  /** Token classification with entity tags: precision, recall, F1 and support by entity type. */
+  entities?: Record<string, TypeScores>;
   /** exp(loss), causal LM only. */
   perplexity?: number;
   /**
@@ -334,7 +336,7 @@ function tagMetrics(
   if (!isEntityTagSet(names)) return { accuracy: all === 0 ? NaN : right / all };
   const named = (ids: number[]) => ids.map((id) => names[id] ?? "O");
   const s = entityScores(tagged.map((t) => named(t.pred)), tagged.map((t) => named(t.truth)));
-  return { accuracy: s.accuracy, precision: s.precision, recall: s.recall, f1: s.f1 };
+  return { accuracy: s.accuracy, precision: s.precision, recall: s.recall, f1: s.f1, entities: s.byType };
 }
 
 /** A multi-label head's scores: each label predicted where its logit is above 0 (σ > 0.5). */
