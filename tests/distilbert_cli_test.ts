@@ -3,7 +3,7 @@
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import { asDistilBert } from "./encoder_test_helpers.ts";
-import { runCli, withTempDir, writeToyData } from "./train_helpers.ts";
+import { evalAdapterAndMerged, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
 
 Deno.test("CLI: SSH on DistilBERT saves pre_classifier with the adapter; eval of adapter and merged model agree", async () => {
   const model = await asDistilBert();
@@ -42,32 +42,15 @@ Deno.test("CLI: SSH on DistilBERT saves pre_classifier with the adapter; eval of
       const saved = await openSafetensors(`${dir}/run/adapter/adapter_model.safetensors`);
       assert(saved.names.some((n) => n.includes("pre_classifier")), `saved: ${saved.names.join(", ")}`);
       assert(saved.names.some((n) => n.includes("q_lin")) && saved.names.some((n) => n.includes("v_lin")));
-      const viaAdapter = await runCli([
-        "eval",
-        "--model",
+      const { viaAdapter: a, viaMerged: b, config: described } = await evalAdapterAndMerged(
         model,
-        "--adapter",
         `${dir}/run/adapter`,
-        "--data",
         data,
-        "--json",
-      ]);
-      assertEquals(viaAdapter.code, 0, viaAdapter.err);
-      const merged = await runCli([
-        "merge",
-        "--model",
-        model,
-        "--adapter",
-        `${dir}/run/adapter`,
-        "--out",
         `${dir}/merged`,
-      ]);
-      assertEquals(merged.code, 0, merged.err);
-      const described = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
+      );
       assertEquals(described.architectures, ["DistilBertForSequenceClassification"]);
-      const viaMerged = await runCli(["eval", "--model", `${dir}/merged`, "--data", data, "--json"]);
-      const [a, b] = [JSON.parse(viaAdapter.out), JSON.parse(viaMerged.out)];
-      assertClose([a.loss, a.accuracy], [b.loss, b.accuracy], 1e-4, "adapter and merged model");
+      const scores = (r: Record<string, unknown>) => [r.loss, r.accuracy] as number[];
+      assertClose(scores(a), scores(b), 1e-4, "adapter and merged model");
     });
   } finally {
     await Deno.remove(model, { recursive: true });

@@ -2,7 +2,7 @@
 import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
-import { runCli, withTempDir } from "./train_helpers.ts";
+import { evalAdapterAndMerged, runCli, withTempDir } from "./train_helpers.ts";
 
 /** `count` sentences naming people, places and firms, as JSONL records of words and IOB2 tags. */
 function nerRecords(count: number, seed: number): string {
@@ -62,43 +62,25 @@ Deno.test("CLI: train a token classifier with SSH, then eval, merge and predict;
     const config = JSON.parse(await Deno.readTextFile(`${dir}/run/adapter/adapter_config.json`));
     assertEquals(config.task_type, "TOKEN_CLS");
 
-    const viaAdapter = await runCli([
-      "eval",
-      "--model",
+    const { viaAdapter: a, viaMerged: b, config: described } = await evalAdapterAndMerged(
       model,
-      "--adapter",
       `${dir}/run/adapter`,
-      "--data",
       `${dir}/dev.jsonl`,
-      "--json",
-    ]);
-    assertEquals(viaAdapter.code, 0, viaAdapter.err);
-    const merged = await runCli([
-      "merge",
-      "--model",
-      model,
-      "--adapter",
-      `${dir}/run/adapter`,
-      "--out",
       `${dir}/merged`,
-    ]);
-    assertEquals(merged.code, 0, merged.err);
-    const described = JSON.parse(await Deno.readTextFile(`${dir}/merged/config.json`));
+    );
     assertEquals(described.architectures, ["BertForTokenClassification"]);
-    assertEquals(Object.values(described.id2label).sort(), ["B-LOC", "B-ORG", "B-PER", "I-ORG", "O"]);
-    const viaMerged = await runCli([
-      "eval",
-      "--model",
-      `${dir}/merged`,
-      "--data",
-      `${dir}/dev.jsonl`,
-      "--json",
+    assertEquals(Object.values(described.id2label as object).sort(), [
+      "B-LOC",
+      "B-ORG",
+      "B-PER",
+      "I-ORG",
+      "O",
     ]);
-    const [a, b] = [JSON.parse(viaAdapter.out), JSON.parse(viaMerged.out)];
     assertEquals(a.task, "token-cls");
-    assertClose([a.loss, a.f1, a.accuracy], [b.loss, b.f1, b.accuracy], 1e-4, "adapter and merged model");
-    assertClose([a.f1], [Number(held![3])], 1e-3, "eval as the run's last evaluation");
-    assertEquals(Object.keys(a.entities), ["LOC", "ORG", "PER"]);
+    const scores = (r: Record<string, unknown>) => [r.loss, r.f1, r.accuracy] as number[];
+    assertClose(scores(a), scores(b), 1e-4, "adapter and merged model");
+    assertClose([a.f1 as number], [Number(held![3])], 1e-3, "eval as the run's last evaluation");
+    assertEquals(Object.keys(a.entities as object), ["LOC", "ORG", "PER"]);
     const plain = await runCli(["eval", "--model", `${dir}/merged`, "--data", `${dir}/dev.jsonl`]);
     assert(/\nentity +precision +recall +f1 +support\nLOC /.test(plain.out), plain.out);
 

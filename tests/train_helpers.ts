@@ -85,3 +85,28 @@ export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promis
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+/**
+ * `eval --json` of `model` with `adapter` on `data`, then `merge` of the two into `out` and the same
+ * evaluation of the merged directory: both results and the merged config.json. Every command must
+ * succeed.
+ */
+export async function evalAdapterAndMerged(
+  model: string,
+  adapter: string,
+  data: string,
+  out: string,
+): Promise<
+  { viaAdapter: Record<string, unknown>; viaMerged: Record<string, unknown>; config: Record<string, unknown> }
+> {
+  const evalOf = async (args: string[]) => {
+    const r = await runCli(["eval", ...args, "--data", data, "--json"]);
+    if (r.code !== 0) throw new Error(`eval ${args.join(" ")}: ${r.err}`);
+    return JSON.parse(r.out);
+  };
+  const viaAdapter = await evalOf(["--model", model, "--adapter", adapter]);
+  const merged = await runCli(["merge", "--model", model, "--adapter", adapter, "--out", out]);
+  if (merged.code !== 0) throw new Error(`merge: ${merged.err}`);
+  const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+  return { viaAdapter, viaMerged: await evalOf(["--model", out]), config };
+}
