@@ -103,6 +103,17 @@ Deno.test("hartley chat: one answer per line, /reset starts over, /exit ends; no
     assertEquals(r.lines[2], r.lines[0], "after /reset the same first answer");
     const once = await talk("The jury said");
     assertEquals(once.lines, [r.lines[0]], "the last line needs no newline");
+    // the template's variables: a template that reads one answers another prompt
+    await Deno.writeTextFile(
+      `${dir}/tokenizer_config.json`,
+      JSON.stringify({
+        chat_template: `{% if opening is defined %}{{ opening }}{% else %}${TEMPLATE}{% endif %}`,
+      }),
+    );
+    args.push("--template-kwargs", '{"opening": "In the morning the weather was"}');
+    const opened = await talk("The jury said");
+    assertEquals(opened.code, 0);
+    assert(opened.lines[0] !== r.lines[0], `another prompt, another answer: ${opened.lines[0]}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -20,6 +20,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
 import { chooseTask } from "../lib/cli/setup.ts";
+import { templateKwargs } from "../lib/cli/args.ts";
 
 const CHATML =
   "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
@@ -217,6 +218,19 @@ Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named lis
     );
     const refusing = chatTemplate("{{ raise_exception('roles must alternate') }}", "t");
     assertThrows(() => refusing.render(m), "roles must alternate");
+    // variables besides the messages, as apply_chat_template's kwargs (Qwen3's enable_thinking)
+    const thinking =
+      "{{ messages[0].content }}{% if add_generation_prompt %}>{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}{% endif %}";
+    await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify({ chat_template: thinking }));
+    assertEquals((await loadChatTemplate(dir))!.render(m, true), "hi>");
+    assertEquals(
+      (await loadChatTemplate(dir, { enable_thinking: false }))!.render(m, true),
+      "hi><think></think>",
+    );
+    assertEquals(templateKwargs('{"enable_thinking": false}'), { enable_thinking: false });
+    assertEquals(templateKwargs(undefined), {});
+    assertThrows(() => templateKwargs("[1]"), "--template-kwargs: expected a JSON object of variables");
+    assertThrows(() => templateKwargs("{x"), "--template-kwargs: not JSON");
   });
 });
 

@@ -127,12 +127,33 @@ export const GENERATION_FLAGS = {
     arg: "TEXT",
     help: "end the text where it reaches TEXT, left out (\\n and \\t stand for a newline and a tab)",
   },
+  "template-kwargs": {
+    type: "string",
+    arg: "JSON",
+    help: "variables the chat template reads, as transformers' apply_chat_template(**kwargs), " +
+      `e.g. '{"enable_thinking": false}' (Qwen3 without its thinking)`,
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 /** `--stop`'s text: `\n` and `\t` as a newline and a tab, `\\` as a backslash. */
 export function stopTexts(flag: string | undefined): string[] {
   if (flag === undefined || flag === "") return [];
   return [flag.replace(/\\(n|t|\\)/g, (_, c) => (c === "n" ? "\n" : c === "t" ? "\t" : "\\"))];
+}
+
+/** `--template-kwargs`: a JSON object (empty when not given); anything else is an ArgsError. */
+export function templateKwargs(flag: string | undefined): Record<string, unknown> {
+  if (flag === undefined) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(flag);
+  } catch (e) {
+    throw new ArgsError(`--template-kwargs: not JSON (${(e as Error).message}): ${flag}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ArgsError(`--template-kwargs: expected a JSON object of variables, got ${flag}`);
+  }
+  return value as Record<string, unknown>;
 }
 
 /** `--loss-on`, shared by train and eval: which tokens of instruction data count. */

@@ -17,6 +17,7 @@ import {
   GENERATION_FLAGS,
   MODEL_FLAGS,
   stopTexts,
+  templateKwargs,
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -59,7 +60,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
   return withArgs(SPEC, args, (v) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       const gpu = await getGpu();
-      const template = await chatTemplateOf(v.model);
+      const template = await chatTemplateOf(v.model, templateKwargs(v["template-kwargs"]));
       const loaded = await loadForUse(gpu, {
         needHead: true,
         model: v.model,

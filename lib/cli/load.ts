@@ -119,8 +119,11 @@ export async function headLabelsOf(dir: string): Promise<number | undefined> {
 }
 
 /** The chat template of the model directory `dir`; an ArgsError when it has none. */
-export async function chatTemplateOf(dir: string): Promise<ChatTemplate> {
-  const template = await loadChatTemplate(dir);
+export async function chatTemplateOf(
+  dir: string,
+  variables: Record<string, unknown> = {},
+): Promise<ChatTemplate> {
+  const template = await loadChatTemplate(dir, variables);
   if (!template) {
     throw new ArgsError(
       `${dir} has no chat template (tokenizer_config.json "chat_template", or chat_template.jinja)`,

@@ -36,6 +36,7 @@ import {
   listOf,
   MODEL_FLAGS,
   stopTexts,
+  templateKwargs,
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -141,7 +142,7 @@ export function predictCommand(args: string[]): Promise<number> {
             records = await answerInstructions(model, tokenizer, v.data, {
               ...v,
               ...await promptSettings(v.model, model, tokenizer, false, v),
-              template: await loadChatTemplate(v.model),
+              template: await loadChatTemplate(v.model, templateKwargs(v["template-kwargs"])),
             });
           } else {
             if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
@@ -293,9 +294,9 @@ async function promptSettings(
   model: Model,
   tokenizer: Tokenizer,
   chat: boolean | undefined,
-  flags: SamplingFlags,
+  flags: SamplingFlags & { "template-kwargs"?: string },
 ): Promise<PromptSettings> {
-  const template = chat ? await chatTemplateOf(dir) : null;
+  const template = chat ? await chatTemplateOf(dir, templateKwargs(flags["template-kwargs"])) : null;
   const sampling = await samplingOf(dir, flags);
   if (sampling.note) console.error(sampling.note);
   return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer), sampling };

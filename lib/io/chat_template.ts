@@ -34,8 +34,15 @@ export class ChatTemplateError extends Error {
   override name = "ChatTemplateError";
 }
 
-/** The chat template of the model directory `dir`, or null when it has none. */
-export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null> {
+/**
+ * The chat template of the model directory `dir`, or null when it has none. `variables` are given
+ * to every render besides the messages (transformers' apply_chat_template kwargs, e.g.
+ * `enable_thinking`).
+ */
+export async function loadChatTemplate(
+  dir: string,
+  variables: Record<string, unknown> = {},
+): Promise<ChatTemplate | null> {
   const configPath = join(dir, "tokenizer_config.json");
   let config: Record<string, unknown> = {};
   try {
@@ -61,17 +68,19 @@ export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null
     eos_token: tokenText(config.eos_token),
     pad_token: tokenText(config.pad_token),
     unk_token: tokenText(config.unk_token),
+    ...variables,
   });
 }
 
 /**
- * A chat template from its Jinja `text`; `tokens` are the special tokens' texts the template may
- * use (bos_token, eos_token, …). A syntax error is a ChatTemplateError naming `source`.
+ * A chat template from its Jinja `text`; `context` holds what else the template may read: the
+ * special tokens' texts (bos_token, eos_token, …) and any variables. A syntax error is a
+ * ChatTemplateError naming `source`.
  */
 export function chatTemplate(
   text: string,
   source: string,
-  tokens: Record<string, string> = {},
+  context: Record<string, unknown> = {},
 ): ChatTemplate {
   let template: Template;
   try {
@@ -84,7 +93,7 @@ export function chatTemplate(
     render(messages, addGenerationPrompt = false) {
       try {
         return template.render({
-          ...tokens,
+          ...context,
           messages: messages.map((m) => ({ ...m })),
           add_generation_prompt: addGenerationPrompt,
         });
