@@ -55,6 +55,25 @@ Deno.test("examples/instruct.ts instruction-tunes the embedded model: the comple
   }
 });
 
+Deno.test("examples/ner.ts trains a token classifier with SSH: entity F1 up, the new sentence's names tagged", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const text = await runExample("ner.ts", out);
+    const m = text.match(/entity F1 ([\d.]+) -> ([\d.]+)/);
+    assert(m, text);
+    const [before, after] = m.slice(1).map(Number);
+    assert(after >= 0.9 && after >= before + 0.4, text);
+    assert(
+      text.includes("Ines/B-PER moved/O to/O Oslo/B-LOC") && text.includes("PER: Ines; LOC: Oslo"),
+      text,
+    );
+    const config = JSON.parse(await Deno.readTextFile(`${out}/adapter/adapter_config.json`));
+    assert(config.task_type === "TOKEN_CLS", JSON.stringify(config));
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
 Deno.test("the README's TypeScript examples are the example files", async () => {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1].trim());
