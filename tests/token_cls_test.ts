@@ -114,10 +114,14 @@ Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL 
     const conll = `${dir}/train.conll`;
     await Deno.writeTextFile(
       conll,
-      "-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\nPeter NNP B-NP B-PER\n",
+      "-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\nPeter NNP B-NP B-PER\n# NN O O\n",
     );
     const c = await readTaggedFile(conll);
-    assertEquals(c.examples, [{ words: ["EU", "rejects"], tags: [0, 1] }, { words: ["Peter"], tags: [2] }]);
+    // a "#" line is a word (WNUT's hashtags), not a comment
+    assertEquals(c.examples, [{ words: ["EU", "rejects"], tags: [0, 1] }, {
+      words: ["Peter", "#"],
+      tags: [2, 1],
+    }]);
     assertEquals(c.labelNames, ["B-ORG", "O", "B-PER"]);
 
     await Deno.writeTextFile(jsonl, `{"tokens": ["a", "b"], "ner_tags": ["O"]}\n`);
@@ -130,7 +134,7 @@ Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL 
     await assertRejects(
       () => readTaggedFile(jsonl),
       DataError,
-      "no tag list field (tried ner_tags, tags, labels, pos_tags); name it with --label-field. The fields are words, label",
+      "no tag list field (tried ner_tags, tags, labels, pos_tags); name it with --label-field (tagField). The fields are words, label",
     );
     await Deno.writeTextFile(conll, "EU\n");
     await assertRejects(

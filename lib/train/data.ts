@@ -204,7 +204,8 @@ function sum(xs: readonly number[]): number {
   return xs.reduce((a, b) => a + b, 0);
 }
 
-function checkIndex(index: number, size: number): void {
+/** Throw a RangeError unless `index` is a row of a dataset of `size` rows. */
+export function checkIndex(index: number, size: number): void {
   if (!(Number.isInteger(index) && index >= 0 && index < size)) {
     throw new RangeError(`row ${index} is outside the dataset (rows 0..${size - 1})`);
   }

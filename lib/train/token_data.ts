@@ -13,8 +13,7 @@
  * @module
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
-import type { Dataset, Row } from "./data.ts";
-import { IGNORE_INDEX } from "./data.ts";
+import { checkIndex, type Dataset, IGNORE_INDEX, type Row } from "./data.ts";
 import { DataError, LabelMap, readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
 
 /** One tagged sentence: its words and each word's tag id. */
@@ -61,7 +60,7 @@ export const WORD_FIELDS: readonly string[] = ["tokens", "words"];
 export const TAG_FIELDS: readonly string[] = ["ner_tags", "tags", "labels", "pos_tags"];
 
 /** CoNLL files: a word per line with its tag last, blank lines between sentences. */
-const CONLL = /\.(conll|conllu|bio|iob|iob2)$/i;
+const CONLL = /\.(conll|bio|iob|iob2)$/i;
 
 /** True when `fields` (a record file's field names) hold a sentence's words and their tags. */
 export function isTaggedRecord(fields: readonly string[], tagField?: string): boolean {
@@ -93,8 +92,8 @@ export async function readTaggedFile(path: string, opts: TaggedReadOptions = {})
     }
     return field;
   };
-  const wordField = pick(opts.wordField, WORD_FIELDS, "word list", "--text-field");
-  const tagField = pick(opts.tagField, TAG_FIELDS, "tag list", "--label-field");
+  const wordField = pick(opts.wordField, WORD_FIELDS, "word list", "--text-field (wordField)");
+  const tagField = pick(opts.tagField, TAG_FIELDS, "tag list", "--label-field (tagField)");
   const labels = new LabelMap({
     labels: opts.labels ?? classLabels.get(tagField),
     numLabels: opts.numLabels,
@@ -137,7 +136,7 @@ function conllExamples(path: string, text: string, opts: TaggedReadOptions): Tag
   text.split("\n").forEach((raw, i) => {
     const line = raw.trim();
     if (line === "") return end();
-    if (line.startsWith("-DOCSTART-") || line.startsWith("#")) return;
+    if (line.startsWith("-DOCSTART-")) return;
     const columns = line.split(/\s+/);
     if (columns.length < 2) {
       throw new DataError(`${path}:${i + 1}: expected a word and its tag, got ${JSON.stringify(line)}`);
@@ -165,7 +164,8 @@ export interface TokenClassificationOptions {
 export class TokenClassificationDataset implements Dataset {
   /** The tokenizer's padding id. */
   readonly padId: number;
-  private readonly cache: (Row | undefined)[];
+  /** Each sentence's row and where its words start, made on first use. */
+  private readonly cache: ({ row: Row; starts: number[] } | undefined)[];
   private readonly around: [number[], number[]];
 
   /** A bad maxLength (no room beside the special tokens) is a RangeError; no examples or a bad tag a DataError. */
@@ -194,10 +194,7 @@ export class TokenClassificationDataset implements Dataset {
 
   /** Row `index`: token ids and one label per token (the tag at each word's first token, else −100). */
   row(index: number): Row {
-    if (!(Number.isInteger(index) && index >= 0 && index < this.size)) {
-      throw new RangeError(`row ${index} is outside the dataset (${this.size} rows)`);
-    }
-    return this.cache[index] ??= this.encode(index);
+    return this.encoded(index).row;
   }
 
   /**
@@ -205,28 +202,29 @@ export class TokenClassificationDataset implements Dataset {
    * a word that has no token or was cut off by maxLength.
    */
   wordStarts(index: number): number[] {
-    return this.tokenize(index).starts;
+    return this.encoded(index).starts;
   }
 
-  /** Row `index`'s ids and labels: each word's tag at its first token, −100 elsewhere. */
-  private encode(index: number): Row {
-    const { ids, starts } = this.tokenize(index), { tags } = this.examples[index];
-    const label = new Int32Array(ids.length).fill(IGNORE_INDEX);
-    starts.forEach((at, w) => {
-      if (at >= 0) label[at] = tags[w];
-    });
-    return { ids: Int32Array.from(ids), label };
-  }
-
-  /** Row `index`'s token ids, special tokens included, and each word's first position (−1: none). */
-  private tokenize(index: number): { ids: number[]; starts: number[] } {
-    const { words } = this.examples[index];
+  /**
+   * Sentence `index` tokenized (cached): its ids, special tokens included, each word's tag at its
+   * first token and −100 elsewhere, and each word's first position (−1: none).
+   */
+  private encoded(index: number): { row: Row; starts: number[] } {
+    checkIndex(index, this.size);
+    const cached = this.cache[index];
+    if (cached) return cached;
+    const { words, tags } = this.examples[index];
     const { ids, wordIds } = this.tokenizer.encodeWords(words, { addSpecialTokens: false });
     const [before, after] = this.around;
     const kept = Math.min(ids.length, this.opts.maxLength - before.length - after.length);
     const starts = new Array<number>(words.length).fill(-1);
     for (let k = kept - 1; k >= 0; k--) starts[wordIds[k]!] = before.length + k;
-    return { ids: [...before, ...ids.slice(0, kept), ...after], starts };
+    const label = new Int32Array(before.length + kept + after.length).fill(IGNORE_INDEX);
+    starts.forEach((at, w) => {
+      if (at >= 0) label[at] = tags[w];
+    });
+    const row = { ids: Int32Array.from([...before, ...ids.slice(0, kept), ...after]), label };
+    return this.cache[index] = { row, starts };
   }
 }
 
