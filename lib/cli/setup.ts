@@ -1,9 +1,9 @@
 /**
  * What `train`, `eval` and `pretrain` share: choosing the task, and reading the data of a task
  * into batch sources (labelled JSONL/CSV/TSV/Parquet files or the packaged SpamAssassin corpus
- * for classification; tagged sentences for token classification; for causal LM plain text, a text field of records or the packaged Brown
- * corpus, or instructions: prompt/completion records or conversations; image folders, Parquet
- * splits or JSONL pixel arrays for images).
+ * for classification; tagged sentences for token classification; for causal LM plain text, a
+ * text field of records or the packaged Brown corpus, or instructions: prompt/completion records
+ * or conversations; image folders, Parquet splits or JSONL pixel arrays for images).
  * @module
  */
 import { join } from "node:path";

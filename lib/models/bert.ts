@@ -92,8 +92,8 @@ export class BertModel extends BaseModel {
   /** `pooler.dense` (bare models and BERT's classifier); null for RoBERTa's classifier. */
   readonly pooler: Linear | null;
   /**
-   * The head's linear layers in order: [classifier] (BERT, and both token classifiers) or
-   * [dense, out_proj] (RoBERTa's sequence classifier).
+   * The head's linear layers in order: [classifier] (BERT's sequence classifier and every token
+   * classifier), [dense, out_proj] (RoBERTa's) or [pre_classifier, classifier] (DistilBERT's).
    */
   readonly head: Linear[];
 

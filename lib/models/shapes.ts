@@ -50,7 +50,10 @@ export interface ParamShape {
 
 /** Every parameter of a model, and its linear layers. */
 export interface ModelShapes {
-  /** The config's `model_type` ("gpt2", "bert", "roberta", "distilbert", "llama", "mistral", "qwen2", "qwen3" or "vit"). */
+  /**
+   * The config's `model_type` ("gpt2", "bert", "roberta", "distilbert", "llama", "mistral", "qwen2",
+   * "qwen3" or "vit").
+   */
   modelType: ModelType;
   /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
   architecture: string;
