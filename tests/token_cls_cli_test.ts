@@ -81,6 +81,25 @@ Deno.test("CLI: train a token classifier with SSH, then eval, merge and predict;
     assertClose(scores(a), scores(b), 1e-4, "adapter and merged model");
     assertClose([a.f1 as number], [Number(held![3])], 1e-3, "eval as the run's last evaluation");
     assertEquals(Object.keys(a.entities as object), ["LOC", "ORG", "PER"]);
+    // the adapter's tag names map the data's tags, whatever order the file shows them in
+    const lines = (await Deno.readTextFile(`${dir}/dev.jsonl`)).trim().split("\n");
+    const firstTags = JSON.parse(lines[0]).ner_tags;
+    const other = lines.findIndex((l) => JSON.parse(l).ner_tags[0] !== firstTags[0]);
+    await Deno.writeTextFile(
+      `${dir}/reordered.jsonl`,
+      [lines[other], ...lines.filter((_, i) => i !== other)].join("\n"),
+    );
+    const reordered = await runCli([
+      "eval",
+      "--model",
+      model,
+      "--adapter",
+      `${dir}/run/adapter`,
+      "--data",
+      `${dir}/reordered.jsonl`,
+      "--json",
+    ]);
+    assertClose(scores(JSON.parse(reordered.out)), scores(a), 1e-6, "another first-seen order of the tags");
     const plain = await runCli(["eval", "--model", `${dir}/merged`, "--data", `${dir}/dev.jsonl`]);
     assert(/\nentity +precision +recall +f1 +support\nLOC /.test(plain.out), plain.out);
 
