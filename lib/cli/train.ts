@@ -480,9 +480,9 @@ async function runTraining(
       onProgress: loadingProgress(v.quiet),
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
-    // a token classifier's evaluations read entities from the tag names
+    // the data's class names name the head's outputs (a token classifier's evaluations read entities from them)
     const names = splits.labelNames;
-    if (task === "token-cls" && names && names.length === splits.numLabels) model.config.labels = [...names];
+    if (names && names.length === splits.numLabels) model.config.labels = [...names];
     if (regression) model.config.problemType = "regression";
     if (splits.multiLabel) model.config.problemType = "multi_label_classification";
     else if (model.config.problemType === "multi_label_classification") {
