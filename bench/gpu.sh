@@ -11,7 +11,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -54,6 +54,15 @@ part qkv_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
 part attn_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=128x128x64NTb384,128x64x128NNb384,128x64x128TNb384 \
   --tiles=auto,wide,medium,big,128x64x8_8x8_2,64x64x8_4x8_2,64x64x8_4x4_2
+# f16 B loaded as vec4<f16> against u32 pairs unpacked (MATMUL_HEURISTICS.f16Loads): session 11
+# measured f16 B 8% slower than f32 at 4096³ NN and 3–5% at the 768-wide NT products
+f16_shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NT,4096x768x768NN,2048x11008x4096NT
+part f16_loads 75 bash -c "for l in native packed; do echo \"-- f16-loads=\$l\"; $run bench/matmul.ts --large --reps=10 --f16-loads=\$l --shapes=$f16_shapes; done"
+# the presets chooseTile weighs (big, tall, wide), at the shapes where its estimate is closest or untried
+part presets 45 $run bench/matmul.ts --large --no-f16 --reps=10 --tiles=auto,big,tall,wide \
+  --shapes=4096x3072x768NT,4096x3072x768NN,2048x11008x4096NT,4096x1536x768NT,128x128x64NTb384
+# the step with and without `tall`, alternating
+part steps_presets 90 bash -c "for i in 1 2; do for p in big,tall,wide big,wide; do echo \"-- presets=\$p\"; $run bench/step.ts --models=roberta-base --methods=ssh,lora --presets=\$p; done; done"
 # the wide_tiles variant with the least step time: each shape weighted by its count per layer
 # (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
 # (a variant forced to /s1 is tried in the step with --fill=0.5, which splits K only below half a wave)

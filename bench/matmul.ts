@@ -11,6 +11,7 @@
  *     deno run -A bench/matmul.ts --shapes=128x128x64NTb384 --no-f16   # 384 heads in one call
  *     deno run -A bench/matmul.ts --large --quant    # B also as q8 and q4 codes
  *     deno run -A bench/matmul.ts --large --no-gemv  # few-row products on the m8 tile, not the GEMV
+ *     deno run -A bench/matmul.ts --large --f16-loads=packed   # f16 B as u32 pairs, not vec4<f16>
  * @module
  */
 import { getGpu, type Gpu, GpuTimer, readF32, upload } from "../lib/gpu/mod.ts";
@@ -281,6 +282,13 @@ if (import.meta.main) {
   const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
   const gpu = await getGpu();
   if (Deno.args.includes("--no-gemv")) MATMUL_HEURISTICS.gemvRows = 0;
+  const f16Loads = arg("f16-loads");
+  if (f16Loads !== undefined) {
+    if (f16Loads !== "auto" && f16Loads !== "native" && f16Loads !== "packed") {
+      throw new Error(`--f16-loads: expected auto, native or packed, got '${f16Loads}'`);
+    }
+    MATMUL_HEURISTICS.f16Loads = f16Loads;
+  }
   console.log(`matmul on ${gpu.description} (${gpu.timestamps ? "GPU timestamps" : "wall clock"})`);
   const shapes = arg("shapes")?.split(",").map(parseShape) ??
     (Deno.args.includes("--large") ? LARGE_SHAPES : SMALL_SHAPES);

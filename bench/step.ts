@@ -15,6 +15,7 @@
  *     deno task bench-step --models=demo --methods=ssh --profile
  *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
+ *     deno task bench-step --methods=ssh --presets=big,wide   # without the `tall` tile
  *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn,head   # what fusions are worth (lib/nn/fusions.ts)
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
@@ -284,6 +285,7 @@ if (import.meta.main) {
       profile: { type: "boolean" },
       "wide-tile": { type: "string" },
       fill: { type: "string" },
+      presets: { type: "string" },
       "grad-pass": { type: "string" },
       "no-fuse": { type: "string" },
       attention: { type: "string" },
@@ -320,6 +322,14 @@ if (import.meta.main) {
       throw new Error(`--fill: expected a fraction in (0, 1], got "${values.fill}"`);
     }
     MATMUL_HEURISTICS.fill = fill;
+  }
+  if (values.presets) {
+    // tuning: the GPU presets that compete for each product (see chooseTile)
+    const known = ["big", "tall", "wide"];
+    const presets = values.presets.split(",");
+    const bad = presets.find((p) => !known.includes(p));
+    if (bad !== undefined) throw new Error(`--presets: unknown preset "${bad}" (known: ${known.join(", ")})`);
+    MATMUL_HEURISTICS.gpuPresets = presets as typeof MATMUL_HEURISTICS.gpuPresets;
   }
   if (values["wide-tile"]) {
     // tuning: the `wide` preset (the 768-wide products of RoBERTa-base) replaced for this run

@@ -58,6 +58,11 @@ export interface MatmulVariant {
   /** B stored as f16 (computed in f32). */
   readonly f16B: boolean;
   /**
+   * With `f16B` and `vecB`: B's four halves are loaded as two u32 and unpacked with
+   * `unpack2x16float` (no f16 types in the shader), not as a `vec4<f16>`.
+   */
+  readonly f16Packed?: boolean;
+  /**
    * B stored quantized (codes, and group scales bound after the epilogue's buffers), turned
    * into f32 at the shared store; needs `vecB`.
    */
@@ -153,6 +158,8 @@ interface Operand {
   /** Global loads are vec4. */
   readonly vec: boolean;
   readonly f16: boolean;
+  /** f16 vec4 units loaded as `vec2<u32>` and unpacked (see {@link MatmulVariant.f16Packed}). */
+  readonly packed: boolean;
   /** Quantized storage (vec4 loads only). */
   readonly quant?: QuantKind;
   /** Register read width from shared memory (4 → the shared array holds vec4). */
@@ -196,7 +203,7 @@ class OperandCode {
   declarations(binding: number): string {
     const { x, f16, quant } = this.o;
     const scalar = f16 ? "f16" : "f32";
-    const elem = quant ? "u32" : this.o.vec ? `vec4<${scalar}>` : scalar;
+    const elem = quant ? "u32" : this.#packed ? "vec2<u32>" : this.o.vec ? `vec4<${scalar}>` : scalar;
     const shared = this.sharedVec ? "vec4<f32>" : "f32";
     return `@group(0) @binding(${binding}) var<storage, read> ${x}: array<${elem}>;\n` +
       `var<workgroup> ${this.sharedName}: array<${shared}, ${this.bufferElems * this.buffers}>;`;
@@ -252,8 +259,19 @@ class OperandCode {
    */
   #regType(): string {
     if (this.o.quant) return "u32";
+    if (this.#packed) return "vec2<u32>";
     const scalar = this.o.f16 ? "f16" : "f32";
     return this.v === 4 ? `vec4<${scalar}>` : scalar;
+  }
+
+  /** Units are four halves in two u32, unpacked at the shared store. */
+  get #packed(): boolean {
+    return this.o.packed && this.o.f16 && this.v === 4;
+  }
+
+  /** Units that are unpacked once at the shared store (quantized codes, packed halves). */
+  get #unpacked(): boolean {
+    return !!this.o.quant || this.#packed;
   }
 
   /** A scalar of a prefetch register as f32. */
@@ -265,6 +283,7 @@ class OperandCode {
   #vec4f32(i: number): string {
     const { x, f16, quant } = this.o;
     if (quant) return unpackFour(quant, `${x}p${i}`, `${x}q${i}`);
+    if (this.#packed) return `vec4<f32>(unpack2x16float(${x}p${i}.x), unpack2x16float(${x}p${i}.y))`;
     return f16 ? `vec4<f32>(${x}p${i})` : `${x}p${i}`;
   }
 
@@ -308,10 +327,10 @@ class OperandCode {
     for (let i = 0; i < this.perThread; i++) {
       const guard = (i + 1) * this.threads > this.units ? `if (${x}u${i} < ${this.units}u) ` : "";
       const body: string[] = [];
-      // a quantized unit is unpacked once, then stored like an f32 one
-      if (this.o.quant) body.push(`let ${x}d${i} = ${this.#vec4f32(i)};`);
+      // a quantized or packed unit is unpacked once, then stored like an f32 one
+      if (this.#unpacked) body.push(`let ${x}d${i} = ${this.#vec4f32(i)};`);
       const component = (j: number) =>
-        this.o.quant ? comp(`${x}d${i}`, 4, j) : this.#f32(comp(`${x}p${i}`, this.v, j));
+        this.#unpacked ? comp(`${x}d${i}`, 4, j) : this.#f32(comp(`${x}p${i}`, this.v, j));
       if (kContiguous) {
         // chunk runs along k: one scalar store per k row (transposed)
         for (let j = 0; j < this.v; j++) {
@@ -321,7 +340,7 @@ class OperandCode {
       } else {
         const f = `${buf} + ${x}r${i} * ${this.stride}u + ${x}c${i}`;
         if (this.v === 4 && this.sharedVec) {
-          body.push(at(f, this.o.quant ? `${x}d${i}` : this.#vec4f32(i), true));
+          body.push(at(f, this.#unpacked ? `${x}d${i}` : this.#vec4f32(i), true));
         } else {
           for (let j = 0; j < this.v; j++) body.push(at(`${f} + ${j}u`, component(j), false));
         }
@@ -401,7 +420,7 @@ export function matmulKernel(v: MatmulVariant): Kernel {
   if (problem) throw new Error(`matmul tile ${JSON.stringify(t)}: ${problem}`);
   const name = `matmul.${tileName(t)}_${v.transA ? "T" : "N"}${v.transB ? "T" : "N"}` +
     `${v.vecA ? "4" : "1"}${v.vecB ? "4" : "1"}${v.vecC ? "4" : "1"}` +
-    `${v.f16B ? "_h" : ""}${v.quantB ? `_${v.quantB}` : ""}${
+    `${v.f16B ? (v.f16Packed && v.vecB ? "_hp" : "_h") : ""}${v.quantB ? `_${v.quantB}` : ""}${
       v.partial ? "_part" : `${v.bias ? "_bias" : ""}${v.accumulate ? "_acc" : ""}`
     }` +
     `${
@@ -431,6 +450,7 @@ function generate(v: MatmulVariant): string {
       kContiguous: !v.transA,
       vec: v.vecA,
       f16: false,
+      packed: false,
       w: wa,
       groups: ga,
       outer: "p.m",
@@ -448,6 +468,7 @@ function generate(v: MatmulVariant): string {
       kContiguous: v.transB,
       vec: v.vecB,
       f16: v.f16B,
+      packed: v.f16Packed ?? false,
       quant: v.quantB,
       w: wb,
       groups: gb,
@@ -580,7 +601,8 @@ ${[...A.store("0u"), ...B.store("0u")].map((l) => `      ${l}`).join("\n")}
       ? [`var<storage, ${act.backward ? "read" : "read_write"}> pre: array<${cElem}>`]
       : []),
   ];
-  return `${v.f16B ? "enable f16;\n" : ""}${MATMUL_PARAMS}${
+  // packed halves need no f16 type
+  return `${v.f16B && !(v.f16Packed && v.vecB) ? "enable f16;\n" : ""}${MATMUL_PARAMS}${
     act ? `${MATH}\n${ACTIVATION_CODE[act.kind]}` : ""
   }
 ${A.declarations(0)}

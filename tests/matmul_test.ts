@@ -3,6 +3,7 @@ import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";
 import {
   chooseTile,
   encodeMatmul,
+  MATMUL_HEURISTICS,
   MATMUL_TILES,
   type MatmulOptions,
   type MatmulTileName,
@@ -79,9 +80,11 @@ Deno.test("matmul: awkward shapes, every transpose combination", async () => {
 Deno.test("matmul: every preset tile, vec4 and scalar paths", async () => {
   const gpu = await getGpu();
   // Alternate the scalar and vec4 paths over the presets (each path is generated per operand,
-  // not per tile) to keep the number of pipelines lavapipe compiles down; `big` and `wide` get both.
+  // not per tile) to keep the number of pipelines lavapipe compiles down; the GPU presets get both.
   for (const [i, tile] of (Object.keys(MATMUL_TILES) as MatmulTileName[]).entries()) {
-    if (i % 2 === 0 || tile === "wide") await check(gpu, 69, 67, 33, { tile, transB: true }); // nothing a multiple of 4
+    if (i % 2 === 0 || tile === "wide" || tile === "tall") {
+      await check(gpu, 69, 67, 33, { tile, transB: true }); // nothing a multiple of 4
+    }
     if (i % 2 === 1 || tile === "big") await check(gpu, 68, 72, 40, { tile, transA: true }); // all are
   }
   await check(gpu, 37, 41, 23, { tile: { bm: 16, bn: 16, bk: 4, tm: 2, tn: 1, buffers: 1, group: 2 } });
@@ -135,7 +138,7 @@ Deno.test("matmul: strided heads (attention in place), grouped B, offsets, every
     const q = { ld: h * d, batchStride: t * h * d, headStride: d };
     const kv = { ld: hkv * d, batchStride: s * hkv * d, headStride: d, headGroup: h / hkv };
     const sizes = { a: bt * t * h * d, b: bt * s * hkv * d, c: bt * h * t * s };
-    for (const tile of ["small", "medium", "cpu", "wide", "big", "m8", "n8"] as const) {
+    for (const tile of ["small", "medium", "cpu", "wide", "tall", "big", "m8", "n8"] as const) {
       await checkStrided(gpu, t, s, d, sizes, {
         batch: bt * h,
         heads: h,
@@ -248,23 +251,31 @@ Deno.test("matmul: strided layouts are checked against the buffers", async () =>
   for (const buf of [a, b, c]) gpu.pool.release(buf);
 });
 
-Deno.test("matmul: f16 B (frozen weights) computed in f32", async () => {
+Deno.test("matmul: f16 B (frozen weights) computed in f32, loaded as vec4<f16>, as u32 pairs or by layout", async () => {
   const gpu = await getGpu();
   if (!gpu.f16) return;
-  const shapes = [[69, 67, 33, true], [68, 72, 40, true], [5, 130, 17, false], [5, 128, 17, false]] as const;
-  for (const [m, n, k, transB] of shapes) {
-    const ah = randomF32(m * k), bh = randomF32(k * n);
-    const bHalf = Float16Array.from(bh);
-    const a = upload(gpu, ah), b = upload(gpu, bHalf), c = gpu.pool.acquire(m * n * 4);
-    encodeMatmul(gpu, a, b, c, m, n, k, { transB, f16B: true });
-    const out = await readF32(gpu, c, m * n);
-    // Against B as stored (rounded to f16), the arithmetic is f32: the f32 tolerance holds.
-    assertClose(out, matmulReference(ah, bHalf, m, n, k, { transB }), tolerance(k), `f16B ${m}×${n}×${k}`);
-    // Against the f32 B, each weight carries a relative rounding error ≤ 2⁻¹¹ (≈ 2⁻¹¹/√3 RMS):
-    // rel-L2 ≈ 3e-4, so 1e-3 bounds it.
-    const e = relL2(out, matmulReference(ah, bh, m, n, k, { transB }));
-    assert(e < 1e-3 && e > 1e-6, `f16 rounding error ${e} not at the f16 level`);
-    for (const buf of [a, b, c]) gpu.pool.release(buf);
+  const shapes = [[69, 67, 33, true], [68, 72, 40, true], [5, 130, 17, false], [37, 128, 17, false]] as const;
+  try {
+    for (const loads of ["native", "packed", "auto"] as const) {
+      MATMUL_HEURISTICS.f16Loads = loads;
+      for (const [m, n, k, transB] of shapes) {
+        const ah = randomF32(m * k), bh = randomF32(k * n);
+        const bHalf = Float16Array.from(bh);
+        const a = upload(gpu, ah), b = upload(gpu, bHalf), c = gpu.pool.acquire(m * n * 4);
+        encodeMatmul(gpu, a, b, c, m, n, k, { transB, f16B: true });
+        const out = await readF32(gpu, c, m * n);
+        // Against B as stored (rounded to f16), the arithmetic is f32: the f32 tolerance holds.
+        const what = `f16B ${m}×${n}×${k} ${loads}`;
+        assertClose(out, matmulReference(ah, bHalf, m, n, k, { transB }), tolerance(k), what);
+        // Against the f32 B, each weight carries a relative rounding error ≤ 2⁻¹¹ (≈ 2⁻¹¹/√3 RMS):
+        // rel-L2 ≈ 3e-4, so 1e-3 bounds it.
+        const e = relL2(out, matmulReference(ah, bh, m, n, k, { transB }));
+        assert(e < 1e-3 && e > 1e-6, `f16 rounding error ${e} not at the f16 level`);
+        for (const buf of [a, b, c]) gpu.pool.release(buf);
+      }
+    }
+  } finally {
+    MATMUL_HEURISTICS.f16Loads = "auto";
   }
 });
 
@@ -273,7 +284,10 @@ Deno.test("matmul: tile choice and split-K heuristics", async () => {
   assertEquals(chooseTile(4096, 4096), "big");
   assertEquals(chooseTile(4096, 3072), "big"); // 768 tiles of 128×128
   assertEquals(chooseTile(4096, 4096, 1, 4), "cpu"); // a software adapter
-  assertEquals(chooseTile(4096, 768), "wide"); // 384 tiles of 64×128 fill an H100, 192 of 128×128 do not
+  assertEquals(chooseTile(4096, 768), "tall"); // one wave of 256 tiles of 128×96 (192 of `big` do not fill it)
+  assertEquals(chooseTile(4096, 2304), "tall"); // 3 full waves, where `big` needs a third that is 18% full
+  assertEquals(chooseTile(2048, 4096), "big"); // 2 waves of `big`
+  assertEquals(chooseTile(128, 128, 384), "wide"); // attention's scores: `tall` would waste a third of its tiles
   assertEquals(chooseTile(1024, 768), "medium");
   assertEquals(chooseTile(384, 64, 1, 4), "cpu"); // on a software adapter
   assertEquals(chooseTile(8, 4096), "m8");

@@ -418,6 +418,8 @@ Deno.test("fused attention never stores the probabilities; auto fuses from ATTEN
   assert(fused < probs / 4, `fused peak ${fused} should be far below the ${probs}-byte probabilities`);
   const dims = { b, h, hkv: h, t, s: t, d, dv: d };
   assert(!T.useFusedAttention(dims), "2 MiB of probabilities stay materialised");
+  assert(T.useFusedAttention(dims, "auto", probs - 4), "auto fuses what the device cannot bind");
+  assert(!T.useFusedAttention(dims, "auto", probs), "probabilities the device binds stay materialised");
   const saved = T.ATTENTION_PATH.fuseFromBytes;
   try {
     T.ATTENTION_PATH.fuseFromBytes = probs;

@@ -26,9 +26,9 @@ import { QUANT_GROUP, type QuantKind } from "../tensor/reference/quant.ts";
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
 
 /**
- * The preset tiles. On a GPU: `big` (128×128, 8×16 per invocation) for products of at least 1.5
- * waves of its tiles, `wide` (64×128, 4×16 per invocation) for those with enough of its smaller
- * tiles to fill the GPU, `medium` otherwise and when a side is ≤ 64. Software adapters get `cpu`
+ * The preset tiles. On a GPU, `big` (128×128, 8×16 per invocation), `tall` (128×96, 8×12) and
+ * `wide` (64×128, 4×16) compete by an estimate of their time (`chooseTile`); `medium` takes
+ * products that none of them fills and those with a side ≤ 64. Software adapters get `cpu`
  * (64×64 with 16×16 per invocation: 1.5–1.8× faster there than 8×8 register tiles, which were up
  * to 1.9× faster than 4×4). Both: `small` (32×32, 64 invocations) when both sides are ≤ 32
  * (attention over short sequences, where `m32` computed 128 columns for ≤ 32); `m8`/`m32` for
@@ -38,10 +38,13 @@ export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
  * H100 are in bench/RESULTS.md.
  */
 export const MATMUL_TILES = {
-  // 35.3 TFLOP/s at 4096³ on an H100, against 32.2 for `wide` (bench/RESULTS.md, 2026-11-27)
+  // 35.4 TFLOP/s at 4096³ on an H100, against 31.3 for `wide` (bench/RESULTS.md, 2026-11-27)
   big: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 16, buffers: 2 },
-  // 64×128 with 4×16 per invocation: at the 768-wide products of a RoBERTa-base step, 1–2% ahead
-  // of 8×8 and of 96- and 128-row tiles (bench/RESULTS.md, 2026-11-27)
+  // 256 workgroups at a 4096×768 output (one wave of an H100) and 768 at 4096×2304 (three): the
+  // fastest tile tried at every product of a RoBERTa-base step but the 3072-wide ones
+  // (bench/RESULTS.md, session 11)
+  tall: { bm: 128, bn: 96, bk: 8, tm: 8, tn: 12, buffers: 2 },
+  // 64×128 with 4×16 per invocation: many workgroups of a small register tile
   wide: { bm: 64, bn: 128, bk: 8, tm: 4, tn: 16, buffers: 2 },
   // software adapters (lavapipe): 16 invocations with 16×16 each, single-buffered
   cpu: { bm: 64, bn: 64, bk: 8, tm: 16, tn: 16, buffers: 1 },
@@ -147,17 +150,33 @@ export interface MatmulPlan {
 const GPU_TARGET_GROUPS = 264;
 
 /**
+ * Speed of a workgroup of each competing GPU preset at full waves, relative to `big`'s, per
+ * element of its block: `wide` 31.3 against 35.4 TFLOP/s at 4096³ on an H100; `tall` from the
+ * fused q/k/v product (4096×2304×768, three waves: 0.475 ms against `big`'s 0.584 in 2.2 waves).
+ */
+const GPU_PRESET_SPEED = { big: 1, tall: 0.89, wide: 0.885 } as const;
+
+/**
  * Constants of the tile choice and K split, exported so benchmarks can tune them
  * (`bench/step.ts --fill`); the defaults are what bench/RESULTS.md supports.
  */
 export const MATMUL_HEURISTICS = {
   /**
-   * The fraction of the device's target workgroups that counts as filling it: a product with
-   * fewer workgroups of `wide` gets `medium`, and one with fewer of its tile splits K.
+   * The fraction of the device's target workgroups that counts as filling it: a product that
+   * fills it with no GPU preset gets `medium`, and one with fewer workgroups of its tile splits
+   * K. 0.9: `tall` at a 4096×768 output (256 workgroups) ran 6–10% faster whole than split in two.
    */
-  fill: 1,
-  /** `big` from this many waves (target workgroups) of its tiles. */
-  bigWaves: 1.5,
+  fill: 0.9,
+  /**
+   * How a product loads an f16 B read 4 at a time: `native` as `vec4<f16>`, `packed` as two u32
+   * unpacked with `unpack2x16float`, `auto` packed when B's rows run along n (not transposed)
+   * and native when they run along k. At 4096³ on an H100 (bench/RESULTS.md, session 11): NN
+   * 32.8 TFLOP/s native, 36.2 packed (f32: 35.1); NT 35.9 native, 34.7 packed (f32: 34.8).
+   * `bench/matmul.ts --f16-loads` compares them.
+   */
+  f16Loads: "auto" as "auto" | "native" | "packed",
+  /** The GPU presets that compete for a product (`bench/step.ts --presets` runs with fewer). */
+  gpuPresets: ["big", "tall", "wide"] as ("big" | "tall" | "wide")[],
   /**
    * Products of at most this many rows against a packed B (decoding's x·Wᵀ, or x·W for GPT-2's
    * Conv1D weights) run as a GEMV (kernels/gemv.ts) rather than a tile; 0 never.
@@ -208,10 +227,18 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
   // a software adapter runs few invocations at once: the bigger the register tile, the better
   if (target <= CPU_TARGET_GROUPS) return "cpu";
   if (m <= 64 || n <= 64) return "medium";
-  // 8×16 register tiles read the fewest shared-memory bytes per FMA, but fill a GPU in fewer,
-  // bigger workgroups: worth it from 1.5 waves (a 4096×768 output, 192 of them, is not)
-  if (tiles(m, n, MATMUL_TILES.big) * batch >= MATMUL_HEURISTICS.bigWaves * target) return "big";
-  return tiles(m, n, MATMUL_TILES.wide) * batch >= MATMUL_HEURISTICS.fill * target ? "wide" : "medium";
+  // Workgroups run in rounds of `target`, and the last round runs part full: the estimate is
+  // rounds × block elements / speed. So 4096×2304 takes `tall` (3 full rounds) over `big`
+  // (2.2 rounds, the third one 18% full), and 4096³ `big` (3.9 rounds of the least work).
+  let best: MatmulTileName = "medium", bestCost = Infinity;
+  for (const name of MATMUL_HEURISTICS.gpuPresets) {
+    const t = MATMUL_TILES[name];
+    const waves = tiles(m, n, t) * batch / target;
+    if (waves < MATMUL_HEURISTICS.fill) continue;
+    const cost = Math.ceil(waves) * t.bm * t.bn / GPU_PRESET_SPEED[name];
+    if (cost < bestCost) [best, bestCost] = [name, cost];
+  }
+  return best;
 }
 
 /** The tile and K split {@link encodeMatmul} uses for a shape and options. */
@@ -453,6 +480,8 @@ export function encodeMatmul(
     vecB: colsB % 4 === 0 && aligned4(lb),
     vecC: n % 4 === 0 && aligned4(lc) && Math.min(4, tile.tn) === 4,
     f16B,
+    f16Packed: f16B &&
+      (MATMUL_HEURISTICS.f16Loads === "auto" ? !transB : MATMUL_HEURISTICS.f16Loads === "packed"),
     ...(quant ? { quantB: quant.kind } : {}),
     bias: !!bias && !partial,
     accumulate: accumulate && !partial,

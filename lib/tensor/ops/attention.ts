@@ -13,7 +13,12 @@ import { record } from "../autograd.ts";
 import { keep, tidy } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
-import { type AttentionPath, fusedScaledDotProduct, useFusedAttention } from "./attention_fused.ts";
+import {
+  type AttentionPath,
+  fusedScaledDotProduct,
+  probabilityBytes,
+  useFusedAttention,
+} from "./attention_fused.ts";
 import { type DropoutSpec, needsFactors } from "./dropout.ts";
 import { cast } from "./layout.ts";
 import { operandB } from "./matmul.ts";
@@ -181,7 +186,8 @@ export function prefixAttention(
   const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
   const dims = { b, h, hkv, t, s: length, d, dv: d };
   // the fused kernels read f32 keys and values
-  const widen = (x: Tensor) => (x.dtype === "f16" && useFusedAttention(dims) ? cast(x, "f32") : x);
+  const fused = useFusedAttention(dims, undefined, q.gpu.limits.maxStorageBufferBindingSize);
+  const widen = (x: Tensor) => (x.dtype === "f16" && fused ? cast(x, "f32") : x);
   const stored = (x: Tensor): AttentionHeads => ({
     x: widen(x),
     at: placement("bthd", hkv, cap, d),
@@ -223,14 +229,24 @@ function scaledDotProduct(
       `attention: a causal mask needs keys ≥ queries, got ${dims.s} keys for ${dims.t} queries`,
     );
   }
+  const limit = q.x.gpu.limits.maxStorageBufferBindingSize;
   // dropout at given positions goes through factors on the probabilities: materialised
-  if (useFusedAttention(dims, opts.path) && !needsFactors(opts.probsDropout ?? null)) {
+  const factors = needsFactors(opts.probsDropout ?? null);
+  if (useFusedAttention(dims, opts.path, limit) && !factors) {
     const { b, h, t, dv } = dims;
     const at = placement(layout, h, t, dv);
     return fusedScaledDotProduct(q, k, v, dims, {
       shape: layout === "bhtd" ? [b, h, t, dv] : [b, t, h, dv],
       at,
     }, opts);
+  }
+  if (probabilityBytes(dims) > limit) {
+    const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+    throw new Error(
+      `attention: the materialised path's [${dims.b}, ${dims.h}, ${dims.t}, ${dims.s}] probabilities ` +
+        `(${mib(probabilityBytes(dims))}) exceed this device's largest storage binding (${mib(limit)}); ` +
+        (factors ? "dropout at chosen rows needs them: use fewer rows per call" : 'use the "fused" path'),
+    );
   }
   return tidy(() => {
     const scores = headScores(q, k, dims, opts.scale ?? 1 / Math.sqrt(dims.d));

@@ -59,10 +59,24 @@ export async function withAttentionPath<T>(path: AttentionPath, fn: () => Promis
   }
 }
 
-/** Whether a call of these sizes takes the fused path. */
-export function useFusedAttention(dims: AttentionDims, path: AttentionPath = ATTENTION_PATH.path): boolean {
+/** Bytes of one call's [B, H, T, S] probabilities on the materialised path. */
+export function probabilityBytes(dims: AttentionDims): number {
+  return dims.b * dims.h * dims.t * dims.s * 4;
+}
+
+/**
+ * Whether a call of these sizes takes the fused path: `auto` fuses from `fuseFromBytes` of
+ * probabilities, and whenever they would exceed `bindingLimit` (the device's largest storage
+ * binding), which the materialised path cannot bind.
+ */
+export function useFusedAttention(
+  dims: AttentionDims,
+  path: AttentionPath = ATTENTION_PATH.path,
+  bindingLimit = Infinity,
+): boolean {
   if (path !== "auto") return path === "fused";
-  return dims.b * dims.h * dims.t * dims.s * 4 >= ATTENTION_PATH.fuseFromBytes;
+  const bytes = probabilityBytes(dims);
+  return bytes >= ATTENTION_PATH.fuseFromBytes || bytes > bindingLimit;
 }
 
 /** Workgroups the dK and dV passes aim for on a GPU: with few keys × key/value heads, the queries split. */
