@@ -11,7 +11,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps torch_steps steps_tuned steps_unstaged fusions attention steps_fused_attention checkpointing bench torch_layer matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -80,8 +80,6 @@ if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then
   [ "$best_wide" != "${best_wide%/s1}" ] && tuned="$tuned --fill=0.5"
   part steps_tuned 60 $run bench/step.ts --models=roberta-base --methods=ssh,lora $tuned
 fi
-# the SSH coefficient gradient's first pass unstaged (the default on GPUs stages it): A/B against `steps`
-part steps_unstaged 60 $run bench/step.ts --models=roberta-base --methods=ssh --grad-pass=unstaged --profile
 # each fusion off in turn (lib/nn/fusions.ts), against `steps`: what each is worth on this GPU
 part fusions 110 bash -c "for f in qkv ffn norm head; do echo \"-- no-fuse=\$f\"; $run bench/step.ts --models=roberta-base --methods=ssh --no-fuse=\$f; done"
 # fused attention against materialised probabilities (ms and peak memory): where `auto` should fuse
@@ -91,6 +89,8 @@ part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods
 part checkpointing 45 $run bench/step.ts --models=roberta-base --methods=ssh --checkpointing
 part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py
+# PyTorch's f32 products (no TF32) at the shapes of the bench's matmul table
+part torch_matmul 45 python3 bench/torch_matmul.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
   --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4
@@ -99,9 +99,11 @@ part steps_f16 60 $run bench/step.ts --dtype=f16 --methods=ssh
 part quant 60 $run bench/matmul.ts --large --quant --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x768NT,2048x11008x4096NT,8x4096x4096NT
 part steps_quant 120 bash -c "$run bench/step.ts --dtype=q8 --methods=ssh; $run bench/step.ts --dtype=q4 --methods=ssh"
-# decoding's products (1 or 8 rows against a LLaMA-7B weight, and its LM head): the GEMV, then the m8 tile
-gemv_shapes=1x4096x4096NT,8x4096x4096NT,1x11008x4096NT,1x4096x11008NT,1x32000x4096NT
-part gemv 60 bash -c "$run bench/matmul.ts --quant --reps=20 --shapes=$gemv_shapes; $run bench/matmul.ts --quant --reps=20 --no-gemv --shapes=$gemv_shapes"
+# decoding's products (1 or 8 rows against a LLaMA-7B weight): the GEMV, then the m8 tile
+# (without LLaMA's 32000×4096 head, whose f16/q8/q4 copies took the part's minute on the CPU in
+# session 11: `decode` times the head)
+gemv_shapes=1x4096x4096NT,8x4096x4096NT,1x11008x4096NT,1x4096x11008NT
+part gemv 120 bash -c "$run bench/matmul.ts --quant --reps=20 --shapes=$gemv_shapes; $run bench/matmul.ts --quant --reps=20 --no-gemv --shapes=$gemv_shapes"
 # greedy decoding through one LLaMA-7B layer and its LM head: weight storage, f16 cache, GEMV or m8 tile
 part decode 120 $run bench/decode.ts --model llama7b-layer --dtypes f16,q8,q4 --tokens 48 --reps 2
 # instruction tuning at Qwen2.5-0.5B's vocabulary: the LM head at the learnt positions, against the whole head
@@ -119,6 +121,17 @@ if [ -f "$out/torch_layer.txt" ]; then
        /^layer / { key = $2 " " $3; t = $0; sub(/.*overhead vs frozen: /, "", t); torch[key] = t }
        END { for (k in ours) printf "  %-18s hartley %s | PyTorch %s\n", k, ours[k], torch[k] }' \
     "$out/bench.txt" "$out/torch_layer.txt"
+fi
+if [ -f "$out/bench.txt" ] && [ -f "$out/torch_matmul.txt" ]; then
+  echo "matmul f32, GFLOP/s (hartley's default tile | PyTorch, no TF32)"
+  # hartley: "4096×4096×4096 NN  square  f32  auto:big  3.906  35186.9  9.8e-8" (the middle column has
+  # spaces: fields are taken from the end); PyTorch: "torch-matmul 4096×4096×4096 NN 2.720 50530.1"
+  awk 'FNR == 1 { file++ }
+       file == 1 && $1 ~ /^[0-9]+×[0-9]+×[0-9]+$/ && $(NF - 4) == "f32" { ours[$1 " " $2] = $(NF - 1); order[++n] = $1 " " $2 }
+       file == 2 && $1 == "torch-matmul" { torch[$2 " " $3] = $5 }
+       END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in torch)) continue;
+               printf "  %-22s hartley %8.0f | PyTorch %8.0f | ours/theirs %.2f×\n", k, ours[k], torch[k], ours[k] / torch[k] } }' \
+    "$out/bench.txt" "$out/torch_matmul.txt"
 fi
 [ -f "$out/steps.txt" ] && [ -f "$out/torch_steps.txt" ] || exit 0
 echo "training step, ms (f32 weights; hartley steady-state wall clock | PyTorch CUDA events)"

@@ -16,7 +16,6 @@
  *     deno task bench-step --methods=ssh --wide-tile=64x128x8_8x16_2   # try another `wide` tile
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --presets=big,wide   # without the `tall` tile
- *     deno task bench-step --methods=ssh --grad-pass=unstaged   # the coefficient gradient's other pass
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn,head   # what fusions are worth (lib/nn/fusions.ts)
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
@@ -34,7 +33,6 @@ import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
 import { MATMUL_HEURISTICS, MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
 import { parseTileName } from "../kernels/matmul.ts";
-import { SPARSE_GRAD_PASS } from "../lib/spectral/sparse.ts";
 import { FUSIONS } from "../lib/nn/fusions.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
@@ -286,7 +284,6 @@ if (import.meta.main) {
       "wide-tile": { type: "string" },
       fill: { type: "string" },
       presets: { type: "string" },
-      "grad-pass": { type: "string" },
       "no-fuse": { type: "string" },
       attention: { type: "string" },
       checkpointing: { type: "boolean" },
@@ -306,14 +303,6 @@ if (import.meta.main) {
       throw new Error(`--no-fuse: unknown fusion "${name}" (known: ${Object.keys(FUSIONS).join(", ")})`);
     }
     FUSIONS[name as keyof typeof FUSIONS] = false;
-  }
-  const gradPass = values["grad-pass"];
-  if (gradPass) {
-    // tuning: the SSH coefficient gradient's first pass (see SPARSE_GRAD_PASS)
-    if (gradPass !== "staged" && gradPass !== "unstaged" && gradPass !== "auto") {
-      throw new Error(`--grad-pass: expected staged, unstaged or auto, got "${gradPass}"`);
-    }
-    SPARSE_GRAD_PASS.mode = gradPass;
   }
   if (values.fill) {
     // tuning: how full a GPU counts as filled before a product gets a smaller tile or a K split

@@ -1,7 +1,7 @@
 /**
  * WGSL for the sparse spectral adapter (SPEC §1.6): products of a token batch with the
  * effective sparse spectrum S̃ (by rows or by columns), the coefficient gradient (a reduction
- * over tokens in two passes, the first staged through workgroup memory for narrow layers),
+ * over tokens in two passes),
  * (S̃·C_N)ᵀ from S̃'s rows (the first half of building ΔW), scatter / gather of coefficients at
  * flat positions, and y += x.
  *
@@ -129,75 +129,6 @@ fn main(${ids}) {
   partial[id] = acc;
 }`,
 };
-
-/** Floats of token rows the staged gradient pass holds in workgroup memory (16 KiB). */
-export const GRAD_STAGE_FLOATS = 4096;
-/** Most entries one invocation of the staged pass takes (entries ≤ this · SPARSE_THREADS). */
-export const GRAD_STAGE_MAX_PER_INVOCATION = 8;
-
-const stagedCache = new Map<number, Kernel>();
-
-/**
- * Gradient, pass 1 staged through workgroup memory, for narrow layers ((m + n)·sub ≤
- * {@link GRAD_STAGE_FLOATS}): the same `partial[chunk·E + e]` as {@link gradPartialKernel}, one
- * workgroup per chunk of `chunk_len` tokens. The workgroup copies `sub` tokens' rows of δ̂ and x̂
- * at a time into workgroup memory with coalesced loads, then each invocation adds up its
- * `perInvocation` entries (e = lid + i·${SPARSE_THREADS}, named accumulators) from there: the
- * unstaged pass reads one scattered element per entry and token from L2. Dispatch
- * `grid(gpu, chunks)`. Bindings as {@link gradPartialKernel}; params {tokens, m, n, list,
- * entries, chunk_len, chunks, sub}.
- */
-export function gradStagedKernel(perInvocation: number): Kernel {
-  let k = stagedCache.get(perInvocation);
-  if (k) return k;
-  const ids = Array.from({ length: perInvocation }, (_, i) => i);
-  k = {
-    name: `sparse.grad_staged${perInvocation}`,
-    code: `
-@group(0) @binding(0) var<storage, read> plan: array<u32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
-struct P { tokens: u32, m: u32, n: u32, list: u32, entries: u32, chunk_len: u32, chunks: u32, sub: u32 }
-@group(0) @binding(4) var<uniform> p: P;
-// token s's rows at s·(m + n): δ̂ (m floats), then x̂ (n floats)
-var<workgroup> rows: array<f32, ${GRAD_STAGE_FLOATS}>;
-@compute @workgroup_size(${SPARSE_THREADS})
-fn main(${BUILTINS}) {
-  let chunk = ${GROUP_ID};
-  if (chunk >= p.chunks) { return; }
-  let t0 = chunk * p.chunk_len;
-  let t1 = min(t0 + p.chunk_len, p.tokens);
-  let width = p.m + p.n;
-${
-      ids.map((i) =>
-        `  let e${i} = lid + ${i * SPARSE_THREADS}u;
-  let f${i} = min(e${i}, p.entries - 1u);
-  let u${i} = plan[p.list + 2u * f${i}];
-  let v${i} = p.m + plan[p.list + 2u * f${i} + 1u];
-  var acc${i} = 0.0;`
-      ).join("\n")
-    }
-  for (var s0 = t0; s0 < t1; s0 += p.sub) {
-    let count = min(p.sub, t1 - s0);
-    for (var i = lid; i < count * width; i += ${SPARSE_THREADS}u) {
-      let s = i / width;
-      let c = i - s * width;
-      if (c < p.m) { rows[i] = a[(s0 + s) * p.m + c]; } else { rows[i] = b[(s0 + s) * p.n + c - p.m]; }
-    }
-    workgroupBarrier();
-    for (var s = 0u; s < count; s++) {
-      let base = s * width;
-${ids.map((i) => `      acc${i} += rows[base + u${i}] * rows[base + v${i}];`).join("\n")}
-    }
-    workgroupBarrier();
-  }
-${ids.map((i) => `  if (e${i} < p.entries) { partial[chunk * p.entries + e${i}] = acc${i}; }`).join("\n")}
-}`,
-  };
-  stagedCache.set(perInvocation, k);
-  return k;
-}
 
 /** Invocations per coefficient in the gradient's second pass. */
 const GRAD_REDUCE_THREADS = 32;

@@ -16,11 +16,8 @@ import {
   addKernel,
   casRowsKernel,
   gatherKernel,
-  GRAD_STAGE_FLOATS,
-  GRAD_STAGE_MAX_PER_INVOCATION,
   gradPartialKernel,
   gradReduceKernel,
-  gradStagedKernel,
   PRODUCT_TOKENS,
   productKernel,
   scatterKernel,
@@ -180,15 +177,6 @@ function casTable(gpu: Gpu, n: number): GPUBuffer {
   return table;
 }
 
-/**
- * Which first gradient pass {@link SparseSpectrum.encodeGrad} uses: `auto` stages narrow layers
- * through workgroup memory on GPUs and not on software adapters (where its barriers cost more
- * than it saves); `staged` and `unstaged` force one, for tests and for `bench/step.ts --grad-pass`.
- */
-export const SPARSE_GRAD_PASS: { mode: "auto" | "staged" | "unstaged" } = { mode: "auto" };
-
-/** Workgroups (token chunks) the staged first gradient pass aims at. */
-const GRAD_STAGE_CHUNKS = 256;
 /** Threads the first gradient pass aims at (entries × token chunks). */
 const GRAD_TARGET_THREADS = 131072;
 /** Shortest token chunk of the first gradient pass. */
@@ -311,27 +299,15 @@ export class SparseSpectrum {
     const { gpu } = this;
     const entries = this.entries.length;
     const { m, n } = this;
-    const sub = Math.floor(GRAD_STAGE_FLOATS / (m + n));
-    const perInvocation = Math.ceil(entries / SPARSE_THREADS);
-    let chunks: number;
-    let partial: GPUBuffer;
-    const mode = SPARSE_GRAD_PASS.mode;
-    const stageable = sub >= 1 && perInvocation <= GRAD_STAGE_MAX_PER_INVOCATION;
-    if (stageable && (mode === "staged" || (mode === "auto" && !gpu.software))) {
-      // narrow layers: token rows staged in workgroup memory, one workgroup per chunk
-      const chunkLen = Math.ceil(Math.max(sub, Math.ceil(tokens / GRAD_STAGE_CHUNKS)) / sub) * sub;
-      chunks = Math.ceil(tokens / chunkLen);
-      partial = gpu.pool.acquire(chunks * entries * 4, undefined, "sparse.grad_partial");
-      const p1 = new Uint32Array([tokens, m, n, this.#offsets.list, entries, chunkLen, chunks, sub]);
-      gpu.stream.dispatch(gradStagedKernel(perInvocation), [this.plan, a, b, partial], grid(gpu, chunks), p1);
-    } else {
-      const chunkLen = Math.max(GRAD_MIN_CHUNK, Math.ceil((tokens * entries) / GRAD_TARGET_THREADS));
-      chunks = Math.ceil(tokens / chunkLen);
-      partial = gpu.pool.acquire(chunks * entries * 4, undefined, "sparse.grad_partial");
-      const p1 = new Uint32Array([tokens, m, n, this.#offsets.list, entries, chunkLen, chunks]);
-      const groups = grid(gpu, Math.ceil((chunks * entries) / SPARSE_THREADS));
-      gpu.stream.dispatch(gradPartialKernel, [this.plan, a, b, partial], groups, p1);
-    }
+    // one invocation per entry and chunk of tokens, reading δ̂ and x̂ through the caches: on an
+    // H100 (0.48 ms for RoBERTa-base's 24 adapters) and on lavapipe faster than staging the
+    // tokens' rows in workgroup memory first (1.16 ms; bench/RESULTS.md, session 11)
+    const chunkLen = Math.max(GRAD_MIN_CHUNK, Math.ceil((tokens * entries) / GRAD_TARGET_THREADS));
+    const chunks = Math.ceil(tokens / chunkLen);
+    const partial = gpu.pool.acquire(chunks * entries * 4, undefined, "sparse.grad_partial");
+    const p1 = new Uint32Array([tokens, m, n, this.#offsets.list, entries, chunkLen, chunks]);
+    const groups = grid(gpu, Math.ceil((chunks * entries) / SPARSE_THREADS));
+    gpu.stream.dispatch(gradPartialKernel, [this.plan, a, b, partial], groups, p1);
     const ptr = this.#offsets.coefs;
     const p2 = new Uint32Array([
       this.count,
