@@ -14,9 +14,10 @@ export const LOSS_WG = 256;
 const VALID = "(tg != p.ignore && tg >= 0 && tg < i32(p.v))";
 
 /**
- * Per row: `lse[r] = log Σ exp(x)`, `rowLoss[r] = lse − x[target]` (0 for an ignored or
- * out-of-range target). Bindings logits, targets (i32), rowLoss, lse; uniform
- * `{ rows, v, ignore }`.
+ * Per row r of a band (lib/gpu/bands.ts): `lse[first + r] = log Σ exp(x)`, `rowLoss[first + r] =
+ * lse − x[target]` (0 for an ignored or out-of-range target), the band's row r starting at
+ * element `base + r·v` of the logits' binding. Bindings logits, targets (i32), rowLoss, lse;
+ * uniform `{ rows, v, ignore, first, base }`.
  */
 export const crossEntropyRowsKernel: Kernel = {
   name: "loss.cross_entropy_rows",
@@ -25,12 +26,13 @@ export const crossEntropyRowsKernel: Kernel = {
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read_write> rowLoss: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
-struct P { rows: u32, v: u32, ignore: i32 }
+struct P { rows: u32, v: u32, ignore: i32, first: u32, base: u32 }
 @group(0) @binding(4) var<uniform> p: P;
 @compute @workgroup_size(${LOSS_WG}) fn main(${BUILTINS}) {
-  let row = ${GROUP_ID};
-  if (row >= p.rows) { return; }
-  let base = row * p.v;
+  let r = ${GROUP_ID};
+  if (r >= p.rows) { return; }
+  let row = p.first + r;
+  let base = p.base + r * p.v;
   var mx = -3.0e38;
   for (var j = lid; j < p.v; j = j + ${LOSS_WG}u) { mx = max(mx, x[base + j]); }
   mx = wg_max(mx, lid);
@@ -80,7 +82,9 @@ struct P { rows: u32, v: u32, ignore: i32, mean: u32 }
 
 /**
  * `dx = (exp(x − lse) − onehot(target)) · gy[0] · (mean ? 1/count : 1)`, 0 on rows that do
- * not count. Bindings logits, targets, lse, gy, count, dx; uniform `{ n, v, ignore, mean }`.
+ * not count, over the `n` elements of a band of rows from row `first` (element `base` of the
+ * logits' and dx's bindings, which share a layout). Bindings logits, targets, lse, gy, count,
+ * dx; uniform `{ n, v, ignore, mean, first, base }`.
  */
 export const crossEntropyBackwardKernel: Kernel = {
   name: "loss.cross_entropy_backward",
@@ -91,20 +95,20 @@ export const crossEntropyBackwardKernel: Kernel = {
 @group(0) @binding(3) var<storage, read> gy: array<f32>;
 @group(0) @binding(4) var<storage, read> count: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
-struct P { n: u32, v: u32, ignore: i32, mean: u32 }
+struct P { n: u32, v: u32, ignore: i32, mean: u32, first: u32, base: u32 }
 @group(0) @binding(6) var<uniform> p: P;
 @compute @workgroup_size(256) fn main(${BUILTINS}) {
   ${linearId()}
   if (i >= p.n) { return; }
-  let row = i / p.v;
+  let row = p.first + i / p.v;
   let j = i % p.v;
   let tg = targets[row];
   var v = 0.0;
   if ${VALID} {
     let n = count[0];
     let scale = gy[0] * select(1.0, select(0.0, 1.0 / n, n > 0.0), p.mean != 0u);
-    v = (exp(x[i] - lse[row]) - select(0.0, 1.0, u32(tg) == j)) * scale;
+    v = (exp(x[p.base + i] - lse[row]) - select(0.0, 1.0, u32(tg) == j)) * scale;
   }
-  dx[i] = v;
+  dx[p.base + i] = v;
 }`,
 };

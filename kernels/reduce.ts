@@ -57,16 +57,17 @@ struct P { ${fields.join(", ")} }
 export const ARGMAX_WG = 256;
 
 /**
- * `y[r] = the first j of the largest x[r·n + j]` (finite values), one workgroup per row: each
- * invocation scans a strided part of the row, then a tree over workgroup memory keeps the larger
- * value, the smaller index on ties. Bindings x (f32), y (i32); uniform `{ rows, n }`.
+ * `y[first + r] = the first j of the largest x[base + r·n + j]` (finite values) for the rows r
+ * of a band (lib/gpu/bands.ts), one workgroup per row: each invocation scans a strided part of
+ * the row, then a tree over workgroup memory keeps the larger value, the smaller index on ties.
+ * Bindings x (f32), y (i32); uniform `{ rows, n, first, base }`.
  */
 export const argmaxKernel: Kernel = {
   name: "reduce.argmax",
   code: `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<i32>;
-struct P { rows: u32, n: u32 }
+struct P { rows: u32, n: u32, first: u32, base: u32 }
 @group(0) @binding(2) var<uniform> p: P;
 var<workgroup> bestV: array<f32, ${ARGMAX_WG}>;
 var<workgroup> bestI: array<u32, ${ARGMAX_WG}>;
@@ -74,7 +75,7 @@ const NONE = 0xffffffffu;
 @compute @workgroup_size(${ARGMAX_WG}) fn main(${BUILTINS}) {
   let row = ${GROUP_ID};
   if (row >= p.rows) { return; }
-  let base = row * p.n;
+  let base = p.base + row * p.n;
   var v = -3.4e38;
   var i = NONE;
   for (var j = lid; j < p.n; j = j + ${ARGMAX_WG}u) {
@@ -96,6 +97,6 @@ const NONE = 0xffffffffu;
     }
     workgroupBarrier();
   }
-  if (lid == 0u) { y[row] = i32(bestI[0]); }
+  if (lid == 0u) { y[p.first + row] = i32(bestI[0]); }
 }`,
 };

@@ -103,6 +103,10 @@ Deno.test("pool reuse is stream-ordered: a released buffer serves later work of 
   assertEquals(sizeClass(1), 16);
   assertEquals(sizeClass(1000), 1024);
   assertEquals(sizeClass(70000), 73728);
+  // never past a device's largest binding when the request fits under it (2³¹ − 4 on an H100)
+  assertEquals(sizeClass(2_100_000_001), 2 ** 31);
+  assertEquals(sizeClass(2_100_000_001, 2 ** 31 - 4), 2_100_000_004);
+  assertEquals(sizeClass(70000, 72000), 70000);
 });
 
 Deno.test("pool hands out the oldest free buffer of a size first, whatever the release order", async () => {

@@ -31,15 +31,18 @@ export interface PoolStats {
 }
 
 /**
- * Round a request up to the pool's size classes: powers of two up to 64 KiB, then eighths of
- * the next power of two (at most 12.5% waste), never below 16 bytes.
+ * Round a request up to the pool's size classes: powers of two up to 64 KiB, then sixteenths of
+ * the next power of two (at most 6.25% waste), never below 16 bytes. A request of at most
+ * `bindable` bytes never rounds up past it: kernels bind whole buffers, and a 1.9 GiB tensor
+ * in a 2 GiB buffer could not be bound on a device whose bindings stop at 2³¹ − 4 bytes.
  */
-export function sizeClass(bytes: number): number {
+export function sizeClass(bytes: number, bindable = Infinity): number {
   const b = Math.max(16, Math.ceil(bytes / 4) * 4);
   const p = 2 ** Math.ceil(Math.log2(b));
   if (p <= 65536) return p;
   const step = p / 16;
-  return Math.ceil(b / step) * step;
+  const size = Math.ceil(b / step) * step;
+  return size > bindable && b <= bindable ? b : size;
 }
 
 /** A pool of buffers keyed by (usage, size class). */
@@ -62,7 +65,7 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` bytes (contents undefined). */
   acquire(bytes: number, usage: number = STORAGE_USAGE, label?: string): GPUBuffer {
-    const size = sizeClass(bytes);
+    const size = sizeClass(bytes, this.device.limits.maxStorageBufferBindingSize);
     const key = `${usage}:${size}`;
     const buffer = this.#free.get(key)?.pop();
     if (buffer) {

@@ -121,8 +121,17 @@ export class Stream {
     const layout = this.gpu.pipelines.layout(pipeline);
     const entries: GPUBindGroupEntry[] = [];
     let key = `${this.gpu.pipelines.id(pipeline)}`;
+    const limit = this.gpu.limits.maxStorageBufferBindingSize;
     for (const [i, b] of buffers.entries()) {
       const r = b instanceof GPUBuffer ? { buffer: b } : b;
+      const bytes = r.size ?? r.buffer.size - (r.offset ?? 0);
+      if (bytes > limit) {
+        // a clear error in place of WebGPU's validation error at the end of the step
+        throw new Error(
+          `${kernel.name}: binding ${i} (buffer '${r.buffer.label}') spans ${bytes} bytes, over this device's ` +
+            `largest storage binding (${limit} bytes)`,
+        );
+      }
       entries.push({ binding: i, resource: r });
       key += `|${bufferId(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
     }

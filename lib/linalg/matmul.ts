@@ -8,6 +8,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { grid } from "../gpu/buffers.ts";
+import { bindingLimit } from "../gpu/bands.ts";
+import type { Binding } from "../gpu/stream.ts";
 import {
   type EpilogueActivation,
   matmulKernel,
@@ -334,23 +336,111 @@ function aligned4(p: Placement): boolean {
   return p.ld % 4 === 0 && p.offset % 4 === 0 && p.batchStride % 4 === 0 && p.headStride % 4 === 0;
 }
 
+/** An operand's binding, and the elements its binding starts after the buffer's first. */
+interface Window {
+  binding: Binding;
+  shift: number;
+}
+
 /**
- * The binding of `buffer` for an operand that reads or writes its first `bytes` (rounded up to 4),
- * after checking its size: the whole buffer where one binding may hold it, so that products over
- * a growing extent (decoding's keys and values) keep their bind group; else the first `bytes`.
+ * The binding of `buffer` for an operand that reads or writes its elements [`first`, `end`) of
+ * `elementBytes` each, after checking its size: the whole buffer where one binding may hold it,
+ * so that products over a growing extent (decoding's keys and values) keep their bind group;
+ * else a window from the aligned offset at or before `first` (`shift` elements in).
  */
 function window(
   gpu: Gpu,
   buffer: GPUBuffer,
-  bytes: number,
+  first: number,
+  end: number,
+  elementBytes: number,
   what: string,
-): { buffer: GPUBuffer; size?: number } {
-  const size = Math.ceil(bytes / 4) * 4;
+): Window {
+  const size = Math.ceil((end * elementBytes) / 4) * 4;
   if (buffer.size < size) {
     const name = buffer.label ? ` '${buffer.label}'` : "";
     throw new Error(`encodeMatmul: ${what} needs ${size} bytes but its buffer${name} has ${buffer.size}`);
   }
-  return buffer.size <= gpu.limits.maxStorageBufferBindingSize ? { buffer } : { buffer, size };
+  if (buffer.size <= gpu.limits.maxStorageBufferBindingSize && buffer.size <= bindingLimit(gpu)) {
+    return { binding: buffer, shift: 0 };
+  }
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const start = Math.floor((first * elementBytes) / align) * align;
+  return { binding: { buffer, offset: start, size: size - start }, shift: start / elementBytes };
+}
+
+/**
+ * A product of one matrix (no batch) whose A, B or C is over one storage binding (an LM head's
+ * logits [tokens, vocab]; a large vocabulary's f32 head weight) as products over bands: of rows
+ * (A and C), of B's rows (C's columns, B transposed) or of K (A transposed and B not: the head
+ * weight's gradient, accumulating). Returns false when no operand is over the limit; throws,
+ * naming the operand, when no band fits.
+ */
+function encodeBands(
+  gpu: Gpu,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  c: GPUBuffer,
+  m: number,
+  n: number,
+  k: number,
+  opts: MatmulOptions,
+  [la, lb, lc]: readonly Placement[],
+): boolean {
+  const limit = bindingLimit(gpu);
+  const transA = opts.transA ?? false, transB = opts.transB ?? false;
+  const bytesB = opts.f16B ? 2 : 4;
+  const [rowsA, colsA] = transA ? [k, m] : [m, k];
+  const [rowsB, colsB] = transB ? [n, k] : [k, n];
+  const span = (p: Placement, rows: number, cols: number, bytes: number) =>
+    ((rows - 1) * p.ld + cols) * bytes;
+  const over = (buffer: GPUBuffer, bytes: number) => buffer.size > limit && bytes > limit;
+  const overA = over(a, span(la, rowsA, colsA, 4));
+  const overB = over(b, span(lb, rowsB, colsB, bytesB));
+  const overC = over(c, span(lc, m, n, 4));
+  if (!overA && !overB && !overC) return false;
+  const single = (opts.batch ?? 1) === 1 && !opts.quantB && !opts.activation && !opts.broadcastB;
+  const room = limit - gpu.limits.minStorageBufferOffsetAlignment;
+  const at = (p: Placement, row: number): MatrixLayout => ({ ld: p.ld, offset: p.offset + row * p.ld });
+  const bands = (count: number, rowBytes: number, what: string, ok = single): [number, number][] => {
+    const per = Math.floor(room / rowBytes);
+    if (!ok || per < 1) {
+      throw new Error(
+        `encodeMatmul: ${what} is over this device's largest storage binding (${limit} bytes) and cannot ` +
+          "be cut into bands (one matrix, f32 or f16 B, no epilogue activation; no bias with a B that large)",
+      );
+    }
+    return Array.from(
+      { length: Math.ceil(count / per) },
+      (_, i) => [i * per, Math.min(per, count - i * per)],
+    );
+  };
+  if (!transA && !overB) {
+    for (const [r0, rows] of bands(m, Math.max(la.ld * 4, lc.ld * 4), `A (${m}×${k}) or C (${m}×${n})`)) {
+      encodeMatmul(gpu, a, b, c, rows, n, k, { ...opts, layoutA: at(la, r0), layoutC: at(lc, r0) });
+    }
+  } else if (transB && !overA && overB) {
+    for (const [c0, cols] of bands(n, lb.ld * bytesB, `B (${n}×${k})`, single && !opts.bias)) {
+      encodeMatmul(gpu, a, b, c, m, cols, k, {
+        ...opts,
+        layoutB: at(lb, c0),
+        layoutC: { ld: lc.ld, offset: lc.offset + c0 },
+      });
+    }
+  } else if (transA && !transB && !overC) {
+    for (const [k0, depth] of bands(k, Math.max(la.ld * 4, lb.ld * bytesB), `A (${k}×${m})`)) {
+      encodeMatmul(gpu, a, b, c, m, n, depth, {
+        ...opts,
+        layoutA: at(la, k0),
+        layoutB: at(lb, k0),
+        accumulate: (opts.accumulate ?? false) || k0 > 0,
+        ...(k0 > 0 ? { bias: undefined } : {}),
+      });
+    }
+  } else {
+    bands(0, Infinity, `an operand of ${m}×${n}×${k}`);
+  }
+  return true;
 }
 
 /**
@@ -402,21 +492,32 @@ export function encodeMatmul(
   const custom = opts.layoutC !== undefined;
   const shapeA = `${rowsA}×${colsA}`;
   const shapeB = `${rowsB}×${colsB}`;
-  const A = window(gpu, a, extent(la, outer, heads, rowsA, colsA) * 4, `A (${batch} × ${shapeA} f32)`);
+  if (outer * heads === 1 && encodeBands(gpu, a, b, c, m, n, k, opts, [la, lb, lc])) return;
+  const A = window(
+    gpu,
+    a,
+    la.offset,
+    extent(la, outer, heads, rowsA, colsA),
+    4,
+    `A (${batch} × ${shapeA} f32)`,
+  );
   const extentB = extent(lb, outer, heads, rowsB, colsB);
   const typeB = quant?.kind ?? (f16B ? "f16" : "f32");
   const whatB = `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${typeB})`;
   const groupsB = Math.ceil(extentB / QUANT_GROUP);
-  const B = window(gpu, b, quant ? groupsB * groupWords(quant.kind) * 4 : extentB * (f16B ? 2 : 4), whatB);
-  const scalesB = quant ? window(gpu, quant.scales, groupsB * 4, `${whatB}'s scales`) : undefined;
+  // a quantized B's codes are bound from its buffer's start (its groups are counted from there)
+  const B = quant
+    ? window(gpu, b, 0, groupsB * groupWords(quant.kind), 4, whatB)
+    : window(gpu, b, lb.offset, extentB, f16B ? 2 : 4, whatB);
+  const scalesB = quant ? window(gpu, quant.scales, 0, groupsB, 4, `${whatB}'s scales`).binding : undefined;
   if (quant && !(colsB % 4 === 0 && aligned4(lb))) {
     throw new Error(
       `encodeMatmul: a ${quant.kind} B is read 4 values at a time: its stored rows (${colsB}) and its ` +
         `placement must be multiples of 4`,
     );
   }
-  const C = window(gpu, c, extent(lc, outer, heads, m, n) * 4, `C (${batch} × ${m}×${n} f32)`);
-  const bias = opts.bias ? window(gpu, opts.bias, n * 4, `bias (${n} f32)`) : undefined;
+  const C = window(gpu, c, lc.offset, extent(lc, outer, heads, m, n), 4, `C (${batch} × ${m}×${n} f32)`);
+  const bias = opts.bias ? window(gpu, opts.bias, 0, n, 4, `bias (${n} f32)`).binding : undefined;
   if (lc.headGroup > 1) {
     throw new Error("encodeMatmul: C's heads cannot share a matrix (layoutC.headGroup must be 1)");
   }
@@ -433,7 +534,7 @@ export function encodeMatmul(
   }
   const preBuffer = act?.pre;
   const pre = preBuffer
-    ? window(gpu, preBuffer, batch * m * n * 4, `pre-activation (${batch} × ${m}×${n} f32)`)
+    ? window(gpu, preBuffer, 0, batch * m * n, 4, `pre-activation (${batch} × ${m}×${n} f32)`).binding
     : undefined;
 
   const alpha = opts.alpha ?? 1;
@@ -449,7 +550,14 @@ export function encodeMatmul(
     });
     const params = new Uint32Array([n, k, 0, 0]);
     new Float32Array(params.buffer)[2] = alpha;
-    const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : []), ...(scalesB ? [scalesB] : [])];
+    const bindings = [
+      A.binding,
+      B.binding,
+      C.binding,
+      ...(bias ? [bias] : []),
+      ...(pre ? [pre] : []),
+      ...(scalesB ? [scalesB] : []),
+    ];
     gpu.stream.dispatch(kernel, bindings, grid(gpu, gemvGroups(transB, n)), params);
     return;
   }
@@ -494,7 +602,9 @@ export function encodeMatmul(
   };
   const tilesM = Math.ceil(m / tile.bm), tilesN = Math.ceil(n / tile.bn);
   // split-K partials are packed: slice z of the scratch buffer holds entry z / splits, chunk z % splits
-  const pc = partial ? { ...lc, ld: n, offset: 0, batchStride: m * n } : lc;
+  const pc = partial
+    ? { ...lc, ld: n, offset: 0, batchStride: m * n }
+    : { ...lc, offset: lc.offset - C.shift };
   const params = new Uint32Array([
     m,
     n,
@@ -512,19 +622,32 @@ export function encodeMatmul(
     0,
     0,
     0,
-    ...[la, lb, pc].flatMap((l) => [l.offset, l.batchStride, l.headStride, l.headGroup]),
+    ...[{ ...la, offset: la.offset - A.shift }, { ...lb, offset: lb.offset - B.shift }, pc]
+      .flatMap((l) => [l.offset, l.batchStride, l.headStride, l.headGroup]),
   ]);
   new Float32Array(params.buffer)[11] = alpha;
   const [gx, gy] = grid(gpu, tilesM * tilesN);
   const kernel = matmulKernel(variant);
   if (!partial) {
-    const bindings = [A, B, C, ...(bias ? [bias] : []), ...(pre ? [pre] : []), ...(scalesB ? [scalesB] : [])];
+    const bindings = [
+      A.binding,
+      B.binding,
+      C.binding,
+      ...(bias ? [bias] : []),
+      ...(pre ? [pre] : []),
+      ...(scalesB ? [scalesB] : []),
+    ];
     gpu.stream.dispatch(kernel, bindings, [gx, gy, z], params);
     return;
   }
   const scratchBytes = z * m * n * 4;
   const scratch = gpu.pool.acquire(scratchBytes, undefined, "matmul.splitK");
-  const partialBindings = [A, B, { buffer: scratch, size: scratchBytes }, ...(scalesB ? [scalesB] : [])];
+  const partialBindings = [
+    A.binding,
+    B.binding,
+    { buffer: scratch, size: scratchBytes },
+    ...(scalesB ? [scalesB] : []),
+  ];
   gpu.stream.dispatch(kernel, partialBindings, [gx, gy, z], params);
   const vec = n % 4 === 0;
   const unit = vec ? 4 : 1;
@@ -532,7 +655,7 @@ export function encodeMatmul(
   const reduceParams = new Uint32Array([total, (m * n) / unit, n / unit, splits, 0, 0, 0, 0]);
   new Float32Array(reduceParams.buffer)[4] = alpha;
   const reduce = matmulReduceKernel(vec, !!bias, accumulate);
-  const inputs = [{ buffer: scratch, size: scratchBytes }, C];
+  const inputs = [{ buffer: scratch, size: scratchBytes }, C.binding];
   gpu.stream.dispatch(
     reduce,
     bias ? [...inputs, bias] : inputs,

@@ -4,6 +4,7 @@
  * @module
  */
 import { copyKernel, type CopyType } from "../../../kernels/layout.ts";
+import { bindingLimit } from "../../gpu/bands.ts";
 import { collapse } from "../shape.ts";
 import { type DType, isQuantized, type Tensor } from "../tensor.ts";
 import { dequantizeInto } from "./quant.ts";
@@ -37,6 +38,21 @@ export function stridedCopy(
     ? ["f32", "f32"] as CopyType[]
     : [copyType(src.dtype, converting), copyType(dst.dtype, converting)];
   const offsets = [srcOffset, dstOffset];
+  // a contiguous run of a buffer over one storage binding (a row of an LM head's logits) moves
+  // as a buffer copy, which binds nothing
+  const limit = bindingLimit(src.gpu), bytes = src.dtype === "f16" ? 2 : 4;
+  const run = plan.shape.length === 1 && plan.strides.every((st) => st[0] === 1);
+  const words = [...offsets, plan.shape[0]].every((v) => (v * bytes) % 4 === 0);
+  if (!converting && !accumulate && run && words && Math.max(src.buffer.size, dst.buffer.size) > limit) {
+    src.gpu.stream.copy(
+      src.buffer,
+      offsets[0] * bytes,
+      dst.buffer,
+      offsets[1] * bytes,
+      plan.shape[0] * bytes,
+    );
+    return;
+  }
   if (from === "u32" && to === "u32" && byFour(plan.shape, plan.strides, offsets)) {
     // whole 16-byte words: a quarter of the invocations and of their index arithmetic (the
     // attention head permutes move rows of 64 floats)

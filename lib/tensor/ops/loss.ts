@@ -8,6 +8,7 @@ import {
   crossEntropyRowsKernel,
   crossEntropyTotalKernel,
 } from "../../../kernels/loss.ts";
+import { bandBinding, rowBands } from "../../gpu/bands.ts";
 import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import { fmt, sameShape } from "../shape.ts";
@@ -52,12 +53,14 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const rows = targets.size;
   const rowLoss = Tensor.empty(gpu, [rows]), lse = Tensor.empty(gpu, [rows]);
   const loss = Tensor.empty(gpu, []), count = Tensor.empty(gpu, [1]);
-  if (rows > 0) {
+  // logits over one binding (an LM head's at thousands of tokens) go in bands of rows
+  const bands = rows > 0 ? rowBands(gpu, rows, v, "crossEntropy logits") : [];
+  for (const band of bands) {
     gpu.stream.dispatch(
       crossEntropyRowsKernel,
-      [logits.buffer, targets.buffer, rowLoss.buffer, lse.buffer],
-      grid(gpu, rows),
-      u32s(rows, v, ignore),
+      [bandBinding(gpu, logits.buffer, band), targets.buffer, rowLoss.buffer, lse.buffer],
+      grid(gpu, band.rows),
+      u32s(band.rows, v, ignore, band.first, band.base),
     );
   }
   const totalParams = u32s(rows, v, ignore, mean);
@@ -70,8 +73,18 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   rowLoss.dispose();
   const out = record("crossEntropy", loss, [logits], [logits, targets, lse, count], (g, [x, t, l, c]) => {
     const gx = Tensor.empty(gpu, x.shape);
-    const bind = [x.buffer, t.buffer, l.buffer, g.buffer, c.buffer, gx.buffer];
-    launch(gpu, crossEntropyBackwardKernel, bind, gx.size, u32s(gx.size, v, ignore, mean));
+    for (const band of bands) {
+      const bind = [
+        bandBinding(gpu, x.buffer, band),
+        t.buffer,
+        l.buffer,
+        g.buffer,
+        c.buffer,
+        bandBinding(gpu, gx.buffer, band),
+      ];
+      const n = band.rows * v;
+      launch(gpu, crossEntropyBackwardKernel, bind, n, u32s(n, v, ignore, mean, band.first, band.base));
+    }
     return [gx];
   });
   lse.dispose();

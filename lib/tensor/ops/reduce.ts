@@ -4,6 +4,7 @@
  * @module
  */
 import { argmaxKernel, reduceKernel } from "../../../kernels/reduce.ts";
+import { bandBinding, rowBands } from "../../gpu/bands.ts";
 import { grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import {
@@ -167,6 +168,16 @@ export function argmax(x: Tensor): Tensor {
   }
   const rows = x.size / n;
   const out = Tensor.empty(x.gpu, x.shape.slice(0, -1), "i32");
-  if (rows > 0) x.gpu.stream.dispatch(argmaxKernel, [x.buffer, out.buffer], grid(x.gpu, rows), u32s(rows, n));
+  // rows over one binding (an LM head's logits at thousands of tokens) go in bands
+  const bands = rows > 0 ? rowBands(x.gpu, rows, n, "argmax") : [];
+  for (const band of bands) {
+    const at = bandBinding(x.gpu, x.buffer, band);
+    x.gpu.stream.dispatch(
+      argmaxKernel,
+      [at, out.buffer],
+      grid(x.gpu, band.rows),
+      u32s(band.rows, n, band.first, band.base),
+    );
+  }
   return out;
 }

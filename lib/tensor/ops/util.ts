@@ -4,14 +4,14 @@
  * @module
  */
 import { f32bits } from "../../../kernels/indexing.ts";
-import { type Gpu, grid, type Kernel } from "../../gpu/mod.ts";
+import { type Binding, type Gpu, grid, type Kernel } from "../../gpu/mod.ts";
 import type { DType, Tensor } from "../tensor.ts";
 
 /** Dispatch `kernel` with enough workgroups of `wg` invocations for `threads` invocations. */
 export function launch(
   gpu: Gpu,
   kernel: Kernel,
-  buffers: readonly GPUBuffer[],
+  buffers: readonly Binding[],
   threads: number,
   params: ArrayBufferView,
   wg = 256,

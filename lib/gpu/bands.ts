@@ -1,0 +1,88 @@
+/**
+ * Row bands: how a kernel over a [rows, row] tensor larger than one storage binding (an LM
+ * head's logits: 4096 tokens × 151,936 classes are 2.49 GB, over the H100's 2 GiB) runs as
+ * several dispatches, each binding a window of the buffer. A window starts at an offset the
+ * device can bind (a multiple of `minStorageBufferOffsetAlignment`); the kernel adds `base`
+ * elements to reach the band's first row.
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+
+/**
+ * A storage-binding limit below the device's, for tests: banded dispatches then run on small
+ * tensors. 0 keeps the device's limit.
+ */
+export const BINDING_LIMIT = { bytes: 0 };
+
+/** The largest storage binding the banded kernels plan for. */
+export function bindingLimit(gpu: Gpu): number {
+  const limit = gpu.limits.maxStorageBufferBindingSize;
+  return BINDING_LIMIT.bytes > 0 ? Math.min(limit, BINDING_LIMIT.bytes) : limit;
+}
+
+/** One band of rows and the window of the buffer that holds it. */
+export interface RowBand {
+  /** First row of the band. */
+  first: number;
+  /** Rows in the band. */
+  rows: number;
+  /** Byte offset of the binding (aligned for the device). */
+  start: number;
+  /** Bytes the binding covers. */
+  size: number;
+  /** Elements (of `elementBytes`) from the binding's start to the band's first row. */
+  base: number;
+}
+
+/**
+ * The bands of a tensor of `rows` rows of `rowElements` elements stored from element `offset`
+ * of its buffer: one band (from the buffer's start, `size` covering the rows) when the whole
+ * extent fits one binding, else as many rows per band as fit beside the alignment slack.
+ * Throws, naming `what`, when one row alone is over the limit.
+ */
+export function rowBands(
+  gpu: Gpu,
+  rows: number,
+  rowElements: number,
+  what: string,
+  { offset = 0, elementBytes = 4 }: { offset?: number; elementBytes?: number } = {},
+): RowBand[] {
+  const limit = bindingLimit(gpu);
+  const rowBytes = rowElements * elementBytes;
+  const bytesOf = (elements: number) => Math.ceil((elements * elementBytes) / 4) * 4;
+  if (bytesOf(offset + rows * rowElements) <= limit) {
+    return [{ first: 0, rows, start: 0, size: bytesOf(offset + rows * rowElements), base: offset }];
+  }
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const perBand = Math.floor((limit - align) / rowBytes);
+  if (perBand < 1) {
+    throw new Error(
+      `${what}: one row of ${rowBytes} bytes is over this device's largest storage binding (${limit} bytes)`,
+    );
+  }
+  const bands: RowBand[] = [];
+  for (let first = 0; first < rows; first += perBand) {
+    const n = Math.min(perBand, rows - first);
+    const from = (offset + first * rowElements) * elementBytes;
+    const start = Math.floor(from / align) * align;
+    bands.push({
+      first,
+      rows: n,
+      start,
+      size: Math.ceil((from - start + n * rowBytes) / 4) * 4,
+      base: (from - start) / elementBytes,
+    });
+  }
+  return bands;
+}
+
+/** The binding of `buffer` for `band`: the whole buffer when one binding may hold it, else the band's window. */
+export function bandBinding(gpu: Gpu, buffer: GPUBuffer, band: RowBand): GPUBuffer | {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+} {
+  return band.start === 0 && buffer.size <= bindingLimit(gpu)
+    ? buffer
+    : { buffer, offset: band.start, size: band.size };
+}
