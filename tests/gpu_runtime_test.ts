@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { getGpu, GpuTimer, KernelCompileError, readF32, upload } from "../lib/gpu/mod.ts";
 import { sizeClass } from "../lib/gpu/pool.ts";
 
@@ -107,6 +107,8 @@ Deno.test("pool reuse is stream-ordered: a released buffer serves later work of 
   assertEquals(sizeClass(2_100_000_001), 2 ** 31);
   assertEquals(sizeClass(2_100_000_001, 2 ** 31 - 4), 2_100_000_004);
   assertEquals(sizeClass(70000, 72000), 70000);
+  const most = gpu.limits.maxBufferSize;
+  assertThrows(() => gpu.pool.acquire(most + 1, undefined, "logits"), `buffer 'logits' of`);
 });
 
 Deno.test("pool hands out the oldest free buffer of a size first, whatever the release order", async () => {

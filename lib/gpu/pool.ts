@@ -74,6 +74,12 @@ export class BufferPool {
       this.#inUse.add(buffer);
       return buffer;
     }
+    const most = this.device.limits.maxBufferSize;
+    if (size > most) {
+      throw new Error(
+        `buffer${label ? ` '${label}'` : ""} of ${size} bytes is over this device's largest buffer (${most} bytes)`,
+      );
+    }
     const created = this.device.createBuffer({ size, usage, label });
     this.#owned.set(created, this.#created++);
     this.#inUse.add(created);
