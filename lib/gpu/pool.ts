@@ -77,7 +77,9 @@ export class BufferPool {
     const most = this.device.limits.maxBufferSize;
     if (size > most) {
       throw new Error(
-        `buffer${label ? ` '${label}'` : ""} of ${size} bytes is over this device's largest buffer (${most} bytes)`,
+        `buffer${
+          label ? ` '${label}'` : ""
+        } of ${size} bytes is over this device's largest buffer (${most} bytes)`,
       );
     }
     const created = this.device.createBuffer({ size, usage, label });
