@@ -6,7 +6,7 @@
  * (prepareMethod, batchLoss, AdamW).
  *
  * Reported per step: wall-clock milliseconds in steady state (steps submitted back to back, one
- * sync at the end: what a training run sees), GPU milliseconds between timestamps with steps
+ * sync at the end: what a training run sees; the time of 2N steps less that of N), GPU milliseconds between timestamps with steps
  * back to back in one submit (the GPU's own time), the CPU time to record a step and to submit
  * it (wall ≈ GPU ms says the GPU is the bound; wall ≈ record + submit, the CPU), dispatches, and the peak of pooled GPU memory. `--profile` adds each
  * kernel's share of one step's GPU time.
@@ -183,11 +183,18 @@ export async function benchStep(
     const d0 = gpu.stream.dispatches;
     const record: number[] = [];
     const submit: number[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) step(record, submit);
-    await gpu.sync();
-    const wallMs = (performance.now() - t0) / steps;
-    const dispatches = (gpu.stream.dispatches - d0) / steps;
+    const timed = async (n: number) => {
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) step(record, submit);
+      await gpu.sync();
+      return performance.now() - t0;
+    };
+    // steady state: 2N steps less N, so that the first step's recording (before the GPU has
+    // work) and the closing sync's readback (≈ 11 ms in Deno) cancel; over 10 steps they had
+    // added 1–3 ms to each (bench/RESULTS.md, session 11)
+    const once = await timed(steps);
+    const wallMs = (await timed(2 * steps) - once) / steps;
+    const dispatches = (gpu.stream.dispatches - d0) / (3 * steps);
     let gpuMs = NaN;
     if (gpu.timestamps) {
       // all steps in one submit, so that the GPU never waits for the CPU between them
