@@ -174,5 +174,24 @@ Deno.test("CLI: CoNLL files train a token classifier by themselves; a model with
       `${dir}/vit`,
     ]);
     assert(vit.code !== 0 && vit.err.includes("is a ViT, which takes images (task image-cls)"), vit.err);
+    // part-of-speech tags name no entities: no entity F1 to keep the best evaluation by
+    await Deno.writeTextFile(`${dir}/pos.conll`, "Ada NN\nsang VB\n\nBob NN\nran VB\n");
+    const pos = await runCli([
+      "train",
+      "--model",
+      fixtureModel("gpt2"),
+      "--data",
+      `${dir}/pos.conll`,
+      "--save-best",
+      "--best-metric",
+      "f1",
+      "--out",
+      `${dir}/pos`,
+    ]);
+    assertEquals(pos.code, 2, pos.err);
+    assert(
+      pos.err.includes("report loss, accuracy (token classification; f1, precision and recall need entity"),
+      pos.err,
+    );
   });
 });

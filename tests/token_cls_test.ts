@@ -75,6 +75,10 @@ Deno.test("encodeWords: each word's own tokens, as in running text, between the 
   }
   const roberta = await loadTokenizer(`${fixtureModel("roberta")}/tokenizer.json`);
   assertEquals(roberta.specialAround().map((ids) => ids.length), [1, 1], "<s> … </s>");
+  // found once and handed out as copies: a caller's changes do not reach the next answer
+  const first = roberta.specialAround();
+  first[0].push(7);
+  assertEquals(roberta.specialAround().map((ids) => ids.length), [1, 1], "a copy");
 });
 
 Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL columns; errors name the line", async () => {

@@ -22,6 +22,7 @@ import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { type BestMetric, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
+import { isEntityTagSet } from "../train/entities.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
 import { BEST_DIR, describeEval, train, type TrainResult } from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -377,7 +378,7 @@ async function runTraining(
   const scored = task === "causal-lm"
     ? ["loss", "token-accuracy"]
     : task === "token-cls"
-    ? ["loss", "accuracy", "f1", "precision", "recall"]
+    ? ["loss", "accuracy", ...(isEntityTagSet(splits.labelNames ?? []) ? ["f1", "precision", "recall"] : [])]
     : regression
     ? ["loss", "pearson", "spearman"]
     : splits.multiLabel
@@ -390,7 +391,7 @@ async function runTraining(
           task === "causal-lm"
             ? "a causal LM"
             : task === "token-cls"
-            ? "token classification; f1, precision and recall with entity tags (B-, I-, …)"
+            ? "token classification; f1, precision and recall need entity tags (B-, I-, …)"
             : regression
             ? "regression"
             : `${splits.numLabels} ${splits.multiLabel ? "labels, multi-label" : "classes"}`

@@ -153,14 +153,19 @@ export class Tokenizer {
    * `[SEP]`), found by encoding a probe word with and without them.
    */
   specialAround(): [number[], number[]] {
+    if (this.#around) return [[...this.#around[0]], [...this.#around[1]]];
     const full = this.encode("a"), plain = this.encode("a", { addSpecialTokens: false });
     for (let at = 0; at + plain.length <= full.length; at++) {
       if (plain.every((id, k) => full[at + k] === id)) {
-        return [full.slice(0, at), full.slice(at + plain.length)];
+        this.#around = [full.slice(0, at), full.slice(at + plain.length)];
+        return this.specialAround();
       }
     }
     throw new TokenizerError(`${this.path}: the post-processor changes a text's own tokens`);
   }
+
+  /** {@link specialAround}'s answer, found once. */
+  #around: [number[], number[]] | null = null;
 
   /** Token strings of `text` (as the Python library's `Encoding.tokens`). */
   tokens(text: string, { addSpecialTokens = true } = {}): string[] {
