@@ -361,7 +361,7 @@ function window(
     const name = buffer.label ? ` '${buffer.label}'` : "";
     throw new Error(`encodeMatmul: ${what} needs ${size} bytes but its buffer${name} has ${buffer.size}`);
   }
-  if (buffer.size <= gpu.limits.maxStorageBufferBindingSize && buffer.size <= bindingLimit(gpu)) {
+  if (buffer.size <= bindingLimit(gpu)) {
     return { binding: buffer, shift: 0 };
   }
   const align = gpu.limits.minStorageBufferOffsetAlignment;
