@@ -330,7 +330,7 @@ Deno.test("missing or malformed fields: errors name the field and the file", asy
   }
 });
 
-Deno.test("RoPE scaling: linear and llama3 parsed, with what they need; other types refused clearly", async () => {
+Deno.test("RoPE scaling: linear, llama3 and longrope parsed, with what they need; other types refused clearly", async () => {
   const llama3 = {
     rope_type: "llama3",
     rope_theta: 500000,
@@ -373,12 +373,59 @@ Deno.test("RoPE scaling: linear and llama3 parsed, with what they need; other ty
   await assertRejects(
     () => variant("llama", { rope_parameters: undefined, rope_scaling: { type: "yarn", factor: 2 } }),
     HfConfigError,
-    `rope_scaling asks for RoPE scaling type "yarn", which is not supported (supported: "default", "linear", "llama3")`,
+    `rope_scaling asks for RoPE scaling type "yarn", which is not supported (supported: "default", "linear", "llama3", "longrope")`,
   );
   await assertRejects(
     () => variant("llama", { rope_parameters: { rope_type: "default", rope_theta: -1 } }),
     HfConfigError,
     "rope_theta must be a positive number",
+  );
+});
+
+Deno.test("phi3: fused projections, partial rotary, LongRoPE and the sliding window as Phi3Config reads them", async () => {
+  const phi3 = { model_type: "phi3", architectures: ["Phi3ForCausalLM"], rope_parameters: undefined };
+  const plain = await variant("llama", phi3) as LlamaConfig;
+  assertEquals(
+    [plain.fusedProjections, plain.rotaryDim, plain.slidingWindow, plain.rope.type],
+    [true, 16, null, "default"],
+  );
+  const llama = await variant("llama", {}) as LlamaConfig;
+  assertEquals([llama.fusedProjections, llama.rotaryDim], [false, 16]);
+  // Phi-3.5-mini's shape of it: 128k positions from a 4k pretraining context, half of each head rotated
+  const short = [1, 1.5, 2, 3], long = [2, 4, 8, 16];
+  const longrope = {
+    ...phi3,
+    partial_rotary_factor: 0.5,
+    max_position_embeddings: 131072,
+    original_max_position_embeddings: 4096,
+    rope_scaling: { type: "longrope", short_factor: short, long_factor: long },
+    sliding_window: 2047,
+  };
+  const parsed = await variant("llama", longrope) as LlamaConfig;
+  assertEquals(parsed.rotaryDim, 8);
+  assertEquals(parsed.rope, {
+    type: "longrope",
+    theta: 10000,
+    shortFactor: short,
+    longFactor: long,
+    originalMaxPositions: 4096,
+    attentionFactor: Math.sqrt(1 + Math.log(32) / Math.log(4096)),
+  });
+  assertEquals([parsed.slidingWindow, parsed.slidingLayers], [2047, [0, 1]]);
+  const given = await variant("llama", {
+    ...longrope,
+    rope_scaling: { ...longrope.rope_scaling, attention_factor: 1.25 },
+  }) as LlamaConfig;
+  assertEquals((given.rope as RopeConfig & { type: "longrope" }).attentionFactor, 1.25);
+  await assertRejects(
+    () => variant("llama", { ...longrope, rope_scaling: { ...longrope.rope_scaling, long_factor: [1, 2] } }),
+    HfConfigError,
+    `rope_scaling of type "longrope" needs "long_factor", 4 positive numbers (one per rotary pair)`,
+  );
+  await assertRejects(
+    () => variant("llama", { ...phi3, partial_rotary_factor: 0.1 }),
+    HfConfigError,
+    "partial_rotary_factor 0.1 of head_dim 16 rotates 1 dimensions; RoPE needs an even number ≥ 2",
   );
 });
 

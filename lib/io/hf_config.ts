@@ -1,7 +1,7 @@
 /**
  * A Hugging Face `config.json` → a typed model configuration for the families this project
- * runs: `gpt2`, `bert`, `roberta`, `distilbert`, `llama` (and its variants `mistral`, `qwen2` and
- * `qwen3`), `vit`. Fields that transformers fills with a
+ * runs: `gpt2`, `bert`, `roberta`, `distilbert`, `llama` (and its variants `mistral`, `qwen2`,
+ * `qwen3` and `phi3`), `vit`. Fields that transformers fills with a
  * default when absent get the same default here (e.g. GPT-2's inner size 4·n_embd, Llama's
  * kv heads = heads and head_dim = hidden/heads); the sizes that shape the weights are required.
  * Every error names the file and the field.
@@ -19,6 +19,7 @@ export const SUPPORTED_MODEL_TYPES = [
   "mistral",
   "qwen2",
   "qwen3",
+  "phi3",
   "vit",
 ] as const;
 
@@ -118,8 +119,8 @@ export interface BertConfig extends CommonConfig {
 }
 
 /**
- * Rotary position embedding parameters: unscaled RoPE, or the scalings that change only the
- * inverse frequencies (transformers' "linear" and "llama3"; see lib/nn/rope.ts).
+ * Rotary position embedding parameters: unscaled RoPE, or the scalings of transformers' "linear",
+ * "llama3" and "longrope" (see lib/nn/rope.ts).
  */
 export type RopeConfig =
   | {
@@ -149,18 +150,36 @@ export type RopeConfig =
     highFreqFactor: number;
     /** The context length of pretraining (8192 for Llama 3.1). */
     originalMaxPositions: number;
+  }
+  | {
+    /**
+     * Phi-3's LongRoPE: each inverse frequency divided by its own factor, the short ones for
+     * sequences up to originalMaxPositions and the long ones beyond, and cos/sin scaled by
+     * `attentionFactor`.
+     */
+    type: "longrope";
+    /** Base of the rotary frequencies (rope_theta). */
+    theta: number;
+    /** One factor per rotary pair, for sequences up to originalMaxPositions. */
+    shortFactor: number[];
+    /** One factor per rotary pair, for longer sequences. */
+    longFactor: number[];
+    /** The context length of pretraining (original_max_position_embeddings). */
+    originalMaxPositions: number;
+    /** The scale of cos and sin: attention_factor, else √(1 + ln(max/original) / ln(original)). */
+    attentionFactor: number;
   };
 
 /** The model types built as LLaMA: the same layers, with the differences in {@link LlamaConfig}. */
-export type LlamaModelType = "llama" | "mistral" | "qwen2" | "qwen3";
+export type LlamaModelType = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3";
 
 /**
- * Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. Mistral, Qwen2 and Qwen3 are the same
- * model but for their biases (Qwen2's on q/k/v alone), their sliding-window attention and Qwen3's
- * RMSNorm of each query and key head.
+ * Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention. Mistral, Qwen2, Qwen3 and Phi-3 are the
+ * same model but for their biases (Qwen2's on q/k/v alone), their sliding-window attention, Qwen3's
+ * RMSNorm of each query and key head, and Phi-3's fused projections (qkv_proj, gate_up_proj).
  */
 export interface LlamaConfig extends CommonConfig {
-  /** "llama", "mistral", "qwen2" or "qwen3". */
+  /** "llama", "mistral", "qwen2", "qwen3" or "phi3". */
   modelType: LlamaModelType;
   /** Rows of the token-embedding table. */
   vocabSize: number;
@@ -187,6 +206,13 @@ export interface LlamaConfig extends CommonConfig {
   mlpBias: boolean;
   /** Each query and key head goes through an RMSNorm over headDim before RoPE (Qwen3's q_norm, k_norm). */
   qkNorm: boolean;
+  /**
+   * q, k and v come from one projection (qkv_proj, their rows stacked in that order) and gate and
+   * up from another (gate_up_proj): Phi-3.
+   */
+  fusedProjections: boolean;
+  /** The leading dimensions of each head that RoPE rotates: headDim · partial_rotary_factor. */
+  rotaryDim: number;
 }
 
 /** ViT: patch embedding + [CLS] token + pre-LayerNorm encoder. */
@@ -314,6 +340,7 @@ export function parseHfConfig(json: unknown, path: string): HfConfig {
     case "mistral":
     case "qwen2":
     case "qwen3":
+    case "phi3":
       return llama(f, modelType as LlamaModelType);
     case "vit":
       return vit(f);
@@ -404,6 +431,7 @@ const LLAMA_DEFAULTS: Record<LlamaModelType, Defaults & { positions?: number }> 
   mistral: { tie: false, pad: null, bos: 1, eos: 2, positions: 4096 * 32 },
   qwen2: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
   qwen3: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
+  phi3: { tie: false, pad: 32000, bos: 1, eos: 32000, positions: 4096 },
 };
 
 function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
@@ -418,6 +446,7 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     ? f.int("head_dim")
     : f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads");
   const defaults = LLAMA_DEFAULTS[modelType];
+  const rotary = rotaryDim(f, headDim);
   const attentionBias = (modelType === "llama" || modelType === "qwen3") && f.bool("attention_bias", false);
   return {
     ...common(f, modelType, defaults),
@@ -431,14 +460,33 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     headDim,
     intermediateSize: f.int("intermediate_size"),
     activation: f.activation("hidden_act", "silu"),
-    rmsNormEps: f.positive("rms_norm_eps", 1e-6),
-    rope: rope(f),
+    rmsNormEps: f.positive("rms_norm_eps", modelType === "phi3" ? 1e-5 : 1e-6),
+    rope: rope(f, rotary, modelType === "phi3" ? 4096 : undefined),
     qkvBias: modelType === "qwen2" || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === "llama" && f.bool("mlp_bias", false),
     qkNorm: modelType === "qwen3",
+    fusedProjections: modelType === "phi3",
+    rotaryDim: rotary,
     ...slidingWindow(f, modelType),
   };
+}
+
+/** The rotated part of a head: headDim · partial_rotary_factor (transformers' int(), made even). */
+function rotaryDim(f: Fields, headDim: number): number {
+  const factor = f.raw.partial_rotary_factor ?? 1;
+  if (typeof factor !== "number" || !(factor > 0 && factor <= 1)) {
+    throw new HfConfigError(
+      `${f.path}: partial_rotary_factor must be in (0, 1], got ${JSON.stringify(factor)}`,
+    );
+  }
+  const dim = Math.floor(headDim * factor);
+  if (dim < 2 || dim % 2 !== 0) {
+    throw new HfConfigError(
+      `${f.path}: partial_rotary_factor ${factor} of head_dim ${headDim} rotates ${dim} dimensions; RoPE needs an even number ≥ 2`,
+    );
+  }
+  return dim;
 }
 
 /**
@@ -453,6 +501,14 @@ function slidingWindow(
 ): { slidingWindow: number | null; slidingLayers: number[] } {
   const none = { slidingWindow: null, slidingLayers: [] };
   if (modelType === "llama") return none;
+  if (modelType === "phi3") {
+    // Phi-3 slides in every layer when sliding_window is set (its default is none)
+    const window = f.raw.sliding_window == null ? null : f.int("sliding_window");
+    return window === null ? none : {
+      slidingWindow: window,
+      slidingLayers: Array.from({ length: f.int("num_hidden_layers") }, (_, i) => i),
+    };
+  }
   const has = f.raw.sliding_window !== undefined;
   const window = has && f.raw.sliding_window === null ? null : f.int("sliding_window", 4096);
   const layers = f.int("num_hidden_layers");
@@ -474,8 +530,12 @@ function slidingWindow(
   return sliding.length ? { slidingWindow: window, slidingLayers: sliding } : none;
 }
 
-/** RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`. */
-function rope(f: Fields): RopeConfig {
+/**
+ * RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`, for
+ * heads whose first `rotaryDim` dimensions rotate (`originalDefault`: the config class's
+ * original_max_position_embeddings, where it has one).
+ */
+function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfig {
   const params = f.raw.rope_parameters ?? f.raw.rope_scaling ?? null;
   const key = f.raw.rope_parameters != null ? "rope_parameters" : "rope_scaling";
   if (params !== null && (typeof params !== "object" || Array.isArray(params))) {
@@ -522,12 +582,66 @@ function rope(f: Fields): RopeConfig {
         ),
       };
     }
+    case "longrope":
+      return longRope(f, key, p, theta, rotaryDim / 2, originalDefault);
     default:
       throw new HfConfigError(
         `${f.path}: ${key} asks for RoPE scaling type ${JSON.stringify(type)}, which is not supported ` +
-          `(supported: "default", "linear", "llama3")`,
+          `(supported: "default", "linear", "llama3", "longrope")`,
       );
   }
+}
+
+/**
+ * LongRoPE as transformers' _compute_longrope_parameters reads it: the factor lists (one per
+ * rotary pair), the pretraining context (original_max_position_embeddings of the config, else of
+ * the scaling, else max_position_embeddings) and the cos/sin scale.
+ */
+function longRope(
+  f: Fields,
+  key: string,
+  p: Record<string, unknown>,
+  theta: number,
+  pairs: number,
+  originalDefault?: number,
+): RopeConfig {
+  const factors = (name: string) => {
+    const v = p[name];
+    if (!Array.isArray(v) || v.length !== pairs || !v.every((x) => typeof x === "number" && x > 0)) {
+      throw new HfConfigError(
+        `${f.path}: ${key} of type "longrope" needs "${name}", ${pairs} positive numbers (one per rotary pair)`,
+      );
+    }
+    return v as number[];
+  };
+  const max = f.int("max_position_embeddings");
+  const own = f.raw.original_max_position_embeddings ?? originalDefault;
+  const original = typeof own === "number"
+    ? own
+    : typeof p.original_max_position_embeddings === "number"
+    ? p.original_max_position_embeddings
+    : max;
+  if (!(Number.isInteger(original) && original > 0)) {
+    throw new HfConfigError(`${f.path}: original_max_position_embeddings must be a positive integer`);
+  }
+  // the config's own original context makes the factor max/original, whatever the scaling says
+  const factor = typeof own === "number" ? max / original : typeof p.factor === "number" ? p.factor : 1;
+  const given = p.attention_factor;
+  if (given !== undefined && given !== null && !(typeof given === "number" && given > 0)) {
+    throw new HfConfigError(`${f.path}: ${key}'s attention_factor must be a positive number`);
+  }
+  return {
+    type: "longrope",
+    theta,
+    shortFactor: factors("short_factor"),
+    longFactor: factors("long_factor"),
+    originalMaxPositions: original,
+    attentionFactor: typeof given === "number"
+      ? given
+      : factor <= 1
+      ? 1
+      : Math.sqrt(1 + Math.log(factor) / Math.log(original)),
+  };
 }
 
 function vit(f: Fields): VitConfig {

@@ -16,5 +16,6 @@ registerFamily("llama", llamaFamily("llama"));
 registerFamily("mistral", llamaFamily("mistral"));
 registerFamily("qwen2", llamaFamily("qwen2"));
 registerFamily("qwen3", llamaFamily("qwen3"));
+registerFamily("phi3", llamaFamily("phi3"));
 registerFamily("roberta", robertaFamily);
 registerFamily("vit", vitFamily);

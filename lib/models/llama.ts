@@ -6,11 +6,13 @@
  * tie_word_embeddings. Dropout (train mode) follows attention_dropout (on the attention
  * probabilities) and, before a token classifier's `score`, classifier_dropout.
  *
- * Mistral, Qwen2 and Qwen3 (their ForCausalLM, ForSequenceClassification, ForTokenClassification
- * and Model classes) are built here too: Qwen2 has biases on q/k/v, Qwen3 an RMSNorm over each
- * query and key head before RoPE (q_norm, k_norm), and they may slide their attention over a
- * window of keys (every layer of Mistral, some of Qwen2's), as transformers' sliding-window mask
- * does.
+ * Mistral, Qwen2, Qwen3 and Phi-3 (their ForCausalLM, ForSequenceClassification,
+ * ForTokenClassification and Model classes) are built here too: Qwen2 has biases on q/k/v, Qwen3
+ * an RMSNorm over each query and key head before RoPE (q_norm, k_norm), Phi-3 one projection for
+ * q, k and v (qkv_proj) and one for gate and up (gate_up_proj), dropout on each block's output
+ * (resid_pdrop) and RoPE on part of each head (partial_rotary_factor, LongRoPE); and they may slide
+ * their attention over a window of keys (every layer of Mistral and Phi-3, some of Qwen2's), as
+ * transformers' sliding-window mask does.
  * @module
  */
 import type { LlamaConfig, LlamaModelType } from "../io/hf_config.ts";
@@ -19,10 +21,10 @@ import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
 import type { Linear } from "../nn/linear.ts";
 import { RmsNorm } from "../nn/norm.ts";
-import { ropeInverseFrequencies } from "../nn/rope.ts";
+import { ropeInverseFrequencies, ropeScale } from "../nn/rope.ts";
 import {
-  add,
   attention,
+  type DropoutRows,
   type DropoutSpec,
   embedding,
   mul,
@@ -30,6 +32,7 @@ import {
   rope,
   type RopeTables,
   ropeTables,
+  slice,
   Tensor,
 } from "../tensor/mod.ts";
 import { BaseModel, decoderClassifierDropout, rawNumber, tokenInputs } from "./base.ts";
@@ -42,17 +45,40 @@ import { SUPPORTED_ARCHITECTURES } from "./shapes.ts";
 /** One decoder layer's layers. */
 interface Layer {
   inputNorm: RmsNorm;
-  q: Linear;
-  k: Linear;
-  v: Linear;
+  /** q, k and v: three projections, or Phi-3's qkv_proj (q's rows, then k's, then v's). */
+  attnIn: { q: Linear; k: Linear; v: Linear } | { qkv: Linear };
   o: Linear;
   postNorm: RmsNorm;
   /** Qwen3's RMSNorm of each query head (q_norm) and key head (k_norm); absent elsewhere. */
   qNorm?: RmsNorm;
   kNorm?: RmsNorm;
-  gate: Linear;
-  up: Linear;
+  /** gate and up: two projections, or Phi-3's gate_up_proj (gate's rows, then up's). */
+  mlpIn: { gate: Linear; up: Linear } | { gateUp: Linear };
   down: Linear;
+}
+
+/** The linear layers and norms of a {@link Layer} (runLayer's `parts`). */
+function layerParts(layer: Layer): (Linear | RmsNorm)[] {
+  const norms = [layer.inputNorm, layer.postNorm, layer.qNorm, layer.kNorm].filter((n) => n !== undefined);
+  return [...norms, ...Object.values(layer.attnIn), layer.o, ...Object.values(layer.mlpIn), layer.down];
+}
+
+/** The queries, keys and values of `a` [B, T, H] ([B, T, heads·D] each) from one layer's projections. */
+function projectQkv(layer: Layer, a: Tensor, c: LlamaConfig): { q: Tensor; k: Tensor; v: Tensor } {
+  const attnIn = layer.attnIn;
+  if ("q" in attnIn) return { q: attnIn.q.forward(a), k: attnIn.k.forward(a), v: attnIn.v.forward(a) };
+  const qkv = attnIn.qkv.forward(a), q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  return { q: slice(qkv, 2, 0, q), k: slice(qkv, 2, q, q + kv), v: slice(qkv, 2, q + kv, q + 2 * kv) };
+}
+
+/** `act(gate(m)) · up(m)` from one layer's projections (`rows`: the pooled layer's dropout rows). */
+function gatedInput(layer: Layer, m: Tensor, c: LlamaConfig, rows?: DropoutRows): Tensor {
+  const mlpIn = layer.mlpIn;
+  if ("gate" in mlpIn) {
+    return mul(activate(mlpIn.gate.forward(m, rows), c.activation), mlpIn.up.forward(m, rows));
+  }
+  const gateUp = mlpIn.gateUp.forward(m, rows), width = c.intermediateSize;
+  return mul(activate(slice(gateUp, 2, 0, width), c.activation), slice(gateUp, 2, width, 2 * width));
 }
 
 /** The head's module by task. */
@@ -77,15 +103,20 @@ export class LlamaModel extends BaseModel {
     this.embed = Embedding.from(params, `${p}embed_tokens.weight`, c.padTokenId ?? undefined);
     for (let i = 0; i < c.numLayers; i++) {
       const l = `${p}layers.${i}`;
+      const fused = c.fusedProjections;
       this.layers.push({
         inputNorm: RmsNorm.from(params, `${l}.input_layernorm`, eps),
-        q: this.linear(`${l}.self_attn.q_proj`),
-        k: this.linear(`${l}.self_attn.k_proj`),
-        v: this.linear(`${l}.self_attn.v_proj`),
+        attnIn: fused ? { qkv: this.linear(`${l}.self_attn.qkv_proj`) } : {
+          q: this.linear(`${l}.self_attn.q_proj`),
+          k: this.linear(`${l}.self_attn.k_proj`),
+          v: this.linear(`${l}.self_attn.v_proj`),
+        },
         o: this.linear(`${l}.self_attn.o_proj`),
         postNorm: RmsNorm.from(params, `${l}.post_attention_layernorm`, eps),
-        gate: this.linear(`${l}.mlp.gate_proj`),
-        up: this.linear(`${l}.mlp.up_proj`),
+        mlpIn: fused ? { gateUp: this.linear(`${l}.mlp.gate_up_proj`) } : {
+          gate: this.linear(`${l}.mlp.gate_proj`),
+          up: this.linear(`${l}.mlp.up_proj`),
+        },
         down: this.linear(`${l}.mlp.down_proj`),
         ...(c.qkNorm
           ? {
@@ -114,11 +145,23 @@ export class LlamaModel extends BaseModel {
     if (cache) beginCached(cache, c.modelType, this.task, batch.attentionMask, b, t);
     // tables for a power-of-two number of positions, so few lengths are cached per device
     const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(end))), Math.max(end, c.maxPositions));
+    if (cache && c.rope.type === "longrope" && cache.length > 0) {
+      const original = c.rope.originalMaxPositions;
+      if (cache.length <= original && end > original) {
+        // transformers recomputes the cache here (Phi3ForCausalLM.prepare_inputs_for_generation)
+        throw new Error(
+          `${c.modelType}: generation past original_max_position_embeddings (${original}) switches LongRoPE to its ` +
+            `long factors, and the ${cache.length} cached positions were rotated with the short ones; ` +
+            "start again without the cache, or with a prompt past that length",
+        );
+      }
+    }
     const rope = ropeTables(this.gpu, {
-      rotaryDim: c.headDim,
+      rotaryDim: c.rotaryDim,
       theta: c.rope.theta,
       length,
-      invFreq: c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.headDim),
+      invFreq: c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.rotaryDim, end),
+      scale: ropeScale(c.rope),
     });
     // generation: the rotations of each row's new positions (b·t rows)
     const newRows = cache ? ropeAt(rope, cache.positions) : rope;
@@ -130,32 +173,44 @@ export class LlamaModel extends BaseModel {
       mask,
       rope,
     };
-    const attnDrop = rawNumber(c, "attention_dropout", 0);
+    const attnDrop = rawNumber(c, "attention_dropout", 0), residDrop = rawNumber(c, "resid_pdrop", 0);
+    const blocks = c.numLayers; // dropout sites: i (probabilities), then blocks + 2i and + 2i + 1
     let x = this.embed.forward(ids);
     this.layers.forEach((layer, i) => {
       const input = x;
       const at = pooled && i === last ? pooled : null;
       const window = this.windowOf(i);
-      x = this.runLayer(input, mask, Object.values(layer), (prev, mask) => {
+      x = this.runLayer(input, mask, layerParts(layer), (prev, mask) => {
         const a = layer.inputNorm.forward(prev);
         const probsDropout = this.dropoutSpec(attnDrop, i, at?.rows);
-        const att = at
-          ? this.pooledAttention(layer, a, at, rope, probsDropout)
-          : cache
-          ? this.cachedAttention(cache, i, layer, a, newRows, window)
-          : multiHeadAttention(
-            headNorm(layer.qNorm, layer.q.forward(a), c.headDim),
-            headNorm(layer.kNorm, layer.k.forward(a), c.headDim),
-            layer.v.forward(a),
-            { ...attnOpts, mask, probsDropout, window },
+        let att: Tensor;
+        if (at) att = this.pooledAttention(layer, a, at, rope, probsDropout);
+        else if (cache) att = this.cachedAttention(cache, i, layer, a, newRows, window);
+        else {
+          const { q, k, v } = projectQkv(layer, a, c);
+          att = multiHeadAttention(
+            headNorm(layer.qNorm, q, c.headDim),
+            headNorm(layer.kNorm, k, c.headDim),
+            v,
+            {
+              ...attnOpts,
+              mask,
+              probsDropout,
+              window,
+            },
           );
-        const y = add(at ? atPooled(prev, at) : prev, layer.o.forward(att, at?.rows));
-        const m = layer.postNorm.forward(y);
-        const gated = mul(
-          activate(layer.gate.forward(m, at?.rows), c.activation),
-          layer.up.forward(m, at?.rows),
+        }
+        const residual = at ? atPooled(prev, at) : prev;
+        const y = this.dropoutAdd(
+          layer.o.forward(att, at?.rows),
+          residual,
+          residDrop,
+          blocks + 2 * i,
+          at?.rows,
         );
-        return add(y, layer.down.forward(gated, at?.rows));
+        const m = layer.postNorm.forward(y);
+        const out = layer.down.forward(gatedInput(layer, m, c, at?.rows), at?.rows);
+        return this.dropoutAdd(out, y, residDrop, blocks + 2 * i + 1, at?.rows);
       });
       input.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
     });
@@ -194,9 +249,10 @@ export class LlamaModel extends BaseModel {
     // rows holds b·t positions: rotate the b·t tokens as one sequence
     const rotate = (x: Tensor, heads: number) =>
       reshape(rope(reshape(x, [1, b * t, heads, d]), rows, "bthd"), [b, t, heads, d]);
-    const q4 = rotate(headNorm(layer.qNorm, layer.q.forward(a), d), c.numHeads);
-    const k4 = rotate(headNorm(layer.kNorm, layer.k.forward(a), d), c.numKvHeads);
-    const keys = { x: reshape(k4, [b, t, c.numKvHeads * d]) }, values = { x: layer.v.forward(a) };
+    const { q, k, v } = projectQkv(layer, a, c);
+    const q4 = rotate(headNorm(layer.qNorm, q, d), c.numHeads);
+    const k4 = rotate(headNorm(layer.kNorm, k, d), c.numKvHeads);
+    const keys = { x: reshape(k4, [b, t, c.numKvHeads * d]) }, values = { x: v };
     return reshape(cache.attend(i, q4, keys, values, { causal: true, window }), [b, t, c.numHeads * d]);
   }
 
@@ -212,16 +268,18 @@ export class LlamaModel extends BaseModel {
     probsDropout: DropoutSpec | null,
   ): Tensor {
     const c = this.config, [b, t] = a.shape, d = c.headDim;
-    const q = headNorm(layer.qNorm, layer.q.forward(atPooled(a, at), at.rows), d);
+    const attnIn = layer.attnIn;
+    // separate projections: the query at the pooled rows alone; fused ones make every row's
+    const projected = "q" in attnIn
+      ? { q: attnIn.q.forward(atPooled(a, at), at.rows), k: attnIn.k.forward(a), v: attnIn.v.forward(a) }
+      : projectQkv(layer, a, c);
+    const pooledQ = "q" in attnIn ? projected.q : atPooled(projected.q, at);
+    const q = headNorm(layer.qNorm, pooledQ, d);
     // one query per row, each at its own position: rotated as a sequence of B positions
     const rows = ropeAt(tables, at.at);
     const q4 = reshape(rope(reshape(q, [1, b, c.numHeads, d]), rows, "bthd"), [b, 1, c.numHeads, d]);
-    const k4 = rope(
-      reshape(headNorm(layer.kNorm, layer.k.forward(a), d), [b, t, c.numKvHeads, d]),
-      tables,
-      "bthd",
-    );
-    const v4 = reshape(layer.v.forward(a), [b, t, c.numKvHeads, d]);
+    const k4 = rope(reshape(headNorm(layer.kNorm, projected.k, d), [b, t, c.numKvHeads, d]), tables, "bthd");
+    const v4 = reshape(projected.v, [b, t, c.numKvHeads, d]);
     const out = attention(q4, k4, v4, { layout: "bthd", mask: at.keyMask, probsDropout });
     return reshape(out, [b, 1, c.numHeads * d]);
   }
@@ -240,7 +298,7 @@ function ropeAt(tables: RopeTables, positions: Int32Array): RopeTables {
   return { cos: embedding(tables.cos, at), sin: embedding(tables.sin, at), rotaryDim: tables.rotaryDim };
 }
 
-/** The family of a model type built as LLaMA (llama, mistral, qwen2) for loadModel's registry. */
+/** The family of a model type built as LLaMA (llama, mistral, qwen2, qwen3, phi3) for loadModel's registry. */
 export function llamaFamily(modelType: LlamaModelType): Family {
   const [causalLm, seqCls, tokenCls, base] = SUPPORTED_ARCHITECTURES[modelType];
   return {

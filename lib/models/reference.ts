@@ -7,7 +7,7 @@
  */
 import type { Gpt2Config, LlamaConfig } from "../io/hf_config.ts";
 import type { TensorSource } from "../io/safetensors.ts";
-import { ropeInverseFrequencies64 } from "../nn/rope.ts";
+import { ropeInverseFrequencies64, ropeScale } from "../nn/rope.ts";
 import { ACTIVATIONS } from "../tensor/reference/activations.ts";
 import { attentionForward, ropeForward } from "../tensor/reference/attention.ts";
 import { normForward } from "../tensor/reference/norm.ts";
@@ -72,7 +72,7 @@ export function gpt2Reference(
   return { hidden, logits: dense(hidden, get("lm_head.weight"), null, h, c.vocabSize, "out_in") };
 }
 
-/** LLaMA with the LM head: ids [b, t] (row-major), optional attention mask [b, t]. */
+/** LLaMA (and the variants built as it) with the LM head: ids [b, t] (row-major), optional attention mask [b, t]. */
 export function llamaReference(
   c: LlamaConfig,
   w: ReferenceWeights,
@@ -89,16 +89,39 @@ export function llamaReference(
     normForward({ shape: [b * t, h], data: y }, get(`${key}.weight`), null, c.rmsNormEps, true).data;
   const lin = (y: Float64Array, key: string, inF: number, outF: number) =>
     dense(y, get(`${key}.weight`), w.get(`${key}.bias`) ?? null, inF, outF, "out_in");
-  const half = d / 2, cos = new Float64Array(t * half), sin = new Float64Array(t * half);
-  const inv = ropeInverseFrequencies64(c.rope, d);
+  // RoPE on the first rotaryDim dimensions of each head, cos and sin scaled by longrope's factor
+  const rd = c.rotaryDim, half = rd / 2, cos = new Float64Array(t * half), sin = new Float64Array(t * half);
+  const inv = ropeInverseFrequencies64(c.rope, rd, t), scale = ropeScale(c.rope);
   for (let pos = 0; pos < t; pos++) {
     for (let i = 0; i < half; i++) {
       const angle = pos * inv[i];
-      cos[pos * half + i] = Math.cos(angle);
-      sin[pos * half + i] = Math.sin(angle);
+      cos[pos * half + i] = Math.cos(angle) * scale;
+      sin[pos * half + i] = Math.sin(angle) * scale;
     }
   }
-  const rotate = (y: Float64Array, heads: number) => ropeForward(y, [b, t, heads, d], cos, sin, d, "bthd");
+  const rotate = (y: Float64Array, heads: number) => ropeForward(y, [b, t, heads, d], cos, sin, rd, "bthd");
+  // Phi-3: q, k and v from one projection (qkv_proj) and gate and up from another (gate_up_proj)
+  const qDim = c.numHeads * d, kvDim = c.numKvHeads * d, inner = c.intermediateSize;
+  const columns = (y: Float64Array, width: number, from: number, to: number) =>
+    Float64Array.from({ length: (y.length / width) * (to - from) }, (_, i) => {
+      const n = to - from;
+      return y[Math.floor(i / n) * width + from + (i % n)];
+    });
+  const attnIn = (a: Float64Array, l: string, part: "q" | "k" | "v") => {
+    if (!c.fusedProjections) {
+      return lin(a, `${l}.self_attn.${part}_proj`, h, part === "q" ? qDim : kvDim);
+    }
+    const qkv = lin(a, `${l}.self_attn.qkv_proj`, h, qDim + 2 * kvDim), width = qDim + 2 * kvDim;
+    const from = part === "q" ? 0 : part === "k" ? qDim : qDim + kvDim;
+    return columns(qkv, width, from, from + (part === "q" ? qDim : kvDim));
+  };
+  const mlpIn = (m: Float64Array, l: string): [Float64Array, Float64Array] => {
+    if (!c.fusedProjections) {
+      return [lin(m, `${l}.mlp.gate_proj`, h, inner), lin(m, `${l}.mlp.up_proj`, h, inner)];
+    }
+    const gateUp = lin(m, `${l}.mlp.gate_up_proj`, h, 2 * inner);
+    return [columns(gateUp, 2 * inner, 0, inner), columns(gateUp, 2 * inner, inner, 2 * inner)];
+  };
   // Qwen3: each query and key head through its RMSNorm (q_norm, k_norm), then RoPE
   const headNorm = (y: Float64Array, heads: number, key: string) =>
     c.qkNorm
@@ -107,30 +130,15 @@ export function llamaReference(
   const act = ACTIVATIONS[c.activation].f;
   for (let i = 0; i < c.numLayers; i++) {
     const l = `${p}layers.${i}`, a = rms(x, `${l}.input_layernorm`);
-    const q = rotate(
-      headNorm(
-        lin(a, `${l}.self_attn.q_proj`, h, c.numHeads * d),
-        c.numHeads,
-        `${l}.self_attn.q_norm.weight`,
-      ),
-      c.numHeads,
-    );
-    const k = rotate(
-      headNorm(
-        lin(a, `${l}.self_attn.k_proj`, h, c.numKvHeads * d),
-        c.numKvHeads,
-        `${l}.self_attn.k_norm.weight`,
-      ),
-      c.numKvHeads,
-    );
-    const v = lin(a, `${l}.self_attn.v_proj`, h, c.numKvHeads * d);
+    const q = rotate(headNorm(attnIn(a, l, "q"), c.numHeads, `${l}.self_attn.q_norm.weight`), c.numHeads);
+    const k = rotate(headNorm(attnIn(a, l, "k"), c.numKvHeads, `${l}.self_attn.k_norm.weight`), c.numKvHeads);
+    const v = attnIn(a, l, "v");
     const window = c.slidingWindow !== null && c.slidingLayers.includes(i) ? c.slidingWindow : undefined;
     const heads = { b, t, h: c.numHeads, hkv: c.numKvHeads, d, mask, scale: 1 / Math.sqrt(d), window };
     x = addInto(x, lin(selfAttention(q, k, v, heads), `${l}.self_attn.o_proj`, c.numHeads * d, h));
     const m = rms(x, `${l}.post_attention_layernorm`);
-    const gate = lin(m, `${l}.mlp.gate_proj`, h, c.intermediateSize).map(act);
-    const up = lin(m, `${l}.mlp.up_proj`, h, c.intermediateSize);
-    x = addInto(x, lin(gate.map((g, j) => g * up[j]), `${l}.mlp.down_proj`, c.intermediateSize, h));
+    const [gate, up] = mlpIn(m, l);
+    x = addInto(x, lin(gate.map((g, j) => act(g) * up[j]), `${l}.mlp.down_proj`, inner, h));
   }
   const hidden = rms(x, `${p}norm`);
   return { hidden, logits: dense(hidden, get("lm_head.weight"), null, h, c.vocabSize, "out_in") };

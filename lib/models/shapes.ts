@@ -52,7 +52,7 @@ export interface ParamShape {
 export interface ModelShapes {
   /**
    * The config's `model_type` ("gpt2", "bert", "roberta", "distilbert", "llama", "mistral", "qwen2",
-   * "qwen3" or "vit").
+   * "qwen3", "phi3" or "vit").
    */
   modelType: ModelType;
   /** The transformers class these shapes describe, e.g. "RobertaForSequenceClassification". */
@@ -116,6 +116,7 @@ export const SUPPORTED_ARCHITECTURES: Readonly<Record<ModelType, readonly string
   ],
   qwen2: ["Qwen2ForCausalLM", "Qwen2ForSequenceClassification", "Qwen2ForTokenClassification", "Qwen2Model"],
   qwen3: ["Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification", "Qwen3Model"],
+  phi3: ["Phi3ForCausalLM", "Phi3ForSequenceClassification", "Phi3ForTokenClassification", "Phi3Model"],
   vit: ["ViTForImageClassification", "ViTModel"],
 };
 
@@ -149,6 +150,7 @@ export function modelShapes(config: HfConfig, opts: ShapeOptions = {}): ModelSha
     case "mistral":
     case "qwen2":
     case "qwen3":
+    case "phi3":
       llama(b, config, numLabels);
       break;
     case "vit":
@@ -416,17 +418,23 @@ function llama(b: Builder, c: LlamaConfig, numLabels: number): void {
   for (let i = 0; i < c.numLayers; i++) {
     const l = `${p}layers.${i}`;
     b.layerNorm(`${l}.input_layernorm`, h, false);
-    b.linear(`${l}.self_attn.q_proj`, h, q, c.qkvBias);
-    b.linear(`${l}.self_attn.k_proj`, h, kv, c.qkvBias);
-    b.linear(`${l}.self_attn.v_proj`, h, kv, c.qkvBias);
+    if (c.fusedProjections) b.linear(`${l}.self_attn.qkv_proj`, h, q + 2 * kv, c.qkvBias);
+    else {
+      b.linear(`${l}.self_attn.q_proj`, h, q, c.qkvBias);
+      b.linear(`${l}.self_attn.k_proj`, h, kv, c.qkvBias);
+      b.linear(`${l}.self_attn.v_proj`, h, kv, c.qkvBias);
+    }
     b.linear(`${l}.self_attn.o_proj`, q, h, c.outputBias);
     if (c.qkNorm) {
       b.layerNorm(`${l}.self_attn.q_norm`, c.headDim, false);
       b.layerNorm(`${l}.self_attn.k_norm`, c.headDim, false);
     }
     b.layerNorm(`${l}.post_attention_layernorm`, h, false);
-    b.linear(`${l}.mlp.gate_proj`, h, c.intermediateSize, c.mlpBias);
-    b.linear(`${l}.mlp.up_proj`, h, c.intermediateSize, c.mlpBias);
+    if (c.fusedProjections) b.linear(`${l}.mlp.gate_up_proj`, h, 2 * c.intermediateSize, c.mlpBias);
+    else {
+      b.linear(`${l}.mlp.gate_proj`, h, c.intermediateSize, c.mlpBias);
+      b.linear(`${l}.mlp.up_proj`, h, c.intermediateSize, c.mlpBias);
+    }
     b.linear(`${l}.mlp.down_proj`, c.intermediateSize, h, c.mlpBias);
   }
   b.layerNorm(`${p}norm`, h, false);

@@ -3,7 +3,10 @@
  * each `rope_type` we support (modeling_rope_utils.py): "default" 1/θ^(2i/d); "linear" the same
  * divided by the factor; "llama3" (Llama 3.1 and later) the long wavelengths (above
  * original_max_position_embeddings / low_freq_factor) divided by the factor, the short ones
- * (below original_max_position_embeddings / high_freq_factor) kept, and a linear blend between.
+ * (below original_max_position_embeddings / high_freq_factor) kept, and a linear blend between;
+ * "longrope" (Phi-3) each divided by its own factor, the short factors while a call's positions stay
+ * within original_max_position_embeddings and the long ones beyond, and cos/sin scaled by its
+ * attention factor ({@link ropeScale}).
  * Every step is rounded to float32 as torch's float32 tensors round it;
  * {@link ropeInverseFrequencies64} is the float64 reference of the same formulas.
  * @module
@@ -12,10 +15,18 @@ import type { RopeConfig } from "../io/hf_config.ts";
 
 const f = Math.fround;
 
-/** Inverse frequencies of the `dim / 2` rotary pairs, in float32 arithmetic as transformers'. */
-export function ropeInverseFrequencies(rope: RopeConfig, dim: number): number[] {
+/**
+ * Inverse frequencies of the `dim / 2` rotary pairs, in float32 arithmetic as transformers', for a
+ * call whose positions run up to `length` (longrope's choice of factors; transformers' dynamic
+ * update takes the largest position id + 1).
+ */
+export function ropeInverseFrequencies(rope: RopeConfig, dim: number, length = 0): number[] {
   const base = Array.from({ length: dim / 2 }, (_, i) => f(1 / f(rope.theta ** f((2 * i) / dim))));
   switch (rope.type) {
+    case "longrope": {
+      const ext = longRopeFactors(rope, length);
+      return base.map((_, i) => f(1 / f(ext[i] * f(rope.theta ** f((2 * i) / dim)))));
+    }
     case "default":
       return base;
     case "linear":
@@ -36,9 +47,13 @@ export function ropeInverseFrequencies(rope: RopeConfig, dim: number): number[] 
 }
 
 /** The same inverse frequencies in float64 (the CPU reference of the models). */
-export function ropeInverseFrequencies64(rope: RopeConfig, dim: number): number[] {
+export function ropeInverseFrequencies64(rope: RopeConfig, dim: number, length = 0): number[] {
   const base = Array.from({ length: dim / 2 }, (_, i) => 1 / rope.theta ** ((2 * i) / dim));
   switch (rope.type) {
+    case "longrope": {
+      const ext = longRopeFactors(rope, length);
+      return base.map((v, i) => v / ext[i]);
+    }
     case "default":
       return base;
     case "linear":
@@ -54,4 +69,14 @@ export function ropeInverseFrequencies64(rope: RopeConfig, dim: number): number[
       });
     }
   }
+}
+
+/** LongRoPE's factors for a call whose positions run up to `length`. */
+function longRopeFactors(rope: RopeConfig & { type: "longrope" }, length: number): number[] {
+  return length > rope.originalMaxPositions ? rope.longFactor : rope.shortFactor;
+}
+
+/** The scale of the cos and sin tables: longrope's attention factor, else 1. */
+export function ropeScale(rope: RopeConfig): number {
+  return rope.type === "longrope" ? rope.attentionFactor : 1;
 }

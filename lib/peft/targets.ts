@@ -27,6 +27,8 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[
   mistral: ["q_proj", "v_proj"],
   qwen2: ["q_proj", "v_proj"],
   qwen3: ["q_proj", "v_proj"],
+  // PEFT has no default for Phi-3; its one attention input projection holds q, k and v
+  phi3: ["qkv_proj"],
   vit: ["query", "value"],
 };
 

@@ -415,14 +415,15 @@ const tableCache = new WeakMap<Gpu, Map<string, RopeTables>>();
 /**
  * The rotary tables for `length` positions, computed on the CPU and cached per device. The
  * inverse frequencies default to HF's `1 / theta^(2i/dim)`; `invFreq` overrides them (rope
- * scaling). Angles are formed in f32 like HF's (`position · inv_freq` in float32) and their
- * cos/sin taken in float64, so the tables match HF's to an ulp.
+ * scaling) and `scale` multiplies both tables (longrope's attention factor). Angles are formed in
+ * f32 like HF's (`position · inv_freq` in float32) and their cos/sin taken in float64, so the
+ * tables match HF's to an ulp.
  */
 export function ropeTables(
   gpu: Gpu,
-  opts: { rotaryDim: number; theta: number; length: number; invFreq?: readonly number[] },
+  opts: { rotaryDim: number; theta: number; length: number; invFreq?: readonly number[]; scale?: number },
 ): RopeTables {
-  const { rotaryDim: rd, theta, length } = opts;
+  const { rotaryDim: rd, theta, length, scale = 1 } = opts;
   if (rd <= 0 || rd % 2 !== 0) {
     throw new Error(`ropeTables: rotaryDim must be a positive even number, got ${rd}`);
   }
@@ -430,7 +431,7 @@ export function ropeTables(
   if (opts.invFreq && opts.invFreq.length !== half) {
     throw new Error(`ropeTables: invFreq has ${opts.invFreq.length} values, expected ${half}`);
   }
-  const key = `${rd}:${theta}:${length}:${opts.invFreq?.join(",") ?? ""}`;
+  const key = `${rd}:${theta}:${length}:${scale}:${opts.invFreq?.join(",") ?? ""}`;
   let perGpu = tableCache.get(gpu);
   if (!perGpu) tableCache.set(gpu, perGpu = new Map());
   const hit = perGpu.get(key);
@@ -443,8 +444,9 @@ export function ropeTables(
   for (let p = 0; p < length; p++) {
     for (let i = 0; i < half; i++) {
       const angle = Math.fround(p * inv[i]);
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
+      // longrope's attention factor scales both (transformers: emb.cos() * attention_scaling)
+      cos[p * half + i] = scale === 1 ? Math.cos(angle) : Math.fround(Math.cos(angle)) * scale;
+      sin[p * half + i] = scale === 1 ? Math.sin(angle) : Math.fround(Math.sin(angle)) * scale;
     }
   }
   const tables = {
