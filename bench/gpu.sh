@@ -8,7 +8,7 @@ set -uo pipefail
 # GPU tests: all but those that load the CLI or the npm datasets (not carried to the device
 # machine) or start a deno of their own (which would look for the lockfile's packages)
 tests=$(ls tests/*_test.ts |
-  grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli)_test.ts$')
+  grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
 parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "

@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import type { Gpu } from "../lib/gpu/mod.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
-import { openCheckpoint } from "../lib/io/safetensors.ts";
+import { openCheckpoint, openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
 import type { Batch, Model } from "../lib/models/model.ts";
 import {
   gpt2Reference,
@@ -124,4 +124,51 @@ export async function reloadedLogits(
   } finally {
     fresh.dispose();
   }
+}
+
+/** Rows of `parts` (each [rows, cols] f32) stacked in order. */
+function stack(parts: Float32Array[], cols: number): TensorData {
+  const rows = parts.reduce((n, p) => n + p.length / cols, 0);
+  const data = new Float32Array(rows * cols);
+  let at = 0;
+  for (const p of parts) [data.set(p, at), at += p.length];
+  return { dtype: "F32", shape: [rows, cols], data };
+}
+
+/**
+ * The llama fixture as Phi-3: its q/k/v and gate/up weights stacked into qkv_proj and gate_up_proj,
+ * config fields overridden, the llama reference outputs beside it. Remove it with Deno.remove.
+ */
+export async function phi3Dir(
+  config: Record<string, unknown> = {},
+  architecture = "Phi3ForCausalLM",
+): Promise<string> {
+  const dir = await tempModelDir(fixtureModel("llama"), {
+    model_type: "phi3",
+    architectures: [architecture],
+    ...config,
+  });
+  await Deno.copyFile(
+    join(fixtureModel("llama"), "reference.safetensors"),
+    join(dir, "reference.safetensors"),
+  );
+  const file = await openSafetensors(join(fixtureModel("llama"), "model.safetensors"));
+  const tensors: Record<string, TensorData> = {};
+  const read = async (name: string) => new Float32Array(await file.readF32(name));
+  for (const name of file.names) {
+    if (/\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\./.test(name)) continue;
+    const { dtype, shape } = file.info(name);
+    tensors[name] = { dtype, shape, data: await file.read(name) } as TensorData;
+  }
+  for (let l = 0; l < 2; l++) {
+    const a = `model.layers.${l}.self_attn`, m = `model.layers.${l}.mlp`;
+    const qkv = await Promise.all(["q", "k", "v"].map((x) => read(`${a}.${x}_proj.weight`)));
+    tensors[`${a}.qkv_proj.weight`] = stack(qkv, 64);
+    tensors[`${m}.gate_up_proj.weight`] = stack([
+      await read(`${m}.gate_proj.weight`),
+      await read(`${m}.up_proj.weight`),
+    ], 64);
+  }
+  await writeSafetensors(join(dir, "model.safetensors"), tensors);
+  return dir;
 }

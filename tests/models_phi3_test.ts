@@ -5,9 +5,7 @@
  * match the float64 reference, through the key/value cache too; a classifier's last layer at
  * the pooled rows alone keeps the loss and gradients with resid_pdrop in train mode.
  */
-import { join } from "node:path";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { modelParity } from "../lib/models/parity.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";
@@ -15,53 +13,7 @@ import { loraConfig } from "../lib/peft/config.ts";
 import { ropeInverseFrequencies, ropeInverseFrequencies64, ropeScale } from "../lib/nn/rope.ts";
 import { noGrad, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, relL2 } from "./assert.ts";
-import {
-  evalForward,
-  fixtureModel,
-  randomIds,
-  referenceForward,
-  tempModelDir,
-  tokenBatch,
-} from "./model_helpers.ts";
-
-const LLAMA = fixtureModel("llama");
-
-/** Rows of `parts` (each [rows, cols] f32) stacked in order. */
-function stack(parts: Float32Array[], cols: number): TensorData {
-  const rows = parts.reduce((n, p) => n + p.length / cols, 0);
-  const data = new Float32Array(rows * cols);
-  let at = 0;
-  for (const p of parts) [data.set(p, at), at += p.length];
-  return { dtype: "F32", shape: [rows, cols], data };
-}
-
-/** The llama fixture as Phi-3 (config fields overridden). Remove it with Deno.remove. */
-async function phi3Dir(
-  config: Record<string, unknown> = {},
-  architecture = "Phi3ForCausalLM",
-): Promise<string> {
-  const dir = await tempModelDir(LLAMA, { model_type: "phi3", architectures: [architecture], ...config });
-  await Deno.copyFile(join(LLAMA, "reference.safetensors"), join(dir, "reference.safetensors"));
-  const file = await openSafetensors(join(LLAMA, "model.safetensors"));
-  const tensors: Record<string, TensorData> = {};
-  const read = async (name: string) => new Float32Array(await file.readF32(name));
-  for (const name of file.names) {
-    if (/\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\./.test(name)) continue;
-    const { dtype, shape } = file.info(name);
-    tensors[name] = { dtype, shape, data: await file.read(name) } as TensorData;
-  }
-  for (let l = 0; l < 2; l++) {
-    const a = `model.layers.${l}.self_attn`, m = `model.layers.${l}.mlp`;
-    const qkv = await Promise.all(["q", "k", "v"].map((x) => read(`${a}.${x}_proj.weight`)));
-    tensors[`${a}.qkv_proj.weight`] = stack(qkv, 64);
-    tensors[`${m}.gate_up_proj.weight`] = stack([
-      await read(`${m}.gate_proj.weight`),
-      await read(`${m}.up_proj.weight`),
-    ], 64);
-  }
-  await writeSafetensors(join(dir, "model.safetensors"), tensors);
-  return dir;
-}
+import { evalForward, phi3Dir, randomIds, referenceForward, tokenBatch } from "./model_helpers.ts";
 
 /** Half of each 16-wide head rotated, LongRoPE from an 8-position pretraining context, a window of 5. */
 const LONG_ROPE = {

@@ -15,7 +15,7 @@ import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
 import { getFamily } from "../models/registry.ts";
 import { modelShapes } from "../models/shapes.ts";
-import { unsavedHeadModules } from "../peft/targets.ts";
+import { savedDefaultTargets, unsavedHeadModules } from "../peft/targets.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
@@ -414,7 +414,7 @@ async function runTraining(
     r: v.r,
     loraAlpha: v["lora-alpha"],
     loraDropout: v["lora-dropout"],
-    targetModules: targetModulesOf(v["target-modules"]),
+    targetModules: targetModulesOf(v["target-modules"]) ?? savedDefaultTargets(config.modelType) ?? undefined,
     seed: v.seed,
     lr,
     headLr: v["head-lr"],

@@ -32,6 +32,17 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[
   vit: ["query", "value"],
 };
 
+/** Model types whose default targets PEFT's own mapping lacks (it asks for target_modules). */
+const NO_PEFT_DEFAULT: ReadonlySet<ModelType> = new Set(["phi3"]);
+
+/**
+ * The target_modules an adapter for `modelType` saves when none were asked for: null (PEFT's
+ * default, the same as ours) where PEFT has one, else ours, so that PEFT can load it.
+ */
+export function savedDefaultTargets(modelType: ModelType): string[] | null {
+  return NO_PEFT_DEFAULT.has(modelType) ? [...DEFAULT_TARGET_MODULES[modelType]] : null;
+}
+
 /** PEFT's shorthand for every linear layer but the output layer (case-insensitive). */
 export const ALL_LINEAR = "all-linear";
 
