@@ -417,6 +417,9 @@ Deno.test("phi3: fused projections, partial rotary, LongRoPE and the sliding win
     rope_scaling: { ...longrope.rope_scaling, attention_factor: 1.25 },
   }) as LlamaConfig;
   assertEquals((given.rope as RopeConfig & { type: "longrope" }).attentionFactor, 1.25);
+  // the first Phi-3-128k configs call it "su"
+  const su = await variant("llama", { ...longrope, rope_scaling: { ...longrope.rope_scaling, type: "su" } });
+  assertEquals((su as LlamaConfig).rope, parsed.rope);
   await assertRejects(
     () => variant("llama", { ...longrope, rope_scaling: { ...longrope.rope_scaling, long_factor: [1, 2] } }),
     HfConfigError,

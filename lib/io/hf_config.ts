@@ -583,6 +583,7 @@ function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfi
       };
     }
     case "longrope":
+    case "su": // the first Phi-3 configs' name for it (transformers renames it)
       return longRope(f, key, p, theta, rotaryDim / 2, originalDefault);
     default:
       throw new HfConfigError(
