@@ -402,14 +402,14 @@ function encodeBands(
   const single = (opts.batch ?? 1) === 1 && !opts.quantB && !opts.activation && !opts.broadcastB;
   const room = limit - gpu.limits.minStorageBufferOffsetAlignment;
   const at = (p: Placement, row: number): MatrixLayout => ({ ld: p.ld, offset: p.offset + row * p.ld });
+  const refuse = (what: string) =>
+    new Error(
+      `encodeMatmul: ${what} is over this device's largest storage binding (${limit} bytes) and cannot ` +
+        "be cut into bands (one matrix, f32 or f16 B, no epilogue activation; no bias with a B that large)",
+    );
   const bands = (count: number, rowBytes: number, what: string, ok = single): [number, number][] => {
     const per = Math.floor(room / rowBytes);
-    if (!ok || per < 1) {
-      throw new Error(
-        `encodeMatmul: ${what} is over this device's largest storage binding (${limit} bytes) and cannot ` +
-          "be cut into bands (one matrix, f32 or f16 B, no epilogue activation; no bias with a B that large)",
-      );
-    }
+    if (!ok || per < 1) throw refuse(what);
     return Array.from(
       { length: Math.ceil(count / per) },
       (_, i) => [i * per, Math.min(per, count - i * per)],
@@ -438,7 +438,7 @@ function encodeBands(
       });
     }
   } else {
-    bands(0, Infinity, `an operand of ${m}×${n}×${k}`);
+    throw refuse(`an operand of ${m}×${n}×${k}`);
   }
   return true;
 }

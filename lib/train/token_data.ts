@@ -166,7 +166,6 @@ export class TokenClassificationDataset implements Dataset {
   readonly padId: number;
   /** Each sentence's row and where its words start, made on first use. */
   private readonly cache: ({ row: Row; starts: number[] } | undefined)[];
-  private readonly around: [number[], number[]];
 
   /** A bad maxLength (no room beside the special tokens) is a RangeError; no examples or a bad tag a DataError. */
   constructor(
@@ -174,8 +173,7 @@ export class TokenClassificationDataset implements Dataset {
     private readonly tokenizer: Tokenizer,
     private readonly opts: TokenClassificationOptions,
   ) {
-    this.around = tokenizer.specialAround();
-    const special = this.around[0].length + this.around[1].length;
+    const special = tokenizer.specialAround().flat().length;
     if (!(Number.isInteger(opts.maxLength) && opts.maxLength > special)) {
       throw new RangeError(
         `TokenClassificationDataset: maxLength must be an integer above the ${special} special tokens, got ${opts.maxLength}`,
@@ -215,7 +213,7 @@ export class TokenClassificationDataset implements Dataset {
     if (cached) return cached;
     const { words, tags } = this.examples[index];
     const { ids, wordIds } = this.tokenizer.encodeWords(words, { addSpecialTokens: false });
-    const [before, after] = this.around;
+    const [before, after] = this.tokenizer.specialAround();
     const kept = Math.min(ids.length, this.opts.maxLength - before.length - after.length);
     const starts = new Array<number>(words.length).fill(-1);
     for (let k = kept - 1; k >= 0; k--) starts[wordIds[k]!] = before.length + k;
