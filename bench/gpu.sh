@@ -11,7 +11,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -73,6 +73,9 @@ if [ -f "$out/wide_tiles.txt" ]; then
   echo "== best wide tile: ${best_wide:-none}"
 fi
 part steps 300 $run bench/step.ts $step_args
+# SSH and FourierFT with the coefficient gradient's separate FHTs and passes, against `steps` (fused
+# on GPUs: lib/spectral/coef_grad.ts); session 12 predicted ≈ 0.7 ms a RoBERTa-base step for the fusion
+part steps_grad 60 $run bench/step.ts --models=roberta-base --methods=ssh,fourierft --no-fuse=grad
 # PyTorch's steps right after ours, so a call that runs out of budget still compares them
 part torch_steps 120 python3 bench/torch_steps.py
 if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then

@@ -4,12 +4,14 @@
  * (SPEC §1.6, no ΔW), + SSH through a dense ΔW (materialise ΔW = α/MN·T(S) every step,
  * y = x(W+ΔW)ᵀ, G = δᵀx, ∂c = α/MN·T(G) at the positions — what the PyTorch version does),
  * and + SSH folded (W + ΔW in the layer's products, ∂c from FHT(x) and FHT(δ): the route
- * lib/peft/spectral_layer.ts takes for layers small against the tokens).
+ * lib/peft/spectral_layer.ts takes for layers small against the tokens), the latter with the
+ * coefficient gradient in one fused kernel where it applies (square layers) and without.
  * @module
  */
 import { type Gpu, upload } from "../lib/gpu/mod.ts";
 import { encodeMatmul } from "../lib/linalg/matmul.ts";
 import { SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
+import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import type { Transform } from "../lib/spectral/transforms.ts";
 import { timeEncodeEach, uniformValues } from "./stats.ts";
@@ -45,6 +47,8 @@ export interface LayerTiming {
   spectral: number;
   dense: number;
   folded: number;
+  /** Folded with the separate coefficient gradient (FHT(x), FHT(δ), two passes). */
+  foldedSeparate: number;
 }
 
 function randomPositions(rng: Prng, m: number, n: number, count: number): Int32Array {
@@ -109,12 +113,28 @@ export async function benchLayer(
     encodeMatmul(gpu, dy, wSum, dx, t, n, m);
     op.coefGradient(x, dy, t, dcoef, { accumulate: false });
   };
-  const [frozenMs, spectralMs, denseMs, foldedMs] = await timeEncodeEach(
+  const withFusedGrad = (fused: boolean) => () => {
+    const before = COEF_GRAD_HEURISTICS.fused;
+    COEF_GRAD_HEURISTICS.fused = fused;
+    try {
+      folded();
+    } finally {
+      COEF_GRAD_HEURISTICS.fused = before;
+    }
+  };
+  const [frozenMs, spectralMs, denseMs, foldedMs, separateMs] = await timeEncodeEach(
     gpu,
-    [frozen, spectral, dense, folded],
+    [frozen, spectral, dense, withFusedGrad(true), withFusedGrad(false)],
     reps,
   );
-  const timing = { shape, frozen: frozenMs, spectral: spectralMs, dense: denseMs, folded: foldedMs };
+  const timing = {
+    shape,
+    frozen: frozenMs,
+    spectral: spectralMs,
+    dense: denseMs,
+    folded: foldedMs,
+    foldedSeparate: separateMs,
+  };
   op.dispose();
   for (const b of [w, x, dy, coef, y, dx, dcoef, wSum, g]) gpu.pool.release(b);
   return timing;

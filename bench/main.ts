@@ -1,7 +1,8 @@
 /**
  * `deno task bench`: the numbers that matter, in one run on one device.
  * - FHT throughput (GB/s, f32 and f16 storage),
- * - one SSH layer's forward + backward over the frozen layer's: spectral op, dense ΔW, folded,
+ * - one SSH layer's forward + backward over the frozen layer's: spectral op, dense ΔW, folded
+ *   (with the fused coefficient gradient where it applies, and without),
  * - matmul GFLOP/s,
  * - a whole SSH training step at the RoBERTa-base and LLaMA-7B-layer shapes (bench/step.ts;
  *   `--no-steps` leaves it out, `deno task bench-step` has every method and a profile),
@@ -79,8 +80,17 @@ if (!values["no-steps"]) {
 
 console.log("\none layer fwd+bwd (x needs grad, W frozen), time over the frozen layer's");
 console.log(table(
-  ["layer M×N", "tokens", "n", "frozen ms", "SSH spectral", "SSH dense ΔW", "SSH folded"],
-  layers.map(({ shape: s, frozen, spectral, dense, folded }) => [
+  [
+    "layer M×N",
+    "tokens",
+    "n",
+    "frozen ms",
+    "SSH spectral",
+    "SSH dense ΔW",
+    "SSH folded",
+    "folded, separate ∂c",
+  ],
+  layers.map(({ shape: s, frozen, spectral, dense, folded, foldedSeparate }) => [
     `${s.m}×${s.n}`,
     `${s.tokens}`,
     `${s.coefs}`,
@@ -88,5 +98,6 @@ console.log(table(
     `${(spectral / frozen).toFixed(2)}×`,
     `${(dense / frozen).toFixed(2)}×`,
     `${(folded / frozen).toFixed(2)}×`,
+    `${(foldedSeparate / frozen).toFixed(2)}×`,
   ]),
 ));

@@ -17,6 +17,7 @@
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --presets=big,wide   # without the `tall` tile
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn,head   # what fusions are worth (lib/nn/fusions.ts)
+ *     deno task bench-step --methods=ssh --no-fuse=grad   # SSH's coefficient gradient with separate FHTs
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
  * @module
@@ -34,6 +35,7 @@ import { batchLoss } from "../lib/train/tasks.ts";
 import { MATMUL_HEURISTICS, MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
 import { parseTileName } from "../kernels/matmul.ts";
 import { FUSIONS } from "../lib/nn/fusions.ts";
+import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";
 import { BENCH_MODELS, type BenchModel, loadBenchModel } from "./models.ts";
 import { median, table, warmUp } from "./stats.ts";
 
@@ -305,9 +307,15 @@ if (import.meta.main) {
     ATTENTION_PATH.path = attention;
   }
   for (const name of values["no-fuse"]?.split(",") ?? []) {
-    // ablation: one fused path off (see lib/nn/fusions.ts)
+    // ablation: one fused path off (see lib/nn/fusions.ts; `grad`: the spectral coefficient
+    // gradient with separate transforms, lib/spectral/coef_grad.ts)
+    if (name === "grad") {
+      COEF_GRAD_HEURISTICS.fused = false;
+      continue;
+    }
     if (!Object.hasOwn(FUSIONS, name)) {
-      throw new Error(`--no-fuse: unknown fusion "${name}" (known: ${Object.keys(FUSIONS).join(", ")})`);
+      const known = [...Object.keys(FUSIONS), "grad"].join(", ");
+      throw new Error(`--no-fuse: unknown fusion "${name}" (known: ${known})`);
     }
     FUSIONS[name as keyof typeof FUSIONS] = false;
   }

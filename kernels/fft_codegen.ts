@@ -14,7 +14,9 @@
  * butterflies with constant-folded coefficients; a prime radix from 17 to 64 is done per output
  * pair (s, R − s): a runtime loop over its inputs, read straight from workgroup memory.
  *
- * The generated `main` calls three hooks the caller defines in its module header:
+ * The generated `main` (or, with `entry: "function"`, `fn fft_run(wg: u32, lid: u32)` for a
+ * caller's own entry point to call in uniform control flow, e.g. once per loop trip) calls
+ * three hooks the caller defines in its module header:
  * - `fft_load(wg: u32, line: u32, pos: u32) -> vec2f`: element `pos` of local line `line`
  *   (the caller maps workgroup `wg` and the line to its data, zero when out of range);
  * - `fft_map(wg, line, pos, v: vec2f) -> vec2f`: applied to the input of every stage after
@@ -69,6 +71,8 @@ export interface WorkgroupFftSpec {
    * [line, position] of each tap (e.g. the same line at k and at (n − k) mod n).
    */
   readonly taps: readonly ((line: string, k: string) => readonly [string, string])[];
+  /** `main` (default): the entry point; `function`: `fft_run(wg, lid)` for the caller's own. */
+  readonly entry?: "main" | "function";
 }
 
 /** Words of workgroup memory per real half: lines·lineStride, plus the padding. */
@@ -504,10 +508,12 @@ fn cmul(a: vec2f, b: vec2f) -> vec2f {
   return vec2f(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
 }
 
-@compute @workgroup_size(${s.threads})
+${
+      s.entry === "function" ? "fn fft_run(wg: u32, lid: u32) {" : `@compute @workgroup_size(${s.threads})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u,
         @builtin(num_workgroups) nwg: vec3u) {
-  let wg = wid.x + wid.y * nwg.x;
+  let wg = wid.x + wid.y * nwg.x;`
+    }
 ${this.decls.join("\n")}
 ${this.body.join("\n")}
 }

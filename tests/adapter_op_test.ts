@@ -4,6 +4,8 @@ import type { Gpu } from "../lib/gpu/device.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { coefGradReference, deltaWReference, SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
+import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";
+import { DELTA_WEIGHT_HEURISTICS } from "../lib/spectral/delta_weight.ts";
 import type { Transform } from "../lib/spectral/transforms.ts";
 
 const TRANSFORMS: Transform[] = ["dht", "dht2d", "dft"];
@@ -302,4 +304,87 @@ Deno.test("repeated steps reuse pooled scratch and bind groups", async () => {
   assertEquals(gpu.pool.stats().allocated, allocated, "no new buffers");
   assert(gpu.stream.bindGroupsCreated === groups, `bind groups ${groups} → ${gpu.stream.bindGroupsCreated}`);
   op.dispose();
+});
+
+Deno.test("coefGradient of a square layer in one fused kernel matches the reference and the separate route", async () => {
+  const gpu = await getGpu();
+  const cases = [[1, 1], [2, 3], [7, 9], [12, 12], [43, 40], [96, 700], [67, 20]] as const;
+  const saved = { ...COEF_GRAD_HEURISTICS };
+  try {
+    for (const [n, count] of cases) {
+      for (const transform of TRANSFORMS) {
+        for (const tokens of [1, 2, 37]) {
+          const p = new Prng(n * 131 + tokens + count);
+          const positions = testPositions(n, n, count, 5);
+          const x = p.normals(tokens * n), dy = p.normals(tokens * n), dc0 = p.normals(count);
+          const want = reference(positions, p.normals(count), n, n, transform, 9, x, dy, tokens);
+          const op = new SpectralAdapterOp(gpu, { m: n, nIn: n, positions, transform, alpha: 9 });
+          // one trip of many pairs per workgroup, several trips of one or a few pairs each
+          for (const [chunks, elements] of [[512, 2048], [2, 1], [1, 64]]) {
+            Object.assign(COEF_GRAD_HEURISTICS, { fused: true, chunks, elements });
+            const what = `${transform} ${n}×${n} T=${tokens} chunks=${chunks} elements=${elements}`;
+            // 67 has a prime factor only Bluestein's FFT takes: the separate route
+            assertEquals(op.fusesGradient, n !== 67, what);
+            // δ as columns 3.. of a wider gradient (rows n + 5 apart), added to dc0
+            const ld = n + 5, wide = new Float32Array(3 + tokens * ld);
+            for (let t = 0; t < tokens; t++) wide.set(dy.subarray(t * n, (t + 1) * n), 3 + t * ld);
+            const dc = upload(gpu, dc0);
+            op.coefGradient(upload(gpu, x), upload(gpu, wide), tokens, dc, { dyRows: { ld, offset: 3 } });
+            const sum = Float64Array.from(want.dc, (v, k) => v + dc0[k]);
+            assertClose(await readF32(gpu, dc, count), sum, TOL, `dc ${what}`);
+            COEF_GRAD_HEURISTICS.fused = false;
+            op.coefGradient(upload(gpu, x), upload(gpu, dy), tokens, dc, { accumulate: false });
+            COEF_GRAD_HEURISTICS.fused = true;
+            assertClose(await readF32(gpu, dc, count), want.dc, TOL, `separate dc ${what}`);
+            gpu.pool.release(dc);
+          }
+          op.dispose();
+        }
+      }
+    }
+  } finally {
+    Object.assign(COEF_GRAD_HEURISTICS, saved);
+  }
+});
+
+Deno.test("materialize builds ΔW in one kernel where M's transform fits a workgroup, else in three passes", async () => {
+  const gpu = await getGpu();
+  const saved = { ...DELTA_WEIGHT_HEURISTICS };
+  try {
+    // M = 67 needs Bluestein: three passes whatever the switch says
+    for (const [m, n] of [[1, 1], [2, 9], [5, 67], [96, 33], [300, 7], [67, 5]] as const) {
+      for (const transform of TRANSFORMS) {
+        const p = new Prng(m * 17 + n);
+        const count = Math.min(9, m * n);
+        const positions = testPositions(m, n, count, 2);
+        const coef = p.normals(count);
+        const dw = deltaWReference(positions, coef, m, n, transform, 40);
+        const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha: 40 });
+        const c = upload(gpu, coef);
+        // lines of as many pairs as fit, and of one pair each; then the three passes
+        for (const [fused, elements] of [[true, 2048], [true, 1], [false, 2048]] as const) {
+          Object.assign(DELTA_WEIGHT_HEURISTICS, { fused, elements });
+          for (const transposed of [false, true]) {
+            for (const accumulate of [false, true]) {
+              const at = accumulate ? 3 : 0, base = p.normals(at + m * n + 2);
+              const w = upload(gpu, base);
+              op.materialize(c, w, { accumulate, transposed, at });
+              const want = Float64Array.from(base);
+              (transposed ? transpose(dw, m, n) : dw).forEach((v, i) =>
+                want[at + i] = (accumulate ? want[at + i] : 0) + v
+              );
+              const what =
+                `${transform} ${m}×${n} fused=${fused} elements=${elements} transposed=${transposed}`;
+              assertClose(await readF32(gpu, w, base.length), want, TOL, `${what} accumulate=${accumulate}`);
+              gpu.pool.release(w);
+            }
+          }
+        }
+        gpu.pool.release(c);
+        op.dispose();
+      }
+    }
+  } finally {
+    Object.assign(DELTA_WEIGHT_HEURISTICS, saved);
+  }
 });

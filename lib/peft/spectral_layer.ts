@@ -178,10 +178,12 @@ export class SpectralLayer implements PeftLayer {
     const m = this.outFeatures;
     const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>, at = 0) => {
       const rows = x.size / n;
-      // x̂ = FHT(x) is the same for every spectral adapter of width n on this input
+      // x̂ = FHT(x) is the same for every spectral adapter of width n on this input (a fused
+      // gradient transforms x itself)
       const key = `fht:${n}`;
-      let xHat = shared.get(key);
-      if (!xHat) {
+      const fused = op.fusesGradient;
+      let xHat = fused ? undefined : shared.get(key);
+      if (!fused && !xHat) {
         xHat = Tensor.empty(gpu, [rows, n]);
         op.transformInput(x.buffer, xHat.buffer, rows);
         shared.set(key, xHat);
@@ -191,7 +193,7 @@ export class SpectralLayer implements PeftLayer {
       const dyRows = width === m && at === 0 ? undefined : { ld: width, offset: at };
       op.coefGradient(x.buffer, dy.buffer, rows, dcoef.buffer, {
         accumulate: false,
-        xHat: xHat.buffer,
+        xHat: xHat?.buffer,
         dyRows,
       });
       return dcoef;

@@ -4,14 +4,18 @@
  * - forward: x̂ = FHT_N(x); ẑ = S̃ x̂ (by rows); y += (α/MN)·FHT_M(ẑ);
  * - backward: δ̂ = FHT_M(δ); ∂L/∂c_k += (α/MN)·Σ_{entries of k} w·Σ_t δ̂[t,u]·x̂[t,v];
  *   dx += (α/MN)·FHT_N(S̃ᵀ δ̂) (by columns);
- * - materialize: ΔW = (α/MN)·C_M S̃ C_N from S̃'s rows against a cas table, one FHT and a
- *   transpose that adds into a weight (folding and merging);
- * - coefGradient: ∂L/∂c from x and δ alone, for a layer that folded ΔW into its weight.
+ * - materialize: ΔW = (α/MN)·C_M S̃ C_N into a weight (folding and merging): in one kernel
+ *   (lib/spectral/delta_weight.ts), else from S̃'s rows against a cas table, one FHT and a
+ *   transpose;
+ * - coefGradient: ∂L/∂c from x and δ alone, for a layer that folded ΔW into its weight (for a
+ *   square layer in one kernel that transforms both, lib/spectral/coef_grad.ts).
  * Everything is encoded into `gpu.stream` (no readback, no submit); scratch comes from the pool
  * and repeated calls with the same buffers reuse their bind groups.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { encodeFusedGrad, fusesGradient } from "./coef_grad.ts";
+import { encodeDeltaWeight } from "./delta_weight.ts";
 import { encodeFht } from "./fht.ts";
 import { basisReference, encodeAdd, SparseSpectrum } from "./sparse.ts";
 import { encodeTransform2d, encodeTranspose, type Transform } from "./transforms.ts";
@@ -163,7 +167,8 @@ export class SpectralAdapterOp {
    * that applied ΔW folded into its weight. `xHat`, when given, is x's transform
    * ({@link transformInput}), shared with other adapters of x; x itself is not read then.
    * `dyRows` places δ's rows `ld` apart from element `offset` (the layer's columns of a stacked
-   * output gradient, read in place).
+   * output gradient, read in place). Where {@link fusesGradient}, both transforms happen inside
+   * the gradient's kernel: x is read and `xHat` is not.
    */
   coefGradient(
     x: GPUBuffer,
@@ -180,6 +185,12 @@ export class SpectralAdapterOp {
     const dyEnd = rowsOf ? rowsOf.offset + (tokens - 1) * rowsOf.ld + m : tokens * m;
     need(dy, dyEnd, `dy (tokens×out_features = ${tokens}×${m}${rowsOf ? `, rows ${rowsOf.ld} apart` : ""})`);
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
+    if (this.fusesGradient) {
+      need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
+      const acc = opts.accumulate ?? true;
+      encodeFusedGrad(gpu, this.spectrum, x, dy, dcoef, tokens, this.scale, acc, rowsOf);
+      return;
+    }
     const xHat = opts.xHat ?? gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
     const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
     if (!opts.xHat) this.transformInput(x, xHat, tokens);
@@ -187,6 +198,15 @@ export class SpectralAdapterOp {
     this.spectrum.encodeGrad(dHat, xHat, dcoef, tokens, this.scale, opts.accumulate ?? true);
     if (!opts.xHat) gpu.pool.release(xHat);
     gpu.pool.release(dHat);
+  }
+
+  /**
+   * Whether {@link coefGradient} transforms x and δ inside its own kernel (square layers whose
+   * length fits workgroup memory; lib/spectral/coef_grad.ts): callers then need no x̂.
+   */
+  get fusesGradient(): boolean {
+    this.#live();
+    return fusesGradient(this.gpu, this.spectrum);
   }
 
   /**
@@ -217,6 +237,8 @@ export class SpectralAdapterOp {
     if (at !== 0 && !opts.accumulate) throw new Error("materialize: an offset `at` needs `accumulate`");
     need(coef, this.count, `coef (n = ${this.count})`);
     need(dst, at + m * nIn, `dst (M×N = ${m}×${nIn}${at ? ` from element ${at}` : ""})`);
+    const placed = { transposed: opts.transposed ?? false, accumulate: opts.accumulate ?? false, at };
+    if (encodeDeltaWeight(gpu, this.spectrum, coef, dst, this.scale, placed)) return;
     if (nIn < 65536) {
       // ΔWᵀ = C_N S̃ᵀ C_M (all three transforms are C_M S̃ C_N): S̃'s rows against C_N, then
       // one FHT of its N rows of length M, stored transposed unless ΔWᵀ is what is asked for

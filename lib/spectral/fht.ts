@@ -114,7 +114,8 @@ function threadsFor(gpu: Gpu, elements: number, radices: readonly number[]): num
  * The layout for lines of length `len` with up to `want` lines per workgroup, or null when
  * not even one line fits workgroup memory. Preference: whole complex lines with bank padding,
  * without, then split halves with and without. `stridePad` adds one word per line (for
- * lines walked line-fastest); `evenLines` asks for an even line count.
+ * lines walked line-fastest); `evenLines` asks for an even line count; `reservePerLine` words
+ * of workgroup memory per line are kept for the caller's kernel.
  */
 function layoutFor(
   gpu: Gpu,
@@ -122,13 +123,14 @@ function layoutFor(
   want: number,
   stridePad: boolean,
   evenLines = false,
+  reservePerLine = 0,
 ): FftLayout | null {
   const cap = capacityWords(gpu);
   for (const [split, pad] of [[false, true], [false, false], [true, true], [true, false]]) {
     for (let lines = want; lines >= 1; lines = lines > 1 ? Math.floor(lines / 2) : 0) {
       if (evenLines && lines % 2 !== 0) continue;
       const stride = stridePad && lines > 1 ? len + 1 : len;
-      if (halfWords(lines, stride, pad) * (split ? 1 : 2) > cap) continue;
+      if (halfWords(lines, stride, pad) * (split ? 1 : 2) + lines * reservePerLine > cap) continue;
       const radices = chooseRadices(len);
       const threads = threadsFor(gpu, lines * len, radices);
       if (lines * len > 32 * threads) return null;
@@ -311,6 +313,25 @@ function getPlan(gpu: Gpu, n: number): AnyPlan {
 export function planFht(gpu: Gpu, n: number): FhtPlan {
   const p = getPlan(gpu, n);
   return { n: p.n, kind: p.kind, fft: p.fft, description: p.description };
+}
+
+/**
+ * For a kernel that transforms up to `lines` complex lines of length `n` inside each workgroup
+ * with the FFT generator (kernels/fft_codegen.ts): the layout (its `lines` may be fewer; an
+ * even number with `evenLines`) and the twiddle table `tw`, keeping `reservePerLine` words of
+ * workgroup memory per line for the caller; null when n has a prime factor above the
+ * generator's or no line count fits.
+ */
+export function workgroupFhtLayout(
+  gpu: Gpu,
+  n: number,
+  lines: number,
+  opts: { reservePerLine?: number; evenLines?: boolean } = {},
+): { layout: FftLayout; tw: GPUBuffer } | null {
+  checkLength(n);
+  if (primeFactors(n).some((p) => p > MAX_LOOP_PRIME)) return null;
+  const layout = layoutFor(gpu, n, lines, false, opts.evenLines ?? false, opts.reservePerLine ?? 0);
+  return layout ? { layout, tw: getPlan(gpu, n).tw } : null;
 }
 
 function kernel<K extends Kernel>(plan: AnyPlan, key: string, make: () => K): K {

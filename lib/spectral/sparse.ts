@@ -162,7 +162,7 @@ function csr<T>(
 const casTables = new WeakMap<Gpu, Map<number, GPUBuffer>>();
 
 /** cas(2πt/n) = cos + sin for t < n, in float64 rounded to f32, uploaded once per device and n. */
-function casTable(gpu: Gpu, n: number): GPUBuffer {
+export function casTable(gpu: Gpu, n: number): GPUBuffer {
   let perGpu = casTables.get(gpu);
   if (!perGpu) casTables.set(gpu, perGpu = new Map());
   let table = perGpu.get(n);
@@ -308,6 +308,34 @@ export class SparseSpectrum {
     const p1 = new Uint32Array([tokens, m, n, this.#offsets.list, entries, chunkLen, chunks]);
     const groups = grid(gpu, Math.ceil((chunks * entries) / SPARSE_THREADS));
     gpu.stream.dispatch(gradPartialKernel, [this.plan, a, b, partial], groups, p1);
+    this.encodeGradReduce(partial, chunks, dc, scale, accumulate);
+    gpu.pool.release(partial);
+  }
+
+  /** Where S̃'s CSR by rows (ptr[M + 1], then (col, coefficient, w) entries) starts in {@link plan}. */
+  get rowsOffset(): number {
+    return this.#offsets.rows;
+  }
+
+  /** Where the entry list (u, v pairs in entry order) starts in {@link plan}, in u32 words. */
+  get listOffset(): number {
+    return this.#offsets.list;
+  }
+
+  /**
+   * The gradient's second pass: `dc[k] (+)= scale · Σ_{entries e of k} w_e · Σ_c
+   * partial[c·E + e]` over `chunks` rows of per-entry partial sums (E = entries).
+   */
+  encodeGradReduce(
+    partial: GPUBuffer,
+    chunks: number,
+    dc: GPUBuffer,
+    scale: number,
+    accumulate: boolean,
+  ): void {
+    this.#live();
+    const { gpu } = this;
+    const entries = this.entries.length;
     const ptr = this.#offsets.coefs;
     const p2 = new Uint32Array([
       this.count,
@@ -320,7 +348,6 @@ export class SparseSpectrum {
     ]);
     new Float32Array(p2.buffer)[5] = scale;
     gpu.stream.dispatch(gradReduceKernel, [this.plan, partial, dc], grid(gpu, this.count), p2);
-    gpu.pool.release(partial);
   }
 
   /**

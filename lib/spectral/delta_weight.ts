@@ -1,0 +1,51 @@
+/**
+ * ΔW = (α/(M·N))·C_M S̃ C_N in one dispatch (kernels/delta_weight.ts) where M's transform fits
+ * a workgroup: folding and merging write it into a weight (at an offset, transposed or not)
+ * without the three passes of cas rows, a row FHT and a transpose.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { grid } from "../gpu/buffers.ts";
+import type { Kernel } from "../gpu/pipelines.ts";
+import { deltaWeightKernel } from "../../kernels/delta_weight.ts";
+import { workgroupFhtLayout } from "./fht.ts";
+import { casTable, type SparseSpectrum } from "./sparse.ts";
+
+/** Switches of the one-dispatch ΔW (benchmarks and tests turn it off). */
+export const DELTA_WEIGHT_HEURISTICS: {
+  /** Take the one-dispatch route where it applies. */
+  fused: boolean;
+  /** Complex elements per workgroup aimed at (lines of M, each a pair of ΔWᵀ's rows). */
+  elements: number;
+} = { fused: true, elements: 2048 };
+
+const kernels = new Map<string, Kernel & { usesTwiddles: boolean }>();
+
+/**
+ * `dst[at ..] (+)= (α/MN)·ΔW` (M×N row-major, or ΔWᵀ N×M with `transposed`) in one dispatch;
+ * false, encoding nothing, when this route does not apply (switched off, N ≥ 65536, or M needs
+ * Bluestein or more workgroup memory than the device has).
+ */
+export function encodeDeltaWeight(
+  gpu: Gpu,
+  spectrum: SparseSpectrum,
+  coef: GPUBuffer,
+  dst: GPUBuffer,
+  scale: number,
+  opts: { transposed: boolean; accumulate: boolean; at: number },
+): boolean {
+  const { m, n } = spectrum;
+  if (!DELTA_WEIGHT_HEURISTICS.fused || n >= 65536) return false;
+  const found = workgroupFhtLayout(gpu, m, Math.max(1, Math.floor(DELTA_WEIGHT_HEURISTICS.elements / m)));
+  if (!found) return false;
+  const { layout, tw } = found;
+  const probe = deltaWeightKernel({ m, layout, transposed: opts.transposed, accumulate: opts.accumulate });
+  let kernel = kernels.get(probe.name);
+  if (!kernel) kernels.set(probe.name, kernel = probe);
+  const ptr = spectrum.rowsOffset;
+  const params = new Uint32Array([n, ptr, ptr + m + 1, opts.at, 0, 0, 0, 0]);
+  new Float32Array(params.buffer)[4] = 0.5 * scale;
+  const bufs = [spectrum.plan, coef, casTable(gpu, n), dst, ...(kernel.usesTwiddles ? [tw] : [])];
+  gpu.stream.dispatch(kernel, bufs, grid(gpu, Math.ceil(Math.ceil(n / 2) / layout.lines)), params);
+  return true;
+}
