@@ -4,6 +4,8 @@
  * training step) and each reading the same inputs (independent), for a tiny and a
  * transformer-sized tensor. The tiny dependent case is the per-dispatch floor that fusing
  * kernels saves; the CPU column is what recording one dispatch costs in JS and the runtime.
+ * A third chain puts a 3 KB buffer copy after each add (a bias stacked for the q/k/v product):
+ * the copy ends the compute pass, so its row is the cost of a copy and a pass break.
  *
  *     deno run -A bench/dispatch.ts [--count=400]
  * @module
@@ -21,14 +23,19 @@ const rows: string[][] = [];
 for (const elements of [1024, 4096 * 768]) {
   const a = Tensor.zeros(gpu, [elements]);
   const b = Tensor.zeros(gpu, [elements]);
-  for (const dependent of [true, false]) {
+  const scratch = gpu.pool.acquire(3072);
+  for (const chain of ["dependent", "independent", "dependent, copy between"]) {
+    const dependent = chain !== "independent", copies = chain.endsWith("copy between");
     let cpuMs = 0;
     const encode = () => {
       const t0 = performance.now();
       noGrad(() =>
         tidy(() => {
           let x = a;
-          for (let i = 0; i < count; i++) x = add(dependent ? x : a, b);
+          for (let i = 0; i < count; i++) {
+            x = add(dependent ? x : a, b);
+            if (copies) gpu.stream.copy(b.buffer, 0, scratch, 0, 3072);
+          }
         })
       );
       cpuMs = performance.now() - t0;
@@ -37,12 +44,13 @@ for (const elements of [1024, 4096 * 768]) {
     const ms = await timeEncode(gpu, encode, 5);
     rows.push([
       `${elements}`,
-      dependent ? "dependent" : "independent",
+      chain,
       `${(1000 * ms / count).toFixed(2)}`,
       `${(1000 * cpuMs / count).toFixed(2)}`,
     ]);
   }
   a.dispose();
   b.dispose();
+  gpu.pool.release(scratch);
 }
 console.log(table(["elements", "chain", "GPU µs per dispatch", "CPU µs per dispatch"], rows));

@@ -5,7 +5,7 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { coefGradReference, deltaWReference, SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
 import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";
-import { DELTA_WEIGHT_HEURISTICS } from "../lib/spectral/delta_weight.ts";
+import { DELTA_WEIGHT_HEURISTICS, encodeDeltaWeight } from "../lib/spectral/delta_weight.ts";
 import type { Transform } from "../lib/spectral/transforms.ts";
 
 const TRANSFORMS: Transform[] = ["dht", "dht2d", "dft"];
@@ -351,8 +351,9 @@ Deno.test("materialize builds ΔW in one kernel where M's transform fits a workg
   const gpu = await getGpu();
   const saved = { ...DELTA_WEIGHT_HEURISTICS };
   try {
-    // M = 67 needs Bluestein: three passes whatever the switch says
-    for (const [m, n] of [[1, 1], [2, 9], [5, 67], [96, 33], [300, 7], [67, 5]] as const) {
+    // M = 67 needs Bluestein, and four lines of 4096 do not fit workgroup memory: three passes
+    // (ΔWᵀ at M = 4096 takes one line a workgroup)
+    for (const [m, n] of [[1, 1], [2, 9], [5, 67], [96, 33], [300, 7], [67, 5], [4096, 3]] as const) {
       for (const transform of TRANSFORMS) {
         const p = new Prng(m * 17 + n);
         const count = Math.min(9, m * n);
@@ -361,7 +362,21 @@ Deno.test("materialize builds ΔW in one kernel where M's transform fits a workg
         const dw = deltaWReference(positions, coef, m, n, transform, 40);
         const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha: 40 });
         const c = upload(gpu, coef);
-        // lines of as many pairs as fit, and of one pair each; then the three passes
+        Object.assign(DELTA_WEIGHT_HEURISTICS, saved);
+        const routed = (transposed: boolean) => {
+          const dst = gpu.pool.acquire(m * n * 4);
+          const placed = { transposed, accumulate: false, at: 0 };
+          const one = encodeDeltaWeight(gpu, op.spectrum, c, dst, 1, placed);
+          gpu.pool.release(dst);
+          return one;
+        };
+        const oneKernel = m !== 67 && m !== 4096;
+        assertEquals(
+          [routed(false), routed(true)],
+          [oneKernel, m !== 67],
+          `${m}×${n}: one kernel for ΔW, ΔWᵀ`,
+        );
+        // lines of as many pairs as fit, and of as few as allowed; then the three passes
         for (const [fused, elements] of [[true, 2048], [true, 1], [false, 2048]] as const) {
           Object.assign(DELTA_WEIGHT_HEURISTICS, { fused, elements });
           for (const transposed of [false, true]) {

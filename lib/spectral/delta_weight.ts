@@ -19,12 +19,15 @@ export const DELTA_WEIGHT_HEURISTICS: {
   elements: number;
 } = { fused: true, elements: 2048 };
 
+/** Fewest lines per workgroup for ΔW (not transposed): 8 columns, 32 bytes of each row. */
+const MIN_LINES = 4;
+
 const kernels = new Map<string, Kernel & { usesTwiddles: boolean }>();
 
 /**
  * `dst[at ..] (+)= (α/MN)·ΔW` (M×N row-major, or ΔWᵀ N×M with `transposed`) in one dispatch;
- * false, encoding nothing, when this route does not apply (switched off, N ≥ 65536, or M needs
- * Bluestein or more workgroup memory than the device has).
+ * false, encoding nothing, when this route does not apply (switched off, N ≥ 65536, M needs
+ * Bluestein, or ΔW's lines of M do not fit workgroup memory four at a time).
  */
 export function encodeDeltaWeight(
   gpu: Gpu,
@@ -36,8 +39,12 @@ export function encodeDeltaWeight(
 ): boolean {
   const { m, n } = spectrum;
   if (!DELTA_WEIGHT_HEURISTICS.fused || n >= 65536) return false;
-  const found = workgroupFhtLayout(gpu, m, Math.max(1, Math.floor(DELTA_WEIGHT_HEURISTICS.elements / m)));
-  if (!found) return false;
+  // ΔW's stores walk its rows: a workgroup writes 2·lines columns side by side in each, which
+  // should fill a 32-byte sector (ΔWᵀ's stores run along its rows whatever the line count)
+  const least = opts.transposed ? 1 : MIN_LINES;
+  const want = Math.max(least, Math.floor(DELTA_WEIGHT_HEURISTICS.elements / m));
+  const found = workgroupFhtLayout(gpu, m, want);
+  if (!found || found.layout.lines < least) return false;
   const { layout, tw } = found;
   const probe = deltaWeightKernel({ m, layout, transposed: opts.transposed, accumulate: opts.accumulate });
   let kernel = kernels.get(probe.name);
