@@ -18,7 +18,7 @@ import type { SparseSpectrum } from "./sparse.ts";
 export const COEF_GRAD_HEURISTICS: {
   /**
    * Take the fused route where it applies: always, never, or `auto`: on hardware GPUs only
-   * (lavapipe ran it 1.3–1.8× slower than the separate route, bench/RESULTS.md session 12).
+   * (on lavapipe the folded layer ran 5–20% slower with it: bench/RESULTS.md, session 12).
    */
   fused: boolean | "auto";
   /** Workgroups aimed at: each takes ⌈trips / chunks⌉ trips of P token pairs (partials: chunks × entries). */
