@@ -334,20 +334,18 @@ export class SparseSpectrum {
     accumulate: boolean,
   ): void {
     this.#live();
-    const { gpu } = this;
-    const entries = this.entries.length;
-    const ptr = this.#offsets.coefs;
+    const ptr = this.#offsets.coefs, count = this.count;
     const p2 = new Uint32Array([
-      this.count,
+      count,
       ptr,
-      ptr + this.count + 1,
-      entries,
+      ptr + count + 1,
+      this.entries.length,
       chunks,
       0,
       accumulate ? 1 : 0,
     ]);
     new Float32Array(p2.buffer)[5] = scale;
-    gpu.stream.dispatch(gradReduceKernel, [this.plan, partial, dc], grid(gpu, this.count), p2);
+    this.gpu.stream.dispatch(gradReduceKernel, [this.plan, partial, dc], grid(this.gpu, count), p2);
   }
 
   /**
