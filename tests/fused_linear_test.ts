@@ -6,6 +6,7 @@ import { Linear } from "../lib/nn/linear.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
 import { LoraLayer } from "../lib/peft/lora.ts";
 import { coefGradReference, deltaWReference } from "../lib/spectral/adapter_op.ts";
+import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";
 import { concat, mul, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
 
 const TOL = 1e-5;
@@ -13,63 +14,74 @@ const TOL = 1e-5;
 Deno.test("fusedProjection: q, k, v as one product, with SSH folded into two of them, f32 and f16 weights", async () => {
   const gpu = await getGpu();
   const [tokens, n] = [37, 12];
-  for (const f16 of gpu.f16 ? [false, true] : [false]) {
-    const p = new Prng(f16 ? 2 : 1);
-    const sizes = [12, 5, 9];
-    const made = sizes.map((m) => randomLinear(gpu, p, m, n, "out_in", { f16 }));
-    const value = made[2].lin;
-    made[2].lin = new Linear("no_bias", value.weight, null); // a layer without a bias
-    made[2].b.fill(0);
-    const adapters = [0, 2].map((i) => {
-      const m = sizes[i];
-      const positions = randomPositions(p, m, n, 7);
-      const coef = p.normals(7);
-      const layer = new SpectralLayer(gpu, "ssh", {
-        outFeatures: m,
-        inFeatures: n,
-        positions,
-        transform: "dht",
-        alpha: 9,
-        coef,
+  // the square layer's coefficient gradient fused with its FHTs, and with separate ones
+  const cases = (gpu.f16 ? [false, true] : [false]).flatMap((f16) =>
+    [false, true].map((fused) => ({ f16, fused }))
+  );
+  const before = COEF_GRAD_HEURISTICS.fused;
+  try {
+    for (const { f16, fused } of cases) {
+      COEF_GRAD_HEURISTICS.fused = fused;
+      const p = new Prng(f16 ? 2 : 1);
+      const sizes = [12, 5, 9];
+      const made = sizes.map((m) => randomLinear(gpu, p, m, n, "out_in", { f16 }));
+      const value = made[2].lin;
+      made[2].lin = new Linear("no_bias", value.weight, null); // a layer without a bias
+      made[2].b.fill(0);
+      const adapters = [0, 2].map((i) => {
+        const m = sizes[i];
+        const positions = randomPositions(p, m, n, 7);
+        const coef = p.normals(7);
+        const layer = new SpectralLayer(gpu, "ssh", {
+          outFeatures: m,
+          inFeatures: n,
+          positions,
+          transform: "dht",
+          alpha: 9,
+          coef,
+        });
+        made[i].lin.adapter = layer;
+        assertEquals(layer.route(made[i].lin, tokens), "fold");
+        return { i, layer, positions, coef };
       });
-      made[i].lin.adapter = layer;
-      assertEquals(layer.route(made[i].lin, tokens), "fold");
-      return { i, layer, positions, coef };
-    });
-    const x = p.normals(tokens * n), r = p.normals(tokens * sizes.reduce((a, b) => a + b));
-    const xt = Tensor.from(gpu, x, [tokens, n], { requiresGrad: true });
-    const rt = Tensor.from(gpu, r, [tokens, r.length / tokens]);
-    const { y, loss } = tidy(() => {
-      const y = fusedProjection(made.map((l) => l.lin), xt);
-      assert(y !== null, "the layers fuse");
-      return { y, loss: sum(mul(y, rt)) };
-    });
-    loss.backward();
-    const got = await y.toArray(), dx = await xt.grad!.toArray();
-    // each layer's float64 reference on its block of columns of y and r
-    const width = r.length / tokens;
-    let at = 0;
-    const dxWant = new Float64Array(tokens * n);
-    for (const [i, { w, b }] of made.entries()) {
-      const m = sizes[i];
-      const a = adapters.find((a) => a.i === i);
-      const dw = a ? deltaWReference(a.positions, a.coef, m, n, "dht", 9) : new Float64Array(m * n);
-      const block = (v: ArrayLike<number>) =>
-        Float64Array.from({ length: tokens * m }, (_, e) => v[Math.floor(e / m) * width + at + (e % m)]);
-      const want = denseReference(w, dw, b, x, block(r), tokens, m, n);
-      const what = `layer ${i}${f16 ? " f16" : ""}`;
-      assertClose(block(got), want.y, TOL, `y ${what}`);
-      want.dx.forEach((v, e) => dxWant[e] += v);
-      if (a) {
-        const dc = coefGradReference(a.positions, want.g, m, n, "dht", 9);
-        assertClose(await a.layer.coef.grad!.toArray(), dc, TOL, `dcoef ${what}`);
+      const x = p.normals(tokens * n), r = p.normals(tokens * sizes.reduce((a, b) => a + b));
+      const xt = Tensor.from(gpu, x, [tokens, n], { requiresGrad: true });
+      const rt = Tensor.from(gpu, r, [tokens, r.length / tokens]);
+      const { y, loss } = tidy(() => {
+        const y = fusedProjection(made.map((l) => l.lin), xt);
+        assert(y !== null, "the layers fuse");
+        return { y, loss: sum(mul(y, rt)) };
+      });
+      loss.backward();
+      const got = await y.toArray(), dx = await xt.grad!.toArray();
+      // each layer's float64 reference on its block of columns of y and r
+      const width = r.length / tokens;
+      let at = 0;
+      const dxWant = new Float64Array(tokens * n);
+      for (const [i, { w, b }] of made.entries()) {
+        const m = sizes[i];
+        const a = adapters.find((a) => a.i === i);
+        const dw = a ? deltaWReference(a.positions, a.coef, m, n, "dht", 9) : new Float64Array(m * n);
+        const block = (v: ArrayLike<number>) =>
+          Float64Array.from({ length: tokens * m }, (_, e) => v[Math.floor(e / m) * width + at + (e % m)]);
+        const want = denseReference(w, dw, b, x, block(r), tokens, m, n);
+        const what = `layer ${i}${f16 ? " f16" : ""}${fused ? " fused ∂c" : ""}`;
+        assertClose(block(got), want.y, TOL, `y ${what}`);
+        want.dx.forEach((v, e) => dxWant[e] += v);
+        if (a) {
+          const dc = coefGradReference(a.positions, want.g, m, n, "dht", 9);
+          assertClose(await a.layer.coef.grad!.toArray(), dc, TOL, `dcoef ${what}`);
+        }
+        at += m;
       }
-      at += m;
+      assertClose(dx, dxWant, TOL, `dx${f16 ? " f16" : ""}`);
+      for (const { lin } of made) assert(lin.weight.grad === null, "frozen weights get no gradient");
+      if (fused) assert(adapters[0].layer.op.fusesGradient, "the square layer's gradient is fused");
+      for (const a of adapters) a.layer.dispose();
+      for (const t of [xt, rt, y, loss, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
     }
-    assertClose(dx, dxWant, TOL, `dx${f16 ? " f16" : ""}`);
-    for (const { lin } of made) assert(lin.weight.grad === null, "frozen weights get no gradient");
-    for (const a of adapters) a.layer.dispose();
-    for (const t of [xt, rt, y, loss, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+  } finally {
+    COEF_GRAD_HEURISTICS.fused = before;
   }
 });
 

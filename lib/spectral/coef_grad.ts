@@ -38,6 +38,7 @@ interface FusedPlan {
 
 /** Plans by spectrum, then by the heuristics they were made under. */
 const plans = new WeakMap<SparseSpectrum, Map<string, FusedPlan | null>>();
+/** Generated kernels by their configuration (generated once each). */
 const kernels = new Map<string, Kernel & { usesTwiddles: boolean }>();
 
 function makePlan(gpu: Gpu, spectrum: SparseSpectrum): FusedPlan | null {
@@ -55,9 +56,9 @@ function makePlan(gpu: Gpu, spectrum: SparseSpectrum): FusedPlan | null {
   if (perThread > COEF_GRAD_HEURISTICS.maxPerThread) return null;
   const layout = { ...found.layout, threads };
   const config = { n, layout, perThread };
-  const probe = fusedGradKernel(config);
-  let kernel = kernels.get(probe.name);
-  if (!kernel) kernels.set(probe.name, kernel = probe);
+  const key = JSON.stringify(config);
+  let kernel = kernels.get(key);
+  if (!kernel) kernels.set(key, kernel = fusedGradKernel(config));
   return { kernel, tw: found.tw, pairs: layout.lines / 2 };
 }
 

@@ -22,6 +22,7 @@ export const DELTA_WEIGHT_HEURISTICS: {
 /** Fewest lines per workgroup for ΔW (not transposed): 8 columns, 32 bytes of each row. */
 const MIN_LINES = 4;
 
+/** Generated kernels by their configuration (generated once each). */
 const kernels = new Map<string, Kernel & { usesTwiddles: boolean }>();
 
 /**
@@ -46,9 +47,10 @@ export function encodeDeltaWeight(
   const found = workgroupFhtLayout(gpu, m, want);
   if (!found || found.layout.lines < least) return false;
   const { layout, tw } = found;
-  const probe = deltaWeightKernel({ m, layout, transposed: opts.transposed, accumulate: opts.accumulate });
-  let kernel = kernels.get(probe.name);
-  if (!kernel) kernels.set(probe.name, kernel = probe);
+  const config = { m, layout, transposed: opts.transposed, accumulate: opts.accumulate };
+  const key = JSON.stringify(config);
+  let kernel = kernels.get(key);
+  if (!kernel) kernels.set(key, kernel = deltaWeightKernel(config));
   const ptr = spectrum.rowsOffset;
   const params = new Uint32Array([n, ptr, ptr + m + 1, opts.at, 0, 0, 0, 0]);
   new Float32Array(params.buffer)[4] = 0.5 * scale;
