@@ -99,16 +99,14 @@ export async function benchLayer(
     op.backward(saved, dy, coef, dx, dcoef);
   };
   const dense = () => {
-    gpu.stream.copy(w, 0, wSum, 0, m * n * 4);
-    op.materialize(coef, wSum, { accumulate: true });
+    op.materialize(coef, wSum, { base: w });
     encodeMatmul(gpu, x, wSum, y, t, m, n, { transB: true });
     encodeMatmul(gpu, dy, wSum, dx, t, n, m);
     encodeMatmul(gpu, dy, x, g, m, n, t, { transA: true });
     op.denseGradient(g, dcoef, { accumulate: false });
   };
   const folded = () => {
-    gpu.stream.copy(w, 0, wSum, 0, m * n * 4);
-    op.materialize(coef, wSum, { accumulate: true });
+    op.materialize(coef, wSum, { base: w });
     encodeMatmul(gpu, x, wSum, y, t, m, n, { transB: true });
     encodeMatmul(gpu, dy, wSum, dx, t, n, m);
     op.coefGradient(x, dy, t, dcoef, { accumulate: false });

@@ -2,7 +2,8 @@
  * WGSL for ΔW = s·C_M S̃ C_N in one kernel: the rows of (S̃·C_N)ᵀ are made on the fly from S̃'s
  * rows and a cas table as a workgroup FFT loads them (two rows j, j+1 as one complex line of
  * length M, kernels/fht.ts's pairing), transformed along M in workgroup memory, and the Hartley
- * unpack stores ΔWᵀ's rows j, j+1 as ΔW's columns (or as ΔWᵀ's rows), overwriting or adding.
+ * unpack stores ΔWᵀ's rows j, j+1 as ΔW's columns (or as ΔWᵀ's rows): overwriting, adding, or
+ * adding to a base weight stored elsewhere (W + ΔW written into a copy without copying W first).
  * Replaces kernels/sparse.ts's `casRowsKernel`, a row FHT and a transpose.
  * @module
  */
@@ -18,13 +19,13 @@ export interface DeltaWeightConfig {
   readonly layout: FftLayout;
   /** Store ΔWᵀ (N×M) instead of ΔW (M×N). */
   readonly transposed: boolean;
-  /** Add into dst instead of overwriting it. */
-  readonly accumulate: boolean;
+  /** dst = ΔW, dst += ΔW, or dst = base + ΔW (base: the same layout from its element 0). */
+  readonly mode: "write" | "add" | "base";
 }
 
 /**
  * Bindings: plan (u32: S̃'s CSR by rows at `ptr`, entries (col, coefficient, w) at `ent`), c
- * (coefficients), cas (f32, N: cas(2πt/N)), dst, [tw], then the uniform
+ * (coefficients), cas (f32, N: cas(2πt/N)), dst, [base], [tw], then the uniform
  * `{n, ptr, ent, at, hscale}` (N, and ½·α/(M·N)); dst's ΔW starts at element `at`. Dispatch
  * `grid(gpu, ⌈⌈N/2⌉ / lines⌉)`. Needs N < 65536 (j·col < 2³²).
  */
@@ -47,13 +48,17 @@ export function deltaWeightKernel(c: DeltaWeightConfig): Kernel & { usesTwiddles
   const list = ["plan: array<u32>", "c: array<f32>", "cas: array<f32>"]
     .map((b, i) => `@group(0) @binding(${i}) var<storage, read> ${b};`);
   list.push(`@group(0) @binding(3) var<storage, read_write> dst: array<f32>;`);
-  if (fft.usesTwiddles) list.push(`@group(0) @binding(4) var<storage, read> tw: array<vec2f>;`);
-  const at = (j: string) => c.transposed ? `P.at + ${j} * ${m}u + k` : `P.at + k * P.n + ${j}`;
-  const put = (j: string, v: string) =>
-    c.accumulate ? `{ let o = ${at(j)}; dst[o] = dst[o] + ${v}; }` : `dst[${at(j)}] = ${v};`;
+  if (c.mode === "base") list.push(`@group(0) @binding(4) var<storage, read> base: array<f32>;`);
+  if (fft.usesTwiddles) list.push(`@group(0) @binding(${list.length}) var<storage, read> tw: array<vec2f>;`);
+  const local = (j: string) => c.transposed ? `${j} * ${m}u + k` : `k * P.n + ${j}`;
+  const put = (j: string, v: string) => {
+    if (c.mode === "write") return `dst[P.at + ${local(j)}] = ${v};`;
+    if (c.mode === "add") return `{ let o = P.at + ${local(j)}; dst[o] = dst[o] + ${v}; }`;
+    return `{ let o = ${local(j)}; dst[P.at + o] = base[o] + ${v}; }`;
+  };
   const code = `struct Params { n: u32, ptr: u32, ent: u32, at: u32, hscale: f32 }
 ${list.join("\n")}
-@group(0) @binding(${fft.usesTwiddles ? 5 : 4}) var<uniform> P: Params;
+@group(0) @binding(${list.length}) var<uniform> P: Params;
 
 // Element r of line (wg, line): (S̃·C_N)[r, j] and [r, j + 1] for j = 2·(wg·lines + line).
 fn fft_load(wg: u32, line: u32, r: u32) -> vec2f {
@@ -82,6 +87,6 @@ fn fft_store(wg: u32, line: u32, k: u32, z0: vec2f, z1: vec2f) {
 ${fft.code}`;
   const tag = `m${m}_l${lay.lines}_t${lay.threads}${lay.split ? "_split" : ""}${lay.pad ? "_pad" : ""}${
     c.transposed ? "_t" : ""
-  }${c.accumulate ? "_acc" : ""}`;
+  }_${c.mode}`;
   return { name: `delta_weight.${tag}`, code, usesTwiddles: fft.usesTwiddles };
 }

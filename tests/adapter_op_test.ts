@@ -403,3 +403,38 @@ Deno.test("materialize builds ΔW in one kernel where M's transform fits a workg
     Object.assign(DELTA_WEIGHT_HEURISTICS, saved);
   }
 });
+
+Deno.test("materialize writes W + ΔW from a base weight, in one kernel and in three passes", async () => {
+  const gpu = await getGpu();
+  const saved = { ...DELTA_WEIGHT_HEURISTICS };
+  try {
+    for (const [m, n] of [[12, 7], [67, 5]] as const) {
+      for (const transform of TRANSFORMS) {
+        const p = new Prng(m + n);
+        const positions = testPositions(m, n, 6, 9);
+        const coef = p.normals(6);
+        const dw = deltaWReference(positions, coef, m, n, transform, 25);
+        const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha: 25 });
+        const c = upload(gpu, coef);
+        for (const fused of [true, false]) {
+          DELTA_WEIGHT_HEURISTICS.fused = fused;
+          for (const transposed of [false, true]) {
+            const w = p.normals(m * n), at = 4, before = p.normals(at + m * n + 3);
+            const base = upload(gpu, w), dst = upload(gpu, before);
+            op.materialize(c, dst, { base, transposed, at });
+            const want = Float64Array.from(before);
+            (transposed ? transpose(dw, m, n) : dw).forEach((v, i) => want[at + i] = w[i] + v);
+            const what = `${transform} ${m}×${n} fused=${fused} transposed=${transposed}`;
+            assertClose(await readF32(gpu, dst, before.length), want, TOL, what);
+            for (const b of [base, dst]) gpu.pool.release(b);
+          }
+        }
+        assertThrows(() => op.materialize(c, c, { base: c, accumulate: true }), "exclude each other");
+        gpu.pool.release(c);
+        op.dispose();
+      }
+    }
+  } finally {
+    Object.assign(DELTA_WEIGHT_HEURISTICS, saved);
+  }
+});

@@ -47,7 +47,7 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
       folds.push(null);
       continue;
     }
-    const w = l.weightCopy();
+    const w = Tensor.empty(gpu, l.weight.shape);
     const update = l.adapter.fold!(l, tokens, w, 0);
     weights.push(w);
     folds.push(update);

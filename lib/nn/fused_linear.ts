@@ -46,8 +46,10 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   const folds: (FoldedUpdate | null)[] = [];
   let row = 0;
   for (const l of layers) {
-    copyAll(l.weight, weight, row * n);
-    folds.push(l.adapter?.fold?.(l, tokens, weight, row * n) ?? null);
+    // a folding adapter writes W + ΔW itself
+    const folded = l.adapter?.fold?.(l, tokens, weight, row * n) ?? null;
+    if (!folded) copyAll(l.weight, weight, row * n);
+    folds.push(folded);
     row += l.outFeatures;
   }
   let bias: Tensor | null = null;

@@ -5,8 +5,7 @@
  * @module
  */
 import type { LinearShape } from "../models/shapes.ts";
-import { add, type DropoutRows, linear, Tensor } from "../tensor/mod.ts";
-import { copyAll } from "../tensor/ops/copy.ts";
+import { add, type DropoutRows, linear, type Tensor } from "../tensor/mod.ts";
 import { param } from "./norm.ts";
 
 /** A parameter-efficient update attached to a {@link Linear} (SSH, LoRA, FourierFT). */
@@ -29,9 +28,9 @@ export interface LinearAdapter {
   apply?(layer: Linear, x: Tensor, rows?: DropoutRows): Tensor | null;
   /**
    * When the adapter folds ΔW into the weight for `tokens` tokens (SSH and FourierFT on small
-   * layers): add ΔW into `dst` (f32, holding the layer's weight W in its storage layout from
-   * element `at`) and say how to train through it; else null, leaving `dst` as it was. This
-   * lets the layer share one product with others (`fusedProjection`).
+   * layers): write W + ΔW into `dst` (f32, in the layer's storage layout from element `at`) and
+   * say how to train through it; else null, leaving `dst` as it was. This lets the layer share
+   * one product with others (`fusedProjection`).
    */
   fold?(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null;
   /**
@@ -98,13 +97,6 @@ export class Linear {
   /** in_features N. */
   get inFeatures(): number {
     return this.layout === "out_in" ? this.weight.shape[1] : this.weight.shape[0];
-  }
-
-  /** A new f32 tensor holding the weight (an f16 one converted), with no gradient link: what an adapter folds ΔW into. */
-  weightCopy(): Tensor {
-    const copy = Tensor.empty(this.weight.gpu, this.weight.shape);
-    copyAll(this.weight, copy);
-    return copy;
   }
 
   /** x [..., in] → [..., out] (`rows`: see {@link LinearAdapter.delta}). */

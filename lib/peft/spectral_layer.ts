@@ -4,7 +4,7 @@
  * - spectral: ΔW applied to activations through {@link SpectralAdapterOp} without ever
  *   building it (SPEC §1.6), four FHTs of the tokens per step;
  * - folded, for a layer small against the tokens of a step ({@link SpectralLayer.route}):
- *   W + ΔW built once (a 2-D transform of M·N) and used in the layer's one product, forward and
+ *   W + ΔW built once a step (one kernel) and used in the layer's one product, forward and
  *   backward; the coefficient gradient still comes from FHT(x) and FHT(δ).
  *
  * `delta(x)` records one node on the tape whose gradient rule calls the op's backward for
@@ -16,6 +16,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { GradNode } from "../tensor/autograd.ts";
 import { isGradEnabled, keep, linear, noGrad, record, Tensor } from "../tensor/mod.ts";
+import { copyAll } from "../tensor/ops/copy.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import type { FoldedUpdate, Linear } from "../nn/linear.ts";
 import { SpectralAdapterOp, type SpectralSaved } from "../spectral/adapter_op.ts";
@@ -151,7 +152,7 @@ export class SpectralLayer implements PeftLayer {
   apply(layer: Linear, x: Tensor): Tensor | null {
     const tokens = this.#tokens(x);
     if (tokens === null || this.route(layer, tokens) !== "fold") return null;
-    const w = layer.weightCopy();
+    const w = Tensor.empty(this.gpu, layer.weight.shape);
     const folded = this.fold(layer, tokens, w, 0)!;
     const layout = layer.layout;
     const y = noGrad(() => linear(x, w, layer.bias, { weightLayout: layout }));
@@ -164,16 +165,21 @@ export class SpectralLayer implements PeftLayer {
   }
 
   /**
-   * ΔW added into `dst` (holding W from element `at`, in the layer's storage layout) when
+   * W + ΔW written into `dst` (f32, from element `at`, in the layer's storage layout) when
    * {@link route} says `fold` for `tokens` tokens, with the coefficient gradient from the
-   * layer's input and output gradient; else null.
+   * layer's input and output gradient; else null, leaving `dst` as it was.
    */
   fold(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null {
     this.#live();
     if (this.route(layer, tokens) !== "fold") return null;
     const { gpu, op, coef } = this;
     const transposed = layer.layout === "in_out";
-    op.materialize(coef.buffer, dst.buffer, { accumulate: true, transposed, at });
+    if (layer.weight.dtype === "f32") {
+      op.materialize(coef.buffer, dst.buffer, { base: layer.weight.buffer, transposed, at });
+    } else {
+      copyAll(layer.weight, dst, at); // f16 or quantized: converted first
+      op.materialize(coef.buffer, dst.buffer, { accumulate: true, transposed, at });
+    }
     const n = this.inFeatures;
     const m = this.outFeatures;
     const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>, at = 0) => {

@@ -223,22 +223,32 @@ export class SpectralAdapterOp {
 
   /**
    * ΔW = (α/MN)·T(S) into `dst`: M×N row-major, or its transpose N×M with `transposed`
-   * (GPT-2's Conv1D storage). Adds to `dst` with `accumulate` (merging into a weight), from
+   * (GPT-2's Conv1D storage). Adds to `dst` with `accumulate` (merging into a weight), or writes
+   * `base + ΔW` with `base` (a weight in the same layout: folding into a copy of it), from
    * element `at` of `dst` (a weight stacked with others').
    */
   materialize(
     coef: GPUBuffer,
     dst: GPUBuffer,
-    opts: { accumulate?: boolean; transposed?: boolean; at?: number } = {},
+    opts: { accumulate?: boolean; transposed?: boolean; at?: number; base?: GPUBuffer } = {},
   ): void {
     const { gpu, m, nIn } = this;
     this.#live();
-    const at = opts.at ?? 0;
-    if (at !== 0 && !opts.accumulate) throw new Error("materialize: an offset `at` needs `accumulate`");
+    const at = opts.at ?? 0, base = opts.base;
+    if (base && opts.accumulate) throw new Error("materialize: `base` and `accumulate` exclude each other");
+    if (at !== 0 && !opts.accumulate && !base) {
+      throw new Error("materialize: an offset `at` needs `accumulate` or `base`");
+    }
     need(coef, this.count, `coef (n = ${this.count})`);
     need(dst, at + m * nIn, `dst (M×N = ${m}×${nIn}${at ? ` from element ${at}` : ""})`);
-    const placed = { transposed: opts.transposed ?? false, accumulate: opts.accumulate ?? false, at };
+    if (base) need(base, m * nIn, `base (M×N = ${m}×${nIn})`);
+    const placed = { transposed: opts.transposed ?? false, accumulate: opts.accumulate ?? false, at, base };
     if (encodeDeltaWeight(gpu, this.spectrum, coef, dst, this.scale, placed)) return;
+    if (base) {
+      // the passes below add ΔW into dst: W first
+      gpu.stream.copy(base, 0, dst, at * 4, m * nIn * 4);
+      return this.materialize(coef, dst, { transposed: opts.transposed, at, accumulate: true });
+    }
     if (nIn < 65536) {
       // ΔWᵀ = C_N S̃ᵀ C_M (all three transforms are C_M S̃ C_N): S̃'s rows against C_N, then
       // one FHT of its N rows of length M, stored transposed unless ΔWᵀ is what is asked for

@@ -1,7 +1,8 @@
 /**
  * ΔW = (α/(M·N))·C_M S̃ C_N in one dispatch (kernels/delta_weight.ts) where M's transform fits
- * a workgroup: folding and merging write it into a weight (at an offset, transposed or not)
- * without the three passes of cas rows, a row FHT and a transpose.
+ * a workgroup: folding and merging write it into a weight (at an offset, transposed or not, or
+ * W + ΔW into a copy from W itself) without the three passes of cas rows, a row FHT and a
+ * transpose.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -26,7 +27,8 @@ const MIN_LINES = 4;
 const kernels = new Map<string, Kernel & { usesTwiddles: boolean }>();
 
 /**
- * `dst[at ..] (+)= (α/MN)·ΔW` (M×N row-major, or ΔWᵀ N×M with `transposed`) in one dispatch;
+ * `dst[at ..] (+)= (α/MN)·ΔW` (M×N row-major, or ΔWᵀ N×M with `transposed`) in one dispatch, or
+ * with `base`, `dst[at ..] = base + (α/MN)·ΔW` (base in the same layout from its element 0);
  * false, encoding nothing, when this route does not apply (switched off, N ≥ 65536, M needs
  * Bluestein, or ΔW's lines of M do not fit workgroup memory four at a time).
  */
@@ -36,7 +38,7 @@ export function encodeDeltaWeight(
   coef: GPUBuffer,
   dst: GPUBuffer,
   scale: number,
-  opts: { transposed: boolean; accumulate: boolean; at: number },
+  opts: { transposed: boolean; accumulate: boolean; at: number; base?: GPUBuffer },
 ): boolean {
   const { m, n } = spectrum;
   if (!DELTA_WEIGHT_HEURISTICS.fused || n >= 65536) return false;
@@ -47,14 +49,22 @@ export function encodeDeltaWeight(
   const found = workgroupFhtLayout(gpu, m, want);
   if (!found || found.layout.lines < least) return false;
   const { layout, tw } = found;
-  const config = { m, layout, transposed: opts.transposed, accumulate: opts.accumulate };
+  const mode = opts.base ? "base" : opts.accumulate ? "add" : "write";
+  const config = { m, layout, transposed: opts.transposed, mode } as const;
   const key = JSON.stringify(config);
   let kernel = kernels.get(key);
   if (!kernel) kernels.set(key, kernel = deltaWeightKernel(config));
   const ptr = spectrum.rowsOffset;
   const params = new Uint32Array([n, ptr, ptr + m + 1, opts.at, 0, 0, 0, 0]);
   new Float32Array(params.buffer)[4] = 0.5 * scale;
-  const bufs = [spectrum.plan, coef, casTable(gpu, n), dst, ...(kernel.usesTwiddles ? [tw] : [])];
+  const bufs = [
+    spectrum.plan,
+    coef,
+    casTable(gpu, n),
+    dst,
+    ...(opts.base ? [opts.base] : []),
+    ...(kernel.usesTwiddles ? [tw] : []),
+  ];
   gpu.stream.dispatch(kernel, bufs, grid(gpu, Math.ceil(Math.ceil(n / 2) / layout.lines)), params);
   return true;
 }
