@@ -4,6 +4,8 @@
 # "torch-matmul M×N×K LAYOUT MS GFLOP/S" line per shape, the median of 10 timed loops of 10 products.
 import torch
 
+from cuda_timing import median_ms
+
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 SHAPES = [
@@ -27,24 +29,7 @@ def product(m, n, k, layout):
     return lambda: a @ b
 
 
-def median_ms(f, loops=10, reps=10, warm=5):
-    for _ in range(warm):
-        f()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(loops):
-            f()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) / loops)
-    times.sort()
-    return times[len(times) // 2]
-
-
 print("torch", torch.__version__, torch.cuda.get_device_name(), flush=True)
 for m, n, k, layout in SHAPES:
-    ms = median_ms(product(m, n, k, layout))
+    ms = median_ms(product(m, n, k, layout), warm=5, loops=10)
     print(f"torch-matmul {m}×{n}×{k} {layout} {ms:.3f} {2 * m * n * k / ms / 1e6:.1f}", flush=True)

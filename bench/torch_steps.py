@@ -9,22 +9,11 @@ import torch.nn as nn
 from transformers import LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification
 from peft import FourierFTConfig, LoraConfig, get_peft_model
 
+from cuda_timing import median_ms
+
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 dev = "cuda"
-
-
-def bench(f, reps=10, warm=3):
-    for _ in range(warm):
-        f()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); f(); e.record(); torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    ts.sort()
-    return ts[len(ts) // 2]
 
 
 class SSHLinear(nn.Module):
@@ -74,7 +63,7 @@ def run(label, make, inputs, kinds):
             opt.zero_grad(set_to_none=True)
 
         torch.cuda.reset_peak_memory_stats()
-        ms = bench(step)
+        ms = median_ms(step)
         print(f"torch-step {label} {kind} {ms:.2f} {torch.cuda.max_memory_allocated() / 2**30:.2f}", flush=True)
         del m, opt
         torch.cuda.empty_cache()
