@@ -75,7 +75,7 @@ fi
 part steps 300 $run bench/step.ts $step_args
 # SSH and FourierFT with the coefficient gradient's separate FHTs and passes, against `steps` (fused
 # on GPUs: lib/spectral/coef_grad.ts); session 12 predicted ≈ 0.7 ms a RoBERTa-base step for the fusion
-part steps_grad 60 $run bench/step.ts --models=roberta-base --methods=ssh,fourierft --no-fuse=grad
+part steps_grad 60 $run bench/step.ts --models=roberta-base --methods=ssh,fourierft --coef-grad=separate
 # PyTorch's steps right after ours, so a call that runs out of budget still compares them
 part torch_steps 120 python3 bench/torch_steps.py
 if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then

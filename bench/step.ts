@@ -17,7 +17,7 @@
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --presets=big,wide   # without the `tall` tile
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn,head   # what fusions are worth (lib/nn/fusions.ts)
- *     deno task bench-step --methods=ssh --no-fuse=grad   # SSH's coefficient gradient with separate FHTs
+ *     deno task bench-step --methods=ssh --coef-grad=separate   # SSH's ∂c with separate FHTs (or fused)
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
  * @module
@@ -294,6 +294,7 @@ if (import.meta.main) {
       fill: { type: "string" },
       presets: { type: "string" },
       "no-fuse": { type: "string" },
+      "coef-grad": { type: "string" },
       attention: { type: "string" },
       checkpointing: { type: "boolean" },
     },
@@ -307,17 +308,21 @@ if (import.meta.main) {
     ATTENTION_PATH.path = attention;
   }
   for (const name of values["no-fuse"]?.split(",") ?? []) {
-    // ablation: one fused path off (see lib/nn/fusions.ts; `grad`: the spectral coefficient
-    // gradient with separate transforms, lib/spectral/coef_grad.ts)
-    if (name === "grad") {
-      COEF_GRAD_HEURISTICS.fused = false;
-      continue;
-    }
+    // ablation: one fused path off (see lib/nn/fusions.ts)
     if (!Object.hasOwn(FUSIONS, name)) {
-      const known = [...Object.keys(FUSIONS), "grad"].join(", ");
-      throw new Error(`--no-fuse: unknown fusion "${name}" (known: ${known})`);
+      throw new Error(`--no-fuse: unknown fusion "${name}" (known: ${Object.keys(FUSIONS).join(", ")})`);
     }
     FUSIONS[name as keyof typeof FUSIONS] = false;
+  }
+  const coefGrad = values["coef-grad"];
+  if (coefGrad) {
+    // the square spectral layers' coefficient gradient: fused with its FHTs or not (see
+    // COEF_GRAD_HEURISTICS; `auto` fuses on hardware GPUs only)
+    const choice = ({ auto: "auto", fused: true, separate: false } as const)[coefGrad];
+    if (choice === undefined) {
+      throw new Error(`--coef-grad: expected auto, fused or separate, got "${coefGrad}"`);
+    }
+    COEF_GRAD_HEURISTICS.fused = choice;
   }
   if (values.fill) {
     // tuning: how full a GPU counts as filled before a product gets a smaller tile or a K split

@@ -12,7 +12,7 @@
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
 import { workgroupFftCode } from "./fft_codegen.ts";
-import type { FftLayout } from "./fht.ts";
+import { type FftLayout, hartleyUnpack } from "./fht.ts";
 
 /** Configuration of {@link fusedGradKernel}. */
 export interface FusedGradConfig {
@@ -54,6 +54,7 @@ export function fusedGradKernel(c: FusedGradConfig): Kernel & { usesTwiddles: bo
   bindings.push(`@group(0) @binding(3) var<storage, read_write> partial: array<f32>;`);
   if (fft.usesTwiddles) bindings.push(`@group(0) @binding(4) var<storage, read> tw: array<vec2f>;`);
   const uniform = fft.usesTwiddles ? 5 : 4;
+  const [ha, hb] = hartleyUnpack("0.5");
   const code = `struct Params {
   tokens: u32, trips: u32, per: u32, chunks: u32,
   list: u32, entries: u32, dy_ld: u32, dy_off: u32,
@@ -83,8 +84,8 @@ fn fft_load(q: u32, line: u32, i: u32) -> vec2f {
 
 // Line l's two Hartley rows are rows 2l and 2l + 1 of hart.
 fn fft_store(q: u32, line: u32, k: u32, z0: vec2f, z1: vec2f) {
-  hart[line * ${2 * n}u + k] = 0.5 * ((z0.x + z1.x) - (z0.y - z1.y));
-  hart[line * ${2 * n}u + ${n}u + k] = 0.5 * ((z0.y + z1.y) + (z0.x - z1.x));
+  hart[line * ${2 * n}u + k] = ${ha};
+  hart[line * ${2 * n}u + ${n}u + k] = ${hb};
 }
 
 ${fft.code}

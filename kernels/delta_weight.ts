@@ -9,7 +9,7 @@
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
 import { workgroupFftCode } from "./fft_codegen.ts";
-import type { FftLayout } from "./fht.ts";
+import { type FftLayout, hartleyUnpack } from "./fht.ts";
 
 /** Configuration of {@link deltaWeightKernel}. */
 export interface DeltaWeightConfig {
@@ -56,6 +56,7 @@ export function deltaWeightKernel(c: DeltaWeightConfig): Kernel & { usesTwiddles
     if (c.mode === "add") return `{ let o = P.at + ${local(j)}; dst[o] = dst[o] + ${v}; }`;
     return `{ let o = ${local(j)}; dst[P.at + o] = base[o] + ${v}; }`;
   };
+  const [ha, hb] = hartleyUnpack("P.hscale");
   const code = `struct Params { n: u32, ptr: u32, ent: u32, at: u32, hscale: f32 }
 ${list.join("\n")}
 @group(0) @binding(${list.length}) var<uniform> P: Params;
@@ -80,8 +81,8 @@ fn fft_load(wg: u32, line: u32, r: u32) -> vec2f {
 fn fft_store(wg: u32, line: u32, k: u32, z0: vec2f, z1: vec2f) {
   let j = 2u * (wg * ${lay.lines}u + line);
   if (j >= P.n) { return; }
-  ${put("j", "P.hscale * ((z0.x + z1.x) - (z0.y - z1.y))")}
-  if (j + 1u < P.n) { ${put("(j + 1u)", "P.hscale * ((z0.y + z1.y) + (z0.x - z1.x))")} }
+  ${put("j", ha)}
+  if (j + 1u < P.n) { ${put("(j + 1u)", hb)} }
 }
 
 ${fft.code}`;

@@ -67,11 +67,21 @@ function bindings(list: readonly [name: string, access: "read" | "read_write", t
   return lines.join("\n");
 }
 
+/**
+ * WGSL expressions of the two real rows' Hartley outputs at k, H_a[k] and H_b[k], times `scale`,
+ * from Z_k and Z_−k of their complex line held in `z0` and `z1` (the unpack of the module doc
+ * without its ½, which `scale` carries).
+ */
+export function hartleyUnpack(scale: string): readonly [string, string] {
+  return [`${scale} * ((z0.x + z1.x) - (z0.y - z1.y))`, `${scale} * ((z0.y + z1.y) + (z0.x - z1.x))`];
+}
+
 /** The two unpacked Hartley outputs of rows ra and ra+1 at k from Z_k, Z_−k (times hscale). */
 function unpackStore(dst: string, n: number, f16: boolean): string {
   const e = elem(f16);
-  return `  dst[ra * ${n}u + k] = ${e}(P.hscale * ((z0.x + z1.x) - (z0.y - z1.y)));
-  if (ra + 1u < P.rows) { ${dst}[ra * ${n}u + ${n}u + k] = ${e}(P.hscale * ((z0.y + z1.y) + (z0.x - z1.x))); }`;
+  const [ha, hb] = hartleyUnpack("P.hscale");
+  return `  ${dst}[ra * ${n}u + k] = ${e}(${ha});
+  if (ra + 1u < P.rows) { ${dst}[ra * ${n}u + ${n}u + k] = ${e}(${hb}); }`;
 }
 
 /** Bluestein's post-multiplication: X_k = chirp_k · conj(W_k). */

@@ -430,6 +430,7 @@ Deno.test("materialize writes W + ΔW from a base weight, in one kernel and in t
           }
         }
         assertThrows(() => op.materialize(c, c, { base: c, accumulate: true }), "exclude each other");
+        assertThrows(() => op.materialize(c, c, { base: c }), "another buffer than dst");
         gpu.pool.release(c);
         op.dispose();
       }

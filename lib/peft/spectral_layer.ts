@@ -4,7 +4,7 @@
  * - spectral: ΔW applied to activations through {@link SpectralAdapterOp} without ever
  *   building it (SPEC §1.6), four FHTs of the tokens per step;
  * - folded, for a layer small against the tokens of a step ({@link SpectralLayer.route}):
- *   W + ΔW built once a step (one kernel) and used in the layer's one product, forward and
+ *   W + ΔW built once a step (in one kernel where it fits) and used in the layer's one product, forward and
  *   backward; the coefficient gradient still comes from FHT(x) and FHT(δ).
  *
  * `delta(x)` records one node on the tape whose gradient rule calls the op's backward for

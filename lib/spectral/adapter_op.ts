@@ -236,6 +236,11 @@ export class SpectralAdapterOp {
     this.#live();
     const at = opts.at ?? 0, base = opts.base;
     if (base && opts.accumulate) throw new Error("materialize: `base` and `accumulate` exclude each other");
+    if (base === dst) {
+      throw new Error(
+        "materialize: `base` must be another buffer than dst (to add in place, use `accumulate`)",
+      );
+    }
     if (at !== 0 && !opts.accumulate && !base) {
       throw new Error("materialize: an offset `at` needs `accumulate` or `base`");
     }
