@@ -15,8 +15,31 @@ export const EMBEDDING_WG = 64;
 const gathers = new Map<boolean, Kernel>();
 
 /**
- * `y[t·d + j] = w[ids[t]·d + j]` (0 for an id outside [0, vocab)). Bindings ids (i32), w (f32
- * or f16), y; uniform `{ n, d, vocab }` with n = tokens·d.
+ * The uniform of the gathers: `n` = tokens·d outputs, the table's `vocab` rows of `d`, and the
+ * band of rows [lo, hi) this dispatch reads, which starts `base` elements into the binding (a
+ * table over one storage binding is read in bands: lib/gpu/bands.ts). Ids in no band are
+ * zeroed by the band with `first` set; a quantized table's scales binding starts at group
+ * `scaleShift`.
+ */
+const GATHER_PARAMS =
+  "struct P { n: u32, d: u32, vocab: u32, lo: u32, hi: u32, base: u32, first: u32, scaleShift: u32 }";
+
+/** The part of a gather that picks the band's ids; `value` reads element `e` of the binding. */
+function gatherBody(value: (e: string) => string): string {
+  return `
+  if (i >= p.n) { return; }
+  let id = ids[i / p.d];
+  if (id >= i32(p.lo) && id < i32(p.hi)) {
+    let e = p.base + (u32(id) - p.lo) * p.d + i % p.d;
+    y[i] = ${value("e")};
+  } else if (p.first == 1u && (id < 0 || u32(id) >= p.vocab)) {
+    y[i] = 0.0;
+  }`;
+}
+
+/**
+ * `y[t·d + j] = w[ids[t]·d + j]` for the ids of the band (0 for an id outside [0, vocab)).
+ * Bindings ids (i32), w (f32 or f16), y; uniform {@link GATHER_PARAMS}.
  */
 export function embeddingKernel(f16: boolean): Kernel {
   let k = gathers.get(f16);
@@ -27,15 +50,10 @@ export function embeddingKernel(f16: boolean): Kernel {
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
 @group(0) @binding(1) var<storage, read> w: array<${f16 ? "f16" : "f32"}>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-struct P { n: u32, d: u32, vocab: u32 }
+${GATHER_PARAMS}
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(256) fn main(${BUILTINS}) {
-  ${linearId()}
-  if (i >= p.n) { return; }
-  let id = ids[i / p.d];
-  var v = 0.0;
-  if (id >= 0 && u32(id) < p.vocab) { v = f32(w[u32(id) * p.d + i % p.d]); }
-  y[i] = v;
+  ${linearId()}${gatherBody((e) => `f32(w[${e}])`)}
 }`,
     };
     gathers.set(f16, k);
@@ -47,8 +65,9 @@ const quantGathers = new Map<QuantKind, Kernel>();
 
 /**
  * {@link embeddingKernel} over a table stored as `kind` (lib/tensor/reference/quant.ts): value
- * e = id·d + j is code e of the packed words times the scale of group e / 32. Bindings ids (i32),
- * codes (u32), scales (f32), y; uniform `{ n, d, vocab }`.
+ * e = id·d + j is code e of the packed words times the scale of group e / 32 (both counted from
+ * their binding's start). Bindings ids (i32), codes (u32), scales (f32), y; uniform
+ * {@link GATHER_PARAMS}.
  */
 export function quantEmbeddingKernel(kind: QuantKind): Kernel {
   let k = quantGathers.get(kind);
@@ -64,18 +83,13 @@ export function quantEmbeddingKernel(kind: QuantKind): Kernel {
 @group(0) @binding(1) var<storage, read> q: array<u32>;
 @group(0) @binding(2) var<storage, read> s: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-struct P { n: u32, d: u32, vocab: u32 }
+${GATHER_PARAMS}
 @group(0) @binding(4) var<uniform> p: P;
+fn code(e: u32) -> f32 { return ${code}; }
 @compute @workgroup_size(256) fn main(${BUILTINS}) {
-  ${linearId()}
-  if (i >= p.n) { return; }
-  let id = ids[i / p.d];
-  var v = 0.0;
-  if (id >= 0 && u32(id) < p.vocab) {
-    let e = u32(id) * p.d + i % p.d;
-    v = (${code}) * s[e / ${QUANT_GROUP}u];
-  }
-  y[i] = v;
+  ${linearId()}${
+        gatherBody((e) => `code(${e}) * s[(u32(id) * p.d + i % p.d) / ${QUANT_GROUP}u - p.scaleShift]`)
+      }
 }`,
     };
     quantGathers.set(kind, k);
@@ -85,8 +99,10 @@ struct P { n: u32, d: u32, vocab: u32 }
 
 /**
  * `dw[rows[u]·d + j] = Σ_{q ∈ [offsets[u], offsets[u+1])} g[positions[q]·d + j]`, one
- * workgroup per distinct id u. `csr` (u32) holds rows (U), offsets (U+1), positions (N) back
- * to back. Bindings csr, g, dw; uniform `{ u, d, offsetsAt, positionsAt }`.
+ * workgroup per distinct id u of [u0, u0 + count). `csr` (u32) holds rows (U, ascending),
+ * offsets (U+1), positions (N) back to back. A table over one storage binding is written in
+ * bands: the band's rows start at row `lo`, `base` elements into dw's binding. Bindings csr, g,
+ * dw; uniform `{ count, d, offsetsAt, positionsAt, u0, lo, base }`.
  */
 export const embeddingBackwardKernel: Kernel = {
   name: "embedding.backward",
@@ -94,18 +110,18 @@ export const embeddingBackwardKernel: Kernel = {
 @group(0) @binding(0) var<storage, read> csr: array<u32>;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
-struct P { u: u32, d: u32, offsetsAt: u32, positionsAt: u32 }
+struct P { count: u32, d: u32, offsetsAt: u32, positionsAt: u32, u0: u32, lo: u32, base: u32 }
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${EMBEDDING_WG}) fn main(${BUILTINS}) {
-  let u = ${GROUP_ID};
-  if (u >= p.u) { return; }
-  let row = csr[u];
+  if (${GROUP_ID} >= p.count) { return; }
+  let u = p.u0 + ${GROUP_ID};
+  let at = p.base + (csr[u] - p.lo) * p.d;
   let lo = csr[p.offsetsAt + u];
   let hi = csr[p.offsetsAt + u + 1u];
   for (var j = lid; j < p.d; j = j + ${EMBEDDING_WG}u) {
     var acc = 0.0;
     for (var q = lo; q < hi; q = q + 1u) { acc = acc + g[csr[p.positionsAt + q] * p.d + j]; }
-    dw[row * p.d + j] = acc;
+    dw[at + j] = acc;
   }
 }`,
 };

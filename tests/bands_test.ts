@@ -10,6 +10,12 @@ import { argmax, crossEntropy, slice, Tensor } from "../lib/tensor/mod.ts";
 import { argmaxKernel } from "../kernels/reduce.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { Prng } from "../lib/spectral/prng.ts";
+import {
+  dequantizeReference,
+  packCodes,
+  quantizeReference,
+  type QuantKind,
+} from "../lib/tensor/reference/quant.ts";
 import { randomIds, tokenBatch } from "./model_helpers.ts";
 import { FIXTURES } from "./peft_helpers.ts";
 
@@ -90,30 +96,43 @@ Deno.test("crossEntropy and argmax over logits in bands equal one band's", async
   assertClose([whole.loss], [sum / count], 1e-5, "loss");
 });
 
-/** The options of one banded product: a bias row is drawn when `bias`. */
-type BandedOptions = Omit<MatmulOptions, "bias"> & { bias?: boolean };
+/** The options of one banded product: a bias row is drawn when `bias`, B quantized as `quant`. */
+type BandedOptions = Omit<MatmulOptions, "bias" | "quantB"> & { bias?: boolean; quant?: QuantKind };
 
-/** C = op(A)·op(B) under a lowered limit, against float64; B as f32 or f16. */
+/** C = op(A)·op(B) under a lowered limit, against float64; B as f32, f16, q8 or q4. */
 async function checkBanded(gpu: Gpu, m: number, n: number, k: number, opts: BandedOptions, limit: number) {
+  const { quant, bias: withBias, ...rest } = opts;
   const p = new Prng(m * 31 + n * 7 + k);
   const a = Float32Array.from(p.normals(m * k)), bf = Float32Array.from(p.normals(k * n));
-  const bStored = opts.f16B ? Float16Array.from(bf) : bf;
-  const bias = opts.bias ? Float32Array.from(p.normals(n)) : undefined;
+  const q = quant ? quantizeReference(bf, quant) : null;
+  const bValues = q ? Float32Array.from(dequantizeReference(q)) : opts.f16B ? Float16Array.from(bf) : bf;
+  const bias = withBias ? Float32Array.from(p.normals(n)) : undefined;
   const start = opts.accumulate ? Float32Array.from(p.normals(m * n)) : new Float32Array(m * n);
-  const [ab, bb, cb] = [upload(gpu, a), upload(gpu, bStored), upload(gpu, start)];
+  const [ab, bb, cb] = [
+    upload(gpu, a),
+    upload(gpu, q ? packCodes(q.codes, quant!) : bValues),
+    upload(gpu, start),
+  ];
+  const scales = q ? upload(gpu, Float32Array.from(q.scales)) : undefined;
   const biasBuffer = bias ? upload(gpu, bias) : undefined;
   const dispatches = gpu.stream.dispatches;
   await limited(limit, () => {
-    encodeMatmul(gpu, ab, bb, cb, m, n, k, { ...opts, bias: biasBuffer });
+    encodeMatmul(gpu, ab, bb, cb, m, n, k, {
+      ...rest,
+      bias: biasBuffer,
+      ...(q ? { quantB: { kind: quant!, scales: scales! } } : {}),
+    });
     return Promise.resolve();
   });
   assert(gpu.stream.dispatches - dispatches > 1, `${m}×${n}×${k} ${JSON.stringify(opts)} ran in one band`);
-  const want = matmulReference(a, bStored, m, n, k, { transA: opts.transA, transB: opts.transB }).map((
+  const want = matmulReference(a, bValues, m, n, k, { transA: opts.transA, transB: opts.transB }).map((
     x,
     i,
   ) => x + (bias ? bias[i % n] : 0) + start[i]);
   assertClose(await readF32(gpu, cb, m * n), want, 1e-5, `banded ${m}×${n}×${k} ${JSON.stringify(opts)}`);
-  for (const buf of [ab, bb, cb, ...(biasBuffer ? [biasBuffer] : [])]) gpu.pool.release(buf);
+  for (const buf of [ab, bb, cb, ...(biasBuffer ? [biasBuffer] : []), ...(scales ? [scales] : [])]) {
+    gpu.pool.release(buf);
+  }
 }
 
 Deno.test("matmul: operands over one binding run in bands of rows, of B's rows or of K", async () => {
@@ -125,10 +144,27 @@ Deno.test("matmul: operands over one binding run in bands of rows, of B's rows o
   await checkBanded(gpu, 19, 13, 61, { transA: true, accumulate: true }, 4096);
   await checkBanded(gpu, 5, 70, 33, { transB: true }, 4096);
   if (gpu.f16) await checkBanded(gpu, 5, 70, 65, { transB: true, f16B: true }, 4096);
-  const [big, c] = [gpu.pool.acquire(64 * 1024), gpu.pool.acquire(256)];
+  // a plain B over (a large layer's input gradient, δ·W): along K
+  await checkBanded(gpu, 5, 19, 70, { bias: true }, 4096);
+  if (gpu.f16) await checkBanded(gpu, 5, 37, 70, { f16B: true }, 4096);
+  // two operands over: C's rows first, then K (A transposed and B, or A and B) or B's rows
+  await checkBanded(gpu, 37, 40, 61, { transA: true }, 4096);
+  await checkBanded(gpu, 37, 19, 70, { accumulate: true }, 4096);
+  await checkBanded(gpu, 37, 70, 19, { transB: true }, 4096);
+  // a biased nn.Linear weight over: its bias row bound from each band's first column
+  await checkBanded(gpu, 9, 300, 20, { transB: true, bias: true }, 8192);
+  // quantized B over (a large vocabulary's q8 head; a q4 weight's input gradient): codes and scales in windows
+  await checkBanded(gpu, 6, 700, 64, { transB: true, quant: "q8" }, 16384);
+  await checkBanded(gpu, 6, 64, 1100, { quant: "q4" }, 16384);
+  await checkBanded(gpu, 70, 600, 64, { transB: true, quant: "q8", bias: true }, 16384);
+  const [big, c] = [gpu.pool.acquire(64 * 1024), gpu.pool.acquire(64 * 1024)];
   await limited(4096, () => {
-    // B (k × n) not transposed and over the limit: no band of it is contiguous
-    assertThrows(() => encodeMatmul(gpu, big, big, c, 1, 64, 64), "cannot be cut into bands");
+    // an epilogue activation reads a pre-activation laid out like C: never banded
+    const activation = { kind: "relu" as const, pre: big };
+    assertThrows(
+      () => encodeMatmul(gpu, big, big, c, 64, 64, 64, { activation }),
+      "cannot be cut into bands",
+    );
     return Promise.resolve();
   });
   for (const buf of [big, c]) gpu.pool.release(buf);

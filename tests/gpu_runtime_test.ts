@@ -107,6 +107,14 @@ Deno.test("pool reuse is stream-ordered: a released buffer serves later work of 
   assertEquals(sizeClass(2_100_000_001), 2 ** 31);
   assertEquals(sizeClass(2_100_000_001, 2 ** 31 - 4), 2_100_000_004);
   assertEquals(sizeClass(70000, 72000), 70000);
+  assertEquals(sizeClass(49152, 49152), 49152, "a power of two past the binding");
+  // a reused buffer is named by its new owner in errors (a GPUBuffer keeps its first label)
+  const first = gpu.pool.acquire(1 << 20, undefined, "first owner");
+  gpu.pool.release(first);
+  const second = gpu.pool.acquire(1 << 20, undefined, "second owner");
+  assertEquals(second, first);
+  assertEquals(gpu.pool.labelOf(second), "second owner");
+  gpu.pool.release(second);
   const most = gpu.limits.maxBufferSize;
   assertThrows(() => gpu.pool.acquire(most + 1, undefined, "logits"), `buffer 'logits' of`);
 });

@@ -16,8 +16,12 @@ export const BINDING_LIMIT = { bytes: 0 };
 
 /** The largest storage binding the banded kernels plan for. */
 export function bindingLimit(gpu: Gpu): number {
-  const limit = gpu.limits.maxStorageBufferBindingSize;
-  return BINDING_LIMIT.bytes > 0 ? Math.min(limit, BINDING_LIMIT.bytes) : limit;
+  return bindableBytes(gpu.limits.maxStorageBufferBindingSize);
+}
+
+/** A device's storage-binding limit, lowered to {@link BINDING_LIMIT} when that is set. */
+export function bindableBytes(deviceLimit: number): number {
+  return BINDING_LIMIT.bytes > 0 ? Math.min(deviceLimit, BINDING_LIMIT.bytes) : deviceLimit;
 }
 
 /** One band of rows and the window of the buffer that holds it. */
@@ -85,4 +89,41 @@ export function bandBinding(gpu: Gpu, buffer: GPUBuffer, band: RowBand): GPUBuff
   return band.start === 0 && buffer.size <= bindingLimit(gpu)
     ? buffer
     : { buffer, offset: band.start, size: band.size };
+}
+
+/** A band of a flat extent: units [first, first + count). */
+export interface UnitBand {
+  first: number;
+  count: number;
+}
+
+/**
+ * Bands of `units` units that a kernel indexes alike in buffers holding a power of two of bytes a
+ * unit each (4 for f32, 16 for vec4 units, 128 for a group of 32 f32): one band when each buffer fits one
+ * binding; else as many units a band as the widest buffer's window may hold, in multiples that
+ * start every window at an offset the device can bind.
+ */
+export function unitBands(gpu: Gpu, units: number, buffers: readonly [GPUBuffer, number][]): UnitBand[] {
+  const limit = bindingLimit(gpu);
+  if (buffers.every(([b]) => b.size <= limit)) return [{ first: 0, count: units }];
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const step = Math.max(1, ...buffers.map(([, bytes]) => Math.ceil(align / bytes)));
+  const per = Math.floor(limit / Math.max(...buffers.map(([, bytes]) => bytes)) / step) * step;
+  const bands: UnitBand[] = [];
+  for (let first = 0; first < units; first += per) bands.push({ first, count: Math.min(per, units - first) });
+  return bands;
+}
+
+/** The binding of `buffer` (`unitBytes` a unit) for one of {@link unitBands}' bands. */
+export function unitBinding(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  unitBytes: number,
+  band: UnitBand,
+): GPUBuffer | { buffer: GPUBuffer; offset: number; size: number } {
+  return band.first === 0 && buffer.size <= bindingLimit(gpu) ? buffer : {
+    buffer,
+    offset: band.first * unitBytes,
+    size: Math.min(buffer.size - band.first * unitBytes, Math.ceil((band.count * unitBytes) / 4) * 4),
+  };
 }

@@ -11,6 +11,7 @@
  * submits that first).
  * @module
  */
+import { bindableBytes } from "./bands.ts";
 
 /** The usage every pooled buffer has: storage, and both ends of a copy. */
 export const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
@@ -39,9 +40,7 @@ export interface PoolStats {
 export function sizeClass(bytes: number, bindable = Infinity): number {
   const b = Math.max(16, Math.ceil(bytes / 4) * 4);
   const p = 2 ** Math.ceil(Math.log2(b));
-  if (p <= 65536) return p;
-  const step = p / 16;
-  const size = Math.ceil(b / step) * step;
+  const size = p <= 65536 ? p : Math.ceil(b / (p / 16)) * (p / 16);
   return size > bindable && b <= bindable ? b : size;
 }
 
@@ -54,6 +53,8 @@ export class BufferPool {
   #owned = new Map<GPUBuffer, number>();
   #created = 0;
   #inUse = new Set<GPUBuffer>();
+  /** The label of each pooled buffer's current owner (a GPUBuffer keeps its first label). */
+  #labels = new WeakMap<GPUBuffer, string>();
   #allocated = 0;
   #peak = 0;
   #freeBytes = 0;
@@ -65,10 +66,11 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` bytes (contents undefined). */
   acquire(bytes: number, usage: number = STORAGE_USAGE, label?: string): GPUBuffer {
-    const size = sizeClass(bytes, this.device.limits.maxStorageBufferBindingSize);
+    const size = sizeClass(bytes, bindableBytes(this.device.limits.maxStorageBufferBindingSize));
     const key = `${usage}:${size}`;
     const buffer = this.#free.get(key)?.pop();
     if (buffer) {
+      this.#labels.set(buffer, label ?? "");
       this.#freeBytes -= size;
       this.#unsubmitted.delete(buffer);
       this.#inUse.add(buffer);
@@ -83,11 +85,17 @@ export class BufferPool {
       );
     }
     const created = this.device.createBuffer({ size, usage, label });
+    this.#labels.set(created, label ?? "");
     this.#owned.set(created, this.#created++);
     this.#inUse.add(created);
     this.#allocated += size;
     this.#peak = Math.max(this.#peak, this.#allocated);
     return created;
+  }
+
+  /** The name errors give `buffer`: its current owner's label, not that of the tensor it was made for. */
+  labelOf(buffer: GPUBuffer): string {
+    return this.#labels.get(buffer) ?? buffer.label;
   }
 
   /**
@@ -99,7 +107,7 @@ export class BufferPool {
    */
   release(buffer: GPUBuffer): void {
     if (!this.#inUse.delete(buffer)) {
-      throw new Error(`buffer '${buffer.label}' released twice or not from this pool`);
+      throw new Error(`buffer '${this.labelOf(buffer)}' released twice or not from this pool`);
     }
     const key = `${buffer.usage}:${buffer.size}`;
     const free = this.#free.get(key) ?? [];

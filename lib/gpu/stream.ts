@@ -7,6 +7,7 @@
  * repeats the same dispatches with the same buffers creates none after its first run.
  * @module
  */
+import { bindingLimit } from "./bands.ts";
 import type { Gpu } from "./device.ts";
 import type { Kernel } from "./pipelines.ts";
 import { KernelProfiler, type KernelTime } from "./profile.ts";
@@ -121,15 +122,16 @@ export class Stream {
     const layout = this.gpu.pipelines.layout(pipeline);
     const entries: GPUBindGroupEntry[] = [];
     let key = `${this.gpu.pipelines.id(pipeline)}`;
-    const limit = this.gpu.limits.maxStorageBufferBindingSize;
+    const limit = bindingLimit(this.gpu);
     for (const [i, b] of buffers.entries()) {
       const r = b instanceof GPUBuffer ? { buffer: b } : b;
       const bytes = r.size ?? r.buffer.size - (r.offset ?? 0);
       if (bytes > limit) {
         // a clear error in place of WebGPU's validation error at the end of the step
+        const name = this.gpu.pool.labelOf(r.buffer);
         throw new Error(
-          `${kernel.name}: binding ${i} (buffer '${r.buffer.label}') spans ${bytes} bytes, over this device's ` +
-            `largest storage binding (${limit} bytes)`,
+          `${kernel.name}: binding ${i} (buffer '${name}') spans ${bytes} bytes, over this device's largest ` +
+            `storage binding (${limit} bytes)`,
         );
       }
       entries.push({ binding: i, resource: r });

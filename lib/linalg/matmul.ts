@@ -73,6 +73,11 @@ export interface MatmulOptions {
   broadcastB?: boolean;
   /** f32 [n], added to every row of C. */
   bias?: GPUBuffer;
+  /**
+   * Element of `bias` that C's first column adds (default 0): a multiple of the device's
+   * `minStorageBufferOffsetAlignment` / 4, as the bias is bound from there.
+   */
+  biasOffset?: number;
   /** C += result instead of C = result. */
   accumulate?: boolean;
   /** Scale of the product: C = alpha·A·B (+ bias) (+ C). Default 1. */
@@ -358,7 +363,8 @@ function window(
 ): Window {
   const size = Math.ceil((end * elementBytes) / 4) * 4;
   if (buffer.size < size) {
-    const name = buffer.label ? ` '${buffer.label}'` : "";
+    const label = gpu.pool.labelOf(buffer);
+    const name = label ? ` '${label}'` : "";
     throw new Error(`encodeMatmul: ${what} needs ${size} bytes but its buffer${name} has ${buffer.size}`);
   }
   if (buffer.size <= bindingLimit(gpu)) {
@@ -370,11 +376,73 @@ function window(
 }
 
 /**
+ * The bindings of a quantized B that reads elements [`first`, `end`): its codes and scales whole
+ * where one binding holds each, else windows from the group at or before `first` whose codes and
+ * scales both start at offsets the device can bind (`shift` elements in; whole groups, as the
+ * kernel counts groups from its binding's start).
+ */
+function quantWindow(
+  gpu: Gpu,
+  codes: GPUBuffer,
+  quant: { kind: QuantKind; scales: GPUBuffer },
+  first: number,
+  end: number,
+  what: string,
+): Window & { scales: Binding } {
+  const groupsEnd = Math.ceil(end / QUANT_GROUP);
+  const words = groupWords(quant.kind);
+  const limit = bindingLimit(gpu);
+  const need = groupsEnd * words * 4;
+  if (codes.size < need) {
+    throw new Error(`encodeMatmul: ${what} needs ${need} bytes of codes but its buffer has ${codes.size}`);
+  }
+  if (quant.scales.size < 4 * groupsEnd) {
+    throw new Error(
+      `encodeMatmul: ${what}'s scales need ${4 * groupsEnd} bytes but their buffer has ${quant.scales.size}`,
+    );
+  }
+  if (codes.size <= limit && quant.scales.size <= limit) {
+    return { binding: codes, shift: 0, scales: quant.scales };
+  }
+  // a start every 8·align elements puts both windows on aligned offsets (scales: 4 bytes a group of 32)
+  const step = 8 * gpu.limits.minStorageBufferOffsetAlignment;
+  const start = Math.floor(first / step) * step;
+  const g0 = start / QUANT_GROUP;
+  const codeBytes = (groupsEnd - g0) * words * 4;
+  if (codeBytes > limit) {
+    throw new Error(
+      `encodeMatmul: ${what} spans ${codeBytes} bytes of codes, over one storage binding (${limit})`,
+    );
+  }
+  return {
+    binding: { buffer: codes, offset: g0 * words * 4, size: codeBytes },
+    shift: start,
+    scales: { buffer: quant.scales, offset: g0 * 4, size: (groupsEnd - g0) * 4 },
+  };
+}
+
+/** The bias row bound from element `offset` (aligned), `n` of it. */
+function biasBinding(gpu: Gpu, bias: GPUBuffer, offset: number, n: number): Binding {
+  const bytes = 4 * (offset + n);
+  if (bias.size < bytes) {
+    throw new Error(`encodeMatmul: bias (${n} f32) needs ${bytes} bytes but its buffer has ${bias.size}`);
+  }
+  if (offset === 0) return window(gpu, bias, 0, n, 4, `bias (${n} f32)`).binding;
+  if ((4 * offset) % gpu.limits.minStorageBufferOffsetAlignment !== 0) {
+    throw new Error(`encodeMatmul: biasOffset ${offset} is not at a bindable offset`);
+  }
+  return { buffer: bias, offset: 4 * offset, size: 4 * n };
+}
+
+/**
  * A product of one matrix (no batch) whose A, B or C is over one storage binding (an LM head's
- * logits [tokens, vocab]; a large vocabulary's f32 head weight) as products over bands: of rows
- * (A and C), of B's rows (C's columns, B transposed) or of K (A transposed and B not: the head
- * weight's gradient, accumulating). Returns false when no operand is over the limit; throws,
- * naming the operand, when no band fits.
+ * logits [tokens, vocab]; a large vocabulary's head weight; a large layer's f32 weight on a
+ * device whose bindings stop at 128 MiB) as products over bands: of C's rows (m) when C is
+ * over, else along the dimension in which the operand that is over is stored row by row: m for
+ * A, n for a transposed B, k for a transposed A or a plain B (accumulating into C). A band that
+ * leaves another operand over is cut again the same way; B may be f16 or quantized, and a bias
+ * is bound from each band's first column. Returns false when no operand is over the limit;
+ * throws for a batch, a broadcast B or an epilogue activation, and when one row is over.
  */
 function encodeBands(
   gpu: Gpu,
@@ -389,56 +457,82 @@ function encodeBands(
 ): boolean {
   const limit = bindingLimit(gpu);
   const transA = opts.transA ?? false, transB = opts.transB ?? false;
-  const bytesB = opts.f16B ? 2 : 4;
+  const quant = opts.quantB?.kind;
+  const bytesB = quant === "q8" ? 1 : quant === "q4" ? 0.5 : opts.f16B ? 2 : 4;
   const [rowsA, colsA] = transA ? [k, m] : [m, k];
   const [rowsB, colsB] = transB ? [n, k] : [k, n];
   const span = (p: Placement, rows: number, cols: number, bytes: number) =>
     ((rows - 1) * p.ld + cols) * bytes;
   const over = (buffer: GPUBuffer, bytes: number) => buffer.size > limit && bytes > limit;
   const overA = over(a, span(la, rowsA, colsA, 4));
-  const overB = over(b, span(lb, rowsB, colsB, bytesB));
+  const overB = over(b, span(lb, rowsB, colsB, bytesB)) ||
+    (!!opts.quantB && opts.quantB.scales.size > limit);
   const overC = over(c, span(lc, m, n, 4));
   if (!overA && !overB && !overC) return false;
-  const single = (opts.batch ?? 1) === 1 && !opts.quantB && !opts.activation && !opts.broadcastB;
-  const room = limit - gpu.limits.minStorageBufferOffsetAlignment;
-  const at = (p: Placement, row: number): MatrixLayout => ({ ld: p.ld, offset: p.offset + row * p.ld });
-  const refuse = (what: string) =>
-    new Error(
-      `encodeMatmul: ${what} is over this device's largest storage binding (${limit} bytes) and cannot ` +
-        "be cut into bands (one matrix, f32 or f16 B, no epilogue activation; no bias with a B that large)",
+  if ((opts.batch ?? 1) !== 1 || opts.activation || opts.broadcastB) {
+    throw new Error(
+      `encodeMatmul: an operand of ${m}×${n}×${k} is over this device's largest storage binding (${limit} ` +
+        "bytes) and cannot be cut into bands (one matrix, no epilogue activation)",
     );
-  const bands = (count: number, rowBytes: number, what: string, ok = single): [number, number][] => {
-    const per = Math.floor(room / rowBytes);
-    if (!ok || per < 1) throw refuse(what);
+  }
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  // a window starts up to one alignment (a quantized B's: 8·align elements) before its first element
+  const room = limit - (quant ? 8 * align : align);
+  // an operand moved `i` along the dimension it stores row by row (`rows`) or across its rows
+  const at = (p: Placement, i: number, rows: boolean): MatrixLayout => ({
+    ld: p.ld,
+    offset: p.offset + (rows ? i * p.ld : i),
+  });
+  // bands of `count` whose rows (`rowBytes` each, for each operand stored that way) fit, in
+  // multiples of `multiple`
+  const bands = (count: number, rowBytes: number[], what: string, multiple = 1): [number, number][] => {
+    const per = Math.floor(room / Math.max(...rowBytes) / multiple) * multiple;
+    if (per < 1) {
+      const unit = multiple > 1
+        ? `${multiple} of its rows (a bias binds from aligned columns) are`
+        : "one of its rows is";
+      throw new Error(
+        `encodeMatmul: ${what} cannot be cut into bands: ${unit} over this device's largest storage binding ` +
+          `(${limit} bytes)`,
+      );
+    }
     return Array.from(
       { length: Math.ceil(count / per) },
       (_, i) => [i * per, Math.min(per, count - i * per)],
     );
   };
-  if (!transA && !overB) {
-    for (const [r0, rows] of bands(m, Math.max(la.ld * 4, lc.ld * 4), `A (${m}×${k}) or C (${m}×${n})`)) {
-      encodeMatmul(gpu, a, b, c, rows, n, k, { ...opts, layoutA: at(la, r0), layoutC: at(lc, r0) });
-    }
-  } else if (transB && !overA && overB) {
-    for (const [c0, cols] of bands(n, lb.ld * bytesB, `B (${n}×${k})`, single && !opts.bias)) {
-      encodeMatmul(gpu, a, b, c, m, cols, k, {
+  if (overC || (overA && !transA)) {
+    const rowBytes = [lc.ld * 4, ...(transA ? [] : [la.ld * 4])];
+    for (const [r0, rows] of bands(m, rowBytes, overC ? `C (${m}×${n})` : `A (${m}×${k})`)) {
+      encodeMatmul(gpu, a, b, c, rows, n, k, {
         ...opts,
-        layoutB: at(lb, c0),
-        layoutC: { ld: lc.ld, offset: lc.offset + c0 },
+        layoutA: at(la, r0, !transA),
+        layoutC: at(lc, r0, true),
       });
     }
-  } else if (transA && !transB && !overC) {
-    for (const [k0, depth] of bands(k, Math.max(la.ld * 4, lb.ld * bytesB), `A (${k}×${m})`)) {
+  } else if (overB && transB) {
+    // the bias row is bound from each band's first column: bands of whole alignments
+    const multiple = opts.bias ? Math.max(1, align / 4) : 1;
+    for (const [c0, cols] of bands(n, [lb.ld * bytesB], `B (${n}×${k})`, multiple)) {
+      encodeMatmul(gpu, a, b, c, m, cols, k, {
+        ...opts,
+        layoutB: at(lb, c0, true),
+        layoutC: at(lc, c0, false),
+        ...(opts.bias ? { biasOffset: (opts.biasOffset ?? 0) + c0 } : {}),
+      });
+    }
+  } else {
+    // A transposed or B plain is over: bands of k, each adding its share to C
+    const rowBytes = [...(transA ? [la.ld * 4] : []), ...(transB ? [] : [lb.ld * bytesB])];
+    for (const [k0, depth] of bands(k, rowBytes, overA ? `A (${k}×${m})` : `B (${k}×${n})`)) {
       encodeMatmul(gpu, a, b, c, m, n, depth, {
         ...opts,
-        layoutA: at(la, k0),
-        layoutB: at(lb, k0),
+        layoutA: at(la, k0, transA),
+        layoutB: at(lb, k0, !transB),
         accumulate: (opts.accumulate ?? false) || k0 > 0,
         ...(k0 > 0 ? { bias: undefined } : {}),
       });
     }
-  } else {
-    throw refuse(`an operand of ${m}×${n}×${k}`);
   }
   return true;
 }
@@ -504,12 +598,9 @@ export function encodeMatmul(
   const extentB = extent(lb, outer, heads, rowsB, colsB);
   const typeB = quant?.kind ?? (f16B ? "f16" : "f32");
   const whatB = `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${typeB})`;
-  const groupsB = Math.ceil(extentB / QUANT_GROUP);
-  // a quantized B's codes are bound from its buffer's start (its groups are counted from there)
-  const B = quant
-    ? window(gpu, b, 0, groupsB * groupWords(quant.kind), 4, whatB)
-    : window(gpu, b, lb.offset, extentB, f16B ? 2 : 4, whatB);
-  const scalesB = quant ? window(gpu, quant.scales, 0, groupsB, 4, `${whatB}'s scales`).binding : undefined;
+  const quantB = quant ? quantWindow(gpu, b, quant, lb.offset, extentB, whatB) : undefined;
+  const B = quantB ?? window(gpu, b, lb.offset, extentB, f16B ? 2 : 4, whatB);
+  const scalesB = quantB?.scales;
   if (quant && !(colsB % 4 === 0 && aligned4(lb))) {
     throw new Error(
       `encodeMatmul: a ${quant.kind} B is read 4 values at a time: its stored rows (${colsB}) and its ` +
@@ -517,7 +608,7 @@ export function encodeMatmul(
     );
   }
   const C = window(gpu, c, lc.offset, extent(lc, outer, heads, m, n), 4, `C (${batch} × ${m}×${n} f32)`);
-  const bias = opts.bias ? window(gpu, opts.bias, 0, n, 4, `bias (${n} f32)`).binding : undefined;
+  const bias = opts.bias ? biasBinding(gpu, opts.bias, opts.biasOffset ?? 0, n) : undefined;
   if (lc.headGroup > 1) {
     throw new Error("encodeMatmul: C's heads cannot share a matrix (layoutC.headGroup must be 1)");
   }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Activation } from "../io/hf_config.ts";
+import { bindingLimit } from "../gpu/bands.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
 import { type DropoutRows, isGradEnabled, linear, noGrad, record, reshape, Tensor } from "../tensor/mod.ts";
 import { linearInputGradient, operandB } from "../tensor/ops/matmul.ts";
@@ -38,6 +39,9 @@ function fused(up: Linear, down: Linear, act: Activation, x: Tensor): Tensor | n
   if (up.inFeatures !== n || down.inFeatures !== hidden) return null;
   if (!frozen(up) || !frozen(down)) return null;
   const tokens = x.size / n, gpu = x.gpu;
+  // products with an activation epilogue run in one band: each of their operands must fit a binding
+  const limit = bindingLimit(gpu);
+  if (4 * Math.max(up.weight.size, down.weight.size, tokens * Math.max(n, hidden)) > limit) return null;
   // an adapted layer's weight is a copy with ΔW folded in
   const folds: (FoldedUpdate | null)[] = [];
   const weights: Tensor[] = [];

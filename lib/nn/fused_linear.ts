@@ -6,6 +6,7 @@
  * @module
  */
 import { linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
+import { bindingLimit } from "../gpu/bands.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
 import { copyAll, stridedCopy } from "../tensor/ops/copy.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
@@ -22,7 +23,8 @@ const FUSE_MAX_ELEMENTS = 1 << 22;
  * `x` through every layer of `layers`, their outputs concatenated along the last dimension
  * ([..., M₁ + M₂ + …]), as one product, or null when they cannot share one: each must be an
  * nn.Linear (out, in) of `x`'s width with a frozen weight and bias of at most
- * {@link FUSE_MAX_ELEMENTS} (and `FUSIONS.qkv` on). An adapter that folds into its weight for this many tokens (SSH,
+ * {@link FUSE_MAX_ELEMENTS}, the stacked weight and output must each fit one storage binding,
+ * and `FUSIONS.qkv` must be on. An adapter that folds into its weight for this many tokens (SSH,
  * FourierFT) is folded into the stacked weight; a low-rank one (LoRA) accumulates its product
  * into its layer's columns, and any other adds its `delta(x)` there. Gradients reach x and the
  * adapters as through the separate layers.
@@ -40,6 +42,8 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   const tokens = x.size / n, gpu = x.gpu;
   const sizes = layers.map((l) => l.outFeatures);
   const total = sizes.reduce((a, b) => a + b, 0);
+  // the stacked weight and output are read whole (by the attention): each must fit a binding
+  if (4 * total * Math.max(n, tokens) > bindingLimit(gpu)) return null;
   // f16 weights stay f16 unless an adapter may fold ΔW into them (in f32)
   const f16 = layers.every((l) => !l.adapter?.fold && l.weight.dtype === "f16");
   const weight = Tensor.empty(gpu, [total, n], f16 ? "f16" : "f32");

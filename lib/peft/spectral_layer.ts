@@ -14,6 +14,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { bindingLimit } from "../gpu/bands.ts";
 import type { GradNode } from "../tensor/autograd.ts";
 import { isGradEnabled, keep, linear, noGrad, record, Tensor } from "../tensor/mod.ts";
 import { copyAll } from "../tensor/ops/copy.ts";
@@ -143,9 +144,9 @@ export class SpectralLayer implements PeftLayer {
   route(layer: Linear, tokens: number): "fold" | "spectral" {
     const m = this.outFeatures, n = this.inFeatures;
     const frozen = !layer.weight.requiresGrad && !layer.bias?.requiresGrad;
-    return frozen && m * n <= FOLD_MAX_ELEMENTS && m * n <= FOLD_RATIO * tokens * (m + n)
-      ? "fold"
-      : "spectral";
+    // W + ΔW is written whole: it must fit one storage binding
+    const fits = m * n <= FOLD_MAX_ELEMENTS && 4 * m * n <= bindingLimit(this.gpu);
+    return frozen && fits && m * n <= FOLD_RATIO * tokens * (m + n) ? "fold" : "spectral";
   }
 
   /** The layer's output through W + ΔW, when {@link route} says `fold`; else null. */

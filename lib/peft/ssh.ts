@@ -24,6 +24,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { grid, readF32, upload } from "../gpu/buffers.ts";
+import { bindingLimit } from "../gpu/bands.ts";
 import type { Linear } from "../nn/linear.ts";
 import { cast, noGrad } from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
@@ -61,10 +62,20 @@ export function derivedSeed(seed: number, k: number): number {
 
 /**
  * Run `fn` on the frozen weight of `linear` as an f32 GPU buffer in storage order (an f16
- * weight is converted into a temporary copy).
+ * weight is converted into a temporary copy). Throws, naming the layer, when that buffer would be
+ * over one storage binding (the 2-D transforms read it whole).
  */
 export async function withF32Weight<T>(linear: Linear, fn: (w: GPUBuffer) => Promise<T>): Promise<T> {
   const w = linear.weight;
+  const limit = bindingLimit(w.gpu), bytes = 4 * w.size;
+  if (bytes > limit) {
+    // its 2-D transform reads and writes the whole weight at once
+    throw new Error(
+      `${linear.path}: its ${linear.outFeatures}×${linear.inFeatures} weight takes ${bytes} bytes as f32, over ` +
+        `this device's largest storage binding (${limit} bytes), so SSH cannot rank its spectrum here: leave ` +
+        "it out of the target modules, or adapt it with LoRA or FourierFT",
+    );
+  }
   if (w.dtype === "f32") return await fn(w.buffer);
   const copy = noGrad(() => cast(w, "f32"));
   try {

@@ -6,7 +6,7 @@
  * @module
  */
 import { axpyKernel } from "../../kernels/elementwise.ts";
-import { f, launch, u32s } from "./ops/util.ts";
+import { f, launchUnits, u32s } from "./ops/util.ts";
 import { keep, tidy } from "./scope.ts";
 import { fmt, sameShape } from "./shape.ts";
 import { Tensor } from "./tensor.ts";
@@ -226,8 +226,16 @@ function sum(a: Tensor, b: Tensor): Tensor {
     gpu.stream.copy(a.buffer, 0, out.buffer, 0, a.size * 4);
     a.dispose();
   }
-  const n = out.size % 4 === 0 ? out.size / 4 : out.size;
-  launch(gpu, axpyKernel(n !== out.size), [b.buffer, out.buffer], n, u32s(n, f(1)));
+  const vec = out.size % 4 === 0;
+  const unit = vec ? 16 : 4;
+  // a large vocabulary's table gradient may be over one storage binding: bands
+  launchUnits(
+    gpu,
+    axpyKernel(vec),
+    [[b.buffer, unit], [out.buffer, unit]],
+    vec ? out.size / 4 : out.size,
+    (_, n) => u32s(n, f(1)),
+  );
   b.dispose();
   return out;
 }

@@ -6,7 +6,9 @@
  * @module
  */
 import { adamwKernel, clipScaleKernel, NORM_SUM_WG, sumSquaresKernel } from "../../kernels/adamw.ts";
-import { type Gpu, grid } from "../gpu/mod.ts";
+import type { Gpu } from "../gpu/mod.ts";
+import { unitBands, unitBinding } from "../gpu/bands.ts";
+import { launchUnits } from "../tensor/ops/util.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
@@ -141,44 +143,49 @@ export class AdamW {
     const gpu = this.gpu;
     gpu.stream.write(this.#hyper.buffer, this.#hyperData);
     if (this.maxGradNorm !== undefined) this.#encodeClip(live.map(({ s }) => s.param.grad!));
-    const params = new Uint32Array(5);
-    const pf = new Float32Array(params.buffer);
     for (const { s, i } of live) {
-      params[0] = s.param.size;
-      params[1] = i;
-      pf[2] = this.beta1;
-      pf[3] = this.beta2;
-      pf[4] = this.eps;
-      const bufs = [
-        s.param.buffer,
-        s.param.grad!.buffer,
-        s.m.buffer,
-        s.v.buffer,
-        this.#hyper.buffer,
-        this.#norm.buffer,
-      ];
-      gpu.stream.dispatch(adamwKernel, bufs, grid(gpu, Math.ceil(s.param.size / 256)), params);
+      const bufs = [s.param, s.param.grad!, s.m, s.v].map((t): [GPUBuffer, number] => [t.buffer, 4]);
+      // an embedding table over one storage binding updates in bands
+      launchUnits(
+        gpu,
+        adamwKernel,
+        [...bufs, this.#hyper.buffer, this.#norm.buffer],
+        s.param.size,
+        (_, n) => {
+          const params = new Uint32Array(5);
+          const pf = new Float32Array(params.buffer);
+          [params[0], params[1], pf[2], pf[3], pf[4]] = [n, i, this.beta1, this.beta2, this.eps];
+          return params;
+        },
+      );
     }
   }
 
-  /** Global norm of `grads` into the norm buffer: partial sums per parameter, then one total. */
+  /**
+   * Global norm of `grads` into the norm buffer: partial sums per parameter (per band of one over a
+   * storage binding), then one total.
+   */
   #encodeClip(grads: Tensor[]): void {
     const gpu = this.gpu;
-    const counts = grads.map((g) =>
-      Math.max(1, Math.min(MAX_NORM_GROUPS, Math.ceil(g.size / (NORM_SUM_WG * 8))))
+    const jobs = grads.flatMap((g) =>
+      unitBands(gpu, g.size, [[g.buffer, 4]]).map((band) => ({
+        binding: unitBinding(gpu, g.buffer, 4, band),
+        n: band.count,
+        groups: Math.max(1, Math.min(MAX_NORM_GROUPS, Math.ceil(band.count / (NORM_SUM_WG * 8)))),
+      }))
     );
-    const total = counts.reduce((a, b) => a + b, 0);
+    const total = jobs.reduce((a, j) => a + j.groups, 0);
     const partials = Tensor.empty(gpu, [total]);
     let at = 0;
-    grads.forEach((g, j) => {
+    for (const j of jobs) {
       gpu.stream.dispatch(
         sumSquaresKernel,
-        [g.buffer, partials.buffer],
-        counts[j],
-        Uint32Array.of(g.size, at, counts[j]),
+        [j.binding, partials.buffer],
+        j.groups,
+        Uint32Array.of(j.n, at, j.groups),
       );
-      at += counts[j];
-    });
+      at += j.groups;
+    }
     const p = new Uint32Array(2);
     p[0] = total;
     new Float32Array(p.buffer)[1] = this.maxGradNorm!;

@@ -11,9 +11,10 @@ import {
   embeddingKernel,
   quantEmbeddingKernel,
 } from "../../../kernels/embedding.ts";
-import { grid } from "../../gpu/mod.ts";
+import { type Binding, grid } from "../../gpu/mod.ts";
+import { bandBinding, rowBands } from "../../gpu/bands.ts";
 import { record } from "../autograd.ts";
-import type { QuantKind } from "../reference/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
 import { launch, u32s } from "./util.ts";
 
@@ -76,7 +77,6 @@ export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: numb
   if (weight.shape.length !== 2 || weight.dtype === "i32") {
     throw new Error(`embedding: weight must be a 2-D f32/f16/q8/q4 table [V, D], got ${weight.describe()}`);
   }
-  const quantized = isQuantized(weight.dtype); // frozen: such tensors never require gradients
   if (ids.dtype !== "i32") throw new Error(`embedding: ids must be i32, got ${ids.describe()}`);
   const [vocab, d] = weight.shape;
   if (ids.host) {
@@ -92,35 +92,12 @@ export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: numb
   }
   const gpu = weight.gpu;
   const out = Tensor.empty(gpu, [...ids.shape, d]);
-  if (quantized) {
-    const kernel = quantEmbeddingKernel(weight.dtype as QuantKind);
-    launch(
-      gpu,
-      kernel,
-      [ids.buffer, weight.buffer, weight.scales, out.buffer],
-      out.size,
-      u32s(out.size, d, vocab),
-    );
-  } else {
-    const kernel = embeddingKernel(weight.dtype === "f16");
-    launch(gpu, kernel, [ids.buffer, weight.buffer, out.buffer], out.size, u32s(out.size, d, vocab));
-  }
+  encodeGather(weight, ids, out);
   const host = ids.host;
   return record("embedding", out, [weight], [], (g) => {
     const grouped = groupIds(host!, opts.paddingIdx);
     const gw = Tensor.zeros(gpu, [vocab, d]);
     if (grouped.distinct === 0 || d === 0) return [gw];
-    // out[rows[u]] = Σ src[positions of u]: one workgroup per u
-    const sumRows = (csr: Uint32Array, count: number, src: Tensor, dst: Tensor) => {
-      const table = Tensor.from(gpu, new Int32Array(csr.buffer), [csr.length]);
-      const params = u32s(count, d, count, 2 * count + 1);
-      gpu.stream.dispatch(
-        embeddingBackwardKernel,
-        [table.buffer, src.buffer, dst.buffer],
-        grid(gpu, count),
-        params,
-      );
-    };
     const split = splitRuns(grouped);
     if (!split) {
       sumRows(grouped.csr, grouped.distinct, g, gw);
@@ -131,4 +108,75 @@ export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: numb
     }
     return [gw];
   });
+}
+
+/**
+ * out = the rows of `weight` that `ids` pick. A table over one storage binding (a large
+ * vocabulary's) is read in bands of rows (lib/gpu/bands.ts), one dispatch each.
+ */
+function encodeGather(weight: Tensor, ids: Tensor, out: Tensor): void {
+  const gpu = weight.gpu;
+  const [vocab, d] = weight.shape;
+  const what = `embedding: the table ${weight.describe()}`;
+  const quant = isQuantized(weight.dtype) ? weight.dtype as QuantKind : null;
+  const elementBytes = quant === "q8" ? 1 : quant === "q4" ? 0.5 : weight.dtype === "f16" ? 2 : 4;
+  const bands = rowBands(gpu, vocab, d, what, { elementBytes });
+  bands.forEach((band, i) => {
+    const table = bandBinding(gpu, weight.buffer, band);
+    const params = (scaleShift: number) =>
+      u32s(out.size, d, vocab, band.first, band.first + band.rows, band.base, i === 0 ? 1 : 0, scaleShift);
+    if (!quant) {
+      launch(
+        gpu,
+        embeddingKernel(weight.dtype === "f16"),
+        [ids.buffer, table, out.buffer],
+        out.size,
+        params(0),
+      );
+      return;
+    }
+    // the band's groups of scales: the whole buffer when the codes are bound whole
+    const scales = weight.scales!;
+    let binding: Binding = scales, shift = 0;
+    if (bands.length > 1) {
+      const align = gpu.limits.minStorageBufferOffsetAlignment;
+      const g0 = Math.floor((band.first * d) / QUANT_GROUP);
+      const g1 = Math.ceil(((band.first + band.rows) * d) / QUANT_GROUP);
+      const start = Math.floor((4 * g0) / align) * align;
+      binding = { buffer: scales, offset: start, size: 4 * g1 - start };
+      shift = start / 4;
+    }
+    launch(
+      gpu,
+      quantEmbeddingKernel(quant),
+      [ids.buffer, table, binding, out.buffer],
+      out.size,
+      params(shift),
+    );
+  });
+}
+
+/**
+ * dst[rows[u]] = Σ src[positions of u] over a CSR table (see {@link groupIds}), one workgroup
+ * per u; a dst over one storage binding (a large vocabulary's table gradient) is written in
+ * bands of rows, each taking the ids that fall in it (the rows are ascending).
+ */
+function sumRows(csr: Uint32Array, count: number, src: Tensor, dst: Tensor): void {
+  const gpu = src.gpu;
+  const [rows, d] = dst.shape;
+  const table = Tensor.from(gpu, new Int32Array(csr.buffer), [csr.length]);
+  let u0 = 0;
+  for (const band of rowBands(gpu, rows, d, `embedding gradient ${dst.describe()}`)) {
+    let u1 = u0;
+    while (u1 < count && csr[u1] < band.first + band.rows) u1++;
+    if (u1 > u0) {
+      gpu.stream.dispatch(
+        embeddingBackwardKernel,
+        [table.buffer, src.buffer, bandBinding(gpu, dst.buffer, band)],
+        grid(gpu, u1 - u0),
+        u32s(u1 - u0, d, count, 2 * count + 1, u0, band.first, band.base),
+      );
+    }
+    u0 = u1;
+  }
 }

@@ -6,18 +6,25 @@
 import { dequantizeKernel, groupWords, QUANTIZE_WG, quantizeKernel } from "../../../kernels/quant.ts";
 import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
-import { expectDtype, launch, u32s } from "./util.ts";
+import { expectDtype, launch, launchUnits, u32s } from "./util.ts";
 
 /** x (f32) stored as `kind`: codes and one scale per 32 values (lib/tensor/reference/quant.ts). */
 export function quantize(x: Tensor, kind: QuantKind, label?: string): Tensor {
   expectDtype("quantize", "f32", x);
   const q = Tensor.empty(x.gpu, x.shape, kind, label);
-  launch(
+  // a large vocabulary's table may be over one storage binding: bands of groups
+  const perGroup: [GPUBuffer, number][] = [
+    [x.buffer, 4 * QUANT_GROUP],
+    [q.buffer, 4 * groupWords(kind)],
+    [q.scales!, 4],
+  ];
+  const groups = Math.ceil(x.size / QUANT_GROUP);
+  launchUnits(
     x.gpu,
     quantizeKernel(kind),
-    [x.buffer, q.buffer, q.scales],
-    Math.ceil(x.size / QUANT_GROUP),
-    u32s(x.size),
+    perGroup,
+    groups,
+    (first, count) => u32s(Math.min(x.size - first * QUANT_GROUP, count * QUANT_GROUP)),
     QUANTIZE_WG,
   );
   return q;
