@@ -67,6 +67,18 @@ Deno.test("embedding over one binding: each dtype's rows gathered in bands, the 
     assertClose(rows, embeddingForward(values, d, ids), 1e-6, `${dtype} rows`);
     table.dispose();
   }
+  // ids made on the GPU are not checked on the host: one outside the table reads as a zero row
+  const outside = Int32Array.of(-1, 5, vocab, 300);
+  const zeros = await limited(limit, () =>
+    tidy(() => {
+      const table = Tensor.from(gpu, w, [vocab, d]);
+      const picks = Tensor.from(gpu, outside, [4]);
+      picks.host = undefined;
+      return embedding(table, picks);
+    }).toArray());
+  const want = embeddingForward(Float64Array.from(w), d, Int32Array.of(0, 5, 0, 300));
+  want.fill(0, 0, d).fill(0, 2 * d, 3 * d);
+  assertClose(zeros, want, 0, "ids outside the table");
   // the gradient: bands of the table's rows, each taking the ids in it
   const g = Float32Array.from(p.normals(tokens * d));
   const grad = await limited(limit, async () => {
