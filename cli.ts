@@ -7,6 +7,7 @@ import denoJson from "./deno.json" with { type: "json" };
 import { evalCommand } from "./lib/cli/eval.ts";
 import { predictCommand } from "./lib/cli/predict.ts";
 import { chatCommand } from "./lib/cli/chat.ts";
+import { applyEnvironment } from "./lib/cli/environment.ts";
 import { infoCommand } from "./lib/cli/info.ts";
 import { inspectCommand } from "./lib/cli/inspect.ts";
 import { mergeCommand } from "./lib/cli/merge.ts";
@@ -56,6 +57,7 @@ function usage(): string {
     ...lines,
     "",
     "Run `deno run -A cli.ts <command> --help` for a command's options.",
+    "HARTLEY_MAX_BINDING=128MiB plans for storage bindings of at most that size, as a small GPU has.",
   ].join("\n");
 }
 
@@ -81,11 +83,15 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`hartley: unknown command '${name}'\n\n${usage()}`);
     return 2;
   }
+  let restore = () => {};
   try {
+    restore = applyEnvironment();
     return await command.run(argv.slice(argv.indexOf(name) + 1));
   } catch (e) {
     console.error(`hartley ${name}: ${e instanceof Error ? e.message : e}`);
     return 1;
+  } finally {
+    restore();
   }
 }
 

@@ -1,6 +1,9 @@
 import { ArgsError, helpText, parseCommand, stopTexts } from "../lib/cli/args.ts";
 import { DEMO_ARGS } from "../lib/cli/train.ts";
 import { explainDeviceError } from "../lib/cli/errors.ts";
+import { MAX_BINDING_ENV } from "../lib/cli/environment.ts";
+import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
@@ -278,4 +281,30 @@ Deno.test("--stop: \\n and \\t stand for a newline and a tab", () => {
   assertEquals(stopTexts(""), []);
   assertEquals(stopTexts("\\n\\n"), ["\n\n"]);
   assertEquals(stopTexts("a\\tb\\\\n"), ["a\tb\\n"]);
+});
+
+Deno.test("cli: HARTLEY_MAX_BINDING plans for small bindings; the run trains as with the device's", async () => {
+  await withTempDir("hartley_binding_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    const train = async (limit: string | undefined, out: string) => {
+      if (limit) Deno.env.set(MAX_BINDING_ENV, limit);
+      try {
+        return await runCli(tinyRun(data, out, ["--epochs", "1", "--method", "ssh"]));
+      } finally {
+        Deno.env.delete(MAX_BINDING_ENV);
+      }
+    };
+    // 96 KiB: the GPT-2 fixture's 512 × 64 f32 token table (128 KiB) is read in bands, the activations fit
+    const [whole, banded] = [await train(undefined, `${dir}/whole`), await train("96KiB", `${dir}/banded`)];
+    assertEquals([whole.code, banded.code], [0, 0], banded.err);
+    assertEquals(BINDING_LIMIT.bytes, 0, "the limit outlived the command");
+    const weights = async (run: string) => {
+      const file = await openSafetensors(`${run}/adapter/adapter_model.safetensors`);
+      return await Promise.all(file.names.map(async (k) => [k, Array.from(await file.readF32(k))] as const));
+    };
+    assertEquals(await weights(`${dir}/banded`), await weights(`${dir}/whole`));
+    const bad = await train("lots", `${dir}/bad`);
+    assertEquals(bad.code, 1);
+    assert(bad.err.includes(`${MAX_BINDING_ENV}: expected a byte count`), bad.err);
+  });
 });

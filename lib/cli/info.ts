@@ -2,19 +2,25 @@
  * `hartley info`: what WebGPU device hartley would use and what it offers.
  * @module
  */
+import { bindingLimit } from "../gpu/bands.ts";
 import { getGpu } from "../gpu/device.ts";
+import { MAX_BINDING_ENV } from "./environment.ts";
 
 /** Print the adapter, its features and the limits hartley requested. */
 export async function infoCommand(_args: string[]): Promise<number> {
   const gpu = await getGpu();
   const l = gpu.limits;
-  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const mib = (b: number) => b < 2 ** 20 ? `${(b / 1024).toFixed(0)} KiB` : `${(b / 2 ** 20).toFixed(0)} MiB`;
   console.log(`adapter:   ${gpu.description}`);
   console.log(
     `features:  shader-f16 ${gpu.f16 ? "yes" : "no"}, timestamp-query ${gpu.timestamps ? "yes" : "no"}`,
   );
+  const planned = bindingLimit(gpu);
+  const lowered = planned < l.maxStorageBufferBindingSize
+    ? ` (planned for ${mib(planned)}: ${MAX_BINDING_ENV})`
+    : "";
   console.log(
-    `buffers:   max ${mib(l.maxBufferSize)}, storage binding ${mib(l.maxStorageBufferBindingSize)}`,
+    `buffers:   max ${mib(l.maxBufferSize)}, storage binding ${mib(l.maxStorageBufferBindingSize)}${lowered}`,
   );
   console.log(
     `workgroup: ${
