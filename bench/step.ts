@@ -8,7 +8,8 @@
  * Reported per step: wall-clock milliseconds in steady state (steps submitted back to back, one
  * sync at the end: what a training run sees; the time of 2N steps less that of N), GPU milliseconds between timestamps with steps
  * back to back in one submit (the GPU's own time), the CPU time to record a step and to submit
- * it (wall ≈ GPU ms says the GPU is the bound; wall ≈ record + submit, the CPU), dispatches, and the peak of pooled GPU memory. `--profile` adds each
+ * it (wall ≈ GPU ms says the GPU is the bound; wall ≈ record + submit, the CPU), dispatches, buffer copies
+ * and clears (each ends a compute pass), and the peak of pooled GPU memory. `--profile` adds each
  * kernel's share of one step's GPU time.
  *
  *     deno task bench-step                             # GPU: roberta-base, llama7b-layer
@@ -83,6 +84,8 @@ export interface StepTiming {
   /** CPU ms of the step's submit (finishing the command buffer; on a software adapter, running it). */
   submitMs: number;
   dispatches: number;
+  /** Buffer copies, uploads and clears a step (each ends a compute pass). */
+  transfers: number;
   /** Peak pooled GPU memory while this method ran, bytes. */
   peak: number;
   /** Mean loss of the timed steps (a finite number says the step computed something sane). */
@@ -182,7 +185,7 @@ export async function benchStep(
     const warmStart = performance.now();
     await warmUp(gpu, () => step());
     const warmEnd = performance.now();
-    const d0 = gpu.stream.dispatches;
+    const [d0, c0] = [gpu.stream.dispatches, gpu.stream.transfers];
     const record: number[] = [];
     const submit: number[] = [];
     const timed = async (n: number) => {
@@ -197,6 +200,7 @@ export async function benchStep(
     const once = await timed(steps);
     const wallMs = (await timed(2 * steps) - once) / steps;
     const dispatches = (gpu.stream.dispatches - d0) / (3 * steps);
+    const transfers = (gpu.stream.transfers - c0) / (3 * steps);
     let gpuMs = NaN;
     if (gpu.timestamps) {
       // all steps in one submit, so that the GPU never waits for the CPU between them
@@ -226,6 +230,7 @@ export async function benchStep(
       recordMs: median(record),
       submitMs: median(submit),
       dispatches,
+      transfers,
       peak: gpu.pool.stats().peak,
       loss,
       kernels,
@@ -251,6 +256,7 @@ export function formatSteps(rows: StepTiming[]): string {
       "record ms",
       "submit ms",
       "dispatches",
+      "copies",
       "peak MiB",
       "loss",
     ],
@@ -263,6 +269,7 @@ export function formatSteps(rows: StepTiming[]): string {
       r.recordMs.toFixed(2),
       r.submitMs.toFixed(2),
       `${Math.round(r.dispatches)}`,
+      `${Math.round(r.transfers)}`,
       (r.peak / 2 ** 20).toFixed(1),
       r.loss.toFixed(4),
     ]),

@@ -137,7 +137,9 @@ Deno.test("pool.trim destroys a free buffer only once its last use is submitted"
   gpu.pool.trim(); // start with no free buffers
   const size = 3 * 2 ** 20 + 4;
   const x = gpu.pool.acquire(size);
+  const transfers = gpu.stream.transfers;
   gpu.stream.clear(x);
+  assertEquals(gpu.stream.transfers, transfers + 1, "a clear is a transfer");
   gpu.pool.release(x);
   const before = gpu.pool.stats().allocated;
   gpu.pool.trim(); // x's clear is not even submitted: x must survive

@@ -84,6 +84,7 @@ export class Stream {
   #staging: GPUBuffer[] = [];
   #afterSubmit: (() => void)[] = [];
   #dispatches = 0;
+  #transfers = 0;
   #uniformAlign: number;
   #profiler: KernelProfiler | null = null;
 
@@ -97,6 +98,11 @@ export class Stream {
   /** Dispatches encoded since the stream was created (for profiles and tests). */
   get dispatches(): number {
     return this.#dispatches;
+  }
+
+  /** Buffer copies and clears encoded since the stream was created: each ends a compute pass. */
+  get transfers(): number {
+    return this.#transfers;
   }
 
   /** Bind groups created so far (a repeated step should add none). */
@@ -194,12 +200,14 @@ export class Stream {
   /** Copy `size` bytes between buffers, in stream order. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.#endPass();
+    this.#transfers++;
     this.#enc().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
   /** Zero `size` bytes of `buffer` (all of it by default), in stream order. */
   clear(buffer: GPUBuffer, offset = 0, size?: number): void {
     this.#endPass();
+    this.#transfers++;
     this.#enc().clearBuffer(buffer, offset, size);
   }
 
