@@ -21,6 +21,7 @@
  *     deno task bench-step --methods=ssh --coef-grad=separate   # SSH's ∂c with separate FHTs (or fused)
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
+ *     deno task bench-step --models=roberta-base --count   # one step's commands by kernel, recorded, not run
  * @module
  */
 import { parseArgs } from "node:util";
@@ -95,6 +96,8 @@ export interface StepTiming {
   warmS: number;
   /** Per-kernel GPU time of one step (with `profile`). */
   kernels?: KernelTime[];
+  /** One recorded step's dispatches by kernel, copies and clears (with `count`). */
+  census?: [string, number][];
 }
 
 /** A random batch of `m`'s shape (every token real; labels of the task). */
@@ -127,6 +130,11 @@ export interface BenchStepOptions {
   model?: Model;
   /** Recompute each layer in backward (`Model.gradientCheckpointing`). */
   checkpointing?: boolean;
+  /**
+   * Only record one step and count its commands, without running it (`census`; the times are
+   * NaN): a RoBERTa-base step takes minutes on a software adapter.
+   */
+  count?: boolean;
 }
 
 /** Time `method` on `m`: `steps` timed steps after a warm-up. */
@@ -182,6 +190,31 @@ export async function benchStep(
   };
   try {
     await gpu.sync();
+    if (opts.count) {
+      gpu.stream.startCensus();
+      const [d0, c0] = [gpu.stream.dispatches, gpu.stream.transfers];
+      const record: number[] = [];
+      step(record, false);
+      const census = gpu.stream.stopCensus();
+      const counts = [gpu.stream.dispatches - d0, gpu.stream.transfers - c0];
+      gpu.stream.discard();
+      return {
+        model: m.name,
+        method,
+        trainable: prepared.trainable,
+        wallMs: NaN,
+        gpuMs: NaN,
+        recordMs: record[0],
+        submitMs: NaN,
+        dispatches: counts[0],
+        transfers: counts[1],
+        peak: gpu.pool.stats().peak,
+        loss: NaN,
+        setupS: (performance.now() - loadStart) / 1000,
+        warmS: 0,
+        census,
+      };
+    }
     const warmStart = performance.now();
     await warmUp(gpu, () => step());
     const warmEnd = performance.now();
@@ -264,16 +297,21 @@ export function formatSteps(rows: StepTiming[]): string {
       r.model,
       r.method,
       `${r.trainable}`,
-      r.wallMs.toFixed(2),
-      Number.isNaN(r.gpuMs) ? "—" : r.gpuMs.toFixed(2),
-      r.recordMs.toFixed(2),
-      r.submitMs.toFixed(2),
+      ms(r.wallMs),
+      ms(r.gpuMs),
+      ms(r.recordMs),
+      ms(r.submitMs),
       `${Math.round(r.dispatches)}`,
       `${Math.round(r.transfers)}`,
       (r.peak / 2 ** 20).toFixed(1),
-      r.loss.toFixed(4),
+      Number.isNaN(r.loss) ? "—" : r.loss.toFixed(4),
     ]),
   );
+}
+
+/** Milliseconds for a table, "—" for none. */
+function ms(x: number): string {
+  return Number.isNaN(x) ? "—" : x.toFixed(2);
 }
 
 /** A profile as a table: the `top` slowest kernels and their share. */
@@ -297,6 +335,7 @@ if (import.meta.main) {
       steps: { type: "string" },
       dtype: { type: "string" },
       profile: { type: "boolean" },
+      count: { type: "boolean" },
       "wide-tile": { type: "string" },
       fill: { type: "string" },
       presets: { type: "string" },
@@ -390,6 +429,7 @@ if (import.meta.main) {
             profile: values.profile,
             model: method === "full" ? undefined : shared,
             checkpointing: values.checkpointing,
+            count: values.count,
           });
         } catch (e) {
           // one failing method must not hide the others' numbers
@@ -397,6 +437,11 @@ if (import.meta.main) {
           continue;
         }
         rows.push(r);
+        if (r.census) {
+          console.log(`${m.name} ${method}: one step recorded in ${ms(r.recordMs)} ms, not run`);
+          console.log(table(["command", "per step"], r.census.map(([k, n]) => [k, `${n}`])));
+          continue;
+        }
         console.log(
           `${m.name} ${method}: ${r.wallMs.toFixed(2)} ms/step (GPU ${r.gpuMs.toFixed(2)} ms); ` +
             `${method === "full" ? "load and attach" : "attach"} ${r.setupS.toFixed(1)} s, ` +

@@ -2,6 +2,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { Rng } from "../lib/tensor/reference/random.ts";
 import { AdamW } from "../lib/train/optim.ts";
+import { MULTI_SLOTS } from "../kernels/adamw.ts";
 import { adamwReference, type AdamWRefState, clipReference } from "../lib/train/reference.ts";
 import { lrAt, lrFactor } from "../lib/train/schedule.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
@@ -36,8 +37,9 @@ Deno.test("AdamW: two groups, scheduled LR via a per-step buffer, skipped parame
     opt.step(factor);
     opt.zeroGrad();
     assertEquals(gpu.submits, submits, "step() submits nothing");
-    if (step === 1) pipelines = gpu.pipelines.size;
-    if (step > 1) assertEquals(gpu.pipelines.size, pipelines, "a new learning rate compiles nothing");
+    // (step 2 skips a parameter: a dispatch of three parameters, compiled once)
+    if (step === 2) pipelines = gpu.pipelines.size;
+    if (step > 2) assertEquals(gpu.pipelines.size, pipelines, "a new learning rate compiles nothing");
   }
   for (let i = 0; i < params.length; i++) {
     assertClose(await params[i].toArray(), refs[i].p, 2e-6, `param ${i}`);
@@ -88,4 +90,35 @@ Deno.test("schedules follow Hugging Face's warmup + linear / cosine / constant",
   assertEquals(lrFactor(50, { ...o, decay: "constant" }), 1);
   assertEquals(lrAt(5, 2e-4, o), 1e-4);
   assertEquals(lrFactor(0, { warmupSteps: 0, totalSteps: 4 }), 1);
+});
+
+Deno.test("AdamW and clipping over more parameters than one dispatch takes: several a dispatch", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(62);
+  // 19 parameters: past two chunks of MULTI_SLOTS, sizes around a workgroup's 256 and a 2048 partial group
+  const sizes = [1, 2, 255, 256, 257, 1000, 3, 5000, 7, 513, 17000, 31, 64, 65, 129, 4, 300, 2049, 9];
+  const init = sizes.map((n) => Float32Array.from(rng.normals(n)));
+  const params = init.map((d, i) => Tensor.from(gpu, d, [sizes[i]], { requiresGrad: true }));
+  const opt = new AdamW(gpu, [
+    { params: params.slice(0, 9), weightDecay: 0.1 },
+    { params: params.slice(9), lr: 3e-3 },
+  ], { lr: 1e-2, maxGradNorm: 2 });
+  const refs = init.map(refState);
+  for (let step = 0; step < 3; step++) {
+    const grads = sizes.map((n) => Float32Array.from(rng.normals(n)));
+    params.forEach((p, i) => (p.grad = Tensor.from(gpu, grads[i], p.shape)));
+    const { scale } = clipReference(grads, 2);
+    refs.forEach((r, i) =>
+      adamwReference(r, grads[i].map((g) => g * scale), i < 9 ? 1e-2 : 3e-3, i < 9 ? 0.1 : 0)
+    );
+    const before = gpu.stream.dispatches;
+    opt.step();
+    const most = Math.min(MULTI_SLOTS, Math.floor((gpu.limits.maxStorageBuffersPerShaderStage - 2) / 4));
+    const sums = Math.ceil(19 / Math.min(MULTI_SLOTS, gpu.limits.maxStorageBuffersPerShaderStage - 1));
+    assertEquals(gpu.stream.dispatches - before, Math.ceil(19 / most) + sums + 1, "dispatches a step");
+    opt.zeroGrad();
+  }
+  for (let i = 0; i < params.length; i++) {
+    assertClose(await params[i].toArray(), refs[i].p, 2e-6, `param ${i}`);
+  }
 });

@@ -64,6 +64,12 @@ class Arena {
     }
   }
 
+  /** Forget what was reserved since the last upload. */
+  reset(): void {
+    for (const c of this.chunks) c.used = 0;
+    this.#current = 0;
+  }
+
   /** Write the used part of every chunk to the GPU (queued before the coming submit). */
   upload(queue: GPUQueue): void {
     for (const c of this.chunks) {
@@ -85,6 +91,7 @@ export class Stream {
   #afterSubmit: (() => void)[] = [];
   #dispatches = 0;
   #transfers = 0;
+  #census: Map<string, number> | null = null;
   #uniformAlign: number;
   #profiler: KernelProfiler | null = null;
 
@@ -103,6 +110,37 @@ export class Stream {
   /** Buffer copies and clears encoded since the stream was created: each ends a compute pass. */
   get transfers(): number {
     return this.#transfers;
+  }
+
+  /** Count the following commands by kernel name (copies as "(copy)", clears as "(clear)"). */
+  startCensus(): void {
+    this.#census = new Map();
+  }
+
+  /** End the census: each kernel's dispatches and the copies and clears, most first. */
+  stopCensus(): [string, number][] {
+    const census = [...(this.#census ?? [])].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    this.#census = null;
+    return census;
+  }
+
+  #count(name: string): void {
+    this.#census?.set(name, (this.#census.get(name) ?? 0) + 1);
+  }
+
+  /**
+   * Drop what was encoded since the last submit without running it, for a dry run that only
+   * counts a step's commands (`bench/step.ts --count`: a RoBERTa-base step takes minutes on
+   * lavapipe). Readbacks queued since then never settle.
+   */
+  discard(): void {
+    this.#pass = null;
+    this.#encoder = null;
+    this.#afterSubmit = [];
+    this.#params.reset();
+    this.#uploads.reset();
+    // nothing that was encoded will use the buffers released meanwhile
+    this.gpu.pool.submitted(this.gpu.pool.nextSubmit++);
   }
 
   /** Bind groups created so far (a repeated step should add none). */
@@ -173,6 +211,7 @@ export class Stream {
     else this.#pass.setBindGroup(0, group);
     this.#pass.dispatchWorkgroups(x, y, z);
     this.#dispatches++;
+    this.#count(kernel.name);
     if (this.#profiler) this.#endPass();
   }
 
@@ -201,6 +240,7 @@ export class Stream {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.#endPass();
     this.#transfers++;
+    this.#count("(copy)");
     this.#enc().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
@@ -208,6 +248,7 @@ export class Stream {
   clear(buffer: GPUBuffer, offset = 0, size?: number): void {
     this.#endPass();
     this.#transfers++;
+    this.#count("(clear)");
     this.#enc().clearBuffer(buffer, offset, size);
   }
 

@@ -5,10 +5,15 @@
  * storage buffer written with `gpu.stream.write` per step, so pipelines never change.
  * @module
  */
-import { adamwKernel, clipScaleKernel, NORM_SUM_WG, sumSquaresKernel } from "../../kernels/adamw.ts";
-import type { Gpu } from "../gpu/mod.ts";
+import {
+  adamwMultiKernel,
+  clipScaleKernel,
+  MULTI_SLOTS,
+  NORM_SUM_WG,
+  sumSquaresMultiKernel,
+} from "../../kernels/adamw.ts";
+import { type Gpu, grid } from "../gpu/mod.ts";
 import { unitBands, unitBinding } from "../gpu/bands.ts";
-import { launchUnits } from "../tensor/ops/util.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
@@ -143,48 +148,64 @@ export class AdamW {
     const gpu = this.gpu;
     gpu.stream.write(this.#hyper.buffer, this.#hyperData);
     if (this.maxGradNorm !== undefined) this.#encodeClip(live.map(({ s }) => s.param.grad!));
-    for (const { s, i } of live) {
-      const bufs = [s.param, s.param.grad!, s.m, s.v].map((t): [GPUBuffer, number] => [t.buffer, 4]);
-      // an embedding table over one storage binding updates in bands
-      launchUnits(
-        gpu,
-        adamwKernel,
-        [...bufs, this.#hyper.buffer, this.#norm.buffer],
-        s.param.size,
-        (_, n) => {
-          const params = new Uint32Array(5);
-          const pf = new Float32Array(params.buffer);
-          [params[0], params[1], pf[2], pf[3], pf[4]] = [n, i, this.beta1, this.beta2, this.eps];
-          return params;
-        },
+    // one slot a parameter (a band of one, for an embedding table over one storage binding)
+    const slots = live.flatMap(({ s, i }) => {
+      const tensors = [s.param, s.param.grad!, s.m, s.v];
+      return unitBands(gpu, s.param.size, tensors.map((t) => [t.buffer, 4])).map((band) => ({
+        bindings: tensors.map((t) => unitBinding(gpu, t.buffer, 4, band)),
+        n: band.count,
+        hyper: i,
+      }));
+    });
+    const most = Math.min(MULTI_SLOTS, Math.floor((gpu.limits.maxStorageBuffersPerShaderStage - 2) / 4));
+    for (const chunk of chunks(slots, most)) {
+      const params = new Uint32Array(4 * chunk.length + 4);
+      let groups = 0;
+      chunk.forEach((slot, k) => {
+        params.set([slot.n, slot.hyper, groups], 4 * k);
+        groups += Math.ceil(slot.n / 256);
+      });
+      new Float32Array(params.buffer).set([this.beta1, this.beta2, this.eps], 4 * chunk.length);
+      gpu.stream.dispatch(
+        adamwMultiKernel(chunk.length),
+        [...chunk.flatMap((slot) => slot.bindings), this.#hyper.buffer, this.#norm.buffer],
+        grid(gpu, groups),
+        params,
       );
     }
   }
 
   /**
    * Global norm of `grads` into the norm buffer: partial sums per parameter (per band of one over a
-   * storage binding), then one total.
+   * storage binding), several parameters a dispatch, then one total.
    */
   #encodeClip(grads: Tensor[]): void {
     const gpu = this.gpu;
-    const jobs = grads.flatMap((g) =>
+    const slots = grads.flatMap((g) =>
       unitBands(gpu, g.size, [[g.buffer, 4]]).map((band) => ({
         binding: unitBinding(gpu, g.buffer, 4, band),
         n: band.count,
         groups: Math.max(1, Math.min(MAX_NORM_GROUPS, Math.ceil(band.count / (NORM_SUM_WG * 8)))),
       }))
     );
-    const total = jobs.reduce((a, j) => a + j.groups, 0);
+    const total = slots.reduce((a, j) => a + j.groups, 0);
     const partials = Tensor.empty(gpu, [total]);
+    const most = Math.min(MULTI_SLOTS, gpu.limits.maxStorageBuffersPerShaderStage - 1);
     let at = 0;
-    for (const j of jobs) {
+    for (const chunk of chunks(slots, most)) {
+      const params = new Uint32Array(4 * chunk.length);
+      let groups = 0;
+      chunk.forEach((slot, k) => {
+        params.set([slot.n, at, groups, slot.groups], 4 * k);
+        at += slot.groups;
+        groups += slot.groups;
+      });
       gpu.stream.dispatch(
-        sumSquaresKernel,
-        [j.binding, partials.buffer],
-        j.groups,
-        Uint32Array.of(j.n, at, j.groups),
+        sumSquaresMultiKernel(chunk.length),
+        [...chunk.map((slot) => slot.binding), partials.buffer],
+        grid(gpu, groups),
+        params,
       );
-      at += j.groups;
     }
     const p = new Uint32Array(2);
     p[0] = total;
@@ -245,4 +266,12 @@ export class AdamW {
     this.#hyper.dispose();
     this.#norm.dispose();
   }
+}
+
+/** `items` in runs of at most `size`. */
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  return Array.from(
+    { length: Math.ceil(items.length / size) },
+    (_, i) => items.slice(i * size, (i + 1) * size),
+  );
 }
