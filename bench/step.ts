@@ -9,7 +9,7 @@
  * sync at the end: what a training run sees; the time of 2N steps less that of N), GPU milliseconds between timestamps with steps
  * back to back in one submit (the GPU's own time), the CPU time to record a step and to submit
  * it (wall ≈ GPU ms says the GPU is the bound; wall ≈ record + submit, the CPU), dispatches, buffer copies
- * and clears (each ends a compute pass), and the peak of pooled GPU memory. `--profile` adds each
+ * and clears, compute passes (a copy or clear ends one), and the peak of pooled GPU memory. `--profile` adds each
  * kernel's share of one step's GPU time.
  *
  *     deno task bench-step                             # GPU: roberta-base, llama7b-layer
@@ -87,6 +87,8 @@ export interface StepTiming {
   dispatches: number;
   /** Buffer copies, uploads and clears a step (each ends a compute pass). */
   transfers: number;
+  /** Compute passes a step (dispatches between copies and clears share one). */
+  passes: number;
   /** Peak pooled GPU memory while this method ran, bytes. */
   peak: number;
   /** Mean loss of the timed steps (a finite number says the step computed something sane). */
@@ -192,11 +194,11 @@ export async function benchStep(
     await gpu.sync();
     if (opts.count) {
       gpu.stream.startCensus();
-      const [d0, c0] = [gpu.stream.dispatches, gpu.stream.transfers];
+      const [d0, c0, p0] = [gpu.stream.dispatches, gpu.stream.transfers, gpu.stream.passes];
       const record: number[] = [];
       step(record, false);
       const census = gpu.stream.stopCensus();
-      const counts = [gpu.stream.dispatches - d0, gpu.stream.transfers - c0];
+      const counts = [gpu.stream.dispatches - d0, gpu.stream.transfers - c0, gpu.stream.passes - p0];
       gpu.stream.discard();
       return {
         model: m.name,
@@ -208,6 +210,7 @@ export async function benchStep(
         submitMs: NaN,
         dispatches: counts[0],
         transfers: counts[1],
+        passes: counts[2],
         peak: gpu.pool.stats().peak,
         loss: NaN,
         setupS: (performance.now() - loadStart) / 1000,
@@ -218,7 +221,7 @@ export async function benchStep(
     const warmStart = performance.now();
     await warmUp(gpu, () => step());
     const warmEnd = performance.now();
-    const [d0, c0] = [gpu.stream.dispatches, gpu.stream.transfers];
+    const [d0, c0, p0] = [gpu.stream.dispatches, gpu.stream.transfers, gpu.stream.passes];
     const record: number[] = [];
     const submit: number[] = [];
     const timed = async (n: number) => {
@@ -234,6 +237,7 @@ export async function benchStep(
     const wallMs = (await timed(2 * steps) - once) / steps;
     const dispatches = (gpu.stream.dispatches - d0) / (3 * steps);
     const transfers = (gpu.stream.transfers - c0) / (3 * steps);
+    const passes = (gpu.stream.passes - p0) / (3 * steps);
     let gpuMs = NaN;
     if (gpu.timestamps) {
       // all steps in one submit, so that the GPU never waits for the CPU between them
@@ -264,6 +268,7 @@ export async function benchStep(
       submitMs: median(submit),
       dispatches,
       transfers,
+      passes,
       peak: gpu.pool.stats().peak,
       loss,
       kernels,
@@ -290,6 +295,7 @@ export function formatSteps(rows: StepTiming[]): string {
       "submit ms",
       "dispatches",
       "copies",
+      "passes",
       "peak MiB",
       "loss",
     ],
@@ -303,6 +309,7 @@ export function formatSteps(rows: StepTiming[]): string {
       ms(r.submitMs),
       `${Math.round(r.dispatches)}`,
       `${Math.round(r.transfers)}`,
+      `${Math.round(r.passes)}`,
       (r.peak / 2 ** 20).toFixed(1),
       Number.isNaN(r.loss) ? "—" : r.loss.toFixed(4),
     ]),

@@ -32,6 +32,8 @@ Deno.test("bench/step.ts --count: one step's commands by kernel, recorded and dr
     const dispatches = r.census!.filter(([k]) => !k.startsWith("(")).reduce((s, [, n]) => s + n, 0);
     assertEquals(dispatches, r.dispatches);
     assertEquals((census.get("(copy)") ?? 0) + (census.get("(clear)") ?? 0), r.transfers);
+    assertEquals(census.get("(compute pass)"), r.passes);
+    assert(r.passes <= r.transfers + 1, "a pass begins only after a copy or clear, or first");
     // 2 layers × 2 adapters and the classifier's 4 tensors: 8 parameters in as few optimiser
     // dispatches as the device's storage buffers allow (4 a parameter)
     const most = Math.min(MULTI_SLOTS, Math.floor((gpu.limits.maxStorageBuffersPerShaderStage - 2) / 4));

@@ -91,6 +91,7 @@ export class Stream {
   #afterSubmit: (() => void)[] = [];
   #dispatches = 0;
   #transfers = 0;
+  #passes = 0;
   #census: Map<string, number> | null = null;
   #uniformAlign: number;
   #profiler: KernelProfiler | null = null;
@@ -112,7 +113,15 @@ export class Stream {
     return this.#transfers;
   }
 
-  /** Count the following commands by kernel name (copies as "(copy)", clears as "(clear)"). */
+  /** Compute passes begun since the stream was created (without a profile: one a run of dispatches). */
+  get passes(): number {
+    return this.#passes;
+  }
+
+  /**
+   * Count the following commands by kernel name (copies as "(copy)", clears as "(clear)", and the
+   * compute passes begun as "(compute pass)").
+   */
   startCensus(): void {
     this.#census = new Map();
   }
@@ -205,7 +214,11 @@ export class Stream {
       if (this.#profiler.full) this.#profiler.drain();
       this.#pass = this.#enc().beginComputePass({ timestampWrites: this.#profiler.next(kernel.name) });
     }
-    this.#pass ??= this.#enc().beginComputePass();
+    if (!this.#pass) {
+      this.#pass = this.#enc().beginComputePass();
+      this.#passes++;
+      this.#count("(compute pass)");
+    }
     this.#pass.setPipeline(pipeline);
     if (offsets) this.#pass.setBindGroup(0, group, offsets);
     else this.#pass.setBindGroup(0, group);

@@ -47,24 +47,22 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   // f16 weights stay f16 unless an adapter may fold ΔW into them (in f32)
   const f16 = layers.every((l) => !l.adapter?.fold && l.weight.dtype === "f16");
   const weight = Tensor.empty(gpu, [total, n], f16 ? "f16" : "f32");
-  const folds: (FoldedUpdate | null)[] = [];
-  let row = 0;
-  for (const l of layers) {
-    // a folding adapter writes W + ΔW itself
-    const folded = l.adapter?.fold?.(l, tokens, weight, row * n) ?? null;
-    if (!folded) copyAll(l.weight, weight, row * n);
-    folds.push(folded);
-    row += l.outFeatures;
-  }
+  const firstRows = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  // folding adapters write W + ΔW themselves; the other weights and the biases are copied in
+  // after them, so that the copies end the compute pass once and not between the folds
+  const folds: (FoldedUpdate | null)[] = layers.map((l, i) =>
+    l.adapter?.fold?.(l, tokens, weight, firstRows[i] * n) ?? null
+  );
+  layers.forEach((l, i) => {
+    if (!folds[i]) copyAll(l.weight, weight, firstRows[i] * n);
+  });
   let bias: Tensor | null = null;
   if (layers.some((l) => l.bias)) {
-    bias = Tensor.empty(gpu, [total]);
-    row = 0;
-    for (const l of layers) {
-      if (l.bias) copyAll(l.bias, bias, row);
-      else gpu.stream.clear(bias.buffer, row * 4, l.outFeatures * 4);
-      row += l.outFeatures;
-    }
+    const stacked = bias = Tensor.empty(gpu, [total]);
+    layers.forEach((l, i) => {
+      if (l.bias) copyAll(l.bias, stacked, firstRows[i]);
+      else gpu.stream.clear(stacked.buffer, firstRows[i] * 4, l.outFeatures * 4);
+    });
   }
   const y = noGrad(() => linear(x, weight, bias));
   // adapters that did not fold add their x·ΔWᵀ into their columns: a low-rank one (LoRA) as
