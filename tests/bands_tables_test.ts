@@ -4,7 +4,6 @@
 // against float64 and against the same calls in one band.
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
 import { embeddingBackward, embeddingForward } from "../lib/tensor/reference/embedding.ts";
 import { dequantizeReference, quantizeReference } from "../lib/tensor/reference/quant.ts";
 import { embedding, quantize, Tensor, tidy } from "../lib/tensor/mod.ts";
@@ -15,16 +14,7 @@ import { type Method, prepareMethod } from "../lib/cli/method.ts";
 import { batchLoss, type TaskName } from "../lib/train/tasks.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { fixtureModel } from "./model_helpers.ts";
-
-/** Run `fn` with the binding limit lowered to `bytes`. */
-async function limited<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
-  BINDING_LIMIT.bytes = bytes;
-  try {
-    return await fn();
-  } finally {
-    BINDING_LIMIT.bytes = 0;
-  }
-}
+import { limited } from "./tensor_helpers.ts";
 
 Deno.test("embedding over one binding: each dtype's rows gathered in bands, the gradient written in bands", async () => {
   const gpu = await getGpu();

@@ -3,7 +3,7 @@
 // tensors under a lowered binding limit against the same calls in one band and float64.
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";
-import { bandBinding, BINDING_LIMIT, rowBands } from "../lib/gpu/bands.ts";
+import { bandBinding, rowBands } from "../lib/gpu/bands.ts";
 import { encodeMatmul, type MatmulOptions } from "../lib/linalg/matmul.ts";
 import { matmulReference } from "../lib/linalg/reference.ts";
 import { argmax, crossEntropy, slice, Tensor } from "../lib/tensor/mod.ts";
@@ -18,16 +18,7 @@ import {
 } from "../lib/tensor/reference/quant.ts";
 import { randomIds, tokenBatch } from "./model_helpers.ts";
 import { FIXTURES } from "./peft_helpers.ts";
-
-/** Run `fn` with the binding limit lowered to `bytes`. */
-async function limited<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
-  BINDING_LIMIT.bytes = bytes;
-  try {
-    return await fn();
-  } finally {
-    BINDING_LIMIT.bytes = 0;
-  }
-}
+import { limited } from "./tensor_helpers.ts";
 
 Deno.test("rowBands: aligned windows that hold their rows, within the limit", async () => {
   const gpu = await getGpu();

@@ -1,10 +1,11 @@
 /**
  * Shared pieces of the tensor tests: f32-exact random inputs, GPU tensors from float64
- * reference arrays, and comparisons against the references.
+ * reference arrays, comparisons against the references, and a lowered storage-binding limit.
  * @module
  */
 import { assertClose, assertEquals } from "./assert.ts";
 import type { Gpu } from "../lib/gpu/mod.ts";
+import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
 import { type Arr, arr } from "../lib/tensor/reference/array.ts";
 import { Rng } from "../lib/tensor/reference/random.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
@@ -28,3 +29,13 @@ export async function expectClose(t: Tensor | null, ref: Arr, tol: number, what:
 }
 
 export { Rng };
+
+/** Run `fn` with the storage-binding limit lowered to `bytes` (lib/gpu/bands.ts), restored after. */
+export async function limited<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+  BINDING_LIMIT.bytes = bytes;
+  try {
+    return await fn();
+  } finally {
+    BINDING_LIMIT.bytes = 0;
+  }
+}

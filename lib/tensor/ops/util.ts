@@ -40,8 +40,9 @@ export function expectDtype(op: string, dtype: DType, ...ts: Tensor[]): void {
 /**
  * {@link launch} over `units` units that the kernel indexes alike in the bindings given as
  * [buffer, bytes a unit] (the others bind whole): when one of those is over one storage binding
- * (a large vocabulary's embedding table and its gradient and moments), one dispatch a band of
- * units, each binding windows of them, with the uniform `params(first, count)`.
+ * (a large vocabulary's embedding table as it is quantized, or its gradients as they are summed),
+ * one dispatch a band of units, each binding windows of them, with the uniform
+ * `params(first, count)`.
  */
 export function launchUnits(
   gpu: Gpu,
