@@ -3,7 +3,7 @@
 // tensors under a lowered binding limit against the same calls in one band and float64.
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";
-import { bandBinding, rowBands } from "../lib/gpu/bands.ts";
+import { bandBinding, BINDING_LIMIT, rowBands, unitBands, unitBinding } from "../lib/gpu/bands.ts";
 import { encodeMatmul, type MatmulOptions } from "../lib/linalg/matmul.ts";
 import { matmulReference } from "../lib/linalg/reference.ts";
 import { argmax, crossEntropy, slice, Tensor } from "../lib/tensor/mod.ts";
@@ -43,6 +43,37 @@ Deno.test("rowBands: aligned windows that hold their rows, within the limit", as
   const buffer = gpu.pool.acquire(4096);
   assertEquals(bandBinding(gpu, buffer, rowBands(gpu, 4, 16, "x")[0]), buffer);
   gpu.pool.release(buffer);
+});
+
+Deno.test("unitBands: aligned windows of every buffer, each within the limit, covering the units", async () => {
+  const gpu = await getGpu();
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const [f32, codes, scales] = [
+    gpu.pool.acquire(1000 * 128),
+    gpu.pool.acquire(1000 * 32),
+    gpu.pool.acquire(1000 * 4),
+  ];
+  const buffers: [GPUBuffer, number][] = [[f32, 128], [codes, 32], [scales, 4]]; // groups of 32 values, q8
+  assertEquals(unitBands(gpu, 1000, buffers), [{ first: 0, count: 1000 }]);
+  await limited(16 * align * 8, () => {
+    const bands = unitBands(gpu, 1000, buffers);
+    assert(bands.length > 1, "one band");
+    assertEquals(bands.reduce((n, b) => n + b.count, 0), 1000);
+    for (const [i, band] of bands.entries()) {
+      assertEquals(band.first, i === 0 ? 0 : bands[i - 1].first + bands[i - 1].count);
+      for (const [buffer, bytes] of buffers) {
+        const w = unitBinding(gpu, buffer, bytes, band);
+        const [offset, size] = w instanceof GPUBuffer ? [0, w.size] : [w.offset, w.size];
+        assert(offset % align === 0 && size <= 16 * align * 8, `window at ${offset}, ${size} bytes`);
+        assertEquals(offset, w instanceof GPUBuffer ? 0 : band.first * bytes);
+      }
+    }
+    // not even one aligned band of scales fits
+    BINDING_LIMIT.bytes = 1024;
+    assertThrows(() => unitBands(gpu, 1000, buffers), "is over the largest storage binding");
+    return Promise.resolve();
+  });
+  for (const b of [f32, codes, scales]) gpu.pool.release(b);
 });
 
 Deno.test("crossEntropy and argmax over logits in bands equal one band's", async () => {

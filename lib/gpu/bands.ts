@@ -101,14 +101,21 @@ export interface UnitBand {
  * Bands of `units` units that a kernel indexes alike in buffers holding a power of two of bytes a
  * unit each (4 for f32, 16 for vec4 units, 128 for a group of 32 f32): one band when each buffer fits one
  * binding; else as many units a band as the widest buffer's window may hold, in multiples that
- * start every window at an offset the device can bind.
+ * start every window at an offset the device can bind. Throws when not even one such multiple fits.
  */
 export function unitBands(gpu: Gpu, units: number, buffers: readonly [GPUBuffer, number][]): UnitBand[] {
   const limit = bindingLimit(gpu);
   if (buffers.every(([b]) => b.size <= limit)) return [{ first: 0, count: units }];
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const step = Math.max(1, ...buffers.map(([, bytes]) => Math.ceil(align / bytes)));
-  const per = Math.floor(limit / Math.max(...buffers.map(([, bytes]) => bytes)) / step) * step;
+  const widest = Math.max(...buffers.map(([, bytes]) => bytes));
+  const per = Math.floor(limit / widest / step) * step;
+  if (per < 1) {
+    throw new Error(
+      `a band of ${step} units of ${widest} bytes (the least that starts at a bindable offset) is over the ` +
+        `largest storage binding (${limit} bytes)`,
+    );
+  }
   const bands: UnitBand[] = [];
   for (let first = 0; first < units; first += per) bands.push({ first, count: Math.min(per, units - first) });
   return bands;
