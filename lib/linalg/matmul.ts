@@ -545,6 +545,9 @@ function encodeBands(
  * overlapping rows, C sharing a buffer with an input (or its heads a matrix), a strided C with a
  * K split, an activation with a strided C, a K split or `accumulate` (or backward without `pre`),
  * `f16B` on a device without f16, or a quantized B whose rows or placement are not multiples of 4.
+ * One matrix (no batch) whose A, B or C is over one storage binding runs in bands of rows,
+ * columns or depth (see `encodeBands`); a batch, a broadcast B or an epilogue activation that
+ * large throws.
  */
 export function encodeMatmul(
   gpu: Gpu,
