@@ -16,6 +16,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { bindingLimit } from "../gpu/bands.ts";
 import { grid, upload } from "../gpu/buffers.ts";
 import type { Kernel } from "../gpu/pipelines.ts";
 import type { Binding } from "../gpu/stream.ts";
@@ -392,10 +393,11 @@ export function encodeFht(
       );
     }
   }
-  if (Math.max(bytes, srcBytes) > gpu.limits.maxStorageBufferBindingSize) {
+  const bindable = bindingLimit(gpu);
+  if (Math.max(bytes, srcBytes) > bindable) {
     throw new Error(
       `FHT of ${rows} × ${n} (${Math.max(bytes, srcBytes)} bytes) exceeds the device's storage binding ` +
-        `limit ${gpu.limits.maxStorageBufferBindingSize}: split the batch`,
+        `limit ${bindable}: split the batch`,
     );
   }
   if (rows === 0) return;
@@ -444,7 +446,7 @@ function encodeFourStep(
   const { n, fft: L, cols, rows: rowCfg } = plan;
   const bluestein = plan.kind === "bluestein-four-step";
   const pairs = Math.ceil(rows / 2);
-  const limit = Math.min(SCRATCH_BYTES, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  const limit = Math.min(SCRATCH_BYTES, bindingLimit(gpu), gpu.limits.maxBufferSize);
   const chunk = Math.max(1, Math.min(pairs, Math.floor(limit / (8 * L))));
   const s1 = gpu.pool.acquire(chunk * L * 8, undefined, "fht.scratch1");
   const s2 = bluestein ? gpu.pool.acquire(chunk * L * 8, undefined, "fht.scratch2") : null;

@@ -8,6 +8,7 @@
  */
 import { ropeKernel } from "../../../kernels/rope.ts";
 import type { Gpu } from "../../gpu/mod.ts";
+import { bindingLimit } from "../../gpu/bands.ts";
 import { encodeMatmul, type MatrixLayout } from "../../linalg/matmul.ts";
 import { record } from "../autograd.ts";
 import { keep, tidy } from "../scope.ts";
@@ -186,7 +187,7 @@ export function prefixAttention(
   const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
   const dims = { b, h, hkv, t, s: length, d, dv: d };
   // the fused kernels read f32 keys and values
-  const fused = useFusedAttention(dims, undefined, q.gpu.limits.maxStorageBufferBindingSize);
+  const fused = useFusedAttention(dims, undefined, bindingLimit(q.gpu));
   const widen = (x: Tensor) => (x.dtype === "f16" && fused ? cast(x, "f32") : x);
   const stored = (x: Tensor): AttentionHeads => ({
     x: widen(x),
@@ -229,7 +230,7 @@ function scaledDotProduct(
       `attention: a causal mask needs keys ≥ queries, got ${dims.s} keys for ${dims.t} queries`,
     );
   }
-  const limit = q.x.gpu.limits.maxStorageBufferBindingSize;
+  const limit = bindingLimit(q.x.gpu);
   // dropout at given positions goes through factors on the probabilities: materialised
   const factors = needsFactors(opts.probsDropout ?? null);
   if (useFusedAttention(dims, opts.path, limit) && !factors) {
