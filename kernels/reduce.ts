@@ -11,16 +11,16 @@ import { BUILTINS, GROUP_ID, linearId, stridedOffsets } from "./indexing.ts";
 const cache = new Map<string, Kernel>();
 
 /**
- * Partial sums `y[c * nOut + o] = scale · Σ_{r ≡ c (mod chunks)} x[koff(o) + roff(r)]`.
+ * Partial sums `y[c * nOut + o] = scale · Σ_{r ≡ c (mod chunks)} x[base + koff(o) + roff(r)]`.
  * `keptRank`/`redRank`: ranks of the collapsed kept and reduced iterations; `chunkFastest`:
  * adjacent invocations take adjacent chunks (best when the reduced dim is contiguous).
- * Uniform `{ nOut, nRed, chunks, scale, d0.., k0.. (kept sizes, strides), d.., r.. (reduced) }`.
+ * Uniform `{ nOut, nRed, chunks, scale, base, d0.., k0.. (kept sizes, strides), d.., r.. (reduced) }`.
  */
 export function reduceKernel(keptRank: number, redRank: number, chunkFastest: boolean): Kernel {
   const key = `${keptRank}:${redRank}:${chunkFastest}`;
   let k = cache.get(key);
   if (k) return k;
-  const fields = ["nOut: u32", "nRed: u32", "chunks: u32", "scale: f32"];
+  const fields = ["nOut: u32", "nRed: u32", "chunks: u32", "scale: f32", "base: u32"];
   for (let i = 0; i < keptRank; i++) fields.push(`kd${i}: u32`);
   for (let i = 0; i < keptRank; i++) fields.push(`kk${i}: u32`);
   for (let i = 0; i < redRank; i++) fields.push(`rd${i}: u32`);
@@ -44,7 +44,7 @@ struct P { ${fields.join(", ")} }
   var acc = 0.0;
   for (var r = c; r < p.nRed; r = r + p.chunks) {
     ${red}
-    acc = acc + x[o_kk + o_rr];
+    acc = acc + x[p.base + o_kk + o_rr];
   }
   y[c * p.nOut + o] = acc * p.scale;
 }`,

@@ -9,11 +9,10 @@ import { dequantizeReference, quantizeReference } from "../lib/tensor/reference/
 import { embedding, quantize, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { MAX_RUN } from "../lib/tensor/ops/embedding.ts";
 import { AdamW } from "../lib/train/optim.ts";
-import { loadModel } from "../lib/models/load.ts";
-import { type Method, prepareMethod } from "../lib/cli/method.ts";
-import { batchLoss, type TaskName } from "../lib/train/tasks.ts";
+import type { Method } from "../lib/cli/method.ts";
+import type { TaskName } from "../lib/train/tasks.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { fixtureModel } from "./model_helpers.ts";
+import { trainingStep } from "./model_helpers.ts";
 import { limited } from "./tensor_helpers.ts";
 
 Deno.test("embedding over one binding: each dtype's rows gathered in bands, the gradient written in bands", async () => {
@@ -111,54 +110,6 @@ Deno.test("AdamW with clipping over a parameter over one binding: the same updat
   banded.forEach((x, i) => assertClose(x, whole[i], 1e-6, `tensor ${i}`));
 });
 
-/** One training step of `method` on a fixture: the loss and every trainable gradient. */
-async function stepOf(name: string, task: TaskName, method: Method, dtype: "f32" | "q8" = "f32") {
-  const gpu = await getGpu();
-  const model = await loadModel(gpu, fixtureModel(name), { task, dtype });
-  try {
-    const prepared = await prepareMethod(model, {
-      method,
-      task,
-      n: 100,
-      energyRatio: 0.7,
-      alpha: 300,
-      transform: "dht",
-      selection: "layer",
-      init: "normal",
-      r: 4,
-      loraAlpha: 8,
-      loraDropout: 0,
-      seed: 0,
-      lr: 1e-3,
-      headLr: 1e-3,
-      weightDecay: 0,
-      modelDir: "",
-    });
-    const params = prepared.groups.flatMap((g) => g.params.map((p) => p.tensor));
-    for (const t of params) t.requiresGrad = true;
-    const [b, t] = [2, 8];
-    const ids = Int32Array.from({ length: b * t }, (_, i) => (i * 37 + 5) % 500);
-    const batch = {
-      ids,
-      attentionMask: new Int32Array(b * t).fill(1),
-      labels: task === "seq-cls" ? Int32Array.of(0, 1) : ids,
-      shape: [b, t] as [number, number],
-      rows: Int32Array.of(0, 1),
-    };
-    const loss = tidy(() => {
-      model.train(false);
-      const l = batchLoss(model, batch, task);
-      l.backward();
-      return l;
-    });
-    const out = { loss: await loss.item(), grads: await Promise.all(params.map((t) => t.grad!.toArray())) };
-    for (const t of params) [t.grad?.dispose(), t.grad = null];
-    return out;
-  } finally {
-    model.dispose();
-  }
-}
-
 Deno.test("models whose embedding tables are over one binding train as with one band", async () => {
   const gpu = await getGpu();
   // 64 KiB: the fixtures' 512 × 64 f32 tables (128 KiB) are over it, their layers are not
@@ -169,9 +120,9 @@ Deno.test("models whose embedding tables are over one binding train as with one 
     ["bert", "seq-cls", "fourierft", "f32"],
   ];
   for (const [name, task, method, dtype] of cases) {
-    const whole = await stepOf(name, task, method, dtype);
+    const whole = await trainingStep(name, task, method, dtype);
     const before = gpu.stream.dispatches;
-    const banded = await limited(65536, () => stepOf(name, task, method, dtype));
+    const banded = await limited(65536, () => trainingStep(name, task, method, dtype));
     assert(gpu.stream.dispatches > before, "nothing ran");
     const what = `${name} ${method} ${dtype}`;
     assertClose([banded.loss], [whole.loss], 1e-6, `${what} loss`);

@@ -1,10 +1,13 @@
 /**
  * Shared pieces of the model tests: fixture paths, batches, forward passes read back, the
- * float64 references, and temporary model directories with a modified config or checkpoint.
+ * float64 references, temporary model directories with a modified config or checkpoint, and one
+ * training step of a fixture read back.
  * @module
  */
 import { join } from "node:path";
-import type { Gpu } from "../lib/gpu/mod.ts";
+import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
+import { type Method, prepareMethod } from "../lib/cli/method.ts";
+import { batchLoss, type TaskName } from "../lib/train/tasks.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { openCheckpoint, openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
 import type { Batch, Model } from "../lib/models/model.ts";
@@ -171,4 +174,60 @@ export async function phi3Dir(
   }
   await writeSafetensors(join(dir, "model.safetensors"), tensors);
   return dir;
+}
+
+/**
+ * One training step of `method` on fixture `name` (dropout off) over a [b, t] batch: the loss and
+ * every trainable gradient, read back.
+ */
+export async function trainingStep(
+  name: string,
+  task: TaskName,
+  method: Method,
+  dtype: "f32" | "q8" = "f32",
+  [b, t]: [number, number] = [2, 8],
+): Promise<{ loss: number; grads: Float32Array[] }> {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, fixtureModel(name), { task, dtype });
+  try {
+    const prepared = await prepareMethod(model, {
+      method,
+      task,
+      n: 100,
+      energyRatio: 0.7,
+      alpha: 300,
+      transform: "dht",
+      selection: "layer",
+      init: "normal",
+      r: 4,
+      loraAlpha: 8,
+      loraDropout: 0,
+      seed: 0,
+      lr: 1e-3,
+      headLr: 1e-3,
+      weightDecay: 0,
+      modelDir: "",
+    });
+    const params = prepared.groups.flatMap((g) => g.params.map((p) => p.tensor));
+    for (const x of params) x.requiresGrad = true;
+    const ids = Int32Array.from({ length: b * t }, (_, i) => (i * 37 + 5) % 500);
+    const batch = {
+      ids,
+      attentionMask: new Int32Array(b * t).fill(1),
+      labels: task === "seq-cls" ? Int32Array.from({ length: b }, (_, i) => i % 2) : ids,
+      shape: [b, t] as [number, number],
+      rows: Int32Array.from({ length: b }, (_, i) => i),
+    };
+    const loss = tidy(() => {
+      model.train(false);
+      const l = batchLoss(model, batch, task);
+      l.backward();
+      return l;
+    });
+    const out = { loss: await loss.item(), grads: await Promise.all(params.map((x) => x.grad!.toArray())) };
+    for (const x of params) [x.grad?.dispose(), x.grad = null];
+    return out;
+  } finally {
+    model.dispose();
+  }
 }

@@ -16,7 +16,7 @@ import { record } from "../autograd.ts";
 import { broadcastShapes, broadcastStrides, collapse } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
 import { sumTo } from "./reduce.ts";
-import { expectDtype, f, launch, u32s } from "./util.ts";
+import { expectDtype, f, launch, launchUnits, u32s } from "./util.ts";
 
 /** `f(a, b)` broadcast to the common shape, without a gradient link. */
 export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
@@ -25,13 +25,22 @@ export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape, op);
   const out = Tensor.empty(a.gpu, shape);
   const plan = collapse(shape, [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)]);
-  const bufs = [a.buffer, b.buffer, out.buffer];
-  if (plan.shape.length === 1 && plan.strides.every((st) => st[0] === 1) && out.size % 4 === 0) {
-    launch(a.gpu, binaryKernelX4(op), bufs, out.size / 4, u32s(out.size / 4));
+  if (plan.shape.length === 1 && plan.strides.every((st) => st[0] === 1)) {
+    // operands of one shape (an FFN's activations may be over one storage binding): in bands
+    const unit = out.size % 4 === 0 ? 16 : 4;
+    const bufs = [a.buffer, b.buffer, out.buffer].map((x): [GPUBuffer, number] => [x, unit]);
+    const kernel = unit === 16 ? binaryKernelX4(op) : binaryKernel(op, 1);
+    launchUnits(
+      a.gpu,
+      kernel,
+      bufs,
+      out.size / (unit / 4),
+      (_, n) => unit === 16 ? u32s(n) : u32s(n, n, 1, 1),
+    );
     return out;
   }
   const params = u32s(out.size, ...plan.shape, ...plan.strides[0], ...plan.strides[1]);
-  launch(a.gpu, binaryKernel(op, plan.shape.length), bufs, out.size, params);
+  launch(a.gpu, binaryKernel(op, plan.shape.length), [a.buffer, b.buffer, out.buffer], out.size, params);
   return out;
 }
 
@@ -40,8 +49,14 @@ function unaryRaw(op: UnaryOp, x: Tensor, s = 0, t = 0): Tensor {
   if (!(op in UNARY)) throw new Error(`elementwise: unknown unary op '${op}'`);
   expectDtype(op, "f32", x);
   const out = Tensor.empty(x.gpu, x.shape);
-  const n = x.size % 4 === 0 ? x.size / 4 : x.size;
-  launch(x.gpu, unaryKernel(op, n !== x.size), [x.buffer, out.buffer], n, u32s(n, f(s), f(t)));
+  const unit = x.size % 4 === 0 ? 16 : 4;
+  launchUnits(
+    x.gpu,
+    unaryKernel(op, unit === 16),
+    [[x.buffer, unit], [out.buffer, unit]],
+    x.size / (unit / 4),
+    (_, n) => u32s(n, f(s), f(t)),
+  );
   return out;
 }
 

@@ -3,9 +3,10 @@
  * an operand's shape) and `broadcastTo` (each is the other's gradient).
  * @module
  */
+import { axpyKernel } from "../../../kernels/elementwise.ts";
 import { argmaxKernel, reduceKernel } from "../../../kernels/reduce.ts";
-import { bandBinding, rowBands } from "../../gpu/bands.ts";
-import { grid } from "../../gpu/mod.ts";
+import { bandBinding, bindingLimit, rowBands } from "../../gpu/bands.ts";
+import { type Binding, grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import {
   broadcastShapes,
@@ -32,7 +33,9 @@ const MIN_CHUNK = 32;
 
 /**
  * `scale · Σ` over the dimensions flagged in `reduced`, as a tensor of shape `outShape`
- * (whose element count is the product of the kept dimensions). No gradient link.
+ * (whose element count is the product of the kept dimensions). No gradient link. A tensor over
+ * one storage binding (a bias gradient's [tokens, 3072] input on a small device) is summed in
+ * bands of its leading axes when they are reduced.
  */
 export function reduceRaw(
   x: Tensor,
@@ -40,16 +43,59 @@ export function reduceRaw(
   scale: number,
   outShape: readonly number[],
 ): Tensor {
-  const strides = contiguousStrides(x.shape);
+  const gpu = x.gpu;
+  if (x.size === 0) return Tensor.zeros(gpu, outShape);
+  if (x.buffer.size <= bindingLimit(gpu)) {
+    return reduceWindow(x, x.buffer, 0, x.shape, reduced, scale, outShape);
+  }
+  if (!reduced[0]) {
+    throw new Error(
+      `sum: ${x.describe()} is over this device's largest storage binding (${bindingLimit(gpu)} bytes); ` +
+        `only a sum over its leading axes runs in bands`,
+    );
+  }
+  // bands of the leading reduced axes, taken as one
+  const firstKept = reduced.indexOf(false);
+  const lead = firstKept < 0 ? reduced.length : firstKept;
+  const rows = x.shape.slice(0, lead).reduce((a, b) => a * b, 1);
+  const within = [true, ...reduced.slice(lead)];
+  let total: Tensor | null = null;
+  for (const band of rowBands(gpu, rows, x.size / rows, "sum")) {
+    const shape = [band.rows, ...x.shape.slice(lead)];
+    const part = reduceWindow(x, bandBinding(gpu, x.buffer, band), band.base, shape, within, scale, outShape);
+    if (total) addInto(total, part);
+    total ??= part;
+  }
+  return total!;
+}
+
+/** `total += part`, then `part` is freed. */
+function addInto(total: Tensor, part: Tensor): void {
+  const vec = total.size % 4 === 0;
+  const n = vec ? total.size / 4 : total.size;
+  launch(total.gpu, axpyKernel(vec), [part.buffer, total.buffer], n, u32s(n, f(1)));
+  part.dispose();
+}
+
+/** {@link reduceRaw} over `shape`, stored contiguously in `binding` from element `base`. */
+function reduceWindow(
+  x: Tensor,
+  binding: Binding,
+  base: number,
+  shape: readonly number[],
+  reduced: readonly boolean[],
+  scale: number,
+  outShape: readonly number[],
+): Tensor {
+  const strides = contiguousStrides(shape);
   const pick = (want: boolean) => {
-    const dims = x.shape.filter((_, i) => reduced[i] === want);
+    const dims = shape.filter((_, i) => reduced[i] === want);
     return collapse(dims, [strides.filter((_, i) => reduced[i] === want)]);
   };
   const kept = pick(false), red = pick(true);
   const nOut = kept.shape.reduce((a, b) => a * b, 1);
   const nRed = red.shape.reduce((a, b) => a * b, 1);
   const gpu = x.gpu;
-  if (x.size === 0) return Tensor.zeros(gpu, outShape);
   const chunks = nRed <= 2 * MIN_CHUNK
     ? 1
     : Math.max(1, Math.min(Math.floor(TARGET_THREADS / nOut), Math.ceil(nRed / MIN_CHUNK)));
@@ -61,12 +107,13 @@ export function reduceRaw(
     nRed,
     chunks,
     f(chunks === 1 ? scale : 1),
+    base,
     ...kept.shape,
     ...kept.strides[0],
     ...red.shape,
     ...red.strides[0],
   );
-  launch(gpu, kernel, [x.buffer, out.buffer], nOut * chunks, params);
+  launch(gpu, kernel, [binding, out.buffer], nOut * chunks, params);
   if (chunks === 1) return out;
   const total = reduceRaw(out, [true, false], scale, outShape);
   out.dispose();
