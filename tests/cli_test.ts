@@ -1,6 +1,7 @@
 import { ArgsError, helpText, parseCommand, stopTexts } from "../lib/cli/args.ts";
 import { DEMO_ARGS } from "../lib/cli/train.ts";
 import { explainDeviceError } from "../lib/cli/errors.ts";
+import { PRETRAIN_DEFAULT } from "../lib/cli/pretrain.ts";
 import { MAX_BINDING_ENV } from "../lib/cli/environment.ts";
 import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
@@ -51,12 +52,16 @@ Deno.test("cli: bad flags exit 2 with a pointer to --help; --help exits 0", asyn
   assert(method.err.includes("--method 'magic' is not one of ssh, lora, fourierft, full, head"), method.err);
   const both = await runCli(["train", "--resume", "--overwrite", "--out", "/nonexistent/run"]);
   assertEquals(both.code, 2);
-  for (const cmd of ["train", "eval", "merge", "inspect", "pretrain"]) {
+  for (const cmd of ["train", "eval", "merge", "inspect", "pretrain", "info"]) {
     const help = await runCli([cmd, "--help"]);
     assertEquals(help.code, 0, `${cmd} --help`);
     assert(help.out.startsWith(`usage: deno run -A cli.ts ${cmd}`), help.out);
   }
   assert((await runCli(["train", "--help"])).out.includes("--energy-ratio"));
+  // pretrain's help shows the command that made models/default: deno.json's task, word for word
+  const tasks = JSON.parse(await Deno.readTextFile("deno.json")).tasks;
+  assertEquals(tasks["pretrain-default"], `deno run -A cli.ts ${PRETRAIN_DEFAULT}`);
+  assert((await runCli(["pretrain", "--help"])).out.includes(PRETRAIN_DEFAULT));
   assertEquals((await runCli(["nope"])).code, 2);
   const merge = await runCli(["merge", "--model", GPT2]);
   assertEquals(merge.code, 2);
@@ -168,7 +173,7 @@ Deno.test("cli: a NaN loss stops training with a message and keeps the last good
   });
 });
 
-Deno.test("device errors become advice: out of memory names the command's flags to change, once", () => {
+Deno.test("device errors become advice: out of memory or a binding over the limit names the command's flags, once", () => {
   const e = explainDeviceError(new Error("Not enough memory left")) as Error;
   for (
     const flag of [
@@ -194,6 +199,18 @@ Deno.test("device errors become advice: out of memory names the command's flags 
     again.message,
   );
   assertEquals(again.message.match(/ran out of memory/g)?.length, 1, again.message);
+  // a kernel's binding over the device's limit (lib/gpu/stream.ts): what makes the batch's tensors smaller
+  const over = new Error(
+    "elementwise.gelu_x4: binding 0 (an unnamed buffer) spans 201326592 bytes, over this device's largest " +
+      "storage binding (134217728 bytes)",
+  );
+  const advice = explainDeviceError(over, ["batch-size", "seq-len"]) as Error;
+  assert(
+    advice.message.includes("201326592") && advice.message.includes("Lower --batch-size"),
+    advice.message,
+  );
+  assert(advice.message.includes("--seq-len") && !advice.message.includes("--grad-accum"), advice.message);
+  assert((explainDeviceError(over) as Error).message.includes("--grad-accum"));
   const lost = explainDeviceError(new Error("GPU device was lost")) as Error;
   assert(lost.message.includes("--resume"), lost.message);
   const other = new Error("something else");

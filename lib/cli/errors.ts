@@ -1,6 +1,7 @@
 /**
- * Device errors as advice: WebGPU reports an allocation failure or a lost device in terms of
- * buffers and adapters; the CLI says which flags to change and that checkpoints are kept.
+ * Device errors as advice: WebGPU reports an allocation failure, a lost device or a tensor over
+ * one storage binding in terms of buffers, bindings and adapters; the CLI says which flags to
+ * change and that checkpoints are kept.
  * @module
  */
 
@@ -18,10 +19,18 @@ const MEMORY_ADVICE: [flag: string, advice: string][] = [
   ["dtype", "use --dtype f16, q8 or q4 for the frozen weights"],
 ];
 
+/** What makes each tensor of a batch smaller, for a kernel's binding over the device's limit. */
+const BINDING_ADVICE: [flag: string, advice: string][] = [
+  ["batch-size", "lower --batch-size"],
+  ["grad-accum", "keep the examples a step with --grad-accum"],
+  ["seq-len", "lower --seq-len"],
+];
+
 /**
- * A device error (out of memory, lost device) as {@link DeviceAdvice}; other errors unchanged.
- * WebGPU reports allocation failures as OperationError/GPUOutOfMemoryError or in a validation
- * message. `flags` are the command's own (advice names only those; default: all).
+ * A device error (out of memory, lost device, a binding over the device's limit) as
+ * {@link DeviceAdvice}; other errors unchanged. WebGPU reports allocation failures as
+ * OperationError/GPUOutOfMemoryError or in a validation message. `flags` are the command's own
+ * (advice names only those; default: all).
  */
 export function explainDeviceError(e: unknown, flags?: readonly string[]): unknown {
   if (e instanceof DeviceAdvice) return e;
@@ -35,6 +44,14 @@ export function explainDeviceError(e: unknown, flags?: readonly string[]): unkno
     const list = [...advice, "or pick a smaller model"].join(", ");
     return new DeviceAdvice(
       `the GPU ran out of memory (${detail}). ${list[0].toUpperCase()}${list.slice(1)}; ` +
+        `checkpoints already written are kept`,
+    );
+  }
+  if (/spans \d+ bytes, over this device's largest storage binding/.test(msg)) {
+    const advice = BINDING_ADVICE.filter(([flag]) => !flags || flags.includes(flag)).map(([, a]) => a);
+    return new DeviceAdvice(
+      `a tensor of this batch is over the largest buffer one kernel may bind on this GPU (${detail}). ` +
+        `${[...advice, "or pick a smaller model"].join(", ").replace(/^./, (c) => c.toUpperCase())}; ` +
         `checkpoints already written are kept`,
     );
   }

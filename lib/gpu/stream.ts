@@ -182,8 +182,9 @@ export class Stream {
       if (bytes > limit) {
         // a clear error in place of WebGPU's validation error at the end of the step
         const name = this.gpu.pool.labelOf(r.buffer);
+        const buffer = name ? `buffer '${name}'` : "an unnamed buffer";
         throw new Error(
-          `${kernel.name}: binding ${i} (buffer '${name}') spans ${bytes} bytes, over this device's largest ` +
+          `${kernel.name}: binding ${i} (${buffer}) spans ${bytes} bytes, over this device's largest ` +
             `storage binding (${limit} bytes)`,
         );
       }
