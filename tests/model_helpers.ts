@@ -177,8 +177,8 @@ export async function phi3Dir(
 }
 
 /**
- * One training step of `method` on fixture `name` (dropout off) over a [b, t] batch: the loss and
- * every trainable gradient, read back.
+ * One training step of `method` on fixture `name` over a [b, t] batch, with dropout when
+ * `training`: the loss and every trainable gradient, read back.
  */
 export async function trainingStep(
   name: string,
@@ -186,6 +186,7 @@ export async function trainingStep(
   method: Method,
   dtype: "f32" | "q8" = "f32",
   [b, t]: [number, number] = [2, 8],
+  training = false,
 ): Promise<{ loss: number; grads: Float32Array[] }> {
   const gpu = await getGpu();
   const model = await loadModel(gpu, fixtureModel(name), { task, dtype });
@@ -219,7 +220,7 @@ export async function trainingStep(
       rows: Int32Array.from({ length: b }, (_, i) => i),
     };
     const loss = tidy(() => {
-      model.train(false);
+      model.train(training);
       const l = batchLoss(model, batch, task);
       l.backward();
       return l;
