@@ -211,41 +211,51 @@ Deno.test("packed attention reads q, k, v from one [B, T, (H + 2·Hkv)·D] tenso
     };
     const bthd = (x: typeof q) => permute(x, swap).data;
     const width = (h + 2 * hkv) * d;
-    const qkv = leaf(gpu, arr(pack([bthd(q), bthd(k), bthd(v)]), [b, t, width]));
-    const key = { seed: 2, step: rng.int(100), site: 4 };
-    const factor = dropoutFactors(b * h * t * t, 0.25, key);
-    const mask = a.mask ? T.Tensor.from(gpu, a.mask, [b, t]) : null;
-    const y = T.packedAttention(qkv, {
-      heads: h,
-      kvHeads: hkv,
-      headDim: d,
-      causal: a.causal,
-      window: a.window,
-      mask,
-      scale: a.scale,
-      probsDropout: { p: 0.25, key },
-      path,
-    });
-    const ref = { ...a, probsFactor: factor };
-    const label = `${path} ${JSON.stringify(c)}`;
-    await expectClose(
-      y,
-      permute(arr(attentionForward(ref, q.data, k.data, v.data), [b, h, t, d]), swap),
-      TOL,
-      label,
-    );
-    // loss Σ y·G + Σ qkv·C: qkv's gradient is attention's plus C (another consumer of qkv)
-    const g = randArr(rng, [b, t, h, d]), other = randArr(rng, [b, t, width]);
-    const loss = T.add(
-      T.sum(T.mul(y, leaf(gpu, g, false))),
-      T.sum(T.mul(qkv, leaf(gpu, other, false))),
-    );
-    loss.backward();
-    const grads = attentionBackward(ref, q.data, k.data, v.data, permute(g, swap).data);
-    const part = (x: Float64Array, shape: number[]) => bthd(arr(x, shape));
-    const expected = pack([part(grads.dq, q.shape), part(grads.dk, k.shape), part(grads.dv, v.shape)])
-      .map((x, i) => x + other.data[i]);
-    await expectClose(qkv.grad, arr(expected, [b, t, width]), TOL, `dqkv ${label}`);
+    const packed = arr(pack([bthd(q), bthd(k), bthd(v)]), [b, t, width]);
+    // qkv a leaf or made by an op; used elsewhere too or by this attention alone (its gradient
+    // then written part by part, never zeroed: no clear)
+    for (const [made, elsewhere] of [[false, true], [true, false], [true, true]]) {
+      const src = leaf(gpu, packed);
+      const qkv = made ? T.scale(src, 1) : src;
+      const key = { seed: 2, step: rng.int(100), site: 4 };
+      const factor = dropoutFactors(b * h * t * t, 0.25, key);
+      const mask = a.mask ? T.Tensor.from(gpu, a.mask, [b, t]) : null;
+      const y = T.packedAttention(qkv, {
+        heads: h,
+        kvHeads: hkv,
+        headDim: d,
+        causal: a.causal,
+        window: a.window,
+        mask,
+        scale: a.scale,
+        probsDropout: { p: 0.25, key },
+        path,
+      });
+      const ref = { ...a, probsFactor: factor };
+      const label = `${path} ${JSON.stringify(c)} ${made ? "made" : "leaf"}${
+        elsewhere ? " + elsewhere" : ""
+      }`;
+      await expectClose(
+        y,
+        permute(arr(attentionForward(ref, q.data, k.data, v.data), [b, h, t, d]), swap),
+        TOL,
+        label,
+      );
+      // loss Σ y·G (+ Σ qkv·C): qkv's gradient is attention's (plus C, from another consumer of qkv)
+      const g = randArr(rng, [b, t, h, d]), other = randArr(rng, [b, t, width]);
+      let loss = T.sum(T.mul(y, leaf(gpu, g, false)));
+      if (elsewhere) loss = T.add(loss, T.sum(T.mul(qkv, leaf(gpu, other, false))));
+      // pooled buffers full of NaN: a gradient read before it is written shows
+      for (const junk of [0, 1, 2, 3].map(() => T.Tensor.full(gpu, [b, t, width], NaN))) junk.dispose();
+      const transfers = gpu.stream.transfers;
+      loss.backward();
+      if (made && !elsewhere) assertEquals(gpu.stream.transfers, transfers, `${label}: a clear or copy`);
+      const grads = attentionBackward(ref, q.data, k.data, v.data, permute(g, swap).data);
+      const part = (x: Float64Array, shape: number[]) => bthd(arr(x, shape));
+      const expected = pack([part(grads.dq, q.shape), part(grads.dk, k.shape), part(grads.dv, v.shape)])
+        .map((x, i) => x + (elsewhere ? other.data[i] : 0));
+      await expectClose(src.grad, arr(expected, [b, t, width]), TOL, `dqkv ${label}`);
+    }
   }
   const qkv = leaf(gpu, randArr(rng, [2, 3, 20]));
   assertThrows(

@@ -102,10 +102,12 @@ export function packedAttention(qkv: Tensor, opts: PackedAttentionOptions): Tens
         `(${hkv}), got ${qkv.describe()}`,
     );
   }
+  const packed: PackedGradient = { fresh: null };
   const part = (first: number): AttentionHeads => ({
     x: qkv,
     at: { ld: w, offset: first * d, batchStride: t * w, headStride: d, headGroup: 1 },
     whole: false,
+    packed,
   });
   const dims = { b, h, hkv, t, s: t, d, dv: d };
   return scaledDotProduct(part(0), part(h), part(h + hkv), dims, "bthd", opts);
@@ -205,6 +207,22 @@ export interface AttentionHeads {
   x: Tensor;
   at: Required<MatrixLayout>;
   whole: boolean;
+  /**
+   * Shared by q, k and v when they are disjoint parts of one tensor that together cover it
+   * ({@link packedAttention}): its gradient is then written part by part, never zeroed first.
+   */
+  packed?: PackedGradient;
+}
+
+/**
+ * The gradient of a packed q/k/v tensor on the materialised path: the values' rule runs first
+ * and writes v's part into a new tensor, the scores' rule then writes q's and k's parts into it.
+ * That is safe only when nothing else adds into the tensor between them: when the two attention
+ * nodes are its only consumers.
+ */
+interface PackedGradient {
+  /** The tensor whose q and k parts are not written yet. */
+  fresh: Tensor | null;
 }
 
 /**
@@ -326,6 +344,13 @@ function headScores(q: AttentionHeads, k: AttentionHeads, dims: AttentionDims, s
   return record("attention.scores", out, inputs, inputs, (g, saved, need, acc) => {
     const [vq, vk] = [saved[0], saved[kAt]];
     const to = gradTargets(inputs, need, acc, q.whole && k.whole);
+    // a packed q/k/v gradient whose v part alone is written: q's and k's parts are written, not added
+    const fresh = q.packed?.fresh ?? null;
+    if (fresh) {
+      q.packed!.fresh = null;
+      if (acc[0] !== fresh) throw new Error("attention: the packed q/k/v gradient was not handed on intact");
+      to.adds[0] = false;
+    }
     const gq = to.grads[0], gk = to.grads[kAt];
     if (gq) {
       // dQ = scale·dS·K, into q's heads
@@ -348,8 +373,8 @@ function headScores(q: AttentionHeads, k: AttentionHeads, dims: AttentionDims, s
           layoutA: groupMember(ls, group, j),
           layoutB: groupMember(q.at, group, j),
           layoutC: k.at,
-          // q's gradient is k's when q is k
-          accumulate: j > 0 || to.adds[kAt] || (kAt === 0 && gq !== null),
+          // q's gradient is k's when q is k (unless they are disjoint parts of a fresh packed one)
+          accumulate: j > 0 || to.adds[kAt] || (kAt === 0 && gq !== null && !fresh),
         });
       }
     }
@@ -373,7 +398,12 @@ function headValues(p: Tensor, v: AttentionHeads, dims: AttentionDims, layout: H
   });
   return record("attention.values", out, [p, v.x], [p, v.x], (g, [vp, vv], need, acc) => {
     const gp = need[0] ? gradTargets([vp], [true], [acc[0]], true) : null;
-    const gv = need[1] ? gradTargets([vv], [true], [acc[1]], v.whole) : null;
+    // a packed q/k/v tensor that only this call's two nodes consume: its parts are written in turn
+    // (not a leaf's: its gradient is added to the leaf's at once, never handed to the next rule)
+    const packedFirst = need[1] && acc[1] === null && v.packed !== undefined && !v.x.isLeaf &&
+      v.x.consumers === 2;
+    const gv = need[1] ? gradTargets([vv], [true], [acc[1]], v.whole || packedFirst) : null;
+    if (packedFirst) v.packed!.fresh = gv!.grads[0];
     if (gp) {
       // dP = dO·Vᵀ
       encodeMatmul(gpu, g.buffer, vv.buffer, gp.grads[0]!.buffer, t, s, dv, {

@@ -203,16 +203,18 @@ export function fusedScaledDotProduct(
     const [vq, vk, vv] = [q, k, v].map((p) => saved[at(p.x)]);
     const [vy, vstats, vmask] = saved.slice(inputs.length);
     const mask = vmask ? [vmask.buffer] : [];
-    const whole = q.whole && k.whole && v.whole;
+    // q, k and v as disjoint parts covering one tensor: each pass writes its own part
+    const parts = q.packed !== undefined;
+    const fresh = (q.whole && k.whole && v.whole) || parts;
     const grads = inputs.map((x, j) =>
-      need[j] ? acc[j] ?? (whole ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
+      need[j] ? acc[j] ?? (fresh ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
     );
     // a target adds what is there when it came gathered, was zeroed, or a pass wrote it already
-    const written = inputs.map((_, j) => acc[j] !== null || !whole);
+    const written = inputs.map((_, j) => acc[j] !== null || !fresh);
     const target = (p: AttentionHeads) => {
       const j = at(p.x), dst = grads[j];
       const add = written[j];
-      if (dst) written[j] = true;
+      if (dst && !parts) written[j] = true;
       return { dst, add };
     };
     const tq = target(q), tk = target(k), tv = target(v);
