@@ -325,3 +325,17 @@ Deno.test("cli: HARTLEY_MAX_BINDING plans for small bindings; the run trains as 
     assert(bad.err.includes(`${MAX_BINDING_ENV}: expected a byte count`), bad.err);
   });
 });
+
+Deno.test("cli: warmup steps are counted as transformers counts them (⌈ratio · steps⌉)", async () => {
+  await withTempDir("hartley_warmup_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    // 0.1 · 4 steps: one warmup step (rounding would give none)
+    const r = await runCli(
+      tinyRun(data, `${dir}/run`, ["--steps", "4", "--warmup-ratio", "0.1", "--log-every", "1"]),
+    );
+    assertEquals(r.code, 0, r.err);
+    const steps = (await readRunLog(`${dir}/run/log.jsonl`)).filter((x) => x.type === "train");
+    // the first step warms up from 0; the next ones decay linearly from the full rate over 3 steps
+    assertEquals(steps.map((x) => Number((x.lr_adapter as number).toFixed(6))), [0, 0.1, 0.066667, 0.033333]);
+  });
+});

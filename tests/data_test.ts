@@ -56,6 +56,17 @@ Deno.test("csv: quotes, doubled quotes, embedded delimiters and line breaks, CRL
     { line: 1, fields: ["a", "b"] },
     { line: 2, fields: ["1", "2\t3"] },
   ]);
+  // TSV as pandas writes it (a field with a tab or a quote quoted) or as GLUE's files are (nothing
+  // quoted, a sentence may open with a quote): a quoted field counts only where it closes on its line
+  const tsv = '"a ""b""\tc"\t1\n"Yes," he said.\t0\n"Open all\t1\nplain\t0\nend"\t1\n""\t2';
+  assertEquals(parseCsv(tsv, "g.tsv", "\t", "line"), [
+    { line: 1, fields: ['a "b"\tc', "1"] },
+    { line: 2, fields: ['"Yes," he said.', "0"] },
+    { line: 3, fields: ['"Open all', "1"] },
+    { line: 4, fields: ["plain", "0"] },
+    { line: 5, fields: ['end"', "1"] },
+    { line: 6, fields: ["", "2"] },
+  ]);
   // A quote inside an unquoted field is an ordinary character.
   assertEquals(parseCsv('5" screen,ok', "t.csv")[0].fields, ['5" screen', "ok"]);
   assertEquals(parseCsv("", "t.csv"), []);
@@ -183,6 +194,7 @@ Deno.test("data files: every error names the file, the line and what was wrong",
     await write("dup.csv", "text,text\na,b\n");
     await write("junk.csv", 'text,label\n"a"b,1\n');
     await write("nofield.csv", "body,label\nhello,1\n");
+    await write("no_label.csv", "text,label\nhello,pos\nworld, \nbye,neg\n");
     const errors: [string, string][] = [
       ["array.jsonl", "array.jsonl:2: expected a JSON object, got an array"],
       ["float.jsonl", "float.jsonl:1: label 0.5 is not a class id"],
@@ -192,6 +204,7 @@ Deno.test("data files: every error names the file, the line and what was wrong",
       ["mixed.jsonl", "mixed.jsonl:2: the labels mix integer ids and names"],
       ["dup.csv", 'dup.csv:1: the header names field "text" twice'],
       ["junk.csv", 'junk.csv:2: unexpected "b" after a closing quote'],
+      ["no_label.csv", "no_label.csv:3: the label is empty"],
       [
         "nofield.csv",
         "nofield.csv:2: no text field: expected one of text, sentence1 + sentence2, question1 + question2, " +

@@ -494,7 +494,8 @@ async function runTraining(
     }
     ensurePadToken(model.config, task, tokenizer);
     const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
-    const warmupSteps = Math.round(v["warmup-ratio"] * totalSteps);
+    // as transformers' TrainingArguments.get_warmup_steps counts them
+    const warmupSteps = Math.ceil(v["warmup-ratio"] * totalSteps);
     const header = [
       `model ${v.model} (${config.modelType}, ${task})${ckpt ? `, resuming at step ${ckpt.state.step}` : ""}`,
       `storage ${storageSummary(model)}`,

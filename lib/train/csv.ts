@@ -5,6 +5,11 @@
  * are kept as they are. A field that does not start with a quote is taken literally up to the
  * next delimiter or line end (a quote inside it is an ordinary character). Empty lines between
  * records are skipped. A leading byte-order mark is the caller's to remove.
+ *
+ * TSV files are written both ways: pandas quotes a field that holds a tab or a quote, GLUE's files
+ * quote nothing (a sentence may start with a quote that closes mid-sentence or lines later). With
+ * `quotes: "line"` a field is quoted only when its closing quote ends it on the same line; any
+ * other field is literal, quotes included, so no record ever swallows the lines after it.
  * @module
  */
 
@@ -19,11 +24,19 @@ export class CsvError extends Error {
   override name = "CsvError";
 }
 
+/** Which quoted fields {@link parseCsv} takes: all (RFC 4180), or those that close on their line. */
+export type CsvQuotes = "rfc4180" | "line";
+
 /**
  * The records of `text`, in order. `source` (usually the file path) prefixes error messages,
  * which also give the line number.
  */
-export function parseCsv(text: string, source: string, delimiter = ","): CsvRecord[] {
+export function parseCsv(
+  text: string,
+  source: string,
+  delimiter = ",",
+  quotes: CsvQuotes = "rfc4180",
+): CsvRecord[] {
   if (delimiter.length !== 1 || delimiter === '"' || delimiter === "\n" || delimiter === "\r") {
     throw new RangeError(`parseCsv: the delimiter must be one character other than a quote or a line break`);
   }
@@ -42,7 +55,7 @@ export function parseCsv(text: string, source: string, delimiter = ","): CsvReco
     const fields: string[] = [];
     for (;;) {
       let field: string;
-      if (text[i] === '"') {
+      if (text[i] === '"' && (quotes === "rfc4180" || closesOnLine(text, i + 1, delimiter))) {
         const open = line;
         let out = "";
         let j = i + 1;
@@ -93,6 +106,22 @@ export function parseCsv(text: string, source: string, delimiter = ","): CsvReco
     records.push({ line: start, fields });
   }
   return records;
+}
+
+/** Whether the quoted field opened before `from` closes on its line, right before a delimiter or the line's end. */
+function closesOnLine(text: string, from: number, delimiter: string): boolean {
+  for (let j = from; j < text.length; j++) {
+    const c = text[j];
+    if (c === "\n" || c === "\r") return false;
+    if (c !== '"') continue;
+    if (text[j + 1] === '"') {
+      j++;
+      continue;
+    }
+    const next = text[j + 1];
+    return next === undefined || next === delimiter || next === "\n" || next === "\r";
+  }
+  return false;
 }
 
 /** Line breaks in `s`, counting CRLF once. */

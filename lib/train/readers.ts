@@ -119,9 +119,7 @@ export async function readClassificationFile(
     return examplesFrom(records, path, { ...opts, labels: opts.labels ?? names });
   }
   const text = await readDataText(path);
-  const records = format === "jsonl"
-    ? jsonlRecords(text, path)
-    : csvRecords(text, path, format === "tsv" ? "\t" : ",");
+  const records = format === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, format);
   return examplesFrom(records, path, opts);
 }
 
@@ -179,10 +177,11 @@ function jsonlRecords(text: string, path: string): SourceRecord[] {
   return records;
 }
 
-function csvRecords(text: string, path: string, delimiter: string): SourceRecord[] {
+/** CSV with RFC 4180 quoting; TSV with quoted fields only where they close on their line (lib/train/csv.ts). */
+function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRecord[] {
   let rows;
   try {
-    rows = parseCsv(text, path, delimiter);
+    rows = format === "tsv" ? parseCsv(text, path, "\t", "line") : parseCsv(text, path, ",");
   } catch (e) {
     if (e instanceof CsvError) throw new DataError(e.message);
     throw e;
@@ -342,7 +341,7 @@ export async function readRecordTable(
     return { records, classLabels: table.classLabels };
   }
   const text = await readDataText(path);
-  const records = f === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, f === "tsv" ? "\t" : ",");
+  const records = f === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, f);
   return { records, classLabels: new Map() };
 }
 
@@ -420,6 +419,8 @@ export class LabelMap {
       } else if (/^\d+$/.test(value.trim())) {
         id = Number(value.trim());
         this.sawInteger = true;
+      } else if (value.trim() === "") {
+        throw new DataError(`${where}: the label is empty`);
       } else if (this.given) {
         throw new DataError(
           `${where}: label ${JSON.stringify(value)} is not one of ${this.whose} ${
