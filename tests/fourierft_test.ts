@@ -77,7 +77,6 @@ Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and r
     nFrequency: 30,
     scaling: 50,
     fanInFanOut: true,
-    targetModules: ["c_attn"],
   });
   const peft = await attachAdapter(model, config);
   const adapter = await peft.toAdapter() as FourierFTAdapter;
@@ -91,6 +90,9 @@ Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and r
   try {
     await peft.save(tmp);
     await Deno.stat(`${tmp}/fourierft_indices.safetensors`);
+    // the default targets written out: PEFT's own FourierFT default for GPT-2 is mlp.c_proj
+    const saved = JSON.parse(await Deno.readTextFile(`${tmp}/adapter_config.json`));
+    assertEquals(saved.target_modules, ["c_attn"]);
     const loaded = await loadAdapter(tmp) as FourierFTAdapter;
     for (const [k, mod] of adapter.modules) {
       assertEquals(Array.from(loaded.modules.get(k)!.indices!), Array.from(mod.indices!));

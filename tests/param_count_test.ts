@@ -192,6 +192,13 @@ Deno.test("targets that match nothing are named with the available layer names",
   );
   const saved = resolveModulesToSave(roberta, sshConfig({ taskType: "SEQ_CLS" }));
   assertEquals(saved.map((s) => s.path), ["classifier"]);
+  // PEFT's own SEQ_CLS adapters list both heads; the model has one of them
+  const listed = sshConfig({ taskType: "SEQ_CLS", modulesToSave: ["classifier", "score"] });
+  assertEquals(resolveModulesToSave(roberta, listed).map((s) => s.path), ["classifier"]);
+  assertThrows(
+    () => resolveModulesToSave(roberta, sshConfig({ modulesToSave: ["classifier", "score"] })),
+    `modules_to_save "score" matches no module`,
+  );
   assertEquals(saved[0].params.map((p) => p.key), [
     "classifier.dense.weight",
     "classifier.dense.bias",

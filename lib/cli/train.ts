@@ -414,7 +414,7 @@ async function runTraining(
     r: v.r,
     loraAlpha: v["lora-alpha"],
     loraDropout: v["lora-dropout"],
-    targetModules: targetModulesOf(v["target-modules"]) ?? savedDefaultTargets(config.modelType) ?? undefined,
+    targetModules: targetModulesOf(v["target-modules"]) ?? savedDefaultTargets(config.modelType),
     seed: v.seed,
     lr,
     headLr: v["head-lr"],

@@ -44,7 +44,7 @@ import { type DropoutState, initLoraModule, loraLayer } from "./lora.ts";
 import { encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
 import { shapesOfModel } from "./model_shapes.ts";
 import { createSshLayers, sshLayer } from "./ssh.ts";
-import { resolveModulesToSave, resolveTargets } from "./targets.ts";
+import { resolveModulesToSave, resolveTargets, savedDefaultTargets } from "./targets.ts";
 
 /** Options of {@link attachAdapter}, {@link applyAdapter} and {@link loadAdapterInto}. */
 export interface AttachOptions {
@@ -166,11 +166,12 @@ export class PeftModel {
 
   /**
    * Save the adapter in PEFT's layout into the directory `dir` (replaced as a whole); as PEFT,
-   * the saved config says `inference_mode: true`.
+   * the saved config says `inference_mode: true`. Default targets are written out by name.
    */
   async save(dir: string): Promise<void> {
     const adapter = await this.toAdapter();
-    adapter.config = { ...adapter.config, inferenceMode: true };
+    const targetModules = adapter.config.targetModules ?? savedDefaultTargets(this.model.config.modelType);
+    adapter.config = { ...adapter.config, targetModules, inferenceMode: true };
     await saveAdapter(dir, adapter, { shapes: shapesOfModel(this.model) });
   }
 

@@ -32,15 +32,13 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<ModelType, readonly string[
   vit: ["query", "value"],
 };
 
-/** Model types whose default targets PEFT's own mapping lacks (it asks for target_modules). */
-const NO_PEFT_DEFAULT: ReadonlySet<ModelType> = new Set(["phi3"]);
-
 /**
- * The target_modules an adapter for `modelType` saves when none were asked for: null (PEFT's
- * default, the same as ours) where PEFT has one, else ours, so that PEFT can load it.
+ * The target_modules an adapter for `modelType` saves when none were asked for: ours, written out.
+ * A saved null would mean PEFT's default, which is not ours everywhere (FourierFT on GPT-2 adapts
+ * mlp.c_proj) and missing for some families (PEFT then asks for target_modules).
  */
-export function savedDefaultTargets(modelType: ModelType): string[] | null {
-  return NO_PEFT_DEFAULT.has(modelType) ? [...DEFAULT_TARGET_MODULES[modelType]] : null;
+export function savedDefaultTargets(modelType: ModelType): string[] {
+  return [...DEFAULT_TARGET_MODULES[modelType]];
 }
 
 /** PEFT's shorthand for every linear layer but the output layer (case-insensitive). */
@@ -118,7 +116,7 @@ export function resolveTargets(shapes: ModelShapes, spec: TargetSpec): LinearSha
 /**
  * The modules `spec` trains in full (outermost matches only), each with its parameters.
  * @throws TargetError when a name given in modules_to_save matches no module (the heads PEFT
- *   adds for SEQ_CLS and TOKEN_CLS may be absent).
+ *   adds for SEQ_CLS and TOKEN_CLS, "classifier" and "score", may be absent, listed or not).
  */
 export function resolveModulesToSave(shapes: ModelShapes, spec: TargetSpec): SavedModule[] {
   const { names, optional } = modulesToSaveNames(spec);
@@ -145,11 +143,10 @@ function modulesToSaveNames(spec: TargetSpec): { names: string[]; optional: Set<
   const names = [...(spec.modulesToSave ?? [])];
   const optional = new Set<string>();
   if (addsClassifierHeads(spec.taskType)) {
+    // PEFT's own SEQ_CLS and TOKEN_CLS adapters list both names; a model has one of them at most
     for (const h of CLASSIFIER_HEAD_NAMES) {
-      if (!names.includes(h)) {
-        names.push(h);
-        optional.add(h);
-      }
+      if (!names.includes(h)) names.push(h);
+      optional.add(h);
     }
   }
   return { names, optional };
