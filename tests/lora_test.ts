@@ -1,5 +1,5 @@
 import { reloadedLogits } from "./model_helpers.ts";
-import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { denseReference, FIXTURES, loadableFamilies, Prng, randomLinear, runLayer } from "./peft_helpers.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
@@ -169,6 +169,21 @@ Deno.test("LoRA: a new adapter trains only A and B (and the head for SEQ_CLS)", 
   peft.detach();
   model.dispose();
   assertThrows(() => loraConfig({ r: 0 }), '"r"');
+});
+
+Deno.test("a tied module in modules_to_save is refused before anything trains", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, `${FIXTURES}models/gpt2`, { task: "causal-lm" });
+  try {
+    await assertRejects(
+      () => attachAdapter(model, loraConfig({ modulesToSave: ["lm_head"] })),
+      Error,
+      'modules_to_save "lm_head": its lm_head.weight is tied to transformer.wte.weight',
+    );
+    assert([...model.linears.values()].every((l) => !l.adapter), "nothing attached");
+  } finally {
+    model.dispose();
+  }
 });
 
 Deno.test("LoRA: sum of the delta over a 1-D input works", async () => {

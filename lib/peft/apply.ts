@@ -378,11 +378,19 @@ function prepare(
       throw new Error(`"${t.path}" already has a ${lin.adapter.kind} adapter (detach it first)`);
     }
   }
-  const keys = resolveModulesToSave(shapes, config).flatMap((m) => m.params.map((p) => p.key));
+  const params = resolveModulesToSave(shapes, config).flatMap((m) =>
+    m.params.map((p) => ({ ...p, module: m.path }))
+  );
   const saved = new Map<string, Tensor>();
-  for (const key of keys) {
+  for (const { key, tiedTo, module } of params) {
+    if (tiedTo) {
+      throw new Error(
+        `modules_to_save "${module}": its ${key} is tied to ${tiedTo}, so training it would train that ` +
+          `too: leave "${module}" out of modules_to_save`,
+      );
+    }
     const p = model.parameters.get(key);
-    if (!p) continue; // a tied parameter: trained through the tensor it is tied to
+    if (!p) continue;
     if (p.dtype !== "f32") {
       throw new Error(
         `modules_to_save parameter "${key}" is stored as ${p.dtype} (frozen storage): load the model with ` +
