@@ -15,6 +15,7 @@ import { encodeMerge, readDeltaWeight } from "../lib/peft/merge.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { AdamW } from "../lib/train/optim.ts";
+import { tempModelDir, tokenBatch } from "./model_helpers.ts";
 
 /** The layer's output for x without gradients. */
 async function outputOf(gpu: Gpu, lin: Linear, x: Float32Array, tokens: number): Promise<Float32Array> {
@@ -295,4 +296,53 @@ Deno.test("saveMerged writes the trained modules_to_save (a classification head)
   }
   peft.detach();
   model.dispose();
+});
+
+Deno.test("saveMerged: a bare GPT-2 checkpoint (h.0…, as openai-community/gpt2) with a new head is written whole", async () => {
+  const gpu = await getGpu();
+  const tmp = await tempModelDir(`${FIXTURES}models/gpt2`, {
+    architectures: ["GPT2ForSequenceClassification"],
+    pad_token_id: 0,
+  });
+  const out = `${tmp}-merged`;
+  try {
+    const file = await openSafetensors(`${tmp}/model.safetensors`);
+    const bare: Record<string, TensorData> = {};
+    for (const name of file.names) {
+      const info = file.info(name);
+      bare[name.replace(/^transformer\./, "")] = {
+        dtype: info.dtype,
+        shape: info.shape,
+        data: await file.read(name),
+      };
+    }
+    await writeSafetensors(`${tmp}/model.safetensors`, bare);
+    const model = await loadModel(gpu, tmp, { task: "seq-cls" });
+    const peft = await attachAdapter(
+      model,
+      loraConfig({ r: 2, initLoraWeights: false, taskType: "SEQ_CLS" }),
+    );
+    const ids = Int32Array.from({ length: 10 }, (_, i) => (i * 37 + 5) % 500);
+    const batch = tokenBatch(gpu, ids, 2, 5);
+    const logits = await noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+    await peft.saveMerged(out);
+    const names = (await openSafetensors(`${out}/model.safetensors`)).names;
+    assert(
+      names.includes("score.weight") && names.includes("transformer.h.0.attn.c_attn.weight"),
+      `${names}`,
+    );
+    assert(!names.some((n) => n.startsWith("h.")), "no bare keys beside the head");
+    const merged = await loadModel(gpu, out);
+    assertClose(
+      await noGrad(() => tidy(() => merged.forward(batch).logits)).toArray(),
+      logits,
+      1e-5,
+      "logits",
+    );
+    merged.dispose();
+    peft.detach();
+    model.dispose();
+  } finally {
+    for (const d of [tmp, out]) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
 });

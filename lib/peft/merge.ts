@@ -123,9 +123,9 @@ export async function writeMergedModel(
   if (existing && !opts.overwrite) throw new Error(`${dir} already exists (pass overwrite to replace it)`);
   if (existing && !existing.isDirectory) throw new Error(`${dir} exists and is not a directory`);
   const source = await openCheckpoint(sourceDir);
-  const replaced = await mergedTensors(src, source);
+  const { replaced, rename } = await mergedTensors(src, source);
   await writeDirAtomic(dir, async (tmp) => {
-    await writeCheckpoint(source, replaced, tmp);
+    await writeCheckpoint(source, replaced, tmp, rename);
     for await (const e of Deno.readDir(sourceDir)) {
       if (e.isFile && !WEIGHT_FILE.test(e.name)) {
         await Deno.copyFile(join(sourceDir, e.name), join(tmp, e.name));
@@ -169,8 +169,16 @@ async function describeHead(model: Model, path: string, labelNames?: readonly st
   if (!same) await Deno.writeTextFile(path, JSON.stringify(described, null, 2) + "\n");
 }
 
-/** The tensors that change, by checkpoint key, in their stored (or chosen) dtype. */
-async function mergedTensors(src: MergeSource, source: TensorSource): Promise<Map<string, TensorData>> {
+/**
+ * The tensors that change, by checkpoint key, in their stored (or chosen) dtype, and the name each
+ * checkpoint key is written under: its own, except in a bare backbone's checkpoint (GPT-2's
+ * `h.0…` as openai-community/gpt2 has it) that gains a head, whose backbone keys then take the
+ * model's prefix (`transformer.h.0…`), as transformers' save_pretrained writes a full model.
+ */
+async function mergedTensors(
+  src: MergeSource,
+  source: TensorSource,
+): Promise<{ replaced: Map<string, TensorData>; rename: (key: string) => string }> {
   const { model } = src;
   const shapes = shapesOfModel(model);
   const match = checkCheckpoint(shapes, source, model.config.architectures[0]);
@@ -204,7 +212,10 @@ async function mergedTensors(src: MergeSource, source: TensorSource): Promise<Ma
     const dtype = source.has(key) ? floatDtype(source.info(key).dtype, key) : common;
     out.set(key, { dtype, shape: [...t.shape], data: values });
   }
-  return out;
+  const prefixed = match.prefix !== shapes.basePrefix && [...out.keys()].some((k) => !source.has(k));
+  const rename = (k: string) =>
+    prefixed && source.has(k) ? shapes.basePrefix + k.slice(match.prefix.length) : k;
+  return { replaced: out, rename };
 }
 
 function floatDtype(d: Dtype, key: string): "F32" | "F16" | "BF16" | "F64" {
@@ -223,11 +234,15 @@ function commonFloatDtype(source: TensorSource): "F32" | "F16" | "BF16" | "F64" 
   return (best?.[0] ?? "F32") as "F32" | "F16" | "BF16" | "F64";
 }
 
-/** Write `source` with `replaced` tensors into the folder `dir`, in the same files (and index). */
+/**
+ * Write `source` with `replaced` tensors into the folder `dir`, in the same files (and index),
+ * each tensor under `rename(key)`.
+ */
 async function writeCheckpoint(
   source: TensorSource,
   replaced: Map<string, TensorData>,
   dir: string,
+  rename: (key: string) => string,
 ): Promise<void> {
   const files = new Map<string, string[]>();
   const sharded = source instanceof ShardedCheckpoint;
@@ -244,10 +259,14 @@ async function writeCheckpoint(
     for (const name of names) {
       const r = replaced.get(name);
       if (r) {
-        tensors[name] = r;
+        tensors[rename(name)] = r;
       } else {
         const info = source.info(name);
-        tensors[name] = { dtype: info.dtype, shape: info.shape, data: await source.read(name) as TypedArray };
+        tensors[rename(name)] = {
+          dtype: info.dtype,
+          shape: info.shape,
+          data: await source.read(name) as TypedArray,
+        };
       }
     }
     const meta = sharded
@@ -257,7 +276,11 @@ async function writeCheckpoint(
   }
   if (sharded) {
     const index = JSON.parse(await Deno.readTextFile(source.path));
-    for (const k of added) index.weight_map[k] = lastFile;
+    index.weight_map = Object.fromEntries(
+      [...Object.entries(index.weight_map), ...added.map((k) => [k, lastFile])].map((
+        [k, f],
+      ) => [rename(k), f]),
+    );
     if (added.length > 0 && index.metadata && typeof index.metadata.total_size === "number") {
       for (const k of added) {
         const t = replaced.get(k)!;
