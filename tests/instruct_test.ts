@@ -203,10 +203,18 @@ Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named lis
       join(dir, "tokenizer_config.json"),
       JSON.stringify({
         eos_token: "E",
-        chat_template: [{ name: "tool_use", template: "T" }, { name: "default", template: uses }],
+        chat_template: [{ name: "tool_use", template: "T" }, { name: "default", template: "C" + uses }],
       }),
     );
+    // as transformers: the .jinja file wins over the config's entry
+    assertEquals((await loadChatTemplate(dir))!.source, join(dir, "chat_template.jinja"));
     assertEquals((await loadChatTemplate(dir))!.render(m), "hiE");
+    await Deno.remove(join(dir, "chat_template.jinja"));
+    assertEquals((await loadChatTemplate(dir))!.render(m), "ChiE");
+    // tools and documents are None, as transformers renders them when none are given
+    const tools = "{% if tools is not none %}{% for t in tools %}{{ t }}{% endfor %}{% endif %}" +
+      "{% if documents is none %}{{ messages[0].content }}{% endif %}";
+    assertEquals(chatTemplate(tools, "t").render(m), "hi");
     await Deno.writeTextFile(
       join(dir, "tokenizer_config.json"),
       JSON.stringify({ chat_template: "{% if %}" }),

@@ -341,6 +341,13 @@ Deno.test("sharded checkpoint: index.json with weight_map across shards", async 
       SafetensorsError,
       `"x" maps to "../elsewhere.safetensors"`,
     );
+    // model.safetensors beside an index (left over, its shards gone): the single file, as transformers
+    await writeSafetensors(`${dir}/model.safetensors`, {
+      "a.weight": { dtype: "F32", shape: [1], data: new Float32Array([7]) },
+    });
+    const single = await openCheckpoint(dir);
+    assert(!(single instanceof ShardedCheckpoint));
+    assertEquals(Array.from(await single.readF32("a.weight")), [7]);
   });
 });
 

@@ -1,7 +1,7 @@
 /**
  * A model's chat template: the Jinja template that `transformers`' `apply_chat_template` renders a
- * conversation with, read from tokenizer_config.json (`chat_template`, a string or a list of named
- * templates, "default" taken) or from chat_template.jinja beside it, and rendered with the pinned
+ * conversation with, read from chat_template.jinja or else from tokenizer_config.json (`chat_template`,
+ * a string or a list of named templates, "default" taken), as transformers, and rendered with the pinned
  * npm package `@huggingface/jinja` (Hugging Face's JavaScript port of the Jinja subset templates use).
  * @module
  */
@@ -52,16 +52,16 @@ export async function loadChatTemplate(
       throw new ChatTemplateError(`${configPath}: cannot read: ${(e as Error).message}`);
     }
   }
+  // as transformers: a chat_template.jinja file takes priority over the config's entry
   const jinjaPath = join(dir, "chat_template.jinja");
-  let source = configPath, text = templateText(config.chat_template, configPath);
-  if (text === null) {
-    try {
-      text = await Deno.readTextFile(jinjaPath);
-      source = jinjaPath;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return null;
-      throw e;
-    }
+  let source = jinjaPath, text: string | null;
+  try {
+    text = await Deno.readTextFile(jinjaPath);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    source = configPath;
+    text = templateText(config.chat_template, configPath);
+    if (text === null) return null;
   }
   return chatTemplate(text, source, {
     bos_token: tokenText(config.bos_token),
@@ -93,6 +93,9 @@ export function chatTemplate(
     render(messages, addGenerationPrompt = false) {
       try {
         return template.render({
+          // transformers renders with tools and documents None when none are given
+          tools: null,
+          documents: null,
           ...context,
           messages: messages.map((m) => ({ ...m })),
           add_generation_prompt: addGenerationPrompt,

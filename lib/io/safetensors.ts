@@ -234,7 +234,8 @@ export class ShardedCheckpoint implements TensorSource {
 
 /**
  * Open a checkpoint: a `.safetensors` file, a `.safetensors.index.json`, or a folder holding
- * `<base>.safetensors.index.json` (sharded, preferred) or `<base>.safetensors`.
+ * `<base>.safetensors` or else `<base>.safetensors.index.json` (sharded), the order transformers
+ * looks in.
  * @param base file stem looked for in a folder: "model", or e.g. "adapter_model".
  */
 export async function openCheckpoint(path: string, base = "model"): Promise<TensorSource> {
@@ -243,8 +244,8 @@ export async function openCheckpoint(path: string, base = "model"): Promise<Tens
     return path.endsWith(".index.json") ? ShardedCheckpoint.open(path) : SafetensorsFile.open(path);
   }
   const index = join(path, `${base}.safetensors.index.json`), single = join(path, `${base}.safetensors`);
-  if (await exists(index)) return ShardedCheckpoint.open(index);
   if (await exists(single)) return SafetensorsFile.open(single);
+  if (await exists(index)) return ShardedCheckpoint.open(index);
   throw new SafetensorsError(
     `${path}: neither ${base}.safetensors nor ${base}.safetensors.index.json is there`,
   );
