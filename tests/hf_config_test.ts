@@ -144,6 +144,16 @@ Deno.test("mistral, qwen2 and qwen3 configs: their biases, defaults and attentio
   });
   assertEquals([bare.maxPositions, bare.bosTokenId, bare.eosTokenIds], [32768, null, []]);
   assertEquals(parse({ model_type: "mistral", max_position_embeddings: undefined }).maxPositions, 131072);
+  assertEquals(parse({ max_position_embeddings: undefined }).maxPositions, 2048);
+  // key/value heads and head size left out: each config class's own (32 heads of 128 below)
+  const heads = (model_type: string) =>
+    (({ numKvHeads, headDim }) => [numKvHeads, headDim])(
+      parse({ model_type, num_attention_heads: 32, num_key_value_heads: undefined, head_dim: undefined }),
+    );
+  assertEquals(heads("llama"), [32, 2]);
+  assertEquals(heads("mistral"), [8, 2]);
+  assertEquals(heads("qwen2"), [32, 2]);
+  assertEquals(heads("qwen3"), [32, 128]);
   assertThrows(
     () => parse({ model_type: "mistral", sliding_window: 0 }),
     '"sliding_window" must be an integer ≥ 1',

@@ -425,27 +425,33 @@ function distilbert(f: Fields): BertConfig {
   };
 }
 
-/** transformers' defaults where the variants differ (their config classes). */
-const LLAMA_DEFAULTS: Record<LlamaModelType, Defaults & { positions?: number }> = {
-  llama: { tie: false, pad: null, bos: 1, eos: 2 },
-  mistral: { tie: false, pad: null, bos: 1, eos: 2, positions: 4096 * 32 },
-  qwen2: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
-  qwen3: { tie: false, pad: null, bos: null, eos: null, positions: 32768 },
+/**
+ * transformers' defaults where the variants differ (their config classes): key/value heads and
+ * head size when the config leaves them out (else as many as the query heads, and hidden/heads).
+ */
+const LLAMA_DEFAULTS: Record<
+  LlamaModelType,
+  Defaults & { positions: number; kvHeads?: number; headDim?: number }
+> = {
+  llama: { tie: false, pad: null, bos: 1, eos: 2, positions: 2048 },
+  mistral: { tie: false, pad: null, bos: 1, eos: 2, positions: 4096 * 32, kvHeads: 8 },
+  qwen2: { tie: false, pad: null, bos: null, eos: null, positions: 32768, kvHeads: 32 },
+  qwen3: { tie: false, pad: null, bos: null, eos: null, positions: 32768, kvHeads: 32, headDim: 128 },
   phi3: { tie: false, pad: 32000, bos: 1, eos: 32000, positions: 4096 },
 };
 
 function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
+  const defaults = LLAMA_DEFAULTS[modelType];
   const hiddenSize = f.int("hidden_size"), numHeads = f.int("num_attention_heads");
-  const numKvHeads = f.int("num_key_value_heads", numHeads);
+  const numKvHeads = f.int("num_key_value_heads", defaults.kvHeads ?? numHeads);
   if (numHeads % numKvHeads !== 0) {
     throw new HfConfigError(
       `${f.path}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`,
     );
   }
-  const headDim = f.has("head_dim")
-    ? f.int("head_dim")
+  const headDim = f.has("head_dim") || defaults.headDim !== undefined
+    ? f.int("head_dim", defaults.headDim)
     : f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads");
-  const defaults = LLAMA_DEFAULTS[modelType];
   const rotary = rotaryDim(f, headDim);
   const attentionBias = (modelType === "llama" || modelType === "qwen3") && f.bool("attention_bias", false);
   return {
