@@ -8,6 +8,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { withTempDir } from "./train_helpers.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { parseCsv } from "../lib/train/csv.ts";
+import { plainValue } from "../lib/io/parquet.ts";
 import {
   BatchIterator,
   CausalLmDataset,
@@ -704,6 +705,20 @@ Deno.test("Parquet (a datasets split): every codec, two row groups, ClassLabel n
     () => readClassificationFile(file("spam_snappy.parquet"), { numLabels: 1 }),
     DataError,
     "spam_snappy.parquet:2: label 1 (id 1) does not fit the head's 1 labels",
+  );
+});
+
+Deno.test("Parquet values as JSON holds them: INT64 as numbers in lists and structs (SQuAD's answers)", () => {
+  const bytes = new Uint8Array([1, 2]);
+  const cell = { text: ["x"], answer_start: [5n], inner: { at: 7n, bytes } };
+  assertEquals(plainValue(cell, () => "f.parquet: row 1"), {
+    text: ["x"],
+    answer_start: [5],
+    inner: { at: 7, bytes },
+  });
+  assertThrows(
+    () => plainValue({ big: 2n ** 60n }, () => "f.parquet: row 2"),
+    "f.parquet: row 2: 1152921504606846976",
   );
 });
 

@@ -66,7 +66,9 @@ export async function readParquet(path: string): Promise<ParquetTable> {
   }
   const rows = table.rows.map((row, i) => {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(row)) out[k] = plain(v, () => `${path}: row ${i + 1}, column "${k}"`);
+    for (const [k, v] of Object.entries(row)) {
+      out[k] = plainValue(v, () => `${path}: row ${i + 1}, column "${k}"`);
+    }
     return out;
   });
   return { rows, columns: table.columns, classLabels: classLabels(table.meta) };
@@ -77,9 +79,15 @@ function topColumns(metadata: FileMetaData): string[] {
   return parquetSchema(metadata).children.map((c) => c.element.name);
 }
 
-/** A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly (in lists too). */
-function plain(v: unknown, where: () => string): unknown {
-  if (Array.isArray(v)) return v.map((x) => plain(x, where));
+/**
+ * A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly (in lists and
+ * structs too); `where` names the cell in the error.
+ */
+export function plainValue(v: unknown, where: () => string): unknown {
+  if (Array.isArray(v)) return v.map((x) => plainValue(x, where));
+  if (v !== null && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainValue(x, where)]));
+  }
   if (typeof v !== "bigint") return v;
   const n = Number(v);
   if (!Number.isSafeInteger(n)) throw new ParquetError(`${where()}: ${v} does not fit a safe integer`);
