@@ -57,7 +57,7 @@ export interface WriteDirOptions {
  * renamed into place. An existing `dir` is moved aside first and removed after (entries that
  * `keep` accepts are moved into the new folder). A failure in `fill` leaves `dir` untouched;
  * a crash between the two renames leaves the old directory beside the target as
- * `.<name>.<id>.old`, never half a directory.
+ * `.<name>.<id>.old`, never half a directory; the next successful write removes such leftovers.
  */
 export async function writeDirAtomic(
   dir: string,
@@ -92,11 +92,21 @@ export async function writeDirAtomic(
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw e;
   }
-  if (!old) return;
-  if (opts.keep) {
-    for await (const entry of Deno.readDir(old)) {
-      if (opts.keep(entry.name)) await Deno.rename(join(old, entry.name), join(dir, entry.name));
+  if (old) {
+    if (opts.keep) {
+      for await (const entry of Deno.readDir(old)) {
+        if (opts.keep(entry.name)) await Deno.rename(join(old, entry.name), join(dir, entry.name));
+      }
     }
+    await Deno.remove(old, { recursive: true });
   }
-  await Deno.remove(old, { recursive: true });
+  await removeLeftovers(parent, name);
+}
+
+/** What an earlier crash between the two renames of {@link writeDirAtomic} left beside `name`. */
+async function removeLeftovers(parent: string, name: string): Promise<void> {
+  const left = new RegExp(`^\\.${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.[0-9a-f]{8}\\.(old|tmp)$`);
+  for await (const e of Deno.readDir(parent)) {
+    if (e.isDirectory && left.test(e.name)) await Deno.remove(join(parent, e.name), { recursive: true });
+  }
 }

@@ -137,21 +137,28 @@ export async function saveCheckpoint(
   });
 }
 
-/** The checkpoint folder of `outDir`: `checkpoint/`, or a previous one left by a crash mid-swap; null if none. */
+/**
+ * The checkpoint folder of `outDir`: `checkpoint/`, or else the latest (by step) of those a crash
+ * mid-swap left aside; null if none.
+ */
 export async function findCheckpoint(outDir: string): Promise<string | null> {
   const target = join(outDir, CHECKPOINT_DIR);
   if (await pathExists(join(target, STATE_FILE))) return target;
+  let best: { dir: string; step: number } | null = null;
   try {
     for await (const e of Deno.readDir(outDir)) {
       if (e.isDirectory && e.name.startsWith(`.${CHECKPOINT_DIR}.`) && e.name.endsWith(".old")) {
         const dir = join(outDir, e.name);
-        if (await pathExists(join(dir, STATE_FILE))) return dir;
+        const step = await Deno.readTextFile(join(dir, STATE_FILE))
+          .then((text) => Number(JSON.parse(text).step))
+          .catch(() => NaN);
+        if (Number.isFinite(step) && (!best || step > best.step)) best = { dir, step };
       }
     }
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  return null;
+  return best?.dir ?? null;
 }
 
 /** Read the checkpoint of `outDir` (see {@link findCheckpoint}). */

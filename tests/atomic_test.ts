@@ -1,0 +1,50 @@
+// Whole-directory writes and what a crash between their two renames leaves behind.
+import { assert, assertEquals } from "./assert.ts";
+import { writeDirAtomic } from "../lib/io/atomic.ts";
+import { findCheckpoint } from "../lib/train/checkpoint.ts";
+import { withTempDir } from "./train_helpers.ts";
+
+async function names(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) out.push(e.name);
+  return out.sort();
+}
+
+Deno.test("writeDirAtomic replaces a directory whole, keeps what `keep` names, and clears a crash's leftovers", async () => {
+  await withTempDir("hartley_atomic_", async (dir) => {
+    const target = `${dir}/ckpt`;
+    await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/a`, "1"));
+    // a crash between the renames left the old folder and the finished new one aside; others are not ours
+    for (
+      const d of [".ckpt.0123abcd.old", ".ckpt.89abcdef.tmp", ".ckpt-best.0123abcd.old", ".ckpt.notanid.old"]
+    ) {
+      await Deno.mkdir(`${dir}/${d}`);
+    }
+    await writeDirAtomic(target, async (tmp) => {
+      await Deno.writeTextFile(`${tmp}/b`, "2");
+    }, { keep: (name) => name === "a" });
+    assertEquals(await names(target), ["a", "b"]);
+    assertEquals(await names(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
+    // a failing fill leaves the directory as it was
+    const failed = await writeDirAtomic(target, () => Promise.reject(new Error("no"))).catch((e) => e);
+    assert(failed instanceof Error && failed.message === "no");
+    assertEquals(await names(target), ["a", "b"]);
+    assertEquals(await names(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
+  });
+});
+
+Deno.test("findCheckpoint: checkpoint/, else the latest of those a crash left aside", async () => {
+  await withTempDir("hartley_find_", async (dir) => {
+    assertEquals(await findCheckpoint(dir), null);
+    const state = (step: number) => JSON.stringify({ step });
+    for (const [name, step] of [["a", 9], ["b", 12], ["c", 5]] as const) {
+      await Deno.mkdir(`${dir}/.checkpoint.${name}.old`);
+      await Deno.writeTextFile(`${dir}/.checkpoint.${name}.old/trainer_state.json`, state(step));
+    }
+    await Deno.mkdir(`${dir}/.checkpoint.d.old`); // no state: not a checkpoint
+    assertEquals(await findCheckpoint(dir), `${dir}/.checkpoint.b.old`);
+    await Deno.mkdir(`${dir}/checkpoint`);
+    await Deno.writeTextFile(`${dir}/checkpoint/trainer_state.json`, state(3));
+    assertEquals(await findCheckpoint(dir), `${dir}/checkpoint`);
+  });
+});
