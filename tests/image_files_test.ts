@@ -37,6 +37,15 @@ Deno.test("decodeImage: other formats and broken files are clear errors naming t
     ImageFileError,
     "cut.png: cannot decode the PNG",
   );
+  // Adam7-interlaced 1-bit gray (bit depth and interlace method in the IHDR): refused with the reason
+  const interlaced = png.slice(0, 60);
+  interlaced.set([1, 0], 24);
+  interlaced[28] = 1;
+  await assertRejects(
+    () => decodeImage(interlaced, "adam7.png"),
+    ImageFileError,
+    "adam7.png: cannot decode the PNG file: an interlaced PNG of 1-bit samples is not supported",
+  );
   const jpg = await Deno.readFile(`${IMAGES}files/rgb.jpg`);
   await assertRejects(
     () => decodeImage(jpg.subarray(0, 30), "cut.jpg"),

@@ -258,6 +258,23 @@ Deno.test("files written by the Python library are re-written byte for byte", as
   });
 });
 
+Deno.test("header order as the reference library writes it, integer-like names too", async () => {
+  await withTempDir(async (dir) => {
+    const one = (v: number): TensorData => ({ dtype: "F32", shape: [1], data: new Float32Array([v]) });
+    const path = `${dir}/n.safetensors`;
+    await writeSafetensors(path, { b: one(3), "2": one(2), "10": one(1) }, { a: "y", "9": "x" });
+    const bytes = await Deno.readFile(path);
+    const length = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const header = new TextDecoder().decode(bytes.subarray(8, 8 + length)).trimEnd();
+    assertEquals(
+      header,
+      '{"__metadata__":{"9":"x","a":"y"},"10":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},' +
+        '"2":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}',
+    );
+    assertEquals(Array.from(await (await openSafetensors(path)).readF32("2")), [2]);
+  });
+});
+
 Deno.test("fixture checkpoint: names, metadata, values", async () => {
   const st = await openSafetensors(`${FIXTURES}dht_reference.safetensors`);
   assertEquals(st.names.length, 40);

@@ -60,6 +60,10 @@ async function jpegToRgb(bytes: Uint8Array): Promise<RgbImage> {
 }
 
 function pngToRgb(bytes: Uint8Array): RgbImage {
+  // IHDR's bit depth and interlace method (bytes 24 and 28): fast-png misreads Adam7 rows of packed samples
+  if (bytes[28] === 1 && bytes[24] < 8) {
+    throw new Error(`an interlaced PNG of ${bytes[24]}-bit samples is not supported: save it non-interlaced`);
+  }
   const img = decodePng(bytes);
   const { width, height, depth, channels } = img;
   const n = width * height;

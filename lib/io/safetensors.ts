@@ -277,7 +277,8 @@ export async function writeSafetensors(
 ): Promise<void> {
   const items = Object.entries(tensors).map(([name, t]) => ({ name, ...checkTensor(path, name, t) }));
   items.sort((a, b) => DTYPE_ORDER[b.dtype] - DTYPE_ORDER[a.dtype] || compareCodePoints(a.name, b.name));
-  const header: Record<string, unknown> = {};
+  // the header as ordered entries: a JS object would put integer-like names ("2", "10") first
+  const header: [string, string][] = [];
   if (metadata) {
     const keys = Object.keys(metadata).sort(compareCodePoints);
     for (const k of keys) {
@@ -285,19 +286,16 @@ export async function writeSafetensors(
         fail(path, `metadata "${k}" must be a string, got ${typeof metadata[k]}`);
       }
     }
-    header.__metadata__ = Object.fromEntries(keys.map((k) => [k, metadata[k]]));
+    header.push(["__metadata__", jsonObject(keys.map((k) => [k, JSON.stringify(metadata[k])]))]);
   }
   let offset = 0;
   for (const it of items) {
     if (it.name === "__metadata__") fail(path, `"__metadata__" cannot name a tensor`);
-    header[it.name] = {
-      dtype: it.dtype,
-      shape: it.shape,
-      data_offsets: [offset, offset + it.bytes.byteLength],
-    };
+    const range = [offset, offset + it.bytes.byteLength];
+    header.push([it.name, JSON.stringify({ dtype: it.dtype, shape: it.shape, data_offsets: range })]);
     offset += it.bytes.byteLength;
   }
-  let json = JSON.stringify(header);
+  let json = jsonObject(header);
   let jsonBytes = new TextEncoder().encode(json);
   if (jsonBytes.length % 8 !== 0) {
     json += " ".repeat(8 - (jsonBytes.length % 8));
@@ -327,6 +325,11 @@ const DTYPE_ORDER: Record<Dtype, number> = {
 };
 
 /** Order strings by Unicode code point, i.e. by their UTF-8 bytes (as Rust's `str` order). */
+/** A JSON object of `[key, JSON value]` entries, in their order. */
+function jsonObject(entries: readonly [string, string][]): string {
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",")}}`;
+}
+
 function compareCodePoints(a: string, b: string): number {
   const ia = a[Symbol.iterator](), ib = b[Symbol.iterator]();
   for (;;) {
