@@ -108,7 +108,7 @@ export function parseCsv(
   return records;
 }
 
-/** Whether the quoted field opened before `from` closes on its line, right before a delimiter or the line's end. */
+/** Whether the quoted field opened before `from` closes on its line, right before a delimiter or a line end. */
 function closesOnLine(text: string, from: number, delimiter: string): boolean {
   for (let j = from; j < text.length; j++) {
     const c = text[j];

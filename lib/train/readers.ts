@@ -177,7 +177,7 @@ function jsonlRecords(text: string, path: string): SourceRecord[] {
   return records;
 }
 
-/** CSV with RFC 4180 quoting; TSV with quoted fields only where they close on their line (lib/train/csv.ts). */
+/** CSV with RFC 4180 quoting; TSV quoted only where a field's quotes close on its line (lib/train/csv.ts). */
 function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRecord[] {
   let rows;
   try {
