@@ -339,3 +339,20 @@ Deno.test("cli: warmup steps are counted as transformers counts them (âŒˆratio Â
     assertEquals(steps.map((x) => Number((x.lr_adapter as number).toFixed(6))), [0, 0.1, 0.066667, 0.033333]);
   });
 });
+
+Deno.test("cli: --max-eval keeps a causal LM's first held-out windows (train and eval)", async () => {
+  await withTempDir("hartley_maxeval_", async (dir) => {
+    const words = "the cat sat on a mat and the dog ran far away from home while birds sang".split(" ");
+    await Deno.writeTextFile(
+      `${dir}/lm.txt`,
+      Array.from({ length: 1500 }, (_, i) => words[(i * 7) % 16]).join(" "),
+    );
+    const common = ["--model", GPT2, "--data", `${dir}/lm.txt`, "--seq-len", "16", "--max-eval", "3"];
+    const r = await runCli(["train", ...common, "--steps", "2", "--out", `${dir}/run`, "--quiet"]);
+    assertEquals(r.code, 0, r.err);
+    const evals = (await readRunLog(`${dir}/run/log.jsonl`)).filter((x) => x.type === "eval");
+    assertEquals(evals.map((x) => x.examples), [3]);
+    const e = await runCli(["eval", ...common, "--json"]);
+    assertEquals([e.code, JSON.parse(e.out).examples], [0, 3], e.err);
+  });
+});

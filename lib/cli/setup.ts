@@ -372,15 +372,20 @@ async function causalSplits(
     summary = `${spec.data}: ${ids.length} tokens` + (heldOut ? `, ${heldOut.length} held out` : "");
   }
   const trainSet = new CausalLmDataset(train, seqLen, tokenizer.padId, { source: spec.data });
-  // held-out windows do not overlap (stride seqLen + 1), as the gpt2-brown evaluation
-  const evalSet = heldOut && heldOut.length > seqLen
-    ? new CausalLmDataset(heldOut, seqLen, tokenizer.padId, { stride: seqLen + 1, source: "held-out text" })
+  // held-out windows do not overlap (stride seqLen + 1), as the gpt2-brown evaluation; --max-eval
+  // keeps the tokens of its first windows
+  const evalTokens = heldOut && spec.maxEval !== undefined
+    ? heldOut.subarray(0, spec.maxEval * (seqLen + 1))
+    : heldOut;
+  const evalSet = evalTokens && evalTokens.length > seqLen
+    ? new CausalLmDataset(evalTokens, seqLen, tokenizer.padId, {
+      stride: seqLen + 1,
+      source: "held-out text",
+    })
     : null;
-  let evalSource: BatchSource | null = null;
-  if (evalSet) {
-    evalSource = new BatchIterator(evalSet, { batchSize: spec.batchSize, shuffle: false });
-    if (spec.maxEval !== undefined) evalSource = limitRows(evalSource, spec.maxEval, spec.batchSize);
-  }
+  const evalSource = evalSet
+    ? new BatchIterator(evalSet, { batchSize: spec.batchSize, shuffle: false })
+    : null;
   const trainRows = spec.maxTrain !== undefined && spec.maxTrain < trainSet.size
     ? new CausalLmDataset(train.subarray(0, spec.maxTrain * seqLen + 1), seqLen, tokenizer.padId)
     : trainSet;
@@ -448,16 +453,6 @@ function tokenizingProgress(): (done: number, total: number) => void {
     progress ??= new Progress(total, { label: "tokenizing", unit: "examples", plainInterval: 5 });
     progress.update(done);
     if (done === total) progress.done();
-  };
-}
-
-/** The first `rows` rows of an in-order source. */
-function limitRows(source: BatchSource, rows: number, batchSize: number): BatchSource {
-  const steps = Math.max(1, Math.ceil(Math.min(rows, source.size) / batchSize));
-  return {
-    ...source,
-    size: Math.min(rows, source.size),
-    stepsPerEpoch: Math.min(steps, source.stepsPerEpoch),
   };
 }
 
