@@ -74,19 +74,21 @@ export async function main(argv: string[]): Promise<number> {
     console.log(denoJson.version);
     return 0;
   }
-  if (!name || (values.help && !COMMANDS[name])) {
+  if (!name) {
     console.log(usage());
-    return name ? 0 : values.help ? 0 : 2;
+    return values.help ? 0 : 2;
   }
   const command = COMMANDS[name];
   if (!command) {
     console.error(`hartley: unknown command '${name}'\n\n${usage()}`);
     return 2;
   }
+  // the command takes every argument but its name (`cli.ts --help train` shows train's help)
+  const at = argv.indexOf(name);
   let restore = () => {};
   try {
     restore = applyEnvironment();
-    return await command.run(argv.slice(argv.indexOf(name) + 1));
+    return await command.run([...argv.slice(0, at), ...argv.slice(at + 1)]);
   } catch (e) {
     console.error(`hartley ${name}: ${e instanceof Error ? e.message : e}`);
     return 1;

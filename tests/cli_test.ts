@@ -63,6 +63,10 @@ Deno.test("cli: bad flags exit 2 with a pointer to --help; --help exits 0", asyn
   assertEquals(tasks["pretrain-default"], `deno run -A cli.ts ${PRETRAIN_DEFAULT}`);
   assert((await runCli(["pretrain", "--help"])).out.includes(PRETRAIN_DEFAULT));
   assertEquals((await runCli(["nope"])).code, 2);
+  // help before the command's name is the command's help (it ran the command: train ran the demo)
+  const before = await runCli(["--help", "train"]);
+  assert(before.code === 0 && before.out.startsWith("usage: deno run -A cli.ts train"), before.out);
+  assertEquals((await runCli(["--help", "nope"])).code, 2);
   const merge = await runCli(["merge", "--model", GPT2]);
   assertEquals(merge.code, 2);
   assert(merge.err.includes("--adapter DIR is required"), merge.err);
