@@ -360,3 +360,19 @@ Deno.test("cli: --max-eval keeps a causal LM's first held-out windows (train and
     assertEquals([e.code, JSON.parse(e.out).examples], [0, 3], e.err);
   });
 });
+
+Deno.test("cli: --overwrite removes the old run only once the new one has checked its data and model", async () => {
+  await withTempDir("hartley_overwrite_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    const out = `${dir}/run`;
+    assertEquals((await runCli(tinyRun(data, out, ["--steps", "1"]))).code, 0);
+    const bad = await runCli(tinyRun(`${dir}/missing.jsonl`, out, ["--steps", "1", "--overwrite"]));
+    assertEquals(bad.code, 1, bad.err);
+    assert(await Deno.stat(`${out}/adapter/adapter_config.json`), "the old run is kept");
+    assert((await readRunLog(`${out}/log.jsonl`)).some((x) => x.type === "end"), "its log too");
+    const again = await runCli(tinyRun(data, out, ["--steps", "2", "--overwrite"]));
+    assertEquals(again.code, 0, again.err);
+    const log = await readRunLog(`${out}/log.jsonl`);
+    assertEquals(log.filter((x) => x.type === "start").length, 1, "a fresh log");
+  });
+});

@@ -45,7 +45,10 @@ export function runArgs(args: string[]): string[] {
   return out;
 }
 
-/** Refuse to mix a new run into an output directory that holds another one. */
+/**
+ * Refuse to mix a new run into an output directory that holds another one. Removes nothing: with
+ * `overwrite`, {@link clearOutDir} does that once the new run has checked its data and model.
+ */
 export async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
   if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
   if (resume) {
@@ -69,9 +72,11 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
       `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
     );
   }
-  if (held) {
-    for (const name of ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"]) {
-      await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
-    }
+}
+
+/** Remove a previous run's files from `outDir` (--overwrite, just before the new run starts). */
+export async function clearOutDir(outDir: string): Promise<void> {
+  for (const name of ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"]) {
+    await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
   }
 }

@@ -40,7 +40,7 @@ import {
 } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
 import { loadingProgress } from "./loading.ts";
-import { checkOutDir, runArgs, withSavedArgs } from "./run_dir.ts";
+import { checkOutDir, clearOutDir, runArgs, withSavedArgs } from "./run_dir.ts";
 import {
   chooseTask,
   defaultData,
@@ -505,6 +505,8 @@ async function runTraining(
       `lr ${lr}, head lr ${v["head-lr"]}, ${v.schedule} schedule, warmup ${warmupSteps}`,
     ];
     if (!v.quiet) { for (const line of header) console.error(line); }
+    // the data, the model and the flags are checked: only now does --overwrite remove the old run
+    if (v.overwrite && !ckpt) await clearOutDir(outDir);
     const log = runLog = await RunLog.open(join(outDir, "log.jsonl"), { resumeAt: ckpt?.state.step });
     if (!ckpt) {
       await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
