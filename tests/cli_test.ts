@@ -376,3 +376,52 @@ Deno.test("cli: --overwrite removes the old run only once the new one has checke
     assertEquals(log.filter((x) => x.type === "start").length, 1, "a fresh log");
   });
 });
+
+Deno.test("cli: without --model, eval and merge load the adapter's base; merge never writes over its adapter", async () => {
+  await withTempDir("hartley_base_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    assertEquals((await runCli(tinyRun(data, `${dir}/run`, ["--steps", "1"]))).code, 0);
+    const adapter = `${dir}/run/adapter`;
+    const withBase = await runCli([
+      "eval",
+      "--adapter",
+      adapter,
+      "--data",
+      data,
+      "--seq-len",
+      "12",
+      "--json",
+    ]);
+    const withModel = await runCli([
+      "eval",
+      "--model",
+      GPT2,
+      "--adapter",
+      adapter,
+      "--data",
+      data,
+      "--seq-len",
+      "12",
+      "--json",
+    ]);
+    assertEquals([withBase.code, withModel.code], [0, 0], withBase.err);
+    assertEquals(JSON.parse(withBase.out), JSON.parse(withModel.out), "the same model: the adapter's base");
+    assert(withBase.err.includes("the adapter's base_model_name_or_path"), withBase.err);
+    const over = await runCli(["merge", "--adapter", adapter, "--out", adapter, "--overwrite"]);
+    assertEquals(over.code, 2);
+    assert(over.err.includes("is the adapter directory"), over.err);
+    // a base that is not a folder here (a hub name) needs --model
+    const configPath = `${adapter}/adapter_config.json`;
+    const config = JSON.parse(await Deno.readTextFile(configPath));
+    await Deno.writeTextFile(
+      configPath,
+      JSON.stringify({ ...config, base_model_name_or_path: "openai-community/gpt2" }),
+    );
+    const hub = await runCli(["eval", "--adapter", adapter, "--data", data, "--seq-len", "12"]);
+    assertEquals(hub.code, 2);
+    assert(
+      hub.err.includes("was trained on openai-community/gpt2") && hub.err.includes("--model DIR"),
+      hub.err,
+    );
+  });
+});

@@ -84,7 +84,12 @@ export const FIELD_FLAGS = {
 
 /** The model (and adapter) that predict and chat use. */
 export const MODEL_FLAGS = {
-  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
+  model: {
+    type: "string",
+    default: "models/default",
+    arg: "DIR",
+    help: "Hugging Face model directory (left out, with --adapter: the adapter's base)",
+  },
   adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
 } as const satisfies Record<string, FlagSpec>;
 

@@ -57,20 +57,21 @@ export interface ChatIo {
 
 /** `hartley chat`. */
 export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<number> {
-  return withArgs(SPEC, args, (v) =>
+  return withArgs(SPEC, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       const gpu = await getGpu();
-      const template = await chatTemplateOf(v.model, templateKwargs(v["template-kwargs"]));
       const loaded = await loadForUse(gpu, {
         needHead: true,
         model: v.model,
+        modelGiven: given.has("model"),
         adapter: v.adapter,
         task: "causal-lm",
         dtype: v.dtype as WeightDtype,
       });
-      const { model, tokenizer } = loaded;
-      if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
-      const sampling = await samplingOf(v.model, v);
+      const { model, tokenizer, modelDir } = loaded;
+      const template = await chatTemplateOf(modelDir, templateKwargs(v["template-kwargs"]));
+      if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
+      const sampling = await samplingOf(modelDir, v);
       if (sampling.note) console.error(sampling.note);
       const chat = new Chat(model, tokenizer, template, {
         system: v.system,
@@ -82,11 +83,11 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         seed: v.seed,
         cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
         stopTexts: stopTexts(v.stop),
-        eosTokenIds: await endTokenIds(v.model, model, tokenizer),
+        eosTokenIds: await endTokenIds(modelDir, model, tokenizer),
       });
       try {
         if (io.prompt) {
-          console.error(`chat with ${v.model}${v.adapter ? ` + ${v.adapter}` : ""}: /reset, /exit`);
+          console.error(`chat with ${modelDir}${v.adapter ? ` + ${v.adapter}` : ""}: /reset, /exit`);
         }
         const ask = () => io.prompt && Deno.stderr.writeSync(new TextEncoder().encode("> "));
         for await (const line of lines(io.input, ask)) {

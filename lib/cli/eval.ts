@@ -18,7 +18,12 @@ import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits } from "./setup.ts";
 
 const FLAGS = {
-  model: { type: "string", default: "models/default", arg: "DIR", help: "Hugging Face model directory" },
+  model: {
+    type: "string",
+    default: "models/default",
+    arg: "DIR",
+    help: "Hugging Face model directory (left out, with --adapter: the adapter's base)",
+  },
   adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
   data: {
     type: "string",
@@ -51,12 +56,13 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 /** `hartley eval`. */
 export function evalCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, (v) =>
+  return withArgs(SPEC, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
         needHead: true,
         model: v.model,
+        modelGiven: given.has("model"),
         adapter: v.adapter,
         task: v.task as TaskName | undefined,
         dtype: v.dtype as WeightDtype,
@@ -84,7 +90,7 @@ export function evalCommand(args: string[]): Promise<number> {
           },
           loaded.config,
           loaded.tokenizer,
-          v.model,
+          loaded.modelDir,
           loaded.numLabels,
         );
         if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);

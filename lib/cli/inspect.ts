@@ -72,7 +72,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 /** `hartley inspect`. */
 export function inspectCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, async (v) => {
+  return withArgs(SPEC, args, async (v, _, given) => {
     if (!v.model && !v.log) {
       throw new ArgsError(`give --model DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`);
     }
@@ -86,6 +86,7 @@ export function inspectCommand(args: string[]): Promise<number> {
     const gpu = await getGpu();
     const loaded = await loadForUse(gpu, {
       model: v.model,
+      modelGiven: given.has("model"),
       adapter: v.adapter,
       task: v.task as TaskName | undefined,
       dtype: v.dtype as WeightDtype,
@@ -97,7 +98,9 @@ export function inspectCommand(args: string[]): Promise<number> {
         (s, p) => s + p.shape.reduce((a, b) => a * b, 1),
         0,
       );
-      console.log(`model     ${v.model}: ${config.modelType} ${shapes.architecture} (${loaded.task})`);
+      console.log(
+        `model     ${loaded.modelDir}: ${config.modelType} ${shapes.architecture} (${loaded.task})`,
+      );
       console.log(
         `size      ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads, ` +
           `${total.toLocaleString("en-US")} parameters, ${shapes.linears.length} linear layers`,
@@ -105,7 +108,7 @@ export function inspectCommand(args: string[]): Promise<number> {
       console.log(`storage   ${storageSummary(model)}`);
       const names = [...new Set(shapes.linears.map((l) => l.path.replace(/\.\d+\./, ".N.")))];
       console.log(`linears   ${names.join(", ")}`);
-      for (const line of await decoderLines(v.model, model, loaded.tokenizer)) console.log(line);
+      for (const line of await decoderLines(loaded.modelDir, model, loaded.tokenizer)) console.log(line);
       if (peft && loaded.adapterConfig) {
         const a = loaded.adapterConfig;
         const detail = a.peftType === "SSH"

@@ -6,7 +6,7 @@
  */
 import type { WeightDtype } from "../nn/load.ts";
 import type { KvCacheDtype } from "../models/kv_cache.ts";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
 import { type HfConfig, loadGenerationConfig } from "../io/hf_config.ts";
@@ -24,6 +24,8 @@ import { ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
 
 /** What {@link loadForUse} loaded. */
 export interface Loaded {
+  /** The model directory loaded (see {@link LoadForUseOptions.modelGiven}). */
+  modelDir: string;
   model: Model;
   peft: PeftModel | null;
   config: HfConfig;
@@ -37,6 +39,12 @@ export interface Loaded {
 /** Options of {@link loadForUse}. */
 export interface LoadForUseOptions {
   model: string;
+  /**
+   * False when `model` is only the default (--model not given): with an adapter, the base it names
+   * (base_model_name_or_path) is loaded instead when that is a folder here; else the adapter must
+   * have been trained on `model`. True by default.
+   */
+  modelGiven?: boolean;
   adapter?: string;
   task?: TaskName;
   dtype?: WeightDtype;
@@ -51,15 +59,16 @@ export interface LoadForUseOptions {
 
 /** Load a model (and adapter) for evaluation, merging or inspection. */
 export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded> {
-  const config = await readModelConfig(o.model);
   const adapterConfig = o.adapter ? await loadAdapterConfigOf(o.adapter) : null;
+  const modelDir = await modelDirOf(o, adapterConfig);
+  const config = await readModelConfig(modelDir);
   const task = o.task ?? taskOfAdapter(adapterConfig, config) ?? taskOfConfig(config) ?? "causal-lm";
   const numLabels = task === "causal-lm"
     ? undefined
     : (o.adapter ? await headLabelsOf(o.adapter) : undefined) ??
       (taskOfConfig(config) === task ? config.labels.length : o.numLabels);
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
-  const model = await loadModel(gpu, o.model, {
+  const model = await loadModel(gpu, modelDir, {
     task,
     numLabels,
     dtype: o.dtype,
@@ -74,16 +83,31 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
     const random = model.initialised.find((key) => !peft?.saved.has(key));
     if (o.needHead && random) {
       throw new ArgsError(
-        `${o.model} has no ${task} head ("${random}" is not in its checkpoint)` +
+        `${modelDir} has no ${task} head ("${random}" is not in its checkpoint)` +
           (o.adapter ? ` and the adapter ${o.adapter} does not hold one` : "") +
           `: it would be random; give an adapter or a model trained for ${task}, or another --task`,
       );
     }
-    return { model, peft, config, adapterConfig, task, tokenizer, numLabels };
+    return { modelDir, model, peft, config, adapterConfig, task, tokenizer, numLabels };
   } catch (e) {
     model.dispose();
     throw e;
   }
+}
+
+/** The model directory {@link loadForUse} loads: --model, or the adapter's base when --model is left out. */
+async function modelDirOf(o: LoadForUseOptions, adapter: AdapterConfig | null): Promise<string> {
+  const base = adapter?.baseModelNameOrPath;
+  if (o.modelGiven !== false || !base || resolve(base) === resolve(o.model)) return o.model;
+  const isDir = await Deno.stat(base).then((s) => s.isDirectory).catch(() => false);
+  if (!isDir) {
+    throw new ArgsError(
+      `${o.adapter} was trained on ${base} (its base_model_name_or_path), which is not a folder here: ` +
+        `pass --model DIR`,
+    );
+  }
+  console.error(`model ${base} (the adapter's base_model_name_or_path)`);
+  return base;
 }
 
 async function loadAdapterConfigOf(dir: string): Promise<AdapterConfig> {

@@ -4,13 +4,19 @@
  * `eval` without the adapter.
  * @module
  */
+import { resolve } from "node:path";
 import { getGpu } from "../gpu/mod.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 
 const FLAGS = {
-  model: { type: "string", default: "models/default", arg: "DIR", help: "the base model directory" },
+  model: {
+    type: "string",
+    default: "models/default",
+    arg: "DIR",
+    help: "the base model directory (left out: the adapter's base_model_name_or_path)",
+  },
   adapter: { type: "string", arg: "DIR", help: "the adapter directory (required)" },
   out: { type: "string", arg: "DIR", help: "the merged model directory to write (required)" },
   task: { type: "string", choices: TASKS, help: "task [default: the adapter's task_type]" },
@@ -27,19 +33,23 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 /** `hartley merge`. */
 export function mergeCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, async (v) => {
+  return withArgs(SPEC, args, async (v, _, given) => {
     if (!v.adapter) throw new ArgsError(`--adapter DIR is required`);
     if (!v.out) throw new ArgsError(`--out DIR is required`);
+    if (resolve(v.out) === resolve(v.adapter)) {
+      throw new ArgsError(`--out ${v.out} is the adapter directory: the merged model goes into another`);
+    }
     const gpu = await getGpu();
     const loaded = await loadForUse(gpu, {
       needHead: true,
       model: v.model,
+      modelGiven: given.has("model"),
       adapter: v.adapter,
       task: v.task as TaskName | undefined,
     });
     try {
       await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
-      console.log(`merged ${v.adapter} into ${v.model}: wrote ${v.out} (${loaded.task})`);
+      console.log(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
       return 0;
     } finally {
       loaded.peft?.detach();

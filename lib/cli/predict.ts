@@ -100,7 +100,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 /** `hartley predict`. */
 export function predictCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, (v) =>
+  return withArgs(SPEC, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       if ((v.text === undefined) === (v.data === undefined)) {
         throw new ArgsError(`give either --text TEXT or --data PATH`);
@@ -110,6 +110,7 @@ export function predictCommand(args: string[]): Promise<number> {
       const loaded = await loadForUse(gpu, {
         needHead: true,
         model: v.model,
+        modelGiven: given.has("model"),
         adapter: v.adapter,
         task: v.task as "seq-cls" | "token-cls" | "causal-lm" | undefined,
         dtype: v.dtype as WeightDtype,
@@ -118,7 +119,7 @@ export function predictCommand(args: string[]): Promise<number> {
       try {
         if (task === "image-cls" && v.data === undefined) {
           throw new ArgsError(
-            `${v.model} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
+            `${loaded.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
           );
         }
         // one prompt for the terminal: written as it is generated
@@ -126,26 +127,26 @@ export function predictCommand(args: string[]): Promise<number> {
         let records: Record<string, unknown>[];
         try {
           if (task === "image-cls") {
-            const processor = await loadImageProcessorConfig(v.model, model.config as VitConfig);
+            const processor = await loadImageProcessorConfig(loaded.modelDir, model.config as VitConfig);
             const images = await readImages(v.data!, processor);
             const predictions = await classifyImages(model, images.map((x) => x.pixels), {
               batchSize: v["batch-size"],
             });
             records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
           } else if (task === "token-cls") {
-            if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+            if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
             const sentences = v.text !== undefined ? [splitWords(v.text)] : await sentencesOf(v.data!, v);
             const tagged = await tagWords(model, tokenizer, sentences, classifyOptions(model, v));
             records = taggedRecords(loaded, tagged, v.labels);
           } else if (task === "causal-lm" && v.data !== undefined && await holdsInstructions(v.data)) {
-            if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+            if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
             records = await answerInstructions(model, tokenizer, v.data, {
               ...v,
-              ...await promptSettings(v.model, model, tokenizer, false, v),
-              template: await loadChatTemplate(v.model, templateKwargs(v["template-kwargs"])),
+              ...await promptSettings(loaded.modelDir, model, tokenizer, false, v),
+              template: await loadChatTemplate(loaded.modelDir, templateKwargs(v["template-kwargs"])),
             });
           } else {
-            if (!tokenizer) throw new ArgsError(`${v.model} has no tokenizer.json`);
+            if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
             const inputs = v.text !== undefined
               ? [{ text: v.text }]
               : await readTexts(v.data!, { textField: v["text-field"], pairField: v["pair-field"] });
@@ -158,7 +159,7 @@ export function predictCommand(args: string[]): Promise<number> {
               )
               : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), {
                 ...v,
-                ...await promptSettings(v.model, model, tokenizer, v.chat, v),
+                ...await promptSettings(loaded.modelDir, model, tokenizer, v.chat, v),
               }, streaming);
           }
         } catch (e) {
