@@ -358,6 +358,11 @@ Deno.test("cli: --max-eval keeps a causal LM's first held-out windows (train and
     assertEquals(evals.map((x) => x.examples), [3]);
     const e = await runCli(["eval", ...common, "--json"]);
     assertEquals([e.code, JSON.parse(e.out).examples], [0, 3], e.err);
+    // windows longer than the model's positions: a usage error before anything is written
+    const long = await runCli(["train", ...common, "--seq-len", "100", "--out", `${dir}/long`]);
+    assertEquals(long.code, 2);
+    assert(long.err.includes("--seq-len 100 is more than the 64 positions"), long.err);
+    assert(!(await Deno.stat(`${dir}/long`).catch(() => null)), "nothing written");
   });
 });
 

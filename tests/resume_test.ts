@@ -39,7 +39,7 @@ for (const [name, method] of CASES) {
   });
 }
 
-Deno.test("--resume refuses other settings and a directory without a checkpoint", async () => {
+Deno.test("--resume refuses other settings, a directory without a checkpoint and a finished run", async () => {
   await withTempDir("hartley_resume_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const none = await runCli(tinyRun(data, `${dir}/empty`, ["--steps", "2", "--resume"]));
@@ -53,5 +53,21 @@ Deno.test("--resume refuses other settings and a directory without a checkpoint"
     const again = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4"]));
     assertEquals(again.code, 2);
     assert(again.err.includes("already holds a run"), again.err);
+    // the data's shaping is part of the settings too
+    const grouped = await runCli(
+      tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume", "--group-by-length"]),
+    );
+    assertEquals(grouped.code, 2);
+    assert(grouped.err.includes("groupByLength: unset → true"), grouped.err);
+    // a finished run is over
+    assertEquals((await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume"]))).code, 0);
+    const finished = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume"]));
+    assertEquals(finished.code, 2);
+    assert(finished.err.includes("is finished (step 4 of 4)"), finished.err);
+    // a log alone (a run that failed before its first checkpoint) holds nothing to keep
+    await Deno.mkdir(`${dir}/failed`);
+    await Deno.writeTextFile(`${dir}/failed/log.jsonl`, '{"type":"start","step":0}\n');
+    const retry = await runCli(tinyRun(data, `${dir}/failed`, ["--steps", "1"]));
+    assertEquals(retry.code, 0, retry.err);
   });
 });

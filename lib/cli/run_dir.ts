@@ -64,9 +64,17 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
           `; it is over: start a new one with --overwrite or another --out`,
       );
     }
+    if (state.step >= state.totalSteps) {
+      throw new ArgsError(
+        `--resume: the run in ${outDir} is finished (step ${state.step} of ${state.totalSteps}); ` +
+          `start a new one with --overwrite or another --out`,
+      );
+    }
     return;
   }
-  const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "log.jsonl")));
+  // a log alone is what a run that failed before its first checkpoint left: nothing to keep
+  const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "adapter"))) ||
+    (await pathExists(join(outDir, "model")));
   if (held && !overwrite) {
     throw new ArgsError(
       `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,

@@ -36,6 +36,7 @@ import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
 import { readImageData } from "../train/image_data.ts";
 import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
+import { ArgsError } from "./args.ts";
 
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
 export const BUILTIN_DATA = ["spamassassin", "brown"] as const;
@@ -349,6 +350,9 @@ async function causalSplits(
     return await instructionSplits(spec, tokenizer, config, modelDir);
   }
   const seqLen = spec.seqLen;
+  if (seqLen > maxTokens(config)) {
+    throw new ArgsError(`--seq-len ${seqLen} is more than the ${maxTokens(config)} positions of ${modelDir}`);
+  }
   const encode = (text: string) => Int32Array.from(tokenizer.encode(text));
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {

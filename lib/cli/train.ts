@@ -448,6 +448,12 @@ async function runTraining(
     dtype: v.dtype,
     maxTrain: v["max-train"] ?? null,
     totalSteps,
+    // what shapes the examples, where set (fingerprints of runs started without them stay equal)
+    ...(v["text-field"] ? { textField: v["text-field"] } : {}),
+    ...(v["pair-field"] ? { pairField: v["pair-field"] } : {}),
+    ...(v["label-field"] ? { labelField: v["label-field"] } : {}),
+    ...(v["loss-on"] !== "completion" ? { lossOn: v["loss-on"] } : {}),
+    ...(v["group-by-length"] ? { groupByLength: true } : {}),
   };
   const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
   if (ckpt) {
