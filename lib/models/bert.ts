@@ -229,9 +229,14 @@ export class BertModel extends BaseModel {
     return Tensor.from(this.gpu, robertaPositionIds(host, b, t, c.padTokenId!, c.maxPositions), [b, t]);
   }
 
-  /** The batch's token type ids [b, t] (zeros when absent, as transformers). */
+  /**
+   * The batch's token type ids [b, t] (zeros when absent, as transformers). RoBERTa's always zeros:
+   * its tokenizers return none (model_input_names), though tokenizer.json's pair template numbers
+   * the second text 1, past its one-row type table.
+   */
   private tokenTypeIds(batch: Batch, b: number, t: number): Tensor {
-    const types = batch.tokenTypeIds ?? new Int32Array(b * t);
+    const given = this.config.modelType === "roberta" ? undefined : batch.tokenTypeIds;
+    const types = given ?? new Int32Array(b * t);
     if (types.length !== b * t) {
       throw new Error(
         `${this.config.modelType}: tokenTypeIds has ${types.length} values, expected ${b}×${t}`,
