@@ -106,13 +106,19 @@ Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and r
   model.dispose();
 });
 
-Deno.test("FourierFT: n_frequency must stay below M·N; positions are distinct and seeded", async () => {
+Deno.test("FourierFT: n_frequency is at most M·N; positions are distinct and seeded", async () => {
   const gpu = await getGpu();
   const p = new Prng(6);
   const { lin } = randomLinear(gpu, p, 4, 5, "out_in", { path: "tiny" });
   assertThrows(
-    () => initFourierftModule(fourierftConfig({ nFrequency: 20 }), lin, 0),
-    "tiny: n_frequency = 20",
+    () => initFourierftModule(fourierftConfig({ nFrequency: 21 }), lin, 0),
+    "tiny: n_frequency = 21 must be at most M·N = 4·5 = 20",
+  );
+  // every position, as PEFT allows
+  const all = initFourierftModule(fourierftConfig({ nFrequency: 20 }), lin, 0);
+  assertEquals(
+    new Set(Array.from({ length: 20 }, (_, k) => all.indices![2 * k] * 5 + all.indices![2 * k + 1])).size,
+    20,
   );
   const config = fourierftConfig({ nFrequency: 19, initWeights: true });
   const a = initFourierftModule(config, lin, 0), b = initFourierftModule(config, lin, 0);

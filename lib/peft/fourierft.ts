@@ -54,9 +54,9 @@ export function initFourierftModule(
   index: number,
 ): FourierFTModule {
   const m = lin.outFeatures, n = lin.inFeatures, count = config.nFrequency;
-  if (count >= m * n) {
+  if (count > m * n) {
     throw new RangeError(
-      `${lin.path}: n_frequency = ${count} must be less than M·N = ${m}·${n} = ${m * n} (PEFT's limit)`,
+      `${lin.path}: n_frequency = ${count} must be at most M·N = ${m}·${n} = ${m * n} (PEFT's limit)`,
     );
   }
   const flats = sampleRemainder([], m * n, count, derivedSeed(config.randomLocSeed, index));
