@@ -452,3 +452,32 @@ Deno.test("cli: RoBERTa trains on text pairs (its tokenizer's second-text type i
     assertEquals(r.code, 0, r.err);
   });
 });
+
+Deno.test("cli: pretrain trains a fresh model and exports it whole (no file of an older export stays)", async () => {
+  await withTempDir("hartley_pretrain_", async (dir) => {
+    const words = "the cat sat on a mat and the dog ran far away from home while birds sang".split(" ");
+    await Deno.writeTextFile(
+      `${dir}/lm.txt`,
+      Array.from({ length: 1500 }, (_, i) => words[(i * 5) % 16]).join(" "),
+    );
+    await Deno.mkdir(`${dir}/export`);
+    await Deno.writeTextFile(`${dir}/export/tokenizer_config.json`, '{"chat_template": "stale"}');
+    const r = await runCli([
+      "pretrain",
+      ...["--family", "gpt2", "--layers", "1", "--hidden", "16", "--heads", "2", "--positions", "32"],
+      ...["--tokenizer", "tests/fixtures/tokenizers/bytelevel_bpe.json", "--data", `${dir}/lm.txt`],
+      ...["--seq-len", "16", "--batch-size", "2", "--steps", "2", "--max-eval", "2"],
+      ...["--out", `${dir}/run`, "--export", `${dir}/export`, "--quiet"],
+    ]);
+    assertEquals(r.code, 0, r.err);
+    const files: string[] = [];
+    for await (const e of Deno.readDir(`${dir}/export`)) files.push(e.name);
+    assert(!files.includes("tokenizer_config.json"), `${files}`);
+    assert(
+      ["config.json", "model.safetensors", "pretraining.json"].every((f) => files.includes(f)),
+      `${files}`,
+    );
+    const record = JSON.parse(await Deno.readTextFile(`${dir}/export/pretraining.json`));
+    assertEquals([record.steps, record.held_out.windows], [2, 2]);
+  });
+});

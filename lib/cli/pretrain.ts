@@ -9,7 +9,7 @@
  * @module
  */
 import { join } from "node:path";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { writeDirAtomic } from "../io/atomic.ts";
 import { readRunLog } from "../train/log.ts";
 import { writeRandomModel } from "../train/init.ts";
 import { ArgsError, ATTENTION_FLAG, CHECKPOINTING_FLAG, type CommandSpec, withArgs } from "./args.ts";
@@ -215,19 +215,29 @@ function vocabSize(tokenizer: Record<string, unknown>, path: string): number {
   return ids.reduce((m, id) => Math.max(m, id), 0) + 1;
 }
 
-/** Copy the final model to `dest` and record the run in pretraining.json. */
+/**
+ * Replace `dest` as a whole (no file of an older export stays) with the final model and a record
+ * of the run in pretraining.json.
+ */
 async function exportModel(modelDir: string, dest: string, runDir: string, argv: string[]): Promise<void> {
-  await Deno.mkdir(dest, { recursive: true });
-  for await (const e of Deno.readDir(modelDir)) {
-    if (e.isFile) await Deno.copyFile(join(modelDir, e.name), join(dest, e.name));
-  }
+  const record = await pretrainingRecord(runDir, argv);
+  await writeDirAtomic(dest, async (tmp) => {
+    for await (const e of Deno.readDir(modelDir)) {
+      if (e.isFile) await Deno.copyFile(join(modelDir, e.name), join(tmp, e.name));
+    }
+    await Deno.writeTextFile(join(tmp, "pretraining.json"), JSON.stringify(record, null, 1) + "\n");
+  });
+}
+
+/** What pretraining.json records of the run in `runDir`. */
+async function pretrainingRecord(runDir: string, argv: string[]): Promise<Record<string, unknown>> {
   const records = await readRunLog(join(runDir, "log.jsonl"));
   const start = records.find((r) => r.type === "start");
   const evals = records.filter((r) => r.type === "eval");
   const end = records.filter((r) => r.type === "end").pop();
   const trains = records.filter((r) => r.type === "train");
   const last = evals[evals.length - 1];
-  const record = {
+  return {
     // the recipe: how the run was started (without --resume / --overwrite)
     command: `deno run -A cli.ts pretrain ${
       argv.filter((a) => a !== "--resume" && a !== "--overwrite").join(" ")
@@ -246,7 +256,6 @@ async function exportModel(modelDir: string, dest: string, runDir: string, argv:
     loss_curve: trains.map((r) => [r.step, r.loss]),
     run_dir: runDir,
   };
-  await writeFileAtomic(join(dest, "pretraining.json"), JSON.stringify(record, null, 1) + "\n");
 }
 
 async function readText(path: string, what: string): Promise<string> {
