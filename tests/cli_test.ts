@@ -67,6 +67,8 @@ Deno.test("cli: bad flags exit 2 with a pointer to --help; --help exits 0", asyn
   const before = await runCli(["--help", "train"]);
   assert(before.code === 0 && before.out.startsWith("usage: deno run -A cli.ts train"), before.out);
   assertEquals((await runCli(["--help", "nope"])).code, 2);
+  const two = await runCli(["inspect", "--model", GPT2, "--layer", "h.0", "--log", "l.jsonl", "--svg", "x.svg"]);
+  assert(two.code === 2 && two.err.includes("--svg names one file"), two.err);
   const merge = await runCli(["merge", "--model", GPT2]);
   assertEquals(merge.code, 2);
   assert(merge.err.includes("--adapter DIR is required"), merge.err);

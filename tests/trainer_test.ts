@@ -90,8 +90,8 @@ for (const method of ["ssh", "lora"]) {
       assertEquals(ATTENTION_PATH.path, "auto", "eval restores the attention path");
       // merging again over an existing directory is refused (nothing written is lost)
       const again = await runCli(mergeArgs);
-      assertEquals(again.code, 1);
-      assert(again.err.includes("already exists"), again.err);
+      assertEquals(again.code, 2);
+      assert(again.err.includes("already exists: pass --overwrite"), again.err);
     });
   });
 }

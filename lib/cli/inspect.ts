@@ -77,6 +77,11 @@ export function inspectCommand(args: string[]): Promise<number> {
       throw new ArgsError(`give --model DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`);
     }
     if (v.layer && !v.model) throw new ArgsError(`--layer needs --model`);
+    if (v.svg && v.log && v.layer) {
+      throw new ArgsError(
+        `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
+      );
+    }
     if (v.log) {
       const path = v.svg && !v.layer ? v.svg : "loss.svg";
       await writeFileAtomic(path, await lossCurve(v.log));

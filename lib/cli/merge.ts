@@ -6,6 +6,7 @@
  */
 import { resolve } from "node:path";
 import { getGpu } from "../gpu/mod.ts";
+import { pathExists } from "../io/paths.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
@@ -38,6 +39,9 @@ export function mergeCommand(args: string[]): Promise<number> {
     if (!v.out) throw new ArgsError(`--out DIR is required`);
     if (resolve(v.out) === resolve(v.adapter)) {
       throw new ArgsError(`--out ${v.out} is the adapter directory: the merged model goes into another`);
+    }
+    if (!v.overwrite && await pathExists(v.out)) {
+      throw new ArgsError(`--out ${v.out} already exists: pass --overwrite to replace it`);
     }
     const gpu = await getGpu();
     const loaded = await loadForUse(gpu, {
