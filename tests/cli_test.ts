@@ -67,7 +67,33 @@ Deno.test("cli: bad flags exit 2 with a pointer to --help; --help exits 0", asyn
   const before = await runCli(["--help", "train"]);
   assert(before.code === 0 && before.out.startsWith("usage: deno run -A cli.ts train"), before.out);
   assertEquals((await runCli(["--help", "nope"])).code, 2);
-  const two = await runCli(["inspect", "--model", GPT2, "--layer", "h.0", "--log", "l.jsonl", "--svg", "x.svg"]);
+  const chat = await runCli([
+    "predict",
+    "--model",
+    "tests/fixtures/models/roberta",
+    "--text",
+    "hi",
+    "--chat",
+    "--system",
+    "s",
+  ]);
+  assert(chat.code === 2 && chat.err.includes("--chat, --system do not apply to a seq-cls model"), chat.err);
+  const labels = await runCli(["predict", "--model", GPT2, "--text", "hi", "--labels", "a,b"]);
+  assert(
+    labels.code === 2 && labels.err.includes("--labels does not apply to a causal-lm model"),
+    labels.err,
+  );
+  const two = await runCli([
+    "inspect",
+    "--model",
+    GPT2,
+    "--layer",
+    "h.0",
+    "--log",
+    "l.jsonl",
+    "--svg",
+    "x.svg",
+  ]);
   assert(two.code === 2 && two.err.includes("--svg names one file"), two.err);
   const merge = await runCli(["merge", "--model", GPT2]);
   assertEquals(merge.code, 2);

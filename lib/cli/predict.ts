@@ -72,7 +72,12 @@ const FLAGS = {
     arg: "LIST",
     help: "names of the class ids, comma-separated [default: the adapter's, else config.json's]",
   },
-  "seq-len": { type: "integer", default: 512, min: 2, help: "tokens per text at most (longer ones are cut)" },
+  "seq-len": {
+    type: "integer",
+    default: 512,
+    min: 2,
+    help: "tokens per text to classify or tag at most (longer ones are cut; prompts are not)",
+  },
   "batch-size": { type: "integer", default: 16, min: 1, help: "inputs per forward pass" },
   ...GENERATION_FLAGS,
   chat: {
@@ -86,6 +91,24 @@ const FLAGS = {
   dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
 } as const;
+
+/** The flags of generation, which a classifier or tagger would ignore. */
+const GENERATING = [...Object.keys(GENERATION_FLAGS), "chat", "system"];
+
+/** Refuse flags the model's task does not use (silently ignoring them would mislead). */
+function checkFlagsFor(task: string, given: Set<string>): void {
+  const unused = task === "causal-lm"
+    ? (given.has("labels") ? ["labels"] : [])
+    : GENERATING.filter((f) => given.has(f));
+  if (unused.length > 0) {
+    throw new ArgsError(
+      `${unused.map((f) => `--${f}`).join(", ")} ${
+        unused.length > 1 ? "do" : "does"
+      } not apply to a ${task} model` +
+        (task === "causal-lm" ? " (it continues texts)" : " (they shape generated text)"),
+    );
+  }
+}
 
 const SPEC: CommandSpec<typeof FLAGS> = {
   name: "predict",
@@ -117,6 +140,7 @@ export function predictCommand(args: string[]): Promise<number> {
       });
       const { model, task, tokenizer } = loaded;
       try {
+        checkFlagsFor(task, given);
         if (task === "image-cls" && v.data === undefined) {
           throw new ArgsError(
             `${loaded.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
