@@ -147,6 +147,17 @@ Deno.test("samplingOf: the flags, else generation_config.json's settings as tran
     const defaults = await samplingOf(dir, {});
     assertEquals([defaults.temperature, defaults.topK, defaults.topP], [1, 50, 1]);
     assert(defaults.note!.includes(": temperature 1, top-k 50 ("), defaults.note!);
+    // --temperature turns sampling on: the file's top_k and top_p, else transformers' top-k 50
+    await write({ top_k: 20, top_p: 0.9 });
+    const warm = await samplingOf(dir, { temperature: 0.8 });
+    assertEquals([warm.temperature, warm.topK, warm.topP], [0.8, 20, 0.9]);
+    await Deno.remove(`${dir}/generation_config.json`);
+    const bare = await samplingOf(dir, { temperature: 0.8 });
+    assertEquals([bare.topK, bare.topP, bare.note], [
+      50,
+      1,
+      "transformers' defaults: top-k 50 (the flags override it)",
+    ]);
     // without do_sample, greedy: a temperature is ignored, a repetition penalty is not
     await write({ temperature: 0.6, repetition_penalty: 1.2 });
     const greedy = await samplingOf(dir, {});

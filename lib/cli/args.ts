@@ -105,7 +105,8 @@ export const GENERATION_FLAGS = {
   "top-k": {
     type: "integer",
     min: 0,
-    help: "sample among the k most probable tokens, 0 for all [default: generation_config.json's, else 0]",
+    help: "sample among the k most probable tokens, 0 for all [default: generation_config.json's, else 50 " +
+      "as transformers]",
   },
   "top-p": {
     type: "number",

@@ -191,33 +191,48 @@ export interface Sampling {
 
 /**
  * The flags, else what `dir`'s generation_config.json says, as transformers' generate reads it:
- * with `do_sample` its temperature, top_k and top_p (1, 50 and 1 where it is silent), without it
- * greedy decoding; its repetition_penalty either way. Else greedy, no penalty.
+ * sampling with its `do_sample` (or a --temperature above 0), then its temperature, top_k and
+ * top_p, or transformers' own 1, 50 and 1 where it is silent; greedy decoding without; its
+ * repetition_penalty either way. Else greedy, no penalty.
  */
 export async function samplingOf(dir: string, flags: SamplingFlags): Promise<Sampling> {
   const g = await loadGenerationConfig(dir);
-  const fromConfig: string[] = [];
-  const pick = (flag: number | undefined, config: number | undefined, label: string, none: number) => {
+  const fromFile: string[] = [], fromDefaults: string[] = [];
+  // the flag, else the file's value, else (where given) transformers' default, else `none`
+  const pick = (
+    flag: number | undefined,
+    file: number | undefined,
+    label: string,
+    none: number,
+    def?: number,
+  ) => {
     if (flag !== undefined) return flag;
-    if (config === undefined) return none;
-    if (config !== none) fromConfig.push(`${label} ${config}`);
-    return config;
+    const value = file ?? def;
+    if (value === undefined) return none;
+    if (value !== none) (file !== undefined ? fromFile : fromDefaults).push(`${label} ${value}`);
+    return value;
   };
-  const sampled = (
-    value: number | undefined,
-    fallback: number,
-  ) => (g.doSample ? value ?? fallback : undefined);
+  const temperature = pick(
+    flags.temperature,
+    g.doSample ? g.temperature : undefined,
+    "temperature",
+    0,
+    g.doSample ? 1 : undefined,
+  );
+  const samples = g.doSample || temperature > 0;
   const sampling = {
-    temperature: pick(flags.temperature, sampled(g.temperature, 1), "temperature", 0),
-    topK: pick(flags["top-k"], sampled(g.topK, 50), "top-k", 0),
-    topP: pick(flags["top-p"], sampled(g.topP, 1), "top-p", 1),
+    temperature,
+    topK: pick(flags["top-k"], samples ? g.topK : undefined, "top-k", 0, samples ? 50 : undefined),
+    topP: pick(flags["top-p"], samples ? g.topP : undefined, "top-p", 1),
     repetitionPenalty: pick(flags["repetition-penalty"], g.repetitionPenalty, "repetition penalty", 1),
   };
-  const note = fromConfig.length === 0
+  const parts = [
+    ...(fromFile.length > 0 ? [`${join(dir, "generation_config.json")}: ${fromFile.join(", ")}`] : []),
+    ...(fromDefaults.length > 0 ? [`transformers' defaults: ${fromDefaults.join(", ")}`] : []),
+  ];
+  const greedyHint = flags.temperature === undefined && samples ? "; --temperature 0 is greedy" : "";
+  const note = parts.length === 0
     ? null
-    : `${join(dir, "generation_config.json")}: ${fromConfig.join(", ")}` +
-      ` (the flags override it${
-        fromConfig[0].startsWith("temperature") ? "; --temperature 0 is greedy" : ""
-      })`;
+    : `${parts.join("; ")} (the flags override ${parts.length > 1 ? "them" : "it"}${greedyHint})`;
   return { ...sampling, note };
 }
