@@ -321,14 +321,26 @@ Deno.test("classification truncation keeps special tokens; pairs carry type ids 
     tok.special.sep!,
   ]);
   assertEquals(Array.from(p.typeIds!), [...new Array(a.length + 2).fill(0), ...new Array(keepB + 2).fill(1)]);
-  // Two long texts: cut to 8 + 8 (ties cut from the second).
+  // Two long texts in 17 tokens: 8 + 9, the odd one to the second, as the fast tokenizers cut a pair
   const both = new ClassificationDataset([{ text, pair: text, label: 0 }], tok, { maxLength: 21 }).row(0);
   assertEquals(Array.from(both.ids), [
     tok.special.cls!,
+    ...b.slice(0, 8),
+    tok.special.sep!,
+    tok.special.sep!,
     ...b.slice(0, 9),
     tok.special.sep!,
+  ]);
+  // the long text first: it is the one cut
+  const reversed = new ClassificationDataset([{ text, pair: "a short one", label: 0 }], tok, {
+    maxLength: 20,
+  });
+  assertEquals(Array.from(reversed.row(0).ids), [
+    tok.special.cls!,
+    ...b.slice(0, keepB),
     tok.special.sep!,
-    ...b.slice(0, 8),
+    tok.special.sep!,
+    ...a,
     tok.special.sep!,
   ]);
   const batch = collate(pairs, [0, 0]);

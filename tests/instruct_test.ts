@@ -116,6 +116,11 @@ Deno.test("tokenizeInstruction: prompt + completion + EOS, the completion's toke
     assertEquals(tok.decode(Array.from(ids).filter((_, i) => trained[i])).trim(), ex.completion.trim(), name);
     const all = tokenizeInstruction(ex, tok, { lossOn: "all" });
     assert(all.trained.every((v) => v === 1), name);
+    // a token across the two texts ("Answer: " + "There": "ĠThe" / "▁The") is the completion's first
+    const joined = { prompt: "Question: where is it? Answer: ", completion: "There" };
+    const j = tokenizeInstruction(joined, tok);
+    const learnt = tok.decode(Array.from(j.ids).filter((_, i) => j.trained[i]));
+    assert(learnt.trim().startsWith("There"), `${name}: ${JSON.stringify(learnt)}`);
   }
 });
 

@@ -74,6 +74,10 @@ Deno.test("encodeWords: each word's own tokens, as in running text, between the 
     assertEquals(full.wordIds, [...before.map(() => null), ...plain.wordIds, ...after.map(() => null)]);
   }
   const roberta = await loadTokenizer(`${fixtureModel("roberta")}/tokenizer.json`);
+  // as add_prefix_space: an empty word gets no token (its tag is dropped), a space no second one
+  const odd = roberta.encodeWords(["New", "", " ", "York"], { addSpecialTokens: false });
+  assertEquals([...new Set(odd.wordIds)], [0, 2, 3]);
+  assertEquals(odd.wordIds.filter((w) => w === 2).length, 1);
   assertEquals(roberta.specialAround().map((ids) => ids.length), [1, 1], "<s> … </s>");
   // found once and handed out as copies: a caller's changes do not reach the next answer
   const first = roberta.specialAround();

@@ -135,7 +135,9 @@ export class Tokenizer {
   ): { ids: number[]; wordIds: (number | null)[] } {
     const ids: number[] = [], wordIds: (number | null)[] = [];
     words.forEach((word, w) => {
-      for (const id of this.encode(this.byteLevel ? ` ${word}` : word, { addSpecialTokens: false })) {
+      // a byte-level tokenizer's prefix space, as add_prefix_space: none before an empty word or a space
+      const text = this.byteLevel && word !== "" && !word.startsWith(" ") ? ` ${word}` : word;
+      for (const id of this.encode(text, { addSpecialTokens: false })) {
         ids.push(id);
         wordIds.push(w);
       }

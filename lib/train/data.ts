@@ -186,9 +186,22 @@ function locate(seq: readonly number[], parts: readonly number[][]): number[] | 
   return starts;
 }
 
-/** Lengths after removing tokens one at a time from the longest part (the later one on ties), or null. */
+/**
+ * Lengths after cutting to `budget` tokens, the longest first, or null. Two parts as Hugging Face's
+ * fast tokenizers cut a pair (`longest_first`): the shorter keeps its length when the longer can
+ * still keep as many, else both get half, the odd token going to the longer (the second on ties).
+ * Otherwise tokens go one at a time from the longest part (the later one on ties).
+ */
 function longestFirst(lengths: number[], budget: number): number[] | null {
   if (budget < 0) return null;
+  if (lengths.length === 2 && sum(lengths) > budget) {
+    const [a, b] = lengths, swap = a > b;
+    let short = swap ? b : a, long = short > budget ? short : Math.max(short, budget - short);
+    if (short + long > budget) {
+      [short, long] = [Math.floor(budget / 2), Math.floor(budget / 2) + (budget % 2)];
+    }
+    return swap ? [long, short] : [short, long];
+  }
   const keep = [...lengths];
   let total = sum(keep);
   while (total > budget) {

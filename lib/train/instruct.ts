@@ -106,7 +106,7 @@ export interface InstructionTokens {
 /**
  * Tokenize one instruction. A text one as TRL does: `prompt + completion` with the tokenizer's
  * special tokens, the end-of-sequence token appended, the completion's tokens being those after
- * the prompt's own. A conversation through `template`, its text tokenized without adding special
+ * the prompt's own (from a token that spans the two texts, which TRL would leave unlearnt). A conversation through `template`, its text tokenized without adding special
  * tokens (the template writes them), each learnt assistant turn's tokens found by rendering the
  * conversation up to the turn (with the generation prompt, so the turn's header is not learnt) and
  * through it: the tokens of the whole text from where the first rendering's end to where the second's
@@ -120,14 +120,16 @@ export function tokenizeInstruction(
 ): InstructionTokens {
   const lossOn = opts.lossOn ?? "completion", where = opts.where ?? "instruction";
   if ("prompt" in example) {
+    // the prompt's tokens without what the tokenizer appends after a text (a template's </s>)
+    const after = tokenizer.specialAround()[1];
     const prompt = tokenizer.encode(example.prompt);
+    prompt.splice(prompt.length - after.length, after.length);
     const ids = tokenizer.encode(example.prompt + example.completion);
     const eos = tokenizer.special.eos;
     if (eos !== null && ids[ids.length - 1] !== eos) ids.push(eos);
-    const trained = new Uint8Array(ids.length).fill(
-      1,
-      lossOn === "all" ? 0 : Math.min(prompt.length, ids.length),
-    );
+    // a token across the boundary ("Answer: " + "There" → "ĠThe") is the completion's first
+    const start = boundary(prompt, ids, false) ?? prompt.length;
+    const trained = new Uint8Array(ids.length).fill(1, lossOn === "all" ? 0 : Math.min(start, ids.length));
     return { ids: Int32Array.from(ids), trained };
   }
   const template = opts.template;
