@@ -415,28 +415,9 @@ Deno.test("cli: without --model, eval and merge load the adapter's base; merge n
     const data = await writeToyData(dir, 24);
     assertEquals((await runCli(tinyRun(data, `${dir}/run`, ["--steps", "1"]))).code, 0);
     const adapter = `${dir}/run/adapter`;
-    const withBase = await runCli([
-      "eval",
-      "--adapter",
-      adapter,
-      "--data",
-      data,
-      "--seq-len",
-      "12",
-      "--json",
-    ]);
-    const withModel = await runCli([
-      "eval",
-      "--model",
-      GPT2,
-      "--adapter",
-      adapter,
-      "--data",
-      data,
-      "--seq-len",
-      "12",
-      "--json",
-    ]);
+    const evalArgs = ["--adapter", adapter, "--data", data, "--seq-len", "12", "--json"];
+    const withBase = await runCli(["eval", ...evalArgs]);
+    const withModel = await runCli(["eval", "--model", GPT2, ...evalArgs]);
     assertEquals([withBase.code, withModel.code], [0, 0], withBase.err);
     assertEquals(JSON.parse(withBase.out), JSON.parse(withModel.out), "the same model: the adapter's base");
     assert(withBase.err.includes("the adapter's base_model_name_or_path"), withBase.err);

@@ -4,7 +4,7 @@ import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
 import { f32ToBf16, f32ToF16, toFloat32 } from "../lib/io/dtype.ts";
 import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel } from "../lib/models/load.ts";
-import type { Model } from "../lib/models/model.ts";
+import type { Batch, Model } from "../lib/models/model.ts";
 import { referenceBatch } from "../lib/models/parity.ts";
 import type { Linear } from "../lib/nn/linear.ts";
 import { attachAdapter, type PeftModel } from "../lib/peft/apply.ts";
@@ -283,14 +283,7 @@ Deno.test("saveMerged writes the trained modules_to_save (a classification head)
     for (const [key, t] of peft.saved) {
       assertEquals(Array.from(await b.readF32(key)), Array.from(await t.toArray()), `${key} trained values`);
     }
-    const merged = await loadModel(gpu, out);
-    assertClose(
-      await noGrad(() => tidy(() => merged.forward(batch).logits)).toArray(),
-      logits,
-      1e-5,
-      "logits",
-    );
-    merged.dispose();
+    assertClose(await mergedLogits(gpu, out, batch), logits, 1e-5, "logits");
   } finally {
     await Deno.remove(out.slice(0, -"/merged".length), { recursive: true });
   }
@@ -332,17 +325,20 @@ Deno.test("saveMerged: a bare GPT-2 checkpoint (h.0…, as openai-community/gpt2
       `${names}`,
     );
     assert(!names.some((n) => n.startsWith("h.")), "no bare keys beside the head");
-    const merged = await loadModel(gpu, out);
-    assertClose(
-      await noGrad(() => tidy(() => merged.forward(batch).logits)).toArray(),
-      logits,
-      1e-5,
-      "logits",
-    );
-    merged.dispose();
+    assertClose(await mergedLogits(gpu, out, batch), logits, 1e-5, "logits");
     peft.detach();
     model.dispose();
   } finally {
     for (const d of [tmp, out]) await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 });
+
+/** The logits on `batch` of the merged model in `dir`, loaded alone. */
+async function mergedLogits(gpu: Gpu, dir: string, batch: Batch): Promise<Float32Array> {
+  const merged = await loadModel(gpu, dir);
+  try {
+    return await noGrad(() => tidy(() => merged.forward(batch).logits)).toArray();
+  } finally {
+    merged.dispose();
+  }
+}
