@@ -186,6 +186,12 @@ Deno.test("invalid LoRA / FourierFT fields and unsupported options are rejected"
     [lora, { lora_dropout: 1 }, `"lora_dropout" must be in [0, 1), got 1`],
     [lora, { bias: "all" }, `"bias" "all" is not supported (only "none"`],
     [lora, { use_dora: true }, `LoRA option "use_dora" = true is not supported`],
+    [
+      lora,
+      { init_lora_weights: "pissa_niter_4" },
+      `"init_lora_weights" "pissa_niter_4" trains against a base`,
+    ],
+    [lora, { init_lora_weights: "olora" }, "path_initial_model_for_weight_conversion"],
     [lora, { rank_pattern: { query: 2 } }, `LoRA option "rank_pattern" = {"query":2} is not supported`],
     [lora, { fan_in_fan_out: "yes" }, `"fan_in_fan_out" must be true or false, got "yes"`],
     [fft, { n_frequency: 0 }, `"n_frequency" must be an integer ≥ 1, got 0`],

@@ -356,6 +356,15 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
           `${source}: "init_lora_weights" must be true, false or an init name, got ${show(init)}`,
         );
       }
+      // these inits train against a base rewritten as W − s·B₀A₀, which PEFT rebuilds at load
+      if (typeof init === "string" && /^(pissa|olora|corda|loftq|lora_ga)/.test(init)) {
+        throw new AdapterConfigError(
+          `${source}: "init_lora_weights" "${init}" trains against a base weight rewritten from W (W − s·B₀A₀), ` +
+            `which only PEFT rebuilds: convert the adapter with PEFT's save_pretrained(…, ` +
+            `path_initial_model_for_weight_conversion=…), or, when the model given is that rewritten (residual) ` +
+            `base, set "init_lora_weights" to true`,
+        );
+      }
       return {
         peftType: "LORA",
         ...common,

@@ -224,8 +224,7 @@ export function initLoraModule(
     a = Float32Array.from({ length: r * inFeatures }, () => p.normal() / r);
   } else {
     throw new Error(
-      `init_lora_weights "${init}" is not supported for a new adapter (use true, false or "gaussian"; ` +
-        `adapters initialised that way by PEFT load fine)`,
+      `init_lora_weights "${init}" is not supported for a new adapter (use true, false or "gaussian")`,
     );
   }
   return { outFeatures, inFeatures, r, a, b };
