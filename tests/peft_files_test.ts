@@ -176,6 +176,21 @@ Deno.test("the three PEFT FourierFT fixtures load with the reference positions a
   );
 });
 
+Deno.test("weights saved with the adapter's name in their keys are named in the refusal", async () => {
+  await withTempDir(async (dir) => {
+    const src = `${ADAPTERS}gpt2-lora`;
+    await Deno.copyFile(`${src}/adapter_config.json`, `${dir}/adapter_config.json`);
+    const file = await openSafetensors(`${src}/adapter_model.safetensors`);
+    const named: Record<string, TensorData> = {};
+    for (const k of file.names) {
+      const { dtype, shape } = file.info(k);
+      named[k.replace(/\.(lora_[AB])\./, ".$1.default.")] = { dtype, shape, data: await file.read(k) };
+    }
+    await writeSafetensors(`${dir}/adapter_model.safetensors`, named);
+    await assertRejects(() => loadAdapter(dir), AdapterFileError, "are not in PEFT's layout");
+  });
+});
+
 Deno.test("an adapter made for another model is refused, naming the module and both shapes", async () => {
   await assertRejects(
     async () => loadAdapter(`${ADAPTERS}roberta-lora`, { shapes: await shapesOf("bert") }),

@@ -385,7 +385,18 @@ export function checkAdapter(adapter: Adapter, source: string, shapes?: ModelSha
     throw new AdapterFileError(`${source}: ${msg}`);
   };
   const { config, modules } = adapter;
-  if (modules.size === 0) fail("the adapter has no modules");
+  if (modules.size === 0) {
+    const keys = [...adapter.saved.keys()].slice(0, 3);
+    fail(
+      "the adapter has no modules" +
+        (keys.length > 0
+          ? `: its tensors (${
+            keys.join(", ")
+          }, …) are not in PEFT's layout, "<module>.lora_A.weight" and the ` +
+            `like without the adapter's name (as save_pretrained writes them)`
+          : ""),
+    );
+  }
   let total = 0;
   for (const [m, mod] of modules) {
     const { outFeatures: out, inFeatures: inF } = mod;
