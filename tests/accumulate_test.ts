@@ -15,6 +15,7 @@ import {
   train,
 } from "../mod.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
+import { stepBatches, stepsForEpochs } from "../lib/train/trainer.ts";
 import { GPT2 } from "./train_helpers.ts";
 
 /**
@@ -88,4 +89,22 @@ Deno.test("accumulate: batches count by their targets (a causal LM window cut sh
   const accumulated = await trainRun("causal-lm", rows, 1, 2, 2);
   assertClose(accumulated.losses, whole.losses, 1e-5, "losses");
   assertClose(accumulated.trained, whole.trained, 1e-5, "coefficients after 2 steps");
+});
+
+Deno.test("accumulate: a step never spans two epochs; epochs count steps as transformers' Trainer", () => {
+  // 5 batches an epoch, 4 a step: steps of 4 and 1 batches, then the next epoch from its start
+  assertEquals([0, 1, 2, 3].map((s) => stepBatches(s, 4, 5)), [
+    { first: 0, count: 4 },
+    { first: 4, count: 1 },
+    { first: 5, count: 4 },
+    { first: 9, count: 1 },
+  ]);
+  assertEquals([0, 1, 2].map((s) => stepBatches(s, 1, 3)), [0, 1, 2].map((first) => ({ first, count: 1 })));
+  // ⌈epochs · ⌈E/k⌉⌉: transformers' max_steps (10 rows in batches of 2, as its tables count them)
+  const steps = [[1, 5, 4], [3, 5, 4], [1, 5, 2], [2, 5, 3], [0.25, 5, 1], [0.1, 10, 1], [
+    1,
+    157,
+    1,
+  ]] as const;
+  assertEquals(steps.map(([e, n, k]) => stepsForEpochs(e, n, k)), [2, 6, 3, 4, 2, 1, 157]);
 });

@@ -24,7 +24,7 @@ import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { isEntityTagSet } from "../train/entities.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
-import { BEST_DIR, describeEval, train, type TrainResult } from "../train/trainer.ts";
+import { BEST_DIR, describeEval, stepsForEpochs, train, type TrainResult } from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
 import {
   ArgsError,
@@ -399,8 +399,7 @@ async function runTraining(
     );
   }
   const accumulate = v["grad-accum"];
-  const totalSteps = v.steps ??
-    Math.max(1, Math.round(v.epochs * splits.train.stepsPerEpoch / accumulate));
+  const totalSteps = v.steps ?? stepsForEpochs(v.epochs, splits.train.stepsPerEpoch, accumulate);
   const lr = v.lr ?? DEFAULT_LR[method];
   const methodOptions = {
     method,
@@ -434,7 +433,8 @@ async function runTraining(
     evalFraction: v["eval-fraction"],
     seqLen: v["seq-len"],
     batchSize: v["batch-size"],
-    ...(accumulate > 1 ? { gradAccum: accumulate } : {}),
+    // steps that stop at each epoch's end (a run started before they did cannot resume with them)
+    ...(accumulate > 1 ? { gradAccum: accumulate, accumulation: "by-epoch" } : {}),
     ...(regression ? { regression } : {}),
     ...(v["early-stop"] ? { earlyStop: v["early-stop"] } : {}),
     ...(v["early-stop"] || v["save-best"] ? { bestMetric: metric ?? null } : {}),

@@ -79,7 +79,8 @@ export interface TrainOptions {
    * Batches whose gradients are added up for each optimiser step (default 1): the effective
    * batch is this many of `data`'s batches. Each batch's loss counts by its share of the
    * step's targets (examples, or tokens for a causal LM), so a step equals one step on the
-   * concatenated batch. Step s trains on batches s·k … s·k + k − 1 of `data`.
+   * concatenated batch. As transformers' Trainer, a step never spans two epochs: an epoch of E
+   * batches makes ⌈E/k⌉ steps, its last one taking the batches left ({@link stepBatches}).
    */
   accumulate?: number;
   /** Linear warmup steps. */
@@ -166,6 +167,27 @@ export class TrainingDivergedError extends Error {
 
 /** The folder under the run's output that holds the best evaluation's weights. */
 export const BEST_DIR = "best";
+
+/**
+ * The batches of optimiser step `step` with `accumulate` batches a step, over epochs of
+ * `perEpoch` batches: `count` batches from global batch `first`. Each epoch makes ⌈perEpoch /
+ * accumulate⌉ steps, its last one taking the batches left, as transformers' Trainer steps.
+ */
+export function stepBatches(
+  step: number,
+  accumulate: number,
+  perEpoch: number,
+): { first: number; count: number } {
+  const steps = Math.ceil(perEpoch / accumulate);
+  const epoch = Math.floor(step / steps), within = (step % steps) * accumulate;
+  return { first: epoch * perEpoch + within, count: Math.min(accumulate, perEpoch - within) };
+}
+
+/** Optimiser steps of `epochs` epochs of `perEpoch` batches, `accumulate` a step (at least 1). */
+export function stepsForEpochs(epochs: number, perEpoch: number, accumulate: number): number {
+  // ⌈epochs · ⌈E/k⌉⌉ as transformers' max_steps, forgiving 0.1 · 10 = 1.0000000000000002
+  return Math.max(1, Math.ceil(epochs * Math.ceil(perEpoch / accumulate) - 1e-9));
+}
 
 /** Model fields the trainer sets when the model has them (BaseModel's dropout key). */
 interface DropoutKeyed {
@@ -330,7 +352,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const state: TrainerState = {
       step,
       totalSteps,
-      position: data.positionAt(step * micro),
+      position: data.positionAt(stepBatches(step, micro, data.stepsPerEpoch).first),
       rng: { seed: opts.seed, step },
       fingerprint: opts.fingerprint ?? {},
       args: opts.args ?? opts.resumeFrom?.state.args,
@@ -349,17 +371,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     opts.progress?.update(step, {});
     const ended = () => result.status !== "done"; // a function: the evaluations may end the run
     while (step < totalSteps && !ended()) {
-      const batches = Array.from({ length: micro }, (_, j) => data.batch(data.positionAt(step * micro + j)));
+      const { first, count } = stepBatches(step, micro, data.stepsPerEpoch);
+      const batches = Array.from({ length: count }, (_, j) => data.batch(data.positionAt(first + j)));
       const counts = batches.map((b) => lossCount(b, task));
       const targets = counts.reduce((a, b) => a + b, 0);
       const factor = lrFactor(step, schedule);
       setTraining(true);
       batches.forEach((batch, j) => {
         // dropout masks are keyed by the batch's index, so each batch of a step gets its own
-        if ("dropoutStep" in keyed) keyed.dropoutStep = step * micro + j;
+        if ("dropoutStep" in keyed) keyed.dropoutStep = first + j;
         tidy(() => {
           const full = batchLoss(model, batch, task);
-          const loss = micro === 1 ? full : scale(full, targets > 0 ? counts[j] / targets : 1 / micro);
+          const loss = count === 1 ? full : scale(full, targets > 0 ? counts[j] / targets : 1 / count);
           loss.backward();
           const next = keep(noGrad(() => add(acc, loss)));
           acc.dispose();
