@@ -4,7 +4,8 @@
  * FourierFT), train, and write a PEFT-layout adapter or a merged model directory.
  *
  * ```ts
- * import { adapterGroups, attachAdapter, getGpu, loadModel, sshConfig, train } from "@hartley/hartley";
+ * import { adapterGroups, attachAdapter, type BatchIterator, getGpu, loadModel, sshConfig, train } from "@hartley/hartley";
+ * declare const batches: BatchIterator; // the training data, below
  * const gpu = await getGpu();
  * const model = await loadModel(gpu, "models/roberta-base", { task: "seq-cls", numLabels: 2 });
  * const config = sshConfig({ n: 750, targetModules: ["query", "value"], taskType: "SEQ_CLS" }); // + the head
@@ -18,7 +19,7 @@
  * ```
  *
  * `batches` is a {@link BatchIterator} over a {@link ClassificationDataset}; examples/finetune.ts
- * is the whole program. The lower layers are exported too: the WebGPU runtime, the spectral
+ * is a whole program of the same shape. The lower layers are exported too: the WebGPU runtime, the spectral
  * kernels ({@link SpectralAdapterOp}, {@link selectPositions}), the `tensor` ops and the
  * safetensors, config and tokenizer readers.
  * @module
@@ -303,4 +304,4 @@ export {
   type ProgressSink,
   type ProgressStats,
 } from "./lib/train/progress.ts";
-export { type ScheduleOptions } from "./lib/train/schedule.ts";
+export { lrAt, lrFactor, type ScheduleOptions } from "./lib/train/schedule.ts";

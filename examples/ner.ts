@@ -1,3 +1,13 @@
+/**
+ * Train a token classifier with SSH from TypeScript: tag the people and places of generated
+ * sentences with the embedded GPT-2, through `TokenClassificationDataset`, `train` and
+ * `evaluate`, then tag a new sentence with `tagWords`.
+ *
+ *     deno run -A examples/ner.ts [MODEL_DIR] [OUT_DIR]
+ *
+ * By default: the embedded model (models/default) and runs/ner.
+ * @module
+ */
 import {
   adapterGroups,
   attachAdapter,

@@ -31,7 +31,7 @@ export function keep<T extends Scoped>(t: T): T {
  * Returned tensors move to the enclosing scope. On a throw, everything created is disposed.
  *
  * ```ts
- * const loss = tidy(() => crossEntropy(model(x), y)); // intermediates freed
+ * const loss = tidy(() => model.forward(batch).loss!); // intermediates freed
  * ```
  */
 export function tidy<T>(fn: () => T): T {

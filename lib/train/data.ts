@@ -7,7 +7,7 @@
  * const data = await readClassificationFile("train.csv", { labels: config.labels });
  * const dataset = new ClassificationDataset(data.examples, tokenizer, { maxLength: 128 });
  * const batches = new BatchIterator(dataset, { batchSize: 16, seed: 0 });
- * for (const { epoch, step, batch } of batches.batches({ epoch: 0, step: 0 }, 3)) { … }
+ * for (const { epoch, step, batch } of batches.batches({ epoch: 0, step: 0 }, 3)) console.log(epoch, step, batch);
  * ```
  * @module
  */
