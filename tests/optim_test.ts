@@ -6,6 +6,9 @@ import { MULTI_SLOTS } from "../kernels/adamw.ts";
 import { adamwReference, type AdamWRefState, clipReference } from "../lib/train/reference.ts";
 import { lrAt, lrFactor } from "../lib/train/schedule.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { loadModel } from "../lib/models/load.ts";
+import { prepareMethod } from "../lib/cli/method.ts";
+import { fixtureModel } from "./model_helpers.ts";
 
 function refState(p: Float32Array): AdamWRefState {
   return { p: Float64Array.from(p), m: new Float64Array(p.length), v: new Float64Array(p.length), steps: 0 };
@@ -120,5 +123,41 @@ Deno.test("AdamW and clipping over more parameters than one dispatch takes: seve
   }
   for (let i = 0; i < params.length; i++) {
     assertClose(await params[i].toArray(), refs[i].p, 2e-6, `param ${i}`);
+  }
+});
+
+Deno.test("weight decay leaves every bias and norm out, the head's too, as transformers' Trainer does", async () => {
+  const gpu = await getGpu();
+  for (const method of ["full", "head", "lora"] as const) {
+    const model = await loadModel(gpu, fixtureModel("roberta"), { task: "seq-cls" });
+    try {
+      const prepared = await prepareMethod(model, {
+        method,
+        task: "seq-cls",
+        n: 100,
+        energyRatio: 0.7,
+        alpha: 300,
+        transform: "dht",
+        selection: "layer",
+        init: "normal",
+        r: 4,
+        loraAlpha: 8,
+        loraDropout: 0,
+        seed: 0,
+        lr: 1e-3,
+        headLr: 1e-3,
+        weightDecay: 0.1,
+        modelDir: "",
+      });
+      const decayOf = new Map(prepared.groups.flatMap((g) => g.params.map((p) => [p.name, g.weightDecay])));
+      for (const [name, decay] of decayOf) {
+        const vector = name.endsWith(".bias") || /LayerNorm/.test(name);
+        if (vector) assertEquals(decay, 0, `${method}: ${name}`);
+      }
+      assertEquals(decayOf.get("classifier.out_proj.bias"), 0, method);
+      assertEquals(decayOf.get("classifier.out_proj.weight"), 0.1, method);
+    } finally {
+      model.dispose();
+    }
   }
 });

@@ -16,7 +16,7 @@ import { shapesOfModel } from "../peft/model_shapes.ts";
 import type { Init, Selection } from "../peft/config.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import type { Tensor } from "../tensor/mod.ts";
-import { adapterGroups } from "../train/groups.ts";
+import { adapterGroups, headGroups } from "../train/groups.ts";
 import type { ParamGroupSpec } from "../train/trainer.ts";
 import type { TaskName } from "../train/tasks.ts";
 
@@ -171,7 +171,7 @@ export async function prepareMethod(
   }
   const named = [...chosen].map(([name, tensor]) => ({ name, tensor }));
   const groups: ParamGroupSpec[] = o.method === "head"
-    ? [{ name: "head", params: named, lr: o.headLr, weightDecay: o.weightDecay }]
+    ? headGroups(named, o.headLr, o.weightDecay).filter((g) => g.params.length > 0)
     : [
       // no weight decay on biases and norms (as transformers' Trainer); the head at --head-lr
       {
@@ -186,7 +186,7 @@ export async function prepareMethod(
         lr: o.lr,
         weightDecay: 0,
       },
-      { name: "head", params: named.filter((p) => isHead(p.name)), lr: o.headLr, weightDecay: o.weightDecay },
+      ...headGroups(named.filter((p) => isHead(p.name)), o.headLr, o.weightDecay),
     ].filter((g) => g.params.length > 0);
   return {
     peft: null,

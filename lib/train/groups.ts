@@ -13,7 +13,7 @@ export interface AdapterGroupOptions {
   lr: number;
   /** Learning rate of the modules_to_save (the task head). */
   headLr: number;
-  /** Decoupled weight decay of both groups (default 0). */
+  /** Decoupled weight decay (default 0): of the adapter's tensors and the head's weights, not its biases and norms. */
   weightDecay?: number;
 }
 
@@ -30,6 +30,18 @@ export function adapterGroups(peft: PeftModel, opts: AdapterGroupOptions): Param
   const head = [...peft.saved].map(([name, tensor]) => ({ name, tensor }));
   return [
     { name: "adapter", params: adapter, lr: opts.lr, weightDecay },
-    { name: "head", params: head, lr: opts.headLr, weightDecay },
+    ...headGroups(head, opts.headLr, weightDecay),
   ].filter((g) => g.params.length > 0);
+}
+
+/**
+ * A task head's group at `lr`; with weight decay, its biases and norms (tensors of one dimension)
+ * apart in "head_other" without it, as transformers' Trainer leaves them out of the decay.
+ */
+export function headGroups(head: NamedParam[], lr: number, weightDecay: number): ParamGroupSpec[] {
+  if (weightDecay === 0) return [{ name: "head", params: head, lr, weightDecay }];
+  return [
+    { name: "head", params: head.filter((p) => p.tensor.shape.length >= 2), lr, weightDecay },
+    { name: "head_other", params: head.filter((p) => p.tensor.shape.length < 2), lr, weightDecay: 0 },
+  ];
 }
