@@ -4,7 +4,8 @@ import { explainDeviceError } from "../lib/cli/errors.ts";
 import { PRETRAIN_DEFAULT } from "../lib/cli/pretrain.ts";
 import { MAX_BINDING_ENV } from "../lib/cli/environment.ts";
 import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
-import { openSafetensors } from "../lib/io/safetensors.ts";
+import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { tempModelDir } from "./model_helpers.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
@@ -488,5 +489,52 @@ Deno.test("cli: pretrain trains a fresh model and exports it whole (no file of a
     );
     const record = JSON.parse(await Deno.readTextFile(`${dir}/export/pretraining.json`));
     assertEquals([record.steps, record.held_out.windows], [2, 2]);
+  });
+});
+
+Deno.test("cli: a BERT checkpoint saved without its pooler (a masked LM's) trains a classifier with a new pooler, saved", async () => {
+  await withTempDir("hartley_pooler_", async (dir) => {
+    const model = await tempModelDir("tests/fixtures/models/bert");
+    try {
+      const file = await openSafetensors(`${model}/model.safetensors`);
+      const kept: Record<string, TensorData> = {};
+      for (const k of file.names) {
+        if (k.startsWith("bert.pooler.") || k.startsWith("classifier.")) continue;
+        const { dtype, shape } = file.info(k);
+        kept[k] = { dtype, shape, data: await file.read(k) };
+      }
+      await writeSafetensors(`${model}/model.safetensors`, kept);
+      const data = await writeToyData(dir, 24);
+      const out = `${dir}/run`;
+      const r = await runCli([
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--seq-len",
+        "12",
+        "--steps",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+      ]);
+      assertEquals(r.code, 0, r.err);
+      const config = JSON.parse(await Deno.readTextFile(`${out}/adapter/adapter_config.json`));
+      assert(config.modules_to_save.includes("bert.pooler"), JSON.stringify(config.modules_to_save));
+      const args = ["--model", model, "--data", data, "--seq-len", "12", "--json"];
+      const withAdapter = await runCli(["eval", ...args, "--adapter", `${out}/adapter`]);
+      assertEquals(withAdapter.code, 0, withAdapter.err);
+      assertEquals(
+        (await runCli(["merge", "--model", model, "--adapter", `${out}/adapter`, "--out", `${dir}/merged`]))
+          .code,
+        0,
+      );
+      const merged = await runCli(["eval", ...args.slice(2), "--model", `${dir}/merged`]);
+      assertEquals(JSON.parse(merged.out).loss, JSON.parse(withAdapter.out).loss);
+    } finally {
+      await Deno.remove(model, { recursive: true });
+    }
   });
 });

@@ -135,7 +135,7 @@ Deno.test("loadModel: BF16 and F16 checkpoints load (values converted exactly)",
   }
 });
 
-Deno.test("loadModel: sharded and bare-backbone (unprefixed) checkpoints load", async () => {
+Deno.test("loadModel: sharded, F64 and bare-backbone (unprefixed) checkpoints load", async () => {
   const gpu = await getGpu();
   const [b, t] = [1, 5];
   const ids = randomIds(b * t, 512, 41);
@@ -149,6 +149,18 @@ Deno.test("loadModel: sharded and bare-backbone (unprefixed) checkpoints load", 
     );
     let model = await loadModel(gpu, tmp);
     assertClose((await evalForward(model, tokenBatch(gpu, ids, b, t))).logits, expected, 1e-5, "bare");
+    model.dispose();
+    // an F64 checkpoint, cast to f32 as transformers casts it to the model's dtype
+    await writeSafetensors(
+      join(tmp, "model.safetensors"),
+      await rewrite(
+        gpt2,
+        (_, t) =>
+          t.dtype === "F32" ? { ...t, dtype: "F64", data: Float64Array.from(t.data as Float32Array) } : t,
+      ),
+    );
+    model = await loadModel(gpu, tmp);
+    assertClose((await evalForward(model, tokenBatch(gpu, ids, b, t))).logits, expected, 1e-5, "F64");
     model.dispose();
     // two shards behind model.safetensors.index.json
     const all = await rewrite(gpt2);

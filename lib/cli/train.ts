@@ -13,8 +13,10 @@ import { join, resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { loadModel, loadModelTokenizer } from "../models/load.ts";
+import type { HfConfig } from "../io/hf_config.ts";
+import { openCheckpoint } from "../io/safetensors.ts";
 import { getFamily } from "../models/registry.ts";
-import { modelShapes } from "../models/shapes.ts";
+import { checkCheckpoint, modelShapes } from "../models/shapes.ts";
 import { savedDefaultTargets, unsavedHeadModules } from "../peft/targets.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
@@ -302,6 +304,21 @@ export async function trainCommand(args: string[]): Promise<number> {
     }));
 }
 
+/**
+ * The modules an adapter trains in full beside the head PEFT saves by itself: the head's other
+ * parts (DistilBERT's pre_classifier), and a pooler the checkpoint lacks (a masked LM's), which
+ * starts new and would otherwise stay random.
+ */
+async function headModulesOf(dir: string, config: HfConfig, architecture: string): Promise<string[]> {
+  const shapes = modelShapes(config, { architecture });
+  const modules = unsavedHeadModules(shapes);
+  const match = checkCheckpoint(shapes, await openCheckpoint(dir), config.architectures[0]);
+  if (match.missingHead.some((k) => k.endsWith("pooler.dense.weight"))) {
+    modules.push(`${shapes.basePrefix}pooler`);
+  }
+  return modules;
+}
+
 /** One training run; resolves to the exit code and the final held-out accuracy, if any. */
 async function runTraining(
   gpu: Gpu,
@@ -419,7 +436,7 @@ async function runTraining(
     headLr: v["head-lr"],
     weightDecay: v["weight-decay"],
     modelDir: v.model,
-    headModules: architecture ? unsavedHeadModules(modelShapes(config, { architecture })) : [],
+    headModules: architecture ? await headModulesOf(v.model, config, architecture) : [],
     labelNames: splits.labelNames,
   };
   const adapterConfig = adapterConfigOf(methodOptions, v.model);

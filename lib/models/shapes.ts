@@ -177,7 +177,10 @@ export function paramsUnder(shapes: ModelShapes, path: string): ParamShape[] {
 
 /** What {@link checkCheckpoint} found besides the expected tensors. */
 export interface CheckpointMatch {
-  /** The prefix the checkpoint's backbone keys carry: `shapes.basePrefix`, or "" for a bare-backbone checkpoint. */
+  /**
+   * The prefix the checkpoint's backbone keys carry: `shapes.basePrefix`, "" for a bare backbone's
+   * checkpoint, or a head model's (e.g. "bert.") when a bare backbone loads it.
+   */
   prefix: string;
   /** Head parameters the checkpoint lacks (a new head, trained from scratch). */
   missingHead: string[];
@@ -188,7 +191,8 @@ export interface CheckpointMatch {
 /**
  * Check that `source` (a checkpoint) holds every stored backbone parameter of `shapes` with
  * the right shape, and every head parameter it has with the right shape. A checkpoint saved
- * from the bare backbone (keys without `basePrefix`, as the original GPT-2 weights) is accepted.
+ * from the bare backbone (keys without `basePrefix`, as the original GPT-2 weights) is accepted, and
+ * so is a head model's checkpoint (keys under its prefix) for a bare backbone.
  * A checkpoint of another architecture (`sourceArchitecture`, its config's `architectures[0]`)
  * holds another task's head: tensors of the same names (e.g. BertForSequenceClassification's
  * `classifier` for BertForTokenClassification) are not this head's, which starts new.
@@ -202,17 +206,29 @@ export function checkCheckpoint(
   const otherHead = sourceArchitecture !== undefined && sourceArchitecture !== shapes.architecture;
   const stored = shapes.params.filter((p) => !p.tiedTo);
   const pre = shapes.basePrefix;
-  const bare = pre !== "" && !stored.some((p) => source.has(p.key)) &&
-    stored.some((p) => p.key.startsWith(pre) && source.has(p.key.slice(pre.length)));
-  const keyOf = (k: string) => bare && k.startsWith(pre) ? k.slice(pre.length) : k;
+  // the prefix the checkpoint's backbone keys carry: ours; none (a bare backbone's checkpoint); or,
+  // for a bare backbone, a head model's (bert., transformer.), as transformers strips it
+  let prefix = pre;
+  if (!stored.some((p) => source.has(p.key))) {
+    if (pre !== "" && stored.some((p) => p.key.startsWith(pre) && source.has(p.key.slice(pre.length)))) {
+      prefix = "";
+    }
+    if (pre === "" && stored.length > 0) {
+      const first = stored[0].key, hit = source.names.find((n) => n.endsWith(`.${first}`));
+      if (hit) prefix = hit.slice(0, hit.length - first.length);
+    }
+  }
+  const keyOf = (k: string) => prefix === pre || !k.startsWith(pre) ? k : prefix + k.slice(pre.length);
   const problems: string[] = [], missingHead: string[] = [];
   const expected = new Set<string>();
   for (const p of stored) {
     const key = keyOf(p.key);
     expected.add(key);
     const inHead = shapes.head.some((h) => p.key.startsWith(h + "."));
+    // a pooler that a masked-LM or token-classification checkpoint was saved without starts new, as in transformers
+    const pooler = p.key.startsWith(`${pre}pooler.`);
     if (!source.has(key) || (inHead && otherHead)) {
-      if (inHead) missingHead.push(key);
+      if (inHead || pooler) missingHead.push(key);
       else problems.push(`missing ${key} [${p.shape}]`);
       continue;
     }
@@ -225,7 +241,7 @@ export function checkCheckpoint(
       `${source.path} does not match ${shapes.architecture}: ${problems.slice(0, 8).join("; ")}${more}`,
     );
   }
-  return { prefix: bare ? "" : pre, missingHead, unexpected: source.names.filter((n) => !expected.has(n)) };
+  return { prefix, missingHead, unexpected: source.names.filter((n) => !expected.has(n)) };
 }
 
 /** Collects parameters and linears in module order. */

@@ -67,7 +67,7 @@ export interface LoadedWeights {
   unexpected: string[];
 }
 
-const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16"];
+const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16", "F64"];
 const F16_MAX = 65504;
 /** Bytes of uploads encoded before loadWeights submits them. */
 const FLUSH_BYTES = 256 * 2 ** 20;
