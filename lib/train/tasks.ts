@@ -257,7 +257,11 @@ export async function evaluate(
         if (labels && reads.logits) scored.push({ logits: await reads.logits, labels, rows });
         if (task === "token-cls" && tokenLabels && reads.picks) {
           tagged.push(...taggedRows(await reads.picks, tokenLabels, rows));
-        } else if (tokenLabels && reads.picks) rightTokens += rightTokenCount(await reads.picks, tokenLabels);
+        } else if (tokenLabels && reads.picks) {
+          // awaited first: `x += await …` would read x before the wait and lose the other batches' counts
+          const picks = await reads.picks;
+          rightTokens += rightTokenCount(picks, tokenLabels);
+        }
       })());
       done++;
       if (pending.length >= 8) {
