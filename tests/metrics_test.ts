@@ -1,5 +1,5 @@
 import { f1, matthews, pearson, spearman } from "../lib/train/metrics.ts";
-import { assertClose, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 
 const reference = JSON.parse(
   await Deno.readTextFile(new URL("./fixtures/metrics/metrics.json", import.meta.url)),
@@ -15,5 +15,9 @@ Deno.test("metrics: MCC and F1 as scikit-learn, Pearson and Spearman (with ties)
     assertClose([spearman(r.x, r.y)], [r.spearman], 1e-12, `spearman of ${r.x.length}`);
   }
   assertEquals(f1([0, 0], [0, 0]), 0);
+  // a NaN (a diverged regression head) gives NaN, as SciPy and Pearson here, not a sorted rank
+  assert(
+    Number.isNaN(spearman([1, NaN, 2, 0.5], [1, 2, 3, 4])) && Number.isNaN(pearson([1, NaN, 2], [1, 2, 3])),
+  );
   assertThrows(() => pearson([1], [1, 2]), "need two equal, non-empty lists");
 });

@@ -61,9 +61,13 @@ export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
   return sxy / Math.sqrt(sxx * syy);
 }
 
-/** Spearman correlation: Pearson of the ranks, tied values sharing their mean rank (as SciPy). */
+/**
+ * Spearman correlation: Pearson of the ranks, tied values sharing their mean rank (as SciPy); NaN
+ * when a value is NaN (SciPy's default, as {@link pearson} gives), not a rank sorted anywhere.
+ */
 export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
   checkPaired(x, y);
+  if (Array.prototype.some.call(x, Number.isNaN) || Array.prototype.some.call(y, Number.isNaN)) return NaN;
   return pearson(ranks(x), ranks(y));
 }
 
