@@ -538,3 +538,22 @@ Deno.test("cli: a BERT checkpoint saved without its pooler (a masked LM's) train
     }
   });
 });
+
+Deno.test("cli: an image classifier's eval maps class folders to the head's class names", async () => {
+  const model = await tempModelDir("tests/fixtures/models/vit", {
+    id2label: { 0: "dog", 1: "x", 2: "cat", 3: "y", 4: "z" },
+    label2id: { dog: 0, x: 1, cat: 2, y: 3, z: 4 },
+  });
+  try {
+    const folder = "tests/fixtures/images/folder";
+    const p = await runCli(["predict", "--model", model, "--data", folder, "--json"]);
+    assertEquals(p.code, 0, p.err);
+    const records = p.out.trim().split("\n").map((l) => JSON.parse(l));
+    const right = records.filter((r) => r.file.includes(`/${r.label}/`)).length;
+    const e = await runCli(["eval", "--model", model, "--data", folder, "--json"]);
+    assertEquals(e.code, 0, e.err);
+    assertEquals(JSON.parse(e.out).accuracy, right / records.length, `${p.out}\n${e.out}`);
+  } finally {
+    await Deno.remove(model, { recursive: true });
+  }
+});

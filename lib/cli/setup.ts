@@ -469,8 +469,10 @@ async function imageSplits(
 ): Promise<Splits> {
   const processor = await loadImageProcessorConfig(modelDir, config);
   const shape: [number, number, number] = [3, processor.height, processor.width];
-  const file = await readImageData(spec.data, processor);
-  const names = file.labelNames ?? undefined;
+  // a head that names its classes (config.json's id2label, an adapter's) maps folders and labels by name
+  const headNames = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
+  const file = await readImageData(spec.data, processor, { labels: headNames });
+  const names = headNames ?? file.labelNames ?? undefined;
   let train = file.examples, evalSet: ImageExample[] | null = null;
   if (spec.evalData) evalSet = (await readImageData(spec.evalData, processor, { labels: names })).examples;
   else if (spec.evalFraction > 0) {
