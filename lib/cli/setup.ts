@@ -471,11 +471,13 @@ async function imageSplits(
   const shape: [number, number, number] = [3, processor.height, processor.width];
   // a head that names its classes (config.json's id2label, an adapter's) maps folders and labels by name
   const headNames = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
-  const file = await readImageData(spec.data, processor, { labels: headNames });
+  const whose = headNames ? "the model head's classes (config.json's id2label)" : undefined;
+  const file = await readImageData(spec.data, processor, { labels: headNames, whose });
   const names = headNames ?? file.labelNames ?? undefined;
   let train = file.examples, evalSet: ImageExample[] | null = null;
-  if (spec.evalData) evalSet = (await readImageData(spec.evalData, processor, { labels: names })).examples;
-  else if (spec.evalFraction > 0) {
+  if (spec.evalData) {
+    evalSet = (await readImageData(spec.evalData, processor, { labels: names, whose })).examples;
+  } else if (spec.evalFraction > 0) {
     const s = splitByFraction(train, {
       fraction: spec.evalFraction,
       seed: spec.seed,

@@ -34,6 +34,8 @@ export interface ImageDataOptions {
    * (an unknown one is an error) instead of being numbered by itself.
    */
   labels?: readonly string[];
+  /** Whose those names are, for errors; default "the training data's". */
+  whose?: string;
 }
 
 /** Read the labelled images at `path` (a directory, .parquet or .jsonl; see the module doc). */
@@ -151,7 +153,7 @@ async function folderImages(
   }
   const ids = new LabelMap(
     { labels: opts.labels ?? classes },
-    opts.labels ? "the training data's" : `${dir}'s`,
+    opts.labels ? opts.whose ?? "the training data's" : `${dir}'s`,
   );
   const examples: ImageExample[] = [];
   for (const cls of classes) {
@@ -190,7 +192,10 @@ async function parquetImages(
     }
   }
   const names = opts.labels ?? table.classLabels.get("label");
-  const ids = new LabelMap({ labels: names }, opts.labels ? "the training data's" : `${path}'s`);
+  const ids = new LabelMap(
+    { labels: names },
+    opts.labels ? opts.whose ?? "the training data's" : `${path}'s`,
+  );
   const examples: ImageExample[] = [];
   for (const [i, row] of table.rows.entries()) {
     const at = `${path}: row ${i + 1}`;
@@ -241,7 +246,7 @@ async function jsonlImages(
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
 ): Promise<ImageData> {
-  const ids = new LabelMap({ labels: opts.labels }, "the training data's");
+  const ids = new LabelMap({ labels: opts.labels }, opts.whose ?? "the training data's");
   const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, label }) => ({
     pixels,
     label: ids.id(label, at),
