@@ -557,3 +557,20 @@ Deno.test("cli: an image classifier's eval maps class folders to the head's clas
     await Deno.remove(model, { recursive: true });
   }
 });
+
+Deno.test("cli: eval says how it numbered the data's labels for a head that names no classes", async () => {
+  await withTempDir("hartley_unnamed_", async (dir) => {
+    await Deno.writeTextFile(`${dir}/d.csv`, "text,label\napple berry,fruit\nstone rock,hard\n");
+    const r = await runCli([
+      "eval",
+      "--model",
+      "tests/fixtures/models/bert",
+      "--data",
+      `${dir}/d.csv`,
+      "--seq-len",
+      "12",
+    ]);
+    assertEquals(r.code, 0, r.err);
+    assert(r.err.includes("names no classes") && r.err.includes("fruit = 0, hard = 1"), r.err);
+  });
+});

@@ -94,6 +94,16 @@ export function evalCommand(args: string[]): Promise<number> {
           loaded.numLabels,
         );
         if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
+        // a head without class names (LABEL_0, …) scores the data's names in their order of appearance
+        const unnamed = model.config.labels.every((l, i) => l === `LABEL_${i}`);
+        const names = splits.labelNames;
+        if (unnamed && names && names.some((n, i) => n !== String(i))) {
+          console.error(
+            `${loaded.modelDir}'s head names no classes: the data's labels count in their order of appearance ` +
+              `(${names.map((n, i) => `${n} = ${i}`).join(", ")}); give integer labels to be sure`,
+          );
+          model.config.labels = [...names, ...model.config.labels.slice(names.length)];
+        }
         // label lists: each label scored apart (the head was trained so, whatever config.json says)
         if (splits.multiLabel) model.config.problemType = "multi_label_classification";
         let result;
