@@ -258,18 +258,18 @@ export async function attachAdapter(
   const untrained = model.initialised.filter((key) => model.parameters.has(key) && !saved.has(key));
   if (untrained.length > 0) {
     const module = untrained[0].slice(0, untrained[0].lastIndexOf("."));
+    const pooler = module.endsWith("pooler.dense");
     throw new Error(
-      `"${
-        untrained[0]
-      }" is new (initialised by loadModel: the checkpoint lacks it), but the adapter config ` +
-        `does not train it: ${
-          module.endsWith("pooler.dense")
-            ? `list "${module.slice(0, -".dense".length)}" in modulesToSave`
-            : `set taskType "${
-              model.task === "token-cls" ? "TOKEN_CLS" : "SEQ_CLS"
-            }" (PEFT then trains the head) ` +
-              `or list the head in modulesToSave`
-        }`,
+      `"${untrained[0]}" is new (initialised by loadModel: the checkpoint ${
+        pooler ? "lacks it" : `has no ${model.task} head`
+      }), but the adapter config does not train it: ${
+        pooler
+          ? `list "${module.slice(0, -".dense".length)}" in modulesToSave`
+          : `set taskType "${
+            model.task === "token-cls" ? "TOKEN_CLS" : "SEQ_CLS"
+          }" (PEFT then trains the head) ` +
+            `or list the head in modulesToSave`
+      }`,
     );
   }
   const linears = targets.map((t) => model.linears.get(t.path)!);
