@@ -185,6 +185,22 @@ Deno.test("loadModel: sharded, F64 and bare-backbone (unprefixed) checkpoints lo
   }
 });
 
+Deno.test("loadModel: a head is kept whatever the spelling of its class's task (an old LLaMAForCausalLM)", async () => {
+  const gpu = await getGpu();
+  const tmp = await tempModelDir(fixtureModel("llama"), { architectures: ["LLaMAForCausalLM"] });
+  try {
+    const model = await loadModel(gpu, tmp, { task: "causal-lm" });
+    assertEquals(model.initialised, [], "lm_head loaded, not started new");
+    model.dispose();
+    // another task's head starts new, as before
+    const cls = await loadModel(gpu, tmp, { task: "seq-cls", numLabels: 2 });
+    assertEquals(cls.initialised, ["score.weight"]);
+    cls.dispose();
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("loadModel: a task the family lacks, or an architecture naming none, is explained", async () => {
   const gpu = await getGpu();
   expectIncludes(

@@ -203,7 +203,8 @@ export function checkCheckpoint(
   source: TensorSource,
   sourceArchitecture?: string,
 ): CheckpointMatch {
-  const otherHead = sourceArchitecture !== undefined && sourceArchitecture !== shapes.architecture;
+  const otherHead = sourceArchitecture !== undefined &&
+    headKind(sourceArchitecture) !== headKind(shapes.architecture);
   const stored = shapes.params.filter((p) => !p.tiedTo);
   const pre = shapes.basePrefix;
   // the prefix the checkpoint's backbone keys carry: ours; none (a bare backbone's checkpoint); or,
@@ -242,6 +243,18 @@ export function checkCheckpoint(
     );
   }
   return { prefix, missingHead, unexpected: source.names.filter((n) => !expected.has(n)) };
+}
+
+/**
+ * The task a model class's name ends with, as transformers names them (GPT-2's LMHeadModel is a
+ * causal LM): heads are compared by task, so that an old or another family's spelling of the same
+ * class ("LLaMAForCausalLM") keeps its head. A name without one (a bare model) stands for itself.
+ */
+function headKind(architecture: string): string {
+  const m =
+    /(ForCausalLM|LMHeadModel|ForSequenceClassification|ForTokenClassification|ForImageClassification|ForMaskedLM|ForQuestionAnswering|ForPreTraining)$/
+      .exec(architecture);
+  return !m ? architecture : m[1] === "LMHeadModel" ? "ForCausalLM" : m[1];
 }
 
 /** Collects parameters and linears in module order. */
