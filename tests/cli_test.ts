@@ -443,22 +443,11 @@ Deno.test("cli: without --model, eval and merge load the adapter's base; merge n
 
 Deno.test("cli: RoBERTa trains on text pairs (its tokenizer's second-text type ids are not read)", async () => {
   await withTempDir("hartley_pairs_", async (dir) => {
-    const r = await runCli([
-      "train",
-      "--model",
-      "tests/fixtures/models/roberta",
-      "--data",
-      "tests/fixtures/data/pairs.csv",
-      "--steps",
-      "1",
-      "--eval-fraction",
-      "0",
-      "--batch-size",
-      "2",
-      "--out",
-      `${dir}/run`,
-      "--quiet",
-    ]);
+    const model = "tests/fixtures/models/roberta", data = "tests/fixtures/data/pairs.csv";
+    const r = await runCli(
+      ["train", "--model", model, "--data", data, "--steps", "1", "--eval-fraction", "0", "--batch-size", "2"]
+        .concat(["--out", `${dir}/run`, "--quiet"]),
+    );
     assertEquals(r.code, 0, r.err);
   });
 });

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
-import { type Method, prepareMethod } from "../lib/cli/method.ts";
+import { type Method, type MethodOptions, prepareMethod } from "../lib/cli/method.ts";
 import { batchLoss, type TaskName } from "../lib/train/tasks.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { openCheckpoint, openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
@@ -191,24 +191,7 @@ export async function trainingStep(
   const gpu = await getGpu();
   const model = await loadModel(gpu, fixtureModel(name), { task, dtype });
   try {
-    const prepared = await prepareMethod(model, {
-      method,
-      task,
-      n: 100,
-      energyRatio: 0.7,
-      alpha: 300,
-      transform: "dht",
-      selection: "layer",
-      init: "normal",
-      r: 4,
-      loraAlpha: 8,
-      loraDropout: 0,
-      seed: 0,
-      lr: 1e-3,
-      headLr: 1e-3,
-      weightDecay: 0,
-      modelDir: "",
-    });
+    const prepared = await prepareMethod(model, methodOptions(method, task));
     const params = prepared.groups.flatMap((g) => g.params.map((p) => p.tensor));
     for (const x of params) x.requiresGrad = true;
     const ids = Int32Array.from({ length: b * t }, (_, i) => (i * 37 + 5) % 500);
@@ -231,4 +214,31 @@ export async function trainingStep(
   } finally {
     model.dispose();
   }
+}
+
+/** The options `train` would give `prepareMethod` for a fixture (small n and rank), with `changes`. */
+export function methodOptions(
+  method: Method,
+  task: TaskName,
+  changes: Partial<MethodOptions> = {},
+): MethodOptions {
+  return {
+    method,
+    task,
+    n: 100,
+    energyRatio: 0.7,
+    alpha: 300,
+    transform: "dht",
+    selection: "layer",
+    init: "normal",
+    r: 4,
+    loraAlpha: 8,
+    loraDropout: 0,
+    seed: 0,
+    lr: 1e-3,
+    headLr: 1e-3,
+    weightDecay: 0,
+    modelDir: "",
+    ...changes,
+  };
 }

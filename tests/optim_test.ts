@@ -8,7 +8,7 @@ import { lrAt, lrFactor } from "../lib/train/schedule.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { prepareMethod } from "../lib/cli/method.ts";
-import { fixtureModel } from "./model_helpers.ts";
+import { fixtureModel, methodOptions } from "./model_helpers.ts";
 
 function refState(p: Float32Array): AdamWRefState {
   return { p: Float64Array.from(p), m: new Float64Array(p.length), v: new Float64Array(p.length), steps: 0 };
@@ -131,24 +131,7 @@ Deno.test("weight decay leaves every bias and norm out, the head's too, as trans
   for (const method of ["full", "head", "lora"] as const) {
     const model = await loadModel(gpu, fixtureModel("roberta"), { task: "seq-cls" });
     try {
-      const prepared = await prepareMethod(model, {
-        method,
-        task: "seq-cls",
-        n: 100,
-        energyRatio: 0.7,
-        alpha: 300,
-        transform: "dht",
-        selection: "layer",
-        init: "normal",
-        r: 4,
-        loraAlpha: 8,
-        loraDropout: 0,
-        seed: 0,
-        lr: 1e-3,
-        headLr: 1e-3,
-        weightDecay: 0.1,
-        modelDir: "",
-      });
+      const prepared = await prepareMethod(model, methodOptions(method, "seq-cls", { weightDecay: 0.1 }));
       const decayOf = new Map(prepared.groups.flatMap((g) => g.params.map((p) => [p.name, g.weightDecay])));
       for (const [name, decay] of decayOf) {
         const vector = name.endsWith(".bias") || /LayerNorm/.test(name);

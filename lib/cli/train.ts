@@ -17,7 +17,7 @@ import type { HfConfig } from "../io/hf_config.ts";
 import { openCheckpoint } from "../io/safetensors.ts";
 import { getFamily } from "../models/registry.ts";
 import { checkCheckpoint, modelShapes } from "../models/shapes.ts";
-import { savedDefaultTargets, unsavedHeadModules } from "../peft/targets.ts";
+import { unsavedHeadModules } from "../peft/targets.ts";
 import type { Model } from "../models/model.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
@@ -430,7 +430,8 @@ async function runTraining(
     r: v.r,
     loraAlpha: v["lora-alpha"],
     loraDropout: v["lora-dropout"],
-    targetModules: targetModulesOf(v["target-modules"]) ?? savedDefaultTargets(config.modelType),
+    // none given: the family's defaults, which the saved adapter names (PeftModel.save)
+    targetModules: targetModulesOf(v["target-modules"]),
     seed: v.seed,
     lr,
     headLr: v["head-lr"],
