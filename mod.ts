@@ -275,6 +275,7 @@ export {
   GREEDY_TOKENS_PER_READ,
   keepSharedPrefix,
   sampleToken,
+  type SamplingCuts,
 } from "./lib/train/generate.ts";
 export { Chat, type ChatOptions } from "./lib/train/chat.ts";
 export {

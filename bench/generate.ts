@@ -188,7 +188,9 @@ const sampling: string[][] =
   ([["top-p 0.9", 0, 0.9], ["top-k 50", 50, 1], ["top-k 50, top-p 0.9", 50, 0.9], ["neither", 0, 1]] as const)
     .map(([what, k, p]) => {
       const t0 = performance.now();
-      for (let i = 0; i < 20; i++) sampleToken(wide, 0.7, k, p, sampleRng);
+      for (let i = 0; i < 20; i++) {
+        sampleToken(wide, { temperature: 0.7, topK: k, topP: p, minP: 0 }, sampleRng);
+      }
       return [what, ((performance.now() - t0) / 20).toFixed(1)];
     });
 // the GPU's draw over the same logits (one workgroup a row; 5 draws per submit, their mean)
@@ -196,7 +198,7 @@ const onGpu = Tensor.from(gpu, wide, [1, wide.length]), picked = Tensor.empty(gp
 for (const k of [20, 50]) {
   const draws = async () => {
     for (let step = 0; step < 5; step++) {
-      sampleTokens(onGpu, { temperature: 0.7, topK: k, topP: 0.9, seed: 1, step }, picked, step);
+      sampleTokens(onGpu, { temperature: 0.7, topK: k, topP: 0.9, minP: 0, seed: 1, step }, picked, step);
     }
     await picked.toInt32Array();
   };

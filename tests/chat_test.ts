@@ -10,7 +10,7 @@ import { Chat } from "../lib/train/chat.ts";
 import { generate, keepSharedPrefix } from "../lib/train/generate.ts";
 import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { endTokenIds, samplingOf } from "../lib/cli/load.ts";
 import { runCli } from "./train_helpers.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
@@ -127,6 +127,7 @@ Deno.test("samplingOf: the flags, else generation_config.json's settings as tran
       temperature: 0,
       topK: 0,
       topP: 1,
+      minP: 0,
       repetitionPenalty: 1,
       note: null,
     });
@@ -151,6 +152,14 @@ Deno.test("samplingOf: the flags, else generation_config.json's settings as tran
     await write({ top_k: 20, top_p: 0.9 });
     const warm = await samplingOf(dir, { temperature: 0.8 });
     assertEquals([warm.temperature, warm.topK, warm.topP], [0.8, 20, 0.9]);
+    // min_p as transformers reads it (after top-k and top-p), and --min-p over it
+    await write({ do_sample: true, min_p: 0.05 });
+    const minP = await samplingOf(dir, {});
+    assertEquals([minP.topK, minP.minP], [50, 0.05]);
+    assert(minP.note!.includes("generation_config.json: min-p 0.05; "), minP.note!);
+    assertEquals((await samplingOf(dir, { "min-p": 0.2 })).minP, 0.2);
+    await write({ min_p: 1.5 });
+    await assertRejects(() => samplingOf(dir, {}), Error, '"min_p" must be a number in [0, 1], got 1.5');
     await Deno.remove(`${dir}/generation_config.json`);
     const bare = await samplingOf(dir, { temperature: 0.8 });
     assertEquals([bare.topK, bare.topP, bare.note], [

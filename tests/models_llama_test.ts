@@ -1,5 +1,7 @@
 import { getGpu } from "../lib/gpu/mod.ts";
-import { loadModel } from "../lib/models/load.ts";
+import { maxTokens, pastPretraining } from "../lib/io/hf_config.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import { generate } from "../lib/train/generate.ts";
 import { ropeInverseFrequencies, ropeInverseFrequencies64 } from "../lib/nn/rope.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import { decoderSuite } from "./decoder_suite.ts";
@@ -69,6 +71,36 @@ Deno.test("llama: rope theta, linear and llama3 scaling, tied embeddings follow 
     } finally {
       await Deno.remove(tmp, { recursive: true });
     }
+  }
+});
+
+Deno.test("llama: rotary positions extend past max_position_embeddings, in a pass and in generation, as in transformers", async () => {
+  const gpu = await getGpu();
+  const [b, t] = [2, 12];
+  const ids = randomIds(b * t, 512, 23);
+  const tmp = await tempModelDir(dir, { max_position_embeddings: 8 });
+  const base = await loadModel(gpu, dir), short = await loadModel(gpu, tmp);
+  try {
+    assertEquals(maxTokens(short.config), Infinity);
+    const want = await evalForward(base, tokenBatch(gpu, ids, b, t));
+    assertClose((await evalForward(short, tokenBatch(gpu, ids, b, t))).logits, want.logits, 1e-6);
+    // greedy generation from 6 tokens to 20 with the cache: the tokens of the 128-position model
+    const tokenizer = await loadModelTokenizer(base.config);
+    const prompt = [...ids.subarray(0, 6)];
+    const made = await generate(short, tokenizer, prompt, { maxNewTokens: 14 });
+    assertEquals(made.stop, "length");
+    assertEquals(made.ids, (await generate(base, tokenizer, prompt, { maxNewTokens: 14 })).ids);
+    assertEquals(
+      pastPretraining(short.config, 12),
+      "rows of up to 12 tokens pass the model's 8 positions " +
+        "(max_position_embeddings): its rotary positions extend to them, as in transformers, but pretraining never reached them",
+    );
+    assertEquals(pastPretraining(short.config, 8), null);
+    assertEquals(pastPretraining(base.config, 128), null);
+  } finally {
+    base.dispose();
+    short.dispose();
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 

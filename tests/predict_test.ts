@@ -4,7 +4,13 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { classify } from "../lib/train/predict.ts";
-import { generate, generateBatch, sampleToken } from "../lib/train/generate.ts";
+import {
+  generate,
+  generateBatch,
+  sampleToken,
+  samplingCandidates,
+  type SamplingCuts,
+} from "../lib/train/generate.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
@@ -155,7 +161,7 @@ Deno.test("sampleToken: the top-k and top-p sets transformers keeps, drawn in pr
   const logits = Float32Array.from([0.3, 0.05, 0.5, 0.15].map(Math.log));
   const draws = (temperature: number, topK: number, topP: number) => {
     const rng = new Prng(9), counts = [0, 0, 0, 0];
-    for (let i = 0; i < 4000; i++) counts[sampleToken(logits, temperature, topK, topP, rng)]++;
+    for (let i = 0; i < 4000; i++) counts[sampleToken(logits, { temperature, topK, topP, minP: 0 }, rng)]++;
     return counts.map((c) => c / 4000);
   };
   const near = (got: number[], want: number[], what: string) =>
@@ -170,6 +176,34 @@ Deno.test("sampleToken: the top-k and top-p sets transformers keeps, drawn in pr
   // temperature 2: p^(1/2), renormalised
   const sqrt = [0.3, 0.05, 0.5, 0.15].map(Math.sqrt), total = sqrt.reduce((a, b) => a + b);
   near(draws(2, 0, 1), sqrt.map((v) => v / total), "temperature 2");
+});
+
+Deno.test("sampleToken: top-k keeps the tokens tied with the k-th, min-p those that reach its share of the first", () => {
+  // probabilities 0.4, 0.2, 0.2, 0.1, 0.1 at ids 0..4
+  const logits = Float32Array.from([0.4, 0.2, 0.2, 0.1, 0.1].map(Math.log));
+  const kept = (cuts: Partial<SamplingCuts>) =>
+    samplingCandidates(logits, { temperature: 1, topK: 0, topP: 1, minP: 0, ...cuts }).ids;
+  // transformers: scores < topk(scores, k)[-1] are removed, so a tie at the k-th place stays
+  assertEquals(kept({ topK: 2 }), [0, 1, 2]);
+  assertEquals(kept({ topK: 4 }), [0, 1, 2, 3, 4]);
+  assertEquals(kept({ topK: 1 }), [0]);
+  // min-p 0.45: tokens at least 0.45 times as probable as the first (0.2 ≥ 0.45 · 0.4)
+  assertEquals(kept({ minP: 0.45 }), [0, 1, 2]);
+  assertEquals(kept({ minP: 0.55 }), [0]);
+  assertEquals(kept({ minP: 1 }), [0]);
+  // min-p comes after top-p: top-p 0.7 keeps 0, 1, 2 (0.6 before id 2); min-p 0.3 then drops none of them
+  assertEquals(kept({ topP: 0.7, minP: 0.3 }), [0, 1, 2]);
+  // top-k 4 (ids 0–4: a tie), top-p 0.85 of their mass: 0.8 before id 3 < 0.85, 0.9 before id 4
+  assertEquals(kept({ topK: 4, topP: 0.85, minP: 0.1 }), [0, 1, 2, 3]);
+  assertEquals(kept({ topK: 4, topP: 0.85, minP: 0.3 }), [0, 1, 2]);
+  // top-p weighs all five tokens (0.6 before id 2 < 0.7), not just those min-p keeps after it
+  assertEquals(kept({ topK: 4, topP: 0.7, minP: 0.45 }), [0, 1, 2]);
+  // the draws follow the weights left: min-p 0.45 → 0.5, 0.25, 0.25
+  const rng = new Prng(3), counts = [0, 0, 0, 0, 0];
+  for (let i = 0; i < 4000; i++) {
+    counts[sampleToken(logits, { temperature: 1, topK: 0, topP: 1, minP: 0.45 }, rng)]++;
+  }
+  [0.5, 0.25, 0.25, 0, 0].forEach((p, i) => assert(Math.abs(counts[i] / 4000 - p) < 0.03, `${counts}`));
 });
 
 Deno.test("lastLogits: a causal LM's logits at the last position alone equal the full pass's last row", async () => {

@@ -1,8 +1,9 @@
 // Drawing tokens on the GPU: the kept tokens and their frequencies are those of sampleToken's
-// top-k, top-p and temperature (computed here in float64), and the draws are seeded.
+// temperature, top-k (ties with the k-th kept), top-p and min-p (computed here in float64), and the
+// draws are seeded.
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { generate, generateBatch, samplingCandidates } from "../lib/train/generate.ts";
+import { generate, generateBatch, samplingCandidates, type SamplingCuts } from "../lib/train/generate.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { sampleTokens } from "../lib/tensor/ops/sample.ts";
@@ -10,8 +11,8 @@ import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { Rng } from "./tensor_helpers.ts";
 
 /** sampleToken's distribution in float64: its candidates, and their weights normalised. */
-function expected(logits: Float32Array, temperature: number, k: number, topP: number): Map<number, number> {
-  const { ids, weights } = samplingCandidates(logits, temperature, k, topP);
+function expected(logits: Float32Array, cuts: SamplingCuts): Map<number, number> {
+  const { ids, weights } = samplingCandidates(logits, cuts);
   const held = weights.reduce((a, b) => a + b, 0);
   return new Map(ids.map((id, j) => [id, weights[j] / held]));
 }
@@ -22,19 +23,33 @@ Deno.test("sampleTokens: the tokens and frequencies of sampleToken's cuts, a see
   const vocab = 41, rows = 1500;
   const logits = Float32Array.from(rng.normals(vocab, 2));
   logits[7] = logits[3]; // a tie: the smaller id comes first
+  // the 5th and 20th most probable tied with tokens after them: top-k keeps those too
+  const byRank = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  for (const [rank, ties] of [[4, 2], [19, 1]]) {
+    for (let j = 1; j <= ties; j++) logits[byRank[rank + j]] = logits[byRank[rank]];
+  }
   const batch = new Float32Array(rows * vocab);
   for (let r = 0; r < rows; r++) batch.set(logits, r * vocab);
   const x = Tensor.from(gpu, batch, [rows, vocab]);
-  for (
-    const [temperature, topK, topP] of [[1, 5, 1], [0.7, 20, 0.8], [1.3, 64, 0.5], [1, 1, 1], [2, 41, 0.95]]
-  ) {
+  const settings = [[1, 5, 1, 0], [0.7, 20, 0.8, 0], [1.3, 64, 0.5, 0], [1, 1, 1, 0], [2, 41, 0.95, 0], [
+    1.5,
+    20,
+    1,
+    0.3,
+  ], [1, 10, 0.9, 0.05]];
+  for (const [temperature, topK, topP, minP] of settings) {
+    const cuts = { temperature, topK, topP, minP };
     const out = Tensor.empty(gpu, [rows], "i32");
-    sampleTokens(x, { temperature, topK, topP, seed: 9, step: 3 }, out);
+    sampleTokens(x, { ...cuts, seed: 9, step: 3 }, out);
     const picks = await out.toInt32Array();
-    const want = expected(logits, temperature, topK, topP);
+    const want = expected(logits, cuts);
+    if (topK === 5) assertEquals(want.size, 7, "top-k 5 and its two ties");
+    if (topK === 20) {
+      assertEquals(expected(logits, { ...cuts, topP: 1, minP: 0 }).size, 21, "top-k 20 and its tie");
+    }
     const counts = new Map<number, number>();
     for (const id of picks) counts.set(id, (counts.get(id) ?? 0) + 1);
-    const label = `T ${temperature}, top-k ${topK}, top-p ${topP}`;
+    const label = `T ${temperature}, top-k ${topK}, top-p ${topP}, min-p ${minP}`;
     for (const id of counts.keys()) assert(want.has(id), `${label}: drew ${id}, which the cuts leave out`);
     for (const [id, p] of want) {
       const freq = (counts.get(id) ?? 0) / rows;
@@ -45,8 +60,8 @@ Deno.test("sampleTokens: the tokens and frequencies of sampleToken's cuts, a see
     }
     // the same seed and step draw the same tokens; another step others
     const again = Tensor.empty(gpu, [rows], "i32"), later = Tensor.empty(gpu, [rows], "i32");
-    sampleTokens(x, { temperature, topK, topP, seed: 9, step: 3 }, again);
-    sampleTokens(x, { temperature, topK, topP, seed: 9, step: 4 }, later);
+    sampleTokens(x, { ...cuts, seed: 9, step: 3 }, again);
+    sampleTokens(x, { ...cuts, seed: 9, step: 4 }, later);
     assertEquals(Array.from(await again.toInt32Array()), Array.from(picks), `${label}: seeded`);
     if (want.size > 1) {
       assert(Array.from(await later.toInt32Array()).some((id, r) => id !== picks[r]), `${label}: step`);
@@ -55,11 +70,11 @@ Deno.test("sampleTokens: the tokens and frequencies of sampleToken's cuts, a see
   // settings it does not take are named (a temperature of 0 is greedy; a top-k above 64 samples on the CPU)
   const out = Tensor.empty(gpu, [rows], "i32");
   assertThrows(
-    () => sampleTokens(x, { temperature: 0, topK: 5, topP: 1, seed: 0, step: 0 }, out),
+    () => sampleTokens(x, { temperature: 0, topK: 5, topP: 1, minP: 0, seed: 0, step: 0 }, out),
     "temperature 0 > 0",
   );
   assertThrows(
-    () => sampleTokens(x, { temperature: 1, topK: 65, topP: 1, seed: 0, step: 0 }, out),
+    () => sampleTokens(x, { temperature: 1, topK: 65, topP: 1, minP: 0, seed: 0, step: 0 }, out),
     "top-k 65 in 1..64",
   );
 });

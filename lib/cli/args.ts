@@ -115,6 +115,13 @@ export const GENERATION_FLAGS = {
     help: "sample among the most probable tokens that hold this share of the probability " +
       "[default: generation_config.json's, else 1: all]",
   },
+  "min-p": {
+    type: "number",
+    min: 0,
+    max: 1,
+    help: "sample among the tokens at least this many times as probable as the most probable one " +
+      "[default: generation_config.json's, else 0: all]",
+  },
   "repetition-penalty": {
     type: "number",
     min: 0,

@@ -79,6 +79,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         temperature: sampling.temperature,
         topK: sampling.topK,
         topP: sampling.topP,
+        minP: sampling.minP,
         repetitionPenalty: sampling.repetitionPenalty,
         seed: v.seed,
         cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),

@@ -176,6 +176,7 @@ export interface SamplingFlags {
   temperature?: number;
   "top-k"?: number;
   "top-p"?: number;
+  "min-p"?: number;
   "repetition-penalty"?: number;
 }
 
@@ -184,6 +185,7 @@ export interface Sampling {
   temperature: number;
   topK: number;
   topP: number;
+  minP: number;
   repetitionPenalty: number;
   /** A line naming what generation_config.json set (flags not given), or null when it set nothing. */
   note: string | null;
@@ -191,8 +193,8 @@ export interface Sampling {
 
 /**
  * The flags, else what `dir`'s generation_config.json says, as transformers' generate reads it:
- * sampling with its `do_sample` (or a --temperature above 0), then its temperature, top_k and
- * top_p, or transformers' own 1, 50 and 1 where it is silent; greedy decoding without; its
+ * sampling with its `do_sample` (or a --temperature above 0), then its temperature, top_k, top_p
+ * and min_p, or transformers' own 1, 50, 1 and none where it is silent; greedy decoding without; its
  * repetition_penalty either way. Else greedy, no penalty.
  */
 export async function samplingOf(dir: string, flags: SamplingFlags): Promise<Sampling> {
@@ -224,6 +226,7 @@ export async function samplingOf(dir: string, flags: SamplingFlags): Promise<Sam
     temperature,
     topK: pick(flags["top-k"], samples ? g.topK : undefined, "top-k", 0, samples ? 50 : undefined),
     topP: pick(flags["top-p"], samples ? g.topP : undefined, "top-p", 1),
+    minP: pick(flags["min-p"], samples ? g.minP : undefined, "min-p", 0),
     repetitionPenalty: pick(flags["repetition-penalty"], g.repetitionPenalty, "repetition penalty", 1),
   };
   const parts = [

@@ -392,6 +392,7 @@ function generationOptions(v: GenerationFlags & PromptSettings): GenerateBatchOp
     temperature: v.sampling.temperature,
     topK: v.sampling.topK,
     topP: v.sampling.topP,
+    minP: v.sampling.minP,
     repetitionPenalty: v.sampling.repetitionPenalty,
     seed: v.seed,
     cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),

@@ -7,7 +7,7 @@
  * @module
  */
 import { join } from "node:path";
-import { type HfConfig, loadHfConfig, maxTokens, type VitConfig } from "../io/hf_config.ts";
+import { type HfConfig, loadHfConfig, maxTokens, pastPretraining, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
@@ -375,6 +375,7 @@ async function causalSplits(
     }
     summary = `${spec.data}: ${ids.length} tokens` + (heldOut ? `, ${heldOut.length} held out` : "");
   }
+  summary += beyond(config, seqLen);
   const trainSet = new CausalLmDataset(train, seqLen, tokenizer.padId, { source: spec.data });
   // held-out windows do not overlap (stride seqLen + 1), as the gpt2-brown evaluation; --max-eval
   // keeps the tokens of its first windows
@@ -395,6 +396,12 @@ async function causalSplits(
     : trainSet;
   const trainSource = new BatchIterator(trainRows, { batchSize: spec.batchSize, seed: spec.seed });
   return { train: trainSource, eval: evalSource, summary };
+}
+
+/** A data summary's note on rows past a rotary decoder's pretraining positions, or "". */
+function beyond(config: HfConfig, seqLen: number): string {
+  const warning = pastPretraining(config, seqLen);
+  return warning ? `; warning: ${warning}` : "";
 }
 
 /**
@@ -437,7 +444,8 @@ async function instructionSplits(
   };
   const summary = `${spec.data}: ${made.dataset.size} instructions${cut(made)}` +
     (held ? `, ${held.dataset.size} eval${cut(held)}` : "") +
-    `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}`;
+    `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}` +
+    beyond(config, opts.seqLen);
   return {
     train: new BatchIterator(made.dataset, {
       batchSize: spec.batchSize,

@@ -238,11 +238,24 @@ export type HfConfig = Gpt2Config | BertConfig | LlamaConfig | VitConfig;
 
 /**
  * The longest token sequence a model takes: max_position_embeddings, less the ids RoBERTa's
- * positions skip (514 → 512 tokens); Infinity for a ViT, whose inputs are patches.
+ * positions skip (514 → 512 tokens); Infinity for a ViT, whose inputs are patches, and for a
+ * rotary decoder, whose positions are computed rather than looked up (transformers takes any
+ * length; see {@link pastPretraining}).
  */
 export function maxTokens(config: HfConfig): number {
-  if (!("maxPositions" in config)) return Infinity;
+  if (!("maxPositions" in config) || "rope" in config) return Infinity;
   return config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0);
+}
+
+/**
+ * A warning when rows of `tokens` pass a rotary decoder's max_position_embeddings: its positions
+ * extend there, as transformers' do, but pretraining never reached them; null otherwise.
+ */
+export function pastPretraining(config: HfConfig, tokens: number): string | null {
+  if (!("rope" in config) || tokens <= config.maxPositions) return null;
+  return `rows of up to ${tokens} tokens pass the model's ${config.maxPositions} positions ` +
+    `(max_position_embeddings): its rotary positions extend to them, as in transformers, ` +
+    `but pretraining never reached them`;
 }
 
 /** What a model directory's generation_config.json says about generating (transformers' names). */
@@ -257,6 +270,8 @@ export interface GenerationConfig {
   topK?: number;
   /** `top_p`, when given. */
   topP?: number;
+  /** `min_p`, when given. */
+  minP?: number;
   /** `repetition_penalty`, when given. */
   repetitionPenalty?: number;
 }
@@ -293,10 +308,12 @@ export async function loadGenerationConfig(dir: string): Promise<GenerationConfi
   const temperature = number("temperature", (v) => v >= 0, "a number ≥ 0");
   const topK = number("top_k", (v) => Number.isInteger(v) && v >= 0, "an integer ≥ 0");
   const topP = number("top_p", (v) => v > 0 && v <= 1, "a number in (0, 1]");
+  const minP = number("min_p", (v) => v >= 0 && v <= 1, "a number in [0, 1]");
   const repetitionPenalty = number("repetition_penalty", (v) => v > 0, "a number > 0");
   if (temperature !== undefined) config.temperature = temperature;
   if (topK !== undefined) config.topK = topK;
   if (topP !== undefined) config.topP = topP;
+  if (minP !== undefined) config.minP = minP;
   if (repetitionPenalty !== undefined) config.repetitionPenalty = repetitionPenalty;
   return config;
 }

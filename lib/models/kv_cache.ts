@@ -16,7 +16,7 @@ export interface KvCacheShape {
   kvHeads: number;
   /** Size of one head. */
   headDim: number;
-  /** The model's positions: the cache never grows past them. */
+  /** The model's positions: the cache never grows past them (Infinity: rotary positions, no limit). */
   maxPositions: number;
   /**
    * Storage of the keys and values: f32 (default) or f16 (half the memory, on a device with
@@ -88,9 +88,8 @@ export class KvCache {
 
   /** An empty cache; it allocates when its first forward pass begins. */
   constructor(gpu: Gpu, shape: KvCacheShape) {
-    const ok = [shape.layers, shape.kvHeads, shape.headDim, shape.maxPositions].every((n) =>
-      Number.isInteger(n) && n > 0
-    );
+    const ok = [shape.layers, shape.kvHeads, shape.headDim].every((n) => Number.isInteger(n) && n > 0) &&
+      (Number.isInteger(shape.maxPositions) || shape.maxPositions === Infinity) && shape.maxPositions > 0;
     if (!ok) throw new Error(`KvCache: every size must be a positive integer, got ${JSON.stringify(shape)}`);
     if (shape.dtype === "f16" && !gpu.f16) {
       throw new Error(`KvCache: f16 storage needs a device with shader-f16`);

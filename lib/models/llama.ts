@@ -133,7 +133,7 @@ export class LlamaModel extends BaseModel {
 
   forward(batch: Batch, options: ForwardOptions = {}): ModelOutput {
     const c = this.config;
-    const { ids, host, b, t } = tokenInputs(batch, c.modelType, c.maxPositions);
+    const { ids, host, b, t } = tokenInputs(batch, c.modelType);
     // a classifier reads each row's last token alone: the last layer need not compute the others
     const last = c.numLayers - 1;
     const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t, this.windowOf(last));
@@ -230,7 +230,8 @@ export class LlamaModel extends BaseModel {
 
   /** A key/value cache for generation ({@link ForwardOptions.cache}), stored as `dtype` (default f32). */
   newCache(dtype?: KvCacheDtype): KvCache {
-    return KvCache.for(this.gpu, this.config, dtype);
+    // rotary positions extend past max_position_embeddings, as transformers' do
+    return KvCache.for(this.gpu, { ...this.config, maxPositions: Infinity }, dtype);
   }
 
   /**

@@ -33,6 +33,11 @@ export interface GenerateOptions {
    */
   topP?: number;
   /**
+   * Min-p sampling: among the tokens (after `topK` and `topP`) at least `minP` times as probable
+   * as the most probable one (default 0: all of them).
+   */
+  minP?: number;
+  /**
    * transformers' repetition penalty (default 1: none): before the token is picked, the logit of
    * each token already in the text (the prompt's included) is divided by it when positive and
    * multiplied by it otherwise; on the GPU where the tokens are picked there.
@@ -206,6 +211,7 @@ interface Decoding {
   temperature: number;
   topK: number;
   topP: number;
+  minP: number;
   repetitionPenalty: number;
   eos: ReadonlySet<number>;
   stopTexts: readonly string[];
@@ -220,7 +226,7 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
     throw new Error(`${fn}: the model has a ${model.task} head, not a causal language model head`);
   }
   const maxNew = opts.maxNewTokens ?? 32, temperature = opts.temperature ?? 0, topK = opts.topK ?? 0;
-  const topP = opts.topP ?? 1, repetitionPenalty = opts.repetitionPenalty ?? 1;
+  const topP = opts.topP ?? 1, minP = opts.minP ?? 0, repetitionPenalty = opts.repetitionPenalty ?? 1;
   if (!(Number.isInteger(maxNew) && maxNew >= 0)) {
     throw new RangeError(`${fn}: maxNewTokens must be an integer ≥ 0, got ${maxNew}`);
   }
@@ -229,6 +235,7 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
     throw new RangeError(`${fn}: topK must be an integer ≥ 0, got ${topK}`);
   }
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`${fn}: topP must be in (0, 1], got ${topP}`);
+  if (!(minP >= 0 && minP <= 1)) throw new RangeError(`${fn}: minP must be in [0, 1], got ${minP}`);
   if (!(repetitionPenalty > 0)) {
     throw new RangeError(`${fn}: repetitionPenalty must be > 0, got ${repetitionPenalty}`);
   }
@@ -239,6 +246,7 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
     temperature,
     topK,
     topP,
+    minP,
     repetitionPenalty,
     eos,
     stopTexts,
@@ -286,15 +294,15 @@ async function decode(
       let picked: Int32Array[];
       const vocab = "vocabSize" in model.config ? model.config.vocabSize : 0;
       if (d.temperature === 0 || samplesOnGpu(model.gpu, d, vocab)) {
-        const { temperature, topK, topP, seed } = d;
-        const sampling = temperature === 0 ? null : { temperature, topK, topP, seed, step: made };
+        const { temperature, topK, topP, minP, seed } = d;
+        const sampling = temperature === 0 ? null : { temperature, topK, topP, minP, seed, step: made };
         picked = await gpuTokens(model, first, cache, k, penalty === 1 ? null : { penalty, rows }, sampling);
       } else {
         const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
         const draw = (r: number) => {
           const row = logits.subarray(r * v, (r + 1) * v);
           if (penalty !== 1) applyRepetitionPenalty(row, rows[r], penalty);
-          return sampleToken(row, d.temperature, d.topK, d.topP, d.rng);
+          return sampleToken(row, d, d.rng);
         };
         picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
       }
@@ -480,43 +488,51 @@ function nextTokenLogits(model: Model, first: Step, cache: KvCache): Promise<Flo
   return logits;
 }
 
-/**
- * A token drawn from softmax(logits / temperature): among the top k when k > 0, then among the
- * most probable tokens whose probabilities reach `topP` (as transformers' top-k and top-p warpers;
- * the candidates are {@link samplingCandidates}).
- */
-export function sampleToken(
-  logits: Float32Array,
-  temperature: number,
-  topK: number,
-  topP: number,
-  rng: Prng,
-): number {
-  if (!(topK > 0 && topK < logits.length) && topP >= 1) {
-    const { w, total } = weightsOf(logits, temperature);
+/** How a sampled token is drawn: transformers' warpers, applied in this order. */
+export interface SamplingCuts {
+  /** The logits are divided by it (> 0). */
+  temperature: number;
+  /** The k most probable tokens and every token tied with the k-th (0: all). */
+  topK: number;
+  /** Then those whose probabilities before them hold less than topP of the mass left (1: all). */
+  topP: number;
+  /** Then those at least minP times as probable as the most probable one (0: all). */
+  minP: number;
+}
+
+/** A token drawn from the tokens and weights the `cuts` leave ({@link samplingCandidates}). */
+export function sampleToken(logits: Float32Array, cuts: SamplingCuts, rng: Prng): number {
+  if (!(cuts.topK > 0 && cuts.topK < logits.length) && cuts.topP >= 1 && cuts.minP <= 0) {
+    const { w, total } = weightsOf(logits, cuts.temperature);
     return draw(rng.uniform() * total, w);
   }
-  const { ids, weights } = samplingCandidates(logits, temperature, topK, topP);
+  const { ids, weights } = samplingCandidates(logits, cuts);
   return ids[draw(rng.uniform() * weights.reduce((a, b) => a + b, 0), weights)];
 }
 
 /**
- * The tokens a top-k (k > 0) and top-p cut keeps, most probable first (ties: the smaller id
- * first), with their weights exp((logit − max) / temperature) in float64: what
- * {@link sampleToken} draws from, and what the GPU's draws (`sampleTokens`) are tested against.
+ * The tokens the {@link SamplingCuts} keep, most probable first (ties: the smaller id first), with
+ * their weights exp((logit − max) / temperature) in float64: what {@link sampleToken} draws from,
+ * and what the GPU's draws (`sampleTokens`) are tested against.
  */
 export function samplingCandidates(
   logits: Float32Array,
-  temperature: number,
-  topK: number,
-  topP: number,
+  cuts: SamplingCuts,
 ): { ids: number[]; weights: Float64Array } {
+  const { temperature, topK, topP, minP } = cuts;
   const { w, total } = weightsOf(logits, temperature);
   const cut = topK > 0 && topK < logits.length;
   // the candidates, most probable first: the heaviest tokens sorted, not the whole vocabulary
   const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
-  let order = heaviest(w, cut ? (n) => n >= topK : (_, held) => held >= topP * total).sort(byLogit);
-  if (cut) order = order.slice(0, topK);
+  const enough = cut ? (n: number) => n >= topK : (_: number, held: number) => held >= topP * total;
+  // a floor at min-p, unless top-p weighs the top k's tokens under it
+  let order = heaviest(w, enough, cut && topP < 1 ? 0 : minP).sort(byLogit);
+  if (cut) {
+    // transformers keeps every token as probable as the k-th
+    let end = topK;
+    while (end < order.length && logits[order[end]] === logits[order[topK - 1]]) end++;
+    order = order.slice(0, end);
+  }
   if (topP < 1) {
     // keep each token while the tokens before it hold less than topP of the mass (of the top k)
     const mass = topP * (cut ? order.reduce((s, i) => s + w[i], 0) : total);
@@ -524,6 +540,8 @@ export function samplingCandidates(
     while (keep < order.length && before < mass) before += w[order[keep++]];
     order = order.slice(0, keep);
   }
+  // the most probable token weighs 1, so min-p keeps the weights of at least minP
+  if (minP > 0) order = order.filter((i) => w[i] >= minP);
   return { ids: order, weights: Float64Array.from(order, (i) => w[i]) };
 }
 
@@ -548,16 +566,22 @@ function draw(u: number, weights: Float64Array): number {
 
 /**
  * The tokens whose weight reaches a threshold, lowered until they are `enough` (by their count and
- * the weight they hold): every token a top-k or top-p cut keeps is among them, since a lighter one
- * comes after all of them, and there are far fewer of them than the vocabulary to sort.
+ * the weight they hold) or it reaches `floor`: every token a top-k or top-p cut keeps is among
+ * them, since a lighter one comes after all of them, and there are far fewer of them than the
+ * vocabulary to sort. A min-p cut keeps none below its `floor`.
  */
-function heaviest(w: Float64Array, enough: (count: number, held: number) => boolean): number[] {
+function heaviest(
+  w: Float64Array,
+  enough: (count: number, held: number) => boolean,
+  floor: number,
+): number[] {
   for (let threshold = 1 / 64;; threshold /= 64) {
+    const t = Math.max(threshold, floor);
     const picked: number[] = [];
     let held = 0;
     for (let i = 0; i < w.length; i++) {
-      if (w[i] >= threshold) [picked.push(i), held += w[i]];
+      if (w[i] >= t) [picked.push(i), held += w[i]];
     }
-    if (enough(picked.length, held) || picked.length === w.length) return picked;
+    if (enough(picked.length, held) || t === floor || picked.length === w.length) return picked;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Drawing next tokens on the GPU (kernels/sample.ts): temperature, top-k and top-p as
+ * Drawing next tokens on the GPU (kernels/sample.ts): temperature, top-k, top-p and min-p as
  * `sampleToken` applies them on the CPU, so that sampled decoding needs no readback per token.
  * No autograd.
  * @module
@@ -12,10 +12,15 @@ import { expectDtype, f, u32s } from "./util.ts";
 /** How {@link sampleTokens} draws. */
 export interface GpuSampling {
   temperature: number;
-  /** The k most probable tokens, 1 ≤ k ≤ {@link SAMPLE_MAX_K} (more than the vocabulary: all of it). */
+  /**
+   * The k most probable tokens, 1 ≤ k ≤ {@link SAMPLE_MAX_K} (more than the vocabulary: all of it),
+   * and up to k more tied with the k-th.
+   */
   topK: number;
   /** Then those whose probabilities before them hold less than topP of the k's mass (1: all). */
   topP: number;
+  /** Then those at least minP times as probable as the most probable (0: all). */
+  minP: number;
   /** The draws of (seed, step, row) are uniform numbers hashed from them. */
   seed: number;
   step: number;
@@ -47,13 +52,25 @@ export function sampleTokens(logits: Tensor, s: GpuSampling, out: Tensor, at = 0
   expectDtype("sampleTokens", "f32", logits);
   expectDtype("sampleTokens", "i32", out);
   const [rows, vocab] = logits.shape;
-  if (logits.shape.length !== 2 || !fits(s) || !(s.topP > 0 && s.topP <= 1) || at + rows > out.size) {
+  const cutsOk = s.topP > 0 && s.topP <= 1 && s.minP >= 0 && s.minP <= 1;
+  if (logits.shape.length !== 2 || !fits(s) || !cutsOk || at + rows > out.size) {
     throw new Error(
       `sampleTokens: logits ${logits.describe()} into ${out.describe()} from ${at} with temperature ` +
-        `${s.temperature} > 0, top-k ${s.topK} in 1..${SAMPLE_MAX_K}, top-p ${s.topP} in (0, 1]`,
+        `${s.temperature} > 0, top-k ${s.topK} in 1..${SAMPLE_MAX_K}, top-p ${s.topP} in (0, 1], ` +
+        `min-p ${s.minP} in [0, 1]`,
     );
   }
   const k = Math.min(s.topK, vocab);
-  const params = u32s(rows, vocab, k, f(s.topP), f(1 / s.temperature), s.seed >>> 0, s.step >>> 0, at);
+  const params = u32s(
+    rows,
+    vocab,
+    k,
+    f(s.topP),
+    f(1 / s.temperature),
+    s.seed >>> 0,
+    s.step >>> 0,
+    at,
+    f(s.minP),
+  );
   logits.gpu.stream.dispatch(sampleKernel, [logits.buffer, out.buffer], grid(logits.gpu, rows), params);
 }
