@@ -1,20 +1,22 @@
 import { reloadedLogits } from "./model_helpers.ts";
-import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { FIXTURES, loadableFamilies, Prng, randomLinear, randomPositions } from "./peft_helpers.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { referenceBatch } from "../lib/models/parity.ts";
-import { attachAdapter, loadAdapterInto } from "../lib/peft/apply.ts";
+import { attachAdapter } from "../lib/peft/apply.ts";
 import { fourierftConfig } from "../lib/peft/config.ts";
-import { AdapterFileError, type FourierFTAdapter, loadAdapter } from "../lib/peft/files.ts";
+import { type FourierFTAdapter, loadAdapter } from "../lib/peft/files.ts";
 import {
   fourierftAlpha,
   fourierftDeltaReference,
   fourierftLayer,
   ifft2Norm,
   initFourierftModule,
+  peftFourierftPositions,
 } from "../lib/peft/fourierft.ts";
+import { Mt19937, TORCH_RANDPERM_LIMIT, torchRandpermPrefix } from "../lib/peft/torch_randperm.ts";
 import { readDeltaWeight } from "../lib/peft/merge.ts";
 import { noGrad, tidy } from "../lib/tensor/mod.ts";
 import { peftAdapterParity, rowPasses } from "../tools/adapter_parity.ts";
@@ -55,24 +57,20 @@ for (const family of ["gpt2", "llama", "roberta"].filter((f) => loadableFamilies
     const gpu = await getGpu();
     const adir = `${FIXTURES}adapters/${family}-fourierft`;
     const rows = await peftAdapterParity(gpu, adir, `${FIXTURES}models/${family}`);
+    // positions redrawn from random_loc_seed as PEFT draws them, no side file given
     assert(
-      rows.some((r) => r.output === "delta_w") && rows.some((r) => r.output === "logits"),
+      ["positions", "delta_w", "logits"].every((o) => rows.some((r) => r.output === o)),
       "rows compared",
     );
     for (const row of rows) assert(rowPasses(row, 1e-4), `${row.output} ${row.module}: rel-L2 ${row.relL2}`);
   });
 }
 
-Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and reloads them", async () => {
+Deno.test("FourierFT: a new adapter draws PEFT's positions, saves them, and reloads with or without its side file", async () => {
   if (!loadableFamilies().includes("gpt2")) return;
   const gpu = await getGpu();
   const dir = `${FIXTURES}models/gpt2`;
   const model = await loadModel(gpu, dir);
-  await assertRejects(
-    () => loadAdapterInto(model, `${FIXTURES}adapters/gpt2-fourierft`),
-    AdapterFileError,
-    "side file",
-  );
   const config = fourierftConfig({
     nFrequency: 30,
     scaling: 50,
@@ -96,9 +94,19 @@ Deno.test("FourierFT: PEFT files need their positions; a new adapter saves and r
     const loaded = await loadAdapter(tmp) as FourierFTAdapter;
     for (const [k, mod] of adapter.modules) {
       assertEquals(Array.from(loaded.modules.get(k)!.indices!), Array.from(mod.indices!));
+      // PEFT's draw for this layer: what it redraws when it loads the adapter
+      const { outFeatures: m, inFeatures: n } = mod;
+      assertEquals(Array.from(mod.indices!), Array.from(peftFourierftPositions(m, n, 30, 777)!), k);
     }
     const again = await reloadedLogits(gpu, dir, tmp, batch);
     assertEquals(Array.from(again), Array.from(logits), "reloaded logits, bit for bit");
+    // without the side file, as PEFT loads it: the same positions, the same logits
+    await Deno.remove(`${tmp}/fourierft_indices.safetensors`);
+    assertEquals(
+      Array.from(await reloadedLogits(gpu, dir, tmp, batch)),
+      Array.from(logits),
+      "without the side file",
+    );
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
@@ -128,9 +136,39 @@ Deno.test("FourierFT: n_frequency is at most M·N; positions are distinct and se
     19,
   );
   assert(a.spectrum.every((v) => v === 0), "init_weights true: zeros");
+  // every layer of a size draws the same positions from random_loc_seed, as PEFT's layers do
+  assertEquals(Array.from(initFourierftModule(config, lin, 1).indices!), Array.from(a.indices!));
+  const other = initFourierftModule(fourierftConfig({ nFrequency: 19, randomLocSeed: 5 }), lin, 0);
   assert(
-    Array.from(initFourierftModule(config, lin, 1).indices!).join() !== Array.from(a.indices!).join(),
-    "layers draw different positions",
+    Array.from(other.indices!).join() !== Array.from(a.indices!).join(),
+    "another seed, other positions",
   );
   lin.weight.dispose();
+});
+
+Deno.test("torch randperm: the sparse prefix is a full Fisher–Yates shuffle's, and sizes past torch's threshold are refused", () => {
+  // the dense shuffle PyTorch's CPU kernel runs, on the same MT19937 stream
+  const dense = (n: number, seed: number) => {
+    const r = Array.from({ length: n }, (_, i) => i), rng = new Mt19937(seed);
+    for (let i = 0; i < n - 1; i++) {
+      const z = rng.next() % (n - i);
+      [r[i], r[z + i]] = [r[z + i], r[i]];
+    }
+    return r;
+  };
+  for (const [n, seed] of [[1, 0], [2, 3], [7, 777], [97, 2 ** 32 + 5], [1000, 42]]) {
+    const want = dense(n, seed);
+    assertEquals(Array.from(torchRandpermPrefix(n, seed, n)), want, `n ${n}`);
+    assertEquals(Array.from(torchRandpermPrefix(n, seed, Math.min(n, 5))), want.slice(0, 5), `n ${n}, 5`);
+    assertEquals(new Set(want).size, n);
+  }
+  // torch seeds MT19937 with the seed's low 32 bits; its first output for seed 5489 is the standard 3499211612
+  assertEquals(new Mt19937(5489).next(), 3499211612);
+  assertEquals(
+    Array.from(torchRandpermPrefix(97, 2 ** 32 + 5, 9)),
+    Array.from(torchRandpermPrefix(97, 5, 9)),
+  );
+  assertThrows(() => torchRandpermPrefix(TORCH_RANDPERM_LIMIT, 0, 1), "must be an integer below 214748364");
+  assertThrows(() => torchRandpermPrefix(5, 0, 6), "take = 6 must be an integer in [0, 5]");
+  assertEquals(peftFourierftPositions(151936, 4096, 10, 777), null);
 });

@@ -135,15 +135,12 @@ Deno.test("the three PEFT LoRA fixtures load with their shapes", async () => {
   }
 });
 
-Deno.test("the three PEFT FourierFT fixtures load with the reference positions and reproduce ΔW", async () => {
+Deno.test("the three PEFT FourierFT fixtures load with PEFT's positions, redrawn from random_loc_seed, and reproduce ΔW", async () => {
   const counts: Record<string, number> = { gpt2: 4, llama: 6, roberta: 4 };
   for (const [family, count] of Object.entries(counts)) {
     const dir = `${ADAPTERS}${family}-fourierft`;
     const shapes = await shapesOf(family);
-    const a = await loadAdapter(dir, {
-      shapes,
-      fourierftIndices: `${dir}/reference.safetensors`,
-    }) as FourierFTAdapter;
+    const a = await loadAdapter(dir, { shapes }) as FourierFTAdapter;
     assertEquals([a.config.peftType, a.modules.size], ["FOURIERFT", count], family);
     const ref = await openSafetensors(`${dir}/reference.safetensors`);
     for (const [path, m] of a.modules) {
@@ -161,14 +158,31 @@ Deno.test("the three PEFT FourierFT fixtures load with the reference positions a
       assertClose(dw, await ref.readF32(`base_model.model.${path}.delta_w`), 1e-5, `${family} ${path}`);
     }
   }
-  const dir = `${ADAPTERS}roberta-fourierft`, shapes = await shapesOf("roberta");
-  await assertRejects(
-    () => loadAdapter(dir, { shapes }),
-    AdapterFileError,
-    "no positions for FourierFT module",
-  );
-  const loose = await loadAdapter(dir, { shapes, allowMissingIndices: true }) as FourierFTAdapter;
-  assert([...loose.modules.values()].every((m) => m.indices === null));
+  const dir = `${ADAPTERS}roberta-fourierft`;
+  // past torch's randperm threshold positions are not redrawn: without a side file, an error
+  await withTempDir(async (tmp) => {
+    const head = {
+      outFeatures: 151936,
+      inFeatures: 4096,
+      spectrum: new Float32Array(2),
+      indices: Int32Array.of(0, 0, 5, 7),
+    };
+    const big: FourierFTAdapter = {
+      config: fourierftConfig({ nFrequency: 2, targetModules: ["lm_head"] }),
+      modules: new Map([["lm_head", head]]),
+      saved: new Map(),
+    };
+    await saveAdapter(tmp, big);
+    assertSameAdapter(await loadAdapter(tmp), big);
+    await Deno.remove(`${tmp}/fourierft_indices.safetensors`);
+    await assertRejects(
+      () => loadAdapter(tmp),
+      AdapterFileError,
+      'no positions for FourierFT module "lm_head"',
+    );
+    const loose = await loadAdapter(tmp, { allowMissingIndices: true }) as FourierFTAdapter;
+    assert([...loose.modules.values()].every((m) => m.indices === null));
+  });
   await assertRejects(
     () => loadAdapter(dir, { allowMissingIndices: true }),
     AdapterFileError,

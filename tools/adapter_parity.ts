@@ -11,7 +11,8 @@
  * orders them by its rounding noise, ours by the smaller flat index as SPEC §1.4 says).
  * ADAPTER_DIR BASE_MODEL_DIR (an adapter written by PEFT, tests/fixtures/adapters/*): the
  * logits of the base model with the adapter loaded, and for FourierFT each module's ΔW (PEFT
- * does not save FourierFT positions: they come from the adapter's reference.safetensors).
+ * does not save FourierFT positions: they are redrawn from random_loc_seed as PEFT draws them,
+ * and checked against those its reference.safetensors records).
  * {@link reportAdapterParity} prints a table and says whether everything is within tolerance.
  * @module
  */
@@ -25,6 +26,7 @@ import { applyAdapter, loadAdapterInto } from "../lib/peft/apply.ts";
 import { sshConfig } from "../lib/peft/config.ts";
 import type { SSHModule } from "../lib/peft/files.ts";
 import { readDeltaWeight } from "../lib/peft/merge.ts";
+import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
 import { withF32Weight } from "../lib/peft/ssh.ts";
 import { compareToReference } from "../lib/spectral/reference.ts";
 import { encodeEnergy, topkEnergy } from "../lib/spectral/select.ts";
@@ -118,10 +120,14 @@ export async function peftAdapterParity(
   const ref = await openSafetensors(refPath);
   const model = await loadModel(gpu, baseDir);
   try {
-    const peft = await loadAdapterInto(model, adapterDir, { fourierftIndices: refPath });
+    const peft = await loadAdapterInto(model, adapterDir);
     const kind = peft.config.peftType.toLowerCase();
     const rows: AdapterParityRow[] = [];
     for (const [path, layer] of peft.layers) {
+      const positions = `base_model.model.${path}.indices`;
+      if (ref.has(positions) && layer instanceof SpectralLayer) {
+        rows.push(await positionsRow(kind, path, layer.positions, ref, positions));
+      }
       const key = `base_model.model.${path}.delta_w`;
       if (ref.has(key)) {
         rows.push(await compareRow(kind, "delta_w", path, await readDeltaWeight(gpu, layer), ref, key));
@@ -173,6 +179,21 @@ async function compareRow(
   key: string,
 ): Promise<AdapterParityRow> {
   return { case: c, output, module, ...compareToReference(actual, await ref.readF32(key)) };
+}
+
+/** Whether a layer's (row, col) pairs are the reference's [2, n] rows and columns, exactly. */
+async function positionsRow(
+  c: string,
+  module: string,
+  pairs: Int32Array,
+  ref: SafetensorsFile,
+  key: string,
+): Promise<AdapterParityRow> {
+  const want = await ref.read(key) as Int32Array, n = want.length / 2;
+  const exact = pairs.length === want.length &&
+    Array.from({ length: n }, (_, k) => pairs[2 * k] === want[k] && pairs[2 * k + 1] === want[n + k])
+      .every((x) => x);
+  return { case: c, output: "positions", module, relL2: NaN, maxAbs: NaN, exact };
 }
 
 /** The exact top-8 energy rows of transform K. */

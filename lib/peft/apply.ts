@@ -56,7 +56,10 @@ export interface AttachOptions {
 
 /** Options of {@link loadAdapterInto}. */
 export interface LoadIntoOptions extends AttachOptions {
-  /** A safetensors file with FourierFT positions (default: the adapter's side file). */
+  /**
+   * A safetensors file with FourierFT positions (default: the adapter's side file, else the
+   * positions PEFT redraws from random_loc_seed).
+   */
   fourierftIndices?: string;
 }
 
@@ -352,7 +355,8 @@ export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions
 
 /**
  * Load the adapter directory `dir` (PEFT layout) onto `model` (see {@link applyAdapter}).
- * FourierFT positions come from `fourierftIndices`, else the directory's side file.
+ * FourierFT positions come from `fourierftIndices`, else the directory's side file, else PEFT's
+ * draw from random_loc_seed.
  */
 export async function loadAdapterInto(
   model: Model,

@@ -131,7 +131,7 @@ export interface FourierFTConfig extends CommonAdapterConfig {
   nFrequency: number;
   /** `scaling`, finite; PEFT's default 150. */
   scaling: number;
-  /** `random_loc_seed`: PEFT draws the positions with torch's RNG from it (not reproduced here). */
+  /** `random_loc_seed`: PEFT draws every layer's positions with torch's RNG from it (as lib/peft/torch_randperm.ts). */
   randomLocSeed: number;
   /** `fan_in_fan_out`: the base layer stores (in, out), as GPT-2's Conv1D. */
   fanInFanOut: boolean;

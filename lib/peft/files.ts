@@ -6,10 +6,12 @@
  * - LoRA: `lora_A.weight` ([r, in]) and `lora_B.weight` ([out, r]), whatever the storage of
  *   the base layer (as PEFT saves them);
  * - FourierFT: `fourierft_spectrum` ([n_frequency]). PEFT does not save FourierFT positions
- *   (it redraws them with torch's RNG), so they travel in a side file,
- *   `fourierft_indices.safetensors`, with `base_model.model.<module>.fourierft_indices`
- *   (I32 [2, n]: rows, then columns — the layout of PEFT's own `indices` buffer);
- *   `<module>.indices` keys (as in the reference fixtures) are accepted too.
+ *   (it redraws them from random_loc_seed with torch's RNG, as `peftFourierftPositions` does
+ *   here); this project also writes them to a side file, `fourierft_indices.safetensors`, with
+ *   `base_model.model.<module>.fourierft_indices` (I32 [2, n]: rows, then columns — the layout
+ *   of PEFT's own `indices` buffer), which wins when present: layers past torch's randperm
+ *   threshold, and adapters of earlier versions, drew their own. `<module>.indices` keys (as in
+ *   the reference fixtures) are accepted too.
  * - modules_to_save: each parameter of a saved module under its model key, e.g.
  *   `base_model.model.classifier.out_proj.weight` (PEFT strips its `modules_to_save.<name>`).
  * For SSH and FourierFT the weights file records each layer's (out, in) size in its
@@ -51,6 +53,8 @@ import {
   resolveTargets,
 } from "./targets.ts";
 import { pathExists } from "../io/paths.ts";
+import { peftFourierftPositions } from "./fourierft.ts";
+import { TORCH_RANDPERM_LIMIT } from "./torch_randperm.ts";
 
 /** The config file of an adapter directory. */
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -217,13 +221,14 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
       const indicesPath = opts.fourierftIndices ??
         (await pathExists(join(dir, FOURIERFT_INDICES_FILE)) ? join(dir, FOURIERFT_INDICES_FILE) : null);
       const side = indicesPath === null ? null : await openSafetensors(indicesPath);
-      const modules = await readFourierftModules(file, groups.modules, sizeOf, side);
+      const modules = await readFourierftModules(file, groups.modules, sizeOf, side, config.randomLocSeed);
       const missing = [...modules].find(([, m]) => m.indices === null)?.[0];
       if (missing !== undefined && !opts.allowMissingIndices) {
         throw new AdapterFileError(
           `${dir}: no positions for FourierFT module "${missing}"${side ? ` in ${side.path}` : ""}: PEFT ` +
-            `redraws them from random_loc_seed with torch's RNG, which is not reproduced here; pass them ` +
-            `in a side file (${FOURIERFT_INDICES_FILE}, or LoadOptions.fourierftIndices)`,
+            `redraws them from random_loc_seed with torch's RNG, which past its randperm threshold ` +
+            `(M·N ≥ ${TORCH_RANDPERM_LIMIT}) is not reproduced here; pass them in a side file ` +
+            `(${FOURIERFT_INDICES_FILE}, or LoadOptions.fourierftIndices)`,
         );
       }
       adapter = { config, modules, saved };
@@ -294,12 +299,20 @@ async function readFourierftModules(
   groups: Map<string, Set<string>>,
   sizeOf: SizeOf,
   side: SafetensorsFile | null,
+  seed: number,
 ): Promise<Map<string, FourierFTModule>> {
   const modules = new Map<string, FourierFTModule>();
   for (const [m, present] of groups) {
     const spectrum = await readSpectrum(file, m, present, "fourierft_spectrum");
-    const indices = side === null ? null : await readFourierftIndices(side, m, spectrum.length);
     const [outFeatures, inFeatures] = sizeOf(m);
+    if (spectrum.length > outFeatures * inFeatures) {
+      throw new AdapterFileError(
+        `${file.path}: module "${m}": ${spectrum.length} coefficients, more than the ${outFeatures}×${inFeatures} layer's positions`,
+      );
+    }
+    // the side file's positions, else those PEFT redraws
+    const indices = (side === null ? null : await readFourierftIndices(side, m, spectrum.length)) ??
+      peftFourierftPositions(outFeatures, inFeatures, spectrum.length, seed);
     modules.set(m, { outFeatures, inFeatures, spectrum, indices });
   }
   return modules;

@@ -7,12 +7,15 @@
  * "forward" by M·N, i.e. α = scaling·√(M·N) or scaling·M·N. The layer runs on the spectral op
  * like SSH (no dense ΔW per step, where PEFT rebuilds one every forward).
  *
- * Positions: PEFT draws them with torch's RNG from `random_loc_seed` and does not save them;
- * adapters made by PEFT need them from a side file (lib/peft/files.ts). A new adapter made
- * here draws n_frequency distinct positions uniformly with {@link sampleRemainder}
- * (`random_loc_seed + ℓ` for layer ℓ in model order), and saves them in the side file.
+ * Positions: PEFT draws them for every layer as `torch.randperm(M·N, generator=manual_seed(
+ * random_loc_seed))[:n_frequency]` (row-major flat indices of the out × in spectrum) and does not
+ * save them; {@link peftFourierftPositions} draws the same (lib/peft/torch_randperm.ts), for PEFT's
+ * adapters and for new ones, which PEFT therefore loads as they were trained. Past torch's 64-bit
+ * randperm threshold (M·N ≥ 2³²/20, an LM head) a new layer draws its own with
+ * {@link sampleRemainder} (`random_loc_seed + ℓ` for layer ℓ in model order), which PEFT would not
+ * redraw; lib/peft/files.ts saves every layer's positions in a side file either way.
  * Coefficients start at zero (`init_weights` true) or N(0, 1) (false, PEFT's default), drawn
- * as `new Prng(random_loc_seed + ℓ + 2^31).normals(n)` (a stream apart from the positions').
+ * as `new Prng(random_loc_seed + ℓ + 2^31).normals(n)` (PEFT draws them with torch's global RNG).
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -23,6 +26,7 @@ import type { FourierFTConfig } from "./config.ts";
 import type { FourierFTModule } from "./files.ts";
 import { SpectralLayer } from "./spectral_layer.ts";
 import { derivedSeed } from "./ssh.ts";
+import { TORCH_RANDPERM_LIMIT, torchRandpermPrefix } from "./torch_randperm.ts";
 
 /** PEFT's `ifft2_norm` values. */
 export type Ifft2Norm = "backward" | "ortho" | "forward";
@@ -59,12 +63,25 @@ export function initFourierftModule(
       `${lin.path}: n_frequency = ${count} must be at most M·N = ${m}·${n} = ${m * n} (PEFT's limit)`,
     );
   }
-  const flats = sampleRemainder([], m * n, count, derivedSeed(config.randomLocSeed, index));
-  const indices = Int32Array.from(Array.from(flats).flatMap((f) => [Math.floor(f / n), f % n]));
+  const indices = peftFourierftPositions(m, n, count, config.randomLocSeed) ??
+    pairsOf(sampleRemainder([], m * n, count, derivedSeed(config.randomLocSeed, index)), n);
   const spectrum = config.initWeights
     ? new Float32Array(count)
     : new Prng(derivedSeed(config.randomLocSeed, index + 2 ** 31)).normals(count);
   return { outFeatures: m, inFeatures: n, spectrum, indices };
+}
+
+/**
+ * The (row, col) pairs PEFT draws for an M×N (out × in) layer from `seed`, or null past torch's
+ * randperm threshold, where its draws are not reproduced.
+ */
+export function peftFourierftPositions(m: number, n: number, count: number, seed: number): Int32Array | null {
+  return m * n < TORCH_RANDPERM_LIMIT ? pairsOf(torchRandpermPrefix(m * n, seed, count), n) : null;
+}
+
+/** Row-major flat indices of an N-column matrix as (row, col) pairs. */
+function pairsOf(flats: ArrayLike<number>, n: number): Int32Array {
+  return Int32Array.from(Array.from(flats).flatMap((f) => [Math.floor(f / n), f % n]));
 }
 
 /**
@@ -86,7 +103,8 @@ export function fourierftLayer(
   }
   if (!module.indices) {
     throw new Error(
-      `${lin.path}: the FourierFT module has no positions (PEFT does not save them: give them in a side file)`,
+      `${lin.path}: the FourierFT module has no positions (PEFT does not save them, and past torch's randperm ` +
+        `threshold they are not redrawn here: give them in a side file)`,
     );
   }
   return new SpectralLayer(gpu, "fourierft", {
