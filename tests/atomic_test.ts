@@ -1,5 +1,6 @@
 // Whole-directory writes and what a crash between their two renames leaves behind.
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { isWithin, pathExists } from "../lib/io/paths.ts";
 import { writeDirAtomic } from "../lib/io/atomic.ts";
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
 import { withTempDir } from "./train_helpers.ts";
@@ -47,4 +48,29 @@ Deno.test("findCheckpoint: checkpoint/, else the latest of those a crash left as
     await Deno.writeTextFile(`${dir}/checkpoint/trainer_state.json`, state(3));
     assertEquals(await findCheckpoint(dir), `${dir}/checkpoint`);
   });
+});
+
+Deno.test("writeDirAtomic never replaces a folder holding the working directory; isWithin tells", async () => {
+  await withTempDir("hartley_cwd_", async (dir) => {
+    const here = Deno.cwd();
+    await Deno.mkdir(`${dir}/inner`);
+    Deno.chdir(`${dir}/inner`);
+    try {
+      await assertRejects(
+        () => writeDirAtomic(dir, async () => {}),
+        Error,
+        "would remove the working directory",
+      );
+      await assertRejects(
+        () => writeDirAtomic(".", async () => {}),
+        Error,
+        "would remove the working directory",
+      );
+      assert(await pathExists(`${dir}/inner`), "kept");
+    } finally {
+      Deno.chdir(here);
+    }
+  });
+  assert(isWithin("/a/b/c", "/a/b") && isWithin("/a/b", "/a/b/") && isWithin("a/../b", "b"));
+  assert(!isWithin("/a/bc", "/a/b") && !isWithin("/a", "/a/b") && !isWithin("/a/..b", "/a/b"));
 });

@@ -4,6 +4,7 @@ import { explainDeviceError } from "../lib/cli/errors.ts";
 import { PRETRAIN_DEFAULT } from "../lib/cli/pretrain.ts";
 import { MAX_BINDING_ENV } from "../lib/cli/environment.ts";
 import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
+import { pathExists } from "../lib/io/paths.ts";
 import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
 import { tempModelDir } from "./model_helpers.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
@@ -245,7 +246,16 @@ Deno.test("device errors become advice: out of memory or a binding over the limi
   assert(advice.message.includes("--seq-len") && !advice.message.includes("--grad-accum"), advice.message);
   assert((explainDeviceError(over) as Error).message.includes("--grad-accum"));
   const lost = explainDeviceError(new Error("GPU device was lost")) as Error;
-  assert(lost.message.includes("--resume"), lost.message);
+  assert(lost.message.includes("--resume") && lost.message.includes("checkpoints"), lost.message);
+  // a command that keeps no checkpoints (eval, predict, chat) is told only what it can change
+  const forChat = explainDeviceError(new Error("GPU device was lost"), ["max-new-tokens"]) as Error;
+  assertEquals(
+    forChat.message,
+    "the GPU device was lost (GPU device was lost). If it recurs, try a smaller model",
+  );
+  const evalLost = explainDeviceError(new Error("GPU device was lost"), ["batch-size", "seq-len"]) as Error;
+  assert(evalLost.message.endsWith(". If it recurs, lower --batch-size or --seq-len"), evalLost.message);
+  assert(!(explainDeviceError(over, ["batch-size"]) as Error).message.includes("checkpoints"));
   const other = new Error("something else");
   assertEquals(explainDeviceError(other), other);
 });
@@ -411,7 +421,7 @@ Deno.test("cli: --overwrite removes the old run only once the new one has checke
   });
 });
 
-Deno.test("cli: without --model, eval and merge load the adapter's base; merge never writes over its adapter", async () => {
+Deno.test("cli: without --model, eval and merge load the adapter's base; merge never writes over its adapter or base", async () => {
   await withTempDir("hartley_base_", async (dir) => {
     const data = await writeToyData(dir, 24);
     assertEquals((await runCli(tinyRun(data, `${dir}/run`, ["--steps", "1"]))).code, 0);
@@ -422,9 +432,33 @@ Deno.test("cli: without --model, eval and merge load the adapter's base; merge n
     assertEquals([withBase.code, withModel.code], [0, 0], withBase.err);
     assertEquals(JSON.parse(withBase.out), JSON.parse(withModel.out), "the same model: the adapter's base");
     assert(withBase.err.includes("the adapter's base_model_name_or_path"), withBase.err);
-    const over = await runCli(["merge", "--adapter", adapter, "--out", adapter, "--overwrite"]);
-    assertEquals(over.code, 2);
-    assert(over.err.includes("is the adapter directory"), over.err);
+    // not into the adapter, nor a folder holding it or the base model
+    for (
+      const [out, holds] of [[adapter, "the adapter"], [`${dir}/run`, "the adapter"], [dir, "the adapter"]]
+    ) {
+      const over = await runCli(["merge", "--adapter", adapter, "--out", out, "--overwrite"]);
+      assertEquals(over.code, 2);
+      assert(over.err.includes(`--out ${out} holds ${holds}`), over.err);
+    }
+    const copy = await tempModelDir(GPT2);
+    try {
+      const base = await runCli([
+        "merge",
+        "--model",
+        copy,
+        "--adapter",
+        adapter,
+        "--out",
+        copy,
+        "--overwrite",
+      ]);
+      assertEquals(base.code, 2);
+      assert(base.err.includes(`--out ${copy} holds the base model`), base.err);
+      assert(await pathExists(`${copy}/model.safetensors`), "the base is kept");
+    } finally {
+      await Deno.remove(copy, { recursive: true });
+    }
+    assert(await pathExists(`${adapter}/adapter_model.safetensors`), "the adapter is kept");
     // a base that is not a folder here (a hub name) needs --model
     const configPath = `${adapter}/adapter_config.json`;
     const config = JSON.parse(await Deno.readTextFile(configPath));
@@ -461,13 +495,27 @@ Deno.test("cli: pretrain trains a fresh model and exports it whole (no file of a
     );
     await Deno.mkdir(`${dir}/export`);
     await Deno.writeTextFile(`${dir}/export/tokenizer_config.json`, '{"chat_template": "stale"}');
-    const r = await runCli([
+    const args = [
       "pretrain",
       ...["--family", "gpt2", "--layers", "1", "--hidden", "16", "--heads", "2", "--positions", "32"],
       ...["--tokenizer", "tests/fixtures/tokenizers/bytelevel_bpe.json", "--data", `${dir}/lm.txt`],
       ...["--seq-len", "16", "--batch-size", "2", "--steps", "2", "--max-eval", "2"],
-      ...["--out", `${dir}/run`, "--export", `${dir}/export`, "--quiet"],
-    ]);
+      ...["--out", `${dir}/run`, "--quiet"],
+    ];
+    // before anything runs: a folder with no earlier export is replaced only with --overwrite, and
+    // one holding the run never
+    const stranger = await runCli([...args, "--export", `${dir}/export`]);
+    assertEquals(stranger.code, 2, stranger.err);
+    assert(
+      stranger.err.includes("holds files but no earlier export (pretraining.json): pass --overwrite"),
+      stranger.err,
+    );
+    const own = await runCli([...args, "--export", dir]);
+    assertEquals(own.code, 2, own.err);
+    assert(own.err.includes(`--export ${dir} holds the run directory --out ${dir}/run`), own.err);
+    assert(!(await pathExists(`${dir}/run`)), "nothing ran");
+    await Deno.writeTextFile(`${dir}/export/pretraining.json`, "{}"); // an earlier export: replaced
+    const r = await runCli([...args, "--export", `${dir}/export`]);
     assertEquals(r.code, 0, r.err);
     const files: string[] = [];
     for await (const e of Deno.readDir(`${dir}/export`)) files.push(e.name);
@@ -478,6 +526,55 @@ Deno.test("cli: pretrain trains a fresh model and exports it whole (no file of a
     );
     const record = JSON.parse(await Deno.readTextFile(`${dir}/export/pretraining.json`));
     assertEquals([record.steps, record.held_out.windows], [2, 2]);
+  });
+});
+
+Deno.test("cli: pretrain's errors name pretrain; --eval-fraction is refused where the split is fixed", async () => {
+  await withTempDir("hartley_pretrain_err_", async (dir) => {
+    await Deno.writeTextFile(`${dir}/lm.txt`, "the cat sat on a mat ".repeat(200));
+    const tiny = [
+      ...["--family", "gpt2", "--layers", "1", "--hidden", "16", "--heads", "2", "--positions", "32"],
+      ...["--tokenizer", "tests/fixtures/tokenizers/bytelevel_bpe.json", "--steps", "1", "--quiet"],
+    ];
+    const long = await runCli([
+      "pretrain",
+      ...tiny,
+      "--data",
+      `${dir}/lm.txt`,
+      "--seq-len",
+      "64",
+      "--out",
+      `${dir}/a`,
+    ]);
+    assertEquals(long.code, 2, long.err);
+    assert(long.err.startsWith("hartley pretrain: --seq-len 64 is more than the 32 positions"), long.err);
+    assert(long.err.includes("cli.ts pretrain --help"), long.err);
+    const brown = await runCli([
+      "pretrain",
+      ...tiny,
+      "--data",
+      "brown",
+      "--eval-fraction",
+      "0.2",
+      "--out",
+      `${dir}/b`,
+    ]);
+    assertEquals(brown.code, 2, brown.err);
+    assert(
+      brown.err.startsWith("hartley pretrain: --eval-fraction does not apply to --data brown"),
+      brown.err,
+    );
+    const spam = await runCli([
+      "train",
+      "--data",
+      "spamassassin",
+      "--eval-fraction",
+      "0.3",
+      "--out",
+      `${dir}/c`,
+    ]);
+    assertEquals(spam.code, 2, spam.err);
+    assert(spam.err.includes("--eval-fraction does not apply to --data spamassassin"), spam.err);
   });
 });
 

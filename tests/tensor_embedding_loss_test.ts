@@ -43,6 +43,14 @@ Deno.test("embedding: lookup, deterministic scatter-add gradient with repeated i
     );
   }
   assertThrows(() => T.embedding(tw, T.Tensor.from(gpu, Int32Array.from([11]), [1])), "outside [0, 11)");
+  // a reshaped or detached view of the ids keeps their host copy: checked, and its gradient taken
+  const flat = T.reshape(tids, [12]);
+  tw.grad!.dispose();
+  tw.grad = null;
+  T.embedding(tw, flat, { paddingIdx: 9 }).backward(T.reshape(tg, [12, d]));
+  await expectClose(tw.grad, want, 1e-7, "scatter-add through a reshaped view");
+  const out = T.Tensor.from(gpu, Int32Array.from([11, 0]), [2]);
+  assertThrows(() => T.embedding(tw, out.detach()), "outside [0, 11)");
 });
 
 Deno.test("embedding gradient: an id seen more than MAX_RUN times is summed in runs, then per id", async () => {

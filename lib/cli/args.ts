@@ -202,6 +202,11 @@ export interface CommandSpec<T extends FlagTable> {
   flags: T;
   /** Positional arguments allowed (default 0). */
   positionals?: number;
+  /**
+   * The flags device-error advice may name (default: `flags`'): a command run through another's
+   * parser (pretrain through train's) names its own.
+   */
+  adviceFlags?: readonly string[];
 }
 
 /** The outcome of {@link parseCommand}: help requested, or values. */
@@ -346,7 +351,7 @@ export async function withArgs<T extends FlagTable>(
   try {
     return await body(parsed.values, parsed.positionals, parsed.given);
   } catch (e) {
-    if (!(e instanceof ArgsError)) throw explainDeviceError(e, Object.keys(spec.flags));
+    if (!(e instanceof ArgsError)) throw explainDeviceError(e, spec.adviceFlags ?? Object.keys(spec.flags));
     console.error(
       `hartley ${spec.name}: ${e.message}\nRun \`deno run -A cli.ts ${spec.name} --help\` for the options.`,
     );

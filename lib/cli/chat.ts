@@ -66,6 +66,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         modelGiven: given.has("model"),
         adapter: v.adapter,
         task: "causal-lm",
+        taskFixed: true,
         dtype: v.dtype as WeightDtype,
       });
       const { model, tokenizer, modelDir } = loaded;

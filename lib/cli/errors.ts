@@ -34,31 +34,34 @@ const BINDING_ADVICE: [flag: string, advice: string][] = [
  */
 export function explainDeviceError(e: unknown, flags?: readonly string[]): unknown {
   if (e instanceof DeviceAdvice) return e;
+  const has = (flag: string) => !flags || flags.includes(flag);
+  // only a command that resumes has checkpoints to keep
+  const kept = has("resume") ? "; checkpoints already written are kept" : "";
   const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   const detail = e instanceof Error ? e.message : String(e);
   if (
     /out of memory|OutOfMemory|allocation failed|Not enough memory|exceeds the max(imum)? (buffer|binding)/i
       .test(msg)
   ) {
-    const advice = MEMORY_ADVICE.filter(([flag]) => !flags || flags.includes(flag)).map(([, a]) => a);
+    const advice = MEMORY_ADVICE.filter(([flag]) => has(flag)).map(([, a]) => a);
     const list = [...advice, "or pick a smaller model"].join(", ");
     return new DeviceAdvice(
-      `the GPU ran out of memory (${detail}). ${list[0].toUpperCase()}${list.slice(1)}; ` +
-        `checkpoints already written are kept`,
+      `the GPU ran out of memory (${detail}). ${list[0].toUpperCase()}${list.slice(1)}${kept}`,
     );
   }
   if (/spans \d+ bytes, over this device's largest storage binding/.test(msg)) {
-    const advice = BINDING_ADVICE.filter(([flag]) => !flags || flags.includes(flag)).map(([, a]) => a);
+    const advice = BINDING_ADVICE.filter(([flag]) => has(flag)).map(([, a]) => a);
     return new DeviceAdvice(
       `a tensor of this batch is over the largest buffer one kernel may bind on this GPU (${detail}). ` +
-        `${[...advice, "or pick a smaller model"].join(", ").replace(/^./, (c) => c.toUpperCase())}; ` +
-        `checkpoints already written are kept`,
+        `${[...advice, "or pick a smaller model"].join(", ").replace(/^./, (c) => c.toUpperCase())}${kept}`,
     );
   }
   if (/device (was )?lost|GPUDeviceLostInfo/i.test(msg)) {
+    const lower = ["batch-size", "seq-len"].filter(has).map((f) => `--${f}`).join(" or ");
+    const recurs = `if it recurs, ${lower ? `lower ${lower}` : "try a smaller model"}`;
     return new DeviceAdvice(
-      `the GPU device was lost (${detail}); checkpoints already written are kept. ` +
-        `Resume with --resume; if it recurs, lower --batch-size or --seq-len`,
+      `the GPU device was lost (${detail})${kept}. ` +
+        (has("resume") ? `Resume with --resume; ${recurs}` : recurs.replace(/^./, (c) => c.toUpperCase())),
     );
   }
   return e;

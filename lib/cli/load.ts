@@ -47,6 +47,8 @@ export interface LoadForUseOptions {
   modelGiven?: boolean;
   adapter?: string;
   task?: TaskName;
+  /** The command has no --task flag (chat): errors do not suggest one. */
+  taskFixed?: boolean;
   dtype?: WeightDtype;
   /** Label count when neither the adapter nor the config says (e.g. from the data). */
   numLabels?: number;
@@ -85,7 +87,8 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
       throw new ArgsError(
         `${modelDir} has no ${task} head ("${random}" is not in its checkpoint)` +
           (o.adapter ? ` and the adapter ${o.adapter} does not hold one` : "") +
-          `: it would be random; give an adapter or a model trained for ${task}, or another --task`,
+          `: it would be random; give an adapter or a model trained for ${task}` +
+          (o.taskFixed ? "" : ", or another --task"),
       );
     }
     return { modelDir, model, peft, config, adapterConfig, task, tokenizer, numLabels };

@@ -4,9 +4,8 @@
  * `eval` without the adapter.
  * @module
  */
-import { resolve } from "node:path";
 import { getGpu } from "../gpu/mod.ts";
-import { pathExists } from "../io/paths.ts";
+import { isWithin, pathExists } from "../io/paths.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
@@ -37,8 +36,10 @@ export function mergeCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
     if (!v.adapter) throw new ArgsError(`--adapter DIR is required`);
     if (!v.out) throw new ArgsError(`--out DIR is required`);
-    if (resolve(v.out) === resolve(v.adapter)) {
-      throw new ArgsError(`--out ${v.out} is the adapter directory: the merged model goes into another`);
+    if (isWithin(v.adapter, v.out)) {
+      throw new ArgsError(
+        `--out ${v.out} holds the adapter ${v.adapter}: the merged model goes into another directory`,
+      );
     }
     if (!v.overwrite && await pathExists(v.out)) {
       throw new ArgsError(`--out ${v.out} already exists: pass --overwrite to replace it`);
@@ -52,6 +53,11 @@ export function mergeCommand(args: string[]): Promise<number> {
       task: v.task as TaskName | undefined,
     });
     try {
+      if (isWithin(loaded.modelDir, v.out)) {
+        throw new ArgsError(
+          `--out ${v.out} holds the base model ${loaded.modelDir}: the merged model goes into another directory`,
+        );
+      }
       await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
       console.log(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
       return 0;

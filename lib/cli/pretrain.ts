@@ -14,7 +14,7 @@ import { readRunLog } from "../train/log.ts";
 import { writeRandomModel } from "../train/init.ts";
 import { ArgsError, ATTENTION_FLAG, CHECKPOINTING_FLAG, type CommandSpec, withArgs } from "./args.ts";
 import { trainCommand } from "./train.ts";
-import { pathExists } from "../io/paths.ts";
+import { isWithin, pathExists } from "../io/paths.ts";
 
 const FLAGS = {
   family: { type: "string", choices: ["gpt2", "llama"], default: "gpt2", help: "architecture family" },
@@ -37,7 +37,13 @@ const FLAGS = {
     arg: "PATH",
     help: "plain text file, or brown (the Brown corpus)",
   },
-  "eval-fraction": { type: "number", default: 0.05, min: 0, max: 0.9, help: "tail of the tokens held out" },
+  "eval-fraction": {
+    type: "number",
+    default: 0.05,
+    min: 0,
+    max: 0.9,
+    help: "tail of the tokens held out (--data brown: its fixed last 5%)",
+  },
   "seq-len": { type: "integer", default: 64, min: 2, help: "tokens per training window" },
   "batch-size": { type: "integer", default: 16, min: 1, help: "windows per step" },
   epochs: { type: "number", default: 1, min: 0.001, help: "passes over the training text" },
@@ -61,9 +67,17 @@ const FLAGS = {
     arg: "DIR",
     help: "run directory (init/, model/, log, checkpoint)",
   },
-  export: { type: "string", arg: "DIR", help: "copy the final model here, with pretraining.json" },
+  export: {
+    type: "string",
+    arg: "DIR",
+    help:
+      "copy the final model here, with pretraining.json (replacing an earlier export; other folders need --overwrite)",
+  },
   resume: { type: "boolean", help: "continue the run in --out" },
-  overwrite: { type: "boolean", help: "start over in an --out that holds a run" },
+  overwrite: {
+    type: "boolean",
+    help: "start over in an --out that holds a run; replace any --export folder",
+  },
   quiet: { type: "boolean", short: "q", help: "no progress bar" },
 } as const;
 
@@ -83,8 +97,9 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 /** `hartley pretrain`. */
 export function pretrainCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, async (v) => {
+  return withArgs(SPEC, args, async (v, _, given) => {
     if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
+    if (v.export) await checkExport(v.export, v.out, v.overwrite);
     const initDir = join(v.out, "init");
     if (!v.resume) {
       if (!v.overwrite && await pathExists(join(v.out, "log.jsonl"))) {
@@ -113,7 +128,8 @@ export function pretrainCommand(args: string[]): Promise<number> {
       ...pass("data", v.data),
       ...pass("task", "causal-lm"),
       ...pass("method", "full"),
-      ...pass("eval-fraction", v["eval-fraction"]),
+      // the Brown corpus holds out its last 5%, whatever the flag's default says
+      ...(given.has("eval-fraction") || v.data !== "brown" ? pass("eval-fraction", v["eval-fraction"]) : []),
       ...pass("seq-len", v["seq-len"]),
       ...pass("batch-size", v["batch-size"]),
       ...pass("epochs", v.epochs),
@@ -136,7 +152,7 @@ export function pretrainCommand(args: string[]): Promise<number> {
       ...(v.overwrite ? ["--overwrite"] : []),
       ...(v.quiet ? ["--quiet"] : []),
     ];
-    const code = await trainCommand(trainArgs);
+    const code = await trainCommand(trainArgs, { name: "pretrain", flags: Object.keys(FLAGS) });
     if (code !== 0 || !v.export) return code;
     await exportModel(join(v.out, "model"), v.export, v.out, args);
     console.error(`exported ${v.export}`);
@@ -213,6 +229,31 @@ function vocabSize(tokenizer: Record<string, unknown>, path: string): number {
   for (const t of (tokenizer.added_tokens as { id: number }[] | undefined) ?? []) ids.push(t.id);
   if (ids.length === 0) throw new ArgsError(`${path}: no vocabulary found in the tokenizer`);
   return ids.reduce((m, id) => Math.max(m, id), 0) + 1;
+}
+
+/**
+ * Refuse, before training, an --export that would take the run or the working directory with it,
+ * or replace a folder that holds no earlier export (pretraining.json) without --overwrite.
+ */
+async function checkExport(dest: string, out: string, overwrite: boolean | undefined): Promise<void> {
+  if (isWithin(out, dest)) {
+    throw new ArgsError(`--export ${dest} holds the run directory --out ${out}: export elsewhere`);
+  }
+  if (isWithin(Deno.cwd(), dest)) {
+    throw new ArgsError(`--export ${dest} holds the working directory: export elsewhere`);
+  }
+  const stat = await Deno.stat(dest).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  if (!stat) return;
+  if (!stat.isDirectory) throw new ArgsError(`--export ${dest} exists and is not a directory`);
+  if (overwrite || await pathExists(join(dest, "pretraining.json"))) return;
+  for await (const _ of Deno.readDir(dest)) {
+    throw new ArgsError(
+      `--export ${dest} holds files but no earlier export (pretraining.json): pass --overwrite to replace it`,
+    );
+  }
 }
 
 /**

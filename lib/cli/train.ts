@@ -82,7 +82,7 @@ const FLAGS = {
     default: 0.1,
     min: 0,
     max: 0.9,
-    help: "share of --data held out for eval",
+    help: "share of --data held out for eval (the built-in sets' splits are fixed)",
   },
   task: { type: "string", choices: TASKS, help: "task [default: from the data and the model]" },
   method: { type: "string", choices: METHODS, default: "ssh", help: "fine-tuning method" },
@@ -277,23 +277,37 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 
 type Values = FlagValues<typeof FLAGS>;
 
-/** `hartley train`. */
-export async function trainCommand(args: string[]): Promise<number> {
+/**
+ * `hartley train`; `as` names another command run through it (pretrain), for its messages: its
+ * name, and the flags advice may name.
+ */
+export async function trainCommand(
+  args: string[],
+  as?: { name: string; flags: readonly string[] },
+): Promise<number> {
   if (args.length === 0) {
     console.error(`no options: running the demo (train ${DEMO_ARGS.join(" ")})`);
     args = [...DEMO_ARGS];
   }
   const started = args;
   args = await withSavedArgs(args, FLAGS.out.default);
-  return withArgs(SPEC, args, (v) =>
+  const spec = as ? { ...SPEC, name: as.name, adviceFlags: as.flags } : SPEC;
+  return withArgs(spec, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
+      if (given.has("eval-fraction") && [undefined, "spamassassin", "brown"].includes(v.data)) {
+        throw new ArgsError(
+          `--eval-fraction does not apply to ${v.data ? `--data ${v.data}` : "the built-in data"}, ` +
+            `whose held-out split is fixed (SpamAssassin's 20%, the Brown corpus's last 5%)`,
+        );
+      }
       const gpu = await getGpu();
-      if (!v.demo) return (await runTraining(gpu, v, v.resume ? undefined : started)).code;
+      const flags = spec.adviceFlags ?? Object.keys(FLAGS);
+      if (!v.demo) return (await runTraining(gpu, v, flags, v.resume ? undefined : started)).code;
       if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
       const base = v.out;
-      const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") });
+      const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") }, flags);
       if (head.code !== 0) return head.code;
-      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) });
+      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) }, flags);
       if (tuned.code !== 0) return tuned.code;
       const x = head.accuracy, y = tuned.accuracy;
       if (x === undefined || y === undefined) {
@@ -319,10 +333,14 @@ async function headModulesOf(dir: string, config: HfConfig, architecture: string
   return modules;
 }
 
-/** One training run; resolves to the exit code and the final held-out accuracy, if any. */
+/**
+ * One training run; resolves to the exit code and the final held-out accuracy, if any. Device
+ * errors become advice naming `flags` alone.
+ */
 async function runTraining(
   gpu: Gpu,
   v: Values,
+  flags: readonly string[],
   started?: string[],
 ): Promise<{ code: number; accuracy?: number }> {
   const method = v.method as Method;
@@ -578,7 +596,8 @@ async function runTraining(
           : undefined,
       });
     } catch (e) {
-      throw explainDeviceError(e, Object.keys(FLAGS));
+      // --method full trains in f32 alone: no --dtype to suggest
+      throw explainDeviceError(e, flags.filter((f) => !(f === "dtype" && method === "full")));
     }
     if (result.status === "stopped") {
       await log.write({ type: "end", step: result.steps, status: "stopped" });

@@ -6,6 +6,7 @@
  * @module
  */
 import { basename, dirname, join, resolve } from "node:path";
+import { isWithin } from "./paths.ts";
 
 /**
  * Run `write` on a fresh temporary file beside `path`, then rename it to `path`.
@@ -64,6 +65,11 @@ export async function writeDirAtomic(
   fill: (tmp: string) => Promise<void>,
   opts: WriteDirOptions = {},
 ): Promise<void> {
+  if (isWithin(Deno.cwd(), dir)) {
+    throw new Error(
+      `${dir}: replacing it as a whole would remove the working directory, which lies within it`,
+    );
+  }
   const parent = dirname(resolve(dir)), name = basename(resolve(dir));
   await Deno.mkdir(parent, { recursive: true });
   const id = crypto.randomUUID().slice(0, 8);

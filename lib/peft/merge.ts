@@ -15,11 +15,12 @@
  *   not. The new directory is written beside the target and renamed into place.
  * @module
  */
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { grid, readF32 } from "../gpu/buffers.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import type { Dtype, TypedArray } from "../io/dtype.ts";
+import { isWithin } from "../io/paths.ts";
 import {
   openCheckpoint,
   openSafetensors,
@@ -113,8 +114,8 @@ export async function writeMergedModel(
 ): Promise<void> {
   const { model } = src;
   const sourceDir = opts.sourceDir ?? dirname(model.config.path);
-  if (resolve(sourceDir) === resolve(dir)) {
-    throw new Error(`${dir}: the merged model cannot replace its own source directory`);
+  if (isWithin(sourceDir, dir)) {
+    throw new Error(`${dir}: the merged model cannot replace the directory holding its source, ${sourceDir}`);
   }
   const existing = await Deno.stat(dir).catch((e) => {
     if (e instanceof Deno.errors.NotFound) return null;

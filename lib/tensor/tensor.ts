@@ -220,7 +220,9 @@ export class Tensor {
     const s = this.#storage;
     if (!s) throw new Error(`tensor ${this.describe()} was used after dispose()`);
     s.refs++;
-    return new Tensor(this.gpu, s, shape, this.dtype);
+    const t = new Tensor(this.gpu, s, shape, this.dtype);
+    t.host = this.host; // the same values: ids stay checkable by embedding and loss
+    return t;
   }
 
   /** The same values without a gradient link (shares storage). */

@@ -270,7 +270,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (!Number.isFinite(loss)) {
         throw new TrainingDivergedError(
           `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
-            `Lower the learning rate (--lr, --head-lr), set --max-grad-norm, or check the data` +
+            `Lower the learning rate (--lr${
+              opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""
+            }), ` +
+            `set --max-grad-norm, or check the data` +
             (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
         );
       }
