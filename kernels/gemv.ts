@@ -29,6 +29,11 @@ export const GEMV_NN_QUADS = 16;
 /** Slices of k of a workgroup of the (k, n)-stored kernel. */
 export const GEMV_NN_SLICES = 16;
 
+/** Workgroup memory of the kernel for `rows` rows: its partial sums of every invocation. */
+export function gemvSharedBytes(rows: number, transB: boolean): number {
+  return transB ? rows * GEMV_COLUMNS * GEMV_LANES * 4 : rows * GEMV_NN_SLICES * GEMV_NN_QUADS * 16;
+}
+
 /** How B is stored. */
 export type GemvB = "f32" | "f16" | QuantKind;
 

@@ -1,5 +1,5 @@
 import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
-import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";
+import { getGpu, Gpu, readF32, upload } from "../lib/gpu/mod.ts";
 import {
   chooseTile,
   encodeMatmul,
@@ -12,7 +12,7 @@ import {
 } from "../lib/linalg/matmul.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { matmulReference, matmulReferenceInto } from "../lib/linalg/reference.ts";
-import { parseTileName, tileName } from "../kernels/matmul.ts";
+import { parseTileName, tileName, tileSharedBytes } from "../kernels/matmul.ts";
 import { ACTIVATIONS } from "../lib/tensor/reference/activations.ts";
 
 /** Seeded uniform [-1, 1) generator (mulberry32). */
@@ -295,7 +295,10 @@ Deno.test("matmul: tile choice and split-K heuristics", async () => {
   assertEquals(chooseTile(24, 3072), "m32");
   assertEquals(chooseTile(24, 24, 64), "small"); // attention over 24 tokens
   assertEquals(chooseTile(4096, 30), "n32");
-  const h100 = { description: "NVIDIA H100" } as Gpu;
+  const h100 = {
+    description: "NVIDIA H100",
+    limits: { maxComputeWorkgroupStorageSize: 49152 },
+  } as unknown as Gpu;
   const plan = planMatmul(h100, 768, 768, 4096);
   assert(
     plan.splits > 1 && plan.kChunk % plan.tile.bk === 0,
@@ -430,4 +433,48 @@ Deno.test("matmul: a few rows against a packed B run as a GEMV, for both layouts
     "q4 steps of 32",
   );
   assert(!usesGemv(2, 4, 4, { transB: true, tile: "m8" }), "a tile asked for");
+});
+
+Deno.test("matmul: on WebGPU's default limits every chosen tile fits, and batches past a dispatch's z run in pieces", async () => {
+  const base = await getGpu();
+  const device = await base.adapter.requestDevice({ requiredFeatures: base.f16 ? ["shader-f16"] : [] });
+  // a GPU (not software: the GPU presets) that offers no more than WebGPU's defaults
+  const plain = new Gpu(base.adapter, device, "an integrated GPU with the default limits");
+  try {
+    const bytes = plain.limits.maxComputeWorkgroupStorageSize;
+    assertEquals(bytes, 16384);
+    // shapes that choose each preset whose workgroup memory passes 16 KiB (medium, m32, n32, m8, n8, big)
+    for (
+      const [m, n, k] of [[64, 64, 40], [20, 200, 24], [200, 20, 24], [5, 130, 16], [130, 6, 16], [
+        2048,
+        2048,
+        8,
+      ]]
+    ) {
+      const preset = MATMUL_TILES[chooseTile(m, n)];
+      for (const t of TRANSPOSES) {
+        const { tile } = planMatmul(plain, m, n, k, t);
+        assert(tileSharedBytes(tile, t.transA, t.transB) <= bytes, `${m}×${n}: ${tileName(tile)}`);
+        assertEquals([tile.bm, tile.bn, tile.tm, tile.tn], [preset.bm, preset.bn, preset.tm, preset.tn]);
+        await check(plain, m, n, k, t);
+      }
+      assert(tileSharedBytes(preset, false, true) > bytes, `${m}×${n}: the preset needs fitting`);
+    }
+    // a (k, n) B takes 4 KiB a row as a GEMV: 8 rows take a tile instead
+    assert(usesGemv(4, 64, 32, {}, bytes) && !usesGemv(8, 64, 32, {}, bytes) && usesGemv(8, 64, 32, {}));
+    await check(plain, 8, 64, 32);
+    // a dispatch reaches 300 workgroups along z here: 700 matrices (100 of 7 heads) run in three pieces
+    const few = new (class extends Gpu {
+      override get limits(): GPUSupportedLimits {
+        const real = super.limits;
+        return new Proxy(real, {
+          get: (t, key) => key === "maxComputeWorkgroupsPerDimension" ? 300 : Reflect.get(t, key),
+        });
+      }
+    })(base.adapter, device, "the same GPU, 300 workgroups a dimension");
+    await check(few, 3, 5, 4, { batch: 700, heads: 7, transB: true, bias: true });
+    await check(few, 2, 3, 6, { batch: 650, broadcastB: true, transA: true, alpha: 2 });
+  } finally {
+    device.destroy();
+  }
 });

@@ -201,7 +201,7 @@ Deno.test("saveMerged writes a Hugging Face directory: same keys, dtypes and fil
     merged.dispose();
     await assertRejects(() => peft.saveMerged(out), Error, "already exists");
     await peft.saveMerged(out, { overwrite: true });
-    await assertRejects(() => peft.saveMerged(src), Error, "its own source");
+    await assertRejects(() => peft.saveMerged(src), Error, "holding its source");
   } finally {
     await Deno.remove(out.slice(0, -"/merged".length), { recursive: true });
   }
@@ -325,6 +325,106 @@ Deno.test("saveMerged: a bare GPT-2 checkpoint (h.0…, as openai-community/gpt2
       `${names}`,
     );
     assert(!names.some((n) => n.startsWith("h.")), "no bare keys beside the head");
+    assertClose(await mergedLogits(gpu, out, batch), logits, 1e-5, "logits");
+    peft.detach();
+    model.dispose();
+  } finally {
+    for (const d of [tmp, out]) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("saveMerged computes one changed tensor at a time, and writes the shards byte for byte as writeSafetensors", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  const src = await convertedCopy(`${FIXTURES}models/gpt2`, { dtype: "BF16", shards: 2 });
+  const out = `${src}-merged`;
+  const model = await loadModel(gpu, src);
+  const peft = await attachAdapter(
+    model,
+    loraConfig({
+      r: 2,
+      initLoraWeights: false,
+      fanInFanOut: true,
+      targetModules: ["c_attn", "c_proj", "c_fc"],
+      modulesToSave: ["ln_f"],
+    }),
+  );
+  assert(peft.saved.has("transformer.ln_f.weight"), `${[...peft.saved.keys()]}`);
+  try {
+    let held = 0, peak = 0;
+    const computed: string[] = [];
+    await peft.saveMerged(out, {
+      onMerged: (name, step) => {
+        if (step === "computed") computed.push(name);
+        held += step === "computed" ? 1 : -1;
+        peak = Math.max(peak, held);
+        assert(held >= 0, `${name} written before it was computed`);
+      },
+    });
+    const changed = [...[...peft.layers.keys()].map((p) => `${p}.weight`), ...peft.saved.keys()];
+    assertEquals(computed.sort(), changed.sort(), "each changed tensor computed once");
+    assertEquals([held, peak], [0, 1], "changed tensors held at once: at the end, at most");
+    const index = JSON.parse(await Deno.readTextFile(`${src}/model.safetensors.index.json`));
+    for (const file of new Set<string>(Object.values(index.weight_map))) {
+      const a = await openSafetensors(`${src}/${file}`);
+      const want: Record<string, TensorData> = {};
+      for (const name of a.names) {
+        const info = a.info(name), layer = peft.layers.get(name.replace(/\.weight$/, ""));
+        const saved = peft.saved.get(name);
+        let data = await a.read(name);
+        if (layer && name.endsWith(".weight")) {
+          const va = await a.readF32(name), dw = await readDeltaWeight(gpu, layer, true);
+          data = f32ToBf16(Float64Array.from(va, (v, i) => v + dw[i]));
+        } else if (saved) {
+          data = f32ToBf16(Float32Array.from(await saved.toArray()));
+        }
+        want[name] = { dtype: info.dtype, shape: info.shape, data };
+      }
+      await writeSafetensors(`${src}/want.safetensors`, want, a.metadata);
+      assertEquals(
+        await Deno.readFile(`${out}/${file}`),
+        await Deno.readFile(`${src}/want.safetensors`),
+        `${file} byte for byte`,
+      );
+    }
+  } finally {
+    peft.detach();
+    model.dispose();
+    for (const d of [src, out]) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("saveMerged: a bare BERT checkpoint without a pooler writes the new pooler and head under the model's keys", async () => {
+  if (!loadableFamilies().includes("bert")) return;
+  const gpu = await getGpu();
+  const tmp = await tempModelDir(`${FIXTURES}models/bert`);
+  const out = `${tmp}-merged`;
+  try {
+    const file = await openSafetensors(`${tmp}/model.safetensors`);
+    const bare: Record<string, TensorData> = {};
+    for (const name of file.names) {
+      if (name.startsWith("bert.pooler.") || name.startsWith("classifier.")) continue;
+      const info = file.info(name);
+      bare[name.replace(/^bert\./, "")] = {
+        dtype: info.dtype,
+        shape: info.shape,
+        data: await file.read(name),
+      };
+    }
+    await writeSafetensors(`${tmp}/model.safetensors`, bare);
+    const model = await loadModel(gpu, tmp);
+    const peft = await attachAdapter(
+      model,
+      loraConfig({ r: 2, initLoraWeights: false, taskType: "SEQ_CLS", modulesToSave: ["bert.pooler"] }),
+    );
+    assert(peft.saved.has("bert.pooler.dense.weight"), `${[...peft.saved.keys()]}`);
+    const ids = Int32Array.from({ length: 10 }, (_, i) => (i * 37 + 5) % 500);
+    const batch = tokenBatch(gpu, ids, 2, 5);
+    const logits = await noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+    await peft.saveMerged(out);
+    const names = (await openSafetensors(`${out}/model.safetensors`)).names;
+    assert(names.includes("bert.pooler.dense.weight") && names.includes("classifier.weight"), `${names}`);
+    assertEquals(names.filter((n) => !n.startsWith("bert.") && !n.startsWith("classifier.")), []);
     assertClose(await mergedLogits(gpu, out, batch), logits, 1e-5, "logits");
     peft.detach();
     model.dispose();

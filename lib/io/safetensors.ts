@@ -275,7 +275,43 @@ export async function writeSafetensors(
   tensors: Readonly<Record<string, TensorData>>,
   metadata?: Readonly<Record<string, string>>,
 ): Promise<void> {
-  const items = Object.entries(tensors).map(([name, t]) => ({ name, ...checkTensor(path, name, t) }));
+  const items = Object.entries(tensors).map(([name, t]) => {
+    const bytes = tensorBytes(path, name, t);
+    return { name, dtype: t.dtype, shape: t.shape, data: () => Promise.resolve(bytes) };
+  });
+  await writeSafetensorsLazily(path, items, metadata);
+}
+
+/** A tensor to write whose values are fetched only when the writer reaches it. */
+export interface LazyTensor {
+  name: string;
+  /** Element type to store. */
+  dtype: Dtype;
+  /** Dimensions, outermost first. */
+  shape: readonly number[];
+  /** The values, as {@link TensorData.data}. */
+  data: () => Promise<TypedArray>;
+  /** Called once its bytes are in the file (they may be let go). */
+  written?: () => void;
+}
+
+/**
+ * {@link writeSafetensors}, the same file, with each tensor's values fetched in turn as the file
+ * is written: a checkpoint larger than memory is written one tensor at a time (a merge).
+ */
+export async function writeSafetensorsLazily(
+  path: string,
+  tensors: readonly LazyTensor[],
+  metadata?: Readonly<Record<string, string>>,
+): Promise<void> {
+  const items = tensors.map((t) => {
+    if (!isDtype(t.dtype)) {
+      fail(path, `tensor "${t.name}": unknown dtype ${JSON.stringify(t.dtype)} ${SUPPORTED}`);
+    }
+    if (t.name === "__metadata__") fail(path, `"__metadata__" cannot name a tensor`);
+    const shape = checkShape(path, t.name, t.shape);
+    return { ...t, shape, byteLength: shape.reduce((a, b) => a * b, 1) * DTYPES[t.dtype].size };
+  });
   items.sort((a, b) => DTYPE_ORDER[b.dtype] - DTYPE_ORDER[a.dtype] || compareCodePoints(a.name, b.name));
   // the header as ordered entries: a JS object would put integer-like names ("2", "10") first
   const header: [string, string][] = [];
@@ -290,10 +326,9 @@ export async function writeSafetensors(
   }
   let offset = 0;
   for (const it of items) {
-    if (it.name === "__metadata__") fail(path, `"__metadata__" cannot name a tensor`);
-    const range = [offset, offset + it.bytes.byteLength];
+    const range = [offset, offset + it.byteLength];
     header.push([it.name, JSON.stringify({ dtype: it.dtype, shape: it.shape, data_offsets: range })]);
-    offset += it.bytes.byteLength;
+    offset += it.byteLength;
   }
   let json = jsonObject(header);
   let jsonBytes = new TextEncoder().encode(json);
@@ -306,7 +341,13 @@ export async function writeSafetensors(
   await withAtomicFile(path, async (file) => {
     await writeAll(file, len);
     await writeAll(file, jsonBytes);
-    for (const it of items) await writeAll(file, it.bytes);
+    for (const it of items) {
+      await writeAll(
+        file,
+        tensorBytes(path, it.name, { dtype: it.dtype, shape: it.shape, data: await it.data() }),
+      );
+      it.written?.();
+    }
   });
 }
 
@@ -324,12 +365,12 @@ const DTYPE_ORDER: Record<Dtype, number> = {
   I64: 13,
 };
 
-/** Order strings by Unicode code point, i.e. by their UTF-8 bytes (as Rust's `str` order). */
 /** A JSON object of `[key, JSON value]` entries, in their order. */
 function jsonObject(entries: readonly [string, string][]): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",")}}`;
 }
 
+/** Order strings by Unicode code point, i.e. by their UTF-8 bytes (as Rust's `str` order). */
 function compareCodePoints(a: string, b: string): number {
   const ia = a[Symbol.iterator](), ib = b[Symbol.iterator]();
   for (;;) {
@@ -340,11 +381,8 @@ function compareCodePoints(a: string, b: string): number {
   }
 }
 
-function checkTensor(
-  path: string,
-  name: string,
-  t: TensorData,
-): { dtype: Dtype; shape: number[]; bytes: Uint8Array } {
+/** A tensor's stored bytes, after checking its dtype, shape and data (floats converted). */
+function tensorBytes(path: string, name: string, t: TensorData): Uint8Array {
   if (!isDtype(t.dtype)) {
     fail(path, `tensor "${name}": unknown dtype ${JSON.stringify(t.dtype)} ${SUPPORTED}`);
   }
@@ -362,7 +400,7 @@ function checkTensor(
         `the data has ${data.byteLength} (${data.constructor.name} of length ${data.length})`,
     );
   }
-  return { dtype: t.dtype, shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 function isFloat(d: Dtype): d is "F64" | "F32" | "F16" | "BF16" {

@@ -22,7 +22,7 @@ import {
   tileThreads,
 } from "../../kernels/matmul.ts";
 import { groupWords } from "../../kernels/quant.ts";
-import { GEMV_MAX_ROWS, gemvGroups, gemvKernel, gemvStep } from "../../kernels/gemv.ts";
+import { GEMV_MAX_ROWS, gemvGroups, gemvKernel, gemvSharedBytes, gemvStep } from "../../kernels/gemv.ts";
 import { QUANT_GROUP, type QuantKind } from "../tensor/reference/quant.ts";
 
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
@@ -193,13 +193,21 @@ export const MATMUL_HEURISTICS = {
 
 /**
  * Whether {@link encodeMatmul} runs a product as a GEMV: few rows, B packed, one matrix, no
- * tuning override, no backward activation, and B's rows fit the kernel's loads (k a multiple of
- * its step when B is transposed, n a multiple of 4 when not).
+ * tuning override, no backward activation, B's rows fit the kernel's loads (k a multiple of
+ * its step when B is transposed, n a multiple of 4 when not), and its workgroup memory fits
+ * `workgroupBytes` (the device's; a (k, n) B takes 4 KiB a row).
  */
-export function usesGemv(m: number, n: number, k: number, opts: MatmulOptions = {}): boolean {
+export function usesGemv(
+  m: number,
+  n: number,
+  k: number,
+  opts: MatmulOptions = {},
+  workgroupBytes = Infinity,
+): boolean {
   const typeB = opts.quantB?.kind ?? (opts.f16B ? "f16" : "f32");
   const rowsFit = opts.transB ? k % gemvStep(typeB) === 0 : n % 4 === 0;
   return m <= Math.min(MATMUL_HEURISTICS.gemvRows, GEMV_MAX_ROWS) && n >= 1 && rowsFit &&
+    gemvSharedBytes(m, opts.transB ?? false) <= workgroupBytes &&
     !opts.transA && (opts.batch ?? 1) === 1 && (opts.heads ?? 1) === 1 && opts.tile === undefined &&
     opts.splitK === undefined && !opts.layoutA && !opts.layoutB && !opts.layoutC &&
     !opts.activation?.backward;
@@ -248,6 +256,34 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
   return best;
 }
 
+/**
+ * `tile` with its K step halved, then single-buffered, until its workgroup memory fits `bytes`:
+ * the presets assume more than WebGPU's default 16 KiB (`medium` needs 16.5–17 KiB, `m32` 20–21),
+ * which some integrated GPUs offer alone. Fewer K rows a step keep the register tile and its
+ * loads; only the barriers a step come more often.
+ * @throws Error when not even a single-buffered tile of K step 4 fits.
+ */
+export function fitTile(
+  tile: MatmulTile,
+  opts: Pick<MatmulOptions, "transA" | "transB">,
+  bytes: number,
+): MatmulTile {
+  const transA = opts.transA ?? false, transB = opts.transB ?? false;
+  let t = tile;
+  while (tileSharedBytes(t, transA, transB) > bytes) {
+    if (t.bk % 8 === 0) t = { ...t, bk: t.bk / 2 };
+    else if (t.buffers === 2) t = { ...t, buffers: 1 };
+    else {
+      throw new Error(
+        `encodeMatmul: tile ${
+          tileName(tile)
+        } fits no K step in this device's ${bytes} bytes of workgroup memory`,
+      );
+    }
+  }
+  return t;
+}
+
 /** The tile and K split {@link encodeMatmul} uses for a shape and options. */
 export function planMatmul(gpu: Gpu, m: number, n: number, k: number, opts: MatmulOptions = {}): MatmulPlan {
   const batch = opts.batch ?? 1;
@@ -256,7 +292,7 @@ export function planMatmul(gpu: Gpu, m: number, n: number, k: number, opts: Matm
   let tile: MatmulTile;
   if (opts.tile === undefined) {
     name = chooseTile(m, n, batch, target);
-    tile = MATMUL_TILES[name];
+    tile = fitTile(MATMUL_TILES[name], opts, gpu.limits.maxComputeWorkgroupStorageSize);
   } else if (typeof opts.tile === "string") {
     if (!Object.hasOwn(MATMUL_TILES, opts.tile)) {
       throw new Error(
@@ -590,6 +626,26 @@ export function encodeMatmul(
   const shapeA = `${rowsA}×${colsA}`;
   const shapeB = `${rowsB}×${colsB}`;
   if (outer * heads === 1 && encodeBands(gpu, a, b, c, m, n, k, opts, [la, lb, lc])) return;
+  const maxZ = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (batch > maxZ && heads <= maxZ) {
+    // more matrices than a dispatch's z reaches (attention over many short rows): runs of whole
+    // outer entries, each placed where it starts
+    const step = Math.floor(maxZ / heads);
+    const from = (l: Placement, o0: number): MatrixLayout => ({
+      ...l,
+      offset: l.offset + o0 * l.batchStride,
+    });
+    for (let o0 = 0; o0 < outer; o0 += step) {
+      encodeMatmul(gpu, a, b, c, m, n, k, {
+        ...opts,
+        batch: Math.min(step, outer - o0) * heads,
+        layoutA: from(la, o0),
+        layoutB: from(lb, o0),
+        layoutC: from(lc, o0),
+      });
+    }
+    return;
+  }
   const A = window(
     gpu,
     a,
@@ -633,7 +689,7 @@ export function encodeMatmul(
 
   const alpha = opts.alpha ?? 1;
   const accumulate = opts.accumulate ?? false;
-  if (usesGemv(m, n, k, opts)) {
+  if (usesGemv(m, n, k, opts, gpu.limits.maxComputeWorkgroupStorageSize)) {
     const kernel = gemvKernel({
       rows: m,
       b: quant?.kind ?? (f16B ? "f16" : "f32"),

@@ -12,22 +12,23 @@
  *   common float dtype). Every other tensor is copied bit for bit; key names, shapes, sharding
  *   (the index and shard file names) and `__metadata__` are kept. The directory's other files
  *   (config.json, tokenizer files, …) are copied, weights in other formats (.bin, .pt, …) are
- *   not. The new directory is written beside the target and renamed into place.
+ *   not. The new directory is written beside the target and renamed into place. Each changed
+ *   tensor is computed as the writer reaches it, so the host holds about one tensor at a time.
  * @module
  */
 import { basename, dirname, join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { grid, readF32 } from "../gpu/buffers.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
-import type { Dtype, TypedArray } from "../io/dtype.ts";
+import { type Dtype, DTYPES } from "../io/dtype.ts";
 import { isWithin } from "../io/paths.ts";
 import {
+  type LazyTensor,
   openCheckpoint,
   openSafetensors,
   ShardedCheckpoint,
-  type TensorData,
   type TensorSource,
-  writeSafetensors,
+  writeSafetensorsLazily,
 } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
 import "../models/families.ts";
@@ -97,6 +98,12 @@ export interface WriteMergedOptions {
    * model config's labels when their count matches the head, else LABEL_0, LABEL_1, …).
    */
   labelNames?: readonly string[];
+  /**
+   * Told of each tensor that changes (W + ΔW, a trained parameter), by the name it is written
+   * under: "computed" when its values are in memory, "written" once they are in the file and let
+   * go. Each is computed as the writer reaches it, so one is held at a time.
+   */
+  onMerged?: (name: string, step: "computed" | "written") => void;
 }
 
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|onnx|gguf)$|\.index\.json$/;
@@ -124,9 +131,9 @@ export async function writeMergedModel(
   if (existing && !opts.overwrite) throw new Error(`${dir} already exists (pass overwrite to replace it)`);
   if (existing && !existing.isDirectory) throw new Error(`${dir} exists and is not a directory`);
   const source = await openCheckpoint(sourceDir);
-  const { replaced, rename } = await mergedTensors(src, source);
+  const { replaced, nameOf } = mergedTensors(src, source);
   await writeDirAtomic(dir, async (tmp) => {
-    await writeCheckpoint(source, replaced, tmp, rename);
+    await writeCheckpoint(source, replaced, tmp, nameOf, opts.onMerged);
     for await (const e of Deno.readDir(sourceDir)) {
       if (e.isFile && !WEIGHT_FILE.test(e.name)) {
         await Deno.copyFile(join(sourceDir, e.name), join(tmp, e.name));
@@ -170,80 +177,108 @@ async function describeHead(model: Model, path: string, labelNames?: readonly st
   if (!same) await Deno.writeTextFile(path, JSON.stringify(described, null, 2) + "\n");
 }
 
+type FloatDtype = "F32" | "F16" | "BF16" | "F64";
+
+/** A tensor the merged checkpoint replaces or adds; its values are computed only when written. */
+interface MergedTensor {
+  /** The model's key for it (the checkpoint's may lack the model's prefix). */
+  modelKey: string;
+  dtype: FloatDtype;
+  shape: readonly number[];
+  values: () => Promise<Float32Array | Float64Array>;
+}
+
 /**
  * The tensors that change, by checkpoint key, in their stored (or chosen) dtype, and the name each
  * checkpoint key is written under: its own, except in a bare backbone's checkpoint (GPT-2's
- * `h.0…` as openai-community/gpt2 has it) that gains a head, whose backbone keys then take the
- * model's prefix (`transformer.h.0…`), as transformers' save_pretrained writes a full model.
+ * `h.0…` as openai-community/gpt2 has it) that gains a head, which is written under the model's
+ * keys throughout (`transformer.h.0…`, and a new `bert.pooler…` too), as transformers'
+ * save_pretrained writes a full model.
  */
-async function mergedTensors(
+function mergedTensors(
   src: MergeSource,
   source: TensorSource,
-): Promise<{ replaced: Map<string, TensorData>; rename: (key: string) => string }> {
+): { replaced: Map<string, MergedTensor>; nameOf: (key: string) => string } {
   const { model } = src;
   const shapes = shapesOfModel(model);
   const match = checkCheckpoint(shapes, source, model.config.architectures[0]);
   const keyOf = (k: string) => checkpointKey(k, shapes.basePrefix, match.prefix);
-  const out = new Map<string, TensorData>();
+  const out = new Map<string, MergedTensor>();
   for (const [path, layer] of src.layers) {
     const lin = model.linears.get(path);
     if (!lin) throw new Error(`merge: the model has no linear layer "${path}"`);
     const key = keyOf(`${path}.weight`);
-    if (!source.has(key)) {
-      throw new Error(
-        `${source.path}: no tensor "${key}" to merge the adapter of "${path}" into (a tied weight?)`,
-      );
-    }
-    const info = source.info(key);
-    const stored = info.dtype === "F64" ? await source.read(key) as Float64Array : await source.readF32(key);
-    const delta = await readDeltaWeight(model.gpu, layer, lin.layout === "in_out");
-    if (stored.length !== delta.length) {
-      throw new Error(
-        `${source.path}: "${key}" is [${info.shape}], the adapter's ΔW has ${delta.length} values`,
-      );
-    }
-    const sum = new Float64Array(stored.length);
-    for (let i = 0; i < sum.length; i++) sum[i] = stored[i] + delta[i];
-    out.set(key, { dtype: floatDtype(info.dtype, key), shape: info.shape, data: sum });
+    out.set(key, mergedWeight(source, key, lin, layer));
   }
   const common = commonFloatDtype(source);
   for (const [k, t] of src.saved) {
     const key = keyOf(k);
-    const values = Float32Array.from(await t.toArray());
-    const dtype = source.has(key) ? floatDtype(source.info(key).dtype, key) : common;
-    out.set(key, { dtype, shape: [...t.shape], data: values });
+    out.set(key, {
+      modelKey: k,
+      dtype: source.has(key) ? floatDtype(source.info(key).dtype, key) : common,
+      shape: [...t.shape],
+      values: async () => Float32Array.from(await t.toArray()),
+    });
   }
   const prefixed = match.prefix !== shapes.basePrefix && [...out.keys()].some((k) => !source.has(k));
-  const rename = (k: string) =>
-    prefixed && source.has(k) ? shapes.basePrefix + k.slice(match.prefix.length) : k;
-  return { replaced: out, rename };
+  const nameOf = (k: string) => {
+    if (!prefixed) return k;
+    const modelKey = out.get(k)?.modelKey;
+    if (modelKey !== undefined) return modelKey;
+    // a head model's checkpoint keeps its head's keys (cls.…) for a bare model
+    return k.startsWith(match.prefix) ? shapes.basePrefix + k.slice(match.prefix.length) : k;
+  };
+  return { replaced: out, nameOf };
 }
 
-function floatDtype(d: Dtype, key: string): "F32" | "F16" | "BF16" | "F64" {
+/** W + ΔW of `lin`'s stored weight `key`: checked now, computed in float64 when written. */
+function mergedWeight(source: TensorSource, key: string, lin: Linear, layer: PeftLayer): MergedTensor {
+  if (!source.has(key)) {
+    throw new Error(
+      `${source.path}: no tensor "${key}" to merge the adapter of "${lin.path}" into (a tied weight?)`,
+    );
+  }
+  const info = source.info(key);
+  const count = layer.outFeatures * layer.inFeatures;
+  if (info.shape.reduce((a, b) => a * b, 1) !== count) {
+    throw new Error(`${source.path}: "${key}" is [${info.shape}], the adapter's ΔW has ${count} values`);
+  }
+  const values = async () => {
+    const stored = info.dtype === "F64" ? await source.read(key) as Float64Array : await source.readF32(key);
+    const delta = await readDeltaWeight(lin.weight.gpu, layer, lin.layout === "in_out");
+    const sum = new Float64Array(count);
+    for (let i = 0; i < count; i++) sum[i] = stored[i] + delta[i];
+    return sum;
+  };
+  return { modelKey: `${lin.path}.weight`, dtype: floatDtype(info.dtype, key), shape: info.shape, values };
+}
+
+function floatDtype(d: Dtype, key: string): FloatDtype {
   if (d === "F32" || d === "F16" || d === "BF16" || d === "F64") return d;
   throw new Error(`merge: "${key}" is stored as ${d}, not a float dtype`);
 }
 
 /** The float dtype most tensors of `source` have (F32 when it has none). */
-function commonFloatDtype(source: TensorSource): "F32" | "F16" | "BF16" | "F64" {
+function commonFloatDtype(source: TensorSource): FloatDtype {
   const counts = new Map<string, number>();
   for (const n of source.names) {
     const d = source.info(n).dtype;
     if (d === "F32" || d === "F16" || d === "BF16" || d === "F64") counts.set(d, (counts.get(d) ?? 0) + 1);
   }
   const best = [...counts].sort((a, b) => b[1] - a[1])[0];
-  return (best?.[0] ?? "F32") as "F32" | "F16" | "BF16" | "F64";
+  return (best?.[0] ?? "F32") as FloatDtype;
 }
 
 /**
  * Write `source` with `replaced` tensors into the folder `dir`, in the same files (and index),
- * each tensor under `rename(key)`.
+ * each tensor under `nameOf(key)`, one tensor in memory at a time.
  */
 async function writeCheckpoint(
   source: TensorSource,
-  replaced: Map<string, TensorData>,
+  replaced: Map<string, MergedTensor>,
   dir: string,
-  rename: (key: string) => string,
+  nameOf: (key: string) => string,
+  onMerged?: WriteMergedOptions["onMerged"],
 ): Promise<void> {
   const files = new Map<string, string[]>();
   const sharded = source instanceof ShardedCheckpoint;
@@ -255,41 +290,35 @@ async function writeCheckpoint(
   const added = [...replaced.keys()].filter((k) => !source.has(k));
   const lastFile = [...files.keys()].pop()!;
   files.get(lastFile)!.push(...added);
-  for (const [file, names] of files) {
-    const tensors: Record<string, TensorData> = {};
-    for (const name of names) {
-      const r = replaced.get(name);
-      if (r) {
-        tensors[rename(name)] = r;
-      } else {
-        const info = source.info(name);
-        tensors[rename(name)] = {
-          dtype: info.dtype,
-          shape: info.shape,
-          data: await source.read(name) as TypedArray,
-        };
-      }
-    }
+  for (const [file, keys] of files) {
+    const tensors = keys.map((key): LazyTensor => {
+      const name = nameOf(key), r = replaced.get(key);
+      if (!r) return { name, ...source.info(key), data: () => source.read(key) };
+      const data = async () => {
+        const values = await r.values();
+        onMerged?.(name, "computed");
+        return values;
+      };
+      return { name, dtype: r.dtype, shape: r.shape, data, written: () => onMerged?.(name, "written") };
+    });
     const meta = sharded
       ? (await openSafetensors(join(dirname(source.path), file))).metadata
       : source.metadata;
-    await writeSafetensors(join(dir, file), tensors, Object.keys(meta).length > 0 ? meta : undefined);
+    await writeSafetensorsLazily(join(dir, file), tensors, Object.keys(meta).length > 0 ? meta : undefined);
   }
   if (sharded) {
     const index = JSON.parse(await Deno.readTextFile(source.path));
     index.weight_map = Object.fromEntries(
       [...Object.entries(index.weight_map), ...added.map((k) => [k, lastFile])].map((
         [k, f],
-      ) => [rename(k), f]),
+      ) => [nameOf(k), f]),
     );
     if (added.length > 0 && index.metadata && typeof index.metadata.total_size === "number") {
       for (const k of added) {
         const t = replaced.get(k)!;
-        index.metadata.total_size += t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+        index.metadata.total_size += t.shape.reduce((a, b) => a * b, 1) * DTYPES[t.dtype].size;
       }
     }
     await writeFileAtomic(join(dir, basename(source.path)), JSON.stringify(index, null, 2) + "\n");
   }
 }
-
-const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
