@@ -38,6 +38,8 @@ fn tanh_(x: f32) -> f32 {
   return select(-t, t, x >= 0.0);
 }
 fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+// log(1 + t) to f32 precision for small t: log(u) corrected by u's rounding error (u = 1 + t)
+fn log1p_(t: f32) -> f32 { let u = 1.0 + t; if (u == 1.0) { return t; } return log(u) * (t / (u - 1.0)); }
 fn gelu_(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }
 fn gelu_grad_(x: f32) -> f32 {
   return 0.5 * (1.0 + erf_(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
@@ -57,6 +59,7 @@ export const UNARY = {
   affine: "va * p.s + p.t",
   exp: "exp(va)",
   log: "log(va)",
+  log1p: "log1p_(va)",
   relu: "max(va, 0.0)",
   sigmoid: "sigmoid_(va)",
   tanh: "tanh_(va)",
@@ -78,6 +81,7 @@ export const BINARY = {
   sigmoid_grad: "vb * va * (1.0 - va)",
   tanh_grad: "vb * (1.0 - va * va)",
   silu_grad: "vb * silu_grad_(va)",
+  log1p_grad: "vb / (1.0 + va)",
   gelu_grad: "vb * gelu_grad_(va)",
   gelu_tanh_grad: "vb * gelu_tanh_grad_(va)",
 } as const;

@@ -15,6 +15,12 @@ export const BUILTINS =
 /** The linear workgroup index of a `grid(gpu, groups)` dispatch, as a WGSL expression. */
 export const GROUP_ID = "(wid.x + wid.y * nwg.x)";
 
+/**
+ * WGSL −∞, the start of a running maximum: rows whose entries are all ≤ −3e38 (torch's finfo.min
+ * masks) keep their order, where a finite start would win over them.
+ */
+export const NEG_INF = "bitcast<f32>(0xff800000u)";
+
 /** `let i = ...;` — the linear invocation id with `wg` invocations per workgroup. */
 export function linearId(name = "i", wg = WG): string {
   return `let ${name} = ${GROUP_ID} * ${wg}u + lid;`;

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { BUILTINS, GROUP_ID, linearId, workgroupReduce } from "./indexing.ts";
+import { BUILTINS, GROUP_ID, linearId, NEG_INF, workgroupReduce } from "./indexing.ts";
 
 /** Invocations per row (and of the single total workgroup). */
 export const LOSS_WG = 256;
@@ -14,8 +14,10 @@ export const LOSS_WG = 256;
 const VALID = "(tg != p.ignore && tg >= 0 && tg < i32(p.v))";
 
 /**
- * Per row r of a band (lib/gpu/bands.ts): `lse[first + r] = log Σ exp(x)`, `rowLoss[first + r] =
- * lse − x[target]` (0 for an ignored or out-of-range target), the band's row r starting at
+ * Per row r of a band (lib/gpu/bands.ts): the row's log-sum-exp as two numbers, `lse[2(first + r)]`
+ * = max x and `lse[2(first + r) + 1]` = log Σ exp(x − max), and `rowLoss[first + r]` = the second
+ * − (x[target] − max) (0 for an ignored or out-of-range target): kept apart, neither is rounded at
+ * the scale of the largest logit, as torch's log_softmax keeps them. The band's row r starts at
  * element `base + r·v` of the logits' binding. Bindings logits, targets (i32), rowLoss, lse;
  * uniform `{ rows, v, ignore, first, base }`.
  */
@@ -33,17 +35,18 @@ struct P { rows: u32, v: u32, ignore: i32, first: u32, base: u32 }
   if (r >= p.rows) { return; }
   let row = p.first + r;
   let base = p.base + r * p.v;
-  var mx = -3.0e38;
+  var mx = ${NEG_INF};
   for (var j = lid; j < p.v; j = j + ${LOSS_WG}u) { mx = max(mx, x[base + j]); }
   mx = wg_max(mx, lid);
   var s = 0.0;
   for (var j = lid; j < p.v; j = j + ${LOSS_WG}u) { s = s + exp(x[base + j] - mx); }
-  let l = mx + log(wg_sum(s, lid));
+  let l = log(wg_sum(s, lid));
   if (lid == 0u) {
     let tg = targets[row];
-    lse[row] = l;
+    lse[2u * row] = mx;
+    lse[2u * row + 1u] = l;
     var loss = 0.0;
-    if ${VALID} { loss = l - x[base + u32(tg)]; }
+    if ${VALID} { loss = l - (x[base + u32(tg)] - mx); }
     rowLoss[row] = loss;
   }
 }`,
@@ -81,7 +84,7 @@ struct P { rows: u32, v: u32, ignore: i32, mean: u32 }
 };
 
 /**
- * `dx = (exp(x − lse) − onehot(target)) · gy[0] · (mean ? 1/count : 1)`, 0 on rows that do
+ * `dx = (exp((x − max) − log Σ) − onehot(target)) · gy[0] · (mean ? 1/count : 1)`, 0 on rows that do
  * not count, over the `n` elements of a band of rows from row `first` (element `base` of the
  * logits' and dx's bindings, which share a layout). Bindings logits, targets, lse, gy, count,
  * dx; uniform `{ n, v, ignore, mean, first, base }`.
@@ -107,7 +110,7 @@ struct P { n: u32, v: u32, ignore: i32, mean: u32, first: u32, base: u32 }
   if ${VALID} {
     let n = count[0];
     let scale = gy[0] * select(1.0, select(0.0, 1.0 / n, n > 0.0), p.mean != 0u);
-    v = (exp(x[p.base + i] - lse[row]) - select(0.0, 1.0, u32(tg) == j)) * scale;
+    v = (exp((x[p.base + i] - lse[2u * row]) - lse[2u * row + 1u]) - select(0.0, 1.0, u32(tg) == j)) * scale;
   }
   dx[p.base + i] = v;
 }`,

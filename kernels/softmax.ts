@@ -9,7 +9,7 @@
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
 import { DROPOUT_MASK } from "./elementwise.ts";
-import { BUILTINS, GROUP_ID, workgroupReduce } from "./indexing.ts";
+import { BUILTINS, GROUP_ID, NEG_INF, workgroupReduce } from "./indexing.ts";
 
 const cache = new Map<string, Kernel>();
 
@@ -45,11 +45,13 @@ struct P { rows: u32, s: u32, t: u32, off: u32, rowsPerBatch: u32, scale: f32, k
   let base = row * p.s;
   let qi = row % p.t;
   let bi = row / p.rowsPerBatch;
-  var mx = -3.0e38;
+  var mx = ${NEG_INF};
   for (var j = lid; j < p.s; j = j + ${wg}u) {
     if (${allowed}) { mx = max(mx, x[base + j] * p.scale); }
   }
-  mx = wg_max(mx, lid);
+  // a row of −∞ alone (or none allowed) gives zeros, not exp(−∞ − (−∞))
+  let rowMax = wg_max(mx, lid);
+  mx = select(rowMax, 0.0, rowMax == ${NEG_INF});
   var sum = 0.0;
   for (var j = lid; j < p.s; j = j + ${wg}u) {
     if (${allowed}) { sum = sum + exp(x[base + j] * p.scale - mx); }

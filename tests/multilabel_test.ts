@@ -12,12 +12,12 @@ import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "
 import { fixtureModel } from "./model_helpers.ts";
 import { Rng } from "./tensor_helpers.ts";
 
-Deno.test("bceWithLogits: torch's BCEWithLogitsLoss and its gradient against float64, large logits included", async () => {
+Deno.test("bceWithLogits: torch's BCEWithLogitsLoss and its gradient against float64, large and zero logits included", async () => {
   const gpu = await getGpu();
   const rng = new Rng(17);
   for (const [b, l] of [[1, 1], [3, 7], [5, 28]]) {
     const x = Float32Array.from(rng.normals(b * l, 4));
-    if (x.length > 2) [x[0], x[1]] = [60, -60]; // e^60 would overflow a naive form
+    if (x.length > 2) [x[0], x[1], x[2]] = [60, -60, 0]; // e^60 would overflow a naive form; σ(0) = ½
     const y = Float32Array.from({ length: b * l }, () => (rng.uniform() < 0.4 ? 1 : 0));
     const logits = Tensor.from(gpu, x, [b, l], { requiresGrad: true });
     const loss = bceWithLogits(logits, Tensor.from(gpu, y, [b, l]));

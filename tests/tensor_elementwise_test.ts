@@ -61,6 +61,7 @@ Deno.test("activations match float64 forward and derivative; references pass fin
   const ops: Record<string, (x: T.Tensor) => T.Tensor> = {
     exp: T.exp,
     log: T.log,
+    log1p: T.log1p,
     relu: T.relu,
     sigmoid: T.sigmoid,
     tanh: T.tanh,
@@ -79,6 +80,7 @@ Deno.test("activations match float64 forward and derivative; references pass fin
     let x = map(randArr(rng, shape), (v) => v * 3);
     x.data.set([0.49, -0.51, 0.124, -9, 12, 1e-3]);
     if (name === "log") x = map(x, (v) => Math.abs(v) + 0.1);
+    if (name === "log1p") x = map(x, (v) => Math.abs(v) * 1e-3 - 0.5); // small x: where log(1 + x) loses it
     if (name === "exp") x = map(x, (v) => Math.min(v, 5));
     const tx = leaf(gpu, x);
     const y = op(tx);
@@ -88,7 +90,9 @@ Deno.test("activations match float64 forward and derivative; references pass fin
     await expectClose(tx.grad, map(x, (v, i) => ref.df(v) * g.data[i]), TOL, `${name} backward`);
     if (name !== "relu") {
       const pts = Float64Array.from(
-        [-2.3, -0.7, 0.05, 0.4, 1.9].map((v) => (name === "log" ? Math.abs(v) : v)),
+        [-2.3, -0.7, 0.05, 0.4, 1.9].map((
+          v,
+        ) => (name === "log" ? Math.abs(v) : name === "log1p" ? Math.abs(v) - 0.5 : v)),
       );
       const w = Float64Array.from(pts, () => 1);
       const fd = numericGrad((v) => v.map((z) => ref.f(z)), pts, w);

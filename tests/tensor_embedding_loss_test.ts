@@ -103,6 +103,29 @@ Deno.test("cross-entropy with ignore index: mean over counted targets, sum, grad
     () => T.crossEntropy(x, T.Tensor.from(gpu, Int32Array.from([0, 1, 4, 0, 0, 0]), [2, 3])),
     "outside",
   );
+  // large logits: the max and log Σ kept apart, as torch's log_softmax, so nothing rounds at 1e6's
+  // scale; rows at f32's lowest (torch's finfo.min masks) keep their order
+  const big = Float64Array.from([1e6, 1e6, 0, 1e4, 9999, 9998, -3.39e38, -3.39e38, -3.39e38]);
+  const tb = leaf(gpu, arr(big, [3, 3]));
+  const ce = T.crossEntropy(tb, T.Tensor.from(gpu, Int32Array.from([0, 0, 1]), [3]), { reduction: "sum" });
+  const bigWant = crossEntropyForward(big, 3, Int32Array.from([0, 0, 1]), -100, false);
+  assertClose([await ce.item()], [bigWant], 1e-6, "large logits");
+  ce.backward();
+  await expectClose(
+    tb.grad,
+    arr(crossEntropyBackward(big, 3, Int32Array.from([0, 0, 1]), 1, -100, false), [3, 3]),
+    1e-6,
+    "their gradient",
+  );
+  const lowest = await T.softmax(T.Tensor.from(gpu, [-3.4e38, -3.4e38, -3.2e38, -3.1e38], [2, 2])).toArray();
+  assertClose(
+    lowest,
+    [0.5, 0.5, 1 / (1 + Math.exp(1e37)), 1 / (1 + Math.exp(-1e37))],
+    1e-6,
+    "softmax at f32's lowest",
+  );
+  const none2 = await T.softmax(T.Tensor.from(gpu, [-Infinity, -Infinity], [1, 2])).toArray();
+  assertEquals(Array.from(none2), [0, 0], "a row of −∞ gives zeros");
 });
 
 Deno.test("cross-entropy reference gradient agrees with finite differences", () => {

@@ -7,16 +7,19 @@
 import type { ProblemType } from "../io/hf_config.ts";
 import {
   add,
-  affine,
   concat,
   crossEntropy,
   exp,
-  log,
+  log1p,
   mean,
   mul,
   neg,
+  noGrad,
+  record,
   relu,
   reshape,
+  scale,
+  sigmoid,
   slice,
   sub,
   Tensor,
@@ -99,10 +102,15 @@ export function tokenClassificationLoss(logits: Tensor, labels: Tensor): Tensor 
 
 /**
  * torch's BCEWithLogitsLoss: the mean of max(x, 0) − x·y + log(1 + e^−|x|), which never
- * exponentiates a large positive value (its gradient is (σ(x) − y) / n).
+ * exponentiates a large positive value and keeps a small loss exact, with torch's gradient
+ * (σ(x) − y) / n, also at x = 0, where the |x| of that form has none.
  */
 export function bceWithLogits(x: Tensor, y: Tensor): Tensor {
-  const magnitude = add(relu(x), relu(neg(x)));
-  const soft = log(affine(exp(neg(magnitude)), 1, 1));
-  return mean(add(sub(relu(x), mul(x, y)), soft));
+  const loss = noGrad(() => {
+    const magnitude = add(relu(x), relu(neg(x)));
+    return mean(add(sub(relu(x), mul(x, y)), log1p(exp(neg(magnitude)))));
+  });
+  return record("bce_with_logits", loss, [x], [x, y], (g, [vx, vy]) => [
+    mul(sub(sigmoid(vx), vy), scale(g, 1 / vx.size)),
+  ]);
 }

@@ -34,6 +34,7 @@ export {
   exp,
   gelu,
   log,
+  log1p,
   mul,
   neg,
   relu,

@@ -136,6 +136,11 @@ export function log(x: Tensor): Tensor {
   return record("log", unaryRaw("log", x), [x], [x], (g, [vx]) => [binaryRaw("div", g, vx)]);
 }
 
+/** `log(1 + x)`, accurate for small x. */
+export function log1p(x: Tensor): Tensor {
+  return record("log1p", unaryRaw("log1p", x), [x], [x], (g, [vx]) => [binaryRaw("log1p_grad", vx, g)]);
+}
+
 /** `max(x, 0)`. */
 export function relu(x: Tensor): Tensor {
   return record("relu", unaryRaw("relu", x), [x], [x], (g, [vx]) => [binaryRaw("relu_grad", vx, g)]);

@@ -51,7 +51,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const mean = (opts.reduction ?? "mean") === "mean" ? 1 : 0;
   const gpu = logits.gpu;
   const rows = targets.size;
-  const rowLoss = Tensor.empty(gpu, [rows]), lse = Tensor.empty(gpu, [rows]);
+  const rowLoss = Tensor.empty(gpu, [rows]), lse = Tensor.empty(gpu, [rows, 2]); // (max, log Σ) a row
   const loss = Tensor.empty(gpu, []), count = Tensor.empty(gpu, [1]);
   // logits over one binding (an LM head's at thousands of tokens) go in bands of rows
   const bands = rows > 0 ? rowBands(gpu, rows, v, "crossEntropy logits") : [];

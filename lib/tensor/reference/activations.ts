@@ -37,6 +37,7 @@ const K = Math.sqrt(2 / Math.PI);
 export const ACTIVATIONS: Record<string, { f: (x: number) => number; df: (x: number) => number }> = {
   exp: { f: Math.exp, df: Math.exp },
   log: { f: Math.log, df: (x) => 1 / x },
+  log1p: { f: Math.log1p, df: (x) => 1 / (1 + x) },
   relu: { f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0) },
   sigmoid: { f: sigmoid, df: (x) => sigmoid(x) * (1 - sigmoid(x)) },
   tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2 },

@@ -3,7 +3,10 @@
  * @module
  */
 
-/** Mean (over counted targets; 0 when none) or summed `lse − x[target]` over rows of `v` logits. */
+/**
+ * Mean (over counted targets; 0 when none) or summed `lse − x[target]` over rows of `v` logits,
+ * as `log Σ exp(x − max) − (x[target] − max)` (exact however large the logits).
+ */
 export function crossEntropyForward(
   x: Float64Array,
   v: number,
@@ -16,8 +19,7 @@ export function crossEntropyForward(
     if (t === ignore) return;
     const row = x.subarray(r * v, (r + 1) * v);
     const mx = Math.max(...row);
-    const lse = mx + Math.log(row.reduce((a, z) => a + Math.exp(z - mx), 0));
-    total += lse - row[t];
+    total += Math.log(row.reduce((a, z) => a + Math.exp(z - mx), 0)) - (row[t] - mx);
     count++;
   });
   return mean ? (count > 0 ? total / count : 0) : total;
