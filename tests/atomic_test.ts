@@ -26,6 +26,14 @@ Deno.test("writeDirAtomic replaces a directory whole, keeps what `keep` names, a
     }, { keep: (name) => name === "a" });
     assertEquals(await names(target), ["a", "b"]);
     assertEquals(await names(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
+    // a kept name the new folder has too: the new file wins
+    await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/a`, "new"), { keep: () => true });
+    assertEquals([await names(target), await Deno.readTextFile(`${target}/a`)], [["a", "b"], "new"]);
+    await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/a`, "1"));
+    await Deno.remove(`${target}/b`).catch(() => {});
+    await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/b`, "2"), {
+      keep: (name) => name === "a",
+    });
     // a failing fill leaves the directory as it was
     const failed = await writeDirAtomic(target, () => Promise.reject(new Error("no"))).catch((e) => e);
     assert(failed instanceof Error && failed.message === "no");
@@ -72,5 +80,12 @@ Deno.test("writeDirAtomic never replaces a folder holding the working directory;
     }
   });
   assert(isWithin("/a/b/c", "/a/b") && isWithin("/a/b", "/a/b/") && isWithin("a/../b", "b"));
+  // through a link: the folder it points at holds what lies under the link
+  await withTempDir("hartley_link_", async (dir) => {
+    await Deno.mkdir(`${dir}/model`);
+    await Deno.symlink(`${dir}/model`, `${dir}/link`);
+    assert(isWithin(`${dir}/link`, `${dir}/model`) && isWithin(`${dir}/link/new/x`, `${dir}/model`));
+    assert(isWithin(`${dir}/model`, `${dir}/link`) && !isWithin(`${dir}/model`, `${dir}/other`));
+  });
   assert(!isWithin("/a/bc", "/a/b") && !isWithin("/a", "/a/b") && !isWithin("/a/..b", "/a/b"));
 });

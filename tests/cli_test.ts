@@ -442,22 +442,36 @@ Deno.test("cli: without --model, eval and merge load the adapter's base; merge n
     }
     const copy = await tempModelDir(GPT2);
     try {
-      const base = await runCli([
-        "merge",
-        "--model",
-        copy,
-        "--adapter",
-        adapter,
-        "--out",
-        copy,
-        "--overwrite",
-      ]);
-      assertEquals(base.code, 2);
-      assert(base.err.includes(`--out ${copy} holds the base model`), base.err);
+      // the base named directly, or through a link to it
+      await Deno.symlink(copy, `${dir}/link`);
+      for (const model of [copy, `${dir}/link`]) {
+        const args = ["--model", model, "--adapter", adapter, "--out", copy, "--overwrite"];
+        const base = await runCli(["merge", ...args]);
+        assertEquals(base.code, 2);
+        assert(base.err.includes(`--out ${copy} holds the base model`), base.err);
+      }
       assert(await pathExists(`${copy}/model.safetensors`), "the base is kept");
     } finally {
       await Deno.remove(copy, { recursive: true });
     }
+    // an --out holding other things: the merged model replaces the model files alone
+    await Deno.mkdir(`${dir}/models/other`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/models/notes.txt`, "mine");
+    await Deno.writeTextFile(`${dir}/models/model-00002-of-00002.safetensors`, "a stale shard");
+    const into = await runCli([
+      "merge",
+      "--model",
+      GPT2,
+      "--adapter",
+      adapter,
+      "--out",
+      `${dir}/models`,
+      "--overwrite",
+    ]);
+    assertEquals(into.code, 0, into.err);
+    assert(await pathExists(`${dir}/models/other`) && await pathExists(`${dir}/models/notes.txt`), "kept");
+    assert(!(await pathExists(`${dir}/models/model-00002-of-00002.safetensors`)), "old weights go");
+    assert(await pathExists(`${dir}/models/model.safetensors`));
     assert(await pathExists(`${adapter}/adapter_model.safetensors`), "the adapter is kept");
     // a base that is not a folder here (a hub name) needs --model
     const configPath = `${adapter}/adapter_config.json`;
@@ -472,6 +486,11 @@ Deno.test("cli: without --model, eval and merge load the adapter's base; merge n
       hub.err.includes("was trained on openai-community/gpt2") && hub.err.includes("--model DIR"),
       hub.err,
     );
+    // an adapter that names no base (PEFT's own, saved from a model it did not name) needs --model
+    await Deno.writeTextFile(configPath, JSON.stringify({ ...config, base_model_name_or_path: null }));
+    const none = await runCli(["merge", "--adapter", adapter, "--out", `${dir}/m2`]);
+    assertEquals(none.code, 2);
+    assert(none.err.includes("names no base model") && none.err.includes("--model DIR"), none.err);
   });
 });
 
@@ -575,6 +594,17 @@ Deno.test("cli: pretrain's errors name pretrain; --eval-fraction is refused wher
     ]);
     assertEquals(spam.code, 2, spam.err);
     assert(spam.err.includes("--eval-fraction does not apply to --data spamassassin"), spam.err);
+    const both = await runCli([
+      "train",
+      "--data",
+      `${dir}/lm.txt`,
+      "--eval-data",
+      `${dir}/lm.txt`,
+      "--eval-fraction",
+      "0.2",
+    ]);
+    assertEquals(both.code, 2, both.err);
+    assert(both.err.includes("with --eval-data nothing is held out"), both.err);
   });
 });
 
@@ -658,5 +688,36 @@ Deno.test("cli: eval says how it numbered the data's labels for a head that name
     ]);
     assertEquals(r.code, 0, r.err);
     assert(r.err.includes("names no classes") && r.err.includes("fruit = 0, hard = 1"), r.err);
+  });
+});
+
+Deno.test("cli: a kept head with more outputs than the data's classes: the adapter names them all, eval maps as training did", async () => {
+  await withTempDir("hartley_head_names_", async (dir) => {
+    // RoBERTa's fixture head has 3 unnamed outputs; the data has 2 classes, "fruit" seen first
+    const data = await writeToyData(dir, 16);
+    const r = await runCli([
+      ...tinyRun(data, `${dir}/run`, ["--steps", "1"]).map((a) =>
+        a === GPT2 ? "tests/fixtures/models/roberta" : a
+      ),
+    ]);
+    assertEquals(r.code, 0, r.err);
+    const weights = await openSafetensors(`${dir}/run/adapter/adapter_model.safetensors`);
+    assertEquals(JSON.parse(weights.metadata["hartley.labels"]), ["fruit", "hard", "LABEL_2"]);
+    // the same rows, "hard" first: scored by the adapter's names, not in their order of appearance
+    const rows = (await Deno.readTextFile(data)).trim().split("\n");
+    await Deno.writeTextFile(`${dir}/flipped.jsonl`, [...rows.slice(1), rows[0]].join("\n") + "\n");
+    const args = ["--adapter", `${dir}/run/adapter`, "--seq-len", "12", "--json"];
+    const a = await runCli(["eval", "--model", "tests/fixtures/models/roberta", "--data", data, ...args]);
+    const b = await runCli([
+      "eval",
+      "--model",
+      "tests/fixtures/models/roberta",
+      "--data",
+      `${dir}/flipped.jsonl`,
+      ...args,
+    ]);
+    assertEquals([a.code, b.code], [0, 0], a.err + b.err);
+    assert(!b.err.includes("order of appearance"), b.err);
+    assertEquals(JSON.parse(b.out).accuracy, JSON.parse(a.out).accuracy);
   });
 });

@@ -7,7 +7,9 @@ import { bceWithLogits as bceReference } from "../lib/tensor/reference/loss.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { ClassificationDataset, collate } from "../lib/train/data.ts";
 import { multiLabelScores } from "../lib/train/metrics.ts";
-import { DataError, readClassificationFile } from "../lib/train/readers.ts";
+import { DataError, labelFieldOf, readClassificationFile } from "../lib/train/readers.ts";
+import { chooseTask } from "../lib/cli/setup.ts";
+import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { Rng } from "./tensor_helpers.ts";
@@ -89,12 +91,15 @@ Deno.test("label lists: names or ids, each once, become 0/1 rows of the head's l
 });
 
 Deno.test("label lists from Parquet: a Sequence(ClassLabel) column's ids (INT64) and names, as go_emotions holds them", async () => {
-  const data = await readClassificationFile(
-    new URL("./fixtures/data/tags.parquet", import.meta.url).pathname,
-    {
-      labelField: "labels",
-    },
-  );
+  const path = new URL("./fixtures/data/tags.parquet", import.meta.url).pathname;
+  const data = await readClassificationFile(path, { labelField: "labels" });
+  // without a "label" field, "labels" is the label field; a decoder then classifies rather than
+  // training a causal LM on the texts
+  assertEquals(await readClassificationFile(path), data);
+  assertEquals(labelFieldOf(["text", "labels"]), "labels");
+  assertEquals(labelFieldOf(["text", "label", "labels"]), "label");
+  const gpt2 = await loadHfConfig(new URL("./fixtures/models/gpt2", import.meta.url).pathname);
+  assertEquals(await chooseTask(undefined, path, gpt2), "seq-cls");
   assertEquals(data.multiLabel, true);
   assertEquals(data.labelNames, ["color", "fruit", "weather"]);
   assertEquals(data.examples.map((e) => [e.text, e.labels]), [["red apple", [0, 1]], ["calm", []], [

@@ -93,6 +93,17 @@ export const MODEL_FLAGS = {
   adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
 } as const satisfies Record<string, FlagSpec>;
 
+/**
+ * Refuse the sampling values generation cannot use (the flag table's bounds let 0 through),
+ * before anything is loaded.
+ */
+export function checkSampling(v: { "top-p"?: number; "repetition-penalty"?: number }): void {
+  if (v["top-p"] === 0) throw new ArgsError(`--top-p 0 is out of range: it must be in (0, 1]`);
+  if (v["repetition-penalty"] === 0) {
+    throw new ArgsError(`--repetition-penalty 0 is out of range: it must be above 0`);
+  }
+}
+
 /** How predict and chat generate text. */
 export const GENERATION_FLAGS = {
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },

@@ -12,6 +12,7 @@ import { Chat } from "../train/chat.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
+  checkSampling,
   type CommandSpec,
   DTYPE_FLAG,
   GENERATION_FLAGS,
@@ -59,6 +60,7 @@ export interface ChatIo {
 export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<number> {
   return withArgs(SPEC, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
+      checkSampling(v);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
         needHead: true,

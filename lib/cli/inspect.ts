@@ -82,6 +82,9 @@ export function inspectCommand(args: string[]): Promise<number> {
         `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
       );
     }
+    if (v.svg && (await Deno.stat(v.svg).catch(() => null))?.isDirectory) {
+      throw new ArgsError(`--svg ${v.svg} is a directory: give a file for the SVG`);
+    }
     if (v.log) {
       const path = v.svg && !v.layer ? v.svg : "loss.svg";
       await writeFileAtomic(path, await lossCurve(v.log));

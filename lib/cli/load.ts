@@ -101,7 +101,13 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
 /** The model directory {@link loadForUse} loads: --model, or the adapter's base when --model is left out. */
 async function modelDirOf(o: LoadForUseOptions, adapter: AdapterConfig | null): Promise<string> {
   const base = adapter?.baseModelNameOrPath;
-  if (o.modelGiven !== false || !base || resolve(base) === resolve(o.model)) return o.model;
+  if (o.modelGiven !== false || !adapter) return o.model;
+  if (!base) {
+    throw new ArgsError(
+      `${o.adapter} names no base model (its base_model_name_or_path is empty): pass --model DIR`,
+    );
+  }
+  if (resolve(base) === resolve(o.model)) return o.model;
   const isDir = await Deno.stat(base).then((s) => s.isDirectory).catch(() => false);
   if (!isDir) {
     throw new ArgsError(

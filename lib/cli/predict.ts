@@ -5,7 +5,7 @@
  * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
  * ignored); for images, `--data` is a PNG/JPEG file, a folder of them or a Parquet split. One
  * input is answered in plain words; several, or `--json`, as one JSON object per line (to `--out`
- * when given, written atomically).
+ * when given, written atomically: never over the `--data` file, over another only with `--overwrite`).
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
@@ -29,6 +29,7 @@ import { isConllFile, isTaggedRecord, readTaggedFile } from "../train/token_data
 import {
   ArgsError,
   ATTENTION_FLAG,
+  checkSampling,
   type CommandSpec,
   DTYPE_FLAG,
   FIELD_FLAGS,
@@ -88,9 +89,30 @@ const FLAGS = {
   system: { type: "string", arg: "TEXT", help: "with --chat: a system message before each prompt" },
   json: { type: "boolean", help: "one JSON object per text, even for one --text" },
   out: { type: "string", arg: "FILE", help: "write the JSON lines here instead of the terminal" },
+  overwrite: { type: "boolean", help: "replace an existing --out file (never the --data file)" },
   dtype: DTYPE_FLAG,
   attention: ATTENTION_FLAG,
 } as const;
+
+/** Refuse an --out that is a directory or the --data file, or that exists, without --overwrite. */
+async function checkOut(
+  out: string,
+  data: string | undefined,
+  overwrite: boolean | undefined,
+): Promise<void> {
+  const stat = await Deno.stat(out).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  if (!stat) return;
+  if (stat.isDirectory) throw new ArgsError(`--out ${out} is a directory: give a file for the predictions`);
+  if (data !== undefined && await Deno.realPath(out) === await Deno.realPath(data).catch(() => null)) {
+    throw new ArgsError(
+      `--out ${out} is the --data file: the predictions would replace it; write them elsewhere`,
+    );
+  }
+  if (!overwrite) throw new ArgsError(`--out ${out} already exists: pass --overwrite to replace it`);
+}
 
 /** The flags of generation, which a classifier or tagger would ignore. */
 const GENERATING = [...Object.keys(GENERATION_FLAGS), "chat", "system"];
@@ -129,6 +151,8 @@ export function predictCommand(args: string[]): Promise<number> {
         throw new ArgsError(`give either --text TEXT or --data PATH`);
       }
       if (v.system !== undefined && !v.chat) throw new ArgsError(`--system goes with --chat`);
+      checkSampling(v);
+      if (v.out) await checkOut(v.out, v.data, v.overwrite);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, {
         needHead: true,

@@ -15,6 +15,7 @@ import { writeRandomModel } from "../train/init.ts";
 import { ArgsError, ATTENTION_FLAG, CHECKPOINTING_FLAG, type CommandSpec, withArgs } from "./args.ts";
 import { trainCommand } from "./train.ts";
 import { isWithin, pathExists } from "../io/paths.ts";
+import { checkRunDir } from "./run_dir.ts";
 
 const FLAGS = {
   family: { type: "string", choices: ["gpt2", "llama"], default: "gpt2", help: "architecture family" },
@@ -99,17 +100,25 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 export function pretrainCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
     if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
+    const headDim = v.hidden / v.heads;
+    if (v.family === "llama" && !v.config && headDim % 2 !== 0) {
+      throw new ArgsError(
+        `--hidden ${v.hidden} / --heads ${v.heads} gives heads of ${headDim} dimensions; ` +
+          `llama's rotary embeddings (RoPE) need an even number`,
+      );
+    }
+    await checkRunDir(v.out);
     if (v.export) await checkExport(v.export, v.out, v.overwrite);
     const initDir = join(v.out, "init");
     if (!v.resume) {
       if (!v.overwrite && await pathExists(join(v.out, "log.jsonl"))) {
         throw new ArgsError(`${v.out} already holds a run: pass --resume, --overwrite, or another --out`);
       }
-      const tokenizer = JSON.parse(await readText(v.tokenizer, "tokenizer"));
+      const tokenizer = await readJson(v.tokenizer, "tokenizer");
       const vocab = vocabSize(tokenizer, v.tokenizer);
       const eos = (tokenizer.added_tokens as { id: number; special?: boolean }[] | undefined)
         ?.find((t) => t.special)?.id ?? 0;
-      const json = v.config ? JSON.parse(await readText(v.config, "config")) : familyConfig(v.family, {
+      const json = v.config ? await readJson(v.config, "config") : familyConfig(v.family, {
         layers: v.layers,
         hidden: v.hidden,
         heads: v.heads,
@@ -299,11 +308,23 @@ async function pretrainingRecord(runDir: string, argv: string[]): Promise<Record
   };
 }
 
-async function readText(path: string, what: string): Promise<string> {
+/** The JSON object in the file of flag `--${what}`, which must be a `${what}.json`. */
+async function readJson(path: string, what: string): Promise<Record<string, unknown>> {
+  let text: string;
   try {
-    return await Deno.readTextFile(path);
+    text = await Deno.readTextFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new ArgsError(`--${what} ${path}: file not found`);
     throw e;
   }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new ArgsError(`--${what} ${path}: not JSON; it must be a ${what}.json`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ArgsError(`--${what} ${path}: not a JSON object; it must be a ${what}.json`);
+  }
+  return json as Record<string, unknown>;
 }

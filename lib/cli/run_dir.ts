@@ -45,12 +45,24 @@ export function runArgs(args: string[]): string[] {
   return out;
 }
 
+/** Refuse an --out that exists but is not a directory (a run's files go inside it). */
+export async function checkRunDir(outDir: string): Promise<void> {
+  const stat = await Deno.stat(outDir).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  if (stat && !stat.isDirectory) {
+    throw new ArgsError(`--out ${outDir} is a file: --out must be a directory (the run's folder)`);
+  }
+}
+
 /**
  * Refuse to mix a new run into an output directory that holds another one. Removes nothing: with
  * `overwrite`, {@link clearOutDir} does that once the new run has checked its data and model.
  */
 export async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
   if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
+  await checkRunDir(outDir);
   if (resume) {
     if (!(await findCheckpoint(outDir))) {
       throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);

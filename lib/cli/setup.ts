@@ -17,6 +17,7 @@ import {
   checkLabels,
   DataError,
   type Example,
+  labelFieldOf,
   readClassificationFile,
   readTextFile,
   recordFieldNames,
@@ -71,7 +72,7 @@ export async function chooseTask(
   const fields = await recordFieldNames(data);
   if (fields) {
     if (isTaggedRecord(fields, labelField)) return "token-cls";
-    if (fields.includes(labelField ?? "label")) return "seq-cls";
+    if (fields.includes(labelFieldOf(fields, labelField))) return "seq-cls";
     // a classifier's data without labels: the reader names the missing field
     const decoder = getFamily(config.modelType)?.architectures["causal-lm"] !== undefined;
     return decoder && taskOfConfig(config) !== "seq-cls" ? "causal-lm" : "seq-cls";

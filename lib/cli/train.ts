@@ -294,6 +294,9 @@ export async function trainCommand(
   const spec = as ? { ...SPEC, name: as.name, adviceFlags: as.flags } : SPEC;
   return withArgs(spec, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
+      if (given.has("eval-fraction") && v["eval-data"]) {
+        throw new ArgsError(`--eval-fraction holds out part of --data; with --eval-data nothing is held out`);
+      }
       if (given.has("eval-fraction") && [undefined, "spamassassin", "brown"].includes(v.data)) {
         throw new ArgsError(
           `--eval-fraction does not apply to ${v.data ? `--data ${v.data}` : "the built-in data"}, ` +
@@ -316,6 +319,17 @@ export async function trainCommand(
       console.log(`demo: held-out accuracy ${x.toFixed(4)} -> ${y.toFixed(4)}`);
       return 0;
     }));
+}
+
+/**
+ * The names of every output of the head: the data's class names, and where a kept head has more
+ * outputs than the data has classes, transformers' placeholders (LABEL_i) for the rest, so that
+ * the saved adapter names them all and evaluation maps the classes as training did.
+ */
+function headLabelNames(splits: { labelNames?: string[]; numLabels?: number }): string[] | undefined {
+  const names = splits.labelNames, count = splits.numLabels ?? 0;
+  if (!names || names.length > count) return undefined;
+  return [...names, ...Array.from({ length: count - names.length }, (_, i) => `LABEL_${names.length + i}`)];
 }
 
 /**
@@ -456,7 +470,7 @@ async function runTraining(
     weightDecay: v["weight-decay"],
     modelDir: v.model,
     headModules: architecture ? await headModulesOf(v.model, config, architecture) : [],
-    labelNames: splits.labelNames,
+    labelNames: headLabelNames(splits),
   };
   const adapterConfig = adapterConfigOf(methodOptions, v.model);
   const fingerprint: Record<string, unknown> = {
@@ -524,8 +538,8 @@ async function runTraining(
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
     // the data's class names name the head's outputs (a token classifier's evaluations read entities from them)
-    const names = splits.labelNames;
-    if (names && names.length === splits.numLabels) model.config.labels = [...names];
+    const names = headLabelNames(splits);
+    if (names) model.config.labels = names;
     if (regression) model.config.problemType = "regression";
     if (splits.multiLabel) model.config.problemType = "multi_label_classification";
     else if (model.config.problemType === "multi_label_classification") {

@@ -6,7 +6,7 @@
  * @module
  */
 import { basename, dirname, join, resolve } from "node:path";
-import { isWithin } from "./paths.ts";
+import { isWithin, pathExists } from "./paths.ts";
 
 /**
  * Run `write` on a fresh temporary file beside `path`, then rename it to `path`.
@@ -101,7 +101,10 @@ export async function writeDirAtomic(
   if (old) {
     if (opts.keep) {
       for await (const entry of Deno.readDir(old)) {
-        if (opts.keep(entry.name)) await Deno.rename(join(old, entry.name), join(dir, entry.name));
+        // the new folder's own files win over the old ones of the same name
+        if (opts.keep(entry.name) && !(await pathExists(join(dir, entry.name)))) {
+          await Deno.rename(join(old, entry.name), join(dir, entry.name));
+        }
       }
     }
     await Deno.remove(old, { recursive: true });

@@ -2,15 +2,27 @@
  * Path queries shared by the loaders, the trainer and the CLI.
  * @module
  */
-import { isAbsolute, relative, resolve, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 
 /**
- * Whether `inner` is `outer` or lies inside it (both resolved from the working directory; links
- * not followed): replacing `outer` as a whole would take `inner` with it.
+ * Whether `inner` is `outer` or lies inside it, both with their links followed (as far as they
+ * exist): replacing `outer` as a whole would take `inner` with it.
  */
 export function isWithin(inner: string, outer: string): boolean {
-  const rel = relative(resolve(outer), resolve(inner));
+  const rel = relative(realPath(outer), realPath(inner));
   return rel === "" || !(rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel));
+}
+
+/** `path` absolute with every link followed; the part that does not exist yet appended as is. */
+function realPath(path: string): string {
+  const full = resolve(path);
+  try {
+    return Deno.realPathSync(full);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const parent = dirname(full);
+    return parent === full ? full : join(realPath(parent), basename(full));
+  }
 }
 
 /** Whether `path` exists (a missing path is false; any other error, e.g. no permission, throws). */

@@ -94,10 +94,16 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
 /**
  * The tokenizer of a model with config `config`: `path` (a tokenizer.json or a folder holding
  * one; default the tokenizer.json beside config.json), checked to produce only ids below the
- * model's vocab_size (the error names both files).
+ * model's vocab_size (the error names both files). A model directory without one is an error
+ * naming it.
  */
 export async function loadModelTokenizer(config: HfConfig, path?: string): Promise<Tokenizer> {
-  const tokenizer = await loadTokenizer(path ?? join(dirname(config.path), "tokenizer.json"), config);
+  const dir = dirname(config.path);
+  const tokenizer = await loadTokenizer(path ?? join(dir, "tokenizer.json"), config).catch((e) => {
+    throw path === undefined && e instanceof Deno.errors.NotFound
+      ? new Error(`model directory ${dir} has no tokenizer.json (a text model needs one beside config.json)`)
+      : e;
+  });
   checkTokenizerFits(tokenizer, config);
   return tokenizer;
 }

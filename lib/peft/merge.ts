@@ -12,8 +12,10 @@
  *   common float dtype). Every other tensor is copied bit for bit; key names, shapes, sharding
  *   (the index and shard file names) and `__metadata__` are kept. The directory's other files
  *   (config.json, tokenizer files, …) are copied, weights in other formats (.bin, .pt, …) are
- *   not. The new directory is written beside the target and renamed into place. Each changed
- *   tensor is computed as the writer reaches it, so the host holds about one tensor at a time.
+ *   not. The new directory is written beside the target and renamed into place; what an
+ *   overwritten target held besides weights (notes, other folders) is moved into it, unless the
+ *   merged model has a file of that name. Each changed tensor is computed as the writer reaches
+ *   it, so the host holds about one tensor at a time.
  * @module
  */
 import { basename, dirname, join } from "node:path";
@@ -140,7 +142,7 @@ export async function writeMergedModel(
       }
     }
     await describeHead(model, join(tmp, "config.json"), opts.labelNames);
-  });
+  }, { keep: (name) => !WEIGHT_FILE.test(name) });
 }
 
 /**

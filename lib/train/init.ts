@@ -63,16 +63,15 @@ export async function writeRandomModel(
   tokenizerPath: string | null,
   seed: number,
 ): Promise<HfConfig> {
-  await Deno.mkdir(dir, { recursive: true });
   const configPath = join(dir, "config.json");
   const config = parseHfConfig(configJson, configPath);
   const architecture = config.architectures[0];
   if (!architecture) {
     throw new Error(`${configPath}: "architectures" must name the model class to initialise`);
   }
-  await writeSafetensors(join(dir, "model.safetensors"), randomWeights(config, architecture, seed), {
-    format: "pt",
-  });
+  const weights = randomWeights(config, architecture, seed); // a config it cannot build writes nothing
+  await Deno.mkdir(dir, { recursive: true });
+  await writeSafetensors(join(dir, "model.safetensors"), weights, { format: "pt" });
   if (tokenizerPath) await Deno.copyFile(tokenizerPath, join(dir, "tokenizer.json"));
   await writeFileAtomic(configPath, JSON.stringify(configJson, null, 2) + "\n");
   return config;

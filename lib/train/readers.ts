@@ -113,9 +113,9 @@ export async function readClassificationFile(
   const format = opts.format ?? formatOf(path);
   if (format === "parquet") {
     const table = await parquetTable(path);
-    const names = table.classLabels.get(opts.labelField ?? "label");
     const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
     if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
+    const names = table.classLabels.get(labelFieldOf(Object.keys(records[0].fields), opts.labelField));
     return examplesFrom(records, path, { ...opts, labels: opts.labels ?? names });
   }
   const text = await readDataText(path);
@@ -208,9 +208,17 @@ function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRe
   });
 }
 
+/**
+ * The label field of records with these fields: the one named, else "label", else "labels" (the
+ * label lists of go_emotions-style multi-label sets) when only that is there.
+ */
+export function labelFieldOf(fieldNames: readonly string[], named?: string): string {
+  return named ?? (!fieldNames.includes("label") && fieldNames.includes("labels") ? "labels" : "label");
+}
+
 /** Records → examples: pick the text field(s), map labels to ids, check them against num_labels. */
 function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions): ClassificationData {
-  const labelField = opts.labelField ?? "label";
+  const labelField = labelFieldOf(Object.keys(records[0].fields), opts.labelField);
   const textFields = textFieldsOf(records[0], path, opts);
   const labels = new LabelMap(opts);
   // a list of labels in the first record's label field: multi-label data
