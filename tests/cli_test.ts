@@ -721,3 +721,55 @@ Deno.test("cli: a kept head with more outputs than the data's classes: the adapt
     assertEquals(JSON.parse(b.out).accuracy, JSON.parse(a.out).accuracy);
   });
 });
+
+Deno.test("cli: --new-head trains a head for the data's classes over a checkpoint's named one; eval and merge follow it", async () => {
+  await withTempDir("hartley_new_head_", async (dir) => {
+    const model = await tempModelDir("tests/fixtures/models/roberta", {
+      id2label: { 0: "north", 1: "south", 2: "east" },
+      label2id: { north: 0, south: 1, east: 2 },
+    });
+    try {
+      const data = await writeToyData(dir, 16);
+      const run = (extra: string[]) =>
+        runCli([
+          ...tinyRun(data, `${dir}/run`, ["--steps", "1", ...extra]).map((a) => a === GPT2 ? model : a),
+        ]);
+      const kept = await run([]);
+      assertEquals(kept.code, 1, kept.err);
+      assert(kept.err.includes('"fruit" is not one of') && kept.err.includes("--new-head"), kept.err);
+      const fresh = await run(["--new-head"]);
+      assertEquals(fresh.code, 0, fresh.err);
+      const weights = await openSafetensors(`${dir}/run/adapter/adapter_model.safetensors`);
+      assertEquals(JSON.parse(weights.metadata["hartley.labels"]), ["fruit", "hard"]);
+      assertEquals(weights.info("base_model.model.classifier.out_proj.weight").shape, [2, 64]);
+      // the 3-class checkpoint under the adapter's 2-class head, and the merged model alone, agree
+      const args = ["--data", data, "--seq-len", "12", "--json"];
+      const withAdapter = await runCli([
+        "eval",
+        "--model",
+        model,
+        "--adapter",
+        `${dir}/run/adapter`,
+        ...args,
+      ]);
+      assertEquals(withAdapter.code, 0, withAdapter.err);
+      const merged = await runCli([
+        "merge",
+        "--model",
+        model,
+        "--adapter",
+        `${dir}/run/adapter`,
+        "--out",
+        `${dir}/m`,
+      ]);
+      assertEquals(merged.code, 0, merged.err);
+      const alone = await runCli(["eval", "--model", `${dir}/m`, ...args]);
+      assertEquals(alone.code, 0, alone.err);
+      assertEquals(JSON.parse(alone.out).accuracy, JSON.parse(withAdapter.out).accuracy);
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/m/config.json`));
+      assertEquals(config.id2label, { 0: "fruit", 1: "hard" });
+    } finally {
+      await Deno.remove(model, { recursive: true });
+    }
+  });
+});

@@ -222,6 +222,17 @@ Deno.test("data files: every error names the file, the line and what was wrong",
       DataError,
       "empty.txt: no text (the file is empty)",
     );
+    // a causal LM's text: a .txt or .md file, UTF-8; a gzip or an image is not read as text
+    await Deno.writeFile(`${dir}/bytes.txt`, Uint8Array.from({ length: 300 }, (_, i) => (i * 37) % 256));
+    await assertRejects(() => readTextFile(`${dir}/bytes.txt`), DataError, "bytes.txt: not UTF-8 text");
+    await write("x.jsonl.gz", "not really gzip");
+    await assertRejects(
+      () => readTextFile(`${dir}/x.jsonl.gz`),
+      DataError,
+      "x.jsonl.gz: unknown data format",
+    );
+    await write("notes.md", "# Notes \ufffd once");
+    assertEquals(await readTextFile(`${dir}/notes.md`), "# Notes \ufffd once");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -239,6 +250,15 @@ Deno.test("checkLabels: a label outside the head names the label and the number 
 });
 
 // ---------------------------------------------------------------- tokenized datasets and batches
+
+Deno.test("classification rows: an empty text GPT-2's tokenizer makes nothing of is named, not a 0-token batch", async () => {
+  const tok = await tokenizer("bytelevel_bpe");
+  const ds = new ClassificationDataset([{ text: "fine", label: 0 }, { text: "", label: 1 }], tok, {
+    maxLength: 8,
+  });
+  assertEquals(ds.row(0).ids.length > 0, true);
+  assertThrows(() => ds.row(1), 'example 1 has no tokens: its text is ""');
+});
 
 Deno.test("classification batches: dynamic padding, fixed padding, labels, attention mask", async () => {
   const tok = await tokenizer("roberta_bpe");
@@ -381,12 +401,12 @@ Deno.test("causal LM windows: starts 0, seq, 2·seq…, labels shifted, −100 a
   assertEquals(new CausalLmDataset(tokens.subarray(0, 4), 3, 0).size, 1);
   assertThrows(
     () => new CausalLmDataset(tokens.subarray(0, 3), 3, 0, { source: "t.txt" }),
-    "t.txt: 3 tokens make no training window of seqLen + 1 = 4 tokens",
+    "t.txt: 3 tokens make no window of seqLen + 1 = 4 tokens",
   );
   assertEquals(new CausalLmDataset(tokens.subarray(0, 3), 3, 0, { partial: "pad" }).size, 1);
   assertThrows(
     () => new CausalLmDataset(tokens.subarray(0, 1), 3, 0, { partial: "pad" }),
-    "1 tokens make no training window",
+    "1 tokens make no window",
   );
   // Disjoint windows (stride seqLen + 1): 4 ids at 0, 4; the rest (8..10) padded.
   const disjoint = new CausalLmDataset(tokens, 3, 7, { stride: 4, partial: "pad" });

@@ -26,6 +26,7 @@ import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { isEntityTagSet } from "../train/entities.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
+import { DataError } from "../train/readers.ts";
 import { BEST_DIR, describeEval, stepsForEpochs, train, type TrainResult } from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
 import {
@@ -215,6 +216,11 @@ const FLAGS = {
     type: "boolean",
     help: "the labels are real values (e.g. STS-B): one output trained with mean squared error",
   },
+  "new-head": {
+    type: "boolean",
+    help:
+      "start a new classification head for the data's classes, dropping the checkpoint's (its classes differ)",
+  },
   demo: {
     type: "boolean",
     help: "also train the head alone for the same budget and compare held-out accuracy",
@@ -389,7 +395,9 @@ async function runTraining(
   }
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
   const architecture = getFamily(config.modelType)?.architectures[task];
-  const existingHead = taskOfConfig(config) === task && task !== "causal-lm"
+  if (v["new-head"] && task === "causal-lm") throw new ArgsError(`--new-head is for a classifier's head`);
+  // a head for this task is kept (the data must fit its classes) unless a new one is asked for
+  const existingHead = taskOfConfig(config) === task && task !== "causal-lm" && !v["new-head"]
     ? config.labels.length
     : undefined;
   if (v.regression && task !== "seq-cls") {
@@ -421,7 +429,13 @@ async function runTraining(
     tokenizer,
     v.model,
     existingHead,
-  );
+  ).catch((e) => {
+    // classes the kept head does not name: say how to start a head for them
+    if (existingHead !== undefined && e instanceof DataError && / is not one of /.test(e.message)) {
+      throw new DataError(`${e.message}; --new-head trains a new head for the data's classes`);
+    }
+    throw e;
+  });
   const metric = v["best-metric"] && metricKey(v["best-metric"]);
   // the evaluation fields a run reports, by flag name
   const scored = task === "causal-lm"
@@ -486,6 +500,7 @@ async function runTraining(
     // steps that stop at each epoch's end (a run started before they did cannot resume with them)
     ...(accumulate > 1 ? { gradAccum: accumulate, accumulation: "by-epoch" } : {}),
     ...(regression ? { regression } : {}),
+    ...(v["new-head"] ? { newHead: true } : {}),
     ...(v["early-stop"] ? { earlyStop: v["early-stop"] } : {}),
     ...(v["early-stop"] || v["save-best"] ? { bestMetric: metric ?? null } : {}),
     lr,

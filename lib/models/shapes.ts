@@ -195,7 +195,8 @@ export interface CheckpointMatch {
  * so is a head model's checkpoint (keys under its prefix) for a bare backbone.
  * A checkpoint of another architecture (`sourceArchitecture`, its config's `architectures[0]`)
  * holds another task's head: tensors of the same names (e.g. BertForSequenceClassification's
- * `classifier` for BertForTokenClassification) are not this head's, which starts new.
+ * `classifier` for BertForTokenClassification) are not this head's, which starts new; so does a
+ * head whose tensors have other shapes (another number of labels, asked for).
  * @throws ShapeError listing the first missing and misshapen tensors.
  */
 export function checkCheckpoint(
@@ -234,7 +235,11 @@ export function checkCheckpoint(
       continue;
     }
     const got = source.info(key).shape;
-    if (got.join() !== p.shape.join()) problems.push(`${key} is [${got}], expected [${p.shape}]`);
+    // a head of another label count starts new, as transformers' ignore_mismatched_sizes makes it
+    if (got.join() !== p.shape.join()) {
+      if (inHead) missingHead.push(key);
+      else problems.push(`${key} is [${got}], expected [${p.shape}]`);
+    }
   }
   if (problems.length > 0) {
     const more = problems.length > 8 ? ` … (${problems.length - 8} more)` : "";

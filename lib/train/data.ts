@@ -130,6 +130,13 @@ export class ClassificationDataset implements Dataset {
     const full = pair === undefined
       ? { ids: tok.encode(text), typeIds: undefined }
       : tok.encodePair(text, pair);
+    if (full.ids.length === 0) {
+      // a tokenizer without special tokens (GPT-2's) makes nothing of an empty text: no row to read
+      throw new DataError(
+        `example ${index} has no tokens: its text is ${JSON.stringify(text)}, and this tokenizer adds no ` +
+          `special tokens; leave out rows without text`,
+      );
+    }
     const toRow = (ids: number[], typeIds?: number[]): Row => ({
       ids: Int32Array.from(ids),
       typeIds: typeIds && Int32Array.from(typeIds),
@@ -278,9 +285,12 @@ export class CausalLmDataset implements Dataset {
     this.size = full + (opts.partial === "pad" && rest >= 2 ? 1 : 0);
     if (this.size === 0) {
       throw new DataError(
-        `${opts.source ?? "CausalLmDataset"}: ${n} tokens make no training window of seqLen + 1 = ${
+        `${opts.source ?? "CausalLmDataset"}: ${n} tokens make no window of seqLen + 1 = ${
           seqLen + 1
-        } tokens` + (opts.partial === "pad" ? "" : ` (use a shorter seqLen or partial: "pad")`),
+        } tokens ` +
+          `(lower --seq-len, the seqLen option${
+            opts.partial === "pad" ? "" : `, or pad the last window: partial "pad"`
+          })`,
       );
     }
   }

@@ -152,7 +152,8 @@ function formatOf(path: string): DataFormat {
   if (ext === "jsonl" || ext === "ndjson" || ext === "json") return "jsonl";
   if (ext === "csv" || ext === "tsv" || ext === "parquet") return ext;
   throw new DataError(
-    `${path}: unknown data format (expected a .jsonl, .csv, .tsv or .parquet file, or pass format)`,
+    `${path}: unknown data format (expected a .jsonl, .csv, .tsv or .parquet file; the format option names it ` +
+      `otherwise)`,
   );
 }
 
@@ -416,7 +417,10 @@ export class LabelMap {
     let id: number;
     if (typeof value === "number") {
       if (!Number.isSafeInteger(value) || value < 0) {
-        throw new DataError(`${where}: label ${value} is not a class id (an integer ≥ 0)`);
+        throw new DataError(
+          `${where}: label ${value} is not a class id (an integer ≥ 0); real-valued labels train a ` +
+            `regressor: --regression (the regression option)`,
+        );
       }
       id = value;
       this.sawInteger = true;
@@ -444,8 +448,8 @@ export class LabelMap {
     }
     if (this.sawInteger && this.seen.size > 0) {
       throw new DataError(
-        `${where}: the labels mix integer ids and names (${JSON.stringify(value)}); pass the label names ` +
-          `(labels option) so that names map to ids`,
+        `${where}: the labels mix integer ids and names (${JSON.stringify(value)}); give one kind, or map ` +
+          `names to ids with the labels option`,
       );
     }
     if (this.limit !== null && id >= this.limit) {
@@ -498,14 +502,23 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
 }
 
 /**
- * The text to train a causal LM on: a .txt (or any other) file as it is, or the text field of
+ * The text to train a causal LM on: a .txt (or .text, .md) file as it is, or the text field of
  * every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), joined by blank
- * lines.
+ * lines. Other files, and one whose bytes are mostly not UTF-8 text, are refused.
  */
 export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
   if (!/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path)) {
+    if (!/\.(txt|text|md)$/i.test(path)) {
+      throw new DataError(
+        `${path}: unknown data format (plain text is a .txt or .md file; records a .jsonl, .csv, .tsv or ` +
+          `.parquet file)`,
+      );
+    }
     const text = await readDataText(path);
     if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
+    // a lossy decode leaves U+FFFD where the bytes were not UTF-8: many of them (or NULs), a binary file
+    const odd = text.match(/[\ufffd\u0000]/g)?.length ?? 0;
+    if (odd > Math.max(2, text.length / 100)) throw new DataError(`${path}: not UTF-8 text (a binary file?)`);
     return text;
   }
   const field = opts.textField ?? "text", records = await readRecords(path);
