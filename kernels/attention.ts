@@ -160,7 +160,11 @@ ${UNIFORM}
 ${shared.map((s) => `var<workgroup> ${s};`).join("\n")}`;
 }
 
-/** `keep_(e)`: the dropout factor of probability element e, dscale where kept, 0 where dropped. */
+/**
+ * `keep_(e)`: the dropout factor of probability element e, dscale where kept, 0 where dropped. The
+ * element index is a u32, as the materialised path's (whose probabilities one binding holds): a fused
+ * call over more than 2³² probabilities (B·H·T·S) repeats its mask every 2³² elements.
+ */
 const KEEP = `
 fn keep_(e: u32) -> f32 { return select(0.0, p.dscale, kept_(e)); }`;
 
