@@ -719,6 +719,22 @@ Deno.test("cli: a kept head with more outputs than the data's classes: the adapt
     assertEquals([a.code, b.code], [0, 0], a.err + b.err);
     assert(!b.err.includes("order of appearance"), b.err);
     assertEquals(JSON.parse(b.out).accuracy, JSON.parse(a.out).accuracy);
+    // a task the adapter was not trained for is named as such
+    const other = await runCli([
+      "eval",
+      "--model",
+      "tests/fixtures/models/roberta",
+      "--data",
+      data,
+      ...args,
+      "--task",
+      "token-cls",
+    ]);
+    assertEquals(other.code, 2, other.err);
+    assert(
+      other.err.includes("--task token-cls does not match") && other.err.includes("trained for seq-cls"),
+      other.err,
+    );
   });
 });
 

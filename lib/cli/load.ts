@@ -64,7 +64,14 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
   const adapterConfig = o.adapter ? await loadAdapterConfigOf(o.adapter) : null;
   const modelDir = await modelDirOf(o, adapterConfig);
   const config = await readModelConfig(modelDir);
-  const task = o.task ?? taskOfAdapter(adapterConfig, config) ?? taskOfConfig(config) ?? "causal-lm";
+  const adapterTask = taskOfAdapter(adapterConfig, config);
+  if (o.task && adapterTask && o.task !== adapterTask) {
+    const trained = `${o.adapter} was trained for ${adapterTask} (its task_type ${adapterConfig!.taskType})`;
+    throw new ArgsError(
+      o.taskFixed ? `${trained}, not ${o.task}` : `--task ${o.task} does not match: ${trained}`,
+    );
+  }
+  const task = o.task ?? adapterTask ?? taskOfConfig(config) ?? "causal-lm";
   const numLabels = task === "causal-lm"
     ? undefined
     : (o.adapter ? await headLabelsOf(o.adapter) : undefined) ??
