@@ -13,6 +13,7 @@ import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
 import { maxTokens, type VitConfig } from "../io/hf_config.ts";
+import { statOrNull } from "../io/paths.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
@@ -100,10 +101,7 @@ async function checkOut(
   data: string | undefined,
   overwrite: boolean | undefined,
 ): Promise<void> {
-  const stat = await Deno.stat(out).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  });
+  const stat = await statOrNull(out);
   if (!stat) return;
   if (stat.isDirectory) throw new ArgsError(`--out ${out} is a directory: give a file for the predictions`);
   if (data !== undefined && await Deno.realPath(out) === await Deno.realPath(data).catch(() => null)) {

@@ -14,7 +14,7 @@ import { readRunLog } from "../train/log.ts";
 import { writeRandomModel } from "../train/init.ts";
 import { ArgsError, ATTENTION_FLAG, CHECKPOINTING_FLAG, type CommandSpec, withArgs } from "./args.ts";
 import { trainCommand } from "./train.ts";
-import { isWithin, pathExists } from "../io/paths.ts";
+import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
 import { checkRunDir } from "./run_dir.ts";
 
 const FLAGS = {
@@ -251,10 +251,7 @@ async function checkExport(dest: string, out: string, overwrite: boolean | undef
   if (isWithin(Deno.cwd(), dest)) {
     throw new ArgsError(`--export ${dest} holds the working directory: export elsewhere`);
   }
-  const stat = await Deno.stat(dest).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  });
+  const stat = await statOrNull(dest);
   if (!stat) return;
   if (!stat.isDirectory) throw new ArgsError(`--export ${dest} exists and is not a directory`);
   if (overwrite || await pathExists(join(dest, "pretraining.json"))) return;

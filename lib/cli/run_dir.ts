@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { pathExists } from "../io/paths.ts";
+import { pathExists, statOrNull } from "../io/paths.ts";
 import { findCheckpoint, loadCheckpoint } from "../train/checkpoint.ts";
 import { BEST_DIR } from "../train/trainer.ts";
 import { ArgsError } from "./args.ts";
@@ -47,10 +47,7 @@ export function runArgs(args: string[]): string[] {
 
 /** Refuse an --out that exists but is not a directory (a run's files go inside it). */
 export async function checkRunDir(outDir: string): Promise<void> {
-  const stat = await Deno.stat(outDir).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  });
+  const stat = await statOrNull(outDir);
   if (stat && !stat.isDirectory) {
     throw new ArgsError(`--out ${outDir} is a file: --out must be a directory (the run's folder)`);
   }

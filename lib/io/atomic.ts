@@ -6,7 +6,7 @@
  * @module
  */
 import { basename, dirname, join, resolve } from "node:path";
-import { isWithin, pathExists } from "./paths.ts";
+import { isWithin, pathExists, statOrNull } from "./paths.ts";
 
 /**
  * Run `write` on a fresh temporary file beside `path`, then rename it to `path`.
@@ -78,10 +78,7 @@ export async function writeDirAtomic(
   let old: string | null = null;
   try {
     await fill(tmp);
-    const stat = await Deno.stat(dir).catch((e) => {
-      if (e instanceof Deno.errors.NotFound) return null;
-      throw e;
-    });
+    const stat = await statOrNull(dir);
     if (stat && !stat.isDirectory) throw new Error(`${dir} exists and is not a directory`);
     if (stat) {
       old = join(parent, `.${name}.${id}.old`);

@@ -27,11 +27,15 @@ function realPath(path: string): string {
 
 /** Whether `path` exists (a missing path is false; any other error, e.g. no permission, throws). */
 export async function pathExists(path: string): Promise<boolean> {
+  return (await statOrNull(path)) !== null;
+}
+
+/** What is at `path`, or null where nothing is (any other error, e.g. no permission, throws). */
+export async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
   try {
-    await Deno.stat(path);
-    return true;
+    return await Deno.stat(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (e instanceof Deno.errors.NotFound) return null;
     throw e;
   }
 }

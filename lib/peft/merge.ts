@@ -23,7 +23,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { grid, readF32 } from "../gpu/buffers.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { type Dtype, DTYPES } from "../io/dtype.ts";
-import { isWithin } from "../io/paths.ts";
+import { isWithin, statOrNull } from "../io/paths.ts";
 import {
   type LazyTensor,
   openCheckpoint,
@@ -126,10 +126,7 @@ export async function writeMergedModel(
   if (isWithin(sourceDir, dir)) {
     throw new Error(`${dir}: the merged model cannot replace the directory holding its source, ${sourceDir}`);
   }
-  const existing = await Deno.stat(dir).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  });
+  const existing = await statOrNull(dir);
   if (existing && !opts.overwrite) throw new Error(`${dir} already exists (pass overwrite to replace it)`);
   if (existing && !existing.isDirectory) throw new Error(`${dir} exists and is not a directory`);
   const source = await openCheckpoint(sourceDir);
