@@ -91,7 +91,8 @@ for (const [family, method] of [["gpt2", "ssh"], ["llama", "lora"], ["bert", "ss
         const want = await pass(plain, method, dir);
         const got = await pass(quantized, method, dir);
         assertClose(got.logits, want.logits, 1e-5, "logits");
-        assertClose([got.loss], [want.loss], 1e-5, "loss");
+        // the loss follows logits that agree to 1e-5, scaled by its gradient in them (p − onehot)
+        assertClose([got.loss], [want.loss], 3e-5, "loss");
         got.grads.forEach((g, i) => assertClose(g, want.grads[i], 1e-4, `gradient ${i}`));
       } finally {
         quantized.dispose();
