@@ -24,7 +24,7 @@ import {
   train,
 } from "../mod.ts";
 
-const [modelDir = "models/default", outDir = "runs/instruct"] = Deno.args;
+const [modelDir = "models/default", outDir = "runs/example-instruct"] = Deno.args;
 
 const pairs = [
   ["hot", "cold"],

@@ -5,7 +5,7 @@
  *
  *     deno run -A examples/ner.ts [MODEL_DIR] [OUT_DIR]
  *
- * By default: the embedded model (models/default) and runs/ner.
+ * By default: the embedded model (models/default) and runs/example-ner.
  * @module
  */
 import {
@@ -27,7 +27,7 @@ import {
   train,
 } from "../mod.ts";
 
-const [modelDir = "models/default", outDir = "runs/ner"] = Deno.args;
+const [modelDir = "models/default", outDir = "runs/example-ner"] = Deno.args;
 const TAGS = ["O", "B-PER", "B-LOC"];
 
 const gpu = await getGpu();

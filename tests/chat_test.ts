@@ -143,6 +143,8 @@ Deno.test("samplingOf: the flags, else generation_config.json's settings as tran
     );
     const flags = await samplingOf(dir, { temperature: 0, "top-k": 3, "repetition-penalty": 1 });
     assertEquals([flags.temperature, flags.topK, flags.topP, flags.repetitionPenalty], [0, 3, 0.8, 1]);
+    // greedy decoding leaves the sampling flags unused, and says so
+    assert(flags.note!.endsWith("\n--top-k applies when sampling: give --temperature above 0"), flags.note!);
     // sampling without settings takes transformers' defaults: temperature 1, top-k 50
     await write({ do_sample: true });
     const defaults = await samplingOf(dir, {});

@@ -432,6 +432,9 @@ Deno.test("cli: without --model, eval and merge load the adapter's base; merge n
     assertEquals([withBase.code, withModel.code], [0, 0], withBase.err);
     assertEquals(JSON.parse(withBase.out), JSON.parse(withModel.out), "the same model: the adapter's base");
     assert(withBase.err.includes("the adapter's base_model_name_or_path"), withBase.err);
+    const summary = await runCli(["inspect", "--adapter", adapter]);
+    assertEquals(summary.code, 0, summary.err);
+    assert(summary.out.includes(`model     ${GPT2}`), summary.out);
     // not into the adapter, nor a folder holding it or the base model
     for (
       const [out, holds] of [[adapter, "the adapter"], [`${dir}/run`, "the adapter"], [dir, "the adapter"]]
@@ -701,6 +704,7 @@ Deno.test("cli: a kept head with more outputs than the data's classes: the adapt
       ),
     ]);
     assertEquals(r.code, 0, r.err);
+    assert(r.err.includes("note: the model's head has 3 outputs and the data 2 classes"), r.err);
     const weights = await openSafetensors(`${dir}/run/adapter/adapter_model.safetensors`);
     assertEquals(JSON.parse(weights.metadata["hartley.labels"]), ["fruit", "hard", "LABEL_2"]);
     // the same rows, "hard" first: scored by the adapter's names, not in their order of appearance

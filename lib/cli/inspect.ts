@@ -16,7 +16,7 @@ import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
-import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
+import { ArgsError, type CommandSpec, DTYPE_FLAG, MODEL_FLAGS, withArgs } from "./args.ts";
 import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
 import { endTokenIds, loadForUse } from "./load.ts";
@@ -25,7 +25,11 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
 
 const FLAGS = {
-  model: { type: "string", arg: "DIR", help: "model directory to summarise" },
+  model: {
+    type: "string",
+    arg: "DIR",
+    help: "model directory to summarise (left out, with --adapter: the adapter's base)",
+  },
   adapter: { type: "string", arg: "DIR", help: "adapter directory to summarise (and mark on the heatmap)" },
   task: { type: "string", choices: TASKS, help: "task head to build [default: from the adapter or config]" },
   dtype: DTYPE_FLAG,
@@ -73,10 +77,12 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 /** `hartley inspect`. */
 export function inspectCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
-    if (!v.model && !v.log) {
-      throw new ArgsError(`give --model DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`);
+    if (!v.model && !v.adapter && !v.log) {
+      throw new ArgsError(
+        `give --model DIR or --adapter DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`,
+      );
     }
-    if (v.layer && !v.model) throw new ArgsError(`--layer needs --model`);
+    if (v.layer && !v.model && !v.adapter) throw new ArgsError(`--layer needs --model (or --adapter)`);
     if (v.svg && v.log && v.layer) {
       throw new ArgsError(
         `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
@@ -90,10 +96,11 @@ export function inspectCommand(args: string[]): Promise<number> {
       await writeFileAtomic(path, await lossCurve(v.log));
       console.log(`wrote ${path} (loss curve of ${v.log})`);
     }
-    if (!v.model) return 0;
+    if (!v.model && !v.adapter) return 0;
     const gpu = await getGpu();
     const loaded = await loadForUse(gpu, {
-      model: v.model,
+      // an adapter alone: its base_model_name_or_path, as eval and merge take it
+      model: v.model ?? MODEL_FLAGS.model.default,
       modelGiven: given.has("model"),
       adapter: v.adapter,
       task: v.task as TaskName | undefined,

@@ -203,7 +203,10 @@ export interface Sampling {
   topP: number;
   minP: number;
   repetitionPenalty: number;
-  /** A line naming what generation_config.json set (flags not given), or null when it set nothing. */
+  /**
+   * Lines naming what generation_config.json set (flags not given) and the sampling flags greedy
+   * decoding leaves unused, or null when there is nothing to say.
+   */
   note: string | null;
 }
 
@@ -250,8 +253,20 @@ export async function samplingOf(dir: string, flags: SamplingFlags): Promise<Sam
     ...(fromDefaults.length > 0 ? [`transformers' defaults: ${fromDefaults.join(", ")}`] : []),
   ];
   const greedyHint = flags.temperature === undefined && samples ? "; --temperature 0 is greedy" : "";
-  const note = parts.length === 0
-    ? null
-    : `${parts.join("; ")} (the flags override ${parts.length > 1 ? "them" : "it"}${greedyHint})`;
-  return { ...sampling, note };
+  // sampling flags given to greedy decoding change nothing: say so
+  const unused = temperature > 0
+    ? []
+    : (["top-k", "top-p", "min-p"] as const).filter((f) => flags[f] !== undefined);
+  const notes = [
+    ...(parts.length > 0
+      ? [`${parts.join("; ")} (the flags override ${parts.length > 1 ? "them" : "it"}${greedyHint})`]
+      : []),
+    ...(unused.length > 0
+      ? [
+        `${unused.map((f) => `--${f}`).join(", ")} appl${unused.length > 1 ? "y" : "ies"} when sampling: ` +
+        "give --temperature above 0",
+      ]
+      : []),
+  ];
+  return { ...sampling, note: notes.length > 0 ? notes.join("\n") : null };
 }

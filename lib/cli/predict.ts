@@ -136,7 +136,8 @@ const SPEC: CommandSpec<typeof FLAGS> = {
   flags: FLAGS,
   notes: [
     "examples:",
-    '  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --text "Win a free cruise now"',
+    '  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --seq-len 32 --text "Win a free cruise now"',
+    "  (--seq-len as in training: the demo read each e-mail's first 32 tokens)",
     '  deno run -A cli.ts predict --model models/default --task causal-lm --text "The jury said" --max-new-tokens 20',
   ].join("\n"),
 };
@@ -221,7 +222,7 @@ export function predictCommand(args: string[]): Promise<number> {
           else if (task !== "causal-lm") {
             console.log(
               "value" in r
-                ? String(r.value)
+                ? (r.value as number).toFixed(4) // as probabilities print; --json keeps every digit
                 : "labels" in r
                 ? (r.labels as string[]).join(", ") || "(no label)"
                 : `${r.label} (${r.probability})`,

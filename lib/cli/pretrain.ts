@@ -79,7 +79,11 @@ const FLAGS = {
     type: "boolean",
     help: "start over in an --out that holds a run; replace any --export folder",
   },
-  quiet: { type: "boolean", short: "q", help: "no progress bar" },
+  quiet: {
+    type: "boolean",
+    short: "q",
+    help: "no progress bar, run header or evaluation lines (the closing lines stay)",
+  },
 } as const;
 
 /** The arguments of `deno task pretrain-default`, which made `models/default` (deno.json; tested equal). */

@@ -6,12 +6,12 @@
  * or conversations; image folders, Parquet splits or JSONL pixel arrays for images).
  * @module
  */
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { type HfConfig, loadHfConfig, maxTokens, pastPretraining, type VitConfig } from "../io/hf_config.ts";
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { BatchIterator, CausalLmDataset, ClassificationDataset } from "../train/data.ts";
+import { BatchIterator, CausalLmDataset, ClassificationDataset, type Dataset } from "../train/data.ts";
 import {
   checkLabelLists,
   checkLabels,
@@ -399,6 +399,15 @@ async function causalSplits(
   return { train: trainSource, eval: evalSource, summary };
 }
 
+/** The most tokens a row of these datasets holds. */
+function longestRow(...sets: (Dataset | undefined)[]): number {
+  let most = 0;
+  for (const set of sets) {
+    for (let i = 0; i < (set?.size ?? 0); i++) most = Math.max(most, set!.row(i).ids.length);
+  }
+  return most;
+}
+
 /** A data summary's note on rows past a rotary decoder's pretraining positions, or "". */
 function beyond(config: HfConfig, seqLen: number): string {
   const warning = pastPretraining(config, seqLen);
@@ -446,7 +455,7 @@ async function instructionSplits(
   const summary = `${spec.data}: ${made.dataset.size} instructions${cut(made)}` +
     (held ? `, ${held.dataset.size} eval${cut(held)}` : "") +
     `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}` +
-    beyond(config, opts.seqLen);
+    beyond(config, longestRow(made.dataset, held?.dataset));
   return {
     train: new BatchIterator(made.dataset, {
       batchSize: spec.batchSize,
@@ -535,7 +544,9 @@ export async function readModelConfig(dir: string): Promise<HfConfig> {
     return await loadHfConfig(join(dir, "config.json"));
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new DataError(`${dir}: not a model directory (no config.json)`);
+      // a relative path is looked up from the working directory: the embedded models/default too
+      const where = isAbsolute(dir) ? "" : ` under ${Deno.cwd()}`;
+      throw new DataError(`${dir}: not a model directory${where} (no config.json); give --model DIR`);
     }
     throw e;
   }

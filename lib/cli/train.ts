@@ -194,7 +194,7 @@ const FLAGS = {
   "stop-at": {
     type: "integer",
     min: 1,
-    help: "stop after this step with a checkpoint, as Ctrl-C does (continue later with --resume)",
+    help: "stop after this step with a checkpoint, as Ctrl-C does, exiting 0 (continue later with --resume)",
   },
   overwrite: { type: "boolean", help: "start over in an --out that already holds a run" },
   dtype: DTYPE_FLAG,
@@ -225,7 +225,11 @@ const FLAGS = {
     type: "boolean",
     help: "also train the head alone for the same budget and compare held-out accuracy",
   },
-  quiet: { type: "boolean", short: "q", help: "no progress bar" },
+  quiet: {
+    type: "boolean",
+    short: "q",
+    help: "no progress bar, run header or evaluation lines (the closing lines stay)",
+  },
 } as const;
 
 /** The options the demo runs with (measured to finish in under 5 minutes on 2 CPU cores). */
@@ -431,7 +435,8 @@ async function runTraining(
     existingHead,
   ).catch((e) => {
     // classes the kept head does not name: say how to start a head for them
-    if (existingHead !== undefined && e instanceof DataError && / is not one of /.test(e.message)) {
+    const misfit = / is not one of |does not fit the head's|needs a one-output head/;
+    if (existingHead !== undefined && e instanceof DataError && misfit.test(e.message)) {
       throw new DataError(`${e.message}; --new-head trains a new head for the data's classes`);
     }
     throw e;
@@ -573,9 +578,18 @@ async function runTraining(
       `data  ${splits.summary}`,
       `method ${method}: ${prepared.trainable} trainable values; ${totalSteps} steps of ${v["batch-size"]}` +
       `${accumulate > 1 ? ` × ${accumulate} batches` : ""}, ` +
-      `lr ${lr}, head lr ${v["head-lr"]}, ${v.schedule} schedule, warmup ${warmupSteps}`,
+      `lr ${lr}${task === "causal-lm" ? "" : `, head lr ${v["head-lr"]}`}, ${v.schedule} schedule, ` +
+      `warmup ${warmupSteps}`,
     ];
     if (!v.quiet) { for (const line of header) console.error(line); }
+    // a kept head with outputs the data's classes leave unused: training goes on, but say so
+    const classes = splits.labelNames?.length ?? 0;
+    if (existingHead !== undefined && classes > 0 && classes < existingHead && !splits.multiLabel) {
+      console.error(
+        `note: the model's head has ${existingHead} outputs and the data ${classes} classes, which take ids ` +
+          `0..${classes - 1}; --new-head starts a ${classes}-class head instead`,
+      );
+    }
     // the data, the model and the flags are checked: only now does --overwrite remove the old run
     if (v.overwrite && !ckpt) await clearOutDir(outDir);
     const log = runLog = await RunLog.open(join(outDir, "log.jsonl"), { resumeAt: ckpt?.state.step });
@@ -635,7 +649,8 @@ async function runTraining(
           join(outDir, "checkpoint")
         }. Continue with --resume.`,
       );
-      return { code: 130 };
+      // Ctrl-C exits as an interrupt does; a stop --stop-at planned is a success
+      return { code: stopRequested ? 130 : 0 };
     }
     const saved = await prepared.saveFinal(outDir);
     const last = result.evals[result.evals.length - 1];
@@ -646,18 +661,17 @@ async function runTraining(
       seconds: result.seconds,
       output: saved,
     });
-    if (!v.quiet) {
-      if (result.status === "early") console.error(`stopped early at step ${result.steps} of ${totalSteps}`);
-      console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} tokens this session)`);
-      if (last) console.error(`held-out: ${describeEval(last)}`);
-      const b = result.best;
-      if (b) {
-        console.error(
-          `best held-out ${b.metric.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`)} ${b.value.toFixed(4)} ` +
-            `at step ${b.step}` +
-            (v["save-best"] ? ` (weights in ${join(outDir, BEST_DIR)})` : ""),
-        );
-      }
+    // the closing lines, --quiet or not: what was saved and how it scored
+    if (result.status === "early") console.error(`stopped early at step ${result.steps} of ${totalSteps}`);
+    console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} tokens this session)`);
+    if (last) console.error(`held-out: ${describeEval(last)}`);
+    const b = result.best;
+    if (b) {
+      console.error(
+        `best held-out ${b.metric.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`)} ${b.value.toFixed(4)} ` +
+          `at step ${b.step}` +
+          (v["save-best"] ? ` (weights in ${join(outDir, BEST_DIR)})` : ""),
+      );
     }
     return { code: 0, accuracy: last?.accuracy };
   } finally {

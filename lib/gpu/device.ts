@@ -136,7 +136,8 @@ export async function openGpu(): Promise<Gpu> {
     .filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   const info = adapter.info;
+  // bare numbers (PCI vendor and device ids, as some drivers report them) say nothing to a reader
   const description = [info.vendor, info.architecture, info.device, info.description]
-    .filter((s) => s && String(s).length > 0).join(" ") || "unknown adapter";
+    .filter((s) => s && !/^\d*$/.test(String(s))).join(" ") || "unknown adapter";
   return new Gpu(adapter, device, description);
 }
