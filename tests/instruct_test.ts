@@ -12,9 +12,11 @@ import { generate } from "../lib/train/generate.ts";
 import {
   type Instruction,
   instructionDataset,
+  instructionQuery,
   readInstructions,
   tokenizeInstruction,
 } from "../lib/train/instruct.ts";
+import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { DataError, recordFieldNames } from "../lib/train/readers.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
@@ -124,6 +126,30 @@ Deno.test("tokenizeInstruction: prompt + completion + EOS, the completion's toke
   }
 });
 
+Deno.test("instructionQuery: a text prompt's tokens as training saw them, none the tokenizer appends after it", async () => {
+  await withDir(async (dir) => {
+    // LLaMA's tokenizer with a post-processor that ends every text with </s>
+    const json = JSON.parse(await Deno.readTextFile(join(fixtureModel("llama"), "tokenizer.json")));
+    const special = (id: string) => ({ SpecialToken: { id, type_id: 0 } });
+    json.post_processor = {
+      type: "TemplateProcessing",
+      single: [special("<s>"), { Sequence: { id: "A", type_id: 0 } }, special("</s>")],
+      pair: [special("<s>"), { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 0 } }],
+      special_tokens: {
+        "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] },
+        "</s>": { id: "</s>", ids: [2], tokens: ["</s>"] },
+      },
+    };
+    await Deno.writeTextFile(join(dir, "tokenizer.json"), JSON.stringify(json));
+    const tok = await loadTokenizer(join(dir, "tokenizer.json"), await loadHfConfig(fixtureModel("llama")));
+    const ex = { prompt: "Q: hi A:", completion: " yes" };
+    const { ids, trained } = tokenizeInstruction(ex, tok);
+    const asked = instructionQuery(ex, tok).ids;
+    assertEquals(asked, Array.from(ids).slice(0, trained.indexOf(1)), "the prompt training saw");
+    assertEquals([asked[0], asked.includes(2)], [1, false]);
+  });
+});
+
 Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through the chat template, headers not", async () => {
   const tok = await tokenizerOf("gpt2");
   const template = chatTemplate(CHATML, "test");
@@ -152,7 +178,35 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
   );
   assertThrows(() => tokenizeInstruction(chat, tok, { template: closing }), "--loss-on all");
   assert(tokenizeInstruction(chat, tok, { template: closing, lossOn: "all" }).trained.every((v) => v === 1));
+  // Phi-3 closes a conversation rendered without the generation prompt with its EOS, which an
+  // earlier turn does not have in the whole text; Qwen3 writes an empty <think> into the last turn
+  // alone. Each turn is its content and its end-of-turn token, as in the whole text.
+  const phi3 = chatTemplate(
+    "{% for m in messages %}{{ '[' + m.role + ']\n' + m.content + '[end]\n' }}{% endfor %}" +
+      "{% if add_generation_prompt %}{{ '[assistant]\n' }}{% else %}{{ eos_token }}{% endif %}",
+    "phi3",
+    { eos_token: "<|endoftext|>" },
+  );
+  assertEquals(
+    learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: phi3 }))),
+    "Blue.[end]\nGreen.[end]\n<|endoftext|>",
+  );
+  const qwen3 = chatTemplate(
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and loop.last %}" +
+      "<think>\n\n</think>\n\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}" +
+      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "qwen3",
+  );
+  assertEquals(
+    learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: qwen3 }))),
+    "Blue.<|im_end|>\nGreen.<|im_end|>\n",
+  );
 });
+
+/** An InstructionTokens as the (ids, trained) pair `learnt` takes. */
+function pair(t: { ids: Int32Array; trained: Uint8Array }): [Int32Array, Uint8Array] {
+  return [t.ids, t.trained];
+}
 
 Deno.test("tokenizeInstruction: a SentencePiece word that joins the newline before it is learnt whole (LLaMA's tokenizer)", async () => {
   const tok = await tokenizerOf("llama");
@@ -240,6 +294,18 @@ Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named lis
       (await loadChatTemplate(dir, { enable_thinking: false }))!.render(m, true),
       "hi><think></think>",
     );
+    // special tokens tokenizer_config.json leaves out: special_tokens_map.json's, else the tokenizer's
+    const mistral =
+      "{{ bos_token }}{% for m in messages %}[INST] {{ m.content }} [/INST]{{ eos_token }}{% endfor %}";
+    await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify({ chat_template: mistral }));
+    assertEquals((await loadChatTemplate(dir))!.render(m), "[INST] hi [/INST]");
+    const llama = await loadModelTokenizer(await loadHfConfig(fixtureModel("llama")));
+    assertEquals((await loadChatTemplate(dir, {}, llama))!.render(m), "<s>[INST] hi [/INST]</s>");
+    await Deno.writeTextFile(
+      join(dir, "special_tokens_map.json"),
+      JSON.stringify({ bos_token: "B", eos_token: { content: "E" } }),
+    );
+    assertEquals((await loadChatTemplate(dir, {}, llama))!.render(m), "B[INST] hi [/INST]E");
     assertEquals(templateKwargs('{"enable_thinking": false}'), { enable_thinking: false });
     assertEquals(templateKwargs(undefined), {});
     assertThrows(() => templateKwargs("[1]"), "--template-kwargs: expected a JSON object of variables");

@@ -72,8 +72,8 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         dtype: v.dtype as WeightDtype,
       });
       const { model, tokenizer, modelDir } = loaded;
-      const template = await chatTemplateOf(modelDir, templateKwargs(v["template-kwargs"]));
       if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
+      const template = await chatTemplateOf(modelDir, tokenizer, templateKwargs(v["template-kwargs"]));
       const sampling = await samplingOf(modelDir, v);
       if (sampling.note) console.error(sampling.note);
       const chat = new Chat(model, tokenizer, template, {

@@ -158,12 +158,16 @@ export async function headLabelsOf(dir: string): Promise<number | undefined> {
   return undefined;
 }
 
-/** The chat template of the model directory `dir`; an ArgsError when it has none. */
+/**
+ * The chat template of the model directory `dir` (special tokens as `tokenizer` resolved them
+ * where the files do not name them); an ArgsError when it has none.
+ */
 export async function chatTemplateOf(
   dir: string,
+  tokenizer: Tokenizer,
   variables: Record<string, unknown> = {},
 ): Promise<ChatTemplate> {
-  const template = await loadChatTemplate(dir, variables);
+  const template = await loadChatTemplate(dir, variables, tokenizer);
   if (!template) {
     throw new ArgsError(
       `${dir} has no chat template (tokenizer_config.json "chat_template", or chat_template.jinja)`,

@@ -190,7 +190,11 @@ export function predictCommand(args: string[]): Promise<number> {
             records = await answerInstructions(model, tokenizer, v.data, {
               ...v,
               ...await promptSettings(loaded.modelDir, model, tokenizer, false, v),
-              template: await loadChatTemplate(loaded.modelDir, templateKwargs(v["template-kwargs"])),
+              template: await loadChatTemplate(
+                loaded.modelDir,
+                templateKwargs(v["template-kwargs"]),
+                tokenizer,
+              ),
             });
           } else {
             if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
@@ -344,7 +348,9 @@ async function promptSettings(
   chat: boolean | undefined,
   flags: SamplingFlags & { "template-kwargs"?: string },
 ): Promise<PromptSettings> {
-  const template = chat ? await chatTemplateOf(dir, templateKwargs(flags["template-kwargs"])) : null;
+  const template = chat
+    ? await chatTemplateOf(dir, tokenizer, templateKwargs(flags["template-kwargs"]))
+    : null;
   const sampling = await samplingOf(dir, flags);
   if (sampling.note) console.error(sampling.note);
   return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer), sampling };

@@ -424,7 +424,7 @@ async function instructionSplits(
   config: HfConfig,
   modelDir: string,
 ): Promise<Splits> {
-  const template = await loadChatTemplate(modelDir);
+  const template = await loadChatTemplate(modelDir, {}, tokenizer);
   let train = await readInstructions(spec.data);
   let evalSet = spec.evalData ? await readInstructions(spec.evalData) : null;
   if (!evalSet && spec.evalFraction > 0) {

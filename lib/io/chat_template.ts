@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
+import { readTokenizerConfig, type Tokenizer } from "./tokenizer.ts";
 
 /** One turn of a conversation. */
 export interface ChatMessage {
@@ -37,20 +38,20 @@ export class ChatTemplateError extends Error {
 /**
  * The chat template of the model directory `dir`, or null when it has none. `variables` are given
  * to every render besides the messages (transformers' apply_chat_template kwargs, e.g.
- * `enable_thinking`).
+ * `enable_thinking`). The special tokens' texts (bos_token, eos_token, …) are those
+ * tokenizer_config.json or special_tokens_map.json name, else those `tokenizer` resolved.
  */
 export async function loadChatTemplate(
   dir: string,
   variables: Record<string, unknown> = {},
+  tokenizer?: Tokenizer,
 ): Promise<ChatTemplate | null> {
   const configPath = join(dir, "tokenizer_config.json");
-  let config: Record<string, unknown> = {};
+  let config: Record<string, unknown>;
   try {
-    config = JSON.parse(await Deno.readTextFile(configPath));
+    config = await readTokenizerConfig(dir);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) {
-      throw new ChatTemplateError(`${configPath}: cannot read: ${(e as Error).message}`);
-    }
+    throw new ChatTemplateError(`${configPath}: cannot read: ${(e as Error).message}`);
   }
   // as transformers: a chat_template.jinja file takes priority over the config's entry
   const jinjaPath = join(dir, "chat_template.jinja");
@@ -63,11 +64,17 @@ export async function loadChatTemplate(
     text = templateText(config.chat_template, configPath);
     if (text === null) return null;
   }
+  // the special tokens the files name, else the ones the tokenizer resolved (config.json's ids)
+  const special = (role: "bos" | "eos" | "pad" | "unk") => {
+    const id = tokenizer?.special[role];
+    return tokenText(config[`${role}_token`]) ??
+      (id == null ? "" : tokenizer!.decode([id], { skipSpecialTokens: false }));
+  };
   return chatTemplate(text, source, {
-    bos_token: tokenText(config.bos_token),
-    eos_token: tokenText(config.eos_token),
-    pad_token: tokenText(config.pad_token),
-    unk_token: tokenText(config.unk_token),
+    bos_token: special("bos"),
+    eos_token: special("eos"),
+    pad_token: special("pad"),
+    unk_token: special("unk"),
     ...variables,
   });
 }
@@ -119,8 +126,8 @@ function templateText(value: unknown, path: string): string | null {
 }
 
 /** A special token's text: a string, or an AddedToken object's `content`. */
-function tokenText(value: unknown): string {
+function tokenText(value: unknown): string | null {
   if (typeof value === "string") return value;
   const content = (value as { content?: unknown } | null)?.content;
-  return typeof content === "string" ? content : "";
+  return typeof content === "string" ? content : null;
 }

@@ -253,20 +253,31 @@ export class Tokenizer {
 const MODEL_TYPES = ["BPE", "WordPiece", "Unigram"];
 
 /**
+ * The tokenizer_config.json of `dir` ({} without one), its special tokens completed from
+ * special_tokens_map.json where it does not name them, as transformers completes them.
+ */
+export async function readTokenizerConfig(dir: string): Promise<Record<string, unknown>> {
+  const optional = (path: string): Promise<Record<string, unknown>> =>
+    readJson(path).catch((e) => {
+      if (e instanceof Deno.errors.NotFound) return {};
+      throw e;
+    });
+  const config = await optional(join(dir, "tokenizer_config.json"));
+  const map = await optional(join(dir, "special_tokens_map.json"));
+  const named = Object.entries(map).filter(([key]) => key.endsWith("_token") && config[key] == null);
+  return { ...config, ...Object.fromEntries(named) };
+}
+
+/**
  * Load a tokenizer: `path` is a tokenizer.json or a folder holding one. A
- * tokenizer_config.json beside it is read for special tokens when present; `modelConfig`
- * (the model's config.json) fills special-token ids the tokenizer files do not name.
+ * tokenizer_config.json beside it (with special_tokens_map.json) is read for special tokens when
+ * present; `modelConfig` (the model's config.json) fills special-token ids the tokenizer files do
+ * not name.
  */
 export async function loadTokenizer(path: string, modelConfig?: HfConfig): Promise<Tokenizer> {
   const file = (await Deno.stat(path)).isDirectory ? join(path, "tokenizer.json") : path;
   const json = await readJson(file);
-  const configPath = join(dirname(file), "tokenizer_config.json");
-  let tokenizerConfig: Record<string, unknown> = {};
-  try {
-    tokenizerConfig = await readJson(configPath);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
+  const tokenizerConfig = await readTokenizerConfig(dirname(file));
   const modelType = (json.model as { type?: unknown } | undefined)?.type;
   if (!MODEL_TYPES.includes(modelType as string)) {
     throw new TokenizerError(

@@ -109,8 +109,9 @@ export interface InstructionTokens {
  * the prompt's own (from a token that spans the two texts, which TRL would leave unlearnt). A conversation through `template`, its text tokenized without adding special
  * tokens (the template writes them), each learnt assistant turn's tokens found by rendering the
  * conversation up to the turn (with the generation prompt, so the turn's header is not learnt) and
- * through it: the tokens of the whole text from where the first rendering's end to where the second's
- * do (a token across a boundary, as a SentencePiece word that joins the newline before it, is learnt).
+ * through it: the tokens of the whole text from the turn's content to its end-of-turn token
+ * ({@link turnSpan}; a token across a boundary, as a SentencePiece word that joins the newline
+ * before it, is learnt).
  * `where` names the example in errors.
  */
 export function tokenizeInstruction(
@@ -120,10 +121,7 @@ export function tokenizeInstruction(
 ): InstructionTokens {
   const lossOn = opts.lossOn ?? "completion", where = opts.where ?? "instruction";
   if ("prompt" in example) {
-    // the prompt's tokens without what the tokenizer appends after a text (a template's </s>)
-    const after = tokenizer.specialAround()[1];
-    const prompt = tokenizer.encode(example.prompt);
-    prompt.splice(prompt.length - after.length, after.length);
+    const prompt = promptTokens(tokenizer, example.prompt);
     const ids = tokenizer.encode(example.prompt + example.completion);
     const eos = tokenizer.special.eos;
     if (eos !== null && ids[ids.length - 1] !== eos) ids.push(eos);
@@ -148,22 +146,49 @@ export function tokenizeInstruction(
     const broken = (i: number) =>
       new DataError(
         `${where}: the chat template (${template.source}) does not render the conversation turn by turn ` +
-          `(its text up to message ${i} is not the start of the whole), so the assistant's tokens cannot be ` +
-          `found; train on every token instead (--loss-on all)`,
+          `(its text up to message ${i} is not the start of the whole, or the turn's text is not in it), so ` +
+          `the assistant's tokens cannot be found; train on every token instead (--loss-on all)`,
       );
     example.messages.forEach((m, i) => {
       if (m.role !== "assistant" || i < example.completionFrom) return;
       const before = render(example.messages.slice(0, i), true);
-      const through = render(example.messages.slice(0, i + 1), false);
-      if (!text.startsWith(before) || !text.startsWith(through) || through.length < before.length) {
-        throw broken(i);
-      }
-      const start = boundary(encode(before), ids, false), end = boundary(encode(through), ids, true);
+      const span = turnSpan(text, before, render(example.messages.slice(0, i + 1), false), m.content);
+      if (!span) throw broken(i);
+      const [from, to, whole] = span;
+      const start = boundary(encode(text.slice(0, from)), ids, false);
+      // where the last turn's closing differs, the text it shares ends inside the next token: not learnt
+      const end = boundary(encode(text.slice(0, to)), ids, whole);
       if (start === null || end === null) throw broken(i);
       trained.fill(1, start, end);
     });
   }
   return { ids: Int32Array.from(ids), trained };
+}
+
+/**
+ * Where an assistant turn lies in the whole conversation's `text`, as characters [from, to): from
+ * its content, which follows `before` (the conversation up to the turn with the generation prompt,
+ * a start of `text`), to the end of what the turn rendered last (`through`) writes after its
+ * content that `text` writes too (its end-of-turn token), and whether `text` writes all of that.
+ * So templates that close the last turn otherwise (Phi-3's <|endoftext|>) or write earlier turns
+ * otherwise (Qwen3 leaves their empty <think> out) are read as the whole text has them. Null when
+ * `before` does not start `text` or the content is not found after it.
+ */
+function turnSpan(
+  text: string,
+  before: string,
+  through: string,
+  content: string,
+): [number, number, boolean] | null {
+  if (!text.startsWith(before)) return null;
+  // a template may trim the content
+  const body = text.indexOf(content, before.length) >= 0 ? content : content.trim();
+  const from = text.indexOf(body, before.length), inThrough = through.lastIndexOf(body);
+  if (from < 0 || inThrough < 0) return null;
+  const tail = through.slice(inThrough + body.length), rest = text.slice(from + body.length);
+  let same = 0;
+  while (same < tail.length && tail[same] === rest[same]) same++;
+  return [from, from + body.length + same, same === tail.length];
 }
 
 /**
@@ -190,9 +215,16 @@ export interface InstructionQuery {
   expected: string;
 }
 
+/** A text prompt's tokens without what the tokenizer appends after a text (a template's </s>). */
+function promptTokens(tokenizer: Tokenizer, prompt: string): number[] {
+  const ids = tokenizer.encode(prompt), after = tokenizer.specialAround()[1];
+  ids.splice(ids.length - after.length, after.length);
+  return ids;
+}
+
 /**
- * The question of `example` for generation: a text prompt with the tokenizer's special tokens (as
- * in training), or a conversation up to its first learnt assistant turn rendered with the
+ * The question of `example` for generation: a text prompt with the special tokens the tokenizer
+ * puts before it, none after (as in training), or a conversation up to its first learnt assistant turn rendered with the
  * generation prompt; and that turn's content (or the completion) as the expected answer.
  */
 export function instructionQuery(
@@ -202,7 +234,11 @@ export function instructionQuery(
   where = "instruction",
 ): InstructionQuery {
   if ("prompt" in example) {
-    return { prompt: example.prompt, ids: tokenizer.encode(example.prompt), expected: example.completion };
+    return {
+      prompt: example.prompt,
+      ids: promptTokens(tokenizer, example.prompt),
+      expected: example.completion,
+    };
   }
   const turn = example.messages.findIndex((m, i) => i >= example.completionFrom && m.role === "assistant");
   if (turn < 0) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
