@@ -13,7 +13,8 @@ for (const [name, method] of CASES) {
   Deno.test(`${name}: a run stopped at step K and resumed to N logs the same losses and saves the same adapter`, async () => {
     await withTempDir("hartley_resume_", async (dir) => {
       const data = await writeToyData(dir, 40);
-      const opts = ["--steps", "6", "--log-every", "1", "--save-every", "0", "--seed", "3", ...method];
+      // stopped at 3, between logging steps: the open interval is carried in the checkpoint
+      const opts = ["--steps", "6", "--log-every", "2", "--save-every", "0", "--seed", "3", ...method];
       const full = await runCli(tinyRun(data, `${dir}/full`, opts));
       assertEquals(full.code, 0, full.err);
       const stopped = await runCli(tinyRun(data, `${dir}/parts`, [...opts, "--stop-at", "3"]));
@@ -28,8 +29,10 @@ for (const [name, method] of CASES) {
           r,
         ) => [r.step, r.loss]);
       const a = await losses("full"), b = await losses("parts");
-      assertEquals(a.length, 6);
+      assertEquals(a.length, 3);
       assertEquals(b, a, "losses of the resumed run");
+      const ends = (await readRunLog(`${dir}/parts/log.jsonl`)).filter((r) => r.type === "end");
+      assertEquals(ends.map((r) => r.step), [6], "the stop's end record gives way to the resumed run");
       const evalOf = async (run: string) =>
         (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "eval").map((r) => r.loss);
       assertEquals(await evalOf("parts"), await evalOf("full"), "held-out loss");
@@ -39,7 +42,7 @@ for (const [name, method] of CASES) {
   });
 }
 
-Deno.test("--resume refuses other settings, a directory without a checkpoint and a finished run", async () => {
+Deno.test("--resume refuses other settings, a directory without a checkpoint and a finished run; finishes a run killed before its output", async () => {
   await withTempDir("hartley_resume_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const none = await runCli(tinyRun(data, `${dir}/empty`, ["--steps", "2", "--resume"]));
@@ -64,6 +67,20 @@ Deno.test("--resume refuses other settings, a directory without a checkpoint and
     const finished = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume"]));
     assertEquals(finished.code, 2);
     assert(finished.err.includes("is finished (step 4 of 4)"), finished.err);
+    // killed after its last checkpoint, before its adapter was written: --resume writes it, the same
+    const adapter = await Deno.readFile(`${dir}/run/adapter/adapter_model.safetensors`);
+    await Deno.remove(`${dir}/run/adapter`, { recursive: true });
+    const log = (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n");
+    await Deno.writeTextFile(
+      `${dir}/run/log.jsonl`,
+      log.filter((l) => !l.includes('"end"')).join("\n") + "\n",
+    );
+    const evals = (await readRunLog(`${dir}/run/log.jsonl`)).filter((r) => r.type === "eval").length;
+    const rescued = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume"]));
+    assertEquals(rescued.code, 0, rescued.err);
+    assertEquals(await Deno.readFile(`${dir}/run/adapter/adapter_model.safetensors`), adapter);
+    const records = await readRunLog(`${dir}/run/log.jsonl`);
+    assertEquals([records.filter((r) => r.type === "eval").length, records.at(-1)?.type], [evals, "end"]);
     // a log alone (a run that failed before its first checkpoint) holds nothing to keep
     await Deno.mkdir(`${dir}/failed`);
     await Deno.writeTextFile(`${dir}/failed/log.jsonl`, '{"type":"start","step":0}\n');

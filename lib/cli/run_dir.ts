@@ -65,7 +65,9 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
       throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
     }
     const { state } = await loadCheckpoint(outDir);
-    if (state.stoppedEarly) {
+    // a run killed between its last checkpoint and its final output resumes to write that output
+    const written = (await pathExists(join(outDir, "adapter"))) || (await pathExists(join(outDir, "model")));
+    if (state.stoppedEarly && written) {
       const b = state.best;
       throw new ArgsError(
         `--resume: the run in ${outDir} stopped early at step ${state.step}` +
@@ -73,7 +75,7 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
           `; it is over: start a new one with --overwrite or another --out`,
       );
     }
-    if (state.step >= state.totalSteps) {
+    if (state.step >= state.totalSteps && written) {
       throw new ArgsError(
         `--resume: the run in ${outDir} is finished (step ${state.step} of ${state.totalSteps}); ` +
           `start a new one with --overwrite or another --out`,

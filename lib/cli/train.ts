@@ -545,7 +545,10 @@ async function runTraining(
       Deno.exit(130);
     }
     stopRequested = true;
-    console.error("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
+    console.error(
+      "\nCtrl-C: stopping after this step and saving a checkpoint (once this shows, Ctrl-C again quits " +
+        "without one)",
+    );
   };
   Deno.addSignalListener("SIGINT", onSigint);
   try {
@@ -592,7 +595,10 @@ async function runTraining(
     }
     // the data, the model and the flags are checked: only now does --overwrite remove the old run
     if (v.overwrite && !ckpt) await clearOutDir(outDir);
-    const log = runLog = await RunLog.open(join(outDir, "log.jsonl"), { resumeAt: ckpt?.state.step });
+    const log = runLog = await RunLog.open(join(outDir, "log.jsonl"), { resumeAt: ckpt?.state.step })
+      .catch((e) => {
+        throw new ArgsError(`--out ${outDir}: cannot write the run there (${(e as Error).message})`);
+      });
     if (!ckpt) {
       await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
     } else await log.write({ type: "resume", step: ckpt.state.step });

@@ -52,6 +52,11 @@ export interface TrainerState {
   best?: BestState;
   /** The run stopped early (`best.patience`): it is over, resuming it trains no further. */
   stoppedEarly?: true;
+  /**
+   * The training-loss interval a stop between logging steps left open: the summed loss and its
+   * steps, which the resumed run's next log record includes, as the uninterrupted run's does.
+   */
+  interval?: { loss: number; steps: number };
 }
 
 /** An evaluation metric that picks the best evaluation. */

@@ -30,7 +30,8 @@ export class RunLog {
 
   /**
    * Open `path` for a new run (an existing file is replaced) or, with `resumeAt`, keep only
-   * the records of steps ≤ resumeAt (rewritten atomically) and append after them.
+   * the records of steps ≤ resumeAt but the stop's `end` (rewritten atomically) and append after
+   * them.
    */
   static async open(path: string, opts: { resumeAt?: number } = {}): Promise<RunLog> {
     await Deno.mkdir(dirname(path), { recursive: true });
@@ -38,7 +39,7 @@ export class RunLog {
       const kept = (await readRunLog(path).catch((e) => {
         if (e instanceof Deno.errors.NotFound) return [];
         throw e;
-      })).filter((r) => r.step <= opts.resumeAt!);
+      })).filter((r) => r.step <= opts.resumeAt! && r.type !== "end");
       await writeFileAtomic(path, kept.map((r) => JSON.stringify(r) + "\n").join(""));
     } else {
       await writeFileAtomic(path, "");

@@ -247,8 +247,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const over = opts.resumeFrom?.state.stoppedEarly === true;
   if (over) result.status = "early";
   const started = performance.now();
-  let acc = keep(T.zeros(gpu, []));
-  let accSteps = 0;
+  // the summed loss of the steps since the last log record (a stopped run's open interval resumed)
+  const open = opts.resumeFrom?.state.interval;
+  let acc = keep(open ? T.from(gpu, Float32Array.of(open.loss), []) : T.zeros(gpu, []));
+  let accSteps = open?.steps ?? 0;
+  let interval: TrainerState["interval"];
   let pending = null as Promise<void> | null;
 
   /** Queue a readback of the interval's summed loss, then await the previous one. */
@@ -361,6 +364,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       args: opts.args ?? opts.resumeFrom?.state.args,
       ...(best ? { best } : {}),
       ...(result.status === "early" ? { stoppedEarly: true } : {}),
+      ...(interval ? { interval } : {}),
       elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
       tokens: tokensBefore + result.tokens,
     };
@@ -410,13 +414,21 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       if (stop) {
         result.status = "stopped";
+        // between logging steps, the open interval goes into the checkpoint, not the log
+        if (accSteps > 0 && step % logEvery !== 0) {
+          interval = { loss: (await acc.toArray())[0], steps: accSteps };
+          acc.dispose();
+          acc = keep(T.zeros(gpu, []));
+          accSteps = 0;
+        }
         break;
       }
       if (opts.saveEvery && step % opts.saveEvery === 0 && step < totalSteps) await checkpoint();
     }
     await drain();
     setTraining(false);
-    if (result.status === "done") await runEval();
+    // a run resumed after its last step (killed before its output was written) was evaluated already
+    if (result.status === "done" && (opts.resumeFrom?.state.step ?? 0) < totalSteps) await runEval();
     await checkpoint();
   } catch (e) {
     // a step that failed half-way leaves gradients behind; an unread interval is discarded
