@@ -313,6 +313,44 @@ Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named lis
   });
 });
 
+Deno.test("train and eval on conversations give the chat template --template-kwargs, as predict and chat do", async () => {
+  await withDir(async (dir) => {
+    const model = await tempModelDir(fixtureModel("gpt2-brown"));
+    try {
+      const template = "{% if ok is not defined %}{{ raise_exception('ok is not defined') }}{% endif %}" +
+        CHATML;
+      await Deno.writeTextFile(
+        join(model, "tokenizer_config.json"),
+        JSON.stringify({ chat_template: template }),
+      );
+      const data = join(dir, "chat.jsonl");
+      const chat = {
+        messages: [{ role: "user", content: "Colour?" }, { role: "assistant", content: "red" }],
+      };
+      await Deno.writeTextFile(data, Array.from({ length: 4 }, () => JSON.stringify(chat)).join("\n"));
+      const args = ["--model", model, "--data", data, "--seq-len", "96", "--batch-size", "2"];
+      const without = await runCli(["eval", ...args]);
+      assertEquals(without.code, 1, without.err);
+      assert(without.err.includes("ok is not defined"), without.err);
+      const kwargs = ["--template-kwargs", '{"ok": true}'];
+      assertEquals((await runCli(["eval", ...args, ...kwargs])).code, 0);
+      const train = await runCli([
+        "train",
+        ...args,
+        ...kwargs,
+        "--steps",
+        "1",
+        "--out",
+        join(dir, "run"),
+        "--quiet",
+      ]);
+      assertEquals(train.code, 0, train.err);
+    } finally {
+      await Deno.remove(model, { recursive: true });
+    }
+  });
+});
+
 Deno.test("train a causal LM on prompt/completion and conversation files: the task, the loss on completions, eval", async () => {
   await withDir(async (dir) => {
     const model = await chatModelDir("gpt2-brown");

@@ -104,6 +104,14 @@ export function checkSampling(v: { "top-p"?: number; "repetition-penalty"?: numb
   }
 }
 
+/** Variables for the chat template (predict, chat, and train and eval on conversations). */
+export const TEMPLATE_KWARGS_FLAG = {
+  type: "string",
+  arg: "JSON",
+  help: "variables the chat template reads, as transformers' apply_chat_template(**kwargs), " +
+    `e.g. '{"enable_thinking": false}' (Qwen3 without its thinking)`,
+} as const satisfies FlagSpec;
+
 /** How predict and chat generate text. */
 export const GENERATION_FLAGS = {
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
@@ -151,12 +159,7 @@ export const GENERATION_FLAGS = {
     arg: "TEXT",
     help: "end the text where it reaches TEXT, left out (\\n and \\t stand for a newline and a tab)",
   },
-  "template-kwargs": {
-    type: "string",
-    arg: "JSON",
-    help: "variables the chat template reads, as transformers' apply_chat_template(**kwargs), " +
-      `e.g. '{"enable_thinking": false}' (Qwen3 without its thinking)`,
-  },
+  "template-kwargs": TEMPLATE_KWARGS_FLAG,
 } as const satisfies Record<string, FlagSpec>;
 
 /** `--stop`'s text: `\n` and `\t` as a newline and a tab, `\\` as a backslash. */

@@ -12,7 +12,16 @@ import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
 import type { TypeScores } from "../train/entities.ts";
 import { textTable } from "./output.ts";
-import { ATTENTION_FLAG, type CommandSpec, DTYPE_FLAG, FIELD_FLAGS, LOSS_ON_FLAG, withArgs } from "./args.ts";
+import {
+  ATTENTION_FLAG,
+  type CommandSpec,
+  DTYPE_FLAG,
+  FIELD_FLAGS,
+  LOSS_ON_FLAG,
+  TEMPLATE_KWARGS_FLAG,
+  templateKwargs,
+  withArgs,
+} from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits } from "./setup.ts";
@@ -42,6 +51,7 @@ const FLAGS = {
   attention: ATTENTION_FLAG,
   ...FIELD_FLAGS,
   "loss-on": LOSS_ON_FLAG,
+  "template-kwargs": TEMPLATE_KWARGS_FLAG,
   regression: { type: "boolean", help: "the labels are real values (default: when the head has one output)" },
   json: { type: "boolean", help: "print the result as one JSON object" },
 } as const;
@@ -84,6 +94,7 @@ export function evalCommand(args: string[]): Promise<number> {
             textField: v["text-field"],
             pairField: v["pair-field"],
             lossOn: v["loss-on"] as LossOn,
+            templateVariables: templateKwargs(v["template-kwargs"]),
             labelField: v["label-field"],
             regression: task === "seq-cls" &&
               (v.regression || loaded.numLabels === 1 || loaded.config.problemType === "regression"),

@@ -117,6 +117,8 @@ export interface DataSpec {
   labelField?: string;
   /** Instruction data: learn the completions alone (default), or every token. */
   lossOn?: LossOn;
+  /** Variables the chat template reads (--template-kwargs). */
+  templateVariables?: Record<string, unknown>;
   /** Training batches of rows of similar length (less padding). */
   groupByLength?: boolean;
   /** No progress display (tokenizing many instructions shows one). */
@@ -424,7 +426,7 @@ async function instructionSplits(
   config: HfConfig,
   modelDir: string,
 ): Promise<Splits> {
-  const template = await loadChatTemplate(modelDir, {}, tokenizer);
+  const template = await loadChatTemplate(modelDir, spec.templateVariables, tokenizer);
   let train = await readInstructions(spec.data);
   let evalSet = spec.evalData ? await readInstructions(spec.evalData) : null;
   if (!evalSet && spec.evalFraction > 0) {

@@ -39,6 +39,8 @@ import {
   type FlagValues,
   listOf,
   LOSS_ON_FLAG,
+  TEMPLATE_KWARGS_FLAG,
+  templateKwargs,
   withArgs,
 } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
@@ -208,6 +210,7 @@ const FLAGS = {
   "max-eval": { type: "integer", min: 1, help: "evaluate on only this many examples" },
   ...FIELD_FLAGS,
   "loss-on": LOSS_ON_FLAG,
+  "template-kwargs": TEMPLATE_KWARGS_FLAG,
   "group-by-length": {
     type: "boolean",
     help: "batch rows of similar length together (less padding; texts of varied lengths train faster)",
@@ -424,6 +427,7 @@ async function runTraining(
       textField: v["text-field"],
       pairField: v["pair-field"],
       lossOn: v["loss-on"] as LossOn,
+      templateVariables: templateKwargs(v["template-kwargs"]),
       groupByLength: v["group-by-length"],
       quiet: v.quiet,
       labelField: v["label-field"],
@@ -523,6 +527,7 @@ async function runTraining(
     ...(v["pair-field"] ? { pairField: v["pair-field"] } : {}),
     ...(v["label-field"] ? { labelField: v["label-field"] } : {}),
     ...(v["loss-on"] !== "completion" ? { lossOn: v["loss-on"] } : {}),
+    ...(v["template-kwargs"] ? { templateVariables: templateKwargs(v["template-kwargs"]) } : {}),
     ...(v["group-by-length"] ? { groupByLength: true } : {}),
   };
   const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
