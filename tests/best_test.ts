@@ -130,6 +130,8 @@ Deno.test("best: patience reached at the last evaluation is no early stop; an ea
     assertEquals((await loadCheckpoint(out)).state.stoppedEarly, true);
     const again = await scripted(out, (s) => ACCURACY[s], { patience: 2, resume: true });
     assertEquals([again.result.status, again.result.steps, again.saves], ["early", 4, []]);
+    // with its output written (as the CLI writes it after the stop), the CLI refuses to resume it
+    await Deno.mkdir(`${out}/adapter`);
     const cli = await runCli(["train", "--resume", "--out", out, "--quiet"]);
     assertEquals(cli.code, 2);
     assert(cli.err.includes("stopped early at step 4 (best accuracy 0.7000 at step 2); it is over"), cli.err);

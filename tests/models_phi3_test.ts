@@ -6,7 +6,9 @@
  * the pooled rows alone keeps the loss and gradients with resid_pdrop in train mode.
  */
 import { getGpu } from "../lib/gpu/mod.ts";
-import { loadModel } from "../lib/models/load.ts";
+import { CacheRotationError, type KvCache } from "../lib/models/kv_cache.ts";
+import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
+import { generate } from "../lib/train/generate.ts";
 import { modelParity } from "../lib/models/parity.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";
 import { loraConfig } from "../lib/peft/config.ts";
@@ -101,16 +103,39 @@ Deno.test("phi3: partial rotary, LongRoPE's short and long factors and the slidi
       Array.from(whole.logits.subarray((r * 12 + 10) * vocab, (r * 12 + 12) * vocab))
     );
     assertClose(got, expected, 1e-5, "cached logits");
-    // a cache filled within the original context cannot go past it: its keys have the short rotation
+    // keys rotated with one factor set are not extended by a pass of the other, either way: filled
+    // within the original context and going past it, or filled past it and cut back within it
+    const refused = (cache: KvCache, from: number, to: number) => {
+      try {
+        tidy(() =>
+          noGrad(() => void model.forward(tokenBatch(gpu, piece(from, to), b, to - from), { cache }))
+        );
+      } catch (e) {
+        assert(e instanceof CacheRotationError, String(e));
+        return e.message;
+      }
+      return "";
+    };
     const early = model.newCache!();
-    tidy(() => noGrad(() => void model.forward(tokenBatch(gpu, piece(0, 6), b, 6), { cache: early })));
-    let message = "";
-    try {
-      tidy(() => noGrad(() => void model.forward(tokenBatch(gpu, piece(6, 10), b, 4), { cache: early })));
-    } catch (e) {
-      message = (e as Error).message;
+    assertEquals(refused(early, 0, 6), "");
+    assert(refused(early, 6, 10).includes("rotates with LongRoPE's long factors"), "short → long");
+    const late = model.newCache!();
+    assertEquals(refused(late, 0, 12), "");
+    late.truncate(6);
+    assert(refused(late, 6, 8).includes("rotates with LongRoPE's short factors"), "long → short");
+    assertEquals(refused(late, 6, 10), "", "long keys extended by long factors");
+    // generation fills the cache again where the factors change, as transformers' Phi-3 does: the
+    // greedy tokens of full passes, from 5 prompt tokens to 15
+    const tokenizer = await loadModelTokenizer(model.config);
+    const prompt = Array.from(ids.subarray(0, 5));
+    const made = await generate(model, tokenizer, prompt, { maxNewTokens: 10, stopAtEos: false });
+    const greedy = [...prompt];
+    while (greedy.length < 15) {
+      const t = greedy.length, out = await evalForward(model, tokenBatch(gpu, Int32Array.from(greedy), 1, t));
+      const last = out.logits.subarray((t - 1) * 512, t * 512);
+      greedy.push(last.indexOf(Math.max(...last)));
     }
-    assert(message.includes("generation past original_max_position_embeddings (8)"), message);
+    assertEquals(made.ids, greedy);
     model.dispose();
   } finally {
     await Deno.remove(dir, { recursive: true });

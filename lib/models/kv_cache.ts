@@ -25,6 +25,15 @@ export interface KvCacheShape {
   dtype?: KvCacheDtype;
 }
 
+/**
+ * A pass whose keys would be rotated otherwise than the cached ones (LongRoPE's factor sets switch
+ * at original_max_position_embeddings): the cache must be filled again (generation does so).
+ */
+export class CacheRotationError extends Error {
+  /** "CacheRotationError". */
+  override name = "CacheRotationError";
+}
+
 /** Storage of a {@link KvCache}'s keys and values. */
 export type KvCacheDtype = "f32" | "f16";
 
@@ -97,6 +106,12 @@ export class KvCache {
     this.gpu = gpu;
     this.shape = shape;
   }
+
+  /**
+   * What rotated the cached keys, where a model's rotation depends on the sequence's length
+   * (LongRoPE's "short" or "long" factors); null while the cache is empty or nothing was recorded.
+   */
+  rotation: string | null = null;
 
   /** Positions cached so far. */
   get length(): number {
@@ -188,6 +203,7 @@ export class KvCache {
       throw new RangeError(`KvCache: truncate(${length}) is outside 0..${this.#length}`);
     }
     this.#length = length;
+    if (length === 0) this.rotation = null;
     this.#pending = 0; // a pass that failed before commit() is dropped
     this.#passMask = null;
     const cap = this.#capacity;

@@ -37,7 +37,7 @@ import {
 } from "../tensor/mod.ts";
 import { BaseModel, decoderClassifierDropout, rawNumber, tokenInputs } from "./base.ts";
 import { atPooled, decoderHead, type PooledPositions, pooledPositions } from "./decoder_head.ts";
-import { beginCached, KvCache, type KvCacheDtype } from "./kv_cache.ts";
+import { beginCached, CacheRotationError, KvCache, type KvCacheDtype } from "./kv_cache.ts";
 import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
 import type { BuildContext, Family } from "./registry.ts";
 import { SUPPORTED_ARCHITECTURES } from "./shapes.ts";
@@ -142,20 +142,22 @@ export class LlamaModel extends BaseModel {
     // with a cache, the padding of the keys (cached ones included) is the cache's to mask
     const mask = cache ? null : paddingMask(this.gpu, batch.attentionMask, b, t);
     const end = (cache?.length ?? 0) + t;
+    if (cache && c.rope.type === "longrope") {
+      // LongRoPE rotates with its short factors up to original_max_position_embeddings and its long
+      // ones past it: cached keys rotated with the other set must be computed again
+      const set = end > c.rope.originalMaxPositions ? "long" : "short";
+      if (cache.length > 0 && cache.rotation !== null && cache.rotation !== set) {
+        throw new CacheRotationError(
+          `${c.modelType}: this pass rotates with LongRoPE's ${set} factors (its positions end at ${end}, ` +
+            `original_max_position_embeddings ${c.rope.originalMaxPositions}), the ${cache.length} cached keys ` +
+            `with the ${cache.rotation} ones; fill the cache again`,
+        );
+      }
+      cache.rotation = set;
+    }
     if (cache) beginCached(cache, c.modelType, this.task, batch.attentionMask, b, t);
     // tables for a power-of-two number of positions, so few lengths are cached per device
     const length = Math.min(Math.max(64, 2 ** Math.ceil(Math.log2(end))), Math.max(end, c.maxPositions));
-    if (cache && c.rope.type === "longrope" && cache.length > 0) {
-      const original = c.rope.originalMaxPositions;
-      if (cache.length <= original && end > original) {
-        // transformers recomputes the cache here (Phi3ForCausalLM.prepare_inputs_for_generation)
-        throw new Error(
-          `${c.modelType}: generation past original_max_position_embeddings (${original}) switches LongRoPE to its ` +
-            `long factors, and the ${cache.length} cached positions were rotated with the short ones; ` +
-            "start again without the cache, or with a prompt past that length",
-        );
-      }
-    }
     const rope = ropeTables(this.gpu, {
       rotaryDim: c.rotaryDim,
       theta: c.rope.theta,

@@ -11,7 +11,7 @@
  */
 import { maxTokens } from "../io/hf_config.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import type { KvCache, KvCacheDtype } from "../models/kv_cache.ts";
+import { CacheRotationError, type KvCache, type KvCacheDtype } from "../models/kv_cache.ts";
 import type { Batch, Model } from "../models/model.ts";
 import { Prng } from "../spectral/prng.ts";
 import { argmax, noGrad, reshape, Tensor, tidy } from "../tensor/mod.ts";
@@ -183,16 +183,11 @@ export async function generateBatch(
       `generateBatch: a prompt has ${longest} tokens, more than the model's ${positions} positions`,
     );
   }
-  const ids = new Int32Array(b * longest).fill(tokenizer.padId), mask = new Int32Array(b * longest);
-  rows.forEach((r, i) => {
-    ids.set(r, (i + 1) * longest - r.length);
-    mask.fill(1, (i + 1) * longest - r.length, (i + 1) * longest);
-  });
   const starts = rows.map((r) => r.length);
   const cache = newCache(model, "generateBatch", opts.cacheDtype);
   let stops: Generation["stop"][];
   try {
-    stops = await decode(model, tokenizer, rows, { ids, b, t: longest, mask }, cache, d);
+    stops = await decode(model, tokenizer, rows, leftPadded(rows, tokenizer.padId), cache, d);
   } finally {
     cache.dispose();
   }
@@ -278,6 +273,9 @@ async function decode(
   onChunk?: (running: ReadonlySet<number>) => void,
 ): Promise<Generation["stop"][]> {
   const b = rows.length, positions = maxTokens(model.config), starts = rows.map((r) => r.length);
+  const c = model.config;
+  const switchAt = "rope" in c && c.rope.type === "longrope" ? c.rope.originalMaxPositions : Infinity;
+  let refilled = false;
   const stops: Generation["stop"][] = rows.map(() => "length");
   const running = new Set(rows.keys());
   const wasTraining = model.training;
@@ -289,23 +287,45 @@ async function decode(
         for (const r of running) stops[r] = "positions";
         break;
       }
-      const k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
+      let k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
+      // a chunk ends where LongRoPE's factors switch; the next one fills the cache again
+      if (length <= switchAt && switchAt < length + k - 1) k = switchAt - length + 1;
       const penalty = d.repetitionPenalty;
       let picked: Int32Array[];
       const vocab = "vocabSize" in model.config ? model.config.vocabSize : 0;
-      if (d.temperature === 0 || samplesOnGpu(model.gpu, d, vocab)) {
-        const { temperature, topK, topP, minP, seed } = d;
-        const sampling = temperature === 0 ? null : { temperature, topK, topP, minP, seed, step: made };
-        picked = await gpuTokens(model, first, cache, k, penalty === 1 ? null : { penalty, rows }, sampling);
-      } else {
-        const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
-        const draw = (r: number) => {
-          const row = logits.subarray(r * v, (r + 1) * v);
-          if (penalty !== 1) applyRepetitionPenalty(row, rows[r], penalty);
-          return sampleToken(row, d, d.rng);
-        };
-        picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
+      try {
+        if (d.temperature === 0 || samplesOnGpu(model.gpu, d, vocab)) {
+          const { temperature, topK, topP, minP, seed } = d;
+          const sampling = temperature === 0 ? null : { temperature, topK, topP, minP, seed, step: made };
+          picked = await gpuTokens(
+            model,
+            first,
+            cache,
+            k,
+            penalty === 1 ? null : { penalty, rows },
+            sampling,
+          );
+        } else {
+          const logits = await nextTokenLogits(model, first, cache), v = logits.length / b;
+          const draw = (r: number) => {
+            const row = logits.subarray(r * v, (r + 1) * v);
+            if (penalty !== 1) applyRepetitionPenalty(row, rows[r], penalty);
+            return sampleToken(row, d, d.rng);
+          };
+          picked = [Int32Array.from({ length: b }, (_, r) => draw(r))];
+        }
+      } catch (e) {
+        // a filled-again cache that still does not fit is no switch of factors: a bug to report
+        if (!(e instanceof CacheRotationError) || refilled) throw e;
+        refilled = true;
+        // the rotary factors change at this length (LongRoPE): every row runs again with the new
+        // ones, as transformers' Phi-3 recomputes its cache there
+        cache.truncate(0);
+        first = leftPadded(rows, tokenizer.padId);
+        length = first.t;
+        continue;
       }
+      refilled = false;
       for (const r of [...running]) {
         const tokens = picked.map((step) => step[r]);
         const ended = extend(rows[r], starts[r], tokens, d.eos, d.stopTexts, tokenizer);
@@ -392,6 +412,17 @@ interface Step {
   b: number;
   t: number;
   mask?: Int32Array;
+}
+
+/** `rows` left-padded with `padId` into one step, the padding masked. */
+function leftPadded(rows: readonly number[][], padId: number): Step {
+  const b = rows.length, t = Math.max(...rows.map((r) => r.length));
+  const ids = new Int32Array(b * t).fill(padId), mask = new Int32Array(b * t);
+  rows.forEach((r, i) => {
+    ids.set(r, (i + 1) * t - r.length);
+    mask.fill(1, (i + 1) * t - r.length, (i + 1) * t);
+  });
+  return { ids, b, t, mask };
 }
 
 /** The model inputs of `step` (in the caller's tidy scope). */
