@@ -173,7 +173,7 @@ export async function generateBatch(
   const d = decodingOf(model, opts, "generateBatch");
   if (prompts.length === 0) return [];
   const rows = prompts.map((p) => (typeof p === "string" ? tokenizer.encode(p) : [...p]));
-  const positions = maxTokens(model.config), b = rows.length;
+  const positions = maxTokens(model.config);
   const longest = Math.max(...rows.map((r) => r.length));
   rows.forEach((r, i) => {
     if (r.length === 0) throw new Error(`generateBatch: prompt ${i} has no tokens`);
