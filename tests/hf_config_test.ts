@@ -413,6 +413,12 @@ Deno.test("phi3: fused projections, partial rotary, LongRoPE and the sliding win
   };
   const parsed = await variant("llama", longrope) as LlamaConfig;
   assertEquals(parsed.rotaryDim, 8);
+  // transformers 5 keeps the factor in rope_parameters
+  const v5 = await variant("llama", {
+    ...phi3,
+    rope_parameters: { rope_type: "default", rope_theta: 10000, partial_rotary_factor: 0.5 },
+  }) as LlamaConfig;
+  assertEquals(v5.rotaryDim, 8);
   assertEquals(parsed.rope, {
     type: "longrope",
     theta: 10000,

@@ -495,9 +495,13 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
   };
 }
 
-/** The rotated part of a head: headDim · partial_rotary_factor (transformers' int(), made even). */
+/**
+ * The rotated part of a head: headDim · partial_rotary_factor (transformers' int(), made even),
+ * the factor at the top level or, as transformers 5 saves it, in `rope_parameters`.
+ */
 function rotaryDim(f: Fields, headDim: number): number {
-  const factor = f.raw.partial_rotary_factor ?? 1;
+  const params = f.raw.rope_parameters as Record<string, unknown> | null | undefined;
+  const factor = f.raw.partial_rotary_factor ?? params?.partial_rotary_factor ?? 1;
   if (typeof factor !== "number" || !(factor > 0 && factor <= 1)) {
     throw new HfConfigError(
       `${f.path}: partial_rotary_factor must be in (0, 1], got ${JSON.stringify(factor)}`,
