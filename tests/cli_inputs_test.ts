@@ -139,18 +139,14 @@ Deno.test("train --out: an existing file is refused as not a directory", async (
 Deno.test("pretrain: --tokenizer must be a tokenizer.json; llama's heads need an even size; nothing is written", async () => {
   await withTempDir("hartley-inputs-", async (dir) => {
     const out = join(dir, "run");
+    const tiny = ["--out", out, "--steps", "1", "--seq-len", "8"];
     const text = join(dir, "words.txt");
     await Deno.writeTextFile(text, "not a tokenizer\n");
     const notJson = await runCli([
       "pretrain",
       "--tokenizer",
       text,
-      "--out",
-      out,
-      "--steps",
-      "1",
-      "--seq-len",
-      "8",
+      ...tiny,
     ]);
     assertEquals(notJson.code, 2, notJson.err);
     assert(notJson.err.includes(`--tokenizer ${text}: not JSON; it must be a tokenizer.json`), notJson.err);
@@ -163,12 +159,7 @@ Deno.test("pretrain: --tokenizer must be a tokenizer.json; llama's heads need an
       "12",
       "--heads",
       "4",
-      "--out",
-      out,
-      "--steps",
-      "1",
-      "--seq-len",
-      "8",
+      ...tiny,
     ]);
     assertEquals(odd.code, 2, odd.err);
     assert(odd.err.includes("--hidden 12 / --heads 4 gives heads of 3 dimensions"), odd.err);
@@ -192,12 +183,7 @@ Deno.test("pretrain: --tokenizer must be a tokenizer.json; llama's heads need an
       "pretrain",
       "--config",
       config,
-      "--out",
-      out,
-      "--steps",
-      "1",
-      "--seq-len",
-      "8",
+      ...tiny,
     ]);
     assertEquals(bad.code, 1, bad.err);
     assert(bad.err.includes("head_dim 3"), bad.err);

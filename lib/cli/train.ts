@@ -339,7 +339,7 @@ export async function trainCommand(
  * outputs than the data has classes, transformers' placeholders (LABEL_i) for the rest, so that
  * the saved adapter names them all and evaluation maps the classes as training did.
  */
-function headLabelNames(splits: { labelNames?: string[]; numLabels?: number }): string[] | undefined {
+function outputNames(splits: { labelNames?: string[]; numLabels?: number }): string[] | undefined {
   const names = splits.labelNames, count = splits.numLabels ?? 0;
   if (!names || names.length > count) return undefined;
   return [...names, ...Array.from({ length: count - names.length }, (_, i) => `LABEL_${names.length + i}`)];
@@ -493,7 +493,7 @@ async function runTraining(
     weightDecay: v["weight-decay"],
     modelDir: v.model,
     headModules: architecture ? await headModulesOf(v.model, config, architecture) : [],
-    labelNames: headLabelNames(splits),
+    labelNames: outputNames(splits),
   };
   const adapterConfig = adapterConfigOf(methodOptions, v.model);
   const fingerprint: Record<string, unknown> = {
@@ -566,7 +566,7 @@ async function runTraining(
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
     // the data's class names name the head's outputs (a token classifier's evaluations read entities from them)
-    const names = headLabelNames(splits);
+    const names = outputNames(splits);
     if (names) model.config.labels = names;
     if (regression) model.config.problemType = "regression";
     if (splits.multiLabel) model.config.problemType = "multi_label_classification";

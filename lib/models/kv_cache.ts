@@ -19,6 +19,11 @@ export interface KvCacheShape {
   /** The model's positions: the cache never grows past them (Infinity: rotary positions, no limit). */
   maxPositions: number;
   /**
+   * The length past which a pass rotates its keys otherwise than shorter ones do (LongRoPE's
+   * original_max_position_embeddings; default Infinity: never): generation ends a chunk there.
+   */
+  rotationSwitch?: number;
+  /**
    * Storage of the keys and values: f32 (default) or f16 (half the memory, on a device with
    * shader-f16; each key and value rounded to f16 once, the attention computed in f32).
    */
@@ -82,15 +87,17 @@ export class KvCache {
       numKvHeads?: number;
       headDim: number;
       maxPositions: number;
+      rotationSwitch?: number;
     },
     dtype: KvCacheDtype = "f32",
   ): KvCache {
-    const { numLayers: layers, numHeads, numKvHeads, headDim, maxPositions } = config;
+    const { numLayers: layers, numHeads, numKvHeads, headDim, maxPositions, rotationSwitch } = config;
     return new KvCache(gpu, {
       layers,
       kvHeads: numKvHeads ?? numHeads,
       headDim,
       maxPositions,
+      ...(rotationSwitch !== undefined ? { rotationSwitch } : {}),
       dtype: dtype === "f16" && gpu.f16 ? "f16" : "f32",
     });
   }

@@ -233,7 +233,12 @@ export class LlamaModel extends BaseModel {
   /** A key/value cache for generation ({@link ForwardOptions.cache}), stored as `dtype` (default f32). */
   newCache(dtype?: KvCacheDtype): KvCache {
     // rotary positions extend past max_position_embeddings, as transformers' do
-    return KvCache.for(this.gpu, { ...this.config, maxPositions: Infinity }, dtype);
+    const c = this.config;
+    return KvCache.for(this.gpu, {
+      ...c,
+      maxPositions: Infinity,
+      ...(c.rope.type === "longrope" ? { rotationSwitch: c.rope.originalMaxPositions } : {}),
+    }, dtype);
   }
 
   /**

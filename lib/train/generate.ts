@@ -273,8 +273,7 @@ async function decode(
   onChunk?: (running: ReadonlySet<number>) => void,
 ): Promise<Generation["stop"][]> {
   const b = rows.length, positions = maxTokens(model.config), starts = rows.map((r) => r.length);
-  const c = model.config;
-  const switchAt = "rope" in c && c.rope.type === "longrope" ? c.rope.originalMaxPositions : Infinity;
+  const switchAt = cache.shape.rotationSwitch ?? Infinity;
   let refilled = false;
   const stops: Generation["stop"][] = rows.map(() => "length");
   const running = new Set(rows.keys());
@@ -288,7 +287,7 @@ async function decode(
         break;
       }
       let k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
-      // a chunk ends where LongRoPE's factors switch; the next one fills the cache again
+      // a chunk ends where the model's rotation switches (LongRoPE); the next one fills the cache again
       if (length <= switchAt && switchAt < length + k - 1) k = switchAt - length + 1;
       const penalty = d.repetitionPenalty;
       let picked: Int32Array[];
