@@ -46,3 +46,26 @@ struct P { n: u32, soff: u32, doff: u32, ${stridedFields(rank, ["s", "t"])} }
   cache.set(key, k);
   return k;
 }
+
+/**
+ * Slice's gradient in one pass: y [outer, n, inner] (32-bit words) holds x [outer, width, inner]
+ * at rows [lo, lo + width) of its middle axis and zeros elsewhere. Uniform
+ * `{ count, n, inner, lo, width }`.
+ */
+export const padKernel: Kernel = {
+  name: "layout.pad",
+  code: `@group(0) @binding(0) var<storage, read> x: array<u32>;
+@group(0) @binding(1) var<storage, read_write> y: array<u32>;
+struct P { count: u32, n: u32, inner: u32, lo: u32, width: u32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(256) fn main(${BUILTINS}) {
+  ${linearId()}
+  if (i >= p.count) { return; }
+  let r = i % p.inner;
+  let j = (i / p.inner) % p.n;
+  let o = i / (p.inner * p.n);
+  var v = 0u;
+  if (j >= p.lo && j < p.lo + p.width) { v = x[(o * p.width + j - p.lo) * p.inner + r]; }
+  y[i] = v;
+}`,
+};

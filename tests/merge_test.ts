@@ -116,6 +116,33 @@ Deno.test("PeftModel.merge / unmerge keep the outputs and restore the weights (f
   }
 });
 
+Deno.test("PeftModel.merge / unmerge on an encoder whose q/k/v share a kept stack (LoRA, not folded)", async () => {
+  if (!loadableFamilies().includes("roberta")) return;
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/roberta`;
+  const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+  const model = await loadModel(gpu, dir);
+  const peft = await attachAdapter(
+    model,
+    loraConfig({ r: 2, loraAlpha: 4, targetModules: ["query", "value"] }),
+  );
+  // B starts at zero: random factors make ΔW ≠ 0
+  const p = new Prng(31);
+  for (const t of peft.adapterParameters()) gpu.stream.write(t.buffer, Float32Array.from(p.normals(t.size)));
+  const logits = () => noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+  const a = await logits();
+  assertClose(await logits(), a, 1e-6, "the same forward twice (the stack kept)");
+  peft.merge();
+  const merged = await logits();
+  assertClose(merged, a, 1e-5, "merged logits (the stacked rows copied again from W + ΔW)");
+  peft.unmerge();
+  assertClose(await logits(), a, 1e-5, "unmerged logits");
+  peft.detach();
+  const plain = await logits();
+  assert(plain.some((v, i) => Math.abs(v - a[i]) > 1e-3), "the adapters change the logits");
+  model.dispose();
+});
+
 /** A copy of the fixture model directory with its weights converted and/or sharded. */
 async function convertedCopy(
   src: string,

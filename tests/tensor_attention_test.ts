@@ -504,39 +504,74 @@ Deno.test("kvPackedAttention: queries over packed keys and values read in place,
   const rng = new Rng(44);
   for (const path of ["materialized", "fused"] as const) {
     for (const [b, h, hkv, t, s, d] of [[2, 4, 2, 1, 7, 5], [1, 3, 3, 3, 5, 8]]) {
-      const q = randArr(rng, [b, t, h * d]),
-        k = randArr(rng, [b, s, hkv * d]),
-        v = randArr(rng, [b, s, hkv * d]);
-      const kvData = new Float64Array(b * s * 2 * hkv * d);
-      for (let row = 0; row < b * s; row++) {
-        kvData.set(k.data.subarray(row * hkv * d, (row + 1) * hkv * d), row * 2 * hkv * d);
-        kvData.set(v.data.subarray(row * hkv * d, (row + 1) * hkv * d), (row * 2 + 1) * hkv * d);
-      }
-      const maskData = Int32Array.from({ length: b * s }, (_, i) => i % s === s - 1 ? 0 : 1);
-      const mask = T.Tensor.from(gpu, maskData, [b, s]);
-      const drop = { p: 0.3, key: { seed: 1, step: 2, site: 3, rows: { batch: b, length: 4 } } };
-      const g = randArr(rng, [b, t, h, d]);
-      const opts = { mask, probsDropout: drop, path };
-      // reference: attention over separate k and v
-      const [tq, tk, tv] = [leaf(gpu, q), leaf(gpu, k), leaf(gpu, v)];
-      const heads = (x: T.Tensor, n: number) => T.reshape(x, [b, x.shape[1], n, d]);
-      const want = T.attention(heads(tq, h), heads(tk, hkv), heads(tv, hkv), { ...opts, layout: "bthd" });
-      T.sum(T.mul(want, leaf(gpu, g, false))).backward();
-      // packed
-      const [pq, kv] = [leaf(gpu, q), leaf(gpu, arr(kvData, [b, s, 2 * hkv * d]))];
-      const got = T.kvPackedAttention(pq, kv, { heads: h, kvHeads: hkv, headDim: d, ...opts });
-      T.sum(T.mul(got, leaf(gpu, g, false))).backward();
-      const label = `${path} ${[b, h, hkv, t, s, d]}`;
-      assertClose(await got.toArray(), await want.toArray(), 1e-6, `${label}: output`);
-      assertClose(await pq.grad!.toArray(), await tq.grad!.toArray(), 1e-5, `${label}: dq`);
-      const [dk, dv, dkv] = [await tk.grad!.toArray(), await tv.grad!.toArray(), await kv.grad!.toArray()];
-      const split = (first: number) =>
-        Float32Array.from({ length: b * s * hkv * d }, (_, i) => {
-          const row = Math.floor(i / (hkv * d));
-          return dkv[(row * 2 + first) * hkv * d + (i % (hkv * d))];
+      // `skip` heads of something else before k's; kv a leaf or made by an op, used elsewhere too
+      // or by this attention alone (its gradient then written part by part: no clear)
+      for (
+        const [skip, made, elsewhere] of [[0, false, false], [0, true, false], [0, true, true], [
+          1,
+          true,
+          false,
+        ]] as const
+      ) {
+        const q = randArr(rng, [b, t, h * d]),
+          k = randArr(rng, [b, s, hkv * d]),
+          v = randArr(rng, [b, s, hkv * d]);
+        const width = (skip + 2 * hkv) * d;
+        const kvData = randArr(rng, [b, s, width]).data;
+        for (let row = 0; row < b * s; row++) {
+          kvData.set(k.data.subarray(row * hkv * d, (row + 1) * hkv * d), row * width + skip * d);
+          kvData.set(v.data.subarray(row * hkv * d, (row + 1) * hkv * d), row * width + (skip + hkv) * d);
+        }
+        const maskData = Int32Array.from({ length: b * s }, (_, i) => i % s === s - 1 ? 0 : 1);
+        const mask = T.Tensor.from(gpu, maskData, [b, s]);
+        const drop = { p: 0.3, key: { seed: 1, step: 2, site: 3, rows: { batch: b, length: 4 } } };
+        const g = randArr(rng, [b, t, h, d]);
+        const opts = { mask, probsDropout: drop, path };
+        // reference: attention over separate k and v
+        const [tq, tk, tv] = [leaf(gpu, q), leaf(gpu, k), leaf(gpu, v)];
+        const heads = (x: T.Tensor, n: number) => T.reshape(x, [b, x.shape[1], n, d]);
+        const want = T.attention(heads(tq, h), heads(tk, hkv), heads(tv, hkv), { ...opts, layout: "bthd" });
+        T.sum(T.mul(want, leaf(gpu, g, false))).backward();
+        // packed
+        const [pq, src] = [leaf(gpu, q), leaf(gpu, arr(kvData, [b, s, width]))];
+        const kv = made ? T.scale(src, 1) : src;
+        const got = T.kvPackedAttention(pq, kv, {
+          heads: h,
+          kvHeads: hkv,
+          headDim: d,
+          keysAt: skip,
+          ...opts,
         });
-      assertClose(split(0), dk, 1e-5, `${label}: dk`);
-      assertClose(split(1), dv, 1e-5, `${label}: dv`);
+        const other = randArr(rng, [b, s, width]);
+        let loss = T.sum(T.mul(got, leaf(gpu, g, false)));
+        if (elsewhere) loss = T.add(loss, T.sum(T.mul(kv, leaf(gpu, other, false))));
+        // pooled buffers full of NaN: a gradient read before it is written shows
+        for (const junk of [0, 1, 2, 3].map(() => T.Tensor.full(gpu, [b, s, width], NaN))) junk.dispose();
+        const transfers = gpu.stream.transfers;
+        loss.backward();
+        const label = `${path} ${[b, h, hkv, t, s, d]} keysAt ${skip} ${made ? "made" : "leaf"}${
+          elsewhere ? " + elsewhere" : ""
+        }`;
+        if (made && !elsewhere && skip === 0) {
+          assertEquals(gpu.stream.transfers, transfers, `${label}: a clear or copy`);
+        }
+        assertClose(await got.toArray(), await want.toArray(), 1e-6, `${label}: output`);
+        assertClose(await pq.grad!.toArray(), await tq.grad!.toArray(), 1e-5, `${label}: dq`);
+        const [dk, dv, dkv] = [await tk.grad!.toArray(), await tv.grad!.toArray(), await src.grad!.toArray()];
+        const plus = (i: number) => elsewhere ? other.data[i] : 0;
+        const split = (first: number) =>
+          Float32Array.from({ length: b * s * hkv * d }, (_, i) => {
+            const at = Math.floor(i / (hkv * d)) * width + first * d + (i % (hkv * d));
+            return dkv[at] - plus(at);
+          });
+        assertClose(split(skip), dk, 1e-5, `${label}: dk`);
+        assertClose(split(skip + hkv), dv, 1e-5, `${label}: dv`);
+        const rest = Float32Array.from(
+          { length: b * s * skip * d },
+          (_, i) => dkv[Math.floor(i / (skip * d)) * width + (i % (skip * d))],
+        );
+        assert(rest.every((x) => x === 0), `${label}: the heads before k's get no gradient`);
+      }
     }
   }
   assertThrows(

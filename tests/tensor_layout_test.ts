@@ -110,6 +110,27 @@ Deno.test("slice, concat, split", async () => {
   s.backward(leaf(gpu, g, false));
   const gx = concat([zeros([3, 2, 5]), g, zeros([3, 3, 5])], 1);
   await expectClose(tx.grad, gx, 0, "slice grad");
+  // every axis, windows of 1 and of all, in one pass over pooled buffers full of NaN: no clear
+  const y3 = randArr(rng, [2, 7, 3]);
+  for (const [axis, lo, hi] of [[0, 1, 2], [1, 0, 1], [1, 6, 7], [2, 1, 3], [1, 0, 7], [-1, 2, 3]]) {
+    const ty = leaf(gpu, y3);
+    const part = T.slice(ty, axis, lo, hi);
+    const gp = randArr(rng, part.shape);
+    for (const junk of [0, 1, 2].map(() => T.Tensor.full(gpu, [2, 7, 3], NaN))) junk.dispose();
+    const transfers = gpu.stream.transfers;
+    part.backward(leaf(gpu, gp, false));
+    assertEquals(gpu.stream.transfers - transfers, 1, `axis ${axis} [${lo}, ${hi}): the upload of g alone`);
+    const ax = axis < 0 ? axis + 3 : axis;
+    const want = zeros([2, 7, 3]);
+    const [, n, inner] = [2, 7, 3].map((_, i, d) => d.slice(i).reduce((a, b) => a * b, 1));
+    gp.data.forEach((v, e) => {
+      const ps = part.shape,
+        idx = [Math.floor(e / (ps[1] * ps[2])), Math.floor(e / ps[2]) % ps[1], e % ps[2]];
+      idx[ax] += lo;
+      want.data[idx[0] * n + idx[1] * inner + idx[2]] = v;
+    });
+    await expectClose(ty.grad, want, 0, `slice grad, axis ${axis} [${lo}, ${hi})`);
+  }
 
   const a = randArr(rng, [2, 3, 4]), b = randArr(rng, [2, 1, 4]), c = randArr(rng, [2, 5, 4]);
   const [ta, tb, tc] = [a, b, c].map((v) => leaf(gpu, v));

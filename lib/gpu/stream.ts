@@ -92,6 +92,7 @@ export class Stream {
   #dispatches = 0;
   #transfers = 0;
   #passes = 0;
+  #discards = 0;
   #census: Map<string, number> | null = null;
   #uniformAlign: number;
   #profiler: KernelProfiler | null = null;
@@ -119,6 +120,14 @@ export class Stream {
   }
 
   /**
+   * Times {@link discard} ran: whatever was built on the GPU before one may never have been
+   * written (a cache compares it).
+   */
+  get discards(): number {
+    return this.#discards;
+  }
+
+  /**
    * Count the following commands by kernel name (copies as "(copy)", clears as "(clear)", and the
    * compute passes begun as "(compute pass)").
    */
@@ -143,6 +152,7 @@ export class Stream {
    * lavapipe). Readbacks queued since then never settle.
    */
   discard(): void {
+    this.#discards++;
     this.#pass = null;
     this.#encoder = null;
     this.#afterSubmit = [];

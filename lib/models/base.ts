@@ -6,6 +6,7 @@
  */
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
+import { releaseStacks } from "../nn/fused_linear.ts";
 import { Linear } from "../nn/linear.ts";
 import { tokenClassificationLoss } from "../nn/loss.ts";
 import type { LayerNorm, RmsNorm } from "../nn/norm.ts";
@@ -64,6 +65,7 @@ export abstract class BaseModel implements Model {
   abstract forward(batch: Batch, options?: ForwardOptions): ModelOutput;
 
   dispose(): void {
+    releaseStacks(this.linears.values());
     for (const t of this.parameters.values()) t.dispose();
     this.parameters.clear();
     this.linears.clear();

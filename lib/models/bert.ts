@@ -151,10 +151,11 @@ export class BertModel extends BaseModel {
     const mask = paddingMask(this.gpu, batch.attentionMask, b, t);
     let x = tidy(() => {
       const types = this.tokenTypes;
-      const words = types
-        ? add(this.words.forward(ids), types.forward(this.tokenTypeIds(batch, b, t)))
-        : this.words.forward(ids);
-      const e = add(words, this.positions.forward(this.positionIds(host, b, t)));
+      // ids uploaded before the first kernel: an upload between kernels ends the compute pass
+      const typeIds = types ? this.tokenTypeIds(batch, b, t) : null;
+      const positionIds = this.positionIds(host, b, t);
+      const words = types ? add(this.words.forward(ids), types.forward(typeIds!)) : this.words.forward(ids);
+      const e = add(words, this.positions.forward(positionIds));
       return this.dropout(this.embNorm.forward(e), drop, 0);
     });
     // the classifiers read [CLS] / <s> alone: the last layer need not compute the other positions

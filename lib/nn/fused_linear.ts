@@ -5,7 +5,7 @@
  * backward's input gradient is one product over K = ΣM instead of three accumulating ones.
  * @module
  */
-import { linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
+import { keep, linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
 import { bindingLimit } from "../gpu/bands.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
 import { copyAll, stridedCopy } from "../tensor/ops/copy.ts";
@@ -27,7 +27,9 @@ const FUSE_MAX_ELEMENTS = 1 << 22;
  * and `FUSIONS.qkv` must be on. An adapter that folds into its weight for this many tokens (SSH,
  * FourierFT) is folded into the stacked weight; a low-rank one (LoRA) accumulates its product
  * into its layer's columns, and any other adds its `delta(x)` there. Gradients reach x and the
- * adapters as through the separate layers.
+ * adapters as through the separate layers. The stacked weight is kept for the next call: frozen
+ * rows are copied again only when their tensor changes or is rewritten in place
+ * ({@link Tensor.touch}); `releaseStacks` (a model's dispose) frees it.
  */
 export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | null {
   const n = x.shape[x.shape.length - 1];
@@ -46,22 +48,28 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   if (4 * total * Math.max(n, tokens) > bindingLimit(gpu)) return null;
   // f16 weights stay f16 unless an adapter may fold ΔW into them (in f32)
   const f16 = layers.every((l) => !l.adapter?.fold && l.weight.dtype === "f16");
-  const weight = Tensor.empty(gpu, [total, n], f16 ? "f16" : "f32");
+  const stack = stackOf(layers, f16 ? "f16" : "f32", n);
+  const { weight, bias } = stack;
   const firstRows = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
   // folding adapters write W + ΔW themselves; the other weights and the biases are copied in
-  // after them, so that the copies end the compute pass once and not between the folds
-  const folds: (FoldedUpdate | null)[] = layers.map((l, i) =>
-    l.adapter?.fold?.(l, tokens, weight, firstRows[i] * n) ?? null
-  );
-  layers.forEach((l, i) => {
-    if (!folds[i]) copyAll(l.weight, weight, firstRows[i] * n);
+  // after them (when the stack does not hold them already), so that the copies end the
+  // compute pass once and not between the folds
+  const folds: (FoldedUpdate | null)[] = layers.map((l, i) => {
+    const folded = l.adapter?.fold?.(l, tokens, weight, firstRows[i] * n) ?? null;
+    if (folded) stack.rows[i] = null;
+    return folded;
   });
-  let bias: Tensor | null = null;
-  if (layers.some((l) => l.bias)) {
-    const stacked = bias = Tensor.empty(gpu, [total]);
+  layers.forEach((l, i) => {
+    if (folds[i] || holds(stack.rows[i], l.weight)) return;
+    copyAll(l.weight, weight, firstRows[i] * n);
+    stack.rows[i] = { source: l.weight, version: l.weight.version };
+  });
+  if (bias) {
     layers.forEach((l, i) => {
-      if (l.bias) copyAll(l.bias, stacked, firstRows[i]);
-      else gpu.stream.clear(stacked.buffer, firstRows[i] * 4, l.outFeatures * 4);
+      if (holds(stack.biasRows[i], l.bias)) return;
+      if (l.bias) copyAll(l.bias, bias, firstRows[i]);
+      else gpu.stream.clear(bias.buffer, firstRows[i] * 4, l.outFeatures * 4);
+      stack.biasRows[i] = { source: l.bias, version: l.bias?.version ?? 0 };
     });
   }
   const y = noGrad(() => linear(x, weight, bias));
@@ -129,7 +137,77 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     }
     return grads;
   });
-  weight.dispose(); // the tape keeps its own reference
-  bias?.dispose();
   return y;
+}
+
+/** Values a stack's rows were copied from: a frozen tensor at a version (null: zeros). */
+interface Held {
+  source: Tensor | null;
+  version: number;
+}
+
+/**
+ * The stacked weight [ΣM, N] and bias [ΣM] of one list of layers, kept across forwards: the
+ * frozen rows are copied once, not each step (≈ 47 copies a RoBERTa-base step). `rows[i]`
+ * says what layer i's rows hold: null where an adapter folds into them (rewritten each forward).
+ */
+interface Stack {
+  layers: readonly Linear[];
+  weight: Tensor;
+  bias: Tensor | null;
+  rows: (Held | null)[];
+  biasRows: (Held | null)[];
+  /** The stream's {@link Stream.discards} when made: a discard may have dropped its copies. */
+  discards: number;
+}
+
+/** Each list's stack, by its first layer. */
+const stacks = new WeakMap<Linear, Stack>();
+
+/** Whether rows that hold `held` hold `source`'s current values (null: zeros). */
+function holds(held: Held | null, source: Tensor | null): boolean {
+  return held !== null && held.source === source && held.version === (source?.version ?? 0);
+}
+
+/**
+ * The stack of `layers` (a new one when they, its dtype or its bias changed, when a command
+ * discard may have lost its copies, or when a recorded product still reads it: a tape's
+ * backward must see the weight its forward used).
+ */
+function stackOf(layers: readonly Linear[], dtype: "f16" | "f32", n: number): Stack {
+  const gpu = layers[0].weight.gpu;
+  const total = layers.reduce((a, l) => a + l.outFeatures, 0);
+  const biased = layers.some((l) => l.bias);
+  const old = stacks.get(layers[0]);
+  if (
+    old && old.layers.length === layers.length && old.layers.every((l, i) => l === layers[i]) &&
+    old.weight.dtype === dtype && old.weight.shape[0] === total && old.weight.shape[1] === n &&
+    (old.bias !== null) === biased && old.discards === gpu.stream.discards &&
+    old.weight.exclusive && (old.bias?.exclusive ?? true)
+  ) return old;
+  if (old) disposeStack(old);
+  const stack: Stack = {
+    layers: [...layers],
+    weight: keep(Tensor.empty(gpu, [total, n], dtype, "qkv_stack.weight")),
+    bias: biased ? keep(Tensor.empty(gpu, [total], "f32", "qkv_stack.bias")) : null,
+    rows: layers.map(() => null),
+    biasRows: layers.map(() => null),
+    discards: gpu.stream.discards,
+  };
+  stacks.set(layers[0], stack);
+  return stack;
+}
+
+function disposeStack(stack: Stack): void {
+  stack.weight.dispose(); // a tape that saved it keeps its own reference
+  stack.bias?.dispose();
+}
+
+/** Free the stacks that {@link fusedProjection} keeps for lists beginning at these layers. */
+export function releaseStacks(layers: Iterable<Linear>): void {
+  for (const l of layers) {
+    const stack = stacks.get(l);
+    if (stack) disposeStack(stack);
+    stacks.delete(l);
+  }
 }

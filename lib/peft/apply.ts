@@ -346,6 +346,7 @@ export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions
   for (const [key, t] of adapter.saved) {
     const p = saved.get(key)!;
     model.gpu.stream.write(p.buffer, t.data);
+    p.touch();
   }
   const peft = finish(model, config, layers, empty, saved, dropoutState);
   peft.labelNames = adapter.labels;

@@ -66,6 +66,7 @@ export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): vo
   new Float32Array(params.buffer)[1] = sign;
   gpu.stream.dispatch(addScaledKernel(w.dtype), [delta, w.buffer], grid(gpu, Math.ceil(count / WG)), params);
   gpu.pool.release(delta);
+  w.touch();
 }
 
 /** ΔW of `layer` (M×N, or N×M with `transposed`) as f32 values (reads back). */

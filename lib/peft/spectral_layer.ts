@@ -236,6 +236,7 @@ export class SpectralLayer implements PeftLayer {
       throw new RangeError(`${this.path}: ${values.length} coefficients given, the layer has ${this.count}`);
     }
     this.gpu.stream.write(this.coef.buffer, values);
+    this.coef.touch();
   }
 
   async toModule(): Promise<SSHModule | FourierFTModule> {

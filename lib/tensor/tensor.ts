@@ -43,6 +43,8 @@ function scaleBytes(dtype: DType, n: number): number {
 /** A pooled buffer shared by the tensors that view it (and a quantized tensor's scales). */
 class Storage {
   refs = 1;
+  /** Rewrites in place (see {@link Tensor.touch}). */
+  version = 0;
   constructor(readonly gpu: Gpu, public buffer: GPUBuffer, readonly scales: GPUBuffer | null = null) {}
   release(): void {
     if (--this.refs > 0) return;
@@ -171,6 +173,24 @@ export class Tensor {
       );
     }
     return scales;
+  }
+
+  /**
+   * How often the values were rewritten in place ({@link touch}); a cache built from a frozen
+   * tensor (the stacked q/k/v weight of `fusedProjection`) compares it to know it is current.
+   */
+  get version(): number {
+    return this.#storage?.version ?? -1;
+  }
+
+  /**
+   * Mark the values as rewritten in place, for every tensor that shares this storage. The copies
+   * (`copyAll`, `stridedCopy`), merging ΔW, loading saved values and the optimiser's updates do
+   * it; a write straight into {@link buffer} (`gpu.stream.write`, a kernel of one's own) to a
+   * tensor already used must call it.
+   */
+  touch(): void {
+    if (this.#storage) this.#storage.version++;
   }
 
   /** True once dispose() ran. */

@@ -173,6 +173,7 @@ export class AdamW {
         params,
       );
     }
+    for (const { s } of live) s.param.touch();
   }
 
   /**

@@ -140,10 +140,13 @@ export function kvPackedAttention(q: Tensor, kv: Tensor, opts: KvPackedAttention
     );
   }
   const query: AttentionHeads = { x: q, at: placement("bthd", h, t, d), whole: true };
+  // with no heads before k's, k's and v's parts cover kv: its gradient is written part by part
+  const packed: PackedGradient | undefined = skip === 0 ? { fresh: null } : undefined;
   const part = (first: number): AttentionHeads => ({
     x: kv,
     at: { ld: w, offset: first * d, batchStride: s * w, headStride: d, headGroup: 1 },
     whole: false,
+    packed,
   });
   return scaledDotProduct(query, part(skip), part(skip + hkv), { b, h, hkv, t, s, d, dv: d }, "bthd", opts);
 }
@@ -208,15 +211,16 @@ export interface AttentionHeads {
   at: Required<MatrixLayout>;
   whole: boolean;
   /**
-   * Shared by q, k and v when they are disjoint parts of one tensor that together cover it
-   * ({@link packedAttention}): its gradient is then written part by part, never zeroed first.
+   * Shared by the heads that are disjoint parts of one tensor and together cover it (q, k and v
+   * of {@link packedAttention}; k and v of {@link kvPackedAttention}): its gradient is then
+   * written part by part, never zeroed first.
    */
   packed?: PackedGradient;
 }
 
 /**
- * The gradient of a packed q/k/v tensor on the materialised path: the values' rule runs first
- * and writes v's part into a new tensor, the scores' rule then writes q's and k's parts into it.
+ * The gradient of a packed q/k/v (or k/v) tensor on the materialised path: the values' rule runs
+ * first and writes v's part into a new tensor, the scores' rule then writes the other parts.
  * That is safe only when nothing else adds into the tensor between them: when the two attention
  * nodes are its only consumers.
  */
@@ -308,20 +312,20 @@ function groupMember(p: Required<MatrixLayout>, group: number, j: number): Matri
 
 /**
  * The tensors a gradient rule writes for its inputs (q, k and v may share one) and whether
- * its products add into them: `acc` when given, else a new tensor, zeroed when the heads are
- * only part of it (packed q, k, v).
+ * its products add into them: `acc` when given, else a new tensor, zeroed unless the rule's
+ * heads are all of it (`whole[j]`).
  */
 function gradTargets(
   inputs: readonly Tensor[],
   need: readonly boolean[],
   acc: readonly (Tensor | null)[],
-  whole: boolean,
+  whole: readonly boolean[],
 ): { grads: (Tensor | null)[]; adds: boolean[] } {
   return {
     grads: inputs.map((x, j) =>
-      need[j] ? acc[j] ?? (whole ? Tensor.empty(x.gpu, x.shape) : Tensor.zeros(x.gpu, x.shape)) : null
+      need[j] ? acc[j] ?? (whole[j] ? Tensor.empty(x.gpu, x.shape) : Tensor.zeros(x.gpu, x.shape)) : null
     ),
-    adds: inputs.map((_, j) => acc[j] !== null || !whole),
+    adds: inputs.map((_, j) => acc[j] !== null || !whole[j]),
   };
 }
 
@@ -343,13 +347,14 @@ function headScores(q: AttentionHeads, k: AttentionHeads, dims: AttentionDims, s
   const kAt = inputs.length - 1;
   return record("attention.scores", out, inputs, inputs, (g, saved, need, acc) => {
     const [vq, vk] = [saved[0], saved[kAt]];
-    const to = gradTargets(inputs, need, acc, q.whole && k.whole);
-    // a packed q/k/v gradient whose v part alone is written: q's and k's parts are written, not added
-    const fresh = q.packed?.fresh ?? null;
+    const to = gradTargets(inputs, need, acc, kAt === 0 ? [q.whole && k.whole] : [q.whole, k.whole]);
+    // a packed gradient whose v part alone is written: k's part (and q's, when packed too) is
+    // written, not added
+    const fresh = k.packed?.fresh ?? null;
     if (fresh) {
-      q.packed!.fresh = null;
-      if (acc[0] !== fresh) throw new Error("attention: the packed q/k/v gradient was not handed on intact");
-      to.adds[0] = false;
+      k.packed!.fresh = null;
+      if (acc[kAt] !== fresh) throw new Error("attention: the packed gradient was not handed on intact");
+      to.adds[kAt] = false;
     }
     const gq = to.grads[0], gk = to.grads[kAt];
     if (gq) {
@@ -397,12 +402,12 @@ function headValues(p: Tensor, v: AttentionHeads, dims: AttentionDims, layout: H
     layoutC: lo,
   });
   return record("attention.values", out, [p, v.x], [p, v.x], (g, [vp, vv], need, acc) => {
-    const gp = need[0] ? gradTargets([vp], [true], [acc[0]], true) : null;
-    // a packed q/k/v tensor that only this call's two nodes consume: its parts are written in turn
+    const gp = need[0] ? gradTargets([vp], [true], [acc[0]], [true]) : null;
+    // a packed q/k/v (or k/v) tensor that only this call's two nodes consume: its parts are written in turn
     // (not a leaf's: its gradient is added to the leaf's at once, never handed to the next rule)
     const packedFirst = need[1] && acc[1] === null && v.packed !== undefined && !v.x.isLeaf &&
       v.x.consumers === 2;
-    const gv = need[1] ? gradTargets([vv], [true], [acc[1]], v.whole || packedFirst) : null;
+    const gv = need[1] ? gradTargets([vv], [true], [acc[1]], [v.whole || packedFirst]) : null;
     if (packedFirst) v.packed!.fresh = gv!.grads[0];
     if (gp) {
       // dP = dO·Vᵀ

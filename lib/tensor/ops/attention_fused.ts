@@ -203,18 +203,21 @@ export function fusedScaledDotProduct(
     const [vq, vk, vv] = [q, k, v].map((p) => saved[at(p.x)]);
     const [vy, vstats, vmask] = saved.slice(inputs.length);
     const mask = vmask ? [vmask.buffer] : [];
-    // q, k and v as disjoint parts covering one tensor: each pass writes its own part
-    const parts = q.packed !== undefined;
-    const fresh = (q.whole && k.whole && v.whole) || parts;
+    // a tensor the heads cover, whole or as disjoint parts (packed), is written, not zeroed first
+    const fresh = inputs.map((x) => {
+      const of = [q, k, v].filter((p) => p.x === x);
+      return of.every((p) => p.whole) || of.every((p) => p.packed !== undefined);
+    });
     const grads = inputs.map((x, j) =>
-      need[j] ? acc[j] ?? (fresh ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
+      need[j] ? acc[j] ?? (fresh[j] ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
     );
     // a target adds what is there when it came gathered, was zeroed, or a pass wrote it already
-    const written = inputs.map((_, j) => acc[j] !== null || !fresh);
+    // (each pass writes its own part of a packed tensor)
+    const written = inputs.map((_, j) => acc[j] !== null || !fresh[j]);
     const target = (p: AttentionHeads) => {
       const j = at(p.x), dst = grads[j];
       const add = written[j];
-      if (dst && !parts) written[j] = true;
+      if (dst && !p.packed) written[j] = true;
       return { dst, add };
     };
     const tq = target(q), tk = target(k), tv = target(v);

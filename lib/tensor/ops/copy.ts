@@ -33,6 +33,7 @@ export function stridedCopy(
 ): void {
   let plan = collapse(shape, [srcStrides, dstStrides]);
   if (shape.some((d) => d === 0)) return;
+  dst.touch(); // dst may be a frozen tensor something was built from
   const converting = src.dtype !== dst.dtype;
   let [from, to] = accumulate
     ? ["f32", "f32"] as CopyType[]
@@ -91,6 +92,7 @@ export function copyAll(src: Tensor, dst: Tensor, at = 0): void {
   const bytes = src.dtype === "f16" ? 2 : 4;
   // a buffer copy moves whole 4-byte words
   if (src.dtype === dst.dtype && (at * bytes) % 4 === 0 && (src.size * bytes) % 4 === 0) {
+    dst.touch();
     src.gpu.stream.copy(src.buffer, 0, dst.buffer, at * bytes, src.size * bytes);
   } else {
     stridedCopy(src, dst, [src.size], [1], [1], 0, at);

@@ -6,8 +6,11 @@
 import { record } from "../autograd.ts";
 import { contiguousStrides, fmt, normAxis, numel } from "../shape.ts";
 import { type DType, isQuantized, Tensor } from "../tensor.ts";
+import { padKernel } from "../../../kernels/layout.ts";
+import { bindingLimit } from "../../gpu/bands.ts";
 import { stridedCopy } from "./copy.ts";
 import { dequantizeInto } from "./quant.ts";
+import { launch, u32s } from "./util.ts";
 
 /** The same data with another shape (one dimension may be -1); shares storage. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -64,6 +67,13 @@ export function slice(x: Tensor, axis: number, start: number, end?: number): Ten
   stridedCopy(x, out, shape, strides, contiguousStrides(shape), lo * strides[ax]);
   const xs = x.shape;
   return record("slice", out, [x], [], (g) => {
+    // zeros around g in one pass where gx fits a binding (a clear would end the compute pass)
+    if (4 * x.size <= bindingLimit(g.gpu)) {
+      const gx = Tensor.empty(g.gpu, xs);
+      const inner = strides[ax], n = xs[ax];
+      launch(g.gpu, padKernel, [g.buffer, gx.buffer], x.size, u32s(x.size, n, inner, lo, hi - lo));
+      return [gx];
+    }
     const gx = Tensor.zeros(g.gpu, xs);
     stridedCopy(g, gx, g.shape, contiguousStrides(g.shape), strides, 0, lo * strides[ax]);
     return [gx];

@@ -39,5 +39,6 @@ export function dequantizeInto(src: Tensor, dst: Tensor, at = 0): void {
     throw new Error(`dequantize: ${src.describe()} does not fit ${dst.describe()} from element ${at}`);
   }
   const words = Math.ceil(src.size / QUANT_GROUP) * groupWords(kind);
+  dst.touch();
   launch(src.gpu, dequantizeKernel(kind), [src.buffer, src.scales, dst.buffer], words, u32s(src.size, at));
 }

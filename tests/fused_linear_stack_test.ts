@@ -1,0 +1,187 @@
+// The stacked weight fusedProjection keeps across forwards: frozen rows copied once, and copied
+// again whenever what they were copied from changes (an in-place rewrite, another tensor, an
+// adapter folding or not, a discarded stream), never overwritten under a tape that reads them.
+import { assert, assertClose, assertEquals } from "./assert.ts";
+import { denseReference, Prng, randomLinear, randomPositions } from "./peft_helpers.ts";
+import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
+import { fusedProjection, releaseStacks } from "../lib/nn/fused_linear.ts";
+import { Linear } from "../lib/nn/linear.ts";
+import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
+import { deltaWReference } from "../lib/spectral/adapter_op.ts";
+import { mul, noGrad, sum, Tensor } from "../lib/tensor/mod.ts";
+
+const TOL = 1e-5;
+const [TOKENS, N] = [23, 7];
+const SIZES = [7, 5, 3];
+
+interface Made {
+  lin: Linear;
+  w: Float64Array;
+  b: Float64Array;
+}
+
+/** Three layers of one input, the last without a bias. */
+function layersOf(gpu: Gpu, p: Prng): Made[] {
+  const made = SIZES.map((m) => randomLinear(gpu, p, m, N));
+  made[2].lin = new Linear("no_bias", made[2].lin.weight, null);
+  made[2].b.fill(0);
+  return made;
+}
+
+/** The float64 output [TOKENS, ΣM] and, for the weights `r` [TOKENS, ΣM], dx (`dws`: each layer's ΔW). */
+function reference(
+  made: Made[],
+  x: ArrayLike<number>,
+  r: ArrayLike<number>,
+  dws: (Float64Array | null)[] = [],
+) {
+  const total = SIZES.reduce((a, b) => a + b, 0);
+  const y = new Float64Array(TOKENS * total), dx = new Float64Array(TOKENS * N);
+  let at = 0;
+  made.forEach(({ w, b }, i) => {
+    const m = SIZES[i];
+    const block = Float64Array.from(
+      { length: TOKENS * m },
+      (_, e) => r[Math.floor(e / m) * total + at + (e % m)],
+    );
+    const want = denseReference(w, dws[i] ?? new Float64Array(m * N), b, x, block, TOKENS, m, N);
+    want.y.forEach((v, e) => y[Math.floor(e / m) * total + at + (e % m)] = v);
+    want.dx.forEach((v, e) => dx[e] += v);
+    at += m;
+  });
+  return { y, dx };
+}
+
+function sshOn(gpu: Gpu, p: Prng, lin: Linear) {
+  const [m, n] = [lin.outFeatures, lin.inFeatures];
+  const positions = randomPositions(p, m, n, 6), coef = p.normals(6);
+  const layer = new SpectralLayer(gpu, "ssh", {
+    outFeatures: m,
+    inFeatures: n,
+    positions,
+    transform: "dht",
+    alpha: 5,
+    coef,
+  });
+  assertEquals(layer.route(lin, TOKENS), "fold");
+  return { layer, dw: deltaWReference(positions, coef, m, n, "dht", 5) };
+}
+
+/** The projection's output, and the buffer copies and clears it encoded. */
+async function project(gpu: Gpu, made: Made[], x: Tensor): Promise<{ y: Float32Array; transfers: number }> {
+  const t0 = gpu.stream.transfers;
+  const y = noGrad(() => fusedProjection(made.map((l) => l.lin), x));
+  assert(y !== null, "the layers fuse");
+  const transfers = gpu.stream.transfers - t0;
+  const values = await y.toArray();
+  y.dispose();
+  return { y: values, transfers };
+}
+
+Deno.test("fusedProjection keeps its stack: frozen rows copied once, again after in-place rewrites, other tensors and adapters", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(21);
+  const made = layersOf(gpu, p);
+  const x = p.normals(TOKENS * N), r = p.normals(TOKENS * 15);
+  const xt = Tensor.from(gpu, x, [TOKENS, N]);
+  const want = () => reference(made, x, r).y;
+
+  const first = await project(gpu, made, xt);
+  assertClose(first.y, want(), TOL, "first forward");
+  assertEquals(first.transfers, 6, "three weights and three bias blocks copied (one cleared)");
+  const again = await project(gpu, made, xt);
+  assertClose(again.y, want(), TOL, "second forward");
+  assertEquals(again.transfers, 0, "nothing copied again");
+
+  // a weight rewritten in place (as merging ΔW does) is copied again once it says so
+  const w1 = Float32Array.from(p.normals(SIZES[1] * N));
+  gpu.stream.write(made[1].lin.weight.buffer, w1);
+  made[1].lin.weight.touch();
+  made[1].w = Float64Array.from(w1);
+  const rewritten = await project(gpu, made, xt);
+  assertClose(rewritten.y, want(), TOL, "after an in-place rewrite");
+  assertEquals(rewritten.transfers, 1, "that weight alone copied again");
+
+  // another bias tensor
+  const b0 = p.normals(SIZES[0]);
+  made[0].lin.bias = Tensor.from(gpu, b0, [SIZES[0]]);
+  made[0].b = Float64Array.from(b0);
+  const rebiased = await project(gpu, made, xt);
+  assertClose(rebiased.y, want(), TOL, "after another bias");
+  assertEquals(rebiased.transfers, 1, "that bias block alone copied");
+
+  // an adapter that folds writes W + ΔW into its rows; once it is gone, W is copied back
+  const { layer, dw } = sshOn(gpu, p, made[0].lin);
+  made[0].lin.adapter = layer;
+  // the fold's own copies (W first, on some routes), once its tables are uploaded
+  const scratch = Tensor.empty(gpu, [SIZES[0], N]);
+  layer.fold(made[0].lin, TOKENS, scratch, 0);
+  const t0 = gpu.stream.transfers;
+  layer.fold(made[0].lin, TOKENS, scratch, 0);
+  const foldTransfers = gpu.stream.transfers - t0;
+  scratch.dispose();
+  const folded = await project(gpu, made, xt);
+  assertClose(folded.y, reference(made, x, r, [dw]).y, TOL, "with SSH folded into the first layer");
+  assertEquals(folded.transfers, foldTransfers, "the fold writes its rows; the rest are held");
+  made[0].lin.adapter = null;
+  const plain = await project(gpu, made, xt);
+  assertClose(plain.y, want(), TOL, "with the adapter removed");
+  assertEquals(plain.transfers, 1, "the first layer's weight copied back");
+
+  layer.dispose();
+  releaseStacks(made.map((l) => l.lin));
+  for (const t of [xt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+});
+
+Deno.test("fusedProjection: a discarded stream loses the stack's copies, so they are made again", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(22);
+  const made = layersOf(gpu, p);
+  const x = p.normals(TOKENS * N);
+  const xt = Tensor.from(gpu, x, [TOKENS, N]);
+  // pooled buffers of the stack's size full of NaN, submitted: an uncopied row shows
+  for (const junk of [0, 1, 2].map(() => Tensor.full(gpu, [15, N], NaN))) junk.dispose();
+  gpu.stream.flush();
+  noGrad(() => fusedProjection(made.map((l) => l.lin), xt))!.dispose();
+  gpu.stream.discard();
+  const after = await project(gpu, made, xt);
+  assertClose(after.y, reference(made, x, p.normals(TOKENS * 15)).y, TOL, "after a discard");
+  releaseStacks(made.map((l) => l.lin));
+  for (const t of [xt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+});
+
+Deno.test("fusedProjection: a stack a tape still reads is not rewritten by the next forward", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(23);
+  const made = layersOf(gpu, p);
+  const { layer, dw } = sshOn(gpu, p, made[1].lin);
+  made[1].lin.adapter = layer;
+  const x = p.normals(TOKENS * N), r = p.normals(TOKENS * 15);
+  const xt = Tensor.from(gpu, x, [TOKENS, N], { requiresGrad: true });
+  const rt = Tensor.from(gpu, r, [TOKENS, 15]);
+  const y = fusedProjection(made.map((l) => l.lin), xt)!;
+  const loss = sum(mul(y, rt));
+  // a second forward before the first one's backward, through W alone in those rows
+  made[1].lin.adapter = null;
+  const plain = await project(gpu, made, xt);
+  assertClose(plain.y, reference(made, x, r).y, TOL, "the second forward, without the adapter");
+  loss.backward();
+  assertClose(await xt.grad!.toArray(), reference(made, x, r, [null, dw]).dx, TOL, "dx through W + ΔW");
+  layer.dispose();
+  releaseStacks(made.map((l) => l.lin));
+  for (const t of [xt, rt, y, loss, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+});
+
+Deno.test("releaseStacks gives the stack's memory back", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(24);
+  const made = layersOf(gpu, p);
+  const xt = Tensor.from(gpu, p.normals(TOKENS * N), [TOKENS, N]);
+  await gpu.sync();
+  const before = gpu.pool.stats().inUse;
+  await project(gpu, made, xt);
+  assert(gpu.pool.stats().inUse > before, "the stack is held");
+  releaseStacks(made.map((l) => l.lin));
+  assertEquals(gpu.pool.stats().inUse, before, "and released");
+  for (const t of [xt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+});
