@@ -171,6 +171,46 @@ Deno.test("SSH selection 'layer': the energy positions of the frozen weight, the
   }
 });
 
+Deno.test("SSH selection 'layer' over many layers ranks several at once, each as alone", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(12);
+  const sizes = [[9, 7], [5, 11], [13, 3], [8, 8], [7, 9], [6, 5], [11, 4], [3, 13], [10, 10], [4, 7]];
+  const made = sizes.map(([m, n], i) =>
+    randomLinear(gpu, p, m, n, i % 2 ? "in_out" : "out_in", { f16: i % 3 === 0, path: `l${i}` })
+  );
+  const linears = made.map((x) => x.lin);
+  const config = sshConfig({ n: 6, energyRatio: 0.5, selection: "layer", seed: 17 });
+  // the readbacks waited on at once
+  const read = gpu.stream.read.bind(gpu.stream);
+  let waiting = 0, most = 0;
+  gpu.stream.read = async (...args: Parameters<typeof read>) => {
+    most = Math.max(most, ++waiting);
+    try {
+      return await read(...args);
+    } finally {
+      waiting--;
+    }
+  };
+  let layers;
+  try {
+    layers = await createSshLayers(gpu, linears, config);
+  } finally {
+    gpu.stream.read = read;
+  }
+  assert(most > 1, `readbacks overlap (at most ${most} waited on at once)`);
+  for (const [l, lin] of linears.entries()) {
+    const alone = await selectLayerPositions(gpu, lin, {
+      n: 6,
+      energyRatio: 0.5,
+      transform: config.transform,
+      seed: derivedSeed(17, 2 * l),
+    });
+    assertEquals([...layers.get(lin.path)!.positions], [...alone], `layer ${l}`);
+  }
+  for (const l of layers.values()) l?.dispose();
+  for (const { lin } of made) lin.weight.dispose();
+});
+
 Deno.test("SSH selection 'global': one budget ranked by normalised energy (documented algorithm)", async () => {
   const gpu = await getGpu();
   const p = new Prng(21);

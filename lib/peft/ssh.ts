@@ -45,6 +45,43 @@ import { SpectralLayer } from "./spectral_layer.ts";
 const TWO_53 = 9007199254740992;
 const TWO_32 = 4294967296;
 
+/**
+ * GPU memory the layers ranked at once may take (their spectra, energies and f32 copies, ≈ 12
+ * bytes a weight element). Each ranking waits on 5–7 readbacks (≈ 11 ms each in Deno), so
+ * ranking several layers at once overlaps the waits: RoBERTa-base's 24 targets wait ≈ 1/8 as
+ * long, LLaMA-7B's (200 MB each) ≈ 1/2.
+ */
+const SELECT_BYTES = 512 * 2 ** 20;
+/** Most layers ranked at once. */
+const SELECT_AT_ONCE = 8;
+
+/**
+ * `fn` of each of `linears`, several at once (as {@link SELECT_BYTES} allows), results in
+ * order. After a failure no further one starts; the first failure is thrown once those
+ * running have ended.
+ */
+async function eachLayer<T>(linears: readonly Linear[], fn: (l: number) => Promise<T>): Promise<T[]> {
+  const largest = Math.max(...linears.map((l) => l.outFeatures * l.inFeatures));
+  const atOnce = Math.max(1, Math.min(SELECT_AT_ONCE, Math.floor(SELECT_BYTES / (12 * largest))));
+  const out = new Array<T>(linears.length);
+  let next = 0, failed = false;
+  const worker = async () => {
+    while (!failed && next < linears.length) {
+      const l = next++;
+      try {
+        out[l] = await fn(l);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(atOnce, linears.length) }, worker));
+  const failure = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failure) throw failure.reason;
+  return out;
+}
+
 /** The position options of SSH. */
 export interface SshSelectOptions {
   /** Positions per layer (`layer`) or the per-layer budget (`global`). */
@@ -166,10 +203,8 @@ export async function selectGlobalPositions(
   const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
   const ranked: { layer: number; flat: number; e: number }[] = [];
   if (nEnergy > 0) {
-    for (let l = 0; l < linears.length; l++) {
-      const c = await layerCandidates(gpu, linears[l], transform, nEnergy);
-      c.flat.forEach((flat, i) => ranked.push({ layer: l, flat, e: c.energy[i] }));
-    }
+    const candidates = await eachLayer(linears, (l) => layerCandidates(gpu, linears[l], transform, nEnergy));
+    candidates.forEach((c, l) => c.flat.forEach((flat, i) => ranked.push({ layer: l, flat, e: c.energy[i] })));
     ranked.sort((a, b) => b.e - a.e || a.layer - b.layer || a.flat - b.flat);
     ranked.length = nEnergy;
   }
@@ -212,13 +247,11 @@ export async function createSshLayers(
   if (config.selection === "global") {
     positions = await selectGlobalPositions(gpu, linears, opts);
   } else {
-    positions = [];
-    for (let l = 0; l < linears.length; l++) {
-      checkCount(linears[l], config.n);
-      positions.push(
-        await selectLayerPositions(gpu, linears[l], { ...opts, seed: derivedSeed(config.seed, 2 * l) }),
-      );
-    }
+    for (const l of linears) checkCount(l, config.n);
+    positions = await eachLayer(
+      linears,
+      (l) => selectLayerPositions(gpu, linears[l], { ...opts, seed: derivedSeed(config.seed, 2 * l) }),
+    );
   }
   const out = new Map<string, SpectralLayer | null>();
   try {
