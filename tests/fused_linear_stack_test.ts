@@ -8,7 +8,8 @@ import { fusedProjection, releaseStacks } from "../lib/nn/fused_linear.ts";
 import { Linear } from "../lib/nn/linear.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
 import { deltaWReference } from "../lib/spectral/adapter_op.ts";
-import { mul, noGrad, sum, Tensor } from "../lib/tensor/mod.ts";
+import { mul, noGrad, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { AdamW } from "../lib/train/optim.ts";
 
 const TOL = 1e-5;
 const [TOKENS, N] = [23, 7];
@@ -131,6 +132,59 @@ Deno.test("fusedProjection keeps its stack: frozen rows copied once, again after
   layer.dispose();
   releaseStacks(made.map((l) => l.lin));
   for (const t of [xt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+});
+
+Deno.test("fusedProjection: a folding adapter's W + ΔW is written again only when its coefficients change", async () => {
+  const gpu = await getGpu();
+  for (const f16 of gpu.f16 ? [false, true] : [false]) {
+    const p = new Prng(f16 ? 26 : 25);
+    const made = SIZES.map((m) => randomLinear(gpu, p, m, N, "out_in", { f16 }));
+    const { layer, dw } = sshOn(gpu, p, made[0].lin);
+    made[0].lin.adapter = layer;
+    const x = p.normals(TOKENS * N), r = p.normals(TOKENS * 15);
+    const xt = Tensor.from(gpu, x, [TOKENS, N]);
+    const run = async () => {
+      const d0 = gpu.stream.dispatches;
+      const out = await project(gpu, made, xt);
+      return { ...out, dispatches: gpu.stream.dispatches - d0 };
+    };
+    const what = f16 ? " (f16 weights)" : "";
+    const first = await run();
+    assertClose(first.y, reference(made, x, r, [dw]).y, TOL, `first forward${what}`);
+    const again = await run();
+    assertClose(again.y, first.y, 0, `the same coefficients${what}`);
+    assert(again.dispatches < first.dispatches, `W + ΔW not written again${what}`);
+    assertEquals(again.transfers, 0, `nothing copied${what}`);
+    // new coefficients (as loading or an optimiser step writes them) are folded again
+    const coef = p.normals(6);
+    layer.setCoefficients(Float32Array.from(coef));
+    const dw2 = deltaWReference(layer.positions, coef, SIZES[0], N, "dht", 5);
+    assertClose((await run()).y, reference(made, x, r, [dw2]).y, TOL, `new coefficients${what}`);
+    // and another adapter on the layer
+    const other = sshOn(gpu, p, made[0].lin);
+    made[0].lin.adapter = other.layer;
+    assertClose((await run()).y, reference(made, x, r, [other.dw]).y, TOL, `another adapter${what}`);
+    // a training step: the optimiser's update is folded into the next forward
+    const opt = new AdamW(gpu, [{ params: [other.layer.coef] }], { lr: 0.1 });
+    const rt = Tensor.from(gpu, r, [TOKENS, 15]);
+    tidy(() => sum(mul(fusedProjection(made.map((l) => l.lin), xt)!, rt))).backward();
+    opt.step();
+    opt.zeroGrad();
+    const trained = deltaWReference(
+      other.layer.positions,
+      await other.layer.coefficients(),
+      SIZES[0],
+      N,
+      "dht",
+      5,
+    );
+    assertClose((await run()).y, reference(made, x, r, [trained]).y, TOL, `after an AdamW step${what}`);
+    opt.dispose();
+    rt.dispose();
+    for (const l of [layer, other.layer]) l.dispose();
+    releaseStacks(made.map((l) => l.lin));
+    for (const t of [xt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+  }
 });
 
 Deno.test("fusedProjection: a discarded stream loses the stack's copies, so they are made again", async () => {

@@ -11,7 +11,7 @@ import { encodeMatmul } from "../linalg/matmul.ts";
 import { copyAll, stridedCopy } from "../tensor/ops/copy.ts";
 import { linearInputGradient } from "../tensor/ops/matmul.ts";
 import { FUSIONS } from "./fusions.ts";
-import type { FoldedUpdate, Linear } from "./linear.ts";
+import type { FoldedUpdate, Linear, LinearAdapter } from "./linear.ts";
 
 /**
  * Largest weight (M·N) fused: a layer at least this large makes a product that fills a GPU on its
@@ -55,8 +55,16 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   // after them (when the stack does not hold them already), so that the copies end the
   // compute pass once and not between the folds
   const folds: (FoldedUpdate | null)[] = layers.map((l, i) => {
-    const folded = l.adapter?.fold?.(l, tokens, weight, firstRows[i] * n) ?? null;
-    if (folded) stack.rows[i] = null;
+    const written = holdsFold(stack.rows[i], l);
+    const folded = l.adapter?.fold?.(l, tokens, weight, firstRows[i] * n, written) ?? null;
+    if (folded) {
+      const { param } = folded;
+      stack.rows[i] = {
+        source: l.weight,
+        version: l.weight.version,
+        fold: { adapter: l.adapter!, param, version: param.version },
+      };
+    }
     return folded;
   });
   layers.forEach((l, i) => {
@@ -140,16 +148,21 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   return y;
 }
 
-/** Values a stack's rows were copied from: a frozen tensor at a version (null: zeros). */
+/**
+ * What a stack's rows hold: a frozen tensor at a version (null: zeros), plus, where an adapter
+ * folded into them, its ΔW from its trainable tensor at a version.
+ */
 interface Held {
   source: Tensor | null;
   version: number;
+  fold?: { adapter: LinearAdapter; param: Tensor; version: number };
 }
 
 /**
  * The stacked weight [ΣM, N] and bias [ΣM] of one list of layers, kept across forwards: the
- * frozen rows are copied once, not each step (≈ 47 copies a RoBERTa-base step). `rows[i]`
- * says what layer i's rows hold: null where an adapter folds into them (rewritten each forward).
+ * frozen rows are copied once, not each step (≈ 47 copies a RoBERTa-base step), and a folding
+ * adapter's W + ΔW is written again only when its coefficients changed. `rows[i]` says what
+ * layer i's rows hold (null: nothing known).
  */
 interface Stack {
   layers: readonly Linear[];
@@ -164,9 +177,19 @@ interface Stack {
 /** Each list's stack, by its first layer. */
 const stacks = new WeakMap<Linear, Stack>();
 
-/** Whether rows that hold `held` hold `source`'s current values (null: zeros). */
+/** Whether rows that hold `held` hold `source`'s current values (null: zeros), and no ΔW. */
 function holds(held: Held | null, source: Tensor | null): boolean {
-  return held !== null && held.source === source && held.version === (source?.version ?? 0);
+  return held !== null && !held.fold && held.source === source && held.version === (source?.version ?? 0);
+}
+
+/**
+ * Whether rows that hold `held` hold W + ΔW of `layer`'s current weight and adapter (the
+ * coefficients unchanged since: a micro-batch of an accumulated step, a recompute, evaluation).
+ */
+function holdsFold(held: Held | null, layer: Linear): boolean {
+  const fold = held?.fold;
+  return !!fold && fold.adapter === layer.adapter && fold.param.version === fold.version &&
+    held!.source === layer.weight && held!.version === layer.weight.version;
 }
 
 /**

@@ -30,9 +30,10 @@ export interface LinearAdapter {
    * When the adapter folds ΔW into the weight for `tokens` tokens (SSH and FourierFT on small
    * layers): write W + ΔW into `dst` (f32, in the layer's storage layout from element `at`) and
    * say how to train through it; else null, leaving `dst` as it was. This lets the layer share
-   * one product with others (`fusedProjection`).
+   * one product with others (`fusedProjection`). `written`: dst holds W + ΔW of the current
+   * weight and trainable tensor already (a fold since neither changed), so only say how to train.
    */
-  fold?(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null;
+  fold?(layer: Linear, tokens: number, dst: Tensor, at: number, written?: boolean): FoldedUpdate | null;
   /**
    * A low-rank update, `delta(x) = scale·h·Bᵀ` with h [..., r] recorded on the tape (after any
    * dropout on x) and B [out, r] (LoRA): a shared product (`fusedProjection`) then adds it into

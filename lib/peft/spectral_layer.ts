@@ -168,19 +168,14 @@ export class SpectralLayer implements PeftLayer {
   /**
    * W + ΔW written into `dst` (f32, from element `at`, in the layer's storage layout) when
    * {@link route} says `fold` for `tokens` tokens, with the coefficient gradient from the
-   * layer's input and output gradient; else null, leaving `dst` as it was.
+   * layer's input and output gradient; else null, leaving `dst` as it was. `written`: dst holds
+   * them already (see `LinearAdapter.fold`).
    */
-  fold(layer: Linear, tokens: number, dst: Tensor, at: number): FoldedUpdate | null {
+  fold(layer: Linear, tokens: number, dst: Tensor, at: number, written = false): FoldedUpdate | null {
     this.#live();
     if (this.route(layer, tokens) !== "fold") return null;
     const { gpu, op, coef } = this;
-    const transposed = layer.layout === "in_out";
-    if (layer.weight.dtype === "f32") {
-      op.materialize(coef.buffer, dst.buffer, { base: layer.weight.buffer, transposed, at });
-    } else {
-      copyAll(layer.weight, dst, at); // f16 or quantized: converted first
-      op.materialize(coef.buffer, dst.buffer, { accumulate: true, transposed, at });
-    }
+    if (!written) this.#writeFolded(layer, dst, at);
     const n = this.inFeatures;
     const m = this.outFeatures;
     const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>, at = 0) => {
@@ -206,6 +201,17 @@ export class SpectralLayer implements PeftLayer {
       return dcoef;
     };
     return { param: coef, gradient };
+  }
+
+  /** W + ΔW into `dst` from element `at`, in the layer's storage layout. */
+  #writeFolded(layer: Linear, dst: Tensor, at: number): void {
+    const transposed = layer.layout === "in_out";
+    if (layer.weight.dtype === "f32") {
+      this.op.materialize(this.coef.buffer, dst.buffer, { base: layer.weight.buffer, transposed, at });
+    } else {
+      copyAll(layer.weight, dst, at); // f16 or quantized: converted first
+      this.op.materialize(this.coef.buffer, dst.buffer, { accumulate: true, transposed, at });
+    }
   }
 
   /** Tokens of an f32 input [..., in], or null for any other input. */

@@ -204,7 +204,9 @@ export async function selectGlobalPositions(
   const ranked: { layer: number; flat: number; e: number }[] = [];
   if (nEnergy > 0) {
     const candidates = await eachLayer(linears, (l) => layerCandidates(gpu, linears[l], transform, nEnergy));
-    candidates.forEach((c, l) => c.flat.forEach((flat, i) => ranked.push({ layer: l, flat, e: c.energy[i] })));
+    candidates.forEach((c, l) =>
+      c.flat.forEach((flat, i) => ranked.push({ layer: l, flat, e: c.energy[i] }))
+    );
     ranked.sort((a, b) => b.e - a.e || a.layer - b.layer || a.flat - b.flat);
     ranked.length = nEnergy;
   }
