@@ -40,6 +40,8 @@ import {
 
 const DATA = new URL("./fixtures/data/", import.meta.url);
 const file = (name: string) => new URL(name, DATA).pathname;
+/** Where an example of fixture `name` was read: its path and line. */
+const at = (name: string, line: number) => `${file(name)}:${line}`;
 const TOKENIZERS = new URL("./fixtures/tokenizers/", import.meta.url);
 const tokenizer = (name: string) => loadTokenizer(new URL(`${name}.json`, TOKENIZERS).pathname);
 
@@ -93,11 +95,11 @@ Deno.test("jsonl: BOM, CRLF, blank lines, integer labels (also as digit strings)
   assertEquals(d.labelField, "label");
   assertEquals(d.labelNames, null);
   assertEquals(d.examples, [
-    { text: "a gripping, well-acted film", label: 2 },
-    { text: "dull and far too long", label: 0 },
-    { text: "it was fine, I guess", label: 1 },
-    { text: "Café ☕ — unicode 😀 text", label: 2 },
-    { text: "", label: 0 },
+    { text: "a gripping, well-acted film", label: 2, source: at("ints.jsonl", 1) },
+    { text: "dull and far too long", label: 0, source: at("ints.jsonl", 2) },
+    { text: "it was fine, I guess", label: 1, source: at("ints.jsonl", 4) },
+    { text: "Café ☕ — unicode 😀 text", label: 2, source: at("ints.jsonl", 5) },
+    { text: "", label: 0, source: at("ints.jsonl", 6) },
   ]);
 });
 
@@ -126,11 +128,11 @@ Deno.test("csv file: GLUE-style pairs with RFC 4180 quoting, BOM and CRLF", asyn
   assertEquals(d.textFields, ["sentence1", "sentence2"]);
   assertEquals(d.labelNames, ["entailment", "not_entailment"]);
   assertEquals(d.examples, [
-    { text: "The cat sat.", label: 0, pair: "A cat was sitting." },
-    { text: 'He said "no", then left.', label: 1, pair: "He agreed, happily." },
-    { text: "Line one\r\nline two", label: 0, pair: "Two lines\nin total" },
-    { text: "", label: 1, pair: "empty first text" },
-    { text: "x,y", label: 0, pair: "z" },
+    { text: "The cat sat.", label: 0, pair: "A cat was sitting.", source: at("pairs.csv", 2) },
+    { text: 'He said "no", then left.', label: 1, pair: "He agreed, happily.", source: at("pairs.csv", 3) },
+    { text: "Line one\r\nline two", label: 0, pair: "Two lines\nin total", source: at("pairs.csv", 4) },
+    { text: "", label: 1, pair: "empty first text", source: at("pairs.csv", 7) },
+    { text: "x,y", label: 0, pair: "z", source: at("pairs.csv", 8) },
   ]);
 });
 
@@ -148,7 +150,12 @@ Deno.test("tsv file and explicit field names", async () => {
     pairField: "sentence1",
     labels: ["not_entailment", "entailment"],
   });
-  assertEquals(swapped.examples[0], { text: "A cat was sitting.", label: 1, pair: "The cat sat." });
+  assertEquals(swapped.examples[0], {
+    text: "A cat was sitting.",
+    label: 1,
+    pair: "The cat sat.",
+    source: at("pairs.csv", 2),
+  });
   const labelAsText = await readClassificationFile(file("names.jsonl"), {
     textField: "label",
     labelField: "label",
@@ -240,6 +247,25 @@ Deno.test("data files: every error names the file, the line and what was wrong",
   assertEquals((await readTextFile(file("tiny.txt"))).slice(0, 9), "The quick"); // BOM removed
 });
 
+Deno.test("csv labels written as floats (1.0, as pandas writes integers beside a NaN) are ids, as JSON's 1.0", async () => {
+  await withTempDir("hartley_float_labels_", async (dir) => {
+    await Deno.writeTextFile(`${dir}/f.csv`, "text,label\na,1.0\nb,0.0\nc,2.00\nd,1\n");
+    await Deno.writeTextFile(`${dir}/f.jsonl`, '{"text":"a","label":1.0}\n{"text":"b","label":0.0}\n');
+    const csv = await readClassificationFile(`${dir}/f.csv`);
+    assertEquals([csv.examples.map((e) => e.label), csv.labelNames], [[1, 0, 2, 1], null]);
+    const json = await readClassificationFile(`${dir}/f.jsonl`);
+    assertEquals(json.examples.map((e) => e.label), [1, 0]);
+    // other decimals are names, and a name the head has wins
+    await Deno.writeTextFile(`${dir}/g.csv`, "text,label\na,1.5\nb,0.0\n");
+    await assertRejects(() => readClassificationFile(`${dir}/g.csv`), DataError, "g.csv:3: the labels mix");
+    const named = await readClassificationFile(`${dir}/f.csv`, {
+      labels: ["x", "y", "z", "1.0"],
+      numLabels: 4,
+    });
+    assertEquals(named.examples.map((e) => e.label), [3, 0, 2, 1]);
+  });
+});
+
 Deno.test("checkLabels: a label outside the head names the label and the number of labels", () => {
   const examples: Example[] = [{ text: "a", label: 0 }, { text: "b", label: 2 }];
   checkLabels(examples, 3, "mine");
@@ -251,13 +277,45 @@ Deno.test("checkLabels: a label outside the head names the label and the number 
 
 // ---------------------------------------------------------------- tokenized datasets and batches
 
-Deno.test("classification rows: an empty text GPT-2's tokenizer makes nothing of is named, not a 0-token batch", async () => {
+Deno.test("classification rows: an empty text GPT-2's tokenizer makes nothing of is refused with the dataset, by file and line", async () => {
   const tok = await tokenizer("bytelevel_bpe");
-  const ds = new ClassificationDataset([{ text: "fine", label: 0 }, { text: "", label: 1 }], tok, {
-    maxLength: 8,
-  });
+  const ds = new ClassificationDataset([{ text: "fine", label: 0 }], tok, { maxLength: 8 });
   assertEquals(ds.row(0).ids.length > 0, true);
-  assertThrows(() => ds.row(1), 'example 1 has no tokens: its text is ""');
+  assertThrows(
+    () =>
+      new ClassificationDataset([{ text: "fine", label: 0 }, { text: "", label: 1 }], tok, { maxLength: 8 }),
+    'example 1 has no tokens: its text is ""',
+  );
+  await withTempDir("hartley_empty_row_", async (dir) => {
+    await Deno.writeTextFile(`${dir}/e.csv`, 'text,label\nhello,pos\n"",neg\nworld,pos\n');
+    const { examples } = await readClassificationFile(`${dir}/e.csv`);
+    // before any row is read (training reaches it in a shuffled order)
+    assertThrows(
+      () => new ClassificationDataset(examples.slice(1), tok, { maxLength: 8 }),
+      `${dir}/e.csv:3: the example has no tokens: its text is ""`,
+    );
+  });
+});
+
+Deno.test("classification rows read from a file: errors and label checks name the file and line, not the index", async () => {
+  const tok = await tokenizer("roberta_bpe");
+  await withTempDir("hartley_row_source_", async (dir) => {
+    const long = "the jury said it did find that many of the registration laws are outmoded";
+    await Deno.writeTextFile(
+      `${dir}/t.jsonl`,
+      `{"text":"short","label":0}\n\n{"text":"${long}","label":2}\n`,
+    );
+    const { examples } = await readClassificationFile(`${dir}/t.jsonl`);
+    const strict = new ClassificationDataset(examples, tok, { maxLength: 9, truncation: false });
+    assertThrows(
+      () => strict.row(1),
+      new RegExp(`^${dir}/t\\.jsonl:3: the example has \\d+ tokens, more than maxLength 9`),
+    );
+    assertThrows(
+      () => checkLabels(examples, 2, "t.jsonl"),
+      `${dir}/t.jsonl:3: the example has label 2, which does not fit the head's 2 labels (ids 0..1)`,
+    );
+  });
 });
 
 Deno.test("classification batches: dynamic padding, fixed padding, labels, attention mask", async () => {
@@ -726,13 +784,25 @@ Deno.test("Parquet (a datasets split): every codec, two row groups, ClassLabel n
     const d = await readClassificationFile(file(`spam_${codec}.parquet`));
     assertEquals(d.examples.length, 8, codec);
     assertEquals(d.examples.slice(0, 4).map((e) => e.text), texts, codec);
-    assertEquals(d.examples[7], { text: "free money ☺", label: 1 }, codec);
+    assertEquals(
+      d.examples[7],
+      { text: "free money ☺", label: 1, source: at(`spam_${codec}.parquet`, 8) },
+      codec,
+    );
     assertEquals(d.labelNames, ["ham", "spam"], codec);
     assertEquals(d.textFields, ["text"]);
   }
-  // names given by the caller win over the file's
-  const given = await readClassificationFile(file("spam_snappy.parquet"), { labels: ["h", "s", "other"] });
-  assertEquals(given.labelNames, ["h", "s", "other"]);
+  // names given by the caller (a head's) name the ids: the file's ids are found there by their names
+  const given = await readClassificationFile(file("spam_snappy.parquet"), {
+    labels: ["spam", "other", "ham"],
+  });
+  assertEquals(given.labelNames, ["spam", "other", "ham"]);
+  assertEquals(given.examples.slice(0, 4).map((e) => e.label), [2, 0, 2, 0]);
+  await assertRejects(
+    () => readClassificationFile(file("spam_snappy.parquet"), { labels: ["ham", "junk"] }),
+    DataError,
+    'spam_snappy.parquet:2: label 1 (class "spam") is not one of the labels ["ham","junk"]',
+  );
   await assertRejects(
     () => readClassificationFile(file("spam_snappy.parquet"), { numLabels: 1 }),
     DataError,
@@ -817,11 +887,28 @@ Deno.test("readClassificationFile with regression: real-valued labels from numbe
     const d = await readClassificationFile(`${dir}/sts.csv`, { regression: true });
     assertEquals(d.examples.map((e) => e.label), [3.8, 0]);
     assertEquals(d.labelNames, null);
+    await Deno.writeTextFile(
+      `${dir}/signs.jsonl`,
+      '{"text":"a","label":" -1.5e-3 "}\n{"text":"b","label":"+.5"}\n',
+    );
+    const signs = await readClassificationFile(`${dir}/signs.jsonl`, { regression: true });
+    assertEquals(signs.examples.map((e) => e.label), [-1.5e-3, 0.5]);
+    // decimal numbers only: no hex, binary, octal, separators, NaN or infinity
+    for (const bad of ["0x10", "0b11", "0o7", "1_000", "nan", "Infinity", "-inf", " "]) {
+      await Deno.writeTextFile(`${dir}/bad.tsv`, `sentence\tscore\nfine\t2\nx\t${bad}\n`);
+      await assertRejects(
+        () => readClassificationFile(`${dir}/bad.tsv`, { regression: true, labelField: "score" }),
+        DataError,
+        `bad.tsv:3: the regression label ${
+          JSON.stringify(bad)
+        } in field "score" is not a finite decimal number`,
+      );
+    }
     await Deno.writeTextFile(`${dir}/bad.jsonl`, '{"text": "a", "label": "high"}\n');
     await assertRejects(
       () => readClassificationFile(`${dir}/bad.jsonl`, { regression: true }),
       DataError,
-      'bad.jsonl:1: the regression label "high" is not a finite number',
+      'bad.jsonl:1: the regression label "high" in field "label" is not a finite decimal number',
     );
     // batches carry the values as floats
     const tok = await tokenizer("bytelevel_bpe");

@@ -173,6 +173,18 @@ Deno.test("vit fixture config", async () => {
   assertEquals(c.labels.length, 5);
   assertEquals(c.labels[4], "LABEL_4");
   assert(c.qkvBias, "qkv_bias");
+  assertEquals(c.poolerAct, "tanh");
+});
+
+Deno.test("vit pooler_act: tanh by default, a feed-forward activation by its transformers name, else refused", async () => {
+  assertEquals((await variant("vit", { pooler_act: undefined }) as VitConfig).poolerAct, "tanh");
+  assertEquals((await variant("vit", { pooler_act: "relu" }) as VitConfig).poolerAct, "relu");
+  assertEquals((await variant("vit", { pooler_act: "gelu_new" }) as VitConfig).poolerAct, "gelu_tanh");
+  await assertRejects(
+    () => variant("vit", { pooler_act: "sigmoid" }),
+    HfConfigError,
+    `/x/vit/config.json: "pooler_act" "sigmoid" is not supported (supported: tanh, gelu,`,
+  );
 });
 
 Deno.test("configs agree with the checkpoints' tensor shapes", async () => {

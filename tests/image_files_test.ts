@@ -59,6 +59,78 @@ Deno.test("decodeImage: other formats and broken files are clear errors naming t
   );
 });
 
+Deno.test("decodeImage: the EXIF orientation (PNG eXIf, JPEG Exif in either byte order) is applied as exif_transpose", async () => {
+  // pixel i (row-major) of each stored 3×2 image is (40·i, 100 + i, 200 + i); where each lands when upright
+  const upright: Record<string, [number, number, number[]]> = {
+    1: [3, 2, [0, 1, 2, 3, 4, 5]],
+    2: [3, 2, [2, 1, 0, 5, 4, 3]], // mirrored left–right
+    3: [3, 2, [5, 4, 3, 2, 1, 0]], // turned 180°
+    4: [3, 2, [3, 4, 5, 0, 1, 2]], // mirrored top–bottom
+    5: [2, 3, [0, 3, 1, 4, 2, 5]], // transposed
+    6: [2, 3, [3, 0, 4, 1, 5, 2]], // turned 90° clockwise
+    7: [2, 3, [5, 2, 4, 1, 3, 0]], // transversed
+    8: [2, 3, [2, 5, 1, 4, 0, 3]], // turned 90° counter-clockwise
+  };
+  for (const [o, [w, h, order]] of Object.entries(upright)) {
+    const got = await readImageFile(`${IMAGES}exif/orient${o}.png`);
+    assertEquals([got.width, got.height], [w, h], `orientation ${o}`);
+    assertEquals(Array.from(got.data), order.flatMap((i) => [40 * i, 100 + i, 200 + i]), `orientation ${o}`);
+  }
+  // the same as Pillow 12.3's exif_transpose(...).convert("RGB"), PNGs and JPEGs
+  const { pillow, images } = JSON.parse(await Deno.readTextFile(`${IMAGES}exif/expected.json`));
+  assertEquals([pillow, Object.keys(images).length], ["12.3.0", 10]);
+  for (
+    const [name, want] of Object.entries(images) as [
+      string,
+      { width: number; height: number; rgb: number[] },
+    ][]
+  ) {
+    const got = await readImageFile(`${IMAGES}exif/${name}`);
+    assertEquals([got.width, got.height, Array.from(got.data)], [want.width, want.height, want.rgb], name);
+  }
+});
+
+Deno.test("decodeImage: cut, CMYK and IEND-less files as Pillow takes them; libjpeg prints nothing", async () => {
+  const jpg = await Deno.readFile(`${IMAGES}files/photo.jpg`);
+  const cut = jpg.subarray(0, Math.floor(jpg.length * 0.9));
+  // libjpeg pads a cut scan with gray and goes on; Pillow refuses the file ("image file is truncated"), even without EOI alone
+  for (const bytes of [cut, jpg.subarray(0, jpg.length - 2)]) {
+    await assertRejects(
+      () => decodeImage(bytes, "cut.jpg"),
+      ImageFileError,
+      "cut.jpg: cannot decode the JPEG file: the file is truncated",
+    );
+  }
+  // decodes at once keep their own outcomes
+  const settled = await Promise.allSettled([cut, jpg, cut, jpg].map((b) => decodeImage(b, "x.jpg")));
+  assertEquals(settled.map((r) => r.status), ["rejected", "fulfilled", "rejected", "fulfilled"]);
+  await assertRejects(
+    () => readImageFile(`${IMAGES}exif/cmyk.jpg`),
+    ImageFileError,
+    `exif/cmyk.jpg: CMYK JPEG: convert it to RGB first`,
+  );
+  // a PNG that ends without IEND reads as the whole file; one cut inside a chunk is refused
+  const png = await Deno.readFile(`${IMAGES}files/rgb.png`);
+  const whole = await decodeImage(png, "rgb.png");
+  const noEnd = await decodeImage(png.subarray(0, png.length - 12), "no_iend.png");
+  assertEquals([noEnd.width, noEnd.height, Array.from(noEnd.data)], [13, 9, Array.from(whole.data)]);
+  await assertRejects(
+    () => decodeImage(png.subarray(0, png.length - 20), "cut.png"),
+    ImageFileError,
+    "cut.png: cannot decode the PNG file: the file is truncated (in its IDAT chunk)",
+  );
+  // libjpeg's warnings and errors go into the messages, not to stderr
+  const script = `import { decodeImage } from "./lib/io/image_files.ts";
+    const jpg = await Deno.readFile("tests/fixtures/images/files/photo.jpg");
+    for (const n of [jpg.length - 100, 30]) await decodeImage(jpg.subarray(0, n), "cut.jpg").catch(() => {});`;
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1" },
+  }).output();
+  assertEquals([run.code, new TextDecoder().decode(run.stderr)], [0, ""]);
+});
+
 Deno.test("readImageData: an image folder (classes in sorted order, other files ignored)", async () => {
   const data = await readImageData(`${IMAGES}folder`, processor);
   assertEquals(data.labelNames, ["cat", "dog"]);
@@ -92,10 +164,57 @@ Deno.test("readImageData: an image folder (classes in sorted order, other files 
   });
 });
 
+Deno.test("image folders: links to class folders and files are followed, loops are not, skipped files are counted", async () => {
+  const lines: string[] = [];
+  const error = console.error;
+  console.error = (...args: unknown[]) => void lines.push(args.join(" "));
+  try {
+    await withTempDir("hartley_imglinks_", async (dir) => {
+      await Deno.mkdir(`${dir}/cat`);
+      for (const f of ["cat0.png", "cat1.jpg", "cat2.png", "notes.txt"]) {
+        await Deno.symlink(`${IMAGES}folder/cat/${f}`, `${dir}/cat/${f}`);
+      }
+      await Deno.symlink(`${IMAGES}folder/dog`, `${dir}/dog`);
+      await Deno.symlink(dir, `${dir}/cat/loop`); // back to the top: not followed again
+      await Deno.writeTextFile(`${dir}/dog.gif`, ""); // a file beside the classes: no class
+      const data = await readImageData(dir, processor);
+      assertEquals(data.labelNames, ["cat", "dog"]);
+      assertEquals(data.examples.map((e) => e.label), [0, 0, 0, 1, 1, 1]);
+      assertEquals(lines, [`${dir}: skipped 1 file not PNG or JPEG (cat/notes.txt)`]);
+      const unlabelled = await readImages(dir, processor);
+      assertEquals(unlabelled.map((x) => x.source.slice(dir.length + 1)), [
+        "cat/cat0.png",
+        "cat/cat1.jpg",
+        "cat/cat2.png",
+        "dog/dog0.png",
+        "dog/dog1.jpg",
+        "dog/dog2.png",
+      ]);
+      assertEquals(lines[1], `${dir}: skipped 2 files not PNG or JPEG (e.g. cat/notes.txt)`);
+      await Deno.symlink(`${dir}/absent.png`, `${dir}/cat/broken.png`);
+      await assertRejects(
+        () => readImageData(dir, processor),
+        DataError,
+        `${dir}/cat/broken.png: a broken link (its target does not exist)`,
+      );
+    });
+  } finally {
+    console.error = error;
+  }
+});
+
 Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel names) and JSONL pixel arrays", async () => {
   const data = await readImageData(`${IMAGES}images.parquet`, processor);
   assertEquals(data.labelNames, ["cat", "dog"]);
   assertEquals(data.examples.map((e) => e.label), [0, 0, 1, 1]);
+  // the training data's (or a head's) classes: the split's ids are matched by their names
+  const named = await readImageData(`${IMAGES}images.parquet`, processor, { labels: ["dog", "cat"] });
+  assertEquals([named.labelNames, named.examples.map((e) => e.label)], [["dog", "cat"], [1, 1, 0, 0]]);
+  await assertRejects(
+    () => readImageData(`${IMAGES}images.parquet`, processor, { labels: ["dog", "bird"] }),
+    DataError,
+    `images.parquet: row 1: label 0 (class "cat") is not one of the training data's ["dog","bird"]`,
+  );
   // constant images stay constant through the resize: (200 / 255 − 0.5) / 0.5 in the red plane of a cat
   const cat = pixelsOf(data.examples[0].pixels);
   assertClose(Array.from(cat.subarray(0, 1024)), new Array(1024).fill((200 / 255 - 0.5) / 0.5), 1e-6);

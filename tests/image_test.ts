@@ -114,6 +114,22 @@ Deno.test("bad preprocessing input: clear errors", async () => {
     `"image_std" has a zero`,
   );
   assertThrows(() => parseImageProcessorConfig({ size: { shortest_edge: 3 } }, vit, "/p"), `"size" must be`);
+  // sizes must be positive integers, in either form
+  for (
+    const size of [0, -4, 12.5, { height: 0, width: 8 }, { height: 8, width: -1 }, { height: 8, width: 7.5 }]
+  ) {
+    assertThrows(
+      () => parseImageProcessorConfig({ size }, vit, "/p/preprocessor_config.json"),
+      `/p/preprocessor_config.json: "size" must be {"height", "width"} or one number, positive integers`,
+    );
+  }
+  // DeiT's resize-then-crop is not followed: refused rather than silently skipped
+  assertThrows(
+    () =>
+      parseImageProcessorConfig({ do_center_crop: true, crop_size: 224 }, vit, "/p/preprocessor_config.json"),
+    `/p/preprocessor_config.json: "do_center_crop": true is not supported`,
+  );
+  assertEquals(parseImageProcessorConfig({ do_center_crop: false }, vit, "/p").width, 32);
   const e = assertThrows(
     () =>
       preprocessImage(

@@ -63,11 +63,12 @@ Deno.test("readInstructions: prompt/completion texts, conversations, conversatio
     ];
     await Deno.writeTextFile(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
     assertEquals(await readInstructions(file), [
-      { prompt: "Q: sky? A:", completion: " blue" },
-      { messages: rows[1].messages, completionFrom: 0 },
+      { prompt: "Q: sky? A:", completion: " blue", source: `${file}:1` },
+      { messages: rows[1].messages!, completionFrom: 0, source: `${file}:2` },
       {
         messages: [{ role: "user", content: "2+2?" }, { role: "assistant", content: "4" }],
         completionFrom: 1,
+        source: `${file}:3`,
       },
     ]);
     await Deno.writeTextFile(file, '{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n');
@@ -96,10 +97,11 @@ Deno.test("readInstructions: Parquet splits as TRL's datasets hold them (a messa
       { role: "assistant", content: "White." },
     ],
     completionFrom: 0,
+    source: `${data}chat.parquet:2`,
   });
   assertEquals(await readInstructions(`${data}prompt_completion.parquet`), [
-    { prompt: "The opposite of hot is", completion: " cold" },
-    { prompt: "2 + 2 =", completion: " 4" },
+    { prompt: "The opposite of hot is", completion: " cold", source: `${data}prompt_completion.parquet:1` },
+    { prompt: "2 + 2 =", completion: " 4", source: `${data}prompt_completion.parquet:2` },
   ]);
 });
 
@@ -245,6 +247,27 @@ Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to s
     () => instructionDataset([examples[1]], tok, { seqLen: 4, source: "sft.jsonl" }),
     "sft.jsonl: no example has a completion token within 4 tokens",
   );
+});
+
+Deno.test("instructionDataset: an example read from a file is named by its file and line, not its place in a split", async () => {
+  const tok = await tokenizerOf("gpt2");
+  await withDir(async (dir) => {
+    const file = join(dir, "sft.jsonl");
+    const chat = { messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "hello" }] };
+    const text = { prompt: "Q:", completion: " A" };
+    // line 3 is blank
+    await Deno.writeTextFile(file, [text, text, "", chat].map((r) => r && JSON.stringify(r)).join("\n"));
+    const held = (await readInstructions(file)).slice(1);
+    assertThrows(
+      () => instructionDataset(held, tok, { seqLen: 32, source: "sft.jsonl (held out)" }),
+      `${file}:4: a conversation needs the model's chat template`,
+    );
+    // examples made in code: by their number
+    assertThrows(
+      () => instructionDataset([text, { ...chat, completionFrom: 0 }], tok, { seqLen: 32, source: "mine" }),
+      "mine: example 2: a conversation needs the model's chat template",
+    );
+  });
 });
 
 Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named list) or chat_template.jinja, with its special tokens", async () => {

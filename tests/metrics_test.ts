@@ -21,3 +21,14 @@ Deno.test("metrics: MCC and F1 as scikit-learn, Pearson and Spearman (with ties)
   );
   assertThrows(() => pearson([1], [1, 2]), "need two equal, non-empty lists");
 });
+
+Deno.test("pearson: NaN for a constant side whose mean rounds off its values; never outside [−1, 1] (SciPy)", () => {
+  // the mean of three 0.1s is not 0.1 in float64: the deviations are tiny, not 0
+  for (const [x, y] of [[[0.1, 0.1, 0.1], [1, 2, 4]], [[1, 2, 4], [0.3, 0.3, 0.3]]]) {
+    assert(Number.isNaN(pearson(x, y)), `pearson(${x}, ${y}) = ${pearson(x, y)}`);
+    assert(Number.isNaN(spearman(x, y)), `spearman(${x}, ${y}) = ${spearman(x, y)}`);
+  }
+  // a perfect line whose rounding gives 1.0000000000000002 unclipped
+  const x = [0.1, 0.2, 0.3];
+  assertEquals([pearson(x, x.map((v) => 3.7 * v + 0.1)), pearson(x, x.map((v) => -3.7 * v + 0.1))], [1, -1]);
+});

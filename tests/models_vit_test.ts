@@ -136,6 +136,54 @@ Deno.test("vit: the bare ViTModel gives the encoder output, last_hidden_state an
   }
 });
 
+Deno.test("vit: the pooler applies config.json's pooler_act (tanh by default), as ViTPooler does", async () => {
+  const gpu = await getGpu();
+  const { batch } = await fixtureBatch(gpu, DIR);
+  batch.labels = undefined;
+  const acts: [string | undefined, (v: number) => number][] = [[undefined, Math.tanh], [
+    "relu",
+    (v) => Math.max(v, 0),
+  ]];
+  for (const [act, f] of acts) {
+    const rng = new Prng(3);
+    const dir = await editedModel(DIR, (t) => {
+      for (const name of Object.keys(t)) {
+        if (name.startsWith("vit.")) t[name.slice(4)] = t[name];
+        delete t[name];
+      }
+      t["pooler.dense.weight"] = {
+        dtype: "F32",
+        shape: [64, 64],
+        data: rng.normals(64 * 64).map((v) => v * 0.3),
+      };
+      t["pooler.dense.bias"] = { dtype: "F32", shape: [64], data: rng.normals(64) };
+    }, (json) => {
+      json.architectures = ["ViTModel"];
+      if (act) json.pooler_act = act;
+      else delete json.pooler_act;
+    });
+    try {
+      const model = await loadModel(gpu, dir);
+      const out = noGrad(() => tidy(() => model.forward(batch))) as VitOutput;
+      const last = await out.lastHiddenState.toArray(), [b, t, h] = out.lastHiddenState.shape;
+      const w = await model.parameters.get("pooler.dense.weight")!.toArray();
+      const bias = await model.parameters.get("pooler.dense.bias")!.toArray();
+      const want = Array.from({ length: b * h }, (_, k) => {
+        const [row, o] = [Math.floor(k / h), k % h];
+        let s = bias[o];
+        for (let i = 0; i < h; i++) s += w[o * h + i] * last[row * t * h + i];
+        return f(s);
+      });
+      assertClose(await out.pooled!.toArray(), want, 1e-4, `pooler_act ${act ?? "(default)"}`);
+      for (const x of Object.values(out)) if (x instanceof Tensor) x.dispose();
+      model.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  for (const x of Object.values(batch)) if (x instanceof Tensor) x.dispose();
+});
+
 Deno.test("vit: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
   const gpu = await getGpu();
   const missing = "vit.embeddings.cls_token";

@@ -77,7 +77,7 @@ Deno.test("label lists: names or ids, each once, become 0/1 rows of the head's l
     assertThrows(
       () =>
         new ClassificationDataset(data.examples, tokenizer, { maxLength: 8, numLabels: 1, multiLabel: true }),
-      "example 0 has label 1, which does not fit the head's 1 labels",
+      "tags.jsonl:1: the example has label 1, which does not fit the head's 1 labels",
     );
     await Deno.writeTextFile(path, `{"text": "a", "labels": [0, 2]}\n{"text": "b", "labels": 1}\n`);
     await assertRejects(
@@ -106,4 +106,12 @@ Deno.test("label lists from Parquet: a Sequence(ClassLabel) column's ids (INT64)
     "rainy pear",
     [2, 1],
   ]]);
+  // a head that names its labels: the ids go through the column's ClassLabel names
+  const named = await readClassificationFile(path, { labels: ["weather", "color", "fruit"] });
+  assertEquals(named.examples.map((e) => e.labels), [[1, 2], [], [0, 2]]);
+  await assertRejects(
+    () => readClassificationFile(path, { labels: ["color", "fruit", "mood"] }),
+    DataError,
+    'tags.parquet:3: label 2 (class "weather") is not one of the labels ["color","fruit","mood"]',
+  );
 });

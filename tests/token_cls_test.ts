@@ -118,6 +118,21 @@ Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL 
       words: ["Ada", "Lovelace", "lived", "in", "London"],
       tags: [1, 2, 0, 0, 3],
     });
+    // a head's tags are matched by name: the split's ids go through its ClassLabel names
+    const head = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"];
+    const mapped = await readTaggedFile(new URL("./fixtures/data/ner.parquet", import.meta.url).pathname, {
+      labels: head,
+    });
+    assertEquals(mapped.labelNames, head);
+    assertEquals(mapped.examples[0].tags.map((t) => head[t]), ["B-PER", "I-PER", "O", "O", "B-LOC"]);
+    await assertRejects(
+      () =>
+        readTaggedFile(new URL("./fixtures/data/ner.parquet", import.meta.url).pathname, {
+          labels: ["O", "B-PER"],
+        }),
+      DataError,
+      `ner.parquet:1: label 2 (class "I-PER") is not one of the labels ["O","B-PER"]`,
+    );
 
     const conll = `${dir}/train.conll`;
     await Deno.writeTextFile(

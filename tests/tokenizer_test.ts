@@ -39,6 +39,50 @@ Deno.test("byte-level BPE decodes every case back to its text", async () => {
   assertThrows(() => roberta.decode([512]), "cannot decode id 512");
 });
 
+Deno.test("a pair under a ByteLevel post-processor is both texts, types 0 then 1, as the Rust library joins them", async () => {
+  const path = `${TOKENIZERS}bytelevel_bpe.json`;
+  const gpt2 = await loadTokenizer(path);
+  const [a, b] = [
+    gpt2.encode("the cat", { addSpecialTokens: false }),
+    gpt2.encode("sat", { addSpecialTokens: false }),
+  ];
+  assertEquals(gpt2.encodePair("the cat", "sat"), {
+    ids: [...a, ...b],
+    typeIds: [...a.map(() => 0), ...b.map(() => 1)],
+  });
+  // inside a Sequence, after a template (whose type ids it used to lose) or before one
+  const json = JSON.parse(await Deno.readTextFile(path));
+  const eos = json.added_tokens[0].id;
+  const template = {
+    type: "TemplateProcessing",
+    single: [{ Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: "<|endoftext|>", type_id: 0 } }],
+    pair: [
+      { Sequence: { id: "A", type_id: 0 } },
+      { SpecialToken: { id: "<|endoftext|>", type_id: 0 } },
+      { Sequence: { id: "B", type_id: 1 } },
+      { SpecialToken: { id: "<|endoftext|>", type_id: 1 } },
+    ],
+    special_tokens: { "<|endoftext|>": { id: "<|endoftext|>", ids: [eos], tokens: ["<|endoftext|>"] } },
+  };
+  const byteLevel = json.post_processor;
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const processors of [[template, byteLevel], [byteLevel, template]]) {
+      await Deno.writeTextFile(
+        `${dir}/tokenizer.json`,
+        JSON.stringify({ ...json, post_processor: { type: "Sequence", processors } }),
+      );
+      const tok = await loadTokenizer(`${dir}/tokenizer.json`);
+      assertEquals(tok.encodePair("the cat", "sat"), {
+        ids: [...a, eos, ...b, eos],
+        typeIds: [...a.map(() => 0), 0, ...b.map(() => 1), 1],
+      }, processors[0].type);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("WordPiece and Unigram decode", async () => {
   const wp = await loadTokenizer(`${TOKENIZERS}wordpiece.json`);
   assertEquals(wp.decode(wp.encode("Hello world!")), "hello world!");

@@ -223,9 +223,15 @@ async function classificationSplits(
     labelNames = file.labelNames ?? undefined;
     multiLabel = file.multiLabel;
     if (spec.evalData) {
+      // an id past the training data's classes is refused, as a name they lack is
+      const seen = regression
+        ? 0
+        : file.examples.reduce((m, e) => Math.max(m, ...(e.labels ?? [e.label])), 0);
       const ev = await readClassificationFile(spec.evalData, {
         ...opts,
         labels: labels ?? file.labelNames ?? undefined,
+        numLabels: opts.numLabels ??
+          (regression ? undefined : Math.max(file.labelNames?.length ?? 0, seen + 1, 2)),
       });
       if (ev.multiLabel !== multiLabel) {
         throw new DataError(

@@ -231,6 +231,8 @@ export interface VitConfig extends CommonConfig {
   layerNormEps: number;
   /** Whether the query/key/value projections have biases. */
   qkvBias: boolean;
+  /** The bare model's pooler activation (pooler_act): tanh by default, or a feed-forward one. */
+  poolerAct: Activation | "tanh";
 }
 
 /** A parsed config of any supported family (discriminated by `modelType`). */
@@ -693,7 +695,22 @@ function vit(f: Fields): VitConfig {
     numPatches: Math.floor(imageSize / patchSize) ** 2,
     layerNormEps: f.positive("layer_norm_eps", 1e-12),
     qkvBias: f.bool("qkv_bias", true),
+    poolerAct: poolerAct(f),
   };
+}
+
+/** ViTPooler's ACT2FN[pooler_act]: tanh, or one of the feed-forward activations. */
+function poolerAct(f: Fields): Activation | "tanh" {
+  const name = f.str("pooler_act", "tanh");
+  if (name === "tanh") return "tanh";
+  if (!ACTIVATIONS[name]) {
+    throw new HfConfigError(
+      `${f.path}: "pooler_act" ${JSON.stringify(name)} is not supported (supported: tanh, ${
+        Object.keys(ACTIVATIONS).join(", ")
+      })`,
+    );
+  }
+  return ACTIVATIONS[name];
 }
 
 /** Family defaults of the PretrainedConfig-level fields. */

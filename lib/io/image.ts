@@ -95,6 +95,13 @@ export function parseImageProcessorConfig(
     );
   }
   const [height, width] = size(j.size, config.imageSize, path);
+  // DeiT's processor crops after resizing (ViT's has no crop): not followed here, so refused
+  if (bool("do_center_crop", false)) {
+    throw new ImageError(
+      `${path}: "do_center_crop": true is not supported (resize then center crop, as DeiT's processor does); ` +
+        `expected no center crop, as ViT's image processor does`,
+    );
+  }
   const rescaleFactor = j.rescale_factor ?? 1 / 255;
   if (typeof rescaleFactor !== "number" || !(rescaleFactor > 0)) {
     throw new ImageError(`${path}: "rescale_factor" must be a positive number, got ${rescaleFactor}`);
@@ -114,13 +121,16 @@ export function parseImageProcessorConfig(
 }
 
 function size(v: unknown, imageSize: number, path: string): [number, number] {
+  const positive = (n: unknown) => Number.isSafeInteger(n) && (n as number) > 0;
   if (v == null) return [imageSize, imageSize];
-  if (Number.isInteger(v) && (v as number) > 0) return [v as number, v as number];
+  if (positive(v)) return [v as number, v as number];
   const o = v as { height?: unknown; width?: unknown };
-  if (typeof o === "object" && Number.isInteger(o.height) && Number.isInteger(o.width)) {
+  if (typeof o === "object" && positive(o.height) && positive(o.width)) {
     return [o.height as number, o.width as number];
   }
-  throw new ImageError(`${path}: "size" must be {"height", "width"} or an integer, got ${JSON.stringify(v)}`);
+  throw new ImageError(
+    `${path}: "size" must be {"height", "width"} or one number, positive integers, got ${JSON.stringify(v)}`,
+  );
 }
 
 /**

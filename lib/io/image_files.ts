@@ -4,6 +4,10 @@
  * replicated over the three channels, palettes looked up. 16-bit samples are cut to their high
  * byte, as Pillow reads 16-bit RGB (none of the test files is 16-bit; Pillow opens 16-bit gray as
  * 32-bit integers, which it may convert otherwise).
+ * The EXIF orientation (a JPEG's APP1 Exif segment, a PNG's eXIf chunk) is applied after decoding,
+ * as transformers' `load_image` and `datasets`' Image feature apply `ImageOps.exif_transpose`.
+ * Truncated files are refused as Pillow refuses them; a PNG that ends without its IEND chunk is
+ * read, as Pillow reads it; CMYK (4-component) JPEGs are refused.
  * Through the pinned npm packages `fast-png` (JavaScript) and `@jsquash/jpeg` (MozJPEG compiled
  * to WebAssembly: the libjpeg-turbo lineage Pillow links, with its inverse DCT and interpolated
  * chroma); this module is the only one that imports them. Both decode the test files exactly as
@@ -11,7 +15,7 @@
  * @module
  */
 import { convertIndexedToRgb, decode as decodePng } from "fast-png";
-import decodeJpeg from "@jsquash/jpeg/decode.js";
+import decodeJpeg, { init as initJpeg } from "@jsquash/jpeg/decode.js";
 import type { RgbImage } from "./image.ts";
 
 /** An image file that cannot be decoded (not PNG or JPEG, or corrupt). */
@@ -30,8 +34,12 @@ export async function decodeImage(bytes: Uint8Array, source: string): Promise<Rg
   if (!png && !jpg) {
     throw new ImageFileError(`${source}: not a PNG or JPEG file (convert other formats first)`);
   }
+  const markers = jpg ? jpegInfo(bytes) : null;
+  if (markers?.components === 4) {
+    throw new ImageFileError(`${source}: CMYK JPEG: convert it to RGB first (e.g. Pillow's convert("RGB"))`);
+  }
   try {
-    return png ? pngToRgb(bytes) : await jpegToRgb(bytes);
+    return markers ? orient(await jpegToRgb(bytes), markers.orientation) : pngToRgb(bytes);
   } catch (e) {
     throw new ImageFileError(
       `${source}: cannot decode the ${png ? "PNG" : "JPEG"} file: ${(e as Error).message}`,
@@ -51,11 +59,112 @@ export async function readImageFile(path: string): Promise<RgbImage> {
   return decodeImage(bytes, path);
 }
 
-async function jpegToRgb(bytes: Uint8Array): Promise<RgbImage> {
-  const copy = bytes.slice(); // the decoder takes a whole ArrayBuffer
-  const { width, height, data } = await decodeJpeg(copy.buffer);
+/** What libjpeg prints while decoding (warnings, errors): kept for messages instead of reaching stderr. */
+const jpegMessages: string[] = [];
+let jpegReady: Promise<void> | null = null;
+/** JPEG decodes one at a time, so that each reads its own messages. */
+let jpegQueue: Promise<unknown> = Promise.resolve();
+
+function jpegToRgb(bytes: Uint8Array): Promise<RgbImage> {
+  const run = jpegQueue.then(() => jpegAlone(bytes));
+  jpegQueue = run.catch(() => {});
+  return run;
+}
+
+async function jpegAlone(bytes: Uint8Array): Promise<RgbImage> {
+  const keep = (s: string) => void jpegMessages.push(s);
+  await (jpegReady ??= initJpeg({ print: keep, printErr: keep } as Parameters<typeof initJpeg>[0]));
+  jpegMessages.length = 0;
+  let decoded: Awaited<ReturnType<typeof decodeJpeg>>;
+  try {
+    decoded = await decodeJpeg(bytes.slice().buffer); // the decoder takes a whole ArrayBuffer
+  } catch (e) {
+    // libjpeg's errors end in exit(1): its message says why
+    throw new Error(jpegMessages.join("; ") || (e as Error).message || String(e));
+  }
+  // libjpeg pads a cut file and goes on; Pillow refuses it ("image file is truncated")
+  if (jpegMessages.some((m) => m.includes("Premature end of JPEG file"))) {
+    throw new Error("the file is truncated (it ends before the image data does)");
+  }
+  const { width, height, data } = decoded;
   const out = new Uint8Array(width * height * 3);
   for (let i = 0; i < width * height; i++) for (let c = 0; c < 3; c++) out[i * 3 + c] = data[i * 4 + c];
+  return { width, height, data: out };
+}
+
+/** The JPEG's component count (from its frame header) and EXIF orientation (its first Exif segment). */
+function jpegInfo(bytes: Uint8Array): { components: number; orientation: number } {
+  let components = 0, orientation = 1, exif = false;
+  let i = 2;
+  while (i + 4 <= bytes.length && bytes[i] === 0xff) {
+    const marker = bytes[i + 1];
+    if (marker === 0xff) { // fill byte
+      i++;
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) break; // start of scan, end of image
+    const end = i + 2 + ((bytes[i + 2] << 8) | bytes[i + 3]);
+    const seg = bytes.subarray(i + 4, end);
+    const sof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+    if (sof) components = seg[5] ?? 0;
+    else if (marker === 0xe1 && !exif && ascii(seg.subarray(0, 6)) === "Exif\0\0") {
+      exif = true;
+      orientation = tiffOrientation(seg.subarray(6));
+    }
+    i = end;
+  }
+  return { components, orientation };
+}
+
+/**
+ * The EXIF Orientation (tag 0x0112) in IFD0 of TIFF-structured data (either byte order); 1 when
+ * there is none or the data is malformed.
+ */
+function tiffOrientation(t: Uint8Array): number {
+  const little = ascii(t.subarray(0, 2)) === "II";
+  if (t.length < 8 || !(little || ascii(t.subarray(0, 2)) === "MM")) return 1;
+  const v = new DataView(t.buffer, t.byteOffset, t.length);
+  const ifd = v.getUint32(4, little);
+  if (ifd + 2 > t.length) return 1;
+  for (let k = 0, n = v.getUint16(ifd, little); k < n; k++) {
+    const e = ifd + 2 + 12 * k;
+    if (e + 12 > t.length) break;
+    // a SHORT (type 3) value sits in the entry's first two value bytes
+    if (v.getUint16(e, little) === 0x0112) {
+      return v.getUint16(e + 2, little) === 3 ? v.getUint16(e + 8, little) : 1;
+    }
+  }
+  return 1;
+}
+
+function ascii(b: Uint8Array): string {
+  return String.fromCharCode(...b);
+}
+
+/** Where pixel (x, y) of the result comes from in a w × h image, per EXIF orientation (2–8). */
+const ORIENTATIONS: Record<number, (x: number, y: number, w: number, h: number) => [number, number]> = {
+  2: (x, y, w) => [w - 1 - x, y], // mirrored left–right
+  3: (x, y, w, h) => [w - 1 - x, h - 1 - y], // rotated 180°
+  4: (x, y, _w, h) => [x, h - 1 - y], // mirrored top–bottom
+  5: (x, y) => [y, x], // transposed
+  6: (x, y, _w, h) => [y, h - 1 - x], // turned 90° clockwise to display
+  7: (x, y, w, h) => [w - 1 - y, h - 1 - x], // transversed
+  8: (x, y, w) => [w - 1 - y, x], // turned 90° counter-clockwise to display
+};
+
+/** The image turned upright as Pillow's `ImageOps.exif_transpose` does; other orientations leave it. */
+function orient(image: RgbImage, orientation: number): RgbImage {
+  const from = ORIENTATIONS[orientation];
+  if (!from) return image;
+  const { width: w, height: h, data } = image;
+  const [width, height] = orientation >= 5 ? [h, w] : [w, h];
+  const out = new Uint8Array(w * h * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const [sx, sy] = from(x, y, w, h);
+      for (let c = 0; c < 3; c++) out[(y * width + x) * 3 + c] = data[(sy * w + sx) * 3 + c];
+    }
+  }
   return { width, height, data: out };
 }
 
@@ -64,6 +173,11 @@ function pngToRgb(bytes: Uint8Array): RgbImage {
   if (bytes[28] === 1 && bytes[24] < 8) {
     throw new Error(`an interlaced PNG of ${bytes[24]}-bit samples is not supported: save it non-interlaced`);
   }
+  const { bytes: whole, orientation } = pngChunks(bytes);
+  return orient(pngPixels(whole), orientation);
+}
+
+function pngPixels(bytes: Uint8Array): RgbImage {
   const img = decodePng(bytes);
   const { width, height, depth, channels } = img;
   const n = width * height;
@@ -80,6 +194,32 @@ function pngToRgb(bytes: Uint8Array): RgbImage {
     for (let c = 0; c < 3; c++) out[i * 3 + c] = samples[i * channels + (gray ? 0 : c)];
   }
   return { width, height, data: out };
+}
+
+/** IEND: what {@link pngChunks} appends to a file that ends without it. */
+const IEND = Uint8Array.of(0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82);
+
+/**
+ * The PNG's bytes, with IEND appended when the file ends after a whole chunk without it (Pillow
+ * reads such files), and its EXIF orientation (the eXIf chunk). A chunk cut short is an error.
+ */
+function pngChunks(bytes: Uint8Array): { bytes: Uint8Array; orientation: number } {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  let orientation = 1;
+  for (let i = 8; i < bytes.length;) {
+    const type = ascii(bytes.subarray(i + 4, i + 8));
+    if (i + 12 > bytes.length || i + 12 + v.getUint32(i) > bytes.length) {
+      throw new Error(`the file is truncated (in its ${type || "last"} chunk)`);
+    }
+    const data = bytes.subarray(i + 8, i + 8 + v.getUint32(i));
+    if (type === "IEND") return { bytes, orientation };
+    if (type === "eXIf") orientation = tiffOrientation(data);
+    i += 12 + data.length;
+  }
+  const whole = new Uint8Array(bytes.length + IEND.length);
+  whole.set(bytes);
+  whole.set(IEND, bytes.length);
+  return { bytes: whole, orientation };
 }
 
 /**

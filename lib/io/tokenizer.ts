@@ -4,8 +4,9 @@
  * padding/truncation into Int32Arrays, decode, special-token ids, and a check that a
  * tokenizer's ids fit a model's embedding table.
  *
- * The package lacks one normalizer that SentencePiece-converted tokenizers use, `Nmt`; it is
- * rewritten into two equivalent regex replacements before loading (see {@link adaptForTokenizersJs}).
+ * The package lacks one normalizer that SentencePiece-converted tokenizers use, `Nmt`, and drops
+ * the second text of a pair under a `ByteLevel` post-processor (GPT-2's); both are rewritten
+ * before loading (see {@link adaptForTokenizersJs}).
  * Decoding follows the Python `tokenizers` library: special tokens skipped by default and no
  * extra "clean up tokenization spaces" pass unless tokenizer_config.json asks for one.
  * @module
@@ -326,7 +327,10 @@ export function checkTokenizerFits(tokenizer: Tokenizer, config: HfConfig): void
  * A copy of tokenizer.json content with components the npm package lacks replaced by
  * equivalents it has. `Nmt` (SentencePiece's nmt_nfkc preamble) drops the control characters
  * U+0001–0008, 000B, 000E–001F, 007F, 008F, 009F and maps U+0009, 000A, 000C, 000D, 1680,
- * 200B–200F, 2028, 2029, 2581, FEFF, FFFD to a space: two regex Replace normalizers.
+ * 200B–200F, 2028, 2029, 2581, FEFF, FFFD to a space: two regex Replace normalizers. A
+ * `ByteLevel` post-processor only trims offsets, which have no part in the ids, but the package's
+ * returns the first text of a pair alone: it is left out (a pair is then joined, types 0 then 1,
+ * as the Rust library joins it).
  */
 export function adaptForTokenizersJs(json: Record<string, unknown>): Record<string, unknown> {
   const nmt = {
@@ -356,7 +360,21 @@ export function adaptForTokenizersJs(json: Record<string, unknown>): Record<stri
     }
     return o;
   };
-  return { ...json, normalizer: fix(json.normalizer ?? null) };
+  return {
+    ...json,
+    normalizer: fix(json.normalizer ?? null),
+    post_processor: withoutByteLevel(json.post_processor),
+  };
+}
+
+/** A post-processor without its `ByteLevel` steps (null when nothing is left). */
+function withoutByteLevel(post: unknown): unknown {
+  if (typeof post !== "object" || post === null) return null;
+  const o = post as Record<string, unknown>;
+  if (o.type === "ByteLevel") return null;
+  if (o.type !== "Sequence" || !Array.isArray(o.processors)) return o;
+  const rest = o.processors.map(withoutByteLevel).filter((p) => p !== null);
+  return rest.length === 0 ? null : rest.length === 1 ? rest[0] : { ...o, processors: rest };
 }
 
 /** Conventional spellings of each special token, most common first. */

@@ -13,6 +13,7 @@
  * @module
  */
 import type { VitConfig } from "../io/hf_config.ts";
+import { activate } from "../nn/activation.ts";
 import { feedForward } from "../nn/feed_forward.ts";
 import { FUSIONS } from "../nn/fusions.ts";
 import type { Linear } from "../nn/linear.ts";
@@ -133,12 +134,18 @@ export class VitModel extends BaseModel {
         logits: last,
         hidden,
         lastHiddenState: last,
-        ...(this.pooler ? { pooled: tanh(this.pooler.forward(firstToken(last))) } : {}),
+        ...(this.pooler ? { pooled: this.pool(last) } : {}),
       };
     }
     const logits = this.classifier.forward(firstToken(last));
     const loss = batch.labels ? classificationLoss(logits, batch.labels, c.problemType) : undefined;
     return { logits, hidden, lastHiddenState: last, loss };
+  }
+
+  /** ViTPooler: pooler_act(dense(last[:, 0])) → [batch, hidden]. */
+  private pool(last: Tensor): Tensor {
+    const x = this.pooler!.forward(firstToken(last)), act = this.config.poolerAct;
+    return act === "tanh" ? tanh(x) : activate(x, act);
   }
 
   /** The batch's pixel values, checked to be f32 [batch, channels, imageSize, imageSize]. */

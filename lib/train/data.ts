@@ -13,7 +13,14 @@
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { Prng } from "../spectral/prng.ts";
-import { checkLabelLists, checkLabels, DataError, type Example, readTextFile } from "./readers.ts";
+import {
+  checkLabelLists,
+  checkLabels,
+  DataError,
+  type Example,
+  exampleName,
+  readTextFile,
+} from "./readers.ts";
 
 /** One dataset row before batching. */
 export interface Row {
@@ -84,7 +91,9 @@ export class ClassificationDataset implements Dataset {
 
   /**
    * A dataset of `examples` tokenized with `tokenizer`. A bad maxLength is a RangeError; no
-   * examples, or a label that does not fit `numLabels`, is a DataError.
+   * examples, a label that does not fit `numLabels`, or an empty text that this tokenizer makes
+   * no token of (checked here), is a DataError. Errors name an example by its file and line when
+   * it has them ({@link Example.source}).
    */
   constructor(
     readonly examples: readonly Example[],
@@ -109,6 +118,8 @@ export class ClassificationDataset implements Dataset {
     this.maxLength = opts.maxLength;
     this.truncation = opts.truncation ?? true;
     this.cache = new Array(examples.length);
+    // a row of an empty text may have no tokens: refused now, not when training first reaches it
+    for (let i = 0; i < examples.length; i++) if (examples[i].text === "") this.row(i);
   }
 
   /** Examples in the dataset. */
@@ -124,7 +135,8 @@ export class ClassificationDataset implements Dataset {
 
   /** Tokenize example `index` into a row, truncated to maxLength when allowed. */
   private encode(index: number): Row {
-    const { text, pair, label: id, labels } = this.examples[index];
+    const example = this.examples[index], name = exampleName(example, index);
+    const { text, pair, label: id, labels } = example;
     const label = this.multiLabels === undefined ? id : multiHot(labels!, this.multiLabels);
     const tok = this.tokenizer;
     const full = pair === undefined
@@ -133,7 +145,7 @@ export class ClassificationDataset implements Dataset {
     if (full.ids.length === 0) {
       // a tokenizer without special tokens (GPT-2's) makes nothing of an empty text: no row to read
       throw new DataError(
-        `example ${index} has no tokens: its text is ${JSON.stringify(text)}, and this tokenizer adds no ` +
+        `${name} has no tokens: its text is ${JSON.stringify(text)}, and this tokenizer adds no ` +
           `special tokens; leave out rows without text`,
       );
     }
@@ -145,7 +157,7 @@ export class ClassificationDataset implements Dataset {
     if (full.ids.length <= this.maxLength) return toRow(full.ids, full.typeIds);
     if (!this.truncation) {
       throw new DataError(
-        `example ${index} has ${full.ids.length} tokens, more than maxLength ${this.maxLength} (enable truncation)`,
+        `${name} has ${full.ids.length} tokens, more than maxLength ${this.maxLength} (enable truncation)`,
       );
     }
     const parts = [text, ...(pair === undefined ? [] : [pair])]
@@ -153,7 +165,7 @@ export class ClassificationDataset implements Dataset {
     const at = locate(full.ids, parts);
     if (at === null) {
       throw new DataError(
-        `example ${index}: cannot truncate: the tokenizer's template changes the text's tokens`,
+        `${name} cannot be truncated: the tokenizer's template changes the text's tokens`,
       );
     }
     const lengths = parts.map((p) => p.length);
@@ -161,7 +173,7 @@ export class ClassificationDataset implements Dataset {
     const keep = longestFirst(lengths, this.maxLength - special);
     if (keep === null) {
       throw new DataError(
-        `example ${index}: maxLength ${this.maxLength} leaves no room for the ${special} special tokens`,
+        `${name} cannot be truncated: maxLength ${this.maxLength} leaves no room for the ${special} special tokens`,
       );
     }
     const cutOut = (seq: number[]) => {

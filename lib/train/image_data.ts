@@ -3,7 +3,8 @@
  * (lib/io/image.ts), from:
  * - an ImageFolder directory: one subdirectory per class (class ids in sorted name order, as
  *   torchvision's ImageFolder and `datasets`' imagefolder number them), PNG and JPEG files at
- *   any depth below it, other files ignored;
+ *   any depth below it, links followed as torchvision follows them, other files skipped (how
+ *   many is said in one line on stderr);
  * - a Parquet split as `datasets` stores images: an `image` column of {bytes, path} structs and a
  *   `label` column (its ClassLabel names name the ids);
  * - a JSONL file, one object per line with a `label` and either `pixel_values` (3·S·S floats,
@@ -30,8 +31,9 @@ export interface ImageData {
 /** Options of {@link readImageData}. */
 export interface ImageDataOptions {
   /**
-   * Class names by id, e.g. the training split's: a folder or string label is looked up here
-   * (an unknown one is an error) instead of being numbered by itself.
+   * Class names by id, e.g. the training split's: a folder or string label, or a Parquet label id
+   * by its ClassLabel name, is looked up here (an unknown one is an error) instead of being
+   * numbered by itself.
    */
   labels?: readonly string[];
   /** Whose those names are, for errors; default "the training data's". */
@@ -73,8 +75,10 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
     out.push({ source, pixels: pixelsOf(await decodeImage(bytes, source), processor, source) });
   await asDataError(async () => {
     if (stat.isDirectory) {
-      for (const file of (await imageFiles(path)).sort()) await add(await Deno.readFile(file), file);
+      const found = await imageFiles(path);
+      for (const file of found.files.sort()) await add(await Deno.readFile(file), file);
       if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
+      reportSkipped(path, found.skipped);
     } else if (/\.(jsonl|ndjson)$/i.test(path)) {
       for (const { at, pixels } of await jsonlPixels(path, processor)) {
         out.push({
@@ -145,8 +149,10 @@ async function folderImages(
   opts: ImageDataOptions,
 ): Promise<ImageData> {
   const classes: string[] = [];
-  // hidden folders (.git, .ipynb_checkpoints, …) are no classes
-  for await (const e of Deno.readDir(dir)) if (e.isDirectory && !e.name.startsWith(".")) classes.push(e.name);
+  // hidden folders (.git, .ipynb_checkpoints, …) are no classes; links to folders are (as in torchvision)
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.name.startsWith(".") && (await followed(e, join(dir, e.name))).isDirectory) classes.push(e.name);
+  }
   classes.sort();
   if (classes.length === 0) {
     throw new DataError(`${dir}: no class folders (an image folder holds one folder of images per class)`);
@@ -155,9 +161,11 @@ async function folderImages(
     { labels: opts.labels ?? classes },
     opts.labels ? opts.whose ?? "the training data's" : `${dir}'s`,
   );
-  const examples: ImageExample[] = [];
+  const examples: ImageExample[] = [], skipped: string[] = [];
   for (const cls of classes) {
-    const files = (await imageFiles(join(dir, cls))).sort();
+    const found = await imageFiles(join(dir, cls), [await Deno.realPath(dir)]);
+    const files = found.files.sort();
+    skipped.push(...found.skipped);
     if (files.length === 0) throw new DataError(`${join(dir, cls)}: no PNG or JPEG files`);
     const label = ids.id(cls, join(dir, cls));
     for (const file of files) {
@@ -165,19 +173,53 @@ async function folderImages(
       examples.push({ pixels: pixelsOf(image, processor, file), label });
     }
   }
+  reportSkipped(dir, skipped);
   return { examples, labelNames: opts.labels ? [...opts.labels] : classes };
 }
 
-/** Image files at any depth below `dir`. */
-async function imageFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
+/** The PNG and JPEG files at any depth below a folder, and the other files there (skipped). */
+interface FoundFiles {
+  files: string[];
+  skipped: string[];
+}
+
+/**
+ * Image files at any depth below `dir`, hidden ones aside. Links are followed, as torchvision's
+ * ImageFolder follows them; a link back to a folder on the way down (`above`: their real paths) is not.
+ */
+async function imageFiles(dir: string, above: string[] = [], found?: FoundFiles): Promise<FoundFiles> {
+  found ??= { files: [], skipped: [] };
+  const chain = [...above, await Deno.realPath(dir)];
   for await (const e of Deno.readDir(dir)) {
     const path = join(dir, e.name);
     if (e.name.startsWith(".")) continue;
-    if (e.isDirectory) { for (const f of await imageFiles(path)) out.push(f); }
-    else if (e.isFile && IMAGE_FILE.test(e.name)) out.push(path);
+    const kind = await followed(e, path);
+    if (kind.isDirectory) {
+      if (!chain.includes(await Deno.realPath(path))) await imageFiles(path, chain, found);
+    } else if (kind.isFile) (IMAGE_FILE.test(e.name) ? found.files : found.skipped).push(path);
   }
-  return out;
+  return found;
+}
+
+/** What a folder entry is, a link's target for a link; a broken link is neither file nor folder. */
+async function followed(e: Deno.DirEntry, path: string): Promise<{ isDirectory: boolean; isFile: boolean }> {
+  if (!e.isSymlink) return e;
+  try {
+    return await Deno.stat(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    if (IMAGE_FILE.test(path)) throw new DataError(`${path}: a broken link (its target does not exist)`);
+    return { isDirectory: false, isFile: false };
+  }
+}
+
+/** One line on stderr saying how many files below `dir` were skipped for not being PNG or JPEG. */
+function reportSkipped(dir: string, skipped: string[]): void {
+  if (skipped.length === 0) return;
+  const n = skipped.length, first = relative(dir, skipped[0]);
+  console.error(
+    `${dir}: skipped ${n} file${n === 1 ? "" : "s"} not PNG or JPEG (${n === 1 ? first : `e.g. ${first}`})`,
+  );
 }
 
 async function parquetImages(
@@ -191,9 +233,9 @@ async function parquetImages(
       throw new DataError(`${path}: no "${column}" column (the columns are ${table.columns.join(", ")})`);
     }
   }
-  const names = opts.labels ?? table.classLabels.get("label");
+  const classNames = table.classLabels.get("label"), names = opts.labels ?? classNames;
   const ids = new LabelMap(
-    { labels: names },
+    { labels: opts.labels, classNames },
     opts.labels ? opts.whose ?? "the training data's" : `${path}'s`,
   );
   const examples: ImageExample[] = [];

@@ -34,8 +34,8 @@ export interface ChatInstruction {
   completionFrom: number;
 }
 
-/** One supervised example. */
-export type Instruction = TextInstruction | ChatInstruction;
+/** One supervised example, and where it was read (`file:line`, the row for Parquet), for errors. */
+export type Instruction = (TextInstruction | ChatInstruction) & { source?: string };
 
 /** Which tokens the loss is taken on: the completions (assistant turns) alone, or all. */
 export type LossOn = "completion" | "all";
@@ -66,15 +66,16 @@ export async function readInstructions(path: string): Promise<Instruction[]> {
 function instructionOf({ line, fields }: SourceRecord, path: string): Instruction {
   const at = `${path}:${line}`;
   if (Array.isArray(fields.messages)) {
-    return { messages: messagesOf(fields.messages, at, "messages"), completionFrom: 0 };
+    return { messages: messagesOf(fields.messages, at, "messages"), completionFrom: 0, source: at };
   }
   const { prompt, completion } = fields;
-  if (typeof prompt === "string" && typeof completion === "string") return { prompt, completion };
+  if (typeof prompt === "string" && typeof completion === "string") return { prompt, completion, source: at };
   if (Array.isArray(prompt) && Array.isArray(completion)) {
     const first = messagesOf(prompt, at, "prompt");
     return {
       messages: [...first, ...messagesOf(completion, at, "completion")],
       completionFrom: first.length,
+      source: at,
     };
   }
   throw new DataError(
@@ -260,7 +261,7 @@ export interface InstructionDatasetOptions {
   template?: ChatTemplate | null;
   /** Default "completion". */
   lossOn?: LossOn;
-  /** Names the examples in errors (e.g. the file). */
+  /** Names the examples in errors (e.g. the file), with their number where they have no `source`. */
   source?: string;
   /** Called as the examples are tokenized (every 256, and at the end). */
   onProgress?: (done: number, total: number) => void;
@@ -282,7 +283,7 @@ export function instructionDataset(
   const rows: Row[] = [];
   let truncated = 0;
   examples.forEach((ex, i) => {
-    const where = `${opts.source ?? "instructions"}: example ${i + 1}`;
+    const where = ex.source ?? `${opts.source ?? "instructions"}: example ${i + 1}`;
     const { ids, trained } = tokenizeInstruction(ex, tokenizer, { ...opts, where });
     const kept = ids.subarray(0, opts.seqLen);
     // position t predicts token t + 1, when that token is learnt

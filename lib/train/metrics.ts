@@ -40,9 +40,11 @@ export function f1(pred: ArrayLike<number>, truth: ArrayLike<number>): number {
   return tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn);
 }
 
-/** Pearson correlation (NaN when either side is constant). */
+/** Pearson correlation (NaN when either side is constant), within [−1, 1] as SciPy clips it. */
 export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
   checkPaired(x, y);
+  // a constant side's mean need not equal its values in floating point: its deviations are not 0
+  if (constant(x) || constant(y)) return NaN;
   const n = x.length;
   let mx = 0, my = 0;
   for (let i = 0; i < n; i++) {
@@ -58,7 +60,12 @@ export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
     sxx += dx * dx;
     syy += dy * dy;
   }
-  return sxy / Math.sqrt(sxx * syy);
+  return Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy)));
+}
+
+function constant(v: ArrayLike<number>): boolean {
+  for (let i = 1; i < v.length; i++) if (v[i] !== v[0]) return false;
+  return true;
 }
 
 /**

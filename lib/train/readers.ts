@@ -29,6 +29,8 @@ export interface Example {
   label: number;
   /** A multi-label example's class ids (any number of them, each once). */
   labels?: number[];
+  /** Where it was read, `file:line` (the row, for Parquet), for errors. */
+  source?: string;
 }
 
 /** Labelled examples read from a file by {@link readClassificationFile}. */
@@ -66,14 +68,15 @@ export interface ReadOptions {
   /**
    * Label names by id, e.g. a model config's id2label (`HfConfig.labels`): a string label is
    * looked up here (label2id). Without it, string labels get ids in first-seen order.
-   * Integer labels (JSON numbers, or strings of digits that are not a name) are ids as they are.
+   * Integer labels (JSON numbers, or strings of digits, maybe with a `.0` fraction as pandas writes
+   * them, that are not a name) are ids as they are; a Parquet ClassLabel id is looked up by its name.
    */
   labels?: readonly string[];
   /** The classification head's num_labels: every label id must be below it (default labels.length). */
   numLabels?: number;
   /**
    * The labels are real values (regression, e.g. STS-B's similarity scores): numbers, or strings
-   * of numbers, kept as they are; `labels` and `numLabels` do not apply.
+   * of decimal numbers, kept as they are; `labels` and `numLabels` do not apply.
    */
   regression?: boolean;
 }
@@ -91,7 +94,6 @@ export const TEXT_FIELDS: readonly (readonly string[])[] = [
   ["sentence"],
 ];
 
-/** One record of a data file: its fields and the line it starts on. */
 /** One record of a data file: its line (its row, for Parquet) and its fields. */
 export interface SourceRecord {
   /** 1-based line of a JSONL/CSV file, or row of a Parquet table. */
@@ -103,7 +105,8 @@ export interface SourceRecord {
 /**
  * Read a labelled JSONL (one JSON object per line; empty lines skipped), CSV/TSV (RFC 4180, a
  * header line naming the fields) or Parquet file (a `datasets` split: its ClassLabel names name
- * the label ids unless `labels` is given) into examples with label ids (see {@link ReadOptions}).
+ * the label ids, or find them among `labels` when given) into examples with label ids (see
+ * {@link ReadOptions}).
  * A leading byte-order mark is ignored. Errors name the file and the line (the row, for Parquet).
  */
 export async function readClassificationFile(
@@ -116,7 +119,7 @@ export async function readClassificationFile(
     const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
     if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
     const names = table.classLabels.get(labelFieldOf(Object.keys(records[0].fields), opts.labelField));
-    return examplesFrom(records, path, { ...opts, labels: opts.labels ?? names });
+    return examplesFrom(records, path, opts, names);
   }
   const text = await readDataText(path);
   const records = format === "jsonl" ? jsonlRecords(text, path) : csvRecords(text, path, format);
@@ -217,11 +220,19 @@ export function labelFieldOf(fieldNames: readonly string[], named?: string): str
   return named ?? (!fieldNames.includes("label") && fieldNames.includes("labels") ? "labels" : "label");
 }
 
-/** Records → examples: pick the text field(s), map labels to ids, check them against num_labels. */
-function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions): ClassificationData {
+/**
+ * Records → examples: pick the text field(s), map labels to ids (a Parquet column's integer ids
+ * through its `classNames`), check them against num_labels.
+ */
+function examplesFrom(
+  records: SourceRecord[],
+  path: string,
+  opts: ReadOptions,
+  classNames?: readonly string[],
+): ClassificationData {
   const labelField = labelFieldOf(Object.keys(records[0].fields), opts.labelField);
   const textFields = textFieldsOf(records[0], path, opts);
-  const labels = new LabelMap(opts);
+  const labels = new LabelMap({ ...opts, classNames });
   // a list of labels in the first record's label field: multi-label data
   const multiLabel = !opts.regression && Array.isArray(records[0].fields[labelField]);
   const examples = records.map(({ line, fields }) => {
@@ -249,19 +260,30 @@ function examplesFrom(records: SourceRecord[], path: string, opts: ReadOptions):
         label: -1,
         labels: [...new Set((value as unknown[]).map((v) => labels.id(v, where)))],
       }
-      : { text: texts[0], label: opts.regression ? targetValue(value, where) : labels.id(value, where) };
+      : {
+        text: texts[0],
+        label: opts.regression ? targetValue(value, where, labelField) : labels.id(value, where),
+      };
     if (texts.length > 1) example.pair = texts[1];
+    example.source = where;
     return example;
   });
   const labelNames = opts.regression ? null : labels.names();
   return { path, examples, labelNames, textFields, labelField, multiLabel };
 }
 
-/** A regression target: a finite number, or a string holding one. */
-function targetValue(value: unknown, where: string): number {
-  const v = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+/** A decimal number as text: sign, digits, fraction, exponent (no hex, binary, NaN or Infinity). */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/** A regression target: a finite number, or a string holding one in decimal. */
+function targetValue(value: unknown, where: string, field: string): number {
+  const v = typeof value === "string" && DECIMAL.test(value.trim()) ? Number(value) : value;
   if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new DataError(`${where}: the regression label ${JSON.stringify(value)} is not a finite number`);
+    throw new DataError(
+      `${where}: the regression label ${
+        JSON.stringify(value)
+      } in field "${field}" is not a finite decimal number`,
+    );
   }
   return v;
 }
@@ -392,24 +414,38 @@ async function firstLines(path: string): Promise<string> {
   return first < 0 ? text : lines.slice(0, first + 1).join("\n");
 }
 
+/** Options of {@link LabelMap}. */
+export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "numLabels"> {
+  /**
+   * The names of the data's integer ids, a Parquet column's ClassLabel names: the names of the ids
+   * when `labels` is not given, else the way to look each id up there by name.
+   */
+  classNames?: readonly string[];
+}
+
 /**
  * Class labels as data files hold them → class ids: names looked up among the known ones (see
  * {@link ReadOptions.labels}) or numbered in first-seen order, integer ids (numbers, or strings of
- * digits that name no class) kept as they are, and each id checked against the head's num_labels.
+ * digits that name no class) kept as they are or looked up by their class name
+ * ({@link LabelMapOptions.classNames}), and each id checked against the head's num_labels.
  */
 export class LabelMap {
   private readonly given: Map<string, number> | null;
+  /** The names of the data's ids, when they differ from the known labels' (looked up by name). */
+  private readonly classNames: readonly string[] | null;
   private readonly seen = new Map<string, number>();
   private sawInteger = false;
   private readonly limit: number | null;
 
   /** `whose` names the known labels in errors, e.g. "the training data's". */
-  constructor(opts: Pick<ReadOptions, "labels" | "numLabels">, private readonly whose = "the labels") {
-    this.given = opts.labels ? new Map(opts.labels.map((name, id) => [name, id])) : null;
+  constructor(opts: LabelMapOptions, private readonly whose = "the labels") {
+    const known = opts.labels ?? opts.classNames;
+    this.given = known ? new Map(known.map((name, id) => [name, id])) : null;
+    this.classNames = opts.labels && opts.classNames ? opts.classNames : null;
     if (opts.numLabels !== undefined && !(Number.isInteger(opts.numLabels) && opts.numLabels >= 1)) {
       throw new RangeError(`numLabels must be an integer ≥ 1, got ${opts.numLabels}`);
     }
-    this.limit = opts.numLabels ?? opts.labels?.length ?? null;
+    this.limit = opts.numLabels ?? known?.length ?? null;
   }
 
   /** The id of label `value`, found at `where` (a file and line, for errors). */
@@ -422,13 +458,14 @@ export class LabelMap {
             `regressor: --regression (the regression option)`,
         );
       }
-      id = value;
+      id = this.classNames ? this.byClassName(value, where) : value;
       this.sawInteger = true;
     } else if (typeof value === "string") {
       const named = this.given?.get(value);
       if (named !== undefined) {
         id = named;
-      } else if (/^\d+$/.test(value.trim())) {
+      } else if (/^\d+(\.0+)?$/.test(value.trim())) {
+        // pandas writes an integer column that had a NaN as floats: 1.0
         id = Number(value.trim());
         this.sawInteger = true;
       } else if (value.trim() === "") {
@@ -461,11 +498,38 @@ export class LabelMap {
     return id;
   }
 
+  /** The known id of the data's id `value`, through its class name. */
+  private byClassName(value: number, where: string): number {
+    const names = this.classNames!, name = names[value];
+    if (name === undefined) {
+      throw new DataError(
+        `${where}: label ${value} is not one of the column's ${names.length} class ids (0..${
+          names.length - 1
+        }: ${JSON.stringify(names)})`,
+      );
+    }
+    const id = this.given!.get(name);
+    if (id === undefined) {
+      throw new DataError(
+        `${where}: label ${value} (class ${JSON.stringify(name)}) is not one of ${this.whose} ${
+          JSON.stringify([...this.given!.keys()])
+        }`,
+      );
+    }
+    return id;
+  }
+
   /** The class names by id: the known ones, or those seen; null when the labels were ids. */
   names(): string[] | null {
     if (this.given) return [...this.given.keys()];
     return this.seen.size > 0 ? [...this.seen.keys()] : null;
   }
+}
+
+/** Example `ex` (number `index`) in errors: by its file and line, else by `source` and its index. */
+export function exampleName(ex: Example, index: number, source?: string): string {
+  if (ex.source !== undefined) return `${ex.source}: the example`;
+  return `${source === undefined ? "" : `${source}: `}example ${index}`;
 }
 
 /**
@@ -477,7 +541,7 @@ export function checkLabelLists(examples: readonly Example[], numLabels: number,
     const bad = ex.labels?.find((id) => !(Number.isInteger(id) && id >= 0 && id < numLabels));
     if (!ex.labels || bad !== undefined) {
       throw new DataError(
-        `${source}: example ${i} ${
+        `${exampleName(ex, i, source)} ${
           ex.labels ? `has label ${bad}, which does not fit` : "has no label list for"
         } ` +
           `the head's ${numLabels} labels (ids 0..${numLabels - 1})`,
@@ -494,7 +558,9 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
   examples.forEach((ex, i) => {
     if (!(Number.isInteger(ex.label) && ex.label >= 0 && ex.label < numLabels)) {
       throw new DataError(
-        `${source}: example ${i} has label ${ex.label}, which does not fit the head's ${numLabels} labels ` +
+        `${
+          exampleName(ex, i, source)
+        } has label ${ex.label}, which does not fit the head's ${numLabels} labels ` +
           `(ids 0..${numLabels - 1})`,
       );
     }

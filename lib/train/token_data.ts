@@ -47,7 +47,10 @@ export interface TaggedReadOptions {
   wordField?: string;
   /** Field holding each word's tag (default: the first of {@link TAG_FIELDS} present). */
   tagField?: string;
-  /** Tag names by id (a model's id2label): string tags are looked up here. */
+  /**
+   * Tag names by id (a model's id2label): string tags are looked up here, and so are a Parquet
+   * split's tag ids by their ClassLabel names.
+   */
   labels?: readonly string[];
   /** The head's num_labels: every tag id must be below it (default labels.length). */
   numLabels?: number;
@@ -95,7 +98,8 @@ export async function readTaggedFile(path: string, opts: TaggedReadOptions = {})
   const wordField = pick(opts.wordField, WORD_FIELDS, "word list", "--text-field (wordField)");
   const tagField = pick(opts.tagField, TAG_FIELDS, "tag list", "--label-field (tagField)");
   const labels = new LabelMap({
-    labels: opts.labels ?? classLabels.get(tagField),
+    labels: opts.labels,
+    classNames: classLabels.get(tagField),
     numLabels: opts.numLabels,
   });
   const examples = records.map((r) => taggedRecord(r, wordField, tagField, labels, path));
