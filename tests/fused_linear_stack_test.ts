@@ -8,7 +8,7 @@ import { fusedProjection, releaseStacks } from "../lib/nn/fused_linear.ts";
 import { Linear } from "../lib/nn/linear.ts";
 import { SpectralLayer } from "../lib/peft/spectral_layer.ts";
 import { deltaWReference } from "../lib/spectral/adapter_op.ts";
-import { mul, noGrad, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
+import { checkpoint, mul, noGrad, sum, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { AdamW } from "../lib/train/optim.ts";
 
 const TOL = 1e-5;
@@ -68,10 +68,19 @@ function sshOn(gpu: Gpu, p: Prng, lin: Linear) {
   return { layer, dw: deltaWReference(positions, coef, m, n, "dht", 5) };
 }
 
-/** The projection's output, and the buffer copies and clears it encoded. */
-async function project(gpu: Gpu, made: Made[], x: Tensor): Promise<{ y: Float32Array; transfers: number }> {
+/**
+ * The projection's output, and the buffer copies and clears it encoded: a forward with gradients
+ * on, as training's (its graph dropped with y), or with `inference`, without.
+ */
+async function project(
+  gpu: Gpu,
+  made: Made[],
+  x: Tensor,
+  inference = false,
+): Promise<{ y: Float32Array; transfers: number }> {
   const t0 = gpu.stream.transfers;
-  const y = noGrad(() => fusedProjection(made.map((l) => l.lin), x));
+  const forward = () => fusedProjection(made.map((l) => l.lin), x);
+  const y = inference ? noGrad(forward) : forward();
   assert(y !== null, "the layers fuse");
   const transfers = gpu.stream.transfers - t0;
   const values = await y.toArray();
@@ -196,7 +205,7 @@ Deno.test("fusedProjection: a discarded stream loses the stack's copies, so they
   // pooled buffers of the stack's size full of NaN, submitted: an uncopied row shows
   for (const junk of [0, 1, 2].map(() => Tensor.full(gpu, [15, N], NaN))) junk.dispose();
   gpu.stream.flush();
-  noGrad(() => fusedProjection(made.map((l) => l.lin), xt))!.dispose();
+  fusedProjection(made.map((l) => l.lin), xt)!.dispose();
   gpu.stream.discard();
   const after = await project(gpu, made, xt);
   assertClose(after.y, reference(made, x, p.normals(TOKENS * 15)).y, TOL, "after a discard");
@@ -238,4 +247,41 @@ Deno.test("releaseStacks gives the stack's memory back", async () => {
   releaseStacks(made.map((l) => l.lin));
   assertEquals(gpu.pool.stats().inUse, before, "and released");
   for (const t of [xt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
+});
+
+Deno.test("fusedProjection: inference and checkpointed layers keep no stack, but use a kept one", async () => {
+  const gpu = await getGpu();
+  const p = new Prng(27);
+  const made = layersOf(gpu, p);
+  const x = p.normals(TOKENS * N), r = p.normals(TOKENS * 15);
+  const xt = Tensor.from(gpu, x, [TOKENS, N]);
+  const want = reference(made, x, r).y;
+  await gpu.sync();
+  const before = gpu.pool.stats().inUse;
+  for (let i = 0; i < 2; i++) {
+    const { y, transfers } = await project(gpu, made, xt, true);
+    assertClose(y, want, TOL, `inference ${i}`);
+    assertEquals(transfers, 6, `inference ${i}: a stack of its own`);
+    assertEquals(gpu.pool.stats().inUse, before, `inference ${i}: nothing held after it`);
+  }
+  // a checkpointed layer: its first run without a tape, its rerun in backward
+  const xg = Tensor.from(gpu, x, [TOKENS, N], { requiresGrad: true });
+  const rt = Tensor.from(gpu, r, [TOKENS, 15]);
+  const held = gpu.pool.stats().inUse;
+  const loss = tidy(() => sum(mul(checkpoint((h) => fusedProjection(made.map((l) => l.lin), h)!, xg), rt)));
+  loss.backward();
+  loss.dispose();
+  assertEquals(
+    gpu.pool.stats().inUse - held,
+    xg.grad!.buffer.size,
+    "checkpointing: only dx is held after backward",
+  );
+  assertClose(await xg.grad!.toArray(), reference(made, x, r).dx, TOL, "dx through the rerun");
+  // once training kept one, inference uses it
+  await project(gpu, made, xt);
+  const reused = await project(gpu, made, xt, true);
+  assertClose(reused.y, want, TOL, "inference on the kept stack");
+  assertEquals(reused.transfers, 0, "inference on the kept stack copies nothing");
+  releaseStacks(made.map((l) => l.lin));
+  for (const t of [xt, xg, rt, ...made.flatMap((l) => [l.lin.weight, l.lin.bias])]) t?.dispose();
 });

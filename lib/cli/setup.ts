@@ -304,7 +304,14 @@ async function taggedSplits(
   const labelNames = file.labelNames ?? undefined;
   let train = file.examples, evalSet: TaggedExample[] | null = null;
   if (spec.evalData) {
-    evalSet = (await readTaggedFile(spec.evalData, { ...opts, labels: labels ?? labelNames })).examples;
+    // a tag id past the training data's is refused, as a tag name they lack is
+    let seen = 0;
+    for (const e of file.examples) for (const t of e.tags) seen = Math.max(seen, t);
+    evalSet = (await readTaggedFile(spec.evalData, {
+      ...opts,
+      labels: labels ?? labelNames,
+      numLabels: opts.numLabels ?? Math.max(labelNames?.length ?? 0, seen + 1, 2),
+    })).examples;
   } else if (spec.evalFraction > 0) {
     ({ train, heldOut: evalSet } = splitByFraction(train, { fraction: spec.evalFraction, seed: spec.seed }));
     if (train.length === 0) {

@@ -5,7 +5,17 @@
  * backward's input gradient is one product over K = ΣM instead of three accumulating ones.
  * @module
  */
-import { keep, linear, noGrad, record, reshape, slice, Tensor } from "../tensor/mod.ts";
+import {
+  currentReplay,
+  isGradEnabled,
+  keep,
+  linear,
+  noGrad,
+  record,
+  reshape,
+  slice,
+  Tensor,
+} from "../tensor/mod.ts";
 import { bindingLimit } from "../gpu/bands.ts";
 import { encodeMatmul } from "../linalg/matmul.ts";
 import { copyAll, stridedCopy } from "../tensor/ops/copy.ts";
@@ -27,9 +37,11 @@ const FUSE_MAX_ELEMENTS = 1 << 22;
  * and `FUSIONS.qkv` must be on. An adapter that folds into its weight for this many tokens (SSH,
  * FourierFT) is folded into the stacked weight; a low-rank one (LoRA) accumulates its product
  * into its layer's columns, and any other adds its `delta(x)` there. Gradients reach x and the
- * adapters as through the separate layers. The stacked weight is kept for the next call: frozen
- * rows are copied again only when their tensor changes or is rewritten in place
- * ({@link Tensor.touch}); `releaseStacks` (a model's dispose) frees it.
+ * adapters as through the separate layers. A recorded call (training, outside a checkpoint's
+ * rerun) keeps the stacked weight for the next calls, which copy frozen rows again only when their
+ * tensor changes or is rewritten in place ({@link Tensor.touch}) and fold an adapter again only
+ * when its coefficients changed; `releaseStacks` (a model's dispose) frees it. Other calls use a
+ * kept stack or make one of their own, freed after them.
  */
 export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | null {
   const n = x.shape[x.shape.length - 1];
@@ -48,7 +60,11 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   if (4 * total * Math.max(n, tokens) > bindingLimit(gpu)) return null;
   // f16 weights stay f16 unless an adapter may fold ΔW into them (in f32)
   const f16 = layers.every((l) => !l.adapter?.fold && l.weight.dtype === "f16");
-  const stack = stackOf(layers, f16 ? "f16" : "f32", n);
+  // a recorded forward keeps its stack for the next step; a forward without a tape (inference,
+  // checkpointing's first run) or a checkpoint's rerun uses a kept one or makes one for itself, so
+  // that inference and checkpointing hold one layer's stack at a time, as they did
+  const kept = isGradEnabled() && currentReplay() === null;
+  const stack = stackOf(layers, f16 ? "f16" : "f32", n, kept);
   const { weight, bias } = stack;
   const firstRows = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
   // folding adapters write W + ΔW themselves; the other weights and the biases are copied in
@@ -145,6 +161,7 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
     }
     return grads;
   });
+  if (stacks.get(layers[0]) !== stack) disposeStack(stack); // a tape keeps its own reference
   return y;
 }
 
@@ -193,11 +210,11 @@ function holdsFold(held: Held | null, layer: Linear): boolean {
 }
 
 /**
- * The stack of `layers` (a new one when they, its dtype or its bias changed, when a command
- * discard may have lost its copies, or when a recorded product still reads it: a tape's
- * backward must see the weight its forward used).
+ * The stack of `layers`: the kept one, else a new one, kept when `keepNew` (it replaces a kept one
+ * whose layers, dtype or bias changed, whose copies a command discard may have lost, or that a
+ * recorded product still reads: a tape's backward must see the weight its forward used).
  */
-function stackOf(layers: readonly Linear[], dtype: "f16" | "f32", n: number): Stack {
+function stackOf(layers: readonly Linear[], dtype: "f16" | "f32", n: number, keepNew: boolean): Stack {
   const gpu = layers[0].weight.gpu;
   const total = layers.reduce((a, l) => a + l.outFeatures, 0);
   const biased = layers.some((l) => l.bias);
@@ -209,15 +226,17 @@ function stackOf(layers: readonly Linear[], dtype: "f16" | "f32", n: number): St
     old.weight.exclusive && (old.bias?.exclusive ?? true)
   ) return old;
   if (old) disposeStack(old);
+  stacks.delete(layers[0]);
+  const kept = <T extends Tensor | null>(t: T): T => t && keepNew ? keep(t) : t;
   const stack: Stack = {
     layers: [...layers],
-    weight: keep(Tensor.empty(gpu, [total, n], dtype, "qkv_stack.weight")),
-    bias: biased ? keep(Tensor.empty(gpu, [total], "f32", "qkv_stack.bias")) : null,
+    weight: kept(Tensor.empty(gpu, [total, n], dtype, "qkv_stack.weight")),
+    bias: kept(biased ? Tensor.empty(gpu, [total], "f32", "qkv_stack.bias") : null),
     rows: layers.map(() => null),
     biasRows: layers.map(() => null),
     discards: gpu.stream.discards,
   };
-  stacks.set(layers[0], stack);
+  if (keepNew) stacks.set(layers[0], stack);
   return stack;
 }
 
