@@ -12,7 +12,7 @@ import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { endTokenIds, samplingOf } from "../lib/cli/load.ts";
-import { runCli } from "./train_helpers.ts";
+import { runCli, withTempDir } from "./train_helpers.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 
 // short role marks: the tiny byte-level vocabulary spells ChatML's markers out letter by letter
@@ -216,4 +216,20 @@ Deno.test("predict takes generation_config.json's sampling settings, says so, an
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("predict names an instruction it cannot ask by its file and line", async () => {
+  await withTempDir("hartley_predict_where_", async (dir) => {
+    const lines = [
+      JSON.stringify({ prompt: "The jury", completion: " said" }),
+      "",
+      JSON.stringify({
+        messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "hello" }],
+      }),
+    ];
+    await Deno.writeTextFile(`${dir}/ask.jsonl`, lines.join("\n"));
+    const r = await runCli(["predict", "--model", fixtureModel("gpt2"), "--data", `${dir}/ask.jsonl`]);
+    assertEquals(r.code, 1, r.err);
+    assert(r.err.includes(`${dir}/ask.jsonl:3: a conversation needs the model's chat template`), r.err);
+  });
 });

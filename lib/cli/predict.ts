@@ -447,7 +447,7 @@ async function answerInstructions(
   v: GenerationFlags & PromptSettings,
 ): Promise<Record<string, unknown>[]> {
   const queries = (await readInstructions(path)).map((example, i) =>
-    instructionQuery(example, tokenizer, v.template, `${path}: example ${i + 1}`)
+    instructionQuery(example, tokenizer, v.template, example.source ?? `${path}: example ${i + 1}`)
   );
   const generations = await inBatches(model, tokenizer, queries.map((q) => q.ids), v);
   let matches = 0;
