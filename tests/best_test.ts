@@ -12,6 +12,7 @@ import {
   train,
   type TrainResult,
 } from "../mod.ts";
+import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
@@ -23,7 +24,8 @@ import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helper
 async function scripted(
   out: string,
   score: (step: number) => number,
-  opts: { metric?: "accuracy" | "loss"; patience?: number; stopAt?: number; resume?: boolean } = {},
+  opts: { metric?: "accuracy" | "loss" | "pearson"; patience?: number; stopAt?: number; resume?: boolean } =
+    {},
 ): Promise<{ result: TrainResult; saves: string[] }> {
   const gpu = await getGpu();
   const model = await loadModel(gpu, GPT2, { task: "seq-cls", numLabels: 2 });
@@ -105,7 +107,7 @@ Deno.test("best: a resumed run stops early at the same step as an uninterrupted 
   });
 });
 
-Deno.test("--save-best writes OUT/best/adapter; --early-stop needs --eval-every", async () => {
+Deno.test("--save-best writes OUT/best/adapter; --save-best and --early-stop need --eval-every", async () => {
   await withTempDir("hartley_best_cli_", async (dir) => {
     const data = await writeToyData(dir, 24);
     const run = await runCli(
@@ -116,6 +118,13 @@ Deno.test("--save-best writes OUT/best/adapter; --early-stop needs --eval-every"
     const noEvery = await runCli(tinyRun(data, `${dir}/run2`, ["--steps", "3", "--early-stop", "2"]));
     assertEquals(noEvery.code, 2);
     assert(noEvery.err.includes("--early-stop counts evaluations: give --eval-every STEPS too"), noEvery.err);
+    // the end's evaluation alone has no best to choose: the final weights are the run's output
+    const noBest = await runCli(tinyRun(data, `${dir}/run3`, ["--steps", "3", "--save-best"]));
+    assertEquals(noBest.code, 2);
+    assert(
+      noBest.err.includes("--save-best keeps the best of the evaluations every --eval-every STEPS"),
+      noBest.err,
+    );
   });
 });
 
@@ -135,5 +144,48 @@ Deno.test("best: patience reached at the last evaluation is no early stop; an ea
     const cli = await runCli(["train", "--resume", "--out", out, "--quiet"]);
     assertEquals(cli.code, 2);
     assert(cli.err.includes("stopped early at step 4 (best accuracy 0.7000 at step 2); it is over"), cli.err);
+  });
+});
+
+Deno.test("best: a NaN metric is never better, counts towards patience, and stays in the log", async () => {
+  await withTempDir("hartley_best_nan_", async (out) => {
+    // NaN before any best is not one; after it, two NaN in a row end the run as two worse ones do
+    const scores = [0, NaN, 0.5, NaN, NaN, 0.9, 0.95];
+    const { result, saves } = await scripted(out, (s) => scores[s], { patience: 2 });
+    assertEquals([result.status, result.steps], ["early", 4]);
+    assertEquals(result.best, { step: 2, metric: "accuracy", value: 0.5, since: 2 });
+    assertEquals(saves.filter((s) => s.startsWith("best")), ["best@2"]);
+    assert(Number.isNaN(result.evals[0].accuracy!), "the NaN evaluation is reported");
+  });
+  // a metric the evaluation does not report at all is still an error
+  await withTempDir("hartley_best_absent_", async (out) => {
+    const absent = await scripted(out, (s) => s, { metric: "pearson" }).catch((e) => e);
+    assert(
+      absent instanceof Error && absent.message.includes("the evaluation reports no pearson"),
+      String(absent),
+    );
+  });
+});
+
+Deno.test("--save-best on regression data whose held-out labels are all equal (Pearson NaN) runs to the end", async () => {
+  await withTempDir("hartley_best_nan_cli_", async (dir) => {
+    const words = ["apple", "stone", "cloud", "rain", "iron", "melon"];
+    const line = (i: number, label: number) =>
+      JSON.stringify({ text: `${words[i % 6]} ${words[(i * 5) % 6]}`, label });
+    await Deno.writeTextFile(
+      `${dir}/train.jsonl`,
+      Array.from({ length: 16 }, (_, i) => line(i, i % 5)).join("\n"),
+    );
+    await Deno.writeTextFile(`${dir}/dev.jsonl`, Array.from({ length: 8 }, (_, i) => line(i, 3)).join("\n"));
+    const r = await runCli([
+      ...tinyRun(`${dir}/train.jsonl`, `${dir}/run`, ["--steps", "4", "--eval-every", "2", "--save-best"]),
+      "--eval-data",
+      `${dir}/dev.jsonl`,
+      "--regression",
+    ].filter((a, i, all) => a !== "--eval-fraction" && all[i - 1] !== "--eval-fraction"));
+    assertEquals(r.code, 0, r.err);
+    const evals = (await readRunLog(`${dir}/run/log.jsonl`)).filter((x) => x.type === "eval");
+    assertEquals(evals.map((x) => [x.step, x.pearson]), [[2, "NaN"], [4, "NaN"]]);
+    assert(r.err.includes("no best held-out pearson: every evaluation's was NaN"), r.err);
   });
 });

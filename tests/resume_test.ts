@@ -1,6 +1,7 @@
+import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
+import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 // LoRA with dropout: its masks are keyed by the model step, which a resumed run restores
 const LORA = ["--method", "lora", "--lora-dropout", "0.3", "--lr", "0.01"];
@@ -86,5 +87,77 @@ Deno.test("--resume refuses other settings, a directory without a checkpoint and
     await Deno.writeTextFile(`${dir}/failed/log.jsonl`, '{"type":"start","step":0}\n');
     const retry = await runCli(tinyRun(data, `${dir}/failed`, ["--steps", "1"]));
     assertEquals(retry.code, 0, retry.err);
+  });
+});
+
+Deno.test("stopped at a --save-every step between logging steps: the resumed run logs what the uninterrupted run logs", async () => {
+  await withTempDir("hartley_resume_save_", async (dir) => {
+    const data = await writeToyData(dir, 40);
+    // the uninterrupted run logs the open interval at its checkpoint of step 3
+    const opts = ["--steps", "6", "--log-every", "4", "--save-every", "3", "--seed", "3"];
+    const full = await runCli(tinyRun(data, `${dir}/full`, opts));
+    assertEquals(full.code, 0, full.err);
+    const stopped = await runCli(tinyRun(data, `${dir}/parts`, [...opts, "--stop-at", "3"]));
+    assertEquals(stopped.code, 0, stopped.err);
+    const resumed = await runCli(["train", "--resume", "--out", `${dir}/parts`, "--quiet"]);
+    assertEquals(resumed.code, 0, resumed.err);
+    const losses = async (run: string) =>
+      (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "train").map((
+        r,
+      ) => [r.step, r.loss]);
+    const a = await losses("full");
+    assertEquals(a.map(([step]) => step), [3, 4, 6]);
+    assertEquals(await losses("parts"), a, "train log of the resumed run");
+    const weights = (run: string) => Deno.readFile(`${dir}/${run}/adapter/adapter_model.safetensors`);
+    assertEquals(Array.from(await weights("parts")), Array.from(await weights("full")), "adapter bytes");
+  });
+});
+
+/** A copy of the GPT-2 fixture with every F32 tensor stored as `dtype`. */
+async function storedAs(dtype: "BF16" | "F16", dir: string): Promise<string> {
+  await Deno.mkdir(dir);
+  for (const name of ["config.json", "generation_config.json", "tokenizer.json"]) {
+    await Deno.copyFile(`${GPT2}/${name}`, `${dir}/${name}`);
+  }
+  const source = await openSafetensors(`${GPT2}/model.safetensors`);
+  const tensors: Record<string, TensorData> = {};
+  for (const name of source.names) {
+    const info = source.info(name);
+    tensors[name] = info.dtype === "F32"
+      ? { dtype, shape: info.shape, data: await source.readF32(name) }
+      : { dtype: info.dtype, shape: info.shape, data: await source.read(name) };
+  }
+  await writeSafetensors(`${dir}/model.safetensors`, tensors, source.metadata);
+  return dir;
+}
+
+Deno.test("--method full on a BF16 model: the checkpoint keeps F32 weights, so a resumed run logs the same losses; its outputs keep BF16", async () => {
+  await withTempDir("hartley_resume_bf16_", async (dir) => {
+    const model = await storedAs("BF16", `${dir}/bf16`);
+    const data = await writeToyData(dir, 40);
+    const run = (out: string, extra: string[] = []) =>
+      runCli([
+        ...tinyRun(data, out, ["--method", "full", "--lr", "1e-3", "--steps", "4", "--log-every", "1"]),
+        ...["--eval-every", "2", "--save-best"],
+        ...extra,
+      ].map((a) => a === GPT2 ? model : a));
+    const full = await run(`${dir}/full`);
+    assertEquals(full.code, 0, full.err);
+    const stopped = await run(`${dir}/parts`, ["--stop-at", "2"]);
+    assertEquals(stopped.code, 0, stopped.err);
+    const ckpt = await openSafetensors(`${dir}/parts/checkpoint/model/model.safetensors`);
+    assertEquals([...new Set(ckpt.names.map((n) => ckpt.info(n).dtype))], ["F32"], "checkpoint dtypes");
+    const resumed = await runCli(["train", "--resume", "--out", `${dir}/parts`, "--quiet"]);
+    assertEquals(resumed.code, 0, resumed.err);
+    const losses = async (run: string) =>
+      (await readRunLog(`${dir}/${run}/log.jsonl`)).filter((r) => r.type === "train").map((
+        r,
+      ) => [r.step, r.loss]);
+    assertEquals(await losses("parts"), await losses("full"), "train log of the resumed run");
+    // the exported model, and the best evaluation's, keep the source's dtype
+    for (const out of ["model", "best/model"]) {
+      const file = await openSafetensors(`${dir}/parts/${out}/model.safetensors`);
+      assertEquals([...new Set(file.names.map((n) => file.info(n).dtype))], ["BF16"], out);
+    }
   });
 });

@@ -16,7 +16,7 @@ import { loadModel, loadModelTokenizer } from "../models/load.ts";
 import type { Model } from "../models/model.ts";
 import { type AdapterConfig, loadAdapterConfig } from "../peft/config.ts";
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
-import { ADAPTER_WEIGHTS_FILE, PEFT_KEY_PREFIX } from "../peft/files.ts";
+import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 import { loadingProgress } from "./loading.ts";
@@ -147,9 +147,12 @@ export function taskOfAdapter(a: AdapterConfig | null, config: HfConfig): TaskNa
   return null;
 }
 
-/** Rows of the classifier weight saved with an adapter (its label count), if any. */
+/**
+ * Rows of the classifier weight saved with an adapter (its label count), if any.
+ * @throws AdapterFileError when `dir` has no weights file (naming an adapter_model.bin found instead).
+ */
 export async function headLabelsOf(dir: string): Promise<number | undefined> {
-  const file = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
+  const file = await openSafetensors(await adapterWeightsPath(dir));
   const heads = [/\.?score\.weight$/, /classifier\.out_proj\.weight$/, /classifier\.weight$/];
   for (const re of heads) {
     const key = file.names.find((k) => k.startsWith(PEFT_KEY_PREFIX) && re.test(k));

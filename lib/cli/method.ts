@@ -3,8 +3,9 @@
  * adapter on the target layers plus the task head, saved as an adapter directory), `full`
  * (every parameter) and `head` (the frozen model with only the task head trained, a linear
  * probe; the baseline of the demo). Each gives the trainer its named parameter groups
- * (coefficients at `--lr`, the head at `--head-lr`) and writes its weights into checkpoints and
- * the run's output.
+ * (coefficients at `--lr`, the head at `--head-lr`; full fine-tuning trains every weight at `--lr`
+ * unless `--head-lr` is given) and writes its weights into checkpoints (in F32, for an exact
+ * resume) and the run's output (full / head: in the source model's dtypes).
  * @module
  */
 import { join } from "node:path";
@@ -35,6 +36,17 @@ export const DEFAULT_LR: Record<Method, number> = {
   head: 1e-3,
 };
 
+/** The task head's learning rate when `--head-lr` is not given, but for `full`. */
+export const DEFAULT_HEAD_LR = 1e-3;
+
+/**
+ * The task head's learning rate: `--head-lr` when given, else `--lr` for full fine-tuning (one
+ * rate for every weight, as transformers' Trainer has) and {@link DEFAULT_HEAD_LR} for the others.
+ */
+export function headLrOf(method: Method, lr: number, given: number | undefined): number {
+  return given ?? (method === "full" ? lr : DEFAULT_HEAD_LR);
+}
+
 /** Method settings from the command line. */
 export interface MethodOptions {
   method: Method;
@@ -53,13 +65,14 @@ export interface MethodOptions {
   targetModules?: string[] | string;
   seed: number;
   lr: number;
+  /** The task head's learning rate ({@link headLrOf}). */
   headLr: number;
   weightDecay: number;
   /** The base model directory (merged outputs copy its files). */
   modelDir: string;
   /**
-   * Parts of the task head that PEFT's task type does not train by itself (e.g. DistilBERT's
-   * pre_classifier; see `unsavedHeadModules`): the adapter's modules_to_save.
+   * Parts of the task head not named "classifier" or "score" (e.g. DistilBERT's pre_classifier;
+   * see `unsavedHeadModules`), named in the adapter's modules_to_save.
    */
   headModules?: string[];
   labelNames?: string[];
@@ -72,9 +85,15 @@ export interface PreparedMethod {
   groups: ParamGroupSpec[];
   /** Trainable values. */
   trainable: number;
-  /** Write the trained weights into a checkpoint folder (`adapter/` or `model/`). */
+  /**
+   * Write the trained weights into a checkpoint folder (`adapter/`, or `model/` with every trained
+   * tensor in F32, so that a resumed run starts from exactly these weights).
+   */
   writeWeights(dir: string): Promise<void>;
-  /** Write the run's result into `outDir` (`adapter/` or `model/`); returns its path. */
+  /**
+   * Write the run's result into `outDir` (`adapter/`, or `model/` in the source model's dtypes);
+   * returns its path.
+   */
   saveFinal(outDir: string): Promise<string>;
   /** The adapter config (adapter methods). */
   adapterConfig: AdapterConfig | null;
@@ -92,8 +111,8 @@ export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterCon
   const common = {
     targetModules: o.targetModules ?? null,
     taskType: TASK_TYPES[o.task],
-    // PEFT adds the SEQ_CLS and TOKEN_CLS heads itself (but for parts such as DistilBERT's
-    // pre_classifier); an image classifier's head is named explicitly
+    // PEFT adds the SEQ_CLS and TOKEN_CLS heads itself (their other parts, such as DistilBERT's
+    // pre_classifier, are named too); an image classifier's head is named explicitly
     modulesToSave: o.task === "image-cls" ? ["classifier"] : o.headModules?.length ? o.headModules : null,
     baseModelNameOrPath: baseModel,
   };
@@ -129,11 +148,12 @@ export async function prepareMethod(
   resumeDir?: string,
 ): Promise<PreparedMethod> {
   const config = adapterConfigOf(o, o.modelDir);
-  const writeModel = async (dir: string, params: ReadonlyMap<string, Tensor>) => {
+  const writeModel = async (dir: string, params: ReadonlyMap<string, Tensor>, dtype?: "F32") => {
     await writeMergedModel({ model, layers: new Map(), saved: params }, dir, {
       sourceDir: o.modelDir,
       overwrite: true,
       labelNames: o.labelNames,
+      dtype,
     });
   };
   if (config) {
@@ -173,7 +193,8 @@ export async function prepareMethod(
   const groups: ParamGroupSpec[] = o.method === "head"
     ? headGroups(named, o.headLr, o.weightDecay).filter((g) => g.params.length > 0)
     : [
-      // no weight decay on biases and norms (as transformers' Trainer); the head at --head-lr
+      // no weight decay on biases and norms (as transformers' Trainer); the head at headLr, which is
+      // --lr unless --head-lr is given
       {
         name: "weights",
         params: named.filter((p) => !isHead(p.name) && p.tensor.shape.length >= 2),
@@ -192,7 +213,7 @@ export async function prepareMethod(
     peft: null,
     groups,
     trainable: named.reduce((s, p) => s + p.tensor.size, 0),
-    writeWeights: (dir) => writeModel(join(dir, "model"), chosen),
+    writeWeights: (dir) => writeModel(join(dir, "model"), chosen, "F32"),
     saveFinal: async (outDir) => {
       const dir = join(outDir, "model");
       await writeModel(dir, chosen);

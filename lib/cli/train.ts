@@ -27,7 +27,14 @@ import { Progress } from "../train/progress.ts";
 import { isEntityTagSet } from "../train/entities.ts";
 import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
 import { DataError } from "../train/readers.ts";
-import { BEST_DIR, describeEval, stepsForEpochs, train, type TrainResult } from "../train/trainer.ts";
+import {
+  BEST_DIR,
+  defaultMetric,
+  describeEval,
+  stepsForEpochs,
+  train,
+  type TrainResult,
+} from "../train/trainer.ts";
 import { explainDeviceError } from "./errors.ts";
 import {
   ArgsError,
@@ -43,7 +50,15 @@ import {
   templateKwargs,
   withArgs,
 } from "./args.ts";
-import { adapterConfigOf, DEFAULT_LR, type Method, METHODS, prepareMethod } from "./method.ts";
+import {
+  adapterConfigOf,
+  DEFAULT_HEAD_LR,
+  DEFAULT_LR,
+  headLrOf,
+  type Method,
+  METHODS,
+  prepareMethod,
+} from "./method.ts";
 import { loadingProgress } from "./loading.ts";
 import { checkOutDir, clearOutDir, runArgs, withSavedArgs } from "./run_dir.ts";
 import {
@@ -128,17 +143,34 @@ const FLAGS = {
     type: "number",
     min: 0,
     help:
-      "learning rate of the adapter (or of all weights for full) [default: ssh/fourierft 0.05, lora 5e-4, full 5e-5]",
+      "learning rate of the adapter (or of every weight for full, the head too, unless --head-lr is given) " +
+      "[default: ssh/fourierft 0.05, lora 5e-4, full 5e-5]",
   },
-  "head-lr": { type: "number", default: 1e-3, min: 0, help: "learning rate of the task head" },
+  "head-lr": {
+    type: "number",
+    min: 0,
+    help: `learning rate of the task head [default: ${DEFAULT_HEAD_LR}; full: --lr]`,
+  },
   schedule: {
     type: "string",
     choices: ["linear", "cosine", "constant"],
     default: "linear",
     help: "decay after warmup",
   },
-  "warmup-ratio": { type: "number", default: 0.06, min: 0, max: 1, help: "share of steps of linear warmup" },
-  "weight-decay": { type: "number", default: 0, min: 0, help: "decoupled weight decay" },
+  "warmup-ratio": {
+    type: "number",
+    default: 0.06,
+    min: 0,
+    max: 1,
+    help: "share of steps of linear warmup (transformers' Trainer: 0)",
+  },
+  "weight-decay": {
+    type: "number",
+    default: 0,
+    min: 0,
+    help:
+      "decoupled (AdamW) weight decay, of the weights but not the biases and norms, as transformers' Trainer",
+  },
   "max-grad-norm": {
     type: "number",
     default: 1,
@@ -222,7 +254,8 @@ const FLAGS = {
   "new-head": {
     type: "boolean",
     help:
-      "start a new classification head for the data's classes, dropping the checkpoint's (its classes differ)",
+      "start a new classification head for the data's classes, dropping the checkpoint's (whether or not " +
+      "its classes differ)",
   },
   demo: {
     type: "boolean",
@@ -347,7 +380,7 @@ function outputNames(splits: { labelNames?: string[]; numLabels?: number }): str
 
 /**
  * The modules an adapter trains in full beside the head PEFT saves by itself: the head's other
- * parts (DistilBERT's pre_classifier), and a pooler the checkpoint lacks (a masked LM's), which
+ * parts (DistilBERT's pre_classifier, named though PEFT's suffix match covers it), and a pooler the checkpoint lacks (a masked LM's), which
  * starts new and would otherwise stay random.
  */
 async function headModulesOf(dir: string, config: HfConfig, architecture: string): Promise<string[]> {
@@ -396,6 +429,12 @@ async function runTraining(
   }
   if (v["early-stop"] && !v["eval-every"]) {
     throw new ArgsError(`--early-stop counts evaluations: give --eval-every STEPS too`);
+  }
+  if (v["save-best"] && !v["eval-every"]) {
+    throw new ArgsError(
+      `--save-best keeps the best of the evaluations every --eval-every STEPS: give --eval-every too ` +
+        `(without it the run is evaluated once, at the end, and its output is those weights)`,
+    );
   }
   if (v["best-metric"] && !v["save-best"] && !v["early-stop"]) {
     throw new ArgsError(`--best-metric chooses what --save-best and --early-stop compare: give one of them`);
@@ -473,6 +512,7 @@ async function runTraining(
   const accumulate = v["grad-accum"];
   const totalSteps = v.steps ?? stepsForEpochs(v.epochs, splits.train.stepsPerEpoch, accumulate);
   const lr = v.lr ?? DEFAULT_LR[method];
+  const headLr = headLrOf(method, lr, v["head-lr"]);
   const methodOptions = {
     method,
     task,
@@ -489,7 +529,7 @@ async function runTraining(
     targetModules: targetModulesOf(v["target-modules"]),
     seed: v.seed,
     lr,
-    headLr: v["head-lr"],
+    headLr,
     weightDecay: v["weight-decay"],
     modelDir: v.model,
     headModules: architecture ? await headModulesOf(v.model, config, architecture) : [],
@@ -513,7 +553,7 @@ async function runTraining(
     ...(v["early-stop"] ? { earlyStop: v["early-stop"] } : {}),
     ...(v["early-stop"] || v["save-best"] ? { bestMetric: metric ?? null } : {}),
     lr,
-    headLr: v["head-lr"],
+    headLr,
     schedule: v.schedule,
     warmupRatio: v["warmup-ratio"],
     weightDecay: v["weight-decay"],
@@ -562,6 +602,9 @@ async function runTraining(
       numLabels: task === "causal-lm" ? undefined : splits.numLabels,
       dtype: v.dtype as WeightDtype,
       seed: v.seed,
+      // a head for the data's classes, even where the checkpoint's has as many (a resumed run's
+      // trained head comes from its checkpoint)
+      newHead: v["new-head"] && !ckpt,
       onProgress: loadingProgress(v.quiet),
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
@@ -586,7 +629,7 @@ async function runTraining(
       `data  ${splits.summary}`,
       `method ${method}: ${prepared.trainable} trainable values; ${totalSteps} steps of ${v["batch-size"]}` +
       `${accumulate > 1 ? ` × ${accumulate} batches` : ""}, ` +
-      `lr ${lr}${task === "causal-lm" ? "" : `, head lr ${v["head-lr"]}`}, ${v.schedule} schedule, ` +
+      `lr ${lr}${task === "causal-lm" ? "" : `, head lr ${headLr}`}, ${v.schedule} schedule, ` +
       `warmup ${warmupSteps}`,
     ];
     if (!v.quiet) { for (const line of header) console.error(line); }
@@ -634,6 +677,8 @@ async function runTraining(
         outDir,
         saveEvery: v["save-every"],
         writeWeights: prepared.writeWeights,
+        // best/ is an output, as the run's own: in the source's dtypes (a checkpoint keeps F32)
+        writeBest: async (dir) => void await prepared.saveFinal(dir),
         fingerprint,
         args: started ? runArgs(started) : undefined,
         resumeFrom: ckpt,
@@ -677,9 +722,13 @@ async function runTraining(
     console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} tokens this session)`);
     if (last) console.error(`held-out: ${describeEval(last)}`);
     const b = result.best;
+    if (!b && last && (v["save-best"] || v["early-stop"])) {
+      const name = metricName(metric ?? defaultMetric(last));
+      console.error(`no best held-out ${name}: every evaluation's was NaN`);
+    }
     if (b) {
       console.error(
-        `best held-out ${b.metric.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`)} ${b.value.toFixed(4)} ` +
+        `best held-out ${metricName(b.metric)} ${b.value.toFixed(4)} ` +
           `at step ${b.step}` +
           (v["save-best"] ? ` (weights in ${join(outDir, BEST_DIR)})` : ""),
       );
@@ -696,6 +745,11 @@ function targetModulesOf(flag: string | undefined): string[] | string | undefine
   if (flag === undefined) return undefined;
   if (flag === "all-linear" || /[\\^$*+?()[\]{}|]/.test(flag)) return flag;
   return listOf(flag);
+}
+
+/** An evaluation field's name in words: `tokenAccuracy` → `token accuracy`. */
+function metricName(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`);
 }
 
 /** `--best-metric`'s name of an evaluation's field: `f1-macro` → `f1Macro`, `token-accuracy` → `tokenAccuracy`. */

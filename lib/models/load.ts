@@ -41,6 +41,11 @@ export interface LoadModelOptions {
   dtype?: WeightDtype;
   /** Seed of a new (missing) head's initialisation (default 0). */
   seed?: number;
+  /**
+   * Start the task head new (initialised as a missing one), though the checkpoint holds one that
+   * fits (`train --new-head`); the backbone, a BERT pooler included, is read as always.
+   */
+  newHead?: boolean;
   /** Told the bytes of the checkpoint read so far, and in all (e.g. for a progress bar). */
   onProgress?: (done: number, total: number) => void;
   /**
@@ -78,7 +83,8 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
   const initStd = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
   const weights = await loadWeights(gpu, source, shapes, {
     dtype,
-    sourceArchitecture: config.architectures[0],
+    // a new head: the checkpoint's is taken for another task's (see checkCheckpoint), so not read
+    sourceArchitecture: opts.newHead ? `${architecture} (head dropped)` : config.architectures[0],
     seed: opts.seed,
     initStd,
     onProgress: opts.onProgress,

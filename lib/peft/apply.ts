@@ -44,7 +44,7 @@ import { type DropoutState, initLoraModule, loraLayer } from "./lora.ts";
 import { encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
 import { shapesOfModel } from "./model_shapes.ts";
 import { createSshLayers, sshLayer } from "./ssh.ts";
-import { resolveModulesToSave, resolveTargets, savedDefaultTargets } from "./targets.ts";
+import { resolveModulesToSave, type ResolveOptions, resolveTargets, savedDefaultTargets } from "./targets.ts";
 
 /** Options of {@link attachAdapter}, {@link applyAdapter} and {@link loadAdapterInto}. */
 export interface AttachOptions {
@@ -257,7 +257,7 @@ export async function attachAdapter(
   config: AdapterConfig,
   opts: AttachOptions = {},
 ): Promise<PeftModel> {
-  const { targets, saved } = prepare(model, config);
+  const { targets, saved } = prepare(model, config, { saved: false });
   const untrained = model.initialised.filter((key) => model.parameters.has(key) && !saved.has(key));
   if (untrained.length > 0) {
     const module = untrained[0].slice(0, untrained[0].lastIndexOf("."));
@@ -308,13 +308,14 @@ export async function attachAdapter(
 
 /**
  * Attach a saved adapter (in memory) to `model`; its modules_to_save values are written into
- * the model's parameters.
+ * the model's parameters. As PEFT, target_modules and modules_to_save names that match nothing
+ * in the model are skipped (its modules decide which layers it adapts).
  * @throws AdapterFileError when the adapter does not fit the model (module missing, shape mismatch).
  */
 export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions = {}): PeftModel {
   const { config } = adapter;
   checkAdapter(adapter, "adapter", shapesOfModel(model));
-  const { targets, saved } = prepare(model, config);
+  const { targets, saved } = prepare(model, config, { saved: true });
   const dropoutState = modelDropoutState(model, opts);
   const layers = new Map<string, PeftLayer>(), empty = new Map<string, [number, number]>();
   try {
@@ -371,13 +372,17 @@ export async function loadAdapterInto(
   return applyAdapter(model, adapter, opts);
 }
 
-/** The target layers and the modules_to_save parameters, checked; the model frozen accordingly. */
+/**
+ * The target layers and the modules_to_save parameters, checked (names that match nothing are
+ * errors for a new adapter, skipped for a saved one).
+ */
 function prepare(
   model: Model,
   config: AdapterConfig,
+  opts: ResolveOptions,
 ): { targets: LinearShape[]; saved: Map<string, Tensor> } {
   const shapes = shapesOfModel(model);
-  const targets = resolveTargets(shapes, config);
+  const targets = resolveTargets(shapes, config, opts);
   for (const t of targets) {
     const lin = model.linears.get(t.path);
     if (!lin) throw new Error(`target "${t.path}" is not a linear layer of the loaded model`);
@@ -390,7 +395,7 @@ function prepare(
       throw new Error(`"${t.path}" already has a ${lin.adapter.kind} adapter (detach it first)`);
     }
   }
-  const params = resolveModulesToSave(shapes, config).flatMap((m) =>
+  const params = resolveModulesToSave(shapes, config, opts).flatMap((m) =>
     m.params.map((p) => ({ ...p, module: m.path }))
   );
   const saved = new Map<string, Tensor>();
@@ -414,7 +419,10 @@ function prepare(
   return { targets, saved };
 }
 
-/** Freeze everything but the saved modules, attach the layers, and wrap up. */
+/**
+ * Freeze everything but the saved modules, attach the layers, and wrap up. As PEFT, the config's
+ * fan_in_fan_out says whether the adapted layers store (in, out) (GPT-2's Conv1D).
+ */
 function finish(
   model: Model,
   config: AdapterConfig,
@@ -428,5 +436,9 @@ function finish(
     if (p.dtype === "f32") p.requiresGrad = trained.has(p);
   }
   for (const [path, layer] of layers) model.linears.get(path)!.adapter = layer;
+  if (config.peftType !== "SSH") {
+    const fanInFanOut = [...layers.keys()].some((p) => model.linears.get(p)!.layout === "in_out");
+    config = { ...config, fanInFanOut };
+  }
   return new PeftModel(model, config, layers, empty, saved, dropoutState);
 }

@@ -51,7 +51,10 @@ export interface CommonAdapterConfig {
   targetModules: TargetModules | null;
   /** Layers never adapted, matched as `targetModules` (PEFT's `exclude_modules`). */
   excludeModules: TargetModules | null;
-  /** Only adapt layers with these indices (PEFT's `layers_to_transform`); null: all. */
+  /**
+   * Only adapt layers with these indices (PEFT's `layers_to_transform`); null: all. As PEFT,
+   * refused with target_modules as a string (as is `layersPattern`).
+   */
   layersToTransform: number[] | null;
   /** Names of the layer list that `layersToTransform` counts in (e.g. "layers", "h"); null: any. */
   layersPattern: string[] | null;
@@ -113,7 +116,11 @@ export interface LoraConfig extends CommonAdapterConfig {
   loraAlpha: number;
   /** `lora_dropout` ∈ [0, 1); default 0. */
   loraDropout: number;
-  /** `fan_in_fan_out`: the base layer stores (in, out), as GPT-2's Conv1D. */
+  /**
+   * `fan_in_fan_out`: the base layers store (in, out), as GPT-2's Conv1D. Set from the adapted
+   * layers when the adapter is attached, as PEFT does (so saved GPT-2 adapters say true); a
+   * loaded value is not used (the layers' storage decides).
+   */
   fanInFanOut: boolean;
   /** `bias`: only "none" is supported. */
   bias: "none";
@@ -133,7 +140,7 @@ export interface FourierFTConfig extends CommonAdapterConfig {
   scaling: number;
   /** `random_loc_seed`: PEFT draws every layer's positions with torch's RNG from it (as lib/peft/torch_randperm.ts). */
   randomLocSeed: number;
-  /** `fan_in_fan_out`: the base layer stores (in, out), as GPT-2's Conv1D. */
+  /** `fan_in_fan_out`: as {@link LoraConfig.fanInFanOut}. */
   fanInFanOut: boolean;
   /** `init_weights`: PEFT's init (true: zeros, false: normal); only matters for a new adapter. */
   initWeights: boolean;
@@ -309,7 +316,8 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
   }
   const common = {
     targetModules: f.targets("target_modules"),
-    excludeModules: f.targets("exclude_modules"),
+    // PEFT reads an empty exclude_modules as excluding nothing
+    excludeModules: f.targets("exclude_modules", { emptyIsNull: true }),
     layersToTransform: f.layers(),
     layersPattern: f.layersPattern(),
     modulesToSave: f.names("modules_to_save"),
@@ -318,6 +326,20 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
     inferenceMode: f.bool("inference_mode", false),
     revision: f.optString("revision"),
   };
+  const layerKey = common.layersToTransform !== null
+    ? "layers_to_transform"
+    : common.layersPattern !== null
+    ? "layers_pattern"
+    : null;
+  if (layerKey !== null && typeof common.targetModules === "string") {
+    // PEFT's LoraConfig and FourierFTConfig refuse the pair too
+    throw new AdapterConfigError(
+      `${source}: "${layerKey}" cannot be used when "target_modules" is a string (${
+        show(common.targetModules)
+      }: a regular expression or "all-linear"), as in PEFT: give target_modules as a list of names, ` +
+        `or write the layer indices into the regular expression`,
+    );
+  }
   switch (type as PeftType) {
     case "SSH": {
       const unknown = Object.keys(f.raw).filter((k) =>
@@ -539,8 +561,11 @@ class Fields {
     return [...v];
   }
 
-  /** Target modules: null, a list of names, or a regular expression (checked to compile). */
-  targets(key: string): TargetModules | null {
+  /**
+   * Target modules: null, a list of names, or a regular expression (checked to compile). An
+   * empty list is an error, or null with `emptyIsNull`.
+   */
+  targets(key: string, opts: { emptyIsNull?: boolean } = {}): TargetModules | null {
     const v = this.raw[key] ?? null;
     if (v === null) return null;
     if (typeof v === "string") {
@@ -555,8 +580,9 @@ class Fields {
       return v;
     }
     const list = this.names(key)!;
-    if (list.length === 0) this.fail(key, "a non-empty list of module names, a regular expression, or null");
-    return list;
+    if (list.length > 0) return list;
+    if (opts.emptyIsNull) return null;
+    this.fail(key, "a non-empty list of module names, a regular expression, or null");
   }
 
   layers(): number[] | null {

@@ -182,15 +182,7 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
     throw new AdapterFileError(`${dir}: not an adapter directory (no ${ADAPTER_CONFIG_FILE})`);
   }
   const config = await loadAdapterConfig(configPath);
-  const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
-  if (!(await pathExists(weightsPath))) {
-    const pickle = await pathExists(join(dir, "adapter_model.bin"));
-    throw new AdapterFileError(
-      `${dir}: no ${ADAPTER_WEIGHTS_FILE}${
-        pickle ? " (adapter_model.bin, a PyTorch pickle, is not read: save the adapter with safetensors)" : ""
-      }`,
-    );
-  }
+  const weightsPath = await adapterWeightsPath(dir);
   const file = await openSafetensors(weightsPath);
   const groups = groupKeys(file, config);
   const layerShapes = readLayerShapes(file);
@@ -250,6 +242,21 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
   }
   checkAdapter(adapter, dir, opts.shapes);
   return adapter;
+}
+
+/**
+ * The weights file of the adapter directory `dir`.
+ * @throws AdapterFileError when it is missing (naming an adapter_model.bin found instead).
+ */
+export async function adapterWeightsPath(dir: string): Promise<string> {
+  const path = join(dir, ADAPTER_WEIGHTS_FILE);
+  if (await pathExists(path)) return path;
+  const pickle = await pathExists(join(dir, "adapter_model.bin"));
+  throw new AdapterFileError(
+    `${dir}: no ${ADAPTER_WEIGHTS_FILE}${
+      pickle ? " (adapter_model.bin, a PyTorch pickle, is not read: save the adapter with safetensors)" : ""
+    }`,
+  );
 }
 
 type SizeOf = (module: string) => [number, number];
@@ -482,7 +489,8 @@ function checkAgainstModel(adapter: Adapter, shapes: ModelShapes, fail: (msg: st
       );
     }
   }
-  const selected = resolveTargets(shapes, adapter.config).map((l) => l.path);
+  // target names that match nothing are skipped, as PEFT loads them: the modules decide
+  const selected = resolveTargets(shapes, adapter.config, { saved: true }).map((l) => l.path);
   const targets = JSON.stringify(adapter.config.targetModules);
   for (const m of adapter.modules.keys()) {
     if (!selected.includes(m)) {
@@ -495,7 +503,7 @@ function checkAgainstModel(adapter: Adapter, shapes: ModelShapes, fail: (msg: st
     }
   }
   const expected = new Map(
-    resolveModulesToSave(shapes, adapter.config).flatMap((s) =>
+    resolveModulesToSave(shapes, adapter.config, { saved: true }).flatMap((s) =>
       s.params.map((p) => [p.key, p.shape] as const)
     ),
   );

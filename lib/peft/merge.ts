@@ -9,10 +9,10 @@
  *   replaced by W + ΔW, computed in float64 from the stored values and rounded once to the
  *   stored dtype (F32, F16, BF16 or F64), and the modules_to_save parameters replaced by their
  *   trained values (new keys, such as a fresh classifier, are added in the checkpoint's most
- *   common float dtype). Every other tensor is copied bit for bit; key names, shapes, sharding
- *   (the index and shard file names) and `__metadata__` are kept. The directory's other files
- *   (config.json, tokenizer files, …) are copied, weights in other formats (.bin, .pt, …) are
- *   not. The new directory is written beside the target and renamed into place; what an
+ *   common float dtype); the `dtype` option stores all of these as one dtype. Every other tensor
+ *   is copied bit for bit; key names, shapes, sharding (the index and shard file names) and
+ *   `__metadata__` are kept. The directory's other files (config.json, tokenizer files, …) are
+ *   copied, weights in other formats (.bin, .pt, …) are not. The new directory is written beside the target and renamed into place; what an
  *   overwritten target held besides weights (notes, other folders) is moved into it, unless the
  *   merged model has a file of that name. Each changed tensor is computed as the writer reaches
  *   it, so the host holds about one tensor at a time.
@@ -102,6 +102,12 @@ export interface WriteMergedOptions {
    */
   labelNames?: readonly string[];
   /**
+   * Store every tensor that changes (W + ΔW, a trained parameter) as this float dtype (default:
+   * the one it is stored as, a new key the checkpoint's most common): a training checkpoint keeps
+   * F32, so that resuming from it restores its weights exactly. The other tensors stay as stored.
+   */
+  dtype?: "F32" | "F16" | "BF16" | "F64";
+  /**
    * Told of each tensor that changes (W + ΔW, a trained parameter), by the name it is written
    * under: "computed" when its values are in memory, "written" once they are in the file and let
    * go. Each is computed as the writer reaches it, so one is held at a time.
@@ -131,7 +137,7 @@ export async function writeMergedModel(
   if (existing && !opts.overwrite) throw new Error(`${dir} already exists (pass overwrite to replace it)`);
   if (existing && !existing.isDirectory) throw new Error(`${dir} exists and is not a directory`);
   const source = await openCheckpoint(sourceDir);
-  const { replaced, nameOf } = mergedTensors(src, source);
+  const { replaced, nameOf } = mergedTensors(src, source, opts.dtype);
   await writeDirAtomic(dir, async (tmp) => {
     await writeCheckpoint(source, replaced, tmp, nameOf, opts.onMerged);
     for await (const e of Deno.readDir(sourceDir)) {
@@ -189,7 +195,7 @@ interface MergedTensor {
 }
 
 /**
- * The tensors that change, by checkpoint key, in their stored (or chosen) dtype, and the name each
+ * The tensors that change, by checkpoint key, in their stored dtype (or `dtype`), and the name each
  * checkpoint key is written under: its own, except in a bare backbone's checkpoint (GPT-2's
  * `h.0…` as openai-community/gpt2 has it) that gains a head, which is written under the model's
  * keys throughout (`transformer.h.0…`, and a new `bert.pooler…` too), as transformers'
@@ -198,6 +204,7 @@ interface MergedTensor {
 function mergedTensors(
   src: MergeSource,
   source: TensorSource,
+  dtype?: FloatDtype,
 ): { replaced: Map<string, MergedTensor>; nameOf: (key: string) => string } {
   const { model } = src;
   const shapes = shapesOfModel(model);
@@ -208,14 +215,15 @@ function mergedTensors(
     const lin = model.linears.get(path);
     if (!lin) throw new Error(`merge: the model has no linear layer "${path}"`);
     const key = keyOf(`${path}.weight`);
-    out.set(key, mergedWeight(source, key, lin, layer));
+    const merged = mergedWeight(source, key, lin, layer);
+    out.set(key, dtype ? { ...merged, dtype } : merged);
   }
   const common = commonFloatDtype(source);
   for (const [k, t] of src.saved) {
     const key = keyOf(k);
     out.set(key, {
       modelKey: k,
-      dtype: source.has(key) ? floatDtype(source.info(key).dtype, key) : common,
+      dtype: dtype ?? (source.has(key) ? floatDtype(source.info(key).dtype, key) : common),
       shape: [...t.shape],
       values: async () => Float32Array.from(await t.toArray()),
     });

@@ -5,12 +5,17 @@
  *   ends with "." + name; as one string: a regular expression that must match the whole path;
  *   "all-linear": every linear layer except the language-model output layer.
  * - `exclude_modules`: the same rules; matching layers are never adapted.
- * - `layers_to_transform` (list targets only): the layer index is the number after the last
- *   `.<name>.` component (`.<layers_pattern>.` when given) followed by a dot.
+ * - `layers_to_transform` (list targets only; the config refuses it with a string, as PEFT):
+ *   the layer index is the number after the last `.<name>.` component (`.<layers_pattern>.` when
+ *   given) followed by a dot.
  * - `modules_to_save`: a module matches when its path ends with the name (a plain suffix, as
- *   PEFT does); with task type SEQ_CLS or TOKEN_CLS, PEFT adds "classifier" and "score". Layers inside a
- *   module to save are never adapted.
- * Only linear layers are adapted; a target name that matches no linear layer is an error.
+ *   PEFT does, so "classifier" also matches DistilBERT's "pre_classifier"); with task type
+ *   SEQ_CLS or TOKEN_CLS, PEFT adds "classifier" and "score". Layers inside a module to save are
+ *   never adapted.
+ * Only linear layers are adapted. For a new adapter, a target name that matches no linear layer,
+ * or a modules_to_save name that matches no module, is an error (most likely a typo); for a saved
+ * one (`{ saved: true }`) such names are skipped as PEFT skips them, so long as some target
+ * matches (its weights file then decides which layers it adapts).
  * @module
  */
 import type { ModelType } from "../io/hf_config.ts";
@@ -48,8 +53,10 @@ export const ALL_LINEAR = "all-linear";
 export const CLASSIFIER_HEAD_NAMES: readonly string[] = ["classifier", "score"];
 
 /**
- * The parts of a classification head that PEFT's SEQ_CLS and TOKEN_CLS do not save by themselves
- * (e.g. DistilBERT's pre_classifier): an adapter trains them only when modules_to_save names them.
+ * The parts of a classification head not named "classifier" or "score" (e.g. DistilBERT's
+ * pre_classifier), which the CLI lists in modules_to_save by name. (PEFT's suffix match saves
+ * pre_classifier under SEQ_CLS anyway, as "pre_classifier" ends with "classifier"; a head part
+ * whose name ends otherwise is saved only when named.)
  */
 export function unsavedHeadModules(shapes: ModelShapes): string[] {
   return shapes.head.filter((h) => h !== shapes.outputLayer && !CLASSIFIER_HEAD_NAMES.includes(h));
@@ -71,6 +78,16 @@ export type TargetSpec = Pick<
   "targetModules" | "excludeModules" | "layersToTransform" | "layersPattern" | "modulesToSave" | "taskType"
 >;
 
+/** Options of {@link resolveTargets} and {@link resolveModulesToSave}. */
+export interface ResolveOptions {
+  /**
+   * The config of a saved adapter: names that match nothing are skipped, as PEFT does when it
+   * loads one (at least one target must still match). Default false: a new adapter, where such
+   * a name is an error.
+   */
+  saved?: boolean;
+}
+
 /** A module trained in full and saved with the adapter, with its parameters. */
 export interface SavedModule {
   path: string;
@@ -85,13 +102,18 @@ export function matchesModules(path: string, names: TargetModules): boolean {
 
 /**
  * The linear layers `spec` adapts in `shapes`' model, in module order.
- * @throws TargetError when a target name (or the regular expression) matches no linear layer,
- *   or when exclusions leave nothing to adapt; the message lists the model's layer names.
+ * @throws TargetError when a target name (or the regular expression) matches no linear layer
+ *   (with `saved`: when none matches), or when exclusions leave nothing to adapt; the message
+ *   lists the model's layer names.
  */
-export function resolveTargets(shapes: ModelShapes, spec: TargetSpec): LinearShape[] {
+export function resolveTargets(
+  shapes: ModelShapes,
+  spec: TargetSpec,
+  opts: ResolveOptions = {},
+): LinearShape[] {
   const targets = spec.targetModules ?? [...DEFAULT_TARGET_MODULES[shapes.modelType]];
   const allLinear = typeof targets === "string" && targets.toLowerCase() === ALL_LINEAR;
-  if (!allLinear) checkEveryTargetMatches(shapes, targets);
+  if (!allLinear) checkTargetsMatch(shapes, targets, !opts.saved);
   const saved = modulesToSaveNames(spec).names;
   const layerRe = spec.layersToTransform === null ? null : layerIndexPattern(spec.layersPattern);
   const chosen = shapes.linears.filter((l) => {
@@ -116,15 +138,20 @@ export function resolveTargets(shapes: ModelShapes, spec: TargetSpec): LinearSha
 /**
  * The modules `spec` trains in full (outermost matches only), each with its parameters.
  * @throws TargetError when a name given in modules_to_save matches no module (the heads PEFT
- *   adds for SEQ_CLS and TOKEN_CLS, "classifier" and "score", may be absent, listed or not).
+ *   adds for SEQ_CLS and TOKEN_CLS, "classifier" and "score", may be absent, listed or not; with
+ *   `saved`, any name may).
  */
-export function resolveModulesToSave(shapes: ModelShapes, spec: TargetSpec): SavedModule[] {
+export function resolveModulesToSave(
+  shapes: ModelShapes,
+  spec: TargetSpec,
+  opts: ResolveOptions = {},
+): SavedModule[] {
   const { names, optional } = modulesToSaveNames(spec);
   const paths = modulePaths(shapes);
   const matched = new Set<string>();
   for (const name of names) {
     const hits = paths.filter((p) => p.endsWith(name));
-    if (hits.length === 0 && !optional.has(name)) {
+    if (hits.length === 0 && !optional.has(name) && !opts.saved) {
       throw new TargetError(
         `modules_to_save "${name}" matches no module of ${shapes.architecture} (its head: ${
           shapes.head.length > 0 ? shapes.head.join(", ") : "none"
@@ -167,25 +194,29 @@ export function linearNames(shapes: ModelShapes): string[] {
   return [...new Set(shapes.linears.map((l) => l.path.slice(l.path.lastIndexOf(".") + 1)))];
 }
 
-function checkEveryTargetMatches(shapes: ModelShapes, targets: TargetModules): void {
+/**
+ * Every target name must match a linear layer (`every`), or at least one must (PEFT's check);
+ * the error names the first that matches none.
+ */
+function checkTargetsMatch(shapes: ModelShapes, targets: TargetModules, every: boolean): void {
+  const asTargets = (name: string): TargetModules => typeof targets === "string" ? name : [name];
   const names = typeof targets === "string" ? [targets] : targets;
-  for (const name of names) {
-    const one = typeof targets === "string" ? name : [name];
-    if (shapes.linears.some((l) => matchesModules(l.path, one))) continue;
-    const what = typeof targets === "string"
-      ? `target_modules regular expression ${JSON.stringify(name)}`
-      : `target module "${name}"`;
-    const others = modulePaths(shapes).filter((p) => matchesModules(p, one));
-    const notLinear = others.length > 0
-      ? `; it names ${others.length} module${others.length > 1 ? "s" : ""} that ${
-        others.length > 1 ? "are" : "is"
-      } not a linear layer (e.g. ${others[0]}), and adapters only adapt linear layers`
-      : "";
-    throw new TargetError(
-      `${what} matches no linear layer of ${shapes.architecture}${notLinear}; its linear layers are named ` +
-        `${linearNames(shapes).join(", ")} (e.g. ${shapes.linears[0].path})`,
-    );
-  }
+  const missing = names.filter((n) => !shapes.linears.some((l) => matchesModules(l.path, asTargets(n))));
+  if (missing.length === 0 || (!every && missing.length < names.length)) return;
+  const name = missing[0], one = asTargets(name);
+  const what = typeof targets === "string"
+    ? `target_modules regular expression ${JSON.stringify(name)}`
+    : `target module "${name}"`;
+  const others = modulePaths(shapes).filter((p) => matchesModules(p, one));
+  const notLinear = others.length > 0
+    ? `; it names ${others.length} module${others.length > 1 ? "s" : ""} that ${
+      others.length > 1 ? "are" : "is"
+    } not a linear layer (e.g. ${others[0]}), and adapters only adapt linear layers`
+    : "";
+  throw new TargetError(
+    `${what} matches no linear layer of ${shapes.architecture}${notLinear}; its linear layers are named ` +
+      `${linearNames(shapes).join(", ")} (e.g. ${shapes.linears[0].path})`,
+  );
 }
 
 /** PEFT's `(^|.*\.)name($|\..*)`: `name` is a run of whole components of `path`. */

@@ -103,6 +103,11 @@ export interface TrainOptions {
   saveEvery?: number;
   /** Write the trained weights into a checkpoint folder. */
   writeWeights?: (dir: string) => Promise<void>;
+  /**
+   * Write the best evaluation's weights into `<outDir>/best` (default `writeWeights`): the CLI
+   * writes them as it writes the run's output, where a checkpoint keeps F32.
+   */
+  writeBest?: (dir: string) => Promise<void>;
   /** Settings a resumed run must share (stored in the checkpoint). */
   fingerprint?: Record<string, unknown>;
   /** The options that started the run, stored in checkpoints (see TrainerState.args). */
@@ -132,9 +137,13 @@ export interface BestOptions {
    * accuracy when the evaluation reports one, else Pearson, else loss).
    */
   metric?: BestMetric;
-  /** Write the weights of each better evaluation into `<outDir>/best` (through `writeWeights`). */
+  /** Write the weights of each better evaluation into `<outDir>/best` (through `writeBest`). */
   save?: boolean;
-  /** Stop after this many evaluations in a row that are not better (early stopping; default never). */
+  /**
+   * Stop after this many evaluations in a row that are not better (early stopping; default never).
+   * An evaluation whose metric is NaN (a correlation of constant values) is never better, as
+   * transformers' np.greater / np.less compare; before the first best it counts for nothing.
+   */
   patience?: number;
 }
 
@@ -314,21 +323,23 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const track = async (r: EvalResult) => {
     const metric = opts.best!.metric ?? defaultMetric(r);
     const value = r[metric];
-    if (value === undefined || Number.isNaN(value)) {
+    if (value === undefined) {
       const reported = Object.keys(r).filter((k) => k !== "examples" && k !== "targets").join(", ");
       throw new Error(
         `train: the evaluation reports no ${metric} to find the best one by (it reports ${reported})`,
       );
     }
-    // a resumed run that compares another metric starts its best afresh
-    const better = !best || best.metric !== metric ||
-      (metric === "loss" ? value < best.value : value > best.value);
+    // a resumed run that compares another metric starts its best afresh; NaN is never better
+    const first = !best || best.metric !== metric;
+    const better = !Number.isNaN(value) &&
+      (first || (metric === "loss" ? value < best!.value : value > best!.value));
     if (better) {
       best = { step, metric, value, since: 0 };
-      if (opts.best!.save && opts.outDir && opts.writeWeights) {
-        await opts.writeWeights(join(opts.outDir, BEST_DIR));
-      }
+      const write = opts.writeBest ?? opts.writeWeights;
+      if (opts.best!.save && opts.outDir && write) await write(join(opts.outDir, BEST_DIR));
       await opts.log?.write({ type: "best", step, metric, value });
+    } else if (first) {
+      opts.progress?.log(`eval @ ${step}: ${metric} is NaN, no best evaluation yet`);
     } else {
       best = { ...best!, since: best!.since + 1 };
       const patience = opts.best!.patience;
@@ -377,6 +388,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (over) return result;
     opts.progress?.update(step, {});
     const ended = () => result.status !== "done"; // a function: the evaluations may end the run
+    // steps between the checkpoints written on the way (each logs the open loss interval)
+    const saveEvery = opts.outDir && opts.writeWeights ? opts.saveEvery ?? 0 : 0;
     while (step < totalSteps && !ended()) {
       const { first, count } = stepBatches(step, micro, data.stepsPerEpoch);
       const batches = Array.from({ length: count }, (_, j) => data.batch(data.positionAt(first + j)));
@@ -406,6 +419,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       opts.progress?.update(step, { tokens: result.tokens });
       if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
       const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
+      const saving = saveEvery > 0 && step % saveEvery === 0 && step < totalSteps;
       // evaluated even when stopping here, so that a resumed run has every evaluation
       if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps) {
         await drain();
@@ -414,8 +428,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       if (stop) {
         result.status = "stopped";
-        // between logging steps, the open interval goes into the checkpoint, not the log
-        if (accSteps > 0 && step % logEvery !== 0) {
+        // between logging steps, the open interval goes into the checkpoint, not the log; at a
+        // --save-every step the checkpoint below logs it, as the uninterrupted run's does
+        if (accSteps > 0 && !saving) {
           interval = { loss: (await acc.toArray())[0], steps: accSteps };
           acc.dispose();
           acc = keep(T.zeros(gpu, []));
@@ -423,7 +438,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         }
         break;
       }
-      if (opts.saveEvery && step % opts.saveEvery === 0 && step < totalSteps) await checkpoint();
+      if (saving) await checkpoint();
     }
     await drain();
     setTraining(false);
@@ -449,7 +464,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
  * What a run's best evaluation is by default: the entity F1 of a token classifier with entity tags,
  * else accuracy when reported, else Pearson correlation (regression), else the loss.
  */
-function defaultMetric(r: EvalResult): BestMetric {
+export function defaultMetric(r: EvalResult): BestMetric {
   return r.precision !== undefined
     ? "f1"
     : r.accuracy !== undefined
