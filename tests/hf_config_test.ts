@@ -523,3 +523,32 @@ Deno.test("loadGenerationConfig: end ids (one or a list) and sampling settings; 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("keys that change the math and are not built are refused by name: is_decoder, rope_scaling beside rope_parameters, a partial patch", async () => {
+  for (const family of ["bert", "roberta"]) {
+    await assertRejects(() => variant(family, { is_decoder: true }), HfConfigError, `"is_decoder": true`);
+    await variant(family, { is_decoder: false });
+  }
+  const json = await fixtureJson("llama");
+  const scaling = { rope_type: "linear", factor: 4 };
+  await assertRejects(
+    () =>
+      variant("llama", {
+        rope_parameters: json.rope_parameters ?? { rope_type: "default" },
+        rope_scaling: scaling,
+      }),
+    HfConfigError,
+    `both "rope_parameters"`,
+  );
+  // the same dict twice, as some converters write it, is one setting
+  const same = { rope_type: "linear", factor: 4, rope_theta: 10000 };
+  assertEquals(
+    ((await variant("llama", { rope_parameters: same, rope_scaling: { ...same } })) as LlamaConfig).rope,
+    { type: "linear", theta: 10000, factor: 4 },
+  );
+  await assertRejects(
+    () => variant("vit", { image_size: 36 }),
+    HfConfigError,
+    "image_size (36) is not a multiple of patch_size",
+  );
+});

@@ -404,6 +404,15 @@ function bert(f: Fields, modelType: "bert" | "roberta"): BertConfig {
       `${f.path}: position_embedding_type "${positions}" is not supported (only "absolute")`,
     );
   }
+  // transformers masks a decoder's attention causally (BertLMHeadModel, RobertaForCausalLM)
+  if (f.raw.is_decoder === true) {
+    throw new HfConfigError(
+      `${f.path}: "is_decoder": true (a causal ${
+        modelType === "bert" ? "BERT" : "RoBERTa"
+      }, whose attention ` +
+        `transformers masks causally) is not supported: hartley's ${modelType} attends both ways`,
+    );
+  }
   if (modelType === "roberta" && base.padTokenId === null) {
     throw new HfConfigError(`${f.path}: RoBERTa needs "pad_token_id" (its position ids start after it)`);
   }
@@ -565,7 +574,19 @@ function slidingWindow(
  * original_max_position_embeddings, where it has one).
  */
 function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfig {
-  const params = f.raw.rope_parameters ?? f.raw.rope_scaling ?? null;
+  const [given, old] = [f.raw.rope_parameters ?? null, f.raw.rope_scaling ?? null];
+  // transformers 5 takes rope_scaling over rope_parameters, and rope_theta then from it or the top
+  // level alone: a config with both, unequal, is ambiguous
+  if (given !== null && old !== null && JSON.stringify(given) !== JSON.stringify(old)) {
+    throw new HfConfigError(
+      `${f.path}: both "rope_parameters" ${JSON.stringify(given)} and "rope_scaling" ${
+        JSON.stringify(old)
+      } ` +
+        `are given; transformers 5 uses rope_scaling and drops rope_parameters (its rope_theta too): keep one, ` +
+        `with its rope_theta`,
+    );
+  }
+  const params = given ?? old;
   const key = f.raw.rope_parameters != null ? "rope_parameters" : "rope_scaling";
   if (params !== null && (typeof params !== "object" || Array.isArray(params))) {
     throw new HfConfigError(`${f.path}: "${key}" must be an object, got ${JSON.stringify(params)}`);
@@ -679,6 +700,12 @@ function vit(f: Fields): VitConfig {
   const imageSize = f.int("image_size"), patchSize = f.int("patch_size");
   if (patchSize > imageSize) {
     throw new HfConfigError(`${f.path}: patch_size (${patchSize}) is larger than image_size (${imageSize})`);
+  }
+  if (imageSize % patchSize !== 0) {
+    throw new HfConfigError(
+      `${f.path}: image_size (${imageSize}) is not a multiple of patch_size (${patchSize}); hartley's patch ` +
+        `embedding takes whole patches`,
+    );
   }
   return {
     ...common(f, "vit", { tie: true, pad: null, bos: null, eos: null }),
