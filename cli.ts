@@ -7,6 +7,7 @@ import denoJson from "./deno.json" with { type: "json" };
 import { evalCommand } from "./lib/cli/eval.ts";
 import { predictCommand } from "./lib/cli/predict.ts";
 import { chatCommand } from "./lib/cli/chat.ts";
+import { ArgsError } from "./lib/cli/args.ts";
 import { applyEnvironment } from "./lib/cli/environment.ts";
 import { infoCommand } from "./lib/cli/info.ts";
 import { inspectCommand } from "./lib/cli/inspect.ts";
@@ -75,12 +76,21 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!name) {
-    console.log(usage());
+    // --help asked for the usage: stdout; a missing command is a mistake: stderr
+    if (values.help) console.log(usage());
+    else console.error(usage());
     return values.help ? 0 : 2;
   }
   const command = COMMANDS[name];
   if (!command) {
-    console.error(`hartley: unknown command '${name}'\n\n${usage()}`);
+    // `cli.ts --model x train`: parseArgs took the option's value for the command
+    const later = positionals.find((p) => p in COMMANDS);
+    const hint = later
+      ? ` (options come after the command: deno run -A cli.ts ${later} [options])`
+      : argv[0]?.startsWith("-")
+      ? " (options come after the command)"
+      : "";
+    console.error(`hartley: unknown command '${name}'${hint}\n\n${usage()}`);
     return 2;
   }
   // the command takes every argument but its name (`cli.ts --help train` shows train's help)
@@ -91,7 +101,8 @@ export async function main(argv: string[]): Promise<number> {
     return await command.run([...argv.slice(0, at), ...argv.slice(at + 1)]);
   } catch (e) {
     console.error(`hartley ${name}: ${e instanceof Error ? e.message : e}`);
-    return 1;
+    // a usage mistake outside a command's flags (the environment's variables) exits as the flags' do
+    return e instanceof ArgsError ? 2 : 1;
   } finally {
     restore();
   }

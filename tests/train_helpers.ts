@@ -47,8 +47,13 @@ export async function runCli(args: string[]): Promise<{ code: number; out: strin
   }
 }
 
-/** The common options of a tiny SSH run on the toy data. */
+/**
+ * The common options of a tiny SSH run on the toy data (another `--method` in `extra`: without the
+ * SSH flags, which train refuses for it).
+ */
 export function tinyRun(data: string, out: string, extra: string[] = []): string[] {
+  const at = extra.lastIndexOf("--method");
+  const method = at < 0 ? "ssh" : extra[at + 1];
   return [
     "train",
     "--model",
@@ -59,12 +64,8 @@ export function tinyRun(data: string, out: string, extra: string[] = []): string
     "12",
     "--batch-size",
     "8",
-    "--n",
-    "24",
-    "--alpha",
-    "20",
-    "--lr",
-    "0.1",
+    ...(method === "ssh" || method === "fourierft" ? ["--n", "24", "--alpha", "20"] : []),
+    ...(method === "head" ? [] : ["--lr", "0.1"]),
     "--head-lr",
     "0.01",
     "--eval-fraction",

@@ -26,6 +26,8 @@ export interface FlagSpec {
   min?: number;
   /** Largest allowed value of a number (inclusive). */
   max?: number;
+  /** A bound a number must be above (exclusive): a rate or a scale of 0 would do nothing. */
+  above?: number;
   /** Name of the value in `--help`, e.g. DIR (default from the type). */
   arg?: string;
   /** One-letter alias. */
@@ -244,7 +246,7 @@ export function parseCommand<T extends FlagTable>(spec: CommandSpec<T>, argv: st
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new ArgsError(cleanParseError((e as Error).message, spec));
+    throw new ArgsError(cleanParseError((e as Error).message, spec, argv));
   }
   if (parsed.values.help) return { help: true };
   const max = spec.positionals ?? 0;
@@ -279,38 +281,94 @@ function convert(name: string, f: FlagSpec, raw: string | boolean): string | num
     if (text === "") throw new ArgsError(`--${name} needs a value`);
     return text;
   }
+  // decimal notation only: Number() would also take 0x10, 0b1 and the empty string
   const n = Number(text);
-  if (text.trim() === "" || !Number.isFinite(n)) {
-    throw new ArgsError(`--${name} '${text}' is not a number`);
+  if (f.type === "integer" && !(INTEGER.test(text) && Number.isSafeInteger(n))) {
+    throw new ArgsError(`--${name} '${text}' is not an integer (decimal digits, e.g. 100)`);
   }
-  if (f.type === "integer" && !Number.isSafeInteger(n)) {
-    throw new ArgsError(`--${name} '${text}' is not an integer`);
-  }
+  if (!DECIMAL.test(text) || !Number.isFinite(n)) throw new ArgsError(`--${name} '${text}' is not a number`);
   if (f.min !== undefined && n < f.min) {
     throw new ArgsError(`--${name} ${text} is below the minimum ${f.min}`);
   }
   if (f.max !== undefined && n > f.max) {
     throw new ArgsError(`--${name} ${text} is above the maximum ${f.max}`);
   }
+  if (f.above !== undefined && !(n > f.above)) {
+    throw new ArgsError(`--${name} ${text} is out of range: it must be above ${f.above}`);
+  }
   return n;
 }
 
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+const INTEGER = /^[+-]?\d+$/;
+
 /** parseArgs' messages, shortened and pointed at `--help`. */
-function cleanParseError(message: string, spec: CommandSpec<FlagTable>): string {
+function cleanParseError(message: string, spec: CommandSpec<FlagTable>, argv: string[]): string {
   const unknown = message.match(/Unknown option '([^']+)'/);
   if (unknown) {
-    const flag = unknown[1].replace(/^-+/, "");
-    const near = Object.keys(spec.flags).filter((k) => k.startsWith(flag.slice(0, 3)) || flag.startsWith(k));
-    return `unknown option '${unknown[1]}'` + (near.length ? ` (did you mean --${near[0]}?)` : "");
+    const near = nearestFlag(unknown[1], Object.keys(spec.flags));
+    return `unknown option '${unknown[1]}'` + (near ? ` (did you mean --${near}?)` : "");
   }
   const missing = message.match(/Option '([^']+)' argument missing/);
   if (missing) return `option ${missing[1].split(",").pop()!.trim()} needs a value`;
   const ambiguous = message.match(/Option '([^']+)' argument is ambiguous/);
   if (ambiguous) {
     const flag = ambiguous[1].split(",").pop()!.trim();
+    // a negative number: say what is wrong with it (every number flag but a few has a minimum)
+    const name = flag.replace(/^-+/, ""), f = spec.flags[name], at = argv.indexOf(flag);
+    const value = at < 0 ? undefined : argv[at + 1];
+    if (f && f.type !== "string" && value !== undefined && DECIMAL.test(value)) convert(name, f, value);
     return `option ${flag}: a value starting with '-' must be written ${flag}=VALUE`;
   }
   return message.split("\n")[0];
+}
+
+/**
+ * The flag an unknown one was likely meant as: `_` read as `-`, the nearest name by edit distance,
+ * none when nothing is close (at most a third of the name's letters differ).
+ */
+export function nearestFlag(unknown: string, names: readonly string[]): string | undefined {
+  const flag = unknown.replace(/^-+/, "").replaceAll("_", "-");
+  let best: string | undefined, bestDistance = Math.max(1, Math.floor(flag.length / 3)) + 1;
+  for (const name of names) {
+    const d = editDistance(flag, name);
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance: the insertions, deletions and substitutions that turn `a` into `b`. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
+ * Refuse the flags of `given` that do not apply to `setting` (e.g. `--method lora`): `applies`
+ * maps each flag that applies to some settings only to those. Silently ignoring them would mislead.
+ */
+export function refuseUnused(
+  given: ReadonlySet<string>,
+  applies: Readonly<Record<string, readonly string[]>>,
+  value: string,
+  setting: string,
+): void {
+  const unused = Object.keys(applies).filter((f) => given.has(f) && !applies[f].includes(value));
+  if (unused.length === 0) return;
+  const list = unused.map((f) => `--${f}`).join(", ");
+  const where = unused.map((f, i) =>
+    `${i === 0 ? `--${f} applies to` : `--${f} to`} ${applies[f].join(", ")}`
+  );
+  throw new ArgsError(
+    `${list} ${unused.length > 1 ? "do" : "does"} not apply to ${setting} (${where.join("; ")})`,
+  );
 }
 
 /** The `--help` text of a command. */

@@ -6,18 +6,19 @@
  * @module
  */
 import { BINDING_LIMIT } from "../gpu/bands.ts";
+import { ArgsError } from "./args.ts";
 
 /** The variable that lowers the storage-binding limit. */
 export const MAX_BINDING_ENV = "HARTLEY_MAX_BINDING";
 
 const UNITS: Record<string, number> = { "": 1, B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30 };
 
-/** A byte count such as `134217728`, `128MiB` or `64 KiB`; throws naming `what` otherwise. */
+/** A byte count such as `134217728`, `128MiB` or `64 KiB`; an {@link ArgsError} naming `what` otherwise. */
 export function parseBytes(text: string, what: string): number {
   const m = /^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$/.exec(text);
   const bytes = m ? Number(m[1]) * UNITS[m[2] ?? ""] : NaN;
   if (!(Number.isSafeInteger(bytes) && bytes >= 1024)) {
-    throw new Error(
+    throw new ArgsError(
       `${what}: expected a byte count of at least 1024 such as 134217728 or 128MiB, got "${text}"`,
     );
   }

@@ -10,6 +10,7 @@ import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { describeEval } from "../train/trainer.ts";
+import { Progress } from "../train/progress.ts";
 import type { TypeScores } from "../train/entities.ts";
 import { textTable } from "./output.ts";
 import {
@@ -18,13 +19,14 @@ import {
   DTYPE_FLAG,
   FIELD_FLAGS,
   LOSS_ON_FLAG,
+  refuseUnused,
   TEMPLATE_KWARGS_FLAG,
   templateKwargs,
   withArgs,
 } from "./args.ts";
 import { loadForUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
-import { defaultData, loadSplits } from "./setup.ts";
+import { defaultData, loadSplits, TASK_FLAGS } from "./setup.ts";
 
 const FLAGS = {
   model: {
@@ -54,6 +56,7 @@ const FLAGS = {
   "template-kwargs": TEMPLATE_KWARGS_FLAG,
   regression: { type: "boolean", help: "the labels are real values (default: when the head has one output)" },
   json: { type: "boolean", help: "print the result as one JSON object" },
+  quiet: { type: "boolean", short: "q", help: "no progress display (the result and notes stay)" },
 } as const;
 
 const SPEC: CommandSpec<typeof FLAGS> = {
@@ -76,9 +79,11 @@ export function evalCommand(args: string[]): Promise<number> {
         adapter: v.adapter,
         task: v.task as TaskName | undefined,
         dtype: v.dtype as WeightDtype,
+        quiet: v.quiet,
       });
       const { model, task } = loaded;
       try {
+        refuseUnused(given, TASK_FLAGS, task, `task ${task}`);
         const data = v.data ?? defaultData(task);
         const builtin = data === "spamassassin" || data === "brown";
         const splits = await loadSplits(
@@ -118,11 +123,13 @@ export function evalCommand(args: string[]): Promise<number> {
         // label lists: each label scored apart (the head was trained so, whatever config.json says)
         if (splits.multiLabel) model.config.problemType = "multi_label_classification";
         let result;
+        const progress = evalProgress(splits.eval.stepsPerEpoch, v.quiet);
         try {
-          result = await evaluate(model, inOrder(splits.eval), task);
+          result = await evaluate(model, inOrder(splits.eval), task, (done) => progress?.update(done));
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
         }
+        progress?.done();
         const source = builtin ? `${data} (held-out split)` : data;
         console.log(
           v.json
@@ -136,6 +143,15 @@ export function evalCommand(args: string[]): Promise<number> {
         model.dispose();
       }
     }));
+}
+
+/** Evaluations of more batches than this show a progress display on stderr. */
+const SHOW_PROGRESS_BATCHES = 16;
+
+/** A progress display of `batches` batches (by eight: evaluate reports so), or null for few or --quiet. */
+function evalProgress(batches: number, quiet: boolean): Progress | null {
+  if (quiet || batches <= SHOW_PROGRESS_BATCHES) return null;
+  return new Progress(batches, { label: "eval batches", plainInterval: 5 });
 }
 
 /** seqeval's report by entity type: precision, recall, F1 and the true entities of each type. */

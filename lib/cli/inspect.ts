@@ -20,6 +20,7 @@ import { ArgsError, type CommandSpec, DTYPE_FLAG, MODEL_FLAGS, withArgs } from "
 import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
 import { endTokenIds, loadForUse } from "./load.ts";
+import { checkOutputFolder } from "./output.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import type { Model } from "../models/model.ts";
@@ -88,6 +89,7 @@ export function inspectCommand(args: string[]): Promise<number> {
         `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
       );
     }
+    if (v.svg) await checkOutputFolder("svg", v.svg);
     if (v.svg && (await Deno.stat(v.svg).catch(() => null))?.isDirectory) {
       throw new ArgsError(`--svg ${v.svg} is a directory: give a file for the SVG`);
     }

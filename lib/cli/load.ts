@@ -57,6 +57,8 @@ export interface LoadForUseOptions {
    * initialise it at random): evaluating, merging or predicting with it means nothing.
    */
   needHead?: boolean;
+  /** No loading progress display. */
+  quiet?: boolean;
 }
 
 /** Load a model (and adapter) for evaluation, merging or inspection. */
@@ -81,7 +83,7 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
     task,
     numLabels,
     dtype: o.dtype,
-    onProgress: loadingProgress(),
+    onProgress: loadingProgress(o.quiet),
   });
   ensurePadToken(model.config, task, tokenizer);
   try {
@@ -127,6 +129,12 @@ async function modelDirOf(o: LoadForUseOptions, adapter: AdapterConfig | null): 
 }
 
 async function loadAdapterConfigOf(dir: string): Promise<AdapterConfig> {
+  // loadAdapterConfig reads a file as the adapter_config.json itself: --adapter names a folder
+  if ((await Deno.stat(dir).catch(() => null))?.isFile) {
+    throw new Error(
+      `${dir}: not an adapter directory (it is a file); give --adapter DIR, the folder of adapter_config.json`,
+    );
+  }
   try {
     return await loadAdapterConfig(dir);
   } catch (e) {

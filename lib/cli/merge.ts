@@ -5,7 +5,7 @@
  * @module
  */
 import { getGpu } from "../gpu/mod.ts";
-import { isWithin, pathExists } from "../io/paths.ts";
+import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
@@ -40,6 +40,9 @@ export function mergeCommand(args: string[]): Promise<number> {
       throw new ArgsError(
         `--out ${v.out} holds the adapter ${v.adapter}: the merged model goes into another directory`,
       );
+    }
+    if ((await statOrNull(v.out).catch(() => null))?.isFile) {
+      throw new ArgsError(`--out ${v.out} is a file: give a directory for the merged model`);
     }
     if (!v.overwrite && await pathExists(v.out)) {
       throw new ArgsError(`--out ${v.out} already exists: pass --overwrite to replace it`);

@@ -14,18 +14,39 @@ import { type AdapterConfig, fourierftConfig, loraConfig, sshConfig, type TaskTy
 import { attachAdapter, loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { writeMergedModel } from "../peft/merge.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
+import { TargetError } from "../peft/targets.ts";
 import type { Init, Selection } from "../peft/config.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import type { Tensor } from "../tensor/mod.ts";
 import { adapterGroups, headGroups } from "../train/groups.ts";
 import type { ParamGroupSpec } from "../train/trainer.ts";
 import type { TaskName } from "../train/tasks.ts";
+import { ArgsError } from "./args.ts";
 
 /** The methods `train` offers. */
 export const METHODS = ["ssh", "lora", "fourierft", "full", "head"] as const;
 
 /** A fine-tuning method. */
 export type Method = typeof METHODS[number];
+
+/**
+ * The flags of `train` that only some methods use, and those methods (the others refuse them:
+ * ignoring them silently would mislead).
+ */
+export const METHOD_FLAGS: Readonly<Record<string, readonly Method[]>> = {
+  n: ["ssh", "fourierft"],
+  alpha: ["ssh", "fourierft"],
+  "energy-ratio": ["ssh"],
+  transform: ["ssh"],
+  selection: ["ssh"],
+  init: ["ssh"],
+  r: ["lora"],
+  "lora-alpha": ["lora"],
+  "lora-dropout": ["lora"],
+  "target-modules": ["ssh", "lora", "fourierft"],
+  // --method head trains the head alone, at --head-lr
+  lr: ["ssh", "lora", "fourierft", "full"],
+};
 
 /** The default coefficient learning rate of each method (SPEC §1.4 for SSH and FourierFT). */
 export const DEFAULT_LR: Record<Method, number> = {
@@ -138,6 +159,18 @@ export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterCon
 }
 
 /**
+ * A new adapter's refusal of its flags as an {@link ArgsError} naming the flag: targets that
+ * match no layer (--target-modules), more positions than a layer has (--n); other errors unchanged.
+ */
+function asFlagError(e: unknown, o: MethodOptions): unknown {
+  if (e instanceof TargetError) return new ArgsError(`--target-modules: ${e.message}`);
+  if (e instanceof RangeError && /positions do not fit|n_frequency = /.test(e.message)) {
+    return new ArgsError(`--n ${o.n}: ${e.message}`);
+  }
+  return e;
+}
+
+/**
  * Attach the method to `model`. With `resumeDir` (a checkpoint folder) the trained weights come
  * from there: the adapter for adapter methods (full / head models are loaded from the
  * checkpoint's `model/` by the caller).
@@ -159,7 +192,9 @@ export async function prepareMethod(
   if (config) {
     const peft = resumeDir
       ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
-      : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
+      : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed }).catch((e) => {
+        throw asFlagError(e, o);
+      });
     peft.labelNames ??= o.labelNames;
     return {
       peft,

@@ -51,7 +51,7 @@ import {
   type SamplingFlags,
   samplingOf,
 } from "./load.ts";
-import { writeStdout } from "./output.ts";
+import { checkOutputFolder, writeStdout } from "./output.ts";
 
 const FLAGS = {
   ...MODEL_FLAGS,
@@ -95,12 +95,16 @@ const FLAGS = {
   attention: ATTENTION_FLAG,
 } as const;
 
-/** Refuse an --out that is a directory or the --data file, or that exists, without --overwrite. */
+/**
+ * Refuse an --out whose folder is missing, that is a directory or the --data file, or that exists,
+ * without --overwrite.
+ */
 async function checkOut(
   out: string,
   data: string | undefined,
   overwrite: boolean | undefined,
 ): Promise<void> {
+  await checkOutputFolder("out", out);
   const stat = await statOrNull(out);
   if (!stat) return;
   if (stat.isDirectory) throw new ArgsError(`--out ${out} is a directory: give a file for the predictions`);
@@ -136,8 +140,9 @@ const SPEC: CommandSpec<typeof FLAGS> = {
   flags: FLAGS,
   notes: [
     "examples:",
-    '  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --seq-len 32 --text "Win a free cruise now"',
-    "  (--seq-len as in training: the demo read each e-mail's first 32 tokens)",
+    "  deno run -A cli.ts predict --adapter runs/demo/ssh/adapter --seq-len 32 \\",
+    "    --text $'MAKE MONEY FAST!\\nDear friend, GET RICH with our amazing offer. Act now, limited time only!'",
+    "  (the demo's adapter says spam; --seq-len as in training: the demo read each e-mail's first 32 tokens)",
     '  deno run -A cli.ts predict --model models/default --task causal-lm --text "The jury said" --max-new-tokens 20',
   ].join("\n"),
 };

@@ -49,7 +49,7 @@ const FLAGS = {
   "batch-size": { type: "integer", default: 16, min: 1, help: "windows per step" },
   epochs: { type: "number", default: 1, min: 0.001, help: "passes over the training text" },
   steps: { type: "integer", min: 1, help: "optimiser steps (overrides --epochs)" },
-  lr: { type: "number", default: 3e-3, min: 0, help: "peak learning rate" },
+  lr: { type: "number", default: 3e-3, above: 0, help: "peak learning rate" },
   schedule: { type: "string", choices: ["linear", "cosine", "constant"], default: "cosine", help: "decay" },
   "warmup-ratio": { type: "number", default: 0.03, min: 0, max: 1, help: "share of steps of warmup" },
   "weight-decay": { type: "number", default: 0.01, min: 0, help: "decoupled weight decay of matrices" },

@@ -42,6 +42,22 @@ import { ArgsError } from "./args.ts";
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
 export const BUILTIN_DATA = ["spamassassin", "brown"] as const;
 
+/**
+ * The flags of `train` and `eval` that only some tasks use, and those tasks (the others refuse
+ * them: ignoring them silently would mislead).
+ */
+export const TASK_FLAGS: Readonly<Record<string, readonly TaskName[]>> = {
+  "text-field": ["seq-cls", "token-cls", "causal-lm"],
+  "pair-field": ["seq-cls"],
+  "label-field": ["seq-cls", "token-cls"],
+  regression: ["seq-cls"],
+  "loss-on": ["causal-lm"],
+  "template-kwargs": ["causal-lm"],
+  "group-by-length": ["seq-cls", "token-cls", "causal-lm"],
+  // a causal LM's output layer is no task head
+  "head-lr": ["seq-cls", "token-cls", "image-cls"],
+};
+
 /** The task a model directory's head does, from config.json `architectures[0]`. */
 export function taskOfConfig(config: HfConfig): TaskName | null {
   const arch = config.architectures[0] ?? "";
@@ -191,9 +207,9 @@ async function classificationSplits(
   // held-out rows keep the class balance; regression targets are split at random
   const stratify = regression ? undefined : (e: Example) => e.label;
   if (spec.data === "spamassassin") {
-    if (regression) throw new DataError(`--regression: SpamAssassin's labels are classes`);
+    if (regression) throw new ArgsError(`--regression: SpamAssassin's labels are classes`);
     if (spec.evalData) {
-      throw new DataError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
+      throw new ArgsError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
     }
     // Rows are cut to seqLen tokens anyway; shorter texts tokenize much faster.
     const split = await spamSplit({ maxChars: Math.max(256, spec.seqLen * 8) });
@@ -373,7 +389,7 @@ async function causalSplits(
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {
     if (spec.evalData) {
-      throw new DataError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
+      throw new ArgsError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
     }
     const ids = encode(await loadBrownText());
     ({ train, heldOut } = splitTokens(ids, 0.05));
@@ -562,6 +578,9 @@ export async function readModelConfig(dir: string): Promise<HfConfig> {
       // a relative path is looked up from the working directory: the embedded models/default too
       const where = isAbsolute(dir) ? "" : ` under ${Deno.cwd()}`;
       throw new DataError(`${dir}: not a model directory${where} (no config.json); give --model DIR`);
+    }
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new DataError(`${dir}: not a model directory (it is a file); give --model DIR`);
     }
     throw e;
   }

@@ -46,6 +46,7 @@ import {
   type FlagValues,
   listOf,
   LOSS_ON_FLAG,
+  refuseUnused,
   TEMPLATE_KWARGS_FLAG,
   templateKwargs,
   withArgs,
@@ -56,6 +57,7 @@ import {
   DEFAULT_LR,
   headLrOf,
   type Method,
+  METHOD_FLAGS,
   METHODS,
   prepareMethod,
 } from "./method.ts";
@@ -67,6 +69,7 @@ import {
   ensurePadToken,
   loadSplits,
   readModelConfig,
+  TASK_FLAGS,
   taskOfConfig,
 } from "./setup.ts";
 
@@ -112,7 +115,7 @@ const FLAGS = {
     max: 1,
     help: "SSH share of positions chosen by energy",
   },
-  alpha: { type: "number", default: 150, help: "SSH alpha (FourierFT scaling)" },
+  alpha: { type: "number", default: 150, above: 0, help: "SSH alpha (FourierFT scaling)" },
   transform: { type: "string", choices: TRANSFORMS, default: "dht", help: "SSH spectral transform" },
   selection: {
     type: "string",
@@ -127,7 +130,7 @@ const FLAGS = {
     help: "layers to adapt: comma-separated names, a regex, or all-linear [default: per family]",
   },
   r: { type: "integer", default: 8, min: 1, help: "LoRA rank" },
-  "lora-alpha": { type: "number", default: 16, help: "LoRA alpha" },
+  "lora-alpha": { type: "number", default: 16, above: 0, help: "LoRA alpha" },
   "lora-dropout": { type: "number", default: 0, min: 0, max: 0.99, help: "LoRA dropout" },
   epochs: { type: "number", default: 3, min: 0.001, help: "passes over the training data" },
   steps: { type: "integer", min: 1, help: "optimiser steps (overrides --epochs)" },
@@ -141,7 +144,7 @@ const FLAGS = {
   "seq-len": { type: "integer", default: 128, min: 2, help: "tokens per example (longer rows are cut)" },
   lr: {
     type: "number",
-    min: 0,
+    above: 0,
     help:
       "learning rate of the adapter (or of every weight for full, the head too, unless --head-lr is given) " +
       "[default: ssh/fourierft 0.05, lora 5e-4, full 5e-5]",
@@ -349,14 +352,21 @@ export async function trainCommand(
             `whose held-out split is fixed (SpamAssassin's 20%, the Brown corpus's last 5%)`,
         );
       }
+      refuseUnused(given, METHOD_FLAGS, v.method, `--method ${v.method}`);
       const gpu = await getGpu();
       const flags = spec.adviceFlags ?? Object.keys(FLAGS);
-      if (!v.demo) return (await runTraining(gpu, v, flags, v.resume ? undefined : started)).code;
+      if (!v.demo) return (await runTraining(gpu, v, given, flags, v.resume ? undefined : started)).code;
       if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
       const base = v.out;
-      const head = await runTraining(gpu, { ...v, method: "head", out: join(base, "head-only") }, flags);
+      // the head-only baseline takes the compared method's flags, checked for that method above
+      const head = await runTraining(
+        gpu,
+        { ...v, method: "head", out: join(base, "head-only") },
+        new Set(),
+        flags,
+      );
       if (head.code !== 0) return head.code;
-      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) }, flags);
+      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) }, given, flags);
       if (tuned.code !== 0) return tuned.code;
       const x = head.accuracy, y = tuned.accuracy;
       if (x === undefined || y === undefined) {
@@ -394,12 +404,14 @@ async function headModulesOf(dir: string, config: HfConfig, architecture: string
 }
 
 /**
- * One training run; resolves to the exit code and the final held-out accuracy, if any. Device
- * errors become advice naming `flags` alone.
+ * One training run; resolves to the exit code and the final held-out accuracy, if any. `given`:
+ * the flags given, refused where the task does not use them. Device errors become advice naming
+ * `flags` alone.
  */
 async function runTraining(
   gpu: Gpu,
   v: Values,
+  given: ReadonlySet<string>,
   flags: readonly string[],
   started?: string[],
 ): Promise<{ code: number; accuracy?: number }> {
@@ -449,6 +461,7 @@ async function runTraining(
   if (v.regression && task !== "seq-cls") {
     throw new ArgsError(`--regression trains a sequence classifier's head (the task here is ${task})`);
   }
+  refuseUnused(given, TASK_FLAGS, task, `task ${task}`);
   // real-valued labels: asked for, or the model's head is a regression head already
   const regression = task === "seq-cls" &&
     (v.regression || config.problemType === "regression" || existingHead === 1);

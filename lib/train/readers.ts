@@ -155,8 +155,7 @@ function formatOf(path: string): DataFormat {
   if (ext === "jsonl" || ext === "ndjson" || ext === "json") return "jsonl";
   if (ext === "csv" || ext === "tsv" || ext === "parquet") return ext;
   throw new DataError(
-    `${path}: unknown data format (expected a .jsonl, .csv, .tsv or .parquet file; the format option names it ` +
-      `otherwise)`,
+    `${path}: unknown data format (expected a .jsonl, .ndjson, .json, .csv, .tsv or .parquet file)`,
   );
 }
 

@@ -418,6 +418,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       for (const b of batches) result.tokens += batchTokens(b);
       opts.progress?.update(step, { tokens: result.tokens });
       if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
+      // a turn of the event loop, so that a signal listener (Ctrl-C) runs before shouldStop is asked
+      await new Promise((resolve) => setTimeout(resolve, 0));
       const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
       const saving = saveEvery > 0 && step % saveEvery === 0 && step < totalSteps;
       // evaluated even when stopping here, so that a resumed run has every evaluation
