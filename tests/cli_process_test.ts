@@ -5,7 +5,7 @@
  */
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, withTempDir, writeToyData } from "./train_helpers.ts";
+import { GPT2, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 Deno.test("train: Ctrl-C between log steps stops after the current step with a checkpoint, exit 130", async () => {
   await withTempDir("hartley_sigint_", async (dir) => {
@@ -13,29 +13,14 @@ Deno.test("train: Ctrl-C between log steps stops after the current step with a c
     const out = `${dir}/run`;
     const steps = 400;
     const child = new Deno.Command(Deno.execPath(), {
+      // tinyRun's options, but with the progress display the test waits for
       args: [
         "run",
         "-A",
         "cli.ts",
-        "train",
-        "--model",
-        GPT2,
-        "--data",
-        data,
-        "--seq-len",
-        "12",
-        "--batch-size",
-        "8",
-        "--n",
-        "24",
-        "--steps",
-        String(steps),
-        "--log-every",
-        "1000",
-        "--save-every",
-        "0",
-        "--out",
-        out,
+        ...tinyRun(data, out, ["--steps", String(steps), "--log-every", "1000", "--save-every", "0"]).filter((
+          a,
+        ) => a !== "--quiet"),
       ],
       stdout: "null",
       stderr: "piped",

@@ -100,21 +100,32 @@ Deno.test("vit: gradients agree with a finite difference of the loss", async () 
   ]);
 });
 
-Deno.test("vit: the bare ViTModel gives the encoder output, last_hidden_state and the pooler's", async () => {
-  const gpu = await getGpu();
-  const rng = new Prng(3);
-  const dir = await editedModel(DIR, (t) => {
+/**
+ * A copy of the fixture as a bare ViTModel (no "vit." prefix, no classifier) with the pooler's
+ * dense weight [64, 64] and bias given, and config.json's pooler_act set (undefined: absent).
+ */
+function bareVit(pooler: { weight: Float32Array; bias: Float32Array }, act?: string): Promise<string> {
+  return editedModel(DIR, (t) => {
     for (const name of Object.keys(t)) {
       if (name.startsWith("vit.")) t[name.slice(4)] = t[name];
       delete t[name];
     }
-    t["pooler.dense.weight"] = {
-      dtype: "F32",
-      shape: [64, 64],
-      data: rng.normals(64 * 64).map((v) => v * 0.02),
-    };
-    t["pooler.dense.bias"] = { dtype: "F32", shape: [64], data: new Float32Array(64) };
-  }, (json) => json.architectures = ["ViTModel"]);
+    t["pooler.dense.weight"] = { dtype: "F32", shape: [64, 64], data: pooler.weight };
+    t["pooler.dense.bias"] = { dtype: "F32", shape: [64], data: pooler.bias };
+  }, (json) => {
+    json.architectures = ["ViTModel"];
+    if (act) json.pooler_act = act;
+    else delete json.pooler_act;
+  });
+}
+
+Deno.test("vit: the bare ViTModel gives the encoder output, last_hidden_state and the pooler's", async () => {
+  const gpu = await getGpu();
+  const rng = new Prng(3);
+  const dir = await bareVit({
+    weight: rng.normals(64 * 64).map((v) => v * 0.02),
+    bias: new Float32Array(64),
+  });
   try {
     const model = await loadModel(gpu, dir);
     const cls = await loadModel(gpu, DIR);
@@ -146,22 +157,10 @@ Deno.test("vit: the pooler applies config.json's pooler_act (tanh by default), a
   ]];
   for (const [act, f] of acts) {
     const rng = new Prng(3);
-    const dir = await editedModel(DIR, (t) => {
-      for (const name of Object.keys(t)) {
-        if (name.startsWith("vit.")) t[name.slice(4)] = t[name];
-        delete t[name];
-      }
-      t["pooler.dense.weight"] = {
-        dtype: "F32",
-        shape: [64, 64],
-        data: rng.normals(64 * 64).map((v) => v * 0.3),
-      };
-      t["pooler.dense.bias"] = { dtype: "F32", shape: [64], data: rng.normals(64) };
-    }, (json) => {
-      json.architectures = ["ViTModel"];
-      if (act) json.pooler_act = act;
-      else delete json.pooler_act;
-    });
+    const dir = await bareVit(
+      { weight: rng.normals(64 * 64).map((v) => v * 0.3), bias: rng.normals(64) },
+      act,
+    );
     try {
       const model = await loadModel(gpu, dir);
       const out = noGrad(() => tidy(() => model.forward(batch))) as VitOutput;
