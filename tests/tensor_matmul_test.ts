@@ -104,3 +104,28 @@ Deno.test("matmul shape errors name the shapes", async () => {
   );
   assertThrows(() => T.linear(a, T.Tensor.zeros(gpu, [4, 3]), T.Tensor.zeros(gpu, [3])), "bias");
 });
+
+Deno.test("linear and matmul with an empty inner size: zeros, or the bias in every row (nn.Linear(0, n))", async () => {
+  const gpu = await getGpu();
+  const bias = [1, 2, 3];
+  for (const shape of [[2, 0], [2, 4, 0]]) {
+    const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const x = T.Tensor.from(gpu, [], shape), w = T.Tensor.from(gpu, [], [3, 0]);
+    const b = leaf(gpu, arr(Float64Array.from(bias), [3]));
+    const y = T.linear(x, w, b);
+    await expectClose(
+      y,
+      arr(Float64Array.from({ length: rows * 3 }, (_, i) => bias[i % 3]), [...shape.slice(0, -1), 3]),
+      0,
+      `linear ${shape}`,
+    );
+    T.sum(y).backward();
+    await expectClose(b.grad, arr(Float64Array.from([rows, rows, rows]), [3]), 0, `bias gradient ${shape}`);
+    await expectClose(
+      T.linear(x, w),
+      arr(new Float64Array(rows * 3), [...shape.slice(0, -1), 3]),
+      0,
+      `no bias ${shape}`,
+    );
+  }
+});

@@ -9,6 +9,7 @@ import { encodeMatmul, type MatmulOptions } from "../../linalg/matmul.ts";
 import { record } from "../autograd.ts";
 import { fmt, numel, sameShape } from "../shape.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
+import { stridedCopy } from "./copy.ts";
 import { transpose } from "./layout.ts";
 import { sumTo } from "./reduce.ts";
 import { expectDtype } from "./util.ts";
@@ -144,6 +145,8 @@ function product3(op: string, a: Tensor, b: Tensor, bias: Tensor | null, opts: M
     alpha,
     bias: bias?.buffer,
   });
+  // no product (k = 0): the bias alone in every row, as nn.Linear(0, n) gives
+  if (k === 0 && bias && out.size > 0) stridedCopy(bias, out, [out.size / n, n], [0, 1], [n, 1]);
   const aShape = a.shape, bShape = b.shape;
   return record(op, out, bias ? [a, b, bias] : [a, b], [a, b], (g, [va, vb], need, acc) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
