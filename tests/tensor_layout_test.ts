@@ -11,7 +11,7 @@ import {
   zeros,
 } from "../lib/tensor/reference/array.ts";
 import { copyAll, stridedCopy } from "../lib/tensor/ops/copy.ts";
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
 
 const TOL = 1e-6;
@@ -47,6 +47,10 @@ Deno.test("sum and mean over axes, forward and backward", async () => {
       await expectClose(tx.grad, gx, TOL, `${op} grad ${shape}`);
     }
   }
+  // over an empty axis: a sum of nothing is 0, a mean NaN (as torch)
+  const empty = T.Tensor.from(gpu, [], [3, 0]);
+  assertEquals([...await T.sum(empty, 1).toArray()], [0, 0, 0]);
+  assert([...await T.mean(empty, 1).toArray()].every(Number.isNaN), "the mean of nothing");
   const k = T.sum(T.Tensor.from(gpu, [1, 2, 3, 4, 5, 6], [2, 3]), -1, true);
   assertEquals(k.shape, [2, 1]);
   assertEquals([...await k.toArray()], [6, 15]);

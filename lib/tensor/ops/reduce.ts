@@ -44,7 +44,10 @@ export function reduceRaw(
   outShape: readonly number[],
 ): Tensor {
   const gpu = x.gpu;
-  if (x.size === 0) return Tensor.zeros(gpu, outShape);
+  // nothing to sum: 0 (times the scale: a mean's NaN)
+  if (x.size === 0) {
+    return Number.isNaN(scale) ? Tensor.full(gpu, outShape, NaN) : Tensor.zeros(gpu, outShape);
+  }
   if (x.buffer.size <= bindingLimit(gpu)) {
     return reduceWindow(x, x.buffer, 0, x.shape, reduced, scale, outShape);
   }
@@ -151,7 +154,7 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepDims = fa
   expectDtype("mean", "f32", x);
   const plan = axesPlan(x, axes, keepDims, "mean");
   const xs = x.shape;
-  const inv = plan.count > 0 ? 1 / plan.count : 0;
+  const inv = plan.count > 0 ? 1 / plan.count : NaN; // the mean of nothing is NaN, as torch's
   return record(
     "mean",
     reduceRaw(x, plan.reduced, inv, plan.shape),
