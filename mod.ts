@@ -51,6 +51,16 @@ export {
   type TensorOptions,
 } from "./lib/tensor/mod.ts";
 export { type GradNode, type GradRule } from "./lib/tensor/autograd.ts";
+// the errors that public functions throw, for `instanceof`
+export { ShapeError } from "./lib/models/shapes.ts";
+export { TargetError } from "./lib/peft/targets.ts";
+export { TokenizerError } from "./lib/io/tokenizer.ts";
+export { HfConfigError } from "./lib/io/hf_config.ts";
+export { SafetensorsError } from "./lib/io/safetensors.ts";
+export { ParquetError } from "./lib/io/parquet.ts";
+export { ImageError } from "./lib/io/image.ts";
+export { CsvError } from "./lib/train/csv.ts";
+export { CacheRotationError } from "./lib/models/kv_cache.ts";
 export {
   type LinearShape,
   type ModelShapes,

@@ -13,7 +13,7 @@ import {
   type TrainResult,
 } from "../mod.ts";
 import { readRunLog } from "../lib/train/log.ts";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 /**
@@ -188,4 +188,34 @@ Deno.test("--save-best on regression data whose held-out labels are all equal (P
     assertEquals(evals.map((x) => [x.step, x.pearson]), [[2, "NaN"], [4, "NaN"]]);
     assert(r.err.includes("no best held-out pearson: every evaluation's was NaN"), r.err);
   });
+});
+
+Deno.test("train refuses a task the model's head is not for, naming both", async () => {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, GPT2, { task: "seq-cls", numLabels: 2 });
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    model.config.padTokenId ??= tokenizer.padId;
+    const peft = await attachAdapter(model, sshConfig({ n: 8, taskType: "SEQ_CLS" }));
+    const examples = Array.from({ length: 8 }, (_, i) => ({ text: `row ${i}`, label: i % 2 }));
+    const data = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength: 8 }), {
+      batchSize: 4,
+    });
+    await assertRejects(
+      () =>
+        train({
+          model,
+          task: "causal-lm",
+          data,
+          groups: adapterGroups(peft, { lr: 0.01, headLr: 0.01 }),
+          totalSteps: 1,
+          warmupSteps: 0,
+          seed: 0,
+        }),
+      Error,
+      `train: task "causal-lm", but the model has a seq-cls head`,
+    );
+  } finally {
+    model.dispose();
+  }
 });

@@ -83,3 +83,25 @@ Deno.test("the README's TypeScript examples are the example files", async () => 
     assert(blocks.includes(body), `README.md should show examples/${name} from its imports on, as it is`);
   }
 });
+
+Deno.test("the module exports every error class the library names in @throws (the CLI's aside)", async () => {
+  const hartley: Record<string, unknown> = await import("../mod.ts");
+  const named = new Set<string>();
+  for await (const file of walkTs(new URL("../lib/", import.meta.url).pathname)) {
+    for (const m of (await Deno.readTextFile(file)).matchAll(/@throws \{?([A-Z]\w*Error)\b/g)) {
+      named.add(m[1]);
+    }
+  }
+  assert(named.size >= 3, `@throws tags found: ${[...named]}`);
+  const builtIn = (name: string) => name in globalThis;
+  for (const name of [...named, "TokenizerError", "SafetensorsError"].filter((n) => !builtIn(n))) {
+    assert(typeof hartley[name] === "function", `mod.ts exports ${name}`);
+  }
+});
+
+async function* walkTs(dir: string): AsyncGenerator<string> {
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isDirectory && e.name !== "cli") yield* walkTs(`${dir}${e.name}/`);
+    else if (e.name.endsWith(".ts")) yield `${dir}${e.name}`;
+  }
+}

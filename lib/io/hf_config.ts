@@ -322,6 +322,7 @@ export async function loadGenerationConfig(dir: string): Promise<GenerationConfi
 
 /** A config.json that is malformed, unsupported or missing a field. */
 export class HfConfigError extends Error {
+  /** Always "HfConfigError". */
   override name = "HfConfigError";
 }
 

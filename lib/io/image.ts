@@ -44,6 +44,7 @@ export interface ImageProcessorConfig {
 
 /** A preprocessor_config.json that this module cannot follow, or an image of the wrong size. */
 export class ImageError extends Error {
+  /** Always "ImageError". */
   override name = "ImageError";
 }
 

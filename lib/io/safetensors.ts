@@ -16,6 +16,7 @@ import { type Dtype, DTYPES, fromFloat, isDtype, toFloat32, type TypedArray } fr
 
 /** A malformed or inconsistent safetensors file, index or tensor. */
 export class SafetensorsError extends Error {
+  /** Always "SafetensorsError". */
   override name = "SafetensorsError";
 }
 

@@ -62,6 +62,7 @@ export interface Batch {
 
 /** A tokenizer.json or tokenizer/model mismatch the package cannot handle. */
 export class TokenizerError extends Error {
+  /** Always "TokenizerError". */
   override name = "TokenizerError";
 }
 

@@ -36,6 +36,7 @@ export interface KvCacheShape {
  */
 export class CacheRotationError extends Error {
   /** "CacheRotationError". */
+  /** Always "CacheRotationError". */
   override name = "CacheRotationError";
 }
 

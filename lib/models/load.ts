@@ -35,7 +35,12 @@ export { type BuildContext, type Family, registeredFamilies, registerFamily } fr
 export interface LoadModelOptions {
   /** The head to build; default: the one of config.json `architectures[0]`. */
   task?: ModelTask;
-  /** Labels of a classification head (default: the config's id2label / num_labels). */
+  /**
+   * Labels of a classification head (default: the config's id2label / num_labels). A count the
+   * checkpoint's head does not have starts the head's mismatched tensors new and keeps the others
+   * (a RoBERTa head's dense layer), as transformers' `ignore_mismatched_sizes`; `newHead` starts all
+   * of it new.
+   */
   numLabels?: number;
   /** Storage of the frozen matrices: "f32" (default) or "f16" (needs `gpu.f16`). */
   dtype?: WeightDtype;

@@ -77,6 +77,7 @@ export interface ModelShapes {
 
 /** An architecture that is not supported, or a checkpoint that does not match the shapes. */
 export class ShapeError extends Error {
+  /** Always "ShapeError". */
   override name = "ShapeError";
 }
 

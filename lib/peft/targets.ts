@@ -69,6 +69,7 @@ export function addsClassifierHeads(taskType: string | null | undefined): boolea
 
 /** A target or module name that matches nothing in the model. */
 export class TargetError extends Error {
+  /** Always "TargetError". */
   override name = "TargetError";
 }
 

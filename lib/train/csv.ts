@@ -21,6 +21,7 @@ export interface CsvRecord {
 
 /** A CSV text that breaks RFC 4180 (an unclosed quote, text after a closing quote). */
 export class CsvError extends Error {
+  /** Always "CsvError". */
   override name = "CsvError";
 }
 

@@ -67,7 +67,7 @@ export interface ParamGroupSpec {
 export interface TrainOptions {
   /** The model to train (with its adapter attached, if any). */
   model: Model;
-  /** How a batch's loss is taken: "causal-lm", "seq-cls" or "image-cls". */
+  /** How a batch's loss is taken: "causal-lm", "seq-cls", "token-cls" or "image-cls" (the model's head). */
   task: TaskName;
   /** Training batches: step s trains on `data.batch(data.positionAt(s))` (see `accumulate`). */
   data: BatchSource;
@@ -89,7 +89,7 @@ export interface TrainOptions {
   decay?: ScheduleOptions["decay"];
   /** Clip gradients to this global norm (off when undefined). */
   maxGradNorm?: number;
-  /** Keys data order and dropout. */
+  /** Keys dropout (the data order is the BatchIterator's own seed). */
   seed: number;
   /** Steps between loss readbacks / log lines (default 10). */
   logEvery?: number;
@@ -207,6 +207,13 @@ interface DropoutKeyed {
 /** Run (or continue) a training run; see the module doc. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { model, task, data, totalSteps } = opts;
+  if (model.task !== task) {
+    throw new Error(
+      `train: task "${task}", but the model has ${
+        model.task === "base" ? "no head" : `a ${model.task} head`
+      }`,
+    );
+  }
   const micro = opts.accumulate ?? 1;
   if (!(Number.isInteger(micro) && micro >= 1)) {
     throw new RangeError(`train: accumulate must be an integer ≥ 1, got ${micro}`);
