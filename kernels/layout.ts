@@ -48,15 +48,15 @@ struct P { n: u32, soff: u32, doff: u32, ${stridedFields(rank, ["s", "t"])} }
 }
 
 /**
- * Slice's gradient in one pass: y [outer, n, inner] (32-bit words) holds x [outer, width, inner]
- * at rows [lo, lo + width) of its middle axis and zeros elsewhere. Uniform
- * `{ count, n, inner, lo, width }`.
+ * Slice's gradient in one pass: y [outer, n, inner] (32-bit words, from element `yoff`) holds
+ * x [outer, width, inner] (from element `xoff`) at rows [lo, lo + width) of its middle axis and
+ * zeros elsewhere. Uniform `{ count, n, inner, lo, width, xoff, yoff }`.
  */
 export const padKernel: Kernel = {
   name: "layout.pad",
   code: `@group(0) @binding(0) var<storage, read> x: array<u32>;
 @group(0) @binding(1) var<storage, read_write> y: array<u32>;
-struct P { count: u32, n: u32, inner: u32, lo: u32, width: u32 }
+struct P { count: u32, n: u32, inner: u32, lo: u32, width: u32, xoff: u32, yoff: u32 }
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(256) fn main(${BUILTINS}) {
   ${linearId()}
@@ -65,7 +65,7 @@ struct P { count: u32, n: u32, inner: u32, lo: u32, width: u32 }
   let j = (i / p.inner) % p.n;
   let o = i / (p.inner * p.n);
   var v = 0u;
-  if (j >= p.lo && j < p.lo + p.width) { v = x[(o * p.width + j - p.lo) * p.inner + r]; }
-  y[i] = v;
+  if (j >= p.lo && j < p.lo + p.width) { v = x[p.xoff + (o * p.width + j - p.lo) * p.inner + r]; }
+  y[p.yoff + i] = v;
 }`,
 };

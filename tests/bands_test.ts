@@ -255,3 +255,45 @@ Deno.test("slicing rows out of a tensor over one binding is a buffer copy", asyn
   });
   x.dispose();
 });
+
+Deno.test("slice over one storage binding: forward and gradient in bands of whole outer blocks equal one band's", async () => {
+  const gpu = await getGpu();
+  // [13, 9, 7] f32: 252 bytes an outer block, 3276 in all; a 1 KiB limit takes 3 blocks a band
+  const shape = [13, 9, 7];
+  const p = new Prng(8);
+  const data = Float32Array.from(p.normals(13 * 9 * 7));
+  for (const [axis, lo, hi] of [[1, 2, 7], [1, 0, 1], [2, 3, 7], [1, 8, 9]]) {
+    const g = Float32Array.from(p.normals(13 * (axis === 1 ? hi - lo : 9) * (axis === 2 ? hi - lo : 7)));
+    const run = async () => {
+      const x = Tensor.from(gpu, data, shape, { requiresGrad: true });
+      const y = slice(x, axis, lo, hi);
+      y.backward(Tensor.from(gpu, g, y.shape));
+      // pooled buffers full of NaN first would show an unwritten gradient element
+      const out = { y: await y.toArray(), dx: await x.grad!.toArray() };
+      x.grad!.dispose();
+      x.dispose();
+      return out;
+    };
+    for (const junk of [0, 1, 2].map(() => Tensor.full(gpu, shape, NaN))) junk.dispose();
+    const whole = await run();
+    for (const junk of [0, 1, 2].map(() => Tensor.full(gpu, shape, NaN))) junk.dispose();
+    const banded = await limited(1024, run);
+    const what = `axis ${axis} [${lo}, ${hi})`;
+    assertEquals(Array.from(banded.y), Array.from(whole.y), `${what}: y`);
+    assertEquals(Array.from(banded.dx), Array.from(whole.dx), `${what}: dx`);
+    // and right: y the window, dx g in it and zeros around
+    const at = (i: number, j: number, k: number) => (i * 9 + j) * 7 + k;
+    const [w1, w2] = axis === 1 ? [hi - lo, 7] : [9, hi - lo];
+    for (let i = 0; i < 13; i++) {
+      for (let j = 0; j < 9; j++) {
+        for (let k = 0; k < 7; k++) {
+          const [jj, kk] = axis === 1 ? [j - lo, k] : [j, k - lo];
+          const inside = jj >= 0 && jj < w1 && kk >= 0 && kk < w2;
+          const e = (i * w1 + jj) * w2 + kk;
+          assertEquals(whole.dx[at(i, j, k)], inside ? g[e] : 0, `${what}: dx at ${[i, j, k]}`);
+          if (inside) assertEquals(whole.y[e], data[at(i, j, k)], `${what}: y at ${[i, j, k]}`);
+        }
+      }
+    }
+  }
+});

@@ -11,7 +11,8 @@ Deno.test("bench/step.ts: one SSH and one LoRA step of a small RoBERTa, with a k
   // 2 layers × (query, value) × 750 coefficients, plus the classifier (64·64 + 64 + 64·2 + 2)
   assertEquals(ssh.trainable, 4 * 750 + 64 * 64 + 64 + 64 * 2 + 2);
   assert(Number.isFinite(ssh.loss) && ssh.loss > 0, `loss ${ssh.loss}`);
-  assert(ssh.wallMs > 0 && ssh.dispatches > 0, JSON.stringify(ssh));
+  // wall time is a difference of two timings (2N steps less N): with N = 1 on a busy CPU it may be < 0
+  assert(Number.isFinite(ssh.wallMs) && ssh.dispatches > 0, JSON.stringify(ssh));
   if (gpu.timestamps) {
     const names = ssh.kernels!.map((k) => k.name);
     assert(names.includes("sparse.product") && names.some((n) => n.startsWith("fht.")), names.join(", "));

@@ -6,8 +6,8 @@
 import { record } from "../autograd.ts";
 import { contiguousStrides, fmt, normAxis, numel } from "../shape.ts";
 import { type DType, isQuantized, Tensor } from "../tensor.ts";
-import { padKernel } from "../../../kernels/layout.ts";
-import { bindingLimit } from "../../gpu/bands.ts";
+import { copyKernel, padKernel } from "../../../kernels/layout.ts";
+import { bandBinding, bindingLimit, type RowBand, rowBands } from "../../gpu/bands.ts";
 import { stridedCopy } from "./copy.ts";
 import { dequantizeInto } from "./quant.ts";
 import { launch, u32s } from "./util.ts";
@@ -64,19 +64,75 @@ export function slice(x: Tensor, axis: number, start: number, end?: number): Ten
   const shape = x.shape.map((d, i) => (i === ax ? hi - lo : d));
   const out = Tensor.empty(x.gpu, shape, x.dtype);
   const strides = contiguousStrides(x.shape);
-  stridedCopy(x, out, shape, strides, contiguousStrides(shape), lo * strides[ax]);
+  // [outer, n, inner] around the axis; over one storage binding, whole outer blocks a band
+  const inner = strides[ax], outer = x.size / (n * inner), width = hi - lo;
+  const banded = ax > 0 && (x.dtype === "f32" || x.dtype === "i32") && x.buffer.size > bindingLimit(x.gpu);
+  if (!banded) stridedCopy(x, out, shape, strides, contiguousStrides(shape), lo * strides[ax]);
+  else {
+    for (const [band, o] of blockBands(x, out, outer, n * inner, width * inner)) {
+      const count = band.rows * width * inner;
+      const params = u32s(
+        count,
+        band.base + lo * inner,
+        o.base,
+        band.rows,
+        width * inner,
+        n * inner,
+        1,
+        width * inner,
+        1,
+      );
+      launch(
+        x.gpu,
+        copyKernel(2, "u32", "u32"),
+        [bandBinding(x.gpu, x.buffer, band), o.binding],
+        count,
+        params,
+      );
+    }
+  }
   const xs = x.shape;
   return record("slice", out, [x], [], (g) => {
-    // zeros around g in one pass where gx fits a binding (a clear would end the compute pass)
-    if (4 * x.size <= bindingLimit(g.gpu)) {
+    // zeros around g in one pass, in whole outer blocks a band over one storage binding (a
+    // clear would end the compute pass)
+    if (4 * x.size <= bindingLimit(g.gpu) || ax > 0) {
       const gx = Tensor.empty(g.gpu, xs);
-      const inner = strides[ax], n = xs[ax];
-      launch(g.gpu, padKernel, [g.buffer, gx.buffer], x.size, u32s(x.size, n, inner, lo, hi - lo));
+      for (const [band, o] of blockBands(gx, g, outer, n * inner, width * inner)) {
+        const count = band.rows * n * inner;
+        const params = u32s(count, n, inner, lo, width, o.base, band.base);
+        launch(g.gpu, padKernel, [o.binding, bandBinding(g.gpu, gx.buffer, band)], count, params);
+      }
       return [gx];
     }
+    // along the first axis g is one run of gx: a buffer copy, which binds nothing
     const gx = Tensor.zeros(g.gpu, xs);
     stridedCopy(g, gx, g.shape, contiguousStrides(g.shape), strides, 0, lo * strides[ax]);
     return [gx];
+  });
+}
+
+/**
+ * Bands of `rows` rows of a [rows, wide] tensor (32-bit elements) with, for each, the window of a
+ * [rows, narrow] one that holds the same rows and the element of its first row there.
+ */
+function blockBands(
+  wide: Tensor,
+  narrow: Tensor,
+  rows: number,
+  wideRow: number,
+  narrowRow: number,
+): [RowBand, { binding: ReturnType<typeof bandBinding>; base: number }][] {
+  const gpu = wide.gpu, align = gpu.limits.minStorageBufferOffsetAlignment;
+  return rowBands(gpu, rows, wideRow, "slice").map((band) => {
+    const from = band.first * narrowRow * 4, start = Math.floor(from / align) * align;
+    const window = {
+      first: band.first,
+      rows: band.rows,
+      start,
+      size: from - start + band.rows * narrowRow * 4,
+      base: 0,
+    };
+    return [band, { binding: bandBinding(gpu, narrow.buffer, window), base: (from - start) / 4 }];
   });
 }
 
