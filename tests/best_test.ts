@@ -16,6 +16,20 @@ import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
+/** GPT-2 as a 2-class classifier with SSH, and 16 short rows of alternating labels, 4 a batch. */
+async function smallClassifier() {
+  const gpu = await getGpu();
+  const model = await loadModel(gpu, GPT2, { task: "seq-cls", numLabels: 2 });
+  const tokenizer = await loadModelTokenizer(model.config);
+  model.config.padTokenId ??= tokenizer.padId;
+  const peft = await attachAdapter(model, sshConfig({ n: 8, taskType: "SEQ_CLS" }));
+  const examples = Array.from({ length: 16 }, (_, i) => ({ text: `row ${i}`, label: i % 2 }));
+  const data = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength: 8 }), {
+    batchSize: 4,
+  });
+  return { model, peft, data };
+}
+
 /**
  * Train the GPT-2 fixture for up to 6 steps, evaluating after each with `score(step)` standing in
  * for the held-out accuracy (or loss); `stopAt` ends the session there with a checkpoint, `resume`
@@ -27,16 +41,8 @@ async function scripted(
   opts: { metric?: "accuracy" | "loss" | "pearson"; patience?: number; stopAt?: number; resume?: boolean } =
     {},
 ): Promise<{ result: TrainResult; saves: string[] }> {
-  const gpu = await getGpu();
-  const model = await loadModel(gpu, GPT2, { task: "seq-cls", numLabels: 2 });
+  const { model, peft, data } = await smallClassifier();
   try {
-    const tokenizer = await loadModelTokenizer(model.config);
-    model.config.padTokenId ??= tokenizer.padId;
-    const peft = await attachAdapter(model, sshConfig({ n: 8, taskType: "SEQ_CLS" }));
-    const examples = Array.from({ length: 16 }, (_, i) => ({ text: `row ${i}`, label: i % 2 }));
-    const data = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength: 8 }), {
-      batchSize: 4,
-    });
     const resumeFrom = opts.resume ? await loadCheckpoint(out) : undefined;
     let step = resumeFrom?.state.step ?? 0;
     const saves: string[] = [];
@@ -191,16 +197,8 @@ Deno.test("--save-best on regression data whose held-out labels are all equal (P
 });
 
 Deno.test("train refuses a task the model's head is not for, naming both", async () => {
-  const gpu = await getGpu();
-  const model = await loadModel(gpu, GPT2, { task: "seq-cls", numLabels: 2 });
+  const { model, peft, data } = await smallClassifier();
   try {
-    const tokenizer = await loadModelTokenizer(model.config);
-    model.config.padTokenId ??= tokenizer.padId;
-    const peft = await attachAdapter(model, sshConfig({ n: 8, taskType: "SEQ_CLS" }));
-    const examples = Array.from({ length: 8 }, (_, i) => ({ text: `row ${i}`, label: i % 2 }));
-    const data = new BatchIterator(new ClassificationDataset(examples, tokenizer, { maxLength: 8 }), {
-      batchSize: 4,
-    });
     await assertRejects(
       () =>
         train({
