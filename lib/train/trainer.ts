@@ -426,7 +426,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       opts.progress?.update(step, { tokens: result.tokens });
       if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
       // a turn of the event loop, so that a signal listener (Ctrl-C) runs before shouldStop is asked
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await nextTurn();
       const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
       const saving = saveEvery > 0 && step % saveEvery === 0 && step < totalSteps;
       // evaluated even when stopping here, so that a resumed run has every evaluation
@@ -467,6 +467,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     result.seconds = (performance.now() - started) / 1000;
   }
   return result;
+}
+
+/**
+ * One turn of the event loop (pending signals are delivered), through a message: a 0 ms
+ * setTimeout waits for the timer's floor instead, ≈ 2 ms a step in Deno.
+ */
+function nextTurn(): Promise<void> {
+  const { port1, port2 } = new MessageChannel();
+  return new Promise((resolve) => {
+    port1.onmessage = () => {
+      port1.close();
+      port2.close();
+      resolve();
+    };
+    port2.postMessage(null);
+  });
 }
 
 /**
