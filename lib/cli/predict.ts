@@ -37,6 +37,7 @@ import {
   GENERATION_FLAGS,
   listOf,
   MODEL_FLAGS,
+  refuseUnused,
   stopTexts,
   templateKwargs,
   withArgs,
@@ -116,23 +117,11 @@ async function checkOut(
   if (!overwrite) throw new ArgsError(`--out ${out} already exists: pass --overwrite to replace it`);
 }
 
-/** The flags of generation, which a classifier or tagger would ignore. */
-const GENERATING = [...Object.keys(GENERATION_FLAGS), "chat", "system"];
-
-/** Refuse flags the model's task does not use (silently ignoring them would mislead). */
-function checkFlagsFor(task: string, given: Set<string>): void {
-  const unused = task === "causal-lm"
-    ? (given.has("labels") ? ["labels"] : [])
-    : GENERATING.filter((f) => given.has(f));
-  if (unused.length > 0) {
-    throw new ArgsError(
-      `${unused.map((f) => `--${f}`).join(", ")} ${
-        unused.length > 1 ? "do" : "does"
-      } not apply to a ${task} model` +
-        (task === "causal-lm" ? " (it continues texts)" : " (they shape generated text)"),
-    );
-  }
-}
+/** The tasks each task-bound flag applies to: generation's to a causal LM, --labels to the others. */
+const PREDICT_FLAGS: Readonly<Record<string, readonly string[]>> = Object.fromEntries([
+  ...[...Object.keys(GENERATION_FLAGS), "chat", "system"].map((f) => [f, ["causal-lm"]]),
+  ["labels", ["seq-cls", "token-cls", "image-cls"]],
+]);
 
 const SPEC: CommandSpec<typeof FLAGS> = {
   name: "predict",
@@ -168,7 +157,7 @@ export function predictCommand(args: string[]): Promise<number> {
       });
       const { model, task, tokenizer } = loaded;
       try {
-        checkFlagsFor(task, given);
+        refuseUnused(given, PREDICT_FLAGS, task, `a ${task} model`);
         if (task === "image-cls" && v.data === undefined) {
           throw new ArgsError(
             `${loaded.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
