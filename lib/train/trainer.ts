@@ -471,7 +471,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
 /**
  * One turn of the event loop (pending signals are delivered), through a message: a 0 ms
- * setTimeout waits for the timer's floor instead, ≈ 2 ms a step in Deno.
+ * setTimeout waits for the timer's floor instead, ≈ 2 ms a step in Deno (`bench/event_loop.ts`).
  */
 function nextTurn(): Promise<void> {
   const { port1, port2 } = new MessageChannel();
