@@ -12,6 +12,16 @@ const vit = parseHfConfig(JSON.parse(await Deno.readTextFile(`${VIT}config.json`
 const processor = parseImageProcessorConfig(null, vit, "defaults"); // resize to 32×32, mean 0.5, std 0.5
 const pixelsOf = (p: Float32Array | (() => Float32Array)) => typeof p === "function" ? p() : p;
 
+/** The images of the fixture's class folders, in the order they are read. */
+const FOLDER_FILES = [
+  "cat/cat0.png",
+  "cat/cat1.jpg",
+  "cat/cat2.png",
+  "dog/dog0.png",
+  "dog/dog1.jpg",
+  "dog/dog2.png",
+];
+
 Deno.test("decodeImage: PNG (every mode, interlaced) and JPEG (4:4:4, 4:2:0, gray) decode as Pillow does", async () => {
   const { pillow, images } = JSON.parse(await Deno.readTextFile(`${IMAGES}decoded.json`));
   assertEquals(pillow, "12.3.0");
@@ -182,14 +192,7 @@ Deno.test("image folders: links to class folders and files are followed, loops a
       assertEquals(data.examples.map((e) => e.label), [0, 0, 0, 1, 1, 1]);
       assertEquals(lines, [`${dir}: skipped 1 file not PNG or JPEG (cat/notes.txt)`]);
       const unlabelled = await readImages(dir, processor);
-      assertEquals(unlabelled.map((x) => x.source.slice(dir.length + 1)), [
-        "cat/cat0.png",
-        "cat/cat1.jpg",
-        "cat/cat2.png",
-        "dog/dog0.png",
-        "dog/dog1.jpg",
-        "dog/dog2.png",
-      ]);
+      assertEquals(unlabelled.map((x) => x.source.slice(dir.length + 1)), FOLDER_FILES);
       assertEquals(lines[1], `${dir}: skipped 2 files not PNG or JPEG (e.g. cat/notes.txt)`);
       await Deno.symlink(`${dir}/absent.png`, `${dir}/cat/broken.png`);
       await assertRejects(
@@ -287,14 +290,7 @@ Deno.test("train a ViT on an image folder; predict labels its images as eval sco
     const p = await runCli(["predict", ...model, "--data", `${IMAGES}folder`, "--out", out]);
     assertEquals(p.code, 0, p.err);
     const rows = (await Deno.readTextFile(out)).trim().split("\n").map((l) => JSON.parse(l));
-    assertEquals(rows.map((r) => r.file.split("/").slice(-2).join("/")), [
-      "cat/cat0.png",
-      "cat/cat1.jpg",
-      "cat/cat2.png",
-      "dog/dog0.png",
-      "dog/dog1.jpg",
-      "dog/dog2.png",
-    ]);
+    assertEquals(rows.map((r) => r.file.split("/").slice(-2).join("/")), FOLDER_FILES);
     const right = rows.filter((r, i) => r.id === (i < 3 ? 0 : 1)).length;
     assertClose([right / 6], [JSON.parse(all.out).accuracy], 1e-9, "predict's accuracy against eval's");
     const one = await runCli(["predict", ...model, "--data", `${IMAGES}folder/dog/dog1.jpg`]);
