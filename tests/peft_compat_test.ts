@@ -90,6 +90,22 @@ Deno.test("layers_to_transform and layers_pattern are refused with a string targ
   ]);
 });
 
+Deno.test("layers_pattern without layers_to_transform is refused, as PEFT", async () => {
+  const lora = await fixtureJson("roberta-lora");
+  for (const layers_to_transform of [undefined, null, []]) {
+    const e = assertThrows(() =>
+      parseAdapterConfig({ ...lora, layers_pattern: ["layer"], layers_to_transform }, "x/adapter_config.json")
+    );
+    assert(e instanceof AdapterConfigError, String(e));
+    assert(
+      e.message.startsWith(`x/adapter_config.json: "layers_pattern" ["layer"] needs "layers_to_transform"`),
+    );
+  }
+  assertThrows(() => sshConfig({ layersPattern: ["layer"] }), `SSH options: "layers_pattern"`);
+  // an empty pattern is no pattern
+  assertEquals(parseAdapterConfig({ ...lora, layers_pattern: [] }).layersPattern, null);
+});
+
 Deno.test("exclude_modules [] excludes nothing (PEFT); an empty target_modules is still refused", async () => {
   const lora = await fixtureJson("roberta-lora");
   const c = parseAdapterConfig({ ...lora, exclude_modules: [] });

@@ -340,6 +340,14 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
         `or write the layer indices into the regular expression`,
     );
   }
+  if (common.layersPattern !== null && common.layersToTransform === null) {
+    // PEFT's LoraConfig and FourierFTConfig refuse it: the pattern only locates the indices
+    throw new AdapterConfigError(
+      `${source}: "layers_pattern" ${
+        show(f.raw.layers_pattern)
+      } needs "layers_to_transform" (the layer indices it locates), as in PEFT: give both, or neither`,
+    );
+  }
   switch (type as PeftType) {
     case "SSH": {
       const unknown = Object.keys(f.raw).filter((k) =>
