@@ -1,6 +1,7 @@
 import { parseHfConfig, type VitConfig } from "../lib/io/hf_config.ts";
 import { parseImageProcessorConfig, preprocessImage } from "../lib/io/image.ts";
 import { decodeImage, ImageFileError, readImageFile } from "../lib/io/image_files.ts";
+import { deflateSync } from "node:zlib";
 import { DataError } from "../lib/train/readers.ts";
 import { readImageData, readImages } from "../lib/train/image_data.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
@@ -98,6 +99,120 @@ Deno.test("decodeImage: the EXIF orientation (PNG eXIf, JPEG Exif in either byte
     const got = await readImageFile(`${IMAGES}exif/${name}`);
     assertEquals([got.width, got.height, Array.from(got.data)], [want.width, want.height, want.rgb], name);
   }
+});
+
+/** A PNG chunk with its CRC. */
+function pngChunk(type: string, data: Uint8Array): Uint8Array {
+  const body = new Uint8Array([...new TextEncoder().encode(type), ...data]);
+  let crc = ~0;
+  for (const b of body) {
+    crc ^= b;
+    for (let k = 0; k < 8; k++) crc = (crc >>> 1) ^ (0xedb88320 & -(crc & 1));
+  }
+  const out = new Uint8Array(body.length + 8);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, data.length);
+  out.set(body, 4);
+  v.setUint32(out.length - 4, ~crc >>> 0);
+  return out;
+}
+
+/** A PNG's chunks, the signature first, without those of type `drop`, with `extra` after IHDR. */
+function rechunk(png: Uint8Array, drop: string, extra: Uint8Array[]): Uint8Array {
+  const v = new DataView(png.buffer, png.byteOffset);
+  const parts = [png.subarray(0, 8)];
+  for (let i = 8; i < png.length;) {
+    const end = i + 12 + v.getUint32(i);
+    const type = String.fromCharCode(...png.subarray(i + 4, i + 8));
+    if (type !== drop) parts.push(png.subarray(i, end));
+    if (type === "IHDR") parts.push(...extra);
+    i = end;
+  }
+  return new Uint8Array(parts.flatMap((p) => [...p]));
+}
+
+/** A JPEG's segments with the APP1 Exif one replaced by `app1` (a payload, or nothing). */
+function reExif(jpg: Uint8Array, app1: Uint8Array | null): Uint8Array {
+  for (let i = 2;;) {
+    const end = i + 2 + ((jpg[i + 2] << 8) | jpg[i + 3]);
+    if (jpg[i + 1] === 0xe1) {
+      const seg = app1 ? [0xff, 0xe1, (app1.length + 2) >> 8, (app1.length + 2) & 255, ...app1] : [];
+      return new Uint8Array([...jpg.subarray(0, i), ...seg, ...jpg.subarray(end)]);
+    }
+    i = end;
+  }
+}
+
+Deno.test("decodeImage: the XMP tiff:Orientation where the EXIF has none, and PNG's Raw profile exif, as Pillow's getexif", async () => {
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  const xmp = (o: number, attr: boolean) =>
+    `<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"` +
+    (attr ? ` tiff:Orientation="${o}"/>` : `><tiff:Orientation>${o}</tiff:Orientation></rdf:Description>`) +
+    `</rdf:RDF></x:xmpmeta>`;
+  const itxt = (text: string, compressed: boolean) =>
+    pngChunk(
+      "iTXt",
+      new Uint8Array([
+        ...bytes("XML:com.adobe.xmp\0"),
+        compressed ? 1 : 0,
+        0,
+        0, // no language tag
+        0, // no translated keyword
+        ...(compressed ? deflateSync(bytes(text)) : bytes(text)),
+      ]),
+    );
+  const decoded = async (b: Uint8Array) => {
+    const { width, height, data } = await decodeImage(b, "x");
+    return [width, height, Array.from(data)];
+  };
+  const png6 = await Deno.readFile(`${IMAGES}exif/orient6.png`);
+  const png1 = await Deno.readFile(`${IMAGES}exif/orient1.png`);
+  const want6 = await decoded(png6);
+  const plain = await decoded(rechunk(png6, "eXIf", []));
+  assert(JSON.stringify(plain) !== JSON.stringify(want6));
+  // XMP as an attribute or an element, plain or compressed, where there is no eXIf
+  for (const [attr, compressed] of [[true, false], [false, true]]) {
+    assertEquals(await decoded(rechunk(png6, "eXIf", [itxt(xmp(6, attr), compressed)])), want6);
+  }
+  // an eXIf that says 1 wins over the XMP
+  assertEquals(await decoded(rechunk(png1, "", [itxt(xmp(6, true), false)])), await decoded(png1));
+  // ImageMagick's hex text of the Exif (with its Exif\0\0), where there is no eXIf
+  const exif6 = (() => {
+    const v = new DataView(png6.buffer, png6.byteOffset);
+    for (let i = 8;; i += 12 + v.getUint32(i)) {
+      if (String.fromCharCode(...png6.subarray(i + 4, i + 8)) === "eXIf") {
+        return png6.subarray(i + 8, i + 8 + v.getUint32(i));
+      }
+    }
+  })();
+  const hex = [..."Exif\0\0"].map((c) => c.charCodeAt(0)).concat([...exif6])
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  const raw = `\nexif\n${String(6 + exif6.length).padStart(8)}\n${hex.replace(/(.{72})/g, "$1\n")}\n`;
+  const ztxt = pngChunk(
+    "zTXt",
+    new Uint8Array([...bytes("Raw profile type exif\0"), 0, ...deflateSync(bytes(raw))]),
+  );
+  assertEquals(await decoded(rechunk(png6, "eXIf", [ztxt])), want6);
+
+  // JPEG: an XMP segment where there is no Exif one, or where the Exif has no orientation
+  const jpg = await Deno.readFile(`${IMAGES}exif/orient6_mm.jpg`);
+  const want = await decoded(jpg);
+  const xmpSeg = bytes("http://ns.adobe.com/xap/1.0/\0" + xmp(6, true));
+  assert(JSON.stringify(await decoded(reExif(jpg, null))) !== JSON.stringify(want));
+  assertEquals(await decoded(reExif(jpg, xmpSeg)), want);
+  const noTag = new Uint8Array([...bytes("Exif\0\0MM\0*"), 0, 0, 0, 8, 0, 0]); // an IFD0 of no entries
+  const both = reExif(jpg, noTag);
+  const at = both.indexOf(0xe1, 2) - 1;
+  const withXmp = new Uint8Array([
+    ...both.subarray(0, at),
+    0xff,
+    0xe1,
+    (xmpSeg.length + 2) >> 8,
+    (xmpSeg.length + 2) & 255,
+    ...xmpSeg,
+    ...both.subarray(at),
+  ]);
+  assertEquals(await decoded(withXmp), want);
 });
 
 Deno.test("decodeImage: cut, CMYK and IEND-less files as Pillow takes them; libjpeg prints nothing", async () => {

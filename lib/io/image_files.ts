@@ -4,8 +4,10 @@
  * replicated over the three channels, palettes looked up. 16-bit samples are cut to their high
  * byte, as Pillow reads 16-bit RGB (none of the test files is 16-bit; Pillow opens 16-bit gray as
  * 32-bit integers, which it may convert otherwise).
- * The EXIF orientation (a JPEG's APP1 Exif segment, a PNG's eXIf chunk) is applied after decoding,
- * as transformers' `load_image` and `datasets`' Image feature apply `ImageOps.exif_transpose`.
+ * The EXIF orientation (a JPEG's APP1 Exif segment, a PNG's eXIf chunk or ImageMagick's "Raw
+ * profile type exif" text) is applied after decoding, as transformers' `load_image` and `datasets`'
+ * Image feature apply `ImageOps.exif_transpose`; where the EXIF has none, the XMP packet's
+ * `tiff:Orientation` (JPEG APP1, PNG iTXt), as Pillow's `getexif` falls back to it.
  * Truncated files are refused as Pillow refuses them; a PNG that ends without its IEND chunk is
  * read, as Pillow reads it; CMYK (4-component) JPEGs are refused.
  * Through the pinned npm packages `fast-png` (JavaScript) and `@jsquash/jpeg` (MozJPEG compiled
@@ -14,6 +16,7 @@
  * Pillow 12 does.
  * @module
  */
+import { inflateSync } from "node:zlib";
 import { convertIndexedToRgb, decode as decodePng } from "fast-png";
 import decodeJpeg, { init as initJpeg } from "@jsquash/jpeg/decode.js";
 import type { RgbImage } from "./image.ts";
@@ -92,9 +95,12 @@ async function jpegAlone(bytes: Uint8Array): Promise<RgbImage> {
   return { width, height, data: out };
 }
 
-/** The JPEG's component count (from its frame header) and EXIF orientation (its first Exif segment). */
+/**
+ * The JPEG's component count (from its frame header) and orientation: its first Exif segment's,
+ * else its (last) XMP segment's, as Pillow keeps them in `info["exif"]` and `info["xmp"]`.
+ */
 function jpegInfo(bytes: Uint8Array): { components: number; orientation: number } {
-  let components = 0, orientation = 1, exif = false;
+  let components = 0, exif: number | null | undefined, xmp: Uint8Array | undefined;
   let i = 2;
   while (i + 4 <= bytes.length && bytes[i] === 0xff) {
     const marker = bytes[i + 1];
@@ -107,25 +113,30 @@ function jpegInfo(bytes: Uint8Array): { components: number; orientation: number 
     const seg = bytes.subarray(i + 4, end);
     const sof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
     if (sof) components = seg[5] ?? 0;
-    else if (marker === 0xe1 && !exif && ascii(seg.subarray(0, 6)) === "Exif\0\0") {
-      exif = true;
-      orientation = tiffOrientation(seg.subarray(6));
+    else if (marker === 0xe1 && exif === undefined && ascii(seg.subarray(0, 6)) === "Exif\0\0") {
+      exif = tiffOrientation(seg.subarray(6));
+    } else if (marker === 0xe1 && ascii(seg.subarray(0, XMP_JPEG.length)) === XMP_JPEG) {
+      xmp = seg.subarray(XMP_JPEG.length);
     }
     i = end;
   }
-  return { components, orientation };
+  return { components, orientation: exif ?? xmpOrientation(xmp) };
 }
 
+/** The header of a JPEG's XMP segment. */
+const XMP_JPEG = "http://ns.adobe.com/xap/1.0/\0";
+
 /**
- * The EXIF Orientation (tag 0x0112) in IFD0 of TIFF-structured data (either byte order); 1 when
- * there is none or the data is malformed.
+ * The EXIF Orientation (tag 0x0112) in IFD0 of TIFF-structured data (either byte order, after an
+ * optional `Exif\0\0`); null when there is none or the data is malformed.
  */
-function tiffOrientation(t: Uint8Array): number {
+function tiffOrientation(t: Uint8Array): number | null {
+  if (ascii(t.subarray(0, 6)) === "Exif\0\0") t = t.subarray(6);
   const little = ascii(t.subarray(0, 2)) === "II";
-  if (t.length < 8 || !(little || ascii(t.subarray(0, 2)) === "MM")) return 1;
+  if (t.length < 8 || !(little || ascii(t.subarray(0, 2)) === "MM")) return null;
   const v = new DataView(t.buffer, t.byteOffset, t.length);
   const ifd = v.getUint32(4, little);
-  if (ifd + 2 > t.length) return 1;
+  if (ifd + 2 > t.length) return null;
   for (let k = 0, n = v.getUint16(ifd, little); k < n; k++) {
     const e = ifd + 2 + 12 * k;
     if (e + 12 > t.length) break;
@@ -134,7 +145,13 @@ function tiffOrientation(t: Uint8Array): number {
       return v.getUint16(e + 2, little) === 3 ? v.getUint16(e + 8, little) : 1;
     }
   }
-  return 1;
+  return null;
+}
+
+/** The first `tiff:Orientation` digit of an XMP packet, found as Pillow's `getexif` finds it; else 1. */
+function xmpOrientation(xmp: Uint8Array | undefined): number {
+  const m = xmp && /tiff:Orientation(="|>)([0-9])/.exec(new TextDecoder("latin1").decode(xmp));
+  return m ? Number(m[2]) : 1;
 }
 
 function ascii(b: Uint8Array): string {
@@ -201,25 +218,64 @@ const IEND = Uint8Array.of(0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60,
 
 /**
  * The PNG's bytes, with IEND appended when the file ends after a whole chunk without it (Pillow
- * reads such files), and its EXIF orientation (the eXIf chunk). A chunk cut short is an error.
+ * reads such files), and its orientation: the eXIf chunk's, else that of a "Raw profile type exif"
+ * text, else the XMP packet's (the "XML:com.adobe.xmp" text), as Pillow's `getexif` looks for them.
+ * A chunk cut short is an error.
  */
 function pngChunks(bytes: Uint8Array): { bytes: Uint8Array; orientation: number } {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  let orientation = 1;
+  let exif: Uint8Array | undefined, rawExif: Uint8Array | undefined, xmp: Uint8Array | undefined;
+  const orientation = () => {
+    const tiff = exif ?? rawExif;
+    return (tiff && tiffOrientation(tiff)) ?? xmpOrientation(xmp);
+  };
   for (let i = 8; i < bytes.length;) {
     const type = ascii(bytes.subarray(i + 4, i + 8));
     if (i + 12 > bytes.length || i + 12 + v.getUint32(i) > bytes.length) {
       throw new Error(`the file is truncated (in its ${type || "last"} chunk)`);
     }
     const data = bytes.subarray(i + 8, i + 8 + v.getUint32(i));
-    if (type === "IEND") return { bytes, orientation };
-    if (type === "eXIf") orientation = tiffOrientation(data);
+    if (type === "IEND") return { bytes, orientation: orientation() };
+    if (type === "eXIf") exif = data;
+    const text = type === "tEXt" || type === "zTXt" || type === "iTXt" ? pngText(type, data) : null;
+    if (text?.keyword === "Raw profile type exif") rawExif = rawProfile(text.value);
+    if (text?.keyword === "XML:com.adobe.xmp") xmp = text.value;
     i += 12 + data.length;
   }
   const whole = new Uint8Array(bytes.length + IEND.length);
   whole.set(bytes);
   whole.set(IEND, bytes.length);
-  return { bytes: whole, orientation };
+  return { bytes: whole, orientation: orientation() };
+}
+
+/** A PNG text chunk's keyword and (inflated) text; null when it is malformed, as Pillow skips it. */
+function pngText(type: string, data: Uint8Array): { keyword: string; value: Uint8Array } | null {
+  const nul = data.indexOf(0);
+  if (nul < 0) return null;
+  const keyword = ascii(data.subarray(0, nul));
+  let value = data.subarray(nul + 1), compressed = type === "zTXt";
+  if (type === "zTXt") value = value.subarray(1); // compression method
+  if (type === "iTXt") {
+    // compression flag and method, then a language tag and a translated keyword, each ended by NUL
+    compressed = value[0] === 1;
+    const lang = value.indexOf(0, 2);
+    const translated = lang < 0 ? -1 : value.indexOf(0, lang + 1);
+    if (translated < 0) return null;
+    value = value.subarray(translated + 1);
+  }
+  try {
+    return { keyword, value: compressed ? new Uint8Array(inflateSync(value)) : value };
+  } catch {
+    return null;
+  }
+}
+
+/** The bytes of ImageMagick's hex "Raw profile" text (a name line and a length line, then hex). */
+function rawProfile(text: Uint8Array): Uint8Array {
+  const hex = new TextDecoder("latin1").decode(text).split("\n").slice(3).join("").replace(/\s/g, "");
+  const out = new Uint8Array(hex.length >> 1);
+  for (let k = 0; k < out.length; k++) out[k] = parseInt(hex.slice(2 * k, 2 * k + 2), 16);
+  return out;
 }
 
 /**
