@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import {
   type BertConfig,
   type Gpt2Config,
@@ -458,6 +458,84 @@ Deno.test("phi3: fused projections, partial rotary, LongRoPE and the sliding win
     HfConfigError,
     "partial_rotary_factor 0.1 of head_dim 16 rotates 1 dimensions; RoPE needs an even number ≥ 2",
   );
+});
+
+Deno.test("RoPE as transformers 5 standardises it: LongRoPE's factor, the config's own pretraining context, per-type parameters", async () => {
+  const rope = async (changes: Record<string, unknown>) =>
+    ((await variant("llama", changes)) as LlamaConfig).rope;
+  const attention = async (changes: Record<string, unknown>) =>
+    (await rope(changes) as RopeConfig & { type: "longrope" }).attentionFactor;
+  const ones = Array(8).fill(1);
+  const longrope = { type: "longrope", short_factor: ones, long_factor: ones };
+  // no factor: max_position_embeddings over the pretraining context, wherever that is given
+  for (
+    const changes of [{ rope_scaling: { ...longrope, original_max_position_embeddings: 4096 } }, {
+      original_max_position_embeddings: 4096,
+      rope_scaling: longrope,
+    }]
+  ) {
+    assertClose(
+      [await attention({ rope_parameters: undefined, max_position_embeddings: 131072, ...changes })],
+      [Math.sqrt(1 + Math.log(32) / Math.log(4096))],
+      1e-12,
+    );
+  }
+  // a factor given wins over that ratio, Phi-3's config-level context too
+  assertClose(
+    [
+      await attention({
+        model_type: "phi3",
+        rope_parameters: undefined,
+        max_position_embeddings: 131072,
+        original_max_position_embeddings: 4096,
+        rope_scaling: { ...longrope, factor: 2 },
+      }),
+    ],
+    [Math.sqrt(1 + Math.log(2) / Math.log(4096))],
+    1e-12,
+  );
+  // llama3: the config's own original_max_position_embeddings wins over the scaling's
+  const llama3 = { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4 };
+  const original = async (changes: Record<string, unknown>) =>
+    (await rope({ max_position_embeddings: 131072, ...changes }) as RopeConfig & { type: "llama3" })
+      .originalMaxPositions;
+  assertEquals(
+    await original({ rope_parameters: { ...llama3, original_max_position_embeddings: 8192 } }),
+    8192,
+  );
+  assertEquals(
+    await original({
+      original_max_position_embeddings: 4096,
+      rope_parameters: { ...llama3, original_max_position_embeddings: 8192 },
+    }),
+    4096,
+  );
+  // rope_parameters per attention type: read when they agree, refused when they differ
+  const types = { model_type: "qwen2", layer_types: ["full_attention", "sliding_attention"] };
+  const linear = { rope_type: "linear", factor: 4, rope_theta: 1e6 };
+  assertEquals(
+    await rope({ ...types, rope_parameters: { full_attention: linear, sliding_attention: linear } }),
+    { type: "linear", theta: 1e6, factor: 4 },
+  );
+  await assertRejects(
+    () =>
+      rope({
+        ...types,
+        rope_parameters: {
+          full_attention: linear,
+          sliding_attention: { rope_type: "default", rope_theta: 1e4 },
+        },
+      }),
+    HfConfigError,
+    `"rope_parameters" differ between the attention types (full_attention, sliding_attention)`,
+  );
+});
+
+Deno.test("num_key_value_heads null means one per query head, as the config classes read it", async () => {
+  for (const model_type of ["llama", "mistral", "qwen2", "qwen3"]) {
+    const c = await variant("llama", { model_type, num_key_value_heads: null }) as LlamaConfig;
+    assertEquals(c.numKvHeads, c.numHeads, model_type);
+  }
 });
 
 Deno.test("an invalid config.json file names the file", async () => {

@@ -472,7 +472,10 @@ const LLAMA_DEFAULTS: Record<
 function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
   const defaults = LLAMA_DEFAULTS[modelType];
   const hiddenSize = f.int("hidden_size"), numHeads = f.int("num_attention_heads");
-  const numKvHeads = f.int("num_key_value_heads", defaults.kvHeads ?? numHeads);
+  // an explicit null means as many as the query heads (the config classes' `if ... is None`)
+  const numKvHeads = f.raw.num_key_value_heads === null
+    ? numHeads
+    : f.int("num_key_value_heads", defaults.kvHeads ?? numHeads);
   if (numHeads % numKvHeads !== 0) {
     throw new HfConfigError(
       `${f.path}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`,
@@ -512,7 +515,7 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
  * the factor at the top level or, as transformers 5 saves it, in `rope_parameters`.
  */
 function rotaryDim(f: Fields, headDim: number): number {
-  const params = f.raw.rope_parameters as Record<string, unknown> | null | undefined;
+  const params = ropeParameters(f) as Record<string, unknown> | null;
   const factor = f.raw.partial_rotary_factor ?? params?.partial_rotary_factor ?? 1;
   if (typeof factor !== "number" || !(factor > 0 && factor <= 1)) {
     throw new HfConfigError(
@@ -570,12 +573,33 @@ function slidingWindow(
 }
 
 /**
+ * The config's `rope_parameters` (null when absent). transformers 5 also takes them per attention
+ * type, keyed by the names in `layer_types`; this model runs one RoPE, so such a config is read
+ * when the types' parameters are all the same, and refused by name otherwise.
+ */
+function ropeParameters(f: Fields): unknown {
+  const params = f.raw.rope_parameters ?? null;
+  const types = f.raw.layer_types;
+  if (params === null || typeof params !== "object" || !Array.isArray(types)) return params;
+  const keys = Object.keys(params);
+  if (keys.length === 0 || !keys.every((k) => types.includes(k))) return params;
+  const each = Object.values(params as Record<string, unknown>);
+  if (each.some((v) => JSON.stringify(v) !== JSON.stringify(each[0]))) {
+    throw new HfConfigError(
+      `${f.path}: "rope_parameters" differ between the attention types (${keys.join(", ")}); ` +
+        `one RoPE for every layer is supported`,
+    );
+  }
+  return each[0];
+}
+
+/**
  * RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`, for
  * heads whose first `rotaryDim` dimensions rotate (`originalDefault`: the config class's
  * original_max_position_embeddings, where it has one).
  */
 function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfig {
-  const [given, old] = [f.raw.rope_parameters ?? null, f.raw.rope_scaling ?? null];
+  const [given, old] = [ropeParameters(f), f.raw.rope_scaling ?? null];
   // transformers 5 takes rope_scaling over rope_parameters, and rope_theta then from it or the top
   // level alone: a config with both, unequal, is ambiguous
   if (given !== null && old !== null && JSON.stringify(given) !== JSON.stringify(old)) {
@@ -598,8 +622,7 @@ function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfi
   if (typeof theta !== "number" || !(theta > 0)) {
     throw new HfConfigError(`${f.path}: rope_theta must be a positive number, got ${JSON.stringify(theta)}`);
   }
-  const positive = (name: string, fallback?: unknown) => {
-    const v = p[name] ?? fallback;
+  const positive = (name: string, v = p[name]) => {
     if (typeof v !== "number" || !(v > 0)) {
       throw new HfConfigError(
         `${f.path}: ${key} of type ${JSON.stringify(type)} needs "${name}", a positive number; got ${
@@ -609,6 +632,14 @@ function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfi
     }
     return v;
   };
+  // transformers 5's standardize_rope_params: the config's own pretraining context wins over the
+  // scaling's, which defaults to max_position_embeddings
+  const original = () =>
+    positive(
+      "original_max_position_embeddings",
+      f.raw.original_max_position_embeddings ?? p.original_max_position_embeddings ??
+        f.raw.max_position_embeddings,
+    );
   switch (type) {
     case "default":
       return { type: "default", theta };
@@ -627,10 +658,7 @@ function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfi
         factor: positive("factor"),
         lowFreqFactor: low,
         highFreqFactor: high,
-        originalMaxPositions: positive(
-          "original_max_position_embeddings",
-          f.raw.original_max_position_embeddings ?? f.raw.max_position_embeddings,
-        ),
+        originalMaxPositions: original(),
       };
     }
     case "longrope":
@@ -645,9 +673,10 @@ function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfi
 }
 
 /**
- * LongRoPE as transformers' _compute_longrope_parameters reads it: the factor lists (one per
+ * LongRoPE as transformers 5's _compute_longrope_parameters reads it: the factor lists (one per
  * rotary pair), the pretraining context (original_max_position_embeddings of the config, else of
- * the scaling, else max_position_embeddings) and the cos/sin scale.
+ * the scaling, else max_position_embeddings) and the cos/sin scale (from the scaling's factor,
+ * else max_position_embeddings over the pretraining context).
  */
 function longRope(
   f: Fields,
@@ -676,8 +705,11 @@ function longRope(
   if (!(Number.isInteger(original) && original > 0)) {
     throw new HfConfigError(`${f.path}: original_max_position_embeddings must be a positive integer`);
   }
-  // the config's own original context makes the factor max/original, whatever the scaling says
-  const factor = typeof own === "number" ? max / original : typeof p.factor === "number" ? p.factor : 1;
+  // transformers 5: the scaling's factor, else max/original (Phi-3's configs give none)
+  if (p.factor != null && !(typeof p.factor === "number" && p.factor > 0)) {
+    throw new HfConfigError(`${f.path}: ${key}'s factor must be a positive number`);
+  }
+  const factor = typeof p.factor === "number" ? p.factor : max / original;
   const given = p.attention_factor;
   if (given !== undefined && given !== null && !(typeof given === "number" && given > 0)) {
     throw new HfConfigError(`${f.path}: ${key}'s attention_factor must be a positive number`);
