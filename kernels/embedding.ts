@@ -19,21 +19,22 @@ const gathers = new Map<boolean, Kernel>();
  * band of rows [lo, hi) this dispatch reads, which starts `base` elements into the binding (a
  * table over one storage binding is read in bands: lib/gpu/bands.ts). Ids in no band are
  * zeroed by the band with `first` set; a quantized table's scales binding starts at group
- * `scaleShift`.
+ * `scaleShift`. An output over one binding is written in bands of tokens too: its binding holds
+ * them from element `yBase`, the ids' from `idBase`.
  */
-const GATHER_PARAMS =
-  "struct P { n: u32, d: u32, vocab: u32, lo: u32, hi: u32, base: u32, first: u32, scaleShift: u32 }";
+const GATHER_PARAMS = "struct P { n: u32, d: u32, vocab: u32, lo: u32, hi: u32, base: u32, first: u32, " +
+  "scaleShift: u32, yBase: u32, idBase: u32 }";
 
 /** The part of a gather that picks the band's ids; `value` reads element `e` of the binding. */
 function gatherBody(value: (e: string) => string): string {
   return `
   if (i >= p.n) { return; }
-  let id = ids[i / p.d];
+  let id = ids[p.idBase + i / p.d];
   if (id >= i32(p.lo) && id < i32(p.hi)) {
     let e = p.base + (u32(id) - p.lo) * p.d + i % p.d;
-    y[i] = ${value("e")};
+    y[p.yBase + i] = ${value("e")};
   } else if (p.first == 1u && (id < 0 || u32(id) >= p.vocab)) {
-    y[i] = 0.0;
+    y[p.yBase + i] = 0.0;
   }`;
 }
 
@@ -101,8 +102,11 @@ fn code(e: u32) -> f32 { return ${code}; }
  * `dw[rows[u]·d + j] = Σ_{q ∈ [offsets[u], offsets[u+1])} g[positions[q]·d + j]`, one
  * workgroup per distinct id u of [u0, u0 + count). `csr` (u32) holds rows (U, ascending),
  * offsets (U+1), positions (N) back to back. A table over one storage binding is written in
- * bands: the band's rows start at row `lo`, `base` elements into dw's binding. Bindings csr, g,
- * dw; uniform `{ count, d, offsetsAt, positionsAt, u0, lo, base }`.
+ * bands: the band's rows start at row `lo`, `base` elements into dw's binding. A g over one
+ * binding is read in bands too: this dispatch sums its positions in [g0, g1), held from element
+ * `gBase`, and with `add` set adds to dw; the bands go in ascending order, so each sum takes its
+ * terms in the order it does in one band. Bindings csr, g, dw; uniform
+ * `{ count, d, offsetsAt, positionsAt, u0, lo, base, g0, g1, gBase, add }`.
  */
 export const embeddingBackwardKernel: Kernel = {
   name: "embedding.backward",
@@ -110,7 +114,10 @@ export const embeddingBackwardKernel: Kernel = {
 @group(0) @binding(0) var<storage, read> csr: array<u32>;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;
-struct P { count: u32, d: u32, offsetsAt: u32, positionsAt: u32, u0: u32, lo: u32, base: u32 }
+struct P {
+  count: u32, d: u32, offsetsAt: u32, positionsAt: u32, u0: u32, lo: u32, base: u32,
+  g0: u32, g1: u32, gBase: u32, add: u32,
+}
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${EMBEDDING_WG}) fn main(${BUILTINS}) {
   if (${GROUP_ID} >= p.count) { return; }
@@ -120,7 +127,11 @@ struct P { count: u32, d: u32, offsetsAt: u32, positionsAt: u32, u0: u32, lo: u3
   let hi = csr[p.offsetsAt + u + 1u];
   for (var j = lid; j < p.d; j = j + ${EMBEDDING_WG}u) {
     var acc = 0.0;
-    for (var q = lo; q < hi; q = q + 1u) { acc = acc + g[csr[p.positionsAt + q] * p.d + j]; }
+    if (p.add == 1u) { acc = dw[at + j]; }
+    for (var q = lo; q < hi; q = q + 1u) {
+      let t = csr[p.positionsAt + q];
+      if (t >= p.g0 && t < p.g1) { acc = acc + g[p.gBase + (t - p.g0) * p.d + j]; }
+    }
     dw[at + j] = acc;
   }
 }`,

@@ -77,8 +77,9 @@ struct P { n: u32 }
 }
 
 /**
- * Codes and scales → f32 values written from element `off` of y. Bindings: 0 words, 1 scales,
- * 2 y (f32); uniform `{ n, off }`. One invocation per word, {@link WG} a workgroup.
+ * Codes and scales → `n` f32 values written from element `off` of y, reading words from `qBase`
+ * and scales from `sBase` (a band of groups: lib/gpu/bands.ts). Bindings: 0 words, 1 scales,
+ * 2 y (f32); uniform `{ n, off, qBase, sBase }`. One invocation per word, {@link WG} a workgroup.
  */
 export function dequantizeKernel(kind: QuantKind): Kernel {
   const name = `quant.dequantize_${kind}`;
@@ -102,13 +103,13 @@ export function dequantizeKernel(kind: QuantKind): Kernel {
     code: `@group(0) @binding(0) var<storage, read> q: array<u32>;
 @group(0) @binding(1) var<storage, read> s: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-struct P { n: u32, off: u32 }
+struct P { n: u32, off: u32, qBase: u32, sBase: u32 }
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(${WG}) fn main(${BUILTINS}) {
   let w = ${GROUP_ID} * ${WG}u + lid;
   if (w * ${per}u >= p.n) { return; }
-  let word = q[w];
-  let d = s[w / ${QUANT_GROUP / per}u];
+  let word = q[p.qBase + w];
+  let d = s[p.sBase + w / ${QUANT_GROUP / per}u];
   ${body}
 }`,
   };

@@ -11,16 +11,18 @@ import { BUILTINS, GROUP_ID, linearId, stridedOffsets } from "./indexing.ts";
 const cache = new Map<string, Kernel>();
 
 /**
- * Partial sums `y[c * nOut + o] = scale · Σ_{r ≡ c (mod chunks)} x[base + koff(o) + roff(r)]`.
+ * Partial sums `y[yBase + c * nOut + o] = scale · Σ_{r ≡ c (mod chunks)} x[base + koff(o) + roff(r)]`
+ * (`yBase`: where a band of the output starts in its binding, lib/gpu/bands.ts).
  * `keptRank`/`redRank`: ranks of the collapsed kept and reduced iterations; `chunkFastest`:
- * adjacent invocations take adjacent chunks (best when the reduced dim is contiguous).
- * Uniform `{ nOut, nRed, chunks, scale, base, d0.., k0.. (kept sizes, strides), d.., r.. (reduced) }`.
+ * adjacent invocations take adjacent chunks (best when the reduced dim is contiguous). With one
+ * term (nRed = 1) and kept strides of 0, it repeats x (times the scale): a reduction's gradient.
+ * Uniform `{ nOut, nRed, chunks, scale, base, yBase, d0.., k0.. (kept sizes, strides), d.., r.. }`.
  */
 export function reduceKernel(keptRank: number, redRank: number, chunkFastest: boolean): Kernel {
   const key = `${keptRank}:${redRank}:${chunkFastest}`;
   let k = cache.get(key);
   if (k) return k;
-  const fields = ["nOut: u32", "nRed: u32", "chunks: u32", "scale: f32", "base: u32"];
+  const fields = ["nOut: u32", "nRed: u32", "chunks: u32", "scale: f32", "base: u32", "yBase: u32"];
   for (let i = 0; i < keptRank; i++) fields.push(`kd${i}: u32`);
   for (let i = 0; i < keptRank; i++) fields.push(`kk${i}: u32`);
   for (let i = 0; i < redRank; i++) fields.push(`rd${i}: u32`);
@@ -46,7 +48,7 @@ struct P { ${fields.join(", ")} }
     ${red}
     acc = acc + x[p.base + o_kk + o_rr];
   }
-  y[c * p.nOut + o] = acc * p.scale;
+  y[p.yBase + c * p.nOut + o] = acc * p.scale;
 }`,
   };
   cache.set(key, k);

@@ -57,8 +57,7 @@ export function rowBands(
   if (bytesOf(offset + rows * rowElements) <= limit) {
     return [{ first: 0, rows, start: 0, size: bytesOf(offset + rows * rowElements), base: offset }];
   }
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const perBand = Math.floor((limit - align) / rowBytes);
+  const perBand = Math.floor((limit - gpu.limits.minStorageBufferOffsetAlignment) / rowBytes);
   if (perBand < 1) {
     throw new Error(
       `${what}: one row of ${rowBytes} bytes is over this device's largest storage binding (${limit} bytes)`,
@@ -66,18 +65,34 @@ export function rowBands(
   }
   const bands: RowBand[] = [];
   for (let first = 0; first < rows; first += perBand) {
-    const n = Math.min(perBand, rows - first);
-    const from = (offset + first * rowElements) * elementBytes;
-    const start = Math.floor(from / align) * align;
-    bands.push({
-      first,
-      rows: n,
-      start,
-      size: Math.ceil((from - start + n * rowBytes) / 4) * 4,
-      base: (from - start) / elementBytes,
-    });
+    bands.push(rowWindow(gpu, first, Math.min(perBand, rows - first), rowElements, { offset, elementBytes }));
   }
   return bands;
+}
+
+/**
+ * Rows [first, first + rows) of a tensor laid out as {@link rowBands}' (rows of `rowElements`
+ * from element `offset`), as a band whose window starts at the bindable offset at or before the
+ * first row: the part of a second tensor that one of another's bands reads or writes (an
+ * embedding's ids for a band of its output rows).
+ */
+export function rowWindow(
+  gpu: Gpu,
+  first: number,
+  rows: number,
+  rowElements: number,
+  { offset = 0, elementBytes = 4 }: { offset?: number; elementBytes?: number } = {},
+): RowBand {
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const from = (offset + first * rowElements) * elementBytes;
+  const start = Math.floor(from / align) * align;
+  return {
+    first,
+    rows,
+    start,
+    size: Math.ceil((from - start + rows * rowElements * elementBytes) / 4) * 4,
+    base: (from - start) / elementBytes,
+  };
 }
 
 /** The binding of `buffer` for `band`: the whole buffer when one binding may hold it, else the band's window. */

@@ -10,7 +10,7 @@ import { groupWords } from "../../kernels/quant.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { type GradNode, releaseGraph, runBackward } from "./autograd.ts";
 import { quantize } from "./ops/quant.ts";
-import { f, launch, u32s } from "./ops/util.ts";
+import { f, launchUnits, u32s } from "./ops/util.ts";
 import { track } from "./scope.ts";
 import { dequantizeReference, QUANT_GROUP, type QuantKind, unpackCodes } from "./reference/quant.ts";
 import { checkShape, fmt, numel, type Shape } from "./shape.ts";
@@ -148,7 +148,8 @@ export class Tensor {
   /** An f32 tensor with every element `value`. */
   static full(gpu: Gpu, shape: Shape, value: number, opts: TensorOptions = {}): Tensor {
     const t = Tensor.empty(gpu, shape, "f32", opts.label);
-    launch(gpu, fillKernel, [t.buffer], t.size, u32s(t.size, f(value)));
+    // a tensor over one storage binding fills in bands
+    launchUnits(gpu, fillKernel, [[t.buffer, 4]], t.size, (_, n) => u32s(n, f(value)));
     if (opts.requiresGrad) t.requiresGrad = true;
     return t;
   }

@@ -12,7 +12,7 @@ import {
   quantEmbeddingKernel,
 } from "../../../kernels/embedding.ts";
 import { type Binding, grid } from "../../gpu/mod.ts";
-import { bandBinding, rowBands } from "../../gpu/bands.ts";
+import { bandBinding, type RowBand, rowBands, rowWindow } from "../../gpu/bands.ts";
 import { record } from "../autograd.ts";
 import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
@@ -112,69 +112,71 @@ export function embedding(weight: Tensor, ids: Tensor, opts: { paddingIdx?: numb
 
 /**
  * out = the rows of `weight` that `ids` pick. A table over one storage binding (a large
- * vocabulary's) is read in bands of rows (lib/gpu/bands.ts), one dispatch each.
+ * vocabulary's) is read in bands of rows (lib/gpu/bands.ts), an output over one (many tokens
+ * of a wide model) written in bands of tokens: one dispatch for each pair.
  */
 function encodeGather(weight: Tensor, ids: Tensor, out: Tensor): void {
   const gpu = weight.gpu;
   const [vocab, d] = weight.shape;
-  const what = `embedding: the table ${weight.describe()}`;
   const quant = isQuantized(weight.dtype) ? weight.dtype as QuantKind : null;
   const elementBytes = quant === "q8" ? 1 : quant === "q4" ? 0.5 : weight.dtype === "f16" ? 2 : 4;
-  const bands = rowBands(gpu, vocab, d, what, { elementBytes });
-  bands.forEach((band, i) => {
-    const table = bandBinding(gpu, weight.buffer, band);
-    const params = (scaleShift: number) =>
-      u32s(out.size, d, vocab, band.first, band.first + band.rows, band.base, i === 0 ? 1 : 0, scaleShift);
-    if (!quant) {
-      launch(
-        gpu,
-        embeddingKernel(weight.dtype === "f16"),
-        [ids.buffer, table, out.buffer],
-        out.size,
-        params(0),
-      );
-      return;
-    }
-    // the band's groups of scales: the whole buffer when the codes are bound whole
-    const scales = weight.scales!;
-    let binding: Binding = scales, shift = 0;
-    if (bands.length > 1) {
-      const align = gpu.limits.minStorageBufferOffsetAlignment;
-      const g0 = Math.floor((band.first * d) / QUANT_GROUP);
-      const g1 = Math.ceil(((band.first + band.rows) * d) / QUANT_GROUP);
-      const start = Math.floor((4 * g0) / align) * align;
-      binding = { buffer: scales, offset: start, size: 4 * g1 - start };
-      shift = start / 4;
-    }
-    launch(
-      gpu,
-      quantEmbeddingKernel(quant),
-      [ids.buffer, table, binding, out.buffer],
-      out.size,
-      params(shift),
-    );
-  });
+  const bands = rowBands(gpu, vocab, d, `embedding: the table ${weight.describe()}`, { elementBytes });
+  for (const part of rowBands(gpu, ids.size, d, `embedding: the output ${out.describe()}`)) {
+    const picks = rowWindow(gpu, part.first, part.rows, 1);
+    const idsAt = bandBinding(gpu, ids.buffer, picks), y = bandBinding(gpu, out.buffer, part);
+    const n = part.rows * d;
+    bands.forEach((band, i) => {
+      const table = bandBinding(gpu, weight.buffer, band);
+      const rows = [band.first, band.first + band.rows, band.base, i === 0 ? 1 : 0];
+      const params = (scaleShift: number) => u32s(n, d, vocab, ...rows, scaleShift, part.base, picks.base);
+      if (!quant) {
+        launch(gpu, embeddingKernel(weight.dtype === "f16"), [idsAt, table, y], n, params(0));
+        return;
+      }
+      const [scales, shift] = bandScales(weight, band, bands.length > 1);
+      launch(gpu, quantEmbeddingKernel(quant), [idsAt, table, scales, y], n, params(shift));
+    });
+  }
+}
+
+/**
+ * The scales of a quantized table's band of rows and the group their binding starts at: the
+ * whole buffer when the codes are bound whole (not `banded`).
+ */
+function bandScales(weight: Tensor, band: RowBand, banded: boolean): [Binding, number] {
+  if (!banded) return [weight.scales, 0];
+  const d = weight.shape[1], align = weight.gpu.limits.minStorageBufferOffsetAlignment;
+  const g0 = Math.floor((band.first * d) / QUANT_GROUP);
+  const g1 = Math.ceil(((band.first + band.rows) * d) / QUANT_GROUP);
+  const start = Math.floor((4 * g0) / align) * align;
+  return [{ buffer: weight.scales, offset: start, size: 4 * g1 - start }, start / 4];
 }
 
 /**
  * dst[rows[u]] = Σ src[positions of u] over a CSR table (see {@link groupIds}), one workgroup
  * per u; a dst over one storage binding (a large vocabulary's table gradient) is written in
- * bands of rows, each taking the ids that fall in it (the rows are ascending).
+ * bands of rows, each taking the ids that fall in it (the rows are ascending). A src over one
+ * (the output gradient of many tokens) is read in bands of its rows, one dispatch each, adding
+ * to what the bands before wrote.
  */
 function sumRows(csr: Uint32Array, count: number, src: Tensor, dst: Tensor): void {
   const gpu = src.gpu;
   const [rows, d] = dst.shape;
   const table = Tensor.from(gpu, new Int32Array(csr.buffer), [csr.length]);
+  const parts = rowBands(gpu, src.size / d, d, `embedding gradient: the output gradient ${src.describe()}`);
   let u0 = 0;
   for (const band of rowBands(gpu, rows, d, `embedding gradient ${dst.describe()}`)) {
     let u1 = u0;
     while (u1 < count && csr[u1] < band.first + band.rows) u1++;
     if (u1 > u0) {
-      gpu.stream.dispatch(
-        embeddingBackwardKernel,
-        [table.buffer, src.buffer, bandBinding(gpu, dst.buffer, band)],
-        grid(gpu, u1 - u0),
-        u32s(u1 - u0, d, count, 2 * count + 1, u0, band.first, band.base),
+      const head = [u1 - u0, d, count, 2 * count + 1, u0, band.first, band.base];
+      parts.forEach((part, k) =>
+        gpu.stream.dispatch(
+          embeddingBackwardKernel,
+          [table.buffer, bandBinding(gpu, src.buffer, part), bandBinding(gpu, dst.buffer, band)],
+          grid(gpu, u1 - u0),
+          u32s(...head, part.first, part.first + part.rows, part.base, k > 0 ? 1 : 0),
+        )
       );
     }
     u0 = u1;

@@ -5,6 +5,7 @@
  */
 import { dequantizeKernel, groupWords, QUANTIZE_WG, quantizeKernel } from "../../../kernels/quant.ts";
 import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
+import { bandBinding, rowBands, rowWindow } from "../../gpu/bands.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
 import { expectDtype, launch, launchUnits, u32s } from "./util.ts";
 
@@ -38,7 +39,26 @@ export function dequantizeInto(src: Tensor, dst: Tensor, at = 0): void {
   if (at < 0 || at + src.size > dst.size) {
     throw new Error(`dequantize: ${src.describe()} does not fit ${dst.describe()} from element ${at}`);
   }
-  const words = Math.ceil(src.size / QUANT_GROUP) * groupWords(kind);
+  const gpu = src.gpu, words = groupWords(kind);
   dst.touch();
-  launch(src.gpu, dequantizeKernel(kind), [src.buffer, src.scales, dst.buffer], words, u32s(src.size, at));
+  // values over one storage binding (a large vocabulary's table) go in bands of whole groups
+  const groups = Math.ceil(src.size / QUANT_GROUP), what = `dequantize into ${dst.describe()}`;
+  for (const band of rowBands(gpu, groups, QUANT_GROUP, what, { offset: at })) {
+    const first = band.first * QUANT_GROUP, n = Math.min(band.rows * QUANT_GROUP, src.size - first);
+    const codes = rowWindow(gpu, band.first, band.rows, words);
+    const scales = rowWindow(gpu, band.first, band.rows, 1);
+    // the band's values alone: its last group may be part-filled
+    const values = rowWindow(gpu, first, n, 1, { offset: at });
+    launch(
+      gpu,
+      dequantizeKernel(kind),
+      [
+        bandBinding(gpu, src.buffer, codes),
+        bandBinding(gpu, src.scales, scales),
+        bandBinding(gpu, dst.buffer, values),
+      ],
+      band.rows * words,
+      u32s(n, values.base, codes.base, scales.base),
+    );
+  }
 }

@@ -5,7 +5,7 @@
  */
 import { axpyKernel } from "../../../kernels/elementwise.ts";
 import { argmaxKernel, reduceKernel } from "../../../kernels/reduce.ts";
-import { bandBinding, bindingLimit, rowBands } from "../../gpu/bands.ts";
+import { bandBinding, bindingLimit, rowBands, rowWindow } from "../../gpu/bands.ts";
 import { type Binding, grid } from "../../gpu/mod.ts";
 import { record } from "../autograd.ts";
 import {
@@ -15,6 +15,7 @@ import {
   contiguousStrides,
   fmt,
   normAxis,
+  numel,
   sameShape,
 } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
@@ -111,6 +112,7 @@ function reduceWindow(
     chunks,
     f(chunks === 1 ? scale : 1),
     base,
+    0,
     ...kept.shape,
     ...kept.strides[0],
     ...red.shape,
@@ -167,11 +169,30 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepDims = fa
 /** The gradient of a reduction: `g` (viewed with kept size-1 dims) broadcast back, times `scale`. */
 function expand(g: Tensor, kept: readonly number[], shape: readonly number[], scale: number): Tensor {
   const gk = g.view(kept);
-  const b = broadcastTo(gk, shape);
-  if (b !== gk) gk.dispose();
-  if (scale === 1) return b;
-  const out = reduceRaw(b, shape.map(() => false), scale, shape);
-  b.dispose();
+  const out = scale === 1 ? broadcastTo(gk, shape) : broadcastScaled(gk, shape, scale);
+  if (out !== gk) gk.dispose();
+  return out;
+}
+
+/**
+ * f32 `x` repeated along its size-1 (or missing leading) dimensions to `shape`, times `scale`:
+ * the reduction kernel with one term a sum. A result over one storage binding (a sum's gradient
+ * over a [tokens, 3072] activation on a small device) is written in bands of its leading rows.
+ */
+function broadcastScaled(x: Tensor, shape: readonly number[], scale: number): Tensor {
+  const gpu = x.gpu;
+  const out = Tensor.empty(gpu, shape);
+  if (out.size === 0) return out;
+  // the leading rows are `step` elements apart in x; 0: each row repeats all of x
+  const plan = collapse(shape, [broadcastStrides(x.shape, shape)]);
+  const [rows, ...rest] = plan.shape, [step, ...inner] = plan.strides[0];
+  const kernel = reduceKernel(plan.shape.length, 1, true);
+  for (const band of rowBands(gpu, rows, out.size / rows, `broadcastTo ${fmt(shape)}`)) {
+    const read = step === 0 ? rowWindow(gpu, 0, 1, x.size) : rowWindow(gpu, band.first, band.rows, step);
+    const n = (band.rows * out.size) / rows;
+    const params = u32s(n, 1, 1, f(scale), read.base, band.base, band.rows, ...rest, step, ...inner, 1, 0);
+    launch(gpu, kernel, [bandBinding(gpu, x.buffer, read), bandBinding(gpu, out.buffer, band)], n, params);
+  }
   return out;
 }
 
@@ -199,8 +220,13 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (!sameShape(target, shape)) {
     throw new Error(`broadcastTo: ${x.describe()} does not broadcast to ${fmt(shape)}`);
   }
-  const out = Tensor.empty(x.gpu, shape, x.dtype);
-  stridedCopy(x, out, shape, broadcastStrides(x.shape, shape), contiguousStrides(shape));
+  let out: Tensor;
+  // over one storage binding (f32), in bands; else one strided copy, of any dtype
+  if (x.dtype === "f32" && 4 * numel(shape) > bindingLimit(x.gpu)) out = broadcastScaled(x, shape, 1);
+  else {
+    out = Tensor.empty(x.gpu, shape, x.dtype);
+    stridedCopy(x, out, shape, broadcastStrides(x.shape, shape), contiguousStrides(shape));
+  }
   const xs = x.shape;
   return record("broadcastTo", out, [x], [], (g) => [sumTo(g, xs)]);
 }
