@@ -392,7 +392,11 @@ async function streamed(
   return g;
 }
 
-/** The generations of every prompt, `--batch-size` prompts per batch. */
+/**
+ * The generations of every prompt, `--batch-size` prompts per batch. Each batch is seeded with
+ * --seed plus the index of its first prompt: a batch's draws are counted from its own rows, so one
+ * seed for all would repeat them batch after batch (the first batch draws as a single prompt does).
+ */
 async function inBatches(
   model: Model,
   tokenizer: Tokenizer,
@@ -401,9 +405,8 @@ async function inBatches(
 ): Promise<Generation[]> {
   const out: Generation[] = [];
   for (let i = 0; i < prompts.length; i += v["batch-size"]) {
-    out.push(
-      ...await generateBatch(model, tokenizer, prompts.slice(i, i + v["batch-size"]), generationOptions(v)),
-    );
+    const batch = prompts.slice(i, i + v["batch-size"]);
+    out.push(...await generateBatch(model, tokenizer, batch, { ...generationOptions(v), seed: v.seed + i }));
   }
   return out;
 }

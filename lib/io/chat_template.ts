@@ -1,8 +1,9 @@
 /**
  * A model's chat template: the Jinja template that `transformers`' `apply_chat_template` renders a
  * conversation with, read from chat_template.jinja or else from tokenizer_config.json (`chat_template`,
- * a string or a list of named templates, "default" taken), as transformers, and rendered with the pinned
- * npm package `@huggingface/jinja` (Hugging Face's JavaScript port of the Jinja subset templates use).
+ * a string or a list of named templates, "default" taken; without one, rendering is refused, as
+ * transformers refuses it unless told a name), as transformers, and rendered with the pinned npm
+ * package `@huggingface/jinja` (Hugging Face's JavaScript port of the Jinja subset templates use).
  * @module
  */
 import { join } from "node:path";
@@ -39,7 +40,8 @@ export class ChatTemplateError extends Error {
  * The chat template of the model directory `dir`, or null when it has none. `variables` are given
  * to every render besides the messages (transformers' apply_chat_template kwargs, e.g.
  * `enable_thinking`). The special tokens' texts (bos_token, eos_token, …) are those
- * tokenizer_config.json or special_tokens_map.json name, else those `tokenizer` resolved.
+ * tokenizer_config.json or special_tokens_map.json name, else those `tokenizer` resolved; one the
+ * files set to null (Qwen2.5's bos_token), or that nothing names, is undefined, as in transformers.
  */
 export async function loadChatTemplate(
   dir: string,
@@ -53,30 +55,31 @@ export async function loadChatTemplate(
   } catch (e) {
     throw new ChatTemplateError(`${configPath}: cannot read: ${(e as Error).message}`);
   }
+  const context = { ...specialTokens(config, tokenizer), ...variables };
   // as transformers: a chat_template.jinja file takes priority over the config's entry
   const jinjaPath = join(dir, "chat_template.jinja");
-  let source = jinjaPath, text: string | null;
   try {
-    text = await Deno.readTextFile(jinjaPath);
+    return chatTemplate(await Deno.readTextFile(jinjaPath), jinjaPath, context);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
-    source = configPath;
-    text = templateText(config.chat_template, configPath);
-    if (text === null) return null;
   }
-  // the special tokens the files name, else the ones the tokenizer resolved (config.json's ids)
-  const special = (role: "bos" | "eos" | "pad" | "unk") => {
-    const id = tokenizer?.special[role];
-    return tokenText(config[`${role}_token`]) ??
-      (id == null ? "" : tokenizer!.decode([id], { skipSpecialTokens: false }));
-  };
-  return chatTemplate(text, source, {
-    bos_token: special("bos"),
-    eos_token: special("eos"),
-    pad_token: special("pad"),
-    unk_token: special("unk"),
-    ...variables,
-  });
+  return configTemplate(config.chat_template, configPath, context);
+}
+
+/**
+ * The texts of the special tokens a template reads: those `config` names, else those `tokenizer`
+ * resolved (config.json's ids); none for a token `config` sets to null, or that neither has.
+ */
+function specialTokens(config: Record<string, unknown>, tokenizer?: Tokenizer): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const role of ["bos", "eos", "pad", "unk"] as const) {
+    const key = `${role}_token`, id = tokenizer?.special[role];
+    // a token the files set to null has no text, though config.json names its id (Qwen2.5's bos)
+    let text = tokenText(config[key]);
+    if (!(key in config) && id != null) text = tokenizer!.decode([id], { skipSpecialTokens: false });
+    if (text !== null) out[key] = text;
+  }
+  return out;
 }
 
 /**
@@ -114,15 +117,41 @@ export function chatTemplate(
   };
 }
 
-/** tokenizer_config.json's `chat_template`: a string, or the "default" one of a named list. */
-function templateText(value: unknown, path: string): string | null {
+/**
+ * The template of tokenizer_config.json's `chat_template`: a string, or the "default" one of a
+ * named list; null when it has none. A list without a "default" gives a template that refuses to
+ * render: transformers' apply_chat_template then wants one of the names, which hartley takes no
+ * flag for.
+ */
+function configTemplate(value: unknown, path: string, context: Record<string, unknown>): ChatTemplate | null {
   if (value === undefined || value === null) return null;
-  if (typeof value === "string") return value;
-  if (Array.isArray(value)) {
-    const named = value.find((t) => t?.name === "default") ?? value[0];
-    if (typeof named?.template === "string") return named.template;
+  if (typeof value === "string") return chatTemplate(value, path, context);
+  if (!Array.isArray(value) || !value.every(isNamedTemplate)) {
+    throw new ChatTemplateError(`${path}: "chat_template" must be a string or a list of {name, template}`);
   }
-  throw new ChatTemplateError(`${path}: "chat_template" must be a string or a list of {name, template}`);
+  const chosen = value.find((t) => t.name === "default");
+  if (chosen) return chatTemplate(chosen.template, path, context);
+  const names = value.map((t) => t.name).join(", ") || "none";
+  return refusing(
+    path,
+    `"chat_template" names no "default" template (its names: ${names}), and hartley cannot be told ` +
+      `which to use: rename the one to use "default"`,
+  );
+}
+
+function isNamedTemplate(t: unknown): t is { name: string; template: string } {
+  const o = t as { name?: unknown; template?: unknown } | null;
+  return typeof o?.name === "string" && typeof o.template === "string";
+}
+
+/** A template from `source` whose every render fails with `reason`. */
+function refusing(source: string, reason: string): ChatTemplate {
+  return {
+    source,
+    render() {
+      throw new ChatTemplateError(`${source}: ${reason}`);
+    },
+  };
 }
 
 /** A special token's text: a string, or an AddedToken object's `content`. */

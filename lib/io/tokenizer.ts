@@ -226,15 +226,21 @@ export class Tokenizer {
     throw new TokenizerError(`${this.path}: cannot truncate: the post-processor changes the text's tokens`);
   }
 
-  /** Text of `ids`; special tokens are skipped unless skipSpecialTokens is false. */
+  /**
+   * Text of `ids`; special tokens are skipped unless skipSpecialTokens is false. Ids past the
+   * vocabulary are skipped too, as the tokenizers library skips them: a model's logits may be
+   * wider than its tokenizer (Qwen2.5's 151936 for 151665 ids), so generation can pick one.
+   */
   decode(ids: ArrayLike<number>, { skipSpecialTokens = true } = {}): string {
-    if (ids.length === 0) return "";
+    const known: number[] = [];
     for (const id of Array.from(ids)) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new RangeError(`${this.path}: cannot decode id ${id} (ids are 0..${this.vocabSize - 1})`);
+      if (!Number.isInteger(id) || id < 0) {
+        throw new RangeError(`${this.path}: cannot decode id ${id} (ids are integers ≥ 0)`);
       }
+      if (id < this.vocabSize) known.push(id);
     }
-    return this.tok.decode(Array.from(ids), {
+    if (known.length === 0) return "";
+    return this.tok.decode(known, {
       skip_special_tokens: skipSpecialTokens,
       clean_up_tokenization_spaces: this.cleanUp,
     });

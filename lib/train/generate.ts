@@ -280,13 +280,16 @@ async function decode(
   const wasTraining = model.training;
   model.train(false);
   try {
-    // `length`: the positions the cache will hold once `first` has run (the next token's position)
+    // `length`: the positions the cache will hold once `first` has run (the next token's position).
+    // `first` ends at position length − 1, and picking k tokens runs the first k − 1 of them at
+    // length .. length + k − 2: so `first` runs while length ≤ positions, and k ≤ positions − length + 1
+    // (a prompt of `positions` tokens still gets one, as transformers' generate gives it)
     for (let made = 0, length = cache.length + first.t; made < d.maxNew && running.size > 0;) {
-      if (length >= positions) {
+      if (length > positions) {
         for (const r of running) stops[r] = "positions";
         break;
       }
-      let k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length);
+      let k = Math.min(GREEDY_TOKENS_PER_READ, d.maxNew - made, positions - length + 1);
       // a chunk ends where the model's rotation switches (LongRoPE); the next one fills the cache again
       if (length <= switchAt && switchAt < length + k - 1) k = switchAt - length + 1;
       const penalty = d.repetitionPenalty;
