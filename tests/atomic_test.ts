@@ -89,3 +89,15 @@ Deno.test("writeDirAtomic never replaces a folder holding the working directory;
   });
   assert(!isWithin("/a/bc", "/a/b") && !isWithin("/a", "/a/b") && !isWithin("/a/..b", "/a/b"));
 });
+
+Deno.test("writeDirAtomic through a link to a folder replaces the folder's contents and keeps the link", async () => {
+  await withTempDir("hartley_atomic_link_", async (dir) => {
+    await Deno.mkdir(`${dir}/real`);
+    await Deno.writeTextFile(`${dir}/real/old`, "old");
+    await Deno.symlink(`${dir}/real`, `${dir}/link`);
+    await writeDirAtomic(`${dir}/link`, (tmp) => Deno.writeTextFile(`${tmp}/new`, "new"));
+    assert((await Deno.lstat(`${dir}/link`)).isSymlink, "the link stays a link");
+    assertEquals(await names(`${dir}/real`), ["new"]);
+    assertEquals(await names(dir), ["link", "real"]);
+  });
+});

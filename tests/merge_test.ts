@@ -176,7 +176,8 @@ async function convertedCopy(
     for (const [k] of part) weightMap[k] = name;
     await writeSafetensors(`${dir}/${name}`, Object.fromEntries(part), { format: "pt" });
   }
-  const index = { metadata: { total_size: 0 }, weight_map: weightMap };
+  const totalSize = tensors.reduce((sum, [, t]) => sum + t.data.byteLength, 0);
+  const index = { metadata: { total_size: totalSize }, weight_map: weightMap };
   await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify(index));
   return dir;
 }
@@ -286,6 +287,31 @@ Deno.test("saveMerged keeps F16 / BF16 storage and the sharding of the source", 
       await Deno.remove(src, { recursive: true });
       await Deno.remove(out, { recursive: true }).catch(() => {});
     }
+  }
+});
+
+Deno.test("saveMerged: a sharded index's total_size counts the tensors written (F32 merged weights of a BF16 base)", async () => {
+  if (!loadableFamilies().includes("gpt2")) return;
+  const gpu = await getGpu();
+  const src = await convertedCopy(`${FIXTURES}models/gpt2`, { dtype: "BF16", shards: 2 });
+  const out = `${src}-merged`;
+  const model = await loadModel(gpu, src);
+  const peft = await attachAdapter(model, loraConfig({ r: 2, initLoraWeights: false, fanInFanOut: true }));
+  try {
+    await peft.saveMerged(out, { dtype: "F32" });
+    const index = JSON.parse(await Deno.readTextFile(`${out}/model.safetensors.index.json`));
+    let total = 0;
+    for (const file of new Set<string>(Object.values(index.weight_map))) {
+      const shard = await openSafetensors(`${out}/${file}`);
+      for (const name of shard.names) total += shard.info(name).byteLength;
+    }
+    const before = JSON.parse(await Deno.readTextFile(`${src}/model.safetensors.index.json`));
+    assert(total > before.metadata.total_size, "the F32 merged weights take more bytes than the BF16 ones");
+    assertEquals(index.metadata.total_size, total);
+  } finally {
+    peft.detach();
+    model.dispose();
+    for (const d of [src, out]) await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 });
 

@@ -6,8 +6,12 @@
  */
 import { getGpu } from "../gpu/mod.ts";
 import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
+import { storageSummary } from "../models/storage.ts";
+import { WEIGHT_DTYPES, type WeightDtype } from "../nn/load.ts";
+import { loadAdapterConfig } from "../peft/config.ts";
+import { CLASSIFIER_HEAD_NAMES } from "../peft/targets.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
-import { ArgsError, type CommandSpec, withArgs } from "./args.ts";
+import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
 import { loadForUse } from "./load.ts";
 
 const FLAGS = {
@@ -21,6 +25,15 @@ const FLAGS = {
   out: { type: "string", arg: "DIR", help: "the merged model directory to write (required)" },
   task: { type: "string", choices: TASKS, help: "task [default: the adapter's task_type]" },
   overwrite: { type: "boolean", help: "replace an existing --out" },
+  dtype: {
+    ...DTYPE_FLAG,
+    choices: ["auto", ...WEIGHT_DTYPES],
+    default: "auto",
+    help:
+      "storage of the base's frozen weights while merging: W + ΔW reads W from the checkpoint files, so " +
+      "the merged model is the same for each; auto: q4, or f32 when the adapter's modules_to_save name more " +
+      "than a classifier head",
+  },
 } as const;
 
 const SPEC: CommandSpec<typeof FLAGS> = {
@@ -54,6 +67,7 @@ export function mergeCommand(args: string[]): Promise<number> {
       modelGiven: given.has("model"),
       adapter: v.adapter,
       task: v.task as TaskName | undefined,
+      dtype: await frozenDtype(v.dtype, v.adapter),
     });
     try {
       if (isWithin(loaded.modelDir, v.out)) {
@@ -61,6 +75,7 @@ export function mergeCommand(args: string[]): Promise<number> {
           `--out ${v.out} holds the base model ${loaded.modelDir}: the merged model goes into another directory`,
         );
       }
+      console.log(`storage ${storageSummary(loaded.model)}`);
       await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
       console.log(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
       return 0;
@@ -69,4 +84,18 @@ export function mergeCommand(args: string[]): Promise<number> {
       loaded.model.dispose();
     }
   });
+}
+
+/**
+ * The storage of the base's frozen weights for `--dtype` (`flag`) and the adapter in `adapter`:
+ * auto is q4, except where the adapter's modules_to_save name more than a classifier head (an
+ * embedding table, a pooler), whose trained values need f32 parameters and q4 would store them
+ * quantized.
+ */
+async function frozenDtype(flag: string, adapter: string): Promise<WeightDtype> {
+  if (flag !== "auto") return flag as WeightDtype;
+  // an unreadable adapter is reported by loadForUse, in its own words
+  const config = await loadAdapterConfig(adapter).catch(() => null);
+  const heads = (config?.modulesToSave ?? []).every((m) => CLASSIFIER_HEAD_NAMES.some((h) => m.endsWith(h)));
+  return heads ? "q4" : "f32";
 }

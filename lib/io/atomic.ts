@@ -56,7 +56,8 @@ export interface WriteDirOptions {
 /**
  * Write a directory as a whole: `fill` writes into a fresh folder beside `dir`, which is then
  * renamed into place. An existing `dir` is moved aside first and removed after (entries that
- * `keep` accepts are moved into the new folder). A failure in `fill` leaves `dir` untouched;
+ * `keep` accepts are moved into the new folder). A `dir` that is a link to a folder stays a link:
+ * the folder it names is the one replaced. A failure in `fill` leaves `dir` untouched;
  * a crash between the two renames leaves the old directory beside the target as
  * `.<name>.<id>.old`, never half a directory; the next successful write removes such leftovers.
  */
@@ -70,7 +71,9 @@ export async function writeDirAtomic(
       `${dir}: replacing it as a whole would remove the working directory, which lies within it`,
     );
   }
-  const parent = dirname(resolve(dir)), name = basename(resolve(dir));
+  // renaming a link would move the link itself, leaving the folder it names as it was
+  const target = await realPathIfExists(dir);
+  const parent = dirname(target), name = basename(target);
   await Deno.mkdir(parent, { recursive: true });
   const id = crypto.randomUUID().slice(0, 8);
   const tmp = join(parent, `.${name}.${id}.tmp`);
@@ -78,16 +81,16 @@ export async function writeDirAtomic(
   let old: string | null = null;
   try {
     await fill(tmp);
-    const stat = await statOrNull(dir);
+    const stat = await statOrNull(target);
     if (stat && !stat.isDirectory) throw new Error(`${dir} exists and is not a directory`);
     if (stat) {
       old = join(parent, `.${name}.${id}.old`);
-      await Deno.rename(dir, old);
+      await Deno.rename(target, old);
     }
     try {
-      await Deno.rename(tmp, dir);
+      await Deno.rename(tmp, target);
     } catch (e) {
-      if (old) await Deno.rename(old, dir);
+      if (old) await Deno.rename(old, target);
       old = null;
       throw e;
     }
@@ -99,14 +102,24 @@ export async function writeDirAtomic(
     if (opts.keep) {
       for await (const entry of Deno.readDir(old)) {
         // the new folder's own files win over the old ones of the same name
-        if (opts.keep(entry.name) && !(await pathExists(join(dir, entry.name)))) {
-          await Deno.rename(join(old, entry.name), join(dir, entry.name));
+        if (opts.keep(entry.name) && !(await pathExists(join(target, entry.name)))) {
+          await Deno.rename(join(old, entry.name), join(target, entry.name));
         }
       }
     }
     await Deno.remove(old, { recursive: true });
   }
   await removeLeftovers(parent, name);
+}
+
+/** `path` absolute, with its links followed when it exists. */
+async function realPathIfExists(path: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return resolve(path);
+    throw e;
+  }
 }
 
 /** What an earlier crash between the two renames of {@link writeDirAtomic} left beside `name`. */

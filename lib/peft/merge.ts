@@ -11,11 +11,14 @@
  *   trained values (new keys, such as a fresh classifier, are added in the checkpoint's most
  *   common float dtype); the `dtype` option stores all of these as one dtype. Every other tensor
  *   is copied bit for bit; key names, shapes, sharding (the index and shard file names) and
- *   `__metadata__` are kept. The directory's other files (config.json, tokenizer files, …) are
- *   copied, weights in other formats (.bin, .pt, …) are not. The new directory is written beside the target and renamed into place; what an
- *   overwritten target held besides weights (notes, other folders) is moved into it, unless the
- *   merged model has a file of that name. Each changed tensor is computed as the writer reaches
- *   it, so the host holds about one tensor at a time.
+ *   `__metadata__` are kept (the index's `total_size` counts the tensors written). The directory's
+ *   other files (config.json, tokenizer files, …) and its `additional_chat_templates/` are copied
+ *   as files (links followed, as a Hugging Face cache snapshot links them into blobs/); weights in
+ *   other formats (.bin, .pt, …), other folders and an adapter_config.json are not. The new
+ *   directory is written beside the target (the folder a link names) and renamed into place; of
+ *   an overwritten target, what is no model file (notes, other folders) is kept, unless the merged
+ *   model has a file of that name. Each changed tensor is
+ *   computed as the writer reaches it, so the host holds about one tensor at a time.
  * @module
  */
 import { basename, dirname, join } from "node:path";
@@ -41,6 +44,7 @@ import type { Linear } from "../nn/linear.ts";
 import type { Tensor } from "../tensor/mod.ts";
 import { addScaledKernel } from "../../kernels/peft.ts";
 import { WG } from "../../kernels/indexing.ts";
+import { ADAPTER_CONFIG_FILE } from "./files.ts";
 import type { PeftLayer } from "./layer.ts";
 import { classifierLabels, shapesOfModel } from "./model_shapes.ts";
 
@@ -116,6 +120,14 @@ export interface WriteMergedOptions {
 }
 
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|onnx|gguf)$|\.index\.json$/;
+/** The folders of a model directory that the merged model has too (transformers' named chat templates). */
+const MODEL_FOLDERS = ["additional_chat_templates"];
+/**
+ * Files that transformers reads from a model directory besides weights (configs, tokenizer and
+ * processor files, chat templates): an overwritten target's are dropped, never mixed with the
+ * merged model's. What else it holds (notes, other folders) is kept.
+ */
+const MODEL_FILE = /\.(json|jinja|model)$|^(vocab\.|merges\.txt$)/;
 
 /**
  * Write the merged model into the new directory `dir` (see the module doc). The model's own
@@ -140,13 +152,32 @@ export async function writeMergedModel(
   const { replaced, nameOf } = mergedTensors(src, source, opts.dtype);
   await writeDirAtomic(dir, async (tmp) => {
     await writeCheckpoint(source, replaced, tmp, nameOf, opts.onMerged);
-    for await (const e of Deno.readDir(sourceDir)) {
-      if (e.isFile && !WEIGHT_FILE.test(e.name)) {
-        await Deno.copyFile(join(sourceDir, e.name), join(tmp, e.name));
-      }
-    }
+    await copyModelFiles(sourceDir, tmp);
     await describeHead(model, join(tmp, "config.json"), opts.labelNames);
-  }, { keep: (name) => !WEIGHT_FILE.test(name) });
+  }, { keep: (name) => !WEIGHT_FILE.test(name) && !MODEL_FILE.test(name) && !MODEL_FOLDERS.includes(name) });
+}
+
+/**
+ * Copy the files of the model directory `from` that are no weights into `to`, and its
+ * {@link MODEL_FOLDERS} (`nested`: `from` is one of those). A link is followed and the bytes of
+ * the file it names are copied. An adapter_config.json is left out: transformers would take the
+ * merged folder for an adapter.
+ */
+async function copyModelFiles(from: string, to: string, nested = false): Promise<void> {
+  for await (const e of Deno.readDir(from)) {
+    const path = join(from, e.name);
+    const stat = await Deno.stat(path).catch((err) => {
+      throw err instanceof Deno.errors.NotFound
+        ? new Error(`${path}: a link to a file that is missing`)
+        : err;
+    });
+    if (stat.isFile && !WEIGHT_FILE.test(e.name) && e.name !== ADAPTER_CONFIG_FILE) {
+      await Deno.copyFile(path, join(to, e.name));
+    } else if (stat.isDirectory && !nested && MODEL_FOLDERS.includes(e.name)) {
+      await Deno.mkdir(join(to, e.name));
+      await copyModelFiles(path, join(to, e.name), true);
+    }
+  }
 }
 
 /**
@@ -298,6 +329,7 @@ async function writeCheckpoint(
   const added = [...replaced.keys()].filter((k) => !source.has(k));
   const lastFile = [...files.keys()].pop()!;
   files.get(lastFile)!.push(...added);
+  let written = 0;
   for (const [file, keys] of files) {
     const tensors = keys.map((key): LazyTensor => {
       const name = nameOf(key), r = replaced.get(key);
@@ -313,6 +345,7 @@ async function writeCheckpoint(
       ? (await openSafetensors(join(dirname(source.path), file))).metadata
       : source.metadata;
     await writeSafetensorsLazily(join(dir, file), tensors, Object.keys(meta).length > 0 ? meta : undefined);
+    for (const t of tensors) written += t.shape.reduce((a, b) => a * b, 1) * DTYPES[t.dtype].size;
   }
   if (sharded) {
     const index = JSON.parse(await Deno.readTextFile(source.path));
@@ -321,12 +354,8 @@ async function writeCheckpoint(
         [k, f],
       ) => [nameOf(k), f]),
     );
-    if (added.length > 0 && index.metadata && typeof index.metadata.total_size === "number") {
-      for (const k of added) {
-        const t = replaced.get(k)!;
-        index.metadata.total_size += t.shape.reduce((a, b) => a * b, 1) * DTYPES[t.dtype].size;
-      }
-    }
+    // merged tensors may take another dtype or size than the source's (F32 over BF16, a new head)
+    if (typeof index.metadata?.total_size === "number") index.metadata.total_size = written;
     await writeFileAtomic(join(dir, basename(source.path)), JSON.stringify(index, null, 2) + "\n");
   }
 }
