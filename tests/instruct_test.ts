@@ -4,7 +4,12 @@
  * read from a model directory; and a causal LM fine-tuned on such a file from the CLI.
  */
 import { join } from "node:path";
-import { chatTemplate, ChatTemplateError, loadChatTemplate } from "../lib/io/chat_template.ts";
+import {
+  type ChatTemplate,
+  chatTemplate,
+  ChatTemplateError,
+  loadChatTemplate,
+} from "../lib/io/chat_template.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
@@ -27,6 +32,15 @@ import { templateKwargs } from "../lib/cli/args.ts";
 const CHATML =
   "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/** Llama 3's chat template: each turn's content trimmed, then <|eot_id|>. */
+const LLAMA3 = chatTemplate(
+  "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n" +
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}" +
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+  "llama3",
+  { bos_token: "<|begin_of_text|>" },
+);
 
 async function tokenizerOf(name: string) {
   return await loadModelTokenizer(await loadHfConfig(fixtureModel(name)));
@@ -203,6 +217,37 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
     learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: qwen3 }))),
     "Blue.<|im_end|>\nGreen.<|im_end|>\n",
   );
+  // an answer that also occurs in the closing markup ("d", "e", "end" in <|im_end|>; "d", "e", "eot" in
+  // <|eot_id|>; "n" in Qwen3's <think>) is learnt with its end-of-turn token
+  const answers: [ChatTemplate, string, string, string][] = [
+    [template, "d", "d", "<|im_end|>\n"],
+    [template, "e", "e", "<|im_end|>\n"],
+    [template, "end", "end", "<|im_end|>\n"],
+    [template, "c", "c", "<|im_end|>\n"],
+    [qwen3, "n", "n", "<|im_end|>\n"],
+    [LLAMA3, "d", "d", "<|eot_id|>"],
+    [LLAMA3, "e", "e", "<|eot_id|>"],
+    [LLAMA3, "eot", "eot", "<|eot_id|>"],
+    [LLAMA3, " t ", "t", "<|eot_id|>"],
+  ];
+  for (const [t, answer, written, closer] of answers) {
+    assertEquals(learntAnswer(tok, t, answer), written + closer, `${t.source}: ${JSON.stringify(answer)}`);
+  }
+});
+
+/** The learnt text of a question answered `answer` under `template`. */
+function learntAnswer(tok: Awaited<ReturnType<typeof tokenizerOf>>, template: ChatTemplate, answer: string) {
+  const messages = [{ role: "user", content: "Pick a, b, c or d." }, { role: "assistant", content: answer }];
+  return learnt(tok, ...pair(tokenizeInstruction({ messages, completionFrom: 0 }, tok, { template })));
+}
+
+Deno.test("tokenizeInstruction: an empty or blank assistant turn learns its end-of-turn token, as TRL does", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const chatml = chatTemplate(CHATML, "chatml");
+  assertEquals(learntAnswer(tok, chatml, ""), "<|im_end|>\n");
+  assertEquals(learntAnswer(tok, chatml, "  "), "  <|im_end|>\n");
+  assertEquals(learntAnswer(tok, LLAMA3, ""), "<|eot_id|>");
+  assertEquals(learntAnswer(tok, LLAMA3, " \n"), "<|eot_id|>");
 });
 
 /** An InstructionTokens as the (ids, trained) pair `learnt` takes. */

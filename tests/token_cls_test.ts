@@ -99,9 +99,10 @@ Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL 
     const data = await readTaggedFile(jsonl);
     assertEquals([data.wordField, data.tagField], ["tokens", "ner_tags"]);
     assertEquals(data.labelNames, ["B-PER", "O", "B-LOC"]);
-    assertEquals(data.examples, [{ words: ["Ada", "met", "Bob"], tags: [0, 1, 0] }, {
+    assertEquals(data.examples, [{ words: ["Ada", "met", "Bob"], tags: [0, 1, 0], source: `${jsonl}:1` }, {
       words: ["in", "Rome"],
       tags: [1, 2],
+      source: `${jsonl}:2`,
     }]);
     // the names of a trained head map the tags
     const named = await readTaggedFile(jsonl, { labels: ["O", "B-PER", "B-LOC"] });
@@ -117,6 +118,7 @@ Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL 
     assertEquals(parquet.examples[0], {
       words: ["Ada", "Lovelace", "lived", "in", "London"],
       tags: [1, 2, 0, 0, 3],
+      source: `${new URL("./fixtures/data/ner.parquet", import.meta.url).pathname}:1`,
     });
     // a head's tags are matched by name: the split's ids go through its ClassLabel names
     const head = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"];
@@ -141,9 +143,10 @@ Deno.test("readTaggedFile: JSONL names, a Parquet split's ClassLabel ids, CoNLL 
     );
     const c = await readTaggedFile(conll);
     // a "#" line is a word (WNUT's hashtags), not a comment
-    assertEquals(c.examples, [{ words: ["EU", "rejects"], tags: [0, 1] }, {
+    assertEquals(c.examples, [{ words: ["EU", "rejects"], tags: [0, 1], source: `${conll}:3` }, {
       words: ["Peter", "#"],
       tags: [2, 1],
+      source: `${conll}:7`,
     }]);
     assertEquals(c.labelNames, ["B-ORG", "O", "B-PER"]);
 

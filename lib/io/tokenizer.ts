@@ -6,13 +6,14 @@
  *
  * The package lacks one normalizer that SentencePiece-converted tokenizers use, `Nmt`, and drops
  * the second text of a pair under a `ByteLevel` post-processor (GPT-2's); both are rewritten
- * before loading (see {@link adaptForTokenizersJs}).
+ * before loading (see {@link adaptForTokenizersJs}). tokenizer_config.json's `add_bos_token` and
+ * `add_eos_token` rebuild the post-processor, as transformers 5 does (see {@link loadTokenizer}).
  * Decoding follows the Python `tokenizers` library: special tokens skipped by default and no
  * extra "clean up tokenization spaces" pass unless tokenizer_config.json asks for one.
  * @module
  */
 // The package is pinned in deno.json's import map; this module is its only user.
-import { Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
+import { TemplateProcessingPostProcessor, Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
 import { dirname, join } from "node:path";
 import type { HfConfig } from "./hf_config.ts";
 
@@ -106,13 +107,16 @@ export class Tokenizer {
    * Token ids of a text pair (e.g. BERT's `[CLS] a [SEP] b [SEP]`) and their token type ids
    * (0 for the first text and its special tokens, 1 for the second, as the post-processor
    * assigns them; without a post-processor the texts are concatenated, types 0 then 1).
-   * An empty `pair` is encoded as no pair (the npm package's behaviour).
+   * An empty `pair` is still a pair, as in transformers: the pair template's special tokens are
+   * there (BERT's `[CLS] a [SEP] [SEP]`).
    */
   encodePair(
     text: string,
     pair: string,
     { addSpecialTokens = true } = {},
   ): { ids: number[]; typeIds: number[] } {
+    // the npm package encodes an empty pair as none: encode a probe pair, then take its tokens out
+    if (pair === "") return this.withoutPairTokens(this.encodePair(text, PROBE, { addSpecialTokens }));
     const e = this.tok.encode(text, {
       text_pair: pair,
       add_special_tokens: addSpecialTokens,
@@ -121,6 +125,18 @@ export class Tokenizer {
     if (e.token_type_ids) return { ids: e.ids, typeIds: e.token_type_ids };
     const first = this.encode(text, { addSpecialTokens: false }).length;
     return { ids: e.ids, typeIds: e.ids.map((_, i) => (i < first ? 0 : 1)) };
+  }
+
+  /** `e`, a pair encoding whose second text is {@link PROBE}, without the probe's own tokens (its last ones). */
+  private withoutPairTokens(e: { ids: number[]; typeIds: number[] }): { ids: number[]; typeIds: number[] } {
+    const probe = this.encode(PROBE, { addSpecialTokens: false });
+    for (let at = e.ids.length - probe.length; at >= 0; at--) {
+      if (probe.every((id, k) => e.ids[at + k] === id)) {
+        const cut = (xs: number[]) => [...xs.slice(0, at), ...xs.slice(at + probe.length)];
+        return { ids: cut(e.ids), typeIds: cut(e.typeIds) };
+      }
+    }
+    throw new TokenizerError(`${this.path}: the post-processor changes the second text's own tokens`);
   }
 
   /**
@@ -257,6 +273,9 @@ export class Tokenizer {
   }
 }
 
+/** A second text whose tokens stand in for an empty one's (see {@link Tokenizer.encodePair}). */
+const PROBE = "a";
+
 /** tokenizer.json model types handled (the package guesses at others, so they are refused). */
 const MODEL_TYPES = ["BPE", "WordPiece", "Unigram"];
 
@@ -280,7 +299,9 @@ export async function readTokenizerConfig(dir: string): Promise<Record<string, u
  * Load a tokenizer: `path` is a tokenizer.json or a folder holding one. A
  * tokenizer_config.json beside it (with special_tokens_map.json) is read for special tokens when
  * present; `modelConfig` (the model's config.json) fills special-token ids the tokenizer files do
- * not name.
+ * not name. When tokenizer_config.json names `add_bos_token` or `add_eos_token`, the post-processor
+ * is rebuilt from them, as transformers 5 rebuilds it: the tokenizer's bos before each text and eos
+ * after it, each where its flag is true.
  */
 export async function loadTokenizer(path: string, modelConfig?: HfConfig): Promise<Tokenizer> {
   const file = (await Deno.stat(path)).isDirectory ? join(path, "tokenizer.json") : path;
@@ -300,7 +321,65 @@ export async function loadTokenizer(path: string, modelConfig?: HfConfig): Promi
   } catch (e) {
     throw new TokenizerError(`${file}: cannot load: ${(e as Error).message}`);
   }
-  return new Tokenizer(file, tok, json, tokenizerConfig, modelConfig);
+  const tokenizer = new Tokenizer(file, tok, json, tokenizerConfig, modelConfig);
+  // the special tokens are resolved first: the rebuilt post-processor adds the tokenizer's bos and eos
+  const template = bosEosTemplate(tokenizerConfig, tokenizer);
+  // the package's types want a special token's ids in each template item; it reads the id alone
+  if (template) tok.post_processor = new TemplateProcessingPostProcessor(template as unknown as JsTemplate);
+  return tokenizer;
+}
+
+/** The package's TemplateProcessing configuration type. */
+type JsTemplate = ConstructorParameters<typeof TemplateProcessingPostProcessor>[0];
+
+/** One piece of a TemplateProcessing post-processor, as tokenizer.json writes it: a special token or a text. */
+type TemplateItem =
+  | { SpecialToken: { id: string; type_id: number } }
+  | { Sequence: { id: "A" | "B"; type_id: number } };
+
+/** A TemplateProcessing post-processor, as tokenizer.json writes it. */
+interface Template {
+  type: "TemplateProcessing";
+  single: TemplateItem[];
+  pair: TemplateItem[];
+  special_tokens: Record<string, { id: string; ids: number[]; tokens: string[] }>;
+}
+
+/**
+ * The post-processor transformers 5 builds when tokenizer_config.json names `add_bos_token` or
+ * `add_eos_token` (TokenizersBackend.update_post_processor), replacing tokenizer.json's:
+ * `[bos:0] $A:0 [eos:0]`, a pair followed by `[bos:1] $B:1 [eos:1]`, bos and eos where their flag is
+ * true (an absent flag is false) and the tokenizer has the token (none for a `bos_token` the config
+ * sets to null, as Qwen2's). Null when the config names neither flag: tokenizer.json's stays.
+ */
+function bosEosTemplate(
+  tokenizerConfig: Record<string, unknown>,
+  tokenizer: Tokenizer,
+): Template | null {
+  if (!("add_bos_token" in tokenizerConfig) && !("add_eos_token" in tokenizerConfig)) return null;
+  const [bos, eos] = (["bos", "eos"] as const).map((role) => {
+    const id = tokenizer.special[role];
+    const wanted = tokenizerConfig[`add_${role}_token`] === true && tokenizerConfig[`${role}_token`] !== null;
+    const token = wanted && id !== null ? tokenizer.idToToken(id) : undefined;
+    return token === undefined ? null : { token, id: id! };
+  });
+  const special = (t: typeof bos, type_id: number): TemplateItem[] =>
+    t ? [{ SpecialToken: { id: t.token, type_id } }] : [];
+  const items = (text: "A" | "B", type_id: number): TemplateItem[] => [
+    ...special(bos, type_id),
+    { Sequence: { id: text, type_id } },
+    ...special(eos, type_id),
+  ];
+  const added = [bos, eos].filter((t) => t !== null);
+  const special_tokens = Object.fromEntries(
+    added.map((t) => [t.token, { id: t.token, ids: [t.id], tokens: [t.token] }]),
+  );
+  return {
+    type: "TemplateProcessing",
+    single: items("A", 0),
+    pair: [...items("A", 0), ...items("B", 1)],
+    special_tokens,
+  };
 }
 
 /**

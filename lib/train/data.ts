@@ -19,7 +19,7 @@ import {
   DataError,
   type Example,
   exampleName,
-  readTextFile,
+  readTextDocuments,
 } from "./readers.ts";
 
 /** One dataset row before batching. */
@@ -261,6 +261,18 @@ export interface CausalLmOptions {
 }
 
 /**
+ * The tokens of a causal LM's documents, one after another: each document tokenized on its own with
+ * the tokenizer's special tokens (LLaMA's BOS starts each), as transformers' run_clm.py tokenizes its
+ * records before it concatenates and chunks them. A tokenizer that adds none (GPT-2's) would run the
+ * documents into each other: they are joined by a blank line and tokenized as one text instead.
+ */
+export function documentTokens(documents: readonly string[], tokenizer: Tokenizer): Int32Array {
+  const [before, after] = tokenizer.specialAround();
+  if (before.length + after.length === 0) return Int32Array.from(tokenizer.encode(documents.join("\n\n")));
+  return Int32Array.from(documents.flatMap((text) => tokenizer.encode(text)));
+}
+
+/**
  * Next-token training windows over one long token sequence: window k covers the seqLen + 1
  * tokens from s = k·stride (stride defaults to seqLen: windows start at 0, seqLen, 2·seqLen, …
  * and overlap by one token), giving inputs tokens[s, s + seqLen) and labels
@@ -308,8 +320,8 @@ export class CausalLmDataset implements Dataset {
   }
 
   /**
-   * Read a plain-text file, tokenize the whole text once (with the tokenizer's special tokens,
-   * as `tokenizer.encode`) and cut it into windows.
+   * Read a plain-text file (one document) or the texts of a record file, tokenize them
+   * ({@link documentTokens}) and cut the tokens into windows.
    */
   static async fromTextFile(
     path: string,
@@ -317,7 +329,7 @@ export class CausalLmDataset implements Dataset {
     seqLen: number,
     opts: CausalLmOptions = {},
   ): Promise<CausalLmDataset> {
-    const ids = Int32Array.from(tokenizer.encode(await readTextFile(path)));
+    const ids = documentTokens(await readTextDocuments(path), tokenizer);
     return new CausalLmDataset(ids, seqLen, tokenizer.padId, { source: path, ...opts });
   }
 

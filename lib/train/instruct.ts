@@ -152,8 +152,13 @@ export function tokenizeInstruction(
       );
     example.messages.forEach((m, i) => {
       if (m.role !== "assistant" || i < example.completionFrom) return;
-      const before = render(example.messages.slice(0, i), true);
-      const span = turnSpan(text, before, render(example.messages.slice(0, i + 1), false), m.content);
+      const upTo = example.messages.slice(0, i), marked = { ...m, content: MARK };
+      const span = turnSpan(
+        { text, marked: render([...upTo, marked, ...example.messages.slice(i + 1)], false) },
+        { text: render([...upTo, m], false), marked: render([...upTo, marked], false) },
+        render(upTo, true),
+        m.content,
+      );
       if (!span) throw broken(i);
       const [from, to, whole] = span;
       const start = boundary(encode(text.slice(0, from)), ids, false);
@@ -166,30 +171,55 @@ export function tokenizeInstruction(
   return { ids: Int32Array.from(ids), trained };
 }
 
+/** Stands in for a turn's content to find where a template writes it: private-use characters, untrimmed. */
+const MARK = "\u{E000}turn\u{E001}";
+
+/** A rendering of a conversation, and the same with one turn's content replaced by {@link MARK}. */
+interface Rendered {
+  text: string;
+  marked: string;
+}
+
 /**
- * Where an assistant turn lies in the whole conversation's `text`, as characters [from, to): from
- * its content, which follows `before` (the conversation up to the turn with the generation prompt,
- * a start of `text`), to the end of what the turn rendered last (`through`) writes after its
- * content that `text` writes too (its end-of-turn token), and whether `text` writes all of that.
- * So templates that close the last turn otherwise (Phi-3's <|endoftext|>) or write earlier turns
- * otherwise (Qwen3 leaves their empty <think> out) are read as the whole text has them. Null when
- * `before` does not start `text` or the content is not found after it.
+ * Where an assistant turn lies in the whole conversation's text (`whole`), as characters [from, to):
+ * from its content, which follows `before` (the conversation up to the turn with the generation
+ * prompt, a start of the text), to the end of what the turn rendered last (`through`) writes after its
+ * content that the whole text writes too (its end-of-turn token), and whether the whole text writes
+ * all of that. The content is found where the template writes it (see {@link contentAt}), never by
+ * searching for its text, which may also occur in the markup around it ("d" in `<|im_end|>`); an
+ * empty content's span is its end-of-turn token. So templates that close the last turn otherwise
+ * (Phi-3's <|endoftext|>) or write earlier turns otherwise (Qwen3 leaves their empty <think> out)
+ * are read as the whole text has them. Null when `before` does not start the text or the content is
+ * not where the template puts it.
  */
 function turnSpan(
-  text: string,
+  whole: Rendered,
+  through: Rendered,
   before: string,
-  through: string,
   content: string,
 ): [number, number, boolean] | null {
-  if (!text.startsWith(before)) return null;
-  // a template may trim the content
-  const body = text.indexOf(content, before.length) >= 0 ? content : content.trim();
-  const from = text.indexOf(body, before.length), inThrough = through.lastIndexOf(body);
-  if (from < 0 || inThrough < 0) return null;
-  const tail = through.slice(inThrough + body.length), rest = text.slice(from + body.length);
+  if (!whole.text.startsWith(before)) return null;
+  const inWhole = contentAt(whole, content), inThrough = contentAt(through, content);
+  if (!inWhole || !inThrough || inWhole[0] < before.length) return null;
+  const [from, length] = inWhole;
+  const tail = through.text.slice(inThrough[0] + inThrough[1]), rest = whole.text.slice(from + length);
   let same = 0;
   while (same < tail.length && tail[same] === rest[same]) same++;
-  return [from, from + body.length + same, same === tail.length];
+  return [from, from + length + same, same === tail.length];
+}
+
+/**
+ * Where a template wrote a turn's content in `r.text` (where it wrote {@link MARK} in `r.marked`,
+ * the text before being the same), and its length there: the content's, or its trimmed content's
+ * for a template that trims it. Null when the content is not there.
+ */
+function contentAt(r: Rendered, content: string): [number, number] | null {
+  const at = r.marked.indexOf(MARK);
+  if (at < 0 || !r.text.startsWith(r.marked.slice(0, at))) return null;
+  for (const body of [content, content.trim()]) {
+    if (r.text.startsWith(body, at)) return [at, body.length];
+  }
+  return null;
 }
 
 /**

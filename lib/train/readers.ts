@@ -1,7 +1,8 @@
 /**
  * Reading data files: labelled text for classification (JSONL, CSV/TSV with a header, or a
  * `datasets` Parquet split, whose ClassLabel names name the ids), unlabelled texts (the same
- * formats, or a .txt file of lines), and the text of a file for causal language modelling.
+ * formats, or a .txt file of lines), and the documents of a file for causal language modelling (a
+ * text file, or each record's text).
  * Every error names the file, the line (the row, for Parquet) and what was wrong.
  *
  * ```ts
@@ -567,11 +568,11 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
 }
 
 /**
- * The text to train a causal LM on: a .txt (or .text, .md) file as it is, or the text field of
- * every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), joined by blank
- * lines. Other files, and one whose bytes are mostly not UTF-8 text, are refused.
+ * The documents to train a causal LM on: a .txt (or .text, .md) file as it is, one document, or the
+ * text field of every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), one
+ * document each. Other files, and one whose bytes are mostly not UTF-8 text, are refused.
  */
-export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
+export async function readTextDocuments(path: string, opts: { textField?: string } = {}): Promise<string[]> {
   if (!/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path)) {
     if (!/\.(txt|text|md)$/i.test(path)) {
       throw new DataError(
@@ -584,7 +585,7 @@ export async function readTextFile(path: string, opts: { textField?: string } = 
     // a lossy decode leaves U+FFFD where the bytes were not UTF-8: many of them (or NULs), a binary file
     const odd = text.split("\ufffd").length + text.split("\0").length - 2;
     if (odd > Math.max(2, text.length / 100)) throw new DataError(`${path}: not UTF-8 text (a binary file?)`);
-    return text;
+    return [text];
   }
   const field = opts.textField ?? "text", records = await readRecords(path);
   const noun = /\.parquet$/i.test(path) ? "column" : "field";
@@ -601,7 +602,13 @@ export async function readTextFile(path: string, opts: { textField?: string } = 
     }
     return v;
   });
-  const text = texts.join("\n\n");
-  if (text.length === 0) throw new DataError(`${path}: no text (${noun} "${field}" is empty)`);
-  return text;
+  if (texts.every((t) => t.length === 0)) {
+    throw new DataError(`${path}: no text (${noun} "${field}" is empty)`);
+  }
+  return texts;
+}
+
+/** The documents of {@link readTextDocuments} as one text, joined by blank lines. */
+export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
+  return (await readTextDocuments(path, opts)).join("\n\n");
 }

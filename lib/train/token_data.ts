@@ -22,6 +22,8 @@ export interface TaggedExample {
   words: string[];
   /** Each word's tag id. */
   tags: number[];
+  /** Where it was read, `file:line` (the row, for Parquet), for errors. */
+  source?: string;
 }
 
 /** Tagged sentences read by {@link readTaggedFile}. */
@@ -124,6 +126,7 @@ function taggedRecord(
   return {
     words: words as string[],
     tags: tags.map((t) => labels.id(typeof t === "bigint" ? Number(t) : t, where)),
+    source: where,
   };
 }
 
@@ -131,9 +134,9 @@ function taggedRecord(
 function conllExamples(path: string, text: string, opts: TaggedReadOptions): TaggedData {
   const labels = new LabelMap(opts);
   const examples: TaggedExample[] = [];
-  let words: string[] = [], tags: number[] = [];
+  let words: string[] = [], tags: number[] = [], source = "";
   const end = () => {
-    if (words.length > 0) examples.push({ words, tags });
+    if (words.length > 0) examples.push({ words, tags, source });
     words = [];
     tags = [];
   };
@@ -145,6 +148,7 @@ function conllExamples(path: string, text: string, opts: TaggedReadOptions): Tag
     if (columns.length < 2) {
       throw new DataError(`${path}:${i + 1}: expected a word and its tag, got ${JSON.stringify(line)}`);
     }
+    if (words.length === 0) source = `${path}:${i + 1}`;
     words.push(columns[0]);
     tags.push(labels.id(columns[columns.length - 1], `${path}:${i + 1}`));
   });
@@ -163,7 +167,8 @@ export interface TokenClassificationOptions {
 
 /**
  * Tagged sentences tokenized on first use (each once, then cached): the words' tokens between the
- * tokenizer's special tokens, each word's tag on its first token and −100 on every other token.
+ * tokenizer's special tokens, each word's tag on its first token and −100 on every other token. A
+ * sentence that makes no token at all (no special tokens either) is a DataError naming its source.
  */
 export class TokenClassificationDataset implements Dataset {
   /** The tokenizer's padding id. */
@@ -171,7 +176,10 @@ export class TokenClassificationDataset implements Dataset {
   /** Each sentence's row and where its words start, made on first use. */
   private readonly cache: ({ row: Row; starts: number[] } | undefined)[];
 
-  /** A bad maxLength (no room beside the special tokens) is a RangeError; no examples or a bad tag a DataError. */
+  /**
+   * A bad maxLength (no room beside the special tokens) is a RangeError; no examples, a bad tag, or
+   * a sentence of no words with a tokenizer that adds no special tokens a DataError.
+   */
   constructor(
     readonly examples: readonly TaggedExample[],
     private readonly tokenizer: Tokenizer,
@@ -187,6 +195,10 @@ export class TokenClassificationDataset implements Dataset {
     if (opts.numLabels !== undefined) checkTags(examples, opts.numLabels, "TokenClassificationDataset");
     this.padId = tokenizer.padId;
     this.cache = new Array(examples.length);
+    // without special tokens a sentence of no words makes an empty row: refused now, not in training
+    examples.forEach((ex, i) => {
+      if (special === 0 && ex.words.length === 0) this.encoded(i);
+    });
   }
 
   /** Sentences in the dataset. */
@@ -215,9 +227,15 @@ export class TokenClassificationDataset implements Dataset {
     checkIndex(index, this.size);
     const cached = this.cache[index];
     if (cached) return cached;
-    const { words, tags } = this.examples[index];
+    const { words, tags, source } = this.examples[index];
     const { ids, wordIds } = this.tokenizer.encodeWords(words, { addSpecialTokens: false });
     const [before, after] = this.tokenizer.specialAround();
+    if (before.length + ids.length + after.length === 0) {
+      throw new DataError(
+        `${source ?? `TokenClassificationDataset: sentence ${index}`}: the sentence has no tokens ` +
+          `(${words.length} words, and this tokenizer adds no special tokens); leave it out`,
+      );
+    }
     const kept = Math.min(ids.length, this.opts.maxLength - before.length - after.length);
     const starts = new Array<number>(words.length).fill(-1);
     for (let k = kept - 1; k >= 0; k--) starts[wordIds[k]!] = before.length + k;
