@@ -1,48 +1,94 @@
 /**
- * The CLI as a subprocess, for what the in-process runCli cannot see: Ctrl-C during `train` (the
- * run stops after the step it is in, however far the next --log-every step, with a checkpoint and
- * exit status 130) and progress displays written straight to stderr.
+ * The CLI as a subprocess, for what the in-process runCli cannot see: Ctrl-C or SIGTERM during
+ * `train` (the run stops after the step it is in, however far the next --log-every step, with a
+ * checkpoint and exit status 130 or 143; a second signal exits at once) and progress displays
+ * written straight to stderr.
  */
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
+import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
-Deno.test("train: Ctrl-C between log steps stops after the current step with a checkpoint, exit 130", async () => {
-  await withTempDir("hartley_sigint_", async (dir) => {
-    const data = await writeToyData(dir, 40);
+/** `train ARGS` as a subprocess; `until` reads its stderr until a pattern shows, `end` to its exit. */
+function spawnTrain(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli.ts", ...args],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.getReader();
+  const decoder = new TextDecoder();
+  let err = "";
+  return {
+    child,
+    async until(pattern: RegExp): Promise<void> {
+      while (!pattern.test(err)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        err += decoder.decode(value);
+      }
+    },
+    async end(): Promise<{ code: number; err: string }> {
+      for (let r = await reader.read(); !r.done; r = await reader.read()) err += decoder.decode(r.value);
+      return { code: (await child.status).code, err };
+    },
+  };
+}
+
+// a terminal's Ctrl-C, and a scheduler's or `timeout`'s SIGTERM (Windows has no SIGTERM to listen for)
+for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  Deno.test({
+    name: `train: ${signal} between log steps stops after the current step with a checkpoint, exit ${status}`,
+    ignore: signal === "SIGTERM" && Deno.build.os === "windows",
+    fn: async () => {
+      await withTempDir("hartley_signal_", async (dir) => {
+        const data = await writeToyData(dir, 40);
+        const out = `${dir}/run`;
+        const steps = 400;
+        // tinyRun's options, but with the progress display the test waits for
+        const run = spawnTrain(
+          tinyRun(data, out, ["--steps", String(steps), "--log-every", "1000", "--save-every", "0"]).filter((
+            a,
+          ) => a !== "--quiet"),
+        );
+        // the progress display's first line comes as the steps start: from there no step awaits a
+        // loss readback before step 1000
+        await run.until(new RegExp(`ssh +0/${steps}`));
+        run.child.kill(signal);
+        const { code, err } = await run.end();
+        assertEquals(code, status, err);
+        const stopped = Number(err.match(/stopped at step (\d+)/)?.[1]);
+        assert(stopped >= 1 && stopped < steps / 4, `stopped at step ${stopped} of ${steps}:\n${err}`);
+        assert(await findCheckpoint(out), "a checkpoint");
+        assertEquals((await loadCheckpoint(out)).state.step, stopped);
+      });
+    },
+  });
+}
+
+Deno.test("train: a second Ctrl-C exits at once, saying whether a checkpoint is kept", async () => {
+  await withTempDir("hartley_sigint_twice_", async (dir) => {
+    // an evaluation of 1000 examples after every step: the first Ctrl-C's checkpoint is that far off
+    const data = await writeToyData(dir, 2000);
     const out = `${dir}/run`;
-    const steps = 400;
-    const child = new Deno.Command(Deno.execPath(), {
-      // tinyRun's options, but with the progress display the test waits for
-      args: [
-        "run",
-        "-A",
-        "cli.ts",
-        ...tinyRun(data, out, ["--steps", String(steps), "--log-every", "1000", "--save-every", "0"]).filter((
-          a,
-        ) => a !== "--quiet"),
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    // the progress display's first line comes as the steps start: from there no step awaits a
-    // loss readback before step 1000
-    let err = "";
-    const decoder = new TextDecoder();
-    const reader = child.stderr.getReader();
-    while (!new RegExp(`ssh +0/${steps}`).test(err)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      err += decoder.decode(value);
-    }
-    child.kill("SIGINT");
-    for (let r = await reader.read(); !r.done; r = await reader.read()) err += decoder.decode(r.value);
-    const { code } = await child.status;
-    assertEquals(code, 130, err);
-    const stopped = Number(err.match(/stopped at step (\d+)/)?.[1]);
-    assert(stopped >= 1 && stopped < steps / 4, `stopped at step ${stopped} of ${steps}:\n${err}`);
-    assert(await findCheckpoint(out), "a checkpoint");
-    assertEquals((await loadCheckpoint(out)).state.step, stopped);
+    const args = tinyRun(data, out, ["--steps", "400", "--eval-fraction", "0.5", "--eval-every", "1"]);
+    const interruptTwice = async (args: string[], from: number) => {
+      const run = spawnTrain(args);
+      await run.until(new RegExp(`ssh +${from}/400`));
+      run.child.kill("SIGINT");
+      await run.until(/Ctrl-C: stopping after this step/);
+      run.child.kill("SIGINT");
+      return await run.end();
+    };
+    const first = await interruptTwice(args.filter((a) => a !== "--quiet"), 0);
+    assertEquals(first.code, 130, first.err);
+    assert(first.err.includes("no checkpoint was written yet"), first.err);
+    assertEquals(await findCheckpoint(out), null);
+    const stopped = await runCli([...args, "--stop-at", "1"]);
+    assertEquals(stopped.code, 0, stopped.err);
+    const resumed = await interruptTwice(["train", "--resume", "--out", out], 1);
+    assertEquals(resumed.code, 130, resumed.err);
+    assert(resumed.err.includes("the last one is kept"), resumed.err);
+    assertEquals((await loadCheckpoint(out)).state.step, 1);
   });
 });
 

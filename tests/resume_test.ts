@@ -1,4 +1,6 @@
 import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { clearOutDir } from "../lib/cli/run_dir.ts";
+import { findCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
@@ -87,6 +89,74 @@ Deno.test("--resume refuses other settings, a directory without a checkpoint and
     await Deno.writeTextFile(`${dir}/failed/log.jsonl`, '{"type":"start","step":0}\n');
     const retry = await runCli(tinyRun(data, `${dir}/failed`, ["--steps", "1"]));
     assertEquals(retry.code, 0, retry.err);
+  });
+});
+
+Deno.test("--overwrite clears what a crash mid-save left beside the old run, so --resume cannot continue that run", async () => {
+  await withTempDir("hartley_resume_overwrite_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    const out = `${dir}/run`;
+    const first = await runCli(tinyRun(data, out, ["--steps", "4", "--stop-at", "1"]));
+    assertEquals(first.code, 0, first.err);
+    // a crash between the two renames of the next save: the checkpoint lies aside, the new one half written
+    await Deno.rename(`${out}/checkpoint`, `${out}/.checkpoint.0123abcd.old`);
+    await Deno.mkdir(`${out}/.checkpoint.4567cdef.tmp`);
+    await Deno.mkdir(`${out}/.adapter.89abcdef.old`);
+    await Deno.writeTextFile(`${out}/.log.jsonl.0a1b2c3d.tmp`, "");
+    await Deno.writeTextFile(`${out}/notes.txt`, "not the run's");
+    assert(await findCheckpoint(out), "the checkpoint aside is found");
+    await clearOutDir(out);
+    assertEquals(await findCheckpoint(out), null, "no checkpoint after clearing");
+    const left = [];
+    for await (const e of Deno.readDir(out)) left.push(e.name);
+    assertEquals(left, ["notes.txt"]);
+    const resumed = await runCli(tinyRun(data, out, ["--steps", "4", "--resume"]));
+    assertEquals(resumed.code, 2, resumed.err);
+    assert(resumed.err.includes("holds no checkpoint"), resumed.err);
+  });
+});
+
+Deno.test("--resume with --save-best or --early-stop refuses another --max-eval or --eval-every; a checkpoint from before they were kept accepts them", async () => {
+  await withTempDir("hartley_resume_eval_", async (dir) => {
+    const data = await writeToyData(dir, 40);
+    const out = `${dir}/run`;
+    const opts = ["--steps", "4", "--eval-every", "2", "--max-eval", "6", "--save-best"];
+    const first = await runCli(tinyRun(data, out, [...opts, "--stop-at", "2"]));
+    assertEquals(first.code, 0, first.err);
+    const changes: [string[], string][] = [
+      [["--max-eval", "4"], "maxEval: 6 → 4"],
+      [["--eval-every", "1"], "evalEvery: 2 → 1"],
+    ];
+    for (const [flags, change] of changes) {
+      const other = await runCli(["train", "--resume", "--out", out, "--quiet", ...flags]);
+      assertEquals(other.code, 2, other.err);
+      assert(other.err.includes("was started with other settings") && other.err.includes(change), other.err);
+    }
+    // a checkpoint written before the two were part of the settings: resumed as it is asked
+    const file = `${out}/checkpoint/trainer_state.json`;
+    const state = JSON.parse(await Deno.readTextFile(file));
+    delete state.fingerprint.maxEval;
+    delete state.fingerprint.evalEvery;
+    await Deno.writeTextFile(file, JSON.stringify(state));
+    const old = await runCli(["train", "--resume", "--out", out, "--quiet", "--max-eval", "4"]);
+    assertEquals(old.code, 0, old.err);
+  });
+});
+
+Deno.test("--resume with a --stop-at at or before the checkpoint's step is refused", async () => {
+  await withTempDir("hartley_resume_stop_", async (dir) => {
+    const data = await writeToyData(dir, 24);
+    const out = `${dir}/run`;
+    const first = await runCli(tinyRun(data, out, ["--steps", "4", "--stop-at", "2"]));
+    assertEquals(first.code, 0, first.err);
+    for (const stop of ["1", "2"]) {
+      const r = await runCli(["train", "--resume", "--out", out, "--quiet", "--stop-at", stop]);
+      assertEquals(r.code, 2, r.err);
+      assert(r.err.includes(`--stop-at ${stop}`) && r.err.includes("step 2"), r.err);
+    }
+    const on = await runCli(["train", "--resume", "--out", out, "--quiet", "--stop-at", "3"]);
+    assertEquals(on.code, 0, on.err);
+    assert(on.err.includes("stopped at step 3"), on.err);
   });
 });
 

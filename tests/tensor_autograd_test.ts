@@ -142,3 +142,27 @@ Deno.test("a matmul's input gradient adds into what its input gathered already (
   }
   assertClose(await tx.grad!.toArray(), want, 1e-5, "x gradient");
 });
+
+Deno.test("a gradient rule that throws: the error comes through and the step's graph and gradients go back to the pool", async () => {
+  const gpu = await getGpu();
+  const w = T.Tensor.from(gpu, Float32Array.from({ length: 16 * 16 }, (_, i) => Math.sin(i)), [16, 16], {
+    requiresGrad: true,
+  });
+  const x = T.Tensor.from(gpu, Float32Array.from({ length: 4 * 16 }, (_, i) => Math.cos(i)), [4, 16]);
+  const base = gpu.pool.stats().inUse;
+  for (const retainGraph of [false, true]) {
+    const loss = T.tidy(() => {
+      const h = T.tanh(T.matmul(x, w));
+      const out = T.noGrad(() => T.scale(h, 1));
+      const boom = T.record("boom", out, [h], [h], () => {
+        throw new Error("boom in backward");
+      });
+      // h's other consumer gives it a gradient before the rule that throws runs
+      return T.sum(T.add(boom, T.gelu(h)));
+    });
+    assertThrows(() => loss.backward(undefined, { retainGraph }), "boom in backward");
+    loss.dispose();
+    assertEquals(w.grad, null, "no gradient reached w");
+    assertEquals(gpu.pool.stats().inUse, base, `retainGraph ${retainGraph}: nothing of the step is held`);
+  }
+});

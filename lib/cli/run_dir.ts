@@ -93,9 +93,28 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
   }
 }
 
+/** What a run writes into its output directory, each replaced as a whole (lib/io/atomic.ts). */
+const RUN_FILES = ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"];
+
+/**
+ * What an interrupted atomic write of one of {@link RUN_FILES} leaves beside it: `.<name>.<id>.old`
+ * or `.tmp` (the pattern of lib/io/atomic.ts). A checkpoint left aside is one findCheckpoint reads.
+ */
+const LEFTOVER = new RegExp(
+  `^\\.(${
+    RUN_FILES.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|")
+  })\\.[0-9a-f]{8}\\.(old|tmp)$`,
+);
+
 /** Remove a previous run's files from `outDir` (--overwrite, just before the new run starts). */
 export async function clearOutDir(outDir: string): Promise<void> {
-  for (const name of ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"]) {
+  const names = [...RUN_FILES];
+  try {
+    for await (const e of Deno.readDir(outDir)) if (LEFTOVER.test(e.name)) names.push(e.name);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  for (const name of names) {
     await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
   }
 }

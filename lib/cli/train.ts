@@ -19,9 +19,16 @@ import { getFamily } from "../models/registry.ts";
 import { checkCheckpoint, modelShapes } from "../models/shapes.ts";
 import { unsavedHeadModules } from "../peft/targets.ts";
 import type { Model } from "../models/model.ts";
+import type { PeftModel } from "../peft/apply.ts";
 import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
-import { type BestMetric, fingerprintChanges, loadCheckpoint } from "../train/checkpoint.ts";
+import {
+  type BestMetric,
+  findCheckpoint,
+  fingerprintChanges,
+  loadCheckpoint,
+  type TrainerState,
+} from "../train/checkpoint.ts";
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { isEntityTagSet } from "../train/entities.ts";
@@ -564,7 +571,10 @@ async function runTraining(
     ...(regression ? { regression } : {}),
     ...(v["new-head"] ? { newHead: true } : {}),
     ...(v["early-stop"] ? { earlyStop: v["early-stop"] } : {}),
-    ...(v["early-stop"] || v["save-best"] ? { bestMetric: metric ?? null } : {}),
+    // the best evaluation is compared across sessions: on the same examples, as often
+    ...(v["early-stop"] || v["save-best"]
+      ? { bestMetric: metric ?? null, evalEvery: v["eval-every"], maxEval: v["max-eval"] ?? null }
+      : {}),
     lr,
     headLr,
     schedule: v.schedule,
@@ -584,31 +594,12 @@ async function runTraining(
     ...(v["group-by-length"] ? { groupByLength: true } : {}),
   };
   const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
-  if (ckpt) {
-    const changes = fingerprintChanges(ckpt.state.fingerprint, fingerprint);
-    if (changes.length > 0) {
-      throw new ArgsError(
-        `--resume: the run in ${outDir} was started with other settings; resume with the same options ` +
-          `(differences: ${changes.join("; ")})`,
-      );
-    }
-  }
+  if (ckpt) checkResume(ckpt.state, fingerprint, outDir, v["stop-at"]);
   const modelDir = ckpt && (method === "full" || method === "head") ? join(ckpt.dir, "model") : v.model;
   let model: Model | null = null;
+  let peft: PeftModel | null = null;
   let runLog = null as RunLog | null;
-  let stopRequested = false;
-  const onSigint = () => {
-    if (stopRequested) {
-      console.error("\nsecond Ctrl-C: exiting without a new checkpoint (the last one is kept)");
-      Deno.exit(130);
-    }
-    stopRequested = true;
-    console.error(
-      "\nCtrl-C: stopping after this step and saving a checkpoint (once this shows, Ctrl-C again quits " +
-        "without one)",
-    );
-  };
-  Deno.addSignalListener("SIGINT", onSigint);
+  const stopper = listenForStop(outDir);
   try {
     model = await loadModel(gpu, modelDir, {
       task,
@@ -634,6 +625,7 @@ async function runTraining(
     }
     ensurePadToken(model.config, task, tokenizer);
     const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
+    peft = prepared.peft;
     // as transformers' TrainingArguments.get_warmup_steps counts them
     const warmupSteps = Math.ceil(v["warmup-ratio"] * totalSteps);
     const header = [
@@ -698,7 +690,7 @@ async function runTraining(
         log,
         progress,
         setTraining: prepared.peft ? (on) => prepared.peft!.train(on) : undefined,
-        shouldStop: (done) => stopRequested || done === v["stop-at"],
+        shouldStop: (done) => stopper.signal !== null || done === v["stop-at"],
         best: v["save-best"] || v["early-stop"]
           ? {
             metric: metric as BestMetric | undefined,
@@ -718,8 +710,8 @@ async function runTraining(
           join(outDir, "checkpoint")
         }. Continue with --resume.`,
       );
-      // Ctrl-C exits as an interrupt does; a stop --stop-at planned is a success
-      return { code: stopRequested ? 130 : 0 };
+      // a signal exits as an interrupt does; a stop --stop-at planned is a success
+      return { code: stopper.signal ? STOP_SIGNALS[stopper.signal].status : 0 };
     }
     const saved = await prepared.saveFinal(outDir);
     const last = result.evals[result.evals.length - 1];
@@ -748,9 +740,83 @@ async function runTraining(
     }
     return { code: 0, accuracy: last?.accuracy };
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
+    stopper.remove();
     runLog?.close();
+    peft?.detach();
     model?.dispose();
+  }
+}
+
+/** The signals that stop a run after its step: what to call each, and the exit status (128 + its number). */
+const STOP_SIGNALS = {
+  SIGINT: { label: "Ctrl-C", status: 130 },
+  SIGTERM: { label: "SIGTERM", status: 143 },
+} as const;
+type StopSignal = keyof typeof STOP_SIGNALS;
+
+/**
+ * Listen for Ctrl-C and SIGTERM (a scheduler's preemption, `timeout`) during a run in `outDir`:
+ * the first asks the run to stop after its step with a checkpoint (`signal` tells which came); a
+ * second exits at once. `remove()` stops listening.
+ */
+function listenForStop(outDir: string): { readonly signal: StopSignal | null; remove(): void } {
+  let signal: StopSignal | null = null;
+  const handlers = new Map<StopSignal, () => void>();
+  for (const name of Object.keys(STOP_SIGNALS) as StopSignal[]) {
+    // Windows lets a program listen for SIGINT and SIGBREAK alone
+    if (name === "SIGTERM" && Deno.build.os === "windows") continue;
+    const { label, status } = STOP_SIGNALS[name];
+    const handler = async () => {
+      if (signal) {
+        // the run may be writing its first checkpoint: say whether there is one to resume from
+        const kept = await findCheckpoint(outDir).catch(() => null);
+        console.error(
+          kept
+            ? `\nsecond ${label}: exiting without a new checkpoint (the last one is kept)`
+            : `\nsecond ${label}: exiting; no checkpoint was written yet (start the run again, without --resume)`,
+        );
+        Deno.exit(status);
+      }
+      signal = name;
+      console.error(
+        `\n${label}: stopping after this step and saving a checkpoint (once this shows, Ctrl-C again quits ` +
+          "without one)",
+      );
+    };
+    Deno.addSignalListener(name, handler);
+    handlers.set(name, handler);
+  }
+  return {
+    get signal() {
+      return signal;
+    },
+    remove: () => handlers.forEach((handler, name) => Deno.removeSignalListener(name, handler)),
+  };
+}
+
+/** Settings a checkpoint written before they were fingerprinted lacks: any value resumes it. */
+const LATER_SETTINGS = ["evalEvery", "maxEval"];
+
+/** Refuse to resume the run of `state` with other settings, or with a --stop-at it is past. */
+function checkResume(
+  state: TrainerState,
+  fingerprint: Record<string, unknown>,
+  outDir: string,
+  stopAt: number | undefined,
+): void {
+  const saved = state.fingerprint;
+  const changes = fingerprintChanges(saved, fingerprint, LATER_SETTINGS.filter((k) => !(k in saved)));
+  if (changes.length > 0) {
+    throw new ArgsError(
+      `--resume: the run in ${outDir} was started with other settings; resume with the same options ` +
+        `(differences: ${changes.join("; ")})`,
+    );
+  }
+  if (stopAt !== undefined && stopAt <= state.step) {
+    throw new ArgsError(
+      `--stop-at ${stopAt}: the run in ${outDir} resumes at step ${state.step} (its checkpoint's); ` +
+        `give a later step, or none to train to the end`,
+    );
   }
 }
 

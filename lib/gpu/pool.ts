@@ -29,6 +29,8 @@ export interface PoolStats {
   free: number;
   /** The largest `allocated` seen. */
   peak: number;
+  /** Buffers the pool created so far (a repeated step should add none). */
+  created: number;
 }
 
 /**
@@ -55,11 +57,16 @@ export class BufferPool {
   #inUse = new Set<GPUBuffer>();
   /** The label of each pooled buffer's current owner (a GPUBuffer keeps its first label). */
   #labels = new WeakMap<GPUBuffer, string>();
+  /** The {@link BufferPool.releaseIdle} round of each pooled buffer's last acquire or release. */
+  #round = 0;
+  #lastUse = new WeakMap<GPUBuffer, number>();
   #allocated = 0;
   #peak = 0;
   #freeBytes = 0;
   /** Serial of the submit that buffers released now will be part of. */
   nextSubmit = 0;
+  /** Called with each buffer the pool destroys (the stream drops its bind groups for it). */
+  onDestroy: (buffer: GPUBuffer) => void = () => {};
 
   /** An empty pool allocating from `device` (each Gpu makes its own, `gpu.pool`). */
   constructor(private readonly device: GPUDevice) {}
@@ -70,6 +77,7 @@ export class BufferPool {
     const key = `${usage}:${size}`;
     const buffer = this.#free.get(key)?.pop();
     if (buffer) {
+      this.#lastUse.set(buffer, this.#round);
       this.#labels.set(buffer, label ?? "");
       this.#freeBytes -= size;
       this.#unsubmitted.delete(buffer);
@@ -85,6 +93,7 @@ export class BufferPool {
       );
     }
     const created = this.device.createBuffer({ size, usage, label });
+    this.#lastUse.set(created, this.#round);
     this.#labels.set(created, label ?? "");
     this.#owned.set(created, this.#created++);
     this.#inUse.add(created);
@@ -123,6 +132,7 @@ export class BufferPool {
     this.#free.set(key, free);
     this.#freeBytes += buffer.size;
     this.#unsubmitted.set(buffer, this.nextSubmit);
+    this.#lastUse.set(buffer, this.#round);
   }
 
   /** Called by the stream once submit `serial` (and every earlier one) is submitted. */
@@ -132,14 +142,34 @@ export class BufferPool {
 
   /** Destroy every free buffer whose work is submitted (e.g. after a phase whose shapes will not recur). */
   trim(): void {
+    this.#destroyFree(() => true);
+  }
+
+  /**
+   * Destroy the free buffers (whose work is submitted) that were neither acquired nor released
+   * since the previous call. Called once a training step, it keeps the buffers every step reuses
+   * and drops the size classes of batch shapes that do not recur, which would otherwise pile up
+   * in the free lists.
+   */
+  releaseIdle(): void {
+    const round = this.#round++;
+    this.#destroyFree((b) => this.#lastUse.get(b)! < round);
+  }
+
+  /** Destroy the free buffers that `drop` accepts and whose last use is submitted. */
+  #destroyFree(drop: (buffer: GPUBuffer) => boolean): void {
     for (const [key, list] of this.#free) {
-      const keep = list.filter((b) => this.#unsubmitted.has(b));
+      const keep: GPUBuffer[] = [];
       for (const b of list) {
-        if (this.#unsubmitted.has(b)) continue;
+        if (this.#unsubmitted.has(b) || !drop(b)) {
+          keep.push(b);
+          continue;
+        }
         this.#owned.delete(b);
         this.#allocated -= b.size;
         this.#freeBytes -= b.size;
         b.destroy();
+        this.onDestroy(b);
       }
       if (keep.length > 0) this.#free.set(key, keep);
       else this.#free.delete(key);
@@ -161,6 +191,7 @@ export class BufferPool {
       pending: [...this.#unsubmitted.keys()].reduce((n, b) => n + b.size, 0),
       free: this.#freeBytes,
       peak: this.#peak,
+      created: this.#created,
     };
   }
 }

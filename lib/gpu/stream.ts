@@ -86,7 +86,10 @@ export class Stream {
   #pass: GPUComputePassEncoder | null = null;
   #params: Arena;
   #uploads: Arena;
-  #bindGroups = new Map<string, GPUBindGroup>();
+  /** Bind groups by the pipeline, buffers and ranges they bind, with the ids of those buffers. */
+  #bindGroups = new Map<string, { group: GPUBindGroup; ids: number[] }>();
+  /** The keys of the cached bind groups that bind each buffer (by id). */
+  #keysOf = new Map<number, Set<string>>();
   #staging: GPUBuffer[] = [];
   #afterSubmit: (() => void)[] = [];
   #dispatches = 0;
@@ -102,6 +105,7 @@ export class Stream {
     this.#params = new Arena(gpu.device);
     this.#uploads = new Arena(gpu.device);
     this.#uniformAlign = gpu.limits.minUniformBufferOffsetAlignment;
+    gpu.pool.onDestroy = (buffer) => this.#forget(buffer);
   }
 
   /** Dispatches encoded since the stream was created (for profiles and tests). */
@@ -162,9 +166,36 @@ export class Stream {
     this.gpu.pool.submitted(this.gpu.pool.nextSubmit++);
   }
 
-  /** Bind groups created so far (a repeated step should add none). */
+  /** Bind groups cached (a repeated step should add none; those of destroyed buffers are dropped). */
   get bindGroupsCreated(): number {
     return this.#bindGroups.size;
+  }
+
+  /** Cache `group` under `key`; it binds the buffers `ids`. */
+  #cache(key: string, group: GPUBindGroup, ids: number[]): void {
+    if (this.#bindGroups.size > 20000) {
+      this.#bindGroups.clear();
+      this.#keysOf.clear();
+    }
+    this.#bindGroups.set(key, { group, ids });
+    for (const id of ids) {
+      const keys = this.#keysOf.get(id) ?? new Set();
+      keys.add(key);
+      this.#keysOf.set(id, keys);
+    }
+  }
+
+  /** Drop the cached bind groups of a buffer the pool destroyed (its id is never bound again). */
+  #forget(buffer: GPUBuffer): void {
+    const id = bufferIds.get(buffer);
+    if (id === undefined) return;
+    for (const key of this.#keysOf.get(id) ?? []) {
+      for (const other of this.#bindGroups.get(key)!.ids) {
+        if (other !== id) this.#keysOf.get(other)?.delete(key);
+      }
+      this.#bindGroups.delete(key);
+    }
+    this.#keysOf.delete(id);
   }
 
   #enc(): GPUCommandEncoder {
@@ -184,6 +215,7 @@ export class Stream {
     const pipeline = this.gpu.pipelines.get(kernel);
     const layout = this.gpu.pipelines.layout(pipeline);
     const entries: GPUBindGroupEntry[] = [];
+    const ids: number[] = [];
     let key = `${this.gpu.pipelines.id(pipeline)}`;
     const limit = bindingLimit(this.gpu);
     for (const [i, b] of buffers.entries()) {
@@ -199,7 +231,8 @@ export class Stream {
         );
       }
       entries.push({ binding: i, resource: r });
-      key += `|${bufferId(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
+      ids.push(bufferId(r.buffer));
+      key += `|${ids[i]}:${r.offset ?? 0}:${r.size ?? -1}`;
     }
     // with a dynamic uniform, the bind group holds the arena chunk and each dispatch its offset
     let offsets: number[] | undefined;
@@ -212,11 +245,10 @@ export class Stream {
       entries.push({ binding: buffers.length, resource: { buffer: slot.gpu, offset: at, size } });
       key += `|u${bufferId(slot.gpu)}:${at}:${size}`;
     }
-    let group = this.#bindGroups.get(key);
+    let group = this.#bindGroups.get(key)?.group;
     if (!group) {
-      if (this.#bindGroups.size > 20000) this.#bindGroups.clear();
       group = this.gpu.device.createBindGroup({ layout: layout.group, entries });
-      this.#bindGroups.set(key, group);
+      this.#cache(key, group, ids);
     }
     const [x, y = 1, z = 1] = typeof groups === "number" ? [groups] : groups;
     if (x === 0 || y === 0 || z === 0) return;

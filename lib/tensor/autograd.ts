@@ -167,47 +167,66 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, retainGraph:
   noGrad(() => {
     const grads = new Map<Tensor, Tensor>();
     grads.set(root, grad ? grad.view(grad.shape) : Tensor.full(root.gpu, root.shape, 1));
-    for (let i = order.length - 1; i >= 0; i--) {
-      const t = order[i];
-      const g = grads.get(t);
-      const node = t.node!;
-      if (g) {
-        grads.delete(t);
-        const need = node.inputs.map((x) => x.requiresGrad);
-        const acc = node.inputs.map((x, j) => {
-          const prev = need[j] && !x.isLeaf ? grads.get(x) : undefined;
-          return prev && prev.exclusive && node.inputs.indexOf(x) === j ? prev : null;
-        });
-        const rule = node.rule!;
-        const gs = tidy(() => rule(g, node.saved, need, acc));
-        // one handle per needed gradient (a rule may return g, or one tensor for two inputs)
-        const taken = new Set<Tensor>([g]);
-        const handles = node.inputs.map((_, j) => {
-          const gx = gs[j];
-          if (!gx || !need[j]) return null;
-          if (taken.has(gx)) return gx.view(gx.shape);
-          taken.add(gx);
-          return gx;
-        });
-        for (const gx of gs) if (gx && !taken.has(gx)) gx.dispose();
-        node.inputs.forEach((x, j) => {
-          const gx = handles[j];
-          if (!gx || gx === acc[j]) return; // none, or already added into x's gradient
-          if (!sameShape(gx.shape, x.shape)) {
-            throw new Error(
-              `backward: rule of '${node.op}' gave a gradient ${fmt(gx.shape)} for input ${j} of shape ` +
-                fmt(x.shape),
-            );
+    let i = order.length - 1;
+    try {
+      for (; i >= 0; i--) {
+        const t = order[i];
+        const g = grads.get(t);
+        if (g) {
+          grads.delete(t);
+          try {
+            backwardNode(t.node!, g, grads);
+          } finally {
+            g.dispose();
           }
-          if (x.isLeaf) accumulateLeaf(x, gx);
-          else {
-            const prev = grads.get(x);
-            grads.set(x, prev ? sum(prev, gx) : gx);
-          }
-        });
-        g.dispose();
+        }
+        if (!retainGraph) freeNode(t.node!);
       }
-      if (!retainGraph) freeNode(node);
+    } catch (e) {
+      // the per-layer tidies disposed the outputs of the nodes not reached: only this frees them
+      for (const g of grads.values()) g.dispose();
+      if (!retainGraph) { for (; i >= 0; i--) freeNode(order[i].node!); }
+      throw e;
+    }
+  });
+}
+
+/** Run `node`'s rule on its upstream gradient `g`; add the results into `grads` and the leaves. */
+function backwardNode(node: GradNode, g: Tensor, grads: Map<Tensor, Tensor>): void {
+  const need = node.inputs.map((x) => x.requiresGrad);
+  const acc = node.inputs.map((x, j) => {
+    const prev = need[j] && !x.isLeaf ? grads.get(x) : undefined;
+    return prev && prev.exclusive && node.inputs.indexOf(x) === j ? prev : null;
+  });
+  const rule = node.rule!;
+  const gs = tidy(() => rule(g, node.saved, need, acc));
+  // one handle per needed gradient (a rule may return g, or one tensor for two inputs)
+  const taken = new Set<Tensor>([g]);
+  const handles = node.inputs.map((_, j) => {
+    const gx = gs[j];
+    if (!gx || !need[j]) return null;
+    if (taken.has(gx)) return gx.view(gx.shape);
+    taken.add(gx);
+    return gx;
+  });
+  for (const gx of gs) if (gx && !taken.has(gx)) gx.dispose();
+  // none, or already added into the input's gradient (which `grads` holds)
+  const fresh = handles.map((gx, j) => gx && gx !== acc[j] ? gx : null);
+  const bad = fresh.findIndex((gx, j) => gx && !sameShape(gx.shape, node.inputs[j].shape));
+  if (bad >= 0) {
+    for (const gx of fresh) gx?.dispose();
+    throw new Error(
+      `backward: rule of '${node.op}' gave a gradient ${fmt(fresh[bad]!.shape)} for input ${bad} of shape ` +
+        fmt(node.inputs[bad].shape),
+    );
+  }
+  node.inputs.forEach((x, j) => {
+    const gx = fresh[j];
+    if (!gx) return;
+    if (x.isLeaf) accumulateLeaf(x, gx);
+    else {
+      const prev = grads.get(x);
+      grads.set(x, prev ? sum(prev, gx) : gx);
     }
   });
 }

@@ -419,6 +419,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       opt.step(factor);
       opt.zeroGrad();
       gpu.stream.flush();
+      // batches of other shapes (--group-by-length, an epoch's short last batch) leave free
+      // buffers of size classes this step did not use: give them back before they pile up
+      gpu.pool.releaseIdle();
       step++;
       accSteps++;
       result.steps = step;
