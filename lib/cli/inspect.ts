@@ -11,7 +11,7 @@ import { writeFileAtomic } from "../io/atomic.ts";
 import { loadAdapter } from "../peft/files.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
 import { selectLayerPositions, withF32Weight } from "../peft/ssh.ts";
-import { encodeEnergy } from "../spectral/select.ts";
+import { encodeEnergy, positionSpace } from "../spectral/select.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
@@ -181,7 +181,7 @@ export function inspectCommand(args: string[]): Promise<number> {
         marksLabel = `adapter positions (${positions.length / 2})`;
       } else {
         positions = await selectLayerPositions(gpu, lin, {
-          n: Math.min(v.n, m * nIn),
+          n: Math.min(v.n, positionSpace(transform, m, nIn).size),
           energyRatio: v["energy-ratio"],
           transform,
           seed: v.seed,

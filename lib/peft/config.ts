@@ -86,7 +86,11 @@ export interface CommonAdapterConfig {
 export interface SSHConfig extends CommonAdapterConfig {
   /** `peft_type`: always "SSH". */
   peftType: "SSH";
-  /** Coefficients per layer (`n`), an integer ≥ 1; default 750. */
+  /**
+   * Coefficients per layer (`n`), an integer ≥ 1 and ≤ M·N; for `dft` ≤ the layer's (M·N + s)/2
+   * mirror classes, as (u, v) and (−u, −v) are one basis function there (lib/spectral/select.ts);
+   * default 750.
+   */
   n: number;
   /** δ ∈ [0, 1] (`energy_ratio`): round(δ·n) positions by energy, the rest at random; default 0.7. */
   energyRatio: number;

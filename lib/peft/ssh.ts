@@ -8,15 +8,22 @@
  * - selection `global`: the remainder is one draw with `seed` over all layers (below); the
  *   init of layer ℓ is `new Prng(seed + 2ℓ + 1).normals(n_ℓ)` as above.
  *
+ * Both selections rank and draw over each layer's {@link positionSpace}: its M·N positions, or
+ * for `dft` one position per mirror class (u, v) ~ (−u, −v), whose two coefficients would be
+ * one degree of freedom (see lib/spectral/select.ts); for `dft`, n ≤ (M·N + s)/2 accordingly.
+ *
  * Selection `global` (one budget B = n·L for the L targets):
- * 1. each layer's energy E_ℓ = T(W_ℓ)² is normalised by its total, e_ℓ = E_ℓ / ΣE_ℓ (a layer
- *    with zero total energy has e_ℓ = 0); the total is summed in f32 blocks on the GPU and in
- *    float64 across blocks, the division is done in float64 on the f32 energies;
- * 2. the round(δ·B) (halves to even) largest e_ℓ over all layers are taken, ties to the
- *    smaller layer index, then to the smaller flat index u·N + v;
+ * 1. each layer's energy E_ℓ = T(W_ℓ)² is normalised by its total over all M·N positions,
+ *    e_ℓ = E_ℓ / ΣE_ℓ (a layer with zero total energy has e_ℓ = 0); the total is summed in f32
+ *    blocks on the GPU and in float64 across blocks, the division is done in float64 on the f32
+ *    energies;
+ * 2. the round(δ·B) (halves to even) largest e_ℓ over all layers' position spaces are taken,
+ *    ties to the smaller layer index, then to the smaller flat index u·N + v (found by merging
+ *    the layers' top lists, {@link globalTopCounts});
  * 3. the other B − round(δ·B) positions are drawn uniformly without replacement from all
  *    remaining positions with {@link sampleRemainder} (`seed`), over the concatenated index
- *    space (layer 0's M·N flat indices, then layer 1's, …; at most 2^32 positions in all).
+ *    space (layer 0's position space in flat order, then layer 1's, …; at most 2^32 positions
+ *    in all).
  * A layer thus gets n_ℓ ≥ 0 positions with Σ n_ℓ = B: the energy ones in rank order, then the
  * random ones in ascending flat order. A layer that gets none keeps no adapter (its module is
  * saved with zero coefficients).
@@ -30,10 +37,12 @@ import { cast, noGrad } from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
 import {
   encodeEnergy,
+  type PositionSpace,
+  positionSpace,
   roundHalfEven,
   sampleRemainder,
   selectPositions,
-  topkEnergy,
+  topkSpace,
 } from "../spectral/select.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import { BLOCK_SUM_SPAN, blockSumKernel, gatherValuesKernel } from "../../kernels/peft.ts";
@@ -122,13 +131,13 @@ export async function withF32Weight<T>(linear: Linear, fn: (w: GPUBuffer) => Pro
   }
 }
 
-/** Throws unless 1 ≤ n ≤ M·N, naming the layer. */
-function checkCount(linear: Linear, n: number): void {
-  const total = linear.outFeatures * linear.inFeatures;
-  if (!Number.isInteger(n) || n < 1 || n > total) {
+/** Throws unless 1 ≤ n ≤ the size of the layer's position space (M·N; fewer for `dft`), naming the layer. */
+function checkCount(linear: Linear, n: number, transform: Transform): void {
+  const space = positionSpace(transform, linear.outFeatures, linear.inFeatures);
+  if (!Number.isInteger(n) || n < 1 || n > space.size) {
     throw new RangeError(
       `${linear.path}: n = ${n} positions do not fit its ${linear.outFeatures}×${linear.inFeatures} ` +
-        `spectrum (out×in; n must be an integer in [1, M·N = ${total}])`,
+        `spectrum (out×in; n must be an integer in [1, ${space.limit}])`,
     );
   }
 }
@@ -142,7 +151,7 @@ export async function selectLayerPositions(
   linear: Linear,
   opts: SshSelectOptions,
 ): Promise<Int32Array> {
-  checkCount(linear, opts.n);
+  checkCount(linear, opts.n, opts.transform);
   return await withF32Weight(linear, (w) =>
     selectPositions(gpu, w, linear.outFeatures, linear.inFeatures, {
       ...opts,
@@ -150,25 +159,73 @@ export async function selectLayerPositions(
     }));
 }
 
-/** A layer's candidates for the global ranking: its top-k flat indices and normalised energies. */
+/**
+ * A layer's candidates for the global ranking: its top-k ranks in its {@link PositionSpace}
+ * and their normalised energies, in rank order (energy descending, ties by rank ascending).
+ */
+export interface Candidates {
+  ranks: Uint32Array;
+  energy: Float64Array;
+}
+
+/** One layer's {@link Candidates}: the top k of its position space (or all, when fewer). */
 async function layerCandidates(
   gpu: Gpu,
   linear: Linear,
   transform: Transform,
   k: number,
-): Promise<{ flat: Uint32Array; energy: Float64Array }> {
-  const m = linear.outFeatures, n = linear.inFeatures, size = m * n;
+): Promise<Candidates> {
+  const m = linear.outFeatures, n = linear.inFeatures;
+  const space = positionSpace(transform, m, n);
   return await withF32Weight(linear, async (w) => {
     const energy = encodeEnergy(gpu, transform, w, m, n, { transposed: linear.layout === "in_out" });
     try {
-      const total = await sumF32(gpu, energy, size);
-      const flat = await topkEnergy(gpu, energy, size, Math.min(k, size));
-      const values = await gatherF32(gpu, energy, flat);
-      return { flat, energy: Float64Array.from(values, (v) => (total > 0 ? v / total : 0)) };
+      const total = await sumF32(gpu, energy, m * n);
+      const ranks = await topkSpace(gpu, energy, space, Math.min(k, space.size));
+      const values = await gatherF32(gpu, energy, ranks.map((r) => space.flat(r)));
+      return { ranks, energy: Float64Array.from(values, (v) => (total > 0 ? v / total : 0)) };
     } finally {
       gpu.pool.release(energy);
     }
   });
+}
+
+/**
+ * How many of each layer's candidates the k best over all layers take (energy descending, then
+ * layer ascending, then rank ascending). Each list is already in that order (distinct f32
+ * energies stay distinct after one division by a positive float64 total), so the k best are a
+ * prefix of each list, found by a k-way merge with a binary heap over the layers' heads:
+ * O(k log L) time and no k·L-entry array.
+ */
+export function globalTopCounts(candidates: readonly Candidates[], k: number): number[] {
+  const taken = candidates.map(() => 0);
+  const head = (l: number) => candidates[l].energy[taken[l]];
+  const before = (a: number, b: number) => head(a) > head(b) || (head(a) === head(b) && a < b);
+  const heap = candidates.map((_, l) => l).filter((l) => candidates[l].ranks.length > 0);
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(heap, i, before);
+  for (let i = 0; i < k && heap.length > 0; i++) {
+    const l = heap[0];
+    taken[l]++;
+    if (taken[l] === candidates[l].ranks.length) {
+      const last = heap.pop()!; // the layer's list is used up: the last leaf replaces the root
+      if (heap.length > 0) heap[0] = last;
+    }
+    siftDown(heap, 0, before);
+  }
+  return taken;
+}
+
+/** Restore the heap order below `i` of a binary heap whose root is its `before`-first element. */
+function siftDown(heap: number[], i: number, before: (a: number, b: number) => boolean): void {
+  for (;;) {
+    const left = 2 * i + 1, right = left + 1;
+    let first = i;
+    if (left < heap.length && before(heap[left], heap[first])) first = left;
+    if (right < heap.length && before(heap[right], heap[first])) first = right;
+    if (first === i) return;
+    [heap[i], heap[first]] = [heap[first], heap[i]];
+    i = first;
+  }
 }
 
 /**
@@ -181,13 +238,15 @@ export async function selectGlobalPositions(
   opts: SshSelectOptions,
 ): Promise<Int32Array[]> {
   const { n, energyRatio, transform, seed } = opts;
-  const sizes = linears.map((l) => l.outFeatures * l.inFeatures);
+  const spaces = linears.map((l) => positionSpace(transform, l.outFeatures, l.inFeatures));
+  const sizes = spaces.map((s) => s.size);
   const total = sizes.reduce((a, b) => a + b, 0);
   const budget = n * linears.length;
   if (!Number.isInteger(n) || n < 1 || budget > total) {
+    const what = transform === "dft" ? "distinct dft basis functions" : "positions";
     throw new RangeError(
-      `selection "global": n·L = ${n}·${linears.length} positions do not fit the ${total} positions of the ` +
-        `${linears.length} target layers (n must be an integer ≥ 1 with n·L ≤ Σ M·N)`,
+      `selection "global": n·L = ${n}·${linears.length} positions do not fit the ${total} ${what} of the ` +
+        `${linears.length} target layers (n must be an integer ≥ 1 with n·L ≤ ${total})`,
     );
   }
   if (total > TWO_32) {
@@ -201,27 +260,32 @@ export async function selectGlobalPositions(
   }
   const nEnergy = roundHalfEven(energyRatio * budget);
   const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
-  const ranked: { layer: number; flat: number; e: number }[] = [];
+  let top: Uint32Array[] = linears.map(() => new Uint32Array(0));
   if (nEnergy > 0) {
     const candidates = await eachLayer(linears, (l) => layerCandidates(gpu, linears[l], transform, nEnergy));
-    candidates.forEach((c, l) =>
-      c.flat.forEach((flat, i) => ranked.push({ layer: l, flat, e: c.energy[i] }))
-    );
-    ranked.sort((a, b) => b.e - a.e || a.layer - b.layer || a.flat - b.flat);
-    ranked.length = nEnergy;
+    const counts = globalTopCounts(candidates, nEnergy);
+    top = candidates.map((c, l) => c.ranks.subarray(0, counts[l]));
   }
-  const rest = sampleRemainder(ranked.map((r) => offsets[r.layer] + r.flat), total, budget - nEnergy, seed);
-  const perLayer: number[][] = linears.map(() => []);
-  for (const r of ranked) perLayer[r.layer].push(r.flat);
+  const selected = top.flatMap((ranks, l) => Array.from(ranks, (r) => offsets[l] + r));
+  const rest = sampleRemainder(selected, total, budget - nEnergy, seed);
+  const perLayer: number[][] = top.map((ranks) => Array.from(ranks));
   let l = 0;
   for (const g of rest) {
     while (g >= offsets[l] + sizes[l]) l++;
     perLayer[l].push(g - offsets[l]);
   }
-  return perLayer.map((flats, i) => {
-    const nIn = linears[i].inFeatures;
-    return Int32Array.from(flats.flatMap((f) => [Math.floor(f / nIn), f % nIn]));
+  return perLayer.map((ranks, i) => pairsOf(ranks, spaces[i], linears[i].inFeatures));
+}
+
+/** (row, col) pairs ([count, 2]) of ranks in an M×N layer's position space. */
+function pairsOf(ranks: readonly number[], space: PositionSpace, nIn: number): Int32Array {
+  const out = new Int32Array(2 * ranks.length);
+  ranks.forEach((r, i) => {
+    const f = space.flat(r);
+    out[2 * i] = Math.floor(f / nIn);
+    out[2 * i + 1] = f % nIn;
   });
+  return out;
 }
 
 /** Initial coefficients: zeros, or `new Prng(seed).normals(count)` (standard normal). */
@@ -249,7 +313,7 @@ export async function createSshLayers(
   if (config.selection === "global") {
     positions = await selectGlobalPositions(gpu, linears, opts);
   } else {
-    for (const l of linears) checkCount(l, config.n);
+    for (const l of linears) checkCount(l, config.n, config.transform);
     positions = await eachLayer(
       linears,
       (l) => selectLayerPositions(gpu, linears[l], { ...opts, seed: derivedSeed(config.seed, 2 * l) }),

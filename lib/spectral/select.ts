@@ -3,6 +3,16 @@
  * an exact top-k of E (ties to the smaller flat index), and the seeded uniform remainder.
  * Runs once per layer at setup, so it reads back freely (four 1 KiB histograms and the
  * k selected entries).
+ *
+ * Ranking and drawing run over a layer's {@link positionSpace}: all M·N positions for `dht`
+ * and `dht2d`; for `dft` one representative per mirror class. The `dft` basis function
+ * cos(2π(ui/M + vj/N)) is the same at (u, v) and (−u, −v) mod (M, N), so two coefficients
+ * there act on ΔW only through their sum and always get equal gradients: a mirror pair is one
+ * degree of freedom. Each class {(u, v), (−u, −v)} is represented by its smaller flat index
+ * (a self-conjugate position, 2u ≡ 0 mod M and 2v ≡ 0 mod N, is its own class), so a `dft`
+ * adapter gets n distinct basis functions and n ≤ (M·N + s)/2, with s ∈ {1, 2, 4} the
+ * self-conjugate positions. Positions stored in an adapter file are taken as they are, mirror
+ * pairs included.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -37,10 +47,40 @@ export interface SelectOptions {
 }
 
 /**
+ * The positions selection ranks and draws from, in ascending flat order: rank r is flat index
+ * {@link PositionSpace.flat}(r). All M·N for `dht` and `dht2d` (rank = flat index); for `dft` the
+ * smaller flat index of each mirror class (module doc): row 0's columns 0..⌊N/2⌋, then every
+ * position from row 1 on up to the last representative (rows 1..⌈M/2⌉ − 1 whole, then for even
+ * M row M/2's columns 0..⌊N/2⌋), so the ranks are two runs of flat indices.
+ */
+export class PositionSpace {
+  /**
+   * @param size number of ranks; @param head length of the first run (from flat 0);
+   * @param gap flat indices skipped before the second run; @param limit the bound on n, for messages.
+   */
+  constructor(readonly size: number, readonly head: number, readonly gap: number, readonly limit: string) {}
+
+  /** The flat index u·N + v of rank r. */
+  flat(r: number): number {
+    return r < this.head ? r : r + this.gap;
+  }
+}
+
+/** The {@link PositionSpace} of an M×N spectrum under `transform`. */
+export function positionSpace(transform: Transform, m: number, nIn: number): PositionSpace {
+  const total = m * nIn;
+  if (transform !== "dft") return new PositionSpace(total, total, 0, `M·N = ${total}`);
+  const head = Math.floor(nIn / 2) + 1; // representatives in row 0 (and in row M/2)
+  const size = head + Math.floor((m - 1) / 2) * nIn + (m % 2 === 0 ? head : 0);
+  const limit = `${size}, the dft's distinct basis functions ((u, v) and (−u, −v) are one)`;
+  return new PositionSpace(size, head, nIn - head, limit);
+}
+
+/**
  * The n positions of an adapter on a frozen weight, as `[n, 2]` (row, col) pairs in the
  * logical (out, in) orientation: first the round(δ·n) largest energies (energy descending,
  * ties by flat index u·N + v ascending), then the remainder drawn by {@link sampleRemainder}
- * in ascending flat index.
+ * over the ranks of the {@link positionSpace}, in ascending flat index.
  * @param weight f32 weight, (M, N) row-major, or (N, M) with `transposed`.
  * @param m out_features M; @param nIn in_features N.
  */
@@ -52,10 +92,10 @@ export async function selectPositions(
   opts: SelectOptions,
 ): Promise<Int32Array> {
   checkShape(m, nIn, weight, "weight");
-  const total = m * nIn;
   const { n, energyRatio, transform, seed } = opts;
-  if (!Number.isInteger(n) || n < 1 || n > total) {
-    throw new RangeError(`selectPositions: n must be an integer in [1, M·N = ${total}], got ${n}`);
+  const space = positionSpace(transform, m, nIn);
+  if (!Number.isInteger(n) || n < 1 || n > space.size) {
+    throw new RangeError(`selectPositions: n must be an integer in [1, ${space.limit}], got ${n}`);
   }
   if (!(energyRatio >= 0 && energyRatio <= 1)) {
     throw new RangeError(`selectPositions: energyRatio must be in [0, 1], got ${energyRatio}`);
@@ -65,22 +105,47 @@ export async function selectPositions(
   if (nEnergy > 0) {
     const energy = encodeEnergy(gpu, transform, weight, m, nIn, { transposed: opts.transposed });
     try {
-      top = await topkEnergy(gpu, energy, total, nEnergy);
+      top = await topkSpace(gpu, energy, space, nEnergy);
     } finally {
       gpu.pool.release(energy);
     }
   }
-  const rest = sampleRemainder(top, total, n - nEnergy, seed);
+  const rest = sampleRemainder(top, space.size, n - nEnergy, seed);
   const out = new Int32Array(2 * n);
   let i = 0;
   for (const list of [top, rest]) {
-    for (const f of list) {
+    for (const r of list) {
+      const f = space.flat(r);
       out[2 * i] = Math.floor(f / nIn);
       out[2 * i + 1] = f % nIn;
       i++;
     }
   }
   return out;
+}
+
+/**
+ * {@link topkEnergy} over the ranks of `space`, given the full M·N energy map from
+ * {@link encodeEnergy}: the k ranks of largest energy, ties by rank (= flat order) ascending.
+ */
+export async function topkSpace(
+  gpu: Gpu,
+  energy: GPUBuffer,
+  space: PositionSpace,
+  k: number,
+): Promise<Uint32Array> {
+  // one run: a prefix of the energy map
+  if (space.gap === 0 || space.head === space.size) return await topkEnergy(gpu, energy, space.size, k);
+  // two runs: packed side by side into one array of ranks
+  const packed = gpu.pool.acquire(space.size * 4, undefined, "select.classes");
+  try {
+    gpu.stream.copy(energy, 0, packed, 0, space.head * 4);
+    const second = space.size - space.head;
+    gpu.stream.copy(energy, (space.head + space.gap) * 4, packed, space.head * 4, second * 4);
+    return await topkEnergy(gpu, packed, space.size, k);
+  } finally {
+    gpu.pool.release(packed);
+  }
 }
 
 /**
