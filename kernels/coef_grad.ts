@@ -26,8 +26,8 @@ export interface FusedGradConfig {
 
 /**
  * The fused first pass. Bindings: plan (u32, the entry list at `list`), dy (rows `dy_ld` apart
- * from `dy_off`), x (packed rows), partial, [tw], then the uniform
- * `{tokens, trips, per, chunks, list, entries, dy_ld, dy_off}`: workgroup g takes trips
+ * from `dy_off`), x (packed rows from `x_off`), partial, [tw], then the uniform
+ * `{tokens, trips, per, chunks, list, entries, dy_ld, dy_off, x_off}`: workgroup g takes trips
  * [g·per, (g+1)·per) of the ⌈tokens/2P⌉, for g < chunks. Dispatch `grid(gpu, chunks)`.
  */
 export function fusedGradKernel(c: FusedGradConfig): Kernel & { usesTwiddles: boolean } {
@@ -58,6 +58,7 @@ export function fusedGradKernel(c: FusedGradConfig): Kernel & { usesTwiddles: bo
   const code = `struct Params {
   tokens: u32, trips: u32, per: u32, chunks: u32,
   list: u32, entries: u32, dy_ld: u32, dy_off: u32,
+  x_off: u32,
 }
 ${bindings.join("\n")}
 @group(0) @binding(${uniform}) var<uniform> P: Params;
@@ -76,7 +77,7 @@ fn fft_load(q: u32, line: u32, i: u32) -> vec2f {
     if (second) { z.y = dy[at + P.dy_ld]; }
     return z;
   }
-  let at = ra * ${n}u + i;
+  let at = P.x_off + ra * ${n}u + i;
   var z = vec2f(x[at], 0.0);
   if (second) { z.y = x[at + ${n}u]; }
   return z;

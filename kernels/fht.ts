@@ -11,10 +11,11 @@
  *   FFT of length L = n1·n2 through global scratch (lines longer than workgroup memory).
  * - {@link bluesteinUnpackKernel}: the chirp and the unpack after a four-step Bluestein FFT.
  *
- * Every kernel takes the uniform `Params { pairs, rows, hscale, pair0, in_ld, in_off }`: row
- * pairs in this dispatch, rows of the whole batch, ½·scale, the first pair of the dispatch
- * (four-step kernels walk a batch in chunks so their scratch stays bounded), and where the
- * input rows lie (`in_ld` apart from element `in_off`; packed: n and 0).
+ * Every kernel takes the uniform `Params { pairs, rows, hscale, pair0, in_ld, in_off, out_off }`:
+ * row pairs in this dispatch, rows of the whole batch, ½·scale, the first pair of the dispatch
+ * (four-step kernels walk a batch in chunks so their scratch stays bounded), where the input rows
+ * lie (`in_ld` apart from element `in_off`; packed: n and 0) and the element where the output
+ * rows start (`out_off`: a band's rows in a window of a larger buffer).
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
@@ -48,7 +49,7 @@ export interface FhtStorage {
 }
 
 const PARAMS =
-  `struct Params { pairs: u32, rows: u32, hscale: f32, pair0: u32, in_ld: u32, in_off: u32, pad0: u32, pad1: u32 }`;
+  `struct Params { pairs: u32, rows: u32, hscale: f32, pair0: u32, in_ld: u32, in_off: u32, out_off: u32, pad1: u32 }`;
 
 function elem(f16: boolean): string {
   return f16 ? "f16" : "f32";
@@ -76,12 +77,16 @@ export function hartleyUnpack(scale: string): readonly [string, string] {
   return [`${scale} * ((z0.x + z1.x) - (z0.y - z1.y))`, `${scale} * ((z0.y + z1.y) + (z0.x - z1.x))`];
 }
 
-/** The two unpacked Hartley outputs of rows ra and ra+1 at k from Z_k, Z_−k (times hscale). */
+/**
+ * The two unpacked Hartley outputs of rows ra and ra+1 at k from Z_k, Z_−k (times hscale); the
+ * rows start at element `P.out_off`.
+ */
 function unpackStore(dst: string, n: number, f16: boolean): string {
   const e = elem(f16);
   const [ha, hb] = hartleyUnpack("P.hscale");
-  return `  ${dst}[ra * ${n}u + k] = ${e}(${ha});
-  if (ra + 1u < P.rows) { ${dst}[ra * ${n}u + ${n}u + k] = ${e}(${hb}); }`;
+  return `  let dst_at = P.out_off + ra * ${n}u + k;
+  ${dst}[dst_at] = ${e}(${ha});
+  if (ra + 1u < P.rows) { ${dst}[dst_at + ${n}u] = ${e}(${hb}); }`;
 }
 
 /** Bluestein's post-multiplication: X_k = chirp_k · conj(W_k). */

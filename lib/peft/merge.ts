@@ -3,8 +3,10 @@
  *
  * - {@link encodeMerge} adds ΔW (or subtracts it, to unmerge) into a layer's weight on the GPU,
  *   in the weight's storage orientation (GPT-2's Conv1D gets ΔWᵀ) and dtype (an f16 weight is
- *   updated in f32 and rounded once). Unmerging subtracts the same ΔW, so merge then unmerge
- *   gives the weight back to float rounding (exactly, where w + ΔW − ΔW rounds back to w).
+ *   updated in f32 and rounded once); a ΔW over one storage binding is built (a spectral
+ *   adapter's in bands of its rows) and added in bands. Unmerging subtracts the same ΔW, so
+ *   merge then unmerge gives the weight back to float rounding (exactly, where w + ΔW − ΔW
+ *   rounds back to w).
  * - {@link writeMergedModel} writes a copy of the source checkpoint with every adapted weight
  *   replaced by W + ΔW, computed in float64 from the stored values and rounded once to the
  *   stored dtype (F32, F16, BF16 or F64), and the modules_to_save parameters replaced by their
@@ -22,8 +24,9 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
-import type { Gpu } from "../gpu/device.ts";
+import { unitBands, unitBinding } from "../gpu/bands.ts";
 import { grid, readF32 } from "../gpu/buffers.ts";
+import type { Gpu } from "../gpu/device.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { type Dtype, DTYPES } from "../io/dtype.ts";
 import { isWithin, statOrNull } from "../io/paths.ts";
@@ -48,8 +51,8 @@ import { ADAPTER_CONFIG_FILE } from "./files.ts";
 import type { PeftLayer } from "./layer.ts";
 import { classifierLabels, shapesOfModel } from "./model_shapes.ts";
 
-/** A layer's weight ± ΔW on the GPU (encoded; see the module doc). */
-export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): void {
+/** Throws unless `layer`'s ΔW can be added into `lin`'s weight in place (its shape, an f32 or f16 weight). */
+export function checkMergeable(lin: Linear, layer: PeftLayer): void {
   const w = lin.weight;
   if (layer.outFeatures !== lin.outFeatures || layer.inFeatures !== lin.inFeatures) {
     throw new Error(
@@ -63,12 +66,22 @@ export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): vo
         `load the model as f32 or f16 to merge, or write a merged model from its checkpoint (saveMerged, hartley merge)`,
     );
   }
-  const gpu = w.gpu, count = w.size;
+}
+
+/** A layer's weight ± ΔW on the GPU (encoded; see the module doc). */
+export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): void {
+  checkMergeable(lin, layer);
+  const w = lin.weight, dtype = w.dtype as "f32" | "f16"; // checkMergeable refused the others
+  const gpu = w.gpu, count = w.size, bytes = dtype === "f16" ? 2 : 4;
   const delta = gpu.pool.acquire(count * 4, undefined, "peft.merge_delta");
   layer.encodeDeltaWeight(delta, { transposed: lin.layout === "in_out" });
-  const params = new Uint32Array([count, 0]);
-  new Float32Array(params.buffer)[1] = sign;
-  gpu.stream.dispatch(addScaledKernel(w.dtype), [delta, w.buffer], grid(gpu, Math.ceil(count / WG)), params);
+  // a ΔW over one storage binding is added in bands of elements
+  for (const band of unitBands(gpu, count, [[delta, 4], [w.buffer, bytes]])) {
+    const params = new Uint32Array([band.count, 0]);
+    new Float32Array(params.buffer)[1] = sign;
+    const bufs = [unitBinding(gpu, delta, 4, band), unitBinding(gpu, w.buffer, bytes, band)];
+    gpu.stream.dispatch(addScaledKernel(dtype), bufs, grid(gpu, Math.ceil(band.count / WG)), params);
+  }
   gpu.pool.release(delta);
   w.touch();
 }

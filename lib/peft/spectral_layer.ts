@@ -72,6 +72,7 @@ export class SpectralLayer implements PeftLayer {
       positions,
       transform: opts.transform,
       alpha: opts.alpha,
+      name: this.path,
     });
     this.outFeatures = m;
     this.inFeatures = n;
@@ -181,11 +182,11 @@ export class SpectralLayer implements PeftLayer {
     const gradient = (x: Tensor, dy: Tensor, shared: Map<string, Tensor>, at = 0) => {
       const rows = x.size / n;
       // x̂ = FHT(x) is the same for every spectral adapter of width n on this input (a fused
-      // gradient transforms x itself)
+      // gradient, or one over tokens in bands, transforms x itself)
       const key = `fht:${n}`;
-      const fused = op.fusesGradient;
-      let xHat = fused ? undefined : shared.get(key);
-      if (!fused && !xHat) {
+      const reads = op.readsInputTransform(rows);
+      let xHat = reads ? shared.get(key) : undefined;
+      if (reads && !xHat) {
         xHat = Tensor.empty(gpu, [rows, n]);
         op.transformInput(x.buffer, xHat.buffer, rows);
         shared.set(key, xHat);

@@ -11,12 +11,21 @@
  *   square layer in one kernel that transforms both, lib/spectral/coef_grad.ts).
  * Everything is encoded into `gpu.stream` (no readback, no submit); scratch comes from the pool
  * and repeated calls with the same buffers reuse their bind groups.
+ *
+ * Over one storage binding (lib/gpu/bands.ts): tokens whose T×N or T×M tensors are over it run
+ * in bands of tokens (rows are independent; the coefficient gradient's sums add up band by band),
+ * and a ΔW over it is built in bands of its storage rows: ΔWᵀ's rows j from S̃'s rows (the
+ * one kernel, or cas rows and an FHT along M), ΔW's rows i likewise from S̃ᵀ's (ΔW = (C_N S̃ᵀ C_M)ᵀ).
  * @module
  */
+import { bandBinding, bindingLimit, type RowBand, rowWindow } from "../gpu/bands.ts";
+import { grid } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
+import type { Binding } from "../gpu/stream.ts";
+import { addKernel, SPARSE_THREADS } from "../../kernels/sparse.ts";
 import { encodeFusedGrad, fusesGradient } from "./coef_grad.ts";
-import { encodeDeltaWeight } from "./delta_weight.ts";
-import { encodeFht } from "./fht.ts";
+import { encodeCasBand, encodeDeltaWeight } from "./delta_weight.ts";
+import { encodeFht, pairBands } from "./fht.ts";
 import { basisReference, encodeAdd, SparseSpectrum } from "./sparse.ts";
 import { encodeTransform2d, encodeTranspose, type Transform } from "./transforms.ts";
 
@@ -32,13 +41,25 @@ export interface SpectralAdapterConfig {
   transform?: Transform;
   /** The scaling α; ΔW = (α/(M·N))·T(S). */
   alpha: number;
+  /** The layer's name in messages (its checkpoint path); "adapter" by default. */
+  name?: string;
 }
 
-/** What forward keeps for backward: x̂ = FHT_N(x) of its T tokens (a pooled T×N buffer). */
+/** Tokens [first, first + rows) of a batch. */
+type TokenBand = Pick<RowBand, "first" | "rows">;
+
+/** What forward keeps for backward: x̂ = FHT_N(x) of its T tokens, a pooled buffer a band of tokens. */
 export class SpectralSaved {
   #released = false;
-  /** Made by {@link SpectralAdapterOp.forward}: `xHat` is the T×N x̂ buffer and `tokens` is T. */
-  constructor(private readonly gpu: Gpu, readonly xHat: GPUBuffer, readonly tokens: number) {}
+  /**
+   * Made by {@link SpectralAdapterOp.forward}: `parts` hold x̂ of each band of tokens (one band
+   * where the T×N x̂ fits one storage binding), and `tokens` is T.
+   */
+  constructor(
+    private readonly gpu: Gpu,
+    readonly parts: readonly { first: number; rows: number; xHat: GPUBuffer }[],
+    readonly tokens: number,
+  ) {}
 
   /** True once the buffer went back to the pool (backward does this). */
   get released(): boolean {
@@ -49,7 +70,7 @@ export class SpectralSaved {
   release(): void {
     if (this.#released) return;
     this.#released = true;
-    this.gpu.pool.release(this.xHat);
+    for (const part of this.parts) this.gpu.pool.release(part.xHat);
   }
 }
 
@@ -72,6 +93,10 @@ export class SpectralAdapterOp {
   readonly scale: number;
   /** The uploaded positions and S̃ index structures. */
   readonly spectrum: SparseSpectrum;
+  /** The layer's name in messages. */
+  readonly name: string;
+  /** S̃ᵀ's (of the transposed positions), made for ΔW's rows in bands. */
+  #spectrumT: SparseSpectrum | null = null;
   #issued = new WeakSet<SpectralSaved>();
 
   /** Check `config` and upload its positions' index structures to `gpu` (RangeError when invalid). */
@@ -85,18 +110,21 @@ export class SpectralAdapterOp {
     this.transform = transform;
     this.alpha = alpha;
     this.scale = alpha / (m * nIn);
+    this.name = config.name ?? "adapter";
   }
 
-  /** Release the index buffer. */
+  /** Release the index buffers. */
   dispose(): void {
     this.spectrum.dispose();
+    this.#spectrumT?.dispose();
   }
 
   /**
    * y[t, :] (+)= ΔW x[t, :] for t < tokens. Adds to y unless `accumulate` is false (then
    * overwrites it). Returns x̂ for {@link backward} (null when `save` is false).
    * Fastest in a layer: overwrite y here, then let the frozen matmul add x Wᵀ (+ b) to it
-   * (its own accumulate), which saves the add pass; likewise for dx in backward.
+   * (its own accumulate), which saves the add pass; likewise for dx in backward. Tokens over
+   * one storage binding run in bands.
    */
   forward(
     x: GPUBuffer,
@@ -111,17 +139,20 @@ export class SpectralAdapterOp {
     need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
     need(y, tokens * m, `y (tokens×out_features = ${tokens}×${m})`);
     need(coef, this.count, `coef (n = ${this.count})`);
-    const xHat = gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
-    encodeFht(gpu, x, xHat, tokens, nIn);
-    const z = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.z");
-    this.spectrum.encodeProduct("rows", coef, xHat, z, tokens);
-    this.#fhtInto(z, y, tokens, m, opts.accumulate ?? true);
-    gpu.pool.release(z);
-    if (opts.save === false) {
-      gpu.pool.release(xHat);
-      return null;
+    const save = opts.save ?? true;
+    const parts = [];
+    for (const band of this.#tokenBands(tokens, Math.max(m, nIn))) {
+      const xHat = gpu.pool.acquire(band.rows * nIn * 4, undefined, "adapter.x_hat");
+      encodeFht(gpu, x, xHat, band.rows, nIn, { input: { ld: nIn, offset: band.first * nIn } });
+      const z = gpu.pool.acquire(band.rows * m * 4, undefined, "adapter.z");
+      this.spectrum.encodeProduct("rows", coef, xHat, z, band.rows);
+      this.#fhtInto(z, y, band, m, opts.accumulate ?? true);
+      gpu.pool.release(z);
+      if (save) parts.push({ ...band, xHat });
+      else gpu.pool.release(xHat);
     }
-    const saved = new SpectralSaved(gpu, xHat, tokens);
+    if (!save) return null;
+    const saved = new SpectralSaved(gpu, parts, tokens);
     this.#issued.add(saved);
     return saved;
   }
@@ -148,16 +179,19 @@ export class SpectralAdapterOp {
     need(coef, this.count, `coef (n = ${this.count})`);
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
     if (dx) need(dx, tokens * nIn, `dx (tokens×in_features = ${tokens}×${nIn})`);
-    const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
-    encodeFht(gpu, dy, dHat, tokens, m);
-    this.spectrum.encodeGrad(dHat, saved.xHat, dcoef, tokens, this.scale, opts.accumulateGrad ?? true);
-    if (dx) {
-      const w = gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.w");
-      this.spectrum.encodeProduct("cols", coef, dHat, w, tokens);
-      this.#fhtInto(w, dx, tokens, nIn, opts.accumulateDx ?? true);
-      gpu.pool.release(w);
-    }
-    gpu.pool.release(dHat);
+    saved.parts.forEach((part, i) => {
+      const dHat = gpu.pool.acquire(part.rows * m * 4, undefined, "adapter.dy_hat");
+      encodeFht(gpu, dy, dHat, part.rows, m, { input: { ld: m, offset: part.first * m } });
+      const accumulate = i > 0 || (opts.accumulateGrad ?? true);
+      this.spectrum.encodeGrad(dHat, part.xHat, dcoef, part.rows, this.scale, accumulate);
+      if (dx) {
+        const w = gpu.pool.acquire(part.rows * nIn * 4, undefined, "adapter.w");
+        this.spectrum.encodeProduct("cols", coef, dHat, w, part.rows);
+        this.#fhtInto(w, dx, part, nIn, opts.accumulateDx ?? true);
+        gpu.pool.release(w);
+      }
+      gpu.pool.release(dHat);
+    });
     saved.release();
   }
 
@@ -165,10 +199,11 @@ export class SpectralAdapterOp {
    * ∂L/∂c (+)= into `dcoef` from x (T×N) and δ = ∂L/∂y (T×M) (adds unless `accumulate` is
    * false): the coefficient gradient of {@link backward} without a saved forward, for a layer
    * that applied ΔW folded into its weight. `xHat`, when given, is x's transform
-   * ({@link transformInput}), shared with other adapters of x; x itself is not read then.
-   * `dyRows` places δ's rows `ld` apart from element `offset` (the layer's columns of a stacked
-   * output gradient, read in place). Where {@link fusesGradient}, both transforms happen inside
-   * the gradient's kernel: x is read and `xHat` is not.
+   * ({@link transformInput}), shared with other adapters of x; it is read in place of x where
+   * {@link readsInputTransform} says so, else x is. `dyRows` places δ's rows `ld` apart from
+   * element `offset` (the layer's columns of a stacked output gradient, read in place). Where
+   * {@link fusesGradient}, both transforms happen inside the gradient's kernel. Tokens over one
+   * storage binding are taken in bands, each band's sums added to the last's.
    */
   coefGradient(
     x: GPUBuffer,
@@ -180,24 +215,29 @@ export class SpectralAdapterOp {
     const { gpu, m, nIn } = this;
     this.#live();
     this.#checkTokens(tokens);
-    need(opts.xHat ?? x, tokens * nIn, `${opts.xHat ? "x̂" : "x"} (tokens×in_features = ${tokens}×${nIn})`);
-    const rowsOf = opts.dyRows;
-    const dyEnd = rowsOf ? rowsOf.offset + (tokens - 1) * rowsOf.ld + m : tokens * m;
-    need(dy, dyEnd, `dy (tokens×out_features = ${tokens}×${m}${rowsOf ? `, rows ${rowsOf.ld} apart` : ""})`);
+    need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
+    if (opts.xHat) need(opts.xHat, tokens * nIn, `x̂ (tokens×in_features = ${tokens}×${nIn})`);
+    const { ld, offset } = opts.dyRows ?? { ld: m, offset: 0 };
+    const dyEnd = offset + (tokens - 1) * ld + m;
+    need(dy, dyEnd, `dy (tokens×out_features = ${tokens}×${m}${opts.dyRows ? `, rows ${ld} apart` : ""})`);
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
     if (this.fusesGradient) {
-      need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
       const acc = opts.accumulate ?? true;
-      encodeFusedGrad(gpu, this.spectrum, x, dy, dcoef, tokens, this.scale, acc, rowsOf);
+      encodeFusedGrad(gpu, this.spectrum, x, dy, dcoef, tokens, this.scale, acc, opts.dyRows);
       return;
     }
-    const xHat = opts.xHat ?? gpu.pool.acquire(tokens * nIn * 4, undefined, "adapter.x_hat");
-    const dHat = gpu.pool.acquire(tokens * m * 4, undefined, "adapter.dy_hat");
-    if (!opts.xHat) this.transformInput(x, xHat, tokens);
-    encodeFht(gpu, dy, dHat, tokens, m, rowsOf ? { input: rowsOf } : {});
-    this.spectrum.encodeGrad(dHat, xHat, dcoef, tokens, this.scale, opts.accumulate ?? true);
-    if (!opts.xHat) gpu.pool.release(xHat);
-    gpu.pool.release(dHat);
+    const bands = this.#tokenBands(tokens, Math.max(nIn, ld), Math.max(tokens * nIn, dyEnd));
+    const shared = bands.length === 1 ? opts.xHat : undefined;
+    bands.forEach((band, i) => {
+      const xHat = shared ?? gpu.pool.acquire(band.rows * nIn * 4, undefined, "adapter.x_hat");
+      const dHat = gpu.pool.acquire(band.rows * m * 4, undefined, "adapter.dy_hat");
+      if (!shared) encodeFht(gpu, x, xHat, band.rows, nIn, { input: { ld: nIn, offset: band.first * nIn } });
+      encodeFht(gpu, dy, dHat, band.rows, m, { input: { ld, offset: offset + band.first * ld } });
+      const accumulate = i > 0 || (opts.accumulate ?? true);
+      this.spectrum.encodeGrad(dHat, xHat, dcoef, band.rows, this.scale, accumulate);
+      if (!shared) gpu.pool.release(xHat);
+      gpu.pool.release(dHat);
+    });
   }
 
   /**
@@ -207,6 +247,15 @@ export class SpectralAdapterOp {
   get fusesGradient(): boolean {
     this.#live();
     return fusesGradient(this.gpu, this.spectrum);
+  }
+
+  /**
+   * Whether {@link coefGradient} over `tokens` tokens reads a given x̂: not where it
+   * {@link fusesGradient}, nor where x̂ or δ is over one storage binding (x is then transformed
+   * band by band, as the gradient's kernels bind a band's x̂ whole).
+   */
+  readsInputTransform(tokens: number): boolean {
+    return !this.fusesGradient && this.#tokenBands(tokens, Math.max(this.m, this.nIn)).length === 1;
   }
 
   /**
@@ -248,7 +297,10 @@ export class SpectralAdapterOp {
     need(dst, at + m * nIn, `dst (M×N = ${m}×${nIn}${at ? ` from element ${at}` : ""})`);
     if (base) need(base, m * nIn, `base (M×N = ${m}×${nIn})`);
     const placed = { transposed: opts.transposed ?? false, accumulate: opts.accumulate ?? false, at, base };
-    if (encodeDeltaWeight(gpu, this.spectrum, coef, dst, this.scale, placed)) return;
+    if (Math.max(dst.size, base?.size ?? 0) > bindingLimit(gpu)) {
+      return this.#materializeBands(coef, dst, placed);
+    }
+    if (nIn < 65536 && encodeDeltaWeight(gpu, this.spectrum, coef, dst, this.scale, placed)) return;
     if (base) {
       // the passes below add ΔW into dst: W first
       gpu.stream.copy(base, 0, dst, at * 4, m * nIn * 4);
@@ -296,14 +348,81 @@ export class SpectralAdapterOp {
     gpu.pool.release(t);
   }
 
-  /** dst (+)= scale·FHT(src) over `rows` rows of length `n`; src is scratch and may be overwritten. */
-  #fhtInto(src: GPUBuffer, dst: GPUBuffer, rows: number, n: number, accumulate: boolean): void {
-    if (accumulate) {
-      encodeFht(this.gpu, src, src, rows, n, { scale: this.scale });
-      encodeAdd(this.gpu, src, dst, rows * n);
-    } else {
-      encodeFht(this.gpu, src, dst, rows, n, { scale: this.scale });
+  /**
+   * ΔW (or ΔWᵀ) placed into a `dst` or `base` over one storage binding (see {@link materialize}):
+   * in bands of its storage rows, each a transposed layout's rows (ΔWᵀ's of S̃, ΔW's of S̃ᵀ).
+   */
+  #materializeBands(
+    coef: GPUBuffer,
+    dst: GPUBuffer,
+    opts: { transposed: boolean; accumulate: boolean; at: number; base?: GPUBuffer },
+  ): void {
+    const { gpu, m, nIn } = this;
+    const [rows, width] = opts.transposed ? [nIn, m] : [m, nIn];
+    const spectrum = opts.transposed ? this.spectrum : this.#transposedSpectrum();
+    // W first, then ΔW added (a copy binds nothing)
+    if (opts.base) gpu.stream.copy(opts.base, 0, dst, opts.at * 4, m * nIn * 4);
+    const what = `${this.name}: ΔW of ${m}×${nIn}${opts.transposed ? " stored transposed" : ""}`;
+    for (const band of pairBands(gpu, rows, width, what)) {
+      const window = rowWindow(gpu, band.first, band.rows, width, { offset: opts.at });
+      this.#deltaRows(coef, spectrum, dst, window, opts.accumulate || !!opts.base);
     }
+  }
+
+  /**
+   * Rows [first, first + rows) of `spectrum`'s ΔWᵀ (each of its M) into the window `band` of dst,
+   * written or added: in one kernel, else cas rows, an FHT along M and a copy or an add.
+   */
+  #deltaRows(coef: GPUBuffer, spectrum: SparseSpectrum, dst: GPUBuffer, band: RowBand, add: boolean): void {
+    const { gpu, scale } = this;
+    const width = spectrum.m, count = band.rows * width;
+    const binding = bandBinding(gpu, dst, band);
+    const rows = { first: band.first, count: band.rows };
+    const placed = { transposed: true, accumulate: add, at: band.base, rows };
+    if (encodeDeltaWeight(gpu, spectrum, coef, binding, scale, placed)) return;
+    const t = gpu.pool.acquire(count * 4, undefined, "adapter.delta_band");
+    encodeCasBand(gpu, spectrum, coef, t, band.first, band.rows);
+    encodeFht(gpu, t, t, band.rows, width, { scale });
+    if (add) encodeAddAt(gpu, t, binding, count, band.base);
+    else gpu.stream.copy(t, 0, dst, band.start + band.base * 4, count * 4);
+    gpu.pool.release(t);
+  }
+
+  /** S̃ᵀ: the spectrum of the transposed positions on N×M (every transform's S̃ transposes so). */
+  #transposedSpectrum(): SparseSpectrum {
+    const { positions, n, m, transform } = this.spectrum;
+    const swapped = Int32Array.from(positions, (_, i) => positions[i ^ 1]);
+    return this.#spectrumT ??= new SparseSpectrum(this.gpu, swapped, n, m, transform);
+  }
+
+  /**
+   * dst's rows of `band` (+)= scale·FHT(src) along their length `n`; src holds the band's rows
+   * (scratch, may be overwritten).
+   */
+  #fhtInto(src: GPUBuffer, dst: GPUBuffer, band: TokenBand, n: number, accumulate: boolean): void {
+    const { gpu, scale } = this;
+    if (accumulate) {
+      encodeFht(gpu, src, src, band.rows, n, { scale });
+      const window = rowWindow(gpu, band.first, band.rows, n);
+      encodeAddAt(gpu, src, bandBinding(gpu, dst, window), band.rows * n, window.base);
+    } else {
+      encodeFht(gpu, src, dst, band.rows, n, { scale, output: { offset: band.first * n } });
+    }
+  }
+
+  /**
+   * The bands of `tokens` tokens: one where the largest of the op's tensors (`extent` elements
+   * from its buffer's start; tokens × `width` by default) fits one storage binding, else
+   * {@link pairBands} of rows of `width`.
+   */
+  #tokenBands(tokens: number, width: number, extent = tokens * width): TokenBand[] {
+    if (4 * extent <= bindingLimit(this.gpu)) return [{ first: 0, rows: tokens }];
+    return pairBands(
+      this.gpu,
+      tokens,
+      width,
+      `${this.name}: ${tokens} tokens through a ${this.m}×${this.nIn} adapter`,
+    );
   }
 
   #live(): void {
@@ -315,6 +434,16 @@ export class SpectralAdapterOp {
       throw new RangeError(`tokens must be a positive integer, got ${tokens}`);
     }
   }
+}
+
+/** `dst[at + i] += src[i]` for i < len (dst: a buffer or a window of one). */
+function encodeAddAt(gpu: Gpu, src: GPUBuffer, dst: Binding, len: number, at: number): void {
+  gpu.stream.dispatch(
+    addKernel,
+    [src, dst],
+    grid(gpu, Math.ceil(len / SPARSE_THREADS)),
+    new Uint32Array([len, at]),
+  );
 }
 
 function need(buffer: GPUBuffer, floats: number, what: string): void {

@@ -8,10 +8,12 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { bindingLimit, rowWindow } from "../gpu/bands.ts";
 import { grid } from "../gpu/buffers.ts";
 import type { Kernel } from "../gpu/pipelines.ts";
+import type { Binding } from "../gpu/stream.ts";
 import { fusedGradKernel } from "../../kernels/coef_grad.ts";
-import { workgroupFhtLayout } from "./fht.ts";
+import { clampedBinding, pairBands, workgroupFhtLayout } from "./fht.ts";
 import type { SparseSpectrum } from "./sparse.ts";
 
 /** Tuning of the fused coefficient gradient (benchmarks switch it; see bench/layer.ts). */
@@ -80,7 +82,8 @@ export function fusesGradient(gpu: Gpu, spectrum: SparseSpectrum): boolean {
 /**
  * `dc[k] (+)= scale · Σ_{entries e of k} w_e · Σ_t FHT(δ)[t, u_e]·FHT(x)[t, v_e]` for x (T×N,
  * packed) and δ (T×N, rows `dyRows.ld` apart from element `dyRows.offset`, packed by default);
- * adds to `dc` when `accumulate`. Only where {@link fusesGradient} says so.
+ * adds to `dc` when `accumulate`. Only where {@link fusesGradient} says so. Tokens over one
+ * storage binding are taken in bands ({@link pairBands}), each band's sums added to the last's.
  */
 export function encodeFusedGrad(
   gpu: Gpu,
@@ -99,6 +102,35 @@ export function encodeFusedGrad(
       `fused coefficient gradient: not available for this ${spectrum.m}×${spectrum.n} spectrum`,
     );
   }
+  const n = spectrum.n, ld = dyRows?.ld ?? n, offset = dyRows?.offset ?? 0;
+  const fits = 4 * (offset + (tokens - 1) * ld + n) <= bindingLimit(gpu);
+  const bands = fits
+    ? [{ first: 0, rows: tokens }]
+    : pairBands(gpu, tokens, ld, `coefficient gradient of a ${n}×${n} adapter over ${tokens} tokens`);
+  bands.forEach((band, i) => {
+    const xs = rowWindow(gpu, band.first, band.rows, n);
+    const dys = rowWindow(gpu, band.first, band.rows, ld, { offset });
+    const inputs = {
+      x: clampedBinding(gpu, x, xs),
+      dy: clampedBinding(gpu, dy, dys),
+      xOff: xs.base,
+      dyOff: dys.base,
+    };
+    const partial = encodeTrips(gpu, spectrum, plan, inputs, band.rows, ld);
+    spectrum.encodeGradReduce(partial.buffer, partial.chunks, dc, scale, i === 0 ? accumulate : true);
+    gpu.pool.release(partial.buffer);
+  });
+}
+
+/** The fused pass over `tokens` tokens of x and δ at their bindings: the partial sums (pooled) and their row count. */
+function encodeTrips(
+  gpu: Gpu,
+  spectrum: SparseSpectrum,
+  plan: FusedPlan,
+  inputs: { x: Binding; dy: Binding; xOff: number; dyOff: number },
+  tokens: number,
+  ld: number,
+): { buffer: GPUBuffer; chunks: number } {
   const entries = spectrum.entries.length;
   const trips = Math.ceil(tokens / (2 * plan.pairs));
   const per = Math.max(1, Math.ceil(trips / COEF_GRAD_HEURISTICS.chunks));
@@ -111,11 +143,11 @@ export function encodeFusedGrad(
     chunks,
     spectrum.listOffset,
     entries,
-    dyRows?.ld ?? spectrum.n,
-    dyRows?.offset ?? 0,
+    ld,
+    inputs.dyOff,
+    inputs.xOff,
   ]);
-  const bufs = [spectrum.plan, dy, x, partial, ...(plan.kernel.usesTwiddles ? [plan.tw] : [])];
+  const bufs = [spectrum.plan, inputs.dy, inputs.x, partial, ...(plan.kernel.usesTwiddles ? [plan.tw] : [])];
   gpu.stream.dispatch(plan.kernel, bufs, grid(gpu, chunks), params);
-  spectrum.encodeGradReduce(partial, chunks, dc, scale, accumulate);
-  gpu.pool.release(partial);
+  return { buffer: partial, chunks };
 }

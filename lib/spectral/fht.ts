@@ -16,7 +16,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { bindingLimit } from "../gpu/bands.ts";
+import { bandBinding, bindingLimit, type RowBand, rowWindow } from "../gpu/bands.ts";
 import { grid, upload } from "../gpu/buffers.ts";
 import type { Kernel } from "../gpu/pipelines.ts";
 import type { Binding } from "../gpu/stream.ts";
@@ -51,6 +51,8 @@ export interface FhtOptions {
    * with src = dst.
    */
   input?: { ld: number; offset?: number };
+  /** Where dst's rows lie: packed from element `offset` (default 0). Not with src = dst. */
+  output?: { offset: number };
 }
 
 /** How a length is transformed on one device (see the module doc). */
@@ -346,19 +348,64 @@ function params(
   rows: number,
   hscale: number,
   pair0: number,
-  ld: number,
-  off: number,
+  at: Placement,
 ): Uint32Array {
-  const p = new Uint32Array([pairs, rows, 0, pair0, ld, off, 0, 0]);
+  const p = new Uint32Array([pairs, rows, 0, pair0, at.ld, at.inOff, at.outOff, 0]);
   new Float32Array(p.buffer)[2] = hscale;
   return p;
+}
+
+/** Where a dispatch's rows lie in its bindings: input rows `ld` apart from `inOff`, output packed from `outOff`. */
+interface Placement {
+  ld: number;
+  inOff: number;
+  outOff: number;
+}
+
+/**
+ * Bands of `rows` rows of `width` elements (of `elementBytes`) for kernels that pair rows (the
+ * FHT's complex lines, the coefficient gradient's trips): as many rows a band as one binding holds
+ * beside its window's alignment slack, an even number, so that each row is paired as in one band
+ * and comes out bit for bit the same. Each tensor's window of a band is its own
+ * (`rowWindow(gpu, band.first, band.rows, …)`).
+ * @throws Error naming `what` when one row is over the binding limit.
+ */
+export function pairBands(
+  gpu: Gpu,
+  rows: number,
+  width: number,
+  what: string,
+  elementBytes = 4,
+): Pick<RowBand, "first" | "rows">[] {
+  const limit = bindingLimit(gpu), rowBytes = width * elementBytes;
+  const fit = Math.floor((limit - gpu.limits.minStorageBufferOffsetAlignment) / rowBytes);
+  if (fit < 1) {
+    throw new Error(
+      `${what}: one row of ${rowBytes} bytes is over this device's largest storage binding (${limit} bytes)`,
+    );
+  }
+  const per = fit > 1 ? fit - (fit % 2) : 1;
+  const bands = [];
+  for (let first = 0; first < rows; first += per) bands.push({ first, rows: Math.min(per, rows - first) });
+  return bands;
+}
+
+/**
+ * `buffer`'s binding for `band` ({@link bandBinding}), the window cut at the buffer's end: rows
+ * `ld` apart end with a row of n ≤ ld, so the last band's window may reach past it.
+ */
+export function clampedBinding(gpu: Gpu, buffer: GPUBuffer, band: RowBand): Binding {
+  const b = bandBinding(gpu, buffer, band);
+  return b instanceof GPUBuffer ? b : { ...b, size: Math.min(b.size, buffer.size - b.offset) };
 }
 
 /**
  * Encode `dst = scale · FHT(src)` along the last axis of `rows × n` values into `gpu.stream`.
  * `src` may be `dst` (in place). Four-step plans use pooled scratch, released after encoding.
- * @throws Error for a bad length or row count, buffers smaller than `rows·n` elements, or f16
- *   requested on a device without `shader-f16`.
+ * Rows over one storage binding are transformed in bands ({@link pairBands}), each binding a
+ * window of src and dst, with the same results.
+ * @throws Error for a bad length or row count, buffers smaller than `rows·n` elements, one row
+ *   over the binding limit, or f16 requested on a device without `shader-f16`.
  */
 export function encodeFht(
   gpu: Gpu,
@@ -377,37 +424,60 @@ export function encodeFht(
     throw new Error("FHT with f16 storage needs the 'shader-f16' feature, which this device lacks");
   }
   const unit = f16 ? 2 : 4;
-  const ld = opts.input?.ld ?? n, offset = opts.input?.offset ?? 0;
+  const ld = opts.input?.ld ?? n, offset = opts.input?.offset ?? 0, outOff = opts.output?.offset ?? 0;
   if (!Number.isInteger(ld) || ld < n || !Number.isInteger(offset) || offset < 0) {
     throw new Error(`FHT input rows ${ld} apart from element ${offset}: need integers, ld ≥ n = ${n}`);
   }
+  if (!Number.isInteger(outOff) || outOff < 0) {
+    throw new Error(`FHT output offset ${outOff}: need an integer ≥ 0`);
+  }
   if (opts.input && src === dst) throw new Error("FHT: strided input rows cannot be transformed in place");
-  const bytes = rows * n * unit;
+  if (opts.output && src === dst) {
+    throw new Error("FHT: rows placed at an offset cannot be transformed in place");
+  }
+  const bytes = rows === 0 ? 0 : (outOff + rows * n) * unit;
   const srcBytes = rows === 0 ? 0 : (offset + (rows - 1) * ld + n) * unit;
   for (const [name, b, need] of [["src", src, srcBytes], ["dst", dst, bytes]] as const) {
     if (b.size < need) {
       throw new Error(
         `FHT ${name} buffer holds ${b.size} bytes, but ${rows} rows × ${n} ${f16 ? "f16" : "f32"}${
           name === "src" && opts.input ? ` (${ld} apart from element ${offset})` : ""
-        } need ${need}`,
+        }${name === "dst" && opts.output ? ` from element ${outOff}` : ""} need ${need}`,
       );
     }
   }
-  const bindable = bindingLimit(gpu);
-  if (Math.max(bytes, srcBytes) > bindable) {
-    throw new Error(
-      `FHT of ${rows} × ${n} (${Math.max(bytes, srcBytes)} bytes) exceeds the device's storage binding ` +
-        `limit ${bindable}: split the batch`,
-    );
-  }
   if (rows === 0) return;
-  // Bind exactly the rows (a pooled buffer may be larger than the binding limit).
-  const size = Math.ceil(bytes / 4) * 4;
-  const [s, d] = [{ buffer: src, size: Math.ceil(srcBytes / 4) * 4 }, { buffer: dst, size }];
   const plan = getPlan(gpu, n);
-  const hscale = 0.5 * (opts.scale ?? 1);
+  if (Math.max(bytes, srcBytes) <= bindingLimit(gpu)) {
+    // Bind exactly the rows (a pooled buffer may be larger than the binding limit).
+    const s = { buffer: src, size: Math.ceil(srcBytes / 4) * 4 },
+      d = { buffer: dst, size: Math.ceil(bytes / 4) * 4 };
+    encodeRows(gpu, plan, s, d, rows, f16, opts.scale ?? 1, { ld, inOff: offset, outOff });
+    return;
+  }
+  for (const band of pairBands(gpu, rows, Math.max(ld, n), `FHT of ${rows} × ${n}`, unit)) {
+    const from = rowWindow(gpu, band.first, band.rows, ld, { offset, elementBytes: unit });
+    const to = rowWindow(gpu, band.first, band.rows, n, { offset: outOff, elementBytes: unit });
+    const s = clampedBinding(gpu, src, from), d = clampedBinding(gpu, dst, to);
+    encodeRows(gpu, plan, s, d, band.rows, f16, opts.scale ?? 1, { ld, inOff: from.base, outOff: to.base });
+  }
+}
+
+/** One dispatch group of {@link encodeFht}: `rows` rows from the bindings s and d (the same buffer in place). */
+function encodeRows(
+  gpu: Gpu,
+  plan: AnyPlan,
+  s: Binding,
+  d: Binding,
+  rows: number,
+  f16: boolean,
+  scale: number,
+  at: Placement,
+): void {
+  const { n } = plan;
+  const hscale = 0.5 * scale;
   const pairs = Math.ceil(rows / 2);
-  const inPlace = src === dst;
+  const inPlace = bufferOf(s) === bufferOf(d);
   const tables = plan.chirp ? [plan.chirp, plan.bc!] : [];
   if (plan.kind === "shared" || plan.kind === "bluestein-shared") {
     const sp = plan as SharedPlan & AnyPlan;
@@ -425,11 +495,15 @@ export function encodeFht(
       k,
       bufs,
       grid(gpu, Math.ceil(pairs / sp.layout.lines)),
-      params(pairs, rows, hscale, 0, ld, offset),
+      params(pairs, rows, hscale, 0, at),
     );
     return;
   }
-  encodeFourStep(gpu, plan as FourStepPlan & AnyPlan, s, d, rows, f16, hscale, ld, offset);
+  encodeFourStep(gpu, plan as FourStepPlan & AnyPlan, s, d, rows, f16, hscale, at);
+}
+
+function bufferOf(b: Binding): GPUBuffer {
+  return b instanceof GPUBuffer ? b : b.buffer;
 }
 
 function encodeFourStep(
@@ -440,8 +514,7 @@ function encodeFourStep(
   rows: number,
   f16: boolean,
   hscale: number,
-  ld: number,
-  offset: number,
+  at: Placement,
 ): void {
   const { n, fft: L, cols, rows: rowCfg } = plan;
   const bluestein = plan.kind === "bluestein-four-step";
@@ -458,7 +531,7 @@ function encodeFourStep(
   const colGroups = Math.ceil(cols.n2 / cols.layout.lines);
   for (let pair0 = 0; pair0 < pairs; pair0 += chunk) {
     const cp = Math.min(chunk, pairs - pair0);
-    const prm = params(cp, rows, hscale, pair0, ld, offset);
+    const prm = params(cp, rows, hscale, pair0, at);
     const first = bluestein ? [src, s1, plan.tw, plan.chirp!] : [src, s1, plan.tw];
     gpu.stream.dispatch(colsA, first, grid(gpu, cp * colGroups), prm);
     if (!s2) {
