@@ -8,6 +8,7 @@
 import {
   currentReplay,
   isGradEnabled,
+  isQuantized,
   keep,
   linear,
   noGrad,
@@ -48,9 +49,10 @@ export function fusedProjection(layers: readonly Linear[], x: Tensor): Tensor | 
   if (!FUSIONS.qkv || layers.length < 2 || x.dtype !== "f32" || x.shape.length < 2 || x.size === 0) {
     return null;
   }
+  // quantized weights stay quantized: an f32 stack of them would outweigh the whole model
   const fits = layers.every((l) =>
     l.layout === "out_in" && l.inFeatures === n && !l.weight.requiresGrad && !l.bias?.requiresGrad &&
-    l.weight.size <= FUSE_MAX_ELEMENTS
+    l.weight.size <= FUSE_MAX_ELEMENTS && !isQuantized(l.weight.dtype)
   );
   if (!fits) return null;
   const tokens = x.size / n, gpu = x.gpu;

@@ -188,7 +188,16 @@ async function readParam(
     }
     return Tensor.from(gpu, values, p.shape, { dtype: "f16", label: key });
   }
-  const values = Tensor.from(gpu, toFloat32(info.dtype, raw), p.shape, { label: key });
+  const floats = toFloat32(info.dtype, raw);
+  // a code cannot hold NaN or ±Inf: quantizing would hide one, or spread it over its group
+  const bad = storage === "f32" ? -1 : floats.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) {
+    throw new SafetensorsError(
+      `${source.path}: tensor "${key}" holds ${floats[bad]} at ${bad}, which ${storage} cannot store; ` +
+        `load with dtype "f32"`,
+    );
+  }
+  const values = Tensor.from(gpu, floats, p.shape, { label: key });
   if (storage === "f32") return values;
   const q = quantize(values, storage, key);
   values.dispose();

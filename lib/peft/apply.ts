@@ -41,7 +41,7 @@ import {
 import { fourierftLayer, initFourierftModule } from "./fourierft.ts";
 import type { PeftLayer } from "./layer.ts";
 import { type DropoutState, initLoraModule, loraLayer } from "./lora.ts";
-import { encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
+import { checkMergeable, encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
 import { shapesOfModel } from "./model_shapes.ts";
 import { createSshLayers, sshLayer } from "./ssh.ts";
 import { resolveModulesToSave, type ResolveOptions, resolveTargets, savedDefaultTargets } from "./targets.ts";
@@ -182,6 +182,8 @@ export class PeftModel {
   merge(): void {
     this.#live();
     if (this.#merged) return;
+    // every layer is checked before the first changes: a refusal halfway would leave some merged
+    for (const [path, layer] of this.layers) checkMergeable(this.#linear(path), layer);
     for (const [path, layer] of this.layers) {
       const lin = this.#linear(path);
       encodeMerge(lin, layer, 1);
