@@ -136,7 +136,7 @@ Deno.test("train --out: an existing file is refused as not a directory", async (
   });
 });
 
-Deno.test("pretrain: --tokenizer must be a tokenizer.json; llama's heads need an even size; nothing is written", async () => {
+Deno.test("pretrain: --tokenizer must be a tokenizer.json (exit 1); llama's heads need an even size; nothing is written", async () => {
   await withTempDir("hartley-inputs-", async (dir) => {
     const out = join(dir, "run");
     const tiny = ["--out", out, "--steps", "1", "--seq-len", "8"];
@@ -148,7 +148,7 @@ Deno.test("pretrain: --tokenizer must be a tokenizer.json; llama's heads need an
       text,
       ...tiny,
     ]);
-    assertEquals(notJson.code, 2, notJson.err);
+    assertEquals(notJson.code, 1, notJson.err);
     assert(notJson.err.includes(`--tokenizer ${text}: not JSON; it must be a tokenizer.json`), notJson.err);
 
     const odd = await runCli([

@@ -9,6 +9,7 @@ import type { LossOn } from "../train/instruct.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
+import { nonFinite } from "../train/log.ts";
 import { describeEval } from "../train/trainer.ts";
 import { Progress } from "../train/progress.ts";
 import type { TypeScores } from "../train/entities.ts";
@@ -24,7 +25,7 @@ import {
   templateKwargs,
   withArgs,
 } from "./args.ts";
-import { loadForUse } from "./load.ts";
+import { loadForUse, planUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
 import { defaultData, loadSplits, TASK_FLAGS } from "./setup.ts";
 
@@ -39,7 +40,10 @@ const FLAGS = {
   data: {
     type: "string",
     arg: "PATH",
-    help: "data file (evaluated whole), or spamassassin / brown (their held-out split) [default: by task]",
+    help:
+      "data file, or spamassassin / brown (their held-out split) [default: by task]; plain text is read " +
+      "in non-overlapping windows of --seq-len + 1 tokens (the up to --seq-len tokens after the last one are " +
+      "left out)",
   },
   task: {
     type: "string",
@@ -71,8 +75,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 export function evalCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
-      const gpu = await getGpu();
-      const loaded = await loadForUse(gpu, {
+      const options = {
         needHead: true,
         model: v.model,
         modelGiven: given.has("model"),
@@ -80,11 +83,16 @@ export function evalCommand(args: string[]): Promise<number> {
         task: v.task as TaskName | undefined,
         dtype: v.dtype as WeightDtype,
         quiet: v.quiet,
-      });
+      };
+      // the flags are checked against the task before the weights load
+      const plan = await planUse(options);
+      refuseUnused(given, TASK_FLAGS, plan.task, `task ${plan.task}`);
+      const data = v.data ?? defaultData(plan.task);
+      const templateVariables = templateKwargs(v["template-kwargs"]);
+      const gpu = await getGpu();
+      const loaded = await loadForUse(gpu, options, plan);
       const { model, task } = loaded;
       try {
-        refuseUnused(given, TASK_FLAGS, task, `task ${task}`);
-        const data = v.data ?? defaultData(task);
         const builtin = data === "spamassassin" || data === "brown";
         const splits = await loadSplits(
           {
@@ -99,7 +107,7 @@ export function evalCommand(args: string[]): Promise<number> {
             textField: v["text-field"],
             pairField: v["pair-field"],
             lossOn: v["loss-on"] as LossOn,
-            templateVariables: templateKwargs(v["template-kwargs"]),
+            templateVariables,
             labelField: v["label-field"],
             regression: task === "seq-cls" &&
               (v.regression || loaded.numLabels === 1 || loaded.config.problemType === "regression"),
@@ -133,7 +141,7 @@ export function evalCommand(args: string[]): Promise<number> {
         const source = builtin ? `${data} (held-out split)` : data;
         console.log(
           v.json
-            ? JSON.stringify({ task, data, ...result })
+            ? JSON.stringify({ task, data, ...result }, nonFinite)
             : `${task} on ${source}: ${describeEval(result)}`,
         );
         if (!v.json && result.entities) console.log(entityTable(result.entities));
@@ -144,6 +152,7 @@ export function evalCommand(args: string[]): Promise<number> {
       }
     }));
 }
+
 
 /** Evaluations of more batches than this show a progress display on stderr. */
 const SHOW_PROGRESS_BATCHES = 16;

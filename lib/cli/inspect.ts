@@ -5,9 +5,11 @@
  * like the paper's Figure 3; with `--log`, an SVG loss curve of a run log.
  * @module
  */
+import { join } from "node:path";
 import { getGpu } from "../gpu/mod.ts";
 import { readF32 } from "../gpu/buffers.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { statOrNull } from "../io/paths.ts";
 import { loadAdapter } from "../peft/files.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
 import { selectLayerPositions, withF32Weight } from "../peft/ssh.ts";
@@ -59,7 +61,11 @@ const FLAGS = {
     min: 8,
     help: "heatmap cells per side (bigger layers are reduced)",
   },
-  log: { type: "string", arg: "FILE", help: "run log (log.jsonl) to plot as a loss curve" },
+  log: {
+    type: "string",
+    arg: "FILE",
+    help: "run log (log.jsonl, or a run folder holding one) to plot as a loss curve",
+  },
   svg: { type: "string", arg: "FILE", help: "where to write the SVG [default: energy.svg / loss.svg]" },
 } as const;
 
@@ -84,6 +90,7 @@ export function inspectCommand(args: string[]): Promise<number> {
       );
     }
     if (v.layer && !v.model && !v.adapter) throw new ArgsError(`--layer needs --model (or --adapter)`);
+    refuseUnusedFlags(v, given);
     if (v.svg && v.log && v.layer) {
       throw new ArgsError(
         `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
@@ -209,15 +216,33 @@ export function inspectCommand(args: string[]): Promise<number> {
   });
 }
 
+/** The flags of the heatmap of --layer. */
+const HEATMAP_FLAGS = ["transform", "n", "energy-ratio", "seed", "max-cells"];
+
+/**
+ * Refuse the flags that would change nothing: the heatmap's without --layer, --svg without --layer
+ * or --log, the model's without --model or --adapter.
+ */
+function refuseUnusedFlags(
+  v: { layer?: string; log?: string; svg?: string; model?: string; adapter?: string },
+  given: ReadonlySet<string>,
+): void {
+  const refuse = (flags: string[], without: string) => {
+    const unused = flags.filter((f) => given.has(f)).map((f) => `--${f}`);
+    if (unused.length === 0) return;
+    const verb = unused.length > 1 ? "do" : "does";
+    throw new ArgsError(`${unused.join(", ")} ${verb} not apply without ${without}`);
+  };
+  if (!v.layer) refuse(HEATMAP_FLAGS, "--layer (flags of its energy heatmap)");
+  if (v.svg && !v.layer && !v.log) {
+    throw new ArgsError(`--svg names the SVG of --layer or --log: give one of them`);
+  }
+  if (!v.model && !v.adapter) refuse(["task", "dtype"], "--model or --adapter");
+}
+
 /** The SVG of a run log's training loss (per logged interval) and eval loss. */
 export async function lossCurve(logPath: string): Promise<string> {
-  let records;
-  try {
-    records = await readRunLog(logPath);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new ArgsError(`--log ${logPath}: file not found`);
-    throw e;
-  }
+  const records = await readRunLog(await logFileOf(logPath));
   const num = (x: unknown) => (typeof x === "number" ? x : Number(x));
   const train = records.filter((r) => r.type === "train").map((r) =>
     [r.step, num(r.loss)] as [number, number]
@@ -233,6 +258,18 @@ export async function lossCurve(logPath: string): Promise<string> {
   const start = records.find((r) => r.type === "start");
   const title = start ? `${start.method} on ${start.data} (${start.task})` : logPath;
   return linePlotSvg(series, { title, xLabel: "optimiser step", yLabel: "loss" });
+}
+
+/**
+ * The run log that `--log PATH` names: the file, or a run folder's log.jsonl. A folder without one is
+ * a usage mistake; a file that is not there is an error (exit 1, as any file that cannot be read).
+ */
+async function logFileOf(path: string): Promise<string> {
+  const stat = await statOrNull(path);
+  if (!stat) throw new Error(`--log ${path}: file not found`);
+  if (!stat.isDirectory) return path;
+  if ((await statOrNull(join(path, "log.jsonl")))?.isFile) return join(path, "log.jsonl");
+  throw new ArgsError(`--log ${path} is a folder without log.jsonl: give a run's log.jsonl or its folder`);
 }
 
 /**

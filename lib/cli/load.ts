@@ -20,7 +20,7 @@ import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 import { loadingProgress } from "./loading.ts";
-import { ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
+import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
 
 /** What {@link loadForUse} loaded. */
 export interface Loaded {
@@ -61,8 +61,21 @@ export interface LoadForUseOptions {
   quiet?: boolean;
 }
 
-/** Load a model (and adapter) for evaluation, merging or inspection. */
-export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded> {
+/** What {@link loadForUse} loads, found without reading the weights (flags can be checked against it first). */
+export interface UsePlan {
+  modelDir: string;
+  config: HfConfig;
+  adapterConfig: AdapterConfig | null;
+  task: TaskName;
+  /** Label count of the classification head. */
+  numLabels?: number;
+}
+
+/**
+ * The model directory, config, task and head size {@link loadForUse} loads for `o`; a task the
+ * adapter was not trained for, or that the model's family has no head for, is refused.
+ */
+export async function planUse(o: LoadForUseOptions): Promise<UsePlan> {
   const adapterConfig = o.adapter ? await loadAdapterConfigOf(o.adapter) : null;
   const modelDir = await modelDirOf(o, adapterConfig);
   const config = await readModelConfig(modelDir);
@@ -74,10 +87,20 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions): Promise<Loaded
     );
   }
   const task = o.task ?? adapterTask ?? taskOfConfig(config) ?? "causal-lm";
+  checkTaskFits(task, config, modelDir, o.taskFixed ? "command" : o.task ? "flag" : "default");
   const numLabels = task === "causal-lm"
     ? undefined
     : (o.adapter ? await headLabelsOf(o.adapter) : undefined) ??
       (taskOfConfig(config) === task ? config.labels.length : o.numLabels);
+  return { modelDir, config, adapterConfig, task, numLabels };
+}
+
+/**
+ * Load a model (and adapter) for evaluation, merging or inspection: what `plan` says ({@link planUse}
+ * of `o` when not given).
+ */
+export async function loadForUse(gpu: Gpu, o: LoadForUseOptions, plan?: UsePlan): Promise<Loaded> {
+  const { modelDir, config, adapterConfig, task, numLabels } = plan ?? await planUse(o);
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
   const model = await loadModel(gpu, modelDir, {
     task,

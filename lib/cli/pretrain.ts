@@ -12,14 +12,27 @@ import { join } from "node:path";
 import { writeDirAtomic } from "../io/atomic.ts";
 import { readRunLog } from "../train/log.ts";
 import { writeRandomModel } from "../train/init.ts";
-import { ArgsError, ATTENTION_FLAG, CHECKPOINTING_FLAG, type CommandSpec, withArgs } from "./args.ts";
+import {
+  ArgsError,
+  ATTENTION_FLAG,
+  CHECKPOINTING_FLAG,
+  type CommandSpec,
+  type FlagValues,
+  withArgs,
+} from "./args.ts";
 import { trainCommand } from "./train.ts";
 import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
-import { checkRunDir } from "./run_dir.ts";
+import { maxTokens, parseHfConfig } from "../io/hf_config.ts";
+import { checkOutDir, runArgs, shellLine } from "./run_dir.ts";
 
 const FLAGS = {
   family: { type: "string", choices: ["gpt2", "llama"], default: "gpt2", help: "architecture family" },
-  config: { type: "string", arg: "FILE", help: "a config.json to start from (overrides the size flags)" },
+  config: {
+    type: "string",
+    arg: "FILE",
+    help:
+      "a config.json (or a model folder holding one) to start from, instead of --family and the size flags",
+  },
   layers: { type: "integer", default: 2, min: 1, help: "transformer blocks" },
   hidden: { type: "integer", default: 64, min: 8, help: "hidden size" },
   heads: { type: "integer", default: 4, min: 1, help: "attention heads (divides --hidden)" },
@@ -30,7 +43,7 @@ const FLAGS = {
     type: "string",
     default: "tests/fixtures/tokenizers/bytelevel_bpe.json",
     arg: "FILE",
-    help: "tokenizer.json (its size sets vocab_size)",
+    help: "tokenizer.json, or a folder holding one (its size sets vocab_size)",
   },
   data: {
     type: "string",
@@ -74,7 +87,12 @@ const FLAGS = {
     help:
       "copy the final model here, with pretraining.json (replacing an earlier export; other folders need --overwrite)",
   },
-  resume: { type: "boolean", help: "continue the run in --out" },
+  resume: { type: "boolean", help: "continue the run in --out (give the options it was started with)" },
+  "stop-at": {
+    type: "integer",
+    min: 1,
+    help: "stop after this step with a checkpoint, as Ctrl-C does, exiting 0 (continue later with --resume)",
+  },
   overwrite: {
     type: "boolean",
     help: "start over in an --out that holds a run; replace any --export folder",
@@ -88,7 +106,7 @@ const FLAGS = {
 
 /** The arguments of `deno task pretrain-default`, which made `models/default` (deno.json; tested equal). */
 export const PRETRAIN_DEFAULT =
-  "pretrain --family gpt2 --layers 2 --hidden 64 --heads 4 --positions 128 --tokenizer tests/fixtures/tokenizers/bytelevel_bpe.json --data brown --seq-len 64 --batch-size 16 --steps 600 --lr 3e-3 --max-eval 256 --out runs/pretrain-default --overwrite --export models/default";
+  "pretrain --family gpt2 --layers 2 --hidden 64 --heads 4 --positions 128 --tokenizer tests/fixtures/tokenizers/bytelevel_bpe.json --data brown --seq-len 64 --batch-size 16 --steps 600 --lr 3e-3 --max-eval 256 --out runs/pretrain-default --export models/default";
 
 const SPEC: CommandSpec<typeof FLAGS> = {
   name: "pretrain",
@@ -100,40 +118,24 @@ const SPEC: CommandSpec<typeof FLAGS> = {
   ].join("\n"),
 };
 
+/** The flags that size a fresh model, which --config replaces. */
+const SIZE_FLAGS = ["family", "layers", "hidden", "heads", "intermediate", "positions", "dropout"];
+
+type Values = FlagValues<typeof FLAGS>;
+
 /** `hartley pretrain`. */
 export function pretrainCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
-    if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
-    const headDim = v.hidden / v.heads;
-    if (v.family === "llama" && !v.config && headDim % 2 !== 0) {
-      throw new ArgsError(
-        `--hidden ${v.hidden} / --heads ${v.heads} gives heads of ${headDim} dimensions; ` +
-          `llama's rotary embeddings (RoPE) need an even number`,
-      );
-    }
-    await checkRunDir(v.out);
+    checkSizes(v, given);
+    await checkOutDir(v.out, v.resume, v.overwrite);
     if (v.export) await checkExport(v.export, v.out, v.overwrite);
     const initDir = join(v.out, "init");
+    // a run that fails before it starts leaves no init/ (nor an --out this session made)
+    const madeOut = !(await pathExists(v.out));
     if (!v.resume) {
-      if (!v.overwrite && await pathExists(join(v.out, "log.jsonl"))) {
-        throw new ArgsError(`${v.out} already holds a run: pass --resume, --overwrite, or another --out`);
-      }
-      const tokenizer = await readJson(v.tokenizer, "tokenizer");
-      const vocab = vocabSize(tokenizer, v.tokenizer);
-      const eos = (tokenizer.added_tokens as { id: number; special?: boolean }[] | undefined)
-        ?.find((t) => t.special)?.id ?? 0;
-      const json = v.config ? await readJson(v.config, "config") : familyConfig(v.family, {
-        layers: v.layers,
-        hidden: v.hidden,
-        heads: v.heads,
-        intermediate: v.intermediate ?? 4 * v.hidden,
-        positions: v.positions,
-        vocab,
-        dropout: v.dropout,
-        eos,
-      });
+      const { json, tokenizer } = await initConfig(v);
       await Deno.remove(initDir, { recursive: true }).catch(() => {});
-      await writeRandomModel(initDir, json, v.tokenizer, v.seed);
+      await writeRandomModel(initDir, json, tokenizer, v.seed);
     }
     const pass = (name: string, value: unknown) => value === undefined ? [] : [`--${name}`, String(value)];
     const trainArgs = [
@@ -162,15 +164,104 @@ export function pretrainCommand(args: string[]): Promise<number> {
       ...(v["gradient-checkpointing"] ? ["--gradient-checkpointing"] : []),
       ...pass("out", v.out),
       ...(v.resume ? ["--resume"] : []),
+      ...pass("stop-at", v["stop-at"]),
       ...(v.overwrite ? ["--overwrite"] : []),
       ...(v.quiet ? ["--quiet"] : []),
     ];
-    const code = await trainCommand(trainArgs, { name: "pretrain", flags: Object.keys(FLAGS) });
-    if (code !== 0 || !v.export) return code;
+    let code = 1;
+    try {
+      code = await trainCommand(trainArgs, {
+        name: "pretrain",
+        flags: Object.keys(FLAGS),
+        resume: resumeCommand(args),
+      });
+    } finally {
+      if (code !== 0 && !v.resume) await removeUnstarted(v.out, madeOut);
+    }
+    // a run stopped by --stop-at is not over: nothing to export yet
+    if (code !== 0 || !v.export || !(await pathExists(join(v.out, "model")))) return code;
     await exportModel(join(v.out, "model"), v.export, v.out, args);
     console.error(`exported ${v.export}`);
     return 0;
   });
+}
+
+/**
+ * The command that continues a pretraining run started with `args` (pretrain's, without the command
+ * name): the same options with --resume (pretrain passes them all to train), as the task when they
+ * are `deno task pretrain-default`'s.
+ */
+export function resumeCommand(args: string[]): string {
+  const run = runArgs(args);
+  if (shellLine(run) === PRETRAIN_DEFAULT.replace(/^pretrain /, "")) {
+    return "deno task pretrain-default --resume";
+  }
+  return `deno run -A cli.ts ${shellLine(["pretrain", ...run, "--resume"])}`;
+}
+
+/** Refuse the size flags beside --config (it gives the sizes), and sizes that make no model. */
+function checkSizes(v: Values, given: ReadonlySet<string>): void {
+  if (v.config) {
+    const sized = SIZE_FLAGS.filter((f) => given.has(f)).map((f) => `--${f}`);
+    if (sized.length === 0) return;
+    const verb = sized.length > 1 ? "do" : "does";
+    throw new ArgsError(
+      `${
+        sized.join(", ")
+      } ${verb} not apply with --config, whose config.json gives the model's family and sizes`,
+    );
+  }
+  if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
+  const headDim = v.hidden / v.heads;
+  if (v.family === "llama" && headDim % 2 !== 0) {
+    throw new ArgsError(
+      `--hidden ${v.hidden} / --heads ${v.heads} gives heads of ${headDim} dimensions; ` +
+        `llama's rotary embeddings (RoPE) need an even number`,
+    );
+  }
+}
+
+/**
+ * The config.json of the fresh model (--config's, else from --family and the size flags) and the
+ * tokenizer.json to copy beside it; --seq-len checked against its positions before anything is written.
+ */
+async function initConfig(v: Values): Promise<{ json: Record<string, unknown>; tokenizer: string }> {
+  const tokenizerFile = await jsonFileOf("tokenizer", v.tokenizer, "tokenizer.json");
+  const tokenizer = await readJson("tokenizer", tokenizerFile, "tokenizer.json");
+  const vocab = vocabSize(tokenizer, tokenizerFile);
+  const eos = (tokenizer.added_tokens as { id: number; special?: boolean }[] | undefined)
+    ?.find((t) => t.special)?.id ?? 0;
+  const configFile = v.config ? await jsonFileOf("config", v.config, "config.json") : null;
+  const json = configFile ? await readJson("config", configFile, "config.json") : familyConfig(v.family, {
+    layers: v.layers,
+    hidden: v.hidden,
+    heads: v.heads,
+    intermediate: v.intermediate ?? 4 * v.hidden,
+    positions: v.positions,
+    vocab,
+    dropout: v.dropout,
+    eos,
+  });
+  // rotary positions extend past max_position_embeddings (train warns); learned ones end there
+  const positions = maxTokens(parseHfConfig(json, configFile ?? "config.json"));
+  if (v["seq-len"] > positions) {
+    throw new ArgsError(
+      `--seq-len ${v["seq-len"]} is more than ` +
+        (configFile ? `the ${positions} positions of --config ${v.config}` : `--positions ${positions}`) +
+        `: lower --seq-len${configFile ? "" : " or raise --positions"}`,
+    );
+  }
+  return { json, tokenizer: tokenizerFile };
+}
+
+/**
+ * Remove the init/ of a run that failed before it started (no run log: its data or flags were
+ * refused), and --out itself when this session made it and nothing else is in it.
+ */
+async function removeUnstarted(out: string, madeOut: boolean): Promise<void> {
+  if (await pathExists(join(out, "log.jsonl"))) return;
+  await Deno.remove(join(out, "init"), { recursive: true }).catch(() => {});
+  if (madeOut) await Deno.remove(out).catch(() => {});
 }
 
 interface Sizes {
@@ -240,7 +331,7 @@ function vocabSize(tokenizer: Record<string, unknown>, path: string): number {
   if (Array.isArray(model?.vocab)) ids.push(model.vocab.length - 1);
   else if (model?.vocab) { for (const id of Object.values(model.vocab)) ids.push(id); }
   for (const t of (tokenizer.added_tokens as { id: number }[] | undefined) ?? []) ids.push(t.id);
-  if (ids.length === 0) throw new ArgsError(`${path}: no vocabulary found in the tokenizer`);
+  if (ids.length === 0) throw new Error(`--tokenizer ${path}: no vocabulary found in the tokenizer`);
   return ids.reduce((m, id) => Math.max(m, id), 0) + 1;
 }
 
@@ -309,23 +400,29 @@ async function pretrainingRecord(runDir: string, argv: string[]): Promise<Record
   };
 }
 
-/** The JSON object in the file of flag `--${what}`, which must be a `${what}.json`. */
-async function readJson(path: string, what: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new ArgsError(`--${what} ${path}: file not found`);
-    throw e;
-  }
+/**
+ * The file of flag `--${flag}`: `path`, or the `name` in it when it is a folder. A file that is not
+ * there is an error (exit 1, as any file that cannot be read).
+ */
+async function jsonFileOf(flag: string, path: string, name: string): Promise<string> {
+  const stat = await statOrNull(path);
+  if (!stat) throw new Error(`--${flag} ${path}: file not found`);
+  if (!stat.isDirectory) return path;
+  if ((await statOrNull(join(path, name)))?.isFile) return join(path, name);
+  throw new Error(`--${flag} ${path}: a folder without ${name}; give a ${name} or a folder holding one`);
+}
+
+/** The JSON object in `file`, the ${name} of flag `--${flag}`. */
+async function readJson(flag: string, file: string, name: string): Promise<Record<string, unknown>> {
   let json: unknown;
   try {
-    json = JSON.parse(text);
-  } catch {
-    throw new ArgsError(`--${what} ${path}: not JSON; it must be a ${what}.json`);
+    json = JSON.parse(await Deno.readTextFile(file));
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    throw new Error(`--${flag} ${file}: not JSON; it must be a ${name}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new ArgsError(`--${what} ${path}: not a JSON object; it must be a ${what}.json`);
+    throw new Error(`--${flag} ${file}: not a JSON object; it must be a ${name}`);
   }
   return json as Record<string, unknown>;
 }

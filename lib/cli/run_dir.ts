@@ -45,6 +45,11 @@ export function runArgs(args: string[]): string[] {
   return out;
 }
 
+/** `words` as one shell command line: a word with spaces or other special characters single-quoted. */
+export function shellLine(words: readonly string[]): string {
+  return words.map((w) => /^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`).join(" ");
+}
+
 /** Refuse an --out that exists but is not a directory (a run's files go inside it). */
 export async function checkRunDir(outDir: string): Promise<void> {
   const stat = await statOrNull(outDir);
@@ -64,33 +69,40 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
     if (!(await findCheckpoint(outDir))) {
       throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
     }
-    const { state } = await loadCheckpoint(outDir);
-    // a run killed between its last checkpoint and its final output resumes to write that output
-    const written = (await pathExists(join(outDir, "adapter"))) || (await pathExists(join(outDir, "model")));
-    if (state.stoppedEarly && written) {
-      const b = state.best;
-      throw new ArgsError(
-        `--resume: the run in ${outDir} stopped early at step ${state.step}` +
-          (b ? ` (best ${b.metric} ${b.value.toFixed(4)} at step ${b.step})` : "") +
-          `; it is over: start a new one with --overwrite or another --out`,
-      );
-    }
-    if (state.step >= state.totalSteps && written) {
-      throw new ArgsError(
-        `--resume: the run in ${outDir} is finished (step ${state.step} of ${state.totalSteps}); ` +
-          `start a new one with --overwrite or another --out`,
-      );
-    }
+    const over = await overReason(outDir);
+    if (over) throw new ArgsError(`--resume: the run in ${outDir} ${over}; it is over: ${START_OVER}`);
     return;
   }
   // a log alone is what a run that failed before its first checkpoint left: nothing to keep
   const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "adapter"))) ||
     (await pathExists(join(outDir, "model")));
-  if (held && !overwrite) {
-    throw new ArgsError(
-      `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
-    );
+  if (!held || overwrite) return;
+  const over = await overReason(outDir);
+  throw new ArgsError(
+    over
+      ? `${outDir} already holds a run that ${over}: pass --overwrite to start over, or another --out`
+      : `${outDir} already holds a run: pass --resume to continue it, --overwrite to start over, or another --out`,
+  );
+}
+
+const START_OVER = "start a new one with --overwrite or another --out";
+
+/**
+ * Why the run in `outDir` cannot be resumed (`stopped early at step 4 (…)`, `is finished (step 9 of
+ * 9)`), or null when it can. A run killed between its last checkpoint and its final output is not
+ * over: resuming it writes that output.
+ */
+async function overReason(outDir: string): Promise<string | null> {
+  const written = (await pathExists(join(outDir, "adapter"))) || (await pathExists(join(outDir, "model")));
+  if (!written) return null;
+  if (!(await findCheckpoint(outDir))) return "is finished";
+  const { state } = await loadCheckpoint(outDir);
+  const b = state.best;
+  if (state.stoppedEarly) {
+    return `stopped early at step ${state.step}` +
+      (b ? ` (best ${b.metric} ${b.value.toFixed(4)} at step ${b.step})` : "");
   }
+  return state.step >= state.totalSteps ? `is finished (step ${state.step} of ${state.totalSteps})` : null;
 }
 
 /** What a run writes into its output directory, each replaced as a whole (lib/io/atomic.ts). */

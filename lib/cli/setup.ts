@@ -42,7 +42,8 @@ import { Progress } from "../train/progress.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
 import { readImageData } from "../train/image_data.ts";
-import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
+import { type BatchSource, ImageBatches, type ImageExample, type TaskName, TASKS } from "../train/tasks.ts";
+import { pathExists } from "../io/paths.ts";
 import { ArgsError } from "./args.ts";
 
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
@@ -75,6 +76,34 @@ export function taskOfConfig(config: HfConfig): TaskName | null {
 }
 
 /**
+ * Refuse, before the weights load, a task that `config`'s family has no head for, naming the
+ * --task values that fit. `origin`: where the task came from: the --task flag, a default (from the
+ * data, the adapter or the config), or the command itself (chat).
+ */
+export function checkTaskFits(
+  task: TaskName,
+  config: HfConfig,
+  dir: string,
+  origin: "flag" | "default" | "command",
+): void {
+  const family = getFamily(config.modelType);
+  const fits = TASKS.filter((t) => family?.architectures[t] !== undefined);
+  // an unknown family is loadModel's to name
+  if (!family || fits.includes(task)) return;
+  const nature = config.modelType === "vit"
+    ? "it is a ViT, which takes images (task image-cls)"
+    : `a ${config.modelType} model has no ${task} head`;
+  const choices = fits.length > 1 ? `${fits.slice(0, -1).join(", ")} or ${fits[fits.length - 1]}` : fits[0];
+  throw new ArgsError(
+    origin === "flag"
+      ? `--task ${task} does not fit ${dir}: ${nature}; give --task ${choices}`
+      : origin === "default"
+      ? `${dir}: ${nature}; give --task ${choices}`
+      : `${dir}: ${nature}`,
+  );
+}
+
+/**
  * The task to train: the flag, else from the data (text → causal LM; a CoNLL file, or records of
  * words and their tags → token classification; records with the label field → sequence
  * classification; records without it → causal LM for a model that can be one, e.g.
@@ -102,17 +131,17 @@ export async function chooseTask(
   return taskOfConfig(config) ?? "seq-cls";
 }
 
-/** The default data set of a task. */
+/** The default data set of a task; none for token-cls and image-cls (`--data` must be given: exit 2). */
 export function defaultData(task: TaskName): string {
   if (task === "causal-lm") return "brown";
   if (task === "seq-cls") return "spamassassin";
   if (task === "token-cls") {
-    throw new DataError(
+    throw new ArgsError(
       `task token-cls has no built-in data set: pass --data FILE (JSONL or a Parquet split with "tokens" ` +
         `and "ner_tags" lists, or a CoNLL file of word and tag columns)`,
     );
   }
-  throw new DataError(
+  throw new ArgsError(
     `task image-cls has no built-in data set: pass --data DIR (a folder per class of PNG/JPEG files), ` +
       `a .parquet split or a .jsonl file of pixel arrays`,
   );
@@ -415,6 +444,8 @@ async function causalSplits(
     summary = `${spec.data}: ${ids.length} tokens` + (heldOut ? `, ${heldOut.length} held out` : "");
   }
   summary += beyond(config, seqLen);
+  const heldOutShare = heldOut && !spec.evalData ? " (less its held-out share)" : "";
+  checkWindow(train, seqLen, `--data ${spec.data}${heldOutShare}`);
   const trainSet = new CausalLmDataset(train, seqLen, tokenizer.padId, { source: spec.data });
   // held-out windows do not overlap (stride seqLen + 1), as the gpt2-brown evaluation; --max-eval
   // keeps the tokens of its first windows
@@ -435,6 +466,14 @@ async function causalSplits(
     : trainSet;
   const trainSource = new BatchIterator(trainRows, { batchSize: spec.batchSize, seed: spec.seed });
   return { train: trainSource, eval: evalSource, summary };
+}
+
+/** Refuse text too short for one window of `seqLen` + 1 tokens (inputs and the next token), in flags. */
+function checkWindow(tokens: Int32Array, seqLen: number, what: string): void {
+  if (tokens.length > seqLen) return;
+  throw new DataError(
+    `${what}: ${tokens.length} tokens make no window of --seq-len ${seqLen} + 1 tokens: lower --seq-len`,
+  );
 }
 
 /** The most tokens a row of these datasets holds. */
@@ -584,7 +623,12 @@ export async function readModelConfig(dir: string): Promise<HfConfig> {
     if (e instanceof Deno.errors.NotFound) {
       // a relative path is looked up from the working directory: the embedded models/default too
       const where = isAbsolute(dir) ? "" : ` under ${Deno.cwd()}`;
-      throw new DataError(`${dir}: not a model directory${where} (no config.json); give --model DIR`);
+      const missing = !(await pathExists(dir));
+      throw new DataError(
+        missing
+          ? `${dir}: the folder does not exist${where}; give --model DIR`
+          : `${dir}: not a model directory${where} (no config.json); give --model DIR`,
+      );
     }
     if (e instanceof Deno.errors.NotADirectory) {
       throw new DataError(`${dir}: not a model directory (it is a file); give --model DIR`);

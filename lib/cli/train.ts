@@ -69,8 +69,9 @@ import {
   prepareMethod,
 } from "./method.ts";
 import { loadingProgress } from "./loading.ts";
-import { checkOutDir, clearOutDir, runArgs, withSavedArgs } from "./run_dir.ts";
+import { checkOutDir, clearOutDir, runArgs, shellLine, withSavedArgs } from "./run_dir.ts";
 import {
+  checkTaskFits,
   chooseTask,
   defaultData,
   ensurePadToken,
@@ -335,11 +336,11 @@ type Values = FlagValues<typeof FLAGS>;
 
 /**
  * `hartley train`; `as` names another command run through it (pretrain), for its messages: its
- * name, and the flags advice may name.
+ * name, the flags advice may name, and the command that continues a stopped run.
  */
 export async function trainCommand(
   args: string[],
-  as?: { name: string; flags: readonly string[] },
+  as?: { name: string; flags: readonly string[]; resume: string },
 ): Promise<number> {
   if (args.length === 0) {
     console.error(`no options: running the demo (train ${DEMO_ARGS.join(" ")})`);
@@ -362,7 +363,11 @@ export async function trainCommand(
       refuseUnused(given, METHOD_FLAGS, v.method, `--method ${v.method}`);
       const gpu = await getGpu();
       const flags = spec.adviceFlags ?? Object.keys(FLAGS);
-      if (!v.demo) return (await runTraining(gpu, v, given, flags, v.resume ? undefined : started)).code;
+      if (!v.demo) {
+        // train's own options are in the checkpoint: --out alone finds them
+        const resume = as?.resume ?? `deno run -A cli.ts ${shellLine(["train", "--resume", "--out", v.out])}`;
+        return (await runTraining(gpu, v, given, flags, resume, v.resume ? undefined : started)).code;
+      }
       if (v.resume) throw new ArgsError(`--demo cannot be combined with --resume`);
       const base = v.out;
       // the head-only baseline takes the compared method's flags, checked for that method above
@@ -371,9 +376,10 @@ export async function trainCommand(
         { ...v, method: "head", out: join(base, "head-only") },
         new Set(),
         flags,
+        null,
       );
       if (head.code !== 0) return head.code;
-      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) }, given, flags);
+      const tuned = await runTraining(gpu, { ...v, out: join(base, v.method) }, given, flags, null);
       if (tuned.code !== 0) return tuned.code;
       const x = head.accuracy, y = tuned.accuracy;
       if (x === undefined || y === undefined) {
@@ -413,13 +419,15 @@ async function headModulesOf(dir: string, config: HfConfig, architecture: string
 /**
  * One training run; resolves to the exit code and the final held-out accuracy, if any. `given`:
  * the flags given, refused where the task does not use them. Device errors become advice naming
- * `flags` alone.
+ * `flags` alone. `resume`: the command that continues the run once stopped (null: the demo's runs,
+ * which start over).
  */
 async function runTraining(
   gpu: Gpu,
   v: Values,
   given: ReadonlySet<string>,
   flags: readonly string[],
+  resume: string | null,
   started?: string[],
 ): Promise<{ code: number; accuracy?: number }> {
   const method = v.method as Method;
@@ -428,6 +436,7 @@ async function runTraining(
   const config = await readModelConfig(v.model);
   const data = v.data ?? defaultData(await chooseTask(v.task, "", config));
   const task = await chooseTask(v.task, data, config, v["label-field"]);
+  checkTaskFits(task, config, v.model, v.task ? "flag" : "default");
   if (method === "full" && v.dtype !== "f32") {
     throw new ArgsError(
       `--method full trains every weight, in f32: --dtype ${v.dtype} stores frozen weights (use it with ssh, lora, fourierft or head)`,
@@ -706,9 +715,10 @@ async function runTraining(
     if (result.status === "stopped") {
       await log.write({ type: "end", step: result.steps, status: "stopped" });
       console.error(
-        `stopped at step ${result.steps}; checkpoint in ${
-          join(outDir, "checkpoint")
-        }. Continue with --resume.`,
+        `stopped at step ${result.steps}; ` +
+          (resume
+            ? `checkpoint in ${join(outDir, "checkpoint")}. Continue with: ${resume}`
+            : "the demo does not resume: run it again to start over"),
       );
       // a signal exits as an interrupt does; a stop --stop-at planned is a success
       return { code: stopper.signal ? STOP_SIGNALS[stopper.signal].status : 0 };

@@ -51,7 +51,7 @@ export class RunLog {
   /** Append one record (written before this resolves). */
   async write(record: LogRecord): Promise<void> {
     if (!this.#file) throw new Error(`${this.path}: the run log is closed`);
-    const bytes = this.#encoder.encode(JSON.stringify(record, finite) + "\n");
+    const bytes = this.#encoder.encode(JSON.stringify(record, nonFinite) + "\n");
     let done = 0;
     while (done < bytes.length) done += await this.#file.write(bytes.subarray(done));
   }
@@ -63,8 +63,11 @@ export class RunLog {
   }
 }
 
-/** Non-finite numbers as strings ("NaN", "Infinity"), which JSON cannot hold. */
-function finite(_key: string, value: unknown): unknown {
+/**
+ * A JSON.stringify replacer writing non-finite numbers as strings ("NaN", "Infinity"), which JSON
+ * cannot hold (the run log's records, `eval --json`).
+ */
+export function nonFinite(_key: string, value: unknown): unknown {
   return typeof value === "number" && !Number.isFinite(value) ? String(value) : value;
 }
 

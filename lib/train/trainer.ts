@@ -509,7 +509,8 @@ export function describeEval(r: EvalResult): string {
   if (r.tokenAccuracy !== undefined) parts.push(`token accuracy ${r.tokenAccuracy.toFixed(4)}`);
   if (r.accuracy !== undefined) parts.push(`accuracy ${r.accuracy.toFixed(4)}`);
   if (r.mcc !== undefined) parts.push(`mcc ${r.mcc.toFixed(4)}`);
-  if (r.f1 !== undefined) parts.push(`f1 ${r.f1.toFixed(4)}`);
+  // beside a macro F1 (multi-label data), the F1 is the micro one
+  if (r.f1 !== undefined) parts.push(`f1${r.f1Macro !== undefined ? " micro" : ""} ${r.f1.toFixed(4)}`);
   if (r.f1Macro !== undefined) parts.push(`f1 macro ${r.f1Macro.toFixed(4)}`);
   if (r.precision !== undefined) parts.push(`precision ${r.precision.toFixed(4)}`);
   if (r.recall !== undefined) parts.push(`recall ${r.recall.toFixed(4)}`);
