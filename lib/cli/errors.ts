@@ -27,7 +27,7 @@ const BINDING_ADVICE: [flag: string, advice: string][] = [
 ];
 
 /**
- * A device error (out of memory, lost device, a binding over the device's limit) as
+ * A device error (out of memory, lost device, a buffer or binding over the device's limit) as
  * {@link DeviceAdvice}; other errors unchanged. WebGPU reports allocation failures as
  * OperationError/GPUOutOfMemoryError or in a validation message. `flags` are the command's own
  * (advice names only those; default: all).
@@ -49,10 +49,15 @@ export function explainDeviceError(e: unknown, flags?: readonly string[]): unkno
       `the GPU ran out of memory (${detail}). ${list[0].toUpperCase()}${list.slice(1)}${kept}`,
     );
   }
-  if (/spans \d+ bytes, over this device's largest storage binding/.test(msg)) {
+  const over = /spans \d+ bytes, over this device's largest storage binding/.test(msg)
+    ? "the largest buffer one kernel may bind on this GPU"
+    : /of \d+ bytes is over this device's largest buffer/.test(msg)
+    ? "the largest buffer this GPU can create"
+    : null;
+  if (over) {
     const advice = BINDING_ADVICE.filter(([flag]) => has(flag)).map(([, a]) => a);
     return new DeviceAdvice(
-      `a tensor of this batch is over the largest buffer one kernel may bind on this GPU (${detail}). ` +
+      `a tensor of this batch is over ${over} (${detail}). ` +
         `${[...advice, "or pick a smaller model"].join(", ").replace(/^./, (c) => c.toUpperCase())}${kept}`,
     );
   }

@@ -153,7 +153,6 @@ export function evalCommand(args: string[]): Promise<number> {
     }));
 }
 
-
 /** Evaluations of more batches than this show a progress display on stderr. */
 const SHOW_PROGRESS_BATCHES = 16;
 

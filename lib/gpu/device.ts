@@ -51,6 +51,7 @@ export class Gpu {
   /** Number of queue submits so far. */
   submits = 0;
   #errors: Error[] = [];
+  #lost: Error | null = null;
 
   /** Wrap `device`, opened on `adapter`; use {@link getGpu} or {@link openGpu} rather than this. */
   constructor(
@@ -68,6 +69,30 @@ export class Gpu {
     device.addEventListener("uncapturederror", (e) => {
       this.#errors.push(new Error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`));
     });
+    device.lost.then((info) => this.#onLost(info));
+  }
+
+  /**
+   * The error of a lost device, null while it works. Readbacks reject with it: after a loss
+   * WebGPU itself says only "validation error occurred".
+   */
+  get lostError(): Error | null {
+    return this.#lost;
+  }
+
+  /**
+   * The lost-device error in place of `e` when the device was lost: a failed map may come
+   * before `device.lost` settles, so this waits a turn of the event loop for it.
+   */
+  async failure(e: unknown): Promise<unknown> {
+    if (!this.#lost) await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 0))]);
+    return this.#lost ?? e;
+  }
+
+  #onLost(info: GPUDeviceLostInfo): void {
+    this.#lost = new Error(`GPU device was lost (${info.reason}): ${info.message}`);
+    // a deliberate destroy (at shutdown) is no error until something still uses the device
+    if (info.reason !== "destroyed") this.report(this.#lost);
   }
 
   /** The device's limits (the adapter's, as requested). */
@@ -99,15 +124,22 @@ export class Gpu {
 let shared: Promise<Gpu> | undefined;
 
 /**
- * The process-wide {@link Gpu}, opened on first use.
+ * The process-wide {@link Gpu}, opened on first use and again after a device loss.
  * @throws {GpuUnavailableError} when WebGPU or an adapter is missing.
  */
 export function getGpu(): Promise<Gpu> {
-  shared ??= openGpu().catch((e) => {
-    shared = undefined;
+  if (shared) return shared;
+  const opening: Promise<Gpu> = openGpu().then((gpu) => {
+    // a lost device is not handed out again: the next call opens a new one
+    gpu.device.lost.then(() => {
+      if (shared === opening) shared = undefined;
+    });
+    return gpu;
+  }, (e) => {
+    if (shared === opening) shared = undefined;
     throw e;
   });
-  return shared;
+  return shared = opening;
 }
 
 /** Open a new device on the best adapter (high-performance preference). */

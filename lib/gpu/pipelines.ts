@@ -48,7 +48,10 @@ const BINDING = /@group\((\d+)\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage\s
  * Group 0's layout from the kernel's declarations when they are bindings 0..n-1 of storage
  * buffers with one uniform last: the uniform with a dynamic offset. Null for any other shape.
  */
-function explicitLayout(device: GPUDevice, kernel: Kernel): GPUBindGroupLayout | null {
+function explicitLayout(
+  device: GPUDevice,
+  kernel: Kernel,
+): { group: GPUBindGroupLayout; bindings: number } | null {
   const found = [...kernel.code.matchAll(BINDING)];
   const declared = kernel.code.match(/@binding\(/g)?.length ?? 0;
   if (found.length === 0 || found.length !== declared || found.some((m) => m[1] !== "0")) return null;
@@ -60,7 +63,7 @@ function explicitLayout(device: GPUDevice, kernel: Kernel): GPUBindGroupLayout |
     .sort((a, b) => a.index - b.index);
   const last = bindings.length - 1;
   if (bindings.some((b, i) => b.index !== i || b.uniform !== (i === last))) return null;
-  return device.createBindGroupLayout({
+  const group = device.createBindGroupLayout({
     label: kernel.name,
     entries: bindings.map((b): GPUBindGroupLayoutEntry => ({
       binding: b.index,
@@ -70,6 +73,17 @@ function explicitLayout(device: GPUDevice, kernel: Kernel): GPUBindGroupLayout |
         : { type: b.writes ? "storage" : "read-only-storage" },
     })),
   });
+  return { group, bindings: bindings.length };
+}
+
+/**
+ * Group 0's layout of a pipeline: whether its last binding is a uniform with a dynamic offset,
+ * and its binding count (-1 for WebGPU's "auto" layout, which leaves out unused bindings).
+ */
+export interface GroupLayout {
+  group: GPUBindGroupLayout;
+  dynamicUniform: boolean;
+  bindings: number;
 }
 
 /** Pipeline cache of one device. */
@@ -79,7 +93,7 @@ export class PipelineCache {
   #byKernel = new WeakMap<Kernel, GPUComputePipeline>();
   #pending = new Set<Promise<void>>();
   #ids = new WeakMap<GPUComputePipeline, number>();
-  #layouts = new WeakMap<GPUComputePipeline, { group: GPUBindGroupLayout; dynamicUniform: boolean }>();
+  #layouts = new WeakMap<GPUComputePipeline, GroupLayout>();
 
   /** An empty cache for `gpu`'s device (each {@link Gpu} makes its own). */
   constructor(private readonly gpu: Gpu) {}
@@ -98,7 +112,7 @@ export class PipelineCache {
    * The layout of a pipeline's group 0, and whether its last binding is a uniform with a
    * dynamic offset (see the module doc).
    */
-  layout(pipeline: GPUComputePipeline): { group: GPUBindGroupLayout; dynamicUniform: boolean } {
+  layout(pipeline: GPUComputePipeline): GroupLayout {
     return this.#layouts.get(pipeline)!;
   }
 
@@ -116,15 +130,16 @@ export class PipelineCache {
     const { device } = this.gpu;
     device.pushErrorScope("validation");
     const module = device.createShaderModule({ code: kernel.code, label: kernel.name });
-    const group = explicitLayout(device, kernel);
+    const explicit = explicitLayout(device, kernel);
     pipeline = device.createComputePipeline({
       label: kernel.name,
-      layout: group ? device.createPipelineLayout({ bindGroupLayouts: [group] }) : "auto",
+      layout: explicit ? device.createPipelineLayout({ bindGroupLayouts: [explicit.group] }) : "auto",
       compute: { module, entryPoint },
     });
     this.#layouts.set(pipeline, {
-      group: group ?? pipeline.getBindGroupLayout(0),
-      dynamicUniform: group !== null,
+      group: explicit?.group ?? pipeline.getBindGroupLayout(0),
+      dynamicUniform: explicit !== null,
+      bindings: explicit?.bindings ?? -1,
     });
     const done = device.popErrorScope().then(async (error) => {
       if (!error) return;

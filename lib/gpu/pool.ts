@@ -37,14 +37,18 @@ export interface PoolStats {
  * Round a request up to the pool's size classes: powers of two up to 64 KiB, then sixteenths of
  * the next power of two (at most 6.25% waste), never below 16 bytes. A request of at most
  * `bindable` bytes never rounds up past it: kernels bind whole buffers, and a 1.9 GiB tensor
- * in a 2 GiB buffer could not be bound on a device whose bindings stop at 2³¹ − 4 bytes.
+ * in a 2 GiB buffer could not be bound on a device whose bindings stop at 2³¹ − 4 bytes. Nor
+ * does one of at most `most` bytes (the device's largest buffer) round up past that.
  */
-export function sizeClass(bytes: number, bindable = Infinity): number {
+export function sizeClass(bytes: number, bindable = Infinity, most = Infinity): number {
   const b = Math.max(16, Math.ceil(bytes / 4) * 4);
   const p = 2 ** Math.ceil(Math.log2(b));
   const size = p <= 65536 ? p : Math.ceil(b / (p / 16)) * (p / 16);
-  return size > bindable && b <= bindable ? b : size;
+  return (size > bindable && b <= bindable) || (size > most && b <= most) ? b : size;
 }
+
+/** A buffer's label, or a function that builds it (only called when the label is shown). */
+export type Label = string | (() => string);
 
 /** A pool of buffers keyed by (usage, size class). */
 export class BufferPool {
@@ -56,7 +60,7 @@ export class BufferPool {
   #created = 0;
   #inUse = new Set<GPUBuffer>();
   /** The label of each pooled buffer's current owner (a GPUBuffer keeps its first label). */
-  #labels = new WeakMap<GPUBuffer, string>();
+  #labels = new WeakMap<GPUBuffer, Label>();
   /** The {@link BufferPool.releaseIdle} round of each pooled buffer's last acquire or release. */
   #round = 0;
   #lastUse = new WeakMap<GPUBuffer, number>();
@@ -72,8 +76,9 @@ export class BufferPool {
   constructor(private readonly device: GPUDevice) {}
 
   /** A buffer of at least `bytes` bytes (contents undefined). */
-  acquire(bytes: number, usage: number = STORAGE_USAGE, label?: string): GPUBuffer {
-    const size = sizeClass(bytes, bindableBytes(this.device.limits.maxStorageBufferBindingSize));
+  acquire(bytes: number, usage: number = STORAGE_USAGE, label?: Label): GPUBuffer {
+    const { maxStorageBufferBindingSize, maxBufferSize } = this.device.limits;
+    const size = sizeClass(bytes, bindableBytes(maxStorageBufferBindingSize), maxBufferSize);
     const key = `${usage}:${size}`;
     const buffer = this.#free.get(key)?.pop();
     if (buffer) {
@@ -84,15 +89,19 @@ export class BufferPool {
       this.#inUse.add(buffer);
       return buffer;
     }
-    const most = this.device.limits.maxBufferSize;
-    if (size > most) {
+    if (size > maxBufferSize) {
+      const name = nameOf(label);
       throw new Error(
-        `buffer${
-          label ? ` '${label}'` : ""
-        } of ${size} bytes is over this device's largest buffer (${most} bytes)`,
+        `buffer${name ? ` '${name}'` : ""} of ${bytes} bytes is over this device's largest buffer ` +
+          `(${maxBufferSize} bytes)`,
       );
     }
-    const created = this.device.createBuffer({ size, usage, label });
+    // a label built on demand is left to the pool: building it for WebGPU would cost every acquire
+    const created = this.device.createBuffer({
+      size,
+      usage,
+      label: typeof label === "string" ? label : undefined,
+    });
     this.#lastUse.set(created, this.#round);
     this.#labels.set(created, label ?? "");
     this.#owned.set(created, this.#created++);
@@ -104,7 +113,8 @@ export class BufferPool {
 
   /** The name errors give `buffer`: its current owner's label, not that of the tensor it was made for. */
   labelOf(buffer: GPUBuffer): string {
-    return this.#labels.get(buffer) ?? buffer.label;
+    const label = this.#labels.get(buffer);
+    return label === undefined ? buffer.label : nameOf(label);
   }
 
   /**
@@ -194,4 +204,9 @@ export class BufferPool {
       created: this.#created,
     };
   }
+}
+
+/** The text of a label ("" for none). */
+function nameOf(label: Label | undefined): string {
+  return typeof label === "function" ? label() : label ?? "";
 }

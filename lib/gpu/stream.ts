@@ -9,7 +9,7 @@
  */
 import { bindingLimit } from "./bands.ts";
 import type { Gpu } from "./device.ts";
-import type { Kernel } from "./pipelines.ts";
+import type { GroupLayout, Kernel } from "./pipelines.ts";
 import { KernelProfiler, type KernelTime } from "./profile.ts";
 
 /** A buffer, or a window of one, bound to a kernel's storage binding. */
@@ -214,6 +214,8 @@ export class Stream {
   dispatch(kernel: Kernel, buffers: readonly Binding[], groups: Groups, params?: ArrayBufferView): void {
     const pipeline = this.gpu.pipelines.get(kernel);
     const layout = this.gpu.pipelines.layout(pipeline);
+    const [x, y = 1, z = 1] = typeof groups === "number" ? [groups] : groups;
+    this.#checkDispatch(kernel, layout, buffers.length + (params ? 1 : 0), x, y, z);
     const entries: GPUBindGroupEntry[] = [];
     const ids: number[] = [];
     let key = `${this.gpu.pipelines.id(pipeline)}`;
@@ -250,7 +252,6 @@ export class Stream {
       group = this.gpu.device.createBindGroup({ layout: layout.group, entries });
       this.#cache(key, group, ids);
     }
-    const [x, y = 1, z = 1] = typeof groups === "number" ? [groups] : groups;
     if (x === 0 || y === 0 || z === 0) return;
     if (this.#profiler) {
       this.#endPass();
@@ -269,6 +270,29 @@ export class Stream {
     this.#dispatches++;
     this.#count(kernel.name);
     if (this.#profiler) this.#endPass();
+  }
+
+  /**
+   * Throw, naming the kernel, for what WebGPU would report at the end of the step without
+   * naming it: too many workgroups in a dimension, a binding count the layout does not have.
+   */
+  #checkDispatch(
+    kernel: Kernel,
+    layout: GroupLayout,
+    bindings: number,
+    x: number,
+    y: number,
+    z: number,
+  ): void {
+    const most = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (x > most || y > most || z > most) {
+      throw new Error(
+        `${kernel.name}: ${x}×${y}×${z} workgroups, over this device's ${most} workgroups per dimension`,
+      );
+    }
+    if (layout.bindings >= 0 && bindings !== layout.bindings) {
+      throw new Error(`${kernel.name}: ${bindings} bindings given, its layout has ${layout.bindings}`);
+    }
   }
 
   /**
@@ -344,6 +368,7 @@ export class Stream {
     return new Promise((resolve, reject) => {
       this.#afterSubmit.push(async () => {
         try {
+          if (this.gpu.lostError) throw this.gpu.lostError;
           await staging.mapAsync(GPUMapMode.READ, 0, bytes);
           const out = staging.getMappedRange(0, bytes).slice(0, size);
           staging.unmap();
@@ -351,7 +376,7 @@ export class Stream {
           await this.gpu.check();
           resolve(out);
         } catch (e) {
-          reject(e);
+          reject(await this.gpu.failure(e));
         }
       });
     });

@@ -96,9 +96,15 @@ export class Tensor {
   static empty(gpu: Gpu, shape: Shape, dtype: DType = "f32", label?: string): Tensor {
     checkShape(shape, "Tensor.empty");
     const n = numel(shape);
-    const buffer = gpu.pool.acquire(Math.max(4, dataBytes(dtype, n)), undefined, label);
+    // an intermediate (no label) is named by dtype and shape, a string built only when shown
+    const unnamed = () => `${dtype}${fmt(shape)}`;
+    const buffer = gpu.pool.acquire(Math.max(4, dataBytes(dtype, n)), undefined, label ?? unnamed);
     const scales = isQuantized(dtype)
-      ? gpu.pool.acquire(Math.max(4, scaleBytes(dtype, n)), undefined, label && `${label}.scales`)
+      ? gpu.pool.acquire(
+        Math.max(4, scaleBytes(dtype, n)),
+        undefined,
+        label === undefined ? () => `${unnamed()}.scales` : `${label}.scales`,
+      )
       : null;
     return new Tensor(gpu, new Storage(gpu, buffer, scales), shape, dtype);
   }
