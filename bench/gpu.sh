@@ -2,7 +2,9 @@
 # One device call: hartley's benchmarks and PyTorch's on the same GPU, side by side, ratios last.
 # On the CPU machine, once: `bash bench/gpu_prepare.sh` (fills .device/); then a device run
 # with carry [".device"] and the command `bash .device/gpu-env.sh bash bench/gpu.sh`.
-# Each part has a time limit so one slow part cannot eat the call; logs go to $OUT when set.
+# Each part has a time limit so one slow part cannot eat the call. A device call brings back at
+# most 8 files from $OUT: the parts' logs come back as one $OUT/logs.tgz, and everything printed
+# (parts and the side-by-side summary) as $OUT/gpu.log.
 # Arguments name the parts to run (default: all of them), e.g. `bash bench/gpu.sh steps torch_steps`.
 set -uo pipefail
 # GPU tests: all but those that load the CLI or the npm datasets (not carried to the device
@@ -11,6 +13,7 @@ tests=$(ls tests/*_test.ts |
   grep -v -E '/(brown_perplexity|cli|data|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
+logs=$(mktemp -d)
 parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
@@ -26,13 +29,19 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit}s)"
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+  timeout -k 10 "$limit" "$@" >"$logs/$name.txt" 2>&1
   local rc=$?
-  cat "$out/$name.txt"
+  cat "$logs/$name.txt"
   echo "-- $name: exit $rc, $((SECONDS - t0)) s"
 }
+# everything printed from here on is also kept in $out/gpu.log (a pipeline: it is whole when the script ends)
+{
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
 part dispatch 30 $run bench/dispatch.ts
+# PyTorch's parts first: they are what the comparisons need, and a call short of budget still has them.
+# Its f32 products (no TF32) at the shapes of the bench's matmul table, and its training steps
+part torch_matmul 45 python3 bench/torch_matmul.py
+part torch_steps 120 python3 bench/torch_steps.py
 part rows 30 $run bench/rows.ts
 # tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
 # and the LLaMA shapes. `/s1` forbids the K split that the planner adds below 264 workgroups: 128×96
@@ -67,17 +76,15 @@ part steps_presets 90 bash -c "for i in 1 2; do for p in big,tall,wide big,wide;
 # (q, k, v, o and their input gradients: 4 each; MLP down and MLP up's input gradient: 1 each)
 # (a variant forced to /s1 is tried in the step with --fill=0.5, which splits K only below half a wave)
 best_wide=""
-if [ -f "$out/wide_tiles.txt" ]; then
+if [ -f "$logs/wide_tiles.txt" ]; then
   best_wide=$(awk '$1 ~ /^4096×768×/ && $3 == "f32" { w = ($1 == "4096×768×768") ? 4 : 1; v = $4; if (v !~ /\/s1$/) sub(/\/s[0-9]+$/, "", v); t[v] += w * $5; n[v]++ }
-    END { for (v in t) if (n[v] == 4 && (best == "" || t[v] < t[best])) best = v; print best }' "$out/wide_tiles.txt")
+    END { for (v in t) if (n[v] == 4 && (best == "" || t[v] < t[best])) best = v; print best }' "$logs/wide_tiles.txt")
   echo "== best wide tile: ${best_wide:-none}"
 fi
 part steps 300 $run bench/step.ts $step_args
 # SSH and FourierFT with the coefficient gradient's separate FHTs and passes, against `steps` (fused
 # on GPUs: lib/spectral/coef_grad.ts); session 12 predicted ≈ 0.7 ms a RoBERTa-base step for the fusion
 part steps_grad 60 $run bench/step.ts --models=roberta-base --methods=ssh,fourierft --coef-grad=separate
-# PyTorch's steps right after ours, so a call that runs out of budget still compares them
-part torch_steps 120 python3 bench/torch_steps.py
 if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then
   tuned="--wide-tile=${best_wide%/s1}"
   [ "$best_wide" != "${best_wide%/s1}" ] && tuned="$tuned --fill=0.5"
@@ -92,8 +99,6 @@ part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods
 part checkpointing 45 $run bench/step.ts --models=roberta-base --methods=ssh --checkpointing
 part bench 120 $run bench/main.ts --full --no-steps
 part torch_layer 45 python3 .device/layer_bench.py
-# PyTorch's f32 products (no TF32) at the shapes of the bench's matmul table
-part torch_matmul 45 python3 bench/torch_matmul.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
   --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4
@@ -117,15 +122,15 @@ part bind_groups 30 $run bench/bind_groups.ts
 part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
 echo
 echo "== side by side"
-if [ -f "$out/torch_layer.txt" ]; then
+if [ -f "$logs/torch_layer.txt" ]; then
   echo "one layer fwd+bwd over the frozen layer's (hartley SSH spectral | PyTorch)"
   # hartley: "768×768  4096  750  <frozen ms>  1.05×  1.90×"; PyTorch: "layer 768x768 T=4096 n=750: ..."
   awk '/^[0-9]+×[0-9]+ +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+× +[0-9.]+×/ { split($1, s, "×"); key = s[1] "x" s[2] " T=" $2; ours[key] = $5 " (frozen " $4 " ms)" }
        /^layer / { key = $2 " " $3; t = $0; sub(/.*overhead vs frozen: /, "", t); torch[key] = t }
        END { for (k in ours) printf "  %-18s hartley %s | PyTorch %s\n", k, ours[k], torch[k] }' \
-    "$out/bench.txt" "$out/torch_layer.txt"
+    "$logs/bench.txt" "$logs/torch_layer.txt"
 fi
-if [ -f "$out/bench.txt" ] && [ -f "$out/torch_matmul.txt" ]; then
+if [ -f "$logs/bench.txt" ] && [ -f "$logs/torch_matmul.txt" ]; then
   echo "matmul f32, GFLOP/s (hartley's default tile | PyTorch, no TF32)"
   # hartley: "4096×4096×4096 NN  square  f32  auto:big  3.906  35186.9  9.8e-8" (the middle column has
   # spaces: fields are taken from the end); PyTorch: "torch-matmul 4096×4096×4096 NN 2.720 50530.1"
@@ -134,15 +139,21 @@ if [ -f "$out/bench.txt" ] && [ -f "$out/torch_matmul.txt" ]; then
        file == 2 && $1 == "torch-matmul" { torch[$2 " " $3] = $5 }
        END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in torch)) continue;
                printf "  %-22s hartley %8.0f | PyTorch %8.0f | ours/theirs %.2f×\n", k, ours[k], torch[k], ours[k] / torch[k] } }' \
-    "$out/bench.txt" "$out/torch_matmul.txt"
+    "$logs/bench.txt" "$logs/torch_matmul.txt"
 fi
-[ -f "$out/steps.txt" ] && [ -f "$out/torch_steps.txt" ] || exit 0
+[ -f "$logs/steps.txt" ] && [ -f "$logs/torch_steps.txt" ] || exit 0
 echo "training step, ms (f32 weights; hartley steady-state wall clock | PyTorch CUDA events)"
 # hartley rows: "roberta-base  ssh  7290  43.10  41.00 ..."; PyTorch: "torch-step roberta-base ssh 52.31 1.23"
 awk 'FNR == 1 { file++ }
-     file == 1 && $1 ~ /^(roberta|llama)/ && $3 ~ /^[0-9]+$/ { ours[$1 " " $2] = $4; order[++n] = $1 " " $2 }
+     file == 1 && $1 ~ /^(roberta|llama)/ && ($3 ~ /^[0-9]+$/ || $4 == "ms/step") {
+       # a table row ("roberta-base ssh 610130 54.18 …"), or the line each run prints as it ends
+       # ("roberta-base ssh: 54.18 ms/step …"), which a cut run leaves without the table
+       k = $1 " " $2; v = $4; if ($4 == "ms/step") { k = $1 " " substr($2, 1, length($2) - 1); v = $3 }
+       if (!(k in ours)) order[++n] = k; ours[k] = v }
      file == 2 && $1 == "torch-step" { torch[$2 " " $3] = $4; if ($3 == "lora") lora[$2] = $4 }
      END { for (i = 1; i <= n; i++) { k = order[i]; split(k, p, " ");
              t = torch[k]; r = t ? sprintf("%.2f×", ours[k] / t) : "—"; l = lora[p[1]] ? sprintf("%.2f×", ours[k] / lora[p[1]]) : "—";
              printf "  %-26s hartley %8.2f | PyTorch %8s | ours/theirs %s | ours/PyTorch LoRA %s\n", k, ours[k], t ? t : "—", r, l } }' \
-  "$out/steps.txt" "$out/torch_steps.txt"
+  "$logs/steps.txt" "$logs/torch_steps.txt"
+} 2>&1 | tee "$out/gpu.log"
+tar czf "$out/logs.tgz" -C "$logs" .

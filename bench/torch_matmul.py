@@ -4,10 +4,9 @@
 # "torch-matmul M×N×K LAYOUT MS GFLOP/S" line per shape, the median of 10 timed loops of 10 products.
 import torch
 
-from cuda_timing import median_ms
+from cuda_timing import median_ms, strict_f32
 
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+precision = strict_f32()
 SHAPES = [
     (4096, 4096, 4096, "NN"),
     (4096, 4096, 4096, "NT"),
@@ -29,7 +28,7 @@ def product(m, n, k, layout):
     return lambda: a @ b
 
 
-print("torch", torch.__version__, torch.cuda.get_device_name(), flush=True)
+print("torch", torch.__version__, torch.cuda.get_device_name(), precision, flush=True)
 for m, n, k, layout in SHAPES:
     ms = median_ms(product(m, n, k, layout), warm=5, loops=10)
     print(f"torch-matmul {m}×{n}×{k} {layout} {ms:.3f} {2 * m * n * k / ms / 1e6:.1f}", flush=True)

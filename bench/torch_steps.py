@@ -9,10 +9,9 @@ import torch.nn as nn
 from transformers import LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification
 from peft import FourierFTConfig, LoraConfig, get_peft_model
 
-from cuda_timing import median_ms
+from cuda_timing import median_ms, strict_f32
 
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+precision = strict_f32()
 dev = "cuda"
 
 
@@ -69,7 +68,7 @@ def run(label, make, inputs, kinds):
         torch.cuda.empty_cache()
 
 
-print("torch", torch.__version__, torch.cuda.get_device_name(), flush=True)
+print("torch", torch.__version__, torch.cuda.get_device_name(), precision, flush=True)
 which = sys.argv[1:] or ["roberta-base", "llama7b-layer"]
 if "roberta-base" in which:
     ids = torch.randint(3, 50265, (32, 128), device=dev)
