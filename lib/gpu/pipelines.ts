@@ -81,8 +81,11 @@ function explicitLayout(
  * and its binding count (-1 for WebGPU's "auto" layout, which leaves out unused bindings).
  */
 export interface GroupLayout {
+  /** The bind group layout. */
   group: GPUBindGroupLayout;
+  /** The last binding is a uniform bound with a dynamic offset. */
   dynamicUniform: boolean;
+  /** Bindings in the group, or -1 for an "auto" layout. */
   bindings: number;
 }
 
