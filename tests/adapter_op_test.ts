@@ -3,58 +3,15 @@ import { getGpu, readF32, upload } from "../lib/gpu/mod.ts";
 import type { Gpu } from "../lib/gpu/device.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { coefGradReference, deltaWReference, SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
+import { deltaWReference, SpectralAdapterOp } from "../lib/spectral/adapter_op.ts";
 import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";
 import { DELTA_WEIGHT_HEURISTICS, encodeDeltaWeight } from "../lib/spectral/delta_weight.ts";
 import type { Transform } from "../lib/spectral/transforms.ts";
+import { matmulT, spectralReference, testPositions, transpose } from "./spectral_helpers.ts";
 
 const TRANSFORMS: Transform[] = ["dht", "dht2d", "dft"];
 const SHAPES: [number, number][] = [[7, 12], [20, 43], [1, 5], [6, 10]];
 const TOL = 1e-5;
-
-/** `count` distinct positions, always including (0, 0), (M−1, N−1) and (1, 1) (mirror cases). */
-function testPositions(m: number, n: number, count: number, seed: number): Int32Array {
-  const p = new Prng(seed);
-  const flats = new Set<number>([0, (m - 1) * n + (n - 1), (1 % m) * n + (1 % n)]);
-  while (flats.size < Math.min(count, m * n)) flats.add(p.below(m * n));
-  return Int32Array.from([...flats].slice(0, count).flatMap((f) => [Math.floor(f / n), f % n]));
-}
-
-/** a (r×k) · bᵀ where b is (c×k): out r×c, float64. */
-function matmulT(a: ArrayLike<number>, b: ArrayLike<number>, r: number, k: number, c: number): Float64Array {
-  const out = new Float64Array(r * c);
-  for (let i = 0; i < r; i++) {
-    for (let j = 0; j < c; j++) {
-      let s = 0;
-      for (let t = 0; t < k; t++) s += a[i * k + t] * b[j * k + t];
-      out[i * c + j] = s;
-    }
-  }
-  return out;
-}
-
-function transpose(a: ArrayLike<number>, r: number, c: number): Float64Array {
-  return Float64Array.from({ length: r * c }, (_, i) => a[(i % r) * c + Math.floor(i / r)]);
-}
-
-/** The layer's float64 reference: y = x ΔWᵀ, dx = δ ΔW, ∂L/∂c from G = δᵀ x. */
-function reference(
-  positions: Int32Array,
-  coef: ArrayLike<number>,
-  m: number,
-  n: number,
-  transform: Transform,
-  alpha: number,
-  x: ArrayLike<number>,
-  dy: ArrayLike<number>,
-  tokens: number,
-) {
-  const dw = deltaWReference(positions, coef, m, n, transform, alpha);
-  const y = matmulT(x, dw, tokens, n, m);
-  const dx = matmulT(dy, transpose(dw, m, n), tokens, m, n);
-  const g = matmulT(transpose(dy, tokens, m), transpose(x, tokens, n), m, tokens, n);
-  return { dw, y, dx, g, dc: coefGradReference(positions, g, m, n, transform, alpha) };
-}
 
 Deno.test("forward, backward, coefGradient and materialize match the dense float64 reference", async () => {
   const gpu = await getGpu();
@@ -66,7 +23,7 @@ Deno.test("forward, backward, coefGradient and materialize match the dense float
         const count = positions.length / 2;
         const alpha = 20;
         const coef = p.normals(count), x = p.normals(tokens * n), dy = p.normals(tokens * m);
-        const want = reference(positions, coef, m, n, transform, alpha, x, dy, tokens);
+        const want = spectralReference(positions, coef, m, n, transform, alpha, x, dy, tokens);
         const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
         const c = upload(gpu, coef), xb = upload(gpu, x), dyb = upload(gpu, dy);
         const y = gpu.pool.acquire(tokens * m * 4), dx = gpu.pool.acquire(tokens * n * 4);
@@ -101,7 +58,7 @@ Deno.test("forward, backward and materialize accumulate into their outputs", asy
     const positions = testPositions(m, n, 10, 4);
     const coef = p.normals(10), x = p.normals(tokens * n), dy = p.normals(tokens * m);
     const y0 = p.normals(tokens * m), dx0 = p.normals(tokens * n), dc0 = p.normals(10), w0 = p.normals(m * n);
-    const want = reference(positions, coef, m, n, transform, alpha, x, dy, tokens);
+    const want = spectralReference(positions, coef, m, n, transform, alpha, x, dy, tokens);
     const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
     const c = upload(gpu, coef), y = upload(gpu, y0), dx = upload(gpu, dx0), dc = upload(gpu, dc0);
     const w = upload(gpu, w0);
@@ -152,7 +109,7 @@ Deno.test("coefGradient matches the reference on awkward shapes, wide layers and
         const p = new Prng(m * n + tokens);
         const positions = testPositions(m, n, count, 3);
         const coef = p.normals(count), x = p.normals(tokens * n), dy = p.normals(tokens * m);
-        const want = reference(positions, coef, m, n, transform, 9, x, dy, tokens);
+        const want = spectralReference(positions, coef, m, n, transform, 9, x, dy, tokens);
         const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha: 9 });
         const dc = gpu.pool.acquire(count * 4);
         op.coefGradient(upload(gpu, x), upload(gpu, dy), tokens, dc, { accumulate: false });
@@ -317,7 +274,7 @@ Deno.test("coefGradient of a square layer in one fused kernel matches the refere
           const p = new Prng(n * 131 + tokens + count);
           const positions = testPositions(n, n, count, 5);
           const x = p.normals(tokens * n), dy = p.normals(tokens * n), dc0 = p.normals(count);
-          const want = reference(positions, p.normals(count), n, n, transform, 9, x, dy, tokens);
+          const want = spectralReference(positions, p.normals(count), n, n, transform, 9, x, dy, tokens);
           const op = new SpectralAdapterOp(gpu, { m: n, nIn: n, positions, transform, alpha: 9 });
           // one trip of many pairs per workgroup, several trips of one or a few pairs each
           for (const [chunks, elements] of [[512, 2048], [2, 1], [1, 64]]) {

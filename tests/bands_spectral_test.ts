@@ -17,6 +17,7 @@ import { encodeFht } from "../lib/spectral/fht.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { dhtRowsRef } from "../lib/spectral/reference.ts";
 import type { Transform } from "../lib/spectral/transforms.ts";
+import { spectralReference, testPositions, transpose } from "./spectral_helpers.ts";
 
 const TRANSFORMS: Transform[] = ["dht", "dht2d", "dft"];
 /** The lowered storage-binding limit (bytes). */
@@ -28,46 +29,6 @@ function assertSame(a: ArrayLike<number>, b: ArrayLike<number>, what: string): v
   assertEquals(a.length, b.length, `${what}: length`);
   const i = Array.from(a).findIndex((v, k) => !Object.is(v, b[k]));
   assert(i < 0, `${what}: element ${i} is ${a[i]}, not ${b[i]}`);
-}
-
-/** `count` distinct positions, with (0, 0), (M−1, N−1) and (1, 1) (the mirror cases). */
-function testPositions(m: number, n: number, count: number, seed: number): Int32Array {
-  const p = new Prng(seed);
-  const flats = new Set<number>([0, (m - 1) * n + (n - 1), (1 % m) * n + (1 % n)]);
-  while (flats.size < Math.min(count, m * n)) flats.add(p.below(m * n));
-  return Int32Array.from([...flats].slice(0, count).flatMap((f) => [Math.floor(f / n), f % n]));
-}
-
-/** Float64: y = x ΔWᵀ, dx = δ ΔW and ∂L/∂c from G = δᵀ x for `tokens` rows. */
-function opReference(
-  positions: Int32Array,
-  coef: ArrayLike<number>,
-  m: number,
-  n: number,
-  transform: Transform,
-  alpha: number,
-  x: ArrayLike<number>,
-  dy: ArrayLike<number>,
-  tokens: number,
-) {
-  const dw = deltaWReference(positions, coef, m, n, transform, alpha);
-  const y = new Float64Array(tokens * m), dx = new Float64Array(tokens * n), g = new Float64Array(m * n);
-  for (let t = 0; t < tokens; t++) {
-    for (let i = 0; i < m; i++) {
-      let s = 0;
-      for (let j = 0; j < n; j++) {
-        s += x[t * n + j] * dw[i * n + j];
-        dx[t * n + j] += dy[t * m + i] * dw[i * n + j];
-        g[i * n + j] += dy[t * m + i] * x[t * n + j];
-      }
-      y[t * m + i] = s;
-    }
-  }
-  return { y, dx, dc: coefGradReference(positions, g, m, n, transform, alpha) };
-}
-
-function transpose(a: ArrayLike<number>, r: number, c: number): Float64Array {
-  return Float64Array.from({ length: r * c }, (_, i) => a[(i % r) * c + Math.floor(i / r)]);
 }
 
 /** `fn` with no lowered limit, then under `bytes`: both results. */
@@ -87,7 +48,7 @@ Deno.test("the spectral op's forward and backward run in bands of tokens", async
       const count = positions.length / 2, alpha = 20;
       const coef = p.normals(count), x = p.normals(tokens * n), dy = p.normals(tokens * m);
       const y0 = p.normals(tokens * m), dx0 = p.normals(tokens * n), dc0 = p.normals(count);
-      const want = opReference(positions, coef, m, n, transform, alpha, x, dy, tokens);
+      const want = spectralReference(positions, coef, m, n, transform, alpha, x, dy, tokens);
       const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
       const run = async (accumulate: boolean) => {
         const c = upload(gpu, coef), xb = upload(gpu, x), dyb = upload(gpu, dy);
@@ -137,7 +98,7 @@ Deno.test("coefGradient (a folded layer's gradient) runs in bands of tokens: sep
         const positions = testPositions(m, n, 20, 7);
         const count = positions.length / 2;
         const x = p.normals(tokens * n), dy = p.normals(tokens * m), dc0 = p.normals(count);
-        const want = opReference(positions, p.normals(count), m, n, transform, alpha, x, dy, tokens);
+        const want = spectralReference(positions, p.normals(count), m, n, transform, alpha, x, dy, tokens);
         const op = new SpectralAdapterOp(gpu, { m, nIn: n, positions, transform, alpha });
         assertEquals(op.fusesGradient, fused, `${m}×${n} fused`);
         // δ as columns 3.. of a wider gradient (rows m + 5 apart), added to dc0

@@ -4,18 +4,7 @@ import { getGpu, Gpu, readF32, upload } from "../lib/gpu/mod.ts";
 import { BufferPool, sizeClass } from "../lib/gpu/pool.ts";
 import { DeviceAdvice, explainDeviceError } from "../lib/cli/errors.ts";
 import { Tensor } from "../lib/tensor/tensor.ts";
-
-const scale = {
-  name: "test.errors.scale",
-  code: `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct P { n: u32, s: f32 }
-@group(0) @binding(2) var<uniform> p: P;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
-  if (g.x < p.n) { y[g.x] = x[g.x] * p.s; }
-}`,
-};
+import { scale } from "./tensor_helpers.ts";
 
 function includes(text: string, part: string): void {
   assert(text.includes(part), `${JSON.stringify(text)} does not include ${JSON.stringify(part)}`);

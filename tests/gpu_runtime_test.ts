@@ -1,25 +1,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { getGpu, GpuTimer, KernelCompileError, readF32, upload } from "../lib/gpu/mod.ts";
 import { sizeClass } from "../lib/gpu/pool.ts";
-
-const scale = {
-  name: "test.scale",
-  code: `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct P { n: u32, s: f32 }
-@group(0) @binding(2) var<uniform> p: P;
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
-  if (g.x < p.n) { y[g.x] = x[g.x] * p.s; }
-}`,
-};
-
-function params(n: number, s: number): Uint32Array {
-  const b = new Uint32Array(2);
-  b[0] = n;
-  new Float32Array(b.buffer)[1] = s;
-  return b;
-}
+import { params, scale } from "./tensor_helpers.ts";
 
 Deno.test("device requests the adapter's limits", async () => {
   const gpu = await getGpu();

@@ -39,3 +39,24 @@ export async function limited<T>(bytes: number, fn: () => Promise<T>): Promise<T
     BINDING_LIMIT.bytes = 0;
   }
 }
+
+/** A test kernel: y = s·x over the first n elements (uniform {n, s}; see {@link params}). */
+export const scale = {
+  name: "test.scale",
+  code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct P { n: u32, s: f32 }
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x < p.n) { y[g.x] = x[g.x] * p.s; }
+}`,
+};
+
+/** The uniform of {@link scale}. */
+export function params(n: number, s: number): Uint32Array {
+  const b = new Uint32Array(2);
+  b[0] = n;
+  new Float32Array(b.buffer)[1] = s;
+  return b;
+}
