@@ -23,7 +23,7 @@ Deno.test("pool: releaseIdle destroys the free buffers a round did not use; the 
   const empty = gpu.pool.stats().allocated;
   const x = Tensor.from(gpu, new Float32Array(1000), [1000]);
   const y = scale(x, 2);
-  const groups = gpu.stream.bindGroupsCreated;
+  const groups = gpu.stream.bindGroupsCached;
   x.dispose();
   y.dispose();
   gpu.stream.flush();
@@ -31,7 +31,7 @@ Deno.test("pool: releaseIdle destroys the free buffers a round did not use; the 
   assertEquals(gpu.pool.stats().allocated, empty + 2 * 4096, "released in this round: kept");
   gpu.pool.releaseIdle();
   assertEquals(gpu.pool.stats().allocated, empty, "unused for a round: destroyed");
-  assertEquals(gpu.stream.bindGroupsCreated, groups - 1, "the scale's bind group is dropped");
+  assertEquals(gpu.stream.bindGroupsCached, groups - 1, "the scale's bind group is dropped");
 });
 
 Deno.test("train in-process: each run gives back all it took from the pool (adapter detached)", async () => {

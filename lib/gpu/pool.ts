@@ -61,9 +61,12 @@ export class BufferPool {
   #inUse = new Set<GPUBuffer>();
   /** The label of each pooled buffer's current owner (a GPUBuffer keeps its first label). */
   #labels = new WeakMap<GPUBuffer, Label>();
-  /** The {@link BufferPool.releaseIdle} round of each pooled buffer's last acquire or release. */
+  /** The {@link BufferPool.releaseIdle} round of each free buffer's release. */
   #round = 0;
   #lastUse = new WeakMap<GPUBuffer, number>();
+  /** Bytes in use now, and the most in use since the last {@link BufferPool.releaseIdle}. */
+  #inUseBytes = 0;
+  #roundPeak = 0;
   #allocated = 0;
   #peak = 0;
   #freeBytes = 0;
@@ -82,11 +85,11 @@ export class BufferPool {
     const key = `${usage}:${size}`;
     const buffer = this.#free.get(key)?.pop();
     if (buffer) {
-      this.#lastUse.set(buffer, this.#round);
       this.#labels.set(buffer, label ?? "");
       this.#freeBytes -= size;
       this.#unsubmitted.delete(buffer);
       this.#inUse.add(buffer);
+      this.#using(size);
       return buffer;
     }
     if (size > maxBufferSize) {
@@ -102,10 +105,10 @@ export class BufferPool {
       usage,
       label: typeof label === "string" ? label : undefined,
     });
-    this.#lastUse.set(created, this.#round);
     this.#labels.set(created, label ?? "");
     this.#owned.set(created, this.#created++);
     this.#inUse.add(created);
+    this.#using(size);
     this.#allocated += size;
     this.#peak = Math.max(this.#peak, this.#allocated);
     return created;
@@ -143,6 +146,12 @@ export class BufferPool {
     this.#freeBytes += buffer.size;
     this.#unsubmitted.set(buffer, this.nextSubmit);
     this.#lastUse.set(buffer, this.#round);
+    this.#inUseBytes -= buffer.size;
+  }
+
+  #using(size: number): void {
+    this.#inUseBytes += size;
+    this.#roundPeak = Math.max(this.#roundPeak, this.#inUseBytes);
   }
 
   /** Called by the stream once submit `serial` (and every earlier one) is submitted. */
@@ -156,14 +165,25 @@ export class BufferPool {
   }
 
   /**
-   * Destroy the free buffers (whose work is submitted) that were neither acquired nor released
-   * since the previous call. Called once a training step, it keeps the buffers every step reuses
-   * and drops the size classes of batch shapes that do not recur, which would otherwise pile up
-   * in the free lists.
+   * Called once a training step: while the pool holds more than the most the step had in use,
+   * destroy free buffers (whose work is submitted) that the step did not release, the longest
+   * idle first. A step that repeats the last one's shapes keeps all its buffers; batch shapes
+   * that vary (`--group-by-length`) do not pile up every size class they ever needed, and a
+   * step's shapes are only made again when the budget was spent on others.
    */
   releaseIdle(): void {
-    const round = this.#round++;
-    this.#destroyFree((b) => this.#lastUse.get(b)! < round);
+    const round = this.#round++, budget = this.#roundPeak;
+    this.#roundPeak = this.#inUseBytes;
+    if (this.#allocated <= budget) return;
+    const idle = [...this.#free.values()].flat()
+      .filter((b) => !this.#unsubmitted.has(b) && this.#lastUse.get(b)! < round)
+      .sort((a, b) => this.#lastUse.get(a)! - this.#lastUse.get(b)!);
+    const drop = new Set<GPUBuffer>();
+    for (let over = this.#allocated - budget, i = 0; over > 0 && i < idle.length; i++) {
+      drop.add(idle[i]);
+      over -= idle[i].size;
+    }
+    this.#destroyFree((b) => drop.has(b));
   }
 
   /** Destroy the free buffers that `drop` accepts and whose last use is submitted. */

@@ -90,6 +90,7 @@ export class Stream {
   #bindGroups = new Map<string, { group: GPUBindGroup; ids: number[] }>();
   /** The keys of the cached bind groups that bind each buffer (by id). */
   #keysOf = new Map<number, Set<string>>();
+  #groupsCreated = 0;
   #staging: GPUBuffer[] = [];
   #afterSubmit: (() => void)[] = [];
   #dispatches = 0;
@@ -166,8 +167,13 @@ export class Stream {
     this.gpu.pool.submitted(this.gpu.pool.nextSubmit++);
   }
 
-  /** Bind groups cached (a repeated step should add none; those of destroyed buffers are dropped). */
+  /** Bind groups created so far (a repeated step should add none). */
   get bindGroupsCreated(): number {
+    return this.#groupsCreated;
+  }
+
+  /** Bind groups cached now (those of buffers the pool destroyed are dropped). */
+  get bindGroupsCached(): number {
     return this.#bindGroups.size;
   }
 
@@ -250,6 +256,7 @@ export class Stream {
     let group = this.#bindGroups.get(key)?.group;
     if (!group) {
       group = this.gpu.device.createBindGroup({ layout: layout.group, entries });
+      this.#groupsCreated++;
       this.#cache(key, group, ids);
     }
     if (x === 0 || y === 0 || z === 0) return;

@@ -184,7 +184,9 @@ export class SpectralLayer implements PeftLayer {
       // x̂ = FHT(x) is the same for every spectral adapter of width n on this input (a fused
       // gradient, or one over tokens in bands, transforms x itself)
       const key = `fht:${n}`;
-      const reads = op.readsInputTransform(rows);
+      const width = dy.shape[dy.shape.length - 1];
+      const dyRows = width === m && at === 0 ? undefined : { ld: width, offset: at };
+      const reads = op.readsInputTransform(rows, dyRows);
       let xHat = reads ? shared.get(key) : undefined;
       if (reads && !xHat) {
         xHat = Tensor.empty(gpu, [rows, n]);
@@ -192,8 +194,6 @@ export class SpectralLayer implements PeftLayer {
         shared.set(key, xHat);
       }
       const dcoef = Tensor.empty(gpu, [this.count]);
-      const width = dy.shape[dy.shape.length - 1];
-      const dyRows = width === m && at === 0 ? undefined : { ld: width, offset: at };
       op.coefGradient(x.buffer, dy.buffer, rows, dcoef.buffer, {
         accumulate: false,
         xHat: xHat?.buffer,

@@ -218,15 +218,14 @@ export class SpectralAdapterOp {
     need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
     if (opts.xHat) need(opts.xHat, tokens * nIn, `x̂ (tokens×in_features = ${tokens}×${nIn})`);
     const { ld, offset } = opts.dyRows ?? { ld: m, offset: 0 };
-    const dyEnd = offset + (tokens - 1) * ld + m;
-    need(dy, dyEnd, `dy (tokens×out_features = ${tokens}×${m}${opts.dyRows ? `, rows ${ld} apart` : ""})`);
+    need(dy, offset + (tokens - 1) * ld + m, `dy (tokens×out_features = ${tokens}×${m}${opts.dyRows ? `, rows ${ld} apart` : ""})`);
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
     if (this.fusesGradient) {
       const acc = opts.accumulate ?? true;
       encodeFusedGrad(gpu, this.spectrum, x, dy, dcoef, tokens, this.scale, acc, opts.dyRows);
       return;
     }
-    const bands = this.#tokenBands(tokens, Math.max(nIn, ld), Math.max(tokens * nIn, dyEnd));
+    const bands = this.#gradBands(tokens, opts.dyRows);
     const shared = bands.length === 1 ? opts.xHat : undefined;
     bands.forEach((band, i) => {
       const xHat = shared ?? gpu.pool.acquire(band.rows * nIn * 4, undefined, "adapter.x_hat");
@@ -250,12 +249,20 @@ export class SpectralAdapterOp {
   }
 
   /**
-   * Whether {@link coefGradient} over `tokens` tokens reads a given x̂: not where it
+   * Whether {@link coefGradient} over `tokens` tokens (δ's rows placed by `dyRows`, as it is
+   * given them) reads a given x̂: not where it
    * {@link fusesGradient}, nor where x̂ or δ is over one storage binding (x is then transformed
    * band by band, as the gradient's kernels bind a band's x̂ whole).
    */
-  readsInputTransform(tokens: number): boolean {
-    return !this.fusesGradient && this.#tokenBands(tokens, Math.max(this.m, this.nIn)).length === 1;
+  readsInputTransform(tokens: number, dyRows?: { ld: number; offset: number }): boolean {
+    return !this.fusesGradient && this.#gradBands(tokens, dyRows).length === 1;
+  }
+
+  /** The token bands of {@link coefGradient}: x̂ and δ, read in place (`dyRows`), each within a binding. */
+  #gradBands(tokens: number, dyRows?: { ld: number; offset: number }) {
+    const { ld, offset } = dyRows ?? { ld: this.m, offset: 0 };
+    const dyEnd = offset + (tokens - 1) * ld + this.m;
+    return this.#tokenBands(tokens, Math.max(this.nIn, ld), Math.max(tokens * this.nIn, dyEnd));
   }
 
   /**
