@@ -32,7 +32,7 @@ export interface DeltaWeightConfig {
  * itself where `wide` is false (n < 65536), else by bytes of j, most significant first, which
  * stays below 2³² for n < 2²⁴.
  */
-export function casIndexCode(wide: boolean): string {
+function casIndexCode(wide: boolean): string {
   if (!wide) return `fn cas_index(j: u32, col: u32, n: u32) -> u32 { return (j * col) % n; }`;
   const step = (shift: number) => `  r = ((r << 8u) % n + ((j >> ${shift}u) & 255u) * col % n) % n;`;
   return `fn cas_index(j: u32, col: u32, n: u32) -> u32 {

@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { pathExists, statOrNull } from "../io/paths.ts";
+import { leftoverPattern } from "../io/atomic.ts";
 import { findCheckpoint, loadCheckpoint } from "../train/checkpoint.ts";
 import { BEST_DIR } from "../train/trainer.ts";
 import { ArgsError } from "./args.ts";
@@ -51,7 +52,7 @@ export function shellLine(words: readonly string[]): string {
 }
 
 /** Refuse an --out that exists but is not a directory (a run's files go inside it). */
-export async function checkRunDir(outDir: string): Promise<void> {
+async function checkRunDir(outDir: string): Promise<void> {
   const stat = await statOrNull(outDir);
   if (stat && !stat.isDirectory) {
     throw new ArgsError(`--out ${outDir} is a file: --out must be a directory (the run's folder)`);
@@ -108,15 +109,8 @@ async function overReason(outDir: string): Promise<string | null> {
 /** What a run writes into its output directory, each replaced as a whole (lib/io/atomic.ts). */
 const RUN_FILES = ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"];
 
-/**
- * What an interrupted atomic write of one of {@link RUN_FILES} leaves beside it: `.<name>.<id>.old`
- * or `.tmp` (the pattern of lib/io/atomic.ts). A checkpoint left aside is one findCheckpoint reads.
- */
-const LEFTOVER = new RegExp(
-  `^\\.(${
-    RUN_FILES.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|")
-  })\\.[0-9a-f]{8}\\.(old|tmp)$`,
-);
+/** What an interrupted write of one of {@link RUN_FILES} leaves beside it; findCheckpoint reads a set-aside checkpoint. */
+const LEFTOVER = leftoverPattern(RUN_FILES);
 
 /** Remove a previous run's files from `outDir` (--overwrite, just before the new run starts). */
 export async function clearOutDir(outDir: string): Promise<void> {

@@ -122,9 +122,18 @@ async function realPathIfExists(path: string): Promise<string> {
   }
 }
 
+/**
+ * The names of what an interrupted atomic write of one of `names` leaves beside it:
+ * `.<name>.<id>.old` (the target set aside) or `.<name>.<id>.tmp` (the new one being written).
+ */
+export function leftoverPattern(names: readonly string[]): RegExp {
+  const escaped = names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  return new RegExp(`^\\.(${escaped})\\.[0-9a-f]{8}\\.(old|tmp)$`);
+}
+
 /** What an earlier crash between the two renames of {@link writeDirAtomic} left beside `name`. */
 async function removeLeftovers(parent: string, name: string): Promise<void> {
-  const left = new RegExp(`^\\.${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.[0-9a-f]{8}\\.(old|tmp)$`);
+  const left = leftoverPattern([name]);
   for await (const e of Deno.readDir(parent)) {
     if (e.isDirectory && left.test(e.name)) await Deno.remove(join(parent, e.name), { recursive: true });
   }

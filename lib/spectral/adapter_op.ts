@@ -19,10 +19,7 @@
  * @module
  */
 import { bandBinding, bindingLimit, type RowBand, rowWindow } from "../gpu/bands.ts";
-import { grid } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
-import type { Binding } from "../gpu/stream.ts";
-import { addKernel, SPARSE_THREADS } from "../../kernels/sparse.ts";
 import { encodeFusedGrad, fusesGradient } from "./coef_grad.ts";
 import { encodeCasBand, encodeDeltaWeight } from "./delta_weight.ts";
 import { encodeFht, pairBands } from "./fht.ts";
@@ -218,7 +215,11 @@ export class SpectralAdapterOp {
     need(x, tokens * nIn, `x (tokens×in_features = ${tokens}×${nIn})`);
     if (opts.xHat) need(opts.xHat, tokens * nIn, `x̂ (tokens×in_features = ${tokens}×${nIn})`);
     const { ld, offset } = opts.dyRows ?? { ld: m, offset: 0 };
-    need(dy, offset + (tokens - 1) * ld + m, `dy (tokens×out_features = ${tokens}×${m}${opts.dyRows ? `, rows ${ld} apart` : ""})`);
+    need(
+      dy,
+      offset + (tokens - 1) * ld + m,
+      `dy (tokens×out_features = ${tokens}×${m}${opts.dyRows ? `, rows ${ld} apart` : ""})`,
+    );
     need(dcoef, this.count, `dcoef (n = ${this.count})`);
     if (this.fusesGradient) {
       const acc = opts.accumulate ?? true;
@@ -390,7 +391,7 @@ export class SpectralAdapterOp {
     const t = gpu.pool.acquire(count * 4, undefined, "adapter.delta_band");
     encodeCasBand(gpu, spectrum, coef, t, band.first, band.rows);
     encodeFht(gpu, t, t, band.rows, width, { scale });
-    if (add) encodeAddAt(gpu, t, binding, count, band.base);
+    if (add) encodeAdd(gpu, t, binding, count, band.base);
     else gpu.stream.copy(t, 0, dst, band.start + band.base * 4, count * 4);
     gpu.pool.release(t);
   }
@@ -411,7 +412,7 @@ export class SpectralAdapterOp {
     if (accumulate) {
       encodeFht(gpu, src, src, band.rows, n, { scale });
       const window = rowWindow(gpu, band.first, band.rows, n);
-      encodeAddAt(gpu, src, bandBinding(gpu, dst, window), band.rows * n, window.base);
+      encodeAdd(gpu, src, bandBinding(gpu, dst, window), band.rows * n, window.base);
     } else {
       encodeFht(gpu, src, dst, band.rows, n, { scale, output: { offset: band.first * n } });
     }
@@ -441,16 +442,6 @@ export class SpectralAdapterOp {
       throw new RangeError(`tokens must be a positive integer, got ${tokens}`);
     }
   }
-}
-
-/** `dst[at + i] += src[i]` for i < len (dst: a buffer or a window of one). */
-function encodeAddAt(gpu: Gpu, src: GPUBuffer, dst: Binding, len: number, at: number): void {
-  gpu.stream.dispatch(
-    addKernel,
-    [src, dst],
-    grid(gpu, Math.ceil(len / SPARSE_THREADS)),
-    new Uint32Array([len, at]),
-  );
 }
 
 function need(buffer: GPUBuffer, floats: number, what: string): void {

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import type { Binding } from "../gpu/stream.ts";
 import { grid, upload } from "../gpu/buffers.ts";
 import {
   addKernel,
@@ -375,8 +376,8 @@ export class SparseSpectrum {
   }
 }
 
-/** Encode `y[at + i] += x[i]` for i < len. */
-export function encodeAdd(gpu: Gpu, x: GPUBuffer, y: GPUBuffer, len: number, at = 0): void {
+/** Encode `y[at + i] += x[i]` for i < len (y: a buffer or a window of one). */
+export function encodeAdd(gpu: Gpu, x: GPUBuffer, y: Binding, len: number, at = 0): void {
   const groups = grid(gpu, Math.ceil(len / SPARSE_THREADS));
   gpu.stream.dispatch(addKernel, [x, y], groups, new Uint32Array([len, at]));
 }
