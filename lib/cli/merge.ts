@@ -8,11 +8,10 @@ import { getGpu } from "../gpu/mod.ts";
 import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
 import { storageSummary } from "../models/storage.ts";
 import { WEIGHT_DTYPES, type WeightDtype } from "../nn/load.ts";
-import { loadAdapterConfig } from "../peft/config.ts";
 import { CLASSIFIER_HEAD_NAMES } from "../peft/targets.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
-import { loadForUse } from "./load.ts";
+import { loadForUse, planUse } from "./load.ts";
 
 const FLAGS = {
   model: {
@@ -60,21 +59,23 @@ export function mergeCommand(args: string[]): Promise<number> {
     if (!v.overwrite && await pathExists(v.out)) {
       throw new ArgsError(`--out ${v.out} already exists: pass --overwrite to replace it`);
     }
-    const gpu = await getGpu();
-    const loaded = await loadForUse(gpu, {
+    const options = {
       needHead: true,
       model: v.model,
       modelGiven: given.has("model"),
       adapter: v.adapter,
       task: v.task as TaskName | undefined,
-      dtype: await frozenDtype(v.dtype, v.adapter),
-    });
+    };
+    // the files first: the base and adapter are known before any weight is loaded
+    const plan = await planUse(options);
+    if (isWithin(plan.modelDir, v.out)) {
+      throw new ArgsError(
+        `--out ${v.out} holds the base model ${plan.modelDir}: the merged model goes into another directory`,
+      );
+    }
+    const dtype = frozenDtype(v.dtype, plan.adapterConfig?.modulesToSave ?? null);
+    const loaded = await loadForUse(await getGpu(), { ...options, dtype }, plan);
     try {
-      if (isWithin(loaded.modelDir, v.out)) {
-        throw new ArgsError(
-          `--out ${v.out} holds the base model ${loaded.modelDir}: the merged model goes into another directory`,
-        );
-      }
       console.log(`storage ${storageSummary(loaded.model)}`);
       await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
       console.log(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
@@ -87,15 +88,12 @@ export function mergeCommand(args: string[]): Promise<number> {
 }
 
 /**
- * The storage of the base's frozen weights for `--dtype` (`flag`) and the adapter in `adapter`:
- * auto is q4, except where the adapter's modules_to_save name more than a classifier head (an
- * embedding table, a pooler), whose trained values need f32 parameters and q4 would store them
- * quantized.
+ * The storage of the base's frozen weights for `--dtype` (`flag`) and the adapter's
+ * modules_to_save: auto is q4, except where those name more than a classifier head (an embedding
+ * table, a pooler), whose trained values need f32 parameters and q4 would store them quantized.
  */
-async function frozenDtype(flag: string, adapter: string): Promise<WeightDtype> {
+function frozenDtype(flag: string, modulesToSave: readonly string[] | null): WeightDtype {
   if (flag !== "auto") return flag as WeightDtype;
-  // an unreadable adapter is reported by loadForUse, in its own words
-  const config = await loadAdapterConfig(adapter).catch(() => null);
-  const heads = (config?.modulesToSave ?? []).every((m) => CLASSIFIER_HEAD_NAMES.some((h) => m.endsWith(h)));
+  const heads = (modulesToSave ?? []).every((m) => CLASSIFIER_HEAD_NAMES.some((h) => m.endsWith(h)));
   return heads ? "q4" : "f32";
 }
