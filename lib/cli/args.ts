@@ -362,13 +362,25 @@ export function refuseUnused(
 ): void {
   const unused = Object.keys(applies).filter((f) => given.has(f) && !applies[f].includes(value));
   if (unused.length === 0) return;
-  const list = unused.map((f) => `--${f}`).join(", ");
   const where = unused.map((f, i) =>
     `${i === 0 ? `--${f} applies to` : `--${f} to`} ${applies[f].join(", ")}`
   );
-  throw new ArgsError(
-    `${list} ${unused.length > 1 ? "do" : "does"} not apply to ${setting} (${where.join("; ")})`,
-  );
+  throw doNotApply(unused, `to ${setting} (${where.join("; ")})`);
+}
+
+/**
+ * Refuse the flags of `flags` that are in `given`, as not applying where `context` says (e.g.
+ * `without --layer`): "--n, --seed do not apply without --layer".
+ */
+export function refuseGiven(given: ReadonlySet<string>, flags: readonly string[], context: string): void {
+  const unused = flags.filter((f) => given.has(f));
+  if (unused.length > 0) throw doNotApply(unused, context);
+}
+
+/** The usage error "--a, --b do not apply CONTEXT" ("does" for one flag). */
+function doNotApply(flags: readonly string[], context: string): ArgsError {
+  const list = flags.map((f) => `--${f}`).join(", ");
+  return new ArgsError(`${list} ${flags.length > 1 ? "do" : "does"} not apply ${context}`);
 }
 
 /** The `--help` text of a command. */

@@ -5,11 +5,10 @@
  * like the paper's Figure 3; with `--log`, an SVG loss curve of a run log.
  * @module
  */
-import { join } from "node:path";
 import { getGpu } from "../gpu/mod.ts";
 import { readF32 } from "../gpu/buffers.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { statOrNull } from "../io/paths.ts";
+import { fileInFolder } from "../io/paths.ts";
 import { loadAdapter } from "../peft/files.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
 import { selectLayerPositions, withF32Weight } from "../peft/ssh.ts";
@@ -18,7 +17,7 @@ import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
-import { ArgsError, type CommandSpec, DTYPE_FLAG, MODEL_FLAGS, withArgs } from "./args.ts";
+import { ArgsError, type CommandSpec, DTYPE_FLAG, MODEL_FLAGS, refuseGiven, withArgs } from "./args.ts";
 import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
 import { endTokenIds, loadForUse } from "./load.ts";
@@ -227,17 +226,11 @@ function refuseUnusedFlags(
   v: { layer?: string; log?: string; svg?: string; model?: string; adapter?: string },
   given: ReadonlySet<string>,
 ): void {
-  const refuse = (flags: string[], without: string) => {
-    const unused = flags.filter((f) => given.has(f)).map((f) => `--${f}`);
-    if (unused.length === 0) return;
-    const verb = unused.length > 1 ? "do" : "does";
-    throw new ArgsError(`${unused.join(", ")} ${verb} not apply without ${without}`);
-  };
-  if (!v.layer) refuse(HEATMAP_FLAGS, "--layer (flags of its energy heatmap)");
+  if (!v.layer) refuseGiven(given, HEATMAP_FLAGS, "without --layer (flags of its energy heatmap)");
   if (v.svg && !v.layer && !v.log) {
     throw new ArgsError(`--svg names the SVG of --layer or --log: give one of them`);
   }
-  if (!v.model && !v.adapter) refuse(["task", "dtype"], "--model or --adapter");
+  if (!v.model && !v.adapter) refuseGiven(given, ["task", "dtype"], "without --model or --adapter");
 }
 
 /** The SVG of a run log's training loss (per logged interval) and eval loss. */
@@ -264,12 +257,13 @@ export async function lossCurve(logPath: string): Promise<string> {
  * The run log that `--log PATH` names: the file, or a run folder's log.jsonl. A folder without one is
  * a usage mistake; a file that is not there is an error (exit 1, as any file that cannot be read).
  */
-async function logFileOf(path: string): Promise<string> {
-  const stat = await statOrNull(path);
-  if (!stat) throw new Error(`--log ${path}: file not found`);
-  if (!stat.isDirectory) return path;
-  if ((await statOrNull(join(path, "log.jsonl")))?.isFile) return join(path, "log.jsonl");
-  throw new ArgsError(`--log ${path} is a folder without log.jsonl: give a run's log.jsonl or its folder`);
+function logFileOf(path: string): Promise<string> {
+  return fileInFolder(
+    path,
+    "log.jsonl",
+    "log",
+    () => new ArgsError(`--log ${path} is a folder without log.jsonl: give a run's log.jsonl or its folder`),
+  );
 }
 
 /**

@@ -18,10 +18,11 @@ import {
   CHECKPOINTING_FLAG,
   type CommandSpec,
   type FlagValues,
+  refuseGiven,
   withArgs,
 } from "./args.ts";
 import { trainCommand } from "./train.ts";
-import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
+import { fileInFolder, isWithin, pathExists, statOrNull } from "../io/paths.ts";
 import { maxTokens, parseHfConfig } from "../io/hf_config.ts";
 import { checkOutDir, runArgs, shellLine } from "./run_dir.ts";
 
@@ -202,14 +203,8 @@ export function resumeCommand(args: string[]): string {
 /** Refuse the size flags beside --config (it gives the sizes), and sizes that make no model. */
 function checkSizes(v: Values, given: ReadonlySet<string>): void {
   if (v.config) {
-    const sized = SIZE_FLAGS.filter((f) => given.has(f)).map((f) => `--${f}`);
-    if (sized.length === 0) return;
-    const verb = sized.length > 1 ? "do" : "does";
-    throw new ArgsError(
-      `${
-        sized.join(", ")
-      } ${verb} not apply with --config, whose config.json gives the model's family and sizes`,
-    );
+    refuseGiven(given, SIZE_FLAGS, "with --config, whose config.json gives the model's family and sizes");
+    return;
   }
   if (v.hidden % v.heads !== 0) throw new ArgsError(`--heads ${v.heads} must divide --hidden ${v.hidden}`);
   const headDim = v.hidden / v.heads;
@@ -402,14 +397,15 @@ async function pretrainingRecord(runDir: string, argv: string[]): Promise<Record
 
 /**
  * The file of flag `--${flag}`: `path`, or the `name` in it when it is a folder. A file that is not
- * there is an error (exit 1, as any file that cannot be read).
+ * there, or a folder without `name`, is an error (exit 1, as any file that cannot be read).
  */
-async function jsonFileOf(flag: string, path: string, name: string): Promise<string> {
-  const stat = await statOrNull(path);
-  if (!stat) throw new Error(`--${flag} ${path}: file not found`);
-  if (!stat.isDirectory) return path;
-  if ((await statOrNull(join(path, name)))?.isFile) return join(path, name);
-  throw new Error(`--${flag} ${path}: a folder without ${name}; give a ${name} or a folder holding one`);
+function jsonFileOf(flag: string, path: string, name: string): Promise<string> {
+  return fileInFolder(
+    path,
+    name,
+    flag,
+    () => new Error(`--${flag} ${path}: a folder without ${name}; give a ${name} or a folder holding one`),
+  );
 }
 
 /** The JSON object in `file`, the ${name} of flag `--${flag}`. */

@@ -39,3 +39,21 @@ export async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
     throw e;
   }
 }
+
+/**
+ * The file that flag `--${flag}` names: `path` itself, or the `name` in it when it is a folder. A path
+ * that is not there is an Error (`--${flag} PATH: file not found`: exit 1, as any file that cannot be
+ * read); a folder without `name` throws what `folderWithout` makes (each command says what to give).
+ */
+export async function fileInFolder(
+  path: string,
+  name: string,
+  flag: string,
+  folderWithout: () => Error,
+): Promise<string> {
+  const stat = await statOrNull(path);
+  if (!stat) throw new Error(`--${flag} ${path}: file not found`);
+  if (!stat.isDirectory) return path;
+  if ((await statOrNull(join(path, name)))?.isFile) return join(path, name);
+  throw folderWithout();
+}

@@ -130,13 +130,12 @@ export class Tokenizer {
   /** `e`, a pair encoding whose second text is {@link PROBE}, without the probe's own tokens (its last ones). */
   private withoutPairTokens(e: { ids: number[]; typeIds: number[] }): { ids: number[]; typeIds: number[] } {
     const probe = this.encode(PROBE, { addSpecialTokens: false });
-    for (let at = e.ids.length - probe.length; at >= 0; at--) {
-      if (probe.every((id, k) => e.ids[at + k] === id)) {
-        const cut = (xs: number[]) => [...xs.slice(0, at), ...xs.slice(at + probe.length)];
-        return { ids: cut(e.ids), typeIds: cut(e.typeIds) };
-      }
+    const at = locate(e.ids, probe, "last");
+    if (at < 0) {
+      throw new TokenizerError(`${this.path}: the post-processor changes the second text's own tokens`);
     }
-    throw new TokenizerError(`${this.path}: the post-processor changes the second text's own tokens`);
+    const cut = (xs: number[]) => [...xs.slice(0, at), ...xs.slice(at + probe.length)];
+    return { ids: cut(e.ids), typeIds: cut(e.typeIds) };
   }
 
   /**
@@ -170,18 +169,15 @@ export class Tokenizer {
 
   /**
    * The special tokens the post-processor puts before and after one text (e.g. `[CLS]` and
-   * `[SEP]`), found by encoding a probe word with and without them.
+   * `[SEP]`), found by encoding the {@link PROBE} word with and without them.
    */
   specialAround(): [number[], number[]] {
     if (this.#around) return [[...this.#around[0]], [...this.#around[1]]];
-    const full = this.encode("a"), plain = this.encode("a", { addSpecialTokens: false });
-    for (let at = 0; at + plain.length <= full.length; at++) {
-      if (plain.every((id, k) => full[at + k] === id)) {
-        this.#around = [full.slice(0, at), full.slice(at + plain.length)];
-        return this.specialAround();
-      }
-    }
-    throw new TokenizerError(`${this.path}: the post-processor changes a text's own tokens`);
+    const full = this.encode(PROBE), plain = this.encode(PROBE, { addSpecialTokens: false });
+    const at = locate(full, plain, "first");
+    if (at < 0) throw new TokenizerError(`${this.path}: the post-processor changes a text's own tokens`);
+    this.#around = [full.slice(0, at), full.slice(at + plain.length)];
+    return this.specialAround();
   }
 
   /** {@link specialAround}'s answer, found once. */
@@ -273,8 +269,26 @@ export class Tokenizer {
   }
 }
 
-/** A second text whose tokens stand in for an empty one's (see {@link Tokenizer.encodePair}). */
+/**
+ * The probe text: a second text whose tokens stand in for an empty one's (see
+ * {@link Tokenizer.encodePair}), and the word whose encodings show the special tokens around a
+ * text (see {@link Tokenizer.specialAround}).
+ */
 const PROBE = "a";
+
+/**
+ * Where `plain` lies inside `full` (its first or last place), or -1 where it does not: a text's
+ * own tokens found among those the post-processor puts around them.
+ */
+function locate(full: readonly number[], plain: readonly number[], which: "first" | "last"): number {
+  const matches = (i: number) => plain.every((id, k) => full[i + k] === id);
+  if (which === "first") {
+    for (let i = 0; i + plain.length <= full.length; i++) if (matches(i)) return i;
+  } else {
+    for (let i = full.length - plain.length; i >= 0; i--) if (matches(i)) return i;
+  }
+  return -1;
+}
 
 /** tokenizer.json model types handled (the package guesses at others, so they are refused). */
 const MODEL_TYPES = ["BPE", "WordPiece", "Unigram"];
