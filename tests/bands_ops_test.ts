@@ -2,7 +2,7 @@
 // output gradient broadcast back), Tensor.full, casts and dequantising, and an embedding lookup
 // whose output (and so its gradient) is over the limit. Each runs under a lowered binding limit
 // (the stream then refuses any binding over it) against float64 and the same call in one band.
-import { assert, assertClose, assertEquals } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { broadcast, zeros } from "../lib/tensor/reference/array.ts";
 import { embeddingBackward, embeddingForward } from "../lib/tensor/reference/embedding.ts";
@@ -102,6 +102,47 @@ Deno.test("f32 ↔ f16 casts over one binding run in bands", async () => {
   assertSame(banded[0], want, "f32 → f16");
   assertSame(banded[1], want, "f16 → f32");
   banded.forEach((v, i) => assertSame(v, whole[i], `cast ${i}: not as in one band`));
+});
+
+/** `data` [a, b, c, d] with its middle two dimensions swapped: [a, c, b, d]. */
+function swapMiddle(data: ArrayLike<number>, [a, b, c, d]: number[]): Float32Array {
+  const out = new Float32Array(a * b * c * d);
+  for (let i = 0; i < a; i++) {
+    for (let j = 0; j < b; j++) {
+      for (let k = 0; k < c; k++) {
+        for (let l = 0; l < d; l++) out[((i * c + k) * b + j) * d + l] = data[((i * b + j) * c + k) * d + l];
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("strided copies over one binding run in bands of their leading dimension, of any dtype", async () => {
+  const gpu = await getGpu();
+  const rng = new Rng(14);
+  // transposes under a leading dimension (f32 and f16 element by element, i32 in 16-byte words),
+  // rows that start off minStorageBufferOffsetAlignment
+  const cases: [T.DType, number[]][] = [["f32", [97, 5, 3, 1]], ["f16", [131, 6, 5, 1]], ["i32", [
+    61,
+    3,
+    5,
+    4,
+  ]]];
+  for (const [dtype, shape] of cases) {
+    if (dtype === "f16" && !gpu.f16) continue;
+    const values = randArr(rng, shape).data.map((v) => dtype === "i32" ? Math.round(v * 1000) : v);
+    const x = dtype === "f16" ? Float32Array.from(Float16Array.from(values)) : Float32Array.from(values);
+    const [whole, banded] = await wholeAndBanded(() =>
+      take(T.tidy(() => T.permute(T.Tensor.from(gpu, x, shape, { dtype }), [0, 2, 1, 3])))
+    );
+    const what = `permute ${dtype} [${shape}]`;
+    assertSame(banded[0], swapMiddle(x, shape), what);
+    assertSame(banded[0], whole[0], `${what}: not as in one band`);
+  }
+  // a transpose of the whole tensor reaches all of it from every index of its leading dimension
+  const x = T.Tensor.from(gpu, new Float32Array(64 * 32), [64, 32]);
+  await limited(LIMIT, () => Promise.resolve(assertThrows(() => T.permute(x, [1, 0]), "strided copy")));
+  x.dispose();
 });
 
 Deno.test("dequantising over one binding runs in bands, into a tensor from any element", async () => {

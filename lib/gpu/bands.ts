@@ -51,23 +51,52 @@ export function rowBands(
   what: string,
   { offset = 0, elementBytes = 4 }: { offset?: number; elementBytes?: number } = {},
 ): RowBand[] {
-  const limit = bindingLimit(gpu);
   const rowBytes = rowElements * elementBytes;
   const bytesOf = (elements: number) => Math.ceil((elements * elementBytes) / 4) * 4;
-  if (bytesOf(offset + rows * rowElements) <= limit) {
+  if (bytesOf(offset + rows * rowElements) <= bindingLimit(gpu)) {
     return [{ first: 0, rows, start: 0, size: bytesOf(offset + rows * rowElements), base: offset }];
   }
-  const perBand = Math.floor((limit - gpu.limits.minStorageBufferOffsetAlignment) / rowBytes);
-  if (perBand < 1) {
-    throw new Error(
-      `${what}: one row of ${rowBytes} bytes is over this device's largest storage binding (${limit} bytes)`,
-    );
-  }
+  const perBand = rowsPerBand(gpu, rowBytes, what);
   const bands: RowBand[] = [];
   for (let first = 0; first < rows; first += perBand) {
     bands.push(rowWindow(gpu, first, Math.min(perBand, rows - first), rowElements, { offset, elementBytes }));
   }
   return bands;
+}
+
+/**
+ * Bands of `rows` rows of `rowElements` elements (of `elementBytes`) for kernels that pair rows
+ * (the FHT's complex lines, the coefficient gradient's trips): as many rows a band as one binding
+ * holds beside its window's alignment slack, an even number, so that each row is paired as in one
+ * band and comes out bit for bit the same. Bands are cut so even where all rows would fit one
+ * binding (callers decide that for their own tensors); each tensor's window of a band is its own
+ * (`rowWindow(gpu, band.first, band.rows, …)`).
+ * @throws Error naming `what` when one row is over the binding limit.
+ */
+export function pairedRowBands(
+  gpu: Gpu,
+  rows: number,
+  rowElements: number,
+  what: string,
+  elementBytes = 4,
+): Pick<RowBand, "first" | "rows">[] {
+  const fit = rowsPerBand(gpu, rowElements * elementBytes, what);
+  const per = fit > 1 ? fit - (fit % 2) : 1;
+  const bands = [];
+  for (let first = 0; first < rows; first += per) bands.push({ first, rows: Math.min(per, rows - first) });
+  return bands;
+}
+
+/** Rows of `rowBytes` that one binding holds beside a window's alignment slack; throws, naming `what`, when none. */
+function rowsPerBand(gpu: Gpu, rowBytes: number, what: string): number {
+  const limit = bindingLimit(gpu);
+  const rows = Math.floor((limit - gpu.limits.minStorageBufferOffsetAlignment) / rowBytes);
+  if (rows < 1) {
+    throw new Error(
+      `${what}: one row of ${rowBytes} bytes is over this device's largest storage binding (${limit} bytes)`,
+    );
+  }
+  return rows;
 }
 
 /**
@@ -104,6 +133,19 @@ export function bandBinding(gpu: Gpu, buffer: GPUBuffer, band: RowBand): GPUBuff
   return band.start === 0 && buffer.size <= bindingLimit(gpu)
     ? buffer
     : { buffer, offset: band.start, size: band.size };
+}
+
+/**
+ * `buffer`'s binding for `band` ({@link bandBinding}), the window cut at the buffer's end: rows
+ * `ld` apart end with a row of n ≤ ld, so the last band's window may reach past it.
+ */
+export function clampedBinding(gpu: Gpu, buffer: GPUBuffer, band: RowBand): GPUBuffer | {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+} {
+  const b = bandBinding(gpu, buffer, band);
+  return b instanceof GPUBuffer ? b : { ...b, size: Math.min(b.size, buffer.size - b.offset) };
 }
 
 /** A band of a flat extent: units [first, first + count). */

@@ -18,11 +18,11 @@
  * one kernel, or cas rows and an FHT along M), ΔW's rows i likewise from S̃ᵀ's (ΔW = (C_N S̃ᵀ C_M)ᵀ).
  * @module
  */
-import { bandBinding, bindingLimit, type RowBand, rowWindow } from "../gpu/bands.ts";
+import { bandBinding, bindingLimit, pairedRowBands, type RowBand, rowWindow } from "../gpu/bands.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { encodeFusedGrad, fusesGradient } from "./coef_grad.ts";
 import { encodeCasBand, encodeDeltaWeight } from "./delta_weight.ts";
-import { encodeFht, pairBands } from "./fht.ts";
+import { encodeFht } from "./fht.ts";
 import { basisReference, encodeAdd, SparseSpectrum } from "./sparse.ts";
 import { encodeTransform2d, encodeTranspose, type Transform } from "./transforms.ts";
 
@@ -371,7 +371,7 @@ export class SpectralAdapterOp {
     // W first, then ΔW added (a copy binds nothing)
     if (opts.base) gpu.stream.copy(opts.base, 0, dst, opts.at * 4, m * nIn * 4);
     const what = `${this.name}: ΔW of ${m}×${nIn}${opts.transposed ? " stored transposed" : ""}`;
-    for (const band of pairBands(gpu, rows, width, what)) {
+    for (const band of pairedRowBands(gpu, rows, width, what)) {
       const window = rowWindow(gpu, band.first, band.rows, width, { offset: opts.at });
       this.#deltaRows(coef, spectrum, dst, window, opts.accumulate || !!opts.base);
     }
@@ -421,11 +421,11 @@ export class SpectralAdapterOp {
   /**
    * The bands of `tokens` tokens: one where the largest of the op's tensors (`extent` elements
    * from its buffer's start; tokens × `width` by default) fits one storage binding, else
-   * {@link pairBands} of rows of `width`.
+   * {@link pairedRowBands} of rows of `width`.
    */
   #tokenBands(tokens: number, width: number, extent = tokens * width): TokenBand[] {
     if (4 * extent <= bindingLimit(this.gpu)) return [{ first: 0, rows: tokens }];
-    return pairBands(
+    return pairedRowBands(
       this.gpu,
       tokens,
       width,

@@ -8,12 +8,12 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { bindingLimit, rowWindow } from "../gpu/bands.ts";
+import { bindingLimit, clampedBinding, pairedRowBands, rowWindow } from "../gpu/bands.ts";
 import { grid } from "../gpu/buffers.ts";
 import type { Kernel } from "../gpu/pipelines.ts";
 import type { Binding } from "../gpu/stream.ts";
 import { fusedGradKernel } from "../../kernels/coef_grad.ts";
-import { clampedBinding, pairBands, workgroupFhtLayout } from "./fht.ts";
+import { workgroupFhtLayout } from "./fht.ts";
 import type { SparseSpectrum } from "./sparse.ts";
 
 /** Tuning of the fused coefficient gradient (benchmarks switch it; see bench/layer.ts). */
@@ -83,7 +83,7 @@ export function fusesGradient(gpu: Gpu, spectrum: SparseSpectrum): boolean {
  * `dc[k] (+)= scale · Σ_{entries e of k} w_e · Σ_t FHT(δ)[t, u_e]·FHT(x)[t, v_e]` for x (T×N,
  * packed) and δ (T×N, rows `dyRows.ld` apart from element `dyRows.offset`, packed by default);
  * adds to `dc` when `accumulate`. Only where {@link fusesGradient} says so. Tokens over one
- * storage binding are taken in bands ({@link pairBands}), each band's sums added to the last's.
+ * storage binding are taken in bands ({@link pairedRowBands}), each band's sums added to the last's.
  */
 export function encodeFusedGrad(
   gpu: Gpu,
@@ -106,7 +106,7 @@ export function encodeFusedGrad(
   const fits = 4 * (offset + (tokens - 1) * ld + n) <= bindingLimit(gpu);
   const bands = fits
     ? [{ first: 0, rows: tokens }]
-    : pairBands(gpu, tokens, ld, `coefficient gradient of a ${n}×${n} adapter over ${tokens} tokens`);
+    : pairedRowBands(gpu, tokens, ld, `coefficient gradient of a ${n}×${n} adapter over ${tokens} tokens`);
   bands.forEach((band, i) => {
     const xs = rowWindow(gpu, band.first, band.rows, n);
     const dys = rowWindow(gpu, band.first, band.rows, ld, { offset });

@@ -16,7 +16,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { bandBinding, bindingLimit, type RowBand, rowWindow } from "../gpu/bands.ts";
+import { bindingLimit, clampedBinding, pairedRowBands, rowWindow } from "../gpu/bands.ts";
 import { grid, upload } from "../gpu/buffers.ts";
 import type { Kernel } from "../gpu/pipelines.ts";
 import type { Binding } from "../gpu/stream.ts";
@@ -363,46 +363,9 @@ interface Placement {
 }
 
 /**
- * Bands of `rows` rows of `width` elements (of `elementBytes`) for kernels that pair rows (the
- * FHT's complex lines, the coefficient gradient's trips): as many rows a band as one binding holds
- * beside its window's alignment slack, an even number, so that each row is paired as in one band
- * and comes out bit for bit the same. Each tensor's window of a band is its own
- * (`rowWindow(gpu, band.first, band.rows, …)`).
- * @throws Error naming `what` when one row is over the binding limit.
- */
-export function pairBands(
-  gpu: Gpu,
-  rows: number,
-  width: number,
-  what: string,
-  elementBytes = 4,
-): Pick<RowBand, "first" | "rows">[] {
-  const limit = bindingLimit(gpu), rowBytes = width * elementBytes;
-  const fit = Math.floor((limit - gpu.limits.minStorageBufferOffsetAlignment) / rowBytes);
-  if (fit < 1) {
-    throw new Error(
-      `${what}: one row of ${rowBytes} bytes is over this device's largest storage binding (${limit} bytes)`,
-    );
-  }
-  const per = fit > 1 ? fit - (fit % 2) : 1;
-  const bands = [];
-  for (let first = 0; first < rows; first += per) bands.push({ first, rows: Math.min(per, rows - first) });
-  return bands;
-}
-
-/**
- * `buffer`'s binding for `band` ({@link bandBinding}), the window cut at the buffer's end: rows
- * `ld` apart end with a row of n ≤ ld, so the last band's window may reach past it.
- */
-export function clampedBinding(gpu: Gpu, buffer: GPUBuffer, band: RowBand): Binding {
-  const b = bandBinding(gpu, buffer, band);
-  return b instanceof GPUBuffer ? b : { ...b, size: Math.min(b.size, buffer.size - b.offset) };
-}
-
-/**
  * Encode `dst = scale · FHT(src)` along the last axis of `rows × n` values into `gpu.stream`.
  * `src` may be `dst` (in place). Four-step plans use pooled scratch, released after encoding.
- * Rows over one storage binding are transformed in bands ({@link pairBands}), each binding a
+ * Rows over one storage binding are transformed in bands ({@link pairedRowBands}), each binding a
  * window of src and dst, with the same results.
  * @throws Error for a bad length or row count, buffers smaller than `rows·n` elements, one row
  *   over the binding limit, or f16 requested on a device without `shader-f16`.
@@ -455,7 +418,7 @@ export function encodeFht(
     encodeRows(gpu, plan, s, d, rows, f16, opts.scale ?? 1, { ld, inOff: offset, outOff });
     return;
   }
-  for (const band of pairBands(gpu, rows, Math.max(ld, n), `FHT of ${rows} × ${n}`, unit)) {
+  for (const band of pairedRowBands(gpu, rows, Math.max(ld, n), `FHT of ${rows} × ${n}`, unit)) {
     const from = rowWindow(gpu, band.first, band.rows, ld, { offset, elementBytes: unit });
     const to = rowWindow(gpu, band.first, band.rows, n, { offset: outOff, elementBytes: unit });
     const s = clampedBinding(gpu, src, from), d = clampedBinding(gpu, dst, to);

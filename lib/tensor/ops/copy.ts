@@ -4,7 +4,8 @@
  * @module
  */
 import { copyKernel, type CopyType } from "../../../kernels/layout.ts";
-import { bindingLimit } from "../../gpu/bands.ts";
+import { bandBinding, bindingLimit, type RowBand, rowWindow } from "../../gpu/bands.ts";
+import type { Gpu } from "../../gpu/device.ts";
 import { collapse } from "../shape.ts";
 import { type DType, isQuantized, type Tensor } from "../tensor.ts";
 import { dequantizeInto } from "./quant.ts";
@@ -16,10 +17,14 @@ function copyType(dtype: DType, converting: boolean): CopyType {
   return converting ? "f32" : "u32";
 }
 
+/** Bytes of one element of a copy kernel's `array<type>`. */
+const UNIT_BYTES: Record<CopyType, number> = { "f16": 2, "f32": 4, "u32": 4, "vec4<u32>": 16 };
+
 /**
  * For every index `c` of `shape`: `dst[dstOffset + c·dstStrides] = src[srcOffset + c·srcStrides]`
  * (element offsets), converting between f32 and f16 when the dtypes differ; with `accumulate`
- * (f32 tensors), `+=`.
+ * (f32 tensors), `+=`. A buffer over one storage binding is bound in windows, a band of the
+ * collapsed leading dimension at a time; throws when one index of it alone reaches over one.
  */
 export function stridedCopy(
   src: Tensor,
@@ -66,10 +71,80 @@ export function stridedCopy(
     offsets[1] /= 4;
     from = to = "vec4<u32>";
   }
-  const n = plan.shape.reduce((a, b) => a * b, 1);
   const kernel = copyKernel(plan.shape.length, from, to, accumulate);
-  const params = u32s(n, offsets[0], offsets[1], ...plan.shape, ...plan.strides[0], ...plan.strides[1]);
-  launch(src.gpu, kernel, [src.buffer, dst.buffer], n, params);
+  const [rows, ...rest] = plan.shape, inner = rest.reduce((a, b) => a * b, 1);
+  const sides = [src.buffer, dst.buffer].map((buffer, k): CopySide => ({
+    buffer,
+    offset: offsets[k],
+    step: plan.strides[k][0],
+    span: rest.reduce((a, d, i) => a + (d - 1) * plan.strides[k][i + 1], 1),
+    unit: UNIT_BYTES[[from, to][k]],
+  }));
+  for (const band of copyBands(src.gpu, rows, sides)) {
+    const n = band.rows * inner;
+    const params = u32s(
+      n,
+      band.windows[0].base,
+      band.windows[1].base,
+      band.rows,
+      ...rest,
+      ...plan.strides.flat(),
+    );
+    const buffers = band.windows.map((w, k) => bandBinding(src.gpu, sides[k].buffer, w));
+    launch(src.gpu, kernel, buffers, n, params);
+  }
+}
+
+/**
+ * One side of a strided copy: its buffer and first element, the elements between leading
+ * indices (`step`) and the elements one leading index reaches (`span`), the bytes of one.
+ */
+interface CopySide {
+  buffer: GPUBuffer;
+  offset: number;
+  step: number;
+  span: number;
+  unit: number;
+}
+
+/**
+ * Bands of a strided copy's `rows` leading indices, each with the window of every side that its
+ * indices reach: one band (whole buffers) when every buffer fits one binding, else as many rows a
+ * band as keep every side's reach within one binding beside the alignment slack.
+ */
+function copyBands(
+  gpu: Gpu,
+  rows: number,
+  sides: readonly CopySide[],
+): { rows: number; windows: RowBand[] }[] {
+  const limit = bindingLimit(gpu);
+  if (sides.every((s) => s.buffer.size <= limit)) {
+    return [{
+      rows,
+      windows: sides.map((s) => ({ first: 0, rows, start: 0, size: s.buffer.size, base: s.offset })),
+    }];
+  }
+  const room = limit - gpu.limits.minStorageBufferOffsetAlignment;
+  // a side's reach over `count` indices is (count - 1)·step + span elements
+  const fits = sides.map((s) => s.step === 0 ? Infinity : Math.floor((room / s.unit - s.span) / s.step) + 1);
+  if (sides.some((s) => s.span * s.unit > room)) {
+    throw new Error(
+      `a strided copy: one index of its leading dimension reaches over the largest storage binding (${limit} bytes)`,
+    );
+  }
+  const per = Math.min(rows, ...fits);
+  const bands = [];
+  for (let first = 0; first < rows; first += per) {
+    const count = Math.min(per, rows - first);
+    const windows = sides.map((s) =>
+      rowWindow(gpu, 0, 1, (count - 1) * s.step + s.span, {
+        offset: s.offset + first * s.step,
+        elementBytes: s.unit,
+      })
+    );
+    bands.push({ rows: count, windows });
+  }
+  return bands;
 }
 
 /** The innermost dimension is contiguous on both sides and everything else moves by 4 elements. */

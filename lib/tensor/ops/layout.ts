@@ -10,7 +10,7 @@ import { copyKernel, padKernel } from "../../../kernels/layout.ts";
 import { bandBinding, bindingLimit, type RowBand, rowBands } from "../../gpu/bands.ts";
 import { stridedCopy } from "./copy.ts";
 import { dequantizeInto } from "./quant.ts";
-import { launch, launchUnits, u32s } from "./util.ts";
+import { launch, u32s } from "./util.ts";
 
 /** The same data with another shape (one dimension may be -1); shares storage. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -200,15 +200,6 @@ export function cast(x: Tensor, dtype: DType): Tensor {
     return out;
   }
   const out = Tensor.empty(x.gpu, x.shape, dtype);
-  // f32 ↔ f16; over one storage binding (the f16 copy of a large vocabulary's table), in bands
-  const [from, to] = [x.dtype, dtype] as ("f32" | "f16")[];
-  const bytes = (t: "f32" | "f16") => (t === "f16" ? 2 : 4);
-  launchUnits(
-    x.gpu,
-    copyKernel(1, from, to),
-    [[x.buffer, bytes(from)], [out.buffer, bytes(to)]],
-    x.size,
-    (_, n) => u32s(n, 0, 0, n, 1, 1),
-  );
+  stridedCopy(x, out, x.shape, contiguousStrides(x.shape), contiguousStrides(x.shape));
   return out;
 }

@@ -15,7 +15,6 @@ import {
   contiguousStrides,
   fmt,
   normAxis,
-  numel,
   sameShape,
 } from "../shape.ts";
 import { Tensor } from "../tensor.ts";
@@ -220,13 +219,8 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (!sameShape(target, shape)) {
     throw new Error(`broadcastTo: ${x.describe()} does not broadcast to ${fmt(shape)}`);
   }
-  let out: Tensor;
-  // over one storage binding (f32), in bands; else one strided copy, of any dtype
-  if (x.dtype === "f32" && 4 * numel(shape) > bindingLimit(x.gpu)) out = broadcastScaled(x, shape, 1);
-  else {
-    out = Tensor.empty(x.gpu, shape, x.dtype);
-    stridedCopy(x, out, shape, broadcastStrides(x.shape, shape), contiguousStrides(shape));
-  }
+  const out = Tensor.empty(x.gpu, shape, x.dtype);
+  stridedCopy(x, out, shape, broadcastStrides(x.shape, shape), contiguousStrides(shape));
   const xs = x.shape;
   return record("broadcastTo", out, [x], [], (g) => [sumTo(g, xs)]);
 }
