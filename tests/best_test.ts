@@ -163,6 +163,18 @@ Deno.test("best: a NaN metric is never better, counts towards patience, and stay
     assertEquals(saves.filter((s) => s.startsWith("best")), ["best@2"]);
     assert(Number.isNaN(result.evals[0].accuracy!), "the NaN evaluation is reported");
   });
+  // NaN from the start: as transformers' EarlyStoppingCallback, the first sets the reference and each
+  // later one counts, so patience 2 ends the run at the third; a resumed run counts on where it stopped
+  await withTempDir("hartley_best_nan_first_", async (out) => {
+    const { result } = await scripted(out, () => NaN, { patience: 2 });
+    assertEquals([result.status, result.steps, result.best], ["early", 3, undefined]);
+    await scripted(out, () => NaN, { patience: 2, stopAt: 2 });
+    const resumed = await scripted(out, () => NaN, { patience: 2, resume: true });
+    assertEquals([resumed.result.status, resumed.result.steps], ["early", 3]);
+    // a best after NaN ones starts its own count
+    const late = await scripted(out, (s) => (s < 3 ? NaN : s === 3 ? 0.5 : 0.4), { patience: 2 });
+    assertEquals([late.result.status, late.result.steps, late.result.best?.step], ["early", 5, 3]);
+  });
   // a metric the evaluation does not report at all is still an error
   await withTempDir("hartley_best_absent_", async (out) => {
     const absent = await scripted(out, (s) => s, { metric: "pearson" }).catch((e) => e);

@@ -50,6 +50,8 @@ export interface TrainerState {
   args?: string[];
   /** The best evaluation so far, when the run tracks one. */
   best?: BestState;
+  /** Evaluations so far, all NaN, when the run tracks a best and has none yet (they count towards patience). */
+  unranked?: number;
   /** The run stopped early (`best.patience`): it is over, resuming it trains no further. */
   stoppedEarly?: true;
   /**

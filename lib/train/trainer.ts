@@ -142,7 +142,8 @@ export interface BestOptions {
   /**
    * Stop after this many evaluations in a row that are not better (early stopping; default never).
    * An evaluation whose metric is NaN (a correlation of constant values) is never better, as
-   * transformers' np.greater / np.less compare; before the first best it counts for nothing.
+   * transformers' np.greater / np.less compare; before the first best, NaN evaluations count from
+   * the second on, as transformers' EarlyStoppingCallback counts them.
    */
   patience?: number;
 }
@@ -239,6 +240,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   };
   let step = 0, elapsedBefore = 0, tokensBefore = 0;
   let best: BestState | undefined;
+  /** Evaluations before the first best (all NaN). */
+  let unranked = 0;
   if (opts.resumeFrom) {
     const { state, optimizer } = opts.resumeFrom;
     if (optimizer.names.join("\n") !== names.join("\n")) {
@@ -250,6 +253,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     opt.importState(optimizer);
     step = state.step;
     best = state.best;
+    unranked = state.unranked ?? 0;
     elapsedBefore = state.elapsed;
     tokensBefore = state.tokens;
   }
@@ -326,6 +330,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (opts.best) await track(r);
   };
 
+  /** Whether `since` evaluations that are not better end the run (never at its last step). */
+  const stopsEarly = (since: number) => {
+    const patience = opts.best!.patience;
+    return patience !== undefined && since >= patience && result.status === "done" && step < totalSteps;
+  };
+
   /** Compare an evaluation with the best so far: keep it if better, else count towards patience. */
   const track = async (r: EvalResult) => {
     const metric = opts.best!.metric ?? defaultMetric(r);
@@ -347,13 +357,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       await opts.log?.write({ type: "best", step, metric, value });
     } else if (first) {
       opts.progress?.log(`eval @ ${step}: ${metric} is NaN, no best evaluation yet`);
-    } else {
-      best = { ...best!, since: best!.since + 1 };
-      const patience = opts.best!.patience;
-      if (patience !== undefined && best.since >= patience && result.status === "done" && step < totalSteps) {
+      // the first sets transformers' reference (None, then -inf); each later one is not better
+      unranked++;
+      if (stopsEarly(unranked - 1)) {
         result.status = "early";
         opts.progress?.log(
-          `stopping early at step ${step}: no better ${metric} in ${patience} evaluations (best ${
+          `stopping early at step ${step}: ${metric} was NaN in ${unranked} evaluations, with no best one`,
+        );
+      }
+    } else {
+      best = { ...best!, since: best!.since + 1 };
+      if (stopsEarly(best.since)) {
+        result.status = "early";
+        opts.progress?.log(
+          `stopping early at step ${step}: no better ${metric} in ${opts.best!.patience} evaluations (best ${
             best.value.toFixed(4)
           } at step ${best.step})`,
         );
@@ -381,6 +398,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       fingerprint: opts.fingerprint ?? {},
       args: opts.args ?? opts.resumeFrom?.state.args,
       ...(best ? { best } : {}),
+      ...(!best && unranked > 0 ? { unranked } : {}),
       ...(result.status === "early" ? { stoppedEarly: true } : {}),
       ...(interval ? { interval } : {}),
       elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
