@@ -23,7 +23,10 @@ const FLAGS = {
   adapter: { type: "string", arg: "DIR", help: "the adapter directory (required)" },
   out: { type: "string", arg: "DIR", help: "the merged model directory to write (required)" },
   task: { type: "string", choices: TASKS, help: "task [default: the adapter's task_type]" },
-  overwrite: { type: "boolean", help: "replace an existing --out" },
+  overwrite: {
+    type: "boolean",
+    help: "replace the model files in an existing --out (what else it holds is kept)",
+  },
   dtype: {
     ...DTYPE_FLAG,
     choices: ["auto", ...WEIGHT_DTYPES],
