@@ -202,3 +202,31 @@ Deno.test("loadChatTemplate: named templates without a default refuse to render,
     assert(e.message.includes(`no "default" template (its names: tool_use, rag)`), e.message);
   });
 });
+
+Deno.test("generate: stops at generation_config.json's end ids by default, as the CLI does", async () => {
+  await withDir(async (dir) => {
+    for (const f of Deno.readDirSync(fixtureModel("gpt2"))) {
+      if (f.isFile) await Deno.copyFile(join(fixtureModel("gpt2"), f.name), join(dir, f.name));
+    }
+    const gpu = await getGpu();
+    const model = await loadModel(gpu, dir);
+    try {
+      const tokenizer = await loadModelTokenizer(model.config);
+      const prompt = tokenizer.encode("The jury said that the city");
+      const free = await generate(model, tokenizer, prompt, { maxNewTokens: 6, stopAtEos: false });
+      const end = free.ids[prompt.length + 2]; // the third new token ends a turn (first occurrence)
+      const upTo = free.ids.indexOf(end, prompt.length) + 1;
+      assert(!model.config.eosTokenIds.includes(end), "config.json does not name it");
+      await Deno.writeTextFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [end] }));
+      const g = await generate(model, tokenizer, prompt, { maxNewTokens: 6 });
+      assertEquals([g.stop, g.ids], ["eos", free.ids.slice(0, upTo)]);
+      const [row] = await generateBatch(model, tokenizer, [prompt], { maxNewTokens: 6 });
+      assertEquals([row.stop, row.ids], ["eos", free.ids.slice(0, upTo)]);
+      // given ids replace the defaults
+      const given = await generate(model, tokenizer, prompt, { maxNewTokens: 6, eosTokenIds: [] });
+      assertEquals([given.stop, given.ids], ["length", free.ids]);
+    } finally {
+      model.dispose();
+    }
+  });
+});

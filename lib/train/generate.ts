@@ -9,7 +9,8 @@
  * ```
  * @module
  */
-import { maxTokens } from "../io/hf_config.ts";
+import { dirname } from "node:path";
+import { loadGenerationConfig, maxTokens } from "../io/hf_config.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { CacheRotationError, type KvCache, type KvCacheDtype } from "../models/kv_cache.ts";
 import type { Batch, Model } from "../models/model.ts";
@@ -52,7 +53,10 @@ export interface GenerateOptions {
    * (the ids keep the token that completed it), e.g. `["\n\n"]` for one paragraph.
    */
   stopTexts?: readonly string[];
-  /** The tokens that end the text (default: config.json's eos_token_id). */
+  /**
+   * The tokens that end the text (default: config.json's eos_token_id and those of the
+   * generation_config.json beside it, where chat models list their end-of-turn ids).
+   */
   eosTokenIds?: readonly number[];
   /**
    * A cache to continue (from {@link Model.newCache}), kept for the next call: it must hold the
@@ -114,7 +118,7 @@ export async function generate(
   prompt: string | readonly number[],
   opts: GenerateOptions = {},
 ): Promise<Generation> {
-  const d = decodingOf(model, opts, "generate");
+  const d = await decodingOf(model, opts, "generate");
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
   const positions = maxTokens(model.config);
@@ -170,7 +174,7 @@ export async function generateBatch(
   prompts: readonly (string | readonly number[])[],
   opts: GenerateBatchOptions = {},
 ): Promise<Generation[]> {
-  const d = decodingOf(model, opts, "generateBatch");
+  const d = await decodingOf(model, opts, "generateBatch");
   if (prompts.length === 0) return [];
   const rows = prompts.map((p) => (typeof p === "string" ? tokenizer.encode(p) : [...p]));
   const positions = maxTokens(model.config);
@@ -215,8 +219,14 @@ interface Decoding {
   seed: number;
 }
 
+/** config.json's end ids and generation_config.json's (Llama 3 ends a turn with <|eot_id|> there alone). */
+async function defaultEos(model: Model): Promise<number[]> {
+  const generation = await loadGenerationConfig(dirname(model.config.path));
+  return [...model.config.eosTokenIds, ...generation.eosTokenIds];
+}
+
 /** The settings of `opts` for `model`, checked; errors name `fn`. */
-function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decoding {
+async function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Promise<Decoding> {
   if (model.task !== "causal-lm") {
     throw new Error(`${fn}: the model has a ${model.task} head, not a causal language model head`);
   }
@@ -234,7 +244,7 @@ function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Decod
   if (!(repetitionPenalty > 0)) {
     throw new RangeError(`${fn}: repetitionPenalty must be > 0, got ${repetitionPenalty}`);
   }
-  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? model.config.eosTokenIds);
+  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? await defaultEos(model));
   const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
   return {
     maxNew,
