@@ -6,7 +6,7 @@
 import { record } from "../autograd.ts";
 import { contiguousStrides, fmt, normAxis, numel } from "../shape.ts";
 import { type DType, isQuantized, Tensor } from "../tensor.ts";
-import { copyKernel, padKernel } from "../../../kernels/layout.ts";
+import { padKernel } from "../../../kernels/layout.ts";
 import { bandBinding, bindingLimit, type RowBand, rowBands } from "../../gpu/bands.ts";
 import { stridedCopy } from "./copy.ts";
 import { dequantizeInto } from "./quant.ts";
@@ -64,33 +64,9 @@ export function slice(x: Tensor, axis: number, start: number, end?: number): Ten
   const shape = x.shape.map((d, i) => (i === ax ? hi - lo : d));
   const out = Tensor.empty(x.gpu, shape, x.dtype);
   const strides = contiguousStrides(x.shape);
-  // [outer, n, inner] around the axis; over one storage binding, whole outer blocks a band
+  // [outer, n, inner] around the axis
   const inner = strides[ax], outer = x.size / (n * inner), width = hi - lo;
-  const banded = ax > 0 && (x.dtype === "f32" || x.dtype === "i32") && x.buffer.size > bindingLimit(x.gpu);
-  if (!banded) stridedCopy(x, out, shape, strides, contiguousStrides(shape), lo * strides[ax]);
-  else {
-    for (const [band, o] of blockBands(x, out, outer, n * inner, width * inner)) {
-      const count = band.rows * width * inner;
-      const params = u32s(
-        count,
-        band.base + lo * inner,
-        o.base,
-        band.rows,
-        width * inner,
-        n * inner,
-        1,
-        width * inner,
-        1,
-      );
-      launch(
-        x.gpu,
-        copyKernel(2, "u32", "u32"),
-        [bandBinding(x.gpu, x.buffer, band), o.binding],
-        count,
-        params,
-      );
-    }
-  }
+  stridedCopy(x, out, shape, strides, contiguousStrides(shape), lo * strides[ax]);
   const xs = x.shape;
   return record("slice", out, [x], [], (g) => {
     // zeros around g in one pass, in whole outer blocks a band over one storage binding (a
