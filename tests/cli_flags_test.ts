@@ -54,6 +54,13 @@ Deno.test("cli: misspelt flags suggest the nearest one; options before the comma
   assertUsage(far, "unknown option '--max-new-tokens'");
   assert(!far.err.includes("did you mean"), far.err);
   assertUsage(await runCli(["train", "--steps", "-1"]), "--steps -1 is below the minimum 1");
+  // seeds are 32-bit (data order, dropout, GPU sampling): a larger one is a usage mistake, not a crash
+  for (const command of ["train", "pretrain", "predict"]) {
+    assertUsage(
+      await runCli([command, "--seed", "4294967296"]),
+      "--seed 4294967296 is above the maximum 4294967295",
+    );
+  }
   const before = await runCli(["--model", "x", "train"]);
   assertUsage(before, "options come after the command: deno run -A cli.ts train [options]");
 });

@@ -48,6 +48,9 @@ export type FlagValues<T extends FlagTable> = {
     : ValueOf<T[K]> | undefined;
 };
 
+/** The largest `--seed`: data order, dropout and sampling draw from 32-bit seeds (numpy's limit too). */
+export const SEED_MAX = 2 ** 32 - 1;
+
 /** `--dtype`, shared by the commands that load a model: how its frozen weights are stored. */
 export const DTYPE_FLAG = {
   type: "string",
@@ -149,7 +152,7 @@ export const GENERATION_FLAGS = {
     help: "divide the positive logits of tokens already in the text by this, multiply the negative ones " +
       "[default: generation_config.json's, else 1: none]",
   },
-  seed: { type: "integer", default: 0, min: 0, help: "seed of the sampling" },
+  seed: { type: "integer", default: 0, min: 0, max: SEED_MAX, help: "seed of the sampling" },
   "kv-cache": {
     type: "string",
     choices: ["auto", "f32", "f16"],

@@ -19,6 +19,7 @@ import {
   type CommandSpec,
   type FlagValues,
   refuseGiven,
+  SEED_MAX,
   withArgs,
 } from "./args.ts";
 import { trainCommand } from "./train.ts";
@@ -73,7 +74,13 @@ const FLAGS = {
   "eval-every": { type: "integer", default: 0, min: 0, help: "steps between evaluations (0: at the end)" },
   "log-every": { type: "integer", default: 20, min: 1, help: "steps between log lines" },
   "save-every": { type: "integer", default: 200, min: 0, help: "steps between checkpoints" },
-  seed: { type: "integer", default: 0, min: 0, help: "seed of the initialisation and data order" },
+  seed: {
+    type: "integer",
+    default: 0,
+    min: 0,
+    max: SEED_MAX,
+    help: "seed of the initialisation and data order",
+  },
   attention: ATTENTION_FLAG,
   "gradient-checkpointing": CHECKPOINTING_FLAG,
   out: {

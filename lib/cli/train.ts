@@ -54,6 +54,7 @@ import {
   listOf,
   LOSS_ON_FLAG,
   refuseUnused,
+  SEED_MAX,
   TEMPLATE_KWARGS_FLAG,
   templateKwargs,
   withArgs,
@@ -228,7 +229,13 @@ const FLAGS = {
     min: 0,
     help: "steps between checkpoints (0: at the end only)",
   },
-  seed: { type: "integer", default: 0, min: 0, help: "seed of data order, dropout, positions and init" },
+  seed: {
+    type: "integer",
+    default: 0,
+    min: 0,
+    max: SEED_MAX,
+    help: "seed of data order, dropout, positions and init",
+  },
   out: {
     type: "string",
     default: "runs/train",
