@@ -116,6 +116,25 @@ Deno.test("--gradient-checkpointing trains to the same losses and adapter", asyn
   });
 });
 
+Deno.test("evaluations and checkpoints off the --log-every cadence leave the loss window whole, as transformers' Trainer", async () => {
+  await withTempDir("hartley_logwin_", async (dir) => {
+    const data = await writeToyData(dir, 40);
+    const run = async (out: string, logEvery: string) => {
+      const opts = ["--steps", "8", "--eval-every", "3", "--save-every", "3", "--seed", "3"];
+      const r = await runCli(tinyRun(data, `${dir}/${out}`, [...opts, "--log-every", logEvery]));
+      assertEquals(r.code, 0, r.err);
+      const log = await readRunLog(`${dir}/${out}/log.jsonl`);
+      return log.filter((x) => x.type === "train").map((x) => [x.step, x.loss as number] as const);
+    };
+    const steps = (await run("each", "1")).map(([, loss]) => loss);
+    assertEquals(steps.length, 8);
+    const windows = await run("four", "4");
+    assertEquals(windows.map(([step]) => step), [4, 8], "logged steps");
+    const means = [0, 4].map((from) => steps.slice(from, from + 4).reduce((a, b) => a + b) / 4);
+    assertClose(windows.map(([, loss]) => loss), means, 1e-6, "each record's loss: the mean of its 4 steps");
+  });
+});
+
 Deno.test("--method head trains only the classifier and writes a model directory that eval loads", async () => {
   await withTempDir("hartley_head_", async (dir) => {
     const data = await writeToyData(dir, 24);

@@ -55,8 +55,9 @@ export interface TrainerState {
   /** The run stopped early (`best.patience`): it is over, resuming it trains no further. */
   stoppedEarly?: true;
   /**
-   * The training-loss interval a stop between logging steps left open: the summed loss and its
-   * steps, which the resumed run's next log record includes, as the uninterrupted run's does.
+   * The training-loss interval open at the checkpoint (saved between logging steps): the summed
+   * loss and its steps, which the resumed run's next log record includes, as the uninterrupted
+   * run's does.
    */
   interval?: { loss: number; steps: number };
 }

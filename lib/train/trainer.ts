@@ -6,8 +6,10 @@
  * Each step is encoded into the stream and submitted without waiting. The loss is summed on
  * the GPU and read back through `readLater` once every `logEvery` steps (the read of one
  * interval is awaited when the next is queued, which also bounds how far the CPU runs ahead).
- * A non-finite loss stops the run with {@link TrainingDivergedError} before any checkpoint
- * is written over the last good one.
+ * As transformers' Trainer, a log record is the mean of the whole interval: evaluations and
+ * checkpoints read the open sum (a checkpoint stores it) but leave the interval open. A
+ * non-finite loss stops the run with {@link TrainingDivergedError} before any checkpoint is
+ * written over the last good one.
  *
  * Exactness of a resumed run: the batches of global step s are a pure function of (seed, s), the
  * dropout masks of (seed, s) (and the batch's place in the step, with `accumulate`), the
@@ -271,8 +273,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const open = opts.resumeFrom?.state.interval;
   let acc = keep(open ? T.from(gpu, Float32Array.of(open.loss), []) : T.zeros(gpu, []));
   let accSteps = open?.steps ?? 0;
-  let interval: TrainerState["interval"];
   let pending = null as Promise<void> | null;
+
+  const diverged = (loss: number, endStep: number) =>
+    new TrainingDivergedError(
+      `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
+        `Lower the learning rate (--lr${opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""}), ` +
+        `set --max-grad-norm, or check the data` +
+        (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
+    );
 
   /** Queue a readback of the interval's summed loss, then await the previous one. */
   const queueRead = async (endStep: number) => {
@@ -290,16 +299,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     pending = (async () => {
       const loss = (await lossRead)[0] / count;
       const gradNorm = normRead ? (await normRead)[0] : undefined;
-      if (!Number.isFinite(loss)) {
-        throw new TrainingDivergedError(
-          `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
-            `Lower the learning rate (--lr${
-              opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""
-            }), ` +
-            `set --max-grad-norm, or check the data` +
-            (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
-        );
-      }
+      if (!Number.isFinite(loss)) throw diverged(loss, endStep);
       result.losses.push({ step: endStep, loss });
       opts.progress?.update(endStep, { loss });
       const rec: Record<string, unknown> = { type: "train", step: endStep, loss };
@@ -312,12 +312,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (previous) await previous;
   };
 
-  /** Wait for every queued loss read (throws on a non-finite loss). */
-  const drain = async () => {
-    if (accSteps > 0) await queueRead(step);
+  /**
+   * Wait for every queued loss read, then read the open interval's sum without closing it (as
+   * transformers, evaluations and checkpoints leave the logging interval whole). Throws on a
+   * non-finite loss; gives the open interval, which a checkpoint stores.
+   */
+  const settle = async (): Promise<TrainerState["interval"]> => {
     const p = pending;
     pending = null;
     if (p) await p;
+    if (accSteps === 0) return undefined;
+    const loss = (await acc.toArray())[0];
+    if (!Number.isFinite(loss)) throw diverged(loss / accSteps, step);
+    return { loss, steps: accSteps };
   };
 
   const runEval = async () => {
@@ -381,7 +388,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const checkpoint = async () => {
     if (!opts.outDir || !opts.writeWeights) return;
-    await drain();
+    const interval = await settle();
     const exported = await opt.exportState();
     const bad = exported.m.findIndex((m, i) => !allFinite(m) || !allFinite(exported.v[i]));
     if (bad >= 0) {
@@ -413,7 +420,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (over) return result;
     opts.progress?.update(step, {});
     const ended = () => result.status !== "done"; // a function: the evaluations may end the run
-    // steps between the checkpoints written on the way (each logs the open loss interval)
+    // steps between the checkpoints written on the way
     const saveEvery = opts.outDir && opts.writeWeights ? opts.saveEvery ?? 0 : 0;
     while (step < totalSteps && !ended()) {
       const { first, count } = stepBatches(step, micro, data.stepsPerEpoch);
@@ -449,28 +456,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       // a turn of the event loop, so that a signal listener (Ctrl-C) runs before shouldStop is asked
       await nextTurn();
       const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
-      const saving = saveEvery > 0 && step % saveEvery === 0 && step < totalSteps;
       // evaluated even when stopping here, so that a resumed run has every evaluation
       if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps) {
-        await drain();
+        await settle();
         await runEval();
         if (ended()) break;
       }
       if (stop) {
         result.status = "stopped";
-        // between logging steps, the open interval goes into the checkpoint, not the log; at a
-        // --save-every step the checkpoint below logs it, as the uninterrupted run's does
-        if (accSteps > 0 && !saving) {
-          interval = { loss: (await acc.toArray())[0], steps: accSteps };
-          acc.dispose();
-          acc = keep(T.zeros(gpu, []));
-          accSteps = 0;
-        }
         break;
       }
-      if (saving) await checkpoint();
+      if (saveEvery > 0 && step % saveEvery === 0 && step < totalSteps) await checkpoint();
     }
-    await drain();
+    // a run that ended early logs its last, partial interval (a finished run's was logged at its
+    // last step); a stopped run's goes into the checkpoint, for the resumed run's next record
+    if (accSteps > 0 && result.status !== "stopped") await queueRead(step);
+    await settle();
     setTraining(false);
     // a run resumed after its last step (killed before its output was written) was evaluated already
     if (result.status === "done" && (opts.resumeFrom?.state.step ?? 0) < totalSteps) await runEval();
