@@ -7,7 +7,7 @@
  *     deno run -A bench/attention.ts [--reps=10] [--long]   # --long: 1024–2048 tokens at batch 1
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
 import * as T from "../lib/tensor/mod.ts";
 import { table, timeEncodeEach, uniformValues } from "./stats.ts";
@@ -44,7 +44,7 @@ const LONG_CASES: Case[] = [
   { what: "decoder 1024, D = 64", b: 1, h: 4, hkv: 2, t: 1024, d: 64, causal: true, dropout: 0 },
 ];
 
-const { values } = parseArgs({ options: { reps: { type: "string" }, long: { type: "boolean" } } });
+const { values } = benchArgs(import.meta.url, { reps: { type: "string" }, long: { type: "boolean" } });
 const reps = Number(values.reps ?? 10);
 const gpu = await getGpu();
 console.log(`attention fwd+bwd, fused vs materialised, on ${gpu.description}; ${new Date().toISOString()}`);

@@ -7,20 +7,18 @@
  *     deno run -A bench/bind_groups.ts [--model DIR] [--tokens 96]
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { generate } from "../lib/train/generate.ts";
 import { table } from "./stats.ts";
 
-const { values: v } = parseArgs({
-  options: {
-    model: {
-      type: "string",
-      default: new URL("../tests/fixtures/models/gpt2-brown", import.meta.url).pathname,
-    },
-    tokens: { type: "string", default: "96" },
+const { values: v } = benchArgs(import.meta.url, {
+  model: {
+    type: "string",
+    default: new URL("../tests/fixtures/models/gpt2-brown", import.meta.url).pathname,
   },
+  tokens: { type: "string", default: "96" },
 });
 const gpu = await getGpu();
 const model = await loadModel(gpu, v.model!, { task: "causal-lm" });

@@ -12,7 +12,7 @@
  * the float64 CPU reference loss of those windows (slow: about a second per window).
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { brownHeldOut, PYTORCH_BROWN_LOSS, spreadRows } from "../lib/models/brown.ts";
 import { evaluateCausalLm } from "../lib/models/evaluate.ts";
@@ -23,13 +23,11 @@ import { collate } from "../lib/train/data.ts";
 import { openCheckpoint } from "../lib/io/safetensors.ts";
 import { modelShapes } from "../lib/models/shapes.ts";
 
-const { values } = parseArgs({
-  options: {
-    windows: { type: "string" },
-    batch: { type: "string", default: "16" },
-    dtype: { type: "string", default: "f32" },
-    reference: { type: "boolean" },
-  },
+const { values } = benchArgs(import.meta.url, {
+  windows: { type: "string" },
+  batch: { type: "string", default: "16" },
+  dtype: { type: "string", default: "f32" },
+  reference: { type: "boolean" },
 });
 const dir = new URL("../tests/fixtures/models/gpt2-brown", import.meta.url).pathname;
 const dtype = values.dtype === "f16" ? "f16" : "f32";

@@ -9,7 +9,7 @@
  *     deno run -A bench/decode.ts --model llama7b-layer --dtypes f16,q8,q4 --tokens 64 --reps 3
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { MATMUL_HEURISTICS } from "../lib/linalg/matmul.ts";
 import type { KvCacheDtype } from "../lib/models/kv_cache.ts";
@@ -20,14 +20,12 @@ import { argmax, noGrad, reshape, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { BENCH_MODELS, loadBenchModel } from "./models.ts";
 import { median, table } from "./stats.ts";
 
-const { values: v } = parseArgs({
-  options: {
-    model: { type: "string", default: "llama-small" },
-    dtypes: { type: "string", default: "f32,f16,q8,q4" },
-    "prompt-tokens": { type: "string", default: "32" },
-    tokens: { type: "string", default: "32" },
-    reps: { type: "string", default: "2" },
-  },
+const { values: v } = benchArgs(import.meta.url, {
+  model: { type: "string", default: "llama-small" },
+  dtypes: { type: "string", default: "f32,f16,q8,q4" },
+  "prompt-tokens": { type: "string", default: "32" },
+  tokens: { type: "string", default: "32" },
+  reps: { type: "string", default: "2" },
 });
 const PER_READ = 16;
 const bench = BENCH_MODELS[v.model!];

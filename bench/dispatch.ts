@@ -10,12 +10,12 @@
  *     deno run -A bench/dispatch.ts [--count=400]
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { add, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { table, timeEncode } from "./stats.ts";
 
-const { values } = parseArgs({ options: { count: { type: "string" } } });
+const { values } = benchArgs(import.meta.url, { count: { type: "string" } });
 const count = Number(values.count ?? 400);
 const gpu = await getGpu();
 console.log(`dispatch cost on ${gpu.description}; ${count} adds per timing; ${new Date().toISOString()}`);

@@ -15,7 +15,7 @@
  * `--no-gemv` runs the few-row products on the `m8` tile instead of the GEMV kernel.
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { MATMUL_HEURISTICS } from "../lib/linalg/matmul.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
@@ -27,17 +27,15 @@ import { sampleTokens } from "../lib/tensor/ops/sample.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { median, table } from "./stats.ts";
 
-const { values: v } = parseArgs({
-  options: {
-    model: {
-      type: "string",
-      default: new URL("../tests/fixtures/models/gpt2-brown", import.meta.url).pathname,
-    },
-    "prompt-tokens": { type: "string", default: "64" },
-    "new-tokens": { type: "string", default: "64" },
-    reps: { type: "string", default: "3" },
-    "no-gemv": { type: "boolean", default: false },
+const { values: v } = benchArgs(import.meta.url, {
+  model: {
+    type: "string",
+    default: new URL("../tests/fixtures/models/gpt2-brown", import.meta.url).pathname,
   },
+  "prompt-tokens": { type: "string", default: "64" },
+  "new-tokens": { type: "string", default: "64" },
+  reps: { type: "string", default: "3" },
+  "no-gemv": { type: "boolean", default: false },
 });
 if (v["no-gemv"]) MATMUL_HEURISTICS.gemvRows = 0;
 const promptTokens = Number(v["prompt-tokens"]), newTokens = Number(v["new-tokens"]), reps = Number(v.reps);

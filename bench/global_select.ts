@@ -7,16 +7,14 @@
  *     deno run -A bench/global_select.ts [--layers 128] [--n 1000] [--ratio 0.7]
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { type Candidates, globalTopCounts } from "../lib/peft/ssh.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 
-const { values } = parseArgs({
-  options: {
-    layers: { type: "string", default: "128" },
-    n: { type: "string", default: "1000" },
-    ratio: { type: "string", default: "0.7" },
-  },
+const { values } = benchArgs(import.meta.url, {
+  layers: { type: "string", default: "128" },
+  n: { type: "string", default: "1000" },
+  ratio: { type: "string", default: "0.7" },
 });
 const layers = Number(values.layers), k = Math.round(Number(values.ratio) * Number(values.n) * layers);
 

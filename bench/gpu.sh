@@ -39,9 +39,10 @@ part() { # part NAME SECONDS COMMAND...: run with a limit, keep the log
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null
 part dispatch 30 $run bench/dispatch.ts
 # PyTorch's parts first: they are what the comparisons need, and a call short of budget still has them.
-# Its f32 products (no TF32) at the shapes of the bench's matmul table, and its training steps
+# Its f32 products (no TF32) at the shapes of the bench's matmul table, its training steps and one layer
 part torch_matmul 45 python3 bench/torch_matmul.py
 part torch_steps 120 python3 bench/torch_steps.py
+part torch_layer 45 python3 .device/layer_bench.py
 part rows 30 $run bench/rows.ts
 # tiles for the 768-wide products of a RoBERTa-base step (the `wide` preset's), and `big` at 4096³
 # and the LLaMA shapes. `/s1` forbids the K split that the planner adds below 264 workgroups: 128×96
@@ -98,7 +99,6 @@ part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods
 # gradient checkpointing: peak memory and step time against `steps`
 part checkpointing 45 $run bench/step.ts --models=roberta-base --methods=ssh --checkpointing
 part bench 120 $run bench/main.ts --full --no-steps
-part torch_layer 45 python3 .device/layer_bench.py
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
   --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4

@@ -7,7 +7,7 @@
  *     deno run -A bench/group_by_length.ts [--model models/default] [--steps 40] [--reps 2]
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { join } from "node:path";
 import { main } from "../cli.ts";
 import { loadBrownText } from "../lib/train/datasets.ts";
@@ -17,12 +17,10 @@ import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { BatchIterator, ClassificationDataset } from "../lib/train/data.ts";
 import { median, table } from "./stats.ts";
 
-const { values: v } = parseArgs({
-  options: {
-    model: { type: "string", default: "models/default" },
-    steps: { type: "string", default: "40" },
-    reps: { type: "string", default: "2" },
-  },
+const { values: v } = benchArgs(import.meta.url, {
+  model: { type: "string", default: "models/default" },
+  steps: { type: "string", default: "40" },
+  reps: { type: "string", default: "2" },
 });
 const dir = await Deno.makeTempDir({ prefix: "hartley-gbl-" });
 try {

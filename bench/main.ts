@@ -12,7 +12,7 @@
  *     deno task bench [--full | --small] [--reps=N] [--no-steps]
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { encodeFht } from "../lib/spectral/fht.ts";
 import { benchLayer, LAYER_SHAPES_GPU, LAYER_SHAPES_SMALL, type LayerTiming } from "./layer.ts";
@@ -21,13 +21,11 @@ import { BENCH_MODELS } from "./models.ts";
 import { table, timeEncode } from "./stats.ts";
 import { benchStep, formatSteps, type StepTiming } from "./step.ts";
 
-const { values } = parseArgs({
-  options: {
-    full: { type: "boolean" },
-    small: { type: "boolean" },
-    reps: { type: "string" },
-    "no-steps": { type: "boolean" },
-  },
+const { values } = benchArgs(import.meta.url, {
+  full: { type: "boolean" },
+  small: { type: "boolean" },
+  reps: { type: "string" },
+  "no-steps": { type: "boolean" },
 });
 const gpu = await getGpu();
 const software = gpu.software;

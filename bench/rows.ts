@@ -6,14 +6,14 @@
  *     deno run -A bench/rows.ts [--rows=4096]
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu, grid, upload } from "../lib/gpu/mod.ts";
 import { normForwardKernel } from "../kernels/norm.ts";
 import { softmaxKernel } from "../kernels/softmax.ts";
 import { f, u32s } from "../lib/tensor/ops/util.ts";
 import { table, timeEncodeEach, uniformValues } from "./stats.ts";
 
-const { values } = parseArgs({ options: { rows: { type: "string" } } });
+const { values } = benchArgs(import.meta.url, { rows: { type: "string" } });
 const rows = Number(values.rows ?? 4096);
 const gpu = await getGpu();
 console.log(`row kernels on ${gpu.description}; ${rows} rows; ${new Date().toISOString()}`);

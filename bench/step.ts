@@ -24,7 +24,7 @@
  *     deno task bench-step --models=roberta-base --count   # one step's commands by kernel, recorded, not run
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { getGpu, type Gpu, GpuTimer, type KernelTime } from "../lib/gpu/mod.ts";
 import type { Model } from "../lib/models/model.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";
@@ -337,22 +337,20 @@ export function formatProfile(kernels: KernelTime[], top = 30): string {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
-    options: {
-      models: { type: "string" },
-      methods: { type: "string" },
-      steps: { type: "string" },
-      dtype: { type: "string" },
-      profile: { type: "boolean" },
-      count: { type: "boolean" },
-      "wide-tile": { type: "string" },
-      fill: { type: "string" },
-      presets: { type: "string" },
-      "no-fuse": { type: "string" },
-      "coef-grad": { type: "string" },
-      attention: { type: "string" },
-      checkpointing: { type: "boolean" },
-    },
+  const { values } = benchArgs(import.meta.url, {
+    models: { type: "string" },
+    methods: { type: "string" },
+    steps: { type: "string" },
+    dtype: { type: "string" },
+    profile: { type: "boolean" },
+    count: { type: "boolean" },
+    "wide-tile": { type: "string" },
+    fill: { type: "string" },
+    presets: { type: "string" },
+    "no-fuse": { type: "string" },
+    "coef-grad": { type: "string" },
+    attention: { type: "string" },
+    checkpointing: { type: "boolean" },
   });
   const attention = values.attention;
   if (attention) {
