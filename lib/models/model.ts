@@ -86,7 +86,10 @@ export interface ForwardOptions {
 export interface Model {
   /** The device holding the model's tensors. */
   readonly gpu: Gpu;
-  /** The config's `model_type`: `gpt2`, `bert`, `roberta`, `distilbert`, `llama`, `mistral`, `qwen2` or `vit`. */
+  /**
+   * The config's `model_type`: `gpt2`, `bert`, `roberta`, `distilbert`, `llama`, `mistral`, `qwen2`,
+   * `qwen3`, `phi3` or `vit`.
+   */
   readonly family: string;
   /** The task head the model was built with. */
   readonly task: ModelTask;
@@ -112,7 +115,7 @@ export interface Model {
   gradientCheckpointing: boolean;
   /**
    * A key/value cache for {@link ForwardOptions.cache}, empty, its keys and values stored as
-   * `dtype` (default f32); the caller disposes it. Causal LMs (GPT-2, LLaMA) only.
+   * `dtype` (default f32); the caller disposes it. Causal LMs only (GPT-2 and the LLaMA-built families).
    */
   newCache?(dtype?: KvCacheDtype): KvCache;
   /** One forward pass (recorded on the tape when gradients are on). */

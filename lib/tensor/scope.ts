@@ -31,6 +31,8 @@ export function keep<T extends Scoped>(t: T): T {
  * Returned tensors move to the enclosing scope. On a throw, everything created is disposed.
  *
  * ```ts
+ * import type { Batch, Model } from "../models/model.ts";
+ * declare const model: Model, batch: Batch;
  * const loss = tidy(() => model.forward(batch).loss!); // intermediates freed
  * ```
  */

@@ -5,6 +5,10 @@
  * repeats, are not run through the model again.
  *
  * ```ts
+ * import type { Model } from "../models/model.ts";
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * import type { ChatTemplate } from "../io/chat_template.ts";
+ * declare const model: Model, tokenizer: Tokenizer, template: ChatTemplate;
  * const chat = new Chat(model, tokenizer, template, { system: "Answer briefly." });
  * await chat.say("What is the capital of France?", (t) => console.log(t));
  * chat.dispose();

@@ -5,6 +5,9 @@
  * from turn to turn.
  *
  * ```ts
+ * import type { Model } from "../models/model.ts";
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * declare const model: Model, tokenizer: Tokenizer;
  * const { text } = await generate(model, tokenizer, "Once upon a time", { maxNewTokens: 20 });
  * ```
  * @module

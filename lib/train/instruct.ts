@@ -5,6 +5,9 @@
  * (a conversation's assistant turns) alone, as TRL's completion-only loss, unless `lossOn: "all"`.
  *
  * ```ts
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * import type { ChatTemplate } from "../io/chat_template.ts";
+ * declare const tokenizer: Tokenizer, template: ChatTemplate;
  * const examples = await readInstructions("sft.jsonl");
  * const { dataset } = instructionDataset(examples, tokenizer, { seqLen: 512, template });
  * ```

@@ -57,6 +57,10 @@ const MAX_NORM_GROUPS = 256;
  * AdamW with decoupled weight decay and bias correction (PyTorch's `torch.optim.AdamW`).
  *
  * ```ts
+ * import type { Gpu } from "../gpu/mod.ts";
+ * import type { Tensor } from "../tensor/mod.ts";
+ * import { lrFactor } from "./schedule.ts";
+ * declare const gpu: Gpu, weights: Tensor[], biases: Tensor[], loss: Tensor, step: number;
  * const opt = new AdamW(gpu, [{ params: weights, weightDecay: 0.01 }, { params: biases, weightDecay: 0 }],
  *   { lr: 3e-4, maxGradNorm: 1 });
  * loss.backward();

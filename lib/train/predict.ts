@@ -3,6 +3,9 @@
  * without its adapter) or images (a ViT classifier). Text generation is in generate.ts.
  *
  * ```ts
+ * import type { Model } from "../models/model.ts";
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * declare const model: Model, tokenizer: Tokenizer;
  * const [p] = await classify(model, tokenizer, [{ text: "cheap pills now" }]);
  * console.log(p.id, p.probabilities);
  * ```

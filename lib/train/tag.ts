@@ -3,6 +3,9 @@
  * first token, as it was trained), with its probability, and the entities the tags name.
  *
  * ```ts
+ * import type { Model } from "../models/model.ts";
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * declare const model: Model, tokenizer: Tokenizer;
  * const [s] = await tagWords(model, tokenizer, [splitWords("EU rejects German call")]);
  * s.tags; // [3, 0, 7, 0]: ids of config.json's id2label
  * ```
