@@ -152,7 +152,23 @@ Deno.test("cli: a file where a folder is expected is named so; an output's missi
     "README.md",
     "--overwrite",
   ]);
-  assertUsage(merge, "--out README.md is a file: give a directory for the merged model");
+  assertUsage(merge, "--out README.md: it is a file, not a folder");
+  // an output folder under a file, or where no folder can be made: exit 2 before any loading, the flag named
+  const adapterArgs = ["--adapter", "tests/fixtures/adapters/roberta-lora", "--model", ROBERTA];
+  for (const out of ["README.md/merged", "/proc/no/merged"]) {
+    const r = await runCli(["merge", ...adapterArgs, "--out", out]);
+    assertUsage(r, `--out ${out}: `);
+    assertEquals(r.out, "", "nothing loaded");
+  }
+  assertUsage(await runCli(["merge", ...adapterArgs, "--out", "README.md/m"]), "README.md is a file");
+  for (const command of ["train", "pretrain"]) {
+    const r = await runCli([command, "--out", "README.md/run"]);
+    assertUsage(r, "--out README.md/run: README.md is a file; give another folder");
+  }
+  assertUsage(
+    await runCli(["train", "--out", "/proc/no/run"]),
+    "--out /proc/no/run: cannot create a folder in /proc",
+  );
 });
 
 Deno.test("predict --help's example is a text the demo's adapter labels spam (the README's)", async () => {

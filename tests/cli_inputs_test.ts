@@ -132,7 +132,7 @@ Deno.test("train --out: an existing file is refused as not a directory", async (
     await Deno.writeTextFile(out, "a file\n");
     const r = await runCli(tinyRun(data, out, ["--steps", "1"]));
     assertEquals(r.code, 2, r.err);
-    assert(r.err.includes(`--out ${out} is a file: --out must be a directory`), r.err);
+    assert(r.err.includes(`--out ${out}: it is a file, not a folder`), r.err);
   });
 });
 

@@ -5,13 +5,14 @@
  * @module
  */
 import { getGpu } from "../gpu/mod.ts";
-import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
+import { isWithin, pathExists } from "../io/paths.ts";
 import { storageSummary } from "../models/storage.ts";
 import { WEIGHT_DTYPES, type WeightDtype } from "../nn/load.ts";
 import { CLASSIFIER_HEAD_NAMES } from "../peft/targets.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
 import { loadForUse, planUse } from "./load.ts";
+import { checkOutputDir } from "./output.ts";
 
 const FLAGS = {
   model: {
@@ -51,13 +52,11 @@ export function mergeCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
     if (!v.adapter) throw new ArgsError(`--adapter DIR is required`);
     if (!v.out) throw new ArgsError(`--out DIR is required`);
+    await checkOutputDir("out", v.out); // a folder, or one that can be made
     if (isWithin(v.adapter, v.out)) {
       throw new ArgsError(
         `--out ${v.out} holds the adapter ${v.adapter}: the merged model goes into another directory`,
       );
-    }
-    if ((await statOrNull(v.out).catch(() => null))?.isFile) {
-      throw new ArgsError(`--out ${v.out} is a file: give a directory for the merged model`);
     }
     if (!v.overwrite && await pathExists(v.out)) {
       throw new ArgsError(`--out ${v.out} already exists: pass --overwrite to replace it`);

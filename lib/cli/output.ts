@@ -1,10 +1,10 @@
 /**
  * Terminal output: text written to standard output as it is produced (generated tokens), all of
- * it, without the line that console.log adds; small tables of aligned columns; and the check that
- * an output file's folder is there before any work is done.
+ * it, without the line that console.log adds; small tables of aligned columns; and the checks that
+ * an output file's folder is there, and that an output folder can be made, before any work is done.
  * @module
  */
-import { dirname, resolve } from "node:path";
+import { dirname, relative, resolve } from "node:path";
 import { ArgsError } from "./args.ts";
 
 const encoder = new TextEncoder();
@@ -34,4 +34,36 @@ export async function checkOutputFolder(flag: string, path: string): Promise<voi
     `--${flag} ${path}: its folder ${dirname(path)} ${stat === null ? "does not exist" : "is not a folder"}` +
       `; create it or write elsewhere`,
   );
+}
+
+/**
+ * Refuse an output folder (`--flag path`, made with its missing parents when written) that is a
+ * file, lies under a file, or cannot be created where it would go, before the work whose results it
+ * would hold: the nearest folder that exists must take a new entry (tried with a temporary folder).
+ */
+export async function checkOutputDir(flag: string, path: string): Promise<void> {
+  const refuse = (why: string) => {
+    throw new ArgsError(`--${flag} ${path}: ${why}; give another folder`);
+  };
+  for (let at = resolve(path);; at = dirname(at)) {
+    let stat: Deno.FileInfo;
+    try {
+      stat = await Deno.stat(at);
+    } catch (e) {
+      // not there yet (or under a file, which the walk up finds): look one level up
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) continue;
+      refuse(`cannot look at ${at} (${(e as Error).message})`);
+      return;
+    }
+    const inside = relative(".", at);
+    const shown = inside === "" ? "." : inside.startsWith("..") ? at : inside;
+    if (!stat.isDirectory) refuse(at === resolve(path) ? "it is a file, not a folder" : `${shown} is a file`);
+    if (at === resolve(path)) return; // already there: what goes in it is checked where it is written
+    try {
+      await Deno.remove(await Deno.makeTempDir({ dir: at, prefix: ".hartley-check-" }));
+    } catch (e) {
+      refuse(`cannot create a folder in ${shown} (${(e as Error).message})`);
+    }
+    return;
+  }
 }

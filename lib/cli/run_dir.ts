@@ -5,11 +5,12 @@
  * @module
  */
 import { join } from "node:path";
-import { pathExists, statOrNull } from "../io/paths.ts";
+import { pathExists } from "../io/paths.ts";
 import { leftoverPattern } from "../io/atomic.ts";
 import { findCheckpoint, loadCheckpoint } from "../train/checkpoint.ts";
 import { BEST_DIR } from "../train/trainer.ts";
 import { ArgsError } from "./args.ts";
+import { checkOutputDir } from "./output.ts";
 
 /**
  * With `--resume`, the options the run was started with (from its checkpoint) go first, so
@@ -51,21 +52,13 @@ export function shellLine(words: readonly string[]): string {
   return words.map((w) => /^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`).join(" ");
 }
 
-/** Refuse an --out that exists but is not a directory (a run's files go inside it). */
-async function checkRunDir(outDir: string): Promise<void> {
-  const stat = await statOrNull(outDir);
-  if (stat && !stat.isDirectory) {
-    throw new ArgsError(`--out ${outDir} is a file: --out must be a directory (the run's folder)`);
-  }
-}
-
 /**
  * Refuse to mix a new run into an output directory that holds another one. Removes nothing: with
  * `overwrite`, {@link clearOutDir} does that once the new run has checked its data and model.
  */
 export async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
   if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
-  await checkRunDir(outDir);
+  await checkOutputDir("out", outDir); // a folder, or one that can be made
   if (resume) {
     if (!(await findCheckpoint(outDir))) {
       throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
