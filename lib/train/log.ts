@@ -11,8 +11,8 @@ import { writeFileAtomic } from "../io/atomic.ts";
 
 /** One log line. */
 export interface LogRecord {
-  /** The kind of record: `start`, `train`, `eval`, `checkpoint`, `resume`, `end` or a custom one. */
-  type: "start" | "train" | "eval" | "checkpoint" | "resume" | "end" | string;
+  /** The kind of record: `start`, `train`, `eval`, `checkpoint`, `best`, `resume`, `end` or a custom one. */
+  type: "start" | "train" | "eval" | "checkpoint" | "best" | "resume" | "end" | string;
   /** Optimiser steps done when the record was written. */
   step: number;
   /** The record's other fields (loss, settings, paths, …), as JSON values. */
