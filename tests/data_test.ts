@@ -231,7 +231,11 @@ Deno.test("data files: every error names the file, the line and what was wrong",
     );
     // a causal LM's text: a .txt or .md file, UTF-8; a gzip or an image is not read as text
     await Deno.writeFile(`${dir}/bytes.txt`, Uint8Array.from({ length: 300 }, (_, i) => (i * 37) % 256));
-    await assertRejects(() => readTextFile(`${dir}/bytes.txt`), DataError, "bytes.txt: not UTF-8 text");
+    await assertRejects(
+      () => readTextFile(`${dir}/bytes.txt`),
+      DataError,
+      "bytes.txt:1: not UTF-8 text (byte 0x94 at offset 4)",
+    );
     await write("x.jsonl.gz", "not really gzip");
     await assertRejects(
       () => readTextFile(`${dir}/x.jsonl.gz`),
@@ -255,9 +259,13 @@ Deno.test("csv labels written as floats (1.0, as pandas writes integers beside a
     assertEquals([csv.examples.map((e) => e.label), csv.labelNames], [[1, 0, 2, 1], null]);
     const json = await readClassificationFile(`${dir}/f.jsonl`);
     assertEquals(json.examples.map((e) => e.label), [1, 0]);
-    // other decimals are names, and a name the head has wins
+    // other decimals are real values, as JSON's 1.5, and a name the head has wins
     await Deno.writeTextFile(`${dir}/g.csv`, "text,label\na,1.5\nb,0.0\n");
-    await assertRejects(() => readClassificationFile(`${dir}/g.csv`), DataError, "g.csv:3: the labels mix");
+    await assertRejects(
+      () => readClassificationFile(`${dir}/g.csv`),
+      DataError,
+      'g.csv:2: label "1.5" is not a class id (an integer ≥ 0); real-valued labels train a regressor: --regression',
+    );
     const named = await readClassificationFile(`${dir}/f.csv`, {
       labels: ["x", "y", "z", "1.0"],
       numLabels: 4,

@@ -36,6 +36,33 @@ Deno.test("decodeImage: PNG (every mode, interlaced) and JPEG (4:4:4, 4:2:0, gra
   }
 });
 
+Deno.test("decodeImage: 16-bit gray is clipped to 255 as Pillow 12.3 converts I;16 to RGB; 16-bit color keeps the high byte", async () => {
+  // 4×2 samples, big-endian; Pillow's Image.open(f).convert("RGB") gives the gray values below
+  const samples = [0, 1, 254, 255, 256, 1000, 65535, 300];
+  const png16 = (colorType: number, channels: number) => {
+    const ihdr = new Uint8Array(13);
+    const v = new DataView(ihdr.buffer);
+    v.setUint32(0, 4);
+    v.setUint32(4, 2);
+    ihdr.set([16, colorType, 0, 0, 0], 8);
+    const raw = new Uint8Array(2 * (1 + 4 * channels * 2));
+    const r = new DataView(raw.buffer);
+    samples.forEach((s, i) => {
+      for (let c = 0; c < channels; c++) r.setUint16(1 + (i >> 2) + 2 * ((i * channels) + c), s);
+    });
+    return new Uint8Array([
+      ...PNG_SIGNATURE,
+      ...pngChunk("IHDR", ihdr),
+      ...pngChunk("IDAT", deflateSync(raw)),
+      ...pngChunk("IEND", new Uint8Array()),
+    ]);
+  };
+  const gray = await decodeImage(png16(0, 1), "gray16.png");
+  assertEquals(Array.from(gray.data), [0, 1, 254, 255, 255, 255, 255, 255].flatMap((g) => [g, g, g]));
+  const rgb = await decodeImage(png16(2, 3), "rgb16.png");
+  assertEquals(Array.from(rgb.data), samples.flatMap((s) => [s >> 8, s >> 8, s >> 8]));
+});
+
 Deno.test("decodeImage: other formats and broken files are clear errors naming the file", async () => {
   await assertRejects(
     () => decodeImage(new TextEncoder().encode("GIF89a..."), "a.gif"),
@@ -100,6 +127,9 @@ Deno.test("decodeImage: the EXIF orientation (PNG eXIf, JPEG Exif in either byte
     assertEquals([got.width, got.height, Array.from(got.data)], [want.width, want.height, want.rgb], name);
   }
 });
+
+/** The 8 bytes every PNG file starts with. */
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
 /** A PNG chunk with its CRC. */
 function pngChunk(type: string, data: Uint8Array): Uint8Array {

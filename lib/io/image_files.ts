@@ -1,9 +1,9 @@
 /**
  * PNG and JPEG files decoded to 8-bit RGB, as Pillow's `Image.open(f).convert("RGB")` (what
  * transformers' image processors start from) gives them: alpha dropped, gray and bilevel
- * replicated over the three channels, palettes looked up. 16-bit samples are cut to their high
- * byte, as Pillow reads 16-bit RGB (none of the test files is 16-bit; Pillow opens 16-bit gray as
- * 32-bit integers, which it may convert otherwise).
+ * replicated over the three channels, palettes looked up. 16-bit color and gray-with-alpha samples
+ * are cut to their high byte, as Pillow reads them; 16-bit gray without alpha is clipped to 255, as
+ * Pillow opens it (mode I;16) and converts it to RGB.
  * The EXIF orientation (a JPEG's APP1 Exif segment, a PNG's eXIf chunk or ImageMagick's "Raw
  * profile type exif" text) is applied after decoding, as transformers' `load_image` and `datasets`'
  * Image feature apply `ImageOps.exif_transpose`; where the EXIF has none, the XMP packet's
@@ -279,8 +279,9 @@ function rawProfile(text: Uint8Array): Uint8Array {
 }
 
 /**
- * Samples as 8-bit values: 16-bit ones by their high byte, packed 1/2/4-bit gray scaled to 0–255
- * (1-bit to 0 or 255), rows of packed samples starting on a byte as PNG stores them.
+ * Samples as 8-bit values: 16-bit ones by their high byte, but 16-bit gray (one channel) clipped to
+ * 255 as Pillow's I;16 → RGB conversion does; packed 1/2/4-bit gray scaled to 0–255 (1-bit to 0 or
+ * 255), rows of packed samples starting on a byte as PNG stores them.
  */
 function unpack(
   data: Uint8Array | Uint8ClampedArray | Uint16Array,
@@ -290,7 +291,7 @@ function unpack(
   channels: number,
 ): ArrayLike<number> {
   if (depth === 8) return data;
-  if (depth === 16) return Uint8Array.from(data, (v) => v >> 8);
+  if (depth === 16) return Uint8Array.from(data, channels === 1 ? (v) => Math.min(v, 255) : (v) => v >> 8);
   const perRow = Math.ceil((width * channels * depth) / 8);
   const scale = 255 / (2 ** depth - 1);
   const out = new Uint8Array(width * height * channels);

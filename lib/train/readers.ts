@@ -1,8 +1,8 @@
 /**
- * Reading data files: labelled text for classification (JSONL, CSV/TSV with a header, or a
- * `datasets` Parquet split, whose ClassLabel names name the ids), unlabelled texts (the same
- * formats, or a .txt file of lines), and the documents of a file for causal language modelling (a
- * text file, or each record's text).
+ * Reading data files: labelled text for classification (JSONL or a JSON array of objects, CSV/TSV
+ * with a header, or a `datasets` Parquet split, whose ClassLabel names name the ids), unlabelled
+ * texts (the same formats, or a .txt file of lines), and the documents of a file for causal
+ * language modelling (a text file, or each record's text). Text files are strict UTF-8.
  * Every error names the file, the line (the row, for Parquet) and what was wrong.
  *
  * ```ts
@@ -58,7 +58,10 @@ export type DataFormat = "jsonl" | "csv" | "tsv" | "parquet";
 
 /** Options of {@link readClassificationFile}. */
 export interface ReadOptions {
-  /** File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv, .parquet). */
+  /**
+   * File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv, .parquet).
+   * A "jsonl" file may also hold one JSON array of objects, as `json.dump(records, f)` writes it.
+   */
   format?: DataFormat;
   /** Field holding the text. Default: the first of {@link TEXT_FIELDS} the first record has. */
   textField?: string;
@@ -67,12 +70,22 @@ export interface ReadOptions {
   /** Field holding the label (default "label"). */
   labelField?: string;
   /**
-   * Label names by id, e.g. a model config's id2label (`HfConfig.labels`): a string label is
-   * looked up here (label2id). Without it, string labels get ids in first-seen order.
+   * Label names by id, e.g. a model config's id2label (`HfConfig.labels`): a label is looked up
+   * here by its text (label2id; a number as `String(n)`, so 1 and "1" are the same class, as
+   * transformers' `label_to_id[str(l)]`). Without it, string labels get ids in first-seen order.
    * Integer labels (JSON numbers, or strings of digits, maybe with a `.0` fraction as pandas writes
-   * them, that are not a name) are ids as they are; a Parquet ClassLabel id is looked up by its name.
+   * them) that name no class are ids as they are, unless some name is a number other than its own
+   * id ("1" for id 0): then they are refused. A Parquet ClassLabel id is looked up by its name.
+   * Other numbers (0.5, -1, as JSON numbers or text) are refused with the `regression` hint.
    */
   labels?: readonly string[];
+  /** Where `labels` come from, in errors: e.g. "the model head's classes, config.json's id2label". */
+  labelsFrom?: string;
+  /**
+   * The labels must be integer ids, as those of another file (the training file's, for an eval
+   * file): a name is refused, naming this file (e.g. "train.jsonl").
+   */
+  idsAs?: string;
   /** The classification head's num_labels: every label id must be below it (default labels.length). */
   numLabels?: number;
   /**
@@ -104,11 +117,12 @@ export interface SourceRecord {
 }
 
 /**
- * Read a labelled JSONL (one JSON object per line; empty lines skipped), CSV/TSV (RFC 4180, a
- * header line naming the fields) or Parquet file (a `datasets` split: its ClassLabel names name
- * the label ids, or find them among `labels` when given) into examples with label ids (see
- * {@link ReadOptions}).
- * A leading byte-order mark is ignored. Errors name the file and the line (the row, for Parquet).
+ * Read a labelled JSONL (one JSON object per line, empty lines skipped; or one JSON array of
+ * them), CSV/TSV (RFC 4180, a header line naming the fields) or Parquet file (a `datasets` split:
+ * its ClassLabel names name the label ids, or find them among `labels` when given) into examples
+ * with label ids (see {@link ReadOptions}).
+ * Text is UTF-8; a leading byte-order mark is ignored. Errors name the file and the line (the row,
+ * for Parquet).
  */
 export async function readClassificationFile(
   path: string,
@@ -136,11 +150,15 @@ async function parquetTable(path: string): Promise<ParquetTable> {
   }
 }
 
-/** The text of a file, without a leading byte-order mark; a missing file is a DataError. */
+/**
+ * The text of a UTF-8 file, without a leading byte-order mark. A missing file, and bytes that are
+ * not UTF-8 (as `datasets` decodes with `encoding_errors="strict"`), are a DataError; the latter
+ * names the line and offset of the first bad byte.
+ */
 export async function readDataText(path: string): Promise<string> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: file not found`);
     if (e instanceof Deno.errors.IsADirectory) {
@@ -148,7 +166,56 @@ export async function readDataText(path: string): Promise<string> {
     }
     throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
   }
-  return text.startsWith("\ufeff") ? text.slice(1) : text;
+  const utf16 = bytes[0] === 0xff && bytes[1] === 0xfe
+    ? "little"
+    : bytes[0] === 0xfe && bytes[1] === 0xff
+    ? "big"
+    : null;
+  if (utf16) {
+    throw new DataError(
+      `${path}: UTF-16 (${utf16}-endian) text, by its byte-order mark; convert the file to UTF-8`,
+    );
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes); // drops a BOM
+  } catch {
+    const at = firstBadByte(bytes);
+    let line = 1;
+    for (let i = 0; i < at; i++) if (bytes[i] === 0x0a) line++;
+    const hex = bytes[at].toString(16).toUpperCase().padStart(2, "0");
+    throw new DataError(
+      `${path}:${line}: not UTF-8 text (byte 0x${hex} at offset ${at}); convert the file to UTF-8`,
+    );
+  }
+}
+
+/** The offset of the first byte of the first sequence that is not UTF-8 (the bytes hold one). */
+function firstBadByte(bytes: Uint8Array): number {
+  // the shortest prefix a streaming decoder refuses ends with the byte that showed the error
+  const refuses = (n: number) => {
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, n), { stream: true });
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  let lo = 1, hi = bytes.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (refuses(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  // a sequence begun within the 3 bytes before it, and cut short by it, is the bad one
+  const k = lo - 1;
+  for (let j = k - 1; j >= Math.max(0, k - 3); j--) {
+    const b = bytes[j];
+    if (b < 0x80 || b >= 0xc0) {
+      const length = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+      return j + length > k ? j : k;
+    }
+  }
+  return k;
 }
 
 function formatOf(path: string): DataFormat {
@@ -160,7 +227,9 @@ function formatOf(path: string): DataFormat {
   );
 }
 
+/** JSON Lines records; or the objects of a JSON array, as `datasets`' json loader takes both. */
 function jsonlRecords(text: string, path: string): SourceRecord[] {
+  if (text.trimStart().startsWith("[")) return jsonArrayRecords(text, path);
   const records: SourceRecord[] = [];
   text.split("\n").forEach((raw, i) => {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
@@ -179,6 +248,50 @@ function jsonlRecords(text: string, path: string): SourceRecord[] {
   });
   if (records.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
   return records;
+}
+
+/** The objects of a file holding one JSON array, each with the line it starts on. */
+function jsonArrayRecords(text: string, path: string): SourceRecord[] {
+  let items: unknown[];
+  try {
+    items = JSON.parse(text);
+  } catch (e) {
+    throw new DataError(`${path}: malformed JSON array (${(e as Error).message})`);
+  }
+  if (!Array.isArray(items)) throw new DataError(`${path}: malformed JSON array (not an array)`);
+  const lines = arrayItemLines(text);
+  const records = items.map((value, k) => {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      const kind = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+      throw new DataError(`${path}:${lines[k]}: expected a JSON object in the array, got ${kind}`);
+    }
+    return { line: lines[k], fields: value as Record<string, unknown> };
+  });
+  if (records.length === 0) throw new DataError(`${path}: no examples (the JSON array is empty)`);
+  return records;
+}
+
+/** The line each item of the (valid) JSON array `text` starts on. */
+function arrayItemLines(text: string): number[] {
+  const lines: number[] = [];
+  let line = 1, depth = 0, inString = false, itemNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "\n") line++;
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (/\s/.test(c)) continue;
+    if (itemNext && c !== "]") lines.push(line);
+    itemNext = false;
+    if (c === '"') inString = true;
+    else if (c === "[" || c === "{") itemNext = ++depth === 1;
+    else if (c === "]" || c === "}") depth--;
+    else if (c === "," && depth === 1) itemNext = true;
+  }
+  return lines;
 }
 
 /** CSV with RFC 4180 quoting; TSV quoted only where a field's quotes close on its line (lib/train/csv.ts). */
@@ -240,11 +353,8 @@ function examplesFrom(
     if (!(labelField in fields)) {
       throw new DataError(
         `${path}:${line}: missing field "${labelField}"` +
-          (opts.labelField === undefined
-            ? ` (or name the label field: --label-field, or labelField); the fields are ${
-              Object.keys(fields).join(", ")
-            }`
-            : ""),
+          (opts.labelField === undefined ? ` (or name the label field: --label-field, or labelField)` : "") +
+          `; the fields are ${Object.keys(fields).join(", ")}`,
       );
     }
     const value = fields[labelField], where = `${path}:${line}`;
@@ -314,7 +424,11 @@ function textFieldsOf(first: SourceRecord, path: string, opts: ReadOptions): str
 /** The strings of `names` in one record. */
 function textsOf(fields: Record<string, unknown>, names: string[], path: string, line: number): string[] {
   return names.map((name) => {
-    if (!(name in fields)) throw new DataError(`${path}:${line}: missing field "${name}"`);
+    if (!(name in fields)) {
+      throw new DataError(
+        `${path}:${line}: missing field "${name}"; the fields are ${Object.keys(fields).join(", ")}`,
+      );
+    }
     const v = fields[name];
     if (typeof v !== "string") {
       throw new DataError(`${path}:${line}: field "${name}" must be a string, got ${JSON.stringify(v)}`);
@@ -334,6 +448,12 @@ export async function readTexts(
 ): Promise<{ text: string; pair?: string }[]> {
   let records: SourceRecord[];
   if (opts.format === undefined && /\.txt$/i.test(path)) {
+    if (opts.textField !== undefined || opts.pairField !== undefined) {
+      throw new DataError(
+        `${path}: a .txt file is one text per line, without fields: --text-field and --pair-field ` +
+          `(textField, pairField) name the fields of records (.jsonl, .csv, .tsv, .parquet)`,
+      );
+    }
     const text = await readDataText(path);
     records = text.split("\n").map((l, i) => ({ line: i + 1, fields: { text: l.replace(/\r$/, "") } }))
       .filter((r) => (r.fields.text as string).trim() !== "");
@@ -391,10 +511,16 @@ export async function recordFieldNames(path: string): Promise<string[] | null> {
   }
   if (/\.(csv|tsv)$/i.test(path)) return Object.keys((await readRecords(path))[0].fields);
   if (!/\.(jsonl|ndjson|json)$/i.test(path)) return null;
-  return Object.keys(jsonlRecords(await firstLines(path), path)[0].fields);
+  const start = await firstLines(path);
+  // a JSON array is parsed whole
+  const records = start.trimStart().startsWith("[") ? await readRecords(path) : jsonlRecords(start, path);
+  return Object.keys(records[0].fields);
 }
 
-/** A text file's start, through its first line that is not blank (a BOM removed). */
+/**
+ * A text file's start, through its first line that is not blank (a BOM removed); bytes that are
+ * not UTF-8 are {@link readDataText}'s error.
+ */
 async function firstLines(path: string): Promise<string> {
   let file: Deno.FsFile;
   try {
@@ -404,18 +530,22 @@ async function firstLines(path: string): Promise<string> {
     throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
   }
   let text = "";
-  for await (const chunk of file.readable.pipeThrough(new TextDecoderStream())) {
-    text += chunk;
-    const lines = text.split("\n");
-    if (lines.slice(0, -1).some((l) => l.trim() !== "")) break; // the stream is cancelled, the file closed
+  try {
+    for await (const chunk of file.readable.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }))) {
+      text += chunk;
+      const lines = text.split("\n");
+      if (lines.slice(0, -1).some((l) => l.trim() !== "")) break; // the stream is cancelled, the file closed
+    }
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    await readDataText(path); // throws, naming the first bad byte
   }
-  text = text.startsWith("\ufeff") ? text.slice(1) : text;
   const lines = text.split("\n"), first = lines.findIndex((l) => l.trim() !== "");
   return first < 0 ? text : lines.slice(0, first + 1).join("\n");
 }
 
 /** Options of {@link LabelMap}. */
-export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "numLabels"> {
+export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "labelsFrom" | "numLabels" | "idsAs"> {
   /**
    * The names of the data's integer ids, a Parquet column's ClassLabel names: the names of the ids
    * when `labels` is not given, else the way to look each id up there by name.
@@ -424,24 +554,37 @@ export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "numLabels
 }
 
 /**
- * Class labels as data files hold them → class ids: names looked up among the known ones (see
- * {@link ReadOptions.labels}) or numbered in first-seen order, integer ids (numbers, or strings of
- * digits that name no class) kept as they are or looked up by their class name
- * ({@link LabelMapOptions.classNames}), and each id checked against the head's num_labels.
+ * Class labels as data files hold them → class ids: names, and integers by their text, looked up
+ * among the known ones (see {@link ReadOptions.labels}); other names numbered in first-seen order;
+ * integer ids (numbers, or strings of digits) that name no class kept as they are, or looked up by
+ * their class name ({@link LabelMapOptions.classNames}); each id checked against the head's
+ * num_labels.
  */
 export class LabelMap {
   private readonly given: Map<string, number> | null;
   /** The names of the data's ids, when they differ from the known labels' (looked up by name). */
   private readonly classNames: readonly string[] | null;
+  /** The data's integers are a ClassLabel column's ids, not names. */
+  private readonly columnIds: boolean;
+  /** Some known name is a number other than its id: an integer that names no class is ambiguous. */
+  private readonly numberNames: boolean;
+  private readonly idsAs: string | null;
+  /** The known labels as errors name them: their list, and where they come from. */
+  private readonly known: string;
   private readonly seen = new Map<string, number>();
   private sawInteger = false;
   private readonly limit: number | null;
 
   /** `whose` names the known labels in errors, e.g. "the training data's". */
-  constructor(opts: LabelMapOptions, private readonly whose = "the labels") {
+  constructor(opts: LabelMapOptions, whose = "the labels") {
     const known = opts.labels ?? opts.classNames;
     this.given = known ? new Map(known.map((name, id) => [name, id])) : null;
     this.classNames = opts.labels && opts.classNames ? opts.classNames : null;
+    this.columnIds = opts.classNames !== undefined;
+    this.numberNames = !this.columnIds &&
+      (opts.labels ?? []).some((name, id) => /^\d+$/.test(name) && Number(name) !== id);
+    this.idsAs = opts.idsAs ?? null;
+    this.known = `${whose} ${JSON.stringify(known ?? [])}${opts.labelsFrom ? ` (${opts.labelsFrom})` : ""}`;
     if (opts.numLabels !== undefined && !(Number.isInteger(opts.numLabels) && opts.numLabels >= 1)) {
       throw new RangeError(`numLabels must be an integer ≥ 1, got ${opts.numLabels}`);
     }
@@ -450,43 +593,10 @@ export class LabelMap {
 
   /** The id of label `value`, found at `where` (a file and line, for errors). */
   id(value: unknown, where: string): number {
-    let id: number;
-    if (typeof value === "number") {
-      if (!Number.isSafeInteger(value) || value < 0) {
-        throw new DataError(
-          `${where}: label ${value} is not a class id (an integer ≥ 0); real-valued labels train a ` +
-            `regressor: --regression (the regression option)`,
-        );
-      }
-      id = this.classNames ? this.byClassName(value, where) : value;
-      this.sawInteger = true;
-    } else if (typeof value === "string") {
-      const named = this.given?.get(value);
-      if (named !== undefined) {
-        id = named;
-      } else if (/^\d+(\.0+)?$/.test(value.trim())) {
-        // pandas writes an integer column that had a NaN as floats: 1.0
-        id = Number(value.trim());
-        this.sawInteger = true;
-      } else if (value.trim() === "") {
-        throw new DataError(`${where}: the label is empty`);
-      } else if (this.given) {
-        throw new DataError(
-          `${where}: label ${JSON.stringify(value)} is not one of ${this.whose} ${
-            JSON.stringify([...this.given.keys()])
-          }`,
-        );
-      } else {
-        id = this.seen.get(value) ?? this.seen.size;
-        this.seen.set(value, id);
-      }
-    } else {
-      throw new DataError(`${where}: label ${JSON.stringify(value)} is neither an integer nor a string`);
-    }
+    const id = this.lookUp(value, where);
     if (this.sawInteger && this.seen.size > 0) {
       throw new DataError(
-        `${where}: the labels mix integer ids and names (${JSON.stringify(value)}); give one kind, or map ` +
-          `names to ids with the labels option`,
+        `${where}: the labels mix integer ids and names (${JSON.stringify(value)}); give one kind`,
       );
     }
     if (this.limit !== null && id >= this.limit) {
@@ -495,6 +605,55 @@ export class LabelMap {
           `(ids 0..${this.limit - 1})`,
       );
     }
+    return id;
+  }
+
+  /** The id of `value` before the checks every id gets. */
+  private lookUp(value: unknown, where: string): number {
+    let number = value;
+    const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
+    if (typeof value === "string") {
+      const named = this.given?.get(value);
+      if (named !== undefined) return named;
+      if (value.trim() === "") throw new DataError(`${where}: the label is empty`);
+      // a number written as text (CSV, TSV) is taken as the same JSON number
+      if (!DECIMAL.test(value.trim())) return this.byName(value, where);
+      number = Number(value.trim());
+    }
+    if (typeof number !== "number") {
+      throw new DataError(`${where}: label ${JSON.stringify(value)} is neither an integer nor a string`);
+    }
+    if (!Number.isSafeInteger(number) || number < 0) {
+      throw new DataError(
+        `${where}: label ${shown} is not a class id (an integer ≥ 0); real-valued labels train a ` +
+          `regressor: --regression (the regression option)`,
+      );
+    }
+    this.sawInteger = true;
+    if (this.columnIds) return this.classNames ? this.byClassName(number, where) : number;
+    const named = this.given?.get(String(number));
+    if (named !== undefined) return named;
+    if (this.numberNames) {
+      const why = "these names are numbers, so integer labels are looked up by name, not taken as ids";
+      throw new DataError(`${where}: label ${shown} is not one of ${this.known}; ${why}`);
+    }
+    return number;
+  }
+
+  /** The id of a name: a known one, else the next free id (first-seen order). */
+  private byName(value: string, where: string): number {
+    if (this.given) {
+      throw new DataError(
+        `${where}: label ${JSON.stringify(value)} is not one of ${this.known}`,
+      );
+    }
+    if (this.idsAs) {
+      throw new DataError(
+        `${where}: label ${JSON.stringify(value)} is a name, but the labels of ${this.idsAs} are integer ids`,
+      );
+    }
+    const id = this.seen.get(value) ?? this.seen.size;
+    this.seen.set(value, id);
     return id;
   }
 
@@ -511,9 +670,7 @@ export class LabelMap {
     const id = this.given!.get(name);
     if (id === undefined) {
       throw new DataError(
-        `${where}: label ${value} (class ${JSON.stringify(name)}) is not one of ${this.whose} ${
-          JSON.stringify([...this.given!.keys()])
-        }`,
+        `${where}: label ${value} (class ${JSON.stringify(name)}) is not one of ${this.known}`,
       );
     }
     return id;
@@ -570,7 +727,7 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
 /**
  * The documents to train a causal LM on: a .txt (or .text, .md) file as it is, one document, or the
  * text field of every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), one
- * document each. Other files, and one whose bytes are mostly not UTF-8 text, are refused.
+ * document each. Other files, bytes that are not UTF-8, and text that is mostly NULs are refused.
  */
 export async function readTextDocuments(path: string, opts: { textField?: string } = {}): Promise<string[]> {
   if (!/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path)) {
@@ -580,11 +737,18 @@ export async function readTextDocuments(path: string, opts: { textField?: string
           `.parquet file)`,
       );
     }
+    if (opts.textField !== undefined) {
+      throw new DataError(
+        `${path}: plain text is one document, without fields: --text-field (textField) names the text ` +
+          `field of records (.jsonl, .csv, .tsv, .parquet)`,
+      );
+    }
     const text = await readDataText(path);
     if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
-    // a lossy decode leaves U+FFFD where the bytes were not UTF-8: many of them (or NULs), a binary file
-    const odd = text.split("\ufffd").length + text.split("\0").length - 2;
-    if (odd > Math.max(2, text.length / 100)) throw new DataError(`${path}: not UTF-8 text (a binary file?)`);
+    // NULs are UTF-8 too: many of them, a binary file (or UTF-16 without a byte-order mark)
+    if (text.split("\0").length - 1 > Math.max(2, text.length / 100)) {
+      throw new DataError(`${path}: not UTF-8 text (a binary file, or UTF-16?)`);
+    }
     return [text];
   }
   const field = opts.textField ?? "text", records = await readRecords(path);

@@ -54,6 +54,13 @@ export interface TaggedReadOptions {
    * split's tag ids by their ClassLabel names.
    */
   labels?: readonly string[];
+  /** Where `labels` come from, in errors: e.g. "the model head's classes, config.json's id2label". */
+  labelsFrom?: string;
+  /**
+   * The tags must be integer ids, as those of another file (the training file's, for an eval
+   * file): a tag name is refused, naming this file.
+   */
+  idsAs?: string;
   /** The head's num_labels: every tag id must be below it (default labels.length). */
   numLabels?: number;
 }
@@ -103,6 +110,8 @@ export async function readTaggedFile(path: string, opts: TaggedReadOptions = {})
     labels: opts.labels,
     classNames: classLabels.get(tagField),
     numLabels: opts.numLabels,
+    labelsFrom: opts.labelsFrom,
+    idsAs: opts.idsAs,
   });
   const examples = records.map((r) => taggedRecord(r, wordField, tagField, labels, path));
   return { path, examples, labelNames: labels.names(), wordField, tagField };
