@@ -4,12 +4,14 @@
  * a data file or a built-in held-out split.
  * @module
  */
+import { join } from "node:path";
 import type { WeightDtype } from "../nn/load.ts";
 import type { LossOn } from "../train/instruct.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { nonFinite } from "../train/log.ts";
+import { DataError } from "../train/readers.ts";
 import { describeEval } from "../train/trainer.ts";
 import { Progress } from "../train/progress.ts";
 import type { TypeScores } from "../train/entities.ts";
@@ -94,6 +96,15 @@ export function evalCommand(args: string[]): Promise<number> {
       const { model, task } = loaded;
       try {
         const builtin = data === "spamassassin" || data === "brown";
+        // labels read as real values without --regression: a regression head (the adapter's problem
+        // type, if it names one, replaces config.json's)
+        const regressor = task !== "seq-cls" || v.regression
+          ? null
+          : loaded.numLabels === 1
+          ? "the head has one output"
+          : model.config.problemType === "regression"
+          ? `${join(loaded.modelDir, "config.json")} has problem_type "regression"`
+          : null;
         const splits = await loadSplits(
           {
             task,
@@ -109,14 +120,18 @@ export function evalCommand(args: string[]): Promise<number> {
             lossOn: v["loss-on"] as LossOn,
             templateVariables,
             labelField: v["label-field"],
-            regression: task === "seq-cls" &&
-              (v.regression || loaded.numLabels === 1 || loaded.config.problemType === "regression"),
+            regression: task === "seq-cls" && (v.regression || regressor !== null),
           },
           loaded.config,
           loaded.tokenizer,
           loaded.modelDir,
           loaded.numLabels,
-        );
+        ).catch((e) => {
+          if (regressor && e instanceof DataError) {
+            throw new DataError(`${e.message} (the labels are read as real values: ${regressor})`);
+          }
+          throw e;
+        });
         if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
         // a head without class names (LABEL_0, …) scores the data's names in their order of appearance
         const unnamed = model.config.labels.every((l, i) => l === `LABEL_${i}`);

@@ -9,6 +9,7 @@
  * @module
  */
 import { join } from "node:path";
+import { openCheckpoint } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
 import { type AdapterConfig, fourierftConfig, loraConfig, sshConfig, type TaskType } from "../peft/config.ts";
 import { attachAdapter, loadAdapterInto, type PeftModel } from "../peft/apply.ts";
@@ -93,7 +94,8 @@ export interface MethodOptions {
   modelDir: string;
   /**
    * Parts of the task head not named "classifier" or "score" (e.g. DistilBERT's pre_classifier;
-   * see `unsavedHeadModules`), named in the adapter's modules_to_save.
+   * see `unsavedHeadModules`) and modules new to the checkpoint (a masked LM's missing pooler),
+   * named in the adapter's modules_to_save; `head` trains and saves them with the head.
    */
   headModules?: string[];
   labelNames?: string[];
@@ -172,7 +174,8 @@ function asFlagError(e: unknown, o: MethodOptions): unknown {
 
 /**
  * Attach the method to `model`. With `resumeDir` (a checkpoint folder) the trained weights come
- * from there: the adapter for adapter methods (full / head models are loaded from the
+ * from there: the adapter for adapter methods, the F32 tensors of `head` from its `model/` (the
+ * frozen rest stays the source's, stored as at the start; a full model is loaded from the
  * checkpoint's `model/` by the caller).
  */
 export async function prepareMethod(
@@ -211,10 +214,15 @@ export async function prepareMethod(
   }
   const shapes = shapesOfModel(model);
   const heads = shapes.head.filter((h) => h !== shapes.outputLayer);
-  const isHead = (key: string) => heads.some((h) => key === h || key.startsWith(h + "."));
+  const within = (modules: readonly string[], key: string) =>
+    modules.some((m) => key === m || key.startsWith(m + "."));
+  const isHead = (key: string) => within(heads, key);
+  // --method head trains what an adapter saves beside the head too (a pooler the checkpoint lacks
+  // would otherwise stay random, and be missing from the saved model)
+  const headModules = o.headModules ?? [];
   const chosen = new Map<string, Tensor>();
   for (const [key, t] of model.parameters) {
-    const train = o.method === "full" ? true : isHead(key);
+    const train = o.method === "full" || isHead(key) || within(headModules, key);
     if (train && t.dtype !== "f32") {
       throw new Error(`parameter "${key}" is stored as ${t.dtype}: method ${o.method} needs --dtype f32`);
     }
@@ -224,6 +232,14 @@ export async function prepareMethod(
   if (chosen.size === 0) {
     throw new Error(`method ${o.method}: the model (${shapes.architecture}) has no task head to train`);
   }
+  const untrained = model.initialised.find((key) => model.parameters.has(key) && !chosen.has(key));
+  if (untrained) {
+    throw new Error(
+      `method ${o.method}: "${untrained}" is new (the checkpoint lacks it) but would not be trained: ` +
+        `name its module in headModules`,
+    );
+  }
+  if (resumeDir && o.method === "head") await restoreTensors(model, chosen, join(resumeDir, "model"));
   const named = [...chosen].map(([name, tensor]) => ({ name, tensor }));
   const groups: ParamGroupSpec[] = o.method === "head"
     ? headGroups(named, o.headLr, o.weightDecay).filter((g) => g.params.length > 0)
@@ -256,4 +272,24 @@ export async function prepareMethod(
     },
     adapterConfig: null,
   };
+}
+
+/** Write the values of checkpoint `dir`'s tensors into `tensors` (the same keys and shapes, F32). */
+async function restoreTensors(
+  model: Model,
+  tensors: ReadonlyMap<string, Tensor>,
+  dir: string,
+): Promise<void> {
+  const saved = await openCheckpoint(dir);
+  for (const [key, t] of tensors) {
+    const shape = saved.has(key) ? saved.info(key).shape : null;
+    if (shape?.join() !== t.shape.join()) {
+      throw new Error(
+        `${saved.path}: ${shape ? `"${key}" is [${shape}], the model's [${t.shape}]` : `no "${key}"`} ` +
+          `(the run's checkpoint holds the trained tensors)`,
+      );
+    }
+    model.gpu.stream.write(t.buffer, await saved.readF32(key));
+    t.touch();
+  }
 }

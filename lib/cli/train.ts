@@ -31,8 +31,7 @@ import {
 } from "../train/checkpoint.ts";
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
-import { isEntityTagSet } from "../train/entities.ts";
-import { evaluate, inOrder, TASKS } from "../train/tasks.ts";
+import { evaluate, inOrder, scoresEntities, TASKS } from "../train/tasks.ts";
 import { DataError } from "../train/readers.ts";
 import {
   BEST_DIR,
@@ -485,9 +484,16 @@ async function runTraining(
     throw new ArgsError(`--regression trains a sequence classifier's head (the task here is ${task})`);
   }
   refuseUnused(given, TASK_FLAGS, task, `task ${task}`);
-  // real-valued labels: asked for, or the model's head is a regression head already
-  const regression = task === "seq-cls" &&
-    (v.regression || config.problemType === "regression" || existingHead === 1);
+  // real-valued labels: asked for, or the model's head is a regression head already (a new head's
+  // problem type comes from the data and --regression alone: the old one goes with its head)
+  const regressor = v["new-head"]
+    ? null
+    : config.problemType === "regression"
+    ? `${join(v.model, "config.json")} has problem_type "regression"`
+    : existingHead === 1
+    ? `${v.model}'s head has one output`
+    : null;
+  const regression = task === "seq-cls" && (v.regression || regressor !== null);
   const splits = await loadSplits(
     {
       task,
@@ -513,19 +519,29 @@ async function runTraining(
     v.model,
     existingHead,
   ).catch((e) => {
+    if (!(e instanceof DataError)) throw e;
+    // labels read as real values without --regression: say why, and how to train classes instead
+    if (regression && !v.regression && regressor) {
+      throw new DataError(
+        `${e.message} (the labels are read as real values: ${regressor}; --new-head trains a new head ` +
+          `for the data's classes)`,
+      );
+    }
     // classes the kept head does not name: say how to start a head for them
     const misfit = / is not one of |does not fit the head's|needs a one-output head/;
-    if (existingHead !== undefined && e instanceof DataError && misfit.test(e.message)) {
+    if (existingHead !== undefined && misfit.test(e.message)) {
       throw new DataError(`${e.message}; --new-head trains a new head for the data's classes`);
     }
     throw e;
   });
   const metric = v["best-metric"] && metricKey(v["best-metric"]);
+  // the head's output names, which name the evaluations' classes and tags
+  const names = outputNames(splits);
   // the evaluation fields a run reports, by flag name
   const scored = task === "causal-lm"
     ? ["loss", "token-accuracy"]
     : task === "token-cls"
-    ? ["loss", "accuracy", ...(isEntityTagSet(splits.labelNames ?? []) ? ["f1", "precision", "recall"] : [])]
+    ? ["loss", "accuracy", ...(scoresEntities(names ?? []) ? ["f1", "precision", "recall"] : [])]
     : regression
     ? ["loss", "pearson", "spearman"]
     : splits.multiLabel
@@ -569,7 +585,7 @@ async function runTraining(
     weightDecay: v["weight-decay"],
     modelDir: v.model,
     headModules: architecture ? await headModulesOf(v.model, config, architecture) : [],
-    labelNames: outputNames(splits),
+    labelNames: names,
   };
   const adapterConfig = adapterConfigOf(methodOptions, v.model);
   const fingerprint: Record<string, unknown> = {
@@ -611,7 +627,8 @@ async function runTraining(
   };
   const ckpt = v.resume ? await loadCheckpoint(outDir) : undefined;
   if (ckpt) checkResume(ckpt.state, fingerprint, outDir, v["stop-at"]);
-  const modelDir = ckpt && (method === "full" || method === "head") ? join(ckpt.dir, "model") : v.model;
+  // a resumed full run's weights are all trained: its checkpoint's model/ is the model
+  const modelDir = ckpt && method === "full" ? join(ckpt.dir, "model") : v.model;
   let model: Model | null = null;
   let peft: PeftModel | null = null;
   let runLog = null as RunLog | null;
@@ -629,8 +646,10 @@ async function runTraining(
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
     // the data's class names name the head's outputs (a token classifier's evaluations read entities from them)
-    const names = outputNames(splits);
     if (names) model.config.labels = names;
+    // a new head's problem type is the data's: one the config names is replaced outright (the saved
+    // config.json would keep it otherwise)
+    if (v["new-head"] && model.config.problemType) model.config.problemType = "single_label_classification";
     if (regression) model.config.problemType = "regression";
     if (splits.multiLabel) model.config.problemType = "multi_label_classification";
     else if (model.config.problemType === "multi_label_classification") {
@@ -640,7 +659,11 @@ async function runTraining(
       );
     }
     ensurePadToken(model.config, task, tokenizer);
-    const prepared = await prepareMethod(model, methodOptions, ckpt && adapterConfig ? ckpt.dir : undefined);
+    const prepared = await prepareMethod(
+      model,
+      methodOptions,
+      ckpt && method !== "full" ? ckpt.dir : undefined,
+    );
     peft = prepared.peft;
     // as transformers' TrainingArguments.get_warmup_steps counts them
     const warmupSteps = Math.ceil(v["warmup-ratio"] * totalSteps);

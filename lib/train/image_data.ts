@@ -9,6 +9,8 @@
  *   `label` column (its ClassLabel names name the ids);
  * - a JSONL file, one object per line with a `label` and either `pixel_values` (3·S·S floats,
  *   already preprocessed) or `image` (H·W·3 RGB values 0–255, row-major) with `width` and `height`.
+ *   Integer values are resized in 8 bits, exactly as Pillow resizes a decoded image (transformers
+ *   turns such an array into an 8-bit PIL image to resize it); others are resized in float64.
  * Files are decoded and resized once, when read; each batch then rescales and normalises its
  * images from the resized 8-bit pixels (3·S·S bytes an image in memory).
  * @module
@@ -269,7 +271,9 @@ async function jsonlPixels(path: string, processor: ImageProcessorConfig): Promi
         );
       }
     } else if (Array.isArray(o.image) && Number.isInteger(o.width) && Number.isInteger(o.height)) {
-      const data = Float32Array.from(o.image.flat(2) as number[]);
+      const values = o.image.flat(2) as number[];
+      const bytes = values.every((x) => Number.isInteger(x) && x >= 0 && x <= 255);
+      const data = bytes ? Uint8Array.from(values) : Float32Array.from(values);
       const [w, h] = [o.width as number, o.height as number];
       if (data.length !== w * h * 3) {
         throw new DataError(`${at}: "image" has ${data.length} values, expected ${w}×${h}×3`);

@@ -324,9 +324,23 @@ function taggedRows(
   });
 }
 
+/** transformers' placeholder name of output `i` (LABEL_i): the output names no tag. */
+function isPlaceholder(name: string, i: number): boolean {
+  return name === `LABEL_${i}`;
+}
+
+/**
+ * Whether a token classifier with outputs named `names` is scored by entity (seqeval): its tag
+ * names are entity tags (IOB2, IOBES, …), placeholders (LABEL_i: outputs of a kept head beyond
+ * the data's tags) left out. `train` checks --best-metric with it, before the model loads.
+ */
+export function scoresEntities(names: readonly string[]): boolean {
+  return isEntityTagSet(names.filter((n, i) => !isPlaceholder(n, i)));
+}
+
 /**
  * A token classifier's scores: the share of tags right, and where the tag names are entity tags
- * (IOB2, IOBES, …) seqeval's entity precision, recall and F1.
+ * ({@link scoresEntities}) seqeval's entity precision, recall and F1, a placeholder's tag read as "O".
  */
 function tagMetrics(
   tagged: readonly { pred: number[]; truth: number[] }[],
@@ -337,8 +351,9 @@ function tagMetrics(
     all += truth.length;
     right += pred.filter((p, i) => p === truth[i]).length;
   }
-  if (!isEntityTagSet(names)) return { accuracy: all === 0 ? NaN : right / all };
-  const named = (ids: number[]) => ids.map((id) => names[id] ?? "O");
+  if (!scoresEntities(names)) return { accuracy: all === 0 ? NaN : right / all };
+  const tag = (id: number) => names[id] === undefined || isPlaceholder(names[id], id) ? "O" : names[id];
+  const named = (ids: number[]) => ids.map(tag);
   const s = entityScores(tagged.map((t) => named(t.pred)), tagged.map((t) => named(t.truth)));
   return { accuracy: s.accuracy, precision: s.precision, recall: s.recall, f1: s.f1, entities: s.byType };
 }
