@@ -190,3 +190,24 @@ Deno.test("pretrain: --tokenizer must be a tokenizer.json (exit 1); llama's head
     assert(!await pathExists(join(out, "init")), "no empty init/ left");
   });
 });
+
+Deno.test("train: --eval-every/--save-best/--early-stop with a held-out split that comes out empty is a usage error", async () => {
+  await withTempDir("hartley-inputs-", async (dir) => {
+    const data = join(dir, "four.csv"); // 10% of 4 rows, two a class: none held out
+    await Deno.writeTextFile(data, "text,label\napple pie,fruit\nrock,hard\npear,fruit\nstone,hard\n");
+    const r = await runCli(
+      tinyRun(data, join(dir, "run"), [
+        "--steps",
+        "2",
+        "--eval-fraction",
+        "0.1",
+        "--eval-every",
+        "1",
+        "--save-best",
+      ]),
+    );
+    assertEquals(r.code, 2, r.err);
+    assert(r.err.includes("--eval-every and --save-best need eval data"), r.err);
+    assert(!(await pathExists(join(dir, "run", "log.jsonl"))), "nothing trained");
+  });
+});

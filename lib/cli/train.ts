@@ -513,6 +513,8 @@ async function runTraining(
       quiet: v.quiet,
       labelField: v["label-field"],
       regression,
+      // from v, not the flags given: a resumed run's come from its saved arguments
+      evalFor: (["eval-every", "save-best", "early-stop"] as const).filter((f) => v[f]).map((f) => `--${f}`),
     },
     config,
     tokenizer,
