@@ -109,6 +109,7 @@ export {
   loadModel,
   type LoadModelOptions,
   loadModelTokenizer,
+  type LoadNotes,
   registeredFamilies,
 } from "./lib/models/load.ts";
 export {

@@ -12,14 +12,14 @@ import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
 import { type HfConfig, loadGenerationConfig } from "../io/hf_config.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { loadModel, loadModelTokenizer } from "../models/load.ts";
+import { loadModel, loadModelTokenizer, type LoadNotes } from "../models/load.ts";
 import type { Model } from "../models/model.ts";
 import { type AdapterConfig, loadAdapterConfig } from "../peft/config.ts";
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
-import { loadingProgress } from "./loading.ts";
+import { loadingProgress, loadNoteLines } from "./loading.ts";
 import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
 
 /** What {@link loadForUse} loaded. */
@@ -102,11 +102,13 @@ export async function planUse(o: LoadForUseOptions): Promise<UsePlan> {
 export async function loadForUse(gpu: Gpu, o: LoadForUseOptions, plan?: UsePlan): Promise<Loaded> {
   const { modelDir, config, adapterConfig, task, numLabels } = plan ?? await planUse(o);
   const tokenizer = config.modelType === "vit" ? null : await loadModelTokenizer(config);
+  let notes: LoadNotes | undefined;
   const model = await loadModel(gpu, modelDir, {
     task,
     numLabels,
     dtype: o.dtype,
     onProgress: loadingProgress(o.quiet),
+    onLoaded: (n) => notes = n,
   });
   ensurePadToken(model.config, task, tokenizer);
   try {
@@ -116,6 +118,18 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions, plan?: UsePlan)
     if (names && names.length === numLabels) config.labels = model.config.labels = [...names];
     const random = model.initialised.find((key) => !peft?.saved.has(key));
     if (o.needHead && random) {
+      // a head of another label count, as transformers says it (its from_pretrained refuses one)
+      const resized = notes?.mismatched.find((m) => m.key === random);
+      if (resized) {
+        throw new ArgsError(
+          `${modelDir}: size mismatch for ${random}: [${resized.stored}] in the checkpoint, ` +
+            `[${resized.expected}] for a ${task} head of ${numLabels} labels: it would be random; ` +
+            `make config.json's id2label (or num_labels) count the labels of the checkpoint's head` +
+            (o.adapter
+              ? ` (the adapter ${o.adapter} holds none)`
+              : `, or give an adapter trained for ${numLabels} labels`),
+        );
+      }
       throw new ArgsError(
         `${modelDir} has no ${task} head ("${random}" is not in its checkpoint)` +
           (o.adapter ? ` and the adapter ${o.adapter} does not hold one` : "") +
@@ -123,6 +137,7 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions, plan?: UsePlan)
           (o.taskFixed ? "" : ", or another --task"),
       );
     }
+    for (const line of notes ? loadNoteLines(notes, new Set(peft?.saved.keys())) : []) console.error(line);
     return { modelDir, model, peft, config, adapterConfig, task, tokenizer, numLabels };
   } catch (e) {
     model.dispose();

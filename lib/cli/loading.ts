@@ -1,7 +1,9 @@
 /**
- * The display of a checkpoint's loading, for the commands that load models.
+ * The display of a checkpoint's loading, for the commands that load models: its progress, and
+ * what was read otherwise than as stored (renamed, unused or new tensors), as transformers logs it.
  * @module
  */
+import type { LoadNotes } from "../models/load.ts";
 import { Progress, type ProgressSink } from "../train/progress.ts";
 
 /** Checkpoints at least this large show a loading progress display. */
@@ -31,4 +33,39 @@ export function loadingProgress(
     progress.update(done === total ? progress.total : mib, { tokens: mib });
     if (done === total) progress.done();
   };
+}
+
+/** Names listed in a line of {@link loadNoteLines}; the rest are counted. */
+const NAMES_SHOWN = 3;
+
+/**
+ * The lines that tell what loading read otherwise than as stored (nothing when all was read as
+ * stored): tensors renamed as transformers renames them, heads of another shape, parameters
+ * initialised new, checkpoint tensors left unused. Each counts its tensors and names the first few.
+ * `kept`: parameters initialised new that something else then replaced (an adapter's trained head).
+ */
+export function loadNoteLines(notes: LoadNotes, kept: ReadonlySet<string> = new Set()): string[] {
+  const some = (names: readonly string[]) =>
+    `${names.length} (${names.slice(0, NAMES_SHOWN).join(", ")}${names.length > NAMES_SHOWN ? ", …" : ""})`;
+  const mismatched = notes.mismatched.filter((m) => !kept.has(m.key));
+  const resized = new Set(mismatched.map((m) => m.key));
+  const fresh = notes.initialised.filter((k) => !kept.has(k) && !resized.has(k));
+  const lines: string[] = [];
+  if (notes.renamed.length > 0) {
+    const [stored, name] = notes.renamed[0];
+    lines.push(
+      `checkpoint tensors renamed as transformers renames them: ${notes.renamed.length} ` +
+        `(${stored} as ${name}${notes.renamed.length > 1 ? ", …" : ""})`,
+    );
+  }
+  if (mismatched.length > 0) {
+    const shown = mismatched.slice(0, NAMES_SHOWN).map((m) => `${m.key} [${m.stored}] → [${m.expected}]`);
+    lines.push(
+      `size mismatch with the checkpoint, initialised new: ${mismatched.length} (${shown.join(", ")}` +
+        `${mismatched.length > NAMES_SHOWN ? ", …" : ""})`,
+    );
+  }
+  if (fresh.length > 0) lines.push(`not in the checkpoint, initialised new: ${some(fresh)}`);
+  if (notes.unused.length > 0) lines.push(`checkpoint tensors not used: ${some(notes.unused)}`);
+  return lines;
 }

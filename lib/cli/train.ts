@@ -68,7 +68,7 @@ import {
   METHODS,
   prepareMethod,
 } from "./method.ts";
-import { loadingProgress } from "./loading.ts";
+import { loadingProgress, loadNoteLines } from "./loading.ts";
 import { checkOutDir, clearOutDir, runArgs, shellLine, withSavedArgs } from "./run_dir.ts";
 import {
   checkTaskFits,
@@ -645,6 +645,9 @@ async function runTraining(
       // trained head comes from its checkpoint)
       newHead: v["new-head"] && !ckpt,
       onProgress: loadingProgress(v.quiet),
+      onLoaded: (notes) => {
+        if (!v.quiet) { for (const line of loadNoteLines(notes)) console.error(line); }
+      },
     });
     model.gradientCheckpointing = v["gradient-checkpointing"];
     // the data's class names name the head's outputs (a token classifier's evaluations read entities from them)

@@ -6,8 +6,11 @@
  *
  * Format: 8-byte little-endian header length N, N bytes of JSON (`{name: {dtype, shape,
  * data_offsets: [begin, end]}}` with offsets relative to the data start, and an optional
- * `__metadata__` string map), then the data. Every error names the file, and the tensor
- * where one is at fault.
+ * `__metadata__` string map), then the data: the tensors' bytes one after another, from the start
+ * of the data to the end of the file (the reference library's rule: a gap or trailing bytes are
+ * refused). Every error names the file, and the tensor where one is at fault.
+ * {@link openCheckpoint} reads a checkpoint under the names transformers loads it with (see
+ * {@link transformersName}).
  * @module
  */
 import { dirname, join } from "node:path";
@@ -38,6 +41,11 @@ export interface TensorSource {
   readonly names: readonly string[];
   /** The `__metadata__` string map (a sharded checkpoint's index `metadata`, stringified). */
   readonly metadata: Readonly<Record<string, string>>;
+  /**
+   * Tensors read under another name than the one they are stored under: name → stored name
+   * (see {@link openCheckpoint}); absent or empty when every name is the stored one.
+   */
+  readonly renamed?: ReadonlyMap<string, string>;
   /** Whether a tensor named `name` is there. */
   has(name: string): boolean;
   /** Dtype and shape of `name`; throws naming the source when it is absent. */
@@ -66,35 +74,57 @@ const KNOWN_UNSUPPORTED = [
 ];
 
 interface Entry extends TensorInfo {
+  /** The name it is stored under. */
   name: string;
   begin: number;
   end: number;
 }
 
+/** Options of {@link SafetensorsFile.open} and {@link ShardedCheckpoint.open}. */
+export interface OpenOptions {
+  /** Read each tensor under the name transformers loads it with ({@link transformersName}). */
+  transformersNames?: boolean;
+}
+
 /** One safetensors file, header parsed and validated; tensor data is read on demand. */
 export class SafetensorsFile implements TensorSource {
   readonly names: readonly string[];
+  /** The entries by the name they are read under. */
+  readonly #entries: Map<string, Entry>;
 
   private constructor(
     readonly path: string,
     readonly metadata: Readonly<Record<string, string>>,
     /** Byte offset of the data region in the file (8 + header length). */
     readonly dataStart: number,
-    private readonly entries: Map<string, Entry>,
+    /** The entries in data order. */
+    entries: readonly Entry[],
+    readonly renamed: ReadonlyMap<string, string>,
   ) {
-    this.names = [...entries.values()].sort((a, b) => a.begin - b.begin || a.end - b.end).map((e) => e.name);
+    const names = readNames(renamed);
+    const nameOf = (e: Entry) => names.get(e.name) ?? e.name;
+    this.#entries = new Map(entries.map((e) => [nameOf(e), e]));
+    this.names = entries.map(nameOf);
   }
 
   /** Open `path`: read and validate the header (no tensor data is read). */
-  static async open(path: string): Promise<SafetensorsFile> {
+  static async open(path: string, opts: OpenOptions = {}): Promise<SafetensorsFile> {
     const file = await Deno.open(path, { read: true });
     try {
       const size = (await file.stat()).size;
       if (size < 8) fail(path, `${size} bytes is too short for a safetensors file (no 8-byte header length)`);
-      const n = Number(
-        new DataView((await readExactly(file, 8, path, "the header length")).buffer).getBigUint64(0, true),
-      );
-      if (n > MAX_HEADER) fail(path, `header length ${n} is larger than the ${MAX_HEADER}-byte limit`);
+      const length = new DataView((await readExactly(file, 8, path, "the header length")).buffer)
+        .getBigUint64(0, true);
+      if (length > BigInt(MAX_HEADER)) {
+        if (await isLfsPointer(path, size)) {
+          fail(
+            path,
+            `is a Git LFS pointer, not the file itself: fetch it (git lfs pull, in its clone)`,
+          );
+        }
+        fail(path, `header length ${length} is larger than the ${MAX_HEADER}-byte limit`);
+      }
+      const n = Number(length);
       if (8 + n > size) {
         fail(
           path,
@@ -104,14 +134,15 @@ export class SafetensorsFile implements TensorSource {
       const header = parseHeader(path, await readExactly(file, n, path, "the header"));
       const dataStart = 8 + n;
       const entries = checkEntries(path, header.entries, size - dataStart);
-      return new SafetensorsFile(path, header.metadata, dataStart, entries);
+      const renamed = opts.transformersNames ? renamesOf(path, entries.map((e) => e.name)) : new Map();
+      return new SafetensorsFile(path, header.metadata, dataStart, entries, renamed);
     } finally {
       file.close();
     }
   }
 
   has(name: string): boolean {
-    return this.entries.has(name);
+    return this.#entries.has(name);
   }
 
   info(name: string): TensorInfo {
@@ -124,7 +155,7 @@ export class SafetensorsFile implements TensorSource {
     const file = await Deno.open(this.path, { read: true });
     try {
       await file.seek(this.dataStart + e.begin, Deno.SeekMode.Start);
-      const bytes = await readExactly(file, e.byteLength, this.path, `tensor "${name}"`);
+      const bytes = await readExactly(file, e.byteLength, this.path, `tensor "${e.name}"`);
       return new DTYPES[e.dtype].array(bytes.buffer as ArrayBuffer, 0, e.byteLength / DTYPES[e.dtype].size);
     } finally {
       file.close();
@@ -136,7 +167,7 @@ export class SafetensorsFile implements TensorSource {
   }
 
   #entry(name: string): Entry {
-    const e = this.entries.get(name);
+    const e = this.#entries.get(name);
     if (!e) throw new SafetensorsError(`${this.path}: no tensor "${name}" ${listSome(this.names)}`);
     return e;
   }
@@ -155,13 +186,15 @@ export class ShardedCheckpoint implements TensorSource {
     /** The index file. */
     readonly path: string,
     readonly metadata: Readonly<Record<string, string>>,
+    /** The shard of each tensor, by the name it is read under. */
     private readonly shardOf: Map<string, SafetensorsFile>,
+    readonly renamed: ReadonlyMap<string, string>,
   ) {
     this.names = [...shardOf.keys()];
   }
 
   /** Read the index at `indexPath`, open every shard it names and check each tensor is there. */
-  static async open(indexPath: string): Promise<ShardedCheckpoint> {
+  static async open(indexPath: string, opts: OpenOptions = {}): Promise<ShardedCheckpoint> {
     let index: unknown;
     try {
       index = JSON.parse(await Deno.readTextFile(indexPath));
@@ -202,7 +235,10 @@ export class ShardedCheckpoint implements TensorSource {
     const metadata = Object.fromEntries(
       Object.entries(meta).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
     );
-    return new ShardedCheckpoint(indexPath, metadata, shardOf);
+    const renamed = opts.transformersNames ? renamesOf(indexPath, [...shardOf.keys()]) : new Map();
+    const names = readNames(renamed);
+    const byName = new Map([...shardOf].map(([stored, shard]) => [names.get(stored) ?? stored, shard]));
+    return new ShardedCheckpoint(indexPath, metadata, byName, renamed);
   }
 
   has(name: string): boolean {
@@ -210,15 +246,19 @@ export class ShardedCheckpoint implements TensorSource {
   }
 
   info(name: string): TensorInfo {
-    return this.shard(name).info(name);
+    return this.shard(name).info(this.#stored(name));
   }
 
   read(name: string): Promise<TypedArray> {
-    return this.shard(name).read(name);
+    return this.shard(name).read(this.#stored(name));
   }
 
   readF32(name: string): Promise<Float32Array> {
-    return this.shard(name).readF32(name);
+    return this.shard(name).readF32(this.#stored(name));
+  }
+
+  #stored(name: string): string {
+    return this.renamed.get(name) ?? name;
   }
 
   /** The shard file holding `name`. */
@@ -236,20 +276,91 @@ export class ShardedCheckpoint implements TensorSource {
 /**
  * Open a checkpoint: a `.safetensors` file, a `.safetensors.index.json`, or a folder holding
  * `<base>.safetensors` or else `<base>.safetensors.index.json` (sharded), the order transformers
- * looks in.
+ * looks in. Its tensors are read under the names transformers loads them with (see
+ * {@link transformersName}; `renamed` lists those read under another name than stored). A folder
+ * with weights in another format only (`pytorch_model.bin`, …) is an error saying how to convert them.
  * @param base file stem looked for in a folder: "model", or e.g. "adapter_model".
  */
 export async function openCheckpoint(path: string, base = "model"): Promise<TensorSource> {
   const stat = await Deno.stat(path);
+  const opts = { transformersNames: true };
   if (stat.isFile) {
-    return path.endsWith(".index.json") ? ShardedCheckpoint.open(path) : SafetensorsFile.open(path);
+    return path.endsWith(".index.json")
+      ? ShardedCheckpoint.open(path, opts)
+      : SafetensorsFile.open(path, opts);
   }
   const index = join(path, `${base}.safetensors.index.json`), single = join(path, `${base}.safetensors`);
-  if (await exists(single)) return SafetensorsFile.open(single);
-  if (await exists(index)) return ShardedCheckpoint.open(index);
+  if (await exists(single)) return SafetensorsFile.open(single, opts);
+  if (await exists(index)) return ShardedCheckpoint.open(index, opts);
   throw new SafetensorsError(
-    `${path}: neither ${base}.safetensors nor ${base}.safetensors.index.json is there`,
+    `${path}: neither ${base}.safetensors nor ${base}.safetensors.index.json is there` +
+      (base === "model" ? await otherFormatHint(path) : ""),
   );
+}
+
+/**
+ * Weights transformers reads that this project does not (PyTorch pickles, TensorFlow, Flax),
+ * with the `from_pretrained` argument that reads each.
+ */
+const OTHER_FORMATS: readonly [file: string, kind: string, argument: string][] = [
+  ["pytorch_model.bin", "PyTorch", ""],
+  ["pytorch_model.bin.index.json", "sharded PyTorch", ""],
+  ["tf_model.h5", "TensorFlow", ", from_tf=True"],
+  ["tf_model.h5.index.json", "sharded TensorFlow", ", from_tf=True"],
+  ["flax_model.msgpack", "Flax", ", from_flax=True"],
+  ["flax_model.msgpack.index.json", "sharded Flax", ", from_flax=True"],
+];
+
+/**
+ * For the model folder `dir` without safetensors: what it holds instead and how transformers
+ * converts it (its class from config.json's architectures), or "".
+ */
+async function otherFormatHint(dir: string): Promise<string> {
+  for (const [file, kind, argument] of OTHER_FORMATS) {
+    if (!(await exists(join(dir, file)))) continue;
+    const config = await Deno.readTextFile(join(dir, "config.json")).then(JSON.parse).catch(() => null);
+    const arch = typeof config?.architectures?.[0] === "string" ? config.architectures[0] : "AutoModel";
+    return `; it has ${file} (${kind} weights), and only safetensors are read: transformers converts ` +
+      `them with ${arch}.from_pretrained(dir${argument}).save_pretrained(dir, safe_serialization=True)`;
+  }
+  return "";
+}
+
+/**
+ * The name transformers loads a checkpoint tensor under: its own, except LayerNorm weights stored
+ * as `gamma` / `beta` (BERTs converted from TensorFlow, such as bert-base-uncased), which its
+ * legacy renames (`LayerNorm.gamma` → `LayerNorm.weight`, `LayerNorm.beta` → `LayerNorm.bias`) read
+ * under the current names.
+ */
+export function transformersName(name: string): string {
+  return name.replace(/LayerNorm\.gamma$/, "LayerNorm.weight").replace(/LayerNorm\.beta$/, "LayerNorm.bias");
+}
+
+/**
+ * The `stored` names that {@link transformersName} renames, by their new name. A file holding a
+ * tensor under both names is an error naming both.
+ */
+function renamesOf(path: string, stored: readonly string[]): Map<string, string> {
+  const all = new Set(stored), renamed = new Map<string, string>();
+  for (const name of stored) {
+    const to = transformersName(name);
+    if (to === name) continue;
+    if (all.has(to)) fail(path, `holds both "${name}" and "${to}", which transformers reads as one tensor`);
+    renamed.set(to, name);
+  }
+  return renamed;
+}
+
+/** Each renamed stored name's new name (`renamed` inverted). */
+function readNames(renamed: ReadonlyMap<string, string>): Map<string, string> {
+  return new Map([...renamed].map(([name, stored]) => [stored, name]));
+}
+
+/** Whether the file at `path` (`size` bytes) is a Git LFS pointer (a clone made without git-lfs). */
+async function isLfsPointer(path: string, size: number): Promise<boolean> {
+  // the spec keeps pointers under 1024 bytes
+  return size < 1024 &&
+    (await Deno.readTextFile(path)).startsWith("version https://git-lfs.github.com/spec/");
 }
 
 /** A tensor to write. */
@@ -478,10 +589,14 @@ function checkShape(path: string, name: string, shape: unknown): number[] {
   return [...shape];
 }
 
-/** Check offsets against the data size and each other; the entries by name. */
-function checkEntries(path: string, entries: Entry[], dataSize: number): Map<string, Entry> {
+/**
+ * Check offsets against the data size and each other, as the reference library does: in offset
+ * order, each tensor's bytes begin where the previous one's end, from 0 to the end of the data.
+ * The entries in that order.
+ */
+function checkEntries(path: string, entries: Entry[], dataSize: number): Entry[] {
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
-  let prev: Entry | undefined;
+  let prev: Entry | undefined, end = 0;
   for (const e of sorted) {
     if (e.end > dataSize) {
       fail(
@@ -490,16 +605,29 @@ function checkEntries(path: string, entries: Entry[], dataSize: number): Map<str
           `(${dataSize} bytes): file truncated?`,
       );
     }
-    if (e.byteLength === 0) continue;
-    if (prev && e.begin < prev.end) {
+    if (prev && e.begin < end) {
       fail(
         path,
         `tensors "${prev.name}" [${prev.begin}, ${prev.end}] and "${e.name}" [${e.begin}, ${e.end}] overlap`,
       );
     }
+    if (e.begin > end) {
+      fail(
+        path,
+        `tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] leave bytes ${end} to ${e.begin} ` +
+          `of the data unused (each tensor begins where the one before it ends)`,
+      );
+    }
     prev = e;
+    end = e.end;
   }
-  return new Map(entries.map((e) => [e.name, e]));
+  if (end !== dataSize) {
+    fail(
+      path,
+      `the tensors' data ends at byte ${end} of ${dataSize}: ${dataSize - end} bytes after it belong to none`,
+    );
+  }
+  return sorted;
 }
 
 async function readExactly(file: Deno.FsFile, n: number, path: string, what: string): Promise<Uint8Array> {

@@ -294,6 +294,23 @@ function locate(full: readonly number[], plain: readonly number[], which: "first
 const MODEL_TYPES = ["BPE", "WordPiece", "Unigram"];
 
 /**
+ * The type of a tokenizer.json model written without `"type"` (by tokenizers before 0.9, as
+ * GPT-2's and bert-base-uncased's own), found as the Rust library finds it: the first of BPE
+ * (`vocab` map and `merges`), WordPiece (`vocab` map, `unk_token`, `continuing_subword_prefix` and
+ * `max_input_chars_per_word`), WordLevel (`vocab` map and `unk_token`) and Unigram (`vocab` list)
+ * whose fields the model has; undefined for none.
+ */
+function untaggedType(model: Record<string, unknown>): string | undefined {
+  const map = typeof model.vocab === "object" && model.vocab !== null && !Array.isArray(model.vocab);
+  const has = (...keys: string[]) => keys.every((k) => k in model);
+  if (map && has("merges")) return "BPE";
+  if (map && has("unk_token", "continuing_subword_prefix", "max_input_chars_per_word")) return "WordPiece";
+  if (map && has("unk_token")) return "WordLevel";
+  if (Array.isArray(model.vocab)) return "Unigram";
+  return undefined;
+}
+
+/**
  * The tokenizer_config.json of `dir` ({} without one), its special tokens completed from
  * special_tokens_map.json where it does not name them, as transformers completes them.
  */
@@ -321,17 +338,21 @@ export async function loadTokenizer(path: string, modelConfig?: HfConfig): Promi
   const file = (await Deno.stat(path)).isDirectory ? join(path, "tokenizer.json") : path;
   const json = await readJson(file);
   const tokenizerConfig = await readTokenizerConfig(dirname(file));
-  const modelType = (json.model as { type?: unknown } | undefined)?.type;
+  const model = json.model as Record<string, unknown> | undefined;
+  const modelType = model?.type ?? (model && untaggedType(model));
   if (!MODEL_TYPES.includes(modelType as string)) {
-    throw new TokenizerError(
-      `${file}: model type ${JSON.stringify(modelType)} is not supported (supported: ${
-        MODEL_TYPES.join(", ")
-      })`,
-    );
+    const what = modelType === undefined
+      ? `model has no "type" and fits none of BPE, WordPiece, WordLevel, Unigram`
+      : `model type ${JSON.stringify(modelType)} is not supported`;
+    throw new TokenizerError(`${file}: ${what} (supported: ${MODEL_TYPES.join(", ")})`);
   }
   let tok: JsTokenizer;
   try {
-    tok = new JsTokenizer(adaptForTokenizersJs(json), tokenizerConfig);
+    // the package guesses an untagged model's type otherwise, not as the Rust library does
+    tok = new JsTokenizer(
+      adaptForTokenizersJs({ ...json, model: { ...model, type: modelType } }),
+      tokenizerConfig,
+    );
   } catch (e) {
     throw new TokenizerError(`${file}: cannot load: ${(e as Error).message}`);
   }

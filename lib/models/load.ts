@@ -23,11 +23,12 @@ import type { Gpu } from "../gpu/mod.ts";
 import { type HfConfig, loadHfConfig } from "../io/hf_config.ts";
 import { openCheckpoint, type TensorSource } from "../io/safetensors.ts";
 import { checkTokenizerFits, loadTokenizer, type Tokenizer } from "../io/tokenizer.ts";
-import { loadWeights, type WeightDtype } from "../nn/load.ts";
+import { pathExists } from "../io/paths.ts";
+import { checkpointKey, type LoadedWeights, loadWeights, type WeightDtype } from "../nn/load.ts";
 import "./families.ts";
 import type { Model, ModelTask } from "./model.ts";
 import { type Family, getFamily, registeredFamilies } from "./registry.ts";
-import { modelShapes } from "./shapes.ts";
+import { checkCheckpoint, type CheckpointMatch, type ModelShapes, modelShapes } from "./shapes.ts";
 
 export { type BuildContext, type Family, registeredFamilies, registerFamily } from "./registry.ts";
 
@@ -53,6 +54,8 @@ export interface LoadModelOptions {
   newHead?: boolean;
   /** Told the bytes of the checkpoint read so far, and in all (e.g. for a progress bar). */
   onProgress?: (done: number, total: number) => void;
+  /** Told, once the weights are read, what was read otherwise than as stored (see {@link LoadNotes}). */
+  onLoaded?: (notes: LoadNotes) => void;
   /**
    * Read the weights from this source instead of the directory's checkpoint (e.g. random
    * weights generated on demand, to benchmark a model's shape without downloading it).
@@ -61,9 +64,32 @@ export interface LoadModelOptions {
 }
 
 /**
- * Load the model in `dir` onto `gpu`, in eval mode. Errors name the file (and tensor) at
- * fault: a missing directory, config.json or checkpoint; an unknown `model_type`; a tensor of
- * the wrong shape or dtype; a truncated safetensors file.
+ * What loading read otherwise than one checkpoint tensor per parameter, as transformers logs it:
+ * keys are the model's parameters' (see `ModelShapes`), except `unused` and `renamed`'s, the checkpoint's.
+ */
+export interface LoadNotes {
+  /** Parameters initialised new (a new head), those of `mismatched` included. */
+  initialised: string[];
+  /** Parameters whose checkpoint tensor has another shape (another label count), so initialised new. */
+  mismatched: { key: string; stored: number[]; expected: number[] }[];
+  /**
+   * Checkpoint tensors no parameter reads (another head's), leaving out buffers transformers does not
+   * warn of (attention masks, position ids, rotary frequencies) and a tied output layer's copy.
+   */
+  unused: string[];
+  /** Checkpoint tensors read under transformers' current name: stored name → name read as. */
+  renamed: [string, string][];
+}
+
+/** Buffers a checkpoint may hold that are no parameters (transformers ignores them unannounced). */
+const BUFFERS = /(^|\.)(attn\.bias|attn\.masked_bias|position_ids|rotary_emb\.inv_freq)$/;
+
+/**
+ * Load the model in `dir` onto `gpu`, in eval mode. The checkpoint's tensors are read under the
+ * names transformers loads them with (a TensorFlow-converted BERT's `LayerNorm.gamma` as
+ * `LayerNorm.weight`; see `openCheckpoint`). Errors name the file (and tensor) at fault: a missing
+ * directory, config.json or checkpoint; an unknown `model_type`; a tensor of the wrong shape or
+ * dtype; a truncated safetensors file.
  */
 export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = {}): Promise<Model> {
   await expectDirectory(dir);
@@ -86,20 +112,38 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
   const source = opts.source ?? await openCheckpoint(dir);
   const dtype = opts.dtype ?? "f32";
   const initStd = typeof config.raw.initializer_range === "number" ? config.raw.initializer_range : 0.02;
+  // a new head: the checkpoint's is taken for another task's (see checkCheckpoint), so not read
+  const sourceArchitecture = opts.newHead ? `${architecture} (head dropped)` : config.architectures[0];
   const weights = await loadWeights(gpu, source, shapes, {
     dtype,
-    // a new head: the checkpoint's is taken for another task's (see checkCheckpoint), so not read
-    sourceArchitecture: opts.newHead ? `${architecture} (head dropped)` : config.architectures[0],
+    sourceArchitecture,
     seed: opts.seed,
     initStd,
     onProgress: opts.onProgress,
   });
+  opts.onLoaded?.(loadNotes(shapes, weights, checkCheckpoint(shapes, source, sourceArchitecture)));
   try {
     return family.build({ gpu, dir, config, task, shapes, weights, dtype });
   } catch (e) {
     for (const t of weights.params.values()) t.dispose();
     throw e;
   }
+}
+
+/** {@link LoadNotes} of `weights`, read as `match` says. */
+function loadNotes(shapes: ModelShapes, weights: LoadedWeights, match: CheckpointMatch): LoadNotes {
+  const modelKey = new Map(
+    shapes.params.map((p) => [checkpointKey(p.key, shapes.basePrefix, weights.prefix), p.key]),
+  );
+  const tied = new Set(
+    shapes.params.filter((p) => p.tiedTo).map((p) => checkpointKey(p.key, shapes.basePrefix, weights.prefix)),
+  );
+  return {
+    initialised: [...weights.initialised],
+    mismatched: match.mismatched.map((m) => ({ ...m, key: modelKey.get(m.key) ?? m.key })),
+    unused: weights.unexpected.filter((n) => !BUFFERS.test(n) && !tied.has(n)),
+    renamed: [...weights.source.renamed ?? []].map(([name, stored]) => [stored, name]),
+  };
 }
 
 /**
@@ -110,13 +154,35 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
  */
 export async function loadModelTokenizer(config: HfConfig, path?: string): Promise<Tokenizer> {
   const dir = dirname(config.path);
-  const tokenizer = await loadTokenizer(path ?? join(dir, "tokenizer.json"), config).catch((e) => {
-    throw path === undefined && e instanceof Deno.errors.NotFound
-      ? new Error(`model directory ${dir} has no tokenizer.json (a text model needs one beside config.json)`)
-      : e;
+  const tokenizer = await loadTokenizer(path ?? join(dir, "tokenizer.json"), config).catch(async (e) => {
+    if (path !== undefined || !(e instanceof Deno.errors.NotFound)) throw e;
+    throw new Error(
+      `model directory ${dir} has no tokenizer.json (a text model needs one beside config.json)` +
+        await slowTokenizerHint(dir),
+    );
   });
   checkTokenizerFits(tokenizer, config);
   return tokenizer;
+}
+
+/** Files of tokenizers that transformers converts into a tokenizer.json (its "slow" tokenizers' files). */
+const SLOW_TOKENIZER_FILES = [
+  "vocab.txt",
+  "vocab.json",
+  "merges.txt",
+  "tokenizer.model",
+  "spiece.model",
+  "sentencepiece.bpe.model",
+];
+
+/** For the model folder `dir` without tokenizer.json: the tokenizer files it has and how to convert them, or "". */
+async function slowTokenizerHint(dir: string): Promise<string> {
+  const found = [];
+  for (const f of SLOW_TOKENIZER_FILES) if (await pathExists(join(dir, f))) found.push(f);
+  if (found.length === 0) return "";
+  const files = found.join(", ");
+  return `; it has ${files}, which transformers converts: ` +
+    `AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes tokenizer.json`;
 }
 
 function familyOf(config: HfConfig): Family {

@@ -183,8 +183,13 @@ export interface CheckpointMatch {
    * checkpoint, or a head model's (e.g. "bert.") when a bare backbone loads it.
    */
   prefix: string;
-  /** Head parameters the checkpoint lacks (a new head, trained from scratch). */
+  /**
+   * Head parameters the checkpoint lacks (a new head, trained from scratch): absent, another
+   * task's, or of another shape (those are in `mismatched` too).
+   */
   missingHead: string[];
+  /** Head parameters the checkpoint holds in another shape (another number of labels). */
+  mismatched: { key: string; stored: number[]; expected: number[] }[];
   /** Checkpoint tensors that are not parameters of `shapes` (e.g. another head's). */
   unexpected: string[];
 }
@@ -223,6 +228,7 @@ export function checkCheckpoint(
   }
   const keyOf = (k: string) => prefix === pre || !k.startsWith(pre) ? k : prefix + k.slice(pre.length);
   const problems: string[] = [], missingHead: string[] = [];
+  const mismatched: CheckpointMatch["mismatched"] = [];
   const expected = new Set<string>();
   for (const p of stored) {
     const key = keyOf(p.key);
@@ -238,8 +244,10 @@ export function checkCheckpoint(
     const got = source.info(key).shape;
     // a head of another label count starts new, as transformers' ignore_mismatched_sizes makes it
     if (got.join() !== p.shape.join()) {
-      if (inHead) missingHead.push(key);
-      else problems.push(`${key} is [${got}], expected [${p.shape}]`);
+      if (inHead) {
+        missingHead.push(key);
+        mismatched.push({ key, stored: got, expected: p.shape });
+      } else problems.push(`${key} is [${got}], expected [${p.shape}]`);
     }
   }
   if (problems.length > 0) {
@@ -248,7 +256,7 @@ export function checkCheckpoint(
       `${source.path} does not match ${shapes.architecture}: ${problems.slice(0, 8).join("; ")}${more}`,
     );
   }
-  return { prefix, missingHead, unexpected: source.names.filter((n) => !expected.has(n)) };
+  return { prefix, missingHead, mismatched, unexpected: source.names.filter((n) => !expected.has(n)) };
 }
 
 /**
