@@ -332,4 +332,9 @@ Deno.test("splitWords and namedEntities: CoNLL-style words, and the entities the
     { type: "PER", start: 3, end: 3, text: "Bob" },
   ]);
   assertEquals(namedEntities(words, ["NNP", "NNP", "VBD", "NNP"]), [], "part-of-speech tags");
+  // a kept head's placeholder output (LABEL_i) is read as "O", as evaluation scores it
+  assertEquals(namedEntities(words, ["B-PER", "I-PER", "LABEL_4", "B-PER"]), [
+    { type: "PER", start: 0, end: 1, text: "Ada Lovelace" },
+    { type: "PER", start: 3, end: 3, text: "Bob" },
+  ]);
 });

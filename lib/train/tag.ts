@@ -120,9 +120,11 @@ export interface NamedEntity extends Entity {
 
 /**
  * The entities `tags` (names, e.g. "B-PER") name over `words`, seqeval's way; none when the tag
- * names are not entity tags. Untagged words (−1 ids upstream) should be given as "O".
+ * names are not entity tags. Untagged words (−1 ids upstream) should be given as "O", and so is a
+ * placeholder (LABEL_i: an output of a kept head beyond the data's tags), as evaluation scores it.
  */
 export function namedEntities(words: readonly string[], tags: readonly string[]): NamedEntity[] {
-  if (!isEntityTagSet([...new Set(tags)])) return [];
-  return entities(tags).map((e) => ({ ...e, text: words.slice(e.start, e.end + 1).join(" ") }));
+  const named = tags.map((t) => /^LABEL_\d+$/.test(t) ? "O" : t);
+  if (!isEntityTagSet([...new Set(named)])) return [];
+  return entities(named).map((e) => ({ ...e, text: words.slice(e.start, e.end + 1).join(" ") }));
 }
