@@ -43,7 +43,10 @@ export interface LoadModelOptions {
    * of it new.
    */
   numLabels?: number;
-  /** Storage of the frozen matrices: "f32" (default) or "f16" (needs `gpu.f16`). */
+  /**
+   * Storage of the frozen matrices: "f32" (default), "f16" (needs `gpu.f16`), or the blocks' linear
+   * layers quantized to 8 or 4 bits ("q8", "q4"; the embedding tables and LM output layer then q8).
+   */
   dtype?: WeightDtype;
   /** Seed of a new (missing) head's initialisation (default 0). */
   seed?: number;

@@ -4,6 +4,10 @@
  * from are read by lib/train/readers.ts).
  *
  * ```ts
+ * import { readClassificationFile } from "./readers.ts";
+ * import type { HfConfig } from "../io/hf_config.ts";
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * declare const config: HfConfig, tokenizer: Tokenizer;
  * const data = await readClassificationFile("train.csv", { labels: config.labels });
  * const dataset = new ClassificationDataset(data.examples, tokenizer, { maxLength: 128 });
  * const batches = new BatchIterator(dataset, { batchSize: 16, seed: 0 });

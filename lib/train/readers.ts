@@ -6,6 +6,8 @@
  * Every error names the file, the line (the row, for Parquet) and what was wrong.
  *
  * ```ts
+ * import type { HfConfig } from "../io/hf_config.ts";
+ * declare const config: HfConfig;
  * const data = await readClassificationFile("train.csv", { labels: config.labels });
  * data.examples[0]; // { text: "…", label: 1 }
  * ```
@@ -118,7 +120,8 @@ export interface SourceRecord {
 
 /**
  * Read a labelled JSONL (one JSON object per line, empty lines skipped; or one JSON array of
- * them), CSV/TSV (RFC 4180, a header line naming the fields) or Parquet file (a `datasets` split:
+ * them), CSV (RFC 4180 quoting) or TSV (read as GLUE's unquoted files are), each with a
+ * header line naming the fields, or Parquet file (a `datasets` split:
  * its ClassLabel names name the label ids, or find them among `labels` when given) into examples
  * with label ids (see {@link ReadOptions}).
  * Text is UTF-8; a leading byte-order mark is ignored. Errors name the file and the line (the row,

@@ -7,6 +7,8 @@
  * and the special tokens are ignored (−100).
  *
  * ```ts
+ * import type { Tokenizer } from "../io/tokenizer.ts";
+ * declare const tokenizer: Tokenizer;
  * const data = await readTaggedFile("train.jsonl");
  * const dataset = new TokenClassificationDataset(data.examples, tokenizer, { maxLength: 128 });
  * ```
