@@ -41,7 +41,13 @@ import {
 import { fourierftLayer, initFourierftModule } from "./fourierft.ts";
 import type { PeftLayer } from "./layer.ts";
 import { type DropoutState, initLoraModule, loraLayer } from "./lora.ts";
-import { checkMergeable, encodeMerge, writeMergedModel, type WriteMergedOptions } from "./merge.ts";
+import {
+  checkMergeable,
+  checkUntied,
+  encodeMerge,
+  writeMergedModel,
+  type WriteMergedOptions,
+} from "./merge.ts";
 import { shapesOfModel } from "./model_shapes.ts";
 import { createSshLayers, sshLayer } from "./ssh.ts";
 import { resolveModulesToSave, type ResolveOptions, resolveTargets, savedDefaultTargets } from "./targets.ts";
@@ -178,11 +184,16 @@ export class PeftModel {
     await saveAdapter(dir, adapter, { shapes: shapesOfModel(this.model) });
   }
 
-  /** Add every layer's ΔW into its weight; the layers then run without their adapters. */
+  /**
+   * Add every layer's ΔW into its weight; the layers then run without their adapters.
+   * @throws Error, before any weight changes, when an adapted weight is tied to another
+   *   parameter (GPT-2's lm_head) or cannot hold W + ΔW (see lib/peft/merge.ts).
+   */
   merge(): void {
     this.#live();
     if (this.#merged) return;
     // every layer is checked before the first changes: a refusal halfway would leave some merged
+    checkUntied(this.model, this.layers.keys());
     for (const [path, layer] of this.layers) checkMergeable(this.#linear(path), layer);
     for (const [path, layer] of this.layers) {
       const lin = this.#linear(path);
@@ -388,11 +399,8 @@ function prepare(
   for (const t of targets) {
     const lin = model.linears.get(t.path);
     if (!lin) throw new Error(`target "${t.path}" is not a linear layer of the loaded model`);
-    if (t.tiedTo) {
-      throw new Error(
-        `target "${t.path}" shares its weight with "${t.tiedTo}": adapting (and merging into) it would change both`,
-      );
-    }
+    // a tied weight (GPT-2's lm_head) is adapted as any other: ΔW adds on that layer's output alone;
+    // only merging it would change the weight it shares (merge refuses that)
     if (lin.adapter) {
       throw new Error(`"${t.path}" already has a ${lin.adapter.kind} adapter (detach it first)`);
     }

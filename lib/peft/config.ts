@@ -52,11 +52,16 @@ export interface CommonAdapterConfig {
   /** Layers never adapted, matched as `targetModules` (PEFT's `exclude_modules`). */
   excludeModules: TargetModules | null;
   /**
-   * Only adapt layers with these indices (PEFT's `layers_to_transform`); null: all. As PEFT,
+   * Only adapt layers with these indices (PEFT's `layers_to_transform`); null: all. As PEFT, a
+   * layer listed in target_modules by its whole path is adapted whatever its index, and this is
    * refused with target_modules as a string (as is `layersPattern`).
    */
   layersToTransform: number[] | null;
-  /** Names of the layer list that `layersToTransform` counts in (e.g. "layers", "h"); null: any. */
+  /**
+   * Names of the layer list that `layersToTransform` counts in (e.g. "layers", "h"); null: any.
+   * Without `layersToTransform` LoRA refuses it, as PEFT's LoraConfig (SSH too), while FourierFT
+   * keeps it, inert, as PEFT's FourierFTConfig.
+   */
   layersPattern: string[] | null;
   /**
    * Modules trained in full and saved with the adapter (e.g. a classifier head). PEFT matches
@@ -138,7 +143,10 @@ export interface LoraConfig extends CommonAdapterConfig {
 export interface FourierFTConfig extends CommonAdapterConfig {
   /** `peft_type`: always "FOURIERFT". */
   peftType: "FOURIERFT";
-  /** `n_frequency`, an integer ≥ 1; PEFT's default 1000. */
+  /**
+   * `n_frequency`, an integer ≥ 1; PEFT's default 1000. PEFT's `alpha` (kept in `extra`), when
+   * set, replaces it with int(alpha·N·M) per M×N layer ({@link fourierftFrequencies}).
+   */
   nFrequency: number;
   /** `scaling`, finite; PEFT's default 150. */
   scaling: number;
@@ -344,8 +352,9 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
         `or write the layer indices into the regular expression`,
     );
   }
-  if (common.layersPattern !== null && common.layersToTransform === null) {
-    // PEFT's LoraConfig and FourierFTConfig refuse it: the pattern only locates the indices
+  if (common.layersPattern !== null && common.layersToTransform === null && type !== "FOURIERFT") {
+    // PEFT's LoraConfig refuses it (the pattern only locates the indices); its FourierFTConfig
+    // does not, and the pattern alone selects nothing there
     throw new AdapterConfigError(
       `${source}: "layers_pattern" ${
         show(f.raw.layers_pattern)
@@ -414,6 +423,11 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
     }
     case "FOURIERFT": {
       f.unsupported(FOURIERFT_UNSUPPORTED, "FourierFT");
+      // PEFT counts int(alpha·N·M) coefficients per layer when alpha is truthy; 0 and null leave n_frequency
+      const alpha = f.raw.alpha ?? 0;
+      if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) {
+        f.fail("alpha", "null, or a number in [0, 1] (the share of each layer's M·N positions)");
+      }
       return {
         peftType: "FOURIERFT",
         ...common,
@@ -493,6 +507,26 @@ export function adapterConfigToText(config: AdapterConfig): string {
   return JSON.stringify(adapterConfigToJson(config), null, 2) + "\n";
 }
 
+/** PEFT's FourierFT `alpha` (kept in `extra`): the share of a layer's M·N positions; null when unset (0 or null). */
+export function frequencyFraction(config: FourierFTConfig): number | null {
+  const alpha = config.extra.alpha;
+  return typeof alpha === "number" && alpha !== 0 ? alpha : null;
+}
+
+/**
+ * The coefficients of a FourierFT layer of `outFeatures` × `inFeatures`, as PEFT's update_layer
+ * counts them: `int(alpha * in_features * out_features)` (in that order, in doubles) when alpha is
+ * set, else n_frequency.
+ */
+export function fourierftFrequencies(
+  config: FourierFTConfig,
+  outFeatures: number,
+  inFeatures: number,
+): number {
+  const alpha = frequencyFraction(config);
+  return alpha === null ? config.nFrequency : Math.trunc(alpha * inFeatures * outFeatures);
+}
+
 /**
  * The scaling that multiplies an adapter's update: SSH α, LoRA lora_alpha/r (or /√r with
  * rsLoRA), FourierFT scaling.
@@ -521,7 +555,7 @@ function show(v: unknown): string {
 class Fields {
   constructor(readonly raw: Record<string, unknown>, readonly source: string) {}
 
-  private fail(key: string, expected: string): never {
+  fail(key: string, expected: string): never {
     throw new AdapterConfigError(`${this.source}: "${key}" must be ${expected}, got ${show(this.raw[key])}`);
   }
 

@@ -9,9 +9,9 @@
  *   (it redraws them from random_loc_seed with torch's RNG, as `peftFourierftPositions` does
  *   here); this project also writes them to a side file, `fourierft_indices.safetensors`, with
  *   `base_model.model.<module>.fourierft_indices` (I32 [2, n]: rows, then columns — the layout
- *   of PEFT's own `indices` buffer), which wins when present: layers past torch's randperm
- *   threshold, and adapters of earlier versions, drew their own. `<module>.indices` keys (as in
- *   the reference fixtures) are accepted too.
+ *   of PEFT's own `indices` buffer), which wins when present: adapters of earlier versions drew
+ *   their own past torch's randperm threshold, and there the side file saves redrawing (seconds a
+ *   layer size). `<module>.indices` keys (as in the reference fixtures) are accepted too.
  * - modules_to_save: each parameter of a saved module under its model key, e.g.
  *   `base_model.model.classifier.out_proj.weight` (PEFT strips its `modules_to_save.<name>`).
  * For SSH and FourierFT the weights file records each layer's (out, in) size in its
@@ -41,6 +41,8 @@ import {
   type AdapterConfig,
   adapterConfigToText,
   type FourierFTConfig,
+  fourierftFrequencies,
+  frequencyFraction,
   loadAdapterConfig,
   type LoraConfig,
   type PeftType,
@@ -54,7 +56,6 @@ import {
 } from "./targets.ts";
 import { pathExists } from "../io/paths.ts";
 import { peftFourierftPositions } from "./fourierft.ts";
-import { TORCH_RANDPERM_LIMIT } from "./torch_randperm.ts";
 
 /** The config file of an adapter directory. */
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -89,7 +90,7 @@ export interface SSHModule {
   indices: Int32Array;
 }
 
-/** One FourierFT layer; as SSH, but PEFT files may come without positions. */
+/** One FourierFT layer; as SSH, but its positions may be left out (PEFT's draw from random_loc_seed). */
 export interface FourierFTModule {
   /** Output features M of the layer (rows of the spectrum). */
   outFeatures: number;
@@ -97,7 +98,10 @@ export interface FourierFTModule {
   inFeatures: number;
   /** The coefficients [n_frequency]. */
   spectrum: Float32Array;
-  /** [n, 2] row-major (row, col) pairs in (out, in) orientation; null when not supplied. */
+  /**
+   * [n, 2] row-major (row, col) pairs in (out, in) orientation; null: those PEFT draws from the
+   * config's random_loc_seed (a loaded adapter always has them).
+   */
   indices: Int32Array | null;
 }
 
@@ -168,7 +172,10 @@ export interface LoadOptions {
    * `fourierft_indices.safetensors` when present).
    */
   fourierftIndices?: string;
-  /** Load a FourierFT adapter without positions (indices null) instead of failing. */
+  /**
+   * @deprecated No effect: a FourierFT module's positions are always found (the side file, else
+   * PEFT's draw from random_loc_seed).
+   */
   allowMissingIndices?: boolean;
 }
 
@@ -214,15 +221,6 @@ export async function loadAdapter(dir: string, opts: LoadOptions = {}): Promise<
         (await pathExists(join(dir, FOURIERFT_INDICES_FILE)) ? join(dir, FOURIERFT_INDICES_FILE) : null);
       const side = indicesPath === null ? null : await openSafetensors(indicesPath);
       const modules = await readFourierftModules(file, groups.modules, sizeOf, side, config.randomLocSeed);
-      const missing = [...modules].find(([, m]) => m.indices === null)?.[0];
-      if (missing !== undefined && !opts.allowMissingIndices) {
-        throw new AdapterFileError(
-          `${dir}: no positions for FourierFT module "${missing}"${side ? ` in ${side.path}` : ""}: PEFT ` +
-            `redraws them from random_loc_seed with torch's RNG, which past its randperm threshold ` +
-            `(M·N ≥ ${TORCH_RANDPERM_LIMIT}) is not reproduced here; pass them in a side file ` +
-            `(${FOURIERFT_INDICES_FILE}, or LoadOptions.fourierftIndices)`,
-        );
-      }
       adapter = { config, modules, saved };
       break;
     }
@@ -439,9 +437,16 @@ export function checkAdapter(adapter: Adapter, source: string, shapes?: ModelSha
       }
       case "FOURIERFT": {
         const f = mod as FourierFTModule;
-        const n = f.spectrum.length;
-        if (n !== config.nFrequency) {
-          fail(`module "${m}" has ${n} coefficients, expected n_frequency = ${config.nFrequency}`);
+        const n = f.spectrum.length, want = fourierftFrequencies(config, out, inF);
+        if (n !== want) {
+          const alpha = frequencyFraction(config);
+          fail(
+            `module "${m}" has ${n} coefficients, expected ${
+              alpha === null
+                ? `n_frequency = ${want}`
+                : `int(alpha·N·M) = int(${alpha}·${inF}·${out}) = ${want}`
+            }`,
+          );
         }
         if (f.indices) {
           if (f.indices.length !== 2 * n) {

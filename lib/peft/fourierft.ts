@@ -11,9 +11,10 @@
  * random_loc_seed))[:n_frequency]` (row-major flat indices of the out × in spectrum) and does not
  * save them; {@link peftFourierftPositions} draws the same (lib/peft/torch_randperm.ts), for PEFT's
  * adapters and for new ones, which PEFT therefore loads as they were trained. Past torch's 64-bit
- * randperm threshold (M·N ≥ 2³²/20, an LM head) a new layer draws its own with
- * {@link sampleRemainder} (`random_loc_seed + ℓ` for layer ℓ in model order), which PEFT would not
- * redraw; lib/peft/files.ts saves every layer's positions in a side file either way.
+ * randperm threshold (M·N ≥ 2³²/20: a large feed-forward weight, an LM head) that draw takes
+ * seconds (once per layer size); lib/peft/files.ts also saves every layer's positions in a side file.
+ * The count per layer is PEFT's: n_frequency, or int(alpha·N·M) when the config sets `alpha`
+ * ({@link fourierftFrequencies}).
  * Coefficients start at zero (`init_weights` true) or N(0, 1) (false, PEFT's default), drawn
  * as `new Prng(random_loc_seed + ℓ + 2^31).normals(n)` (PEFT draws them with torch's global RNG).
  * @module
@@ -21,12 +22,11 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { Linear } from "../nn/linear.ts";
 import { Prng } from "../spectral/prng.ts";
-import { sampleRemainder } from "../spectral/select.ts";
-import type { FourierFTConfig } from "./config.ts";
+import { type FourierFTConfig, fourierftFrequencies, frequencyFraction } from "./config.ts";
 import type { FourierFTModule } from "./files.ts";
 import { SpectralLayer } from "./spectral_layer.ts";
 import { derivedSeed } from "./ssh.ts";
-import { TORCH_RANDPERM_LIMIT, torchRandpermPrefix } from "./torch_randperm.ts";
+import { torchRandpermPrefix } from "./torch_randperm.ts";
 
 /** PEFT's `ifft2_norm` values. */
 export type Ifft2Norm = "backward" | "ortho" | "forward";
@@ -48,23 +48,26 @@ export function fourierftAlpha(scaling: number, m: number, n: number, norm: Ifft
 }
 
 /**
- * A new FourierFT module for layer ℓ = `index`: `config.nFrequency` distinct uniform positions
- * and the init of `init_weights` (see the module doc).
- * @throws RangeError when n_frequency ≥ M·N (PEFT's limit).
+ * A new FourierFT module for layer ℓ = `index`: PEFT's count of coefficients for the layer
+ * ({@link fourierftFrequencies}) at PEFT's positions, and the init of `init_weights` (see the
+ * module doc).
+ * @throws RangeError when that count is over M·N (PEFT's limit) or below 1.
  */
 export function initFourierftModule(
   config: FourierFTConfig,
   lin: Linear,
   index: number,
 ): FourierFTModule {
-  const m = lin.outFeatures, n = lin.inFeatures, count = config.nFrequency;
+  const m = lin.outFeatures, n = lin.inFeatures, count = fourierftFrequencies(config, m, n);
+  const fraction = frequencyFraction(config);
+  const what = fraction === null
+    ? `n_frequency = ${count}`
+    : `alpha = ${fraction} gives int(alpha·N·M) = ${count} coefficients, which`;
   if (count > m * n) {
-    throw new RangeError(
-      `${lin.path}: n_frequency = ${count} must be at most M·N = ${m}·${n} = ${m * n} (PEFT's limit)`,
-    );
+    throw new RangeError(`${lin.path}: ${what} must be at most M·N = ${m}·${n} = ${m * n} (PEFT's limit)`);
   }
-  const indices = peftFourierftPositions(m, n, count, config.randomLocSeed) ??
-    pairsOf(sampleRemainder([], m * n, count, derivedSeed(config.randomLocSeed, index)), n);
+  if (count < 1) throw new RangeError(`${lin.path}: ${what} must be at least 1 (as PEFT)`);
+  const indices = peftFourierftPositions(m, n, count, config.randomLocSeed);
   const spectrum = config.initWeights
     ? new Float32Array(count)
     : new Prng(derivedSeed(config.randomLocSeed, index + 2 ** 31)).normals(count);
@@ -72,11 +75,11 @@ export function initFourierftModule(
 }
 
 /**
- * The (row, col) pairs PEFT draws for an M×N (out × in) layer from `seed`, or null past torch's
- * randperm threshold, where its draws are not reproduced.
+ * The (row, col) pairs PEFT draws for an M×N (out × in) layer from `seed` (seconds past torch's
+ * randperm threshold, M·N ≥ 2³²/20: see {@link torchRandpermPrefix}).
  */
-export function peftFourierftPositions(m: number, n: number, count: number, seed: number): Int32Array | null {
-  return m * n < TORCH_RANDPERM_LIMIT ? pairsOf(torchRandpermPrefix(m * n, seed, count), n) : null;
+export function peftFourierftPositions(m: number, n: number, count: number, seed: number): Int32Array {
+  return pairsOf(torchRandpermPrefix(m * n, seed, count), n);
 }
 
 /** Row-major flat indices of an N-column matrix as (row, col) pairs. */
@@ -85,8 +88,9 @@ function pairsOf(flats: ArrayLike<number>, n: number): Int32Array {
 }
 
 /**
- * The FourierFT layer of a module on `linear` (sizes checked; positions required).
- * @throws Error naming the layer for a size mismatch or missing positions.
+ * The FourierFT layer of a module on `linear` (sizes checked). A module without positions takes
+ * those PEFT draws from random_loc_seed.
+ * @throws Error naming the layer for a size mismatch.
  */
 export function fourierftLayer(
   gpu: Gpu,
@@ -101,16 +105,10 @@ export function fourierftLayer(
         `(out×in), this layer is ${m}×${n}`,
     );
   }
-  if (!module.indices) {
-    throw new Error(
-      `${lin.path}: the FourierFT module has no positions (PEFT does not save them, and past torch's randperm ` +
-        `threshold they are not redrawn here: give them in a side file)`,
-    );
-  }
   return new SpectralLayer(gpu, "fourierft", {
     outFeatures: m,
     inFeatures: n,
-    positions: module.indices,
+    positions: module.indices ?? peftFourierftPositions(m, n, module.spectrum.length, config.randomLocSeed),
     transform: "dft",
     alpha: fourierftAlpha(config.scaling, m, n, ifft2Norm(config)),
     coef: module.spectrum,

@@ -68,6 +68,24 @@ export function checkMergeable(lin: Linear, layer: PeftLayer): void {
   }
 }
 
+/**
+ * Throws when one of the adapted layers `paths` has its weight tied to another parameter (GPT-2's
+ * lm_head is its token embedding): merging ΔW into it would change that one too. Adapting such a
+ * layer is fine (ΔW adds on its output alone): it is only not merged.
+ */
+export function checkUntied(model: Model, paths: Iterable<string>): void {
+  const linears = shapesOfModel(model).linears;
+  for (const path of paths) {
+    const tiedTo = linears.find((l) => l.path === path)?.tiedTo;
+    if (tiedTo) {
+      throw new Error(
+        `cannot merge the adapter of "${path}": its weight is "${tiedTo}" too (tied), which merging would ` +
+          `change as well; use the adapter unmerged, on its base model, or adapt other layers than "${path}"`,
+      );
+    }
+  }
+}
+
 /** A layer's weight ± ΔW on the GPU (encoded; see the module doc). */
 export function encodeMerge(lin: Linear, layer: PeftLayer, sign: 1 | -1 = 1): void {
   checkMergeable(lin, layer);
@@ -145,8 +163,8 @@ const MODEL_FILE = /\.(json|jinja|model)$|^(vocab\.|merges\.txt$)/;
 /**
  * Write the merged model into the new directory `dir` (see the module doc). The model's own
  * weights are not changed (this works whether or not the adapters are merged on the GPU).
- * @throws Error when `dir` exists (without `overwrite`), is the source directory, or the source
- *   checkpoint lacks an adapted weight.
+ * @throws Error when `dir` exists (without `overwrite`), is the source directory, an adapted
+ *   weight is tied to another parameter ({@link checkUntied}), or the source checkpoint lacks one.
  */
 export async function writeMergedModel(
   src: MergeSource,
@@ -154,6 +172,7 @@ export async function writeMergedModel(
   opts: WriteMergedOptions = {},
 ): Promise<void> {
   const { model } = src;
+  checkUntied(model, src.layers.keys());
   const sourceDir = opts.sourceDir ?? dirname(model.config.path);
   if (isWithin(sourceDir, dir)) {
     throw new Error(`${dir}: the merged model cannot replace the directory holding its source, ${sourceDir}`);

@@ -7,14 +7,23 @@
  */
 import { type HfConfig, parseHfConfig } from "../io/hf_config.ts";
 import { type ModelShapes, modelShapes, numel, paramsUnder, totalParams } from "../models/shapes.ts";
-import { type AdapterConfig, fourierftConfig, loraConfig, sshConfig } from "./config.ts";
+import {
+  type AdapterConfig,
+  fourierftConfig,
+  fourierftFrequencies,
+  loraConfig,
+  sshConfig,
+} from "./config.ts";
 import { resolveModulesToSave, resolveTargets } from "./targets.ts";
 
 /** Trainable parameters of an adapter on a model. */
 export interface TrainableCount {
   /** Adapted linear layers. */
   layers: number;
-  /** Adapter parameters: SSH n per layer, FourierFT n_frequency per layer, LoRA r·(in + out) per layer. */
+  /**
+   * Adapter parameters: SSH n per layer, FourierFT n_frequency (or int(alpha·N·M)) per layer, LoRA
+   * r·(in + out) per layer.
+   */
   adapter: number;
   /** Parameters of the modules trained in full (modules_to_save, e.g. a classifier head). */
   modulesToSave: number;
@@ -32,7 +41,7 @@ export function trainableParams(shapes: ModelShapes, config: AdapterConfig): Tra
         adapter += config.n; // "global" moves positions between layers but keeps n·L in all
         break;
       case "FOURIERFT":
-        adapter += config.nFrequency;
+        adapter += fourierftFrequencies(config, l.outFeatures, l.inFeatures);
         break;
       case "LORA":
         adapter += config.r * (l.inFeatures + l.outFeatures);

@@ -7,7 +7,8 @@
  * - `exclude_modules`: the same rules; matching layers are never adapted.
  * - `layers_to_transform` (list targets only; the config refuses it with a string, as PEFT):
  *   the layer index is the number after the last `.<name>.` component (`.<layers_pattern>.` when
- *   given) followed by a dot.
+ *   given) followed by a dot. As PEFT, it filters only the layers a name matches as a suffix: a
+ *   layer whose whole path is listed is adapted whatever its index.
  * - `modules_to_save`: a module matches when its path ends with the name (a plain suffix, as
  *   PEFT does, so "classifier" also matches DistilBERT's "pre_classifier"); with task type
  *   SEQ_CLS or TOKEN_CLS, PEFT adds "classifier" and "score". Layers inside a module to save are
@@ -122,7 +123,8 @@ export function resolveTargets(
     if (saved.some((m) => insideModule(l.path, m))) return false;
     if (allLinear) return l.path !== shapes.outputLayer;
     if (!matchesModules(l.path, targets)) return false;
-    if (layerRe === null || typeof targets === "string") return true;
+    // PEFT filters by layer only the names matched as a suffix, not a path listed whole
+    if (layerRe === null || typeof targets === "string" || targets.includes(l.path)) return true;
     const m = layerRe.exec(l.path);
     return m !== null && spec.layersToTransform!.includes(Number(m[1]));
   });
