@@ -239,6 +239,30 @@ Deno.test("--new-head drops a regression config's problem_type; without it, the 
       assertEquals(saved.problem_type, "single_label_classification");
       const result = await evalJson(["--model", `${dir}/new/model`, "--data", data, "--seq-len", "12"]);
       assert(typeof result.accuracy === "number", JSON.stringify(result));
+      // an adapter run records the new head's problem type, so eval --adapter reads classes too
+      const lora = [
+        "--model",
+        model,
+        "--data",
+        data,
+        "--method",
+        "lora",
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+      ];
+      const adapted = await runCli(["train", ...lora, ...rest, "--new-head", "--out", `${dir}/lora`]);
+      assertEquals(adapted.code, 0, adapted.err);
+      const viaAdapter = await evalJson([
+        "--adapter",
+        `${dir}/lora/adapter`,
+        "--data",
+        data,
+        "--seq-len",
+        "12",
+      ]);
+      assert(typeof viaAdapter.accuracy === "number", JSON.stringify(viaAdapter));
       const refused = await runCli(["eval", "--model", model, "--data", data, "--seq-len", "12"]);
       assert(refused.code !== 0, refused.err);
       assert(refused.err.includes(`${model}/config.json has problem_type "regression"`), refused.err);

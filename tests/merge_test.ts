@@ -146,7 +146,7 @@ Deno.test("PeftModel.merge / unmerge on an encoder whose q/k/v share a kept stac
 /** A copy of the fixture model directory with its weights converted and/or sharded. */
 async function convertedCopy(
   src: string,
-  opts: { dtype?: "F16" | "BF16"; shards?: number },
+  opts: { dtype?: "F16" | "BF16"; shards?: number; gammaBeta?: boolean },
 ): Promise<string> {
   const dir = await Deno.makeTempDir();
   for (const f of ["config.json", "tokenizer.json"]) await Deno.copyFile(`${src}/${f}`, `${dir}/${f}`);
@@ -161,7 +161,11 @@ async function convertedCopy(
       data = opts.dtype === "F16" ? f32ToF16(v) : f32ToBf16(v);
       dtype = opts.dtype;
     }
-    tensors.push([name, { dtype, shape: info.shape, data }]);
+    // TensorFlow-era names (bert-base-uncased's): LayerNorm weights as gamma, biases as beta
+    const stored = opts.gammaBeta
+      ? name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(/LayerNorm\.bias$/, "LayerNorm.beta")
+      : name;
+    tensors.push([stored, { dtype, shape: info.shape, data }]);
   }
   const shards = opts.shards ?? 1;
   if (shards === 1) {
@@ -495,3 +499,24 @@ async function mergedLogits(gpu: Gpu, dir: string, batch: Batch): Promise<Float3
     merged.dispose();
   }
 }
+
+Deno.test("saveMerged of a sharded checkpoint with LayerNorm gamma/beta names writes an index its shards match", async () => {
+  const gpu = await getGpu();
+  const src = await convertedCopy(`${FIXTURES}models/bert`, { shards: 2, gammaBeta: true });
+  const out = `${src}-merged`;
+  const model = await loadModel(gpu, src);
+  try {
+    const peft = await attachAdapter(model, loraConfig({ r: 2, loraAlpha: 16, initLoraWeights: false }));
+    await peft.saveMerged(out);
+    peft.detach();
+    const index = JSON.parse(await Deno.readTextFile(`${out}/model.safetensors.index.json`));
+    for (const [name, file] of Object.entries(index.weight_map as Record<string, string>)) {
+      assert((await openSafetensors(`${out}/${file}`)).names.includes(name), `${name} is in ${file}`);
+    }
+    (await loadModel(gpu, out)).dispose();
+  } finally {
+    model.dispose();
+    await Deno.remove(src, { recursive: true });
+    await Deno.remove(out, { recursive: true }).catch(() => {});
+  }
+});

@@ -2,6 +2,7 @@
 // FourierFT `alpha`, a LoRA adapter on GPT-2's tied LM head, layers_to_transform with targets
 // named by their whole path, and FourierFT's layers_pattern alone.
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { FIXTURES, loadableFamilies, Prng } from "./peft_helpers.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadHfConfig, parseHfConfig } from "../lib/io/hf_config.ts";
@@ -17,6 +18,7 @@ import {
   fourierftConfig,
   loraConfig,
   parseAdapterConfig,
+  sshConfig,
 } from "../lib/peft/config.ts";
 import { AdapterFileError, type FourierFTAdapter, loadAdapter, saveAdapter } from "../lib/peft/files.ts";
 import { initFourierftModule, peftFourierftPositions } from "../lib/peft/fourierft.ts";
@@ -343,4 +345,22 @@ Deno.test("FourierFT takes layers_pattern without layers_to_transform, as PEFT's
     () => loraConfig({ layersPattern: ["layer"] }),
     `"layers_pattern" ["layer"] needs "layers_to_transform"`,
   );
+});
+
+Deno.test("attachAdapter: a causal LM whose checkpoint lacks its untied output layer names tie_word_embeddings", async () => {
+  const dir = await tempModelDir(fixtureModel("gpt2"), { tie_word_embeddings: false });
+  try {
+    const model = await loadModel(await getGpu(), dir);
+    try {
+      await assertRejects(
+        () => attachAdapter(model, sshConfig({ n: 8, targetModules: ["c_attn"] })),
+        Error,
+        `config.json's tie_word_embeddings is false`,
+      );
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -168,8 +168,9 @@ export class PeftModel {
     }
     const adapter = { config: this.config, modules, saved } as Adapter;
     if (this.labelNames) adapter.labels = [...this.labelNames];
+    // any problem type: a new head's replaces the base config's (--new-head on a regression config)
     const problem = this.model.config.problemType;
-    if (problem === "multi_label_classification" || problem === "regression") adapter.problemType = problem;
+    if (problem) adapter.problemType = problem;
     return adapter;
   }
 
@@ -272,6 +273,14 @@ export async function attachAdapter(
 ): Promise<PeftModel> {
   const { targets, saved } = prepare(model, config, { saved: false });
   const untrained = model.initialised.filter((key) => model.parameters.has(key) && !saved.has(key));
+  if (untrained.length > 0 && model.task === "causal-lm") {
+    // no head to train: the checkpoint lacks its output layer, and config.json says it is not tied
+    throw new Error(
+      `"${untrained[0]}" is not in the checkpoint and config.json's tie_word_embeddings is false, so the ` +
+        `output layer would be random: set "tie_word_embeddings": true if the model shares its embeddings, ` +
+        `or give a checkpoint that has it`,
+    );
+  }
   if (untrained.length > 0) {
     const module = untrained[0].slice(0, untrained[0].lastIndexOf("."));
     const pooler = module.endsWith("pooler.dense");

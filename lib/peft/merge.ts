@@ -381,10 +381,12 @@ async function writeCheckpoint(
   }
   if (sharded) {
     const index = JSON.parse(await Deno.readTextFile(source.path));
+    // the index names tensors as stored; the shards hold them under the names they are read as
+    const readName = new Map([...(source.renamed ?? [])].map(([name, stored]) => [stored, name]));
     index.weight_map = Object.fromEntries(
       [...Object.entries(index.weight_map), ...added.map((k) => [k, lastFile])].map((
         [k, f],
-      ) => [nameOf(k), f]),
+      ) => [nameOf(readName.get(k) ?? k), f]),
     );
     // merged tensors may take another dtype or size than the source's (F32 over BF16, a new head)
     if (typeof index.metadata?.total_size === "number") index.metadata.total_size = written;
