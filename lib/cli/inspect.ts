@@ -9,6 +9,7 @@ import { getGpu } from "../gpu/mod.ts";
 import { readF32 } from "../gpu/buffers.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { fileInFolder } from "../io/paths.ts";
+import { frequencyFraction } from "../peft/config.ts";
 import { loadAdapter } from "../peft/files.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
 import { selectLayerPositions, withF32Weight } from "../peft/ssh.ts";
@@ -138,7 +139,9 @@ export function inspectCommand(args: string[]): Promise<number> {
           ? `n ${a.n}, alpha ${a.alpha}, energy ratio ${a.energyRatio}, transform ${a.transform}, selection ${a.selection}`
           : a.peftType === "LORA"
           ? `r ${a.r}, lora_alpha ${a.loraAlpha}`
-          : `n_frequency ${a.nFrequency}, scaling ${a.scaling}`;
+          : `${
+            frequencyFraction(a) === null ? `n_frequency ${a.nFrequency}` : `alpha ${frequencyFraction(a)}`
+          }, scaling ${a.scaling}`;
         console.log(`adapter   ${v.adapter}: ${a.peftType} (${detail})`);
         console.log(
           `          ${peft.layers.size} adapted layers, ${
@@ -181,7 +184,7 @@ export function inspectCommand(args: string[]): Promise<number> {
       let positions: Int32Array;
       let marksLabel: string;
       if (v.adapter && peft?.layers.has(lin.path) && loaded.adapterConfig?.peftType !== "LORA") {
-        const adapter = await loadAdapter(v.adapter, { shapes, allowMissingIndices: true });
+        const adapter = await loadAdapter(v.adapter, { shapes });
         const mod = adapter.modules.get(lin.path) as { indices: Int32Array | null } | undefined;
         positions = mod?.indices ?? new Int32Array(0);
         marksLabel = `adapter positions (${positions.length / 2})`;

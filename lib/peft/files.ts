@@ -172,11 +172,6 @@ export interface LoadOptions {
    * `fourierft_indices.safetensors` when present).
    */
   fourierftIndices?: string;
-  /**
-   * @deprecated No effect: a FourierFT module's positions are always found (the side file, else
-   * PEFT's draw from random_loc_seed).
-   */
-  allowMissingIndices?: boolean;
 }
 
 /**
