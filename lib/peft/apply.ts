@@ -4,6 +4,14 @@
  * train, save, merge and unmerge it through the {@link PeftModel} handle.
  *
  * ```ts
+ * import { getGpu } from "../gpu/mod.ts";
+ * import { loadModel } from "../models/load.ts";
+ * import type { Batch } from "../models/model.ts";
+ * import { sshConfig } from "./config.ts";
+ * import { tidy } from "../tensor/mod.ts";
+ * import { AdamW } from "../train/optim.ts";
+ * declare const batch: Batch;
+ * const gpu = await getGpu();
  * const model = await loadModel(gpu, "models/roberta-base", { task: "seq-cls", numLabels: 2 });
  * const peft = await attachAdapter(model, sshConfig({ n: 750, alpha: 150, taskType: "SEQ_CLS" }));
  * const opt = new AdamW(gpu, [
