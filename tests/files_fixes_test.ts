@@ -23,20 +23,12 @@ import { loadModel, loadModelTokenizer, type LoadNotes } from "../lib/models/loa
 import { writeMergedModel } from "../lib/peft/merge.ts";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { editedModel, expectParity } from "./encoder_test_helpers.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const TOKENIZERS = `${FIXTURES}tokenizers/`;
 const BERT = `${FIXTURES}models/bert`;
 const GPT2 = `${FIXTURES}models/gpt2`;
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_files_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** A safetensors file of a raw header and `data` (the header length as given, or the header's). */
 async function rawFile(path: string, header: unknown, data: Uint8Array, length?: bigint): Promise<void> {
@@ -81,7 +73,7 @@ Deno.test('a tokenizer.json model without "type" is read as the Rust library inf
     wordpiece: ["type"],
     unigram: ["type", "byte_fallback"],
   };
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_files_", async (dir) => {
     for (const [kind, dropped] of Object.entries(legacy)) {
       const json = JSON.parse(await Deno.readTextFile(`${TOKENIZERS}${kind}.json`));
       for (const key of dropped) delete json.model[key];
@@ -109,7 +101,7 @@ Deno.test('a tokenizer.json model without "type" is read as the Rust library inf
 // ---------------------------------------------------------------- LayerNorm gamma / beta
 
 Deno.test("openCheckpoint reads LayerNorm gamma/beta as weight/bias, as transformers renames them", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_files_", async (dir) => {
     const t = (v: number[]): TensorData => ({ dtype: "F32", shape: [v.length], data: new Float32Array(v) });
     const tensors = {
       "e.LayerNorm.gamma": t([1, 2]),
@@ -186,7 +178,7 @@ Deno.test("a BERT checkpoint with LayerNorm gamma/beta loads and matches PyTorch
 // ---------------------------------------------------------------- other formats, LFS pointers
 
 Deno.test("a model folder with PyTorch or TensorFlow weights only says how to convert them", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_files_", async (dir) => {
     await Deno.copyFile(join(BERT, "config.json"), join(dir, "config.json"));
     await Deno.writeFile(join(dir, "pytorch_model.bin"), new Uint8Array(16));
     let e = await assertRejects(
@@ -208,7 +200,7 @@ Deno.test("a model folder with PyTorch or TensorFlow weights only says how to co
 });
 
 Deno.test("a model folder with a slow tokenizer's files only says how to write tokenizer.json", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_files_", async (dir) => {
     await Deno.copyFile(join(BERT, "config.json"), join(dir, "config.json"));
     const config = await loadHfConfig(dir);
     let e = await assertRejects(() => loadModelTokenizer(config), Error, "has no tokenizer.json");
@@ -223,7 +215,7 @@ Deno.test("a model folder with a slow tokenizer's files only says how to write t
 });
 
 Deno.test("a Git LFS pointer is named as one; a huge header length is printed exactly", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_files_", async (dir) => {
     const p = `${dir}/model.safetensors`;
     await Deno.writeTextFile(
       p,
@@ -243,7 +235,7 @@ Deno.test("a Git LFS pointer is named as one; a huge header length is printed ex
 // ---------------------------------------------------------------- gaps and trailing bytes
 
 Deno.test("safetensors data with a gap or trailing bytes is refused, as the reference library does", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_files_", async (dir) => {
     const p = `${dir}/x.safetensors`;
     const f32 = (begin: number, n: number) => ({
       dtype: "F32",

@@ -15,15 +15,7 @@ import { generate, generateBatch } from "../lib/train/generate.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
-
-async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "hartley-generate-" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withTempDir } from "./temp_dir.ts";
 
 /** The completions `predict --data` writes for `args`. */
 async function completions(args: string[]): Promise<string[]> {
@@ -33,7 +25,7 @@ async function completions(args: string[]): Promise<string[]> {
 }
 
 Deno.test("predict --data: each batch draws numbers of its own, the same ones for the same --seed", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-generate-", async (dir) => {
     const data = join(dir, "same.txt");
     await Deno.writeTextFile(data, "The jury said\n".repeat(4));
     const common = ["--model", fixtureModel("gpt2-brown"), "--data", data, "--temperature", "1"];
@@ -63,7 +55,7 @@ async function cutTokenizer(dir: string, n: number): Promise<Tokenizer> {
 }
 
 Deno.test("decode skips ids the tokenizer lacks, as tokenizers does, and generation keeps them", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-generate-", async (dir) => {
     const tokenizer = await cutTokenizer(dir, 300);
     const known = tokenizer.encode(" the jury said");
     assertEquals(tokenizer.decode([...known, 300, 511]), tokenizer.decode(known));
@@ -153,7 +145,7 @@ Deno.test("generate: learned positions give a token after the last one (GPT-2's 
 });
 
 Deno.test("samplingOf: generation_config.json's \"top_k\": null is transformers 5's unset: its top-k 50", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-generate-", async (dir) => {
     // transformers 5 fills every None field with its default (GenerationConfig._get_default_generation_params)
     await Deno.writeTextFile(
       join(dir, "generation_config.json"),
@@ -169,7 +161,7 @@ Deno.test("samplingOf: generation_config.json's \"top_k\": null is transformers 
 });
 
 Deno.test("loadChatTemplate: a special token tokenizer_config.json sets to null is undefined, as transformers leaves it", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-generate-", async (dir) => {
     const m = [{ role: "user", content: "hi" }];
     const template = "{% if bos_token is defined %}[{{ bos_token }}]{% endif %}{{ messages[0].content }}" +
       "{% if pad_token is defined %}({{ pad_token }}){% endif %}";
@@ -190,7 +182,7 @@ Deno.test("loadChatTemplate: a special token tokenizer_config.json sets to null 
 });
 
 Deno.test("loadChatTemplate: named templates without a default refuse to render, naming the file and the names", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-generate-", async (dir) => {
     const path = join(dir, "tokenizer_config.json");
     const named = [{ name: "tool_use", template: "T" }, { name: "rag", template: "R" }];
     await Deno.writeTextFile(path, JSON.stringify({ chat_template: named }));
@@ -204,7 +196,7 @@ Deno.test("loadChatTemplate: named templates without a default refuse to render,
 });
 
 Deno.test("generate: stops at generation_config.json's end ids by default, as the CLI does", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-generate-", async (dir) => {
     for (const f of Deno.readDirSync(fixtureModel("gpt2"))) {
       if (f.isFile) await Deno.copyFile(join(fixtureModel("gpt2"), f.name), join(dir, f.name));
     }

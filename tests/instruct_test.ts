@@ -28,6 +28,7 @@ import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
 import { chooseTask } from "../lib/cli/setup.ts";
 import { templateKwargs } from "../lib/cli/args.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const CHATML =
   "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
@@ -58,17 +59,8 @@ async function chatModelDir(name: string): Promise<string> {
   return dir;
 }
 
-async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "hartley-instruct-" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 Deno.test("readInstructions: prompt/completion texts, conversations, conversational prompt/completion; errors name the line", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const file = join(dir, "sft.jsonl");
     const rows = [
       { prompt: "Q: sky? A:", completion: " blue" },
@@ -143,7 +135,7 @@ Deno.test("tokenizeInstruction: prompt + completion + EOS, the completion's toke
 });
 
 Deno.test("instructionQuery: a text prompt's tokens as training saw them, none the tokenizer appends after it", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     // LLaMA's tokenizer with a post-processor that ends every text with </s>
     const json = JSON.parse(await Deno.readTextFile(join(fixtureModel("llama"), "tokenizer.json")));
     const special = (id: string) => ({ SpecialToken: { id, type_id: 0 } });
@@ -296,7 +288,7 @@ Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to s
 
 Deno.test("instructionDataset: an example read from a file is named by its file and line, not its place in a split", async () => {
   const tok = await tokenizerOf("gpt2");
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const file = join(dir, "sft.jsonl");
     const chat = { messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "hello" }] };
     const text = { prompt: "Q:", completion: " A" };
@@ -316,7 +308,7 @@ Deno.test("instructionDataset: an example read from a file is named by its file 
 });
 
 Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named list) or chat_template.jinja, with its special tokens", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     assertEquals(await loadChatTemplate(dir), null);
     const uses = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
     await Deno.writeTextFile(join(dir, "chat_template.jinja"), uses);
@@ -382,7 +374,7 @@ Deno.test("loadChatTemplate: tokenizer_config.json's template (text or named lis
 });
 
 Deno.test("train and eval on conversations give the chat template --template-kwargs, as predict and chat do", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const model = await tempModelDir(fixtureModel("gpt2-brown"));
     try {
       const template = "{% if ok is not defined %}{{ raise_exception('ok is not defined') }}{% endif %}" +
@@ -420,7 +412,7 @@ Deno.test("train and eval on conversations give the chat template --template-kwa
 });
 
 Deno.test("train a causal LM on prompt/completion and conversation files: the task, the loss on completions, eval", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const model = await chatModelDir("gpt2-brown");
     try {
       const colours = ["red", "blue", "green", "white"];
@@ -534,7 +526,7 @@ Deno.test("predict --chat: a prompt as a user's message in the chat template; ge
 });
 
 Deno.test("recordFieldNames: a file's first record's fields, reading a JSONL file's first line alone", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const big = join(dir, "big.jsonl");
     // a BOM and a blank line first; then a line too bad to parse, which must not be read
     await Deno.writeTextFile(
@@ -567,7 +559,7 @@ Deno.test("chooseTask: records with labels classify; without them a causal LM le
     ...await loadHfConfig(fixtureModel("llama")),
     architectures: ["LlamaForSequenceClassification"],
   };
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const write = async (name: string, row: Record<string, unknown>) => {
       await Deno.writeTextFile(join(dir, name), JSON.stringify(row) + "\n");
       return join(dir, name);
@@ -586,7 +578,7 @@ Deno.test("chooseTask: records with labels classify; without them a causal LM le
 });
 
 Deno.test("predict --data on instructions: each answer beside the expected one, and the exact-match rate", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const model = await chatModelDir("gpt2-brown");
     try {
       const gpu = await getGpu();
@@ -665,7 +657,7 @@ Deno.test("inspect: a decoder's attention (sliding window included), chat templa
 });
 
 Deno.test("a Qwen2 model end to end: train on conversations, merge, chat with the merged model", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     // the llama fixture as Qwen2 (q/k/v biases added), with a chat template
     const model = await tempModelDir(fixtureModel("llama"), {
       model_type: "qwen2",
@@ -739,7 +731,7 @@ Deno.test("a Qwen2 model end to end: train on conversations, merge, chat with th
 });
 
 Deno.test("a chat template's special tokens (added tokens of tokenizer.json) encode to their ids, and decode away", async () => {
-  await withDir(async (dir) => {
+  await withTempDir("hartley-instruct-", async (dir) => {
     const json = JSON.parse(
       await Deno.readTextFile(new URL("./fixtures/tokenizers/bytelevel_bpe.json", import.meta.url)),
     );

@@ -33,6 +33,7 @@ import {
   torchRandpermPrefix,
 } from "../lib/peft/torch_randperm.ts";
 import { noGrad, tidy } from "../lib/tensor/mod.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const ADAPTERS = `${FIXTURES}adapters/`;
 
@@ -55,15 +56,6 @@ const TORCH_MLP_70B = [
   56327884,
   134404678,
 ];
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_peers_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("mod64 is (hi·2³² + lo) mod m exactly, as BigInt computes it, for every m up to 2³⁶", () => {
   const rng = new Mt19937(9);
@@ -151,7 +143,7 @@ Deno.test("FourierFT on a layer past the threshold: new adapters draw PEFT's pos
     },
     "llama-70b-like",
   ));
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peers_", async (dir) => {
     const spectrum = new Prng(3).normals(12);
     const key = "base_model.model.model.layers.0.mlp.down_proj.fourierft_spectrum";
     await writeSafetensors(`${dir}/adapter_model.safetensors`, {
@@ -178,7 +170,7 @@ Deno.test("FourierFT alpha: int(alpha·N·M) coefficients per layer, as PEFT, lo
   const json = JSON.parse(await Deno.readTextFile(`${ADAPTERS}roberta-fourierft/adapter_config.json`));
   const shapes = modelShapes(await loadHfConfig(`${FIXTURES}models/roberta`));
   const plain = await loadAdapter(`${ADAPTERS}roberta-fourierft`, { shapes }) as FourierFTAdapter;
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peers_", async (dir) => {
     await Deno.copyFile(
       `${ADAPTERS}roberta-fourierft/adapter_model.safetensors`,
       `${dir}/adapter_model.safetensors`,
@@ -225,7 +217,7 @@ Deno.test("FourierFT alpha: int(alpha·N·M) coefficients per layer, as PEFT, lo
     );
   }
   // saved and loaded back: each module checked against its own count
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peers_", async (dir) => {
     const modules = new Map([
       ["roberta.encoder.layer.0.attention.self.query", initFourierftModule(config, lin(64, 64), 0)],
       ["roberta.encoder.layer.1.attention.self.query", initFourierftModule(config, lin(64, 64), 1)],
@@ -247,7 +239,7 @@ Deno.test("a LoRA adapter on GPT-2's tied lm_head loads and runs; merging it is 
   const [vocab, width, r] = [head.outFeatures, head.inFeatures, 4];
   const p = new Prng(11);
   const a = p.normals(r * width), b = p.normals(vocab * r);
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peers_", async (dir) => {
     const src = await openSafetensors(`${ADAPTERS}gpt2-lora/adapter_model.safetensors`);
     const tensors: Record<string, TensorData> = {};
     for (const k of src.names) {

@@ -22,21 +22,13 @@ import {
 import { resolveModulesToSave, resolveTargets } from "../lib/peft/targets.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { dftRef } from "../lib/spectral/reference.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const ADAPTERS = `${FIXTURES}adapters/`;
 
 async function shapesOf(family: string): Promise<ModelShapes> {
   return modelShapes(await loadHfConfig(`${FIXTURES}models/${family}`));
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_peft_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /** n distinct random positions of an out×in layer as [n, 2] pairs. */
@@ -161,7 +153,7 @@ Deno.test("the three PEFT FourierFT fixtures load with PEFT's positions, redrawn
   const dir = `${ADAPTERS}roberta-fourierft`;
   // a side file's positions win over PEFT's draw (adapters of earlier versions drew their own past
   // torch's randperm threshold)
-  await withTempDir(async (tmp) => {
+  await withTempDir("hartley_peft_", async (tmp) => {
     const head = {
       outFeatures: 151936,
       inFeatures: 4096,
@@ -184,7 +176,7 @@ Deno.test("the three PEFT FourierFT fixtures load with PEFT's positions, redrawn
 });
 
 Deno.test("weights saved with the adapter's name in their keys are named in the refusal", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peft_", async (dir) => {
     const src = `${ADAPTERS}gpt2-lora`;
     await Deno.copyFile(`${src}/adapter_config.json`, `${dir}/adapter_config.json`);
     const file = await openSafetensors(`${src}/adapter_model.safetensors`);
@@ -213,7 +205,7 @@ Deno.test("an adapter made for another model is refused, naming the module and b
     `module "roberta.encoder.layer.0.attention.self.query": the adapter was made for a 64×64 layer (out×in), ` +
       `the base model's (RobertaForSequenceClassification) is 128×128`,
   );
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peft_", async (dir) => {
     const shapes = await shapesOf("roberta");
     await saveAdapter(
       dir,
@@ -239,7 +231,7 @@ Deno.test("an adapter made for another model is refused, naming the module and b
 });
 
 Deno.test("SSH adapters round-trip with modules_to_save, in PEFT's key layout", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peft_", async (dir) => {
     const shapes = await shapesOf("roberta");
     const config = sshConfig({
       n: 24,
@@ -290,7 +282,7 @@ Deno.test("SSH adapters round-trip with modules_to_save, in PEFT's key layout", 
 });
 
 Deno.test("LoRA and FourierFT adapters round-trip (FourierFT positions in the side file)", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peft_", async (dir) => {
     const rng = new Prng(3);
     const gpt2 = await shapesOf("gpt2");
     const lora = loraConfig({
@@ -339,7 +331,7 @@ Deno.test("LoRA and FourierFT adapters round-trip (FourierFT positions in the si
 });
 
 Deno.test("saving replaces a directory as a whole and keeps its other files", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peft_", async (dir) => {
     const target = `${dir}/adapter`;
     const llama = await shapesOf("llama");
     const fft = fourierftConfig({ nFrequency: 4, targetModules: ["q_proj"] });
@@ -442,7 +434,7 @@ Deno.test("malformed adapter files are refused with the tensor at fault", async 
       `no weights for module "roberta.encoder.layer.1.attention.self.query", which target_modules ["query"] selects`,
     ],
   ];
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_peft_", async (dir) => {
     await Deno.writeTextFile(`${dir}/adapter_config.json`, adapterConfigToText(config));
     for (const [change, message] of cases) {
       const tensors = good();

@@ -21,17 +21,9 @@ import {
   writeSafetensors,
 } from "../lib/io/safetensors.ts";
 import { withAtomicFile, writeAll, writeFileAtomic } from "../lib/io/atomic.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "hartley_st_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** A safetensors file from a raw header (object or text) and `dataBytes` bytes of data. */
 async function rawFile(
@@ -169,7 +161,7 @@ const ALL_DTYPES: Dtype[] = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "
 const SHAPES = [[], [0], [1], [7], [5, 3], [2, 3, 7]];
 
 Deno.test("write then read: every dtype, awkward shapes, metadata", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     const rng = new Prng(1);
     const tensors: Record<string, TensorData> = {};
     for (const dtype of ALL_DTYPES) {
@@ -208,7 +200,7 @@ Deno.test("write then read: every dtype, awkward shapes, metadata", async () => 
 });
 
 Deno.test("readF32 converts every dtype", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     const path = `${dir}/conv.safetensors`;
     const vals = [0, 1, -2, 0.5, 3];
     await writeSafetensors(path, {
@@ -234,7 +226,7 @@ Deno.test("readF32 converts every dtype", async () => {
 });
 
 Deno.test("files written by the Python library are re-written byte for byte", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     for (
       const rel of [
         "dht_reference.safetensors",
@@ -259,7 +251,7 @@ Deno.test("files written by the Python library are re-written byte for byte", as
 });
 
 Deno.test("header order as the reference library writes it, integer-like names too", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     const one = (v: number): TensorData => ({ dtype: "F32", shape: [1], data: new Float32Array([v]) });
     const path = `${dir}/n.safetensors`;
     await writeSafetensors(path, { b: one(3), "2": one(2), "10": one(1) }, { a: "y", "9": "x" });
@@ -292,7 +284,7 @@ Deno.test("openCheckpoint: single file in a folder, a file path, an adapter name
   assertEquals(ck.info("model.embed_tokens.weight").shape, [512, 64]);
   const direct = await openCheckpoint(`${FIXTURES}models/llama/model.safetensors`);
   assertEquals(direct.names, ck.names);
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     await writeSafetensors(`${dir}/adapter_model.safetensors`, {
       "a.ssh_spectrum": { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) },
     });
@@ -304,7 +296,7 @@ Deno.test("openCheckpoint: single file in a folder, a file path, an adapter name
 });
 
 Deno.test("sharded checkpoint: index.json with weight_map across shards", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     await writeSafetensors(`${dir}/model-00001-of-00002.safetensors`, {
       "a.weight": { dtype: "F32", shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) },
       "b.bias": { dtype: "BF16", shape: [2], data: new Float32Array([0.5, -1]) },
@@ -371,7 +363,7 @@ Deno.test("sharded checkpoint: index.json with weight_map across shards", async 
 // ---------------------------------------------------------------- bad input
 
 Deno.test("bad files: each error names the file and the tensor", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     const p = `${dir}/bad.safetensors`;
     const ok = { "w": { dtype: "F32", shape: [2, 3], data_offsets: [0, 24] } };
 
@@ -441,7 +433,7 @@ Deno.test("bad files: each error names the file and the tensor", async () => {
 });
 
 Deno.test("a truncated file names the tensor cut off", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     const p = `${dir}/cut.safetensors`;
     await writeSafetensors(p, {
       "first": { dtype: "F32", shape: [4], data: new Float32Array(4) },
@@ -464,7 +456,7 @@ Deno.test("reading an absent tensor names the file and the tensor", async () => 
 });
 
 Deno.test("bad tensors to write: named errors, target untouched, no temp file left", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("hartley_st_", async (dir) => {
     const p = `${dir}/out.safetensors`;
     await writeFileAtomic(p, "previous content");
     await assertRejects(

@@ -77,15 +77,7 @@ export function tinyRun(data: string, out: string, extra: string[] = []): string
   ];
 }
 
-/** Run `fn` with a new temporary directory (named `prefix…`), removed afterwards whatever happens. */
-export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+export { withTempDir } from "./temp_dir.ts";
 
 /**
  * `eval --json` of `model` with `adapter` on `data`, then `merge` of the two into `out` and the same
