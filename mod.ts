@@ -54,7 +54,7 @@ export { type GradNode, type GradRule } from "./lib/tensor/autograd.ts";
 // the errors that public functions throw, for `instanceof`
 export { ShapeError } from "./lib/models/shapes.ts";
 export { TargetError } from "./lib/peft/targets.ts";
-export { TokenizerError } from "./lib/io/tokenizer.ts";
+export { TextTooLongError, TokenizerError } from "./lib/io/tokenizer.ts";
 export { HfConfigError } from "./lib/io/hf_config.ts";
 export { SafetensorsError } from "./lib/io/safetensors.ts";
 export { ParquetError } from "./lib/io/parquet.ts";

@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { withTempDir } from "./train_helpers.ts";
-import { loadTokenizer } from "../lib/io/tokenizer.ts";
+import { loadTokenizer, TextTooLongError } from "../lib/io/tokenizer.ts";
 import { parseCsv } from "../lib/train/csv.ts";
 import { plainValue } from "../lib/io/parquet.ts";
 import {
@@ -14,6 +14,7 @@ import {
   CausalLmDataset,
   ClassificationDataset,
   collate,
+  documentTokens,
   IGNORE_INDEX,
   type TrainBatch,
 } from "../lib/train/data.ts";
@@ -506,6 +507,36 @@ Deno.test("causal LM from a text file: the whole file tokenized once", async () 
     DataError,
     "tiny.txt: ",
   );
+});
+
+Deno.test("causal LM from a text file with a tokenizer that adds special tokens: a record per line, as run_clm's text loader", async () => {
+  const tok = await tokenizer("roberta_bpe"); // <s> … </s> around each text
+  await withTempDir("hartley-lines-", async (dir) => {
+    const path = `${dir}/two.txt`;
+    await Deno.writeTextFile(path, "The jury said\n\nit was over\n");
+    const ds = await CausalLmDataset.fromTextFile(path, tok, 2);
+    const expected = ["The jury said\n", "\n", "it was over\n"].flatMap((line) => tok.encode(line));
+    assertEquals(Array.from(ds.tokens), expected);
+    assertEquals(expected.filter((id) => id === 0).length, 3, "an <s> per line");
+    // a record's text is one record, line breaks and all
+    assertEquals(Array.from(documentTokens(["a\nb"], tok)), tok.encode("a\nb"));
+  });
+});
+
+Deno.test("causal LM text the tokenizer library cannot take as one piece: a line at a time, as run_clm's records", async () => {
+  // LLaMA's fixture tokenizer adds no special tokens and its pre-tokenizer leaves the text whole
+  const tok = await loadTokenizer("tests/fixtures/models/llama/tokenizer.json");
+  const line = "The jury said it was over and the city went home. ".repeat(20) + "\n";
+  const e = assertThrows(() => tok.encode(line.repeat(400).replaceAll("\n", " ")), "split it into lines");
+  assert(e instanceof TextTooLongError, `${e}`);
+  await withTempDir("hartley-long-", async (dir) => {
+    const path = `${dir}/long.txt`;
+    await Deno.writeTextFile(path, line.repeat(400));
+    const ds = await CausalLmDataset.fromTextFile(path, tok, 64);
+    assertEquals(ds.tokens.length, 400 * tok.encode(line).length);
+  });
+  // a short text is still one piece
+  assertEquals(Array.from(documentTokens([line + line], tok)), tok.encode(line + line));
 });
 
 // ---------------------------------------------------------------- batch iterator

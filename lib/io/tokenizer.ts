@@ -67,6 +67,12 @@ export class TokenizerError extends Error {
   override name = "TokenizerError";
 }
 
+/** A text the tokenizer library cannot encode as one piece (see {@link Tokenizer.encode}). */
+export class TextTooLongError extends TokenizerError {
+  /** Always "TextTooLongError". */
+  override name = "TextTooLongError";
+}
+
 /** A loaded tokenizer (see the module doc). */
 export class Tokenizer {
   /** One more than the largest id the tokenizer can produce (vocabulary plus added tokens). */
@@ -100,7 +106,17 @@ export class Tokenizer {
 
   /** Token ids of `text`, with the post-processor's special tokens unless told otherwise. */
   encode(text: string, { addSpecialTokens = true } = {}): number[] {
-    return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    try {
+      return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    } catch (e) {
+      // the npm library spreads a piece's tokens into a call's arguments: one piece of a few
+      // hundred thousand tokens (a text without the breaks its pre-tokenizer splits at) overflows
+      if (!(e instanceof RangeError)) throw e;
+      throw new TextTooLongError(
+        `${this.path}: cannot encode a text of ${text.length} characters as one piece (${e.message}): ` +
+          `split it into lines or records`,
+      );
+    }
   }
 
   /**

@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import type { Tokenizer } from "../io/tokenizer.ts";
+import { TextTooLongError, type Tokenizer } from "../io/tokenizer.ts";
 import { Prng } from "../spectral/prng.ts";
 import {
   checkLabelLists,
@@ -23,6 +23,7 @@ import {
   DataError,
   type Example,
   exampleName,
+  isPlainText,
   readTextDocuments,
 } from "./readers.ts";
 
@@ -267,13 +268,33 @@ export interface CausalLmOptions {
 /**
  * The tokens of a causal LM's documents, one after another: each document tokenized on its own with
  * the tokenizer's special tokens (LLaMA's BOS starts each), as transformers' run_clm.py tokenizes its
- * records before it concatenates and chunks them. A tokenizer that adds none (GPT-2's) would run the
- * documents into each other: they are joined by a blank line and tokenized as one text instead.
+ * records before it concatenates and chunks them; with `lines` (plain-text files, which the
+ * `datasets` text loader reads a line a record, line breaks kept) each line of a document is such a
+ * record. A tokenizer that adds none (GPT-2's) would run the documents into each other: they are
+ * joined by a blank line and tokenized as one text instead, or, where the tokenizer library cannot
+ * take that text as one piece ({@link TextTooLongError}: a pre-tokenizer that does not split it), a
+ * line at a time, as run_clm.py's records.
  */
-export function documentTokens(documents: readonly string[], tokenizer: Tokenizer): Int32Array {
+export function documentTokens(
+  documents: readonly string[],
+  tokenizer: Tokenizer,
+  opts: { lines?: boolean } = {},
+): Int32Array {
   const [before, after] = tokenizer.specialAround();
-  if (before.length + after.length === 0) return Int32Array.from(tokenizer.encode(documents.join("\n\n")));
-  return Int32Array.from(documents.flatMap((text) => tokenizer.encode(text)));
+  const byLine = (texts: readonly string[]) => texts.flatMap((text) => text.split(/(?<=\n)/));
+  let records = opts.lines ? byLine(documents) : documents;
+  if (before.length + after.length === 0) {
+    const joined = documents.join("\n\n");
+    try {
+      return Int32Array.from(tokenizer.encode(joined));
+    } catch (e) {
+      if (!(e instanceof TextTooLongError)) throw e;
+      records = byLine([joined]);
+    }
+  }
+  const ids: number[] = [];
+  for (const text of records) for (const id of tokenizer.encode(text)) ids.push(id);
+  return Int32Array.from(ids);
 }
 
 /**
@@ -333,7 +354,7 @@ export class CausalLmDataset implements Dataset {
     seqLen: number,
     opts: CausalLmOptions = {},
   ): Promise<CausalLmDataset> {
-    const ids = documentTokens(await readTextDocuments(path), tokenizer);
+    const ids = documentTokens(await readTextDocuments(path), tokenizer, { lines: isPlainText(path) });
     return new CausalLmDataset(ids, seqLen, tokenizer.padId, { source: path, ...opts });
   }
 

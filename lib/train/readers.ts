@@ -727,13 +727,18 @@ export function checkLabels(examples: readonly Example[], numLabels: number, sou
   });
 }
 
+/** Whether {@link readTextDocuments} reads `path` as plain text (not as a file of records). */
+export function isPlainText(path: string): boolean {
+  return !/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path);
+}
+
 /**
  * The documents to train a causal LM on: a .txt (or .text, .md) file as it is, one document, or the
  * text field of every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), one
  * document each. Other files, bytes that are not UTF-8, and text that is mostly NULs are refused.
  */
 export async function readTextDocuments(path: string, opts: { textField?: string } = {}): Promise<string[]> {
-  if (!/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path)) {
+  if (isPlainText(path)) {
     if (!/\.(txt|text|md)$/i.test(path)) {
       throw new DataError(
         `${path}: unknown data format (plain text is a .txt or .md file; records a .jsonl, .csv, .tsv or ` +
