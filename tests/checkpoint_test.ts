@@ -5,9 +5,10 @@ import { referenceBatch } from "../lib/models/parity.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";
 import { loraConfig, sshConfig } from "../lib/peft/config.ts";
 import * as T from "../lib/tensor/mod.ts";
-import { assert, assertClose, assertEquals } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";
 import { leaf, randArr, Rng } from "./tensor_helpers.ts";
+import { randomIds, tempModelDir, tokenBatch } from "./model_helpers.ts";
 
 Deno.test("checkpoint: the same output and gradients; parameters inside get theirs; extras outlive the caller's", async () => {
   const gpu = await getGpu();
@@ -42,6 +43,37 @@ Deno.test("checkpoint: the same output and gradients; parameters inside get thei
   const y = T.noGrad(() => T.checkpoint((h, s) => f(h, tw, s), tx, tm));
   assert(!y.requiresGrad, "under noGrad: no tape");
   for (const t of [tx, tw, tm, y]) t.dispose();
+});
+
+Deno.test("checkpoint: fn returning its input or an extra input keeps that tensor's node; extra inputs that train are refused", async () => {
+  const gpu = await getGpu();
+  const key = { seed: 1, step: 0 };
+  // a non-leaf input that fn returns as is (dropout with p = 0): its producer still gets the gradient
+  const x = T.Tensor.from(gpu, [1, 2, 3], [3], { requiresGrad: true });
+  const h = T.scale(x, 2);
+  const y = T.checkpoint((t) => T.dropout(t, 0, key), h);
+  assert(y !== h && h.node?.op !== "checkpoint", "h's node was overwritten");
+  T.sum(T.mul(y, y)).backward();
+  assertEquals(Array.from(await x.grad!.toArray()), [8, 16, 24], "through the identity");
+  // a leaf stays a leaf
+  const leafX = T.Tensor.from(gpu, [1, 2, 3], [3], { requiresGrad: true });
+  const same = T.checkpoint((t) => t, leafX);
+  assert(leafX.isLeaf, "the input is no longer a leaf");
+  T.sum(T.mul(same, same)).backward();
+  assertEquals(Array.from(await leafX.grad!.toArray()), [2, 4, 6], "a leaf through the identity");
+  // an extra input returned: a constant to x, which gets the gradient of its other use alone
+  const z = T.Tensor.from(gpu, [1, 2, 3], [3], { requiresGrad: true });
+  const m = T.Tensor.from(gpu, [4, 5, 6], [3]);
+  const picked = T.checkpoint((_, mask) => mask, z, m);
+  assert(m.isLeaf && !m.requiresGrad, "the extra input now records a gradient");
+  T.sum(T.mul(picked, z)).backward();
+  assertEquals(Array.from(await z.grad!.toArray()), [4, 5, 6], "x's gradient with an extra input returned");
+  assertThrows(
+    () => T.checkpoint((a, b) => T.mul(a, b), z, x),
+    "extra input 0 (f32 [3]) requires a gradient",
+  );
+  assertThrows(() => T.checkpoint(() => h, z), "fn returned a tensor (f32 [3]) that it did not compute");
+  for (const t of [x, h, y, leafX, same, z, m, picked]) t.dispose();
 });
 
 const FAMILIES = ["gpt2", "llama", "bert", "roberta", "vit"];
@@ -119,3 +151,46 @@ Deno.test("roberta: training the head alone, gradient checkpointing recomputes n
   assertEquals(ckpt.backward, plain.backward, "backward dispatches");
   plain.grads.forEach((g, i) => assertEquals(Array.from(ckpt.grads[i]), Array.from(g), `gradient ${i}`));
 });
+
+for (const family of ["gpt2", "llama"]) {
+  Deno.test(`${family}: a classifier's headOnly pass, checkpointed, backpropagates after its forward's tidy freed the pooled key mask`, async () => {
+    const gpu = await getGpu();
+    const dir = await tempModelDir(`${FIXTURES}models/${family}`, { pad_token_id: 0 });
+    const [b, t] = [2, 8];
+    const ids = Int32Array.from(randomIds(b * t, 50, 5), (v) => v + 1);
+    ids.fill(0, 13, 16); // row 1: right padding, so the key mask is not all ones
+    const mask = Int32Array.from(ids, (v) => (v === 0 ? 0 : 1));
+    const run = async (checkpointing: boolean) => {
+      const model = await loadModel(gpu, dir, { task: "seq-cls", numLabels: 2, seed: 4 });
+      const peft = await attachAdapter(
+        model,
+        loraConfig({ r: 2, initLoraWeights: false, taskType: "SEQ_CLS" }),
+        {
+          seed: 3,
+        },
+      );
+      peft.train(true);
+      model.gradientCheckpointing = checkpointing;
+      const batch = tokenBatch(gpu, ids, b, t, { mask, labels: Int32Array.of(0, 1) });
+      const loss = T.tidy(() => model.forward(batch, { headOnly: true }).loss!);
+      // the pool hands the freed key mask's buffer out again, overwritten
+      const reuse = T.Tensor.from(gpu, new Int32Array(b * t), [b, t]);
+      loss.backward();
+      reuse.dispose();
+      const value = await loss.item();
+      const grads = await Promise.all(peft.parameters().map((p) => p.grad!.toArray()));
+      loss.dispose();
+      peft.detach();
+      model.dispose();
+      return { value, grads };
+    };
+    try {
+      const plain = await run(false), ckpt = await run(true);
+      assertEquals(ckpt.value, plain.value, "loss");
+      assert(plain.grads.some((g) => g.some((v) => v !== 0)), "zero gradients");
+      plain.grads.forEach((g, i) => assertClose(ckpt.grads[i], g, 1e-6, `gradient ${i}`));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

@@ -4,6 +4,7 @@
  */
 import { ensurePadToken, loadSplits, readModelConfig } from "../lib/cli/setup.ts";
 import { getGpu, type PoolStats } from "../lib/gpu/mod.ts";
+import { BufferPool } from "../lib/gpu/pool.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";
 import { loraConfig } from "../lib/peft/config.ts";
@@ -15,11 +16,10 @@ import { train } from "../lib/train/trainer.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
-Deno.test("pool: releaseIdle destroys the free buffers a round did not use; the stream forgets their bind groups", async () => {
+Deno.test("pool: releaseIdle destroys the free buffers unused once the last 8 rounds peaked lower; the stream forgets their bind groups", async () => {
   const gpu = await getGpu();
   gpu.stream.flush();
-  gpu.pool.releaseIdle();
-  gpu.pool.releaseIdle();
+  gpu.pool.trim();
   const empty = gpu.pool.stats().allocated;
   const x = Tensor.from(gpu, new Float32Array(1000), [1000]);
   const y = scale(x, 2);
@@ -29,9 +29,38 @@ Deno.test("pool: releaseIdle destroys the free buffers a round did not use; the 
   gpu.stream.flush();
   gpu.pool.releaseIdle();
   assertEquals(gpu.pool.stats().allocated, empty + 2 * 4096, "released in this round: kept");
+  for (let i = 1; i < 8; i++) gpu.pool.releaseIdle();
+  // the budget is the highest peak of the last 8 rounds, this one's included
+  assertEquals(gpu.pool.stats().allocated, empty + 2 * 4096, "unused for 7 rounds: kept");
   gpu.pool.releaseIdle();
-  assertEquals(gpu.pool.stats().allocated, empty, "unused for a round: destroyed");
+  assertEquals(gpu.pool.stats().allocated, empty, "unused for 8 rounds: destroyed");
   assertEquals(gpu.stream.bindGroupsCached, groups - 1, "the scale's bind group is dropped");
+});
+
+Deno.test("pool: a cycle of steps of varying sizes stops creating buffers after its first cycle, and memory goes back", async () => {
+  const gpu = await getGpu();
+  const pool = new BufferPool(gpu.device);
+  const size = 65536;
+  // one step: `n` buffers in use at once, all given back and their work submitted
+  const step = (n: number) => {
+    const held = Array.from({ length: n }, () => pool.acquire(size));
+    for (const b of held) pool.release(b);
+    pool.submitted(pool.nextSubmit);
+    pool.releaseIdle();
+    return pool.stats();
+  };
+  // a long batch, then shorter ones (--group-by-length): the short ones must not evict the long one's buffers
+  const cycle = () => [4, 2, 1, 1].map(step);
+  cycle();
+  const created = pool.stats().created;
+  for (let i = 0; i < 2; i++) {
+    for (const s of cycle()) assertEquals(s.allocated, 4 * size, "bytes allocated: the longest step's");
+  }
+  assertEquals(pool.stats().created, created, "buffers created after the first cycle");
+  // no long step for a while: the pool shrinks to what the short ones use
+  for (let i = 0; i < 8; i++) step(1);
+  assertEquals(pool.stats().allocated, size, "bytes allocated after 8 short steps");
+  pool.trim();
 });
 
 Deno.test("train in-process: each run gives back all it took from the pool (adapter detached)", async () => {

@@ -3,7 +3,7 @@ import { matmulReference } from "../lib/linalg/reference.ts";
 import * as T from "../lib/tensor/mod.ts";
 import { type Arr, arr } from "../lib/tensor/reference/array.ts";
 import { numericGrad } from "../lib/tensor/reference/gradcheck.ts";
-import { assertThrows } from "./assert.ts";
+import { assertEquals, assertThrows } from "./assert.ts";
 import { expectClose, leaf, randArr, Rng } from "./tensor_helpers.ts";
 
 const TOL = 2e-6;
@@ -127,5 +127,20 @@ Deno.test("linear and matmul with an empty inner size: zeros, or the bias in eve
       0,
       `no bias ${shape}`,
     );
+  }
+});
+
+Deno.test("matmul with an empty batch: a shared B's gradient is zeros, A transposed or not, B transposed or not", async () => {
+  const gpu = await getGpu();
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      const a = T.Tensor.zeros(gpu, transA ? [0, 3, 2] : [0, 2, 3], { requiresGrad: true });
+      const b = leaf(gpu, arr(Float64Array.from([1, 2, 3, 4, 5, 6]), transB ? [2, 3] : [3, 2]));
+      const y = T.matmul(a, b, { transA, transB });
+      assertEquals(y.shape, [0, 2, 2]);
+      T.sum(y).backward();
+      await expectClose(b.grad, arr(new Float64Array(6), b.shape), 0, `transA ${transA}, transB ${transB}`);
+      for (const t of [a, b, y]) t.dispose();
+    }
   }
 });

@@ -35,10 +35,11 @@ export interface PoolStats {
 
 /**
  * Round a request up to the pool's size classes: powers of two up to 64 KiB, then sixteenths of
- * the next power of two (at most 6.25% waste), never below 16 bytes. A request of at most
- * `bindable` bytes never rounds up past it: kernels bind whole buffers, and a 1.9 GiB tensor
- * in a 2 GiB buffer could not be bound on a device whose bindings stop at 2³¹ − 4 bytes. Nor
- * does one of at most `most` bytes (the device's largest buffer) round up past that.
+ * the next power of two (a waste under 1/16 of that power: under 12.5% of the request), never
+ * below 16 bytes. A request of at most `bindable` bytes never rounds up past it: kernels bind
+ * whole buffers, and a 1.9 GiB tensor in a 2 GiB buffer could not be bound on a device whose
+ * bindings stop at 2³¹ − 4 bytes. Nor does one of at most `most` bytes (the device's largest
+ * buffer) round up past that.
  */
 export function sizeClass(bytes: number, bindable = Infinity, most = Infinity): number {
   const b = Math.max(16, Math.ceil(bytes / 4) * 4);
@@ -46,6 +47,14 @@ export function sizeClass(bytes: number, bindable = Infinity, most = Infinity): 
   const size = p <= 65536 ? p : Math.ceil(b / (p / 16)) * (p / 16);
   return (size > bindable && b <= bindable) || (size > most && b <= most) ? b : size;
 }
+
+/**
+ * The rounds whose highest peak in use is {@link BufferPool.releaseIdle}'s budget. One round was
+ * too few: with `--group-by-length`, a short batch's small peak destroyed the buffers of the long
+ * batches before it, made again at the next long one (17–28 buffers a step). The pool had to
+ * reach that peak anyway; after this many rounds without it, the memory goes back.
+ */
+const PEAK_ROUNDS = 8;
 
 /** A buffer's label, or a function that builds it (only called when the label is shown). */
 export type Label = string | (() => string);
@@ -67,6 +76,8 @@ export class BufferPool {
   /** Bytes in use now, and the most in use since the last {@link BufferPool.releaseIdle}. */
   #inUseBytes = 0;
   #roundPeak = 0;
+  /** The peaks in use of the last {@link PEAK_ROUNDS} rounds. */
+  #peaks: number[] = [];
   #allocated = 0;
   #peak = 0;
   #freeBytes = 0;
@@ -165,14 +176,17 @@ export class BufferPool {
   }
 
   /**
-   * Called once a training step: while the pool holds more than the most the step had in use,
-   * destroy free buffers (whose work is submitted) that the step did not release, the longest
-   * idle first. A step that repeats the last one's shapes keeps all its buffers; batch shapes
-   * that vary (`--group-by-length`) do not pile up every size class they ever needed, and a
-   * step's shapes are only made again when the budget was spent on others.
+   * Called once a training step: while the pool holds more than the most any of the last
+   * {@link PEAK_ROUNDS} steps had in use, destroy free buffers (whose work is submitted) that this
+   * step did not release, the longest idle first. A step that repeats the last one's shapes keeps
+   * all its buffers; batch shapes that vary (`--group-by-length`) do not pile up every size class
+   * they ever needed, and a step's shapes are only made again when the budget was spent on others.
    */
   releaseIdle(): void {
-    const round = this.#round++, budget = this.#roundPeak;
+    const round = this.#round++;
+    this.#peaks.push(this.#roundPeak);
+    if (this.#peaks.length > PEAK_ROUNDS) this.#peaks.shift();
+    const budget = Math.max(...this.#peaks);
     this.#roundPeak = this.#inUseBytes;
     if (this.#allocated <= budget) return;
     const idle = [...this.#free.values()].flat()

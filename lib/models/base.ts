@@ -84,31 +84,34 @@ export abstract class BaseModel implements Model {
   }
 
   /**
-   * One layer, `fn(x, mask)`: in a tidy scope, or through {@link checkpoint} when
+   * One layer, `fn(x, mask, saved)`: in a tidy scope, or through {@link checkpoint} when
    * {@link gradientCheckpointing} is on and gradients are recorded. The rerun in backward sees
    * the dropout step and mode of the forward pass, so it draws the same masks. `parts` are the
    * layer's linear layers and norms: when neither x nor any of them trains, the layer records
-   * nothing to recompute (training the head alone).
+   * nothing to recompute (training the head alone). `saved` are the other tensors `fn` reads
+   * (a pooled classifier's key mask): `fn` must read them from its arguments, not its closure,
+   * since the caller may free its own before backward reruns the layer.
    */
   protected runLayer(
     x: Tensor,
     mask: Tensor | null,
     parts: readonly (Linear | LayerNorm | RmsNorm)[],
-    fn: (x: Tensor, mask: Tensor | null) => Tensor,
+    fn: (x: Tensor, mask: Tensor | null, saved: Tensor[]) => Tensor,
+    saved: Tensor[] = [],
   ): Tensor {
     const recompute = this.gradientCheckpointing && isGradEnabled() && (x.requiresGrad || parts.some(trains));
-    if (!recompute) return tidy(() => fn(x, mask));
+    if (!recompute) return tidy(() => fn(x, mask, saved));
     const step = this.dropoutStep, training = this.#training;
-    const replay = (h: Tensor, m?: Tensor) => {
+    const replay = (h: Tensor, ...more: Tensor[]) => {
       const now = [this.dropoutStep, this.#training] as const;
       [this.dropoutStep, this.#training] = [step, training];
       try {
-        return fn(h, m ?? null);
+        return mask ? fn(h, more[0], more.slice(1)) : fn(h, null, more);
       } finally {
         [this.dropoutStep, this.#training] = now;
       }
     };
-    return checkpoint(replay, x, ...(mask ? [mask] : []));
+    return checkpoint(replay, x, ...(mask ? [mask] : []), ...saved);
   }
 
   /** Dropout with probability `p` at call site `site` in train mode; `x` itself in eval mode. */

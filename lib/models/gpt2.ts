@@ -86,8 +86,10 @@ export class Gpt2Model extends BaseModel {
     let x = this.dropout(add(this.wte.forward(ids), this.wpe.forward(positions)), embdDrop, 0);
     this.blocks.forEach((blk, i) => {
       const input = x;
-      const at = pooled && i === this.blocks.length - 1 ? pooled : null;
-      x = this.runLayer(input, mask, Object.values(blk), (prev, mask) => {
+      // the key mask through runLayer, which saves it for a checkpoint's rerun (the caller may free it)
+      const last = pooled && i === this.blocks.length - 1;
+      x = this.runLayer(input, mask, Object.values(blk), (prev, mask, [keyMask]) => {
+        const at = last ? { ...pooled, keyMask } : null;
         const qkv = blk.attn.forward(blk.ln1.forward(prev));
         let scale = c.scaleAttnWeights ? 1 / Math.sqrt(d) : 1;
         if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
@@ -114,7 +116,7 @@ export class Gpt2Model extends BaseModel {
         );
         const m = feedForward(blk.fc, blk.fcProj, c.activation, blk.ln2.forward(y), at?.rows);
         return this.dropoutAdd(m, y, residDrop, 3 * i + 3, at?.rows);
-      });
+      }, last ? [pooled.keyMask] : []);
       input.dispose(); // the block's input is no longer needed (saved activations hold their own views)
     });
     cache?.commit();

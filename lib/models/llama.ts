@@ -180,9 +180,11 @@ export class LlamaModel extends BaseModel {
     let x = this.embed.forward(ids);
     this.layers.forEach((layer, i) => {
       const input = x;
-      const at = pooled && i === last ? pooled : null;
+      // the key mask through runLayer, which saves it for a checkpoint's rerun (the caller may free it)
+      const atLast = pooled && i === last;
       const window = this.windowOf(i);
-      x = this.runLayer(input, mask, layerParts(layer), (prev, mask) => {
+      x = this.runLayer(input, mask, layerParts(layer), (prev, mask, [keyMask]) => {
+        const at = atLast ? { ...pooled, keyMask } : null;
         const a = layer.inputNorm.forward(prev);
         const probsDropout = this.dropoutSpec(attnDrop, i, at?.rows);
         let att: Tensor;
@@ -213,7 +215,7 @@ export class LlamaModel extends BaseModel {
         const m = layer.postNorm.forward(y);
         const out = layer.down.forward(gatedInput(layer, m, c, at?.rows), at?.rows);
         return this.dropoutAdd(out, y, residDrop, blocks + 2 * i + 1, at?.rows);
-      });
+      }, atLast ? [pooled.keyMask] : []);
       input.dispose(); // the layer's input is no longer needed (saved activations hold their own views)
     });
     cache?.commit();

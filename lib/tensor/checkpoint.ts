@@ -26,9 +26,10 @@ export function currentReplay(): number | null {
  * and the gradient rule runs `fn` again with one and backpropagates the incoming gradient
  * through it, so the parameters `fn` uses gather their gradients then, and x its own. `more`
  * are other tensors `fn` reads (a mask): saved for the rerun, which gets views of them, since
- * the caller may free its own before backward. `fn` must compute the same thing both times
- * (seeded dropout does when its step and sites are the same). Without gradients (`noGrad`),
- * plain `fn(x, ...more)`.
+ * the caller may free its own before backward. They get no gradient, so one that requires a
+ * gradient is refused. `fn` must compute the same thing both times (seeded dropout does when
+ * its step and sites are the same), and return a tensor it computes, x, or one of `more`.
+ * Without gradients (`noGrad`), plain `fn(x, ...more)`.
  */
 export function checkpoint(
   fn: (x: Tensor, ...more: Tensor[]) => Tensor,
@@ -36,7 +37,23 @@ export function checkpoint(
   ...more: Tensor[]
 ): Tensor {
   if (!isGradEnabled()) return tidy(() => fn(x, ...more));
-  const out = noGrad(() => tidy(() => fn(x, ...more)));
+  const trainable = more.findIndex((m) => m.requiresGrad);
+  if (trainable >= 0) {
+    throw new Error(
+      `checkpoint: extra input ${trainable} (${more[trainable].describe()}) requires a gradient, which ` +
+        "checkpoint gives its first input alone; pass that tensor as x, or detach() it",
+    );
+  }
+  const made = noGrad(() => tidy(() => fn(x, ...more)));
+  if (made !== x && (made.requiresGrad || made.node)) {
+    throw new Error(
+      `checkpoint: fn returned a tensor (${made.describe()}) that it did not compute and that requires a ` +
+        "gradient; return x, one of the extra inputs, or a tensor fn computes",
+    );
+  }
+  // x itself (an identity layer, e.g. dropout with p = 0) or an extra input: the node goes onto a
+  // handle of its own, not over that tensor's own node
+  const out = made === x || more.includes(made) ? made.view(made.shape) : made;
   // recorded even when x needs no gradient: the parameters inside fn may
   return record("checkpoint", out, [x], [x, ...more], (g, [saved, ...others], need) => {
     const input = saved.view(saved.shape);
@@ -46,7 +63,7 @@ export function checkpoint(
     try {
       const y = withGrad(() => tidy(() => fn(input, ...others)));
       if (y.requiresGrad) y.backward(g);
-      y.dispose();
+      if (y !== input && !others.includes(y)) y.dispose();
     } finally {
       replaying = outer;
     }

@@ -136,7 +136,7 @@ export function log(x: Tensor): Tensor {
   return record("log", unaryRaw("log", x), [x], [x], (g, [vx]) => [binaryRaw("div", g, vx)]);
 }
 
-/** `log(1 + x)`, accurate for small x. */
+/** `log(1 + x)`, within a few f32 ulps for small x too (where `log(1 + x)` is not). */
 export function log1p(x: Tensor): Tensor {
   return record("log1p", unaryRaw("log1p", x), [x], [x], (g, [vx]) => [binaryRaw("log1p_grad", vx, g)]);
 }

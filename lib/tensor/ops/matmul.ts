@@ -31,7 +31,7 @@ export function operandB(b: Tensor): Pick<MatmulOptions, "f16B" | "quantB"> {
 }
 
 /**
- * A fresh `shape` tensor holding `α·op(x)·op(y)` (zeros when k = 0), or, given `into` (an
+ * A fresh `shape` tensor holding `α·op(x)·op(y)` (zeros when k or the batch is 0), or, given `into` (an
  * f32 tensor of that shape), `into += α·op(x)·op(y)` in place, returning `into`.
  */
 function product(
@@ -46,8 +46,10 @@ function product(
 ) {
   const fits = into !== null && into.dtype === "f32" && sameShape(into.shape, shape);
   const out = fits ? into : Tensor.empty(x.gpu, shape);
-  if (numel(shape) === 0 || (fits && k === 0)) return out;
-  if (k === 0) x.gpu.stream.clear(out.buffer, 0, numel(shape) * 4);
+  // nothing to sum (k = 0, or an empty batch summed into a shared B's gradient): zeros
+  const none = k === 0 || o.batch === 0;
+  if (numel(shape) === 0 || (fits && none)) return out;
+  if (none) x.gpu.stream.clear(out.buffer, 0, numel(shape) * 4);
   else {
     encodeMatmul(x.gpu, x.buffer, y.buffer, out.buffer, m, n, k, {
       ...o,
