@@ -37,11 +37,6 @@ export function stridedFields(rank: number, sets: readonly string[]): string {
   return f.join(", ");
 }
 
-/** Values for {@link stridedFields}, in the same order. */
-export function stridedValues(shape: readonly number[], strides: readonly (readonly number[])[]): number[] {
-  return [...shape, ...strides.flat()];
-}
-
 /**
  * WGSL statements declaring `var o_<s>: u32` for each stride set `s`: the offset of linear
  * index `idx` (row-major over sizes `<dim>0..<dim>{rank-1}`) under strides `<s>0..`, all read

@@ -3,7 +3,7 @@
 // sampling defaults of generation_config.json, and the chat template's special tokens and named
 // templates.
 import { join } from "node:path";
-import { samplingOf } from "../lib/cli/load.ts";
+import { endTokenIds as cliEndTokenIds, samplingOf } from "../lib/cli/load.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { ChatTemplateError, loadChatTemplate } from "../lib/io/chat_template.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
@@ -11,7 +11,7 @@ import { loadTokenizer, type Tokenizer } from "../lib/io/tokenizer.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { generate, generateBatch } from "../lib/train/generate.ts";
+import { endTokenIds, generate, generateBatch } from "../lib/train/generate.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
@@ -195,7 +195,7 @@ Deno.test("loadChatTemplate: named templates without a default refuse to render,
   });
 });
 
-Deno.test("generate: stops at generation_config.json's end ids by default, as the CLI does", async () => {
+Deno.test("generate: stops at generation_config.json's and the tokenizer's end ids by default, as the CLI does", async () => {
   await withTempDir("hartley-generate-", async (dir) => {
     for (const f of Deno.readDirSync(fixtureModel("gpt2"))) {
       if (f.isFile) await Deno.copyFile(join(fixtureModel("gpt2"), f.name), join(dir, f.name));
@@ -217,6 +217,19 @@ Deno.test("generate: stops at generation_config.json's end ids by default, as th
       // given ids replace the defaults
       const given = await generate(model, tokenizer, prompt, { maxNewTokens: 6, eosTokenIds: [] });
       assertEquals([given.stop, given.ids], ["length", free.ids]);
+      // the tokenizer's end-of-sequence token ends the text too, where neither config names it
+      await Deno.remove(join(dir, "generation_config.json"));
+      await Deno.writeTextFile(
+        join(dir, "tokenizer_config.json"),
+        JSON.stringify({ eos_token: tokenizer.idToToken(end) }),
+      );
+      const ending = await loadModelTokenizer(model.config);
+      assertEquals(ending.special.eos, end);
+      assertEquals(await endTokenIds(model, ending), [...model.config.eosTokenIds, end]);
+      // the CLI's ids are the library's
+      assertEquals(await cliEndTokenIds(dir, model, ending), await endTokenIds(model, ending));
+      const byTokenizer = await generate(model, ending, prompt, { maxNewTokens: 6 });
+      assertEquals([byTokenizer.stop, byTokenizer.ids], ["eos", free.ids.slice(0, upTo)]);
     } finally {
       model.dispose();
     }

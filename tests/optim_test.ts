@@ -95,6 +95,43 @@ Deno.test("schedules follow Hugging Face's warmup + linear / cosine / constant",
   assertEquals(lrFactor(0, { warmupSteps: 0, totalSteps: 4 }), 1);
 });
 
+Deno.test("cosine cycles: transformers' get_cosine_schedule_with_warmup with num_cycles", () => {
+  // transformers' lambda, evaluated in Python for warmup 2 of 10 steps:
+  // max(0, 0.5 * (1 + cos(pi * num_cycles * 2 * (step - 2) / max(1, 10 - 2))))
+  const expected: Record<number, number[]> = {
+    1: [
+      0,
+      0.5,
+      1,
+      0.8535533905932737,
+      0.5,
+      0.14644660940672627,
+      0,
+      0.14644660940672616,
+      0.5,
+      0.8535533905932737,
+      1,
+    ],
+    1.5: [
+      0,
+      0.5,
+      1,
+      0.6913417161825449,
+      0.14644660940672627,
+      0.038060233744356575,
+      0.5,
+      0.9619397662556433,
+      0.8535533905932738,
+      0.3086582838174551,
+      0,
+    ],
+  };
+  for (const [cycles, factors] of Object.entries(expected)) {
+    const o = { warmupSteps: 2, totalSteps: 10, decay: "cosine" as const, cycles: Number(cycles) };
+    assertClose(factors.map((_, step) => lrFactor(step, o)), factors, 1e-12, `cycles ${cycles}`);
+  }
+});
+
 Deno.test("AdamW and clipping over more parameters than one dispatch takes: several a dispatch", async () => {
   const gpu = await getGpu();
   const rng = new Rng(62);

@@ -73,3 +73,27 @@ Deno.test("--new-head starts a new head even when the checkpoint's has the data'
     assertEquals(started, await score(`${dir}/base`), "the new head is initialised as a missing head is");
   });
 });
+
+Deno.test("--method fourierft writes PEFT's FourierFTConfig defaults; --n, --alpha and --seed replace them", async () => {
+  await withTempDir("hartley_fourierft_defaults_", async (dir) => {
+    const data = await writeToyData(dir, 40);
+    const fields = async (out: string) => {
+      const c = JSON.parse(await Deno.readTextFile(`${out}/adapter/adapter_config.json`));
+      return [c.n_frequency, c.scaling, c.random_loc_seed];
+    };
+    const plain = await run(GPT2, data, `${dir}/plain`, "fourierft");
+    assertEquals(plain.code, 0, plain.err);
+    // PEFT's FourierFTConfig: n_frequency 1000, scaling 150.0, random_loc_seed 777
+    assertEquals(await fields(`${dir}/plain`), [1000, 150, 777]);
+    const set = await run(GPT2, data, `${dir}/set`, "fourierft", [
+      "--n",
+      "64",
+      "--alpha",
+      "20",
+      "--seed",
+      "3",
+    ]);
+    assertEquals(set.code, 0, set.err);
+    assertEquals(await fields(`${dir}/set`), [64, 20, 3]);
+  });
+});

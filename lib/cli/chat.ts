@@ -9,6 +9,7 @@ import type { WeightDtype } from "../nn/load.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { Chat } from "../train/chat.ts";
+import { endTokenIds } from "../train/generate.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
@@ -22,7 +23,7 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { cacheDtypeOf, chatTemplateOf, endTokenIds, loadForUse, samplingOf } from "./load.ts";
+import { cacheDtypeOf, chatTemplateOf, loadForUse, samplingOf } from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -87,7 +88,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         seed: v.seed,
         cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
         stopTexts: stopTexts(v.stop),
-        eosTokenIds: await endTokenIds(modelDir, model, tokenizer),
+        eosTokenIds: await endTokenIds(model, tokenizer),
       });
       try {
         if (io.prompt) {

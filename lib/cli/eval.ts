@@ -29,7 +29,7 @@ import {
 } from "./args.ts";
 import { loadForUse, planUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
-import { defaultData, loadSplits, TASK_FLAGS } from "./setup.ts";
+import { defaultData, isBuiltinData, loadSplits, TASK_FLAGS } from "./setup.ts";
 
 const FLAGS = {
   model: {
@@ -95,7 +95,7 @@ export function evalCommand(args: string[]): Promise<number> {
       const loaded = await loadForUse(gpu, options, plan);
       const { model, task } = loaded;
       try {
-        const builtin = data === "spamassassin" || data === "brown";
+        const builtin = isBuiltinData(data);
         // labels read as real values without --regression: a regression head (the adapter's problem
         // type, if it names one, replaces config.json's)
         const regressor = task !== "seq-cls" || v.regression

@@ -1,12 +1,14 @@
 /**
- * Loading a model directory with an optional adapter for `eval`, `merge` and `inspect`: the
- * task comes from the flag, else the adapter's task_type, else the model's config; a
- * classification head gets the label count of the adapter's saved head, else of the config.
+ * Loading a model directory with an optional adapter for `eval`, `merge`, `inspect`, `predict`
+ * and `chat`: the task comes from the flag, else the adapter's task_type, else the model's
+ * config; a classification head gets the label count of the adapter's saved head, else of the
+ * config. Also what predict and chat generate with: the chat template, the end-of-sequence ids,
+ * the key/value cache dtype and the sampling settings (flags over generation_config.json).
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
 import type { KvCacheDtype } from "../models/kv_cache.ts";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
 import { type HfConfig, loadGenerationConfig } from "../io/hf_config.ts";
@@ -14,9 +16,10 @@ import { openSafetensors } from "../io/safetensors.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { loadModel, loadModelTokenizer, type LoadNotes } from "../models/load.ts";
 import type { Model } from "../models/model.ts";
-import { type AdapterConfig, loadAdapterConfig } from "../peft/config.ts";
+import { type AdapterConfig, loadAdapterConfig, taskOfPeftType } from "../peft/config.ts";
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
+import { endTokenIds as generationEndTokenIds } from "../train/generate.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
@@ -50,8 +53,6 @@ export interface LoadForUseOptions {
   /** The command has no --task flag (chat): errors do not suggest one. */
   taskFixed?: boolean;
   dtype?: WeightDtype;
-  /** Label count when neither the adapter nor the config says (e.g. from the data). */
-  numLabels?: number;
   /**
    * Refuse a task head that neither the checkpoint nor the adapter holds (loadModel would
    * initialise it at random): evaluating, merging or predicting with it means nothing.
@@ -79,7 +80,7 @@ export async function planUse(o: LoadForUseOptions): Promise<UsePlan> {
   const adapterConfig = o.adapter ? await loadAdapterConfigOf(o.adapter) : null;
   const modelDir = await modelDirOf(o, adapterConfig);
   const config = await readModelConfig(modelDir);
-  const adapterTask = taskOfAdapter(adapterConfig, config);
+  const adapterTask = adapterConfig ? taskOfPeftType(adapterConfig, config.modelType) : null;
   if (o.task && adapterTask && o.task !== adapterTask) {
     const trained = `${o.adapter} was trained for ${adapterTask} (its task_type ${adapterConfig!.taskType})`;
     throw new ArgsError(
@@ -91,7 +92,7 @@ export async function planUse(o: LoadForUseOptions): Promise<UsePlan> {
   const numLabels = task === "causal-lm"
     ? undefined
     : (o.adapter ? await headLabelsOf(o.adapter) : undefined) ??
-      (taskOfConfig(config) === task ? config.labels.length : o.numLabels);
+      (taskOfConfig(config) === task ? config.labels.length : undefined);
   return { modelDir, config, adapterConfig, task, numLabels };
 }
 
@@ -183,16 +184,6 @@ async function loadAdapterConfigOf(dir: string): Promise<AdapterConfig> {
   }
 }
 
-/** The task an adapter was trained for, from its task_type / modules_to_save. */
-export function taskOfAdapter(a: AdapterConfig | null, config: HfConfig): TaskName | null {
-  if (!a) return null;
-  if (a.taskType === "SEQ_CLS") return config.modelType === "vit" ? "image-cls" : "seq-cls";
-  if (a.taskType === "TOKEN_CLS") return "token-cls";
-  if (a.taskType === "CAUSAL_LM") return "causal-lm";
-  if (config.modelType === "vit" && a.modulesToSave?.includes("classifier")) return "image-cls";
-  return null;
-}
-
 /**
  * Rows of the classifier weight saved with an adapter (its label count), if any.
  * @throws AdapterFileError when `dir` has no weights file (naming an adapter_model.bin found instead).
@@ -226,13 +217,16 @@ export async function chatTemplateOf(
 }
 
 /**
- * The ids that end generated text: config.json's end-of-sequence ids, generation_config.json's
- * (chat models end a turn with one of these) and the tokenizer's.
+ * The ids that end generated text: generate's default ({@link generationEndTokenIds}) for `model`,
+ * loaded from `dir`.
+ * @deprecated Call endTokenIds of lib/train/generate.ts; this stays until inspect.ts and
+ * tests/chat_test.ts do.
  */
-export async function endTokenIds(dir: string, model: Model, tokenizer: Tokenizer): Promise<number[]> {
-  const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
-  const generation = (await loadGenerationConfig(dir)).eosTokenIds;
-  return [...new Set([...model.config.eosTokenIds, ...generation, ...special])];
+export function endTokenIds(dir: string, model: Model, tokenizer: Tokenizer): Promise<number[]> {
+  if (resolve(dirname(model.config.path)) !== resolve(dir)) {
+    throw new Error(`endTokenIds: the model was loaded from ${dirname(model.config.path)}, not ${dir}`);
+  }
+  return generationEndTokenIds(model, tokenizer);
 }
 
 /** `--kv-cache` as a cache dtype: `auto` is f16 when the frozen weights are not f32 (see the flag). */

@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { openCheckpoint } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
-import { type AdapterConfig, fourierftConfig, loraConfig, sshConfig, type TaskType } from "../peft/config.ts";
+import { type AdapterConfig, fourierftConfig, loraConfig, peftTaskType, sshConfig } from "../peft/config.ts";
 import { attachAdapter, loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { writeMergedModel } from "../peft/merge.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
@@ -73,11 +73,11 @@ export function headLrOf(method: Method, lr: number, given: number | undefined):
 export interface MethodOptions {
   method: Method;
   task: TaskName;
-  /** SSH / FourierFT coefficients per layer (FourierFT's n_frequency). */
-  n: number;
+  /** SSH / FourierFT coefficients per layer (FourierFT's n_frequency); default: the config's. */
+  n?: number;
   energyRatio: number;
-  /** SSH α; FourierFT scaling. */
-  alpha: number;
+  /** SSH α; FourierFT scaling; default: the config's. */
+  alpha?: number;
   transform: Transform;
   selection: Selection;
   init: Init;
@@ -85,7 +85,10 @@ export interface MethodOptions {
   loraAlpha: number;
   loraDropout: number;
   targetModules?: string[] | string;
+  /** Seed of SSH's positions, the new weights' init and dropout. */
   seed: number;
+  /** FourierFT's random_loc_seed (its positions); default: PEFT's. */
+  randomLocSeed?: number;
   lr: number;
   /** The task head's learning rate ({@link headLrOf}). */
   headLr: number;
@@ -122,18 +125,11 @@ export interface PreparedMethod {
   adapterConfig: AdapterConfig | null;
 }
 
-const TASK_TYPES: Record<TaskName, TaskType | null> = {
-  "causal-lm": "CAUSAL_LM",
-  "seq-cls": "SEQ_CLS",
-  "token-cls": "TOKEN_CLS",
-  "image-cls": null,
-};
-
 /** The adapter config of an adapter method (null for full / head). */
 export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterConfig | null {
   const common = {
     targetModules: o.targetModules ?? null,
-    taskType: TASK_TYPES[o.task],
+    taskType: peftTaskType(o.task),
     // PEFT adds the SEQ_CLS and TOKEN_CLS heads itself (their other parts, such as DistilBERT's
     // pre_classifier, are named too); an image classifier's head is named explicitly
     modulesToSave: o.task === "image-cls" ? ["classifier"] : o.headModules?.length ? o.headModules : null,
@@ -143,9 +139,8 @@ export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterCon
     case "ssh":
       return sshConfig({
         ...common,
-        n: o.n,
+        ...defined({ n: o.n, alpha: o.alpha }),
         energyRatio: o.energyRatio,
-        alpha: o.alpha,
         transform: o.transform,
         selection: o.selection,
         init: o.init,
@@ -154,20 +149,33 @@ export function adapterConfigOf(o: MethodOptions, baseModel: string): AdapterCon
     case "lora":
       return loraConfig({ ...common, r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
     case "fourierft":
-      return fourierftConfig({ ...common, nFrequency: o.n, scaling: o.alpha, randomLocSeed: o.seed });
+      return fourierftConfig({
+        ...common,
+        ...defined({ nFrequency: o.n, scaling: o.alpha, randomLocSeed: o.randomLocSeed }),
+      });
     default:
       return null;
   }
+}
+
+/** `o` without its undefined fields (which would replace a config's defaults). */
+function defined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /**
  * A new adapter's refusal of its flags as an {@link ArgsError} naming the flag: targets that
  * match no layer (--target-modules), more positions than a layer has (--n); other errors unchanged.
  */
-function asFlagError(e: unknown, o: MethodOptions): unknown {
+function asFlagError(e: unknown, o: MethodOptions, config: AdapterConfig): unknown {
   if (e instanceof TargetError) return new ArgsError(`--target-modules: ${e.message}`);
   if (e instanceof RangeError && /positions do not fit|n_frequency = /.test(e.message)) {
-    return new ArgsError(`--n ${o.n}: ${e.message}`);
+    const n = config.peftType === "FOURIERFT"
+      ? config.nFrequency
+      : config.peftType === "SSH"
+      ? config.n
+      : null;
+    return new ArgsError(`--n ${n}${o.n === undefined ? " (the default)" : ""}: ${e.message}`);
   }
   return e;
 }
@@ -196,7 +204,7 @@ export async function prepareMethod(
     const peft = resumeDir
       ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
       : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed }).catch((e) => {
-        throw asFlagError(e, o);
+        throw asFlagError(e, o, config);
       });
     peft.labelNames ??= o.labelNames;
     return {

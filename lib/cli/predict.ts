@@ -23,7 +23,13 @@ import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts, recordFieldNames } from "../train/readers.ts";
 import { instructionQuery, isInstructionRecord, readInstructions } from "../train/instruct.ts";
 import { readImages } from "../train/image_data.ts";
-import { generate, generateBatch, type GenerateBatchOptions, type Generation } from "../train/generate.ts";
+import {
+  endTokenIds,
+  generate,
+  generateBatch,
+  type GenerateBatchOptions,
+  type Generation,
+} from "../train/generate.ts";
 import { classify, classifyImages, type Prediction } from "../train/predict.ts";
 import { namedEntities, type NamedEntity, splitWords, type TaggedWords, tagWords } from "../train/tag.ts";
 import { isConllFile, isTaggedRecord, readTaggedFile } from "../train/token_data.ts";
@@ -46,7 +52,6 @@ import { explainDeviceError } from "./errors.ts";
 import {
   cacheDtypeOf,
   chatTemplateOf,
-  endTokenIds,
   loadForUse,
   type Sampling,
   type SamplingFlags,
@@ -329,7 +334,7 @@ interface GenerationFlags {
 interface PromptSettings {
   /** With --chat: the template that wraps each prompt as a user's message. */
   template: ChatTemplate | null;
-  /** config.json's end-of-sequence ids, generation_config.json's and the tokenizer's. */
+  /** The ids that end the text (generate's default: endTokenIds). */
   eosTokenIds: number[];
   /** The sampling flags, else generation_config.json's settings. */
   sampling: Sampling;
@@ -347,7 +352,7 @@ async function promptSettings(
     : null;
   const sampling = await samplingOf(dir, flags);
   if (sampling.note) console.error(sampling.note);
-  return { template, eosTokenIds: await endTokenIds(dir, model, tokenizer), sampling };
+  return { template, eosTokenIds: await endTokenIds(model, tokenizer), sampling };
 }
 
 /**

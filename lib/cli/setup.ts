@@ -48,7 +48,12 @@ import { pathExists } from "../io/paths.ts";
 import { ArgsError } from "./args.ts";
 
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
-export const BUILTIN_DATA = ["spamassassin", "brown"] as const;
+const BUILTIN_DATA = ["spamassassin", "brown"] as const;
+
+/** True when `--data` names a built-in set (whose held-out split is fixed), not a path. */
+export function isBuiltinData(data: string | undefined): boolean {
+  return (BUILTIN_DATA as readonly (string | undefined)[]).includes(data);
+}
 
 /**
  * The flags of `train` and `eval` that only some tasks use, and those tasks (the others refuse

@@ -20,7 +20,14 @@ import { checkCheckpoint, modelShapes } from "../models/shapes.ts";
 import { unsavedHeadModules } from "../peft/targets.ts";
 import type { Model } from "../models/model.ts";
 import type { PeftModel } from "../peft/apply.ts";
-import { adapterConfigToJson, type Init, type Selection } from "../peft/config.ts";
+import {
+  adapterConfigToJson,
+  FOURIERFT_DEFAULTS,
+  type Init,
+  LORA_DEFAULTS,
+  type Selection,
+  SSH_DEFAULTS,
+} from "../peft/config.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import {
   type BestMetric,
@@ -75,6 +82,7 @@ import {
   chooseTask,
   defaultData,
   ensurePadToken,
+  isBuiltinData,
   loadSplits,
   readModelConfig,
   TASK_FLAGS,
@@ -115,31 +123,59 @@ const FLAGS = {
   },
   task: { type: "string", choices: TASKS, help: "task [default: from the data and the model]" },
   method: { type: "string", choices: METHODS, default: "ssh", help: "fine-tuning method" },
-  n: { type: "integer", default: 750, min: 1, help: "SSH/FourierFT coefficients per layer" },
+  // the adapter flags default to the library's configs (lib/peft/config.ts), but --lora-alpha
+  n: {
+    type: "integer",
+    min: 1,
+    help: "SSH/FourierFT coefficients per layer " +
+      `[default: ssh ${SSH_DEFAULTS.n}, fourierft ${FOURIERFT_DEFAULTS.nFrequency} (PEFT's n_frequency)]`,
+  },
   "energy-ratio": {
     type: "number",
-    default: 0.7,
+    default: SSH_DEFAULTS.energyRatio,
     min: 0,
     max: 1,
     help: "SSH share of positions chosen by energy",
   },
-  alpha: { type: "number", default: 150, above: 0, help: "SSH alpha (FourierFT scaling)" },
-  transform: { type: "string", choices: TRANSFORMS, default: "dht", help: "SSH spectral transform" },
+  alpha: {
+    type: "number",
+    above: 0,
+    help:
+      `SSH alpha (FourierFT scaling) [default: ssh ${SSH_DEFAULTS.alpha}, fourierft ${FOURIERFT_DEFAULTS.scaling}]`,
+  },
+  transform: {
+    type: "string",
+    choices: TRANSFORMS,
+    default: SSH_DEFAULTS.transform,
+    help: "SSH spectral transform",
+  },
   selection: {
     type: "string",
     choices: ["layer", "global"],
-    default: "layer",
+    default: SSH_DEFAULTS.selection,
     help: "SSH position budget scope",
   },
-  init: { type: "string", choices: ["normal", "zeros"], default: "normal", help: "SSH coefficient init" },
+  init: {
+    type: "string",
+    choices: ["normal", "zeros"],
+    default: SSH_DEFAULTS.init,
+    help: "SSH coefficient init",
+  },
   "target-modules": {
     type: "string",
     arg: "LIST",
     help: "layers to adapt: comma-separated names, a regex, or all-linear [default: per family]",
   },
-  r: { type: "integer", default: 8, min: 1, help: "LoRA rank" },
-  "lora-alpha": { type: "number", default: 16, above: 0, help: "LoRA alpha" },
-  "lora-dropout": { type: "number", default: 0, min: 0, max: 0.99, help: "LoRA dropout" },
+  r: { type: "integer", default: LORA_DEFAULTS.r, min: 1, help: "LoRA rank" },
+  // deliberately not PEFT's lora_alpha 8 (LORA_DEFAULTS): 2·r, the usual setting (the README's flag list says 16)
+  "lora-alpha": { type: "number", default: 16, above: 0, help: "LoRA alpha (PEFT's default: 8)" },
+  "lora-dropout": {
+    type: "number",
+    default: LORA_DEFAULTS.loraDropout,
+    min: 0,
+    max: 0.99,
+    help: "LoRA dropout",
+  },
   epochs: { type: "number", default: 3, min: 0.001, help: "passes over the training data" },
   steps: { type: "integer", min: 1, help: "optimiser steps (overrides --epochs)" },
   "batch-size": { type: "integer", default: 16, min: 1, help: "examples per batch" },
@@ -233,7 +269,8 @@ const FLAGS = {
     default: 0,
     min: 0,
     max: SEED_MAX,
-    help: "seed of data order, dropout, positions and init",
+    help: "seed of data order, dropout, positions and init (FourierFT's positions: its random_loc_seed, " +
+      `when given, else PEFT's ${FOURIERFT_DEFAULTS.randomLocSeed})`,
   },
   out: {
     type: "string",
@@ -360,7 +397,7 @@ export async function trainCommand(
       if (given.has("eval-fraction") && v["eval-data"]) {
         throw new ArgsError(`--eval-fraction holds out part of --data; with --eval-data nothing is held out`);
       }
-      if (given.has("eval-fraction") && [undefined, "spamassassin", "brown"].includes(v.data)) {
+      if (given.has("eval-fraction") && (v.data === undefined || isBuiltinData(v.data))) {
         throw new ArgsError(
           `--eval-fraction does not apply to ${v.data ? `--data ${v.data}` : "the built-in data"}, ` +
             `whose held-out split is fixed (SpamAssassin's 20%, the Brown corpus's last 5%)`,
@@ -454,7 +491,7 @@ async function runTraining(
     );
   }
   if (
-    v["eval-fraction"] === 0 && !v["eval-data"] && data !== "spamassassin" && data !== "brown" &&
+    v["eval-fraction"] === 0 && !v["eval-data"] && !isBuiltinData(data) &&
     (v["eval-every"] || v["save-best"] || v["early-stop"])
   ) {
     throw new ArgsError(
@@ -582,6 +619,7 @@ async function runTraining(
     // none given: the family's defaults, which the saved adapter names (PeftModel.save)
     targetModules: targetModulesOf(v["target-modules"]),
     seed: v.seed,
+    randomLocSeed: given.has("seed") ? v.seed : undefined,
     lr,
     headLr,
     weightDecay: v["weight-decay"],
@@ -595,7 +633,7 @@ async function runTraining(
     task,
     method,
     adapter: adapterConfig ? adapterConfigToJson(adapterConfig) : null,
-    data: data === "spamassassin" || data === "brown" ? data : resolve(data),
+    data: isBuiltinData(data) ? data : resolve(data),
     evalData: v["eval-data"] ? resolve(v["eval-data"]) : null,
     evalFraction: v["eval-fraction"],
     seqLen: v["seq-len"],

@@ -4,6 +4,7 @@
  * scope and one stream flush per batch (the loss readback rides on it).
  * @module
  */
+import { IGNORE_INDEX } from "../nn/loss.ts";
 import { crossEntropy, noGrad, slice, Tensor, tidy } from "../tensor/mod.ts";
 import { collate, type Dataset } from "../train/data.ts";
 import type { Model } from "./model.ts";
@@ -14,8 +15,6 @@ export interface EvaluateOptions {
   batchSize?: number;
   /** Evaluate only these dataset rows (default all, in order). */
   rows?: ArrayLike<number>;
-  /** Called after each batch is encoded, with the windows done so far and the total. */
-  onBatch?: (done: number, total: number) => void;
 }
 
 /** What {@link evaluateCausalLm} measured. */
@@ -56,7 +55,7 @@ export async function evaluateCausalLm(
     const [n, t] = b.shape;
     const counts = Array.from(
       { length: n },
-      (_, i) => b.labels.subarray(i * t, (i + 1) * t).filter((l) => l !== -100).length,
+      (_, i) => b.labels.subarray(i * t, (i + 1) * t).filter((l) => l !== IGNORE_INDEX).length,
     );
     const uniform = counts.every((c) => c === counts[0]);
     const losses = noGrad(() =>
@@ -72,7 +71,11 @@ export async function evaluateCausalLm(
         });
         // equal label counts: the batch mean is the mean of the window means
         if (uniform) return [out.loss!];
-        return counts.map((_, i) => crossEntropy(slice(out.logits, 0, i, i + 1), slice(labels, 0, i, i + 1)));
+        return counts.map((_, i) =>
+          crossEntropy(slice(out.logits, 0, i, i + 1), slice(labels, 0, i, i + 1), {
+            ignoreIndex: IGNORE_INDEX,
+          })
+        );
       })
     );
     const weight = uniform ? n : 1;
@@ -81,7 +84,6 @@ export async function evaluateCausalLm(
       l.dispose();
     }
     gpu.stream.flush();
-    opts.onBatch?.(Math.min(at + batchSize, rows.length), rows.length);
   }
   const loss = (await Promise.all(pending)).reduce((a, v) => a + v, 0) / rows.length;
   return {

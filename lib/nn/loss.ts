@@ -25,6 +25,9 @@ import {
   Tensor,
 } from "../tensor/mod.ts";
 
+/** Label id that losses ignore (PyTorch's ignore_index, which transformers' labels use). */
+export const IGNORE_INDEX: number = -100;
+
 /**
  * Mean cross-entropy of logits [B, T, V] against labels [B, T] (i32, −100 ignored). With
  * `shift` (HF's convention: labels are a copy of the input ids), position t predicts label
@@ -36,18 +39,18 @@ export function causalLmLoss(logits: Tensor, labels: Tensor, shift: boolean): Te
   if (labels.dtype !== "i32" || labels.shape.length !== 2 || labels.shape[0] !== b || labels.shape[1] !== t) {
     throw new Error(`causal LM labels must be i32 [${b}, ${t}] like the input ids, got ${labels.describe()}`);
   }
-  return crossEntropy(logits, shift ? shiftLeft(labels) : labels);
+  return crossEntropy(logits, shift ? shiftLeft(labels) : labels, { ignoreIndex: IGNORE_INDEX });
 }
 
 /** labels[:, 1:] followed by a column of −100 (no gradient: labels are integers). */
 function shiftLeft(labels: Tensor): Tensor {
   const [b, t] = labels.shape;
   if (labels.host) {
-    const out = new Int32Array(b * t).fill(-100);
+    const out = new Int32Array(b * t).fill(IGNORE_INDEX);
     for (let i = 0; i < b; i++) out.set(labels.host.subarray(i * t + 1, (i + 1) * t), i * t);
     return Tensor.from(labels.gpu, out, [b, t]);
   }
-  const pad = Tensor.from(labels.gpu, new Int32Array(b).fill(-100), [b, 1]);
+  const pad = Tensor.from(labels.gpu, new Int32Array(b).fill(IGNORE_INDEX), [b, 1]);
   return concat([slice(labels, 1, 1), pad], 1);
 }
 
@@ -97,7 +100,7 @@ export function tokenClassificationLoss(logits: Tensor, labels: Tensor): Tensor 
       `token classification labels must be i32 [${b}, ${t}] (a tag id or −100 per token), got ${labels.describe()}`,
     );
   }
-  return crossEntropy(logits, labels);
+  return crossEntropy(logits, labels, { ignoreIndex: IGNORE_INDEX });
 }
 
 /**

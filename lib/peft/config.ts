@@ -11,6 +11,7 @@
  * there is an error (most likely a typo).
  * @module
  */
+import type { ModelTask } from "../models/model.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 
 /** The adapter types supported, as PEFT's `peft_type` spells them. */
@@ -31,6 +32,42 @@ export const TASK_TYPES = [
 
 /** A PEFT `task_type`. */
 export type TaskType = typeof TASK_TYPES[number];
+
+/** A task with a head (lib/train/tasks.ts's TaskName). */
+type HeadTask = Exclude<ModelTask, "base">;
+
+/**
+ * The `task_type` written for each task. PEFT has none for image classification (its image
+ * classification guide leaves task_type out and lists the head, "classifier", in modules_to_save).
+ */
+const PEFT_TASK_TYPES: Readonly<Record<HeadTask, TaskType | null>> = {
+  "causal-lm": "CAUSAL_LM",
+  "seq-cls": "SEQ_CLS",
+  "token-cls": "TOKEN_CLS",
+  "image-cls": null,
+};
+
+/** The PEFT `task_type` of an adapter trained for `task` (null for image classification). */
+export function peftTaskType(task: HeadTask): TaskType | null {
+  return PEFT_TASK_TYPES[task];
+}
+
+/**
+ * The task an adapter was trained for, from its `task_type` and `modules_to_save` on a model of
+ * `modelType` (config.json's model_type), the inverse of {@link peftTaskType}: a ViT's SEQ_CLS
+ * (a sequence classifier's type, as some PEFT users set it) or a ViT adapter without a task_type
+ * that saves its "classifier" is image classification. Null: the adapter does not say.
+ */
+export function taskOfPeftType(
+  a: Pick<CommonAdapterConfig, "taskType" | "modulesToSave">,
+  modelType: string,
+): HeadTask | null {
+  const vit = modelType === "vit";
+  if (a.taskType === "SEQ_CLS" && vit) return "image-cls";
+  if (a.taskType === null) return vit && a.modulesToSave?.includes("classifier") ? "image-cls" : null;
+  const task = (Object.keys(PEFT_TASK_TYPES) as HeadTask[]).find((t) => PEFT_TASK_TYPES[t] === a.taskType);
+  return task ?? null;
+}
 
 /**
  * Which linear layers to adapt, as PEFT allows: a list of names (a module matches when its
@@ -191,35 +228,39 @@ export function sshConfig(opts: ConfigOptions<SSHConfig> = {}): SSHConfig {
   ) as SSHConfig;
 }
 
+/** Defaults of a LoRA config: PEFT's LoraConfig's. */
+export const LORA_DEFAULTS = {
+  r: 8,
+  loraAlpha: 8,
+  loraDropout: 0,
+  fanInFanOut: false,
+  bias: "none" as const,
+  useRslora: false,
+  initLoraWeights: true,
+};
+
+/** Defaults of a FourierFT config: PEFT's FourierFTConfig's. */
+export const FOURIERFT_DEFAULTS = {
+  nFrequency: 1000,
+  scaling: 150,
+  randomLocSeed: 777,
+  fanInFanOut: false,
+  initWeights: false,
+  bias: "none" as const,
+};
+
 /** A validated LoRA config: PEFT's defaults (r 8, lora_alpha 8) with `opts` applied. */
 export function loraConfig(opts: ConfigOptions<LoraConfig> = {}): LoraConfig {
-  const defaults = {
-    r: 8,
-    loraAlpha: 8,
-    loraDropout: 0,
-    fanInFanOut: false,
-    bias: "none" as const,
-    useRslora: false,
-    initLoraWeights: true,
-  };
   return parseAdapterConfig(
-    adapterConfigToJson({ ...commonDefaults(), ...defaults, ...opts, peftType: "LORA" }),
+    adapterConfigToJson({ ...commonDefaults(), ...LORA_DEFAULTS, ...opts, peftType: "LORA" }),
     "LoRA options",
   ) as LoraConfig;
 }
 
 /** A validated FourierFT config: PEFT's defaults (n_frequency 1000, scaling 150) with `opts` applied. */
 export function fourierftConfig(opts: ConfigOptions<FourierFTConfig> = {}): FourierFTConfig {
-  const defaults = {
-    nFrequency: 1000,
-    scaling: 150,
-    randomLocSeed: 777,
-    fanInFanOut: false,
-    initWeights: false,
-    bias: "none" as const,
-  };
   return parseAdapterConfig(
-    adapterConfigToJson({ ...commonDefaults(), ...defaults, ...opts, peftType: "FOURIERFT" }),
+    adapterConfigToJson({ ...commonDefaults(), ...FOURIERFT_DEFAULTS, ...opts, peftType: "FOURIERFT" }),
     "FourierFT options",
   ) as FourierFTConfig;
 }

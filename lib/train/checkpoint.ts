@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { leftoverPattern, writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { openSafetensors, type TensorData, writeSafetensors } from "../io/safetensors.ts";
 import type { Position } from "./data.ts";
 import { pathExists } from "../io/paths.ts";
@@ -153,9 +153,10 @@ export async function findCheckpoint(outDir: string): Promise<string | null> {
   const target = join(outDir, CHECKPOINT_DIR);
   if (await pathExists(join(target, STATE_FILE))) return target;
   let best: { dir: string; step: number } | null = null;
+  const leftover = leftoverPattern([CHECKPOINT_DIR]);
   try {
     for await (const e of Deno.readDir(outDir)) {
-      if (e.isDirectory && e.name.startsWith(`.${CHECKPOINT_DIR}.`) && e.name.endsWith(".old")) {
+      if (e.isDirectory && leftover.exec(e.name)?.[2] === "old") {
         const dir = join(outDir, e.name);
         const step = await Deno.readTextFile(join(dir, STATE_FILE))
           .then((text) => Number(JSON.parse(text).step))

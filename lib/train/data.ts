@@ -16,6 +16,7 @@
  * @module
  */
 import { TextTooLongError, type Tokenizer } from "../io/tokenizer.ts";
+import { IGNORE_INDEX } from "../nn/loss.ts";
 import { Prng } from "../spectral/prng.ts";
 import {
   checkLabelLists,
@@ -54,8 +55,7 @@ export interface Dataset {
   row(index: number): Row;
 }
 
-/** Label id that losses ignore (PyTorch's ignore_index). */
-export const IGNORE_INDEX: number = -100;
+export { IGNORE_INDEX };
 
 /** Options of {@link ClassificationDataset}. */
 export interface ClassificationDatasetOptions {

@@ -1,8 +1,8 @@
 /**
  * Text generation with a causal LM: a prompt continued greedily or by sampling (temperature,
- * top-k, top-p), optionally with a repetition penalty, with a key/value cache so that each new token runs through the layers alone,
- * greedy tokens picked on the GPU between readbacks, and a cache that a conversation can keep
- * from turn to turn.
+ * top-k, top-p, min-p), optionally with a repetition penalty, with a key/value cache so that
+ * each new token runs through the layers alone, greedy tokens picked on the GPU between
+ * readbacks, and a cache that a conversation can keep from turn to turn.
  *
  * ```ts
  * import type { Model } from "../models/model.ts";
@@ -56,10 +56,7 @@ export interface GenerateOptions {
    * (the ids keep the token that completed it), e.g. `["\n\n"]` for one paragraph.
    */
   stopTexts?: readonly string[];
-  /**
-   * The tokens that end the text (default: config.json's eos_token_id and those of the
-   * generation_config.json beside it, where chat models list their end-of-turn ids).
-   */
+  /** The tokens that end the text (default: {@link endTokenIds}). */
   eosTokenIds?: readonly number[];
   /**
    * A cache to continue (from {@link Model.newCache}), kept for the next call: it must hold the
@@ -110,7 +107,7 @@ export function keepSharedPrefix(cache: KvCache, cachedIds: readonly number[], i
  * Continue `prompt` (a text, or token ids) with `model` (a causal LM, in eval mode). A key/value
  * cache keeps every position's keys and values, so each new token runs through the layers alone.
  * Greedy with temperature 0, else sampled from softmax(logits / temperature), optionally among
- * the top k and the top p, seeded (the same seed gives the same text). Greedy tokens, and
+ * the top k, the top p and those above min-p, seeded (the same seed gives the same text). Greedy tokens, and
  * sampled ones with a top-k of 1 to 64 (`SAMPLE_MAX_K`; on a software adapter with a small
  * vocabulary only, `samplesOnGpu`), are picked on the GPU,
  * {@link GREEDY_TOKENS_PER_READ} per readback; other sampled ones on the CPU, a readback each.
@@ -121,7 +118,7 @@ export async function generate(
   prompt: string | readonly number[],
   opts: GenerateOptions = {},
 ): Promise<Generation> {
-  const d = await decodingOf(model, opts, "generate");
+  const d = await decodingOf(model, tokenizer, opts, "generate");
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
   const positions = maxTokens(model.config);
@@ -177,7 +174,7 @@ export async function generateBatch(
   prompts: readonly (string | readonly number[])[],
   opts: GenerateBatchOptions = {},
 ): Promise<Generation[]> {
-  const d = await decodingOf(model, opts, "generateBatch");
+  const d = await decodingOf(model, tokenizer, opts, "generateBatch");
   if (prompts.length === 0) return [];
   const rows = prompts.map((p) => (typeof p === "string" ? tokenizer.encode(p) : [...p]));
   const positions = maxTokens(model.config);
@@ -222,14 +219,24 @@ interface Decoding {
   seed: number;
 }
 
-/** config.json's end ids and generation_config.json's (Llama 3 ends a turn with <|eot_id|> there alone). */
-async function defaultEos(model: Model): Promise<number[]> {
+/**
+ * The ids that end generated text by default: config.json's eos_token_id, those of the
+ * generation_config.json beside it (chat models list their end-of-turn ids there: Llama 3's
+ * <|eot_id|> is there alone) and the tokenizer's end-of-sequence token.
+ */
+export async function endTokenIds(model: Model, tokenizer: Tokenizer): Promise<number[]> {
   const generation = await loadGenerationConfig(dirname(model.config.path));
-  return [...model.config.eosTokenIds, ...generation.eosTokenIds];
+  const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
+  return [...new Set([...model.config.eosTokenIds, ...generation.eosTokenIds, ...special])];
 }
 
 /** The settings of `opts` for `model`, checked; errors name `fn`. */
-async function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string): Promise<Decoding> {
+async function decodingOf(
+  model: Model,
+  tokenizer: Tokenizer,
+  opts: GenerateBatchOptions,
+  fn: string,
+): Promise<Decoding> {
   if (model.task !== "causal-lm") {
     throw new Error(`${fn}: the model has a ${model.task} head, not a causal language model head`);
   }
@@ -247,7 +254,9 @@ async function decodingOf(model: Model, opts: GenerateBatchOptions, fn: string):
   if (!(repetitionPenalty > 0)) {
     throw new RangeError(`${fn}: repetitionPenalty must be > 0, got ${repetitionPenalty}`);
   }
-  const eos = new Set(opts.stopAtEos === false ? [] : opts.eosTokenIds ?? await defaultEos(model));
+  const eos = new Set(
+    opts.stopAtEos === false ? [] : opts.eosTokenIds ?? await endTokenIds(model, tokenizer),
+  );
   const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
   return {
     maxNew,

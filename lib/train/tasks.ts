@@ -5,14 +5,15 @@
  * classification).
  * @module
  */
-import type { Batch, Model } from "../models/model.ts";
+import type { Batch, Model, ModelTask } from "../models/model.ts";
 import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
+import { IGNORE_INDEX } from "../nn/loss.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
 import { entityScores, isEntityTagSet, type TypeScores } from "./entities.ts";
 import { f1, matthews, multiLabelScores, pearson, spearman } from "./metrics.ts";
 
-/** The tasks the trainer runs. */
-export type TaskName = "causal-lm" | "seq-cls" | "token-cls" | "image-cls";
+/** The tasks the trainer runs: those of a model with a task head. */
+export type TaskName = Exclude<ModelTask, "base">;
 
 /** The tasks, for flag checking. */
 export const TASKS: readonly TaskName[] = ["causal-lm", "seq-cls", "token-cls", "image-cls"];
@@ -105,11 +106,6 @@ export function isImageBatch(b: HostBatch): b is ImageBatch {
   return "pixels" in b;
 }
 
-/** Rows (examples) in a batch. */
-export function batchRows(b: HostBatch): number {
-  return b.shape[0];
-}
-
 /** Tokens in a batch (real tokens, padding excluded); images count one each. */
 export function batchTokens(b: HostBatch): number {
   if (isImageBatch(b)) return b.shape[0];
@@ -162,7 +158,7 @@ export function batchLoss(model: Model, b: HostBatch, task: TaskName): Tensor {
 export function lossCount(b: HostBatch, task: TaskName): number {
   if ((task !== "causal-lm" && task !== "token-cls") || isImageBatch(b)) return b.shape[0];
   let n = 0;
-  for (const l of b.labels) if (l !== -100) n++;
+  for (const l of b.labels) if (l !== IGNORE_INDEX) n++;
   return n;
 }
 
@@ -289,7 +285,7 @@ export async function evaluate(
 }
 
 /**
- * How many next-token targets (`labels` [B·T], -100 where nothing is learnt) the picked tokens
+ * How many next-token targets (`labels` [B·T], IGNORE_INDEX where nothing is learnt) the picked tokens
  * hit: `picks` holds one token per position, or one per target in order (the LM head at the
  * targets alone).
  */
@@ -297,7 +293,7 @@ function rightTokenCount(picks: Float32Array, labels: Int32Array): number {
   let right = 0, j = 0;
   const perPosition = picks.length === labels.length;
   for (let i = 0; i < labels.length; i++) {
-    if (labels[i] === -100) continue;
+    if (labels[i] === IGNORE_INDEX) continue;
     if ((perPosition ? picks[i] : picks[j++]) === labels[i]) right++;
   }
   if (!perPosition && j !== picks.length) {
@@ -316,7 +312,7 @@ function taggedRows(
   return Array.from({ length: rows }, (_, r) => {
     const pred: number[] = [], truth: number[] = [];
     for (let i = r * len; i < (r + 1) * len; i++) {
-      if (labels[i] === -100) continue;
+      if (labels[i] === IGNORE_INDEX) continue;
       pred.push(picks[i]);
       truth.push(labels[i]);
     }

@@ -20,8 +20,6 @@ export interface HeatmapOptions {
   marks?: readonly (readonly [number, number])[];
   /** Legend text of the marks. */
   marksLabel?: string;
-  /** Size of one cell in pixels (default: fit about 560 pixels). */
-  cellSize?: number;
 }
 
 /** A matrix reduced to at most `maxCells` a side by block maxima: values and block sizes. */
@@ -95,7 +93,7 @@ export function heatmapSvg(
   const lo = finite.length ? finite[Math.floor(0.01 * (finite.length - 1))] : 0;
   const hi = finite.length ? finite[finite.length - 1] : 1;
   const span = hi > lo ? hi - lo : 1;
-  const cell = opts.cellSize ?? Math.max(1, Math.min(24, Math.floor(560 / Math.max(ds.rows, ds.cols))));
+  const cell = Math.max(1, Math.min(24, Math.floor(560 / Math.max(ds.rows, ds.cols))));
   const left = 70, top = opts.title ? 40 : 16, w = ds.cols * cell, h = ds.rows * cell;
   const legendX = left + w + 20, height = top + h + 50;
   const legendText = opts.marks && opts.marks.length > 0 ? (opts.marksLabel ?? "marked").length * 7 + 30 : 70;
@@ -179,8 +177,6 @@ export interface LinePlotOptions {
   title?: string;
   xLabel?: string;
   yLabel?: string;
-  /** Logarithmic y axis. */
-  logY?: boolean;
   width?: number;
   height?: number;
 }
@@ -205,11 +201,8 @@ export function linePlotSvg(series: readonly Series[], opts: LinePlotOptions = {
   const width = opts.width ?? 640, height = opts.height ?? 400;
   const left = 64, right = 20, top = opts.title ? 40 : 20, bottom = 50;
   const pw = width - left - right, ph = height - top - bottom;
-  const ty = (y: number) => (opts.logY ? Math.log10(y) : y);
-  const all = series.flatMap((s) => s.points).filter(([x, y]) =>
-    Number.isFinite(x) && Number.isFinite(ty(y))
-  );
-  const xs = all.map((p) => p[0]), ys = all.map((p) => ty(p[1]));
+  const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
   const x0 = xs.length ? xs.reduce((a, b) => Math.min(a, b)) : 0;
   let x1 = xs.length ? xs.reduce((a, b) => Math.max(a, b)) : 1;
   let y0 = ys.length ? ys.reduce((a, b) => Math.min(a, b)) : 0;
@@ -220,7 +213,7 @@ export function linePlotSvg(series: readonly Series[], opts: LinePlotOptions = {
   y0 -= pad;
   y1 += pad;
   const sx = (x: number) => left + ((x - x0) / (x1 - x0)) * pw;
-  const sy = (y: number) => top + ph - ((ty(y) - y0) / (y1 - y0)) * ph;
+  const sy = (y: number) => top + ph - ((y - y0) / (y1 - y0)) * ph;
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
     `font-family="sans-serif" font-size="12">`,
@@ -233,8 +226,7 @@ export function linePlotSvg(series: readonly Series[], opts: LinePlotOptions = {
       `<text x="${sx(t)}" y="${top + ph + 16}" text-anchor="middle">${fmtNum(t)}</text>`,
     );
   }
-  const yTicks = opts.logY ? ticks(y0, y1).map((t) => 10 ** t) : ticks(y0, y1);
-  for (const t of yTicks) {
+  for (const t of ticks(y0, y1)) {
     const y = sy(t);
     out.push(
       `<line x1="${left}" y1="${y}" x2="${left + pw}" y2="${y}" stroke="#eee"/>`,
@@ -244,7 +236,7 @@ export function linePlotSvg(series: readonly Series[], opts: LinePlotOptions = {
   out.push(`<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
   series.forEach((s, k) => {
     const color = s.color ?? PALETTE[k % PALETTE.length];
-    const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(ty(y)));
+    const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (pts.length > 1) {
       const d = pts.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
       out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`);
@@ -266,7 +258,7 @@ export function linePlotSvg(series: readonly Series[], opts: LinePlotOptions = {
     `<text x="${left + pw / 2}" y="${height - 10}" text-anchor="middle">${esc(opts.xLabel ?? "x")}</text>`,
     `<text transform="translate(16,${top + ph / 2}) rotate(-90)" text-anchor="middle">${
       esc(opts.yLabel ?? "y")
-    }${opts.logY ? " (log)" : ""}</text>`,
+    }</text>`,
     `</svg>`,
   );
   return out.join("\n") + "\n";
