@@ -6,7 +6,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { QUANT_GROUP, type QuantKind } from "../lib/tensor/reference/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../lib/tensor/quant_format.ts";
 import { BUILTINS, GROUP_ID, linearId } from "./indexing.ts";
 
 /** Invocations per distinct-id workgroup of the gradient. */
@@ -65,7 +65,7 @@ ${GATHER_PARAMS}
 const quantGathers = new Map<QuantKind, Kernel>();
 
 /**
- * {@link embeddingKernel} over a table stored as `kind` (lib/tensor/reference/quant.ts): value
+ * {@link embeddingKernel} over a table stored as `kind` (lib/tensor/quant_format.ts): value
  * e = id·d + j is code e of the packed words times the scale of group e / 32 (both counted from
  * their binding's start). Bindings ids (i32), codes (u32), scales (f32), y; uniform
  * {@link GATHER_PARAMS}.

@@ -12,7 +12,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
-import type { QuantKind } from "../lib/tensor/reference/quant.ts";
+import type { QuantKind } from "../lib/tensor/quant_format.ts";
 import { MATH } from "./elementwise.ts";
 import { ACTIVATION_CODE, type EpilogueActivation } from "./matmul.ts";
 import { unpackFour } from "./quant.ts";

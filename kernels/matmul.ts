@@ -20,7 +20,7 @@
  * @module
  */
 import type { Kernel } from "../lib/gpu/pipelines.ts";
-import type { QuantKind } from "../lib/tensor/reference/quant.ts";
+import type { QuantKind } from "../lib/tensor/quant_format.ts";
 import { MATH } from "./elementwise.ts";
 import { unpackFour } from "./quant.ts";
 

@@ -1,11 +1,11 @@
 /**
  * Quantized storage of frozen weights (format and float64 reference in
- * lib/tensor/reference/quant.ts): quantizing f32 values into packed codes and group scales,
+ * lib/tensor/quant_format.ts): quantizing f32 values into packed codes and group scales,
  * turning them back into f32, and the WGSL expression that the matmul's operand loads use.
  * @module
  */
 import type { Kernel } from "../lib/gpu/mod.ts";
-import { QUANT_BITS, QUANT_CODES, QUANT_GROUP, type QuantKind } from "../lib/tensor/reference/quant.ts";
+import { QUANT_BITS, QUANT_CODES, QUANT_GROUP, type QuantKind } from "../lib/tensor/quant_format.ts";
 import { BUILTINS, GROUP_ID, linearId, WG } from "./indexing.ts";
 
 /** Invocations per workgroup of {@link quantizeKernel} (one group of values each). */

@@ -10,12 +10,8 @@ import { argmax, crossEntropy, slice, Tensor } from "../lib/tensor/mod.ts";
 import { argmaxKernel } from "../kernels/reduce.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import {
-  dequantizeReference,
-  packCodes,
-  quantizeReference,
-  type QuantKind,
-} from "../lib/tensor/reference/quant.ts";
+import { dequantizeReference, quantizeReference } from "../lib/tensor/reference/quant.ts";
+import { packCodes, type QuantKind } from "../lib/tensor/quant_format.ts";
 import { randomIds, tokenBatch } from "./model_helpers.ts";
 import { FIXTURES } from "./peft_helpers.ts";
 import { limited } from "./tensor_helpers.ts";

@@ -4,14 +4,8 @@ import { encodeMatmul, type MatmulTileName, planMatmul } from "../lib/linalg/mat
 import { matmulReference } from "../lib/linalg/reference.ts";
 import { cast, embedding, linear, quantize, type QuantKind, Tensor } from "../lib/tensor/mod.ts";
 import { copyAll } from "../lib/tensor/ops/copy.ts";
-import {
-  dequantizeReference,
-  packCodes,
-  QUANT_CODES,
-  QUANT_GROUP,
-  quantizeReference,
-  unpackCodes,
-} from "../lib/tensor/reference/quant.ts";
+import { dequantizeReference, quantizeReference } from "../lib/tensor/reference/quant.ts";
+import { packCodes, QUANT_CODES, QUANT_GROUP, unpackCodes } from "../lib/tensor/quant_format.ts";
 import { Rng } from "./tensor_helpers.ts";
 
 const KINDS: QuantKind[] = ["q8", "q4"];

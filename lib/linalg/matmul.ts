@@ -23,7 +23,7 @@ import {
 } from "../../kernels/matmul.ts";
 import { groupWords } from "../../kernels/quant.ts";
 import { GEMV_MAX_ROWS, gemvGroups, gemvKernel, gemvSharedBytes, gemvStep } from "../../kernels/gemv.ts";
-import { QUANT_GROUP, type QuantKind } from "../tensor/reference/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../tensor/quant_format.ts";
 
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
 
@@ -85,7 +85,7 @@ export interface MatmulOptions {
   /** B stored as f16 (frozen weights), computed in f32; needs `gpu.f16`. */
   f16B?: boolean;
   /**
-   * B stored quantized (frozen weights; lib/tensor/reference/quant.ts): `b` holds the codes and
+   * B stored quantized (frozen weights; lib/tensor/quant_format.ts): `b` holds the codes and
    * `scales` the group scales, and B's stored rows and placement must allow vec4 reads.
    */
   quantB?: { kind: QuantKind; scales: GPUBuffer };

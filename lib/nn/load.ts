@@ -20,7 +20,7 @@ import { keep, QUANT_GROUP, quantize, type QuantKind, Tensor } from "../tensor/m
 /**
  * Storage of frozen weights: f32, f16 (halves memory; needs `gpu.f16`), or the linear layers'
  * weights quantized as q8 (int8 codes, ≈ 0.28× f32) or q4 (4-bit codes, ≈ 0.16×), each group of
- * 32 values with an f32 scale (lib/tensor/reference/quant.ts).
+ * 32 values with an f32 scale (lib/tensor/quant_format.ts).
  */
 export type WeightDtype = "f32" | "f16" | QuantKind;
 

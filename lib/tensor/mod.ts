@@ -21,7 +21,7 @@
  */
 export { type DType, isQuantized, Tensor, type TensorOptions } from "./tensor.ts";
 export { dequantizeInto, quantize } from "./ops/quant.ts";
-export { QUANT_GROUP, type QuantKind } from "./reference/quant.ts";
+export { QUANT_GROUP, type QuantKind } from "./quant_format.ts";
 export { type GradRule, isGradEnabled, noGrad, record } from "./autograd.ts";
 export { keep, tidy } from "./scope.ts";
 export { checkpoint, currentReplay } from "./checkpoint.ts";

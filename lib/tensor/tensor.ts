@@ -12,13 +12,14 @@ import { type GradNode, releaseGraph, runBackward } from "./autograd.ts";
 import { quantize } from "./ops/quant.ts";
 import { f, launchUnits, u32s } from "./ops/util.ts";
 import { track } from "./scope.ts";
-import { dequantizeReference, QUANT_GROUP, type QuantKind, unpackCodes } from "./reference/quant.ts";
+import { dequantizeReference } from "./reference/quant.ts";
+import { QUANT_GROUP, type QuantKind, unpackCodes } from "./quant_format.ts";
 import { checkShape, fmt, numel, type Shape } from "./shape.ts";
 
 /**
  * Element types: f32 (everything trainable), f16 (frozen weight storage), i32 (ids, labels),
  * q8 and q4 (frozen weights quantized in groups of 32 with an f32 scale each; the format is in
- * lib/tensor/reference/quant.ts).
+ * lib/tensor/quant_format.ts).
  */
 export type DType = "f32" | "f16" | "i32" | QuantKind;
 

@@ -14,7 +14,7 @@ import {
 import { type Binding, grid } from "../../gpu/mod.ts";
 import { bandBinding, type RowBand, rowBands, rowWindow } from "../../gpu/bands.ts";
 import { record } from "../autograd.ts";
-import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../quant_format.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
 import { launch, u32s } from "./util.ts";
 

@@ -4,12 +4,12 @@
  * @module
  */
 import { dequantizeKernel, groupWords, QUANTIZE_WG, quantizeKernel } from "../../../kernels/quant.ts";
-import { QUANT_GROUP, type QuantKind } from "../reference/quant.ts";
+import { QUANT_GROUP, type QuantKind } from "../quant_format.ts";
 import { bandBinding, rowBands, rowWindow } from "../../gpu/bands.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
 import { expectDtype, launch, launchUnits, u32s } from "./util.ts";
 
-/** x (f32) stored as `kind`: codes and one scale per 32 values (lib/tensor/reference/quant.ts). */
+/** x (f32) stored as `kind`: codes and one scale per 32 values (lib/tensor/quant_format.ts). */
 export function quantize(x: Tensor, kind: QuantKind, label?: string): Tensor {
   expectDtype("quantize", "f32", x);
   const q = Tensor.empty(x.gpu, x.shape, kind, label);
