@@ -11,7 +11,8 @@ import { generate, keepSharedPrefix } from "../lib/train/generate.ts";
 import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
-import { endTokenIds, samplingOf } from "../lib/cli/load.ts";
+import { samplingOf } from "../lib/cli/load.ts";
+import { endTokenIds } from "../lib/train/generate.ts";
 import { runCli, withTempDir } from "./train_helpers.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 
@@ -209,7 +210,7 @@ Deno.test("predict takes generation_config.json's sampling settings, says so, an
       temperature: 0.8,
       topK: 20,
       repetitionPenalty: 1.3,
-      eosTokenIds: await endTokenIds(dir, model, tokenizer),
+      eosTokenIds: await endTokenIds(model, tokenizer),
     });
     model.dispose();
     assertEquals(JSON.parse(r.out).completion, g.text);

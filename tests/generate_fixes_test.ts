@@ -3,7 +3,7 @@
 // sampling defaults of generation_config.json, and the chat template's special tokens and named
 // templates.
 import { join } from "node:path";
-import { endTokenIds as cliEndTokenIds, samplingOf } from "../lib/cli/load.ts";
+import { samplingOf } from "../lib/cli/load.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { ChatTemplateError, loadChatTemplate } from "../lib/io/chat_template.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
@@ -226,8 +226,6 @@ Deno.test("generate: stops at generation_config.json's and the tokenizer's end i
       const ending = await loadModelTokenizer(model.config);
       assertEquals(ending.special.eos, end);
       assertEquals(await endTokenIds(model, ending), [...model.config.eosTokenIds, end]);
-      // the CLI's ids are the library's
-      assertEquals(await cliEndTokenIds(dir, model, ending), await endTokenIds(model, ending));
       const byTokenizer = await generate(model, ending, prompt, { maxNewTokens: 6 });
       assertEquals([byTokenizer.stop, byTokenizer.ids], ["eos", free.ids.slice(0, upTo)]);
     } finally {

@@ -356,3 +356,17 @@ Deno.test("attachAdapter: a causal LM whose checkpoint lacks its untied output l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("attachAdapter: a new image classifier left frozen is told to go in modulesToSave (PEFT has no task type for it)", async () => {
+  const model = await loadModel(await getGpu(), fixtureModel("vit"), { numLabels: 3, newHead: true });
+  try {
+    const e = await assertRejects(
+      () => attachAdapter(model, sshConfig({ n: 8, targetModules: ["query"] })),
+      Error,
+      "list the head in modulesToSave",
+    );
+    assert(!e.message.includes("taskType"), e.message);
+  } finally {
+    model.dispose();
+  }
+});

@@ -21,7 +21,8 @@ import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
 import { ArgsError, type CommandSpec, DTYPE_FLAG, MODEL_FLAGS, refuseGiven, withArgs } from "./args.ts";
 import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
-import { endTokenIds, loadForUse } from "./load.ts";
+import { loadForUse } from "./load.ts";
+import { endTokenIds } from "../train/generate.ts";
 import { checkOutputFolder } from "./output.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
@@ -289,7 +290,7 @@ async function decoderLines(dir: string, model: Model, tokenizer: Tokenizer | nu
     }
   }
   const template = await loadChatTemplate(dir, {}, tokenizer);
-  const ends = await endTokenIds(dir, model, tokenizer);
+  const ends = await endTokenIds(model, tokenizer);
   // a generated token's keys and values in every layer
   const perToken = c.numLayers * 2 * ("numKvHeads" in c ? c.numKvHeads : c.numHeads) * c.headDim;
   return [

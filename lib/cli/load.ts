@@ -8,7 +8,7 @@
  */
 import type { WeightDtype } from "../nn/load.ts";
 import type { KvCacheDtype } from "../models/kv_cache.ts";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { type ChatTemplate, loadChatTemplate } from "../io/chat_template.ts";
 import { type HfConfig, loadGenerationConfig } from "../io/hf_config.ts";
@@ -19,7 +19,6 @@ import type { Model } from "../models/model.ts";
 import { type AdapterConfig, loadAdapterConfig, taskOfPeftType } from "../peft/config.ts";
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
-import { endTokenIds as generationEndTokenIds } from "../train/generate.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
@@ -214,19 +213,6 @@ export async function chatTemplateOf(
     );
   }
   return template;
-}
-
-/**
- * The ids that end generated text: generate's default ({@link generationEndTokenIds}) for `model`,
- * loaded from `dir`.
- * @deprecated Call endTokenIds of lib/train/generate.ts; this stays until inspect.ts and
- * tests/chat_test.ts do.
- */
-export function endTokenIds(dir: string, model: Model, tokenizer: Tokenizer): Promise<number[]> {
-  if (resolve(dirname(model.config.path)) !== resolve(dir)) {
-    throw new Error(`endTokenIds: the model was loaded from ${dirname(model.config.path)}, not ${dir}`);
-  }
-  return generationEndTokenIds(model, tokenizer);
 }
 
 /** `--kv-cache` as a cache dtype: `auto` is f16 when the frozen weights are not f32 (see the flag). */

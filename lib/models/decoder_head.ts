@@ -11,7 +11,15 @@ import { FUSIONS } from "../nn/fusions.ts";
 import type { Linear } from "../nn/linear.ts";
 import { causalLmLoss, classificationLoss } from "../nn/loss.ts";
 import { gatherPositions, lastTokenPositions } from "../nn/pool.ts";
-import { crossEntropy, type DropoutRows, embedding, reshape, slice, Tensor } from "../tensor/mod.ts";
+import {
+  crossEntropy,
+  type DropoutRows,
+  embedding,
+  IGNORE_INDEX,
+  reshape,
+  slice,
+  Tensor,
+} from "../tensor/mod.ts";
 import type { Batch, ForwardOptions, ModelOutput, ModelTask } from "./model.ts";
 
 /**
@@ -120,8 +128,8 @@ function targetRows(batch: Batch): { rows: Tensor; labels: Tensor } | null {
   const [b, t] = labels.shape, host = labels.host;
   const rows: number[] = [], targets: number[] = [];
   for (let i = 0; i < b * t; i++) {
-    const next = batch.nextTokenLabels ? host[i] : i % t === t - 1 ? -100 : host[i + 1];
-    if (next !== -100) [rows.push(i), targets.push(next)];
+    const next = batch.nextTokenLabels ? host[i] : i % t === t - 1 ? IGNORE_INDEX : host[i + 1];
+    if (next !== IGNORE_INDEX) [rows.push(i), targets.push(next)];
   }
   // most positions predicting (language-model windows): gathering them would cost more than it saves
   if (rows.length === 0 || rows.length > TARGET_SHARE * b * t) return null;

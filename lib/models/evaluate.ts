@@ -4,7 +4,7 @@
  * scope and one stream flush per batch (the loss readback rides on it).
  * @module
  */
-import { IGNORE_INDEX } from "../nn/loss.ts";
+import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { crossEntropy, noGrad, slice, Tensor, tidy } from "../tensor/mod.ts";
 import { collate, type Dataset } from "../train/data.ts";
 import type { Model } from "./model.ts";

@@ -10,6 +10,7 @@ import {
   concat,
   crossEntropy,
   exp,
+  IGNORE_INDEX,
   log1p,
   mean,
   mul,
@@ -24,9 +25,6 @@ import {
   sub,
   Tensor,
 } from "../tensor/mod.ts";
-
-/** Label id that losses ignore (PyTorch's ignore_index, which transformers' labels use). */
-export const IGNORE_INDEX: number = -100;
 
 /**
  * Mean cross-entropy of logits [B, T, V] against labels [B, T] (i32, −100 ignored). With

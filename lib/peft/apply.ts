@@ -35,7 +35,7 @@ import type { Model } from "../models/model.ts";
 import type { LinearShape } from "../models/shapes.ts";
 import type { Linear } from "../nn/linear.ts";
 import type { Tensor } from "../tensor/mod.ts";
-import type { AdapterConfig } from "./config.ts";
+import { type AdapterConfig, peftTaskType } from "./config.ts";
 import {
   type Adapter,
   checkAdapter,
@@ -291,6 +291,8 @@ export async function attachAdapter(
   }
   if (untrained.length > 0) {
     const module = untrained[0].slice(0, untrained[0].lastIndexOf("."));
+    // PEFT trains the head of a task type it knows; an image classifier's has none
+    const taskType = model.task === "base" ? null : peftTaskType(model.task);
     const pooler = module.endsWith("pooler.dense");
     throw new Error(
       `"${untrained[0]}" is new (initialised by loadModel: the checkpoint ${
@@ -298,10 +300,9 @@ export async function attachAdapter(
       }), but the adapter config does not train it: ${
         pooler
           ? `list "${module.slice(0, -".dense".length)}" in modulesToSave`
-          : `set taskType "${
-            model.task === "token-cls" ? "TOKEN_CLS" : "SEQ_CLS"
-          }" (PEFT then trains the head) ` +
-            `or list the head in modulesToSave`
+          : taskType
+          ? `set taskType "${taskType}" (PEFT then trains the head) or list the head in modulesToSave`
+          : `list the head in modulesToSave`
       }`,
     );
   }

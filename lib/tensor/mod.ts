@@ -71,7 +71,7 @@ export {
   withAttentionPath,
 } from "./ops/attention_fused.ts";
 export { embedding, groupIds, splitRuns } from "./ops/embedding.ts";
-export { crossEntropy, type CrossEntropyOptions } from "./ops/loss.ts";
+export { crossEntropy, type CrossEntropyOptions, IGNORE_INDEX } from "./ops/loss.ts";
 export {
   dropout,
   dropoutAdd,

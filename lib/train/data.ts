@@ -16,7 +16,7 @@
  * @module
  */
 import { TextTooLongError, type Tokenizer } from "../io/tokenizer.ts";
-import { IGNORE_INDEX } from "../nn/loss.ts";
+import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
 import {
   checkLabelLists,

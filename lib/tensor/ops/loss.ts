@@ -16,8 +16,11 @@ import { Tensor } from "../tensor.ts";
 import { expectDtype, launch, u32s } from "./util.ts";
 
 /** Options of {@link crossEntropy}. */
+/** Label id that losses ignore (PyTorch's ignore_index, which transformers' labels use). */
+export const IGNORE_INDEX: number = -100;
+
 export interface CrossEntropyOptions {
-  /** Targets with this value do not count; default -100. */
+  /** Targets with this value do not count; default {@link IGNORE_INDEX}. */
   ignoreIndex?: number;
   /** `mean` over the counted targets (default; 0 when none counts) or `sum`. */
   reduction?: "mean" | "sum";
@@ -39,7 +42,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
         "its last (class) dimension",
     );
   }
-  const ignore = opts.ignoreIndex ?? -100;
+  const ignore = opts.ignoreIndex ?? IGNORE_INDEX;
   if (targets.host) {
     const bad = targets.host.findIndex((t) => t !== ignore && (t < 0 || t >= v));
     if (bad >= 0) {
