@@ -46,12 +46,13 @@ Deno.test("findCheckpoint: checkpoint/, else the latest of those a crash left as
   await withTempDir("hartley_find_", async (dir) => {
     assertEquals(await findCheckpoint(dir), null);
     const state = (step: number) => JSON.stringify({ step });
-    for (const [name, step] of [["a", 9], ["b", 12], ["c", 5]] as const) {
-      await Deno.mkdir(`${dir}/.checkpoint.${name}.old`);
-      await Deno.writeTextFile(`${dir}/.checkpoint.${name}.old/trainer_state.json`, state(step));
+    // set aside as writeDirAtomic names them: .checkpoint.<8 hex digits>.old
+    for (const [id, step] of [["0000000a", 9], ["0000000b", 12], ["0000000c", 5]] as const) {
+      await Deno.mkdir(`${dir}/.checkpoint.${id}.old`);
+      await Deno.writeTextFile(`${dir}/.checkpoint.${id}.old/trainer_state.json`, state(step));
     }
-    await Deno.mkdir(`${dir}/.checkpoint.d.old`); // no state: not a checkpoint
-    assertEquals(await findCheckpoint(dir), `${dir}/.checkpoint.b.old`);
+    await Deno.mkdir(`${dir}/.checkpoint.0000000d.old`); // no state: not a checkpoint
+    assertEquals(await findCheckpoint(dir), `${dir}/.checkpoint.0000000b.old`);
     await Deno.mkdir(`${dir}/checkpoint`);
     await Deno.writeTextFile(`${dir}/checkpoint/trainer_state.json`, state(3));
     assertEquals(await findCheckpoint(dir), `${dir}/checkpoint`);
