@@ -182,6 +182,8 @@ Deno.test("CLI: CoNLL files train a token classifier by themselves; a model with
       fixtureModel("gpt2"),
       "--data",
       `${dir}/pos.conll`,
+      "--eval-fraction",
+      "0.5",
       "--eval-every",
       "1",
       "--save-best",
