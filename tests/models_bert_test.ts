@@ -5,45 +5,25 @@ import { encoderSelfAttention } from "../lib/models/encoder.ts";
 import { fusedProjection } from "../lib/nn/fused_linear.ts";
 import { Linear } from "../lib/nn/linear.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
-import {
-  editedModel,
-  expectGradientsMatchDifferences,
-  expectPaddedHiddenParity,
-  expectParity,
-  expectSshReferences,
-  expectUsefulGrad,
-  fixtureBatch,
-  loadError,
-  release,
-  trainStep,
-} from "./encoder_test_helpers.ts";
+import { encoderSuite } from "./encoder_suite.ts";
+import { editedModel, expectUsefulGrad, fixtureBatch, release, trainStep } from "./encoder_test_helpers.ts";
 
 const DIR = "tests/fixtures/models/bert";
 const QUERY = "bert.encoder.layer.0.attention.self.query";
 
-Deno.test("bert: BertForSequenceClassification matches PyTorch (logits, loss, last hidden state)", async () => {
-  await expectParity(await getGpu(), DIR, 1e-4);
-});
-
-Deno.test("bert: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
-  await expectSshReferences(await getGpu(), DIR, 1e-4);
-});
-
-Deno.test("bert: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
-  const gpu = await getGpu();
-  await withAttentionPath("fused", () => expectSshReferences(gpu, DIR, 1e-4));
-});
-
-Deno.test("bert: hidden states at right-padded positions match PyTorch too", async () => {
-  await expectPaddedHiddenParity(await getGpu(), DIR);
-});
-
-Deno.test("bert: f16 weight storage stays close to PyTorch", async () => {
-  const gpu = await getGpu();
-  if (!gpu.f16) return;
-  await expectParity(gpu, DIR, 5e-3, "f16");
+encoderSuite({
+  name: "bert",
+  architecture: "BertForSequenceClassification",
+  padded: true,
+  gradParams: [`${QUERY}.weight`, "bert.embeddings.LayerNorm.weight"],
+  missing: { name: "bert.encoder.layer.1.attention.self.key.weight", shape: [64, 64] },
+  reshaped: [{
+    name: "bert.encoder.layer.0.intermediate.dense.weight",
+    shape: [64, 128],
+    expected: [128, 64],
+  }],
 });
 
 Deno.test("bert: train-mode backward gives finite gradients on the classifier and a plain Linear", async () => {
@@ -98,23 +78,6 @@ Deno.test("bert: the bare BertModel gives the encoder output and the pooler's", 
   }
 });
 
-Deno.test("bert: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
-  const gpu = await getGpu();
-  const missing = "bert.encoder.layer.1.attention.self.key.weight";
-  const reshaped = "bert.encoder.layer.0.intermediate.dense.weight";
-  const dirs = [
-    await editedModel(DIR, (t) => delete t[missing]),
-    await editedModel(DIR, (t) => t[reshaped] = { ...t[reshaped], shape: [64, 128] }),
-  ];
-  try {
-    const [a, b] = [await loadError(gpu, dirs[0]), await loadError(gpu, dirs[1])];
-    assert(a.includes(`missing ${missing}`), a);
-    assert(b.includes(`${reshaped} is [64,128], expected [128,64]`), b);
-  } finally {
-    for (const d of dirs) await Deno.remove(d, { recursive: true });
-  }
-});
-
 Deno.test("bert: wrong inputs are rejected with what was expected", async () => {
   const gpu = await getGpu();
   const model = await loadModel(gpu, DIR);
@@ -141,13 +104,6 @@ Deno.test("bert: wrong inputs are rejected with what was expected", async () => 
   );
   for (const t of [long, labels]) t.dispose();
   release(model, batch);
-});
-
-Deno.test("bert: the query weight's gradient agrees with a finite difference of the loss", async () => {
-  await expectGradientsMatchDifferences(await getGpu(), DIR, [
-    `${QUERY}.weight`,
-    "bert.embeddings.LayerNorm.weight",
-  ]);
 });
 
 Deno.test("encoder self-attention: the fused q/k/v product equals the separate layers", async () => {

@@ -3,20 +3,9 @@ import { robertaPositionIds } from "../lib/models/bert.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { FUSIONS } from "../lib/nn/fusions.ts";
-import { withAttentionPath } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
-import {
-  editedModel,
-  expectGradientsMatchDifferences,
-  expectPaddedHiddenParity,
-  expectParity,
-  expectSshReferences,
-  expectUsefulGrad,
-  fixtureBatch,
-  loadError,
-  release,
-  trainStep,
-} from "./encoder_test_helpers.ts";
+import { encoderSuite } from "./encoder_suite.ts";
+import { editedModel, expectUsefulGrad, fixtureBatch, release, trainStep } from "./encoder_test_helpers.ts";
 
 const DIR = "tests/fixtures/models/roberta";
 const VALUE = "roberta.encoder.layer.1.attention.self.value";
@@ -52,27 +41,13 @@ Deno.test("roberta: position ids start after padding_idx and skip pad tokens", (
   );
 });
 
-Deno.test("roberta: RobertaForSequenceClassification matches PyTorch (logits, loss, last hidden state)", async () => {
-  await expectParity(await getGpu(), DIR, 1e-4);
-});
-
-Deno.test("roberta: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
-  await expectSshReferences(await getGpu(), DIR, 1e-4);
-});
-
-Deno.test("roberta: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
-  const gpu = await getGpu();
-  await withAttentionPath("fused", () => expectSshReferences(gpu, DIR, 1e-4));
-});
-
-Deno.test("roberta: hidden states at right-padded positions match PyTorch too", async () => {
-  await expectPaddedHiddenParity(await getGpu(), DIR);
-});
-
-Deno.test("roberta: f16 weight storage stays close to PyTorch", async () => {
-  const gpu = await getGpu();
-  if (!gpu.f16) return;
-  await expectParity(gpu, DIR, 5e-3, "f16");
+encoderSuite({
+  name: "roberta",
+  architecture: "RobertaForSequenceClassification",
+  padded: true,
+  gradParams: [`${VALUE}.weight`, "roberta.embeddings.position_embeddings.weight"],
+  missing: { name: "roberta.embeddings.position_embeddings.weight", shape: [80, 64] },
+  reshaped: [{ name: "roberta.encoder.layer.1.output.LayerNorm.bias", shape: [8, 8], expected: [64] }],
 });
 
 Deno.test("roberta: train-mode backward gives finite gradients on the head and a plain Linear", async () => {
@@ -91,30 +66,6 @@ Deno.test("roberta: train-mode backward gives finite gradients on the head and a
   }
   assertEquals(model.parameters.get("roberta.embeddings.LayerNorm.weight")!.grad, null);
   release(model, batch);
-});
-
-Deno.test("roberta: gradients agree with a finite difference of the loss", async () => {
-  await expectGradientsMatchDifferences(await getGpu(), DIR, [
-    `${VALUE}.weight`,
-    "roberta.embeddings.position_embeddings.weight",
-  ]);
-});
-
-Deno.test("roberta: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
-  const gpu = await getGpu();
-  const missing = "roberta.embeddings.position_embeddings.weight";
-  const reshaped = "roberta.encoder.layer.1.output.LayerNorm.bias";
-  const dirs = [
-    await editedModel(DIR, (t) => delete t[missing]),
-    await editedModel(DIR, (t) => t[reshaped] = { ...t[reshaped], shape: [8, 8] }),
-  ];
-  try {
-    const [a, b] = [await loadError(gpu, dirs[0]), await loadError(gpu, dirs[1])];
-    assert(a.includes(`missing ${missing} [80,64]`), a);
-    assert(b.includes(`${reshaped} is [8,8], expected [64]`), b);
-  } finally {
-    for (const d of dirs) await Deno.remove(d, { recursive: true });
-  }
 });
 
 Deno.test("roberta: a checkpoint without the classification head gets a new one", async () => {

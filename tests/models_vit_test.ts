@@ -2,42 +2,26 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel } from "../lib/models/load.ts";
 import type { VitOutput } from "../lib/models/vit.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
+import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
-import {
-  editedModel,
-  expectGradientsMatchDifferences,
-  expectParity,
-  expectSshReferences,
-  expectUsefulGrad,
-  fixtureBatch,
-  loadError,
-  release,
-  trainStep,
-} from "./encoder_test_helpers.ts";
+import { encoderSuite } from "./encoder_suite.ts";
+import { editedModel, expectUsefulGrad, fixtureBatch, release, trainStep } from "./encoder_test_helpers.ts";
 
 const DIR = "tests/fixtures/models/vit";
 const QUERY = "vit.encoder.layer.0.attention.attention.query";
 const EMBED = ["vit.embeddings.cls_token", "vit.embeddings.position_embeddings"];
 const PATCH = "vit.embeddings.patch_embeddings.projection";
 
-Deno.test("vit: ViTForImageClassification matches PyTorch (logits, loss, last hidden state)", async () => {
-  await expectParity(await getGpu(), DIR, 1e-4);
-});
-
-Deno.test("vit: with SSH on every target (dht, dht2d, dft), logits, loss and ∂loss/∂coef match PyTorch", async () => {
-  await expectSshReferences(await getGpu(), DIR, 1e-4);
-});
-
-Deno.test("vit: fused attention (no stored probabilities) matches PyTorch too: logits, loss, ∂loss/∂coef", async () => {
-  const gpu = await getGpu();
-  await withAttentionPath("fused", () => expectSshReferences(gpu, DIR, 1e-4));
-});
-
-Deno.test("vit: f16 weight storage stays close to PyTorch", async () => {
-  const gpu = await getGpu();
-  if (!gpu.f16) return;
-  await expectParity(gpu, DIR, 5e-3, "f16");
+encoderSuite({
+  name: "vit",
+  architecture: "ViTForImageClassification",
+  padded: false, // images: no padded positions
+  gradParams: [`${QUERY}.weight`, `${PATCH}.weight`, ...EMBED],
+  missing: { name: "vit.embeddings.cls_token", shape: [1, 1, 64] },
+  reshaped: [
+    { name: "vit.embeddings.position_embeddings", shape: [1, 16, 68], expected: [1, 17, 64] },
+    { name: `${PATCH}.weight`, shape: [64, 12, 4, 4], expected: [64, 3, 8, 8] },
+  ],
 });
 
 Deno.test("vit: the classifier reads [CLS] of the final LayerNorm's output (lastHiddenState)", async () => {
@@ -90,14 +74,6 @@ Deno.test("vit: with dropout in the config, train mode drops and backward stays 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
-
-Deno.test("vit: gradients agree with a finite difference of the loss", async () => {
-  await expectGradientsMatchDifferences(await getGpu(), DIR, [
-    `${QUERY}.weight`,
-    `${PATCH}.weight`,
-    ...EMBED,
-  ]);
 });
 
 /**
@@ -181,30 +157,6 @@ Deno.test("vit: the pooler applies config.json's pooler_act (tanh by default), a
     }
   }
   for (const x of Object.values(batch)) if (x instanceof Tensor) x.dispose();
-});
-
-Deno.test("vit: a checkpoint missing a tensor, or with one of the wrong shape, is rejected by name", async () => {
-  const gpu = await getGpu();
-  const missing = "vit.embeddings.cls_token";
-  const reshaped = "vit.embeddings.position_embeddings";
-  const conv = `${PATCH}.weight`;
-  const dirs = [
-    await editedModel(DIR, (t) => delete t[missing]),
-    await editedModel(DIR, (t) => t[reshaped] = { ...t[reshaped], shape: [1, 16, 68] }),
-    await editedModel(DIR, (t) => t[conv] = { ...t[conv], shape: [64, 12, 4, 4] }),
-  ];
-  try {
-    const [a, b, c] = [
-      await loadError(gpu, dirs[0]),
-      await loadError(gpu, dirs[1]),
-      await loadError(gpu, dirs[2]),
-    ];
-    assert(a.includes(`missing ${missing} [1,1,64]`), a);
-    assert(b.includes(`${reshaped} is [1,16,68], expected [1,17,64]`), b);
-    assert(c.includes(`${conv} is [64,12,4,4], expected [64,3,8,8]`), c);
-  } finally {
-    for (const d of dirs) await Deno.remove(d, { recursive: true });
-  }
 });
 
 Deno.test("vit: wrong inputs are rejected with what was expected", async () => {
