@@ -31,15 +31,13 @@ export { encodeEnergy, type SelectOptions, selectPositions, topkEnergy } from ".
 export { type SpectralAdapterConfig, SpectralAdapterOp, SpectralSaved } from "./lib/spectral/adapter_op.ts";
 export { type SparseEntry, SparseSpectrum } from "./lib/spectral/sparse.ts";
 export { Prng } from "./lib/spectral/prng.ts";
+export { encodeMatmul, type EpilogueActivation, type MatmulTile } from "./lib/linalg/matmul.ts";
 export {
-  encodeMatmul,
-  type EpilogueActivation,
   MATMUL_TILES,
   type MatmulOptions,
-  type MatmulTile,
   type MatmulTileName,
   type MatrixLayout,
-} from "./lib/linalg/matmul.ts";
+} from "./lib/linalg/matmul_plan.ts";
 export * as tensor from "./lib/tensor/mod.ts";
 export {
   type DropoutKey,
@@ -55,11 +53,11 @@ export { type GradNode, type GradRule } from "./lib/tensor/autograd.ts";
 export { ShapeError } from "./lib/models/shapes.ts";
 export { TargetError } from "./lib/peft/targets.ts";
 export { TextTooLongError, TokenizerError } from "./lib/io/tokenizer.ts";
-export { HfConfigError } from "./lib/io/hf_config.ts";
+export { HfConfigError } from "./lib/io/config_fields.ts";
 export { SafetensorsError } from "./lib/io/safetensors.ts";
 export { ParquetError } from "./lib/io/parquet.ts";
 export { ImageError } from "./lib/io/image.ts";
-export { CsvError } from "./lib/train/csv.ts";
+export { CsvError } from "./lib/io/csv.ts";
 export { CacheRotationError } from "./lib/models/kv_cache.ts";
 export {
   type LinearShape,
@@ -84,20 +82,19 @@ export {
   type Activation,
   type BertConfig,
   type CommonConfig,
-  type GenerationConfig,
   type Gpt2Config,
   type HfConfig,
   type LlamaConfig,
   type LlamaModelType,
-  loadGenerationConfig,
   loadHfConfig,
   type ModelType,
   PROBLEM_TYPES,
   type ProblemType,
-  type RopeConfig,
   SUPPORTED_MODEL_TYPES,
   type VitConfig,
 } from "./lib/io/hf_config.ts";
+export { type GenerationConfig, loadGenerationConfig } from "./lib/io/generation_config.ts";
+export { type RopeConfig } from "./lib/io/rope_config.ts";
 export {
   type Batch,
   type BatchOptions,
@@ -277,7 +274,6 @@ export {
   type TextInput,
 } from "./lib/train/predict.ts";
 export {
-  applyRepetitionPenalty,
   generate,
   generateBatch,
   type GenerateBatchOptions,
@@ -285,9 +281,8 @@ export {
   type Generation,
   GREEDY_TOKENS_PER_READ,
   keepSharedPrefix,
-  sampleToken,
-  type SamplingCuts,
 } from "./lib/train/generate.ts";
+export { applyRepetitionPenalty, sampleToken, type SamplingCuts } from "./lib/train/sampling.ts";
 export { Chat, type ChatOptions } from "./lib/train/chat.ts";
 export {
   BEST_DIR,

@@ -11,7 +11,7 @@
  */
 import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { MATMUL_HEURISTICS } from "../lib/linalg/matmul.ts";
+import { MATMUL_HEURISTICS } from "../lib/linalg/matmul_plan.ts";
 import type { KvCacheDtype } from "../lib/models/kv_cache.ts";
 import type { Model } from "../lib/models/model.ts";
 import type { WeightDtype } from "../lib/nn/load.ts";

@@ -17,12 +17,13 @@
  */
 import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { MATMUL_HEURISTICS } from "../lib/linalg/matmul.ts";
+import { MATMUL_HEURISTICS } from "../lib/linalg/matmul_plan.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { maxTokens } from "../lib/io/hf_config.ts";
-import { generate, generateBatch, sampleToken } from "../lib/train/generate.ts";
+import { generate, generateBatch } from "../lib/train/generate.ts";
+import { sampleToken } from "../lib/train/sampling.ts";
 import { sampleTokens } from "../lib/tensor/ops/sample.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { median, table } from "./stats.ts";

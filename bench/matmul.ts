@@ -16,16 +16,15 @@
  */
 import { getGpu, type Gpu, GpuTimer, readF32, upload } from "../lib/gpu/mod.ts";
 import { type QuantKind, Tensor } from "../lib/tensor/mod.ts";
+import { encodeMatmul, type MatmulTile } from "../lib/linalg/matmul.ts";
 import {
-  encodeMatmul,
   MATMUL_HEURISTICS,
   MATMUL_TILES,
   type MatmulOptions,
-  type MatmulTile,
   type MatmulTileName,
   planMatmul,
   usesGemv,
-} from "../lib/linalg/matmul.ts";
+} from "../lib/linalg/matmul_plan.ts";
 import { parseTileName, tileName } from "../kernels/matmul.ts";
 import { median, uniformValues, warmUp } from "./stats.ts";
 

@@ -34,7 +34,8 @@ import { add, ATTENTION_PATH, keep, noGrad, Tensor, tidy } from "../lib/tensor/m
 import type { TrainBatch } from "../lib/train/data.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
-import { MATMUL_HEURISTICS, MATMUL_TILES, type MatmulTile } from "../lib/linalg/matmul.ts";
+import type { MatmulTile } from "../lib/linalg/matmul.ts";
+import { MATMUL_HEURISTICS, MATMUL_TILES } from "../lib/linalg/matmul_plan.ts";
 import { parseTileName } from "../kernels/matmul.ts";
 import { FUSIONS } from "../lib/nn/fusions.ts";
 import { COEF_GRAD_HEURISTICS } from "../lib/spectral/coef_grad.ts";

@@ -4,7 +4,8 @@
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";
 import { bandBinding, BINDING_LIMIT, rowBands, unitBands, unitBinding } from "../lib/gpu/bands.ts";
-import { encodeMatmul, type MatmulOptions } from "../lib/linalg/matmul.ts";
+import { encodeMatmul } from "../lib/linalg/matmul.ts";
+import type { MatmulOptions } from "../lib/linalg/matmul_plan.ts";
 import { matmulReference } from "../lib/linalg/reference.ts";
 import { argmax, crossEntropy, slice, Tensor } from "../lib/tensor/mod.ts";
 import { argmaxKernel } from "../kernels/reduce.ts";

@@ -11,7 +11,7 @@ import { generate, keepSharedPrefix } from "../lib/train/generate.ts";
 import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
-import { samplingOf } from "../lib/cli/load.ts";
+import { samplingOf } from "../lib/cli/generation.ts";
 import { endTokenIds } from "../lib/train/generate.ts";
 import { runCli, withTempDir } from "./train_helpers.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";

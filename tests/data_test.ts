@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { withTempDir } from "./train_helpers.ts";
 import { loadTokenizer, TextTooLongError } from "../lib/io/tokenizer.ts";
-import { parseCsv } from "../lib/train/csv.ts";
+import { parseCsv } from "../lib/io/csv.ts";
 import { plainValue } from "../lib/io/parquet.ts";
 import {
   BatchIterator,

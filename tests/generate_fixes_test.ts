@@ -3,7 +3,7 @@
 // sampling defaults of generation_config.json, and the chat template's special tokens and named
 // templates.
 import { join } from "node:path";
-import { samplingOf } from "../lib/cli/load.ts";
+import { samplingOf } from "../lib/cli/generation.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { ChatTemplateError, loadChatTemplate } from "../lib/io/chat_template.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";

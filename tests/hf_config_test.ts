@@ -1,15 +1,15 @@
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { HfConfigError } from "../lib/io/config_fields.ts";
+import { loadGenerationConfig } from "../lib/io/generation_config.ts";
 import {
   type BertConfig,
   type Gpt2Config,
-  HfConfigError,
   type LlamaConfig,
-  loadGenerationConfig,
   loadHfConfig,
   parseHfConfig,
-  type RopeConfig,
   type VitConfig,
 } from "../lib/io/hf_config.ts";
+import type { RopeConfig } from "../lib/io/rope_config.ts";
 import { openCheckpoint } from "../lib/io/safetensors.ts";
 
 const MODELS = new URL("./fixtures/models/", import.meta.url).pathname;

@@ -1,15 +1,15 @@
 import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
 import { getGpu, Gpu, readF32, upload } from "../lib/gpu/mod.ts";
+import { encodeMatmul } from "../lib/linalg/matmul.ts";
 import {
   chooseTile,
-  encodeMatmul,
   MATMUL_HEURISTICS,
   MATMUL_TILES,
   type MatmulOptions,
   type MatmulTileName,
   planMatmul,
   usesGemv,
-} from "../lib/linalg/matmul.ts";
+} from "../lib/linalg/matmul_plan.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { matmulReference, matmulReferenceInto } from "../lib/linalg/reference.ts";
 import { parseTileName, tileName, tileSharedBytes } from "../kernels/matmul.ts";

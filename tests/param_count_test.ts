@@ -1,7 +1,8 @@
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { loadHfConfig, parseHfConfig } from "../lib/io/hf_config.ts";
 import { openCheckpoint } from "../lib/io/safetensors.ts";
-import { checkCheckpoint, modelShapes, numel, ShapeError, totalParams } from "../lib/models/shapes.ts";
+import { checkCheckpoint, modelShapes, ShapeError, totalParams } from "../lib/models/shapes.ts";
+import { numel } from "../lib/tensor/shape.ts";
 import { fourierftConfig, loraConfig, sshConfig } from "../lib/peft/config.ts";
 import {
   fullFineTuneParams,

@@ -4,13 +4,8 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { classify } from "../lib/train/predict.ts";
-import {
-  generate,
-  generateBatch,
-  sampleToken,
-  samplingCandidates,
-  type SamplingCuts,
-} from "../lib/train/generate.ts";
+import { generate, generateBatch } from "../lib/train/generate.ts";
+import { sampleToken, samplingCandidates, type SamplingCuts } from "../lib/train/sampling.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { FIXTURES } from "./peft_helpers.ts";

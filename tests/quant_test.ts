@@ -1,6 +1,7 @@
 import { assert, assertClose, assertEquals, assertThrows } from "./assert.ts";
 import { getGpu, readF32, upload } from "../lib/gpu/mod.ts";
-import { encodeMatmul, type MatmulTileName, planMatmul } from "../lib/linalg/matmul.ts";
+import { encodeMatmul } from "../lib/linalg/matmul.ts";
+import { type MatmulTileName, planMatmul } from "../lib/linalg/matmul_plan.ts";
 import { matmulReference } from "../lib/linalg/reference.ts";
 import { cast, embedding, linear, quantize, type QuantKind, Tensor } from "../lib/tensor/mod.ts";
 import { copyAll } from "../lib/tensor/ops/copy.ts";

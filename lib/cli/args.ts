@@ -87,11 +87,14 @@ export const FIELD_FLAGS = {
   },
 } as const satisfies Record<string, FlagSpec>;
 
-/** The model (and adapter) that predict and chat use. */
+/** Where the embedded default model lives: every command's `--model` default. */
+export const DEFAULT_MODEL = "models/default";
+
+/** The model and adapter flags of eval, predict and chat. */
 export const MODEL_FLAGS = {
   model: {
     type: "string",
-    default: "models/default",
+    default: DEFAULT_MODEL,
     arg: "DIR",
     help: "Hugging Face model directory (left out, with --adapter: the adapter's base)",
   },
@@ -120,7 +123,7 @@ export const TEMPLATE_KWARGS_FLAG = {
 /** How predict and chat generate text. */
 export const GENERATION_FLAGS = {
   "max-new-tokens": { type: "integer", default: 32, min: 0, help: "tokens to generate at most" },
-  // the sampling flags default to generation_config.json's settings (`samplingOf` in load.ts)
+  // the sampling flags default to generation_config.json's settings (`samplingOf` in generation.ts)
   temperature: {
     type: "number",
     min: 0,

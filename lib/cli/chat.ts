@@ -23,7 +23,8 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { cacheDtypeOf, chatTemplateOf, loadForUse, samplingOf } from "./load.ts";
+import { cacheDtypeOf, chatTemplateOf, samplingOf } from "./generation.ts";
+import { loadForUse } from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {

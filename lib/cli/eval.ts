@@ -22,6 +22,7 @@ import {
   DTYPE_FLAG,
   FIELD_FLAGS,
   LOSS_ON_FLAG,
+  MODEL_FLAGS,
   refuseUnused,
   TEMPLATE_KWARGS_FLAG,
   templateKwargs,
@@ -32,13 +33,7 @@ import { explainDeviceError } from "./errors.ts";
 import { defaultData, isBuiltinData, loadSplits, TASK_FLAGS } from "./setup.ts";
 
 const FLAGS = {
-  model: {
-    type: "string",
-    default: "models/default",
-    arg: "DIR",
-    help: "Hugging Face model directory (left out, with --adapter: the adapter's base)",
-  },
-  adapter: { type: "string", arg: "DIR", help: "adapter directory to apply (PEFT layout)" },
+  ...MODEL_FLAGS,
   data: {
     type: "string",
     arg: "PATH",

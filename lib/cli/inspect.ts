@@ -18,7 +18,7 @@ import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
-import { ArgsError, type CommandSpec, DTYPE_FLAG, MODEL_FLAGS, refuseGiven, withArgs } from "./args.ts";
+import { ArgsError, type CommandSpec, DEFAULT_MODEL, DTYPE_FLAG, refuseGiven, withArgs } from "./args.ts";
 import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
 import { loadForUse } from "./load.ts";
@@ -110,7 +110,7 @@ export function inspectCommand(args: string[]): Promise<number> {
     const gpu = await getGpu();
     const loaded = await loadForUse(gpu, {
       // an adapter alone: its base_model_name_or_path, as eval and merge take it
-      model: v.model ?? MODEL_FLAGS.model.default,
+      model: v.model ?? DEFAULT_MODEL,
       modelGiven: given.has("model"),
       adapter: v.adapter,
       task: v.task as TaskName | undefined,

@@ -10,14 +10,14 @@ import { storageSummary } from "../models/storage.ts";
 import { WEIGHT_DTYPES, type WeightDtype } from "../nn/load.ts";
 import { CLASSIFIER_HEAD_NAMES } from "../peft/targets.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
-import { ArgsError, type CommandSpec, DTYPE_FLAG, withArgs } from "./args.ts";
+import { ArgsError, type CommandSpec, DEFAULT_MODEL, DTYPE_FLAG, withArgs } from "./args.ts";
 import { loadForUse, planUse } from "./load.ts";
 import { checkOutputDir } from "./output.ts";
 
 const FLAGS = {
   model: {
     type: "string",
-    default: "models/default",
+    default: DEFAULT_MODEL,
     arg: "DIR",
     help: "the base model directory (left out: the adapter's base_model_name_or_path)",
   },

@@ -49,14 +49,8 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import {
-  cacheDtypeOf,
-  chatTemplateOf,
-  loadForUse,
-  type Sampling,
-  type SamplingFlags,
-  samplingOf,
-} from "./load.ts";
+import { cacheDtypeOf, chatTemplateOf, type Sampling, type SamplingFlags, samplingOf } from "./generation.ts";
+import { loadForUse } from "./load.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
 
 const FLAGS = {

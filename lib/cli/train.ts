@@ -54,6 +54,7 @@ import {
   ATTENTION_FLAG,
   CHECKPOINTING_FLAG,
   type CommandSpec,
+  DEFAULT_MODEL,
   DTYPE_FLAG,
   FIELD_FLAGS,
   type FlagValues,
@@ -88,9 +89,6 @@ import {
   TASK_FLAGS,
   taskOfConfig,
 } from "./setup.ts";
-
-/** Where the embedded default model lives. */
-export const DEFAULT_MODEL = "models/default";
 
 const FLAGS = {
   model: {

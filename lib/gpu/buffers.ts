@@ -13,7 +13,7 @@ export function upload(gpu: Gpu, data: ArrayBufferView, label?: string): GPUBuff
 }
 
 /** The bytes of `data`, zero-padded to a multiple of 4 when needed (f16, u8). */
-function padTo4(data: ArrayBufferView): ArrayBufferView {
+export function padTo4(data: ArrayBufferView): ArrayBufferView {
   if (data.byteLength % 4 === 0) return data;
   const out = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
   out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));

@@ -4,10 +4,13 @@
  * `qwen3` and `phi3`), `vit`. Fields that transformers fills with a
  * default when absent get the same default here (e.g. GPT-2's inner size 4·n_embd, Llama's
  * kv heads = heads and head_dim = hidden/heads); the sizes that shape the weights are required.
- * Every error names the file and the field.
+ * Every error names the file and the field. The rotary embedding's fields are read in
+ * rope_config.ts; generation_config.json in generation_config.ts.
  * @module
  */
 import { join } from "node:path";
+import { ACTIVATIONS, Fields, HfConfigError } from "./config_fields.ts";
+import { rope, type RopeConfig, rotaryDim } from "./rope_config.ts";
 
 /** The model families this project supports (config.json `model_type`). */
 export const SUPPORTED_MODEL_TYPES = [
@@ -118,58 +121,6 @@ export interface BertConfig extends CommonConfig {
   positionOffset: number;
 }
 
-/**
- * Rotary position embedding parameters: unscaled RoPE, or the scalings of transformers' "linear",
- * "llama3" and "longrope" (see lib/nn/rope.ts).
- */
-export type RopeConfig =
-  | {
-    /** Unscaled RoPE. */
-    type: "default";
-    /** Base of the rotary frequencies (rope_theta). */
-    theta: number;
-  }
-  | {
-    /** Every inverse frequency divided by `factor` (positions interpolated). */
-    type: "linear";
-    /** Base of the rotary frequencies (rope_theta). */
-    theta: number;
-    /** The scaling factor (> 0). */
-    factor: number;
-  }
-  | {
-    /** Llama 3.1's scaling: long wavelengths divided by `factor`, short ones kept, a smooth blend between. */
-    type: "llama3";
-    /** Base of the rotary frequencies (rope_theta). */
-    theta: number;
-    /** Divisor of the long-wavelength frequencies (8 for Llama 3.1). */
-    factor: number;
-    /** Wavelengths above original_max_position_embeddings / this are divided by `factor` (1). */
-    lowFreqFactor: number;
-    /** Wavelengths below original_max_position_embeddings / this are kept (4). */
-    highFreqFactor: number;
-    /** The context length of pretraining (8192 for Llama 3.1). */
-    originalMaxPositions: number;
-  }
-  | {
-    /**
-     * Phi-3's LongRoPE: each inverse frequency divided by its own factor, the short ones for
-     * sequences up to originalMaxPositions and the long ones beyond, and cos/sin scaled by
-     * `attentionFactor`.
-     */
-    type: "longrope";
-    /** Base of the rotary frequencies (rope_theta). */
-    theta: number;
-    /** One factor per rotary pair, for sequences up to originalMaxPositions. */
-    shortFactor: number[];
-    /** One factor per rotary pair, for longer sequences. */
-    longFactor: number[];
-    /** The context length of pretraining (original_max_position_embeddings). */
-    originalMaxPositions: number;
-    /** The scale of cos and sin: attention_factor, else √(1 + ln(max/original) / ln(original)). */
-    attentionFactor: number;
-  };
-
 /** The model types built as LLaMA: the same layers, with the differences in {@link LlamaConfig}. */
 export type LlamaModelType = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3";
 
@@ -258,72 +209,6 @@ export function pastPretraining(config: HfConfig, tokens: number): string | null
   return `rows of up to ${tokens} tokens pass the model's ${config.maxPositions} positions ` +
     `(max_position_embeddings): its rotary positions extend to them, as in transformers, ` +
     `but pretraining never reached them`;
-}
-
-/** What a model directory's generation_config.json says about generating (transformers' names). */
-export interface GenerationConfig {
-  /** `eos_token_id` (one id or a list): chat models end a turn with ids config.json may not list (Llama 3's <|eot_id|>). */
-  eosTokenIds: number[];
-  /** `do_sample`: sample (with the settings below) rather than take the most probable token. */
-  doSample: boolean;
-  /** `temperature`, when given. */
-  temperature?: number;
-  /** `top_k`, when given. */
-  topK?: number;
-  /** `top_p`, when given. */
-  topP?: number;
-  /** `min_p`, when given. */
-  minP?: number;
-  /** `repetition_penalty`, when given. */
-  repetitionPenalty?: number;
-}
-
-/**
- * A model directory's generation_config.json; without the file, no end ids and greedy decoding.
- * @throws HfConfigError naming the file and the field for a malformed one.
- */
-export async function loadGenerationConfig(dir: string): Promise<GenerationConfig> {
-  const path = join(dir, "generation_config.json");
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(await Deno.readTextFile(path)) ?? {};
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return { eosTokenIds: [], doSample: false };
-    throw new HfConfigError(`${path}: cannot read: ${(e as Error).message}`);
-  }
-  const eos = json.eos_token_id ?? [];
-  const ids = Array.isArray(eos) ? eos : [eos];
-  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
-    throw new HfConfigError(
-      `${path}: "eos_token_id" must be a token id or a list of them, got ${JSON.stringify(eos)}`,
-    );
-  }
-  const number = (key: string, ok: (v: number) => boolean, what: string): number | undefined => {
-    const v = json[key];
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "number" || !ok(v)) {
-      throw new HfConfigError(`${path}: "${key}" must be ${what}, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
-  const config: GenerationConfig = { eosTokenIds: ids, doSample: json.do_sample === true };
-  const temperature = number("temperature", (v) => v >= 0, "a number ≥ 0");
-  const topK = number("top_k", (v) => Number.isInteger(v) && v >= 0, "an integer ≥ 0");
-  const topP = number("top_p", (v) => v > 0 && v <= 1, "a number in (0, 1]");
-  const minP = number("min_p", (v) => v >= 0 && v <= 1, "a number in [0, 1]");
-  const repetitionPenalty = number("repetition_penalty", (v) => v > 0, "a number > 0");
-  if (temperature !== undefined) config.temperature = temperature;
-  if (topK !== undefined) config.topK = topK;
-  if (topP !== undefined) config.topP = topP;
-  if (minP !== undefined) config.minP = minP;
-  if (repetitionPenalty !== undefined) config.repetitionPenalty = repetitionPenalty;
-  return config;
-}
-
-/** A config.json that is malformed, unsupported or missing a field. */
-export class HfConfigError extends Error {
-  /** Always "HfConfigError". */
-  override name = "HfConfigError";
 }
 
 /** Read and parse `path` (a config.json, or a model folder holding one). */
@@ -511,27 +396,6 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
 }
 
 /**
- * The rotated part of a head: headDim · partial_rotary_factor (transformers' int(), made even),
- * the factor at the top level or, as transformers 5 saves it, in `rope_parameters`.
- */
-function rotaryDim(f: Fields, headDim: number): number {
-  const params = ropeParameters(f) as Record<string, unknown> | null;
-  const factor = f.raw.partial_rotary_factor ?? params?.partial_rotary_factor ?? 1;
-  if (typeof factor !== "number" || !(factor > 0 && factor <= 1)) {
-    throw new HfConfigError(
-      `${f.path}: partial_rotary_factor must be in (0, 1], got ${JSON.stringify(factor)}`,
-    );
-  }
-  const dim = Math.floor(headDim * factor);
-  if (dim < 2 || dim % 2 !== 0) {
-    throw new HfConfigError(
-      `${f.path}: partial_rotary_factor ${factor} of head_dim ${headDim} rotates ${dim} dimensions; RoPE needs an even number ≥ 2`,
-    );
-  }
-  return dim;
-}
-
-/**
  * The attention window of a Mistral, Qwen2 or Qwen3 config and the layers it applies to, as their
  * config classes derive them: Mistral slides in every layer unless sliding_window is null (4096
  * when absent); Qwen2 and Qwen3 only with use_sliding_window, in the layers its layer_types (or
@@ -570,162 +434,6 @@ function slidingWindow(
     sliding = all.filter((i) => i >= first);
   }
   return sliding.length ? { slidingWindow: window, slidingLayers: sliding } : none;
-}
-
-/**
- * The config's `rope_parameters` (null when absent). transformers 5 also takes them per attention
- * type, keyed by the names in `layer_types`; this model runs one RoPE, so such a config is read
- * when the types' parameters are all the same, and refused by name otherwise.
- */
-function ropeParameters(f: Fields): unknown {
-  const params = f.raw.rope_parameters ?? null;
-  const types = f.raw.layer_types;
-  if (params === null || typeof params !== "object" || !Array.isArray(types)) return params;
-  const keys = Object.keys(params);
-  if (keys.length === 0 || !keys.every((k) => types.includes(k))) return params;
-  const each = Object.values(params as Record<string, unknown>);
-  if (each.some((v) => JSON.stringify(v) !== JSON.stringify(each[0]))) {
-    throw new HfConfigError(
-      `${f.path}: "rope_parameters" differ between the attention types (${keys.join(", ")}); ` +
-        `one RoPE for every layer is supported`,
-    );
-  }
-  return each[0];
-}
-
-/**
- * RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`, for
- * heads whose first `rotaryDim` dimensions rotate (`originalDefault`: the config class's
- * original_max_position_embeddings, where it has one).
- */
-function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfig {
-  const [given, old] = [ropeParameters(f), f.raw.rope_scaling ?? null];
-  // transformers 5 takes rope_scaling over rope_parameters, and rope_theta then from it or the top
-  // level alone: a config with both, unequal, is ambiguous
-  if (given !== null && old !== null && JSON.stringify(given) !== JSON.stringify(old)) {
-    throw new HfConfigError(
-      `${f.path}: both "rope_parameters" ${JSON.stringify(given)} and "rope_scaling" ${
-        JSON.stringify(old)
-      } ` +
-        `are given; transformers 5 uses rope_scaling and drops rope_parameters (its rope_theta too): keep one, ` +
-        `with its rope_theta`,
-    );
-  }
-  const params = given ?? old;
-  const key = f.raw.rope_parameters != null ? "rope_parameters" : "rope_scaling";
-  if (params !== null && (typeof params !== "object" || Array.isArray(params))) {
-    throw new HfConfigError(`${f.path}: "${key}" must be an object, got ${JSON.stringify(params)}`);
-  }
-  const p = (params ?? {}) as Record<string, unknown>;
-  const type = p.rope_type ?? p.type ?? "default";
-  const theta = p.rope_theta ?? f.raw.rope_theta ?? 10000;
-  if (typeof theta !== "number" || !(theta > 0)) {
-    throw new HfConfigError(`${f.path}: rope_theta must be a positive number, got ${JSON.stringify(theta)}`);
-  }
-  const positive = (name: string, v = p[name]) => {
-    if (typeof v !== "number" || !(v > 0)) {
-      throw new HfConfigError(
-        `${f.path}: ${key} of type ${JSON.stringify(type)} needs "${name}", a positive number; got ${
-          JSON.stringify(v ?? null)
-        }`,
-      );
-    }
-    return v;
-  };
-  // transformers 5's standardize_rope_params: the config's own pretraining context wins over the
-  // scaling's, which defaults to max_position_embeddings
-  const original = () =>
-    positive(
-      "original_max_position_embeddings",
-      f.raw.original_max_position_embeddings ?? p.original_max_position_embeddings ??
-        f.raw.max_position_embeddings,
-    );
-  switch (type) {
-    case "default":
-      return { type: "default", theta };
-    case "linear":
-      return { type: "linear", theta, factor: positive("factor") };
-    case "llama3": {
-      const low = positive("low_freq_factor"), high = positive("high_freq_factor");
-      if (!(high > low)) {
-        throw new HfConfigError(
-          `${f.path}: ${key}: high_freq_factor (${high}) must be larger than low_freq_factor (${low})`,
-        );
-      }
-      return {
-        type: "llama3",
-        theta,
-        factor: positive("factor"),
-        lowFreqFactor: low,
-        highFreqFactor: high,
-        originalMaxPositions: original(),
-      };
-    }
-    case "longrope":
-    case "su": // the first Phi-3 configs' name for it (transformers renames it)
-      return longRope(f, key, p, theta, rotaryDim / 2, originalDefault);
-    default:
-      throw new HfConfigError(
-        `${f.path}: ${key} asks for RoPE scaling type ${JSON.stringify(type)}, which is not supported ` +
-          `(supported: "default", "linear", "llama3", "longrope")`,
-      );
-  }
-}
-
-/**
- * LongRoPE as transformers 5's _compute_longrope_parameters reads it: the factor lists (one per
- * rotary pair), the pretraining context (original_max_position_embeddings of the config, else of
- * the scaling, else max_position_embeddings) and the cos/sin scale (from the scaling's factor,
- * else max_position_embeddings over the pretraining context).
- */
-function longRope(
-  f: Fields,
-  key: string,
-  p: Record<string, unknown>,
-  theta: number,
-  pairs: number,
-  originalDefault?: number,
-): RopeConfig {
-  const factors = (name: string) => {
-    const v = p[name];
-    if (!Array.isArray(v) || v.length !== pairs || !v.every((x) => typeof x === "number" && x > 0)) {
-      throw new HfConfigError(
-        `${f.path}: ${key} of type "longrope" needs "${name}", ${pairs} positive numbers (one per rotary pair)`,
-      );
-    }
-    return v as number[];
-  };
-  const max = f.int("max_position_embeddings");
-  const own = f.raw.original_max_position_embeddings ?? originalDefault;
-  const original = typeof own === "number"
-    ? own
-    : typeof p.original_max_position_embeddings === "number"
-    ? p.original_max_position_embeddings
-    : max;
-  if (!(Number.isInteger(original) && original > 0)) {
-    throw new HfConfigError(`${f.path}: original_max_position_embeddings must be a positive integer`);
-  }
-  // transformers 5: the scaling's factor, else max/original (Phi-3's configs give none)
-  if (p.factor != null && !(typeof p.factor === "number" && p.factor > 0)) {
-    throw new HfConfigError(`${f.path}: ${key}'s factor must be a positive number`);
-  }
-  const factor = typeof p.factor === "number" ? p.factor : max / original;
-  const given = p.attention_factor;
-  if (given !== undefined && given !== null && !(typeof given === "number" && given > 0)) {
-    throw new HfConfigError(`${f.path}: ${key}'s attention_factor must be a positive number`);
-  }
-  return {
-    type: "longrope",
-    theta,
-    shortFactor: factors("short_factor"),
-    longFactor: factors("long_factor"),
-    originalMaxPositions: original,
-    attentionFactor: typeof given === "number"
-      ? given
-      : factor <= 1
-      ? 1
-      : Math.sqrt(1 + Math.log(factor) / Math.log(original)),
-  };
 }
 
 function vit(f: Fields): VitConfig {
@@ -847,103 +555,4 @@ function problemType(f: Fields): ProblemType | null {
     );
   }
   return p as ProblemType;
-}
-
-const ACTIVATIONS: Record<string, Activation> = {
-  gelu: "gelu",
-  gelu_new: "gelu_tanh",
-  gelu_pytorch_tanh: "gelu_tanh",
-  gelu_fast: "gelu_tanh",
-  relu: "relu",
-  silu: "silu",
-  swish: "silu",
-};
-
-/** Typed access to config fields with errors naming the file and the field. */
-class Fields {
-  constructor(readonly raw: Record<string, unknown>, readonly path: string) {}
-
-  has(key: string): boolean {
-    return this.raw[key] != null;
-  }
-
-  /** An integer ≥ min; absent or null takes `def`, and is an error without one. */
-  int(key: string, def?: number, min = 1): number {
-    const v = this.raw[key];
-    if (v == null) {
-      if (def === undefined) throw new HfConfigError(`${this.path}: missing required field "${key}"`);
-      return def;
-    }
-    if (!Number.isSafeInteger(v) || (v as number) < min) {
-      throw new HfConfigError(`${this.path}: "${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
-    }
-    return v as number;
-  }
-
-  positive(key: string, def: number): number {
-    const v = this.raw[key] ?? def;
-    if (typeof v !== "number" || !(v > 0)) {
-      throw new HfConfigError(`${this.path}: "${key}" must be a positive number, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  }
-
-  bool(key: string, def: boolean): boolean {
-    const v = this.raw[key] ?? def;
-    if (typeof v !== "boolean") {
-      throw new HfConfigError(`${this.path}: "${key}" must be true or false, got ${v}`);
-    }
-    return v;
-  }
-
-  str(key: string, def: string): string {
-    const v = this.raw[key] ?? def;
-    if (typeof v !== "string") throw new HfConfigError(`${this.path}: "${key}" must be a string, got ${v}`);
-    return v;
-  }
-
-  strings(key: string): string[] {
-    const v = this.raw[key] ?? [];
-    if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) {
-      throw new HfConfigError(`${this.path}: "${key}" must be a list of strings, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  }
-
-  /** A token id field: null stays null, absent takes the family default. */
-  tokenId(key: string, def: number | null): number | null {
-    const v = this.raw[key];
-    if (v === undefined) return def;
-    return v === null ? null : this.checkId(key, v);
-  }
-
-  checkId(key: string, v: unknown): number {
-    if (!Number.isSafeInteger(v) || (v as number) < 0) {
-      throw new HfConfigError(
-        `${this.path}: "${key}" must be a token id (integer ≥ 0), got ${JSON.stringify(v)}`,
-      );
-    }
-    return v as number;
-  }
-
-  activation(key: string, def: string): Activation {
-    const name = this.str(key, def);
-    const act = ACTIVATIONS[name];
-    if (!act) {
-      throw new HfConfigError(
-        `${this.path}: "${key}" ${JSON.stringify(name)} is not supported (supported: ${
-          Object.keys(ACTIVATIONS).join(", ")
-        })`,
-      );
-    }
-    return act;
-  }
-
-  /** a / b, which must divide exactly (e.g. hidden size over heads). */
-  divide(a: number, b: number, aKey: string, bKey: string): number {
-    if (a % b !== 0) {
-      throw new HfConfigError(`${this.path}: ${aKey} (${a}) is not a multiple of ${bKey} (${b})`);
-    }
-    return a / b;
-  }
 }

@@ -2,7 +2,7 @@
  * Float64 CPU reference of {@link encodeMatmul} (tests and tools).
  * @module
  */
-import type { MatrixLayout } from "./matmul.ts";
+import type { MatrixLayout } from "./matmul_plan.ts";
 
 /** The subset of the matmul options the reference needs (bias and initial C as arrays). */
 export interface MatmulReferenceOptions {

@@ -15,6 +15,7 @@
  */
 import type { BertConfig, Gpt2Config, HfConfig, LlamaConfig, ModelType, VitConfig } from "../io/hf_config.ts";
 import type { TensorSource } from "../io/safetensors.ts";
+import { numel } from "../tensor/shape.ts";
 
 /** How a linear layer's weight is stored: (out, in) as torch's Linear, or (in, out) as GPT-2's Conv1D. */
 export type WeightStorage = "out_in" | "in_out";
@@ -159,11 +160,6 @@ export function modelShapes(config: HfConfig, opts: ShapeOptions = {}): ModelSha
       break;
   }
   return b.done();
-}
-
-/** Number of elements of a shape. */
-export function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 /** Parameters of the model, each tensor once (tied parameters are not counted again). */

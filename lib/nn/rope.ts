@@ -11,7 +11,7 @@
  * {@link ropeInverseFrequencies64} is the float64 reference of the same formulas.
  * @module
  */
-import type { RopeConfig } from "../io/hf_config.ts";
+import type { RopeConfig } from "../io/rope_config.ts";
 
 const f = Math.fround;
 

@@ -36,7 +36,8 @@ import {
   type TensorData,
   writeSafetensors,
 } from "../io/safetensors.ts";
-import { type ModelShapes, numel } from "../models/shapes.ts";
+import type { ModelShapes } from "../models/shapes.ts";
+import { numel } from "../tensor/shape.ts";
 import {
   type AdapterConfig,
   adapterConfigToText,

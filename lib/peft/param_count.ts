@@ -6,7 +6,8 @@
  * @module
  */
 import { type HfConfig, parseHfConfig } from "../io/hf_config.ts";
-import { type ModelShapes, modelShapes, numel, paramsUnder, totalParams } from "../models/shapes.ts";
+import { type ModelShapes, modelShapes, paramsUnder, totalParams } from "../models/shapes.ts";
+import { numel } from "../tensor/shape.ts";
 import {
   type AdapterConfig,
   fourierftConfig,

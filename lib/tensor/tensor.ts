@@ -7,6 +7,7 @@
  */
 import { fillKernel } from "../../kernels/elementwise.ts";
 import { groupWords } from "../../kernels/quant.ts";
+import { padTo4 } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { type GradNode, releaseGraph, runBackward } from "./autograd.ts";
 import { quantize } from "./ops/quant.ts";
@@ -319,11 +320,4 @@ export class Tensor {
     if (this.dtype === "i32") return Float32Array.from(new Int32Array(data, 0, this.size));
     return new Float32Array(data, 0, this.size);
   }
-}
-
-function padTo4(data: Float32Array | Int32Array | Float16Array): ArrayBufferView {
-  if (data.byteLength % 4 === 0) return data;
-  const out = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
-  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  return out;
 }

@@ -14,7 +14,7 @@
  * @module
  */
 import { parquetColumns, ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
-import { CsvError, parseCsv } from "./csv.ts";
+import { CsvError, parseCsv } from "../io/csv.ts";
 
 /** A data file that cannot be used: missing, malformed, a missing field, a bad label, no examples. */
 export class DataError extends Error {
@@ -297,7 +297,7 @@ function arrayItemLines(text: string): number[] {
   return lines;
 }
 
-/** CSV with RFC 4180 quoting; TSV quoted only where a field's quotes close on its line (lib/train/csv.ts). */
+/** CSV with RFC 4180 quoting; TSV quoted only where a field's quotes close on its line (lib/io/csv.ts). */
 function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRecord[] {
   let rows;
   try {

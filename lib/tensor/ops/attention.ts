@@ -9,7 +9,8 @@
 import { ropeKernel } from "../../../kernels/rope.ts";
 import type { Gpu } from "../../gpu/mod.ts";
 import { bindingLimit } from "../../gpu/bands.ts";
-import { encodeMatmul, type MatrixLayout } from "../../linalg/matmul.ts";
+import { encodeMatmul } from "../../linalg/matmul.ts";
+import type { MatrixLayout } from "../../linalg/matmul_plan.ts";
 import { record } from "../autograd.ts";
 import { keep, tidy } from "../scope.ts";
 import { fmt } from "../shape.ts";

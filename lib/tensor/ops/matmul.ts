@@ -5,7 +5,8 @@
  * explicit transposes are materialised except for a transposed A against a shared B.
  * @module
  */
-import { encodeMatmul, type MatmulOptions } from "../../linalg/matmul.ts";
+import { encodeMatmul } from "../../linalg/matmul.ts";
+import type { MatmulOptions } from "../../linalg/matmul_plan.ts";
 import { record } from "../autograd.ts";
 import { fmt, numel, sameShape } from "../shape.ts";
 import { isQuantized, Tensor } from "../tensor.ts";
