@@ -249,7 +249,7 @@ Deno.test("SSH selection 'global': one budget ranked by normalised energy (docum
       want[l].push(g - offsets[l]);
     }
     assertEquals(got.reduce((s, a) => s + a.length / 2, 0), 15, `${transform}: total n·L`);
-    if (transform === "dft") continue; // ranked over mirror classes: tests/select_fixes_test.ts
+    if (transform === "dft") continue; // ranked over mirror classes: tests/select_dft_global_test.ts
     got.forEach((pos, l) => {
       const nn = sizes[l][1];
       const flats = Array.from({ length: pos.length / 2 }, (_, k) => pos[2 * k] * nn + pos[2 * k + 1]);

@@ -9,7 +9,7 @@
  *   "inside-out" shuffle, `z = random64() % (i + 1); r[i] = r[z]; r[z] = i` for every i < n, where
  *   `random64()` is two outputs, the first the high word ({@link insideOutPrefix}, O(n) time).
  * Checked against the positions PEFT drew for the fixtures (tests/fourierft_test.ts), against
- * PyTorch's own draws below the threshold and against its C++ loop above it (tests/peers_fixes_test.ts).
+ * PyTorch's own draws below the threshold and against its C++ loop above it (tests/peft_peers_test.ts).
  * @module
  */
 

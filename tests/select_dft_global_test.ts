@@ -1,3 +1,5 @@
+// SSH position selection: one representative per dft mirror class (per layer and global), and the
+// global selection's k-way merge against a full sort.
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { Prng, randomLinear } from "./peft_helpers.ts";
 import { getGpu, type Gpu, readF32, upload } from "../lib/gpu/mod.ts";

@@ -1,6 +1,7 @@
-// The adapter review's findings: FourierFT positions past torch's 64-bit randperm threshold, PEFT's
-// FourierFT `alpha`, a LoRA adapter on GPT-2's tied LM head, layers_to_transform with targets
-// named by their whole path, and FourierFT's layers_pattern alone.
+// LoRA and FourierFT as PEFT makes and loads them: FourierFT positions past torch's 64-bit randperm
+// threshold, PEFT's FourierFT `alpha`, a LoRA adapter on GPT-2's tied LM head, layers_to_transform
+// with targets named by their whole path, FourierFT's layers_pattern alone, and the errors of heads
+// an adapter leaves frozen.
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { FIXTURES, loadableFamilies, Prng } from "./peft_helpers.ts";

@@ -1,5 +1,5 @@
 /**
- * Data input fixes: integer labels looked up by name first, an eval file of the training file's
+ * Data files read as transformers reads them: integer labels looked up by name first, an eval file of the training file's
  * kind of labels, strict UTF-8, decimal labels in text, an empty eval split that flags need, JSON
  * arrays, the fields and label sources that errors name, and field flags that cannot apply.
  */
