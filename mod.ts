@@ -231,7 +231,7 @@ export {
   type TaggedWords,
   type TagOptions,
   tagWords,
-} from "./lib/train/tag.ts";
+} from "./lib/infer/tag.ts";
 export {
   type ChatMessage,
   type ChatTemplate,
@@ -272,7 +272,7 @@ export {
   type ClassifyOptions,
   type Prediction,
   type TextInput,
-} from "./lib/train/predict.ts";
+} from "./lib/infer/predict.ts";
 export {
   generate,
   generateBatch,
@@ -281,9 +281,9 @@ export {
   type Generation,
   GREEDY_TOKENS_PER_READ,
   keepSharedPrefix,
-} from "./lib/train/generate.ts";
-export { applyRepetitionPenalty, sampleToken, type SamplingCuts } from "./lib/train/sampling.ts";
-export { Chat, type ChatOptions } from "./lib/train/chat.ts";
+} from "./lib/infer/generate.ts";
+export { applyRepetitionPenalty, sampleToken, type SamplingCuts } from "./lib/infer/sampling.ts";
+export { Chat, type ChatOptions } from "./lib/infer/chat.ts";
 export {
   BEST_DIR,
   type BestOptions,

@@ -10,7 +10,7 @@
 import { benchArgs } from "./args.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { generate } from "../lib/train/generate.ts";
+import { generate } from "../lib/infer/generate.ts";
 import { table } from "./stats.ts";
 
 const { values: v } = benchArgs(import.meta.url, {

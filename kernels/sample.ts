@@ -1,5 +1,5 @@
 /**
- * Sampling the next token on the GPU, as `sampleToken` (lib/train/sampling.ts) does on the CPU:
+ * Sampling the next token on the GPU, as `sampleToken` (lib/infer/sampling.ts) does on the CPU:
  * softmax(logits / temperature) cut to the k most probable tokens (k ≤ {@link SAMPLE_MAX_K}) and
  * those tied with the k-th, then to those whose probabilities before them hold less than top-p of
  * the mass, then to those at least min-p times as probable as the first, and one of those drawn by

@@ -6,13 +6,13 @@
 import { chatTemplate } from "../lib/io/chat_template.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { Chat } from "../lib/train/chat.ts";
-import { generate, keepSharedPrefix } from "../lib/train/generate.ts";
+import { Chat } from "../lib/infer/chat.ts";
+import { generate, keepSharedPrefix } from "../lib/infer/generate.ts";
 import { chatCommand } from "../lib/cli/chat.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { samplingOf } from "../lib/cli/generation.ts";
-import { endTokenIds } from "../lib/train/generate.ts";
+import { endTokenIds } from "../lib/infer/generate.ts";
 import { runCli, withTempDir } from "./train_helpers.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 

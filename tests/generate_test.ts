@@ -11,7 +11,7 @@ import { loadTokenizer, type Tokenizer } from "../lib/io/tokenizer.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import { endTokenIds, generate, generateBatch } from "../lib/train/generate.ts";
+import { endTokenIds, generate, generateBatch } from "../lib/infer/generate.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";

@@ -13,7 +13,7 @@ import {
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
-import { generate } from "../lib/train/generate.ts";
+import { generate } from "../lib/infer/generate.ts";
 import {
   type Instruction,
   instructionDataset,

@@ -9,7 +9,7 @@ import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import type { Batch, ForwardOptions, Model } from "../lib/models/model.ts";
 import { loadAdapterInto } from "../lib/peft/apply.ts";
 import { noGrad, Tensor, tidy, withAttentionPath } from "../lib/tensor/mod.ts";
-import { generate } from "../lib/train/generate.ts";
+import { generate } from "../lib/infer/generate.ts";
 import { assert, assertClose, assertEquals, assertThrows, relL2 } from "./assert.ts";
 import type { KvCacheDtype } from "../lib/models/kv_cache.ts";
 import { randomIds } from "./model_helpers.ts";

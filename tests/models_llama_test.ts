@@ -1,7 +1,7 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import { maxTokens, pastPretraining } from "../lib/io/hf_config.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { generate } from "../lib/train/generate.ts";
+import { generate } from "../lib/infer/generate.ts";
 import { ropeInverseFrequencies, ropeInverseFrequencies64 } from "../lib/nn/rope.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";
 import { decoderSuite } from "./decoder_suite.ts";

@@ -8,7 +8,7 @@
 import { getGpu } from "../lib/gpu/mod.ts";
 import { CacheRotationError, type KvCache } from "../lib/models/kv_cache.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { generate } from "../lib/train/generate.ts";
+import { generate } from "../lib/infer/generate.ts";
 import { modelParity } from "../lib/models/parity.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";
 import { loraConfig } from "../lib/peft/config.ts";

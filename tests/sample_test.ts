@@ -3,8 +3,8 @@
 // draws are seeded.
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
-import { generate, generateBatch } from "../lib/train/generate.ts";
-import { samplingCandidates, type SamplingCuts } from "../lib/train/sampling.ts";
+import { generate, generateBatch } from "../lib/infer/generate.ts";
+import { samplingCandidates, type SamplingCuts } from "../lib/infer/sampling.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { Tensor } from "../lib/tensor/mod.ts";
 import { sampleTokens } from "../lib/tensor/ops/sample.ts";

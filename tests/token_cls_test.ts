@@ -8,7 +8,7 @@ import { tidy } from "../lib/tensor/mod.ts";
 import { BatchIterator, collate } from "../lib/train/data.ts";
 import { entities, entityScores, isEntityTagSet } from "../lib/train/entities.ts";
 import { DataError } from "../lib/train/readers.ts";
-import { namedEntities, splitWords } from "../lib/train/tag.ts";
+import { namedEntities, splitWords } from "../lib/infer/tag.ts";
 import { evaluate, inOrder, toModelBatch } from "../lib/train/tasks.ts";
 import { readTaggedFile, type TaggedExample, TokenClassificationDataset } from "../lib/train/token_data.ts";
 import { assert, assertClose, assertEquals, assertRejects, assertThrows } from "./assert.ts";

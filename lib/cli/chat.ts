@@ -8,8 +8,8 @@
 import type { WeightDtype } from "../nn/load.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
-import { Chat } from "../train/chat.ts";
-import { endTokenIds } from "../train/generate.ts";
+import { Chat } from "../infer/chat.ts";
+import { endTokenIds } from "../infer/generate.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,

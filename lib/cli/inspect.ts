@@ -22,7 +22,7 @@ import { ArgsError, type CommandSpec, DEFAULT_MODEL, DTYPE_FLAG, refuseGiven, wi
 import { formatBytes, storageSummary } from "../models/storage.ts";
 import type { WeightDtype } from "../nn/load.ts";
 import { loadForUse } from "./load.ts";
-import { endTokenIds } from "../train/generate.ts";
+import { endTokenIds } from "../infer/generate.ts";
 import { checkOutputFolder } from "./output.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";

@@ -29,9 +29,9 @@ import {
   generateBatch,
   type GenerateBatchOptions,
   type Generation,
-} from "../train/generate.ts";
-import { classify, classifyImages, type Prediction } from "../train/predict.ts";
-import { namedEntities, type NamedEntity, splitWords, type TaggedWords, tagWords } from "../train/tag.ts";
+} from "../infer/generate.ts";
+import { classify, classifyImages, type Prediction } from "../infer/predict.ts";
+import { namedEntities, type NamedEntity, splitWords, type TaggedWords, tagWords } from "../infer/tag.ts";
 import { isConllFile, isTaggedRecord, readTaggedFile } from "../train/token_data.ts";
 import {
   ArgsError,

@@ -15,10 +15,10 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import { maxTokens } from "../io/hf_config.ts";
 import type { Model } from "../models/model.ts";
 import { noGrad, tidy } from "../tensor/mod.ts";
-import { BatchIterator } from "./data.ts";
-import { entities, type Entity, isEntityTagSet } from "./entities.ts";
-import { toModelBatch } from "./tasks.ts";
-import { TokenClassificationDataset } from "./token_data.ts";
+import { BatchIterator } from "../train/data.ts";
+import { entities, type Entity, isEntityTagSet } from "../train/entities.ts";
+import { toModelBatch } from "../train/tasks.ts";
+import { TokenClassificationDataset } from "../train/token_data.ts";
 
 /** One sentence's tags. */
 export interface TaggedWords {
