@@ -72,11 +72,10 @@ export {
   openCheckpoint,
   openSafetensors,
   SafetensorsFile,
-  type TensorData,
   type TensorInfo,
   type TensorSource,
-  writeSafetensors,
 } from "./lib/io/safetensors.ts";
+export { type TensorData, writeSafetensors } from "./lib/io/safetensors_write.ts";
 export { type Dtype, type TypedArray } from "./lib/io/dtype.ts";
 export {
   type Activation,
@@ -165,18 +164,20 @@ export {
 } from "./lib/peft/files.ts";
 export { type WriteMergedOptions } from "./lib/peft/merge.ts";
 export {
-  BatchIterator,
-  type BatchIteratorOptions,
   CausalLmDataset,
   type CausalLmOptions,
   ClassificationDataset,
   type ClassificationDatasetOptions,
   type Dataset,
   IGNORE_INDEX,
-  type Position,
   type Row,
-  type TrainBatch,
 } from "./lib/train/data.ts";
+export {
+  BatchIterator,
+  type BatchIteratorOptions,
+  type Position,
+  type TrainBatch,
+} from "./lib/train/batches.ts";
 export {
   type ClassificationData,
   DataError,

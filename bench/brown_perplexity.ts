@@ -19,7 +19,7 @@ import { evaluateCausalLm } from "../lib/models/evaluate.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { gpt2Reference, referenceWeights, rowLosses } from "../lib/models/reference.ts";
 import type { Gpt2Config } from "../lib/io/hf_config.ts";
-import { collate } from "../lib/train/data.ts";
+import { collate } from "../lib/train/batches.ts";
 import { openCheckpoint } from "../lib/io/safetensors.ts";
 import { modelShapes } from "../lib/models/shapes.ts";
 

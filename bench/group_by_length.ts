@@ -14,7 +14,8 @@ import { loadBrownText } from "../lib/train/datasets.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { loadModelTokenizer } from "../lib/models/load.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
-import { BatchIterator, ClassificationDataset } from "../lib/train/data.ts";
+import { ClassificationDataset } from "../lib/train/data.ts";
+import { BatchIterator } from "../lib/train/batches.ts";
 import { median, table } from "./stats.ts";
 
 const { values: v } = benchArgs(import.meta.url, {

@@ -31,7 +31,7 @@ import type { WeightDtype } from "../lib/nn/load.ts";
 import { DEFAULT_LR, type Method, type PreparedMethod, prepareMethod } from "../lib/cli/method.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { add, ATTENTION_PATH, keep, noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
-import type { TrainBatch } from "../lib/train/data.ts";
+import type { TrainBatch } from "../lib/train/batches.ts";
 import { AdamW } from "../lib/train/optim.ts";
 import { batchLoss } from "../lib/train/tasks.ts";
 import type { MatmulTile } from "../lib/linalg/matmul.ts";

@@ -8,9 +8,9 @@ import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { ArgsError } from "../lib/cli/args.ts";
 import { type DataSpec, loadSplits } from "../lib/cli/setup.ts";
+import { LabelMap } from "../lib/train/labels.ts";
 import {
   DataError,
-  LabelMap,
   readClassificationFile,
   readTextDocuments,
   readTexts,

@@ -6,7 +6,8 @@
  */
 import { join } from "node:path";
 import type { Gpu } from "../lib/gpu/mod.ts";
-import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { loadModel } from "../lib/models/load.ts";
 import type { Batch, Model } from "../lib/models/model.ts";
 import { modelParity, referenceBatch } from "../lib/models/parity.ts";

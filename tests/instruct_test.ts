@@ -26,7 +26,7 @@ import { DataError, recordFieldNames } from "../lib/train/readers.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";
-import { chooseTask } from "../lib/cli/setup.ts";
+import { chooseTask } from "../lib/cli/task.ts";
 import { templateKwargs } from "../lib/cli/args.ts";
 import { withTempDir } from "./temp_dir.ts";
 
@@ -664,7 +664,8 @@ Deno.test("a Qwen2 model end to end: train on conversations, merge, chat with th
       architectures: ["Qwen2ForCausalLM"],
     });
     try {
-      const { openSafetensors, writeSafetensors } = await import("../lib/io/safetensors.ts");
+      const { openSafetensors } = await import("../lib/io/safetensors.ts");
+      const { writeSafetensors } = await import("../lib/io/safetensors_write.ts");
       const file = await openSafetensors(join(model, "model.safetensors"));
       const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
       for (const name of file.names) {

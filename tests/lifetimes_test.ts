@@ -2,7 +2,8 @@
  * GPU memory across whole runs: what a `train` command leaves in the pool, and how much the pool
  * keeps allocated while the batch shapes vary from step to step.
  */
-import { ensurePadToken, loadSplits, readModelConfig } from "../lib/cli/setup.ts";
+import { loadSplits } from "../lib/cli/setup.ts";
+import { ensurePadToken, readModelConfig } from "../lib/cli/task.ts";
 import { getGpu, type PoolStats } from "../lib/gpu/mod.ts";
 import { BufferPool } from "../lib/gpu/pool.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";

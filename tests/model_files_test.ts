@@ -12,9 +12,8 @@ import {
   openSafetensors,
   SafetensorsError,
   ShardedCheckpoint,
-  type TensorData,
-  writeSafetensors,
 } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { loadTokenizer, TokenizerError } from "../lib/io/tokenizer.ts";
 import { ArgsError } from "../lib/cli/args.ts";
 import { loadForUse } from "../lib/cli/load.ts";

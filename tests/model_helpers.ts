@@ -9,7 +9,8 @@ import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
 import { type Method, type MethodOptions, prepareMethod } from "../lib/cli/method.ts";
 import { batchLoss, type TaskName } from "../lib/train/tasks.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
-import { openCheckpoint, openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openCheckpoint, openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import type { Batch, Model } from "../lib/models/model.ts";
 import {
   gpt2Reference,

@@ -1,7 +1,8 @@
 import { join } from "node:path";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
-import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { loadingProgress } from "../lib/cli/loading.ts";
 import { loadModel, loadModelTokenizer, registeredFamilies } from "../lib/models/load.ts";
 import { assert, assertClose, assertEquals } from "./assert.ts";

@@ -4,7 +4,8 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { loadHfConfig, parseHfConfig } from "../lib/io/hf_config.ts";
-import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { type ModelShapes, modelShapes } from "../lib/models/shapes.ts";
 import { attachAdapter, loadAdapterInto } from "../lib/peft/apply.ts";

@@ -1,6 +1,7 @@
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { loadHfConfig, parseHfConfig } from "../lib/io/hf_config.ts";
-import { openCheckpoint, openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openCheckpoint, openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { type ModelShapes, modelShapes } from "../lib/models/shapes.ts";
 import {
   adapterConfigToText,

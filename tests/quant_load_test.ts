@@ -1,12 +1,8 @@
 // Quantized frozen weights: kept quantized in an encoder's q/k/v product, a merge refused before it
 // changes any layer, and values a code cannot hold refused when loading.
 import { getGpu } from "../lib/gpu/mod.ts";
-import {
-  openSafetensors,
-  SafetensorsError,
-  type TensorData,
-  writeSafetensors,
-} from "../lib/io/safetensors.ts";
+import { openSafetensors, SafetensorsError } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { fusedProjection } from "../lib/nn/fused_linear.ts";
 import { attachAdapter } from "../lib/peft/apply.ts";

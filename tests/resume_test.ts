@@ -1,4 +1,5 @@
-import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { clearOutDir } from "../lib/cli/run_dir.ts";
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";

@@ -17,9 +17,8 @@ import {
   openSafetensors,
   SafetensorsError,
   ShardedCheckpoint,
-  type TensorData,
-  writeSafetensors,
 } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { withAtomicFile, writeAll, writeFileAtomic } from "../lib/io/atomic.ts";
 import { withTempDir } from "./temp_dir.ts";
 

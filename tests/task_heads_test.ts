@@ -3,7 +3,8 @@
 // pixel arrays resized as transformers resizes them.
 import { getGpu } from "../lib/gpu/mod.ts";
 import type { ImageProcessorConfig } from "../lib/io/image.ts";
-import { openSafetensors, type TensorData, writeSafetensors } from "../lib/io/safetensors.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { readImageData } from "../lib/train/image_data.ts";

@@ -5,7 +5,7 @@ import { getGpu } from "../lib/gpu/mod.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { tidy } from "../lib/tensor/mod.ts";
-import { BatchIterator, collate } from "../lib/train/data.ts";
+import { BatchIterator, collate } from "../lib/train/batches.ts";
 import { entities, entityScores, isEntityTagSet } from "../lib/train/entities.ts";
 import { DataError } from "../lib/train/readers.ts";
 import { namedEntities, splitWords } from "../lib/infer/tag.ts";

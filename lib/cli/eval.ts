@@ -30,7 +30,8 @@ import {
 } from "./args.ts";
 import { loadForUse, planUse } from "./load.ts";
 import { explainDeviceError } from "./errors.ts";
-import { defaultData, isBuiltinData, loadSplits, TASK_FLAGS } from "./setup.ts";
+import { isBuiltinData, loadSplits } from "./setup.ts";
+import { defaultData, TASK_FLAGS } from "./task.ts";
 
 const FLAGS = {
   ...MODEL_FLAGS,

@@ -19,7 +19,7 @@ import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
-import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig } from "./setup.ts";
+import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig } from "./task.ts";
 
 /** What {@link loadForUse} loaded. */
 export interface Loaded {

@@ -78,17 +78,16 @@ import {
 } from "./method.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
 import { checkOutDir, clearOutDir, runArgs, shellLine, withSavedArgs } from "./run_dir.ts";
+import { isBuiltinData, loadSplits } from "./setup.ts";
 import {
   checkTaskFits,
   chooseTask,
   defaultData,
   ensurePadToken,
-  isBuiltinData,
-  loadSplits,
   readModelConfig,
   TASK_FLAGS,
   taskOfConfig,
-} from "./setup.ts";
+} from "./task.ts";
 
 const FLAGS = {
   model: {

@@ -15,7 +15,8 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import { maxTokens } from "../io/hf_config.ts";
 import type { Batch, Model } from "../models/model.ts";
 import { noGrad, Tensor, tidy } from "../tensor/mod.ts";
-import { BatchIterator, ClassificationDataset } from "../train/data.ts";
+import { ClassificationDataset } from "../train/data.ts";
+import { BatchIterator } from "../train/batches.ts";
 import { toModelBatch } from "../train/tasks.ts";
 
 /** A text to classify: one text, or a pair (GLUE-style tasks). */

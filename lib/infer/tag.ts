@@ -15,7 +15,7 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import { maxTokens } from "../io/hf_config.ts";
 import type { Model } from "../models/model.ts";
 import { noGrad, tidy } from "../tensor/mod.ts";
-import { BatchIterator } from "../train/data.ts";
+import { BatchIterator } from "../train/batches.ts";
 import { entities, type Entity, isEntityTagSet } from "../train/entities.ts";
 import { toModelBatch } from "../train/tasks.ts";
 import { TokenClassificationDataset } from "../train/token_data.ts";

@@ -6,7 +6,8 @@
  */
 import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { crossEntropy, noGrad, slice, Tensor, tidy } from "../tensor/mod.ts";
-import { collate, type Dataset } from "../train/data.ts";
+import type { Dataset } from "../train/data.ts";
+import { collate } from "../train/batches.ts";
 import type { Model } from "./model.ts";
 
 /** Options of {@link evaluateCausalLm}. */

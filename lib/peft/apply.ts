@@ -36,9 +36,9 @@ import type { LinearShape } from "../models/shapes.ts";
 import type { Linear } from "../nn/linear.ts";
 import type { Tensor } from "../tensor/mod.ts";
 import { type AdapterConfig, peftTaskType } from "./config.ts";
+import { checkAdapter } from "./check_adapter.ts";
 import {
   type Adapter,
-  checkAdapter,
   type FourierFTModule,
   loadAdapter,
   type LoraModule,

@@ -30,14 +30,8 @@ import type { Gpu } from "../gpu/device.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { type Dtype, DTYPES } from "../io/dtype.ts";
 import { isWithin, statOrNull } from "../io/paths.ts";
-import {
-  type LazyTensor,
-  openCheckpoint,
-  openSafetensors,
-  ShardedCheckpoint,
-  type TensorSource,
-  writeSafetensorsLazily,
-} from "../io/safetensors.ts";
+import { openCheckpoint, openSafetensors, ShardedCheckpoint, type TensorSource } from "../io/safetensors.ts";
+import { type LazyTensor, writeSafetensorsLazily } from "../io/safetensors_write.ts";
 import type { Model } from "../models/model.ts";
 import "../models/families.ts";
 import { getFamily } from "../models/registry.ts";

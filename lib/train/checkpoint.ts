@@ -17,8 +17,9 @@
  */
 import { join } from "node:path";
 import { leftoverPattern, writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
-import { openSafetensors, type TensorData, writeSafetensors } from "../io/safetensors.ts";
-import type { Position } from "./data.ts";
+import { openSafetensors } from "../io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../io/safetensors_write.ts";
+import type { Position } from "./batches.ts";
 import { pathExists } from "../io/paths.ts";
 
 /** The checkpoint folder's name inside a run's output directory. */

@@ -13,7 +13,7 @@
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { type HfConfig, parseHfConfig } from "../io/hf_config.ts";
-import { type TensorData, writeSafetensors } from "../io/safetensors.ts";
+import { type TensorData, writeSafetensors } from "../io/safetensors_write.ts";
 import { modelShapes, type ParamShape } from "../models/shapes.ts";
 import { initKind } from "../nn/init.ts";
 import { Prng } from "../spectral/prng.ts";

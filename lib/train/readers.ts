@@ -15,6 +15,7 @@
  */
 import { parquetColumns, ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
 import { CsvError, parseCsv } from "../io/csv.ts";
+import { DECIMAL, LabelMap } from "./labels.ts";
 
 /** A data file that cannot be used: missing, malformed, a missing field, a bad label, no examples. */
 export class DataError extends Error {
@@ -385,9 +386,6 @@ function examplesFrom(
   return { path, examples, labelNames, textFields, labelField, multiLabel };
 }
 
-/** A decimal number as text: sign, digits, fraction, exponent (no hex, binary, NaN or Infinity). */
-const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
-
 /** A regression target: a finite number, or a string holding one in decimal. */
 function targetValue(value: unknown, where: string, field: string): number {
   const v = typeof value === "string" && DECIMAL.test(value.trim()) ? Number(value) : value;
@@ -545,186 +543,6 @@ async function firstLines(path: string): Promise<string> {
   }
   const lines = text.split("\n"), first = lines.findIndex((l) => l.trim() !== "");
   return first < 0 ? text : lines.slice(0, first + 1).join("\n");
-}
-
-/** Options of {@link LabelMap}. */
-export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "labelsFrom" | "numLabels" | "idsAs"> {
-  /**
-   * The names of the data's integer ids, a Parquet column's ClassLabel names: the names of the ids
-   * when `labels` is not given, else the way to look each id up there by name.
-   */
-  classNames?: readonly string[];
-}
-
-/**
- * Class labels as data files hold them → class ids: names, and integers by their text, looked up
- * among the known ones (see {@link ReadOptions.labels}); other names numbered in first-seen order;
- * integer ids (numbers, or strings of digits) that name no class kept as they are, or looked up by
- * their class name ({@link LabelMapOptions.classNames}); each id checked against the head's
- * num_labels.
- */
-export class LabelMap {
-  private readonly given: Map<string, number> | null;
-  /** The names of the data's ids, when they differ from the known labels' (looked up by name). */
-  private readonly classNames: readonly string[] | null;
-  /** The data's integers are a ClassLabel column's ids, not names. */
-  private readonly columnIds: boolean;
-  /** Some known name is a number other than its id: an integer that names no class is ambiguous. */
-  private readonly numberNames: boolean;
-  private readonly idsAs: string | null;
-  /** The known labels as errors name them: their list, and where they come from. */
-  private readonly known: string;
-  private readonly seen = new Map<string, number>();
-  private sawInteger = false;
-  private readonly limit: number | null;
-
-  /** `whose` names the known labels in errors, e.g. "the training data's". */
-  constructor(opts: LabelMapOptions, whose = "the labels") {
-    const known = opts.labels ?? opts.classNames;
-    this.given = known ? new Map(known.map((name, id) => [name, id])) : null;
-    this.classNames = opts.labels && opts.classNames ? opts.classNames : null;
-    this.columnIds = opts.classNames !== undefined;
-    this.numberNames = !this.columnIds &&
-      (opts.labels ?? []).some((name, id) => /^\d+$/.test(name) && Number(name) !== id);
-    this.idsAs = opts.idsAs ?? null;
-    this.known = `${whose} ${JSON.stringify(known ?? [])}${opts.labelsFrom ? ` (${opts.labelsFrom})` : ""}`;
-    if (opts.numLabels !== undefined && !(Number.isInteger(opts.numLabels) && opts.numLabels >= 1)) {
-      throw new RangeError(`numLabels must be an integer ≥ 1, got ${opts.numLabels}`);
-    }
-    this.limit = opts.numLabels ?? known?.length ?? null;
-  }
-
-  /** The id of label `value`, found at `where` (a file and line, for errors). */
-  id(value: unknown, where: string): number {
-    const id = this.lookUp(value, where);
-    if (this.sawInteger && this.seen.size > 0) {
-      throw new DataError(
-        `${where}: the labels mix integer ids and names (${JSON.stringify(value)}); give one kind`,
-      );
-    }
-    if (this.limit !== null && id >= this.limit) {
-      throw new DataError(
-        `${where}: label ${JSON.stringify(value)} (id ${id}) does not fit the head's ${this.limit} labels ` +
-          `(ids 0..${this.limit - 1})`,
-      );
-    }
-    return id;
-  }
-
-  /** The id of `value` before the checks every id gets. */
-  private lookUp(value: unknown, where: string): number {
-    let number = value;
-    const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
-    if (typeof value === "string") {
-      const named = this.given?.get(value);
-      if (named !== undefined) return named;
-      if (value.trim() === "") throw new DataError(`${where}: the label is empty`);
-      // a number written as text (CSV, TSV) is taken as the same JSON number
-      if (!DECIMAL.test(value.trim())) return this.byName(value, where);
-      number = Number(value.trim());
-    }
-    if (typeof number !== "number") {
-      throw new DataError(`${where}: label ${JSON.stringify(value)} is neither an integer nor a string`);
-    }
-    if (!Number.isSafeInteger(number) || number < 0) {
-      throw new DataError(
-        `${where}: label ${shown} is not a class id (an integer ≥ 0); real-valued labels train a ` +
-          `regressor: --regression (the regression option)`,
-      );
-    }
-    this.sawInteger = true;
-    if (this.columnIds) return this.classNames ? this.byClassName(number, where) : number;
-    const named = this.given?.get(String(number));
-    if (named !== undefined) return named;
-    if (this.numberNames) {
-      const why = "these names are numbers, so integer labels are looked up by name, not taken as ids";
-      throw new DataError(`${where}: label ${shown} is not one of ${this.known}; ${why}`);
-    }
-    return number;
-  }
-
-  /** The id of a name: a known one, else the next free id (first-seen order). */
-  private byName(value: string, where: string): number {
-    if (this.given) {
-      throw new DataError(
-        `${where}: label ${JSON.stringify(value)} is not one of ${this.known}`,
-      );
-    }
-    if (this.idsAs) {
-      throw new DataError(
-        `${where}: label ${JSON.stringify(value)} is a name, but the labels of ${this.idsAs} are integer ids`,
-      );
-    }
-    const id = this.seen.get(value) ?? this.seen.size;
-    this.seen.set(value, id);
-    return id;
-  }
-
-  /** The known id of the data's id `value`, through its class name. */
-  private byClassName(value: number, where: string): number {
-    const names = this.classNames!, name = names[value];
-    if (name === undefined) {
-      throw new DataError(
-        `${where}: label ${value} is not one of the column's ${names.length} class ids (0..${
-          names.length - 1
-        }: ${JSON.stringify(names)})`,
-      );
-    }
-    const id = this.given!.get(name);
-    if (id === undefined) {
-      throw new DataError(
-        `${where}: label ${value} (class ${JSON.stringify(name)}) is not one of ${this.known}`,
-      );
-    }
-    return id;
-  }
-
-  /** The class names by id: the known ones, or those seen; null when the labels were ids. */
-  names(): string[] | null {
-    if (this.given) return [...this.given.keys()];
-    return this.seen.size > 0 ? [...this.seen.keys()] : null;
-  }
-}
-
-/** Example `ex` (number `index`) in errors: by its file and line, else by `source` and its index. */
-export function exampleName(ex: Example, index: number, source?: string): string {
-  if (ex.source !== undefined) return `${ex.source}: the example`;
-  return `${source === undefined ? "" : `${source}: `}example ${index}`;
-}
-
-/**
- * Throw unless every example has a list of label ids below `numLabels` (multi-label data made in
- * code, too). `source` names them.
- */
-export function checkLabelLists(examples: readonly Example[], numLabels: number, source: string): void {
-  examples.forEach((ex, i) => {
-    const bad = ex.labels?.find((id) => !(Number.isInteger(id) && id >= 0 && id < numLabels));
-    if (!ex.labels || bad !== undefined) {
-      throw new DataError(
-        `${exampleName(ex, i, source)} ${
-          ex.labels ? `has label ${bad}, which does not fit` : "has no label list for"
-        } ` +
-          `the head's ${numLabels} labels (ids 0..${numLabels - 1})`,
-      );
-    }
-  });
-}
-
-/**
- * Throw unless every example's label is an id below `numLabels` (examples made in code, e.g.
- * from a packaged dataset, never went through a file's checks). `source` names them.
- */
-export function checkLabels(examples: readonly Example[], numLabels: number, source: string): void {
-  examples.forEach((ex, i) => {
-    if (!(Number.isInteger(ex.label) && ex.label >= 0 && ex.label < numLabels)) {
-      throw new DataError(
-        `${
-          exampleName(ex, i, source)
-        } has label ${ex.label}, which does not fit the head's ${numLabels} labels ` +
-          `(ids 0..${numLabels - 1})`,
-      );
-    }
-  });
 }
 
 /** Whether {@link readTextDocuments} reads `path` as plain text (not as a file of records). */

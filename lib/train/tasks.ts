@@ -8,7 +8,7 @@
 import type { Batch, Model, ModelTask } from "../models/model.ts";
 import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
-import { BatchIterator, type Position, type TrainBatch } from "./data.ts";
+import { BatchIterator, type Position, type TrainBatch } from "./batches.ts";
 import { entityScores, isEntityTagSet, type TypeScores } from "./entities.ts";
 import { f1, matthews, multiLabelScores, pearson, spearman } from "./metrics.ts";
 

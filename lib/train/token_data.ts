@@ -16,7 +16,8 @@
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { checkIndex, type Dataset, IGNORE_INDEX, type Row } from "./data.ts";
-import { DataError, LabelMap, readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
+import { DataError, readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
+import { LabelMap } from "./labels.ts";
 
 /** One tagged sentence: its words and each word's tag id. */
 export interface TaggedExample {
