@@ -43,6 +43,7 @@ export {
   type DropoutKey,
   type DropoutRows,
   type DType,
+  IGNORE_INDEX,
   type QuantKind,
   type Shape,
   Tensor,
@@ -169,7 +170,6 @@ export {
   ClassificationDataset,
   type ClassificationDatasetOptions,
   type Dataset,
-  IGNORE_INDEX,
   type Row,
 } from "./lib/train/data.ts";
 export {

@@ -210,7 +210,7 @@ Deno.test("predict takes generation_config.json's sampling settings, says so, an
       temperature: 0.8,
       topK: 20,
       repetitionPenalty: 1.3,
-      eosTokenIds: await endTokenIds(model, tokenizer),
+      eosTokenIds: endTokenIds(model, tokenizer),
     });
     model.dispose();
     assertEquals(JSON.parse(r.out).completion, g.text);

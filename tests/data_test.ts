@@ -9,7 +9,8 @@ import { withTempDir } from "./train_helpers.ts";
 import { loadTokenizer, TextTooLongError } from "../lib/io/tokenizer.ts";
 import { parseCsv } from "../lib/io/csv.ts";
 import { plainValue } from "../lib/io/parquet.ts";
-import { CausalLmDataset, ClassificationDataset, documentTokens, IGNORE_INDEX } from "../lib/train/data.ts";
+import { CausalLmDataset, ClassificationDataset, documentTokens } from "../lib/train/data.ts";
+import { IGNORE_INDEX } from "../lib/tensor/mod.ts";
 import { BatchIterator, collate, type TrainBatch } from "../lib/train/batches.ts";
 import { checkLabels } from "../lib/train/labels.ts";
 import {

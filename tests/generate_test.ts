@@ -209,14 +209,23 @@ Deno.test("generate: stops at generation_config.json's and the tokenizer's end i
       const end = free.ids[prompt.length + 2]; // the third new token ends a turn (first occurrence)
       const upTo = free.ids.indexOf(end, prompt.length) + 1;
       assert(!model.config.eosTokenIds.includes(end), "config.json does not name it");
+      // read once, when the model loads: generate itself reads no files
       await Deno.writeTextFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [end] }));
-      const g = await generate(model, tokenizer, prompt, { maxNewTokens: 6 });
-      assertEquals([g.stop, g.ids], ["eos", free.ids.slice(0, upTo)]);
-      const [row] = await generateBatch(model, tokenizer, [prompt], { maxNewTokens: 6 });
-      assertEquals([row.stop, row.ids], ["eos", free.ids.slice(0, upTo)]);
-      // given ids replace the defaults
-      const given = await generate(model, tokenizer, prompt, { maxNewTokens: 6, eosTokenIds: [] });
-      assertEquals([given.stop, given.ids], ["length", free.ids]);
+      const unread = await generate(model, tokenizer, prompt, { maxNewTokens: 6 });
+      assertEquals([unread.stop, unread.ids], ["length", free.ids]);
+      const chat = await loadModel(gpu, dir);
+      try {
+        assertEquals(chat.config.generationEosTokenIds, [end]);
+        const g = await generate(chat, tokenizer, prompt, { maxNewTokens: 6 });
+        assertEquals([g.stop, g.ids], ["eos", free.ids.slice(0, upTo)]);
+        const [row] = await generateBatch(chat, tokenizer, [prompt], { maxNewTokens: 6 });
+        assertEquals([row.stop, row.ids], ["eos", free.ids.slice(0, upTo)]);
+        // given ids replace the defaults
+        const given = await generate(chat, tokenizer, prompt, { maxNewTokens: 6, eosTokenIds: [] });
+        assertEquals([given.stop, given.ids], ["length", free.ids]);
+      } finally {
+        chat.dispose();
+      }
       // the tokenizer's end-of-sequence token ends the text too, where neither config names it
       await Deno.remove(join(dir, "generation_config.json"));
       await Deno.writeTextFile(
@@ -225,7 +234,7 @@ Deno.test("generate: stops at generation_config.json's and the tokenizer's end i
       );
       const ending = await loadModelTokenizer(model.config);
       assertEquals(ending.special.eos, end);
-      assertEquals(await endTokenIds(model, ending), [...model.config.eosTokenIds, end]);
+      assertEquals(endTokenIds(model, ending), [...model.config.eosTokenIds, end]);
       const byTokenizer = await generate(model, ending, prompt, { maxNewTokens: 6 });
       assertEquals([byTokenizer.stop, byTokenizer.ids], ["eos", free.ids.slice(0, upTo)]);
     } finally {

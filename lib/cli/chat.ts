@@ -89,7 +89,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         seed: v.seed,
         cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
         stopTexts: stopTexts(v.stop),
-        eosTokenIds: await endTokenIds(model, tokenizer),
+        eosTokenIds: endTokenIds(model, tokenizer),
       });
       try {
         if (io.prompt) {

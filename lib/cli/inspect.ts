@@ -290,7 +290,7 @@ async function decoderLines(dir: string, model: Model, tokenizer: Tokenizer | nu
     }
   }
   const template = await loadChatTemplate(dir, {}, tokenizer);
-  const ends = await endTokenIds(model, tokenizer);
+  const ends = endTokenIds(model, tokenizer);
   // a generated token's keys and values in every layer
   const perToken = c.numLayers * 2 * ("numKvHeads" in c ? c.numKvHeads : c.numHeads) * c.headDim;
   return [

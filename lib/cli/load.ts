@@ -184,7 +184,7 @@ async function loadAdapterConfigOf(dir: string): Promise<AdapterConfig> {
  * Rows of the classifier weight saved with an adapter (its label count), if any.
  * @throws AdapterFileError when `dir` has no weights file (naming an adapter_model.bin found instead).
  */
-export async function headLabelsOf(dir: string): Promise<number | undefined> {
+async function headLabelsOf(dir: string): Promise<number | undefined> {
   const file = await openSafetensors(await adapterWeightsPath(dir));
   const heads = [/\.?score\.weight$/, /classifier\.out_proj\.weight$/, /classifier\.weight$/];
   for (const re of heads) {

@@ -346,7 +346,7 @@ async function promptSettings(
     : null;
   const sampling = await samplingOf(dir, flags);
   if (sampling.note) console.error(sampling.note);
-  return { template, eosTokenIds: await endTokenIds(model, tokenizer), sampling };
+  return { template, eosTokenIds: endTokenIds(model, tokenizer), sampling };
 }
 
 /**

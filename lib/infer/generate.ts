@@ -12,8 +12,6 @@
  * ```
  * @module
  */
-import { dirname } from "node:path";
-import { loadGenerationConfig } from "../io/generation_config.ts";
 import { maxTokens } from "../io/hf_config.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { CacheRotationError, type KvCache, type KvCacheDtype } from "../models/kv_cache.ts";
@@ -120,7 +118,7 @@ export async function generate(
   prompt: string | readonly number[],
   opts: GenerateOptions = {},
 ): Promise<Generation> {
-  const d = await decodingOf(model, tokenizer, opts, "generate");
+  const d = decodingOf(model, tokenizer, opts, "generate");
   const ids = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (ids.length === 0) throw new Error(`generate: the prompt has no tokens`);
   const positions = maxTokens(model.config);
@@ -176,7 +174,7 @@ export async function generateBatch(
   prompts: readonly (string | readonly number[])[],
   opts: GenerateBatchOptions = {},
 ): Promise<Generation[]> {
-  const d = await decodingOf(model, tokenizer, opts, "generateBatch");
+  const d = decodingOf(model, tokenizer, opts, "generateBatch");
   if (prompts.length === 0) return [];
   const rows = prompts.map((p) => (typeof p === "string" ? tokenizer.encode(p) : [...p]));
   const positions = maxTokens(model.config);
@@ -224,21 +222,21 @@ interface Decoding {
 /**
  * The ids that end generated text by default: config.json's eos_token_id, those of the
  * generation_config.json beside it (chat models list their end-of-turn ids there: Llama 3's
- * <|eot_id|> is there alone) and the tokenizer's end-of-sequence token.
+ * <|eot_id|> is there alone; read by loadModel) and the tokenizer's end-of-sequence token.
  */
-export async function endTokenIds(model: Model, tokenizer: Tokenizer): Promise<number[]> {
-  const generation = await loadGenerationConfig(dirname(model.config.path));
+export function endTokenIds(model: Model, tokenizer: Tokenizer): number[] {
   const special = tokenizer.special.eos === null ? [] : [tokenizer.special.eos];
-  return [...new Set([...model.config.eosTokenIds, ...generation.eosTokenIds, ...special])];
+  const generation = model.config.generationEosTokenIds ?? [];
+  return [...new Set([...model.config.eosTokenIds, ...generation, ...special])];
 }
 
 /** The settings of `opts` for `model`, checked; errors name `fn`. */
-async function decodingOf(
+function decodingOf(
   model: Model,
   tokenizer: Tokenizer,
   opts: GenerateBatchOptions,
   fn: string,
-): Promise<Decoding> {
+): Decoding {
   if (model.task !== "causal-lm") {
     throw new Error(`${fn}: the model has a ${model.task} head, not a causal language model head`);
   }
@@ -257,7 +255,7 @@ async function decodingOf(
     throw new RangeError(`${fn}: repetitionPenalty must be > 0, got ${repetitionPenalty}`);
   }
   const eos = new Set(
-    opts.stopAtEos === false ? [] : opts.eosTokenIds ?? await endTokenIds(model, tokenizer),
+    opts.stopAtEos === false ? [] : opts.eosTokenIds ?? endTokenIds(model, tokenizer),
   );
   const stopTexts = (opts.stopTexts ?? []).filter((t) => t !== "");
   return {

@@ -79,6 +79,11 @@ export interface CommonConfig {
   bosTokenId: number | null;
   /** End-of-sequence ids (a config may list several). */
   eosTokenIds: number[];
+  /**
+   * generation_config.json's end-of-sequence ids (chat models end a turn with ids config.json may
+   * not list: Llama 3's <|eot_id|>), read once by loadModel for a causal LM; absent otherwise.
+   */
+  generationEosTokenIds?: number[];
   /** The parsed JSON, for fields not mapped here. */
   raw: Readonly<Record<string, unknown>>;
 }

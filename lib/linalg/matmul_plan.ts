@@ -207,7 +207,7 @@ function tiles(m: number, n: number, t: MatmulTile): number {
  * How many workgroups a product should be cut into to fill `gpu`: the matmul heuristics'
  * notion of the device's width (software adapters get a small one).
  */
-export function targetGroups(gpu: Gpu): number {
+function targetGroups(gpu: Gpu): number {
   return gpu.software ? CPU_TARGET_GROUPS : GPU_TARGET_GROUPS;
 }
 
@@ -242,7 +242,7 @@ export function chooseTile(m: number, n: number, batch = 1, target = GPU_TARGET_
  * loads; only the barriers a step come more often.
  * @throws Error when not even a single-buffered tile of K step 4 fits.
  */
-export function fitTile(
+function fitTile(
   tile: MatmulTile,
   opts: Pick<MatmulOptions, "transA" | "transB">,
   bytes: number,

@@ -20,6 +20,7 @@
  */
 import { dirname, join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
+import { loadGenerationConfig } from "../io/generation_config.ts";
 import { type HfConfig, loadHfConfig } from "../io/hf_config.ts";
 import { openCheckpoint, type TensorSource } from "../io/safetensors.ts";
 import { checkTokenizerFits, loadTokenizer, type Tokenizer } from "../io/tokenizer.ts";
@@ -111,6 +112,8 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
         `(supported: ${Object.keys(family.architectures).join(", ")})`,
     );
   }
+  // the end ids a chat model stops a turn at (once, here: generate reads no files)
+  if (task === "causal-lm") config.generationEosTokenIds = (await loadGenerationConfig(dir)).eosTokenIds;
   const shapes = modelShapes(config, { architecture, numLabels: opts.numLabels });
   const source = opts.source ?? await openCheckpoint(dir);
   const dtype = opts.dtype ?? "f32";

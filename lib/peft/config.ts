@@ -430,11 +430,11 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
     }
     case "LORA": {
       f.unsupported(LORA_UNSUPPORTED, "LoRA");
-      const loraDropout = f.finite("lora_dropout", 0);
+      const loraDropout = f.finite("lora_dropout", LORA_DEFAULTS.loraDropout);
       if (loraDropout < 0 || loraDropout >= 1) {
         throw new AdapterConfigError(`${source}: "lora_dropout" must be in [0, 1), got ${loraDropout}`);
       }
-      const init = f.raw.init_lora_weights ?? true;
+      const init = f.raw.init_lora_weights ?? LORA_DEFAULTS.initLoraWeights;
       if (typeof init !== "boolean" && typeof init !== "string") {
         throw new AdapterConfigError(
           `${source}: "init_lora_weights" must be true, false or an init name, got ${show(init)}`,
@@ -452,12 +452,12 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
       return {
         peftType: "LORA",
         ...common,
-        r: f.int("r", 8, 1),
-        loraAlpha: f.finite("lora_alpha", 8),
+        r: f.int("r", LORA_DEFAULTS.r, 1),
+        loraAlpha: f.finite("lora_alpha", LORA_DEFAULTS.loraAlpha),
         loraDropout,
-        fanInFanOut: f.bool("fan_in_fan_out", false),
+        fanInFanOut: f.bool("fan_in_fan_out", LORA_DEFAULTS.fanInFanOut),
         bias: f.bias(),
-        useRslora: f.bool("use_rslora", false),
+        useRslora: f.bool("use_rslora", LORA_DEFAULTS.useRslora),
         initLoraWeights: init,
         extra: f.extra([...COMMON_FIELDS, ...LORA_FIELDS]),
       };
@@ -472,11 +472,11 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
       return {
         peftType: "FOURIERFT",
         ...common,
-        nFrequency: f.int("n_frequency", 1000, 1),
-        scaling: f.finite("scaling", 150),
-        randomLocSeed: f.int("random_loc_seed", 777, 0),
-        fanInFanOut: f.bool("fan_in_fan_out", false),
-        initWeights: f.bool("init_weights", false),
+        nFrequency: f.int("n_frequency", FOURIERFT_DEFAULTS.nFrequency, 1),
+        scaling: f.finite("scaling", FOURIERFT_DEFAULTS.scaling),
+        randomLocSeed: f.int("random_loc_seed", FOURIERFT_DEFAULTS.randomLocSeed, 0),
+        fanInFanOut: f.bool("fan_in_fan_out", FOURIERFT_DEFAULTS.fanInFanOut),
+        initWeights: f.bool("init_weights", FOURIERFT_DEFAULTS.initWeights),
         bias: f.bias(),
         extra: f.extra([...COMMON_FIELDS, ...FOURIERFT_FIELDS]),
       };

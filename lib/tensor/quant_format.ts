@@ -50,3 +50,8 @@ export function unpackCodes(words: Uint32Array, count: number, kind: QuantKind):
   }
   return codes;
 }
+
+/** The values `codes` stand for, each times its group's scale (code·d). */
+export function decodeValues(codes: Int8Array, scales: ArrayLike<number>): Float64Array {
+  return Float64Array.from(codes, (c, i) => c * scales[Math.floor(i / QUANT_GROUP)]);
+}

@@ -13,8 +13,7 @@ import { type GradNode, releaseGraph, runBackward } from "./autograd.ts";
 import { quantize } from "./ops/quant.ts";
 import { f, launchUnits, u32s } from "./ops/util.ts";
 import { track } from "./scope.ts";
-import { dequantizeReference } from "./reference/quant.ts";
-import { QUANT_GROUP, type QuantKind, unpackCodes } from "./quant_format.ts";
+import { decodeValues, QUANT_GROUP, type QuantKind, unpackCodes } from "./quant_format.ts";
 import { checkShape, fmt, numel, type Shape } from "./shape.ts";
 
 /**
@@ -309,11 +308,7 @@ export class Tensor {
       const size = this.size;
       const scales = this.gpu.stream.readLater(this.scales, Math.max(4, scaleBytes(dtype, size)));
       const codes = unpackCodes(new Uint32Array(await raw), size, dtype);
-      const values = dequantizeReference({
-        codes,
-        scales: Float64Array.from(new Float32Array(await scales)),
-      });
-      return Float32Array.from(values);
+      return Float32Array.from(decodeValues(codes, new Float32Array(await scales)));
     }
     const data = await raw;
     if (this.dtype === "f16") return Float32Array.from(new Float16Array(data, 0, this.size));

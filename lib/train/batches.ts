@@ -106,7 +106,7 @@ export interface BatchIteratorOptions {
 }
 
 /** Batches per group that {@link BatchIteratorOptions.groupByLength} sorts by length (as transformers' 50). */
-export const LENGTH_GROUP_BATCHES = 50;
+const LENGTH_GROUP_BATCHES = 50;
 
 const TWO_32 = 4294967296;
 

@@ -48,8 +48,6 @@ export interface Dataset {
   row(index: number): Row;
 }
 
-export { IGNORE_INDEX };
-
 /** Options of {@link ClassificationDataset}. */
 export interface ClassificationDatasetOptions {
   /** Longest row in tokens, special tokens included (the model's positions, or less). */

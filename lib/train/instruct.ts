@@ -15,7 +15,8 @@
  */
 import type { ChatMessage, ChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { type Dataset, IGNORE_INDEX, type Row } from "./data.ts";
+import { IGNORE_INDEX } from "../tensor/mod.ts";
+import type { Dataset, Row } from "./data.ts";
 import { DataError, readRecords, type SourceRecord } from "./readers.ts";
 
 /** A prompt and the text that should follow it. */

@@ -15,7 +15,8 @@
  * @module
  */
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { checkIndex, type Dataset, IGNORE_INDEX, type Row } from "./data.ts";
+import { IGNORE_INDEX } from "../tensor/mod.ts";
+import { checkIndex, type Dataset, type Row } from "./data.ts";
 import { DataError, readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
 import { LabelMap } from "./labels.ts";
 

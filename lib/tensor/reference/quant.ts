@@ -3,7 +3,7 @@
  * values quantized into codes and group scales, and the values they stand for.
  * @module
  */
-import { QUANT_CODES, QUANT_GROUP, type QuantKind } from "../quant_format.ts";
+import { decodeValues, QUANT_CODES, QUANT_GROUP, type QuantKind } from "../quant_format.ts";
 
 /** Codes and scales of values quantized as `kind`. */
 export interface QuantizedValues {
@@ -35,5 +35,5 @@ export function quantizeReference(x: ArrayLike<number>, kind: QuantKind): Quanti
 
 /** The values codes and scales stand for. */
 export function dequantizeReference(q: QuantizedValues): Float64Array {
-  return Float64Array.from(q.codes, (c, i) => c * q.scales[Math.floor(i / QUANT_GROUP)]);
+  return decodeValues(q.codes, q.scales);
 }
