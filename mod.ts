@@ -145,12 +145,12 @@ export {
   type LoadIntoOptions,
   PeftModel,
 } from "./lib/peft/apply.ts";
+export { AdapterFileError } from "./lib/peft/check_adapter.ts";
 export { type DeltaWeightOptions, type PeftLayer } from "./lib/peft/layer.ts";
 export { type DropoutState } from "./lib/peft/lora.ts";
 export {
   type Adapter,
   type AdapterBase,
-  AdapterFileError,
   type FourierFTAdapter,
   type FourierFTModule,
   loadAdapter,
@@ -180,7 +180,6 @@ export {
 } from "./lib/train/batches.ts";
 export {
   type ClassificationData,
-  DataError,
   type DataFormat,
   type Example,
   readClassificationFile,
@@ -189,6 +188,7 @@ export {
   readTexts,
   TEXT_FIELDS,
 } from "./lib/train/readers.ts";
+export { DataError } from "./lib/train/data_error.ts";
 export {
   type ChatInstruction,
   type Instruction,

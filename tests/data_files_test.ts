@@ -10,12 +10,12 @@ import { ArgsError } from "../lib/cli/args.ts";
 import { type DataSpec, loadSplits } from "../lib/cli/setup.ts";
 import { LabelMap } from "../lib/train/labels.ts";
 import {
-  DataError,
   readClassificationFile,
   readTextDocuments,
   readTexts,
   recordFieldNames,
 } from "../lib/train/readers.ts";
+import { DataError } from "../lib/train/data_error.ts";
 import { assertEquals, assertRejects } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
 import { withTempDir } from "./train_helpers.ts";

@@ -13,13 +13,8 @@ import { CausalLmDataset, ClassificationDataset, documentTokens } from "../lib/t
 import { IGNORE_INDEX } from "../lib/tensor/mod.ts";
 import { BatchIterator, collate, type TrainBatch } from "../lib/train/batches.ts";
 import { checkLabels } from "../lib/train/labels.ts";
-import {
-  DataError,
-  type Example,
-  readClassificationFile,
-  readTextFile,
-  readTexts,
-} from "../lib/train/readers.ts";
+import { type Example, readClassificationFile, readTextFile, readTexts } from "../lib/train/readers.ts";
+import { DataError } from "../lib/train/data_error.ts";
 import { splitByFraction, splitIndices, splitTokens, trainEvalSplit } from "../lib/train/split.ts";
 import { emailToText } from "../lib/train/email.ts";
 import { matthews } from "../lib/train/metrics.ts";

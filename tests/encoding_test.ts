@@ -8,7 +8,7 @@ import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { loadTokenizer, type Tokenizer } from "../lib/io/tokenizer.ts";
 import { loadSplits } from "../lib/cli/setup.ts";
 import { CausalLmDataset } from "../lib/train/data.ts";
-import { DataError } from "../lib/train/readers.ts";
+import { DataError } from "../lib/train/data_error.ts";
 import { readTaggedFile, TokenClassificationDataset } from "../lib/train/token_data.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";

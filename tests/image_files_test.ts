@@ -2,7 +2,7 @@ import { parseHfConfig, type VitConfig } from "../lib/io/hf_config.ts";
 import { parseImageProcessorConfig, preprocessImage } from "../lib/io/image.ts";
 import { decodeImage, ImageFileError, readImageFile } from "../lib/io/image_files.ts";
 import { deflateSync } from "node:zlib";
-import { DataError } from "../lib/train/readers.ts";
+import { DataError } from "../lib/train/data_error.ts";
 import { readImageData, readImages } from "../lib/train/image_data.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { runCli, withTempDir } from "./train_helpers.ts";

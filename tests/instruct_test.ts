@@ -22,7 +22,8 @@ import {
   tokenizeInstruction,
 } from "../lib/train/instruct.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
-import { DataError, recordFieldNames } from "../lib/train/readers.ts";
+import { recordFieldNames } from "../lib/train/readers.ts";
+import { DataError } from "../lib/train/data_error.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
 import { runCli } from "./train_helpers.ts";

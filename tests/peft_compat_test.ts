@@ -16,7 +16,8 @@ import {
   parseAdapterConfig,
   sshConfig,
 } from "../lib/peft/config.ts";
-import { AdapterFileError, loadAdapter } from "../lib/peft/files.ts";
+import { loadAdapter } from "../lib/peft/files.ts";
+import { AdapterFileError } from "../lib/peft/check_adapter.ts";
 import { resolveModulesToSave, resolveTargets } from "../lib/peft/targets.ts";
 import { runCli, withTempDir } from "./train_helpers.ts";
 

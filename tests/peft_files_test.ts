@@ -12,7 +12,6 @@ import {
 } from "../lib/peft/config.ts";
 import {
   type Adapter,
-  AdapterFileError,
   type FourierFTAdapter,
   loadAdapter,
   type LoraAdapter,
@@ -20,6 +19,7 @@ import {
   type SSHAdapter,
   type SSHModule,
 } from "../lib/peft/files.ts";
+import { AdapterFileError } from "../lib/peft/check_adapter.ts";
 import { resolveModulesToSave, resolveTargets } from "../lib/peft/targets.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { dftRef } from "../lib/spectral/reference.ts";

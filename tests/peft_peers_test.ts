@@ -22,7 +22,8 @@ import {
   parseAdapterConfig,
   sshConfig,
 } from "../lib/peft/config.ts";
-import { AdapterFileError, type FourierFTAdapter, loadAdapter, saveAdapter } from "../lib/peft/files.ts";
+import { type FourierFTAdapter, loadAdapter, saveAdapter } from "../lib/peft/files.ts";
+import { AdapterFileError } from "../lib/peft/check_adapter.ts";
 import { initFourierftModule, peftFourierftPositions } from "../lib/peft/fourierft.ts";
 import { trainableParams } from "../lib/peft/param_count.ts";
 import { resolveTargets } from "../lib/peft/targets.ts";

@@ -15,7 +15,8 @@ import { referenceBatch } from "../lib/models/parity.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { attachAdapter, loadAdapterInto } from "../lib/peft/apply.ts";
 import { sshConfig } from "../lib/peft/config.ts";
-import { AdapterFileError, loadAdapter, saveAdapter, type SSHAdapter } from "../lib/peft/files.ts";
+import { loadAdapter, saveAdapter, type SSHAdapter } from "../lib/peft/files.ts";
+import { AdapterFileError } from "../lib/peft/check_adapter.ts";
 import {
   createSshLayers,
   derivedSeed,

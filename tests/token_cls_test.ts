@@ -7,7 +7,7 @@ import { loadModel } from "../lib/models/load.ts";
 import { tidy } from "../lib/tensor/mod.ts";
 import { BatchIterator, collate } from "../lib/train/batches.ts";
 import { entities, entityScores, isEntityTagSet } from "../lib/train/entities.ts";
-import { DataError } from "../lib/train/readers.ts";
+import { DataError } from "../lib/train/data_error.ts";
 import { namedEntities, splitWords } from "../lib/infer/tag.ts";
 import { evaluate, inOrder, toModelBatch } from "../lib/train/tasks.ts";
 import { readTaggedFile, type TaggedExample, TokenClassificationDataset } from "../lib/train/token_data.ts";

@@ -11,7 +11,7 @@ import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { nonFinite } from "../train/log.ts";
-import { DataError } from "../train/readers.ts";
+import { DataError } from "../train/data_error.ts";
 import { describeEval } from "../train/trainer.ts";
 import { Progress } from "../train/progress.ts";
 import type { TypeScores } from "../train/entities.ts";

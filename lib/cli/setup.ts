@@ -14,13 +14,13 @@ import { CausalLmDataset, ClassificationDataset, type Dataset, documentTokens } 
 import { BatchIterator } from "../train/batches.ts";
 import { checkLabelLists, checkLabels } from "../train/labels.ts";
 import {
-  DataError,
   type Example,
   isPlainText,
   readClassificationFile,
   readTextDocuments,
   recordFieldNames,
 } from "../train/readers.ts";
+import { DataError } from "../train/data_error.ts";
 import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
 import {
   checkTags,

@@ -39,7 +39,7 @@ import {
 import { RunLog } from "../train/log.ts";
 import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder, scoresEntities, TASKS } from "../train/tasks.ts";
-import { DataError } from "../train/readers.ts";
+import { DataError } from "../train/data_error.ts";
 import {
   BEST_DIR,
   defaultMetric,

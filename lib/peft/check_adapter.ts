@@ -9,19 +9,19 @@
 import type { ModelShapes } from "../models/shapes.ts";
 import { numel } from "../tensor/shape.ts";
 import { fourierftFrequencies, frequencyFraction } from "./config.ts";
-import {
-  type Adapter,
-  AdapterFileError,
-  type FourierFTModule,
-  type LoraModule,
-  type SSHModule,
-} from "./files.ts";
+import type { Adapter, FourierFTModule, LoraModule, SSHModule } from "./files.ts";
 import {
   addsClassifierHeads,
   CLASSIFIER_HEAD_NAMES,
   resolveModulesToSave,
   resolveTargets,
 } from "./targets.ts";
+
+/** An adapter directory or adapter that is malformed, or does not fit its base model. */
+export class AdapterFileError extends Error {
+  /** Always "AdapterFileError". */
+  override name = "AdapterFileError";
+}
 
 /**
  * Check an adapter's internal consistency (sizes, counts, index ranges, distinct positions,

@@ -42,7 +42,7 @@ import {
   type PeftType,
   type SSHConfig,
 } from "./config.ts";
-import { checkAdapter, notALinear } from "./check_adapter.ts";
+import { AdapterFileError, checkAdapter, notALinear } from "./check_adapter.ts";
 import { pathExists } from "../io/paths.ts";
 import { peftFourierftPositions } from "./fourierft.ts";
 
@@ -141,12 +141,6 @@ export type LoraAdapter = AdapterBase<LoraConfig, LoraModule>;
 export type FourierFTAdapter = AdapterBase<FourierFTConfig, FourierFTModule>;
 /** Any adapter (discriminated by `config.peftType`). */
 export type Adapter = SSHAdapter | LoraAdapter | FourierFTAdapter;
-
-/** An adapter directory or adapter that is malformed, or does not fit its base model. */
-export class AdapterFileError extends Error {
-  /** Always "AdapterFileError". */
-  override name = "AdapterFileError";
-}
 
 /** Options of {@link loadAdapter}. */
 export interface LoadOptions {

@@ -8,7 +8,7 @@
 import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
 import type { Dataset } from "./data.ts";
-import { DataError } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 
 /** A padded batch, row-major [batch, seq]. */
 export interface TrainBatch {

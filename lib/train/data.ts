@@ -18,7 +18,8 @@
  */
 import { TextTooLongError, type Tokenizer } from "../io/tokenizer.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
-import { DataError, type Example, isPlainText, readTextDocuments } from "./readers.ts";
+import { type Example, isPlainText, readTextDocuments } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 import { checkLabelLists, checkLabels, exampleName } from "./labels.ts";
 
 /** One dataset row before batching. */

@@ -12,7 +12,7 @@
  */
 import { emailToText } from "./email.ts";
 import { splitByFraction } from "./split.ts";
-import { DataError } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 
 /** One SpamAssassin e-mail as classifier input. */
 export interface SpamEmail {

@@ -19,7 +19,8 @@ import { join, relative } from "node:path";
 import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
 import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
 import { ParquetError, readParquet } from "../io/parquet.ts";
-import { DataError, readRecords } from "./readers.ts";
+import { readRecords } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 import { LabelMap } from "./labels.ts";
 import type { ImageExample } from "./tasks.ts";
 

@@ -17,7 +17,8 @@ import type { ChatMessage, ChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
 import type { Dataset, Row } from "./data.ts";
-import { DataError, readRecords, type SourceRecord } from "./readers.ts";
+import { readRecords, type SourceRecord } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 
 /** A prompt and the text that should follow it. */
 export interface TextInstruction {

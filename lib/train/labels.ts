@@ -6,7 +6,8 @@
  * map their labels here.
  * @module
  */
-import { DataError, type Example, type ReadOptions } from "./readers.ts";
+import type { Example, ReadOptions } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 
 /** A decimal number as text: sign, digits, fraction, exponent (no hex, binary, NaN or Infinity). */
 export const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;

@@ -16,12 +16,7 @@
 import { parquetColumns, ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
 import { CsvError, parseCsv } from "../io/csv.ts";
 import { DECIMAL, LabelMap } from "./labels.ts";
-
-/** A data file that cannot be used: missing, malformed, a missing field, a bad label, no examples. */
-export class DataError extends Error {
-  /** Always "DataError". */
-  override name = "DataError";
-}
+import { DataError } from "./data_error.ts";
 
 /** One classification example: a text (or a pair of texts) and its label id. */
 export interface Example {

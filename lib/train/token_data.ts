@@ -17,7 +17,8 @@
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { checkIndex, type Dataset, type Row } from "./data.ts";
-import { DataError, readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
+import { readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
+import { DataError } from "./data_error.ts";
 import { LabelMap } from "./labels.ts";
 
 /** One tagged sentence: its words and each word's tag id. */
