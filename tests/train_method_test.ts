@@ -1,5 +1,9 @@
 /** `train --method full` and `--method head` on the GPT-2 fixture: learning rates and the task head. */
+import { largeDrawSizes } from "../lib/cli/method.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
+import { modelShapes } from "../lib/models/shapes.ts";
+import { fourierftConfig } from "../lib/peft/config.ts";
+import { paperModels } from "../lib/peft/param_count.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { GPT2, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
@@ -96,4 +100,13 @@ Deno.test("--method fourierft writes PEFT's FourierFTConfig defaults; --n, --alp
     assertEquals(set.code, 0, set.err);
     assertEquals(await fields(`${dir}/set`), [64, 20, 3]);
   });
+});
+
+Deno.test("train --method fourierft names the layer sizes whose PEFT positions take PyTorch's 64-bit randperm", () => {
+  const llama = paperModels().find((m) => m.name === "LLaMA-3.1-8B")!;
+  const shapes = modelShapes(llama.config, { architecture: llama.architecture });
+  // 128256×4096 (the LM head) is past 2³²/20 weights; 4096×4096 (q_proj) is not
+  const config = fourierftConfig({ targetModules: ["q_proj", "lm_head"] });
+  assertEquals(largeDrawSizes(shapes, config), ["128256×4096"]);
+  assertEquals(largeDrawSizes(shapes, fourierftConfig({ targetModules: ["q_proj"] })), []);
 });

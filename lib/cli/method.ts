@@ -11,12 +11,14 @@
 import { join } from "node:path";
 import { openCheckpoint } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
+import type { ModelShapes } from "../models/shapes.ts";
 import { type AdapterConfig, fourierftConfig, loraConfig, peftTaskType, sshConfig } from "../peft/config.ts";
 import { attachAdapter, loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { writeMergedModel } from "../peft/merge.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
-import { TargetError } from "../peft/targets.ts";
-import type { Init, Selection } from "../peft/config.ts";
+import { resolveTargets, TargetError } from "../peft/targets.ts";
+import { TORCH_RANDPERM_LIMIT } from "../peft/torch_randperm.ts";
+import type { FourierFTConfig, Init, Selection } from "../peft/config.ts";
 import type { Transform } from "../spectral/transforms.ts";
 import type { Tensor } from "../tensor/mod.ts";
 import { adapterGroups, headGroups } from "../train/groups.ts";
@@ -203,7 +205,16 @@ export async function prepareMethod(
   if (config) {
     const peft = resumeDir
       ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
-      : await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed }).catch((e) => {
+      : await (async () => {
+        const slow = config.peftType === "FOURIERFT" ? largeDrawSizes(shapesOfModel(model), config) : [];
+        if (slow.length > 0) {
+          console.error(
+            `fourierft: drawing PEFT's positions for ${slow.join(", ")} layers (PyTorch's 64-bit randperm ` +
+              `runs over every weight: seconds per size)`,
+          );
+        }
+        return await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
+      })().catch((e) => {
         throw asFlagError(e, o, config);
       });
     peft.labelNames ??= o.labelNames;
@@ -300,4 +311,15 @@ async function restoreTensors(
     model.gpu.stream.write(t.buffer, await saved.readF32(key));
     t.touch();
   }
+}
+
+/**
+ * The sizes (M×N) of the layers `config` adapts in `shapes` whose FourierFT positions take
+ * PyTorch's 64-bit randperm over all M·N weights (from 2³²/20 on: seconds each, once per size).
+ */
+export function largeDrawSizes(shapes: ModelShapes, config: FourierFTConfig): string[] {
+  const large = resolveTargets(shapes, config).filter((l) =>
+    l.outFeatures * l.inFeatures >= TORCH_RANDPERM_LIMIT
+  );
+  return [...new Set(large.map((l) => `${l.outFeatures}×${l.inFeatures}`))];
 }
