@@ -22,22 +22,13 @@ import { loadModel, loadModelTokenizer, type LoadNotes } from "../lib/models/loa
 import { writeMergedModel } from "../lib/peft/merge.ts";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { editedModel, expectParity } from "./encoder_test_helpers.ts";
+import { writeRawSafetensors } from "./raw_safetensors.ts";
 import { withTempDir } from "./temp_dir.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const TOKENIZERS = `${FIXTURES}tokenizers/`;
 const BERT = `${FIXTURES}models/bert`;
 const GPT2 = `${FIXTURES}models/gpt2`;
-
-/** A safetensors file of a raw header and `data` (the header length as given, or the header's). */
-async function rawFile(path: string, header: unknown, data: Uint8Array, length?: bigint): Promise<void> {
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const out = new Uint8Array(8 + json.length + data.length);
-  new DataView(out.buffer).setBigUint64(0, length ?? BigInt(json.length), true);
-  out.set(json, 8);
-  out.set(data, 8 + json.length);
-  await Deno.writeFile(path, out);
-}
 
 /** Each TensorFlow-era name: LayerNorm weights as gamma, biases as beta (as bert-base-uncased stores them). */
 function asGammaBeta(tensors: Record<string, TensorData>): void {
@@ -222,7 +213,7 @@ Deno.test("a Git LFS pointer is named as one; a huge header length is printed ex
     );
     const e = await assertRejects(() => openCheckpoint(dir), SafetensorsError, `${p}: is a Git LFS pointer`);
     assert(e.message.includes("git lfs pull"), e.message);
-    await rawFile(p, {}, new Uint8Array(0), 2n ** 63n + 5n);
+    await writeRawSafetensors(p, {}, 0, 2n ** 63n + 5n);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
@@ -241,26 +232,26 @@ Deno.test("safetensors data with a gap or trailing bytes is refused, as the refe
       shape: [n],
       data_offsets: [begin, begin + 4 * n],
     });
-    await rawFile(p, { a: f32(0, 1), b: f32(8, 1) }, new Uint8Array(12));
+    await writeRawSafetensors(p, { a: f32(0, 1), b: f32(8, 1) }, 12);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `${p}: tensor "b": data_offsets [8, 12] leave bytes 4 to 8`,
     );
-    await rawFile(p, { a: f32(0, 1), b: f32(4, 1) }, new Uint8Array(16));
+    await writeRawSafetensors(p, { a: f32(0, 1), b: f32(4, 1) }, 16);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `${p}: the tensors' data ends at byte 8 of 16`,
     );
-    await rawFile(p, { a: f32(4, 1) }, new Uint8Array(8));
+    await writeRawSafetensors(p, { a: f32(4, 1) }, 8);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `tensor "a": data_offsets [4, 8] leave bytes 0 to 4`,
     );
     // contiguous, empty tensors included, opens
-    await rawFile(p, { e: f32(0, 0), a: f32(0, 1), z: f32(4, 0), b: f32(4, 1) }, new Uint8Array(8));
+    await writeRawSafetensors(p, { e: f32(0, 0), a: f32(0, 1), z: f32(4, 0), b: f32(4, 1) }, 8);
     assertEquals((await openSafetensors(p)).names, ["e", "a", "z", "b"]);
   });
 });

@@ -21,22 +21,9 @@ import {
 import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { withAtomicFile, writeAll, writeFileAtomic } from "../lib/io/atomic.ts";
 import { withTempDir } from "./temp_dir.ts";
+import { writeRawSafetensors } from "./raw_safetensors.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
-
-/** A safetensors file from a raw header (object or text) and `dataBytes` bytes of data. */
-async function rawFile(
-  path: string,
-  header: unknown,
-  dataBytes: number,
-  headerLength?: number,
-): Promise<void> {
-  const json = new TextEncoder().encode(typeof header === "string" ? header : JSON.stringify(header));
-  const out = new Uint8Array(8 + json.length + dataBytes);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerLength ?? json.length), true);
-  out.set(json, 8);
-  await Deno.writeFile(path, out);
-}
 
 // ---------------------------------------------------------------- f16 / bf16 conversions
 
@@ -369,43 +356,43 @@ Deno.test("bad files: each error names the file and the tensor", async () => {
     await Deno.writeFile(p, new Uint8Array(5));
     await assertRejects(() => openSafetensors(p), SafetensorsError, `${p}: 5 bytes is too short`);
 
-    await rawFile(p, ok, 24, 100000);
+    await writeRawSafetensors(p, ok, 24, 100000);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `${p}: header length 100000 runs past the end`,
     );
 
-    await rawFile(p, `{"w": {"dtype": "F32", `, 0);
+    await writeRawSafetensors(p, `{"w": {"dtype": "F32", `, 0);
     await assertRejects(() => openSafetensors(p), SafetensorsError, `${p}: header is not valid JSON`);
 
-    await rawFile(p, `[1, 2]`, 0);
+    await writeRawSafetensors(p, `[1, 2]`, 0);
     await assertRejects(() => openSafetensors(p), SafetensorsError, `${p}: header is not a JSON object`);
 
-    await rawFile(p, { "w": { dtype: "Q7", shape: [2], data_offsets: [0, 8] } }, 8);
+    await writeRawSafetensors(p, { "w": { dtype: "Q7", shape: [2], data_offsets: [0, 8] } }, 8);
     await assertRejects(() => openSafetensors(p), SafetensorsError, `${p}: tensor "w": unknown dtype "Q7"`);
 
-    await rawFile(p, { "w8": { dtype: "F8_E4M3", shape: [2], data_offsets: [0, 2] } }, 2);
+    await writeRawSafetensors(p, { "w8": { dtype: "F8_E4M3", shape: [2], data_offsets: [0, 2] } }, 2);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `${p}: tensor "w8": unsupported dtype "F8_E4M3"`,
     );
 
-    await rawFile(p, { "w": { dtype: "F32", shape: [2, 3], data_offsets: [0, 20] } }, 24);
+    await writeRawSafetensors(p, { "w": { dtype: "F32", shape: [2, 3], data_offsets: [0, 20] } }, 24);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `${p}: tensor "w": shape [2,3] of F32 needs 24 bytes but data_offsets [0, 20] span 20`,
     );
 
-    await rawFile(p, { "w": { dtype: "F32", shape: [2, -3], data_offsets: [0, 24] } }, 24);
+    await writeRawSafetensors(p, { "w": { dtype: "F32", shape: [2, -3], data_offsets: [0, 24] } }, 24);
     await assertRejects(() => openSafetensors(p), SafetensorsError, `${p}: tensor "w": shape [2,-3]`);
 
-    await rawFile(p, { "w": { dtype: "F32", shape: [2], data_offsets: [8, 0] } }, 8);
+    await writeRawSafetensors(p, { "w": { dtype: "F32", shape: [2], data_offsets: [8, 0] } }, 8);
     await assertRejects(() => openSafetensors(p), SafetensorsError, `${p}: tensor "w": data_offsets [8,0]`);
 
-    await rawFile(p, {
+    await writeRawSafetensors(p, {
       "a": { dtype: "F32", shape: [4], data_offsets: [0, 16] },
       "b": { dtype: "F32", shape: [2], data_offsets: [12, 20] },
     }, 20);
@@ -415,14 +402,14 @@ Deno.test("bad files: each error names the file and the tensor", async () => {
       `${p}: tensors "a" [0, 16] and "b" [12, 20] overlap`,
     );
 
-    await rawFile(p, { "big": { dtype: "F32", shape: [4], data_offsets: [24, 40] }, ...ok }, 24);
+    await writeRawSafetensors(p, { "big": { dtype: "F32", shape: [4], data_offsets: [24, 40] }, ...ok }, 24);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,
       `${p}: tensor "big": data_offsets [24, 40] run past the end of the data (24 bytes)`,
     );
 
-    await rawFile(p, { "__metadata__": { "n": 3 }, ...ok }, 24);
+    await writeRawSafetensors(p, { "__metadata__": { "n": 3 }, ...ok }, 24);
     await assertRejects(
       () => openSafetensors(p),
       SafetensorsError,

@@ -330,7 +330,7 @@ async function otherFormatHint(dir: string): Promise<string> {
  * legacy renames (`LayerNorm.gamma` → `LayerNorm.weight`, `LayerNorm.beta` → `LayerNorm.bias`) read
  * under the current names.
  */
-export function transformersName(name: string): string {
+function transformersName(name: string): string {
   return name.replace(/LayerNorm\.gamma$/, "LayerNorm.weight").replace(/LayerNorm\.beta$/, "LayerNorm.bias");
 }
 

@@ -104,7 +104,7 @@ const LARGE_DRAWS = new Map<string, Float64Array>();
  * The first `take` entries of PyTorch's small-n shuffle of 0..n−1 drawing from `rng`: only the
  * entries a swap has touched are stored (the others hold their index), O(take).
  */
-export function fisherYatesPrefix(n: number, rng: Rng32, take: number): Float64Array {
+function fisherYatesPrefix(n: number, rng: Rng32, take: number): Float64Array {
   const moved = new Map<number, number>();
   const at = (i: number) => moved.get(i) ?? i;
   const out = new Float64Array(take);
