@@ -254,7 +254,12 @@ const FLAGS = {
     help:
       "what --save-best and --early-stop compare [default: accuracy; f1 for entity tags; pearson for regression; loss for causal LM]",
   },
-  "log-every": { type: "integer", default: 10, min: 1, help: "steps between loss readbacks / log lines" },
+  "log-every": {
+    type: "integer",
+    default: 10,
+    min: 1,
+    help: "steps between train log lines, each the mean loss of its steps",
+  },
   "save-every": {
     type: "integer",
     default: 200,
