@@ -303,6 +303,28 @@ Deno.test("loadModel tells the tensors it initialised, resized, left unused; buf
   }
 });
 
+Deno.test("a causal LM whose generation_config.json is not JSON loads, as in transformers, and the notes say it was ignored", async () => {
+  const gpu = await getGpu();
+  const dir = await editedModel(GPT2, () => {});
+  try {
+    await Deno.writeTextFile(join(dir, "generation_config.json"), '{"eos_token_id": [50256,');
+    let notes: LoadNotes | undefined;
+    const model = await loadModel(gpu, dir, { onLoaded: (n) => notes = n });
+    model.dispose();
+    assertEquals(model.config.generationEosTokenIds, []);
+    const lines = loadNoteLines(notes!);
+    assertEquals(lines.length, 1);
+    assert(
+      lines[0].startsWith(
+        `ignored, as transformers ignores it: ${join(dir, "generation_config.json")}: cannot read`,
+      ),
+      lines[0],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("loadNoteLines counts each kind and names the first three", () => {
   const keys = (n: number) => Array.from({ length: n }, (_, i) => `head.${i}.weight`);
   assertEquals(

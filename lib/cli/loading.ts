@@ -67,5 +67,8 @@ export function loadNoteLines(notes: LoadNotes, kept: ReadonlySet<string> = new 
   }
   if (fresh.length > 0) lines.push(`not in the checkpoint, initialised new: ${some(fresh)}`);
   if (notes.unused.length > 0) lines.push(`checkpoint tensors not used: ${some(notes.unused)}`);
+  if (notes.generationConfigIgnored) {
+    lines.push(`ignored, as transformers ignores it: ${notes.generationConfigIgnored}`);
+  }
   return lines;
 }

@@ -21,11 +21,15 @@ export interface GenerationConfig {
   minP?: number;
   /** `repetition_penalty`, when given. */
   repetitionPenalty?: number;
+  /** Why the file was not read, when it is there but is not JSON (the rest are then the defaults). */
+  unreadable?: string;
 }
 
 /**
  * A model directory's generation_config.json; without the file, no end ids and greedy decoding.
- * @throws HfConfigError naming the file and the field for a malformed one.
+ * A file that cannot be read as JSON is ignored as transformers ignores it (its from_pretrained
+ * goes on with the model config's settings), with `unreadable` saying why.
+ * @throws HfConfigError naming the file and the field for a field of the wrong kind.
  */
 export async function loadGenerationConfig(dir: string): Promise<GenerationConfig> {
   const path = join(dir, "generation_config.json");
@@ -33,8 +37,9 @@ export async function loadGenerationConfig(dir: string): Promise<GenerationConfi
   try {
     json = JSON.parse(await Deno.readTextFile(path)) ?? {};
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return { eosTokenIds: [], doSample: false };
-    throw new HfConfigError(`${path}: cannot read: ${(e as Error).message}`);
+    const unread = { eosTokenIds: [], doSample: false };
+    if (e instanceof Deno.errors.NotFound) return unread;
+    return { ...unread, unreadable: `${path}: cannot read: ${(e as Error).message}` };
   }
   const eos = json.eos_token_id ?? [];
   const ids = Array.isArray(eos) ? eos : [eos];

@@ -83,6 +83,8 @@ export interface LoadNotes {
   unused: string[];
   /** Checkpoint tensors read under transformers' current name: stored name → name read as. */
   renamed: [string, string][];
+  /** Why a causal LM's generation_config.json was ignored (its end ids unknown), when it was. */
+  generationConfigIgnored?: string;
 }
 
 /** Buffers a checkpoint may hold that are no parameters (transformers ignores them unannounced). */
@@ -113,7 +115,8 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
     );
   }
   // the end ids a chat model stops a turn at (once, here: generate reads no files)
-  if (task === "causal-lm") config.generationEosTokenIds = (await loadGenerationConfig(dir)).eosTokenIds;
+  const generation = task === "causal-lm" ? await loadGenerationConfig(dir) : undefined;
+  if (generation) config.generationEosTokenIds = generation.eosTokenIds;
   const shapes = modelShapes(config, { architecture, numLabels: opts.numLabels });
   const source = opts.source ?? await openCheckpoint(dir);
   const dtype = opts.dtype ?? "f32";
@@ -127,7 +130,9 @@ export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = 
     initStd,
     onProgress: opts.onProgress,
   });
-  opts.onLoaded?.(loadNotes(shapes, weights, checkCheckpoint(shapes, source, sourceArchitecture)));
+  const notes = loadNotes(shapes, weights, checkCheckpoint(shapes, source, sourceArchitecture));
+  const ignored = generation?.unreadable;
+  opts.onLoaded?.(ignored ? { ...notes, generationConfigIgnored: ignored } : notes);
   try {
     return family.build({ gpu, dir, config, task, shapes, weights, dtype });
   } catch (e) {
