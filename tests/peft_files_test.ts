@@ -388,7 +388,7 @@ Deno.test("malformed adapter files are refused with the tensor at fault", async 
   });
   const cases: [(t: Record<string, TensorData>) => void, string][] = [
     [() => {}, ""],
-    [(t) => t[`${q0}.ssh_indices`].data[7] = 64, "position 3 = (63, 64) is outside the 64×64 layer (out×in)"],
+    [(t) => t[`${q0}.ssh_indices`].data[7] = 64, "position 3 = (63, 64) is outside the 64×64 spectrum"],
     [(t) => (t[`${q0}.ssh_indices`].data as Int32Array).set([5, 7], 6), "position 3 = (5, 7) appears twice"],
     [
       (t) => t[`${q0}.ssh_spectrum`] = { dtype: "I32", shape: [4], data: new Int32Array(4) },

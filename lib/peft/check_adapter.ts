@@ -7,6 +7,7 @@
  * @module
  */
 import type { ModelShapes } from "../models/shapes.ts";
+import { checkPositions } from "../spectral/sparse.ts";
 import { numel } from "../tensor/shape.ts";
 import { fourierftFrequencies, frequencyFraction } from "./config.ts";
 import type { Adapter, FourierFTModule, LoraModule, SSHModule } from "./files.ts";
@@ -64,7 +65,7 @@ export function checkAdapter(adapter: Adapter, source: string, shapes?: ModelSha
         if (config.selection === "layer" && n !== config.n) {
           fail(`module "${m}" has ${n} coefficients, expected n = ${config.n} (selection "layer")`);
         }
-        checkPositions(s.indices, out, inF, `${source}: module "${m}"`);
+        checkModulePositions(s.indices, out, inF, `${source}: module "${m}"`);
         total += n;
         break;
       }
@@ -85,7 +86,7 @@ export function checkAdapter(adapter: Adapter, source: string, shapes?: ModelSha
           if (f.indices.length !== 2 * n) {
             fail(`module "${m}": ${n} coefficients but ${f.indices.length / 2} positions`);
           }
-          checkPositions(f.indices, out, inF, `${source}: module "${m}"`);
+          checkModulePositions(f.indices, out, inF, `${source}: module "${m}"`);
         }
         break;
       }
@@ -177,18 +178,11 @@ function checkSavedNames(adapter: Adapter, fail: (msg: string) => never): void {
   }
 }
 
-/** [n, 2] positions: in range, distinct. */
-function checkPositions(indices: Int32Array, out: number, inF: number, where: string): void {
-  const seen = new Set<number>();
-  for (let k = 0; k < indices.length / 2; k++) {
-    const u = indices[2 * k], v = indices[2 * k + 1];
-    if (u < 0 || u >= out || v < 0 || v >= inF) {
-      throw new AdapterFileError(
-        `${where}: position ${k} = (${u}, ${v}) is outside the ${out}×${inF} layer (out×in)`,
-      );
-    }
-    const flat = u * inF + v;
-    if (seen.has(flat)) throw new AdapterFileError(`${where}: position ${k} = (${u}, ${v}) appears twice`);
-    seen.add(flat);
+/** [n, 2] positions of an out×in layer's spectrum: in range, distinct (sparse.ts's check, named by file). */
+function checkModulePositions(indices: Int32Array, out: number, inF: number, where: string): void {
+  try {
+    checkPositions(indices, out, inF);
+  } catch (e) {
+    throw e instanceof RangeError ? new AdapterFileError(`${where}: ${e.message}`) : e;
   }
 }
