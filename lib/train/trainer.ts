@@ -21,6 +21,7 @@
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { add, keep, noGrad, scale, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts";
+import { rankEvaluation, type Ranking } from "./best.ts";
 import {
   type BestMetric,
   type BestState,
@@ -41,6 +42,8 @@ import {
   lossCount,
   type TaskName,
 } from "./tasks.ts";
+
+export { defaultMetric } from "./best.ts";
 
 /** A trainable tensor and the name it is saved under. */
 export interface NamedParam {
@@ -207,9 +210,108 @@ interface DropoutKeyed {
   dropoutStep?: number;
 }
 
+/** The summed training loss of the steps since the last log record. */
+interface LossInterval {
+  /** The sum, on the GPU (a kept scalar). */
+  sum: Tensor;
+  /** Steps summed. */
+  steps: number;
+  /** The queued read of the last closed interval, which logs its record. */
+  pending: Promise<void> | null;
+}
+
+/** What the phases of {@link train} share: the run's setup, and its state as it trains. */
+interface Run {
+  opts: TrainOptions;
+  /** Batches an optimiser step (`accumulate`). */
+  micro: number;
+  logEvery: number;
+  /** The trained tensors' names, in optimiser order. */
+  names: string[];
+  opt: AdamW;
+  schedule: ScheduleOptions;
+  setTraining: (on: boolean) => void;
+  keyed: DropoutKeyed;
+  /** Optimiser steps done (all sessions). */
+  step: number;
+  ranking: Ranking;
+  /** Seconds and tokens of the sessions before this one. */
+  elapsedBefore: number;
+  tokensBefore: number;
+  /** When this session started (`performance.now()`). */
+  started: number;
+  result: TrainResult;
+  interval: LossInterval;
+}
+
 /** Run (or continue) a training run; see the module doc. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
-  const { model, task, data, totalSteps } = opts;
+  const run = startRun(opts);
+  try {
+    if (run.result.status === "early") return run.result; // resumed after it stopped early
+    await trainSteps(run);
+    await finishRun(run);
+  } catch (e) {
+    // a step that failed half-way leaves gradients behind; an unread interval is discarded
+    run.interval.pending?.catch(() => {});
+    throw e;
+  } finally {
+    endRun(run);
+  }
+  return run.result;
+}
+
+/** Check the options, build the optimiser and restore a resumed run's state. */
+function startRun(opts: TrainOptions): Run {
+  const { model, totalSteps } = opts;
+  const { micro, names } = checkOptions(opts);
+  const gpu = model.gpu;
+  const logEvery = Math.max(1, opts.logEvery ?? 10);
+  const opt = createOptimizer(opts);
+  const schedule: ScheduleOptions = {
+    warmupSteps: opts.warmupSteps,
+    totalSteps,
+    decay: opts.decay ?? "linear",
+  };
+  const { step, ranking, elapsedBefore, tokensBefore } = resumeState(opts.resumeFrom, names, opt);
+  const setTraining = opts.setTraining ?? ((on: boolean) => model.train(on));
+  const keyed = model as unknown as DropoutKeyed;
+  if ("dropoutSeed" in keyed) keyed.dropoutSeed = opts.seed;
+
+  const result: TrainResult = { steps: step, status: "done", losses: [], evals: [], seconds: 0, tokens: 0 };
+  if (ranking.best) result.best = ranking.best;
+  // a run that stopped early is over: resuming it trains, evaluates and writes nothing more
+  if (opts.resumeFrom?.state.stoppedEarly === true) result.status = "early";
+  const started = performance.now();
+  // the summed loss of the steps since the last log record (a stopped run's open interval resumed)
+  const open = opts.resumeFrom?.state.interval;
+  const interval: LossInterval = {
+    sum: keep(open ? T.from(gpu, Float32Array.of(open.loss), []) : T.zeros(gpu, [])),
+    steps: open?.steps ?? 0,
+    pending: null,
+  };
+  return {
+    opts,
+    micro,
+    logEvery,
+    names,
+    opt,
+    schedule,
+    setTraining,
+    keyed,
+    step,
+    ranking,
+    elapsedBefore,
+    tokensBefore,
+    started,
+    result,
+    interval,
+  };
+}
+
+/** Throw on options no run can take; give the batches a step and the trained tensors' names. */
+function checkOptions(opts: TrainOptions): { micro: number; names: string[] } {
+  const { model, task } = opts;
   if (model.task !== task) {
     throw new Error(
       `train: task "${task}", but the model has ${
@@ -221,13 +323,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (!(Number.isInteger(micro) && micro >= 1)) {
     throw new RangeError(`train: accumulate must be an integer ≥ 1, got ${micro}`);
   }
-  const gpu = model.gpu;
-  const logEvery = Math.max(1, opts.logEvery ?? 10);
   const names = opts.groups.flatMap((g) => g.params.map((p) => p.name));
   if (names.length === 0) throw new Error(`train: nothing to train (no parameters in any group)`);
+  return { micro, names };
+}
+
+/** Mark the groups' tensors trainable and build AdamW over the groups that have any. */
+function createOptimizer(opts: TrainOptions): AdamW {
   for (const g of opts.groups) for (const p of g.params) p.tensor.requiresGrad = true;
-  const opt = new AdamW(
-    gpu,
+  return new AdamW(
+    opts.model.gpu,
     opts.groups.filter((g) => g.params.length > 0).map((g) => ({
       params: g.params.map((p) => p.tensor),
       lr: g.lr,
@@ -235,260 +340,258 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     })),
     { lr: opts.groups[0].lr, maxGradNorm: opts.maxGradNorm },
   );
-  const schedule: ScheduleOptions = {
-    warmupSteps: opts.warmupSteps,
-    totalSteps,
-    decay: opts.decay ?? "linear",
-  };
-  let step = 0, elapsedBefore = 0, tokensBefore = 0;
-  let best: BestState | undefined;
-  /** Evaluations before the first best (all NaN). */
-  let unranked = 0;
-  if (opts.resumeFrom) {
-    const { state, optimizer } = opts.resumeFrom;
-    if (optimizer.names.join("\n") !== names.join("\n")) {
-      throw new Error(
-        `${opts.resumeFrom.dir}: the checkpoint trained other parameters (${optimizer.names.length} saved, ` +
-          `${names.length} now; first difference at "${firstDifference(optimizer.names, names)}")`,
-      );
-    }
-    opt.importState(optimizer);
-    step = state.step;
-    best = state.best;
-    unranked = state.unranked ?? 0;
-    elapsedBefore = state.elapsed;
-    tokensBefore = state.tokens;
-  }
-  const setTraining = opts.setTraining ?? ((on: boolean) => model.train(on));
-  const keyed = model as unknown as DropoutKeyed;
-  if ("dropoutSeed" in keyed) keyed.dropoutSeed = opts.seed;
+}
 
-  const result: TrainResult = { steps: step, status: "done", losses: [], evals: [], seconds: 0, tokens: 0 };
-  if (best) result.best = best;
-  // a run that stopped early is over: resuming it trains, evaluates and writes nothing more
-  const over = opts.resumeFrom?.state.stoppedEarly === true;
-  if (over) result.status = "early";
-  const started = performance.now();
-  // the summed loss of the steps since the last log record (a stopped run's open interval resumed)
-  const open = opts.resumeFrom?.state.interval;
-  let acc = keep(open ? T.from(gpu, Float32Array.of(open.loss), []) : T.zeros(gpu, []));
-  let accSteps = open?.steps ?? 0;
-  let pending = null as Promise<void> | null;
-
-  const diverged = (loss: number, endStep: number) =>
-    new TrainingDivergedError(
-      `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
-        `Lower the learning rate (--lr${opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""}), ` +
-        `set --max-grad-norm, or check the data` +
-        (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
+/** Where a run starts: step 0, or a checkpoint's step, best evaluation, time and tokens. */
+function resumeState(
+  from: LoadedCheckpoint | undefined,
+  names: string[],
+  opt: AdamW,
+): Pick<Run, "step" | "ranking" | "elapsedBefore" | "tokensBefore"> {
+  if (!from) return { step: 0, ranking: { unranked: 0 }, elapsedBefore: 0, tokensBefore: 0 };
+  const { state, optimizer } = from;
+  if (optimizer.names.join("\n") !== names.join("\n")) {
+    throw new Error(
+      `${from.dir}: the checkpoint trained other parameters (${optimizer.names.length} saved, ` +
+        `${names.length} now; first difference at "${firstDifference(optimizer.names, names)}")`,
     );
-
-  /** Queue a readback of the interval's summed loss, then await the previous one. */
-  const queueRead = async (endStep: number) => {
-    const count = accSteps;
-    const tokens = tokensBefore + result.tokens;
-    const elapsed = round3(elapsedBefore + (performance.now() - started) / 1000);
-    const lr = opts.groups.map((g) => g.lr * lrFactor(endStep - 1, schedule));
-    const lossRead = acc.readLater();
-    const normRead = opts.maxGradNorm !== undefined ? opt.gradNorm.readLater() : null;
-    acc.dispose();
-    acc = keep(T.zeros(gpu, []));
-    accSteps = 0;
-    gpu.stream.flush();
-    const previous = pending;
-    pending = (async () => {
-      const loss = (await lossRead)[0] / count;
-      const gradNorm = normRead ? (await normRead)[0] : undefined;
-      if (!Number.isFinite(loss)) throw diverged(loss, endStep);
-      result.losses.push({ step: endStep, loss });
-      opts.progress?.update(endStep, { loss });
-      const rec: Record<string, unknown> = { type: "train", step: endStep, loss };
-      opts.groups.forEach((g, i) => rec[`lr_${g.name}`] = lr[i]);
-      if (gradNorm !== undefined) rec.grad_norm = gradNorm;
-      rec.tokens = tokens;
-      rec.elapsed_s = elapsed;
-      await opts.log?.write(rec as { type: string; step: number });
-    })();
-    if (previous) await previous;
-  };
-
-  /**
-   * Wait for every queued loss read, then read the open interval's sum without closing it (as
-   * transformers, evaluations and checkpoints leave the logging interval whole). Throws on a
-   * non-finite loss; gives the open interval, which a checkpoint stores.
-   */
-  const settle = async (): Promise<TrainerState["interval"]> => {
-    const p = pending;
-    pending = null;
-    if (p) await p;
-    if (accSteps === 0) return undefined;
-    const loss = (await acc.toArray())[0];
-    if (!Number.isFinite(loss)) throw diverged(loss / accSteps, step);
-    return { loss, steps: accSteps };
-  };
-
-  const runEval = async () => {
-    if (!opts.evaluate) return;
-    setTraining(false);
-    const r = await opts.evaluate();
-    result.evals.push({ step, ...r });
-    await opts.log?.write({ type: "eval", step, ...r });
-    opts.progress?.log(`eval @ ${step}: ${describeEval(r)}`);
-    if (opts.best) await track(r);
-  };
-
-  /** Whether `since` evaluations that are not better end the run (never at its last step). */
-  const stopsEarly = (since: number) => {
-    const patience = opts.best!.patience;
-    return patience !== undefined && since >= patience && result.status === "done" && step < totalSteps;
-  };
-
-  /** Compare an evaluation with the best so far: keep it if better, else count towards patience. */
-  const track = async (r: EvalResult) => {
-    const metric = opts.best!.metric ?? defaultMetric(r);
-    const value = r[metric];
-    if (value === undefined) {
-      const reported = Object.keys(r).filter((k) => k !== "examples" && k !== "targets").join(", ");
-      throw new Error(
-        `train: the evaluation reports no ${metric} to find the best one by (it reports ${reported})`,
-      );
-    }
-    // a resumed run that compares another metric starts its best afresh; NaN is never better
-    const first = !best || best.metric !== metric;
-    const better = !Number.isNaN(value) &&
-      (first || (metric === "loss" ? value < best!.value : value > best!.value));
-    if (better) {
-      best = { step, metric, value, since: 0 };
-      const write = opts.writeBest ?? opts.writeWeights;
-      if (opts.best!.save && opts.outDir && write) await write(join(opts.outDir, BEST_DIR));
-      await opts.log?.write({ type: "best", step, metric, value });
-    } else if (first) {
-      opts.progress?.log(`eval @ ${step}: ${metric} is NaN, no best evaluation yet`);
-      // the first sets transformers' reference (None, then -inf); each later one is not better
-      unranked++;
-      if (stopsEarly(unranked - 1)) {
-        result.status = "early";
-        opts.progress?.log(
-          `stopping early at step ${step}: ${metric} was NaN in ${unranked} evaluations, with no best one`,
-        );
-      }
-    } else {
-      best = { ...best!, since: best!.since + 1 };
-      if (stopsEarly(best.since)) {
-        result.status = "early";
-        opts.progress?.log(
-          `stopping early at step ${step}: no better ${metric} in ${opts.best!.patience} evaluations (best ${
-            best.value.toFixed(4)
-          } at step ${best.step})`,
-        );
-      }
-    }
-    result.best = best;
-  };
-
-  const checkpoint = async () => {
-    if (!opts.outDir || !opts.writeWeights) return;
-    const interval = await settle();
-    const exported = await opt.exportState();
-    const bad = exported.m.findIndex((m, i) => !allFinite(m) || !allFinite(exported.v[i]));
-    if (bad >= 0) {
-      throw new TrainingDivergedError(
-        `the optimiser state of "${names[bad]}" holds NaN or infinity at step ${step}; training stopped ` +
-          `and the last good checkpoint in ${opts.outDir} is kept. Lower the learning rate or set --max-grad-norm`,
-      );
-    }
-    const state: TrainerState = {
-      step,
-      totalSteps,
-      position: data.positionAt(stepBatches(step, micro, data.stepsPerEpoch).first),
-      rng: { seed: opts.seed, step },
-      fingerprint: opts.fingerprint ?? {},
-      args: opts.args ?? opts.resumeFrom?.state.args,
-      ...(best ? { best } : {}),
-      ...(!best && unranked > 0 ? { unranked } : {}),
-      ...(result.status === "early" ? { stoppedEarly: true } : {}),
-      ...(interval ? { interval } : {}),
-      elapsed: round3(elapsedBefore + (performance.now() - started) / 1000),
-      tokens: tokensBefore + result.tokens,
-    };
-    const optimizer: OptimizerState = { names, ...exported };
-    await saveCheckpoint(opts.outDir, state, optimizer, opts.writeWeights);
-    await opts.log?.write({ type: "checkpoint", step });
-  };
-
-  try {
-    if (over) return result;
-    opts.progress?.update(step, {});
-    const ended = () => result.status !== "done"; // a function: the evaluations may end the run
-    // steps between the checkpoints written on the way
-    const saveEvery = opts.outDir && opts.writeWeights ? opts.saveEvery ?? 0 : 0;
-    while (step < totalSteps && !ended()) {
-      const { first, count } = stepBatches(step, micro, data.stepsPerEpoch);
-      const batches = Array.from({ length: count }, (_, j) => data.batch(data.positionAt(first + j)));
-      const counts = batches.map((b) => lossCount(b, task));
-      const targets = counts.reduce((a, b) => a + b, 0);
-      const factor = lrFactor(step, schedule);
-      setTraining(true);
-      batches.forEach((batch, j) => {
-        // dropout masks are keyed by the batch's index, so each batch of a step gets its own
-        if ("dropoutStep" in keyed) keyed.dropoutStep = first + j;
-        tidy(() => {
-          const full = batchLoss(model, batch, task);
-          const loss = count === 1 ? full : scale(full, targets > 0 ? counts[j] / targets : 1 / count);
-          loss.backward();
-          const next = keep(noGrad(() => add(acc, loss)));
-          acc.dispose();
-          acc = next;
-        });
-      });
-      opt.step(factor);
-      opt.zeroGrad();
-      gpu.stream.flush();
-      // batches of other shapes (--group-by-length, an epoch's short last batch) leave free
-      // buffers of size classes this step did not use: give them back before they pile up
-      gpu.pool.releaseIdle();
-      step++;
-      accSteps++;
-      result.steps = step;
-      for (const b of batches) result.tokens += batchTokens(b);
-      opts.progress?.update(step, { tokens: result.tokens });
-      if (step % logEvery === 0 || step === totalSteps) await queueRead(step);
-      // a turn of the event loop, so that a signal listener (Ctrl-C) runs before shouldStop is asked
-      await nextTurn();
-      const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
-      // evaluated even when stopping here, so that a resumed run has every evaluation
-      if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps) {
-        await settle();
-        await runEval();
-        if (ended()) break;
-      }
-      if (stop) {
-        result.status = "stopped";
-        break;
-      }
-      if (saveEvery > 0 && step % saveEvery === 0 && step < totalSteps) await checkpoint();
-    }
-    // a run that ended early logs its last, partial interval (a finished run's was logged at its
-    // last step); a stopped run's goes into the checkpoint, for the resumed run's next record
-    if (accSteps > 0 && result.status !== "stopped") await queueRead(step);
-    await settle();
-    setTraining(false);
-    // a run resumed after its last step (killed before its output was written) was evaluated already
-    if (result.status === "done" && (opts.resumeFrom?.state.step ?? 0) < totalSteps) await runEval();
-    await checkpoint();
-  } catch (e) {
-    // a step that failed half-way leaves gradients behind; an unread interval is discarded
-    pending?.catch(() => {});
-    throw e;
-  } finally {
-    setTraining(false);
-    opt.zeroGrad();
-    opt.dispose();
-    acc.dispose();
-    opts.progress?.done();
-    result.seconds = (performance.now() - started) / 1000;
   }
-  return result;
+  opt.importState(optimizer);
+  return {
+    step: state.step,
+    ranking: { best: state.best, unranked: state.unranked ?? 0 },
+    elapsedBefore: state.elapsed,
+    tokensBefore: state.tokens,
+  };
+}
+
+/** Train until the last step, a stop request, or early stopping; evaluate and save on the way. */
+async function trainSteps(run: Run): Promise<void> {
+  const { opts, result } = run;
+  const { totalSteps } = opts;
+  opts.progress?.update(run.step, {});
+  const ended = () => result.status !== "done"; // a function: the evaluations may end the run
+  // steps between the checkpoints written on the way
+  const saveEvery = opts.outDir && opts.writeWeights ? opts.saveEvery ?? 0 : 0;
+  while (run.step < totalSteps && !ended()) {
+    trainStep(run);
+    const step = run.step;
+    opts.progress?.update(step, { tokens: result.tokens });
+    if (step % run.logEvery === 0 || step === totalSteps) await queueRead(run, step);
+    // a turn of the event loop, so that a signal listener (Ctrl-C) runs before shouldStop is asked
+    await nextTurn();
+    const stop = step < totalSteps && (opts.shouldStop?.(step) ?? false);
+    // evaluated even when stopping here, so that a resumed run has every evaluation
+    if (opts.evalEvery && step % opts.evalEvery === 0 && step < totalSteps) {
+      await settle(run);
+      await runEval(run);
+      if (ended()) break;
+    }
+    if (stop) {
+      result.status = "stopped";
+      break;
+    }
+    if (saveEvery > 0 && step % saveEvery === 0 && step < totalSteps) await checkpoint(run);
+  }
+}
+
+/**
+ * Encode one optimiser step (each of its batches' forward and backward pass, then the update)
+ * and submit it without waiting; count it and its tokens.
+ */
+function trainStep(run: Run): void {
+  const { opts: { model, task, data }, opt, keyed, result } = run;
+  const { first, count } = stepBatches(run.step, run.micro, data.stepsPerEpoch);
+  const batches = Array.from({ length: count }, (_, j) => data.batch(data.positionAt(first + j)));
+  const counts = batches.map((b) => lossCount(b, task));
+  const targets = counts.reduce((a, b) => a + b, 0);
+  const factor = lrFactor(run.step, run.schedule);
+  run.setTraining(true);
+  batches.forEach((batch, j) => {
+    // dropout masks are keyed by the batch's index, so each batch of a step gets its own
+    if ("dropoutStep" in keyed) keyed.dropoutStep = first + j;
+    tidy(() => {
+      const full = batchLoss(model, batch, task);
+      const loss = count === 1 ? full : scale(full, targets > 0 ? counts[j] / targets : 1 / count);
+      loss.backward();
+      const next = keep(noGrad(() => add(run.interval.sum, loss)));
+      run.interval.sum.dispose();
+      run.interval.sum = next;
+    });
+  });
+  opt.step(factor);
+  opt.zeroGrad();
+  model.gpu.stream.flush();
+  // batches of other shapes (--group-by-length, an epoch's short last batch) leave free
+  // buffers of size classes this step did not use: give them back before they pile up
+  model.gpu.pool.releaseIdle();
+  run.step++;
+  run.interval.steps++;
+  result.steps = run.step;
+  for (const b of batches) result.tokens += batchTokens(b);
+}
+
+/** After the last step (or a stop): log the open interval, evaluate, write the last checkpoint. */
+async function finishRun(run: Run): Promise<void> {
+  const { opts, result } = run;
+  // a run that ended early logs its last, partial interval (a finished run's was logged at its
+  // last step); a stopped run's goes into the checkpoint, for the resumed run's next record
+  if (run.interval.steps > 0 && result.status !== "stopped") await queueRead(run, run.step);
+  await settle(run);
+  run.setTraining(false);
+  // a run resumed after its last step (killed before its output was written) was evaluated already
+  if (result.status === "done" && (opts.resumeFrom?.state.step ?? 0) < opts.totalSteps) await runEval(run);
+  await checkpoint(run);
+}
+
+/** Release what the run holds, whether it ended or threw. */
+function endRun(run: Run): void {
+  run.setTraining(false);
+  run.opt.zeroGrad();
+  run.opt.dispose();
+  run.interval.sum.dispose();
+  run.opts.progress?.done();
+  run.result.seconds = (performance.now() - run.started) / 1000;
+}
+
+/** Queue a readback of the interval's summed loss, then await the previous one. */
+async function queueRead(run: Run, endStep: number): Promise<void> {
+  const { opts, interval, result } = run;
+  const gpu = opts.model.gpu;
+  const count = interval.steps;
+  const tokens = run.tokensBefore + result.tokens;
+  const elapsed = round3(run.elapsedBefore + (performance.now() - run.started) / 1000);
+  const lr = opts.groups.map((g) => g.lr * lrFactor(endStep - 1, run.schedule));
+  const lossRead = interval.sum.readLater();
+  const normRead = opts.maxGradNorm !== undefined ? run.opt.gradNorm.readLater() : null;
+  interval.sum.dispose();
+  interval.sum = keep(T.zeros(gpu, []));
+  interval.steps = 0;
+  gpu.stream.flush();
+  const previous = interval.pending;
+  interval.pending = (async () => {
+    const loss = (await lossRead)[0] / count;
+    const gradNorm = normRead ? (await normRead)[0] : undefined;
+    if (!Number.isFinite(loss)) throw diverged(opts, loss, endStep);
+    result.losses.push({ step: endStep, loss });
+    opts.progress?.update(endStep, { loss });
+    const rec: Record<string, unknown> = { type: "train", step: endStep, loss };
+    opts.groups.forEach((g, i) => rec[`lr_${g.name}`] = lr[i]);
+    if (gradNorm !== undefined) rec.grad_norm = gradNorm;
+    rec.tokens = tokens;
+    rec.elapsed_s = elapsed;
+    await opts.log?.write(rec as { type: string; step: number });
+  })();
+  if (previous) await previous;
+}
+
+/**
+ * Wait for every queued loss read, then read the open interval's sum without closing it (as
+ * transformers, evaluations and checkpoints leave the logging interval whole). Throws on a
+ * non-finite loss; gives the open interval, which a checkpoint stores.
+ */
+async function settle(run: Run): Promise<TrainerState["interval"]> {
+  const { interval } = run;
+  const p = interval.pending;
+  interval.pending = null;
+  if (p) await p;
+  if (interval.steps === 0) return undefined;
+  const loss = (await interval.sum.toArray())[0];
+  if (!Number.isFinite(loss)) throw diverged(run.opts, loss / interval.steps, run.step);
+  return { loss, steps: interval.steps };
+}
+
+/** The error of a loss that became `loss` in the steps up to `endStep`. */
+function diverged(opts: TrainOptions, loss: number, endStep: number): TrainingDivergedError {
+  return new TrainingDivergedError(
+    `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
+      `Lower the learning rate (--lr${opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""}), ` +
+      `set --max-grad-norm, or check the data` +
+      (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
+  );
+}
+
+/** Evaluate in eval mode (when the run evaluates), log the result and track the best one. */
+async function runEval(run: Run): Promise<void> {
+  const { opts, result, step } = run;
+  if (!opts.evaluate) return;
+  run.setTraining(false);
+  const r = await opts.evaluate();
+  result.evals.push({ step, ...r });
+  await opts.log?.write({ type: "eval", step, ...r });
+  opts.progress?.log(`eval @ ${step}: ${describeEval(r)}`);
+  if (opts.best) await trackBest(run, r, opts.best);
+}
+
+/**
+ * Rank an evaluation: write the weights of a better one, log it, or end the run when `patience`
+ * evaluations in a row were not better (never at its last step).
+ */
+async function trackBest(run: Run, r: EvalResult, options: BestOptions): Promise<void> {
+  const { opts, result, step } = run;
+  const { ranking, metric, value, outcome, notBetter } = rankEvaluation(run.ranking, r, step, options.metric);
+  run.ranking = ranking;
+  if (outcome === "better") {
+    const write = opts.writeBest ?? opts.writeWeights;
+    if (options.save && opts.outDir && write) await write(join(opts.outDir, BEST_DIR));
+    await opts.log?.write({ type: "best", step, metric, value });
+  } else {
+    if (outcome === "unranked") {
+      opts.progress?.log(`eval @ ${step}: ${metric} is NaN, no best evaluation yet`);
+    }
+    const { patience } = options;
+    const stops = patience !== undefined && notBetter >= patience && result.status === "done" &&
+      step < opts.totalSteps;
+    if (stops) {
+      result.status = "early";
+      opts.progress?.log(
+        outcome === "unranked"
+          ? `stopping early at step ${step}: ${metric} was NaN in ${ranking.unranked} evaluations, with no best one`
+          : `stopping early at step ${step}: no better ${metric} in ${patience} evaluations (best ${
+            ranking.best!.value.toFixed(4)
+          } at step ${ranking.best!.step})`,
+      );
+    }
+  }
+  result.best = ranking.best;
+}
+
+/** Write a checkpoint of the run so far (when it has an output folder and writes weights). */
+async function checkpoint(run: Run): Promise<void> {
+  const { opts, names, step } = run;
+  if (!opts.outDir || !opts.writeWeights) return;
+  const interval = await settle(run);
+  const exported = await run.opt.exportState();
+  const bad = exported.m.findIndex((m, i) => !allFinite(m) || !allFinite(exported.v[i]));
+  if (bad >= 0) {
+    throw new TrainingDivergedError(
+      `the optimiser state of "${names[bad]}" holds NaN or infinity at step ${step}; training stopped ` +
+        `and the last good checkpoint in ${opts.outDir} is kept. Lower the learning rate or set --max-grad-norm`,
+    );
+  }
+  const optimizer: OptimizerState = { names, ...exported };
+  await saveCheckpoint(opts.outDir, trainerState(run, interval), optimizer, opts.writeWeights);
+  await opts.log?.write({ type: "checkpoint", step });
+}
+
+/** The trainer's part of a checkpoint: what a resumed run needs to continue this one exactly. */
+function trainerState(run: Run, interval: TrainerState["interval"]): TrainerState {
+  const { opts, step, result } = run;
+  const { best, unranked } = run.ranking;
+  return {
+    step,
+    totalSteps: opts.totalSteps,
+    position: opts.data.positionAt(stepBatches(step, run.micro, opts.data.stepsPerEpoch).first),
+    rng: { seed: opts.seed, step },
+    fingerprint: opts.fingerprint ?? {},
+    args: opts.args ?? opts.resumeFrom?.state.args,
+    ...(best ? { best } : {}),
+    ...(!best && unranked > 0 ? { unranked } : {}),
+    ...(result.status === "early" ? { stoppedEarly: true } : {}),
+    ...(interval ? { interval } : {}),
+    elapsed: round3(run.elapsedBefore + (performance.now() - run.started) / 1000),
+    tokens: run.tokensBefore + result.tokens,
+  };
 }
 
 /**
@@ -505,20 +608,6 @@ function nextTurn(): Promise<void> {
     };
     port2.postMessage(null);
   });
-}
-
-/**
- * What a run's best evaluation is by default: the entity F1 of a token classifier with entity tags,
- * else accuracy when reported, else Pearson correlation (regression), else the loss.
- */
-export function defaultMetric(r: EvalResult): BestMetric {
-  return r.precision !== undefined
-    ? "f1"
-    : r.accuracy !== undefined
-    ? "accuracy"
-    : r.pearson !== undefined
-    ? "pearson"
-    : "loss";
 }
 
 /** `loss 0.3312, accuracy 0.9123` or `loss 2.91, perplexity 18.4`. */
