@@ -110,6 +110,30 @@ Deno.test("LoRA dropout: train mode only, a fresh mask per forward", async () =>
   x.dispose();
 });
 
+Deno.test("LoRA dropout follows the model's mode: model.train(false) stops it (evaluate switches the model alone)", async () => {
+  const gpu = await getGpu();
+  const dir = `${FIXTURES}models/gpt2`;
+  const model = await loadModel(gpu, dir);
+  const peft = await attachAdapter(model, loraConfig({ r: 2, loraDropout: 0.5, initLoraWeights: false }), {
+    seed: 1,
+  });
+  const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
+  const logits = () => noGrad(() => tidy(() => model.forward(batch).logits)).toArray();
+  try {
+    const evaluated = Array.from(await logits());
+    peft.train(true);
+    model.train(false);
+    assertEquals(Array.from(await logits()), evaluated, "the model in eval mode: no LoRA dropout");
+    model.train(true);
+    const trained = Array.from(await logits());
+    model.train(false);
+    assert(trained.some((v, i) => v !== evaluated[i]), "the model in train mode: LoRA dropout");
+  } finally {
+    peft.detach();
+    model.dispose();
+  }
+});
+
 for (const family of ["gpt2", "llama", "roberta"].filter((f) => loadableFamilies().includes(f))) {
   Deno.test(`LoRA: PEFT's ${family} adapter reproduces PEFT's logits; save and reload`, async () => {
     const gpu = await getGpu();

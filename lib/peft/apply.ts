@@ -77,11 +77,20 @@ export interface LoadIntoOptions extends AttachOptions {
   fourierftIndices?: string;
 }
 
-/** LoRA's dropout state, keyed by the model's step (BaseModel.dropoutStep) where it has one. */
+/**
+ * LoRA's dropout state, keyed by the model's step (BaseModel.dropoutStep) where it has one. Its
+ * mode is the model's: `model.train(false)` stops LoRA's dropout too, as PyTorch's `model.eval()`
+ * stops PEFT's (evaluate, classify and generate switch the model alone).
+ */
 function modelDropoutState(model: Model, opts: AttachOptions): DropoutState {
   const stepped = model as Partial<{ dropoutStep: number }>;
   return {
-    training: false,
+    get training() {
+      return model.training;
+    },
+    set training(on: boolean) {
+      model.train(on);
+    },
     seed: opts.dropoutSeed ?? 0,
     step: () => stepped.dropoutStep ?? 0,
   };
@@ -129,7 +138,6 @@ export class PeftModel {
   /** Train mode (dropout on, in the model and in LoRA) or eval mode. */
   train(on: boolean): void {
     this.model.train(on);
-    this.dropoutState.training = on;
   }
 
   /** The adapters' trainable tensors (coefficients, or LoRA's A and B). */
