@@ -34,7 +34,8 @@ export interface LoadWeightsOptions {
    * classification head, which is trained): "f32" (default) or "f16". With "q8" or "q4" the
    * blocks' linear weights are quantized as that kind and the embedding tables and LM output
    * layer as q8; a matrix whose stored rows are not a multiple of 32 long is f16 where the device
-   * has shader-f16 (else f32). Everything else (norms, biases, heads) is always f32.
+   * has shader-f16 and f16 can hold its values (else f32). Everything else (norms, biases, heads)
+   * is always f32.
    */
   dtype?: WeightDtype;
   /** Seed of the initialisation of head parameters the checkpoint lacks (default 0). */
@@ -127,7 +128,7 @@ export async function loadWeights(
         initialised.push(p.key);
         continue;
       }
-      const t = keep(await readParam(gpu, source, key, p, storage));
+      const t = keep(await readParam(gpu, source, key, p, storage, quantizing));
       params.set(p.key, t);
       done += source.info(key).byteLength;
       opts.onProgress?.(done, total);
@@ -158,13 +159,18 @@ export function checkpointKey(key: string, basePrefix: string, prefix: string): 
   return prefix === basePrefix || !key.startsWith(basePrefix) ? key : prefix + key.slice(basePrefix.length);
 }
 
-/** One tensor of the checkpoint, dtype-checked, as a tensor of shape `p.shape` stored as `storage`. */
+/**
+ * One tensor of the checkpoint, dtype-checked, as a tensor of shape `p.shape` stored as `storage`.
+ * With `orF32` (a quantized load, whose f16 matrices the user did not ask for), an f16 matrix that
+ * f16 cannot hold is stored as f32 instead of refused.
+ */
 async function readParam(
   gpu: Gpu,
   source: TensorSource,
   key: string,
   p: ParamShape,
   storage: WeightDtype,
+  orF32: boolean,
 ): Promise<Tensor> {
   const info = source.info(key);
   if (!FLOAT_DTYPES.includes(info.dtype)) {
@@ -180,13 +186,14 @@ async function readParam(
       ? new Float16Array(raw.buffer, raw.byteOffset, raw.length)
       : toFloat32(info.dtype, raw);
     const bad = values.findIndex((v) => !(Math.abs(v) <= F16_MAX));
-    if (bad >= 0) {
+    if (bad < 0) return Tensor.from(gpu, values, p.shape, { dtype: "f16", label: key });
+    if (!orF32) {
       throw new SafetensorsError(
         `${source.path}: tensor "${key}" holds ${values[bad]} at ${bad}, which f16 cannot store; ` +
           `load with dtype "f32"`,
       );
     }
-    return Tensor.from(gpu, values, p.shape, { dtype: "f16", label: key });
+    storage = "f32"; // as a device without shader-f16 would store it
   }
   const floats = toFloat32(info.dtype, raw);
   // a code cannot hold NaN or ±Inf: quantizing would hide one, or spread it over its group

@@ -8,10 +8,14 @@
  *   merge then unmerge gives the weight back to float rounding (exactly, where w + ΔW − ΔW
  *   rounds back to w).
  * - {@link writeMergedModel} writes a copy of the source checkpoint with every adapted weight
- *   replaced by W + ΔW, computed in float64 from the stored values and rounded once to the
- *   stored dtype (F32, F16, BF16 or F64), and the modules_to_save parameters replaced by their
- *   trained values (new keys, such as a fresh classifier, are added in the checkpoint's most
- *   common float dtype); the `dtype` option stores all of these as one dtype. Every other tensor
+ *   replaced by W + ΔW, computed in float64 from the stored values and rounded to the stored
+ *   dtype (F32, F16, BF16 or F64: F32 and F64 once; F16 and BF16 via f32, as lib/io/dtype.ts
+ *   converts, which can differ from a direct rounding in the last bit), and the modules_to_save
+ *   parameters replaced by their trained values (new keys, such as a fresh classifier, are added
+ *   in the checkpoint's most common float dtype); the `dtype` option stores all of these as one
+ *   dtype. A value the dtype cannot hold (NaN, ±Infinity, or one that rounds to ±Infinity, as
+ *   W + ΔW can beyond F16's ±65504) is an error, and the directory is then not written (as
+ *   PEFT's safe_merge refuses non-finite merged weights). Every other tensor
  *   is copied bit for bit; key names, shapes, sharding (the index and shard file names) and
  *   `__metadata__` are kept (the index's `total_size` counts the tensors written). The directory's
  *   other files (config.json, tokenizer files, …) and its `additional_chat_templates/` are copied
@@ -272,18 +276,26 @@ function mergedTensors(
     const lin = model.linears.get(path);
     if (!lin) throw new Error(`merge: the model has no linear layer "${path}"`);
     const key = keyOf(`${path}.weight`);
-    const merged = mergedWeight(source, key, lin, layer);
-    out.set(key, dtype ? { ...merged, dtype } : merged);
+    out.set(key, mergedWeight(source, key, lin, layer, dtype));
   }
   const common = commonFloatDtype(source);
   for (const [k, t] of src.saved) {
     const key = keyOf(k);
-    out.set(key, {
-      modelKey: k,
-      dtype: dtype ?? (source.has(key) ? floatDtype(source.info(key).dtype, key) : common),
-      shape: [...t.shape],
-      values: async () => Float32Array.from(await t.toArray()),
-    });
+    const stored = dtype ?? (source.has(key) ? floatDtype(source.info(key).dtype, key) : common);
+    const values = async () => {
+      const trained = Float32Array.from(await t.toArray());
+      const bad = firstUnstorable(trained, stored);
+      if (bad >= 0) {
+        const at = `merge: the trained "${k}" holds ${trained[bad]} at index ${bad}`, max = RANGE[stored].max;
+        throw new Error(
+          Number.isFinite(trained[bad])
+            ? `${at}, beyond ${stored}'s range (largest ${max}); write it as F32 (the dtype option of saveMerged)`
+            : `${at}: its trained values are not finite (did the training diverge?)`,
+        );
+      }
+      return trained;
+    };
+    out.set(key, { modelKey: k, dtype: stored, shape: [...t.shape], values });
   }
   const prefixed = match.prefix !== shapes.basePrefix && [...out.keys()].some((k) => !source.has(k));
   const nameOf = (k: string) => {
@@ -296,8 +308,17 @@ function mergedTensors(
   return { replaced: out, nameOf };
 }
 
-/** W + ΔW of `lin`'s stored weight `key`: checked now, computed in float64 when written. */
-function mergedWeight(source: TensorSource, key: string, lin: Linear, layer: PeftLayer): MergedTensor {
+/**
+ * W + ΔW of `lin`'s stored weight `key`, written as `dtype` (default: as stored): checked now,
+ * computed in float64 when written, and refused there when `dtype` cannot hold a value.
+ */
+function mergedWeight(
+  source: TensorSource,
+  key: string,
+  lin: Linear,
+  layer: PeftLayer,
+  dtype?: FloatDtype,
+): MergedTensor {
   if (!source.has(key)) {
     throw new Error(
       `${source.path}: no tensor "${key}" to merge the adapter of "${lin.path}" into (a tied weight?)`,
@@ -308,14 +329,52 @@ function mergedWeight(source: TensorSource, key: string, lin: Linear, layer: Pef
   if (info.shape.reduce((a, b) => a * b, 1) !== count) {
     throw new Error(`${source.path}: "${key}" is [${info.shape}], the adapter's ΔW has ${count} values`);
   }
+  const written = dtype ?? floatDtype(info.dtype, key);
   const values = async () => {
     const stored = info.dtype === "F64" ? await source.read(key) as Float64Array : await source.readF32(key);
     const delta = await readDeltaWeight(lin.weight.gpu, layer, lin.layout === "in_out");
     const sum = new Float64Array(count);
     for (let i = 0; i < count; i++) sum[i] = stored[i] + delta[i];
+    const bad = firstUnstorable(sum, written);
+    if (bad >= 0) {
+      const at = `at index ${bad} of "${key}" [${info.shape}]`;
+      throw new Error(
+        !Number.isFinite(stored[bad])
+          ? `${source.path}: the base weight holds ${stored[bad]} ${at}, so W + ΔW cannot be finite; ` +
+            `merge into a base whose weights are finite`
+          : !Number.isFinite(delta[bad])
+          ? `merge: the adapter's ΔW of "${lin.path}" holds ${delta[bad]} ${at}: the adapter is broken ` +
+            `(not finite); retrain it, or check its weights`
+          : `merge: W + ΔW is ${sum[bad]} ${at} (W ${stored[bad]}, ΔW ${delta[bad]}), which overflows ` +
+            `${written}'s range (largest ${RANGE[written].max}); keep the adapter separate (load it onto ` +
+            `the base unmerged)` +
+            (written === "F32" ? "" : `, or write the merged model as F32 (the dtype option of saveMerged)`),
+      );
+    }
     return sum;
   };
-  return { modelKey: `${lin.path}.weight`, dtype: floatDtype(info.dtype, key), shape: info.shape, values };
+  return { modelKey: `${lin.path}.weight`, dtype: written, shape: info.shape, values };
+}
+
+/**
+ * Per float dtype: its largest finite value, and the least float64 magnitude that it stores as
+ * ±Infinity (F16 and BF16 round via f32, as lib/io/dtype.ts does: half an f32 ulp below the least
+ * f32 they round to ±Infinity; a tie there rounds to even, up).
+ */
+const RANGE: Readonly<Record<FloatDtype, { max: number; overflow: number }>> = {
+  F64: { max: Number.MAX_VALUE, overflow: Infinity },
+  F32: { max: 2 ** 128 - 2 ** 104, overflow: 2 ** 128 - 2 ** 103 },
+  F16: { max: 65504, overflow: 65520 - 2 ** -9 },
+  BF16: { max: 2 ** 128 - 2 ** 120, overflow: 2 ** 128 - 2 ** 119 - 2 ** 103 },
+};
+
+/** The first index of `values` that `dtype` cannot hold finite (NaN, ±Infinity, beyond its range), or -1. */
+function firstUnstorable(values: Float32Array | Float64Array, dtype: FloatDtype): number {
+  const { overflow } = RANGE[dtype];
+  for (let i = 0; i < values.length; i++) {
+    if (!(Math.abs(values[i]) < overflow)) return i;
+  }
+  return -1;
 }
 
 function floatDtype(d: Dtype, key: string): FloatDtype {
