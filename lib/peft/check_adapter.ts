@@ -178,8 +178,12 @@ function checkSavedNames(adapter: Adapter, fail: (msg: string) => never): void {
   }
 }
 
-/** [n, 2] positions of an out×in layer's spectrum: in range, distinct (sparse.ts's check, named by file). */
+/**
+ * [n, 2] positions of an out×in layer's spectrum: in range, distinct (sparse.ts's check, named by
+ * file). None is allowed: SSH's global selection may give a target no position.
+ */
 function checkModulePositions(indices: Int32Array, out: number, inF: number, where: string): void {
+  if (indices.length === 0) return;
   try {
     checkPositions(indices, out, inF);
   } catch (e) {
