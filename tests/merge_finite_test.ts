@@ -77,7 +77,7 @@ async function saveMerged(
   base: string,
   adapter: string,
   out: string,
-  opts: { overwrite?: boolean; dtype?: "F32" } = {},
+  opts: { overwrite?: boolean } = {},
 ): Promise<void> {
   const model = await loadModel(await getGpu(), base);
   const peft = await loadAdapterInto(model, adapter);
@@ -116,8 +116,13 @@ Deno.test("merge refuses a W + ΔW beyond F16's range, naming the tensor and ind
       assertEquals(await entries(out), ["config.json", "notes.txt"]);
       assertEquals(await Deno.readTextFile(`${out}/config.json`), "{}");
     }
-    // F32 holds it
-    await saveMerged(base, adapter, `${dir}/f32`, { dtype: "F32" });
+    // the CLI's refusal names its way out, --merged-dtype f32, and F32 holds the sum
+    const cli = (...flags: string[]) =>
+      runCli(["merge", "--model", base, "--adapter", adapter, "--out", `${dir}/f32`, ...flags]);
+    const refused = await cli();
+    assert(refused.code !== 0 && refused.err.includes("merge's --merged-dtype f32"), refused.err);
+    const r = await cli("--merged-dtype", "f32");
+    assertEquals(r.code, 0, r.err);
     const merged = await (await openCheckpoint(`${dir}/f32`)).readF32(key);
     assertEquals([merged[2 * row], merged[3 * row]], [65520 - 2 ** -8, 65520]);
   });

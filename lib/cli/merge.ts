@@ -37,6 +37,13 @@ const FLAGS = {
       "the merged model is the same for each; auto: q4, or f32 when the adapter's modules_to_save name more " +
       "than a classifier head",
   },
+  "merged-dtype": {
+    type: "string",
+    choices: ["f32", "f16", "bf16"],
+    arg: "DTYPE",
+    help: "store the tensors merging changes (W + ΔW, a trained head) as DTYPE; the others stay as stored " +
+      "[default: as stored] (f32 holds a W + ΔW beyond f16's range)",
+  },
 } as const;
 
 const SPEC: CommandSpec<typeof FLAGS> = {
@@ -79,7 +86,10 @@ export function mergeCommand(args: string[]): Promise<number> {
     const loaded = await loadForUse(await getGpu(), { ...options, dtype }, plan);
     try {
       console.log(`storage ${storageSummary(loaded.model)}`);
-      await loaded.peft!.saveMerged(v.out, { overwrite: v.overwrite });
+      await loaded.peft!.saveMerged(v.out, {
+        overwrite: v.overwrite,
+        dtype: v["merged-dtype"]?.toUpperCase() as "F32" | "F16" | "BF16" | undefined,
+      });
       console.log(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
       return 0;
     } finally {

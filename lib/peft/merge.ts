@@ -289,7 +289,7 @@ function mergedTensors(
         const at = `merge: the trained "${k}" holds ${trained[bad]} at index ${bad}`, max = RANGE[stored].max;
         throw new Error(
           Number.isFinite(trained[bad])
-            ? `${at}, beyond ${stored}'s range (largest ${max}); write it as F32 (the dtype option of saveMerged)`
+            ? `${at}, beyond ${stored}'s range (largest ${max}); write it as F32 (saveMerged's dtype option, merge's --merged-dtype f32)`
             : `${at}: its trained values are not finite (did the training diverge?)`,
         );
       }
@@ -348,7 +348,9 @@ function mergedWeight(
           : `merge: W + ΔW is ${sum[bad]} ${at} (W ${stored[bad]}, ΔW ${delta[bad]}), which overflows ` +
             `${written}'s range (largest ${RANGE[written].max}); keep the adapter separate (load it onto ` +
             `the base unmerged)` +
-            (written === "F32" ? "" : `, or write the merged model as F32 (the dtype option of saveMerged)`),
+            (written === "F32"
+              ? ""
+              : `, or write the merged model as F32 (saveMerged's dtype option, merge's --merged-dtype f32)`),
       );
     }
     return sum;
