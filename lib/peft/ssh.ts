@@ -37,6 +37,7 @@ import { cast, noGrad } from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
 import {
   encodeEnergy,
+  NonFiniteEnergyError,
   type PositionSpace,
   positionSpace,
   roundHalfEven,
@@ -152,11 +153,34 @@ export async function selectLayerPositions(
   opts: SshSelectOptions,
 ): Promise<Int32Array> {
   checkCount(linear, opts.n, opts.transform);
-  return await withF32Weight(linear, (w) =>
-    selectPositions(gpu, w, linear.outFeatures, linear.inFeatures, {
-      ...opts,
-      transposed: linear.layout === "in_out",
-    }));
+  return await withF32Weight(linear, async (w) => {
+    try {
+      return await selectPositions(gpu, w, linear.outFeatures, linear.inFeatures, {
+        ...opts,
+        transposed: linear.layout === "in_out",
+      });
+    } catch (e) {
+      throw e instanceof NonFiniteEnergyError ? await unrankable(gpu, linear, w) : e;
+    }
+  });
+}
+
+/**
+ * The error of a layer whose spectral energies are not finite, naming the layer and the first
+ * non-finite element of its weight (read back here, on the failure path only), or saying that
+ * a finite weight's transform overflowed f32.
+ */
+async function unrankable(gpu: Gpu, linear: Linear, w: GPUBuffer): Promise<RangeError> {
+  const values = await readF32(gpu, w, linear.weight.size);
+  const bad = values.findIndex((v) => !Number.isFinite(v));
+  const cols = linear.weight.shape[1], at = `[${Math.floor(bad / cols)}, ${bad % cols}]`;
+  const why = bad >= 0
+    ? `its weight holds non-finite values (NaN or ±Inf; ${values[bad]} at ${at})`
+    : "its weight is finite, but so large that its spectral energies overflow f32";
+  return new RangeError(
+    `${linear.path}: ${why}: SSH cannot rank its spectrum. Check the model's checkpoint, or leave the ` +
+      "layer out of the target modules",
+  );
 }
 
 /**
@@ -181,6 +205,8 @@ async function layerCandidates(
     const energy = encodeEnergy(gpu, transform, w, m, n, { transposed: linear.layout === "in_out" });
     try {
       const total = await sumF32(gpu, energy, m * n);
+      // NaN or ±Inf in any energy makes the total so, and the energies could not be normalised
+      if (!Number.isFinite(total)) throw await unrankable(gpu, linear, w);
       const ranks = await topkSpace(gpu, energy, space, Math.min(k, space.size));
       const values = await gatherF32(gpu, energy, ranks.map((r) => space.flat(r)));
       return { ranks, energy: Float64Array.from(values, (v) => (total > 0 ? v / total : 0)) };

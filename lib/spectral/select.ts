@@ -32,6 +32,15 @@ import { encodeTransform2d, type Transform, TRANSFORMS } from "./transforms.ts";
 
 const MAX_U32 = 4294967295;
 
+/**
+ * The energies handed to {@link topkEnergy} hold NaN (or negative values), so they have no
+ * ranking; the caller, which knows whose weight it was, says so in its terms.
+ */
+export class NonFiniteEnergyError extends RangeError {
+  /** Always "NonFiniteEnergyError". */
+  override name = "NonFiniteEnergyError";
+}
+
 /** Options of {@link selectPositions}. */
 export interface SelectOptions {
   /** Number of positions (coefficients), an integer 1 ≤ n ≤ M·N. */
@@ -83,6 +92,8 @@ export function positionSpace(transform: Transform, m: number, nIn: number): Pos
  * over the ranks of the {@link positionSpace}, in ascending flat index.
  * @param weight f32 weight, (M, N) row-major, or (N, M) with `transposed`.
  * @param m out_features M; @param nIn in_features N.
+ * @throws NonFiniteEnergyError when the energies hold NaN (a non-finite weight, or one whose
+ * transform overflows f32).
  */
 export async function selectPositions(
   gpu: Gpu,
@@ -181,7 +192,8 @@ export function encodeEnergy(
  * value descending, ties by index ascending. Exact: a radix select over the f32 bit patterns
  * (4 passes of 8 bits, each read back) finds the k-th largest pattern t, then one stable
  * compaction writes the entries > t and the first (k − #{> t}) entries = t in index order.
- * @throws RangeError when k is outside [0, size], or the values contain NaN or negatives.
+ * @throws RangeError when k is outside [0, size]; {@link NonFiniteEnergyError} when the values
+ * contain NaN or negatives.
  */
 export async function topkEnergy(gpu: Gpu, energy: GPUBuffer, size: number, k: number): Promise<Uint32Array> {
   if (!Number.isInteger(size) || size < 1 || size > MAX_U32) {
@@ -239,7 +251,9 @@ function sortSelection(pairs: Uint32Array, k: number): Uint32Array {
   let maxBits = 0;
   for (let i = 0; i < k; i++) maxBits = Math.max(maxBits, pairs[2 * i + 1]);
   if (maxBits > 0x7f800000) {
-    throw new RangeError("topkEnergy: the energies contain NaN or negative values (is the weight finite?)");
+    throw new NonFiniteEnergyError(
+      "topkEnergy: the energies contain NaN or negative values (is the weight finite?)",
+    );
   }
   // The compaction wrote indices in ascending order within each bit pattern: a stable
   // sort by bits descending is enough.

@@ -25,6 +25,7 @@ import { rankEvaluation, type Ranking } from "./best.ts";
 import {
   type BestMetric,
   type BestState,
+  CHECKPOINT_DIR,
   type LoadedCheckpoint,
   type OptimizerState,
   saveCheckpoint,
@@ -74,7 +75,15 @@ export interface TrainOptions {
   model: Model;
   /** How a batch's loss is taken: "causal-lm", "seq-cls", "token-cls" or "image-cls" (the model's head). */
   task: TaskName;
-  /** Training batches: step s trains on `data.batch(data.positionAt(s))` (see `accumulate`). */
+  /**
+   * Training batches: step s trains on `data.batch(data.positionAt(s))` (see `accumulate`).
+   * A step with no target that counts (a causal LM's or token classifier's batches whose labels
+   * are all −100) is not skipped: its loss is 0 (and counts as such in its interval's logged
+   * mean), its gradient is zero, and AdamW still steps: the moments' momentum and the weight
+   * decay move the parameters, and the step counts in the bias correction. The CLI's data sets
+   * never give such a step (they drop or refuse examples without targets); a custom source
+   * should not either.
+   */
   data: BatchSource;
   /** The trained tensors in named groups, each with its learning rate; at least one tensor in all. */
   groups: ParamGroupSpec[];
@@ -242,6 +251,13 @@ interface Run {
   started: number;
   result: TrainResult;
   interval: LossInterval;
+  /**
+   * The step up to which a {@link settle} (before an evaluation or a checkpoint) found the open
+   * interval's loss finite; a resumed run's checkpoint step. Later intervals start past it.
+   */
+  checked: number;
+  /** The last good checkpoint: the one resumed from, or the last one this run wrote. */
+  kept?: { dir: string; step: number };
 }
 
 /** Run (or continue) a training run; see the module doc. */
@@ -251,11 +267,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (run.result.status === "early") return run.result; // resumed after it stopped early
     await trainSteps(run);
     await finishRun(run);
-  } catch (e) {
-    // a step that failed half-way leaves gradients behind; an unread interval is discarded
-    run.interval.pending?.catch(() => {});
-    throw e;
   } finally {
+    // a step that failed half-way leaves gradients behind; an unread interval is discarded
     endRun(run);
   }
   return run.result;
@@ -306,6 +319,8 @@ function startRun(opts: TrainOptions): Run {
     started,
     result,
     interval,
+    checked: step,
+    kept: opts.resumeFrom && { dir: opts.resumeFrom.dir, step },
   };
 }
 
@@ -472,7 +487,7 @@ async function queueRead(run: Run, endStep: number): Promise<void> {
   interval.pending = (async () => {
     const loss = (await lossRead)[0] / count;
     const gradNorm = normRead ? (await normRead)[0] : undefined;
-    if (!Number.isFinite(loss)) throw diverged(opts, loss, endStep);
+    if (!Number.isFinite(loss)) throw diverged(run, loss, endStep - count, endStep);
     result.losses.push({ step: endStep, loss });
     opts.progress?.update(endStep, { loss });
     const rec: Record<string, unknown> = { type: "train", step: endStep, loss };
@@ -482,6 +497,9 @@ async function queueRead(run: Run, endStep: number): Promise<void> {
     rec.elapsed_s = elapsed;
     await opts.log?.write(rec as { type: string; step: number });
   })();
+  // a divergence it finds is thrown where it is awaited (the next read or settle), not as an
+  // unhandled rejection while the loop encodes the next step
+  interval.pending.catch(() => {});
   if (previous) await previous;
 }
 
@@ -497,18 +515,32 @@ async function settle(run: Run): Promise<TrainerState["interval"]> {
   if (p) await p;
   if (interval.steps === 0) return undefined;
   const loss = (await interval.sum.toArray())[0];
-  if (!Number.isFinite(loss)) throw diverged(run.opts, loss / interval.steps, run.step);
+  if (!Number.isFinite(loss)) throw diverged(run, loss / interval.steps, run.step - interval.steps, run.step);
+  run.checked = run.step;
   return { loss, steps: interval.steps };
 }
 
-/** The error of a loss that became `loss` in the steps up to `endStep`. */
-function diverged(opts: TrainOptions, loss: number, endStep: number): TrainingDivergedError {
-  return new TrainingDivergedError(
-    `the training loss became ${loss} in the steps up to ${endStep}; training stopped. ` +
-      `Lower the learning rate (--lr${opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""}), ` +
-      `set --max-grad-norm, or check the data` +
-      (opts.outDir ? `; the last good checkpoint in ${opts.outDir} is kept` : ""),
-  );
+/**
+ * The error of a mean loss `loss` over the steps after `from` up to `endStep`. When no loss of
+ * the run was finite before (a fresh run's first interval), the frozen model or the data is the
+ * likelier cause than the updates: at step 1 the only one, as no update came before it.
+ */
+function diverged(run: Run, loss: number, from: number, endStep: number): TrainingDivergedError {
+  const { opts } = run;
+  const lr = `the learning rate (--lr${opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""})`;
+  const model = "the frozen model or the data (e.g. a non-finite weight in the model's checkpoint)";
+  const advice = Math.max(from, run.checked) > 0
+    ? `Lower ${lr}, set --max-grad-norm, or check the data`
+    : endStep === 1
+    ? `It came before any update: check ${model}; the learning rate is not the cause`
+    : `It came in the run's first steps: check ${model} first; else lower ${lr} or set --max-grad-norm`;
+  const stopped = `the training loss became ${loss} in the steps up to ${endStep}; training stopped`;
+  return new TrainingDivergedError(`${stopped}. ${advice}${keptNote(run)}`);
+}
+
+/** Where the last good checkpoint is kept (nothing when the run has none to resume from). */
+function keptNote(run: Run): string {
+  return run.kept ? `; the last good checkpoint (step ${run.kept.step}) is kept in ${run.kept.dir}` : "";
 }
 
 /** Evaluate in eval mode (when the run evaluates), log the result and track the best one. */
@@ -565,12 +597,13 @@ async function checkpoint(run: Run): Promise<void> {
   const bad = exported.m.findIndex((m, i) => !allFinite(m) || !allFinite(exported.v[i]));
   if (bad >= 0) {
     throw new TrainingDivergedError(
-      `the optimiser state of "${names[bad]}" holds NaN or infinity at step ${step}; training stopped ` +
-        `and the last good checkpoint in ${opts.outDir} is kept. Lower the learning rate or set --max-grad-norm`,
+      `the optimiser state of "${names[bad]}" holds NaN or infinity at step ${step}; training stopped. ` +
+        `Lower the learning rate or set --max-grad-norm${keptNote(run)}`,
     );
   }
   const optimizer: OptimizerState = { names, ...exported };
   await saveCheckpoint(opts.outDir, trainerState(run, interval), optimizer, opts.writeWeights);
+  run.kept = { dir: join(opts.outDir, CHECKPOINT_DIR), step };
   await opts.log?.write({ type: "checkpoint", step });
 }
 
