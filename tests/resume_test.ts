@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
 import { clearOutDir } from "../lib/cli/run_dir.ts";
@@ -57,6 +58,15 @@ Deno.test("--resume refuses other settings, a directory without a checkpoint and
     const other = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume", "--lr", "0.2"]));
     assertEquals(other.code, 2);
     assert(other.err.includes("lr: 0.1 → 0.2"), other.err);
+    // a field of the adapter config is named, not the whole config
+    const otherN = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume", "--n", "5"]));
+    assertEquals(otherN.code, 2);
+    assert(otherN.err.includes("adapter.n: 24 → 5"), otherN.err);
+    // the same --model spelled otherwise (absolute here) resumes: the adapter keeps it as typed
+    const absolute = tinyRun(data, `${dir}/run`, ["--steps", "4", "--resume", "--stop-at", "2"])
+      .map((a) => a === GPT2 ? resolve(GPT2) : a);
+    const moved = await runCli(absolute);
+    assertEquals(moved.code, 0, moved.err);
     const again = await runCli(tinyRun(data, `${dir}/run`, ["--steps", "4"]));
     assertEquals(again.code, 2);
     assert(again.err.includes("already holds a run"), again.err);

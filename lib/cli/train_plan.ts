@@ -324,6 +324,14 @@ function fingerprintOf(
 /** Settings a checkpoint written before they were fingerprinted lacks: any value resumes it. */
 const LATER_SETTINGS = ["evalEvery", "maxEval"];
 
+/** `fingerprint` without its adapter config's base_model_name_or_path. */
+function withoutBasePath(fingerprint: Record<string, unknown>): Record<string, unknown> {
+  const adapter = fingerprint.adapter;
+  if (typeof adapter !== "object" || adapter === null) return fingerprint;
+  const { base_model_name_or_path: _, ...rest } = adapter as Record<string, unknown>;
+  return { ...fingerprint, adapter: rest };
+}
+
 /** Refuse to resume the run of `state` with other settings, or with a --stop-at it is past. */
 export function checkResume(
   state: TrainerState,
@@ -331,8 +339,14 @@ export function checkResume(
   outDir: string,
   stopAt: number | undefined,
 ): void {
-  const saved = state.fingerprint;
-  const changes = fingerprintChanges(saved, fingerprint, LATER_SETTINGS.filter((k) => !(k in saved)));
+  // the adapter config's base path is as typed (as PEFT saves it); `model` compares it resolved, so
+  // a run resumes from another directory or with another spelling of the same --model
+  const saved = withoutBasePath(state.fingerprint);
+  const changes = fingerprintChanges(
+    saved,
+    withoutBasePath(fingerprint),
+    LATER_SETTINGS.filter((k) => !(k in saved)),
+  );
   if (changes.length > 0) {
     throw new ArgsError(
       `--resume: the run in ${outDir} was started with other settings; resume with the same options ` +

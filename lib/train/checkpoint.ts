@@ -227,8 +227,18 @@ export function fingerprintChanges(
   const out: string[] = [];
   for (const k of keys) {
     if (free.includes(k)) continue;
-    const a = JSON.stringify(saved[k]), b = JSON.stringify(current[k]);
-    if (a !== b) out.push(`${k}: ${a ?? "unset"} → ${b ?? "unset"}`);
+    const a = saved[k], b = current[k];
+    if (isRecord(a) && isRecord(b)) {
+      // an adapter config: name the fields that differ, not two whole objects
+      out.push(...fingerprintChanges(a, b).map((change) => `${k}.${change}`));
+      continue;
+    }
+    const as = JSON.stringify(a), bs = JSON.stringify(b);
+    if (as !== bs) out.push(`${k}: ${as ?? "unset"} → ${bs ?? "unset"}`);
   }
   return out;
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
 }
