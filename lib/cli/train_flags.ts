@@ -202,8 +202,9 @@ export const FLAGS = {
     default: 0,
     min: 0,
     max: SEED_MAX,
-    help: "seed of data order, dropout, positions and init (FourierFT's positions: its random_loc_seed, " +
-      `when given, else PEFT's ${FOURIERFT_DEFAULTS.randomLocSeed})`,
+    help: "seed of data order, dropout, positions and init, and of which examples of a labelled file " +
+      "--eval-fraction holds out (a causal LM's text holds out its end) and SpamAssassin's --max-train/--max-eval " +
+      `keep (FourierFT's positions: its random_loc_seed, when given, else PEFT's ${FOURIERFT_DEFAULTS.randomLocSeed})`,
   },
   out: {
     type: "string",
