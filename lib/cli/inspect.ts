@@ -2,26 +2,33 @@
  * `hartley inspect`: a model and adapter summary; with `--layer`, an SVG heatmap of a
  * layer's Hartley energy T(W)² (log scale, block maxima for big layers) with SSH's chosen
  * positions outlined (the adapter's, or those SSH would choose with --n / --energy-ratio),
- * like the paper's Figure 3; with `--log`, an SVG loss curve of a run log.
+ * like the paper's Figure 3 (layer_heatmap.ts); with `--log`, an SVG loss curve of a run log.
  * @module
  */
 import { getGpu } from "../gpu/mod.ts";
-import { readF32 } from "../gpu/buffers.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { fileInFolder } from "../io/paths.ts";
-import { frequencyFraction } from "../peft/config.ts";
-import { loadAdapter } from "../peft/files.ts";
+import { type AdapterConfig, frequencyFraction } from "../peft/config.ts";
+import type { PeftModel } from "../peft/apply.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
-import { selectLayerPositions, withF32Weight } from "../peft/ssh.ts";
-import { encodeEnergy, positionSpace } from "../spectral/select.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
 import { readRunLog } from "../train/log.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
-import { heatmapSvg, linePlotSvg, type Series } from "../viz/svg.ts";
-import { ArgsError, type CommandSpec, DEFAULT_MODEL, DTYPE_FLAG, refuseGiven, withArgs } from "./args.ts";
+import { linePlotSvg, type Series } from "../viz/svg.ts";
+import {
+  ArgsError,
+  type CommandSpec,
+  DEFAULT_MODEL,
+  DTYPE_FLAG,
+  type FlagValues,
+  refuseGiven,
+  withArgs,
+} from "./args.ts";
 import { formatBytes, storageSummary } from "../models/storage.ts";
+import type { ModelShapes } from "../models/shapes.ts";
 import type { WeightDtype } from "../nn/load.ts";
-import { loadForUse } from "./load.ts";
+import { type Loaded, loadForUse } from "./load.ts";
+import { writeLayerHeatmap } from "./layer_heatmap.ts";
 import { endTokenIds } from "../infer/generate.ts";
 import { checkOutputFolder } from "./output.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
@@ -85,22 +92,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 /** `hartley inspect`. */
 export function inspectCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
-    if (!v.model && !v.adapter && !v.log) {
-      throw new ArgsError(
-        `give --model DIR or --adapter DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`,
-      );
-    }
-    if (v.layer && !v.model && !v.adapter) throw new ArgsError(`--layer needs --model (or --adapter)`);
-    refuseUnusedFlags(v, given);
-    if (v.svg && v.log && v.layer) {
-      throw new ArgsError(
-        `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
-      );
-    }
-    if (v.svg) await checkOutputFolder("svg", v.svg);
-    if (v.svg && (await Deno.stat(v.svg).catch(() => null))?.isDirectory) {
-      throw new ArgsError(`--svg ${v.svg} is a directory: give a file for the SVG`);
-    }
+    await checkInspectArgs(v, given);
     if (v.log) {
       const path = v.svg && !v.layer ? v.svg : "loss.svg";
       await writeFileAtomic(path, await lossCurve(v.log));
@@ -116,107 +108,105 @@ export function inspectCommand(args: string[]): Promise<number> {
       task: v.task as TaskName | undefined,
       dtype: v.dtype as WeightDtype,
     });
-    const { model, config, peft } = loaded;
+    const { model, peft } = loaded;
     try {
       const shapes = shapesOfModel(model);
-      const total = shapes.params.filter((p) => !p.tiedTo).reduce(
-        (s, p) => s + p.shape.reduce((a, b) => a * b, 1),
-        0,
-      );
-      console.log(
-        `model     ${loaded.modelDir}: ${config.modelType} ${shapes.architecture} (${loaded.task})`,
-      );
-      console.log(
-        `size      ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads, ` +
-          `${total.toLocaleString("en-US")} parameters, ${shapes.linears.length} linear layers`,
-      );
-      console.log(`storage   ${storageSummary(model)}`);
-      const names = [...new Set(shapes.linears.map((l) => l.path.replace(/\.\d+\./, ".N.")))];
-      console.log(`linears   ${names.join(", ")}`);
-      for (const line of await decoderLines(loaded.modelDir, model, loaded.tokenizer)) console.log(line);
-      if (peft && loaded.adapterConfig) {
-        const a = loaded.adapterConfig;
-        const detail = a.peftType === "SSH"
-          ? `n ${a.n}, alpha ${a.alpha}, energy ratio ${a.energyRatio}, transform ${a.transform}, selection ${a.selection}`
-          : a.peftType === "LORA"
-          ? `r ${a.r}, lora_alpha ${a.loraAlpha}`
-          : `${
-            frequencyFraction(a) === null ? `n_frequency ${a.nFrequency}` : `alpha ${frequencyFraction(a)}`
-          }, scaling ${a.scaling}`;
-        console.log(`adapter   ${v.adapter}: ${a.peftType} (${detail})`);
-        console.log(
-          `          ${peft.layers.size} adapted layers, ${
-            peft.adapterParameters().reduce((s, t) => s + t.size, 0)
-          } ` +
-            `adapter values + ${peft.savedParameters().reduce((s, t) => s + t.size, 0)} head values ` +
-            `(${(100 * peft.trainableCount() / total).toFixed(3)}% of the model)`,
-        );
-        for (const [path, layer] of peft.layers) {
-          console.log(
-            `          ${path}: ${layer.outFeatures}×${layer.inFeatures}, ${
-              layer.parameters().reduce((s, t) => s + t.size, 0)
-            } values`,
-          );
-        }
-      }
+      const total = parameterCount(shapes);
+      await printModelSummary(loaded, shapes, total);
+      if (peft && loaded.adapterConfig) printAdapterSummary(v.adapter, loaded.adapterConfig, peft, total);
       if (!v.layer) return 0;
-      const paths = [...model.linears.keys()];
-      const hits = paths.filter((p) => p === v.layer || p.endsWith("." + v.layer));
-      if (hits.length !== 1) {
-        throw new ArgsError(
-          `--layer ${v.layer} ${
-            hits.length === 0 ? "matches no linear layer" : `matches ${hits.length} layers`
-          }; ` +
-            `layers: ${paths.slice(0, 12).join(", ")}${paths.length > 12 ? ", ..." : ""}`,
-        );
-      }
-      const lin = model.linears.get(hits[0])!;
-      const ssh = loaded.adapterConfig?.peftType === "SSH" ? loaded.adapterConfig : null;
-      const transform = (v.transform ?? ssh?.transform ?? "dht") as Transform;
-      const m = lin.outFeatures, nIn = lin.inFeatures;
-      const energy = await withF32Weight(lin, async (w) => {
-        const buf = encodeEnergy(gpu, transform, w, m, nIn, { transposed: lin.layout === "in_out" });
-        try {
-          return await readF32(gpu, buf, m * nIn);
-        } finally {
-          gpu.pool.release(buf);
-        }
-      });
-      let positions: Int32Array;
-      let marksLabel: string;
-      if (v.adapter && peft?.layers.has(lin.path) && loaded.adapterConfig?.peftType !== "LORA") {
-        const adapter = await loadAdapter(v.adapter, { shapes });
-        const mod = adapter.modules.get(lin.path) as { indices: Int32Array | null } | undefined;
-        positions = mod?.indices ?? new Int32Array(0);
-        marksLabel = `adapter positions (${positions.length / 2})`;
-      } else {
-        positions = await selectLayerPositions(gpu, lin, {
-          n: Math.min(v.n, positionSpace(transform, m, nIn).size),
-          energyRatio: v["energy-ratio"],
-          transform,
-          seed: v.seed,
-        });
-        marksLabel = `SSH n=${positions.length / 2}, δ=${v["energy-ratio"]}`;
-      }
-      const marks: [number, number][] = [];
-      for (let i = 0; i < positions.length; i += 2) marks.push([positions[i], positions[i + 1]]);
-      const svg = heatmapSvg(energy, m, nIn, {
-        title: `${lin.path}: ${transform} energy T(W)², log scale (${m}×${nIn}, out×in)`,
-        xLabel: "in (column v)",
-        yLabel: "out (row u)",
-        marks,
-        marksLabel,
+      await writeLayerHeatmap(gpu, loaded, shapes, {
+        layer: v.layer,
+        adapterDir: v.adapter,
+        transform: v.transform as Transform | undefined,
+        n: v.n,
+        energyRatio: v["energy-ratio"],
+        seed: v.seed,
         maxCells: v["max-cells"],
+        svg: v.svg ?? "energy.svg",
       });
-      const path = v.svg ?? "energy.svg";
-      await writeFileAtomic(path, svg);
-      console.log(`wrote ${path} (${lin.path} ${m}×${nIn}, ${marks.length} positions marked)`);
       return 0;
     } finally {
       peft?.detach();
       model.dispose();
     }
   });
+}
+
+/** Refuse flags that do not go together, and an --svg that cannot be written. */
+async function checkInspectArgs(v: FlagValues<typeof FLAGS>, given: ReadonlySet<string>): Promise<void> {
+  if (!v.model && !v.adapter && !v.log) {
+    throw new ArgsError(
+      `give --model DIR or --adapter DIR (summary, --layer heatmap) and/or --log FILE (loss curve)`,
+    );
+  }
+  if (v.layer && !v.model && !v.adapter) throw new ArgsError(`--layer needs --model (or --adapter)`);
+  refuseUnusedFlags(v, given);
+  if (v.svg && v.log && v.layer) {
+    throw new ArgsError(
+      `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
+    );
+  }
+  if (v.svg) await checkOutputFolder("svg", v.svg);
+  if (v.svg && (await Deno.stat(v.svg).catch(() => null))?.isDirectory) {
+    throw new ArgsError(`--svg ${v.svg} is a directory: give a file for the SVG`);
+  }
+}
+
+/** The parameters of a model of `shapes`, a tied weight counted once. */
+function parameterCount(shapes: ModelShapes): number {
+  return shapes.params.filter((p) => !p.tiedTo).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** Print the model's lines of the summary: architecture, size, storage, linear layers, decoding. */
+async function printModelSummary(loaded: Loaded, shapes: ModelShapes, total: number): Promise<void> {
+  const { model, config } = loaded;
+  console.log(
+    `model     ${loaded.modelDir}: ${config.modelType} ${shapes.architecture} (${loaded.task})`,
+  );
+  console.log(
+    `size      ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads, ` +
+      `${total.toLocaleString("en-US")} parameters, ${shapes.linears.length} linear layers`,
+  );
+  console.log(`storage   ${storageSummary(model)}`);
+  const names = [...new Set(shapes.linears.map((l) => l.path.replace(/\.\d+\./, ".N.")))];
+  console.log(`linears   ${names.join(", ")}`);
+  for (const line of await decoderLines(loaded.modelDir, model, loaded.tokenizer)) console.log(line);
+}
+
+/** Print the adapter's lines of the summary: its settings, its values and each adapted layer. */
+function printAdapterSummary(
+  adapterDir: string | undefined,
+  a: AdapterConfig,
+  peft: PeftModel,
+  total: number,
+): void {
+  console.log(`adapter   ${adapterDir}: ${a.peftType} (${adapterSettings(a)})`);
+  console.log(
+    `          ${peft.layers.size} adapted layers, ${
+      peft.adapterParameters().reduce((s, t) => s + t.size, 0)
+    } ` +
+      `adapter values + ${peft.savedParameters().reduce((s, t) => s + t.size, 0)} head values ` +
+      `(${(100 * peft.trainableCount() / total).toFixed(3)}% of the model)`,
+  );
+  for (const [path, layer] of peft.layers) {
+    console.log(
+      `          ${path}: ${layer.outFeatures}×${layer.inFeatures}, ${
+        layer.parameters().reduce((s, t) => s + t.size, 0)
+      } values`,
+    );
+  }
+}
+
+/** The settings of an adapter that shape its update, as its adapter_config.json names them. */
+function adapterSettings(a: AdapterConfig): string {
+  return a.peftType === "SSH"
+    ? `n ${a.n}, alpha ${a.alpha}, energy ratio ${a.energyRatio}, transform ${a.transform}, selection ${a.selection}`
+    : a.peftType === "LORA"
+    ? `r ${a.r}, lora_alpha ${a.loraAlpha}`
+    : `${
+      frequencyFraction(a) === null ? `n_frequency ${a.nFrequency}` : `alpha ${frequencyFraction(a)}`
+    }, scaling ${a.scaling}`;
 }
 
 /** The flags of the heatmap of --layer. */

