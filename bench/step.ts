@@ -147,13 +147,43 @@ export async function benchStep(
   method: StepMethod,
   opts: BenchStepOptions = {},
 ): Promise<StepTiming> {
-  const steps = opts.steps ?? 10;
   if (opts.model && method === "full") {
     throw new Error("benchStep: full fine-tuning needs a model of its own");
   }
   gpu.pool.trim();
   gpu.pool.resetPeak();
   const loadStart = performance.now();
+  const { model, prepared, opt } = await setUpTraining(gpu, m, method, opts);
+  const runner = stepRunner(gpu, model, opt, randomBatch(m, m.config.vocab_size as number), m.task);
+  try {
+    await gpu.sync();
+    const run = { model: m.name, method, trainable: prepared.trainable };
+    return opts.count
+      ? countStep(gpu, runner, run, loadStart)
+      : await timeSteps(gpu, runner, run, loadStart, opts);
+  } finally {
+    runner.dispose();
+    opt.dispose();
+    prepared.peft?.detach();
+    if (!opts.model) model.dispose();
+    await gpu.sync();
+  }
+}
+
+/** What a benchmarked step trains: the model, the method attached to it and its optimiser. */
+interface Training {
+  model: Model;
+  prepared: PreparedMethod;
+  opt: AdamW;
+}
+
+/** Load `m` (unless `opts.model` is given), attach `method` and make its optimiser. */
+async function setUpTraining(
+  gpu: Gpu,
+  m: BenchModel,
+  method: StepMethod,
+  opts: BenchStepOptions,
+): Promise<Training> {
   const model = opts.model ?? await loadBenchModel(gpu, m, method === "full" ? "f32" : opts.dtype ?? "f32");
   model.gradientCheckpointing = opts.checkpointing ?? false;
   const prepared = await attach(model, m, method);
@@ -167,122 +197,194 @@ export async function benchStep(
     })),
     { lr: DEFAULT_LR[method] },
   );
-  const batch = randomBatch(m, m.config.vocab_size as number);
+  return { model, prepared, opt };
+}
+
+/** Training steps on one batch, their losses summed on the GPU. */
+interface StepRunner {
+  /**
+   * Record one step. `record` collects the CPU time to record its commands and `submit` that of
+   * its submit (on a software adapter the submit runs the work); `submit: false` leaves it
+   * unsubmitted.
+   */
+  step(record?: number[], submit?: number[] | false): void;
+  /** The mean loss of the steps so far. */
+  meanLoss(): Promise<number>;
+  dispose(): void;
+}
+
+/** Steps of `model` with `opt` on `batch`. */
+function stepRunner(
+  gpu: Gpu,
+  model: Model,
+  opt: AdamW,
+  batch: TrainBatch,
+  task: BenchModel["task"],
+): StepRunner {
   let lossSum = keep(Tensor.zeros(gpu, []));
   let stepsRun = 0;
-  // `record` collects the CPU time to record a step's commands and `submit` that of its submit
-  // (on a software adapter the submit runs the work); `submit: false` leaves it unsubmitted
-  const step = (record?: number[], submit?: number[] | false) => {
-    stepsRun++;
-    const r0 = performance.now();
-    tidy(() => {
-      model.train(true);
-      const loss = batchLoss(model, batch, m.task);
-      loss.backward();
-      opt.step(1);
-      opt.zeroGrad();
-      const next = keep(noGrad(() => add(lossSum, loss)));
-      lossSum.dispose();
-      lossSum = next;
-    });
-    const r1 = performance.now();
-    record?.push(r1 - r0);
-    if (submit === false) return;
-    gpu.stream.flush();
-    submit?.push(performance.now() - r1);
+  return {
+    step(record, submit) {
+      stepsRun++;
+      const r0 = performance.now();
+      tidy(() => {
+        model.train(true);
+        const loss = batchLoss(model, batch, task);
+        loss.backward();
+        opt.step(1);
+        opt.zeroGrad();
+        const next = keep(noGrad(() => add(lossSum, loss)));
+        lossSum.dispose();
+        lossSum = next;
+      });
+      const r1 = performance.now();
+      record?.push(r1 - r0);
+      if (submit === false) return;
+      gpu.stream.flush();
+      submit?.push(performance.now() - r1);
+    },
+    meanLoss: async () => (await lossSum.item()) / stepsRun,
+    dispose: () => lossSum.dispose(),
   };
-  try {
+}
+
+/** What a timing reports of the run it times. */
+type RunInfo = Pick<StepTiming, "model" | "method" | "trainable">;
+
+/** Dispatches, transfers and compute passes on the stream. */
+interface Commands {
+  dispatches: number;
+  transfers: number;
+  passes: number;
+}
+
+/** The stream's command counts so far. */
+function commandsSoFar(gpu: Gpu): Commands {
+  return { dispatches: gpu.stream.dispatches, transfers: gpu.stream.transfers, passes: gpu.stream.passes };
+}
+
+/** The commands since `from` per step, over `steps` steps. */
+function commandsSince(gpu: Gpu, from: Commands, steps: number): Commands {
+  const now = commandsSoFar(gpu);
+  return {
+    dispatches: (now.dispatches - from.dispatches) / steps,
+    transfers: (now.transfers - from.transfers) / steps,
+    passes: (now.passes - from.passes) / steps,
+  };
+}
+
+/** `opts.count`: record two steps and count the second's commands, running neither. */
+function countStep(gpu: Gpu, runner: StepRunner, run: RunInfo, loadStart: number): StepTiming {
+  // a first step fills what later steps keep (the stacked q/k/v weights): the second is counted
+  runner.step(undefined, false);
+  gpu.stream.startCensus();
+  const from = commandsSoFar(gpu);
+  const record: number[] = [];
+  runner.step(record, false);
+  const census = gpu.stream.stopCensus();
+  const counts = commandsSince(gpu, from, 1);
+  gpu.stream.discard();
+  return {
+    ...run,
+    wallMs: NaN,
+    gpuMs: NaN,
+    recordMs: record[0],
+    submitMs: NaN,
+    dispatches: counts.dispatches,
+    transfers: counts.transfers,
+    passes: counts.passes,
+    peak: gpu.pool.stats().peak,
+    loss: NaN,
+    setupS: (performance.now() - loadStart) / 1000,
+    warmS: 0,
+    census,
+  };
+}
+
+/** Warm up, then time steps: wall clock, GPU timestamps and (with `opts.profile`) kernels. */
+async function timeSteps(
+  gpu: Gpu,
+  runner: StepRunner,
+  run: RunInfo,
+  loadStart: number,
+  opts: BenchStepOptions,
+): Promise<StepTiming> {
+  const steps = opts.steps ?? 10;
+  const warmStart = performance.now();
+  await warmUp(gpu, () => runner.step());
+  const warmEnd = performance.now();
+  const steady = await steadyState(gpu, runner, steps);
+  const gpuMs = gpu.timestamps ? await gpuStepMs(gpu, runner, steps) : NaN;
+  const kernels = opts.profile && gpu.timestamps ? await profileStep(gpu, runner) : undefined;
+  const loss = await runner.meanLoss();
+  return {
+    ...run,
+    wallMs: steady.wallMs,
+    setupS: (warmStart - loadStart) / 1000,
+    warmS: (warmEnd - warmStart) / 1000,
+    gpuMs,
+    recordMs: steady.recordMs,
+    submitMs: steady.submitMs,
+    dispatches: steady.commands.dispatches,
+    transfers: steady.commands.transfers,
+    passes: steady.commands.passes,
+    peak: gpu.pool.stats().peak,
+    loss,
+    kernels,
+  };
+}
+
+/** Steady-state times of a step, and its commands. */
+interface SteadyState {
+  /** Wall-clock ms per step. */
+  wallMs: number;
+  /** Median CPU ms to record a step, and to submit it. */
+  recordMs: number;
+  submitMs: number;
+  commands: Commands;
+}
+
+/** `steps` steps and then `2 × steps` more, each run submitted back to back and synced at its end. */
+async function steadyState(gpu: Gpu, runner: StepRunner, steps: number): Promise<SteadyState> {
+  const from = commandsSoFar(gpu);
+  const record: number[] = [];
+  const submit: number[] = [];
+  const timed = async (count: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) runner.step(record, submit);
     await gpu.sync();
-    if (opts.count) {
-      // a first step fills what later steps keep (the stacked q/k/v weights): the second is counted
-      step(undefined, false);
-      gpu.stream.startCensus();
-      const [d0, c0, p0] = [gpu.stream.dispatches, gpu.stream.transfers, gpu.stream.passes];
-      const record: number[] = [];
-      step(record, false);
-      const census = gpu.stream.stopCensus();
-      const counts = [gpu.stream.dispatches - d0, gpu.stream.transfers - c0, gpu.stream.passes - p0];
-      gpu.stream.discard();
-      return {
-        model: m.name,
-        method,
-        trainable: prepared.trainable,
-        wallMs: NaN,
-        gpuMs: NaN,
-        recordMs: record[0],
-        submitMs: NaN,
-        dispatches: counts[0],
-        transfers: counts[1],
-        passes: counts[2],
-        peak: gpu.pool.stats().peak,
-        loss: NaN,
-        setupS: (performance.now() - loadStart) / 1000,
-        warmS: 0,
-        census,
-      };
-    }
-    const warmStart = performance.now();
-    await warmUp(gpu, () => step());
-    const warmEnd = performance.now();
-    const [d0, c0, p0] = [gpu.stream.dispatches, gpu.stream.transfers, gpu.stream.passes];
-    const record: number[] = [];
-    const submit: number[] = [];
-    const timed = async (n: number) => {
-      const t0 = performance.now();
-      for (let i = 0; i < n; i++) step(record, submit);
-      await gpu.sync();
-      return performance.now() - t0;
-    };
-    // steady state: 2N steps less N, so that the first step's recording (before the GPU has
-    // work) and the closing sync's readback (≈ 11 ms in Deno) cancel; over 10 steps they had
-    // added 1–3 ms to each (bench/RESULTS.md, session 11)
-    const once = await timed(steps);
-    const wallMs = (await timed(2 * steps) - once) / steps;
-    const dispatches = (gpu.stream.dispatches - d0) / (3 * steps);
-    const transfers = (gpu.stream.transfers - c0) / (3 * steps);
-    const passes = (gpu.stream.passes - p0) / (3 * steps);
-    let gpuMs = NaN;
-    if (gpu.timestamps) {
-      // all steps in one submit, so that the GPU never waits for the CPU between them
-      const timer = new GpuTimer(gpu, steps + 1);
-      await timer.mark();
-      for (let i = 0; i < steps; i++) {
-        step(undefined, false);
-        await timer.mark();
-      }
-      gpuMs = median(await timer.read());
-    }
-    let kernels: KernelTime[] | undefined;
-    if (opts.profile && gpu.timestamps) {
-      gpu.stream.startProfile();
-      step();
-      kernels = await gpu.stream.stopProfile();
-    }
-    const loss = (await lossSum.item()) / stepsRun;
-    return {
-      model: m.name,
-      method,
-      trainable: prepared.trainable,
-      wallMs,
-      setupS: (warmStart - loadStart) / 1000,
-      warmS: (warmEnd - warmStart) / 1000,
-      gpuMs,
-      recordMs: median(record),
-      submitMs: median(submit),
-      dispatches,
-      transfers,
-      passes,
-      peak: gpu.pool.stats().peak,
-      loss,
-      kernels,
-    };
-  } finally {
-    lossSum.dispose();
-    opt.dispose();
-    prepared.peft?.detach();
-    if (!opts.model) model.dispose();
-    await gpu.sync();
+    return performance.now() - t0;
+  };
+  // steady state: 2N steps less N, so that the first step's recording (before the GPU has
+  // work) and the closing sync's readback (≈ 11 ms in Deno) cancel; over 10 steps they had
+  // added 1–3 ms to each (bench/RESULTS.md, session 11)
+  const once = await timed(steps);
+  const wallMs = (await timed(2 * steps) - once) / steps;
+  return {
+    wallMs,
+    recordMs: median(record),
+    submitMs: median(submit),
+    commands: commandsSince(gpu, from, 3 * steps),
+  };
+}
+
+/** The median GPU ms of `steps` steps between timestamps (needs timestamp-query). */
+async function gpuStepMs(gpu: Gpu, runner: StepRunner, steps: number): Promise<number> {
+  // all steps in one submit, so that the GPU never waits for the CPU between them
+  const timer = new GpuTimer(gpu, steps + 1);
+  await timer.mark();
+  for (let i = 0; i < steps; i++) {
+    runner.step(undefined, false);
+    await timer.mark();
   }
+  return median(await timer.read());
+}
+
+/** Each kernel's GPU time in one step (needs timestamp-query). */
+async function profileStep(gpu: Gpu, runner: StepRunner): Promise<KernelTime[]> {
+  gpu.stream.startProfile();
+  runner.step();
+  return await gpu.stream.stopProfile();
 }
 
 /** The step table, one row per (model, method). */

@@ -9,22 +9,20 @@
  * @module
  */
 import { join } from "node:path";
-import { openCheckpoint } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
 import type { ModelShapes } from "../models/shapes.ts";
 import { type AdapterConfig, fourierftConfig, loraConfig, peftTaskType, sshConfig } from "../peft/config.ts";
 import { attachAdapter, loadAdapterInto, type PeftModel } from "../peft/apply.ts";
-import { writeMergedModel } from "../peft/merge.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
 import { resolveTargets, TargetError } from "../peft/targets.ts";
 import { TORCH_RANDPERM_LIMIT } from "../peft/torch_randperm.ts";
 import type { FourierFTConfig, Init, Selection } from "../peft/config.ts";
 import type { Transform } from "../spectral/transforms.ts";
-import type { Tensor } from "../tensor/mod.ts";
-import { adapterGroups, headGroups } from "../train/groups.ts";
+import { adapterGroups } from "../train/groups.ts";
 import type { ParamGroupSpec } from "../train/trainer.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
+import { prepareWeightMethod } from "./weight_methods.ts";
 
 /** The methods `train` offers. */
 export const METHODS = ["ssh", "lora", "fourierft", "full", "head"] as const;
@@ -194,122 +192,49 @@ export async function prepareMethod(
   resumeDir?: string,
 ): Promise<PreparedMethod> {
   const config = adapterConfigOf(o, o.modelDir);
-  const writeModel = async (dir: string, params: ReadonlyMap<string, Tensor>, dtype?: "F32") => {
-    await writeMergedModel({ model, layers: new Map(), saved: params }, dir, {
-      sourceDir: o.modelDir,
-      overwrite: true,
-      labelNames: o.labelNames,
-      dtype,
-    });
-  };
-  if (config) {
-    const peft = resumeDir
-      ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
-      : await (async () => {
-        const slow = config.peftType === "FOURIERFT" ? largeDrawSizes(shapesOfModel(model), config) : [];
-        if (slow.length > 0) {
-          console.error(
-            `fourierft: drawing PEFT's positions for ${slow.join(", ")} layers (PyTorch's 64-bit randperm ` +
-              `runs over every weight: seconds per size)`,
-          );
-        }
-        return await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
-      })().catch((e) => {
-        throw asFlagError(e, o, config);
-      });
-    peft.labelNames ??= o.labelNames;
-    return {
-      peft,
-      groups: adapterGroups(peft, { lr: o.lr, headLr: o.headLr, weightDecay: o.weightDecay }),
-      trainable: peft.trainableCount(),
-      writeWeights: (dir) => peft.save(join(dir, "adapter")),
-      saveFinal: async (outDir) => {
-        const dir = join(outDir, "adapter");
-        await peft.save(dir);
-        return dir;
-      },
-      adapterConfig: config,
-    };
-  }
-  const shapes = shapesOfModel(model);
-  const heads = shapes.head.filter((h) => h !== shapes.outputLayer);
-  const within = (modules: readonly string[], key: string) =>
-    modules.some((m) => key === m || key.startsWith(m + "."));
-  const isHead = (key: string) => within(heads, key);
-  // --method head trains what an adapter saves beside the head too (a pooler the checkpoint lacks
-  // would otherwise stay random, and be missing from the saved model)
-  const headModules = o.headModules ?? [];
-  const chosen = new Map<string, Tensor>();
-  for (const [key, t] of model.parameters) {
-    const train = o.method === "full" || isHead(key) || within(headModules, key);
-    if (train && t.dtype !== "f32") {
-      throw new Error(`parameter "${key}" is stored as ${t.dtype}: method ${o.method} needs --dtype f32`);
-    }
-    if (t.dtype === "f32") t.requiresGrad = train;
-    if (train) chosen.set(key, t);
-  }
-  if (chosen.size === 0) {
-    throw new Error(`method ${o.method}: the model (${shapes.architecture}) has no task head to train`);
-  }
-  const untrained = model.initialised.find((key) => model.parameters.has(key) && !chosen.has(key));
-  if (untrained) {
-    throw new Error(
-      `method ${o.method}: "${untrained}" is new (the checkpoint lacks it) but would not be trained: ` +
-        `name its module in headModules`,
-    );
-  }
-  if (resumeDir && o.method === "head") await restoreTensors(model, chosen, join(resumeDir, "model"));
-  const named = [...chosen].map(([name, tensor]) => ({ name, tensor }));
-  const groups: ParamGroupSpec[] = o.method === "head"
-    ? headGroups(named, o.headLr, o.weightDecay).filter((g) => g.params.length > 0)
-    : [
-      // no weight decay on biases and norms (as transformers' Trainer); the head at headLr, which is
-      // --lr unless --head-lr is given
-      {
-        name: "weights",
-        params: named.filter((p) => !isHead(p.name) && p.tensor.shape.length >= 2),
-        lr: o.lr,
-        weightDecay: o.weightDecay,
-      },
-      {
-        name: "other",
-        params: named.filter((p) => !isHead(p.name) && p.tensor.shape.length < 2),
-        lr: o.lr,
-        weightDecay: 0,
-      },
-      ...headGroups(named.filter((p) => isHead(p.name)), o.headLr, o.weightDecay),
-    ].filter((g) => g.params.length > 0);
+  return config
+    ? await prepareAdapter(model, o, config, resumeDir)
+    : await prepareWeightMethod(model, o, resumeDir);
+}
+
+/** An adapter method: the adapter of `config`, new or loaded from checkpoint `resumeDir`. */
+async function prepareAdapter(
+  model: Model,
+  o: MethodOptions,
+  config: AdapterConfig,
+  resumeDir: string | undefined,
+): Promise<PreparedMethod> {
+  const peft = resumeDir
+    ? await loadAdapterInto(model, join(resumeDir, "adapter"), { seed: o.seed, dropoutSeed: o.seed })
+    : await attachNewAdapter(model, o, config);
+  peft.labelNames ??= o.labelNames;
   return {
-    peft: null,
-    groups,
-    trainable: named.reduce((s, p) => s + p.tensor.size, 0),
-    writeWeights: (dir) => writeModel(join(dir, "model"), chosen, "F32"),
+    peft,
+    groups: adapterGroups(peft, { lr: o.lr, headLr: o.headLr, weightDecay: o.weightDecay }),
+    trainable: peft.trainableCount(),
+    writeWeights: (dir) => peft.save(join(dir, "adapter")),
     saveFinal: async (outDir) => {
-      const dir = join(outDir, "model");
-      await writeModel(dir, chosen);
+      const dir = join(outDir, "adapter");
+      await peft.save(dir);
       return dir;
     },
-    adapterConfig: null,
+    adapterConfig: config,
   };
 }
 
-/** Write the values of checkpoint `dir`'s tensors into `tensors` (the same keys and shapes, F32). */
-async function restoreTensors(
-  model: Model,
-  tensors: ReadonlyMap<string, Tensor>,
-  dir: string,
-): Promise<void> {
-  const saved = await openCheckpoint(dir);
-  for (const [key, t] of tensors) {
-    const shape = saved.has(key) ? saved.info(key).shape : null;
-    if (shape?.join() !== t.shape.join()) {
-      throw new Error(
-        `${saved.path}: ${shape ? `"${key}" is [${shape}], the model's [${t.shape}]` : `no "${key}"`} ` +
-          `(the run's checkpoint holds the trained tensors)`,
+/** A new adapter of `config` on `model` (a refusal of the flags rethrown by {@link asFlagError}). */
+async function attachNewAdapter(model: Model, o: MethodOptions, config: AdapterConfig): Promise<PeftModel> {
+  try {
+    const slow = config.peftType === "FOURIERFT" ? largeDrawSizes(shapesOfModel(model), config) : [];
+    if (slow.length > 0) {
+      console.error(
+        `fourierft: drawing PEFT's positions for ${slow.join(", ")} layers (PyTorch's 64-bit randperm ` +
+          `runs over every weight: seconds per size)`,
       );
     }
-    model.gpu.stream.write(t.buffer, await saved.readF32(key));
-    t.touch();
+    return await attachAdapter(model, config, { seed: o.seed, dropoutSeed: o.seed });
+  } catch (e) {
+    throw asFlagError(e, o, config);
   }
 }
 
