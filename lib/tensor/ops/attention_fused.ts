@@ -122,6 +122,30 @@ function kernelShape(
   return { d, dv, rows, tile: Math.min(64, fit), ...opts };
 }
 
+/** The heads an attention's output is written to: its shape, and where its heads lie. */
+type OutputHeads = { shape: number[]; at: AttentionHeads["at"] };
+
+/** One fused call, as its forward and backward passes share it. */
+interface FusedCall {
+  q: AttentionHeads;
+  k: AttentionHeads;
+  v: AttentionHeads;
+  out: OutputHeads;
+  dims: AttentionDims;
+  /** The [B, S] padding mask, if any. */
+  padding: Tensor | null;
+  shape: FusedAttentionShape;
+  scale: number;
+  /** The dropout's uniform words ({@link dropoutWords}). */
+  dropWords: number[];
+  window: number | undefined;
+  /** Workgroups of `shape.rows` queries, and of as many keys, per head. */
+  queryBlocks: number;
+  keyBlocks: number;
+  /** How the dK and dV passes cut the queries ({@link querySplit}). */
+  split: { splits: number; chunk: number };
+}
+
 /**
  * Attention over heads placed anywhere, fused. The caller has checked the sizes, the mask's
  * shape, and that causal masking has keys ≥ queries.
@@ -131,10 +155,24 @@ export function fusedScaledDotProduct(
   k: AttentionHeads,
   v: AttentionHeads,
   dims: AttentionDims,
-  out: { shape: number[]; at: AttentionHeads["at"] },
+  out: OutputHeads,
   opts: Omit<AttentionOptions, "layout">,
 ): Tensor {
-  const { b, h, hkv, t, s } = dims, gpu = q.x.gpu;
+  const call = planCall(q, k, v, dims, out, opts);
+  const { y, stats } = encodeForward(call);
+  return recordBackward(call, y, stats);
+}
+
+/** Check the options and fix the kernels' sizes, the uniform's settings and the passes' grids. */
+function planCall(
+  q: AttentionHeads,
+  k: AttentionHeads,
+  v: AttentionHeads,
+  dims: AttentionDims,
+  out: OutputHeads,
+  opts: Omit<AttentionOptions, "layout">,
+): FusedCall {
+  const { b, hkv, t, s } = dims, gpu = q.x.gpu;
   const padding = opts.mask ?? null;
   const drop = opts.probsDropout && opts.probsDropout.p > 0 ? opts.probsDropout : null;
   if (drop && !(drop.p <= 1)) throw new Error(`attention: dropout probability ${drop.p} is outside [0, 1]`);
@@ -145,115 +183,207 @@ export function fusedScaledDotProduct(
   );
   const scale = opts.scale ?? 1 / Math.sqrt(dims.d);
   const dropWords = dropoutWords(drop, s);
-  const uniform = (blocks: number, acc: boolean, parts = { splits: 1, chunk: t }) => {
-    const words: Record<(typeof ATTENTION_UNIFORM)[number], number> = {
-      b,
-      h,
-      t,
-      s,
-      group: h / hkv,
-      off: s - t,
-      blocks,
-      scale: f(scale),
-      key: dropWords[0],
-      threshold: dropWords[1],
-      dscale: dropWords[2],
-      run: dropWords[3],
-      stride: dropWords[4],
-      acc: acc ? 1 : 0,
-      splits: parts.splits,
-      chunk: parts.chunk,
-      window: windowWord(opts.window),
-      qoff: q.at.offset,
-      qbs: q.at.batchStride,
-      qhs: q.at.headStride,
-      qld: q.at.ld,
-      koff: k.at.offset,
-      kbs: k.at.batchStride,
-      khs: k.at.headStride,
-      kld: k.at.ld,
-      voff: v.at.offset,
-      vbs: v.at.batchStride,
-      vhs: v.at.headStride,
-      vld: v.at.ld,
-      ooff: out.at.offset,
-      obs: out.at.batchStride,
-      ohs: out.at.headStride,
-      old: out.at.ld,
-    };
-    return u32s(...ATTENTION_UNIFORM.map((n) => words[n]));
-  };
-  const mask = padding ? [padding.buffer] : [];
   const queryBlocks = Math.ceil(t / shape.rows), keyBlocks = Math.ceil(s / shape.rows);
   const split = querySplit(gpu.software, b * hkv * keyBlocks, t, shape.tile);
-  const y = Tensor.empty(gpu, out.shape);
+  return {
+    q,
+    k,
+    v,
+    out,
+    dims,
+    padding,
+    shape,
+    scale,
+    dropWords,
+    window: opts.window,
+    queryBlocks,
+    keyBlocks,
+    split,
+  };
+}
+
+/** The uniform of one pass over `blocks` blocks a head; `acc` adds to what its output holds. */
+function uniformWords(
+  call: FusedCall,
+  blocks: number,
+  acc: boolean,
+  parts = { splits: 1, chunk: call.dims.t },
+): Uint32Array {
+  const { dims: { b, h, hkv, t, s }, dropWords, q, k, v, out } = call;
+  const words: Record<(typeof ATTENTION_UNIFORM)[number], number> = {
+    b,
+    h,
+    t,
+    s,
+    group: h / hkv,
+    off: s - t,
+    blocks,
+    scale: f(call.scale),
+    key: dropWords[0],
+    threshold: dropWords[1],
+    dscale: dropWords[2],
+    run: dropWords[3],
+    stride: dropWords[4],
+    acc: acc ? 1 : 0,
+    splits: parts.splits,
+    chunk: parts.chunk,
+    window: windowWord(call.window),
+    qoff: q.at.offset,
+    qbs: q.at.batchStride,
+    qhs: q.at.headStride,
+    qld: q.at.ld,
+    koff: k.at.offset,
+    kbs: k.at.batchStride,
+    khs: k.at.headStride,
+    kld: k.at.ld,
+    voff: v.at.offset,
+    vbs: v.at.batchStride,
+    vhs: v.at.headStride,
+    vld: v.at.ld,
+    ooff: out.at.offset,
+    obs: out.at.batchStride,
+    ohs: out.at.headStride,
+    old: out.at.ld,
+  };
+  return u32s(...ATTENTION_UNIFORM.map((n) => words[n]));
+}
+
+/** The forward pass: the output, and the log-sum-exp of each query row. */
+function encodeForward(call: FusedCall): { y: Tensor; stats: Tensor } {
+  const { q, k, v, dims: { b, h, t }, queryBlocks } = call, gpu = q.x.gpu;
+  const mask = call.padding ? [call.padding.buffer] : [];
+  const y = Tensor.empty(gpu, call.out.shape);
   // log-sum-exp per query row, then (written backward) Δ per query row
   const stats = Tensor.empty(gpu, [2, b * h * t]);
   gpu.stream.dispatch(
-    fusedAttentionForwardKernel(shape),
+    fusedAttentionForwardKernel(call.shape),
     [q.x.buffer, k.x.buffer, v.x.buffer, ...mask, y.buffer, stats.buffer],
     grid(gpu, b * h * queryBlocks),
-    uniform(queryBlocks, false),
+    uniformWords(call, queryBlocks, false),
   );
+  return { y, stats };
+}
+
+/** The buffers the backward passes bind: the saved heads, mask (if any), output and statistics, and dO. */
+interface BackwardBuffers {
+  q: GPUBuffer;
+  k: GPUBuffer;
+  v: GPUBuffer;
+  mask: GPUBuffer[];
+  y: GPUBuffer;
+  stats: GPUBuffer;
+  g: GPUBuffer;
+}
+
+/** Where a pass writes one gradient (null: not needed), and whether it adds to what is there. */
+interface GradTarget {
+  dst: Tensor | null;
+  add: boolean;
+}
+
+/** Record `y`'s gradient rule: the dQ pass, then the dK and dV passes. */
+function recordBackward(call: FusedCall, y: Tensor, stats: Tensor): Tensor {
+  const { q, k, v, padding } = call;
   const inputs = [...new Set([q.x, k.x, v.x])];
-  const at = (x: Tensor) => inputs.indexOf(x);
   // the mask is saved too: the caller may free its tensor before backward runs
   const save = [...inputs, y, stats, ...(padding ? [padding] : [])];
   return record("attention.fused", y, inputs, save, (g, saved, need, acc) => {
-    const [vq, vk, vv] = [q, k, v].map((p) => saved[at(p.x)]);
+    const [vq, vk, vv] = [q, k, v].map((p) => saved[inputs.indexOf(p.x)]);
     const [vy, vstats, vmask] = saved.slice(inputs.length);
-    const mask = vmask ? [vmask.buffer] : [];
-    // a tensor the heads cover, whole or as disjoint parts (packed), is written, not zeroed first
-    const fresh = inputs.map((x) => {
-      const of = [q, k, v].filter((p) => p.x === x);
-      return of.every((p) => p.whole) || of.every((p) => p.packed !== undefined);
-    });
-    const grads = inputs.map((x, j) =>
-      need[j] ? acc[j] ?? (fresh[j] ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
-    );
-    // a target adds what is there when it came gathered, was zeroed, or a pass wrote it already
-    // (each pass writes its own part of a packed tensor)
-    const written = inputs.map((_, j) => acc[j] !== null || !fresh[j]);
-    const target = (p: AttentionHeads) => {
-      const j = at(p.x), dst = grads[j];
-      const add = written[j];
-      if (dst && !p.packed) written[j] = true;
-      return { dst, add };
+    const { grads, tq, tk, tv } = gradientTargets(call, inputs, need, acc);
+    const bufs: BackwardBuffers = {
+      q: vq.buffer,
+      k: vk.buffer,
+      v: vv.buffer,
+      mask: vmask ? [vmask.buffer] : [],
+      y: vy.buffer,
+      stats: vstats.buffer,
+      g: g.buffer,
     };
-    const tq = target(q), tk = target(k), tv = target(v);
-    const heads = [vq.buffer, vk.buffer, vv.buffer, ...mask];
-    // the dQ pass also writes Δ, which the dK pass reads
-    const dq = tq.dst ?? (tk.dst ? Tensor.empty(gpu, q.x.shape) : null);
-    if (dq) {
-      gpu.stream.dispatch(
-        fusedAttentionGradQKernel(shape),
-        [...heads, vy.buffer, g.buffer, vstats.buffer, dq.buffer],
-        grid(gpu, b * h * queryBlocks),
-        uniform(queryBlocks, tq.add),
-      );
-    }
-    // dK and dV: straight into their gradients, or as partial sums over query chunks added up after
-    const keyRows = (which: "k" | "v", binds: GPUBuffer[], to: { dst: Tensor; add: boolean }) => {
-      const n = which === "k" ? dims.d : dims.dv;
-      const partials = split.splits > 1 ? Tensor.empty(gpu, [split.splits, b, hkv, s, n]) : null;
-      gpu.stream.dispatch(
-        fusedAttentionGradKVKernel(which, shape),
-        [...binds, g.buffer, vstats.buffer, (partials ?? to.dst).buffer],
-        grid(gpu, b * hkv * keyBlocks * split.splits),
-        uniform(keyBlocks, to.add, split),
-      );
-      if (!partials) return;
-      gpu.stream.dispatch(
-        fusedAttentionReduceKernel(which, n),
-        [partials.buffer, to.dst.buffer],
-        grid(gpu, Math.ceil((b * hkv * s * n) / 256)),
-        uniform(keyBlocks, to.add, split),
-      );
-      partials.dispose();
-    };
-    if (tk.dst) keyRows("k", heads, { dst: tk.dst, add: tk.add });
-    if (tv.dst) keyRows("v", [vq.buffer, vk.buffer, ...mask], { dst: tv.dst, add: tv.add });
+    const dq = encodeGradQ(call, bufs, tq, tk.dst !== null);
+    if (tk.dst) encodeGradKV(call, "k", bufs, { dst: tk.dst, add: tk.add });
+    if (tv.dst) encodeGradKV(call, "v", bufs, { dst: tv.dst, add: tv.add });
     if (dq && !tq.dst) dq.dispose();
     return grads;
   });
+}
+
+/** The gradients of `inputs` (q, k and v's distinct tensors), and the target of each pass in them. */
+function gradientTargets(
+  call: FusedCall,
+  inputs: Tensor[],
+  need: readonly boolean[],
+  acc: readonly (Tensor | null)[],
+): { grads: (Tensor | null)[]; tq: GradTarget; tk: GradTarget; tv: GradTarget } {
+  const { q, k, v } = call, gpu = q.x.gpu;
+  // a tensor the heads cover, whole or as disjoint parts (packed), is written, not zeroed first
+  const fresh = inputs.map((x) => {
+    const of = [q, k, v].filter((p) => p.x === x);
+    return of.every((p) => p.whole) || of.every((p) => p.packed !== undefined);
+  });
+  const grads = inputs.map((x, j) =>
+    need[j] ? acc[j] ?? (fresh[j] ? Tensor.empty(gpu, x.shape) : Tensor.zeros(gpu, x.shape)) : null
+  );
+  // a target adds what is there when it came gathered, was zeroed, or a pass wrote it already
+  // (each pass writes its own part of a packed tensor)
+  const written = inputs.map((_, j) => acc[j] !== null || !fresh[j]);
+  const target = (p: AttentionHeads): GradTarget => {
+    const j = inputs.indexOf(p.x), dst = grads[j];
+    const add = written[j];
+    if (dst && !p.packed) written[j] = true;
+    return { dst, add };
+  };
+  const tq = target(q), tk = target(k), tv = target(v);
+  return { grads, tq, tk, tv };
+}
+
+/**
+ * The dQ pass, into `to`; it also writes Δ, which the dK pass reads, so it runs into a scratch
+ * dQ when only `deltaNeeded`. Returns the dQ written (null: the pass did not run).
+ */
+function encodeGradQ(
+  call: FusedCall,
+  bufs: BackwardBuffers,
+  to: GradTarget,
+  deltaNeeded: boolean,
+): Tensor | null {
+  const { q, dims: { b, h }, queryBlocks } = call, gpu = q.x.gpu;
+  const dq = to.dst ?? (deltaNeeded ? Tensor.empty(gpu, q.x.shape) : null);
+  if (dq) {
+    gpu.stream.dispatch(
+      fusedAttentionGradQKernel(call.shape),
+      [bufs.q, bufs.k, bufs.v, ...bufs.mask, bufs.y, bufs.g, bufs.stats, dq.buffer],
+      grid(gpu, b * h * queryBlocks),
+      uniformWords(call, queryBlocks, to.add),
+    );
+  }
+  return dq;
+}
+
+/** dK or dV: straight into their gradient, or as partial sums over query chunks added up after. */
+function encodeGradKV(
+  call: FusedCall,
+  which: "k" | "v",
+  bufs: BackwardBuffers,
+  to: { dst: Tensor; add: boolean },
+): void {
+  const { dims: { b, hkv, s }, keyBlocks, split } = call, gpu = call.q.x.gpu;
+  const n = which === "k" ? call.dims.d : call.dims.dv;
+  // the dV kernel reads no values
+  const heads = which === "k" ? [bufs.q, bufs.k, bufs.v] : [bufs.q, bufs.k];
+  const partials = split.splits > 1 ? Tensor.empty(gpu, [split.splits, b, hkv, s, n]) : null;
+  gpu.stream.dispatch(
+    fusedAttentionGradKVKernel(which, call.shape),
+    [...heads, ...bufs.mask, bufs.g, bufs.stats, (partials ?? to.dst).buffer],
+    grid(gpu, b * hkv * keyBlocks * split.splits),
+    uniformWords(call, keyBlocks, to.add, split),
+  );
+  if (!partials) return;
+  gpu.stream.dispatch(
+    fusedAttentionReduceKernel(which, n),
+    [partials.buffer, to.dst.buffer],
+    grid(gpu, Math.ceil((b * hkv * s * n) / 256)),
+    uniformWords(call, keyBlocks, to.add, split),
+  );
+  partials.dispose();
 }
