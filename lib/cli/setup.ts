@@ -595,11 +595,12 @@ async function imageSplits(
   // a head that names its classes (config.json's id2label, an adapter's) maps folders and labels by name
   const headNames = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
   const whose = headNames ? "the model head's classes (config.json's id2label)" : undefined;
-  const file = await readImageData(spec.data, processor, { labels: headNames, whose });
+  const labelField = spec.labelField;
+  const file = await readImageData(spec.data, processor, { labels: headNames, whose, labelField });
   const names = headNames ?? file.labelNames ?? undefined;
   let train = file.examples, evalSet: ImageExample[] | null = null;
   if (spec.evalData) {
-    evalSet = (await readImageData(spec.evalData, processor, { labels: names, whose })).examples;
+    evalSet = (await readImageData(spec.evalData, processor, { labels: names, whose, labelField })).examples;
   } else if (spec.evalFraction > 0) {
     const s = splitByFraction(train, {
       fraction: spec.evalFraction,

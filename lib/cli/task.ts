@@ -24,7 +24,7 @@ import { ArgsError } from "./args.ts";
 export const TASK_FLAGS: Readonly<Record<string, readonly TaskName[]>> = {
   "text-field": ["seq-cls", "token-cls", "causal-lm"],
   "pair-field": ["seq-cls"],
-  "label-field": ["seq-cls", "token-cls"],
+  "label-field": ["seq-cls", "token-cls", "image-cls"],
   regression: ["seq-cls"],
   "loss-on": ["causal-lm"],
   "template-kwargs": ["causal-lm"],

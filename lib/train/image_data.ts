@@ -5,20 +5,25 @@
  *   torchvision's ImageFolder and `datasets`' imagefolder number them), PNG and JPEG files at
  *   any depth below it, links followed as torchvision follows them, other files skipped (how
  *   many is said in one line on stderr);
- * - a Parquet split as `datasets` stores images: an `image` column of {bytes, path} structs and a
- *   `label` column (its ClassLabel names name the ids);
- * - a JSONL file, one object per line with a `label` and either `pixel_values` (3·S·S floats,
- *   already preprocessed) or `image` (H·W·3 RGB values 0–255, row-major) with `width` and `height`.
+ * - a Parquet split as `datasets` stores images: a column of {bytes, path} structs (its Image
+ *   feature, whatever its name: cifar10's `img`; of several, the one named `image` or `img`), the
+ *   bytes or, where they are null (Dataset.to_parquet of images loaded from files), the file at the
+ *   path (a relative one from the Parquet file's folder); and a label column: the one named
+ *   (`labelField`), else `label`, else the one ClassLabel column, else `labels` (ClassLabel names
+ *   name the ids);
+ * - a JSONL file, one object per line with a label (`label` unless named) and either
+ *   `pixel_values` (3·S·S floats, already preprocessed) or `image` (H·W·3 RGB values 0–255,
+ *   row-major) with `width` and `height`.
  *   Integer values are resized in 8 bits, exactly as Pillow resizes a decoded image (transformers
  *   turns such an array into an 8-bit PIL image to resize it); others are resized in float64.
  * Files are decoded and resized once, when read; each batch then rescales and normalises its
  * images from the resized 8-bit pixels (3·S·S bytes an image in memory).
  * @module
  */
-import { join, relative } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
 import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
-import { ParquetError, readParquet } from "../io/parquet.ts";
+import { ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
 import { readRecords } from "./readers.ts";
 import { DataError } from "./data_error.ts";
 import { LabelMap } from "./labels.ts";
@@ -42,6 +47,8 @@ export interface ImageDataOptions {
   labels?: readonly string[];
   /** Whose those names are, for errors; default "the training data's". */
   whose?: string;
+  /** The label field of a Parquet split or JSONL file (--label-field); see the module doc. */
+  labelField?: string;
 }
 
 /** Read the labelled images at `path` (a directory, .parquet or .jsonl; see the module doc). */
@@ -70,7 +77,7 @@ export interface SourcedImage {
 
 /**
  * Unlabelled images, preprocessed: a PNG or JPEG file, every such file below a directory (in
- * sorted path order), the `image` column of a Parquet split, or a JSONL file of pixel arrays.
+ * sorted path order), the image column of a Parquet split, or a JSONL file of pixel arrays.
  */
 export async function readImages(path: string, processor: ImageProcessorConfig): Promise<SourcedImage[]> {
   const stat = await statOf(path);
@@ -92,9 +99,10 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
       }
     } else if (/\.parquet$/i.test(path)) {
       const table = await readParquet(path);
+      const column = imageColumn(table, path);
       for (const [i, row] of table.rows.entries()) {
         const at = `${path}: row ${i + 1}`;
-        await add(imageBytes(row, at), at);
+        await add(await imageBytes(row[column], column, at, path), at);
       }
     } else {
       await add(await Deno.readFile(path), path);
@@ -123,13 +131,64 @@ async function asDataError<T>(read: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The encoded image of a `datasets` Parquet row: its `image` column's {bytes, path} struct. */
-function imageBytes(row: Record<string, unknown>, at: string): Uint8Array {
-  const bytes = (row.image as { bytes?: unknown } | null)?.bytes;
-  if (!(bytes instanceof Uint8Array)) {
-    throw new DataError(`${at}: "image" holds no encoded image bytes (expected {bytes, path})`);
+/** A cell of `datasets`' Image feature: a {bytes, path} struct. */
+function isImageStruct(cell: unknown): cell is { bytes: unknown; path: unknown } {
+  return typeof cell === "object" && cell !== null && "bytes" in cell && "path" in cell;
+}
+
+/**
+ * The image column of a Parquet split: the one column of {bytes, path} structs (as `datasets`
+ * stores an Image feature, whatever its metadata), else `image`, else `img`.
+ */
+function imageColumn(table: ParquetTable, path: string): string {
+  const structs = table.columns.filter((c) => isImageStruct(table.rows.find((row) => row[c] != null)?.[c]));
+  const column = structs.length === 1 ? structs[0] : ["image", "img"].find((c) => table.columns.includes(c));
+  if (column) return column;
+  throw new DataError(
+    structs.length > 1
+      ? `${path}: ${structs.length} image columns (${structs.join(", ")}), none named "image" or "img"`
+      : `${path}: no image column (a column of {bytes, path} image structs, or one named "image" or ` +
+        `"img"); the columns are ${table.columns.join(", ")}`,
+  );
+}
+
+/**
+ * The encoded image of an Image struct in `column` of the Parquet file `file`: its bytes, else the
+ * file at its path (relative to `file`'s folder), which `datasets` decodes when the bytes are null.
+ */
+async function imageBytes(cell: unknown, column: string, at: string, file: string): Promise<Uint8Array> {
+  if (!isImageStruct(cell)) {
+    const kind = cell == null
+      ? "null"
+      : Array.isArray(cell)
+      ? "a list"
+      : cell instanceof Uint8Array
+      ? "bare bytes"
+      : `a ${typeof cell === "object" ? "struct" : typeof cell}`;
+    throw new DataError(`${at}: "${column}" holds ${kind}, not an image struct ({bytes, path})`);
   }
-  return bytes;
+  if (cell.bytes instanceof Uint8Array) return cell.bytes;
+  if (typeof cell.path !== "string" || cell.path === "") {
+    throw new DataError(`${at}: "${column}" has neither bytes nor a path`);
+  }
+  const image = resolve(dirname(file), cell.path);
+  if (!(await statOrNull(image))?.isFile) {
+    const resolved = image === cell.path ? "" : ` (${image})`;
+    throw new DataError(
+      `${at}: "${column}" has no bytes, and its path ${JSON.stringify(cell.path)}${resolved} is not a file`,
+    );
+  }
+  return await Deno.readFile(image);
+}
+
+/** The file's or folder's stat; null when there is none. */
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
+    throw e;
+  }
 }
 
 /**
@@ -152,6 +211,11 @@ async function folderImages(
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
 ): Promise<ImageData> {
+  if (opts.labelField !== undefined) {
+    throw new DataError(
+      `${dir}: --label-field (labelField) does not apply to an image folder: its class folders are the labels`,
+    );
+  }
   const classes: string[] = [];
   // hidden folders (.git, .ipynb_checkpoints, …) are no classes; links to folders are (as in torchvision)
   for await (const e of Deno.readDir(dir)) {
@@ -232,12 +296,8 @@ async function parquetImages(
   opts: ImageDataOptions,
 ): Promise<ImageData> {
   const table = await readParquet(path);
-  for (const column of ["image", "label"]) {
-    if (!table.columns.includes(column)) {
-      throw new DataError(`${path}: no "${column}" column (the columns are ${table.columns.join(", ")})`);
-    }
-  }
-  const classNames = table.classLabels.get("label"), names = opts.labels ?? classNames;
+  const image = imageColumn(table, path), label = labelColumn(table, path, opts.labelField);
+  const classNames = table.classLabels.get(label);
   const ids = new LabelMap(
     { labels: opts.labels, classNames },
     opts.labels ? opts.whose ?? "the training data's" : `${path}'s`,
@@ -245,18 +305,46 @@ async function parquetImages(
   const examples: ImageExample[] = [];
   for (const [i, row] of table.rows.entries()) {
     const at = `${path}: row ${i + 1}`;
-    const label = ids.id(row.label, at);
-    examples.push({ pixels: pixelsOf(await decodeImage(imageBytes(row, at), at), processor, at), label });
+    const id = ids.id(row[label], at);
+    const bytes = await imageBytes(row[image], image, at, path);
+    examples.push({ pixels: pixelsOf(await decodeImage(bytes, at), processor, at), label: id });
   }
   if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
-  return { examples, labelNames: names ? [...names] : null };
+  // string labels without ClassLabel names are named in first-seen order, as the eval split must know
+  return { examples, labelNames: ids.names() };
 }
 
-/** One line of a JSONL image file: its place, its pixels and its raw label. */
+/**
+ * The label column of a Parquet image split: `named` (--label-field), else `label`, else the one
+ * ClassLabel column (cifar100 has two: one must be named), else `labels` (beans).
+ */
+function labelColumn(table: ParquetTable, path: string, named: string | undefined): string {
+  const columns = table.columns.join(", ");
+  if (named !== undefined) {
+    if (table.columns.includes(named)) return named;
+    throw new DataError(`${path}: no "${named}" column (the columns are ${columns})`);
+  }
+  if (table.columns.includes("label")) return "label";
+  const classLabels = table.columns.filter((c) => table.classLabels.has(c));
+  if (classLabels.length === 1) return classLabels[0];
+  if (classLabels.length > 1) {
+    const several = `${classLabels.length} ClassLabel columns (${classLabels.join(", ")})`;
+    throw new DataError(
+      `${path}: no "label" column, and ${several}: name one (--label-field, or labelField)`,
+    );
+  }
+  if (table.columns.includes("labels")) return "labels";
+  throw new DataError(
+    `${path}: no label column ("label", a ClassLabel column or "labels"; or name it: --label-field, or ` +
+      `labelField); the columns are ${columns}`,
+  );
+}
+
+/** One line of a JSONL image file: its place, its pixels and its fields. */
 interface PixelLine {
   at: string;
   pixels: Float32Array;
-  label: unknown;
+  fields: Record<string, unknown>;
 }
 
 /** The lines of a JSONL file of pixel arrays (`pixel_values`, or `image` with `width` and `height`). */
@@ -285,7 +373,7 @@ async function jsonlPixels(path: string, processor: ImageProcessorConfig): Promi
       throw new DataError(`${at}: expected "pixel_values", or "image" with "width" and "height"`);
     }
     if (!pixels.every(Number.isFinite)) throw new DataError(`${at}: the pixels hold NaN or infinity`);
-    return { at, pixels, label: o.label };
+    return { at, pixels, fields: o };
   });
 }
 
@@ -295,9 +383,16 @@ async function jsonlImages(
   opts: ImageDataOptions,
 ): Promise<ImageData> {
   const ids = new LabelMap({ labels: opts.labels }, opts.whose ?? "the training data's");
-  const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, label }) => ({
-    pixels,
-    label: ids.id(label, at),
-  }));
+  const field = opts.labelField ?? "label";
+  const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, fields }) => {
+    if (!(field in fields)) {
+      throw new DataError(
+        `${at}: missing field "${field}"` +
+          (opts.labelField === undefined ? " (or name the label field: --label-field, or labelField)" : "") +
+          `; the fields are ${Object.keys(fields).join(", ")}`,
+      );
+    }
+    return { pixels, label: ids.id(fields[field], at) };
+  });
   return { examples, labelNames: ids.names() };
 }
