@@ -422,6 +422,7 @@ Deno.test("train a ViT on an image folder; predict labels its images as eval sco
       ...options,
     ]);
     assertEquals(run.code, 0, run.err);
+    assert(/\(\d+\.\d s, 4 images this session\)/.test(run.err), run.err); // 2 steps of 2 images
     const log = (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n").map((l) =>
       JSON.parse(l)
     );

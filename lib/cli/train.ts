@@ -392,7 +392,8 @@ async function finishRun(
   });
   // the closing lines, --quiet or not: what was saved and how it scored
   if (result.status === "early") console.error(`stopped early at step ${result.steps} of ${plan.totalSteps}`);
-  console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} tokens this session)`);
+  const counted = plan.task === "image-cls" ? "images" : "tokens";
+  console.error(`saved ${saved} (${result.seconds.toFixed(1)} s, ${result.tokens} ${counted} this session)`);
   if (last) console.error(`held-out: ${describeEval(last)}`);
   const b = result.best;
   if (!b && last && (v["save-best"] || v["early-stop"])) {
