@@ -1,9 +1,9 @@
 /**
  * Encoding of f32 matrix products `C = alpha·op(A)·op(B) (+ bias) (+ C)` on the stream, with
  * operands placed anywhere in their buffers (row strides, offsets, heads sharing a matrix) and
- * an optional activation epilogue: validates shapes and buffer sizes and dispatches the kernels
- * of `kernels/matmul.ts` with the tile and K split (or the GEMV) that lib/linalg/matmul_plan.ts
- * picks for the shape.
+ * an optional activation epilogue: checks the shapes, binds the operands (placed, sized and
+ * windowed by lib/linalg/matmul_operands.ts) and dispatches the kernels of `kernels/matmul.ts`
+ * with the tile and K split (or the GEMV) that lib/linalg/matmul_plan.ts picks for the shape.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -13,173 +13,39 @@ import type { Binding } from "../gpu/stream.ts";
 import {
   matmulKernel,
   matmulReduceKernel,
+  type MatmulTile,
   type MatmulVariant,
   tileName,
   tileSharedBytes,
   tileThreads,
 } from "../../kernels/matmul.ts";
-import { groupWords } from "../../kernels/quant.ts";
 import { gemvGroups, gemvKernel } from "../../kernels/gemv.ts";
-import { QUANT_GROUP, type QuantKind } from "../tensor/quant_format.ts";
 import {
   MATMUL_HEURISTICS,
   type MatmulOptions,
+  type MatmulPlan,
   type MatrixLayout,
   planMatmul,
   usesGemv,
 } from "./matmul_plan.ts";
+import {
+  aligned4,
+  bindEpilogue,
+  bindInputs,
+  operandBindings,
+  type Operands,
+  type Placement,
+  type Placements,
+  placeOperands,
+  type Product,
+} from "./matmul_operands.ts";
 
 export type { EpilogueActivation, MatmulTile } from "../../kernels/matmul.ts";
-
-/** A {@link MatrixLayout} with its defaults filled in. */
-interface Placement {
-  ld: number;
-  offset: number;
-  batchStride: number;
-  headStride: number;
-  headGroup: number;
-}
 
 function positiveInt(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) {
     throw new Error(`encodeMatmul: ${name} must be a positive integer, got ${v}`);
   }
-}
-
-/**
- * `layout` with its defaults (matrices of `packed` elements back to back) for matrices of
- * `rows` stored rows of `cols`, after checking that every field is a non-negative integer and
- * that rows do not overlap.
- */
-function place(
-  what: string,
-  layout: MatrixLayout | undefined,
-  rows: number,
-  cols: number,
-  packed: number,
-  heads: number,
-): Placement {
-  const p: Placement = {
-    ld: layout?.ld ?? cols,
-    offset: layout?.offset ?? 0,
-    batchStride: layout?.batchStride ?? heads * packed,
-    headStride: layout?.headStride ?? packed,
-    headGroup: layout?.headGroup ?? 1,
-  };
-  for (const [key, value] of Object.entries(p)) {
-    const least = key === "headGroup" ? 1 : 0;
-    if (!Number.isInteger(value) || value < least) {
-      throw new Error(`encodeMatmul: ${what}'s ${key} must be an integer ≥ ${least}, got ${value}`);
-    }
-  }
-  if (rows > 1 && p.ld < cols) {
-    throw new Error(`encodeMatmul: ${what}'s ld (${p.ld}) is below its stored row length ${cols}`);
-  }
-  return p;
-}
-
-/** Elements from the buffer's start to one past the last element a placement reaches. */
-function extent(p: Placement, outer: number, heads: number, rows: number, cols: number): number {
-  return p.offset + (outer - 1) * p.batchStride + Math.floor((heads - 1) / p.headGroup) * p.headStride +
-    (rows - 1) * p.ld + cols;
-}
-
-/** Every element offset of a placement is a multiple of 4 (vec4 access). */
-function aligned4(p: Placement): boolean {
-  return p.ld % 4 === 0 && p.offset % 4 === 0 && p.batchStride % 4 === 0 && p.headStride % 4 === 0;
-}
-
-/** An operand's binding, and the elements its binding starts after the buffer's first. */
-interface Window {
-  binding: Binding;
-  shift: number;
-}
-
-/**
- * The binding of `buffer` for an operand that reads or writes its elements [`first`, `end`) of
- * `elementBytes` each, after checking its size: the whole buffer where one binding may hold it,
- * so that products over a growing extent (decoding's keys and values) keep their bind group;
- * else a window from the aligned offset at or before `first` (`shift` elements in).
- */
-function window(
-  gpu: Gpu,
-  buffer: GPUBuffer,
-  first: number,
-  end: number,
-  elementBytes: number,
-  what: string,
-): Window {
-  const size = Math.ceil((end * elementBytes) / 4) * 4;
-  if (buffer.size < size) {
-    const label = gpu.pool.labelOf(buffer);
-    const name = label ? ` '${label}'` : "";
-    throw new Error(`encodeMatmul: ${what} needs ${size} bytes but its buffer${name} has ${buffer.size}`);
-  }
-  if (buffer.size <= bindingLimit(gpu)) {
-    return { binding: buffer, shift: 0 };
-  }
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const start = Math.floor((first * elementBytes) / align) * align;
-  return { binding: { buffer, offset: start, size: size - start }, shift: start / elementBytes };
-}
-
-/**
- * The bindings of a quantized B that reads elements [`first`, `end`): its codes and scales whole
- * where one binding holds each, else windows from the group at or before `first` whose codes and
- * scales both start at offsets the device can bind (`shift` elements in; whole groups, as the
- * kernel counts groups from its binding's start).
- */
-function quantWindow(
-  gpu: Gpu,
-  codes: GPUBuffer,
-  quant: { kind: QuantKind; scales: GPUBuffer },
-  first: number,
-  end: number,
-  what: string,
-): Window & { scales: Binding } {
-  const groupsEnd = Math.ceil(end / QUANT_GROUP);
-  const words = groupWords(quant.kind);
-  const limit = bindingLimit(gpu);
-  const need = groupsEnd * words * 4;
-  if (codes.size < need) {
-    throw new Error(`encodeMatmul: ${what} needs ${need} bytes of codes but its buffer has ${codes.size}`);
-  }
-  if (quant.scales.size < 4 * groupsEnd) {
-    throw new Error(
-      `encodeMatmul: ${what}'s scales need ${4 * groupsEnd} bytes but their buffer has ${quant.scales.size}`,
-    );
-  }
-  if (codes.size <= limit && quant.scales.size <= limit) {
-    return { binding: codes, shift: 0, scales: quant.scales };
-  }
-  // a start every 8·align elements puts both windows on aligned offsets (scales: 4 bytes a group of 32)
-  const step = 8 * gpu.limits.minStorageBufferOffsetAlignment;
-  const start = Math.floor(first / step) * step;
-  const g0 = start / QUANT_GROUP;
-  const codeBytes = (groupsEnd - g0) * words * 4;
-  if (codeBytes > limit) {
-    throw new Error(
-      `encodeMatmul: ${what} spans ${codeBytes} bytes of codes, over one storage binding (${limit})`,
-    );
-  }
-  return {
-    binding: { buffer: codes, offset: g0 * words * 4, size: codeBytes },
-    shift: start,
-    scales: { buffer: quant.scales, offset: g0 * 4, size: (groupsEnd - g0) * 4 },
-  };
-}
-
-/** The bias row bound from element `offset` (aligned), `n` of it. */
-function biasBinding(gpu: Gpu, bias: GPUBuffer, offset: number, n: number): Binding {
-  const bytes = 4 * (offset + n);
-  if (bias.size < bytes) {
-    throw new Error(`encodeMatmul: bias (${n} f32) needs ${bytes} bytes but its buffer has ${bias.size}`);
-  }
-  if (offset === 0) return window(gpu, bias, 0, n, 4, `bias (${n} f32)`).binding;
-  if ((4 * offset) % gpu.limits.minStorageBufferOffsetAlignment !== 0) {
-    throw new Error(`encodeMatmul: biasOffset ${offset} is not at a bindable offset`);
-  }
-  return { buffer: bias, offset: 4 * offset, size: 4 * n };
 }
 
 /**
@@ -201,7 +67,7 @@ function encodeBands(
   n: number,
   k: number,
   opts: MatmulOptions,
-  [la, lb, lc]: readonly Placement[],
+  [la, lb, lc]: Placements,
 ): boolean {
   const limit = bindingLimit(gpu);
   const transA = opts.transA ?? false, transB = opts.transB ?? false;
@@ -286,6 +152,247 @@ function encodeBands(
 }
 
 /**
+ * The product's sizes and storage, after the checks that need neither placements nor buffer
+ * sizes: positive sizes, a consistent B storage, C apart from its inputs, heads that divide the
+ * batch.
+ */
+function checkProduct(
+  gpu: Gpu,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  c: GPUBuffer,
+  m: number,
+  n: number,
+  k: number,
+  opts: MatmulOptions,
+): Product {
+  const batch = opts.batch ?? 1;
+  positiveInt("m", m);
+  positiveInt("n", n);
+  positiveInt("k", k);
+  positiveInt("batch", batch);
+  const transA = opts.transA ?? false, transB = opts.transB ?? false, f16B = opts.f16B ?? false;
+  if (opts.quantB && f16B) throw new Error("encodeMatmul: B is either f16 or quantized, not both");
+  if (f16B && !gpu.f16) {
+    throw new Error(
+      "encodeMatmul: f16B needs the 'shader-f16' feature, which this device lacks; store B as f32",
+    );
+  }
+  if (c === a || c === b || c === opts.bias) {
+    throw new Error("encodeMatmul: C must not share a buffer with A, B or bias");
+  }
+  const heads = opts.heads ?? 1;
+  positiveInt("heads", heads);
+  if (batch % heads !== 0) {
+    throw new Error(`encodeMatmul: batch (${batch}) must be a multiple of heads (${heads})`);
+  }
+  const [rowsA, colsA] = transA ? [k, m] : [m, k];
+  const [rowsB, colsB] = transB ? [n, k] : [k, n];
+  return { m, n, k, batch, heads, outer: batch / heads, transA, transB, f16B, rowsA, colsA, rowsB, colsB };
+}
+
+/**
+ * More matrices than a dispatch's z reaches (attention over many short rows): runs of whole
+ * outer entries, each placed where it starts.
+ */
+function encodeRuns(
+  gpu: Gpu,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  c: GPUBuffer,
+  p: Product,
+  opts: MatmulOptions,
+  [la, lb, lc]: Placements,
+): void {
+  const step = Math.floor(gpu.limits.maxComputeWorkgroupsPerDimension / p.heads);
+  const from = (l: Placement, o0: number): MatrixLayout => ({
+    ...l,
+    offset: l.offset + o0 * l.batchStride,
+  });
+  for (let o0 = 0; o0 < p.outer; o0 += step) {
+    encodeMatmul(gpu, a, b, c, p.m, p.n, p.k, {
+      ...opts,
+      batch: Math.min(step, p.outer - o0) * p.heads,
+      layoutA: from(la, o0),
+      layoutB: from(lb, o0),
+      layoutC: from(lc, o0),
+    });
+  }
+}
+
+/** The product as one GEMV dispatch (kernels/gemv.ts). */
+function encodeGemv(gpu: Gpu, p: Product, opts: MatmulOptions, ops: Operands): void {
+  const act = opts.activation;
+  const kernel = gemvKernel({
+    rows: p.m,
+    b: opts.quantB?.kind ?? (p.f16B ? "f16" : "f32"),
+    transB: p.transB,
+    bias: !!ops.bias,
+    accumulate: opts.accumulate ?? false,
+    ...(act ? { activation: { kind: act.kind, keepPre: !!ops.pre } } : {}),
+  });
+  const params = new Uint32Array([p.n, p.k, 0, 0]);
+  new Float32Array(params.buffer)[2] = opts.alpha ?? 1;
+  gpu.stream.dispatch(kernel, operandBindings(ops), grid(gpu, gemvGroups(p.transB, p.n)), params);
+}
+
+/**
+ * The tile and K split of the product (none for a strided C or an epilogue activation), after
+ * checking that the device runs the tile and a dispatch's z reaches the batch's K chunks.
+ */
+function planTiles(gpu: Gpu, p: Product, opts: MatmulOptions): MatmulPlan {
+  const noSplit = opts.layoutC !== undefined || !!opts.activation;
+  const plan = planMatmul(gpu, p.m, p.n, p.k, noSplit ? { ...opts, splitK: 1 } : opts);
+  const { tile, splits } = plan;
+  const limits = gpu.limits;
+  const threads = tileThreads(tile);
+  const shared = tileSharedBytes(tile, p.transA, p.transB);
+  if (threads > limits.maxComputeInvocationsPerWorkgroup || shared > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `encodeMatmul: tile ${tileName(tile)} needs ${threads} invocations and ${shared} bytes of workgroup ` +
+        `memory; this device allows ${limits.maxComputeInvocationsPerWorkgroup} and ` +
+        `${limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  const z = p.batch * splits;
+  if (z > limits.maxComputeWorkgroupsPerDimension) {
+    throw new Error(
+      `encodeMatmul: batch × splitK = ${p.batch} × ${splits} exceeds ${limits.maxComputeWorkgroupsPerDimension}`,
+    );
+  }
+  return plan;
+}
+
+/**
+ * The tile kernel's variant: vec4 access where an operand's rows and placement allow it, and
+ * with a K split (`partial`) no epilogue but the activation's, which never splits.
+ */
+function tileVariant(
+  p: Product,
+  opts: MatmulOptions,
+  tile: MatmulTile,
+  [la, lb, lc]: Placements,
+  ops: Operands,
+  partial: boolean,
+): MatmulVariant {
+  const act = opts.activation;
+  return {
+    tile,
+    transA: p.transA,
+    transB: p.transB,
+    vecA: p.colsA % 4 === 0 && aligned4(la),
+    vecB: p.colsB % 4 === 0 && aligned4(lb),
+    vecC: p.n % 4 === 0 && aligned4(lc) && Math.min(4, tile.tn) === 4,
+    f16B: p.f16B,
+    f16Packed: p.f16B &&
+      (MATMUL_HEURISTICS.f16Loads === "auto" ? !p.transB : MATMUL_HEURISTICS.f16Loads === "packed"),
+    ...(opts.quantB ? { quantB: opts.quantB.kind } : {}),
+    bias: !!ops.bias && !partial,
+    accumulate: (opts.accumulate ?? false) && !partial,
+    partial,
+    ...(act
+      ? {
+        activation: { kind: act.kind, backward: act.backward ?? false, keepPre: !act.backward && !!act.pre },
+      }
+      : {}),
+  };
+}
+
+/**
+ * The tile kernel's uniform: the sizes, the tile grid (`tilesM` × `tilesN`), the K split, the
+ * leading dimensions, alpha and heads, then each operand's offset (from its binding's start),
+ * batch stride, head stride and head group.
+ */
+function tileParams(
+  p: Product,
+  opts: MatmulOptions,
+  { splits, kChunk }: MatmulPlan,
+  [tilesM, tilesN]: readonly [number, number],
+  [la, lb, lc]: Placements,
+  ops: Operands,
+): Uint32Array {
+  const { m, n, k } = p;
+  // split-K partials are packed: slice z of the scratch buffer holds entry z / splits, chunk z % splits
+  const pc = splits > 1
+    ? { ...lc, ld: n, offset: 0, batchStride: m * n }
+    : { ...lc, offset: lc.offset - ops.C.shift };
+  const params = new Uint32Array([
+    m,
+    n,
+    k,
+    tilesN,
+    tilesM,
+    tilesM * tilesN,
+    splits,
+    kChunk,
+    la.ld,
+    lb.ld,
+    pc.ld,
+    0,
+    p.heads,
+    0,
+    0,
+    0,
+    ...[{ ...la, offset: la.offset - ops.A.shift }, { ...lb, offset: lb.offset - ops.B.shift }, pc]
+      .flatMap((l) => [l.offset, l.batchStride, l.headStride, l.headGroup]),
+  ]);
+  new Float32Array(params.buffer)[11] = opts.alpha ?? 1;
+  return params;
+}
+
+/**
+ * The product on tiles: one dispatch of the tile kernel, or with a K split, the partial
+ * products into a scratch buffer and a second pass that sums them into C with the epilogue.
+ */
+function encodeTiles(gpu: Gpu, p: Product, opts: MatmulOptions, places: Placements, ops: Operands): void {
+  const plan = planTiles(gpu, p, opts);
+  const { tile, splits } = plan;
+  const partial = splits > 1;
+  const variant = tileVariant(p, opts, tile, places, ops, partial);
+  const tiles = [Math.ceil(p.m / tile.bm), Math.ceil(p.n / tile.bn)] as const;
+  const params = tileParams(p, opts, plan, tiles, places, ops);
+  const [gx, gy] = grid(gpu, tiles[0] * tiles[1]);
+  const z = p.batch * splits;
+  const kernel = matmulKernel(variant);
+  if (!partial) {
+    gpu.stream.dispatch(kernel, operandBindings(ops), [gx, gy, z], params);
+    return;
+  }
+  const scratchBytes = z * p.m * p.n * 4;
+  const scratch = gpu.pool.acquire(scratchBytes, undefined, "matmul.splitK");
+  const partials = { buffer: scratch, size: scratchBytes };
+  const partialBindings = [ops.A.binding, ops.B.binding, partials, ...(ops.scalesB ? [ops.scalesB] : [])];
+  gpu.stream.dispatch(kernel, partialBindings, [gx, gy, z], params);
+  encodeReduce(gpu, p, opts, splits, partials, ops);
+  gpu.pool.release(scratch);
+}
+
+/** The split-K second pass: C = alpha·Σ partials (+ bias) (+ C), 4 columns a thread where n allows. */
+function encodeReduce(
+  gpu: Gpu,
+  p: Product,
+  opts: MatmulOptions,
+  splits: number,
+  partials: Binding,
+  ops: Operands,
+): void {
+  const { batch, m, n } = p;
+  const vec = n % 4 === 0;
+  const unit = vec ? 4 : 1;
+  const total = (batch * m * n) / unit;
+  const reduceParams = new Uint32Array([total, (m * n) / unit, n / unit, splits, 0, 0, 0, 0]);
+  new Float32Array(reduceParams.buffer)[4] = opts.alpha ?? 1;
+  const reduce = matmulReduceKernel(vec, !!ops.bias, opts.accumulate ?? false);
+  const inputs = [partials, ops.C.binding];
+  gpu.stream.dispatch(
+    reduce,
+    ops.bias ? [...inputs, ops.bias] : inputs,
+    grid(gpu, Math.ceil(total / 256)),
+    reduceParams,
+  );
+}
+
+/**
  * Encode `C = alpha·op(A)·op(B) (+ bias) (+ C)` with C (m, n) row-major f32 (per batch entry).
  * A is (m, k) or, with `transA`, (k, m); B is (k, n) or, with `transB`, (n, k); all row-major.
  * Nothing is submitted. Throws, naming the operand and the expected size, on non-positive
@@ -307,222 +414,18 @@ export function encodeMatmul(
   k: number,
   opts: MatmulOptions = {},
 ): void {
-  const batch = opts.batch ?? 1;
-  positiveInt("m", m);
-  positiveInt("n", n);
-  positiveInt("k", k);
-  positiveInt("batch", batch);
-  const transA = opts.transA ?? false, transB = opts.transB ?? false, f16B = opts.f16B ?? false;
-  const quant = opts.quantB;
-  if (quant && f16B) throw new Error("encodeMatmul: B is either f16 or quantized, not both");
-  if (f16B && !gpu.f16) {
-    throw new Error(
-      "encodeMatmul: f16B needs the 'shader-f16' feature, which this device lacks; store B as f32",
-    );
-  }
-  if (c === a || c === b || c === opts.bias) {
-    throw new Error("encodeMatmul: C must not share a buffer with A, B or bias");
-  }
-  const heads = opts.heads ?? 1;
-  positiveInt("heads", heads);
-  if (batch % heads !== 0) {
-    throw new Error(`encodeMatmul: batch (${batch}) must be a multiple of heads (${heads})`);
-  }
-  const outer = batch / heads;
-  const [rowsA, colsA] = transA ? [k, m] : [m, k];
-  const [rowsB, colsB] = transB ? [n, k] : [k, n];
-  const la = place("A", opts.layoutA, rowsA, colsA, m * k, heads);
-  const lb = place("B", opts.layoutB, rowsB, colsB, opts.broadcastB ? 0 : k * n, heads);
-  const lc = place("C", opts.layoutC, m, n, m * n, heads);
-  const custom = opts.layoutC !== undefined;
-  const shapeA = `${rowsA}×${colsA}`;
-  const shapeB = `${rowsB}×${colsB}`;
-  if (outer * heads === 1 && encodeBands(gpu, a, b, c, m, n, k, opts, [la, lb, lc])) return;
+  const p = checkProduct(gpu, a, b, c, m, n, k, opts);
+  const places = placeOperands(p, opts);
+  if (p.batch === 1 && encodeBands(gpu, a, b, c, m, n, k, opts, places)) return;
   const maxZ = gpu.limits.maxComputeWorkgroupsPerDimension;
-  if (batch > maxZ && heads <= maxZ) {
-    // more matrices than a dispatch's z reaches (attention over many short rows): runs of whole
-    // outer entries, each placed where it starts
-    const step = Math.floor(maxZ / heads);
-    const from = (l: Placement, o0: number): MatrixLayout => ({
-      ...l,
-      offset: l.offset + o0 * l.batchStride,
-    });
-    for (let o0 = 0; o0 < outer; o0 += step) {
-      encodeMatmul(gpu, a, b, c, m, n, k, {
-        ...opts,
-        batch: Math.min(step, outer - o0) * heads,
-        layoutA: from(la, o0),
-        layoutB: from(lb, o0),
-        layoutC: from(lc, o0),
-      });
-    }
+  if (p.batch > maxZ && p.heads <= maxZ) {
+    encodeRuns(gpu, a, b, c, p, opts, places);
     return;
   }
-  const A = window(
-    gpu,
-    a,
-    la.offset,
-    extent(la, outer, heads, rowsA, colsA),
-    4,
-    `A (${batch} × ${shapeA} f32)`,
-  );
-  const extentB = extent(lb, outer, heads, rowsB, colsB);
-  const typeB = quant?.kind ?? (f16B ? "f16" : "f32");
-  const whatB = `B (${opts.broadcastB ? 1 : batch} × ${shapeB} ${typeB})`;
-  const quantB = quant ? quantWindow(gpu, b, quant, lb.offset, extentB, whatB) : undefined;
-  const B = quantB ?? window(gpu, b, lb.offset, extentB, f16B ? 2 : 4, whatB);
-  const scalesB = quantB?.scales;
-  if (quant && !(colsB % 4 === 0 && aligned4(lb))) {
-    throw new Error(
-      `encodeMatmul: a ${quant.kind} B is read 4 values at a time: its stored rows (${colsB}) and its ` +
-        `placement must be multiples of 4`,
-    );
-  }
-  const C = window(gpu, c, lc.offset, extent(lc, outer, heads, m, n), 4, `C (${batch} × ${m}×${n} f32)`);
-  const bias = opts.bias ? biasBinding(gpu, opts.bias, opts.biasOffset ?? 0, n) : undefined;
-  if (lc.headGroup > 1) {
-    throw new Error("encodeMatmul: C's heads cannot share a matrix (layoutC.headGroup must be 1)");
-  }
-  if (custom && (opts.splitK ?? 1) > 1) {
-    throw new Error("encodeMatmul: a strided C (layoutC) cannot be split along K");
-  }
-  const act = opts.activation;
-  if (act && (custom || opts.accumulate || (opts.splitK ?? 1) > 1)) {
-    throw new Error("encodeMatmul: an epilogue activation needs a packed C, no accumulate and no K split");
-  }
-  if (act?.backward && !act.pre) throw new Error("encodeMatmul: a backward activation needs `pre`");
-  if (act?.pre && (act.pre === c || act.pre === a || act.pre === b)) {
-    throw new Error("encodeMatmul: the pre-activation buffer must not be A, B or C");
-  }
-  const preBuffer = act?.pre;
-  const pre = preBuffer
-    ? window(gpu, preBuffer, 0, batch * m * n, 4, `pre-activation (${batch} × ${m}×${n} f32)`).binding
-    : undefined;
-
-  const alpha = opts.alpha ?? 1;
-  const accumulate = opts.accumulate ?? false;
-  if (usesGemv(m, n, k, opts, gpu.limits.maxComputeWorkgroupStorageSize)) {
-    const kernel = gemvKernel({
-      rows: m,
-      b: quant?.kind ?? (f16B ? "f16" : "f32"),
-      transB,
-      bias: !!bias,
-      accumulate,
-      ...(act ? { activation: { kind: act.kind, keepPre: !!pre } } : {}),
-    });
-    const params = new Uint32Array([n, k, 0, 0]);
-    new Float32Array(params.buffer)[2] = alpha;
-    const bindings = [
-      A.binding,
-      B.binding,
-      C.binding,
-      ...(bias ? [bias] : []),
-      ...(pre ? [pre] : []),
-      ...(scalesB ? [scalesB] : []),
-    ];
-    gpu.stream.dispatch(kernel, bindings, grid(gpu, gemvGroups(transB, n)), params);
-    return;
-  }
-  const plan = planMatmul(gpu, m, n, k, custom || act ? { ...opts, splitK: 1 } : opts);
-  const { tile, splits, kChunk } = plan;
-  const limits = gpu.limits;
-  const threads = tileThreads(tile);
-  const shared = tileSharedBytes(tile, transA, transB);
-  if (threads > limits.maxComputeInvocationsPerWorkgroup || shared > limits.maxComputeWorkgroupStorageSize) {
-    throw new Error(
-      `encodeMatmul: tile ${tileName(tile)} needs ${threads} invocations and ${shared} bytes of workgroup ` +
-        `memory; this device allows ${limits.maxComputeInvocationsPerWorkgroup} and ` +
-        `${limits.maxComputeWorkgroupStorageSize}`,
-    );
-  }
-  const z = batch * splits;
-  if (z > limits.maxComputeWorkgroupsPerDimension) {
-    throw new Error(
-      `encodeMatmul: batch × splitK = ${batch} × ${splits} exceeds ${limits.maxComputeWorkgroupsPerDimension}`,
-    );
-  }
-  const partial = splits > 1;
-  const variant: MatmulVariant = {
-    tile,
-    transA,
-    transB,
-    vecA: colsA % 4 === 0 && aligned4(la),
-    vecB: colsB % 4 === 0 && aligned4(lb),
-    vecC: n % 4 === 0 && aligned4(lc) && Math.min(4, tile.tn) === 4,
-    f16B,
-    f16Packed: f16B &&
-      (MATMUL_HEURISTICS.f16Loads === "auto" ? !transB : MATMUL_HEURISTICS.f16Loads === "packed"),
-    ...(quant ? { quantB: quant.kind } : {}),
-    bias: !!bias && !partial,
-    accumulate: accumulate && !partial,
-    partial,
-    ...(act
-      ? {
-        activation: { kind: act.kind, backward: act.backward ?? false, keepPre: !act.backward && !!act.pre },
-      }
-      : {}),
+  const ops: Operands = {
+    ...bindInputs(gpu, a, b, p, opts, places),
+    ...bindEpilogue(gpu, a, b, c, p, opts, places),
   };
-  const tilesM = Math.ceil(m / tile.bm), tilesN = Math.ceil(n / tile.bn);
-  // split-K partials are packed: slice z of the scratch buffer holds entry z / splits, chunk z % splits
-  const pc = partial
-    ? { ...lc, ld: n, offset: 0, batchStride: m * n }
-    : { ...lc, offset: lc.offset - C.shift };
-  const params = new Uint32Array([
-    m,
-    n,
-    k,
-    tilesN,
-    tilesM,
-    tilesM * tilesN,
-    splits,
-    kChunk,
-    la.ld,
-    lb.ld,
-    pc.ld,
-    0,
-    heads,
-    0,
-    0,
-    0,
-    ...[{ ...la, offset: la.offset - A.shift }, { ...lb, offset: lb.offset - B.shift }, pc]
-      .flatMap((l) => [l.offset, l.batchStride, l.headStride, l.headGroup]),
-  ]);
-  new Float32Array(params.buffer)[11] = alpha;
-  const [gx, gy] = grid(gpu, tilesM * tilesN);
-  const kernel = matmulKernel(variant);
-  if (!partial) {
-    const bindings = [
-      A.binding,
-      B.binding,
-      C.binding,
-      ...(bias ? [bias] : []),
-      ...(pre ? [pre] : []),
-      ...(scalesB ? [scalesB] : []),
-    ];
-    gpu.stream.dispatch(kernel, bindings, [gx, gy, z], params);
-    return;
-  }
-  const scratchBytes = z * m * n * 4;
-  const scratch = gpu.pool.acquire(scratchBytes, undefined, "matmul.splitK");
-  const partialBindings = [
-    A.binding,
-    B.binding,
-    { buffer: scratch, size: scratchBytes },
-    ...(scalesB ? [scalesB] : []),
-  ];
-  gpu.stream.dispatch(kernel, partialBindings, [gx, gy, z], params);
-  const vec = n % 4 === 0;
-  const unit = vec ? 4 : 1;
-  const total = (batch * m * n) / unit;
-  const reduceParams = new Uint32Array([total, (m * n) / unit, n / unit, splits, 0, 0, 0, 0]);
-  new Float32Array(reduceParams.buffer)[4] = alpha;
-  const reduce = matmulReduceKernel(vec, !!bias, accumulate);
-  const inputs = [{ buffer: scratch, size: scratchBytes }, C.binding];
-  gpu.stream.dispatch(
-    reduce,
-    bias ? [...inputs, bias] : inputs,
-    grid(gpu, Math.ceil(total / 256)),
-    reduceParams,
-  );
-  gpu.pool.release(scratch);
+  if (usesGemv(m, n, k, opts, gpu.limits.maxComputeWorkgroupStorageSize)) encodeGemv(gpu, p, opts, ops);
+  else encodeTiles(gpu, p, opts, places, ops);
 }
