@@ -176,6 +176,9 @@ Deno.test("matmul: operands over one binding run in bands of rows, of B's rows o
   await checkBanded(gpu, 6, 700, 64, { transB: true, quant: "q8" }, 16384);
   await checkBanded(gpu, 6, 64, 1100, { quant: "q4" }, 16384);
   await checkBanded(gpu, 70, 600, 64, { transB: true, quant: "q8", bias: true }, 16384);
+  // scales over one binding too (8 KB each; a 128k-vocabulary q4 head under 128 MiB): windows of both
+  await checkBanded(gpu, 2, 500, 128, { transB: true, quant: "q8" }, 4096);
+  await checkBanded(gpu, 2, 128, 512, { quant: "q4" }, 4096);
   const [big, c] = [gpu.pool.acquire(64 * 1024), gpu.pool.acquire(64 * 1024)];
   await limited(4096, () => {
     // an epilogue activation reads a pre-activation laid out like C: never banded

@@ -20,6 +20,7 @@ import {
   tileThreads,
 } from "../../kernels/matmul.ts";
 import { gemvGroups, gemvKernel } from "../../kernels/gemv.ts";
+import { QUANT_GROUP } from "../tensor/quant_format.ts";
 import {
   MATMUL_HEURISTICS,
   type MatmulOptions,
@@ -79,8 +80,9 @@ function encodeBands(
     ((rows - 1) * p.ld + cols) * bytes;
   const over = (buffer: GPUBuffer, bytes: number) => buffer.size > limit && bytes > limit;
   const overA = over(a, span(la, rowsA, colsA, 4));
+  // a quantized B's scales (4 bytes a group of 32) are windowed with its codes, by the span read
   const overB = over(b, span(lb, rowsB, colsB, bytesB)) ||
-    (!!opts.quantB && opts.quantB.scales.size > limit);
+    (!!opts.quantB && over(opts.quantB.scales, Math.ceil(span(lb, rowsB, colsB, 1) / QUANT_GROUP) * 4));
   const overC = over(c, span(lc, m, n, 4));
   if (!overA && !overB && !overC) return false;
   if ((opts.batch ?? 1) !== 1 || opts.activation || opts.broadcastB) {
