@@ -50,14 +50,14 @@ Deno.test("csv: quotes, doubled quotes, embedded delimiters and line breaks, CRL
     { line: 2, fields: ["1", "2\t3"] },
   ]);
   // TSV as pandas writes it (a field with a tab or a quote quoted) or as GLUE's files are (nothing
-  // quoted, a sentence may open with a quote): a quoted field counts only where it closes on its line
-  const tsv = '"a ""b""\tc"\t1\n"Yes," he said.\t0\n"Open all\t1\nplain\t0\nend"\t1\n""\t2';
+  // quoted, a sentence may open with a quote): a quoted field counts only where its closing quote ends it
+  const tsv = '"a ""b""\tc"\t1\n"Yes," he said.\t0\n"Open all\t1\nplain\t0\nend" here\t1\n""\t2';
   assertEquals(parseCsv(tsv, "g.tsv", "\t", "line"), [
     { line: 1, fields: ['a "b"\tc', "1"] },
     { line: 2, fields: ['"Yes," he said.', "0"] },
-    { line: 3, fields: ['"Open all', "1"] },
+    { line: 3, fields: ['"Open all', "1"], unclosedQuote: 3 },
     { line: 4, fields: ["plain", "0"] },
-    { line: 5, fields: ['end"', "1"] },
+    { line: 5, fields: ['end" here', "1"] },
     { line: 6, fields: ["", "2"] },
   ]);
   // A quote inside an unquoted field is an ordinary character.

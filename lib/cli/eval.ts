@@ -12,6 +12,7 @@ import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
 import { nonFinite } from "../train/log.ts";
 import { DataError } from "../train/data_error.ts";
+import { recordClassLabels } from "../train/readers.ts";
 import { describeEval } from "../train/trainer.ts";
 import { Progress } from "../train/progress.ts";
 import type { TypeScores } from "../train/entities.ts";
@@ -129,14 +130,18 @@ export function evalCommand(args: string[]): Promise<number> {
           throw e;
         });
         if (!splits.eval) throw new Error(`${data}: nothing to evaluate`);
-        // a head without class names (LABEL_0, …) scores the data's names in their order of appearance
+        // a head without class names (LABEL_0, …) scores the data's names by the ids the data gave them
         const unnamed = model.config.labels.every((l, i) => l === `LABEL_${i}`);
         const names = splits.labelNames;
         if (unnamed && names && names.some((n, i) => n !== String(i))) {
-          console.error(
-            `${loaded.modelDir}'s head names no classes: the data's labels count in their order of appearance ` +
-              `(${names.map((n, i) => `${n} = ${i}`).join(", ")}); give integer labels to be sure`,
-          );
+          if (!builtin && !(await idsFixed(data, names))) {
+            console.error(
+              `${loaded.modelDir}'s head names no classes: the labels of ${data} count in their order of ` +
+                `appearance there (${
+                  names.map((n, i) => `${n} = ${i}`).join(", ")
+                }); give integer labels to be sure`,
+            );
+          }
           model.config.labels = [...names, ...model.config.labels.slice(names.length)];
         }
         // label lists: each label scored apart (the head was trained so, whatever config.json says)
@@ -162,6 +167,17 @@ export function evalCommand(args: string[]): Promise<number> {
         model.dispose();
       }
     }));
+}
+
+/**
+ * Whether data file or folder `data` fixes the ids of its class `names` itself: a folder of images
+ * (its subfolders in sorted order), or a Parquet split whose ClassLabel names they are.
+ */
+async function idsFixed(data: string, names: readonly string[]): Promise<boolean> {
+  if ((await Deno.stat(data)).isDirectory) return true;
+  const same = (classes: string[]) =>
+    classes.length === names.length && classes.every((c, i) => c === names[i]);
+  return [...(await recordClassLabels(data)).values()].some(same);
 }
 
 /** Evaluations of more batches than this show a progress display on stderr. */

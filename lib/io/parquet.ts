@@ -40,9 +40,18 @@ const COMPRESSORS: Compressors = {
 
 /** The column names of the Parquet file at `path`, from its footer alone. */
 export async function parquetColumns(path: string): Promise<string[]> {
+  return topColumns(await footer(path));
+}
+
+/** The ClassLabel names of the Parquet file at `path` ({@link ParquetTable.classLabels}), from its footer alone. */
+export async function parquetClassLabels(path: string): Promise<Map<string, string[]>> {
+  return classLabels(hfMetadata(await footer(path)));
+}
+
+/** The footer metadata of the Parquet file at `path`. */
+async function footer(path: string): Promise<FileMetaData> {
   try {
-    const metadata = await parquetMetadataAsync(await asyncBufferFromFile(path));
-    return topColumns(metadata);
+    return await parquetMetadataAsync(await asyncBufferFromFile(path));
   } catch (e) {
     if ((e as { code?: string }).code === "ENOENT") throw new ParquetError(`${path}: file not found`);
     throw new ParquetError(`${path}: cannot read as Parquet: ${(e as Error).message}`);
@@ -58,8 +67,7 @@ export async function readParquet(path: string): Promise<ParquetTable> {
     // utf8 false: only columns annotated as strings are decoded to text, binary stays bytes
     const rows = await parquetReadObjects({ file, metadata, compressors: COMPRESSORS, utf8: false });
     const columns = topColumns(metadata);
-    const meta = metadata.key_value_metadata?.find((kv) => kv.key === "huggingface")?.value;
-    table = { rows, columns, meta };
+    table = { rows, columns, meta: hfMetadata(metadata) };
   } catch (e) {
     if ((e as { code?: string }).code === "ENOENT") throw new ParquetError(`${path}: file not found`);
     throw new ParquetError(`${path}: cannot read as Parquet: ${(e as Error).message}`);
@@ -72,6 +80,11 @@ export async function readParquet(path: string): Promise<ParquetTable> {
     return out;
   });
   return { rows, columns: table.columns, classLabels: classLabels(table.meta) };
+}
+
+/** The `huggingface` schema metadata entry `datasets` writes, if any. */
+function hfMetadata(metadata: FileMetaData): string | undefined {
+  return metadata.key_value_metadata?.find((kv) => kv.key === "huggingface")?.value;
 }
 
 /** The top-level column names (a struct column counts once, by its own name). */
@@ -110,10 +123,10 @@ function classLabels(json: string | undefined): Map<string, string[]> {
   if (typeof features !== "object" || features === null) return out;
   type Feature = { _type?: unknown; names?: unknown; feature?: unknown } | Feature[] | null;
   for (const [name, f] of Object.entries(features as Record<string, Feature>)) {
-    // Sequence(ClassLabel) / List(ClassLabel), or the older [ClassLabel]
+    // Sequence(ClassLabel) / List(ClassLabel) / LargeList(ClassLabel), or the older [ClassLabel]
     const items = Array.isArray(f)
       ? f[0]
-      : f?._type === "Sequence" || f?._type === "List"
+      : f?._type === "Sequence" || f?._type === "List" || f?._type === "LargeList"
       ? f.feature as Feature
       : f;
     const label = items as { _type?: unknown; names?: unknown } | null;

@@ -18,7 +18,7 @@
  */
 import { TextTooLongError, type Tokenizer } from "../io/tokenizer.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
-import { type Example, isPlainText, readTextDocuments } from "./readers.ts";
+import { type Example, isPlainText, joinDocuments, readTextDocuments } from "./readers.ts";
 import { DataError } from "./data_error.ts";
 import { checkLabelLists, checkLabels, exampleName } from "./labels.ts";
 
@@ -263,9 +263,11 @@ export interface CausalLmOptions {
  * records before it concatenates and chunks them; with `lines` (plain-text files, which the
  * `datasets` text loader reads a line a record, line breaks kept) each line of a document is such a
  * record. A tokenizer that adds none (GPT-2's) would run the documents into each other: they are
- * joined by a blank line and tokenized as one text instead, or, where the tokenizer library cannot
- * take that text as one piece ({@link TextTooLongError}: a pre-tokenizer that does not split it), a
- * line at a time, as run_clm.py's records.
+ * joined by a blank line ({@link joinDocuments}: none after a record that ends in a line break, as
+ * wikitext's do, so that those read as run_clm.py concatenates them) and tokenized as one text
+ * instead, or, where the tokenizer library cannot take that text as one piece
+ * ({@link TextTooLongError}: a pre-tokenizer that does not split it), a line at a time, as
+ * run_clm.py's records.
  */
 export function documentTokens(
   documents: readonly string[],
@@ -276,7 +278,7 @@ export function documentTokens(
   const byLine = (texts: readonly string[]) => texts.flatMap((text) => text.split(/(?<=\n)/));
   let records = opts.lines ? byLine(documents) : documents;
   if (before.length + after.length === 0) {
-    const joined = documents.join("\n\n");
+    const joined = joinDocuments(documents);
     try {
       return Int32Array.from(tokenizer.encode(joined));
     } catch (e) {

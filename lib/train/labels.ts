@@ -23,13 +23,17 @@ export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "labelsFro
 
 /**
  * Class labels as data files hold them → class ids: names, and integers by their text, looked up
- * among the known ones (see {@link ReadOptions.labels}); other names numbered in first-seen order;
- * integer ids (numbers, or strings of digits) that name no class kept as they are, or looked up by
- * their class name ({@link LabelMapOptions.classNames}); each id checked against the head's
- * num_labels.
+ * among the known ones (see {@link ReadOptions.labels}; a name no known one matches exactly is
+ * matched ignoring case, as run_glue.py matches config.json's label2id, and said once on stderr);
+ * other names numbered in first-seen order; integer ids (numbers, or strings of digits) that name
+ * no class kept as they are, or looked up by their class name ({@link LabelMapOptions.classNames});
+ * each id checked against the head's num_labels.
  */
 export class LabelMap {
   private readonly given: Map<string, number> | null;
+  /** The known names by their lower case, when that keeps them apart. */
+  private readonly folded: Map<string, number> | null;
+  private saidFolded = false;
   /** The names of the data's ids, when they differ from the known labels' (looked up by name). */
   private readonly classNames: readonly string[] | null;
   /** The data's integers are a ClassLabel column's ids, not names. */
@@ -47,6 +51,10 @@ export class LabelMap {
   constructor(opts: LabelMapOptions, whose = "the labels") {
     const known = opts.labels ?? opts.classNames;
     this.given = known ? new Map(known.map((name, id) => [name, id])) : null;
+    const lower = known?.map((name) => name.toLowerCase());
+    this.folded = lower && new Set(lower).size === lower.length
+      ? new Map(lower.map((name, id) => [name, id]))
+      : null;
     this.classNames = opts.labels && opts.classNames ? opts.classNames : null;
     this.columnIds = opts.classNames !== undefined;
     this.numberNames = !this.columnIds &&
@@ -81,7 +89,7 @@ export class LabelMap {
     let number = value;
     const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
     if (typeof value === "string") {
-      const named = this.given?.get(value);
+      const named = this.knownId(value, where);
       if (named !== undefined) return named;
       if (value.trim() === "") throw new DataError(`${where}: the label is empty`);
       // a number written as text (CSV, TSV) is taken as the same JSON number
@@ -90,6 +98,17 @@ export class LabelMap {
     }
     if (typeof number !== "number") {
       throw new DataError(`${where}: label ${JSON.stringify(value)} is neither an integer nor a string`);
+    }
+    if (number === -1) {
+      // ClassLabel.encode_example takes -1 for "no label"; a ClassLabel column is never a regression target
+      throw new DataError(
+        `${where}: label ${shown} is not a class id: in Hugging Face datasets -1 means "no label" (a test ` +
+          `split's labels, or unlabelled rows such as SNLI's): leave those rows out, or give an unlabelled ` +
+          `split to predict` +
+          (this.columnIds
+            ? ""
+            : `; if the labels are real values, train a regressor: --regression (the regression option)`),
+      );
     }
     if (!Number.isSafeInteger(number) || number < 0) {
       throw new DataError(
@@ -135,13 +154,29 @@ export class LabelMap {
         }: ${JSON.stringify(names)})`,
       );
     }
-    const id = this.given!.get(name);
+    const id = this.knownId(name, where);
     if (id === undefined) {
       throw new DataError(
         `${where}: label ${value} (class ${JSON.stringify(name)}) is not one of ${this.known}`,
       );
     }
     return id;
+  }
+
+  /** The id of the known name `name`: exactly, else ignoring case (said on stderr the first time). */
+  private knownId(name: string, where: string): number | undefined {
+    const id = this.given?.get(name);
+    if (id !== undefined || !this.folded) return id;
+    const folded = this.folded.get(name.toLowerCase());
+    if (folded !== undefined && !this.saidFolded) {
+      this.saidFolded = true;
+      const as = [...this.given!.keys()][folded];
+      console.error(
+        `${where}: label ${JSON.stringify(name)} is taken as ${JSON.stringify(as)} of ${this.known}, ` +
+          `ignoring case as run_glue.py does; so is any other label that differs from one of them only in case`,
+      );
+    }
+    return folded;
   }
 
   /** The class names by id: the known ones, or those seen; null when the labels were ids. */

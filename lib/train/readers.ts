@@ -13,7 +13,13 @@
  * ```
  * @module
  */
-import { parquetColumns, ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
+import {
+  parquetClassLabels,
+  parquetColumns,
+  ParquetError,
+  type ParquetTable,
+  readParquet,
+} from "../io/parquet.ts";
 import { CsvError, parseCsv } from "../io/csv.ts";
 import { DECIMAL, LabelMap } from "./labels.ts";
 import { DataError } from "./data_error.ts";
@@ -74,7 +80,9 @@ export interface ReadOptions {
    * Integer labels (JSON numbers, or strings of digits, maybe with a `.0` fraction as pandas writes
    * them) that name no class are ids as they are, unless some name is a number other than its own
    * id ("1" for id 0): then they are refused. A Parquet ClassLabel id is looked up by its name.
-   * Other numbers (0.5, -1, as JSON numbers or text) are refused with the `regression` hint.
+   * A name no label matches exactly is matched ignoring case, as run_glue.py does (said on stderr).
+   * -1 (`datasets`' "no label") is refused as such; other numbers (0.5, -2, as JSON numbers or
+   * text) with the `regression` hint.
    */
   labels?: readonly string[];
   /** Where `labels` come from, in errors: e.g. "the model head's classes, config.json's id2label". */
@@ -88,7 +96,8 @@ export interface ReadOptions {
   numLabels?: number;
   /**
    * The labels are real values (regression, e.g. STS-B's similarity scores): numbers, or strings
-   * of decimal numbers, kept as they are; `labels` and `numLabels` do not apply.
+   * of decimal numbers, kept as they are; `labels` and `numLabels` do not apply. Refused for a
+   * Parquet ClassLabel column, whose values are class ids.
    */
   regression?: boolean;
 }
@@ -132,7 +141,15 @@ export async function readClassificationFile(
     const table = await parquetTable(path);
     const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
     if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
-    const names = table.classLabels.get(labelFieldOf(Object.keys(records[0].fields), opts.labelField));
+    const labelField = labelFieldOf(Object.keys(records[0].fields), opts.labelField);
+    const names = table.classLabels.get(labelField);
+    // as run_glue.py, which regresses only on a float label column
+    if (opts.regression && names) {
+      throw new DataError(
+        `${path}: column "${labelField}" is a ClassLabel ${JSON.stringify(names)} by the split's metadata: ` +
+          `its values are class ids, not real values, so --regression (the regression option) does not apply`,
+      );
+    }
     return examplesFrom(records, path, opts, names);
   }
   const text = await readDataText(path);
@@ -312,12 +329,17 @@ function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRe
     seen.add(name);
   }
   if (rows.length === 1) throw new DataError(`${path}: no examples (only a header line)`);
-  return rows.slice(1).map(({ line, fields }) => {
+  return rows.slice(1).map(({ line, fields }, k) => {
     if (fields.length !== header.length) {
+      // a quote left open on this record's line or the one before may have split a record
+      const open = rows[k + 1].unclosedQuote ?? (k > 0 ? rows[k].unclosedQuote : undefined);
       throw new DataError(
         `${path}:${line}: ${fields.length} fields, but the header has ${header.length} (${
           header.join(", ")
-        })`,
+        })` +
+          (open === undefined ? "" : `; line ${open} opens a quote that does not close on it, read as a ` +
+            `character (a field quoted across lines must close right before a tab or a line end, in a ` +
+            `record of ${header.length} fields)`),
       );
     }
     return { line, fields: Object.fromEntries(header.map((name, k) => [name, fields[k]])) };
@@ -347,6 +369,7 @@ function examplesFrom(
   const labels = new LabelMap({ ...opts, classNames });
   // a list of labels in the first record's label field: multi-label data
   const multiLabel = !opts.regression && Array.isArray(records[0].fields[labelField]);
+  if (multiLabel) refuseMultiHot(records, labelField, path);
   const examples = records.map(({ line, fields }) => {
     const texts = textsOf(fields, textFields, path, line);
     if (!(labelField in fields)) {
@@ -379,6 +402,25 @@ function examplesFrom(
   });
   const labelNames = opts.regression ? null : labels.names();
   return { path, examples, labelNames, textFields, labelField, multiLabel };
+}
+
+/**
+ * Refuse multi-hot vectors ([0, 1, 0, 0, 1], what transformers' multi-label loss takes) where
+ * lists of class ids belong: every label list as long, with 3 entries or more, each 0 or 1. A list
+ * of ids names each class once, so one of 0s and 1s alone has 2 entries at most.
+ */
+function refuseMultiHot(records: SourceRecord[], labelField: string, path: string): void {
+  const lists = records.map(({ fields }) => fields[labelField]);
+  const first = lists[0] as unknown[];
+  const hot = (list: unknown) =>
+    Array.isArray(list) && list.length === first.length && list.every((v) => v === 0 || v === 1);
+  if (first.length < 3 || !lists.every(hot)) return;
+  const ids = first.flatMap((v, id) => v === 1 ? [id] : []);
+  throw new DataError(
+    `${path}:${records[0].line}: the labels in field "${labelField}" are multi-hot vectors (every list ` +
+      `has ${first.length} entries, each 0 or 1), but a label list names its classes by id, as ` +
+      `go_emotions' labels do: ${JSON.stringify(ids)} for ${JSON.stringify(first)}`,
+  );
 }
 
 /** A regression target: a finite number, or a string holding one in decimal. */
@@ -493,6 +535,19 @@ export async function readRecordTable(
 }
 
 /**
+ * The ClassLabel names of a Parquet split's columns (a list column's are those of its items), from
+ * its footer alone; none for a file of another format.
+ */
+export async function recordClassLabels(path: string): Promise<Map<string, string[]>> {
+  if (!/\.parquet$/i.test(path)) return new Map();
+  try {
+    return await parquetClassLabels(path);
+  } catch (e) {
+    throw e instanceof ParquetError ? new DataError(e.message) : e;
+  }
+}
+
+/**
  * The field names of a record file's first record, without reading the whole file where its format
  * allows: a Parquet file's columns, the first JSONL object's keys, a CSV/TSV header; null for a file
  * of another kind.
@@ -593,7 +648,23 @@ export async function readTextDocuments(path: string, opts: { textField?: string
   return texts;
 }
 
-/** The documents of {@link readTextDocuments} as one text, joined by blank lines. */
+/** The documents of {@link readTextDocuments} as one text ({@link joinDocuments}). */
 export async function readTextFile(path: string, opts: { textField?: string } = {}): Promise<string> {
-  return (await readTextDocuments(path, opts)).join("\n\n");
+  return joinDocuments(await readTextDocuments(path, opts));
+}
+
+/**
+ * Documents as one text: a blank line between two, but nothing after one that ends in a line break
+ * (a line of a longer text, as each of wikitext's records is), and there an empty record adds
+ * nothing either; wikitext's records then make the text run_clm.py concatenates.
+ */
+export function joinDocuments(documents: readonly string[]): string {
+  let text = "", previous: string | null = null;
+  for (const doc of documents) {
+    const afterLine = previous === null || previous.endsWith("\n");
+    if (afterLine && doc === "") continue;
+    text += (afterLine ? "" : "\n\n") + doc;
+    previous = doc;
+  }
+  return text;
 }
