@@ -189,7 +189,8 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
   assert(tokenizeInstruction(chat, tok, { template: closing, lossOn: "all" }).trained.every((v) => v === 1));
   // Phi-3 closes a conversation rendered without the generation prompt with its EOS, which an
   // earlier turn does not have in the whole text; Qwen3 writes an empty <think> into the last turn
-  // alone. Each turn is its content and its end-of-turn token, as in the whole text.
+  // alone. Each turn is what follows its generation prompt through its end-of-turn token, as in the
+  // whole text (the last turn's <think> included, as the model writes it after the prompt).
   const phi3 = chatTemplate(
     "{% for m in messages %}{{ '[' + m.role + ']\n' + m.content + '[end]\n' }}{% endfor %}" +
       "{% if add_generation_prompt %}{{ '[assistant]\n' }}{% else %}{{ eos_token }}{% endif %}",
@@ -208,7 +209,7 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
   );
   assertEquals(
     learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: qwen3 }))),
-    "Blue.<|im_end|>\nGreen.<|im_end|>\n",
+    "Blue.<|im_end|>\n<think>\n\n</think>\n\nGreen.<|im_end|>\n",
   );
   // an answer that also occurs in the closing markup ("d", "e", "end" in <|im_end|>; "d", "e", "eot" in
   // <|eot_id|>; "n" in Qwen3's <think>) is learnt with its end-of-turn token
@@ -217,7 +218,7 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
     [template, "e", "e", "<|im_end|>\n"],
     [template, "end", "end", "<|im_end|>\n"],
     [template, "c", "c", "<|im_end|>\n"],
-    [qwen3, "n", "n", "<|im_end|>\n"],
+    [qwen3, "n", "<think>\n\n</think>\n\nn", "<|im_end|>\n"],
     [LLAMA3, "d", "d", "<|eot_id|>"],
     [LLAMA3, "e", "e", "<|eot_id|>"],
     [LLAMA3, "eot", "eot", "<|eot_id|>"],
@@ -260,6 +261,196 @@ Deno.test("tokenizeInstruction: a SentencePiece word that joins the newline befo
   assertEquals(first, before.length - 1);
   assertEquals(tok.decode([ids[first]]).trim(), "no");
   assert(!learnt(tok, ids, trained).includes("assistant"), learnt(tok, ids, trained));
+});
+
+/** Qwen3's official chat template (tests/fixtures/chat_templates/README.md). */
+const QWEN3 = chatTemplate(
+  await Deno.readTextFile(new URL("./fixtures/chat_templates/qwen3.jinja", import.meta.url)),
+  "qwen3",
+);
+
+/** Rows of `file` as JSONL. */
+async function writeRows(file: string, rows: unknown[]): Promise<string> {
+  await Deno.writeTextFile(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  return file;
+}
+
+const TOOLS = [{ type: "function", function: { name: "get_weather", parameters: { type: "object" } } }];
+const TOOL_CALL = { type: "function", function: { name: "get_weather", arguments: { city: "Paris" } } };
+/** TRL's conversational rows with tool calls, reasoning and template variables. */
+const TOOL_ROWS = [
+  {
+    messages: [
+      { role: "user", content: "Weather in Paris?" },
+      { role: "assistant", content: null, tool_calls: [TOOL_CALL] },
+      { role: "tool", name: "get_weather", content: "22C" },
+      { role: "assistant", content: "It is 22C." },
+    ],
+    tools: TOOLS,
+  },
+  {
+    messages: [
+      { role: "user", content: "2+2?" },
+      { role: "assistant", reasoning_content: "2 plus 2 is 4.", content: "4" },
+    ],
+  },
+  {
+    messages: [{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello." }],
+    chat_template_kwargs: { enable_thinking: false },
+  },
+];
+
+Deno.test("readInstructions: every field of a message, the row's tools and chat_template_kwargs, ShareGPT's conversations", async () => {
+  await withTempDir("hartley-instruct-", async (dir) => {
+    const sharegpt = {
+      conversations: [{ from: "system", value: "Be brief." }, { from: "human", value: "Hi" }, {
+        from: "gpt",
+        value: "Hello.",
+      }],
+    };
+    const file = await writeRows(join(dir, "tools.jsonl"), [...TOOL_ROWS, sharegpt]);
+    assertEquals(await readInstructions(file), [
+      { messages: TOOL_ROWS[0].messages, completionFrom: 0, tools: TOOLS, source: `${file}:1` },
+      { messages: TOOL_ROWS[1].messages, completionFrom: 0, source: `${file}:2` },
+      {
+        messages: TOOL_ROWS[2].messages,
+        completionFrom: 0,
+        chatTemplateKwargs: { enable_thinking: false },
+        source: `${file}:3`,
+      },
+      {
+        messages: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Hi" },
+          { role: "assistant", content: "Hello." },
+        ],
+        completionFrom: 0,
+        source: `${file}:4`,
+      },
+    ]);
+    const refused: [unknown, string][] = [
+      [
+        { messages: [{ role: "assistant" }] },
+        'messages[0] must be {"role": text, "content": text or list of parts}',
+      ],
+      [{ messages: [{ role: "user", content: "a" }], tools: "get_weather" }, '"tools" must be a list'],
+      [
+        { messages: [{ role: "user", content: "a" }], chat_template_kwargs: [1] },
+        '"chat_template_kwargs" must be',
+      ],
+      [{ conversations: [{ from: "human" }] }, "tools.jsonl:1: conversations[0] must be"],
+    ];
+    for (const [row, message] of refused) {
+      await writeRows(file, [row]);
+      await assertRejects(() => readInstructions(file), DataError, message);
+    }
+  });
+});
+
+Deno.test("tokenizeInstruction: tool calls, reasoning_content and a row's template variables through Qwen3's template, as TRL renders them", async () => {
+  const tok = await tokenizerOf("gpt2");
+  await withTempDir("hartley-instruct-", async (dir) => {
+    const [tools, reasoning, noThinking] = await readInstructions(
+      await writeRows(join(dir, "t.jsonl"), TOOL_ROWS),
+    );
+    const { ids, trained } = tokenizeInstruction(tools, tok, { template: QWEN3 });
+    // the tools in the system turn and the call in the assistant's, as Python's Jinja2 renders them
+    const rendered =
+      "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user " +
+      "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
+      '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n' +
+      "</tools>\n\nFor each function call, return a json object with function name and arguments within " +
+      '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": ' +
+      "<args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
+      '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n' +
+      "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n22C\n</tool_response><|im_end|>\n" +
+      "<|im_start|>assistant\n<think>\n\n</think>\n\nIt is 22C.<|im_end|>\n";
+    assertEquals(Array.from(ids), tok.encode(rendered, { addSpecialTokens: false }));
+    assertEquals(
+      learnt(tok, ids, trained),
+      '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n' +
+        "<think>\n\n</think>\n\nIt is 22C.<|im_end|>\n",
+    );
+    // the reasoning is learnt with the answer; with thinking off, the empty <think> is the prompt's
+    assertEquals(
+      learnt(tok, ...pair(tokenizeInstruction(reasoning, tok, { template: QWEN3 }))),
+      "<think>\n2 plus 2 is 4.\n</think>\n\n4<|im_end|>\n",
+    );
+    assertEquals(
+      learnt(tok, ...pair(tokenizeInstruction(noThinking, tok, { template: QWEN3 }))),
+      "Hello.<|im_end|>\n",
+    );
+    const asked = tok.decode(instructionQuery(noThinking, tok, QWEN3).ids, { skipSpecialTokens: false });
+    assert(asked.endsWith("<|im_start|>assistant\n<think>\n\n</think>\n\n"), asked);
+    // an answer's indent is kept (Qwen3 lstrips "\n" alone)
+    const code = [{ role: "user", content: "Indent it" }, { role: "assistant", content: "    return x" }];
+    assertEquals(
+      learnt(
+        tok,
+        ...pair(tokenizeInstruction({ messages: code, completionFrom: 0 }, tok, { template: QWEN3 })),
+      ),
+      "<think>\n\n</think>\n\n    return x<|im_end|>\n",
+    );
+  });
+});
+
+Deno.test("tokenizeInstruction: reasoning in the content, which Qwen3 moves out, learns the last assistant turn after the generation prompt, as TRL's prompt/completion", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const one: Instruction = {
+    messages: [{ role: "user", content: "Hi" }, {
+      role: "assistant",
+      content: "<think>\nLet me think.\n</think>\n\nHello.",
+    }],
+    completionFrom: 0,
+  };
+  const single = tokenizeInstruction(one, tok, { template: QWEN3 });
+  assertEquals(
+    [learnt(tok, single.ids, single.trained), single.unlearntTurns],
+    ["<think>\nLet me think.\n</think>\n\nHello.<|im_end|>\n", 0],
+  );
+  // Qwen3 drops an earlier turn's reasoning: that turn is not learnt, and counted
+  const two: Instruction = {
+    messages: [
+      { role: "user", content: "Hi" },
+      { role: "assistant", content: "<think>\nA\n</think>\n\nHello." },
+      { role: "user", content: "Again" },
+      { role: "assistant", content: "<think>\nB\n</think>\n\nBye." },
+    ],
+    completionFrom: 0,
+  };
+  const both = tokenizeInstruction(two, tok, { template: QWEN3 });
+  assertEquals([learnt(tok, both.ids, both.trained), both.unlearntTurns], [
+    "<think>\nB\n</think>\n\nBye.<|im_end|>\n",
+    1,
+  ]);
+  const made = instructionDataset([one, two, two], tok, { seqLen: 256, template: QWEN3 });
+  assertEquals([made.dataset.size, made.lastTurnOnly], [3, 2]);
+});
+
+Deno.test("instructionDataset: conversations without an assistant turn are named by their roles, not sent to --seq-len", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const template = chatTemplate(CHATML, "chatml");
+  const chat = (...roles: string[]): Instruction => ({
+    messages: roles.map((role) => ({ role, content: "Hi" })),
+    completionFrom: 0,
+  });
+  assertThrows(
+    () =>
+      instructionDataset([chat("human", "gpt"), chat("system", "user")], tok, {
+        seqLen: 64,
+        template,
+        source: "s.jsonl",
+      }),
+    's.jsonl: no conversation has a turn with the role "assistant" to learn (their roles: human, gpt, system, user)',
+  );
+  const some = instructionDataset([chat("user", "assistant"), chat("system", "user")], tok, {
+    seqLen: 64,
+    template,
+  });
+  assertEquals([some.dataset.size, some.dropped, some.noAssistant], [1, 1, 1]);
+  // every token of them is learnt with --loss-on all
+  const all = instructionDataset([chat("human", "gpt")], tok, { seqLen: 64, template, lossOn: "all" });
+  assertEquals([all.dataset.size, all.noAssistant], [1, 0]);
 });
 
 Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to seqLen, prompts that fill it left out", async () => {
@@ -757,5 +948,27 @@ Deno.test("a chat template's special tokens (added tokens of tokenizer.json) enc
     assertEquals(ids.filter((id) => id >= 512), [512, 513, 512]);
     assertEquals(ids[0], 512);
     assertEquals(tok.decode(ids), "user\nhi\nassistant\n");
+  });
+});
+
+Deno.test("instruction records refuse a --seq-len over GPT-2's positions, as text does, instead of cutting it silently", async () => {
+  await withTempDir("hartley_instruct_len_", async (dir) => {
+    const data = join(dir, "pc.jsonl");
+    const rows = Array.from({ length: 6 }, (_, i) => ({ prompt: `Q${i}:`, completion: ` A${i}` }));
+    await Deno.writeTextFile(data, rows.map((r) => JSON.stringify(r)).join("\n"));
+    const model = "tests/fixtures/models/gpt2"; // 64 positions
+    const r = await runCli([
+      "train",
+      "--model",
+      model,
+      "--data",
+      data,
+      "--seq-len",
+      "512",
+      "--out",
+      join(dir, "run"),
+    ]);
+    assertEquals(r.code, 2, r.err);
+    assert(r.err.includes(`--seq-len 512 is more than the 64 positions of ${model}`), r.err);
   });
 });

@@ -423,13 +423,13 @@ async function causalSplits(
   config: HfConfig,
   modelDir: string,
 ): Promise<Splits> {
-  const fields = spec.data === "brown" ? null : await recordFieldNames(spec.data);
-  if (fields && isInstructionRecord(fields)) {
-    return await instructionSplits(spec, tokenizer, config, modelDir);
-  }
   const seqLen = spec.seqLen;
   if (seqLen > maxTokens(config)) {
     throw new ArgsError(`--seq-len ${seqLen} is more than the ${maxTokens(config)} positions of ${modelDir}`);
+  }
+  const fields = spec.data === "brown" ? null : await recordFieldNames(spec.data);
+  if (fields && isInstructionRecord(fields)) {
+    return await instructionSplits(spec, tokenizer, config, modelDir);
   }
   const encode = async (path: string) =>
     documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
@@ -541,7 +541,7 @@ async function instructionSplits(
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
   const lossOn = spec.lossOn ?? "completion";
-  const opts = { seqLen: Math.min(spec.seqLen, maxTokens(config)), template, lossOn };
+  const opts = { seqLen: spec.seqLen, template, lossOn };
   const made = instructionDataset(train, tokenizer, {
     ...opts,
     source: spec.data,
@@ -550,10 +550,17 @@ async function instructionSplits(
   const held = evalSet && evalSet.length > 0
     ? instructionDataset(evalSet, tokenizer, { ...opts, source: spec.evalData ?? `${spec.data} (held out)` })
     : null;
-  const cut = (d: { dropped: number; truncated: number }) => {
+  const cut = (d: { dropped: number; noAssistant: number; truncated: number; lastTurnOnly: number }) => {
     const notes = [
       d.truncated ? `${d.truncated} cut to ${opts.seqLen} tokens` : "",
-      d.dropped ? `${d.dropped} left out: no completion token within them` : "",
+      d.dropped > d.noAssistant
+        ? `${d.dropped - d.noAssistant} left out: no completion token within them`
+        : "",
+      d.noAssistant ? `${d.noAssistant} left out: no turn with the role "assistant"` : "",
+      d.lastTurnOnly
+        ? `${d.lastTurnOnly} learnt on their last assistant turn alone (the template does not render them ` +
+          `turn by turn)`
+        : "",
     ].filter((n) => n);
     return notes.length ? ` (${notes.join(", ")})` : "";
   };

@@ -1,8 +1,13 @@
 /**
  * Supervised fine-tuning data for a causal LM, in TRL's dataset formats: a `prompt` and the
  * `completion` to learn (texts, or lists of messages), or a conversation (`messages`, a list of
- * `{role, content}`) rendered with the model's chat template. The loss is taken on the completion
- * (a conversation's assistant turns) alone, as TRL's completion-only loss, unless `lossOn: "all"`.
+ * `{role, content, …}`; ShareGPT's `conversations` of `{from, value}` too) rendered with the model's
+ * chat template, each message whole (`tool_calls`, `reasoning_content`, …) and with the row's `tools`
+ * and `chat_template_kwargs`, as TRL renders it. The loss is taken on the completion alone unless
+ * `lossOn: "all"`: a text completion, as TRL's `completion_only_loss`; a conversation's assistant
+ * turns, as TRL's `assistant_only_loss=True` (TRL's default for `messages` is every token). What an
+ * assistant turn learns is found by rendering the conversation around it ({@link tokenizeInstruction}),
+ * not from a template's `{% generation %}` spans, which render but are not read.
  *
  * ```ts
  * import type { Tokenizer } from "../io/tokenizer.ts";
@@ -37,6 +42,10 @@ export interface ChatInstruction {
   messages: ChatMessage[];
   /** The first message whose assistant turns are learnt. */
   completionFrom: number;
+  /** The row's `tools` (function schemas), the template's `tools`. */
+  tools?: unknown[];
+  /** The row's `chat_template_kwargs`: variables for the template, over the model's (--template-kwargs). */
+  chatTemplateKwargs?: Record<string, unknown>;
 }
 
 /** One supervised example, and where it was read (`file:line`, the row for Parquet), for errors. */
@@ -45,24 +54,26 @@ export type Instruction = (TextInstruction | ChatInstruction) & { source?: strin
 /** Which tokens the loss is taken on: the completions (assistant turns) alone, or all. */
 export type LossOn = "completion" | "all";
 
-/** Whether records with these fields are instructions: a `messages` list, or `prompt` and `completion`. */
+/**
+ * Whether records with these fields are instructions: a `messages` list (or ShareGPT's
+ * `conversations`), or `prompt` and `completion`.
+ */
 export function isInstructionRecord(fieldNames: readonly string[]): boolean {
-  return fieldNames.includes("messages") ||
+  return fieldNames.includes("messages") || fieldNames.includes("conversations") ||
     (fieldNames.includes("prompt") && fieldNames.includes("completion"));
 }
 
 /**
  * The instructions of a JSONL, CSV/TSV or Parquet file whose records have `prompt` and
- * `completion` fields or a `messages` list. Errors name the file and the line.
+ * `completion` fields or a `messages` (or `conversations`) list. Errors name the file and the line.
  */
 export async function readInstructions(path: string): Promise<Instruction[]> {
   const records = await readRecords(path);
-  if (!isInstructionRecord(Object.keys(records[0].fields))) {
+  const first = records[0], fields = Object.keys(first.fields);
+  if (!isInstructionRecord(fields)) {
     throw new DataError(
-      `${path}:${
-        records[0].line
-      }: expected "prompt" and "completion" fields or a "messages" list; the fields are ` +
-        Object.keys(records[0].fields).join(", "),
+      `${path}:${first.line}: expected "prompt" and "completion" fields or a "messages" (or ` +
+        `"conversations") list; the fields are ${fields.join(", ")}`,
     );
   }
   return records.map((r) => instructionOf(r, path));
@@ -70,8 +81,11 @@ export async function readInstructions(path: string): Promise<Instruction[]> {
 
 function instructionOf({ line, fields }: SourceRecord, path: string): Instruction {
   const at = `${path}:${line}`;
-  if (Array.isArray(fields.messages)) {
-    return { messages: messagesOf(fields.messages, at, "messages"), completionFrom: 0, source: at };
+  // as TRL's maybe_convert_to_chatml: ShareGPT's "conversations" are the messages
+  const field = Array.isArray(fields.messages) ? "messages" : "conversations";
+  if (Array.isArray(fields[field])) {
+    const messages = messagesOf(fields[field] as unknown[], at, field);
+    return { messages, completionFrom: 0, ...templateFields(fields, at), source: at };
   }
   const { prompt, completion } = fields;
   if (typeof prompt === "string" && typeof completion === "string") return { prompt, completion, source: at };
@@ -80,6 +94,7 @@ function instructionOf({ line, fields }: SourceRecord, path: string): Instructio
     return {
       messages: [...first, ...messagesOf(completion, at, "completion")],
       completionFrom: first.length,
+      ...templateFields(fields, at),
       source: at,
     };
   }
@@ -88,16 +103,55 @@ function instructionOf({ line, fields }: SourceRecord, path: string): Instructio
   );
 }
 
+type TemplateFields = Pick<ChatInstruction, "tools" | "chatTemplateKwargs">;
+
+/** A row's `tools` and `chat_template_kwargs`, which TRL gives apply_chat_template (null: none). */
+function templateFields(fields: Record<string, unknown>, at: string): TemplateFields {
+  const { tools, chat_template_kwargs: kwargs } = fields;
+  const out: TemplateFields = {};
+  if (tools !== undefined && tools !== null) {
+    if (!Array.isArray(tools)) {
+      throw new DataError(`${at}: "tools" must be a list of tool schemas, got ${JSON.stringify(tools)}`);
+    }
+    out.tools = tools;
+  }
+  if (kwargs !== undefined && kwargs !== null) {
+    if (typeof kwargs !== "object" || Array.isArray(kwargs)) {
+      const got = JSON.stringify(kwargs);
+      throw new DataError(
+        `${at}: "chat_template_kwargs" must be an object of template variables, got ${got}`,
+      );
+    }
+    out.chatTemplateKwargs = kwargs as Record<string, unknown>;
+  }
+  return out;
+}
+
+/** ShareGPT's speakers under ChatML's names; its other roles ("system", "tool", …) are kept. */
+const SHAREGPT_ROLES = new Map([["human", "user"], ["gpt", "assistant"]]);
+
+/**
+ * The messages of `value`, each with all its fields. ShareGPT's `from`/`value` become `role`/`content`
+ * (as TRL's maybe_convert_to_chatml; "human" and "gpt" also become "user" and "assistant", which TRL
+ * leaves). Only what hartley reads is checked, as transformers checks nothing: the role is a text,
+ * the content a text or a list of parts, or null or left out beside `tool_calls`.
+ */
 function messagesOf(value: unknown[], at: string, field: string): ChatMessage[] {
   if (value.length === 0) throw new DataError(`${at}: "${field}" has no messages`);
   return value.map((m, i) => {
-    const { role, content } = (m ?? {}) as Record<string, unknown>;
-    if (typeof role !== "string" || typeof content !== "string") {
+    const { from, value: text, ...message } = (m ?? {}) as Record<string, unknown>;
+    if (from !== undefined) message.role = SHAREGPT_ROLES.get(from as string) ?? from;
+    if (text !== undefined) message.content = text;
+    const { role, content } = message;
+    const contentOk = typeof content === "string" || Array.isArray(content) ||
+      (content == null && message.tool_calls != null);
+    if (typeof role !== "string" || !contentOk) {
       throw new DataError(
-        `${at}: ${field}[${i}] must be {"role": text, "content": text}, got ${JSON.stringify(m)}`,
+        `${at}: ${field}[${i}] must be {"role": text, "content": text or list of parts} (the content ` +
+          `null or left out beside "tool_calls"), got ${JSON.stringify(m)}`,
       );
     }
-    return { role, content };
+    return message as ChatMessage;
   });
 }
 
@@ -107,18 +161,29 @@ export interface InstructionTokens {
   ids: Int32Array;
   /** 1 where the token is learnt. */
   trained: Uint8Array;
+  /**
+   * The assistant turns to learn that are not learnt: those before the last, in a conversation
+   * the template does not render turn by turn (learnt by TRL's prompt/completion rule); else 0.
+   */
+  unlearntTurns: number;
 }
 
 /**
  * Tokenize one instruction. A text one as TRL does: `prompt + completion` with the tokenizer's
  * special tokens, the end-of-sequence token appended, the completion's tokens being those after
- * the prompt's own (from a token that spans the two texts, which TRL would leave unlearnt). A conversation through `template`, its text tokenized without adding special
- * tokens (the template writes them), each learnt assistant turn's tokens found by rendering the
- * conversation up to the turn (with the generation prompt, so the turn's header is not learnt) and
- * through it: the tokens of the whole text from the turn's content to its end-of-turn token
- * ({@link turnSpan}; a token across a boundary, as a SentencePiece word that joins the newline
- * before it, is learnt).
- * `where` names the example in errors.
+ * the prompt's own (from a token that spans the two texts, which TRL would leave unlearnt).
+ *
+ * A conversation through `template` (with the row's tools and template variables), its text
+ * tokenized without adding special tokens (the template writes them). Each assistant turn to learn
+ * is what the whole text writes after the conversation up to it rendered with the generation
+ * prompt (so the turn's header is not learnt, and a reasoning block before its answer is), through
+ * the turn's content and end-of-turn text ({@link turnSpan}; a token across a boundary, as a
+ * SentencePiece word that joins the newline before it, is learnt). A template that does not render
+ * the conversation turn by turn so (Qwen3 moves a `<think>` block out of the content, and drops it
+ * from earlier turns) falls back on TRL's prompt/completion rule: the last assistant turn alone,
+ * everything after the conversation before it with the generation prompt through the turn, the
+ * earlier ones left unlearnt (counted in `unlearntTurns`); when even that text is not the start of
+ * the whole, the example is refused. `where` names the example in errors.
  */
 export function tokenizeInstruction(
   example: Instruction,
@@ -134,7 +199,7 @@ export function tokenizeInstruction(
     // a token across the boundary ("Answer: " + "There" → "ĠThe") is the completion's first
     const start = boundary(prompt, ids, false) ?? prompt.length;
     const trained = new Uint8Array(ids.length).fill(1, lossOn === "all" ? 0 : Math.min(start, ids.length));
-    return { ids: Int32Array.from(ids), trained };
+    return { ids: Int32Array.from(ids), trained, unlearntTurns: 0 };
   }
   const template = opts.template;
   if (!template) {
@@ -143,37 +208,67 @@ export function tokenizeInstruction(
         `chat_template.jinja), and the model directory has none`,
     );
   }
-  const render = (messages: ChatMessage[], generation: boolean) => template.render(messages, generation);
+  const variables = templateVariables(example), messages = example.messages;
+  const render = (upTo: readonly ChatMessage[], generation: boolean) =>
+    template.render(upTo, generation, variables);
   const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
-  const text = render(example.messages, false), ids = encode(text);
+  const text = render(messages, false), ids = encode(text);
   const trained = new Uint8Array(ids.length);
+  let unlearntTurns = 0;
+  // a span of the text as tokens [start, end); null where its ends do not fall on the text's tokens
+  const tokenSpan = ([from, to, closed]: [number, number, boolean]): [number, number] | null => {
+    const start = boundary(encode(text.slice(0, from)), ids, false);
+    // where the last turn's closing differs, the text it shares ends inside the next token: not learnt
+    const end = boundary(encode(text.slice(0, to)), ids, closed);
+    return start === null || end === null ? null : [start, end];
+  };
   if (lossOn === "all") trained.fill(1);
   else {
-    const broken = (i: number) =>
-      new DataError(
-        `${where}: the chat template (${template.source}) does not render the conversation turn by turn ` +
-          `(its text up to message ${i} is not the start of the whole, or the turn's text is not in it), so ` +
-          `the assistant's tokens cannot be found; train on every token instead (--loss-on all)`,
-      );
-    example.messages.forEach((m, i) => {
-      if (m.role !== "assistant" || i < example.completionFrom) return;
-      const upTo = example.messages.slice(0, i), marked = { ...m, content: MARK };
+    const turns = learntTurns(example);
+    let spans = turns.map((i) => {
+      const m = messages[i], upTo = messages.slice(0, i), marked = { ...m, content: MARK };
       const span = turnSpan(
-        { text, marked: render([...upTo, marked, ...example.messages.slice(i + 1)], false) },
+        { text, marked: render([...upTo, marked, ...messages.slice(i + 1)], false) },
         { text: render([...upTo, m], false), marked: render([...upTo, marked], false) },
         render(upTo, true),
-        m.content,
+        typeof m.content === "string" ? m.content : "",
       );
-      if (!span) throw broken(i);
-      const [from, to, whole] = span;
-      const start = boundary(encode(text.slice(0, from)), ids, false);
-      // where the last turn's closing differs, the text it shares ends inside the next token: not learnt
-      const end = boundary(encode(text.slice(0, to)), ids, whole);
-      if (start === null || end === null) throw broken(i);
-      trained.fill(1, start, end);
+      return span && tokenSpan(span);
     });
+    const broken = spans.indexOf(null);
+    if (broken >= 0) {
+      const last = turns[turns.length - 1];
+      const before = render(messages.slice(0, last), true),
+        through = render(messages.slice(0, last + 1), false);
+      const span = text.startsWith(before) && text.startsWith(through) && through.length > before.length
+        ? tokenSpan([before.length, through.length, true])
+        : null;
+      if (!span) {
+        throw new DataError(
+          `${where}: the chat template (${template.source}) does not render the conversation turn by turn ` +
+            `(its text up to message ${turns[broken]} with the generation prompt is not the start of the ` +
+            `whole, or the turn's text is not in it), nor does the whole text start with the ` +
+            `conversation up to its last assistant turn (message ${last}) with the generation prompt and ` +
+            `then that turn, as TRL's prompt/completion takes it; so the assistant's tokens cannot be ` +
+            `found; train on every token instead (--loss-on all)`,
+        );
+      }
+      spans = [span];
+      unlearntTurns = turns.length - 1;
+    }
+    for (const [start, end] of spans as [number, number][]) trained.fill(1, start, end);
   }
-  return { ids: Int32Array.from(ids), trained };
+  return { ids: Int32Array.from(ids), trained, unlearntTurns };
+}
+
+/** The messages of a conversation whose turns are learnt: its assistant turns from `completionFrom` on. */
+function learntTurns({ messages, completionFrom }: ChatInstruction): number[] {
+  return messages.flatMap((m, i) => (m.role === "assistant" && i >= completionFrom ? [i] : []));
+}
+
+/** What a row gives its template besides the messages: `tools` and `chat_template_kwargs`. */
+function templateVariables(example: ChatInstruction): Record<string, unknown> {
+  return { ...example.chatTemplateKwargs, ...(example.tools && { tools: example.tools }) };
 }
 
 /** Stands in for a turn's content to find where a template writes it: private-use characters, untrimmed. */
@@ -187,15 +282,16 @@ interface Rendered {
 
 /**
  * Where an assistant turn lies in the whole conversation's text (`whole`), as characters [from, to):
- * from its content, which follows `before` (the conversation up to the turn with the generation
- * prompt, a start of the text), to the end of what the turn rendered last (`through`) writes after its
- * content that the whole text writes too (its end-of-turn token), and whether the whole text writes
- * all of that. The content is found where the template writes it (see {@link contentAt}), never by
- * searching for its text, which may also occur in the markup around it ("d" in `<|im_end|>`); an
- * empty content's span is its end-of-turn token. So templates that close the last turn otherwise
- * (Phi-3's <|endoftext|>) or write earlier turns otherwise (Qwen3 leaves their empty <think> out)
- * are read as the whole text has them. Null when `before` does not start the text or the content is
- * not where the template puts it.
+ * from the end of `before` (the conversation up to the turn with the generation prompt, a start of
+ * the text), through its content to the end of what the turn rendered last (`through`) writes after
+ * its content that the whole text writes too (its end-of-turn token), and whether the whole text
+ * writes all of that. The content is found where the template writes it (see {@link contentAt}), never
+ * by searching for its text, which may also occur in the markup around it ("d" in `<|im_end|>`); a
+ * content that is not a text (tool calls alone, a list of parts) is found as an empty one, so its
+ * span is the rest of the turn. So templates that close the last turn otherwise (Phi-3's
+ * <|endoftext|>) or write earlier turns otherwise (Qwen3 leaves their empty <think> out) are read as
+ * the whole text has them. Null when `before` does not start the text or the content is not where the
+ * template puts it.
  */
 function turnSpan(
   whole: Rendered,
@@ -206,11 +302,11 @@ function turnSpan(
   if (!whole.text.startsWith(before)) return null;
   const inWhole = contentAt(whole, content), inThrough = contentAt(through, content);
   if (!inWhole || !inThrough || inWhole[0] < before.length) return null;
-  const [from, length] = inWhole;
-  const tail = through.text.slice(inThrough[0] + inThrough[1]), rest = whole.text.slice(from + length);
+  const end = inWhole[0] + inWhole[1];
+  const tail = through.text.slice(inThrough[0] + inThrough[1]), rest = whole.text.slice(end);
   let same = 0;
   while (same < tail.length && tail[same] === rest[same]) same++;
-  return [from, from + length + same, same === tail.length];
+  return [before.length, end + same, same === tail.length];
 }
 
 /**
@@ -247,7 +343,10 @@ export interface InstructionQuery {
   prompt: string | ChatMessage[];
   /** The prompt's tokens. */
   ids: number[];
-  /** The expected answer: the completion, or the first learnt assistant turn. */
+  /**
+   * The expected answer: the completion, or the first learnt assistant turn's content (empty when
+   * that is not a text: tool calls alone, a list of parts).
+   */
   expected: string;
 }
 
@@ -260,8 +359,9 @@ function promptTokens(tokenizer: Tokenizer, prompt: string): number[] {
 
 /**
  * The question of `example` for generation: a text prompt with the special tokens the tokenizer
- * puts before it, none after (as in training), or a conversation up to its first learnt assistant turn rendered with the
- * generation prompt; and that turn's content (or the completion) as the expected answer.
+ * puts before it, none after (as in training), or a conversation up to its first learnt assistant turn
+ * rendered with the generation prompt (and the row's tools and template variables); and that turn's
+ * content (or the completion) as the expected answer.
  */
 export function instructionQuery(
   example: Instruction,
@@ -276,16 +376,18 @@ export function instructionQuery(
       expected: example.completion,
     };
   }
-  const turn = example.messages.findIndex((m, i) => i >= example.completionFrom && m.role === "assistant");
-  if (turn < 0) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
+  const turn = learntTurns(example)[0];
+  if (turn === undefined) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
   if (!template) {
     throw new DataError(
       `${where}: a conversation needs the model's chat template, and the model directory has none`,
     );
   }
-  const prompt = example.messages.slice(0, turn);
-  const ids = tokenizer.encode(template.render(prompt, true), { addSpecialTokens: false });
-  return { prompt, ids, expected: example.messages[turn].content };
+  const prompt = example.messages.slice(0, turn), content = example.messages[turn].content;
+  const ids = tokenizer.encode(template.render(prompt, true, templateVariables(example)), {
+    addSpecialTokens: false,
+  });
+  return { prompt, ids, expected: typeof content === "string" ? content : "" };
 }
 
 /** Options of {@link instructionDataset}. */
@@ -305,21 +407,38 @@ export interface InstructionDatasetOptions {
 /**
  * Rows of next-token targets on the learnt tokens of `examples`. Examples longer than seqLen are
  * cut (the rows kept so counted in `truncated`); those with no learnt token within it (a prompt that
- * fills it) are left out and counted in `dropped`.
+ * fills it, or a conversation without an assistant turn) are left out and counted in `dropped`. When
+ * none is left, the error says why: the roles the conversations have, if none has an assistant turn.
  */
 export function instructionDataset(
   examples: readonly Instruction[],
   tokenizer: Tokenizer,
   opts: InstructionDatasetOptions,
-): { dataset: InstructionDataset; dropped: number; truncated: number } {
+): {
+  /** The rows. */
+  dataset: InstructionDataset;
+  /** Examples left out: no learnt token within seqLen (`noAssistant` of them have none at all). */
+  dropped: number;
+  /** Conversations left out for having no turn with the role "assistant" to learn. */
+  noAssistant: number;
+  /** Rows cut to seqLen tokens. */
+  truncated: number;
+  /** Conversations the template does not render turn by turn: their last assistant turn alone learnt. */
+  lastTurnOnly: number;
+} {
   if (!(Number.isInteger(opts.seqLen) && opts.seqLen >= 2)) {
     throw new RangeError(`instructionDataset: seqLen must be an integer ≥ 2, got ${opts.seqLen}`);
   }
-  const rows: Row[] = [];
-  let truncated = 0;
+  const rows: Row[] = [], roles = new Set<string>();
+  let truncated = 0, noAssistant = 0, lastTurnOnly = 0;
   examples.forEach((ex, i) => {
     const where = ex.source ?? `${opts.source ?? "instructions"}: example ${i + 1}`;
-    const { ids, trained } = tokenizeInstruction(ex, tokenizer, { ...opts, where });
+    const { ids, trained, unlearntTurns } = tokenizeInstruction(ex, tokenizer, { ...opts, where });
+    if (unlearntTurns > 0) lastTurnOnly++;
+    if (opts.lossOn !== "all" && "messages" in ex && learntTurns(ex).length === 0) {
+      noAssistant++;
+      for (const m of ex.messages.slice(ex.completionFrom)) roles.add(m.role);
+    }
     const kept = ids.subarray(0, opts.seqLen);
     // position t predicts token t + 1, when that token is learnt
     const label = new Int32Array(kept.length).fill(IGNORE_INDEX);
@@ -333,13 +452,23 @@ export function instructionDataset(
     if (kept.length < ids.length) truncated++;
   });
   if (rows.length === 0) {
+    const source = opts.source ?? "instructions", found = [...roles].join(", ");
     throw new DataError(
-      `${opts.source ?? "instructions"}: no example has a completion token within ${opts.seqLen} tokens ` +
-        `(a longer --seq-len, or shorter prompts)`,
+      noAssistant > 0 && noAssistant === examples.length
+        ? `${source}: no conversation has a turn with the role "assistant" to learn (their roles: ` +
+          `${found}); name the answers' role "assistant", or train on every token (--loss-on all)`
+        : `${source}: no example has a completion token within ${opts.seqLen} tokens ` +
+          `(a longer --seq-len, or shorter prompts)`,
     );
   }
   const dropped = examples.length - rows.length;
-  return { dataset: new InstructionDataset(rows, tokenizer.padId), dropped, truncated };
+  return {
+    dataset: new InstructionDataset(rows, tokenizer.padId),
+    dropped,
+    noAssistant,
+    truncated,
+    lastTurnOnly,
+  };
 }
 
 /** Tokenized instructions, one row each, padded on the right when batched. */
