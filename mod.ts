@@ -27,7 +27,13 @@
 export * from "./lib/gpu/mod.ts";
 export { encodeFht, type FhtOptions, type FhtPlan, planFht } from "./lib/spectral/fht.ts";
 export { encodeTransform2d, type Transform, type Transform2dOptions } from "./lib/spectral/transforms.ts";
-export { encodeEnergy, type SelectOptions, selectPositions, topkEnergy } from "./lib/spectral/select.ts";
+export {
+  encodeEnergy,
+  NonFiniteEnergyError,
+  type SelectOptions,
+  selectPositions,
+  topkEnergy,
+} from "./lib/spectral/select.ts";
 export { type SpectralAdapterConfig, SpectralAdapterOp, SpectralSaved } from "./lib/spectral/adapter_op.ts";
 export { type SparseEntry, SparseSpectrum } from "./lib/spectral/sparse.ts";
 export { Prng } from "./lib/spectral/prng.ts";
