@@ -1,17 +1,18 @@
 /**
  * `hartley pretrain`: train a model of a family's architecture from random initialisation as
  * a causal language model on a text file (or the packaged Brown corpus). It writes the
- * initial model into `<out>/init/` (config.json from the size flags or `--config`, weights
- * from lib/train/init.ts, the tokenizer) and runs `train --method full --task causal-lm` on
- * it, so progress, the run log, checkpoints, Ctrl-C and `--resume` work as for fine-tuning.
+ * initial model into `<out>/init/` (lib/cli/pretrain_init.ts: config.json from the size flags or
+ * `--config`, weights from lib/train/init.ts, the tokenizer's files) and runs `train --method full
+ * --task causal-lm` on it, so progress, the run log, checkpoints, Ctrl-C and `--resume` work as for
+ * fine-tuning; a resumed run is held to the flags it was started with.
  * `--export DIR` copies the final model there with a `pretraining.json` record of the recipe
  * and its held-out loss and perplexity (how models/default was made).
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { writeDirAtomic } from "../io/atomic.ts";
 import { readRunLog } from "../train/log.ts";
-import { writeRandomModel } from "../train/init.ts";
+import { findCheckpoint } from "../train/checkpoint.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
@@ -23,9 +24,10 @@ import {
   withArgs,
 } from "./args.ts";
 import { trainCommand } from "./train.ts";
-import { fileInFolder, isWithin, pathExists, statOrNull } from "../io/paths.ts";
-import { maxTokens, parseHfConfig } from "../io/hf_config.ts";
-import { checkOutDir, runArgs, shellLine } from "./run_dir.ts";
+import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
+import { checkOutDir, PREVIOUS_INIT, runArgs, shellLine } from "./run_dir.ts";
+import { isBuiltinData } from "./setup.ts";
+import { initChanges, type InitModel, initModel, type ModelFlags, writeInitModel } from "./pretrain_init.ts";
 
 const FLAGS = {
   family: { type: "string", choices: ["gpt2", "llama"], default: "gpt2", help: "architecture family" },
@@ -39,13 +41,27 @@ const FLAGS = {
   hidden: { type: "integer", default: 64, min: 8, help: "hidden size" },
   heads: { type: "integer", default: 4, min: 1, help: "attention heads (divides --hidden)" },
   intermediate: { type: "integer", min: 1, help: "MLP inner size [default: 4 × hidden]" },
-  positions: { type: "integer", default: 128, min: 2, help: "context length the model supports" },
-  dropout: { type: "number", default: 0, min: 0, max: 0.9, help: "dropout of embeddings and residuals" },
+  positions: {
+    type: "integer",
+    default: 128,
+    min: 2,
+    help: "context length the model supports (--seq-len stays within it)",
+  },
+  dropout: {
+    type: "number",
+    default: 0,
+    min: 0,
+    max: 0.9,
+    help: "dropout in training: gpt2's of embeddings, attention and residuals (embd_pdrop, attn_pdrop, " +
+      "resid_pdrop); llama's of attention probabilities, its only one (attention_dropout)",
+  },
   tokenizer: {
     type: "string",
-    default: "tests/fixtures/tokenizers/bytelevel_bpe.json",
+    default: "models/default/tokenizer.json",
     arg: "FILE",
-    help: "tokenizer.json, or a folder holding one (its size sets vocab_size)",
+    help: "tokenizer.json, or a folder holding one, copied with the tokenizer_config.json, " +
+      "special_tokens_map.json and chat_template.jinja beside it (its size sets vocab_size; its special " +
+      "tokens the bos, eos and pad ids)",
   },
   data: {
     type: "string",
@@ -114,7 +130,7 @@ const FLAGS = {
 
 /** The arguments of `deno task pretrain-default`, which made `models/default` (deno.json; tested equal). */
 export const PRETRAIN_DEFAULT =
-  "pretrain --family gpt2 --layers 2 --hidden 64 --heads 4 --positions 128 --tokenizer tests/fixtures/tokenizers/bytelevel_bpe.json --data brown --seq-len 64 --batch-size 16 --steps 600 --lr 3e-3 --max-eval 256 --out runs/pretrain-default --export models/default";
+  "pretrain --family gpt2 --layers 2 --hidden 64 --heads 4 --positions 128 --tokenizer models/default/tokenizer.json --data brown --seq-len 64 --batch-size 16 --steps 600 --lr 3e-3 --max-eval 256 --out runs/pretrain-default --export models/default";
 
 const SPEC: CommandSpec<typeof FLAGS> = {
   name: "pretrain",
@@ -140,11 +156,7 @@ export function pretrainCommand(args: string[]): Promise<number> {
     const initDir = join(v.out, "init");
     // a run that fails before it starts leaves no init/ (nor an --out this session made)
     const madeOut = !(await pathExists(v.out));
-    if (!v.resume) {
-      const { json, tokenizer } = await initConfig(v);
-      await Deno.remove(initDir, { recursive: true }).catch(() => {});
-      await writeRandomModel(initDir, json, tokenizer, v.seed);
-    }
+    const init = await initModel(modelFlags(v)); // checked before anything is written
     const pass = (name: string, value: unknown) => value === undefined ? [] : [`--${name}`, String(value)];
     const trainArgs = [
       ...pass("model", initDir),
@@ -176,8 +188,17 @@ export function pretrainCommand(args: string[]): Promise<number> {
       ...(v.overwrite ? ["--overwrite"] : []),
       ...(v.quiet ? ["--quiet"] : []),
     ];
+    if (v.resume) {
+      // a session that replaced init/ was stopped before its run started: the run's own is set aside
+      await restoreInit(v.out);
+      await checkResumable(v, init, trainArgs);
+    }
     let code = 1;
     try {
+      if (!v.resume) {
+        if (v.overwrite) await setAsideInit(v.out);
+        await writeDirAtomic(initDir, (tmp) => writeInitModel(tmp, init, v.seed));
+      }
       code = await trainCommand(trainArgs, {
         name: "pretrain",
         flags: Object.keys(FLAGS),
@@ -223,118 +244,108 @@ function checkSizes(v: Values, given: ReadonlySet<string>): void {
   }
 }
 
+/** The flags that define the initial model. */
+function modelFlags(v: Values): ModelFlags {
+  return { ...v, seqLen: v["seq-len"] };
+}
+
 /**
- * The config.json of the fresh model (--config's, else from --family and the size flags) and the
- * tokenizer.json to copy beside it; --seq-len checked against its positions before anything is written.
+ * With --overwrite, keep the init/ of the run in `out` as init.previous until the new run starts
+ * (train's clearOutDir removes it with the run's other files), so that a new run refused for its
+ * data or flags leaves the old one resumable. One already set aside (by a session stopped before its
+ * run started) is the run's own: it stays.
  */
-async function initConfig(v: Values): Promise<{ json: Record<string, unknown>; tokenizer: string }> {
-  const tokenizerFile = await jsonFileOf("tokenizer", v.tokenizer, "tokenizer.json");
-  const tokenizer = await readJson("tokenizer", tokenizerFile, "tokenizer.json");
-  const vocab = vocabSize(tokenizer, tokenizerFile);
-  const eos = (tokenizer.added_tokens as { id: number; special?: boolean }[] | undefined)
-    ?.find((t) => t.special)?.id ?? 0;
-  const configFile = v.config ? await jsonFileOf("config", v.config, "config.json") : null;
-  const json = configFile ? await readJson("config", configFile, "config.json") : familyConfig(v.family, {
-    layers: v.layers,
-    hidden: v.hidden,
-    heads: v.heads,
-    intermediate: v.intermediate ?? 4 * v.hidden,
-    positions: v.positions,
-    vocab,
-    dropout: v.dropout,
-    eos,
-  });
-  // rotary positions extend past max_position_embeddings (train warns); learned ones end there
-  const positions = maxTokens(parseHfConfig(json, configFile ?? "config.json"));
-  if (v["seq-len"] > positions) {
-    throw new ArgsError(
-      `--seq-len ${v["seq-len"]} is more than ` +
-        (configFile ? `the ${positions} positions of --config ${v.config}` : `--positions ${positions}`) +
-        `: lower --seq-len${configFile ? "" : " or raise --positions"}`,
-    );
-  }
-  return { json, tokenizer: tokenizerFile };
+async function setAsideInit(out: string): Promise<void> {
+  const init = join(out, "init"), previous = join(out, PREVIOUS_INIT);
+  if (!(await pathExists(init))) return;
+  if (await pathExists(previous)) await Deno.remove(init, { recursive: true });
+  else await Deno.rename(init, previous);
+}
+
+/** Put back the init/ {@link setAsideInit} kept; whether there was one. */
+async function restoreInit(out: string): Promise<boolean> {
+  const previous = join(out, PREVIOUS_INIT);
+  if (!(await pathExists(previous))) return false;
+  await Deno.remove(join(out, "init"), { recursive: true }).catch(() => {});
+  await Deno.rename(previous, join(out, "init"));
+  return true;
 }
 
 /**
  * Remove the init/ of a run that failed before it started (no run log: its data or flags were
- * refused), and --out itself when this session made it and nothing else is in it.
+ * refused), and --out itself when this session made it and nothing else is in it; with
+ * --overwrite, put back the init/ of the run it would have replaced.
  */
 async function removeUnstarted(out: string, madeOut: boolean): Promise<void> {
+  if (await restoreInit(out)) return;
   if (await pathExists(join(out, "log.jsonl"))) return;
   await Deno.remove(join(out, "init"), { recursive: true }).catch(() => {});
   if (madeOut) await Deno.remove(out).catch(() => {});
 }
 
-interface Sizes {
-  layers: number;
-  hidden: number;
-  heads: number;
-  intermediate: number;
-  positions: number;
-  vocab: number;
-  dropout: number;
-  eos: number;
-}
+/**
+ * The flags passed to train that its checkpoint must match (train's fingerprint), checked here to
+ * name them as pretrain's: the run's length is --steps where either session gives it, else --epochs.
+ */
+const RUN_FLAGS = [
+  "data",
+  "eval-fraction",
+  "seq-len",
+  "batch-size",
+  "lr",
+  "schedule",
+  "warmup-ratio",
+  "weight-decay",
+  "max-grad-norm",
+  "max-train",
+  "seed",
+];
 
-/** A config.json for a fresh model of `family`. */
-export function familyConfig(family: string, s: Sizes): Record<string, unknown> {
-  if (family === "gpt2") {
-    return {
-      architectures: ["GPT2LMHeadModel"],
-      model_type: "gpt2",
-      activation_function: "gelu_new",
-      n_layer: s.layers,
-      n_embd: s.hidden,
-      n_head: s.heads,
-      n_inner: s.intermediate,
-      n_positions: s.positions,
-      vocab_size: s.vocab,
-      attn_pdrop: s.dropout,
-      embd_pdrop: s.dropout,
-      resid_pdrop: s.dropout,
-      layer_norm_epsilon: 1e-5,
-      initializer_range: 0.02,
-      scale_attn_weights: true,
-      tie_word_embeddings: true,
-      bos_token_id: s.eos,
-      eos_token_id: s.eos,
-      pad_token_id: s.eos,
-      dtype: "float32",
-    };
+/**
+ * Refuse to resume the run in --out with a model other than its init/ (another family, size,
+ * --config or tokenizer) or other training settings, naming each flag that differs.
+ */
+async function checkResumable(v: Values, init: InitModel, trainArgs: string[]): Promise<void> {
+  const changes = await initChanges(init, join(v.out, "init"), modelFlags(v));
+  const saved = await startedArgs(v.out);
+  if (saved) {
+    const [was, now] = [flagValues(saved), flagValues(runArgs(trainArgs))];
+    const length = was.has("steps") || now.has("steps") ? "steps" : "epochs";
+    // a data file's path as train compares it: from the working directory
+    const path = (x?: string) => x === undefined || isBuiltinData(x) ? x : resolve(x);
+    for (const flag of [...RUN_FLAGS, length]) {
+      const [a, b] = [was.get(flag), now.get(flag)];
+      if (flag === "data" ? path(a) === path(b) : a === b) continue;
+      changes.push(`--${flag}: ${a ?? "unset"} → ${b ?? "unset"}`);
+    }
   }
-  return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_size: s.hidden,
-    intermediate_size: s.intermediate,
-    num_hidden_layers: s.layers,
-    num_attention_heads: s.heads,
-    num_key_value_heads: s.heads,
-    max_position_embeddings: s.positions,
-    vocab_size: s.vocab,
-    hidden_act: "silu",
-    rms_norm_eps: 1e-6,
-    rope_theta: 10000,
-    initializer_range: 0.02,
-    tie_word_embeddings: false,
-    attention_bias: false,
-    mlp_bias: false,
-    bos_token_id: s.eos,
-    eos_token_id: s.eos,
-    pad_token_id: s.eos,
-    dtype: "float32",
-  };
+  if (changes.length > 0) {
+    throw new ArgsError(
+      `--resume: the run in ${v.out} was started with other options; resume with the same ones ` +
+        `(differences: ${changes.join("; ")})`,
+    );
+  }
 }
 
-function vocabSize(tokenizer: Record<string, unknown>, path: string): number {
-  const model = tokenizer.model as { vocab?: Record<string, number> | [string, number][] } | undefined;
-  const ids: number[] = [];
-  if (Array.isArray(model?.vocab)) ids.push(model.vocab.length - 1);
-  else if (model?.vocab) { for (const id of Object.values(model.vocab)) ids.push(id); }
-  for (const t of (tokenizer.added_tokens as { id: number }[] | undefined) ?? []) ids.push(t.id);
-  if (ids.length === 0) throw new Error(`--tokenizer ${path}: no vocabulary found in the tokenizer`);
-  return ids.reduce((m, id) => Math.max(m, id), 0) + 1;
+/** The options (train's, as pretrain passed them) the run in `out` was started with; null if unknown. */
+async function startedArgs(out: string): Promise<string[] | null> {
+  const ckpt = await findCheckpoint(out);
+  if (!ckpt) return null;
+  const args = JSON.parse(await Deno.readTextFile(join(ckpt, "trainer_state.json"))).args;
+  return Array.isArray(args) && args.every((a) => typeof a === "string") ? args : null;
+}
+
+/**
+ * Each `--name value` of `args`, options as pretrain passes them to train (each takes a value but
+ * --gradient-checkpointing).
+ */
+function flagValues(args: string[]): Map<string, string> {
+  const values = new Map<string, string>();
+  for (let k = 0; k < args.length; k++) {
+    if (!args[k].startsWith("--") || args[k] === "--gradient-checkpointing") continue;
+    values.set(args[k].slice(2), args[++k]);
+  }
+  return values;
 }
 
 /**
@@ -382,10 +393,8 @@ async function pretrainingRecord(runDir: string, argv: string[]): Promise<Record
   const trains = records.filter((r) => r.type === "train");
   const last = evals[evals.length - 1];
   return {
-    // the recipe: how the run was started (without --resume / --overwrite)
-    command: `deno run -A cli.ts pretrain ${
-      argv.filter((a) => a !== "--resume" && a !== "--overwrite").join(" ")
-    }`,
+    // the recipe: how the run was started (without the options of one session, --resume, -q, …)
+    command: `deno run -A cli.ts ${shellLine(["pretrain", ...runArgs(argv)])}`,
     data: start?.data,
     seq_len: start?.seqLen,
     batch_size: start?.batchSize,
@@ -400,32 +409,4 @@ async function pretrainingRecord(runDir: string, argv: string[]): Promise<Record
     loss_curve: trains.map((r) => [r.step, r.loss]),
     run_dir: runDir,
   };
-}
-
-/**
- * The file of flag `--${flag}`: `path`, or the `name` in it when it is a folder. A file that is not
- * there, or a folder without `name`, is an error (exit 1, as any file that cannot be read).
- */
-function jsonFileOf(flag: string, path: string, name: string): Promise<string> {
-  return fileInFolder(
-    path,
-    name,
-    flag,
-    () => new Error(`--${flag} ${path}: a folder without ${name}; give a ${name} or a folder holding one`),
-  );
-}
-
-/** The JSON object in `file`, the ${name} of flag `--${flag}`. */
-async function readJson(flag: string, file: string, name: string): Promise<Record<string, unknown>> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await Deno.readTextFile(file));
-  } catch (e) {
-    if (!(e instanceof SyntaxError)) throw e;
-    throw new Error(`--${flag} ${file}: not JSON; it must be a ${name}`);
-  }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new Error(`--${flag} ${file}: not a JSON object; it must be a ${name}`);
-  }
-  return json as Record<string, unknown>;
 }

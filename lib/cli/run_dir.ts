@@ -105,9 +105,15 @@ const RUN_FILES = ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"];
 /** What an interrupted write of one of {@link RUN_FILES} leaves beside it; findCheckpoint reads a set-aside checkpoint. */
 const LEFTOVER = leftoverPattern(RUN_FILES);
 
+/**
+ * Where pretrain keeps the init/ of the run an --overwrite replaces until the new run starts
+ * (lib/cli/pretrain.ts): removed with that run's files, put back if the new run is refused.
+ */
+export const PREVIOUS_INIT = "init.previous";
+
 /** Remove a previous run's files from `outDir` (--overwrite, just before the new run starts). */
 export async function clearOutDir(outDir: string): Promise<void> {
-  const names = [...RUN_FILES];
+  const names = [...RUN_FILES, PREVIOUS_INIT];
   try {
     for await (const e of Deno.readDir(outDir)) if (LEFTOVER.test(e.name)) names.push(e.name);
   } catch (e) {
