@@ -215,6 +215,7 @@ export {
   isConllFile,
   isTaggedRecord,
   readTaggedFile,
+  readWordLists,
   TAG_FIELDS,
   type TaggedData,
   type TaggedExample,
@@ -222,12 +223,14 @@ export {
   TokenClassificationDataset,
   type TokenClassificationOptions,
   WORD_FIELDS,
+  type WordList,
 } from "./lib/train/token_data.ts";
 export {
   entities,
   type Entity,
   type EntityScores,
   entityScores,
+  isEntityTag,
   isEntityTagSet,
   type TypeScores,
 } from "./lib/train/entities.ts";
@@ -235,6 +238,7 @@ export {
   namedEntities,
   type NamedEntity,
   splitWords,
+  splitWordSpans,
   type TaggedWords,
   type TagOptions,
   tagWords,

@@ -3,7 +3,9 @@
  * labels texts, a token classifier tags their words (and names the entities), a ViT classifier
  * images; a causal LM continues prompts. One `--text`, or every
  * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
- * ignored); for images, `--data` is a PNG/JPEG file, a folder of them or a Parquet split. One
+ * ignored; for a token classifier also words already split: a CoNLL file, or records with a
+ * `tokens` or `words` list, their tags ignored, read before the model loads); for images, `--data`
+ * is a PNG/JPEG file, a folder of them or a Parquet split. One
  * input is answered in plain words; several, or `--json`, as one JSON object per line (to `--out`
  * when given, written atomically: never over the `--data` file, over another only with `--overwrite`).
  * @module
@@ -31,8 +33,8 @@ import {
   type Generation,
 } from "../infer/generate.ts";
 import { classify, classifyImages, type Prediction } from "../infer/predict.ts";
-import { namedEntities, type NamedEntity, splitWords, type TaggedWords, tagWords } from "../infer/tag.ts";
-import { isConllFile, isTaggedRecord, readTaggedFile } from "../train/token_data.ts";
+import { namedEntities, splitWordSpans, type TaggedWords, tagWords } from "../infer/tag.ts";
+import { readWordLists } from "../train/token_data.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
@@ -50,7 +52,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, type Sampling, type SamplingFlags, samplingOf } from "./generation.ts";
-import { loadForUse } from "./load.ts";
+import { loadForUse, planUse } from "./load.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -64,7 +66,8 @@ const FLAGS = {
   data: {
     type: "string",
     arg: "PATH",
-    help: "texts or prompts (.txt one per line, .jsonl/.csv/.tsv/.parquet), or for an image classifier a " +
+    help: "texts or prompts (.txt one per line, .jsonl/.csv/.tsv/.parquet), for a token classifier also " +
+      "split words (.conll, or records with a tokens/words list; tags ignored), or for an image classifier a " +
       "PNG/JPEG file, a folder of them, a .parquet split or a .jsonl file of pixel arrays",
   },
   "text-field": FIELD_FLAGS["text-field"],
@@ -132,6 +135,10 @@ const SPEC: CommandSpec<typeof FLAGS> = {
     "    --text $'MAKE MONEY FAST!\\nDear friend, GET RICH with our amazing offer. Act now, limited time only!'",
     "  (the demo's adapter says spam; --seq-len as in training: the demo read each e-mail's first 32 tokens)",
     '  deno run -A cli.ts predict --model models/default --task causal-lm --text "The jury said" --max-new-tokens 20',
+    "a token classifier's JSON: words, tags (null: the word has no token, or is past --seq-len), their",
+    "  probabilities, and entities, each {type, text, score: the mean of its words' probabilities,",
+    "  first_word and last_word: word indices, both inclusive; for texts split here also start and end:",
+    "  where it lies in the text, in code points, end exclusive, as the transformers pipeline's offsets}",
   ].join("\n"),
 };
 
@@ -145,15 +152,23 @@ export function predictCommand(args: string[]): Promise<number> {
       if (v.system !== undefined && !v.chat) throw new ArgsError(`--system goes with --chat`);
       checkSampling(v);
       if (v.out) await checkOut(v.out, v.data, v.overwrite);
-      const gpu = await getGpu();
-      const loaded = await loadForUse(gpu, {
+      const options = {
         needHead: true,
         model: v.model,
         modelGiven: given.has("model"),
         adapter: v.adapter,
         task: v.task as "seq-cls" | "token-cls" | "causal-lm" | undefined,
         dtype: v.dtype as WeightDtype,
-      });
+      };
+      const plan = await planUse(options);
+      // a token classifier's sentences are read (and checked) before the model loads
+      const sentences = plan.task !== "token-cls"
+        ? null
+        : v.text !== undefined
+        ? [{ ...splitWordSpans(v.text), text: v.text }]
+        : await sentencesOf(v.data!, v);
+      const gpu = await getGpu();
+      const loaded = await loadForUse(gpu, options, plan);
       const { model, task, tokenizer } = loaded;
       try {
         refuseUnused(given, PREDICT_FLAGS, task, `a ${task} model`);
@@ -173,11 +188,11 @@ export function predictCommand(args: string[]): Promise<number> {
               batchSize: v["batch-size"],
             });
             records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
-          } else if (task === "token-cls") {
+          } else if (task === "token-cls" && sentences) {
             if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
-            const sentences = v.text !== undefined ? [splitWords(v.text)] : await sentencesOf(v.data!, v);
-            const tagged = await tagWords(model, tokenizer, sentences, classifyOptions(model, v));
-            records = taggedRecords(loaded, tagged, v.labels);
+            const words = sentences.map((s) => s.words);
+            const tagged = await tagWords(model, tokenizer, words, classifyOptions(model, v));
+            records = taggedRecords(loaded, tagged, sentences, v.labels);
           } else if (task === "causal-lm" && v.data !== undefined && await holdsInstructions(v.data)) {
             if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
             records = await answerInstructions(model, tokenizer, v.data, {
@@ -270,22 +285,34 @@ function labelled(
   );
 }
 
-/**
- * The sentences of a data file to tag: the words of tagged records or a CoNLL file (their tags
- * ignored), else each text split into words.
- */
-async function sentencesOf(path: string, v: { "text-field"?: string }): Promise<string[][]> {
-  const fields = isConllFile(path) ? null : await recordFieldNames(path);
-  if (isConllFile(path) || (fields && isTaggedRecord(fields))) {
-    return (await readTaggedFile(path, { wordField: v["text-field"] })).examples.map((e) => e.words);
-  }
-  return (await readTexts(path, { textField: v["text-field"] })).map((x) => splitWords(x.text));
+/** A sentence to tag: its words, and for a text split here the text and each word's place in it. */
+interface Sentence {
+  words: string[];
+  text?: string;
+  offsets?: [number, number][];
 }
 
-/** One record per sentence: its words, each word's tag name (null: no token) and probability, the entities. */
+/**
+ * The sentences of a data file to tag: words already split (a CoNLL file's, or a record field's
+ * lists: {@link readWordLists}; their tags ignored), else each text split into words.
+ */
+async function sentencesOf(path: string, v: { "text-field"?: string }): Promise<Sentence[]> {
+  const lists = await readWordLists(path, v["text-field"]);
+  if (lists) return lists.map(({ words }) => ({ words }));
+  return (await readTexts(path, { textField: v["text-field"] })).map(({ text }) => ({
+    ...splitWordSpans(text),
+    text,
+  }));
+}
+
+/**
+ * One record per sentence: its words, each word's tag name (null: no token) and probability, the
+ * entities (see the command's notes for their fields).
+ */
 function taggedRecords(
   { model, peft }: { model: Model; peft: PeftModel | null },
   tagged: TaggedWords[],
+  sentences: Sentence[],
   labels: string | undefined,
 ): Record<string, unknown>[] {
   const classes = classifierLabels(model) ?? 0;
@@ -293,14 +320,29 @@ function taggedRecords(
   if (labels !== undefined && names.length !== classes) {
     throw new ArgsError(`--labels names ${names.length} tags, but the model's head has ${classes}`);
   }
-  const nameOf = (id: number) => id < 0 ? null : names.length === classes ? names[id] : `LABEL_${id}`;
-  return tagged.map(({ words, tags, probabilities }) => {
+  const known = names.length === classes;
+  const nameOf = (id: number) => id < 0 ? null : known ? names[id] : `LABEL_${id}`;
+  return tagged.map(({ words, tags, probabilities }, i) => {
     const tagNames = tags.map(nameOf);
+    const { text, offsets } = sentences[i];
+    const found = namedEntities(words, tagNames, {
+      probabilities,
+      text,
+      offsets,
+      names: known ? names : undefined,
+    });
     return {
       words,
       tags: tagNames,
       probabilities: probabilities.map(round),
-      entities: namedEntities(words, tagNames.map((t) => t ?? "O")),
+      entities: found.map((e) => ({
+        type: e.type,
+        text: e.text,
+        score: round(e.score!),
+        ...(e.charStart === undefined ? {} : { start: e.charStart, end: e.charEnd }),
+        first_word: e.start,
+        last_word: e.end,
+      })),
     };
   });
 }
@@ -309,7 +351,7 @@ function taggedRecords(
 function describeTags(r: Record<string, unknown>): string {
   const words = r.words as string[], tags = r.tags as (string | null)[];
   const line = words.map((w, i) => tags[i] === null ? w : `${w}/${tags[i]}`).join(" ");
-  const found = r.entities as NamedEntity[];
+  const found = r.entities as { type: string; text: string }[];
   return found.length === 0 ? line : `${line}\n${found.map((e) => `${e.type}: ${e.text}`).join("; ")}`;
 }
 

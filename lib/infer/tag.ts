@@ -104,27 +104,103 @@ export async function tagWords(
   }
 }
 
+/** What words are made of: a letter, mark, digit or "_". */
+const W = String.raw`[\p{L}\p{M}\p{N}_]`;
+
+/** {@link splitWords}' words; a format character (Cf) matches only inside a run. */
+const WORDS = new RegExp(
+  [
+    String.raw`${W}+(?:(?:['’](?![sS](?!${W}))|\p{Cf}+)${W}+)*`, // a run, apostrophes inside but for a final 's
+    String.raw`['’][sS](?!${W})`, // a final 's
+    String.raw`[^\s\p{L}\p{M}\p{N}_\p{Cf}]`, // any other visible character
+  ].join("|"),
+  "gu",
+);
+
 /**
- * A text split into words as CoNLL-style data splits it: runs of letters, digits, marks and
- * apostrophes inside a word, and every other non-space character on its own.
+ * A text split into words as CoNLL-2003's text is split: runs of letters, marks and digits (an
+ * apostrophe inside one stays, as in "O'Neil" and "didn't"; a final "'s" is a word of its own, as
+ * in "Germany 's"), and every other character alone ("U.S." is four words). Invisible format
+ * characters (Unicode Cf: a soft hyphen, a zero-width space) inside a run stay in it, as BERT's
+ * tokenizer drops them from a word; elsewhere they are left out, as spaces are.
  */
 export function splitWords(text: string): string[] {
-  return text.match(/[\p{L}\p{M}\p{N}_]+(?:['’][\p{L}\p{M}\p{N}_]+)*|[^\s\p{L}\p{M}\p{N}_]/gu) ?? [];
+  return splitWordSpans(text).words;
 }
 
-/** An entity of tagged words: its type, its words joined by spaces, and its word span. */
+/**
+ * {@link splitWords}, with where each word lies in `text`: its first character and one past its
+ * last, counted in code points (as Python indexes a str, and the transformers pipeline's offsets).
+ */
+export function splitWordSpans(text: string): { words: string[]; offsets: [number, number][] } {
+  const words: string[] = [], offsets: [number, number][] = [];
+  let unit = 0, point = 0; // a UTF-16 index into text, and the code points before it
+  const points = (s: string) => {
+    let n = 0;
+    for (const _ of s) n++;
+    return n;
+  };
+  for (const m of text.matchAll(WORDS)) {
+    point += points(text.slice(unit, m.index));
+    const length = points(m[0]);
+    words.push(m[0]);
+    offsets.push([point, point + length]);
+    point += length;
+    unit = m.index + m[0].length;
+  }
+  return { words, offsets };
+}
+
+/**
+ * An entity of tagged words: its type, its first and last word (`start` and `end`, both
+ * inclusive), its text, and with {@link namedEntities}' options its score and place in the text.
+ */
 export interface NamedEntity extends Entity {
-  /** The entity's words, joined by spaces. */
+  /** The text its words span, when given; else its words joined by spaces. */
   text: string;
+  /** The mean probability of its words' tags (the transformers pipeline's entity score), when given. */
+  score?: number;
+  /** Where it starts in the text (in code points), when the words' offsets are given. */
+  charStart?: number;
+  /** One past where it ends in the text (in code points), when the words' offsets are given. */
+  charEnd?: number;
 }
 
 /**
  * The entities `tags` (names, e.g. "B-PER") name over `words`, seqeval's way; none when the tag
- * names are not entity tags. Untagged words (−1 ids upstream) should be given as "O", and so is a
- * placeholder (LABEL_i: an output of a kept head beyond the data's tags), as evaluation scores it.
+ * names are not entity tags ({@link isEntityTagSet}: of `opts.names`, the model's tags, when
+ * given). A placeholder (LABEL_i: an output of a kept head beyond the data's tags) is read as "O",
+ * as evaluation scores it. A word without a tag (null: it has no token, or was cut off) is passed
+ * over, as the transformers pipeline never sees it: it neither ends an entity nor starts one.
+ * `opts.probabilities` (of each word's tag) give each entity's score; `opts.offsets` (each
+ * word's, from {@link splitWordSpans}) its place in `opts.text`, and its text from there.
  */
-export function namedEntities(words: readonly string[], tags: readonly string[]): NamedEntity[] {
-  const named = tags.map((t) => /^LABEL_\d+$/.test(t) ? "O" : t);
-  if (!isEntityTagSet([...new Set(named)])) return [];
-  return entities(named).map((e) => ({ ...e, text: words.slice(e.start, e.end + 1).join(" ") }));
+export function namedEntities(
+  words: readonly string[],
+  tags: readonly (string | null)[],
+  opts: {
+    probabilities?: readonly number[];
+    text?: string;
+    offsets?: readonly (readonly [number, number])[];
+    names?: readonly string[];
+  } = {},
+): NamedEntity[] {
+  const placeholder = (t: string) => /^LABEL_\d+$/.test(t);
+  const tagged = tags.flatMap((t, i) => (t === null ? [] : [i]));
+  const named = tagged.map((i) => placeholder(tags[i]!) ? "O" : tags[i]!);
+  if (!isEntityTagSet((opts.names ?? named).filter((t) => !placeholder(t)))) return [];
+  const points = opts.text === undefined ? null : [...opts.text];
+  return entities(named).map((e) => {
+    const start = tagged[e.start], end = tagged[e.end];
+    const found: NamedEntity = { type: e.type, start, end, text: words.slice(start, end + 1).join(" ") };
+    if (opts.probabilities) {
+      const p = tagged.slice(e.start, e.end + 1).map((i) => opts.probabilities![i]);
+      found.score = p.reduce((a, b) => a + b, 0) / p.length;
+    }
+    if (opts.offsets) {
+      [found.charStart, found.charEnd] = [opts.offsets[start][0], opts.offsets[end][1]];
+      if (points) found.text = points.slice(found.charStart, found.charEnd).join("");
+    }
+    return found;
+  });
 }

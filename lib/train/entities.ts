@@ -126,10 +126,16 @@ function prf(right: number, found: number, real: number): { precision: number; r
   };
 }
 
+/** True for a tag seqeval reads without a warning: O, B, I, E or S, alone or with a hyphen and a type. */
+export function isEntityTag(name: string): boolean {
+  return /^([OBIES]|[BIES]-.*)$/s.test(name);
+}
+
 /**
- * True when `names` are tags seqeval reads as entities: "O", or a prefix B, I, E or S, a
- * hyphen and a type ("B-PER"). Other tag sets (e.g. part-of-speech tags) have no entities.
+ * True when `names` are entity tags: some are B, I, E or S, a hyphen and a type ("B-PER"). Others
+ * are read as seqeval reads them, warning that such a tag "seems not to be NE tag": "domain=en" is
+ * a chunk of type "omain=en". A tag set without any (part-of-speech tags) names no entities.
  */
 export function isEntityTagSet(names: readonly string[]): boolean {
-  return names.length > 0 && names.every((n) => n === "O" || /^[BIES]-./s.test(n));
+  return names.some((n) => /^[BIES]-./s.test(n));
 }

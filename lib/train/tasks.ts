@@ -335,8 +335,9 @@ export function scoresEntities(names: readonly string[]): boolean {
 }
 
 /**
- * A token classifier's scores: the share of tags right, and where the tag names are entity tags
- * ({@link scoresEntities}) seqeval's entity precision, recall and F1, a placeholder's tag read as "O".
+ * A token classifier's scores: the share of tags right (by id: a placeholder predicted for an O
+ * word is wrong), and where the tag names are entity tags ({@link scoresEntities}) seqeval's entity
+ * precision, recall and F1, a placeholder's tag read as "O".
  */
 function tagMetrics(
   tagged: readonly { pred: number[]; truth: number[] }[],
@@ -347,11 +348,12 @@ function tagMetrics(
     all += truth.length;
     right += pred.filter((p, i) => p === truth[i]).length;
   }
-  if (!scoresEntities(names)) return { accuracy: all === 0 ? NaN : right / all };
+  const accuracy = all === 0 ? NaN : right / all;
+  if (!scoresEntities(names)) return { accuracy };
   const tag = (id: number) => names[id] === undefined || isPlaceholder(names[id], id) ? "O" : names[id];
   const named = (ids: number[]) => ids.map(tag);
   const s = entityScores(tagged.map((t) => named(t.pred)), tagged.map((t) => named(t.truth)));
-  return { accuracy: s.accuracy, precision: s.precision, recall: s.recall, f1: s.f1, entities: s.byType };
+  return { accuracy, precision: s.precision, recall: s.recall, f1: s.f1, entities: s.byType };
 }
 
 /** A multi-label head's scores: each label predicted where its logit is above 0 (σ > 0.5). */

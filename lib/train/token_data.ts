@@ -2,9 +2,10 @@
  * Token classification data (named entities, part-of-speech tags): sentences split into words,
  * one tag per word, read from JSONL or a `datasets` Parquet split (`tokens` and `ner_tags`, as
  * conll2003 and wnut_17 hold them, the ClassLabel names naming the ids) or a CoNLL file (a word
- * and its tag per line, a blank line between sentences); and their rows, tokenized as
- * transformers' run_ner does: each word's first token learns the word's tag, its other tokens
- * and the special tokens are ignored (−100).
+ * and its tag per line, a blank line between sentences; `-DOCSTART-` and comment lines skipped);
+ * and their rows, tokenized as transformers' run_ner does: each word's first token learns the
+ * word's tag, its other tokens and the special tokens are ignored (−100). {@link readWordLists}
+ * reads the words alone, to tag them.
  *
  * ```ts
  * import type { Tokenizer } from "../io/tokenizer.ts";
@@ -17,8 +18,9 @@
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { checkIndex, type Dataset, type Row } from "./data.ts";
-import { readDataText, readRecordTable, type SourceRecord } from "./readers.ts";
+import { readDataText, readRecordTable, recordFieldNames, type SourceRecord } from "./readers.ts";
 import { DataError } from "./data_error.ts";
+import { entities, isEntityTag, isEntityTagSet } from "./entities.ts";
 import { LabelMap } from "./labels.ts";
 
 /** One tagged sentence: its words and each word's tag id. */
@@ -79,6 +81,13 @@ export const TAG_FIELDS: readonly string[] = ["ner_tags", "tags", "labels", "pos
 /** CoNLL files: a word per line with its tag last, blank lines between sentences. */
 const CONLL = /\.(conll|bio|iob|iob2)$/i;
 
+/**
+ * A CoNLL file's comment lines, skipped as their datasets' loaders skip them: MultiCoNER's
+ * `# id <id> domain=<lang>` and CoNLL-U's `# key = value`. Another line whose word is "#" is a
+ * word (WNUT's hashtags: `# O`).
+ */
+const CONLL_COMMENT = /^#\s+(id\s|[\w.-]+\s*=)/;
+
 /** True when `fields` (a record file's field names) hold a sentence's words and their tags. */
 export function isTaggedRecord(fields: readonly string[], tagField?: string): boolean {
   return WORD_FIELDS.some((f) => fields.includes(f)) &&
@@ -119,7 +128,36 @@ export async function readTaggedFile(path: string, opts: TaggedReadOptions = {})
     idsAs: opts.idsAs,
   });
   const examples = records.map((r) => taggedRecord(r, wordField, tagField, labels, path));
-  return { path, examples, labelNames: labels.names(), wordField, tagField };
+  return sayOddTags({ path, examples, labelNames: labels.names(), wordField, tagField });
+}
+
+/**
+ * Say once on stderr which of `data`'s tags are not entity tags when others are ("domain=en" among
+ * "O", "B-PER", …): seqeval scores them all, warning that such a tag "seems not to be NE tag", and
+ * reads it as a chunk typed by what follows its first letter ("omain=en"); so do the scores here.
+ */
+function sayOddTags(data: TaggedData): TaggedData {
+  const names = data.labelNames;
+  if (!names || !isEntityTagSet(names)) return data;
+  const odd = new Map<string, string>();
+  for (const { tags, source } of data.examples) {
+    for (const name of tags.map((t) => names[t])) {
+      if (name !== undefined && !isEntityTag(name) && !odd.has(name)) odd.set(name, String(source));
+    }
+  }
+  if (odd.size === 0) return data;
+  const listed = [...odd].map(([tag, where]) => {
+    const type = entities([tag])[0]?.type;
+    return `${JSON.stringify(tag)} (${type ? `an entity of type "${type}"` : "no entity"} to seqeval; ` +
+      `first in the sentence at ${where})`;
+  });
+  const one = odd.size === 1;
+  console.error(
+    `${data.path}: tag${one ? "" : "s"} ${listed.join(", ")} ${one ? "is" : "are"} not O, B-, I-, E- or ` +
+      `S- and a type: entity scores read ${one ? "it" : "them"} as seqeval does (warning "seems not to be ` +
+      `NE tag"); fix ${one ? "it if it is a mistake" : "them if they are mistakes"}`,
+  );
+  return data;
 }
 
 function taggedRecord(
@@ -144,31 +182,82 @@ function taggedRecord(
   };
 }
 
-/** CoNLL columns: the first is the word, the last its tag; `-DOCSTART-` lines are skipped. */
-function conllExamples(path: string, text: string, opts: TaggedReadOptions): TaggedData {
-  const labels = new LabelMap(opts);
-  const examples: TaggedExample[] = [];
-  let words: string[] = [], tags: number[] = [], source = "";
+/** A CoNLL file's sentences: each word line's columns and line number. */
+function conllSentences(text: string): { columns: string[]; line: number }[][] {
+  const sentences: { columns: string[]; line: number }[][] = [];
+  let lines: { columns: string[]; line: number }[] = [];
   const end = () => {
-    if (words.length > 0) examples.push({ words, tags, source });
-    words = [];
-    tags = [];
+    if (lines.length > 0) sentences.push(lines);
+    lines = [];
   };
   text.split("\n").forEach((raw, i) => {
     const line = raw.trim();
-    if (line === "") return end();
-    if (line.startsWith("-DOCSTART-")) return;
-    const columns = line.split(/\s+/);
-    if (columns.length < 2) {
-      throw new DataError(`${path}:${i + 1}: expected a word and its tag, got ${JSON.stringify(line)}`);
-    }
-    if (words.length === 0) source = `${path}:${i + 1}`;
-    words.push(columns[0]);
-    tags.push(labels.id(columns[columns.length - 1], `${path}:${i + 1}`));
+    // a document start or a comment ends a sentence, as a blank line does (datasets' loaders)
+    if (line === "" || line.startsWith("-DOCSTART-") || CONLL_COMMENT.test(line)) return end();
+    lines.push({ columns: line.split(/\s+/), line: i + 1 });
   });
   end();
+  return sentences;
+}
+
+/**
+ * CoNLL columns: the first is the word, the last its tag; `-DOCSTART-` and comment lines
+ * ({@link CONLL_COMMENT}) are skipped.
+ */
+function conllExamples(path: string, text: string, opts: TaggedReadOptions): TaggedData {
+  const labels = new LabelMap(opts);
+  const examples = conllSentences(text).map((lines): TaggedExample => ({
+    words: lines.map((l) => l.columns[0]),
+    tags: lines.map(({ columns, line }) => {
+      if (columns.length < 2) {
+        throw new DataError(
+          `${path}:${line}: expected a word and its tag, got ${JSON.stringify(columns[0])}`,
+        );
+      }
+      return labels.id(columns[columns.length - 1], `${path}:${line}`);
+    }),
+    source: `${path}:${lines[0].line}`,
+  }));
   if (examples.length === 0) throw new DataError(`${path}: no sentences (no word and tag lines)`);
-  return { path, examples, labelNames: labels.names(), wordField: "", tagField: "" };
+  return sayOddTags({ path, examples, labelNames: labels.names(), wordField: "", tagField: "" });
+}
+
+/** A sentence to tag: its words, and where it was read (`file:line`; the row, for Parquet). */
+export interface WordList {
+  /** The words, as the file splits them. */
+  words: string[];
+  /** Where it was read. */
+  source: string;
+}
+
+/**
+ * The sentences of a file of words already split, their tags (if any) ignored: a CoNLL file's
+ * first column (lines of the word alone too), or the word lists of a record file's `wordField`
+ * (default: the first of {@link WORD_FIELDS} its first record has). Null for a file of texts to
+ * split into words: a record file without that field, or whose field holds a string.
+ */
+export async function readWordLists(path: string, wordField?: string): Promise<WordList[] | null> {
+  if (isConllFile(path)) {
+    const sentences = conllSentences(await readDataText(path));
+    if (sentences.length === 0) throw new DataError(`${path}: no sentences (no word lines)`);
+    return sentences.map((lines) => ({
+      words: lines.map((l) => l.columns[0]),
+      source: `${path}:${lines[0].line}`,
+    }));
+  }
+  const fields = await recordFieldNames(path);
+  if (fields === null) return null;
+  const field = wordField ?? WORD_FIELDS.find((f) => fields.includes(f));
+  if (field === undefined || !fields.includes(field)) return null;
+  const { records } = await readRecordTable(path);
+  if (!Array.isArray(records[0].fields[field])) return null;
+  return records.map(({ line, fields }) => {
+    const words = fields[field];
+    if (!Array.isArray(words) || words.some((w) => typeof w !== "string")) {
+      throw new DataError(`${path}:${line}: field "${field}" must be a list of words (strings)`);
+    }
+    return { words, source: `${path}:${line}` };
+  });
 }
 
 /** Options of {@link TokenClassificationDataset}. */
