@@ -81,8 +81,9 @@ export interface TrainOptions {
    * are all −100) is not skipped: its loss is 0 (and counts as such in its interval's logged
    * mean), its gradient is zero, and AdamW still steps: the moments' momentum and the weight
    * decay move the parameters, and the step counts in the bias correction. The CLI's data sets
-   * never give such a step (they drop or refuse examples without targets); a custom source
-   * should not either.
+   * drop or refuse examples without targets, but for token classification's sentences of no
+   * words, kept as run_ner keeps them (a batch of only those is such a step); a custom source
+   * should not give one.
    */
   data: BatchSource;
   /** The trained tensors in named groups, each with its learning rate; at least one tensor in all. */
