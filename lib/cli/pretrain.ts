@@ -151,7 +151,7 @@ type Values = FlagValues<typeof FLAGS>;
 export function pretrainCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
     checkSizes(v, given);
-    await checkOutDir(v.out, v.resume, v.overwrite);
+    await checkOutDir(v.out, v.resume, v.overwrite, { config: v.config, tokenizer: v.tokenizer });
     if (v.export) await checkExport(v.export, v.out, v.overwrite);
     const initDir = join(v.out, "init");
     // a run that fails before it starts leaves no init/ (nor an --out this session made)

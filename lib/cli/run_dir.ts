@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { pathExists } from "../io/paths.ts";
+import { isWithin, pathExists } from "../io/paths.ts";
 import { leftoverPattern } from "../io/atomic.ts";
 import { findCheckpoint, loadCheckpoint } from "../train/checkpoint.ts";
 import { BEST_DIR } from "../train/trainer.ts";
@@ -53,12 +53,19 @@ export function shellLine(words: readonly string[]): string {
 }
 
 /**
- * Refuse to mix a new run into an output directory that holds another one. Removes nothing: with
- * `overwrite`, {@link clearOutDir} does that once the new run has checked its data and model.
+ * Refuse to mix a new run into an output directory that holds another one, or one whose run would
+ * replace what it reads (`reads`: paths by flag name, undefined where not given). Removes nothing:
+ * with `overwrite`, {@link clearOutDir} does that once the new run has checked its data and model.
  */
-export async function checkOutDir(outDir: string, resume: boolean, overwrite: boolean): Promise<void> {
+export async function checkOutDir(
+  outDir: string,
+  resume: boolean,
+  overwrite: boolean,
+  reads: Record<string, string | undefined> = {},
+): Promise<void> {
   if (resume && overwrite) throw new ArgsError(`--resume and --overwrite contradict each other`);
   await checkOutputDir("out", outDir); // a folder, or one that can be made
+  await checkReadsOutsideRun(outDir, reads);
   if (resume) {
     if (!(await findCheckpoint(outDir))) {
       throw new ArgsError(`--resume: ${outDir} holds no checkpoint (start the run without --resume)`);
@@ -67,9 +74,20 @@ export async function checkOutDir(outDir: string, resume: boolean, overwrite: bo
     if (over) throw new ArgsError(`--resume: the run in ${outDir} ${over}; it is over: ${START_OVER}`);
     return;
   }
-  // a log alone is what a run that failed before its first checkpoint left: nothing to keep
-  const held = (await findCheckpoint(outDir)) !== null || (await pathExists(join(outDir, "adapter"))) ||
-    (await pathExists(join(outDir, "model")));
+  const outputs = [];
+  for (const name of OUTPUTS) if (await pathExists(join(outDir, name))) outputs.push(name);
+  // a run's outputs lie beside its log; a log alone is what a run that failed before its first
+  // checkpoint left: nothing to keep
+  const held = (await findCheckpoint(outDir)) !== null ||
+    (outputs.length > 0 && await pathExists(join(outDir, "log.jsonl")));
+  if (!held && outputs.length > 0) {
+    // not a run's (a user's own model/, say): neither a new run nor --overwrite may replace it
+    const found = join(outDir, outputs[0]);
+    throw new ArgsError(
+      `--out ${outDir} holds ${found} but no run (no log.jsonl or checkpoint beside it): ` +
+        `a run there would replace it; move it or give another --out`,
+    );
+  }
   if (!held || overwrite) return;
   const over = await overReason(outDir);
   throw new ArgsError(
@@ -105,21 +123,49 @@ const RUN_FILES = ["checkpoint", "adapter", "model", BEST_DIR, "log.jsonl"];
 /** What an interrupted write of one of {@link RUN_FILES} leaves beside it; findCheckpoint reads a set-aside checkpoint. */
 const LEFTOVER = leftoverPattern(RUN_FILES);
 
+/** The folders of {@link RUN_FILES} a run's output goes in. */
+const OUTPUTS = ["adapter", "model", BEST_DIR];
+
 /**
  * Where pretrain keeps the init/ of the run an --overwrite replaces until the new run starts
  * (lib/cli/pretrain.ts): removed with that run's files, put back if the new run is refused.
  */
 export const PREVIOUS_INIT = "init.previous";
 
-/** Remove a previous run's files from `outDir` (--overwrite, just before the new run starts). */
-export async function clearOutDir(outDir: string): Promise<void> {
+/** The names in `outDir` that a run writes as a whole and --overwrite removes (those there or not). */
+async function runEntries(outDir: string): Promise<string[]> {
   const names = [...RUN_FILES, PREVIOUS_INIT];
   try {
     for await (const e of Deno.readDir(outDir)) if (LEFTOVER.test(e.name)) names.push(e.name);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  for (const name of names) {
+  return names;
+}
+
+/** Remove a previous run's files from `outDir` (--overwrite, just before the new run starts). */
+export async function clearOutDir(outDir: string): Promise<void> {
+  for (const name of await runEntries(outDir)) {
     await Deno.remove(join(outDir, name), { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * Refuse a run in `outDir` that reads a path (`reads`: by flag name) from what the run replaces
+ * there, or --overwrite removes: `--model OUT/model` fine-tuning a full run's output into the same
+ * --out would delete the model it trains, and leave the new adapter without its base.
+ */
+async function checkReadsOutsideRun(
+  outDir: string,
+  reads: Record<string, string | undefined>,
+): Promise<void> {
+  const names = await runEntries(outDir);
+  for (const [flag, path] of Object.entries(reads)) {
+    const name = path === undefined ? undefined : names.find((n) => isWithin(path, join(outDir, n)));
+    if (name === undefined) continue;
+    throw new ArgsError(
+      `--${flag} ${path} lies in ${join(outDir, name)}, which a run in --out ${outDir} replaces ` +
+        `(and --overwrite removes): give another --out, or move it out of there first`,
+    );
   }
 }

@@ -181,12 +181,18 @@ async function runTraining(
     const warmupSteps = Math.ceil(v["warmup-ratio"] * plan.totalSteps);
     if (!v.quiet) printHeader(model, v, plan, prepared.trainable, warmupSteps, ckpt?.state.step);
     noteUnusedOutputs(plan);
+    // a Ctrl-C while the model loaded: stop before --out changes at all
+    if (stopper.signal) return stoppedBeforeStart(stopper.signal, outDir, true, ckpt && resume);
     // the data, the model and the flags are checked: only now does --overwrite remove the old run
     if (v.overwrite && !ckpt) await clearOutDir(outDir);
     const log = runLog = await openRunLog(outDir, ckpt?.state.step);
     if (!ckpt) {
       await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
     } else await log.write({ type: "resume", step: ckpt.state.step });
+    if (stopper.signal) {
+      await log.write({ type: "end", step: ckpt?.state.step ?? 0, status: "stopped" });
+      return stoppedBeforeStart(stopper.signal, outDir, false, ckpt && resume);
+    }
     const session = { ckpt, log, stopper, warmupSteps, started, flags };
     const result = await trainModel(model, prepared, v, plan, session);
     if (result.status === "stopped") return await reportStopped(result, log, outDir, stopper, resume);
@@ -370,6 +376,24 @@ async function reportStopped(
   );
   // a signal exits as an interrupt does; a stop --stop-at planned is a success
   return { code: stopper.signal ? STOP_SIGNALS[stopper.signal].status : 0 };
+}
+
+/**
+ * Report a run stopped by `signal` before its first step (`untouched`: before --out changed;
+ * `resume`: the command that continues the run resumed, whose checkpoint is kept); its exit code.
+ */
+function stoppedBeforeStart(
+  signal: StopSignal,
+  outDir: string,
+  untouched: boolean,
+  resume: string | null | undefined,
+): { code: number } {
+  console.error(
+    `stopped before the first step: nothing was trained` +
+      (untouched ? ` and --out ${outDir} is as it was` : "") +
+      (resume ? `; the checkpoint is kept. Continue with: ${resume}` : ""),
+  );
+  return { code: STOP_SIGNALS[signal].status };
 }
 
 /** Save the trained run's output, log its end and print what was saved and how it scored. */

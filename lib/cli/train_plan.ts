@@ -66,7 +66,12 @@ export interface HeadChoice {
  */
 export async function planRun(v: TrainValues, given: ReadonlySet<string>): Promise<TrainPlan> {
   const method = v.method as Method;
-  await checkOutDir(v.out, v.resume, v.overwrite);
+  const reads = {
+    model: v.model,
+    data: isBuiltinData(v.data) ? undefined : v.data,
+    "eval-data": v["eval-data"],
+  };
+  await checkOutDir(v.out, v.resume, v.overwrite, reads);
   const config = await readModelConfig(v.model);
   const data = v.data ?? defaultData(await chooseTask(v.task, "", config));
   const task = await chooseTask(v.task, data, config, v["label-field"]);
