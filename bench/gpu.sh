@@ -10,7 +10,7 @@ set -uo pipefail
 # GPU tests: all but those that load the CLI or the npm datasets (not carried to the device
 # machine) or start a deno of their own (which would look for the lockfile's packages)
 tests=$(ls tests/*_test.ts |
-  grep -v -E '/(brown_perplexity|cli|data|data_files|task_heads|cli_mistakes|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli)_test.ts$')
+  grep -v -E '/(brown_perplexity|cli|data|data_files|task_heads|cli_mistakes|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli|cli_process|cli_ux)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
 logs=$(mktemp -d)

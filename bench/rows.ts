@@ -10,6 +10,8 @@ import { benchArgs } from "./args.ts";
 import { getGpu, grid, upload } from "../lib/gpu/mod.ts";
 import { normForwardKernel } from "../kernels/norm.ts";
 import { softmaxKernel } from "../kernels/softmax.ts";
+import { dropoutWords } from "../lib/tensor/ops/dropout.ts";
+import { windowWord } from "../lib/tensor/ops/softmax.ts";
 import { f, u32s } from "../lib/tensor/ops/util.ts";
 import { table, timeEncodeEach, uniformValues } from "./stats.ts";
 
@@ -27,14 +29,14 @@ for (const s of [128, 512, 768]) {
       softmaxKernel(false, false, wg),
       [x, y],
       grid(gpu, rows),
-      u32s(rows, s, 1, s - 1, 1, f(1)),
+      u32s(rows, s, 1, s - 1, 1, f(1), ...dropoutWords(null), windowWord(undefined)),
     );
   const norm = (wg: number) => () =>
     gpu.stream.dispatch(
       normForwardKernel(false, true, wg),
       [x, w, b, y, stats],
       grid(gpu, rows),
-      u32s(rows, s, f(1e-5)),
+      u32s(rows, s, f(1e-5), ...dropoutWords(null)),
     );
   const ms = await timeEncodeEach(gpu, [softmax(32), softmax(128), norm(32), norm(128)], 5);
   const gbs = (t: number) => ((2 * rows * s * 4) / (t * 1e6)).toPrecision(3);
