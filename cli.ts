@@ -100,6 +100,10 @@ export async function main(argv: string[]): Promise<number> {
     restore = applyEnvironment();
     return await command.run([...argv.slice(0, at), ...argv.slice(at + 1)]);
   } catch (e) {
+    // stdout's reader is gone (`predict … | head -1`): it took what it wanted. End quietly with 0, as
+    // the output printed whole (console.log drops what a closed pipe refuses) does, not 141 as a
+    // SIGPIPE would: `set -o pipefail` scripts would fail on a pipeline that did its work.
+    if (e instanceof Deno.errors.BrokenPipe) return 0;
     console.error(`hartley ${name}: ${e instanceof Error ? e.message : e}`);
     // a usage mistake outside a command's flags (the environment's variables) exits as the flags' do
     return e instanceof ArgsError ? 2 : 1;

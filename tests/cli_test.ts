@@ -278,6 +278,8 @@ Deno.test("inspect: model summary, energy heatmap with positions, and a loss cur
     ]);
     assertEquals(r.code, 0, r.err);
     assert(r.out.includes("2 layers, hidden 64"), r.out);
+    // what it wrote is a message, on stderr: stdout holds the summary alone
+    assert(r.err.includes(`wrote ${svg}`) && !r.out.includes("wrote "), r.out);
     const text = await Deno.readTextFile(svg);
     assert(text.includes("transformer.h.1.attn.c_attn: dht energy"), text.slice(0, 300));
     assert((text.match(/stroke="#e8002a"/g) ?? []).length >= 2, "positions marked");

@@ -187,9 +187,9 @@ Deno.test("merge stores the frozen weights it never reads compactly (--dtype, au
     for (const [name, adapter] of cases) {
       const model = `tests/fixtures/models/${name}`;
       const f32 = await merge(model, `${dir}/${name}-f32`, ["--dtype", "f32"], adapter);
-      assert(/^storage linear weights \d+ f32;/.test(storageLine(f32.out)), storageLine(f32.out));
+      assert(/^storage linear weights \d+ f32;/.test(storageLine(f32.err)), storageLine(f32.err));
       const auto = await merge(model, `${dir}/${name}-auto`, [], adapter);
-      assert(/^storage linear weights \d+ q4/.test(storageLine(auto.out)), storageLine(auto.out));
+      assert(/^storage linear weights \d+ q4/.test(storageLine(auto.err)), storageLine(auto.err));
       const files = await filesUnder(`${dir}/${name}-f32`);
       assertEquals(await filesUnder(`${dir}/${name}-auto`), files, name);
       await assertSameBytes(`${dir}/${name}-auto`, `${dir}/${name}-f32`, files);
@@ -212,6 +212,6 @@ Deno.test("merge --dtype auto keeps f32 where the adapter saves more than a clas
       model.dispose();
     }
     const r = await merge(GPT2, `${dir}/merged`, [], `${dir}/adapter`);
-    assert(/^storage linear weights \d+ f32;/.test(storageLine(r.out)), storageLine(r.out));
+    assert(/^storage linear weights \d+ f32;/.test(storageLine(r.err)), storageLine(r.err));
   });
 });

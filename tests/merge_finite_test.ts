@@ -206,7 +206,7 @@ Deno.test("a quantized load stores a matrix that f16 cannot hold as f32 (an f16 
     // merge's default (q4) loads it, and says how
     const r = await runCli(["merge", "--model", base, "--adapter", LLAMA_LORA, "--out", `${dir}/merged`]);
     assertEquals(r.code, 0, r.err);
-    const storage = r.out.split("\n").find((l) => l.startsWith("storage "));
-    assert(storage?.startsWith("storage linear weights 12 q4, 1 q8, 1 f16, 1 f32;"), r.out);
+    const storage = r.err.split("\n").find((l) => l.startsWith("storage "));
+    assert(storage?.startsWith("storage linear weights 12 q4, 1 q8, 1 f16, 1 f32;"), r.err);
   });
 });

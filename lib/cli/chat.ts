@@ -114,7 +114,8 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
             }
           } catch (e) {
             const err = explainDeviceError(e, Object.keys(FLAGS));
-            if (err !== e || e instanceof ArgsError) throw err; // out of memory: advice, and the end
+            // out of memory: advice, and the end; a closed stdout ends the conversation (cli.ts, quietly)
+            if (err !== e || e instanceof ArgsError || e instanceof Deno.errors.BrokenPipe) throw err;
             // a turn that cannot be answered (e.g. the conversation outgrew the model) ends nothing
             console.error(`error: ${(err as Error).message}${io.prompt ? " (/reset starts over)" : ""}`);
             if (!io.prompt) return 1;

@@ -96,7 +96,7 @@ export function inspectCommand(args: string[]): Promise<number> {
     if (v.log) {
       const path = v.svg && !v.layer ? v.svg : "loss.svg";
       await writeFileAtomic(path, await lossCurve(v.log));
-      console.log(`wrote ${path} (loss curve of ${v.log})`);
+      console.error(`wrote ${path} (loss curve of ${v.log})`);
     }
     if (!v.model && !v.adapter) return 0;
     const gpu = await getGpu();

@@ -66,7 +66,7 @@ export async function writeLayerHeatmap(
     maxCells: opts.maxCells,
   });
   await writeFileAtomic(opts.svg, svg);
-  console.log(`wrote ${opts.svg} (${lin.path} ${m}×${nIn}, ${marks.length} positions marked)`);
+  console.error(`wrote ${opts.svg} (${lin.path} ${m}×${nIn}, ${marks.length} positions marked)`);
 }
 
 /** The linear layer whose path is `layer` or ends with "." + `layer`; an ArgsError unless exactly one. */

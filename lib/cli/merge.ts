@@ -85,12 +85,12 @@ export function mergeCommand(args: string[]): Promise<number> {
     const dtype = frozenDtype(v.dtype, plan.adapterConfig?.modulesToSave ?? null);
     const loaded = await loadForUse(await getGpu(), { ...options, dtype }, plan);
     try {
-      console.log(`storage ${storageSummary(loaded.model)}`);
+      console.error(`storage ${storageSummary(loaded.model)}`);
       await loaded.peft!.saveMerged(v.out, {
         overwrite: v.overwrite,
         dtype: v["merged-dtype"]?.toUpperCase() as "F32" | "F16" | "BF16" | undefined,
       });
-      console.log(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
+      console.error(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);
       return 0;
     } finally {
       loaded.peft?.detach();

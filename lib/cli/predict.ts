@@ -5,9 +5,10 @@
  * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
  * ignored; for a token classifier also words already split: a CoNLL file, or records with a
  * `tokens` or `words` list, their tags ignored, read before the model loads); for images, `--data`
- * is a PNG/JPEG file, a folder of them or a Parquet split. One
- * input is answered in plain words; several, or `--json`, as one JSON object per line (to `--out`
- * when given, written atomically: never over the `--data` file, over another only with `--overwrite`).
+ * is a PNG/JPEG file, a folder of them or a Parquet split. One `--text`, or one image file, is
+ * answered in plain words; every other `--data` (even of one record), or `--json`, as one JSON
+ * object per line (to `--out` when given, written atomically: never over the `--data` file, over
+ * another only with `--overwrite`).
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
@@ -180,6 +181,8 @@ export function predictCommand(args: string[]): Promise<number> {
         // one prompt for the terminal: written as it is generated
         const streaming = task === "causal-lm" && v.text !== undefined && !v.json && !v.out;
         let records: Record<string, unknown>[];
+        // --data naming one image file (not a folder or a split of one) is answered as --text is
+        let loneImage = false;
         try {
           if (task === "image-cls") {
             const processor = await loadImageProcessorConfig(loaded.modelDir, model.config as VitConfig);
@@ -188,6 +191,7 @@ export function predictCommand(args: string[]): Promise<number> {
               batchSize: v["batch-size"],
             });
             records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
+            loneImage = images.length === 1 && images[0].source === v.data;
           } else if (task === "token-cls" && sentences) {
             if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
             const words = sentences.map((s) => s.words);
@@ -228,7 +232,7 @@ export function predictCommand(args: string[]): Promise<number> {
         if (v.out) {
           await writeFileAtomic(v.out, lines);
           console.error(`wrote ${records.length} predictions to ${v.out}`);
-        } else if (!v.json && (v.text !== undefined || records.length === 1)) {
+        } else if (!v.json && (v.text !== undefined || loneImage)) {
           const r = records[0];
           if (task === "token-cls") console.log(describeTags(r));
           else if (task !== "causal-lm") {
