@@ -118,3 +118,20 @@ Deno.test("merge and inspect --log say what they wrote on stderr; stdout holds o
     assert(curve.err.includes(`wrote ${svg} (loss curve of ${log})`), curve.err);
   });
 });
+
+Deno.test("flags that cannot apply are refused before any model loads: predict --overwrite without --out, inspect's --seed past train's", async () => {
+  const overwrite = await runCli(["predict", "--model", GPT2, "--text", "hi", "--overwrite"]);
+  assertEquals(overwrite.code, 2, overwrite.err);
+  assert(overwrite.err.includes("--overwrite replaces an existing --out file"), overwrite.err);
+  const seed = await runCli([
+    "inspect",
+    "--model",
+    GPT2,
+    "--layer",
+    "h.0.attn.c_attn",
+    "--seed",
+    String(2 ** 32),
+  ]);
+  assertEquals(seed.code, 2, seed.err);
+  assert(seed.err.includes("--seed"), seed.err);
+});

@@ -22,6 +22,7 @@ import {
   DTYPE_FLAG,
   type FlagValues,
   refuseGiven,
+  SEED_MAX,
   withArgs,
 } from "./args.ts";
 import { formatBytes, storageSummary } from "../models/storage.ts";
@@ -62,7 +63,7 @@ const FLAGS = {
     max: 1,
     help: "share of marked positions by energy",
   },
-  seed: { type: "integer", default: 0, min: 0, help: "seed of the random share of positions" },
+  seed: { type: "integer", default: 0, min: 0, max: SEED_MAX, help: "seed of the random share of positions" },
   "max-cells": {
     type: "integer",
     default: 192,

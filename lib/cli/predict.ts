@@ -153,6 +153,9 @@ export function predictCommand(args: string[]): Promise<number> {
       if (v.system !== undefined && !v.chat) throw new ArgsError(`--system goes with --chat`);
       checkSampling(v);
       if (v.out) await checkOut(v.out, v.data, v.overwrite);
+      else if (v.overwrite) {
+        throw new ArgsError(`--overwrite replaces an existing --out file: give --out FILE too`);
+      }
       const options = {
         needHead: true,
         model: v.model,
