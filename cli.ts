@@ -7,7 +7,7 @@ import denoJson from "./deno.json" with { type: "json" };
 import { evalCommand } from "./lib/cli/eval.ts";
 import { predictCommand } from "./lib/cli/predict.ts";
 import { chatCommand } from "./lib/cli/chat.ts";
-import { ArgsError } from "./lib/cli/args.ts";
+import { ArgsError, nearestName } from "./lib/cli/args.ts";
 import { applyEnvironment } from "./lib/cli/environment.ts";
 import { infoCommand } from "./lib/cli/info.ts";
 import { inspectCommand } from "./lib/cli/inspect.ts";
@@ -85,10 +85,13 @@ export async function main(argv: string[]): Promise<number> {
   if (!command) {
     // `cli.ts --model x train`: parseArgs took the option's value for the command
     const later = positionals.find((p) => p in COMMANDS);
+    const near = nearestName(name, Object.keys(COMMANDS));
     const hint = later
       ? ` (options come after the command: deno run -A cli.ts ${later} [options])`
       : argv[0]?.startsWith("-")
       ? " (options come after the command)"
+      : near
+      ? ` (did you mean ${near}?)`
       : "";
     console.error(`hartley: unknown command '${name}'${hint}\n\n${usage()}`);
     return 2;

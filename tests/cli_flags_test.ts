@@ -23,6 +23,23 @@ Deno.test("args: suggestions by edit distance (_ as -), none when nothing is clo
   assertEquals(nearestFlag("--max-new-tokens", train), undefined);
   assertEquals(nearestFlag("--lrr", train), "lr");
   assertEquals(nearestFlag("--max-trian", train), "max-train");
+  // two swapped letters count one; a flag's beginning names it when only one begins so; transformers' names
+  assertEquals(nearestFlag("--quite", ["quiet", "out"]), "quiet");
+  assertEquals(nearestFlag("--warmup", ["warmup-ratio", "weight-decay"]), "warmup-ratio");
+  assertEquals(
+    nearestFlag("--eval", train),
+    undefined,
+    "eval-data, eval-every and eval-fraction all begin so",
+  );
+  assertEquals(nearestFlag("--learning-rate", train), "lr");
+  assertEquals(nearestFlag("--output_dir", ["out", "model"]), "out");
+  assertEquals(nearestFlag("--num-train-epochs", ["epochs"]), "epochs");
+  assertEquals(nearestFlag("--num-train-epochs", ["steps"]), undefined, "only a flag the command has");
+});
+
+Deno.test("a misspelt command is answered with the one it was likely meant as", async () => {
+  const r = await runCli(["trian", "--model", ROBERTA]);
+  assertUsage(r, "unknown command 'trian' (did you mean train?)");
 });
 
 Deno.test("args: integers in decimal digits only; a negative value's range error said directly", () => {

@@ -331,30 +331,77 @@ function cleanParseError(message: string, spec: CommandSpec<FlagTable>, argv: st
 }
 
 /**
- * The flag an unknown one was likely meant as: `_` read as `-`, the nearest name by edit distance,
- * none when nothing is close (at most a third of the name's letters differ).
+ * transformers' TrainingArguments and example scripts' names for what hartley's flags set: a user
+ * coming from them types these first.
+ */
+const HF_NAMES: Readonly<Record<string, string>> = {
+  "learning-rate": "lr",
+  "output-dir": "out",
+  "num-train-epochs": "epochs",
+  "max-steps": "steps",
+  "per-device-train-batch-size": "batch-size",
+  "train-batch-size": "batch-size",
+  "gradient-accumulation-steps": "grad-accum",
+  "max-seq-length": "seq-len",
+  "max-length": "seq-len",
+  "block-size": "seq-len",
+  "model-name-or-path": "model",
+  "train-file": "data",
+  "validation-file": "eval-data",
+  "eval-steps": "eval-every",
+  "save-steps": "save-every",
+  "logging-steps": "log-every",
+  "lr-scheduler-type": "schedule",
+  "lora-r": "r",
+  "lora-rank": "r",
+  "load-best-model-at-end": "save-best",
+  "metric-for-best-model": "best-metric",
+  "resume-from-checkpoint": "resume",
+  "overwrite-output-dir": "overwrite",
+};
+
+/**
+ * The flag an unknown one was likely meant as: `_` read as `-`; the flag transformers' name stands
+ * for (`--learning-rate` → lr); the one flag it begins (`--warmup` → warmup-ratio); else the nearest
+ * name by edit distance, two swapped letters counting one, none when nothing is close (at most a
+ * third of the name's letters differ).
  */
 export function nearestFlag(unknown: string, names: readonly string[]): string | undefined {
   const flag = unknown.replace(/^-+/, "").replaceAll("_", "-");
-  let best: string | undefined, bestDistance = Math.max(1, Math.floor(flag.length / 3)) + 1;
+  const hf = HF_NAMES[flag];
+  if (hf !== undefined && names.includes(hf)) return hf;
+  const begun = names.filter((name) => flag.length >= 3 && name.startsWith(flag));
+  if (begun.length === 1) return begun[0];
+  return nearestName(flag, names);
+}
+
+/** The name of `names` nearest `word` by edit distance, if at most a third of its letters differ. */
+export function nearestName(word: string, names: readonly string[]): string | undefined {
+  let best: string | undefined, bestDistance = Math.max(1, Math.floor(word.length / 3)) + 1;
   for (const name of names) {
-    const d = editDistance(flag, name);
+    const d = editDistance(word, name);
     if (d < bestDistance) [best, bestDistance] = [name, d];
   }
   return best;
 }
 
-/** Levenshtein distance: the insertions, deletions and substitutions that turn `a` into `b`. */
+/**
+ * Edit distance: the insertions, deletions, substitutions and swaps of two neighbouring letters
+ * that turn `a` into `b` (optimal string alignment).
+ */
 function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
   for (let i = 1; i <= a.length; i++) {
-    const next = [i];
     for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
     }
-    row = next;
   }
-  return row[b.length];
+  return d[a.length][b.length];
 }
 
 /**
