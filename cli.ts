@@ -81,6 +81,13 @@ export async function main(argv: string[]): Promise<number> {
     else console.error(usage());
     return values.help ? 0 : 2;
   }
+  // `cli.ts help [command]`, as git and cargo read it
+  if (name === "help") {
+    const of = positionals[1];
+    if (of !== undefined && of in COMMANDS) return await main([of, "--help"]);
+    console.log(usage());
+    return of === undefined ? 0 : 2;
+  }
   const command = COMMANDS[name];
   if (!command) {
     // `cli.ts --model x train`: parseArgs took the option's value for the command

@@ -37,6 +37,13 @@ Deno.test("args: suggestions by edit distance (_ as -), none when nothing is clo
   assertEquals(nearestFlag("--num-train-epochs", ["steps"]), undefined, "only a flag the command has");
 });
 
+Deno.test("help COMMAND shows the command's options, as COMMAND --help does", async () => {
+  const help = await runCli(["help", "train"]), flag = await runCli(["train", "--help"]);
+  assertEquals([help.code, help.out], [0, flag.out]);
+  assert(help.out.includes("--method"), help.out);
+  assertEquals((await runCli(["help"])).code, 0);
+});
+
 Deno.test("a misspelt command is answered with the one it was likely meant as", async () => {
   const r = await runCli(["trian", "--model", ROBERTA]);
   assertUsage(r, "unknown command 'trian' (did you mean train?)");
