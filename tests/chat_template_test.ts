@@ -47,15 +47,7 @@ Deno.test("chatTemplate: a message's other fields (tool_calls, name, reasoning_c
   ];
   assertEquals(
     QWEN3.render(messages, false, { tools }),
-    "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" +
-      "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
-      '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n' +
-      "</tools>\n\nFor each function call, return a json object with function name and arguments within " +
-      '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": ' +
-      "<args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
-      '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n' +
-      "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n22C\n</tool_response><|im_end|>\n" +
-      "<|im_start|>assistant\n<think>\n\n</think>\n\nIt is 22C.<|im_end|>\n",
+    Deno.readTextFileSync(new URL("./fixtures/chat_templates/qwen3_tools_render.txt", import.meta.url)),
   );
   const reasoning = { role: "assistant", reasoning_content: "\n2 plus 2 is 4. \n", content: "\n4" };
   assertEquals(

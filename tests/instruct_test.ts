@@ -355,16 +355,9 @@ Deno.test("tokenizeInstruction: tool calls, reasoning_content and a row's templa
     );
     const { ids, trained } = tokenizeInstruction(tools, tok, { template: QWEN3 });
     // the tools in the system turn and the call in the assistant's, as Python's Jinja2 renders them
-    const rendered =
-      "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user " +
-      "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
-      '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n' +
-      "</tools>\n\nFor each function call, return a json object with function name and arguments within " +
-      '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": ' +
-      "<args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
-      '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n' +
-      "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n22C\n</tool_response><|im_end|>\n" +
-      "<|im_start|>assistant\n<think>\n\n</think>\n\nIt is 22C.<|im_end|>\n";
+    const rendered = await Deno.readTextFile(
+      new URL("./fixtures/chat_templates/qwen3_tools_render.txt", import.meta.url),
+    );
     assertEquals(Array.from(ids), tok.encode(rendered, { addSpecialTokens: false }));
     assertEquals(
       learnt(tok, ids, trained),
