@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { firstUnstorable, FLOAT_RANGE, fromFloat, toFloat32 } from "../lib/io/dtype.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import {
   bf16ToF32,
@@ -484,4 +485,22 @@ Deno.test("bad tensors to write: named errors, target untouched, no temp file le
     for await (const e of Deno.readDir(dir)) left.push(e.name);
     assertEquals(left, ["out.safetensors"]);
   });
+});
+
+Deno.test("FLOAT_RANGE: firstUnstorable's thresholds are where fromFloat's writing turns ±Infinity", () => {
+  const below = (x: number) => {
+    // the float64 just below x (positive, finite)
+    const v = new DataView(new ArrayBuffer(8));
+    v.setFloat64(0, x);
+    v.setBigUint64(0, v.getBigUint64(0) - 1n);
+    return v.getFloat64(0);
+  };
+  for (const dtype of ["F32", "F16", "BF16"] as const) {
+    const { max, overflow } = FLOAT_RANGE[dtype];
+    const written = (x: number) => toFloat32(dtype, fromFloat(dtype, Float64Array.of(x, -x)));
+    assertEquals(Array.from(written(overflow)), [Infinity, -Infinity], `${dtype} at its threshold`);
+    assertEquals(Array.from(written(below(overflow))), [max, -max], `${dtype} just below`);
+    assertEquals(firstUnstorable(Float64Array.of(1, below(overflow), -overflow), dtype), 2);
+    assertEquals(firstUnstorable(Float64Array.of(NaN), dtype), 0);
+  }
 });

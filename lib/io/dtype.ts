@@ -189,12 +189,36 @@ export function toFloat32(dtype: Dtype, data: TypedArray): Float32Array {
   }
 }
 
+/** The float dtypes {@link fromFloat} writes. */
+export type FloatDtypeName = "F64" | "F32" | "F16" | "BF16";
+
+/**
+ * Per float dtype: its largest finite value, and the least float64 magnitude that it stores as
+ * ±Infinity (F16 and BF16 round via f32, as {@link fromFloat} does: half an f32 ulp below the least
+ * f32 they round to ±Infinity; a tie there rounds to even, up).
+ */
+export const FLOAT_RANGE: Readonly<Record<FloatDtypeName, { max: number; overflow: number }>> = {
+  F64: { max: Number.MAX_VALUE, overflow: Infinity },
+  F32: { max: 2 ** 128 - 2 ** 104, overflow: 2 ** 128 - 2 ** 103 },
+  F16: { max: 65504, overflow: 65520 - 2 ** -9 },
+  BF16: { max: 2 ** 128 - 2 ** 120, overflow: 2 ** 128 - 2 ** 119 - 2 ** 103 },
+};
+
+/** The first index of `values` that `dtype`, written by {@link fromFloat}, cannot hold finite (NaN, ±Infinity, beyond its range), or -1. */
+export function firstUnstorable(values: Float32Array | Float64Array, dtype: FloatDtypeName): number {
+  const { overflow } = FLOAT_RANGE[dtype];
+  for (let i = 0; i < values.length; i++) {
+    if (!(Math.abs(values[i]) < overflow)) return i;
+  }
+  return -1;
+}
+
 /**
  * Float values → the bytes of a float dtype (F64, F32, F16 or BF16), rounding to nearest even.
  * Returns `src` itself when it already is that dtype's array type.
  */
 export function fromFloat(
-  dtype: "F64" | "F32" | "F16" | "BF16",
+  dtype: FloatDtypeName,
   src: Float32Array | Float64Array,
 ): TypedArray {
   switch (dtype) {

@@ -32,7 +32,7 @@ import { unitBands, unitBinding } from "../gpu/bands.ts";
 import { grid, readF32 } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
-import { type Dtype, DTYPES } from "../io/dtype.ts";
+import { type Dtype, DTYPES, firstUnstorable, FLOAT_RANGE, type FloatDtypeName } from "../io/dtype.ts";
 import { isWithin, statOrNull } from "../io/paths.ts";
 import { openCheckpoint, openSafetensors, ShardedCheckpoint, type TensorSource } from "../io/safetensors.ts";
 import { type LazyTensor, writeSafetensorsLazily } from "../io/safetensors_write.ts";
@@ -244,7 +244,7 @@ async function describeHead(model: Model, path: string, labelNames?: readonly st
   if (!same) await Deno.writeTextFile(path, JSON.stringify(described, null, 2) + "\n");
 }
 
-type FloatDtype = "F32" | "F16" | "BF16" | "F64";
+type FloatDtype = FloatDtypeName;
 
 /** A tensor the merged checkpoint replaces or adds; its values are computed only when written. */
 interface MergedTensor {
@@ -286,7 +286,8 @@ function mergedTensors(
       const trained = Float32Array.from(await t.toArray());
       const bad = firstUnstorable(trained, stored);
       if (bad >= 0) {
-        const at = `merge: the trained "${k}" holds ${trained[bad]} at index ${bad}`, max = RANGE[stored].max;
+        const at = `merge: the trained "${k}" holds ${trained[bad]} at index ${bad}`,
+          max = FLOAT_RANGE[stored].max;
         throw new Error(
           Number.isFinite(trained[bad])
             ? `${at}, beyond ${stored}'s range (largest ${max}); write it as F32 (saveMerged's dtype option, merge's --merged-dtype f32)`
@@ -346,7 +347,9 @@ function mergedWeight(
           ? `merge: the adapter's ΔW of "${lin.path}" holds ${delta[bad]} ${at}: the adapter is broken ` +
             `(not finite); retrain it, or check its weights`
           : `merge: W + ΔW is ${sum[bad]} ${at} (W ${stored[bad]}, ΔW ${delta[bad]}), which overflows ` +
-            `${written}'s range (largest ${RANGE[written].max}); keep the adapter separate (load it onto ` +
+            `${written}'s range (largest ${
+              FLOAT_RANGE[written].max
+            }); keep the adapter separate (load it onto ` +
             `the base unmerged)` +
             (written === "F32"
               ? ""
@@ -356,27 +359,6 @@ function mergedWeight(
     return sum;
   };
   return { modelKey: `${lin.path}.weight`, dtype: written, shape: info.shape, values };
-}
-
-/**
- * Per float dtype: its largest finite value, and the least float64 magnitude that it stores as
- * ±Infinity (F16 and BF16 round via f32, as lib/io/dtype.ts does: half an f32 ulp below the least
- * f32 they round to ±Infinity; a tie there rounds to even, up).
- */
-const RANGE: Readonly<Record<FloatDtype, { max: number; overflow: number }>> = {
-  F64: { max: Number.MAX_VALUE, overflow: Infinity },
-  F32: { max: 2 ** 128 - 2 ** 104, overflow: 2 ** 128 - 2 ** 103 },
-  F16: { max: 65504, overflow: 65520 - 2 ** -9 },
-  BF16: { max: 2 ** 128 - 2 ** 120, overflow: 2 ** 128 - 2 ** 119 - 2 ** 103 },
-};
-
-/** The first index of `values` that `dtype` cannot hold finite (NaN, ±Infinity, beyond its range), or -1. */
-function firstUnstorable(values: Float32Array | Float64Array, dtype: FloatDtype): number {
-  const { overflow } = RANGE[dtype];
-  for (let i = 0; i < values.length; i++) {
-    if (!(Math.abs(values[i]) < overflow)) return i;
-  }
-  return -1;
 }
 
 function floatDtype(d: Dtype, key: string): FloatDtype {
