@@ -6,7 +6,8 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel } from "../lib/models/load.ts";
 import type { Model } from "../lib/models/model.ts";
 import { referenceBatch } from "../lib/models/parity.ts";
-import { attachAdapter } from "../lib/peft/apply.ts";
+import { applyAdapter, attachAdapter } from "../lib/peft/apply.ts";
+import type { Adapter } from "../lib/peft/files.ts";
 import { loraConfig, sshConfig } from "../lib/peft/config.ts";
 import { isQuantized, QUANT_GROUP, type QuantKind } from "../lib/tensor/mod.ts";
 import { copyAll } from "../lib/tensor/ops/copy.ts";
@@ -22,13 +23,16 @@ import { FIXTURES } from "./peft_helpers.ts";
  */
 const LOGIT_ERROR: Record<QuantKind, number> = { q8: 0.03, q4: 0.2 };
 
-/** Train-mode logits, loss and adapter gradients of one pass (adapter attached with a fixed seed). */
-async function pass(model: Model, method: "ssh" | "lora", dir: string) {
+/**
+ * Train-mode logits, loss and adapter gradients of one pass, through `adapter` or a new one
+ * (attached with a fixed seed), and the adapter.
+ */
+async function pass(model: Model, method: "ssh" | "lora", dir: string, adapter?: Adapter) {
   const gpu = model.gpu;
   const config = method === "ssh"
     ? sshConfig({ n: 40, init: "normal", targetModules: "all-linear" })
     : loraConfig({ r: 2, loraAlpha: 4, initLoraWeights: false, targetModules: "all-linear" });
-  const peft = await attachAdapter(model, config, { seed: 3 });
+  const peft = adapter ? applyAdapter(model, adapter) : await attachAdapter(model, config, { seed: 3 });
   peft.train(true);
   const batch = await referenceBatch(gpu, await openSafetensors(`${dir}/reference.safetensors`));
   const out = model.forward(batch, { headOnly: true });
@@ -37,6 +41,7 @@ async function pass(model: Model, method: "ssh" | "lora", dir: string) {
     logits: await out.logits.toArray(),
     loss: await out.loss!.item(),
     grads: await Promise.all(peft.parameters().map((p) => p.grad!.toArray())),
+    adapter: await peft.toAdapter(),
   };
   for (const t of [out.logits, out.loss!, out.hidden]) t.dispose();
   peft.detach();
@@ -88,8 +93,9 @@ for (const [family, method] of [["gpt2", "ssh"], ["llama", "lora"], ["bert", "ss
         for (const [key, t] of quantized.parameters) {
           if (t.dtype !== "f32") copyAll(t, plain.parameters.get(key)!);
         }
-        const want = await pass(plain, method, dir);
+        // the same adapter on both: SSH ranks the quantized model on its checkpoint's values
         const got = await pass(quantized, method, dir);
+        const want = await pass(plain, method, dir, got.adapter);
         assertClose(got.logits, want.logits, 1e-5, "logits");
         // the loss follows logits that agree to 1e-5, scaled by its gradient in them (p − onehot)
         assertClose([got.loss], [want.loss], 3e-5, "loss");

@@ -2,7 +2,8 @@
  * Read a checkpoint's parameters into GPU tensors: every stored parameter that
  * {@link modelShapes} lists is shape-checked against the checkpoint, its dtype checked
  * (F32, F16 or BF16), and uploaded as f32, or when asked as f16 storage of the frozen matrices,
- * or with the frozen linear weights quantized (q8, q4) on the GPU.
+ * or with the frozen linear weights quantized (q8, q4) on the GPU; a parameter stored rounded can
+ * still be read as its checkpoint holds it ({@link storedValues}).
  * Head parameters the checkpoint lacks (a new classifier) are initialised as transformers
  * does (normal(0, initializer_range) weights, zero biases, unit norm weights) from a seeded
  * PRNG. Every error names the checkpoint file and the tensor.
@@ -130,6 +131,7 @@ export async function loadWeights(
       }
       const t = keep(await readParam(gpu, source, key, p, storage, quantizing));
       params.set(p.key, t);
+      rememberStored(t, source, key);
       done += source.info(key).byteLength;
       opts.onProgress?.(done, total);
       // submit the uploads now and then, so that their staging copies do not pile up
@@ -149,6 +151,26 @@ export async function loadWeights(
     gpu.pool.trim();
   }
   return { params, source, prefix: match.prefix, initialised, unexpected: match.unexpected };
+}
+
+/** Where to read a parameter's checkpoint values again, and its version when loaded ({@link storedValues}). */
+const storedSources = new WeakMap<Tensor, { source: TensorSource; key: string; version: number }>();
+
+/** Remember where `t` (checkpoint tensor `key`) came from, unless it holds the stored values exactly. */
+function rememberStored(t: Tensor, source: TensorSource, key: string): void {
+  const exact = t.dtype === "f32" || (t.dtype === "f16" && source.info(key).dtype === "F16");
+  if (!exact) storedSources.set(t, { source, key, version: t.version });
+}
+
+/**
+ * The values of a parameter that {@link loadWeights} stored rounded (as f16 from another dtype, q8 or
+ * q4) as its checkpoint holds them: read again from the checkpoint, as f32 in the storage layout.
+ * Null for any other tensor (its values are the stored ones), and once `t` was rewritten in place
+ * (a merged ΔW). What must not depend on `dtype` reads these: SSH ranks its positions on them.
+ */
+export async function storedValues(t: Tensor): Promise<Float32Array | null> {
+  const from = storedSources.get(t);
+  return from && from.version === t.version ? await from.source.readF32(from.key) : null;
 }
 
 /**

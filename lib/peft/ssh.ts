@@ -1,6 +1,8 @@
 /**
  * SSH (SPEC §1): choosing each target layer's positions from its frozen weight on the GPU,
- * initialising the coefficients, and building the {@link SpectralLayer}s.
+ * initialising the coefficients, and building the {@link SpectralLayer}s. A weight loaded rounded
+ * (f16, q8, q4 storage) is ranked on its checkpoint's values ({@link withF32Weight}), so the
+ * positions do not depend on the dtype the model was loaded with.
  *
  * Seeds, exactly (ℓ = the layer's index among the targets, in model order; arithmetic mod 2^53):
  * - selection `layer`: layer ℓ's remainder positions are drawn with seed `seed + 2ℓ`
@@ -33,6 +35,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { grid, readF32, upload } from "../gpu/buffers.ts";
 import { bindingLimit } from "../gpu/bands.ts";
 import type { Linear } from "../nn/linear.ts";
+import { storedValues } from "../nn/load.ts";
 import { cast, noGrad } from "../tensor/mod.ts";
 import { Prng } from "../spectral/prng.ts";
 import {
@@ -108,9 +111,12 @@ export function derivedSeed(seed: number, k: number): number {
 }
 
 /**
- * Run `fn` on the frozen weight of `linear` as an f32 GPU buffer in storage order (an f16
- * weight is converted into a temporary copy). Throws, naming the layer, when that buffer would be
- * over one storage binding (the 2-D transforms read it whole).
+ * Run `fn` on the frozen weight of `linear` as an f32 GPU buffer in storage order. A weight
+ * loaded rounded (f16, q8, q4) gives its checkpoint's values, read again into a temporary upload,
+ * so that SSH ranks the same positions whatever `dtype` the model was loaded with; any other
+ * non-f32 weight (one rewritten since loading, or not loaded from a checkpoint) is converted into
+ * a temporary copy. Throws, naming the layer, when that buffer would be over one storage binding
+ * (the 2-D transforms read it whole).
  */
 export async function withF32Weight<T>(linear: Linear, fn: (w: GPUBuffer) => Promise<T>): Promise<T> {
   const w = linear.weight;
@@ -124,6 +130,15 @@ export async function withF32Weight<T>(linear: Linear, fn: (w: GPUBuffer) => Pro
     );
   }
   if (w.dtype === "f32") return await fn(w.buffer);
+  const stored = await storedValues(w);
+  if (stored) {
+    const buffer = upload(w.gpu, stored, "ssh.stored_weight");
+    try {
+      return await fn(buffer);
+    } finally {
+      w.gpu.pool.release(buffer);
+    }
+  }
   const copy = noGrad(() => cast(w, "f32"));
   try {
     return await fn(copy.buffer);
