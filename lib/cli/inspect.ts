@@ -2,12 +2,13 @@
  * `hartley inspect`: a model and adapter summary; with `--layer`, an SVG heatmap of a
  * layer's Hartley energy T(W)² (log scale, block maxima for big layers) with SSH's chosen
  * positions outlined (the adapter's, or those SSH would choose with --n / --energy-ratio),
- * like the paper's Figure 3 (layer_heatmap.ts); with `--log`, an SVG loss curve of a run log.
+ * like the paper's Figure 3 (layer_heatmap.ts); with `--log`, an SVG loss curve of a run log. An
+ * existing SVG file is replaced (atomically) only with `--overwrite`, checked before anything loads.
  * @module
  */
 import { getGpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { fileInFolder } from "../io/paths.ts";
+import { fileInFolder, statOrNull } from "../io/paths.ts";
 import { type AdapterConfig, frequencyFraction } from "../peft/config.ts";
 import type { PeftModel } from "../peft/apply.ts";
 import { shapesOfModel } from "../peft/model_shapes.ts";
@@ -76,6 +77,7 @@ const FLAGS = {
     help: "run log (log.jsonl, or a run folder holding one) to plot as a loss curve",
   },
   svg: { type: "string", arg: "FILE", help: "where to write the SVG [default: energy.svg / loss.svg]" },
+  overwrite: { type: "boolean", help: "replace an existing SVG file (never the --log file)" },
 } as const;
 
 const SPEC: CommandSpec<typeof FLAGS> = {
@@ -94,10 +96,10 @@ const SPEC: CommandSpec<typeof FLAGS> = {
 export function inspectCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
     await checkInspectArgs(v, given);
-    if (v.log) {
-      const path = v.svg && !v.layer ? v.svg : "loss.svg";
-      await writeFileAtomic(path, await lossCurve(v.log));
-      console.error(`wrote ${path} (loss curve of ${v.log})`);
+    const svgs = svgFiles(v);
+    if (v.log && svgs.loss) {
+      await writeFileAtomic(svgs.loss, await lossCurve(v.log));
+      console.error(`wrote ${svgs.loss} (loss curve of ${v.log})`);
     }
     if (!v.model && !v.adapter) return 0;
     const gpu = await getGpu();
@@ -124,7 +126,7 @@ export function inspectCommand(args: string[]): Promise<number> {
         energyRatio: v["energy-ratio"],
         seed: v.seed,
         maxCells: v["max-cells"],
-        svg: v.svg ?? "energy.svg",
+        svg: svgs.energy!,
       });
       return 0;
     } finally {
@@ -134,7 +136,10 @@ export function inspectCommand(args: string[]): Promise<number> {
   });
 }
 
-/** Refuse flags that do not go together, and an --svg that cannot be written. */
+/**
+ * Refuse flags that do not go together, and an SVG file that cannot be written or would replace one
+ * without --overwrite.
+ */
 async function checkInspectArgs(v: FlagValues<typeof FLAGS>, given: ReadonlySet<string>): Promise<void> {
   if (!v.model && !v.adapter && !v.log) {
     throw new ArgsError(
@@ -148,9 +153,43 @@ async function checkInspectArgs(v: FlagValues<typeof FLAGS>, given: ReadonlySet<
       `--svg names one file: give it with --log or with --layer, not both (run inspect twice)`,
     );
   }
-  if (v.svg) await checkOutputFolder("svg", v.svg);
-  if (v.svg && (await Deno.stat(v.svg).catch(() => null))?.isDirectory) {
-    throw new ArgsError(`--svg ${v.svg} is a directory: give a file for the SVG`);
+  // the run log is found first: a missing one is reported before the SVG it would make
+  const logFile = v.log ? await logFileOf(v.log) : undefined;
+  for (const path of Object.values(svgFiles(v))) {
+    if (path !== undefined) await checkSvg(path, v.svg !== undefined, v.overwrite, logFile);
+  }
+}
+
+/** The SVG files inspect writes: --log's loss curve and --layer's heatmap (--svg, else loss.svg, energy.svg). */
+function svgFiles(v: { svg?: string; log?: string; layer?: string }): { loss?: string; energy?: string } {
+  return {
+    loss: v.log ? (v.svg && !v.layer ? v.svg : "loss.svg") : undefined,
+    energy: v.layer ? v.svg ?? "energy.svg" : undefined,
+  };
+}
+
+/**
+ * Refuse SVG file `path` (`given` with --svg, else a default name) whose folder is missing, that is
+ * a directory or the run log `logFile`, or that exists, without `overwrite`.
+ */
+async function checkSvg(
+  path: string,
+  given: boolean,
+  overwrite: boolean | undefined,
+  logFile: string | undefined,
+): Promise<void> {
+  const named = given ? `--svg ${path}` : `${path} (written without --svg)`;
+  if (given) await checkOutputFolder("svg", path);
+  const stat = await statOrNull(path);
+  if (!stat) return;
+  if (stat.isDirectory) throw new ArgsError(`${named} is a directory: give a file for the SVG`);
+  if (logFile !== undefined && await Deno.realPath(path) === await Deno.realPath(logFile)) {
+    throw new ArgsError(`${named} is the --log file: the SVG would replace it; write it elsewhere`);
+  }
+  if (!overwrite) {
+    throw new ArgsError(
+      `${named} already exists: pass --overwrite to replace it${given ? "" : ", or --svg FILE"}`,
+    );
   }
 }
 
@@ -214,8 +253,8 @@ function adapterSettings(a: AdapterConfig): string {
 const HEATMAP_FLAGS = ["transform", "n", "energy-ratio", "seed", "max-cells"];
 
 /**
- * Refuse the flags that would change nothing: the heatmap's without --layer, --svg without --layer
- * or --log, the model's without --model or --adapter.
+ * Refuse the flags that would change nothing: the heatmap's without --layer, --svg and --overwrite
+ * without --layer or --log, the model's without --model or --adapter.
  */
 function refuseUnusedFlags(
   v: { layer?: string; log?: string; svg?: string; model?: string; adapter?: string },
@@ -224,6 +263,9 @@ function refuseUnusedFlags(
   if (!v.layer) refuseGiven(given, HEATMAP_FLAGS, "without --layer (flags of its energy heatmap)");
   if (v.svg && !v.layer && !v.log) {
     throw new ArgsError(`--svg names the SVG of --layer or --log: give one of them`);
+  }
+  if (!v.layer && !v.log) {
+    refuseGiven(given, ["overwrite"], "without --layer or --log (it replaces their SVG)");
   }
   if (!v.model && !v.adapter) refuseGiven(given, ["task", "dtype"], "without --model or --adapter");
 }

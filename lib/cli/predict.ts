@@ -4,11 +4,11 @@
  * images; a causal LM continues prompts. One `--text`, or every
  * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
  * ignored; for a token classifier also words already split: a CoNLL file, or records with a
- * `tokens` or `words` list, their tags ignored, read before the model loads); for images, `--data`
- * is a PNG/JPEG file, a folder of them or a Parquet split. One `--text`, or one image file, is
- * answered in plain words; every other `--data` (even of one record), or `--json`, as one JSON
- * object per line (to `--out` when given, written atomically: never over the `--data` file, over
- * another only with `--overwrite`).
+ * `tokens` or `words` list, their tags ignored); for images, `--data` is a PNG/JPEG file, a folder
+ * of them or a Parquet split. The flags are checked and the inputs read before the model loads. One
+ * `--text`, or one image file, is answered in plain words; every other `--data` (even of one
+ * record), or `--json`, as one JSON object per line (to `--out` when given, written atomically:
+ * never over the `--data` file, over another only with `--overwrite`).
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
@@ -24,8 +24,13 @@ import type { PeftModel } from "../peft/apply.ts";
 import { classifierLabels } from "../peft/model_shapes.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { readTexts, recordFieldNames } from "../train/readers.ts";
-import { instructionQuery, isInstructionRecord, readInstructions } from "../train/instruct.ts";
-import { readImages } from "../train/image_data.ts";
+import {
+  type Instruction,
+  instructionQuery,
+  isInstructionRecord,
+  readInstructions,
+} from "../train/instruct.ts";
+import { readImages, type SourcedImage } from "../train/image_data.ts";
 import {
   endTokenIds,
   generate,
@@ -53,7 +58,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, type Sampling, type SamplingFlags, samplingOf } from "./generation.ts";
-import { loadForUse, planUse } from "./load.ts";
+import { type Loaded, loadForUse, planUse, type UsePlan } from "./load.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -164,81 +169,34 @@ export function predictCommand(args: string[]): Promise<number> {
         task: v.task as "seq-cls" | "token-cls" | "causal-lm" | undefined,
         dtype: v.dtype as WeightDtype,
       };
+      // the flags are checked against the task, and the inputs read, before the weights load
       const plan = await planUse(options);
-      // a token classifier's sentences are read (and checked) before the model loads
-      const sentences = plan.task !== "token-cls"
-        ? null
-        : v.text !== undefined
-        ? [{ ...splitWordSpans(v.text), text: v.text }]
-        : await sentencesOf(v.data!, v);
+      refuseUnused(given, PREDICT_FLAGS, plan.task, `a ${plan.task} model`);
+      checkLabels(plan, v.labels);
+      const variables = templateKwargs(v["template-kwargs"]);
+      const inputs = await readInputs(plan, v);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, options, plan);
-      const { model, task, tokenizer } = loaded;
       try {
-        refuseUnused(given, PREDICT_FLAGS, task, `a ${task} model`);
-        if (task === "image-cls" && v.data === undefined) {
-          throw new ArgsError(
-            `${loaded.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
-          );
-        }
         // one prompt for the terminal: written as it is generated
-        const streaming = task === "causal-lm" && v.text !== undefined && !v.json && !v.out;
+        const streaming = loaded.task === "causal-lm" && v.text !== undefined && !v.json && !v.out;
         let records: Record<string, unknown>[];
-        // --data naming one image file (not a folder or a split of one) is answered as --text is
-        let loneImage = false;
         try {
-          if (task === "image-cls") {
-            const processor = await loadImageProcessorConfig(loaded.modelDir, model.config as VitConfig);
-            const images = await readImages(v.data!, processor);
-            const predictions = await classifyImages(model, images.map((x) => x.pixels), {
-              batchSize: v["batch-size"],
-            });
-            records = labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
-            loneImage = images.length === 1 && images[0].source === v.data;
-          } else if (task === "token-cls" && sentences) {
-            if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
-            const words = sentences.map((s) => s.words);
-            const tagged = await tagWords(model, tokenizer, words, classifyOptions(model, v));
-            records = taggedRecords(loaded, tagged, sentences, v.labels);
-          } else if (task === "causal-lm" && v.data !== undefined && await holdsInstructions(v.data)) {
-            if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
-            records = await answerInstructions(model, tokenizer, v.data, {
-              ...v,
-              ...await promptSettings(loaded.modelDir, model, tokenizer, false, v),
-              template: await loadChatTemplate(
-                loaded.modelDir,
-                templateKwargs(v["template-kwargs"]),
-                tokenizer,
-              ),
-            });
-          } else {
-            if (!tokenizer) throw new ArgsError(`${loaded.modelDir} has no tokenizer.json`);
-            const inputs = v.text !== undefined
-              ? [{ text: v.text }]
-              : await readTexts(v.data!, { textField: v["text-field"], pairField: v["pair-field"] });
-            records = task === "seq-cls"
-              ? labelled(
-                loaded,
-                await classify(model, tokenizer, inputs, classifyOptions(model, v)),
-                inputs,
-                v.labels,
-              )
-              : await continuePrompts(model, tokenizer, inputs.map((x) => x.text), {
-                ...v,
-                ...await promptSettings(loaded.modelDir, model, tokenizer, v.chat, v),
-              }, streaming);
-          }
+          records = await answer(loaded, inputs, { ...v, variables }, streaming);
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
         }
+        // --data naming one image file (not a folder or a split of one) is answered as --text is
+        const loneImage = inputs.kind === "images" && inputs.images.length === 1 &&
+          inputs.images[0].source === v.data;
         const lines = records.map((r) => JSON.stringify(r)).join("\n") + "\n";
         if (v.out) {
           await writeFileAtomic(v.out, lines);
           console.error(`wrote ${records.length} predictions to ${v.out}`);
         } else if (!v.json && (v.text !== undefined || loneImage)) {
           const r = records[0];
-          if (task === "token-cls") console.log(describeTags(r));
-          else if (task !== "causal-lm") {
+          if (loaded.task === "token-cls") console.log(describeTags(r));
+          else if (loaded.task !== "causal-lm") {
             console.log(
               "value" in r
                 ? (r.value as number).toFixed(4) // as probabilities print; --json keeps every digit
@@ -253,9 +211,115 @@ export function predictCommand(args: string[]): Promise<number> {
         return 0;
       } finally {
         loaded.peft?.detach();
-        model.dispose();
+        loaded.model.dispose();
       }
     }));
+}
+
+/**
+ * Refuse a --labels list that does not name every output of the head `plan` loads: the adapter's
+ * saved head, else config.json's labels (as loadModel sizes it).
+ */
+function checkLabels(plan: UsePlan, labels: string | undefined): void {
+  const names = listOf(labels);
+  if (!names || plan.task === "causal-lm") return; // refused as not applying
+  const classes = plan.numLabels ?? plan.config.labels.length;
+  if (names.length !== classes) {
+    const what = plan.task === "token-cls" ? "tags" : "classes";
+    throw new ArgsError(`--labels names ${names.length} ${what}, but the model's head has ${classes}`);
+  }
+}
+
+/** What predict answers, read (and checked) before the model loads. */
+type Inputs =
+  | { kind: "images"; images: SourcedImage[] }
+  | { kind: "sentences"; sentences: Sentence[] }
+  | { kind: "instructions"; path: string; examples: Instruction[] }
+  | { kind: "texts"; texts: { text: string; pair?: string }[] };
+
+/**
+ * The inputs of `--text` or `--data` for the task of `plan`: images for an image classifier (the
+ * model directory's preprocessing), sentences to tag for a token classifier, instructions for a
+ * causal LM given prompt/completion or conversation records, else texts.
+ */
+async function readInputs(
+  plan: UsePlan,
+  v: { text?: string; data?: string; "text-field"?: string; "pair-field"?: string },
+): Promise<Inputs> {
+  const { text, data } = v;
+  if (plan.task === "image-cls") {
+    if (data === undefined) {
+      throw new ArgsError(
+        `${plan.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
+      );
+    }
+    const processor = await loadImageProcessorConfig(plan.modelDir, plan.config as VitConfig);
+    return { kind: "images", images: await readImages(data, processor) };
+  }
+  if (plan.task === "token-cls") {
+    const sentences = data === undefined ? [{ ...splitWordSpans(text!), text }] : await sentencesOf(data, v);
+    return { kind: "sentences", sentences };
+  }
+  if (data === undefined) return { kind: "texts", texts: [{ text: text! }] };
+  if (plan.task === "causal-lm" && await holdsInstructions(data)) {
+    return { kind: "instructions", path: data, examples: await readInstructions(data) };
+  }
+  return {
+    kind: "texts",
+    texts: await readTexts(data, { textField: v["text-field"], pairField: v["pair-field"] }),
+  };
+}
+
+/** The flags {@link answer} reads, with --template-kwargs parsed as the template's variables. */
+type AnswerFlags = GenerationFlags & SamplingFlags & {
+  "seq-len": number;
+  labels?: string;
+  chat?: boolean;
+  variables: Record<string, unknown>;
+};
+
+/** One record per input: its class, tags or continuation (see the command's notes). */
+async function answer(
+  loaded: Loaded,
+  inputs: Inputs,
+  v: AnswerFlags,
+  streaming: boolean,
+): Promise<Record<string, unknown>[]> {
+  const { model, modelDir } = loaded;
+  if (inputs.kind === "images") {
+    const { images } = inputs;
+    const predictions = await classifyImages(model, images.map((x) => x.pixels), {
+      batchSize: v["batch-size"],
+    });
+    return labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
+  }
+  const tokenizer = loaded.tokenizer;
+  if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
+  if (inputs.kind === "sentences") {
+    const { sentences } = inputs;
+    const tagged = await tagWords(model, tokenizer, sentences.map((s) => s.words), classifyOptions(model, v));
+    return taggedRecords(loaded, tagged, sentences, v.labels);
+  }
+  if (inputs.kind === "instructions") {
+    return await answerInstructions(model, tokenizer, inputs, {
+      ...v,
+      ...await promptSettings(modelDir, model, tokenizer, false, v),
+      template: await loadChatTemplate(modelDir, v.variables, tokenizer),
+    });
+  }
+  const { texts } = inputs;
+  if (loaded.task === "seq-cls") {
+    return labelled(
+      loaded,
+      await classify(model, tokenizer, texts, classifyOptions(model, v)),
+      texts,
+      v.labels,
+    );
+  }
+  return await continuePrompts(model, tokenizer, texts.map((x) => x.text), {
+    ...v,
+    ...await promptSettings(modelDir, model, tokenizer, v.chat, v),
+  }, streaming);
 }
 
 function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": number }) {
@@ -271,9 +335,6 @@ function labelled(
 ): Record<string, unknown>[] {
   const classes = predictions[0]?.probabilities.length ?? 0;
   const names = listOf(labels) ?? peft?.labelNames ?? model.config.labels;
-  if (labels !== undefined && names.length !== classes) {
-    throw new ArgsError(`--labels names ${names.length} classes, but the model's head has ${classes}`);
-  }
   const nameOf = (id: number) => names.length === classes ? names[id] : `LABEL_${id}`;
   const probabilities = (p: Prediction) =>
     Object.fromEntries(p.probabilities.map((q, id) => [nameOf(id), round(q)]));
@@ -324,9 +385,6 @@ function taggedRecords(
 ): Record<string, unknown>[] {
   const classes = classifierLabels(model) ?? 0;
   const names = listOf(labels) ?? peft?.labelNames ?? model.config.labels;
-  if (labels !== undefined && names.length !== classes) {
-    throw new ArgsError(`--labels names ${names.length} tags, but the model's head has ${classes}`);
-  }
   const known = names.length === classes;
   const nameOf = (id: number) => id < 0 ? null : known ? names[id] : `LABEL_${id}`;
   return tagged.map(({ words, tags, probabilities }, i) => {
@@ -388,11 +446,9 @@ async function promptSettings(
   model: Model,
   tokenizer: Tokenizer,
   chat: boolean | undefined,
-  flags: SamplingFlags & { "template-kwargs"?: string },
+  flags: SamplingFlags & { variables: Record<string, unknown> },
 ): Promise<PromptSettings> {
-  const template = chat
-    ? await chatTemplateOf(dir, tokenizer, templateKwargs(flags["template-kwargs"]))
-    : null;
+  const template = chat ? await chatTemplateOf(dir, tokenizer, flags.variables) : null;
   const sampling = await samplingOf(dir, flags);
   if (sampling.note) console.error(sampling.note);
   return { template, eosTokenIds: endTokenIds(model, tokenizer), sampling };
@@ -481,17 +537,17 @@ async function holdsInstructions(path: string): Promise<boolean> {
 }
 
 /**
- * Generate the answer to each instruction of `path` (the completion's prompt, or a conversation up
- * to its first learnt assistant turn) and set it beside the expected one; the exact-match rate
+ * Generate the answer to each instruction of file `path` (the completion's prompt, or a conversation
+ * up to its first learnt assistant turn) and set it beside the expected one; the exact-match rate
  * (whitespace trimmed) goes to standard error.
  */
 async function answerInstructions(
   model: Model,
   tokenizer: Tokenizer,
-  path: string,
+  { path, examples }: { path: string; examples: readonly Instruction[] },
   v: GenerationFlags & PromptSettings,
 ): Promise<Record<string, unknown>[]> {
-  const queries = (await readInstructions(path)).map((example, i) =>
+  const queries = examples.map((example, i) =>
     instructionQuery(example, tokenizer, v.template, example.source ?? `${path}: example ${i + 1}`)
   );
   const generations = await inBatches(model, tokenizer, queries.map((q) => q.ids), v);
