@@ -189,13 +189,9 @@ async function runTraining(
     if (!ckpt) {
       await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
     } else await log.write({ type: "resume", step: ckpt.state.step });
-    if (stopper.signal) {
-      await log.write({ type: "end", step: ckpt?.state.step ?? 0, status: "stopped" });
-      return stoppedBeforeStart(stopper.signal, outDir, false, ckpt && resume);
-    }
     const session = { ckpt, log, stopper, warmupSteps, started, flags };
     const result = await trainModel(model, prepared, v, plan, session);
-    if (result.status === "stopped") return await reportStopped(result, log, outDir, stopper, resume);
+    if (result.status === "stopped") return await reportStopped(result, log, outDir, stopper, resume, ckpt);
     return await finishRun(result, log, prepared, v, plan);
   } finally {
     stopper.remove();
@@ -359,15 +355,23 @@ async function trainModel(
   }
 }
 
-/** Log and report a run stopped with a checkpoint; its exit code. */
+/**
+ * Log and report a stopped run (`ckpt`: the checkpoint it resumed from); its exit code. A stop
+ * that came before the first step (the trainer asks once the log is open) wrote no checkpoint.
+ */
 async function reportStopped(
   result: TrainResult,
   log: RunLog,
   outDir: string,
   stopper: StopListener,
   resume: string | null,
+  ckpt: LoadedCheckpoint | undefined,
 ): Promise<{ code: number }> {
   await log.write({ type: "end", step: result.steps, status: "stopped" });
+  // --stop-at is past the step a run starts from: only a signal stops one before its first step
+  if (stopper.signal && result.steps === (ckpt?.state.step ?? 0)) {
+    return stoppedBeforeStart(stopper.signal, outDir, false, ckpt && resume);
+  }
   console.error(
     `stopped at step ${result.steps}; ` +
       (resume

@@ -138,7 +138,11 @@ export interface TrainOptions {
    * (`PeftModel.train`) so that adapter dropout follows too.
    */
   setTraining?: (on: boolean) => void;
-  /** Asked after every step; true stops the run (a checkpoint is saved first). */
+  /**
+   * Asked after every step but the last, and once before the first (after a turn of the event
+   * loop, so that a signal that came while the run set up is seen); true stops the run. After a
+   * step a checkpoint is saved first; before the first, nothing is trained, evaluated or written.
+   */
   shouldStop?: (stepsDone: number) => boolean;
   /** Track the best evaluation: keep its weights, stop when evaluations stop improving. */
   best?: BestOptions;
@@ -169,7 +173,8 @@ export interface TrainResult {
   steps: number;
   /**
    * "done" when every step ran, "stopped" when `shouldStop` ended the session (a checkpoint
-   * continues it), "early" when `best.patience` evaluations in a row were not better.
+   * continues it; stopped before its first step, `steps` is the step it started from and no
+   * checkpoint was written), "early" when `best.patience` evaluations in a row were not better.
    */
   status: "done" | "stopped" | "early";
   /** Mean training loss of each logged interval, by the step that ends it. */
@@ -266,6 +271,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const run = startRun(opts);
   try {
     if (run.result.status === "early") return run.result; // resumed after it stopped early
+    if (await stoppedBeforeFirstStep(run)) return run.result;
     await trainSteps(run);
     await finishRun(run);
   } finally {
@@ -379,6 +385,20 @@ function resumeState(
     elapsedBefore: state.elapsed,
     tokensBefore: state.tokens,
   };
+}
+
+/**
+ * Whether a stop was asked for before the first step, as the run set up (then the session ends
+ * "stopped" where it started). Setting up runs without a turn of the event loop, in which a
+ * signal listener (Ctrl-C) would run: one is taken before asking.
+ */
+async function stoppedBeforeFirstStep(run: Run): Promise<boolean> {
+  const { opts, result } = run;
+  if (!opts.shouldStop || run.step >= opts.totalSteps) return false;
+  await nextTurn();
+  if (!opts.shouldStop(run.step)) return false;
+  result.status = "stopped";
+  return true;
 }
 
 /** Train until the last step, a stop request, or early stopping; evaluate and save on the way. */
