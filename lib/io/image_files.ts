@@ -9,7 +9,9 @@
  * Image feature apply `ImageOps.exif_transpose`; where the EXIF has none, the XMP packet's
  * `tiff:Orientation` (JPEG APP1, PNG iTXt), as Pillow's `getexif` falls back to it.
  * Truncated files are refused as Pillow refuses them; a PNG that ends without its IEND chunk is
- * read, as Pillow reads it; CMYK (4-component) JPEGs are refused.
+ * read, as Pillow reads it. CMYK (4-component) JPEGs, YCCK-coded ones too, are refused: the JPEG
+ * decoder converts only gray, YCbCr and RGB JPEGs to RGB (Pillow reads CMYK with libjpeg, then
+ * converts it itself).
  * Through the pinned npm packages `fast-png` (JavaScript) and `@jsquash/jpeg` (MozJPEG compiled
  * to WebAssembly: the libjpeg-turbo lineage Pillow links, with its inverse DCT and interpolated
  * chroma); this module is the only one that imports them. Both decode the test files exactly as
@@ -39,7 +41,10 @@ export async function decodeImage(bytes: Uint8Array, source: string): Promise<Rg
   }
   const markers = jpg ? jpegInfo(bytes) : null;
   if (markers?.components === 4) {
-    throw new ImageFileError(`${source}: CMYK JPEG: convert it to RGB first (e.g. Pillow's convert("RGB"))`);
+    throw new ImageFileError(
+      `${source}: CMYK JPEG: convert it to RGB first (e.g. Pillow's Image.open(f).convert("RGB")); ` +
+        `the JPEG decoder here gives RGB from gray, YCbCr and RGB JPEGs only`,
+    );
   }
   try {
     return markers ? orient(await jpegToRgb(bytes), markers.orientation) : pngToRgb(bytes);
@@ -97,15 +102,20 @@ async function jpegAlone(bytes: Uint8Array): Promise<RgbImage> {
 
 /**
  * The JPEG's component count (from its frame header) and orientation: its first Exif segment's,
- * else its (last) XMP segment's, as Pillow keeps them in `info["exif"]` and `info["xmp"]`.
+ * else its (last) XMP segment's, as Pillow keeps them in `info["exif"]` and `info["xmp"]`. Bytes
+ * between segments that start none are skipped, as Pillow and libjpeg skip them.
  */
 function jpegInfo(bytes: Uint8Array): { components: number; orientation: number } {
   let components = 0, exif: number | null | undefined, xmp: Uint8Array | undefined;
   let i = 2;
-  while (i + 4 <= bytes.length && bytes[i] === 0xff) {
+  while (i + 4 <= bytes.length) {
     const marker = bytes[i + 1];
-    if (marker === 0xff) { // fill byte
+    if (bytes[i] !== 0xff || marker === 0xff) { // junk, or a fill byte before a marker
       i++;
+      continue;
+    }
+    if (marker === 0x00) { // an escaped 0xFF: junk too
+      i += 2;
       continue;
     }
     if (marker === 0xda || marker === 0xd9) break; // start of scan, end of image
