@@ -2,11 +2,15 @@
  * `hartley pretrain`'s initial model and run directory: special-token ids as the tokenizer names
  * them, a resumed run held to its model and options, an --overwrite that fails leaving the run it
  * would replace, the tokenizer's companion files, llama's dropout and positions, errors that name
- * pretrain's flags, the recorded command, and a default tokenizer the package ships.
+ * pretrain's flags, the recorded command, a default tokenizer the package ships, and models/default's
+ * config.json as deno task pretrain-default writes it.
  */
 import { join } from "node:path";
 import { PRETRAIN_DEFAULT } from "../lib/cli/pretrain.ts";
+import { initModel } from "../lib/cli/pretrain_init.ts";
 import { shellLine } from "../lib/cli/run_dir.ts";
+import { ensurePadToken } from "../lib/cli/task.ts";
+import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { pathExists } from "../lib/io/paths.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { assert, assertEquals } from "./assert.ts";
@@ -313,4 +317,26 @@ Deno.test("pretrain's default --tokenizer, and deno task pretrain-default's, are
     assert(await pathExists(path), path);
     assert(!excluded.some((e) => path.startsWith(e)), `${path} is left out of the package (${excluded})`);
   }
+});
+
+Deno.test("models/default's config.json is what deno task pretrain-default writes; the demo's classifier pools as before", async () => {
+  const words = PRETRAIN_DEFAULT.split(" ");
+  const flag = (name: string) => words[words.indexOf(`--${name}`) + 1];
+  const { json } = await initModel({
+    family: flag("family"),
+    layers: Number(flag("layers")),
+    hidden: Number(flag("hidden")),
+    heads: Number(flag("heads")),
+    positions: Number(flag("positions")),
+    dropout: 0, // pretrain's default, as --intermediate's 4 × hidden
+    tokenizer: flag("tokenizer"),
+    seqLen: Number(flag("seq-len")),
+  });
+  // the tokenizer has no pad token: pad_token_id null, as transformers' GPT2Config
+  assertEquals(await readJson("models/default/config.json"), json);
+  assertEquals(json.pad_token_id, null);
+  // a classifier of it pools each row at its last token that is not the padding: <|endoftext|>, id 0
+  const config = await loadHfConfig("models/default/config.json");
+  assert(ensurePadToken(config, "seq-cls", await loadTokenizer("models/default")));
+  assertEquals(config.padTokenId, 0);
 });

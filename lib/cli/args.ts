@@ -6,6 +6,8 @@
  * that name the flag, the value and what was expected.
  * @module
  */
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { WEIGHT_DTYPES } from "../nn/load.ts";
 import { explainDeviceError } from "./errors.ts";
@@ -88,8 +90,36 @@ export const FIELD_FLAGS = {
   },
 } as const satisfies Record<string, FlagSpec>;
 
+/** The root of the code the CLI runs from: a checkout, or the package (JSR, https). */
+const CODE_ROOT = new URL("../../", import.meta.url);
+
+/**
+ * A file the package ships (`path` from its root) as a flag's default, found wherever the CLI runs
+ * from: the copy beside the code, written as `path` when the working directory is the root (as
+ * messages and recorded runs show it), else as an absolute path. Run from a remote URL, it is that
+ * URL, which the commands cannot read ({@link checkShipped}).
+ */
+export function shippedPath(path: string): string {
+  const url = new URL(path, CODE_ROOT);
+  if (url.protocol !== "file:") return url.href;
+  const file = fileURLToPath(url);
+  return resolve(path) === file ? path : file;
+}
+
+/**
+ * Refuse the value of `--${flag}` (a path, `arg` in `--help`) when it is a {@link shippedPath}
+ * default that lies at a remote URL: the commands read their files from disk.
+ */
+export function checkShipped(flag: string, value: string, arg: string): void {
+  if (CODE_ROOT.protocol === "file:" || !value.startsWith(CODE_ROOT.href)) return;
+  throw new ArgsError(
+    `--${flag} is needed: its default, ${value.slice(CODE_ROOT.href.length)}, ships with hartley but ` +
+      `cannot be read where hartley runs from a remote URL (${CODE_ROOT.href}); give --${flag} ${arg}`,
+  );
+}
+
 /** Where the embedded default model lives: every command's `--model` default. */
-export const DEFAULT_MODEL = "models/default";
+export const DEFAULT_MODEL = shippedPath("models/default");
 
 /** The model and adapter flags of eval, predict and chat. */
 export const MODEL_FLAGS = {

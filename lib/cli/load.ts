@@ -17,7 +17,7 @@ import { type AdapterConfig, loadAdapterConfig, taskOfPeftType } from "../peft/c
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
-import { ArgsError } from "./args.ts";
+import { ArgsError, checkShipped } from "./args.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
 import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig } from "./task.ts";
 
@@ -75,6 +75,7 @@ export interface UsePlan {
 export async function planUse(o: LoadForUseOptions): Promise<UsePlan> {
   const adapterConfig = o.adapter ? await loadAdapterConfigOf(o.adapter) : null;
   const modelDir = await modelDirOf(o, adapterConfig);
+  checkShipped("model", modelDir, "DIR");
   const config = await readModelConfig(modelDir);
   const adapterTask = adapterConfig ? taskOfPeftType(adapterConfig, config.modelType) : null;
   if (o.task && adapterTask && o.task !== adapterTask) {

@@ -4,7 +4,8 @@
  * initial model into `<out>/init/` (lib/cli/pretrain_init.ts: config.json from the size flags or
  * `--config`, weights from lib/train/init.ts, the tokenizer's files) and runs `train --method full
  * --task causal-lm` on it, so progress, the run log, checkpoints, Ctrl-C and `--resume` work as for
- * fine-tuning; a resumed run is held to the flags it was started with.
+ * fine-tuning. init/ records the options the run was started with: `--resume --out DIR` alone continues
+ * it with them, and an option given again that differs is refused.
  * `--export DIR` copies the final model there with a `pretraining.json` record of the recipe
  * and its held-out loss and perplexity (how models/default was made).
  * @module
@@ -17,15 +18,18 @@ import {
   ArgsError,
   ATTENTION_FLAG,
   CHECKPOINTING_FLAG,
+  checkShipped,
   type CommandSpec,
+  type FlagTable,
   type FlagValues,
   refuseGiven,
   SEED_MAX,
+  shippedPath,
   withArgs,
 } from "./args.ts";
 import { trainCommand } from "./train.ts";
 import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
-import { checkOutDir, PREVIOUS_INIT, runArgs, shellLine } from "./run_dir.ts";
+import { checkOutDir, PREVIOUS_INIT, resumedOut, runArgs, shellLine } from "./run_dir.ts";
 import { isBuiltinData } from "./setup.ts";
 import { initChanges, type InitModel, initModel, type ModelFlags, writeInitModel } from "./pretrain_init.ts";
 
@@ -57,7 +61,7 @@ const FLAGS = {
   },
   tokenizer: {
     type: "string",
-    default: "models/default/tokenizer.json",
+    default: shippedPath("models/default/tokenizer.json"),
     arg: "FILE",
     help: "tokenizer.json, or a folder holding one, copied with the tokenizer_config.json, " +
       "special_tokens_map.json and chat_template.jinja beside it (its size sets vocab_size; its special " +
@@ -111,7 +115,10 @@ const FLAGS = {
     help:
       "copy the final model here, with pretraining.json (replacing an earlier export; other folders need --overwrite)",
   },
-  resume: { type: "boolean", help: "continue the run in --out (give the options it was started with)" },
+  resume: {
+    type: "boolean",
+    help: "continue the run in --out with the options it was started with (those given again must match)",
+  },
   "stop-at": {
     type: "integer",
     min: 1,
@@ -147,72 +154,183 @@ const SIZE_FLAGS = ["family", "layers", "hidden", "heads", "intermediate", "posi
 
 type Values = FlagValues<typeof FLAGS>;
 
+/** The flags that define the initial model: a resumed run compares them with its init/ when given. */
+const INIT_FLAGS = [...SIZE_FLAGS, "config", "tokenizer"];
+
+/** The file in init/ that records the options the run was started with. */
+const RECORD = "pretrain_args.json";
+
 /** `hartley pretrain`. */
-export function pretrainCommand(args: string[]): Promise<number> {
-  return withArgs(SPEC, args, async (v, _, given) => {
-    checkSizes(v, given);
-    await checkOutDir(v.out, v.resume, v.overwrite, { config: v.config, tokenizer: v.tokenizer });
-    if (v.export) await checkExport(v.export, v.out, v.overwrite);
-    const initDir = join(v.out, "init");
-    // a run that fails before it starts leaves no init/ (nor an --out this session made)
-    const madeOut = !(await pathExists(v.out));
-    const init = await initModel(modelFlags(v)); // checked before anything is written
-    const pass = (name: string, value: unknown) => value === undefined ? [] : [`--${name}`, String(value)];
-    const trainArgs = [
-      ...pass("model", initDir),
-      ...pass("data", v.data),
-      ...pass("task", "causal-lm"),
-      ...pass("method", "full"),
-      // the Brown corpus holds out its last 5%, whatever the flag's default says
-      ...(given.has("eval-fraction") || v.data !== "brown" ? pass("eval-fraction", v["eval-fraction"]) : []),
-      ...pass("seq-len", v["seq-len"]),
-      ...pass("batch-size", v["batch-size"]),
-      ...pass("epochs", v.epochs),
-      ...pass("steps", v.steps),
-      ...pass("lr", v.lr),
-      ...pass("schedule", v.schedule),
-      ...pass("warmup-ratio", v["warmup-ratio"]),
-      ...pass("weight-decay", v["weight-decay"]),
-      ...pass("max-grad-norm", v["max-grad-norm"]),
-      ...pass("max-train", v["max-train"]),
-      ...pass("max-eval", v["max-eval"]),
-      ...pass("eval-every", v["eval-every"]),
-      ...pass("log-every", v["log-every"]),
-      ...pass("save-every", v["save-every"]),
-      ...pass("seed", v.seed),
-      ...pass("attention", v.attention),
-      ...(v["gradient-checkpointing"] ? ["--gradient-checkpointing"] : []),
-      ...pass("out", v.out),
-      ...(v.resume ? ["--resume"] : []),
-      ...pass("stop-at", v["stop-at"]),
-      ...(v.overwrite ? ["--overwrite"] : []),
-      ...(v.quiet ? ["--quiet"] : []),
-    ];
-    if (v.resume) {
-      // a session that replaced init/ was stopped before its run started: the run's own is set aside
-      await restoreInit(v.out);
-      await checkResumable(v, init, trainArgs);
-    }
-    let code = 1;
-    try {
-      if (!v.resume) {
-        if (v.overwrite) await setAsideInit(v.out);
-        await writeDirAtomic(initDir, (tmp) => writeInitModel(tmp, init, v.seed));
-      }
-      code = await trainCommand(trainArgs, {
-        name: "pretrain",
-        flags: Object.keys(FLAGS),
-        resume: resumeCommand(args),
+export async function pretrainCommand(args: string[]): Promise<number> {
+  const run = await withRecordedArgs(args);
+  const session = new Set(optionsOf(args).map((o) => o.name));
+  return withArgs(SPEC, run, (v, _, given) => pretrain(v, given, run, session));
+}
+
+/**
+ * Pretrain as `v` says (`given`: the flags set, from the command line `args`); `session`: the flags
+ * given this session, a resumed run's model being compared with its init/ only when one sets it.
+ */
+async function pretrain(
+  v: Values,
+  given: Set<string>,
+  args: string[],
+  session: Set<string>,
+): Promise<number> {
+  checkSizes(v, given);
+  await checkOutDir(v.out, v.resume, v.overwrite, { config: v.config, tokenizer: v.tokenizer });
+  if (v.export) await checkExport(v.export, v.out, v.overwrite);
+  const initDir = join(v.out, "init");
+  // a run that fails before it starts leaves no init/ (nor an --out this session made)
+  const madeOut = !(await pathExists(v.out));
+  // checked before anything is written; a resumed run trains its init/, which flags left out match
+  const init = v.resume && !INIT_FLAGS.some((f) => session.has(f)) ? null : await initOf(v);
+  const trainArgs = trainArgsOf(v, given);
+  if (v.resume) {
+    // a session that replaced init/ was stopped before its run started: the run's own is set aside
+    await restoreInit(v.out);
+    await checkResumable(v, init, trainArgs);
+  }
+  let code = 1;
+  try {
+    if (!v.resume) {
+      if (v.overwrite) await setAsideInit(v.out);
+      await writeDirAtomic(initDir, async (tmp) => {
+        await writeInitModel(tmp, init!, v.seed);
+        await Deno.writeTextFile(join(tmp, RECORD), JSON.stringify({ args: runArgs(args) }, null, 1) + "\n");
       });
-    } finally {
-      if (code !== 0 && !v.resume) await removeUnstarted(v.out, madeOut);
     }
-    // a run stopped by --stop-at is not over: nothing to export yet
-    if (code !== 0 || !v.export || !(await pathExists(join(v.out, "model")))) return code;
-    await exportModel(join(v.out, "model"), v.export, v.out, args);
-    console.error(`exported ${v.export}`);
-    return 0;
-  });
+    code = await trainCommand(trainArgs, {
+      name: "pretrain",
+      flags: Object.keys(FLAGS),
+      resume: resumeCommand(args),
+    });
+  } finally {
+    if (code !== 0 && !v.resume) await removeUnstarted(v.out, madeOut);
+  }
+  // a run stopped by --stop-at is not over: nothing to export yet
+  if (code !== 0 || !v.export || !(await pathExists(join(v.out, "model")))) return code;
+  await exportModel(join(v.out, "model"), v.export, v.out, args);
+  console.error(`exported ${v.export}`);
+  return 0;
+}
+
+/** The initial model the flags describe; a default --tokenizer that cannot be read is refused. */
+function initOf(v: Values): Promise<InitModel> {
+  checkShipped("tokenizer", v.tokenizer, "FILE");
+  return initModel(modelFlags(v));
+}
+
+/** train's command line for the run `v` describes: the model in init/, trained fully as a causal LM. */
+function trainArgsOf(v: Values, given: ReadonlySet<string>): string[] {
+  const pass = (name: string, value: unknown) => value === undefined ? [] : [`--${name}`, String(value)];
+  return [
+    ...pass("model", join(v.out, "init")),
+    ...pass("data", v.data),
+    ...pass("task", "causal-lm"),
+    ...pass("method", "full"),
+    // the Brown corpus holds out its last 5%, whatever the flag's default says
+    ...(given.has("eval-fraction") || v.data !== "brown" ? pass("eval-fraction", v["eval-fraction"]) : []),
+    ...pass("seq-len", v["seq-len"]),
+    ...pass("batch-size", v["batch-size"]),
+    ...pass("epochs", v.epochs),
+    ...pass("steps", v.steps),
+    ...pass("lr", v.lr),
+    ...pass("schedule", v.schedule),
+    ...pass("warmup-ratio", v["warmup-ratio"]),
+    ...pass("weight-decay", v["weight-decay"]),
+    ...pass("max-grad-norm", v["max-grad-norm"]),
+    ...pass("max-train", v["max-train"]),
+    ...pass("max-eval", v["max-eval"]),
+    ...pass("eval-every", v["eval-every"]),
+    ...pass("log-every", v["log-every"]),
+    ...pass("save-every", v["save-every"]),
+    ...pass("seed", v.seed),
+    ...pass("attention", v.attention),
+    ...(v["gradient-checkpointing"] ? ["--gradient-checkpointing"] : []),
+    ...pass("out", v.out),
+    ...(v.resume ? ["--resume"] : []),
+    ...pass("stop-at", v["stop-at"]),
+    ...(v.overwrite ? ["--overwrite"] : []),
+    ...(v.quiet ? ["--quiet"] : []),
+  ];
+}
+
+/**
+ * With `--resume`, the options the run in --out was started with (its init/'s record) with those of
+ * `args` in their place, so that `--resume --out DIR` alone continues it; `args` otherwise, and for a
+ * run without a record.
+ */
+async function withRecordedArgs(args: string[]): Promise<string[]> {
+  const out = resumedOut(args, FLAGS.out.default);
+  const recorded = out === null ? null : await recordedArgs(out);
+  if (!recorded) return args;
+  const given = optionsOf(args);
+  const displaced = new Set(given.flatMap((o) => DISPLACES[o.name] ?? []));
+  const merged = optionsOf(recorded).filter((o) => !displaced.has(o.name));
+  for (const option of given) {
+    const at = merged.findIndex((o) => o.name === option.name);
+    if (at < 0) merged.push(option);
+    else merged[at] = option;
+  }
+  return merged.flatMap((o) => o.words);
+}
+
+/**
+ * The recorded options an option given on --resume takes the place of besides its own: --config
+ * and the size flags are alternatives; --epochs sets the length --steps would override.
+ */
+const DISPLACES: Readonly<Record<string, readonly string[]>> = {
+  config: SIZE_FLAGS,
+  ...Object.fromEntries(SIZE_FLAGS.map((f) => [f, ["config"]])),
+  epochs: ["steps"],
+};
+
+/**
+ * The options the run in `out` was started with, as its init/ records them (the init/ a stopped
+ * --overwrite set aside first: it is the run's); null when there is no record.
+ */
+async function recordedArgs(out: string): Promise<string[] | null> {
+  for (const dir of [PREVIOUS_INIT, "init"]) {
+    const file = join(out, dir, RECORD);
+    let text;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue;
+      throw e;
+    }
+    let args: unknown;
+    try {
+      args = JSON.parse(text).args;
+    } catch {
+      // read as not a record below
+    }
+    if (Array.isArray(args) && args.every((a) => typeof a === "string")) return args;
+    throw new Error(`${file}: expected {"args": [...]}, the options the run was started with`);
+  }
+  return null;
+}
+
+/** One option of a command line: its flag's name and its words (`--lr 0.1`, `--lr=0.1`, `-q`). */
+interface Option {
+  name: string;
+  words: string[];
+}
+
+/** The options of pretrain's command line `args` (each flag but a boolean takes the next word). */
+function optionsOf(args: string[]): Option[] {
+  const flags: FlagTable = FLAGS;
+  const options: Option[] = [];
+  for (let k = 0; k < args.length; k++) {
+    const [flag] = args[k].split("=", 1);
+    const name = flag.startsWith("--")
+      ? flag.slice(2)
+      : Object.keys(flags).find((n) => `-${flags[n].short}` === flag) ?? flag;
+    const valued = !args[k].includes("=") && flags[name] !== undefined && flags[name].type !== "boolean";
+    options.push({ name, words: valued ? args.slice(k, ++k + 1) : [args[k]] });
+  }
+  return options;
 }
 
 /**
@@ -302,11 +420,12 @@ const RUN_FLAGS = [
 ];
 
 /**
- * Refuse to resume the run in --out with a model other than its init/ (another family, size,
- * --config or tokenizer) or other training settings, naming each flag that differs.
+ * Refuse to resume the run in --out with a model other than its init/ (`init`: what the flags
+ * describe, null when none was given: the run's own) or other training settings, naming each flag
+ * that differs.
  */
-async function checkResumable(v: Values, init: InitModel, trainArgs: string[]): Promise<void> {
-  const changes = await initChanges(init, join(v.out, "init"), modelFlags(v));
+async function checkResumable(v: Values, init: InitModel | null, trainArgs: string[]): Promise<void> {
+  const changes = init ? await initChanges(init, join(v.out, "init"), modelFlags(v)) : [];
   const saved = await startedArgs(v.out);
   if (saved) {
     const [was, now] = [flagValues(saved), flagValues(runArgs(trainArgs))];

@@ -17,9 +17,7 @@ import { checkOutputDir } from "./output.ts";
  * `train --resume --out DIR` alone continues it; options given now come after and win.
  */
 export async function withSavedArgs(args: string[], defaultOut: string): Promise<string[]> {
-  if (!args.includes("--resume")) return args;
-  const i = args.findIndex((a) => a === "--out" || a.startsWith("--out="));
-  const out = i < 0 ? defaultOut : args[i].startsWith("--out=") ? args[i].slice(6) : args[i + 1];
+  const out = resumedOut(args, defaultOut);
   if (!out) return args;
   const ckpt = await findCheckpoint(out).catch(() => null);
   if (!ckpt) return args;
@@ -30,6 +28,17 @@ export async function withSavedArgs(args: string[], defaultOut: string): Promise
     return args;
   }
   return Array.isArray(saved) && saved.every((a) => typeof a === "string") ? [...saved, ...args] : args;
+}
+
+/**
+ * The run directory a command line with `--resume` continues (its `--out`, else `defaultOut`), read
+ * before the flags are parsed; null without `--resume` (or without --out's value).
+ */
+export function resumedOut(args: string[], defaultOut: string): string | null {
+  if (!args.includes("--resume")) return null;
+  const i = args.findIndex((a) => a === "--out" || a.startsWith("--out="));
+  const out = i < 0 ? defaultOut : args[i].startsWith("--out=") ? args[i].slice(6) : args[i + 1];
+  return out || null;
 }
 
 /** The options that define a run, without those that only steer one session. */

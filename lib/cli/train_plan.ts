@@ -19,7 +19,7 @@ import { fingerprintChanges, type TrainerState } from "../train/checkpoint.ts";
 import { scoresEntities, type TaskName } from "../train/tasks.ts";
 import { DataError } from "../train/data_error.ts";
 import { stepsForEpochs } from "../train/trainer.ts";
-import { ArgsError, listOf, refuseUnused, templateKwargs } from "./args.ts";
+import { ArgsError, checkShipped, listOf, refuseUnused, templateKwargs } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, headLrOf, type Method, type MethodOptions } from "./method.ts";
 import { checkOutDir } from "./run_dir.ts";
 import { isBuiltinData, loadSplits, type Splits } from "./setup.ts";
@@ -72,6 +72,7 @@ export async function planRun(v: TrainValues, given: ReadonlySet<string>): Promi
     "eval-data": v["eval-data"],
   };
   await checkOutDir(v.out, v.resume, v.overwrite, reads);
+  checkShipped("model", v.model, "DIR");
   const config = await readModelConfig(v.model);
   const data = v.data ?? defaultData(await chooseTask(v.task, "", config));
   const task = await chooseTask(v.task, data, config, v["label-field"]);
