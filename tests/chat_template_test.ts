@@ -1,10 +1,12 @@
 /**
- * Chat templates render as transformers renders them with Python's Jinja2: string methods and
- * filters that @huggingface/jinja computes otherwise (strip with characters, capitalize, title)
- * follow Python, and a render takes a row's tools and variables. The expected texts were rendered
- * by Jinja2 3.1.6 set up as transformers sets it up.
+ * Chat templates render as transformers renders them with Python's Jinja2: printed values, `tojson`,
+ * and the string methods and filters that @huggingface/jinja computes otherwise (strip with
+ * characters, capitalize, title, count, find, split, rsplit) follow Python; a render takes a row's
+ * tools and variables; `{% generation %}` blocks are located as transformers locates them. The
+ * expected texts were rendered by Jinja2 3.1.6 set up as transformers sets it up.
  */
-import { chatTemplate } from "../lib/io/chat_template.ts";
+import { type ChatMessage, chatTemplate } from "../lib/io/chat_template.ts";
+import { pyFloat } from "../lib/io/chat_template_python.ts";
 import { assertEquals, assertThrows } from "./assert.ts";
 
 const QWEN3 = chatTemplate(
@@ -98,4 +100,65 @@ Deno.test("chatTemplate: strip/lstrip/rstrip with characters, Python's whitespac
   assertThrows(() => render("{{ s.strip(1) }}", "a"), "strip(): expected at most a text of characters");
   assertThrows(() => render("{{ n.strip() }}", "a"), "strip() of an undefined value: expected a text");
   assertThrows(() => render("{{ [1] | title }}", "a"), "the filter title of a list: expected a text");
+});
+
+/** Cases rendered by Python's Jinja2 3.1.6 as transformers sets it up (make_python_expected.py). */
+const PYTHON = JSON.parse(
+  await Deno.readTextFile(new URL("./fixtures/chat_templates/python_expected.json", import.meta.url)),
+) as {
+  printing: { template: string; variables: Record<string, unknown>; expected: string }[];
+  floats: [number, string][];
+  generation: {
+    name: string;
+    template: string;
+    messages: ChatMessage[];
+    add_generation_prompt: boolean;
+    text: string;
+    generation: [number, number][];
+  }[];
+};
+
+Deno.test("chatTemplate: printed values, ~, string, join and tojson as Python's Jinja2 (True, None, reprs of lists and dicts; json.dumps)", () => {
+  for (const { template, variables, expected } of PYTHON.printing) {
+    assertEquals(chatTemplate(template, "t", variables).render([]), expected, template);
+  }
+  // what json.dumps refuses
+  assertThrows(
+    () => chatTemplate("{{ x.y | tojson }}", "t", { x: {} }).render([]),
+    "the filter tojson: an undefined value is not JSON serializable",
+  );
+});
+
+Deno.test("pyFloat: floats written as Python's repr() writes them", () => {
+  for (const [x, repr] of PYTHON.floats) assertEquals(pyFloat(x), repr, repr);
+  assertEquals([pyFloat(Infinity), pyFloat(-Infinity), pyFloat(NaN)], ["inf", "-inf", "nan"]);
+});
+
+Deno.test("chatTemplate: count, find, split and rsplit as Python's str methods; their errors", () => {
+  const render = (source: string, s: string) => chatTemplate(source, "t", { s }).render([]);
+  assertThrows(() => render("{{ s.split('') }}", "a"), "split(): empty separator");
+  assertThrows(() => render("{{ s.rsplit(1) }}", "a"), "rsplit(): expected a separator");
+  assertThrows(() => render("{{ s.split(seps=',') }}", "a"), "split(): unexpected argument seps");
+  assertThrows(() => render("{{ s.count() }}", "a"), "count(): expected a text");
+  assertThrows(() => render("{{ s.find('a', start=1) }}", "a"), "find(): takes no keyword arguments");
+  assertThrows(() => render("{{ messages.count('a') }}", "a"), "count() of a list: expected a text");
+});
+
+Deno.test("renderGeneration: where {% generation %} blocks wrote, as transformers records it, in the text render gives", () => {
+  for (const g of PYTHON.generation) {
+    const template = chatTemplate(g.template, g.name, { bos_token: "<s>", eos_token: "</s>" });
+    assertEquals(
+      template.renderGeneration(g.messages, g.add_generation_prompt),
+      { text: g.text, generation: g.generation },
+      g.name,
+    );
+    assertEquals(template.render(g.messages, g.add_generation_prompt), g.text, g.name);
+  }
+  // a template without blocks has no ranges; a conversation holding the marks is refused, not misread
+  assertEquals(QWEN3.renderGeneration([user("Hi")]).generation, null);
+  const chatml = chatTemplate(PYTHON.generation[0].template, "chatml");
+  assertThrows(
+    () => chatml.renderGeneration([user("Hi"), assistant("a\uFDD1b")]),
+    "chatml: where the chat template's {% generation %} blocks wrote cannot be told",
+  );
 });

@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import {
+  type ChatMessage,
   type ChatTemplate,
   chatTemplate,
   ChatTemplateError,
@@ -248,6 +249,64 @@ Deno.test("tokenizeInstruction: an empty or blank assistant turn learns its end-
 function pair(t: { ids: Int32Array; trained: Uint8Array }): [Int32Array, Uint8Array] {
   return [t.ids, t.trained];
 }
+
+/** Templates with {% generation %} blocks, rendered by Python's Jinja2 in python_expected.json. */
+const GENERATION = JSON.parse(
+  await Deno.readTextFile(new URL("./fixtures/chat_templates/python_expected.json", import.meta.url)),
+).generation as { name: string; template: string; messages: ChatMessage[] }[];
+
+Deno.test("tokenizeInstruction: a template's {% generation %} blocks say what is learnt, as TRL's assistant_only_loss takes them", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const [chatml, , header] = GENERATION.map((g) => chatTemplate(g.template, g.name));
+  const messages = GENERATION[0].messages, chat: Instruction = { messages, completionFrom: 0 };
+  // the block holds the content and <|im_end|>, not the newline after it, which the turn-by-turn
+  // reading (a template without blocks) learns
+  assertEquals(
+    learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: chatml }))),
+    "Blue.<|im_end|>Green é.<|im_end|>",
+  );
+  assertEquals(
+    learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: chatTemplate(CHATML, "chatml") }))),
+    "Blue.<|im_end|>\nGreen é.<|im_end|>\n",
+  );
+  // a header inside the block is learnt
+  assertEquals(
+    learnt(tok, ...pair(tokenizeInstruction(chat, tok, { template: header }))),
+    "<|im_start|>assistant\nBlue.<|im_end|>\n<|im_start|>assistant\nGreen é.<|im_end|>\n",
+  );
+  // a conversational prompt/completion: the blocks after the prompt's tokens alone (TRL's completion mask)
+  const completion = tokenizeInstruction({ messages, completionFrom: 3 }, tok, { template: chatml });
+  assertEquals(learnt(tok, ...pair(completion)), "Green é.<|im_end|>");
+  assertEquals(completion.unlearntTurns, 0);
+  assert(tokenizeInstruction(chat, tok, { template: chatml, lossOn: "all" }).trained.every((v) => v === 1));
+});
+
+Deno.test("tokenizeInstruction: a token across a {% generation %} block's first or last character is learnt, as transformers' char_to_token takes it", async () => {
+  const tok = await tokenizerOf("gpt2");
+  const template = chatTemplate(
+    "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n{% else %}" +
+      "A: {% generation %}{{ m.content }}{% endgeneration %}ne\n{% endif %}{% endfor %}",
+    "split",
+  );
+  const messages = [
+    { role: "user", content: "Why?" },
+    { role: "assistant", content: "So fi" },
+    { role: "user", content: "And?" },
+    { role: "assistant", content: "Why fi" },
+  ];
+  const { ids, trained } = tokenizeInstruction({ messages, completionFrom: 0 }, tok, { template });
+  // " S" and " W" begin before the blocks, "in" ends after them
+  assertEquals(learnt(tok, ids, trained), " So fin Why fin");
+  // the tokens holding a character of each range, as transformers' assistant mask has them
+  const { text, generation } = template.renderGeneration(messages);
+  const ends: number[] = [];
+  for (const id of ids) ends.push((ends.at(-1) ?? 0) + tok.decode([id], { skipSpecialTokens: false }).length);
+  assertEquals(ends.at(-1), text.length);
+  const tokenAt = (c: number) => ends.findIndex((end) => end > c);
+  const expected = new Uint8Array(ids.length);
+  for (const [from, to] of generation!) expected.fill(1, tokenAt(from), tokenAt(to - 1) + 1);
+  assertEquals(Array.from(trained), Array.from(expected));
+});
 
 Deno.test("tokenizeInstruction: a SentencePiece word that joins the newline before it is learnt whole (LLaMA's tokenizer)", async () => {
   const tok = await tokenizerOf("llama");

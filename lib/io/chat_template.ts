@@ -4,12 +4,15 @@
  * a string or a list of named templates, "default" taken; without one, rendering is refused, as
  * transformers refuses it unless told a name), as transformers, and rendered with the pinned npm
  * package `@huggingface/jinja` (Hugging Face's JavaScript port of the Jinja subset templates use),
- * its string methods that differ from Python's (`strip(chars)`, `title`, …) computed as Python's.
+ * what it computes otherwise than Python's Jinja2 (printed values, `tojson`, string methods) computed
+ * as Python's (see chat_template_python.ts). The text of a template's `{% generation %}` blocks is
+ * located, as transformers' `return_assistant_tokens_mask` locates it.
  * @module
  */
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { readTokenizerConfig, type Tokenizer } from "./tokenizer.ts";
+import { PYTHON_CALL, pythonCall, pythonSemantics } from "./chat_template_python.ts";
 
 /**
  * One turn of a conversation, given to the template as it is: besides `role` and `content`, any
@@ -42,6 +45,24 @@ export interface ChatTemplate {
     addGenerationPrompt?: boolean,
     variables?: Readonly<Record<string, unknown>>,
   ): string;
+  /**
+   * The same render, and where in its text the template's `{% generation %}` blocks wrote, as
+   * character ranges [from, to) in order (what transformers turns into `assistant_masks`); null
+   * ranges when the template has no such block.
+   */
+  renderGeneration(
+    messages: readonly ChatMessage[],
+    addGenerationPrompt?: boolean,
+    variables?: Readonly<Record<string, unknown>>,
+  ): GenerationRender;
+}
+
+/** A conversation rendered, and the ranges of its text that `{% generation %}` blocks wrote. */
+export interface GenerationRender {
+  /** The text, as {@link ChatTemplate.render} gives it. */
+  text: string;
+  /** [from, to) in `text`, for each block rendered; null when the template has no such block. */
+  generation: [number, number][] | null;
 }
 
 /** A chat template that is missing, malformed or fails to render. */
@@ -106,32 +127,94 @@ export function chatTemplate(
   source: string,
   context: Record<string, unknown> = {},
 ): ChatTemplate {
+  const template = parsed(text, source);
+  // a second parse writes marks where {% generation %} blocks begin and end, for renderGeneration
+  const marked = GENERATION_TAG.test(text) ? parsed(markGeneration(text), source) : null;
+  const run = (t: Template, values: Record<string, unknown>) => {
+    try {
+      return t.render(values);
+    } catch (e) {
+      throw new ChatTemplateError(`${source}: the chat template failed: ${(e as Error).message}`);
+    }
+  };
+  const values = (
+    messages: readonly ChatMessage[],
+    addGenerationPrompt: boolean,
+    variables: Readonly<Record<string, unknown>>,
+  ) => ({
+    // transformers renders with tools and documents None when none are given
+    tools: null,
+    documents: null,
+    ...context,
+    ...variables,
+    [PYTHON_CALL]: pythonCall,
+    messages: messages.map((m) => ({ ...m })),
+    add_generation_prompt: addGenerationPrompt,
+  });
+  const render: ChatTemplate["render"] = (messages, addGenerationPrompt = false, variables = {}) =>
+    run(template, values(messages, addGenerationPrompt, variables));
+  return {
+    source,
+    render,
+    renderGeneration(messages, addGenerationPrompt = false, variables = {}) {
+      const text = render(messages, addGenerationPrompt, variables);
+      if (!marked) return { text, generation: null };
+      const found = generationRanges(run(marked, values(messages, addGenerationPrompt, variables)));
+      if (found?.text !== text) {
+        throw new ChatTemplateError(
+          `${source}: where the chat template's {% generation %} blocks wrote cannot be told (the ` +
+            `conversation holds the characters U+FDD0 or U+FDD1, which mark them)`,
+        );
+      }
+      return { text, generation: found.ranges };
+    },
+  };
+}
+
+/** `text` parsed, with its printing, `tojson` and string methods made Python's. */
+function parsed(text: string, source: string): Template {
   let template: Template;
   try {
     template = new Template(text);
   } catch (e) {
     throw new ChatTemplateError(`${source}: the chat template does not parse: ${(e as Error).message}`);
   }
-  pythonStrings(template.parsed);
-  return {
-    source,
-    render(messages, addGenerationPrompt = false, variables = {}) {
-      try {
-        return template.render({
-          // transformers renders with tools and documents None when none are given
-          tools: null,
-          documents: null,
-          ...context,
-          ...variables,
-          [PYTHON_STR]: pythonStr,
-          messages: messages.map((m) => ({ ...m })),
-          add_generation_prompt: addGenerationPrompt,
-        });
-      } catch (e) {
-        throw new ChatTemplateError(`${source}: the chat template failed: ${(e as Error).message}`);
-      }
-    },
-  };
+  pythonSemantics(template.parsed);
+  return template;
+}
+
+/**
+ * Written where a `{% generation %}` block's text begins and ends: Unicode noncharacters, which
+ * no text of a conversation should hold (a render that does is refused, not misread).
+ */
+const GENERATION_START = "\uFDD0", GENERATION_END = "\uFDD1";
+/** A `{% generation %}` or `{% endgeneration %}` tag, with its whitespace control. */
+const GENERATION_TAG = /{%(-?)\s*(end)?generation\s*(-?)%}/;
+
+/**
+ * `text` with each generation tag replaced by tags that write its marker and control whitespace
+ * as the tag did: `{%- generation %}` becomes `{%- if true %}` + marker + `{% endif %}`, so that the
+ * text before it is stripped, and `trim_blocks` takes the newline after it, as for the tag.
+ */
+function markGeneration(text: string): string {
+  return text.replace(
+    new RegExp(GENERATION_TAG, "g"),
+    (_, left: string, end: string | undefined, right: string) =>
+      `{%${left} if true %}${end ? GENERATION_END : GENERATION_START}{% endif ${right}%}`,
+  );
+}
+
+/** A marked render's text without the markers, and the ranges they enclosed; null when unbalanced. */
+function generationRanges(marked: string): { text: string; ranges: [number, number][] } | null {
+  let text = "";
+  const open: number[] = [], ranges: [number, number][] = [];
+  for (const part of marked.split(/([\uFDD0\uFDD1])/)) {
+    if (part === GENERATION_START) open.push(text.length);
+    else if (part !== GENERATION_END) text += part;
+    else if (open.length === 0) return null;
+    else ranges.push([open.pop()!, text.length]);
+  }
+  return open.length === 0 ? { text, ranges: ranges.sort((a, b) => a[0] - b[0]) } : null;
 }
 
 /**
@@ -163,12 +246,10 @@ function isNamedTemplate(t: unknown): t is { name: string; template: string } {
 
 /** A template from `source` whose every render fails with `reason`. */
 function refusing(source: string, reason: string): ChatTemplate {
-  return {
-    source,
-    render() {
-      throw new ChatTemplateError(`${source}: ${reason}`);
-    },
+  const refuse = (): never => {
+    throw new ChatTemplateError(`${source}: ${reason}`);
   };
+  return { source, render: refuse, renderGeneration: refuse };
 }
 
 /** A special token's text: a string, or an AddedToken object's `content`. */
@@ -176,104 +257,4 @@ function tokenText(value: unknown): string | null {
   if (typeof value === "string") return value;
   const content = (value as { content?: unknown } | null)?.content;
   return typeof content === "string" ? content : null;
-}
-
-/**
- * What @huggingface/jinja 0.5.11 computes otherwise than Python's Jinja: `strip`, `lstrip` and
- * `rstrip` ignore their characters (Qwen3's `content.lstrip('\n')` would drop a code answer's
- * indent) and strip JavaScript's whitespace; `capitalize` and `title` leave the rest of a word's
- * case. The parsed template's calls of these methods, and its `trim`, `capitalize` and `title`
- * filters, are rewritten into calls of {@link pythonStr} under this name, which no template can
- * write, so the library stays as published.
- */
-const PYTHON_STR = "#python str";
-const METHODS = new Set(["strip", "lstrip", "rstrip", "capitalize", "title"]);
-const FILTERS = new Set(["trim", "capitalize", "title"]);
-
-/** A node of the library's syntax tree: the interpreter goes by its `type` alone. */
-interface SyntaxNode {
-  type: string;
-  [field: string]: unknown;
-}
-
-function isNode(value: unknown): value is SyntaxNode {
-  return typeof value === "object" && value !== null && typeof (value as SyntaxNode).type === "string";
-}
-
-/** `node` with the string operations {@link PYTHON_STR} takes over rewritten, inner ones first. */
-function pythonStrings(node: unknown): unknown {
-  if (Array.isArray(node)) return node.map(pythonStrings);
-  if (node instanceof Map) return new Map([...node].map(([k, v]) => [pythonStrings(k), pythonStrings(v)]));
-  if (!isNode(node)) return node;
-  for (const key of Object.keys(node)) node[key] = pythonStrings(node[key]);
-  const call = (op: string, args: unknown[]): SyntaxNode => ({
-    type: "CallExpression",
-    callee: { type: "Identifier", value: PYTHON_STR },
-    args: [{ type: "StringLiteral", value: op }, ...args],
-  });
-  const { callee, filter } = node as { callee?: SyntaxNode; filter?: SyntaxNode };
-  const method = callee?.type === "MemberExpression" && !callee.computed && isNode(callee.property) &&
-    callee.property.type === "Identifier" && callee.property.value as string;
-  // s.lstrip('\n') → #python str("lstrip", s, '\n')
-  if (node.type === "CallExpression" && method && METHODS.has(method)) {
-    return call(method, [callee!.object, ...node.args as unknown[]]);
-  }
-  // s | title → #python str("|title", s)
-  if (
-    node.type === "FilterExpression" && filter?.type === "Identifier" && FILTERS.has(filter.value as string)
-  ) {
-    return call(`|${filter.value}`, [node.operand]);
-  }
-  return node;
-}
-
-/** The characters Python's str.isspace() takes for whitespace, which str.strip() strips by default. */
-const PYTHON_SPACE = new Set(
-  "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007" +
-    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000",
-);
-
-/**
- * Python's `str.strip/lstrip/rstrip(chars=None)`, `str.capitalize()` and `str.title()` of `value`,
- * or Jinja's `trim`, `capitalize` or `title` filter (`op` "|trim", …).
- */
-function pythonStr(op: string, value: unknown, ...args: unknown[]): string {
-  const what = op.startsWith("|") ? `the filter ${op.slice(1)}` : `${op}()`;
-  if (typeof value !== "string") throw new Error(`${what} of ${kind(value)}: expected a text`);
-  const chars = args[0] ?? null, strips = /strip|trim/.test(op);
-  if (args.length > (strips ? 1 : 0) || !(chars === null || typeof chars === "string")) {
-    throw new Error(`${what}: expected ${strips ? "at most a text of characters" : "no argument"}`);
-  }
-  const cs = [...value];
-  const word = (w: string[]) => (w[0] ?? "").toUpperCase() + w.slice(1).join("").toLowerCase();
-  switch (op) {
-    case "capitalize":
-    case "|capitalize":
-      return word(cs);
-    case "title": {
-      // a character after a cased letter is lowered, any other raised ("1st" → "1St", as Python)
-      let cased = false, out = "";
-      for (const c of cs) {
-        out += cased ? c.toLowerCase() : c.toUpperCase();
-        cased = /\p{Cased}/u.test(c);
-      }
-      return out;
-    }
-    case "|title":
-      // Jinja's words begin after spaces, hyphens and opening brackets
-      return value.split(/([-\s({\[<]+)/).map((w) => word([...w])).join("");
-  }
-  const strip = chars === null ? PYTHON_SPACE : new Set(chars);
-  let from = 0, to = cs.length;
-  if (op !== "rstrip") { while (from < to && strip.has(cs[from])) from++; }
-  if (op !== "lstrip") { while (to > from && strip.has(cs[to - 1])) to--; }
-  return cs.slice(from, to).join("");
-}
-
-/** What a template gave a string operation instead of a text, for errors. */
-function kind(value: unknown): string {
-  if (value === null) return "none";
-  if (value === undefined) return "an undefined value";
-  if (Array.isArray(value)) return "a list";
-  return value instanceof Map ? "a mapping" : `a ${typeof value}`;
 }

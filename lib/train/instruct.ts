@@ -5,9 +5,10 @@
  * chat template, each message whole (`tool_calls`, `reasoning_content`, …) and with the row's `tools`
  * and `chat_template_kwargs`, as TRL renders it. The loss is taken on the completion alone unless
  * `lossOn: "all"`: a text completion, as TRL's `completion_only_loss`; a conversation's assistant
- * turns, as TRL's `assistant_only_loss=True` (TRL's default for `messages` is every token). What an
- * assistant turn learns is found by rendering the conversation around it ({@link tokenizeInstruction}),
- * not from a template's `{% generation %}` spans, which render but are not read.
+ * turns, as TRL's `assistant_only_loss=True` (TRL's default for `messages` is every token): the text a
+ * template's `{% generation %}` blocks write, as TRL takes it, or, for a template without them (which
+ * TRL refuses), each assistant turn found by rendering the conversation around it
+ * ({@link tokenizeInstruction}).
  *
  * ```ts
  * import type { Tokenizer } from "../io/tokenizer.ts";
@@ -174,9 +175,11 @@ export interface InstructionTokens {
  * the prompt's own (from a token that spans the two texts, which TRL would leave unlearnt).
  *
  * A conversation through `template` (with the row's tools and template variables), its text
- * tokenized without adding special tokens (the template writes them). Each assistant turn to learn
- * is what the whole text writes after the conversation up to it rendered with the generation
- * prompt (so the turn's header is not learnt, and a reasoning block before its answer is), through
+ * tokenized without adding special tokens (the template writes them). A template with
+ * `{% generation %}` blocks says what is learnt, as TRL's `assistant_only_loss` takes it
+ * ({@link generatedTokens}). Without them, each assistant turn to learn is what the whole text
+ * writes after the conversation up to it rendered with the generation prompt (so the turn's
+ * header is not learnt, and a reasoning block before its answer is), through
  * the turn's content and end-of-turn text ({@link turnSpan}; a token across a boundary, as a
  * SentencePiece word that joins the newline before it, is learnt). A template that does not render
  * the conversation turn by turn so (Qwen3 moves a `<think>` block out of the content, and drops it
@@ -209,10 +212,14 @@ export function tokenizeInstruction(
     );
   }
   const variables = templateVariables(example), messages = example.messages;
-  const render = (upTo: readonly ChatMessage[], generation: boolean) =>
-    template.render(upTo, generation, variables);
+  const render = (upTo: readonly ChatMessage[], generationPrompt: boolean) =>
+    template.render(upTo, generationPrompt, variables);
   const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
-  const text = render(messages, false), ids = encode(text);
+  // where the template's {% generation %} blocks wrote: what is learnt, when it has them
+  const { text, generation } = lossOn === "all"
+    ? { text: render(messages, false), generation: null }
+    : template.renderGeneration(messages, false, variables);
+  const ids = encode(text);
   const trained = new Uint8Array(ids.length);
   let unlearntTurns = 0;
   // a span of the text as tokens [start, end); null where its ends do not fall on the text's tokens
@@ -223,7 +230,14 @@ export function tokenizeInstruction(
     return start === null || end === null ? null : [start, end];
   };
   if (lossOn === "all") trained.fill(1);
-  else {
+  else if (generation) {
+    const prompt = example.completionFrom > 0
+      ? encode(render(messages.slice(0, example.completionFrom), true))
+      : [];
+    generatedTokens(generation, tokenSpan, prompt.length, where).forEach(([start, end]) =>
+      trained.fill(1, start, end)
+    );
+  } else {
     const turns = learntTurns(example);
     let spans = turns.map((i) => {
       const m = messages[i], upTo = messages.slice(0, i), marked = { ...m, content: MARK };
@@ -259,6 +273,32 @@ export function tokenizeInstruction(
     for (const [start, end] of spans as [number, number][]) trained.fill(1, start, end);
   }
   return { ids: Int32Array.from(ids), trained, unlearntTurns };
+}
+
+/**
+ * The tokens a template's `{% generation %}` blocks wrote, as transformers' assistant mask has them:
+ * for each range of characters, from the token that holds its first character through the one that
+ * holds its last (`tokenSpan`), none of an empty range unless one token holds the characters on
+ * both sides of it; and, as TRL's completion mask for a conversational prompt/completion row, none
+ * of the first `promptTokens` (the prompt rendered with the generation prompt).
+ */
+function generatedTokens(
+  ranges: readonly [number, number][],
+  tokenSpan: (range: [number, number, boolean]) => [number, number] | null,
+  promptTokens: number,
+  where: string,
+): [number, number][] {
+  return ranges.map(([from, to]) => {
+    const span = tokenSpan([from, to, true]);
+    if (!span) {
+      throw new DataError(
+        `${where}: the tokens of the text the chat template's {% generation %} block wrote (characters ` +
+          `${from}–${to}) cannot be found: the text before it tokenizes otherwise alone; train on every ` +
+          `token instead (--loss-on all)`,
+      );
+    }
+    return [Math.max(span[0], promptTokens), span[1]];
+  });
 }
 
 /** The messages of a conversation whose turns are learnt: its assistant turns from `completionFrom` on. */
