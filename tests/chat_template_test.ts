@@ -7,7 +7,7 @@
  */
 import { type ChatMessage, chatTemplate } from "../lib/io/chat_template.ts";
 import { pyFloat } from "../lib/io/chat_template_python.ts";
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 
 const QWEN3 = chatTemplate(
   await Deno.readTextFile(new URL("./fixtures/chat_templates/qwen3.jinja", import.meta.url)),
@@ -153,9 +153,11 @@ Deno.test("renderGeneration: where {% generation %} blocks wrote, as transformer
       g.name,
     );
     assertEquals(template.render(g.messages, g.add_generation_prompt), g.text, g.name);
+    assert(template.hasGeneration, g.name);
   }
   // a template without blocks has no ranges; a conversation holding the marks is refused, not misread
   assertEquals(QWEN3.renderGeneration([user("Hi")]).generation, null);
+  assert(!QWEN3.hasGeneration);
   const chatml = chatTemplate(PYTHON.generation[0].template, "chatml");
   assertThrows(
     () => chatml.renderGeneration([user("Hi"), assistant("a\uFDD1b")]),

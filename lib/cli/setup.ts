@@ -567,6 +567,9 @@ async function instructionSplits(
   const summary = `${spec.data}: ${made.dataset.size} instructions${cut(made)}` +
     (held ? `, ${held.dataset.size} eval${cut(held)}` : "") +
     `; the loss on ${lossOn === "all" ? "every token" : "the completions alone"}` +
+    (lossOn !== "all" && template?.hasGeneration
+      ? " (what the chat template's {% generation %} blocks write)"
+      : "") +
     beyond(config, longestRow(made.dataset, held?.dataset));
   return {
     train: new BatchIterator(made.dataset, {

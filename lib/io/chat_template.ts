@@ -34,6 +34,8 @@ export interface ChatMessage {
 export interface ChatTemplate {
   /** Where it was read from, for errors. */
   readonly source: string;
+  /** Whether it has `{% generation %}` blocks ({@link renderGeneration}'s ranges). */
+  readonly hasGeneration: boolean;
   /**
    * The conversation as text, as `apply_chat_template(messages, tokenize=False,
    * add_generation_prompt=..., tools=..., **kwargs)`: with `addGenerationPrompt`, ending with the
@@ -155,6 +157,7 @@ export function chatTemplate(
     run(template, values(messages, addGenerationPrompt, variables));
   return {
     source,
+    hasGeneration: marked !== null,
     render,
     renderGeneration(messages, addGenerationPrompt = false, variables = {}) {
       const text = render(messages, addGenerationPrompt, variables);
@@ -249,7 +252,7 @@ function refusing(source: string, reason: string): ChatTemplate {
   const refuse = (): never => {
     throw new ChatTemplateError(`${source}: ${reason}`);
   };
-  return { source, render: refuse, renderGeneration: refuse };
+  return { source, hasGeneration: false, render: refuse, renderGeneration: refuse };
 }
 
 /** A special token's text: a string, or an AddedToken object's `content`. */
