@@ -111,3 +111,87 @@ Deno.test("predict: the model's weights are loaded only after its flags and --da
     assert(r.code === 1 && r.err.includes("model.safetensors: header length"), r.err);
   });
 });
+
+Deno.test("predict: a model without a chat template, and a conversation it cannot ask, are refused before the weights load", async () => {
+  await withBrokenModels(async (models, data) => {
+    const lm = models["causal-lm"];
+    const ask = (turns: { role: string; content: string }[]) => JSON.stringify({ messages: turns });
+    const user = { role: "user", content: "hi" }, answer = { role: "assistant", content: "hello" };
+    const asked = await data("asked.jsonl", `${ask([user, answer])}\n`);
+    const unanswered = await data("unanswered.jsonl", `${ask([user, answer])}\n${ask([user])}\n`);
+    const noTemplate = [
+      [["--text", "hi", "--chat"], 2, `${lm} has no chat template (tokenizer_config.json`],
+      [["--data", asked], 1, `asked.jsonl:1: a conversation needs the model's chat template`],
+    ] as const;
+    const wrong: string[] = [];
+    const check = async (args: readonly string[], code: number, message: string) => {
+      const r = await runCli(["predict", "--model", lm, ...args]);
+      if (r.code !== code || !r.err.includes(message)) wrong.push(`${args.join(" ")}: ${r.code} ${r.err}`);
+    };
+    for (const [args, code, message] of noTemplate) await check(args, code, message);
+    // with a template: the conversation with no assistant turn, though the first is fine
+    await Deno.writeTextFile(
+      join(lm, "chat_template.jinja"),
+      "{% for m in messages %}{{ m.content }}{% endfor %}",
+    );
+    await check(
+      ["--data", unanswered],
+      1,
+      `unanswered.jsonl:2: the conversation has no assistant turn to answer`,
+    );
+    assertEquals(wrong, []);
+  });
+});
+
+Deno.test("predict: flags that the task or the inputs leave unread are refused before the weights load", async () => {
+  await withBrokenModels(async (models, data) => {
+    const pairs = await data("pairs.jsonl", `{"a": "x", "b": "y"}\n`);
+    const asked = await data("asked.jsonl", `{"prompt": "The jury", "completion": " said"}\n`);
+    const image = "tests/fixtures/images/files/rgba.png";
+    const cases: [string, string[], string][] = [
+      [
+        "causal-lm",
+        ["--data", pairs, "--text-field", "a", "--pair-field", "b"],
+        "--pair-field does not apply to a causal-lm model (--pair-field applies to seq-cls)",
+      ],
+      [
+        "token-cls",
+        ["--data", pairs, "--text-field", "a", "--pair-field", "b"],
+        "--pair-field does not apply to a token-cls model",
+      ],
+      [
+        "image-cls",
+        ["--data", image, "--text-field", "a"],
+        "--text-field does not apply to a image-cls model",
+      ],
+      [
+        "image-cls",
+        ["--data", image, "--pair-field", "b"],
+        "--pair-field does not apply to a image-cls model",
+      ],
+      ["seq-cls", ["--text", "hi", "--text-field", "a"], "--text-field does not apply to --text"],
+      [
+        "seq-cls",
+        ["--text", "hi", "--text-field", "a", "--pair-field", "b"],
+        "--text-field, --pair-field do not apply to --text",
+      ],
+      [
+        "causal-lm",
+        ["--data", asked, "--text-field", "prompt"],
+        `--text-field does not apply to instruction records`,
+      ],
+      ["causal-lm", ["--data", asked, "--chat"], `--chat does not apply to instruction records`],
+      ["causal-lm", ["--text", "hi", "--seq-len", "8"], "--seq-len does not apply to a causal-lm model"],
+      ["image-cls", ["--data", image, "--seq-len", "8"], "--seq-len does not apply to a image-cls model"],
+      ["causal-lm", ["--text", "hi", "--template-kwargs", "{}"], "--template-kwargs goes with --chat"],
+    ];
+    const wrong: string[] = [];
+    for (const [task, args, message] of cases) {
+      const r = await runCli(["predict", "--model", models[task as keyof typeof models], ...args]);
+      if (r.code !== 2 || !r.err.includes(message)) {
+        wrong.push(`${task} ${args.join(" ")}: ${r.code} ${r.err}`);
+      }
+    }
+    assertEquals(wrong, []);
+  });
+});

@@ -24,7 +24,7 @@ import {
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, samplingOf } from "./generation.ts";
-import { loadForUse } from "./load.ts";
+import { loadForUse, type LoadForUseOptions, planUse } from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -63,8 +63,7 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
   return withArgs(SPEC, args, (v, _, given) =>
     withAttentionPath(v.attention as AttentionPath, async () => {
       checkSampling(v);
-      const gpu = await getGpu();
-      const loaded = await loadForUse(gpu, {
+      const options: LoadForUseOptions = {
         needHead: true,
         model: v.model,
         modelGiven: given.has("model"),
@@ -72,10 +71,16 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         task: "causal-lm",
         taskFixed: true,
         dtype: v.dtype as WeightDtype,
-      });
+      };
+      // a model without a chat template is refused before its weights load
+      const plan = await planUse(options);
+      const variables = templateKwargs(v["template-kwargs"]);
+      await chatTemplateOf(plan.modelDir, variables);
+      const gpu = await getGpu();
+      const loaded = await loadForUse(gpu, options, plan);
       const { model, tokenizer, modelDir } = loaded;
       if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
-      const template = await chatTemplateOf(modelDir, tokenizer, templateKwargs(v["template-kwargs"]));
+      const template = await chatTemplateOf(modelDir, variables, tokenizer);
       const sampling = await samplingOf(modelDir, v);
       if (sampling.note) console.error(sampling.note);
       const chat = new Chat(model, tokenizer, template, {

@@ -13,12 +13,14 @@ import { ArgsError } from "./args.ts";
 
 /**
  * The chat template of the model directory `dir` (special tokens as `tokenizer` resolved them
- * where the files do not name them); an ArgsError when it has none.
+ * where the files do not name them); an ArgsError when it has none. Without `tokenizer` (before
+ * the model loads), it tells whether the template is there and parses, but renders those special
+ * tokens as undefined.
  */
 export async function chatTemplateOf(
   dir: string,
-  tokenizer: Tokenizer,
   variables: Record<string, unknown> = {},
+  tokenizer?: Tokenizer,
 ): Promise<ChatTemplate> {
   const template = await loadChatTemplate(dir, variables, tokenizer);
   if (!template) {

@@ -5,10 +5,10 @@
  * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
  * ignored; for a token classifier also words already split: a CoNLL file, or records with a
  * `tokens` or `words` list, their tags ignored); for images, `--data` is a PNG/JPEG file, a folder
- * of them or a Parquet split. The flags are checked and the inputs read before the model loads. One
- * `--text`, or one image file, is answered in plain words; every other `--data` (even of one
- * record), or `--json`, as one JSON object per line (to `--out` when given, written atomically:
- * never over the `--data` file, over another only with `--overwrite`).
+ * of them or a Parquet split. The flags are checked, the inputs read and the chat template found
+ * before the model loads. One `--text`, or one image file, is answered in plain words; every other
+ * `--data` (even of one record), or `--json`, as one JSON object per line (to `--out` when given,
+ * written atomically: never over the `--data` file, over another only with `--overwrite`).
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
@@ -31,6 +31,7 @@ import {
   readInstructions,
 } from "../train/instruct.ts";
 import { readImages, type SourcedImage } from "../train/image_data.ts";
+import { DataError } from "../train/data_error.ts";
 import {
   endTokenIds,
   generate,
@@ -51,6 +52,7 @@ import {
   GENERATION_FLAGS,
   listOf,
   MODEL_FLAGS,
+  refuseGiven,
   refuseUnused,
   stopTexts,
   templateKwargs,
@@ -87,7 +89,7 @@ const FLAGS = {
     type: "integer",
     default: 512,
     min: 2,
-    help: "tokens per text to classify or tag at most (longer ones are cut; prompts are not)",
+    help: "tokens per text to classify or tag at most (longer ones are cut)",
   },
   "batch-size": { type: "integer", default: 16, min: 1, help: "inputs per forward pass" },
   ...GENERATION_FLAGS,
@@ -125,10 +127,16 @@ async function checkOut(
   if (!overwrite) throw new ArgsError(`--out ${out} already exists: pass --overwrite to replace it`);
 }
 
-/** The tasks each task-bound flag applies to: generation's to a causal LM, --labels to the others. */
+/**
+ * The tasks each task-bound flag applies to: generation's to a causal LM, --labels to the
+ * classifiers, --seq-len to the text classifiers, the field flags to the tasks that read fields.
+ */
 const PREDICT_FLAGS: Readonly<Record<string, readonly string[]>> = Object.fromEntries([
   ...[...Object.keys(GENERATION_FLAGS), "chat", "system"].map((f) => [f, ["causal-lm"]]),
   ["labels", ["seq-cls", "token-cls", "image-cls"]],
+  ["seq-len", ["seq-cls", "token-cls"]],
+  ["text-field", ["seq-cls", "token-cls", "causal-lm"]],
+  ["pair-field", ["seq-cls"]],
 ]);
 
 const SPEC: CommandSpec<typeof FLAGS> = {
@@ -172,9 +180,18 @@ export function predictCommand(args: string[]): Promise<number> {
       // the flags are checked against the task, and the inputs read, before the weights load
       const plan = await planUse(options);
       refuseUnused(given, PREDICT_FLAGS, plan.task, `a ${plan.task} model`);
+      if (v.text !== undefined) {
+        refuseGiven(
+          given,
+          ["text-field", "pair-field"],
+          "to --text (the field flags name the fields of --data records)",
+        );
+      }
       checkLabels(plan, v.labels);
       const variables = templateKwargs(v["template-kwargs"]);
       const inputs = await readInputs(plan, v);
+      checkInstructionFlags(inputs, given, v.chat);
+      await checkTemplate(plan.modelDir, inputs, variables, v.chat);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, options, plan);
       try {
@@ -228,6 +245,52 @@ function checkLabels(plan: UsePlan, labels: string | undefined): void {
     const what = plan.task === "token-cls" ? "tags" : "classes";
     throw new ArgsError(`--labels names ${names.length} ${what}, but the model's head has ${classes}`);
   }
+}
+
+/**
+ * Refuse the flags that instruction records leave unread (they are asked as they are), and
+ * --template-kwargs for prompts that no template renders.
+ */
+function checkInstructionFlags(inputs: Inputs, given: ReadonlySet<string>, chat: boolean | undefined): void {
+  if (inputs.kind === "instructions") {
+    refuseGiven(
+      given,
+      ["text-field", "chat", "system"],
+      `to instruction records (prompt/completion or messages): ${inputs.path} is asked as it is`,
+    );
+  } else if (inputs.kind === "texts" && !chat && given.has("template-kwargs")) {
+    throw new ArgsError(`--template-kwargs goes with --chat (or conversations in --data)`);
+  }
+}
+
+/**
+ * Refuse, before the weights load, prompts that the model directory `dir` has no chat template
+ * for (--chat, or conversations in --data), and conversations with no assistant turn to answer:
+ * as {@link instructionQuery} would after the load, with its messages.
+ */
+async function checkTemplate(
+  dir: string,
+  inputs: Inputs,
+  variables: Record<string, unknown>,
+  chat: boolean | undefined,
+): Promise<void> {
+  if (inputs.kind !== "instructions") {
+    if (chat) await chatTemplateOf(dir, variables);
+    return;
+  }
+  const template = await loadChatTemplate(dir, variables);
+  inputs.examples.forEach((example, i) => {
+    if (!("messages" in example)) return;
+    const where = example.source ?? `${inputs.path}: example ${i + 1}`;
+    // the learnt assistant turns, as instruct.ts finds them: from completionFrom on
+    const answered = example.messages.some((m, at) => m.role === "assistant" && at >= example.completionFrom);
+    if (!answered) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
+    if (!template) {
+      throw new DataError(
+        `${where}: a conversation needs the model's chat template, and the model directory has none`,
+      );
+    }
+  });
 }
 
 /** What predict answers, read (and checked) before the model loads. */
@@ -448,7 +511,7 @@ async function promptSettings(
   chat: boolean | undefined,
   flags: SamplingFlags & { variables: Record<string, unknown> },
 ): Promise<PromptSettings> {
-  const template = chat ? await chatTemplateOf(dir, tokenizer, flags.variables) : null;
+  const template = chat ? await chatTemplateOf(dir, flags.variables, tokenizer) : null;
   const sampling = await samplingOf(dir, flags);
   if (sampling.note) console.error(sampling.note);
   return { template, eosTokenIds: endTokenIds(model, tokenizer), sampling };
