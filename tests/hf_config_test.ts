@@ -352,7 +352,7 @@ Deno.test("missing or malformed fields: errors name the field and the file", asy
   }
 });
 
-Deno.test("RoPE scaling: linear, llama3 and longrope parsed, with what they need; other types refused clearly", async () => {
+Deno.test("RoPE scaling: linear and llama3 parsed, with what they need; other types refused clearly", async () => {
   const llama3 = {
     rope_type: "llama3",
     rope_theta: 500000,
@@ -393,9 +393,9 @@ Deno.test("RoPE scaling: linear, llama3 and longrope parsed, with what they need
     "high_freq_factor (1) must be larger than low_freq_factor (1)",
   );
   await assertRejects(
-    () => variant("llama", { rope_parameters: undefined, rope_scaling: { type: "yarn", factor: 2 } }),
+    () => variant("llama", { rope_parameters: undefined, rope_scaling: { type: "ntk", factor: 2 } }),
     HfConfigError,
-    `rope_scaling asks for RoPE scaling type "yarn", which is not supported (supported: "default", "linear", "llama3", "longrope")`,
+    `rope_scaling asks for RoPE scaling type "ntk", which is not supported (supported: "default", "linear", "dynamic", "yarn", "llama3", "longrope")`,
   );
   await assertRejects(
     () => variant("llama", { rope_parameters: { rope_type: "default", rope_theta: -1 } }),

@@ -287,3 +287,69 @@ Deno.test("qwen3: query and key heads through their RMSNorm before RoPE match th
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("qwen2 with YaRN (Qwen's long-context rope_scaling) matches the float64 reference, cached too", async () => {
+  const gpu = await getGpu();
+  const yarn = { rope_type: "yarn", factor: 4, original_max_position_embeddings: 32 };
+  const dir = await variantDir(
+    "qwen2",
+    { rope_parameters: undefined, rope_theta: 10000, rope_scaling: yarn },
+    {
+      ...qkvBiases(true),
+    },
+  );
+  try {
+    const model = await loadModel(gpu, dir);
+    const [b, t] = [2, 12];
+    const ids = randomIds(b * t, 512, 37);
+    const ours = await evalForward(model, tokenBatch(gpu, ids, b, t));
+    const ref = await referenceForward(dir, ids, b, t, null);
+    assertClose(ours.logits, ref.logits, 1e-5, "logits");
+    const unscaled = await variantDir("qwen2", {}, qkvBiases(true));
+    try {
+      const plain = await referenceForward(unscaled, ids, b, t, null);
+      // 12 positions of a tiny random model: a small change (5e-3), yet 200 times the tolerance above
+      assert(relL2(ref.logits, plain.logits) > 2e-3, "YaRN changes the logits");
+    } finally {
+      await Deno.remove(unscaled, { recursive: true });
+    }
+    const cache = model.newCache!();
+    const run = (x: Int32Array) =>
+      tidy(() =>
+        noGrad(() => ({ v: model.forward(tokenBatch(gpu, x, 1, x.length), { cache }).logits.readLater() }))
+      ).v;
+    run(ids.subarray(0, 8));
+    const last = run(ids.subarray(8, 12));
+    gpu.stream.flush();
+    assertClose(await last, ours.logits.subarray(8 * 512, 12 * 512), 2e-5, "cached");
+    cache.dispose();
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("mistral with dynamic NTK RoPE: transformers' llama outputs within max_position_embeddings, longer rows refused", async () => {
+  const gpu = await getGpu();
+  const dynamic = { rope_type: "dynamic", rope_theta: 10000, factor: 2 };
+  const dir = await variantDir("mistral", { sliding_window: null, rope_parameters: dynamic });
+  try {
+    const r = await modelParity(gpu, dir);
+    for (const row of r.rows) assert(row.relL2 <= 1e-4, `${row.output}: rel-L2 ${row.relL2}`);
+    const model = await loadModel(gpu, dir);
+    const ids = randomIds(130, 512, 41); // past the fixture's 128 positions
+    let message = "";
+    try {
+      await evalForward(model, tokenBatch(gpu, ids, 1, 130));
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert(message.includes(`RoPE "dynamic"`) && message.includes("130 positions"), message);
+    const cache = model.newCache!();
+    assertEquals(cache.shape.maxPositions, 128);
+    cache.dispose();
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

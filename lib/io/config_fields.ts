@@ -14,6 +14,7 @@ export class HfConfigError extends Error {
 /** config.json's activation names (transformers' ACT2FN keys) → the activations this project runs. */
 export const ACTIVATIONS: Record<string, Activation> = {
   gelu: "gelu",
+  gelu_python: "gelu",
   gelu_new: "gelu_tanh",
   gelu_pytorch_tanh: "gelu_tanh",
   gelu_fast: "gelu_tanh",

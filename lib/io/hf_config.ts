@@ -189,6 +189,8 @@ export interface VitConfig extends CommonConfig {
   qkvBias: boolean;
   /** The bare model's pooler activation (pooler_act): tanh by default, or a feed-forward one. */
   poolerAct: Activation | "tanh";
+  /** Width of the bare model's pooler output (pooler_output_size; hiddenSize when absent). */
+  poolerOutputSize: number;
 }
 
 /** A parsed config of any supported family (discriminated by `modelType`). */
@@ -198,10 +200,12 @@ export type HfConfig = Gpt2Config | BertConfig | LlamaConfig | VitConfig;
  * The longest token sequence a model takes: max_position_embeddings, less the ids RoBERTa's
  * positions skip (514 → 512 tokens); Infinity for a ViT, whose inputs are patches, and for a
  * rotary decoder, whose positions are computed rather than looked up (transformers takes any
- * length; see {@link pastPretraining}).
+ * length; see {@link pastPretraining}), but for dynamic-NTK RoPE, run only within
+ * max_position_embeddings (see lib/nn/rope.ts).
  */
 export function maxTokens(config: HfConfig): number {
-  if (!("maxPositions" in config) || "rope" in config) return Infinity;
+  if (!("maxPositions" in config)) return Infinity;
+  if ("rope" in config) return config.rope.type === "dynamic" ? config.maxPositions : Infinity;
   return config.maxPositions - ("positionOffset" in config ? config.positionOffset : 0);
 }
 
@@ -235,6 +239,7 @@ export function parseHfConfig(json: unknown, path: string): HfConfig {
     throw new HfConfigError(`${path}: expected a JSON object`);
   }
   const f = new Fields(json as Record<string, unknown>, path);
+  refuseAlteredWeights(f);
   const modelType = f.raw.model_type;
   const supported = SUPPORTED_MODEL_TYPES.join(", ");
   if (modelType === undefined) throw new HfConfigError(`${path}: no "model_type" (supported: ${supported})`);
@@ -258,6 +263,30 @@ export function parseHfConfig(json: unknown, path: string): HfConfig {
       throw new HfConfigError(
         `${path}: model_type ${JSON.stringify(modelType)} is not supported (supported: ${supported})`,
       );
+  }
+}
+
+/**
+ * Refuse a config whose checkpoint holds other weights than its family's layers: quantized ones
+ * (quantization_config: GPTQ, AWQ, bitsandbytes, FP8…, which transformers dequantizes as it runs)
+ * or attention layers with heads removed (pruned_heads).
+ */
+function refuseAlteredWeights(f: Fields): void {
+  const quantized = f.raw.quantization_config;
+  if (quantized != null) {
+    const method = (quantized as Record<string, unknown>).quant_method;
+    throw new HfConfigError(
+      `${f.path}: "quantization_config" (quant_method ${JSON.stringify(method ?? null)}): the checkpoint's ` +
+        `weights are stored quantized, which hartley does not read; use the unquantized checkpoint ` +
+        `(--dtype q8 or q4 quantizes its linear layers at load)`,
+    );
+  }
+  const pruned = f.raw.pruned_heads;
+  if (pruned != null && (typeof pruned !== "object" || Object.keys(pruned).length > 0)) {
+    throw new HfConfigError(
+      `${f.path}: "pruned_heads" ${JSON.stringify(pruned)}: the checkpoint's attention layers have heads ` +
+        `removed, which hartley does not build (every layer has num_attention_heads heads)`,
+    );
   }
 }
 
@@ -469,6 +498,7 @@ function vit(f: Fields): VitConfig {
     layerNormEps: f.positive("layer_norm_eps", 1e-12),
     qkvBias: f.bool("qkv_bias", true),
     poolerAct: poolerAct(f),
+    poolerOutputSize: f.int("pooler_output_size", hiddenSize),
   };
 }
 

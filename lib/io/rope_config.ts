@@ -7,7 +7,7 @@ import { type Fields, HfConfigError } from "./config_fields.ts";
 
 /**
  * Rotary position embedding parameters: unscaled RoPE, or the scalings of transformers' "linear",
- * "llama3" and "longrope" (see lib/nn/rope.ts).
+ * "dynamic", "yarn", "llama3" and "longrope" (see lib/nn/rope.ts).
  */
 export type RopeConfig =
   | {
@@ -23,6 +23,42 @@ export type RopeConfig =
     theta: number;
     /** The scaling factor (> 0). */
     factor: number;
+  }
+  | {
+    /**
+     * Dynamic NTK scaling: unscaled while a call's positions stay within max_position_embeddings.
+     * Past it transformers raises the base from the longest call it has seen so far (state kept
+     * between calls), which hartley does not follow: such positions are refused.
+     */
+    type: "dynamic";
+    /** Base of the rotary frequencies (rope_theta). */
+    theta: number;
+    /** The scaling factor (> 0), used only past maxPositions. */
+    factor: number;
+    /** The positions it runs unscaled (max_position_embeddings). */
+    maxPositions: number;
+  }
+  | {
+    /**
+     * YaRN: each inverse frequency a blend of itself (extrapolated) and itself divided by `factor`
+     * (interpolated), by a linear ramp over the pairs between the correction dimensions of
+     * betaFast and betaSlow rotations in originalMaxPositions; cos/sin scaled by attentionFactor.
+     */
+    type: "yarn";
+    /** Base of the rotary frequencies (rope_theta). */
+    theta: number;
+    /** The interpolation factor (> 0). */
+    factor: number;
+    /** The context length of pretraining (original_max_position_embeddings). */
+    originalMaxPositions: number;
+    /** Rotations bounding the extrapolated pairs (beta_fast, 32). */
+    betaFast: number;
+    /** Rotations bounding the interpolated pairs (beta_slow, 1). */
+    betaSlow: number;
+    /** Whether the correction range is rounded out to whole pairs (truncate, true). */
+    truncate: boolean;
+    /** The scale of cos and sin: attention_factor, else from factor (and mscale, mscale_all_dim). */
+    attentionFactor: number;
   }
   | {
     /** Llama 3.1's scaling: long wavelengths divided by `factor`, short ones kept, a smooth blend between. */
@@ -138,12 +174,13 @@ export function rope(f: Fields, rotaryDim: number, originalDefault?: number): Ro
     }
     return v;
   };
-  // transformers 5's standardize_rope_params: the config's own pretraining context wins over the
-  // scaling's, which defaults to max_position_embeddings
+  // transformers 5's standardize_rope_params: the config's own pretraining context (its config
+  // class's default included, as Phi-3's 4096) wins over the scaling's, which defaults to
+  // max_position_embeddings
   const original = () =>
     positive(
       "original_max_position_embeddings",
-      f.raw.original_max_position_embeddings ?? p.original_max_position_embeddings ??
+      f.raw.original_max_position_embeddings ?? originalDefault ?? p.original_max_position_embeddings ??
         f.raw.max_position_embeddings,
     );
   switch (type) {
@@ -151,6 +188,15 @@ export function rope(f: Fields, rotaryDim: number, originalDefault?: number): Ro
       return { type: "default", theta };
     case "linear":
       return { type: "linear", theta, factor: positive("factor") };
+    case "dynamic":
+      return {
+        type: "dynamic",
+        theta,
+        factor: positive("factor"),
+        maxPositions: f.int("max_position_embeddings"),
+      };
+    case "yarn":
+      return yarn(f, key, p, theta, original());
     case "llama3": {
       const low = positive("low_freq_factor"), high = positive("high_freq_factor");
       if (!(high > low)) {
@@ -173,7 +219,7 @@ export function rope(f: Fields, rotaryDim: number, originalDefault?: number): Ro
     default:
       throw new HfConfigError(
         `${f.path}: ${key} asks for RoPE scaling type ${JSON.stringify(type)}, which is not supported ` +
-          `(supported: "default", "linear", "llama3", "longrope")`,
+          `(supported: "default", "linear", "dynamic", "yarn", "llama3", "longrope")`,
       );
   }
 }
@@ -231,5 +277,53 @@ function longRope(
       : factor <= 1
       ? 1
       : Math.sqrt(1 + Math.log(factor) / Math.log(original)),
+  };
+}
+
+/**
+ * YaRN as transformers 5's _compute_yarn_parameters reads it: `factor` (null: max_position_embeddings
+ * over the pretraining context), beta_fast and beta_slow (a missing or zero one takes 32 and 1, as
+ * Python's `or`), truncate (true), and the cos/sin scale: attention_factor, else
+ * mscale(factor, mscale) / mscale(factor, mscale_all_dim) when both are set, else mscale(factor)
+ * (mscale(s, m) = 0.1·m·ln s + 1, or 1 for s ≤ 1).
+ */
+function yarn(
+  f: Fields,
+  key: string,
+  p: Record<string, unknown>,
+  theta: number,
+  original: number,
+): RopeConfig {
+  const need = (name: string, ok: (v: unknown) => boolean, what: string) => {
+    if (!ok(p[name])) {
+      throw new HfConfigError(
+        `${f.path}: ${key} of type "yarn" needs "${name}", ${what}; got ${JSON.stringify(p[name] ?? null)}`,
+      );
+    }
+  };
+  const positiveNumber = (v: unknown) => typeof v === "number" && v > 0;
+  const optional = (ok: (v: unknown) => boolean) => (v: unknown) => v == null || ok(v);
+  need("factor", (v) => v === null || positiveNumber(v), "a positive number");
+  for (const name of ["beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor"]) {
+    need(name, optional((v) => typeof v === "number" && v >= 0), "a number ≥ 0 when given");
+  }
+  need("truncate", optional((v) => typeof v === "boolean"), "true or false when given");
+  const factor = p.factor === null ? f.int("max_position_embeddings") / original : p.factor as number;
+  const mscale = (scale: number, m = 1) => scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1;
+  const [m, mAll] = [p.mscale as number | undefined, p.mscale_all_dim as number | undefined];
+  const attentionFactor = typeof p.attention_factor === "number"
+    ? p.attention_factor
+    : m && mAll
+    ? mscale(factor, m) / mscale(factor, mAll)
+    : mscale(factor);
+  return {
+    type: "yarn",
+    theta,
+    factor,
+    originalMaxPositions: original,
+    betaFast: (p.beta_fast as number) || 32,
+    betaSlow: (p.beta_slow as number) || 1,
+    truncate: (p.truncate as boolean | undefined) ?? true,
+    attentionFactor,
   };
 }

@@ -15,7 +15,7 @@
  * transformers' sliding-window mask does.
  * @module
  */
-import type { LlamaConfig, LlamaModelType } from "../io/hf_config.ts";
+import { type LlamaConfig, type LlamaModelType, maxTokens } from "../io/hf_config.ts";
 import { activate } from "../nn/activation.ts";
 import { multiHeadAttention, paddingMask } from "../nn/attention.ts";
 import { Embedding } from "../nn/embedding.ts";
@@ -134,14 +134,16 @@ export class LlamaModel extends BaseModel {
   forward(batch: Batch, options: ForwardOptions = {}): ModelOutput {
     const c = this.config;
     const { ids, host, b, t } = tokenInputs(batch, c.modelType);
+    const cache = options.cache;
+    const end = (cache?.length ?? 0) + t;
+    // before any tensor is made: the frequencies refuse positions their scaling does not run to
+    const invFreq = c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.rotaryDim, end);
     // a classifier reads each row's last token alone: the last layer need not compute the others
     const last = c.numLayers - 1;
     const pooled = pooledPositions(this.gpu, this.task, c, options, batch, host, b, t, this.windowOf(last));
     this.nextStep();
-    const cache = options.cache;
     // with a cache, the padding of the keys (cached ones included) is the cache's to mask
     const mask = cache ? null : paddingMask(this.gpu, batch.attentionMask, b, t);
-    const end = (cache?.length ?? 0) + t;
     if (cache && c.rope.type === "longrope") {
       // LongRoPE rotates with its short factors up to original_max_position_embeddings and its long
       // ones past it: cached keys rotated with the other set must be computed again
@@ -162,7 +164,7 @@ export class LlamaModel extends BaseModel {
       rotaryDim: c.rotaryDim,
       theta: c.rope.theta,
       length,
-      invFreq: c.rope.type === "default" ? undefined : ropeInverseFrequencies(c.rope, c.rotaryDim, end),
+      invFreq,
       scale: ropeScale(c.rope),
     });
     // generation: the rotations of each row's new positions (b·t rows)
@@ -234,11 +236,11 @@ export class LlamaModel extends BaseModel {
 
   /** A key/value cache for generation ({@link ForwardOptions.cache}), stored as `dtype` (default f32). */
   newCache(dtype?: KvCacheDtype): KvCache {
-    // rotary positions extend past max_position_embeddings, as transformers' do
+    // rotary positions extend past max_position_embeddings, as transformers' do (but dynamic NTK's)
     const c = this.config;
     return KvCache.for(this.gpu, {
       ...c,
-      maxPositions: Infinity,
+      maxPositions: maxTokens(c),
       ...(c.rope.type === "longrope" ? { rotationSwitch: c.rope.originalMaxPositions } : {}),
     }, dtype);
   }

@@ -88,6 +88,12 @@ export class VitModel extends BaseModel {
     }
     this.norm = LayerNorm.from(params, `${p}layernorm`, eps);
     this.pooler = this.linears.has(`${p}pooler.dense`) ? this.linear(`${p}pooler.dense`) : null;
+    if (this.pooler && c.poolerOutputSize !== c.hiddenSize) {
+      throw new Error(
+        `${c.path}: pooler_output_size (${c.poolerOutputSize}) differs from hidden_size (${c.hiddenSize}); ` +
+          `hartley's ViT pooler keeps the hidden width (the image classifier, without a pooler, loads)`,
+      );
+    }
     if (ctx.task === "image-cls") this.classifier = this.linear("classifier");
     else if (ctx.task === "base") this.classifier = null;
     else throw new Error(`vit: task "${ctx.task}" is not supported (image-cls or base)`);

@@ -6,7 +6,10 @@
  * (below original_max_position_embeddings / high_freq_factor) kept, and a linear blend between;
  * "longrope" (Phi-3) each divided by its own factor, the short factors while a call's positions stay
  * within original_max_position_embeddings and the long ones beyond, and cos/sin scaled by its
- * attention factor ({@link ropeScale}).
+ * attention factor ({@link ropeScale}); "yarn" a blend of each frequency and it divided by the
+ * factor, by a linear ramp over the pairs, and cos/sin scaled by its attention factor; "dynamic"
+ * unscaled within max_position_embeddings (past it transformers rescales from the calls it has
+ * seen, which is refused here).
  * Every step is rounded to float32 as torch's float32 tensors round it;
  * {@link ropeInverseFrequencies64} is the float64 reference of the same formulas.
  * @module
@@ -29,8 +32,20 @@ export function ropeInverseFrequencies(rope: RopeConfig, dim: number, length = 0
     }
     case "default":
       return base;
+    case "dynamic":
+      return withinDynamic(rope, length, base);
     case "linear":
       return base.map((v) => f(v / rope.factor));
+    case "yarn": {
+      const ramp = yarnRamp(rope, dim, f);
+      // torch: pos = θ^(2i/d); 1/pos blended with 1/(factor·pos) by the extrapolation share 1 − ramp
+      return base.map((_, i) => {
+        const pos = f(rope.theta ** f((2 * i) / dim));
+        const extrapolated = f(1 / pos), interpolated = f(1 / f(rope.factor * pos));
+        const share = f(1 - ramp[i]);
+        return f(f(interpolated * f(1 - share)) + f(extrapolated * share));
+      });
+    }
     case "llama3": {
       const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: old } = rope;
       const lowWavelen = old / low, highWavelen = old / high;
@@ -56,8 +71,14 @@ export function ropeInverseFrequencies64(rope: RopeConfig, dim: number, length =
     }
     case "default":
       return base;
+    case "dynamic":
+      return withinDynamic(rope, length, base);
     case "linear":
       return base.map((v) => v / rope.factor);
+    case "yarn": {
+      const ramp = yarnRamp(rope, dim);
+      return base.map((v, i) => v / rope.factor * ramp[i] + v * (1 - ramp[i]));
+    }
     case "llama3": {
       const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: old } = rope;
       return base.map((inv) => {
@@ -76,7 +97,38 @@ function longRopeFactors(rope: RopeConfig & { type: "longrope" }, length: number
   return length > rope.originalMaxPositions ? rope.longFactor : rope.shortFactor;
 }
 
-/** The scale of the cos and sin tables: longrope's attention factor, else 1. */
+/**
+ * YaRN's ramp over the `dim / 2` pairs (transformers' linear_ramp_factor): 0 up to the correction
+ * dimension of betaFast rotations in originalMaxPositions (those pairs extrapolate), 1 from that
+ * of betaSlow on (they interpolate), linear between; the bounds rounded out when `truncate`. `round`:
+ * each step's rounding (Math.fround for torch's float32 arange).
+ */
+function yarnRamp(rope: RopeConfig & { type: "yarn" }, dim: number, round = (x: number) => x): number[] {
+  const correction = (rotations: number) =>
+    (dim * Math.log(rope.originalMaxPositions / (rotations * 2 * Math.PI))) / (2 * Math.log(rope.theta));
+  let low = correction(rope.betaFast), high = correction(rope.betaSlow);
+  if (rope.truncate) [low, high] = [Math.floor(low), Math.ceil(high)];
+  [low, high] = [Math.max(low, 0), Math.min(high, dim - 1)];
+  if (low === high) high += 0.001; // transformers' guard against a zero-width ramp
+  return Array.from(
+    { length: dim / 2 },
+    (_, i) => Math.min(Math.max(round(round(i - low) / round(high - low)), 0), 1),
+  );
+}
+
+/** Dynamic NTK's frequencies (`base`, unscaled) for a call whose positions run up to `length`. */
+function withinDynamic(rope: RopeConfig & { type: "dynamic" }, length: number, base: number[]): number[] {
+  if (length > rope.maxPositions) {
+    throw new Error(
+      `RoPE "dynamic" is run unscaled up to max_position_embeddings (${rope.maxPositions}); ` +
+        `past it transformers rescales from the longest call it has seen, which hartley does not: ` +
+        `${length} positions are refused (keep rows within ${rope.maxPositions} tokens)`,
+    );
+  }
+  return base;
+}
+
+/** The scale of the cos and sin tables: longrope's and yarn's attention factor, else 1. */
 export function ropeScale(rope: RopeConfig): number {
-  return rope.type === "longrope" ? rope.attentionFactor : 1;
+  return rope.type === "longrope" || rope.type === "yarn" ? rope.attentionFactor : 1;
 }
