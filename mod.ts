@@ -248,6 +248,7 @@ export {
   type ChatTemplate,
   chatTemplate,
   ChatTemplateError,
+  type GenerationRender,
   loadChatTemplate,
 } from "./lib/io/chat_template.ts";
 export {
