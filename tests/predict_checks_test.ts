@@ -162,12 +162,12 @@ Deno.test("predict: flags that the task or the inputs leave unread are refused b
       [
         "image-cls",
         ["--data", image, "--text-field", "a"],
-        "--text-field does not apply to a image-cls model",
+        "--text-field does not apply to an image-cls model",
       ],
       [
         "image-cls",
         ["--data", image, "--pair-field", "b"],
-        "--pair-field does not apply to a image-cls model",
+        "--pair-field does not apply to an image-cls model",
       ],
       ["seq-cls", ["--text", "hi", "--text-field", "a"], "--text-field does not apply to --text"],
       [
@@ -182,7 +182,7 @@ Deno.test("predict: flags that the task or the inputs leave unread are refused b
       ],
       ["causal-lm", ["--data", asked, "--chat"], `--chat does not apply to instruction records`],
       ["causal-lm", ["--text", "hi", "--seq-len", "8"], "--seq-len does not apply to a causal-lm model"],
-      ["image-cls", ["--data", image, "--seq-len", "8"], "--seq-len does not apply to a image-cls model"],
+      ["image-cls", ["--data", image, "--seq-len", "8"], "--seq-len does not apply to an image-cls model"],
       ["causal-lm", ["--text", "hi", "--template-kwargs", "{}"], "--template-kwargs goes with --chat"],
     ];
     const wrong: string[] = [];
@@ -193,5 +193,23 @@ Deno.test("predict: flags that the task or the inputs leave unread are refused b
       }
     }
     assertEquals(wrong, []);
+  });
+});
+
+Deno.test("predict: a causal LM's malformed generation_config.json is refused before the tokenizer and weights load", async () => {
+  await withBrokenModels(async (models) => {
+    const bad = JSON.stringify({ do_sample: true, top_p: 2 });
+    for (const dir of [models["causal-lm"], models["seq-cls"]]) {
+      await Deno.writeTextFile(join(dir, "generation_config.json"), bad);
+      await Deno.writeTextFile(join(dir, "tokenizer.json"), "not a tokenizer");
+    }
+    const lm = await runCli(["predict", "--model", models["causal-lm"], "--text", "hi"]);
+    assert(
+      lm.code === 1 && lm.err.includes(`generation_config.json: "top_p" must be a number in (0, 1], got 2`),
+      lm.err,
+    );
+    // a classifier generates nothing: its generation_config.json is not read
+    const cls = await runCli(["predict", "--model", models["seq-cls"], "--text", "hi"]);
+    assert(cls.code === 1 && cls.err.includes("tokenizer.json"), cls.err);
   });
 });

@@ -16,6 +16,7 @@ import {
   checkSampling,
   type CommandSpec,
   DTYPE_FLAG,
+  type FlagValues,
   GENERATION_FLAGS,
   MODEL_FLAGS,
   stopTexts,
@@ -23,8 +24,8 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { cacheDtypeOf, chatTemplateOf, samplingOf } from "./generation.ts";
-import { loadForUse, type LoadForUseOptions, planUse } from "./load.ts";
+import { cacheDtypeOf, chatTemplateOf, type Sampling, samplingOf } from "./generation.ts";
+import { type Loaded, loadForUse, type LoadForUseOptions, planUse } from "./load.ts";
 import { writeStdout } from "./output.ts";
 
 const FLAGS = {
@@ -72,66 +73,80 @@ export function chatCommand(args: string[], io: ChatIo = terminal()): Promise<nu
         taskFixed: true,
         dtype: v.dtype as WeightDtype,
       };
-      // a model without a chat template is refused before its weights load
+      // a model without a chat template, or with a malformed generation_config.json, is refused
+      // before its weights load
       const plan = await planUse(options);
       const variables = templateKwargs(v["template-kwargs"]);
       await chatTemplateOf(plan.modelDir, variables);
+      const sampling = await samplingOf(plan.modelDir, v);
+      if (sampling.note) console.error(sampling.note);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, options, plan);
-      const { model, tokenizer, modelDir } = loaded;
-      if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
-      const template = await chatTemplateOf(modelDir, variables, tokenizer);
-      const sampling = await samplingOf(modelDir, v);
-      if (sampling.note) console.error(sampling.note);
-      const chat = new Chat(model, tokenizer, template, {
-        system: v.system,
-        maxNewTokens: v["max-new-tokens"],
-        temperature: sampling.temperature,
-        topK: sampling.topK,
-        topP: sampling.topP,
-        minP: sampling.minP,
-        repetitionPenalty: sampling.repetitionPenalty,
-        seed: v.seed,
-        cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
-        stopTexts: stopTexts(v.stop),
-        eosTokenIds: endTokenIds(model, tokenizer),
-      });
       try {
-        if (io.prompt) {
-          console.error(`chat with ${modelDir}${v.adapter ? ` + ${v.adapter}` : ""}: /reset, /exit`);
-        }
-        const ask = () => io.prompt && Deno.stderr.writeSync(new TextEncoder().encode("> "));
-        for await (const line of lines(io.input, ask)) {
-          const text = line.trim();
-          if (text === "") continue;
-          if (text === "/exit") break;
-          if (text === "/reset") {
-            chat.reset();
-            continue;
-          }
-          try {
-            const t0 = performance.now();
-            const g = await chat.say(text, io.write);
-            io.write("\n");
-            const rate = g.newTokens / ((performance.now() - t0) / 1000);
-            if (io.prompt) {
-              console.error(`(${g.newTokens} tokens, ${rate.toFixed(1)} tokens/s, stop: ${g.stop})`);
-            }
-          } catch (e) {
-            const err = explainDeviceError(e, Object.keys(FLAGS));
-            // out of memory: advice, and the end; a closed stdout ends the conversation (cli.ts, quietly)
-            if (err !== e || e instanceof ArgsError || e instanceof Deno.errors.BrokenPipe) throw err;
-            // a turn that cannot be answered (e.g. the conversation outgrew the model) ends nothing
-            console.error(`error: ${(err as Error).message}${io.prompt ? " (/reset starts over)" : ""}`);
-            if (!io.prompt) return 1;
-          }
-        }
-        return 0;
+        return await converse(loaded, { ...v, variables, sampling }, io);
       } finally {
-        chat.dispose();
-        model.dispose();
+        loaded.peft?.detach();
+        loaded.model.dispose();
       }
     }));
+}
+
+/** The flags {@link converse} reads, with the template's variables and the sampling settings. */
+type ConverseFlags = FlagValues<typeof FLAGS> & { variables: Record<string, unknown>; sampling: Sampling };
+
+/** Answer each line of `io.input` with the loaded model until /exit or the input's end. */
+async function converse(loaded: Loaded, v: ConverseFlags, io: ChatIo): Promise<number> {
+  const { model, tokenizer, modelDir } = loaded;
+  if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
+  const template = await chatTemplateOf(modelDir, v.variables, tokenizer);
+  const { sampling } = v;
+  const chat = new Chat(model, tokenizer, template, {
+    system: v.system,
+    maxNewTokens: v["max-new-tokens"],
+    temperature: sampling.temperature,
+    topK: sampling.topK,
+    topP: sampling.topP,
+    minP: sampling.minP,
+    repetitionPenalty: sampling.repetitionPenalty,
+    seed: v.seed,
+    cacheDtype: cacheDtypeOf(v["kv-cache"], v.dtype as WeightDtype),
+    stopTexts: stopTexts(v.stop),
+    eosTokenIds: endTokenIds(model, tokenizer),
+  });
+  try {
+    if (io.prompt) {
+      console.error(`chat with ${modelDir}${v.adapter ? ` + ${v.adapter}` : ""}: /reset, /exit`);
+    }
+    const ask = () => io.prompt && Deno.stderr.writeSync(new TextEncoder().encode("> "));
+    for await (const line of lines(io.input, ask)) {
+      const text = line.trim();
+      if (text === "") continue;
+      if (text === "/exit") break;
+      if (text === "/reset") {
+        chat.reset();
+        continue;
+      }
+      try {
+        const t0 = performance.now();
+        const g = await chat.say(text, io.write);
+        io.write("\n");
+        const rate = g.newTokens / ((performance.now() - t0) / 1000);
+        if (io.prompt) {
+          console.error(`(${g.newTokens} tokens, ${rate.toFixed(1)} tokens/s, stop: ${g.stop})`);
+        }
+      } catch (e) {
+        const err = explainDeviceError(e, Object.keys(FLAGS));
+        // out of memory: advice, and the end; a closed stdout ends the conversation (cli.ts, quietly)
+        if (err !== e || e instanceof ArgsError || e instanceof Deno.errors.BrokenPipe) throw err;
+        // a turn that cannot be answered (e.g. the conversation outgrew the model) ends nothing
+        console.error(`error: ${(err as Error).message}${io.prompt ? " (/reset starts over)" : ""}`);
+        if (!io.prompt) return 1;
+      }
+    }
+    return 0;
+  } finally {
+    chat.dispose();
+  }
 }
 
 /** The lines of `input` (decoded as UTF-8), calling `ask` before each. */

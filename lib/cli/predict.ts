@@ -28,10 +28,10 @@ import {
   type Instruction,
   instructionQuery,
   isInstructionRecord,
+  questionTurn,
   readInstructions,
 } from "../train/instruct.ts";
 import { readImages, type SourcedImage } from "../train/image_data.ts";
-import { DataError } from "../train/data_error.ts";
 import {
   endTokenIds,
   generate,
@@ -59,9 +59,10 @@ import {
   withArgs,
 } from "./args.ts";
 import { explainDeviceError } from "./errors.ts";
-import { cacheDtypeOf, chatTemplateOf, type Sampling, type SamplingFlags, samplingOf } from "./generation.ts";
+import { cacheDtypeOf, chatTemplateOf, type Sampling, samplingOf } from "./generation.ts";
 import { type Loaded, loadForUse, planUse, type UsePlan } from "./load.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
+import { withArticle } from "./task.ts";
 
 const FLAGS = {
   ...MODEL_FLAGS,
@@ -179,7 +180,7 @@ export function predictCommand(args: string[]): Promise<number> {
       };
       // the flags are checked against the task, and the inputs read, before the weights load
       const plan = await planUse(options);
-      refuseUnused(given, PREDICT_FLAGS, plan.task, `a ${plan.task} model`);
+      refuseUnused(given, PREDICT_FLAGS, plan.task, `${withArticle(plan.task)} model`);
       if (v.text !== undefined) {
         refuseGiven(
           given,
@@ -192,6 +193,9 @@ export function predictCommand(args: string[]): Promise<number> {
       const inputs = await readInputs(plan, v);
       checkInstructionFlags(inputs, given, v.chat);
       await checkTemplate(plan.modelDir, inputs, variables, v.chat);
+      // a causal LM's sampling settings: generation_config.json's are read (and said) before the load too
+      const sampling = plan.task === "causal-lm" ? await samplingOf(plan.modelDir, v) : null;
+      if (sampling?.note) console.error(sampling.note);
       const gpu = await getGpu();
       const loaded = await loadForUse(gpu, options, plan);
       try {
@@ -199,7 +203,7 @@ export function predictCommand(args: string[]): Promise<number> {
         const streaming = loaded.task === "causal-lm" && v.text !== undefined && !v.json && !v.out;
         let records: Record<string, unknown>[];
         try {
-          records = await answer(loaded, inputs, { ...v, variables }, streaming);
+          records = await answer(loaded, inputs, { ...v, variables, sampling }, streaming);
         } catch (e) {
           throw explainDeviceError(e, Object.keys(FLAGS));
         }
@@ -265,8 +269,8 @@ function checkInstructionFlags(inputs: Inputs, given: ReadonlySet<string>, chat:
 
 /**
  * Refuse, before the weights load, prompts that the model directory `dir` has no chat template
- * for (--chat, or conversations in --data), and conversations with no assistant turn to answer:
- * as {@link instructionQuery} would after the load, with its messages.
+ * for (--chat, or conversations in --data), and conversations with no assistant turn to answer
+ * ({@link questionTurn}, which {@link instructionQuery} asks after the load).
  */
 async function checkTemplate(
   dir: string,
@@ -280,17 +284,13 @@ async function checkTemplate(
   }
   const template = await loadChatTemplate(dir, variables);
   inputs.examples.forEach((example, i) => {
-    if (!("messages" in example)) return;
-    const where = example.source ?? `${inputs.path}: example ${i + 1}`;
-    // the learnt assistant turns, as instruct.ts finds them: from completionFrom on
-    const answered = example.messages.some((m, at) => m.role === "assistant" && at >= example.completionFrom);
-    if (!answered) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
-    if (!template) {
-      throw new DataError(
-        `${where}: a conversation needs the model's chat template, and the model directory has none`,
-      );
-    }
+    if ("messages" in example) questionTurn(example, template, exampleName(inputs.path, example, i));
   });
+}
+
+/** How errors name example `i` of the instruction file `path`: where it was read, else its number. */
+function exampleName(path: string, example: Instruction, i: number): string {
+  return example.source ?? `${path}: example ${i + 1}`;
 }
 
 /** What predict answers, read (and checked) before the model loads. */
@@ -333,12 +333,16 @@ async function readInputs(
   };
 }
 
-/** The flags {@link answer} reads, with --template-kwargs parsed as the template's variables. */
-type AnswerFlags = GenerationFlags & SamplingFlags & {
+/**
+ * The flags {@link answer} reads, with --template-kwargs parsed as the template's variables, and
+ * a causal LM's sampling settings (null for the other tasks).
+ */
+type AnswerFlags = GenerationFlags & {
   "seq-len": number;
   labels?: string;
   chat?: boolean;
   variables: Record<string, unknown>;
+  sampling: Sampling | null;
 };
 
 /** One record per input: its class, tags or continuation (see the command's notes). */
@@ -509,11 +513,11 @@ async function promptSettings(
   model: Model,
   tokenizer: Tokenizer,
   chat: boolean | undefined,
-  flags: SamplingFlags & { variables: Record<string, unknown> },
+  flags: { variables: Record<string, unknown>; sampling: Sampling | null },
 ): Promise<PromptSettings> {
   const template = chat ? await chatTemplateOf(dir, flags.variables, tokenizer) : null;
-  const sampling = await samplingOf(dir, flags);
-  if (sampling.note) console.error(sampling.note);
+  // read before the load for every causal LM, the one task that prompts
+  const sampling = flags.sampling!;
   return { template, eosTokenIds: endTokenIds(model, tokenizer), sampling };
 }
 
@@ -611,7 +615,7 @@ async function answerInstructions(
   v: GenerationFlags & PromptSettings,
 ): Promise<Record<string, unknown>[]> {
   const queries = examples.map((example, i) =>
-    instructionQuery(example, tokenizer, v.template, example.source ?? `${path}: example ${i + 1}`)
+    instructionQuery(example, tokenizer, v.template, exampleName(path, example, i))
   );
   const generations = await inBatches(model, tokenizer, queries.map((q) => q.ids), v);
   let matches = 0;

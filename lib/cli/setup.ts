@@ -409,6 +409,27 @@ function refuseFields(
 }
 
 /**
+ * Refuse the flags of instruction records for plain text, which is learnt on every token and
+ * rendered by no template: --loss-on all, and --template-kwargs with variables. (The spec holds
+ * values, not the flags given: --loss-on completion and --template-kwargs {} are the defaults, and
+ * change nothing.)
+ */
+function refuseInstructionFlags(spec: DataSpec): void {
+  const given = [
+    ...(spec.lossOn === "all" ? ["--loss-on all"] : []),
+    ...(Object.keys(spec.templateVariables ?? {}).length > 0 ? ["--template-kwargs"] : []),
+  ];
+  if (given.length === 0) return;
+  const one = given.length === 1;
+  throw new ArgsError(
+    `${given.join(", ")} ${one ? "does" : "do"} not apply to --data ${spec.data}: plain text, learnt on ` +
+      `every token; ${
+        one ? "it applies" : "they apply"
+      } to instruction records (prompt/completion or messages)`,
+  );
+}
+
+/**
  * The label names of a model's existing head of `count` labels, when config.json names them:
  * transformers' placeholders (LABEL_0, …) name nothing, and the data's labels then map in
  * first-seen order, as they did when the head was trained.
@@ -431,6 +452,7 @@ async function causalSplits(
   if (fields && isInstructionRecord(fields)) {
     return await instructionSplits(spec, tokenizer, config, modelDir);
   }
+  refuseInstructionFlags(spec);
   const encode = async (path: string) =>
     documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
       lines: isPlainText(path),

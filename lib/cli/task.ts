@@ -2,8 +2,9 @@
  * The task of a run and the model config it is chosen from: reading a model directory's
  * config.json ({@link readModelConfig}), the task its head does, the task to train when --task
  * is not given (from the data, else the head: {@link chooseTask}), the refusal of a task the
- * model's family has no head for, each task's default data and the flags only some tasks take.
- * `train`, `eval` and the commands that load a model for use (lib/cli/load.ts) share them.
+ * model's family has no head for, each task's default data and the flags only some tasks take,
+ * and a task or model type named with its article ({@link withArticle}). `train`, `eval` and the
+ * commands that load a model for use (lib/cli/load.ts) share them.
  * @module
  */
 import { isAbsolute, join } from "node:path";
@@ -33,6 +34,14 @@ export const TASK_FLAGS: Readonly<Record<string, readonly TaskName[]>> = {
   "head-lr": ["seq-cls", "token-cls", "image-cls"],
 };
 
+/**
+ * `word` after its indefinite article, chosen by its first letter: "an image-cls", "a seq-cls",
+ * "a gpt2".
+ */
+export function withArticle(word: string): string {
+  return `${/^[aeiou]/i.test(word) ? "an" : "a"} ${word}`;
+}
+
 /** The task a model directory's head does, from config.json `architectures[0]`. */
 export function taskOfConfig(config: HfConfig): TaskName | null {
   const arch = config.architectures[0] ?? "";
@@ -60,7 +69,7 @@ export function checkTaskFits(
   if (!family || fits.includes(task)) return;
   const nature = config.modelType === "vit"
     ? "it is a ViT, which takes images (task image-cls)"
-    : `a ${config.modelType} model has no ${task} head`;
+    : `${withArticle(config.modelType)} model has no ${task} head`;
   const choices = fits.length > 1 ? `${fits.slice(0, -1).join(", ")} or ${fits[fits.length - 1]}` : fits[0];
   throw new ArgsError(
     origin === "flag"

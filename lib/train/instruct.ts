@@ -416,6 +416,25 @@ export function instructionQuery(
       expected: example.completion,
     };
   }
+  const turn = questionTurn(example, template, where);
+  const prompt = example.messages.slice(0, turn), content = example.messages[turn].content;
+  const ids = tokenizer.encode(template!.render(prompt, true, templateVariables(example)), {
+    addSpecialTokens: false,
+  });
+  return { prompt, ids, expected: typeof content === "string" ? content : "" };
+}
+
+/**
+ * The message of a conversation that {@link instructionQuery} asks for: its first learnt assistant
+ * turn. A DataError naming the example (`where`) when it has none, or when there is no `template`
+ * to render the turns before it. It needs no tokenizer, so conversations can be checked before a
+ * model loads.
+ */
+export function questionTurn(
+  example: ChatInstruction,
+  template: ChatTemplate | null | undefined,
+  where = "instruction",
+): number {
   const turn = learntTurns(example)[0];
   if (turn === undefined) throw new DataError(`${where}: the conversation has no assistant turn to answer`);
   if (!template) {
@@ -423,11 +442,7 @@ export function instructionQuery(
       `${where}: a conversation needs the model's chat template, and the model directory has none`,
     );
   }
-  const prompt = example.messages.slice(0, turn), content = example.messages[turn].content;
-  const ids = tokenizer.encode(template.render(prompt, true, templateVariables(example)), {
-    addSpecialTokens: false,
-  });
-  return { prompt, ids, expected: typeof content === "string" ? content : "" };
+  return turn;
 }
 
 /** Options of {@link instructionDataset}. */
