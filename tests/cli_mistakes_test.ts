@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import { PRETRAIN_DEFAULT, resumeCommand } from "../lib/cli/pretrain.ts";
+import { withArticle } from "../lib/cli/task.ts";
 import { pathExists } from "../lib/io/paths.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { GPT2, runCli, withTempDir } from "./train_helpers.ts";
@@ -302,4 +303,24 @@ Deno.test("eval --json writes NaN as the run log does; multi-label F1 is printed
     assertEquals(m.code, 0, m.err);
     assert(/f1 micro [\d.]+, f1 macro/.test(m.out), m.out);
   });
+});
+
+Deno.test("withArticle: 'an' before a vowel's sound, numbers by their first word", () => {
+  const said = ["image-cls", "seq-cls", "8-class", "11-class", "18-class", "110-class", "80-class", "2-class"]
+    .map(withArticle);
+  assertEquals(said, [
+    "an image-cls",
+    "a seq-cls",
+    "an 8-class",
+    "an 11-class",
+    "an 18-class",
+    "a 110-class",
+    "an 80-class",
+    "a 2-class",
+  ]);
+  assertEquals(["11,000-token", "1,100-token", "18000-token"].map(withArticle), [
+    "an 11,000-token",
+    "a 1,100-token",
+    "an 18000-token",
+  ]);
 });

@@ -19,7 +19,7 @@ import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
 import { ArgsError, checkShipped } from "./args.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
-import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig } from "./task.ts";
+import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig, withArticle } from "./task.ts";
 
 /** What {@link loadForUse} loaded. */
 export interface Loaded {
@@ -121,7 +121,9 @@ export async function loadForUse(gpu: Gpu, o: LoadForUseOptions, plan?: UsePlan)
       if (resized) {
         throw new ArgsError(
           `${modelDir}: size mismatch for ${random}: [${resized.stored}] in the checkpoint, ` +
-            `[${resized.expected}] for a ${task} head of ${numLabels} labels: it would be random; ` +
+            `[${resized.expected}] for ${
+              withArticle(task)
+            } head of ${numLabels} labels: it would be random; ` +
             `make config.json's id2label (or num_labels) count the labels of the checkpoint's head` +
             (o.adapter
               ? ` (the adapter ${o.adapter} holds none)`

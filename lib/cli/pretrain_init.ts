@@ -11,7 +11,7 @@ import { loadTokenizer, type SpecialTokens } from "../io/tokenizer.ts";
 import { getFamily } from "../models/registry.ts";
 import { writeRandomModel } from "../train/init.ts";
 import { ArgsError } from "./args.ts";
-import { taskOfConfig } from "./task.ts";
+import { taskOfConfig, withArticle } from "./task.ts";
 
 /** The flags of `hartley pretrain` that define the initial model. */
 export interface ModelFlags {
@@ -82,7 +82,9 @@ export async function initModel(f: ModelFlags): Promise<InitModel> {
   const config = parseHfConfig(json, configFile);
   const arch = config.architectures[0];
   if (taskOfConfig(config) !== "causal-lm" || !getFamily(config.modelType)?.architectures["causal-lm"]) {
-    const what = arch ? `its ${arch} (a ${config.modelType} model)` : `it names no "architectures" and`;
+    const what = arch
+      ? `its ${arch} (${withArticle(config.modelType)} model)`
+      : `it names no "architectures" and`;
     throw new ArgsError(
       `--config ${f.config}: ${what} is no causal LM; pretrain trains one: ` +
         `give the config.json of a GPT2LMHeadModel, LlamaForCausalLM, …`,

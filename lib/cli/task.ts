@@ -35,11 +35,16 @@ export const TASK_FLAGS: Readonly<Record<string, readonly TaskName[]>> = {
 };
 
 /**
- * `word` after its indefinite article, chosen by its first letter: "an image-cls", "a seq-cls",
- * "a gpt2".
+ * `word` after its indefinite article, chosen by how it is said: by its first letter ("an
+ * image-cls", "a seq-cls", "a gpt2"), or for a number by its first word ("an 8-class", "an
+ * 11-class", "an 18,000-token", "a 110-class").
  */
 export function withArticle(word: string): string {
-  return `${/^[aeiou]/i.test(word) ? "an" : "a"} ${word}`;
+  const digits = /^\d[\d,]*/.exec(word)?.[0].replaceAll(",", "");
+  const vowel = digits === undefined
+    ? /^[aeiou]/i.test(word)
+    : digits.startsWith("8") || (digits.length % 3 === 2 && /^1[18]/.test(digits));
+  return `${vowel ? "an" : "a"} ${word}`;
 }
 
 /** The task a model directory's head does, from config.json `architectures[0]`. */

@@ -30,7 +30,7 @@ import { METHOD_FLAGS, type PreparedMethod, prepareMethod } from "./method.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
 import { clearOutDir, runArgs, shellLine, withSavedArgs } from "./run_dir.ts";
 import { isBuiltinData } from "./setup.ts";
-import { ensurePadToken } from "./task.ts";
+import { ensurePadToken, withArticle } from "./task.ts";
 import { FLAGS, type TrainValues } from "./train_flags.ts";
 import { checkResume, planRun, type TrainPlan } from "./train_plan.ts";
 
@@ -272,7 +272,7 @@ function noteUnusedOutputs({ splits, head: { existingHead } }: TrainPlan): void 
   if (existingHead !== undefined && classes > 0 && classes < existingHead && !splits.multiLabel) {
     console.error(
       `note: the model's head has ${existingHead} outputs and the data ${classes} classes, which take ids ` +
-        `0..${classes - 1}; --new-head starts a ${classes}-class head instead`,
+        `0..${classes - 1}; --new-head starts ${withArticle(`${classes}-class`)} head instead`,
     );
   }
 }
