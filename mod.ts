@@ -261,6 +261,7 @@ export {
   type ImageExample,
   inOrder,
   type TaskName,
+  toModelBatch,
 } from "./lib/train/tasks.ts";
 export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
 export { f1, matthews, multiLabelScores, pearson, spearman } from "./lib/train/metrics.ts";

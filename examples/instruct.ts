@@ -58,7 +58,7 @@ await train({
   model,
   task: "causal-lm",
   data: rows,
-  groups: adapterGroups(peft, { lr: 0.2, headLr: 0 }),
+  groups: adapterGroups(peft, { lr: 0.2 }),
   totalSteps: 120,
   warmupSteps: 3,
   maxGradNorm: 1,

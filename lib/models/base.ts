@@ -66,6 +66,7 @@ export abstract class BaseModel implements Model {
 
   dispose(): void {
     releaseStacks(this.linears.values());
+    for (const l of this.linears.values()) l.disposeAdapters();
     for (const t of this.parameters.values()) t.dispose();
     this.parameters.clear();
     this.linears.clear();

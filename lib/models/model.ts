@@ -120,6 +120,11 @@ export interface Model {
   newCache?(dtype?: KvCacheDtype): KvCache;
   /** One forward pass (recorded on the tape when gradients are on). */
   forward(batch: Batch, options?: ForwardOptions): ModelOutput;
-  /** Release every GPU buffer of the model. */
+  /**
+   * Release every GPU buffer the model holds: its parameters, the weight stacks kept for training
+   * (`fusedProjection`), and the adapters on its linear layers, attached or merged (a
+   * `PeftModel` of it can then only be detached). The buffers go back to the device's pool,
+   * which hands them out again; `gpu.pool.trim()` returns the pool's free buffers to the device.
+   */
   dispose(): void;
 }

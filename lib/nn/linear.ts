@@ -40,6 +40,8 @@ export interface LinearAdapter {
    * its output's columns itself.
    */
   lowRank?(x: Tensor, rows?: DropoutRows): { h: Tensor; b: Tensor; scale: number };
+  /** Release the adapter's GPU buffers (a model's dispose calls it: {@link Linear.disposeAdapters}). */
+  dispose?(): void;
 }
 
 /** How an adapter folded into a weight (see {@link LinearAdapter.fold}) is trained. */
@@ -62,6 +64,11 @@ export type WeightLayout = "out_in" | "in_out";
 export class Linear {
   /** The attached adapter; null for a plain layer or while merged. */
   adapter: LinearAdapter | null = null;
+  /**
+   * Adapters whose ΔW is merged into the weight (`PeftModel.merge`): the layer runs without them
+   * but holds them, to attach again when unmerged and to free in {@link Linear.disposeAdapters}.
+   */
+  readonly merged: LinearAdapter[] = [];
 
   /**
    * A layer over `weight` (2-D, stored as `layout`) and an optional `bias` [out], with no adapter.
@@ -98,6 +105,16 @@ export class Linear {
   /** in_features N. */
   get inFeatures(): number {
     return this.layout === "out_in" ? this.weight.shape[1] : this.weight.shape[0];
+  }
+
+  /**
+   * Release the adapters the layer holds, attached or merged, and forget them (a model's dispose;
+   * the weight and bias are the model's parameters, freed with them).
+   */
+  disposeAdapters(): void {
+    for (const a of [this.adapter, ...this.merged]) a?.dispose?.();
+    this.adapter = null;
+    this.merged.length = 0;
   }
 
   /** x [..., in] → [..., out] (`rows`: see {@link LinearAdapter.delta}). */

@@ -6,11 +6,12 @@
  * ```ts
  * import { getGpu } from "../gpu/mod.ts";
  * import { loadModel } from "../models/load.ts";
- * import type { Batch } from "../models/model.ts";
  * import { sshConfig } from "./config.ts";
  * import { tidy } from "../tensor/mod.ts";
+ * import type { BatchIterator } from "../train/batches.ts";
  * import { AdamW } from "../train/optim.ts";
- * declare const batch: Batch;
+ * import { toModelBatch } from "../train/tasks.ts";
+ * declare const batches: BatchIterator; // over a ClassificationDataset, say
  * const gpu = await getGpu();
  * const model = await loadModel(gpu, "models/roberta-base", { task: "seq-cls", numLabels: 2 });
  * const peft = await attachAdapter(model, sshConfig({ n: 750, alpha: 150, taskType: "SEQ_CLS" }));
@@ -19,10 +20,16 @@
  *   { params: peft.savedParameters(), lr: 1e-3 },
  * ], { lr: 0.05 });
  * peft.train(true);
- * const loss = tidy(() => peft.model.forward(batch).loss!);
- * loss.backward(); opt.step(1); opt.zeroGrad();
+ * for (let step = 0; step < batches.stepsPerEpoch; step++) {
+ *   const rows = batches.batch({ epoch: 0, step });
+ *   tidy(() => model.forward(toModelBatch(model, rows, "seq-cls")).loss!.backward());
+ *   opt.step();
+ *   opt.zeroGrad();
+ * }
+ * peft.train(false);
  * await peft.save("out/adapter");              // adapter_config.json + adapter_model.safetensors
  * await peft.saveMerged("out/merged");         // a Hugging Face model directory
+ * peft.dispose();                              // the model, and the adapter with it
  * ```
  *
  * Attaching freezes every parameter of the model (requiresGrad false) except those of the
@@ -216,6 +223,7 @@ export class PeftModel {
       const lin = this.#linear(path);
       encodeMerge(lin, layer, 1);
       lin.adapter = null;
+      lin.merged.push(layer);
     }
     this.#merged = true;
   }
@@ -227,6 +235,7 @@ export class PeftModel {
     for (const [path, layer] of this.layers) {
       const lin = this.#linear(path);
       encodeMerge(lin, layer, -1);
+      forget(lin, layer);
       lin.adapter = layer;
     }
     this.#merged = false;
@@ -247,16 +256,23 @@ export class PeftModel {
   /**
    * Remove the adapters from the model and release them. With `keepMerged`, merged weights
    * stay merged (PEFT's merge_and_unload); otherwise they are unmerged first (PEFT's unload).
+   * After the model's dispose (which freed the adapters) it only marks the handle detached.
    */
   detach(opts: { keepMerged?: boolean } = {}): void {
     if (this.#detached) return;
-    if (this.#merged && !opts.keepMerged) this.unmerge();
+    if (this.#merged && !opts.keepMerged && !this.#modelDisposed()) this.unmerge();
     for (const [path, layer] of this.layers) {
       const lin = this.model.linears.get(path);
-      if (lin && lin.adapter === layer) lin.adapter = null;
+      if (lin) forget(lin, layer);
       layer.dispose();
     }
     this.#detached = true;
+  }
+
+  /** Release the model and its adapter (`model.dispose()`); the handle is then detached. */
+  dispose(): void {
+    this.model.dispose();
+    this.detach();
   }
 
   #targetOrder(): string[] {
@@ -272,7 +288,20 @@ export class PeftModel {
 
   #live(): void {
     if (this.#detached) throw new Error("the adapter was detached from its model");
+    if (this.#modelDisposed()) throw new Error("the adapter's model was disposed (with the adapter)");
   }
+
+  /** Whether the model was disposed: its linear layers, the adapted ones among them, are gone. */
+  #modelDisposed(): boolean {
+    return [...this.layers.keys()].some((path) => !this.model.linears.has(path));
+  }
+}
+
+/** Take `layer` off `lin`, attached or merged (the weight keeps whatever is merged into it). */
+function forget(lin: Linear, layer: PeftLayer): void {
+  if (lin.adapter === layer) lin.adapter = null;
+  const at = lin.merged.indexOf(layer);
+  if (at >= 0) lin.merged.splice(at, 1);
 }
 
 /**

@@ -11,8 +11,8 @@ import type { NamedParam, ParamGroupSpec } from "./trainer.ts";
 export interface AdapterGroupOptions {
   /** Learning rate of the adapter's tensors. */
   lr: number;
-  /** Learning rate of the modules_to_save (the task head). */
-  headLr: number;
+  /** Learning rate of the modules_to_save (the task head); needed only when the adapter trains one. */
+  headLr?: number;
   /** Decoupled weight decay (default 0): of the adapter's tensors and the head's weights, not its biases and norms. */
   weightDecay?: number;
 }
@@ -20,6 +20,7 @@ export interface AdapterGroupOptions {
 /**
  * Groups "adapter" and "head" of `peft`'s trainable tensors, named as checkpoints store them
  * (`<layer path>.<kind>.<index>` and the head's model keys); an empty group is left out.
+ * @throws Error when the adapter trains modules_to_save (a task head) and `headLr` is not given.
  */
 export function adapterGroups(peft: PeftModel, opts: AdapterGroupOptions): ParamGroupSpec[] {
   const weightDecay = opts.weightDecay ?? 0;
@@ -27,11 +28,18 @@ export function adapterGroups(peft: PeftModel, opts: AdapterGroupOptions): Param
   for (const [path, layer] of peft.layers) {
     layer.parameters().forEach((t, i) => adapter.push({ name: `${path}.${layer.kind}.${i}`, tensor: t }));
   }
+  const groups: ParamGroupSpec[] = [{ name: "adapter", params: adapter, lr: opts.lr, weightDecay }];
   const head = [...peft.saved].map(([name, tensor]) => ({ name, tensor }));
-  return [
-    { name: "adapter", params: adapter, lr: opts.lr, weightDecay },
-    ...headGroups(head, opts.headLr, weightDecay),
-  ].filter((g) => g.params.length > 0);
+  if (head.length > 0) {
+    if (opts.headLr === undefined) {
+      const names = head.length > 1 ? `${head[0].name}, …` : head[0].name;
+      throw new Error(
+        `adapterGroups: the adapter trains modules_to_save (${names}): give headLr, their learning rate`,
+      );
+    }
+    groups.push(...headGroups(head, opts.headLr, weightDecay));
+  }
+  return groups.filter((g) => g.params.length > 0);
 }
 
 /**

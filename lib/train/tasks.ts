@@ -18,6 +18,21 @@ export type TaskName = Exclude<ModelTask, "base">;
 /** The tasks, for flag checking. */
 export const TASKS: readonly TaskName[] = ["causal-lm", "seq-cls", "token-cls", "image-cls"];
 
+/**
+ * The task `who` runs `model` for: its head's, which `task`, when given, must name.
+ * @throws Error when the model has no head (task "base") or `task` is another.
+ */
+export function headTask(model: Model, task: TaskName | undefined, who: string): TaskName {
+  if (model.task === "base" || (task !== undefined && task !== model.task)) {
+    throw new Error(
+      `${who}: ${task === undefined ? "" : `task "${task}", but `}the model has ${
+        model.task === "base" ? "no head (load it with a task)" : `a ${model.task} head`
+      }`,
+    );
+  }
+  return model.task;
+}
+
 /** A batch of preprocessed images [b, c, h, w] and their class ids. */
 export interface ImageBatch {
   /** The images' floats, row-major [b, c, h, w]. */
@@ -115,8 +130,12 @@ export function batchTokens(b: HostBatch): number {
 }
 
 /**
- * Model inputs of a CPU batch, labels included unless `withLabels` is false (prediction);
- * tensors live in the caller's tidy scope.
+ * The model inputs of a CPU batch (a {@link BatchIterator}'s or {@link ImageBatches}' batch) for
+ * `task`, as `train` and {@link evaluate} feed them to `model.forward`: token ids (on the
+ * GPU and their host copy), attention mask and token types, or pixels; the labels, shaped for
+ * `task`, unless `withLabels` is false (prediction). The tensors are the caller's to dispose:
+ * build the batch inside `tidy`, with the forward pass.
+ * @throws Error when the batch's kind (tokens or images) does not fit `task`.
  */
 export function toModelBatch(model: Model, b: HostBatch, task: TaskName, withLabels = true): Batch {
   const gpu = model.gpu;
@@ -211,13 +230,16 @@ export interface EvalResult {
 /**
  * Evaluate `model` (in eval mode, no gradients) on `batches`: losses and logits are queued
  * for readback per batch and collected every few batches, so the GPU never waits per batch.
+ * `taskName` defaults to the model's head (`model.task`); given, it must be that one.
+ * `onBatch` hears the batches done so far, every few batches.
  */
 export async function evaluate(
   model: Model,
   batches: Iterable<HostBatch>,
-  task: TaskName,
+  taskName?: TaskName,
   onBatch?: (done: number) => void,
 ): Promise<EvalResult> {
+  const task = headTask(model, taskName, "evaluate");
   const wasTraining = model.training;
   model.train(false);
   let lossSum = 0, targets = 0, examples = 0, done = 0, rightTokens = 0;

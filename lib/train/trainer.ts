@@ -40,6 +40,7 @@ import {
   type BatchSource,
   batchTokens,
   type EvalResult,
+  headTask,
   lossCount,
   type TaskName,
 } from "./tasks.ts";
@@ -73,8 +74,11 @@ export interface ParamGroupSpec {
 export interface TrainOptions {
   /** The model to train (with its adapter attached, if any). */
   model: Model;
-  /** How a batch's loss is taken: "causal-lm", "seq-cls", "token-cls" or "image-cls" (the model's head). */
-  task: TaskName;
+  /**
+   * How a batch's loss is taken: "causal-lm", "seq-cls", "token-cls" or "image-cls"; the model's
+   * head (default `model.task`), which it must be when given.
+   */
+  task?: TaskName;
   /**
    * Training batches: step s trains on `data.batch(data.positionAt(s))` (see `accumulate`).
    * A step with no target that counts (a causal LM's or token classifier's batches whose labels
@@ -238,6 +242,8 @@ interface LossInterval {
 /** What the phases of {@link train} share: the run's setup, and its state as it trains. */
 interface Run {
   opts: TrainOptions;
+  /** The task of the model's head. */
+  task: TaskName;
   /** Batches an optimiser step (`accumulate`). */
   micro: number;
   logEvery: number;
@@ -284,7 +290,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 /** Check the options, build the optimiser and restore a resumed run's state. */
 function startRun(opts: TrainOptions): Run {
   const { model, totalSteps } = opts;
-  const { micro, names } = checkOptions(opts);
+  const { task, micro, names } = checkOptions(opts);
   const gpu = model.gpu;
   const logEvery = Math.max(1, opts.logEvery ?? 10);
   const opt = createOptimizer(opts);
@@ -312,6 +318,7 @@ function startRun(opts: TrainOptions): Run {
   };
   return {
     opts,
+    task,
     micro,
     logEvery,
     names,
@@ -331,23 +338,19 @@ function startRun(opts: TrainOptions): Run {
   };
 }
 
-/** Throw on options no run can take; give the batches a step and the trained tensors' names. */
-function checkOptions(opts: TrainOptions): { micro: number; names: string[] } {
-  const { model, task } = opts;
-  if (model.task !== task) {
-    throw new Error(
-      `train: task "${task}", but the model has ${
-        model.task === "base" ? "no head" : `a ${model.task} head`
-      }`,
-    );
-  }
+/**
+ * Throw on options no run can take; give the task, the batches a step and the trained tensors'
+ * names.
+ */
+function checkOptions(opts: TrainOptions): { task: TaskName; micro: number; names: string[] } {
+  const task = headTask(opts.model, opts.task, "train");
   const micro = opts.accumulate ?? 1;
   if (!(Number.isInteger(micro) && micro >= 1)) {
     throw new RangeError(`train: accumulate must be an integer ≥ 1, got ${micro}`);
   }
   const names = opts.groups.flatMap((g) => g.params.map((p) => p.name));
   if (names.length === 0) throw new Error(`train: nothing to train (no parameters in any group)`);
-  return { micro, names };
+  return { task, micro, names };
 }
 
 /** Mark the groups' tensors trainable and build AdamW over the groups that have any. */
@@ -436,7 +439,7 @@ async function trainSteps(run: Run): Promise<void> {
  * and submit it without waiting; count it and its tokens.
  */
 function trainStep(run: Run): void {
-  const { opts: { model, task, data }, opt, keyed, result } = run;
+  const { opts: { model, data }, task, opt, keyed, result } = run;
   const { first, count } = stepBatches(run.step, run.micro, data.stepsPerEpoch);
   const batches = Array.from({ length: count }, (_, j) => data.batch(data.positionAt(first + j)));
   const counts = batches.map((b) => lossCount(b, task));
