@@ -61,6 +61,7 @@ export { ShapeError } from "./lib/models/shapes.ts";
 export { TargetError } from "./lib/peft/targets.ts";
 export { TextTooLongError, TokenizerError } from "./lib/io/tokenizer.ts";
 export { HfConfigError } from "./lib/io/config_fields.ts";
+export { ModelDirError } from "./lib/models/load.ts";
 export { SafetensorsError } from "./lib/io/safetensors.ts";
 export { ParquetError } from "./lib/io/parquet.ts";
 export { ImageError } from "./lib/io/image.ts";
@@ -169,7 +170,7 @@ export {
   type SSHAdapter,
   type SSHModule,
 } from "./lib/peft/files.ts";
-export { type WriteMergedOptions } from "./lib/peft/merge.ts";
+export { type MergeSource, writeMergedModel, type WriteMergedOptions } from "./lib/peft/merge.ts";
 export {
   CausalLmDataset,
   type CausalLmOptions,
@@ -287,6 +288,7 @@ export {
   type TextInput,
 } from "./lib/infer/predict.ts";
 export {
+  endTokenIds,
   generate,
   generateBatch,
   type GenerateBatchOptions,
@@ -312,6 +314,7 @@ export {
   type BestMetric,
   type BestState,
   CheckpointError,
+  findCheckpoint,
   loadCheckpoint,
   type LoadedCheckpoint,
   type OptimizerState,

@@ -186,7 +186,10 @@ Deno.test("tokenizeInstruction: a conversation's assistant turns learnt through 
     "{% for m in messages %}{{ m.content }}|{% endfor %}{{ messages | length }}",
     "closing",
   );
-  assertThrows(() => tokenizeInstruction(chat, tok, { template: closing }), "--loss-on all");
+  assertThrows(
+    () => tokenizeInstruction(chat, tok, { template: closing }),
+    'train on every token instead (--loss-on all, or lossOn "all")',
+  );
   assert(tokenizeInstruction(chat, tok, { template: closing, lossOn: "all" }).trained.every((v) => v === 1));
   // Phi-3 closes a conversation rendered without the generation prompt with its EOS, which an
   // earlier turn does not have in the whole text; Qwen3 writes an empty <think> into the last turn
@@ -493,7 +496,8 @@ Deno.test("instructionDataset: conversations without an assistant turn are named
         template,
         source: "s.jsonl",
       }),
-    's.jsonl: no conversation has a turn with the role "assistant" to learn (their roles: human, gpt, system, user)',
+    's.jsonl: no conversation has a turn with the role "assistant" to learn (their roles: human, gpt, system, user); ' +
+      'name the answers\' role "assistant", or train on every token (--loss-on all, or lossOn "all")',
   );
   const some = instructionDataset([chat("user", "assistant"), chat("system", "user")], tok, {
     seqLen: 64,
@@ -526,7 +530,7 @@ Deno.test("instructionDataset: next-token labels on learnt tokens, rows cut to s
   assertEquals(ids[ids.length - 1], tok.special.eos);
   assertThrows(
     () => instructionDataset([examples[1]], tok, { seqLen: 4, source: "sft.jsonl" }),
-    "sft.jsonl: no example has a completion token within 4 tokens",
+    "sft.jsonl: no example has a completion token within 4 tokens (raise --seq-len, or seqLen; or shorten the prompts)",
   );
 });
 

@@ -156,7 +156,11 @@ Deno.test("trainer: a NaN loss blames the frozen model when no update came befor
       e = await fail({ outDir: out, writeWeights, logEvery: 4 });
       assert(e.message.includes("in the steps up to 4"), e.message);
       assert(e.message.includes("It came in the run's first steps: check the frozen model"), e.message);
-      assert(e.message.includes("else lower the learning rate (--lr)"), e.message);
+      const clip = "a gradient norm limit (--max-grad-norm, or maxGradNorm)";
+      assert(
+        e.message.includes(`else lower the learning rate (--lr, or the groups' lr) or set ${clip}`),
+        e.message,
+      );
       reset();
 
       // diverging after an update with no checkpoint written: the learning rate, and no checkpoint named
@@ -166,6 +170,7 @@ Deno.test("trainer: a NaN loss blames the frozen model when no update came befor
       };
       e = await fail({ outDir: out, writeWeights, shouldStop: after(1) });
       assert(e.message.includes("up to 2; training stopped. Lower the learning rate"), e.message);
+      assert(e.message.includes(`(--lr, or the groups' lr), set ${clip}, or check the data`), e.message);
       assert(!e.message.includes("last good checkpoint"), `no checkpoint was written: ${e.message}`);
       reset();
 

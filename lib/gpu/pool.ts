@@ -76,7 +76,7 @@ export class BufferPool {
   /** Bytes in use now, and the most in use since the last {@link BufferPool.releaseIdle}. */
   #inUseBytes = 0;
   #roundPeak = 0;
-  /** The peaks in use of the last {@link PEAK_ROUNDS} rounds. */
+  /** The peaks in use of the last `PEAK_ROUNDS` rounds. */
   #peaks: number[] = [];
   #allocated = 0;
   #peak = 0;
@@ -177,7 +177,7 @@ export class BufferPool {
 
   /**
    * Called once a training step: while the pool holds more than the most any of the last
-   * {@link PEAK_ROUNDS} steps had in use, destroy free buffers (whose work is submitted) that this
+   * `PEAK_ROUNDS` steps had in use, destroy free buffers (whose work is submitted) that this
    * step did not release, the longest idle first. A step that repeats the last one's shapes keeps
    * all its buffers; batch shapes that vary (`--group-by-length`) do not pile up every size class
    * they ever needed, and a step's shapes are only made again when the budget was spent on others.

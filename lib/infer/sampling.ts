@@ -1,7 +1,7 @@
 /**
  * Drawing the next token on the CPU: transformers' repetition penalty and its sampling warpers
  * (temperature, top-k, top-p, min-p) applied to one row's logits. The GPU's draws
- * (lib/tensor/ops/sample.ts) follow these and are tested against {@link samplingCandidates}.
+ * (lib/tensor/ops/sample.ts) follow these and are tested against `samplingCandidates`.
  * @module
  */
 import type { Prng } from "../spectral/prng.ts";
@@ -30,7 +30,7 @@ export interface SamplingCuts {
   minP: number;
 }
 
-/** A token drawn from the tokens and weights the `cuts` leave ({@link samplingCandidates}). */
+/** A token drawn from the tokens and weights the `cuts` leave (`samplingCandidates`). */
 export function sampleToken(logits: Float32Array, cuts: SamplingCuts, rng: Prng): number {
   if (!(cuts.topK > 0 && cuts.topK < logits.length) && cuts.topP >= 1 && cuts.minP <= 0) {
     const { w, total } = weightsOf(logits, cuts.temperature);

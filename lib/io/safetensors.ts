@@ -9,7 +9,7 @@
  * of the data to the end of the file (the reference library's rule: a gap or trailing bytes are
  * refused). Every error names the file, and the tensor where one is at fault.
  * {@link openCheckpoint} reads a checkpoint under the names transformers loads it with (see
- * {@link transformersName}).
+ * `transformersName`).
  * @module
  */
 import { dirname, join } from "node:path";
@@ -80,7 +80,7 @@ interface Entry extends TensorInfo {
 
 /** Options of {@link SafetensorsFile.open} and {@link ShardedCheckpoint.open}. */
 export interface OpenOptions {
-  /** Read each tensor under the name transformers loads it with ({@link transformersName}). */
+  /** Read each tensor under the name transformers loads it with (`transformersName`). */
   transformersNames?: boolean;
 }
 
@@ -275,7 +275,7 @@ export class ShardedCheckpoint implements TensorSource {
  * Open a checkpoint: a `.safetensors` file, a `.safetensors.index.json`, or a folder holding
  * `<base>.safetensors` or else `<base>.safetensors.index.json` (sharded), the order transformers
  * looks in. Its tensors are read under the names transformers loads them with (see
- * {@link transformersName}; `renamed` lists those read under another name than stored). A folder
+ * `transformersName`; `renamed` lists those read under another name than stored). A folder
  * with weights in another format only (`pytorch_model.bin`, …) is an error saying how to convert them.
  * @param base file stem looked for in a folder: "model", or e.g. "adapter_model".
  */
@@ -335,7 +335,7 @@ function transformersName(name: string): string {
 }
 
 /**
- * The `stored` names that {@link transformersName} renames, by their new name. A file holding a
+ * The `stored` names that `transformersName` renames, by their new name. A file holding a
  * tensor under both names is an error naming both.
  */
 function renamesOf(path: string, stored: readonly string[]): Map<string, string> {

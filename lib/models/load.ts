@@ -21,6 +21,7 @@
 import { dirname, join } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import { loadGenerationConfig } from "../io/generation_config.ts";
+import { HfConfigError } from "../io/config_fields.ts";
 import { type HfConfig, loadHfConfig } from "../io/hf_config.ts";
 import { openCheckpoint, type TensorSource } from "../io/safetensors.ts";
 import { checkTokenizerFits, loadTokenizer, type Tokenizer } from "../io/tokenizer.ts";
@@ -32,6 +33,16 @@ import { type Family, getFamily, registeredFamilies } from "./registry.ts";
 import { checkCheckpoint, type CheckpointMatch, type ModelShapes, modelShapes } from "./shapes.ts";
 
 export { type BuildContext, type Family, registeredFamilies, registerFamily } from "./registry.ts";
+
+/**
+ * A model directory that cannot be read as one: missing, not a directory, or without a file it
+ * needs (config.json for {@link loadModel}, tokenizer.json for {@link loadModelTokenizer}).
+ * A config.json that is malformed or names a model or task not supported is an {@link HfConfigError}.
+ */
+export class ModelDirError extends Error {
+  /** Always "ModelDirError". */
+  override name = "ModelDirError";
+}
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -96,20 +107,22 @@ const BUFFERS = /(^|\.)(attn\.bias|attn\.masked_bias|position_ids|rotary_emb\.in
  * `LayerNorm.weight`; see `openCheckpoint`). Errors name the file (and tensor) at fault: a missing
  * directory, config.json or checkpoint; an unknown `model_type`; a tensor of the wrong shape or
  * dtype; a truncated safetensors file.
+ * @throws {@link ModelDirError} when `dir` is missing, no directory, or has no config.json;
+ *   {@link HfConfigError} when config.json is malformed or its model_type has no head for the task.
  */
 export async function loadModel(gpu: Gpu, dir: string, opts: LoadModelOptions = {}): Promise<Model> {
   await expectDirectory(dir);
   const configPath = join(dir, "config.json");
   const config = await loadHfConfig(configPath).catch((e) => {
     throw e instanceof Deno.errors.NotFound
-      ? new Error(`${configPath}: not found (a Hugging Face model directory needs config.json)`)
+      ? new ModelDirError(`${configPath}: not found (a Hugging Face model directory needs config.json)`)
       : e;
   });
   const family = familyOf(config);
   const task = opts.task ?? taskOf(family, config);
   const architecture = family.architectures[task];
   if (!architecture) {
-    throw new Error(
+    throw new HfConfigError(
       `${config.path}: task "${task}" is not supported for model_type "${config.modelType}" ` +
         `(supported: ${Object.keys(family.architectures).join(", ")})`,
     );
@@ -160,14 +173,14 @@ function loadNotes(shapes: ModelShapes, weights: LoadedWeights, match: Checkpoin
 /**
  * The tokenizer of a model with config `config`: `path` (a tokenizer.json or a folder holding
  * one; default the tokenizer.json beside config.json), checked to produce only ids below the
- * model's vocab_size (the error names both files). A model directory without one is an error
- * naming it.
+ * model's vocab_size (the error names both files). A model directory without one is a
+ * {@link ModelDirError} naming it.
  */
 export async function loadModelTokenizer(config: HfConfig, path?: string): Promise<Tokenizer> {
   const dir = dirname(config.path);
   const tokenizer = await loadTokenizer(path ?? join(dir, "tokenizer.json"), config).catch(async (e) => {
     if (path !== undefined || !(e instanceof Deno.errors.NotFound)) throw e;
-    throw new Error(
+    throw new ModelDirError(
       `model directory ${dir} has no tokenizer.json (a text model needs one beside config.json)` +
         await slowTokenizerHint(dir),
     );
@@ -199,7 +212,7 @@ async function slowTokenizerHint(dir: string): Promise<string> {
 function familyOf(config: HfConfig): Family {
   const family = getFamily(config.modelType);
   if (!family) {
-    throw new Error(
+    throw new HfConfigError(
       `${config.path}: no model family is registered for model_type "${config.modelType}" ` +
         `(registered: ${registeredFamilies().join(", ")})`,
     );
@@ -214,7 +227,7 @@ function taskOf(family: Family, config: HfConfig): ModelTask {
   const hit = entries.find(([, a]) => a === arch);
   if (hit) return hit[0];
   if (arch === undefined && family.architectures.base) return "base";
-  throw new Error(
+  throw new HfConfigError(
     `${config.path}: architecture ${JSON.stringify(arch ?? null)} names no task; pass task ` +
       `(${entries.map(([t, a]) => `${t} = ${a}`).join(", ")})`,
   );
@@ -225,8 +238,10 @@ async function expectDirectory(dir: string): Promise<void> {
   try {
     stat = await Deno.stat(dir);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`${dir}: model directory not found`);
+    if (e instanceof Deno.errors.NotFound) throw new ModelDirError(`${dir}: model directory not found`);
     throw e;
   }
-  if (!stat.isDirectory) throw new Error(`${dir}: not a directory (expected a Hugging Face model directory)`);
+  if (!stat.isDirectory) {
+    throw new ModelDirError(`${dir}: not a directory (expected a Hugging Face model directory)`);
+  }
 }

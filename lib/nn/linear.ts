@@ -67,6 +67,7 @@ export class Linear {
   /**
    * Adapters whose ΔW is merged into the weight (`PeftModel.merge`): the layer runs without them
    * but holds them, to attach again when unmerged and to free in {@link Linear.disposeAdapters}.
+   * While it holds one, no adapter attaches to the layer (`attachAdapter` and `applyAdapter` refuse).
    */
   readonly merged: LinearAdapter[] = [];
 

@@ -42,7 +42,7 @@ import type { Model } from "../models/model.ts";
 import type { LinearShape } from "../models/shapes.ts";
 import type { Linear } from "../nn/linear.ts";
 import type { Tensor } from "../tensor/mod.ts";
-import { type AdapterConfig, peftTaskType } from "./config.ts";
+import { type AdapterConfig, AdapterConfigError, peftTaskType } from "./config.ts";
 import { checkAdapter } from "./check_adapter.ts";
 import {
   type Adapter,
@@ -209,7 +209,8 @@ export class PeftModel {
   }
 
   /**
-   * Add every layer's ΔW into its weight; the layers then run without their adapters.
+   * Add every layer's ΔW into its weight; the layers then run without their adapters, and take no
+   * other adapter until unmerged (or detached with `keepMerged`).
    * @throws Error, before any weight changes, when an adapted weight is tied to another
    *   parameter (GPT-2's lm_head) or cannot hold W + ΔW (see lib/peft/merge.ts).
    */
@@ -308,8 +309,9 @@ function forget(lin: Linear, layer: PeftLayer): void {
  * Attach a new adapter of `config` to `model`: SSH positions from the frozen weights and
  * coefficients initialised per the config; LoRA and FourierFT initialised as PEFT does
  * (lib/peft/lora.ts, lib/peft/fourierft.ts).
- * @throws TargetError / Error naming what does not fit (no such module, tied weight, n > M·N, …),
- *   or a head new to the checkpoint that the config leaves frozen (no SEQ_CLS or TOKEN_CLS task type).
+ * @throws TargetError / Error naming what does not fit (no such module, tied weight, n > M·N, a
+ *   layer with an adapter attached or merged into its weight, …); AdapterConfigError for a head new
+ *   to the checkpoint that the config leaves frozen (no SEQ_CLS or TOKEN_CLS task type).
  */
 export async function attachAdapter(
   model: Model,
@@ -331,7 +333,7 @@ export async function attachAdapter(
     // PEFT trains the head of a task type it knows; an image classifier's has none
     const taskType = model.task === "base" ? null : peftTaskType(model.task);
     const pooler = module.endsWith("pooler.dense");
-    throw new Error(
+    throw new AdapterConfigError(
       `"${untrained[0]}" is new (initialised by loadModel: the checkpoint ${
         pooler ? "lacks it" : `has no ${model.task} head`
       }), but the adapter config does not train it: ${
@@ -378,7 +380,8 @@ export async function attachAdapter(
  * Attach a saved adapter (in memory) to `model`; its modules_to_save values are written into
  * the model's parameters. As PEFT, target_modules and modules_to_save names that match nothing
  * in the model are skipped (its modules decide which layers it adapts).
- * @throws AdapterFileError when the adapter does not fit the model (module missing, shape mismatch).
+ * @throws AdapterFileError when the adapter does not fit the model (module missing, shape mismatch);
+ *   Error when one of its layers has an adapter attached or merged into its weight.
  */
 export function applyAdapter(model: Model, adapter: Adapter, opts: AttachOptions = {}): PeftModel {
   const { config } = adapter;
@@ -458,6 +461,13 @@ function prepare(
     // only merging it would change the weight it shares (merge refuses that)
     if (lin.adapter) {
       throw new Error(`"${t.path}" already has a ${lin.adapter.kind} adapter (detach it first)`);
+    }
+    // the merged adapter's unmerge re-attaches it to the layer, which would drop one attached meanwhile
+    if (lin.merged.length > 0) {
+      throw new Error(
+        `"${t.path}" has a ${lin.merged[0].kind} adapter merged into its weight (unmerge it first, or ` +
+          `detach it with keepMerged, as PEFT's merge_and_unload, to keep its ΔW in the weight)`,
+      );
     }
   }
   const params = resolveModulesToSave(shapes, config, opts).flatMap((m) =>

@@ -186,7 +186,7 @@ export interface FourierFTConfig extends CommonAdapterConfig {
   peftType: "FOURIERFT";
   /**
    * `n_frequency`, an integer ≥ 1; PEFT's default 1000. PEFT's `alpha` (kept in `extra`), when
-   * set, replaces it with int(alpha·N·M) per M×N layer ({@link fourierftFrequencies}).
+   * set, replaces it with int(alpha·N·M) per M×N layer (`fourierftFrequencies`).
    */
   nFrequency: number;
   /** `scaling`, finite; PEFT's default 150. */

@@ -303,7 +303,7 @@ async function readFourierftModules(
 
 /** Options of {@link saveAdapter}. */
 export interface SaveOptions {
-  /** Check the adapter against the base model's shapes first (as {@link LoadOptions.shapes}). */
+  /** Check the adapter against the base model's shapes first (as {@link LoadAdapterOptions.shapes}). */
   shapes?: ModelShapes;
 }
 

@@ -116,6 +116,7 @@ export async function readDeltaWeight(gpu: Gpu, layer: PeftLayer, transposed = f
 
 /** What {@link writeMergedModel} merges. */
 export interface MergeSource {
+  /** The adapted model (its config.json's folder holds the checkpoint merged, by default). */
   model: Model;
   /** The adapter layers by linear path. */
   layers: ReadonlyMap<string, PeftLayer>;
@@ -162,7 +163,7 @@ const MODEL_FILE = /\.(json|jinja|model)$|^(vocab\.|merges\.txt$)/;
  * Write the merged model into the new directory `dir` (see the module doc). The model's own
  * weights are not changed (this works whether or not the adapters are merged on the GPU).
  * @throws Error when `dir` exists (without `overwrite`), is the source directory, an adapted
- *   weight is tied to another parameter ({@link checkUntied}), or the source checkpoint lacks one.
+ *   weight is tied to another parameter (`checkUntied`), or the source checkpoint lacks one.
  */
 export async function writeMergedModel(
   src: MergeSource,

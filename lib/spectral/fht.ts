@@ -365,7 +365,7 @@ interface Placement {
 /**
  * Encode `dst = scale · FHT(src)` along the last axis of `rows × n` values into `gpu.stream`.
  * `src` may be `dst` (in place). Four-step plans use pooled scratch, released after encoding.
- * Rows over one storage binding are transformed in bands ({@link pairedRowBands}), each binding a
+ * Rows over one storage binding are transformed in bands (`pairedRowBands`), each binding a
  * window of src and dst, with the same results.
  * @throws Error for a bad length or row count, buffers smaller than `rows·n` elements, one row
  *   over the binding limit, or f16 requested on a device without `shader-f16`.

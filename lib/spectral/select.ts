@@ -4,7 +4,7 @@
  * Runs once per layer at setup, so it reads back freely (four 1 KiB histograms and the
  * k selected entries).
  *
- * Ranking and drawing run over a layer's {@link positionSpace}: all M·N positions for `dht`
+ * Ranking and drawing run over a layer's `positionSpace`: all M·N positions for `dht`
  * and `dht2d`; for `dft` one representative per mirror class. The `dft` basis function
  * cos(2π(ui/M + vj/N)) is the same at (u, v) and (−u, −v) mod (M, N), so two coefficients
  * there act on ΔW only through their sum and always get equal gradients: a mirror pair is one
@@ -88,8 +88,8 @@ export function positionSpace(transform: Transform, m: number, nIn: number): Pos
 /**
  * The n positions of an adapter on a frozen weight, as `[n, 2]` (row, col) pairs in the
  * logical (out, in) orientation: first the round(δ·n) largest energies (energy descending,
- * ties by flat index u·N + v ascending), then the remainder drawn by {@link sampleRemainder}
- * over the ranks of the {@link positionSpace}, in ascending flat index.
+ * ties by flat index u·N + v ascending), then the remainder drawn by `sampleRemainder`
+ * over the ranks of the `positionSpace`, in ascending flat index.
  * @param weight f32 weight, (M, N) row-major, or (N, M) with `transposed`.
  * @param m out_features M; @param nIn in_features N.
  * @throws NonFiniteEnergyError when the energies hold NaN (a non-finite weight, or one whose

@@ -79,7 +79,7 @@ export class Tensor {
   node: GradNode | null = null;
   /** Number of live autograd nodes that take this tensor as an input. @internal */
   consumers = 0;
-  /** Excluded from {@link tidy} cleanup. */
+  /** Excluded from {@link tensor.tidy} cleanup. */
   kept = false;
   /** The CPU copy of an i32 tensor made from host data (embedding and loss use it). */
   host: Int32Array | undefined;
@@ -172,7 +172,7 @@ export class Tensor {
     return dataBytes(this.dtype, this.size) + scaleBytes(this.dtype, this.size);
   }
 
-  /** A quantized tensor's group scales (f32, one per {@link QUANT_GROUP} elements). */
+  /** A quantized tensor's group scales (f32, one per {@link tensor.QUANT_GROUP} elements). */
   get scales(): GPUBuffer {
     const scales = this.#storage?.scales;
     if (!scales) {

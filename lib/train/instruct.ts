@@ -55,6 +55,9 @@ export type Instruction = (TextInstruction | ChatInstruction) & { source?: strin
 /** Which tokens the loss is taken on: the completions (assistant turns) alone, or all. */
 export type LossOn = "completion" | "all";
 
+/** Learning every token, as the command line and the library ask for it (for advice). */
+const EVERY_TOKEN = `--loss-on all, or lossOn "all"`;
+
 /**
  * Whether records with these fields are instructions: a `messages` list (or ShareGPT's
  * `conversations`), or `prompt` and `completion`.
@@ -177,10 +180,10 @@ export interface InstructionTokens {
  * A conversation through `template` (with the row's tools and template variables), its text
  * tokenized without adding special tokens (the template writes them). A template with
  * `{% generation %}` blocks says what is learnt, as TRL's `assistant_only_loss` takes it
- * ({@link generatedTokens}). Without them, each assistant turn to learn is what the whole text
+ * (`generatedTokens`). Without them, each assistant turn to learn is what the whole text
  * writes after the conversation up to it rendered with the generation prompt (so the turn's
  * header is not learnt, and a reasoning block before its answer is), through
- * the turn's content and end-of-turn text ({@link turnSpan}; a token across a boundary, as a
+ * the turn's content and end-of-turn text (`turnSpan`; a token across a boundary, as a
  * SentencePiece word that joins the newline before it, is learnt). A template that does not render
  * the conversation turn by turn so (Qwen3 moves a `<think>` block out of the content, and drops it
  * from earlier turns) falls back on TRL's prompt/completion rule: the last assistant turn alone,
@@ -264,7 +267,7 @@ export function tokenizeInstruction(
             `whole, or the turn's text is not in it), nor does the whole text start with the ` +
             `conversation up to its last assistant turn (message ${last}) with the generation prompt and ` +
             `then that turn, as TRL's prompt/completion takes it; so the assistant's tokens cannot be ` +
-            `found; train on every token instead (--loss-on all)`,
+            `found; train on every token instead (${EVERY_TOKEN})`,
         );
       }
       spans = [span];
@@ -294,7 +297,7 @@ function generatedTokens(
       throw new DataError(
         `${where}: the tokens of the text the chat template's {% generation %} block wrote (characters ` +
           `${from}–${to}) cannot be found: the text before it tokenizes otherwise alone; train on every ` +
-          `token instead (--loss-on all)`,
+          `token instead (${EVERY_TOKEN})`,
       );
     }
     return [Math.max(span[0], promptTokens), span[1]];
@@ -511,9 +514,9 @@ export function instructionDataset(
     throw new DataError(
       noAssistant > 0 && noAssistant === examples.length
         ? `${source}: no conversation has a turn with the role "assistant" to learn (their roles: ` +
-          `${found}); name the answers' role "assistant", or train on every token (--loss-on all)`
+          `${found}); name the answers' role "assistant", or train on every token (${EVERY_TOKEN})`
         : `${source}: no example has a completion token within ${opts.seqLen} tokens ` +
-          `(a longer --seq-len, or shorter prompts)`,
+          `(raise --seq-len, or seqLen; or shorten the prompts)`,
     );
   }
   const dropped = examples.length - rows.length;

@@ -99,7 +99,7 @@ export interface TrainOptions {
    * batch is this many of `data`'s batches. Each batch's loss counts by its share of the
    * step's targets (examples, or tokens for a causal LM), so a step equals one step on the
    * concatenated batch. As transformers' Trainer, a step never spans two epochs: an epoch of E
-   * batches makes ⌈E/k⌉ steps, its last one taking the batches left ({@link stepBatches}).
+   * batches makes ⌈E/k⌉ steps, its last one taking the batches left (`stepBatches`).
    */
   accumulate?: number;
   /** Linear warmup steps. */
@@ -550,17 +550,25 @@ async function settle(run: Run): Promise<TrainerState["interval"]> {
  * likelier cause than the updates: at step 1 the only one, as no update came before it.
  */
 function diverged(run: Run, loss: number, from: number, endStep: number): TrainingDivergedError {
-  const { opts } = run;
-  const lr = `the learning rate (--lr${opts.groups.some((g) => g.name === "head") ? ", --head-lr" : ""})`;
+  const lr = learningRate(run.opts);
   const model = "the frozen model or the data (e.g. a non-finite weight in the model's checkpoint)";
   const advice = Math.max(from, run.checked) > 0
-    ? `Lower ${lr}, set --max-grad-norm, or check the data`
+    ? `Lower ${lr}, set ${GRADIENT_CLIP}, or check the data`
     : endStep === 1
     ? `It came before any update: check ${model}; the learning rate is not the cause`
-    : `It came in the run's first steps: check ${model} first; else lower ${lr} or set --max-grad-norm`;
+    : `It came in the run's first steps: check ${model} first; else lower ${lr} or set ${GRADIENT_CLIP}`;
   const stopped = `the training loss became ${loss} in the steps up to ${endStep}; training stopped`;
   return new TrainingDivergedError(`${stopped}. ${advice}${keptNote(run)}`);
 }
+
+/** The learning rates of `opts`, as the command line and the library set them (for advice). */
+function learningRate(opts: TrainOptions): string {
+  const head = opts.groups.some((g) => g.name === "head") ? ", --head-lr" : "";
+  return `the learning rate (--lr${head}, or the groups' lr)`;
+}
+
+/** Clipping the gradient, as the command line and the library set it (for advice). */
+const GRADIENT_CLIP = "a gradient norm limit (--max-grad-norm, or maxGradNorm)";
 
 /** Where the last good checkpoint is kept (nothing when the run has none to resume from). */
 function keptNote(run: Run): string {
@@ -622,7 +630,7 @@ async function checkpoint(run: Run): Promise<void> {
   if (bad >= 0) {
     throw new TrainingDivergedError(
       `the optimiser state of "${names[bad]}" holds NaN or infinity at step ${step}; training stopped. ` +
-        `Lower the learning rate or set --max-grad-norm${keptNote(run)}`,
+        `Lower ${learningRate(opts)} or set ${GRADIENT_CLIP}${keptNote(run)}`,
     );
   }
   const optimizer: OptimizerState = { names, ...exported };

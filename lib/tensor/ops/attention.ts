@@ -152,7 +152,7 @@ export function kvPackedAttention(q: Tensor, kv: Tensor, opts: KvPackedAttention
   return scaledDotProduct(query, part(skip), part(skip + hkv), { b, h, hkv, t, s, d, dv: d }, "bthd", opts);
 }
 
-/** Options of {@link prefixAttention}. */
+/** Options of {@link tensor.prefixAttention}. */
 export interface PrefixAttentionOptions {
   /** Each query sees only keys at or before its position, the last query at the last key. */
   causal?: boolean;

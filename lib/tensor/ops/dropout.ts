@@ -32,7 +32,7 @@ export interface DropoutKey {
  * elements (a token's features: 1 row; one query's attention probabilities: a row per head);
  * its element e in row r takes the mask of element (r·length + at[⌊r / group⌋])·unit + e mod
  * unit of the whole tensor. Kernels map the index themselves when `at` is absent; with `at`, the
- * ops multiply by factors drawn from the positions ({@link dropoutFactors}).
+ * ops multiply by factors drawn from the positions (`dropoutFactors`).
  */
 export interface DropoutRows {
   /** Sequences in the batch. */
@@ -68,7 +68,7 @@ export function dropoutWords(drop: DropoutSpec | null, unit = 1): number[] {
   return [dropoutMaskKey(key), dropoutThreshold(p), keptScale(p), run, stride];
 }
 
-/** Whether a dropout must be applied as factors ({@link dropoutFactors}): rows at given positions. */
+/** Whether a dropout must be applied as factors (`dropoutFactors`): rows at given positions. */
 export function needsFactors(drop: DropoutSpec | null): boolean {
   return !!drop?.key.rows?.at;
 }
