@@ -1,7 +1,8 @@
 /**
  * What a library user catches: `loadModel`'s and `attachAdapter`'s common mistakes throw the
  * exported error classes of mod.ts (for `instanceof`); and an adapter merged into a layer keeps
- * that layer from a second adapter, which unmerging would otherwise drop.
+ * that layer from a second adapter, which unmerging would otherwise drop; nor is a model whose weight
+ * holds a kept merge saved merged from its checkpoint.
  */
 import { join } from "node:path";
 import {
@@ -18,6 +19,7 @@ import {
 } from "../mod.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
 import { withTempDir } from "./train_helpers.ts";
+import { pathExists } from "../lib/io/paths.ts";
 
 const MODELS = new URL("./fixtures/models", import.meta.url).pathname;
 const GPT2 = join(MODELS, "gpt2");
@@ -100,6 +102,15 @@ Deno.test("an adapter merged into a layer keeps a second one off it until unmerg
     a.detach({ keepMerged: true });
     const peft = await b();
     assertClose(await lin.weight.toArray(), merged, 0, "B attached over W + ΔW_A");
+    // B's merged model would be built from the checkpoint's files, without ΔW_A: refused
+    await withTempDir("hartley_kept_", async (dir) => {
+      await assertRejects(
+        () => peft.saveMerged(join(dir, "merged")),
+        Error,
+        `"${C_ATTN}" holds the ΔW of an adapter detached with keepMerged`,
+      );
+      assert(!(await pathExists(join(dir, "merged"))), "nothing written");
+    });
     peft.detach();
   } finally {
     model.dispose();

@@ -70,6 +70,11 @@ export class Linear {
    * While it holds one, no adapter attaches to the layer (`attachAdapter` and `applyAdapter` refuse).
    */
   readonly merged: LinearAdapter[] = [];
+  /**
+   * How many adapters left their ΔW in the weight when detached (`detach({ keepMerged: true })`):
+   * the weight then differs from its checkpoint's, which `writeMergedModel` reads.
+   */
+  keptMerges = 0;
 
   /**
    * A layer over `weight` (2-D, stored as `layout`) and an optional `bias` [out], with no adapter.

@@ -262,9 +262,13 @@ export class PeftModel {
   detach(opts: { keepMerged?: boolean } = {}): void {
     if (this.#detached) return;
     if (this.#merged && !opts.keepMerged && !this.#modelDisposed()) this.unmerge();
+    const kept = this.#merged && !!opts.keepMerged;
     for (const [path, layer] of this.layers) {
       const lin = this.model.linears.get(path);
-      if (lin) forget(lin, layer);
+      if (lin) {
+        forget(lin, layer);
+        if (kept) lin.keptMerges++;
+      }
       layer.dispose();
     }
     this.#detached = true;

@@ -163,7 +163,8 @@ const MODEL_FILE = /\.(json|jinja|model)$|^(vocab\.|merges\.txt$)/;
  * Write the merged model into the new directory `dir` (see the module doc). The model's own
  * weights are not changed (this works whether or not the adapters are merged on the GPU).
  * @throws Error when `dir` exists (without `overwrite`), is the source directory, an adapted
- *   weight is tied to another parameter (`checkUntied`), or the source checkpoint lacks one.
+ *   weight is tied to another parameter (`checkUntied`), a weight holds an adapter detached with
+ *   `keepMerged` (`checkUnaltered`), or the source checkpoint lacks one.
  */
 export async function writeMergedModel(
   src: MergeSource,
@@ -172,6 +173,7 @@ export async function writeMergedModel(
 ): Promise<void> {
   const { model } = src;
   checkUntied(model, src.layers.keys());
+  checkUnaltered(model);
   const sourceDir = opts.sourceDir ?? dirname(model.config.path);
   if (isWithin(sourceDir, dir)) {
     throw new Error(`${dir}: the merged model cannot replace the directory holding its source, ${sourceDir}`);
@@ -186,6 +188,20 @@ export async function writeMergedModel(
     await copyModelFiles(sourceDir, tmp);
     await describeHead(model, join(tmp, "config.json"), opts.labelNames);
   }, { keep: (name) => !WEIGHT_FILE.test(name) && !MODEL_FILE.test(name) && !MODEL_FOLDERS.includes(name) });
+}
+
+/**
+ * Refuse a model whose weights hold the ΔW of an adapter detached with `keepMerged`: the merged
+ * checkpoint is built from the source's files, which lack it.
+ */
+function checkUnaltered(model: Model): void {
+  const altered = [...model.linears].find(([, lin]) => lin.keptMerges > 0);
+  if (altered) {
+    throw new Error(
+      `"${altered[0]}" holds the ΔW of an adapter detached with keepMerged, which the merged model would ` +
+        `lack: it is built from the checkpoint's files. Save the first merge (saveMerged) and load it as the base`,
+    );
+  }
 }
 
 /**
