@@ -201,3 +201,34 @@ Deno.test("predict --help's example is a text the demo's adapter labels spam (th
   const readme = await Deno.readTextFile("README.md");
   assert(readme.includes("--text $'MAKE MONEY FAST!\\nDear friend, GET RICH"), "the README's example");
 });
+
+Deno.test("README's command table names every flag of each command's --help, and no other", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const rows = new Map<string, string>();
+  for (const line of readme.split("\n")) {
+    const cells = line.split(/(?<!\\)\|/).map((c) => c.trim());
+    const name = /^`([a-z]+)`$/.exec(cells[1] ?? "")?.[1];
+    if (name && cells.length >= 4) rows.set(name, `${cells[2]} ${cells[3]}`);
+  }
+  const flagsOf = (text: string) => new Set([...text.matchAll(/--([a-z0-9-]+)/g)].map((m) => m[1]));
+  for (const command of ["train", "eval", "predict", "chat", "merge", "inspect", "pretrain"]) {
+    const help = await runCli([command, "--help"]);
+    assertEquals(help.code, 0, help.err);
+    const helpFlags = new Set(
+      [...(help.out + help.err).matchAll(/^\s+(?:-[a-z], )?--([a-z0-9-]+)/gm)].map((m) => m[1]),
+    );
+    helpFlags.delete("help");
+    assert(rows.has(command), `README's command table has no \`${command}\` row`);
+    const listed = flagsOf(rows.get(command)!);
+    assertEquals(
+      [...helpFlags].filter((f) => !listed.has(f)).sort(),
+      [],
+      `${command}: flags README leaves out`,
+    );
+    assertEquals(
+      [...listed].filter((f) => !helpFlags.has(f)).sort(),
+      [],
+      `${command}: README flags --help lacks`,
+    );
+  }
+});
