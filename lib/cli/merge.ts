@@ -59,7 +59,7 @@ export function mergeCommand(args: string[]): Promise<number> {
   return withArgs(SPEC, args, async (v, _, given) => {
     if (!v.adapter) throw new ArgsError(`--adapter DIR is required`);
     if (!v.out) throw new ArgsError(`--out DIR is required`);
-    await checkOutputDir("out", v.out); // a folder, or one that can be made
+    await checkOutputDir("out", v.out, { whole: true }); // a folder, or one that can be made, written beside itself
     if (isWithin(v.adapter, v.out)) {
       throw new ArgsError(
         `--out ${v.out} holds the adapter ${v.adapter}: the merged model goes into another directory`,

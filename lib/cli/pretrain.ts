@@ -30,6 +30,7 @@ import {
 import { trainCommand } from "./train.ts";
 import { isWithin, pathExists, statOrNull } from "../io/paths.ts";
 import { checkOutDir, PREVIOUS_INIT, resumedOut, runArgs, shellLine } from "./run_dir.ts";
+import { checkOutputDir } from "./output.ts";
 import { isBuiltinData } from "./setup.ts";
 import { initChanges, type InitModel, initModel, type ModelFlags, writeInitModel } from "./pretrain_init.ts";
 
@@ -478,9 +479,9 @@ async function checkExport(dest: string, out: string, overwrite: boolean | undef
   if (isWithin(Deno.cwd(), dest)) {
     throw new ArgsError(`--export ${dest} holds the working directory: export elsewhere`);
   }
+  await checkOutputDir("export", dest, { whole: true });
   const stat = await statOrNull(dest);
   if (!stat) return;
-  if (!stat.isDirectory) throw new ArgsError(`--export ${dest} exists and is not a directory`);
   if (overwrite || await pathExists(join(dest, "pretraining.json"))) return;
   for await (const _ of Deno.readDir(dest)) {
     throw new ArgsError(

@@ -2,11 +2,58 @@
  * Atomic file writes: the content goes to a temporary file in the target's directory, is
  * flushed to disk, then renamed over the target. Readers see the old file or the whole new
  * one, never a partial write; a failed write leaves the target untouched and removes the
- * temporary file.
+ * temporary file. A write the file system refuses (a full disk, a read-only file system, no
+ * permission) is a {@link WriteError} naming the target, never the temporary file.
  * @module
  */
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { isWithin, pathExists, statOrNull } from "./paths.ts";
+
+/**
+ * A file or folder the file system would not let be written (the disk is full, it is
+ * read-only, permission is denied): names the path a reader would look for and why, in words.
+ */
+export class WriteError extends Error {
+  override name = "WriteError";
+  constructor(readonly path: string, readonly reason: string, options?: ErrorOptions) {
+    super(`cannot write ${path}: ${reason}`, options);
+  }
+}
+
+/** The failures only a write meets, in words, by the code Deno gives them. */
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: "the disk is full",
+  EDQUOT: "the disk quota is used up",
+  EFBIG: "the file is over the largest size the file system takes",
+  EROFS: "the file system is read-only",
+};
+
+/** Why a file-system call failed, in words (the system's own message where it has none here). */
+export function writeFailureReason(e: unknown): string {
+  const code = writeOnlyCode(e);
+  if (code) return WRITE_FAILURES[code];
+  if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (e instanceof Deno.errors.NotFound) return "its folder does not exist";
+  if (e instanceof Deno.errors.NotADirectory) return "part of its path is a file, not a folder";
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** `e`, an error of writing `path` (or of a call made to write it), as a {@link WriteError}. */
+export function asWriteError(path: string, e: unknown): WriteError {
+  return e instanceof WriteError ? e : new WriteError(path, writeFailureReason(e), { cause: e });
+}
+
+/** The code of `e` when it is a failure only a write meets (a full disk, a read-only file system), else null. */
+function writeOnlyCode(e: unknown): string | null {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code in WRITE_FAILURES ? code : null;
+}
+
+/**
+ * Errors {@link writeAll} met writing bytes, which {@link withAtomicFile} names the file of; an
+ * error of its `write` that is not one (reading a source, checking a value) passes unchanged.
+ */
+const failedWrites = new WeakSet<object>();
 
 /**
  * Run `write` on a fresh temporary file beside `path`, then rename it to `path`.
@@ -17,18 +64,21 @@ export async function withAtomicFile(
   write: (file: Deno.FsFile) => Promise<void>,
 ): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${crypto.randomUUID().slice(0, 8)}.tmp`);
-  const file = await Deno.open(tmp, { write: true, createNew: true });
+  const named = (e: unknown) => {
+    throw asWriteError(path, e);
+  };
+  const file = await Deno.open(tmp, { write: true, createNew: true }).catch(named);
   try {
     try {
       await write(file);
-      await file.sync();
+      await file.sync().catch(named);
     } finally {
       file.close();
     }
-    await Deno.rename(tmp, path);
+    await Deno.rename(tmp, path).catch(named);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
-    throw e;
+    throw failedWrites.has(e as object) || writeOnlyCode(e) ? asWriteError(path, e) : e;
   }
 }
 
@@ -41,7 +91,12 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 /** Write every byte of `bytes` to `file` (Deno's `write` may write fewer). */
 export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
+  try {
+    while (done < bytes.length) done += await file.write(bytes.subarray(done));
+  } catch (e) {
+    if (typeof e === "object" && e !== null) failedWrites.add(e);
+    throw e;
+  }
 }
 
 /** Options of {@link writeDirAtomic}. */
@@ -72,23 +127,28 @@ export async function writeDirAtomic(
     );
   }
   // renaming a link would move the link itself, leaving the folder it names as it was
-  const target = await realPathIfExists(dir);
+  const named = (e: unknown) => {
+    throw asWriteError(dir, e);
+  };
+  const target = await realPathIfExists(dir).catch(named);
   const parent = dirname(target), name = basename(target);
-  await Deno.mkdir(parent, { recursive: true });
+  await Deno.mkdir(parent, { recursive: true }).catch(named);
   const id = crypto.randomUUID().slice(0, 8);
   const tmp = join(parent, `.${name}.${id}.tmp`);
-  await Deno.mkdir(tmp);
+  await Deno.mkdir(tmp).catch(named);
   let old: string | null = null;
   try {
-    await fill(tmp);
+    await fill(tmp).catch((e) => {
+      throw namingTarget(e, tmp, dir);
+    });
     const stat = await statOrNull(target);
     if (stat && !stat.isDirectory) throw new Error(`${dir} exists and is not a directory`);
     if (stat) {
       old = join(parent, `.${name}.${id}.old`);
-      await Deno.rename(target, old);
+      await Deno.rename(target, old).catch(named);
     }
     try {
-      await Deno.rename(tmp, target);
+      await Deno.rename(tmp, target).catch(named);
     } catch (e) {
       if (old) await Deno.rename(old, target);
       old = null;
@@ -110,6 +170,20 @@ export async function writeDirAtomic(
     await Deno.remove(old, { recursive: true });
   }
   await removeLeftovers(parent, name);
+}
+
+/**
+ * An error of filling `tmp`, the folder that becomes `dir`: a {@link WriteError} of a file in it
+ * names that file in `dir`; a failure only a write meets (a full disk) with no file named (a
+ * copy) names `dir`; any other error is unchanged.
+ */
+function namingTarget(e: unknown, tmp: string, dir: string): unknown {
+  if (e instanceof WriteError) {
+    const rel = relative(tmp, e.path);
+    if (rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel)) return e;
+    return new WriteError(join(dir, rel), e.reason, { cause: e.cause });
+  }
+  return writeOnlyCode(e) ? asWriteError(dir, e) : e;
 }
 
 /** `path` absolute, with its links followed when it exists. */

@@ -19,7 +19,8 @@ function realPath(path: string): string {
   try {
     return Deno.realPathSync(full);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    // a file on the way (`file/x`) is a path that does not exist as well
+    if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
     const parent = dirname(full);
     return parent === full ? full : join(realPath(parent), basename(full));
   }

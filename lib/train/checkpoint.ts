@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { leftoverPattern, writeDirAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { leftoverPattern, writeDirAtomic, WriteError, writeFileAtomic } from "../io/atomic.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import { type TensorData, writeSafetensors } from "../io/safetensors_write.ts";
 import type { Position } from "./batches.ts";
@@ -118,7 +118,8 @@ export class CheckpointError extends Error {
 
 /**
  * Write the checkpoint of a run into `<outDir>/checkpoint/` atomically. `writeWeights` writes
- * the trained weights into the fresh folder it is given.
+ * the trained weights into the fresh folder it is given. A write the file system refuses is a
+ * {@link WriteError} that also says which checkpoint is kept.
  */
 export async function saveCheckpoint(
   outDir: string,
@@ -126,24 +127,44 @@ export async function saveCheckpoint(
   optimizer: OptimizerState,
   writeWeights: (dir: string) => Promise<void>,
 ): Promise<void> {
-  // writeDirAtomic leaves a crash mid-swap as `.checkpoint.<id>.old`, which findCheckpoint reads.
-  await writeDirAtomic(join(outDir, CHECKPOINT_DIR), async (tmp) => {
-    await writeWeights(tmp);
-    const tensors: Record<string, TensorData> = {};
-    optimizer.m.forEach((m, i) => {
-      tensors[`m.${i}`] = { dtype: "F32", shape: [m.length], data: m };
-      tensors[`v.${i}`] = { dtype: "F32", shape: [optimizer.v[i].length], data: optimizer.v[i] };
+  try {
+    // writeDirAtomic leaves a crash mid-swap as `.checkpoint.<id>.old`, which findCheckpoint reads.
+    await writeDirAtomic(join(outDir, CHECKPOINT_DIR), async (tmp) => {
+      await writeWeights(tmp);
+      const tensors: Record<string, TensorData> = {};
+      optimizer.m.forEach((m, i) => {
+        tensors[`m.${i}`] = { dtype: "F32", shape: [m.length], data: m };
+        tensors[`v.${i}`] = { dtype: "F32", shape: [optimizer.v[i].length], data: optimizer.v[i] };
+      });
+      await writeSafetensors(join(tmp, OPTIMIZER_FILE), tensors, {
+        format: FORMAT,
+        names: JSON.stringify(optimizer.names),
+        steps: JSON.stringify(optimizer.steps),
+      });
+      await writeFileAtomic(
+        join(tmp, STATE_FILE),
+        JSON.stringify({ format: FORMAT, ...state }, null, 2) + "\n",
+      );
     });
-    await writeSafetensors(join(tmp, OPTIMIZER_FILE), tensors, {
-      format: FORMAT,
-      names: JSON.stringify(optimizer.names),
-      steps: JSON.stringify(optimizer.steps),
-    });
-    await writeFileAtomic(
-      join(tmp, STATE_FILE),
-      JSON.stringify({ format: FORMAT, ...state }, null, 2) + "\n",
-    );
-  });
+  } catch (e) {
+    if (!(e instanceof WriteError)) throw e;
+    throw new WriteError(e.path, `${e.reason}. ${await notWritten(outDir, state.step)}`, { cause: e.cause });
+  }
+}
+
+/**
+ * What a failed save of step `step`'s checkpoint leaves: the previous checkpoint, which a resumed
+ * run continues from, or none.
+ */
+async function notWritten(outDir: string, step: number): Promise<string> {
+  const dir = await findCheckpoint(outDir).catch(() => null);
+  const kept = dir === null ? NaN : await Deno.readTextFile(join(dir, STATE_FILE))
+    .then((text) => Number(JSON.parse(text).step))
+    .catch(() => NaN);
+  return `The checkpoint of step ${step} was not written` +
+    (Number.isFinite(kept)
+      ? `; the one of step ${kept} in ${dir} is kept: once the cause is fixed, --resume continues from it`
+      : `, and there is no earlier one to resume from`);
 }
 
 /**

@@ -7,7 +7,7 @@
  * @module
  */
 import { dirname } from "node:path";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { asWriteError, writeAll, writeFileAtomic } from "../io/atomic.ts";
 
 /** One log line. */
 export interface LogRecord {
@@ -19,13 +19,19 @@ export interface LogRecord {
   [field: string]: unknown;
 }
 
-/** An append-only JSONL log file. */
+/**
+ * An append-only JSONL log file. A record the file system refuses (a full disk) is a
+ * WriteError (lib/io/atomic.ts) naming the file, which then holds whole records alone.
+ */
 export class RunLog {
   #file: Deno.FsFile | null;
+  /** Bytes of the whole records in the file. */
+  #size: number;
   readonly #encoder = new TextEncoder();
 
-  private constructor(readonly path: string, file: Deno.FsFile) {
+  private constructor(readonly path: string, file: Deno.FsFile, size: number) {
     this.#file = file;
+    this.#size = size;
   }
 
   /**
@@ -34,26 +40,36 @@ export class RunLog {
    * them.
    */
   static async open(path: string, opts: { resumeAt?: number } = {}): Promise<RunLog> {
-    await Deno.mkdir(dirname(path), { recursive: true });
+    const named = (e: unknown) => {
+      throw asWriteError(path, e);
+    };
+    await Deno.mkdir(dirname(path), { recursive: true }).catch(named);
+    let text = "";
     if (opts.resumeAt !== undefined) {
       const kept = (await readRunLog(path).catch((e) => {
         if (e instanceof Deno.errors.NotFound) return [];
         throw e;
       })).filter((r) => r.step <= opts.resumeAt! && r.type !== "end");
-      await writeFileAtomic(path, kept.map((r) => JSON.stringify(r) + "\n").join(""));
-    } else {
-      await writeFileAtomic(path, "");
+      text = kept.map((r) => JSON.stringify(r) + "\n").join("");
     }
-    const file = await Deno.open(path, { append: true, create: true });
-    return new RunLog(path, file);
+    const bytes = new TextEncoder().encode(text);
+    await writeFileAtomic(path, bytes);
+    const file = await Deno.open(path, { append: true, create: true }).catch(named);
+    return new RunLog(path, file, bytes.length);
   }
 
   /** Append one record (written before this resolves). */
   async write(record: LogRecord): Promise<void> {
     if (!this.#file) throw new Error(`${this.path}: the run log is closed`);
     const bytes = this.#encoder.encode(JSON.stringify(record, nonFinite) + "\n");
-    let done = 0;
-    while (done < bytes.length) done += await this.#file.write(bytes.subarray(done));
+    try {
+      await writeAll(this.#file, bytes);
+    } catch (e) {
+      // no half record for a reader to trip over
+      await this.#file.truncate(this.#size).catch(() => {});
+      throw asWriteError(this.path, e);
+    }
+    this.#size += bytes.length;
   }
 
   /** Close the file. */
