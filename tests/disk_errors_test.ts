@@ -355,3 +355,22 @@ Deno.test({
     });
   },
 });
+
+Deno.test("train: a final model the full disk refuses names the file and says how to continue from the kept checkpoint", async () => {
+  await withTempDir("hartley_disk_", async (dir) => {
+    const out = `${dir}/run`;
+    const args = (await fullRun(dir, out)).map((a) => a === "3" ? "2" : a); // --steps 2: checkpoint 1, then model/
+    // two checkpoints (≈ 1.7 MB each) fit, the model (≈ 0.6 MB) after them does not
+    const stopped = await withDiskRoom(3_600_000, () => runCli(args));
+    assertEquals(stopped.code, 1, stopped.err);
+    assert(stopped.err.includes(`cannot write ${out}/model/`), stopped.err);
+    assert(
+      stopped.err.includes(`the disk is full. The checkpoint in ${out}/checkpoint is kept`),
+      stopped.err,
+    );
+    assert(stopped.err.includes("continue with: deno run -A cli.ts train"), stopped.err);
+    const resumed = await runCli(["train", "--resume", "--out", out, "--quiet"]);
+    assertEquals(resumed.code, 0, resumed.err);
+    assert((await names(out)).includes("model"), "the final model is written");
+  });
+});

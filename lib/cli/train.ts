@@ -21,6 +21,7 @@ import {
   type LoadedCheckpoint,
 } from "../train/checkpoint.ts";
 import { RunLog } from "../train/log.ts";
+import { WriteError } from "../io/atomic.ts";
 import { Progress } from "../train/progress.ts";
 import { evaluate, inOrder } from "../train/tasks.ts";
 import { BEST_DIR, defaultMetric, describeEval, train, type TrainResult } from "../train/trainer.ts";
@@ -193,6 +194,8 @@ async function runTraining(
     const result = await trainModel(model, prepared, v, plan, session);
     if (result.status === "stopped") return await reportStopped(result, log, outDir, stopper, resume, ckpt);
     return await finishRun(result, log, prepared, v, plan);
+  } catch (e) {
+    throw await withResumeHint(e, outDir, resume);
   } finally {
     stopper.remove();
     runLog?.close();
@@ -280,8 +283,24 @@ function noteUnusedOutputs({ splits, head: { existingHead } }: TrainPlan): void 
 /** Open the run's JSONL log in `outDir` (`resumeAt`: the step a resumed run continues from). */
 async function openRunLog(outDir: string, resumeAt: number | undefined): Promise<RunLog> {
   return await RunLog.open(join(outDir, "log.jsonl"), { resumeAt }).catch((e) => {
+    if (e instanceof WriteError) throw e; // a full disk is no usage mistake
     throw new ArgsError(`--out ${outDir}: cannot write the run there (${(e as Error).message})`);
   });
+}
+
+/**
+ * `e`, or for a write that failed mid-run (the log, best/, the final adapter or model) while a
+ * checkpoint of the run is kept, the same failure saying how to continue from it.
+ */
+async function withResumeHint(e: unknown, outDir: string, resume: string | null): Promise<unknown> {
+  if (!(e instanceof WriteError) || !resume || e.message.includes("--resume")) return e;
+  const kept = await findCheckpoint(outDir).catch(() => null);
+  if (!kept) return e;
+  return new WriteError(
+    e.path,
+    `${e.reason}. The checkpoint in ${kept} is kept: once the cause is fixed, continue with: ${resume}`,
+    { cause: e },
+  );
 }
 
 /** One session of a run, beside its plan. */
