@@ -168,9 +168,7 @@ export class Tokenizer {
   ): { ids: number[]; wordIds: (number | null)[] } {
     const ids: number[] = [], wordIds: (number | null)[] = [];
     words.forEach((word, w) => {
-      // a byte-level tokenizer's prefix space, as add_prefix_space: none before an empty word or a space
-      const text = this.byteLevel && word !== "" && !word.startsWith(" ") ? ` ${word}` : word;
-      for (const id of this.encode(text, { addSpecialTokens: false })) {
+      for (const id of this.#wordTokens(word)) {
         ids.push(id);
         wordIds.push(w);
       }
@@ -182,6 +180,25 @@ export class Tokenizer {
       wordIds: [...before.map(() => null), ...wordIds, ...after.map(() => null)],
     };
   }
+
+  /**
+   * The ids of `word` encoded alone, as {@link encodeWords} takes it; kept for the next time, as
+   * words recur (a data set of a million words has some tens of thousands of different ones).
+   */
+  #wordTokens(word: string): readonly number[] {
+    let ids = this.#wordIds.get(word);
+    if (ids === undefined) {
+      // a byte-level tokenizer's prefix space, as add_prefix_space: none before an empty word or a space
+      const text = this.byteLevel && word !== "" && !word.startsWith(" ") ? ` ${word}` : word;
+      ids = this.encode(text, { addSpecialTokens: false });
+      if (this.#wordIds.size >= WORD_CACHE_SIZE) this.#wordIds.clear();
+      this.#wordIds.set(word, ids);
+    }
+    return ids;
+  }
+
+  /** The ids {@link encodeWords} found for each word. */
+  #wordIds = new Map<string, readonly number[]>();
 
   /**
    * The special tokens the post-processor puts before and after one text (e.g. `[CLS]` and
@@ -284,6 +301,9 @@ export class Tokenizer {
     return this.tok.id_to_token(id);
   }
 }
+
+/** Words whose ids a tokenizer keeps for {@link Tokenizer.encodeWords} (all are dropped when it holds as many). */
+const WORD_CACHE_SIZE = 1 << 16;
 
 /**
  * The probe text: a second text whose tokens stand in for an empty one's (see

@@ -103,6 +103,12 @@ export interface BatchIteratorOptions {
    * false.
    */
   groupByLength?: boolean;
+  /**
+   * Called while groupByLength first measures the rows (which tokenizes every one of them: minutes
+   * for some hundred thousand rows), every thousand rows and at the end, with the rows measured and
+   * those there are.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Batches per group that {@link BatchIteratorOptions.groupByLength} sorts by length (as transformers' 50). */
@@ -144,13 +150,22 @@ export class BatchIterator {
   readonly stepsPerEpoch: number;
   private cached: { epoch: number; order: Int32Array } | null = null;
   private lengths: Int32Array | null = null;
+  private readonly onProgress?: (done: number, total: number) => void;
 
   /**
    * Batches of `dataset` (see {@link BatchIteratorOptions}). A bad batch size or seed is a
    * RangeError; no batch at all (dropLast with fewer rows than batchSize) is a DataError.
    */
   constructor(readonly dataset: Dataset, opts: BatchIteratorOptions) {
-    const { batchSize, seed = 0, shuffle = true, dropLast = false, padTo, groupByLength = false } = opts;
+    const {
+      batchSize,
+      seed = 0,
+      shuffle = true,
+      dropLast = false,
+      padTo,
+      groupByLength = false,
+      onProgress,
+    } = opts;
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) {
       throw new RangeError(`BatchIterator: batchSize must be an integer ≥ 1, got ${batchSize}`);
     }
@@ -170,6 +185,7 @@ export class BatchIterator {
     this.padTo = padTo;
     this.groupByLength = groupByLength;
     this.stepsPerEpoch = steps;
+    this.onProgress = onProgress;
   }
 
   /** Rows in the dataset. */
@@ -202,8 +218,7 @@ export class BatchIterator {
 
   /** `order` regrouped into batches of similar length ({@link BatchIteratorOptions.groupByLength}). */
   private byLength(order: Int32Array, epoch: number): Int32Array {
-    this.lengths ??= Int32Array.from({ length: this.dataset.size }, (_, i) => this.dataset.row(i).ids.length);
-    const lengths = this.lengths, b = this.batchSize, group = b * LENGTH_GROUP_BATCHES;
+    const lengths = this.lengths ??= this.rowLengths(), b = this.batchSize, group = b * LENGTH_GROUP_BATCHES;
     const batches: number[][] = [];
     for (let g = 0; g < order.length; g += group) {
       const rows = Array.from(order.subarray(g, g + group)).sort((x, y) => lengths[y] - lengths[x] || x - y);
@@ -223,6 +238,16 @@ export class BatchIterator {
     for (let i = 1; i < full; i++) if (longest(batches[i]) > longest(batches[first])) first = i;
     [batches[0], batches[first]] = [batches[first], batches[0]];
     return Int32Array.from(batches.flat());
+  }
+
+  /** Every row's length in tokens, saying how far it got to {@link BatchIteratorOptions.onProgress}. */
+  private rowLengths(): Int32Array {
+    const n = this.dataset.size, lengths = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      lengths[i] = this.dataset.row(i).ids.length;
+      if ((i + 1) % 1000 === 0 || i + 1 === n) this.onProgress?.(i + 1, n);
+    }
+    return lengths;
   }
 
   /** The batch at `position`. */

@@ -257,6 +257,18 @@ export interface CausalLmOptions {
   source?: string;
 }
 
+/** Options of {@link documentTokens}. */
+export interface DocumentTokenOptions {
+  /** Each line of a document is a record (plain-text files, which `datasets`' text loader reads so). */
+  lines?: boolean;
+  /**
+   * Called as the tokenizing goes on (every few hundred thousand characters, and once at the end)
+   * with the characters tokenized and those there are: a large file takes minutes. (Text that
+   * cannot be taken as one piece starts again from 0, a line at a time.)
+   */
+  onProgress?: (done: number, total: number) => void;
+}
+
 /**
  * The tokens of a causal LM's documents, one after another: each document tokenized on its own with
  * the tokenizer's special tokens (LLaMA's BOS starts each), as transformers' run_clm.py tokenizes its
@@ -265,31 +277,166 @@ export interface CausalLmOptions {
  * record. A tokenizer that adds none (GPT-2's) would run the documents into each other: they are
  * joined by a blank line ({@link joinDocuments}: none after a record that ends in a line break, as
  * wikitext's do, so that those read as run_clm.py concatenates them) and tokenized as one text
- * instead, or, where the tokenizer library cannot take that text as one piece
- * ({@link TextTooLongError}: a pre-tokenizer that does not split it), a line at a time, as
- * run_clm.py's records.
+ * instead (a megabyte at a time, to the ids of the whole), or, where the tokenizer library cannot
+ * take that text as one piece ({@link TextTooLongError}: a pre-tokenizer that does not split it), a
+ * line at a time, as run_clm.py's records.
  */
 export function documentTokens(
   documents: readonly string[],
   tokenizer: Tokenizer,
-  opts: { lines?: boolean } = {},
+  opts: DocumentTokenOptions = {},
 ): Int32Array {
   const [before, after] = tokenizer.specialAround();
-  const byLine = (texts: readonly string[]) => texts.flatMap((text) => text.split(/(?<=\n)/));
-  let records = opts.lines ? byLine(documents) : documents;
+  let records: Iterable<string> = opts.lines ? linesOf(documents) : documents;
+  let total = documents.reduce((n, doc) => n + doc.length, 0);
   if (before.length + after.length === 0) {
     const joined = joinDocuments(documents);
     try {
-      return Int32Array.from(tokenizer.encode(joined));
+      return encodeAsOne(joined, tokenizer, opts.onProgress);
     } catch (e) {
       if (!(e instanceof TextTooLongError)) throw e;
-      records = byLine([joined]);
+      records = linesOf([joined]);
+      total = joined.length;
     }
   }
-  const ids: number[] = [];
-  for (const text of records) for (const id of tokenizer.encode(text)) ids.push(id);
-  return Int32Array.from(ids);
+  const ids = new IdBuffer(), progress = new CharProgress(total, opts.onProgress);
+  for (const text of records) {
+    ids.push(tokenizer.encode(text));
+    progress.add(text.length);
+  }
+  progress.end();
+  return ids.done();
 }
+
+/** The lines of each text, each with its line break (a text without one is one line; an empty one an empty line). */
+function* linesOf(texts: readonly string[]): Generator<string> {
+  for (const text of texts) {
+    if (text === "") yield text;
+    for (let at = 0; at < text.length;) {
+      const end = text.indexOf("\n", at);
+      const next = end < 0 ? text.length : end + 1;
+      yield text.slice(at, next);
+      at = next;
+    }
+  }
+}
+
+/** Characters of a one-piece text encoded at a time, about (see {@link encodeAsOne}). */
+const CHUNK_CHARS = 1 << 20;
+
+/** Characters on each side of a cut that {@link cutHolds} encodes, at most. */
+const SEAM_CHARS = 256;
+
+/**
+ * The ids of `text` encoded as one piece, taken a chunk of about {@link CHUNK_CHARS} at a time: the
+ * library holds every piece of a text it encodes at once, some 40 bytes a character (4 GB, V8's
+ * limit, for 90 MB of text), and slows as they grow. A chunk ends after a line break between two characters that are
+ * not whitespace, where a pre-tokenizer splits the text anyway; each cut is checked first
+ * ({@link cutHolds}), and where one does not hold (a normalizer or pre-tokenizer that treats a
+ * text's start apart, as a prefix space does) the text is encoded whole.
+ */
+function encodeAsOne(
+  text: string,
+  tokenizer: Tokenizer,
+  onProgress?: (done: number, total: number) => void,
+): Int32Array {
+  let cuts = chunkCuts(text);
+  if (!cuts.every((cut) => cutHolds(text, cut, tokenizer))) cuts = [];
+  const ids = new IdBuffer(), progress = new CharProgress(text.length, onProgress);
+  let from = 0;
+  for (const cut of [...cuts, text.length]) {
+    ids.push(tokenizer.encode(text.slice(from, cut)));
+    progress.add(cut - from);
+    from = cut;
+  }
+  progress.end();
+  return ids.done();
+}
+
+/**
+ * Where {@link encodeAsOne} cuts `text`: about every {@link CHUNK_CHARS} characters, right after a
+ * line break between two characters that are not whitespace; none in a text shorter than that.
+ */
+function chunkCuts(text: string): number[] {
+  const cuts: number[] = [];
+  const clean = (c: string) => !/\s/.test(c);
+  for (let at = text.indexOf("\n", CHUNK_CHARS); at >= 0 && at + 1 < text.length;) {
+    if (clean(text[at - 1]) && clean(text[at + 1])) {
+      cuts.push(at + 1);
+      at = text.indexOf("\n", at + 1 + CHUNK_CHARS);
+    } else {
+      at = text.indexOf("\n", at + 1);
+    }
+  }
+  return cuts;
+}
+
+/**
+ * Whether the text on each side of `cut` encodes to the ids of the two sides, one after the other:
+ * the line before the cut and the one after it (at most {@link SEAM_CHARS} characters of each).
+ */
+function cutHolds(text: string, cut: number, tokenizer: Tokenizer): boolean {
+  const lineStart = text.lastIndexOf("\n", cut - 2) + 1, lineEnd = text.indexOf("\n", cut);
+  const left = text.slice(Math.max(lineStart, cut - SEAM_CHARS), cut);
+  const right = text.slice(cut, Math.min(lineEnd < 0 ? text.length : lineEnd + 1, cut + SEAM_CHARS));
+  const whole = tokenizer.encode(left + right);
+  const parts = [...tokenizer.encode(left), ...tokenizer.encode(right)];
+  return whole.length === parts.length && whole.every((id, i) => id === parts[i]);
+}
+
+/**
+ * Token ids gathered into an Int32Array that grows as needed: 4 bytes an id, where an array of
+ * numbers takes 8 or more and holds at most 2^27 of them (a 500 MB text has about that many tokens).
+ */
+class IdBuffer {
+  #ids = new Int32Array(1 << 16);
+  #length = 0;
+
+  /** Add `ids` at the end. */
+  push(ids: readonly number[]): void {
+    if (this.#length + ids.length > this.#ids.length) {
+      const grown = new Int32Array(Math.max(2 * this.#ids.length, this.#length + ids.length));
+      grown.set(this.#ids.subarray(0, this.#length));
+      this.#ids = grown;
+    }
+    this.#ids.set(ids, this.#length);
+    this.#length += ids.length;
+  }
+
+  /** The ids added, in an array of their own length. */
+  done(): Int32Array {
+    return this.#ids.slice(0, this.#length);
+  }
+}
+
+/** Characters tokenized so far, passed on to an `onProgress` callback now and then (see {@link DocumentTokenOptions}). */
+class CharProgress {
+  #done = 0;
+  /** The characters last said to be done; −1 before the first call. */
+  #said = -1;
+
+  constructor(readonly total: number, private readonly onProgress?: (done: number, total: number) => void) {}
+
+  /** `chars` more were tokenized. */
+  add(chars: number): void {
+    this.#done += chars;
+    if (this.#done - Math.max(this.#said, 0) >= PROGRESS_CHARS) this.#say();
+  }
+
+  /** All were tokenized. */
+  end(): void {
+    this.#done = this.total;
+    if (this.#said !== this.total) this.#say();
+  }
+
+  #say(): void {
+    this.#said = this.#done;
+    this.onProgress?.(this.#done, this.total);
+  }
+}
+
+/** Characters between two calls of an `onProgress` callback, at least. */
+const PROGRESS_CHARS = 1 << 18;
 
 /**
  * Next-token training windows over one long token sequence: window k covers the seqLen + 1

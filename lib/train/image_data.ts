@@ -49,6 +49,11 @@ export interface ImageDataOptions {
   whose?: string;
   /** The label field of a Parquet split or JSONL file (--label-field); see the module doc. */
   labelField?: string;
+  /**
+   * Called after each image of a folder or Parquet split is decoded (tens of thousands take
+   * minutes), with the images decoded and those there are.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Read the labelled images at `path` (a directory, .parquet or .jsonl; see the module doc). */
@@ -78,15 +83,24 @@ export interface SourcedImage {
 /**
  * Unlabelled images, preprocessed: a PNG or JPEG file, every such file below a directory (in
  * sorted path order), the image column of a Parquet split, or a JSONL file of pixel arrays.
+ * `onProgress` is called as {@link ImageDataOptions.onProgress} is.
  */
-export async function readImages(path: string, processor: ImageProcessorConfig): Promise<SourcedImage[]> {
+export async function readImages(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: Pick<ImageDataOptions, "onProgress"> = {},
+): Promise<SourcedImage[]> {
   const stat = await statOf(path);
   const out: SourcedImage[] = [];
-  const add = async (bytes: Uint8Array, source: string) =>
+  let total = 1;
+  const add = async (bytes: Uint8Array, source: string) => {
     out.push({ source, pixels: pixelsOf(await decodeImage(bytes, source), processor, source) });
+    opts.onProgress?.(out.length, total);
+  };
   await asDataError(async () => {
     if (stat.isDirectory) {
       const found = await imageFiles(path);
+      total = found.files.length;
       for (const file of found.files.sort()) await add(await Deno.readFile(file), file);
       if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
       reportSkipped(path, found.skipped);
@@ -100,6 +114,7 @@ export async function readImages(path: string, processor: ImageProcessorConfig):
     } else if (/\.parquet$/i.test(path)) {
       const table = await readParquet(path);
       const column = imageColumn(table, path);
+      total = table.rows.length;
       for (const [i, row] of table.rows.entries()) {
         const at = `${path}: row ${i + 1}`;
         await add(await imageBytes(row[column], column, at, path), at);
@@ -229,19 +244,26 @@ async function folderImages(
     { labels: opts.labels ?? classes },
     opts.labels ? opts.whose ?? "the training data's" : `${dir}'s`,
   );
-  const examples: ImageExample[] = [], skipped: string[] = [];
+  // every class listed first: the count of images is known, and a folder without any refused at once
+  const listed: { label: number; files: string[] }[] = [];
+  let skipped: string[] = [], total = 0;
   for (const cls of classes) {
     const found = await imageFiles(join(dir, cls), [await Deno.realPath(dir)]);
     const files = found.files.sort();
-    skipped.push(...found.skipped);
+    skipped = skipped.concat(found.skipped); // not a spread: a folder may hold more files than arguments go
     if (files.length === 0) throw new DataError(`${join(dir, cls)}: no PNG or JPEG files`);
-    const label = ids.id(cls, join(dir, cls));
+    listed.push({ label: ids.id(cls, join(dir, cls)), files });
+    total += files.length;
+  }
+  reportSkipped(dir, skipped);
+  const examples: ImageExample[] = [];
+  for (const { label, files } of listed) {
     for (const file of files) {
       const image = await decodeImage(await Deno.readFile(file), relative(Deno.cwd(), file) || file);
       examples.push({ pixels: pixelsOf(image, processor, file), label });
+      opts.onProgress?.(examples.length, total);
     }
   }
-  reportSkipped(dir, skipped);
   return { examples, labelNames: opts.labels ? [...opts.labels] : classes };
 }
 
@@ -308,6 +330,7 @@ async function parquetImages(
     const id = ids.id(row[label], at);
     const bytes = await imageBytes(row[image], image, at, path);
     examples.push({ pixels: pixelsOf(await decodeImage(bytes, at), processor, at), label: id });
+    opts.onProgress?.(examples.length, table.rows.length);
   }
   if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
   // string labels without ClassLabel names are named in first-seen order, as the eval split must know

@@ -20,7 +20,7 @@ import {
   type ParquetTable,
   readParquet,
 } from "../io/parquet.ts";
-import { CsvError, parseCsv } from "../io/csv.ts";
+import { CsvError, type CsvRecord, parseCsv } from "../io/csv.ts";
 import { DECIMAL, LabelMap } from "./labels.ts";
 import { DataError } from "./data_error.ts";
 
@@ -195,6 +195,14 @@ export async function readDataText(path: string): Promise<string> {
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes); // drops a BOM
   } catch {
+    const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
+    const chars = utf16Length(bytes) - (bom ? 1 : 0);
+    if (chars > MAX_STRING_LENGTH) {
+      throw new DataError(
+        `${path}: ${chars} characters of text, more than the ${MAX_STRING_LENGTH} a JavaScript string ` +
+          `holds (about 512 MiB of ASCII text), and a data file is read whole: train on a part of it`,
+      );
+    }
     const at = firstBadByte(bytes);
     let line = 1;
     for (let i = 0; i < at; i++) if (bytes[i] === 0x0a) line++;
@@ -203,6 +211,22 @@ export async function readDataText(path: string): Promise<string> {
       `${path}:${line}: not UTF-8 text (byte 0x${hex} at offset ${at}); convert the file to UTF-8`,
     );
   }
+}
+
+/** The most characters (UTF-16 code units) a string holds: V8's limit on 64-bit machines, 2^29 − 24. */
+const MAX_STRING_LENGTH = 2 ** 29 - 24;
+
+/**
+ * The UTF-16 code units of UTF-8 `bytes`: one a sequence, two for one of 4 bytes (about as many where
+ * they are not UTF-8).
+ */
+function utf16Length(bytes: Uint8Array): number {
+  let units = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if ((b & 0xc0) !== 0x80) units += b >= 0xf0 ? 2 : 1;
+  }
+  return units;
 }
 
 /** The offset of the first byte of the first sequence that is not UTF-8 (the bytes hold one). */
@@ -311,23 +335,20 @@ function arrayItemLines(text: string): number[] {
 }
 
 /** CSV with RFC 4180 quoting; TSV quoted only where a field's quotes close on its line (lib/io/csv.ts). */
-function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRecord[] {
-  let rows;
+function csvRows(text: string, path: string, format: "csv" | "tsv"): CsvRecord[] {
   try {
-    rows = format === "tsv" ? parseCsv(text, path, "\t", "line") : parseCsv(text, path, ",");
+    return format === "tsv" ? parseCsv(text, path, "\t", "line") : parseCsv(text, path, ",");
   } catch (e) {
     if (e instanceof CsvError) throw new DataError(e.message);
     throw e;
   }
+}
+
+/** The records of a CSV or TSV file's text (see {@link csvRows}), by the header's field names. */
+function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRecord[] {
+  const rows = csvRows(text, path, format);
   if (rows.length === 0) throw new DataError(`${path}: no examples (the file is empty)`);
-  const header = rows[0].fields;
-  const seen = new Set<string>();
-  for (const name of header) {
-    if (seen.has(name)) {
-      throw new DataError(`${path}:${rows[0].line}: the header names field "${name}" twice`);
-    }
-    seen.add(name);
-  }
+  const header = headerNames(rows[0], path);
   if (rows.length === 1) throw new DataError(`${path}: no examples (only a header line)`);
   return rows.slice(1).map(({ line, fields }, k) => {
     if (fields.length !== header.length) {
@@ -344,6 +365,18 @@ function csvRecords(text: string, path: string, format: "csv" | "tsv"): SourceRe
     }
     return { line, fields: Object.fromEntries(header.map((name, k) => [name, fields[k]])) };
   });
+}
+
+/** The field names of a CSV or TSV header record; a name given twice is a DataError. */
+function headerNames(header: CsvRecord, path: string): string[] {
+  const seen = new Set<string>();
+  for (const name of header.fields) {
+    if (seen.has(name)) {
+      throw new DataError(`${path}:${header.line}: the header names field "${name}" twice`);
+    }
+    seen.add(name);
+  }
+  return header.fields;
 }
 
 /**
@@ -560,12 +593,34 @@ export async function recordFieldNames(path: string): Promise<string[] | null> {
       throw e instanceof ParquetError ? new DataError(e.message) : e;
     }
   }
-  if (/\.(csv|tsv)$/i.test(path)) return Object.keys((await readRecords(path))[0].fields);
+  const csv = path.match(/\.(csv|tsv)$/i)?.[1].toLowerCase() as "csv" | "tsv" | undefined;
+  if (csv) return await csvHeader(path, csv);
   if (!/\.(jsonl|ndjson|json)$/i.test(path)) return null;
   const start = await firstLines(path);
   // a JSON array is parsed whole
   const records = start.trimStart().startsWith("[") ? await readRecords(path) : jsonlRecords(start, path);
   return Object.keys(records[0].fields);
+}
+
+/**
+ * The field names of a CSV or TSV file's header, read from the file's first lines; a header that
+ * does not end on its line (a quoted name spanning lines), or a file without one, is read with the
+ * whole file, and its errors are that read's.
+ */
+async function csvHeader(path: string, format: "csv" | "tsv"): Promise<string[]> {
+  const start = await firstLines(path);
+  let header: CsvRecord | undefined;
+  try {
+    header = csvRows(start, path, format)[0];
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+  }
+  // a TSV name whose quote does not close on its line may close on a later one
+  if (header === undefined || header.unclosedQuote !== undefined) {
+    return Object.keys((await readRecords(path, format))[0].fields);
+  }
+  // in the order a record's keys come in (names that are integers first, as objects order them)
+  return Object.keys(Object.fromEntries(headerNames(header, path).map((name) => [name, name])));
 }
 
 /**
@@ -580,18 +635,22 @@ async function firstLines(path: string): Promise<string> {
     if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: file not found`);
     throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
   }
-  let text = "";
+  // each chunk looked at alone: the text so far, split again at each one, takes time quadratic in the
+  // length of a first line (a JSON array written on one line)
+  const chunks: string[] = [];
+  let blank = true; // no character but whitespace so far
   try {
     for await (const chunk of file.readable.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }))) {
-      text += chunk;
-      const lines = text.split("\n");
-      if (lines.slice(0, -1).some((l) => l.trim() !== "")) break; // the stream is cancelled, the file closed
+      chunks.push(chunk);
+      const from = blank ? chunk.search(/\S/) : 0;
+      if (from >= 0) blank = false;
+      if (!blank && chunk.indexOf("\n", from) >= 0) break; // the stream is cancelled, the file closed
     }
   } catch (e) {
     if (!(e instanceof TypeError)) throw e;
     await readDataText(path); // throws, naming the first bad byte
   }
-  const lines = text.split("\n"), first = lines.findIndex((l) => l.trim() !== "");
+  const text = chunks.join(""), lines = text.split("\n"), first = lines.findIndex((l) => l.trim() !== "");
   return first < 0 ? text : lines.slice(0, first + 1).join("\n");
 }
 
