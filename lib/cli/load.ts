@@ -6,7 +6,7 @@
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
-import { resolve } from "node:path";
+import { isAbsolute, resolve } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { openSafetensors } from "../io/safetensors.ts";
@@ -17,7 +17,7 @@ import { type AdapterConfig, loadAdapterConfig, taskOfPeftType } from "../peft/c
 import { loadAdapterInto, type PeftModel } from "../peft/apply.ts";
 import { adapterWeightsPath, PEFT_KEY_PREFIX } from "../peft/files.ts";
 import type { TaskName } from "../train/tasks.ts";
-import { ArgsError, checkShipped } from "./args.ts";
+import { ArgsError, checkShipped, shippedPath } from "./args.ts";
 import { loadingProgress, loadNoteLines } from "./loading.ts";
 import { checkTaskFits, ensurePadToken, readModelConfig, taskOfConfig, withArticle } from "./task.ts";
 
@@ -156,6 +156,8 @@ async function modelDirOf(o: LoadForUseOptions, adapter: AdapterConfig | null): 
   }
   if (resolve(base) === resolve(o.model)) return o.model;
   const isDir = await Deno.stat(base).then((s) => s.isDirectory).catch(() => false);
+  // a run made in the checkout's root records the shipped default model as "models/default"
+  if (!isDir && !isAbsolute(base) && shippedPath(base) === o.model) return o.model;
   if (!isDir) {
     throw new ArgsError(
       `${o.adapter} was trained on ${base} (its base_model_name_or_path), which is not a folder here: ` +
