@@ -59,4 +59,17 @@ Deno.test("decodeImage: junk between JPEG segments is skipped as Pillow skips it
   assertEquals([jfif.marker, exif.marker], [0xe0, 0xe1]);
   const got = await decodeImage(insert(oriented, jfif.end, junk), "junk_exif.jpg");
   assertEquals([got.width, got.height, Array.from(got.data)], [want.width, want.height, want.rgb]);
+  // markers without a segment (RST0, TEM) after SOI are stepped over, as Pillow does
+  const bare = [0xff, 0xd0, 0xff, 0x01];
+  await assertRejects(
+    () => decodeImage(insert(cmyk, 2, bare), "rst.jpg"),
+    ImageFileError,
+    `rst.jpg: ${REFUSED}`,
+  );
+  const stepped = await decodeImage(insert(oriented, 2, bare), "rst_exif.jpg");
+  assertEquals([stepped.width, stepped.height, Array.from(stepped.data)], [
+    want.width,
+    want.height,
+    want.rgb,
+  ]);
 });

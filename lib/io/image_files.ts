@@ -114,7 +114,8 @@ function jpegInfo(bytes: Uint8Array): { components: number; orientation: number 
       i++;
       continue;
     }
-    if (marker === 0x00) { // an escaped 0xFF: junk too
+    // an escaped 0xFF (junk too), or a marker without a segment: TEM, RST0–7, SOI
+    if (marker === 0x00 || marker === 0x01 || (marker >= 0xd0 && marker <= 0xd8)) {
       i += 2;
       continue;
     }
