@@ -203,3 +203,17 @@ Deno.test("vit: a pooler_output_size other than hidden_size is refused where the
   }
   assert((await variant("vit", { pooler_output_size: null }) as VitConfig).poolerOutputSize === 64);
 });
+
+Deno.test("RoPE scalings read as transformers does: YaRN's truncate null does not truncate; max_position_embeddings defaults for dynamic and YaRN", async () => {
+  const yarn = { rope_type: "yarn", factor: 4, original_max_position_embeddings: 32 };
+  const truncated = (r: RopeConfig) => (r as RopeConfig & { type: "yarn" }).truncate;
+  assertEquals(truncated(await llamaRope({ ...yarn, truncate: null })), false);
+  assertEquals(truncated(await llamaRope(yarn)), true);
+  // without max_position_embeddings, LlamaConfig's default (2048), as with unscaled RoPE
+  const dynamic = await llamaRope({ rope_type: "dynamic", factor: 2 }, {
+    max_position_embeddings: undefined,
+  });
+  assertEquals((dynamic as RopeConfig & { type: "dynamic" }).maxPositions, 2048);
+  const stretched = await llamaRope({ ...yarn, factor: null }, { max_position_embeddings: undefined });
+  assertEquals((stretched as RopeConfig & { type: "yarn" }).factor, 2048 / 32);
+});

@@ -418,7 +418,12 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     intermediateSize: f.int("intermediate_size"),
     activation: f.activation("hidden_act", "silu"),
     rmsNormEps: f.positive("rms_norm_eps", modelType === "phi3" ? 1e-5 : 1e-6),
-    rope: rope(f, rotary, modelType === "phi3" ? 4096 : undefined),
+    rope: rope(
+      f,
+      rotary,
+      f.int("max_position_embeddings", defaults.positions),
+      modelType === "phi3" ? 4096 : undefined,
+    ),
     qkvBias: modelType === "qwen2" || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === "llama" && f.bool("mlp_bias", false),

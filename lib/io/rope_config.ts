@@ -137,10 +137,16 @@ function ropeParameters(f: Fields): unknown {
 
 /**
  * RoPE from transformers 5's `rope_parameters` or the older `rope_theta` + `rope_scaling`, for
- * heads whose first `rotaryDim` dimensions rotate (`originalDefault`: the config class's
+ * heads whose first `rotaryDim` dimensions rotate (`maxPositions`: max_position_embeddings, its
+ * config class's default when absent; `originalDefault`: the config class's
  * original_max_position_embeddings, where it has one).
  */
-export function rope(f: Fields, rotaryDim: number, originalDefault?: number): RopeConfig {
+export function rope(
+  f: Fields,
+  rotaryDim: number,
+  maxPositions: number,
+  originalDefault?: number,
+): RopeConfig {
   const [given, old] = [ropeParameters(f), f.raw.rope_scaling ?? null];
   // transformers 5 takes rope_scaling over rope_parameters, and rope_theta then from it or the top
   // level alone: a config with both, unequal, is ambiguous
@@ -181,7 +187,7 @@ export function rope(f: Fields, rotaryDim: number, originalDefault?: number): Ro
     positive(
       "original_max_position_embeddings",
       f.raw.original_max_position_embeddings ?? originalDefault ?? p.original_max_position_embeddings ??
-        f.raw.max_position_embeddings,
+        maxPositions,
     );
   switch (type) {
     case "default":
@@ -193,10 +199,10 @@ export function rope(f: Fields, rotaryDim: number, originalDefault?: number): Ro
         type: "dynamic",
         theta,
         factor: positive("factor"),
-        maxPositions: f.int("max_position_embeddings"),
+        maxPositions,
       };
     case "yarn":
-      return yarn(f, key, p, theta, original());
+      return yarn(f, key, p, theta, original(), maxPositions);
     case "llama3": {
       const low = positive("low_freq_factor"), high = positive("high_freq_factor");
       if (!(high > low)) {
@@ -293,6 +299,7 @@ function yarn(
   p: Record<string, unknown>,
   theta: number,
   original: number,
+  maxPositions: number,
 ): RopeConfig {
   const need = (name: string, ok: (v: unknown) => boolean, what: string) => {
     if (!ok(p[name])) {
@@ -308,7 +315,8 @@ function yarn(
     need(name, optional((v) => typeof v === "number" && v >= 0), "a number ≥ 0 when given");
   }
   need("truncate", optional((v) => typeof v === "boolean"), "true or false when given");
-  const factor = p.factor === null ? f.int("max_position_embeddings") / original : p.factor as number;
+  // transformers reads it with get("truncate", True): absent truncates, null (falsy) does not
+  const factor = p.factor === null ? maxPositions / original : p.factor as number;
   const mscale = (scale: number, m = 1) => scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1;
   const [m, mAll] = [p.mscale as number | undefined, p.mscale_all_dim as number | undefined];
   const attentionFactor = typeof p.attention_factor === "number"
@@ -323,7 +331,7 @@ function yarn(
     originalMaxPositions: original,
     betaFast: (p.beta_fast as number) || 32,
     betaSlow: (p.beta_slow as number) || 1,
-    truncate: (p.truncate as boolean | undefined) ?? true,
+    truncate: "truncate" in p ? p.truncate === true : true,
     attentionFactor,
   };
 }
