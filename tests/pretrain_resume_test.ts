@@ -45,18 +45,16 @@ Deno.test("pretrain --resume --out DIR alone continues the run with the options 
       assert(r.err.includes(message), r.err);
     }
 
-    // the options of one session go with the recorded ones
-    const again = await runCli([
-      "pretrain",
-      "--out",
-      out,
-      "--resume",
-      "--stop-at",
-      "2",
-      "--lr",
-      "0.01",
-      "-q",
-    ]);
+    // the options of one session go with the recorded ones, and the recorded paths (the tokenizer's
+    // relative to this checkout) are read from the folder the run started in, from any other
+    const root = Deno.cwd();
+    Deno.chdir(dir);
+    let again;
+    try {
+      again = await runCli(["pretrain", "--out", "run", "--resume", "--stop-at", "2", "--lr", "0.01", "-q"]);
+    } finally {
+      Deno.chdir(root);
+    }
     assertEquals(again.code, 0, again.err);
     assertEquals((await loadCheckpoint(out)).state.step, 2);
     assert(!await pathExists(exported), "a stopped run exports nothing");
@@ -68,6 +66,15 @@ Deno.test("pretrain --resume --out DIR alone continues the run with the options 
       16,
       "the run's model, exported where it was started to be",
     );
+    // the record of the options stays with the run: not in the model it saves, nor in the export
+    for (const folder of [join(out, "model"), exported]) {
+      const names = [];
+      for await (const e of Deno.readDir(folder)) names.push(e.name);
+      assert(
+        !names.some((n) => n.startsWith("recipe") || n.startsWith("pretrain_args")),
+        `${folder}: ${names}`,
+      );
+    }
     const record = JSON.parse(await Deno.readTextFile(join(exported, "pretraining.json")));
     assertEquals(record.command, `deno run -A cli.ts ${shellLine(recipe(text, out, exported))}`);
     assertEquals(record.steps, 3);

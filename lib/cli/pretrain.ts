@@ -10,7 +10,7 @@
  * and its held-out loss and perplexity (how models/default was made).
  * @module
  */
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { writeDirAtomic } from "../io/atomic.ts";
 import { readRunLog } from "../train/log.ts";
 import { findCheckpoint } from "../train/checkpoint.ts";
@@ -158,8 +158,14 @@ type Values = FlagValues<typeof FLAGS>;
 /** The flags that define the initial model: a resumed run compares them with its init/ when given. */
 const INIT_FLAGS = [...SIZE_FLAGS, "config", "tokenizer"];
 
-/** The file in init/ that records the options the run was started with. */
-const RECORD = "pretrain_args.json";
+/**
+ * The file in init/ that records the options the run was started with: in a folder of its own,
+ * which train does not copy into the model it saves (nor --export into the export).
+ */
+const RECORD = "recipe/pretrain_args.json";
+
+/** The flags whose values are paths: recorded resolved, so that a run resumes from any folder. */
+const PATH_FLAGS = new Set(["data", "config", "tokenizer", "export", "out"]);
 
 /** `hartley pretrain`. */
 export async function pretrainCommand(args: string[]): Promise<number> {
@@ -198,7 +204,9 @@ async function pretrain(
       if (v.overwrite) await setAsideInit(v.out);
       await writeDirAtomic(initDir, async (tmp) => {
         await writeInitModel(tmp, init!, v.seed);
-        await Deno.writeTextFile(join(tmp, RECORD), JSON.stringify({ args: runArgs(args) }, null, 1) + "\n");
+        await Deno.mkdir(dirname(join(tmp, RECORD)));
+        const record = { args: runArgs(args), cwd: Deno.cwd() };
+        await Deno.writeTextFile(join(tmp, RECORD), JSON.stringify(record, null, 1) + "\n");
       });
     }
     code = await trainCommand(trainArgs, {
@@ -288,8 +296,24 @@ const DISPLACES: Readonly<Record<string, readonly string[]>> = {
 };
 
 /**
+ * Recorded options `args`, given in folder `cwd`, as they read from the working directory: their
+ * relative paths resolved from `cwd` when that is another (not the built-in `brown`).
+ */
+function fromFolder(args: string[], cwd: string): string[] {
+  if (resolve(cwd) === resolve(".")) return args;
+  return optionsOf(args).flatMap(({ name, words }) => {
+    const [flag, value] = words.length === 2 ? words : words[0].split(/=(.*)/s, 2);
+    if (!PATH_FLAGS.has(name) || value === undefined || (name === "data" && isBuiltinData(value))) {
+      return words;
+    }
+    return [flag, resolve(cwd, value)];
+  });
+}
+
+/**
  * The options the run in `out` was started with, as its init/ records them (the init/ a stopped
- * --overwrite set aside first: it is the run's); null when there is no record.
+ * --overwrite set aside first: it is the run's), read from this working directory; null when
+ * there is no record.
  */
 async function recordedArgs(out: string): Promise<string[] | null> {
   for (const dir of [PREVIOUS_INIT, "init"]) {
@@ -301,14 +325,19 @@ async function recordedArgs(out: string): Promise<string[] | null> {
       if (e instanceof Deno.errors.NotFound) continue;
       throw e;
     }
-    let args: unknown;
+    let record: { args?: unknown; cwd?: unknown } = {};
     try {
-      args = JSON.parse(text).args;
+      record = JSON.parse(text);
     } catch {
       // read as not a record below
     }
-    if (Array.isArray(args) && args.every((a) => typeof a === "string")) return args;
-    throw new Error(`${file}: expected {"args": [...]}, the options the run was started with`);
+    const { args, cwd } = record;
+    if (Array.isArray(args) && args.every((a) => typeof a === "string") && typeof cwd === "string") {
+      return fromFolder(args, cwd);
+    }
+    throw new Error(
+      `${file}: expected {"args": [...], "cwd": "..."}, the options the run was started with and where`,
+    );
   }
   return null;
 }
