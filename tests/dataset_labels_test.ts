@@ -18,15 +18,12 @@ const DATA = new URL("./fixtures/data/", import.meta.url).pathname;
 const SPAM = `${DATA}spam_snappy.parquet`; // label: ClassLabel [ham, spam]; rows ham, spam, ham, spam, …
 const SPAM_LABELS = [0, 1, 0, 1, 0, 1, 0, 1];
 
-/** `fn`'s result and the lines it wrote to stderr. */
-async function withStderr<T>(fn: () => Promise<T>): Promise<{ result: T; err: string[] }> {
-  const err: string[] = [], error = console.error;
-  console.error = (...a: unknown[]) => void err.push(a.join(" "));
-  try {
-    return { result: await fn(), err };
-  } finally {
-    console.error = error;
-  }
+/** `read`'s result and the warnings it told its `onWarning`. */
+async function withWarnings<T>(
+  read: (onWarning: (message: string) => void) => Promise<T>,
+): Promise<{ result: T; err: string[] }> {
+  const err: string[] = [];
+  return { result: await read((m) => err.push(m)), err };
 }
 
 Deno.test('label -1 is datasets\' "no label": said so, with what to do; --regression is refused on a ClassLabel column', async () => {
@@ -65,8 +62,8 @@ Deno.test('label -1 is datasets\' "no label": said so, with what to do; --regres
 
 Deno.test("class names that match the head's only ignoring case are matched, as run_glue.py does, and said once", async () => {
   // a ClassLabel split against a head that names its classes in capitals, in another order (MNLI's case)
-  const { result: spam, err } = await withStderr(() =>
-    readClassificationFile(SPAM, { labels: ["SPAM", "HAM"], labelsFrom: "config.json's id2label" })
+  const { result: spam, err } = await withWarnings((onWarning) =>
+    readClassificationFile(SPAM, { labels: ["SPAM", "HAM"], labelsFrom: "config.json's id2label", onWarning })
   );
   assertEquals(spam.examples.map((e) => e.label), SPAM_LABELS.map((l) => 1 - l));
   assertEquals(spam.labelNames, ["SPAM", "HAM"]);
@@ -81,8 +78,8 @@ Deno.test("class names that match the head's only ignoring case are matched, as 
   await withTempDir("hartley_label_case_", async (dir) => {
     await Deno.writeTextFile(`${dir}/d.csv`, "text,label\na,Positive\nb,neg\nc,positive\n");
     // an exact match first: "neg" is "neg", not "NEG"
-    const { result: mixed, err: said } = await withStderr(() =>
-      readClassificationFile(`${dir}/d.csv`, { labels: ["neg", "POSITIVE"] })
+    const { result: mixed, err: said } = await withWarnings((onWarning) =>
+      readClassificationFile(`${dir}/d.csv`, { labels: ["neg", "POSITIVE"], onWarning })
     );
     assertEquals(mixed.examples.map((e) => e.label), [1, 0, 1]);
     assertEquals(said.length, 1, said.join("\n"));

@@ -321,34 +321,29 @@ Deno.test("readImageData: an image folder (classes in sorted order, other files 
 
 Deno.test("image folders: links to class folders and files are followed, loops are not, skipped files are counted", async () => {
   const lines: string[] = [];
-  const error = console.error;
-  console.error = (...args: unknown[]) => void lines.push(args.join(" "));
-  try {
-    await withTempDir("hartley_imglinks_", async (dir) => {
-      await Deno.mkdir(`${dir}/cat`);
-      for (const f of ["cat0.png", "cat1.jpg", "cat2.png", "notes.txt"]) {
-        await Deno.symlink(`${IMAGES}folder/cat/${f}`, `${dir}/cat/${f}`);
-      }
-      await Deno.symlink(`${IMAGES}folder/dog`, `${dir}/dog`);
-      await Deno.symlink(dir, `${dir}/cat/loop`); // back to the top: not followed again
-      await Deno.writeTextFile(`${dir}/dog.gif`, ""); // a file beside the classes: no class
-      const data = await readImageData(dir, processor);
-      assertEquals(data.labelNames, ["cat", "dog"]);
-      assertEquals(data.examples.map((e) => e.label), [0, 0, 0, 1, 1, 1]);
-      assertEquals(lines, [`${dir}: skipped 1 file not PNG or JPEG (cat/notes.txt)`]);
-      const unlabelled = await readImages(dir, processor);
-      assertEquals(unlabelled.map((x) => x.source.slice(dir.length + 1)), FOLDER_FILES);
-      assertEquals(lines[1], `${dir}: skipped 2 files not PNG or JPEG (e.g. cat/notes.txt)`);
-      await Deno.symlink(`${dir}/absent.png`, `${dir}/cat/broken.png`);
-      await assertRejects(
-        () => readImageData(dir, processor),
-        DataError,
-        `${dir}/cat/broken.png: a broken link (its target does not exist)`,
-      );
-    });
-  } finally {
-    console.error = error;
-  }
+  const onWarning = (message: string) => void lines.push(message);
+  await withTempDir("hartley_imglinks_", async (dir) => {
+    await Deno.mkdir(`${dir}/cat`);
+    for (const f of ["cat0.png", "cat1.jpg", "cat2.png", "notes.txt"]) {
+      await Deno.symlink(`${IMAGES}folder/cat/${f}`, `${dir}/cat/${f}`);
+    }
+    await Deno.symlink(`${IMAGES}folder/dog`, `${dir}/dog`);
+    await Deno.symlink(dir, `${dir}/cat/loop`); // back to the top: not followed again
+    await Deno.writeTextFile(`${dir}/dog.gif`, ""); // a file beside the classes: no class
+    const data = await readImageData(dir, processor, { onWarning });
+    assertEquals(data.labelNames, ["cat", "dog"]);
+    assertEquals(data.examples.map((e) => e.label), [0, 0, 0, 1, 1, 1]);
+    assertEquals(lines, [`${dir}: skipped 1 file not PNG or JPEG (cat/notes.txt)`]);
+    const unlabelled = await readImages(dir, processor, { onWarning });
+    assertEquals(unlabelled.map((x) => x.source.slice(dir.length + 1)), FOLDER_FILES);
+    assertEquals(lines[1], `${dir}: skipped 2 files not PNG or JPEG (e.g. cat/notes.txt)`);
+    await Deno.symlink(`${dir}/absent.png`, `${dir}/cat/broken.png`);
+    await assertRejects(
+      () => readImageData(dir, processor),
+      DataError,
+      `${dir}/cat/broken.png: a broken link (its target does not exist)`,
+    );
+  });
 });
 
 Deno.test("readImageData: a datasets Parquet split (image structs, ClassLabel names) and JSONL pixel arrays", async () => {

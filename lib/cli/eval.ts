@@ -118,6 +118,7 @@ export function evalCommand(args: string[]): Promise<number> {
             templateVariables,
             labelField: v["label-field"],
             regression: task === "seq-cls" && (v.regression || regressor !== null),
+            quiet: v.quiet,
           },
           loaded.config,
           loaded.tokenizer,

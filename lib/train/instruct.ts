@@ -497,7 +497,8 @@ export function instructionDataset(
       noAssistant++;
       for (const m of ex.messages.slice(ex.completionFrom)) roles.add(m.role);
     }
-    const kept = ids.subarray(0, opts.seqLen);
+    // a copy when cut: a view would keep the whole example's ids alive with the row
+    const kept = ids.length > opts.seqLen ? ids.slice(0, opts.seqLen) : ids;
     // position t predicts token t + 1, when that token is learnt
     const label = new Int32Array(kept.length).fill(IGNORE_INDEX);
     let targets = 0;

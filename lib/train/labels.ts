@@ -13,7 +13,8 @@ import { DataError } from "./data_error.ts";
 export const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 
 /** Options of {@link LabelMap}. */
-export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "labelsFrom" | "numLabels" | "idsAs"> {
+export interface LabelMapOptions
+  extends Pick<ReadOptions, "labels" | "labelsFrom" | "numLabels" | "idsAs" | "onWarning"> {
   /**
    * The names of the data's integer ids, a Parquet column's ClassLabel names: the names of the ids
    * when `labels` is not given, else the way to look each id up there by name.
@@ -24,7 +25,8 @@ export interface LabelMapOptions extends Pick<ReadOptions, "labels" | "labelsFro
 /**
  * Class labels as data files hold them → class ids: names, and integers by their text, looked up
  * among the known ones (see {@link ReadOptions.labels}; a name no known one matches exactly is
- * matched ignoring case, as run_glue.py matches config.json's label2id, and said once on stderr);
+ * matched ignoring case, as run_glue.py matches config.json's label2id, and told once to
+ * {@link ReadOptions.onWarning});
  * other names numbered in first-seen order; integer ids (numbers, or strings of digits) that name
  * no class kept as they are, or looked up by their class name ({@link LabelMapOptions.classNames});
  * each id checked against the head's num_labels.
@@ -34,6 +36,7 @@ export class LabelMap {
   /** The known names by their lower case, when that keeps them apart. */
   private readonly folded: Map<string, number> | null;
   private saidFolded = false;
+  private readonly onWarning?: (message: string) => void;
   /** The names of the data's ids, when they differ from the known labels' (looked up by name). */
   private readonly classNames: readonly string[] | null;
   /** The data's integers are a ClassLabel column's ids, not names. */
@@ -65,6 +68,7 @@ export class LabelMap {
       throw new RangeError(`numLabels must be an integer ≥ 1, got ${opts.numLabels}`);
     }
     this.limit = opts.numLabels ?? known?.length ?? null;
+    this.onWarning = opts.onWarning;
   }
 
   /** The id of label `value`, found at `where` (a file and line, for errors). */
@@ -163,7 +167,7 @@ export class LabelMap {
     return id;
   }
 
-  /** The id of the known name `name`: exactly, else ignoring case (said on stderr the first time). */
+  /** The id of the known name `name`: exactly, else ignoring case (told to onWarning the first time). */
   private knownId(name: string, where: string): number | undefined {
     const id = this.given?.get(name);
     if (id !== undefined || !this.folded) return id;
@@ -171,7 +175,7 @@ export class LabelMap {
     if (folded !== undefined && !this.saidFolded) {
       this.saidFolded = true;
       const as = [...this.given!.keys()][folded];
-      console.error(
+      this.onWarning?.(
         `${where}: label ${JSON.stringify(name)} is taken as ${JSON.stringify(as)} of ${this.known}, ` +
           `ignoring case as run_glue.py does; so is any other label that differs from one of them only in case`,
       );

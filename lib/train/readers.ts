@@ -80,7 +80,8 @@ export interface ReadOptions {
    * Integer labels (JSON numbers, or strings of digits, maybe with a `.0` fraction as pandas writes
    * them) that name no class are ids as they are, unless some name is a number other than its own
    * id ("1" for id 0): then they are refused. A Parquet ClassLabel id is looked up by its name.
-   * A name no label matches exactly is matched ignoring case, as run_glue.py does (said on stderr).
+   * A name no label matches exactly is matched ignoring case, as run_glue.py does (told to
+   * `onWarning`).
    * -1 (`datasets`' "no label") is refused as such; other numbers (0.5, -2, as JSON numbers or
    * text) with the `regression` hint.
    */
@@ -100,6 +101,11 @@ export interface ReadOptions {
    * Parquet ClassLabel column, whose values are class ids.
    */
   regression?: boolean;
+  /**
+   * Told, in one line, what was read but may be a mistake (a label matched to a name of `labels`
+   * only ignoring case); without it nothing is said (the CLI prints it on stderr).
+   */
+  onWarning?: (message: string) => void;
 }
 
 /**

@@ -75,9 +75,9 @@ export class ImageBatches implements BatchSource {
   readonly #order: BatchIterator;
 
   /**
-   * Batches of `batchSize` images of shape `imageShape` [c, h, w], shuffled per epoch with
-   * `seed` (default 0) unless `shuffle` is false. A bad batch size or seed is a RangeError; no
-   * examples is a DataError.
+   * Batches of `batchSize` images of shape `imageShape` [c, h, w] (readImageData's
+   * `ImageData.imageShape`, for images read so), shuffled per epoch with `seed` (default 0) unless
+   * `shuffle` is false. A bad batch size or seed is a RangeError; no examples is a DataError.
    */
   constructor(
     readonly examples: readonly ImageExample[],

@@ -70,6 +70,12 @@ export interface TaggedReadOptions {
   idsAs?: string;
   /** The head's num_labels: every tag id must be below it (default labels.length). */
   numLabels?: number;
+  /**
+   * Told, in one line each, what was read but may be a mistake (tags that are not entity tags
+   * among entity tags; a tag matched to a name of `labels` only ignoring case); without it nothing
+   * is said (the CLI prints each on stderr).
+   */
+  onWarning?: (message: string) => void;
 }
 
 /** Word-list fields tried in order when no wordField is given. */
@@ -126,19 +132,21 @@ export async function readTaggedFile(path: string, opts: TaggedReadOptions = {})
     numLabels: opts.numLabels,
     labelsFrom: opts.labelsFrom,
     idsAs: opts.idsAs,
+    onWarning: opts.onWarning,
   });
   const examples = records.map((r) => taggedRecord(r, wordField, tagField, labels, path));
-  return sayOddTags({ path, examples, labelNames: labels.names(), wordField, tagField });
+  return sayOddTags({ path, examples, labelNames: labels.names(), wordField, tagField }, opts.onWarning);
 }
 
 /**
- * Say once on stderr which of `data`'s tags are not entity tags when others are ("domain=en" among
- * "O", "B-PER", …): seqeval scores them all, warning that such a tag "seems not to be NE tag", and
- * reads it as a chunk typed by what follows its first letter ("omain=en"); so do the scores here.
+ * Tell `onWarning` once which of `data`'s tags are not entity tags when others are ("domain=en"
+ * among "O", "B-PER", …): seqeval scores them all, warning that such a tag "seems not to be NE
+ * tag", and reads it as a chunk typed by what follows its first letter ("omain=en"); so do the
+ * scores here.
  */
-function sayOddTags(data: TaggedData): TaggedData {
+function sayOddTags(data: TaggedData, onWarning?: (message: string) => void): TaggedData {
   const names = data.labelNames;
-  if (!names || !isEntityTagSet(names)) return data;
+  if (!onWarning || !names || !isEntityTagSet(names)) return data;
   const odd = new Map<string, string>();
   for (const { tags, source } of data.examples) {
     for (const name of tags.map((t) => names[t])) {
@@ -152,7 +160,7 @@ function sayOddTags(data: TaggedData): TaggedData {
       `first in the sentence at ${where})`;
   });
   const one = odd.size === 1;
-  console.error(
+  onWarning(
     `${data.path}: tag${one ? "" : "s"} ${listed.join(", ")} ${one ? "is" : "are"} not O, B-, I-, E- or ` +
       `S- and a type: entity scores read ${one ? "it" : "them"} as seqeval does (warning "seems not to be ` +
       `NE tag"); fix ${one ? "it if it is a mistake" : "them if they are mistakes"}`,
@@ -219,7 +227,10 @@ function conllExamples(path: string, text: string, opts: TaggedReadOptions): Tag
     source: `${path}:${lines[0].line}`,
   }));
   if (examples.length === 0) throw new DataError(`${path}: no sentences (no word and tag lines)`);
-  return sayOddTags({ path, examples, labelNames: labels.names(), wordField: "", tagField: "" });
+  return sayOddTags(
+    { path, examples, labelNames: labels.names(), wordField: "", tagField: "" },
+    opts.onWarning,
+  );
 }
 
 /** A sentence to tag: its words, and where it was read (`file:line`; the row, for Parquet). */
