@@ -284,7 +284,18 @@ Deno.test("inspect: model summary, energy heatmap with positions, and a loss cur
     assert(text.includes("transformer.h.1.attn.c_attn: dht energy"), text.slice(0, 300));
     assert((text.match(/stroke="#e8002a"/g) ?? []).length >= 2, "positions marked");
     // an --n past the layer's size is clamped to what its transform can pick (the dft's mirror classes)
-    const all = ["inspect", "--model", GPT2, "--layer", "h.1.attn.c_attn", "--n", "100000", "--svg", svg, "--overwrite"];
+    const all = [
+      "inspect",
+      "--model",
+      GPT2,
+      "--layer",
+      "h.1.attn.c_attn",
+      "--n",
+      "100000",
+      "--svg",
+      svg,
+      "--overwrite",
+    ];
     for (const transform of ["dht", "dft"]) {
       const a = await runCli([...all, "--transform", transform]);
       assertEquals(a.code, 0, a.err);
