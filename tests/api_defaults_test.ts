@@ -14,20 +14,11 @@ import {
   tensor,
   toModelBatch,
   train,
-  type TrainBatch,
 } from "../mod.ts";
+import { TWO_ROW_BATCH as BATCH } from "./model_helpers.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 
 const ROBERTA = new URL("./fixtures/models/roberta", import.meta.url).pathname;
-
-/** Two rows of four tokens with class labels. */
-const BATCH: TrainBatch = {
-  ids: Int32Array.from([0, 5, 6, 2, 0, 7, 8, 2]),
-  attentionMask: new Int32Array(8).fill(1),
-  labels: Int32Array.from([0, 1]),
-  shape: [2, 4],
-  rows: Int32Array.from([0, 1]),
-};
 
 /** {@link BATCH} at every step. */
 const DATA: BatchSource = {

@@ -15,8 +15,8 @@ import {
   sshConfig,
   tensor,
   toModelBatch,
-  type TrainBatch,
 } from "../mod.ts";
+import { TWO_ROW_BATCH as BATCH } from "./model_helpers.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 
 const ROBERTA = new URL("./fixtures/models/roberta", import.meta.url).pathname;
@@ -26,15 +26,6 @@ const CONFIGS: [string, () => AdapterConfig][] = [
   ["LoRA", () => loraConfig({ r: 4, taskType: "SEQ_CLS" })],
   ["FourierFT", () => fourierftConfig({ nFrequency: 300, taskType: "SEQ_CLS" })],
 ];
-
-/** Two rows of four tokens with class labels. */
-const BATCH: TrainBatch = {
-  ids: Int32Array.from([0, 5, 6, 2, 0, 7, 8, 2]),
-  attentionMask: new Int32Array(8).fill(1),
-  labels: Int32Array.from([0, 1]),
-  shape: [2, 4],
-  rows: Int32Array.from([0, 1]),
-};
 
 /**
  * RoBERTa with `config` attached, after one training step's forward and backward: query, key and

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { getGpu, type Gpu } from "../lib/gpu/mod.ts";
 import { type Method, type MethodOptions, prepareMethod } from "../lib/cli/method.ts";
 import { batchLoss, type TaskName } from "../lib/train/tasks.ts";
+import type { TrainBatch } from "../lib/train/batches.ts";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { openCheckpoint, openSafetensors } from "../lib/io/safetensors.ts";
 import { type TensorData, writeSafetensors } from "../lib/io/safetensors_write.ts";
@@ -243,3 +244,12 @@ export function methodOptions(
     ...changes,
   };
 }
+
+/** Two rows of four tokens with class labels (a classifier's train or evaluate batch). */
+export const TWO_ROW_BATCH: TrainBatch = {
+  ids: Int32Array.from([0, 5, 6, 2, 0, 7, 8, 2]),
+  attentionMask: new Int32Array(8).fill(1),
+  labels: Int32Array.from([0, 1]),
+  shape: [2, 4],
+  rows: Int32Array.from([0, 1]),
+};
