@@ -106,7 +106,7 @@ export function evalCommand(args: string[]): Promise<number> {
           {
             task,
             data,
-            evalData: builtin ? undefined : data,
+            evalOnly: true,
             evalFraction: 0,
             seqLen: v["seq-len"],
             batchSize: v["batch-size"],

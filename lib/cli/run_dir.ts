@@ -19,15 +19,30 @@ import { checkOutputDir } from "./output.ts";
 export async function withSavedArgs(args: string[], defaultOut: string): Promise<string[]> {
   const out = resumedOut(args, defaultOut);
   if (!out) return args;
-  const ckpt = await findCheckpoint(out).catch(() => null);
-  if (!ckpt) return args;
-  let saved: unknown;
-  try {
-    saved = JSON.parse(await Deno.readTextFile(join(ckpt, "trainer_state.json"))).args;
-  } catch {
-    return args;
-  }
+  const saved = (await savedState(out))?.args;
   return Array.isArray(saved) && saved.every((a) => typeof a === "string") ? [...saved, ...args] : args;
+}
+
+/**
+ * The settings the run in `outDir` was started with (its checkpoint's fingerprint), which a resumed
+ * run must share; null when it has no readable checkpoint (loading it says why).
+ */
+export async function savedSettings(outDir: string): Promise<Record<string, unknown> | null> {
+  const fingerprint = (await savedState(outDir))?.fingerprint;
+  return typeof fingerprint === "object" && fingerprint !== null
+    ? fingerprint as Record<string, unknown>
+    : null;
+}
+
+/** The checkpoint's trainer_state.json in `outDir`, unchecked; null when there is none or it is not JSON. */
+async function savedState(outDir: string): Promise<Record<string, unknown> | null> {
+  const ckpt = await findCheckpoint(outDir).catch(() => null);
+  if (!ckpt) return null;
+  try {
+    return JSON.parse(await Deno.readTextFile(join(ckpt, "trainer_state.json")));
+  } catch {
+    return null;
+  }
 }
 
 /**

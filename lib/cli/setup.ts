@@ -33,7 +33,7 @@ import {
 import { Progress } from "../train/progress.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
-import { readImageData } from "../train/image_data.ts";
+import { decodeImageList, type ImageList, type ListedImage, listImageData } from "../train/image_data.ts";
 import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 
@@ -77,6 +77,19 @@ export interface DataSpec {
    * comes out empty (too small a share held out, too short a text) is then an ArgsError naming them.
    */
   evalFor?: string[];
+  /**
+   * `data` is only evaluated (`eval`): it is the eval data, read, tokenized and decoded once (a
+   * built-in set's held-out split); `evalData`, `evalFraction` and `maxTrain` are not read, and the
+   * splits' `train` is the eval batches again (nothing trains on them).
+   */
+  evalOnly?: boolean;
+  /**
+   * The settings of the run a resumed run continues (its checkpoint's fingerprint): --loss-on all
+   * and --template-kwargs on plain text are not refused where it holds them. Versions before the
+   * refusal accepted them there, where they change nothing; the fingerprint check still holds the
+   * resumed run to them.
+   */
+  resumedSettings?: Record<string, unknown>;
 }
 
 /** Where a head's label names come from, in errors. */
@@ -101,6 +114,31 @@ export interface Splits {
  * `headLabels`: the label count of an existing classification head (data must fit it).
  */
 export async function loadSplits(
+  spec: DataSpec,
+  config: HfConfig,
+  tokenizer: Tokenizer | null,
+  modelDir: string,
+  headLabels?: number,
+): Promise<Splits> {
+  try {
+    if (!spec.evalOnly) return await taskSplits(spec, config, tokenizer, modelDir, headLabels);
+    const splits = await taskSplits(evalOnlySpec(spec), config, tokenizer, modelDir, headLabels);
+    return { ...splits, train: splits.eval ?? splits.train };
+  } catch (e) {
+    // a progress bar the error stopped: the error starts on a line of its own
+    Progress.endLines();
+    throw e;
+  }
+}
+
+/** `spec` of data that is only evaluated, as the readers take it: its file is the eval data too. */
+function evalOnlySpec(spec: DataSpec): DataSpec {
+  const evalData = isBuiltinData(spec.data) ? undefined : spec.data;
+  return { ...spec, evalData, evalFraction: 0, maxTrain: undefined };
+}
+
+/** {@link loadSplits} by task. */
+async function taskSplits(
   spec: DataSpec,
   config: HfConfig,
   tokenizer: Tokenizer | null,
@@ -152,10 +190,11 @@ async function classificationSplits(
   const maxLength = Math.min(spec.seqLen, maxTokens(config));
   const dataset = (xs: Example[]) =>
     new ClassificationDataset(xs, tokenizer, { maxLength, numLabels, regression, multiLabel });
-  const trainIt = tokenizedBatches(dataset(train), spec);
   const evalIt = evalSet && evalSet.length > 0
     ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
     : null;
+  // eval-only: the eval rows' dataset alone, each row tokenized once
+  const trainIt = spec.evalOnly && evalIt ? evalIt : tokenizedBatches(dataset(train), spec);
   return {
     train: trainIt,
     eval: evalIt,
@@ -229,7 +268,9 @@ async function labelledFileRows(
   };
   const file = await readClassificationFile(spec.data, opts);
   let train: Example[], evalSet: Example[] | null;
-  if (spec.evalData) {
+  if (spec.evalOnly) {
+    train = evalSet = file.examples;
+  } else if (spec.evalData) {
     train = file.examples;
     evalSet = await readEvalFile(spec, spec.evalData, file, opts);
   } else if (spec.evalFraction > 0) {
@@ -331,7 +372,9 @@ async function taggedSplits(
   const file = await readTaggedFile(spec.data, opts);
   const labelNames = file.labelNames ?? undefined;
   let train = file.examples, evalSet: TaggedExample[] | null = null;
-  if (spec.evalData) {
+  if (spec.evalOnly) {
+    evalSet = file.examples;
+  } else if (spec.evalData) {
     // a tag id past the training data's is refused, as a tag name they lack is
     let seen = 0;
     for (const e of file.examples) for (const t of e.tags) seen = Math.max(seen, t);
@@ -362,11 +405,13 @@ async function taggedSplits(
   const summary = `${spec.data}: ${train.length} training sentences` +
     (evalSet ? `, ${evalSet.length} eval sentences${spec.evalData ? ` (${spec.evalData})` : ""}` : "") +
     `; ${numLabels} tags`;
+  const evalIt = evalSet && evalSet.length > 0
+    ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
+    : null;
   return {
-    train: tokenizedBatches(dataset(train), spec),
-    eval: evalSet && evalSet.length > 0
-      ? new BatchIterator(dataset(evalSet), { batchSize: spec.batchSize, shuffle: false })
-      : null,
+    // eval-only: the eval rows' dataset alone, each row tokenized once
+    train: spec.evalOnly && evalIt ? evalIt : tokenizedBatches(dataset(train), spec),
+    eval: evalIt,
     numLabels,
     labelNames,
     summary,
@@ -420,14 +465,19 @@ function refuseFields(
 
 /**
  * Refuse the flags of instruction records for plain text, which is learnt on every token and
- * rendered by no template: --loss-on all, and --template-kwargs with variables. (The spec holds
- * values, not the flags given: --loss-on completion and --template-kwargs {} are the defaults, and
- * change nothing.)
+ * rendered by no template: --loss-on all, and --template-kwargs with variables, unless a resumed
+ * run was started with them ({@link DataSpec.resumedSettings}). (The spec holds values, not the
+ * flags given: --loss-on completion and --template-kwargs {} are the defaults, and change nothing.)
  */
 function refuseInstructionFlags(spec: DataSpec): void {
+  const resumed = spec.resumedSettings ?? {};
+  const variables = spec.templateVariables ?? {};
   const given = [
-    ...(spec.lossOn === "all" ? ["--loss-on all"] : []),
-    ...(Object.keys(spec.templateVariables ?? {}).length > 0 ? ["--template-kwargs"] : []),
+    ...(spec.lossOn === "all" && resumed.lossOn !== "all" ? ["--loss-on all"] : []),
+    ...(Object.keys(variables).length > 0 &&
+        JSON.stringify(resumed.templateVariables) !== JSON.stringify(variables)
+      ? ["--template-kwargs"]
+      : []),
   ];
   if (given.length === 0) return;
   const one = given.length === 1;
@@ -484,8 +534,8 @@ async function causalSplits(
     const ids = await encode(spec.data);
     if (spec.evalData) {
       train = ids;
-      // eval reads its one file as both: tokenized once
-      heldOut = spec.evalData === spec.data ? ids : await encode(spec.evalData);
+      // eval-only data is its own eval text: tokenized once
+      heldOut = spec.evalOnly ? ids : await encode(spec.evalData);
     } else if (spec.evalFraction > 0) {
       ({ train, heldOut } = splitTokens(ids, spec.evalFraction));
     } else {
@@ -646,12 +696,19 @@ export function progressFrom(
   };
 }
 
-/** The data readers' `onWarning`: each warning on its own line on stderr. */
+/**
+ * The data readers' `onWarning`: each warning on its own line on stderr, above a progress bar
+ * drawn there (which is redrawn below it).
+ */
 export function printWarning(message: string): void {
-  console.error(message);
+  Progress.print(message);
 }
 
-/** Images for ViT (lib/train/image_data.ts): a folder of class folders, a Parquet split or JSONL. */
+/**
+ * Images for ViT (lib/train/image_data.ts): a folder of class folders, a Parquet split or JSONL.
+ * The images are listed with their labels first; only the rows the run keeps (held out by
+ * --eval-fraction, cut to --max-train and --max-eval) are decoded.
+ */
 async function imageSplits(
   spec: DataSpec,
   config: VitConfig,
@@ -662,19 +719,16 @@ async function imageSplits(
   // a head that names its classes (config.json's id2label, an adapter's) maps folders and labels by name
   const headNames = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
   const whose = headNames ? "the model head's classes (config.json's id2label)" : undefined;
-  const read = (path: string, labels: readonly string[] | undefined) =>
-    readImageData(path, processor, {
-      labels,
-      whose,
-      labelField: spec.labelField,
-      onProgress: progressFrom(SHOW_IMAGES, "decoding images", spec.quiet),
-      onWarning: printWarning,
-    });
-  const file = await read(spec.data, headNames);
+  const list = (path: string, labels: readonly string[] | undefined) =>
+    listImageData(path, processor, { labels, whose, labelField: spec.labelField, onWarning: printWarning });
+  const file = await list(spec.data, headNames);
   const names = headNames ?? file.labelNames ?? undefined;
-  let train = file.examples, evalSet: ImageExample[] | null = null;
-  if (spec.evalData) {
-    evalSet = (await read(spec.evalData, names)).examples;
+  let train = file.images, evalSet: ListedImage[] | null = null, evalFile = file;
+  if (spec.evalOnly) {
+    evalSet = file.images;
+  } else if (spec.evalData) {
+    evalFile = await list(spec.evalData, names);
+    evalSet = evalFile.images;
   } else if (spec.evalFraction > 0) {
     const s = splitByFraction(train, {
       fraction: spec.evalFraction,
@@ -683,14 +737,46 @@ async function imageSplits(
     });
     train = s.train;
     evalSet = s.heldOut.length > 0 ? s.heldOut : null;
-    if (!evalSet) noEval(spec, heldOutNone(spec, file.examples.length, "images"));
+    if (!evalSet) noEval(spec, heldOutNone(spec, file.images.length, "images"));
   }
   train = subset(train, spec.maxTrain);
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
+  const numLabels = imageLabelCount(spec, [...train, ...(evalSet ?? [])], names, headLabels);
+  // eval-only: the eval rows are all there is to decode
+  if (spec.evalOnly) train = evalSet!;
+  const fromData = evalFile === file && evalSet ? [train, evalSet] : [train];
+  const [trainImages, heldOut] = await decodeRows(file, fromData, spec.quiet);
+  const evalImages = !evalSet
+    ? null
+    : evalFile === file
+    ? heldOut
+    : (await decodeRows(evalFile, [evalSet], spec.quiet))[0];
+  return {
+    train: new ImageBatches(trainImages, file.imageShape, spec.batchSize, { seed: spec.seed }),
+    eval: evalImages
+      ? new ImageBatches(evalImages, file.imageShape, spec.batchSize, { shuffle: false })
+      : null,
+    numLabels,
+    labelNames: names,
+    summary: `${spec.data}: ${train.length} training images` +
+      (evalSet ? `, ${evalSet.length} eval images` : ""),
+  };
+}
+
+/**
+ * The label count of the head: the head's, else enough for `names` and the ids of `kept`; every
+ * kept image's label must fit it.
+ */
+function imageLabelCount(
+  spec: DataSpec,
+  kept: ListedImage[],
+  names: string[] | undefined,
+  headLabels: number | undefined,
+): number {
   // a loop, not a spread: GLUE's largest splits pass the engine's argument limit
-  const maxLabel = [...train, ...(evalSet ?? [])].reduce((m, e) => Math.max(m, e.label), 0);
+  const maxLabel = kept.reduce((m, e) => Math.max(m, e.label), 0);
   const numLabels = headLabels ?? Math.max(names?.length ?? 0, maxLabel + 1, 2);
-  const bad = [...train, ...(evalSet ?? [])].find((e) => e.label >= numLabels);
+  const bad = kept.find((e) => e.label >= numLabels);
   if (bad) {
     throw new DataError(
       `${spec.data}: label ${bad.label} does not fit the head's ${numLabels} labels (ids 0..${
@@ -698,12 +784,20 @@ async function imageSplits(
       })`,
     );
   }
-  return {
-    train: new ImageBatches(train, file.imageShape, spec.batchSize, { seed: spec.seed }),
-    eval: evalSet ? new ImageBatches(evalSet, file.imageShape, spec.batchSize, { shuffle: false }) : null,
-    numLabels,
-    labelNames: names,
-    summary: `${spec.data}: ${train.length} training images` +
-      (evalSet ? `, ${evalSet.length} eval images` : ""),
-  };
+  return numLabels;
+}
+
+/**
+ * The examples of each of `parts` (rows of `list`) decoded under one progress display, each row once
+ * (an eval-only run's eval rows are its training rows too).
+ */
+async function decodeRows(
+  list: ImageList,
+  parts: ListedImage[][],
+  quiet?: boolean,
+): Promise<ImageExample[][]> {
+  const rows = [...new Set(parts.flat())];
+  const decoded = await decodeImageList(list, rows, progressFrom(SHOW_IMAGES, "decoding images", quiet));
+  const byRow = new Map(rows.map((row, i) => [row, decoded[i]]));
+  return parts.map((part) => part.map((row) => byRow.get(row)!));
 }

@@ -21,7 +21,7 @@ import { DataError } from "../train/data_error.ts";
 import { stepsForEpochs } from "../train/trainer.ts";
 import { ArgsError, checkShipped, listOf, refuseUnused, templateKwargs } from "./args.ts";
 import { adapterConfigOf, DEFAULT_LR, headLrOf, type Method, type MethodOptions } from "./method.ts";
-import { checkOutDir } from "./run_dir.ts";
+import { checkOutDir, savedSettings } from "./run_dir.ts";
 import { isBuiltinData, loadSplits, type Splits } from "./setup.ts";
 import { checkTaskFits, chooseTask, defaultData, readModelConfig, TASK_FLAGS, taskOfConfig } from "./task.ts";
 import type { TrainValues } from "./train_flags.ts";
@@ -82,7 +82,9 @@ export async function planRun(v: TrainValues, given: ReadonlySet<string>): Promi
   const architecture = getFamily(config.modelType)?.architectures[task];
   const head = chooseHead(v, config, task);
   refuseUnused(given, TASK_FLAGS, task, `task ${task}`);
-  const splits = await loadRunSplits(v, task, data, config, tokenizer, head);
+  // a resumed run's data is read as the run it continues read it
+  const resumed = v.resume ? await savedSettings(v.out) : null;
+  const splits = await loadRunSplits(v, task, data, config, tokenizer, head, resumed);
   const metric = v["best-metric"] && metricKey(v["best-metric"]);
   // the head's output names, which name the evaluations' classes and tags
   const names = outputNames(splits);
@@ -190,7 +192,10 @@ function chooseHead(v: TrainValues, config: HfConfig, task: TaskName): HeadChoic
   return { existingHead, regressor, regression };
 }
 
-/** Read the run's train and eval data, with advice where it does not fit the model's head. */
+/**
+ * Read the run's train and eval data, with advice where it does not fit the model's head.
+ * `resumed`: the settings of the run a resumed run continues.
+ */
 async function loadRunSplits(
   v: TrainValues,
   task: TaskName,
@@ -198,6 +203,7 @@ async function loadRunSplits(
   config: HfConfig,
   tokenizer: Tokenizer | null,
   { existingHead, regressor, regression }: HeadChoice,
+  resumed: Record<string, unknown> | null,
 ): Promise<Splits> {
   return await loadSplits(
     {
@@ -220,6 +226,7 @@ async function loadRunSplits(
       regression,
       // from v, not the flags given: a resumed run's come from its saved arguments
       evalFor: (["eval-every", "save-best", "early-stop"] as const).filter((f) => v[f]).map((f) => `--${f}`),
+      resumedSettings: resumed ?? undefined,
     },
     config,
     tokenizer,

@@ -17,7 +17,9 @@
  *   Integer values are resized in 8 bits, exactly as Pillow resizes a decoded image (transformers
  *   turns such an array into an 8-bit PIL image to resize it); others are resized in float64.
  * Files are decoded and resized once, when read; each batch then rescales and normalises its
- * images from the resized 8-bit pixels (3·S·S bytes an image in memory).
+ * images from the resized 8-bit pixels (3·S·S bytes an image in memory). {@link listImageData}
+ * lists the images and their labels without decoding any, so that a run decodes only the rows it
+ * keeps ({@link decodeImageList}).
  * @module
  */
 import { dirname, join, relative, resolve } from "node:path";
@@ -73,6 +75,43 @@ export async function readImageData(
   processor: ImageProcessorConfig,
   opts: ImageDataOptions = {},
 ): Promise<ImageData> {
+  const list = await listImageData(path, processor, opts);
+  const examples = await decodeImageList(list, list.images, opts.onProgress);
+  return { examples, labelNames: list.labelNames, imageShape: list.imageShape };
+}
+
+/** A labelled image listed by {@link listImageData}: its label known, its pixels not yet decoded. */
+export interface ListedImage {
+  /** The file, the Parquet file and row, or the JSONL file and line. */
+  source: string;
+  /** The class id. */
+  label: number;
+  /** Its pixels: the file (or Parquet bytes) decoded and resized now; a JSONL line's, read with the list. */
+  load: () => Promise<ImageExample["pixels"]>;
+}
+
+/** The labelled images at a path, listed by {@link listImageData}; {@link decodeImageList} decodes them. */
+export interface ImageList {
+  /** In file (or sorted path) order. */
+  images: ListedImage[];
+  /** As {@link ImageData.labelNames}. */
+  labelNames: string[] | null;
+  /** As {@link ImageData.imageShape}. */
+  imageShape: [number, number, number];
+  /** Loading decodes files (a folder, a Parquet split; progress is told); a JSONL file's pixels are read. */
+  encoded: boolean;
+}
+
+/**
+ * List the labelled images at `path` as {@link readImageData} reads them (the same labels, names,
+ * warnings and errors of the listing), decoding none: files are listed and labels read, so that a
+ * caller that keeps some rows (a split, a cut to a few) decodes those alone ({@link decodeImageList}).
+ */
+export async function listImageData(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: Omit<ImageDataOptions, "onProgress"> = {},
+): Promise<ImageList> {
   const stat = await statOf(path);
   if (stat.isDirectory) return await asDataError(() => folderImages(path, processor, opts));
   if (/\.parquet$/i.test(path)) return await asDataError(() => parquetImages(path, processor, opts));
@@ -81,6 +120,26 @@ export async function readImageData(
     `${path}: image data must be a folder of class folders (PNG/JPEG files), a .parquet split with ` +
       `image and label columns, or a .jsonl file of pixel arrays`,
   );
+}
+
+/**
+ * The examples of `images` (rows of `list`), in their order: each decoded and resized once, here.
+ * `onProgress` is called after each is decoded, with those decoded and all of `images`, as
+ * {@link ImageDataOptions.onProgress} is (not for a JSONL file's, which are read already).
+ */
+export async function decodeImageList(
+  list: ImageList,
+  images: readonly ListedImage[] = list.images,
+  onProgress?: (done: number, total: number) => void,
+): Promise<ImageExample[]> {
+  return await asDataError(async () => {
+    const examples: ImageExample[] = [];
+    for (const image of images) {
+      examples.push({ pixels: await image.load(), label: image.label });
+      if (list.encoded) onProgress?.(examples.length, images.length);
+    }
+    return examples;
+  });
 }
 
 /** One unlabelled image, preprocessed, and where it came from. */
@@ -236,7 +295,7 @@ async function folderImages(
   dir: string,
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
-): Promise<ImageData> {
+): Promise<ImageList> {
   if (opts.labelField !== undefined) {
     throw new DataError(
       `${dir}: --label-field (labelField) does not apply to an image folder: its class folders are the labels`,
@@ -255,31 +314,30 @@ async function folderImages(
     { labels: opts.labels ?? classes, onWarning: opts.onWarning },
     opts.labels ? opts.whose ?? "the training data's" : `${dir}'s`,
   );
-  // every class listed first: the count of images is known, and a folder without any refused at once
-  const listed: { label: number; files: string[] }[] = [];
-  let skipped: string[] = [], total = 0;
+  // every class listed before any image is decoded: a folder without any is refused at once
+  const images: ListedImage[] = [];
+  let skipped: string[] = [];
   for (const cls of classes) {
     const found = await imageFiles(join(dir, cls), [await Deno.realPath(dir)]);
     const files = found.files.sort();
     skipped = skipped.concat(found.skipped); // not a spread: a folder may hold more files than arguments go
     if (files.length === 0) throw new DataError(`${join(dir, cls)}: no PNG or JPEG files`);
-    listed.push({ label: ids.id(cls, join(dir, cls)), files });
-    total += files.length;
+    const label = ids.id(cls, join(dir, cls));
+    for (const file of files) images.push({ source: file, label, load: () => decodeFile(file, processor) });
   }
   reportSkipped(dir, skipped, opts.onWarning);
-  const examples: ImageExample[] = [];
-  for (const { label, files } of listed) {
-    for (const file of files) {
-      const image = await decodeImage(await Deno.readFile(file), relative(Deno.cwd(), file) || file);
-      examples.push({ pixels: pixelsOf(image, processor, file), label });
-      opts.onProgress?.(examples.length, total);
-    }
-  }
   return {
-    examples,
+    images,
     labelNames: opts.labels ? [...opts.labels] : classes,
     imageShape: imageShapeOf(processor),
+    encoded: true,
   };
+}
+
+/** The image file `file` decoded and resized once; messages name it from the working folder. */
+async function decodeFile(file: string, processor: ImageProcessorConfig): Promise<() => Float32Array> {
+  const image = await decodeImage(await Deno.readFile(file), relative(Deno.cwd(), file) || file);
+  return pixelsOf(image, processor, file);
 }
 
 /** The PNG and JPEG files at any depth below a folder, and the other files there (skipped). */
@@ -331,7 +389,7 @@ async function parquetImages(
   path: string,
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
-): Promise<ImageData> {
+): Promise<ImageList> {
   const table = await readParquet(path);
   const image = imageColumn(table, path), label = labelColumn(table, path, opts.labelField);
   const classNames = table.classLabels.get(label);
@@ -339,17 +397,17 @@ async function parquetImages(
     { labels: opts.labels, classNames, onWarning: opts.onWarning },
     opts.labels ? opts.whose ?? "the training data's" : `${path}'s`,
   );
-  const examples: ImageExample[] = [];
-  for (const [i, row] of table.rows.entries()) {
+  const images = table.rows.map((row, i): ListedImage => {
     const at = `${path}: row ${i + 1}`;
-    const id = ids.id(row[label], at);
-    const bytes = await imageBytes(row[image], image, at, path);
-    examples.push({ pixels: pixelsOf(await decodeImage(bytes, at), processor, at), label: id });
-    opts.onProgress?.(examples.length, table.rows.length);
-  }
-  if (examples.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
+    const load = async () => {
+      const bytes = await imageBytes(row[image], image, at, path);
+      return pixelsOf(await decodeImage(bytes, at), processor, at);
+    };
+    return { source: at, label: ids.id(row[label], at), load };
+  });
+  if (images.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
   // string labels without ClassLabel names are named in first-seen order, as the eval split must know
-  return { examples, labelNames: ids.names(), imageShape: imageShapeOf(processor) };
+  return { images, labelNames: ids.names(), imageShape: imageShapeOf(processor), encoded: true };
 }
 
 /**
@@ -419,13 +477,13 @@ async function jsonlImages(
   path: string,
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
-): Promise<ImageData> {
+): Promise<ImageList> {
   const ids = new LabelMap(
     { labels: opts.labels, onWarning: opts.onWarning },
     opts.whose ?? "the training data's",
   );
   const field = opts.labelField ?? "label";
-  const examples = (await jsonlPixels(path, processor)).map(({ at, pixels, fields }) => {
+  const images = (await jsonlPixels(path, processor)).map(({ at, pixels, fields }): ListedImage => {
     if (!(field in fields)) {
       throw new DataError(
         `${at}: missing field "${field}"` +
@@ -433,9 +491,9 @@ async function jsonlImages(
           `; the fields are ${Object.keys(fields).join(", ")}`,
       );
     }
-    return { pixels, label: ids.id(fields[field], at) };
+    return { source: at, label: ids.id(fields[field], at), load: () => Promise.resolve(pixels) };
   });
-  return { examples, labelNames: ids.names(), imageShape: imageShapeOf(processor) };
+  return { images, labelNames: ids.names(), imageShape: imageShapeOf(processor), encoded: false };
 }
 
 /** The shape of the pixels `processor` makes: [3, height, width], channels first. */

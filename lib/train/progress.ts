@@ -46,6 +46,9 @@ export interface ProgressStats {
 
 const BAR = 24;
 
+/** The displays whose bar is drawn on a terminal now (their line not yet ended). */
+const drawnBars = new Set<Progress>();
+
 /** Format seconds as 1h02m, 3m05s or 42s. */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return "?";
@@ -139,6 +142,30 @@ export class Progress {
     if (this.tty || this.#drawnStep !== this.#step) this.#draw();
     if (this.tty) this.#write("\n");
     this.#drawn = false;
+    drawnBars.delete(this);
+  }
+
+  /**
+   * Print `message` on its own line on stderr: through a bar drawn on a terminal now, if any (it
+   * is redrawn below the message), else with console.error. For what is printed while a display
+   * may be drawn (a data reader's warnings), which would otherwise land on the bar's line.
+   */
+  static print(message: string): void {
+    const bar = [...drawnBars].at(-1);
+    if (bar) bar.log(message);
+    else console.error(message);
+  }
+
+  /**
+   * End the line of every bar drawn on a terminal now, so that what is printed next (an error that
+   * stopped the work it showed) starts on a fresh line; a later update draws the bar again.
+   */
+  static endLines(): void {
+    for (const bar of drawnBars) {
+      bar.#write("\n");
+      bar.#drawn = false;
+    }
+    drawnBars.clear();
   }
 
   #draw(): void {
@@ -147,6 +174,7 @@ export class Progress {
     if (this.tty) {
       this.#write(`\r\x1b[2K${this.line()}`);
       this.#drawn = true;
+      drawnBars.add(this);
     } else {
       this.#write(this.line() + "\n");
     }
