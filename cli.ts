@@ -12,6 +12,7 @@ import { applyEnvironment } from "./lib/cli/environment.ts";
 import { infoCommand } from "./lib/cli/info.ts";
 import { inspectCommand } from "./lib/cli/inspect.ts";
 import { mergeCommand } from "./lib/cli/merge.ts";
+import { Progress } from "./lib/train/progress.ts";
 import { pretrainCommand } from "./lib/cli/pretrain.ts";
 import { trainCommand } from "./lib/cli/train.ts";
 
@@ -114,6 +115,7 @@ export async function main(argv: string[]): Promise<number> {
     // the output printed whole (console.log drops what a closed pipe refuses) does, not 141 as a
     // SIGPIPE would: `set -o pipefail` scripts would fail on a pipeline that did its work.
     if (e instanceof Deno.errors.BrokenPipe) return 0;
+    Progress.endLines(); // a bar the error stopped keeps its line
     console.error(`hartley ${name}: ${e instanceof Error ? e.message : e}`);
     // a usage mistake outside a command's flags (the environment's variables) exits as the flags' do
     return e instanceof ArgsError ? 2 : 1;

@@ -267,8 +267,12 @@ export {
 export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
 export { f1, matthews, multiLabelScores, pearson, spearman } from "./lib/train/metrics.ts";
 export {
+  decodeImageList,
   type ImageData,
   type ImageDataOptions,
+  type ImageList,
+  type ListedImage,
+  listImageData,
   readImageData,
   readImages,
   type SourcedImage,

@@ -289,3 +289,21 @@ Deno.test("an error thrown while images decode under a progress bar on a termina
     assert(shown.endsWith("\n"), `the bar's line is ended: ${JSON.stringify(shown.slice(-120))}`);
   });
 });
+
+Deno.test("cli: an error while a bar is drawn on a terminal (any command's) is printed on a fresh line", async () => {
+  const term = fakeTerminal();
+  const bar = new Progress(10, { sink: term.sink, label: "loading", now: () => 0 });
+  bar.update(3);
+  const r = await runCli([
+    "merge",
+    "--model",
+    GPT2,
+    "--adapter",
+    join(MODELS, "no-such-adapter"),
+    "--out",
+    "x",
+  ]);
+  assertEquals(r.code, 1, r.err);
+  assert(term.text().endsWith(bar.line() + "\n"), JSON.stringify(term.text().slice(-40)));
+  bar.done();
+});
