@@ -67,7 +67,7 @@ const SPEC: CommandSpec<typeof FLAGS> = {
   summary: "Evaluate a model (and adapter): loss, perplexity or accuracy.",
   flags: FLAGS,
   notes:
-    "example:\n  deno run -A cli.ts eval --model models/default --adapter runs/demo/ssh/adapter --data spamassassin --seq-len 64",
+    "example:\n  deno run -A cli.ts eval --model models/default --adapter runs/demo/ssh/adapter --data spamassassin --seq-len 32",
 };
 
 /** `hartley eval`. */
