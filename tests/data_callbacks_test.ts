@@ -174,7 +174,7 @@ Deno.test("cli: tokenizing causal-LM text shows its progress on stderr, none wit
     const shown = await cliProcess([...args, "--data", text]);
     assertEquals(shown.code, 0, shown.err);
     // once: eval's one file is its training and eval text
-    assertEquals(shown.err.match(new RegExp(doneLine("tokenizing characters"), "gm"))?.length, 1, shown.err);
+    assertEquals(shown.err.match(new RegExp(doneLine("tokenizing bytes"), "gm"))?.length, 1, shown.err);
     const quiet = await cliProcess([...args, "--data", text, "--quiet"]);
     assertEquals(quiet.code, 0, quiet.err);
     assert(!quiet.err.includes("tokenizing"), quiet.err);

@@ -10,7 +10,13 @@ import { type HfConfig, maxTokens, pastPretraining, type VitConfig } from "../io
 import { loadImageProcessorConfig } from "../io/image.ts";
 import { loadChatTemplate } from "../io/chat_template.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
-import { CausalLmDataset, ClassificationDataset, type Dataset, documentTokens } from "../train/data.ts";
+import {
+  CausalLmDataset,
+  ClassificationDataset,
+  type Dataset,
+  documentTokens,
+  textFileTokens,
+} from "../train/data.ts";
 import { BatchIterator } from "../train/batches.ts";
 import { checkLabelLists, checkLabels } from "../train/labels.ts";
 import {
@@ -513,11 +519,16 @@ async function causalSplits(
     return await instructionSplits(spec, tokenizer, config, modelDir);
   }
   refuseInstructionFlags(spec);
+  // a text file is read a chunk at a time (it may be larger than a string holds); records whole
   const encode = async (path: string) =>
-    documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
-      lines: isPlainText(path),
-      onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing characters", spec.quiet),
-    });
+    isPlainText(path)
+      ? await textFileTokens(path, tokenizer, {
+        textField: spec.textField,
+        onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing bytes", spec.quiet),
+      })
+      : documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
+        onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing characters", spec.quiet),
+      });
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {
     if (spec.evalData) {
@@ -671,7 +682,7 @@ async function instructionSplits(
 
 /** Examples (instructions, rows grouped by length) to tokenize that show a progress display, from. */
 const SHOW_EXAMPLES = 2000;
-/** Characters of text to tokenize that show a progress display, from (about a second's work). */
+/** Characters (or bytes) of text to tokenize that show a progress display, from (about a second's work). */
 const SHOW_CHARACTERS = 2 ** 20;
 /** Images to decode that show a progress display, from. */
 export const SHOW_IMAGES = 256;

@@ -18,7 +18,15 @@
  */
 import { TextTooLongError, type Tokenizer } from "../io/tokenizer.ts";
 import { IGNORE_INDEX } from "../tensor/mod.ts";
-import { type Example, isPlainText, joinDocuments, readTextDocuments } from "./readers.ts";
+import {
+  checkPlainText,
+  type Example,
+  isPlainText,
+  joinDocuments,
+  MAX_STRING_LENGTH,
+  readTextChunks,
+  readTextDocuments,
+} from "./readers.ts";
 import { DataError } from "./data_error.ts";
 import { checkLabelLists, checkLabels, exampleName } from "./labels.ts";
 
@@ -308,6 +316,142 @@ export function documentTokens(
   return ids.done();
 }
 
+/** Options of {@link textFileTokens}. */
+export interface TextFileTokenOptions {
+  /** As {@link readTextDocuments}' (refused: plain text has no fields). */
+  textField?: string;
+  /**
+   * Called as the tokenizing goes on with the bytes of the file read and those there are (a file
+   * tokenized again another way, see {@link textFileTokens}, starts again from 0).
+   */
+  onProgress?: (done: number, total: number) => void;
+  /** Bytes read at a time (default 1 MiB). */
+  chunkBytes?: number;
+  /**
+   * The largest file that is read whole where it must be tokenized as one text (default
+   * {@link MAX_STRING_LENGTH}, what a string holds; less in tests).
+   */
+  wholeBytes?: number;
+}
+
+/**
+ * The tokens of a plain-text file: the ids {@link documentTokens} gives for its text read a line a
+ * record, but read and tokenized a chunk at a time, so that memory holds the ids and a few
+ * megabytes of text, never the whole text (which no string holds past 2^29 − 24 characters,
+ * 512 MiB of ASCII: pretraining corpora are larger). A tokenizer that adds special tokens takes a
+ * line at a time; one that adds none the pieces {@link encodeAsOne} cuts the text into, each cut
+ * checked ({@link cutHolds}) as it is reached. Where documentTokens would do otherwise (a cut that
+ * does not hold: the text is encoded whole; a piece the library cannot take, TextTooLongError: a
+ * line at a time), a file of up to `wholeBytes` is read whole and given to documentTokens; a larger
+ * one is then tokenized a line at a time after a TextTooLongError, and refused where a cut does not
+ * hold.
+ */
+export async function textFileTokens(
+  path: string,
+  tokenizer: Tokenizer,
+  opts: TextFileTokenOptions = {},
+): Promise<Int32Array> {
+  checkPlainText(path, opts.textField);
+  const [before, after] = tokenizer.specialAround();
+  if (before.length + after.length > 0) return await lineTokens(path, tokenizer, opts);
+  try {
+    return await pieceTokens(path, tokenizer, opts);
+  } catch (e) {
+    if (!(e instanceof UncutText || e instanceof TextTooLongError)) throw e;
+    const size = (await Deno.stat(path)).size;
+    if (size <= (opts.wholeBytes ?? MAX_STRING_LENGTH)) {
+      const onProgress = opts.onProgress &&
+        ((done: number, total: number) => opts.onProgress?.(Math.round(done / total * size), size)); // characters, as bytes
+      return documentTokens(await readTextDocuments(path), tokenizer, { lines: true, onProgress });
+    }
+    if (e instanceof TextTooLongError) return await lineTokens(path, tokenizer, opts);
+    throw new DataError(
+      `${path}: ${size} bytes, more than is read as one text, so it is tokenized a piece at a time, ` +
+        `cut at line breaks; but ${e.message} (${tokenizer.path}): split the file into smaller ones`,
+    );
+  }
+}
+
+/** A text that {@link pieceTokens} cannot cut as {@link encodeAsOne} cuts it; the message says where. */
+class UncutText extends Error {}
+
+/**
+ * The ids of a text file for a tokenizer without special tokens, in the pieces {@link encodeAsOne}
+ * cuts it into, a chunk read at a time; an {@link UncutText} where a cut does not hold.
+ */
+async function pieceTokens(
+  path: string,
+  tokenizer: Tokenizer,
+  opts: TextFileTokenOptions,
+): Promise<Int32Array> {
+  const ids = new IdBuffer();
+  // the text read and not yet encoded (it starts a line), the line it starts, where its next cut may be
+  let text = "", line = 1, from = CHUNK_CHARS;
+  // encodes the pieces before each cut whose seam has been read (at the file's end, all of them)
+  const encodeCut = (atEnd: boolean) => {
+    for (let cut = nextCut(text, from); cut >= 0; cut = nextCut(text, CHUNK_CHARS)) {
+      if (!atEnd && text.indexOf("\n", cut) < 0 && text.length < cut + SEAM_CHARS) {
+        from = cut - 1; // the line after the cut, as far as cutHolds reads it, is still to come
+        return;
+      }
+      const lines = newlines(text, cut);
+      if (!cutHolds(text, cut, tokenizer)) {
+        throw new UncutText(
+          `the text across the line break after line ${line + lines - 1} encodes otherwise`,
+        );
+      }
+      ids.push(tokenizer.encode(text.slice(0, cut)));
+      text = text.slice(cut);
+      line += lines;
+    }
+    from = Math.max(CHUNK_CHARS, text.length - 1);
+  };
+  let progress: CharProgress | undefined;
+  for await (const chunk of readTextChunks(path, opts.chunkBytes)) {
+    progress ??= new CharProgress(chunk.size, opts.onProgress);
+    if (text.length + chunk.text.length > MAX_STRING_LENGTH) {
+      throw new UncutText(`line ${line} begins more text than a string holds without a line break to cut at`);
+    }
+    text += chunk.text;
+    encodeCut(false);
+    progress.add(chunk.bytes);
+  }
+  encodeCut(true);
+  ids.push(tokenizer.encode(text));
+  progress?.end();
+  return ids.done();
+}
+
+/** The ids of a text file, each line encoded on its own (with its line break), a chunk read at a time. */
+async function lineTokens(
+  path: string,
+  tokenizer: Tokenizer,
+  opts: TextFileTokenOptions,
+): Promise<Int32Array> {
+  const ids = new IdBuffer();
+  let rest = "", progress: CharProgress | undefined; // rest: the start of a line still being read
+  for await (const chunk of readTextChunks(path, opts.chunkBytes)) {
+    progress ??= new CharProgress(chunk.size, opts.onProgress);
+    const end = chunk.text.lastIndexOf("\n") + 1;
+    if (end > 0) {
+      for (const record of linesOf([rest + chunk.text.slice(0, end)])) ids.push(tokenizer.encode(record));
+      rest = "";
+    }
+    rest += chunk.text.slice(end);
+    progress.add(chunk.bytes);
+  }
+  if (rest !== "") ids.push(tokenizer.encode(rest));
+  progress?.end();
+  return ids.done();
+}
+
+/** The line breaks in `text` before `end`. */
+function newlines(text: string, end: number): number {
+  let n = 0;
+  for (let at = text.indexOf("\n"); at >= 0 && at < end; at = text.indexOf("\n", at + 1)) n++;
+  return n;
+}
+
 /** The lines of each text, each with its line break (a text without one is one line; an empty one an empty line). */
 function* linesOf(texts: readonly string[]): Generator<string> {
   for (const text of texts) {
@@ -359,16 +503,20 @@ function encodeAsOne(
  */
 function chunkCuts(text: string): number[] {
   const cuts: number[] = [];
-  const clean = (c: string) => !/\s/.test(c);
-  for (let at = text.indexOf("\n", CHUNK_CHARS); at >= 0 && at + 1 < text.length;) {
-    if (clean(text[at - 1]) && clean(text[at + 1])) {
-      cuts.push(at + 1);
-      at = text.indexOf("\n", at + 1 + CHUNK_CHARS);
-    } else {
-      at = text.indexOf("\n", at + 1);
-    }
-  }
+  for (let cut = nextCut(text, CHUNK_CHARS); cut >= 0; cut = nextCut(text, cut + CHUNK_CHARS)) cuts.push(cut);
   return cuts;
+}
+
+/**
+ * The first place from `from` on where {@link chunkCuts} may cut `text`: right after a line break
+ * between two characters that are not whitespace; −1 where there is none.
+ */
+function nextCut(text: string, from: number): number {
+  const clean = (c: string) => !/\s/.test(c);
+  for (let at = text.indexOf("\n", from); at >= 0 && at + 1 < text.length; at = text.indexOf("\n", at + 1)) {
+    if (clean(text[at - 1]) && clean(text[at + 1])) return at + 1;
+  }
+  return -1;
 }
 
 /**
@@ -495,7 +643,9 @@ export class CausalLmDataset implements Dataset {
     seqLen: number,
     opts: CausalLmOptions = {},
   ): Promise<CausalLmDataset> {
-    const ids = documentTokens(await readTextDocuments(path), tokenizer, { lines: isPlainText(path) });
+    const ids = isPlainText(path)
+      ? await textFileTokens(path, tokenizer)
+      : documentTokens(await readTextDocuments(path), tokenizer);
     return new CausalLmDataset(ids, seqLen, tokenizer.padId, { source: path, ...opts });
   }
 

@@ -182,22 +182,9 @@ export async function readDataText(path: string): Promise<string> {
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: file not found`);
-    if (e instanceof Deno.errors.IsADirectory) {
-      throw new DataError(`${path}: is a directory, not a data file`);
-    }
-    throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
+    throw unreadable(path, e);
   }
-  const utf16 = bytes[0] === 0xff && bytes[1] === 0xfe
-    ? "little"
-    : bytes[0] === 0xfe && bytes[1] === 0xff
-    ? "big"
-    : null;
-  if (utf16) {
-    throw new DataError(
-      `${path}: UTF-16 (${utf16}-endian) text, by its byte-order mark; convert the file to UTF-8`,
-    );
-  }
+  refuseUtf16(path, bytes);
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes); // drops a BOM
   } catch {
@@ -210,17 +197,48 @@ export async function readDataText(path: string): Promise<string> {
       );
     }
     const at = firstBadByte(bytes);
-    let line = 1;
-    for (let i = 0; i < at; i++) if (bytes[i] === 0x0a) line++;
-    const hex = bytes[at].toString(16).toUpperCase().padStart(2, "0");
+    throw notUtf8(path, 1 + newlineBytes(bytes.subarray(0, at)), at, bytes[at]);
+  }
+}
+
+/** The DataError for a data file that cannot be read (`e`, what opening or reading it threw). */
+function unreadable(path: string, e: unknown): DataError {
+  if (e instanceof Deno.errors.NotFound) return new DataError(`${path}: file not found`);
+  if (e instanceof Deno.errors.IsADirectory) return new DataError(`${path}: is a directory, not a data file`);
+  return new DataError(`${path}: cannot read: ${(e as Error).message}`);
+}
+
+/** Refuses a file whose first bytes, `head`, are a UTF-16 byte-order mark. */
+function refuseUtf16(path: string, head: Uint8Array): void {
+  const utf16 = head[0] === 0xff && head[1] === 0xfe
+    ? "little"
+    : head[0] === 0xfe && head[1] === 0xff
+    ? "big"
+    : null;
+  if (utf16) {
     throw new DataError(
-      `${path}:${line}: not UTF-8 text (byte 0x${hex} at offset ${at}); convert the file to UTF-8`,
+      `${path}: UTF-16 (${utf16}-endian) text, by its byte-order mark; convert the file to UTF-8`,
     );
   }
 }
 
+/** The DataError for `byte`, not UTF-8, at offset `at` of a file, on its line `line`. */
+function notUtf8(path: string, line: number, at: number, byte: number): DataError {
+  const hex = byte.toString(16).toUpperCase().padStart(2, "0");
+  return new DataError(
+    `${path}:${line}: not UTF-8 text (byte 0x${hex} at offset ${at}); convert the file to UTF-8`,
+  );
+}
+
+/** The line breaks (0x0A bytes) of `bytes`. */
+function newlineBytes(bytes: Uint8Array): number {
+  let n = 0;
+  for (let i = bytes.indexOf(0x0a); i >= 0; i = bytes.indexOf(0x0a, i + 1)) n++;
+  return n;
+}
+
 /** The most characters (UTF-16 code units) a string holds: V8's limit on 64-bit machines, 2^29 − 24. */
-const MAX_STRING_LENGTH = 2 ** 29 - 24;
+export const MAX_STRING_LENGTH = 2 ** 29 - 24;
 
 /**
  * The UTF-16 code units of UTF-8 `bytes`: one a sequence, two for one of 4 bytes (about as many where
@@ -672,24 +690,10 @@ export function isPlainText(path: string): boolean {
  */
 export async function readTextDocuments(path: string, opts: { textField?: string } = {}): Promise<string[]> {
   if (isPlainText(path)) {
-    if (!/\.(txt|text|md)$/i.test(path)) {
-      throw new DataError(
-        `${path}: unknown data format (plain text is a .txt or .md file; records a .jsonl, .csv, .tsv or ` +
-          `.parquet file)`,
-      );
-    }
-    if (opts.textField !== undefined) {
-      throw new DataError(
-        `${path}: plain text is one document, without fields: --text-field (textField) names the text ` +
-          `field of records (.jsonl, .csv, .tsv, .parquet)`,
-      );
-    }
+    checkPlainText(path, opts.textField);
     const text = await readDataText(path);
     if (text.length === 0) throw new DataError(`${path}: no text (the file is empty)`);
-    // NULs are UTF-8 too: many of them, a binary file (or UTF-16 without a byte-order mark)
-    if (text.split("\0").length - 1 > Math.max(2, text.length / 100)) {
-      throw new DataError(`${path}: not UTF-8 text (a binary file, or UTF-16?)`);
-    }
+    refuseMostlyNul(path, text.split("\0").length - 1, text.length);
     return [text];
   }
   const field = opts.textField ?? "text", records = await readRecords(path);
@@ -711,6 +715,118 @@ export async function readTextDocuments(path: string, opts: { textField?: string
     throw new DataError(`${path}: no text (${noun} "${field}" is empty)`);
   }
   return texts;
+}
+
+/**
+ * Refuses a plain-text `path` ({@link isPlainText}) that is not a .txt, .text or .md file, and a
+ * `textField` for one (it is one document, without fields).
+ */
+export function checkPlainText(path: string, textField?: string): void {
+  if (!/\.(txt|text|md)$/i.test(path)) {
+    throw new DataError(
+      `${path}: unknown data format (plain text is a .txt or .md file; records a .jsonl, .csv, .tsv or ` +
+        `.parquet file)`,
+    );
+  }
+  if (textField !== undefined) {
+    throw new DataError(
+      `${path}: plain text is one document, without fields: --text-field (textField) names the text ` +
+        `field of records (.jsonl, .csv, .tsv, .parquet)`,
+    );
+  }
+}
+
+/**
+ * Refuses text of `chars` characters, `nuls` of them NULs, as a binary file where there are many:
+ * NULs are UTF-8 too (a binary file, or UTF-16 without a byte-order mark, has many).
+ */
+function refuseMostlyNul(path: string, nuls: number, chars: number): void {
+  if (nuls > Math.max(2, chars / 100)) {
+    throw new DataError(`${path}: not UTF-8 text (a binary file, or UTF-16?)`);
+  }
+}
+
+/** A piece of a text file, as {@link readTextChunks} reads it. */
+export interface TextChunk {
+  /** Its text (a character cut by the chunk's end begins the next one). */
+  text: string;
+  /** The bytes read for it. */
+  bytes: number;
+  /** The bytes of the whole file. */
+  size: number;
+}
+
+/**
+ * The text of a plain-text file, read and decoded `chunkBytes` bytes at a time (at least 4): what
+ * {@link readTextDocuments} reads as one string, for a file larger than a string holds
+ * ({@link MAX_STRING_LENGTH}). It is refused as readTextDocuments refuses it, with the same errors:
+ * bytes that are not UTF-8 when they are reached, an empty file and one mostly NULs after its last
+ * chunk (the latter as soon as its NULs are more than 1% of its bytes).
+ */
+export async function* readTextChunks(path: string, chunkBytes = 1 << 20): AsyncGenerator<TextChunk> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (e) {
+    throw unreadable(path, e);
+  }
+  try {
+    const size = (await file.stat()).size, buffer = new Uint8Array(Math.max(4, chunkBytes));
+    const decoder = new TextDecoder("utf-8", { fatal: true }); // drops a BOM
+    // bytes decoded before this chunk, the lines they end, the last 3 of them
+    let offset = 0, line = 1, last = new Uint8Array(0);
+    let chars = 0, nuls = 0;
+    for (;;) {
+      let read: number | null;
+      try {
+        read = await file.read(buffer);
+      } catch (e) {
+        throw unreadable(path, e);
+      }
+      const bytes = buffer.subarray(0, read ?? 0);
+      if (offset === 0) refuseUtf16(path, bytes);
+      let text: string;
+      try {
+        text = decoder.decode(bytes, { stream: read !== null });
+      } catch {
+        // the bad sequence begins in this chunk or in the one the decoder holds from the last
+        const held = unfinishedSequence(last), window = concat(last.subarray(last.length - held), bytes);
+        const at = offset - held + firstBadByte(window);
+        const before = bytes.subarray(0, Math.max(0, at - offset)); // the held bytes end no line
+        throw notUtf8(path, line + newlineBytes(before), at, window[at - offset + held]);
+      }
+      chars += text.length;
+      nuls += text.split("\0").length - 1;
+      refuseMostlyNul(path, nuls, size); // no fewer characters than bytes: mostly NULs, whatever follows
+      if (read === null) break;
+      offset += read;
+      line += newlineBytes(bytes);
+      last = concat(last, bytes.subarray(-3)).slice(-3);
+      yield { text, bytes: read, size };
+    }
+    if (chars === 0) throw new DataError(`${path}: no text (the file is empty)`);
+    refuseMostlyNul(path, nuls, chars);
+  } finally {
+    file.close();
+  }
+}
+
+/** The bytes at the end of `bytes` that begin a UTF-8 sequence without ending it (0 to 3). */
+function unfinishedSequence(bytes: Uint8Array): number {
+  for (let j = bytes.length - 1; j >= Math.max(0, bytes.length - 3); j--) {
+    const b = bytes[j];
+    if (b < 0x80) return 0;
+    if (b >= 0xc0) return j + (b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2) > bytes.length ? bytes.length - j : 0;
+  }
+  return 0;
+}
+
+/** `a` and `b`, one after the other. */
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const both = new Uint8Array(a.length + b.length);
+  both.set(a);
+  both.set(b, a.length);
+  return both;
 }
 
 /** The documents of {@link readTextDocuments} as one text ({@link joinDocuments}). */
