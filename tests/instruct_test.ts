@@ -22,7 +22,7 @@ import {
   readInstructions,
   tokenizeInstruction,
 } from "../lib/train/instruct.ts";
-import { loadTokenizer } from "../lib/io/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../lib/io/tokenizer.ts";
 import { recordFieldNames } from "../lib/train/readers.ts";
 import { DataError } from "../lib/train/data_error.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
@@ -1027,4 +1027,131 @@ Deno.test("instruction records refuse a --seq-len over GPT-2's positions, as tex
     assertEquals(r.code, 2, r.err);
     assert(r.err.includes(`--seq-len 512 is more than the 64 positions of ${model}`), r.err);
   });
+});
+
+/** `tokenizer`, counting the characters it is given to encode. */
+function countingTokenizer(tokenizer: Tokenizer): { tokenizer: Tokenizer; encoded: () => number } {
+  let chars = 0;
+  const counting = Object.create(tokenizer) as Tokenizer;
+  counting.encode = (text, opts) => {
+    chars += text.length;
+    return tokenizer.encode(text, opts);
+  };
+  return { tokenizer: counting, encoded: () => chars };
+}
+
+/** `turns` exchanges of a user's question and the assistant's answer. */
+function longConversation(turns: number): ChatMessage[] {
+  return Array.from({ length: turns }, (_, t) => [
+    { role: "user", content: `Question ${t}: what comes next in the list?` },
+    { role: "assistant", content: `Answer ${t}: the next one, as before.` },
+  ]).flat();
+}
+
+Deno.test("tokenizeInstruction: a long conversation's text is encoded a few times over, not once per turn", async () => {
+  const templates = [chatTemplate(CHATML, "chatml"), chatTemplate(GENERATION[0].template, "generation")];
+  for (const name of ["gpt2", "llama"]) {
+    const { tokenizer, encoded } = countingTokenizer(await tokenizerOf(name));
+    for (const template of templates) {
+      const messages = longConversation(48);
+      const before = encoded();
+      tokenizeInstruction({ messages, completionFrom: 0 }, tokenizer, { template });
+      // the whole text once, and each span's ends from the span before (turns² characters before)
+      const times = (encoded() - before) / template.render(messages).length;
+      assert(times < 6, `${name}, ${template.source}: the text encoded ${times.toFixed(1)} times over`);
+    }
+  }
+});
+
+/** Words whose tokens join or split at turn boundaries: markup's letters, spaces, newlines, non-ASCII. */
+const WORDS = [
+  "d",
+  "end",
+  "n",
+  "no",
+  " ",
+  "\n",
+  "  ",
+  "é",
+  "日本",
+  "<think>",
+  "</think>",
+  "22C",
+  "fi",
+  "So",
+  "\t",
+  "?",
+];
+
+/** `turns` exchanges (a system turn, tool calls, a prompt, drawn from `seed`), the tool calls for `withTools`. */
+function generatedConversation(seed: number, turns: number, withTools: boolean): Instruction {
+  let s = seed;
+  const draw = (n: number) => (s = (s * 1103515245 + 12345) % 2 ** 31) % n;
+  const text = () =>
+    Array.from({ length: 1 + draw(8) }, () => WORDS[draw(WORDS.length)]).join(draw(2) ? " " : "");
+  const messages: ChatMessage[] = draw(2) ? [{ role: "system", content: text() }] : [];
+  for (let t = 0; t < turns; t++) {
+    messages.push({ role: "user", content: text() });
+    if (withTools && draw(4) === 0) {
+      messages.push({ role: "assistant", content: null, tool_calls: [TOOL_CALL] });
+      messages.push({ role: "tool", name: "get_weather", content: text() });
+    }
+    messages.push({ role: "assistant", content: draw(8) === 0 ? "" : text() });
+  }
+  const completionFrom = draw(3) === 0 ? draw(messages.length) : 0;
+  return { messages, completionFrom, ...(withTools && { tools: TOOLS }) };
+}
+
+/** A SHA-256 of each example's ids, learnt tokens and unlearnt turns (or its error) through `template`. */
+async function tokensDigest(
+  examples: Instruction[],
+  tokenizer: Tokenizer,
+  template: ChatTemplate,
+): Promise<string> {
+  const made = examples.map((example) => {
+    try {
+      const { ids, trained, unlearntTurns } = tokenizeInstruction(example, tokenizer, { template });
+      return `${ids.join(",")}|${trained.join("")}|${unlearntTurns}`;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  });
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(made.join("\n")));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+Deno.test("tokenizeInstruction: generated conversations tokenize as they did when each span's ends were encoded whole", async () => {
+  // digests of the tokens and masks made by encoding the text up to each span's ends from its start
+  const expected: Record<string, string> = {
+    "gpt2 chatml": "610950faa6e5942f9dca5f956d499052dde7e40cd715558345343209aea1344b",
+    "gpt2 llama3": "11299e3e16df5f2d2d6976a3f052529daa6c2d51cd9507bce2bf1ea8e28efdd3",
+    "gpt2 qwen3": "9e66411de8bcfa450dfb9e265731a29a7a3d37e7e587d040ea6d8cd922ea5d27",
+    "gpt2 generation chatml": "2c3b0d49f233fb0abbf4842340de1d0692e817f7de5156792dd16f281ab2acc9",
+    "gpt2 generation header": "3d8ae0d15a334f7207f18cdbac9208037750c92d4d39f8444b4f26de9d97bfc7",
+    "gpt2 generation inline": "f9b2df83c63ad854efeef830afe300c7f58facadae301ade8dae8095956b8db2",
+    "llama chatml": "62b40a8e025d6e6016a1e28de89a853008bd17bb6b6c708d21f9514b405f42e7",
+    "llama llama3": "bb8c0d5a025a554e8e809b661cbd73092e691d8543ab3ad729787542297713d8",
+    "llama qwen3": "1201b524cc8650de7f6d52dbae2329f4d36ecdf51300c7e0f7baddebaf645dd3",
+    "llama generation chatml": "4f7636439e6d0ea66e98a8cbc139bf99ac427e0a8654b840345da1cec74f0117",
+    "llama generation header": "9185d3aec348723875ee50e197b1bcc3c504e0f234a33dcf3c539587a45fe355",
+    "llama generation inline": "347cced5c5c7a533e98f976d2dedf98c497e6a55057bb73462e6065eda0ffc11",
+  };
+  const templates = [
+    chatTemplate(CHATML, "chatml"),
+    LLAMA3,
+    QWEN3,
+    ...GENERATION.map((g) => chatTemplate(g.template, `generation ${g.name}`)),
+  ];
+  const got: Record<string, string> = {};
+  for (const name of ["gpt2", "llama"]) {
+    const tokenizer = await tokenizerOf(name);
+    for (const template of templates) {
+      const examples = Array.from(
+        { length: 12 },
+        (_, i) => generatedConversation(i + 1, [2, 3, 5, 8, 13, 21][i % 6], template === QWEN3),
+      );
+      got[`${name} ${template.source}`] = await tokensDigest(examples, tokenizer, template);
+    }
+  }
+  assertEquals(got, expected);
 });

@@ -225,11 +225,12 @@ export function tokenizeInstruction(
   const ids = encode(text);
   const trained = new Uint8Array(ids.length);
   let unlearntTurns = 0;
+  const prefixTokens = prefixEncoder(text, ids, tokenizer);
   // a span of the text as tokens [start, end); null where its ends do not fall on the text's tokens
   const tokenSpan = ([from, to, closed]: [number, number, boolean]): [number, number] | null => {
-    const start = boundary(encode(text.slice(0, from)), ids, false);
+    const start = boundary(prefixTokens(from), ids, false);
     // where the last turn's closing differs, the text it shares ends inside the next token: not learnt
-    const end = boundary(encode(text.slice(0, to)), ids, closed);
+    const end = boundary(prefixTokens(to), ids, closed);
     return start === null || end === null ? null : [start, end];
   };
   if (lossOn === "all") trained.fill(1);
@@ -242,7 +243,9 @@ export function tokenizeInstruction(
     );
   } else {
     const turns = learntTurns(example);
-    let spans = turns.map((i) => {
+    // the turns' spans, up to the first not found (then the fallback below uses none of them)
+    let spans: ([number, number] | null)[] = [];
+    for (const i of turns) {
       const m = messages[i], upTo = messages.slice(0, i), marked = { ...m, content: MARK };
       const span = turnSpan(
         { text, marked: render([...upTo, marked, ...messages.slice(i + 1)], false) },
@@ -250,8 +253,9 @@ export function tokenizeInstruction(
         render(upTo, true),
         typeof m.content === "string" ? m.content : "",
       );
-      return span && tokenSpan(span);
-    });
+      spans.push(span && tokenSpan(span));
+      if (spans.at(-1) === null) break;
+    }
     const broken = spans.indexOf(null);
     if (broken >= 0) {
       const last = turns[turns.length - 1];
@@ -362,6 +366,58 @@ function contentAt(r: Rendered, content: string): [number, number] | null {
   if (at < 0 || !r.text.startsWith(r.marked.slice(0, at))) return null;
   for (const body of [content, content.trim()]) {
     if (r.text.startsWith(body, at)) return [at, body.length];
+  }
+  return null;
+}
+
+/**
+ * `encode(text.slice(0, end))` for the ends of spans, without encoding the text from its start each
+ * time (which costs turns² for a conversation). A cut is a prefix whose tokens begin the whole
+ * text's `ids`: the text before it is those tokens. A prefix is encoded from the cut before the
+ * last one before it (`from`) and joined to the whole text's tokens before that cut, when its own
+ * tokens take up the whole text's between the two cuts ({@link resync}): past its first tokens,
+ * starting at `from` changed nothing up to the last cut, so (the tokenizer looking back no further
+ * than a span, as pre-tokenizers and merges do) nothing after it either. Else it is encoded whole,
+ * as before.
+ */
+function prefixEncoder(
+  text: string,
+  ids: readonly number[],
+  tokenizer: Tokenizer,
+): (end: number) => number[] {
+  const encode = (piece: string) => tokenizer.encode(piece, { addSpecialTokens: false });
+  // in order of `at` and of `tokens`, each adding tokens (so a prefix after it has some to repeat)
+  const cuts: { at: number; tokens: number }[] = [{ at: 0, tokens: 0 }];
+  const prefixTokens = (end: number): number[] => {
+    const n = cuts.findLastIndex((c) => c.at <= end), last = cuts[n], from = cuts[n - 1];
+    if (from) {
+      const rest = encode(text.slice(from.at, end));
+      const [skip, lead] = resync(rest, ids.slice(from.tokens, last.tokens)) ?? [];
+      if (skip !== undefined) return [...ids.slice(0, from.tokens + skip), ...rest.slice(lead)];
+    }
+    return encode(text.slice(0, end));
+  };
+  return (end) => {
+    const tokens = prefixTokens(end), latest = cuts.at(-1)!;
+    const isCut = tokens.length <= ids.length && tokens.every((id, i) => id === ids[i]);
+    if (isCut && end > latest.at && tokens.length > latest.tokens) {
+      cuts.push({ at: end, tokens: tokens.length });
+    }
+    return tokens;
+  };
+}
+
+/**
+ * How a text's tokens alone (`rest`) take up the whole text's (`between`, from the same character):
+ * the whole's first `skip` tokens and its own first `lead` (what a tokenizer writes at a text's
+ * start, as SentencePiece's "▁", 2 at most each) differing, the rest of `between` repeated; null
+ * when they do not agree on a token of `between`.
+ */
+function resync(rest: readonly number[], between: readonly number[]): [number, number] | null {
+  for (let skip = 0; skip <= 2 && skip < between.length; skip++) {
+    for (let lead = 0; lead <= 2; lead++) {
+      if (between.every((id, i) => i < skip || rest[lead + i - skip] === id)) return [skip, lead];
+    }
   }
   return null;
 }
