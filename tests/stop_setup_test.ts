@@ -20,19 +20,7 @@ import {
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog, RunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
-
-/** Every file under `dir` with its bytes, to compare a folder before and after. */
-async function snapshot(dir: string): Promise<Record<string, string>> {
-  const files: Record<string, string> = {};
-  for await (const e of Deno.readDir(dir)) {
-    const path = join(dir, e.name);
-    if (e.isDirectory) {
-      for (const [k, bytes] of Object.entries(await snapshot(path))) files[join(e.name, k)] = bytes;
-    } else files[e.name] = (await Deno.readFile(path)).join(",");
-  }
-  return files;
-}
+import { folderSnapshot, GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 /** What a {@link scripted} session did besides its result. */
 interface Session {
@@ -114,12 +102,12 @@ Deno.test("trainer: a resumed run stopped as it sets up keeps its checkpoint as 
   await withTempDir("hartley_stop_setup_resume_", async (out) => {
     const first = await scripted(out, { stopAt: 1 });
     assertEquals([first.result.status, first.result.steps], ["stopped", 1]);
-    const kept = await snapshot(join(out, "checkpoint"));
+    const kept = await folderSnapshot(join(out, "checkpoint"));
     const s = await scripted(out, { stopNow: true, resume: true });
     assertEquals([s.result.status, s.result.steps, s.result.tokens], ["stopped", 1, 0]);
     assertEquals([s.asked, s.writes, s.evals], [[1], [], 0]);
     assert(s.unchanged, "no update");
-    assertEquals(await snapshot(join(out, "checkpoint")), kept);
+    assertEquals(await folderSnapshot(join(out, "checkpoint")), kept);
   });
 });
 
@@ -181,7 +169,7 @@ Deno.test("train --resume: Ctrl-C as the trainer sets up exits 130 and keeps the
     const out = join(dir, "run");
     const first = await runCli(tinyRun(data, out, ["--steps", "3", "--stop-at", "1"]));
     assertEquals(first.code, 0, first.err);
-    const kept = await snapshot(join(out, "checkpoint"));
+    const kept = await folderSnapshot(join(out, "checkpoint"));
     const r = await ctrlCAsTrainerSetsUp(["train", "--resume", "--out", out, "--quiet"]);
     assertEquals(r.sent, 1, "the Ctrl-C came");
     assertEquals(r.code, 130, r.err);
@@ -191,7 +179,7 @@ Deno.test("train --resume: Ctrl-C as the trainer sets up exits 130 and keeps the
       ),
       r.err,
     );
-    assertEquals(await snapshot(join(out, "checkpoint")), kept);
+    assertEquals(await folderSnapshot(join(out, "checkpoint")), kept);
     const log = await readRunLog(join(out, "log.jsonl"));
     assertEquals(log.slice(-2).map((r) => [r.type, r.step]), [["resume", 1], ["end", 1]]);
     assertEquals(log.filter((r) => r.type === "train" && r.step > 1), []);

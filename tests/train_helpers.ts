@@ -2,6 +2,7 @@
  * Shared by the CLI/trainer tests: a tiny labelled data set written to a temp folder, and
  * running the CLI in-process with its console output captured.
  */
+import { join } from "node:path";
 import { main } from "../cli.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 
@@ -102,4 +103,16 @@ export async function evalAdapterAndMerged(
   if (merged.code !== 0) throw new Error(`merge: ${merged.err}`);
   const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
   return { viaAdapter, viaMerged: await evalOf(["--model", out]), config };
+}
+
+/** Every file under `dir` with its bytes, to compare a folder before and after. */
+export async function folderSnapshot(dir: string): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for await (const e of Deno.readDir(dir)) {
+    const path = join(dir, e.name);
+    if (e.isDirectory) {
+      for (const [k, bytes] of Object.entries(await folderSnapshot(path))) files[join(e.name, k)] = bytes;
+    } else files[e.name] = (await Deno.readFile(path)).join(",");
+  }
+  return files;
 }

@@ -6,19 +6,7 @@
 import { join } from "node:path";
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
-
-/** Every file under `dir` with its contents, to compare a folder before and after. */
-async function snapshot(dir: string): Promise<Record<string, string>> {
-  const files: Record<string, string> = {};
-  for await (const e of Deno.readDir(dir)) {
-    const path = join(dir, e.name);
-    if (e.isDirectory) {
-      for (const [k, text] of Object.entries(await snapshot(path))) files[join(e.name, k)] = text;
-    } else files[e.name] = await Deno.readTextFile(path).catch(() => "(binary)");
-  }
-  return files;
-}
+import { folderSnapshot, GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 /** Copy the folder `from` (files and folders alone) to `to`. */
 async function copy(from: string, to: string): Promise<void> {
@@ -46,7 +34,7 @@ Deno.test("train: --model or --data inside what the run in --out replaces is ref
     const out = join(dir, "st");
     await finishedRun(out, true);
     const model = join(out, "model");
-    const before = await snapshot(out);
+    const before = await folderSnapshot(out);
     for (const extra of [[], ["--overwrite"]]) {
       const r = await runCli([...tinyRun(data, out, ["--steps", "1", ...extra]), "--model", model]);
       assertEquals(r.code, 2, r.err);
@@ -62,7 +50,7 @@ Deno.test("train: --model or --data inside what the run in --out replaces is ref
     assertEquals(r.code, 2, r.err);
     assert(r.err.includes(`--data ${inAdapter} lies in ${join(out, "adapter")}`), r.err);
     await Deno.remove(join(out, "adapter"), { recursive: true });
-    assertEquals(await snapshot(out), before);
+    assertEquals(await folderSnapshot(out), before);
   });
 });
 
@@ -70,14 +58,14 @@ Deno.test("train: a model/ in --out without a run log or checkpoint is no run, a
   await withTempDir("hartley_train_out_", async (dir) => {
     const data = await writeToyData(dir, 40);
     await copy(GPT2, join(dir, "model"));
-    const before = await snapshot(dir);
+    const before = await folderSnapshot(dir);
     for (const extra of [[], ["--overwrite"]]) {
       const r = await runCli(tinyRun(data, dir, ["--steps", "1", ...extra]));
       assertEquals(r.code, 2, r.err);
       assert(!r.err.includes("already holds a run"), r.err);
       assert(r.err.includes(`--out ${dir} holds ${join(dir, "model")} but no run`), r.err);
     }
-    assertEquals(await snapshot(dir), before);
+    assertEquals(await folderSnapshot(dir), before);
   });
 });
 
@@ -86,7 +74,7 @@ Deno.test("train: Ctrl-C while the model loads exits 130 before --overwrite clea
     const data = await writeToyData(dir, 40);
     const out = join(dir, "run");
     await finishedRun(out, false);
-    const before = await snapshot(out);
+    const before = await folderSnapshot(out);
     // the Ctrl-C comes as the run starts listening for it, before the model loads
     const add = Deno.addSignalListener;
     Deno.addSignalListener = (signal, handler) => {
@@ -104,7 +92,7 @@ Deno.test("train: Ctrl-C while the model loads exits 130 before --overwrite clea
       r.err.includes(`stopped before the first step: nothing was trained and --out ${out} is as it was`),
       r.err,
     );
-    assertEquals(await snapshot(out), before);
+    assertEquals(await folderSnapshot(out), before);
   });
 });
 
