@@ -48,23 +48,23 @@ Deno.test("cli defaults: from another working directory predict, train and pretr
     ]);
     assertEquals(trained.code, 0, trained.err);
     // an adapter trained in the checkout's root records the shipped model as "models/default"
+    // (however the path was spelt)
     const config = join(dir, "run", "adapter", "adapter_config.json");
     const adapter = JSON.parse(await Deno.readTextFile(config));
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({ ...adapter, base_model_name_or_path: "models/default" }),
-    );
-    const used = await cliIn(dir, [
-      "eval",
-      "--adapter",
-      "run/adapter",
-      "--data",
-      data,
-      "--seq-len",
-      "8",
-      "-q",
-    ]);
-    assertEquals(used.code, 0, used.err);
+    for (const base of ["models/default", "./models/default/"]) {
+      await Deno.writeTextFile(config, JSON.stringify({ ...adapter, base_model_name_or_path: base }));
+      const used = await cliIn(dir, [
+        "eval",
+        "--adapter",
+        "run/adapter",
+        "--data",
+        data,
+        "--seq-len",
+        "8",
+        "-q",
+      ]);
+      assertEquals(used.code, 0, `${base}: ${used.err}`);
+    }
 
     await Deno.writeTextFile(join(dir, "lm.txt"), "the cat sat on the mat and the dog ran home ".repeat(20));
     const pretrained = await cliIn(dir, [

@@ -9,13 +9,15 @@ import { join, resolve } from "node:path";
 import { loadHfConfig } from "../lib/io/hf_config.ts";
 import { parseImageProcessorConfig } from "../lib/io/image.ts";
 import type { VitConfig } from "../lib/io/hf_config.ts";
-import { type DataSpec, loadSplits, printWarning } from "../lib/cli/setup.ts";
+import { type DataSpec, loadSplits } from "../lib/cli/setup.ts";
+import { ArgsError, withArgs } from "../lib/cli/args.ts";
 import { readImageData } from "../lib/train/image_data.ts";
 import { splitByFraction } from "../lib/train/split.ts";
 import { Progress } from "../lib/train/progress.ts";
+import { Tokenizer } from "../lib/io/tokenizer.ts";
 import type { ImageBatches, ImageExample } from "../lib/train/tasks.ts";
 import { readRunLog } from "../lib/train/log.ts";
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 import { GPT2, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
 
 const MODELS = new URL("./fixtures/models/", import.meta.url).pathname;
@@ -99,6 +101,41 @@ Deno.test("eval reads, tokenizes and decodes its one file once, and decodes only
     assertEquals(two.value.code, 0, two.value.err);
     assertEquals(readsBelow(two.reads, FOLDER), [["cat/cat0.png", 1], ["cat/cat1.jpg", 1]]);
     assertEquals(JSON.parse(two.value.out).examples, 2);
+  });
+});
+
+/** `fn`'s result, and the rows (by their "row N" marks) the tokenizer encoded meanwhile. */
+async function encodedRowsOf<T>(fn: () => Promise<T>): Promise<{ value: T; rows: Set<number> }> {
+  const proto = Tokenizer.prototype, encode = proto.encode;
+  const rows = new Set<number>();
+  proto.encode = function (text, opts) {
+    for (const m of text.matchAll(/row (\d+)/g)) rows.add(Number(m[1]));
+    return encode.call(this, text, opts);
+  };
+  try {
+    return { value: await fn(), rows };
+  } finally {
+    proto.encode = encode;
+  }
+}
+
+Deno.test("eval on instruction records reads the file once and tokenizes only the --max-eval rows", async () => {
+  await withTempDir("hartley_eval_instructions_", async (dir) => {
+    const record = (i: number) => JSON.stringify({ prompt: `Say row ${i}:`, completion: ` row ${i} said.` });
+    const many = `${dir}/many.jsonl`, five = `${dir}/five.jsonl`;
+    await Deno.writeTextFile(many, Array.from({ length: 300 }, (_, i) => record(i)).join("\n") + "\n");
+    await Deno.writeTextFile(five, Array.from({ length: 5 }, (_, i) => record(i)).join("\n") + "\n");
+    const args = ["eval", "--model", GPT2, "--seq-len", "16", "--json"];
+    const { value: { value: cut, reads }, rows } = await encodedRowsOf(() =>
+      readsOf(() => runCli([...args, "--data", many, "--max-eval", "5"]))
+    );
+    assertEquals(cut.code, 0, cut.err);
+    assertEquals(reads.get(resolve(many)), 1, "reads of the instruction file");
+    assertEquals([...rows].sort((a, b) => a - b), [0, 1, 2, 3, 4], "rows tokenized");
+    // the metrics of the first five rows alone
+    const alone = await runCli([...args, "--data", five]);
+    assertEquals(alone.code, 0, alone.err);
+    assertEquals({ ...JSON.parse(cut.out), data: five }, JSON.parse(alone.out));
   });
 });
 
@@ -237,7 +274,7 @@ Deno.test("a warning printed while a progress bar is drawn on a terminal goes ab
   const bar = new Progress(10, { sink: term.sink, label: "decoding images", now: () => 0 });
   bar.update(3);
   const drawn = term.text();
-  const printed = await consoleErrorOf(() => printWarning("data.parquet: row 7: label taken as CAT"));
+  const printed = await consoleErrorOf(() => Progress.print("data.parquet: row 7: label taken as CAT"));
   assertEquals(printed, [], "nothing through console.error while the bar is drawn");
   assertEquals(
     term.text(),
@@ -246,11 +283,11 @@ Deno.test("a warning printed while a progress bar is drawn on a terminal goes ab
   );
   bar.done();
   // no bar drawn: the warning goes to stderr as before
-  const later = await consoleErrorOf(() => printWarning("a later warning"));
+  const later = await consoleErrorOf(() => Progress.print("a later warning"));
   assertEquals(later, ["a later warning"]);
 });
 
-Deno.test("an error thrown while images decode under a progress bar on a terminal starts on a fresh line", async () => {
+Deno.test("eval: an error thrown while images decode under a progress bar on a terminal starts on a fresh line", async () => {
   await withTempDir("hartley_bar_error_", async (dir) => {
     for (const cls of ["a", "b"]) {
       await Deno.mkdir(`${dir}/images/${cls}`, { recursive: true });
@@ -266,24 +303,15 @@ Deno.test("an error thrown while images decode under a progress bar on a termina
     const term = fakeTerminal();
     stderr.writeSync = term.sink.writeSync;
     stderr.isTerminal = term.sink.isTerminal;
+    let r;
     try {
-      const spec: DataSpec = {
-        task: "image-cls",
-        data: `${dir}/images`,
-        evalFraction: 0,
-        seqLen: 0,
-        batchSize: 2,
-        seed: 0,
-      };
-      await assertRejects(
-        () => loadSplits(spec, vit, null, VIT, 5),
-        Error,
-        "999.png: not a PNG or JPEG file",
-      );
+      r = await runCli(["eval", "--model", VIT, "--data", `${dir}/images`]);
     } finally {
       delete stderr.writeSync;
       delete stderr.isTerminal;
     }
+    assertEquals(r.code, 1, r.err);
+    assert(r.err.includes("999.png: not a PNG or JPEG file"), r.err);
     const shown = term.text();
     assert(shown.includes("decoding images"), JSON.stringify(shown.slice(-200)));
     assert(shown.endsWith("\n"), `the bar's line is ended: ${JSON.stringify(shown.slice(-120))}`);
@@ -304,6 +332,22 @@ Deno.test("cli: an error while a bar is drawn on a terminal (any command's) is p
     "x",
   ]);
   assertEquals(r.code, 1, r.err);
+  assert(term.text().endsWith(bar.line() + "\n"), JSON.stringify(term.text().slice(-40)));
+  bar.done();
+});
+
+Deno.test("a flag error thrown while a bar is drawn on a terminal is printed on a fresh line", async () => {
+  const term = fakeTerminal();
+  const bar = new Progress(10, { sink: term.sink, label: "tokenizing", now: () => 0 });
+  const spec = { name: "x", summary: "a command that fails", flags: {} };
+  const printed = await consoleErrorOf(async () => {
+    const code = await withArgs(spec, [], () => {
+      bar.update(3);
+      throw new ArgsError("--data: no rows");
+    });
+    assertEquals(code, 2);
+  });
+  assert(printed[0]?.startsWith("hartley x: --data: no rows"), printed.join("|"));
   assert(term.text().endsWith(bar.line() + "\n"), JSON.stringify(term.text().slice(-40)));
   bar.done();
 });

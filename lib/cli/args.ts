@@ -10,6 +10,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { WEIGHT_DTYPES } from "../nn/load.ts";
+import { Progress } from "../train/progress.ts";
 import { explainDeviceError } from "./errors.ts";
 
 /** A flag's value type: text, a finite number, an integer, an on/off switch. */
@@ -520,6 +521,7 @@ export async function withArgs<T extends FlagTable>(
     return await body(parsed.values, parsed.positionals, parsed.given);
   } catch (e) {
     if (!(e instanceof ArgsError)) throw explainDeviceError(e, spec.adviceFlags ?? Object.keys(spec.flags));
+    Progress.endLines(); // a bar the error stopped keeps its line (cli.ts ends them for other errors)
     console.error(
       `hartley ${spec.name}: ${e.message}\nRun \`deno run -A cli.ts ${spec.name} --help\` for the options.`,
     );

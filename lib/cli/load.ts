@@ -6,7 +6,7 @@
  * @module
  */
 import type { WeightDtype } from "../nn/load.ts";
-import { isAbsolute, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { Gpu } from "../gpu/mod.ts";
 import type { HfConfig } from "../io/hf_config.ts";
 import { openSafetensors } from "../io/safetensors.ts";
@@ -156,8 +156,9 @@ async function modelDirOf(o: LoadForUseOptions, adapter: AdapterConfig | null): 
   }
   if (resolve(base) === resolve(o.model)) return o.model;
   const isDir = await Deno.stat(base).then((s) => s.isDirectory).catch(() => false);
-  // a run made in the checkout's root records the shipped default model as "models/default"
-  if (!isDir && !isAbsolute(base) && shippedPath(base) === o.model) return o.model;
+  // a run made in the checkout's root records the shipped default model as "models/default" (or
+  // "./models/default/", …): the path from the code's root
+  if (!isDir && resolve(shippedPath(base)) === resolve(o.model)) return o.model;
   if (!isDir) {
     throw new ArgsError(
       `${o.adapter} was trained on ${base} (its base_model_name_or_path), which is not a folder here: ` +

@@ -1,6 +1,7 @@
 /**
- * The display of a checkpoint's loading, for the commands that load models: its progress, and
- * what was read otherwise than as stored (renamed, unused or new tensors), as transformers logs it.
+ * The progress displays of the commands' longer work (loading a checkpoint, tokenizing, decoding
+ * images), and what loading read otherwise than as stored (renamed, unused or new tensors), as
+ * transformers logs it.
  * @module
  */
 import type { LoadNotes } from "../models/load.ts";
@@ -9,30 +10,54 @@ import { Progress, type ProgressSink } from "../train/progress.ts";
 /** Checkpoints at least this large show a loading progress display. */
 const SHOW_LOADING_BYTES = 256 * 2 ** 20;
 const MIB = 2 ** 20;
+/** Examples (instructions, rows grouped by length) to tokenize that show a progress display, from. */
+export const SHOW_EXAMPLES = 2000;
+/** Characters (or bytes) of text to tokenize that show a progress display, from (about a second's work). */
+export const SHOW_CHARACTERS = 2 ** 20;
+/** Images to decode that show a progress display, from. */
+export const SHOW_IMAGES = 256;
+
+/** How {@link progressFrom} shows the work. */
+export interface ProgressShown {
+  /** Items of work a step of the display counts (default 1): e.g. 2 ** 20 bytes a MiB. */
+  per?: number;
+  /** What a step is, for a rate of steps a second shown (default: no rate). */
+  unit?: string;
+  /** Default Deno.stderr. */
+  sink?: ProgressSink;
+}
 
 /**
- * A loadModel `onProgress` that shows the checkpoint's loading on stderr (a bar on a terminal,
- * a line every few seconds otherwise), for checkpoints over 256 MiB (smaller ones load in
- * moments); nothing when `quiet`.
+ * An `onProgress` that shows work of `from` items or more on stderr as `label` and the steps done
+ * of all (a bar on a terminal, a line every 5 seconds otherwise; less work takes moments, and shows
+ * none); nothing when `quiet`. Each run of work takes a new one.
+ */
+export function progressFrom(
+  from: number,
+  label: string,
+  quiet = false,
+  { per = 1, unit, sink }: ProgressShown = {},
+): ((done: number, total: number) => void) | undefined {
+  if (quiet) return undefined;
+  let progress: Progress | null = null;
+  return (done, total) => {
+    if (total < from) return;
+    progress ??= new Progress(Math.ceil(total / per), { label, unit, plainInterval: 5, sink });
+    const steps = done === total ? progress.total : Math.floor(done / per);
+    progress.update(steps, unit ? { tokens: steps } : {});
+    if (done === total) progress.done();
+  };
+}
+
+/**
+ * A loadModel `onProgress` that shows the checkpoint's loading in MiB on stderr, for checkpoints
+ * over 256 MiB (smaller ones load in moments); nothing when `quiet`.
  */
 export function loadingProgress(
   quiet = false,
   sink?: ProgressSink,
 ): ((done: number, total: number) => void) | undefined {
-  if (quiet) return undefined;
-  let progress: Progress | null = null;
-  return (done, total) => {
-    if (total < SHOW_LOADING_BYTES) return;
-    progress ??= new Progress(Math.ceil(total / MIB), {
-      label: "loading MiB",
-      unit: "MiB",
-      plainInterval: 5,
-      sink,
-    });
-    const mib = Math.floor(done / MIB);
-    progress.update(done === total ? progress.total : mib, { tokens: mib });
-    if (done === total) progress.done();
-  };
+  return progressFrom(SHOW_LOADING_BYTES, "loading MiB", quiet, { per: MIB, unit: "MiB", sink });
 }
 
 /** Names listed in a line of {@link loadNoteLines}; the rest are counted. */

@@ -42,6 +42,7 @@ import {
 import { classify, classifyImages, type Prediction } from "../infer/predict.ts";
 import { namedEntities, splitWordSpans, type TaggedWords, tagWords } from "../infer/tag.ts";
 import { readWordLists } from "../train/token_data.ts";
+import { Progress } from "../train/progress.ts";
 import {
   ArgsError,
   ATTENTION_FLAG,
@@ -61,8 +62,8 @@ import {
 import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, type Sampling, samplingOf } from "./generation.ts";
 import { type Loaded, loadForUse, planUse, type UsePlan } from "./load.ts";
+import { progressFrom, SHOW_IMAGES } from "./loading.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
-import { printWarning, progressFrom, SHOW_IMAGES } from "./setup.ts";
 import { withArticle } from "./task.ts";
 
 const FLAGS = {
@@ -320,7 +321,7 @@ async function readInputs(
     const processor = await loadImageProcessorConfig(plan.modelDir, plan.config as VitConfig);
     const images = await readImages(data, processor, {
       onProgress: progressFrom(SHOW_IMAGES, "decoding images"),
-      onWarning: printWarning,
+      onWarning: Progress.print,
     });
     return { kind: "images", images };
   }

@@ -29,7 +29,13 @@ import {
   recordFieldNames,
 } from "../train/readers.ts";
 import { DataError } from "../train/data_error.ts";
-import { instructionDataset, isInstructionRecord, type LossOn, readInstructions } from "../train/instruct.ts";
+import {
+  type Instruction,
+  instructionDataset,
+  isInstructionRecord,
+  type LossOn,
+  readInstructions,
+} from "../train/instruct.ts";
 import {
   checkTags,
   readTaggedFile,
@@ -42,6 +48,7 @@ import { splitByFraction, splitTokens } from "../train/split.ts";
 import { decodeImageList, type ImageList, type ListedImage, listImageData } from "../train/image_data.ts";
 import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
+import { progressFrom, SHOW_CHARACTERS, SHOW_EXAMPLES, SHOW_IMAGES } from "./loading.ts";
 
 /** The built-in data sets: `--data spamassassin` (classification) and `--data brown` (causal LM). */
 const BUILTIN_DATA = ["spamassassin", "brown"] as const;
@@ -126,31 +133,7 @@ export async function loadSplits(
   modelDir: string,
   headLabels?: number,
 ): Promise<Splits> {
-  try {
-    if (!spec.evalOnly) return await taskSplits(spec, config, tokenizer, modelDir, headLabels);
-    const splits = await taskSplits(evalOnlySpec(spec), config, tokenizer, modelDir, headLabels);
-    return { ...splits, train: splits.eval ?? splits.train };
-  } catch (e) {
-    // a progress bar the error stopped: the error starts on a line of its own
-    Progress.endLines();
-    throw e;
-  }
-}
-
-/** `spec` of data that is only evaluated, as the readers take it: its file is the eval data too. */
-function evalOnlySpec(spec: DataSpec): DataSpec {
-  const evalData = isBuiltinData(spec.data) ? undefined : spec.data;
-  return { ...spec, evalData, evalFraction: 0, maxTrain: undefined };
-}
-
-/** {@link loadSplits} by task. */
-async function taskSplits(
-  spec: DataSpec,
-  config: HfConfig,
-  tokenizer: Tokenizer | null,
-  modelDir: string,
-  headLabels?: number,
-): Promise<Splits> {
+  if (spec.evalOnly) spec = evalOnlySpec(spec);
   switch (spec.task) {
     case "seq-cls":
       return await classificationSplits(spec, config, need(tokenizer, spec.task, config), headLabels);
@@ -164,6 +147,12 @@ async function taskSplits(
       }
       return await imageSplits(spec, config, modelDir, headLabels);
   }
+}
+
+/** `spec` of data that is only evaluated, as the readers take it: its file is the eval data too. */
+function evalOnlySpec(spec: DataSpec): DataSpec {
+  const evalData = isBuiltinData(spec.data) ? undefined : spec.data;
+  return { ...spec, evalData, evalFraction: 0, maxTrain: undefined };
 }
 
 function need(tokenizer: Tokenizer | null, task: string, config: HfConfig): Tokenizer {
@@ -270,7 +259,7 @@ async function labelledFileRows(
     labelsFrom: labels && HEAD_CLASSES,
     numLabels: regression ? undefined : headLabels,
     regression,
-    onWarning: printWarning,
+    onWarning: Progress.print,
   };
   const file = await readClassificationFile(spec.data, opts);
   let train: Example[], evalSet: Example[] | null;
@@ -373,7 +362,7 @@ async function taggedSplits(
     labels,
     labelsFrom: labels && HEAD_CLASSES,
     numLabels: headLabels,
-    onWarning: printWarning,
+    onWarning: Progress.print,
   };
   const file = await readTaggedFile(spec.data, opts);
   const labelNames = file.labelNames ?? undefined;
@@ -588,7 +577,8 @@ async function causalSplits(
     ? new CausalLmDataset(train.subarray(0, spec.maxTrain * seqLen + 1), seqLen, tokenizer.padId)
     : trainSet;
   const trainSource = new BatchIterator(trainRows, { batchSize: spec.batchSize, seed: spec.seed });
-  return { train: trainSource, eval: evalSource, summary };
+  // eval-only: the eval windows are all there is
+  return { train: spec.evalOnly && evalSource ? evalSource : trainSource, eval: evalSource, summary };
 }
 
 /** Refuse text too short for one window of `seqLen` + 1 tokens (inputs and the next token), in flags. */
@@ -627,7 +617,8 @@ async function instructionSplits(
   refuseFields(spec, ["textField"], "instruction records (prompt/completion or messages)");
   const template = await loadChatTemplate(modelDir, spec.templateVariables, tokenizer);
   let train = await readInstructions(spec.data);
-  let evalSet = spec.evalData ? await readInstructions(spec.evalData) : null;
+  // eval-only: the file is the eval rows, read once
+  let evalSet = spec.evalOnly ? train : spec.evalData ? await readInstructions(spec.evalData) : null;
   if (!evalSet && spec.evalFraction > 0) {
     const all = train.length;
     ({ train, heldOut: evalSet } = splitByFraction(train, { fraction: spec.evalFraction, seed: spec.seed }));
@@ -640,14 +631,17 @@ async function instructionSplits(
   if (evalSet) evalSet = subset(evalSet, spec.maxEval);
   const lossOn = spec.lossOn ?? "completion";
   const opts = { seqLen: spec.seqLen, template, lossOn };
-  const made = instructionDataset(train, tokenizer, {
-    ...opts,
-    source: spec.data,
-    onProgress: progressFrom(SHOW_EXAMPLES, "tokenizing", spec.quiet),
-  });
+  const dataset = (rows: Instruction[], source: string) =>
+    instructionDataset(rows, tokenizer, {
+      ...opts,
+      source,
+      onProgress: progressFrom(SHOW_EXAMPLES, "tokenizing", spec.quiet),
+    });
   const held = evalSet && evalSet.length > 0
-    ? instructionDataset(evalSet, tokenizer, { ...opts, source: spec.evalData ?? `${spec.data} (held out)` })
+    ? dataset(evalSet, spec.evalData ?? `${spec.data} (held out)`)
     : null;
+  // eval-only: the eval rows' dataset alone, each row tokenized once
+  const made = spec.evalOnly && held ? held : dataset(train, spec.data);
   const cut = (d: { dropped: number; noAssistant: number; truncated: number; lastTurnOnly: number }) => {
     const notes = [
       d.truncated ? `${d.truncated} cut to ${opts.seqLen} tokens` : "",
@@ -669,50 +663,16 @@ async function instructionSplits(
       ? " (what the chat template's {% generation %} blocks write)"
       : "") +
     beyond(config, longestRow(made.dataset, held?.dataset));
+  const evalIt = held ? new BatchIterator(held.dataset, { batchSize: spec.batchSize, shuffle: false }) : null;
   return {
-    train: new BatchIterator(made.dataset, {
+    train: spec.evalOnly && evalIt ? evalIt : new BatchIterator(made.dataset, {
       batchSize: spec.batchSize,
       seed: spec.seed,
       groupByLength: spec.groupByLength,
     }),
-    eval: held ? new BatchIterator(held.dataset, { batchSize: spec.batchSize, shuffle: false }) : null,
+    eval: evalIt,
     summary,
   };
-}
-
-/** Examples (instructions, rows grouped by length) to tokenize that show a progress display, from. */
-const SHOW_EXAMPLES = 2000;
-/** Characters (or bytes) of text to tokenize that show a progress display, from (about a second's work). */
-const SHOW_CHARACTERS = 2 ** 20;
-/** Images to decode that show a progress display, from. */
-export const SHOW_IMAGES = 256;
-
-/**
- * An `onProgress` that shows work of `from` items or more on stderr as `label` and the items done
- * of all (a bar on a terminal, a line every 5 seconds otherwise; less work takes moments, and shows
- * none); nothing when `quiet`. Each run of work takes a new one.
- */
-export function progressFrom(
-  from: number,
-  label: string,
-  quiet = false,
-): ((done: number, total: number) => void) | undefined {
-  if (quiet) return undefined;
-  let progress: Progress | null = null;
-  return (done, total) => {
-    if (total < from) return;
-    progress ??= new Progress(total, { label, plainInterval: 5 });
-    progress.update(done);
-    if (done === total) progress.done();
-  };
-}
-
-/**
- * The data readers' `onWarning`: each warning on its own line on stderr, above a progress bar
- * drawn there (which is redrawn below it).
- */
-export function printWarning(message: string): void {
-  Progress.print(message);
 }
 
 /**
@@ -731,7 +691,7 @@ async function imageSplits(
   const headNames = headLabels !== undefined ? headLabelNames(config, headLabels) : undefined;
   const whose = headNames ? "the model head's classes (config.json's id2label)" : undefined;
   const list = (path: string, labels: readonly string[] | undefined) =>
-    listImageData(path, processor, { labels, whose, labelField: spec.labelField, onWarning: printWarning });
+    listImageData(path, processor, { labels, whose, labelField: spec.labelField, onWarning: Progress.print });
   const file = await list(spec.data, headNames);
   const names = headNames ?? file.labelNames ?? undefined;
   let train = file.images, evalSet: ListedImage[] | null = null, evalFile = file;

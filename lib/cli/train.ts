@@ -293,13 +293,13 @@ async function openRunLog(outDir: string, resumeAt: number | undefined): Promise
  * checkpoint of the run is kept, the same failure saying how to continue from it.
  */
 async function withResumeHint(e: unknown, outDir: string, resume: string | null): Promise<unknown> {
-  if (!(e instanceof WriteError) || !resume || e.message.includes("--resume")) return e;
+  if (!(e instanceof WriteError) || !resume || e.checkpointTold) return e;
   const kept = await findCheckpoint(outDir).catch(() => null);
   if (!kept) return e;
   return new WriteError(
     e.path,
     `${e.reason}. The checkpoint in ${kept} is kept: once the cause is fixed, continue with: ${resume}`,
-    { cause: e },
+    { cause: e, checkpointTold: true },
   );
 }
 

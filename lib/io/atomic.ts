@@ -15,9 +15,18 @@ import { isWithin, pathExists, statOrNull } from "./paths.ts";
  */
 export class WriteError extends Error {
   override name = "WriteError";
-  constructor(readonly path: string, readonly reason: string, options?: ErrorOptions) {
+  /** `reason` already says which checkpoint of the run is kept to resume from, or that none is. */
+  readonly checkpointTold: boolean;
+  constructor(readonly path: string, readonly reason: string, options?: WriteErrorOptions) {
     super(`cannot write ${path}: ${reason}`, options);
+    this.checkpointTold = options?.checkpointTold ?? false;
   }
+}
+
+/** Options of a {@link WriteError}. */
+export interface WriteErrorOptions extends ErrorOptions {
+  /** See {@link WriteError.checkpointTold}. */
+  checkpointTold?: boolean;
 }
 
 /** The failures only a write meets, in words, by the code Deno gives them. */

@@ -405,11 +405,12 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     : f.divide(hiddenSize, numHeads, "hidden_size", "num_attention_heads");
   const rotary = rotaryDim(f, headDim);
   const attentionBias = (modelType === "llama" || modelType === "qwen3") && f.bool("attention_bias", false);
+  const maxPositions = f.int("max_position_embeddings", defaults.positions);
   return {
     ...common(f, modelType, defaults),
     modelType,
     vocabSize: f.int("vocab_size"),
-    maxPositions: f.int("max_position_embeddings", defaults.positions),
+    maxPositions,
     hiddenSize,
     numLayers: f.int("num_hidden_layers"),
     numHeads,
@@ -418,12 +419,7 @@ function llama(f: Fields, modelType: LlamaModelType): LlamaConfig {
     intermediateSize: f.int("intermediate_size"),
     activation: f.activation("hidden_act", "silu"),
     rmsNormEps: f.positive("rms_norm_eps", modelType === "phi3" ? 1e-5 : 1e-6),
-    rope: rope(
-      f,
-      rotary,
-      f.int("max_position_embeddings", defaults.positions),
-      modelType === "phi3" ? 4096 : undefined,
-    ),
+    rope: rope(f, rotary, maxPositions, modelType === "phi3" ? 4096 : undefined),
     qkvBias: modelType === "qwen2" || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === "llama" && f.bool("mlp_bias", false),

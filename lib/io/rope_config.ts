@@ -315,7 +315,6 @@ function yarn(
     need(name, optional((v) => typeof v === "number" && v >= 0), "a number ≥ 0 when given");
   }
   need("truncate", optional((v) => typeof v === "boolean"), "true or false when given");
-  // transformers reads it with get("truncate", True): absent truncates, null (falsy) does not
   const factor = p.factor === null ? maxPositions / original : p.factor as number;
   const mscale = (scale: number, m = 1) => scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1;
   const [m, mAll] = [p.mscale as number | undefined, p.mscale_all_dim as number | undefined];
@@ -331,6 +330,7 @@ function yarn(
     originalMaxPositions: original,
     betaFast: (p.beta_fast as number) || 32,
     betaSlow: (p.beta_slow as number) || 1,
+    // transformers reads it with get("truncate", True): absent truncates, null (falsy) does not
     truncate: "truncate" in p ? p.truncate === true : true,
     attentionFactor,
   };

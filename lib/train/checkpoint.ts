@@ -148,7 +148,10 @@ export async function saveCheckpoint(
     });
   } catch (e) {
     if (!(e instanceof WriteError)) throw e;
-    throw new WriteError(e.path, `${e.reason}. ${await notWritten(outDir, state.step)}`, { cause: e.cause });
+    throw new WriteError(e.path, `${e.reason}. ${await notWritten(outDir, state.step)}`, {
+      cause: e.cause,
+      checkpointTold: true,
+    });
   }
 }
 
