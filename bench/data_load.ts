@@ -13,9 +13,9 @@ import { table } from "./stats.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { loadBrownText } from "../lib/train/datasets.ts";
 import { Prng } from "../lib/spectral/prng.ts";
-import { readClassificationFile, readTextDocuments, recordFieldNames } from "../lib/train/readers.ts";
+import { readClassificationFile, recordFieldNames } from "../lib/train/readers.ts";
 import { splitByFraction } from "../lib/train/split.ts";
-import { ClassificationDataset, documentTokens } from "../lib/train/data.ts";
+import { ClassificationDataset, fileTokens } from "../lib/train/data.ts";
 import { BatchIterator } from "../lib/train/batches.ts";
 import { readTaggedFile, TokenClassificationDataset } from "../lib/train/token_data.ts";
 
@@ -85,10 +85,7 @@ const PHASES: [string, (dir: string) => Promise<unknown> | unknown][] = [
     const set = new TokenClassificationDataset(data.examples, tokenizer, { maxLength: 128 });
     for (let i = 0; i < set.size; i++) set.row(i);
   }],
-  ["causal LM text → tokens", async (dir) => {
-    const path = join(dir, "corpus.txt");
-    return documentTokens(await readTextDocuments(path), tokenizer, { lines: true });
-  }],
+  ["causal LM text → tokens", (dir) => fileTokens(join(dir, "corpus.txt"), tokenizer)],
 ];
 
 const dir = await Deno.makeTempDir({ prefix: "hartley-data-load-" });

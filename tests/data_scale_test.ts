@@ -43,6 +43,46 @@ Deno.test("documentTokens: a long text for a tokenizer without special tokens is
   assert(longest <= 2 ** 20 + line.length, `encode was given ${longest} characters at once`);
 });
 
+Deno.test("documentTokens: CRLF lines and blank-line paragraphs are encoded a megabyte at a time too, to the ids of the whole", async () => {
+  const gpt2 = await loadTokenizer(join(MODELS, "gpt2/tokenizer.json"));
+  for (
+    const paragraph of [
+      "The jury said it was over, and the city went home.\r\n",
+      "The jury said it was over, and the city went home.\n\n",
+      "The jury said it was over.\r\n\r\n  And the city went home.\r\n\r\n",
+    ]
+  ) {
+    const text = paragraph.repeat(Math.ceil(1.1 * 2 ** 20 / paragraph.length));
+    const whole = gpt2.encode(text);
+    const { tok, lengths } = recording(await loadTokenizer(join(MODELS, "gpt2/tokenizer.json")));
+    const ids = documentTokens([text], tok, { lines: true });
+    assertEquals(ids.length, whole.length);
+    assert(
+      ids.every((id, i) => id === whole[i]),
+      `${JSON.stringify(paragraph)}: the ids of the text encoded whole`,
+    );
+    const longest = Math.max(...lengths);
+    assert(
+      longest <= 2 ** 20 + 2 * paragraph.length,
+      `${JSON.stringify(paragraph)}: ${longest} characters at once`,
+    );
+  }
+});
+
+Deno.test("documentTokens: a cut that does not hold is passed over for the next line break", () => {
+  // a made-up tokenizer whose one id per text counts its "#"s: a cut before a line of "#" does not hold
+  const lengths: number[] = [];
+  const tok = {
+    specialAround: () => [[], []],
+    encode: (text: string) => (lengths.push(text.length), text.includes("#") ? [text.split("#").length] : []),
+  } as unknown as Tokenizer;
+  // the first line break a megabyte in ends the first of them
+  const text = "word\n".repeat(Math.floor(2 ** 20 / 5)) + "###\n".repeat(3) + "word\n".repeat(2 ** 18);
+  assertEquals(Array.from(documentTokens([text], tok)), [10]);
+  const longest = Math.max(...lengths);
+  assert(longest < 2 ** 20 + 100, `${longest} characters at once`);
+});
+
 Deno.test("documentTokens: where a cut changes the ids (a tokenizer that treats a text's start apart), the text is encoded whole", () => {
   // a made-up tokenizer whose one id depends on the whole text, as a prefix space makes the first token differ
   const lengths: number[] = [];
@@ -88,6 +128,19 @@ Deno.test("recordFieldNames: a CSV or TSV file's header, without reading the row
     );
     await Deno.writeTextFile(join(dir, "empty.csv"), "\n\n");
     await assertRejects(() => recordFieldNames(join(dir, "empty.csv")), DataError, "the file is empty");
+  });
+});
+
+Deno.test("recordFieldNames: a folder named as a data file is refused by name", async () => {
+  await withTempDir("hartley-header-", async (dir) => {
+    for (const name of ["d.jsonl", "d.csv", "d.json"]) {
+      await Deno.mkdir(join(dir, name));
+      await assertRejects(
+        () => recordFieldNames(join(dir, name)),
+        DataError,
+        `${name}: is a directory, not a data file`,
+      );
+    }
   });
 });
 

@@ -2,6 +2,7 @@ import { parseHfConfig, type VitConfig } from "../lib/io/hf_config.ts";
 import { parseImageProcessorConfig, preprocessImage } from "../lib/io/image.ts";
 import { decodeImage, ImageFileError, readImageFile } from "../lib/io/image_files.ts";
 import { deflateSync } from "node:zlib";
+import { relative } from "node:path";
 import { DataError } from "../lib/train/data_error.ts";
 import { readImageData, readImages } from "../lib/train/image_data.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
@@ -316,6 +317,17 @@ Deno.test("readImageData: an image folder (classes in sorted order, other files 
     await Deno.mkdir(`${dir}/.ipynb_checkpoints`); // hidden: no class
     await Deno.mkdir(`${dir}/empty`);
     await assertRejects(() => readImageData(dir, processor), DataError, `${dir}/empty: no PNG or JPEG files`);
+  });
+});
+
+Deno.test("readImages names a file it cannot decode as readImageData does (from the working folder)", async () => {
+  await withTempDir("hartley_imgbad_", async (dir) => {
+    await Deno.mkdir(`${dir}/cat`);
+    await Deno.writeTextFile(`${dir}/cat/bad.png`, "not an image");
+    const named = `${relative(Deno.cwd(), `${dir}/cat/bad.png`)}: not a PNG or JPEG file`;
+    await assertRejects(() => readImageData(dir, processor), DataError, named);
+    await assertRejects(() => readImages(dir, processor), DataError, named);
+    await assertRejects(() => readImages(`${dir}/cat/bad.png`, processor), DataError, named);
   });
 });
 

@@ -104,6 +104,33 @@ Deno.test("textFileTokens: a long text is encoded in the pieces of the whole tex
   });
 });
 
+Deno.test("textFileTokens: CRLF lines and blank-line paragraphs are cut too, a megabyte a piece, to the ids of the whole text", async () => {
+  const gpt2 = await load(TOKENIZERS.gpt2);
+  const texts = {
+    "CRLF": "The jury said it was over, and the city went home.\r\n",
+    "paragraphs": "The jury said it was over, and the city went home.\n\n",
+    "CRLF paragraphs": "The jury said it was over.\r\n\r\nAnd the city went home.\r\n\r\n",
+    "indented paragraphs": "The jury said it was over.\n\n  And the city went home.\n",
+  };
+  await withTempDir("hartley-stream-", async (dir) => {
+    for (const [what, paragraph] of Object.entries(texts)) {
+      const text = paragraph.repeat(Math.ceil(2.2 * 2 ** 20 / paragraph.length));
+      const path = join(dir, "a.txt");
+      await Deno.writeTextFile(path, text);
+      const { tok, lengths } = recording(await load(TOKENIZERS.gpt2));
+      const streamed = await textFileTokens(path, tok, { chunkBytes: 4099 });
+      const longest = Math.max(...lengths);
+      assert(
+        longest <= 2 ** 20 + 2 * paragraph.length,
+        `${what}: encode was given ${longest} characters at once`,
+      );
+      const whole = gpt2.encode(text);
+      assertEquals(streamed.length, whole.length, `${what}: ids`);
+      assert(streamed.every((id, i) => id === whole[i]), `${what}: the ids of the whole text`);
+    }
+  });
+});
+
 Deno.test("readTextChunks: each chunk holds no more text than its bytes", async () => {
   await withTempDir("hartley-stream-", async (dir) => {
     const path = join(dir, "a.txt"), text = "ab😀\n日本\r\n".repeat(5000);

@@ -15,7 +15,7 @@ import {
   ClassificationDataset,
   type Dataset,
   documentTokens,
-  textFileTokens,
+  fileTokens,
 } from "../train/data.ts";
 import { BatchIterator } from "../train/batches.ts";
 import { checkLabelLists, checkLabels } from "../train/labels.ts";
@@ -25,7 +25,6 @@ import {
   isPlainText,
   readClassificationFile,
   type ReadOptions,
-  readTextDocuments,
   recordFieldNames,
 } from "../train/readers.ts";
 import { DataError } from "../train/data_error.ts";
@@ -509,15 +508,15 @@ async function causalSplits(
   }
   refuseInstructionFlags(spec);
   // a text file is read a chunk at a time (it may be larger than a string holds); records whole
-  const encode = async (path: string) =>
-    isPlainText(path)
-      ? await textFileTokens(path, tokenizer, {
-        textField: spec.textField,
-        onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing bytes", spec.quiet),
-      })
-      : documentTokens(await readTextDocuments(path, { textField: spec.textField }), tokenizer, {
-        onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing characters", spec.quiet),
-      });
+  const encode = (path: string) =>
+    fileTokens(path, tokenizer, {
+      textField: spec.textField,
+      onProgress: progressFrom(
+        SHOW_CHARACTERS,
+        `tokenizing ${isPlainText(path) ? "bytes" : "characters"}`,
+        spec.quiet,
+      ),
+    });
   let train: Int32Array, heldOut: Int32Array | null, summary: string;
   if (spec.data === "brown") {
     if (spec.evalData) {

@@ -340,11 +340,12 @@ export interface TextFileTokenOptions {
  * megabytes of text, never the whole text (which no string holds past 2^29 − 24 characters,
  * 512 MiB of ASCII: pretraining corpora are larger). A tokenizer that adds special tokens takes a
  * line at a time; one that adds none the pieces {@link encodeAsOne} cuts the text into, each cut
- * checked ({@link cutHolds}) as it is reached. Where documentTokens would do otherwise (a cut that
- * does not hold: the text is encoded whole; a piece the library cannot take, TextTooLongError: a
- * line at a time), a file of up to `wholeBytes` is read whole and given to documentTokens; a larger
- * one is then tokenized a line at a time after a TextTooLongError, and refused where a cut does not
- * hold.
+ * checked ({@link cutHolds}) as it is reached. Where documentTokens would do otherwise (no cut
+ * holding at any of {@link CUT_TRIES} line breaks in a row: the rest of the text is encoded whole;
+ * a piece the library cannot take, TextTooLongError: a line at a time), a file of up to
+ * `wholeBytes` is read whole and given to documentTokens; a larger one is then tokenized a line at a
+ * time after a TextTooLongError, and refused where no cut holds (as for a tokenizer that treats a
+ * text's start apart), or where more text than a string holds has no line break to cut at.
  */
 export async function textFileTokens(
   path: string,
@@ -372,6 +373,34 @@ export async function textFileTokens(
   }
 }
 
+/** Options of {@link fileTokens}. */
+export interface FileTokenOptions {
+  /** As {@link readTextDocuments}' (refused for plain text, which has no fields). */
+  textField?: string;
+  /**
+   * Called as the tokenizing goes on: with the bytes read of a plain-text file
+   * ({@link TextFileTokenOptions.onProgress}), the characters tokenized of records' texts
+   * ({@link DocumentTokenOptions.onProgress}).
+   */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * The tokens a causal LM trains on from `path`: a plain-text file's read a chunk at a time
+ * ({@link textFileTokens}: it may be larger than a string holds), a record file's texts read whole
+ * ({@link readTextDocuments}) and tokenized a record a document ({@link documentTokens}).
+ */
+export async function fileTokens(
+  path: string,
+  tokenizer: Tokenizer,
+  opts: FileTokenOptions = {},
+): Promise<Int32Array> {
+  const { textField, onProgress } = opts;
+  return isPlainText(path)
+    ? await textFileTokens(path, tokenizer, { textField, onProgress })
+    : documentTokens(await readTextDocuments(path, { textField }), tokenizer, { onProgress });
+}
+
 /** A text that {@link pieceTokens} cannot cut as {@link encodeAsOne} cuts it; the message says where. */
 class UncutText extends Error {}
 
@@ -385,32 +414,44 @@ async function pieceTokens(
   opts: TextFileTokenOptions,
 ): Promise<Int32Array> {
   const ids = new IdBuffer();
-  // the text read and not yet encoded (it starts a line), the line it starts, where its next cut may be
-  let text = "", line = 1, from = CHUNK_CHARS;
+  // the text read and not yet encoded (it starts a line), the line it starts, where its next cut may
+  // be, the cuts passed over since the last one
+  let text = "", line = 1, from = CHUNK_CHARS, misses = 0;
   // encodes the pieces before each cut whose seam has been read (at the file's end, all of them)
   const encodeCut = (atEnd: boolean) => {
-    for (let cut = nextCut(text, from); cut >= 0; cut = nextCut(text, CHUNK_CHARS)) {
+    for (let cut = nextCut(text, from); cut >= 0; cut = nextCut(text, from)) {
       if (!atEnd && text.indexOf("\n", cut) < 0 && text.length < cut + SEAM_CHARS) {
         from = cut - 1; // the line after the cut, as far as cutHolds reads it, is still to come
         return;
       }
       const lines = newlines(text, cut);
       if (!cutHolds(text, cut, tokenizer)) {
-        throw new UncutText(
-          `the text across the line break after line ${line + lines - 1} encodes otherwise`,
-        );
+        if (++misses === CUT_TRIES) {
+          throw new UncutText(
+            `the text across each of the ${CUT_TRIES} line breaks before line ${
+              line + lines
+            } encodes otherwise`,
+          );
+        }
+        from = cut;
+        continue;
       }
       ids.push(tokenizer.encode(text.slice(0, cut)));
       text = text.slice(cut);
       line += lines;
+      from = CHUNK_CHARS;
+      misses = 0;
     }
-    from = Math.max(CHUNK_CHARS, text.length - 1);
+    from = Math.max(from, text.length - 1);
   };
   let progress: CharProgress | undefined;
   for await (const chunk of readTextChunks(path, opts.chunkBytes)) {
     progress ??= new CharProgress(chunk.size, opts.onProgress);
     if (text.length + chunk.text.length > MAX_STRING_LENGTH) {
-      throw new UncutText(`line ${line} begins more text than a string holds without a line break to cut at`);
+      throw new UncutText(
+        `line ${line} begins more text than a string holds, with no line break followed by more text past ` +
+          `its first ${CHUNK_CHARS} characters to cut it at`,
+      );
     }
     text += chunk.text;
     encodeCut(false);
@@ -429,13 +470,23 @@ async function lineTokens(
   opts: TextFileTokenOptions,
 ): Promise<Int32Array> {
   const ids = new IdBuffer();
-  let rest = "", progress: CharProgress | undefined; // rest: the start of a line still being read
+  // rest: the start of a line still being read, line number `line`
+  let rest = "", line = 1, progress: CharProgress | undefined;
   for await (const chunk of readTextChunks(path, opts.chunkBytes)) {
     progress ??= new CharProgress(chunk.size, opts.onProgress);
     const end = chunk.text.lastIndexOf("\n") + 1;
     if (end > 0) {
-      for (const record of linesOf([rest + chunk.text.slice(0, end)])) ids.push(tokenizer.encode(record));
+      for (const record of linesOf([rest + chunk.text.slice(0, end)])) {
+        ids.push(tokenizer.encode(record));
+        line++;
+      }
       rest = "";
+    }
+    if (rest.length + chunk.text.length - end > MAX_STRING_LENGTH) {
+      throw new DataError(
+        `${path}: line ${line} is longer than the ${MAX_STRING_LENGTH} characters a string holds, and ` +
+          `this tokenizer (${tokenizer.path}) adds special tokens, so it takes a line at a time: break the line`,
+      );
     }
     rest += chunk.text.slice(end);
     progress.add(chunk.bytes);
@@ -471,21 +522,24 @@ const CHUNK_CHARS = 1 << 20;
 /** Characters on each side of a cut that {@link cutHolds} encodes, at most. */
 const SEAM_CHARS = 256;
 
+/** Line breaks tried in a row for a cut that holds before a text is taken to have none (see {@link encodeAsOne}). */
+const CUT_TRIES = 16;
+
 /**
  * The ids of `text` encoded as one piece, taken a chunk of about {@link CHUNK_CHARS} at a time: the
  * library holds every piece of a text it encodes at once, some 40 bytes a character (4 GB, V8's
- * limit, for 90 MB of text), and slows as they grow. A chunk ends after a line break between two characters that are
- * not whitespace, where a pre-tokenizer splits the text anyway; each cut is checked first
- * ({@link cutHolds}), and where one does not hold (a normalizer or pre-tokenizer that treats a
- * text's start apart, as a prefix space does) the text is encoded whole.
+ * limit, for 90 MB of text), and slows as they grow. A chunk ends after a line break (or a run of
+ * them, CRLFs and blank lines), where a pre-tokenizer splits the text anyway; each cut is checked
+ * first ({@link cutHolds}), one that does not hold is passed over for the next line break, and
+ * where {@link CUT_TRIES} in a row do not hold (a normalizer or pre-tokenizer that treats a text's
+ * start apart, as a prefix space does) the rest of the text is encoded whole.
  */
 function encodeAsOne(
   text: string,
   tokenizer: Tokenizer,
   onProgress?: (done: number, total: number) => void,
 ): Int32Array {
-  let cuts = chunkCuts(text);
-  if (!cuts.every((cut) => cutHolds(text, cut, tokenizer))) cuts = [];
+  const cuts = chunkCuts(text, tokenizer);
   const ids = new IdBuffer(), progress = new CharProgress(text.length, onProgress);
   let from = 0;
   for (const cut of [...cuts, text.length]) {
@@ -498,33 +552,51 @@ function encodeAsOne(
 }
 
 /**
- * Where {@link encodeAsOne} cuts `text`: about every {@link CHUNK_CHARS} characters, right after a
- * line break between two characters that are not whitespace; none in a text shorter than that.
+ * Where {@link encodeAsOne} cuts `text`: about every {@link CHUNK_CHARS} characters, at the first
+ * place after a line break where the cut holds ({@link cutHolds}); none in a text shorter than that,
+ * and none further on after {@link CUT_TRIES} places in a row where it does not.
  */
-function chunkCuts(text: string): number[] {
+function chunkCuts(text: string, tokenizer: Tokenizer): number[] {
   const cuts: number[] = [];
-  for (let cut = nextCut(text, CHUNK_CHARS); cut >= 0; cut = nextCut(text, cut + CHUNK_CHARS)) cuts.push(cut);
+  let misses = 0;
+  for (let cut = nextCut(text, CHUNK_CHARS); cut >= 0 && misses < CUT_TRIES;) {
+    if (cutHolds(text, cut, tokenizer)) {
+      cuts.push(cut);
+      misses = 0;
+      cut = nextCut(text, cut + CHUNK_CHARS);
+    } else {
+      misses++;
+      cut = nextCut(text, cut);
+    }
+  }
   return cuts;
 }
 
+/** Whether `c` ends a line: a line feed, or the carriage return of a CRLF (or of a CR alone). */
+const isLineBreak = (c: string) => c === "\n" || c === "\r";
+
 /**
- * The first place from `from` on where {@link chunkCuts} may cut `text`: right after a line break
- * between two characters that are not whitespace; −1 where there is none.
+ * The first place from `from` on where {@link chunkCuts} may cut `text`: after a line feed and any
+ * line breaks after it (CRLFs, blank lines), before the character that begins the next line that
+ * has one; −1 where there is none.
  */
 function nextCut(text: string, from: number): number {
-  const clean = (c: string) => !/\s/.test(c);
-  for (let at = text.indexOf("\n", from); at >= 0 && at + 1 < text.length; at = text.indexOf("\n", at + 1)) {
-    if (clean(text[at - 1]) && clean(text[at + 1])) return at + 1;
-  }
-  return -1;
+  let at = text.indexOf("\n", from);
+  if (at < 0) return -1;
+  while (at < text.length && isLineBreak(text[at])) at++;
+  return at < text.length ? at : -1;
 }
 
 /**
  * Whether the text on each side of `cut` encodes to the ids of the two sides, one after the other:
- * the line before the cut and the one after it (at most {@link SEAM_CHARS} characters of each).
+ * the line before the cut with the line breaks after it, and the line after it (at most
+ * {@link SEAM_CHARS} characters of each).
  */
 function cutHolds(text: string, cut: number, tokenizer: Tokenizer): boolean {
-  const lineStart = text.lastIndexOf("\n", cut - 2) + 1, lineEnd = text.indexOf("\n", cut);
+  let lastChar = cut - 1; // of the line before the cut
+  while (lastChar >= 0 && isLineBreak(text[lastChar])) lastChar--;
+  const lineStart = lastChar < 0 ? 0 : text.lastIndexOf("\n", lastChar) + 1,
+    lineEnd = text.indexOf("\n", cut);
   const left = text.slice(Math.max(lineStart, cut - SEAM_CHARS), cut);
   const right = text.slice(cut, Math.min(lineEnd < 0 ? text.length : lineEnd + 1, cut + SEAM_CHARS));
   const whole = tokenizer.encode(left + right);
@@ -635,7 +707,7 @@ export class CausalLmDataset implements Dataset {
 
   /**
    * Read a plain-text file (one document) or the texts of a record file, tokenize them
-   * ({@link documentTokens}) and cut the tokens into windows.
+   * ({@link fileTokens}) and cut the tokens into windows.
    */
   static async fromTextFile(
     path: string,
@@ -643,9 +715,7 @@ export class CausalLmDataset implements Dataset {
     seqLen: number,
     opts: CausalLmOptions = {},
   ): Promise<CausalLmDataset> {
-    const ids = isPlainText(path)
-      ? await textFileTokens(path, tokenizer)
-      : documentTokens(await readTextDocuments(path), tokenizer);
+    const ids = await fileTokens(path, tokenizer);
     return new CausalLmDataset(ids, seqLen, tokenizer.padId, { source: path, ...opts });
   }
 

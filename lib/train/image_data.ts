@@ -163,15 +163,15 @@ export async function readImages(
   const stat = await statOf(path);
   const out: SourcedImage[] = [];
   let total = 1;
-  const add = async (bytes: Uint8Array, source: string) => {
-    out.push({ source, pixels: pixelsOf(await decodeImage(bytes, source), processor, source) });
+  const add = (source: string, pixels: () => Float32Array) => {
+    out.push({ source, pixels });
     opts.onProgress?.(out.length, total);
   };
   await asDataError(async () => {
     if (stat.isDirectory) {
       const found = await imageFiles(path);
       total = found.files.length;
-      for (const file of found.files.sort()) await add(await Deno.readFile(file), file);
+      for (const file of found.files.sort()) add(file, await decodeFile(file, processor));
       if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
       reportSkipped(path, found.skipped, opts.onWarning);
     } else if (/\.(jsonl|ndjson)$/i.test(path)) {
@@ -187,10 +187,10 @@ export async function readImages(
       total = table.rows.length;
       for (const [i, row] of table.rows.entries()) {
         const at = `${path}: row ${i + 1}`;
-        await add(await imageBytes(row[column], column, at, path), at);
+        add(at, await decodeCell(row[column], column, at, path, processor));
       }
     } else {
-      await add(await Deno.readFile(path), path);
+      add(path, await decodeFile(path, processor));
     }
   });
   return out;
@@ -264,6 +264,21 @@ async function imageBytes(cell: unknown, column: string, at: string, file: strin
     );
   }
   return await Deno.readFile(image);
+}
+
+/**
+ * The image of `cell`, an Image struct in `column` of the Parquet file `file` ({@link imageBytes}),
+ * decoded and resized once; messages name it by `at`, its row.
+ */
+async function decodeCell(
+  cell: unknown,
+  column: string,
+  at: string,
+  file: string,
+  processor: ImageProcessorConfig,
+): Promise<() => Float32Array> {
+  const bytes = await imageBytes(cell, column, at, file);
+  return pixelsOf(await decodeImage(bytes, at), processor, at);
 }
 
 /** The file's or folder's stat; null when there is none. */
@@ -399,10 +414,7 @@ async function parquetImages(
   );
   const images = table.rows.map((row, i): ListedImage => {
     const at = `${path}: row ${i + 1}`;
-    const load = async () => {
-      const bytes = await imageBytes(row[image], image, at, path);
-      return pixelsOf(await decodeImage(bytes, at), processor, at);
-    };
+    const load = () => decodeCell(row[image], image, at, path, processor);
     return { source: at, label: ids.id(row[label], at), load };
   });
   if (images.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);

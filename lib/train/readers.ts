@@ -656,8 +656,7 @@ async function firstLines(path: string): Promise<string> {
   try {
     file = await Deno.open(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new DataError(`${path}: file not found`);
-    throw new DataError(`${path}: cannot read: ${(e as Error).message}`);
+    throw unreadable(path, e);
   }
   // each chunk looked at alone: the text so far, split again at each one, takes time quadratic in the
   // length of a first line (a JSON array written on one line)
@@ -671,7 +670,7 @@ async function firstLines(path: string): Promise<string> {
       if (!blank && chunk.indexOf("\n", from) >= 0) break; // the stream is cancelled, the file closed
     }
   } catch (e) {
-    if (!(e instanceof TypeError)) throw e;
+    if (!(e instanceof TypeError)) throw unreadable(path, e); // a folder opens, and fails when read
     await readDataText(path); // throws, naming the first bad byte
   }
   const text = chunks.join(""), lines = text.split("\n"), first = lines.findIndex((l) => l.trim() !== "");
@@ -797,7 +796,7 @@ export async function* readTextChunks(path: string, chunkBytes = 1 << 20): Async
       }
       chars += text.length;
       nuls += text.split("\0").length - 1;
-      refuseMostlyNul(path, nuls, size); // no fewer characters than bytes: mostly NULs, whatever follows
+      refuseMostlyNul(path, nuls, size); // no more characters than bytes: mostly NULs, whatever follows
       if (read === null) break;
       offset += read;
       line += newlineBytes(bytes);
