@@ -6,23 +6,13 @@ import { relative } from "node:path";
 import { DataError } from "../lib/train/data_error.ts";
 import { readImageData, readImages } from "../lib/train/image_data.ts";
 import { assert, assertClose, assertEquals, assertRejects } from "./assert.ts";
-import { runCli, withTempDir } from "./train_helpers.ts";
+import { FOLDER_FILES, runCli, withTempDir } from "./train_helpers.ts";
 
 const IMAGES = new URL("./fixtures/images/", import.meta.url).pathname;
 const VIT = new URL("./fixtures/models/vit/", import.meta.url).pathname;
 const vit = parseHfConfig(JSON.parse(await Deno.readTextFile(`${VIT}config.json`)), "vit") as VitConfig;
 const processor = parseImageProcessorConfig(null, vit, "defaults"); // resize to 32×32, mean 0.5, std 0.5
 const pixelsOf = (p: Float32Array | (() => Float32Array)) => typeof p === "function" ? p() : p;
-
-/** The images of the fixture's class folders, in the order they are read. */
-const FOLDER_FILES = [
-  "cat/cat0.png",
-  "cat/cat1.jpg",
-  "cat/cat2.png",
-  "dog/dog0.png",
-  "dog/dog1.jpg",
-  "dog/dog2.png",
-];
 
 Deno.test("decodeImage: PNG (every mode, interlaced) and JPEG (4:4:4, 4:2:0, gray) decode as Pillow does", async () => {
   const { pillow, images } = JSON.parse(await Deno.readTextFile(`${IMAGES}decoded.json`));

@@ -18,7 +18,7 @@ import { Tokenizer } from "../lib/io/tokenizer.ts";
 import type { ImageBatches, ImageExample } from "../lib/train/tasks.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
+import { FOLDER_FILES, GPT2, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
 
 const MODELS = new URL("./fixtures/models/", import.meta.url).pathname;
 const IMAGES = new URL("./fixtures/images/", import.meta.url).pathname;
@@ -52,16 +52,6 @@ function readsBelow(reads: Map<string, number>, dir: string): [string, number][]
     .sort(([a], [b]) => a < b ? -1 : 1);
 }
 
-/** The image files of the fixture folder. */
-const FOLDER_IMAGES = [
-  "cat/cat0.png",
-  "cat/cat1.jpg",
-  "cat/cat2.png",
-  "dog/dog0.png",
-  "dog/dog1.jpg",
-  "dog/dog2.png",
-];
-
 Deno.test("eval reads, tokenizes and decodes its one file once, and decodes only the --max-eval images", async () => {
   await withTempDir("hartley_eval_reads_", async (dir) => {
     // labelled text: read once
@@ -91,7 +81,7 @@ Deno.test("eval reads, tokenizes and decodes its one file once, and decodes only
     // an image folder: each image decoded once, its skipped file told once
     const images = await readsOf(() => runCli(["eval", "--model", VIT, "--data", FOLDER, "--json"]));
     assertEquals(images.value.code, 0, images.value.err);
-    assertEquals(readsBelow(images.reads, FOLDER), FOLDER_IMAGES.map((f) => [f, 1]));
+    assertEquals(readsBelow(images.reads, FOLDER), FOLDER_FILES.map((f) => [f, 1]));
     assertEquals(images.value.err.match(/skipped 1 file/g)?.length, 1, images.value.err);
     assertEquals(JSON.parse(images.value.out).examples, 6);
     // --max-eval: the images evaluated alone are decoded
@@ -147,7 +137,7 @@ async function linkedFolder(dir: string): Promise<string> {
   for (const [c, cls] of ["a", "b", "c"].entries()) {
     await Deno.mkdir(`${dir}/images/${cls}`, { recursive: true });
     for (let i = 0; i < 7 + 3 * c; i++) {
-      const target = `${FOLDER}/${FOLDER_IMAGES[(i * 5 + c) % 6]}`;
+      const target = `${FOLDER}/${FOLDER_FILES[(i * 5 + c) % 6]}`;
       await Deno.symlink(target, `${dir}/images/${cls}/${String(i).padStart(2, "0")}.png`);
     }
   }

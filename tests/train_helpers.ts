@@ -116,3 +116,13 @@ export async function folderSnapshot(dir: string): Promise<Record<string, string
   }
   return files;
 }
+
+/** The images of the fixture's class folders (tests/fixtures/images/folder), in the order they are read. */
+export const FOLDER_FILES = [
+  "cat/cat0.png",
+  "cat/cat1.jpg",
+  "cat/cat2.png",
+  "dog/dog0.png",
+  "dog/dog1.jpg",
+  "dog/dog2.png",
+];
