@@ -104,13 +104,14 @@ Deno.test("textFileTokens: a long text is encoded in the pieces of the whole tex
   });
 });
 
-Deno.test("textFileTokens: CRLF lines and blank-line paragraphs are cut too, a megabyte a piece, to the ids of the whole text", async () => {
+Deno.test("textFileTokens: CRLF and lone-CR lines and blank-line paragraphs are cut too, a megabyte a piece, to the ids of the whole text", async () => {
   const gpt2 = await load(TOKENIZERS.gpt2);
   const texts = {
     "CRLF": "The jury said it was over, and the city went home.\r\n",
     "paragraphs": "The jury said it was over, and the city went home.\n\n",
     "CRLF paragraphs": "The jury said it was over.\r\n\r\nAnd the city went home.\r\n\r\n",
     "indented paragraphs": "The jury said it was over.\n\n  And the city went home.\n",
+    "lone CRs (old Mac files)": "The jury said it was over, and the city went home.\r",
   };
   await withTempDir("hartley-stream-", async (dir) => {
     for (const [what, paragraph] of Object.entries(texts)) {

@@ -575,13 +575,17 @@ function chunkCuts(text: string, tokenizer: Tokenizer): number[] {
 /** Whether `c` ends a line: a line feed, or the carriage return of a CRLF (or of a CR alone). */
 const isLineBreak = (c: string) => c === "\n" || c === "\r";
 
+/** A line break, found from `lastIndex` on. */
+const LINE_BREAK = /[\n\r]/g;
+
 /**
- * The first place from `from` on where {@link chunkCuts} may cut `text`: after a line feed and any
- * line breaks after it (CRLFs, blank lines), before the character that begins the next line that
- * has one; −1 where there is none.
+ * The first place from `from` on where {@link chunkCuts} may cut `text`: after a line break (a line
+ * feed, CRLF or a lone carriage return, as old Mac files end lines) and any after it (blank lines),
+ * before the character that begins the next line that has one; −1 where there is none.
  */
 function nextCut(text: string, from: number): number {
-  let at = text.indexOf("\n", from);
+  LINE_BREAK.lastIndex = from;
+  let at = LINE_BREAK.exec(text)?.index ?? -1;
   if (at < 0) return -1;
   while (at < text.length && isLineBreak(text[at])) at++;
   return at < text.length ? at : -1;
