@@ -241,6 +241,26 @@ Deno.test("run log: a resumed run drops what was logged after its checkpoint", a
   });
 });
 
+Deno.test("run log: a log removed or replaced mid-run is written again from the open file, and said so", async () => {
+  await withTempDir("hartley_log_", async (dir) => {
+    const path = `${dir}/run/log.jsonl`, told: string[] = [];
+    const log = await RunLog.open(path, { onWarning: (m) => told.push(m) });
+    await log.write({ type: "start", step: 0 });
+    await log.write({ type: "train", step: 1, loss: 2 });
+    await Deno.remove(`${dir}/run`, { recursive: true }); // the run's folder deleted while it runs
+    await log.write({ type: "train", step: 2, loss: 1 });
+    assertEquals((await readRunLog(path)).map((r) => r.step), [0, 1, 2]);
+    assertEquals(told.length, 1);
+    assert(told[0].includes("was removed while the run wrote it"), told[0]);
+    await Deno.writeTextFile(`${dir}/other.jsonl`, "");
+    await Deno.rename(`${dir}/other.jsonl`, path); // another file put in its place
+    await log.write({ type: "end", step: 3 });
+    log.close();
+    assertEquals((await readRunLog(path)).map((r) => r.step), [0, 1, 2, 3]);
+    assert(told[1].includes("was replaced"), told[1]);
+  });
+});
+
 Deno.test("progress: plain lines every interval with loss, tokens/s and ETA; a bar on a terminal", () => {
   let t = 0;
   const written: string[] = [];

@@ -282,7 +282,7 @@ function noteUnusedOutputs({ splits, head: { existingHead } }: TrainPlan): void 
 
 /** Open the run's JSONL log in `outDir` (`resumeAt`: the step a resumed run continues from). */
 async function openRunLog(outDir: string, resumeAt: number | undefined): Promise<RunLog> {
-  return await RunLog.open(join(outDir, "log.jsonl"), { resumeAt }).catch((e) => {
+  return await RunLog.open(join(outDir, "log.jsonl"), { resumeAt, onWarning: Progress.print }).catch((e) => {
     if (e instanceof WriteError) throw e; // a full disk is no usage mistake
     throw new ArgsError(`--out ${outDir}: cannot write the run there (${(e as Error).message})`);
   });

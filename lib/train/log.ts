@@ -29,7 +29,12 @@ export class RunLog {
   #size: number;
   readonly #encoder = new TextEncoder();
 
-  private constructor(readonly path: string, file: Deno.FsFile, size: number) {
+  private constructor(
+    readonly path: string,
+    file: Deno.FsFile,
+    size: number,
+    readonly onWarning?: (message: string) => void,
+  ) {
     this.#file = file;
     this.#size = size;
   }
@@ -39,7 +44,7 @@ export class RunLog {
    * the records of steps ≤ resumeAt but the stop's `end` (rewritten atomically) and append after
    * them.
    */
-  static async open(path: string, opts: { resumeAt?: number } = {}): Promise<RunLog> {
+  static async open(path: string, opts: RunLogOptions = {}): Promise<RunLog> {
     const named = (e: unknown) => {
       throw asWriteError(path, e);
     };
@@ -54,13 +59,13 @@ export class RunLog {
     }
     const bytes = new TextEncoder().encode(text);
     await writeFileAtomic(path, bytes);
-    const file = await Deno.open(path, { append: true, create: true }).catch(named);
-    return new RunLog(path, file, bytes.length);
+    return new RunLog(path, await openAppend(path), bytes.length, opts.onWarning);
   }
 
   /** Append one record (written before this resolves). */
   async write(record: LogRecord): Promise<void> {
     if (!this.#file) throw new Error(`${this.path}: the run log is closed`);
+    await this.#keepInPlace();
     const bytes = this.#encoder.encode(JSON.stringify(record, nonFinite) + "\n");
     try {
       await writeAll(this.#file, bytes);
@@ -72,11 +77,55 @@ export class RunLog {
     this.#size += bytes.length;
   }
 
+  /**
+   * Where the file at the log's path is no longer the one being appended to (the run's folder was
+   * deleted or moved while it ran, and checkpoints would make it again), write the records so far
+   * there again, from the open file, and append to that: a log is not lost without a word.
+   */
+  async #keepInPlace(): Promise<void> {
+    const file = this.#file!;
+    const [there, ours] = await Promise.all([Deno.stat(this.path).catch(() => null), file.stat()]);
+    if (there && (there.ino === null || (there.ino === ours.ino && there.dev === ours.dev))) return;
+    const records = new Uint8Array(this.#size);
+    await file.seek(0, Deno.SeekMode.Start);
+    for (let at = 0; at < records.length;) {
+      const n = await file.read(records.subarray(at));
+      if (n === null) break;
+      at += n;
+    }
+    await Deno.mkdir(dirname(this.path), { recursive: true }).catch((e) => {
+      throw asWriteError(this.path, e);
+    });
+    await writeFileAtomic(this.path, records);
+    this.#file = await openAppend(this.path);
+    file.close();
+    this.onWarning?.(
+      `${this.path} was ${
+        there ? "replaced" : "removed"
+      } while the run wrote it; its records so far are written there again`,
+    );
+  }
+
   /** Close the file. */
   close(): void {
     this.#file?.close();
     this.#file = null;
   }
+}
+
+/** Options of {@link RunLog.open}. */
+export interface RunLogOptions {
+  /** Keep the records of steps up to this one (a resumed run's), but the stop's `end`; default none. */
+  resumeAt?: number;
+  /** Told where the log's file was removed or replaced during the run and is written again. */
+  onWarning?: (message: string) => void;
+}
+
+/** `path` opened to append to, and to read back (see RunLog's #keepInPlace). */
+async function openAppend(path: string): Promise<Deno.FsFile> {
+  return await Deno.open(path, { append: true, read: true, create: true }).catch((e) => {
+    throw asWriteError(path, e);
+  });
 }
 
 /**
