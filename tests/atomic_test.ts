@@ -1,5 +1,5 @@
 // Whole-directory writes and what a crash between their two renames leaves behind.
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 import { isWithin, pathExists } from "../lib/io/paths.ts";
 import { writeDirAtomic } from "../lib/io/atomic.ts";
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
@@ -42,6 +42,17 @@ Deno.test("writeDirAtomic replaces a directory whole, keeps what `keep` names, a
   });
 });
 
+Deno.test("writeDirAtomic: a failed write removes the folders it made for the target, and no others", async () => {
+  await withTempDir("hartley_atomic_", async (dir) => {
+    await Deno.mkdir(`${dir}/kept`);
+    const failed = await writeDirAtomic(`${dir}/kept/new/deeper/out`, () => Promise.reject(new Error("no")))
+      .catch((e) => e);
+    assert(failed instanceof Error && failed.message === "no");
+    assertEquals(await names(dir), ["kept"]);
+    assertEquals(await names(`${dir}/kept`), []);
+  });
+});
+
 Deno.test("findCheckpoint: checkpoint/, else the latest of those a crash left aside", async () => {
   await withTempDir("hartley_find_", async (dir) => {
     assertEquals(await findCheckpoint(dir), null);
@@ -61,24 +72,25 @@ Deno.test("findCheckpoint: checkpoint/, else the latest of those a crash left as
 
 Deno.test("writeDirAtomic never replaces a folder holding the working directory; isWithin tells", async () => {
   await withTempDir("hartley_cwd_", async (dir) => {
-    const here = Deno.cwd();
     await Deno.mkdir(`${dir}/inner`);
-    Deno.chdir(`${dir}/inner`);
-    try {
-      await assertRejects(
-        () => writeDirAtomic(dir, async () => {}),
-        Error,
-        "would remove the working directory",
-      );
-      await assertRejects(
-        () => writeDirAtomic(".", async () => {}),
-        Error,
-        "would remove the working directory",
-      );
-      assert(await pathExists(`${dir}/inner`), "kept");
-    } finally {
-      Deno.chdir(here);
+    // from a subprocess started in dir/inner: the working folder is the process's, which `deno test
+    // --parallel` shares between test files
+    const script = `
+      import { writeDirAtomic } from ${JSON.stringify(import.meta.resolve("../lib/io/atomic.ts"))};
+      for (const target of [${JSON.stringify(dir)}, "."]) {
+        console.log(await writeDirAtomic(target, async () => {}).then(() => "written", (e) => e.message));
+      }`;
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", script],
+      cwd: `${dir}/inner`,
+    })
+      .output();
+    const told = new TextDecoder().decode(r.stdout).trim().split("\n");
+    assertEquals(told.length, 2, new TextDecoder().decode(r.stderr));
+    for (const line of told) {
+      assert(line.endsWith("would remove the working directory, which lies within it"), line);
     }
+    assert(await pathExists(`${dir}/inner`), "kept");
   });
   assert(isWithin("/a/b/c", "/a/b") && isWithin("/a/b", "/a/b/") && isWithin("a/../b", "b"));
   // through a link: the folder it points at holds what lies under the link

@@ -141,12 +141,13 @@ export async function writeDirAtomic(
   };
   const target = await realPathIfExists(dir).catch(named);
   const parent = dirname(target), name = basename(target);
-  await Deno.mkdir(parent, { recursive: true }).catch(named);
+  const made = await missingFolders(parent).catch(named);
   const id = crypto.randomUUID().slice(0, 8);
   const tmp = join(parent, `.${name}.${id}.tmp`);
-  await Deno.mkdir(tmp).catch(named);
   let old: string | null = null;
   try {
+    await Deno.mkdir(parent, { recursive: true }).catch(named);
+    await Deno.mkdir(tmp).catch(named);
     await fill(tmp).catch((e) => {
       throw namingTarget(e, tmp, dir);
     });
@@ -165,6 +166,8 @@ export async function writeDirAtomic(
     }
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    // the folders made for it, innermost first, where still empty: a failed write leaves nothing
+    for (const folder of made) await Deno.remove(folder).catch(() => {});
     throw e;
   }
   if (old) {
@@ -193,6 +196,16 @@ function namingTarget(e: unknown, tmp: string, dir: string): unknown {
     return new WriteError(join(dir, rel), e.reason, { cause: e.cause });
   }
   return writeOnlyCode(e) ? asWriteError(dir, e) : e;
+}
+
+/** The folders of absolute `path` and above it that do not exist, innermost first. */
+async function missingFolders(path: string): Promise<string[]> {
+  const missing: string[] = [];
+  for (let at = path; !(await pathExists(at)); at = dirname(at)) {
+    missing.push(at);
+    if (dirname(at) === at) break;
+  }
+  return missing;
 }
 
 /** `path` absolute, with its links followed when it exists. */
