@@ -8,17 +8,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_MODEL } from "../lib/cli/args.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { withTempDir, writeToyData } from "./train_helpers.ts";
+import { cliProcess, withTempDir, writeToyData } from "./train_helpers.ts";
 
-const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const MODEL = fileURLToPath(new URL("../models/default", import.meta.url));
 
 /** `cli.ts ARGS` as a subprocess started in `cwd`. */
-async function cliIn(cwd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", CLI, ...args], cwd }).output();
-  const text = new TextDecoder();
-  return { code: r.code, out: text.decode(r.stdout), err: text.decode(r.stderr) };
-}
+const cliIn = (cwd: string, args: string[]) => cliProcess(args, { cwd });
 
 Deno.test("cli defaults: from the checkout's root the embedded model is written models/default", () => {
   assertEquals(DEFAULT_MODEL, "models/default");

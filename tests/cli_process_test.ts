@@ -6,12 +6,12 @@
  */
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
+import { CLI, cliProcess, GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 /** `train ARGS` as a subprocess; `until` reads its stderr until a pattern shows, `end` to its exit. */
 function spawnTrain(args: string[]) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli.ts", ...args],
+    args: ["run", "-A", CLI, ...args],
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -91,13 +91,6 @@ Deno.test("train: a second Ctrl-C exits at once, saying whether a checkpoint is 
     assertEquals((await loadCheckpoint(out)).state.step, 1);
   });
 });
-
-/** `deno run -A cli.ts ARGS`: its exit code, stdout and stderr. */
-async function cliProcess(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", "cli.ts", ...args] }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: r.code, out: text(r.stdout), err: text(r.stderr) };
-}
 
 Deno.test("eval: a progress display on stderr for many batches, none with --quiet", async () => {
   // 21 windows of 3 tokens, one a batch

@@ -2,7 +2,7 @@ import { ArgsError, helpText, parseCommand, stopTexts } from "../lib/cli/args.ts
 import { DEMO_ARGS } from "../lib/cli/train.ts";
 import { explainDeviceError } from "../lib/cli/errors.ts";
 import { PRETRAIN_DEFAULT } from "../lib/cli/pretrain.ts";
-import { MAX_BINDING_ENV } from "../lib/cli/environment.ts";
+import { applyEnvironment, MAX_BINDING_ENV } from "../lib/cli/environment.ts";
 import { BINDING_LIMIT } from "../lib/gpu/bands.ts";
 import { pathExists } from "../lib/io/paths.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
@@ -11,7 +11,7 @@ import { tempModelDir } from "./model_helpers.ts";
 import { findCheckpoint, loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { readRunLog } from "../lib/train/log.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
-import { GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
+import { cliProcess, GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
 const SPEC = {
   name: "demo",
@@ -367,18 +367,14 @@ Deno.test("--stop: \\n and \\t stand for a newline and a tab", () => {
 Deno.test("cli: HARTLEY_MAX_BINDING plans for small bindings; the run trains as with the device's", async () => {
   await withTempDir("hartley_binding_", async (dir) => {
     const data = await writeToyData(dir, 24);
-    const train = async (limit: string | undefined, out: string) => {
-      if (limit) Deno.env.set(MAX_BINDING_ENV, limit);
-      try {
-        return await runCli(tinyRun(data, out, ["--epochs", "1", "--method", "ssh"]));
-      } finally {
-        Deno.env.delete(MAX_BINDING_ENV);
-      }
-    };
+    // subprocesses: `deno test --parallel` shares this process's environment between test files
+    const train = (limit: string, out: string) =>
+      cliProcess(tinyRun(data, out, ["--epochs", "1", "--method", "ssh"]), {
+        env: { [MAX_BINDING_ENV]: limit },
+      });
     // 96 KiB: the GPT-2 fixture's 512 × 64 f32 token table (128 KiB) is read in bands, the activations fit
-    const [whole, banded] = [await train(undefined, `${dir}/whole`), await train("96KiB", `${dir}/banded`)];
+    const [whole, banded] = await Promise.all([train("", `${dir}/whole`), train("96KiB", `${dir}/banded`)]);
     assertEquals([whole.code, banded.code], [0, 0], banded.err);
-    assertEquals(BINDING_LIMIT.bytes, 0, "the limit outlived the command");
     const weights = async (run: string) => {
       const file = await openSafetensors(`${run}/adapter/adapter_model.safetensors`);
       return await Promise.all(file.names.map(async (k) => [k, Array.from(await file.readF32(k))] as const));
@@ -388,6 +384,19 @@ Deno.test("cli: HARTLEY_MAX_BINDING plans for small bindings; the run trains as 
     assertEquals(bad.code, 2, "a usage mistake");
     assert(bad.err.includes(`${MAX_BINDING_ENV}: expected a byte count`), bad.err);
   });
+});
+
+Deno.test("applyEnvironment: HARTLEY_MAX_BINDING sets the planned binding limit until put back", () => {
+  const restore = applyEnvironment((name) => name === MAX_BINDING_ENV ? "96KiB" : undefined);
+  try {
+    assertEquals(BINDING_LIMIT.bytes, 96 * 1024);
+  } finally {
+    restore();
+  }
+  assertEquals(BINDING_LIMIT.bytes, 0, "put back");
+  const bad = assertThrows(() => applyEnvironment(() => "lots"), `${MAX_BINDING_ENV}: expected a byte count`);
+  assert(bad instanceof ArgsError, "a usage mistake");
+  assertEquals(BINDING_LIMIT.bytes, 0);
 });
 
 Deno.test("cli: warmup steps are counted as transformers counts them (⌈ratio · steps⌉)", async () => {

@@ -4,7 +4,7 @@
  */
 import { join, resolve } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, runCli, withTempDir } from "./train_helpers.ts";
+import { cliProcess, GPT2, runCli, withTempDir } from "./train_helpers.ts";
 
 const OLD = "an earlier file";
 
@@ -14,17 +14,6 @@ async function writeLog(dir: string): Promise<string> {
   const records = [{ type: "train", step: 1, loss: 2 }, { type: "train", step: 2, loss: 1.5 }];
   await Deno.writeTextFile(log, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
   return log;
-}
-
-/** Run `fn` in working directory `dir` (inspect's default SVG files go there), then go back. */
-async function inFolder<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const before = Deno.cwd();
-  Deno.chdir(dir);
-  try {
-    return await fn();
-  } finally {
-    Deno.chdir(before);
-  }
 }
 
 Deno.test("inspect --log: an existing --svg is refused without --overwrite, replaced with it", async () => {
@@ -49,20 +38,18 @@ Deno.test("inspect: the default loss.svg and energy.svg are not replaced without
     const log = await writeLog(dir), model = resolve(GPT2);
     await Deno.writeTextFile(join(dir, "loss.svg"), OLD);
     await Deno.writeTextFile(join(dir, "energy.svg"), OLD);
-    await inFolder(dir, async () => {
-      const loss = await runCli(["inspect", "--log", log]);
-      assertEquals(loss.code, 2, loss.err);
-      assert(
-        loss.err.includes("loss.svg (written without --svg) already exists: pass --overwrite"),
-        loss.err,
-      );
-      const energy = await runCli(["inspect", "--model", model, "--layer", "h.0.attn.c_attn"]);
-      assertEquals(energy.code, 2, energy.err);
-      assert(energy.err.includes("energy.svg (written without --svg) already exists"), energy.err);
-      assertEquals(energy.out, "", "no summary printed: nothing was loaded");
-      const replaced = await runCli(["inspect", "--log", log, "--overwrite"]);
-      assertEquals(replaced.code, 0, replaced.err);
-    });
+    // started in dir, where the default files go (a subprocess: `deno test --parallel` shares this
+    // process's working folder between test files)
+    const inDir = (args: string[]) => cliProcess(args, { cwd: dir });
+    const loss = await inDir(["inspect", "--log", log]);
+    assertEquals(loss.code, 2, loss.err);
+    assert(loss.err.includes("loss.svg (written without --svg) already exists: pass --overwrite"), loss.err);
+    const energy = await inDir(["inspect", "--model", model, "--layer", "h.0.attn.c_attn"]);
+    assertEquals(energy.code, 2, energy.err);
+    assert(energy.err.includes("energy.svg (written without --svg) already exists"), energy.err);
+    assertEquals(energy.out, "", "no summary printed: nothing was loaded");
+    const replaced = await inDir(["inspect", "--log", log, "--overwrite"]);
+    assertEquals(replaced.code, 0, replaced.err);
     assert((await Deno.readTextFile(join(dir, "loss.svg"))).startsWith("<svg"), "replaced");
     assertEquals(await Deno.readTextFile(join(dir, "energy.svg")), OLD);
   });

@@ -9,7 +9,7 @@ import { shellLine } from "../lib/cli/run_dir.ts";
 import { pathExists } from "../lib/io/paths.ts";
 import { loadCheckpoint } from "../lib/train/checkpoint.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { runCli, withTempDir } from "./train_helpers.ts";
+import { cliProcess, runCli, withTempDir } from "./train_helpers.ts";
 
 const BPE = "tests/fixtures/tokenizers/bytelevel_bpe.json";
 
@@ -47,14 +47,19 @@ Deno.test("pretrain --resume --out DIR alone continues the run with the options 
 
     // the options of one session go with the recorded ones, and the recorded paths (the tokenizer's
     // relative to this checkout) are read from the folder the run started in, from any other
-    const root = Deno.cwd();
-    Deno.chdir(dir);
-    let again;
-    try {
-      again = await runCli(["pretrain", "--out", "run", "--resume", "--stop-at", "2", "--lr", "0.01", "-q"]);
-    } finally {
-      Deno.chdir(root);
-    }
+    const again = await cliProcess([
+      "pretrain",
+      "--out",
+      "run",
+      "--resume",
+      "--stop-at",
+      "2",
+      "--lr",
+      "0.01",
+      "-q",
+    ], {
+      cwd: dir,
+    });
     assertEquals(again.code, 0, again.err);
     assertEquals((await loadCheckpoint(out)).state.step, 2);
     assert(!await pathExists(exported), "a stopped run exports nothing");

@@ -3,6 +3,7 @@
  * running the CLI in-process with its console output captured.
  */
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { main } from "../cli.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 
@@ -31,6 +32,29 @@ export async function writeToyData(
   const path = `${dir}/toy_${rows}_${labels.length}.jsonl`;
   await Deno.writeTextFile(path, lines.join("\n") + "\n");
   return path;
+}
+
+/** cli.ts as a path, for subprocesses started in any folder. */
+export const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
+
+/** Where a {@link cliProcess} runs, and what it adds to the environment. */
+export interface CliProcessOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+/**
+ * `deno run -A cli.ts ARGS` as a subprocess: its exit code, stdout and stderr. For what a test
+ * must not change in this process (its working folder, its environment), which `deno test
+ * --parallel` shares between test files, and for what the in-process {@link runCli} cannot see.
+ */
+export async function cliProcess(
+  args: string[],
+  opts: CliProcessOptions = {},
+): Promise<{ code: number; out: string; err: string }> {
+  const r = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", CLI, ...args], ...opts }).output();
+  const text = new TextDecoder();
+  return { code: r.code, out: text.decode(r.stdout), err: text.decode(r.stderr) };
 }
 
 /** Run `cli.ts` with `args` in this process; the exit code and what it printed. */

@@ -26,12 +26,14 @@ export function parseBytes(text: string, what: string): number {
 }
 
 /**
- * Apply the environment to this process's GPU planning (the binding limit); returns a function
- * that puts back what was there before.
+ * Apply the environment (`env`, by default the process's) to this process's GPU planning (the
+ * binding limit); returns a function that puts back what was there before.
  */
-export function applyEnvironment(): () => void {
+export function applyEnvironment(
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): () => void {
   const before = BINDING_LIMIT.bytes;
-  const text = Deno.env.get(MAX_BINDING_ENV);
+  const text = env(MAX_BINDING_ENV);
   BINDING_LIMIT.bytes = text === undefined || text === "" ? 0 : parseBytes(text, MAX_BINDING_ENV);
   return () => void (BINDING_LIMIT.bytes = before);
 }
