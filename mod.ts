@@ -260,7 +260,9 @@ export {
   type ImageBatch,
   ImageBatches,
   type ImageExample,
+  type ImagePixels,
   inOrder,
+  type StreamedImage,
   type TaskName,
   toModelBatch,
 } from "./lib/train/tasks.ts";

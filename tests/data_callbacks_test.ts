@@ -16,7 +16,7 @@ import { ImageBatches } from "../lib/train/tasks.ts";
 import { readTaggedFile } from "../lib/train/token_data.ts";
 import { type DataSpec, loadSplits } from "../lib/cli/setup.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { GPT2, withTempDir, writeToyData } from "./train_helpers.ts";
+import { cliProcess, GPT2, withTempDir, writeToyData } from "./train_helpers.ts";
 
 const MODELS = new URL("./fixtures/models/", import.meta.url).pathname;
 const IMAGES = new URL("./fixtures/images/", import.meta.url).pathname;
@@ -151,16 +151,6 @@ Deno.test("instructionDataset: a row cut to seqLen holds its own ids, not a view
   const ids = made.dataset.row(0).ids as Int32Array;
   assertEquals([ids.length, ids.buffer.byteLength], [16, 16 * 4]);
 });
-
-/** `deno run -A cli.ts ARGS` with stderr a pipe: its exit code and stderr. */
-async function cliProcess(args: string[]): Promise<{ code: number; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli.ts", ...args],
-    stdout: "null",
-  })
-    .output();
-  return { code: r.code, err: new TextDecoder().decode(r.stderr) };
-}
 
 /** A finished progress line of `label` on a pipe: all of its items done. */
 const doneLine = (label: string) => new RegExp(`^${label} +(\\d+)/\\1 +100% +done in`, "m");

@@ -15,7 +15,7 @@ import { fixtureModel } from "./model_helpers.ts";
 /** Targets hit by the argmax of whole passes' logits (no head at the targets alone), counted on the CPU. */
 async function rightTokens(model: Model, data: Dataset): Promise<{ right: number; targets: number }> {
   let right = 0, targets = 0;
-  for (const b of inOrder(new BatchIterator(data, { batchSize: 4, seed: 0 }))) {
+  for await (const b of inOrder(new BatchIterator(data, { batchSize: 4, seed: 0 }))) {
     const read = tidy(() =>
       noGrad(() => ({ v: model.forward(toModelBatch(model, b, "causal-lm")).logits.readLater() }))
     ).v;

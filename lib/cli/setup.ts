@@ -45,7 +45,13 @@ import { Progress } from "../train/progress.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
 import { decodeImageList, type ImageList, type ListedImage, listImageData } from "../train/image_data.ts";
-import { type BatchSource, ImageBatches, type ImageExample, type TaskName } from "../train/tasks.ts";
+import {
+  type BatchSource,
+  ImageBatches,
+  type ImageExample,
+  type StreamedImage,
+  type TaskName,
+} from "../train/tasks.ts";
 import { ArgsError } from "./args.ts";
 import { progressFrom, SHOW_CHARACTERS, SHOW_EXAMPLES, SHOW_IMAGES } from "./loading.ts";
 
@@ -84,6 +90,11 @@ export interface DataSpec {
   groupByLength?: boolean;
   /** No progress display (tokenizing many instructions shows one). */
   quiet?: boolean;
+  /**
+   * Bytes of decoded images a run holds at most (--image-memory; default a quarter of the
+   * machine's memory): a split needing more is decoded again for each batch (see imageSplits).
+   */
+  imageMemory?: number;
   /**
    * The flags given that need eval data (e.g. ["--eval-every", "--save-best"]): an eval split that
    * comes out empty (too small a share held out, too short a text) is then an ArgsError naming them.
@@ -715,12 +726,19 @@ async function imageSplits(
   // eval-only: the eval rows are all there is to decode
   if (spec.evalOnly) train = evalSet!;
   const fromData = evalFile === file && evalSet ? [train, evalSet] : [train];
-  const [trainImages, heldOut] = await decodeRows(file, fromData, spec.quiet);
+  const [c, h, w] = file.imageShape, rows = new Set([...train, ...(evalSet ?? [])]).size;
+  const stream = file.encoded &&
+    (spec.evalOnly || rows * c * h * w > (spec.imageMemory ?? defaultImageMemory()));
+  const load = stream ? streamRows : decodeRows;
+  if (stream && !spec.evalOnly) {
+    await checkRows([[file, fromData], [evalFile, evalFile === file ? [] : [evalSet!]]], spec.quiet);
+  }
+  const [trainImages, heldOut] = await load(file, fromData, spec.quiet);
   const evalImages = !evalSet
     ? null
     : evalFile === file
     ? heldOut
-    : (await decodeRows(evalFile, [evalSet], spec.quiet))[0];
+    : (await load(evalFile, [evalSet], spec.quiet))[0];
   return {
     train: new ImageBatches(trainImages, file.imageShape, spec.batchSize, { seed: spec.seed }),
     eval: evalImages
@@ -729,7 +747,10 @@ async function imageSplits(
     numLabels,
     labelNames: names,
     summary: `${spec.data}: ${train.length} training images` +
-      (evalSet ? `, ${evalSet.length} eval images` : ""),
+      (evalSet ? `, ${evalSet.length} eval images` : "") +
+      (stream && !spec.evalOnly
+        ? " (more than --image-memory holds decoded: decoded again for each batch)"
+        : ""),
   };
 }
 
@@ -756,6 +777,41 @@ function imageLabelCount(
   }
   return numLabels;
 }
+
+/** Bytes of decoded images a run holds by default: a quarter of the machine's memory. */
+export function defaultImageMemory(): number {
+  return Math.floor(Deno.systemMemoryInfo().total / 4);
+}
+
+/**
+ * The rows of each of `parts` as images decoded again for each batch that takes them (a split too
+ * large to hold decoded; `eval`'s single pass).
+ */
+function streamRows(_list: ImageList, parts: ListedImage[][]): Promise<StreamedImage[][]> {
+  return Promise.resolve(parts.map((part) => part.map(({ load, label }) => ({ load, label }))));
+}
+
+/**
+ * Decode every row of `lists`' parts once, keeping none, under one progress display: a split
+ * streamed to training ({@link streamRows}) names a broken image before the first step, not at
+ * the step that meets it.
+ */
+async function checkRows(lists: [ImageList, ListedImage[][]][], quiet?: boolean): Promise<void> {
+  const rows = lists.map(([list, parts]) => [list, [...new Set(parts.flat())]] as const);
+  const total = rows.reduce((n, [, r]) => n + r.length, 0);
+  const progress = progressFrom(SHOW_IMAGES, "checking images", quiet);
+  let done = 0;
+  for (const [list, part] of rows) {
+    for (let at = 0; at < part.length; at += CHECK_CHUNK) {
+      const chunk = part.slice(at, at + CHECK_CHUNK);
+      await decodeImageList(list, chunk, (n) => progress?.(done + n, total));
+      done += chunk.length;
+    }
+  }
+}
+
+/** Images decoded at a time by {@link checkRows}, then dropped. */
+const CHECK_CHUNK = 256;
 
 /**
  * The examples of each of `parts` (rows of `list`) decoded under one progress display, each row once

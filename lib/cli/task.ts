@@ -32,6 +32,7 @@ export const TASK_FLAGS: Readonly<Record<string, readonly TaskName[]>> = {
   "group-by-length": ["seq-cls", "token-cls", "causal-lm"],
   // a causal LM's output layer is no task head
   "head-lr": ["seq-cls", "token-cls", "image-cls"],
+  "image-memory": ["image-cls"],
 };
 
 /**

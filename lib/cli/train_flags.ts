@@ -231,6 +231,12 @@ export const FLAGS = {
   ...FIELD_FLAGS,
   "loss-on": LOSS_ON_FLAG,
   "template-kwargs": TEMPLATE_KWARGS_FLAG,
+  "image-memory": {
+    type: "string",
+    arg: "SIZE",
+    help: "decoded images a run holds in memory at most, e.g. 4GiB (default: a quarter of this machine's " +
+      "memory); an image split needing more is checked once, then decoded again for each batch",
+  },
   "group-by-length": {
     type: "boolean",
     help: "batch rows of similar length together (less padding; texts of varied lengths train faster)",

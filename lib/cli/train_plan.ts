@@ -20,6 +20,7 @@ import { scoresEntities, type TaskName } from "../train/tasks.ts";
 import { DataError } from "../train/data_error.ts";
 import { stepsForEpochs } from "../train/trainer.ts";
 import { ArgsError, checkShipped, listOf, refuseUnused, templateKwargs } from "./args.ts";
+import { parseBytes } from "./environment.ts";
 import { adapterConfigOf, DEFAULT_LR, headLrOf, type Method, type MethodOptions } from "./method.ts";
 import { checkOutDir, savedSettings } from "./run_dir.ts";
 import { isBuiltinData, loadSplits, type Splits } from "./setup.ts";
@@ -221,6 +222,9 @@ async function loadRunSplits(
       lossOn: v["loss-on"] as LossOn,
       templateVariables: templateKwargs(v["template-kwargs"]),
       groupByLength: v["group-by-length"],
+      imageMemory: v["image-memory"] === undefined
+        ? undefined
+        : parseBytes(v["image-memory"], "--image-memory"),
       quiet: v.quiet,
       labelField: v["label-field"],
       regression,

@@ -56,23 +56,51 @@ export interface BatchSource {
   readonly stepsPerEpoch: number;
   /** The position of the `globalStep`-th batch counted from the start (0-based). */
   positionAt(globalStep: number): Position;
-  /** The batch at `position`. */
+  /** The batch at `position` (made ready by {@link prepare} first, where the source has it). */
   batch(position: Position): HostBatch;
+  /**
+   * Make the batch at `position` ready for {@link batch}: a source that loads its rows per batch
+   * (images decoded again for each) loads them here, and may be asked ahead, while the GPU runs
+   * the step before. Absent where every batch is at hand.
+   */
+  prepare?(position: Position): Promise<void>;
 }
+
+/** The floats of one preprocessed image (c·h·w, channels first), or a function that makes them when a batch needs them. */
+export type ImagePixels = Float32Array | (() => Float32Array);
 
 /** Preprocessed images (each c·h·w floats, channels first) with class ids. */
 export interface ImageExample {
-  /** c·h·w floats, channels first; or a function that makes them when a batch needs them. */
-  pixels: Float32Array | (() => Float32Array);
+  /** The image's pixels, held. */
+  pixels: ImagePixels;
   /** The class id. */
   label: number;
 }
 
-/** Batches of images in the seeded epoch order of {@link BatchIterator}. */
+/**
+ * An image loaded again for each batch that takes it (a split too large to hold decoded): its
+ * class id, and what decodes it.
+ */
+export interface StreamedImage {
+  /** Decodes and preprocesses the image (ListedImage's load, lib/train/image_data.ts). */
+  load: () => Promise<ImagePixels>;
+  /** The class id. */
+  label: number;
+}
+
+/**
+ * Batches of images in the seeded epoch order of {@link BatchIterator}. Streamed images are loaded
+ * by {@link prepare}, a batch's at once (on image_data's worker pool), and held only until their
+ * batch is taken.
+ */
 export class ImageBatches implements BatchSource {
   /** Batches per epoch (the last one may be smaller). */
   readonly stepsPerEpoch: number;
   readonly #order: BatchIterator;
+  /** The streamed images of the batches being prepared, by position ("epoch:step"). */
+  readonly #loading = new Map<string, Promise<Map<number, ImagePixels>>>();
+  /** Those loaded, until their batch is taken. */
+  readonly #loaded = new Map<string, Map<number, ImagePixels>>();
 
   /**
    * Batches of `batchSize` images of shape `imageShape` [c, h, w] (readImageData's
@@ -80,7 +108,7 @@ export class ImageBatches implements BatchSource {
    * `shuffle` is false. A bad batch size or seed is a RangeError; no examples is a DataError.
    */
   constructor(
-    readonly examples: readonly ImageExample[],
+    readonly examples: readonly (ImageExample | StreamedImage)[],
     readonly imageShape: [number, number, number],
     readonly batchSize: number,
     opts: { seed?: number; shuffle?: boolean } = {},
@@ -100,19 +128,48 @@ export class ImageBatches implements BatchSource {
     return this.#order.positionAt(globalStep);
   }
 
-  /** The batch at `position`. */
-  batch({ epoch, step }: Position): ImageBatch {
-    const order = this.#order.order(epoch);
-    const rows = order.subarray(step * this.batchSize, (step + 1) * this.batchSize);
+  /** Load the streamed images of the batch at `position` (once however often asked, until it is taken). */
+  prepare(position: Position): Promise<void> {
+    const key = `${position.epoch}:${position.step}`;
+    if (this.#loaded.has(key)) return Promise.resolve();
+    let loading = this.#loading.get(key);
+    if (!loading) {
+      const streamed = [...this.#rows(position)].filter((r) => !("pixels" in this.examples[r]));
+      loading = Promise.all(streamed.map((r) => (this.examples[r] as StreamedImage).load()))
+        .then((pixels) => new Map(streamed.map((r, i) => [r, pixels[i]])))
+        .finally(() => this.#loading.delete(key));
+      loading.catch(() => {}); // asked ahead and never awaited (the run stopped): no unhandled rejection
+      this.#loading.set(key, loading);
+    }
+    return loading.then((pixels) => void this.#loaded.set(key, pixels));
+  }
+
+  /** The batch at `position`; one holding streamed images must have been prepared ({@link prepare}). */
+  batch(position: Position): ImageBatch {
+    const rows = this.#rows(position), key = `${position.epoch}:${position.step}`;
+    const loaded = this.#loaded.get(key);
+    this.#loaded.delete(key);
     const [c, h, w] = this.imageShape, n = c * h * w;
     const pixels = new Float32Array(rows.length * n);
     const labels = new Int32Array(rows.length);
     rows.forEach((r, i) => {
-      const p = this.examples[r].pixels;
+      const example = this.examples[r];
+      const p = "pixels" in example ? example.pixels : loaded?.get(r);
+      if (p === undefined) {
+        throw new Error(
+          `ImageBatches: the batch at epoch ${position.epoch}, step ${position.step} streams its images: ` +
+            `prepare it before taking it`,
+        );
+      }
       pixels.set(typeof p === "function" ? p() : p, i * n);
-      labels[i] = this.examples[r].label;
+      labels[i] = example.label;
     });
     return { pixels, shape: [rows.length, c, h, w], labels, rows: Int32Array.from(rows) };
+  }
+
+  /** The example indices of the batch at a position. */
+  #rows({ epoch, step }: Position): Int32Array {
+    return this.#order.order(epoch).subarray(step * this.batchSize, (step + 1) * this.batchSize);
   }
 }
 
@@ -235,7 +292,7 @@ export interface EvalResult {
  */
 export async function evaluate(
   model: Model,
-  batches: Iterable<HostBatch>,
+  batches: Iterable<HostBatch> | AsyncIterable<HostBatch>,
   taskName?: TaskName,
   onBatch?: (done: number) => void,
 ): Promise<EvalResult> {
@@ -247,7 +304,7 @@ export async function evaluate(
   const tagged: { pred: number[]; truth: number[] }[] = [];
   let pending: Promise<void>[] = [];
   try {
-    for (const b of batches) {
+    for await (const b of batches) {
       const n = lossCount(b, task), rows = b.shape[0];
       const perToken = !isImageBatch(b) && (task === "causal-lm" || task === "token-cls");
       const labels = perToken ? null : b.labels;
@@ -416,7 +473,14 @@ function predictionMetrics(
   };
 }
 
-/** Every batch of one pass over a split, in order (for evaluation). */
-export function* inOrder(source: BatchSource): Generator<HostBatch> {
-  for (let step = 0; step < source.stepsPerEpoch; step++) yield source.batch({ epoch: 0, step });
+/**
+ * Every batch of one pass over a split, in order (for evaluation); a source that loads its batches
+ * ({@link BatchSource.prepare}) loads the next one while this one is evaluated.
+ */
+export async function* inOrder(source: BatchSource): AsyncGenerator<HostBatch> {
+  for (let step = 0; step < source.stepsPerEpoch; step++) {
+    await source.prepare?.({ epoch: 0, step });
+    if (step + 1 < source.stepsPerEpoch) source.prepare?.({ epoch: 0, step: step + 1 }).catch(() => {});
+    yield source.batch({ epoch: 0, step });
+  }
 }

@@ -413,7 +413,10 @@ async function trainSteps(run: Run): Promise<void> {
   // steps between the checkpoints written on the way
   const saveEvery = opts.outDir && opts.writeWeights ? opts.saveEvery ?? 0 : 0;
   while (run.step < totalSteps && !ended()) {
+    await prepareStep(run, run.step);
     trainStep(run);
+    // the next step's batches load (a streamed source's) while the GPU runs this one
+    if (run.step < totalSteps) prepareStep(run, run.step).catch(() => {});
     const step = run.step;
     opts.progress?.update(step, { tokens: result.tokens });
     if (step % run.logEvery === 0 || step === totalSteps) await queueRead(run, step);
@@ -432,6 +435,14 @@ async function trainSteps(run: Run): Promise<void> {
     }
     if (saveEvery > 0 && step % saveEvery === 0 && step < totalSteps) await checkpoint(run);
   }
+}
+
+/** Make ready the batches of optimiser step `step` where the source loads them ({@link BatchSource.prepare}). */
+async function prepareStep(run: Run, step: number): Promise<void> {
+  const { data } = run.opts;
+  if (!data.prepare) return;
+  const { first, count } = stepBatches(step, run.micro, data.stepsPerEpoch);
+  await Promise.all(Array.from({ length: count }, (_, j) => data.prepare!(data.positionAt(first + j))));
 }
 
 /**

@@ -1,0 +1,141 @@
+/**
+ * Image splits too large to hold decoded (train's --image-memory) and eval's single pass are
+ * decoded again for each batch: ImageBatches loads a batch's streamed images in `prepare`, the
+ * trainer and `inOrder` ask for the next batch ahead, and a streamed training split is checked
+ * once before the first step.
+ */
+import { join } from "node:path";
+import { ImageBatches, type ImageExample, inOrder, type StreamedImage } from "../lib/train/tasks.ts";
+import { openSafetensors } from "../lib/io/safetensors.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
+
+const VIT = "tests/fixtures/models/vit";
+const IMAGES = "tests/fixtures/images/folder";
+
+/** Seven 1×2×2 images, held, and the same streamed with a count of loads. */
+function images() {
+  const held: ImageExample[] = Array.from({ length: 7 }, (_, i) => ({
+    pixels: Float32Array.from({ length: 4 }, (_, k) => 10 * i + k),
+    label: i % 3,
+  }));
+  const loads: number[] = [];
+  const streamed: StreamedImage[] = held.map(({ pixels, label }, i) => ({
+    label,
+    load: () => (loads.push(i), Promise.resolve(() => pixels as Float32Array)),
+  }));
+  return { held, streamed, loads };
+}
+
+Deno.test("ImageBatches: streamed images give the held images' batches once prepared, each loaded once a batch", async () => {
+  const { held, streamed, loads } = images();
+  const a = new ImageBatches(held, [1, 2, 2], 3, { seed: 4 });
+  const b = new ImageBatches(streamed, [1, 2, 2], 3, { seed: 4 });
+  for (let s = 0; s < 2 * a.stepsPerEpoch; s++) {
+    const at = b.positionAt(s);
+    assertThrows(() => b.batch(at), `the batch at epoch ${at.epoch}, step ${at.step} streams its images`);
+    await Promise.all([b.prepare(at), b.prepare(at)]); // asked twice (ahead, then for the step): loaded once
+    const [x, y] = [a.batch(a.positionAt(s)), b.batch(at)];
+    assertEquals([...y.pixels], [...x.pixels]);
+    assertEquals([...y.labels], [...x.labels]);
+    assertThrows(() => b.batch(at), "prepare it before taking it"); // a taken batch is not held
+  }
+  assertEquals(loads.length, 14, "each image once an epoch");
+  // inOrder prepares each batch (and the next one ahead)
+  const passed = [];
+  for await (const batch of inOrder(new ImageBatches(streamed, [1, 2, 2], 2, { shuffle: false }))) {
+    passed.push(...batch.labels);
+  }
+  assertEquals(passed, held.map((e) => e.label));
+});
+
+Deno.test("ImageBatches: a streamed image that fails to load fails its batch's prepare, and a retry loads again", async () => {
+  const { streamed } = images();
+  let fail = true;
+  streamed[0] = {
+    label: 0,
+    load: () => fail ? Promise.reject(new Error("x.png: broken")) : streamed[1].load(),
+  };
+  const b = new ImageBatches(streamed, [1, 2, 2], 7, { shuffle: false });
+  await assertRejects(() => b.prepare({ epoch: 0, step: 0 }), Error, "x.png: broken");
+  fail = false;
+  await b.prepare({ epoch: 0, step: 0 });
+  assertEquals(b.batch({ epoch: 0, step: 0 }).labels.length, 7);
+});
+
+Deno.test("train --image-memory: a split over it is checked, then decoded per batch, and trains as a held one", async () => {
+  await withTempDir("hartley_image_stream_", async (dir) => {
+    const run = (out: string, extra: string[] = []) =>
+      runCli([
+        ...["train", "--model", VIT, "--data", IMAGES, "--steps", "3", "--batch-size", "2", "--lr", "0.05"],
+        ...[
+          "--eval-fraction",
+          "0.34",
+          "--eval-every",
+          "3",
+          "--save-every",
+          "0",
+          "--out",
+          join(dir, out),
+          ...extra,
+        ],
+      ]);
+    const [held, streamed] = [await run("held"), await run("streamed", ["--image-memory", "4KiB"])];
+    assertEquals([held.code, streamed.code], [0, 0], streamed.err);
+    const weights = async (out: string) => {
+      const file = await openSafetensors(join(dir, out, "adapter/adapter_model.safetensors"));
+      return await Promise.all(file.names.map(async (k) => [k, Array.from(await file.readF32(k))] as const));
+    };
+    assertEquals(await weights("streamed"), await weights("held"));
+    const evals = (out: string) =>
+      Deno.readTextFile(join(dir, out, "log.jsonl")).then((t) =>
+        t.split("\n").filter((l) => l.includes('"eval"'))
+      );
+    assertEquals(await evals("streamed"), await evals("held"));
+
+    // a broken image is named before the first step, though the one step trains on another image
+    const broken = join(dir, "broken");
+    for (const cls of ["cat", "dog"]) {
+      await Deno.mkdir(join(broken, cls), { recursive: true });
+      for await (const e of Deno.readDir(join(IMAGES, cls))) {
+        await Deno.copyFile(join(IMAGES, cls, e.name), join(broken, cls, e.name));
+      }
+    }
+    await Deno.writeTextFile(join(broken, "dog", "zz.png"), "not a png");
+    const bad = await runCli([
+      ...[
+        "train",
+        "--model",
+        VIT,
+        "--data",
+        broken,
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--image-memory",
+        "4KiB",
+      ],
+      ...["--eval-fraction", "0", "--seed", "1", "--out", join(dir, "bad")],
+    ]);
+    assert(bad.code !== 0 && bad.err.includes("zz.png"), bad.err);
+    const log = await Deno.readTextFile(join(dir, "bad", "log.jsonl")).catch(() => "");
+    assert(!log.includes('"train"'), log);
+  });
+});
+
+Deno.test("train --image-memory: a size it cannot read, and a task without images, are refused by name", async () => {
+  await withTempDir("hartley_image_stream_", async (dir) => {
+    const images = ["train", "--model", VIT, "--data", IMAGES, "--steps", "1", "--out", join(dir, "a")];
+    const unread = await runCli([...images, "--image-memory", "lots"]);
+    assertEquals(unread.code, 2, unread.err);
+    assert(unread.err.includes("--image-memory: expected a byte count"), unread.err);
+    const text = await runCli([
+      ...tinyRun(await writeToyData(dir, 8), join(dir, "b")),
+      "--image-memory",
+      "1GiB",
+    ]);
+    assertEquals(text.code, 2, text.err);
+    assert(text.err.includes("--image-memory") && text.err.includes("seq-cls"), text.err);
+  });
+});
