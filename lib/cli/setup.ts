@@ -779,7 +779,7 @@ function imageLabelCount(
 }
 
 /** Bytes of decoded images a run holds by default: a quarter of the machine's memory. */
-export function defaultImageMemory(): number {
+function defaultImageMemory(): number {
   return Math.floor(Deno.systemMemoryInfo().total / 4);
 }
 
