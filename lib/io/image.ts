@@ -176,86 +176,210 @@ export function resizeBilinear(image: RgbImage, width: number, height: number): 
   if (!(Number.isInteger(width) && width >= 1 && Number.isInteger(height) && height >= 1)) {
     throw new ImageError(`resize target must be positive integers, got ${width}×${height}`);
   }
-  let data: RgbImage["data"] = image.data.slice();
-  if (width !== image.width) {
-    const taps = weights(image.width, width), out = like(data, image.height * width * 3);
-    for (let y = 0; y < image.height; y++) {
-      for (let c = 0; c < 3; c++) {
-        filterLine(data, y * image.width * 3 + c, 3, out, y * width * 3 + c, 3, taps);
-      }
-    }
-    data = out;
-  }
-  if (height !== image.height) {
-    const taps = weights(image.height, height), out = like(data, height * width * 3);
-    for (let i = 0; i < width * 3; i++) filterLine(data, i, width * 3, out, i, width * 3, taps);
-    data = out;
-  }
+  if (width === image.width && height === image.height) return { width, height, data: image.data.slice() };
+  const data = image.data instanceof Float32Array
+    ? resizeFloat(image.data, image.width, image.height, width, height)
+    : resize8(image.data, image.width, image.height, width, height);
   return { width, height, data };
 }
 
-/** A zeroed array of `data`'s kind: Float32Array for floats, else Uint8Array. */
-function like(data: RgbImage["data"], length: number): Float32Array | Uint8Array {
-  return data instanceof Float32Array ? new Float32Array(length) : new Uint8Array(length);
+/**
+ * Each output sample's taps along one axis, in flat tables: output o reads the inputs
+ * start[o] .. start[o] + count[o] - 1 with the weights weight[o · stride + k], k < count[o].
+ */
+interface Taps<W extends Float64Array | Int32Array> {
+  start: Int32Array;
+  count: Int32Array;
+  /** Weights per output in `weight`: the largest count. */
+  stride: number;
+  weight: W;
+}
+
+/** Pillow's fixed point for 8-bit resampling: weights scaled by 2^22, sums rounded. */
+const SHIFT = 22, ONE = 1 << SHIFT, HALF = 1 << (SHIFT - 1);
+
+/** Normalised triangle-filter taps of each output sample along one axis. */
+function weights(inSize: number, outSize: number): Taps<Float64Array> {
+  const scale = inSize / outSize;
+  const filterScale = Math.max(scale, 1);
+  const support = filterScale; // the bilinear (triangle) filter has support 1
+  const start = new Int32Array(outSize), count = new Int32Array(outSize);
+  for (let o = 0; o < outSize; o++) {
+    const center = (o + 0.5) * scale;
+    start[o] = Math.max(Math.trunc(center - support + 0.5), 0);
+    count[o] = Math.min(Math.trunc(center + support + 0.5), inSize) - start[o];
+  }
+  const stride = count.reduce((m, n) => Math.max(m, n), 0);
+  const weight = new Float64Array(outSize * stride);
+  for (let o = 0; o < outSize; o++) {
+    const center = (o + 0.5) * scale, w = weight.subarray(o * stride, o * stride + count[o]);
+    let sum = 0;
+    for (let k = 0; k < w.length; k++) {
+      const t = Math.abs((start[o] + k - center + 0.5) / filterScale);
+      w[k] = t < 1 ? 1 - t : 0;
+      sum += w[k];
+    }
+    for (let k = 0; k < w.length; k++) w[k] /= sum;
+  }
+  return { start, count, stride, weight };
+}
+
+/**
+ * `taps` in Pillow's fixed point, for the 8-bit passes. Their sums are int32: the weights are
+ * ≥ 0 (a triangle) and multiply 8-bit values, so a sum is at most HALF + 255 · (an output's
+ * weight total), and a total is 2^22 plus at most half a unit per tap of rounding. That stays
+ * below 2^31 for fewer than ~8 million taps (a side shrunk ~4 million times), checked here.
+ */
+function fixedPoint(taps: Taps<Float64Array>): Taps<Int32Array> {
+  const weight = Int32Array.from(taps.weight, (x) => Math.trunc(x * ONE + (x < 0 ? -0.5 : 0.5)));
+  for (let o = 0; o < taps.count.length; o++) {
+    let total = 0;
+    for (let k = 0; k < taps.count[o]; k++) total += weight[o * taps.stride + k];
+    if (HALF + 255 * total >= 2 ** 31) {
+      throw new ImageError(
+        `resize: an output pixel averaging ${taps.count[o]} input pixels overflows the 8-bit path's ` +
+          `int32 sums; expected fewer than ~8 million (a side shrunk less than ~4 million times)`,
+      );
+    }
+  }
+  return { ...taps, weight };
+}
+
+/** A fixed-point sum → its 8-bit value (the shift is Math.floor(s / ONE) for 0 ≤ s < 2^31). */
+function to8(s: number): number {
+  const v = s >> SHIFT;
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+/** 8-bit RGB resized as Pillow does: horizontal pass, then vertical, rounding to 8 bits after each. */
+function resize8(
+  data: Uint8Array | Uint8ClampedArray,
+  inWidth: number,
+  inHeight: number,
+  width: number,
+  height: number,
+): Uint8Array {
+  // one array type in the loops below
+  let pixels = new Uint8Array(data.buffer, data.byteOffset, data.length);
+  if (width !== inWidth) pixels = horizontal8(pixels, inWidth, inHeight, fixedPoint(weights(inWidth, width)));
+  if (height !== inHeight) pixels = vertical8(pixels, width, fixedPoint(weights(inHeight, height)));
+  return pixels;
+}
+
+/** Each row of `src` (`inWidth` RGB pixels a row) filtered by `taps` into a new image. */
+function horizontal8(src: Uint8Array, inWidth: number, height: number, taps: Taps<Int32Array>): Uint8Array {
+  const width = taps.count.length, dst = new Uint8Array(height * width * 3);
+  // two rows at a time share the weight loads; an odd last row is filtered twice in place
+  for (let y = 0; y < height; y += 2) {
+    const y2 = Math.min(y + 1, height - 1);
+    filterRows8(src, y * inWidth * 3, y2 * inWidth * 3, dst, y * width * 3, y2 * width * 3, taps);
+  }
+  return dst;
+}
+
+/**
+ * The RGB rows of `src` from `at` and `at2` filtered by `taps` into `dst` from `to` and `to2`.
+ * (A function of its own, as are the vertical pass's steps, so that V8 optimises it whole
+ * rather than loop by loop.)
+ */
+function filterRows8(
+  src: Uint8Array,
+  at: number,
+  at2: number,
+  dst: Uint8Array,
+  to: number,
+  to2: number,
+  taps: Taps<Int32Array>,
+): void {
+  const { start, count, stride, weight } = taps;
+  for (let o = 0; o < count.length; o++) {
+    let r = HALF, g = HALF, b = HALF, r2 = HALF, g2 = HALF, b2 = HALF;
+    const n = count[o], w0 = o * stride, first = start[o] * 3;
+    for (let k = 0, p = at + first, p2 = at2 + first; k < n; k++, p += 3, p2 += 3) {
+      // | 0 keeps V8 in int32; the sums cannot overflow (see fixedPoint)
+      const w = weight[w0 + k];
+      r = (r + Math.imul(w, src[p])) | 0;
+      g = (g + Math.imul(w, src[p + 1])) | 0;
+      b = (b + Math.imul(w, src[p + 2])) | 0;
+      r2 = (r2 + Math.imul(w, src[p2])) | 0;
+      g2 = (g2 + Math.imul(w, src[p2 + 1])) | 0;
+      b2 = (b2 + Math.imul(w, src[p2 + 2])) | 0;
+    }
+    const q = to + o * 3, q2 = to2 + o * 3;
+    dst[q] = to8(r);
+    dst[q + 1] = to8(g);
+    dst[q + 2] = to8(b);
+    dst[q2] = to8(r2);
+    dst[q2 + 1] = to8(g2);
+    dst[q2 + 2] = to8(b2);
+  }
+}
+
+/**
+ * Each column of `src` (`width` RGB pixels a row) filtered by `taps` into a new image, an output
+ * row at a time: its input rows weighted into a row of sums, so every access runs along a row.
+ */
+function vertical8(src: Uint8Array, width: number, taps: Taps<Int32Array>): Uint8Array {
+  const { start, count, stride, weight } = taps, rowLength = width * 3;
+  const dst = new Uint8Array(count.length * rowLength), sums = new Int32Array(rowLength);
+  for (let o = 0; o < count.length; o++) {
+    sums.fill(HALF);
+    for (let k = 0; k < count[o]; k++) addRow(sums, weight[o * stride + k], src, (start[o] + k) * rowLength);
+    roundRow(sums, dst, o * rowLength);
+  }
+  return dst;
+}
+
+/** sums[i] += w · src[at + i] along the row. */
+function addRow(sums: Int32Array, w: number, src: Uint8Array, at: number): void {
+  for (let i = 0; i < sums.length; i++) sums[i] += Math.imul(w, src[at + i]);
+}
+
+/** The row of fixed-point `sums` as 8-bit values into `dst` from `to`. */
+function roundRow(sums: Int32Array, dst: Uint8Array, to: number): void {
+  for (let i = 0; i < sums.length; i++) dst[to + i] = to8(sums[i]);
+}
+
+/** Float RGB resized in float64 (stored as float32 after each pass). */
+function resizeFloat(
+  data: Float32Array,
+  inWidth: number,
+  inHeight: number,
+  width: number,
+  height: number,
+): Float32Array {
+  let pixels = data;
+  if (width !== inWidth) {
+    const taps = weights(inWidth, width), out = new Float32Array(inHeight * width * 3);
+    for (let y = 0; y < inHeight; y++) {
+      for (let c = 0; c < 3; c++) filterLine(pixels, y * inWidth * 3 + c, 3, out, y * width * 3 + c, 3, taps);
+    }
+    pixels = out;
+  }
+  if (height !== inHeight) {
+    const taps = weights(inHeight, height), out = new Float32Array(height * width * 3);
+    for (let i = 0; i < width * 3; i++) filterLine(pixels, i, width * 3, out, i, width * 3, taps);
+    pixels = out;
+  }
+  return pixels;
 }
 
 /** One line of samples (`src[inBase + i · inStep]`) filtered into `dst` at `outBase + o · outStep`. */
 function filterLine(
-  src: RgbImage["data"],
+  src: Float32Array,
   inBase: number,
   inStep: number,
-  dst: Float32Array | Uint8Array,
+  dst: Float32Array,
   outBase: number,
   outStep: number,
-  taps: Tap[],
+  taps: Taps<Float64Array>,
 ): void {
-  const float = dst instanceof Float32Array;
-  for (let o = 0; o < taps.length; o++) {
-    const { start, w, fixed } = taps[o];
+  const { start, count, stride, weight } = taps;
+  for (let o = 0; o < count.length; o++) {
     let s = 0;
-    if (float) {
-      for (let k = 0; k < w.length; k++) s += w[k] * src[inBase + (start + k) * inStep];
-      dst[outBase + o * outStep] = s;
-    } else {
-      s = HALF;
-      for (let k = 0; k < fixed.length; k++) s += fixed[k] * src[inBase + (start + k) * inStep];
-      dst[outBase + o * outStep] = Math.min(255, Math.max(0, Math.floor(s / ONE)));
-    }
+    for (let k = 0; k < count[o]; k++) s += weight[o * stride + k] * src[inBase + (start[o] + k) * inStep];
+    dst[outBase + o * outStep] = s;
   }
-}
-
-/** The input samples start.. of one output sample, with float and fixed-point weights. */
-interface Tap {
-  start: number;
-  w: Float64Array;
-  fixed: Int32Array;
-}
-
-/** Pillow's fixed point for 8-bit resampling: weights scaled by 2^22, sums rounded. */
-const ONE = 2 ** 22, HALF = 2 ** 21;
-
-/** Normalised triangle-filter taps of each output sample along one axis (float and fixed point). */
-function weights(inSize: number, outSize: number): Tap[] {
-  const scale = inSize / outSize;
-  const filterScale = Math.max(scale, 1);
-  const support = filterScale; // the bilinear (triangle) filter has support 1
-  const taps: Tap[] = [];
-  for (let o = 0; o < outSize; o++) {
-    const center = (o + 0.5) * scale;
-    const start = Math.max(Math.trunc(center - support + 0.5), 0);
-    const end = Math.min(Math.trunc(center + support + 0.5), inSize);
-    const w = new Float64Array(end - start);
-    let sum = 0;
-    for (let i = start; i < end; i++) {
-      const t = Math.abs((i - center + 0.5) / filterScale);
-      w[i - start] = t < 1 ? 1 - t : 0;
-      sum += w[i - start];
-    }
-    for (let k = 0; k < w.length; k++) w[k] /= sum;
-    const fixed = Int32Array.from(w, (x) => Math.trunc(x * ONE + (x < 0 ? -0.5 : 0.5)));
-    taps.push({ start, w, fixed });
-  }
-  return taps;
 }
 
 function checkImage(image: RgbImage): void {
