@@ -16,15 +16,17 @@
  *   row-major) with `width` and `height`.
  *   Integer values are resized in 8 bits, exactly as Pillow resizes a decoded image (transformers
  *   turns such an array into an 8-bit PIL image to resize it); others are resized in float64.
- * Files are decoded and resized once, when read; each batch then rescales and normalises its
+ * Files are decoded and resized once, when read, on the worker pool of lib/io/image_workers.ts
+ * (several at a time: every core but one busy); each batch then rescales and normalises its
  * images from the resized 8-bit pixels (3·S·S bytes an image in memory). {@link listImageData}
  * lists the images and their labels without decoding any, so that a run decodes only the rows it
  * keeps ({@link decodeImageList}).
  * @module
  */
 import { dirname, join, relative, resolve } from "node:path";
-import { type ImageProcessorConfig, preprocessImage, resizeBilinear, type RgbImage } from "../io/image.ts";
-import { decodeImage, IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
+import { type ImageProcessorConfig, preprocessImage, type RgbImage } from "../io/image.ts";
+import { IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
+import { type DecodeJob, decodeResized, imageWorkerCount } from "../io/image_workers.ts";
 import { ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
 import { readRecords } from "./readers.ts";
 import { DataError } from "./data_error.ts";
@@ -86,7 +88,10 @@ export interface ListedImage {
   source: string;
   /** The class id. */
   label: number;
-  /** Its pixels: the file (or Parquet bytes) decoded and resized now; a JSONL line's, read with the list. */
+  /**
+   * Its pixels: the file (or Parquet bytes) decoded and resized now, on the worker pool (call it for
+   * several images at once to keep the workers busy); a JSONL line's, read with the list.
+   */
   load: () => Promise<ImageExample["pixels"]>;
 }
 
@@ -123,23 +128,54 @@ export async function listImageData(
 }
 
 /**
- * The examples of `images` (rows of `list`), in their order: each decoded and resized once, here.
- * `onProgress` is called after each is decoded, with those decoded and all of `images`, as
- * {@link ImageDataOptions.onProgress} is (not for a JSONL file's, which are read already).
+ * The examples of `images` (rows of `list`), in their order: each decoded and resized once, on the
+ * image workers, {@link LOADS_PER_WORKER} a worker under way at a time. `onProgress` is called as
+ * each is decoded (in whatever order they finish), with those decoded and all of `images`, as
+ * {@link ImageDataOptions.onProgress} is (not for a JSONL file's, which are read already). The
+ * first image that fails stops the decoding, and the error thrown is that of the first in
+ * `images`' order (the one a decoding one by one would meet), once those under way have finished.
  */
 export async function decodeImageList(
   list: ImageList,
   images: readonly ListedImage[] = list.images,
   onProgress?: (done: number, total: number) => void,
 ): Promise<ImageExample[]> {
-  return await asDataError(async () => {
-    const examples: ImageExample[] = [];
-    for (const image of images) {
-      examples.push({ pixels: await image.load(), label: image.label });
-      if (list.encoded) onProgress?.(examples.length, images.length);
+  const progress = list.encoded ? onProgress : undefined;
+  const pixels = await asDataError(() => loadInOrder(images.map((image) => image.load), progress));
+  return images.map((image, i) => ({ pixels: pixels[i], label: image.label }));
+}
+
+/** Loads kept under way per image worker: enough that each has the next image when it finishes one. */
+export const LOADS_PER_WORKER = 3;
+
+/**
+ * The results of `loads`, in their order, with {@link LOADS_PER_WORKER} an image worker under way
+ * at a time; `onProgress` is told each one done. After a load fails none is started; those under
+ * way finish, and the error of the first failed in `loads`' order is thrown.
+ */
+async function loadInOrder<T>(
+  loads: readonly (() => Promise<T>)[],
+  onProgress?: (done: number, total: number) => void,
+): Promise<T[]> {
+  const out = new Array<T>(loads.length);
+  let next = 0, done = 0, firstFailed = Infinity, error: unknown;
+  // each lane loads the next image not yet started, until none is left or one has failed
+  const lane = async () => {
+    while (next < loads.length && firstFailed === Infinity) {
+      const at = next++;
+      try {
+        out[at] = await loads[at]();
+      } catch (e) {
+        if (at < firstFailed) [firstFailed, error] = [at, e];
+        continue;
+      }
+      if (firstFailed === Infinity) onProgress?.(++done, loads.length);
     }
-    return examples;
-  });
+  };
+  const lanes = Math.min(loads.length, LOADS_PER_WORKER * imageWorkerCount());
+  await Promise.all(Array.from({ length: lanes }, lane));
+  if (firstFailed < Infinity) throw error;
+  return out;
 }
 
 /** One unlabelled image, preprocessed, and where it came from. */
@@ -161,39 +197,54 @@ export async function readImages(
   opts: Pick<ImageDataOptions, "onProgress" | "onWarning"> = {},
 ): Promise<SourcedImage[]> {
   const stat = await statOf(path);
-  const out: SourcedImage[] = [];
-  let total = 1;
-  const add = (source: string, pixels: () => Float32Array) => {
-    out.push({ source, pixels });
-    opts.onProgress?.(out.length, total);
-  };
-  await asDataError(async () => {
+  return await asDataError(async () => {
     if (stat.isDirectory) {
       const found = await imageFiles(path);
-      total = found.files.length;
-      for (const file of found.files.sort()) add(file, await decodeFile(file, processor));
-      if (out.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
+      const files = found.files.sort().map((file) => ({
+        source: file,
+        load: () => decodeFile(file, processor),
+      }));
+      const images = await loadSourced(files, opts.onProgress);
+      if (images.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
       reportSkipped(path, found.skipped, opts.onWarning);
-    } else if (/\.(jsonl|ndjson)$/i.test(path)) {
-      for (const { at, pixels } of await jsonlPixels(path, processor)) {
-        out.push({
-          source: at,
-          pixels: () => pixels,
-        });
-      }
-    } else if (/\.parquet$/i.test(path)) {
-      const table = await readParquet(path);
-      const column = imageColumn(table, path);
-      total = table.rows.length;
-      for (const [i, row] of table.rows.entries()) {
-        const at = `${path}: row ${i + 1}`;
-        add(at, await decodeCell(row[column], column, at, path, processor));
-      }
-    } else {
-      add(path, await decodeFile(path, processor));
+      return images;
     }
+    if (/\.(jsonl|ndjson)$/i.test(path)) {
+      return (await jsonlPixels(path, processor)).map(({ at, pixels }) => ({
+        source: at,
+        pixels: () => pixels,
+      }));
+    }
+    const images = /\.parquet$/i.test(path)
+      ? await parquetCells(path, processor)
+      : [{ source: path, load: () => decodeFile(path, processor) }];
+    return await loadSourced(images, opts.onProgress);
   });
-  return out;
+}
+
+/** An unlabelled image listed by {@link readImages}, not yet decoded. */
+interface UnloadedImage {
+  source: string;
+  load: () => Promise<() => Float32Array>;
+}
+
+/** `images` decoded as {@link decodeImageList} decodes them, in their order. */
+async function loadSourced(
+  images: UnloadedImage[],
+  onProgress?: (done: number, total: number) => void,
+): Promise<SourcedImage[]> {
+  const pixels = await loadInOrder(images.map((image) => image.load), onProgress);
+  return images.map(({ source }, i) => ({ source, pixels: pixels[i] }));
+}
+
+/** The images of a Parquet split's image column, each named by its row. */
+async function parquetCells(path: string, processor: ImageProcessorConfig): Promise<UnloadedImage[]> {
+  const table = await readParquet(path);
+  const column = imageColumn(table, path);
+  return table.rows.map((row, i) => {
+    const at = `${path}: row ${i + 1}`;
+    return { source: at, load: () => decodeCell(row[column], column, at, path, processor) };
+  });
 }
 
 /** The file's or folder's stat; a missing one is a DataError. */
@@ -268,7 +319,7 @@ async function imageBytes(cell: unknown, column: string, at: string, file: strin
 
 /**
  * The image of `cell`, an Image struct in `column` of the Parquet file `file` ({@link imageBytes}),
- * decoded and resized once; messages name it by `at`, its row.
+ * decoded and resized once, on the worker pool; messages name it by `at`, its row.
  */
 async function decodeCell(
   cell: unknown,
@@ -278,7 +329,9 @@ async function decodeCell(
   processor: ImageProcessorConfig,
 ): Promise<() => Float32Array> {
   const bytes = await imageBytes(cell, column, at, file);
-  return pixelsOf(await decodeImage(bytes, at), processor, at);
+  // the table keeps its cells' bytes: those are copied to the worker, a file read for a path is moved
+  const kept = isImageStruct(cell) && bytes === cell.bytes;
+  return pixelsOf(await decodeResized(decodeJob(bytes, at, processor), { transfer: !kept }), processor, at);
 }
 
 /** The file's or folder's stat; null when there is none. */
@@ -291,18 +344,23 @@ async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
   }
 }
 
+/** Decoding `bytes` (named by `source`) for `processor`: resized to its size, if it resizes. */
+function decodeJob(bytes: Uint8Array, source: string, processor: ImageProcessorConfig): DecodeJob {
+  const { width, height } = processor;
+  return { bytes, source, resizeTo: processor.doResize ? { width, height } : null };
+}
+
 /**
- * The image resized once (8-bit, as Pillow), and a function that rescales and normalises it when
- * a batch needs the floats. Without resizing, a wrongly sized image is refused here, by name.
+ * A function that rescales and normalises the image, decoded and resized once (8-bit, as Pillow),
+ * when a batch needs the floats. Without resizing, a wrongly sized image is refused here, by name.
  */
-function pixelsOf(image: RgbImage, processor: ImageProcessorConfig, source: string): () => Float32Array {
-  if (!processor.doResize && (image.width !== processor.width || image.height !== processor.height)) {
+function pixelsOf(stored: RgbImage, processor: ImageProcessorConfig, source: string): () => Float32Array {
+  if (stored.width !== processor.width || stored.height !== processor.height) {
     throw new DataError(
-      `${source}: the image is ${image.width}×${image.height}; the model takes ${processor.width}×${processor.height} ` +
-        `and its preprocessor_config.json turns resizing off`,
+      `${source}: the image is ${stored.width}×${stored.height}; the model takes ` +
+        `${processor.width}×${processor.height} and its preprocessor_config.json turns resizing off`,
     );
   }
-  const stored = processor.doResize ? resizeBilinear(image, processor.width, processor.height) : image;
   return () => preprocessImage(stored, processor);
 }
 
@@ -349,10 +407,10 @@ async function folderImages(
   };
 }
 
-/** The image file `file` decoded and resized once; messages name it from the working folder. */
+/** The image `file` decoded and resized once, on the workers; messages name it from the working folder. */
 async function decodeFile(file: string, processor: ImageProcessorConfig): Promise<() => Float32Array> {
-  const image = await decodeImage(await Deno.readFile(file), relative(Deno.cwd(), file) || file);
-  return pixelsOf(image, processor, file);
+  const job = decodeJob(await Deno.readFile(file), relative(Deno.cwd(), file) || file, processor);
+  return pixelsOf(await decodeResized(job, { transfer: true }), processor, file);
 }
 
 /** The PNG and JPEG files at any depth below a folder, and the other files there (skipped). */
