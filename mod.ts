@@ -270,14 +270,17 @@ export { type AdapterGroupOptions, adapterGroups } from "./lib/train/groups.ts";
 export { f1, matthews, multiLabelScores, pearson, spearman } from "./lib/train/metrics.ts";
 export {
   decodeImageList,
+  decodeImages,
   type ImageData,
   type ImageDataOptions,
   type ImageList,
   type ListedImage,
   listImageData,
+  listImages,
   readImageData,
   readImages,
   type SourcedImage,
+  type UnloadedImage,
 } from "./lib/train/image_data.ts";
 export { decodeImage, ImageFileError, readImageFile } from "./lib/io/image_files.ts";
 export {
@@ -290,6 +293,7 @@ export {
   classify,
   classifyImages,
   type ClassifyOptions,
+  type ImageInput,
   type Prediction,
   type TextInput,
 } from "./lib/infer/predict.ts";

@@ -6,7 +6,11 @@
  */
 import { join } from "node:path";
 import { ImageBatches, type ImageExample, inOrder, type StreamedImage } from "../lib/train/tasks.ts";
+import { getGpu } from "../lib/gpu/mod.ts";
+import { classifyImages } from "../lib/infer/predict.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
+import { loadModel } from "../lib/models/load.ts";
+import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
 
@@ -138,4 +142,43 @@ Deno.test("train --image-memory: a size it cannot read, and a task without image
     assertEquals(text.code, 2, text.err);
     assert(text.err.includes("--image-memory") && text.err.includes("seq-cls"), text.err);
   });
+});
+
+Deno.test("predict --image-memory: images over it are decoded a batch at a time, with the held images' answers", async () => {
+  const args = ["predict", "--model", VIT, "--data", IMAGES, "--batch-size", "4", "--json"];
+  const [held, streamed] = [await runCli(args), await runCli([...args, "--image-memory", "4KiB"])];
+  assertEquals([held.code, streamed.code], [0, 0], streamed.err);
+  assertEquals(streamed.out, held.out);
+  assertEquals(held.out.trim().split("\n").length, 6);
+  const text = await runCli([
+    "predict",
+    "--model",
+    "tests/fixtures/models/gpt2",
+    "--text",
+    "a",
+    "--image-memory",
+    "1GiB",
+  ]);
+  assertEquals(text.code, 2, text.err);
+  assert(text.err.includes("--image-memory"), text.err);
+});
+
+Deno.test("classifyImages: images loaded per batch answer as held ones; the first load that fails is thrown", async () => {
+  const model = await loadModel(await getGpu(), VIT);
+  try {
+    const rng = new Prng(3), per = 3 * 32 * 32;
+    const held = Array.from({ length: 5 }, () => Float32Array.from({ length: per }, () => rng.normal()));
+    const loads: number[] = [];
+    const streamed = held.map((pixels, i) => ({ load: () => (loads.push(i), Promise.resolve(pixels)) }));
+    const [a, b] = [
+      await classifyImages(model, held, { batchSize: 2 }),
+      await classifyImages(model, streamed, { batchSize: 2 }),
+    ];
+    assertEquals(b, a);
+    assertEquals(loads, [0, 1, 2, 3, 4]);
+    streamed[3] = { load: () => Promise.reject(new Error("image 3: broken")) };
+    await assertRejects(() => classifyImages(model, streamed, { batchSize: 2 }), Error, "image 3: broken");
+  } finally {
+    model.dispose();
+  }
 });

@@ -31,7 +31,13 @@ import {
   questionTurn,
   readInstructions,
 } from "../train/instruct.ts";
-import { readImages, type SourcedImage } from "../train/image_data.ts";
+import {
+  decodeImages,
+  defaultImageMemory,
+  listImages,
+  type SourcedImage,
+  type UnloadedImage,
+} from "../train/image_data.ts";
 import {
   endTokenIds,
   generate,
@@ -59,6 +65,7 @@ import {
   templateKwargs,
   withArgs,
 } from "./args.ts";
+import { parseBytes } from "./environment.ts";
 import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, type Sampling, samplingOf } from "./generation.ts";
 import { type Loaded, loadForUse, planUse, type UsePlan } from "./load.ts";
@@ -95,6 +102,12 @@ const FLAGS = {
     help: "tokens per text to classify or tag at most (longer ones are cut)",
   },
   "batch-size": { type: "integer", default: 16, min: 1, help: "inputs per forward pass" },
+  "image-memory": {
+    type: "string",
+    arg: "SIZE",
+    help: "decoded images held in memory at most, e.g. 4GiB (default: a quarter of this machine's memory); " +
+      "more are decoded a batch at a time as they are classified",
+  },
   ...GENERATION_FLAGS,
   chat: {
     type: "boolean",
@@ -140,6 +153,7 @@ const PREDICT_FLAGS: Readonly<Record<string, readonly string[]>> = Object.fromEn
   ["seq-len", ["seq-cls", "token-cls"]],
   ["text-field", ["seq-cls", "token-cls", "causal-lm"]],
   ["pair-field", ["seq-cls"]],
+  ["image-memory", ["image-cls"]],
 ]);
 
 const SPEC: CommandSpec<typeof FLAGS> = {
@@ -297,7 +311,7 @@ function exampleName(path: string, example: Instruction, i: number): string {
 
 /** What predict answers, read (and checked) before the model loads. */
 type Inputs =
-  | { kind: "images"; images: SourcedImage[] }
+  | { kind: "images"; images: (SourcedImage | UnloadedImage)[] }
   | { kind: "sentences"; sentences: Sentence[] }
   | { kind: "instructions"; path: string; examples: Instruction[] }
   | { kind: "texts"; texts: { text: string; pair?: string }[] };
@@ -309,7 +323,7 @@ type Inputs =
  */
 async function readInputs(
   plan: UsePlan,
-  v: { text?: string; data?: string; "text-field"?: string; "pair-field"?: string },
+  v: { text?: string; data?: string; "text-field"?: string; "pair-field"?: string; "image-memory"?: string },
 ): Promise<Inputs> {
   const { text, data } = v;
   if (plan.task === "image-cls") {
@@ -319,11 +333,18 @@ async function readInputs(
       );
     }
     const processor = await loadImageProcessorConfig(plan.modelDir, plan.config as VitConfig);
-    const images = await readImages(data, processor, {
-      onProgress: progressFrom(SHOW_IMAGES, "decoding images"),
-      onWarning: Progress.print,
-    });
-    return { kind: "images", images };
+    const listed = await listImages(data, processor, { onWarning: Progress.print });
+    const budget = v["image-memory"] === undefined
+      ? defaultImageMemory()
+      : parseBytes(v["image-memory"], "--image-memory");
+    if (listed.length * 3 * processor.width * processor.height > budget) {
+      // more than it holds decoded: each batch is decoded as it runs (a broken image stops it there)
+      return { kind: "images", images: listed };
+    }
+    return {
+      kind: "images",
+      images: await decodeImages(listed, progressFrom(SHOW_IMAGES, "decoding images")),
+    };
   }
   if (plan.task === "token-cls") {
     const sentences = data === undefined ? [{ ...splitWordSpans(text!), text }] : await sentencesOf(data, v);
@@ -361,7 +382,7 @@ async function answer(
   const { model, modelDir } = loaded;
   if (inputs.kind === "images") {
     const { images } = inputs;
-    const predictions = await classifyImages(model, images.map((x) => x.pixels), {
+    const predictions = await classifyImages(model, images.map((x) => "pixels" in x ? x.pixels : x), {
       batchSize: v["batch-size"],
     });
     return labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);

@@ -44,7 +44,13 @@ import {
 import { Progress } from "../train/progress.ts";
 import { loadBrownText, SPAM_LABELS, spamSplit } from "../train/datasets.ts";
 import { splitByFraction, splitTokens } from "../train/split.ts";
-import { decodeImageList, type ImageList, type ListedImage, listImageData } from "../train/image_data.ts";
+import {
+  decodeImageList,
+  defaultImageMemory,
+  type ImageList,
+  type ListedImage,
+  listImageData,
+} from "../train/image_data.ts";
 import {
   type BatchSource,
   ImageBatches,
@@ -776,11 +782,6 @@ function imageLabelCount(
     );
   }
   return numLabels;
-}
-
-/** Bytes of decoded images a run holds by default: a quarter of the machine's memory. */
-function defaultImageMemory(): number {
-  return Math.floor(Deno.systemMemoryInfo().total / 4);
 }
 
 /**

@@ -17,7 +17,7 @@ import type { Batch, Model } from "../models/model.ts";
 import { noGrad, Tensor, tidy } from "../tensor/mod.ts";
 import { ClassificationDataset } from "../train/data.ts";
 import { BatchIterator } from "../train/batches.ts";
-import { toModelBatch } from "../train/tasks.ts";
+import { type ImagePixels, toModelBatch } from "../train/tasks.ts";
 
 /** A text to classify: one text, or a pair (GLUE-style tasks). */
 export interface TextInput {
@@ -79,14 +79,18 @@ export async function classify(
   return await probabilities(model, steps);
 }
 
+/** An image to classify: its floats, a function that makes them, or one that loads such (decoded per batch). */
+export type ImageInput = ImagePixels | { load: () => Promise<ImagePixels> };
+
 /**
  * Class probabilities of preprocessed images (`[3, height, width]` floats each, as
- * lib/io/image.ts makes them, or functions that make them when their batch runs) under `model`
- * (an image classifier, in eval mode), in input order.
+ * lib/io/image.ts makes them, functions that make them when their batch runs, or images that
+ * load them then: decoded a batch at a time, the next batch while the GPU runs this one) under
+ * `model` (an image classifier, in eval mode), in input order.
  */
 export async function classifyImages(
   model: Model,
-  images: readonly (Float32Array | (() => Float32Array))[],
+  images: readonly ImageInput[],
   opts: { batchSize?: number } = {},
 ): Promise<Prediction[]> {
   if (model.task !== "image-cls") {
@@ -97,12 +101,16 @@ export async function classifyImages(
   const batchSize = opts.batchSize ?? 16, batches = [];
   for (let i = 0; i < images.length; i += batchSize) {
     const first = i, part = images.slice(i, i + batchSize);
+    let loaded: ImagePixels[] = [];
     batches.push({
       rows: part.length,
+      load: async () => {
+        loaded = await Promise.all(part.map((p) => "load" in p ? p.load() : p));
+      },
       // pixels made when the batch runs: a large set is never held as floats all at once
       inputs: (): Batch => {
         const pixels = new Float32Array(part.length * per);
-        part.forEach((p, j) => {
+        loaded.forEach((p, j) => {
           const values = typeof p === "function" ? p() : p;
           if (values.length !== per) {
             throw new Error(
@@ -113,11 +121,19 @@ export async function classifyImages(
           }
           pixels.set(values, j * per);
         });
+        loaded = [];
         return { pixelValues: Tensor.from(model.gpu, pixels, [part.length, 3, size, size]) };
       },
     });
   }
   return await probabilities(model, batches);
+}
+
+/** A batch of {@link probabilities}: its rows, what loads it (before `inputs`), and its model inputs. */
+interface ProbabilityBatch {
+  rows: number;
+  load?: () => Promise<void>;
+  inputs: () => Batch;
 }
 
 /**
@@ -126,7 +142,7 @@ export async function classifyImages(
  */
 async function probabilities(
   model: Model,
-  batches: readonly { rows: number; inputs: () => Batch }[],
+  batches: readonly ProbabilityBatch[],
 ): Promise<Prediction[]> {
   const wasTraining = model.training;
   model.train(false);
@@ -162,7 +178,12 @@ async function probabilities(
     reads = [];
   };
   try {
-    for (const b of batches) {
+    // each batch's load (if any) runs while the batch before it is encoded and run
+    let ahead = batches[0]?.load?.();
+    for (const [i, b] of batches.entries()) {
+      await ahead;
+      ahead = batches[i + 1]?.load?.();
+      ahead?.catch(() => {}); // awaited next turn; not unhandled should this batch throw
       const { logits } = tidy(() =>
         noGrad(() => ({ logits: model.forward(b.inputs(), { headOnly: true }).logits.readLater() }))
       );

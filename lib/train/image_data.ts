@@ -196,45 +196,65 @@ export async function readImages(
   processor: ImageProcessorConfig,
   opts: Pick<ImageDataOptions, "onProgress" | "onWarning"> = {},
 ): Promise<SourcedImage[]> {
+  return await decodeImages(await listImages(path, processor, opts), opts.onProgress);
+}
+
+/**
+ * `images` (listed by {@link listImages}) decoded, in their order, as {@link decodeImageList}
+ * decodes labelled ones: `onProgress` as each is done, the first failed in their order thrown.
+ */
+export async function decodeImages(
+  images: readonly UnloadedImage[],
+  onProgress?: (done: number, total: number) => void,
+): Promise<SourcedImage[]> {
+  const pixels = await asDataError(() => loadInOrder(images.map((image) => image.load), onProgress));
+  return images.map(({ source }, i) => ({ source, pixels: pixels[i] }));
+}
+
+/** An unlabelled image listed by {@link listImages}, not yet decoded. */
+export interface UnloadedImage {
+  /** The file, the Parquet file and row, or the JSONL file and line. */
+  source: string;
+  /** Its pixels: the file (or Parquet bytes) decoded and resized now, on the image workers. */
+  load: () => Promise<() => Float32Array>;
+}
+
+/**
+ * The unlabelled images {@link readImages} reads, listed (the same errors and warnings of the
+ * listing) and not decoded: a caller with more than it would hold decoded decodes them a batch
+ * at a time. A JSONL file's pixels are read with the list.
+ */
+export async function listImages(
+  path: string,
+  processor: ImageProcessorConfig,
+  opts: Pick<ImageDataOptions, "onWarning"> = {},
+): Promise<UnloadedImage[]> {
   const stat = await statOf(path);
   return await asDataError(async () => {
     if (stat.isDirectory) {
       const found = await imageFiles(path);
-      const files = found.files.sort().map((file) => ({
-        source: file,
-        load: () => decodeFile(file, processor),
-      }));
-      const images = await loadSourced(files, opts.onProgress);
-      if (images.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
+      if (found.files.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
       reportSkipped(path, found.skipped, opts.onWarning);
-      return images;
+      return found.files.sort().map((file) => ({ source: file, load: () => decodeFile(file, processor) }));
     }
     if (/\.(jsonl|ndjson)$/i.test(path)) {
       return (await jsonlPixels(path, processor)).map(({ at, pixels }) => ({
         source: at,
-        pixels: () => pixels,
+        load: () => Promise.resolve(() => pixels),
       }));
     }
-    const images = /\.parquet$/i.test(path)
+    return /\.parquet$/i.test(path)
       ? await parquetCells(path, processor)
       : [{ source: path, load: () => decodeFile(path, processor) }];
-    return await loadSourced(images, opts.onProgress);
   });
 }
 
-/** An unlabelled image listed by {@link readImages}, not yet decoded. */
-interface UnloadedImage {
-  source: string;
-  load: () => Promise<() => Float32Array>;
-}
-
-/** `images` decoded as {@link decodeImageList} decodes them, in their order. */
-async function loadSourced(
-  images: UnloadedImage[],
-  onProgress?: (done: number, total: number) => void,
-): Promise<SourcedImage[]> {
-  const pixels = await loadInOrder(images.map((image) => image.load), onProgress);
-  return images.map(({ source }, i) => ({ source, pixels: pixels[i] }));
+/**
+ * Bytes of decoded images a command holds by default (train's --image-memory): a quarter of the
+ * machine's memory. More are decoded again for each batch.
+ */
+export function defaultImageMemory(): number {
+  return Math.floor(Deno.systemMemoryInfo().total / 4);
 }
 
 /** The images of a Parquet split's image column, each named by its row. */
