@@ -50,6 +50,11 @@ Deno.test("writeDirAtomic: a failed write removes the folders it made for the ta
     assert(failed instanceof Error && failed.message === "no");
     assertEquals(await names(dir), ["kept"]);
     assertEquals(await names(`${dir}/kept`), []);
+    // a link to no folder is the user's, not a folder the write made: the failed write keeps it
+    await Deno.symlink(`${dir}/gone`, `${dir}/kept/link`);
+    const refused = await writeDirAtomic(`${dir}/kept/link/out`, async () => {}).catch((e) => e);
+    assert(refused instanceof Error, "mkdir through a dangling link fails");
+    assertEquals(await names(`${dir}/kept`), ["link"]);
   });
 });
 

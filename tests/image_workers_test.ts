@@ -217,6 +217,7 @@ const SCRIPT = `
   import { parseImageProcessorConfig } from "${new URL("../lib/io/image.ts", import.meta.url)}";
   import { liveImageWorkers } from "${new URL("../lib/io/image_workers.ts", import.meta.url)}";
   import { readImageData } from "${new URL("../lib/train/image_data.ts", import.meta.url)}";
+  /*PRELUDE*/
   const processor = parseImageProcessorConfig(null, { imageSize: 32 }, "defaults");
   const data = await readImageData("${IMAGES}folder", processor);
   const sum = data.examples.reduce((s, e) => s + e.pixels().reduce((a, b) => a + b, 0), 0);
@@ -227,9 +228,12 @@ Deno.test("image workers: a process exits by itself after decoding; where no wor
   const lib = (file: string) => fileURLToPath(new URL(`../lib/io/${file}`, import.meta.url));
   await withTempDir("hartley_imgexit_", async (dir) => {
     await Deno.writeTextFile(`${dir}/decode.js`, SCRIPT);
-    const run = async (deny: string[]) => {
+    // a runtime whose threads cannot start: every Worker throws as it is made
+    const noThreads = 'globalThis.Worker = class { constructor() { throw new Error("no threads"); } };';
+    await Deno.writeTextFile(`${dir}/no_threads.js`, SCRIPT.replace("/*PRELUDE*/", noThreads));
+    const run = async (deny: string[], script = "decode.js") => {
       const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", ...deny.map((f) => `--deny-read=${f}`), "--config", CONFIG, `${dir}/decode.js`],
+        args: ["run", "-A", ...deny.map((f) => `--deny-read=${f}`), "--config", CONFIG, `${dir}/${script}`],
         env: { NO_COLOR: "1" },
         signal: AbortSignal.timeout(60_000), // a process kept alive by its workers is killed, and fails here
       }).output();
@@ -247,5 +251,8 @@ Deno.test("image workers: a process exits by itself after decoding; where no wor
     const broken = await run([lib("image_files.ts")]);
     assertEquals([broken.code, broken.out], [0, { ...pooled.out, workers: 0 }]);
     assert(broken.err.includes("image_files.ts"), broken.err);
+    // no Worker can be made: the jobs queued for the first are decoded here too, none left waiting
+    const threadless = await run([], "no_threads.js");
+    assertEquals([threadless.code, threadless.err, threadless.out], [0, "", { ...pooled.out, workers: 0 }]);
   });
 });

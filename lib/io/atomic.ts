@@ -198,10 +198,15 @@ function namingTarget(e: unknown, tmp: string, dir: string): unknown {
   return writeOnlyCode(e) ? asWriteError(dir, e) : e;
 }
 
-/** The folders of absolute `path` and above it that do not exist, innermost first. */
+/**
+ * The folders of absolute `path` and above it that do not exist, innermost first (a link counts as
+ * there, though what it names is not: it is no folder a write made).
+ */
 async function missingFolders(path: string): Promise<string[]> {
+  const there = (at: string) =>
+    Deno.lstat(at).then(() => true, (e) => e instanceof Deno.errors.NotFound ? false : Promise.reject(e));
   const missing: string[] = [];
-  for (let at = path; !(await pathExists(at)); at = dirname(at)) {
+  for (let at = path; !(await there(at)); at = dirname(at)) {
     missing.push(at);
     if (dirname(at) === at) break;
   }

@@ -117,7 +117,6 @@ class ImagePool {
   /** Jobs to free workers, workers started for jobs that wait; the idle timer when nothing is left. */
   #dispatch(): void {
     clearTimeout(this.#idle);
-    if (this.#inThread) this.#drainHere();
     for (const member of this.#members) {
       if (this.#queue.length === 0) break;
       if (member.ready && !member.job) this.#give(member, this.#queue.shift()!);
@@ -126,6 +125,8 @@ class ImagePool {
     for (let n = this.#queue.length - starting; n > 0 && this.#members.length < this.size; n--) {
       this.#start();
     }
+    // no worker could start (none will reply to call this again): the jobs waiting are decoded here
+    if (this.#inThread) this.#drainHere();
     // after a failed start too: the workers busy then are terminated once done
     if (this.#queue.length === 0 && this.#members.every((m) => !m.job)) {
       this.#idle = setTimeout(() => this.#close(), IDLE_MS);
@@ -137,7 +138,7 @@ class ImagePool {
     try {
       worker = new Worker(WORKER_URL.href, { type: "module" });
     } catch {
-      this.#inThread = true; // the next dispatch decodes the queue here
+      this.#inThread = true; // the queue is decoded here (see #dispatch)
       return;
     }
     const member: Member = { worker, ready: false, job: null };
@@ -170,8 +171,10 @@ class ImagePool {
    * thread from now on); in a job (its errors are posted, so this is its crash), that job fails.
    */
   #failed(member: Member, message: string): void {
+    const at = this.#members.indexOf(member);
+    if (at < 0) return; // terminated already
     member.worker.terminate();
-    this.#members.splice(this.#members.indexOf(member), 1);
+    this.#members.splice(at, 1);
     if (!member.ready) this.#inThread = true;
     const pending = member.job;
     pending?.reject(new Error(`${pending.job.source}: the image decoding worker failed: ${message}`));
