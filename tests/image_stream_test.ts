@@ -8,7 +8,11 @@ import { join } from "node:path";
 import { ImageBatches, type ImageExample, inOrder, type StreamedImage } from "../lib/train/tasks.ts";
 import { getGpu } from "../lib/gpu/mod.ts";
 import { classifyImages } from "../lib/infer/predict.ts";
+import { imageWorkerCount } from "../lib/io/image_workers.ts";
+import { LOADS_PER_WORKER } from "../lib/train/image_data.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
+import { loadHfConfig } from "../lib/io/hf_config.ts";
+import { type DataSpec, loadSplits } from "../lib/cli/setup.ts";
 import { loadModel } from "../lib/models/load.ts";
 import { Prng } from "../lib/spectral/prng.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
@@ -53,18 +57,34 @@ Deno.test("ImageBatches: streamed images give the held images' batches once prep
   assertEquals(passed, held.map((e) => e.label));
 });
 
-Deno.test("ImageBatches: a streamed image that fails to load fails its batch's prepare, and a retry loads again", async () => {
+Deno.test("ImageBatches: a streamed image that fails to load fails its batch's prepare, the first in its order; a retry loads again", async () => {
   const { streamed } = images();
   let fail = true;
-  streamed[0] = {
-    label: 0,
-    load: () => fail ? Promise.reject(new Error("x.png: broken")) : streamed[1].load(),
-  };
+  const late = (ms: number, message: string) =>
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(message)), ms));
+  const good = [streamed[0].load, streamed[5].load];
+  streamed[0] = { label: 0, load: () => fail ? late(30, "a.png: broken") : good[0]() };
+  streamed[5] = { label: 2, load: () => fail ? late(0, "b.png: broken") : good[1]() };
   const b = new ImageBatches(streamed, [1, 2, 2], 7, { shuffle: false });
-  await assertRejects(() => b.prepare({ epoch: 0, step: 0 }), Error, "x.png: broken");
+  await assertRejects(() => b.prepare({ epoch: 0, step: 0 }), Error, "a.png: broken");
   fail = false;
   await b.prepare({ epoch: 0, step: 0 });
   assertEquals(b.batch({ epoch: 0, step: 0 }).labels.length, 7);
+});
+
+Deno.test("ImageBatches: a batch's images load a few an image worker at a time, however large the batch", async () => {
+  let live = 0, most = 0;
+  const streamed: StreamedImage[] = Array.from({ length: 200 }, () => ({
+    label: 0,
+    load: async () => {
+      most = Math.max(most, ++live);
+      await new Promise((r) => setTimeout(r, 1));
+      live--;
+      return new Float32Array(4);
+    },
+  }));
+  await new ImageBatches(streamed, [1, 2, 2], 200, { shuffle: false }).prepare({ epoch: 0, step: 0 });
+  assertEquals(most, LOADS_PER_WORKER * imageWorkerCount());
 });
 
 Deno.test("train --image-memory: a split over it is checked, then decoded per batch, and trains as a held one", async () => {
@@ -181,4 +201,28 @@ Deno.test("classifyImages: images loaded per batch answer as held ones; the firs
   } finally {
     model.dispose();
   }
+});
+
+Deno.test("--image-memory: a JSONL training file with an image folder to evaluate on streams that folder", async () => {
+  await withTempDir("hartley_image_stream_", async (dir) => {
+    const data = join(dir, "train.jsonl"), rng = new Prng(2);
+    const rows = ["cat", "dog", "cat", "dog"].map((label) =>
+      JSON.stringify({ label, pixel_values: Array.from({ length: 3 * 32 * 32 }, () => rng.normal()) })
+    );
+    await Deno.writeTextFile(data, rows.join("\n") + "\n");
+    const spec: DataSpec = {
+      task: "image-cls",
+      data,
+      evalData: IMAGES,
+      evalFraction: 0,
+      seqLen: 0,
+      batchSize: 2,
+      seed: 0,
+      quiet: true,
+      imageMemory: 4096,
+    };
+    const splits = await loadSplits(spec, await loadHfConfig(VIT), null, VIT);
+    assert(splits.summary.includes("decoded again for each batch"), splits.summary);
+    assert((splits.eval as ImageBatches).examples.every((e) => "load" in e), "the eval split streams");
+  });
 });

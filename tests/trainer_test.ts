@@ -258,6 +258,14 @@ Deno.test("run log: a log removed or replaced mid-run is written again from the 
     log.close();
     assertEquals((await readRunLog(path)).map((r) => r.step), [0, 1, 2, 3]);
     assert(told[1].includes("was replaced"), told[1]);
+    // writes not awaited one by one, after a removal: in order, the records kept
+    const again = await RunLog.open(path, { onWarning: (m) => told.push(m) });
+    await again.write({ type: "start", step: 0 });
+    await Deno.remove(path);
+    await Promise.all([1, 2, 3].map((step) => again.write({ type: "train", step })));
+    again.close();
+    assertEquals((await readRunLog(path)).map((r) => r.step), [0, 1, 2, 3]);
+    assertEquals(told.length, 3, "said once");
   });
 });
 

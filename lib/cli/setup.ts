@@ -733,7 +733,7 @@ async function imageSplits(
   if (spec.evalOnly) train = evalSet!;
   const fromData = evalFile === file && evalSet ? [train, evalSet] : [train];
   const [c, h, w] = file.imageShape, rows = new Set([...train, ...(evalSet ?? [])]).size;
-  const stream = file.encoded &&
+  const stream = (file.encoded || evalFile.encoded) &&
     (spec.evalOnly || rows * c * h * w > (spec.imageMemory ?? defaultImageMemory()));
   const load = stream ? streamRows : decodeRows;
   if (stream && !spec.evalOnly) {

@@ -17,6 +17,7 @@ import type { Batch, Model } from "../models/model.ts";
 import { noGrad, Tensor, tidy } from "../tensor/mod.ts";
 import { ClassificationDataset } from "../train/data.ts";
 import { BatchIterator } from "../train/batches.ts";
+import { loadInOrder } from "../train/image_data.ts";
 import { type ImagePixels, toModelBatch } from "../train/tasks.ts";
 
 /** A text to classify: one text, or a pair (GLUE-style tasks). */
@@ -105,7 +106,8 @@ export async function classifyImages(
     batches.push({
       rows: part.length,
       load: async () => {
-        loaded = await Promise.all(part.map((p) => "load" in p ? p.load() : p));
+        // a few an image worker under way; the first failed in input order is thrown
+        loaded = await loadInOrder(part.map((p) => "load" in p ? p.load : () => Promise.resolve(p)));
       },
       // pixels made when the batch runs: a large set is never held as floats all at once
       inputs: (): Batch => {

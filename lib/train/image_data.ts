@@ -153,7 +153,7 @@ export const LOADS_PER_WORKER = 3;
  * at a time; `onProgress` is told each one done. After a load fails none is started; those under
  * way finish, and the error of the first failed in `loads`' order is thrown.
  */
-async function loadInOrder<T>(
+export async function loadInOrder<T>(
   loads: readonly (() => Promise<T>)[],
   onProgress?: (done: number, total: number) => void,
 ): Promise<T[]> {
@@ -351,7 +351,8 @@ async function decodeCell(
   const bytes = await imageBytes(cell, column, at, file);
   // the table keeps its cells' bytes: those are copied to the worker, a file read for a path is moved
   const kept = isImageStruct(cell) && bytes === cell.bytes;
-  return pixelsOf(await decodeResized(decodeJob(bytes, at, processor), { transfer: !kept }), processor, at);
+  const job = decodeJob(bytes, at, processor);
+  return pixelsOf(await asDataError(() => decodeResized(job, { transfer: !kept })), processor, at);
 }
 
 /** The file's or folder's stat; null when there is none. */
@@ -429,8 +430,10 @@ async function folderImages(
 
 /** The image `file` decoded and resized once, on the workers; messages name it from the working folder. */
 async function decodeFile(file: string, processor: ImageProcessorConfig): Promise<() => Float32Array> {
-  const job = decodeJob(await Deno.readFile(file), relative(Deno.cwd(), file) || file, processor);
-  return pixelsOf(await decodeResized(job, { transfer: true }), processor, file);
+  return await asDataError(async () => {
+    const job = decodeJob(await Deno.readFile(file), relative(Deno.cwd(), file) || file, processor);
+    return pixelsOf(await decodeResized(job, { transfer: true }), processor, file);
+  });
 }
 
 /** The PNG and JPEG files at any depth below a folder, and the other files there (skipped). */

@@ -28,6 +28,8 @@ export class RunLog {
   /** Bytes of the whole records in the file. */
   #size: number;
   readonly #encoder = new TextEncoder();
+  /** The last write asked for, settled: the next waits for it. */
+  #writing: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly path: string,
@@ -62,8 +64,17 @@ export class RunLog {
     return new RunLog(path, await openAppend(path), bytes.length, opts.onWarning);
   }
 
-  /** Append one record (written before this resolves). */
-  async write(record: LogRecord): Promise<void> {
+  /**
+   * Append one record (written before this resolves). Writes not awaited one by one are written
+   * in the order they were asked for, one at a time.
+   */
+  write(record: LogRecord): Promise<void> {
+    const written = this.#writing.then(() => this.#append(record));
+    this.#writing = written.catch(() => {});
+    return written;
+  }
+
+  async #append(record: LogRecord): Promise<void> {
     if (!this.#file) throw new Error(`${this.path}: the run log is closed`);
     await this.#keepInPlace();
     const bytes = this.#encoder.encode(JSON.stringify(record, nonFinite) + "\n");

@@ -10,6 +10,7 @@ import { argmax, noGrad, type Tensor, Tensor as T, tidy } from "../tensor/mod.ts
 import { IGNORE_INDEX } from "../tensor/mod.ts";
 import { BatchIterator, type Position, type TrainBatch } from "./batches.ts";
 import { entityScores, isEntityTagSet, type TypeScores } from "./entities.ts";
+import { loadInOrder } from "./image_data.ts";
 import { f1, matthews, multiLabelScores, pearson, spearman } from "./metrics.ts";
 
 /** The tasks the trainer runs: those of a model with a task head. */
@@ -135,7 +136,8 @@ export class ImageBatches implements BatchSource {
     let loading = this.#loading.get(key);
     if (!loading) {
       const streamed = [...this.#rows(position)].filter((r) => !("pixels" in this.examples[r]));
-      loading = Promise.all(streamed.map((r) => (this.examples[r] as StreamedImage).load()))
+      // a few an image worker under way; the error of the first failed in the batch's order
+      loading = loadInOrder(streamed.map((r) => (this.examples[r] as StreamedImage).load))
         .then((pixels) => new Map(streamed.map((r, i) => [r, pixels[i]])))
         .finally(() => this.#loading.delete(key));
       loading.catch(() => {}); // asked ahead and never awaited (the run stopped): no unhandled rejection
