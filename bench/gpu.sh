@@ -10,11 +10,11 @@ set -uo pipefail
 # GPU tests: all but those that load the CLI or the npm datasets (not carried to the device
 # machine) or start a deno of their own (which would look for the lockfile's packages)
 tests=$(ls tests/*_test.ts |
-  grep -v -E '/(brown_perplexity|cli|data|data_files|task_heads|cli_mistakes|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli|cli_process|cli_ux)_test.ts$')
+  grep -v -E '/(brown_perplexity|cli|data|data_files|task_heads|cli_mistakes|resume|trainer|examples|accumulate|best|image_files|instruct|chat|quant_cli|token_cls_cli|distilbert_cli|phi3_cli|cli_process|cli_ux|image_stream|image_workers)_test.ts$')
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
 logs=$(mktemp -d)
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups image_decode tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -119,6 +119,9 @@ part steps_sft 90 bash -c "$run bench/step.ts --models=qwen-sft-layer --methods=
 # greedy generation: full passes, the key/value cache with a readback per token, and 16 tokens per readback
 part generate 45 $run bench/generate.ts --prompt-tokens 64 --new-tokens 48 --reps 2
 part bind_groups 30 $run bench/bind_groups.ts
+# images decoded and resized on the worker pool against one after another in this thread: the pool
+# had one worker on the 2-core CPU machine (session 21); here it has 8
+part image_decode 60 $run bench/image_decode.ts --copies 400 --rounds 2
 part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
 echo
 echo "== side by side"
