@@ -192,7 +192,7 @@ Deno.test("cli: --group-by-length tokenizes every row before the first step, und
   });
 });
 
-Deno.test("cli: decoding many images shows its progress on stderr, and skipped files (train and predict)", async () => {
+Deno.test("cli: decoding and classifying many images show their progress on stderr, and skipped files (train and predict)", async () => {
   await withTempDir("hartley_image_progress_", async (dir) => {
     for (const cls of ["cat", "dog"]) {
       await Deno.mkdir(`${dir}/images/${cls}`, { recursive: true });
@@ -220,5 +220,6 @@ Deno.test("cli: decoding many images shows its progress on stderr, and skipped f
     ]);
     assertEquals(predict.code, 0, predict.err);
     assert(doneLine("decoding images").test(predict.err) && predict.err.includes(skip), predict.err);
+    assert(doneLine("classifying images").test(predict.err), predict.err);
   });
 });

@@ -4,6 +4,7 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { classify } from "../lib/infer/predict.ts";
+import { tagWords } from "../lib/infer/tag.ts";
 import { generate, generateBatch } from "../lib/infer/generate.ts";
 import { sampleToken, samplingCandidates, type SamplingCuts } from "../lib/infer/sampling.ts";
 import { Prng } from "../lib/spectral/prng.ts";
@@ -104,9 +105,14 @@ Deno.test("classify: the forward pass's softmax for each text, in input order, w
       "x",
     ]
       .map((text) => ({ text }));
-    const one = await classify(model, tokenizer, texts, { batchSize: 1 });
+    const told: [number, number][] = [];
+    const one = await classify(model, tokenizer, texts, {
+      batchSize: 1,
+      onProgress: (done, total) => told.push([done, total]),
+    });
     const three = await classify(model, tokenizer, texts, { batchSize: 3 });
     assertEquals(one.length, 4);
+    assertEquals(told, [[4, 4]], "told as reads are collected: every 8 batches, and at the end");
     for (let i = 0; i < 4; i++) {
       assertClose(three[i].probabilities, one[i].probabilities, 1e-5, `text ${i}`);
       assertEquals(three[i].id, one[i].id);
@@ -129,6 +135,27 @@ Deno.test("classify: the forward pass's softmax for each text, in input order, w
     }
     assertEquals(one[0].probabilities.length, model.config.labels.length);
     assert((await classify(model, tokenizer, [])).length === 0);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("tagWords: each sentence's words tagged, in input order, progress told as batches are read", async () => {
+  const model = await loadModel(await getGpu(), `${FIXTURES}models/bert`, {
+    task: "token-cls",
+    numLabels: 3,
+  });
+  try {
+    const tokenizer = await loadModelTokenizer(model.config);
+    const sentences = Array.from({ length: 11 }, (_, i) => ["word", ...Array(i % 3).fill("more")]);
+    const told: [number, number][] = [];
+    const tagged = await tagWords(model, tokenizer, sentences, {
+      batchSize: 1,
+      onProgress: (done, total) => told.push([done, total]),
+    });
+    assertEquals(tagged.map((t) => t.words), sentences);
+    assert(tagged.every((t) => t.tags.every((tag) => tag >= 0 && tag < 3)));
+    assertEquals(told, [[8, 11], [11, 11]], "every 8 batches, and at the end");
   } finally {
     model.dispose();
   }

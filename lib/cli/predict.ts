@@ -69,7 +69,7 @@ import { parseBytes } from "./environment.ts";
 import { explainDeviceError } from "./errors.ts";
 import { cacheDtypeOf, chatTemplateOf, type Sampling, samplingOf } from "./generation.ts";
 import { type Loaded, loadForUse, planUse, type UsePlan } from "./load.ts";
-import { progressFrom, SHOW_IMAGES } from "./loading.ts";
+import { progressFrom, SHOW_EXAMPLES, SHOW_IMAGES } from "./loading.ts";
 import { checkOutputFolder, writeStdout } from "./output.ts";
 import { withArticle } from "./task.ts";
 
@@ -384,6 +384,7 @@ async function answer(
     const { images } = inputs;
     const predictions = await classifyImages(model, images.map((x) => "pixels" in x ? x.pixels : x), {
       batchSize: v["batch-size"],
+      onProgress: progressFrom(SHOW_IMAGES, "classifying images"),
     });
     return labelled(loaded, predictions, images.map((x) => ({ file: x.source })), v.labels);
   }
@@ -391,7 +392,12 @@ async function answer(
   if (!tokenizer) throw new ArgsError(`${modelDir} has no tokenizer.json`);
   if (inputs.kind === "sentences") {
     const { sentences } = inputs;
-    const tagged = await tagWords(model, tokenizer, sentences.map((s) => s.words), classifyOptions(model, v));
+    const tagged = await tagWords(
+      model,
+      tokenizer,
+      sentences.map((s) => s.words),
+      classifyOptions(model, v, "tagging"),
+    );
     return taggedRecords(loaded, tagged, sentences, v.labels);
   }
   if (inputs.kind === "instructions") {
@@ -405,7 +411,7 @@ async function answer(
   if (loaded.task === "seq-cls") {
     return labelled(
       loaded,
-      await classify(model, tokenizer, texts, classifyOptions(model, v)),
+      await classify(model, tokenizer, texts, classifyOptions(model, v, "classifying")),
       texts,
       v.labels,
     );
@@ -416,8 +422,13 @@ async function answer(
   }, streaming);
 }
 
-function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": number }) {
-  return { maxLength: Math.min(v["seq-len"], maxTokens(model.config)), batchSize: v["batch-size"] };
+/** classify's and tagWords' options: rows cut to --seq-len, --batch-size, progress shown for many inputs. */
+function classifyOptions(model: Model, v: { "seq-len": number; "batch-size": number }, label: string) {
+  return {
+    maxLength: Math.min(v["seq-len"], maxTokens(model.config)),
+    batchSize: v["batch-size"],
+    onProgress: progressFrom(SHOW_EXAMPLES, label),
+  };
 }
 
 /** One record per prediction: what was classified, the label's name and id, the probabilities. */

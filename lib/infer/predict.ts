@@ -34,6 +34,8 @@ export interface ClassifyOptions {
   maxLength?: number;
   /** Texts per forward pass (default 16). */
   batchSize?: number;
+  /** Told the inputs answered so far and all of them, every few batches (a progress display). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** One input's prediction. */
@@ -77,7 +79,7 @@ export async function classify(
     rows: Math.min(size, inputs.length - step * size),
     inputs: () => toModelBatch(model, batches.batch({ epoch: 0, step }), "seq-cls", false),
   }));
-  return await probabilities(model, steps);
+  return await probabilities(model, steps, opts.onProgress);
 }
 
 /** An image to classify: its floats, a function that makes them, or one that loads such (decoded per batch). */
@@ -92,7 +94,7 @@ export type ImageInput = ImagePixels | { load: () => Promise<ImagePixels> };
 export async function classifyImages(
   model: Model,
   images: readonly ImageInput[],
-  opts: { batchSize?: number } = {},
+  opts: Pick<ClassifyOptions, "batchSize" | "onProgress"> = {},
 ): Promise<Prediction[]> {
   if (model.task !== "image-cls") {
     throw new Error(`classifyImages: the model has a ${model.task} head, not an image classifier`);
@@ -128,7 +130,7 @@ export async function classifyImages(
       },
     });
   }
-  return await probabilities(model, batches);
+  return await probabilities(model, batches, opts.onProgress);
 }
 
 /** A batch of {@link probabilities}: its rows, what loads it (before `inputs`), and its model inputs. */
@@ -145,7 +147,9 @@ interface ProbabilityBatch {
 async function probabilities(
   model: Model,
   batches: readonly ProbabilityBatch[],
+  onProgress?: (done: number, total: number) => void,
 ): Promise<Prediction[]> {
+  const total = batches.reduce((n, b) => n + b.rows, 0);
   const wasTraining = model.training;
   model.train(false);
   const out: Prediction[] = [];
@@ -178,6 +182,7 @@ async function probabilities(
       }
     }
     reads = [];
+    onProgress?.(out.length, total);
   };
   try {
     // each batch's load (if any) runs while the batch before it is encoded and run

@@ -36,6 +36,8 @@ export interface TagOptions {
   maxLength?: number;
   /** Sentences per forward pass (default 16). */
   batchSize?: number;
+  /** Told the sentences tagged so far and all of them, every few batches (a progress display). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /**
@@ -83,6 +85,7 @@ export async function tagWords(
       });
     }
     reads = [];
+    opts.onProgress?.(out.length, sentences.length);
   };
   try {
     for (let step = 0; step < batches.stepsPerEpoch; step++) {
