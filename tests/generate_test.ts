@@ -14,7 +14,7 @@ import { noGrad, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { endTokenIds, generate, generateBatch } from "../lib/infer/generate.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixtureModel } from "./model_helpers.ts";
-import { runCli } from "./train_helpers.ts";
+import { cliProcess, runCli } from "./train_helpers.ts";
 import { withTempDir } from "./temp_dir.ts";
 
 /** The completions `predict --data` writes for `args`. */
@@ -39,6 +39,21 @@ Deno.test("predict --data: each batch draws numbers of its own, the same ones fo
       const other = await completions([...args, "--seed", "1"]);
       assert(other.join() !== texts.join(), "another seed, other texts");
     }
+  });
+});
+
+Deno.test("predict --data: generating more than one batch shows its progress on stderr, one batch none", async () => {
+  await withTempDir("hartley-generate-", async (dir) => {
+    const data = join(dir, "three.txt");
+    await Deno.writeTextFile(data, "The jury said\n".repeat(3));
+    const args = ["predict", "--model", fixtureModel("gpt2-brown"), "--data", data, "--max-new-tokens", "2"];
+    const [batches, one] = [
+      await cliProcess([...args, "--batch-size", "1"]),
+      await cliProcess([...args, "--batch-size", "3"]),
+    ];
+    assertEquals([batches.code, one.code], [0, 0], batches.err);
+    assert(/^generating +3\/3 +100% +done in/m.test(batches.err), batches.err);
+    assert(!one.err.includes("generating"), one.err);
   });
 });
 

@@ -605,6 +605,7 @@ async function streamed(
  * The generations of every prompt, `--batch-size` prompts per batch. Each batch is seeded with
  * --seed plus the index of its first prompt: a batch's draws are counted from its own rows, so one
  * seed for all would repeat them batch after batch (the first batch draws as a single prompt does).
+ * More than one batch shows its progress on stderr.
  */
 async function inBatches(
   model: Model,
@@ -613,9 +614,11 @@ async function inBatches(
   v: GenerationFlags & PromptSettings,
 ): Promise<Generation[]> {
   const out: Generation[] = [];
+  const progress = progressFrom(v["batch-size"] + 1, "generating");
   for (let i = 0; i < prompts.length; i += v["batch-size"]) {
     const batch = prompts.slice(i, i + v["batch-size"]);
     out.push(...await generateBatch(model, tokenizer, batch, { ...generationOptions(v), seed: v.seed + i }));
+    progress?.(out.length, prompts.length);
   }
   return out;
 }
