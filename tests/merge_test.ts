@@ -295,7 +295,7 @@ Deno.test("saveMerged keeps F16 / BF16 storage and the sharding of the source", 
   }
 });
 
-Deno.test("saveMerged: a sharded index's total_size counts the tensors written (F32 merged weights of a BF16 base)", async () => {
+Deno.test("saveMerged: a sharded index's total_size counts the tensors written (F32 merged weights of a BF16 base), as its progress does", async () => {
   if (!loadableFamilies().includes("gpt2")) return;
   const gpu = await getGpu();
   const src = await convertedCopy(`${FIXTURES}models/gpt2`, { dtype: "BF16", shards: 2 });
@@ -303,16 +303,25 @@ Deno.test("saveMerged: a sharded index's total_size counts the tensors written (
   const model = await loadModel(gpu, src);
   const peft = await attachAdapter(model, loraConfig({ r: 2, initLoraWeights: false, fanInFanOut: true }));
   try {
-    await peft.saveMerged(out, { dtype: "F32" });
+    const told: [number, number][] = [];
+    await peft.saveMerged(out, { dtype: "F32", onProgress: (done, all) => told.push([done, all]) });
     const index = JSON.parse(await Deno.readTextFile(`${out}/model.safetensors.index.json`));
-    let total = 0;
+    let total = 0, tensors = 0;
     for (const file of new Set<string>(Object.values(index.weight_map))) {
       const shard = await openSafetensors(`${out}/${file}`);
       for (const name of shard.names) total += shard.info(name).byteLength;
+      tensors += shard.names.length;
     }
     const before = JSON.parse(await Deno.readTextFile(`${src}/model.safetensors.index.json`));
     assert(total > before.metadata.total_size, "the F32 merged weights take more bytes than the BF16 ones");
     assertEquals(index.metadata.total_size, total);
+    // progress: told as each tensor is written, in bytes, up to all of them
+    assertEquals(told.length, tensors);
+    assert(
+      told.every(([done, all], i) => all === total && done > (told[i - 1]?.[0] ?? 0)),
+      JSON.stringify(told),
+    );
+    assertEquals(told.at(-1), [total, total]);
   } finally {
     peft.detach();
     model.dispose();

@@ -60,6 +60,14 @@ export function loadingProgress(
   return progressFrom(SHOW_LOADING_BYTES, "loading MiB", quiet, { per: MIB, unit: "MiB", sink });
 }
 
+/**
+ * An `onProgress` that shows a model's writing in MiB on stderr (merge's), for models over 256 MiB,
+ * as {@link loadingProgress} shows their loading.
+ */
+export function writingProgress(): ((done: number, total: number) => void) | undefined {
+  return progressFrom(SHOW_LOADING_BYTES, "writing MiB", false, { per: MIB, unit: "MiB" });
+}
+
 /** Names listed in a line of {@link loadNoteLines}; the rest are counted. */
 const NAMES_SHOWN = 3;
 

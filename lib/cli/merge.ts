@@ -12,6 +12,7 @@ import { CLASSIFIER_HEAD_NAMES } from "../peft/targets.ts";
 import { type TaskName, TASKS } from "../train/tasks.ts";
 import { ArgsError, type CommandSpec, DEFAULT_MODEL, DTYPE_FLAG, withArgs } from "./args.ts";
 import { loadForUse, planUse } from "./load.ts";
+import { writingProgress } from "./loading.ts";
 import { checkOutputDir } from "./output.ts";
 
 const FLAGS = {
@@ -88,6 +89,7 @@ export function mergeCommand(args: string[]): Promise<number> {
       console.error(`storage ${storageSummary(loaded.model)}`);
       await loaded.peft!.saveMerged(v.out, {
         overwrite: v.overwrite,
+        onProgress: writingProgress(),
         dtype: v["merged-dtype"]?.toUpperCase() as "F32" | "F16" | "BF16" | undefined,
       });
       console.error(`merged ${v.adapter} into ${loaded.modelDir}: wrote ${v.out} (${loaded.task})`);

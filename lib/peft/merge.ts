@@ -147,6 +147,8 @@ export interface WriteMergedOptions {
    * go. Each is computed as the writer reaches it, so one is held at a time.
    */
   onMerged?: (name: string, step: "computed" | "written") => void;
+  /** Told the bytes of tensors written so far and all there are to write, as each is written. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|onnx|gguf)$|\.index\.json$/;
@@ -184,7 +186,7 @@ export async function writeMergedModel(
   const source = await openCheckpoint(sourceDir);
   const { replaced, nameOf } = mergedTensors(src, source, opts.dtype);
   await writeDirAtomic(dir, async (tmp) => {
-    await writeCheckpoint(source, replaced, tmp, nameOf, opts.onMerged);
+    await writeCheckpoint(source, replaced, tmp, nameOf, opts);
     await copyModelFiles(sourceDir, tmp);
     await describeHead(model, join(tmp, "config.json"), opts.labelNames);
   }, { keep: (name) => !WEIGHT_FILE.test(name) && !MODEL_FILE.test(name) && !MODEL_FOLDERS.includes(name) });
@@ -403,7 +405,7 @@ async function writeCheckpoint(
   replaced: Map<string, MergedTensor>,
   dir: string,
   nameOf: (key: string) => string,
-  onMerged?: WriteMergedOptions["onMerged"],
+  { onMerged, onProgress }: Pick<WriteMergedOptions, "onMerged" | "onProgress">,
 ): Promise<void> {
   const files = new Map<string, string[]>();
   const sharded = source instanceof ShardedCheckpoint;
@@ -415,9 +417,11 @@ async function writeCheckpoint(
   const added = [...replaced.keys()].filter((k) => !source.has(k));
   const lastFile = [...files.keys()].pop()!;
   files.get(lastFile)!.push(...added);
-  let written = 0;
-  for (const [file, keys] of files) {
-    const tensors = keys.map((key): LazyTensor => {
+  const bytesOf = (t: { dtype: keyof typeof DTYPES; shape: readonly number[] }) =>
+    t.shape.reduce((a, b) => a * b, 1) * DTYPES[t.dtype].size;
+  const shards = [...files].map(([file, keys]) => ({
+    file,
+    tensors: keys.map((key): LazyTensor => {
       const name = nameOf(key), r = replaced.get(key);
       if (!r) return { name, ...source.info(key), data: () => source.read(key) };
       const data = async () => {
@@ -426,12 +430,23 @@ async function writeCheckpoint(
         return values;
       };
       return { name, dtype: r.dtype, shape: r.shape, data, written: () => onMerged?.(name, "written") };
-    });
+    }),
+  }));
+  const total = shards.reduce((n, { tensors }) => n + tensors.reduce((m, t) => m + bytesOf(t), 0), 0);
+  let written = 0;
+  for (const { file, tensors } of shards) {
+    const told = tensors.map((t) => ({
+      ...t,
+      written: () => {
+        t.written?.();
+        written += bytesOf(t);
+        onProgress?.(written, total);
+      },
+    }));
     const meta = sharded
       ? (await openSafetensors(join(dirname(source.path), file))).metadata
       : source.metadata;
-    await writeSafetensorsLazily(join(dir, file), tensors, Object.keys(meta).length > 0 ? meta : undefined);
-    for (const t of tensors) written += t.shape.reduce((a, b) => a * b, 1) * DTYPES[t.dtype].size;
+    await writeSafetensorsLazily(join(dir, file), told, Object.keys(meta).length > 0 ? meta : undefined);
   }
   if (sharded) {
     const index = JSON.parse(await Deno.readTextFile(source.path));
@@ -443,7 +458,7 @@ async function writeCheckpoint(
       ) => [nameOf(readName.get(k) ?? k), f]),
     );
     // merged tensors may take another dtype or size than the source's (F32 over BF16, a new head)
-    if (typeof index.metadata?.total_size === "number") index.metadata.total_size = written;
+    if (typeof index.metadata?.total_size === "number") index.metadata.total_size = total;
     await writeFileAtomic(join(dir, basename(source.path)), JSON.stringify(index, null, 2) + "\n");
   }
 }
