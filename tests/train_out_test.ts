@@ -88,6 +88,8 @@ Deno.test("train: Ctrl-C while the model loads exits 130 before --overwrite clea
       Deno.addSignalListener = add;
     }
     assertEquals(r.code, 130, r.err);
+    // said as it comes: no step is under way to finish, nor a checkpoint to save
+    assert(r.err.includes("Ctrl-C: stopping before the first step, once the setup in progress ends"), r.err);
     assert(
       r.err.includes(`stopped before the first step: nothing was trained and --out ${out} is as it was`),
       r.err,

@@ -191,6 +191,7 @@ async function runTraining(
       await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
     } else await log.write({ type: "resume", step: ckpt.state.step });
     const session = { ckpt, log, stopper, warmupSteps, started, flags };
+    stopper.begin();
     const result = await trainModel(model, prepared, v, plan, session);
     if (result.status === "stopped") return await reportStopped(result, log, outDir, stopper, resume, ckpt);
     return await finishRun(result, log, prepared, v, plan);
@@ -467,6 +468,8 @@ type StopSignal = keyof typeof STOP_SIGNALS;
 /** Whether a signal asked a run to stop, and how to stop listening. */
 interface StopListener {
   readonly signal: StopSignal | null;
+  /** Training begins: a stop asked from now on comes after a step, with a checkpoint. */
+  begin(): void;
   remove(): void;
 }
 
@@ -476,7 +479,7 @@ interface StopListener {
  * second exits at once. `remove()` stops listening.
  */
 function listenForStop(outDir: string): StopListener {
-  let signal: StopSignal | null = null;
+  let signal: StopSignal | null = null, begun = false;
   const handlers = new Map<StopSignal, () => void>();
   for (const name of Object.keys(STOP_SIGNALS) as StopSignal[]) {
     // Windows lets a program listen for SIGINT and SIGBREAK alone
@@ -495,8 +498,11 @@ function listenForStop(outDir: string): StopListener {
       }
       signal = name;
       console.error(
-        `\n${label}: stopping after this step and saving a checkpoint (once this shows, Ctrl-C again quits ` +
-          "without one)",
+        begun
+          ? `\n${label}: stopping after this step and saving a checkpoint (once this shows, Ctrl-C again quits ` +
+            "without one)"
+          // the model or data still loading: nothing is trained or written, however long that takes
+          : `\n${label}: stopping before the first step, once the setup in progress ends (Ctrl-C again quits now)`,
       );
     };
     Deno.addSignalListener(name, handler);
@@ -506,6 +512,7 @@ function listenForStop(outDir: string): StopListener {
     get signal() {
       return signal;
     },
+    begin: () => void (begun = true),
     remove: () => handlers.forEach((handler, name) => Deno.removeSignalListener(name, handler)),
   };
 }
