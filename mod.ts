@@ -63,7 +63,8 @@ export { TextTooLongError, TokenizerError } from "./lib/io/tokenizer.ts";
 export { HfConfigError } from "./lib/io/config_fields.ts";
 export { ModelDirError } from "./lib/models/load.ts";
 export { SafetensorsError } from "./lib/io/safetensors.ts";
-export { ParquetError } from "./lib/io/parquet.ts";
+export { ParquetError, TableError } from "./lib/io/parquet.ts";
+export { ArrowError } from "./lib/io/arrow.ts";
 export { ImageError } from "./lib/io/image.ts";
 export { CsvError } from "./lib/io/csv.ts";
 export { CacheRotationError } from "./lib/models/kv_cache.ts";
@@ -195,6 +196,14 @@ export {
   readTexts,
   TEXT_FIELDS,
 } from "./lib/train/readers.ts";
+export {
+  type DataTable,
+  readTable,
+  tableClassLabels,
+  tableColumns,
+  type TableFormat,
+  tableFormatOf,
+} from "./lib/io/data_table.ts";
 export { DataError } from "./lib/train/data_error.ts";
 export {
   type ChatInstruction,

@@ -87,7 +87,7 @@ export const FIELD_FLAGS = {
     type: "string",
     help:
       "field holding the label (default: label; ner_tags, tags, labels or pos_tags for token classification; " +
-      "for a Parquet image split, label, else its one ClassLabel column, else labels)",
+      "for a Parquet or Arrow image split, label, else its one ClassLabel column, else labels)",
   },
 } as const satisfies Record<string, FlagSpec>;
 

@@ -10,6 +10,7 @@ import type { LossOn } from "../train/instruct.ts";
 import { getGpu } from "../gpu/mod.ts";
 import { type AttentionPath, withAttentionPath } from "../tensor/mod.ts";
 import { evaluate, inOrder, type TaskName, TASKS } from "../train/tasks.ts";
+import { tableFormatOf } from "../io/data_table.ts";
 import { nonFinite } from "../train/log.ts";
 import { DataError } from "../train/data_error.ts";
 import { recordClassLabels } from "../train/readers.ts";
@@ -175,7 +176,8 @@ export function evalCommand(args: string[]): Promise<number> {
  * (its subfolders in sorted order), or a Parquet split whose ClassLabel names they are.
  */
 async function idsFixed(data: string, names: readonly string[]): Promise<boolean> {
-  if ((await Deno.stat(data)).isDirectory) return true;
+  // an image folder's classes are its sorted folder names; a saved dataset's labels are read as a file's
+  if ((await Deno.stat(data)).isDirectory && tableFormatOf(data) === null) return true;
   const same = (classes: string[]) =>
     classes.length === names.length && classes.every((c, i) => c === names[i]);
   return [...(await recordClassLabels(data)).values()].some(same);

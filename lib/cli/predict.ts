@@ -2,12 +2,13 @@
  * `hartley predict`: use a model directory (with an optional adapter). A sequence classifier
  * labels texts, a token classifier tags their words (and names the entities), a ViT classifier
  * images; a causal LM continues prompts. One `--text`, or every
- * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv/.parquet: the text field, labels
- * ignored; for a token classifier also words already split: a CoNLL file, or records with a
- * `tokens` or `words` list, their tags ignored); for images, `--data` is a PNG/JPEG file, a folder
- * of them or a Parquet split. The flags are checked, the inputs read and the chat template found
- * before the model loads. One `--text`, or one image file, is answered in plain words; every other
- * `--data` (even of one record), or `--json`, as one JSON object per line (to `--out` when given,
+ * text of a `--data` file (.txt: one per line; .jsonl/.csv/.tsv or a `datasets` split, a
+ * .parquet or .arrow file or a save_to_disk folder: the text field, labels ignored; for a token
+ * classifier also words already split: a CoNLL file, or records with a `tokens` or `words` list,
+ * their tags ignored); for images, `--data` is a PNG/JPEG file, a folder of them or a split. The
+ * flags are checked, the inputs read and the chat template found before the model loads. One
+ * `--text`, or one image file, is answered in plain words; every other `--data` (even of one
+ * record), or `--json`, as one JSON object per line (to `--out` when given,
  * written atomically: never over the `--data` file, over another only with `--overwrite`).
  * @module
  */
@@ -84,9 +85,11 @@ const FLAGS = {
   data: {
     type: "string",
     arg: "PATH",
-    help: "texts or prompts (.txt one per line, .jsonl/.csv/.tsv/.parquet), for a token classifier also " +
+    help:
+      "texts or prompts (.txt one per line, .jsonl/.csv/.tsv, or a datasets split: .parquet, .arrow or a " +
+      "save_to_disk folder), for a token classifier also " +
       "split words (.conll, or records with a tokens/words list; tags ignored), or for an image classifier a " +
-      "PNG/JPEG file, a folder of them, a .parquet split or a .jsonl file of pixel arrays",
+      "PNG/JPEG file, a folder of them, a datasets split or a .jsonl file of pixel arrays",
   },
   "text-field": FIELD_FLAGS["text-field"],
   "pair-field": FIELD_FLAGS["pair-field"],
@@ -329,7 +332,8 @@ async function readInputs(
   if (plan.task === "image-cls") {
     if (data === undefined) {
       throw new ArgsError(
-        `${plan.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet or a .jsonl`,
+        `${plan.modelDir} classifies images: give --data IMAGE, a folder of images, a .parquet, an .arrow, ` +
+          `a save_to_disk folder or a .jsonl`,
       );
     }
     const processor = await loadImageProcessorConfig(plan.modelDir, plan.config as VitConfig);

@@ -120,13 +120,13 @@ export function defaultData(task: TaskName): string {
   if (task === "seq-cls") return "spamassassin";
   if (task === "token-cls") {
     throw new ArgsError(
-      `task token-cls has no built-in data set: pass --data FILE (JSONL or a Parquet split with "tokens" ` +
-        `and "ner_tags" lists, or a CoNLL file of word and tag columns)`,
+      `task token-cls has no built-in data set: pass --data FILE (JSONL or a datasets split, .parquet, .arrow ` +
+        `or a save_to_disk folder, with "tokens" and "ner_tags" lists, or a CoNLL file of word and tag columns)`,
     );
   }
   throw new ArgsError(
     `task image-cls has no built-in data set: pass --data DIR (a folder per class of PNG/JPEG files), ` +
-      `a .parquet split or a .jsonl file of pixel arrays`,
+      `a datasets split (.parquet, .arrow or a save_to_disk folder) or a .jsonl file of pixel arrays`,
   );
 }
 

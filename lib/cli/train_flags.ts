@@ -31,10 +31,11 @@ export const FLAGS = {
     type: "string",
     arg: "PATH",
     help:
-      "training data: .jsonl/.csv/.tsv/.parquet with text+label, tokens+ner_tags records or a .conll file " +
+      "training data: .jsonl/.csv/.tsv, or a datasets split (.parquet, .arrow or a save_to_disk folder), " +
+      "with text+label, tokens+ner_tags records or a .conll file " +
       "(token classification), .txt (or records' text without labels) " +
       "for causal LM, records with prompt+completion or messages (instruction tuning), " +
-      "a folder of class folders (PNG/JPEG) or .parquet/.jsonl for images, or a built-in set: " +
+      "a folder of class folders (PNG/JPEG), a datasets split or .jsonl for images, or a built-in set: " +
       "spamassassin, brown [default: by task]",
   },
   "eval-data": {

@@ -4,6 +4,10 @@
  * package `hyparquet` (pure JavaScript; this module is the only one that imports it). Snappy is
  * built in; GZIP, Brotli and Zstandard pages are inflated with `node:zlib`. The `huggingface`
  * schema metadata, when present, gives the names of ClassLabel columns.
+ *
+ * What every table of a split shares, whatever its format, is here too: {@link DataTable},
+ * {@link TableError}, the {@link plainValue} rule and the ClassLabel names of the `huggingface`
+ * metadata ({@link featureClassLabels}), which lib/io/arrow.ts reads in Arrow files as well.
  * @module
  */
 import {
@@ -16,8 +20,8 @@ import {
 } from "hyparquet";
 import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from "node:zlib";
 
-/** A Parquet file's rows and what its metadata says about them. */
-export interface ParquetTable {
+/** A `datasets` split's rows (a Parquet or Arrow file, a save_to_disk folder) and what its metadata says. */
+export interface DataTable {
   /** Every row, as column name → value (strings, numbers, booleans, null; INT64 as numbers). */
   rows: Record<string, unknown>[];
   /** Top-level column names in schema order. */
@@ -26,8 +30,14 @@ export interface ParquetTable {
   classLabels: Map<string, string[]>;
 }
 
+/** A table of a split that cannot be read: {@link ParquetError}, lib/io/arrow.ts's ArrowError, or a folder's. */
+export class TableError extends Error {
+  /** "TableError", or the subclass's name. */
+  override name = "TableError";
+}
+
 /** A Parquet file that cannot be read (not Parquet, an unsupported codec, a value out of range). */
-export class ParquetError extends Error {
+export class ParquetError extends TableError {
   /** Always "ParquetError". */
   override name = "ParquetError";
 }
@@ -43,9 +53,9 @@ export async function parquetColumns(path: string): Promise<string[]> {
   return topColumns(await footer(path));
 }
 
-/** The ClassLabel names of the Parquet file at `path` ({@link ParquetTable.classLabels}), from its footer alone. */
+/** The ClassLabel names of the Parquet file at `path` ({@link DataTable.classLabels}), from its footer alone. */
 export async function parquetClassLabels(path: string): Promise<Map<string, string[]>> {
-  return classLabels(hfMetadata(await footer(path)));
+  return featureClassLabels(hfMetadata(await footer(path)));
 }
 
 /** The footer metadata of the Parquet file at `path`. */
@@ -58,8 +68,8 @@ async function footer(path: string): Promise<FileMetaData> {
   }
 }
 
-/** Read the Parquet file at `path` (see {@link ParquetTable}). */
-export async function readParquet(path: string): Promise<ParquetTable> {
+/** Read the Parquet file at `path` (see {@link DataTable}). */
+export async function readParquet(path: string): Promise<DataTable> {
   let table: { rows: Record<string, unknown>[]; columns: string[]; meta: string | undefined };
   try {
     const file = await asyncBufferFromFile(path);
@@ -75,11 +85,11 @@ export async function readParquet(path: string): Promise<ParquetTable> {
   const rows = table.rows.map((row, i) => {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(row)) {
-      out[k] = plainValue(v, () => `${path}: row ${i + 1}, column "${k}"`);
+      out[k] = plainValue(v, () => `${path}: row ${i + 1}, column "${k}"`, ParquetError);
     }
     return out;
   });
-  return { rows, columns: table.columns, classLabels: classLabels(table.meta) };
+  return { rows, columns: table.columns, classLabels: featureClassLabels(table.meta) };
 }
 
 /** The `huggingface` schema metadata entry `datasets` writes, if any. */
@@ -94,24 +104,29 @@ function topColumns(metadata: FileMetaData): string[] {
 
 /**
  * A value as JSON would hold it: INT64 (bigint) as a number, when it is one exactly (in lists and
- * structs too); `where` names the cell in the error.
+ * structs too); `where` names the cell in the error, an `error` (default {@link TableError}).
  */
-export function plainValue(v: unknown, where: () => string): unknown {
-  if (Array.isArray(v)) return v.map((x) => plainValue(x, where));
+export function plainValue(
+  v: unknown,
+  where: () => string,
+  error: new (message: string) => TableError = TableError,
+): unknown {
+  if (Array.isArray(v)) return v.map((x) => plainValue(x, where, error));
   if (v !== null && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainValue(x, where)]));
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainValue(x, where, error)]));
   }
   if (typeof v !== "bigint") return v;
   const n = Number(v);
-  if (!Number.isSafeInteger(n)) throw new ParquetError(`${where()}: ${v} does not fit a safe integer`);
+  if (!Number.isSafeInteger(n)) throw new error(`${where()}: ${v} does not fit a safe integer`);
   return n;
 }
 
 /**
- * ClassLabel names by column, from `datasets`' {"info": {"features": …}} schema metadata: a
- * ClassLabel column's, or a list column's whose items are ClassLabels (multi-label data).
+ * ClassLabel names by column, from `datasets`' {"info": {"features": …}} schema metadata (`json`,
+ * the `huggingface` entry of a Parquet or Arrow schema): a ClassLabel column's, or a list column's
+ * whose items are ClassLabels (multi-label data).
  */
-function classLabels(json: string | undefined): Map<string, string[]> {
+export function featureClassLabels(json: string | undefined): Map<string, string[]> {
   const out = new Map<string, string[]>();
   if (!json) return out;
   let features: unknown;

@@ -5,10 +5,11 @@
  *   torchvision's ImageFolder and `datasets`' imagefolder number them), PNG and JPEG files at
  *   any depth below it, links followed as torchvision follows them, other files skipped (how
  *   many is told to `onWarning` in one line);
- * - a Parquet split as `datasets` stores images: a column of {bytes, path} structs (its Image
- *   feature, whatever its name: cifar10's `img`; of several, the one named `image` or `img`), the
- *   bytes or, where they are null (Dataset.to_parquet of images loaded from files), the file at the
- *   path (a relative one from the Parquet file's folder); and a label column: the one named
+ * - a `datasets` split (a Parquet or Arrow file, or a save_to_disk folder: lib/io/data_table.ts)
+ *   as `datasets` stores images: a column of {bytes, path} structs (its Image feature, whatever its
+ *   name: cifar10's `img`; of several, the one named `image` or `img`), the bytes or, where they are
+ *   null (Dataset.to_parquet of images loaded from files), the file at the path (a relative one
+ *   from the file's folder, or the save_to_disk folder); and a label column: the one named
  *   (`labelField`), else `label`, else the one ClassLabel column, else `labels` (ClassLabel names
  *   name the ids);
  * - a JSONL file, one object per line with a label (`label` unless named) and either
@@ -23,11 +24,11 @@
  * keeps ({@link decodeImageList}).
  * @module
  */
-import { dirname, join, relative, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { type ImageProcessorConfig, preprocessImage, type RgbImage } from "../io/image.ts";
 import { IMAGE_FILE, ImageFileError } from "../io/image_files.ts";
 import { type DecodeJob, decodeResized, imageWorkerCount } from "../io/image_workers.ts";
-import { ParquetError, type ParquetTable, readParquet } from "../io/parquet.ts";
+import { type DataTable, readTable, TableError, tableFolder, tableFormatOf } from "../io/data_table.ts";
 import { readRecords } from "./readers.ts";
 import { DataError } from "./data_error.ts";
 import { LabelMap } from "./labels.ts";
@@ -49,17 +50,17 @@ export interface ImageData {
 /** Options of {@link readImageData}. */
 export interface ImageDataOptions {
   /**
-   * Class names by id, e.g. the training split's: a folder or string label, or a Parquet label id
+   * Class names by id, e.g. the training split's: a folder or string label, or a split's label id
    * by its ClassLabel name, is looked up here (an unknown one is an error) instead of being
    * numbered by itself.
    */
   labels?: readonly string[];
   /** Whose those names are, for errors; default "the training data's". */
   whose?: string;
-  /** The label field of a Parquet split or JSONL file (--label-field); see the module doc. */
+  /** The label field of a `datasets` split or JSONL file (--label-field); see the module doc. */
   labelField?: string;
   /**
-   * Called after each image of a folder or Parquet split is decoded (tens of thousands take
+   * Called after each image of a folder or `datasets` split is decoded (tens of thousands take
    * minutes), with the images decoded and those there are.
    */
   onProgress?: (done: number, total: number) => void;
@@ -71,7 +72,10 @@ export interface ImageDataOptions {
   onWarning?: (message: string) => void;
 }
 
-/** Read the labelled images at `path` (a directory, .parquet or .jsonl; see the module doc). */
+/**
+ * Read the labelled images at `path` (a directory of class folders, a .parquet or .arrow split or a
+ * save_to_disk folder, or .jsonl; see the module doc).
+ */
 export async function readImageData(
   path: string,
   processor: ImageProcessorConfig,
@@ -84,12 +88,12 @@ export async function readImageData(
 
 /** A labelled image listed by {@link listImageData}: its label known, its pixels not yet decoded. */
 export interface ListedImage {
-  /** The file, the Parquet file and row, or the JSONL file and line. */
+  /** The file, the split and row, or the JSONL file and line. */
   source: string;
   /** The class id. */
   label: number;
   /**
-   * Its pixels: the file (or Parquet bytes) decoded and resized now, on the worker pool (call it for
+   * Its pixels: the file (or the split's bytes) decoded and resized now, on the worker pool (call it for
    * several images at once to keep the workers busy); a JSONL line's, read with the list.
    */
   load: () => Promise<ImageExample["pixels"]>;
@@ -103,7 +107,7 @@ export interface ImageList {
   labelNames: string[] | null;
   /** As {@link ImageData.imageShape}. */
   imageShape: [number, number, number];
-  /** Loading decodes files (a folder, a Parquet split; progress is told); a JSONL file's pixels are read. */
+  /** Loading decodes files (a folder, a `datasets` split; progress is told); a JSONL file's pixels are read. */
   encoded: boolean;
 }
 
@@ -118,12 +122,14 @@ export async function listImageData(
   opts: Omit<ImageDataOptions, "onProgress"> = {},
 ): Promise<ImageList> {
   const stat = await statOf(path);
+  // a save_to_disk folder is a split, not a folder of class folders
+  if (tableFormatOf(path)) return await asDataError(() => tableImages(path, processor, opts));
   if (stat.isDirectory) return await asDataError(() => folderImages(path, processor, opts));
-  if (/\.parquet$/i.test(path)) return await asDataError(() => parquetImages(path, processor, opts));
   if (/\.(jsonl|ndjson)$/i.test(path)) return await jsonlImages(path, processor, opts);
   throw new DataError(
-    `${path}: image data must be a folder of class folders (PNG/JPEG files), a .parquet split with ` +
-      `image and label columns, or a .jsonl file of pixel arrays`,
+    `${path}: image data must be a folder of class folders (PNG/JPEG files), a \`datasets\` split with ` +
+      `image and label columns (.parquet, .arrow or a folder that save_to_disk wrote), or a .jsonl file of ` +
+      `pixel arrays`,
   );
 }
 
@@ -180,7 +186,7 @@ export async function loadInOrder<T>(
 
 /** One unlabelled image, preprocessed, and where it came from. */
 export interface SourcedImage {
-  /** The file, or the Parquet file and row. */
+  /** The file, or the split and row. */
   source: string;
   /** Makes the [3, height, width] floats (from the image resized once, kept as 8-bit). */
   pixels: () => Float32Array;
@@ -188,7 +194,8 @@ export interface SourcedImage {
 
 /**
  * Unlabelled images, preprocessed: a PNG or JPEG file, every such file below a directory (in
- * sorted path order), the image column of a Parquet split, or a JSONL file of pixel arrays.
+ * sorted path order), the image column of a `datasets` split (a .parquet or .arrow file or a
+ * save_to_disk folder), or a JSONL file of pixel arrays.
  * `onProgress` and `onWarning` are called as {@link ImageDataOptions}' are.
  */
 export async function readImages(
@@ -213,9 +220,9 @@ export async function decodeImages(
 
 /** An unlabelled image listed by {@link listImages}, not yet decoded. */
 export interface UnloadedImage {
-  /** The file, the Parquet file and row, or the JSONL file and line. */
+  /** The file, the split and row, or the JSONL file and line. */
   source: string;
-  /** Its pixels: the file (or Parquet bytes) decoded and resized now, on the image workers. */
+  /** Its pixels: the file (or the split's bytes) decoded and resized now, on the image workers. */
   load: () => Promise<() => Float32Array>;
 }
 
@@ -231,6 +238,7 @@ export async function listImages(
 ): Promise<UnloadedImage[]> {
   const stat = await statOf(path);
   return await asDataError(async () => {
+    if (tableFormatOf(path)) return await tableCells(path, processor);
     if (stat.isDirectory) {
       const found = await imageFiles(path);
       if (found.files.length === 0) throw new DataError(`${path}: no PNG or JPEG files`);
@@ -243,9 +251,7 @@ export async function listImages(
         load: () => Promise.resolve(() => pixels),
       }));
     }
-    return /\.parquet$/i.test(path)
-      ? await parquetCells(path, processor)
-      : [{ source: path, load: () => decodeFile(path, processor) }];
+    return [{ source: path, load: () => decodeFile(path, processor) }];
   });
 }
 
@@ -257,13 +263,13 @@ export function defaultImageMemory(): number {
   return Math.floor(Deno.systemMemoryInfo().total / 4);
 }
 
-/** The images of a Parquet split's image column, each named by its row. */
-async function parquetCells(path: string, processor: ImageProcessorConfig): Promise<UnloadedImage[]> {
-  const table = await readParquet(path);
+/** The images of a split's image column, each named by its row. */
+async function tableCells(path: string, processor: ImageProcessorConfig): Promise<UnloadedImage[]> {
+  const table = await readTable(path), folder = tableFolder(path);
   const column = imageColumn(table, path);
   return table.rows.map((row, i) => {
     const at = `${path}: row ${i + 1}`;
-    return { source: at, load: () => decodeCell(row[column], column, at, path, processor) };
+    return { source: at, load: () => decodeCell(row[column], column, at, folder, processor) };
   });
 }
 
@@ -277,12 +283,12 @@ async function statOf(path: string): Promise<Deno.FileInfo> {
   }
 }
 
-/** `read()`, with the decoders' and the Parquet reader's errors as DataErrors. */
+/** `read()`, with the decoders' and the table readers' errors as DataErrors. */
 async function asDataError<T>(read: () => Promise<T>): Promise<T> {
   try {
     return await read();
   } catch (e) {
-    if (e instanceof ImageFileError || e instanceof ParquetError) throw new DataError(e.message);
+    if (e instanceof ImageFileError || e instanceof TableError) throw new DataError(e.message);
     throw e;
   }
 }
@@ -293,10 +299,10 @@ function isImageStruct(cell: unknown): cell is { bytes: unknown; path: unknown }
 }
 
 /**
- * The image column of a Parquet split: the one column of {bytes, path} structs (as `datasets`
- * stores an Image feature, whatever its metadata), else `image`, else `img`.
+ * The image column of a split: the one column of {bytes, path} structs (as `datasets` stores an
+ * Image feature, whatever its metadata), else `image`, else `img`.
  */
-function imageColumn(table: ParquetTable, path: string): string {
+function imageColumn(table: DataTable, path: string): string {
   const structs = table.columns.filter((c) => isImageStruct(table.rows.find((row) => row[c] != null)?.[c]));
   const column = structs.length === 1 ? structs[0] : ["image", "img"].find((c) => table.columns.includes(c));
   if (column) return column;
@@ -309,10 +315,10 @@ function imageColumn(table: ParquetTable, path: string): string {
 }
 
 /**
- * The encoded image of an Image struct in `column` of the Parquet file `file`: its bytes, else the
- * file at its path (relative to `file`'s folder), which `datasets` decodes when the bytes are null.
+ * The encoded image of an Image struct in `column` of a split: its bytes, else the file at its path
+ * (a relative one from `folder`: {@link tableFolder}), which `datasets` decodes when the bytes are null.
  */
-async function imageBytes(cell: unknown, column: string, at: string, file: string): Promise<Uint8Array> {
+async function imageBytes(cell: unknown, column: string, at: string, folder: string): Promise<Uint8Array> {
   if (!isImageStruct(cell)) {
     const kind = cell == null
       ? "null"
@@ -327,7 +333,7 @@ async function imageBytes(cell: unknown, column: string, at: string, file: strin
   if (typeof cell.path !== "string" || cell.path === "") {
     throw new DataError(`${at}: "${column}" has neither bytes nor a path`);
   }
-  const image = resolve(dirname(file), cell.path);
+  const image = resolve(folder, cell.path);
   if (!(await statOrNull(image))?.isFile) {
     const resolved = image === cell.path ? "" : ` (${image})`;
     throw new DataError(
@@ -338,17 +344,17 @@ async function imageBytes(cell: unknown, column: string, at: string, file: strin
 }
 
 /**
- * The image of `cell`, an Image struct in `column` of the Parquet file `file` ({@link imageBytes}),
- * decoded and resized once, on the worker pool; messages name it by `at`, its row.
+ * The image of `cell`, an Image struct in `column` of a split ({@link imageBytes}: a path relative to
+ * `folder`), decoded and resized once, on the worker pool; messages name it by `at`, its row.
  */
 async function decodeCell(
   cell: unknown,
   column: string,
   at: string,
-  file: string,
+  folder: string,
   processor: ImageProcessorConfig,
 ): Promise<() => Float32Array> {
-  const bytes = await imageBytes(cell, column, at, file);
+  const bytes = await imageBytes(cell, column, at, folder);
   // the table keeps its cells' bytes: those are copied to the worker, a file read for a path is moved
   const kept = isImageStruct(cell) && bytes === cell.bytes;
   const job = decodeJob(bytes, at, processor);
@@ -481,12 +487,12 @@ function reportSkipped(dir: string, skipped: string[], onWarning?: (message: str
   );
 }
 
-async function parquetImages(
+async function tableImages(
   path: string,
   processor: ImageProcessorConfig,
   opts: ImageDataOptions,
 ): Promise<ImageList> {
-  const table = await readParquet(path);
+  const table = await readTable(path), folder = tableFolder(path);
   const image = imageColumn(table, path), label = labelColumn(table, path, opts.labelField);
   const classNames = table.classLabels.get(label);
   const ids = new LabelMap(
@@ -495,7 +501,7 @@ async function parquetImages(
   );
   const images = table.rows.map((row, i): ListedImage => {
     const at = `${path}: row ${i + 1}`;
-    const load = () => decodeCell(row[image], image, at, path, processor);
+    const load = () => decodeCell(row[image], image, at, folder, processor);
     return { source: at, label: ids.id(row[label], at), load };
   });
   if (images.length === 0) throw new DataError(`${path}: no images (the table has no rows)`);
@@ -504,10 +510,10 @@ async function parquetImages(
 }
 
 /**
- * The label column of a Parquet image split: `named` (--label-field), else `label`, else the one
+ * The label column of an image split: `named` (--label-field), else `label`, else the one
  * ClassLabel column (cifar100 has two: one must be named), else `labels` (beans).
  */
-function labelColumn(table: ParquetTable, path: string, named: string | undefined): string {
+function labelColumn(table: DataTable, path: string, named: string | undefined): string {
   const columns = table.columns.join(", ");
   if (named !== undefined) {
     if (table.columns.includes(named)) return named;

@@ -1,9 +1,10 @@
 /**
  * Reading data files: labelled text for classification (JSONL or a JSON array of objects, CSV/TSV
- * with a header, or a `datasets` Parquet split, whose ClassLabel names name the ids), unlabelled
- * texts (the same formats, or a .txt file of lines), and the documents of a file for causal
- * language modelling (a text file, or each record's text). Text files are strict UTF-8.
- * Every error names the file, the line (the row, for Parquet) and what was wrong.
+ * with a header, or a `datasets` split: a Parquet or Arrow file or a save_to_disk folder
+ * (lib/io/data_table.ts), whose ClassLabel names name the ids), unlabelled texts (the same
+ * formats, or a .txt file of lines), and the documents of a file for causal language modelling (a
+ * text file, or each record's text). Text files are strict UTF-8.
+ * Every error names the file, the line (the row, for a split's table) and what was wrong.
  *
  * ```ts
  * import type { HfConfig } from "../io/hf_config.ts";
@@ -14,12 +15,14 @@
  * @module
  */
 import {
-  parquetClassLabels,
-  parquetColumns,
-  ParquetError,
-  type ParquetTable,
-  readParquet,
-} from "../io/parquet.ts";
+  type DataTable,
+  readTable,
+  tableClassLabels,
+  tableColumns,
+  TableError,
+  type TableFormat,
+  tableFormatOf,
+} from "../io/data_table.ts";
 import { CsvError, type CsvRecord, parseCsv } from "../io/csv.ts";
 import { DECIMAL, LabelMap } from "./labels.ts";
 import { DataError } from "./data_error.ts";
@@ -34,7 +37,7 @@ export interface Example {
   label: number;
   /** A multi-label example's class ids (any number of them, each once). */
   labels?: number[];
-  /** Where it was read, `file:line` (the row, for Parquet), for errors. */
+  /** Where it was read, `file:line` (the row, for a split's table), for errors. */
   source?: string;
 }
 
@@ -57,13 +60,17 @@ export interface ClassificationData {
   multiLabel: boolean;
 }
 
-/** A labelled data file's format. */
-export type DataFormat = "jsonl" | "csv" | "tsv" | "parquet";
+/**
+ * A labelled data file's format; "arrow" is an Arrow IPC file or a `save_to_disk` folder of them
+ * (lib/io/data_table.ts).
+ */
+export type DataFormat = "jsonl" | "csv" | "tsv" | TableFormat;
 
 /** Options of {@link readClassificationFile}. */
 export interface ReadOptions {
   /**
-   * File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv, .parquet).
+   * File format; by default from the extension (.jsonl/.ndjson/.json: jsonl, .csv, .tsv, .parquet,
+   * .arrow), or "arrow" for a folder `save_to_disk` wrote.
    * A "jsonl" file may also hold one JSON array of objects, as `json.dump(records, f)` writes it.
    */
   format?: DataFormat;
@@ -79,7 +86,7 @@ export interface ReadOptions {
    * transformers' `label_to_id[str(l)]`). Without it, string labels get ids in first-seen order.
    * Integer labels (JSON numbers, or strings of digits, maybe with a `.0` fraction as pandas writes
    * them) that name no class are ids as they are, unless some name is a number other than its own
-   * id ("1" for id 0): then they are refused. A Parquet ClassLabel id is looked up by its name.
+   * id ("1" for id 0): then they are refused. A split's ClassLabel id is looked up by its name.
    * A name no label matches exactly is matched ignoring case, as run_glue.py does (told to
    * `onWarning`).
    * -1 (`datasets`' "no label") is refused as such; other numbers (0.5, -2, as JSON numbers or
@@ -98,7 +105,7 @@ export interface ReadOptions {
   /**
    * The labels are real values (regression, e.g. STS-B's similarity scores): numbers, or strings
    * of decimal numbers, kept as they are; `labels` and `numLabels` do not apply. Refused for a
-   * Parquet ClassLabel column, whose values are class ids.
+   * split's ClassLabel column, whose values are class ids.
    */
   regression?: boolean;
   /**
@@ -121,9 +128,9 @@ export const TEXT_FIELDS: readonly (readonly string[])[] = [
   ["sentence"],
 ];
 
-/** One record of a data file: its line (its row, for Parquet) and its fields. */
+/** One record of a data file: its line (its row, for a split's table) and its fields. */
 export interface SourceRecord {
-  /** 1-based line of a JSONL/CSV file, or row of a Parquet table. */
+  /** 1-based line of a JSONL/CSV file, or row of a split's table (across a save_to_disk folder's shards). */
   line: number;
   /** The record's fields by name. */
   fields: Record<string, unknown>;
@@ -132,19 +139,19 @@ export interface SourceRecord {
 /**
  * Read a labelled JSONL (one JSON object per line, empty lines skipped; or one JSON array of
  * them), CSV (RFC 4180 quoting) or TSV (read as GLUE's unquoted files are), each with a
- * header line naming the fields, or Parquet file (a `datasets` split:
- * its ClassLabel names name the label ids, or find them among `labels` when given) into examples
- * with label ids (see {@link ReadOptions}).
+ * header line naming the fields, or `datasets` split (a Parquet or Arrow file, or a save_to_disk
+ * folder: its ClassLabel names name the label ids, or find them among `labels` when given) into
+ * examples with label ids (see {@link ReadOptions}).
  * Text is UTF-8; a leading byte-order mark is ignored. Errors name the file and the line (the row,
- * for Parquet).
+ * for a split's table).
  */
 export async function readClassificationFile(
   path: string,
   opts: ReadOptions = {},
 ): Promise<ClassificationData> {
   const format = opts.format ?? formatOf(path);
-  if (format === "parquet") {
-    const table = await parquetTable(path);
+  if (isTable(format)) {
+    const table = await dataTable(path, format);
     const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
     if (records.length === 0) throw new DataError(`${path}: no examples (the table has no rows)`);
     const labelField = labelFieldOf(Object.keys(records[0].fields), opts.labelField);
@@ -163,12 +170,22 @@ export async function readClassificationFile(
   return examplesFrom(records, path, opts);
 }
 
-/** A Parquet file's table; what cannot be read is a DataError. */
-async function parquetTable(path: string): Promise<ParquetTable> {
+/** Whether records of `format` are read as a split's table (lib/io/data_table.ts). */
+function isTable(format: DataFormat): format is TableFormat {
+  return format === "parquet" || format === "arrow";
+}
+
+/** The table of the split at `path`; what cannot be read is a DataError. */
+async function dataTable(path: string, format: TableFormat): Promise<DataTable> {
+  return await asDataError(() => readTable(path, format));
+}
+
+/** `read()`, with a table's errors as DataErrors. */
+async function asDataError<T>(read: () => Promise<T>): Promise<T> {
   try {
-    return await readParquet(path);
+    return await read();
   } catch (e) {
-    throw e instanceof ParquetError ? new DataError(e.message) : e;
+    throw e instanceof TableError ? new DataError(e.message) : e;
   }
 }
 
@@ -285,9 +302,12 @@ function firstBadByte(bytes: Uint8Array): number {
 function formatOf(path: string): DataFormat {
   const ext = path.toLowerCase().match(/\.([a-z]+)$/)?.[1];
   if (ext === "jsonl" || ext === "ndjson" || ext === "json") return "jsonl";
-  if (ext === "csv" || ext === "tsv" || ext === "parquet") return ext;
+  if (ext === "csv" || ext === "tsv") return ext;
+  const table = tableFormatOf(path);
+  if (table) return table;
   throw new DataError(
-    `${path}: unknown data format (expected a .jsonl, .ndjson, .json, .csv, .tsv or .parquet file)`,
+    `${path}: unknown data format (expected a .jsonl, .ndjson, .json, .csv, .tsv or .parquet file, or Arrow: ` +
+      `an .arrow file or a folder that save_to_disk wrote)`,
   );
 }
 
@@ -412,7 +432,7 @@ export function labelFieldOf(fieldNames: readonly string[], named?: string): str
 }
 
 /**
- * Records → examples: pick the text field(s), map labels to ids (a Parquet column's integer ids
+ * Records → examples: pick the text field(s), map labels to ids (a split's ClassLabel ids
  * through its `classNames`), check them against num_labels.
  */
 function examplesFrom(
@@ -534,7 +554,7 @@ function textsOf(fields: Record<string, unknown>, names: string[], path: string,
 
 /**
  * The texts (or pairs) of a data file, without labels (a label field is ignored): a .txt file
- * gives one text per non-empty line; JSONL, CSV/TSV and Parquet files their text field(s), found
+ * gives one text per non-empty line; JSONL, CSV/TSV files and `datasets` splits their text field(s), found
  * as {@link readClassificationFile} finds them.
  */
 export async function readTexts(
@@ -546,7 +566,7 @@ export async function readTexts(
     if (opts.textField !== undefined || opts.pairField !== undefined) {
       throw new DataError(
         `${path}: a .txt file is one text per line, without fields: --text-field and --pair-field ` +
-          `(textField, pairField) name the fields of records (.jsonl, .csv, .tsv, .parquet)`,
+          `(textField, pairField) name the fields of records (.jsonl, .csv, .tsv, .parquet, .arrow)`,
       );
     }
     const text = await readDataText(path);
@@ -564,24 +584,24 @@ export async function readTexts(
 }
 
 /**
- * The records of a JSONL, CSV/TSV or Parquet file (format from the extension unless given); a file
- * without any is a DataError.
+ * The records of a JSONL or CSV/TSV file or a `datasets` split (format from the path unless given);
+ * a file without any is a DataError.
  */
 export async function readRecords(path: string, format?: DataFormat): Promise<SourceRecord[]> {
   return (await readRecordTable(path, format)).records;
 }
 
 /**
- * {@link readRecords}, with the ClassLabel names a Parquet split's schema gives its columns (a
- * list column's names are those of its items); no names for other formats.
+ * {@link readRecords}, with the ClassLabel names a split's schema gives its columns (a list
+ * column's names are those of its items); no names for other formats.
  */
 export async function readRecordTable(
   path: string,
   format?: DataFormat,
 ): Promise<{ records: SourceRecord[]; classLabels: Map<string, string[]> }> {
   const f = format ?? formatOf(path);
-  if (f === "parquet") {
-    const table = await parquetTable(path);
+  if (isTable(f)) {
+    const table = await dataTable(path, f);
     const records = table.rows.map((fields, i) => ({ line: i + 1, fields }));
     if (records.length === 0) throw new DataError(`${path}: no records (the table has no rows)`);
     return { records, classLabels: table.classLabels };
@@ -592,31 +612,22 @@ export async function readRecordTable(
 }
 
 /**
- * The ClassLabel names of a Parquet split's columns (a list column's are those of its items), from
- * its footer alone; none for a file of another format.
+ * The ClassLabel names of a split's columns (a list column's are those of its items), from its
+ * schema alone; none for a file of another format.
  */
 export async function recordClassLabels(path: string): Promise<Map<string, string[]>> {
-  if (!/\.parquet$/i.test(path)) return new Map();
-  try {
-    return await parquetClassLabels(path);
-  } catch (e) {
-    throw e instanceof ParquetError ? new DataError(e.message) : e;
-  }
+  const format = tableFormatOf(path);
+  return format ? await asDataError(() => tableClassLabels(path, format)) : new Map();
 }
 
 /**
  * The field names of a record file's first record, without reading the whole file where its format
- * allows: a Parquet file's columns, the first JSONL object's keys, a CSV/TSV header; null for a file
- * of another kind.
+ * allows: a split's columns, the first JSONL object's keys, a CSV/TSV header; null for a file of
+ * another kind.
  */
 export async function recordFieldNames(path: string): Promise<string[] | null> {
-  if (/\.parquet$/i.test(path)) {
-    try {
-      return await parquetColumns(path);
-    } catch (e) {
-      throw e instanceof ParquetError ? new DataError(e.message) : e;
-    }
-  }
+  const format = tableFormatOf(path);
+  if (format) return await asDataError(() => tableColumns(path, format));
   const csv = path.match(/\.(csv|tsv)$/i)?.[1].toLowerCase() as "csv" | "tsv" | undefined;
   if (csv) return await csvHeader(path, csv);
   if (!/\.(jsonl|ndjson|json)$/i.test(path)) return null;
@@ -679,12 +690,12 @@ async function firstLines(path: string): Promise<string> {
 
 /** Whether {@link readTextDocuments} reads `path` as plain text (not as a file of records). */
 export function isPlainText(path: string): boolean {
-  return !/\.(parquet|jsonl|ndjson|json|csv|tsv)$/i.test(path);
+  return !/\.(jsonl|ndjson|json|csv|tsv)$/i.test(path) && tableFormatOf(path) === null;
 }
 
 /**
  * The documents to train a causal LM on: a .txt (or .text, .md) file as it is, one document, or the
- * text field of every record of a JSONL, CSV/TSV or Parquet file (`textField`, default "text"), one
+ * text field of every record of a JSONL or CSV/TSV file or a `datasets` split (`textField`, default "text"), one
  * document each. Other files, bytes that are not UTF-8, and text that is mostly NULs are refused.
  */
 export async function readTextDocuments(path: string, opts: { textField?: string } = {}): Promise<string[]> {
@@ -696,7 +707,7 @@ export async function readTextDocuments(path: string, opts: { textField?: string
     return [text];
   }
   const field = opts.textField ?? "text", records = await readRecords(path);
-  const noun = /\.parquet$/i.test(path) ? "column" : "field";
+  const noun = tableFormatOf(path) ? "column" : "field";
   if (!(field in records[0].fields)) {
     throw new DataError(
       `${path}: no ${noun} "${field}" (name the text ${noun}: --text-field, or textField); the ${noun}s are ` +
@@ -723,14 +734,14 @@ export async function readTextDocuments(path: string, opts: { textField?: string
 export function checkPlainText(path: string, textField?: string): void {
   if (!/\.(txt|text|md)$/i.test(path)) {
     throw new DataError(
-      `${path}: unknown data format (plain text is a .txt or .md file; records a .jsonl, .csv, .tsv or ` +
-        `.parquet file)`,
+      `${path}: unknown data format (plain text is a .txt or .md file; records a .jsonl, .csv, .tsv, ` +
+        `.parquet or .arrow file, or a folder that save_to_disk wrote)`,
     );
   }
   if (textField !== undefined) {
     throw new DataError(
       `${path}: plain text is one document, without fields: --text-field (textField) names the text ` +
-        `field of records (.jsonl, .csv, .tsv, .parquet)`,
+        `field of records (.jsonl, .csv, .tsv, .parquet, .arrow)`,
     );
   }
 }
