@@ -87,23 +87,32 @@ Deno.test("ImageBatches: a batch's images load a few an image worker at a time, 
   assertEquals(most, LOADS_PER_WORKER * imageWorkerCount());
 });
 
-Deno.test("train --image-memory: a split over it is checked, then decoded per batch, and trains as a held one", async () => {
+Deno.test("train --image-memory: a split over it is checked, then decoded per batch, and trains, evaluates and resumes as a held one", async () => {
   await withTempDir("hartley_image_stream_", async (dir) => {
-    const run = (out: string, extra: string[] = []) =>
-      runCli([
-        ...["train", "--model", VIT, "--data", IMAGES, "--steps", "3", "--batch-size", "2", "--lr", "0.05"],
+    // two epochs of 3-image steps (batches of 1, --grad-accum 3: a short last step), evaluated and
+    // checkpointed each step, stopped after the first and resumed
+    const run = async (out: string, extra: string[] = []) => {
+      const args = [
         ...[
-          "--eval-fraction",
-          "0.34",
-          "--eval-every",
+          "train",
+          "--model",
+          VIT,
+          "--data",
+          IMAGES,
+          "--epochs",
+          "2",
+          "--batch-size",
+          "1",
+          "--grad-accum",
           "3",
-          "--save-every",
-          "0",
-          "--out",
-          join(dir, out),
-          ...extra,
         ],
-      ]);
+        ...["--lr", "0.05", "--eval-fraction", "0.34", "--eval-every", "1", "--save-every", "1", "-q"],
+        ...["--out", join(dir, out), ...extra],
+      ];
+      const stopped = await runCli([...args, "--stop-at", "1"]);
+      assertEquals(stopped.code, 0, stopped.err);
+      return await runCli([...args, "--resume"]);
+    };
     const [held, streamed] = [await run("held"), await run("streamed", ["--image-memory", "4KiB"])];
     assertEquals([held.code, streamed.code], [0, 0], streamed.err);
     const weights = async (out: string) => {
@@ -111,11 +120,15 @@ Deno.test("train --image-memory: a split over it is checked, then decoded per ba
       return await Promise.all(file.names.map(async (k) => [k, Array.from(await file.readF32(k))] as const));
     };
     assertEquals(await weights("streamed"), await weights("held"));
-    const evals = (out: string) =>
+    const records = (out: string) =>
       Deno.readTextFile(join(dir, out, "log.jsonl")).then((t) =>
-        t.split("\n").filter((l) => l.includes('"eval"'))
+        t.split("\n").filter((l) => /"type":"(train|eval)"/.test(l)).map((l) =>
+          l.replace(/"elapsed_s":[\d.e-]+/, "")
+        )
       );
-    assertEquals(await evals("streamed"), await evals("held"));
+    const [streamedLog, heldLog] = [await records("streamed"), await records("held")];
+    assert(heldLog.filter((l) => l.includes('"eval"')).length >= 3, heldLog.join("\n"));
+    assertEquals(streamedLog, heldLog);
 
     // a broken image is named before the first step, though the one step trains on another image
     const broken = join(dir, "broken");
