@@ -5,6 +5,7 @@ import { loadModel, loadModelTokenizer } from "../lib/models/load.ts";
 import { noGrad, softmax, Tensor, tidy } from "../lib/tensor/mod.ts";
 import { classify } from "../lib/infer/predict.ts";
 import { tagWords } from "../lib/infer/tag.ts";
+import { progressFrom } from "../lib/cli/loading.ts";
 import { generate, generateBatch } from "../lib/infer/generate.ts";
 import { sampleToken, samplingCandidates, type SamplingCuts } from "../lib/infer/sampling.ts";
 import { Prng } from "../lib/spectral/prng.ts";
@@ -113,6 +114,13 @@ Deno.test("classify: the forward pass's softmax for each text, in input order, w
     const three = await classify(model, tokenizer, texts, { batchSize: 3 });
     assertEquals(one.length, 4);
     assertEquals(told, [[4, 4]], "told as reads are collected: every 8 batches, and at the end");
+    // 8 batches: all read at the eighth, told once
+    const eight: [number, number][] = [];
+    await classify(model, tokenizer, [...texts, ...texts], {
+      batchSize: 1,
+      onProgress: (done, total) => eight.push([done, total]),
+    });
+    assertEquals(eight, [[8, 8]]);
     for (let i = 0; i < 4; i++) {
       assertClose(three[i].probabilities, one[i].probabilities, 1e-5, `text ${i}`);
       assertEquals(three[i].id, one[i].id);
@@ -327,4 +335,18 @@ Deno.test("stop texts: the text cut before the first one reached, streamed witho
   } finally {
     model.dispose();
   }
+});
+
+Deno.test("progressFrom: the end of the work is shown once, however often it is told", () => {
+  const written: string[] = [];
+  const sink = {
+    writeSync: (b: Uint8Array) => (written.push(new TextDecoder().decode(b)), b.length),
+    isTerminal: () => true,
+  };
+  const show = progressFrom(2, "classifying", false, { sink })!;
+  show(4, 8);
+  show(8, 8);
+  const once = written.length;
+  show(8, 8);
+  assertEquals(written.length, once, JSON.stringify(written));
 });

@@ -4,6 +4,7 @@
  * log or checkpoint, and a Ctrl-C before the first step leaves --out as it was.
  */
 import { join } from "node:path";
+import { RunLog } from "../lib/train/log.ts";
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { folderSnapshot, GPT2, runCli, tinyRun, withTempDir, writeToyData } from "./train_helpers.ts";
@@ -95,6 +96,47 @@ Deno.test("train: Ctrl-C while the model loads exits 130 before --overwrite clea
       r.err,
     );
     assertEquals(await folderSnapshot(out), before);
+  });
+});
+
+Deno.test("train: Ctrl-C while the trainer sets up says it stops before the first step, not after one", async () => {
+  await withTempDir("hartley_train_out_", async (dir) => {
+    const data = await writeToyData(dir, 40);
+    let ctrlC: (() => void) | undefined;
+    const add = Deno.addSignalListener, write = RunLog.prototype.write;
+    Deno.addSignalListener = (signal, handler) => {
+      add(signal, handler);
+      if (signal === "SIGINT") ctrlC = handler;
+    };
+    // the Ctrl-C comes once the start record is written, as the trainer sets up (its listener runs
+    // at the trainer's last look before the first step)
+    RunLog.prototype.write = function (record) {
+      const written = write.call(this, record);
+      if (record.type === "start") {
+        written.then(() => {
+          // a message, as a signal comes: delivered at the trainer's turn of the event loop (lib/train/trainer.ts nextTurn)
+          const { port1, port2 } = new MessageChannel();
+          port1.onmessage = () => {
+            port1.close();
+            port2.close();
+            ctrlC?.();
+          };
+          port2.postMessage(null);
+        });
+      }
+      return written;
+    };
+    let r;
+    try {
+      r = await runCli(tinyRun(data, join(dir, "run"), ["--steps", "2"]));
+    } finally {
+      Deno.addSignalListener = add;
+      RunLog.prototype.write = write;
+    }
+    assertEquals(r.code, 130, r.err);
+    assert(r.err.includes("Ctrl-C: stopping before the first step"), r.err);
+    assert(!r.err.includes("stopping after this step"), r.err);
+    assert(r.err.includes("stopped before the first step: nothing was trained"), r.err);
   });
 });
 

@@ -39,13 +39,16 @@ export function progressFrom(
   { per = 1, unit, sink }: ProgressShown = {},
 ): ((done: number, total: number) => void) | undefined {
   if (quiet) return undefined;
-  let progress: Progress | null = null;
+  let progress: Progress | null = null, finished = false;
   return (done, total) => {
-    if (total < from) return;
+    if (total < from || finished) return; // the work told again that it is done: shown once
     progress ??= new Progress(Math.ceil(total / per), { label, unit, plainInterval: 5, sink });
     const steps = done === total ? progress.total : Math.floor(done / per);
     progress.update(steps, unit ? { tokens: steps } : {});
-    if (done === total) progress.done();
+    if (done === total) {
+      progress.done();
+      finished = true;
+    }
   };
 }
 

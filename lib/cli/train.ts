@@ -191,7 +191,6 @@ async function runTraining(
       await log.write({ type: "start", step: 0, ...fingerprint, trainable: prepared.trainable, version: 1 });
     } else await log.write({ type: "resume", step: ckpt.state.step });
     const session = { ckpt, log, stopper, warmupSteps, started, flags };
-    stopper.begin();
     const result = await trainModel(model, prepared, v, plan, session);
     if (result.status === "stopped") return await reportStopped(result, log, outDir, stopper, resume, ckpt);
     return await finishRun(result, log, prepared, v, plan);
@@ -360,7 +359,11 @@ async function trainModel(
       log,
       progress,
       setTraining: prepared.peft ? (on) => prepared.peft!.train(on) : undefined,
-      shouldStop: (done) => stopper.signal !== null || done === v["stop-at"],
+      shouldStop: (done) => {
+        // first asked just before the first step, once the trainer has set up: steps begin
+        stopper.begin();
+        return stopper.signal !== null || done === v["stop-at"];
+      },
       best: v["save-best"] || v["early-stop"]
         ? {
           metric: metric as BestMetric | undefined,
@@ -468,7 +471,7 @@ type StopSignal = keyof typeof STOP_SIGNALS;
 /** Whether a signal asked a run to stop, and how to stop listening. */
 interface StopListener {
   readonly signal: StopSignal | null;
-  /** Training begins: a stop asked from now on comes after a step, with a checkpoint. */
+  /** Steps begin (the trainer asks before the first): a stop asked from now on comes after a step, with a checkpoint. */
   begin(): void;
   remove(): void;
 }
@@ -502,7 +505,7 @@ function listenForStop(outDir: string): StopListener {
           ? `\n${label}: stopping after this step and saving a checkpoint (once this shows, Ctrl-C again quits ` +
             "without one)"
           // the model or data still loading: nothing is trained or written, however long that takes
-          : `\n${label}: stopping before the first step, once the setup in progress ends (Ctrl-C again quits now)`,
+          : `\n${label}: stopping before the first step, once the setup in progress ends (${label} again quits now)`,
       );
     };
     Deno.addSignalListener(name, handler);

@@ -158,6 +158,7 @@ async function probabilities(
   let reads: { rows: number; logits: Promise<Float32Array> }[] = [];
   const multiLabel = model.config.problemType === "multi_label_classification";
   const collect = async () => {
+    if (reads.length === 0) return; // all read at the last few batches' collect
     for (const { rows, logits } of reads) {
       const l = await logits, classes = l.length / rows;
       for (let r = 0; r < rows; r++) {

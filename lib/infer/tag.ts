@@ -63,6 +63,7 @@ export async function tagWords(
   const out: TaggedWords[] = [];
   let reads: { rows: Int32Array; length: number; logits: Promise<Float32Array> }[] = [];
   const collect = async () => {
+    if (reads.length === 0) return; // all read at the last few batches' collect
     for (const { rows, length, logits } of reads) {
       const l = await logits, classes = l.length / (rows.length * length);
       rows.forEach((index, r) => {
