@@ -239,3 +239,21 @@ Deno.test("--image-memory: a JSONL training file with an image folder to evaluat
     assert((splits.eval as ImageBatches).examples.every((e) => "load" in e), "the eval split streams");
   });
 });
+
+Deno.test("--image-memory: the images it holds are kept decoded, the training rows first; only the others stream", async () => {
+  const spec: DataSpec = {
+    task: "image-cls",
+    data: IMAGES,
+    evalFraction: 0.34,
+    seqLen: 0,
+    batchSize: 2,
+    seed: 0,
+    quiet: true,
+    imageMemory: 3 * 3 * 32 * 32, // three of the fixture's 32×32 images
+  };
+  const splits = await loadSplits(spec, await loadHfConfig(VIT), null, VIT);
+  assert(splits.summary.includes("(3 of them past what --image-memory holds"), splits.summary);
+  const held = (b: unknown) => (b as ImageBatches).examples.map((e) => "pixels" in e);
+  assertEquals(held(splits.train), [true, true, true, false]);
+  assertEquals(held(splits.eval), [false, false]);
+});

@@ -732,12 +732,22 @@ async function imageSplits(
   // eval-only: the eval rows are all there is to decode
   if (spec.evalOnly) train = evalSet!;
   const fromData = evalFile === file && evalSet ? [train, evalSet] : [train];
-  const [c, h, w] = file.imageShape, rows = new Set([...train, ...(evalSet ?? [])]).size;
-  const stream = (file.encoded || evalFile.encoded) &&
-    (spec.evalOnly || rows * c * h * w > (spec.imageMemory ?? defaultImageMemory()));
-  const load = stream ? streamRows : decodeRows;
-  if (stream && !spec.evalOnly) {
-    await checkRows([[file, fromData], [evalFile, evalFile === file ? [] : [evalSet!]]], spec.quiet);
+  const [c, h, w] = file.imageShape, rows = [...new Set([...train, ...(evalSet ?? [])])];
+  // as many as --image-memory holds decoded (the training rows first); the others are streamed
+  const holds = Math.floor((spec.imageMemory ?? defaultImageMemory()) / (c * h * w));
+  const stream = (file.encoded || evalFile.encoded) && (spec.evalOnly || rows.length > holds);
+  let load: RowLoader = decodeRows, streamed = 0;
+  if (stream) {
+    // eval-only: one pass, each batch decoded as it comes; training: every image decoded (checked)
+    // once, those held kept
+    const kept: Map<ListedImage, ImageExample> = spec.evalOnly ? new Map() : await checkRows(
+      [[file, fromData], [evalFile, evalFile === file ? [] : [evalSet!]]],
+      new Set(rows.slice(0, holds)),
+      spec.quiet,
+    );
+    streamed = rows.length - kept.size;
+    load = (_list, parts) =>
+      Promise.resolve(parts.map((part) => part.map((row) => kept.get(row) ?? streamedRow(row))));
   }
   const [trainImages, heldOut] = await load(file, fromData, spec.quiet);
   const evalImages = !evalSet
@@ -755,7 +765,7 @@ async function imageSplits(
     summary: `${spec.data}: ${train.length} training images` +
       (evalSet ? `, ${evalSet.length} eval images` : "") +
       (stream && !spec.evalOnly
-        ? " (more than --image-memory holds decoded: decoded again for each batch)"
+        ? ` (${streamed} of them past what --image-memory holds decoded: decoded again for each batch)`
         : ""),
   };
 }
@@ -784,34 +794,45 @@ function imageLabelCount(
   return numLabels;
 }
 
-/**
- * The rows of each of `parts` as images decoded again for each batch that takes them (a split too
- * large to hold decoded; `eval`'s single pass).
- */
-function streamRows(_list: ImageList, parts: ListedImage[][]): Promise<StreamedImage[][]> {
-  return Promise.resolve(parts.map((part) => part.map(({ load, label }) => ({ load, label }))));
+/** The examples of each of `parts`, rows of `list`: held decoded, or streamed. */
+type RowLoader = (
+  list: ImageList,
+  parts: ListedImage[][],
+  quiet?: boolean,
+) => Promise<(ImageExample | StreamedImage)[][]>;
+
+/** A row as an image decoded again for each batch that takes it. */
+function streamedRow({ load, label }: ListedImage): StreamedImage {
+  return { load, label };
 }
 
 /**
- * Decode every row of `lists`' parts once, keeping none, under one progress display: a split
- * streamed to training ({@link streamRows}) names a broken image before the first step, not at
- * the step that meets it.
+ * Decode every row of `lists`' parts once under one progress display, keeping the examples of the
+ * rows `held` has: a split streamed to training names a broken image before the first step, not
+ * at the step that meets it.
  */
-async function checkRows(lists: [ImageList, ListedImage[][]][], quiet?: boolean): Promise<void> {
+async function checkRows(
+  lists: [ImageList, ListedImage[][]][],
+  held: ReadonlySet<ListedImage>,
+  quiet?: boolean,
+): Promise<Map<ListedImage, ImageExample>> {
   const rows = lists.map(([list, parts]) => [list, [...new Set(parts.flat())]] as const);
   const total = rows.reduce((n, [, r]) => n + r.length, 0);
-  const progress = progressFrom(SHOW_IMAGES, "checking images", quiet);
+  const progress = progressFrom(SHOW_IMAGES, "decoding images", quiet);
+  const kept = new Map<ListedImage, ImageExample>();
   let done = 0;
   for (const [list, part] of rows) {
     for (let at = 0; at < part.length; at += CHECK_CHUNK) {
       const chunk = part.slice(at, at + CHECK_CHUNK);
-      await decodeImageList(list, chunk, (n) => progress?.(done + n, total));
+      const examples = await decodeImageList(list, chunk, (n) => progress?.(done + n, total));
+      chunk.forEach((row, i) => held.has(row) && kept.set(row, examples[i]));
       done += chunk.length;
     }
   }
+  return kept;
 }
 
-/** Images decoded at a time by {@link checkRows}, then dropped. */
+/** Images decoded at a time by {@link checkRows}: those not held are then dropped. */
 const CHECK_CHUNK = 256;
 
 /**

@@ -236,7 +236,7 @@ export const FLAGS = {
     type: "string",
     arg: "SIZE",
     help: "decoded images a run holds in memory at most, e.g. 4GiB (default: a quarter of this machine's " +
-      "memory); an image split needing more is checked once, then decoded again for each batch",
+      "memory); the images past it (every image is decoded once first, to check it) are decoded again for each batch",
   },
   "group-by-length": {
     type: "boolean",
