@@ -221,7 +221,8 @@ const SCRIPT = `
   const processor = parseImageProcessorConfig(null, { imageSize: 32 }, "defaults");
   const data = await readImageData("${IMAGES}folder", processor);
   const sum = data.examples.reduce((s, e) => s + e.pixels().reduce((a, b) => a + b, 0), 0);
-  console.log(JSON.stringify({ labels: data.examples.map((e) => e.label), sum, workers: liveImageWorkers() }));
+  const madeLater = globalThis.madeAfterFailure?.() ?? null;
+  console.log(JSON.stringify({ labels: data.examples.map((e) => e.label), sum, workers: liveImageWorkers(), made: madeLater }));
 `;
 
 Deno.test("image workers: a process exits by itself after decoding; where no worker can load, this thread decodes", async () => {
@@ -231,6 +232,13 @@ Deno.test("image workers: a process exits by itself after decoding; where no wor
     // a runtime whose threads cannot start: every Worker throws as it is made
     const noThreads = 'globalThis.Worker = class { constructor() { throw new Error("no threads"); } };';
     await Deno.writeTextFile(`${dir}/no_threads.js`, SCRIPT.replace("/*PRELUDE*/", noThreads));
+    // Workers counted: those made after the first failed to load (a failed load means none can)
+    const counted = `const W = globalThis.Worker; let made = 0, atFailure = null;
+      globalThis.Worker = class extends W {
+        constructor(...a) { super(...a); made++; this.addEventListener("error", () => { atFailure ??= made; }); }
+      };
+      globalThis.madeAfterFailure = () => atFailure === null ? null : made - atFailure;`;
+    await Deno.writeTextFile(`${dir}/counted.js`, SCRIPT.replace("/*PRELUDE*/", counted));
     const run = async (deny: string[], script = "decode.js") => {
       const out = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", ...deny.map((f) => `--deny-read=${f}`), "--config", CONFIG, `${dir}/${script}`],
@@ -248,8 +256,8 @@ Deno.test("image workers: a process exits by itself after decoding; where no wor
     const denied = await run([lib("image_worker.ts")]);
     assertEquals([denied.code, denied.err, denied.out], [0, "", { ...pooled.out, workers: 0 }]);
     // the worker's module loads, a module it imports does not: that worker fails and this thread decodes
-    const broken = await run([lib("image_files.ts")]);
-    assertEquals([broken.code, broken.out], [0, { ...pooled.out, workers: 0 }]);
+    const broken = await run([lib("image_files.ts")], "counted.js");
+    assertEquals([broken.code, broken.out], [0, { ...pooled.out, workers: 0, made: 0 }]);
     assert(broken.err.includes("image_files.ts"), broken.err);
     // no Worker can be made: the jobs queued for the first are decoded here too, none left waiting
     const threadless = await run([], "no_threads.js");

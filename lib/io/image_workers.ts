@@ -122,10 +122,14 @@ class ImagePool {
       if (member.ready && !member.job) this.#give(member, this.#queue.shift()!);
     }
     const starting = this.#members.filter((m) => !m.ready).length;
-    for (let n = this.#queue.length - starting; n > 0 && this.#members.length < this.size; n--) {
+    for (
+      let n = this.#queue.length - starting;
+      n > 0 && this.#members.length < this.size && !this.#inThread;
+      n--
+    ) {
       this.#start();
     }
-    // no worker could start (none will reply to call this again): the jobs waiting are decoded here
+    // no worker can start (none will reply to call this again): the jobs waiting are decoded here
     if (this.#inThread) this.#drainHere();
     // after a failed start too: the workers busy then are terminated once done
     if (this.#queue.length === 0 && this.#members.every((m) => !m.job)) {
