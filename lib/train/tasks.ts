@@ -91,8 +91,8 @@ export interface StreamedImage {
 
 /**
  * Batches of images in the seeded epoch order of {@link BatchIterator}. Streamed images are loaded
- * by {@link prepare}, a batch's at once (on image_data's worker pool), and held only until their
- * batch is taken.
+ * by {@link prepare}, a few an image worker at a time (lib/io/image_workers.ts), and held only
+ * until their batch is taken.
  */
 export class ImageBatches implements BatchSource {
   /** Batches per epoch (the last one may be smaller). */
