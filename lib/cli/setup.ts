@@ -731,30 +731,21 @@ async function imageSplits(
   const numLabels = imageLabelCount(spec, [...train, ...(evalSet ?? [])], names, headLabels);
   // eval-only: the eval rows are all there is to decode
   if (spec.evalOnly) train = evalSet!;
-  const fromData = evalFile === file && evalSet ? [train, evalSet] : [train];
   const [c, h, w] = file.imageShape, rows = [...new Set([...train, ...(evalSet ?? [])])];
   // as many as --image-memory holds decoded (the training rows first); the others are streamed
   const holds = Math.floor((spec.imageMemory ?? defaultImageMemory()) / (c * h * w));
   const stream = (file.encoded || evalFile.encoded) && (spec.evalOnly || rows.length > holds);
-  let load: RowLoader = decodeRows, streamed = 0;
-  if (stream) {
-    // eval-only: one pass, each batch decoded as it comes; training: every image decoded (checked)
-    // once, those held kept
-    const kept: Map<ListedImage, ImageExample> = spec.evalOnly ? new Map() : await checkRows(
-      [[file, fromData], [evalFile, evalFile === file ? [] : [evalSet!]]],
-      new Set(rows.slice(0, holds)),
-      spec.quiet,
-    );
-    streamed = rows.length - kept.size;
-    load = (_list, parts) =>
-      Promise.resolve(parts.map((part) => part.map((row) => kept.get(row) ?? streamedRow(row))));
-  }
-  const [trainImages, heldOut] = await load(file, fromData, spec.quiet);
-  const evalImages = !evalSet
-    ? null
-    : evalFile === file
-    ? heldOut
-    : (await load(evalFile, [evalSet], spec.quiet))[0];
+  // every row decoded once (a broken image named before the first step), those held kept; eval-only
+  // streams all: its one pass decodes each batch as it comes
+  const kept = stream && spec.evalOnly ? new Map<ListedImage, ImageExample>() : await decodeRows(
+    [[file, evalFile === file ? rows : train], [evalFile, evalFile === file ? [] : evalSet!]],
+    new Set(stream ? rows.slice(0, holds) : rows),
+    spec.quiet,
+  );
+  const streamed = rows.length - kept.size;
+  const examples = (part: ListedImage[]) => part.map((row) => kept.get(row) ?? streamedRow(row));
+  const evalImages = evalSet && examples(evalSet);
+  const trainImages = examples(train);
   return {
     train: new ImageBatches(trainImages, file.imageShape, spec.batchSize, { seed: spec.seed }),
     eval: evalImages
@@ -765,7 +756,7 @@ async function imageSplits(
     summary: `${spec.data}: ${train.length} training images` +
       (evalSet ? `, ${evalSet.length} eval images` : "") +
       (stream && !spec.evalOnly
-        ? ` (${streamed} of them past what --image-memory holds decoded: decoded again for each batch)`
+        ? ` (${streamed} of them past what --image-memory holds decoded: decoded again ` + "for each batch)"
         : ""),
   };
 }
@@ -794,36 +785,28 @@ function imageLabelCount(
   return numLabels;
 }
 
-/** The examples of each of `parts`, rows of `list`: held decoded, or streamed. */
-type RowLoader = (
-  list: ImageList,
-  parts: ListedImage[][],
-  quiet?: boolean,
-) => Promise<(ImageExample | StreamedImage)[][]>;
-
 /** A row as an image decoded again for each batch that takes it. */
 function streamedRow({ load, label }: ListedImage): StreamedImage {
   return { load, label };
 }
 
 /**
- * Decode every row of `lists`' parts once under one progress display, keeping the examples of the
- * rows `held` has: a split streamed to training names a broken image before the first step, not
- * at the step that meets it.
+ * Decode the rows of each list once, under one progress display, keeping the examples of those
+ * `held` has (the others are dropped a chunk at a time: a split past --image-memory is checked,
+ * not held).
  */
-async function checkRows(
-  lists: [ImageList, ListedImage[][]][],
+async function decodeRows(
+  lists: [ImageList, ListedImage[]][],
   held: ReadonlySet<ListedImage>,
   quiet?: boolean,
 ): Promise<Map<ListedImage, ImageExample>> {
-  const rows = lists.map(([list, parts]) => [list, [...new Set(parts.flat())]] as const);
-  const total = rows.reduce((n, [, r]) => n + r.length, 0);
+  const total = lists.reduce((n, [, rows]) => n + rows.length, 0);
   const progress = progressFrom(SHOW_IMAGES, "decoding images", quiet);
   const kept = new Map<ListedImage, ImageExample>();
   let done = 0;
-  for (const [list, part] of rows) {
-    for (let at = 0; at < part.length; at += CHECK_CHUNK) {
-      const chunk = part.slice(at, at + CHECK_CHUNK);
+  for (const [list, rows] of lists) {
+    for (let at = 0; at < rows.length; at += DECODE_CHUNK) {
+      const chunk = rows.slice(at, at + DECODE_CHUNK);
       const examples = await decodeImageList(list, chunk, (n) => progress?.(done + n, total));
       chunk.forEach((row, i) => held.has(row) && kept.set(row, examples[i]));
       done += chunk.length;
@@ -832,20 +815,5 @@ async function checkRows(
   return kept;
 }
 
-/** Images decoded at a time by {@link checkRows}: those not held are then dropped. */
-const CHECK_CHUNK = 256;
-
-/**
- * The examples of each of `parts` (rows of `list`) decoded under one progress display, each row once
- * (an eval-only run's eval rows are its training rows too).
- */
-async function decodeRows(
-  list: ImageList,
-  parts: ListedImage[][],
-  quiet?: boolean,
-): Promise<ImageExample[][]> {
-  const rows = [...new Set(parts.flat())];
-  const decoded = await decodeImageList(list, rows, progressFrom(SHOW_IMAGES, "decoding images", quiet));
-  const byRow = new Map(rows.map((row, i) => [row, decoded[i]]));
-  return parts.map((part) => part.map((row) => byRow.get(row)!));
-}
+/** Images decoded at a time by {@link decodeRows}: those not held are dropped after each chunk. */
+const DECODE_CHUNK = 256;

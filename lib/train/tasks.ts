@@ -98,8 +98,8 @@ export class ImageBatches implements BatchSource {
   /** Batches per epoch (the last one may be smaller). */
   readonly stepsPerEpoch: number;
   readonly #order: BatchIterator;
-  /** The streamed images of the batches being prepared, by position ("epoch:step"). */
-  readonly #loading = new Map<string, Promise<Map<number, ImagePixels>>>();
+  /** The loads of the batches being prepared, by position ("epoch:step"). */
+  readonly #loading = new Map<string, Promise<void>>();
   /** Those loaded, until their batch is taken. */
   readonly #loaded = new Map<string, Map<number, ImagePixels>>();
 
@@ -138,12 +138,12 @@ export class ImageBatches implements BatchSource {
       const streamed = [...this.#rows(position)].filter((r) => !("pixels" in this.examples[r]));
       // a few an image worker under way; the error of the first failed in the batch's order
       loading = loadInOrder(streamed.map((r) => (this.examples[r] as StreamedImage).load))
-        .then((pixels) => new Map(streamed.map((r, i) => [r, pixels[i]])))
+        .then((pixels) => void this.#loaded.set(key, new Map(streamed.map((r, i) => [r, pixels[i]]))))
         .finally(() => this.#loading.delete(key));
       loading.catch(() => {}); // asked ahead and never awaited (the run stopped): no unhandled rejection
       this.#loading.set(key, loading);
     }
-    return loading.then((pixels) => void this.#loaded.set(key, pixels));
+    return loading;
   }
 
   /** The batch at `position`; one holding streamed images must have been prepared ({@link prepare}). */
