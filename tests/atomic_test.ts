@@ -3,13 +3,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { isWithin, pathExists } from "../lib/io/paths.ts";
 import { writeDirAtomic } from "../lib/io/atomic.ts";
 import { findCheckpoint } from "../lib/train/checkpoint.ts";
-import { withTempDir } from "./train_helpers.ts";
-
-async function names(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const e of Deno.readDir(dir)) out.push(e.name);
-  return out.sort();
-}
+import { folderNames, withTempDir } from "./train_helpers.ts";
 
 Deno.test("writeDirAtomic replaces a directory whole, keeps what `keep` names, and clears a crash's leftovers", async () => {
   await withTempDir("hartley_atomic_", async (dir) => {
@@ -24,11 +18,11 @@ Deno.test("writeDirAtomic replaces a directory whole, keeps what `keep` names, a
     await writeDirAtomic(target, async (tmp) => {
       await Deno.writeTextFile(`${tmp}/b`, "2");
     }, { keep: (name) => name === "a" });
-    assertEquals(await names(target), ["a", "b"]);
-    assertEquals(await names(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
+    assertEquals(await folderNames(target), ["a", "b"]);
+    assertEquals(await folderNames(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
     // a kept name the new folder has too: the new file wins
     await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/a`, "new"), { keep: () => true });
-    assertEquals([await names(target), await Deno.readTextFile(`${target}/a`)], [["a", "b"], "new"]);
+    assertEquals([await folderNames(target), await Deno.readTextFile(`${target}/a`)], [["a", "b"], "new"]);
     await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/a`, "1"));
     await Deno.remove(`${target}/b`).catch(() => {});
     await writeDirAtomic(target, (tmp) => Deno.writeTextFile(`${tmp}/b`, "2"), {
@@ -37,8 +31,8 @@ Deno.test("writeDirAtomic replaces a directory whole, keeps what `keep` names, a
     // a failing fill leaves the directory as it was
     const failed = await writeDirAtomic(target, () => Promise.reject(new Error("no"))).catch((e) => e);
     assert(failed instanceof Error && failed.message === "no");
-    assertEquals(await names(target), ["a", "b"]);
-    assertEquals(await names(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
+    assertEquals(await folderNames(target), ["a", "b"]);
+    assertEquals(await folderNames(dir), [".ckpt-best.0123abcd.old", ".ckpt.notanid.old", "ckpt"]);
   });
 });
 
@@ -48,13 +42,13 @@ Deno.test("writeDirAtomic: a failed write removes the folders it made for the ta
     const failed = await writeDirAtomic(`${dir}/kept/new/deeper/out`, () => Promise.reject(new Error("no")))
       .catch((e) => e);
     assert(failed instanceof Error && failed.message === "no");
-    assertEquals(await names(dir), ["kept"]);
-    assertEquals(await names(`${dir}/kept`), []);
+    assertEquals(await folderNames(dir), ["kept"]);
+    assertEquals(await folderNames(`${dir}/kept`), []);
     // a link to no folder is the user's, not a folder the write made: the failed write keeps it
     await Deno.symlink(`${dir}/gone`, `${dir}/kept/link`);
     const refused = await writeDirAtomic(`${dir}/kept/link/out`, async () => {}).catch((e) => e);
     assert(refused instanceof Error, "mkdir through a dangling link fails");
-    assertEquals(await names(`${dir}/kept`), ["link"]);
+    assertEquals(await folderNames(`${dir}/kept`), ["link"]);
   });
 });
 
@@ -115,7 +109,7 @@ Deno.test("writeDirAtomic through a link to a folder replaces the folder's conte
     await Deno.symlink(`${dir}/real`, `${dir}/link`);
     await writeDirAtomic(`${dir}/link`, (tmp) => Deno.writeTextFile(`${tmp}/new`, "new"));
     assert((await Deno.lstat(`${dir}/link`)).isSymlink, "the link stays a link");
-    assertEquals(await names(`${dir}/real`), ["new"]);
-    assertEquals(await names(dir), ["link", "real"]);
+    assertEquals(await folderNames(`${dir}/real`), ["new"]);
+    assertEquals(await folderNames(dir), ["link", "real"]);
   });
 });

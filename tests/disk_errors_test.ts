@@ -11,7 +11,7 @@ import { loadCheckpoint, saveCheckpoint, type TrainerState } from "../lib/train/
 import { readRunLog, RunLog } from "../lib/train/log.ts";
 import { ArgsError } from "../lib/cli/args.ts";
 import { checkOutputDir, checkOutputFolder } from "../lib/cli/output.ts";
-import { GPT2, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
+import { folderNames, GPT2, runCli, withTempDir, writeToyData } from "./train_helpers.ts";
 
 /** An error as Deno reports the system's: its code, and the system's message without a path. */
 function osError(code: string, message: string): Error {
@@ -66,12 +66,6 @@ async function withReadOnly<T>(folders: string[], fn: () => Promise<T>): Promise
   }
 }
 
-async function names(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const e of Deno.readDir(dir)) out.push(e.name);
-  return out.sort();
-}
-
 Deno.test("a file write the full disk cuts short: a WriteError naming the file, the old file kept, no temporary file", async () => {
   await withTempDir("hartley_disk_", async (dir) => {
     const text = `${dir}/out.jsonl`, weights = `${dir}/w.safetensors`;
@@ -95,7 +89,7 @@ Deno.test("a file write the full disk cuts short: a WriteError naming the file, 
     );
     assertEquals(await Deno.readTextFile(text), "old\n");
     assertEquals(await Deno.readFile(weights), before);
-    assertEquals(await names(dir), ["out.jsonl", "w.safetensors"]);
+    assertEquals(await folderNames(dir), ["out.jsonl", "w.safetensors"]);
   });
 });
 
@@ -116,7 +110,7 @@ Deno.test("a write the folder's permissions refuse: a WriteError naming the file
     } finally {
       deno.open = open;
     }
-    assertEquals(await names(dir), []);
+    assertEquals(await folderNames(dir), []);
   });
 });
 
@@ -137,7 +131,7 @@ Deno.test("saveAdapter on a full disk names the file in the adapter folder and k
     );
     assertEquals(await Deno.readFile(`${out}/adapter_model.safetensors`), before);
     assertEquals((await loadAdapter(out)).modules.size, adapter.modules.size);
-    assertEquals(await names(dir), ["adapter"], "no temporary folder left");
+    assertEquals(await folderNames(dir), ["adapter"], "no temporary folder left");
   });
 });
 
@@ -160,7 +154,7 @@ Deno.test("writeDirAtomic: a full disk met by a copy names the folder; a path th
     const denied = new Deno.errors.PermissionDenied("Permission denied (os error 13): open 'src'");
     const e = await assertRejects(() => writeDirAtomic(out, () => Promise.reject(denied)));
     assert(e === denied, String(e));
-    assertEquals(await names(dir), ["big"]);
+    assertEquals(await folderNames(dir), ["big"]);
   });
 });
 
@@ -198,7 +192,7 @@ Deno.test("saveCheckpoint on a full disk names the file, says which checkpoint i
         `continues from it`,
     );
     assertEquals((await loadCheckpoint(dir)).state.step, 1);
-    assertEquals(await names(dir), ["checkpoint"]);
+    assertEquals(await folderNames(dir), ["checkpoint"]);
   });
 });
 
@@ -250,7 +244,7 @@ Deno.test("an output its folder cannot take is refused before the work: a file's
         ArgsError,
         `--out ${dir}/run: cannot create a folder in ${dir}/run (the file system is read-only)`,
       ));
-    assertEquals(await names(dir), ["run"]);
+    assertEquals(await folderNames(dir), ["run"]);
   });
 });
 
@@ -302,7 +296,7 @@ async function checkStoppedRun(out: string, stopped: { code: number; err: string
     stopped.err,
   );
   assertEquals((await loadCheckpoint(out)).state.step, 1);
-  assertEquals(await names(out), ["checkpoint", "log.jsonl"], "no half-written or temporary folder");
+  assertEquals(await folderNames(out), ["checkpoint", "log.jsonl"], "no half-written or temporary folder");
 }
 
 Deno.test("train: a checkpoint the full disk refuses stops the run, names the file, keeps the one before; --resume finishes", async () => {
@@ -313,7 +307,7 @@ Deno.test("train: a checkpoint the full disk refuses stops the run, names the fi
     const resumed = await runCli(["train", "--resume", "--out", out, "--quiet"]);
     assertEquals(resumed.code, 0, resumed.err);
     assertEquals((await loadCheckpoint(out)).state.step, 3);
-    assert((await names(out)).includes("model"), "the final model is written");
+    assert((await folderNames(out)).includes("model"), "the final model is written");
   });
 });
 
@@ -371,6 +365,6 @@ Deno.test("train: a final model the full disk refuses names the file and says ho
     assert(stopped.err.includes("continue with: deno run -A cli.ts train"), stopped.err);
     const resumed = await runCli(["train", "--resume", "--out", out, "--quiet"]);
     assertEquals(resumed.code, 0, resumed.err);
-    assert((await names(out)).includes("model"), "the final model is written");
+    assert((await folderNames(out)).includes("model"), "the final model is written");
   });
 });

@@ -129,6 +129,13 @@ export async function evalAdapterAndMerged(
   return { viaAdapter, viaMerged: await evalOf(["--model", out]), config };
 }
 
+/** The names of what `dir` holds, sorted. */
+export async function folderNames(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) out.push(e.name);
+  return out.sort();
+}
+
 /** Every file under `dir` with its bytes, to compare a folder before and after. */
 export async function folderSnapshot(dir: string): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
