@@ -211,6 +211,7 @@ export {
   InstructionDataset,
   instructionDataset,
   type InstructionDatasetOptions,
+  type InstructionDatasetResult,
   type InstructionQuery,
   instructionQuery,
   type InstructionTokens,
@@ -220,6 +221,7 @@ export {
   type TextInstruction,
   tokenizeInstruction,
 } from "./lib/train/instruct.ts";
+export { instructionDatasetOnWorkers } from "./lib/train/instruct_workers.ts";
 export {
   checkTags,
   isConllFile,

@@ -35,6 +35,7 @@ import {
   type LossOn,
   readInstructions,
 } from "../train/instruct.ts";
+import { instructionDatasetOnWorkers, POOLED_EXAMPLES } from "../train/instruct_workers.ts";
 import {
   checkTags,
   readTaggedFile,
@@ -648,16 +649,17 @@ async function instructionSplits(
   const lossOn = spec.lossOn ?? "completion";
   const opts = { seqLen: spec.seqLen, template, lossOn };
   const dataset = (rows: Instruction[], source: string) =>
-    instructionDataset(rows, tokenizer, {
+    // a data set of a second or more of tokenizing: on every core
+    (rows.length >= POOLED_EXAMPLES ? instructionDatasetOnWorkers : instructionDataset)(rows, tokenizer, {
       ...opts,
       source,
       onProgress: progressFrom(SHOW_EXAMPLES, "tokenizing", spec.quiet),
     });
   const held = evalSet && evalSet.length > 0
-    ? dataset(evalSet, spec.evalData ?? `${spec.data} (held out)`)
+    ? await dataset(evalSet, spec.evalData ?? `${spec.data} (held out)`)
     : null;
   // eval-only: the eval rows' dataset alone, each row tokenized once
-  const made = spec.evalOnly && held ? held : dataset(train, spec.data);
+  const made = spec.evalOnly && held ? held : await dataset(train, spec.data);
   const cut = (d: { dropped: number; noAssistant: number; truncated: number; lastTurnOnly: number }) => {
     const notes = [
       d.truncated ? `${d.truncated} cut to ${opts.seqLen} tokens` : "",

@@ -34,6 +34,10 @@ export interface ChatMessage {
 export interface ChatTemplate {
   /** Where it was read from, for errors. */
   readonly source: string;
+  /** Its Jinja text; null for one that refuses every render (a missing or malformed entry). */
+  readonly jinja: string | null;
+  /** What else it reads, as {@link chatTemplate} was given it: special tokens' texts, variables. */
+  readonly context: Readonly<Record<string, unknown>>;
   /** Whether it has `{% generation %}` blocks ({@link renderGeneration}'s ranges). */
   readonly hasGeneration: boolean;
   /**
@@ -157,6 +161,8 @@ export function chatTemplate(
     run(template, values(messages, addGenerationPrompt, variables));
   return {
     source,
+    jinja: text,
+    context,
     hasGeneration: marked !== null,
     render,
     renderGeneration(messages, addGenerationPrompt = false, variables = {}) {
@@ -252,7 +258,7 @@ function refusing(source: string, reason: string): ChatTemplate {
   const refuse = (): never => {
     throw new ChatTemplateError(`${source}: ${reason}`);
   };
-  return { source, hasGeneration: false, render: refuse, renderGeneration: refuse };
+  return { source, jinja: null, context: {}, hasGeneration: false, render: refuse, renderGeneration: refuse };
 }
 
 /** A special token's text: a string, or an AddedToken object's `content`. */

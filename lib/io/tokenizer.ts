@@ -93,7 +93,8 @@ export class Tokenizer {
     private readonly tok: JsTokenizer,
     json: Record<string, unknown>,
     tokenizerConfig: Record<string, unknown>,
-    modelConfig?: HfConfig,
+    /** The model config it was loaded with, for special-token ids (see {@link loadTokenizer}). */
+    readonly modelConfig?: HfConfig,
   ) {
     let max = -1;
     for (const id of tok.get_vocab(true).values()) max = Math.max(max, id);

@@ -528,7 +528,21 @@ export function instructionDataset(
   examples: readonly Instruction[],
   tokenizer: Tokenizer,
   opts: InstructionDatasetOptions,
-): {
+): InstructionDatasetResult {
+  checkSeqLen(opts.seqLen);
+  const tokens = examples.map((ex, i) => {
+    const made = tokenizeInstruction(ex, tokenizer, {
+      ...opts,
+      where: exampleName(examples, i, opts.source),
+    });
+    if ((i + 1) % 256 === 0 || i + 1 === examples.length) opts.onProgress?.(i + 1, examples.length);
+    return made;
+  });
+  return instructionRows(examples, tokens, tokenizer.padId, opts);
+}
+
+/** What {@link instructionDataset} makes: the rows, and what became of the examples. */
+export interface InstructionDatasetResult {
   /** The rows. */
   dataset: InstructionDataset;
   /** Examples left out: no learnt token within seqLen (`noAssistant` of them have none at all). */
@@ -539,15 +553,34 @@ export function instructionDataset(
   truncated: number;
   /** Conversations the template does not render turn by turn: their last assistant turn alone learnt. */
   lastTurnOnly: number;
-} {
-  if (!(Number.isInteger(opts.seqLen) && opts.seqLen >= 2)) {
-    throw new RangeError(`instructionDataset: seqLen must be an integer ≥ 2, got ${opts.seqLen}`);
+}
+
+/** Refuse a row length that holds no next-token target. */
+export function checkSeqLen(seqLen: number): void {
+  if (!(Number.isInteger(seqLen) && seqLen >= 2)) {
+    throw new RangeError(`instructionDataset: seqLen must be an integer ≥ 2, got ${seqLen}`);
   }
+}
+
+/** How example `i` of `examples` is named in errors: its own source, else its number in `source`. */
+export function exampleName(examples: readonly Instruction[], i: number, source?: string): string {
+  return examples[i].source ?? `${source ?? "instructions"}: example ${i + 1}`;
+}
+
+/**
+ * {@link instructionDataset}'s rows from the examples' `tokens` (one each, in order), however they
+ * were tokenized: here, or on workers (lib/train/instruct_workers.ts); `padId` fills padding.
+ */
+export function instructionRows(
+  examples: readonly Instruction[],
+  tokens: readonly InstructionTokens[],
+  padId: number,
+  opts: InstructionDatasetOptions,
+): InstructionDatasetResult {
   const rows: Row[] = [], roles = new Set<string>();
   let truncated = 0, noAssistant = 0, lastTurnOnly = 0;
   examples.forEach((ex, i) => {
-    const where = ex.source ?? `${opts.source ?? "instructions"}: example ${i + 1}`;
-    const { ids, trained, unlearntTurns } = tokenizeInstruction(ex, tokenizer, { ...opts, where });
+    const { ids, trained, unlearntTurns } = tokens[i];
     if (unlearntTurns > 0) lastTurnOnly++;
     if (opts.lossOn !== "all" && "messages" in ex && learntTurns(ex).length === 0) {
       noAssistant++;
@@ -561,7 +594,6 @@ export function instructionDataset(
     for (let t = 0; t + 1 < kept.length; t++) {
       if (trained[t + 1]) [label[t], targets] = [kept[t + 1], targets + 1];
     }
-    if ((i + 1) % 256 === 0 || i + 1 === examples.length) opts.onProgress?.(i + 1, examples.length);
     if (targets === 0) return;
     rows.push({ ids: kept, label });
     if (kept.length < ids.length) truncated++;
@@ -578,7 +610,7 @@ export function instructionDataset(
   }
   const dropped = examples.length - rows.length;
   return {
-    dataset: new InstructionDataset(rows, tokenizer.padId),
+    dataset: new InstructionDataset(rows, padId),
     dropped,
     noAssistant,
     truncated,
