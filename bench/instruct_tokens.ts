@@ -14,7 +14,8 @@ import { table } from "./stats.ts";
 import { chatTemplate } from "../lib/io/chat_template.ts";
 import { loadTokenizer } from "../lib/io/tokenizer.ts";
 import { type Instruction, instructionDataset } from "../lib/train/instruct.ts";
-import { instructionDatasetOnWorkers, tokenizingWorkerCount } from "../lib/train/instruct_workers.ts";
+import { instructionDatasetOnWorkers } from "../lib/train/instruct_workers.ts";
+import { tokenizingWorkerCount } from "../lib/train/tokenizing_pool.ts";
 
 const { values: v } = benchArgs(import.meta.url, {
   conversations: { type: "string", default: "300" },

@@ -35,7 +35,7 @@ Deno.test("documentTokens: a long text for a tokenizer without special tokens is
   const text = line.repeat(Math.ceil(1.1 * 2 ** 20 / line.length));
   const whole = gpt2.encode(text);
   const { tok, lengths } = recording(gpt2);
-  const ids = documentTokens([text], tok, { lines: true });
+  const ids = await documentTokens([text], tok, { lines: true });
   assertEquals(ids.length, whole.length);
   assert(ids.every((id, i) => id === whole[i]), "the ids of the text encoded whole");
   // the library holds every piece of what it encodes at once: gigabytes for a text of 100 MB
@@ -55,7 +55,7 @@ Deno.test("documentTokens: CRLF lines and blank-line paragraphs are encoded a me
     const text = paragraph.repeat(Math.ceil(1.1 * 2 ** 20 / paragraph.length));
     const whole = gpt2.encode(text);
     const { tok, lengths } = recording(await loadTokenizer(join(MODELS, "gpt2/tokenizer.json")));
-    const ids = documentTokens([text], tok, { lines: true });
+    const ids = await documentTokens([text], tok, { lines: true });
     assertEquals(ids.length, whole.length);
     assert(
       ids.every((id, i) => id === whole[i]),
@@ -69,7 +69,7 @@ Deno.test("documentTokens: CRLF lines and blank-line paragraphs are encoded a me
   }
 });
 
-Deno.test("documentTokens: a cut that does not hold is passed over for the next line break", () => {
+Deno.test("documentTokens: a cut that does not hold is passed over for the next line break", async () => {
   // a made-up tokenizer whose one id per text counts its "#"s: a cut before a line of "#" does not hold
   const lengths: number[] = [];
   const tok = {
@@ -78,12 +78,12 @@ Deno.test("documentTokens: a cut that does not hold is passed over for the next 
   } as unknown as Tokenizer;
   // the first line break a megabyte in ends the first of them
   const text = "word\n".repeat(Math.floor(2 ** 20 / 5)) + "###\n".repeat(3) + "word\n".repeat(2 ** 18);
-  assertEquals(Array.from(documentTokens([text], tok)), [10]);
+  assertEquals(Array.from(await documentTokens([text], tok)), [10]);
   const longest = Math.max(...lengths);
   assert(longest < 2 ** 20 + 100, `${longest} characters at once`);
 });
 
-Deno.test("documentTokens: where a cut changes the ids (a tokenizer that treats a text's start apart), the text is encoded whole", () => {
+Deno.test("documentTokens: where a cut changes the ids (a tokenizer that treats a text's start apart), the text is encoded whole", async () => {
   // a made-up tokenizer whose one id depends on the whole text, as a prefix space makes the first token differ
   const lengths: number[] = [];
   const tok = {
@@ -91,7 +91,7 @@ Deno.test("documentTokens: where a cut changes the ids (a tokenizer that treats 
     encode: (text: string) => (lengths.push(text.length), [text.length % 1000]),
   } as unknown as Tokenizer;
   const text = "word\n".repeat(2 ** 18 + 1);
-  assertEquals(Array.from(documentTokens([text], tok)), [text.length % 1000]);
+  assertEquals(Array.from(await documentTokens([text], tok)), [text.length % 1000]);
   assertEquals(Math.max(...lengths), text.length);
 });
 
@@ -100,7 +100,7 @@ Deno.test("documentTokens: onProgress says the characters tokenized, up to all o
   const text = "the jury said it was over\n".repeat(45_000); // more than a megabyte: 2 chunks of one piece
   for (const tok of [bert, await loadTokenizer(join(MODELS, "gpt2/tokenizer.json"))]) {
     const seen: [number, number][] = [];
-    documentTokens([text], tok, { lines: true, onProgress: (done, total) => seen.push([done, total]) });
+    await documentTokens([text], tok, { lines: true, onProgress: (done, total) => seen.push([done, total]) });
     assert(seen.length >= 2, `${seen.length} calls`);
     assert(seen.every(([done], i) => i === 0 || done > seen[i - 1][0]), "done grows");
     assertEquals(seen[seen.length - 1], [text.length, text.length]);

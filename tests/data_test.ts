@@ -508,7 +508,7 @@ Deno.test("causal LM from a text file with a tokenizer that adds special tokens:
     assertEquals(Array.from(ds.tokens), expected);
     assertEquals(expected.filter((id) => id === 0).length, 3, "an <s> per line");
     // a record's text is one record, line breaks and all
-    assertEquals(Array.from(documentTokens(["a\nb"], tok)), tok.encode("a\nb"));
+    assertEquals(Array.from(await documentTokens(["a\nb"], tok)), tok.encode("a\nb"));
   });
 });
 
@@ -525,7 +525,7 @@ Deno.test("causal LM text the tokenizer library cannot take as one piece: a line
     assertEquals(ds.tokens.length, 400 * tok.encode(line).length);
   });
   // a short text is still one piece
-  assertEquals(Array.from(documentTokens([line + line], tok)), tok.encode(line + line));
+  assertEquals(Array.from(await documentTokens([line + line], tok)), tok.encode(line + line));
 });
 
 // ---------------------------------------------------------------- batch iterator

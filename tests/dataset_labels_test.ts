@@ -172,7 +172,7 @@ Deno.test("causal LM records that end in a line break (wikitext's) are concatena
   ];
   assertEquals(joinDocuments(records), records.join(""));
   const gpt2 = await loadTokenizer("tests/fixtures/models/gpt2/tokenizer.json"); // adds no special tokens
-  const tokens = Array.from(documentTokens(records, gpt2));
+  const tokens = Array.from(await documentTokens(records, gpt2));
   assertEquals(tokens, gpt2.encode(records.join("")));
   assertEquals(tokens, records.flatMap((r) => gpt2.encode(r)), "run_clm.py's tokens, record by record");
   // documents without a final line break stay apart by a blank line

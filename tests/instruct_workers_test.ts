@@ -7,11 +7,8 @@ import {
   instructionDataset,
   type InstructionDatasetOptions,
 } from "../lib/train/instruct.ts";
-import {
-  EXAMPLES_PER_JOB,
-  instructionDatasetOnWorkers,
-  liveTokenizingWorkers,
-} from "../lib/train/instruct_workers.ts";
+import { EXAMPLES_PER_JOB, instructionDatasetOnWorkers } from "../lib/train/instruct_workers.ts";
+import { liveTokenizingWorkers } from "../lib/train/tokenizing_pool.ts";
 import { ChatTemplateError } from "../lib/io/chat_template.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
@@ -147,4 +144,14 @@ Deno.test("instructionDatasetOnWorkers: a model directory's template, and one th
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("instructionDatasetOnWorkers: a template whose context no worker can be given (a function) is tokenized here", async () => {
+  const tokenizer = await tokenizerOf("gpt2");
+  const template = chatTemplate("{{ today() }}" + CHATML, "dated", { today: () => "2026-11-28" });
+  const data = examples(EXAMPLES_PER_JOB + 3), opts = { seqLen: 64, template };
+  assertEquals(
+    plain(await instructionDatasetOnWorkers(data, tokenizer, opts)),
+    plain(instructionDataset(data, tokenizer, opts)),
+  );
 });

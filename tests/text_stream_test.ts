@@ -6,7 +6,8 @@
  */
 import { join } from "node:path";
 import { loadTokenizer, type Tokenizer } from "../lib/io/tokenizer.ts";
-import { documentTokens, textFileTokens } from "../lib/train/data.ts";
+import { documentTokens, POOLED_CHARS, textFileTokens } from "../lib/train/data.ts";
+import { liveTokenizingWorkers } from "../lib/train/tokenizing_pool.ts";
 import { DataError } from "../lib/train/data_error.ts";
 import { readTextChunks, readTextDocuments } from "../lib/train/readers.ts";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
@@ -87,6 +88,7 @@ Deno.test("textFileTokens: a long text is encoded in the pieces of the whole tex
     const streamed = await textFileTokens(path, tok, {
       chunkBytes: 65_537,
       onProgress: (done, total) => progress.push([done, total]),
+      workers: false, // the pieces encoded here, where `recording` sees them
     });
     // cutHolds encodes a few hundred characters at a seam; the pieces are a megabyte and a line
     const pieces = lengths.filter((n) => n > 1000);
@@ -210,5 +212,33 @@ Deno.test("textFileTokens: the refusals of the whole text's reader, bad bytes at
     await assertRejects(() => textFileTokens(join(dir, "missing.txt"), gpt2), DataError, "file not found");
     await Deno.writeTextFile(join(dir, "a.rst"), "text\n");
     await assertRejects(() => textFileTokens(join(dir, "a.rst"), gpt2), DataError, "unknown data format");
+  });
+});
+
+Deno.test("textFileTokens, documentTokens: text of 2 MiB or more encoded on the tokenizing workers, to this thread's ids", async () => {
+  const lines = [
+    "The jury said it was over, and the city went home.\n",
+    "Ünïcode 😀 日本語 then\r\n",
+    "\n",
+    "  x\n",
+  ];
+  const text = Array.from({ length: 1.1 * POOLED_CHARS / 20 }, (_, i) => lines[i % 4]).join("");
+  assert(text.length >= POOLED_CHARS);
+  await withTempDir("hartley-pooled-", async (dir) => {
+    const path = join(dir, "corpus.txt");
+    await Deno.writeTextFile(path, text);
+    // a megabyte a piece (gpt2), a line at a time (roberta)
+    for (const name of ["gpt2", "roberta"] as const) {
+      const tok = await load(TOKENIZERS[name]);
+      const here = await textFileTokens(path, tok, { workers: false });
+      const progress: number[] = [];
+      const pooled = await textFileTokens(path, tok, { onProgress: (done) => progress.push(done) });
+      assert(liveTokenizingWorkers() >= 1, `${name}: encoded on workers`);
+      assertEquals(pooled.length, here.length, name);
+      assert(pooled.every((id, i) => id === here[i]), `${name}: the ids of this thread`);
+      assert(progress.every((n, i) => i === 0 || n >= progress[i - 1]), `${name}: progress only up`);
+      const documents = await documentTokens([text], tok, { lines: true });
+      assert(documents.every((id, i) => id === here[i]) && documents.length === here.length, name);
+    }
   });
 });

@@ -541,7 +541,7 @@ async function causalSplits(
       throw new ArgsError(`--eval-data cannot be used with --data brown (it has a fixed split)`);
     }
     refuseFields(spec, ["textField"]);
-    const ids = documentTokens([await loadBrownText()], tokenizer, {
+    const ids = await documentTokens([await loadBrownText()], tokenizer, {
       lines: true,
       onProgress: progressFrom(SHOW_CHARACTERS, "tokenizing characters", spec.quiet),
     });

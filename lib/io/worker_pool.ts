@@ -75,7 +75,7 @@ export class WorkerPool<Job, Result> {
 
   /** `job`'s result from a worker (or this thread); with `give`, its buffers may be moved there. */
   run(job: Job, give: boolean): Promise<Result> {
-    if (this.#inThread) return this.kind.here(job);
+    if (this.#inThread) return this.#here(job);
     return new Promise((resolve, reject) => {
       this.#queue.push({ job, give, resolve, reject });
       this.#dispatch();
@@ -123,9 +123,13 @@ export class WorkerPool<Job, Result> {
   }
 
   #give(member: Member<Job, Result>, pending: Pending<Job, Result>): void {
-    member.job = pending;
-    const { message, transfer } = this.kind.message(pending.job, pending.give);
-    member.worker.postMessage(message, transfer);
+    try {
+      const { message, transfer } = this.kind.message(pending.job, pending.give);
+      member.worker.postMessage(message, transfer);
+      member.job = pending;
+    } catch (e) {
+      pending.reject(e as Error); // a job that cannot be posted (a value no structured clone copies)
+    }
   }
 
   #reply(member: Member<Job, Result>, reply: WorkerReply<Result>): void {
@@ -155,9 +159,12 @@ export class WorkerPool<Job, Result> {
   }
 
   #drainHere(): void {
-    for (const { job, resolve, reject } of this.#queue.splice(0)) {
-      this.kind.here(job).then(resolve, reject);
-    }
+    for (const { job, resolve, reject } of this.#queue.splice(0)) this.#here(job).then(resolve, reject);
+  }
+
+  /** `job` run in this thread, what it throws as the promise's rejection. */
+  #here(job: Job): Promise<Result> {
+    return new Promise((resolve) => resolve(this.kind.here(job)));
   }
 
   #close(): void {

@@ -29,6 +29,13 @@ import {
 } from "./readers.ts";
 import { DataError } from "./data_error.ts";
 import { checkLabelLists, checkLabels, exampleName } from "./labels.ts";
+import {
+  canTokenizeOnWorkers,
+  InOrder,
+  recipeOf,
+  tokenizeOnWorkers,
+  tokenizingPool,
+} from "./tokenizing_pool.ts";
 
 /** One dataset row before batching. */
 export interface Row {
@@ -275,6 +282,11 @@ export interface DocumentTokenOptions {
    * cannot be taken as one piece starts again from 0, a line at a time.)
    */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Whether text of {@link POOLED_CHARS} characters or more is encoded on the tokenizing workers
+   * (lib/train/tokenizing_pool.ts), to the same ids (default true; false: in this thread).
+   */
+  workers?: boolean;
 }
 
 /**
@@ -289,31 +301,31 @@ export interface DocumentTokenOptions {
  * take that text as one piece ({@link TextTooLongError}: a pre-tokenizer that does not split it), a
  * line at a time, as run_clm.py's records.
  */
-export function documentTokens(
+export async function documentTokens(
   documents: readonly string[],
   tokenizer: Tokenizer,
   opts: DocumentTokenOptions = {},
-): Int32Array {
+): Promise<Int32Array> {
   const [before, after] = tokenizer.specialAround();
   let records: Iterable<string> = opts.lines ? linesOf(documents) : documents;
   let total = documents.reduce((n, doc) => n + doc.length, 0);
   if (before.length + after.length === 0) {
     const joined = joinDocuments(documents);
     try {
-      return encodeAsOne(joined, tokenizer, opts.onProgress);
+      return await encodeAsOne(joined, tokenizer, opts);
     } catch (e) {
       if (!(e instanceof TextTooLongError)) throw e;
       records = linesOf([joined]);
       total = joined.length;
     }
   }
-  const ids = new IdBuffer(), progress = new CharProgress(total, opts.onProgress);
-  for (const text of records) {
-    ids.push(tokenizer.encode(text));
-    progress.add(text.length);
-  }
+  const progress = new CharProgress(total, opts.onProgress);
+  const pooled = opts.workers !== false && total >= POOLED_CHARS;
+  const ids = new Encoding(tokenizer, pooled, (chars) => progress.add(chars));
+  for (const text of records) await ids.add(text);
+  const done = await ids.done();
   progress.end();
-  return ids.done();
+  return done;
 }
 
 /** Options of {@link textFileTokens}. */
@@ -327,6 +339,8 @@ export interface TextFileTokenOptions {
   onProgress?: (done: number, total: number) => void;
   /** Bytes read at a time (default 1 MiB). */
   chunkBytes?: number;
+  /** As {@link DocumentTokenOptions.workers}, for a file of {@link POOLED_CHARS} bytes or more. */
+  workers?: boolean;
   /**
    * The largest file that is read whole where it must be tokenized as one text (default
    * {@link MAX_STRING_LENGTH}, what a string holds; less in tests).
@@ -363,7 +377,11 @@ export async function textFileTokens(
     if (size <= (opts.wholeBytes ?? MAX_STRING_LENGTH)) {
       const onProgress = opts.onProgress &&
         ((done: number, total: number) => opts.onProgress?.(Math.round(done / total * size), size)); // characters, as bytes
-      return documentTokens(await readTextDocuments(path), tokenizer, { lines: true, onProgress });
+      return documentTokens(await readTextDocuments(path), tokenizer, {
+        lines: true,
+        onProgress,
+        workers: opts.workers,
+      });
     }
     if (e instanceof TextTooLongError) return await lineTokens(path, tokenizer, opts);
     throw new DataError(
@@ -413,12 +431,13 @@ async function pieceTokens(
   tokenizer: Tokenizer,
   opts: TextFileTokenOptions,
 ): Promise<Int32Array> {
-  const ids = new IdBuffer();
+  // made at the first chunk, which says the file's size
+  let ids: Encoding | undefined;
   // the text read and not yet encoded (it starts a line), the line it starts, where its next cut may
   // be, the cuts passed over since the last one
   let text = "", line = 1, from = CHUNK_CHARS, misses = 0;
   // encodes the pieces before each cut whose seam has been read (at the file's end, all of them)
-  const encodeCut = (atEnd: boolean) => {
+  const encodeCut = async (atEnd: boolean) => {
     for (let cut = nextCut(text, from); cut >= 0; cut = nextCut(text, from)) {
       if (!atEnd && text.indexOf("\n", cut) < 0 && text.length < cut + SEAM_CHARS) {
         from = cut - 1; // the line after the cut, as far as cutHolds reads it, is still to come
@@ -436,7 +455,7 @@ async function pieceTokens(
         from = cut;
         continue;
       }
-      ids.push(tokenizer.encode(text.slice(0, cut)));
+      await ids!.add(text.slice(0, cut));
       text = text.slice(cut);
       line += lines;
       from = CHUNK_CHARS;
@@ -447,6 +466,7 @@ async function pieceTokens(
   let progress: CharProgress | undefined;
   for await (const chunk of readTextChunks(path, opts.chunkBytes)) {
     progress ??= new CharProgress(chunk.size, opts.onProgress);
+    ids ??= new Encoding(tokenizer, pooledFile(chunk.size, opts));
     if (text.length + chunk.text.length > MAX_STRING_LENGTH) {
       throw new UncutText(
         `line ${line} begins more text than a string holds, with no line break followed by more text past ` +
@@ -454,13 +474,15 @@ async function pieceTokens(
       );
     }
     text += chunk.text;
-    encodeCut(false);
+    await encodeCut(false);
     progress.add(chunk.bytes);
   }
-  encodeCut(true);
-  ids.push(tokenizer.encode(text));
+  await encodeCut(true);
+  ids ??= new Encoding(tokenizer, false);
+  await ids.add(text);
+  const done = await ids.done();
   progress?.end();
-  return ids.done();
+  return done;
 }
 
 /** The ids of a text file, each line encoded on its own (with its line break), a chunk read at a time. */
@@ -469,15 +491,15 @@ async function lineTokens(
   tokenizer: Tokenizer,
   opts: TextFileTokenOptions,
 ): Promise<Int32Array> {
-  const ids = new IdBuffer();
   // rest: the start of a line still being read, line number `line`
-  let rest = "", line = 1, progress: CharProgress | undefined;
+  let rest = "", line = 1, progress: CharProgress | undefined, ids: Encoding | undefined;
   for await (const chunk of readTextChunks(path, opts.chunkBytes)) {
     progress ??= new CharProgress(chunk.size, opts.onProgress);
+    ids ??= new Encoding(tokenizer, pooledFile(chunk.size, opts));
     const end = chunk.text.lastIndexOf("\n") + 1;
     if (end > 0) {
       for (const record of linesOf([rest + chunk.text.slice(0, end)])) {
-        ids.push(tokenizer.encode(record));
+        await ids.add(record);
         line++;
       }
       rest = "";
@@ -491,9 +513,11 @@ async function lineTokens(
     rest += chunk.text.slice(end);
     progress.add(chunk.bytes);
   }
-  if (rest !== "") ids.push(tokenizer.encode(rest));
+  ids ??= new Encoding(tokenizer, false);
+  if (rest !== "") await ids.add(rest);
+  const done = await ids.done();
   progress?.end();
-  return ids.done();
+  return done;
 }
 
 /** The line breaks in `text` before `end`. */
@@ -534,21 +558,23 @@ const CUT_TRIES = 16;
  * where {@link CUT_TRIES} in a row do not hold (a normalizer or pre-tokenizer that treats a text's
  * start apart, as a prefix space does) the rest of the text is encoded whole.
  */
-function encodeAsOne(
+async function encodeAsOne(
   text: string,
   tokenizer: Tokenizer,
-  onProgress?: (done: number, total: number) => void,
-): Int32Array {
+  opts: DocumentTokenOptions,
+): Promise<Int32Array> {
   const cuts = chunkCuts(text, tokenizer);
-  const ids = new IdBuffer(), progress = new CharProgress(text.length, onProgress);
+  const progress = new CharProgress(text.length, opts.onProgress);
+  const pooled = opts.workers !== false && text.length >= POOLED_CHARS;
+  const ids = new Encoding(tokenizer, pooled, (chars) => progress.add(chars));
   let from = 0;
   for (const cut of [...cuts, text.length]) {
-    ids.push(tokenizer.encode(text.slice(from, cut)));
-    progress.add(cut - from);
+    await ids.add(text.slice(from, cut));
     from = cut;
   }
+  const done = await ids.done();
   progress.end();
-  return ids.done();
+  return done;
 }
 
 /**
@@ -617,7 +643,7 @@ class IdBuffer {
   #length = 0;
 
   /** Add `ids` at the end. */
-  push(ids: readonly number[]): void {
+  push(ids: ArrayLike<number>): void {
     if (this.#length + ids.length > this.#ids.length) {
       const grown = new Int32Array(Math.max(2 * this.#ids.length, this.#length + ids.length));
       grown.set(this.#ids.subarray(0, this.#length));
@@ -630,6 +656,80 @@ class IdBuffer {
   /** The ids added, in an array of their own length. */
   done(): Int32Array {
     return this.#ids.slice(0, this.#length);
+  }
+}
+
+/**
+ * The characters of text from which it is encoded on the tokenizing workers (lib/train/tokenizing_pool.ts):
+ * about a second of work on one core (3 µs a token), against the 0.1–0.5 s a worker takes to start
+ * and load the tokenizer.
+ */
+export const POOLED_CHARS = 1 << 21;
+
+/** Characters of texts a worker's job takes, at least (a piece of {@link encodeAsOne}'s is one job). */
+const JOB_CHARS = 1 << 18;
+
+/** Whether a file of `bytes` is encoded on the workers: one of {@link POOLED_CHARS} or more, unless told not to. */
+function pooledFile(bytes: number, opts: TextFileTokenOptions): boolean {
+  return opts.workers !== false && bytes >= POOLED_CHARS;
+}
+
+/**
+ * Texts encoded one after another (each with the tokenizer's special tokens), their ids gathered in
+ * order: here as each is added, or, `pooled`, on the tokenizing workers, in jobs of
+ * {@link JOB_CHARS} characters and a few jobs a worker at once (the texts in them, a few megabytes,
+ * are all that is held besides the ids). `onEncoded` is told the characters of each text as its
+ * ids arrive. An error (as {@link TextTooLongError}) is thrown by the call that takes its job's
+ * result: a later `add`, or `done`.
+ */
+class Encoding {
+  #ids = new IdBuffer();
+  #batch: string[] = [];
+  #batchChars = 0;
+  #running: InOrder<{ ids: Int32Array; chars: number }> | null;
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    pooled: boolean,
+    private readonly onEncoded?: (chars: number) => void,
+  ) {
+    this.#running = pooled && canTokenizeOnWorkers(tokenizer) ? new InOrder(tokenizingPool().size * 3) : null;
+  }
+
+  /** Encode `text` after those added before. */
+  async add(text: string): Promise<void> {
+    if (!this.#running) {
+      this.#ids.push(this.tokenizer.encode(text));
+      this.onEncoded?.(text.length);
+      return;
+    }
+    this.#batch.push(text);
+    this.#batchChars += text.length;
+    if (this.#batchChars < JOB_CHARS) return;
+    this.#submit();
+    while (this.#running.full) await this.#take();
+  }
+
+  /** The ids of every text added. */
+  async done(): Promise<Int32Array> {
+    if (this.#running) {
+      if (this.#batch.length > 0) this.#submit();
+      while (this.#running.pending > 0) await this.#take();
+    }
+    return this.#ids.done();
+  }
+
+  #submit(): void {
+    const texts = this.#batch, chars = this.#batchChars, tokenizer = this.tokenizer;
+    [this.#batch, this.#batchChars] = [[], 0];
+    const job = { kind: "texts" as const, recipe: recipeOf(tokenizer), texts };
+    this.#running!.add(tokenizeOnWorkers(job, { tokenizer, template: null }).then((ids) => ({ ids, chars })));
+  }
+
+  async #take(): Promise<void> {
+    const { ids, chars } = await this.#running!.next();
+    this.#ids.push(ids);
+    this.onEncoded?.(chars);
   }
 }
 

@@ -530,15 +530,15 @@ export function instructionDataset(
   opts: InstructionDatasetOptions,
 ): InstructionDatasetResult {
   checkSeqLen(opts.seqLen);
-  const tokens = examples.map((ex, i) => {
-    const made = tokenizeInstruction(ex, tokenizer, {
-      ...opts,
-      where: exampleName(examples, i, opts.source),
-    });
+  const rows = new InstructionRows(tokenizer.padId, opts);
+  examples.forEach((ex, i) => {
+    rows.add(
+      ex,
+      tokenizeInstruction(ex, tokenizer, { ...opts, where: exampleName(examples, i, opts.source) }),
+    );
     if ((i + 1) % 256 === 0 || i + 1 === examples.length) opts.onProgress?.(i + 1, examples.length);
-    return made;
   });
-  return instructionRows(examples, tokens, tokenizer.padId, opts);
+  return rows.finish();
 }
 
 /** What {@link instructionDataset} makes: the rows, and what became of the examples. */
@@ -568,26 +568,33 @@ export function exampleName(examples: readonly Instruction[], i: number, source?
 }
 
 /**
- * {@link instructionDataset}'s rows from the examples' `tokens` (one each, in order), however they
- * were tokenized: here, or on workers (lib/train/instruct_workers.ts); `padId` fills padding.
+ * {@link instructionDataset}'s rows, made from the examples' tokens as they come, in input order
+ * (each example's whole tokens dropped once its row is made: a long example cut to a short seqLen
+ * keeps its first seqLen tokens alone), however they were tokenized: here, or on workers
+ * (lib/train/instruct_workers.ts).
  */
-export function instructionRows(
-  examples: readonly Instruction[],
-  tokens: readonly InstructionTokens[],
-  padId: number,
-  opts: InstructionDatasetOptions,
-): InstructionDatasetResult {
-  const rows: Row[] = [], roles = new Set<string>();
-  let truncated = 0, noAssistant = 0, lastTurnOnly = 0;
-  examples.forEach((ex, i) => {
-    const { ids, trained, unlearntTurns } = tokens[i];
-    if (unlearntTurns > 0) lastTurnOnly++;
-    if (opts.lossOn !== "all" && "messages" in ex && learntTurns(ex).length === 0) {
-      noAssistant++;
-      for (const m of ex.messages.slice(ex.completionFrom)) roles.add(m.role);
+export class InstructionRows {
+  #rows: Row[] = [];
+  #roles = new Set<string>();
+  #examples = 0;
+  #truncated = 0;
+  #noAssistant = 0;
+  #lastTurnOnly = 0;
+
+  /** Rows of `opts.seqLen` tokens at most; `padId` fills padding. */
+  constructor(private readonly padId: number, private readonly opts: InstructionDatasetOptions) {}
+
+  /** The next example and its tokens. */
+  add(example: Instruction, tokens: InstructionTokens): void {
+    const { ids, trained, unlearntTurns } = tokens, seqLen = this.opts.seqLen;
+    this.#examples++;
+    if (unlearntTurns > 0) this.#lastTurnOnly++;
+    if (this.opts.lossOn !== "all" && "messages" in example && learntTurns(example).length === 0) {
+      this.#noAssistant++;
+      for (const m of example.messages.slice(example.completionFrom)) this.#roles.add(m.role);
     }
     // a copy when cut: a view would keep the whole example's ids alive with the row
-    const kept = ids.length > opts.seqLen ? ids.slice(0, opts.seqLen) : ids;
+    const kept = ids.length > seqLen ? ids.slice(0, seqLen) : ids;
     // position t predicts token t + 1, when that token is learnt
     const label = new Int32Array(kept.length).fill(IGNORE_INDEX);
     let targets = 0;
@@ -595,27 +602,30 @@ export function instructionRows(
       if (trained[t + 1]) [label[t], targets] = [kept[t + 1], targets + 1];
     }
     if (targets === 0) return;
-    rows.push({ ids: kept, label });
-    if (kept.length < ids.length) truncated++;
-  });
-  if (rows.length === 0) {
-    const source = opts.source ?? "instructions", found = [...roles].join(", ");
-    throw new DataError(
-      noAssistant > 0 && noAssistant === examples.length
-        ? `${source}: no conversation has a turn with the role "assistant" to learn (their roles: ` +
-          `${found}); name the answers' role "assistant", or train on every token (${EVERY_TOKEN})`
-        : `${source}: no example has a completion token within ${opts.seqLen} tokens ` +
-          `(raise --seq-len, or seqLen; or shorten the prompts)`,
-    );
+    this.#rows.push({ ids: kept, label });
+    if (kept.length < ids.length) this.#truncated++;
   }
-  const dropped = examples.length - rows.length;
-  return {
-    dataset: new InstructionDataset(rows, padId),
-    dropped,
-    noAssistant,
-    truncated,
-    lastTurnOnly,
-  };
+
+  /** The data set of the examples added; a DataError saying why when none gave a row. */
+  finish(): InstructionDatasetResult {
+    if (this.#rows.length === 0) {
+      const source = this.opts.source ?? "instructions", found = [...this.#roles].join(", ");
+      throw new DataError(
+        this.#noAssistant > 0 && this.#noAssistant === this.#examples
+          ? `${source}: no conversation has a turn with the role "assistant" to learn (their roles: ` +
+            `${found}); name the answers' role "assistant", or train on every token (${EVERY_TOKEN})`
+          : `${source}: no example has a completion token within ${this.opts.seqLen} tokens ` +
+            `(raise --seq-len, or seqLen; or shorten the prompts)`,
+      );
+    }
+    return {
+      dataset: new InstructionDataset(this.#rows, this.padId),
+      dropped: this.#examples - this.#rows.length,
+      noAssistant: this.#noAssistant,
+      truncated: this.#truncated,
+      lastTurnOnly: this.#lastTurnOnly,
+    };
+  }
 }
 
 /** Tokenized instructions, one row each, padded on the right when batched. */
