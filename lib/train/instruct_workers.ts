@@ -37,8 +37,8 @@ export const POOLED_EXAMPLES = 1000;
 
 /**
  * {@link instructionDataset}'s result, the examples tokenized on a pool of workers (in this thread
- * where none can start, or for a template that refuses every render). The same rows, counts and
- * errors; progress as chunks finish, in order.
+ * where none can start, or where the workers cannot be given the tokenizer or template: see
+ * `canTokenizeOnWorkers`). The same rows, counts and errors; progress as chunks finish, in order.
  */
 export async function instructionDatasetOnWorkers(
   examples: readonly Instruction[],
