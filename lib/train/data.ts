@@ -29,13 +29,7 @@ import {
 } from "./readers.ts";
 import { DataError } from "./data_error.ts";
 import { checkLabelLists, checkLabels, exampleName } from "./labels.ts";
-import {
-  canTokenizeOnWorkers,
-  InOrder,
-  recipeOf,
-  tokenizeOnWorkers,
-  tokenizingPool,
-} from "./tokenizing_pool.ts";
+import { canTokenizeOnWorkers, InOrder, recipeOf, tokenizeOnWorkers } from "./tokenizing_pool.ts";
 
 /** One dataset row before batching. */
 export interface Row {
@@ -693,7 +687,7 @@ class Encoding {
     pooled: boolean,
     private readonly onEncoded?: (chars: number) => void,
   ) {
-    this.#running = pooled && canTokenizeOnWorkers(tokenizer) ? new InOrder(tokenizingPool().size * 3) : null;
+    this.#running = pooled && canTokenizeOnWorkers(tokenizer) ? new InOrder() : null;
   }
 
   /** Encode `text` after those added before. */

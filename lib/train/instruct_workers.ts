@@ -23,7 +23,6 @@ import {
   type InstructionsJob,
   recipeOf,
   tokenizeOnWorkers,
-  tokenizingPool,
 } from "./tokenizing_pool.ts";
 
 /** Examples a job takes: tens of milliseconds of work, against a message's fraction of one. */
@@ -54,8 +53,7 @@ export async function instructionDatasetOnWorkers(
     const names = Array.from({ length: to - from }, (_, k) => exampleName(examples, from + k, opts.source));
     return { kind: "instructions", recipe, examples: examples.slice(from, to), names, lossOn };
   };
-  // a few jobs a worker queued: none idles between two, and few run on after an error
-  const running = new InOrder<InstructionTokens[]>(tokenizingPool().size * 3);
+  const running = new InOrder<InstructionTokens[]>();
   let next = 0;
   const submit = () => {
     running.add(tokenizeOnWorkers(job(next), { tokenizer, template }));

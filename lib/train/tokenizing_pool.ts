@@ -129,7 +129,7 @@ export function liveTokenizingWorkers(): number {
 }
 
 /** The tokenizing pool, made on first use. */
-export function tokenizingPool(): WorkerPool<Chunk, TokenizingResult> {
+function tokenizingPool(): WorkerPool<Chunk, TokenizingResult> {
   return pool ??= new WorkerPool(TOKENIZING, tokenizingWorkerCount());
 }
 
@@ -161,7 +161,7 @@ const TOKENIZING: PoolKind<Chunk, TokenizingResult> = {
   error: ({ name, message }) =>
     ERRORS[name] ? new ERRORS[name](message) : Object.assign(new Error(message), { name }),
   describe: ({ job }) =>
-    job.kind === "instructions" ? `${job.names[0]} to ${job.names.at(-1)}` : `${job.recipe.tokenizer.path}`,
+    job.kind === "instructions" ? `${job.names[0]} to ${job.names.at(-1)}` : job.recipe.tokenizer.path,
 };
 
 let pool: WorkerPool<Chunk, TokenizingResult> | null = null;
@@ -173,8 +173,8 @@ let pool: WorkerPool<Chunk, TokenizingResult> | null = null;
 export class InOrder<R> {
   #running: Promise<R>[] = [];
 
-  /** At most `window` jobs at once. */
-  constructor(readonly window: number) {}
+  /** At most `window` jobs at once; by default a few a worker, so that none idles between two. */
+  constructor(readonly window: number = tokenizingWorkerCount() * 3) {}
 
   /** Whether the window is full (take the oldest result first). */
   get full(): boolean {
