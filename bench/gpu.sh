@@ -84,9 +84,10 @@ if [ -f "$logs/wide_tiles.txt" ]; then
   echo "== best wide tile: ${best_wide:-none}"
 fi
 part steps 300 $run bench/step.ts $step_args
-# SSH and FourierFT with the coefficient gradient's separate FHTs and passes, against `steps` (fused
-# on GPUs: lib/spectral/coef_grad.ts); session 12 predicted ≈ 0.7 ms a RoBERTa-base step for the fusion
-part steps_grad 60 $run bench/step.ts --models=roberta-base --methods=ssh,fourierft --coef-grad=separate
+# SSH and FourierFT with the coefficient gradient's FHTs fused into its pass (lib/spectral/coef_grad.ts),
+# against `steps` (separate FHTs and passes: the fusion was 0.5 GPU ms a RoBERTa-base step slower on the
+# H200 in session 23)
+part steps_grad 60 $run bench/step.ts --models=roberta-base --methods=ssh,fourierft --coef-grad=fused
 if [ -n "$best_wide" ] && [ "$best_wide" != auto:wide ]; then
   tuned="--wide-tile=${best_wide%/s1}"
   [ "$best_wide" != "${best_wide%/s1}" ] && tuned="$tuned --fill=0.5"
@@ -123,7 +124,11 @@ part bind_groups 30 $run bench/bind_groups.ts
 # images decoded and resized on the worker pool against one after another in this thread: the pool
 # had one worker on the 2-core CPU machine (session 21); here it has 8
 part image_decode 60 $run bench/image_decode.ts --copies 400 --rounds 2
-part tests 120 deno test -A --quiet --no-lock --cached-only --parallel $tests
+# one test file at a time, each test named as it ends, unchecked (CI type-checks them): on the H200
+# (session 23) the 703 tests took ≈ 340 s so, a call of their own; with --parallel (16 files at once,
+# each with its own WebGPU device, a file's results printed when it ends) no file that uses the GPU
+# had ended after two minutes
+part tests 360 deno test -A --no-check --no-lock --cached-only $tests
 echo
 echo "== side by side"
 if [ -f "$logs/torch_layer.txt" ]; then

@@ -86,9 +86,9 @@ console.log(table(
     "SSH spectral",
     "SSH dense ΔW",
     "SSH folded",
-    "folded, separate ∂c",
+    "folded, fused ∂c",
   ],
-  layers.map(({ shape: s, frozen, spectral, dense, folded, foldedSeparate }) => [
+  layers.map(({ shape: s, frozen, spectral, dense, folded, foldedFused }) => [
     `${s.m}×${s.n}`,
     `${s.tokens}`,
     `${s.coefs}`,
@@ -96,6 +96,6 @@ console.log(table(
     `${(spectral / frozen).toFixed(2)}×`,
     `${(dense / frozen).toFixed(2)}×`,
     `${(folded / frozen).toFixed(2)}×`,
-    `${(foldedSeparate / frozen).toFixed(2)}×`,
+    `${(foldedFused / frozen).toFixed(2)}×`,
   ]),
 ));

@@ -18,7 +18,7 @@
  *     deno task bench-step --methods=ssh --wide-tile=128x96x8_8x12_2 --fill=0.5   # split K less
  *     deno task bench-step --methods=ssh --presets=big,wide   # without the `tall` tile
  *     deno task bench-step --methods=ssh --no-fuse=qkv,ffn,head   # what fusions are worth (lib/nn/fusions.ts)
- *     deno task bench-step --methods=ssh --coef-grad=separate   # SSH's ∂c with separate FHTs (or fused)
+ *     deno task bench-step --methods=ssh --coef-grad=fused      # SSH's ∂c with its FHTs in one kernel
  *     deno task bench-step --methods=ssh --attention=fused   # attention never storing its probabilities
  *     deno task bench-step --methods=ssh --checkpointing   # recompute layers in backward: peak memory
  *     deno task bench-step --models=roberta-base --count   # one step's commands by kernel, recorded, not run
@@ -473,10 +473,10 @@ if (import.meta.main) {
   const coefGrad = values["coef-grad"];
   if (coefGrad) {
     // the square spectral layers' coefficient gradient: fused with its FHTs or not (see
-    // COEF_GRAD_HEURISTICS; `auto` fuses on hardware GPUs only)
-    const choice = ({ auto: "auto", fused: true, separate: false } as const)[coefGrad];
+    // COEF_GRAD_HEURISTICS; separate by default)
+    const choice = ({ fused: true, separate: false } as const)[coefGrad];
     if (choice === undefined) {
-      throw new Error(`--coef-grad: expected auto, fused or separate, got "${coefGrad}"`);
+      throw new Error(`--coef-grad: expected fused or separate, got "${coefGrad}"`);
     }
     COEF_GRAD_HEURISTICS.fused = choice;
   }

@@ -19,17 +19,19 @@ import type { SparseSpectrum } from "./sparse.ts";
 /** Tuning of the fused coefficient gradient (benchmarks switch it; see bench/layer.ts). */
 export const COEF_GRAD_HEURISTICS: {
   /**
-   * Take the fused route where it applies: always, never, or `auto`: on hardware GPUs only
-   * (on lavapipe the folded layer ran 5–20% slower with it: bench/RESULTS.md, session 12).
+   * Take the fused route where it applies. Off: it was slower everywhere it was measured, the
+   * folded layer by 5–20% on lavapipe (session 12) and a RoBERTa-base SSH step by 0.5 GPU ms on an
+   * H200 (session 23; bench/RESULTS.md). It saves the two T×N transforms' memory traffic, which a
+   * GPU short of bandwidth may value: `bench/step.ts --coef-grad=fused` measures it.
    */
-  fused: boolean | "auto";
+  fused: boolean;
   /** Workgroups aimed at: each takes ⌈trips / chunks⌉ trips of P token pairs (partials: chunks × entries). */
   chunks: number;
   /** Elements transformed per workgroup trip aimed at (2P lines of n, as the FHT's workgroups). */
   elements: number;
   /** Most entries one invocation accumulates. */
   maxPerThread: number;
-} = { fused: "auto", chunks: 512, elements: 2048, maxPerThread: 32 };
+} = { fused: false, chunks: 512, elements: 2048, maxPerThread: 32 };
 
 interface FusedPlan {
   readonly kernel: Kernel & { usesTwiddles: boolean };
@@ -75,8 +77,7 @@ function planFor(gpu: Gpu, spectrum: SparseSpectrum): FusedPlan | null {
 
 /** Whether {@link encodeFusedGrad} applies to `spectrum` on `gpu` (and the heuristics allow it). */
 export function fusesGradient(gpu: Gpu, spectrum: SparseSpectrum): boolean {
-  const { fused } = COEF_GRAD_HEURISTICS;
-  return (fused === "auto" ? !gpu.software : fused) && planFor(gpu, spectrum) !== null;
+  return COEF_GRAD_HEURISTICS.fused && planFor(gpu, spectrum) !== null;
 }
 
 /**
