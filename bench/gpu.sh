@@ -15,7 +15,7 @@ tests=$(grep -L -E 'Deno\.execPath\(\)|cliProcess' $(ls tests/*_test.ts |
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
 logs=$(mktemp -d)
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups image_decode tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles wgrad_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups image_decode tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -60,6 +60,13 @@ part big_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
 # makes 576 workgroups there (2.2 waves of 264), `wide` 1152; which one the tail favours is unmeasured
 part qkv_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x2304x768NT,4096x768x2304NN --tiles=auto,wide,big,128x96x8_8x12_2/s1,128x192x8_8x16_2/s1,128x128x8_8x8_2
+# full fine-tuning's weight gradients at RoBERTa-base (dW = dYᵀ·X over 4096 tokens: o, stacked q/k/v,
+# MLP up and down): 19.0 TFLOP/s at 768×768 (`medium` split in 2) against cuBLAS's 43.6 in session 23,
+# and 31.8 of the full step's 91 GPU ms. No preset fills the GPU at these outputs without a K split,
+# which the planner only gives `medium`; big tiles split 4–8 ways are untried
+part wgrad_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
+  --shapes=768x768x4096TN,2304x768x4096TN,3072x768x4096TN,768x3072x4096TN \
+  --tiles=auto,medium/s1,medium/s4,wide/s1,wide/s2,wide/s4,tall/s2,tall/s4,big/s2,big/s4,big/s8
 # attention's per-head products at RoBERTa-base (384 heads of 128 tokens, D = 64): scores and dP (NT),
 # P·V and dQ (NN), dK and dV (TN); session 3 measured 3.3 ms of them per step (≈ 17 TFLOP/s)
 part attn_tiles 45 $run bench/matmul.ts --large --no-f16 --reps=10 \
