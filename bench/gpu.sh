@@ -15,7 +15,7 @@ tests=$(grep -L -E 'Deno\.execPath\(\)|cliProcess' $(ls tests/*_test.ts |
 if [ "${1:-}" = --list-tests ]; then echo $tests; exit 0; fi
 out=${OUT:-$(mktemp -d)}
 logs=$(mktemp -d)
-parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles wgrad_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups image_decode tests} "
+parts=" ${*:-dispatch rows wide_tiles big_tiles qkv_tiles wgrad_tiles attn_tiles f16_loads presets steps_presets steps steps_grad torch_steps steps_tuned fusions attention steps_fused_attention checkpointing bench delta_weight torch_layer torch_matmul matmul_tiles steps_f16 quant steps_quant gemv decode steps_sft generate bind_groups image_decode tests} "
 # STEP_ARGS replaces the step benchmark's arguments, e.g. "--methods=ssh,lora"
 step_args=${STEP_ARGS:---profile}
 # offline: the pruned cache from gpu_prepare.sh, without the lockfile's other packages
@@ -108,6 +108,9 @@ part steps_fused_attention 45 $run bench/step.ts --models=roberta-base --methods
 # gradient checkpointing: peak memory and step time against `steps`
 part checkpointing 45 $run bench/step.ts --models=roberta-base --methods=ssh --checkpointing
 part bench 120 $run bench/main.ts --full --no-steps
+# one fold's W + ΔW (one kernel, three passes) against an FHT of as many rows: 52 µs a 768×768 ΔW in
+# session 23's step profile, ≈ 17 FHTs' worth of 768 rows; random positions against crowded ones
+part delta_weight 30 $run bench/delta_weight.ts --reps=50
 part matmul_tiles 60 $run bench/matmul.ts --large --no-f16 --reps=10 \
   --shapes=4096x4096x4096NN,4096x4096x4096NT,4096x768x3072NT,4096x768x768NN \
   --tiles=auto,64x256x8_8x16_2,128x128x8_16x8_2,128x128x8_8x16_2,64x256x16_8x16_1,128x128x16_16x8_1,64x128x8_8x8_2g4

