@@ -8,7 +8,8 @@ import {
   type InstructionDatasetOptions,
 } from "../lib/train/instruct.ts";
 import { EXAMPLES_PER_JOB, instructionDatasetOnWorkers } from "../lib/train/instruct_workers.ts";
-import { liveTokenizingWorkers } from "../lib/train/tokenizing_pool.ts";
+import { canTokenizeOnWorkers, liveTokenizingWorkers } from "../lib/train/tokenizing_pool.ts";
+import { Tokenizer } from "../lib/io/tokenizer.ts";
 import { ChatTemplateError } from "../lib/io/chat_template.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { fixtureModel, tempModelDir } from "./model_helpers.ts";
@@ -154,4 +155,36 @@ Deno.test("instructionDatasetOnWorkers: a template whose context no worker can b
     plain(await instructionDatasetOnWorkers(data, tokenizer, opts)),
     plain(instructionDataset(data, tokenizer, opts)),
   );
+});
+
+Deno.test("instructionDatasetOnWorkers: a tokenizer changed after loading (an instance's encode, a subclass) is used here", async () => {
+  const loaded = await tokenizerOf("gpt2");
+  assert(canTokenizeOnWorkers(loaded), "a tokenizer as loaded goes to the workers");
+  // ids no worker's copy would give: each text's with an end-of-text token after them
+  const eos = loaded.special.eos ?? 0;
+  let calls = 0;
+  const replaced = await tokenizerOf("gpt2");
+  const own = replaced.encode.bind(replaced);
+  replaced.encode = (text, opts) => {
+    calls++;
+    return [...own(text, opts), eos];
+  };
+  class Marking extends Tokenizer {
+    override encode(text: string, opts?: Parameters<Tokenizer["encode"]>[1]): number[] {
+      calls++;
+      return [...super.encode(text, opts), eos];
+    }
+  }
+  const subclassed: Tokenizer = Object.setPrototypeOf(await tokenizerOf("gpt2"), Marking.prototype);
+  const data = examples(EXAMPLES_PER_JOB + 3),
+    opts = { seqLen: 64, template: chatTemplate(CHATML, "chatml") };
+  const unchanged = JSON.stringify(plain(instructionDataset(data, loaded, opts)));
+  for (const tokenizer of [replaced, subclassed]) {
+    assert(!canTokenizeOnWorkers(tokenizer), "a changed tokenizer stays in this thread");
+    const before = calls;
+    const pooled = plain(await instructionDatasetOnWorkers(data, tokenizer, opts));
+    assert(calls > before, "its encode ran");
+    assertEquals(pooled, plain(instructionDataset(data, tokenizer, opts)));
+    assert(JSON.stringify(pooled) !== unchanged, "its ids, not the loaded tokenizer's");
+  }
 });

@@ -52,12 +52,15 @@ export function tokenizingWorkerCount(): number {
 
 /**
  * Whether `tokenizer` and `template` can be made again on a worker: a tokenizer loaded from its file
- * (by {@link loadTokenizer}), and no template or one from Jinja text (not one that refuses every
- * render) whose context is plain data (what JSON writes: no function, Map or undefined value).
+ * (by {@link loadTokenizer}) as it was loaded (a subclass's methods, or a function set on the
+ * instance, would not reach the worker's copy), and no template or one from Jinja text (not one that
+ * refuses every render) whose context is plain data (what JSON writes: no function, Map or
+ * undefined value).
  */
 export function canTokenizeOnWorkers(tokenizer: Tokenizer, template: ChatTemplate | null = null): boolean {
-  return tokenizer instanceof Tokenizer &&
-    (template === null || (template.jinja !== null && isPlainData(template.context)));
+  const asLoaded = Object.getPrototypeOf(tokenizer) === Tokenizer.prototype &&
+    Object.values(tokenizer).every((v) => typeof v !== "function");
+  return asLoaded && (template === null || (template.jinja !== null && isPlainData(template.context)));
 }
 
 /** Whether `value` is null, a boolean, a finite number, a text, or an array or plain object of such. */
