@@ -7,8 +7,8 @@
  * A third chain puts a 3 KB buffer copy after each add (a bias stacked for the q/k/v product):
  * the copy ends the compute pass, so its row is the cost of a copy and a pass break.
  * The chains barely load a GPU, whose clocks then stay low (an idle H200 read 345 MHz): each
- * timing follows half a second of 2048³ products, and the clocks are printed where
- * `nvidia-smi` answers.
+ * timing follows half a second of 2048³ products (128³ on a software adapter), and the clocks
+ * are printed where `nvidia-smi` answers.
  *
  *     deno run -A bench/dispatch.ts [--count=400]
  * @module
@@ -24,7 +24,9 @@ const count = Number(values.count ?? 400);
 const gpu = await getGpu();
 console.log(`dispatch cost on ${gpu.description}; ${count} adds per timing; ${new Date().toISOString()}`);
 const rows: string[][] = [];
-const side = 2048, big = gpu.pool.acquire(side * side * 4), out = gpu.pool.acquire(side * side * 4);
+const side = gpu.software ? 128 : 2048,
+  big = gpu.pool.acquire(side * side * 4),
+  out = gpu.pool.acquire(side * side * 4);
 /** Raise the GPU's clocks: half a second of products, then the clocks nvidia-smi reads, if any. */
 async function loadGpu(): Promise<string> {
   await warmUp(gpu, () => encodeMatmul(gpu, big, big, out, side, side, side), 500);
