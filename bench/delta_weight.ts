@@ -54,11 +54,12 @@ for (const { m, n, count } of shapes) {
     const w = upload(gpu, uniformValues(m * n, 0.02, 2));
     const dst = gpu.pool.acquire(m * n * 4), rowsOfW = gpu.pool.acquire(m * n * 4);
     const fold = (fused: boolean) => () => {
+      const before = DELTA_WEIGHT_HEURISTICS.fused;
       DELTA_WEIGHT_HEURISTICS.fused = fused;
       try {
         op.materialize(coef, dst, { base: w });
       } finally {
-        DELTA_WEIGHT_HEURISTICS.fused = true;
+        DELTA_WEIGHT_HEURISTICS.fused = before;
       }
     };
     const fht = () => encodeFht(gpu, w, rowsOfW, m, n);
