@@ -4,6 +4,7 @@
  * tools/make_arrow_fixtures.ts from the Parquet fixtures' rows: the same data in both formats).
  */
 import { join } from "node:path";
+import { ArrowError, readArrow } from "../lib/io/arrow.ts";
 import { loadHfConfig, type VitConfig } from "../lib/io/hf_config.ts";
 import { parseImageProcessorConfig } from "../lib/io/image.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
@@ -147,4 +148,14 @@ Deno.test("eval of a saved split with string labels, on a head without class nam
   const named = await runCli([...bert, "--data", SPAM_SPLIT]);
   assertEquals(named.code, 0, named.err);
   assert(!named.err.includes("names no classes"), named.err);
+});
+
+Deno.test("Arrow: a missing file and a folder given as a file are refused by name, as readers' files are", async () => {
+  await withTempDir("hartley_arrow_read_", async (dir) => {
+    const missing = join(dir, "none.arrow");
+    await assertRejects(() => readArrow(missing), ArrowError, `${missing}: file not found`);
+    const folder = join(dir, "folder.arrow");
+    await Deno.mkdir(folder);
+    await assertRejects(() => readArrow(folder), ArrowError, `${folder}: is a directory, not a data file`);
+  });
 });

@@ -11,6 +11,7 @@
  */
 import { type DataType, type Schema, type Table, tableFromIPC, Type } from "@uwdata/flechette";
 import { type DataTable, featureClassLabels, plainValue, TableError } from "./parquet.ts";
+import { readFailure, readFileBytes } from "./paths.ts";
 
 /** An Arrow file that cannot be read (not Arrow IPC, a column without plain values, a value out of range). */
 export class ArrowError extends TableError {
@@ -30,12 +31,7 @@ export async function readArrow(
   path: string,
   rowName: RowName = (row) => `${path}: row ${row + 1}`,
 ): Promise<DataTable> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw unreadable(path, e);
-  }
+  const bytes = await readFileBytes(path, (message) => new ArrowError(message));
   checkMagic(path, bytes);
   // 64-bit integers as bigint, so that plainValue refuses those a number does not hold exactly
   const table = decode(path, () => tableFromIPC(bytes, { useBigInt: true, useDate: true }));
@@ -102,8 +98,7 @@ function decode(path: string, read: () => Table): Table {
 
 /** The ArrowError of a file that cannot be opened or read (`e`, what was thrown). */
 function unreadable(path: string, e: unknown): ArrowError {
-  if (e instanceof Deno.errors.NotFound) return new ArrowError(`${path}: file not found`);
-  return new ArrowError(`${path}: cannot read: ${(e as Error).message}`);
+  return new ArrowError(readFailure(path, e));
 }
 
 /** The ClassLabel names of the `huggingface` entry of `schema`'s metadata. */

@@ -58,3 +58,22 @@ export async function fileInFolder(
   if ((await statOrNull(join(path, name)))?.isFile) return join(path, name);
   throw folderWithout();
 }
+
+/**
+ * What opening or reading `path` failed with (`e`, what was thrown), in words that name it: not
+ * found, a folder where a file was expected, or the system's message.
+ */
+export function readFailure(path: string, e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return `${path}: file not found`;
+  if (e instanceof Deno.errors.IsADirectory) return `${path}: is a directory, not a data file`;
+  return `${path}: cannot read: ${(e as Error).message}`;
+}
+
+/** The bytes of the file at `path`; a read that fails throws `error` of its {@link readFailure}. */
+export async function readFileBytes(path: string, error: (message: string) => Error): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw error(readFailure(path, e));
+  }
+}

@@ -24,6 +24,7 @@ import {
   tableFormatOf,
 } from "../io/data_table.ts";
 import { CsvError, type CsvRecord, parseCsv } from "../io/csv.ts";
+import { readFailure, readFileBytes } from "../io/paths.ts";
 import { DECIMAL, LabelMap } from "./labels.ts";
 import { DataError } from "./data_error.ts";
 
@@ -195,12 +196,7 @@ async function asDataError<T>(read: () => Promise<T>): Promise<T> {
  * names the line and offset of the first bad byte.
  */
 export async function readDataText(path: string): Promise<string> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw unreadable(path, e);
-  }
+  const bytes = await readFileBytes(path, (message) => new DataError(message));
   refuseUtf16(path, bytes);
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes); // drops a BOM
@@ -220,9 +216,7 @@ export async function readDataText(path: string): Promise<string> {
 
 /** The DataError for a data file that cannot be read (`e`, what opening or reading it threw). */
 function unreadable(path: string, e: unknown): DataError {
-  if (e instanceof Deno.errors.NotFound) return new DataError(`${path}: file not found`);
-  if (e instanceof Deno.errors.IsADirectory) return new DataError(`${path}: is a directory, not a data file`);
-  return new DataError(`${path}: cannot read: ${(e as Error).message}`);
+  return new DataError(readFailure(path, e));
 }
 
 /** Refuses a file whose first bytes, `head`, are a UTF-16 byte-order mark. */
