@@ -33,6 +33,9 @@ function positions(rng: Prng, m: number, n: number, count: number, rows = m, col
 
 const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const reps = Number(arg("reps") ?? 20);
+if (!Number.isInteger(reps) || reps < 1) {
+  throw new Error(`--reps: expected a whole number ≥ 1, got '${arg("reps")}'`);
+}
 const shapes = (arg("shapes") ?? "768x768x750,1024x1024x750").split(",").map((s) => {
   const [m, n, count] = s.split("x").map(Number);
   if (![m, n, count].every((v) => Number.isInteger(v) && v > 0) || count > m * n) {
